@@ -1,0 +1,50 @@
+"""iceberg-privacy: privacy operations for Apache Iceberg lakes.
+
+Find and erase a person fast (Bloom-filter sidecars + a pruning planner), publish differentially
+private statistics, and know where data went. Everything not re-exported here is internal.
+"""
+
+from iceberg_privacy.catalog import connect
+from iceberg_privacy.config import BloomColumn, bloom_columns, configure_bloom
+from iceberg_privacy.errors import (
+    BudgetError,
+    CommitConflictError,
+    ConfigurationError,
+    IcebergPrivacyError,
+    InvalidLookupValueError,
+    SchemaMismatchError,
+    SidecarError,
+    UnknownColumnError,
+    UnsupportedTypeError,
+)
+from iceberg_privacy.index import SidecarWarning
+from iceberg_privacy.ingest import WriteReport, append, overwrite
+from iceberg_privacy.lookup import lookup
+from iceberg_privacy.planner import LookupPlan, plan_lookup
+from iceberg_privacy.sidecar import clear_sidecar_cache
+
+from iceberg_privacy.version import __version__
+
+__all__ = [
+    "BloomColumn",
+    "BudgetError",
+    "CommitConflictError",
+    "ConfigurationError",
+    "IcebergPrivacyError",
+    "InvalidLookupValueError",
+    "LookupPlan",
+    "SchemaMismatchError",
+    "SidecarError",
+    "SidecarWarning",
+    "UnknownColumnError",
+    "UnsupportedTypeError",
+    "WriteReport",
+    "append",
+    "bloom_columns",
+    "clear_sidecar_cache",
+    "configure_bloom",
+    "connect",
+    "lookup",
+    "overwrite",
+    "plan_lookup",
+]

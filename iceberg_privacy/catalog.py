@@ -1,0 +1,37 @@
+"""Catalog connection: the embedded default (SQLite + local warehouse) or any pyiceberg catalog."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.catalog.sql import SqlCatalog
+
+HOME_ENV = "ICEBERG_PRIVACY_HOME"
+DEFAULT_HOME = ".iceberg-privacy"
+
+
+def default_home() -> Path:
+    """Where the embedded catalog lives: $ICEBERG_PRIVACY_HOME, else ./.iceberg-privacy."""
+    return Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).expanduser().resolve()
+
+
+def connect(name: str = "default", *, home: str | os.PathLike[str] | None = None, **properties: Any) -> Catalog:
+    """Return a pyiceberg catalog.
+
+    With no properties: the embedded default, a SqlCatalog on SQLite at ``<home>/catalog.db`` with its
+    warehouse in ``<home>/warehouse`` (``home`` defaults to :func:`default_home`). With properties
+    (``uri=...``, ``warehouse=...``, ``type=...``) they are passed to pyiceberg's ``load_catalog``;
+    a ``uri`` starting with ``sqlite:`` or ``postgresql`` makes a SqlCatalog.
+    """
+    if not properties:
+        root = Path(home).expanduser().resolve() if home is not None else default_home()
+        (root / "warehouse").mkdir(parents=True, exist_ok=True)
+        return SqlCatalog(name, uri=f"sqlite:///{root / 'catalog.db'}", warehouse=(root / "warehouse").as_uri())
+    props = {k.replace("_", "-") if k != "py_io_impl" else "py-io-impl": str(v) for k, v in properties.items()}
+    uri = props.get("uri", "")
+    if "type" not in props and (uri.startswith("sqlite:") or uri.startswith("postgresql")):
+        return SqlCatalog(name, **props)
+    return load_catalog(name, **props)

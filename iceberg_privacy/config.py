@@ -1,0 +1,142 @@
+"""Bloom-filter configuration, stored as table properties with stable keys.
+
+``privacy.bloom.columns``            comma-separated top-level column names
+``privacy.bloom.<column>.fpp``       target false-positive probability, in (0, 0.5]; default 0.01
+``privacy.bloom.<column>.ndv``       optional distinct-count hint per data file (> 0); without it
+                                     each filter is sized from the file's measured distinct count
+
+Keeping the configuration in the table means every writer (Python, Spark, CLI) agrees on it and it
+travels with the table through catalogs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.types import NestedField, PrimitiveType
+
+from iceberg_privacy.errors import ConfigurationError, UnknownColumnError
+from iceberg_privacy.identities import identity_leaf_type
+
+COLUMNS_KEY = "privacy.bloom.columns"
+DEFAULT_FPP = 0.01
+_PREFIX = "privacy.bloom."
+
+
+def fpp_key(column: str) -> str:
+    return f"{_PREFIX}{column}.fpp"
+
+
+def ndv_key(column: str) -> str:
+    return f"{_PREFIX}{column}.ndv"
+
+
+@dataclass(frozen=True)
+class BloomColumn:
+    name: str
+    field: NestedField
+    leaf_type: PrimitiveType
+    fpp: float = DEFAULT_FPP
+    ndv: int | None = None
+
+    @property
+    def field_id(self) -> int:
+        return self.field.field_id
+
+
+def _validate_fpp(column: str, fpp: float) -> float:
+    try:
+        value = float(fpp)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"FPP for column {column!r} must be a number in (0, 0.5], got {fpp!r}") from None
+    if not 0.0 < value <= 0.5:
+        raise ConfigurationError(
+            f"FPP for column {column!r} must be in (0, 0.5], got {value}: 0.01 (1%) is a good default; "
+            "lower values cost storage, not probe time"
+        )
+    return value
+
+
+def _validate_ndv(column: str, ndv: object) -> int | None:
+    if ndv is None or ndv == "":
+        return None
+    try:
+        value = int(ndv)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"NDV hint for column {column!r} must be a positive integer, got {ndv!r}") from None
+    if value <= 0:
+        raise ConfigurationError(
+            f"NDV hint for column {column!r} must be > 0, got {value}; omit it to size filters from each "
+            "file's measured distinct count"
+        )
+    return value
+
+
+def _resolve(schema: Schema, column: str) -> NestedField:
+    names = [f.name for f in schema.fields]
+    if column not in names:
+        raise UnknownColumnError(
+            f"column {column!r} is not a top-level column of the table; available: {', '.join(names)}"
+        )
+    return schema.find_field(column)
+
+
+def bloom_columns(schema: Schema, properties: Mapping[str, str]) -> list[BloomColumn]:
+    """The validated Bloom configuration of a table (empty when none is set)."""
+    raw = properties.get(COLUMNS_KEY, "")
+    out: list[BloomColumn] = []
+    for name in [c.strip() for c in raw.split(",") if c.strip()]:
+        field = _resolve(schema, name)
+        out.append(
+            BloomColumn(
+                name=name,
+                field=field,
+                leaf_type=identity_leaf_type(field),
+                fpp=_validate_fpp(name, properties.get(fpp_key(name), DEFAULT_FPP)),
+                ndv=_validate_ndv(name, properties.get(ndv_key(name))),
+            )
+        )
+    return out
+
+
+def configure_bloom(
+    table: Table,
+    columns: Iterable[str] | Mapping[str, Mapping[str, float | int | None]],
+    *,
+    fpp: float = DEFAULT_FPP,
+    ndv: int | None = None,
+    replace: bool = True,
+) -> Table:
+    """Set which columns get Bloom filters (with per-column FPP/NDV) and return the refreshed table.
+
+    ``columns`` is a list of names sharing ``fpp``/``ndv``, or a mapping ``{name: {"fpp": .., "ndv": ..}}``.
+    With ``replace=False`` the columns are added to those already configured. Files written before
+    a column was added are scanned for it until :func:`iceberg_privacy.backfill` covers them.
+    """
+    specs: dict[str, Mapping[str, float | int | None]] = (
+        {k: dict(v) for k, v in columns.items()} if isinstance(columns, Mapping) else {c: {} for c in columns}
+    )
+    if not specs:
+        raise ConfigurationError("name at least one column to index")
+    schema = table.schema()
+    existing = {c.name: c for c in bloom_columns(schema, table.properties)} if not replace else {}
+    updates: dict[str, str] = {}
+    for name, spec in specs.items():
+        field = _resolve(schema, name)
+        identity_leaf_type(field)
+        col_fpp = _validate_fpp(name, spec.get("fpp", fpp) if spec.get("fpp") is not None else fpp)
+        col_ndv = _validate_ndv(name, spec.get("ndv", ndv))
+        updates[fpp_key(name)] = repr(col_fpp)
+        if col_ndv is not None:
+            updates[ndv_key(name)] = str(col_ndv)
+    names = list(existing) + [n for n in specs if n not in existing]
+    updates[COLUMNS_KEY] = ",".join(names)
+    with table.transaction() as tx:
+        stale = [ndv_key(n) for n, s in specs.items() if s.get("ndv", ndv) is None and ndv_key(n) in table.properties]
+        if stale:
+            tx.remove_properties(*stale)
+        tx.set_properties(updates)
+    return table.refresh()

@@ -1,0 +1,46 @@
+"""One exception hierarchy for the whole library.
+
+Every error a user can trigger derives from :class:`IcebergPrivacyError`, and its message says
+what to do next, not only what went wrong.
+"""
+
+from __future__ import annotations
+
+
+class IcebergPrivacyError(Exception):
+    """Base class of every error raised by iceberg-privacy."""
+
+
+class ConfigurationError(IcebergPrivacyError, ValueError):
+    """A table property or argument that configures the library is invalid."""
+
+
+class UnknownColumnError(ConfigurationError):
+    """A column named by the caller does not exist in the table schema."""
+
+
+class UnsupportedTypeError(ConfigurationError):
+    """A column's Iceberg type cannot carry identities (e.g. float, boolean)."""
+
+
+class InvalidLookupValueError(IcebergPrivacyError, ValueError):
+    """A lookup value cannot be converted to the column's Iceberg type, or is null."""
+
+
+class SchemaMismatchError(IcebergPrivacyError, ValueError):
+    """Data to write does not match the table schema."""
+
+
+class SidecarError(IcebergPrivacyError):
+    """A sidecar file cannot be read or fails verification.
+
+    Readers never let this escape a lookup: a file whose sidecar is unusable is scanned.
+    """
+
+
+class CommitConflictError(IcebergPrivacyError):
+    """A commit kept losing to concurrent writers after all retries."""
+
+
+class BudgetError(IcebergPrivacyError):
+    """Differential-privacy budget problems (exhausted, invalid, ledger conflict)."""

@@ -1,0 +1,97 @@
+"""Identity values inside a column: the column itself, or every id nested in lists and maps.
+
+A Bloom column may be a primitive (``user_id: string``), a ``list<primitive>``, or an identity map
+in Adobe's shape ``map<string, list<struct<id: string, ...>>>``. For nested columns every id
+anywhere in the value goes into one filter, and a row matches a lookup when any of its ids does.
+The rule that finds the ids: list -> elements, map -> values (namespaces in the keys are not
+identities), struct -> its field named ``id``, recursively, down to a supported primitive.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.types import IcebergType, ListType, MapType, NestedField, PrimitiveType, StructType
+
+from iceberg_privacy.errors import UnsupportedTypeError
+from iceberg_privacy.hashing import is_supported_identity_type
+
+ID_FIELD = "id"
+
+
+def identity_leaf_type(field: NestedField) -> PrimitiveType:
+    """The primitive type of the ids a column holds; raises if the column cannot hold ids."""
+    t: IcebergType = field.field_type
+    path = field.name
+    while not isinstance(t, PrimitiveType):
+        if isinstance(t, ListType):
+            t, path = t.element_type, f"{path}.element"
+        elif isinstance(t, MapType):
+            t, path = t.value_type, f"{path}.value"
+        elif isinstance(t, StructType):
+            id_fields = [f for f in t.fields if f.name == ID_FIELD]
+            if not id_fields:
+                raise UnsupportedTypeError(
+                    f"column {field.name!r}: struct at {path!r} has no field named {ID_FIELD!r}; identity "
+                    "structs must carry their identifier in an 'id' field (Adobe identity-map shape)"
+                )
+            t, path = id_fields[0].field_type, f"{path}.{ID_FIELD}"
+        else:  # pragma: no cover - pyiceberg has no other nested types
+            raise UnsupportedTypeError(f"column {field.name!r}: unsupported nested type {t}")
+    if not is_supported_identity_type(t):
+        raise UnsupportedTypeError(
+            f"column {field.name!r} ({field.field_type}) holds {t} values, which cannot be an identity: "
+            "supported are string, int, long, uuid, binary, fixed, date, timestamp, timestamptz, decimal "
+            "(and lists/identity maps of them)"
+        )
+    return t
+
+
+def is_nested(field: NestedField) -> bool:
+    return not isinstance(field.field_type, PrimitiveType)
+
+
+def _flatten(arr: pa.Array, rows: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """Descend one nesting level, carrying each value's originating row index.
+
+    Lists and maps are expanded from their offsets (``pc.list_parent_indices`` aborts on map arrays
+    in pyarrow 18), skipping the children of null slots.
+    """
+    if pa.types.is_struct(arr.type):
+        child = arr.field(ID_FIELD)
+        if arr.null_count:
+            child = pc.if_else(arr.is_valid(), child, pa.nulls(len(arr), child.type))
+        return child, rows
+    offsets = arr.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+    child = arr.items if pa.types.is_map(arr.type) else arr.values
+    child = child.slice(offsets[0], offsets[-1] - offsets[0])
+    parents = np.repeat(np.arange(len(arr)), np.diff(offsets))
+    if arr.null_count:
+        keep = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)[parents]
+        child, parents = child.filter(pa.array(keep)), parents[keep]
+    return child, rows[parents]
+
+
+def extract_identities(arr: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    """All identity values of a column and the row each came from (nulls kept; callers drop)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    rows = np.arange(len(arr), dtype=np.int64)
+    while pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_map(arr.type) or (
+        pa.types.is_struct(arr.type)
+    ):
+        arr, rows = _flatten(arr, rows)
+    return arr, rows
+
+
+def rows_matching(arr: pa.Array | pa.ChunkedArray, value_set: pa.Array) -> np.ndarray:
+    """Boolean mask of rows any of whose identity values is in ``value_set``."""
+    n = len(arr)
+    values, rows = extract_identities(arr)
+    if isinstance(values.type, pa.ExtensionType):
+        values = values.storage
+    hit = pc.is_in(values, value_set=value_set, skip_nulls=True).to_numpy(zero_copy_only=False)
+    mask = np.zeros(n, dtype=bool)
+    mask[rows[np.asarray(hit, dtype=bool)]] = True
+    return mask

@@ -1,0 +1,297 @@
+"""Append and overwrite: data files and their sidecar land in one atomic Iceberg commit.
+
+The data is written with pyiceberg's own writer (partitioning, target file size, metrics), while the
+Bloom filters of each file are built from the same in-memory record batches in the calling thread.
+Then one transaction adds the data files (fast append), records the sidecar in the snapshot summary
+and registers it in the statistics list. A crash before the commit leaves the table at its old
+snapshot; the files already written are orphans that :func:`iceberg_privacy.cleanup_orphans` reports.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import BooleanExpression
+from pyiceberg.io.pyarrow import (
+    _check_pyarrow_schema_compatible,
+    _determine_partitions,
+    bin_pack_arrow_table,
+    pyarrow_to_schema,
+    write_file,
+)
+from pyiceberg.manifest import DataFile, ManifestEntryStatus
+from pyiceberg.table import ALWAYS_TRUE, Table, TableProperties, Transaction, WriteTask
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.utils.properties import property_as_int
+
+from iceberg_privacy.version import __version__
+from iceberg_privacy.config import BloomColumn, bloom_columns
+from iceberg_privacy.errors import CommitConflictError, SchemaMismatchError
+from iceberg_privacy.filters import filters_for_data_files, filters_for_table
+from iceberg_privacy.index import new_sidecar_location, statistics_entry, summary_properties
+from iceberg_privacy.sidecar import ColumnInfo, CoveredFile, FileFilter, write_sidecar
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_BYTES = 256 * 1024 * 1024
+"""In-memory Arrow bytes buffered from a stream before its files are written (bounds memory)."""
+
+
+@dataclass
+class WriteReport:
+    """What one append/overwrite committed."""
+
+    snapshot_id: int | None
+    operation: str
+    data_files: int = 0
+    rows: int = 0
+    data_bytes: int = 0
+    sidecar_path: str | None = None
+    sidecar_bytes: int = 0
+    bloom_columns: list[str] = field(default_factory=list)
+    filter_seconds: float = 0.0
+    seconds: float = 0.0
+    commit_attempts: int = 0
+    dropped_rows: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.operation}: {self.rows} rows in {self.data_files} files ({self.data_bytes} bytes), "
+            f"sidecar {self.sidecar_bytes} bytes for {self.bloom_columns or 'no columns'}, "
+            f"snapshot {self.snapshot_id}, {self.seconds:.2f}s"
+        )
+
+
+def _chunks(data: pa.Table | pa.RecordBatchReader, chunk_bytes: int) -> Iterator[pa.Table]:
+    """Split the input into Arrow tables of at most ~chunk_bytes, reading streams lazily."""
+    if isinstance(data, pa.Table):
+        if data.nbytes <= chunk_bytes or data.num_rows == 0:
+            yield data
+            return
+        rows = max(1, int(chunk_bytes / (data.nbytes / data.num_rows)))
+        for start in range(0, data.num_rows, rows):
+            yield data.slice(start, rows)
+        return
+    buf: list[pa.RecordBatch] = []
+    size = 0
+    for batch in data:
+        buf.append(batch)
+        size += batch.nbytes
+        if size >= chunk_bytes:
+            yield pa.Table.from_batches(buf, schema=data.schema)
+            buf, size = [], 0
+    if buf:
+        yield pa.Table.from_batches(buf, schema=data.schema)
+
+
+def _write_tasks(metadata: TableMetadata, chunk: pa.Table, write_uuid: uuid.UUID, counter: itertools.count) -> list[WriteTask]:
+    """The same file split pyiceberg's own append makes (partitions, then target-size bins)."""
+    target = property_as_int(
+        metadata.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT
+    )
+    task_schema = pyarrow_to_schema(
+        chunk.schema, name_mapping=metadata.schema().name_mapping, format_version=metadata.format_version
+    )
+    if metadata.spec().is_unpartitioned():
+        return [
+            WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=b, schema=task_schema)
+            for b in bin_pack_arrow_table(chunk, target)
+        ]
+    return [
+        WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=b, schema=task_schema,
+                  partition_key=p.partition_key)
+        for p in _determine_partitions(spec=metadata.spec(), schema=metadata.schema(), arrow_table=chunk)
+        for b in bin_pack_arrow_table(p.arrow_table_partition, target)
+    ]
+
+
+@dataclass
+class _Written:
+    files: list[DataFile] = field(default_factory=list)
+    filters: list[dict[int, FileFilter]] = field(default_factory=list)
+    rows: int = 0
+    filter_seconds: float = 0.0
+
+
+def _write_data(table: Table, data: pa.Table | pa.RecordBatchReader, columns: list[BloomColumn], chunk_bytes: int,
+                progress: bool) -> _Written:
+    metadata = table.metadata
+    try:
+        _check_pyarrow_schema_compatible(metadata.schema(), data.schema, format_version=metadata.format_version)
+    except ValueError as exc:
+        raise SchemaMismatchError(f"data does not match the schema of {table.name()}: {exc}") from exc
+    out = _Written()
+    write_uuid, counter = uuid.uuid4(), itertools.count(0)
+    bar = _progress(progress, "writing")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ip-write") as pool:
+        for chunk in _chunks(data, chunk_bytes):
+            if chunk.num_rows == 0:
+                continue
+            tasks = _write_tasks(metadata, chunk, write_uuid, counter)
+            # pyiceberg writes the files on its own pool while this thread builds their filters.
+            pending = pool.submit(lambda ts=tasks: list(write_file(table.io, metadata, iter(ts))))
+            t0 = time.perf_counter()
+            filters = [filters_for_table(pa.Table.from_batches(t.record_batches), columns) for t in tasks]
+            out.filter_seconds += time.perf_counter() - t0
+            out.files += pending.result()
+            out.filters += filters
+            out.rows += chunk.num_rows
+            if bar is not None:
+                bar.update(chunk.num_rows)
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def _progress(enabled: bool, desc: str):  # type: ignore[no-untyped-def]
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(desc=desc, unit="rows", unit_scale=True)
+
+
+def added_data_files(io, metadata: TableMetadata, since_snapshot_id: int | None) -> list[DataFile]:  # type: ignore[no-untyped-def]
+    """Data files that snapshots after ``since_snapshot_id`` (on the current branch) added."""
+    out: list[DataFile] = []
+    snap = metadata.current_snapshot()
+    while snap is not None and snap.snapshot_id != since_snapshot_id:
+        for manifest in snap.manifests(io):
+            if manifest.added_snapshot_id != snap.snapshot_id:
+                continue
+            for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
+                if entry.status == ManifestEntryStatus.ADDED and entry.data_file.content.value == 0:
+                    out.append(entry.data_file)
+        snap = metadata.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id else None
+    return out
+
+
+def _commit(
+    table: Table, written: _Written, columns: list[BloomColumn], *, operation: str,
+    overwrite_filter: BooleanExpression | None, snapshot_properties: dict[str, str], max_retries: int,
+) -> tuple[int | None, str | None, int, int]:
+    """Commit data + sidecar atomically; retry on conflicts. Returns (snapshot, sidecar, bytes, attempts)."""
+    for attempt in range(1, max_retries + 2):
+        base_id = table.metadata.current_snapshot_id
+        tx: Transaction = table.transaction()
+        files = list(written.files)
+        filters = list(written.filters)
+        if overwrite_filter is not None:
+            tx.delete(delete_filter=overwrite_filter, snapshot_properties=snapshot_properties)
+            rewritten = added_data_files(table.io, tx.table_metadata, base_id)
+            if rewritten and columns:
+                # Copy-on-write rewrites of partially deleted files need filters too.
+                filters += filters_for_data_files(table.io, tx.table_metadata, rewritten, columns)
+            files_to_cover = files + rewritten
+        else:
+            files_to_cover = files
+        sidecar_path: str | None = None
+        sidecar_bytes = 0
+        if files:
+            producer = tx.update_snapshot(snapshot_properties=dict(snapshot_properties)).fast_append()
+            for f in files:
+                producer.append_data_file(f)
+            snapshot_id = producer._snapshot_id
+        else:
+            producer, snapshot_id = None, tx.table_metadata.current_snapshot_id
+        if columns and files_to_cover and snapshot_id is not None:
+            sidecar_path = new_sidecar_location(tx.table_metadata, snapshot_id)
+            footer = write_sidecar(
+                table.io, sidecar_path,
+                [CoveredFile(f.file_path, f.record_count, f.file_size_in_bytes) for f in files_to_cover],
+                [ColumnInfo(c.field_id, c.name, c.fpp, c.ndv) for c in columns],
+                {c.field_id: {i: flt[c.field_id] for i, flt in enumerate(filters)} for c in columns},
+                snapshot_id=snapshot_id, sequence_number=tx.table_metadata.next_sequence_number(),
+                created_by=f"iceberg-privacy {__version__}",
+            )
+            sidecar_bytes = footer.file_size
+            if producer is not None:
+                producer.snapshot_properties = {
+                    **producer.snapshot_properties,
+                    **summary_properties(sidecar_path, footer, len(files_to_cover), [c.name for c in columns]),
+                }
+        if producer is not None:
+            producer.commit()
+        if sidecar_path is not None:
+            tx.update_statistics().set_statistics(statistics_entry(snapshot_id, sidecar_path, footer)).commit()
+        try:
+            tx.commit_transaction()
+            return snapshot_id, sidecar_path, sidecar_bytes, attempt
+        except CommitFailedException as exc:
+            logger.info("commit attempt %d on %s lost to a concurrent writer: %s", attempt, table.name(), exc)
+            if sidecar_path is not None:
+                table.io.delete(sidecar_path)
+            table.refresh()
+    for f in written.files:
+        table.io.delete(f.file_path)
+    raise CommitConflictError(
+        f"{operation} on {table.name()} lost to concurrent commits {max_retries + 1} times; nothing was "
+        "committed and its files were removed. Retry later or reduce concurrent writers."
+    )
+
+
+def _write(table: Table, data: pa.Table | pa.RecordBatchReader, *, operation: str,
+           overwrite_filter: BooleanExpression | None, snapshot_properties: dict[str, str] | None,
+           chunk_bytes: int, max_retries: int, progress: bool) -> WriteReport:
+    t0 = time.perf_counter()
+    if not isinstance(data, (pa.Table, pa.RecordBatchReader)):
+        raise TypeError(f"{operation} takes a pyarrow.Table or pyarrow.RecordBatchReader, not {type(data).__name__}")
+    columns = bloom_columns(table.schema(), table.properties)
+    written = _write_data(table, data, columns, chunk_bytes, progress)
+    report = WriteReport(snapshot_id=None, operation=operation, bloom_columns=[c.name for c in columns])
+    if not written.files and overwrite_filter is None:
+        report.seconds = time.perf_counter() - t0
+        return report
+    snapshot_id, sidecar, sidecar_bytes, attempts = _commit(
+        table, written, columns, operation=operation, overwrite_filter=overwrite_filter,
+        snapshot_properties=dict(snapshot_properties or {}), max_retries=max_retries,
+    )
+    report.snapshot_id = snapshot_id
+    report.data_files = len(written.files)
+    report.rows = written.rows
+    report.data_bytes = sum(f.file_size_in_bytes for f in written.files)
+    report.sidecar_path, report.sidecar_bytes = sidecar, sidecar_bytes
+    report.filter_seconds = written.filter_seconds
+    report.commit_attempts = attempts
+    report.seconds = time.perf_counter() - t0
+    logger.info("%s", report)
+    return report
+
+
+def append(
+    table: Table, data: pa.Table | pa.RecordBatchReader, *, snapshot_properties: dict[str, str] | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_commit_retries: int = 5, progress: bool = False,
+) -> WriteReport:
+    """Append ``data`` with a Bloom-filter sidecar for the table's configured columns, atomically.
+
+    A RecordBatchReader is consumed in chunks of about ``chunk_bytes`` (memory stays bounded);
+    partitioned tables are supported either way. Concurrent-commit conflicts are retried.
+    """
+    return _write(table, data, operation="append", overwrite_filter=None, snapshot_properties=snapshot_properties,
+                  chunk_bytes=chunk_bytes, max_retries=max_commit_retries, progress=progress)
+
+
+def overwrite(
+    table: Table, data: pa.Table | pa.RecordBatchReader, overwrite_filter: BooleanExpression | str = ALWAYS_TRUE, *,
+    snapshot_properties: dict[str, str] | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    max_commit_retries: int = 5, progress: bool = False,
+) -> WriteReport:
+    """Delete rows matching ``overwrite_filter`` (all by default) and append ``data``, in one commit.
+
+    Files the delete rewrites (copy-on-write) get filters too, in the same sidecar.
+    """
+    if isinstance(overwrite_filter, str):
+        from pyiceberg.expressions.parser import parse
+
+        overwrite_filter = parse(overwrite_filter)
+    return _write(table, data, operation="overwrite", overwrite_filter=overwrite_filter,
+                  snapshot_properties=snapshot_properties, chunk_bytes=chunk_bytes, max_retries=max_commit_retries,
+                  progress=progress)

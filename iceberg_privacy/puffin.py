@@ -1,0 +1,157 @@
+"""Minimal Puffin container (Iceberg's puffin-spec): write blobs, read the footer, read ranges.
+
+pyiceberg 0.12 only reads whole Puffin files and knows only its own blob types, so the sidecar
+needs its own writer and a reader that fetches just the byte ranges a probe needs.
+
+Layout: ``Magic Blob* Footer``; ``Footer = Magic FooterPayload FooterPayloadSize Flags Magic``,
+with ``Magic = 50 46 41 31`` ("PFA1"), FooterPayloadSize a little-endian int32, Flags four bytes
+(all zero here: the footer JSON is not compressed).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyiceberg.io import FileIO, InputFile
+
+from iceberg_privacy.errors import SidecarError
+
+MAGIC = b"PFA1"
+_TAIL_BYTES = 12  # payload size (4) + flags (4) + magic (4)
+_FIRST_READ = 64 * 1024
+
+
+@dataclass(frozen=True)
+class BlobMetadata:
+    type: str
+    fields: list[int]
+    snapshot_id: int
+    sequence_number: int
+    offset: int
+    length: int
+    properties: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": self.type,
+            "fields": self.fields,
+            "snapshot-id": self.snapshot_id,
+            "sequence-number": self.sequence_number,
+            "offset": self.offset,
+            "length": self.length,
+        }
+        if self.properties:
+            out["properties"] = self.properties
+        return out
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> BlobMetadata:
+        if "compression-codec" in d and d["compression-codec"] not in (None, ""):
+            raise SidecarError(f"unsupported Puffin compression codec {d['compression-codec']!r}")
+        return BlobMetadata(
+            type=str(d["type"]),
+            fields=[int(f) for f in d.get("fields", [])],
+            snapshot_id=int(d["snapshot-id"]),
+            sequence_number=int(d["sequence-number"]),
+            offset=int(d["offset"]),
+            length=int(d["length"]),
+            properties={str(k): str(v) for k, v in (d.get("properties") or {}).items()},
+        )
+
+
+@dataclass(frozen=True)
+class PuffinFooter:
+    blobs: list[BlobMetadata]
+    properties: dict[str, str]
+    footer_size: int  # bytes of the whole footer struct, as Iceberg's statistics entry records it
+    file_size: int
+
+
+def write_puffin(
+    io_: FileIO, location: str, blobs: list[tuple[str, list[int], bytes, dict[str, str]]], *,
+    snapshot_id: int, sequence_number: int, properties: dict[str, str],
+) -> PuffinFooter:
+    """Write a Puffin file with the given (type, fields, payload, properties) blobs, uncompressed."""
+    buf = io.BytesIO()
+    buf.write(MAGIC)
+    metas: list[BlobMetadata] = []
+    for blob_type, fields, payload, props in blobs:
+        metas.append(BlobMetadata(blob_type, fields, snapshot_id, sequence_number, buf.tell(), len(payload), props))
+        buf.write(payload)
+    payload_json = json.dumps(
+        {"blobs": [m.to_json() for m in metas], "properties": properties}, separators=(",", ":")
+    ).encode()
+    footer_start = buf.tell()
+    buf.write(MAGIC)
+    buf.write(payload_json)
+    buf.write(struct.pack("<i", len(payload_json)))
+    buf.write(b"\x00\x00\x00\x00")
+    buf.write(MAGIC)
+    data = buf.getvalue()
+    out = io_.new_output(location)
+    with out.create(overwrite=False) as f:
+        f.write(data)
+    return PuffinFooter(metas, properties, len(data) - footer_start, len(data))
+
+
+class PuffinReader:
+    """Reads a Puffin footer once, then arbitrary byte ranges of the same file."""
+
+    def __init__(self, io_: FileIO, location: str) -> None:
+        self.location = location
+        self._input: InputFile = io_.new_input(location)
+        self.bytes_read = 0
+        self.footer = self._read_footer()
+
+    def _read_footer(self) -> PuffinFooter:
+        try:
+            size = len(self._input)
+        except Exception as exc:  # missing file, permission, ...
+            raise SidecarError(f"cannot open sidecar {self.location}: {exc}") from exc
+        if size < len(MAGIC) * 2 + _TAIL_BYTES:
+            raise SidecarError(f"sidecar {self.location} is truncated ({size} bytes)")
+        first = min(size, _FIRST_READ)
+        tail = self.read_range(size - first, first)
+        if tail[-4:] != MAGIC:
+            raise SidecarError(f"sidecar {self.location} does not end with the Puffin magic (truncated?)")
+        (payload_size,) = struct.unpack("<i", tail[-12:-8])
+        flags = tail[-8:-4]
+        if flags[0] & 0x01:
+            raise SidecarError(f"sidecar {self.location}: compressed Puffin footers are not supported")
+        footer_size = payload_size + len(MAGIC) + _TAIL_BYTES
+        if payload_size < 0 or footer_size + len(MAGIC) > size:
+            raise SidecarError(f"sidecar {self.location}: footer size {payload_size} does not fit the file")
+        if footer_size > len(tail):
+            tail = self.read_range(size - footer_size, footer_size)
+        footer = tail[len(tail) - footer_size :]
+        if footer[:4] != MAGIC:
+            raise SidecarError(f"sidecar {self.location}: footer magic missing (corrupt footer)")
+        try:
+            doc = json.loads(footer[4 : 4 + payload_size])
+            blobs = [BlobMetadata.from_json(b) for b in doc["blobs"]]
+            props = {str(k): str(v) for k, v in (doc.get("properties") or {}).items()}
+        except SidecarError:
+            raise
+        except Exception as exc:
+            raise SidecarError(f"sidecar {self.location}: unreadable footer JSON ({exc})") from exc
+        for b in blobs:
+            if b.offset < 4 or b.length < 0 or b.offset + b.length > size - footer_size:
+                raise SidecarError(f"sidecar {self.location}: blob {b.type} range lies outside the file")
+        return PuffinFooter(blobs, props, footer_size, size)
+
+    def read_range(self, offset: int, length: int) -> bytes:
+        """One contiguous read; raises SidecarError when the file is shorter than promised."""
+        try:
+            with self._input.open(seekable=True) as f:
+                f.seek(offset)
+                data = f.read(length)
+        except Exception as exc:
+            raise SidecarError(f"cannot read sidecar {self.location}: {exc}") from exc
+        if len(data) != length:
+            raise SidecarError(f"sidecar {self.location}: short read at {offset} (truncated?)")
+        self.bytes_read += length
+        return data
