@@ -22,8 +22,7 @@ from iceberg_privacy.ingest import WriteReport, append, overwrite
 from iceberg_privacy.lookup import lookup
 from iceberg_privacy.planner import LookupPlan, plan_lookup
 from iceberg_privacy.sidecar import clear_sidecar_cache
-
-from iceberg_privacy.version import __version__
+from iceberg_privacy.version import __version__ as __version__
 
 __all__ = [
     "BloomColumn",

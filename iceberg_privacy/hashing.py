@@ -68,7 +68,7 @@ def is_supported_identity_type(iceberg_type: IcebergType) -> bool:
 
 def _plain_storage(arr: pa.Array) -> pa.Array:
     """Strip extension types (Arrow's uuid) and dictionary encoding before hashing."""
-    if isinstance(arr.type, pa.ExtensionType):
+    if isinstance(arr.type, pa.BaseExtensionType):
         arr = arr.storage
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()

@@ -89,7 +89,7 @@ def rows_matching(arr: pa.Array | pa.ChunkedArray, value_set: pa.Array) -> np.nd
     """Boolean mask of rows any of whose identity values is in ``value_set``."""
     n = len(arr)
     values, rows = extract_identities(arr)
-    if isinstance(values.type, pa.ExtensionType):
+    if isinstance(values.type, pa.BaseExtensionType):
         values = values.storage
     hit = pc.is_in(values, value_set=value_set, skip_nulls=True).to_numpy(zero_copy_only=False)
     mask = np.zeros(n, dtype=bool)

@@ -32,12 +32,12 @@ from pyiceberg.table import ALWAYS_TRUE, Table, TableProperties, Transaction, Wr
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.utils.properties import property_as_int
 
-from iceberg_privacy.version import __version__
 from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.errors import CommitConflictError, SchemaMismatchError
 from iceberg_privacy.filters import filters_for_data_files, filters_for_table
 from iceberg_privacy.index import new_sidecar_location, statistics_entry, summary_properties
 from iceberg_privacy.sidecar import ColumnInfo, CoveredFile, FileFilter, write_sidecar
+from iceberg_privacy.version import __version__
 
 logger = logging.getLogger(__name__)
 

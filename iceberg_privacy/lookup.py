@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
+from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
 from pyiceberg.table import Table
 
@@ -33,14 +34,14 @@ def execute(table: Table, plan: LookupPlan) -> pa.Table:
     projected = _projection(table, plan)
     if not plan.values or not plan.tasks:
         return schema_to_pyarrow(projected).empty_table()
-    if not plan.nested:
+    if not plan.post_filter:
         return ArrowScan(plan.metadata, table.io, projected, plan.row_filter, case_sensitive=True).to_table(plan.tasks)
-    # Nested identities: read the column too, match rows by any nested id, then project.
+    # Nested ids (and uuid, which pyarrow 18 cannot compare): read the column, match rows here, project.
     with_col = _projection(table, plan, extra=(plan.column,))
-    data = ArrowScan(plan.metadata, table.io, with_col, plan.row_filter, case_sensitive=True).to_table(plan.tasks)
+    data = ArrowScan(plan.metadata, table.io, with_col, AlwaysTrue(), case_sensitive=True).to_table(plan.tasks)
     leaf = identity_leaf_type(table.schema().find_field(plan.column))
     value_type = schema_to_pyarrow(leaf)
-    if isinstance(value_type, pa.ExtensionType):
+    if isinstance(value_type, pa.BaseExtensionType):
         value_type = value_type.storage_type
     value_set = pa.array([lit.value for lit in plan.values], type=value_type)
     data = data.filter(pa.array(rows_matching(data.column(plan.column), value_set)))

@@ -18,7 +18,7 @@ from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In
 from pyiceberg.expressions.literals import Literal
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.types import NestedField
+from pyiceberg.types import NestedField, UUIDType
 
 from iceberg_privacy.config import bloom_columns
 from iceberg_privacy.errors import IcebergPrivacyError, SidecarError, UnknownColumnError
@@ -37,6 +37,7 @@ class LookupPlan:
     values: list[Literal[Any]]
     nested: bool
     row_filter: BooleanExpression
+    post_filter: bool  # rows are matched after reading (nested ids; uuid, which pyarrow 18 cannot compare)
     selected_fields: tuple[str, ...]
     tasks: list[FileScanTask]
     metadata: TableMetadata
@@ -67,6 +68,8 @@ class LookupPlan:
             lines.append(f"  note: {self.column!r} is not a bloom column of this table: no bloom pruning")
         if self.nested:
             lines.append("  note: nested identity column: rows are matched after reading (no min/max pruning)")
+        elif self.post_filter:
+            lines.append("  note: rows are matched after reading (pyarrow cannot filter this type)")
         if self.timings:
             lines.append("  timings: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in self.timings.items()))
         lines += [f"  warning: {w}" for w in self.warnings]
@@ -116,9 +119,9 @@ def plan_lookup(
     else:
         row_filter = In(column, literals)
     fields = tuple(selected_fields) if selected_fields else ("*",)
-    plan = LookupPlan(table.name()[-1] if isinstance(table.name(), tuple) else str(table.name()), column,
-                      snap.snapshot_id if snap else None, literals, nested, row_filter, fields, [], metadata)
-    plan.table = ".".join(table.name())
+    post_filter = nested or isinstance(leaf, UUIDType)
+    plan = LookupPlan(".".join(table.name()), column, snap.snapshot_id if snap else None, literals, nested,
+                      row_filter, post_filter, fields, [], metadata)
     configured = {c.name: c for c in bloom_columns(table.schema(), table.properties)}
     plan.bloom_configured = column in configured
     if snap is None or not literals:
