@@ -11,6 +11,7 @@ travels with the table through catalogs.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from pyiceberg.types import NestedField, PrimitiveType
 
 from iceberg_privacy.errors import ConfigurationError, UnknownColumnError
 from iceberg_privacy.identities import identity_leaf_type
+
+logger = logging.getLogger(__name__)
 
 COLUMNS_KEY = "privacy.bloom.columns"
 DEFAULT_FPP = 0.01
@@ -84,11 +87,23 @@ def _resolve(schema: Schema, column: str) -> NestedField:
     return schema.find_field(column)
 
 
-def bloom_columns(schema: Schema, properties: Mapping[str, str]) -> list[BloomColumn]:
-    """The validated Bloom configuration of a table (empty when none is set)."""
+def bloom_columns(schema: Schema, properties: Mapping[str, str], *, strict: bool = False) -> list[BloomColumn]:
+    """The validated Bloom configuration of a table (empty when none is set).
+
+    A configured column that no longer exists (renamed or dropped since) is skipped with a warning
+    unless ``strict``: its files are then scanned, and lookups on other columns keep working.
+    Re-run :func:`configure_bloom` with the new name after a rename.
+    """
     raw = properties.get(COLUMNS_KEY, "")
     out: list[BloomColumn] = []
+    names = {f.name for f in schema.fields}
     for name in [c.strip() for c in raw.split(",") if c.strip()]:
+        if name not in names and not strict:
+            logger.warning(
+                "bloom column %r configured in %s is not in the schema (renamed or dropped?); "
+                "no filters are written for it until configure_bloom names it again", name, COLUMNS_KEY
+            )
+            continue
         field = _resolve(schema, name)
         out.append(
             BloomColumn(

@@ -45,7 +45,8 @@ def unique_hashes(data: pa.Array | pa.ChunkedArray, column: BloomColumn) -> np.n
 
 def filter_from_hashes(hashes: np.ndarray, column: BloomColumn) -> FileFilter:
     ndv = len(hashes)
-    num_blocks = bloom.optimal_num_blocks(column.ndv or ndv, column.fpp)
+    # The hint sizes filters up (e.g. so all files share one block count), never below the measured NDV.
+    num_blocks = bloom.optimal_num_blocks(max(column.ndv or 0, ndv), column.fpp)
     return FileFilter(ndv=ndv, blocks=bloom.build(mix64(hashes), num_blocks))
 
 

@@ -82,13 +82,20 @@ def summary_properties(location: str, footer: PuffinFooter, files: int, columns:
     }
 
 
+def _size(value: str | None) -> int | None:
+    """A recorded byte size, or None when absent or malformed (then the size is not checked)."""
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
 def sidecar_refs(metadata: TableMetadata) -> list[SidecarRef]:
     """Every sidecar the metadata references, most useful first, without duplicates."""
     refs: list[SidecarRef] = []
     props = metadata.properties
     if props.get(PROPERTY_COMPACTED):
-        size = props.get(PROPERTY_COMPACTED_BYTES)
-        refs.append(SidecarRef(props[PROPERTY_COMPACTED], int(size) if size else None, "property", None))
+        refs.append(SidecarRef(props[PROPERTY_COMPACTED], _size(props.get(PROPERTY_COMPACTED_BYTES)), "property", None))
     seq = {s.snapshot_id: s.sequence_number or 0 for s in metadata.snapshots}
     stats = sorted(
         (s for s in metadata.statistics if is_sidecar_path(s.statistics_path)),
@@ -99,8 +106,7 @@ def sidecar_refs(metadata: TableMetadata) -> list[SidecarRef]:
     for snap in sorted(metadata.snapshots, key=lambda s: s.sequence_number or 0, reverse=True):
         extra = snap.summary.additional_properties if snap.summary else {}
         if SUMMARY_PATH in extra:
-            size = extra.get(SUMMARY_BYTES)
-            refs.append(SidecarRef(extra[SUMMARY_PATH], int(size) if size else None, "summary", snap.snapshot_id))
+            refs.append(SidecarRef(extra[SUMMARY_PATH], _size(extra.get(SUMMARY_BYTES)), "summary", snap.snapshot_id))
     seen: set[str] = set()
     unique = []
     for r in refs:

@@ -174,6 +174,14 @@ def added_data_files(io, metadata: TableMetadata, since_snapshot_id: int | None)
     return out
 
 
+def _sequence_number(tx: Transaction, snapshot_id: int, pending: bool) -> int:
+    """Sequence number of the snapshot the sidecar is registered on (pending: the one being made)."""
+    if pending:
+        return tx.table_metadata.next_sequence_number()
+    snap = tx.table_metadata.snapshot_by_id(snapshot_id)
+    return (snap.sequence_number or 0) if snap else 0
+
+
 def _commit(
     table: Table, written: _Written, columns: list[BloomColumn], *, operation: str,
     overwrite_filter: BooleanExpression | None, snapshot_properties: dict[str, str], max_retries: int,
@@ -209,7 +217,7 @@ def _commit(
                 [CoveredFile(f.file_path, f.record_count, f.file_size_in_bytes) for f in files_to_cover],
                 [ColumnInfo(c.field_id, c.name, c.fpp, c.ndv) for c in columns],
                 {c.field_id: {i: flt[c.field_id] for i, flt in enumerate(filters)} for c in columns},
-                snapshot_id=snapshot_id, sequence_number=tx.table_metadata.next_sequence_number(),
+                snapshot_id=snapshot_id, sequence_number=_sequence_number(tx, snapshot_id, producer is not None),
                 created_by=f"iceberg-privacy {__version__}",
             )
             sidecar_bytes = footer.file_size

@@ -34,6 +34,7 @@ class BlobMetadata:
     offset: int
     length: int
     properties: dict[str, str] = field(default_factory=dict)
+    compression_codec: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -50,8 +51,6 @@ class BlobMetadata:
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> BlobMetadata:
-        if "compression-codec" in d and d["compression-codec"] not in (None, ""):
-            raise SidecarError(f"unsupported Puffin compression codec {d['compression-codec']!r}")
         return BlobMetadata(
             type=str(d["type"]),
             fields=[int(f) for f in d.get("fields", [])],
@@ -60,6 +59,7 @@ class BlobMetadata:
             offset=int(d["offset"]),
             length=int(d["length"]),
             properties={str(k): str(v) for k, v in (d.get("properties") or {}).items()},
+            compression_codec=d.get("compression-codec") or None,
         )
 
 
@@ -127,6 +127,9 @@ class PuffinReader:
             raise SidecarError(f"sidecar {self.location}: footer size {payload_size} does not fit the file")
         if footer_size > len(tail):
             tail = self.read_range(size - footer_size, footer_size)
+        head = tail[:4] if size <= len(tail) else self.read_range(0, 4)
+        if head != MAGIC:
+            raise SidecarError(f"sidecar {self.location} does not start with the Puffin magic")
         footer = tail[len(tail) - footer_size :]
         if footer[:4] != MAGIC:
             raise SidecarError(f"sidecar {self.location}: footer magic missing (corrupt footer)")

@@ -5,7 +5,7 @@ Normative description: ``docs/sidecar-format.md``. In short, a sidecar has one
 and one ``iceberg-privacy-bloom-v1`` blob per (column, block count): the filters of every covered
 file of that column that share block count ``M``, stored block-major, so that block ``b`` of all
 ``F`` files is one contiguous row of ``32*F`` bytes followed by its CRC-32. A single-key probe reads
-that one row per blob: 32 bytes per file, self-verifying.
+that one row per blob (the whole matrix when it has at most 4 rows): ~32 bytes per file, self-verifying.
 """
 
 from __future__ import annotations
@@ -173,14 +173,19 @@ class Sidecar:
         payload = raw[16:]
         if version != _VERSION or length != len(payload) or _crc(payload) != crc:
             raise SidecarError(f"sidecar {location}: files blob failed verification (corrupt)")
-        doc = json.loads(payload)
-        files = [CoveredFile(f["path"], int(f["record-count"]), int(f["file-size-in-bytes"])) for f in doc["files"]]
-        columns = {
-            int(c["field-id"]): ColumnInfo(int(c["field-id"]), c["name"], float(c["fpp"]), c.get("ndv-hint"))
-            for c in doc["columns"]
-        }
+        try:
+            doc = json.loads(payload)
+            files = [CoveredFile(str(f["path"]), int(f["record-count"]), int(f["file-size-in-bytes"])) for f in doc["files"]]
+            columns = {
+                int(c["field-id"]): ColumnInfo(int(c["field-id"]), str(c["name"]), float(c["fpp"]), c.get("ndv-hint"))
+                for c in doc["columns"]
+            }
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SidecarError(f"sidecar {location}: malformed files blob ({exc!r})") from exc
         blobs: dict[int, list[BlobMetadata]] = {}
         for b in footer.blobs:
+            if b.type in (FILES_BLOB, BLOOM_BLOB) and b.compression_codec:
+                raise SidecarError(f"sidecar {location}: {b.type} blobs must be uncompressed, got {b.compression_codec!r}")
             if b.type == BLOOM_BLOB:
                 if len(b.fields) != 1:
                     raise SidecarError(f"sidecar {location}: bloom blob must name exactly one field")
@@ -193,7 +198,11 @@ class Sidecar:
         """Bloom blob headers of one column (read on first use, then kept)."""
         with self._lock:
             if field_id not in self._groups:
-                self._groups[field_id] = [self._read_group(field_id, b) for b in self._blobs.get(field_id, [])]
+                groups = [self._read_group(field_id, b) for b in self._blobs.get(field_id, [])]
+                ordinals = np.concatenate([g.ordinals for g in groups]) if groups else np.empty(0, np.int64)
+                if len(np.unique(ordinals)) != len(ordinals):
+                    raise SidecarError(f"sidecar {self.location}: a file has two filters for field {field_id}")
+                self._groups[field_id] = groups
             return self._groups[field_id]
 
     def _read_group(self, field_id: int, meta: BlobMetadata) -> BloomGroup:
