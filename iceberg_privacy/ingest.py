@@ -127,7 +127,7 @@ def _write_data(table: Table, data: pa.Table | pa.RecordBatchReader, columns: li
     try:
         _check_pyarrow_schema_compatible(metadata.schema(), data.schema, format_version=metadata.format_version)
     except ValueError as exc:
-        raise SchemaMismatchError(f"data does not match the schema of {table.name()}: {exc}") from exc
+        raise SchemaMismatchError(f"data does not match the schema of {'.'.join(table.name())}: {exc}") from exc
     out = _Written()
     write_uuid, counter = uuid.uuid4(), itertools.count(0)
     bar = _progress(progress, "writing")
@@ -241,7 +241,7 @@ def _commit(
     for f in written.files:
         table.io.delete(f.file_path)
     raise CommitConflictError(
-        f"{operation} on {table.name()} lost to concurrent commits {max_retries + 1} times; nothing was "
+        f"{operation} on {'.'.join(table.name())} lost to concurrent commits {max_retries + 1} times; nothing was "
         "committed and its files were removed. Retry later or reduce concurrent writers."
     )
 

@@ -1,0 +1,43 @@
+"""Differentially private releases over Iceberg tables (Tumult Analytics on Spark).
+
+Importing this package is cheap: Spark and tmlt are imported only when a release is computed.
+"""
+
+from iceberg_privacy.dp.admin import get_budget, set_budget
+from iceberg_privacy.dp.budget import ApproxDP, Budget, PureDP, RhoZCDP
+from iceberg_privacy.dp.errors import (
+    BudgetExhaustedError,
+    BudgetTypeMismatchError,
+    InvalidBudgetError,
+    KeySetError,
+    LedgerConflictError,
+    NoBudgetConfiguredError,
+    ReleaseFailedError,
+)
+from iceberg_privacy.dp.ledger import Ledger, namespace_scope, table_scope
+from iceberg_privacy.dp.provenance import read_provenance
+from iceberg_privacy.dp.release import Release, ReleaseRecord, dp_histogram, releases
+
+__all__ = [
+    "ApproxDP",
+    "Budget",
+    "BudgetExhaustedError",
+    "BudgetTypeMismatchError",
+    "InvalidBudgetError",
+    "KeySetError",
+    "Ledger",
+    "LedgerConflictError",
+    "NoBudgetConfiguredError",
+    "PureDP",
+    "Release",
+    "ReleaseFailedError",
+    "ReleaseRecord",
+    "RhoZCDP",
+    "dp_histogram",
+    "get_budget",
+    "namespace_scope",
+    "read_provenance",
+    "releases",
+    "set_budget",
+    "table_scope",
+]

@@ -1,0 +1,489 @@
+"""A durable privacy-budget ledger kept as an Iceberg table, updated by compare-and-swap.
+
+Why not "read what is left, then append a spend row"? Iceberg appends never conflict with each
+other, so two releases that both read "0.2 left" would both append and overspend. Instead every
+ledger change is ONE Iceberg commit that (a) appends the event row and (b) rewrites the table
+properties ``privacy.dp.spent`` / ``privacy.dp.budgets``. That commit carries the requirement
+``AssertRefSnapshotId(main == snapshot we read)`` (added by the append), and SqlCatalog swaps the
+metadata pointer with ``UPDATE ... WHERE metadata_location = <the one it loaded>``. So a commit
+lands only against the exact ledger version whose totals it checked; a loser gets
+``CommitFailedException``, re-reads, re-checks the budget and tries again (or gives up with
+:class:`BudgetExhaustedError`).
+
+pyiceberg's own retry would *rebase* the append onto the newer snapshot while keeping our stale
+property values, which silently defeats the check. The ledger table therefore sets
+``commit.retry.num-retries=0`` and retries itself, re-reading each time.
+
+Protocol of a release (see docs/dp.md): reserve (spend committed, event ``reserved``) -> evaluate
+-> write output -> event ``released``; on any failure after the reservation, event ``failed``.
+A spend is never refunded: noise may already have been drawn on the private data.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.types import LongType, NestedField, StringType, TimestamptzType
+
+from iceberg_privacy.dp.budget import Budget, budget_from_json, zero_like
+from iceberg_privacy.dp.errors import (
+    BudgetExhaustedError,
+    BudgetTypeMismatchError,
+    LedgerConflictError,
+    NoBudgetConfiguredError,
+)
+from iceberg_privacy.dp.query import canonical_dumps
+
+LEDGER_TABLE_NAME = "_dp_ledger"
+PROP_MARKER = "privacy.dp.ledger"
+PROP_BUDGETS = "privacy.dp.budgets"
+PROP_SPENT = "privacy.dp.spent"
+PROP_RETRIES = "commit.retry.num-retries"
+DEFAULT_PRINCIPAL_KEY = "*"
+MAX_ATTEMPTS = 200
+
+LEDGER_SCHEMA = Schema(
+    NestedField(1, "event_id", StringType(), required=False),
+    NestedField(2, "event", StringType(), required=False),
+    NestedField(3, "release_id", StringType(), required=False),
+    NestedField(4, "at", TimestamptzType(), required=False),
+    NestedField(5, "principal", StringType(), required=False),
+    NestedField(6, "source_table", StringType(), required=False),
+    NestedField(7, "source_snapshot_id", LongType(), required=False),
+    NestedField(8, "scopes", StringType(), required=False),
+    NestedField(9, "amount", StringType(), required=False),
+    NestedField(10, "query_hash", StringType(), required=False),
+    NestedField(11, "output_table", StringType(), required=False),
+    NestedField(12, "output_snapshot_id", LongType(), required=False),
+    NestedField(13, "detail", StringType(), required=False),
+)
+ARROW_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("event", pa.string()),
+        ("release_id", pa.string()),
+        ("at", pa.timestamp("us", tz="UTC")),
+        ("principal", pa.string()),
+        ("source_table", pa.string()),
+        ("source_snapshot_id", pa.int64()),
+        ("scopes", pa.string()),
+        ("amount", pa.string()),
+        ("query_hash", pa.string()),
+        ("output_table", pa.string()),
+        ("output_snapshot_id", pa.int64()),
+        ("detail", pa.string()),
+    ]
+)
+
+
+def namespace_scope(namespace: tuple[str, ...]) -> str:
+    """Scope key of a namespace-wide budget (a namespace is a privacy domain)."""
+    return "namespace:" + ".".join(namespace)
+
+
+def table_scope(identifier: tuple[str, ...]) -> str:
+    """Scope key of a single table's budget."""
+    return "table:" + ".".join(identifier)
+
+
+def _is_transient_db_error(exc: BaseException) -> bool:
+    """SQLite 'database is locked' and similar: the commit did not happen, so retrying is safe."""
+    try:
+        from sqlalchemy.exc import OperationalError
+    except ImportError:  # pragma: no cover - sqlalchemy is a hard dependency
+        return False
+    return isinstance(exc, OperationalError)
+
+
+@dataclass
+class ScopeState:
+    """Cap and spend of one scope, as read from one ledger version."""
+
+    scope: str
+    cap: Budget | None
+    spent: Budget | None
+    principal_caps: dict[str, Budget] = field(default_factory=dict)
+    principal_spent: dict[str, Budget] = field(default_factory=dict)
+
+    def remaining(self) -> Budget | None:
+        if self.cap is None:
+            return None
+        return self.cap - (self.spent or zero_like(self.cap))
+
+    def principal_cap(self, principal: str) -> Budget | None:
+        return self.principal_caps.get(principal, self.principal_caps.get(DEFAULT_PRINCIPAL_KEY))
+
+    def principal_remaining(self, principal: str) -> Budget | None:
+        cap = self.principal_cap(principal)
+        if cap is None:
+            return None
+        return cap - self.principal_spent.get(principal, zero_like(cap))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scope": self.scope,
+            "cap": self.cap.to_json() if self.cap else None,
+            "spent": self.spent.to_json() if self.spent else None,
+            "remaining": (r.to_json() if (r := self.remaining()) else None),
+            "principal_caps": {p: b.to_json() for p, b in sorted(self.principal_caps.items())},
+            "principal_spent": {p: b.to_json() for p, b in sorted(self.principal_spent.items())},
+        }
+
+
+@dataclass
+class LedgerState:
+    """Decoded ``privacy.dp.budgets`` and ``privacy.dp.spent`` of one ledger version."""
+
+    budgets: dict[str, dict[str, Any]]
+    spent: dict[str, dict[str, Any]]
+
+    @classmethod
+    def from_properties(cls, props: dict[str, str]) -> LedgerState:
+        return cls(json.loads(props.get(PROP_BUDGETS, "{}")), json.loads(props.get(PROP_SPENT, "{}")))
+
+    def to_properties(self) -> dict[str, str]:
+        return {PROP_BUDGETS: canonical_dumps(self.budgets), PROP_SPENT: canonical_dumps(self.spent)}
+
+    def scope(self, scope: str) -> ScopeState:
+        b = self.budgets.get(scope)
+        s = self.spent.get(scope, {})
+        return ScopeState(
+            scope=scope,
+            cap=budget_from_json(b["cap"]) if b else None,
+            spent=budget_from_json(s["total"]) if s.get("total") else None,
+            principal_caps={p: budget_from_json(v) for p, v in (b or {}).get("principals", {}).items()},
+            principal_spent={p: budget_from_json(v) for p, v in s.get("principals", {}).items()},
+        )
+
+    def scopes(self) -> list[str]:
+        return sorted(set(self.budgets) | set(self.spent))
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A committed spend: the budget is gone whatever happens next."""
+
+    release_id: str
+    scopes: tuple[str, ...]
+    amount: Budget
+    principal: str
+    remaining_before: Budget
+    """What was left for this principal on this table before the spend (tmlt's session budget)."""
+    ledger_snapshot_id: int
+
+
+def _min_budget(budgets: list[Budget]) -> Budget:
+    """Componentwise minimum of same-typed budgets: the binding limit across scopes and caps."""
+    first = budgets[0]
+    parts = [min(b.components()[i] for b in budgets) for i in range(len(first.components()))]
+    return type(first)._from_components(tuple(parts))
+
+
+class Ledger:
+    """The budget ledger of one namespace, stored as the Iceberg table ``<namespace>._dp_ledger``."""
+
+    def __init__(self, catalog: Catalog, namespace: tuple[str, ...]) -> None:
+        self.catalog = catalog
+        self.namespace = tuple(namespace)
+        self.identifier = (*self.namespace, LEDGER_TABLE_NAME)
+
+    # -- loading -----------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.catalog.table_exists(self.identifier)
+
+    def _create(self) -> Table:
+        """Create the ledger table; a concurrent creator winning is fine, we then load theirs."""
+        try:
+            return self.catalog.create_table(
+                self.identifier,
+                schema=LEDGER_SCHEMA,
+                properties={PROP_MARKER: "1", PROP_RETRIES: "0", PROP_BUDGETS: "{}", PROP_SPENT: "{}"},
+            )
+        except TableAlreadyExistsError:
+            return self.catalog.load_table(self.identifier)
+
+    def load(self, *, create: bool = False) -> Table | None:
+        """Load the ledger table (optionally creating it); refuses a table that is not a ledger."""
+        try:
+            table = self.catalog.load_table(self.identifier)
+        except NoSuchTableError:
+            if not create:
+                return None
+            table = self._create()
+        if table.properties.get(PROP_MARKER) != "1":
+            raise LedgerConflictError(
+                f"{'.'.join(self.identifier)} exists but is not an iceberg-privacy ledger; "
+                "rename that table, the name is reserved for the DP budget ledger."
+            )
+        if table.properties.get(PROP_RETRIES) != "0":
+            # Someone re-enabled pyiceberg's rebase-retry; that would replay stale totals. Repair it
+            # (a property-only change does not alter any total, so it is safe on its own).
+            table.transaction().set_properties({PROP_RETRIES: "0"}).commit_transaction()
+            table = self.catalog.load_table(self.identifier)
+        return table
+
+    def state(self) -> LedgerState:
+        table = self.load()
+        return LedgerState.from_properties(dict(table.properties)) if table else LedgerState({}, {})
+
+    def events(self) -> list[dict[str, Any]]:
+        """All ledger events, oldest first."""
+        table = self.load()
+        if table is None or table.current_snapshot() is None:
+            return []
+        rows = table.scan().to_arrow().to_pylist()
+        rows.sort(key=lambda r: (r["at"], r["event_id"]))
+        return rows
+
+    # -- the compare-and-swap commit ---------------------------------------------------------
+    def _commit(self, mutate: Any, *, create: bool = False) -> tuple[Any, int]:
+        """Run ``mutate(state, table) -> (result, props_or_None, rows)`` and commit it by CAS.
+
+        ``mutate`` sees one ledger version and decides from it alone; if another writer commits
+        first, our commit fails its requirement, and we start over from a fresh read.
+        """
+        last_exc: BaseException | None = None
+        for attempt in range(MAX_ATTEMPTS):
+            table = self.load(create=create)
+            if table is None:
+                raise NoBudgetConfiguredError(
+                    f"no budget ledger exists in namespace {'.'.join(self.namespace)!r}; set a budget first: "
+                    f"iceberg-privacy dp budget set --namespace {'.'.join(self.namespace)} --rho 1.0"
+                )
+            state = LedgerState.from_properties(dict(table.properties))
+            result, props, rows = mutate(state, table)
+            try:
+                with table.transaction() as tx:
+                    if props is not None:
+                        tx.set_properties(props)
+                    tx.append(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA))
+                committed = self.catalog.load_table(self.identifier)
+                snap = committed.current_snapshot()
+                return result, (snap.snapshot_id if snap else -1)
+            except CommitFailedException as exc:
+                last_exc = exc
+            except Exception as exc:
+                if not _is_transient_db_error(exc):
+                    raise
+                last_exc = exc
+            time.sleep(min(0.5, 0.005 * (2 ** min(attempt, 7))) * random.uniform(0.5, 1.5))
+        raise LedgerConflictError(
+            f"could not commit to ledger {'.'.join(self.identifier)} after {MAX_ATTEMPTS} attempts "
+            f"(last error: {last_exc}); other writers keep winning. Retry later."
+        )
+
+    @staticmethod
+    def _row(event: str, release_id: str | None, principal: str | None, **kw: Any) -> dict[str, Any]:
+        row: dict[str, Any] = {name: None for name in ARROW_SCHEMA.names}
+        row.update(
+            event_id=uuid.uuid4().hex,
+            event=event,
+            release_id=release_id,
+            at=datetime.now(UTC),
+            principal=principal,
+        )
+        row.update(kw)
+        return row
+
+    # -- operations --------------------------------------------------------------------------
+    def set_budget(
+        self,
+        scope: str,
+        cap: Budget,
+        *,
+        principal_caps: dict[str, Budget] | None = None,
+        set_by: str | None = None,
+    ) -> LedgerState:
+        """Set (or replace) the total budget of a scope, optionally with per-principal caps.
+
+        The type of an already-spent scope cannot change: amounts of different types do not add.
+        """
+
+        def mutate(
+            state: LedgerState, table: Table
+        ) -> tuple[LedgerState, dict[str, str], list[dict[str, Any]]]:
+            current = state.scope(scope)
+            if current.spent is not None and type(current.spent) is not type(cap):
+                raise BudgetTypeMismatchError(
+                    f"{scope} has already spent {current.spent!r}; its budget type cannot change to "
+                    f"{cap.kind}. Keep using {current.spent.kind}, or use a new namespace/table."
+                )
+            for name, pcap in (principal_caps or {}).items():
+                if type(pcap) is not type(cap):
+                    raise BudgetTypeMismatchError(
+                        f"principal cap for {name!r} must be {cap.kind}, like the total."
+                    )
+            entry = {
+                "cap": cap.to_json(),
+                "principals": {p: b.to_json() for p, b in (principal_caps or {}).items()},
+            }
+            new_state = LedgerState(dict(state.budgets), dict(state.spent))
+            new_state.budgets[scope] = entry
+            row = self._row(
+                "budget_set",
+                None,
+                set_by,
+                scopes=canonical_dumps([scope]),
+                amount=cap.dumps(),
+                detail=canonical_dumps(entry),
+            )
+            return new_state, new_state.to_properties(), [row]
+
+        new_state, _ = self._commit(mutate, create=True)
+        return new_state
+
+    def applicable_scopes(self, source: tuple[str, ...], state: LedgerState) -> list[str]:
+        """Scopes charged by a release of ``source``: its table budget and its namespace budget."""
+        return [s for s in (table_scope(source), namespace_scope(self.namespace)) if s in state.budgets]
+
+    def check(
+        self, state: LedgerState, source: tuple[str, ...], principal: str, amount: Budget
+    ) -> tuple[list[str], Budget]:
+        """Check that ``amount`` fits every applicable cap; return the scopes and what was left.
+
+        Raises before anything is written, naming what is left so the user can ask for less.
+        """
+        scopes = self.applicable_scopes(source, state)
+        if not scopes:
+            raise NoBudgetConfiguredError(
+                f"no privacy budget is set for table {'.'.join(source)} or namespace "
+                f"{'.'.join(self.namespace)}; set one first, e.g. `iceberg-privacy dp budget set "
+                f"--namespace {'.'.join(self.namespace)} --rho 1.0`."
+            )
+        limits: list[Budget] = []
+        for scope in scopes:
+            st = state.scope(scope)
+            assert st.cap is not None
+            if type(st.cap) is not type(amount):
+                raise BudgetTypeMismatchError(
+                    f"{scope} has a {st.cap.kind} budget ({st.cap!r}) but the query asks for a {amount.kind} "
+                    f"budget ({amount!r}); budgets are never converted. Ask with a {st.cap.kind} budget."
+                )
+            remaining = st.remaining()
+            assert remaining is not None
+            if not amount.fits_within(remaining):
+                raise BudgetExhaustedError(
+                    f"privacy budget exhausted for {scope}: requested {amount!r}, remaining {remaining!r} "
+                    f"of {st.cap!r}. Nothing was spent and nothing was released; ask for at most the "
+                    "remaining budget or raise the cap with `iceberg-privacy dp budget set`."
+                )
+            limits.append(remaining)
+            p_remaining = st.principal_remaining(principal)
+            if p_remaining is not None:
+                if not amount.fits_within(p_remaining):
+                    raise BudgetExhaustedError(
+                        f"principal {principal!r} has exhausted their cap in {scope}: requested {amount!r}, "
+                        f"remaining {p_remaining!r} of {st.principal_cap(principal)!r}. Nothing was spent "
+                        "and nothing was released."
+                    )
+                limits.append(p_remaining)
+        return scopes, _min_budget(limits)
+
+    def reserve(
+        self,
+        source: tuple[str, ...],
+        principal: str,
+        amount: Budget,
+        *,
+        source_snapshot_id: int | None = None,
+        query_hash: str | None = None,
+        output_table: str | None = None,
+        detail: dict[str, Any] | None = None,
+        release_id: str | None = None,
+    ) -> Reservation:
+        """Commit a spend (event ``reserved``) if and only if it fits, atomically with the check."""
+        rid = release_id or uuid.uuid4().hex
+
+        def mutate(
+            state: LedgerState, table: Table
+        ) -> tuple[Reservation, dict[str, str], list[dict[str, Any]]]:
+            scopes, left = self.check(state, source, principal, amount)
+            new_spent = json.loads(canonical_dumps(state.spent))
+            for scope in scopes:
+                entry = new_spent.setdefault(scope, {})
+                total = budget_from_json(entry["total"]) if entry.get("total") else zero_like(amount)
+                entry["total"] = (total + amount).to_json()
+                per = entry.setdefault("principals", {})
+                p_total = budget_from_json(per[principal]) if principal in per else zero_like(amount)
+                per[principal] = (p_total + amount).to_json()
+            new_state = LedgerState(state.budgets, new_spent)
+            snap = table.current_snapshot()
+            reservation = Reservation(
+                rid, tuple(scopes), amount, principal, left, snap.snapshot_id if snap else -1
+            )
+            row = self._row(
+                "reserved",
+                rid,
+                principal,
+                source_table=".".join(source),
+                source_snapshot_id=source_snapshot_id,
+                scopes=canonical_dumps(scopes),
+                amount=amount.dumps(),
+                query_hash=query_hash,
+                output_table=output_table,
+                detail=canonical_dumps(detail or {}),
+            )
+            return reservation, {PROP_SPENT: new_state.to_properties()[PROP_SPENT]}, [row]
+
+        reservation, _ = self._commit(mutate)
+        return reservation
+
+    def record(
+        self,
+        event: str,
+        release_id: str,
+        principal: str,
+        *,
+        source: tuple[str, ...] | None = None,
+        source_snapshot_id: int | None = None,
+        query_hash: str | None = None,
+        output_table: str | None = None,
+        output_snapshot_id: int | None = None,
+        amount: Budget | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Append a status event (released / failed / memoized); never changes any total."""
+
+        def mutate(state: LedgerState, table: Table) -> tuple[None, None, list[dict[str, Any]]]:
+            row = self._row(
+                event,
+                release_id,
+                principal,
+                source_table=".".join(source) if source else None,
+                source_snapshot_id=source_snapshot_id,
+                query_hash=query_hash,
+                output_table=output_table,
+                output_snapshot_id=output_snapshot_id,
+                amount=amount.dumps() if amount else None,
+                detail=canonical_dumps(detail or {}),
+            )
+            return None, None, [row]
+
+        self._commit(mutate)
+
+    def status(self) -> list[ScopeState]:
+        """Cap, spent and remaining of every scope in this namespace."""
+        state = self.state()
+        return [state.scope(s) for s in state.scopes()]
+
+    def find_release(self, query_hash: str, source_snapshot_id: int) -> dict[str, Any] | None:
+        """The most recent ``released`` event for this query on this snapshot (memoization)."""
+        hits = [
+            e
+            for e in self.events()
+            if e["event"] == "released"
+            and e["query_hash"] == query_hash
+            and e["source_snapshot_id"] == source_snapshot_id
+        ]
+        return hits[-1] if hits else None

@@ -1,0 +1,128 @@
+"""Provenance of a release, stored in the release table's Iceberg snapshot summary.
+
+Provenance lives with the data: anyone who can read the release table can read, from the snapshot
+that holds the numbers, which source snapshot they came from, the exact question (canonical JSON
+and its hash), the noise tmlt reported, the budget spent, the contribution bounds, where the keys
+came from, who asked, when, and with which library versions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import metadata
+from typing import Any
+
+from pyiceberg.table import Table
+
+from iceberg_privacy.dp.query import canonical_dumps
+
+PREFIX = "privacy.dp."
+RELEASE_MARKER = "privacy.dp.release"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of every library that shaped the numbers (noise code lives in tmlt.core)."""
+    out: dict[str, str] = {}
+    for dist in ("iceberg-privacy", "tmlt.analytics", "tmlt.core", "pyiceberg", "pyspark", "pyarrow"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+def noise_summary(noise_info: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """tmlt's noise info made JSON-safe, plus the standard deviation and expected |error| it implies.
+
+    tmlt reports the Laplace scale ``b``, the geometric ``alpha`` (also a scale), or the (discrete)
+    Gaussian variance ``sigma^2``; the derived fields let anyone check the error without tmlt.
+    """
+    out: list[dict[str, Any]] = []
+    for item in noise_info:
+        mech = item["noise_mechanism"]
+        name = getattr(mech, "name", str(mech))
+        param = float(item["noise_parameter"])
+        entry: dict[str, Any] = {"noise_mechanism": name, "noise_parameter": param}
+        if name == "LAPLACE":
+            entry.update(stddev=param * math.sqrt(2), expected_abs_error=param)
+        elif name == "GEOMETRIC":
+            p = math.exp(-1.0 / param) if param > 0 else 0.0
+            entry.update(
+                stddev=math.sqrt(2 * p) / (1 - p) if p < 1 else math.inf,
+                expected_abs_error=2 * p / ((1 + p) * (1 - p)) if p < 1 else math.inf,
+            )
+        elif name in ("GAUSSIAN", "DISCRETE_GAUSSIAN"):
+            sigma = math.sqrt(param)
+            entry.update(stddev=sigma, expected_abs_error=sigma * math.sqrt(2 / math.pi))
+        out.append(entry)
+    return out
+
+
+def build_summary(
+    *,
+    release_id: str,
+    source_table: str,
+    source_uuid: str,
+    source_snapshot_id: int,
+    query_json: str,
+    query_hash: str,
+    noise: list[dict[str, Any]],
+    budget: dict[str, Any],
+    contribution: dict[str, Any],
+    keys: dict[str, Any],
+    threshold: float | None,
+    principal: str,
+    released_at: str,
+    ledger_table: str,
+    ledger_snapshot_id: int,
+) -> dict[str, str]:
+    """Snapshot-summary properties (all strings, as Iceberg requires)."""
+    return {
+        RELEASE_MARKER: "1",
+        PREFIX + "release-id": release_id,
+        PREFIX + "source.table": source_table,
+        PREFIX + "source.uuid": source_uuid,
+        PREFIX + "source.snapshot-id": str(source_snapshot_id),
+        PREFIX + "query": query_json,
+        PREFIX + "query.hash": query_hash,
+        PREFIX + "mechanism": canonical_dumps(noise),
+        PREFIX + "budget.type": str(budget["type"]),
+        PREFIX + "budget": canonical_dumps(budget),
+        PREFIX + "contribution": canonical_dumps(contribution),
+        PREFIX + "keys.source": canonical_dumps(keys),
+        PREFIX + "threshold": "" if threshold is None else repr(float(threshold)),
+        PREFIX + "principal": principal,
+        PREFIX + "released-at": released_at,
+        PREFIX + "versions": canonical_dumps(library_versions()),
+        PREFIX + "ledger.table": ledger_table,
+        PREFIX + "ledger.snapshot-id": str(ledger_snapshot_id),
+    }
+
+
+_JSON_FIELDS = ("query", "mechanism", "budget", "contribution", "keys.source", "versions")
+
+
+def read_provenance(table: Table, snapshot_id: int | None = None) -> dict[str, Any]:
+    """Decode the provenance of a release snapshot (the current one by default).
+
+    Returns an empty dict for a snapshot that is not a DP release.
+    """
+    snap = table.current_snapshot() if snapshot_id is None else table.snapshot_by_id(snapshot_id)
+    if snap is None or snap.summary is None:
+        return {}
+    props = {k: v for k, v in snap.summary.additional_properties.items() if k.startswith(PREFIX)}
+    if props.get(RELEASE_MARKER) != "1":
+        return {}
+    out: dict[str, Any] = {"snapshot_id": snap.snapshot_id}
+    for key, value in props.items():
+        name = key[len(PREFIX) :]
+        if name in _JSON_FIELDS:
+            out[name] = json.loads(value)
+        elif name in ("source.snapshot-id", "ledger.snapshot-id"):
+            out[name] = int(value)
+        elif name == "threshold":
+            out[name] = float(value) if value else None
+        else:
+            out[name] = value
+    return out
