@@ -20,6 +20,16 @@ from iceberg_privacy.errors import (
 from iceberg_privacy.index import SidecarWarning
 from iceberg_privacy.ingest import WriteReport, append, overwrite
 from iceberg_privacy.lookup import lookup
+from iceberg_privacy.maintenance import (
+    IndexReport,
+    SidecarStatus,
+    backfill,
+    cleanup_orphans,
+    compact_sidecars,
+    expire_snapshots,
+    sidecar_status,
+    verify_sidecars,
+)
 from iceberg_privacy.planner import LookupPlan, plan_lookup
 from iceberg_privacy.sidecar import clear_sidecar_cache
 from iceberg_privacy.version import __version__ as __version__
@@ -30,15 +40,21 @@ __all__ = [
     "CommitConflictError",
     "ConfigurationError",
     "IcebergPrivacyError",
+    "IndexReport",
     "InvalidLookupValueError",
     "LookupPlan",
     "SchemaMismatchError",
     "SidecarError",
+    "SidecarStatus",
     "SidecarWarning",
     "UnknownColumnError",
     "UnsupportedTypeError",
     "WriteReport",
     "append",
+    "backfill",
+    "cleanup_orphans",
+    "compact_sidecars",
+    "expire_snapshots",
     "bloom_columns",
     "clear_sidecar_cache",
     "configure_bloom",
@@ -46,4 +62,6 @@ __all__ = [
     "lookup",
     "overwrite",
     "plan_lookup",
+    "sidecar_status",
+    "verify_sidecars",
 ]

@@ -214,3 +214,19 @@ def test_pruning_actually_skips_files(catalog) -> None:
     table = table.refresh()
     plan = ip.plan_lookup(table, "user_id", "u17-5")
     assert plan.sidecars_opened == 1 and plan.files_after_bloom_pruning <= 2
+
+
+def test_ten_thousand_values_in_one_pass(catalog) -> None:
+    table = catalog.create_table("db.batch", Schema(NestedField(1, "user_id", StringType(), required=False),
+                                                    NestedField(2, "n", LongType(), required=False)))
+    table = ip.configure_bloom(table, ["user_id"])
+    for f in range(20):
+        ip.append(table, pa.table({"user_id": pa.array([f"u{f}-{i}" for i in range(1000)], pa.string()),
+                                   "n": pa.array(range(1000), pa.int64())}))
+    table = table.refresh()
+    present = [f"u{f}-{i}" for f in (3, 11) for i in range(0, 1000, 2)]  # 1,000 present, in 2 files
+    values = present + [f"absent-{i}" for i in range(9_000)]
+    plan = ip.plan_lookup(table, "user_id", values)
+    assert len(plan.values) == 10_000 and plan.files_after_bloom_pruning <= 6
+    got = ip.lookup(table, "user_id", values)
+    assert sorted(got.column("user_id").to_pylist()) == sorted(present)
