@@ -138,7 +138,7 @@ def cmd_sidecars(args: argparse.Namespace) -> int:
             bad += error is not None
         return 1 if bad else 0
     elif args.action == "backfill":
-        print(maintenance.backfill(table))
+        print(maintenance.backfill(table, progress=not args.quiet))
     elif args.action == "compact":
         print(maintenance.compact_sidecars(table))
     return 0

@@ -56,9 +56,15 @@ def filters_for_table(data: pa.Table, columns: Sequence[BloomColumn]) -> dict[in
 
 
 def filters_for_data_files(
-    io: FileIO, metadata: TableMetadata, files: Iterable[DataFile], columns: Sequence[BloomColumn]
+    io: FileIO, metadata: TableMetadata, files: Sequence[DataFile], columns: Sequence[BloomColumn],
+    *, progress: bool = False,
 ) -> list[dict[int, FileFilter]]:
     """Read the bloom columns of committed files (by field id, so renames are safe) and filter them."""
     schema = metadata.schema().select(*[c.name for c in columns])
     scan = ArrowScan(metadata, io, schema, AlwaysTrue(), case_sensitive=True)
-    return [filters_for_table(scan.to_table([FileScanTask(f)]), columns) for f in files]
+    items: Iterable[DataFile] = files
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(files, desc="indexing files", unit="file")
+    return [filters_for_table(scan.to_table([FileScanTask(f)]), columns) for f in items]

@@ -93,7 +93,7 @@ def _registration_snapshot(md: TableMetadata, candidates: set[int]) -> int | Non
 
 
 def _collect_filters(table: Table, live: dict[str, DataFile], columns: list[BloomColumn], build_missing: bool,
-                     report: IndexReport) -> dict[str, dict[int, FileFilter]]:
+                     report: IndexReport, progress: bool) -> dict[str, dict[int, FileFilter]]:
     """path -> {field_id: filter}: copied from readable sidecars, or built for uncovered files."""
     per_file: dict[str, dict[int, FileFilter]] = {}
     for col in columns:
@@ -111,7 +111,8 @@ def _collect_filters(table: Table, live: dict[str, DataFile], columns: list[Bloo
                 per_file.setdefault(path, {})[col.field_id] = FileFilter(int(a.group.ndv[pos]), matrix[:, pos, :].copy())
         if build_missing and uncovered:
             files = [live[p] for p in sorted(uncovered)]
-            for f, flt in zip(files, filters_for_data_files(table.io, table.metadata, files, [col]), strict=True):
+            built = filters_for_data_files(table.io, table.metadata, files, [col], progress=progress)
+            for f, flt in zip(files, built, strict=True):
                 per_file.setdefault(f.file_path, {})[col.field_id] = flt[col.field_id]
             report.built[col.name] = len(files)
             uncovered.clear()
@@ -119,7 +120,8 @@ def _collect_filters(table: Table, live: dict[str, DataFile], columns: list[Bloo
     return per_file
 
 
-def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: set[int] | None = None) -> IndexReport:
+def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: set[int] | None = None,
+             progress: bool = False) -> IndexReport:
     table.refresh()
     md = table.metadata
     columns = bloom_columns(table.schema(), table.properties)
@@ -132,7 +134,7 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
     if expire_ids:
         ExpireSnapshots(tx).by_ids(sorted(expire_ids)).commit()
         report.expired_snapshots = sorted(expire_ids)
-    per_file = _collect_filters(table, live, columns, build_missing, report) if columns else {}
+    per_file = _collect_filters(table, live, columns, build_missing, report, progress) if columns else {}
     target = _registration_snapshot(tx.table_metadata, retained)
     if per_file and target is not None:
         paths = sorted(per_file)
@@ -165,10 +167,10 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
     return report
 
 
-def backfill(table: Table) -> IndexReport:
+def backfill(table: Table, *, progress: bool = False) -> IndexReport:
     """Build filters for every live file not yet covered (other engines' files, new bloom columns,
     lost or corrupt sidecars) and write one compacted sidecar covering all live files, in one commit."""
-    return _rebuild(table, "backfill", build_missing=True)
+    return _rebuild(table, "backfill", build_missing=True, progress=progress)
 
 
 def compact_sidecars(table: Table) -> IndexReport:
