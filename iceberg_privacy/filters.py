@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import ArrowScan
@@ -40,7 +41,11 @@ def unique_hashes(data: pa.Array | pa.ChunkedArray, column: BloomColumn) -> np.n
     if isinstance(data, pa.ChunkedArray) and data.num_chunks == 0:
         return np.empty(0, dtype=np.uint32)
     values, _ = extract_identities(data)
-    return np.unique(hash_array(_canonical(values, column)))
+    # Distinct values first (Arrow's hash kernel): ids repeat across a file's rows, hashing each once
+    # is what keeps ingest overhead low.
+    values = _canonical(values, column)
+    storage = values.storage if isinstance(values.type, pa.BaseExtensionType) else values
+    return np.unique(hash_array(pc.unique(storage)))
 
 
 def filter_from_hashes(hashes: np.ndarray, column: BloomColumn) -> FileFilter:

@@ -26,6 +26,11 @@ from iceberg_privacy.hashing import coerce_values, hash_literals, mix64
 from iceberg_privacy.identities import identity_leaf_type, is_nested
 from iceberg_privacy.index import resolve_coverage, warn
 
+BATCH_THRESHOLD = 200
+"""Above this many values pyiceberg's metrics pruning gives up on ``In`` anyway, and evaluating a huge
+``In`` per file costs more than matching rows after the read, so large batches plan without it
+(unless the column drives a partition transform) and match with Arrow's ``is_in``."""
+
 
 @dataclass
 class LookupPlan:
@@ -37,7 +42,7 @@ class LookupPlan:
     values: list[Literal[Any]]
     nested: bool
     row_filter: BooleanExpression
-    post_filter: bool  # rows are matched after reading (nested ids; uuid, which pyarrow 18 cannot compare)
+    post_filter: bool  # rows matched after reading: nested ids, large batches, uuid (pyarrow 18 can't compare)
     selected_fields: tuple[str, ...]
     tasks: list[FileScanTask]
     metadata: TableMetadata
@@ -69,7 +74,7 @@ class LookupPlan:
         if self.nested:
             lines.append("  note: nested identity column: rows are matched after reading (no min/max pruning)")
         elif self.post_filter:
-            lines.append("  note: rows are matched after reading (pyarrow cannot filter this type)")
+            lines.append("  note: rows are matched after reading (large batch, or a type pyarrow cannot filter)")
         if self.timings:
             lines.append("  timings: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in self.timings.items()))
         lines += [f"  warning: {w}" for w in self.warnings]
@@ -119,7 +124,10 @@ def plan_lookup(
     else:
         row_filter = In(column, literals)
     fields = tuple(selected_fields) if selected_fields else ("*",)
-    post_filter = nested or isinstance(leaf, UUIDType)
+    partition_sources = {pf.source_id for spec in metadata.specs().values() for pf in spec.fields}
+    big = len(literals) > BATCH_THRESHOLD
+    post_filter = nested or big or isinstance(leaf, UUIDType)
+    plan_filter = AlwaysTrue() if nested or (big and field_.field_id not in partition_sources) else row_filter
     plan = LookupPlan(".".join(table.name()), column, snap.snapshot_id if snap else None, literals, nested,
                       row_filter, post_filter, fields, [], metadata)
     configured = {c.name: c for c in bloom_columns(table.schema(), table.properties)}
@@ -128,7 +136,7 @@ def plan_lookup(
         plan.timings["plan"] = time.perf_counter() - t0
         return plan
     plan.files_total = int(snap.summary.additional_properties.get("total-data-files", 0)) if snap.summary else 0
-    scan = table.scan(row_filter=row_filter if not nested else AlwaysTrue(), snapshot_id=snap.snapshot_id)
+    scan = table.scan(row_filter=plan_filter, snapshot_id=snap.snapshot_id)
     tasks = list(scan.plan_files())
     plan.files_total = plan.files_total or len(tasks)
     plan.files_after_manifest_pruning = len(tasks)

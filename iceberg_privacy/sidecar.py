@@ -262,16 +262,15 @@ class Sidecar:
             return hit
         blocks = bloom.block_index(keys, group.num_blocks)
         masks = bloom.block_masks(keys)
-        order = np.argsort(blocks, kind="stable")
-        blocks, masks = blocks[order], masks[order]
-        rows = self._rows(group, np.unique(blocks))
-        # Keys that share a block row are tested together against that row.
-        bounds = np.flatnonzero(np.diff(blocks)) + 1
-        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(blocks)], strict=True):
-            row = rows[int(blocks[lo])]
-            for s in range(lo, hi, 256):
-                m = masks[s : min(hi, s + 256)]
-                hit |= bloom.contains(np.broadcast_to(row, (len(m), *row.shape)), m).any(axis=0)
+        needed, which = np.unique(blocks, return_inverse=True)
+        rows = self._rows(group, needed)
+        stacked = np.stack([rows[int(b)] for b in needed])  # (U, F, 8): each needed row once
+        step = max(1, (1 << 21) // max(1, group.num_files * 8))  # bound the (chunk, F, 8) temporary
+        for s in range(0, len(keys), step):
+            m = masks[s : s + step]
+            hit |= bloom.contains(stacked[which[s : s + step]], m).any(axis=0)
+            if hit.all():
+                break
         return hit
 
     def filters(self, group: BloomGroup) -> np.ndarray:

@@ -60,6 +60,19 @@ TYPES: dict[str, tuple[Any, pa.DataType, list[Any]]] = {
 }
 
 
+def _filler(kind: str, n: int) -> list[Any]:
+    """n values of the type that are never written: pads a probe past the large-batch threshold."""
+    base = {
+        "string": lambda i: f"absent-{i}", "long": lambda i: 10_000 + i, "int": lambda i: 10_000 + i,
+        "uuid": lambda i: uuid.UUID(int=10**12 + i), "binary": lambda i: b"absent-%d" % i,
+        "fixed": lambda i: (2**20 + i).to_bytes(3, "big"), "date": lambda i: dt.date(2100, 1, 1) + dt.timedelta(days=i),
+        "timestamp": lambda i: dt.datetime(2100, 1, 1) + dt.timedelta(seconds=i),
+        "timestamptz": lambda i: dt.datetime(2100, 1, 1, tzinfo=UTC) + dt.timedelta(seconds=i),
+        "decimal": lambda i: Decimal(50_000 + i).scaleb(-2),
+    }[kind]
+    return [base(i) for i in range(n)]
+
+
 def _arrow_value(v: Any) -> Any:
     return v.bytes if isinstance(v, uuid.UUID) else v
 
@@ -179,6 +192,8 @@ def test_lookup_equals_full_scan(shared_catalog, scenario) -> None:
         if first_snapshot is None:
             first_snapshot, first_rows = table.metadata.current_snapshot_id, list(written)
     _check(table, written, shape, scenario["probes"])
+    big = scenario["probes"][0] + _filler(scenario["kind"], 250)  # the large-batch read path
+    _check(table, written, shape, [big])
     for op in scenario["ops"]:
         if op == "backfill":
             maintenance.backfill(table)
