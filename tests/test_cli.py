@@ -39,3 +39,26 @@ def test_errors_are_reported_not_raised(home, capsys) -> None:
     assert "cannot be an identity" in capsys.readouterr().err
     assert main(["--home", home, "lookup", "demo.small", "nope", "x"]) == 2
     assert "available:" in capsys.readouterr().err
+
+
+def test_ingest_parquet_files(home, tmp_path, capsys) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import iceberg_privacy as ip
+
+    assert main(["--home", home, "-q", "ingest-demo", "demo.files", "--days", "1", "--events-per-day", "300"]) == 0
+    table = ip.connect(home=home).load_table("demo.files")
+    sample = table.scan(limit=50).to_arrow()
+    src = tmp_path / "incoming"
+    src.mkdir()
+    pq.write_table(sample, src / "part-0.parquet")
+    before = table.scan().to_arrow().num_rows
+    user = sample.column("user_id")[0].as_py()
+    user_rows_before = ip.lookup(table, "user_id", user).num_rows
+    assert main(["--home", home, "-q", "ingest", "demo.files", str(src)]) == 0
+    table = table.refresh()
+    assert table.scan().to_arrow().num_rows == before + 50
+    assert table.current_snapshot().summary.additional_properties["privacy.sidecar.files"] == "1"
+    in_sample = pa.compute.sum(pa.compute.equal(sample.column("user_id"), user)).as_py()
+    assert ip.lookup(table, "user_id", user).num_rows == user_rows_before + in_sample
