@@ -6,6 +6,20 @@ private statistics, and know where data went. Everything not re-exported here is
 
 from iceberg_privacy.catalog import connect
 from iceberg_privacy.config import BloomColumn, bloom_columns, configure_bloom
+from iceberg_privacy.dp import (
+    ApproxDP,
+    BudgetExhaustedError,
+    PureDP,
+    Release,
+    ReleaseFailedError,
+    ReleaseRecord,
+    RhoZCDP,
+    dp_histogram,
+    get_budget,
+    read_provenance,
+    releases,
+    set_budget,
+)
 from iceberg_privacy.errors import (
     BudgetError,
     CommitConflictError,
@@ -35,6 +49,18 @@ from iceberg_privacy.sidecar import clear_sidecar_cache
 from iceberg_privacy.version import __version__ as __version__
 
 __all__ = [
+    "ApproxDP",
+    "BudgetExhaustedError",
+    "PureDP",
+    "Release",
+    "ReleaseFailedError",
+    "ReleaseRecord",
+    "RhoZCDP",
+    "dp_histogram",
+    "get_budget",
+    "read_provenance",
+    "releases",
+    "set_budget",
     "BloomColumn",
     "BudgetError",
     "CommitConflictError",

@@ -249,7 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.fn(args) or 0)
+        if hasattr(args, "fn"):
+            return int(args.fn(args) or 0)
+        args.catalog_obj = _catalog(args)  # the dp group's commands take the catalog from here
+        return int(args.func(args) or 0)
     except IcebergPrivacyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

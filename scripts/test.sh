@@ -5,4 +5,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=bootstrap.sh
 source "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"
+# The DP ledger race tests run against a real PostgreSQL server too; install it when missing.
+# Where that is impossible the script says why and those tests skip with that reason.
+bash "$ROOT/scripts/ensure_postgres.sh" >/dev/null || echo "test.sh: PostgreSQL unavailable; its tests will be skipped" >&2
 exec python -m pytest "$@"
