@@ -55,7 +55,7 @@ class HistogramQuery:
             aggregation.update({"column": self.column, "low": _num(self.low), "high": _num(self.high)})
         unit: dict[str, Any]
         if self.privacy_unit is None:
-            unit = {"kind": "row", "max_rows_per_unit": 1}
+            unit = {"kind": "row", "max_rows_per_unit": self.max_rows_per_unit or 1}
         else:
             unit = {
                 "kind": "column",

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.table import Table
 from pyiceberg.types import (
     DateType,
@@ -411,6 +412,10 @@ def dp_histogram(
         if memo is not None:
             return memo
 
+    # Early, cheap refusal (no budget, wrong type, exhausted) before any Spark work; reserve() re-checks
+    # atomically, so this read being stale by the time we reserve is harmless.
+    ledger.check(ledger.state(), source_id, principal, amount)
+
     # Everything tmlt can reject, it rejects here, on a throw-away session: nothing spent yet.
     spark = _spark(spark)
     from iceberg_privacy.dp.spark import table_dataframe
@@ -428,8 +433,6 @@ def dp_histogram(
             noise = noise_summary(_session(df, query, amount)._noise_info(tq, amount.to_tmlt()))
         except (ValueError, TypeError, RuntimeError) as exc:
             raise ConfigurationError(f"Tumult Analytics rejected the query before any spend: {exc}") from exc
-    state = ledger.state()
-    ledger.check(state, source_id, principal, amount)  # early, friendly failure; reserve re-checks by CAS
     _fault("before_reserve")
 
     reservation = ledger.reserve(
@@ -536,8 +539,9 @@ def _write_output(catalog: Catalog, out_id: tuple[str, ...], arrow: pa.Table, pr
         pass
     if catalog.table_exists(out_id):
         table = catalog.load_table(out_id)
-        with table.transaction() as tx:
-            tx.overwrite(arrow, snapshot_properties=props)
+        with table.transaction() as tx:  # one commit: drop the previous release, add this one
+            tx.delete(delete_filter=AlwaysTrue())  # no provenance on the delete snapshot: it holds no release
+            tx.append(arrow, snapshot_properties=props)
     else:
         tx = catalog.create_table_transaction(out_id, schema=arrow.schema, properties={RELEASE_MARKER: "1"})
         tx.append(arrow, snapshot_properties=props)

@@ -1,0 +1,425 @@
+"""End-to-end DP releases: real tmlt sessions on the shared Spark fixture, real SqlCatalog."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from dphelpers import make_catalog, pageviews
+from pyiceberg.catalog.sql import SqlCatalog
+
+from iceberg_privacy.dp import (
+    ApproxDP,
+    BudgetExhaustedError,
+    KeySetError,
+    Ledger,
+    PureDP,
+    ReleaseFailedError,
+    RhoZCDP,
+    admin,
+    dp_histogram,
+    read_provenance,
+    release,
+    releases,
+    set_budget,
+)
+from iceberg_privacy.errors import ConfigurationError, UnknownColumnError
+
+pytestmark = pytest.mark.spark
+KEYS = {"country": ["c0", "c1", "c2", "c3", "zz"], "project": ["p0", "p1", "p2"]}
+
+
+def _truth(table: pa.Table, by: list[str]) -> Counter:
+    return Counter(zip(*(table.column(c).to_pylist() for c in by), strict=True))
+
+
+def _spent(catalog: SqlCatalog) -> Any:
+    return admin.get_budget(catalog, namespace="db").spent
+
+
+def test_count_release_and_provenance_round_trip(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
+    set_budget(catalog, RhoZCDP(1), namespace="db")
+    rel = dp_histogram(
+        catalog,
+        "db.pv",
+        ["country", "project"],
+        budget=RhoZCDP(0.5),
+        max_rows_per_unit=3,
+        keys=KEYS,
+        principal="alice",
+        output="rel.counts",
+        spark=spark,
+    )
+    assert not rel.memoized and rel.spent == RhoZCDP(0.5)
+    data = rel.data.to_pylist()
+    assert len(data) == 15 and {(r["country"], r["project"]) for r in data} == {
+        (c, p) for c in KEYS["country"] for p in KEYS["project"]
+    }
+    truth = _truth(pv_table.scan().to_arrow(), ["country", "project"])
+    sigma = math.sqrt(3**2 / (2 * 0.5))  # MaxRowsPerID(3) under zCDP: sigma^2 = k^2 / (2 rho)
+    assert all(abs(r["count"] - truth[(r["country"], r["project"])]) < 8 * sigma for r in data)
+
+    out = catalog.load_table("rel.counts")
+    prov = read_provenance(out)  # read back from the Iceberg snapshot summary, not from rel
+    assert prov == rel.provenance and prov["snapshot_id"] == out.current_snapshot().snapshot_id
+    assert prov["source.uuid"] == str(pv_table.metadata.table_uuid)
+    assert prov["source.snapshot-id"] == pv_table.current_snapshot().snapshot_id
+    assert (
+        prov["query.hash"]
+        == hashlib.sha256(
+            json.dumps(prov["query"], sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
+    )
+    assert prov["query"]["by"] == ["country", "project"]
+    assert prov["mechanism"][0]["noise_mechanism"] == "DISCRETE_GAUSSIAN"
+    assert prov["mechanism"][0]["noise_parameter"] == pytest.approx(sigma**2)
+    assert prov["budget"] == {"type": "zcdp", "rho": "0.5"} and prov["budget.type"] == "zcdp"
+    assert prov["contribution"] == {
+        "privacy_unit": "user_id",
+        "max_rows_per_unit": 3,
+        "protected_change": "AddRowsWithID",
+    }
+    assert prov["keys.source"]["kind"] == "values" and prov["principal"] == "alice"
+    assert prov["versions"]["tmlt.analytics"].startswith("0.21") and "pyiceberg" in prov["versions"]
+    assert prov["release-id"] == rel.release_id and prov["released-at"]
+
+    log = releases(catalog, "db.pv")
+    assert [(r.status, r.release_id) for r in log] == [("released", rel.release_id)]
+    assert log[0].remaining == {"namespace:db": RhoZCDP(0.5)} and log[0].spent == RhoZCDP(0.5)
+    assert _spent(catalog) == RhoZCDP(0.5)
+
+
+def test_memoized_release_spends_nothing(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
+    set_budget(catalog, PureDP(1), namespace="db")
+    kw: dict[str, Any] = dict(budget=PureDP(0.4), max_rows_per_unit=3, keys=KEYS, spark=spark)
+    first = dp_histogram(catalog, "db.pv", ["country", "project"], principal="alice", **kw)
+    again = dp_histogram(catalog, "db.pv", ["country", "project"], principal="bob", **kw)
+    assert again.memoized and again.spent is None
+    assert again.release_id == first.release_id and again.snapshot_id == first.snapshot_id
+    assert again.data.equals(first.data)
+    assert _spent(catalog) == PureDP(0.4)
+    log = releases(catalog)
+    assert [r.status for r in log] == ["released", "memoized"]
+    assert log[1].principal == "bob" and log[1].spent is None
+    # The same question on a new snapshot is a new release, and is paid for.
+    pv_table.append(pageviews(300, seed=9))
+    fresh = dp_histogram(catalog, "db.pv", ["country", "project"], principal="alice", **kw)
+    assert not fresh.memoized and fresh.source_snapshot_id != first.source_snapshot_id
+    assert _spent(catalog) == PureDP(0.8)
+    # Same output table (same default name), overwritten in one commit; the old release stays in its
+    # history and is still what the old question on the old snapshot gets, for free.
+    assert fresh.output == first.output and fresh.snapshot_id != first.snapshot_id
+    out = catalog.load_table(first.output)
+    for snap in out.metadata.snapshots:
+        prov = read_provenance(out, snap.snapshot_id)
+        rows = out.scan(snapshot_id=snap.snapshot_id).to_arrow().num_rows
+        assert (prov != {}) == (rows > 0)  # provenance exactly on the snapshots that hold a release
+    old = dp_histogram(
+        catalog,
+        "db.pv",
+        ["country", "project"],
+        principal="carol",
+        snapshot_id=first.source_snapshot_id,
+        **kw,
+    )
+    assert old.memoized and old.data.equals(first.data) and _spent(catalog) == PureDP(0.8)
+
+
+def test_exhausted_budget_spends_and_releases_nothing(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
+    set_budget(catalog, RhoZCDP(0.1), namespace="db")
+    with pytest.raises(BudgetExhaustedError, match=r"remaining RhoZCDP\(rho=0.1\)") as info:
+        dp_histogram(
+            catalog,
+            "db.pv",
+            ["country"],
+            budget=RhoZCDP(0.2),
+            max_rows_per_unit=3,
+            keys={"country": ["c0"]},
+            principal="alice",
+            output="db.nope",
+            spark=spark,
+        )
+    assert "Nothing was spent" in str(info.value)
+    assert not catalog.table_exists("db.nope")
+    assert _spent(catalog) is None
+    assert [e["event"] for e in Ledger(catalog, ("db",)).events()] == ["budget_set"]
+
+
+def _bad_key_table(catalog: SqlCatalog, kind: str) -> str:
+    if kind == "missing":
+        data = pa.table({"country": ["c0"]})
+    else:
+        data = pa.table({"country": ["c0"], "project": [1]})
+    t = catalog.create_table(f"db.keys_{kind}", schema=data.schema)
+    t.append(data)
+    return f"db.keys_{kind}"
+
+
+@pytest.mark.parametrize(
+    "case, exc, match",
+    [
+        ("unknown_by", UnknownColumnError, "'nope' is not in table"),
+        ("no_unit", UnknownColumnError, "privacy-unit column 'device'"),
+        ("rows0", ConfigurationError, "max_rows_per_unit must be an integer >= 1"),
+        ("keytable_missing", KeySetError, "has no column 'project'"),
+        ("keytable_type", KeySetError, "has type long"),
+        ("keys_wrong_cols", KeySetError, "groups by"),
+        ("threshold_sum", ConfigurationError, "threshold applies to counts only"),
+        ("discover_zcdp", ConfigurationError, "ApproxDP budget with delta > 0"),
+        ("bad_bounds", ConfigurationError, "low=5 must be < high=1"),
+        ("wrong_type", ConfigurationError, "never converted"),
+    ],
+)
+def test_bad_input_fails_before_spending(
+    catalog: SqlCatalog, pv_table: Any, spark: Any, case, exc, match
+) -> None:
+    set_budget(catalog, RhoZCDP(1), namespace="db")
+    kw: dict[str, Any] = dict(budget=RhoZCDP(0.1), max_rows_per_unit=3, keys=KEYS, principal="a", spark=spark)
+    by = ["country", "project"]
+    if case == "unknown_by":
+        by = ["country", "nope"]
+    elif case == "no_unit":
+        kw["privacy_unit"] = "device"
+    elif case == "rows0":
+        kw["max_rows_per_unit"] = 0
+    elif case.startswith("keytable"):
+        kw["keys"] = _bad_key_table(catalog, case.split("_")[1])
+    elif case == "keys_wrong_cols":
+        kw["keys"] = {"country": ["c0"]}
+    elif case == "threshold_sum":
+        kw.update(aggregate="sum", column="bytes", low=0, high=100, threshold=5)
+    elif case == "discover_zcdp":
+        kw["keys"] = None
+    elif case == "bad_bounds":
+        kw.update(aggregate="mean", column="bytes", low=5, high=1)
+    elif case == "wrong_type":
+        kw["budget"] = PureDP(0.1)
+    with pytest.raises(exc, match=match):
+        dp_histogram(catalog, "db.pv", by, **kw)
+    assert _spent(catalog) is None
+    assert [e["event"] for e in Ledger(catalog, ("db",)).events()] == ["budget_set"]
+
+
+@pytest.mark.parametrize("stage", ["after_reserve", "after_evaluate"])
+def test_failure_after_spend_keeps_spend_and_releases_nothing(
+    catalog: SqlCatalog, pv_table: Any, spark: Any, stage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_budget(catalog, PureDP(1), namespace="db")
+
+    def boom(at: str) -> None:
+        if at == stage:
+            raise OSError(f"disk vanished {at}")
+
+    monkeypatch.setattr(release, "_FAULT_HOOK", boom)
+    with pytest.raises(ReleaseFailedError, match="budget stays spent"):
+        dp_histogram(
+            catalog,
+            "db.pv",
+            ["country"],
+            budget=PureDP(0.25),
+            max_rows_per_unit=3,
+            keys={"country": ["c0", "c1"]},
+            principal="alice",
+            output="db.failed_out",
+            spark=spark,
+        )
+    assert not catalog.table_exists("db.failed_out")
+    assert _spent(catalog) == PureDP(0.25)
+    log = releases(catalog)
+    assert [r.status for r in log] == ["failed"] and "disk vanished" in (log[0].detail or "")
+    if stage == "after_reserve":
+        return
+    monkeypatch.setattr(release, "_FAULT_HOOK", None)
+    # The failed attempt is not a memo: asking again pays again and releases.
+    rel = dp_histogram(
+        catalog,
+        "db.pv",
+        ["country"],
+        budget=PureDP(0.25),
+        max_rows_per_unit=3,
+        keys={"country": ["c0", "c1"]},
+        principal="alice",
+        output="db.failed_out",
+        spark=spark,
+    )
+    assert not rel.memoized and _spent(catalog) == PureDP(0.5)
+
+
+def test_sum_and_mean_over_a_bounded_column(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
+    set_budget(catalog, PureDP(10), namespace="db")
+    data = pv_table.scan().to_arrow()
+    keys = {"country": ["c0", "c1", "c2", "c3"]}
+    s = dp_histogram(
+        catalog,
+        "db.pv",
+        ["country"],
+        aggregate="sum",
+        column="bytes",
+        low=0,
+        high=100,
+        budget=PureDP(2),
+        max_rows_per_unit=3,
+        keys=keys,
+        principal="a",
+        spark=spark,
+    )
+    m = dp_histogram(
+        catalog,
+        "db.pv",
+        ["country"],
+        aggregate="mean",
+        column="bytes",
+        low=0,
+        high=100,
+        budget=PureDP(2),
+        max_rows_per_unit=3,
+        keys=keys,
+        principal="a",
+        spark=spark,
+    )
+    country = np.array(data.column("country").to_pylist())
+    value = np.array(data.column("bytes").to_pylist())
+    assert s.provenance["mechanism"][0]["noise_mechanism"] == "LAPLACE"
+    scale = s.provenance["mechanism"][0]["noise_parameter"]
+    for row in s.data.to_pylist():
+        assert abs(row["sum"] - value[country == row["country"]].sum()) < 15 * scale
+    assert len(m.provenance["mechanism"]) == 2  # a mean is a noisy sum over a noisy count
+    for row in m.data.to_pylist():
+        assert abs(row["mean"] - value[country == row["country"]].mean()) < 5.0
+    assert _spent(catalog) == PureDP(4)
+
+
+def test_private_key_discovery_with_approx_dp(catalog: SqlCatalog, spark: Any) -> None:
+    data = pageviews(4000, rows_per_user=1)
+    rare = pa.table({**{c: data.column(c).to_pylist()[:1] for c in data.column_names}})
+    rare = rare.set_column(0, "country", pa.array(["secret-country"]))
+    table = catalog.create_table("db.pv", schema=data.schema)
+    table.append(pa.concat_tables([data, rare]))
+    set_budget(catalog, ApproxDP(2, 1e-5), namespace="db")
+    rel = dp_histogram(
+        catalog,
+        "db.pv",
+        ["country"],
+        budget=ApproxDP(1, 1e-6),
+        keys=None,
+        privacy_unit="user_id",
+        max_rows_per_unit=1,
+        principal="a",
+        spark=spark,
+    )
+    found = set(rel.data.column("country").to_pylist())
+    assert found == {"c0", "c1", "c2", "c3"}  # every large group found; the single-user one never is
+    assert rel.provenance["keys.source"] == {"kind": "discovered"}
+
+
+def test_row_privacy_unit(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
+    set_budget(catalog, PureDP(1), namespace="db")
+    rel = dp_histogram(
+        catalog,
+        "db.pv",
+        ["country"],
+        budget=PureDP(1),
+        privacy_unit=None,
+        keys={"country": ["c0", "c1"]},
+        principal="a",
+        spark=spark,
+    )
+    assert rel.provenance["contribution"]["protected_change"] == "AddOneRow"
+    assert rel.provenance["mechanism"][0]["noise_parameter"] == pytest.approx(1.0)  # sensitivity 1 / eps 1
+
+
+@pytest.mark.parametrize("budget", [PureDP(1), RhoZCDP(0.5)], ids=["geometric", "discrete-gaussian"])
+def test_empirical_error_matches_reported_noise(tmp_path: Path, spark: Any, budget: Any) -> None:
+    """Over repeated releases, the mean |noise| matches what tmlt's reported noise parameter implies."""
+    catalog = make_catalog(tmp_path)
+    catalog.create_namespace("db")
+    data = pageviews(8000, countries=4, projects=3, rows_per_user=3)
+    table = catalog.create_table("db.pv", schema=data.schema)
+    table.append(data)
+    set_budget(catalog, type(budget)(*[100 * float(c) for c in budget.components()]), namespace="db")
+    by = ["country", "project", "page"]
+    keys = {
+        "country": [f"c{i}" for i in range(4)],
+        "project": ["p0", "p1", "p2"],
+        "page": [f"page{i}" for i in range(20)],
+    }
+    truth = _truth(data, by)
+    errors, expected = [], set()
+    for _ in range(2):  # memoize=False: each repetition is a new, separately paid release
+        rel = dp_histogram(
+            catalog,
+            "db.pv",
+            by,
+            budget=budget,
+            max_rows_per_unit=3,
+            keys=keys,
+            principal="stat",
+            spark=spark,
+            memoize=False,
+        )
+        errors += [r["count"] - truth[tuple(r[c] for c in by)] for r in rel.data.to_pylist()]
+        expected.add(round(rel.provenance["mechanism"][0]["expected_abs_error"], 9))
+    assert len(errors) == 480 and len(expected) == 1
+    mae = float(np.mean(np.abs(errors)))
+    assert mae == pytest.approx(expected.pop(), rel=0.2)
+    assert abs(float(np.mean(errors))) < 0.5 * mae  # unbiased: no truncation, no systematic shift
+
+
+def test_concurrent_releases_race_for_the_last_budget(tmp_path: Path, spark: Any) -> None:
+    """Two releases, each with its own catalog connection, both pass the early budget check on the
+    same ledger version and then race to reserve: exactly one wins the compare-and-swap."""
+    base = tmp_path / "cat"
+    setup = make_catalog(base)
+    setup.create_namespace("db")
+    data = pageviews(2000)
+    setup.create_table("db.pv", schema=data.schema).append(data)
+    set_budget(setup, PureDP(1), namespace="db")
+    barrier = threading.Barrier(2, timeout=120)
+    outcomes: dict[str, Any] = {}
+
+    def line_up(stage: str) -> None:
+        if stage == "before_reserve":
+            barrier.wait()
+
+    def run(name: str) -> None:
+        catalog = make_catalog(base)  # a separate SqlCatalog / SQLAlchemy engine per racer
+        try:
+            rel = dp_histogram(
+                catalog,
+                "db.pv",
+                ["country"],
+                budget=PureDP(0.6),
+                max_rows_per_unit=3,
+                keys={"country": ["c0", "c1", "c2", "c3"]},
+                principal=name,
+                output=f"db.out_{name}",
+                spark=spark,
+            )
+            outcomes[name] = rel
+        except Exception as exc:  # noqa: BLE001 - the loser's error is the assertion subject
+            outcomes[name] = exc
+
+    release._FAULT_HOOK = line_up
+    try:
+        threads = [threading.Thread(target=run, args=(n,)) for n in ("alice", "bob")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+    finally:
+        release._FAULT_HOOK = None
+    won = [n for n, o in outcomes.items() if isinstance(o, release.Release)]
+    lost = [n for n, o in outcomes.items() if isinstance(o, BudgetExhaustedError)]
+    assert len(won) == 1 and len(lost) == 1, outcomes
+    assert "remaining PureDP(epsilon=0.4)" in str(outcomes[lost[0]])
+    assert _spent(setup) == PureDP(0.6)
+    assert setup.table_exists(f"db.out_{won[0]}") and not setup.table_exists(f"db.out_{lost[0]}")
+    assert [r.status for r in releases(setup)] == ["released"]
