@@ -60,8 +60,9 @@ def _flatten(arr: pa.Array, rows: np.ndarray) -> tuple[pa.Array, np.ndarray]:
     """
     if pa.types.is_struct(arr.type):
         child = arr.field(ID_FIELD)
-        if arr.null_count:
-            child = pc.if_else(arr.is_valid(), child, pa.nulls(len(arr), child.type))
+        if arr.null_count:  # a null struct's child slot may hold anything: drop it (works for every type)
+            valid = arr.is_valid()
+            return child.filter(valid), rows[np.asarray(valid.to_numpy(zero_copy_only=False), dtype=bool)]
         return child, rows
     offsets = arr.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
     child = arr.items if pa.types.is_map(arr.type) else arr.values

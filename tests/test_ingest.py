@@ -14,7 +14,7 @@ from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import LongType, NestedField, StringType
 
 import iceberg_privacy as ip
-from iceberg_privacy.index import SUMMARY_FILES, SUMMARY_PATH, sidecar_refs
+from iceberg_privacy.index import SUMMARY_FILES, SUMMARY_PATH
 from iceberg_privacy.sidecar import Sidecar
 
 SCHEMA = Schema(

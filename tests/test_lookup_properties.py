@@ -246,3 +246,14 @@ def test_ten_thousand_values_in_one_pass(catalog) -> None:
     assert len(plan.values) == 10_000 and plan.files_after_bloom_pruning <= 9
     got = ip.lookup(table, "user_id", values)
     assert sorted(got.column("user_id").to_pylist()) == sorted(present)
+
+
+def test_identity_map_with_null_structs_and_uuid_ids(catalog) -> None:
+    """Regression (found by the property test): null struct slots in an identity map of uuids."""
+    schema, arrow_ident = _schema("uuid", "idmap")
+    table = ip.configure_bloom(catalog.create_table("db.nullstructs", schema), ["ident"])
+    rows = [("p0", [("email", [None, {"id": UUIDS[0], "primary": True}])]), ("p1", [("crm", [None])])]
+    ip.append(table, _batch_table(rows, 0, "idmap", arrow_ident))
+    table = table.refresh()
+    assert ip.lookup(table, "ident", UUIDS[0]).column("rid").to_pylist() == [0]
+    assert ip.lookup(table, "ident", UUIDS[1]).num_rows == 0
