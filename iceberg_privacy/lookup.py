@@ -33,7 +33,8 @@ def execute(table: Table, plan: LookupPlan) -> pa.Table:
     """Read the plan's files and return exactly the rows whose column matches a value."""
     projected = _projection(table, plan)
     if not plan.values or not plan.tasks:
-        return schema_to_pyarrow(projected).empty_table()
+        # from_batches, not Schema.empty_table(): pyarrow 18 cannot build nested uuid columns that way
+        return pa.Table.from_batches([], schema=schema_to_pyarrow(projected))
     if not plan.post_filter:
         return ArrowScan(plan.metadata, table.io, projected, plan.row_filter, case_sensitive=True).to_table(plan.tasks)
     # Nested ids (and uuid, which pyarrow 18 cannot compare): read the column, match rows here, project.
