@@ -166,7 +166,7 @@ def _check(table, written, shape, probes, snapshot_id=None) -> None:  # type: ig
         assert set(rids) == _expected(written, shape, probe), (probe, ip.plan_lookup(table, "ident", probe).explain())
 
 
-@settings(max_examples=45)
+@settings(max_examples=80)
 @given(scenario=scenarios())
 def test_lookup_equals_full_scan(shared_catalog, scenario) -> None:
     shape = scenario["shape"]
