@@ -162,7 +162,8 @@ def run_demo(
         f"Wikimedia-style DP release: {summary['rows']:,} pageviews, {summary['keys']:,} public keys, "
         f"{summary['released_rows']:,} rows above threshold {THRESHOLD:g} "
         f"({summary['noise_mechanism']} noise, sd {summary['noise_stddev']:.1f}, rho={RHO}); "
-        f"median |error| {summary['median_abs_error_released']}; "
+        f"median |released - raw count| {summary['median_abs_error_released']} "
+        "(noise plus the 10-views-per-device truncation and threshold selection); "
         f"repeat memoized: {again.memoized}; remaining {summary['remaining']}; {summary['total_seconds']} s"
     )
     return summary
