@@ -87,7 +87,9 @@ class LookupPlan:
 def _column(table: Table, column: str) -> NestedField:
     names = [f.name for f in table.schema().fields]
     if column not in names:
-        raise UnknownColumnError(f"column {column!r} is not a top-level column of {table.name()}; available: {', '.join(names)}")
+        raise UnknownColumnError(
+            f"column {column!r} is not a top-level column of {'.'.join(table.name())}; available: {', '.join(names)}"
+        )
     return table.schema().find_field(column)
 
 
@@ -116,7 +118,9 @@ def plan_lookup(
     metadata = table.metadata
     snap = metadata.snapshot_by_id(snapshot_id) if snapshot_id is not None else metadata.current_snapshot()
     if snapshot_id is not None and snap is None:
-        raise IcebergPrivacyError(f"snapshot {snapshot_id} does not exist in {table.name()}; see table.snapshots()")
+        raise IcebergPrivacyError(
+            f"snapshot {snapshot_id} does not exist in {'.'.join(table.name())}; see table.snapshots()"
+        )
     if nested:
         row_filter: BooleanExpression = AlwaysTrue()
     elif len(literals) == 1:
@@ -130,8 +134,7 @@ def plan_lookup(
     plan_filter = AlwaysTrue() if nested or (big and field_.field_id not in partition_sources) else row_filter
     plan = LookupPlan(".".join(table.name()), column, snap.snapshot_id if snap else None, literals, nested,
                       row_filter, post_filter, fields, [], metadata)
-    configured = {c.name: c for c in bloom_columns(table.schema(), table.properties)}
-    plan.bloom_configured = column in configured
+    plan.bloom_configured = any(c.name == column for c in bloom_columns(table.schema(), table.properties))
     if snap is None or not literals:
         plan.timings["plan"] = time.perf_counter() - t0
         return plan
