@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from iceberg_privacy.cli import main
@@ -19,11 +21,17 @@ def test_demo_then_every_command(home, capsys) -> None:
     assert "after bloom pruning" in out and "median single-key" in out
     assert main(["--home", home, "explain", "demo.clicks", "user_id", "nobody", "--files"]) == 0
     assert "files in snapshot" in capsys.readouterr().out
-    assert main(["--home", home, "lookup", "demo.clicks", "identities", "user1@example.com", "--fields",
+    import iceberg_privacy as ip
+
+    first = ip.connect(home=home).load_table("demo.clicks").scan(limit=1).to_arrow().to_pylist()[0]
+    email = dict(first["identities"])["email"][0]["id"]
+    assert main(["--home", home, "lookup", "demo.clicks", "identities", email, "--fields",
                  "user_id,page", "--output", "jsonl"]) == 0
     captured = capsys.readouterr()
     assert "row(s); read" in captured.err
-    assert all(set(line) and '"user_id"' in line for line in captured.out.splitlines())
+    lines = captured.out.splitlines()
+    assert lines and all(json.loads(line).keys() == {"user_id", "page"} for line in lines)
+    assert {json.loads(line)["user_id"] for line in lines} == {first["user_id"]}
     for action in ("status", "verify", "compact", "backfill"):
         assert main(["--home", home, "sidecars", action, "demo.clicks"]) == 0
     assert "OK" in capsys.readouterr().out
