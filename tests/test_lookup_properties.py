@@ -9,6 +9,7 @@ at an older snapshot.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -167,7 +168,7 @@ def _check(table, written, shape, probes, snapshot_id=None) -> None:  # type: ig
         assert set(rids) == _expected(written, shape, probe), (probe, ip.plan_lookup(table, "ident", probe).explain())
 
 
-@settings(max_examples=80)
+@settings(max_examples=int(os.environ.get("IP_PROPERTY_EXAMPLES", "80")))
 @given(scenario=scenarios())
 def test_lookup_equals_full_scan(shared_catalog, scenario) -> None:
     shape = scenario["shape"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,7 +24,7 @@ def _batch(tag: int, n: int = 60) -> pa.Table:
                      "n": pa.array(range(n), pa.int64())})
 
 
-@settings(max_examples=25)
+@settings(max_examples=int(os.environ.get("IP_PROPERTY_EXAMPLES", "25")))
 @given(st.lists(st.sampled_from(["append", "compact", "expire", "backfill", "expire-all-but-2"]), min_size=1, max_size=7))
 def test_coverage_survives_any_maintenance_sequence(shared_catalog, ops) -> None:
     table = shared_catalog.create_table(unique_name("m"), SCHEMA, properties={"write.target-file-size-bytes": "1500"})
