@@ -30,7 +30,7 @@ def connect(name: str = "default", *, home: str | os.PathLike[str] | None = None
         root = Path(home).expanduser().resolve() if home is not None else default_home()
         (root / "warehouse").mkdir(parents=True, exist_ok=True)
         return SqlCatalog(name, uri=f"sqlite:///{root / 'catalog.db'}", warehouse=(root / "warehouse").as_uri())
-    props = {k.replace("_", "-") if k != "py_io_impl" else "py-io-impl": str(v) for k, v in properties.items()}
+    props = {k.replace("_", "-"): str(v) for k, v in properties.items()}
     uri = props.get("uri", "")
     if "type" not in props and (uri.startswith("sqlite:") or uri.startswith("postgresql")):
         return SqlCatalog(name, **props)

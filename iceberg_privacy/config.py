@@ -78,11 +78,12 @@ def _validate_ndv(column: str, ndv: object) -> int | None:
     return value
 
 
-def _resolve(schema: Schema, column: str) -> NestedField:
+def resolve_column(schema: Schema, column: str, where: str = "the table") -> NestedField:
+    """The top-level field named ``column``; a clear error listing the columns when it is absent."""
     names = [f.name for f in schema.fields]
     if column not in names:
         raise UnknownColumnError(
-            f"column {column!r} is not a top-level column of the table; available: {', '.join(names)}"
+            f"column {column!r} is not a top-level column of {where}; available: {', '.join(names)}"
         )
     return schema.find_field(column)
 
@@ -104,7 +105,7 @@ def bloom_columns(schema: Schema, properties: Mapping[str, str], *, strict: bool
                 "no filters are written for it until configure_bloom names it again", name, COLUMNS_KEY
             )
             continue
-        field = _resolve(schema, name)
+        field = resolve_column(schema, name)
         out.append(
             BloomColumn(
                 name=name,
@@ -140,7 +141,7 @@ def configure_bloom(
     existing = {c.name: c for c in bloom_columns(schema, table.properties)} if not replace else {}
     updates: dict[str, str] = {}
     for name, spec in specs.items():
-        field = _resolve(schema, name)
+        field = resolve_column(schema, name)
         identity_leaf_type(field)
         col_fpp = _validate_fpp(name, spec.get("fpp", fpp) if spec.get("fpp") is not None else fpp)
         col_ndv = _validate_ndv(name, spec.get("ndv", ndv))

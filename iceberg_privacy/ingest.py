@@ -60,7 +60,6 @@ class WriteReport:
     filter_seconds: float = 0.0  # CPU seconds spent building filters
     seconds: float = 0.0
     commit_attempts: int = 0
-    dropped_rows: int = 0
 
     def __str__(self) -> str:
         return (

@@ -19,7 +19,7 @@ from iceberg_privacy.planner import LookupPlan, plan_lookup
 
 
 def _projection(table: Table, plan: LookupPlan, extra: Sequence[str] = ()):  # type: ignore[no-untyped-def]
-    schema = table.metadata.schema_by_id(table.metadata.current_schema_id) or table.schema()
+    schema = table.schema()
     if plan.snapshot_id is not None:
         snap = table.metadata.snapshot_by_id(plan.snapshot_id)
         if snap is not None and snap.schema_id is not None:

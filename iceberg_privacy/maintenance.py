@@ -159,10 +159,10 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
     for location in sorted(before - referenced_sidecar_locations(table.metadata)):
         try:
             table.io.delete(location)
+            CACHE.evict(location)
             report.deleted_sidecars.append(location)
         except Exception as exc:  # already gone, permissions: leave it for cleanup_orphans
             logger.info("could not delete superseded sidecar %s: %s", location, exc)
-    CACHE.clear()
     logger.info("%s", report)
     return report
 

@@ -18,10 +18,10 @@ from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In
 from pyiceberg.expressions.literals import Literal
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.types import NestedField, UUIDType
+from pyiceberg.types import UUIDType
 
-from iceberg_privacy.config import bloom_columns
-from iceberg_privacy.errors import IcebergPrivacyError, SidecarError, UnknownColumnError
+from iceberg_privacy.config import bloom_columns, resolve_column
+from iceberg_privacy.errors import IcebergPrivacyError, SidecarError
 from iceberg_privacy.hashing import coerce_values, hash_literals, mix64
 from iceberg_privacy.identities import identity_leaf_type, is_nested
 from iceberg_privacy.index import resolve_coverage, warn
@@ -84,15 +84,6 @@ class LookupPlan:
         return self.explain()
 
 
-def _column(table: Table, column: str) -> NestedField:
-    names = [f.name for f in table.schema().fields]
-    if column not in names:
-        raise UnknownColumnError(
-            f"column {column!r} is not a top-level column of {'.'.join(table.name())}; available: {', '.join(names)}"
-        )
-    return table.schema().find_field(column)
-
-
 def _as_values(values: Any) -> list[Any]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         return [values]
@@ -109,7 +100,7 @@ def plan_lookup(
 ) -> LookupPlan:
     """Plan the files a lookup of ``values`` in ``column`` must read (see :class:`LookupPlan`)."""
     t0 = time.perf_counter()
-    field_ = _column(table, column)
+    field_ = resolve_column(table.schema(), column, ".".join(table.name()))
     leaf = identity_leaf_type(field_)
     literals = coerce_values(_as_values(values), leaf, column)
     # Deduplicate by the literal's internal value, keeping order.

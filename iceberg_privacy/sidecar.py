@@ -228,31 +228,24 @@ class Sidecar:
 
     def _rows(self, group: BloomGroup, rows: np.ndarray) -> dict[int, np.ndarray]:
         """Read and verify the given block rows of a group -> {row: (F, 8) uint32}."""
-        out: dict[int, np.ndarray] = {}
         rb = group.row_bytes
-        if len(rows) * rb > _FULL_READ_FRACTION * group.num_blocks * rb:
-            data = self.reader.read_range(group.matrix_offset, group.num_blocks * rb)
-            wanted = rows
-            get = lambda r: data[r * rb : (r + 1) * rb]  # noqa: E731
-        else:
-            wanted, chunks = rows, {}
-            # Coalesce adjacent rows into one read each.
-            start = prev = None
-            for r in list(rows) + [None]:
-                if r is not None and prev is not None and r == prev + 1:
-                    prev = r
+        rows = np.unique(rows).astype(np.int64)
+        if len(rows) > _FULL_READ_FRACTION * group.num_blocks:
+            runs = [(0, group.num_blocks)]  # one read of the whole matrix
+        else:  # one read per run of adjacent rows
+            breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+            runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(rows, breaks)]
+        wanted = set(rows.tolist())
+        out: dict[int, np.ndarray] = {}
+        for lo, hi in runs:
+            blob = self.reader.read_range(group.matrix_offset + lo * rb, (hi - lo) * rb)
+            for r in range(lo, hi):
+                if r not in wanted:
                     continue
-                if start is not None:
-                    blob = self.reader.read_range(group.matrix_offset + start * rb, (prev - start + 1) * rb)
-                    for i in range(start, prev + 1):
-                        chunks[i] = blob[(i - start) * rb : (i - start + 1) * rb]
-                start = prev = r
-            get = chunks.__getitem__
-        for r in wanted:
-            row = get(int(r))
-            if _crc(row[:-4]) != struct.unpack("<I", row[-4:])[0]:
-                raise SidecarError(f"sidecar {self.location}: block row {r} failed its CRC (corrupt)")
-            out[int(r)] = np.frombuffer(row[:-4], dtype="<u4").reshape(group.num_files, 8)
+                row = blob[(r - lo) * rb : (r - lo + 1) * rb]
+                if _crc(row[:-4]) != struct.unpack("<I", row[-4:])[0]:
+                    raise SidecarError(f"sidecar {self.location}: block row {r} failed its CRC (corrupt)")
+                out[r] = np.frombuffer(row[:-4], dtype="<u4").reshape(group.num_files, 8)
         return out
 
     def probe(self, group: BloomGroup, keys: np.ndarray) -> np.ndarray:
@@ -305,6 +298,11 @@ class _SidecarCache:
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
         return sc
+
+    def evict(self, location: str) -> None:
+        with self._lock:
+            for key in [k for k in self._items if k[0] == location]:
+                del self._items[key]
 
     def clear(self) -> None:
         with self._lock:

@@ -444,6 +444,15 @@ def dp_histogram(
         output_table=out_name,
         detail={"query": query.to_json()},
     )
+    # The fields every later ledger event of this release repeats.
+    event: dict[str, Any] = {
+        "release_id": reservation.release_id,
+        "principal": principal,
+        "source": source_id,
+        "source_snapshot_id": snap.snapshot_id,
+        "query_hash": qhash,
+        "output_table": out_name,
+    }
     try:
         _fault("after_reserve")
         with _feature_flag(discover):
@@ -479,16 +488,7 @@ def dp_histogram(
         out_table = _write_output(catalog, out_id, arrow, props)
     except BaseException as exc:
         try:
-            ledger.record(
-                "failed",
-                reservation.release_id,
-                principal,
-                source=source_id,
-                source_snapshot_id=snap.snapshot_id,
-                query_hash=qhash,
-                output_table=out_name,
-                detail={"error": f"{type(exc).__name__}: {exc}"[:2000]},
-            )
+            ledger.record("failed", **event, detail={"error": f"{type(exc).__name__}: {exc}"[:2000]})
         except Exception:  # noqa: BLE001 - the spend is already recorded as reserved; keep the first error
             pass
         if isinstance(exc, Exception):
@@ -499,17 +499,7 @@ def dp_histogram(
         raise
     out_snap = out_table.current_snapshot()
     assert out_snap is not None
-    ledger.record(
-        "released",
-        reservation.release_id,
-        principal,
-        source=source_id,
-        source_snapshot_id=snap.snapshot_id,
-        query_hash=qhash,
-        output_table=out_name,
-        output_snapshot_id=out_snap.snapshot_id,
-        amount=amount,
-    )
+    ledger.record("released", **event, output_snapshot_id=out_snap.snapshot_id, amount=amount)
     return Release(
         release_id=reservation.release_id,
         output=out_name,

@@ -257,11 +257,7 @@ def test_sum_and_mean_over_a_bounded_column(catalog: SqlCatalog, pv_table: Any, 
     set_budget(catalog, PureDP(10), namespace="db")
     data = pv_table.scan().to_arrow()
     keys = {"country": ["c0", "c1", "c2", "c3"]}
-    s = dp_histogram(
-        catalog,
-        "db.pv",
-        ["country"],
-        aggregate="sum",
+    bounded = dict(
         column="bytes",
         low=0,
         high=100,
@@ -271,20 +267,8 @@ def test_sum_and_mean_over_a_bounded_column(catalog: SqlCatalog, pv_table: Any, 
         principal="a",
         spark=spark,
     )
-    m = dp_histogram(
-        catalog,
-        "db.pv",
-        ["country"],
-        aggregate="mean",
-        column="bytes",
-        low=0,
-        high=100,
-        budget=PureDP(2),
-        max_rows_per_unit=3,
-        keys=keys,
-        principal="a",
-        spark=spark,
-    )
+    s = dp_histogram(catalog, "db.pv", ["country"], aggregate="sum", **bounded)
+    m = dp_histogram(catalog, "db.pv", ["country"], aggregate="mean", **bounded)
     country = np.array(data.column("country").to_pylist())
     value = np.array(data.column("bytes").to_pylist())
     assert s.provenance["mechanism"][0]["noise_mechanism"] == "LAPLACE"
