@@ -218,9 +218,8 @@ def test_failure_after_spend_keeps_spend_and_releases_nothing(
         if at == stage:
             raise OSError(f"disk vanished {at}")
 
-    monkeypatch.setattr(release, "_FAULT_HOOK", boom)
-    with pytest.raises(ReleaseFailedError, match="budget stays spent"):
-        dp_histogram(
+    def ask() -> Any:  # the same question both times
+        return dp_histogram(
             catalog,
             "db.pv",
             ["country"],
@@ -231,6 +230,10 @@ def test_failure_after_spend_keeps_spend_and_releases_nothing(
             output="db.failed_out",
             spark=spark,
         )
+
+    monkeypatch.setattr(release, "_FAULT_HOOK", boom)
+    with pytest.raises(ReleaseFailedError, match="budget stays spent"):
+        ask()
     assert not catalog.table_exists("db.failed_out")
     assert _spent(catalog) == PureDP(0.25)
     log = releases(catalog)
@@ -239,17 +242,7 @@ def test_failure_after_spend_keeps_spend_and_releases_nothing(
         return
     monkeypatch.setattr(release, "_FAULT_HOOK", None)
     # The failed attempt is not a memo: asking again pays again and releases.
-    rel = dp_histogram(
-        catalog,
-        "db.pv",
-        ["country"],
-        budget=PureDP(0.25),
-        max_rows_per_unit=3,
-        keys={"country": ["c0", "c1"]},
-        principal="alice",
-        output="db.failed_out",
-        spark=spark,
-    )
+    rel = ask()
     assert not rel.memoized and _spent(catalog) == PureDP(0.5)
 
 
