@@ -1,9 +1,11 @@
-"""Bloom-filter configuration, stored as table properties with stable keys.
+"""Table-property configuration: Bloom-filter columns and declared identity columns, with stable keys.
 
 ``privacy.bloom.columns``            comma-separated top-level column names
 ``privacy.bloom.<column>.fpp``       target false-positive probability, in (0, 0.5]; default 0.01
 ``privacy.bloom.<column>.ndv``       optional distinct-count hint per data file (> 0); without it
                                      each filter is sized from the file's measured distinct count
+``privacy.identity.columns``         comma-separated top-level columns that identify a person (for
+                                     access, erasure and the forget list); nested identity maps allowed
 
 Keeping the configuration in the table means every writer (Python, Spark, CLI) agrees on it and it
 travels with the table through catalogs.
@@ -155,4 +157,54 @@ def configure_bloom(
         if stale:
             tx.remove_properties(*stale)
         tx.set_properties(updates)
+    return table.refresh()
+
+
+IDENTITY_COLUMNS_KEY = "privacy.identity.columns"
+"""Table property: comma-separated top-level columns that identify a data subject (a person)."""
+
+
+@dataclass(frozen=True)
+class IdentityColumn:
+    """A declared identity column: a primitive, a list of them, or an identity map."""
+
+    name: str
+    field: NestedField
+    leaf_type: PrimitiveType
+
+    @property
+    def field_id(self) -> int:
+        return self.field.field_id
+
+
+def identity_columns(schema: Schema, properties: Mapping[str, str]) -> list[IdentityColumn]:
+    """The identity columns a table declares (empty when it declares none).
+
+    A declared column that is no longer in the schema is an error here, not a warning: access and
+    erasure must never silently miss a column that holds people.
+    """
+    raw = properties.get(IDENTITY_COLUMNS_KEY, "")
+    out: list[IdentityColumn] = []
+    for name in [c.strip() for c in raw.split(",") if c.strip()]:
+        field = resolve_column(schema, name, where=f"the schema (it is declared in {IDENTITY_COLUMNS_KEY})")
+        out.append(IdentityColumn(name=name, field=field, leaf_type=identity_leaf_type(field)))
+    return out
+
+
+def configure_identity(table: Table, columns: Iterable[str], *, replace: bool = True) -> Table:
+    """Declare which columns identify a person (for access, erasure and the forget list).
+
+    Nested identity maps (``map<string, list<struct<id: ..>>>``) and lists of ids are allowed. With
+    ``replace=False`` the columns are added to those already declared. Returns the refreshed table.
+    """
+    names = [c.strip() for c in columns if c and c.strip()]
+    if not names:
+        raise ConfigurationError("name at least one identity column")
+    schema = table.schema()
+    for name in names:
+        identity_leaf_type(resolve_column(schema, name))
+    existing = [] if replace else [c.name for c in identity_columns(schema, table.properties)]
+    merged = existing + [n for n in names if n not in existing]
+    with table.transaction() as tx:
+        tx.set_properties({IDENTITY_COLUMNS_KEY: ",".join(merged)})
     return table.refresh()
