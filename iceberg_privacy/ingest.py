@@ -18,8 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import BooleanExpression
+from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import (
     _check_pyarrow_schema_compatible,
     _determine_partitions,
@@ -32,9 +34,11 @@ from pyiceberg.table import ALWAYS_TRUE, Table, TableProperties, Transaction, Wr
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.utils.properties import property_as_int
 
+from iceberg_privacy import forget
 from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.errors import CommitConflictError, SchemaMismatchError
 from iceberg_privacy.filters import filters_for_data_files, filters_for_table
+from iceberg_privacy.forget import ForgetFilter
 from iceberg_privacy.index import new_sidecar_location, statistics_entry, summary_properties
 from iceberg_privacy.sidecar import ColumnInfo, CoveredFile, FileFilter, write_sidecar
 from iceberg_privacy.version import __version__
@@ -58,6 +62,7 @@ class WriteReport:
     sidecar_bytes: int = 0
     bloom_columns: list[str] = field(default_factory=list)
     filter_seconds: float = 0.0  # CPU seconds spent building filters
+    dropped_rows: int = 0  # rows of subjects on the forget list, not written (iceberg_privacy.forget)
     seconds: float = 0.0
     commit_attempts: int = 0
 
@@ -109,30 +114,50 @@ def _write_tasks(metadata: TableMetadata, chunk: pa.Table, write_uuid: uuid.UUID
 
 
 @dataclass
-class _Written:
+class WrittenFiles:
+    """Data files written but not yet committed, with their filters (picklable: Spark tasks return it)."""
+
     files: list[DataFile] = field(default_factory=list)
     filters: list[dict[int, FileFilter]] = field(default_factory=list)
     rows: int = 0
     filter_seconds: float = 0.0
+    dropped_rows: int = 0  # rows the forget list dropped before writing
+    forget_version: int | None = None  # forget-table snapshot checked against (None: no list applies)
 
 
 def _write_data(table: Table, data: pa.Table | pa.RecordBatchReader, columns: list[BloomColumn], chunk_bytes: int,
-                progress: bool) -> _Written:
-    metadata = table.metadata
+                progress: bool, forget_filter: ForgetFilter | None = None) -> WrittenFiles:
+    return write_data_files(table.io, table.metadata, data, columns, chunk_bytes=chunk_bytes, progress=progress,
+                            where=".".join(table.name()), forget_filter=forget_filter)
+
+
+def write_data_files(
+    io: FileIO, metadata: TableMetadata, data: pa.Table | pa.RecordBatchReader, columns: list[BloomColumn], *,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES, progress: bool = False, where: str = "the table",
+    forget_filter: ForgetFilter | None = None,
+) -> WrittenFiles:
+    """Write data files and build their filters in the same pass, without committing.
+
+    Needs no catalog, only the table metadata and a FileIO, so Spark executors call it too; the
+    result goes to :func:`commit_written` (the same commit the core's append makes).
+    """
     try:
         _check_pyarrow_schema_compatible(metadata.schema(), data.schema, format_version=metadata.format_version)
     except ValueError as exc:
-        raise SchemaMismatchError(f"data does not match the schema of {'.'.join(table.name())}: {exc}") from exc
-    out = _Written()
+        raise SchemaMismatchError(f"data does not match the schema of {where}: {exc}") from exc
+    out = WrittenFiles(forget_version=forget_filter.version if forget_filter is not None else None)
     write_uuid, counter = uuid.uuid4(), itertools.count(0)
     bar = _progress(progress, "writing")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ip-write") as pool:
         for chunk in _chunks(data, chunk_bytes):
+            if forget_filter is not None:  # erased subjects never reach a file (a late event cannot resurrect them)
+                chunk, dropped = forget_filter.apply(chunk)
+                out.dropped_rows += dropped
             if chunk.num_rows == 0:
                 continue
             tasks = _write_tasks(metadata, chunk, write_uuid, counter)
             # pyiceberg writes the files on its own pool while this thread builds their filters.
-            pending = pool.submit(lambda ts=tasks: list(write_file(table.io, metadata, iter(ts))))
+            pending = pool.submit(lambda ts=tasks: list(write_file(io, metadata, iter(ts))))
             t0 = time.thread_time()  # CPU of this thread: the filters' cost, not time spent waiting
             filters = [filters_for_table(pa.Table.from_batches(t.record_batches), columns) for t in tasks]
             out.filter_seconds += time.thread_time() - t0
@@ -177,62 +202,128 @@ def _sequence_number(tx: Transaction, snapshot_id: int, pending: bool) -> int:
     return (snap.sequence_number or 0) if snap else 0
 
 
-def _commit(
-    table: Table, written: _Written, columns: list[BloomColumn], *, operation: str,
-    overwrite_filter: BooleanExpression | None, snapshot_properties: dict[str, str], max_retries: int,
-) -> tuple[int | None, str | None, int, int]:
-    """Commit data + sidecar atomically; retry on conflicts. Returns (snapshot, sidecar, bytes, attempts)."""
-    for attempt in range(1, max_retries + 2):
-        base_id = table.metadata.current_snapshot_id
-        tx: Transaction = table.transaction()
-        files = list(written.files)
-        filters = list(written.filters)
-        if overwrite_filter is not None:
-            tx.delete(delete_filter=overwrite_filter, snapshot_properties=snapshot_properties)
-            rewritten = added_data_files(table.io, tx.table_metadata, base_id)
-            if rewritten and columns:
-                # Copy-on-write rewrites of partially deleted files need filters too.
-                filters += filters_for_data_files(table.io, tx.table_metadata, rewritten, columns)
-            files_to_cover = files + rewritten
-        else:
-            files_to_cover = files
-        sidecar_path: str | None = None
-        sidecar_bytes = 0
-        if files:
-            producer = tx.update_snapshot(snapshot_properties=dict(snapshot_properties)).fast_append()
-            for f in files:
-                producer.append_data_file(f)
-            snapshot_id = producer._snapshot_id
-        else:
-            producer, snapshot_id = None, tx.table_metadata.current_snapshot_id
-        if columns and files_to_cover and snapshot_id is not None:
-            sidecar_path = new_sidecar_location(tx.table_metadata, snapshot_id)
-            footer = write_sidecar(
-                table.io, sidecar_path,
-                [CoveredFile(f.file_path, f.record_count, f.file_size_in_bytes) for f in files_to_cover],
-                [ColumnInfo(c.field_id, c.name, c.fpp, c.ndv) for c in columns],
-                {c.field_id: {i: flt[c.field_id] for i, flt in enumerate(filters)} for c in columns},
-                snapshot_id=snapshot_id, sequence_number=_sequence_number(tx, snapshot_id, producer is not None),
-                created_by=f"iceberg-privacy {__version__}",
-            )
-            sidecar_bytes = footer.file_size
-            if producer is not None:
-                producer.snapshot_properties = {
-                    **producer.snapshot_properties,
-                    **summary_properties(sidecar_path, footer, len(files_to_cover), [c.name for c in columns]),
-                }
+def recheck_forget(table: Table, written: WrittenFiles, columns: list[BloomColumn]) -> WrittenFiles:
+    """Drop rows of subjects put on the forget list after ``written`` was checked against it.
+
+    Called at every commit attempt, after the attempt's base snapshot is read: an erasure whose
+    commit is in that base added its subjects to the list before it committed, so they are seen
+    here; an erasure that commits later conflicts with this commit and re-plans over its files.
+    Unchanged list (the usual case): one catalog read. Changed: the written files are re-read and
+    only those holding a newly forgotten subject are rewritten.
+    """
+    fresh = forget.load(table)
+    if fresh is None or fresh.version == written.forget_version:
+        return written
+    out = WrittenFiles(forget_version=fresh.version, dropped_rows=written.dropped_rows,
+                       filter_seconds=written.filter_seconds)
+    for data_file, filters in zip(written.files, written.filters, strict=True):
+        with table.io.new_input(data_file.file_path).open() as fh:
+            kept, dropped = fresh.apply(pq.read_table(fh))
+        if not dropped:
+            out.files.append(data_file)
+            out.filters.append(filters)
+            out.rows += data_file.record_count
+            continue
+        redo = write_data_files(table.io, table.metadata, kept, columns, where=".".join(table.name()))
+        out.files += redo.files
+        out.filters += redo.filters
+        out.rows += redo.rows
+        out.dropped_rows += dropped
+        table.io.delete(data_file.file_path)
+    logger.info("%s: %d row(s) of subjects forgotten during the write dropped at commit", table.name(),
+                out.dropped_rows - written.dropped_rows)
+    return out
+
+
+def _attempt(
+    table: Table, tx: Transaction, written: WrittenFiles, columns: list[BloomColumn], base_id: int | None,
+    overwrite_filter: BooleanExpression | None, snapshot_properties: dict[str, str],
+) -> tuple[int | None, str | None, int]:
+    """Stage one commit attempt in ``tx``: data files, their sidecar, its statistics entry."""
+    files = list(written.files)
+    filters = list(written.filters)
+    if written.forget_version is not None:
+        snapshot_properties = {**snapshot_properties, forget.SUMMARY_DROPPED: str(written.dropped_rows),
+                               forget.SUMMARY_VERSION: str(written.forget_version)}
+    if overwrite_filter is not None:
+        tx.delete(delete_filter=overwrite_filter, snapshot_properties=snapshot_properties)
+        rewritten = added_data_files(table.io, tx.table_metadata, base_id)
+        if rewritten and columns:
+            # Copy-on-write rewrites of partially deleted files need filters too.
+            filters += filters_for_data_files(table.io, tx.table_metadata, rewritten, columns)
+        files_to_cover = files + rewritten
+    else:
+        files_to_cover = files
+    sidecar_path: str | None = None
+    sidecar_bytes = 0
+    if files:
+        producer = tx.update_snapshot(snapshot_properties=dict(snapshot_properties)).fast_append()
+        for f in files:
+            producer.append_data_file(f)
+        snapshot_id = producer._snapshot_id
+    else:
+        producer, snapshot_id = None, tx.table_metadata.current_snapshot_id
+    if columns and files_to_cover and snapshot_id is not None:
+        sidecar_path = new_sidecar_location(tx.table_metadata, snapshot_id)
+        footer = write_sidecar(
+            table.io, sidecar_path,
+            [CoveredFile(f.file_path, f.record_count, f.file_size_in_bytes) for f in files_to_cover],
+            [ColumnInfo(c.field_id, c.name, c.fpp, c.ndv) for c in columns],
+            {c.field_id: {i: flt[c.field_id] for i, flt in enumerate(filters)} for c in columns},
+            snapshot_id=snapshot_id, sequence_number=_sequence_number(tx, snapshot_id, producer is not None),
+            created_by=f"iceberg-privacy {__version__}",
+        )
+        sidecar_bytes = footer.file_size
+        if producer is not None:
+            producer.snapshot_properties = {
+                **producer.snapshot_properties,
+                **summary_properties(sidecar_path, footer, len(files_to_cover), [c.name for c in columns]),
+            }
+    try:
         if producer is not None:
             producer.commit()
         if sidecar_path is not None:
             tx.update_statistics().set_statistics(statistics_entry(snapshot_id, sidecar_path, footer)).commit()
+    except BaseException:
+        if sidecar_path is not None:
+            table.io.delete(sidecar_path)
+        raise
+    return snapshot_id, sidecar_path, sidecar_bytes
+
+
+def _commit(
+    table: Table, written: WrittenFiles, columns: list[BloomColumn], *, operation: str,
+    overwrite_filter: BooleanExpression | None, snapshot_properties: dict[str, str], max_retries: int,
+) -> tuple[int | None, str | None, int, int, WrittenFiles]:
+    """Commit data + sidecar atomically; retry on conflicts.
+
+    Returns (snapshot, sidecar, bytes, attempts, the files committed after the forget re-check).
+    """
+    for attempt in range(1, max_retries + 2):
+        base_id = table.metadata.current_snapshot_id
+        written = recheck_forget(table, written, columns)
+        if not written.files and overwrite_filter is None:
+            return None, None, 0, attempt, written  # every row belonged to a subject forgotten meanwhile
+        tx: Transaction = table.transaction()
+        sidecar_path: str | None = None
         try:
+            snapshot_id, sidecar_path, sidecar_bytes = _attempt(
+                table, tx, written, columns, base_id, overwrite_filter, snapshot_properties)
             tx.commit_transaction()
-            return snapshot_id, sidecar_path, sidecar_bytes, attempt
+            return snapshot_id, sidecar_path, sidecar_bytes, attempt, written
         except CommitFailedException as exc:
             logger.info("commit attempt %d on %s lost to a concurrent writer: %s", attempt, table.name(), exc)
-            if sidecar_path is not None:
-                table.io.delete(sidecar_path)
+        except FileNotFoundError:
+            # Metadata loaded before a purge names manifests that are gone: retry on the current
+            # metadata; a file missing from current metadata is a real error.
+            stale = table.metadata_location
             table.refresh()
+            if table.metadata_location == stale:
+                raise
+            logger.info("commit attempt %d on %s used metadata older than a purge; retrying", attempt, table.name())
+        if sidecar_path is not None:
+            table.io.delete(sidecar_path)
+        table.refresh()
     for f in written.files:
         table.io.delete(f.file_path)
     raise CommitConflictError(
@@ -248,16 +339,33 @@ def _write(table: Table, data: pa.Table | pa.RecordBatchReader, *, operation: st
     if not isinstance(data, (pa.Table, pa.RecordBatchReader)):
         raise TypeError(f"{operation} takes a pyarrow.Table or pyarrow.RecordBatchReader, not {type(data).__name__}")
     columns = bloom_columns(table.schema(), table.properties)
-    written = _write_data(table, data, columns, chunk_bytes, progress)
-    report = WriteReport(snapshot_id=None, operation=operation, bloom_columns=[c.name for c in columns])
+    written = _write_data(table, data, columns, chunk_bytes, progress, forget.load(table))
+    return commit_written(table, written, columns, operation=operation, overwrite_filter=overwrite_filter,
+                          snapshot_properties=snapshot_properties, max_retries=max_retries, started=t0)
+
+
+def commit_written(
+    table: Table, written: WrittenFiles, columns: list[BloomColumn], *, operation: str = "append",
+    overwrite_filter: BooleanExpression | None = None, snapshot_properties: dict[str, str] | None = None,
+    max_retries: int = 5, started: float | None = None,
+) -> WriteReport:
+    """Commit files from :func:`write_data_files` with one sidecar, atomically (Spark's driver uses it too).
+
+    ``columns`` must be those the filters were built for. Nothing is committed when there are no
+    files and no overwrite.
+    """
+    t0 = time.perf_counter() if started is None else started
+    report = WriteReport(snapshot_id=None, operation=operation, bloom_columns=[c.name for c in columns],
+                         dropped_rows=written.dropped_rows)
     if not written.files and overwrite_filter is None:
         report.seconds = time.perf_counter() - t0
         return report
-    snapshot_id, sidecar, sidecar_bytes, attempts = _commit(
+    snapshot_id, sidecar, sidecar_bytes, attempts, written = _commit(
         table, written, columns, operation=operation, overwrite_filter=overwrite_filter,
         snapshot_properties=dict(snapshot_properties or {}), max_retries=max_retries,
     )
     report.snapshot_id = snapshot_id
+    report.dropped_rows = written.dropped_rows
     report.data_files = len(written.files)
     report.rows = written.rows
     report.data_bytes = sum(f.file_size_in_bytes for f in written.files)
