@@ -1,12 +1,19 @@
-"""Shared fixtures: real SqlCatalogs on SQLite in temporary warehouses."""
+"""Shared fixtures: real SqlCatalogs on SQLite in temporary warehouses, and ONE Spark session.
+
+Spark startup dominates the Spark tests' run time, so every Spark test (DP with Tumult, the
+``iceberg-privacy`` data source) shares one small session, created only when a test asks for it.
+"""
 
 from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -50,3 +57,34 @@ def shared_catalog() -> Iterator[Catalog]:
 
 def unique_name(prefix: str = "t") -> str:
     return f"db.{prefix}{next(_names)}"
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """local[2] Spark for the whole run: Tumult's settings plus the iceberg-privacy data source."""
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    from pyspark.sql import SparkSession
+
+    from spark_ext import register
+
+    warehouse = tempfile.mkdtemp(prefix="ip-spark-wh-")  # tmlt materializes tables here
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("iceberg-privacy-tests")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.default.parallelism", "4")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", "2g")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.warehouse.dir", warehouse)
+        .config("spark.pyspark.python", sys.executable)
+        .config("spark.sql.python.filterPushdown.enabled", "true")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    register(session)
+    yield session
+    session.stop()
+    shutil.rmtree(warehouse, ignore_errors=True)

@@ -1,6 +1,7 @@
-"""Fixtures for the DP tests: ONE shared local Spark session, fresh SQLite catalogs, a PostgreSQL server.
+"""Fixtures for the DP tests: fresh SQLite catalogs, a PostgreSQL server.
 
-Spark startup dominates the DP tests' run time, so every Spark test shares one small session.
+The shared Spark session (``spark``) lives in tests/conftest.py: the DP and the Spark data-source
+tests use the same one.
 """
 
 from __future__ import annotations
@@ -29,31 +30,6 @@ def catalog(tmp_path: Path) -> SqlCatalog:
     cat = make_catalog(tmp_path)
     cat.create_namespace("db")
     return cat
-
-
-@pytest.fixture(scope="session")
-def spark() -> Iterator[Any]:
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    from pyspark.sql import SparkSession
-
-    warehouse = tempfile.mkdtemp(prefix="ip-spark-wh-")  # tmlt materializes tables here
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("iceberg-privacy-dp-tests")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.default.parallelism", "4")
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.memory", "2g")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.warehouse.dir", warehouse)
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
-    shutil.rmtree(warehouse, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,0 +1,253 @@
+"""The ``iceberg-privacy`` Spark data source on local[2] (the shared session of tests/conftest.py).
+
+Real Spark, real SqlCatalog on SQLite: writes from executors, pushdown reads through the planner,
+equivalence with the core's append/lookup, time travel, errors, abort, exactly-once streaming.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import iceberg_privacy as ip
+from tests.conftest import unique_name
+from tests.spark.helpers import FORMAT, clustered_rows, plan_report, read, rows_of_arrow, rows_of_spark
+
+pytestmark = pytest.mark.spark
+SCHEMA = "user_id string, n long, note string"
+COLS = ["user_id", "n", "note"]
+
+
+def _write(spark: Any, home: Path, table: str, rows: list[tuple[Any, ...]], *, parts: int = 4, mode: str = "append",
+           **options: str) -> None:
+    df = spark.createDataFrame(rows, SCHEMA).repartitionByRange(parts, "user_id")
+    df.write.format(FORMAT).option("catalog.home", str(home)).options(**options).mode(mode).save(table)
+
+
+def _data_files(home: Path) -> set[str]:
+    return {str(p) for p in (home / "warehouse").rglob("*.parquet")}
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+def test_write_creates_table_with_bloom_properties_and_sidecar(spark: Any, home: Path) -> None:
+    _write(spark, home, "db.events", clustered_rows(40, 5), **{"bloom.columns": "user_id", "bloom.fpp": "0.02"})
+    table = ip.connect(home=home).load_table("db.events")
+    assert table.properties[ip.config.COLUMNS_KEY] == "user_id"
+    assert float(table.properties["privacy.bloom.user_id.fpp"]) == 0.02
+    snap = table.current_snapshot()
+    summary = snap.summary.additional_properties
+    assert int(summary["added-data-files"]) == 4 and int(summary["privacy.sidecar.files"]) == 4
+    assert summary["privacy.sidecar.columns"] == "user_id"
+    checks = ip.verify_sidecars(table)
+    assert len(checks) == 1 and checks[0][1] is None  # the sidecar reads back, every CRC checks
+    assert len(table.snapshots()) == 1  # one commit for the whole job
+
+
+def test_pushdown_prunes_and_matches_full_scan(spark: Any, home: Path, tmp_path: Path) -> None:
+    _write(spark, home, "db.events", clustered_rows(80, 6), parts=8, **{"bloom.columns": "user_id"})
+    report = tmp_path / "plan.json"
+    pushed = read(spark, home, "db.events", plan_report=report).where("user_id = 'user-0042'")
+    got = rows_of_spark(pushed)
+    plan = plan_report(report)
+    assert plan["files_total"] == 8
+    assert plan["files_after_bloom_pruning"] == plan["files_read"] <= 2  # 1 file + at most an FP
+    assert plan["pushed_filters"] == ["EqualTo(user_id, 1 value(s))"]
+    full = read(spark, home, "db.events", pushdown="false", plan_report=report).where("user_id = 'user-0042'")
+    assert rows_of_spark(full) == got and sum(got.values()) == 6
+    assert plan_report(report)["files_read"] == 8 and plan_report(report)["pushed_filters"] == []
+    # IN, <=> and a non-pushed filter on another column, together
+    q = read(spark, home, "db.events", plan_report=report).where(
+        "user_id in ('user-0001', 'user-0077', 'nobody') and n % 2 = 0")
+    assert sum(rows_of_spark(q).values()) == 6
+    assert plan_report(report)["files_read"] <= 4
+    assert sum(rows_of_spark(read(spark, home, "db.events").where("user_id <=> 'user-0003'")).values()) == 6
+
+
+def test_partitions_are_balanced_by_bytes(spark: Any, home: Path, tmp_path: Path) -> None:
+    _write(spark, home, "db.events", clustered_rows(60, 4), parts=6, **{"bloom.columns": "user_id"})
+    report = tmp_path / "plan.json"
+    df = read(spark, home, "db.events", split_size=1, plan_report=report)
+    assert df.rdd.getNumPartitions() == 6 == plan_report(report)["partitions"]
+    df = read(spark, home, "db.events", min_partitions=3, plan_report=report)
+    assert df.rdd.getNumPartitions() == 3 and df.count() == 240
+
+
+def _core_table(home: Path, name: str, rows: list[tuple[Any, ...]], bloom: bool) -> Any:
+    cat = ip.connect(home=home)
+    cat.create_namespace_if_not_exists("db")
+    data = pa.table({"user_id": pa.array([r[0] for r in rows], pa.string()),
+                     "n": pa.array([r[1] for r in rows], pa.int64()), "note": pa.array([r[2] for r in rows], pa.string())})
+    table = cat.create_table(name, data.schema)
+    if bloom:
+        table = ip.configure_bloom(table, ["user_id"])
+    ip.append(table, data)
+    return table
+
+
+@settings(max_examples=3, deadline=None)
+@given(
+    users=st.lists(st.sampled_from([f"u{i}" for i in range(12)] + ["", "é", None]), min_size=1, max_size=60),
+    probe=st.lists(st.sampled_from([f"u{i}" for i in range(14)] + ["", "é"]), min_size=1, max_size=4),
+    parts=st.integers(1, 5),
+)
+def test_spark_and_core_tables_answer_identical_lookups(spark: Any, shared_catalog: Any, tmp_path_factory: Any,
+                                                       users: list[str | None], probe: list[str], parts: int) -> None:
+    home = tmp_path_factory.mktemp("eq")
+    rows = [(u, i, f"r{i}") for i, u in enumerate(users)]
+    spark_name, core_name = unique_name("sp"), unique_name("core")
+    df = spark.createDataFrame(rows, SCHEMA).repartition(parts)
+    df.write.format(FORMAT).option("catalog.home", str(home)).option("bloom.columns", "user_id").mode(
+        "append").save(spark_name)
+    core = _core_table(home, core_name, rows, bloom=True)
+    written = ip.connect(home=home).load_table(spark_name)
+    expected = rows_of_arrow(pa.table({c: [r[i] for r in rows] for i, c in enumerate(COLS)})
+                             .filter(pa.compute.is_in(pa.array([r[0] for r in rows], pa.string()),
+                                                      value_set=pa.array(probe))), COLS)
+    in_list = ", ".join("'" + p.replace("'", "''") + "'" for p in probe)
+    for name, table in ((spark_name, written), (core_name, core)):  # each engine reads both tables
+        assert rows_of_arrow(ip.lookup(table, "user_id", probe), COLS) == expected, name
+        assert rows_of_spark(read(spark, home, name).where(f"user_id in ({in_list})").select(*COLS)) == expected, name
+    first = probe[0].replace("'", "''")
+    assert sum(rows_of_spark(read(spark, home, spark_name).where(f"user_id = '{first}'")).values()) == \
+        sum(1 for r in rows if r[0] == probe[0])
+
+
+def test_overwrite_and_time_travel(spark: Any, home: Path) -> None:
+    _write(spark, home, "db.events", clustered_rows(10, 2), **{"bloom.columns": "user_id"})
+    first = ip.connect(home=home).load_table("db.events").current_snapshot()
+    time.sleep(0.01)
+    _write(spark, home, "db.events", [("user-0500", 1, "new")], mode="overwrite")
+    table = ip.connect(home=home).load_table("db.events")
+    assert read(spark, home, "db.events").count() == 1
+    assert table.current_snapshot().summary.additional_properties.get("privacy.sidecar.columns") == "user_id"
+    assert read(spark, home, "db.events", snapshot_id=first.snapshot_id).count() == 20
+    assert read(spark, home, "db.events", as_of_timestamp=first.timestamp_ms).where("user_id = 'user-0003'").count() == 2
+    assert ip.lookup(table, "user_id", "user-0500").num_rows == 1
+
+
+def test_row_deletes_are_honoured(spark: Any, home: Path) -> None:
+    _write(spark, home, "db.events", clustered_rows(10, 3), parts=2, **{"bloom.columns": "user_id"})
+    table = ip.connect(home=home).load_table("db.events")
+    with table.transaction() as tx:
+        tx.set_properties({"write.delete.mode": "merge-on-read", "format-version": "2"})
+    table = ip.connect(home=home).load_table("db.events")
+    table.delete("n = 3001")  # pyiceberg 0.12 falls back to copy-on-write; the read must see it either way
+    assert read(spark, home, "db.events").where("user_id = 'user-0003'").count() == 2
+    assert read(spark, home, "db.events", pushdown="false").where("user_id = 'user-0003'").count() == 2
+
+
+@pytest.mark.parametrize("case", ["unknown-option", "bloom-missing", "schema-mismatch", "bloom-differs", "no-table"])
+def test_clear_errors(spark: Any, home: Path, case: str) -> None:
+    if case == "no-table":
+        with pytest.raises(Exception, match="does not exist.*write to it first"):
+            read(spark, home, "db.nothing").collect()
+        return
+    if case == "unknown-option":
+        with pytest.raises(Exception, match="unknown option.*'bloom.colums'.*valid options:.*bloom.columns"):
+            _write(spark, home, "db.t", [("a", 1, "x")], **{"bloom.colums": "user_id"})
+        return
+    if case == "bloom-missing":
+        with pytest.raises(Exception, match="bloom.columns names \\['email'\\].*columns: user_id, n, note"):
+            _write(spark, home, "db.t", [("a", 1, "x")], **{"bloom.columns": "email"})
+        assert not ip.connect(home=home).table_exists("db.t")
+        return
+    _write(spark, home, "db.t", [("a", 1, "x")], **{"bloom.columns": "user_id"})
+    if case == "schema-mismatch":
+        other = spark.createDataFrame([("a", "not a number")], "user_id string, n string")
+        with pytest.raises(Exception, match="does not match the schema of db.t"):
+            other.write.format(FORMAT).option("catalog.home", str(home)).mode("append").save("db.t")
+    else:
+        with pytest.raises(Exception, match="differs from the bloom columns"):
+            _write(spark, home, "db.t", [("a", 1, "x")], **{"bloom.columns": "note"})
+    assert len(ip.connect(home=home).load_table("db.t").snapshots()) == 1
+
+
+def test_abort_leaves_no_committed_files(spark: Any, home: Path) -> None:
+    from pyspark.sql import functions as F
+
+    _write(spark, home, "db.events", clustered_rows(5, 2), **{"bloom.columns": "user_id"})
+    before_files = _data_files(home)
+    before = ip.connect(home=home).load_table("db.events").current_snapshot().snapshot_id
+
+    @F.udf("long")
+    def explode_on(n):  # type: ignore[no-untyped-def]  # (no hints: pyspark would read them as a pandas UDF)
+        if n == 3199:
+            raise ValueError("boom: injected task failure")
+        return n
+
+    df = spark.createDataFrame(clustered_rows(4, 200), SCHEMA).repartitionByRange(4, "user_id")
+    df = df.withColumn("n", explode_on("n"))
+    with pytest.raises(Exception, match="boom"):
+        df.write.format(FORMAT).option("catalog.home", str(home)).mode("append").save("db.events")
+    table = ip.connect(home=home).load_table("db.events")
+    assert table.current_snapshot().snapshot_id == before
+    deadline = time.time() + 10  # tasks cancelled after the abort may still be finishing
+    while _data_files(home) != before_files and time.time() < deadline:
+        time.sleep(0.5)
+    assert _data_files(home) == before_files
+
+
+def test_streaming_exactly_once_under_replay(spark: Any, home: Path, tmp_path: Path) -> None:
+    src, ckpt = tmp_path / "src", tmp_path / "ckpt"
+    src.mkdir()
+    for i in range(2):
+        rows = [(u, i, note) for u, _, note in clustered_rows(5, 1)]
+        spark.createDataFrame(rows * 2, SCHEMA).write.mode("append").parquet(str(src / f"part{i}"))
+
+    def run() -> None:
+        stream = spark.readStream.schema(SCHEMA).option("recursiveFileLookup", "true").parquet(str(src))
+        q = (stream.writeStream.format(FORMAT).option("catalog.home", str(home)).option("bloom.columns", "user_id")
+             .option("checkpointLocation", str(ckpt)).trigger(availableNow=True).start("db.stream"))
+        q.awaitTermination(120)
+        assert q.exception() is None
+
+    run()
+    table = ip.connect(home=home).load_table("db.stream")
+    assert len(table.snapshots()) == 1
+    summary = table.current_snapshot().summary.additional_properties
+    assert summary["privacy.streaming.batch-id"] == "0" and summary["privacy.streaming.query-id"]
+    assert summary["privacy.sidecar.columns"] == "user_id"
+    # Forced replay: drop Spark's commit log entry for batch 0 so the restarted query runs it again.
+    (ckpt / "commits" / "0").unlink()
+    (ckpt / "commits" / ".0.crc").unlink(missing_ok=True)
+    files_before = _data_files(home)
+    run()
+    table = ip.connect(home=home).load_table("db.stream")
+    assert len(table.snapshots()) == 1, "the replayed batch was committed twice"
+    assert _data_files(home) == files_before  # the replay's files were deleted, not left as orphans
+    assert read(spark, home, "db.stream").count() == 20
+    # A new file is a new batch, committed once.
+    spark.createDataFrame([("user-0099", 7, "late")], SCHEMA).write.parquet(str(src / "part9"))
+    run()
+    table = ip.connect(home=home).load_table("db.stream")
+    assert [s.summary.additional_properties["privacy.streaming.batch-id"] for s in table.snapshots()] == ["0", "1"]
+    assert sum(rows_of_spark(read(spark, home, "db.stream").where("user_id = 'user-0099'")).values()) == 1
+
+
+def test_stream_writer_commit_twice_for_same_batch(spark: Any, home: Path) -> None:
+    """The sink's own guard, called directly with real task output (as Spark does on a replay)."""
+    from pyspark.sql.types import StructType
+
+    from spark_ext.options import WRITE_OPTIONS, parse_options
+    from spark_ext.writer import IcebergPrivacyStreamWriter
+
+    struct = StructType.fromDDL(SCHEMA)
+    opts = parse_options({"path": "db.s", "catalog.home": str(home), "bloom.columns": "user_id",
+                          "streaming.query-id": "q-1"}, allowed=WRITE_OPTIONS)
+    rows = pa.RecordBatch.from_pylist([{"user_id": "a", "n": 1, "note": "x"}])
+    for _attempt in range(2):
+        writer = IcebergPrivacyStreamWriter(opts, struct, overwrite=False)
+        writer.commit([writer.write(iter([rows]))], 5)
+    table = ip.connect(home=home).load_table("db.s")
+    assert len(table.snapshots()) == 1
+    assert table.scan().to_arrow().num_rows == 1
