@@ -4,8 +4,15 @@ Find and erase a person fast (Bloom-filter sidecars + a pruning planner), publis
 private statistics, and know where data went. Everything not re-exported here is internal.
 """
 
+from iceberg_privacy.access import AccessReport, access
 from iceberg_privacy.catalog import connect
-from iceberg_privacy.config import BloomColumn, bloom_columns, configure_bloom
+from iceberg_privacy.config import (
+    BloomColumn,
+    IdentityColumn,
+    bloom_columns,
+    configure_bloom,
+    configure_identity,
+)
 from iceberg_privacy.dp import (
     ApproxDP,
     BudgetExhaustedError,
@@ -20,19 +27,27 @@ from iceberg_privacy.dp import (
     releases,
     set_budget,
 )
+from iceberg_privacy.erasure import ErasureReport, erase, run_request
 from iceberg_privacy.errors import (
     BudgetError,
     CommitConflictError,
     ConfigurationError,
     IcebergPrivacyError,
     InvalidLookupValueError,
+    NoIdentityColumnsError,
+    RequestConflictError,
     SchemaMismatchError,
     SidecarError,
+    SubjectRightsError,
     UnknownColumnError,
+    UnknownRequestError,
     UnsupportedTypeError,
+    VerificationFailedError,
 )
 from iceberg_privacy.index import SidecarWarning
 from iceberg_privacy.ingest import WriteReport, append, overwrite
+from iceberg_privacy.journal import Journal, RequestState
+from iceberg_privacy.keyed import SecretMissingError, init_secret
 from iceberg_privacy.lookup import lookup
 from iceberg_privacy.maintenance import (
     IndexReport,
@@ -45,6 +60,7 @@ from iceberg_privacy.maintenance import (
     verify_sidecars,
 )
 from iceberg_privacy.planner import LookupPlan, plan_lookup
+from iceberg_privacy.purge import PurgeReport, VerifyReport, purge, verify_table
 from iceberg_privacy.sidecar import clear_sidecar_cache
 from iceberg_privacy.version import __version__ as __version__
 
@@ -90,4 +106,24 @@ __all__ = [
     "plan_lookup",
     "sidecar_status",
     "verify_sidecars",
+    "AccessReport",
+    "ErasureReport",
+    "Journal",
+    "PurgeReport",
+    "RequestState",
+    "SecretMissingError",
+    "VerifyReport",
+    "access",
+    "erase",
+    "init_secret",
+    "purge",
+    "run_request",
+    "verify_table",
+    "IdentityColumn",
+    "configure_identity",
+    "NoIdentityColumnsError",
+    "RequestConflictError",
+    "SubjectRightsError",
+    "UnknownRequestError",
+    "VerificationFailedError",
 ]

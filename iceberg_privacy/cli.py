@@ -236,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--delete", action="store_true")
     s.set_defaults(fn=cmd_cleanup)
 
+    from iceberg_privacy.subjects_cli import register as register_subjects
+
+    register_subjects(sub)
     try:
         from iceberg_privacy.dp.cli import register
     except ImportError:

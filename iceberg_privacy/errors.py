@@ -44,3 +44,26 @@ class CommitConflictError(IcebergPrivacyError):
 
 class BudgetError(IcebergPrivacyError):
     """Differential-privacy budget problems (exhausted, invalid, ledger conflict)."""
+
+
+class SubjectRightsError(IcebergPrivacyError):
+    """Access/erasure requests: a problem with a request, its tables or its journal."""
+
+
+class NoIdentityColumnsError(SubjectRightsError, ConfigurationError):
+    """A table named in a subject-rights request declares no identity columns."""
+
+
+class RequestConflictError(SubjectRightsError):
+    """A request id is reused with different content, or a request cannot proceed as asked."""
+
+
+class UnknownRequestError(SubjectRightsError, KeyError):
+    """No request with this id is in the journal."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class VerificationFailedError(SubjectRightsError):
+    """Rows of an erased subject are still present in files under the table location."""

@@ -1,0 +1,352 @@
+"""Purge after an erasure: make the erased rows' bytes disappear, then prove it.
+
+An erase commit only removes the rows from the *current* snapshot; older snapshots still reference
+the original files. Per table of an erase request, ``purge``:
+
+1. expires every snapshot older than the table's erase commit (they can reach erased rows; branch or
+   tag heads among them are an error telling the user to drop the ref), through
+   :func:`iceberg_privacy.expire_snapshots`, which writes a compacted sidecar covering exactly the
+   live files and deletes the superseded sidecars (so no sidecar covers a removed file);
+2. deletes the files only expired snapshots referenced: data files, manifests, manifest lists, and
+   orphans older than ``orphan_age`` (leftovers of crashed writers; younger files may belong to an
+   in-flight commit and are left alone). Old ``metadata.json`` files are kept: they hold schemas,
+   properties and snapshot summaries, no row values, and the metadata log still lists them;
+3. verifies: reads EVERY Parquet file under the table location with pyarrow (not through Iceberg
+   metadata, so an unreferenced file cannot hide), and counts rows whose identity columns (found by
+   field id, so renames are safe) hash to a subject's keyed digest. The report holds counts only.
+
+The table is marked verified in the journal only when no row is found, and the request completed
+only when every table is verified. A failed verification is journaled and raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from urllib.parse import urlparse
+
+import numpy as np
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+from pyiceberg.manifest import ManifestEntryStatus
+from pyiceberg.table import Table
+from sqlalchemy.exc import OperationalError
+
+from iceberg_privacy.config import identity_columns
+from iceberg_privacy.erasure import erasure_snapshots
+from iceberg_privacy.errors import (
+    CommitConflictError,
+    ConfigurationError,
+    RequestConflictError,
+    VerificationFailedError,
+)
+from iceberg_privacy.identities import extract_identities, rows_matching
+from iceberg_privacy.index import referenced_sidecar_locations
+from iceberg_privacy.journal import (
+    COMPLETED,
+    PURGE_PLANNED,
+    TABLE_PURGED,
+    TABLE_VERIFIED,
+    VERIFY_FAILED,
+    Journal,
+)
+from iceberg_privacy.keyed import key_id, load_secret
+from iceberg_privacy.maintenance import cleanup_orphans, expire_snapshots
+from iceberg_privacy.subjects import digest_value_set
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_SCRUB = "privacy.erasure.scrub"
+"""Snapshot summary of the empty commit that drops manifests listing erased files (see _scrub_head)."""
+
+# Test seam: called with "after_expire" / "after_delete" / "before_complete" so tests can crash a purge.
+_FAULT_HOOK: Callable[[str], None] | None = None
+
+
+def _fault(stage: str) -> None:
+    if _FAULT_HOOK is not None:
+        _FAULT_HOOK(stage)
+
+
+@dataclass
+class VerifyReport:
+    """Rows of the subjects found in the Parquet files under one table location (counts only)."""
+
+    table: str
+    files_scanned: int = 0
+    rows_scanned: int = 0
+    rows_found: int = 0
+    files_with_subjects: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.rows_found == 0 and not self.unreadable
+
+
+@dataclass
+class TablePurge:
+    table: str
+    expired_snapshots: list[int] = field(default_factory=list)
+    deleted_files: int = 0
+    deleted_by_kind: dict[str, int] = field(default_factory=dict)
+    sidecar: str | None = None
+    scrub_snapshot: int | None = None
+    verify: VerifyReport | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class PurgeReport:
+    request_id: str
+    tables: dict[str, TablePurge]
+    completed: bool = False
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        lines = [f"purge of request {self.request_id}: {'completed' if self.completed else 'NOT complete'} "
+                 f"({self.seconds:.2f}s)"]
+        for t in self.tables.values():
+            v = t.verify
+            ver = (f"verified {v.files_scanned} parquet files, {v.rows_found} subject rows" if v else "not verified")
+            lines.append(f"  {t.table}: expired {len(t.expired_snapshots)} snapshot(s), deleted {t.deleted_files} "
+                         f"file(s) {t.deleted_by_kind or ''}; {ver}{f' ({t.skipped})' if t.skipped else ''}")
+        return "\n".join(lines)
+
+
+def _local(uri: str) -> str:
+    p = urlparse(uri)
+    return p.path if p.scheme in ("", "file") else f"{p.netloc}{p.path}"
+
+
+def _reachable(table: Table, snapshot_ids: set[int]) -> dict[str, str]:
+    """path -> kind of every file the given snapshots need (live data only, not DELETED entries)."""
+    out: dict[str, str] = {}
+    for sid in snapshot_ids:
+        snap = table.metadata.snapshot_by_id(sid)
+        if snap is None:
+            continue
+        out[_local(snap.manifest_list)] = "manifest-list"
+        for m in snap.manifests(table.io):
+            out[_local(m.manifest_path)] = "manifest"
+            for e in m.fetch_manifest_entry(table.io, discard_deleted=True):
+                out[_local(e.data_file.file_path)] = "data" if e.data_file.content.value == 0 else "delete"
+    return out
+
+
+def _rewritten_originals(table: Table, erase_ids: list[int]) -> dict[str, str]:
+    """Data files the erase commits removed (their DELETED entries): known garbage even after a crash."""
+    out: dict[str, str] = {}
+    for sid in erase_ids:
+        snap = table.metadata.snapshot_by_id(sid)
+        for m in snap.manifests(table.io) if snap else []:
+            if m.added_snapshot_id != sid:
+                continue
+            for e in m.fetch_manifest_entry(table.io, discard_deleted=False):
+                if e.status == ManifestEntryStatus.DELETED:
+                    out[_local(e.data_file.file_path)] = "data"
+    return out
+
+
+def _scrub_head(table: Table) -> int | None:
+    """If the head still lists the erased files as DELETED manifest entries (their column bounds can hold a
+    subject's id), commit an empty append: it carries only manifests with live files. Returns its id."""
+    for _ in range(10):
+        head = table.refresh().metadata.current_snapshot()
+        if head is None or not any(m.deleted_files_count for m in head.manifests(table.io)):
+            return None
+        tx = table.transaction()
+        producer = tx.update_snapshot(snapshot_properties={SUMMARY_SCRUB: "1"}).fast_append()
+        producer.commit()
+        try:
+            tx.commit_transaction()
+            return producer._snapshot_id
+        except (CommitFailedException, OperationalError):
+            continue
+    raise CommitConflictError(f"{'.'.join(table.name())}: metadata scrub kept losing to concurrent commits; run the "
+                              "purge again")
+
+
+def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_ids: list[int],
+                 planned: dict[str, str], plan: Callable[[dict[str, str]], None]) -> TablePurge:
+    """Keep only the head snapshot (plus refs newer than the erase), delete what the others alone reached."""
+    name = ".".join(table.name())
+    rep = TablePurge(name)
+    md = table.refresh().metadata
+    cut = md.snapshot_by_id(cutoff) if cutoff is not None else None
+    cut_seq = (cut.sequence_number or 0) if cut is not None else -1
+    seq = {s.snapshot_id: s.sequence_number or 0 for s in md.snapshots}
+    held = sorted(n for n, r in md.refs.items()
+                  if r.snapshot_id != md.current_snapshot_id and seq.get(r.snapshot_id, 0) <= cut_seq)
+    if held:
+        raise ConfigurationError(
+            f"{name}: branch/tag {', '.join(held)} points at a snapshot that still holds erased rows; remove it "
+            f"(table.manage_snapshots().remove_tag(...)) and run the purge again"
+        )
+    originals = {**planned, **_rewritten_originals(table, erase_ids)}
+    rep.scrub_snapshot = _scrub_head(table)
+    for attempt in range(10):
+        md = table.refresh().metadata
+        keep = {md.current_snapshot_id} | {r.snapshot_id for r in md.refs.values()}
+        expire = {s.snapshot_id for s in md.snapshots} - keep
+        before = {**originals, **_reachable(table, expire)}
+        # Durable before expiry: once the snapshots are gone, this list is the only way a re-run after a
+        # crash knows which files to delete (paths only, no identifiers).
+        plan(before)
+        try:
+            idx = expire_snapshots(table, snapshot_ids=expire)
+        except (CommitFailedException, OperationalError):
+            time.sleep(0.05 * (attempt + 1))
+            continue
+        rep.expired_snapshots, rep.sidecar = idx.expired_snapshots, idx.sidecar_path
+        rep.deleted_by_kind["sidecar"] = len(idx.deleted_sidecars)
+        break
+    else:
+        raise CommitConflictError(f"{name}: snapshot expiry kept losing to concurrent commits; run the purge again")
+    _fault("after_expire")
+    table.refresh()
+    still = _reachable(table, {s.snapshot_id for s in table.metadata.snapshots})
+    still |= {_local(loc): "sidecar" for loc in referenced_sidecar_locations(table.metadata)}
+    for path, kind in sorted(before.items()):
+        if path in still:
+            continue
+        try:
+            table.io.delete(path)
+        except (FileNotFoundError, OSError):
+            continue  # already gone (a previous, interrupted purge)
+        rep.deleted_by_kind[kind] = rep.deleted_by_kind.get(kind, 0) + 1
+    _fault("after_delete")
+    orphans = cleanup_orphans(table, older_than=orphan_age, delete=True)
+    if orphans:
+        rep.deleted_by_kind["orphan"] = len(orphans)
+    rep.deleted_files = sum(rep.deleted_by_kind.values())
+    return rep
+
+
+def _field_columns(schema: object, field_ids: dict[int, str]) -> dict[str, str]:
+    """Top-level Parquet column name -> current identity column name, matched by Iceberg field id."""
+    out: dict[str, str] = {}
+    for f in schema:  # type: ignore[attr-defined]
+        fid = (f.metadata or {}).get(b"PARQUET:field_id")
+        if fid is not None and int(fid) in field_ids:
+            out[f.name] = field_ids[int(fid)]
+    return out
+
+
+def verify_table(table: Table, digests: set[bytes], secret: bytes) -> VerifyReport:
+    """Scan every Parquet file under the table location for rows of the subjects (by keyed digest)."""
+    rep = VerifyReport(".".join(table.name()))
+    cols = {c.field_id: c for c in identity_columns(table.schema(), table.properties)}
+    filesystem, root = pafs.FileSystem.from_uri(table.location())
+    infos = filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    for info in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path):
+        try:
+            with filesystem.open_input_file(info.path) as fh:
+                if info.size < 8 or fh.read(4) != b"PAR1":
+                    continue
+            pf = pq.ParquetFile(info.path, filesystem=filesystem)
+        except Exception:
+            rep.unreadable.append(info.path)
+            continue
+        rep.files_scanned += 1
+        rep.rows_scanned += pf.metadata.num_rows
+        mapping = _field_columns(pf.schema_arrow, {fid: c.name for fid, c in cols.items()})
+        if not mapping:
+            continue
+        data = pf.read(columns=list(mapping))
+        found = np.zeros(data.num_rows, dtype=bool)
+        for pcol, name in mapping.items():
+            arr = data.column(pcol)
+            values, _ = extract_identities(arr)
+            value_set = digest_value_set(values, cols[next(f for f, c in cols.items() if c.name == name)].leaf_type,
+                                         secret, digests)
+            if len(value_set):
+                found |= rows_matching(arr, value_set)
+        n = int(found.sum())
+        if n:
+            rep.rows_found += n
+            rep.files_with_subjects.append(info.path)
+    return rep
+
+
+def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | None = None,
+          orphan_age: timedelta = timedelta(hours=1), raise_on_failure: bool = True) -> PurgeReport:
+    """Expire, delete and verify for every erased table of ``request_id``; complete the request on success.
+
+    Resumable like the erase: tables already purged are only verified again, verified ones skipped.
+    Raises :class:`VerificationFailedError` (after journaling it) when a subject row is still found.
+    """
+    t0 = time.perf_counter()
+    secret = load_secret(home)
+    journal = Journal(catalog)
+    req = journal.get(request_id)
+    if req.kind != "erase":
+        raise RequestConflictError(f"request {request_id} is an {req.kind} request; only erasures are purged")
+    if req.key_id != key_id(secret):
+        raise RequestConflictError(
+            f"request {request_id} was recorded with secret key id {req.key_id}, the configured secret has key id "
+            f"{key_id(secret)}: configure the secret the request was made with"
+        )
+    pending = [n for n, t in req.tables.items() if t.status == "pending"]
+    if pending:
+        raise RequestConflictError(
+            f"request {request_id}: table(s) {', '.join(pending)} are not erased yet; run the erasure first "
+            f"(iceberg_privacy.erase(..., request_id={request_id!r}) or `iceberg-privacy requests run {request_id}`)"
+        )
+    report = PurgeReport(request_id, {})
+    digests = set(req.subjects)
+    failed: list[str] = []
+    for name, state in req.tables.items():
+        if state.status == "verified":
+            report.tables[name] = TablePurge(name, skipped="already verified")
+            continue
+        try:
+            table = catalog.load_table(name)
+        except NoSuchTableError:
+            journal.record(request_id, TABLE_PURGED, table=name, detail={"note": "table no longer exists"})
+            journal.record(request_id, TABLE_VERIFIED, table=name, detail={"note": "table no longer exists"})
+            report.tables[name] = TablePurge(name, skipped="table no longer exists")
+            continue
+        # The newest erase commit of this request is the cutoff (a re-run after a failed verification
+        # may have added one); without any, the head at erase time.
+        commits = erasure_snapshots(table, request_id)
+        planned = {p: k for r in journal.rows(request_id) if r["event"] == PURGE_PLANNED and r["table_name"] == name
+                   for p, k in json.loads(r["detail"] or "{}").get("files", {}).items()}
+
+        def plan(files: dict[str, str], name: str = name) -> None:
+            journal.append([journal.event(request_id, PURGE_PLANNED, table=name, detail={"files": files})])
+
+        tp = _purge_table(table, commits[-1][0] if commits else state.snapshot_id, orphan_age, [c[0] for c in commits],
+                          planned, plan)
+        journal.record(request_id, TABLE_PURGED, table=name, files=tp.deleted_files,
+                       detail={"expired_snapshots": len(tp.expired_snapshots), "deleted": tp.deleted_by_kind})
+        tp.verify = verify_table(table, digests, secret)
+        detail = {"files_scanned": tp.verify.files_scanned, "rows_scanned": tp.verify.rows_scanned,
+                  "rows_found": tp.verify.rows_found, "files_with_subjects": len(tp.verify.files_with_subjects),
+                  "unreadable": len(tp.verify.unreadable)}
+        if tp.verify.ok:
+            journal.record(request_id, TABLE_VERIFIED, table=name, rows=0, files=tp.verify.files_scanned, detail=detail)
+        else:
+            journal.record(request_id, VERIFY_FAILED, table=name, rows=tp.verify.rows_found, detail=detail)
+            failed.append(name)
+        report.tables[name] = tp
+    if not failed:
+        _fault("before_complete")
+        journal.record(request_id, COMPLETED)
+        report.completed = True
+    report.seconds = time.perf_counter() - t0
+    if failed and raise_on_failure:
+        raise VerificationFailedError(
+            f"request {request_id}: rows of the subjects are still in {', '.join(failed)} "
+            f"({sum(report.tables[n].verify.rows_found for n in failed)} rows; files are listed in the purge report). "
+            "Likely rows ingested after the erase without a forget list, or a file younger than the orphan age: "
+            f"run the request again (`iceberg-privacy requests run {request_id}`), which erases and purges them"
+        )
+    return report
