@@ -35,3 +35,12 @@ def connect(name: str = "default", *, home: str | os.PathLike[str] | None = None
     if "type" not in props and (uri.startswith("sqlite:") or uri.startswith("postgresql")):
         return SqlCatalog(name, **props)
     return load_catalog(name, **props)
+
+
+def catalog_home(catalog: Catalog) -> Path | None:
+    """The home of an embedded catalog (``sqlite:///<home>/catalog.db``), where its secret file lives;
+    None for any other catalog."""
+    uri = str(getattr(catalog, "properties", {}).get("uri", ""))
+    if uri.startswith("sqlite:///") and uri.endswith("/catalog.db"):
+        return Path(uri[len("sqlite:///"):]).parent
+    return None

@@ -37,7 +37,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     catalog = _catalog(args)
     print(f"embedded catalog at {args.home or default_home()}")
-    run_demo(catalog, days=args.days, events_per_day=args.events_per_day, users=args.users, progress=not args.quiet)
+    result = run_demo(catalog, days=args.days, events_per_day=args.events_per_day, users=args.users,
+                      progress=not args.quiet)
+    from iceberg_privacy.demo import run_subject_rights_demo
+
+    home = Path(args.home) if args.home else default_home()
+    run_subject_rights_demo(catalog, catalog.load_table("demo.clicks"), result["probe_user"],
+                            out=home / "exports" / "demo-access")
     if args.skip_dp:
         return 0
     try:

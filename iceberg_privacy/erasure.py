@@ -40,13 +40,18 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table, Transaction
 from sqlalchemy.exc import OperationalError
 
+from iceberg_privacy import forget
 from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.errors import CommitConflictError, RequestConflictError
-from iceberg_privacy.index import new_sidecar_location, statistics_entry, summary_properties
-from iceberg_privacy.ingest import DEFAULT_CHUNK_BYTES, WrittenFiles, _sequence_number, write_data_files
+from iceberg_privacy.ingest import (
+    DEFAULT_CHUNK_BYTES,
+    WrittenFiles,
+    finish_staged,
+    stage_sidecar,
+    write_data_files,
+)
 from iceberg_privacy.journal import DEFAULT_DEADLINE, TABLE_ERASED, Journal, RequestState
 from iceberg_privacy.keyed import key_id, load_secret
-from iceberg_privacy.sidecar import ColumnInfo, CoveredFile, write_sidecar
 from iceberg_privacy.subjects import (
     TableSubjects,
     as_values,
@@ -57,7 +62,6 @@ from iceberg_privacy.subjects import (
     subject_tables,
     table_name,
 )
-from iceberg_privacy.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -133,12 +137,8 @@ def new_request_id() -> str:
 
 
 def _forget(catalog: Catalog, ts: TableSubjects, request_id: str, secret: bytes) -> bool:
-    """Put the subjects on the table's forget list (before any rewrite). False if there is no forget list."""
-    try:
-        from iceberg_privacy import forget
-    except ImportError:
-        logger.warning("iceberg_privacy.forget is not available: rows of erased subjects ingested later are not dropped")
-        return False
+    """Put the subjects on the table's forget list before any rewrite, so rows of theirs that a
+    concurrent writer commits from now on are dropped (see :func:`iceberg_privacy.ingest.recheck_forget`)."""
     if ts.digests:
         forget.add(catalog, ts.table, sorted(ts.digests), request_id, secret_key_id=key_id(secret))
     return True
@@ -218,29 +218,13 @@ def _commit(table: Table, batches: list[_Batch], columns: list[BloomColumn], pro
     for f in added:
         producer.append_data_file(f)
     snapshot_id = producer._snapshot_id
-    sidecar_path = None
-    if columns and added:
-        sidecar_path = new_sidecar_location(tx.table_metadata, snapshot_id)
-        footer = write_sidecar(
-            table.io, sidecar_path,
-            [CoveredFile(f.file_path, f.record_count, f.file_size_in_bytes) for f in added],
-            [ColumnInfo(c.field_id, c.name, c.fpp, c.ndv) for c in columns],
-            {c.field_id: {i: flt[c.field_id] for i, flt in enumerate(filters)} for c in columns},
-            snapshot_id=snapshot_id, sequence_number=_sequence_number(tx, snapshot_id, True),
-            created_by=f"iceberg-privacy {__version__}",
-        )
-        producer.snapshot_properties = {
-            **producer.snapshot_properties,
-            **summary_properties(sidecar_path, footer, len(added), [c.name for c in columns]),
-        }
-    producer.commit()
-    if sidecar_path is not None:
-        tx.update_statistics().set_statistics(statistics_entry(snapshot_id, sidecar_path, footer)).commit()
+    staged = stage_sidecar(table, tx, producer, snapshot_id, added, filters, columns)
+    finish_staged(table, tx, producer, snapshot_id, staged)
     try:
         tx.commit_transaction()
     except (CommitFailedException, ValidationException):
-        if sidecar_path is not None:  # certainly not committed
-            table.io.delete(sidecar_path)
+        if staged is not None:  # certainly not committed
+            table.io.delete(staged[0])
         raise
     return snapshot_id
 
@@ -407,7 +391,7 @@ def submit_request(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[
                    deadline: timedelta = DEFAULT_DEADLINE, journal: Journal | None = None,
                    ) -> tuple[RequestState, list[TableSubjects], bytes]:
     """Validate the subjects and tables, and record the request durably (no data work)."""
-    secret = secret if secret is not None else load_secret(home)  # refuse to start without a secret
+    secret = secret if secret is not None else load_secret(home, catalog=catalog)  # refuse to start without a secret
     journal = journal or Journal(catalog)
     rid = request_id or new_request_id()
     existing = journal.find(rid)
@@ -469,7 +453,7 @@ def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, 
         from iceberg_privacy.access import access
 
         return access(catalog, subjects, request_id=request_id, out=out, home=home)
-    secret = load_secret(home)
+    secret = load_secret(home, catalog=catalog)
     if req.key_id != key_id(secret):
         raise RequestConflictError(
             f"request {request_id} was recorded with secret key id {req.key_id}, the configured secret has key id "

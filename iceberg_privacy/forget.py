@@ -33,7 +33,6 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -425,14 +424,6 @@ class ForgetFilter:
         return {SUMMARY_DROPPED: str(dropped), SUMMARY_VERSION: str(self.version)}
 
 
-def catalog_home(catalog: Catalog) -> Path | None:
-    """The home of an embedded catalog (``sqlite:///<home>/catalog.db``), where its secret file lives."""
-    uri = str(getattr(catalog, "properties", {}).get("uri", ""))
-    if uri.startswith("sqlite:///") and uri.endswith("/catalog.db"):
-        return Path(uri[len("sqlite:///"):]).parent
-    return None
-
-
 def _bitmap(prefixes: np.ndarray) -> np.ndarray:
     bits = np.zeros(2 ** BITMAP_BITS // 8, dtype=np.uint8)
     idx = np.unique(prefixes >> np.uint64(64 - BITMAP_BITS))
@@ -504,7 +495,7 @@ def load(table: Table, *, secret: bytes | None = None) -> ForgetFilter | None:
         order = np.argsort(pre, kind="stable")
         prefixes, digests, stored = pre[order], mat[order], parts[0][2] + parts[1][2]
         bitmap = parts[0][3] | parts[1][3]
-    secret = secret if secret is not None else load_secret(catalog_home(table.catalog))
+    secret = secret if secret is not None else load_secret(catalog=table.catalog)
     expected = key_id(secret)
     _check_key_ids(pa.array(stored, pa.string()), expected, ".".join(forget_table_identifier(table.name()[:-1])))
     return ForgetFilter(table=scope, version=snap.snapshot_id, key_id=expected, columns=columns,

@@ -32,6 +32,7 @@ from pyiceberg.io.pyarrow import (
 from pyiceberg.manifest import DataFile, ManifestEntryStatus
 from pyiceberg.table import ALWAYS_TRUE, Table, TableProperties, Transaction, WriteTask
 from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.update.snapshot import _SnapshotProducer
 from pyiceberg.utils.properties import property_as_int
 
 from iceberg_privacy import forget
@@ -40,6 +41,7 @@ from iceberg_privacy.errors import CommitConflictError, SchemaMismatchError
 from iceberg_privacy.filters import filters_for_data_files, filters_for_table
 from iceberg_privacy.forget import ForgetFilter
 from iceberg_privacy.index import new_sidecar_location, statistics_entry, summary_properties
+from iceberg_privacy.puffin import PuffinFooter
 from iceberg_privacy.sidecar import ColumnInfo, CoveredFile, FileFilter, write_sidecar
 from iceberg_privacy.version import __version__
 
@@ -254,8 +256,6 @@ def _attempt(
         files_to_cover = files + rewritten
     else:
         files_to_cover = files
-    sidecar_path: str | None = None
-    sidecar_bytes = 0
     if files:
         producer = tx.update_snapshot(snapshot_properties=dict(snapshot_properties)).fast_append()
         for f in files:
@@ -263,32 +263,53 @@ def _attempt(
         snapshot_id = producer._snapshot_id
     else:
         producer, snapshot_id = None, tx.table_metadata.current_snapshot_id
-    if columns and files_to_cover and snapshot_id is not None:
-        sidecar_path = new_sidecar_location(tx.table_metadata, snapshot_id)
-        footer = write_sidecar(
-            table.io, sidecar_path,
-            [CoveredFile(f.file_path, f.record_count, f.file_size_in_bytes) for f in files_to_cover],
-            [ColumnInfo(c.field_id, c.name, c.fpp, c.ndv) for c in columns],
-            {c.field_id: {i: flt[c.field_id] for i, flt in enumerate(filters)} for c in columns},
-            snapshot_id=snapshot_id, sequence_number=_sequence_number(tx, snapshot_id, producer is not None),
-            created_by=f"iceberg-privacy {__version__}",
-        )
-        sidecar_bytes = footer.file_size
-        if producer is not None:
-            producer.snapshot_properties = {
-                **producer.snapshot_properties,
-                **summary_properties(sidecar_path, footer, len(files_to_cover), [c.name for c in columns]),
-            }
+    staged = None
+    if snapshot_id is not None:
+        staged = stage_sidecar(table, tx, producer, snapshot_id, files_to_cover, filters, columns)
+    finish_staged(table, tx, producer, snapshot_id, staged)
+    return snapshot_id, staged[0] if staged else None, staged[1].file_size if staged else 0
+
+
+def stage_sidecar(
+    table: Table, tx: Transaction, producer: _SnapshotProducer | None, snapshot_id: int, files: list[DataFile],
+    filters: list[dict[int, FileFilter]], columns: list[BloomColumn],
+) -> tuple[str, PuffinFooter] | None:
+    """Write the sidecar covering ``files`` for the snapshot ``producer`` is making in ``tx``.
+
+    Its location and counts go into the producer's snapshot summary; :func:`finish_staged` then
+    commits the producer and registers the sidecar in the statistics list of the same transaction.
+    None when there is nothing to index.
+    """
+    if not columns or not files:
+        return None
+    path = new_sidecar_location(tx.table_metadata, snapshot_id)
+    footer = write_sidecar(
+        table.io, path,
+        [CoveredFile(f.file_path, f.record_count, f.file_size_in_bytes) for f in files],
+        [ColumnInfo(c.field_id, c.name, c.fpp, c.ndv) for c in columns],
+        {c.field_id: {i: flt[c.field_id] for i, flt in enumerate(filters)} for c in columns},
+        snapshot_id=snapshot_id, sequence_number=_sequence_number(tx, snapshot_id, producer is not None),
+        created_by=f"iceberg-privacy {__version__}",
+    )
+    if producer is not None:
+        producer.snapshot_properties = {
+            **producer.snapshot_properties, **summary_properties(path, footer, len(files), [c.name for c in columns]),
+        }
+    return path, footer
+
+
+def finish_staged(table: Table, tx: Transaction, producer: _SnapshotProducer | None, snapshot_id: int | None,
+                  staged: tuple[str, PuffinFooter] | None) -> None:
+    """Commit the producer into ``tx`` and register the staged sidecar; delete the sidecar on failure."""
     try:
         if producer is not None:
             producer.commit()
-        if sidecar_path is not None:
-            tx.update_statistics().set_statistics(statistics_entry(snapshot_id, sidecar_path, footer)).commit()
+        if staged is not None and snapshot_id is not None:
+            tx.update_statistics().set_statistics(statistics_entry(snapshot_id, staged[0], staged[1])).commit()
     except BaseException:
-        if sidecar_path is not None:
-            table.io.delete(sidecar_path)
+        if staged is not None:
+            table.io.delete(staged[0])
         raise
-    return snapshot_id, sidecar_path, sidecar_bytes
 
 
 def _commit(

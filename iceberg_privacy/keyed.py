@@ -37,6 +37,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.catalog import Catalog
 from pyiceberg.conversions import to_bytes
 from pyiceberg.types import (
     BinaryType,
@@ -52,7 +53,7 @@ from pyiceberg.types import (
     UUIDType,
 )
 
-from iceberg_privacy.catalog import default_home
+from iceberg_privacy.catalog import catalog_home, default_home
 from iceberg_privacy.errors import ConfigurationError
 from iceberg_privacy.hashing import coerce_values
 
@@ -76,8 +77,14 @@ def _how_to_set() -> str:
     )
 
 
-def load_secret(home: str | os.PathLike[str] | None = None) -> bytes:
-    """The configured HMAC secret; raises :class:`SecretMissingError` saying how to set one."""
+def load_secret(home: str | os.PathLike[str] | None = None, *, catalog: Catalog | None = None) -> bytes:
+    """The configured HMAC secret; raises :class:`SecretMissingError` saying how to set one.
+
+    Without ``home``, the secret file is looked up in the home of ``catalog`` when it is an embedded
+    one (``connect(home=...)``), else in :func:`~iceberg_privacy.catalog.default_home`.
+    """
+    if home is None and catalog is not None:
+        home = catalog_home(catalog)
     raw: bytes | None = None
     source = ""
     if os.environ.get(SECRET_ENV):

@@ -284,7 +284,7 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
     Raises :class:`VerificationFailedError` (after journaling it) when a subject row is still found.
     """
     t0 = time.perf_counter()
-    secret = load_secret(home)
+    secret = load_secret(home, catalog=catalog)
     journal = Journal(catalog)
     req = journal.get(request_id)
     if req.kind != "erase":

@@ -19,6 +19,9 @@ def test_demo_then_every_command(home, capsys) -> None:
                  "--skip-dp"]) == 0
     out = capsys.readouterr().out
     assert "after bloom pruning" in out and "median single-key" in out
+    # the main job also runs one person's access, erasure + purge, and a late event of theirs
+    assert "access request" in out and "purge of request" in out and "completed" in out
+    assert "1 row(s) dropped by the forget list" in out
     assert main(["--home", home, "explain", "demo.clicks", "user_id", "nobody", "--files"]) == 0
     assert "files in snapshot" in capsys.readouterr().out
     import iceberg_privacy as ip

@@ -31,6 +31,7 @@ from pyiceberg.types import (
 
 import iceberg_privacy as ip
 from iceberg_privacy import forget
+from iceberg_privacy.catalog import catalog_home
 from iceberg_privacy.config import configure_identity
 from iceberg_privacy.keyed import (
     SECRET_ENV,
@@ -220,7 +221,7 @@ def test_secret_file_in_catalog_home(catalog: Catalog, monkeypatch: pytest.Monke
     t = _table(catalog, "db.events")
     _erase(catalog, t, ["ann"])
     monkeypatch.delenv(SECRET_ENV)
-    home = forget.catalog_home(catalog)
+    home = catalog_home(catalog)
     assert home is not None
     (home / "secret").write_bytes(SECRET + b"\n")
     assert ip.append(t, _rows(["ann", "bob"])).dropped_rows == 1

@@ -11,6 +11,7 @@ from pyiceberg.types import StringType
 
 import iceberg_privacy as ip
 from iceberg_privacy import forget, keyed
+from iceberg_privacy.catalog import catalog_home
 from iceberg_privacy.config import configure_identity
 from tests.spark.helpers import FORMAT
 
@@ -19,7 +20,7 @@ SCHEMA = "user_id string, n long, note string"
 
 
 def _forget(catalog: Any, table: Any, user: str, request: str) -> None:
-    secret = keyed.load_secret(forget.catalog_home(catalog))
+    secret = keyed.load_secret(catalog_home(catalog))
     digests = keyed.digest_literals(secret, [user], StringType(), "user_id")
     assert forget.add(catalog, table, digests, request, secret_key_id=keyed.key_id(secret)) == 1
 
