@@ -121,6 +121,13 @@ class PurgeReport:
         return "\n".join(lines)
 
 
+DEFAULT_ORPHAN_AGE = timedelta(days=3)
+"""Unreferenced files younger than this may belong to a commit still in flight (a long Spark job):
+they are never deleted by a purge (Iceberg's own orphan-file removal uses the same default). A
+crash leftover younger than this that holds a subject fails the verification, whose message says
+to purge again with a smaller ``orphan_age``."""
+
+
 def _local(uri: str) -> str:
     p = urlparse(uri)
     return p.path if p.scheme in ("", "file") else f"{p.netloc}{p.path}"
@@ -277,7 +284,7 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes) -> VerifyRepo
 
 
 def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | None = None,
-          orphan_age: timedelta = timedelta(hours=1), raise_on_failure: bool = True) -> PurgeReport:
+          orphan_age: timedelta = DEFAULT_ORPHAN_AGE, raise_on_failure: bool = True) -> PurgeReport:
     """Expire, delete and verify for every erased table of ``request_id``; complete the request on success.
 
     Resumable like the erase: tables already purged are only verified again, verified ones skipped.
@@ -346,7 +353,9 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         raise VerificationFailedError(
             f"request {request_id}: rows of the subjects are still in {', '.join(failed)} "
             f"({sum(report.tables[n].verify.rows_found for n in failed)} rows; files are listed in the purge report). "
-            "Likely rows ingested after the erase without a forget list, or a file younger than the orphan age: "
-            f"run the request again (`iceberg-privacy requests run {request_id}`), which erases and purges them"
+            "Likely rows a writer committed without the forget list (run the request again: `iceberg-privacy "
+            f"requests run {request_id}` erases and purges them), or an uncommitted file of a crashed writer younger "
+            f"than the orphan age ({orphan_age}): once no writer is running, purge again with a smaller orphan_age "
+            "(CLI: --orphan-age-hours)"
         )
     return report

@@ -71,9 +71,12 @@ def _cmd_erase(args: argparse.Namespace) -> int:
 
 
 def _cmd_purge(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
     from iceberg_privacy.purge import purge
 
-    report = purge(args.catalog_obj, args.request_id, home=args.home, raise_on_failure=False)
+    report = purge(args.catalog_obj, args.request_id, home=args.home, raise_on_failure=False,
+                   orphan_age=timedelta(hours=args.orphan_age_hours))
     print(report)
     return 0 if report.completed else 1
 
@@ -151,6 +154,9 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("purge", help="after an erase: expire, delete unreferenced files, verify, complete")
     p.add_argument("request_id")
+    p.add_argument("--orphan-age-hours", type=float, default=72.0,
+                   help="also delete unreferenced files older than this (default 72: younger ones may belong to "
+                        "a commit in flight)")
     p.set_defaults(func=_cmd_purge)
 
     s = subparsers.add_parser("requests", help="the subject-rights request journal")
