@@ -44,3 +44,11 @@ def catalog_home(catalog: Catalog) -> Path | None:
     if uri.startswith("sqlite:///") and uri.endswith("/catalog.db"):
         return Path(uri[len("sqlite:///"):]).parent
     return None
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """SQLite "database is locked" and the like from a SqlCatalog: the commit did not happen, so
+    retrying is safe (used by the compare-and-swap loops of the ledger, journal and forget list)."""
+    from sqlalchemy.exc import OperationalError
+
+    return isinstance(exc, OperationalError)

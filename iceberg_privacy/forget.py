@@ -57,6 +57,7 @@ from pyiceberg.types import (
     UUIDType,
 )
 
+from iceberg_privacy.catalog import is_transient_db_error
 from iceberg_privacy.config import IDENTITY_COLUMNS_KEY, IdentityColumn, identity_columns
 from iceberg_privacy.errors import CommitConflictError, ConfigurationError, IcebergPrivacyError
 from iceberg_privacy.identities import extract_identities
@@ -118,13 +119,6 @@ def _target(target: Table | str | Sequence[str]) -> tuple[tuple[str, ...], str]:
     if not ns or any(not p for p in ns):
         raise ConfigurationError(f"forget-list target {target!r} is not a table or a namespace such as 'db'")
     return ns, NAMESPACE_SCOPE
-
-
-def _is_transient_db_error(exc: BaseException) -> bool:
-    """SQLite 'database is locked' and the like: the commit did not happen, retrying is safe."""
-    from sqlalchemy.exc import OperationalError
-
-    return isinstance(exc, OperationalError)
 
 
 # ------------------------------------------------------------------------------------------ storage
@@ -237,7 +231,7 @@ def add(catalog: Catalog, target: Table | str | Sequence[str], digests: Iterable
         except CommitFailedException as exc:
             last = exc
         except Exception as exc:
-            if not _is_transient_db_error(exc):
+            if not is_transient_db_error(exc):
                 raise
             last = exc
         else:

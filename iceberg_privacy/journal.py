@@ -39,6 +39,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import BinaryType, ListType, LongType, NestedField, StringType, TimestamptzType
 
+from iceberg_privacy.catalog import is_transient_db_error
 from iceberg_privacy.errors import RequestConflictError, SubjectRightsError, UnknownRequestError
 
 JOURNAL_NAMESPACE = "_privacy"
@@ -245,10 +246,8 @@ class Journal:
                 return
             except CommitFailedException as exc:
                 last = exc
-            except Exception as exc:  # SQLite "database is locked": the commit did not happen
-                from sqlalchemy.exc import OperationalError
-
-                if not isinstance(exc, OperationalError):
+            except Exception as exc:
+                if not is_transient_db_error(exc):
                     raise
                 last = exc
             time.sleep(min(0.5, 0.005 * 2 ** min(attempt, 7)) * random.uniform(0.5, 1.5))

@@ -36,6 +36,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import LongType, NestedField, StringType, TimestamptzType
 
+from iceberg_privacy.catalog import is_transient_db_error
 from iceberg_privacy.dp.budget import Budget, budget_from_json, zero_like
 from iceberg_privacy.dp.errors import (
     BudgetExhaustedError,
@@ -95,15 +96,6 @@ def namespace_scope(namespace: tuple[str, ...]) -> str:
 def table_scope(identifier: tuple[str, ...]) -> str:
     """Scope key of a single table's budget."""
     return "table:" + ".".join(identifier)
-
-
-def _is_transient_db_error(exc: BaseException) -> bool:
-    """SQLite 'database is locked' and similar: the commit did not happen, so retrying is safe."""
-    try:
-        from sqlalchemy.exc import OperationalError
-    except ImportError:  # pragma: no cover - sqlalchemy is a hard dependency
-        return False
-    return isinstance(exc, OperationalError)
 
 
 @dataclass
@@ -274,7 +266,7 @@ class Ledger:
             except CommitFailedException as exc:
                 last_exc = exc
             except Exception as exc:
-                if not _is_transient_db_error(exc):
+                if not is_transient_db_error(exc):
                     raise
                 last_exc = exc
             time.sleep(min(0.5, 0.005 * (2 ** min(attempt, 7))) * random.uniform(0.5, 1.5))
