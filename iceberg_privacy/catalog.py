@@ -8,6 +8,14 @@ from typing import Any
 
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import (
+    NamespaceAlreadyExistsError,
+    NoSuchNamespaceError,
+    NoSuchTableError,
+    TableAlreadyExistsError,
+)
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
 
 HOME_ENV = "ICEBERG_PRIVACY_HOME"
 DEFAULT_HOME = ".iceberg-privacy"
@@ -52,3 +60,41 @@ def is_transient_db_error(exc: BaseException) -> bool:
     from sqlalchemy.exc import OperationalError
 
     return isinstance(exc, OperationalError)
+
+
+REBASE_RETRIES = "commit.retry.num-retries"
+
+
+def reserved_table(
+    catalog: Catalog, identifier: tuple[str, ...], *, schema: Schema, marker: str, what: str,
+    error: type[Exception], create: bool, compare_and_swap: bool, properties: dict[str, str] | None = None,
+) -> Table | None:
+    """Load one of the library's own tables (ledger, journal, forget list), creating it if asked.
+
+    The table is recognised by the property ``marker=1``; a foreign table under the reserved name
+    raises ``error``. With ``compare_and_swap`` pyiceberg's rebase-retry is kept off
+    (``commit.retry.num-retries=0``): a rebased append would replay a decision made on a stale read,
+    so those tables retry by re-reading instead, and a re-enabled retry is switched off again.
+    """
+    try:
+        table = catalog.load_table(identifier)
+    except (NoSuchTableError, NoSuchNamespaceError):
+        if not create:
+            return None
+        try:
+            catalog.create_namespace(identifier[:-1])
+        except NamespaceAlreadyExistsError:
+            pass
+        props = {marker: "1", **({REBASE_RETRIES: "0"} if compare_and_swap else {}), **(properties or {})}
+        try:
+            table = catalog.create_table(identifier, schema=schema, properties=props)
+        except TableAlreadyExistsError:  # a concurrent creator won: use theirs
+            table = catalog.load_table(identifier)
+    if table.properties.get(marker) != "1":
+        raise error(
+            f"{'.'.join(identifier)} exists but is not {what}; rename that table, the name is reserved for {what}"
+        )
+    if compare_and_swap and table.properties.get(REBASE_RETRIES) != "0":
+        table.transaction().set_properties({REBASE_RETRIES: "0"}).commit_transaction()
+        table = catalog.load_table(identifier)
+    return table

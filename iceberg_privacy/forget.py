@@ -41,9 +41,6 @@ import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import (
     CommitFailedException,
-    NoSuchNamespaceError,
-    NoSuchTableError,
-    TableAlreadyExistsError,
 )
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -57,7 +54,7 @@ from pyiceberg.types import (
     UUIDType,
 )
 
-from iceberg_privacy.catalog import is_transient_db_error
+from iceberg_privacy.catalog import is_transient_db_error, reserved_table
 from iceberg_privacy.config import IDENTITY_COLUMNS_KEY, IdentityColumn, identity_columns
 from iceberg_privacy.errors import CommitConflictError, ConfigurationError, IcebergPrivacyError
 from iceberg_privacy.identities import extract_identities
@@ -65,7 +62,6 @@ from iceberg_privacy.keyed import DIGEST_BYTES, _family, canonical_array, key_id
 
 FORGET_TABLE_NAME = "_privacy_forget"
 PROP_MARKER = "privacy.forget.list"
-PROP_RETRIES = "commit.retry.num-retries"
 NAMESPACE_SCOPE = "*"
 SUMMARY_DROPPED = "privacy.forget.dropped-rows"
 """Snapshot summary: rows of this write dropped because their subject is on the forget list."""
@@ -123,26 +119,9 @@ def _target(target: Table | str | Sequence[str]) -> tuple[tuple[str, ...], str]:
 
 # ------------------------------------------------------------------------------------------ storage
 def _load_table(catalog: Catalog, namespace: Sequence[str], *, create: bool) -> Table | None:
-    ident = forget_table_identifier(namespace)
-    try:
-        table = catalog.load_table(ident)
-    except (NoSuchTableError, NoSuchNamespaceError):
-        if not create:
-            return None
-        try:
-            table = catalog.create_table(ident, schema=FORGET_SCHEMA, properties={PROP_MARKER: "1", PROP_RETRIES: "0"})
-        except TableAlreadyExistsError:  # a concurrent adder created it first: use theirs
-            table = catalog.load_table(ident)
-    if table.properties.get(PROP_MARKER) != "1":
-        raise ForgetListError(
-            f"{'.'.join(ident)} exists but is not an iceberg-privacy forget list; rename that table, "
-            "the name is reserved for the forget list of its namespace."
-        )
-    if create and table.properties.get(PROP_RETRIES) != "0":
-        # pyiceberg's rebase-retry would append a digest someone else just added: keep CAS semantics.
-        table.transaction().set_properties({PROP_RETRIES: "0"}).commit_transaction()
-        table = catalog.load_table(ident)
-    return table
+    return reserved_table(catalog, forget_table_identifier(namespace), schema=FORGET_SCHEMA, marker=PROP_MARKER,
+                          what="the iceberg-privacy forget list of its namespace", error=ForgetListError,
+                          create=create, compare_and_swap=True)
 
 
 _ENTRIES: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()

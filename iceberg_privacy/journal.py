@@ -30,16 +30,13 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import (
     CommitFailedException,
-    NamespaceAlreadyExistsError,
-    NoSuchTableError,
-    TableAlreadyExistsError,
 )
 from pyiceberg.expressions import EqualTo
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import BinaryType, ListType, LongType, NestedField, StringType, TimestamptzType
 
-from iceberg_privacy.catalog import is_transient_db_error
+from iceberg_privacy.catalog import is_transient_db_error, reserved_table
 from iceberg_privacy.errors import RequestConflictError, SubjectRightsError, UnknownRequestError
 
 JOURNAL_NAMESPACE = "_privacy"
@@ -212,25 +209,10 @@ class Journal:
         self.identifier = (namespace, JOURNAL_TABLE)
 
     def load(self, *, create: bool = False) -> Table | None:
-        try:
-            table = self.catalog.load_table(self.identifier)
-        except NoSuchTableError:
-            if not create:
-                return None
-            try:
-                self.catalog.create_namespace(self.identifier[0])
-            except NamespaceAlreadyExistsError:
-                pass
-            try:
-                table = self.catalog.create_table(self.identifier, SCHEMA, properties={PROP_MARKER: "1"})
-            except TableAlreadyExistsError:
-                table = self.catalog.load_table(self.identifier)
-        if table.properties.get(PROP_MARKER) != "1":
-            raise SubjectRightsError(
-                f"{'.'.join(self.identifier)} exists but is not an iceberg-privacy request journal; rename that "
-                "table or pass another journal namespace"
-            )
-        return table
+        # Events are idempotent by id, so pyiceberg's rebase-retry is harmless here (no compare-and-swap).
+        return reserved_table(self.catalog, self.identifier, schema=SCHEMA, marker=PROP_MARKER,
+                              what="the iceberg-privacy request journal", error=SubjectRightsError, create=create,
+                              compare_and_swap=False)
 
     def append(self, events: list[dict[str, Any]]) -> None:
         """Append events durably (one Iceberg commit); retried on conflicts with other writers."""

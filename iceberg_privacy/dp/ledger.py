@@ -31,12 +31,12 @@ from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import LongType, NestedField, StringType, TimestamptzType
 
-from iceberg_privacy.catalog import is_transient_db_error
+from iceberg_privacy.catalog import is_transient_db_error, reserved_table
 from iceberg_privacy.dp.budget import Budget, budget_from_json, zero_like
 from iceberg_privacy.dp.errors import (
     BudgetExhaustedError,
@@ -50,7 +50,6 @@ LEDGER_TABLE_NAME = "_dp_ledger"
 PROP_MARKER = "privacy.dp.ledger"
 PROP_BUDGETS = "privacy.dp.budgets"
 PROP_SPENT = "privacy.dp.spent"
-PROP_RETRIES = "commit.retry.num-retries"
 DEFAULT_PRINCIPAL_KEY = "*"
 MAX_ATTEMPTS = 200
 
@@ -194,36 +193,11 @@ class Ledger:
     def exists(self) -> bool:
         return self.catalog.table_exists(self.identifier)
 
-    def _create(self) -> Table:
-        """Create the ledger table; a concurrent creator winning is fine, we then load theirs."""
-        try:
-            return self.catalog.create_table(
-                self.identifier,
-                schema=LEDGER_SCHEMA,
-                properties={PROP_MARKER: "1", PROP_RETRIES: "0", PROP_BUDGETS: "{}", PROP_SPENT: "{}"},
-            )
-        except TableAlreadyExistsError:
-            return self.catalog.load_table(self.identifier)
-
     def load(self, *, create: bool = False) -> Table | None:
         """Load the ledger table (optionally creating it); refuses a table that is not a ledger."""
-        try:
-            table = self.catalog.load_table(self.identifier)
-        except NoSuchTableError:
-            if not create:
-                return None
-            table = self._create()
-        if table.properties.get(PROP_MARKER) != "1":
-            raise LedgerConflictError(
-                f"{'.'.join(self.identifier)} exists but is not an iceberg-privacy ledger; "
-                "rename that table, the name is reserved for the DP budget ledger."
-            )
-        if table.properties.get(PROP_RETRIES) != "0":
-            # Someone re-enabled pyiceberg's rebase-retry; that would replay stale totals. Repair it
-            # (a property-only change does not alter any total, so it is safe on its own).
-            table.transaction().set_properties({PROP_RETRIES: "0"}).commit_transaction()
-            table = self.catalog.load_table(self.identifier)
-        return table
+        return reserved_table(self.catalog, self.identifier, schema=LEDGER_SCHEMA, marker=PROP_MARKER,
+                              what="the iceberg-privacy DP budget ledger", error=LedgerConflictError, create=create,
+                              compare_and_swap=True, properties={PROP_BUDGETS: "{}", PROP_SPENT: "{}"})
 
     def state(self) -> LedgerState:
         table = self.load()
