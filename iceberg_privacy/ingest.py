@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import time
 import uuid
 from collections.abc import Iterator
@@ -312,6 +313,18 @@ def finish_staged(table: Table, tx: Transaction, producer: _SnapshotProducer | N
         raise
 
 
+def _without_rebase(table: Table) -> Table:
+    """``table`` with pyiceberg's own commit retry off, for one transaction (nothing is persisted).
+
+    pyiceberg re-applies a lost append onto the winner's snapshot by itself. Ours must first re-check
+    the forget list against that snapshot (an erasure may have won), so conflicts come back to our
+    loop in :func:`_commit`, which retries the same number of times.
+    """
+    props = {**table.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
+    return Table(table.name(), table.metadata.model_copy(update={"properties": props}), table.metadata_location,
+                 table.io, table.catalog)
+
+
 def _commit(
     table: Table, written: WrittenFiles, columns: list[BloomColumn], *, operation: str,
     overwrite_filter: BooleanExpression | None, snapshot_properties: dict[str, str], max_retries: int,
@@ -325,12 +338,13 @@ def _commit(
         written = recheck_forget(table, written, columns)
         if not written.files and overwrite_filter is None:
             return None, None, 0, attempt, written  # every row belonged to a subject forgotten meanwhile
-        tx: Transaction = table.transaction()
+        tx: Transaction = _without_rebase(table).transaction()
         sidecar_path: str | None = None
         try:
             snapshot_id, sidecar_path, sidecar_bytes = _attempt(
                 table, tx, written, columns, base_id, overwrite_filter, snapshot_properties)
             tx.commit_transaction()
+            table.refresh()  # the caller's object sees its commit, as after pyiceberg's own append
             return snapshot_id, sidecar_path, sidecar_bytes, attempt, written
         except CommitFailedException as exc:
             logger.info("commit attempt %d on %s lost to a concurrent writer: %s", attempt, table.name(), exc)
@@ -344,6 +358,7 @@ def _commit(
             logger.info("commit attempt %d on %s used metadata older than a purge; retrying", attempt, table.name())
         if sidecar_path is not None:
             table.io.delete(sidecar_path)
+        time.sleep(min(1.0, 0.02 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))  # let the winner finish
         table.refresh()
     for f in written.files:
         table.io.delete(f.file_path)

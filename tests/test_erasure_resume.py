@@ -142,7 +142,10 @@ def test_concurrent_ingest_during_erasure(tmp_path: Path) -> None:
     finally:
         out, err = ingest.communicate(timeout=300)
     assert ingest.returncode == 0, err
-    ip.run_request(catalog, "race", ["victim"])  # re-plans, erases stragglers, purges and verifies
+    # Every append re-checks the forget list at each commit attempt, and the erasure listed the subject
+    # before committing: no row of the subject can have landed, before or after the erasure's commit.
+    assert not [r for r in all_rows(catalog.load_table("db.t")) if r["user_id"] == "victim"]
+    ip.run_request(catalog, "race", ["victim"])  # re-plans (nothing left), purges and verifies
     table = catalog.load_table("db.t")
     got = all_rows(table)
     assert not [r for r in got if r["user_id"] == "victim"]

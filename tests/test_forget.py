@@ -380,3 +380,31 @@ def test_subject_forgotten_between_write_and_commit_is_dropped_at_commit(catalog
     assert not {x.file.file_path for x in t.scan().plan_files()} & set(task_files)
     assert not any(os.path.exists(p.removeprefix("file://")) for p in task_files)
     assert ip.lookup(t, "user_id", ["bob"]).num_rows == 1  # the rewritten file has its filters
+
+
+def test_erasure_winning_the_commit_race_is_rechecked_not_rebased(catalog: Catalog,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """An erasure lists a subject and commits between our forget check and our commit: pyiceberg would
+    rebase our append onto its snapshot unchecked; we must re-check the list on the new base instead."""
+    from iceberg_privacy import ingest
+
+    t = _table(catalog, "db.events")  # pyiceberg's default commit retries stay on
+    _erase(catalog, t, ["zed"])
+    other = catalog.load_table("db.events")
+    real = ingest.recheck_forget
+    raced: list[bool] = []
+
+    def racing_recheck(table, written, columns):  # type: ignore[no-untyped-def]
+        out = real(table, written, columns)
+        if not raced:  # right after our check: the erasure lists ann and commits first
+            raced.append(True)
+            _erase(catalog, other, ["ann"])
+            ip.append(other, _rows(["bob"]))
+        return out
+
+    monkeypatch.setattr(ingest, "recheck_forget", racing_recheck)
+    report = ip.append(t, _rows(["ann", "carl"]))
+    assert raced and report.commit_attempts == 2
+    users = sorted(x for x in catalog.load_table("db.events").scan().to_arrow().column("user_id").to_pylist())
+    assert users == ["bob", "carl"]
+    assert report.dropped_rows == 1

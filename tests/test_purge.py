@@ -44,8 +44,8 @@ def test_purge_removes_old_bytes_and_verifies(catalog: Catalog) -> None:
                     if "victim" in pq.read_table(_local(p), columns=["user_id"]).column(0).to_pylist()}
     report = ip.erase(catalog, ["victim"], request_id="r")
     assert all(Path(p).exists() for p in victim_files)  # erase alone: old snapshots still reach them
+    ip.access(catalog, ["x"], request_id="acc", out=Path(_local(table.location())).parent / "out")
     with pytest.raises(RequestConflictError, match="only erasures"):
-        ip.access(catalog, ["x"], request_id="acc", out=Path(_local(table.location())).parent / "out")
         ip.purge(catalog, "acc")
     pr = ip.purge(catalog, report.request_id)
     table = catalog.load_table("db.t")
