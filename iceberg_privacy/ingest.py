@@ -317,8 +317,8 @@ def _without_rebase(table: Table) -> Table:
     """``table`` with pyiceberg's own commit retry off, for one transaction (nothing is persisted).
 
     pyiceberg re-applies a lost append onto the winner's snapshot by itself. Ours must first re-check
-    the forget list against that snapshot (an erasure may have won), so conflicts come back to our
-    loop in :func:`_commit`, which retries the same number of times.
+    the forget list against that snapshot (an erasure may have won), so conflicts come back to the
+    loop in :func:`_commit`, which re-checks and retries (``max_commit_retries``, with backoff).
     """
     props = {**table.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
     return Table(table.name(), table.metadata.model_copy(update={"properties": props}), table.metadata_location,
@@ -383,7 +383,7 @@ def _write(table: Table, data: pa.Table | pa.RecordBatchReader, *, operation: st
 def commit_written(
     table: Table, written: WrittenFiles, columns: list[BloomColumn], *, operation: str = "append",
     overwrite_filter: BooleanExpression | None = None, snapshot_properties: dict[str, str] | None = None,
-    max_retries: int = 5, started: float | None = None,
+    max_retries: int = 10, started: float | None = None,
 ) -> WriteReport:
     """Commit files from :func:`write_data_files` with one sidecar, atomically (Spark's driver uses it too).
 
@@ -415,7 +415,7 @@ def commit_written(
 
 def append(
     table: Table, data: pa.Table | pa.RecordBatchReader, *, snapshot_properties: dict[str, str] | None = None,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_commit_retries: int = 5, progress: bool = False,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_commit_retries: int = 10, progress: bool = False,
 ) -> WriteReport:
     """Append ``data`` with a Bloom-filter sidecar for the table's configured columns, atomically.
 
@@ -429,7 +429,7 @@ def append(
 def overwrite(
     table: Table, data: pa.Table | pa.RecordBatchReader, overwrite_filter: BooleanExpression | str = ALWAYS_TRUE, *,
     snapshot_properties: dict[str, str] | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    max_commit_retries: int = 5, progress: bool = False,
+    max_commit_retries: int = 10, progress: bool = False,
 ) -> WriteReport:
     """Delete rows matching ``overwrite_filter`` (all by default) and append ``data``, in one commit.
 

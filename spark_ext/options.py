@@ -33,7 +33,7 @@ WRITE_OPTIONS: dict[str, str] = {
     "bloom.columns": "comma-separated columns that get Bloom filters (used when the table is created)",
     "bloom.fpp": "target false-positive probability of new bloom columns (default 0.01)",
     "bloom.ndv": "distinct-count hint per data file for new bloom columns",
-    "commit.retries": "commit retries on concurrent-commit conflicts (default 5)",
+    "commit.retries": "commit retries on concurrent-commit conflicts (default 10)",
     "streaming.query-id": "identity of a streaming query for exactly-once commits (default: Spark's query id)",
 }
 COMMON_OPTIONS: dict[str, str] = {

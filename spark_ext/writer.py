@@ -153,7 +153,7 @@ class _TaskWriter:
         self.columns: list[BloomColumn] = bloom_columns(table.schema(), table.properties)
         self.forget_filter: forget.ForgetFilter | None = forget.load(table)
         self.arrow: pa.Schema = arrow_for_iceberg(struct)
-        self.max_retries = opts.get_int("commit.retries", 5, minimum=0) or 0
+        self.max_retries = opts.get_int("commit.retries", 10, minimum=0) or 0
 
     @property
     def _forget_version(self) -> int | None:
