@@ -58,7 +58,7 @@ from iceberg_privacy.catalog import is_transient_db_error, reserved_table
 from iceberg_privacy.config import IDENTITY_COLUMNS_KEY, IdentityColumn, identity_columns
 from iceberg_privacy.errors import CommitConflictError, ConfigurationError, IcebergPrivacyError
 from iceberg_privacy.identities import extract_identities
-from iceberg_privacy.keyed import DIGEST_BYTES, _family, canonical_array, key_id, load_secret
+from iceberg_privacy.keyed import DIGEST_BYTES, canonical_array, family_prefix, key_id, load_secret
 
 FORGET_TABLE_NAME = "_privacy_forget"
 PROP_MARKER = "privacy.forget.list"
@@ -277,7 +277,7 @@ def digest_values(secret: bytes, distinct: pa.Array, t: PrimitiveType) -> list[b
     if len(arr) == 0:
         return []
     if isinstance(t, (StringType, BinaryType, FixedType, UUIDType)) and not arr.null_count:
-        copy = _hmac_base(secret, _family(t)).copy
+        copy = _hmac_base(secret, family_prefix(t)).copy
         data = arr.buffers()[-1]
         raw = data.to_pybytes() if data is not None else b""
         if pa.types.is_fixed_size_binary(arr.type):

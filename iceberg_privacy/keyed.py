@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.conversions import to_bytes
+from pyiceberg.expressions.literals import Literal
 from pyiceberg.types import (
     BinaryType,
     DateType,
@@ -130,7 +131,8 @@ _INT = struct.Struct("<q")
 _DATE = struct.Struct("<i")
 
 
-def _family(t: PrimitiveType) -> bytes:
+def family_prefix(t: PrimitiveType) -> bytes:
+    """The canonical encoding's type-family tag (see the module doc)."""
     if isinstance(t, (IntegerType, LongType)):
         return b"i"
     if isinstance(t, StringType):
@@ -171,8 +173,12 @@ def canonical_literals(values: Iterable[Any], t: PrimitiveType, column: str) -> 
     Values Iceberg refuses raise :class:`~iceberg_privacy.errors.InvalidLookupValueError`; values that
     cannot occur in the column (out of an int's range) are dropped.
     """
-    family = _family(t)
-    return [family + _encode(lit.value, t) for lit in coerce_values(values, t, column)]
+    return [canonical_literal(lit, t) for lit in coerce_values(values, t, column)]
+
+
+def canonical_literal(lit: Literal[Any], t: PrimitiveType) -> bytes:
+    """Canonical bytes of a literal already coerced to the column type ``t``."""
+    return family_prefix(t) + _encode(lit.value, t)
 
 
 def _storage(arr: pa.Array, t: PrimitiveType) -> pa.Array:
@@ -192,7 +198,7 @@ def _storage(arr: pa.Array, t: PrimitiveType) -> pa.Array:
 
 def canonical_array(arr: pa.Array, t: PrimitiveType) -> list[bytes | None]:
     """Canonical bytes of every value of an Arrow array of column type ``t`` (None for nulls)."""
-    family = _family(t)
+    family = family_prefix(t)
     return [None if v is None else family + _encode(v, t) for v in _storage(arr, t).to_pylist()]
 
 

@@ -35,9 +35,7 @@ from iceberg_privacy.config import IdentityColumn, identity_columns
 from iceberg_privacy.errors import InvalidLookupValueError, NoIdentityColumnsError
 from iceberg_privacy.hashing import coerce_values
 from iceberg_privacy.identities import extract_identities, rows_matching
-from iceberg_privacy.keyed import _encode as _canonical_encode
-from iceberg_privacy.keyed import _family as _canonical_family
-from iceberg_privacy.keyed import canonical_array, digest
+from iceberg_privacy.keyed import canonical_array, canonical_literal, digest
 from iceberg_privacy.planner import plan_lookup
 
 # Tables the library itself keeps: never subject tables, even if someone declares identity columns on them.
@@ -140,7 +138,7 @@ def _coerce_one(value: Any, col: IdentityColumn) -> tuple[bool, Literal[Any] | N
 
 
 def _literal_digest(secret: bytes, lit: Literal[Any], col: IdentityColumn) -> bytes:
-    return digest(secret, _canonical_family(col.leaf_type) + _canonical_encode(lit.value, col.leaf_type))
+    return digest(secret, canonical_literal(lit, col.leaf_type))
 
 
 def _arrow_value(lit: Literal[Any]) -> Any:
