@@ -67,3 +67,19 @@ class UnknownRequestError(SubjectRightsError, KeyError):
 
 class VerificationFailedError(SubjectRightsError):
     """Rows of an erased subject are still present in files under the table location."""
+
+
+class LineageError(IcebergPrivacyError):
+    """Lineage problems: a derive that cannot be analysed or run, a bad reference to a table or column."""
+
+
+class OpaqueSqlError(LineageError):
+    """The SQL of a derive cannot be analysed for lineage, and the caller did not allow an opaque write."""
+
+
+class MissingSourceError(LineageError):
+    """A table the SQL reads is not in the catalog."""
+
+
+class PurposeViolationError(LineageError):
+    """A derive would move data into a table whose purpose a source does not allow."""

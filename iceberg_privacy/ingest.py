@@ -42,6 +42,7 @@ from iceberg_privacy.errors import CommitConflictError, SchemaMismatchError
 from iceberg_privacy.filters import filters_for_data_files, filters_for_table
 from iceberg_privacy.forget import ForgetFilter
 from iceberg_privacy.index import new_sidecar_location, statistics_entry, summary_properties
+from iceberg_privacy.lineage.record import LineageRecord, with_default
 from iceberg_privacy.puffin import PuffinFooter
 from iceberg_privacy.sidecar import ColumnInfo, CoveredFile, FileFilter, write_sidecar
 from iceberg_privacy.version import __version__
@@ -370,25 +371,28 @@ def _commit(
 
 def _write(table: Table, data: pa.Table | pa.RecordBatchReader, *, operation: str,
            overwrite_filter: BooleanExpression | None, snapshot_properties: dict[str, str] | None,
-           chunk_bytes: int, max_retries: int, progress: bool) -> WriteReport:
+           chunk_bytes: int, max_retries: int, progress: bool, lineage: LineageRecord | None) -> WriteReport:
     t0 = time.perf_counter()
     if not isinstance(data, (pa.Table, pa.RecordBatchReader)):
         raise TypeError(f"{operation} takes a pyarrow.Table or pyarrow.RecordBatchReader, not {type(data).__name__}")
     columns = bloom_columns(table.schema(), table.properties)
     written = _write_data(table, data, columns, chunk_bytes, progress, forget.load(table))
     return commit_written(table, written, columns, operation=operation, overwrite_filter=overwrite_filter,
-                          snapshot_properties=snapshot_properties, max_retries=max_retries, started=t0)
+                          snapshot_properties=snapshot_properties, max_retries=max_retries, started=t0,
+                          lineage=lineage)
 
 
 def commit_written(
     table: Table, written: WrittenFiles, columns: list[BloomColumn], *, operation: str = "append",
     overwrite_filter: BooleanExpression | None = None, snapshot_properties: dict[str, str] | None = None,
-    max_retries: int = 10, started: float | None = None,
+    max_retries: int = 10, started: float | None = None, lineage: LineageRecord | None = None,
+    engine: str = "pyarrow",
 ) -> WriteReport:
     """Commit files from :func:`write_data_files` with one sidecar, atomically (Spark's driver uses it too).
 
     ``columns`` must be those the filters were built for. Nothing is committed when there are no
-    files and no overwrite.
+    files and no overwrite. ``lineage`` goes into the snapshot summary; without it the write is
+    recorded as rows from outside the lake (``engine`` names who wrote them).
     """
     t0 = time.perf_counter() if started is None else started
     report = WriteReport(snapshot_id=None, operation=operation, bloom_columns=[c.name for c in columns],
@@ -398,7 +402,9 @@ def commit_written(
         return report
     snapshot_id, sidecar, sidecar_bytes, attempts, written = _commit(
         table, written, columns, operation=operation, overwrite_filter=overwrite_filter,
-        snapshot_properties=dict(snapshot_properties or {}), max_retries=max_retries,
+        snapshot_properties={**with_default(snapshot_properties, operation, engine),
+                             **(lineage.summary() if lineage is not None else {})},
+        max_retries=max_retries,
     )
     report.snapshot_id = snapshot_id
     report.dropped_rows = written.dropped_rows
@@ -416,20 +422,22 @@ def commit_written(
 def append(
     table: Table, data: pa.Table | pa.RecordBatchReader, *, snapshot_properties: dict[str, str] | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_commit_retries: int = 10, progress: bool = False,
+    lineage: LineageRecord | None = None,
 ) -> WriteReport:
     """Append ``data`` with a Bloom-filter sidecar for the table's configured columns, atomically.
 
     A RecordBatchReader is consumed in chunks of about ``chunk_bytes`` (memory stays bounded);
     partitioned tables are supported either way. Concurrent-commit conflicts are retried.
+    ``lineage`` says where the rows came from (default: outside the lake).
     """
     return _write(table, data, operation="append", overwrite_filter=None, snapshot_properties=snapshot_properties,
-                  chunk_bytes=chunk_bytes, max_retries=max_commit_retries, progress=progress)
+                  chunk_bytes=chunk_bytes, max_retries=max_commit_retries, progress=progress, lineage=lineage)
 
 
 def overwrite(
     table: Table, data: pa.Table | pa.RecordBatchReader, overwrite_filter: BooleanExpression | str = ALWAYS_TRUE, *,
     snapshot_properties: dict[str, str] | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    max_commit_retries: int = 10, progress: bool = False,
+    max_commit_retries: int = 10, progress: bool = False, lineage: LineageRecord | None = None,
 ) -> WriteReport:
     """Delete rows matching ``overwrite_filter`` (all by default) and append ``data``, in one commit.
 
@@ -441,4 +449,4 @@ def overwrite(
         overwrite_filter = parse(overwrite_filter)
     return _write(table, data, operation="overwrite", overwrite_filter=overwrite_filter,
                   snapshot_properties=snapshot_properties, chunk_bytes=chunk_bytes, max_retries=max_commit_retries,
-                  progress=progress)
+                  progress=progress, lineage=lineage)

@@ -33,6 +33,7 @@ from iceberg_privacy.index import (
     statistics_entry,
     warn,
 )
+from iceberg_privacy.lineage.record import fold_expired
 from iceberg_privacy.sidecar import CACHE, ColumnInfo, CoveredFile, FileFilter, write_sidecar
 from iceberg_privacy.version import __version__
 
@@ -132,7 +133,10 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
     before = referenced_sidecar_locations(md)
     tx: Transaction = table.transaction()
     if expire_ids:
+        kept = fold_expired(md, expire_ids)  # summaries go with their snapshots; their lineage must not
         ExpireSnapshots(tx).by_ids(sorted(expire_ids)).commit()
+        if kept:
+            tx.set_properties(kept)
         report.expired_snapshots = sorted(expire_ids)
     per_file = _collect_filters(table, live, columns, build_missing, report, progress) if columns else {}
     target = _registration_snapshot(tx.table_metadata, retained)

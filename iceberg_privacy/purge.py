@@ -58,6 +58,7 @@ from iceberg_privacy.journal import (
     Journal,
 )
 from iceberg_privacy.keyed import key_id, load_secret
+from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord
 from iceberg_privacy.maintenance import cleanup_orphans, expire_snapshots
 from iceberg_privacy.subjects import digest_value_set
 
@@ -170,7 +171,8 @@ def _scrub_head(table: Table) -> int | None:
         if head is None or not any(m.deleted_files_count for m in head.manifests(table.io)):
             return None
         tx = table.transaction()
-        producer = tx.update_snapshot(snapshot_properties={SUMMARY_SCRUB: "1"}).fast_append()
+        producer = tx.update_snapshot(snapshot_properties={
+            SUMMARY_SCRUB: "1", **LineageRecord(op="scrub", engine="pyarrow", status=MAINTENANCE).summary()}).fast_append()
         producer.commit()
         try:
             tx.commit_transaction()

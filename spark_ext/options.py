@@ -35,6 +35,7 @@ WRITE_OPTIONS: dict[str, str] = {
     "bloom.ndv": "distinct-count hint per data file for new bloom columns",
     "commit.retries": "commit retries on concurrent-commit conflicts (default 10)",
     "streaming.query-id": "identity of a streaming query for exactly-once commits (default: Spark's query id)",
+    "lineage": "JSON lineage record for the snapshot summary (iceberg_privacy.derive sets it; default: external rows)",
 }
 COMMON_OPTIONS: dict[str, str] = {
     "path": "the table identifier, e.g. db.events (the argument of load()/save())",

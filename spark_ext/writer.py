@@ -36,6 +36,7 @@ from iceberg_privacy import forget
 from iceberg_privacy.config import COLUMNS_KEY, BloomColumn, bloom_columns, configure_bloom
 from iceberg_privacy.errors import ConfigurationError, SchemaMismatchError, UnknownColumnError
 from iceberg_privacy.ingest import WriteReport, WrittenFiles, commit_written, write_data_files
+from iceberg_privacy.lineage.record import LineageRecord
 from spark_ext.options import SourceOptions
 from spark_ext.schema import arrow_for_iceberg, cast_batch
 
@@ -140,6 +141,16 @@ def _gather(messages: list[WriterCommitMessage | None], forget_version: int | No
     return out
 
 
+def _lineage_option(opts: SourceOptions) -> LineageRecord | None:
+    text = opts.get("lineage")
+    if text is None:
+        return None
+    try:
+        return LineageRecord.parse(text)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigurationError(f"option lineage is not a lineage record (docs/lineage.md): {exc}") from None
+
+
 class _TaskWriter:
     """State shipped to executors: table metadata, FileIO properties, bloom columns and the table's
     forget list (loaded once on the driver, so every task drops the same erased subjects); never a catalog."""
@@ -154,6 +165,7 @@ class _TaskWriter:
         self.forget_filter: forget.ForgetFilter | None = forget.load(table)
         self.arrow: pa.Schema = arrow_for_iceberg(struct)
         self.max_retries = opts.get_int("commit.retries", 10, minimum=0) or 0
+        self.lineage = _lineage_option(opts)
 
     @property
     def _forget_version(self) -> int | None:
@@ -175,6 +187,7 @@ class _TaskWriter:
             table, written, self.columns, operation="overwrite" if self.overwrite else "append",
             overwrite_filter=ALWAYS_TRUE if self.overwrite else None,
             snapshot_properties={**self.opts.snapshot_properties, **(extra or {})}, max_retries=self.max_retries,
+            lineage=self.lineage, engine="spark",
         )
         print(f"iceberg-privacy spark write {self.opts.table}: {report}", file=sys.stderr, flush=True)
         return report

@@ -45,6 +45,7 @@ from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.provenance import RELEASE_MARKER, build_summary, noise_summary, read_provenance
 from iceberg_privacy.dp.query import HistogramQuery, keyset_fingerprint
 from iceberg_privacy.errors import ConfigurationError, UnknownColumnError
+from iceberg_privacy.lineage.record import AGGREGATION, COMPLETE, INDIRECT, FieldRef, LineageRecord, SourceRef
 
 Aggregate = Literal["count", "sum", "mean"]
 _ID_TYPES = (StringType, IntegerType, LongType, DateType)
@@ -485,6 +486,7 @@ def dp_histogram(
             ledger_table=".".join(ledger.identifier),
             ledger_snapshot_id=reservation.ledger_snapshot_id,
         )
+        props.update(_lineage(source, snap.snapshot_id, by, expected_cols[-1], column, privacy_unit).summary())
         out_table = _write_output(catalog, out_id, arrow, props)
     except BaseException as exc:
         try:
@@ -513,6 +515,20 @@ def dp_histogram(
         provenance=read_provenance(out_table, out_snap.snapshot_id),
         data=arrow,
     )
+
+
+def _lineage(source: Table, snapshot_id: int, by: list[str], output: str, column: str | None,
+             privacy_unit: str | None) -> LineageRecord:
+    """A release's lineage: exempt from erasure fan-out (aggregated with DP), with its inputs named."""
+    fields = {b: [FieldRef(0, b, subtype=AGGREGATION, masking=True)] for b in by}  # keys: public or DP-discovered
+    fields[output] = [FieldRef(0, column or privacy_unit or by[0], subtype=AGGREGATION, masking=True)] \
+        if (column or privacy_unit or by) else []
+    indirect = [FieldRef(0, b, type=INDIRECT, subtype="GROUP_BY") for b in by]
+    if privacy_unit:
+        indirect.append(FieldRef(0, privacy_unit, type=INDIRECT, subtype="GROUP_BY"))
+    src = SourceRef(".".join(source.name()), str(source.metadata.table_uuid), snapshot_id)
+    return LineageRecord(op="dp-release", engine="tumult", status=COMPLETE, sources=[src],
+                         columns={k: v for k, v in fields.items() if v}, indirect=indirect, exempt="dp")
 
 
 def _spark(spark: Any | None) -> Any:

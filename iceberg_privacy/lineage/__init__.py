@@ -1,0 +1,44 @@
+"""Lineage: where data came from and where it went, table by table and column by column.
+
+Every library write records a :class:`LineageRecord` in its snapshot summary; :func:`graph` reads
+them back for the whole catalog. See docs/lineage.md.
+"""
+
+from __future__ import annotations
+
+from pyiceberg.catalog import Catalog
+
+from iceberg_privacy.lineage.annotations import Annotations, annotate
+from iceberg_privacy.lineage.catalog_graph import ColumnEdge, LineageGraph, TableEdge, TableNode, build_graph
+from iceberg_privacy.lineage.record import FieldRef, LineageRecord, SourceRef
+
+
+def graph(catalog: Catalog, *, workers: int | None = None) -> LineageGraph:
+    """The catalog-wide lineage graph (problems such as dropped sources or cycles in ``.problems``)."""
+    return build_graph(catalog, workers=workers)
+
+
+def upstream(g: LineageGraph, ref: str, *, indirect: bool = True) -> list[str]:
+    """Tables or columns ``ref`` (``db.t`` or ``db.t.col``) was computed from, nearest first."""
+    return g.upstream(ref, indirect=indirect)
+
+
+def downstream(g: LineageGraph, ref: str, *, indirect: bool = True) -> list[str]:
+    """Tables or columns data of ``ref`` flowed into, nearest first."""
+    return g.downstream(ref, indirect=indirect)
+
+
+__all__ = [
+    "Annotations",
+    "ColumnEdge",
+    "FieldRef",
+    "LineageGraph",
+    "LineageRecord",
+    "SourceRef",
+    "TableEdge",
+    "TableNode",
+    "annotate",
+    "downstream",
+    "graph",
+    "upstream",
+]

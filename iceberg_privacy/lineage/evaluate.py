@@ -1,0 +1,66 @@
+"""Evaluate a recorded column expression on subject values: where did Ann's id go downstream?
+
+A derive that writes ``lower(email) AS email_l`` records the expression ``LOWER(email)``. Erasing
+``Ann@X.org`` downstream means erasing ``ann@x.org`` there, so fan-out evaluates the expression on
+the subject's value with DuckDB (in-process, no data read). Expressions recorded by Spark are
+transpiled to DuckDB's dialect by sqlglot first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from iceberg_privacy.errors import LineageError
+
+
+def sql_type(arrow_type: pa.DataType) -> str:
+    """A SQL type name for ``arrow_type`` that sqlglot and DuckDB understand (nested types: VARCHAR)."""
+    if pa.types.is_integer(arrow_type):
+        return "BIGINT"
+    if pa.types.is_floating(arrow_type):
+        return "DOUBLE"
+    if pa.types.is_boolean(arrow_type):
+        return "BOOLEAN"
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMPTZ" if arrow_type.tz else "TIMESTAMP"
+    if pa.types.is_date(arrow_type):
+        return "DATE"
+    if pa.types.is_decimal(arrow_type):
+        return f"DECIMAL({arrow_type.precision}, {arrow_type.scale})"
+    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type) or pa.types.is_fixed_size_binary(
+            arrow_type):
+        return "BLOB"
+    return "VARCHAR"
+
+
+def map_values(expression: str, column: str, column_type: str, values: Sequence[Any], *,
+               dialect: str = "duckdb") -> list[Any]:
+    """``expression`` evaluated with ``column`` bound to each value (values that fail to cast are skipped).
+
+    Raises :class:`LineageError` when the expression cannot be evaluated at all.
+    """
+    import duckdb
+    import sqlglot
+
+    try:
+        expr = sqlglot.transpile(expression, read=dialect or "duckdb", write="duckdb")[0]
+    except Exception as exc:  # noqa: BLE001 - sqlglot raises several types
+        raise LineageError(f"recorded expression {expression!r} cannot be read: {exc}") from exc
+    ident = '"' + column.replace('"', '""') + '"'
+    out: list[Any] = []
+    con = duckdb.connect()
+    try:
+        for value in values:
+            try:
+                row = con.execute(f"SELECT {expr} FROM (SELECT TRY_CAST($1 AS {column_type}) AS {ident})",
+                                  [value]).fetchone()
+            except duckdb.Error as exc:
+                raise LineageError(f"recorded expression {expression!r} cannot be evaluated: {exc}") from exc
+            if row is not None and row[0] is not None:
+                out.append(row[0])
+    finally:
+        con.close()
+    return list(dict.fromkeys(out))

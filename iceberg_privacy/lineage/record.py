@@ -1,0 +1,230 @@
+"""The lineage record every library write puts in its snapshot summary (spec: docs/lineage.md).
+
+One summary key, ``privacy.lineage``, holds compact JSON: which tables (by uuid and snapshot id) the
+written rows came from and, where known, which source columns each written column was computed
+from, in OpenLineage's columnLineage vocabulary (DIRECT: IDENTITY / TRANSFORMATION / AGGREGATION,
+INDIRECT: JOIN / FILTER / GROUP_BY / SORT / WINDOW / CONDITIONAL). A snapshot without the key was
+written by another engine: its source is unknown.
+
+Snapshot summaries disappear when snapshots expire, so :func:`fold_expired` keeps the records of
+expired snapshots in the table property ``privacy.lineage.history`` in the same commit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pyiceberg.table import Table
+from pyiceberg.table.metadata import TableMetadata
+
+SUMMARY_KEY = "privacy.lineage"
+HISTORY_PROPERTY = "privacy.lineage.history"
+FORMAT_VERSION = 1
+
+# status of a record
+COMPLETE = "complete"  # sources and column mapping known
+OPAQUE = "opaque"  # sources known as far as tokens tell; columns unknown (SQL the parser could not analyse)
+EXTERNAL = "external"  # rows came from outside the lake (a DataFrame, files): no source table
+MAINTENANCE = "maintenance"  # rows only removed or rewritten in place (erasure, purge scrub)
+Status = Literal["complete", "opaque", "external", "maintenance"]
+
+DIRECT, INDIRECT = "DIRECT", "INDIRECT"
+IDENTITY, TRANSFORMATION, AGGREGATION = "IDENTITY", "TRANSFORMATION", "AGGREGATION"
+INDIRECT_SUBTYPES = ("JOIN", "FILTER", "GROUP_BY", "SORT", "WINDOW", "CONDITIONAL")
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """A source table as read: its uuid survives renames, the snapshot pins what was read."""
+
+    table: str
+    uuid: str
+    snapshot_id: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"table": self.table, "uuid": self.uuid, "snapshot-id": self.snapshot_id}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SourceRef:
+        sid = d.get("snapshot-id")
+        return cls(str(d["table"]), str(d["uuid"]), None if sid is None else int(sid))
+
+    @classmethod
+    def of(cls, table: Table) -> SourceRef:
+        return cls(".".join(table.name()), str(table.metadata.table_uuid), table.metadata.current_snapshot_id)
+
+
+@dataclass(frozen=True)
+class FieldRef:
+    """One input of a written column (DIRECT) or of the whole write (INDIRECT).
+
+    ``masking`` is OpenLineage's flag: True when the value is aggregated away (``count(user_id)``),
+    False when a person's value can come through (``user_id``, ``lower(email)``, ``max(user_id)``).
+    ``expression`` is the SQL computing the written value from this one column (``LOWER(email)``),
+    when the value depends on no other column; erasure fan-out evaluates it to find the subject's
+    value downstream.
+    """
+
+    source: int  # index into LineageRecord.sources
+    column: str
+    type: str = DIRECT
+    subtype: str = IDENTITY
+    masking: bool = False
+    expression: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"s": self.source, "c": self.column, "t": self.type, "st": self.subtype}
+        if self.masking:
+            d["m"] = True
+        if self.expression is not None:
+            d["x"] = self.expression
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> FieldRef:
+        return cls(int(d["s"]), str(d["c"]), str(d.get("t", DIRECT)), str(d.get("st", IDENTITY)),
+                   bool(d.get("m", False)), d.get("x"))
+
+
+@dataclass
+class LineageRecord:
+    """What one write read and how each written column was computed."""
+
+    op: str  # append | overwrite | derive | erasure | dp-release | scrub
+    engine: str  # pyarrow | spark | duckdb | tumult
+    status: Status
+    sources: list[SourceRef] = field(default_factory=list)
+    columns: dict[str, list[FieldRef]] = field(default_factory=dict)
+    indirect: list[FieldRef] = field(default_factory=list)
+    sql: str | None = None  # literals replaced by '?': a WHERE user_id = 42 must not put an id into metadata
+    purpose: str | None = None
+    override: dict[str, Any] | None = None  # {"reason": ..., "by": ..., "flows": [...]} when a purpose check was overridden
+    exempt: str | None = None  # "dp": aggregated with differential privacy, not erased downstream
+    reason: str | None = None  # why the record is opaque
+    snapshot_id: int | None = None  # filled when read back
+    timestamp_ms: int | None = None  # the snapshot's commit time, filled when read back
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"v": FORMAT_VERSION, "op": self.op, "engine": self.engine, "status": self.status,
+                             "sources": [s.to_json() for s in self.sources]}
+        if self.columns:
+            d["columns"] = {c: [f.to_json() for f in fs] for c, fs in self.columns.items()}
+        if self.indirect:
+            d["indirect"] = [f.to_json() for f in self.indirect]
+        for key in ("sql", "purpose", "override", "exempt", "reason"):
+            value = getattr(self, key)
+            if value is not None:
+                d[key] = value
+        return d
+
+    def summary(self) -> dict[str, str]:
+        """The snapshot-summary entry for this record."""
+        return {SUMMARY_KEY: json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], snapshot_id: int | None = None,
+                  timestamp_ms: int | None = None) -> LineageRecord:
+        if int(d.get("v", 0)) > FORMAT_VERSION:
+            raise ValueError(f"lineage record version {d.get('v')} is newer than this library understands")
+        return cls(
+            op=str(d["op"]), engine=str(d.get("engine", "")), status=d.get("status", COMPLETE),
+            sources=[SourceRef.from_json(s) for s in d.get("sources", [])],
+            columns={c: [FieldRef.from_json(f) for f in fs] for c, fs in d.get("columns", {}).items()},
+            indirect=[FieldRef.from_json(f) for f in d.get("indirect", [])],
+            sql=d.get("sql"), purpose=d.get("purpose"), override=d.get("override"), exempt=d.get("exempt"),
+            reason=d.get("reason"), snapshot_id=snapshot_id if snapshot_id is not None else d.get("snapshot"),
+            timestamp_ms=timestamp_ms if timestamp_ms is not None else d.get("ts"),
+        )
+
+    @classmethod
+    def parse(cls, text: str, snapshot_id: int | None = None, timestamp_ms: int | None = None) -> LineageRecord:
+        return cls.from_json(json.loads(text), snapshot_id, timestamp_ms)
+
+
+def external(op: str, engine: str = "pyarrow") -> LineageRecord:
+    """A write of rows from outside the lake (the caller's DataFrame)."""
+    return LineageRecord(op=op, engine=engine, status=EXTERNAL)
+
+
+def with_default(props: Mapping[str, str] | None, op: str, engine: str = "pyarrow") -> dict[str, str]:
+    """``props`` plus an external-source record unless the caller already put a lineage record in."""
+    out = dict(props or {})
+    if SUMMARY_KEY not in out:
+        out.update(external(op, engine).summary())
+    return out
+
+
+def snapshot_records(md: TableMetadata) -> list[LineageRecord]:
+    """Lineage records of the retained snapshots, then of expired ones kept in the history property.
+
+    A record that cannot be read is returned as an opaque one with the reason, never dropped.
+    """
+    out: list[LineageRecord] = []
+    for snap in sorted(md.snapshots, key=lambda s: s.sequence_number or 0):
+        extra = snap.summary.additional_properties if snap.summary else {}
+        text = extra.get(SUMMARY_KEY)
+        if text is None:
+            continue
+        out.append(_safe_parse(text, snap.snapshot_id, snap.timestamp_ms))
+    return history(md.properties) + out
+
+
+def _safe_parse(text: str, snapshot_id: int | None, timestamp_ms: int | None = None) -> LineageRecord:
+    try:
+        return LineageRecord.parse(text, snapshot_id, timestamp_ms)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return LineageRecord(op="unknown", engine="", status=OPAQUE, reason=f"unreadable lineage record: {exc}",
+                             snapshot_id=snapshot_id, timestamp_ms=timestamp_ms)
+
+
+def history(properties: Mapping[str, str]) -> list[LineageRecord]:
+    """Records of expired snapshots, kept in the table property by :func:`fold_expired`."""
+    text = properties.get(HISTORY_PROPERTY)
+    if not text:
+        return []
+    try:
+        items = json.loads(text)
+    except ValueError as exc:
+        return [LineageRecord(op="unknown", engine="", status=OPAQUE, reason=f"unreadable lineage history: {exc}")]
+    if not isinstance(items, list):
+        return [LineageRecord(op="unknown", engine="", status=OPAQUE, reason="unreadable lineage history: not a list")]
+    return [_safe_parse(json.dumps(d), d.get("snapshot") if isinstance(d, dict) else None) for d in items]
+
+
+def _source_bearing(rec: LineageRecord) -> bool:
+    return bool(rec.sources) or rec.status == OPAQUE or rec.exempt is not None
+
+
+def fold_expired(md: TableMetadata, expire_ids: Iterable[int]) -> dict[str, str]:
+    """Table properties that keep the lineage of the snapshots about to expire.
+
+    Only records that name sources are kept (an external append or an erasure says nothing about
+    where data came from), and one per distinct content, so the property stays small.
+    """
+    expire = set(expire_ids)
+    kept = [r for r in history(md.properties) if _source_bearing(r)]
+    for snap in md.snapshots:
+        if snap.snapshot_id not in expire or snap.summary is None:
+            continue
+        text = snap.summary.additional_properties.get(SUMMARY_KEY)
+        if text is not None:
+            rec = _safe_parse(text, snap.snapshot_id, snap.timestamp_ms)
+            if _source_bearing(rec):
+                kept.append(rec)
+    seen: set[str] = set()
+    items: list[dict[str, Any]] = []
+    for rec in sorted(kept, key=lambda r: -(r.timestamp_ms or 0)):
+        d = rec.to_json()
+        # Repeated runs of one derive differ only in the source snapshots read: keep the newest.
+        key = json.dumps({**d, "sources": [{**s, "snapshot-id": None} for s in d["sources"]]}, sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        d["snapshot"], d["ts"] = rec.snapshot_id, rec.timestamp_ms
+        items.append(d)
+    if not items:
+        return {}
+    return {HISTORY_PROPERTY: json.dumps(items, separators=(",", ":"), sort_keys=True)}

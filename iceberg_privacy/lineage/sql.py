@@ -1,0 +1,612 @@
+"""Column-level lineage of one SQL query, by static analysis with sqlglot (no catalog, no execution).
+
+:func:`analyze` says, for each result column, which source-table columns its values come from
+(DIRECT: IDENTITY / TRANSFORMATION / AGGREGATION) and which columns decide which rows exist or how
+they are arranged (INDIRECT: JOIN / FILTER / GROUP_BY / SORT / WINDOW / CONDITIONAL), in OpenLineage's
+columnLineage vocabulary. Erasure fan-out relies on it, so every doubtful case errs towards "a
+person's value can come through": SQL it cannot fully analyse is reported opaque, never guessed.
+
+Rules chosen here:
+
+* masking -- True only for aggregates on an explicit allow-list of functions that compute a statistic
+  (COUNT, SUM, AVG, STDDEV*, VAR*, APPROX_COUNT_DISTINCT, CORR, COVAR*, REGR_* slopes and counts,
+  BOOL_AND/OR, BIT_AND/OR/XOR, KURTOSIS, SKEWNESS, PRODUCT, ENTROPY, GROUPING, ...). Aggregates that
+  select or collect input values (MIN, MAX, ANY_VALUE, FIRST, LAST, ARG_MIN/ARG_MAX on their value
+  argument, ARRAY_AGG/LIST, STRING_AGG, MODE, MEDIAN, quantiles, HISTOGRAM) and any aggregate not on
+  the list are not masking. IDENTITY and TRANSFORMATION never mask.
+* A path through several steps takes the strongest subtype (AGGREGATION > TRANSFORMATION >
+  IDENTITY) and masks if any step masks; several paths from one source column into one output
+  (``x + count(x)``, UNION branches) keep the strongest subtype and mask only if every path masks.
+* COALESCE/IFNULL of bare columns (what ``JOIN ... USING`` produces) copies a value unchanged: IDENTITY.
+* INDIRECT: every ORDER BY counts as SORT (also without LIMIT); window PARTITION BY / ORDER BY are
+  WINDOW wherever the window is; CASE / IF conditions in a select list are CONDITIONAL (inside WHERE
+  etc. they keep the clause's subtype); an aggregate's FILTER (WHERE ...) and DISTINCT ON count as
+  FILTER and GROUP_BY. Clauses of every scope count, including CTEs the query never reads.
+* Output names are sqlglot's after qualification: the alias or column name, normalised like the
+  dialect (DuckDB: lower case), and ``_col_<i>`` for an unaliased expression; the engine may name
+  such a column differently (and DuckDB preserves alias case), so callers should match by position.
+* ``expression`` is given when an output's value is a deterministic scalar function of exactly one
+  source column read from one table instance (a self-join's two sides are different rows); never
+  for IDENTITY, aggregates, windows, subqueries, placeholders or non-deterministic functions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.optimizer.qualify import qualify
+from sqlglot.optimizer.scope import Scope, build_scope
+from sqlglot.tokens import TokenType
+
+from iceberg_privacy.lineage.record import AGGREGATION, DIRECT, IDENTITY, INDIRECT, TRANSFORMATION, FieldRef
+
+_RANK = {IDENTITY: 0, TRANSFORMATION: 1, AGGREGATION: 2}
+_MASKING_AGGS: tuple[type[exp.Expression], ...] = (
+    exp.Count, exp.CountIf, exp.Sum, exp.Avg, exp.Stddev, exp.StddevPop, exp.StddevSamp, exp.Variance,
+    exp.VariancePop, exp.ApproxDistinct, exp.Hll, exp.Corr, exp.CovarPop, exp.CovarSamp, exp.RegrAvgx,
+    exp.RegrAvgy, exp.RegrCount, exp.RegrIntercept, exp.RegrR2, exp.RegrSlope, exp.RegrSxx, exp.RegrSxy,
+    exp.RegrSyy, exp.Kurtosis, exp.Skewness, exp.LogicalAnd, exp.LogicalOr, exp.BoolxorAgg,
+    exp.BitwiseAndAgg, exp.BitwiseOrAgg, exp.BitwiseXorAgg, exp.Grouping, exp.GroupingId,
+    exp.ApproximateSimilarity, exp.Minhash, exp.HashAgg, exp.BitmapCount,
+)
+# window functions that return a row's value or its rank: TRANSFORMATION, not AGGREGATION
+_WINDOW_VALUE = (exp.FirstValue, exp.LastValue, exp.NthValue, exp.Lag, exp.Lead, exp.Rank, exp.DenseRank,
+                 exp.CumeDist, exp.PercentRank, exp.Ntile, exp.RegrValx, exp.RegrValy)
+# aggregates sqlglot does not model (exp.Anonymous), by lower-case name
+_ANON_MASKING = {"product", "entropy", "fsum", "favg", "sumkahan", "kahan_sum", "sem", "mad", "bit_xor",
+                 "regr_count", "count_star", "approx_count_distinct", "var_samp", "var_pop"}
+_ANON_VALUE_AGGS = {"histogram", "arbitrary", "list", "array_agg", "collect_list", "collect_set", "max_by",
+                    "min_by", "reservoir_quantile", "approx_top_k", "bitstring_agg", "list_distinct_agg"}
+_NONDETERMINISTIC: tuple[type[exp.Expression], ...] = (exp.Rand, exp.Randn, exp.Randstr, exp.Uuid) + tuple(
+    c for n, c in vars(exp).items() if n.startswith("Current") and isinstance(c, type)
+    and issubclass(c, exp.Expression))
+_ANON_NONDETERMINISTIC = {"now", "today", "random", "uuid", "gen_random_uuid", "uuidv4", "uuidv7", "setseed",
+                          "nextval", "currval", "get_current_timestamp", "get_current_time", "transaction_timestamp",
+                          "current_localtimestamp", "current_localtime", "localtimestamp", "localtime",
+                          "rand", "randn", "shuffle", "monotonically_increasing_id", "spark_partition_id",
+                          "input_file_name", "current_query", "txid_current"}
+_STRING_LITERALS = tuple(c for c in (getattr(exp, n, None) for n in (
+    "HexString", "BitString", "ByteString", "RawString", "National", "UnicodeString")) if c is not None)
+
+
+@dataclass
+class SqlLineage:
+    """What a query reads and how each result column is computed from it (see module docstring)."""
+
+    sources: list[str]  # normalised source table names ("db.events"), order of first appearance
+    output_columns: list[str]  # result column names, in order
+    columns: dict[str, list[FieldRef]] = field(default_factory=dict)  # output -> DIRECT inputs
+    indirect: list[FieldRef] = field(default_factory=list)  # dataset-level INDIRECT inputs
+    opaque: str | None = None  # None when fully analysed, else why not
+
+
+class _Opaque(Exception):
+    """The query is valid input but cannot be analysed; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class _Edge:
+    subtype: str
+    masking: bool
+
+
+@dataclass
+class _Flow:
+    """How one value (a select expression) depends on source columns."""
+
+    direct: dict[tuple[int, str], _Edge] = field(default_factory=dict)
+    deps: set[tuple[int, str]] = field(default_factory=set)  # every source column the value depends on
+    inst: set[object] = field(default_factory=set)  # which table instances (rows) those columns come from
+    expr: exp.Expression | None = None  # the value as a scalar of its (single) source column
+
+
+def _serial(local: _Edge, child: _Edge) -> _Edge:
+    """One step after another: the strongest subtype; masked if either step masks."""
+    return _Edge(max(local.subtype, child.subtype, key=_RANK.__getitem__), local.masking or child.masking)
+
+
+def _parallel(a: _Edge | None, b: _Edge) -> _Edge:
+    """Two paths into one value: the strongest subtype; masked only if both paths mask."""
+    return b if a is None else _Edge(max(a.subtype, b.subtype, key=_RANK.__getitem__), a.masking and b.masking)
+
+
+def _dialect(dialect: str) -> Dialect:
+    if not isinstance(dialect, str):
+        raise TypeError(f"dialect must be a str, not {type(dialect).__name__}")
+    return Dialect.get_or_raise(dialect)
+
+
+def _norm_ident(name: str, d: Dialect) -> str:
+    return d.normalize_identifier(exp.to_identifier(name)).name
+
+
+def _table_parts(table: exp.Table, d: Dialect) -> list[str] | None:
+    """Normalised name parts of a table reference; None for a table function or other non-name."""
+    if not isinstance(table.this, exp.Identifier):
+        return None
+    return [d.normalize_identifier(p.copy()).name for p in table.parts]
+
+
+def _statement_tables(stmt: exp.Expression, d: Dialect) -> list[tuple[int, str]]:
+    """(position, name) of the tables a parsed statement reads: CTE names and write targets left out."""
+    ctes = {c.alias_or_name.lower() for c in stmt.find_all(exp.CTE)}
+    targets = set()
+    for s in stmt.find_all(exp.Insert, exp.Create):
+        target = s.this.this if isinstance(s.this, exp.Schema) else s.this
+        targets.add(id(target))
+    out = []
+    for t in stmt.find_all(exp.Table):
+        parts = _table_parts(t, d)
+        if parts is None or id(t) in targets or (len(parts) == 1 and parts[0].lower() in ctes):
+            continue
+        out.append((t.this.meta.get("start", 0), ".".join(parts)))
+    return out
+
+
+def _dedupe(items: Iterable[tuple[int, str]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for _, name in sorted(items, key=lambda x: x[0]):
+        seen.setdefault(name)
+    return list(seen)
+
+
+_WORD = re.compile(r'"((?:[^"]|"")+)"|`([^`]+)`|([A-Za-z_][\w$]*)|(\.)|(\S)')
+
+
+def _token_tables(sql: str, known: set[str], d: Dialect) -> list[tuple[int, str]]:
+    """Dotted names in ``sql`` that match ``known``, from sqlglot tokens (or a regex if tokens fail)."""
+    words: list[tuple[int, str | None]] = []  # (position, identifier text) or (position, None) for a dot
+    try:
+        for tok in d.tokenize(sql):
+            if tok.token_type == TokenType.DOT:
+                words.append((tok.start, None))
+            elif tok.token_type not in (TokenType.STRING, TokenType.NUMBER) and re.fullmatch(r"[\w$]+", tok.text):
+                words.append((tok.start, d.normalize_identifier(exp.to_identifier(tok.text)).name))
+            else:
+                words.append((tok.start, ""))
+    except Exception:  # noqa: BLE001 - unterminated strings etc.: fall back to a plain scan
+        words = []
+        for m in _WORD.finditer(sql):
+            text = m.group(1) or m.group(2) or m.group(3)
+            words.append((m.start(), None if m.group(4) else (_norm_ident(text, d) if text else "")))
+    found = []
+    for i, (pos, w) in enumerate(words):
+        if not w:
+            continue
+        name, j = w, i
+        while j + 2 < len(words) and words[j + 1][1] is None and words[j + 2][1]:
+            name, j = f"{name}.{words[j + 2][1]}", j + 2
+            if name in known:
+                found.append((pos, name))
+    return found
+
+
+def referenced_tables(sql: str, known: Iterable[str], dialect: str = "duckdb") -> list[str]:
+    """Best-effort table names read by ``sql``, so a query that cannot be analysed still names its sources.
+
+    Parsed references when sqlglot parses the text (CTE names and INSERT/CREATE targets left out),
+    plus dotted token sequences matching a name in ``known`` when it does not. Never raises.
+    """
+    if not isinstance(sql, str):
+        raise TypeError(f"sql must be a str, not {type(sql).__name__}")
+    d = _dialect(dialect)
+    known_norm = set()
+    for k in known:
+        try:
+            known_norm.add(".".join(_table_parts(exp.to_table(k, dialect=d), d) or []))
+        except Exception:  # noqa: BLE001
+            known_norm.add(str(k).lower())
+    found: list[tuple[int, str]] = []
+    try:
+        stmts = [s for s in sqlglot.parse(sql, read=d) if s is not None]
+        for s in stmts:
+            found.extend(_statement_tables(s, d))
+        if any(isinstance(s, exp.Command) for s in stmts):
+            found.extend(_token_tables(sql, known_norm, d))
+    except Exception:  # noqa: BLE001 - any parser failure: tokens only
+        found = _token_tables(sql, known_norm, d)
+    return _dedupe(found)
+
+
+def normalize_sql(sql: str, dialect: str = "duckdb") -> str | None:
+    """``sql`` regenerated with every literal replaced by ``?``, so no data value reaches metadata.
+
+    Comments are dropped too. Type parameters (``DECIMAL(10, 2)``) and positional ``GROUP BY 1`` /
+    ``ORDER BY 1`` references are kept: they are not data. None if the text does not parse.
+    """
+    if not isinstance(sql, str):
+        raise TypeError(f"sql must be a str, not {type(sql).__name__}")
+    d = _dialect(dialect)
+    try:
+        stmts = [s for s in sqlglot.parse(sql, read=d) if s is not None]
+    except Exception:  # noqa: BLE001
+        return None
+    if not stmts or any(isinstance(s, exp.Command) for s in stmts):
+        return None
+
+    def strip(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, (exp.Literal, *_STRING_LITERALS)):
+            parent = node.parent
+            if isinstance(parent, exp.DataTypeParam) or (
+                    isinstance(parent, exp.Group | exp.Ordered) and not node.is_string):
+                return node
+            return exp.Placeholder()
+        return node
+
+    try:
+        return "; ".join(s.transform(strip).sql(dialect=d, comments=False) for s in stmts)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+class _Analyzer:
+    def __init__(self, d: Dialect, index: dict[str, int], colnames: list[dict[str, str]]):
+        self.d = d
+        self.index = index  # normalised table name -> source index
+        self.colnames = colnames  # per source: normalised column name -> name as in schemas
+        self.memo: dict[tuple[int, int], _Flow] = {}
+        self.busy: set[tuple[int, int]] = set()
+        self.indirect: dict[tuple[int, str, str], None] = {}
+
+    # ---- resolving names -------------------------------------------------------------------------
+    def output(self, scope: Scope, i: int) -> _Flow:
+        """Flow of the i-th output column of ``scope`` (memoised: CTEs are read many times)."""
+        key = (id(scope), i)
+        if key in self.memo:
+            return self.memo[key]
+        if key in self.busy:
+            raise _Opaque("recursive query")
+        self.busy.add(key)
+        e = scope.expression
+        if isinstance(e, exp.SetOperation):
+            flow = self.union(scope, i)
+        elif isinstance(e, exp.Select):
+            if i >= len(e.selects):
+                raise _Opaque(f"column {i + 1} not found in a subquery")
+            flow = self.value(scope, e.selects[i].unalias())
+        else:  # UDTF / VALUES scope: depends on every column it mentions
+            flow = _Flow()
+            for c in e.find_all(exp.Column):
+                self.add_column(flow, scope, c, _Edge(TRANSFORMATION, False), top=False)
+            flow.expr = None
+        self.busy.discard(key)
+        self.memo[key] = flow
+        return flow
+
+    def union(self, scope: Scope, i: int) -> _Flow:
+        flows = [self.output(s, i) for s in scope.union_scopes]
+        out = _Flow()
+        for f in flows:
+            for k, edge in f.direct.items():
+                out.direct[k] = _parallel(out.direct.get(k), edge)
+            out.deps |= f.deps
+            out.inst |= f.inst
+        texts = {None if f.expr is None else f.expr.sql(dialect=self.d) for f in flows}
+        if len(texts) == 1 and None not in texts and len(out.deps) == 1 and all(len(f.inst) == 1 for f in flows):
+            out.expr, out.inst = flows[0].expr, {("union", id(scope), i)}
+        return out
+
+    def column(self, scope: Scope, col: exp.Column) -> _Flow:
+        """Flow of a column reference, resolved through CTEs, derived tables and outer scopes."""
+        table = col.table
+        if not table:  # a reference to an alias of the same select list (ORDER BY alias)
+            e = scope.expression
+            names = e.named_selects if isinstance(e, exp.Query) else []
+            if col.name in names:
+                return self.output(scope, names.index(col.name))
+            raise _Opaque(f"cannot resolve column {col.sql(dialect=self.d)}")
+        s: Scope | None = scope
+        while s is not None and table not in s.sources:
+            s = s.parent
+        if s is None:
+            raise _Opaque(f"cannot resolve column {col.sql(dialect=self.d)}")
+        src = s.sources[table]
+        if isinstance(src, exp.Table):
+            parts = _table_parts(src, self.d)
+            idx = self.index.get(".".join(parts or []))
+            if idx is None:
+                raise _Opaque(f"reads {src.sql(dialect=self.d)}, which is not a known table")
+            name = self.colnames[idx].get(col.name)
+            if name is None:
+                raise _Opaque(f"unknown column {col.name} of {'.'.join(parts or [])}")
+            key = (idx, name)
+            ident = exp.to_identifier(name)
+            ident.set("quoted", self.d.can_quote(ident, "unsafe"))
+            return _Flow({key: _Edge(IDENTITY, False)}, {key}, {id(src)}, exp.Column(this=ident))
+        names = src.outer_columns or (src.expression.named_selects if isinstance(src.expression, exp.Query) else [])
+        if col.name in names:
+            i = names.index(col.name)
+        elif isinstance(src.expression, exp.Query):
+            raise _Opaque(f"cannot resolve column {col.sql(dialect=self.d)}")
+        else:
+            i = 0
+        f = self.output(src, i)
+        return _Flow(f.direct, f.deps, {(id(s), table, k) for k in f.inst}, f.expr)
+
+    # ---- walking expressions ---------------------------------------------------------------------
+    def add_column(self, flow: _Flow, scope: Scope, col: exp.Column, local: _Edge | None, top: bool,
+                   role: str | None = None) -> _Flow:
+        cf = self.column(scope, col)
+        flow.deps |= cf.deps
+        flow.inst |= cf.inst
+        if role is not None:
+            self.record(role, cf.deps)
+        else:
+            edge = local or _Edge(IDENTITY if top else TRANSFORMATION, False)
+            for k, e in cf.direct.items():
+                flow.direct[k] = _parallel(flow.direct.get(k), _serial(edge, e))
+        return cf
+
+    def record(self, subtype: str, keys: Iterable[tuple[int, str]]) -> None:
+        for idx, name in sorted(keys):
+            self.indirect.setdefault((idx, name, subtype))
+
+    def value(self, scope: Scope, top: exp.Expression, role: str | None = None) -> _Flow:
+        """Flow of an expression evaluated in ``scope``; ``role`` makes every column an INDIRECT input."""
+        while isinstance(top, exp.Paren):
+            top = top.this
+        flow = _Flow()
+        subs: dict[tuple[str, str], exp.Expression | None] = {}
+        state = {"scalar": True}
+        tops = {id(top)}
+        if isinstance(top, exp.Coalesce) and all(isinstance(a, exp.Column) for a in top.iter_expressions()):
+            tops |= {id(a) for a in top.iter_expressions()}
+
+        def visit(node: exp.Expression, agg: _Edge | None, role: str | None, lambdas: frozenset[str]) -> None:
+            if isinstance(node, exp.Column):
+                if not node.table and node.name in lambdas:
+                    return
+                cf = self.add_column(flow, scope, node, agg, id(node) in tops, role)
+                subs[(node.table, node.name)] = cf.expr
+                return
+            if isinstance(node, exp.Query | exp.Subquery):
+                state["scalar"] = False
+                inner = self.subquery_scope(scope, node)
+                if inner is None:
+                    raise _Opaque("cannot resolve a subquery")
+                for i in range(len(inner.expression.selects)):
+                    f = self.output(inner, i)
+                    flow.deps |= f.deps
+                    if role is not None:
+                        self.record(role, f.deps)
+                    else:
+                        edge = agg or _Edge(TRANSFORMATION, False)
+                        for k, e in f.direct.items():
+                            flow.direct[k] = _parallel(flow.direct.get(k), _serial(edge, e))
+                return
+            if isinstance(node, exp.Placeholder | exp.Parameter | exp.Star | exp.UDTF) or _nondeterministic(node):
+                state["scalar"] = False
+            if isinstance(node, exp.Window):
+                state["scalar"] = False
+                visit(node.this, agg, role, lambdas)
+                for arg in ("partition_by", "order"):
+                    for child in _as_list(node.args.get(arg)):
+                        visit(child, None, "WINDOW", lambdas)
+                return
+            if isinstance(node, exp.Filter):
+                visit(node.this, agg, role, lambdas)
+                visit(node.expression, None, role or "FILTER", lambdas)
+                return
+            if isinstance(node, exp.Case):
+                if node.this is not None:
+                    visit(node.this, None, role or "CONDITIONAL", lambdas)
+                for branch in node.args.get("ifs") or []:
+                    visit(branch.this, None, role or "CONDITIONAL", lambdas)
+                    visit(branch.args["true"], agg, role, lambdas)
+                if node.args.get("default") is not None:
+                    visit(node.args["default"], agg, role, lambdas)
+                return
+            if isinstance(node, exp.If):
+                visit(node.this, None, role or "CONDITIONAL", lambdas)
+                for arg in ("true", "false"):
+                    if node.args.get(arg) is not None:
+                        visit(node.args[arg], agg, role, lambdas)
+                return
+            if isinstance(node, exp.WithinGroup):  # percentile_cont(0.5) WITHIN GROUP (ORDER BY x): x is the value
+                kind = bool(self.aggregate(node.this))
+                visit(node.this, agg, role, lambdas)
+                for child in _as_list(node.expression):
+                    visit(child, _serial(agg or _Edge(AGGREGATION, kind), _Edge(AGGREGATION, kind)), role, lambdas)
+                state["scalar"] = False
+                return
+            if isinstance(node, exp.Order) and role is None:  # string_agg(x ORDER BY y): y orders the value
+                if node.this is not None:
+                    visit(node.this, agg, role, lambdas)
+                for child in node.expressions:
+                    visit(child, None, "SORT", lambdas)
+                return
+            if isinstance(node, exp.Lambda):
+                names = frozenset(e.name for e in node.expressions)
+                visit(node.this, agg, role, lambdas | names)
+                return
+            kind = self.aggregate(node)
+            if kind is not None:
+                state["scalar"] = False
+                if isinstance(node, exp.ArgMax | exp.ArgMin):
+                    visit(node.this, _Edge(AGGREGATION, False), role, lambdas)
+                    if node.expression is not None:
+                        visit(node.expression, _Edge(AGGREGATION, True), role, lambdas)
+                    return
+                agg = _serial(agg or _Edge(AGGREGATION, kind), _Edge(AGGREGATION, kind))
+            elif isinstance(node, exp.AggFunc):
+                state["scalar"] = False  # window value function (lag, rank, ...)
+            for child in node.iter_expressions():
+                visit(child, agg, role, lambdas)
+
+        visit(top, None, role, frozenset())
+        if role is None and state["scalar"] and len(flow.inst) <= 1 and len(flow.deps) <= 1 \
+                and None not in subs.values():
+            flow.expr = top.transform(lambda n: _substitute(n, subs))
+        return flow
+
+    def aggregate(self, node: exp.Expression) -> bool | None:
+        """None if ``node`` is no aggregate, else whether it masks its inputs."""
+        if isinstance(node, exp.Anonymous):
+            name = node.name.lower()
+            return True if name in _ANON_MASKING else (False if name in _ANON_VALUE_AGGS else None)
+        if isinstance(node, exp.List) and self.d.__class__.__name__ == "DuckDB":
+            return False  # duckdb's list(x) is array_agg
+        if isinstance(node, exp.AggFunc) and not isinstance(node, _WINDOW_VALUE):
+            return isinstance(node, _MASKING_AGGS)
+        return None
+
+    @staticmethod
+    def subquery_scope(scope: Scope, node: exp.Expression) -> Scope | None:
+        target = node.unnest() if isinstance(node, exp.Subquery) else node
+        for s in scope.subquery_scopes:
+            if s.expression is target or s.expression is node:
+                return s
+        return None
+
+    # ---- dataset-level inputs --------------------------------------------------------------------
+    def clauses(self, scope: Scope) -> None:
+        e = scope.expression
+        if isinstance(e, exp.SetOperation):
+            names = e.named_selects
+            for o in (e.args.get("order") or exp.Order()).expressions:
+                if isinstance(o.this, exp.Literal) and o.this.is_int and 0 < int(o.this.name) <= len(names):
+                    self.record("SORT", self.output(scope, int(o.this.name) - 1).deps)  # ORDER BY 2
+                for c in o.find_all(exp.Column):
+                    if c.name in names:
+                        self.record("SORT", self.output(scope, names.index(c.name)).deps)
+            return
+        if not isinstance(e, exp.Select):
+            return
+        for j in e.args.get("joins") or []:
+            if j.args.get("using"):
+                raise _Opaque("JOIN ... USING left unresolved")  # qualify rewrites USING to ON
+            if j.args.get("on") is not None:
+                self.value(scope, j.args["on"], "JOIN")
+        for arg, sub in (("where", "FILTER"), ("having", "FILTER"), ("qualify", "FILTER"),
+                         ("group", "GROUP_BY"), ("order", "SORT")):
+            if e.args.get(arg) is not None:
+                self.value(scope, e.args[arg], sub)
+        distinct = e.args.get("distinct")
+        if distinct is not None and distinct.args.get("on") is not None:
+            self.value(scope, distinct.args["on"], "GROUP_BY")
+
+
+def _as_list(value: object) -> list[exp.Expression]:
+    if value is None:
+        return []
+    if isinstance(value, exp.Order):
+        return list(value.expressions)
+    return list(value) if isinstance(value, list) else [value]  # type: ignore[list-item]
+
+
+def _nondeterministic(node: exp.Expression) -> bool:
+    if isinstance(node, _NONDETERMINISTIC):
+        return True
+    return isinstance(node, exp.Anonymous) and node.name.lower() in _ANON_NONDETERMINISTIC
+
+
+def _substitute(node: exp.Expression, subs: dict[tuple[str, str], exp.Expression | None]) -> exp.Expression:
+    if isinstance(node, exp.Column) and (node.table, node.name) in subs:
+        return subs[(node.table, node.name)].copy()  # type: ignore[union-attr]
+    return node
+
+
+def analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], dialect: str = "duckdb") -> SqlLineage:
+    """Column lineage of one SELECT-like query over the tables in ``schemas``.
+
+    ``schemas`` maps each source table ("db.events") to its columns and SQL types, so stars and
+    unqualified columns resolve. Anything that cannot be analysed with certainty -- not a single
+    query, a parse error, an unknown table or column, a recursive CTE -- comes back opaque with the
+    reason and the best-effort sources, never as an exception.
+    """
+    if not isinstance(sql, str):
+        raise TypeError(f"sql must be a str, not {type(sql).__name__}")
+    if not isinstance(schemas, Mapping):
+        raise TypeError(f"schemas must be a mapping, not {type(schemas).__name__}")
+    d = _dialect(dialect)
+    try:
+        return _analyze(sql, schemas, d)
+    except RecursionError:
+        reason = "query too deeply nested to analyse"
+    except Exception as exc:  # noqa: BLE001 - bad SQL must never fail the write that carries it
+        # first line only: sqlglot appends the offending SQL text, which may hold data values
+        text = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        prefix = {_Opaque: "", sqlglot.errors.ParseError: "cannot parse SQL: ", sqlglot.errors.TokenError: "cannot parse SQL: ",
+                  sqlglot.errors.OptimizeError: "cannot resolve columns: "}.get(type(exc), "cannot analyse SQL: ")
+        reason = prefix + text
+    return SqlLineage(sources=referenced_tables(sql, schemas, dialect), output_columns=[], opaque=reason)
+
+
+def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> SqlLineage:
+    stmts = [s for s in sqlglot.parse(sql, read=d) if s is not None]
+    if len(stmts) != 1:
+        raise _Opaque(f"expected one SQL statement, got {len(stmts)}")
+    stmt = stmts[0]
+    while isinstance(stmt, exp.Subquery) and not stmt.alias:
+        stmt = stmt.this
+    if not isinstance(stmt, exp.Select | exp.SetOperation):
+        raise _Opaque(f"not a query: {stmt.key.upper()} statement")
+    if any(s.args.get("into") is not None for s in stmt.find_all(exp.Select)):
+        raise _Opaque("SELECT ... INTO writes a table")
+    if any(w.args.get("recursive") for w in stmt.find_all(exp.With)):
+        raise _Opaque("recursive CTE")
+    for t in stmt.find_all(exp.Table):
+        if not isinstance(t.this, exp.Identifier):
+            raise _Opaque(f"reads a table function ({t.this.key.upper()}), not a catalog table")
+
+    known = {}
+    for name, cols in schemas.items():
+        try:
+            parts = _table_parts(exp.to_table(name, dialect=d), d)
+        except sqlglot.errors.SqlglotError:
+            continue  # not a table name this dialect can write, so the SQL cannot reference it
+        known[".".join(parts or [])] = (parts, cols)
+    sources = _dedupe(_statement_tables(stmt, d))
+    for s in sources:
+        if s not in known:
+            raise _Opaque(f"unknown table {s}")
+    if len({len(known[s][0]) for s in sources}) > 1:
+        raise _Opaque("source tables named with different numbers of parts")
+    nested: dict = {}
+    colnames = []
+    for s in sources:
+        parts, cols = known[s]
+        level = nested
+        for p in parts[:-1]:
+            level = level.setdefault(p, {})
+        level[parts[-1]] = {c: str(t) for c, t in cols.items()}
+        colnames.append({_norm_ident(c, d): c for c in cols})
+
+    qualified = qualify(stmt, dialect=d, schema=nested or None, validate_qualify_columns=True,
+                        identify=False, quote_identifiers=False, infer_schema=False)
+    root = build_scope(qualified)
+    if root is None:
+        raise _Opaque("not a query")
+    for scope in root.traverse():
+        for sel in scope.expression.selects if isinstance(scope.expression, exp.Query) else []:
+            if sel.find(exp.Columns) is not None:
+                raise _Opaque("COLUMNS(...) selects an unknown set of columns")
+            if any(not isinstance(st.parent, exp.Func) for st in sel.find_all(exp.Star)):
+                raise _Opaque("cannot expand a star (*) in the select list")
+    names = list(qualified.named_selects)
+    if not names or len(names) != len(qualified.selects):
+        raise _Opaque("cannot name the result columns")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise _Opaque(f"duplicate result column name {dupes[0]}; alias it")
+
+    an = _Analyzer(d, {s: i for i, s in enumerate(sources)}, colnames)
+    columns: dict[str, list[FieldRef]] = {}
+    for i, name in enumerate(names):
+        flow = an.output(root, i)
+        expr = None
+        if flow.expr is not None and len(flow.inst) == 1 and len(flow.deps) == 1 and len(flow.direct) == 1:
+            (edge,) = flow.direct.values()
+            if edge.subtype == TRANSFORMATION:
+                expr = flow.expr.sql(dialect=d)
+        columns[name] = [FieldRef(idx, col, DIRECT, e.subtype, e.masking, expr)
+                         for (idx, col), e in sorted(flow.direct.items())]
+    for scope in root.traverse():
+        an.clauses(scope)
+    indirect = [FieldRef(idx, col, INDIRECT, sub, False, None) for idx, col, sub in an.indirect]
+    return SqlLineage(sources=sources, output_columns=names, columns=columns, indirect=indirect)

@@ -1,0 +1,552 @@
+"""Column lineage from SQL (iceberg_privacy.lineage.sql): exact FieldRefs for realistic queries."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from iceberg_privacy.lineage.record import FieldRef
+from iceberg_privacy.lineage.sql import SqlLineage, analyze, normalize_sql, referenced_tables
+
+SCHEMAS = {
+    "db.events": {"event_id": "BIGINT", "user_id": "BIGINT", "email": "VARCHAR", "ts": "TIMESTAMP",
+                  "amount": "DOUBLE", "country": "VARCHAR"},
+    "db.users": {"user_id": "BIGINT", "name": "VARCHAR", "age": "INTEGER", "country": "VARCHAR"},
+    "db.orders": {"order_id": "BIGINT", "user_id": "BIGINT", "total": "DOUBLE", "status": "VARCHAR"},
+}
+
+
+def D(src: int, col: str, sub: str = "IDENTITY", masking: bool = False, expr: str | None = None) -> FieldRef:
+    return FieldRef(src, col, "DIRECT", sub, masking, expr)
+
+
+def I(src: int, col: str, sub: str) -> FieldRef:  # noqa: E743 - mirrors D
+    return FieldRef(src, col, "INDIRECT", sub, False, None)
+
+
+def ok(sql: str, schemas=SCHEMAS, dialect: str = "duckdb") -> SqlLineage:
+    res = analyze(sql, schemas, dialect)
+    assert res.opaque is None, res.opaque
+    assert list(res.columns) == res.output_columns
+    for ref in [f for fs in res.columns.values() for f in fs] + res.indirect:
+        assert 0 <= ref.source < len(res.sources)
+    return res
+
+
+# ---- direct value flow ---------------------------------------------------------------------------
+
+def test_plain_renames():
+    res = ok("SELECT e.user_id AS uid, email, ts AS event_time FROM db.events AS e")
+    assert res.sources == ["db.events"]
+    assert res.output_columns == ["uid", "email", "event_time"]
+    assert res.columns == {"uid": [D(0, "user_id")], "email": [D(0, "email")], "event_time": [D(0, "ts")]}
+    assert res.indirect == []
+
+
+def test_expressions():
+    res = ok("SELECT lower(email) AS em, concat(name, '/', u.country) AS label, age * 12 AS months, "
+             "CAST(age AS VARCHAR) AS age_s, sha256(CAST(user_id AS VARCHAR)) AS h FROM db.users u "
+             "JOIN db.events e USING (user_id)")
+    assert res.sources == ["db.users", "db.events"]
+    assert res.columns == {
+        "em": [D(1, "email", "TRANSFORMATION", expr="LOWER(email)")],
+        "label": [D(0, "country", "TRANSFORMATION"), D(0, "name", "TRANSFORMATION")],
+        "months": [D(0, "age", "TRANSFORMATION", expr="age * 12")],
+        "age_s": [D(0, "age", "TRANSFORMATION", expr="CAST(age AS TEXT)")],
+        # unqualified USING column is COALESCE(u.user_id, e.user_id): both sides, no single-column expression
+        "h": [D(0, "user_id", "TRANSFORMATION"), D(1, "user_id", "TRANSFORMATION")],
+    }
+    assert res.indirect == [I(0, "user_id", "JOIN"), I(1, "user_id", "JOIN")]
+
+
+def test_cte_chain_keeps_identity_and_composes_expressions():
+    res = ok("""
+        WITH base AS (SELECT e.user_id AS uid, e.email AS em, amount FROM db.events e WHERE amount > 0),
+             cleaned AS (SELECT uid AS id, trim(em) AS em2 FROM base),
+             s AS (SELECT id, em2 AS addr FROM cleaned)
+        SELECT s.id AS subject, lower(s.addr) AS email_norm FROM s
+    """)
+    assert res.sources == ["db.events"]
+    assert res.columns == {
+        "subject": [D(0, "user_id")],
+        "email_norm": [D(0, "email", "TRANSFORMATION", expr="LOWER(TRIM(email))")],
+    }
+    assert res.indirect == [I(0, "amount", "FILTER")]
+
+
+def test_inner_and_left_joins_on_and_using():
+    res = ok("""
+        SELECT u.user_id, u.name, o.total, e.country AS event_country
+        FROM db.users u
+        JOIN db.orders o ON o.user_id = u.user_id AND o.status = 'paid'
+        LEFT JOIN db.events e USING (user_id)
+    """)
+    assert res.sources == ["db.users", "db.orders", "db.events"]
+    assert res.columns == {"user_id": [D(0, "user_id")], "name": [D(0, "name")], "total": [D(1, "total")],
+                           "event_country": [D(2, "country")]}
+    assert set(res.indirect) == {I(1, "user_id", "JOIN"), I(0, "user_id", "JOIN"), I(1, "status", "JOIN"),
+                                 I(2, "user_id", "JOIN")}
+    assert len(res.indirect) == 4
+
+
+def test_group_by_aggregates_mask_only_statistics():
+    res = ok("""
+        SELECT country, count(*) AS n, count(user_id) AS c, count(DISTINCT email) AS d, sum(amount) AS s,
+               avg(amount) AS a, max(user_id) AS last_user, min(ts) AS first_ts, list(email) AS emails,
+               string_agg(email, ',') AS joined, any_value(email) AS some_email
+        FROM db.events GROUP BY country
+    """)
+    assert res.columns == {
+        "country": [D(0, "country")],
+        "n": [],
+        "c": [D(0, "user_id", "AGGREGATION", True)],
+        "d": [D(0, "email", "AGGREGATION", True)],
+        "s": [D(0, "amount", "AGGREGATION", True)],
+        "a": [D(0, "amount", "AGGREGATION", True)],
+        "last_user": [D(0, "user_id", "AGGREGATION", False)],
+        "first_ts": [D(0, "ts", "AGGREGATION", False)],
+        "emails": [D(0, "email", "AGGREGATION", False)],
+        "joined": [D(0, "email", "AGGREGATION", False)],
+        "some_email": [D(0, "email", "AGGREGATION", False)],
+    }
+    assert res.indirect == [I(0, "country", "GROUP_BY")]
+
+
+@pytest.mark.parametrize(("func", "masking"), [
+    ("count(x)", True), ("sum(x)", True), ("avg(x)", True), ("stddev(x)", True), ("variance(x)", True),
+    ("approx_count_distinct(x)", True), ("count(DISTINCT x)", True), ("bit_or(x)", True),
+    ("product(x)", True), ("min(x)", False), ("max(x)", False), ("any_value(x)", False),
+    ("first(x)", False), ("last(x)", False), ("arg_max(x, y)", False), ("min_by(x, y)", False),
+    ("array_agg(x)", False), ("list(x)", False), ("mode(x)", False), ("median(x)", False),
+    ("quantile_disc(x, 0.5)", False), ("histogram(x)", False), ("string_agg(CAST(x AS VARCHAR), ',')", False),
+])
+def test_masking_rule(func: str, masking: bool):
+    res = ok(f"SELECT {func} AS v FROM db.t", {"db.t": {"x": "BIGINT", "y": "BIGINT"}})
+    assert D(0, "x", "AGGREGATION", masking) in res.columns["v"]
+
+
+def test_arg_max_key_is_masked_value_is_not():
+    res = ok("SELECT arg_max(user_id, ts) AS latest FROM db.events")
+    assert res.columns["latest"] == [D(0, "ts", "AGGREGATION", True), D(0, "user_id", "AGGREGATION", False)]
+
+
+def test_window_functions():
+    res = ok("""
+        SELECT user_id,
+               row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) AS rn,
+               lag(email) OVER (PARTITION BY user_id ORDER BY ts) AS prev_email,
+               first_value(amount) OVER (PARTITION BY country ORDER BY ts) AS first_amount,
+               sum(amount) OVER (PARTITION BY user_id) AS user_total
+        FROM db.events
+    """)
+    assert res.columns == {
+        "user_id": [D(0, "user_id")],
+        "rn": [],
+        "prev_email": [D(0, "email", "TRANSFORMATION")],
+        "first_amount": [D(0, "amount", "TRANSFORMATION")],
+        "user_total": [D(0, "amount", "AGGREGATION", True)],
+    }
+    assert res.indirect == [I(0, "user_id", "WINDOW"), I(0, "ts", "WINDOW"), I(0, "country", "WINDOW")]
+
+
+def test_union_all_merges_branches():
+    res = ok("""
+        SELECT user_id AS uid, email AS contact FROM db.events
+        UNION ALL
+        SELECT user_id, name FROM db.users WHERE age >= 18
+    """)
+    assert res.sources == ["db.events", "db.users"]
+    assert res.output_columns == ["uid", "contact"]
+    assert res.columns == {"uid": [D(0, "user_id"), D(1, "user_id")],
+                           "contact": [D(0, "email"), D(1, "name")]}
+    assert res.indirect == [I(1, "age", "FILTER")]
+
+
+def test_order_by_on_a_union_resolves_through_every_branch():
+    res = ok("SELECT user_id AS u, email AS c FROM db.events UNION ALL SELECT user_id, name FROM db.users "
+             "ORDER BY 2 DESC, u")
+    assert set(res.indirect) == {I(0, "email", "SORT"), I(1, "name", "SORT"), I(0, "user_id", "SORT"),
+                                 I(1, "user_id", "SORT")}
+
+
+def test_scalar_subquery_in_select_list():
+    res = ok("SELECT e.event_id, (SELECT max(u.age) FROM db.users u WHERE u.user_id = e.user_id) AS age "
+             "FROM db.events e")
+    assert res.sources == ["db.users", "db.events"]  # order of first appearance in the text
+    assert res.columns == {"event_id": [D(1, "event_id")], "age": [D(0, "age", "AGGREGATION", False)]}
+    assert set(res.indirect) == {I(0, "user_id", "FILTER"), I(1, "user_id", "FILTER")}
+
+
+def test_set_returning_and_struct_access():
+    schemas = {"db.t": {"tags": "VARCHAR[]", "s": "STRUCT(a INTEGER, b VARCHAR)"}}
+    res = ok("SELECT unnest(tags) AS tag, s.a AS a, tags[1] AS first_tag FROM db.t", schemas)
+    assert res.columns == {"tag": [D(0, "tags", "TRANSFORMATION")],  # many rows per value: no expression
+                           "a": [D(0, "s", "TRANSFORMATION", expr="s.a")],
+                           "first_tag": [D(0, "tags", "TRANSFORMATION", expr="tags[1]")]}
+
+
+def test_union_same_transform_keeps_expression_different_transform_drops_it():
+    same = ok("SELECT lower(email) AS e FROM db.events UNION SELECT lower(email) FROM db.events")
+    assert same.columns == {"e": [D(0, "email", "TRANSFORMATION", expr="LOWER(email)")]}
+    mixed = ok("SELECT email AS e FROM db.events UNION ALL SELECT upper(email) FROM db.events")
+    assert mixed.columns == {"e": [D(0, "email", "TRANSFORMATION")]}
+
+
+def test_subquery_in_from():
+    res = ok("""
+        SELECT t.uid, t.spent FROM (
+            SELECT user_id AS uid, sum(total) AS spent FROM db.orders WHERE status = 'paid' GROUP BY user_id
+        ) AS t WHERE t.spent > 100 ORDER BY t.spent DESC LIMIT 10
+    """)
+    assert res.columns == {"uid": [D(0, "user_id")], "spent": [D(0, "total", "AGGREGATION", True)]}
+    assert set(res.indirect) == {I(0, "status", "FILTER"), I(0, "user_id", "GROUP_BY"),
+                                 I(0, "total", "FILTER"), I(0, "total", "SORT")}
+
+
+def test_select_star_over_join():
+    res = ok("SELECT u.*, o.* EXCLUDE (user_id) FROM db.users u JOIN db.orders o ON o.user_id = u.user_id "
+             "WHERE o.status <> 'void'")
+    assert res.sources == ["db.users", "db.orders"]
+    assert res.output_columns == ["user_id", "name", "age", "country", "order_id", "total", "status"]
+    assert res.columns == {"user_id": [D(0, "user_id")], "name": [D(0, "name")], "age": [D(0, "age")],
+                           "country": [D(0, "country")], "order_id": [D(1, "order_id")],
+                           "total": [D(1, "total")], "status": [D(1, "status")]}
+    assert set(res.indirect) == {I(0, "user_id", "JOIN"), I(1, "user_id", "JOIN"), I(1, "status", "FILTER")}
+    # both sides have user_id: the engine would rename one, so the mapping is not trusted
+    dup = analyze("SELECT * FROM db.users u JOIN db.orders o ON o.user_id = u.user_id", SCHEMAS)
+    assert dup.opaque is not None and "user_id" in dup.opaque
+
+
+def test_select_star_over_using_join_is_identity():
+    res = ok("SELECT * FROM db.users JOIN db.orders USING (user_id)")
+    assert res.output_columns == ["user_id", "name", "age", "country", "order_id", "total", "status"]
+    assert res.columns["user_id"] == [D(0, "user_id"), D(1, "user_id")]  # COALESCE of the two sides
+    assert res.columns["total"] == [D(1, "total")]
+    assert res.columns["name"] == [D(0, "name")]
+    assert res.indirect == [I(0, "user_id", "JOIN"), I(1, "user_id", "JOIN")]
+
+
+def test_case_when():
+    res = ok("""
+        SELECT CASE WHEN age >= 18 THEN name ELSE 'minor' END AS display,
+               CASE country WHEN 'DE' THEN 'EU' ELSE country END AS region,
+               iif(age > 65, 'senior', 'other') AS band
+        FROM db.users
+    """)
+    assert res.columns == {
+        "display": [D(0, "name", "TRANSFORMATION")],  # depends on age too: no expression
+        "region": [D(0, "country", "TRANSFORMATION", expr="CASE country WHEN 'DE' THEN 'EU' ELSE country END")],
+        "band": [],
+    }
+    assert res.indirect == [I(0, "age", "CONDITIONAL"), I(0, "country", "CONDITIONAL")]
+
+
+def test_having_and_qualify_are_filters():
+    having = ok("SELECT country, count(*) AS n FROM db.events GROUP BY country HAVING count(DISTINCT user_id) > 10")
+    assert having.columns == {"country": [D(0, "country")], "n": []}
+    assert set(having.indirect) == {I(0, "country", "GROUP_BY"), I(0, "user_id", "FILTER")}
+    qualify = ok("SELECT user_id, email FROM db.events "
+                 "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC) = 1")
+    assert qualify.columns == {"user_id": [D(0, "user_id")], "email": [D(0, "email")]}
+    assert set(qualify.indirect) == {I(0, "user_id", "WINDOW"), I(0, "ts", "WINDOW")}
+
+
+def test_filter_on_window_column_of_a_cte_resolves_to_its_inputs():
+    res = ok("""
+        WITH ranked AS (SELECT user_id, email, row_number() OVER (PARTITION BY user_id ORDER BY ts) AS rn
+                        FROM db.events)
+        SELECT user_id, email FROM ranked WHERE rn = 1
+    """)
+    assert res.columns == {"user_id": [D(0, "user_id")], "email": [D(0, "email")]}
+    assert set(res.indirect) == {I(0, "user_id", "WINDOW"), I(0, "ts", "WINDOW"), I(0, "user_id", "FILTER"),
+                                 I(0, "ts", "FILTER")}
+
+
+def test_where_on_cte_column_built_from_two_columns():
+    res = ok("""
+        WITH k AS (SELECT event_id, user_id || ':' || email AS subject_key FROM db.events)
+        SELECT event_id FROM k WHERE subject_key LIKE '42:%'
+    """)
+    assert res.columns == {"event_id": [D(0, "event_id")]}
+    assert res.indirect == [I(0, "email", "FILTER"), I(0, "user_id", "FILTER")]
+
+
+def test_correlated_subquery_in_where():
+    res = ok("SELECT o.order_id FROM db.orders o "
+             "WHERE EXISTS (SELECT 1 FROM db.users u WHERE u.user_id = o.user_id AND u.age > 18)")
+    assert res.sources == ["db.orders", "db.users"]
+    assert res.columns == {"order_id": [D(0, "order_id")]}
+    assert set(res.indirect) == {I(0, "user_id", "FILTER"), I(1, "user_id", "FILTER"), I(1, "age", "FILTER")}
+
+
+def test_aggregate_over_cte_transformation_combines_steps():
+    res = ok("WITH s AS (SELECT lower(email) AS e, amount FROM db.events) "
+             "SELECT max(e) AS m, count(e) AS c, sum(amount) AS t FROM s")
+    assert res.columns == {"m": [D(0, "email", "AGGREGATION", False)],
+                           "c": [D(0, "email", "AGGREGATION", True)],
+                           "t": [D(0, "amount", "AGGREGATION", True)]}
+    twice = ok("WITH a AS (SELECT user_id, count(*) AS n FROM db.events GROUP BY user_id) "
+               "SELECT max(user_id) AS top_user, max(n) AS top_n FROM a")
+    assert twice.columns == {"top_user": [D(0, "user_id", "AGGREGATION", False)], "top_n": []}
+
+
+def test_order_by_is_sort_and_alias_resolves():
+    res = ok("SELECT user_id, lower(email) AS e FROM db.events ORDER BY e, ts")
+    assert res.indirect == [I(0, "email", "SORT"), I(0, "ts", "SORT")]
+    agg = ok("SELECT string_agg(email, ';' ORDER BY ts) AS l FROM db.events")
+    assert agg.columns == {"l": [D(0, "email", "AGGREGATION", False)]}
+    assert agg.indirect == [I(0, "ts", "SORT")]
+
+
+def test_aggregate_filter_clause_is_filter():
+    res = ok("SELECT count(*) FILTER (WHERE amount > 0) AS paid, sum(amount) FILTER (WHERE country = 'DE') AS de "
+             "FROM db.events")
+    assert res.columns == {"paid": [], "de": [D(0, "amount", "AGGREGATION", True)]}
+    assert set(res.indirect) == {I(0, "amount", "FILTER"), I(0, "country", "FILTER")}
+
+
+def test_case_insensitive_names_and_schema_spelling():
+    schemas = {"DB.Events": {"UserId": "BIGINT", "Email": "VARCHAR"}}
+    res = ok('SELECT USERID AS Subject, lower("EMAIL") AS E FROM db.EVENTS', schemas)
+    assert res.sources == ["db.events"]
+    assert res.output_columns == ["subject", "e"]
+    assert res.columns == {"subject": [D(0, "UserId")],
+                           "e": [D(0, "Email", "TRANSFORMATION", expr="LOWER(Email)")]}
+
+
+def test_three_part_names_and_quoting():
+    schemas = {"cat.ns.t": {"User Id": "BIGINT", "order": "VARCHAR"}}
+    res = ok('SELECT "User Id" + 1 AS nxt, upper("order") AS o FROM cat.ns.t', schemas)
+    assert res.sources == ["cat.ns.t"]
+    assert res.columns == {"nxt": [D(0, "User Id", "TRANSFORMATION", expr='"User Id" + 1')],
+                           "o": [D(0, "order", "TRANSFORMATION", expr='UPPER("order")')]}
+
+
+def test_unaliased_expressions_get_sqlglot_names():
+    res = ok("SELECT lower(email), user_id FROM db.events")
+    assert res.output_columns == ["_col_0", "user_id"]
+
+
+def test_spark_dialect():
+    res = ok("SELECT `user_id` AS uid, upper(email) AS e FROM db.events WHERE country = \"DE\"", dialect="spark")
+    assert res.columns == {"uid": [D(0, "user_id")], "e": [D(0, "email", "TRANSFORMATION", expr="UPPER(email)")]}
+    assert res.indirect == [I(0, "country", "FILTER")]
+
+
+# ---- expression -------------------------------------------------------------------------------
+
+def test_expression_none_for_nondeterministic_multi_column_and_self_join():
+    res = ok("SELECT user_id + random() AS r, email || country AS two, now() AS t, "
+             "md5(email || CAST(current_date AS VARCHAR)) AS d FROM db.events")
+    assert res.columns["r"] == [D(0, "user_id", "TRANSFORMATION")]
+    assert res.columns["two"] == [D(0, "country", "TRANSFORMATION"), D(0, "email", "TRANSFORMATION")]
+    assert res.columns["t"] == []
+    assert res.columns["d"] == [D(0, "email", "TRANSFORMATION")]
+    self_join = ok("SELECT a.email || b.email AS pair FROM db.events a JOIN db.events b ON a.event_id = b.event_id")
+    assert self_join.columns == {"pair": [D(0, "email", "TRANSFORMATION")]}  # two rows: no expression
+    param = ok("SELECT email || ? AS x FROM db.events")
+    assert param.columns == {"x": [D(0, "email", "TRANSFORMATION")]}
+
+
+def test_expression_same_row_through_two_cte_columns():
+    res = ok("WITH s AS (SELECT lower(email) AS a, upper(email) AS b FROM db.events) SELECT a || b AS ab FROM s")
+    assert res.columns == {"ab": [D(0, "email", "TRANSFORMATION", expr="LOWER(email) || UPPER(email)")]}
+
+
+@pytest.mark.parametrize(("sql", "value"), [
+    ("WITH s AS (SELECT trim(email) AS em FROM db.events) SELECT lower(s.em) AS out FROM s", "  Ada@Example.COM "),
+    ("SELECT md5(lower(email)) AS out FROM db.events", "Bob@x.org"),
+    ("SELECT CASE WHEN email LIKE '%@x.org' THEN upper(email) ELSE email END AS out FROM db.events", "bob@x.org"),
+    ("SELECT coalesce(nullif(trim(email), ''), 'none') AS out FROM (SELECT email FROM db.events) t", "  "),
+])
+def test_expression_evaluates_like_the_query(sql: str, value: str):
+    """The lead maps a subject's value downstream with SELECT <expression> FROM (SELECT ? AS <column>)."""
+    res = ok(sql)
+    (ref,) = res.columns["out"]
+    assert ref.column == "email" and ref.expression is not None
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA db")
+    con.execute("CREATE TABLE db.events (event_id BIGINT, user_id BIGINT, email VARCHAR, ts TIMESTAMP, "
+                "amount DOUBLE, country VARCHAR)")
+    con.execute("INSERT INTO db.events (email) VALUES (?)", [value])
+    expected = con.execute(sql).fetchall()[0][0]
+    got = con.execute(f"SELECT {ref.expression} FROM (SELECT ?::VARCHAR AS {ref.column})", [value]).fetchall()[0][0]
+    assert got == expected
+
+
+# ---- opaque ----------------------------------------------------------------------------------
+
+def test_unparseable_sql_is_opaque_with_sources_from_tokens():
+    res = analyze("SELECT user_id FROM db.events JOIN db.users ON ((( WHERE", SCHEMAS)
+    assert res.opaque is not None and "parse" in res.opaque
+    assert res.sources == ["db.events", "db.users"]
+    assert res.columns == {} and res.indirect == [] and res.output_columns == []
+
+
+@pytest.mark.parametrize("sql", [
+    "CREATE TABLE db.copy AS SELECT * FROM db.events",
+    "INSERT INTO db.orders SELECT * FROM db.orders",
+    "DELETE FROM db.events WHERE user_id = 1",
+    "UPDATE db.users SET name = 'x'",
+    "DROP TABLE db.events",
+    "SELECT 1 AS a; SELECT user_id FROM db.events",
+    "SELECT * INTO db.copy FROM db.events",
+    "WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT n FROM r",
+    "SELECT * FROM read_parquet('/data/secret.parquet')",
+    "SELECT COLUMNS('user.*') FROM db.events",
+    "",
+])
+def test_non_queries_are_opaque(sql: str):
+    res = analyze(sql, SCHEMAS)
+    assert res.opaque is not None
+    assert res.columns == {} and res.indirect == []
+    assert "secret" not in res.opaque
+
+
+def test_opaque_sources_are_best_effort():
+    res = analyze("INSERT INTO db.orders SELECT * FROM db.events", SCHEMAS)
+    assert res.opaque is not None and "INSERT" in res.opaque
+    assert res.sources == ["db.events"]
+
+
+def test_unknown_column_and_table_are_opaque():
+    col = analyze("SELECT user_id, favourite_colour FROM db.users", SCHEMAS)
+    assert col.opaque is not None and "favourite_colour" in col.opaque
+    assert col.sources == ["db.users"]
+    table = analyze("SELECT e.user_id FROM db.events e JOIN db.secret s ON s.id = e.user_id", SCHEMAS)
+    assert table.opaque is not None and "db.secret" in table.opaque
+    assert table.sources == ["db.events", "db.secret"]
+    ambiguous = analyze("SELECT country FROM db.users JOIN db.events USING (user_id)", SCHEMAS)
+    assert ambiguous.opaque is not None and "country" in ambiguous.opaque
+    star = analyze("SELECT * FROM db.unknown", SCHEMAS)
+    assert star.opaque is not None and "db.unknown" in star.opaque
+
+
+def test_duplicate_output_names_are_opaque():
+    res = analyze("SELECT u.user_id, o.user_id FROM db.users u JOIN db.orders o ON o.user_id = u.user_id", SCHEMAS)
+    assert res.opaque is not None and "user_id" in res.opaque
+
+
+def test_programmer_errors_raise():
+    with pytest.raises(TypeError):
+        analyze(b"SELECT 1", SCHEMAS)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        analyze("SELECT 1", [("db.t", {})])  # type: ignore[arg-type]
+
+
+# ---- referenced_tables / normalize_sql ---------------------------------------------------------
+
+def test_referenced_tables():
+    known = list(SCHEMAS)
+    assert referenced_tables("WITH x AS (SELECT * FROM db.Users) SELECT * FROM x JOIN DB.events USING (user_id)",
+                             known) == ["db.users", "db.events"]
+    assert referenced_tables("CREATE TABLE db.out AS SELECT * FROM db.orders", known) == ["db.orders"]
+    # does not parse: dotted names matching known tables, in order, quoted or not
+    assert referenced_tables('SELEKT * FROM "DB"."ORDERS" ,, db . users JOIN db.nope', known) == [
+        "db.orders", "db.users"]
+    # does not even tokenize
+    assert referenced_tables("SELECT * FROM db.events WHERE x = 'unterminated", known) == ["db.events"]
+    assert referenced_tables("", known) == []
+
+
+def test_normalize_sql_strips_literals():
+    sql = ("SELECT email FROM db.events WHERE user_id = 4242 AND email = 'ada@example.com' "
+           "AND amount IN (13.37, -99) AND ts > TIMESTAMP '2031-05-06 07:08:09' ORDER BY 1 LIMIT 777 -- hint 5150")
+    out = normalize_sql(sql)
+    assert out is not None
+    for secret in ("4242", "ada@example.com", "13.37", "99", "2031", "777", "5150", "hint"):
+        assert secret not in out
+    assert out.startswith("SELECT email FROM db.events WHERE user_id = ? AND email = ?")
+    assert "CAST(x AS DECIMAL(10, 2))" in normalize_sql("SELECT CAST(x AS DECIMAL(10, 2)) FROM t")
+    assert normalize_sql("SELECT FROM WHERE ((") is None
+    assert normalize_sql("SELECT `a` FROM t WHERE b = 'Bob'", "spark") == "SELECT `a` FROM t WHERE b = ?"
+
+
+# ---- properties ------------------------------------------------------------------------------
+
+_STEPS = {
+    "rename": "{c}",
+    "lower": "lower({c})",
+    "upper": "upper({c})",
+    "trim": "trim({c})",
+    "reverse": "reverse({c})",
+    "md5": "md5({c})",
+    "suffix": "{c} || '-x'",
+    "concat": "concat('p:', {c})",
+    "substr": "substr({c}, 1, 5)",
+    "replace": "replace({c}, 'a', 'b')",
+}
+
+
+@st.composite
+def _chains(draw):
+    steps = draw(st.lists(st.sampled_from(sorted(_STEPS)), min_size=1, max_size=5))
+    kinds = draw(st.lists(st.sampled_from(["cte", "subquery"]), min_size=len(steps), max_size=len(steps)))
+    filters = draw(st.lists(st.booleans(), min_size=len(steps), max_size=len(steps)))
+    value = draw(st.text(alphabet="aAbB xyz@.-", max_size=12))
+    return steps, kinds, filters, value
+
+
+def _chain_sql(steps, kinds, filters) -> str:
+    """A chain of CTEs / derived tables, each applying one step to the previous column."""
+    ctes: list[str] = []
+    inner, col = "db.events", "email"
+    for i, (step, kind, filt) in enumerate(zip(steps, kinds, filters, strict=True)):
+        name = f"c{i}"
+        where = f" WHERE {col} IS NOT NULL" if filt else ""
+        body = f"SELECT {_STEPS[step].format(c=col)} AS {name}, user_id FROM {inner}{where}"
+        if kind == "cte":
+            ctes.append(f"s{i} AS ({body})")
+            inner = f"s{i}"
+        else:
+            inner = f"({body}) AS s{i}"
+        col = name
+    with_ = f"WITH {', '.join(ctes)} " if ctes else ""
+    return f"{with_}SELECT {col} AS out, user_id FROM {inner}"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_chains())
+def test_property_chains_of_scalar_steps(chain):
+    """Through any chain of CTEs / subqueries: renames stay IDENTITY, anything else is a TRANSFORMATION whose
+    expression computes, from the bare source value, exactly what the query computes."""
+    steps, kinds, filters, value = chain
+    sql = _chain_sql(steps, kinds, filters)
+    res = ok(sql)
+    assert res.sources == ["db.events"]
+    assert res.columns["user_id"] == [D(0, "user_id")]
+    (ref,) = res.columns["out"]
+    assert ref.column == "email" and not ref.masking
+    assert set(res.indirect) == ({I(0, "email", "FILTER")} if any(filters) else set())
+    if all(s == "rename" for s in steps):
+        assert ref.subtype == "IDENTITY" and ref.expression is None
+        return
+    assert ref.subtype == "TRANSFORMATION" and ref.expression is not None
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA db")
+    con.execute("CREATE TABLE db.events (event_id BIGINT, user_id BIGINT, email VARCHAR, ts TIMESTAMP, "
+                "amount DOUBLE, country VARCHAR)")
+    con.execute("INSERT INTO db.events (user_id, email) VALUES (1, ?)", [value])
+    expected = con.execute(sql).fetchall()[0][0]
+    got = con.execute(f"SELECT {ref.expression} FROM (SELECT ?::VARCHAR AS email)", [value]).fetchall()[0][0]
+    assert got == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["count", "sum", "max", "min", "lower", "rename"]), min_size=1, max_size=4))
+def test_property_path_combination(ops):
+    """Along a path: subtype is the strongest step, masking is set iff some step masks."""
+    ctes, col = [], "amount"
+    for i, op in enumerate(ops):
+        expr = {"rename": "{c}", "lower": "lower(CAST({c} AS VARCHAR))"}.get(op, op + "({c})").format(c=col)
+        src = "db.events" if i == 0 else f"s{i - 1}"
+        ctes.append(f"s{i} AS (SELECT {expr} AS v{i} FROM {src})")
+        col = f"v{i}"
+    res = ok(f"WITH {', '.join(ctes)} SELECT {col} AS out FROM s{len(ops) - 1}")
+    rank = max({"rename": 0, "lower": 1}.get(op, 2) for op in ops)
+    (ref,) = res.columns["out"]
+    assert ref.column == "amount"
+    assert ref.subtype == ["IDENTITY", "TRANSFORMATION", "AGGREGATION"][rank]
+    assert ref.masking == any(op in ("count", "sum") for op in ops)
