@@ -13,6 +13,7 @@ from iceberg_privacy.config import (
     configure_bloom,
     configure_identity,
 )
+from iceberg_privacy.derive import DeriveReport, derive
 from iceberg_privacy.dp import (
     ApproxDP,
     BudgetExhaustedError,
@@ -34,7 +35,11 @@ from iceberg_privacy.errors import (
     ConfigurationError,
     IcebergPrivacyError,
     InvalidLookupValueError,
+    LineageError,
+    MissingSourceError,
     NoIdentityColumnsError,
+    OpaqueSqlError,
+    PurposeViolationError,
     RequestConflictError,
     SchemaMismatchError,
     SidecarError,
@@ -48,6 +53,7 @@ from iceberg_privacy.index import SidecarWarning
 from iceberg_privacy.ingest import WriteReport, append, overwrite
 from iceberg_privacy.journal import Journal, RequestState
 from iceberg_privacy.keyed import SecretMissingError, init_secret
+from iceberg_privacy.lineage import LineageGraph, LineageRecord, annotate
 from iceberg_privacy.lookup import lookup
 from iceberg_privacy.maintenance import (
     IndexReport,
@@ -126,4 +132,13 @@ __all__ = [
     "SubjectRightsError",
     "UnknownRequestError",
     "VerificationFailedError",
+    "DeriveReport",
+    "LineageError",
+    "LineageGraph",
+    "LineageRecord",
+    "MissingSourceError",
+    "OpaqueSqlError",
+    "PurposeViolationError",
+    "annotate",
+    "derive",
 ]

@@ -117,7 +117,7 @@ def access(catalog: Catalog, subjects: Any, tables: Sequence[str | Table] | None
         raise ConfigurationError(f"access output format must be one of {FORMATS}, got {format!r}")
     t0 = time.perf_counter()
     journal = Journal(catalog)
-    req, resolved, secret = submit_request(catalog, "access", subjects, tables, request_id=request_id, home=home,
+    req, resolved, secret, _ = submit_request(catalog, "access", subjects, tables, request_id=request_id, home=home,
                                            deadline=deadline, journal=journal)
     if req.kind != "access":
         raise RequestConflictError(f"request {req.request_id} is an {req.kind} request, not an access request")

@@ -52,6 +52,8 @@ from iceberg_privacy.ingest import (
 )
 from iceberg_privacy.journal import DEFAULT_DEADLINE, TABLE_ERASED, Journal, RequestState
 from iceberg_privacy.keyed import key_id, load_secret
+from iceberg_privacy.lineage.fanout import Fanout, plan_fanout
+from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord
 from iceberg_privacy.subjects import (
     TableSubjects,
     as_values,
@@ -106,6 +108,7 @@ class ErasureReport:
     tables: dict[str, TableErasure]
     seconds: float = 0.0
     purge: Any = None  # PurgeReport when erase(..., purge=True)
+    lineage: Fanout | None = None  # erase(..., follow_lineage=True): downstream tables, exempt releases, warnings
 
     @property
     def rows_removed(self) -> int:
@@ -118,6 +121,11 @@ class ErasureReport:
             note = f" ({t.skipped})" if t.skipped else ""
             lines.append(f"  {t.table}: {t.rows_removed} rows, {t.files_rewritten} files rewritten of {t.files_read} "
                          f"read / {t.files_total}, snapshots {t.snapshot_ids or '-'}{note}")
+        if self.lineage is not None:
+            for rel in self.lineage.exempt:
+                lines.append(f"  exempt: {rel.table} is a DP release of {rel.source} (release {rel.release_id or '?'}, "
+                             f"snapshot {rel.snapshot_id}); aggregated with differential privacy, not erased")
+            lines += [f"  warning: {w}" for w in self.lineage.warnings]
         if self.purge is not None:
             lines.append(str(self.purge))
         return "\n".join(lines)
@@ -285,6 +293,7 @@ def erase_table(ts: TableSubjects, request_id: str, secret: bytes, *, subjects: 
                 SUMMARY_FILES_ADDED: str(sum(len(b.written.files) for b in pending)),
                 SUMMARY_SUBJECTS: str(subjects),
                 SUMMARY_KEY_ID: key_id(secret),
+                **LineageRecord(op="erasure", engine="pyarrow", status=MAINTENANCE).summary(),
             }
             _fault("before_commit")
             rep.commit_attempts += 1
@@ -336,7 +345,20 @@ def _table_subjects(catalog: Catalog, req: RequestState, subjects: Any | None, s
             f"the subjects given do not match those recorded for request {req.request_id}; resume it with the "
             "same subject values, or without values (keyed-hash matching, every file is scanned)"
         )
+    lineage = req.detail.get("lineage") or {}
+    if lineage.get("followed"):  # values mapped downstream (lower(email), ...) are derived again, not stored
+        roots = [t for t in tables if table_name(t) in set(lineage.get("roots", []))]
+        resolved = _with_fanout(resolved, as_values(subjects), secret, plan_fanout(catalog, roots, as_values(subjects)))
     return resolved
+
+
+def _with_fanout(resolved: list[TableSubjects], values: list[Any], secret: bytes, fan: Fanout) -> list[TableSubjects]:
+    """Add the values subjects have downstream (through recorded expressions) to each table's subjects."""
+    out = []
+    for ts in resolved:
+        extra = fan.values.get(ts.name)
+        out.append(resolve_subjects([ts.table], values + extra, secret, strict=False)[0] if extra else ts)
+    return out
 
 
 def process_erasure(catalog: Catalog, req: RequestState, subjects: Any | None, secret: bytes, *,
@@ -389,8 +411,12 @@ def process_erasure(catalog: Catalog, req: RequestState, subjects: Any | None, s
 def submit_request(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[str | Table] | None = None, *,
                    request_id: str | None = None, secret: bytes | None = None, home: str | os.PathLike[str] | None = None,
                    deadline: timedelta = DEFAULT_DEADLINE, journal: Journal | None = None,
-                   ) -> tuple[RequestState, list[TableSubjects], bytes]:
-    """Validate the subjects and tables, and record the request durably (no data work)."""
+                   follow_lineage: bool = False,
+                   ) -> tuple[RequestState, list[TableSubjects], bytes, Fanout | None]:
+    """Validate the subjects and tables, and record the request durably (no data work).
+
+    With ``follow_lineage`` the downstream tables lineage reaches are part of the request too.
+    """
     secret = secret if secret is not None else load_secret(home, catalog=catalog)  # refuse to start without a secret
     journal = journal or Journal(catalog)
     rid = request_id or new_request_id()
@@ -400,33 +426,47 @@ def submit_request(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[
     else:
         targets = subject_tables(catalog, tables)
     values = as_values(subjects)
+    fan: Fanout | None = None
+    followed = existing.detail.get("lineage") if existing is not None else None
+    if follow_lineage or (followed or {}).get("followed"):
+        roots = targets if not followed else [t for t in targets if table_name(t) in set(followed.get("roots", []))]
+        fan = plan_fanout(catalog, roots, values)
+        for w in fan.warnings:
+            logger.warning("erasure fan-out: %s", w)
+        known = {table_name(t) for t in targets}
+        targets = targets + [catalog.load_table(n) for n in fan.tables if n not in known and catalog.table_exists(n)]
     resolved = resolve_subjects(targets, values, secret)
+    if fan is not None:
+        resolved = _with_fanout(resolved, values, secret, fan)
     digests: set[bytes] = set().union(*(ts.digests for ts in resolved)) if resolved else set()
     req = journal.submit(rid, kind, digests, len(set(map(repr, values))), [ts.name for ts in resolved], key_id(secret),
-                         deadline=deadline, existing=existing)
-    return req, resolved, secret
+                         deadline=deadline, existing=existing, detail={"lineage": fan.to_json()} if fan else None)
+    return req, resolved, secret, fan
 
 
 def erase(catalog: Catalog, subjects: Any, tables: Sequence[str | Table] | None = None, *,
           request_id: str | None = None, purge: bool = False, home: str | os.PathLike[str] | None = None,
           deadline: timedelta = DEFAULT_DEADLINE, max_commit_retries: int = 10, workers: int | None = None,
-          ) -> ErasureReport:
+          follow_lineage: bool = False) -> ErasureReport:
     """Erase every row of ``subjects`` from the tables declaring identity columns (or those named).
 
     The request is journaled before work starts; running it again with the same ``request_id``
     resumes it and erases nothing twice. Unknown subjects are not an error (zero rows). With
     ``purge=True`` old snapshots and unreferenced files are removed and every file is verified
     (see :func:`iceberg_privacy.purge`); otherwise call ``purge`` later to complete the request.
+    ``follow_lineage=True`` also erases from every table derived from these (``report.lineage`` lists
+    them, the DP releases left alone as exempt, and any flow lineage could not follow).
     """
     journal = Journal(catalog)
-    req, resolved, secret = submit_request(catalog, "erase", subjects, tables, request_id=request_id, home=home,
-                                           deadline=deadline, journal=journal)
+    req, resolved, secret, fan = submit_request(catalog, "erase", subjects, tables, request_id=request_id, home=home,
+                                                deadline=deadline, journal=journal, follow_lineage=follow_lineage)
     if req.kind != "erase":
         raise RequestConflictError(f"request {req.request_id} is an {req.kind} request, not an erasure")
     _fault("after_submit")
     report = process_erasure(catalog, req, as_values(subjects), secret, journal=journal,
                              max_commit_retries=max_commit_retries, workers=workers,
                              resolved_subjects=[ts for ts in resolved if ts.name in req.tables])
+    report.lineage = fan
     if purge:
         from iceberg_privacy.purge import purge as run_purge
 

@@ -260,7 +260,7 @@ class Journal:
 
     def submit(self, request_id: str, kind: str, digests: set[bytes], subject_count: int, tables: list[str],
                key_id: str, *, deadline: timedelta = DEFAULT_DEADLINE, received: datetime | None = None,
-               existing: RequestState | None | bool = True) -> RequestState:
+               existing: RequestState | None | bool = True, detail: dict[str, Any] | None = None) -> RequestState:
         """Record a request durably; submitting the same id again returns the stored request.
 
         The same id with different subjects or kind is refused: it would make the journal lie about
@@ -285,7 +285,8 @@ class Journal:
         at = received or datetime.now(UTC)
         created = self.event(
             request_id, CREATED, kind=kind, key_id=key_id, subjects=sorted(digests), at=at,
-            detail={"tables": sorted(tables), "subject_count": subject_count, "deadline": (at + deadline).isoformat()},
+            detail={**(detail or {}), "tables": sorted(tables), "subject_count": subject_count,
+                    "deadline": (at + deadline).isoformat()},
         )
         self.append([created])
         return fold([created])[request_id]

@@ -145,8 +145,13 @@ def _arrow_value(lit: Literal[Any]) -> Any:
     return lit.value.bytes if isinstance(lit.value, uuid.UUID) else lit.value
 
 
-def resolve_subjects(tables: Sequence[Table], subjects: Any, secret: bytes) -> list[TableSubjects]:
-    """Coerce the subjects for every identity column of every table (see the module doc for the rule)."""
+def resolve_subjects(tables: Sequence[Table], subjects: Any, secret: bytes, *, strict: bool = True,
+                     ) -> list[TableSubjects]:
+    """Coerce the subjects for every identity column of every table (see the module doc for the rule).
+
+    ``strict=False`` (downstream tables of a lineage fan-out) skips values no column takes instead of
+    rejecting them: they were validated against the request's own tables.
+    """
     values = as_values(subjects)
     for v in values:
         if v is None:
@@ -169,7 +174,7 @@ def resolve_subjects(tables: Sequence[Table], subjects: Any, secret: bytes) -> l
         ts.digests = set().union(*(c.digests for c in cols)) if cols else set()
         out.append(ts)
     bad = [v for v, ok in zip(values, accepted, strict=True) if not ok]
-    if bad:
+    if bad and strict:
         kinds = sorted({f"{c.column.name}: {c.column.leaf_type}" for ts in out for c in ts.columns})
         raise InvalidLookupValueError(
             f"{len(bad)} subject value(s) fit no identity column of the request's tables, e.g. {bad[0]!r} "

@@ -66,7 +66,7 @@ def _cmd_erase(args: argparse.Namespace) -> int:
     from iceberg_privacy.erasure import erase
 
     print(erase(args.catalog_obj, _need_values(args), _tables(args), request_id=args.request_id, purge=args.purge,
-                home=args.home))
+                home=args.home, follow_lineage=args.follow_lineage))
     return 0
 
 
@@ -89,7 +89,7 @@ def _cmd_requests(args: argparse.Namespace) -> int:
     if cmd == "submit":
         from iceberg_privacy.erasure import submit_request
 
-        req, _, _ = submit_request(args.catalog_obj, args.kind, _need_values(args), _tables(args),
+        req, _, _, _ = submit_request(args.catalog_obj, args.kind, _need_values(args), _tables(args),
                                    request_id=args.request_id, home=args.home, journal=journal)
         print(json.dumps(req.to_json(), indent=2) if args.json else f"{req.request_id} {req.kind} {req.status} "
               f"deadline {req.deadline.isoformat()}")
@@ -150,6 +150,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("erase", help="erase the subjects' rows (copy-on-write, journaled, resumable)")
     _subject_args(p)
     p.add_argument("--purge", action="store_true", help="then expire old snapshots, delete files and verify")
+    p.add_argument("--follow-lineage", action="store_true",
+                   help="also erase from every table derived from these (lineage), DP releases exempt")
     p.set_defaults(func=_cmd_erase)
 
     p = subparsers.add_parser("purge", help="after an erase: expire, delete unreferenced files, verify, complete")

@@ -35,13 +35,13 @@ def test_submit_is_durable_and_idempotent(catalog: Catalog) -> None:
     make_table(catalog, "db.t", [["u1", "u2"]])
     from iceberg_privacy.erasure import submit_request
 
-    req, _, _ = submit_request(catalog, "erase", ["u1", "u2"], request_id="r1")
+    req, _, _, _ = submit_request(catalog, "erase", ["u1", "u2"], request_id="r1")
     assert req.status == "received" and set(req.tables) == {"db.t"} and req.subject_count == 2
     assert req.deadline - req.received == timedelta(days=30)
     # A fresh catalog object (another process) sees it: it was committed before returning.
     again = Journal(ip.connect(home=Path(catalog.properties["uri"][len("sqlite:///"):]).parent)).get("r1")
     assert again.to_json() == req.to_json()
-    req2, _, _ = submit_request(catalog, "erase", ["u2", "u1"], request_id="r1")
+    req2, _, _, _ = submit_request(catalog, "erase", ["u2", "u1"], request_id="r1")
     assert req2.received == req.received
     assert [r["event"] for r in Journal(catalog).rows("r1")] == [CREATED]
     with pytest.raises(RequestConflictError, match="other subjects"):

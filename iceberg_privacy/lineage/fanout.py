@@ -1,0 +1,195 @@
+"""Erasure fan-out: which downstream tables hold a subject, and under which values.
+
+Starting from the identity columns of the request's tables, follow DIRECT column edges that carry
+values (IDENTITY, TRANSFORMATION, value-returning aggregates) to the columns they fill, mapping the
+subject's values through recorded expressions (``lower(email)``) on the way. Edges that aggregate
+the identity away (``count(user_id)``) stop the walk. DP releases are exempt (aggregated with
+differential privacy) and listed with their provenance. Everything the walk cannot follow (opaque
+derives, expressions of several columns, undeclared identity columns downstream) is reported in
+``warnings``: coverage is then incomplete and the caller is told where.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
+
+from iceberg_privacy.config import identity_columns
+from iceberg_privacy.errors import LineageError
+from iceberg_privacy.lineage.catalog_graph import LineageGraph, build_graph
+from iceberg_privacy.lineage.evaluate import map_values, sql_type
+from iceberg_privacy.lineage.record import OPAQUE, TRANSFORMATION
+
+logger = logging.getLogger(__name__)
+
+RELEASE_ID_KEY = "privacy.dp.release-id"
+
+
+@dataclass(frozen=True)
+class ExemptRelease:
+    """A DP release reading a table of the request: not erased, listed with its provenance."""
+
+    table: str
+    source: str
+    snapshot_id: int | None
+    source_snapshot_id: int | None
+    release_id: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"table": self.table, "source": self.source, "snapshot_id": self.snapshot_id,
+                "source_snapshot_id": self.source_snapshot_id, "release_id": self.release_id}
+
+
+@dataclass
+class Fanout:
+    """Downstream tables to erase from, and what could not be followed."""
+
+    roots: list[str]
+    # downstream table -> values the subject has there besides the request's own (mapped by expressions)
+    values: dict[str, list[Any]] = field(default_factory=dict)
+    paths: dict[str, list[str]] = field(default_factory=dict)  # downstream table -> column flows that reach it
+    exempt: list[ExemptRelease] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def tables(self) -> list[str]:
+        return list(self.values)
+
+    @property
+    def complete(self) -> bool:
+        return not self.warnings
+
+    def to_json(self) -> dict[str, Any]:
+        return {"followed": True, "roots": self.roots, "tables": {t: self.paths.get(t, []) for t in self.values},
+                "exempt": [e.to_json() for e in self.exempt], "warnings": self.warnings}
+
+
+def _load(catalog: Catalog, cache: dict[str, Table | None], name: str) -> Table | None:
+    if name not in cache:
+        try:
+            cache[name] = catalog.load_table(name)
+        except Exception:  # noqa: BLE001 - dropped meanwhile: reported where it matters
+            cache[name] = None
+    return cache[name]
+
+
+def _column_type(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str) -> str:
+    t = _load(catalog, cache, table)
+    try:
+        return sql_type(t.schema().as_arrow().field(column).type) if t is not None else "VARCHAR"
+    except KeyError:
+        return "VARCHAR"
+
+
+def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
+                graph: LineageGraph | None = None) -> Fanout:
+    """Follow the identity columns of ``roots`` downstream (see the module doc)."""
+    g = graph or build_graph(catalog)
+    fan = Fanout(roots=[".".join(t.name()) for t in roots])
+    cache: dict[str, Table | None] = {}
+    queue: deque[tuple[str, str, tuple[Any, ...]]] = deque()
+    seen: set[tuple[str, str, tuple[Any, ...]]] = set()
+    root_uuids: set[str] = set()
+    for t in roots:
+        uuid = str(t.metadata.table_uuid)
+        root_uuids.add(uuid)
+        cache[".".join(t.name())] = t
+        for col in identity_columns(t.schema(), t.properties):
+            queue.append((uuid, col.name, tuple(values)))
+    reached: set[str] = set(root_uuids)
+    while queue:
+        item = queue.popleft()
+        if item in seen:
+            continue
+        seen.add(item)
+        uuid, column, vals = item
+        src_name = g.tables[uuid].name if uuid in g.tables else uuid
+        for e in g.columns:
+            if e.type != "DIRECT" or e.source != uuid or e.source_column != column or e.sink_column is None:
+                continue
+            sink = g.tables[e.sink]
+            if sink.dp_release:
+                continue  # listed below as exempt
+            if e.masking:
+                continue  # aggregated away: no person's value there
+            flow = f"{src_name}.{column} -> {sink.name}.{e.sink_column} ({e.subtype.lower()})"
+            if not sink.exists:
+                fan.warnings.append(f"{flow}: {sink.name} is no longer in the catalog (dropped); nothing to erase")
+                continue
+            if e.subtype == TRANSFORMATION and e.expression is None:
+                fan.warnings.append(f"{flow}: the value is computed from several columns or not deterministically, "
+                                    "so the subject's value there is unknown; rows may remain in "
+                                    f"{sink.name} unless another identity column matches")
+                mapped: tuple[Any, ...] = ()
+            elif e.subtype == TRANSFORMATION:
+                try:
+                    mapped = tuple(map_values(e.expression or "", column,
+                                              _column_type(catalog, cache, src_name, column), vals,
+                                              dialect=e.engine or "duckdb"))
+                except LineageError as exc:
+                    fan.warnings.append(f"{flow}: {exc}")
+                    mapped = ()
+            else:
+                mapped = vals  # IDENTITY, or a value-returning aggregate (max(user_id))
+            if e.sink_column not in sink.annotations.identity:
+                fan.warnings.append(f"{flow}: {sink.name}.{e.sink_column} carries an identity but is not declared an "
+                                    f"identity column of {sink.name} (configure_identity), so it is not erased there")
+                continue
+            reached.add(e.sink)
+            have = fan.values.setdefault(sink.name, [])
+            for v in mapped:
+                if v not in have and v not in values:
+                    have.append(v)
+            fan.paths.setdefault(sink.name, [])
+            if flow not in fan.paths[sink.name]:
+                fan.paths[sink.name].append(flow)
+            if mapped:
+                queue.append((e.sink, e.sink_column, mapped))
+    _table_level(catalog, cache, g, fan, reached, root_uuids)
+    return fan
+
+
+def _table_level(catalog: Catalog, cache: dict[str, Table | None], g: LineageGraph, fan: Fanout, reached: set[str],
+                 roots: set[str]) -> None:
+    """Opaque derives and DP releases hanging off any table the walk reached."""
+    queue = deque(sorted(reached))
+    seen = set(reached)
+    while queue:
+        uuid = queue.popleft()
+        for e in g.edges:
+            if e.source != uuid:
+                continue
+            sink = g.tables[e.sink]
+            src = g.tables[uuid].name
+            if sink.dp_release or e.exempt == "dp":
+                rel = ExemptRelease(sink.name, src, e.snapshot_id, e.source_snapshot_id,
+                                    _release_id(_load(catalog, cache, sink.name), e.snapshot_id))
+                if rel not in fan.exempt:
+                    fan.exempt.append(rel)
+                continue
+            if e.status == OPAQUE and e.sink not in seen:
+                seen.add(e.sink)
+                msg = (f"{src} -> {sink.name}: written by SQL whose lineage is opaque; downstream coverage is "
+                       "incomplete")
+                if sink.exists and sink.annotations.identity and e.sink not in roots:
+                    fan.values.setdefault(sink.name, [])
+                    fan.paths.setdefault(sink.name, []).append(f"{src} -> {sink.name} (opaque)")
+                    msg += f" ({sink.name} is erased through its declared identity columns, with the request's values)"
+                    queue.append(e.sink)
+                if msg not in fan.warnings:
+                    fan.warnings.append(msg)
+
+
+def _release_id(table: Table | None, snapshot_id: int | None) -> str | None:
+    """The DP release id from the release snapshot's provenance (None once that snapshot expired)."""
+    snap = table.metadata.snapshot_by_id(snapshot_id) if table is not None and snapshot_id is not None else None
+    return snap.summary.additional_properties.get(RELEASE_ID_KEY) if snap is not None and snap.summary else None
+
+
+__all__ = ["ExemptRelease", "Fanout", "plan_fanout"]

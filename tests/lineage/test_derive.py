@@ -1,0 +1,205 @@
+"""derive(): SQL over Iceberg tables into Iceberg tables, with lineage, annotations and purposes."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+from pyiceberg.catalog import Catalog
+
+import iceberg_privacy as ip
+from iceberg_privacy import lineage
+from iceberg_privacy.errors import MissingSourceError, OpaqueSqlError, PurposeViolationError
+from iceberg_privacy.lineage.record import HISTORY_PROPERTY, SUMMARY_KEY, LineageRecord
+
+EVENTS = pa.table({
+    "user_id": pa.array([1, 2, 3, 1, 2], pa.int64()),
+    "email": ["Ann@X.org", "bob@y.org", "cy@z.org", "Ann@X.org", "bob@y.org"],
+    "country": ["fr", "de", "fr", "fr", "de"],
+    "religion": ["a", "b", "a", "a", "b"],
+    "amount": [1.0, 2.0, 3.0, 4.0, 5.0],
+})
+USERS = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "segment": ["x", "y", "x"]})
+
+
+def make(catalog: Catalog, name: str, data: pa.Table, identity: list[str] | None = None) -> None:
+    ns = name.split(".")[0]
+    if (ns,) not in catalog.list_namespaces():
+        catalog.create_namespace(ns)
+    table = catalog.create_table(name, schema=data.schema)
+    if identity:
+        ip.configure_identity(table, identity)
+    ip.append(catalog.load_table(name), data)
+
+
+@pytest.fixture
+def lake(catalog: Catalog) -> Catalog:
+    make(catalog, "db.events", EVENTS, ["user_id", "email"])
+    ip.annotate(catalog.load_table("db.events"), sensitive={"religion": ["religion"]})
+    make(catalog, "db.users", USERS, ["id"])
+    return catalog
+
+
+def last_record(catalog: Catalog, name: str) -> LineageRecord:
+    snap = catalog.load_table(name).current_snapshot()
+    assert snap is not None and snap.summary is not None
+    return LineageRecord.parse(snap.summary.additional_properties[SUMMARY_KEY])
+
+
+def test_plain_append_records_external_source(lake: Catalog) -> None:
+    rec = last_record(lake, "db.events")
+    assert (rec.op, rec.engine, rec.status, rec.sources) == ("append", "pyarrow", "external", [])
+
+
+def test_derive_writes_result_and_column_lineage(lake: Catalog) -> None:
+    sql = """
+        WITH fr AS (SELECT user_id AS uid, lower(email) AS mail, religion, amount FROM db.events WHERE country = 'fr')
+        SELECT f.uid, f.mail, f.religion AS belief, u.segment, sum(f.amount) AS total, count(*) AS n
+        FROM fr f JOIN db.users u ON u.id = f.uid
+        GROUP BY f.uid, f.mail, f.religion, u.segment
+    """
+    rep = ip.derive(lake, sql, "mart.by_user")
+    assert rep.created and rep.status == "complete" and rep.sources == ["db.events", "db.users"]
+    out = lake.load_table("mart.by_user").scan().to_arrow().sort_by("uid")
+    assert out.column("uid").to_pylist() == [1, 3]
+    assert out.column("mail").to_pylist() == ["ann@x.org", "cy@z.org"]
+    assert out.column("total").to_pylist() == [5.0, 3.0]
+    rec = last_record(lake, "mart.by_user")
+    assert rec.op == "derive" and rec.engine == "duckdb"
+    srcs = [s.table for s in rec.sources]
+    ev = srcs.index("db.events")
+    events = lake.load_table("db.events")
+    assert rec.sources[ev].uuid == str(events.metadata.table_uuid)
+    assert rec.sources[ev].snapshot_id == events.metadata.current_snapshot_id
+    assert [(f.source, f.column, f.subtype) for f in rec.columns["uid"]] == [(ev, "user_id", "IDENTITY")]
+    mail = rec.columns["mail"][0]
+    assert (mail.column, mail.subtype, mail.masking) == ("email", "TRANSFORMATION", False)
+    assert mail.expression is not None and "email" in mail.expression.lower()
+    assert all(f.subtype == "AGGREGATION" and f.masking for f in rec.columns["total"])
+    indirect = {(srcs[f.source], f.column, f.subtype) for f in rec.indirect}
+    assert ("db.events", "country", "FILTER") in indirect
+    assert ("db.users", "id", "JOIN") in indirect
+    # The literal of the WHERE clause is not stored (it could be a person's id).
+    assert rec.sql is not None and "'fr'" not in rec.sql
+    # Annotations followed the data: identity columns and the sensitive category.
+    table = lake.load_table("mart.by_user")
+    ann = lineage.Annotations.of(table.properties)
+    assert set(ann.identity) == {"uid", "mail"}
+    assert ann.categories == {"belief": ("religion",)}
+    assert {c.name for c in ip.bloom_columns(table.schema(), table.properties)} >= {"uid", "mail"}
+
+
+def test_aggregated_identity_is_not_an_identity_downstream(lake: Catalog) -> None:
+    ip.derive(lake, "SELECT country, count(DISTINCT user_id) AS users, max(user_id) AS top FROM db.events "
+                    "GROUP BY country", "mart.by_country")
+    ann = lineage.Annotations.of(lake.load_table("mart.by_country").properties)
+    assert ann.identity == ("top",)  # count(distinct) aggregates the id away; max() returns a person's id
+
+
+def test_existing_target_append_and_overwrite(lake: Catalog) -> None:
+    ip.derive(lake, "SELECT user_id, amount FROM db.events", "mart.copy")
+    ip.derive(lake, "SELECT user_id, amount FROM db.events WHERE user_id = 1", "mart.copy")
+    assert lake.load_table("mart.copy").scan().to_arrow().num_rows == 7
+    ip.derive(lake, "SELECT user_id, amount FROM db.events WHERE user_id = 2", "mart.copy", mode="overwrite")
+    assert lake.load_table("mart.copy").scan().to_arrow().column("user_id").to_pylist() == [2, 2]
+
+
+def test_missing_source_is_refused_and_nothing_written(lake: Catalog) -> None:
+    with pytest.raises(MissingSourceError, match="db.nope"):
+        ip.derive(lake, "SELECT * FROM db.nope", "mart.x")
+    assert not lake.table_exists("mart.x")
+
+
+def test_opaque_sql_refused_unless_allowed(lake: Catalog) -> None:
+    # DuckDB runs PIVOT statements; sqlglot's lineage analyses only queries, so the lineage is opaque.
+    sql = "PIVOT db.events ON country USING sum(amount) GROUP BY user_id, email"
+    with pytest.raises(OpaqueSqlError, match="allow_opaque"):
+        ip.derive(lake, sql, "mart.o")
+    with pytest.raises(OpaqueSqlError, match="allow_opaque"):
+        ip.derive(lake, "SELECT user_id, email FROM db.events; SELECT 1", "mart.o")
+    assert not lake.table_exists("mart.o")
+    rep = ip.derive(lake, sql, "mart.o", allow_opaque=True)
+    assert rep.status == "opaque"
+    rec = last_record(lake, "mart.o")
+    assert rec.status == "opaque" and rec.reason and rec.columns == {}
+    assert [s.table for s in rec.sources] == ["db.events"]  # known from the tokens
+    # Cautious: same-named identity columns stay identity columns.
+    assert set(lineage.Annotations.of(lake.load_table("mart.o").properties).identity) == {"user_id", "email"}
+    assert lake.load_table("mart.o").scan().to_arrow().num_rows == 3
+    g = lineage.graph(lake)
+    assert any("mart.o" in p and "opaque" in p for p in g.problems)
+
+
+def test_purpose_limitation_refuses_names_flow_and_override_is_recorded(lake: Catalog) -> None:
+    ip.annotate(lake.load_table("db.events"), purposes=["billing", "fraud"])
+    with pytest.raises(PurposeViolationError, match=r"db\.events -> mart\.ads.*'marketing'"):
+        ip.derive(lake, "SELECT user_id FROM db.events", "mart.ads", purpose="marketing")
+    assert not lake.table_exists("mart.ads")
+    with pytest.raises(PurposeViolationError, match="declares no purpose"):
+        ip.derive(lake, "SELECT user_id FROM db.events", "mart.ads")
+    rep = ip.derive(lake, "SELECT user_id FROM db.events", "mart.fraud", purpose="fraud")
+    ann = lineage.Annotations.of(lake.load_table("mart.fraud").properties)
+    assert (ann.purpose, ann.purposes) == ("fraud", ("billing", "fraud"))
+    assert rep.override is None
+    # Restrictions travel: a table derived from mart.fraud is limited the same way.
+    with pytest.raises(PurposeViolationError, match="mart.fraud -> mart.ads2"):
+        ip.derive(lake, "SELECT user_id FROM mart.fraud", "mart.ads2", purpose="marketing")
+    rep = ip.derive(lake, "SELECT user_id FROM db.events", "mart.ads", purpose="marketing",
+                    override_purpose="DPO ticket 42")
+    rec = last_record(lake, "mart.ads")
+    assert rec.override is not None and rec.override["reason"] == "DPO ticket 42"
+    assert any("db.events -> mart.ads" in f for f in rec.override["flows"])
+    g = lineage.graph(lake)
+    assert [e.override for e in g.records_into("mart.ads")] == ["DPO ticket 42"]
+
+
+def test_graph_upstream_downstream_table_and_column(lake: Catalog) -> None:
+    ip.derive(lake, "SELECT user_id AS uid, country FROM db.events WHERE amount > 1", "mart.a")
+    ip.derive(lake, "SELECT uid AS person, count(*) AS n FROM mart.a GROUP BY uid", "mart.b")
+    g = lineage.graph(lake)
+    assert g.downstream("db.events") == ["mart.a", "mart.b"]
+    assert g.upstream("mart.b") == ["mart.a", "db.events"]
+    assert g.downstream("db.events.user_id", indirect=False) == ["mart.a.uid", "mart.b.person"]
+    assert "mart.a" in g.downstream("db.events.amount")  # filtered the rows of mart.a
+    assert g.downstream("db.events.amount", indirect=False) == []
+    assert lineage.upstream(g, "mart.b.person", indirect=False) == ["mart.a.uid", "db.events.user_id"]
+    assert not g.problems
+
+
+def test_dropped_source_and_cycle_reported(lake: Catalog) -> None:
+    ip.derive(lake, "SELECT id, segment FROM db.users", "mart.u")
+    ip.derive(lake, "SELECT id, segment FROM mart.u", "mart.v")
+    ip.derive(lake, "SELECT id, segment FROM mart.v", "mart.u")  # mart.u now also reads its own descendant
+    g = lineage.graph(lake)
+    assert ["mart.u", "mart.v"] in g.cycles()
+    assert any("cycle" in p for p in g.problems)
+    assert g.downstream("mart.u") == ["mart.v", "mart.u"]  # terminates
+    lake.drop_table("db.users")
+    g = lineage.graph(lake)
+    node = g.node("db.users")
+    assert not node.exists
+    assert any("db.users" in p and "no longer in the catalog" in p for p in g.problems)
+    assert g.downstream("db.users") == ["mart.u", "mart.v"]
+
+
+def test_lineage_survives_snapshot_expiry(lake: Catalog) -> None:
+    ip.derive(lake, "SELECT user_id, amount FROM db.events", "mart.e")
+    ip.append(lake.load_table("mart.e"), pa.table({"user_id": pa.array([9], pa.int64()), "amount": [1.0]}))
+    table = lake.load_table("mart.e")
+    old = [s.snapshot_id for s in table.metadata.snapshots if s.snapshot_id != table.metadata.current_snapshot_id]
+    ip.expire_snapshots(table, snapshot_ids=old)
+    table = lake.load_table("mart.e")
+    assert len(table.metadata.snapshots) == 1
+    kept = json.loads(table.properties[HISTORY_PROPERTY])
+    assert [d["op"] for d in kept] == ["derive"]
+    g = lineage.graph(lake)
+    assert g.upstream("mart.e") == ["db.events"]
+    assert g.downstream("db.events.user_id", indirect=False) == ["mart.e.user_id"]
+
+
+def test_unreadable_lineage_record_is_reported_not_fatal(lake: Catalog) -> None:
+    table = lake.load_table("db.users")
+    table.append(USERS, snapshot_properties={SUMMARY_KEY: "{not json"})
+    g = lineage.graph(lake)
+    assert any("db.users" in p and "unreadable" in p for p in g.problems)

@@ -1,0 +1,147 @@
+"""erase(..., follow_lineage=True): the subject leaves every derived table, checked file by file."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from pyiceberg.catalog import Catalog
+
+import iceberg_privacy as ip
+from iceberg_privacy.journal import Journal
+from iceberg_privacy.keyed import SECRET_ENV
+from iceberg_privacy.lineage.fanout import plan_fanout
+
+SUBJECT_ID, SUBJECT_MAIL = 7, "Ann@X.org"
+
+
+@pytest.fixture(autouse=True)
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, "test-secret-0123456789abcdef")
+
+
+def events(batch: int) -> pa.Table:
+    ids = [SUBJECT_ID if i % 5 == 0 else 100 + batch * 10 + i for i in range(20)]
+    return pa.table({
+        "user_id": pa.array(ids, pa.int64()),
+        "email": [SUBJECT_MAIL if u == SUBJECT_ID else f"u{u}@Mail.com" for u in ids],
+        "day": [f"2026-11-{1 + (i % 3):02d}" for i in range(20)],
+        "amount": [float(i) for i in range(20)],
+    })
+
+
+@pytest.fixture
+def chain(catalog: Catalog) -> Catalog:
+    """db.events -> mart.daily -> mart.weekly -> mart.profile, each a derive; several files per table."""
+    catalog.create_table("db.events", schema=events(0).schema)
+    ip.configure_identity(catalog.load_table("db.events"), ["user_id", "email"])
+    for b in range(3):
+        ip.append(catalog.load_table("db.events"), events(b))
+    for _ in range(2):  # each level written twice: more than one file per table
+        ip.derive(catalog, "SELECT user_id AS uid, lower(email) AS mail, day, count(*) AS n, sum(amount) AS spent "
+                           "FROM db.events GROUP BY ALL", "mart.daily")
+        ip.derive(catalog, "SELECT uid AS person, mail, sum(n) AS n FROM mart.daily GROUP BY person, mail",
+                  "mart.weekly")
+        ip.derive(catalog, "SELECT upper(mail) AS contact, sha256(CAST(person AS VARCHAR)) AS person_hash, n "
+                           "FROM mart.weekly", "mart.profile")
+    # An aggregate the identity does not survive: not erased, not an identity table.
+    ip.derive(catalog, "SELECT day, count(DISTINCT user_id) AS users FROM db.events GROUP BY day", "mart.by_day")
+    return catalog
+
+
+def subject_rows(catalog: Catalog, name: str) -> int:
+    """Rows of the subject in EVERY Parquet file under the table location (live, old, orphaned)."""
+    table = catalog.load_table(name)
+    root = Path(table.location().removeprefix("file://"))
+    needles = {SUBJECT_ID, SUBJECT_MAIL, SUBJECT_MAIL.lower(), SUBJECT_MAIL.upper(),
+               hashlib.sha256(str(SUBJECT_ID).encode()).hexdigest()}
+    found = 0
+    files = list(root.rglob("*.parquet"))
+    assert files, f"no data files under {root}"
+    for path in files:
+        data = pq.read_table(path)
+        for col in data.column_names:
+            values = data.column(col)
+            if pa.types.is_integer(values.type):
+                found += pc.sum(pc.equal(values, SUBJECT_ID)).as_py() or 0
+            elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+                found += pc.sum(pc.is_in(values, pa.array([n for n in needles if isinstance(n, str)]))).as_py() or 0
+    return found
+
+
+def test_three_level_chain_erased_everywhere(chain: Catalog) -> None:
+    tables = ["db.events", "mart.daily", "mart.weekly", "mart.profile"]
+    assert all(subject_rows(chain, t) > 0 for t in tables)
+    assert ip.lineage.Annotations.of(chain.load_table("mart.profile").properties).identity == ("contact", "person_hash")
+    assert ip.lineage.Annotations.of(chain.load_table("mart.by_day").properties).identity == ()
+
+    before = chain.load_table("mart.profile").scan().to_arrow()
+    theirs = pc.sum(pc.equal(before.column("contact"), SUBJECT_MAIL.upper())).as_py()
+    assert theirs > 0
+
+    report = ip.erase(chain, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True, purge=True)
+    assert report.lineage is not None
+    assert set(report.tables) == set(tables)
+    assert report.lineage.warnings == []
+    assert report.tables["mart.profile"].rows_removed == theirs
+    assert report.purge.completed
+    for t in tables:
+        assert subject_rows(chain, t) == 0, t
+    # Everyone else is still there.
+    assert chain.load_table("mart.profile").scan().to_arrow().num_rows == before.num_rows - theirs
+    # The journal has one request covering all four tables, with the fan-out recorded.
+    req = Journal(chain).get(report.request_id)
+    assert set(req.tables) == set(tables) and req.completed is not None
+    assert set(req.detail["lineage"]["tables"]) >= {"mart.daily", "mart.weekly", "mart.profile"}
+
+
+def test_without_lineage_transformed_copies_survive(chain: Catalog) -> None:
+    """The control: matching by the request's values alone misses upper(mail) and sha256(person)."""
+    ip.erase(chain, [SUBJECT_ID, SUBJECT_MAIL], purge=True)
+    assert subject_rows(chain, "db.events") == 0 and subject_rows(chain, "mart.weekly") == 0
+    assert subject_rows(chain, "mart.profile") > 0
+
+
+def test_fanout_plan_maps_values_through_expressions(chain: Catalog) -> None:
+    fan = plan_fanout(chain, [chain.load_table("db.events")], [SUBJECT_ID, SUBJECT_MAIL])
+    assert set(fan.tables) == {"mart.daily", "mart.weekly", "mart.profile"}
+    assert "ann@x.org" in fan.values["mart.daily"]
+    assert "ANN@X.ORG" in fan.values["mart.profile"]
+    assert hashlib.sha256(b"7").hexdigest() in fan.values["mart.profile"]
+    assert any("mart.weekly.mail -> mart.profile.contact" in p for p in fan.paths["mart.profile"])
+
+
+def test_fanout_warns_on_opaque_and_undeclared(chain: Catalog) -> None:
+    ip.derive(chain, "PIVOT db.events ON day USING count(*) GROUP BY user_id", "mart.pivot", allow_opaque=True)
+    ip.derive(chain, "SELECT person AS who, n FROM mart.weekly", "mart.undeclared")
+    table = chain.load_table("mart.undeclared")
+    with table.transaction() as tx:  # someone removed the propagated declaration
+        tx.remove_properties("privacy.identity.columns")
+    fan = plan_fanout(chain, [chain.load_table("db.events")], [SUBJECT_ID])
+    assert any("db.events -> mart.pivot" in w and "opaque" in w for w in fan.warnings)
+    assert "mart.pivot" in fan.tables  # erased through its declared identity column, with the request's values
+    assert any("mart.undeclared.who" in w and "not declared" in w for w in fan.warnings)
+    report = ip.erase(chain, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True)
+    assert report.tables["mart.pivot"].rows_removed == 1
+    assert "warning:" in str(report)
+
+
+def test_resume_recomputes_mapped_values(chain: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A follow-lineage request interrupted after submission is resumed with the same fan-out."""
+    from iceberg_privacy import erasure
+
+    def crash(stage: str) -> None:
+        if stage == "after_submit":
+            raise RuntimeError("crash")
+
+    monkeypatch.setattr(erasure, "_FAULT_HOOK", crash)
+    with pytest.raises(RuntimeError):
+        ip.erase(chain, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True, request_id="r1")
+    monkeypatch.setattr(erasure, "_FAULT_HOOK", None)
+    ip.run_request(chain, "r1", [SUBJECT_ID, SUBJECT_MAIL])
+    for t in ["db.events", "mart.daily", "mart.weekly", "mart.profile"]:
+        assert subject_rows(chain, t) == 0, t
