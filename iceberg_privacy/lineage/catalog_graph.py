@@ -139,7 +139,7 @@ class LineageGraph:
                 steps: Iterable[tuple[str, str | None]] = ((t, None) for t in self._table_step(uuid, down))
             else:
                 steps = self._column_step(uuid, col, down, indirect)
-            for nxt in steps:
+            for nxt in sorted(set(steps), key=lambda x: (self.tables[x[0]].name, x[1] or "")):  # deterministic
                 if nxt in seen:
                     continue
                 seen.add(nxt)

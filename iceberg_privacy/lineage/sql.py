@@ -586,6 +586,8 @@ def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> 
         for sel in scope.expression.selects if isinstance(scope.expression, exp.Query) else []:
             if sel.find(exp.Columns) is not None:
                 raise _Opaque("COLUMNS(...) selects an unknown set of columns")
+            if sel.find(exp.PositionalColumn) is not None:
+                raise _Opaque("positional column references (#n) cannot be resolved to columns")
             if any(not isinstance(st.parent, exp.Func) for st in sel.find_all(exp.Star)):
                 raise _Opaque("cannot expand a star (*) in the select list")
     names = list(qualified.named_selects)

@@ -93,6 +93,9 @@ def test_three_level_chain_erased_everywhere(chain: Catalog) -> None:
         assert subject_rows(chain, t) == 0, t
     # Everyone else is still there.
     assert chain.load_table("mart.profile").scan().to_arrow().num_rows == before.num_rows - theirs
+    # The purge expired the derive snapshots; their lineage was kept in the history property.
+    assert ip.lineage.graph(chain).downstream("db.events") == ["mart.by_day", "mart.daily", "mart.weekly",
+                                                               "mart.profile"]
     # The journal has one request covering all four tables, with the fan-out recorded.
     req = Journal(chain).get(report.request_id)
     assert set(req.tables) == set(tables) and req.completed is not None

@@ -550,3 +550,9 @@ def test_property_path_combination(ops):
     assert ref.column == "amount"
     assert ref.subtype == ["IDENTITY", "TRANSFORMATION", "AGGREGATION"][rank]
     assert ref.masking == any(op in ("count", "sum") for op in ops)
+
+
+def test_positional_column_reference_is_opaque() -> None:
+    """DuckDB's #n picks a column by position; reporting it as 'no inputs' would lose an identity."""
+    lin = analyze("SELECT #1, #2 FROM db.events", {"db.events": {"user_id": "BIGINT", "email": "VARCHAR"}})
+    assert lin.opaque is not None and "positional" in lin.opaque and lin.sources == ["db.events"]
