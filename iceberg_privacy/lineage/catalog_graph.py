@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
@@ -82,6 +83,8 @@ class LineageGraph:
     columns: list[ColumnEdge] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     records: list[tuple[str, LineageRecord]] = field(default_factory=list)  # (sink uuid, record), as read
+    _idx: dict[str, dict[Any, list[Any]]] | None = field(default=None, repr=False, compare=False)
+    _idx_key: tuple[int, int] = field(default=(-1, -1), repr=False, compare=False)
 
     # --- lookup -------------------------------------------------------------------------------
     def node(self, ref: str) -> TableNode:
@@ -112,21 +115,46 @@ class LineageGraph:
         return node, column
 
     # --- traversal ----------------------------------------------------------------------------
+    def _index(self) -> dict[str, dict[Any, list[Any]]]:
+        """Adjacency by node, built on first use (rebuilt if edges were added since)."""
+        key = (len(self.edges), len(self.columns))
+        if self._idx is None or self._idx_key != key:
+            idx: dict[str, dict[Any, list[Any]]] = {"succ": {}, "pred": {}, "out": {}, "in": {}, "in_any": {},
+                                                    "edges_out": {}}
+            for e in self.edges:
+                idx["edges_out"].setdefault(e.source, []).append(e)
+                idx["succ"].setdefault(e.source, []).append(e.sink)
+                idx["pred"].setdefault(e.sink, []).append(e.source)
+            for c in self.columns:
+                idx["out"].setdefault((c.source, c.source_column), []).append(c)
+                if c.sink_column is None:
+                    idx["in_any"].setdefault(c.sink, []).append(c)
+                else:
+                    idx["in"].setdefault((c.sink, c.sink_column), []).append(c)
+            self._idx, self._idx_key = idx, key
+        return self._idx
+
+    def edges_from(self, uuid: str) -> list[TableEdge]:
+        """Table edges whose source is the table with this uuid."""
+        return list(self._index()["edges_out"].get(uuid, ()))
+
+    def column_edges_from(self, uuid: str, column: str) -> list[ColumnEdge]:
+        """Column edges (DIRECT and INDIRECT) out of one column."""
+        return list(self._index()["out"].get((uuid, column), ()))
+
     def _table_step(self, uuid: str, down: bool) -> Iterator[str]:
-        for e in self.edges:
-            if down and e.source == uuid:
-                yield e.sink
-            elif not down and e.sink == uuid:
-                yield e.source
+        yield from self._index()["succ" if down else "pred"].get(uuid, ())
 
     def _column_step(self, uuid: str, column: str | None, down: bool, indirect: bool) -> Iterator[tuple[str, str | None]]:
-        for e in self.columns:
+        idx = self._index()
+        if down:
+            edges: Iterable[ColumnEdge] = idx["out"].get((uuid, column), ())
+        else:  # a column's inputs: its DIRECT ones, plus what decided the rows of its whole table
+            edges = [*idx["in"].get((uuid, column), ()), *idx["in_any"].get(uuid, ())]
+        for e in edges:
             if e.type == INDIRECT and not indirect:
                 continue
-            if down and e.source == uuid and e.source_column == column:
-                yield e.sink, e.sink_column
-            elif not down and e.sink == uuid and (e.sink_column == column or e.sink_column is None):
-                yield e.source, e.source_column
+            yield (e.sink, e.sink_column) if down else (e.source, e.source_column)
 
     def _walk(self, ref: str, down: bool, indirect: bool) -> list[str]:
         start, column = self._split(ref)

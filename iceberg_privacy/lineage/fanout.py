@@ -110,8 +110,8 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
         seen.add(item)
         uuid, column, vals = item
         src_name = g.tables[uuid].name if uuid in g.tables else uuid
-        for e in g.columns:
-            if e.type != "DIRECT" or e.source != uuid or e.source_column != column or e.sink_column is None:
+        for e in g.column_edges_from(uuid, column):
+            if e.type != "DIRECT" or e.sink_column is None:
                 continue
             sink = g.tables[e.sink]
             if sink.dp_release:
@@ -162,9 +162,7 @@ def _table_level(catalog: Catalog, cache: dict[str, Table | None], g: LineageGra
     seen = set(reached)
     while queue:
         uuid = queue.popleft()
-        for e in g.edges:
-            if e.source != uuid:
-                continue
+        for e in g.edges_from(uuid):
             sink = g.tables[e.sink]
             src = g.tables[uuid].name
             if sink.dp_release or e.exempt == "dp":
