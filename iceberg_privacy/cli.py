@@ -42,6 +42,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from iceberg_privacy.demo import run_subject_rights_demo
 
     home = Path(args.home) if args.home else default_home()
+    from iceberg_privacy.demo import run_lineage_demo
+
+    run_lineage_demo(catalog, catalog.load_table("demo.clicks"), out=home / "exports" / "lineage")
     run_subject_rights_demo(catalog, catalog.load_table("demo.clicks"), result["probe_user"],
                             out=home / "exports" / "demo-access")
     if args.skip_dp:
@@ -245,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     from iceberg_privacy.subjects_cli import register as register_subjects
 
     register_subjects(sub)
+    from iceberg_privacy.lineage_cli import register as register_lineage
+
+    register_lineage(sub)
     try:
         from iceberg_privacy.dp.cli import register
     except ImportError:
