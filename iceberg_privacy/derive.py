@@ -30,7 +30,13 @@ from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, 
 from pyiceberg.table import Table
 
 from iceberg_privacy.config import bloom_columns, configure_bloom, identity_leaf_type
-from iceberg_privacy.errors import ConfigurationError, LineageError, MissingSourceError, OpaqueSqlError
+from iceberg_privacy.errors import (
+    ConfigurationError,
+    LineageError,
+    MissingSourceError,
+    OpaqueSqlError,
+    SchemaMismatchError,
+)
 from iceberg_privacy.ingest import WriteReport, append, overwrite
 from iceberg_privacy.lineage.annotations import (
     Annotations,
@@ -196,8 +202,7 @@ def _new_table(catalog: Catalog, target: str, schema: pa.Schema) -> tuple[Table,
         return catalog.load_table(target), False
 
 
-def _prepare_sink(table: Table, created: bool, props: dict[str, str], identity: Sequence[str],
-                  bloom: Sequence[str] | None) -> Table:
+def _prepare_sink(table: Table, props: dict[str, str], identity: Sequence[str], bloom: Sequence[str] | None) -> Table:
     """Annotations first (a crash after this leaves only stricter labels, never data), then bloom
     columns for identity columns of primitive type, so the sink's subjects can be found fast."""
     if props:
@@ -218,6 +223,31 @@ def _prepare_sink(table: Table, created: bool, props: dict[str, str], identity: 
     if missing:
         table = configure_bloom(table, missing, replace=False)
     return table
+
+
+def _conform(result: pa.Table, table: Table) -> pa.Table:
+    """The result in an existing table's column order and types (DuckDB sums BIGINT into HUGEINT)."""
+    want = table.schema().as_arrow()
+    if set(result.column_names) != set(want.names):
+        raise SchemaMismatchError(
+            f"the SQL returns columns {result.column_names}, {'.'.join(table.name())} has {want.names}; "
+            "alias and select exactly the table's columns"
+        )
+    try:
+        return result.select(want.names).cast(want)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SchemaMismatchError(
+            f"the SQL's result does not fit {'.'.join(table.name())}: {exc}. CAST the columns to the table's types"
+        ) from exc
+
+
+def _record_only(table: Table, record: LineageRecord) -> int | None:
+    """An empty snapshot carrying only the lineage record (a derive that produced no rows)."""
+    with table.transaction() as tx:
+        producer = tx.update_snapshot(snapshot_properties=record.summary()).fast_append()
+        producer.commit()
+        sid = producer._snapshot_id
+    return sid
 
 
 def _principal() -> str:
@@ -307,15 +337,19 @@ def derive(
     if sink is None:
         sink, created = _new_table(catalog, target, result_schema)
     props = sink_properties(Annotations.of(sink.properties), identity, cats, check)
-    sink = _prepare_sink(sink, created, props, identity, bloom)
+    sink = _prepare_sink(sink, props, identity, bloom)
     report = DeriveReport(target=target, engine=engine, sources=list(order), status=record.status, created=created,
                           identity_columns=[c for c in Annotations.of(sink.properties).identity],
                           categories={k: list(v) for k, v in Annotations.of(sink.properties).categories.items()},
                           purpose=check.purpose, override=override, lineage=record)
     if result is not None:
+        if not created:
+            result = _conform(result, sink)
         write = overwrite if mode == "overwrite" else append
         report.write = write(sink, result, lineage=record)
         report.snapshot_id, report.rows = report.write.snapshot_id, report.write.rows
+        if report.snapshot_id is None:  # nothing to append: still record that the flow exists
+            report.snapshot_id = _record_only(sink, record)
     else:
         (df.write.format("iceberg-privacy").options(**_catalog_options(catalog))
          .option("lineage", record.summary()["privacy.lineage"]).mode(mode).save(target))

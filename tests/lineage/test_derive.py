@@ -10,7 +10,12 @@ from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
 from iceberg_privacy import lineage
-from iceberg_privacy.errors import MissingSourceError, OpaqueSqlError, PurposeViolationError
+from iceberg_privacy.errors import (
+    MissingSourceError,
+    OpaqueSqlError,
+    PurposeViolationError,
+    SchemaMismatchError,
+)
 from iceberg_privacy.lineage.record import HISTORY_PROPERTY, SUMMARY_KEY, LineageRecord
 
 EVENTS = pa.table({
@@ -103,6 +108,11 @@ def test_existing_target_append_and_overwrite(lake: Catalog) -> None:
     assert lake.load_table("mart.copy").scan().to_arrow().num_rows == 7
     ip.derive(lake, "SELECT user_id, amount FROM db.events WHERE user_id = 2", "mart.copy", mode="overwrite")
     assert lake.load_table("mart.copy").scan().to_arrow().column("user_id").to_pylist() == [2, 2]
+    # DuckDB's sum(BIGINT) is a HUGEINT (decimal(38,0)): cast to the existing long column.
+    ip.derive(lake, "SELECT amount, sum(user_id) AS user_id FROM db.events GROUP BY amount", "mart.copy")
+    assert lake.load_table("mart.copy").scan().to_arrow().num_rows == 7
+    with pytest.raises(SchemaMismatchError, match="alias and select"):
+        ip.derive(lake, "SELECT user_id FROM db.events", "mart.copy")
 
 
 def test_missing_source_is_refused_and_nothing_written(lake: Catalog) -> None:
@@ -203,3 +213,13 @@ def test_unreadable_lineage_record_is_reported_not_fatal(lake: Catalog) -> None:
     table.append(USERS, snapshot_properties={SUMMARY_KEY: "{not json"})
     g = lineage.graph(lake)
     assert any("db.users" in p and "unreadable" in p for p in g.problems)
+
+
+def test_empty_result_and_empty_source_still_record_the_flow(lake: Catalog) -> None:
+    lake.create_table("db.empty", schema=USERS.schema)  # no snapshot at all
+    rep = ip.derive(lake, "SELECT e.user_id, x.segment FROM db.events e JOIN db.empty x ON x.id = e.user_id",
+                    "mart.none")
+    assert rep.rows == 0 and rep.snapshot_id is not None
+    rec = last_record(lake, "mart.none")
+    assert [(s.table, s.snapshot_id) for s in rec.sources][1] == ("db.empty", None)
+    assert lineage.graph(lake).upstream("mart.none") == ["db.empty", "db.events"]
