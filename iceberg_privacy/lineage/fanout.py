@@ -28,10 +28,7 @@ from iceberg_privacy.lineage.record import OPAQUE, TRANSFORMATION
 
 logger = logging.getLogger(__name__)
 
-RELEASE_ID_KEY = "privacy.dp.release-id"
-
-
-@dataclass(frozen=True)
+@dataclass
 class ExemptRelease:
     """A DP release reading a table of the request: not erased, listed with its provenance."""
 
@@ -40,10 +37,12 @@ class ExemptRelease:
     snapshot_id: int | None
     source_snapshot_id: int | None
     release_id: str | None
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False)  # dp.read_provenance of the snapshot
 
     def to_json(self) -> dict[str, Any]:
         return {"table": self.table, "source": self.source, "snapshot_id": self.snapshot_id,
-                "source_snapshot_id": self.source_snapshot_id, "release_id": self.release_id}
+                "source_snapshot_id": self.source_snapshot_id, "release_id": self.release_id,
+                "query_hash": self.provenance.get("query.hash"), "budget": self.provenance.get("budget")}
 
 
 @dataclass
@@ -166,8 +165,8 @@ def _table_level(catalog: Catalog, cache: dict[str, Table | None], g: LineageGra
             sink = g.tables[e.sink]
             src = g.tables[uuid].name
             if sink.dp_release or e.exempt == "dp":
-                rel = ExemptRelease(sink.name, src, e.snapshot_id, e.source_snapshot_id,
-                                    _release_id(_load(catalog, cache, sink.name), e.snapshot_id))
+                prov = _provenance(_load(catalog, cache, sink.name), e.snapshot_id)
+                rel = ExemptRelease(sink.name, src, e.snapshot_id, e.source_snapshot_id, prov.get("release-id"), prov)
                 if rel not in fan.exempt:
                     fan.exempt.append(rel)
                 continue
@@ -184,10 +183,13 @@ def _table_level(catalog: Catalog, cache: dict[str, Table | None], g: LineageGra
                     fan.warnings.append(msg)
 
 
-def _release_id(table: Table | None, snapshot_id: int | None) -> str | None:
-    """The DP release id from the release snapshot's provenance (None once that snapshot expired)."""
-    snap = table.metadata.snapshot_by_id(snapshot_id) if table is not None and snapshot_id is not None else None
-    return snap.summary.additional_properties.get(RELEASE_ID_KEY) if snap is not None and snap.summary else None
+def _provenance(table: Table | None, snapshot_id: int | None) -> dict[str, Any]:
+    """The release snapshot's DP provenance (empty once that snapshot expired)."""
+    if table is None or snapshot_id is None or table.metadata.snapshot_by_id(snapshot_id) is None:
+        return {}
+    from iceberg_privacy.dp.provenance import read_provenance  # no Spark import: reads the summary only
+
+    return read_provenance(table, snapshot_id)
 
 
 __all__ = ["ExemptRelease", "Fanout", "plan_fanout"]
