@@ -301,8 +301,14 @@ def derive(
     except NoSuchTableError:
         sink = None
     sink_ann = Annotations.of(sink.properties) if sink is not None else Annotations()
+    if purpose and sink_ann.purpose and purpose.strip().lower() != sink_ann.purpose:
+        raise ConfigurationError(
+            f"{target} serves purpose {sink_ann.purpose!r} (table property privacy.purpose), not {purpose!r}; "
+            "derive into another table, or change the table's purpose first"
+        )
     src_ann = [Annotations.of(sources[n].properties) for n in order]
-    check = check_purposes([(n, a) for n, a in zip(order, src_ann, strict=True)], target, purpose or sink_ann.purpose)
+    check = check_purposes([(n, a) for n, a in zip(order, src_ann, strict=True)], target,
+                           (purpose or "").strip().lower() or sink_ann.purpose)
     override: dict[str, Any] | None = None
     if not check.ok:
         if not override_purpose:
@@ -323,9 +329,10 @@ def derive(
     columns = _remap_columns(lin, result_names) if lin.opaque is None else {}
     if lin.opaque is None:
         identity, cats = propagate(columns, src_ann)
-    else:  # unknown flows: keep same-named identity columns marked (the cautious reading)
+    else:  # unknown flows: keep same-named identity columns and categories (the cautious reading)
         identity = [c for c in result_names if any(c in a.identity for a in src_ann)]
-        cats = {}
+        cats = {c: sorted({x for a in src_ann for x in a.categories.get(c, ())}) for c in result_names}
+        cats = {c: v for c, v in cats.items() if v}
     record = LineageRecord(
         op="derive", engine=engine, status=COMPLETE if lin.opaque is None else OPAQUE,
         sources=[SourceRef(n, str(sources[n].metadata.table_uuid), snapshots[n]) for n in order],

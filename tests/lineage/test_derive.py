@@ -157,6 +157,8 @@ def test_purpose_limitation_refuses_names_flow_and_override_is_recorded(lake: Ca
         ip.derive(lake, "SELECT user_id FROM mart.fraud", "mart.ads2", purpose="marketing")
     rep = ip.derive(lake, "SELECT user_id FROM db.events", "mart.ads", purpose="marketing",
                     override_purpose="DPO ticket 42")
+    with pytest.raises(ip.ConfigurationError, match="serves purpose 'marketing'"):
+        ip.derive(lake, "SELECT user_id FROM db.events", "mart.ads", purpose="fraud")
     rec = last_record(lake, "mart.ads")
     assert rec.override is not None and rec.override["reason"] == "DPO ticket 42"
     assert any("db.events -> mart.ads" in f for f in rec.override["flows"])
