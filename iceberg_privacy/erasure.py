@@ -439,6 +439,11 @@ def submit_request(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[
     if fan is not None:
         resolved = _with_fanout(resolved, values, secret, fan)
     digests: set[bytes] = set().union(*(ts.digests for ts in resolved)) if resolved else set()
+    if followed and existing is not None and set(existing.subjects) < digests:
+        raise RequestConflictError(
+            f"the lineage changed since request {rid} was submitted (it now reaches more values or tables): finish "
+            f"it as recorded (`iceberg-privacy requests run {rid}`), then submit a new request for what is new"
+        )
     req = journal.submit(rid, kind, digests, len(set(map(repr, values))), [ts.name for ts in resolved], key_id(secret),
                          deadline=deadline, existing=existing, detail={"lineage": fan.to_json()} if fan else None)
     return req, resolved, secret, fan

@@ -148,3 +148,24 @@ def test_resume_recomputes_mapped_values(chain: Catalog, monkeypatch: pytest.Mon
     ip.run_request(chain, "r1", [SUBJECT_ID, SUBJECT_MAIL])
     for t in ["db.events", "mart.daily", "mart.weekly", "mart.profile"]:
         assert subject_rows(chain, t) == 0, t
+
+
+def test_resume_after_lineage_changed_is_refused_with_advice(chain: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    from iceberg_privacy import erasure
+    from iceberg_privacy.errors import RequestConflictError
+
+    def crash(stage: str) -> None:
+        if stage == "after_submit":
+            raise RuntimeError("crash")
+
+    monkeypatch.setattr(erasure, "_FAULT_HOOK", crash)
+    with pytest.raises(RuntimeError):
+        ip.erase(chain, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True, request_id="r2")
+    monkeypatch.setattr(erasure, "_FAULT_HOOK", None)
+    ip.derive(chain, "SELECT 'x-' || mail AS tagged FROM mart.daily", "mart.tagged")  # new flow, new value
+    with pytest.raises(RequestConflictError, match="lineage changed"):
+        ip.erase(chain, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True, request_id="r2")
+    ip.run_request(chain, "r2", [SUBJECT_ID, SUBJECT_MAIL])  # finishes as recorded
+    assert subject_rows(chain, "mart.profile") == 0
+    report = ip.erase(chain, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True, purge=True)
+    assert report.tables["mart.tagged"].rows_removed > 0
