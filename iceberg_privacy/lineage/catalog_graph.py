@@ -84,7 +84,7 @@ class LineageGraph:
     problems: list[str] = field(default_factory=list)
     records: list[tuple[str, LineageRecord]] = field(default_factory=list)  # (sink uuid, record), as read
     _idx: dict[str, dict[Any, list[Any]]] | None = field(default=None, repr=False, compare=False)
-    _idx_key: tuple[int, int] = field(default=(-1, -1), repr=False, compare=False)
+    _idx_key: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     # --- lookup -------------------------------------------------------------------------------
     def node(self, ref: str) -> TableNode:
@@ -117,7 +117,7 @@ class LineageGraph:
     # --- traversal ----------------------------------------------------------------------------
     def _index(self) -> dict[str, dict[Any, list[Any]]]:
         """Adjacency by node, built on first use (rebuilt if edges were added since)."""
-        key = (len(self.edges), len(self.columns))
+        key = (id(self.edges), len(self.edges), id(self.columns), len(self.columns))
         if self._idx is None or self._idx_key != key:
             idx: dict[str, dict[Any, list[Any]]] = {"succ": {}, "pred": {}, "out": {}, "in": {}, "in_any": {},
                                                     "edges_out": {}}
