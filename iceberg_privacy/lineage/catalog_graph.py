@@ -317,6 +317,14 @@ def _report(graph: LineageGraph) -> None:
         graph.problems.append(f"cycle: {' <-> '.join(group)} read each other (traversals visit each table once)")
 
 
+# The library's own bookkeeping (request journal, forget lists, DP ledger) is not data that flows anywhere.
+BOOKKEEPING_MARKERS = ("privacy.journal", "privacy.forget", "privacy.dp.ledger")
+
+
+def _bookkeeping(table: Table) -> bool:
+    return any(k == m or k.startswith(m + ".") for k in table.properties for m in BOOKKEEPING_MARKERS)
+
+
 def build_graph(catalog: Catalog, *, workers: int | None = None) -> LineageGraph:
     """The lineage graph of every table of ``catalog``, from snapshot summaries and kept history."""
     idents = [tuple(t) for ns in all_namespaces(catalog) for t in catalog.list_tables(ns)]
@@ -333,7 +341,7 @@ def build_graph(catalog: Catalog, *, workers: int | None = None) -> LineageGraph
     for item in loaded:
         if isinstance(item, str):
             graph.problems.append(item)
-        else:
+        elif not _bookkeeping(item):
             add_table(graph, item)
     _dedupe_edges(graph)
     _report(graph)

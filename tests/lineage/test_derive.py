@@ -166,6 +166,13 @@ def test_purpose_limitation_refuses_names_flow_and_override_is_recorded(lake: Ca
     assert [e.override for e in g.records_into("mart.ads")] == ["DPO ticket 42"]
 
 
+def test_graph_leaves_out_the_library_bookkeeping(lake: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", "test-secret-0123456789abcdef")
+    ip.erase(lake, [1], ["db.events"])  # writes the request journal and the forget list
+    names = set(lineage.graph(lake).names())
+    assert {"db.events", "db.users"} <= names and not any("_privacy" in n for n in names)
+
+
 def test_graph_upstream_downstream_table_and_column(lake: Catalog) -> None:
     ip.derive(lake, "SELECT user_id AS uid, country FROM db.events WHERE amount > 1", "mart.a")
     ip.derive(lake, "SELECT uid AS person, count(*) AS n FROM mart.a GROUP BY uid", "mart.b")
