@@ -102,6 +102,11 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
         for col in identity_columns(t.schema(), t.properties):
             queue.append((uuid, col.name, tuple(values)))
     reached: set[str] = set(root_uuids)
+    orphans = _dropped_orphans(g)
+    for uuid in orphans:  # dropped tables whose own sources are unknown: anyone's data may have passed there
+        for e in g.columns:
+            if e.source == uuid and e.type == "DIRECT" and not e.masking:
+                queue.append((uuid, e.source_column, tuple(values)))
     while queue:
         item = queue.popleft()
         if item in seen:
@@ -118,9 +123,9 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
             if e.masking:
                 continue  # aggregated away: no person's value there
             flow = f"{src_name}.{column} -> {sink.name}.{e.sink_column} ({e.subtype.lower()})"
-            if not sink.exists:
-                fan.warnings.append(f"{flow}: {sink.name} is no longer in the catalog (dropped); nothing to erase")
-                continue
+            if uuid in orphans:
+                flow += (f" [{src_name} was dropped and its own sources are unknown: followed with the request's "
+                         "values, the person may be there under a value lineage cannot map]")
             if e.subtype == TRANSFORMATION and e.expression is None:
                 fan.warnings.append(f"{flow}: the value is computed from several columns or not deterministically, "
                                     "so the subject's value there is unknown; rows may remain in "
@@ -136,6 +141,12 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                     mapped = ()
             else:
                 mapped = vals  # IDENTITY, or a value-returning aggregate (max(user_id))
+            if mapped:  # followed further even where nothing is erased: tables derived from it may hold the person
+                queue.append((e.sink, e.sink_column, mapped))
+            if not sink.exists:
+                fan.warnings.append(f"{flow}: {sink.name} is no longer in the catalog (dropped): nothing to erase there; "
+                                    "tables derived from it are followed")
+                continue
             if e.sink_column not in sink.annotations.identity:
                 fan.warnings.append(f"{flow}: {sink.name}.{e.sink_column} carries an identity but is not declared an "
                                     f"identity column of {sink.name} (configure_identity), so it is not erased there")
@@ -148,10 +159,14 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
             fan.paths.setdefault(sink.name, [])
             if flow not in fan.paths[sink.name]:
                 fan.paths[sink.name].append(flow)
-            if mapped:
-                queue.append((e.sink, e.sink_column, mapped))
     _table_level(catalog, cache, g, fan, reached, root_uuids)
     return fan
+
+
+def _dropped_orphans(g: LineageGraph) -> set[str]:
+    """Dropped tables something was derived from, whose own inputs died with their metadata."""
+    fed = {e.sink for e in g.edges}
+    return {u for u, n in g.tables.items() if not n.exists and u not in fed and g.edges_from(u)}
 
 
 def _table_level(catalog: Catalog, cache: dict[str, Table | None], g: LineageGraph, fan: Fanout, reached: set[str],

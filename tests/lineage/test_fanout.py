@@ -169,3 +169,26 @@ def test_resume_after_lineage_changed_is_refused_with_advice(chain: Catalog, mon
     assert subject_rows(chain, "mart.profile") == 0
     report = ip.erase(chain, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True, purge=True)
     assert report.tables["mart.tagged"].rows_removed > 0
+
+
+def test_fanout_follows_through_undeclared_tables(chain: Catalog) -> None:
+    """mart.daily's declaration removed: it is not erased, but mart.weekly and mart.profile still are."""
+    table = chain.load_table("mart.daily")
+    with table.transaction() as tx:
+        tx.remove_properties("privacy.identity.columns")
+    fan = plan_fanout(chain, [chain.load_table("db.events")], [SUBJECT_ID, SUBJECT_MAIL])
+    assert any("mart.daily.uid" in w and "not declared" in w for w in fan.warnings)
+    assert {"mart.weekly", "mart.profile"} <= set(fan.tables) and "mart.daily" not in fan.tables
+    ip.erase(chain, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True, purge=True)
+    assert subject_rows(chain, "mart.profile") == 0 and subject_rows(chain, "mart.weekly") == 0
+
+
+def test_fanout_follows_tables_derived_from_a_dropped_table(chain: Catalog) -> None:
+    """mart.weekly dropped: its own inputs are gone with it, but mart.profile derived from it is followed."""
+    chain.drop_table("mart.weekly")
+    fan = plan_fanout(chain, [chain.load_table("db.events")], [SUBJECT_ID, SUBJECT_MAIL])
+    assert "mart.profile" in fan.tables and any("mart.weekly was dropped" in p for p in fan.paths["mart.profile"])
+    report = ip.erase(chain, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True, purge=True)
+    assert "mart.weekly" not in report.tables
+    # upper(lower(x)) == upper(x) here, so the request's own values map correctly through the orphan.
+    assert subject_rows(chain, "mart.profile") == 0
