@@ -18,14 +18,21 @@ def graph(catalog: Catalog, *, workers: int | None = None) -> LineageGraph:
     return build_graph(catalog, workers=workers)
 
 
-def upstream(g: LineageGraph, ref: str, *, indirect: bool = True) -> list[str]:
-    """Tables or columns ``ref`` (``db.t`` or ``db.t.col``) was computed from, nearest first."""
-    return g.upstream(ref, indirect=indirect)
+def _as_graph(source: LineageGraph | Catalog) -> LineageGraph:
+    return source if isinstance(source, LineageGraph) else build_graph(source)
 
 
-def downstream(g: LineageGraph, ref: str, *, indirect: bool = True) -> list[str]:
-    """Tables or columns data of ``ref`` flowed into, nearest first."""
-    return g.downstream(ref, indirect=indirect)
+def upstream(source: LineageGraph | Catalog, ref: str, *, indirect: bool = True) -> list[str]:
+    """Tables or columns ``ref`` (``db.t`` or ``db.t.col``) was computed from, nearest first.
+
+    ``source`` is a graph from :func:`graph` (reuse it for many questions) or a catalog.
+    """
+    return _as_graph(source).upstream(ref, indirect=indirect)
+
+
+def downstream(source: LineageGraph | Catalog, ref: str, *, indirect: bool = True) -> list[str]:
+    """Tables or columns data of ``ref`` flowed into, nearest first (``source``: a graph or a catalog)."""
+    return _as_graph(source).downstream(ref, indirect=indirect)
 
 
 __all__ = [

@@ -183,6 +183,7 @@ def test_graph_upstream_downstream_table_and_column(lake: Catalog) -> None:
     assert "mart.a" in g.downstream("db.events.amount")  # filtered the rows of mart.a
     assert g.downstream("db.events.amount", indirect=False) == []
     assert lineage.upstream(g, "mart.b.person", indirect=False) == ["mart.a.uid", "db.events.user_id"]
+    assert lineage.downstream(lake, "db.events.user_id", indirect=False) == ["mart.a.uid", "mart.b.person"]
     assert not g.problems
 
 
