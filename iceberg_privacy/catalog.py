@@ -20,6 +20,11 @@ from pyiceberg.table import Table
 HOME_ENV = "ICEBERG_PRIVACY_HOME"
 DEFAULT_HOME = ".iceberg-privacy"
 
+# Table properties marking the library's own tables: bookkeeping (journal, forget lists, DP ledger) and
+# DP release outputs. They never hold subjects of requests; bookkeeping is not data that flows anywhere.
+BOOKKEEPING_MARKERS = ("privacy.journal", "privacy.forget", "privacy.dp.ledger")
+LIBRARY_MARKERS = (*BOOKKEEPING_MARKERS, "privacy.dp.release")
+
 
 def default_home() -> Path:
     """Where the embedded catalog lives: $ICEBERG_PRIVACY_HOME, else ./.iceberg-privacy."""
@@ -98,3 +103,28 @@ def reserved_table(
         table.transaction().set_properties({REBASE_RETRIES: "0"}).commit_transaction()
         table = catalog.load_table(identifier)
     return table
+
+
+def all_namespaces(catalog: Catalog, parent: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every namespace, nested ones included (catalogs without nesting just have none)."""
+    out: list[tuple[str, ...]] = []
+    for ns in catalog.list_namespaces(parent) if parent else catalog.list_namespaces():
+        ns = tuple(ns)
+        if ns == parent or ns in out:  # some catalogs list the parent itself
+            continue
+        out.append(ns)
+        try:
+            out += [n for n in all_namespaces(catalog, ns) if n not in out]
+        except (NoSuchNamespaceError, NotImplementedError):
+            pass
+    return out
+
+
+def all_tables(catalog: Catalog) -> list[tuple[str, ...]]:
+    """Every table identifier of the catalog, sorted."""
+    return sorted(tuple(t) for ns in all_namespaces(catalog) for t in catalog.list_tables(ns))
+
+
+def has_marker(table: Table, markers: tuple[str, ...]) -> bool:
+    """Does the table carry one of these marker properties (``m`` or ``m.*``)?"""
+    return any(k == m or k.startswith(m + ".") for k in table.properties for m in markers)

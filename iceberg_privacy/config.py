@@ -13,7 +13,9 @@ travels with the table through catalogs.
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -208,3 +210,14 @@ def configure_identity(table: Table, columns: Iterable[str], *, replace: bool = 
     with table.transaction() as tx:
         tx.set_properties({IDENTITY_COLUMNS_KEY: ",".join(merged)})
     return table.refresh()
+
+
+PRINCIPAL_ENV = "ICEBERG_PRIVACY_PRINCIPAL"
+
+
+def current_principal() -> str:
+    """Who is acting (ledger entries, purpose overrides): $ICEBERG_PRIVACY_PRINCIPAL, else the login name."""
+    try:
+        return os.environ.get(PRINCIPAL_ENV) or getpass.getuser()
+    except (KeyError, OSError):  # no login name in some containers
+        return "unknown"

@@ -14,10 +14,8 @@ result written by the ``iceberg-privacy`` data source, which the session must ha
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import logging
-import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -29,7 +27,8 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.table import Table
 
-from iceberg_privacy.config import bloom_columns, configure_bloom, identity_leaf_type
+from iceberg_privacy.catalog import all_tables
+from iceberg_privacy.config import bloom_columns, configure_bloom, current_principal, identity_leaf_type
 from iceberg_privacy.errors import (
     ConfigurationError,
     LineageError,
@@ -45,7 +44,6 @@ from iceberg_privacy.lineage.annotations import (
     refuse,
     sink_properties,
 )
-from iceberg_privacy.lineage.catalog_graph import all_namespaces
 from iceberg_privacy.lineage.evaluate import sql_type
 from iceberg_privacy.lineage.record import COMPLETE, OPAQUE, FieldRef, LineageRecord, SourceRef
 from iceberg_privacy.lineage.sql import SqlLineage, analyze, normalize_sql, referenced_tables
@@ -85,7 +83,7 @@ class DeriveReport:
 
 
 def _catalog_tables(catalog: Catalog) -> list[str]:
-    return [".".join(t) for ns in all_namespaces(catalog) for t in catalog.list_tables(ns)]
+    return [".".join(t) for t in all_tables(catalog)]
 
 
 def _load_sources(catalog: Catalog, names: Sequence[str]) -> dict[str, Table]:
@@ -250,13 +248,6 @@ def _record_only(table: Table, record: LineageRecord) -> int | None:
     return sid
 
 
-def _principal() -> str:
-    try:
-        return os.environ.get("ICEBERG_PRIVACY_PRINCIPAL") or getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name in some containers
-        return "unknown"
-
-
 def derive(
     catalog: Catalog, sql: str, target: str, *, mode: Mode = "append", spark: Any | None = None,
     purpose: str | None = None, override_purpose: str | None = None, allow_opaque: bool = False,
@@ -313,7 +304,7 @@ def derive(
     if not check.ok:
         if not override_purpose:
             refuse(check)
-        override = {"reason": override_purpose, "by": _principal(), "flows": check.violations}
+        override = {"reason": override_purpose, "by": current_principal(), "flows": check.violations}
         logger.warning("derive into %s overrides purpose limits (%s): %s", target, override_purpose, check.violations)
 
     if spark is not None:

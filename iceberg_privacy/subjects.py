@@ -31,15 +31,13 @@ from pyiceberg.expressions.literals import Literal
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.table import FileScanTask, Table
 
+from iceberg_privacy.catalog import LIBRARY_MARKERS, all_tables, has_marker
 from iceberg_privacy.config import IdentityColumn, identity_columns
 from iceberg_privacy.errors import InvalidLookupValueError, NoIdentityColumnsError
 from iceberg_privacy.hashing import coerce_values
 from iceberg_privacy.identities import extract_identities, rows_matching
 from iceberg_privacy.keyed import canonical_array, canonical_literal, digest
 from iceberg_privacy.planner import plan_lookup
-
-# Tables the library itself keeps: never subject tables, even if someone declares identity columns on them.
-INTERNAL_MARKERS = ("privacy.dp.ledger", "privacy.dp.release", "privacy.journal", "privacy.forget")
 
 
 def as_values(subjects: Any) -> list[Any]:
@@ -54,8 +52,8 @@ def table_name(table: Table) -> str:
 
 
 def _is_internal(table: Table) -> bool:
-    props = table.properties
-    return any(k == m or k.startswith(m + ".") for k in props for m in INTERNAL_MARKERS) or table.name()[-1].startswith("_")
+    """The library's own tables: never subject tables, even if someone declares identity columns on them."""
+    return has_marker(table, LIBRARY_MARKERS) or table.name()[-1].startswith("_")
 
 
 def subject_tables(catalog: Catalog, tables: Sequence[str | Table] | None = None) -> list[Table]:
@@ -85,13 +83,12 @@ def subject_tables(catalog: Catalog, tables: Sequence[str | Table] | None = None
             out.append(table)
         return out
     found: list[Table] = []
-    for ns in sorted(catalog.list_namespaces()):
-        for ident in sorted(catalog.list_tables(ns)):
-            table = catalog.load_table(ident)
-            if _is_internal(table):
-                continue
-            if identity_columns(table.schema(), table.properties):
-                found.append(table)
+    for ident in all_tables(catalog):
+        table = catalog.load_table(ident)
+        if _is_internal(table):
+            continue
+        if identity_columns(table.schema(), table.properties):
+            found.append(table)
     return found
 
 

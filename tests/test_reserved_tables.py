@@ -39,3 +39,22 @@ def test_foreign_table_under_the_reserved_name_is_refused(catalog: Catalog) -> N
     catalog.create_table(IDENT, SCHEMA)
     with pytest.raises(ConfigurationError, match="reserved for the test table"):
         _load(catalog, create=True)
+
+
+def test_enumeration_walks_nested_namespaces_and_skips_library_tables(catalog: Catalog) -> None:
+    """Requests and the lineage graph see tables in nested namespaces; the library's own tables are skipped."""
+    import pyarrow as pa
+
+    import iceberg_privacy as ip
+    from iceberg_privacy.catalog import all_tables
+    from iceberg_privacy.subjects import subject_tables
+
+    catalog.create_namespace("org")
+    catalog.create_namespace(("org", "team"))
+    schema = pa.schema([("u", pa.string())])
+    ip.configure_identity(catalog.create_table(("org", "team", "ev"), schema=schema), ["u"])
+    ip.configure_identity(catalog.create_table("db.journal_like", schema=schema, properties={"privacy.journal": "1"}),
+                          ["u"])
+    assert ("org", "team", "ev") in all_tables(catalog)
+    assert [t.name() for t in subject_tables(catalog)] == [("org", "team", "ev")]
+    assert set(ip.lineage.graph(catalog).names()) == {"org.team.ev"}

@@ -15,8 +15,6 @@ Order of a release, chosen so that nothing noise-free ever leaves and no spend i
 
 from __future__ import annotations
 
-import getpass
-import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +37,8 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
+from iceberg_privacy.catalog import all_namespaces
+from iceberg_privacy.config import current_principal
 from iceberg_privacy.dp.budget import Budget, as_budget, budget_from_json
 from iceberg_privacy.dp.errors import KeySetError, ReleaseFailedError
 from iceberg_privacy.dp.ledger import Ledger
@@ -114,10 +114,6 @@ def _field(table: Table, column: str, role: str) -> Any:
         raise UnknownColumnError(
             f"{role} column {column!r} is not in table {'.'.join(table.name())} (columns: {known})."
         ) from exc
-
-
-def _default_principal() -> str:
-    return os.environ.get("ICEBERG_PRIVACY_PRINCIPAL") or getpass.getuser()
 
 
 @dataclass
@@ -329,7 +325,7 @@ def dp_histogram(
     """
     by = _validate_args(by, aggregate, column, low, high, max_rows_per_unit, threshold, mechanism)
     amount = as_budget(budget)
-    principal = principal or _default_principal()
+    principal = principal or current_principal()
     source = _load(catalog, table, "source table")
     source_id = tuple(source.name())
     namespace = source_id[:-1]
@@ -639,15 +635,6 @@ class ReleaseRecord:
         }
 
 
-def _all_namespaces(catalog: Catalog, parent: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    out: list[tuple[str, ...]] = []
-    for ns in catalog.list_namespaces(parent):
-        ns = tuple(ns)
-        out.append(ns)
-        out.extend(_all_namespaces(catalog, ns))
-    return out
-
-
 def releases(catalog: Catalog, table: str | tuple[str, ...] | None = None) -> list[ReleaseRecord]:
     """List every release attempt (reserved / released / failed) and memoized answer, oldest first.
 
@@ -659,7 +646,7 @@ def releases(catalog: Catalog, table: str | tuple[str, ...] | None = None) -> li
         namespaces = [ident[:-1]]
         wanted: str | None = ".".join(ident)
     else:
-        namespaces = _all_namespaces(catalog)
+        namespaces = all_namespaces(catalog)
         wanted = None
     records: list[ReleaseRecord] = []
     for ns in namespaces:

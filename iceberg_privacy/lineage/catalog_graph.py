@@ -21,6 +21,7 @@ from typing import Any
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
+from iceberg_privacy.catalog import BOOKKEEPING_MARKERS, all_tables, has_marker
 from iceberg_privacy.errors import LineageError
 from iceberg_privacy.lineage.annotations import Annotations
 from iceberg_privacy.lineage.record import (
@@ -288,18 +289,6 @@ def _add_record(graph: LineageGraph, node: TableNode, rec: LineageRecord) -> Non
                                             f.subtype, False, None, rec.snapshot_id))
 
 
-def all_namespaces(catalog: Catalog, parent: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    out: list[tuple[str, ...]] = []
-    for ns in catalog.list_namespaces(parent) if parent else catalog.list_namespaces():
-        ns = tuple(ns)
-        out.append(ns)
-        try:
-            out += all_namespaces(catalog, ns)
-        except Exception:  # catalogs without nested namespaces
-            pass
-    return out
-
-
 def _dedupe_edges(graph: LineageGraph) -> None:
     graph.edges = list(dict.fromkeys(graph.edges))
     graph.columns = list(dict.fromkeys(graph.columns))
@@ -317,17 +306,9 @@ def _report(graph: LineageGraph) -> None:
         graph.problems.append(f"cycle: {' <-> '.join(group)} read each other (traversals visit each table once)")
 
 
-# The library's own bookkeeping (request journal, forget lists, DP ledger) is not data that flows anywhere.
-BOOKKEEPING_MARKERS = ("privacy.journal", "privacy.forget", "privacy.dp.ledger")
-
-
-def _bookkeeping(table: Table) -> bool:
-    return any(k == m or k.startswith(m + ".") for k in table.properties for m in BOOKKEEPING_MARKERS)
-
-
 def build_graph(catalog: Catalog, *, workers: int | None = None) -> LineageGraph:
     """The lineage graph of every table of ``catalog``, from snapshot summaries and kept history."""
-    idents = [tuple(t) for ns in all_namespaces(catalog) for t in catalog.list_tables(ns)]
+    idents = all_tables(catalog)
 
     def load(ident: tuple[str, ...]) -> Table | str:
         try:
@@ -341,7 +322,7 @@ def build_graph(catalog: Catalog, *, workers: int | None = None) -> LineageGraph
     for item in loaded:
         if isinstance(item, str):
             graph.problems.append(item)
-        elif not _bookkeeping(item):
+        elif not has_marker(item, BOOKKEEPING_MARKERS):  # the library's bookkeeping: no data flows there
             add_table(graph, item)
     _dedupe_edges(graph)
     _report(graph)

@@ -73,6 +73,20 @@ def subject_rows(catalog: Catalog, name: str) -> int:
     return found
 
 
+def submit_then_crash(catalog: Catalog, monkeypatch: pytest.MonkeyPatch, request_id: str) -> None:
+    """A follow-lineage erasure that dies right after its request is journaled."""
+    from iceberg_privacy import erasure
+
+    def crash(stage: str) -> None:
+        if stage == "after_submit":
+            raise RuntimeError("crash")
+
+    monkeypatch.setattr(erasure, "_FAULT_HOOK", crash)
+    with pytest.raises(RuntimeError):
+        ip.erase(catalog, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True, request_id=request_id)
+    monkeypatch.setattr(erasure, "_FAULT_HOOK", None)
+
+
 def test_three_level_chain_erased_everywhere(chain: Catalog) -> None:
     tables = ["db.events", "mart.daily", "mart.weekly", "mart.profile"]
     assert all(subject_rows(chain, t) > 0 for t in tables)
@@ -135,33 +149,16 @@ def test_fanout_warns_on_opaque_and_undeclared(chain: Catalog) -> None:
 
 def test_resume_recomputes_mapped_values(chain: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
     """A follow-lineage request interrupted after submission is resumed with the same fan-out."""
-    from iceberg_privacy import erasure
-
-    def crash(stage: str) -> None:
-        if stage == "after_submit":
-            raise RuntimeError("crash")
-
-    monkeypatch.setattr(erasure, "_FAULT_HOOK", crash)
-    with pytest.raises(RuntimeError):
-        ip.erase(chain, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True, request_id="r1")
-    monkeypatch.setattr(erasure, "_FAULT_HOOK", None)
+    submit_then_crash(chain, monkeypatch, "r1")
     ip.run_request(chain, "r1", [SUBJECT_ID, SUBJECT_MAIL])
     for t in ["db.events", "mart.daily", "mart.weekly", "mart.profile"]:
         assert subject_rows(chain, t) == 0, t
 
 
 def test_resume_after_lineage_changed_is_refused_with_advice(chain: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
-    from iceberg_privacy import erasure
     from iceberg_privacy.errors import RequestConflictError
 
-    def crash(stage: str) -> None:
-        if stage == "after_submit":
-            raise RuntimeError("crash")
-
-    monkeypatch.setattr(erasure, "_FAULT_HOOK", crash)
-    with pytest.raises(RuntimeError):
-        ip.erase(chain, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True, request_id="r2")
-    monkeypatch.setattr(erasure, "_FAULT_HOOK", None)
+    submit_then_crash(chain, monkeypatch, "r2")
     ip.derive(chain, "SELECT 'x-' || mail AS tagged FROM mart.daily", "mart.tagged")  # new flow, new value
     with pytest.raises(RequestConflictError, match="lineage changed"):
         ip.erase(chain, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True, request_id="r2")
