@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.table import Table
 
 from iceberg_privacy.catalog import all_tables
@@ -189,11 +189,9 @@ def _run_spark(spark: Any, sql: str, tables: Mapping[str, Table], snapshots: Map
 
 
 def _new_table(catalog: Catalog, target: str, schema: pa.Schema) -> tuple[Table, bool]:
+    """(table, created): a concurrent derive may create it first."""
     if "." in target:
-        try:
-            catalog.create_namespace(target.rsplit(".", 1)[0])
-        except NamespaceAlreadyExistsError:
-            pass
+        catalog.create_namespace_if_not_exists(target.rsplit(".", 1)[0])
     try:
         return catalog.create_table(target, schema=schema), True
     except TableAlreadyExistsError:
