@@ -53,7 +53,7 @@ from iceberg_privacy.ingest import (
 from iceberg_privacy.journal import DEFAULT_DEADLINE, TABLE_ERASED, Journal, RequestState
 from iceberg_privacy.keyed import key_id, load_secret
 from iceberg_privacy.lineage.fanout import Fanout, plan_fanout
-from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord
+from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord, SourceRef
 from iceberg_privacy.subjects import (
     TableSubjects,
     as_values,
@@ -293,7 +293,9 @@ def erase_table(ts: TableSubjects, request_id: str, secret: bytes, *, subjects: 
                 SUMMARY_FILES_ADDED: str(sum(len(b.written.files) for b in pending)),
                 SUMMARY_SUBJECTS: str(subjects),
                 SUMMARY_KEY_ID: key_id(secret),
-                **LineageRecord(op="erasure", engine="pyarrow", status=MAINTENANCE).summary(),
+                # Rows of the table itself, minus the subjects': its own snapshot is the source.
+                **LineageRecord(op="erasure", engine="pyarrow", status=MAINTENANCE, sources=[
+                    SourceRef(rep.table, str(table.metadata.table_uuid), plan.snapshot_id)]).summary(),
             }
             _fault("before_commit")
             rep.commit_attempts += 1

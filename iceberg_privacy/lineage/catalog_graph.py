@@ -28,6 +28,7 @@ from iceberg_privacy.lineage.record import (
     DIRECT,
     EXTERNAL,
     INDIRECT,
+    MAINTENANCE,
     OPAQUE,
     LineageRecord,
     snapshot_records,
@@ -274,6 +275,8 @@ def _add_record(graph: LineageGraph, node: TableNode, rec: LineageRecord) -> Non
         node.dp_release = True
     override = (rec.override or {}).get("reason") if rec.override else None
     for src in rec.sources:
+        if rec.status == MAINTENANCE and src.uuid == node.uuid:
+            continue  # an erasure rewrote the table from itself: not a flow between tables
         if src.uuid not in graph.tables:
             graph.tables[src.uuid] = TableNode(uuid=src.uuid, name=src.table, exists=False)
         graph.edges.append(TableEdge(src.uuid, node.uuid, rec.op, rec.status, rec.snapshot_id, src.snapshot_id,

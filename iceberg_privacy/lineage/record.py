@@ -195,7 +195,8 @@ def history(properties: Mapping[str, str]) -> list[LineageRecord]:
 
 
 def _source_bearing(rec: LineageRecord) -> bool:
-    return bool(rec.sources) or rec.status == OPAQUE or rec.exempt is not None
+    """Does the record say where data came from? (An erasure's source is the table itself: no.)"""
+    return rec.status != MAINTENANCE and (bool(rec.sources) or rec.status == OPAQUE or rec.exempt is not None)
 
 
 def fold_expired(md: TableMetadata, expire_ids: Iterable[int]) -> dict[str, str]:

@@ -233,3 +233,18 @@ def test_empty_result_and_empty_source_still_record_the_flow(lake: Catalog) -> N
     rec = last_record(lake, "mart.none")
     assert [(s.table, s.snapshot_id) for s in rec.sources][1] == ("db.empty", None)
     assert lineage.graph(lake).upstream("mart.none") == ["db.empty", "db.events"]
+
+
+def test_erasure_records_itself_as_source_without_making_a_cycle(lake: Catalog,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", "test-secret-0123456789abcdef")
+    ip.derive(lake, "SELECT user_id, amount FROM db.events", "mart.e")
+    before = lake.load_table("db.events").metadata.current_snapshot_id
+    ip.erase(lake, [1], ["db.events"])
+    rec = last_record(lake, "db.events")
+    events = lake.load_table("db.events")
+    assert (rec.op, rec.status) == ("erasure", "maintenance")
+    assert [(s.uuid, s.snapshot_id) for s in rec.sources] == [(str(events.metadata.table_uuid), before)]
+    g = lineage.graph(lake)
+    assert g.cycles() == [] and not g.problems
+    assert g.upstream("db.events") == [] and g.downstream("db.events") == ["mart.e"]
