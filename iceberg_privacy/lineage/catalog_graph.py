@@ -10,7 +10,6 @@ the best answer there is, and the caller is told where the hole is.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -26,15 +25,12 @@ from iceberg_privacy.errors import LineageError
 from iceberg_privacy.lineage.annotations import Annotations
 from iceberg_privacy.lineage.record import (
     DIRECT,
-    EXTERNAL,
     INDIRECT,
     MAINTENANCE,
     OPAQUE,
     LineageRecord,
     snapshot_records,
 )
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,12 +40,9 @@ class TableNode:
     exists: bool = True  # False: referenced by a record but no longer in the catalog
     annotations: Annotations = field(default_factory=Annotations)
     columns: tuple[str, ...] = ()
-    snapshots: int = 0
     unknown_writes: int = 0  # snapshots with no lineage record: written by another engine
-    external_writes: int = 0  # library writes of rows from outside the lake
     opaque_writes: int = 0
     dp_release: bool = False
-    current_snapshot_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +185,10 @@ class LineageGraph:
 
     def cycles(self) -> list[list[str]]:
         """Strongly connected groups of tables (a derive that reads its own descendants), by name."""
+        return [sorted(self.tables[u].name for u in group) for group in self.cycle_groups()]
+
+    def cycle_groups(self) -> list[list[str]]:
+        """The same groups as :meth:`cycles`, by uuid (names can repeat: a dropped and a re-created table)."""
         succ: dict[str, set[str]] = {u: set() for u in self.tables}
         for e in self.edges:
             succ.setdefault(e.source, set()).add(e.sink)
@@ -237,7 +234,7 @@ class LineageGraph:
                         if w == v:
                             break
                     if len(group) > 1 or v in succ.get(v, ()):
-                        out.append(sorted(self.tables[u].name for u in group))
+                        out.append(sorted(group))
         return out
 
     def records_into(self, ref: str) -> list[TableEdge]:
@@ -248,8 +245,7 @@ class LineageGraph:
 def _node_for(table: Table) -> TableNode:
     md = table.metadata
     return TableNode(uuid=str(md.table_uuid), name=".".join(table.name()), annotations=Annotations.of(md.properties),
-                     columns=tuple(f.name for f in table.schema().fields), snapshots=len(md.snapshots),
-                     current_snapshot_id=md.current_snapshot_id)
+                     columns=tuple(f.name for f in table.schema().fields))
 
 
 def add_table(graph: LineageGraph, table: Table) -> None:
@@ -265,8 +261,6 @@ def add_table(graph: LineageGraph, table: Table) -> None:
 
 def _add_record(graph: LineageGraph, node: TableNode, rec: LineageRecord) -> None:
     graph.records.append((node.uuid, rec))
-    if rec.status == EXTERNAL:
-        node.external_writes += 1
     if rec.status == OPAQUE:
         node.opaque_writes += 1
         graph.problems.append(f"{node.name}: snapshot {rec.snapshot_id} was written by {rec.op} with opaque lineage "
@@ -300,7 +294,7 @@ def _dedupe_edges(graph: LineageGraph) -> None:
 def _report(graph: LineageGraph) -> None:
     for node in graph.tables.values():
         if not node.exists:
-            readers = sorted({graph.tables[e.sink].name for e in graph.edges if e.source == node.uuid})
+            readers = sorted({graph.tables[e.sink].name for e in graph.edges_from(node.uuid)})
             same_name = [n for n in graph.tables.values() if n.exists and n.name == node.name]
             what = "was dropped and re-created (a different table now has the name)" if same_name else \
                 "is no longer in the catalog (dropped or renamed out of it)"

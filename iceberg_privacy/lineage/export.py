@@ -228,47 +228,7 @@ def _links(edges: Iterable[TableEdge]) -> list[_Link]:
 
 def _in_cycles(graph: LineageGraph) -> set[str]:
     """Uuids of tables on a cycle (a strongly connected group of 2+, or a table reading itself)."""
-    succ: dict[str, set[str]] = defaultdict(set)
-    pred: dict[str, set[str]] = defaultdict(set)
-    out: set[str] = set()
-    for e in graph.edges:
-        succ[e.source].add(e.sink)
-        pred[e.sink].add(e.source)
-        if e.source == e.sink:
-            out.add(e.source)
-    finished: list[str] = []  # Kosaraju, iteratively: finish order on succ, then components on pred
-    seen: set[str] = set()
-    for root in sorted(succ):
-        if root in seen:
-            continue
-        seen.add(root)
-        stack = [(root, iter(sorted(succ[root])))]
-        while stack:
-            v, it = stack[-1]
-            for w in it:
-                if w not in seen:
-                    seen.add(w)
-                    stack.append((w, iter(sorted(succ.get(w, ())))))
-                    break
-            else:
-                finished.append(v)
-                stack.pop()
-    assigned: set[str] = set()
-    for root in reversed(finished):
-        if root in assigned:
-            continue
-        group, todo = [], [root]
-        assigned.add(root)
-        while todo:
-            v = todo.pop()
-            group.append(v)
-            for w in pred.get(v, ()):
-                if w not in assigned:
-                    assigned.add(w)
-                    todo.append(w)
-        if len(group) > 1:
-            out.update(group)
-    return out
+    return {u for group in graph.cycle_groups() for u in group}
 
 
 def _node_id(uuid: str, prefix: str = "t") -> str:

@@ -11,7 +11,6 @@ derives, expressions of several columns, undeclared identity columns downstream)
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,6 @@ from iceberg_privacy.lineage.catalog_graph import LineageGraph, build_graph
 from iceberg_privacy.lineage.evaluate import map_values, sql_type
 from iceberg_privacy.lineage.record import OPAQUE, TRANSFORMATION
 
-logger = logging.getLogger(__name__)
 
 @dataclass
 class ExemptRelease:
@@ -59,10 +57,6 @@ class Fanout:
     @property
     def tables(self) -> list[str]:
         return list(self.values)
-
-    @property
-    def complete(self) -> bool:
-        return not self.warnings
 
     def to_json(self) -> dict[str, Any]:
         return {"followed": True, "roots": self.roots, "tables": {t: self.paths.get(t, []) for t in self.values},
@@ -103,10 +97,9 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
             queue.append((uuid, col.name, tuple(values)))
     reached: set[str] = set(root_uuids)
     orphans = _dropped_orphans(g)
-    for uuid in orphans:  # dropped tables whose own sources are unknown: anyone's data may have passed there
-        for e in g.columns:
-            if e.source == uuid and e.type == "DIRECT" and not e.masking:
-                queue.append((uuid, e.source_column, tuple(values)))
+    for e in g.columns:  # dropped tables whose own sources are unknown: anyone's data may have passed there
+        if e.source in orphans and e.type == "DIRECT" and not e.masking:
+            queue.append((e.source, e.source_column, tuple(values)))
     while queue:
         item = queue.popleft()
         if item in seen:

@@ -33,7 +33,6 @@ Status = Literal["complete", "opaque", "external", "maintenance"]
 
 DIRECT, INDIRECT = "DIRECT", "INDIRECT"
 IDENTITY, TRANSFORMATION, AGGREGATION = "IDENTITY", "TRANSFORMATION", "AGGREGATION"
-INDIRECT_SUBTYPES = ("JOIN", "FILTER", "GROUP_BY", "SORT", "WINDOW", "CONDITIONAL")
 
 
 @dataclass(frozen=True)
