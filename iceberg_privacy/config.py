@@ -179,15 +179,19 @@ class IdentityColumn:
         return self.field.field_id
 
 
+def declared_identity_names(properties: Mapping[str, str]) -> list[str]:
+    """The names in ``privacy.identity.columns``, unvalidated (lineage reads them for dropped schemas too)."""
+    return [c.strip() for c in properties.get(IDENTITY_COLUMNS_KEY, "").split(",") if c.strip()]
+
+
 def identity_columns(schema: Schema, properties: Mapping[str, str]) -> list[IdentityColumn]:
     """The identity columns a table declares (empty when it declares none).
 
     A declared column that is no longer in the schema is an error here, not a warning: access and
     erasure must never silently miss a column that holds people.
     """
-    raw = properties.get(IDENTITY_COLUMNS_KEY, "")
     out: list[IdentityColumn] = []
-    for name in [c.strip() for c in raw.split(",") if c.strip()]:
+    for name in declared_identity_names(properties):
         field = resolve_column(schema, name, where=f"the schema (it is declared in {IDENTITY_COLUMNS_KEY})")
         out.append(IdentityColumn(name=name, field=field, leaf_type=identity_leaf_type(field)))
     return out

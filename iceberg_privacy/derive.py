@@ -82,10 +82,6 @@ class DeriveReport:
         return s + f", {self.seconds:.2f}s"
 
 
-def _catalog_tables(catalog: Catalog) -> list[str]:
-    return [".".join(t) for t in all_tables(catalog)]
-
-
 def _load_sources(catalog: Catalog, names: Sequence[str]) -> dict[str, Table]:
     out: dict[str, Table] = {}
     for name in names:
@@ -266,8 +262,9 @@ def derive(
         raise ConfigurationError("sql is empty: pass one SELECT statement")
     dialect = "spark" if spark is not None else "duckdb"
     engine = "spark" if spark is not None else "duckdb"
-    known = _catalog_tables(catalog)
-    names = [n for n in referenced_tables(sql, known, dialect=dialect)]
+    # Listing the catalog is only needed to spot table names in SQL that does not parse.
+    names = referenced_tables(sql, (), dialect=dialect) or referenced_tables(
+        sql, [".".join(t) for t in all_tables(catalog)], dialect=dialect)
     sources = _load_sources(catalog, names)
     snapshots = {n: t.metadata.current_snapshot_id for n, t in sources.items()}
     schemas = {n: {f.name: sql_type(f.type) for f in t.schema().as_arrow()} for n, t in sources.items()}
@@ -324,7 +321,7 @@ def derive(
         cats = {c: v for c, v in cats.items() if v}
     record = LineageRecord(
         op="derive", engine=engine, status=COMPLETE if lin.opaque is None else OPAQUE,
-        sources=[SourceRef(n, str(sources[n].metadata.table_uuid), snapshots[n]) for n in order],
+        sources=[SourceRef.of(sources[n], snapshots[n]) for n in order],
         columns=columns, indirect=list(lin.indirect) if lin.opaque is None else [],
         sql=normalize_sql(sql, dialect) or f"sha256:{hashlib.sha256(sql.encode()).hexdigest()}",
         purpose=check.purpose, override=override, reason=lin.opaque,

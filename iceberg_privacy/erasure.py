@@ -295,7 +295,7 @@ def erase_table(ts: TableSubjects, request_id: str, secret: bytes, *, subjects: 
                 SUMMARY_KEY_ID: key_id(secret),
                 # Rows of the table itself, minus the subjects': its own snapshot is the source.
                 **LineageRecord(op="erasure", engine="pyarrow", status=MAINTENANCE, sources=[
-                    SourceRef(rep.table, str(table.metadata.table_uuid), plan.snapshot_id)]).summary(),
+                    SourceRef.of(table, plan.snapshot_id)]).summary(),
             }
             _fault("before_commit")
             rep.commit_attempts += 1

@@ -522,7 +522,7 @@ def _lineage(source: Table, snapshot_id: int, by: list[str], output: str, column
     indirect = [FieldRef(0, b, type=INDIRECT, subtype="GROUP_BY") for b in by]
     if privacy_unit:
         indirect.append(FieldRef(0, privacy_unit, type=INDIRECT, subtype="GROUP_BY"))
-    src = SourceRef(".".join(source.name()), str(source.metadata.table_uuid), snapshot_id)
+    src = SourceRef.of(source, snapshot_id)
     return LineageRecord(op="dp-release", engine="tumult", status=COMPLETE, sources=[src],
                          columns={k: v for k, v in fields.items() if v}, indirect=indirect, exempt="dp")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from pyiceberg.table import Table
 
-from iceberg_privacy.config import IDENTITY_COLUMNS_KEY
+from iceberg_privacy.config import IDENTITY_COLUMNS_KEY, declared_identity_names
 from iceberg_privacy.errors import ConfigurationError, PurposeViolationError
 from iceberg_privacy.lineage.record import DIRECT, FieldRef
 
@@ -44,7 +44,7 @@ class Annotations:
 
     @classmethod
     def of(cls, properties: Mapping[str, str]) -> Annotations:
-        identity = tuple(c.strip() for c in properties.get(IDENTITY_COLUMNS_KEY, "").split(",") if c.strip())
+        identity = tuple(declared_identity_names(properties))
         cats = {k[len(SENSITIVE_PREFIX):]: _split(v) for k, v in properties.items() if k.startswith(SENSITIVE_PREFIX)}
         purposes = _split(properties[PURPOSES_KEY]) if PURPOSES_KEY in properties else None
         purpose = properties.get(PURPOSE_KEY) or None

@@ -52,8 +52,9 @@ class SourceRef:
         return cls(str(d["table"]), str(d["uuid"]), None if sid is None else int(sid))
 
     @classmethod
-    def of(cls, table: Table) -> SourceRef:
-        return cls(".".join(table.name()), str(table.metadata.table_uuid), table.metadata.current_snapshot_id)
+    def of(cls, table: Table, snapshot_id: int | None) -> SourceRef:
+        """``table`` as read at ``snapshot_id`` (pass the snapshot the reader pinned, not a later head)."""
+        return cls(".".join(table.name()), str(table.metadata.table_uuid), snapshot_id)
 
 
 @dataclass(frozen=True)

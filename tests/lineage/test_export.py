@@ -53,7 +53,7 @@ def _write(t: Table, rec: LineageRecord, rows: int = 2) -> Table:
 
 def _derive(sink: Table, op: str, sources: list[Table], **kw: object) -> Table:
     rec = LineageRecord(op=op, engine="duckdb", status=kw.pop("status", "complete"),  # type: ignore[arg-type]
-                        sources=[SourceRef.of(s) for s in sources], **kw)  # type: ignore[arg-type]
+                        sources=[SourceRef.of(s, s.metadata.current_snapshot_id) for s in sources], **kw)  # type: ignore[arg-type]
     return _write(sink, rec)
 
 
