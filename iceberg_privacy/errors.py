@@ -83,3 +83,14 @@ class MissingSourceError(LineageError):
 
 class PurposeViolationError(LineageError):
     """A derive would move data into a table whose purpose a source does not allow."""
+
+
+class StorageError(IcebergPrivacyError, OSError):
+    """Object storage or a file system refused a read, write, delete or listing.
+
+    The message names the location and what is missing (bucket, credentials, permission, endpoint).
+    """
+
+
+class CatalogError(IcebergPrivacyError):
+    """The catalog refused an operation of the library (a naming rule, a permission, a server error)."""

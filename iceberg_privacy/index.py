@@ -30,7 +30,7 @@ from pyiceberg.table.statistics import StatisticsFile
 
 from iceberg_privacy.errors import SidecarError
 from iceberg_privacy.puffin import PuffinFooter
-from iceberg_privacy.sidecar import CACHE, FILE_SUFFIX, BloomGroup, Sidecar
+from iceberg_privacy.sidecar import CACHE, FILE_SUFFIX, LEGACY_SUFFIXES, BloomGroup, Sidecar
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ class SidecarRef:
 
 
 def is_sidecar_path(path: str) -> bool:
-    return path.endswith(FILE_SUFFIX)
+    """Is this a sidecar's name (the current ``.privacy-sidecar.stats`` or a legacy suffix)?"""
+    return path.endswith((FILE_SUFFIX, *LEGACY_SUFFIXES))
 
 
 def new_sidecar_location(metadata: TableMetadata, snapshot_id: int) -> str:
@@ -137,6 +138,7 @@ class Coverage:
     sidecars_opened: int
     bytes_read: int
     warnings: list[str]
+    requests: int = 0  # reads sent to storage (opens and ranged reads), footer and directories included
 
 
 def warn(message: str) -> str:
@@ -149,23 +151,29 @@ def resolve_coverage(io: FileIO, metadata: TableMetadata, field_id: int, paths: 
     """Find, for each data file path, a readable sidecar group holding its filter for ``field_id``."""
     remaining = set(paths)
     by_group: dict[tuple[str, int], Assignment] = {}
-    opened, bytes_read, notes = 0, 0, []
+    opened, bytes_read, requests, notes = 0, 0, 0, []
     for ref in sidecar_refs(metadata):
         if not remaining:
             break
+        sc: Sidecar | None = None
+        before = before_requests = 0
         try:
-            sc = CACHE.get(io, ref.location, ref.size)
-            before = sc.bytes_read
+            sc, opened_now = CACHE.get(io, ref.location, ref.size)
+            if not opened_now:  # a fresh open fetched footer and file list: count them all
+                before, before_requests = sc.bytes_read, sc.reader.requests
             matched = [p for p in remaining if p in sc.ordinal_of] if len(remaining) < len(sc.ordinal_of) else [
                 f.path for f in sc.files if f.path in remaining
             ]
             if not matched:
                 continue
             groups = sc.groups(field_id)
-            bytes_read += sc.bytes_read - before
         except SidecarError as exc:
             notes.append(warn(f"ignoring sidecar ({ref.source}) {ref.location}: {exc}; its files will be scanned"))
             continue
+        finally:
+            if sc is not None:
+                bytes_read += sc.bytes_read - before
+                requests += sc.reader.requests - before_requests
         opened += 1
         where: dict[int, tuple[int, int]] = {}
         for gi, g in enumerate(groups):
@@ -180,4 +188,4 @@ def resolve_coverage(io: FileIO, metadata: TableMetadata, field_id: int, paths: 
             a.positions.append(pos)
             a.paths.append(p)
             remaining.discard(p)
-    return Coverage(list(by_group.values()), remaining, opened, bytes_read, notes)
+    return Coverage(list(by_group.values()), remaining, opened, bytes_read, notes, requests)

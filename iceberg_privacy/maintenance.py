@@ -12,7 +12,6 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlparse
 
 from pyiceberg.manifest import DataFile, DataFileContent
 from pyiceberg.table import Table, Transaction
@@ -35,6 +34,7 @@ from iceberg_privacy.index import (
 )
 from iceberg_privacy.lineage.record import fold_expired
 from iceberg_privacy.sidecar import CACHE, ColumnInfo, CoveredFile, FileFilter, write_sidecar
+from iceberg_privacy.storage import canonical, delete_files, list_files
 from iceberg_privacy.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -53,15 +53,44 @@ class IndexReport:
     registered_on_snapshot: int | None = None
     expired_snapshots: list[int] = field(default_factory=list)
     deleted_sidecars: list[str] = field(default_factory=list)
+    delete_failures: dict[str, str] = field(default_factory=dict)  # superseded sidecar -> why it is still there
     warnings: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         cov = ", ".join(f"{c}: {n}/{self.live_files}" for c, n in self.covered.items())
-        return (
+        out = (
             f"{self.operation}: {self.live_files} live files, covered {cov or '-'}; built {self.built or '-'}; "
             f"sidecar {self.sidecar_bytes} bytes; expired {len(self.expired_snapshots)} snapshot(s); "
             f"deleted {len(self.deleted_sidecars)} superseded sidecar(s)"
         )
+        if self.delete_failures:
+            out += f"; {len(self.delete_failures)} could NOT be deleted (see delete_failures; cleanup_orphans retries)"
+        return out
+
+
+@dataclass
+class OrphanReport:
+    """Files under a table location that no metadata references (full URIs), and what deleting them did."""
+
+    table: str
+    older_than: timedelta
+    orphans: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    delete_failures: dict[str, str] = field(default_factory=dict)
+    files_listed: int = 0
+
+    def __len__(self) -> int:
+        return len(self.orphans)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.orphans)
+
+    def __str__(self) -> str:
+        lines = [f"{self.table}: {len(self.orphans)} orphan file(s) older than {self.older_than} "
+                 f"among {self.files_listed} listed; deleted {len(self.deleted)}"]
+        lines += [f"  {o}" for o in self.orphans[:50]]
+        lines += [f"  NOT deleted: {why}" for why in self.delete_failures.values()]
+        return "\n".join(lines)
 
 
 def live_data_files(table: Table, snapshot_ids: Iterable[int] | None = None) -> dict[str, DataFile]:
@@ -160,13 +189,14 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
     tx.commit_transaction()
     table.refresh()
     # Sidecars nothing references any more are garbage; readers that still hold them fall back to scans.
-    for location in sorted(before - referenced_sidecar_locations(table.metadata)):
-        try:
-            table.io.delete(location)
-            CACHE.evict(location)
-            report.deleted_sidecars.append(location)
-        except Exception as exc:  # already gone, permissions: leave it for cleanup_orphans
-            logger.info("could not delete superseded sidecar %s: %s", location, exc)
+    still = {canonical(p) for p in referenced_sidecar_locations(table.metadata)}
+    outcome = delete_files(table.io, sorted(p for p in before if canonical(p) not in still))
+    for location in outcome.deleted + outcome.already_gone:
+        CACHE.evict(location)
+    report.deleted_sidecars = outcome.deleted + outcome.already_gone
+    report.delete_failures = outcome.failed
+    for why in outcome.failed.values():  # the commit stands; an unreferenced sidecar is an orphan to retry
+        report.warnings.append(warn(f"superseded sidecar not deleted: {why}"))
     logger.info("%s", report)
     return report
 
@@ -256,13 +286,9 @@ def verify_sidecars(table: Table) -> list[tuple[str, str | None]]:
     return out
 
 
-def _local_path(uri: str) -> str:
-    parsed = urlparse(uri)
-    return parsed.path if parsed.scheme in ("", "file") else f"{parsed.netloc}{parsed.path}"
-
-
 def referenced_files(table: Table) -> set[str]:
-    """Every file the table metadata can reach: metadata, manifest lists, manifests, data, stats."""
+    """Every file the table metadata can reach (metadata, manifest lists, manifests, data, stats, sidecars),
+    as :func:`iceberg_privacy.storage.canonical` keys."""
     md = table.metadata
     refs = {table.metadata_location, *(e.metadata_file for e in md.metadata_log)}
     for snap in md.snapshots:
@@ -274,27 +300,27 @@ def referenced_files(table: Table) -> set[str]:
     refs |= {s.statistics_path for s in md.statistics}
     refs |= {s.statistics_path for s in md.partition_statistics}
     refs |= referenced_sidecar_locations(md)
-    return {_local_path(r) for r in refs}
+    return {canonical(r) for r in refs}
 
 
-def cleanup_orphans(table: Table, *, older_than: timedelta = timedelta(hours=1), delete: bool = False) -> list[str]:
+def cleanup_orphans(table: Table, *, older_than: timedelta = timedelta(hours=1), delete: bool = False) -> OrphanReport:
     """Files under the table location that no metadata references (e.g. left by a killed writer).
 
     Only files older than ``older_than`` are reported, so in-flight writes are not mistaken for
-    orphans. With ``delete=True`` they are removed. Returns their paths.
+    orphans. With ``delete=True`` they are removed through the table's FileIO; a file that cannot be
+    deleted is listed in ``delete_failures``, never skipped in silence. The location is listed with the
+    filesystem built from the table's own properties (endpoint, credentials), whatever the scheme.
     """
-    from pyarrow import fs as pafs
-
-    filesystem, root = pafs.FileSystem.from_uri(table.location())
-    infos = filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    if not isinstance(older_than, timedelta):
+        raise ConfigurationError(f"older_than must be a datetime.timedelta, got {type(older_than).__name__}")
+    listed = list_files(table.io, table.location())
     reachable = referenced_files(table)
     cutoff = datetime.now(UTC) - older_than
-    orphans = [
-        i.path for i in infos
-        if i.type == pafs.FileType.File and _local_path(i.path) not in reachable
-        and (i.mtime is None or i.mtime.replace(tzinfo=i.mtime.tzinfo or UTC) <= cutoff)
-    ]
+    report = OrphanReport(".".join(table.name()), older_than, files_listed=len(listed))
+    report.orphans = [f.location for f in listed
+                      if canonical(f.location) not in reachable and (f.mtime is None or f.mtime <= cutoff)]
     if delete:
-        for path in orphans:
-            filesystem.delete_file(path)
-    return sorted(orphans)
+        outcome = delete_files(table.io, report.orphans)
+        report.deleted = outcome.deleted + outcome.already_gone
+        report.delete_failures = outcome.failed
+    return report

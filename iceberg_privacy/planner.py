@@ -50,7 +50,8 @@ class LookupPlan:
     files_after_manifest_pruning: int = 0
     files_after_bloom_pruning: int = 0
     files_without_sidecar: int = 0
-    index_bytes_read: int = 0
+    index_bytes_read: int = 0  # every sidecar byte this plan fetched: footers, file lists, directories, rows
+    index_requests: int = 0  # storage reads for sidecars (a cached sidecar costs one per probed blob row run)
     sidecars_opened: int = 0
     bloom_configured: bool = True
     timings: dict[str, float] = field(default_factory=dict)
@@ -66,7 +67,7 @@ class LookupPlan:
             f"  files in snapshot              {self.files_total:>8}",
             f"  after manifest pruning         {self.files_after_manifest_pruning:>8}   (partitions, min/max)",
             f"  after bloom pruning            {self.files_after_bloom_pruning:>8}   "
-            f"({self.sidecars_opened} sidecar(s), {self.index_bytes_read} index bytes read)",
+            f"({self.sidecars_opened} sidecar(s), {self.index_bytes_read} index bytes in {self.index_requests} read(s))",
             f"  of which without usable filter {self.files_without_sidecar:>8}   (scanned, never skipped)",
         ]
         if not self.bloom_configured:
@@ -150,9 +151,10 @@ def _bloom_prune(table: Table, plan: LookupPlan, tasks: list[FileScanTask], fiel
     plan.warnings += cov.warnings
     plan.sidecars_opened = cov.sidecars_opened
     plan.index_bytes_read = cov.bytes_read
+    plan.index_requests = cov.requests
     keep = set(cov.uncovered)
     for a in cov.assignments:
-        before = a.sidecar.bytes_read
+        before, before_requests = a.sidecar.bytes_read, a.sidecar.reader.requests
         try:
             hits = a.sidecar.probe(a.group, keys)
         except SidecarError as exc:
@@ -162,6 +164,7 @@ def _bloom_prune(table: Table, plan: LookupPlan, tasks: list[FileScanTask], fiel
             continue
         finally:
             plan.index_bytes_read += a.sidecar.bytes_read - before
+            plan.index_requests += a.sidecar.reader.requests - before_requests
         keep.update(p for p, pos in zip(a.paths, a.positions, strict=True) if hits[pos])
     plan.files_without_sidecar += len(cov.uncovered)
     return [t for t in tasks if t.file.file_path in keep]

@@ -13,12 +13,14 @@ from __future__ import annotations
 import io
 import json
 import struct
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from pyiceberg.io import FileIO, InputFile
 
 from iceberg_privacy.errors import SidecarError
+from iceberg_privacy.storage import write_bytes
 
 MAGIC = b"PFA1"
 _TAIL_BYTES = 12  # payload size (4) + flags (4) + magic (4)
@@ -92,24 +94,52 @@ def write_puffin(
     buf.write(b"\x00\x00\x00\x00")
     buf.write(MAGIC)
     data = buf.getvalue()
-    out = io_.new_output(location)
-    with out.create(overwrite=False) as f:
-        f.write(data)
+    # overwrite=True: no existence check (a HEAD per write on object stores). Sidecar names carry a
+    # fresh uuid4, so nothing can be overwritten.
+    write_bytes(io_, location, data, overwrite=True)
     return PuffinFooter(metas, properties, len(data) - footer_start, len(data))
 
 
 class PuffinReader:
-    """Reads a Puffin footer once, then arbitrary byte ranges of the same file."""
+    """Reads a Puffin footer once, then arbitrary byte ranges of the same file through ONE open handle.
+
+    On object stores every open costs a HEAD; keeping the handle means a warm probe is exactly one
+    ranged GET per blob row run. ``bytes_read`` counts every byte fetched, footer and directories
+    included. The handle is reopened if :meth:`close` was called (the sidecar cache closes evicted
+    readers); reads are serialised per reader (seek + read on one handle).
+    """
 
     def __init__(self, io_: FileIO, location: str) -> None:
         self.location = location
         self._input: InputFile = io_.new_input(location)
+        self._handle: Any = None
+        self._size: int | None = None
+        self._lock = threading.Lock()
         self.bytes_read = 0
+        self.requests = 0
         self.footer = self._read_footer()
+
+    def _open(self) -> Any:
+        if self._handle is None or getattr(self._handle, "closed", False):
+            self._handle = self._input.open(seekable=True)
+            self.requests += 1  # an open is a HEAD on object stores
+            size = getattr(self._handle, "size", None)  # pyarrow NativeFile knows it from the open
+            self._size = int(size()) if callable(size) else int(self._handle.seek(0, 2))
+        return self._handle
+
+    def close(self) -> None:
+        with self._lock:
+            if self._handle is not None:
+                try:
+                    self._handle.close()
+                finally:
+                    self._handle = None
 
     def _read_footer(self) -> PuffinFooter:
         try:
-            size = len(self._input)
+            with self._lock:
+                self._open()
+            size = int(self._size or 0)
         except Exception as exc:  # missing file, permission, ...
             raise SidecarError(f"cannot open sidecar {self.location}: {exc}") from exc
         if size < len(MAGIC) * 2 + _TAIL_BYTES:
@@ -149,9 +179,15 @@ class PuffinReader:
     def read_range(self, offset: int, length: int) -> bytes:
         """One contiguous read; raises SidecarError when the file is shorter than promised."""
         try:
-            with self._input.open(seekable=True) as f:
-                f.seek(offset)
-                data = f.read(length)
+            with self._lock:
+                f = self._open()
+                read_at = getattr(f, "read_at", None)
+                if callable(read_at):
+                    data = read_at(length, offset)
+                else:
+                    f.seek(offset)
+                    data = f.read(length)
+                self.requests += 1
         except Exception as exc:
             raise SidecarError(f"cannot read sidecar {self.location}: {exc}") from exc
         if len(data) != length:

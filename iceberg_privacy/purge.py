@@ -28,11 +28,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from urllib.parse import urlparse
 
 import numpy as np
 import pyarrow.parquet as pq
-from pyarrow import fs as pafs
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.manifest import ManifestEntryStatus
@@ -45,6 +43,7 @@ from iceberg_privacy.errors import (
     CommitConflictError,
     ConfigurationError,
     RequestConflictError,
+    StorageError,
     VerificationFailedError,
 )
 from iceberg_privacy.identities import extract_identities, rows_matching
@@ -60,6 +59,7 @@ from iceberg_privacy.journal import (
 from iceberg_privacy.keyed import key_id, load_secret
 from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord
 from iceberg_privacy.maintenance import cleanup_orphans, expire_snapshots
+from iceberg_privacy.storage import canonical, delete_files, list_files
 from iceberg_privacy.subjects import digest_value_set
 
 logger = logging.getLogger(__name__)
@@ -102,6 +102,8 @@ class TablePurge:
     scrub_snapshot: int | None = None
     verify: VerifyReport | None = None
     skipped: str | None = None
+    already_gone: int = 0
+    delete_failures: dict[str, str] = field(default_factory=dict)  # location -> why it could not be deleted
 
 
 @dataclass
@@ -119,6 +121,7 @@ class PurgeReport:
             ver = (f"verified {v.files_scanned} parquet files, {v.rows_found} subject rows" if v else "not verified")
             lines.append(f"  {t.table}: expired {len(t.expired_snapshots)} snapshot(s), deleted {t.deleted_files} "
                          f"file(s) {t.deleted_by_kind or ''}; {ver}{f' ({t.skipped})' if t.skipped else ''}")
+            lines += [f"    NOT deleted: {why}" for why in list(t.delete_failures.values())[:5]]
         return "\n".join(lines)
 
 
@@ -129,23 +132,18 @@ crash leftover younger than this that holds a subject fails the verification, wh
 to purge again with a smaller ``orphan_age``."""
 
 
-def _local(uri: str) -> str:
-    p = urlparse(uri)
-    return p.path if p.scheme in ("", "file") else f"{p.netloc}{p.path}"
-
-
 def _reachable(table: Table, snapshot_ids: set[int]) -> dict[str, str]:
-    """path -> kind of every file the given snapshots need (live data only, not DELETED entries)."""
+    """location (full URI) -> kind of every file the given snapshots need (live data only, not DELETED entries)."""
     out: dict[str, str] = {}
     for sid in snapshot_ids:
         snap = table.metadata.snapshot_by_id(sid)
         if snap is None:
             continue
-        out[_local(snap.manifest_list)] = "manifest-list"
+        out[snap.manifest_list] = "manifest-list"
         for m in snap.manifests(table.io):
-            out[_local(m.manifest_path)] = "manifest"
+            out[m.manifest_path] = "manifest"
             for e in m.fetch_manifest_entry(table.io, discard_deleted=True):
-                out[_local(e.data_file.file_path)] = "data" if e.data_file.content.value == 0 else "delete"
+                out[e.data_file.file_path] = "data" if e.data_file.content.value == 0 else "delete"
     return out
 
 
@@ -159,7 +157,7 @@ def _rewritten_originals(table: Table, erase_ids: list[int]) -> dict[str, str]:
                 continue
             for e in m.fetch_manifest_entry(table.io, discard_deleted=False):
                 if e.status == ManifestEntryStatus.DELETED:
-                    out[_local(e.data_file.file_path)] = "data"
+                    out[e.data_file.file_path] = "data"
     return out
 
 
@@ -216,25 +214,26 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
             continue
         rep.expired_snapshots, rep.sidecar = idx.expired_snapshots, idx.sidecar_path
         rep.deleted_by_kind["sidecar"] = len(idx.deleted_sidecars)
+        rep.delete_failures.update(idx.delete_failures)
         break
     else:
         raise CommitConflictError(f"{name}: snapshot expiry kept losing to concurrent commits; run the purge again")
     _fault("after_expire")
     table.refresh()
-    still = _reachable(table, {s.snapshot_id for s in table.metadata.snapshots})
-    still |= {_local(loc): "sidecar" for loc in referenced_sidecar_locations(table.metadata)}
-    for path, kind in sorted(before.items()):
-        if path in still:
-            continue
-        try:
-            table.io.delete(path)
-        except (FileNotFoundError, OSError):
-            continue  # already gone (a previous, interrupted purge)
-        rep.deleted_by_kind[kind] = rep.deleted_by_kind.get(kind, 0) + 1
+    still = {canonical(p) for p in _reachable(table, {s.snapshot_id for s in table.metadata.snapshots})}
+    still |= {canonical(loc) for loc in referenced_sidecar_locations(table.metadata)}
+    doomed = {canonical(p): (p, kind) for p, kind in sorted(before.items())}
+    outcome = delete_files(table.io, [p for key, (p, _) in sorted(doomed.items()) if key not in still])
+    kinds = {p: kind for p, kind in doomed.values()}
+    for p in outcome.deleted:
+        rep.deleted_by_kind[kinds[p]] = rep.deleted_by_kind.get(kinds[p], 0) + 1
+    rep.already_gone += len(outcome.already_gone)  # a previous, interrupted purge deleted them
+    rep.delete_failures.update(outcome.failed)
     _fault("after_delete")
     orphans = cleanup_orphans(table, older_than=orphan_age, delete=True)
-    if orphans:
-        rep.deleted_by_kind["orphan"] = len(orphans)
+    if orphans.deleted:
+        rep.deleted_by_kind["orphan"] = len(orphans.deleted)
+    rep.delete_failures.update(orphans.delete_failures)
     rep.deleted_files = sum(rep.deleted_by_kind.values())
     return rep
 
@@ -253,23 +252,24 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes) -> VerifyRepo
     """Scan every Parquet file under the table location for rows of the subjects (by keyed digest)."""
     rep = VerifyReport(".".join(table.name()))
     cols = {c.field_id: c for c in identity_columns(table.schema(), table.properties)}
-    filesystem, root = pafs.FileSystem.from_uri(table.location())
-    infos = filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-    for info in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path):
+    for stored in list_files(table.io, table.location()):  # StorageError when the location cannot be listed
+        if stored.size < 8:
+            continue
         try:
-            with filesystem.open_input_file(info.path) as fh:
-                if info.size < 8 or fh.read(4) != b"PAR1":
+            with table.io.new_input(stored.location).open(seekable=True) as fh:
+                if fh.read(4) != b"PAR1":
                     continue
-            pf = pq.ParquetFile(info.path, filesystem=filesystem)
+                fh.seek(0)
+                pf = pq.ParquetFile(fh)
+                rep.files_scanned += 1
+                rep.rows_scanned += pf.metadata.num_rows
+                mapping = _field_columns(pf.schema_arrow, {fid: c.name for fid, c in cols.items()})
+                data = pf.read(columns=list(mapping)) if mapping else None
         except Exception:
-            rep.unreadable.append(info.path)
+            rep.unreadable.append(stored.location)
             continue
-        rep.files_scanned += 1
-        rep.rows_scanned += pf.metadata.num_rows
-        mapping = _field_columns(pf.schema_arrow, {fid: c.name for fid, c in cols.items()})
-        if not mapping:
+        if data is None:
             continue
-        data = pf.read(columns=list(mapping))
         found = np.zeros(data.num_rows, dtype=bool)
         for pcol, name in mapping.items():
             arr = data.column(pcol)
@@ -281,7 +281,7 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes) -> VerifyRepo
         n = int(found.sum())
         if n:
             rep.rows_found += n
-            rep.files_with_subjects.append(info.path)
+            rep.files_with_subjects.append(stored.location)
     return rep
 
 
@@ -339,8 +339,8 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         tp.verify = verify_table(table, digests, secret)
         detail = {"files_scanned": tp.verify.files_scanned, "rows_scanned": tp.verify.rows_scanned,
                   "rows_found": tp.verify.rows_found, "files_with_subjects": len(tp.verify.files_with_subjects),
-                  "unreadable": len(tp.verify.unreadable)}
-        if tp.verify.ok:
+                  "unreadable": len(tp.verify.unreadable), "delete_failures": len(tp.delete_failures)}
+        if tp.verify.ok and not tp.delete_failures:
             journal.record(request_id, TABLE_VERIFIED, table=name, rows=0, files=tp.verify.files_scanned, detail=detail)
         else:
             journal.record(request_id, VERIFY_FAILED, table=name, rows=tp.verify.rows_found, detail=detail)
@@ -351,6 +351,14 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         journal.record(request_id, COMPLETED)
         report.completed = True
     report.seconds = time.perf_counter() - t0
+    undeleted = {n: report.tables[n].delete_failures for n in failed if report.tables[n].delete_failures}
+    if undeleted and raise_on_failure:
+        name, fails = next(iter(undeleted.items()))
+        raise StorageError(
+            f"request {request_id}: the purge could not delete {sum(map(len, undeleted.values()))} file(s) of "
+            f"{', '.join(undeleted)}, e.g. {next(iter(fails.values()))}. The request stays open: fix the storage "
+            f"permission or location, then run `iceberg-privacy requests run {request_id}` (or purge again)"
+        )
     if failed and raise_on_failure:
         raise VerificationFailedError(
             f"request {request_id}: rows of the subjects are still in {', '.join(failed)} "

@@ -27,7 +27,11 @@ from iceberg_privacy.puffin import BlobMetadata, PuffinFooter, PuffinReader, wri
 FILES_BLOB = "iceberg-privacy-files-v1"
 BLOOM_BLOB = "iceberg-privacy-bloom-v1"
 FORMAT_NAME = "iceberg-privacy-sidecar-v1"
-FILE_SUFFIX = ".privacy-sidecar.puffin"
+FILE_SUFFIX = ".privacy-sidecar.stats"
+"""Sidecars are Puffin files named like Iceberg Java's Puffin statistics files (``.stats``): object stores
+that police table buckets (S3 Tables and alike) accept that suffix under ``metadata/`` and refuse
+``.puffin``. ``LEGACY_SUFFIXES`` are still read."""
+LEGACY_SUFFIXES = (".privacy-sidecar.puffin",)
 HASH_SCHEME = 1  # bucket[2147483647] -> SplitMix64 -> SBBF (see hashing.py)
 
 _FILES_MAGIC = b"IPFL"
@@ -284,28 +288,32 @@ class _SidecarCache:
         self._lock = threading.Lock()
         self.capacity = capacity
 
-    def get(self, io: FileIO, location: str, size: int | None = None) -> Sidecar:
+    def get(self, io: FileIO, location: str, size: int | None = None) -> tuple[Sidecar, bool]:
+        """The opened sidecar, and whether this call opened it (its footer and file list were fetched now)."""
         key = (location, size)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
-                return self._items[key]
+                return self._items[key], False
         sc = Sidecar.open(io, location)
         if size is not None and sc.reader.footer.file_size != size:
+            sc.reader.close()
             raise SidecarError(f"sidecar {location} has {sc.reader.footer.file_size} bytes, expected {size}")
         with self._lock:
             self._items[key] = sc
             while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-        return sc
+                self._items.popitem(last=False)[1].reader.close()
+        return sc, True
 
     def evict(self, location: str) -> None:
         with self._lock:
             for key in [k for k in self._items if k[0] == location]:
-                del self._items[key]
+                self._items.pop(key).reader.close()
 
     def clear(self) -> None:
         with self._lock:
+            for sc in self._items.values():
+                sc.reader.close()
             self._items.clear()
 
 

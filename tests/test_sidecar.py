@@ -32,7 +32,7 @@ def _write(path: str, key_sets: list[np.ndarray], fpp: float = 0.01, field_id: i
 @given(st.lists(st.sets(st.integers(0, 2**31 - 2), max_size=300), min_size=1, max_size=12), st.data())
 def test_probe_matches_per_file_filters(tmp_path_factory, key_sets, data) -> None:
     """Block-major probing answers exactly what probing each file's own filter answers."""
-    path = str(tmp_path_factory.mktemp("sc") / "a.privacy-sidecar.puffin")
+    path = str(tmp_path_factory.mktemp("sc") / "a.privacy-sidecar.stats")
     sets = [np.array(sorted(s), dtype=np.uint32) for s in key_sets]
     filters = _write(path, sets)
     sc = Sidecar.open(IO, path)
@@ -77,7 +77,7 @@ def _corrupt(path: str, offset: int) -> None:
 
 def test_every_used_byte_is_verified(tmp_path) -> None:
     """Flip one bit anywhere in the bloom rows, header, directory or files blob: reading it fails."""
-    path = str(tmp_path / "c.privacy-sidecar.puffin")
+    path = str(tmp_path / "c.privacy-sidecar.stats")
     rng = np.random.default_rng(1)
     _write(path, [rng.integers(0, 2**31 - 1, 500).astype(np.uint32) for _ in range(3)])
     size = os.path.getsize(path)

@@ -1,0 +1,262 @@
+"""One storage layer: every read, write, delete and listing of the library goes through here.
+
+Production lakes live on object storage (``s3://``, ``gs://``, ``abfss://``, ``oss://``, ``hdfs://``)
+behind a catalog whose properties carry the endpoint, region and credentials. Earlier code stripped
+URI schemes and listed table locations with ``pyarrow.fs.FileSystem.from_uri``, which ignores those
+properties (and on a machine with AWS credentials would list a *different* bucket of the same name),
+and it handed bucket-relative paths to ``io.delete``, which pyiceberg then treated as local paths. So:
+
+* Locations stay **full URIs** everywhere. :func:`canonical` gives a comparison key only (``s3a://`` and
+  ``s3n://`` name the same objects as ``s3://``; ``/x`` and ``file:///x`` the same local file); nothing
+  is ever opened or deleted through a key.
+* Reads, writes and deletes use the table's own ``FileIO`` (pyiceberg built it from the catalog's
+  properties, vended credentials included). Listing uses the filesystem *that same FileIO* built for the
+  scheme (``PyArrowFileIO.fs_by_scheme`` / ``FsspecFileIO.get_fs``), so endpoint, keys and region match.
+* A failed delete is never swallowed: :func:`delete_files` returns what was deleted, what was already
+  gone and what failed with why; callers turn failures into errors in their reports.
+* Storage errors become :class:`StorageError` naming the location and what is missing (bucket,
+  credentials, permission), so the CLI can print one clear line.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import os
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlparse
+
+from pyarrow import fs as pafs
+from pyiceberg.io import FileIO, load_file_io
+from pyiceberg.io.pyarrow import PyArrowFileIO
+
+from iceberg_privacy.errors import StorageError
+
+# Schemes that address the same objects (pyiceberg reads all of them with one filesystem).
+_SAME_OBJECTS = {"s3a": "s3", "s3n": "s3", "gcs": "gs", "abfss": "abfs", "wasbs": "wasb", "": "file"}
+
+
+def scheme_of(location: str) -> str:
+    """The URI scheme of a location, ``file`` for plain paths."""
+    if os.name == "nt" and len(location) > 1 and location[1] == ":":  # C:\\...
+        return "file"
+    return urlparse(location).scheme.lower() or "file"
+
+
+def is_local(location: str) -> bool:
+    return scheme_of(location) == "file"
+
+
+def local_path(location: str) -> str:
+    """The filesystem path of a local location (``file:///x`` or ``/x``); an error for remote ones."""
+    if not is_local(location):
+        raise StorageError(f"{location} is not a local path")
+    parsed = urlparse(location)
+    return os.path.abspath(parsed.path if parsed.scheme else location)
+
+
+def canonical(location: str) -> str:
+    """A key under which two spellings of the same object compare equal. Never open or delete it."""
+    parsed = urlparse(location)
+    scheme = _SAME_OBJECTS.get(parsed.scheme.lower(), parsed.scheme.lower())
+    if scheme == "file":
+        return "file://" + posixpath.normpath(os.path.abspath(parsed.path if parsed.scheme else location))
+    path = posixpath.normpath(parsed.path) if parsed.path else ""
+    return f"{scheme}://{parsed.netloc}{'' if path in ('', '.') else path}"
+
+
+def join(location: str, *parts: str) -> str:
+    """``location/part/...`` without doubling or dropping slashes (and keeping the scheme)."""
+    out = location.rstrip("/")
+    for p in parts:
+        out += "/" + p.strip("/")
+    return out
+
+
+def io_for(properties: dict[str, str], location: str) -> FileIO:
+    """A FileIO for ``location`` built from catalog/table properties (what pyiceberg itself would build)."""
+    return load_file_io(dict(properties), location)
+
+
+def catalog_io(catalog: Any, location: str) -> FileIO:
+    """The FileIO a catalog's tables would get for ``location`` (exports, library files outside tables)."""
+    return io_for({str(k): str(v) for k, v in getattr(catalog, "properties", {}).items()}, location)
+
+
+# ----------------------------------------------------------------------------------------- errors
+def describe_error(location: str, exc: BaseException, action: str) -> str:
+    """One sentence: what failed where, and what is most likely missing."""
+    text = str(exc)
+    low = text.lower()
+    if "nosuchbucket" in low or "bucket does not exist" in low or "specified bucket does not exist" in low:
+        hint = "the bucket does not exist: create it or fix the warehouse/table location"
+    elif isinstance(exc, PermissionError) or "accessdenied" in low or "access denied" in low or "code 15" in low \
+            or "forbidden" in low or "403" in low:
+        hint = f"permission to {action} is missing for these credentials"
+    elif "invalidaccesskeyid" in low or "signaturedoesnotmatch" in low or "credential" in low \
+            or "invalid access key" in low:
+        hint = "the credentials were refused: check s3.access-key-id / s3.secret-access-key (or the cloud's equivalents)"
+    elif "connection" in low or "timed out" in low or "curl" in low or "could not resolve" in low:
+        hint = "the storage endpoint did not answer: check s3.endpoint (or the cloud's endpoint) and the network"
+    elif isinstance(exc, FileNotFoundError):
+        hint = "it does not exist"
+    else:
+        hint = "see the cause"
+    return f"cannot {action} {location}: {hint} ({type(exc).__name__}: {text.splitlines()[0] if text else ''})"
+
+
+# ---------------------------------------------------------------------------------------- listing
+@dataclass(frozen=True)
+class StoredFile:
+    """One object under a listed location: its full URI (same scheme as the location), size, mtime."""
+
+    location: str
+    size: int
+    mtime: datetime | None
+
+
+def filesystem(io: FileIO, location: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem the table's FileIO uses for ``location``, and the path it addresses it by."""
+    scheme, netloc, path = PyArrowFileIO.parse_location(location, io.properties)
+    if isinstance(io, PyArrowFileIO):
+        return io.fs_by_scheme(scheme, netloc), path
+    get_fs = getattr(io, "get_fs", None)  # FsspecFileIO
+    if get_fs is not None:
+        fs = get_fs(scheme, netloc) if scheme in ("abfs", "abfss", "wasb", "wasbs") else get_fs(scheme)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+    # Another FileIO (py-io-impl): list through pyarrow built from the same properties.
+    return PyArrowFileIO(io.properties).fs_by_scheme(scheme, netloc), path
+
+
+def list_files(io: FileIO, location: str) -> list[StoredFile]:
+    """Every object under ``location`` (recursively), as full URIs; an empty list when nothing is there.
+
+    Raises :class:`StorageError` when the location cannot be listed (missing bucket, refused
+    credentials, no list permission): callers that promise completeness must not go on.
+    """
+    try:
+        fs, root = filesystem(io, location)
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    except Exception as exc:  # noqa: BLE001 - every failure here is a storage failure with one message
+        raise StorageError(describe_error(location, exc, "list")) from exc
+    base = location.rstrip("/")
+    root_n = root.rstrip("/")
+    out = []
+    for info in infos:
+        if info.type != pafs.FileType.File:
+            continue
+        rel = info.path[len(root_n):] if info.path.startswith(root_n) else "/" + info.path.lstrip("/")
+        mtime = info.mtime
+        if mtime is not None and mtime.tzinfo is None:
+            mtime = mtime.replace(tzinfo=UTC)
+        out.append(StoredFile(base + "/" + rel.lstrip("/"), int(info.size or 0), mtime))
+    return sorted(out, key=lambda f: f.location)
+
+
+# ---------------------------------------------------------------------------------------- deletes
+@dataclass
+class DeleteOutcome:
+    """What a batch of deletes did: nothing is dropped silently."""
+
+    deleted: list[str] = field(default_factory=list)
+    already_gone: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # location -> reason
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def raise_for_failures(self, what: str) -> None:
+        if self.failed:
+            why = next(iter(self.failed.values()))
+            raise StorageError(
+                f"{what}: {len(self.failed)} file(s) could not be deleted, e.g. {why}. Fix the permission or "
+                "storage problem and run it again (nothing was reported complete)"
+            )
+
+
+def delete_files(io: FileIO, locations: Iterable[str]) -> DeleteOutcome:
+    """Delete each location (full URI) through the FileIO; report missing ones and failures separately."""
+    out = DeleteOutcome()
+    for loc in locations:
+        try:
+            io.delete(loc)
+        except FileNotFoundError:
+            out.already_gone.append(loc)
+        except Exception as exc:  # noqa: BLE001 - reported, never swallowed
+            out.failed[loc] = describe_error(loc, exc, "delete")
+        else:
+            out.deleted.append(loc)
+    return out
+
+
+# ------------------------------------------------------------------------------------ reads/writes
+def read_bytes(io: FileIO, location: str) -> bytes:
+    try:
+        with io.new_input(location).open(seekable=False) as fh:
+            return fh.read()
+    except Exception as exc:  # noqa: BLE001
+        raise StorageError(describe_error(location, exc, "read")) from exc
+
+
+def write_bytes(io: FileIO, location: str, data: bytes, *, overwrite: bool = True) -> None:
+    """Write a whole object. ``overwrite=True`` skips the existence check (a HEAD on object stores):
+    use it for names that are unique by construction (uuids) or meant to be replaced."""
+    try:
+        with io.new_output(location).create(overwrite=overwrite) as fh:
+            fh.write(data)
+    except FileExistsError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise StorageError(describe_error(location, exc, "write")) from exc
+
+
+class OutputLocation:
+    """A folder-like export target: a local directory or any FileIO location (``s3://bucket/exports/x``).
+
+    Local targets write through a temporary file and rename, so a crash never leaves half a file under
+    the final name; object stores publish a PUT atomically anyway.
+    """
+
+    def __init__(self, location: str | os.PathLike[str], io: FileIO | None) -> None:
+        self.location = os.fspath(location)
+        self.local = is_local(self.location)
+        self.io = io
+
+    def prepare(self) -> None:
+        if self.local:
+            os.makedirs(local_path(self.location), exist_ok=True)
+
+    def child(self, name: str) -> str:
+        return os.path.join(local_path(self.location), name) if self.local else join(self.location, name)
+
+    def write(self, name: str, data: bytes) -> str:
+        target = self.child(name)
+        if self.local:
+            tmp = target + ".tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        else:
+            assert self.io is not None
+            write_bytes(self.io, target, data)
+        return target
+
+    def writer(self, name: str) -> _BufferedTarget:
+        """A binary buffer written to ``name`` on close (for Parquet/JSON writers that want a file)."""
+        return _BufferedTarget(self, name)
+
+
+class _BufferedTarget(_io.BytesIO):
+    def __init__(self, parent: OutputLocation, name: str) -> None:
+        super().__init__()
+        self._parent, self._name = parent, name
+        self.location = parent.child(name)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._parent.write(self._name, self.getvalue())
+        super().close()
