@@ -90,7 +90,7 @@ def measure_ingest_overhead(quick: bool, *, files: int | None = None, rows_per_f
         real = cs.users.take(pa.array(rng.choice(len(cs.users), size=min(erased, len(cs.users)), replace=False)))
         _, real_digests = digest_distinct(secret, real, clickstream_schema().find_field(COLUMN).field_type)
         noise = [bytes(r) for r in rng.integers(0, 256, size=(entries, 32), dtype=np.uint8)]
-        log(f"adding {entries:,} digests to forget.{forget.FORGET_TABLE_NAME} and drops.{forget.FORGET_TABLE_NAME}")
+        log(f"adding {entries:,} digests to forget.{forget.forget_table_identifier(())[-1]} and drops.{forget.forget_table_identifier(())[-1]}")
         t0 = time.perf_counter()
         added = forget.add(cat, "forget", noise, "bench-request", secret_key_id=kid)
         add_s = time.perf_counter() - t0

@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import (
+    AuthorizationExpiredError,
+    BadRequestError,
+    ForbiddenError,
     NamespaceAlreadyExistsError,
     NoSuchNamespaceError,
     NoSuchTableError,
+    OAuthError,
+    RESTError,
+    ServerError,
+    ServiceUnavailableError,
     TableAlreadyExistsError,
+    UnauthorizedError,
 )
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
+
+from iceberg_privacy.errors import CatalogError, ConfigurationError, IcebergPrivacyError
+
+# What a catalog answers when it refuses (naming rules, permissions, server trouble), as opposed to
+# "not found" / "already exists", which callers handle.
+_CATALOG_REFUSALS = (BadRequestError, ForbiddenError, UnauthorizedError, ServerError, ServiceUnavailableError,
+                     OAuthError, AuthorizationExpiredError, RESTError)
 
 HOME_ENV = "ICEBERG_PRIVACY_HOME"
 DEFAULT_HOME = ".iceberg-privacy"
@@ -69,10 +85,89 @@ def is_transient_db_error(exc: BaseException) -> bool:
 
 REBASE_RETRIES = "commit.retry.num-retries"
 
+# ---------------------------------------------------------------------------- the library's own names
+# REST catalogs (and Glue, S3 Tables) accept only names that start with a letter or digit, so the
+# library's own namespace and tables do too. Each can be renamed with a catalog property (in
+# ~/.pyiceberg.yaml next to uri/warehouse); the old underscore names are migrated on first use.
+JOURNAL_NAMESPACE_PROPERTY = "iceberg-privacy.journal-namespace"
+FORGET_TABLE_PROPERTY = "iceberg-privacy.forget-table"
+LEDGER_TABLE_PROPERTY = "iceberg-privacy.ledger-table"
+LIBRARY_NAME_DEFAULTS = {
+    JOURNAL_NAMESPACE_PROPERTY: "privacy_requests",
+    FORGET_TABLE_PROPERTY: "privacy_forget",
+    LEDGER_TABLE_PROPERTY: "privacy_dp_ledger",
+}
+LEGACY_NAMES = {
+    JOURNAL_NAMESPACE_PROPERTY: "_privacy",
+    FORGET_TABLE_PROPERTY: "_privacy_forget",
+    LEDGER_TABLE_PROPERTY: "_dp_ledger",
+}
+_NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,127}")
+
+
+def library_name(catalog: Catalog | None, prop: str) -> str:
+    """The configured name of one of the library's own namespaces/tables (``iceberg-privacy.*`` catalog
+    property), else its default. Names must start with a letter or digit (every catalog accepts those)."""
+    props = getattr(catalog, "properties", None) or {}
+    name = str(props.get(prop) or LIBRARY_NAME_DEFAULTS[prop])
+    if not _NAME_RULE.fullmatch(name):
+        raise ConfigurationError(
+            f"catalog property {prop}={name!r} is not a name every catalog accepts: use letters, digits and "
+            "underscores, starting with a letter or digit (REST, Glue and S3 Tables catalogs refuse others)"
+        )
+    return name
+
+
+def catalog_refused(catalog: Catalog, action: str, identifier: tuple[str, ...], exc: BaseException) -> CatalogError:
+    """A catalog error other than not-found/already-exists, as one message naming the rule that was hit."""
+    name = getattr(catalog, "name", "?")
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return CatalogError(
+        f"catalog {name!r} refused to {action} {'.'.join(identifier)}: {text}. If that is a naming rule, set the "
+        f"catalog properties {', '.join(LIBRARY_NAME_DEFAULTS)} to names it accepts; if it is a permission, grant "
+        "the library's principal create/write on that namespace"
+    )
+
+
+def _migrate_legacy(catalog: Catalog, legacy: tuple[str, ...], identifier: tuple[str, ...], marker: str) -> bool:
+    """Rename a library table from its old underscore name to ``identifier``; True when one was moved.
+
+    Only a table carrying the library's marker is moved. A concurrent migrator may win: then the
+    caller finds the table under the new name."""
+    try:
+        old = catalog.load_table(legacy)
+    except (NoSuchTableError, NoSuchNamespaceError):
+        return False
+    except Exception:  # noqa: BLE001 - a catalog that refuses the old name cannot hold it
+        return False
+    if old.properties.get(marker) != "1":
+        return False
+    try:
+        catalog.create_namespace(identifier[:-1])
+    except NamespaceAlreadyExistsError:
+        pass
+    try:
+        catalog.rename_table(legacy, identifier)
+    except (NoSuchTableError, TableAlreadyExistsError):
+        return False  # someone else migrated it (or created the new one) first
+    except NotImplementedError as exc:
+        raise CatalogError(
+            f"{'.'.join(legacy)} must be renamed to {'.'.join(identifier)}, and this catalog cannot rename tables: "
+            "rename it with the catalog's own tools"
+        ) from exc
+    if legacy[:-1] != identifier[:-1]:
+        try:  # the old namespace (``_privacy``) only ever held library tables
+            if not catalog.list_tables(legacy[:-1]):
+                catalog.drop_namespace(legacy[:-1])
+        except Exception:  # noqa: BLE001 - an empty leftover namespace is harmless
+            pass
+    return True
+
 
 def reserved_table(
     catalog: Catalog, identifier: tuple[str, ...], *, schema: Schema, marker: str, what: str,
     error: type[Exception], create: bool, compare_and_swap: bool, properties: dict[str, str] | None = None,
+    legacy: tuple[str, ...] | None = None,
 ) -> Table | None:
     """Load one of the library's own tables (ledger, journal, forget list), creating it if asked.
 
@@ -80,21 +175,33 @@ def reserved_table(
     raises ``error``. With ``compare_and_swap`` pyiceberg's rebase-retry is kept off
     (``commit.retry.num-retries=0``): a rebased append would replay a decision made on a stale read,
     so those tables retry by re-reading instead, and a re-enabled retry is switched off again.
+    ``legacy`` is the table's old name: found there (with the marker), it is renamed to ``identifier``.
+    Catalog errors other than not-found raise :class:`CatalogError` naming the rule that was hit.
     """
     try:
-        table = catalog.load_table(identifier)
-    except (NoSuchTableError, NoSuchNamespaceError):
-        if not create:
-            return None
         try:
-            catalog.create_namespace(identifier[:-1])
-        except NamespaceAlreadyExistsError:
-            pass
-        props = {marker: "1", **({REBASE_RETRIES: "0"} if compare_and_swap else {}), **(properties or {})}
-        try:
-            table = catalog.create_table(identifier, schema=schema, properties=props)
-        except TableAlreadyExistsError:  # a concurrent creator won: use theirs
             table = catalog.load_table(identifier)
+        except (NoSuchTableError, NoSuchNamespaceError):
+            if legacy is not None and legacy != identifier and _migrate_legacy(catalog, legacy, identifier, marker):
+                table = catalog.load_table(identifier)
+            elif not create:
+                if legacy is None or not catalog.table_exists(identifier):
+                    return None
+                table = catalog.load_table(identifier)  # a concurrent migrator moved it meanwhile
+            else:
+                try:
+                    catalog.create_namespace(identifier[:-1])
+                except NamespaceAlreadyExistsError:
+                    pass
+                props = {marker: "1", **({REBASE_RETRIES: "0"} if compare_and_swap else {}), **(properties or {})}
+                try:
+                    table = catalog.create_table(identifier, schema=schema, properties=props)
+                except TableAlreadyExistsError:  # a concurrent creator won: use theirs
+                    table = catalog.load_table(identifier)
+    except (NoSuchTableError, NoSuchNamespaceError, IcebergPrivacyError):
+        raise
+    except _CATALOG_REFUSALS as exc:
+        raise catalog_refused(catalog, "load or create", identifier, exc) from exc
     if table.properties.get(marker) != "1":
         raise error(
             f"{'.'.join(identifier)} exists but is not {what}; rename that table, the name is reserved for {what}"

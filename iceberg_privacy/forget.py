@@ -5,7 +5,7 @@ stream) would bring them back. So erased subjects go on a *forget list*, and eve
 library (core :func:`iceberg_privacy.append`/``overwrite``, the Spark writers) drops the rows whose
 identity is on it before any file is written, and counts them in the snapshot summary.
 
-Storage: one Iceberg table per namespace, ``<namespace>._privacy_forget`` (table property
+Storage: one Iceberg table per namespace, ``<namespace>.privacy_forget`` (catalog property ``iceberg-privacy.forget-table``) (table property
 ``privacy.forget.list=1``, so catalog walkers skip it), one row per (scope, subject)::
 
     scope       string     "<namespace>.<table>" for a per-table entry, "*" for the whole namespace
@@ -54,13 +54,18 @@ from pyiceberg.types import (
     UUIDType,
 )
 
-from iceberg_privacy.catalog import is_transient_db_error, reserved_table
+from iceberg_privacy.catalog import (
+    FORGET_TABLE_PROPERTY,
+    LEGACY_NAMES,
+    is_transient_db_error,
+    library_name,
+    reserved_table,
+)
 from iceberg_privacy.config import IDENTITY_COLUMNS_KEY, IdentityColumn, identity_columns
 from iceberg_privacy.errors import CommitConflictError, ConfigurationError, IcebergPrivacyError
 from iceberg_privacy.identities import extract_identities
 from iceberg_privacy.keyed import DIGEST_BYTES, canonical_array, family_prefix, key_id, load_secret
 
-FORGET_TABLE_NAME = "_privacy_forget"
 PROP_MARKER = "privacy.forget.list"
 NAMESPACE_SCOPE = "*"
 SUMMARY_DROPPED = "privacy.forget.dropped-rows"
@@ -98,8 +103,10 @@ class ForgetKeyMismatchError(ForgetListError, ConfigurationError):
 
 
 # ------------------------------------------------------------------------------------------ scopes
-def forget_table_identifier(namespace: Sequence[str]) -> tuple[str, ...]:
-    return (*namespace, FORGET_TABLE_NAME)
+def forget_table_identifier(namespace: Sequence[str], catalog: Catalog | None = None) -> tuple[str, ...]:
+    """``<namespace>.<forget table>``: ``privacy_forget`` unless the catalog property
+    ``iceberg-privacy.forget-table`` names another."""
+    return (*namespace, library_name(catalog, FORGET_TABLE_PROPERTY))
 
 
 def table_scope(table: Table) -> str:
@@ -119,9 +126,10 @@ def _target(target: Table | str | Sequence[str]) -> tuple[tuple[str, ...], str]:
 
 # ------------------------------------------------------------------------------------------ storage
 def _load_table(catalog: Catalog, namespace: Sequence[str], *, create: bool) -> Table | None:
-    return reserved_table(catalog, forget_table_identifier(namespace), schema=FORGET_SCHEMA, marker=PROP_MARKER,
-                          what="the iceberg-privacy forget list of its namespace", error=ForgetListError,
-                          create=create, compare_and_swap=True)
+    return reserved_table(catalog, forget_table_identifier(namespace, catalog), schema=FORGET_SCHEMA,
+                          marker=PROP_MARKER, what="the iceberg-privacy forget list of its namespace",
+                          error=ForgetListError, create=create, compare_and_swap=True,
+                          legacy=(*namespace, LEGACY_NAMES[FORGET_TABLE_PROPERTY]))
 
 
 _ENTRIES: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
@@ -191,7 +199,7 @@ def add(catalog: Catalog, target: Table | str | Sequence[str], digests: Iterable
         assert table is not None
         base = table.current_snapshot()
         existing = _entries(table)
-        where = ".".join(forget_table_identifier(namespace))
+        where = ".".join(forget_table_identifier(namespace, catalog))
         _check_key_ids(existing.column("key_id"), secret_key_id, where)
         in_scope = existing.filter(pc.equal(existing.column("scope"), scope)).column("digest")
         new_arr = pa.array(wanted, pa.binary())
@@ -214,7 +222,7 @@ def add(catalog: Catalog, target: Table | str | Sequence[str], digests: Iterable
                 raise
             last = exc
         else:
-            committed = catalog.load_table(forget_table_identifier(namespace))
+            committed = catalog.load_table(forget_table_identifier(namespace, catalog))
             snap = committed.current_snapshot()
             if snap is not None and snap.parent_snapshot_id == (base.snapshot_id if base else None):
                 # Extend the cache with what we just committed instead of re-reading the whole list.
@@ -470,6 +478,7 @@ def load(table: Table, *, secret: bytes | None = None) -> ForgetFilter | None:
         bitmap = parts[0][3] | parts[1][3]
     secret = secret if secret is not None else load_secret(catalog=table.catalog)
     expected = key_id(secret)
-    _check_key_ids(pa.array(stored, pa.string()), expected, ".".join(forget_table_identifier(table.name()[:-1])))
+    _check_key_ids(pa.array(stored, pa.string()), expected,
+                   ".".join(forget_table_identifier(table.name()[:-1], table.catalog)))
     return ForgetFilter(table=scope, version=snap.snapshot_id, key_id=expected, columns=columns,
                         prefixes=prefixes, digests=digests, bitmap=bitmap, secret=secret)

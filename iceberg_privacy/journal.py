@@ -36,10 +36,15 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import BinaryType, ListType, LongType, NestedField, StringType, TimestamptzType
 
-from iceberg_privacy.catalog import is_transient_db_error, reserved_table
+from iceberg_privacy.catalog import (
+    JOURNAL_NAMESPACE_PROPERTY,
+    LEGACY_NAMES,
+    is_transient_db_error,
+    library_name,
+    reserved_table,
+)
 from iceberg_privacy.errors import RequestConflictError, SubjectRightsError, UnknownRequestError
 
-JOURNAL_NAMESPACE = "_privacy"
 JOURNAL_TABLE = "requests"
 PROP_MARKER = "privacy.journal"
 DEFAULT_DEADLINE = timedelta(days=30)
@@ -204,15 +209,16 @@ def fold(rows: Sequence[dict[str, Any]]) -> dict[str, RequestState]:
 class Journal:
     """The request journal of a catalog (see the module doc)."""
 
-    def __init__(self, catalog: Catalog, namespace: str = JOURNAL_NAMESPACE) -> None:
+    def __init__(self, catalog: Catalog, namespace: str | None = None) -> None:
         self.catalog = catalog
-        self.identifier = (namespace, JOURNAL_TABLE)
+        self.identifier = (namespace or library_name(catalog, JOURNAL_NAMESPACE_PROPERTY), JOURNAL_TABLE)
+        self._legacy = (LEGACY_NAMES[JOURNAL_NAMESPACE_PROPERTY], JOURNAL_TABLE)
 
     def load(self, *, create: bool = False) -> Table | None:
         # Events are idempotent by id, so pyiceberg's rebase-retry is harmless here (no compare-and-swap).
         return reserved_table(self.catalog, self.identifier, schema=SCHEMA, marker=PROP_MARKER,
                               what="the iceberg-privacy request journal", error=SubjectRightsError, create=create,
-                              compare_and_swap=False)
+                              compare_and_swap=False, legacy=self._legacy)
 
     def append(self, events: list[dict[str, Any]]) -> None:
         """Append events durably (one Iceberg commit); retried on conflicts with other writers."""

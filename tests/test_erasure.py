@@ -148,7 +148,7 @@ def test_bad_input(catalog: Catalog, monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setenv("ICEBERG_PRIVACY_HOME", str(tmp_path / "nohome"))
     with pytest.raises(SecretMissingError, match="secret init"):
         ip.erase(catalog, ["u1"], request_id="never")
-    assert not catalog.table_exists(("_privacy", "requests"))  # refused before anything was recorded
+    assert not catalog.table_exists(ip.Journal(catalog).identifier)  # refused before anything was recorded
 
 
 def test_enumeration_covers_declared_tables_only(catalog: Catalog) -> None:

@@ -96,7 +96,7 @@ def test_add_is_idempotent_one_commit_per_batch(catalog: Catalog) -> None:
     assert _erase(catalog, t, ["bob", "carl"]) == 1
     assert _erase(catalog, t, ["ann", "carl"]) == 0
     assert _erase(catalog, "db", ["ann"]) == 1  # another scope: a new entry
-    ft = catalog.load_table(("db", forget.FORGET_TABLE_NAME))
+    ft = catalog.load_table(("db", forget.forget_table_identifier(("db",), catalog)[-1]))
     assert len(ft.snapshots()) == 3 and ft.properties[forget.PROP_MARKER] == "1"
     ents = forget.entries(catalog, "db")
     assert ents.num_rows == 4
@@ -119,7 +119,7 @@ def test_add_validates(catalog: Catalog) -> None:
 
 
 def test_reserved_name_taken_by_foreign_table(catalog: Catalog) -> None:
-    catalog.create_table(("db", forget.FORGET_TABLE_NAME), SCHEMA)
+    catalog.create_table(("db", forget.forget_table_identifier(("db",), catalog)[-1]), SCHEMA)
     t = _table(catalog, "db.events")
     with pytest.raises(forget.ForgetListError, match="reserved"):
         _erase(catalog, t, ["ann"])
@@ -152,7 +152,7 @@ def test_late_event_is_dropped_and_counted(catalog: Catalog) -> None:
     ip.append(t, _rows(["ann", "bob"]))
     assert forget.load(t) is None  # no list yet: zero cost
     _erase(catalog, t, ["ann"])
-    version = catalog.load_table(("db", forget.FORGET_TABLE_NAME)).current_snapshot().snapshot_id
+    version = catalog.load_table(("db", forget.forget_table_identifier(("db",), catalog)[-1])).current_snapshot().snapshot_id
     report = ip.append(t, _rows(["ann", "carl", "ann", None]))
     assert report.dropped_rows == 2 and report.rows == 2
     summary = t.refresh().current_snapshot().summary

@@ -56,7 +56,7 @@ def test_journal_holds_no_clear_text_ids(catalog: Catalog) -> None:
     make_table(catalog, "db.t", [["alice-secret-id", "u2"]])
     ip.erase(catalog, ["alice-secret-id"], request_id="r1", purge=True)
     ip.access(catalog, ["alice-secret-id"], request_id="r2", out=Path(catalog.properties["warehouse"][7:]) / "x")
-    journal_dir = Path(catalog.load_table(("_privacy", "requests")).location().removeprefix("file://"))
+    journal_dir = Path(catalog.load_table(Journal(catalog).identifier).location().removeprefix("file://"))
     blobs = b"".join(p.read_bytes() for p in journal_dir.rglob("*") if p.is_file())
     assert b"alice-secret-id" not in blobs and blobs
     req = Journal(catalog).get("r1")

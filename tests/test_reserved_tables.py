@@ -58,3 +58,65 @@ def test_enumeration_walks_nested_namespaces_and_skips_library_tables(catalog: C
     assert ("org", "team", "ev") in all_tables(catalog)
     assert [t.name() for t in subject_tables(catalog)] == [("org", "team", "ev")]
     assert set(ip.lineage.graph(catalog).names()) == {"org.team.ev"}
+
+
+def test_library_names_start_with_a_letter_and_are_configurable(catalog: Catalog, tmp_path) -> None:
+    import iceberg_privacy as ip
+    from iceberg_privacy import forget
+    from iceberg_privacy.catalog import library_name
+
+    for ident in (ip.Journal(catalog).identifier, forget.forget_table_identifier(("db",), catalog)):
+        assert all(part[0].isalnum() for part in ident), ident
+    custom = ip.connect(home=tmp_path / "h2")
+    custom.properties["iceberg-privacy.journal-namespace"] = "ops_journal"
+    assert ip.Journal(custom).identifier == ("ops_journal", "requests")
+    custom.properties["iceberg-privacy.forget-table"] = "_hidden"
+    with pytest.raises(ConfigurationError, match="starting with a letter or digit"):
+        library_name(custom, "iceberg-privacy.forget-table")
+
+
+def test_old_underscore_names_are_migrated_with_their_contents(tmp_path) -> None:
+    """An embedded catalog made before the rename keeps its journal, forget list and ledger."""
+    import pyarrow as pa
+
+    import iceberg_privacy as ip
+    from iceberg_privacy import forget
+    from iceberg_privacy.dp.ledger import PROP_MARKER as LEDGER_MARKER
+    from iceberg_privacy.dp.ledger import Ledger
+
+    cat = ip.connect(home=tmp_path / "old")
+    cat.create_namespace("db")
+    ip.init_secret(home=tmp_path / "old")
+    t = cat.create_table("db.t", pa.schema([("user_id", pa.string())]))
+    ip.configure_identity(t, ["user_id"])
+    ip.append(t, pa.table({"user_id": ["ann", "bob"]}))
+    ip.erase(cat, ["ann"], request_id="r-old")
+    ledger = Ledger(cat, ("db",))
+    ledger.load(create=True)
+    # Move everything back to the pre-rename names, as an old version of the library left them.
+    cat.create_namespace("_privacy")
+    cat.rename_table(ip.Journal(cat).identifier, ("_privacy", "requests"))
+    cat.drop_namespace(ip.Journal(cat).identifier[:-1])
+    cat.rename_table(forget.forget_table_identifier(("db",), cat), ("db", "_privacy_forget"))
+    cat.rename_table(ledger.identifier, ("db", "_dp_ledger"))
+    assert cat.load_table(("db", "_dp_ledger")).properties[LEDGER_MARKER] == "1"
+
+    fresh = ip.connect(home=tmp_path / "old")
+    assert ip.Journal(fresh).get("r-old").kind == "erase"  # found under the new name, history intact
+    assert not fresh.table_exists(("_privacy", "requests"))
+    assert ("_privacy",) not in fresh.list_namespaces()
+    assert ip.append(fresh.load_table("db.t"), pa.table({"user_id": ["ann", "cy"]})).dropped_rows == 1
+    assert fresh.table_exists(forget.forget_table_identifier(("db",), fresh))
+    assert not fresh.table_exists(("db", "_privacy_forget"))
+    assert Ledger(fresh, ("db",)).exists() and not fresh.table_exists(("db", "_dp_ledger"))
+
+
+def test_catalog_refusal_names_the_rule(catalog: Catalog) -> None:
+    from pyiceberg.exceptions import BadRequestError
+
+    from iceberg_privacy.catalog import catalog_refused
+    from iceberg_privacy.errors import CatalogError
+
+    err = catalog_refused(catalog, "create", ("_x", "t"), BadRequestError("namespace name must start with a letter"))
+    assert isinstance(err, CatalogError)
+    assert "must start with a letter" in str(err) and "iceberg-privacy.journal-namespace" in str(err)

@@ -36,7 +36,13 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import LongType, NestedField, StringType, TimestamptzType
 
-from iceberg_privacy.catalog import is_transient_db_error, reserved_table
+from iceberg_privacy.catalog import (
+    LEDGER_TABLE_PROPERTY,
+    LEGACY_NAMES,
+    is_transient_db_error,
+    library_name,
+    reserved_table,
+)
 from iceberg_privacy.dp.budget import Budget, budget_from_json, zero_like
 from iceberg_privacy.dp.errors import (
     BudgetExhaustedError,
@@ -46,7 +52,6 @@ from iceberg_privacy.dp.errors import (
 )
 from iceberg_privacy.dp.query import canonical_dumps
 
-LEDGER_TABLE_NAME = "_dp_ledger"
 PROP_MARKER = "privacy.dp.ledger"
 PROP_BUDGETS = "privacy.dp.budgets"
 PROP_SPENT = "privacy.dp.spent"
@@ -182,22 +187,24 @@ def _min_budget(budgets: list[Budget]) -> Budget:
 
 
 class Ledger:
-    """The budget ledger of one namespace, stored as the Iceberg table ``<namespace>._dp_ledger``."""
+    """The budget ledger of one namespace, stored as the Iceberg table ``<namespace>.privacy_dp_ledger`` (catalog property ``iceberg-privacy.ledger-table``)."""
 
     def __init__(self, catalog: Catalog, namespace: tuple[str, ...]) -> None:
         self.catalog = catalog
         self.namespace = tuple(namespace)
-        self.identifier = (*self.namespace, LEDGER_TABLE_NAME)
+        self.identifier = (*self.namespace, library_name(catalog, LEDGER_TABLE_PROPERTY))
+        self._legacy = (*self.namespace, LEGACY_NAMES[LEDGER_TABLE_PROPERTY])
 
     # -- loading -----------------------------------------------------------------------------
     def exists(self) -> bool:
-        return self.catalog.table_exists(self.identifier)
+        return self.load() is not None  # migrates a ledger still under its old name
 
     def load(self, *, create: bool = False) -> Table | None:
         """Load the ledger table (optionally creating it); refuses a table that is not a ledger."""
         return reserved_table(self.catalog, self.identifier, schema=LEDGER_SCHEMA, marker=PROP_MARKER,
                               what="the iceberg-privacy DP budget ledger", error=LedgerConflictError, create=create,
-                              compare_and_swap=True, properties={PROP_BUDGETS: "{}", PROP_SPENT: "{}"})
+                              compare_and_swap=True, properties={PROP_BUDGETS: "{}", PROP_SPENT: "{}"},
+                              legacy=self._legacy)
 
     def state(self) -> LedgerState:
         table = self.load()
