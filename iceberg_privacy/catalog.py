@@ -47,23 +47,74 @@ def default_home() -> Path:
     return Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).expanduser().resolve()
 
 
-def connect(name: str = "default", *, home: str | os.PathLike[str] | None = None, **properties: Any) -> Catalog:
-    """Return a pyiceberg catalog.
+def configured_catalogs() -> dict[str, dict[str, Any]]:
+    """Catalogs pyiceberg's configuration defines (``~/.pyiceberg.yaml``, ``$PYICEBERG_HOME``, the working
+    directory, and ``PYICEBERG_CATALOG__<NAME>__<KEY>`` variables), read afresh on every call."""
+    from pyiceberg.utils.config import Config
 
-    With no properties: the embedded default, a SqlCatalog on SQLite at ``<home>/catalog.db`` with its
-    warehouse in ``<home>/warehouse`` (``home`` defaults to :func:`default_home`). With properties
-    (``uri=...``, ``warehouse=...``, ``type=...``) they are passed to pyiceberg's ``load_catalog``;
-    a ``uri`` starting with ``sqlite:`` or ``postgresql`` makes a SqlCatalog.
+    return {str(k): dict(v) for k, v in (Config().config.get("catalog") or {}).items()}
+
+
+def _normalise(properties: dict[str, Any]) -> dict[str, str]:
+    """Keyword properties to pyiceberg keys: ``s3_endpoint=`` means ``s3.endpoint``, ``py_io_impl=``
+    ``py-io-impl``; keys already spelled with '.' or '-' (``**{"s3.endpoint": ...}``) are kept."""
+    out: dict[str, str] = {}
+    for k, v in properties.items():
+        if v is None:
+            continue
+        key = k
+        if "." not in k and "-" not in k:
+            key = k.replace("_", "-")
+            for prefix in ("s3-", "gcs-", "adls-", "oss-", "hdfs-", "rest-"):
+                if key.startswith(prefix):
+                    key = prefix[:-1] + "." + key[len(prefix):]
+        out[key] = str(v)
+    return out
+
+
+def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = None, **properties: Any) -> Catalog:
+    """Return a pyiceberg catalog, configured the way pyiceberg users already have it.
+
+    * ``connect("lake")`` loads catalog ``lake`` from pyiceberg's configuration (``~/.pyiceberg.yaml``,
+      ``$PYICEBERG_HOME``, ``PYICEBERG_CATALOG__LAKE__URI=...``) exactly as ``pyiceberg.catalog.load_catalog``
+      does; keyword properties (``uri=``, ``warehouse=``, ``type=``, ``**{"s3.endpoint": ...}``) are merged
+      over it. A ``uri`` starting with ``sqlite:`` or ``postgresql`` without a ``type`` makes a SqlCatalog.
+    * ``connect()`` with nothing configured, or ``connect(home=...)``: the embedded default, a SqlCatalog on
+      SQLite at ``<home>/catalog.db`` with its warehouse in ``<home>/warehouse`` (``home`` defaults to
+      :func:`default_home`).
+    A name that is not configured (and no properties) is an error listing the configured names.
     """
-    if not properties:
+    configured = configured_catalogs()
+    if name is None and home is None:
+        from pyiceberg.utils.config import Config
+
+        name = Config().get_default_catalog_name()
+    name = name or "default"
+    conf = {str(k): str(v) for k, v in configured.get(name.lower(), configured.get(name, {})).items()}
+    props = {**conf, **_normalise(properties)}
+    if home is not None and not properties:
+        props = {}
+    if not props:
+        if name != "default" and home is None:
+            known = ", ".join(sorted(configured)) or "none"
+            raise ConfigurationError(
+                f"no catalog named {name!r} is configured (configured: {known}). Define it in ~/.pyiceberg.yaml "
+                f"under catalog: {name}: (uri, warehouse, type, s3.* ...) or with PYICEBERG_CATALOG__"
+                f"{name.upper()}__URI=...; or call connect() for the embedded default"
+            )
         root = Path(home).expanduser().resolve() if home is not None else default_home()
         (root / "warehouse").mkdir(parents=True, exist_ok=True)
         return SqlCatalog(name, uri=f"sqlite:///{root / 'catalog.db'}", warehouse=(root / "warehouse").as_uri())
-    props = {k.replace("_", "-"): str(v) for k, v in properties.items()}
     uri = props.get("uri", "")
-    if "type" not in props and (uri.startswith("sqlite:") or uri.startswith("postgresql")):
-        return SqlCatalog(name, **props)
-    return load_catalog(name, **props)
+    if "type" not in props and "py-catalog-impl" not in props and (uri.startswith("sqlite:") or uri.startswith("postgresql")):
+        props["type"] = "sql"
+    try:
+        return load_catalog(name, **props)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"catalog {name!r} could not be loaded from {sorted(props)}: {exc}") from exc
+    except _CATALOG_REFUSALS as exc:
+        raise CatalogError(f"catalog {name!r} at {uri or '?'} refused the connection: {exc}. Check its uri and "
+                           "credential/token properties") from exc
 
 
 def catalog_home(catalog: Catalog) -> Path | None:

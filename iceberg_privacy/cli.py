@@ -13,16 +13,37 @@ from pathlib import Path
 import pyarrow as pa
 
 from iceberg_privacy.catalog import connect, default_home
-from iceberg_privacy.errors import IcebergPrivacyError
+from iceberg_privacy.errors import ConfigurationError, IcebergPrivacyError
+
+
+def catalog_properties(args: argparse.Namespace) -> dict[str, str]:
+    """``--property key=value`` (repeatable) plus the ``--catalog-uri`` / ``--warehouse`` shorthands."""
+    props: dict[str, str] = {}
+    for item in getattr(args, "property", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigurationError(f"--property {item!r} must look like key=value, e.g. s3.endpoint=http://...")
+        props[key.strip()] = value
+    if getattr(args, "catalog_uri", None):
+        props["uri"] = args.catalog_uri
+    if getattr(args, "warehouse", None):
+        props["warehouse"] = args.warehouse
+    return props
 
 
 def _catalog(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    if args.catalog_uri:
-        props = {"uri": args.catalog_uri}
-        if args.warehouse:
-            props["warehouse"] = args.warehouse
-        return connect(args.catalog_name, **props)
-    return connect(args.catalog_name, home=args.home)
+    """The catalog of this invocation: ``--catalog NAME`` from pyiceberg's configuration (~/.pyiceberg.yaml,
+    PYICEBERG_CATALOG__NAME__KEY), ``--property`` merged over it; the embedded default when nothing is
+    configured (``--home`` picks its directory)."""
+    cached = getattr(args, "catalog_obj", None)
+    if cached is not None:
+        return cached
+    props = catalog_properties(args)
+    if props or args.catalog_name:
+        args.catalog_obj = connect(args.catalog_name, **props)
+    else:
+        args.catalog_obj = connect(home=args.home) if args.home else connect()
+    return args.catalog_obj
 
 
 def _values(args: argparse.Namespace) -> list[str]:
@@ -36,7 +57,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from iceberg_privacy.demo import run_demo
 
     catalog = _catalog(args)
-    print(f"embedded catalog at {args.home or default_home()}")
+    props = getattr(catalog, "properties", {})
+    print(f"catalog {catalog.name!r}: {props.get('uri', '?')} (warehouse {props.get('warehouse', '?')})")
     result = run_demo(catalog, days=args.days, events_per_day=args.events_per_day, users=args.users,
                       progress=not args.quiet)
     from iceberg_privacy.demo import run_subject_rights_demo
@@ -175,10 +197,16 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="iceberg-privacy", description=__doc__)
+    p.add_argument("--catalog", "--catalog-name", dest="catalog_name", metavar="NAME",
+                   help="catalog NAME from ~/.pyiceberg.yaml or PYICEBERG_CATALOG__NAME__* (as pyiceberg's "
+                        "load_catalog); default: pyiceberg's default catalog if configured, else the embedded one")
+    p.add_argument("-p", "--property", action="append", metavar="KEY=VALUE",
+                   help="catalog/storage property merged over the configured ones (repeatable): type=rest, "
+                        "uri=..., warehouse=s3://..., s3.endpoint=..., credential=...")
+    p.add_argument("--catalog-uri", help="shorthand for --property uri=... (sqlite:///…, postgresql+psycopg2://…, http://rest)")
+    p.add_argument("--warehouse", help="shorthand for --property warehouse=...")
     p.add_argument("--home", help="embedded catalog directory (default $ICEBERG_PRIVACY_HOME or ./.iceberg-privacy)")
-    p.add_argument("--catalog-uri", help="SqlCatalog URI instead of the embedded default (sqlite:///…, postgresql+psycopg2://…)")
-    p.add_argument("--warehouse", help="warehouse location for --catalog-uri")
-    p.add_argument("--catalog-name", default="default")
+    p.add_argument("--debug", action="store_true", help="show the traceback of errors")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
@@ -266,11 +294,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if hasattr(args, "fn"):
             return int(args.fn(args) or 0)
-        args.catalog_obj = _catalog(args)  # the dp group's commands take the catalog from here
+        _catalog(args)  # the subject-rights, lineage and dp groups take the catalog from args.catalog_obj
         return int(args.func(args) or 0)
-    except IcebergPrivacyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - one clear line per failure; --debug shows the traceback
+        if args.debug:
+            raise
+        print(f"error: {describe_failure(exc)}", file=sys.stderr)
+        if not isinstance(exc, IcebergPrivacyError):
+            print("(run with --debug for the traceback)", file=sys.stderr)
         return 2
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for an error: the library's own messages as they are, catalog and storage errors named."""
+    if isinstance(exc, IcebergPrivacyError):
+        return str(exc)
+    from pyiceberg import exceptions as pe
+
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, (pe.NoSuchTableError, pe.NoSuchNamespaceError)):
+        return f"not found in the catalog: {first}"
+    if isinstance(exc, pe.RESTError) or type(exc).__module__.startswith("pyiceberg.exceptions"):
+        return f"the catalog refused: {type(exc).__name__}: {first}"
+    if type(exc).__module__.startswith("sqlalchemy"):
+        return f"the SQL catalog failed: {type(exc).__name__}: {first}"
+    if isinstance(exc, OSError):
+        return f"storage: {first}"
+    if "requests" in type(exc).__module__ or "urllib3" in type(exc).__module__:
+        return f"the catalog service did not answer: {first}"
+    return f"{type(exc).__name__}: {first}"
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """``iceberg-privacy dp ...``: the release log and budget administration.
 
 ``register(subparsers)`` adds the ``dp`` group to the main CLI. The handlers use the catalog the
-main CLI already loaded (``args.catalog_obj``) when there is one; otherwise they build a SqlCatalog
-from ``--dp-catalog-uri`` / ``--dp-warehouse`` (or the ICEBERG_PRIVACY_CATALOG_URI /
-ICEBERG_PRIVACY_WAREHOUSE environment variables), so the group also works on its own:
+main CLI already loaded (``args.catalog_obj``) when there is one; otherwise they load pyiceberg's
+configured catalog (``$ICEBERG_PRIVACY_CATALOG_NAME`` or the default), with ``--dp-catalog-uri`` /
+``--dp-warehouse`` (or ICEBERG_PRIVACY_CATALOG_URI / ICEBERG_PRIVACY_WAREHOUSE) merged over it, so the
+group also works on its own:
 ``python -m iceberg_privacy.dp.cli dp log``.
 """
 
@@ -24,18 +25,13 @@ def _catalog(args: argparse.Namespace) -> Any:
     existing = getattr(args, "catalog_obj", None)
     if existing is not None:
         return existing
+    from iceberg_privacy.catalog import connect
+
     uri = args.dp_catalog_uri or os.environ.get("ICEBERG_PRIVACY_CATALOG_URI")
     warehouse = args.dp_warehouse or os.environ.get("ICEBERG_PRIVACY_WAREHOUSE")
-    if not uri or not warehouse:
-        raise ConfigurationError(
-            "no catalog: pass --dp-catalog-uri sqlite:///path/catalog.db --dp-warehouse file:///path/warehouse "
-            "(or set ICEBERG_PRIVACY_CATALOG_URI and ICEBERG_PRIVACY_WAREHOUSE)."
-        )
-    from pyiceberg.catalog.sql import SqlCatalog
-
-    return SqlCatalog(
-        os.environ.get("ICEBERG_PRIVACY_CATALOG_NAME", "iceberg_privacy"), uri=uri, warehouse=warehouse
-    )
+    props = {k: v for k, v in (("uri", uri), ("warehouse", warehouse)) if v}
+    # Standalone use (python -m iceberg_privacy.dp.cli): pyiceberg's configuration, these overrides on top.
+    return connect(os.environ.get("ICEBERG_PRIVACY_CATALOG_NAME"), **props)
 
 
 def _fmt(budget: Budget | None) -> str:

@@ -1,0 +1,88 @@
+"""Catalog configuration the way pyiceberg users have it: ~/.pyiceberg.yaml, PYICEBERG_CATALOG__*, CLI flags."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pyiceberg.catalog.sql import SqlCatalog
+
+import iceberg_privacy as ip
+
+
+def _yaml(home: Path, name: str, db: Path, warehouse: Path, extra: str = "") -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ".pyiceberg.yaml").write_text(
+        f"catalog:\n  {name}:\n    uri: sqlite:///{db}\n    warehouse: {warehouse.as_uri()}\n{extra}"
+    )
+
+
+def test_named_catalog_comes_from_pyiceberg_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "wh").mkdir()
+    _yaml(tmp_path / "cfg", "lake", tmp_path / "lake.db", tmp_path / "wh",
+          "    iceberg-privacy.journal-namespace: ops\n")
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path / "cfg"))
+    cat = ip.connect("lake")
+    assert isinstance(cat, SqlCatalog) and cat.name == "lake"
+    assert cat.properties["uri"] == f"sqlite:///{tmp_path / 'lake.db'}"
+    assert ip.Journal(cat).identifier == ("ops", "requests")  # library names configurable in the same place
+    # keyword properties are merged over the configured ones, dotted keys kept, underscores mapped
+    over = ip.connect("lake", s3_endpoint="http://127.0.0.1:1", **{"py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO"})
+    assert over.properties["s3.endpoint"] == "http://127.0.0.1:1" and over.properties["warehouse"].startswith("file:")
+
+
+def test_environment_variables_define_catalogs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))  # no yaml there
+    monkeypatch.setenv("PYICEBERG_CATALOG__ENVLAKE__URI", f"sqlite:///{tmp_path / 'env.db'}")
+    monkeypatch.setenv("PYICEBERG_CATALOG__ENVLAKE__WAREHOUSE", (tmp_path / "w").as_uri())
+    cat = ip.connect("envlake")
+    assert isinstance(cat, SqlCatalog) and cat.properties["uri"].endswith("env.db")
+
+
+def test_unknown_name_is_an_error_and_nothing_configured_means_embedded(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ip.ConfigurationError, match="no catalog named 'nope' is configured"):
+        ip.connect("nope")
+    monkeypatch.setenv("ICEBERG_PRIVACY_HOME", str(tmp_path / "emb"))
+    cat = ip.connect()
+    assert cat.properties["uri"] == f"sqlite:///{tmp_path / 'emb' / 'catalog.db'}"
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "iceberg_privacy.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_cli_catalog_flag_property_and_one_line_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import pyarrow as pa
+
+    (tmp_path / "wh").mkdir()
+    _yaml(tmp_path / "cfg", "lake", tmp_path / "lake.db", tmp_path / "wh")
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path / "cfg"))
+    env = {**os.environ, "HOME": str(tmp_path)}
+    cat = ip.connect("lake")
+    cat.create_namespace("db")
+    cat.create_table("db.t", pa.schema([("user_id", pa.string())]))
+    ok = _cli("--catalog", "lake", "configure", "db.t", "--columns", "user_id", env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert ip.connect("lake").load_table("db.t").properties["privacy.bloom.columns"] == "user_id"
+    # --property merges over the yaml: another SQLite file is another (empty) catalog
+    other = _cli("--catalog", "lake", "--property", f"uri=sqlite:///{tmp_path / 'other.db'}",
+                 "sidecars", "status", "db.t", env=env)
+    assert other.returncode == 2 and "not found in the catalog" in other.stderr
+    missing = _cli("--catalog", "lake", "explain", "db.nope", "user_id", "x", env=env)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "not found in the catalog" in missing.stderr and "--debug" in missing.stderr
+    debug = _cli("--debug", "--catalog", "lake", "explain", "db.nope", "user_id", "x", env=env)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    bad = _cli("--catalog", "lake", "--property", "novalue", "sidecars", "status", "db.t", env=env)
+    assert bad.returncode == 2 and "key=value" in bad.stderr
+    unknown = _cli("--catalog", "elsewhere", "sidecars", "status", "db.t", env=env)
+    assert unknown.returncode == 2 and "no catalog named 'elsewhere'" in unknown.stderr
