@@ -20,7 +20,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -33,6 +32,7 @@ from pyiceberg.table import Table
 from iceberg_privacy.erasure import submit_request
 from iceberg_privacy.errors import ConfigurationError, RequestConflictError
 from iceberg_privacy.journal import COMPLETED, DEFAULT_DEADLINE, TABLE_EXPORTED, Journal
+from iceberg_privacy.storage import catalog_io, child, is_local, write_location
 from iceberg_privacy.subjects import CandidatePlan, TableSubjects, match_mask, plan_candidates
 
 FORMATS = ("parquet", "jsonl")
@@ -54,13 +54,13 @@ class TableExport:
 @dataclass
 class AccessReport:
     request_id: str
-    out: Path
+    out: str  # a local folder or any FileIO location (s3://bucket/exports/req-1)
     tables: dict[str, TableExport] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
-    def manifest_path(self) -> Path:
-        return self.out / MANIFEST
+    def manifest_path(self) -> str:
+        return child(self.out, MANIFEST)
 
     @property
     def rows(self) -> int:
@@ -69,7 +69,7 @@ class AccessReport:
     def __str__(self) -> str:
         lines = [f"access request {self.request_id}: {self.rows} row(s) from {len(self.tables)} table(s) -> "
                  f"{self.manifest_path} ({self.seconds:.2f}s)"]
-        lines += [f"  {t.table}: {t.rows} rows, read {t.files_read} of {t.files_total} files -> {Path(t.path).name}"
+        lines += [f"  {t.table}: {t.rows} rows, read {t.files_read} of {t.files_total} files -> {t.path.rsplit("/", 1)[-1]}"
                   for t in self.tables.values()]
         return "\n".join(lines)
 
@@ -87,16 +87,12 @@ def _rows(ts: TableSubjects, plan: CandidatePlan, secret: bytes) -> pa.Table:
     return pa.concat_tables(parts)
 
 
-def _write(rows: pa.Table, path: Path, fmt: str) -> str:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+def _encode(rows: pa.Table, fmt: str) -> bytes:
     if fmt == "parquet":
-        pq.write_table(rows, tmp)
-    else:
-        with tmp.open("w", encoding="utf-8") as fh:
-            for rec in rows.to_pylist():
-                fh.write(json.dumps(rec, default=_json_default, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+        buf = pa.BufferOutputStream()
+        pq.write_table(rows, buf)
+        return buf.getvalue().to_pybytes()
+    return "".join(json.dumps(rec, default=_json_default, sort_keys=True) + "\n" for rec in rows.to_pylist()).encode()
 
 
 def _json_default(o: Any) -> Any:
@@ -121,14 +117,15 @@ def access(catalog: Catalog, subjects: Any, tables: Sequence[str | Table] | None
                                            deadline=deadline, journal=journal)
     if req.kind != "access":
         raise RequestConflictError(f"request {req.request_id} is an {req.kind} request, not an access request")
-    outdir = Path(out)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = os.fspath(out)
+    io = None if is_local(outdir) else catalog_io(catalog, outdir)  # the catalog's endpoint and credentials
     report = AccessReport(req.request_id, outdir)
     for ts in sorted(resolved, key=lambda t: t.name):
         plan = plan_candidates(ts)
         rows = _rows(ts, plan, secret)
-        path = outdir / f"{ts.name}.{format}"
-        sha = _write(rows, path, format)
+        data = _encode(rows, format)
+        sha = hashlib.sha256(data).hexdigest()
+        path = write_location(child(outdir, f"{ts.name}.{format}"), data, io)
         report.tables[ts.name] = TableExport(ts.name, plan.snapshot_id, rows.num_rows, str(path), sha,
                                              len(plan.tasks), plan.files_total, plan.explain())
         journal.record(req.request_id, TABLE_EXPORTED, table=ts.name, snapshot_id=plan.snapshot_id,
@@ -138,12 +135,12 @@ def access(catalog: Catalog, subjects: Any, tables: Sequence[str | Table] | None
         "received": req.received.isoformat(),
         "format": format,
         "tables": [
-            {"table": t.table, "snapshot_id": t.snapshot_id, "rows": t.rows, "file": Path(t.path).name,
+            {"table": t.table, "snapshot_id": t.snapshot_id, "rows": t.rows, "file": t.path.rstrip("/").rsplit("/", 1)[-1],
              "sha256": t.sha256, "files_read": t.files_read, "files_total": t.files_total}
             for t in report.tables.values()
         ],
     }
-    report.manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_location(report.manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(), io)
     journal.record(req.request_id, COMPLETED)
     report.seconds = time.perf_counter() - t0
     return report

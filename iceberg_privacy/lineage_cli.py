@@ -68,14 +68,16 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
         print("\n".join(refs) if refs else f"(nothing {cmd} of {args.ref})")
     elif cmd == "export":
         from iceberg_privacy.lineage import export
+        from iceberg_privacy.storage import catalog_io, is_local, write_location
 
-        out = Path(args.out)
+        out = args.out
+        io = None if is_local(out) else catalog_io(args.catalog_obj, out)  # s3://... with the catalog's creds
         if args.format == "openlineage":
-            export.write_openlineage(g, out)
+            out = export.write_openlineage(g, out, io=io)
         elif args.format == "mermaid":
-            out.write_text(export.to_mermaid(g, columns=args.columns))
+            out = write_location(out, export.to_mermaid(g, columns=args.columns).encode(), io)
         else:
-            export.render_png(g, out, columns=args.columns)
+            out = export.render_png(g, out, columns=args.columns, io=io)
         print(f"wrote {out}")
     return 0
 

@@ -20,7 +20,6 @@ and it handed bucket-relative paths to ``io.delete``, which pyiceberg then treat
 
 from __future__ import annotations
 
-import io as _io
 import os
 import posixpath
 from collections.abc import Iterable
@@ -214,49 +213,28 @@ def write_bytes(io: FileIO, location: str, data: bytes, *, overwrite: bool = Tru
         raise StorageError(describe_error(location, exc, "write")) from exc
 
 
-class OutputLocation:
-    """A folder-like export target: a local directory or any FileIO location (``s3://bucket/exports/x``).
+def child(location: str | os.PathLike[str], name: str) -> str:
+    """``location/name`` for a local folder or any URI."""
+    loc = os.fspath(location)
+    return os.path.join(local_path(loc), name) if is_local(loc) else join(loc, name)
 
-    Local targets write through a temporary file and rename, so a crash never leaves half a file under
-    the final name; object stores publish a PUT atomically anyway.
+
+def write_location(location: str | os.PathLike[str], data: bytes, io: FileIO | None = None) -> str:
+    """Write a whole export file to a local path or any FileIO location (``s3://bucket/exports/x.parquet``).
+
+    Local files go through a temporary name and a rename, so a crash never leaves half a file under the
+    final name (an object store publishes a PUT atomically anyway). Remote locations need the catalog's
+    FileIO (:func:`catalog_io`) so its endpoint and credentials apply; without one pyiceberg's defaults
+    (environment credentials) are used.
     """
-
-    def __init__(self, location: str | os.PathLike[str], io: FileIO | None) -> None:
-        self.location = os.fspath(location)
-        self.local = is_local(self.location)
-        self.io = io
-
-    def prepare(self) -> None:
-        if self.local:
-            os.makedirs(local_path(self.location), exist_ok=True)
-
-    def child(self, name: str) -> str:
-        return os.path.join(local_path(self.location), name) if self.local else join(self.location, name)
-
-    def write(self, name: str, data: bytes) -> str:
-        target = self.child(name)
-        if self.local:
-            tmp = target + ".tmp"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target)
-        else:
-            assert self.io is not None
-            write_bytes(self.io, target, data)
-        return target
-
-    def writer(self, name: str) -> _BufferedTarget:
-        """A binary buffer written to ``name`` on close (for Parquet/JSON writers that want a file)."""
-        return _BufferedTarget(self, name)
-
-
-class _BufferedTarget(_io.BytesIO):
-    def __init__(self, parent: OutputLocation, name: str) -> None:
-        super().__init__()
-        self._parent, self._name = parent, name
-        self.location = parent.child(name)
-
-    def close(self) -> None:
-        if not self.closed:
-            self._parent.write(self._name, self.getvalue())
-        super().close()
+    loc = os.fspath(location)
+    if is_local(loc):
+        path = local_path(loc)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+        return path
+    write_bytes(io if io is not None else io_for({}, loc), loc, data, overwrite=True)
+    return loc

@@ -32,6 +32,7 @@ Custom facets are prefixed ``icebergPrivacy_`` as OpenLineage asks of custom fac
 from __future__ import annotations
 
 import hashlib
+import io as _io
 import json
 import math
 import os
@@ -40,12 +41,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
+
+from pyiceberg.io import FileIO
 
 from iceberg_privacy.errors import LineageError
 from iceberg_privacy.lineage.catalog_graph import LineageGraph, TableEdge, TableNode
 from iceberg_privacy.lineage.record import DIRECT, OPAQUE, FieldRef, LineageRecord
+from iceberg_privacy.storage import write_location
 from iceberg_privacy.version import __version__
 
 PRODUCER = f"https://pypi.org/project/iceberg-privacy/{__version__}/"
@@ -172,21 +175,15 @@ def to_openlineage(graph: LineageGraph, *, namespace: str = "iceberg", producer:
 
 
 def write_openlineage(graph: LineageGraph, path: str | os.PathLike[str], *, namespace: str = "iceberg",
-                      producer: str = PRODUCER) -> Path:
+                      producer: str = PRODUCER, io: FileIO | None = None) -> str:
     """Write :func:`to_openlineage` as NDJSON: one RunEvent per line (OpenLineage's file-transport format).
 
     Replay into a consumer line by line, e.g. ``while read -r e; do curl -H 'Content-Type:
     application/json' -d "$e" http://marquez:5000/api/v1/lineage; done < lineage.ndjson``.
     """
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     events = to_openlineage(graph, namespace=namespace, producer=producer)
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for e in events:
-            fh.write(json.dumps(e, separators=(",", ":"), sort_keys=True, ensure_ascii=False) + "\n")
-    tmp.replace(out)
-    return out
+    data = "".join(json.dumps(e, separators=(",", ":"), sort_keys=True, ensure_ascii=False) + "\n" for e in events)
+    return write_location(path, data.encode("utf-8"), io)  # a local path or any FileIO location
 
 
 # --- shared view of the graph for pictures ------------------------------------------------------------
@@ -444,7 +441,8 @@ def _short(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def render_png(graph: LineageGraph, path: str | os.PathLike[str], *, columns: bool = False) -> Path:
+def render_png(graph: LineageGraph, path: str | os.PathLike[str], *, columns: bool = False,
+               io: FileIO | None = None) -> str:
     """Draw the lineage graph as a PNG: tables left to right by depth, arrows for flows, a legend.
 
     Boxes show the table name and identity columns (``columns=True``: every column, identity ones
@@ -460,8 +458,7 @@ def render_png(graph: LineageGraph, path: str | os.PathLike[str], *, columns: bo
     except ImportError as exc:  # pragma: no cover - matplotlib is installed in dev
         raise LineageError("render_png needs matplotlib: pip install matplotlib") from exc
 
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = _io.BytesIO()
     nodes = _sorted_nodes(graph)
     if not nodes:
         fig = Figure(figsize=(5, 2))
@@ -469,8 +466,8 @@ def render_png(graph: LineageGraph, path: str | os.PathLike[str], *, columns: bo
         ax = fig.add_axes((0, 0, 1, 1))
         ax.axis("off")
         ax.text(0.5, 0.5, "no tables in the lineage graph", ha="center", va="center", fontsize=12, color="#555")
-        fig.savefig(out, dpi=100)
-        return out
+        fig.savefig(out, dpi=100, format="png")
+        return write_location(path, out.getvalue(), io)
 
     order = [n.uuid for n in nodes]
     links = _links(graph.edges)
@@ -622,8 +619,8 @@ def render_png(graph: LineageGraph, path: str | os.PathLike[str], *, columns: bo
         title += f", {len(graph.problems)} problem" + ("s" if len(graph.problems) != 1 else "")
     ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 0.0), ncol=4, fontsize=7.5, frameon=True,
               title=title, title_fontsize=8)
-    fig.savefig(out, dpi=dpi)
-    return out
+    fig.savefig(out, dpi=dpi, format="png")
+    return write_location(path, out.getvalue(), io)  # a local path or any FileIO location
 
 
 __all__ = ["PRODUCER", "render_png", "to_mermaid", "to_openlineage", "write_openlineage"]

@@ -200,7 +200,7 @@ def test_openlineage_namespace_producer_and_ndjson(lake: tuple[Catalog, dict[str
     assert {e["producer"] for e in events} == {"https://example.com/me"}
     assert all(d["namespace"] == "iceberg://lake" for e in events for d in e["inputs"] + e["outputs"])
     assert all(f["_producer"] == "https://example.com/me" for e in events for f in e["run"]["facets"].values())
-    path = write_openlineage(g, tmp_path / "out" / "lineage.ndjson")
+    path = Path(write_openlineage(g, tmp_path / "out" / "lineage.ndjson"))
     lines = path.read_text().splitlines()
     assert [json.loads(x) for x in lines] == to_openlineage(g)
 
@@ -309,7 +309,7 @@ def test_dropped_source_and_cycle(tmp_path: Path) -> None:
         _check_event(e)
 
     for columns in (False, True):
-        png = render_png(g, tmp_path / f"cycle-{columns}.png", columns=columns)
+        png = Path(render_png(g, tmp_path / f"cycle-{columns}.png", columns=columns))
         data = png.read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) > 5_000
 
@@ -325,21 +325,21 @@ def test_png(lake: tuple[Catalog, dict[str, Table]], tmp_path: Path) -> None:
     cat, _ = lake
     g = build_graph(cat)
     for columns in (False, True):
-        out = render_png(g, tmp_path / "pics" / f"lake-{columns}.png", columns=columns)
+        out = Path(render_png(g, tmp_path / "pics" / f"lake-{columns}.png", columns=columns))
         data = out.read_bytes()
         w, h = _png_size(data)
         assert len(data) > 10_000 and w >= 600 and h >= 300
 
 
 def test_png_empty_and_single(tmp_path: Path) -> None:
-    data = render_png(LineageGraph(), tmp_path / "empty.png").read_bytes()
+    data = Path(render_png(LineageGraph(), tmp_path / "empty.png")).read_bytes()
     assert _png_size(data)[0] > 100 and len(data) > 1_000
     cat = connect(home=tmp_path / "home")
     cat.create_namespace("db")
     _write(_table(cat, "db.only", {"a": pa.string()}), external("append"))
     g = build_graph(cat)
     assert len(g.tables) == 1
-    data = render_png(g, tmp_path / "one.png").read_bytes()
+    data = Path(render_png(g, tmp_path / "one.png")).read_bytes()
     assert _png_size(data)[0] > 100 and len(data) > 3_000
     assert "flowchart LR" in to_mermaid(g) and to_openlineage(g) == []
 
@@ -363,7 +363,7 @@ def test_png_large_synthetic_graph(tmp_path: Path) -> None:
     g.edges.append(TableEdge(uuids[199], uuids[150], "derive", "complete", 1, 1))  # closes a cycle
     assert g.cycles()
     for columns in (False, True):
-        out = render_png(g, tmp_path / f"big-{columns}.png", columns=columns)
+        out = Path(render_png(g, tmp_path / f"big-{columns}.png", columns=columns))
         w, h = _png_size(out.read_bytes())
         assert w >= 1000 and h >= 500 and max(w, h) <= 20_100
     text = to_mermaid(g)
