@@ -1,8 +1,10 @@
 """Options of the ``iceberg-privacy`` Spark data source: validation, catalog properties, table loading.
 
 Spark lower-cases option names, so every name here is lower case. Catalog options mirror pyiceberg
-catalog properties (``catalog.uri`` -> ``uri``); with none, the core's embedded default catalog is
-used, exactly as ``iceberg_privacy.connect()`` would pick it.
+catalog properties (``catalog.uri`` -> ``uri``) and are merged over the catalog ``catalog.name`` (or
+``catalog-name``) of pyiceberg's configuration; with neither, the core's default is used, exactly as
+``iceberg_privacy.connect()`` picks it. The catalog is resolved on the driver; executors get only the
+FileIO properties of the table (strings), so they need no configuration file.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ WRITE_OPTIONS: dict[str, str] = {
 COMMON_OPTIONS: dict[str, str] = {
     "path": "the table identifier, e.g. db.events (the argument of load()/save())",
     "table": "the table identifier, when load()/save() get no argument",
-    "catalog.name": "catalog name (default 'default')",
+    "catalog.name": "catalog name, loaded from ~/.pyiceberg.yaml / PYICEBERG_CATALOG__<NAME>__* like pyiceberg's "
+                    "load_catalog (default: the configured default, else the embedded catalog)",
+    "catalog-name": "the same as catalog.name",
     "catalog.home": "home directory of the embedded default catalog (default $ICEBERG_PRIVACY_HOME)",
     "catalog.<property>": "any pyiceberg catalog property, e.g. catalog.uri, catalog.warehouse, catalog.type",
 }
@@ -132,6 +136,6 @@ def parse_options(options: Mapping[str, Any], *, allowed: Mapping[str, str]) -> 
             "'db.events' (set the warehouse with catalog.warehouse or catalog.home)"
         )
     props = {k[len("catalog."):]: v for k, v in raw.items() if k.startswith("catalog.")}
-    name = props.pop("name", "default")
+    name = props.pop("name", None) or raw.get("catalog-name") or "default"
     home = props.pop("home", None)
     return SourceOptions(table=table, catalog_name=name, catalog_home=home, catalog_properties=props, raw=raw)

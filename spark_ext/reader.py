@@ -177,7 +177,8 @@ class IcebergPrivacyReader(DataSourceReader):
         snap = resolve_snapshot(table, opts)
         self.snapshot_id = snap.snapshot_id if snap else None
         self.metadata: TableMetadata = table.metadata
-        self.io_properties: dict[str, str] = dict(table.io.properties)
+        # Strings only: a REST catalog puts its auth manager object among them, which executors do not need.
+        self.io_properties: dict[str, str] = {k: v for k, v in table.io.properties.items() if isinstance(v, str)}
         self.schema: Schema = schema_at(table, snap)
         names = [f.name for f in self.schema.fields]
         unknown = [n for n in struct.fieldNames() if n not in names]

@@ -160,7 +160,8 @@ class _TaskWriter:
         self.overwrite = overwrite
         table = prepare_table(opts, struct)
         self.metadata: TableMetadata = table.metadata
-        self.io_properties: dict[str, str] = dict(table.io.properties)
+        # Strings only: a REST catalog puts its auth manager object among them, which executors do not need.
+        self.io_properties: dict[str, str] = {k: v for k, v in table.io.properties.items() if isinstance(v, str)}
         self.columns: list[BloomColumn] = bloom_columns(table.schema(), table.properties)
         self.forget_filter: forget.ForgetFilter | None = forget.load(table)
         self.arrow: pa.Schema = arrow_for_iceberg(struct)

@@ -31,6 +31,35 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _names = itertools.count()
 
+# pyiceberg's configuration for the whole run: an empty ~/.pyiceberg.yaml of our own, so a developer's
+# file never leaks into tests, set before Spark starts so its Python workers (which run the data
+# source's planning and writer setup) read the same file. Tests add catalogs with ``pyiceberg_yaml``.
+PYICEBERG_HOME = Path(tempfile.mkdtemp(prefix="ip-pyiceberg-home-"))
+_EMPTY_YAML = "iceberg-privacy-tests: no catalogs configured\n"  # pyiceberg ignores unknown keys
+(PYICEBERG_HOME / ".pyiceberg.yaml").write_text(_EMPTY_YAML)
+os.environ["PYICEBERG_HOME"] = str(PYICEBERG_HOME)
+
+
+@pytest.fixture
+def pyiceberg_yaml() -> Iterator[Any]:
+    """``define(name, properties)`` writes a catalog into the run's ~/.pyiceberg.yaml (removed afterwards)."""
+    path = PYICEBERG_HOME / ".pyiceberg.yaml"
+    defined: dict[str, dict[str, str]] = {}
+
+    def quote(v: str) -> str:
+        return "'" + v.replace("'", "''") + "'"
+
+    def define(name: str, properties: dict[str, Any]) -> None:
+        defined[name] = {k: str(v) for k, v in properties.items() if isinstance(v, str | int | float)}
+        lines = ["catalog:"]  # block style: pyiceberg reads it with strictyaml, which refuses {...}
+        for cat, props in defined.items():
+            lines.append(f"  {cat}:")
+            lines += [f"    {k}: {quote(v)}" for k, v in props.items()]
+        path.write_text("\n".join(lines) + "\n")
+
+    yield define
+    path.write_text(_EMPTY_YAML)
+
 
 @pytest.fixture(autouse=True)
 def _fresh_sidecar_cache() -> Iterator[None]:
