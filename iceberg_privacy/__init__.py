@@ -31,6 +31,7 @@ from iceberg_privacy.dp import (
 from iceberg_privacy.erasure import ErasureReport, erase, run_request
 from iceberg_privacy.errors import (
     BudgetError,
+    CatalogError,
     CommitConflictError,
     ConfigurationError,
     IcebergPrivacyError,
@@ -43,6 +44,7 @@ from iceberg_privacy.errors import (
     RequestConflictError,
     SchemaMismatchError,
     SidecarError,
+    StorageError,
     SubjectRightsError,
     UnknownColumnError,
     UnknownRequestError,
@@ -57,6 +59,7 @@ from iceberg_privacy.lineage import LineageGraph, LineageRecord, annotate
 from iceberg_privacy.lookup import lookup
 from iceberg_privacy.maintenance import (
     IndexReport,
+    OrphanReport,
     SidecarStatus,
     backfill,
     cleanup_orphans,
@@ -93,6 +96,9 @@ __all__ = [
     "LookupPlan",
     "SchemaMismatchError",
     "SidecarError",
+    "StorageError",
+    "CatalogError",
+    "OrphanReport",
     "SidecarStatus",
     "SidecarWarning",
     "UnknownColumnError",

@@ -32,7 +32,7 @@ from pyiceberg.table import Table
 from iceberg_privacy.erasure import submit_request
 from iceberg_privacy.errors import ConfigurationError, RequestConflictError
 from iceberg_privacy.journal import COMPLETED, DEFAULT_DEADLINE, TABLE_EXPORTED, Journal
-from iceberg_privacy.storage import catalog_io, child, is_local, write_location
+from iceberg_privacy.storage import catalog_io, child, is_local, storage_errors, write_location
 from iceberg_privacy.subjects import CandidatePlan, TableSubjects, match_mask, plan_candidates
 
 FORMATS = ("parquet", "jsonl")
@@ -101,6 +101,7 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
+@storage_errors
 def access(catalog: Catalog, subjects: Any, tables: Sequence[str | Table] | None = None, *,
            out: str | os.PathLike[str], format: str = "parquet", request_id: str | None = None,
            home: str | os.PathLike[str] | None = None, deadline: timedelta = DEFAULT_DEADLINE) -> AccessReport:

@@ -318,10 +318,12 @@ def describe_failure(exc: BaseException) -> str:
         return f"the catalog refused: {type(exc).__name__}: {first}"
     if type(exc).__module__.startswith("sqlalchemy"):
         return f"the SQL catalog failed: {type(exc).__name__}: {first}"
-    if isinstance(exc, OSError):
-        return f"storage: {first}"
     if "requests" in type(exc).__module__ or "urllib3" in type(exc).__module__:
         return f"the catalog service did not answer: {first}"
+    if isinstance(exc, OSError):
+        from iceberg_privacy.storage import action_in, describe_error, location_in
+
+        return describe_error(location_in(exc), exc, action_in(exc))
     return f"{type(exc).__name__}: {first}"
 
 

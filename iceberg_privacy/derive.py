@@ -47,6 +47,7 @@ from iceberg_privacy.lineage.annotations import (
 from iceberg_privacy.lineage.evaluate import sql_type
 from iceberg_privacy.lineage.record import COMPLETE, OPAQUE, FieldRef, LineageRecord, SourceRef
 from iceberg_privacy.lineage.sql import SqlLineage, analyze, normalize_sql, referenced_tables
+from iceberg_privacy.storage import storage_errors
 
 logger = logging.getLogger(__name__)
 
@@ -242,6 +243,7 @@ def _record_only(table: Table, record: LineageRecord) -> int | None:
     return sid
 
 
+@storage_errors
 def derive(
     catalog: Catalog, sql: str, target: str, *, mode: Mode = "append", spark: Any | None = None,
     purpose: str | None = None, override_purpose: str | None = None, allow_opaque: bool = False,

@@ -54,6 +54,7 @@ from iceberg_privacy.journal import DEFAULT_DEADLINE, TABLE_ERASED, Journal, Req
 from iceberg_privacy.keyed import key_id, load_secret
 from iceberg_privacy.lineage.fanout import Fanout, plan_fanout
 from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord, SourceRef
+from iceberg_privacy.storage import storage_errors
 from iceberg_privacy.subjects import (
     TableSubjects,
     as_values,
@@ -451,6 +452,7 @@ def submit_request(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[
     return req, resolved, secret, fan
 
 
+@storage_errors
 def erase(catalog: Catalog, subjects: Any, tables: Sequence[str | Table] | None = None, *,
           request_id: str | None = None, purge: bool = False, home: str | os.PathLike[str] | None = None,
           deadline: timedelta = DEFAULT_DEADLINE, max_commit_retries: int = 10, workers: int | None = None,
@@ -481,6 +483,7 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[str | Table] | None 
     return report
 
 
+@storage_errors
 def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, *, purge: bool = True,
                 out: str | os.PathLike[str] | None = None, home: str | os.PathLike[str] | None = None) -> Any:
     """Resume (or start) a journaled request: erase what is left, then purge and verify.

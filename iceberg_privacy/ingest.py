@@ -45,6 +45,7 @@ from iceberg_privacy.index import new_sidecar_location, statistics_entry, summar
 from iceberg_privacy.lineage.record import LineageRecord, with_default
 from iceberg_privacy.puffin import PuffinFooter
 from iceberg_privacy.sidecar import ColumnInfo, CoveredFile, FileFilter, write_sidecar
+from iceberg_privacy.storage import storage_errors
 from iceberg_privacy.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -419,6 +420,7 @@ def commit_written(
     return report
 
 
+@storage_errors
 def append(
     table: Table, data: pa.Table | pa.RecordBatchReader, *, snapshot_properties: dict[str, str] | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_commit_retries: int = 10, progress: bool = False,
@@ -434,6 +436,7 @@ def append(
                   chunk_bytes=chunk_bytes, max_retries=max_commit_retries, progress=progress, lineage=lineage)
 
 
+@storage_errors
 def overwrite(
     table: Table, data: pa.Table | pa.RecordBatchReader, overwrite_filter: BooleanExpression | str = ALWAYS_TRUE, *,
     snapshot_properties: dict[str, str] | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,

@@ -16,6 +16,7 @@ from pyiceberg.table import Table
 
 from iceberg_privacy.identities import identity_leaf_type, rows_matching
 from iceberg_privacy.planner import LookupPlan, plan_lookup
+from iceberg_privacy.storage import storage_errors
 
 
 def _projection(table: Table, plan: LookupPlan, extra: Sequence[str] = ()):  # type: ignore[no-untyped-def]
@@ -49,6 +50,7 @@ def execute(table: Table, plan: LookupPlan) -> pa.Table:
     return data.select([f.name for f in projected.fields])
 
 
+@storage_errors
 def lookup(
     table: Table,
     column: str,

@@ -34,7 +34,7 @@ from iceberg_privacy.index import (
 )
 from iceberg_privacy.lineage.record import fold_expired
 from iceberg_privacy.sidecar import CACHE, ColumnInfo, CoveredFile, FileFilter, write_sidecar
-from iceberg_privacy.storage import canonical, delete_files, list_files
+from iceberg_privacy.storage import canonical, delete_files, list_files, storage_errors
 from iceberg_privacy.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -201,18 +201,21 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
     return report
 
 
+@storage_errors
 def backfill(table: Table, *, progress: bool = False) -> IndexReport:
     """Build filters for every live file not yet covered (other engines' files, new bloom columns,
     lost or corrupt sidecars) and write one compacted sidecar covering all live files, in one commit."""
     return _rebuild(table, "backfill", build_missing=True, progress=progress)
 
 
+@storage_errors
 def compact_sidecars(table: Table) -> IndexReport:
     """Merge the per-commit sidecars into one covering all live files (copying filters, no data reads),
     so a probe reads one row per column again however many commits there were."""
     return _rebuild(table, "compact", build_missing=False)
 
 
+@storage_errors
 def expire_snapshots(
     table: Table, *, older_than: datetime | None = None, retain_last: int = 1, snapshot_ids: Iterable[int] | None = None
 ) -> IndexReport:
@@ -255,6 +258,7 @@ class SidecarStatus:
         return "\n".join(lines)
 
 
+@storage_errors
 def sidecar_status(table: Table) -> SidecarStatus:
     """Coverage of the current snapshot's files per bloom column, and the sidecars referenced."""
     md = table.metadata
@@ -303,6 +307,7 @@ def referenced_files(table: Table) -> set[str]:
     return {canonical(r) for r in refs}
 
 
+@storage_errors
 def cleanup_orphans(table: Table, *, older_than: timedelta = timedelta(hours=1), delete: bool = False) -> OrphanReport:
     """Files under the table location that no metadata references (e.g. left by a killed writer).
 

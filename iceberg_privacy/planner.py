@@ -25,6 +25,7 @@ from iceberg_privacy.errors import IcebergPrivacyError, SidecarError
 from iceberg_privacy.hashing import coerce_values, hash_literals, mix64
 from iceberg_privacy.identities import identity_leaf_type, is_nested
 from iceberg_privacy.index import resolve_coverage, warn
+from iceberg_privacy.storage import storage_errors
 
 BATCH_THRESHOLD = 200
 """Above this many values pyiceberg's metrics pruning gives up on ``In`` anyway, and evaluating a huge
@@ -91,6 +92,7 @@ def _as_values(values: Any) -> list[Any]:
     return list(values)
 
 
+@storage_errors
 def plan_lookup(
     table: Table,
     column: str,

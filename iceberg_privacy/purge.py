@@ -59,7 +59,7 @@ from iceberg_privacy.journal import (
 from iceberg_privacy.keyed import key_id, load_secret
 from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord
 from iceberg_privacy.maintenance import cleanup_orphans, expire_snapshots
-from iceberg_privacy.storage import canonical, delete_files, list_files
+from iceberg_privacy.storage import canonical, delete_files, list_files, storage_errors
 from iceberg_privacy.subjects import digest_value_set
 
 logger = logging.getLogger(__name__)
@@ -248,6 +248,7 @@ def _field_columns(schema: object, field_ids: dict[int, str]) -> dict[str, str]:
     return out
 
 
+@storage_errors
 def verify_table(table: Table, digests: set[bytes], secret: bytes) -> VerifyReport:
     """Scan every Parquet file under the table location for rows of the subjects (by keyed digest)."""
     rep = VerifyReport(".".join(table.name()))
@@ -285,6 +286,7 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes) -> VerifyRepo
     return rep
 
 
+@storage_errors
 def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | None = None,
           orphan_age: timedelta = DEFAULT_ORPHAN_AGE, raise_on_failure: bool = True) -> PurgeReport:
     """Expire, delete and verify for every erased table of ``request_id``; complete the request on success.

@@ -20,9 +20,11 @@ and it handed bucket-relative paths to ``io.delete``, which pyiceberg then treat
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +34,7 @@ from pyarrow import fs as pafs
 from pyiceberg.io import FileIO, load_file_io
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
-from iceberg_privacy.errors import StorageError
+from iceberg_privacy.errors import CatalogError, IcebergPrivacyError, StorageError
 
 # Schemes that address the same objects (pyiceberg reads all of them with one filesystem).
 _SAME_OBJECTS = {"s3a": "s3", "s3n": "s3", "gcs": "gs", "abfss": "abfs", "wasbs": "wasb", "": "file"}
@@ -90,11 +92,12 @@ def describe_error(location: str, exc: BaseException, action: str) -> str:
     """One sentence: what failed where, and what is most likely missing."""
     text = str(exc)
     low = text.lower()
-    if "nosuchbucket" in low or "bucket does not exist" in low or "specified bucket does not exist" in low:
+    if "nosuchbucket" in low or "no_such_bucket" in low or "bucket does not exist" in low:
         hint = "the bucket does not exist: create it or fix the warehouse/table location"
-    elif isinstance(exc, PermissionError) or "accessdenied" in low or "access denied" in low or "code 15" in low \
-            or "forbidden" in low or "403" in low:
-        hint = f"permission to {action} is missing for these credentials"
+    elif isinstance(exc, PermissionError) or "access_denied" in low or "accessdenied" in low \
+            or "access denied" in low or "code 15" in low or "forbidden" in low or "403" in low:
+        hint = (f"access denied: the credentials are wrong, or they lack the permission to {action} there "
+                "(check s3.access-key-id / s3.secret-access-key or the cloud's equivalent, and the bucket policy)")
     elif "invalidaccesskeyid" in low or "signaturedoesnotmatch" in low or "credential" in low \
             or "invalid access key" in low:
         hint = "the credentials were refused: check s3.access-key-id / s3.secret-access-key (or the cloud's equivalents)"
@@ -105,6 +108,51 @@ def describe_error(location: str, exc: BaseException, action: str) -> str:
     else:
         hint = "see the cause"
     return f"cannot {action} {location}: {hint} ({type(exc).__name__}: {text.splitlines()[0] if text else ''})"
+
+
+_S3_KEY = re.compile(r"key '([^']*)' in bucket '([^']*)'")
+_PATH = re.compile(r"(?:Path does not exist|file not found|access denied|does not exist):? '?([^'\s]+)'?", re.I)
+
+
+def location_in(exc: BaseException) -> str:
+    text = str(exc)
+    if m := _S3_KEY.search(text):
+        return f"s3://{m.group(2)}/{m.group(1)}"
+    if m := _PATH.search(text):
+        return m.group(1)
+    return "a storage location"
+
+
+def action_in(exc: BaseException) -> str:
+    low = str(exc).lower()
+    for word, action in (("delete", "delete"), ("listing", "list"), ("listobjects", "list"), ("upload", "write"),
+                         ("putobject", "write"), ("create", "write")):
+        if word in low:
+            return action
+    return "read"
+
+
+def storage_errors[F: Callable[..., Any]](fn: F) -> F:
+    """Public verbs raise :class:`StorageError` (location + what is missing) instead of a raw pyarrow/fsspec
+    OSError, and :class:`CatalogError` when a catalog service did not answer. The library's own errors
+    pass through unchanged. ``StorageError`` is an OSError, so existing ``except OSError`` still works."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except IcebergPrivacyError:
+            raise
+        except OSError as exc:
+            module = type(exc).__module__
+            if module.startswith(("requests", "urllib3")):
+                raise CatalogError(
+                    f"the catalog service did not answer ({type(exc).__name__}: {str(exc)[:300]}); check its uri "
+                    "and that it is running. Journaled requests are resumable once it is back"
+                ) from exc
+            raise StorageError(describe_error(location_in(exc), exc, action_in(exc))) from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------- listing
@@ -139,6 +187,12 @@ def list_files(io: FileIO, location: str) -> list[StoredFile]:
     try:
         fs, root = filesystem(io, location)
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+        if not infos and not is_local(location):
+            # An object store answers "nothing here" for a bucket that does not exist as well: a
+            # verification must not pass because it looked into the void.
+            bucket = root.strip("/").split("/", 1)[0]
+            if bucket and fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                raise FileNotFoundError(f"NoSuchBucket: bucket {bucket!r} does not exist")
     except Exception as exc:  # noqa: BLE001 - every failure here is a storage failure with one message
         raise StorageError(describe_error(location, exc, "list")) from exc
     base = location.rstrip("/")

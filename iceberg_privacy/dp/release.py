@@ -46,6 +46,7 @@ from iceberg_privacy.dp.provenance import RELEASE_MARKER, build_summary, noise_s
 from iceberg_privacy.dp.query import HistogramQuery, keyset_fingerprint
 from iceberg_privacy.errors import ConfigurationError, UnknownColumnError
 from iceberg_privacy.lineage.record import AGGREGATION, COMPLETE, INDIRECT, FieldRef, LineageRecord, SourceRef
+from iceberg_privacy.storage import storage_errors
 
 Aggregate = Literal["count", "sum", "mean"]
 _ID_TYPES = (StringType, IntegerType, LongType, DateType)
@@ -292,6 +293,7 @@ def _validate_args(
     return by
 
 
+@storage_errors
 def dp_histogram(
     catalog: Catalog,
     table: str | tuple[str, ...] | Table,

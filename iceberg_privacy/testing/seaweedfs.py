@@ -25,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import re
 import secrets
@@ -60,7 +61,21 @@ class SeaweedFS:
     region: str = "us-east-1"
     bucket: str = "lake"
     table_bucket: str = "tables"
+    identities: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (access key, secret key)
+    ports: dict[str, int] = field(default_factory=dict, repr=False)
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+
+    def s3_properties_as(self, identity: str) -> dict[str, str]:
+        """FileIO properties with one of the extra identities' keys (e.g. a read-only user)."""
+        key, secret = self.identities[identity]
+        return {**self.s3_properties(), "s3.access-key-id": key, "s3.secret-access-key": secret}
+
+    def restart(self, timeout: float = 60) -> SeaweedFS:
+        """Start the server again on the same ports, data and credentials (after :meth:`stop`)."""
+        self.stop()
+        return start_seaweedfs(self.dir, bucket=self.bucket, table_bucket=self.table_bucket, timeout=timeout,
+                               _keys=(self.access_key, self.secret_key), _ports=self.ports,
+                               _identities=self.identities)
 
     def s3_properties(self) -> dict[str, str]:
         """pyiceberg FileIO properties for this server (path-style: buckets are not DNS names here)."""
@@ -145,9 +160,15 @@ def find_weed() -> Path:
 
 
 def start_seaweedfs(
-    workdir: Path, *, bucket: str = "lake", table_bucket: str = "tables", timeout: float = 60
+    workdir: Path, *, bucket: str = "lake", table_bucket: str = "tables", timeout: float = 60,
+    identities: dict[str, list[str]] | None = None, _keys: tuple[str, str] | None = None,
+    _ports: dict[str, int] | None = None, _identities: dict[str, tuple[str, str]] | None = None,
 ) -> SeaweedFS:
     """Start ``weed mini`` with its data and ``weed.log`` in ``workdir``; return once S3 and REST answer.
+
+    ``identities`` adds S3 users besides the admin, by name with their SeaweedFS actions (``Read``,
+    ``List``, ``Write``, ``Tagging``, ``Admin``), e.g. ``{"reader": ["Read", "List"]}``: real permission
+    failures for tests. Their keys are in ``SeaweedFS.identities``.
 
     Raises RuntimeError (with the log's tail) if the server dies or is not healthy within ``timeout`` s.
     A start that lost a port race (another process took a chosen port) is retried with new ports.
@@ -158,12 +179,28 @@ def start_seaweedfs(
     weed = find_weed()
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    access_key = "AK" + secrets.token_hex(9).upper()
-    secret_key = secrets.token_hex(20)
+    access_key, secret_key = _keys or ("AK" + secrets.token_hex(9).upper(), secrets.token_hex(20))
     env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    users = dict(_identities or {})
+    actions = {"admin": ["Admin", "Read", "List", "Tagging", "Write"]}
+    for name, acts in (identities or {}).items():
+        users[name] = ("AK" + secrets.token_hex(9).upper(), secrets.token_hex(20))
+        actions[name] = list(acts)
+    extra: list[str] = []
+    if users:
+        config = workdir / "s3-identities.json"
+        known = {**{n: a for n, a in actions.items()}}
+        if _identities:  # a restart: the file already holds the users' actions
+            known.update({i["name"]: i["actions"] for i in json.loads(config.read_text())["identities"]})
+        ids = [{"name": "admin", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": known["admin"]}]
+        ids += [{"name": n, "credentials": [{"accessKey": k, "secretKey": s}], "actions": known[n]}
+                for n, (k, s) in users.items()]
+        config.write_text(json.dumps({"identities": ids}))
+        extra.append(f"-s3.config={config}")
     log_path = workdir / "weed.log"
     for attempt in range(3):
-        ports = dict(zip(_LISTENERS, _free_ports(len(_LISTENERS)), strict=True))
+        ports = dict(_ports) if _ports else dict(zip(_LISTENERS, _free_ports(len(_LISTENERS)), strict=True))
         cmd = [
             str(weed), "mini", f"-dir={workdir}", f"-ip={HOST}", f"-ip.bind={HOST}",
             "-master.telemetry=false", "-admin.ui=false", "-webdav=false", "-s3.port.lance=0",
@@ -172,6 +209,8 @@ def start_seaweedfs(
             f"-filer.port={ports['filer']}", f"-admin.port={ports['admin']}",
             f"-bucket={bucket}", f"-tableBucket={table_bucket}",
             "-volume.preStopSeconds=0",  # mini waits 1 s on shutdown for a load balancer; there is none
+            "-s3.autoCreateBucket=false",  # as on AWS: a PUT into a missing bucket fails (NoSuchBucket)
+            *extra,
         ]  # fmt: skip
         # Unix sockets default to /tmp/seaweedfs-*-PORT.sock and outlive the server; keep those two in
         # workdir when the path fits a socket address (the gRPC ones cannot be moved).
@@ -188,7 +227,7 @@ def start_seaweedfs(
         server = SeaweedFS(
             dir=workdir, pid=proc.pid, s3_endpoint=f"http://{HOST}:{ports['s3']}",
             rest_uri=f"http://{HOST}:{ports['iceberg']}", access_key=access_key, secret_key=secret_key,
-            bucket=bucket, table_bucket=table_bucket, _proc=proc,
+            bucket=bucket, table_bucket=table_bucket, identities=users, ports=ports, _proc=proc,
         )  # fmt: skip
         atexit.register(server.stop)
         problem = _wait_healthy(server, ports["s3"], timeout)
@@ -196,7 +235,7 @@ def start_seaweedfs(
             return server
         server.stop()
         tail = _tail(log_path, log_start)
-        if attempt < 2 and any(
+        if attempt < 2 and not _ports and any(
             m in tail.lower() for m in ("port allocation failed", "address already in use")
         ):
             continue
