@@ -1,0 +1,92 @@
+"""The storage layer: location keys, listing through the table's FileIO, deletes that are never silent."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pyiceberg.catalog import load_catalog
+from pyiceberg.io.pyarrow import PyArrowFileIO
+
+import iceberg_privacy as ip
+from iceberg_privacy.keyed import SECRET_ENV
+from iceberg_privacy.storage import canonical, child, delete_files, is_local, list_files, write_location
+
+segment = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_=.", min_size=1, max_size=12).filter(
+    lambda s: s not in (".", ".."))
+paths = st.lists(segment, min_size=1, max_size=5).map("/".join)
+
+
+@given(bucket=st.from_regex(r"[a-z0-9][a-z0-9-]{2,20}", fullmatch=True), key=paths)
+def test_s3_spellings_name_the_same_object(bucket: str, key: str) -> None:
+    keys = {canonical(f"{scheme}://{bucket}/{key}") for scheme in ("s3", "s3a", "s3n", "S3A")}
+    assert keys == {f"s3://{bucket}/{key}"}
+    assert canonical(f"s3://{bucket}/{key}") != canonical(f"s3://{bucket}x/{key}")  # never strips the bucket
+    assert canonical(f"gs://{bucket}/{key}") != canonical(f"s3://{bucket}/{key}")  # nor the scheme
+
+
+@given(key=paths)
+def test_local_spellings_name_the_same_file(key: str) -> None:
+    path = f"/tmp/ip-{key}"
+    assert canonical(path) == canonical(f"file://{path}") == canonical(f"file://{path}/".rstrip("/"))
+    assert canonical(f"/tmp//ip-{key}") == canonical(path)
+    assert is_local(path) and is_local(f"file://{path}") and not is_local(f"s3://b/{key}")
+
+
+def test_relative_path_is_never_taken_for_a_bucket_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old purge turned s3://bucket/k into the local path 'bucket/k'. Now a delete of an s3 URI never
+    touches a local file of the same relative name, and a missing object is reported, not swallowed."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lake" / "t").mkdir(parents=True)
+    (tmp_path / "lake" / "t" / "f.parquet").write_bytes(b"local, must survive")
+    io = PyArrowFileIO({"s3.endpoint": "http://127.0.0.1:9", "s3.connect-timeout": "1", "s3.request-timeout": "1",
+                        "s3.region": "us-east-1", "s3.access-key-id": "x", "s3.secret-access-key": "y"})
+    out = delete_files(io, ["s3://lake/t/f.parquet"])
+    assert out.deleted == [] and list(out.failed) == ["s3://lake/t/f.parquet"]
+    assert "s3://lake/t/f.parquet" in out.failed["s3://lake/t/f.parquet"]
+    assert (tmp_path / "lake" / "t" / "f.parquet").read_bytes() == b"local, must survive"
+    with pytest.raises(ip.StorageError, match="could not be deleted"):
+        out.raise_for_failures("purge")
+
+
+def test_local_listing_and_exports(tmp_path: Path) -> None:
+    io = PyArrowFileIO()
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "x.bin").write_bytes(b"12345")
+    listed = list_files(io, (tmp_path / "a").as_uri())
+    assert [f.location for f in listed] == [(tmp_path / "a").as_uri() + "/b/x.bin"] and listed[0].size == 5
+    assert [f.location for f in list_files(io, str(tmp_path / "a"))] == [str(tmp_path / "a") + "/b/x.bin"]
+    assert list_files(io, str(tmp_path / "missing")) == []  # a local folder not yet made: nothing there
+    target = write_location(child(tmp_path / "exports", "m.json"), b"{}")
+    assert Path(target).read_bytes() == b"{}" and not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
+    out = delete_files(io, [str(tmp_path / "a" / "b" / "x.bin"), str(tmp_path / "a" / "b" / "gone.bin")])
+    assert out.deleted == [str(tmp_path / "a" / "b" / "x.bin")] and out.already_gone and out.ok
+
+
+@pytest.mark.s3
+def test_s3a_warehouse_end_to_end(seaweedfs: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """s3a:// locations (Hadoop's spelling, common in Glue/Hive catalogs) work like s3:// everywhere."""
+    monkeypatch.setenv(SECRET_ENV, "s3a-test-secret-0123456789abcdef")
+    props = seaweedfs.sql_catalog_properties(f"sqlite:///{tmp_path / 'c.db'}", prefix="s3a-test")
+    props["warehouse"] = props["warehouse"].replace("s3://", "s3a://")
+    cat = load_catalog("s3a", **props)
+    cat.create_namespace("db")
+    table = cat.create_table("db.t", pa.schema([("user_id", pa.string())]))
+    assert table.location().startswith("s3a://")
+    table = ip.configure_identity(ip.configure_bloom(table, ["user_id"]), ["user_id"])
+    for b in range(3):
+        ip.append(table, pa.table({"user_id": [f"u{b}{i}" for i in range(4)] + ["zed"]}))
+    assert ip.lookup(table, "user_id", "zed").num_rows == 3
+    assert ip.cleanup_orphans(table, older_than=timedelta(0)).orphans == []  # every s3a path matched its listing
+    rep = ip.erase(cat, ["zed"], ["db.t"], purge=True)
+    assert rep.purge.completed and rep.purge.tables["db.t"].deleted_by_kind.get("data", 0) == 3
+    objects = seaweedfs.list_objects("s3://lake/s3a-test")
+    fs = seaweedfs.filesystem()
+    assert objects and not any(b"zed" in fs.open_input_file(o[5:]).read() for o in objects if o.endswith(".parquet"))
+    assert os.path.exists(tmp_path / "c.db")
