@@ -188,11 +188,16 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     from iceberg_privacy.maintenance import cleanup_orphans
 
     table = _catalog(args).load_table(args.table)
-    orphans = cleanup_orphans(table, older_than=timedelta(minutes=args.older_than_minutes), delete=args.delete)
-    for path in orphans:
-        print(f"{'deleted' if args.delete else 'orphan '} {path}")
-    print(f"-- {len(orphans)} orphan file(s){'' if args.delete else ' (use --delete to remove)'}", file=sys.stderr)
-    return 0
+    report = cleanup_orphans(table, older_than=timedelta(minutes=args.older_than_minutes), delete=args.delete)
+    deleted = set(report.deleted)
+    for path in report.orphans:
+        state = "orphan " if not args.delete else ("deleted" if path in deleted else "KEPT   ")
+        print(f"{state} {path}")
+    for path, why in report.delete_failures.items():
+        print(f"error: {path} not deleted: {why}", file=sys.stderr)
+    print(f"-- {len(report.orphans)} orphan file(s) among {report.files_listed} listed"
+          f"{'' if args.delete else ' (use --delete to remove)'}", file=sys.stderr)
+    return 2 if report.delete_failures else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

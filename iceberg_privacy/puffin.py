@@ -20,7 +20,7 @@ from typing import Any
 from pyiceberg.io import FileIO, InputFile
 
 from iceberg_privacy.errors import SidecarError
-from iceberg_privacy.storage import write_bytes
+from iceberg_privacy.storage import is_local, write_bytes
 
 MAGIC = b"PFA1"
 _TAIL_BYTES = 12  # payload size (4) + flags (4) + magic (4)
@@ -112,6 +112,9 @@ class PuffinReader:
     def __init__(self, io_: FileIO, location: str) -> None:
         self.location = location
         self._input: InputFile = io_.new_input(location)
+        # Object stores: keep the handle (an open is a HEAD). Local files: reopen per read, so hundreds
+        # of cached sidecars do not hold hundreds of file descriptors.
+        self._keep_open = not is_local(location)
         self._handle: Any = None
         self._size: int | None = None
         self._lock = threading.Lock()
@@ -122,7 +125,7 @@ class PuffinReader:
     def _open(self) -> Any:
         if self._handle is None or getattr(self._handle, "closed", False):
             self._handle = self._input.open(seekable=True)
-            self.requests += 1  # an open is a HEAD on object stores
+            self.requests += int(self._keep_open)  # an open is a HEAD on object stores
             size = getattr(self._handle, "size", None)  # pyarrow NativeFile knows it from the open
             self._size = int(size()) if callable(size) else int(self._handle.seek(0, 2))
         return self._handle
@@ -139,7 +142,7 @@ class PuffinReader:
         try:
             with self._lock:
                 self._open()
-            size = int(self._size or 0)
+            size = int(self._size or 0)  # the handle stays open for the footer read below
         except Exception as exc:  # missing file, permission, ...
             raise SidecarError(f"cannot open sidecar {self.location}: {exc}") from exc
         if size < len(MAGIC) * 2 + _TAIL_BYTES:
@@ -188,6 +191,9 @@ class PuffinReader:
                     f.seek(offset)
                     data = f.read(length)
                 self.requests += 1
+                if not self._keep_open:
+                    f.close()
+                    self._handle = None
         except Exception as exc:
             raise SidecarError(f"cannot read sidecar {self.location}: {exc}") from exc
         if len(data) != length:

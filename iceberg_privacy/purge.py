@@ -59,7 +59,7 @@ from iceberg_privacy.journal import (
 from iceberg_privacy.keyed import key_id, load_secret
 from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord
 from iceberg_privacy.maintenance import cleanup_orphans, expire_snapshots
-from iceberg_privacy.storage import canonical, delete_files, list_files, storage_errors
+from iceberg_privacy.storage import canonical, delete_files, is_location, list_files, storage_errors
 from iceberg_privacy.subjects import digest_value_set
 
 logger = logging.getLogger(__name__)
@@ -328,8 +328,10 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         # The newest erase commit of this request is the cutoff (a re-run after a failed verification
         # may have added one); without any, the head at erase time.
         commits = erasure_snapshots(table, request_id)
+        # Paths only (no identifiers). Entries a version before 0.2 wrote without their scheme
+        # ("bucket/key") are not locations: never resolve them against the working directory.
         planned = {p: k for r in journal.rows(request_id) if r["event"] == PURGE_PLANNED and r["table_name"] == name
-                   for p, k in json.loads(r["detail"] or "{}").get("files", {}).items()}
+                   for p, k in json.loads(r["detail"] or "{}").get("files", {}).items() if is_location(p)}
 
         def plan(files: dict[str, str], name: str = name) -> None:
             journal.append([journal.event(request_id, PURGE_PLANNED, table=name, detail={"files": files})])

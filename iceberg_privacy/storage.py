@@ -25,10 +25,10 @@ import os
 import posixpath
 import re
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse
 
 from pyarrow import fs as pafs
 from pyiceberg.io import FileIO, load_file_io
@@ -37,14 +37,24 @@ from pyiceberg.io.pyarrow import PyArrowFileIO
 from iceberg_privacy.errors import CatalogError, IcebergPrivacyError, StorageError
 
 # Schemes that address the same objects (pyiceberg reads all of them with one filesystem).
+_URI = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://(.*)\Z", re.S)  # two letters at least: not C:\\
 _SAME_OBJECTS = {"s3a": "s3", "s3n": "s3", "gcs": "gs", "abfss": "abfs", "wasbs": "wasb", "": "file"}
+
+
+def _split(location: str) -> tuple[str, str, str]:
+    """(scheme, authority, path) without URL parsing: object keys may contain '#', '?' or '%', which
+    ``urlparse`` would cut off as fragment or query. Plain paths are ``file`` with no authority."""
+    if m := _URI.match(location):
+        authority, sep, path = m.group(2).partition("/")
+        return m.group(1).lower(), authority, sep + path
+    if location.lower().startswith("file:") and not location.lower().startswith("file://"):
+        return "file", "", location[5:]  # file:/x
+    return "file", "", location
 
 
 def scheme_of(location: str) -> str:
     """The URI scheme of a location, ``file`` for plain paths."""
-    if os.name == "nt" and len(location) > 1 and location[1] == ":":  # C:\\...
-        return "file"
-    return urlparse(location).scheme.lower() or "file"
+    return _split(location)[0]
 
 
 def is_local(location: str) -> bool:
@@ -53,20 +63,27 @@ def is_local(location: str) -> bool:
 
 def local_path(location: str) -> str:
     """The filesystem path of a local location (``file:///x`` or ``/x``); an error for remote ones."""
-    if not is_local(location):
+    scheme, authority, path = _split(location)
+    if scheme != "file":
         raise StorageError(f"{location} is not a local path")
-    parsed = urlparse(location)
-    return os.path.abspath(parsed.path if parsed.scheme else location)
+    return os.path.abspath(path if not authority else f"//{authority}{path}")
 
 
 def canonical(location: str) -> str:
     """A key under which two spellings of the same object compare equal. Never open or delete it."""
-    parsed = urlparse(location)
-    scheme = _SAME_OBJECTS.get(parsed.scheme.lower(), parsed.scheme.lower())
+    scheme, authority, path = _split(location)
+    scheme = _SAME_OBJECTS.get(scheme, scheme)
     if scheme == "file":
-        return "file://" + posixpath.normpath(os.path.abspath(parsed.path if parsed.scheme else location))
-    path = posixpath.normpath(parsed.path) if parsed.path else ""
-    return f"{scheme}://{parsed.netloc}{'' if path in ('', '.') else path}"
+        return "file://" + posixpath.normpath(local_path(location))
+    path = posixpath.normpath(path) if path else ""
+    return f"{scheme}://{authority}{'' if path in ('', '.', '/') else path}"
+
+
+def is_location(location: str) -> bool:
+    """A full URI or an absolute local path: never a relative path, which would resolve against the
+    working directory (the old scheme-stripping bug turned ``s3://bucket/key`` into ``bucket/key``)."""
+    scheme, _, path = _split(location)
+    return scheme != "file" or os.path.isabs(path)
 
 
 def join(location: str, *parts: str) -> str:
@@ -231,18 +248,39 @@ class DeleteOutcome:
             )
 
 
+def _delete_one(io: FileIO, loc: str) -> tuple[str, str, str | None]:
+    if not is_location(loc):  # a relative path would resolve against the working directory
+        return loc, "failed", f"cannot delete {loc}: not a full URI or absolute path; nothing was touched"
+    try:
+        io.delete(loc)
+    except FileNotFoundError:
+        return loc, "gone", None
+    except Exception as exc:  # noqa: BLE001 - reported, never swallowed
+        return loc, "failed", describe_error(loc, exc, "delete")
+    return loc, "deleted", None
+
+
+DELETE_THREADS = 16
+"""Concurrent deletes on object stores (one request each; pyiceberg's FileIO has no batch delete)."""
+
+
 def delete_files(io: FileIO, locations: Iterable[str]) -> DeleteOutcome:
     """Delete each location (full URI) through the FileIO; report missing ones and failures separately."""
+    locs = list(dict.fromkeys(locations))
+    remote = [loc for loc in locs if not is_local(loc)]
+    if len(remote) > 1:
+        with ThreadPoolExecutor(min(DELETE_THREADS, len(remote)), thread_name_prefix="ip-delete") as pool:
+            results = list(pool.map(lambda loc: _delete_one(io, loc), locs))
+    else:
+        results = [_delete_one(io, loc) for loc in locs]
     out = DeleteOutcome()
-    for loc in locations:
-        try:
-            io.delete(loc)
-        except FileNotFoundError:
-            out.already_gone.append(loc)
-        except Exception as exc:  # noqa: BLE001 - reported, never swallowed
-            out.failed[loc] = describe_error(loc, exc, "delete")
-        else:
+    for loc, state, why in results:
+        if state == "deleted":
             out.deleted.append(loc)
+        elif state == "gone":
+            out.already_gone.append(loc)
+        else:
+            out.failed[loc] = why or "unknown error"
     return out
 
 

@@ -90,3 +90,25 @@ def test_s3a_warehouse_end_to_end(seaweedfs: Any, tmp_path: Path, monkeypatch: p
     fs = seaweedfs.filesystem()
     assert objects and not any(b"zed" in fs.open_input_file(o[5:]).read() for o in objects if o.endswith(".parquet"))
     assert os.path.exists(tmp_path / "c.db")
+
+
+def test_keys_with_url_special_characters_are_not_cut(tmp_path: Path) -> None:
+    """Partition values can put '#', '?' or '%' into object keys; urlparse would cut them off."""
+    assert canonical("s3://b/t/data/id=a#b/f.parquet") == "s3://b/t/data/id=a#b/f.parquet"
+    assert canonical("s3a://b/t/data/id=a?b/f.parquet") != canonical("s3://b/t/data/id=a/f.parquet")
+    odd = tmp_path / "id=a#b?c%20" / "f.bin"
+    odd.parent.mkdir()
+    odd.write_bytes(b"x")
+    listed = list_files(PyArrowFileIO(), str(tmp_path))
+    assert [canonical(f.location) for f in listed] == [canonical(str(odd))]
+    out = delete_files(PyArrowFileIO(), [listed[0].location])
+    assert out.deleted == [listed[0].location] and not odd.exists()
+
+
+def test_relative_paths_are_refused_not_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bucket").mkdir()
+    (tmp_path / "bucket" / "key.parquet").write_bytes(b"keep me")
+    out = delete_files(PyArrowFileIO(), ["bucket/key.parquet"])  # what the old purge produced for s3://bucket/key
+    assert list(out.failed) == ["bucket/key.parquet"] and "not a full URI" in out.failed["bucket/key.parquet"]
+    assert (tmp_path / "bucket" / "key.parquet").exists()
