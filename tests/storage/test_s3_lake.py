@@ -7,6 +7,7 @@ prefix and reading every Parquet object there.
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
@@ -23,6 +26,7 @@ from iceberg_privacy.keyed import SECRET_ENV
 pytestmark = pytest.mark.s3
 
 USERS = [f"user-{i:03d}" for i in range(60)]
+_tables = itertools.count()
 
 
 @pytest.fixture(autouse=True)
@@ -213,3 +217,26 @@ def test_spark_data_source_write_and_pushdown_read(s3_catalog: tuple[Catalog, st
     assert sorted(r["n"] for r in got) == sorted(n for u, n, _ in rows if u == "user-031")
     plan = json.loads(report.read_text())
     assert plan["files_after_bloom_pruning"] < plan["files_total"]
+
+
+@settings(max_examples=12, deadline=None)
+@given(commits=st.lists(st.lists(st.sampled_from(USERS[:25]), min_size=1, max_size=12), min_size=1, max_size=4),
+       probe=st.lists(st.sampled_from([*USERS[:30], "", "é-日本"]), min_size=1, max_size=6),
+       compact=st.booleans())
+def test_pruned_lookup_equals_full_scan_on_s3(s3_catalog: tuple[Catalog, str], commits: list[list[str]],
+                                              probe: list[str], compact: bool) -> None:
+    """The central invariant on object storage: whatever the files and sidecars, pruned == brute force."""
+    catalog, ns = s3_catalog
+    table = catalog.create_table(f"{ns}.p{next(_tables)}", _batch(USERS[:1], 0).schema)
+    table = ip.configure_bloom(table, ["user_id"], fpp=0.2)  # a high FPP: pruning and false positives both happen
+    for i, users in enumerate(commits):
+        ip.append(table, _batch(users, i * 100))
+    if compact:
+        ip.compact_sidecars(table)
+    ip.clear_sidecar_cache()
+    full = table.scan().to_arrow()
+    want = sorted(r["clicks"] for r in full.to_pylist() if r["user_id"] in set(probe))
+    got = sorted(r["clicks"] for r in ip.lookup(table, "user_id", probe).to_pylist())
+    assert got == want
+    plan = ip.plan_lookup(table, "user_id", probe)
+    assert plan.files_without_sidecar == 0 and plan.files_after_bloom_pruning <= plan.files_total
