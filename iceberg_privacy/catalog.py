@@ -47,12 +47,20 @@ def default_home() -> Path:
     return Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).expanduser().resolve()
 
 
-def configured_catalogs() -> dict[str, dict[str, Any]]:
-    """Catalogs pyiceberg's configuration defines (``~/.pyiceberg.yaml``, ``$PYICEBERG_HOME``, the working
-    directory, and ``PYICEBERG_CATALOG__<NAME>__<KEY>`` variables), read afresh on every call."""
+def _pyiceberg_config() -> tuple[dict[str, dict[str, Any]], str]:
+    """(catalogs, default catalog name) of pyiceberg's configuration (``$PYICEBERG_HOME``, ``~``, the
+    working directory's ``.pyiceberg.yaml`` and ``PYICEBERG_CATALOG__<NAME>__<KEY>`` variables), read
+    afresh on every call (pyiceberg's own copy is read once, at import)."""
     from pyiceberg.utils.config import Config
 
-    return {str(k): dict(v) for k, v in (Config().config.get("catalog") or {}).items()}
+    config = Config()
+    catalogs = {str(k): dict(v) for k, v in (config.config.get("catalog") or {}).items()}
+    return catalogs, config.get_default_catalog_name()
+
+
+def configured_catalogs() -> dict[str, dict[str, Any]]:
+    """The catalogs pyiceberg's configuration defines, by (lower-cased) name."""
+    return _pyiceberg_config()[0]
 
 
 def _normalise(properties: dict[str, Any]) -> dict[str, str]:
@@ -84,11 +92,9 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
       :func:`default_home`).
     A name that is not configured (and no properties) is an error listing the configured names.
     """
-    configured = configured_catalogs()
+    configured, default_name = _pyiceberg_config()
     if name is None and home is None:
-        from pyiceberg.utils.config import Config
-
-        name = Config().get_default_catalog_name()
+        name = default_name
     name = name or "default"
     conf = {str(k): str(v) for k, v in configured.get(name.lower(), configured.get(name, {})).items()}
     props = {**conf, **_normalise(properties)}
