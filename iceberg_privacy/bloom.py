@@ -21,16 +21,19 @@ SALT = np.array(
     dtype=np.uint32,
 )
 
-# Block counts are rounded up to this geometric ladder (4 steps per doubling, <= 19% extra bits) so
-# that filters of similar files share a block count and can be stored block-major together.
-_LADDER_STEPS_PER_DOUBLING = 4
+# Block counts are powers of two, so that the filters of one sidecar can share one block count: a
+# filter of M blocks is *widened* to c*M blocks (c a power of two) by repeating each block c times,
+# and answers every probe exactly as before (see :func:`widen`). One block count per column per
+# sidecar means a single-key probe reads ONE row of the sidecar: one ranged GET on an object store.
+MAX_WIDENING = 8
+"""A filter is widened by at most this factor (so at most 8x its bytes); a smaller one gets its own group."""
 
 
 def optimal_num_blocks(ndv: int, fpp: float) -> int:
-    """Blocks needed for ``ndv`` distinct keys at false-positive probability ``fpp``.
+    """Blocks needed for ``ndv`` distinct keys at false-positive probability ``fpp``: a power of two.
 
     Starts from Parquet's sizing rule ``bits = -8 * ndv / ln(1 - fpp ** (1/8))`` (which undershoots
-    by up to ~30% for small filters), then takes the smallest ladder step whose modelled FPP
+    by up to ~30% for small filters), then takes the smallest power of two whose modelled FPP
     (:func:`expected_fpp`) is at most ``fpp``.
     """
     if ndv <= 0:
@@ -43,13 +46,23 @@ def optimal_num_blocks(ndv: int, fpp: float) -> int:
 
 
 def ladder_ceil(blocks: int) -> int:
-    """Smallest ladder value >= blocks: ceil(2 ** (k / 4)) for integer k."""
-    if blocks <= 4:
+    """Smallest power of two >= blocks."""
+    return 1 << max(0, int(blocks) - 1).bit_length()
+
+
+def widen(blocks: np.ndarray, num_blocks: int) -> np.ndarray:
+    """The filter ``blocks`` (M, 8) as a filter of ``num_blocks`` = c*M blocks with the same answers.
+
+    Block j of the wide filter is block floor(j / c) of the narrow one. A key's block in the wide
+    filter is floor(h * c*M / 2**32) for h = key >> 32, and floor(floor(c*x) / c) = floor(x): the
+    probe lands on a copy of the block it would have read in the narrow filter, with the same masks.
+    """
+    m = blocks.shape[0]
+    if num_blocks == m:
         return blocks
-    k = math.ceil(_LADDER_STEPS_PER_DOUBLING * math.log2(blocks) - 1e-9)
-    while math.ceil(2 ** ((k - 1) / _LADDER_STEPS_PER_DOUBLING)) >= blocks:
-        k -= 1
-    return math.ceil(2 ** (k / _LADDER_STEPS_PER_DOUBLING))
+    if num_blocks % m:
+        raise ValueError(f"cannot widen a filter of {m} blocks to {num_blocks}")
+    return np.repeat(blocks, num_blocks // m, axis=0)
 
 
 def block_index(keys: np.ndarray, num_blocks: int) -> np.ndarray:

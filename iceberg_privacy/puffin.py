@@ -24,7 +24,7 @@ from iceberg_privacy.storage import is_local, write_bytes
 
 MAGIC = b"PFA1"
 _TAIL_BYTES = 12  # payload size (4) + flags (4) + magic (4)
-_FIRST_READ = 64 * 1024
+_FIRST_READ = 8 * 1024  # one tail read holds the footer of any sidecar with up to ~40 blobs
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,8 @@ class PuffinReader:
         self._lock = threading.Lock()
         self.bytes_read = 0
         self.requests = 0
+        self._tail: tuple[int, bytes] = (0, b"")  # the bytes the footer read fetched, served again from memory
+        self.head_verified = False  # the leading magic: checked with the first blob's read (check_head)
         self.footer = self._read_footer()
 
     def _open(self) -> Any:
@@ -160,9 +162,9 @@ class PuffinReader:
             raise SidecarError(f"sidecar {self.location}: footer size {payload_size} does not fit the file")
         if footer_size > len(tail):
             tail = self.read_range(size - footer_size, footer_size)
-        head = tail[:4] if size <= len(tail) else self.read_range(0, 4)
-        if head != MAGIC:
-            raise SidecarError(f"sidecar {self.location} does not start with the Puffin magic")
+        self._tail = (size - len(tail), tail)
+        if size <= len(tail):
+            self.check_head(tail[:4])
         footer = tail[len(tail) - footer_size :]
         if footer[:4] != MAGIC:
             raise SidecarError(f"sidecar {self.location}: footer magic missing (corrupt footer)")
@@ -179,8 +181,20 @@ class PuffinReader:
                 raise SidecarError(f"sidecar {self.location}: blob {b.type} range lies outside the file")
         return PuffinFooter(blobs, props, footer_size, size)
 
+    def check_head(self, head: bytes | None = None) -> None:
+        """Verify the leading magic, from ``head`` (bytes 0..4 a caller read anyway) or with a read."""
+        if self.head_verified:
+            return
+        if (head if head is not None else self.read_range(0, 4))[:4] != MAGIC:
+            raise SidecarError(f"sidecar {self.location} does not start with the Puffin magic")
+        self.head_verified = True
+
     def read_range(self, offset: int, length: int) -> bytes:
-        """One contiguous read; raises SidecarError when the file is shorter than promised."""
+        """One contiguous read (or the footer read's bytes again, from memory); raises SidecarError when the
+        file is shorter than promised."""
+        start, cached = self._tail
+        if cached and offset >= start and offset + length <= start + len(cached):
+            return cached[offset - start : offset - start + length]
         try:
             with self._lock:
                 f = self._open()

@@ -22,7 +22,7 @@ from pyiceberg.io import FileIO
 
 from iceberg_privacy import bloom
 from iceberg_privacy.errors import SidecarError
-from iceberg_privacy.puffin import BlobMetadata, PuffinFooter, PuffinReader, write_puffin
+from iceberg_privacy.puffin import MAGIC, BlobMetadata, PuffinFooter, PuffinReader, write_puffin
 
 FILES_BLOB = "iceberg-privacy-files-v1"
 BLOOM_BLOB = "iceberg-privacy-bloom-v1"
@@ -118,6 +118,20 @@ def _bloom_blob(num_blocks: int, ordinals: list[int], filters: list[FileFilter])
     return header + directory + rows.tobytes()
 
 
+def _shared_block_counts(counts: set[int]) -> dict[int, int]:
+    """Block count -> the block count its filters are stored at: the largest count of the column that it
+    divides within :data:`bloom.MAX_WIDENING` (so files of one commit usually share one group)."""
+    out: dict[int, int] = {}
+    tops: list[int] = []
+    for m in sorted(counts, reverse=True):
+        top = next((t for t in tops if t % m == 0 and t // m <= bloom.MAX_WIDENING), None)
+        if top is None:
+            tops.append(m)
+            top = m
+        out[m] = top
+    return out
+
+
 def write_sidecar(
     io: FileIO,
     location: str,
@@ -134,11 +148,13 @@ def write_sidecar(
     for col in columns:
         per_file = filters.get(col.field_id, {})
         by_blocks: dict[int, list[int]] = {}
+        target = _shared_block_counts({flt.blocks.shape[0] for flt in per_file.values()})
         for ordinal, flt in per_file.items():
-            by_blocks.setdefault(flt.blocks.shape[0], []).append(ordinal)
+            by_blocks.setdefault(target[flt.blocks.shape[0]], []).append(ordinal)
         for num_blocks in sorted(by_blocks):
             ordinals = sorted(by_blocks[num_blocks])
-            payload = _bloom_blob(num_blocks, ordinals, [per_file[o] for o in ordinals])
+            widened = [FileFilter(per_file[o].ndv, bloom.widen(per_file[o].blocks, num_blocks)) for o in ordinals]
+            payload = _bloom_blob(num_blocks, ordinals, widened)
             props = {"num-blocks": str(num_blocks), "num-files": str(len(ordinals)), "column": col.name}
             blobs.append((BLOOM_BLOB, [col.field_id], payload, props))
     return write_puffin(
@@ -170,7 +186,14 @@ class Sidecar:
         file_blobs = [b for b in footer.blobs if b.type == FILES_BLOB]
         if len(file_blobs) != 1:
             raise SidecarError(f"sidecar {location}: expected one {FILES_BLOB} blob, found {len(file_blobs)}")
-        raw = reader.read_range(file_blobs[0].offset, file_blobs[0].length)
+        fb = file_blobs[0]
+        if not reader.head_verified and fb.offset == len(MAGIC):  # one read: leading magic + files blob
+            both = reader.read_range(0, fb.offset + fb.length)
+            reader.check_head(both[:4])
+            raw = both[4:]
+        else:
+            reader.check_head()
+            raw = reader.read_range(fb.offset, fb.length)
         if raw[:4] != _FILES_MAGIC or len(raw) < 16:
             raise SidecarError(f"sidecar {location}: bad files-blob header")
         version, length, crc = struct.unpack("<III", raw[4:16])
@@ -211,7 +234,14 @@ class Sidecar:
 
     def _read_group(self, field_id: int, meta: BlobMetadata) -> BloomGroup:
         head_len = _BLOOM_HEADER.size + 4
-        head = self.reader.read_range(meta.offset, head_len)
+        # The footer's "num-files" blob property (informational, verified below against the header) sizes
+        # one read for header and directory; without it they are two reads.
+        hint = meta.properties.get("num-files", "")
+        want = head_len + (8 * int(hint) + 4 if hint.isdigit() else 0)
+        first = self.reader.read_range(meta.offset, min(meta.length, want))
+        head = first[:head_len]
+        if len(head) < head_len:
+            raise SidecarError(f"sidecar {self.location}: bloom blob shorter than its header")
         magic, version, num_blocks, num_files, scheme = _BLOOM_HEADER.unpack(head[:-4])
         if magic != _BLOOM_MAGIC or _crc(head[:-4]) != struct.unpack("<I", head[-4:])[0]:
             raise SidecarError(f"sidecar {self.location}: bloom blob header failed verification")
@@ -221,7 +251,8 @@ class Sidecar:
         expected = head_len + dir_len + num_blocks * (32 * num_files + 4)
         if meta.length != expected or num_blocks < 1:
             raise SidecarError(f"sidecar {self.location}: bloom blob length {meta.length} != {expected}")
-        directory = self.reader.read_range(meta.offset + head_len, dir_len)
+        directory = first[head_len: head_len + dir_len] if len(first) >= head_len + dir_len else \
+            self.reader.read_range(meta.offset + head_len, dir_len)
         if _crc(directory[:-4]) != struct.unpack("<I", directory[-4:])[0]:
             raise SidecarError(f"sidecar {self.location}: bloom blob directory failed verification")
         ordinals = np.frombuffer(directory[: 4 * num_files], dtype="<u4").astype(np.int64)

@@ -49,3 +49,21 @@ def test_sizing_is_monotone_and_on_the_ladder() -> None:
     assert bloom.optimal_num_blocks(10_000, 0.001) > bloom.optimal_num_blocks(10_000, 0.01)
     with np.errstate(all="raise"):
         assert bloom.expected_fpp(10_000, bloom.optimal_num_blocks(10_000, 0.01)) <= 0.01
+
+
+@given(st.lists(st.integers(0, 2**31 - 2), max_size=300), st.lists(st.integers(0, 2**31 - 2), max_size=300),
+       st.integers(0, 6), st.sampled_from([1, 2, 4, 8]))
+def test_widened_filter_answers_exactly_like_the_narrow_one(present: list[int], probes: list[int], log_m: int,
+                                                            factor: int) -> None:
+    keys = mix64(np.array(present, dtype=np.uint32))
+    narrow = bloom.build(keys, 1 << log_m)
+    wide = bloom.widen(narrow, (1 << log_m) * factor)
+    assert wide.shape == ((1 << log_m) * factor, bloom.WORDS_PER_BLOCK)
+    probe_keys = mix64(np.array(present + probes, dtype=np.uint32))
+    assert (_probe(wide, probe_keys) == _probe(narrow, probe_keys)).all()
+
+
+def test_sizes_are_powers_of_two_and_widening_needs_a_multiple() -> None:
+    assert [bloom.ladder_ceil(n) for n in (1, 2, 3, 5, 8, 9, 1000)] == [1, 2, 4, 8, 8, 16, 1024]
+    with pytest.raises(ValueError, match="cannot widen"):
+        bloom.widen(np.zeros((3, 8), np.uint32), 8)

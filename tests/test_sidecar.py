@@ -104,3 +104,28 @@ def test_truncated_or_foreign_files_are_rejected(tmp_path) -> None:
             Sidecar.open(IO, path)
     with pytest.raises(SidecarError):
         Sidecar.open(IO, str(tmp_path / "missing.privacy-sidecar.puffin"))
+
+
+def test_files_of_different_sizes_share_one_group_per_column(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """One block count per column (filters widened up to 8x) is what makes a warm probe ONE ranged read."""
+    rng = np.random.default_rng(7)
+    key_sets = [rng.integers(0, 2**31 - 1, n).astype(np.uint32) for n in (3, 40, 400, 900, 5000)]
+    filters = [FileFilter(len(k), bloom.build(mix64(k), bloom.optimal_num_blocks(len(k), 0.01))) for k in key_sets]
+    sizes = sorted({f.blocks.shape[0] for f in filters})
+    path = str(tmp_path / "w.privacy-sidecar.stats")
+    files = [CoveredFile(f"s3://b/f{i}.parquet", 10, 100) for i in range(len(filters))]
+    write_sidecar(IO, path, files, [ColumnInfo(1, "id", 0.01)], {1: dict(enumerate(filters))},
+                  snapshot_id=1, sequence_number=1, created_by="test")
+    sc = Sidecar.open(IO, path)
+    groups = sc.groups(1)
+    expected_groups = len({max(s2 for s2 in sizes if s2 % s == 0 and s2 // s <= bloom.MAX_WIDENING) for s in sizes})
+    assert len(groups) == expected_groups < len(sizes)
+    for ks in key_sets:  # every file still answers "maybe" for its own keys, through the widened filters
+        hits = np.zeros(len(files), bool)
+        for g in groups:
+            hit = sc.probe(g, mix64(ks[:1]))
+            hits[g.ordinals] |= hit
+        assert hits[[i for i, k in enumerate(key_sets) if ks[0] in k]].all()
+    before = sc.reader.requests
+    sc.probe(groups[0], mix64(key_sets[0][:1]))
+    assert sc.reader.requests - before == 1  # one row, one read
