@@ -195,6 +195,20 @@ def filesystem(io: FileIO, location: str) -> tuple[pafs.FileSystem, str]:
     return PyArrowFileIO(io.properties).fs_by_scheme(scheme, netloc), path
 
 
+def _relative(listed: str, root: str) -> str | None:
+    """The part of a listed path below the listed root, or None. Filesystems may name the top level
+    differently from the URI's authority (Azure: ``container`` for ``container@account.dfs...``), so
+    the root's key part is matched as well."""
+    p, r = listed.strip("/"), root.strip("/")
+    if p == r or p.startswith(r + "/"):
+        return p[len(r):]
+    key = r.split("/", 1)[1] if "/" in r else ""
+    top, _, rest = p.partition("/")
+    if top and (rest == key or rest.startswith(key + "/")) and r.split("/", 1)[0].startswith(top):
+        return rest[len(key):]
+    return None
+
+
 def list_files(io: FileIO, location: str) -> list[StoredFile]:
     """Every object under ``location`` (recursively), as full URIs; an empty list when nothing is there.
 
@@ -213,12 +227,16 @@ def list_files(io: FileIO, location: str) -> list[StoredFile]:
     except Exception as exc:  # noqa: BLE001 - every failure here is a storage failure with one message
         raise StorageError(describe_error(location, exc, "list")) from exc
     base = location.rstrip("/")
-    root_n = root.rstrip("/")
     out = []
     for info in infos:
         if info.type != pafs.FileType.File:
             continue
-        rel = info.path[len(root_n):] if info.path.startswith(root_n) else "/" + info.path.lstrip("/")
+        rel = _relative(info.path, root)
+        if rel is None:  # never guess a URI: a wrong one would make live files look like orphans
+            raise StorageError(
+                f"listing {location} returned {info.path!r}, which is not under {root!r}; this filesystem's "
+                "path form is not supported for listing (report it with the FileIO and scheme in use)"
+            )
         mtime = info.mtime
         if mtime is not None and mtime.tzinfo is None:
             mtime = mtime.replace(tzinfo=UTC)

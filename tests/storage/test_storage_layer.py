@@ -112,3 +112,14 @@ def test_relative_paths_are_refused_not_resolved(tmp_path: Path, monkeypatch: py
     out = delete_files(PyArrowFileIO(), ["bucket/key.parquet"])  # what the old purge produced for s3://bucket/key
     assert list(out.failed) == ["bucket/key.parquet"] and "not a full URI" in out.failed["bucket/key.parquet"]
     assert (tmp_path / "bucket" / "key.parquet").exists()
+
+
+def test_listed_paths_outside_the_root_are_an_error_not_a_guess() -> None:
+    from iceberg_privacy.storage import _relative
+
+    assert _relative("lake/a/t/data/x.parquet", "lake/a/t") == "/data/x.parquet"
+    assert _relative("/tmp/w/t/x", "/tmp/w/t/") == "/x"
+    # Azure filesystems list "container/...", URIs say "container@account.dfs.core.windows.net/..."
+    assert _relative("c/wh/t/data/x", "c@acct.dfs.core.windows.net/wh/t") == "/data/x"
+    assert _relative("other/wh/t/x", "lake/wh/t") is None
+    assert _relative("lake/wh/t2/x", "lake/wh/t") is None  # a sibling with a common prefix is not below
