@@ -79,6 +79,7 @@ def test_ingest_lookup_and_maintenance_on_object_storage(s3_catalog: tuple[Catal
 
     full = table.scan().to_arrow()
     for who in ("user-007", "user-055", "nobody"):
+        ip.clear_sidecar_cache()  # cold: the plan fetches (and counts) footers and file lists
         plan = ip.plan_lookup(table, "user_id", who)
         got = ip.lookup(table, "user_id", who)
         want = full.filter(pa.compute.equal(full["user_id"], who))
@@ -90,8 +91,9 @@ def test_ingest_lookup_and_maintenance_on_object_storage(s3_catalog: tuple[Catal
     ip.clear_sidecar_cache()
     cold = ip.plan_lookup(table, "user_id", "user-011")
     warm = ip.plan_lookup(table, "user_id", "user-011")
-    # cold: every footer/file list is counted; warm: one ranged read per sidecar holding the column
-    assert cold.index_bytes_read > warm.index_bytes_read > 0
+    # cold: every footer/file list is counted; warm: at most one ranged read per sidecar (none at all
+    # when the footer read already fetched the whole, small, sidecar)
+    assert cold.index_bytes_read > warm.index_bytes_read >= 0 and cold.index_requests > warm.index_requests
     assert warm.index_requests <= cold.sidecars_opened
 
     compacted = ip.compact_sidecars(table)
