@@ -48,36 +48,20 @@ def get_spark(
     return session
 
 
-def spark_reads_scheme(spark: Any, location: str) -> bool:
-    """Can this Spark session's Hadoop layer open ``location`` itself? ``file`` always; ``s3a://``,
-    ``gs://``, ``abfss://``... only when the matching connector jar is on the classpath (pyspark ships
-    none), which the JVM answers without touching storage."""
-    from iceberg_privacy.storage import scheme_of
-
-    scheme = scheme_of(location)
-    if scheme == "file":
-        return True
-    try:
-        conf = spark._jsc.hadoopConfiguration()
-        spark._jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(scheme, conf)
-        return True
-    except Exception:  # noqa: BLE001 - "No FileSystem for scheme": read through Arrow instead
-        return False
-
-
 def table_dataframe(spark: Any, table: Any, snapshot_id: int, columns: list[str]) -> Any:
     """A Spark DataFrame of ``columns`` of an Iceberg table at one snapshot.
 
-    Fast path: when the snapshot has no delete files, the table never changed schema and Spark has a
-    filesystem for the files' scheme, Spark reads the snapshot's Parquet data files directly (no copy
-    through the driver). Otherwise (object storage without a Hadoop connector, deletes, renames, or a
-    Spark read that fails, e.g. without the catalog's credentials) the snapshot is read with pyiceberg
-    through the table's FileIO, which carries the catalog's storage properties, and handed over as Arrow.
+    Fast path: when the snapshot has no delete files and the table never changed schema, Spark reads
+    the snapshot's Parquet data files directly (no copy through the driver). Spark resolves the paths
+    when the read is defined, so a scheme its Hadoop layer has no filesystem for (pyspark ships no S3,
+    GCS or ADLS connector) or a connector without the catalog's credentials fails right there. Then,
+    and for deletes or renamed columns, the snapshot is read with pyiceberg through the table's FileIO
+    (the catalog's storage properties) and handed over as Arrow: no extra jars are needed.
     """
     scan = table.scan(snapshot_id=snapshot_id, selected_fields=tuple(columns))
     tasks = list(scan.plan_files())
     simple = len(table.metadata.schemas) == 1 and all(not t.delete_files for t in tasks)
-    if simple and tasks and spark_reads_scheme(spark, tasks[0].file.file_path):
+    if simple and tasks:
         paths = [t.file.file_path for t in tasks]
         try:
             df = spark.read.parquet(*paths)
