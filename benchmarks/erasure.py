@@ -5,7 +5,7 @@ Run::
     python -m benchmarks.erasure --out results/erasure.json            # the core benchmark's 1,000-file table
     python -m benchmarks.erasure --quick --out results/erasure-quick.json
 
-Two identical tables are built from the same clickstream (``benchmarks.lookup.build_table``: same
+Two identical tables are built from the same clickstream (``benchmarks.harness.build_table``: same
 files, same split, Bloom filters on ``user_id``, declared as identity column); one is erased with
 ``ip.erase`` (journal + forget list + pruned copy-on-write, end to end, no purge), the other with
 pyiceberg's own ``table.delete(In("user_id", [...]))``. Side by side in one process:
@@ -42,7 +42,7 @@ from pyiceberg.table import Table
 
 import iceberg_privacy as ip
 from benchmarks.clickstream import make_clickstream
-from benchmarks.lookup import COLUMN, build_table, log, machine_info, truth_index
+from benchmarks.harness import COLUMN, build_table, log, machine_info, truth_index
 
 
 def _live_files(t: Table) -> set[str]:

@@ -58,7 +58,7 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 
-from benchmarks.lookup import log, machine_info
+from benchmarks.harness import log, machine_info
 from iceberg_privacy.catalog import connect
 from iceberg_privacy.config import IDENTITY_COLUMNS_KEY
 from iceberg_privacy.lineage.annotations import SENSITIVE_PREFIX

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 import iceberg_privacy as ip
 from benchmarks.clickstream import make_clickstream
-from benchmarks.lookup import build_table, log, machine_info
+from benchmarks.harness import build_table, log, machine_info
 
 COLUMN = "user_id"
 TARGETS = {"lookup.speedup_vs_no_pushdown": (">=", 10.0), "ingest.bloom_overhead": ("<=", 0.03),

@@ -1,0 +1,236 @@
+"""What every benchmark here shares: logging, timing samples, interleaving, machine facts, and the one
+clickstream table build (so the lookup, erasure, Spark and forget-list benchmarks measure the same table)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pyiceberg
+from pyiceberg.table import FileScanTask, Table
+
+import iceberg_privacy as ip
+from benchmarks.clickstream import Clickstream, clickstream_schema
+
+COLUMN = "user_id"
+# ------------------------------------------------------------------------------------------ helpers
+def log(msg: str) -> None:
+    """Progress line on stderr (stdout carries the result table)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def rchar() -> int | None:
+    """Bytes this process has read through read()/pread() so far (Linux /proc/self/io), or None."""
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                if line.startswith("rchar:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+@dataclass
+class Sample:
+    """One timed run of one variant."""
+
+    ms: float
+    rows: int
+    files: int
+    file_bytes: int
+    rchar: int | None
+    result: pa.Table | None = None
+
+
+@dataclass
+class Series:
+    """All samples of one variant."""
+
+    samples: list[Sample] = field(default_factory=list)
+
+    def median(self, attr: str = "ms") -> float:
+        vals = [getattr(s, attr) for s in self.samples if getattr(s, attr) is not None]
+        return float(statistics.median(vals)) if vals else float("nan")
+
+    def pct(self, q: float, attr: str = "ms") -> float:
+        vals = [getattr(s, attr) for s in self.samples if getattr(s, attr) is not None]
+        return float(np.percentile(vals, q)) if vals else float("nan")
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "median_ms": round(self.median(), 3),
+            "p10_ms": round(self.pct(10), 3),
+            "p90_ms": round(self.pct(90), 3),
+            "runs": len(self.samples),
+            "median_files_read": self.median("files"),
+            "mean_files_read": round(float(np.mean([s.files for s in self.samples])), 3),
+            "median_data_file_bytes": self.median("file_bytes"),
+            "median_rchar_bytes": self.median("rchar"),
+        }
+
+
+def timed(fn: Callable[[], tuple[pa.Table, int, int]]) -> Sample:
+    """Run ``fn`` (-> result, files read, data-file bytes) and time it (wall) and its read() bytes."""
+    r0 = rchar()
+    t0 = time.perf_counter()
+    result, files, file_bytes = fn()
+    ms = (time.perf_counter() - t0) * 1000.0
+    r1 = rchar()
+    return Sample(ms, result.num_rows, files, file_bytes, None if r0 is None or r1 is None else r1 - r0, result)
+
+
+def interleaved(variants: dict[str, Callable[[], Sample]], rounds: int, on_round: Callable[[int, dict[str, Sample]], None]
+                | None = None) -> dict[str, Series]:
+    """Run every variant once per round, rotating the order through all permutations."""
+    names = list(variants)
+    perms = list(itertools.permutations(names))
+    out = {n: Series() for n in names}
+    for i in range(rounds):
+        got: dict[str, Sample] = {}
+        for n in perms[i % len(perms)]:
+            got[n] = variants[n]()
+        if on_round is not None:
+            on_round(i, got)
+        for n, s in got.items():
+            s.result = None  # free memory
+            out[n].samples.append(s)
+    return out
+
+
+def same_rows(results: dict[str, pa.Table], expected_rows: int, what: str) -> None:
+    """Assert every variant returned exactly the expected rows (same event_id multiset)."""
+    ref: np.ndarray | None = None
+    for name, res in results.items():
+        if res.num_rows != expected_rows:
+            raise AssertionError(f"{what}: {name} returned {res.num_rows} rows, expected {expected_rows}")
+        ids = np.sort(res.column("event_id").to_numpy())
+        if ref is None:
+            ref = ids
+        elif not np.array_equal(ref, ids):
+            raise AssertionError(f"{what}: {name} returned different rows than {next(iter(results))}")
+
+
+def local_path(uri: str) -> str:
+    p = urlparse(uri)
+    return p.path if p.scheme == "file" else uri
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = None
+    try:
+        with open("/proc/meminfo") as f:
+            mem = round(int(f.readline().split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gib": mem,
+        "python": platform.python_version(),
+        "pyiceberg": pyiceberg.__version__,
+        "pyarrow": pa.__version__,
+        "numpy": np.__version__,
+        "iceberg_privacy": ip.__version__,
+        "loadavg_start": list(os.getloadavg()),
+    }
+
+
+# ------------------------------------------------------------------------------------------ table build
+def set_target_size(table: Table, data: pa.Table, files: int) -> Table:
+    """Make pyiceberg's bin packing cut ``data`` into exactly ``files`` equal-row files.
+
+    pyiceberg measures the target in in-memory Arrow bytes and slices the table into batches of
+    ``int(target / avg_row_bytes)`` rows; half a row of slack makes that exactly rows-per-file.
+    """
+    rows_per_file = data.num_rows // files
+    target = int((rows_per_file + 0.5) * data.nbytes / data.num_rows)
+    with table.transaction() as tx:
+        tx.set_properties({"write.target-file-size-bytes": str(target)})
+    return table.refresh()
+
+
+@dataclass
+class Built:
+    table: Table
+    reports: list[ip.WriteReport]
+    seconds: float
+
+
+def build_table(cat: Any, name: str, cs: Clickstream, files: int, commits: int, fpp: float | None) -> Built:
+    """Create ``name`` and ingest the first ``files`` files of ``cs`` in ``commits`` appends."""
+    t = cat.create_table(name, clickstream_schema())
+    if fpp is not None:
+        t = ip.configure_bloom(t, [COLUMN], fpp=fpp)
+    bounds = np.linspace(0, files, commits + 1).astype(int)
+    reports = []
+    t0 = time.perf_counter()
+    for lo, hi in itertools.pairwise(bounds):
+        if hi <= lo:
+            continue
+        data = cs.files_slice(int(lo), int(hi - lo))
+        t = set_target_size(t, data, int(hi - lo))
+        rep = ip.append(t, data, chunk_bytes=max(data.nbytes + 1, 256 * 2**20))
+        if rep.data_files != hi - lo:
+            raise AssertionError(f"append of files {lo}..{hi} wrote {rep.data_files} files, expected {hi - lo}")
+        reports.append(rep)
+    seconds = time.perf_counter() - t0
+    t = cat.load_table(name)
+    n = len(list(t.scan().plan_files()))
+    if n != files:
+        raise AssertionError(f"table {name} has {n} data files, expected {files}")
+    return Built(t, reports, seconds)
+
+
+def truth_index(t: Table) -> tuple[list[FileScanTask], pa.Table]:
+    """Read user_id of every data file once: (tasks, table of distinct (user_id, file index) pairs)."""
+    tasks = list(t.scan().plan_files())
+    parts = []
+    for i, task in enumerate(tasks):
+        users = pc.unique(pq.read_table(local_path(task.file.file_path), columns=[COLUMN]).column(COLUMN))
+        parts.append(pa.table({COLUMN: users, "file": pa.array(np.full(len(users), i, dtype=np.int32))}))
+    return tasks, pa.concat_tables(parts).combine_chunks()
+
+
+def dist(vals: Sequence[float]) -> dict[str, float]:
+    a = np.asarray(vals, dtype=float)
+    return {"median": float(np.median(a)), "mean": round(float(a.mean()), 3), "p90": float(np.percentile(a, 90)),
+            "max": float(a.max()), "min": float(a.min())}
+
+
+
+def finish(res: dict[str, Any], start: float, check: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """Close a result: load at the end, elapsed time, and the targets ``check`` derives from it."""
+    res["machine"]["loadavg_end"] = list(os.getloadavg())
+    res["elapsed_seconds"] = round(time.perf_counter() - start, 1)
+    res["targets"] = check(res)
+    res["all_targets_met"] = all(v["met"] for v in res["targets"].values())
+    return res
+
+
+def json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
