@@ -58,11 +58,6 @@ def _pyiceberg_config() -> tuple[dict[str, dict[str, Any]], str]:
     return catalogs, config.get_default_catalog_name()
 
 
-def configured_catalogs() -> dict[str, dict[str, Any]]:
-    """The catalogs pyiceberg's configuration defines, by (lower-cased) name."""
-    return _pyiceberg_config()[0]
-
-
 def _normalise(properties: dict[str, Any]) -> dict[str, str]:
     """Keyword properties to pyiceberg keys: ``s3_endpoint=`` means ``s3.endpoint``, ``py_io_impl=``
     ``py-io-impl``; keys already spelled with '.' or '-' (``**{"s3.endpoint": ...}``) are kept."""

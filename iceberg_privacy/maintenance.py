@@ -79,12 +79,6 @@ class OrphanReport:
     delete_failures: dict[str, str] = field(default_factory=dict)
     files_listed: int = 0
 
-    def __len__(self) -> int:
-        return len(self.orphans)
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self.orphans)
-
     def __str__(self) -> str:
         lines = [f"{self.table}: {len(self.orphans)} orphan file(s) older than {self.older_than} "
                  f"among {self.files_listed} listed; deleted {len(self.deleted)}"]

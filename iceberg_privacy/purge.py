@@ -102,7 +102,6 @@ class TablePurge:
     scrub_snapshot: int | None = None
     verify: VerifyReport | None = None
     skipped: str | None = None
-    already_gone: int = 0
     delete_failures: dict[str, str] = field(default_factory=dict)  # location -> why it could not be deleted
 
 
@@ -227,7 +226,6 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
     kinds = {p: kind for p, kind in doomed.values()}
     for p in outcome.deleted:
         rep.deleted_by_kind[kinds[p]] = rep.deleted_by_kind.get(kinds[p], 0) + 1
-    rep.already_gone += len(outcome.already_gone)  # a previous, interrupted purge deleted them
     rep.delete_failures.update(outcome.failed)
     _fault("after_delete")
     orphans = cleanup_orphans(table, older_than=orphan_age, delete=True)

@@ -2,7 +2,7 @@
 
 Production lakes live on object storage (``s3://``, ``gs://``, ``abfss://``, ``oss://``, ``hdfs://``)
 behind a catalog whose properties carry the endpoint, region and credentials. Earlier code stripped
-URI schemes and listed table locations with ``pyarrow.fs.FileSystem.from_uri``, which ignores those
+URI schemes and listed table locations with a filesystem pyarrow guessed from the URI, which ignores those
 properties (and on a machine with AWS credentials would list a *different* bucket of the same name),
 and it handed bucket-relative paths to ``io.delete``, which pyiceberg then treated as local paths. So:
 
@@ -97,6 +97,12 @@ def join(location: str, *parts: str) -> str:
 def io_for(properties: dict[str, str], location: str) -> FileIO:
     """A FileIO for ``location`` built from catalog/table properties (what pyiceberg itself would build)."""
     return load_file_io(dict(properties), location)
+
+
+def portable_properties(io: FileIO) -> dict[str, str]:
+    """A FileIO's string properties, to rebuild it elsewhere (Spark executors): a REST catalog also puts
+    its auth-manager object there, which executors neither need nor can always unpickle."""
+    return {k: v for k, v in io.properties.items() if isinstance(v, str)}
 
 
 def catalog_io(catalog: Any, location: str) -> FileIO:
@@ -257,14 +263,6 @@ class DeleteOutcome:
     def ok(self) -> bool:
         return not self.failed
 
-    def raise_for_failures(self, what: str) -> None:
-        if self.failed:
-            why = next(iter(self.failed.values()))
-            raise StorageError(
-                f"{what}: {len(self.failed)} file(s) could not be deleted, e.g. {why}. Fix the permission or "
-                "storage problem and run it again (nothing was reported complete)"
-            )
-
 
 def _delete_one(io: FileIO, loc: str) -> tuple[str, str, str | None]:
     if not is_location(loc):  # a relative path would resolve against the working directory
@@ -303,14 +301,6 @@ def delete_files(io: FileIO, locations: Iterable[str]) -> DeleteOutcome:
 
 
 # ------------------------------------------------------------------------------------ reads/writes
-def read_bytes(io: FileIO, location: str) -> bytes:
-    try:
-        with io.new_input(location).open(seekable=False) as fh:
-            return fh.read()
-    except Exception as exc:  # noqa: BLE001
-        raise StorageError(describe_error(location, exc, "read")) from exc
-
-
 def write_bytes(io: FileIO, location: str, data: bytes, *, overwrite: bool = True) -> None:
     """Write a whole object. ``overwrite=True`` skips the existence check (a HEAD on object stores):
     use it for names that are unique by construction (uuids) or meant to be replaced."""

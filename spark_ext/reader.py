@@ -38,6 +38,7 @@ from iceberg_privacy.errors import ConfigurationError, IcebergPrivacyError
 from iceberg_privacy.hashing import coerce_values
 from iceberg_privacy.identities import is_nested
 from iceberg_privacy.planner import BATCH_THRESHOLD, plan_lookup
+from iceberg_privacy.storage import portable_properties
 from spark_ext.options import SourceOptions
 from spark_ext.schema import arrow_for_spark, cast_batch
 
@@ -177,8 +178,7 @@ class IcebergPrivacyReader(DataSourceReader):
         snap = resolve_snapshot(table, opts)
         self.snapshot_id = snap.snapshot_id if snap else None
         self.metadata: TableMetadata = table.metadata
-        # Strings only: a REST catalog puts its auth manager object among them, which executors do not need.
-        self.io_properties: dict[str, str] = {k: v for k, v in table.io.properties.items() if isinstance(v, str)}
+        self.io_properties: dict[str, str] = portable_properties(table.io)
         self.schema: Schema = schema_at(table, snap)
         names = [f.name for f in self.schema.fields]
         unknown = [n for n in struct.fieldNames() if n not in names]

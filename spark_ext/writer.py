@@ -37,6 +37,7 @@ from iceberg_privacy.config import COLUMNS_KEY, BloomColumn, bloom_columns, conf
 from iceberg_privacy.errors import ConfigurationError, SchemaMismatchError, UnknownColumnError
 from iceberg_privacy.ingest import WriteReport, WrittenFiles, commit_written, write_data_files
 from iceberg_privacy.lineage.record import LineageRecord
+from iceberg_privacy.storage import portable_properties
 from spark_ext.options import SourceOptions
 from spark_ext.schema import arrow_for_iceberg, cast_batch
 
@@ -160,8 +161,7 @@ class _TaskWriter:
         self.overwrite = overwrite
         table = prepare_table(opts, struct)
         self.metadata: TableMetadata = table.metadata
-        # Strings only: a REST catalog puts its auth manager object among them, which executors do not need.
-        self.io_properties: dict[str, str] = {k: v for k, v in table.io.properties.items() if isinstance(v, str)}
+        self.io_properties: dict[str, str] = portable_properties(table.io)
         self.columns: list[BloomColumn] = bloom_columns(table.schema(), table.properties)
         self.forget_filter: forget.ForgetFilter | None = forget.load(table)
         self.arrow: pa.Schema = arrow_for_iceberg(struct)

@@ -136,9 +136,9 @@ def test_killed_writer_leaves_old_snapshot_and_reports_orphans(catalog, tmp_path
     table = table.refresh()
     assert table.metadata.current_snapshot_id == before
     assert ip.lookup(table, "user_id", "late").num_rows == 0
-    orphans = maintenance.cleanup_orphans(table, older_than=timedelta(0))
+    orphans = maintenance.cleanup_orphans(table, older_than=timedelta(0)).orphans
     assert any(p.endswith(".parquet") for p in orphans) and any(p.endswith(".privacy-sidecar.stats") for p in orphans)
-    assert not maintenance.cleanup_orphans(table, older_than=timedelta(hours=1))  # too young to be sure
+    assert not maintenance.cleanup_orphans(table, older_than=timedelta(hours=1)).orphans  # too young to be sure
     maintenance.cleanup_orphans(table, older_than=timedelta(0), delete=True)
     assert maintenance.cleanup_orphans(table, older_than=timedelta(0)).orphans == []
     assert table.scan().to_arrow().num_rows == 300  # nothing live was touched

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -51,8 +50,6 @@ def test_relative_path_is_never_taken_for_a_bucket_key(tmp_path: Path, monkeypat
     assert out.deleted == [] and list(out.failed) == ["s3://lake/t/f.parquet"]
     assert "s3://lake/t/f.parquet" in out.failed["s3://lake/t/f.parquet"]
     assert (tmp_path / "lake" / "t" / "f.parquet").read_bytes() == b"local, must survive"
-    with pytest.raises(ip.StorageError, match="could not be deleted"):
-        out.raise_for_failures("purge")
 
 
 def test_local_listing_and_exports(tmp_path: Path) -> None:
@@ -89,7 +86,6 @@ def test_s3a_warehouse_end_to_end(seaweedfs: Any, tmp_path: Path, monkeypatch: p
     objects = seaweedfs.list_objects("s3://lake/s3a-test")
     fs = seaweedfs.filesystem()
     assert objects and not any(b"zed" in fs.open_input_file(o[5:]).read() for o in objects if o.endswith(".parquet"))
-    assert os.path.exists(tmp_path / "c.db")
 
 
 def test_keys_with_url_special_characters_are_not_cut(tmp_path: Path) -> None:
