@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from pyiceberg.catalog.sql import SqlCatalog
 
+    from iceberg_privacy._internal.spark import get_spark
     from iceberg_privacy.dp import PureDP, dp_histogram, set_budget
-    from iceberg_privacy.dp.spark import get_spark
 
     work = Path(tempfile.mkdtemp(prefix="ip-bench-dp-"))
     catalog = SqlCatalog("bench", uri=f"sqlite:///{work}/catalog.db", warehouse=f"file://{work}/warehouse")

@@ -37,9 +37,9 @@ import pyarrow as pa
 
 import iceberg_privacy as ip
 from benchmarks.clickstream import clickstream_schema, make_clickstream
-from iceberg_privacy import forget
 from iceberg_privacy.config import configure_identity
-from iceberg_privacy.keyed import SECRET_ENV, digest_distinct, key_id, load_secret
+from iceberg_privacy.rights import forget
+from iceberg_privacy.rights.keyed import SECRET_ENV, digest_distinct, key_id, load_secret
 
 TARGET = 0.05
 COLUMN = "user_id"

@@ -21,7 +21,7 @@ creates it, so setup takes ~1 min instead of the ~10 of 10,000 data commits.
 
 Measured:
 
-* ``build_seconds``: :func:`iceberg_privacy.lineage.catalog_graph.build_graph` on a fresh catalog
+* ``build_seconds``: :func:`iceberg_privacy.lineage.graph.build_graph` on a fresh catalog
   connection per repetition (nothing cached in process; the OS page cache is warm), median of
   ``--reps`` with min and max. Each graph is checked against what setup planted (nodes, table and
   column edge counts, records, identity annotations, DP releases, exactly the planted problems), so
@@ -62,8 +62,8 @@ from benchmarks.harness import log, machine_info
 from iceberg_privacy.catalog import connect
 from iceberg_privacy.config import IDENTITY_COLUMNS_KEY
 from iceberg_privacy.lineage.annotations import SENSITIVE_PREFIX
-from iceberg_privacy.lineage.catalog_graph import LineageGraph, build_graph
 from iceberg_privacy.lineage.export import to_mermaid, to_openlineage
+from iceberg_privacy.lineage.graph import LineageGraph, build_graph
 from iceberg_privacy.lineage.record import (
     AGGREGATION,
     INDIRECT,

@@ -70,6 +70,7 @@ from benchmarks.harness import (
 )
 from benchmarks.lookup_report import chart, check_targets, print_report
 from benchmarks.lookup_s3 import print_s3_report, run_s3
+from iceberg_privacy.index.sidecar import clear_sidecar_cache
 
 
 # ------------------------------------------------------------------------------------------ single key
@@ -147,11 +148,11 @@ def single_key(t: Table, tasks: list[FileScanTask], pairs: pa.Table, data: pa.Ta
     # Cold probes: sidecar cache cleared before each (OS page cache stays warm).
     cold_bytes, cold_ms, cold_per_file = [], [], []
     for key in keys[:5]:
-        ip.clear_sidecar_cache()
+        clear_sidecar_cache()
         t0 = time.perf_counter()
         ip.lookup(t, COLUMN, key)
         cold_ms.append((time.perf_counter() - t0) * 1000)
-        ip.clear_sidecar_cache()
+        clear_sidecar_cache()
         plan = ip.plan_lookup(t, COLUMN, key)
         cold_bytes.append(plan.index_bytes_read)
         cold_per_file.append(plan.index_bytes_read / max(1, plan.files_after_manifest_pruning - plan.files_without_sidecar))
@@ -266,9 +267,9 @@ def measured_fpp(t: Table, absent: pa.StringArray, check_keys: int) -> dict[str,
     whole filter matrices (there is no public per-key probe without manifest planning), and checks
     the per-key counts against the public ``ip.plan_lookup`` on the first ``check_keys`` keys.
     """
-    from iceberg_privacy import bloom
-    from iceberg_privacy.hashing import hash_array, mix64
-    from iceberg_privacy.index import resolve_coverage
+    from iceberg_privacy.index import bloom
+    from iceberg_privacy.index.hashing import hash_array, mix64
+    from iceberg_privacy.index.registry import resolve_coverage
 
     field_id = t.schema().find_field(COLUMN).field_id
     paths = {task.file.file_path for task in t.scan().plan_files()}
@@ -384,11 +385,11 @@ def filter_build_cpu(cs: Clickstream, files: int, fpp: float, reps: int = 3) -> 
     """Single-thread CPU to build the filters of ``files`` files alone (best of ``reps``).
 
     A low-noise component estimate of the ingest overhead, using the library's own filter builder
-    (``iceberg_privacy.filters``, internal) on the same per-file Arrow tables ingest gives it.
+    (``iceberg_privacy.index.build``, internal) on the same per-file Arrow tables ingest gives it.
     """
     from pyiceberg.types import StringType
 
-    from iceberg_privacy.filters import filters_for_table
+    from iceberg_privacy.index.build import filters_for_table
 
     field_ = clickstream_schema().find_field(COLUMN)
     col = ip.BloomColumn(COLUMN, field_, StringType(), fpp)

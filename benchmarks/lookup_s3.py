@@ -34,6 +34,7 @@ from benchmarks.harness import (
     machine_info,
     same_rows,
 )
+from iceberg_privacy.index.sidecar import clear_sidecar_cache
 
 # ``--store s3``: the same table in a SeaweedFS bucket, every storage request counted by a reverse proxy.
 S3_VARIANTS = ("ours_cold", "ours_warm", "plain_scan")
@@ -160,7 +161,7 @@ def s3_single_key(t_proxy: Table, t_direct: Table | None, proxy: Any, data: pa.T
 
     def run_variant(name: str, t: Table, px: Any, key: str) -> tuple[S3Sample, pa.Table]:
         if name == "ours_cold":
-            ip.clear_sidecar_cache()
+            clear_sidecar_cache()
         if name == "plain_scan":
             res, ms, recs = _counted(px, lambda: t.scan(row_filter=EqualTo(COLUMN, key)).to_arrow())
         else:
@@ -172,7 +173,7 @@ def s3_single_key(t_proxy: Table, t_direct: Table | None, proxy: Any, data: pa.T
             # The library's own accounting of the same kind of run (untimed, in the same cache state):
             # its plan's sidecar requests/bytes must equal what the proxy saw.
             if name == "ours_cold":
-                ip.clear_sidecar_cache()
+                clear_sidecar_cache()
             plan, _, precs = _counted(px, lambda: ip.plan_lookup(t, COLUMN, key))
             ps = _plan_stats(plan)
             pc_ = _s3_sample(pa.table({}), 0.0, precs, True)[0].counts
@@ -191,7 +192,7 @@ def s3_single_key(t_proxy: Table, t_direct: Table | None, proxy: Any, data: pa.T
         return s, res
 
     def enter_group(t: Table) -> None:
-        ip.clear_sidecar_cache()
+        clear_sidecar_cache()
         ip.plan_lookup(t, COLUMN, warmup_key)  # untimed: open the sidecars through this group's endpoint
 
     # Warm-up (not recorded): imports, connection pools, the first metadata reads of each group.
@@ -218,7 +219,7 @@ def s3_single_key(t_proxy: Table, t_direct: Table | None, proxy: Any, data: pa.T
             line.append(f"{g}: " + ", ".join(f"{v} {series[g][v][-1].ms:.0f} ms" for v in S3_VARIANTS))
         same_rows(results, expected, f"s3 single key {key}")
         log(f"  key {i + 1}/{len(keys)} ({expected} rows): " + "; ".join(line))
-    ip.clear_sidecar_cache()
+    clear_sidecar_cache()
 
     variants = {g: {v: _variant_summary(ss) for v, ss in by.items()} for g, by in series.items()}
     px_ = series["proxied"]
@@ -376,7 +377,7 @@ def run_s3(args: argparse.Namespace) -> dict[str, Any]:
                                 "SeaweedFS (benchmarks/s3_proxy.py); bytes are response body bytes",
                     "classes": "metadata *.metadata.json, manifest_list snap-*.avro, manifest other *.avro, "
                                "sidecar *.privacy-sidecar.stats, data *.parquet, other (listings, ...)",
-                    "ours_cold": "ip.clear_sidecar_cache(); ip.lookup(table, 'user_id', key)",
+                    "ours_cold": "clear_sidecar_cache(); ip.lookup(table, 'user_id', key)",
                     "ours_warm": "ip.lookup(table, 'user_id', key) with the sidecars already opened",
                     "plain_scan": "table.scan(row_filter=EqualTo('user_id', key)).to_arrow()",
                     "requests_per_lookup_*": "median total requests (all classes) of one lookup",

@@ -44,7 +44,7 @@ TARGETS = {"lookup.speedup_vs_no_pushdown": (">=", 10.0), "ingest.bloom_overhead
 
 
 def _session(master: str) -> Any:
-    from spark_ext import privacy_session
+    from iceberg_privacy.spark import privacy_session
 
     spark = privacy_session(master, app_name=f"iceberg-privacy-bench-{master}", conf={
         "spark.ui.enabled": "false", "spark.driver.memory": "6g", "spark.sql.shuffle.partitions": "8"})

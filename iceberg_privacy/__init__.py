@@ -1,25 +1,32 @@
 """iceberg-privacy: privacy operations for Apache Iceberg lakes.
 
 Find and erase a person fast (Bloom-filter sidecars + a pruning planner), publish differentially
-private statistics, and know where data went. Everything not re-exported here is internal.
+private statistics, and know where data went. Everything re-exported here is the public API;
+everything else is internal and may change without notice.
+
+One set of conventions holds for every call (README, "Python API"):
+
+- A verb about one table takes a table reference first: a loaded pyiceberg ``Table``,
+  ``"namespace.table"`` or ``("namespace", "table")``; a name is loaded from ``catalog=`` (by default
+  the catalog :func:`connect` returns). A verb about the lake takes the ``Catalog`` first.
+- Ages are ``timedelta``; commits that may lose to concurrent writers take ``commit_retries``.
+- Every call returns a report dataclass with a readable ``str()`` (lookups return the rows).
+- Every error is an :class:`IcebergPrivacyError` whose message says what to do next.
 """
 
-from iceberg_privacy.access import AccessReport, access
-from iceberg_privacy.catalog import connect
-from iceberg_privacy.config import (
-    BloomColumn,
-    IdentityColumn,
-    bloom_columns,
-    configure_bloom,
-    configure_identity,
-)
-from iceberg_privacy.derive import DeriveReport, derive
+import warnings as _warnings
+from typing import Any as _Any
+
+# -- the lake: connect, configure, write ------------------------------------------------------------
+from iceberg_privacy.catalog import TableRef, connect
+from iceberg_privacy.config import BloomColumn, IdentityColumn, configure_bloom, configure_identity
+
+# -- differential privacy ---------------------------------------------------------------------------
 from iceberg_privacy.dp import (
     ApproxDP,
-    BudgetExhaustedError,
+    BudgetState,
     PureDP,
     Release,
-    ReleaseFailedError,
     ReleaseRecord,
     RhoZCDP,
     dp_histogram,
@@ -28,39 +35,51 @@ from iceberg_privacy.dp import (
     releases,
     set_budget,
 )
-from iceberg_privacy.erasure import ErasureReport, erase, run_request
+
+# -- errors (one hierarchy) -------------------------------------------------------------------------
 from iceberg_privacy.errors import (
     BudgetError,
+    BudgetExhaustedError,
+    BudgetTypeMismatchError,
     CatalogError,
     CommitConflictError,
     ConfigurationError,
+    ForgetKeyMismatchError,
+    ForgetListError,
     IcebergPrivacyError,
+    InvalidBudgetError,
     InvalidLookupValueError,
+    KeySetError,
+    LedgerConflictError,
     LineageError,
     MissingSourceError,
+    NoBudgetConfiguredError,
     NoIdentityColumnsError,
     OpaqueSqlError,
     PurposeViolationError,
+    ReleaseFailedError,
     RequestConflictError,
     SchemaMismatchError,
+    SecretMissingError,
     SidecarError,
     StorageError,
     SubjectRightsError,
+    TableNotFoundError,
     UnknownColumnError,
     UnknownRequestError,
+    UnsupportedSparkTypeError,
     UnsupportedTypeError,
     VerificationFailedError,
 )
-from iceberg_privacy.index import SidecarWarning
-from iceberg_privacy.ingest import WriteReport, append, overwrite
-from iceberg_privacy.journal import Journal, RequestState
-from iceberg_privacy.keyed import SecretMissingError, init_secret
-from iceberg_privacy.lineage import LineageGraph, LineageRecord, annotate
-from iceberg_privacy.lookup import lookup
-from iceberg_privacy.maintenance import (
+
+# -- find a person: the index, lookups, index maintenance ----------------------------------------
+from iceberg_privacy.index.lookup import lookup
+from iceberg_privacy.index.maintenance import (
     IndexReport,
     OrphanReport,
+    SidecarCheck,
     SidecarStatus,
+    SidecarVerification,
     backfill,
     cleanup_orphans,
     compact_sidecars,
@@ -68,83 +87,73 @@ from iceberg_privacy.maintenance import (
     sidecar_status,
     verify_sidecars,
 )
-from iceberg_privacy.planner import LookupPlan, plan_lookup
-from iceberg_privacy.purge import PurgeReport, VerifyReport, purge, verify_table
-from iceberg_privacy.sidecar import clear_sidecar_cache
+from iceberg_privacy.index.planner import LookupPlan, plan_lookup
+from iceberg_privacy.index.registry import SidecarWarning
+
+# -- know where data went: lineage ------------------------------------------------------------------
+from iceberg_privacy.lineage import LineageGraph, LineageRecord, annotate
+from iceberg_privacy.lineage.derive import DeriveReport, derive
+
+# -- subject rights: access, erasure, purge -------------------------------------------------------
+from iceberg_privacy.rights.journal import Journal, RequestState
+from iceberg_privacy.rights.keyed import init_secret
+from iceberg_privacy.rights.purge import purge
+from iceberg_privacy.rights.reports import (
+    AccessReport,
+    ErasureReport,
+    PurgeReport,
+    TableErasure,
+    TableExport,
+    TablePurge,
+    VerifyReport,
+)
+from iceberg_privacy.rights.requests import access, erase, run_request, submit_request
 from iceberg_privacy.version import __version__ as __version__
+from iceberg_privacy.write import WriteReport, append, overwrite
 
 __all__ = [
-    "ApproxDP",
-    "BudgetExhaustedError",
-    "PureDP",
-    "Release",
-    "ReleaseFailedError",
-    "ReleaseRecord",
-    "RhoZCDP",
-    "dp_histogram",
-    "get_budget",
-    "read_provenance",
-    "releases",
-    "set_budget",
-    "BloomColumn",
-    "BudgetError",
-    "CommitConflictError",
-    "ConfigurationError",
-    "IcebergPrivacyError",
-    "IndexReport",
-    "InvalidLookupValueError",
-    "LookupPlan",
-    "SchemaMismatchError",
-    "SidecarError",
-    "StorageError",
-    "CatalogError",
-    "OrphanReport",
-    "SidecarStatus",
+    # the lake
+    "BloomColumn", "IdentityColumn", "TableRef", "WriteReport",
+    "append", "configure_bloom", "configure_identity", "connect", "overwrite",
+    # find a person
+    "IndexReport", "LookupPlan", "OrphanReport", "SidecarCheck", "SidecarStatus", "SidecarVerification",
     "SidecarWarning",
-    "UnknownColumnError",
-    "UnsupportedTypeError",
-    "WriteReport",
-    "append",
-    "backfill",
-    "cleanup_orphans",
-    "compact_sidecars",
-    "expire_snapshots",
-    "bloom_columns",
-    "clear_sidecar_cache",
-    "configure_bloom",
-    "connect",
-    "lookup",
-    "overwrite",
-    "plan_lookup",
-    "sidecar_status",
-    "verify_sidecars",
-    "AccessReport",
-    "ErasureReport",
-    "Journal",
-    "PurgeReport",
-    "RequestState",
-    "SecretMissingError",
-    "VerifyReport",
-    "access",
-    "erase",
-    "init_secret",
-    "purge",
-    "run_request",
-    "verify_table",
-    "IdentityColumn",
-    "configure_identity",
-    "NoIdentityColumnsError",
-    "RequestConflictError",
-    "SubjectRightsError",
-    "UnknownRequestError",
-    "VerificationFailedError",
-    "DeriveReport",
-    "LineageError",
-    "LineageGraph",
-    "LineageRecord",
-    "MissingSourceError",
-    "OpaqueSqlError",
-    "PurposeViolationError",
-    "annotate",
-    "derive",
+    "backfill", "cleanup_orphans", "compact_sidecars", "expire_snapshots", "lookup", "plan_lookup",
+    "sidecar_status", "verify_sidecars",
+    # subject rights
+    "AccessReport", "ErasureReport", "Journal", "PurgeReport", "RequestState", "TableErasure", "TableExport",
+    "TablePurge", "VerifyReport",
+    "access", "erase", "init_secret", "purge", "run_request", "submit_request",
+    # differential privacy
+    "ApproxDP", "BudgetState", "PureDP", "Release", "ReleaseRecord", "RhoZCDP",
+    "dp_histogram", "get_budget", "read_provenance", "releases", "set_budget",
+    # lineage
+    "DeriveReport", "LineageGraph", "LineageRecord",
+    "annotate", "derive",
+    # errors
+    "BudgetError", "BudgetExhaustedError", "BudgetTypeMismatchError", "CatalogError", "CommitConflictError",
+    "ConfigurationError", "ForgetKeyMismatchError", "ForgetListError", "IcebergPrivacyError", "InvalidBudgetError",
+    "InvalidLookupValueError", "KeySetError", "LedgerConflictError", "LineageError", "MissingSourceError",
+    "NoBudgetConfiguredError", "NoIdentityColumnsError", "OpaqueSqlError", "PurposeViolationError",
+    "ReleaseFailedError", "RequestConflictError", "SchemaMismatchError", "SecretMissingError", "SidecarError",
+    "StorageError", "SubjectRightsError", "TableNotFoundError", "UnknownColumnError", "UnknownRequestError",
+    "UnsupportedSparkTypeError", "UnsupportedTypeError", "VerificationFailedError",
 ]
+
+# Names that were public before 0.2 and are internal now: still importable for one release, with a warning.
+_MOVED = {
+    "bloom_columns": ("iceberg_privacy.config", "bloom_columns", "read the table property privacy.bloom.columns"),
+    "clear_sidecar_cache": ("iceberg_privacy.index.sidecar", "clear_sidecar_cache", "it is a test aid"),
+    "verify_table": ("iceberg_privacy.rights.purge", "verify_table", "purge() verifies every table it purges"),
+}
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _MOVED:
+        module, attr, why = _MOVED[name]
+        _warnings.warn(f"iceberg_privacy.{name} is internal now ({why}); it is removed from the package root in the "
+                       f"next release (it stays at {module}.{attr})", DeprecationWarning, stacklevel=2)
+        import importlib
+
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'iceberg_privacy' has no attribute {name!r}")

@@ -38,8 +38,6 @@ DEFAULT_HOME = ".iceberg-privacy"
 
 # Table properties marking the library's own tables: bookkeeping (journal, forget lists, DP ledger) and
 # DP release outputs. They never hold subjects of requests; bookkeeping is not data that flows anywhere.
-BOOKKEEPING_MARKERS = ("privacy.journal", "privacy.forget", "privacy.dp.ledger")
-LIBRARY_MARKERS = (*BOOKKEEPING_MARKERS, "privacy.dp.release")
 
 
 def default_home() -> Path:
@@ -287,3 +285,44 @@ def all_tables(catalog: Catalog) -> list[tuple[str, ...]]:
 def has_marker(table: Table, markers: tuple[str, ...]) -> bool:
     """Does the table carry one of these marker properties (``m`` or ``m.*``)?"""
     return any(k == m or k.startswith(m + ".") for k in table.properties for m in markers)
+
+
+type TableRef = Table | str | tuple[str, ...]
+"""How every one-table verb names its table: a loaded pyiceberg ``Table``, ``"ns.table"`` or
+``("ns", "table")``. Lake-wide verbs take the catalog instead (and, where they can be limited to
+some tables, a sequence of these)."""
+
+
+def table_name(table: Table) -> str:
+    """``"ns.table"`` of a loaded table (how reports, journals and messages name it)."""
+    return ".".join(table.name())
+
+
+def identifier(ref: TableRef) -> tuple[str, ...]:
+    """The identifier tuple of a table reference."""
+    if isinstance(ref, Table):
+        return tuple(ref.name())
+    if isinstance(ref, str):
+        if not ref or ref.startswith(".") or ref.endswith("."):
+            raise ConfigurationError(f"{ref!r} is not a table name: use 'namespace.table'")
+        return tuple(ref.split("."))
+    if isinstance(ref, tuple) and ref and all(isinstance(p, str) and p for p in ref):
+        return ref
+    raise ConfigurationError(
+        f"expected a table (a pyiceberg Table, 'namespace.table' or ('namespace', 'table')), got {ref!r}"
+    )
+
+
+def load_table(catalog: Catalog | None, ref: TableRef) -> Table:
+    """The table a reference names: a ``Table`` as is, a name loaded from ``catalog`` (by default the
+    catalog :func:`connect` returns: the default of ``~/.pyiceberg.yaml``, else the embedded one)."""
+    if isinstance(ref, Table):
+        return ref
+    ident = identifier(ref)
+    if catalog is None:
+        catalog = connect()  # the default catalog of ~/.pyiceberg.yaml, else the embedded one
+    try:
+        return catalog.load_table(ident)
+    except NoSuchTableError as exc:
+        raise ConfigurationError(f"table {'.'.join(ident)} does not exist in catalog {catalog.name!r}: check the "
+                                 "name (namespace.table) and the catalog (--catalog / ~/.pyiceberg.yaml)") from exc

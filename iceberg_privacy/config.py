@@ -19,18 +19,21 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from pyiceberg.catalog import Catalog
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import NestedField, PrimitiveType
 
+from iceberg_privacy.catalog import TableRef, load_table
 from iceberg_privacy.errors import ConfigurationError, UnknownColumnError
 from iceberg_privacy.identities import identity_leaf_type
+from iceberg_privacy.properties import BLOOM_COLUMNS_PROPERTY as COLUMNS_KEY
+from iceberg_privacy.properties import BLOOM_PREFIX as _PREFIX
+from iceberg_privacy.properties import IDENTITY_COLUMNS_PROPERTY as IDENTITY_COLUMNS_KEY
 
 logger = logging.getLogger(__name__)
 
-COLUMNS_KEY = "privacy.bloom.columns"
 DEFAULT_FPP = 0.01
-_PREFIX = "privacy.bloom."
 
 
 def fpp_key(column: str) -> str:
@@ -123,12 +126,13 @@ def bloom_columns(schema: Schema, properties: Mapping[str, str], *, strict: bool
 
 
 def configure_bloom(
-    table: Table,
+    table: TableRef,
     columns: Iterable[str] | Mapping[str, Mapping[str, float | int | None]],
     *,
     fpp: float = DEFAULT_FPP,
     ndv: int | None = None,
     replace: bool = True,
+    catalog: Catalog | None = None,
 ) -> Table:
     """Set which columns get Bloom filters (with per-column FPP/NDV) and return the refreshed table.
 
@@ -136,6 +140,7 @@ def configure_bloom(
     With ``replace=False`` the columns are added to those already configured. Files written before
     a column was added are scanned for it until :func:`iceberg_privacy.backfill` covers them.
     """
+    table = load_table(catalog, table)
     specs: dict[str, Mapping[str, float | int | None]] = (
         {k: dict(v) for k, v in columns.items()} if isinstance(columns, Mapping) else {c: {} for c in columns}
     )
@@ -162,8 +167,6 @@ def configure_bloom(
     return table.refresh()
 
 
-IDENTITY_COLUMNS_KEY = "privacy.identity.columns"
-"""Table property: comma-separated top-level columns that identify a data subject (a person)."""
 
 
 @dataclass(frozen=True)
@@ -197,12 +200,13 @@ def identity_columns(schema: Schema, properties: Mapping[str, str]) -> list[Iden
     return out
 
 
-def configure_identity(table: Table, columns: Iterable[str], *, replace: bool = True) -> Table:
+def configure_identity(table: TableRef, columns: Iterable[str], *, replace: bool = True, catalog: Catalog | None = None) -> Table:
     """Declare which columns identify a person (for access, erasure and the forget list).
 
     Nested identity maps (``map<string, list<struct<id: ..>>>``) and lists of ids are allowed. With
     ``replace=False`` the columns are added to those already declared. Returns the refreshed table.
     """
+    table = load_table(catalog, table)
     names = [c.strip() for c in columns if c and c.strip()]
     if not names:
         raise ConfigurationError("name at least one identity column")

@@ -94,3 +94,54 @@ class StorageError(IcebergPrivacyError, OSError):
 
 class CatalogError(IcebergPrivacyError):
     """The catalog refused an operation of the library (a naming rule, a permission, a server error)."""
+
+
+# -- subject rights: secrets and the forget list ----------------------------------------------------
+class SecretMissingError(ConfigurationError):
+    """No HMAC secret is configured, or it is too short to protect anyone."""
+
+
+class ForgetListError(IcebergPrivacyError):
+    """The forget list cannot be read or changed as asked."""
+
+
+class ForgetKeyMismatchError(ForgetListError, ConfigurationError):
+    """Forget-list entries were made with a different secret than the one configured."""
+
+
+# -- differential privacy ---------------------------------------------------------------------------
+class InvalidBudgetError(ConfigurationError, BudgetError):
+    """A privacy budget value is out of range (epsilon <= 0, rho <= 0, delta outside [0, 1))."""
+
+
+class BudgetTypeMismatchError(InvalidBudgetError):
+    """A query's budget type differs from the domain's budget type; we never convert silently."""
+
+
+class NoBudgetConfiguredError(BudgetError):
+    """Neither the table nor its namespace has a total budget, so nothing may be spent."""
+
+
+class BudgetExhaustedError(BudgetError):
+    """The requested spend does not fit in what is left; nothing was spent or released."""
+
+
+class LedgerConflictError(BudgetError):
+    """A ledger commit kept losing compare-and-swap races after all retries."""
+
+
+class KeySetError(ConfigurationError):
+    """A public key set (values or key table) does not match the grouping columns."""
+
+
+class ReleaseFailedError(IcebergPrivacyError):
+    """Evaluation or writing failed after the spend was recorded; nothing was released."""
+
+
+# -- Spark data source ------------------------------------------------------------------------------
+class TableNotFoundError(IcebergPrivacyError, LookupError):
+    """A read named a table that does not exist in the configured catalog."""
+
+
+class UnsupportedSparkTypeError(IcebergPrivacyError, TypeError):
+    """A column type that has no faithful Spark (or Iceberg) counterpart."""

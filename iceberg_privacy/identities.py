@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from pyiceberg.types import IcebergType, ListType, MapType, NestedField, PrimitiveType, StructType
 
 from iceberg_privacy.errors import UnsupportedTypeError
-from iceberg_privacy.hashing import is_supported_identity_type
+from iceberg_privacy.index.hashing import is_supported_identity_type
 
 ID_FIELD = "id"
 

@@ -1,23 +1,13 @@
-"""Spark integration of iceberg-privacy: the ``iceberg-privacy`` Python data source (PySpark 4.1+).
+"""Deprecated alias of :mod:`iceberg_privacy.spark` (kept for one release).
 
-    from spark_ext import privacy_session
-    spark = privacy_session("local[4]")
-    df.write.format("iceberg-privacy").option("bloom.columns", "user_id").mode("append").save("db.events")
-    spark.read.format("iceberg-privacy").load("db.events").where("user_id = 'u1'")   # pruned lookup
-
-Importing this package does not import pyspark; the core never imports this package. See docs/spark.md.
+``import spark_ext`` and ``from spark_ext.<module> import ...`` keep working and warn; import
+``iceberg_privacy.spark`` instead. The Spark format name ``iceberg-privacy`` is unchanged.
 """
 
-from spark_ext.errors import TableNotFoundError, UnsupportedSparkTypeError
-from spark_ext.options import SHORT_NAME
-from spark_ext.session import privacy_session, register
+import warnings
 
-__all__ = ["SHORT_NAME", "TableNotFoundError", "UnsupportedSparkTypeError", "privacy_session", "register",
-           "data_source"]
+from iceberg_privacy.spark import *  # noqa: F403
+from iceberg_privacy.spark import __all__ as __all__  # noqa: F401
 
-
-def data_source() -> type:
-    """The DataSource class (imports pyspark), for ``spark.dataSource.register(...)`` by hand."""
-    from spark_ext.source import IcebergPrivacyDataSource
-
-    return IcebergPrivacyDataSource
+warnings.warn("the spark_ext package is now iceberg_privacy.spark; import that instead (spark_ext is removed "
+              "in the next release)", DeprecationWarning, stacklevel=2)

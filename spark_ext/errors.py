@@ -1,13 +1,6 @@
-"""Errors of the Spark data source, in the core's :class:`IcebergPrivacyError` hierarchy."""
+"""Deprecated alias of :mod:`iceberg_privacy.spark.errors` (the same module object)."""
 
-from __future__ import annotations
+import importlib
+import sys
 
-from iceberg_privacy.errors import IcebergPrivacyError
-
-
-class TableNotFoundError(IcebergPrivacyError, LookupError):
-    """A read named a table that does not exist in the configured catalog."""
-
-
-class UnsupportedSparkTypeError(IcebergPrivacyError, TypeError):
-    """A column type that has no faithful Spark (or Iceberg) counterpart."""
+sys.modules[__name__] = importlib.import_module("iceberg_privacy.spark.errors")

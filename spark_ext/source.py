@@ -1,48 +1,6 @@
-"""The ``iceberg-privacy`` Python data source: reads with pruned lookups, writes with sidecars.
+"""Deprecated alias of :mod:`iceberg_privacy.spark.source` (the same module object)."""
 
-Spark creates a :class:`IcebergPrivacyDataSource` from the options of each read or write (in
-Python workers, on the driver's machine for planning and commits, on executors for tasks).
-"""
+import importlib
+import sys
 
-from __future__ import annotations
-
-from typing import Any
-
-from pyspark.sql.datasource import DataSource, DataSourceReader, DataSourceStreamWriter, DataSourceWriter
-
-from spark_ext.options import READ_OPTIONS, SHORT_NAME, WRITE_OPTIONS, SourceOptions, parse_options
-
-
-class IcebergPrivacyDataSource(DataSource):
-    """``spark.read/write[Stream].format("iceberg-privacy")``; see docs/spark.md for the options."""
-
-    @classmethod
-    def name(cls) -> str:
-        return SHORT_NAME
-
-    def _opts(self, allowed: dict[str, str]) -> SourceOptions:
-        return parse_options(self.options, allowed=allowed)
-
-    def schema(self) -> Any:
-        """The table's Spark schema at the pinned snapshot (reads only; writes use the DataFrame's)."""
-        from spark_ext.reader import resolve_snapshot, schema_at
-        from spark_ext.schema import spark_schema
-
-        opts = self._opts(READ_OPTIONS)
-        table = opts.load_table()
-        return spark_schema(schema_at(table, resolve_snapshot(table, opts)))
-
-    def reader(self, schema: Any) -> DataSourceReader:
-        from spark_ext.reader import IcebergPrivacyReader
-
-        return IcebergPrivacyReader(self._opts(READ_OPTIONS), schema)
-
-    def writer(self, schema: Any, overwrite: bool) -> DataSourceWriter:
-        from spark_ext.writer import IcebergPrivacyWriter
-
-        return IcebergPrivacyWriter(self._opts(WRITE_OPTIONS), schema, overwrite)
-
-    def streamWriter(self, schema: Any, overwrite: bool) -> DataSourceStreamWriter:
-        from spark_ext.writer import IcebergPrivacyStreamWriter
-
-        return IcebergPrivacyStreamWriter(self._opts(WRITE_OPTIONS), schema, overwrite)
+sys.modules[__name__] = importlib.import_module("iceberg_privacy.spark.source")

@@ -6,7 +6,6 @@ Spark startup dominates the Spark tests' run time, so every Spark test (DP with 
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
 import sys
@@ -20,6 +19,7 @@ from hypothesis import HealthCheck, settings
 from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
+from iceberg_privacy.index.sidecar import clear_sidecar_cache
 
 # CI (CI=true) replays the same examples every run, so a submission lands or fails reproducibly;
 # local runs explore new examples. Deep hunts: IP_PROPERTY_EXAMPLES=600 on the property tests.
@@ -29,7 +29,6 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-_names = itertools.count()
 
 # pyiceberg's configuration for the whole run: an empty ~/.pyiceberg.yaml of our own, so a developer's
 # file never leaks into tests, set before Spark starts so its Python workers (which run the data
@@ -63,9 +62,9 @@ def pyiceberg_yaml() -> Iterator[Any]:
 
 @pytest.fixture(autouse=True)
 def _fresh_sidecar_cache() -> Iterator[None]:
-    ip.clear_sidecar_cache()
+    clear_sidecar_cache()
     yield
-    ip.clear_sidecar_cache()
+    clear_sidecar_cache()
 
 
 @pytest.fixture
@@ -84,10 +83,6 @@ def shared_catalog() -> Iterator[Catalog]:
         yield cat
 
 
-def unique_name(prefix: str = "t") -> str:
-    return f"db.{prefix}{next(_names)}"
-
-
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
     """local[2] Spark for the whole run: Tumult's settings plus the iceberg-privacy data source."""
@@ -95,7 +90,7 @@ def spark() -> Iterator[Any]:
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     from pyspark.sql import SparkSession
 
-    from spark_ext import register
+    from iceberg_privacy.spark import register
 
     warehouse = tempfile.mkdtemp(prefix="ip-spark-wh-")  # tmlt materializes tables here
     session = (

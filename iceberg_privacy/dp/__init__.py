@@ -14,13 +14,14 @@ from iceberg_privacy.dp.errors import (
     NoBudgetConfiguredError,
     ReleaseFailedError,
 )
-from iceberg_privacy.dp.ledger import Ledger, namespace_scope, table_scope
+from iceberg_privacy.dp.ledger import BudgetState, Ledger, namespace_scope, table_scope
 from iceberg_privacy.dp.provenance import read_provenance
 from iceberg_privacy.dp.release import Release, ReleaseRecord, dp_histogram, releases
 
 __all__ = [
     "ApproxDP",
     "Budget",
+    "BudgetState",
     "BudgetExhaustedError",
     "BudgetTypeMismatchError",
     "InvalidBudgetError",

@@ -8,7 +8,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError
 
 from iceberg_privacy.dp.budget import Budget, as_budget
-from iceberg_privacy.dp.ledger import Ledger, ScopeState, namespace_scope, table_scope
+from iceberg_privacy.dp.ledger import Ledger, BudgetState, namespace_scope, table_scope
 from iceberg_privacy.errors import ConfigurationError
 
 
@@ -34,7 +34,7 @@ def set_budget(
     namespace: str | None = None,
     principal_caps: dict[str, Budget | Any] | None = None,
     set_by: str | None = None,
-) -> ScopeState:
+) -> BudgetState:
     """Set the total budget of a table or a namespace, with optional per-principal caps.
 
     A release of a table is charged to its table budget and its namespace budget, whichever exist;
@@ -51,7 +51,7 @@ def set_budget(
     return state.scope(scope)
 
 
-def get_budget(catalog: Catalog, *, table: str | None = None, namespace: str | None = None) -> ScopeState:
+def get_budget(catalog: Catalog, *, table: str | None = None, namespace: str | None = None) -> BudgetState:
     """Cap, spent and remaining of a table or namespace budget (cap None when none is set)."""
     ns, scope = _scope(table, namespace)
     return Ledger(catalog, ns).state().scope(scope)

@@ -22,8 +22,6 @@ A spend is never refunded: noise may already have been drawn on the private data
 from __future__ import annotations
 
 import json
-import random
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,15 +29,14 @@ from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import LongType, NestedField, StringType, TimestamptzType
 
+from iceberg_privacy._internal import retry
 from iceberg_privacy.catalog import (
     LEDGER_TABLE_PROPERTY,
     LEGACY_NAMES,
-    is_transient_db_error,
     library_name,
     reserved_table,
 )
@@ -51,10 +48,10 @@ from iceberg_privacy.dp.errors import (
     NoBudgetConfiguredError,
 )
 from iceberg_privacy.dp.query import canonical_dumps
+from iceberg_privacy.properties import DP_BUDGETS_PROPERTY as PROP_BUDGETS
+from iceberg_privacy.properties import DP_LEDGER_MARKER as PROP_MARKER
+from iceberg_privacy.properties import DP_SPENT_PROPERTY as PROP_SPENT
 
-PROP_MARKER = "privacy.dp.ledger"
-PROP_BUDGETS = "privacy.dp.budgets"
-PROP_SPENT = "privacy.dp.spent"
 DEFAULT_PRINCIPAL_KEY = "*"
 MAX_ATTEMPTS = 200
 
@@ -103,8 +100,8 @@ def table_scope(identifier: tuple[str, ...]) -> str:
 
 
 @dataclass
-class ScopeState:
-    """Cap and spend of one scope, as read from one ledger version."""
+class BudgetState:
+    """Cap and spend of one budget scope (a table or a namespace), as read from one ledger version."""
 
     scope: str
     cap: Budget | None
@@ -151,10 +148,10 @@ class LedgerState:
     def to_properties(self) -> dict[str, str]:
         return {PROP_BUDGETS: canonical_dumps(self.budgets), PROP_SPENT: canonical_dumps(self.spent)}
 
-    def scope(self, scope: str) -> ScopeState:
+    def scope(self, scope: str) -> BudgetState:
         b = self.budgets.get(scope)
         s = self.spent.get(scope, {})
-        return ScopeState(
+        return BudgetState(
             scope=scope,
             cap=budget_from_json(b["cap"]) if b else None,
             spent=budget_from_json(s["total"]) if s.get("total") else None,
@@ -226,8 +223,8 @@ class Ledger:
         ``mutate`` sees one ledger version and decides from it alone; if another writer commits
         first, our commit fails its requirement, and we start over from a fresh read.
         """
-        last_exc: BaseException | None = None
-        for attempt in range(MAX_ATTEMPTS):
+
+        def step() -> tuple[Any, int]:
             table = self.load(create=create)
             if table is None:
                 raise NoBudgetConfiguredError(
@@ -236,25 +233,18 @@ class Ledger:
                 )
             state = LedgerState.from_properties(dict(table.properties))
             result, props, rows = mutate(state, table)
-            try:
-                with table.transaction() as tx:
-                    if props is not None:
-                        tx.set_properties(props)
-                    tx.append(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA))
-                committed = self.catalog.load_table(self.identifier)
-                snap = committed.current_snapshot()
-                return result, (snap.snapshot_id if snap else -1)
-            except CommitFailedException as exc:
-                last_exc = exc
-            except Exception as exc:
-                if not is_transient_db_error(exc):
-                    raise
-                last_exc = exc
-            time.sleep(min(0.5, 0.005 * (2 ** min(attempt, 7))) * random.uniform(0.5, 1.5))
-        raise LedgerConflictError(
-            f"could not commit to ledger {'.'.join(self.identifier)} after {MAX_ATTEMPTS} attempts "
-            f"(last error: {last_exc}); other writers keep winning. Retry later."
-        )
+            with table.transaction() as tx:
+                if props is not None:
+                    tx.set_properties(props)
+                tx.append(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA))
+            committed = self.catalog.load_table(self.identifier)
+            snap = committed.current_snapshot()
+            return result, (snap.snapshot_id if snap else -1)
+
+        return retry.run(step, exhausted=lambda tries, last: LedgerConflictError(
+            f"could not commit to ledger {'.'.join(self.identifier)} after {tries} attempts "
+            f"(last error: {last}); other writers keep winning. Retry later."
+        ))
 
     @staticmethod
     def _row(event: str, release_id: str | None, principal: str | None, **kw: Any) -> dict[str, Any]:
@@ -445,7 +435,7 @@ class Ledger:
 
         self._commit(mutate)
 
-    def status(self) -> list[ScopeState]:
+    def status(self) -> list[BudgetState]:
         """Cap, spent and remaining of every scope in this namespace."""
         state = self.state()
         return [state.scope(s) for s in state.scopes()]
@@ -460,3 +450,6 @@ class Ledger:
             and e["source_snapshot_id"] == source_snapshot_id
         ]
         return hits[-1] if hits else None
+
+
+ScopeState = BudgetState  # the name before 0.2

@@ -8,17 +8,14 @@ came from, who asked, when, and with which library versions.
 
 from __future__ import annotations
 
-import json
 import math
 from importlib import metadata
 from typing import Any
 
-from pyiceberg.table import Table
-
 from iceberg_privacy.dp.query import canonical_dumps
-
-PREFIX = "privacy.dp."
-RELEASE_MARKER = "privacy.dp.release"
+from iceberg_privacy.properties import DP_PREFIX as PREFIX
+from iceberg_privacy.properties import DP_RELEASE_MARKER as RELEASE_MARKER
+from iceberg_privacy.properties import read_release_provenance
 
 
 def library_versions() -> dict[str, str]:
@@ -100,29 +97,5 @@ def build_summary(
     }
 
 
-_JSON_FIELDS = ("query", "mechanism", "budget", "contribution", "keys.source", "versions")
-
-
-def read_provenance(table: Table, snapshot_id: int | None = None) -> dict[str, Any]:
-    """Decode the provenance of a release snapshot (the current one by default).
-
-    Returns an empty dict for a snapshot that is not a DP release.
-    """
-    snap = table.current_snapshot() if snapshot_id is None else table.snapshot_by_id(snapshot_id)
-    if snap is None or snap.summary is None:
-        return {}
-    props = {k: v for k, v in snap.summary.additional_properties.items() if k.startswith(PREFIX)}
-    if props.get(RELEASE_MARKER) != "1":
-        return {}
-    out: dict[str, Any] = {"snapshot_id": snap.snapshot_id}
-    for key, value in props.items():
-        name = key[len(PREFIX) :]
-        if name in _JSON_FIELDS:
-            out[name] = json.loads(value)
-        elif name in ("source.snapshot-id", "ledger.snapshot-id"):
-            out[name] = int(value)
-        elif name == "threshold":
-            out[name] = float(value) if value else None
-        else:
-            out[name] = value
-    return out
+read_provenance = read_release_provenance
+"""Decode the provenance of a release snapshot (see :func:`iceberg_privacy.properties.read_release_provenance`)."""

@@ -16,7 +16,7 @@ Order of a release, chosen so that nothing noise-free ever leaves and no spend i
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -37,7 +37,9 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from iceberg_privacy.catalog import all_namespaces
+from iceberg_privacy._internal import compat
+from iceberg_privacy._internal.faults import checkpoint
+from iceberg_privacy.catalog import all_namespaces, table_name
 from iceberg_privacy.config import current_principal
 from iceberg_privacy.dp.budget import Budget, as_budget, budget_from_json
 from iceberg_privacy.dp.errors import KeySetError, ReleaseFailedError
@@ -54,14 +56,6 @@ _KEY_TYPES = (StringType, IntegerType, LongType, DateType, TimestampType, Timest
 _NUMERIC_TYPES = (IntegerType, LongType, FloatType, DoubleType)
 _OUTPUT_NAMES = {"count": "count", "sum": "sum", "mean": "mean"}
 
-# Test seam: called with a stage name ("before_reserve", "after_reserve", "after_evaluate") so tests
-# can line up concurrent releases or make a real release fail at a precise point. None in normal use.
-_FAULT_HOOK: Callable[[str], None] | None = None
-
-
-def _fault(stage: str) -> None:
-    if _FAULT_HOOK is not None:
-        _FAULT_HOOK(stage)
 
 
 @dataclass
@@ -113,7 +107,7 @@ def _field(table: Table, column: str, role: str) -> Any:
     except ValueError as exc:
         known = ", ".join(f.name for f in schema.fields)
         raise UnknownColumnError(
-            f"{role} column {column!r} is not in table {'.'.join(table.name())} (columns: {known})."
+            f"{role} column {column!r} is not in table {table_name(table)} (columns: {known})."
         ) from exc
 
 
@@ -145,7 +139,7 @@ def _resolve_keys(catalog: Catalog, source: Table, by: list[str], keys: Any) -> 
                 key_field = key_table.schema().find_field(column)
             except ValueError as exc:
                 raise KeySetError(
-                    f"public key table {'.'.join(key_table.name())} has no column {column!r}; it needs the "
+                    f"public key table {table_name(key_table)} has no column {column!r}; it needs the "
                     f"grouping columns {by} with the same types as the source table."
                 ) from exc
             src_field = source.schema().find_field(column)
@@ -161,12 +155,12 @@ def _resolve_keys(catalog: Catalog, source: Table, by: list[str], keys: Any) -> 
         rows = sorted(set(zip(*(arrow.column(c).to_pylist() for c in by), strict=True)), key=repr)
         if not rows:
             raise KeySetError(
-                f"public key table {'.'.join(key_table.name())} is empty; a histogram needs keys."
+                f"public key table {table_name(key_table)} is empty; a histogram needs keys."
             )
         return _Keys(
             {
                 "kind": "table",
-                "table": ".".join(key_table.name()),
+                "table": table_name(key_table),
                 "uuid": str(key_table.metadata.table_uuid),
                 "snapshot_id": snap.snapshot_id if snap else None,
                 "fingerprint": keyset_fingerprint(by, rows),
@@ -417,7 +411,7 @@ def dp_histogram(
 
     # Everything tmlt can reject, it rejects here, on a throw-away session: nothing spent yet.
     spark = _spark(spark)
-    from iceberg_privacy.dp.spark import table_dataframe
+    from iceberg_privacy._internal.spark import table_dataframe
 
     needed = [
         *by,
@@ -429,10 +423,10 @@ def dp_histogram(
         keyset = None if discover else _tmlt_keyset(spark, df, by, resolved)
         tq = _tmlt_query("source", by, keyset, query)
         try:
-            noise = noise_summary(_session(df, query, amount)._noise_info(tq, amount.to_tmlt()))
+            noise = noise_summary(compat.noise_info(_session(df, query, amount), tq, amount.to_tmlt()))
         except (ValueError, TypeError, RuntimeError) as exc:
             raise ConfigurationError(f"Tumult Analytics rejected the query before any spend: {exc}") from exc
-    _fault("before_reserve")
+    checkpoint("dp.before_reserve")
 
     reservation = ledger.reserve(
         source_id,
@@ -453,14 +447,14 @@ def dp_histogram(
         "output_table": out_name,
     }
     try:
-        _fault("after_reserve")
+        checkpoint("dp.after_reserve")
         with _feature_flag(discover):
             session = _session(df, query, reservation.remaining_before)
-            noise = noise_summary(session._noise_info(tq, amount.to_tmlt()))
+            noise = noise_summary(compat.noise_info(session, tq, amount.to_tmlt()))
             result = session.evaluate(tq, amount.to_tmlt())
             arrow = result.toArrow()  # the complete noisy answer, or an exception: never a part of it
         arrow = arrow.sort_by([(c, "ascending") for c in by]).select(expected_cols)
-        _fault("after_evaluate")
+        checkpoint("dp.after_evaluate")
         props = build_summary(
             release_id=reservation.release_id,
             source_table=".".join(source_id),
@@ -530,7 +524,7 @@ def _lineage(source: Table, snapshot_id: int, by: list[str], output: str, column
 
 
 def _spark(spark: Any | None) -> Any:
-    from iceberg_privacy.dp.spark import get_spark
+    from iceberg_privacy._internal.spark import get_spark
 
     return get_spark(spark)
 

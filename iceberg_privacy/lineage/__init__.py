@@ -9,7 +9,7 @@ from __future__ import annotations
 from pyiceberg.catalog import Catalog
 
 from iceberg_privacy.lineage.annotations import Annotations, annotate
-from iceberg_privacy.lineage.catalog_graph import ColumnEdge, LineageGraph, TableEdge, TableNode, build_graph
+from iceberg_privacy.lineage.graph import ColumnEdge, LineageGraph, TableEdge, TableNode, build_graph
 from iceberg_privacy.lineage.record import FieldRef, LineageRecord, SourceRef
 
 

@@ -18,15 +18,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
+from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import IDENTITY_COLUMNS_KEY, declared_identity_names
 from iceberg_privacy.errors import ConfigurationError, PurposeViolationError
 from iceberg_privacy.lineage.record import DIRECT, FieldRef
-
-SENSITIVE_PREFIX = "privacy.sensitive."
-PURPOSES_KEY = "privacy.purposes"
-PURPOSE_KEY = "privacy.purpose"
+from iceberg_privacy.properties import PURPOSE_PROPERTY as PURPOSE_KEY
+from iceberg_privacy.properties import PURPOSES_PROPERTY as PURPOSES_KEY
+from iceberg_privacy.properties import SENSITIVE_PREFIX
 
 
 def _split(raw: str | None) -> tuple[str, ...]:
@@ -54,17 +55,18 @@ class Annotations:
         return column in self.identity, tuple(self.categories.get(column, ()))
 
 
-def annotate(table: Table, *, sensitive: Mapping[str, Iterable[str]] | None = None,
-             purposes: Iterable[str] | None = None, purpose: str | None = None) -> Table:
+def annotate(table: TableRef, *, sensitive: Mapping[str, Iterable[str]] | None = None,
+             purposes: Iterable[str] | None = None, purpose: str | None = None, catalog: Catalog | None = None) -> Table:
     """Set sensitive categories per column, allowed purposes and the table's own purpose.
 
     Identity columns are set with :func:`iceberg_privacy.configure_identity`. Returns the refreshed table.
     """
+    table = load_table(catalog, table)
     names = {f.name for f in table.schema().fields}
     props: dict[str, str] = {}
     for column, cats in (sensitive or {}).items():
         if column not in names:
-            raise ConfigurationError(f"{'.'.join(table.name())} has no column {column!r}; columns: {sorted(names)}")
+            raise ConfigurationError(f"{table_name(table)} has no column {column!r}; columns: {sorted(names)}")
         labels = _split(",".join(cats))
         if not labels:
             raise ConfigurationError(f"name at least one category for {column!r} (e.g. 'religion')")

@@ -46,7 +46,7 @@ from typing import Any
 from pyiceberg.io import FileIO
 
 from iceberg_privacy.errors import LineageError
-from iceberg_privacy.lineage.catalog_graph import LineageGraph, TableEdge, TableNode
+from iceberg_privacy.lineage.graph import LineageGraph, TableEdge, TableNode
 from iceberg_privacy.lineage.record import DIRECT, OPAQUE, FieldRef, LineageRecord
 from iceberg_privacy.storage import write_location
 from iceberg_privacy.version import __version__

@@ -19,11 +19,13 @@ from typing import Any
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
+from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import identity_columns
 from iceberg_privacy.errors import LineageError
-from iceberg_privacy.lineage.catalog_graph import LineageGraph, build_graph
 from iceberg_privacy.lineage.evaluate import map_values, sql_type
+from iceberg_privacy.lineage.graph import LineageGraph, build_graph
 from iceberg_privacy.lineage.record import OPAQUE, TRANSFORMATION
+from iceberg_privacy.properties import read_release_provenance
 
 
 @dataclass
@@ -84,7 +86,7 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                 graph: LineageGraph | None = None) -> Fanout:
     """Follow the identity columns of ``roots`` downstream (see the module doc)."""
     g = graph or build_graph(catalog)
-    fan = Fanout(roots=[".".join(t.name()) for t in roots])
+    fan = Fanout(roots=[table_name(t) for t in roots])
     cache: dict[str, Table | None] = {}
     queue: deque[tuple[str, str, tuple[Any, ...]]] = deque()
     seen: set[tuple[str, str, tuple[Any, ...]]] = set()
@@ -92,7 +94,7 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
     for t in roots:
         uuid = str(t.metadata.table_uuid)
         root_uuids.add(uuid)
-        cache[".".join(t.name())] = t
+        cache[table_name(t)] = t
         for col in identity_columns(t.schema(), t.properties):
             queue.append((uuid, col.name, tuple(values)))
     reached: set[str] = set(root_uuids)
@@ -195,9 +197,7 @@ def _provenance(table: Table | None, snapshot_id: int | None) -> dict[str, Any]:
     """The release snapshot's DP provenance (empty once that snapshot expired)."""
     if table is None or snapshot_id is None or table.metadata.snapshot_by_id(snapshot_id) is None:
         return {}
-    from iceberg_privacy.dp.provenance import read_provenance  # no Spark import: reads the summary only
-
-    return read_provenance(table, snapshot_id)
+    return read_release_provenance(table, snapshot_id)
 
 
 __all__ = ["ExemptRelease", "Fanout", "plan_fanout"]

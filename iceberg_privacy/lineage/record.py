@@ -20,8 +20,10 @@ from typing import Any, Literal
 from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 
-SUMMARY_KEY = "privacy.lineage"
-HISTORY_PROPERTY = "privacy.lineage.history"
+from iceberg_privacy.catalog import table_name
+from iceberg_privacy.properties import LINEAGE_HISTORY_PROPERTY as HISTORY_PROPERTY
+from iceberg_privacy.properties import LINEAGE_SUMMARY as SUMMARY_KEY
+
 FORMAT_VERSION = 1
 
 # status of a record
@@ -54,7 +56,7 @@ class SourceRef:
     @classmethod
     def of(cls, table: Table, snapshot_id: int | None) -> SourceRef:
         """``table`` as read at ``snapshot_id`` (pass the snapshot the reader pinned, not a later head)."""
-        return cls(".".join(table.name()), str(table.metadata.table_uuid), snapshot_id)
+        return cls(table_name(table), str(table.metadata.table_uuid), snapshot_id)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +19,8 @@ import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # for dphelpers, in any import mode
 
-from dphelpers import make_catalog, pageviews  # noqa: E402
+from tests.helpers import make_catalog, pageviews  # noqa: E402
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 
+from iceberg_privacy.demos.dp import MAX_VIEWS_PER_DEVICE, RHO, THRESHOLD, run_demo
 from iceberg_privacy.dp import RhoZCDP, get_budget, read_provenance, releases
-from iceberg_privacy.dp.demo import MAX_VIEWS_PER_DEVICE, RHO, THRESHOLD, run_demo
 
 pytestmark = pytest.mark.spark
 

@@ -10,8 +10,8 @@ from pyiceberg.catalog.sql import SqlCatalog
 import iceberg_privacy as ip
 from iceberg_privacy import lineage
 from iceberg_privacy.dp import RhoZCDP, dp_histogram, set_budget
-from iceberg_privacy.keyed import SECRET_ENV
 from iceberg_privacy.lineage.export import to_openlineage
+from iceberg_privacy.rights.keyed import SECRET_ENV
 
 pytestmark = pytest.mark.spark
 KEYS = {"country": ["c0", "c1", "c2", "c3"]}

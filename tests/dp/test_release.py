@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from dphelpers import make_catalog, pageviews
 from pyiceberg.catalog.sql import SqlCatalog
 
+from iceberg_privacy._internal import faults
 from iceberg_privacy.dp import (
     ApproxDP,
     BudgetExhaustedError,
@@ -32,6 +32,7 @@ from iceberg_privacy.dp import (
     set_budget,
 )
 from iceberg_privacy.errors import ConfigurationError, UnknownColumnError
+from tests.helpers import make_catalog, pageviews
 
 pytestmark = pytest.mark.spark
 KEYS = {"country": ["c0", "c1", "c2", "c3", "zz"], "project": ["p0", "p1", "p2"]}
@@ -215,7 +216,7 @@ def test_failure_after_spend_keeps_spend_and_releases_nothing(
     set_budget(catalog, PureDP(1), namespace="db")
 
     def boom(at: str) -> None:
-        if at == stage:
+        if at == f"dp.{stage}":
             raise OSError(f"disk vanished {at}")
 
     def ask() -> Any:  # the same question both times
@@ -231,8 +232,7 @@ def test_failure_after_spend_keeps_spend_and_releases_nothing(
             spark=spark,
         )
 
-    monkeypatch.setattr(release, "_FAULT_HOOK", boom)
-    with pytest.raises(ReleaseFailedError, match="budget stays spent"):
+    with faults.injected("dp.*", boom), pytest.raises(ReleaseFailedError, match="budget stays spent"):
         ask()
     assert not catalog.table_exists("db.failed_out")
     assert _spent(catalog) == PureDP(0.25)
@@ -240,7 +240,6 @@ def test_failure_after_spend_keeps_spend_and_releases_nothing(
     assert [r.status for r in log] == ["failed"] and "disk vanished" in (log[0].detail or "")
     if stage == "after_reserve":
         return
-    monkeypatch.setattr(release, "_FAULT_HOOK", None)
     # The failed attempt is not a memo: asking again pays again and releases.
     rel = ask()
     assert not rel.memoized and _spent(catalog) == PureDP(0.5)
@@ -363,7 +362,7 @@ def test_concurrent_releases_race_for_the_last_budget(tmp_path: Path, spark: Any
     outcomes: dict[str, Any] = {}
 
     def line_up(stage: str) -> None:
-        if stage == "before_reserve":
+        if stage == "dp.before_reserve":
             barrier.wait()
 
     def run(name: str) -> None:
@@ -384,15 +383,12 @@ def test_concurrent_releases_race_for_the_last_budget(tmp_path: Path, spark: Any
         except Exception as exc:  # noqa: BLE001 - the loser's error is the assertion subject
             outcomes[name] = exc
 
-    release._FAULT_HOOK = line_up
-    try:
+    with faults.injected("dp.before_reserve", line_up):
         threads = [threading.Thread(target=run, args=(n,)) for n in ("alice", "bob")]
         for t in threads:
             t.start()
         for t in threads:
             t.join(timeout=300)
-    finally:
-        release._FAULT_HOOK = None
     won = [n for n, o in outcomes.items() if isinstance(o, release.Release)]
     lost = [n for n, o in outcomes.items() if isinstance(o, BudgetExhaustedError)]
     assert len(won) == 1 and len(lost) == 1, outcomes

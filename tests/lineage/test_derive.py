@@ -10,6 +10,7 @@ from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
 from iceberg_privacy import lineage
+from iceberg_privacy.config import bloom_columns
 from iceberg_privacy.errors import (
     MissingSourceError,
     OpaqueSqlError,
@@ -92,7 +93,7 @@ def test_derive_writes_result_and_column_lineage(lake: Catalog) -> None:
     ann = lineage.Annotations.of(table.properties)
     assert set(ann.identity) == {"uid", "mail"}
     assert ann.categories == {"belief": ("religion",)}
-    assert {c.name for c in ip.bloom_columns(table.schema(), table.properties)} >= {"uid", "mail"}
+    assert {c.name for c in bloom_columns(table.schema(), table.properties)} >= {"uid", "mail"}
 
 
 def test_aggregated_identity_is_not_an_identity_downstream(lake: Catalog) -> None:

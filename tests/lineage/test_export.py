@@ -16,7 +16,6 @@ from pyiceberg.table import Table
 from iceberg_privacy.catalog import connect
 from iceberg_privacy.config import configure_identity
 from iceberg_privacy.lineage.annotations import annotate
-from iceberg_privacy.lineage.catalog_graph import LineageGraph, build_graph
 from iceberg_privacy.lineage.export import (
     COLUMN_LINEAGE_SCHEMA,
     PRODUCER,
@@ -27,6 +26,7 @@ from iceberg_privacy.lineage.export import (
     to_openlineage,
     write_openlineage,
 )
+from iceberg_privacy.lineage.graph import LineageGraph, build_graph
 from iceberg_privacy.lineage.record import (
     AGGREGATION,
     INDIRECT,
@@ -348,7 +348,7 @@ def test_png_large_synthetic_graph(tmp_path: Path) -> None:
     """~200 tables in layers with a cycle (no catalog needed: the drawing only reads the graph)."""
     import random
 
-    from iceberg_privacy.lineage.catalog_graph import TableEdge, TableNode
+    from iceberg_privacy.lineage.graph import TableEdge, TableNode
 
     rng = random.Random(7)
     g = LineageGraph()

@@ -12,9 +12,9 @@ import pytest
 from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
-from iceberg_privacy.journal import Journal
-from iceberg_privacy.keyed import SECRET_ENV
 from iceberg_privacy.lineage.fanout import plan_fanout
+from iceberg_privacy.rights.journal import Journal
+from iceberg_privacy.rights.keyed import SECRET_ENV
 
 SUBJECT_ID, SUBJECT_MAIL = 7, "Ann@X.org"
 
@@ -75,16 +75,10 @@ def subject_rows(catalog: Catalog, name: str) -> int:
 
 def submit_then_crash(catalog: Catalog, monkeypatch: pytest.MonkeyPatch, request_id: str) -> None:
     """A follow-lineage erasure that dies right after its request is journaled."""
-    from iceberg_privacy import erasure
+    from iceberg_privacy._internal import faults
 
-    def crash(stage: str) -> None:
-        if stage == "after_submit":
-            raise RuntimeError("crash")
-
-    monkeypatch.setattr(erasure, "_FAULT_HOOK", crash)
-    with pytest.raises(RuntimeError):
+    with faults.crash_at("erasure.after_submit"), pytest.raises(faults.InjectedCrash):
         ip.erase(catalog, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True, request_id=request_id)
-    monkeypatch.setattr(erasure, "_FAULT_HOOK", None)
 
 
 def test_three_level_chain_erased_everywhere(chain: Catalog) -> None:
@@ -150,7 +144,7 @@ def test_fanout_warns_on_opaque_and_undeclared(chain: Catalog) -> None:
 def test_resume_recomputes_mapped_values(chain: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
     """A follow-lineage request interrupted after submission is resumed with the same fan-out."""
     submit_then_crash(chain, monkeypatch, "r1")
-    ip.run_request(chain, "r1", [SUBJECT_ID, SUBJECT_MAIL])
+    ip.run_request(chain, "r1", [SUBJECT_ID, SUBJECT_MAIL], purge=True)
     for t in ["db.events", "mart.daily", "mart.weekly", "mart.profile"]:
         assert subject_rows(chain, t) == 0, t
 
@@ -162,7 +156,7 @@ def test_resume_after_lineage_changed_is_refused_with_advice(chain: Catalog, mon
     ip.derive(chain, "SELECT 'x-' || mail AS tagged FROM mart.daily", "mart.tagged")  # new flow, new value
     with pytest.raises(RequestConflictError, match="lineage changed"):
         ip.erase(chain, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True, request_id="r2")
-    ip.run_request(chain, "r2", [SUBJECT_ID, SUBJECT_MAIL])  # finishes as recorded
+    ip.run_request(chain, "r2", [SUBJECT_ID, SUBJECT_MAIL], purge=True)  # finishes as recorded
     assert subject_rows(chain, "mart.profile") == 0
     report = ip.erase(chain, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True, purge=True)
     assert report.tables["mart.tagged"].rows_removed > 0

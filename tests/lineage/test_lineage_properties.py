@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
-from iceberg_privacy.keyed import SECRET_ENV
-from iceberg_privacy.lineage.catalog_graph import ColumnEdge, LineageGraph, TableEdge, TableNode
+from iceberg_privacy.lineage.graph import ColumnEdge, LineageGraph, TableEdge, TableNode
 from iceberg_privacy.lineage.record import (
     AGGREGATION,
     DIRECT,
@@ -27,6 +26,7 @@ from iceberg_privacy.lineage.record import (
     fold_expired,
     history,
 )
+from iceberg_privacy.rights.keyed import SECRET_ENV
 
 names = st.text(alphabet="abcdefgh_", min_size=1, max_size=6)
 sources = st.builds(SourceRef, table=names.map(lambda n: f"db.{n}"), uuid=st.uuids().map(str),

@@ -23,7 +23,7 @@ def main(workdir: str, master: str) -> int:
     os.environ.setdefault("SPARK_HOME", os.path.dirname(pyspark.__file__))  # local-cluster launches executors from it
     sys.path.insert(0, str(ROOT))
     import iceberg_privacy as ip
-    from spark_ext import privacy_session
+    from iceberg_privacy.spark import privacy_session
 
     home = Path(workdir) / "home"
     spark = privacy_session(master, app_name="iceberg-privacy-cluster-check", conf={

@@ -10,10 +10,10 @@ import pytest
 from pyiceberg.types import StringType
 
 import iceberg_privacy as ip
-from iceberg_privacy import forget, keyed
 from iceberg_privacy.catalog import catalog_home
 from iceberg_privacy.config import configure_identity
-from tests.spark.helpers import FORMAT
+from iceberg_privacy.rights import forget, keyed
+from tests.helpers import FORMAT
 
 pytestmark = pytest.mark.spark
 SCHEMA = "user_id string, n long, note string"
@@ -57,8 +57,8 @@ def test_subject_forgotten_while_tasks_ran_is_dropped_at_commit(spark: Any, tmp_
     """A long job (or a streaming query) loaded the list before the erasure: the commit re-checks."""
     from pyspark.sql.types import StructType
 
-    from spark_ext.options import WRITE_OPTIONS, parse_options
-    from spark_ext.writer import IcebergPrivacyStreamWriter
+    from iceberg_privacy.spark.options import WRITE_OPTIONS, parse_options
+    from iceberg_privacy.spark.writer import IcebergPrivacyStreamWriter
 
     monkeypatch.delenv(keyed.SECRET_ENV, raising=False)
     home = tmp_path / "home"

@@ -7,7 +7,6 @@ resumable, and never report a purge complete while bytes it promised to remove a
 
 from __future__ import annotations
 
-import importlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,11 +20,10 @@ from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.io import load_file_io
 
 import iceberg_privacy as ip
-from iceberg_privacy.keyed import SECRET_ENV
+from iceberg_privacy._internal import faults
+from iceberg_privacy.rights.keyed import SECRET_ENV
 from iceberg_privacy.storage import list_files
 from iceberg_privacy.testing.seaweedfs import start_seaweedfs
-
-purge_mod = importlib.import_module("iceberg_privacy.purge")  # the package re-exports a function of that name
 
 pytestmark = pytest.mark.s3
 
@@ -142,13 +140,11 @@ def test_catalog_down_in_the_middle_of_a_purge_then_resumed(tmp_path_factory: py
         ip.erase(catalog, ["ann"], ["down.t"], request_id="down-1", purge=False)
 
         def die(stage: str) -> None:
-            if stage == "after_expire":
+            if stage == "purge.after_expire":
                 server.stop()  # storage and catalog go away after expiry, before the deletes
 
-        monkeypatch.setattr(purge_mod, "_FAULT_HOOK", die)
-        with pytest.raises((ip.CatalogError, ip.StorageError)):
+        with faults.injected("purge.after_expire", die), pytest.raises((ip.CatalogError, ip.StorageError)):
             ip.purge(catalog, "down-1", orphan_age=timedelta(0))
-        monkeypatch.setattr(purge_mod, "_FAULT_HOOK", None)
         server = server.restart()
         catalog = load_catalog("rest", **server.rest_catalog_properties())
         assert ip.Journal(catalog).get("down-1").status != "completed"

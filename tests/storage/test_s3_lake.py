@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
-from iceberg_privacy.keyed import SECRET_ENV
+from iceberg_privacy.index.sidecar import clear_sidecar_cache
+from iceberg_privacy.rights.keyed import SECRET_ENV
 
 pytestmark = pytest.mark.s3
 
@@ -79,7 +80,7 @@ def test_ingest_lookup_and_maintenance_on_object_storage(s3_catalog: tuple[Catal
 
     full = table.scan().to_arrow()
     for who in ("user-007", "user-055", "nobody"):
-        ip.clear_sidecar_cache()  # cold: the plan fetches (and counts) footers and file lists
+        clear_sidecar_cache()  # cold: the plan fetches (and counts) footers and file lists
         plan = ip.plan_lookup(table, "user_id", who)
         got = ip.lookup(table, "user_id", who)
         want = full.filter(pa.compute.equal(full["user_id"], who))
@@ -88,7 +89,7 @@ def test_ingest_lookup_and_maintenance_on_object_storage(s3_catalog: tuple[Catal
         if who != "nobody":  # "nobody" is outside every file's min/max: manifest pruning leaves no file to probe
             assert plan.index_bytes_read > 0 and plan.index_requests > 0
 
-    ip.clear_sidecar_cache()
+    clear_sidecar_cache()
     cold = ip.plan_lookup(table, "user_id", "user-011")
     warm = ip.plan_lookup(table, "user_id", "user-011")
     # cold: every footer/file list is counted; warm: at most one ranged read per sidecar (none at all
@@ -236,7 +237,7 @@ def test_pruned_lookup_equals_full_scan_on_s3(s3_catalog: tuple[Catalog, str], c
         ip.append(table, _batch(users, i * 100))
     if compact:
         ip.compact_sidecars(table)
-    ip.clear_sidecar_cache()
+    clear_sidecar_cache()
     full = table.scan().to_arrow()
     want = sorted(r["clicks"] for r in full.to_pylist() if r["user_id"] in set(probe))
     got = sorted(r["clicks"] for r in ip.lookup(table, "user_id", probe).to_pylist())

@@ -14,7 +14,7 @@ from pyiceberg.catalog import load_catalog
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
 import iceberg_privacy as ip
-from iceberg_privacy.keyed import SECRET_ENV
+from iceberg_privacy.rights.keyed import SECRET_ENV
 from iceberg_privacy.storage import canonical, child, delete_files, is_local, list_files, write_location
 
 segment = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_=.", min_size=1, max_size=12).filter(

@@ -1,0 +1,6 @@
+"""Internals shared across pillars; nothing here is public API.
+
+``compat`` holds every touch of a pyiceberg or tmlt private API, ``retry`` the one compare-and-swap
+retry policy, ``arrow`` Arrow helpers, ``faults`` the crash-injection checkpoints, ``spark`` the
+lazily started local Spark session.
+"""

@@ -1,0 +1,85 @@
+"""Every use of a pyiceberg, tmlt or CPython private API, in one file.
+
+The library needs a few things their public APIs do not offer: the id of the snapshot a pending
+producer will create (to name its sidecar before the commit), pyiceberg's own partition split and
+schema check (so our files match pyiceberg's append byte for byte), a transaction without
+pyiceberg's silent rebase-and-retry (ours must re-check the forget list first), the noise tmlt
+will add (for provenance), and OpenSSL's HMAC state (for the forget list's speed).
+
+Each function names what it wraps. ``tests/test_compat.py`` pins the behaviour every caller relies
+on, so an upgrade of pyiceberg or tmlt that changes one of them fails there, in one place, rather
+than in the files that use them. Nothing else in the package may import an underscored name from
+pyiceberg or tmlt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _determine_partitions
+from pyiceberg.partitioning import PartitionKey, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table, TableProperties
+from pyiceberg.table.update.snapshot import _SnapshotProducer
+
+if TYPE_CHECKING:
+    SnapshotProducer = _SnapshotProducer[Any]
+else:
+    SnapshotProducer = _SnapshotProducer
+"""The type of ``tx.update_snapshot().fast_append()`` / ``.overwrite()`` (pyiceberg keeps it private)."""
+
+
+def producer_snapshot_id(producer: SnapshotProducer) -> int:
+    """The id of the snapshot ``producer`` will commit (``_SnapshotProducer._snapshot_id``)."""
+    return int(producer._snapshot_id)
+
+
+def check_arrow_schema(schema: Schema, arrow_schema: pa.Schema, *, format_version: int) -> None:
+    """Raise ``ValueError`` when Arrow data cannot be written to an Iceberg schema, exactly as
+    pyiceberg's own append decides (``pyiceberg.io.pyarrow._check_pyarrow_schema_compatible``)."""
+    _check_pyarrow_schema_compatible(schema, arrow_schema, format_version=format_version)
+
+
+def partitions(spec: PartitionSpec, schema: Schema, data: pa.Table) -> Iterator[tuple[PartitionKey, pa.Table]]:
+    """Split ``data`` by partition as pyiceberg's append does (``pyiceberg.io.pyarrow._determine_partitions``):
+    (partition key, the rows of that partition) pairs."""
+    for part in _determine_partitions(spec=spec, schema=schema, arrow_table=data):
+        yield part.partition_key, part.arrow_table_partition
+
+
+def without_commit_retries(table: Table) -> Table:
+    """``table`` with pyiceberg's own commit retry off, for one transaction (nothing is persisted).
+
+    pyiceberg re-applies a lost append onto the winner's snapshot by itself
+    (``commit.retry.num-retries``); a conflict must instead come back to our loop. The override lives
+    only in this in-memory copy of the metadata (``TableMetadata.model_copy``), never in the catalog.
+    """
+    props = {**table.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
+    return Table(table.name(), table.metadata.model_copy(update={"properties": props}), table.metadata_location,
+                 table.io, table.catalog)
+
+
+def noise_info(session: Any, query: Any, budget: Any) -> list[dict[str, Any]]:
+    """The noise mechanisms and parameters tmlt will use to answer ``query`` with ``budget``
+    (``tmlt.analytics.Session._noise_info``): a list of dicts with ``noise_mechanism`` and
+    ``noise_parameter``."""
+    return list(session._noise_info(query, budget))
+
+
+def hmac_sha256(secret: bytes, prefix: bytes) -> Any:
+    """An HMAC-SHA256 state keyed with ``secret`` that has absorbed ``prefix``.
+
+    CPython's ``_hashlib.hmac_new`` is OpenSSL's C object (``copy``/``update``/``digest`` without
+    Python frames, several times faster per value than :mod:`hmac`); the public :mod:`hmac` module
+    is the fallback and gives the same digests.
+    """
+    try:
+        import _hashlib
+
+        return _hashlib.hmac_new(secret, prefix, "sha256")
+    except (ImportError, AttributeError):  # pragma: no cover - CPython without OpenSSL
+        import hmac
+
+        return hmac.new(secret, prefix, "sha256")

@@ -1,0 +1,103 @@
+"""One retry policy for every compare-and-swap commit the library makes.
+
+Iceberg commits are optimistic: a commit names the metadata it was built on, and the catalog
+refuses it (``CommitFailedException``) when another writer committed first. SQLite-backed
+catalogs can also answer "database is locked" (an ``OperationalError``) without committing. Both
+mean "nothing happened, build the commit again on the new head"; everything else is a real error
+and is raised at once.
+
+Every loop that commits — data appends and overwrites, erasure rewrites, the request journal, the
+forget lists, the DP ledger, purge's expiry and scrub — uses :data:`DEFAULT_POLICY` (or a caller's
+``commit_retries``) through :func:`run` or :func:`attempts`, so they back off the same way: capped
+exponential delays with jitter, so that writers that collided do not collide again in lock-step.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pyiceberg.exceptions import CommitFailedException
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``attempts`` tries in all; before try ``n`` (n >= 2) sleep ``min(max_delay, base_delay * 2**(n-2))``
+    times a jitter factor in [0.5, 1.5)."""
+
+    attempts: int = 100
+    base_delay: float = 0.005
+    max_delay: float = 0.5
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before try ``attempt`` (1-based; 0 before the first)."""
+        if attempt <= 1:
+            return 0.0
+        return min(self.max_delay, self.base_delay * 2 ** min(attempt - 2, 16)) * random.uniform(0.5, 1.5)
+
+    def with_retries(self, retries: int | None) -> RetryPolicy:
+        """This policy with ``retries`` retries after the first try (``None`` keeps it)."""
+        if retries is None:
+            return self
+        if retries < 0:
+            raise ValueError(f"commit_retries must be >= 0, got {retries}")
+        return RetryPolicy(retries + 1, self.base_delay, self.max_delay)
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Did this commit fail without effect, so that building it again on the new head is safe?"""
+    if isinstance(exc, CommitFailedException):
+        return True
+    try:
+        from sqlalchemy.exc import OperationalError
+    except ImportError:  # pragma: no cover - sqlalchemy ships with pyiceberg's sql extra
+        return False
+    return isinstance(exc, OperationalError)
+
+
+def attempts(policy: RetryPolicy = DEFAULT_POLICY) -> Iterator[int]:
+    """Yield try numbers 1..policy.attempts, sleeping the policy's delay before each retry.
+
+    For loops whose conflict handling is more than "try again" (cleanup, re-planning)::
+
+        for attempt in retry.attempts(policy):
+            try:
+                return commit()
+            except Exception as exc:
+                if not retry.is_conflict(exc):
+                    raise
+                last = exc
+        raise CommitConflictError(...)
+    """
+    for attempt in range(1, policy.attempts + 1):
+        pause = policy.delay(attempt)
+        if pause:
+            time.sleep(pause)
+        yield attempt
+
+
+def run(step: Callable[[], T], *, exhausted: Callable[[int, BaseException], Exception],
+        policy: RetryPolicy = DEFAULT_POLICY) -> T:
+    """Call ``step`` until it returns, retrying conflicts (see :func:`is_conflict`) under ``policy``.
+
+    ``step`` must re-read whatever it decides from on every call. When every try lost,
+    ``exhausted(tries, last_conflict)`` builds the error that is raised (say what to do next).
+    """
+    last: BaseException | None = None
+    for _ in attempts(policy):
+        try:
+            return step()
+        except Exception as exc:
+            if not is_conflict(exc):
+                raise
+            last = exc
+    assert last is not None
+    raise exhausted(policy.attempts, last) from last

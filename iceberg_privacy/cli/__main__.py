@@ -1,0 +1,5 @@
+import sys
+
+from iceberg_privacy.cli.main import main
+
+sys.exit(main())

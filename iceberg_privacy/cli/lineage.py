@@ -1,0 +1,116 @@
+"""Lineage commands of the ``iceberg-privacy`` CLI: derive, annotate, lineage show|upstream|downstream|export.
+
+``register(subparsers)`` adds them to the main CLI, which loads the catalog into ``args.catalog_obj``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from iceberg_privacy.errors import ConfigurationError
+
+
+def _cmd_derive(args: argparse.Namespace) -> int:
+    from iceberg_privacy.lineage.derive import derive
+
+    sql = Path(args.sql_file).read_text() if args.sql_file else args.sql
+    if not sql:
+        raise ConfigurationError("give the SQL as --sql '...' or --sql-file PATH")
+    report = derive(args.catalog_obj, sql, args.target, mode=args.mode, purpose=args.purpose,
+                    override_purpose=args.override_purpose, allow_opaque=args.allow_opaque)
+    print(report)
+    return 0
+
+
+def _cmd_annotate(args: argparse.Namespace) -> int:
+    from iceberg_privacy.lineage.annotations import Annotations, annotate
+
+    sensitive: dict[str, list[str]] = {}
+    for item in args.sensitive or []:
+        column, _, cats = item.partition("=")
+        if not cats:
+            raise ConfigurationError(f"--sensitive takes COLUMN=CATEGORY[,CATEGORY], not {item!r}")
+        sensitive.setdefault(column.strip(), []).extend(cats.split(","))
+    table = annotate(args.catalog_obj.load_table(args.table), sensitive=sensitive,
+                     purposes=args.purposes.split(",") if args.purposes is not None else None, purpose=args.purpose)
+    ann = Annotations.of(table.properties)
+    print(json.dumps({"identity": list(ann.identity), "sensitive": {k: list(v) for k, v in ann.categories.items()},
+                      "purposes": list(ann.purposes) if ann.purposes is not None else None,
+                      "purpose": ann.purpose}, indent=2))
+    return 0
+
+
+def _graph(args: argparse.Namespace) -> Any:
+    from iceberg_privacy.lineage import graph
+
+    return graph(args.catalog_obj)
+
+
+def _cmd_lineage(args: argparse.Namespace) -> int:
+    g = _graph(args)
+    cmd = args.lineage_command
+    if cmd == "show":
+        for node in sorted(g.tables.values(), key=lambda n: n.name):
+            ups = sorted({g.tables[e.source].name for e in g.edges if e.sink == node.uuid})
+            flags = [f for f, on in (("dropped", not node.exists), ("dp-release", node.dp_release),
+                                     (f"{node.unknown_writes} unknown-source snapshot(s)", node.unknown_writes),
+                                     (f"{node.opaque_writes} opaque write(s)", node.opaque_writes)) if on]
+            print(f"{node.name}" + (f"  <- {', '.join(ups)}" if ups else "") + (f"  [{'; '.join(flags)}]" if flags
+                                                                                 else ""))
+        for p in g.problems:
+            print(f"problem: {p}", file=sys.stderr)
+    elif cmd in ("upstream", "downstream"):
+        refs = getattr(g, cmd)(args.ref, indirect=not args.direct_only)
+        print("\n".join(refs) if refs else f"(nothing {cmd} of {args.ref})")
+    elif cmd == "export":
+        from iceberg_privacy.lineage import export
+        from iceberg_privacy.storage import catalog_io, is_local, write_location
+
+        out = args.out
+        io = None if is_local(out) else catalog_io(args.catalog_obj, out)  # s3://... with the catalog's creds
+        if args.format == "openlineage":
+            out = export.write_openlineage(g, out, io=io)
+        elif args.format == "mermaid":
+            out = write_location(out, export.to_mermaid(g, columns=args.columns).encode(), io)
+        else:
+            out = export.render_png(g, out, columns=args.columns, io=io)
+        print(f"wrote {out}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("derive", help="run SQL over Iceberg tables into TARGET, recording column lineage")
+    p.add_argument("target", help="table to write (created when missing)")
+    p.add_argument("--sql", help="one SELECT over namespace.table names")
+    p.add_argument("--sql-file")
+    p.add_argument("--mode", choices=["append", "overwrite"], default="append")
+    p.add_argument("--purpose", help="the purpose TARGET serves (checked against the sources' allowed purposes)")
+    p.add_argument("--override-purpose", metavar="REASON", help="write despite a purpose violation; recorded")
+    p.add_argument("--allow-opaque", action="store_true", help="write even if the SQL cannot be analysed")
+    p.set_defaults(func=_cmd_derive)
+
+    p = subparsers.add_parser("annotate", help="sensitive categories and purposes of TABLE (table properties)")
+    p.add_argument("table")
+    p.add_argument("--sensitive", action="append", metavar="COLUMN=CATEGORY[,CATEGORY]")
+    p.add_argument("--purposes", help="comma-separated purposes the table's data may be used for")
+    p.add_argument("--purpose", help="the purpose the table itself serves")
+    p.set_defaults(func=_cmd_annotate)
+
+    s = subparsers.add_parser("lineage", help="the catalog's lineage graph, from snapshot summaries")
+    lsub = s.add_subparsers(dest="lineage_command", required=True)
+    p = lsub.add_parser("show", help="every table with its sources; problems on stderr")
+    p.set_defaults(func=_cmd_lineage)
+    for name in ("upstream", "downstream"):
+        p = lsub.add_parser(name, help=f"tables or columns {name} of REF (db.table or db.table.column)")
+        p.add_argument("ref")
+        p.add_argument("--direct-only", action="store_true", help="value flows only (no filter/join/group-by)")
+        p.set_defaults(func=_cmd_lineage)
+    p = lsub.add_parser("export", help="OpenLineage run events (NDJSON, one per line), Mermaid, or a PNG picture")
+    p.add_argument("--format", choices=["openlineage", "mermaid", "png"], required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--columns", action="store_true", help="Mermaid/PNG: draw column-level edges too")
+    p.set_defaults(func=_cmd_lineage)

@@ -1,0 +1,144 @@
+"""Iceberg-spec hashing of identity values, vectorized for ingest and per-value for probes.
+
+The filter key of a value is Iceberg's own bucket hash (spec Appendix B: 32-bit Murmur3 x86 of
+the value's single-value binary form, seed 0) reduced exactly as the bucket transform reduces it,
+with ``N = 2**31 - 1``::
+
+    h31 = (murmur3_x86_32(bytes(v)) & 0x7FFFFFFF) % 2147483647
+
+Any Iceberg implementation can therefore compute it (``bucket[2147483647]``), int and long agree
+(ints hash as longs), and strings hash their UTF-8 bytes. ``h31`` is then spread to 64 bits with
+SplitMix64 to address a split-block Bloom filter (see :mod:`iceberg_privacy.index.bloom`).
+
+Write path: pyiceberg-core's native bucket transform over Arrow arrays. Probe path: pyiceberg's
+``BucketTransform`` (mmh3) over literals coerced the way Iceberg coerces predicate literals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pyiceberg.expressions.literals import AboveMax, BelowMin, Literal, literal
+from pyiceberg.transforms import BucketTransform
+from pyiceberg.types import (
+    BinaryType,
+    DateType,
+    DecimalType,
+    FixedType,
+    IcebergType,
+    IntegerType,
+    LongType,
+    PrimitiveType,
+    StringType,
+    TimestampType,
+    TimestamptzType,
+    UUIDType,
+)
+
+from iceberg_privacy.errors import InvalidLookupValueError
+
+HASH_MODULUS = 2**31 - 1
+"""The bucket count whose bucket transform is the filter hash (the 31-bit Iceberg hash)."""
+
+SUPPORTED_IDENTITY_TYPES: tuple[type[PrimitiveType], ...] = (
+    StringType,
+    IntegerType,
+    LongType,
+    UUIDType,
+    BinaryType,
+    FixedType,
+    DateType,
+    TimestampType,
+    TimestamptzType,
+    DecimalType,
+)
+
+_SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_SPLITMIX_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_SPLITMIX_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def is_supported_identity_type(iceberg_type: IcebergType) -> bool:
+    """Whether values of this primitive type can be hashed into a filter."""
+    return isinstance(iceberg_type, SUPPORTED_IDENTITY_TYPES)
+
+
+def _plain_storage(arr: pa.Array) -> pa.Array:
+    """Strip extension types (Arrow's uuid) and dictionary encoding before hashing."""
+    if isinstance(arr.type, pa.BaseExtensionType):
+        arr = arr.storage
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    return arr
+
+
+def hash_array(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Return the 31-bit Iceberg hash of every non-null value, as uint32 (nulls dropped)."""
+    from pyiceberg_core import transform
+
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    out: list[np.ndarray] = []
+    for chunk in chunks:
+        chunk = _plain_storage(chunk)
+        if len(chunk) == 0:
+            continue
+        if chunk.null_count:
+            chunk = chunk.drop_null()
+        if len(chunk) == 0:
+            continue
+        hashed = transform.bucket(chunk, HASH_MODULUS)
+        out.append(np.asarray(hashed.to_numpy(zero_copy_only=False), dtype=np.int64).astype(np.uint32))
+    if not out:
+        return np.empty(0, dtype=np.uint32)
+    return np.concatenate(out)
+
+
+def coerce_values(values: Iterable[Any], iceberg_type: PrimitiveType, column: str) -> list[Literal[Any]]:
+    """Convert lookup values to literals of the column type, the way Iceberg binds predicates.
+
+    Strings are parsed into numbers, dates, timestamps, UUIDs and decimals; anything Iceberg would
+    refuse (a float for a long, an int for a string) raises :class:`InvalidLookupValueError`.
+    Values outside an int column's range cannot occur in the column and are dropped.
+    """
+    out: list[Literal[Any]] = []
+    for value in values:
+        if value is None:
+            raise InvalidLookupValueError(
+                f"lookup values for column {column!r} contain null: an identity lookup matches by equality "
+                "and null never equals anything. Drop the nulls (use a pyiceberg IsNull scan to find rows "
+                "with a missing identity)."
+            )
+        try:
+            lit = value if isinstance(value, Literal) else literal(value)
+            converted = lit.to(iceberg_type)
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise InvalidLookupValueError(
+                f"cannot use {value!r} ({type(value).__name__}) as a value of column {column!r} of type "
+                f"{iceberg_type}: {exc}. Pass values of the column's type (or strings Iceberg can parse)."
+            ) from exc
+        if isinstance(converted, (AboveMax, BelowMin)):
+            continue
+        if isinstance(iceberg_type, FixedType) and len(converted.value) != len(iceberg_type):
+            raise InvalidLookupValueError(
+                f"value {value!r} has {len(converted.value)} bytes but column {column!r} is {iceberg_type}"
+            )
+        out.append(converted)
+    return out
+
+
+def hash_literals(literals: Iterable[Literal[Any]], iceberg_type: PrimitiveType) -> np.ndarray:
+    """31-bit Iceberg hash of already-coerced literals (probe path, pyiceberg's mmh3 transform)."""
+    fn = BucketTransform(HASH_MODULUS).transform(iceberg_type)
+    return np.fromiter((fn(lit.value) for lit in literals), dtype=np.uint32)
+
+
+def mix64(h31: np.ndarray) -> np.ndarray:
+    """SplitMix64 of the 31-bit hash: the 64-bit word that addresses the Bloom filter."""
+    with np.errstate(over="ignore"):
+        z = h31.astype(np.uint64) + _SPLITMIX_GAMMA
+        z = (z ^ (z >> np.uint64(30))) * _SPLITMIX_M1
+        z = (z ^ (z >> np.uint64(27))) * _SPLITMIX_M2
+        return z ^ (z >> np.uint64(31))

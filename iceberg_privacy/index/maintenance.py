@@ -1,0 +1,393 @@
+"""Sidecar maintenance: backfill, compaction, snapshot expiry that keeps coverage, orphan cleanup.
+
+All of them rebuild the same thing, a *compacted* sidecar covering every live data file, from the
+filters already stored (copied block rows, no data re-read) plus, for backfill, filters built by
+reading files nobody has indexed yet. It is registered on the newest snapshot whose statistics slot
+is free or already ours, and under the ``privacy.sidecar.compacted`` table property, in one commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.manifest import DataFile, DataFileContent
+from pyiceberg.table import Table, Transaction
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.update.snapshot import ExpireSnapshots
+
+from iceberg_privacy.catalog import TableRef, load_table, table_name
+from iceberg_privacy.config import BloomColumn, bloom_columns
+from iceberg_privacy.errors import ConfigurationError, SidecarError
+from iceberg_privacy.index.build import filters_for_data_files
+from iceberg_privacy.index.registry import (
+    PROPERTY_COMPACTED,
+    PROPERTY_COMPACTED_BYTES,
+    is_sidecar_path,
+    new_sidecar_location,
+    referenced_sidecar_locations,
+    resolve_coverage,
+    sidecar_refs,
+    statistics_entry,
+    warn,
+)
+from iceberg_privacy.index.sidecar import CACHE, ColumnInfo, CoveredFile, FileFilter, write_sidecar
+from iceberg_privacy.lineage.record import fold_expired
+from iceberg_privacy.storage import canonical, delete_files, list_files, storage_errors
+from iceberg_privacy.version import __version__
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class IndexReport:
+    """Outcome of a backfill, compaction or expiry."""
+
+    operation: str
+    live_files: int = 0
+    covered: dict[str, int] = field(default_factory=dict)
+    built: dict[str, int] = field(default_factory=dict)
+    sidecar_path: str | None = None
+    sidecar_bytes: int = 0
+    registered_on_snapshot: int | None = None
+    expired_snapshots: list[int] = field(default_factory=list)
+    deleted_sidecars: list[str] = field(default_factory=list)
+    delete_failures: dict[str, str] = field(default_factory=dict)  # superseded sidecar -> why it is still there
+    warnings: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        cov = ", ".join(f"{c}: {n}/{self.live_files}" for c, n in self.covered.items())
+        out = (
+            f"{self.operation}: {self.live_files} live files, covered {cov or '-'}; built {self.built or '-'}; "
+            f"sidecar {self.sidecar_bytes} bytes; expired {len(self.expired_snapshots)} snapshot(s); "
+            f"deleted {len(self.deleted_sidecars)} superseded sidecar(s)"
+        )
+        if self.delete_failures:
+            out += f"; {len(self.delete_failures)} could NOT be deleted (see delete_failures; cleanup_orphans retries)"
+        return out
+
+
+@dataclass
+class OrphanReport:
+    """Files under a table location that no metadata references (full URIs), and what deleting them did."""
+
+    table: str
+    older_than: timedelta
+    orphans: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    delete_failures: dict[str, str] = field(default_factory=dict)
+    files_listed: int = 0
+
+    def __str__(self) -> str:
+        lines = [f"{self.table}: {len(self.orphans)} orphan file(s) older than {self.older_than} "
+                 f"among {self.files_listed} listed; deleted {len(self.deleted)}"]
+        lines += [f"  {o}" for o in self.orphans[:50]]
+        lines += [f"  NOT deleted: {why}" for why in self.delete_failures.values()]
+        return "\n".join(lines)
+
+
+def live_data_files(table: Table, snapshot_ids: Iterable[int] | None = None) -> dict[str, DataFile]:
+    """Data files (by path) reachable from the given snapshots (default: every snapshot)."""
+    md = table.metadata
+    ids = list(snapshot_ids) if snapshot_ids is not None else [s.snapshot_id for s in md.snapshots]
+    out: dict[str, DataFile] = {}
+    seen_manifests: set[str] = set()
+    for sid in ids:
+        snap = md.snapshot_by_id(sid)
+        if snap is None:
+            continue
+        for manifest in snap.manifests(table.io):
+            if manifest.manifest_path in seen_manifests:
+                continue
+            seen_manifests.add(manifest.manifest_path)
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+                if entry.data_file.content == DataFileContent.DATA:
+                    out.setdefault(entry.data_file.file_path, entry.data_file)
+    return out
+
+
+def _registration_snapshot(md: TableMetadata, candidates: set[int]) -> int | None:
+    """Newest retained snapshot whose statistics slot is free or holds one of our sidecars."""
+    taken = {s.snapshot_id: s.statistics_path for s in md.statistics}
+    for snap in sorted(md.snapshots, key=lambda s: s.sequence_number or 0, reverse=True):
+        if snap.snapshot_id in candidates and (snap.snapshot_id not in taken or is_sidecar_path(taken[snap.snapshot_id])):
+            return snap.snapshot_id
+    return None
+
+
+def _collect_filters(table: Table, live: dict[str, DataFile], columns: list[BloomColumn], build_missing: bool,
+                     report: IndexReport, progress: bool) -> dict[str, dict[int, FileFilter]]:
+    """path -> {field_id: filter}: copied from readable sidecars, or built for uncovered files."""
+    per_file: dict[str, dict[int, FileFilter]] = {}
+    for col in columns:
+        cov = resolve_coverage(table.io, table.metadata, col.field_id, set(live))
+        report.warnings += cov.warnings
+        uncovered = set(cov.uncovered)
+        for a in cov.assignments:
+            try:
+                matrix = a.sidecar.filters(a.group)
+            except SidecarError as exc:
+                report.warnings.append(warn(f"{exc}; rebuilding or dropping coverage of {len(a.paths)} file(s)"))
+                uncovered.update(a.paths)
+                continue
+            for path, pos in zip(a.paths, a.positions, strict=True):
+                per_file.setdefault(path, {})[col.field_id] = FileFilter(int(a.group.ndv[pos]), matrix[:, pos, :].copy())
+        if build_missing and uncovered:
+            files = [live[p] for p in sorted(uncovered)]
+            built = filters_for_data_files(table.io, table.metadata, files, [col], progress=progress)
+            for f, flt in zip(files, built, strict=True):
+                per_file.setdefault(f.file_path, {})[col.field_id] = flt[col.field_id]
+            report.built[col.name] = len(files)
+            uncovered.clear()
+        report.covered[col.name] = len(live) - len(uncovered)
+    return per_file
+
+
+def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: set[int] | None = None,
+             progress: bool = False) -> IndexReport:
+    table.refresh()
+    md = table.metadata
+    columns = bloom_columns(table.schema(), table.properties)
+    report = IndexReport(operation)
+    retained = {s.snapshot_id for s in md.snapshots} - (expire_ids or set())
+    live = live_data_files(table, retained)
+    report.live_files = len(live)
+    before = referenced_sidecar_locations(md)
+    tx: Transaction = table.transaction()
+    if expire_ids:
+        kept = fold_expired(md, expire_ids)  # summaries go with their snapshots; their lineage must not
+        ExpireSnapshots(tx).by_ids(sorted(expire_ids)).commit()
+        if kept:
+            tx.set_properties(kept)
+        report.expired_snapshots = sorted(expire_ids)
+    per_file = _collect_filters(table, live, columns, build_missing, report, progress) if columns else {}
+    target = _registration_snapshot(tx.table_metadata, retained)
+    if per_file and target is not None:
+        paths = sorted(per_file)
+        location = new_sidecar_location(md, target)
+        footer = write_sidecar(
+            table.io, location,
+            [CoveredFile(p, live[p].record_count, live[p].file_size_in_bytes) for p in paths],
+            [ColumnInfo(c.field_id, c.name, c.fpp, c.ndv) for c in columns],
+            {c.field_id: {i: per_file[p][c.field_id] for i, p in enumerate(paths) if c.field_id in per_file[p]}
+             for c in columns},
+            snapshot_id=target, sequence_number=md.snapshot_by_id(target).sequence_number or 0,
+            created_by=f"iceberg-privacy {__version__}",
+        )
+        tx.update_statistics().set_statistics(statistics_entry(target, location, footer)).commit()
+        tx.set_properties({PROPERTY_COMPACTED: location, PROPERTY_COMPACTED_BYTES: str(footer.file_size)})
+        report.sidecar_path, report.sidecar_bytes, report.registered_on_snapshot = location, footer.file_size, target
+    elif per_file:
+        report.warnings.append(warn("no snapshot to register the compacted sidecar on; nothing written"))
+    tx.commit_transaction()
+    table.refresh()
+    # Sidecars nothing references any more are garbage; readers that still hold them fall back to scans.
+    still = {canonical(p) for p in referenced_sidecar_locations(table.metadata)}
+    outcome = delete_files(table.io, sorted(p for p in before if canonical(p) not in still))
+    for location in outcome.deleted + outcome.already_gone:
+        CACHE.evict(location)
+    report.deleted_sidecars = outcome.deleted + outcome.already_gone
+    report.delete_failures = outcome.failed
+    for why in outcome.failed.values():  # the commit stands; an unreferenced sidecar is an orphan to retry
+        report.warnings.append(warn(f"superseded sidecar not deleted: {why}"))
+    logger.info("%s", report)
+    return report
+
+
+@storage_errors
+def backfill(table: TableRef, *, progress: bool = False, catalog: Catalog | None = None) -> IndexReport:
+    """Build filters for every live file not yet covered (other engines' files, new bloom columns,
+    lost or corrupt sidecars) and write one compacted sidecar covering all live files, in one commit."""
+    table = load_table(catalog, table)
+    return _rebuild(table, "backfill", build_missing=True, progress=progress)
+
+
+@storage_errors
+def compact_sidecars(table: TableRef, *, catalog: Catalog | None = None) -> IndexReport:
+    """Merge the per-commit sidecars into one covering all live files (copying filters, no data reads),
+    so a probe reads one row per column again however many commits there were."""
+    table = load_table(catalog, table)
+    return _rebuild(table, "compact", build_missing=False)
+
+
+@storage_errors
+def expire_snapshots(
+    table: TableRef, *, older_than: timedelta | None = None, retain_last: int = 1,
+    snapshot_ids: Iterable[int] | None = None, catalog: Catalog | None = None,
+) -> IndexReport:
+    """Expire snapshots (pyiceberg semantics: branch and tag heads are kept) without losing coverage.
+
+    ``older_than`` is an age (``timedelta(days=7)``: snapshots made more than seven days ago; by
+    default every snapshot but the ``retain_last`` newest); ``snapshot_ids`` names them instead.
+
+    Expiry drops the statistics entries and summaries of expired snapshots, which may be the only
+    references to sidecars of files that are still live; the compacted sidecar written in the same
+    commit keeps them covered. Data files are not deleted here (see the subject-rights purge).
+    """
+    table = load_table(catalog, table)
+    if retain_last < 1:
+        raise ConfigurationError("retain_last must be >= 1: the current snapshot is always kept")
+    md = table.refresh().metadata
+    protected = {ref.snapshot_id for ref in md.refs.values()}
+    newest = {s.snapshot_id for s in sorted(md.snapshots, key=lambda s: s.timestamp_ms, reverse=True)[:retain_last]}
+    if snapshot_ids is not None:
+        expire = set(snapshot_ids)
+        bad = expire & protected
+        if bad:
+            raise ConfigurationError(f"snapshots {sorted(bad)} are branch or tag heads and cannot be expired")
+    else:
+        cutoff = int(_cutoff(older_than).timestamp() * 1000)
+        expire = {s.snapshot_id for s in md.snapshots if s.timestamp_ms < cutoff} - protected - newest
+    return _rebuild(table, "expire", build_missing=False, expire_ids=expire)
+
+
+def _cutoff(older_than: timedelta | datetime | None) -> datetime:
+    """The instant before which snapshots are old enough (ages are timedeltas; a datetime is deprecated)."""
+    now = datetime.now(UTC)
+    if older_than is None:
+        return now
+    if isinstance(older_than, datetime):
+        warnings.warn("expire_snapshots(older_than=<datetime>) is deprecated: pass an age, e.g. timedelta(days=7)",
+                      DeprecationWarning, stacklevel=4)
+        return older_than if older_than.tzinfo else older_than.replace(tzinfo=UTC)
+    if older_than < timedelta(0):
+        raise ConfigurationError(f"older_than must be a non-negative age, got {older_than}")
+    return now - older_than
+
+
+@dataclass
+class SidecarCheck:
+    """One referenced sidecar read completely: ``error`` is None when every CRC matched."""
+
+    location: str
+    error: str | None = None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        # (location, error) unpacking of the tuples verify_sidecars returned before 0.2
+        warnings.warn("verify_sidecars() returns a SidecarVerification report; use check.location / check.error",
+                      DeprecationWarning, stacklevel=2)
+        return iter((self.location, self.error))
+
+
+@dataclass
+class SidecarVerification:
+    """What :func:`verify_sidecars` found: every referenced sidecar and whether it reads back intact."""
+
+    table: str
+    checks: list[SidecarCheck] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.error is None for c in self.checks)
+
+    @property
+    def broken(self) -> dict[str, str]:
+        return {c.location: c.error for c in self.checks if c.error is not None}
+
+    def __iter__(self) -> Iterator[SidecarCheck]:
+        return iter(self.checks)
+
+    def __len__(self) -> int:
+        return len(self.checks)
+
+    def __str__(self) -> str:
+        lines = [f"{self.table}: {len(self.checks)} sidecar(s) read, {len(self.broken)} broken"]
+        lines += [f"  BROKEN {loc}: {err}" for loc, err in self.broken.items()]
+        return "\n".join(lines)
+
+
+@dataclass
+class SidecarStatus:
+    snapshot_id: int | None
+    live_files: int
+    covered: dict[str, int]
+    sidecars: list[tuple[str, str, int | None]]  # (source, location, bytes)
+    warnings: list[str]
+
+    def __str__(self) -> str:
+        lines = [f"snapshot {self.snapshot_id}: {self.live_files} live data files"]
+        lines += [f"  {c}: {n} covered, {self.live_files - n} uncovered" for c, n in self.covered.items()]
+        lines.append(f"  {len(self.sidecars)} referenced sidecar(s), {sum(b or 0 for _, _, b in self.sidecars)} bytes")
+        lines += [f"    [{s}] {loc}" for s, loc, _ in self.sidecars[:20]]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+@storage_errors
+def sidecar_status(table: TableRef, *, catalog: Catalog | None = None) -> SidecarStatus:
+    """Coverage of the current snapshot's files per bloom column, and the sidecars referenced."""
+    table = load_table(catalog, table)
+    md = table.metadata
+    live = live_data_files(table, [md.current_snapshot_id] if md.current_snapshot_id else [])
+    covered: dict[str, int] = {}
+    notes: list[str] = []
+    for col in bloom_columns(table.schema(), table.properties):
+        cov = resolve_coverage(table.io, md, col.field_id, set(live))
+        covered[col.name] = len(live) - len(cov.uncovered)
+        notes += cov.warnings
+    refs = [(r.source, r.location, r.size) for r in sidecar_refs(md)]
+    return SidecarStatus(md.current_snapshot_id, len(live), covered, refs, notes)
+
+
+def verify_sidecars(table: TableRef, *, catalog: Catalog | None = None) -> SidecarVerification:
+    """Read every referenced sidecar completely, checking every CRC (a broken one only costs scans)."""
+    table = load_table(catalog, table)
+    from iceberg_privacy.index.sidecar import Sidecar
+
+    out = SidecarVerification(table_name(table))
+    for ref in sidecar_refs(table.metadata):
+        try:
+            sc = Sidecar.open(table.io, ref.location)
+            for fid in sc.columns:
+                for g in sc.groups(fid):
+                    sc.filters(g)
+            out.checks.append(SidecarCheck(ref.location))
+        except SidecarError as exc:
+            out.checks.append(SidecarCheck(ref.location, str(exc)))
+    return out
+
+
+def referenced_files(table: Table) -> set[str]:
+    """Every file the table metadata can reach (metadata, manifest lists, manifests, data, stats, sidecars),
+    as :func:`iceberg_privacy.storage.canonical` keys."""
+    md = table.metadata
+    refs = {table.metadata_location, *(e.metadata_file for e in md.metadata_log)}
+    for snap in md.snapshots:
+        refs.add(snap.manifest_list)
+        for manifest in snap.manifests(table.io):
+            refs.add(manifest.manifest_path)
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
+                refs.add(entry.data_file.file_path)
+    refs |= {s.statistics_path for s in md.statistics}
+    refs |= {s.statistics_path for s in md.partition_statistics}
+    refs |= referenced_sidecar_locations(md)
+    return {canonical(r) for r in refs}
+
+
+@storage_errors
+def cleanup_orphans(table: TableRef, *, older_than: timedelta = timedelta(hours=1), delete: bool = False, catalog: Catalog | None = None) -> OrphanReport:
+    """Files under the table location that no metadata references (e.g. left by a killed writer).
+
+    Only files older than ``older_than`` are reported, so in-flight writes are not mistaken for
+    orphans. With ``delete=True`` they are removed through the table's FileIO; a file that cannot be
+    deleted is listed in ``delete_failures``, never skipped in silence. The location is listed with the
+    filesystem built from the table's own properties (endpoint, credentials), whatever the scheme.
+    """
+    table = load_table(catalog, table)
+    if not isinstance(older_than, timedelta):
+        raise ConfigurationError(f"older_than must be a datetime.timedelta, got {type(older_than).__name__}")
+    listed = list_files(table.io, table.location())
+    reachable = referenced_files(table)
+    cutoff = datetime.now(UTC) - older_than
+    report = OrphanReport(table_name(table), older_than, files_listed=len(listed))
+    report.orphans = [f.location for f in listed
+                      if canonical(f.location) not in reachable and (f.mtime is None or f.mtime <= cutoff)]
+    if delete:
+        outcome = delete_files(table.io, report.orphans)
+        report.deleted = outcome.deleted + outcome.already_gone
+        report.delete_failures = outcome.failed
+    return report

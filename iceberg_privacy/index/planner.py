@@ -1,0 +1,176 @@
+"""Plan an identity lookup: Iceberg manifest pruning first, then the Bloom-filter sidecars.
+
+Manifest pruning (partitions, column min/max) comes from pyiceberg's own scan planning with an
+``In``/``EqualTo`` filter on the column. The sidecars then remove every remaining file whose filter
+says "absent" for all the values. Files without a usable filter are kept: a missing, corrupt or
+foreign-written file costs a scan, never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In
+from pyiceberg.expressions.literals import Literal
+from pyiceberg.table import FileScanTask, Table
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.types import UUIDType
+
+from iceberg_privacy.catalog import TableRef, load_table, table_name
+from iceberg_privacy.config import bloom_columns, resolve_column
+from iceberg_privacy.errors import IcebergPrivacyError, SidecarError
+from iceberg_privacy.identities import identity_leaf_type, is_nested
+from iceberg_privacy.index.hashing import coerce_values, hash_literals, mix64
+from iceberg_privacy.index.registry import resolve_coverage, warn
+from iceberg_privacy.storage import storage_errors
+
+BATCH_THRESHOLD = 200
+"""Above this many values pyiceberg's metrics pruning gives up on ``In`` anyway, and evaluating a huge
+``In`` per file costs more than matching rows after the read, so large batches plan without it
+(unless the column drives a partition transform) and match with Arrow's ``is_in``."""
+
+
+@dataclass
+class LookupPlan:
+    """Which files a lookup reads, and why the others were skipped."""
+
+    table: str
+    column: str
+    snapshot_id: int | None
+    values: list[Literal[Any]]
+    nested: bool
+    row_filter: BooleanExpression
+    post_filter: bool  # rows matched after reading: nested ids, large batches, uuid (pyarrow 18 can't compare)
+    selected_fields: tuple[str, ...]
+    tasks: list[FileScanTask]
+    metadata: TableMetadata
+    files_total: int = 0
+    files_after_manifest_pruning: int = 0
+    files_after_bloom_pruning: int = 0
+    files_without_sidecar: int = 0
+    index_bytes_read: int = 0  # every sidecar byte this plan fetched: footers, file lists, directories, rows
+    index_requests: int = 0  # storage reads for sidecars (a cached sidecar costs one per probed blob row run)
+    sidecars_opened: int = 0
+    bloom_configured: bool = True
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def files_to_read(self) -> list[str]:
+        return [t.file.file_path for t in self.tasks]
+
+    def explain(self) -> str:
+        lines = [
+            f"lookup {self.table}.{self.column} for {len(self.values)} value(s) at snapshot {self.snapshot_id}",
+            f"  files in snapshot              {self.files_total:>8}",
+            f"  after manifest pruning         {self.files_after_manifest_pruning:>8}   (partitions, min/max)",
+            f"  after bloom pruning            {self.files_after_bloom_pruning:>8}   "
+            f"({self.sidecars_opened} sidecar(s), {self.index_bytes_read} index bytes in {self.index_requests} read(s))",
+            f"  of which without usable filter {self.files_without_sidecar:>8}   (scanned, never skipped)",
+        ]
+        if not self.bloom_configured:
+            lines.append(f"  note: {self.column!r} is not a bloom column of this table: no bloom pruning")
+        if self.nested:
+            lines.append("  note: nested identity column: rows are matched after reading (no min/max pruning)")
+        elif self.post_filter:
+            lines.append("  note: rows are matched after reading (large batch, or a type pyarrow cannot filter)")
+        if self.timings:
+            lines.append("  timings: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in self.timings.items()))
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.explain()
+
+
+def _as_values(values: Any) -> list[Any]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        return [values]
+    return list(values)
+
+
+@storage_errors
+def plan_lookup(
+    table: TableRef,
+    column: str,
+    values: Any,
+    *,
+    snapshot_id: int | None = None,
+    selected_fields: Sequence[str] | None = None,
+    catalog: Catalog | None = None,
+) -> LookupPlan:
+    """Plan the files a lookup of ``values`` in ``column`` must read (see :class:`LookupPlan`)."""
+    table = load_table(catalog, table)
+    t0 = time.perf_counter()
+    field_ = resolve_column(table.schema(), column, table_name(table))
+    leaf = identity_leaf_type(field_)
+    literals = coerce_values(_as_values(values), leaf, column)
+    # Deduplicate by the literal's internal value, keeping order.
+    literals = list({lit.value: lit for lit in literals}.values())
+    nested = is_nested(field_)
+    metadata = table.metadata
+    snap = metadata.snapshot_by_id(snapshot_id) if snapshot_id is not None else metadata.current_snapshot()
+    if snapshot_id is not None and snap is None:
+        raise IcebergPrivacyError(
+            f"snapshot {snapshot_id} does not exist in {table_name(table)}; see table.snapshots()"
+        )
+    if nested:
+        row_filter: BooleanExpression = AlwaysTrue()
+    elif len(literals) == 1:
+        row_filter = EqualTo(column, literals[0])
+    else:
+        row_filter = In(column, literals)
+    fields = tuple(selected_fields) if selected_fields else ("*",)
+    partition_sources = {pf.source_id for spec in metadata.specs().values() for pf in spec.fields}
+    big = len(literals) > BATCH_THRESHOLD
+    post_filter = nested or big or isinstance(leaf, UUIDType)
+    plan_filter = AlwaysTrue() if nested or (big and field_.field_id not in partition_sources) else row_filter
+    plan = LookupPlan(table_name(table), column, snap.snapshot_id if snap else None, literals, nested,
+                      row_filter, post_filter, fields, [], metadata)
+    plan.bloom_configured = any(c.name == column for c in bloom_columns(table.schema(), table.properties))
+    if snap is None or not literals:
+        plan.timings["plan"] = time.perf_counter() - t0
+        return plan
+    plan.files_total = int(snap.summary.additional_properties.get("total-data-files", 0)) if snap.summary else 0
+    scan = table.scan(row_filter=plan_filter, snapshot_id=snap.snapshot_id)
+    tasks = list(scan.plan_files())
+    plan.files_total = plan.files_total or len(tasks)
+    plan.files_after_manifest_pruning = len(tasks)
+    t1 = time.perf_counter()
+    plan.timings["manifest_pruning"] = t1 - t0
+    plan.tasks = _bloom_prune(table, plan, tasks, field_.field_id, mix64(hash_literals(literals, leaf)))
+    plan.files_after_bloom_pruning = len(plan.tasks)
+    plan.timings["bloom_pruning"] = time.perf_counter() - t1
+    return plan
+
+
+def _bloom_prune(table: Table, plan: LookupPlan, tasks: list[FileScanTask], field_id: int, keys: np.ndarray) -> list[FileScanTask]:
+    if not tasks:
+        return tasks
+    paths = {t.file.file_path for t in tasks}
+    cov = resolve_coverage(table.io, plan.metadata, field_id, paths)
+    plan.warnings += cov.warnings
+    plan.sidecars_opened = cov.sidecars_opened
+    plan.index_bytes_read = cov.bytes_read
+    plan.index_requests = cov.requests
+    keep = set(cov.uncovered)
+    for a in cov.assignments:
+        before, before_requests = a.sidecar.bytes_read, a.sidecar.reader.requests
+        try:
+            hits = a.sidecar.probe(a.group, keys)
+        except SidecarError as exc:
+            plan.warnings.append(warn(f"{exc}; scanning the {len(a.paths)} file(s) it covers"))
+            keep.update(a.paths)
+            plan.files_without_sidecar += len(a.paths)
+            continue
+        finally:
+            plan.index_bytes_read += a.sidecar.bytes_read - before
+            plan.index_requests += a.sidecar.reader.requests - before_requests
+        keep.update(p for p, pos in zip(a.paths, a.positions, strict=True) if hits[pos])
+    plan.files_without_sidecar += len(cov.uncovered)
+    return [t for t in tasks if t.file.file_path in keep]

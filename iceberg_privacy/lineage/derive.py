@@ -1,0 +1,358 @@
+"""``derive``: run SQL over Iceberg tables into an Iceberg table, recording column-level lineage.
+
+The SQL is analysed with sqlglot (``lineage/sql.py``) before anything runs: which tables it reads,
+which source columns each result column is computed from, and which columns only filter, join or
+group. Then purposes are checked (a refused flow writes nothing), the sink's annotations are
+propagated (identity columns, sensitive categories, allowed purposes) and the result is written by
+the library's own commit path, so the sink gets Bloom sidecars on its identity columns, drops
+forgotten subjects, and carries the lineage record in the same atomic snapshot.
+
+Engines: DuckDB embedded (default; sources are read with pyiceberg at a pinned snapshot, so delete
+files apply, and held in memory), or Spark SQL when a session is given (sources read in Spark, the
+result written by the ``iceberg-privacy`` data source, which the session must have registered).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.table import Table
+
+from iceberg_privacy._internal import compat
+from iceberg_privacy.catalog import all_tables, table_name
+from iceberg_privacy.config import bloom_columns, configure_bloom, current_principal, identity_leaf_type
+from iceberg_privacy.errors import (
+    ConfigurationError,
+    LineageError,
+    MissingSourceError,
+    OpaqueSqlError,
+    SchemaMismatchError,
+)
+from iceberg_privacy.lineage.annotations import (
+    Annotations,
+    check_purposes,
+    propagate,
+    refuse,
+    sink_properties,
+)
+from iceberg_privacy.lineage.evaluate import sql_type
+from iceberg_privacy.lineage.record import COMPLETE, OPAQUE, FieldRef, LineageRecord, SourceRef
+from iceberg_privacy.lineage.sql import SqlLineage, analyze, normalize_sql, referenced_tables
+from iceberg_privacy.storage import storage_errors
+from iceberg_privacy.write import WriteReport, append, overwrite
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["append", "overwrite"]
+
+
+@dataclass
+class DeriveReport:
+    """What a derive read, wrote and recorded."""
+
+    target: str
+    engine: str
+    sources: list[str]
+    status: str  # complete | opaque
+    snapshot_id: int | None = None
+    rows: int = 0
+    created: bool = False
+    identity_columns: list[str] = field(default_factory=list)
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    purpose: str | None = None
+    override: dict[str, Any] | None = None
+    lineage: LineageRecord | None = None
+    write: WriteReport | None = None
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        s = (f"derive {self.target} ({self.engine}): {self.rows} rows from {', '.join(self.sources) or 'no table'}, "
+             f"snapshot {self.snapshot_id}, lineage {self.status}")
+        if self.identity_columns:
+            s += f", identity columns {self.identity_columns}"
+        if self.override:
+            s += f", purpose check overridden ({self.override['reason']})"
+        return s + f", {self.seconds:.2f}s"
+
+
+def _load_sources(catalog: Catalog, names: Sequence[str]) -> dict[str, Table]:
+    out: dict[str, Table] = {}
+    for name in names:
+        try:
+            out[name] = catalog.load_table(name)
+        except (NoSuchTableError, ValueError):
+            hint = "" if "." in name else " (name tables as namespace.table)"
+            raise MissingSourceError(
+                f"the SQL reads {name!r}, which is not a table of the catalog{hint}; nothing was written"
+            ) from None
+    return out
+
+
+def _remap_columns(lin: SqlLineage, names: list[str]) -> dict[str, list[FieldRef]]:
+    """Lineage keyed by the engine's result column names (matched by position: engines name
+    unaliased expressions differently)."""
+    if len(lin.output_columns) != len(names):
+        raise LineageError(
+            f"the SQL analysis found {len(lin.output_columns)} result columns, the engine returned {len(names)}; "
+            "alias every result column and try again"
+        )
+    return {engine_name: list(lin.columns.get(ours, [])) for ours, engine_name in zip(lin.output_columns, names, strict=True)}
+
+
+def _view_name(i: int) -> str:
+    return f"__ip_src_{i}"
+
+
+def _rewrite_tables(sql: str, names: Sequence[str], dialect: str) -> str:
+    """Point the SQL's table references at engine views (for engines without ``ns.table`` names)."""
+    import sqlglot
+    from sqlglot import exp
+
+    index = {n.lower(): i for i, n in enumerate(names)}
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except sqlglot.errors.ParseError:
+        tree = None
+    if tree is not None:
+        for tbl in list(tree.find_all(exp.Table)):
+            full = ".".join(p.name for p in tbl.parts).lower()
+            if full in index:
+                alias = tbl.alias or tbl.name
+                tbl.replace(exp.Table(this=exp.to_identifier(_view_name(index[full])),
+                                      alias=exp.TableAlias(this=exp.to_identifier(alias))))
+        return tree.sql(dialect=dialect)
+    out = sql
+    for name, i in index.items():  # SQL sqlglot cannot parse: textual, outside quotes is the best effort
+        parts = [re.escape(p) for p in name.split(".")]
+        out = re.sub(r"(?<![\w.`\"])" + r"\s*\.\s*".join(parts) + r"(?![\w`\"])", _view_name(i), out, flags=re.I)
+    return out
+
+
+def _run_duckdb(sql: str, tables: Mapping[str, Table], snapshots: Mapping[str, int | None]) -> pa.Table:
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        names = list(tables)
+        nested = any(n.count(".") != 1 for n in names)
+        for i, (name, table) in enumerate(tables.items()):
+            sid = snapshots[name]
+            data = table.scan(snapshot_id=sid).to_arrow() if sid is not None else \
+                table.schema().as_arrow().empty_table()
+            con.register(_view_name(i), data)
+            if not nested:
+                ns, tbl = name.split(".")
+                con.execute(f'CREATE SCHEMA IF NOT EXISTS "{ns}"')
+                con.execute(f'CREATE VIEW "{ns}"."{tbl}" AS SELECT * FROM {_view_name(i)}')
+        query = _rewrite_tables(sql, names, "duckdb") if nested else sql
+        try:
+            return con.sql(query).to_arrow_table()
+        except duckdb.Error as exc:
+            raise LineageError(f"DuckDB could not run the SQL: {exc}; nothing was written") from exc
+    finally:
+        con.close()
+
+
+def _catalog_options(catalog: Catalog) -> dict[str, str]:
+    return {"catalog.name": catalog.name, **{f"catalog.{k}": str(v) for k, v in catalog.properties.items()}}
+
+
+def _run_spark(spark: Any, sql: str, tables: Mapping[str, Table], snapshots: Mapping[str, int | None]) -> Any:
+    from iceberg_privacy._internal.spark import table_dataframe
+
+    names = list(tables)
+    for i, (name, table) in enumerate(tables.items()):
+        cols = [f.name for f in table.schema().fields]
+        sid = snapshots[name]
+        if sid is None:
+            from pyspark.sql.pandas.types import from_arrow_schema
+
+            df = spark.createDataFrame([], schema=from_arrow_schema(table.schema().as_arrow()))
+        else:
+            df = table_dataframe(spark, table, sid, cols)
+        df.createOrReplaceTempView(_view_name(i))
+    try:
+        return spark.sql(_rewrite_tables(sql, names, "spark"))
+    except Exception as exc:  # AnalysisException, ParseException: the user's SQL
+        raise LineageError(f"Spark could not run the SQL: {exc}; nothing was written") from exc
+
+
+def _new_table(catalog: Catalog, target: str, schema: pa.Schema) -> tuple[Table, bool]:
+    """(table, created): a concurrent derive may create it first."""
+    if "." in target:
+        catalog.create_namespace_if_not_exists(target.rsplit(".", 1)[0])
+    try:
+        return catalog.create_table(target, schema=schema), True
+    except TableAlreadyExistsError:
+        return catalog.load_table(target), False
+
+
+def _prepare_sink(table: Table, props: dict[str, str], identity: Sequence[str], bloom: Sequence[str] | None) -> Table:
+    """Annotations first (a crash after this leaves only stricter labels, never data), then bloom
+    columns for identity columns of primitive type, so the sink's subjects can be found fast."""
+    if props:
+        with table.transaction() as tx:
+            tx.set_properties(props)
+        table = table.refresh()
+    schema = table.schema()
+    have = [c.name for c in bloom_columns(schema, table.properties)]
+    want = list(bloom) if bloom is not None else []
+    for name in identity:
+        try:
+            leaf = identity_leaf_type(schema.find_field(name))
+        except Exception:  # noqa: BLE001 - not indexable (nested map etc.): it is scanned, never skipped
+            continue
+        if schema.find_field(name).field_type == leaf and name not in want:
+            want.append(name)
+    missing = [c for c in want if c not in have]
+    if missing:
+        table = configure_bloom(table, missing, replace=False)
+    return table
+
+
+def _conform(result: pa.Table, table: Table) -> pa.Table:
+    """The result in an existing table's column order and types (DuckDB sums BIGINT into HUGEINT)."""
+    want = table.schema().as_arrow()
+    if set(result.column_names) != set(want.names):
+        raise SchemaMismatchError(
+            f"the SQL returns columns {result.column_names}, {table_name(table)} has {want.names}; "
+            "alias and select exactly the table's columns"
+        )
+    try:
+        return result.select(want.names).cast(want)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SchemaMismatchError(
+            f"the SQL's result does not fit {table_name(table)}: {exc}. CAST the columns to the table's types"
+        ) from exc
+
+
+def _record_only(table: Table, record: LineageRecord) -> int | None:
+    """An empty snapshot carrying only the lineage record (a derive that produced no rows)."""
+    with table.transaction() as tx:
+        producer = tx.update_snapshot(snapshot_properties=record.summary()).fast_append()
+        producer.commit()
+        sid = compat.producer_snapshot_id(producer)
+    return sid
+
+
+@storage_errors
+def derive(
+    catalog: Catalog, sql: str, target: str, *, mode: Mode = "append", spark: Any | None = None,
+    purpose: str | None = None, override_purpose: str | None = None, allow_opaque: bool = False,
+    bloom: Sequence[str] | None = None,
+) -> DeriveReport:
+    """Run ``sql`` (one SELECT over ``namespace.table`` names) and write the result into ``target``.
+
+    ``target`` is created when missing. ``purpose`` is the purpose the target serves (default: its
+    ``privacy.purpose`` property); every source restricting purposes must allow it, otherwise the
+    derive is refused unless ``override_purpose`` gives a reason, which is recorded. SQL the parser
+    cannot analyse is refused unless ``allow_opaque=True``: then the write happens and its lineage
+    is marked opaque (erasure fan-out will warn that coverage downstream is incomplete).
+    """
+    t0 = time.perf_counter()
+    if mode not in ("append", "overwrite"):
+        raise ConfigurationError(f"mode must be 'append' or 'overwrite', not {mode!r}")
+    if not sql or not sql.strip():
+        raise ConfigurationError("sql is empty: pass one SELECT statement")
+    dialect = "spark" if spark is not None else "duckdb"
+    engine = "spark" if spark is not None else "duckdb"
+    # Listing the catalog is only needed to spot table names in SQL that does not parse.
+    names = referenced_tables(sql, (), dialect=dialect) or referenced_tables(
+        sql, [".".join(t) for t in all_tables(catalog)], dialect=dialect)
+    sources = _load_sources(catalog, names)
+    snapshots = {n: t.metadata.current_snapshot_id for n, t in sources.items()}
+    schemas = {n: {f.name: sql_type(f.type) for f in t.schema().as_arrow()} for n, t in sources.items()}
+    lin = analyze(sql, schemas, dialect=dialect)
+    if lin.opaque is not None:
+        if not allow_opaque:
+            raise OpaqueSqlError(
+                f"the SQL cannot be analysed for lineage ({lin.opaque}). Nothing was written. Rewrite it as one "
+                "SELECT over namespace.table names, or pass allow_opaque=True to write anyway with lineage marked "
+                "opaque (erasure fan-out then warns that it cannot follow this table's columns)"
+            )
+        logger.warning("derive into %s: lineage is opaque (%s)", target, lin.opaque)
+    # A name the SQL analysis saw that the token scan did not (or vice versa) must still be loaded.
+    for extra in [s for s in lin.sources if s not in sources]:
+        sources.update(_load_sources(catalog, [extra]))
+        snapshots[extra] = sources[extra].metadata.current_snapshot_id
+    order = lin.sources if lin.opaque is None else list(sources)
+    try:
+        sink: Table | None = catalog.load_table(target)
+    except NoSuchTableError:
+        sink = None
+    sink_ann = Annotations.of(sink.properties) if sink is not None else Annotations()
+    if purpose and sink_ann.purpose and purpose.strip().lower() != sink_ann.purpose:
+        raise ConfigurationError(
+            f"{target} serves purpose {sink_ann.purpose!r} (table property privacy.purpose), not {purpose!r}; "
+            "derive into another table, or change the table's purpose first"
+        )
+    src_ann = [Annotations.of(sources[n].properties) for n in order]
+    check = check_purposes([(n, a) for n, a in zip(order, src_ann, strict=True)], target,
+                           (purpose or "").strip().lower() or sink_ann.purpose)
+    override: dict[str, Any] | None = None
+    if not check.ok:
+        if not override_purpose:
+            refuse(check)
+        override = {"reason": override_purpose, "by": current_principal(), "flows": check.violations}
+        logger.warning("derive into %s overrides purpose limits (%s): %s", target, override_purpose, check.violations)
+
+    if spark is not None:
+        df = _run_spark(spark, sql, sources, snapshots)
+        result_names = list(df.columns)
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        result_schema = to_arrow_schema(df.schema)
+        result = None
+    else:
+        result = _run_duckdb(sql, sources, snapshots)
+        result_names, result_schema = result.column_names, result.schema
+    columns = _remap_columns(lin, result_names) if lin.opaque is None else {}
+    if lin.opaque is None:
+        identity, cats = propagate(columns, src_ann)
+    else:  # unknown flows: keep same-named identity columns and categories (the cautious reading)
+        identity = [c for c in result_names if any(c in a.identity for a in src_ann)]
+        cats = {c: sorted({x for a in src_ann for x in a.categories.get(c, ())}) for c in result_names}
+        cats = {c: v for c, v in cats.items() if v}
+    record = LineageRecord(
+        op="derive", engine=engine, status=COMPLETE if lin.opaque is None else OPAQUE,
+        sources=[SourceRef.of(sources[n], snapshots[n]) for n in order],
+        columns=columns, indirect=list(lin.indirect) if lin.opaque is None else [],
+        sql=normalize_sql(sql, dialect) or f"sha256:{hashlib.sha256(sql.encode()).hexdigest()}",
+        purpose=check.purpose, override=override, reason=lin.opaque,
+    )
+    created = False
+    if sink is None:
+        sink, created = _new_table(catalog, target, result_schema)
+    props = sink_properties(Annotations.of(sink.properties), identity, cats, check)
+    sink = _prepare_sink(sink, props, identity, bloom)
+    report = DeriveReport(target=target, engine=engine, sources=list(order), status=record.status, created=created,
+                          identity_columns=[c for c in Annotations.of(sink.properties).identity],
+                          categories={k: list(v) for k, v in Annotations.of(sink.properties).categories.items()},
+                          purpose=check.purpose, override=override, lineage=record)
+    if result is not None:
+        if not created:
+            result = _conform(result, sink)
+        write = overwrite if mode == "overwrite" else append
+        report.write = write(sink, result, lineage=record)
+        report.snapshot_id, report.rows = report.write.snapshot_id, report.write.rows
+        if report.snapshot_id is None:  # nothing to append: still record that the flow exists
+            report.snapshot_id = _record_only(sink, record)
+    else:
+        (df.write.format("iceberg-privacy").options(**_catalog_options(catalog))
+         .option("lineage", record.summary()["privacy.lineage"]).mode(mode).save(target))
+        sink = sink.refresh()
+        report.snapshot_id = sink.metadata.current_snapshot_id
+        snap = sink.current_snapshot()
+        report.rows = int(snap.summary.additional_properties.get("added-records", 0)) if snap and snap.summary else 0
+    report.seconds = time.perf_counter() - t0
+    logger.info("%s", report)
+    return report

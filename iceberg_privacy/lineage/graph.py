@@ -1,0 +1,327 @@
+"""The catalog-wide lineage graph, built from snapshot summaries (and kept history of expired ones).
+
+Nodes are tables, keyed by uuid so a rename keeps its history and a dropped-and-recreated table is
+not confused with its predecessor. Edges come from the ``privacy.lineage`` records of every
+snapshot: table edges (source -> sink) and column edges (source column -> sink column, DIRECT or
+INDIRECT). Problems found on the way (dropped or missing sources, cycles, opaque writes, unreadable
+metadata) are collected in :attr:`LineageGraph.problems`, never raised: a graph with a hole is still
+the best answer there is, and the caller is told where the hole is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
+
+from iceberg_privacy.catalog import all_tables, has_marker, table_name
+from iceberg_privacy.errors import LineageError
+from iceberg_privacy.lineage.annotations import Annotations
+from iceberg_privacy.lineage.record import (
+    DIRECT,
+    INDIRECT,
+    MAINTENANCE,
+    OPAQUE,
+    LineageRecord,
+    snapshot_records,
+)
+from iceberg_privacy.properties import BOOKKEEPING_MARKERS
+
+
+@dataclass
+class TableNode:
+    uuid: str
+    name: str
+    exists: bool = True  # False: referenced by a record but no longer in the catalog
+    annotations: Annotations = field(default_factory=Annotations)
+    columns: tuple[str, ...] = ()
+    unknown_writes: int = 0  # snapshots with no lineage record: written by another engine
+    opaque_writes: int = 0
+    dp_release: bool = False
+
+
+@dataclass(frozen=True)
+class TableEdge:
+    source: str  # uuid
+    sink: str  # uuid
+    op: str
+    status: str
+    snapshot_id: int | None  # the sink's snapshot that recorded it
+    source_snapshot_id: int | None
+    exempt: str | None = None
+    override: str | None = None  # the reason, when a purpose check was overridden
+
+
+@dataclass(frozen=True)
+class ColumnEdge:
+    source: str  # uuid
+    source_column: str
+    sink: str  # uuid
+    sink_column: str | None  # None for INDIRECT (dataset-level)
+    type: str
+    subtype: str
+    masking: bool
+    expression: str | None
+    snapshot_id: int | None
+    engine: str = ""  # the SQL dialect ``expression`` is written in
+
+
+@dataclass
+class LineageGraph:
+    tables: dict[str, TableNode] = field(default_factory=dict)
+    edges: list[TableEdge] = field(default_factory=list)
+    columns: list[ColumnEdge] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    records: list[tuple[str, LineageRecord]] = field(default_factory=list)  # (sink uuid, record), as read
+    _idx: dict[str, dict[Any, list[Any]]] | None = field(default=None, repr=False, compare=False)
+    _idx_key: tuple[int, ...] = field(default=(), repr=False, compare=False)
+
+    # --- lookup -------------------------------------------------------------------------------
+    def node(self, ref: str) -> TableNode:
+        """The table named ``ref`` (a live name, else a dropped one), or with that uuid."""
+        if ref in self.tables:
+            return self.tables[ref]
+        matches = [n for n in self.tables.values() if n.name == ref]
+        live = [n for n in matches if n.exists]
+        if live or matches:
+            return (live or matches)[0]
+        raise LineageError(f"no table {ref!r} in the lineage graph; known: {sorted(self.names())[:20]}")
+
+    def names(self) -> list[str]:
+        return [n.name for n in self.tables.values()]
+
+    def _split(self, ref: str) -> tuple[TableNode, str | None]:
+        """'db.t' -> (table, None); 'db.t.col' -> (table, 'col')."""
+        try:
+            return self.node(ref), None
+        except LineageError:
+            pass
+        table, _, column = ref.rpartition(".")
+        if not table:
+            raise LineageError(f"{ref!r} is neither a table nor table.column in the lineage graph")
+        node = self.node(table)
+        if node.exists and node.columns and column not in node.columns:
+            raise LineageError(f"{table} has no column {column!r}; columns: {list(node.columns)}")
+        return node, column
+
+    # --- traversal ----------------------------------------------------------------------------
+    def _index(self) -> dict[str, dict[Any, list[Any]]]:
+        """Adjacency by node, built on first use (rebuilt if edges were added since)."""
+        key = (id(self.edges), len(self.edges), id(self.columns), len(self.columns))
+        if self._idx is None or self._idx_key != key:
+            idx: dict[str, dict[Any, list[Any]]] = {"succ": {}, "pred": {}, "out": {}, "in": {}, "in_any": {},
+                                                    "edges_out": {}}
+            for e in self.edges:
+                idx["edges_out"].setdefault(e.source, []).append(e)
+                idx["succ"].setdefault(e.source, []).append(e.sink)
+                idx["pred"].setdefault(e.sink, []).append(e.source)
+            for c in self.columns:
+                idx["out"].setdefault((c.source, c.source_column), []).append(c)
+                if c.sink_column is None:
+                    idx["in_any"].setdefault(c.sink, []).append(c)
+                else:
+                    idx["in"].setdefault((c.sink, c.sink_column), []).append(c)
+            self._idx, self._idx_key = idx, key
+        return self._idx
+
+    def edges_from(self, uuid: str) -> list[TableEdge]:
+        """Table edges whose source is the table with this uuid."""
+        return list(self._index()["edges_out"].get(uuid, ()))
+
+    def column_edges_from(self, uuid: str, column: str) -> list[ColumnEdge]:
+        """Column edges (DIRECT and INDIRECT) out of one column."""
+        return list(self._index()["out"].get((uuid, column), ()))
+
+    def _table_step(self, uuid: str, down: bool) -> Iterator[str]:
+        yield from self._index()["succ" if down else "pred"].get(uuid, ())
+
+    def _column_step(self, uuid: str, column: str | None, down: bool, indirect: bool) -> Iterator[tuple[str, str | None]]:
+        idx = self._index()
+        if down:
+            edges: Iterable[ColumnEdge] = idx["out"].get((uuid, column), ())
+        else:  # a column's inputs: its DIRECT ones, plus what decided the rows of its whole table
+            edges = [*idx["in"].get((uuid, column), ()), *idx["in_any"].get(uuid, ())]
+        for e in edges:
+            if e.type == INDIRECT and not indirect:
+                continue
+            yield (e.sink, e.sink_column) if down else (e.source, e.source_column)
+
+    def _walk(self, ref: str, down: bool, indirect: bool) -> list[str]:
+        start, column = self._split(ref)
+        seen: set[tuple[str, str | None]] = set()  # the start is listed too when a cycle leads back to it
+        out: list[str] = []
+        queue: deque[tuple[str, str | None]] = deque([(start.uuid, column)])
+        while queue:
+            uuid, col = queue.popleft()
+            if col is None:  # table level (or an INDIRECT target: the whole dataset)
+                steps: Iterable[tuple[str, str | None]] = ((t, None) for t in self._table_step(uuid, down))
+            else:
+                steps = self._column_step(uuid, col, down, indirect)
+            for nxt in sorted(set(steps), key=lambda x: (self.tables[x[0]].name, x[1] or "")):  # deterministic
+                if nxt in seen:
+                    continue
+                seen.add(nxt)
+                queue.append(nxt)
+                name = self.tables[nxt[0]].name
+                out.append(name if nxt[1] is None else f"{name}.{nxt[1]}")
+        return out
+
+    def downstream(self, ref: str, *, indirect: bool = True) -> list[str]:
+        """Tables (``db.t``) or columns (``db.t.col``) that data of ``ref`` flowed into, nearest first.
+
+        For a column, INDIRECT flows (it filtered, joined or grouped the rows of a table) name the
+        whole downstream table; pass ``indirect=False`` for value flows only.
+        """
+        return self._walk(ref, True, indirect)
+
+    def upstream(self, ref: str, *, indirect: bool = True) -> list[str]:
+        """Tables or columns ``ref`` was computed from, nearest first."""
+        return self._walk(ref, False, indirect)
+
+    def cycles(self) -> list[list[str]]:
+        """Strongly connected groups of tables (a derive that reads its own descendants), by name."""
+        return [sorted(self.tables[u].name for u in group) for group in self.cycle_groups()]
+
+    def cycle_groups(self) -> list[list[str]]:
+        """The same groups as :meth:`cycles`, by uuid (names can repeat: a dropped and a re-created table)."""
+        succ: dict[str, set[str]] = {u: set() for u in self.tables}
+        for e in self.edges:
+            succ.setdefault(e.source, set()).add(e.sink)
+        index: dict[str, int] = {}
+        low: dict[str, int] = {}
+        stack: list[str] = []
+        on: set[str] = set()
+        out: list[list[str]] = []
+        counter = 0
+        for root in succ:  # iterative Tarjan: deep chains must not hit the recursion limit
+            if root in index:
+                continue
+            work = [(root, iter(sorted(succ[root])))]
+            index[root] = low[root] = counter
+            counter += 1
+            stack.append(root)
+            on.add(root)
+            while work:
+                v, it = work[-1]
+                advanced = False
+                for w in it:
+                    if w not in index:
+                        index[w] = low[w] = counter
+                        counter += 1
+                        stack.append(w)
+                        on.add(w)
+                        work.append((w, iter(sorted(succ.get(w, ())))))
+                        advanced = True
+                        break
+                    if w in on:
+                        low[v] = min(low[v], index[w])
+                if advanced:
+                    continue
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    group = []
+                    while True:
+                        w = stack.pop()
+                        on.discard(w)
+                        group.append(w)
+                        if w == v:
+                            break
+                    if len(group) > 1 or v in succ.get(v, ()):
+                        out.append(sorted(group))
+        return out
+
+    def records_into(self, ref: str) -> list[TableEdge]:
+        node = self.node(ref)
+        return [e for e in self.edges if e.sink == node.uuid]
+
+
+def _node_for(table: Table) -> TableNode:
+    md = table.metadata
+    return TableNode(uuid=str(md.table_uuid), name=table_name(table), annotations=Annotations.of(md.properties),
+                     columns=tuple(f.name for f in table.schema().fields))
+
+
+def add_table(graph: LineageGraph, table: Table) -> None:
+    """Add one table and the lineage records of its snapshots to ``graph``."""
+    node = _node_for(table)
+    graph.tables[node.uuid] = node  # replaces a placeholder made when a reader was seen first
+    records = snapshot_records(table.metadata)
+    recorded = {r.snapshot_id for r in records}
+    node.unknown_writes = sum(1 for s in table.metadata.snapshots if s.snapshot_id not in recorded)
+    for rec in records:
+        _add_record(graph, node, rec)
+
+
+def _add_record(graph: LineageGraph, node: TableNode, rec: LineageRecord) -> None:
+    graph.records.append((node.uuid, rec))
+    if rec.status == OPAQUE:
+        node.opaque_writes += 1
+        graph.problems.append(f"{node.name}: snapshot {rec.snapshot_id} was written by {rec.op} with opaque lineage "
+                              f"({rec.reason or 'SQL not analysed'}): its column flows are unknown")
+    if rec.exempt == "dp":
+        node.dp_release = True
+    override = (rec.override or {}).get("reason") if rec.override else None
+    for src in rec.sources:
+        if rec.status == MAINTENANCE and src.uuid == node.uuid:
+            continue  # an erasure rewrote the table from itself: not a flow between tables
+        if src.uuid not in graph.tables:
+            graph.tables[src.uuid] = TableNode(uuid=src.uuid, name=src.table, exists=False)
+        graph.edges.append(TableEdge(src.uuid, node.uuid, rec.op, rec.status, rec.snapshot_id, src.snapshot_id,
+                                     rec.exempt, override))
+    for out, inputs in rec.columns.items():
+        for f in inputs:
+            if 0 <= f.source < len(rec.sources):
+                graph.columns.append(ColumnEdge(rec.sources[f.source].uuid, f.column, node.uuid, out, DIRECT,
+                                                f.subtype, f.masking, f.expression, rec.snapshot_id, rec.engine))
+    for f in rec.indirect:
+        if 0 <= f.source < len(rec.sources):
+            graph.columns.append(ColumnEdge(rec.sources[f.source].uuid, f.column, node.uuid, None, INDIRECT,
+                                            f.subtype, False, None, rec.snapshot_id))
+
+
+def _dedupe_edges(graph: LineageGraph) -> None:
+    graph.edges = list(dict.fromkeys(graph.edges))
+    graph.columns = list(dict.fromkeys(graph.columns))
+
+
+def _report(graph: LineageGraph) -> None:
+    for node in graph.tables.values():
+        if not node.exists:
+            readers = sorted({graph.tables[e.sink].name for e in graph.edges_from(node.uuid)})
+            same_name = [n for n in graph.tables.values() if n.exists and n.name == node.name]
+            what = "was dropped and re-created (a different table now has the name)" if same_name else \
+                "is no longer in the catalog (dropped or renamed out of it)"
+            graph.problems.append(f"{node.name} (uuid {node.uuid}), read by {', '.join(readers)}, {what}")
+    for group in graph.cycles():
+        graph.problems.append(f"cycle: {' <-> '.join(group)} read each other (traversals visit each table once)")
+
+
+def build_graph(catalog: Catalog, *, workers: int | None = None) -> LineageGraph:
+    """The lineage graph of every table of ``catalog``, from snapshot summaries and kept history."""
+    idents = all_tables(catalog)
+
+    def load(ident: tuple[str, ...]) -> Table | str:
+        try:
+            return catalog.load_table(ident)
+        except Exception as exc:  # a broken table must not hide the rest of the lake
+            return f"{'.'.join(ident)}: cannot be loaded ({type(exc).__name__}: {exc}); its lineage is missing"
+
+    graph = LineageGraph()
+    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) * 2)) as pool:
+        loaded = list(pool.map(load, idents))
+    for item in loaded:
+        if isinstance(item, str):
+            graph.problems.append(item)
+        elif not has_marker(item, BOOKKEEPING_MARKERS):  # the library's bookkeeping: no data flows there
+            add_table(graph, item)
+    _dedupe_edges(graph)
+    _report(graph)
+    return graph

@@ -1,0 +1,122 @@
+"""Every ``privacy.*`` key the library reads or writes, in one place.
+
+Iceberg gives a table two places for free-form strings: **table properties** (configuration that
+applies from now on) and the **snapshot summary** of each commit (facts about that commit). The
+library keeps all of its state in those two maps plus its own tables, so this module is the full
+list of what it may leave in a user's metadata. Another engine (Spark SQL, Trino, a Java or Rust
+implementation) can honour or produce these keys from this list and the specs in ``docs/``.
+
+Keys are grouped by pillar. Table properties are named ``*_PROPERTY`` or ``*_MARKER`` (a marker
+flags one of the library's own tables, ``m`` or ``m.*``, so catalog walkers skip it); snapshot
+summary keys are named ``*_SUMMARY``. Keys that carry a column name are built by the functions at
+the end. ``iceberg-privacy.*`` catalog properties (where the library's own tables live) are in
+:mod:`iceberg_privacy.catalog`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
+# -- index: Bloom-filter sidecars (docs/sidecar-format.md) ----------------------------------------
+BLOOM_COLUMNS_PROPERTY = "privacy.bloom.columns"
+"""Comma-separated top-level columns that get a Bloom filter per data file."""
+BLOOM_PREFIX = "privacy.bloom."
+"""``privacy.bloom.<column>.fpp`` and ``privacy.bloom.<column>.ndv``: see :func:`bloom_fpp_key`."""
+SIDECAR_PATH_SUMMARY = "privacy.sidecar.path"
+SIDECAR_BYTES_SUMMARY = "privacy.sidecar.bytes"
+SIDECAR_FILES_SUMMARY = "privacy.sidecar.files"
+SIDECAR_COLUMNS_SUMMARY = "privacy.sidecar.columns"
+SIDECAR_COMPACTED_PROPERTY = "privacy.sidecar.compacted"
+SIDECAR_COMPACTED_BYTES_PROPERTY = "privacy.sidecar.compacted-bytes"
+
+# -- subject rights (docs/subject-rights.md, docs/forget-list.md) ---------------------------------
+IDENTITY_COLUMNS_PROPERTY = "privacy.identity.columns"
+"""Comma-separated top-level columns that identify a person (access and erasure requests use them)."""
+ERASURE_REQUEST_SUMMARY = "privacy.erasure.request-id"
+ERASURE_ROWS_SUMMARY = "privacy.erasure.rows-removed"
+ERASURE_FILES_REWRITTEN_SUMMARY = "privacy.erasure.files-rewritten"
+ERASURE_FILES_ADDED_SUMMARY = "privacy.erasure.files-added"
+ERASURE_SUBJECTS_SUMMARY = "privacy.erasure.subjects"
+ERASURE_KEY_ID_SUMMARY = "privacy.erasure.key-id"
+ERASURE_SCRUB_SUMMARY = "privacy.erasure.scrub"
+"""The empty commit a purge makes to drop manifests that still list erased files."""
+JOURNAL_MARKER = "privacy.journal"
+FORGET_MARKER = "privacy.forget.list"
+FORGET_DROPPED_SUMMARY = "privacy.forget.dropped-rows"
+FORGET_VERSION_SUMMARY = "privacy.forget.version"
+
+# -- lineage (docs/lineage.md) --------------------------------------------------------------------
+LINEAGE_SUMMARY = "privacy.lineage"
+LINEAGE_HISTORY_PROPERTY = "privacy.lineage.history"
+SENSITIVE_PREFIX = "privacy.sensitive."
+"""``privacy.sensitive.<column>`` = comma-separated category labels."""
+PURPOSES_PROPERTY = "privacy.purposes"
+PURPOSE_PROPERTY = "privacy.purpose"
+STREAMING_QUERY_ID_SUMMARY = "privacy.streaming.query-id"
+STREAMING_BATCH_ID_SUMMARY = "privacy.streaming.batch-id"
+
+# -- differential privacy (docs/dp.md) ------------------------------------------------------------
+DP_PREFIX = "privacy.dp."
+"""Release provenance keys are ``privacy.dp.<name>`` in the release snapshot's summary."""
+DP_RELEASE_MARKER = "privacy.dp.release"
+DP_LEDGER_MARKER = "privacy.dp.ledger"
+DP_BUDGETS_PROPERTY = "privacy.dp.budgets"
+DP_SPENT_PROPERTY = "privacy.dp.spent"
+
+# -- which tables are the library's own ------------------------------------------------------------
+BOOKKEEPING_MARKERS = (JOURNAL_MARKER, "privacy.forget", DP_LEDGER_MARKER)
+"""The library's bookkeeping tables (journal, forget lists, DP ledgers): never subjects of a request."""
+LIBRARY_MARKERS = (*BOOKKEEPING_MARKERS, DP_RELEASE_MARKER)
+"""Bookkeeping tables plus DP release tables."""
+
+
+def bloom_fpp_key(column: str) -> str:
+    """``privacy.bloom.<column>.fpp``: target false-positive probability of the column's filters."""
+    return f"{BLOOM_PREFIX}{column}.fpp"
+
+
+def bloom_ndv_key(column: str) -> str:
+    """``privacy.bloom.<column>.ndv``: distinct-count hint per data file."""
+    return f"{BLOOM_PREFIX}{column}.ndv"
+
+
+def sensitive_key(column: str) -> str:
+    """``privacy.sensitive.<column>``."""
+    return f"{SENSITIVE_PREFIX}{column}"
+
+
+def dp_key(name: str) -> str:
+    """``privacy.dp.<name>``, a release-provenance summary key."""
+    return f"{DP_PREFIX}{name}"
+
+
+_DP_JSON_FIELDS = ("query", "mechanism", "budget", "contribution", "keys.source", "versions")
+
+
+def read_release_provenance(table: Table, snapshot_id: int | None = None) -> dict[str, Any]:
+    """Decode the provenance of a release snapshot (the current one by default).
+
+    Returns an empty dict for a snapshot that is not a DP release.
+    """
+    snap = table.current_snapshot() if snapshot_id is None else table.snapshot_by_id(snapshot_id)
+    if snap is None or snap.summary is None:
+        return {}
+    props = {k: v for k, v in snap.summary.additional_properties.items() if k.startswith(DP_PREFIX)}
+    if props.get(DP_RELEASE_MARKER) != "1":
+        return {}
+    out: dict[str, Any] = {"snapshot_id": snap.snapshot_id}
+    for key, value in props.items():
+        name = key[len(DP_PREFIX) :]
+        if name in _DP_JSON_FIELDS:
+            out[name] = json.loads(value)
+        elif name in ("source.snapshot-id", "ledger.snapshot-id"):
+            out[name] = int(value)
+        elif name == "threshold":
+            out[name] = float(value) if value else None
+        else:
+            out[name] = value
+    return out

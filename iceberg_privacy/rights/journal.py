@@ -1,0 +1,330 @@
+"""The subject-rights request journal: an append-only Iceberg table of events, folded into state.
+
+Every access or erasure request is written here *before* any work starts, and every step that
+changes something (a table erased, purged, verified, exported) appends one event after it is done.
+The current state of a request is the fold of its events, so a run killed at any point is resumed
+by running the request again: steps with an event are skipped, the others are redone, and a table
+whose erase commit landed but whose event did not is recognised from its snapshot summary
+(``privacy.erasure.request-id``), so nothing is erased twice.
+
+Events have deterministic ids (request, kind, table, snapshot), and the fold keeps the first of each
+id, so a step recorded twice by two racing runs counts once. Subjects appear only as keyed hashes
+(:mod:`iceberg_privacy.rights.keyed`), with the key id of the secret that made them.
+
+The journal is the table ``_privacy.requests`` (namespace configurable), marked with the property
+``privacy.journal=1``; it declares no identity columns, so requests never cover it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import EqualTo
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.types import BinaryType, ListType, LongType, NestedField, StringType, TimestamptzType
+
+from iceberg_privacy._internal import retry
+from iceberg_privacy.catalog import (
+    JOURNAL_NAMESPACE_PROPERTY,
+    LEGACY_NAMES,
+    library_name,
+    reserved_table,
+)
+from iceberg_privacy.errors import RequestConflictError, SubjectRightsError, UnknownRequestError
+from iceberg_privacy.properties import (
+    ERASURE_FILES_REWRITTEN_SUMMARY,
+    ERASURE_REQUEST_SUMMARY,
+    ERASURE_ROWS_SUMMARY,
+)
+from iceberg_privacy.properties import JOURNAL_MARKER as PROP_MARKER
+
+JOURNAL_TABLE = "requests"
+DEFAULT_DEADLINE = timedelta(days=30)
+KINDS = ("erase", "access")
+
+# Event names, in the order a request goes through them.
+CREATED = "created"
+TABLE_ERASED = "table-erased"
+TABLE_EXPORTED = "table-exported"
+TABLE_PURGED = "table-purged"
+TABLE_VERIFIED = "table-verified"
+VERIFY_FAILED = "verify-failed"
+PURGE_PLANNED = "purge-planned"  # files a purge is about to orphan (written before expiry; may repeat)
+COMPLETED = "completed"
+
+SCHEMA = Schema(
+    NestedField(1, "event_id", StringType(), required=False),
+    NestedField(2, "request_id", StringType(), required=False),
+    NestedField(3, "event", StringType(), required=False),
+    NestedField(4, "at", TimestamptzType(), required=False),
+    NestedField(5, "kind", StringType(), required=False),
+    NestedField(6, "table_name", StringType(), required=False),
+    NestedField(7, "snapshot_id", LongType(), required=False),
+    NestedField(8, "rows", LongType(), required=False),
+    NestedField(9, "files", LongType(), required=False),
+    NestedField(10, "key_id", StringType(), required=False),
+    NestedField(11, "subjects", ListType(12, BinaryType(), element_required=False), required=False),
+    NestedField(13, "detail", StringType(), required=False),
+)
+ARROW_SCHEMA = pa.schema([
+    ("event_id", pa.string()), ("request_id", pa.string()), ("event", pa.string()),
+    ("at", pa.timestamp("us", tz="UTC")), ("kind", pa.string()), ("table_name", pa.string()),
+    ("snapshot_id", pa.int64()), ("rows", pa.int64()), ("files", pa.int64()), ("key_id", pa.string()),
+    ("subjects", pa.list_(pa.binary())), ("detail", pa.string()),
+])
+MAX_ATTEMPTS = 100
+
+
+def event_id(request_id: str, event: str, table: str | None = None, snapshot_id: int | None = None) -> str:
+    """Deterministic id: the same step of the same request always has the same id."""
+    return hashlib.sha256(f"{request_id}|{event}|{table or ''}|{snapshot_id or ''}".encode()).hexdigest()[:32]
+
+
+def subjects_fingerprint(digests: Iterable[bytes]) -> str:
+    """Order-independent fingerprint of a request's subject digests (detects a reused id)."""
+    h = hashlib.sha256()
+    for d in sorted(set(digests)):
+        h.update(d)
+    return h.hexdigest()
+
+
+@dataclass
+class TableState:
+    """Progress of one table of a request."""
+
+    status: str = "pending"  # pending -> erased -> purged -> verified (erase); pending -> exported (access)
+    snapshot_id: int | None = None
+    rows: int = 0
+    files: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RequestState:
+    """A request as the fold of its journal events."""
+
+    request_id: str
+    kind: str
+    key_id: str
+    subjects: list[bytes]
+    subject_count: int
+    tables: dict[str, TableState]
+    received: datetime
+    deadline: datetime
+    completed: datetime | None = None
+    events: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        if self.completed is not None:
+            return "completed"
+        if all(t.status == "pending" for t in self.tables.values()):
+            return "received"
+        return "in-progress"
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.tables.values())
+
+    @property
+    def overdue(self) -> bool:
+        return self.completed is None and datetime.now(UTC) > self.deadline
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able view (subject digests are summarised by count and fingerprint, never listed)."""
+        return {
+            "request_id": self.request_id,
+            "kind": self.kind,
+            "status": self.status,
+            "subjects": self.subject_count,
+            "subject_digests": len(self.subjects),
+            "subjects_fingerprint": subjects_fingerprint(self.subjects),
+            "key_id": self.key_id,
+            "received": self.received.isoformat(),
+            "deadline": self.deadline.isoformat(),
+            "completed": self.completed.isoformat() if self.completed else None,
+            "overdue": self.overdue,
+            "rows": self.rows,
+            "tables": {
+                n: {"status": t.status, "snapshot_id": t.snapshot_id, "rows": t.rows, "files": t.files, **t.detail}
+                for n, t in self.tables.items()
+            },
+        }
+
+
+def fold(rows: Sequence[dict[str, Any]]) -> dict[str, RequestState]:
+    """Current state of every request in ``rows`` (journal events, any order, duplicates allowed)."""
+    seen: set[str] = set()
+    out: dict[str, RequestState] = {}
+    order = {CREATED: 0, TABLE_EXPORTED: 1, TABLE_ERASED: 1, TABLE_PURGED: 2, VERIFY_FAILED: 3, TABLE_VERIFIED: 3,
+             COMPLETED: 4}
+    for r in sorted(rows, key=lambda r: (r["at"], order.get(r["event"], 9), r["event_id"])):
+        if r["event_id"] in seen:
+            continue
+        seen.add(r["event_id"])
+        rid, ev = r["request_id"], r["event"]
+        if ev == CREATED:
+            if rid in out:
+                continue
+            detail = json.loads(r["detail"] or "{}")
+            out[rid] = RequestState(
+                request_id=rid, kind=r["kind"], key_id=r["key_id"], subjects=list(r["subjects"] or []),
+                subject_count=int(detail.get("subject_count", 0)),
+                tables={t: TableState() for t in detail.get("tables", [])},
+                received=r["at"], deadline=datetime.fromisoformat(detail["deadline"]), detail=detail,
+            )
+            continue
+        req = out.get(rid)
+        if req is None:
+            continue  # events of a request whose creation is not visible: ignored (cannot happen by protocol)
+        req.events += 1
+        ts = req.tables.setdefault(r["table_name"], TableState()) if r["table_name"] else None
+        detail = json.loads(r["detail"] or "{}")
+        if ev in (TABLE_ERASED, TABLE_EXPORTED) and ts is not None:
+            ts.status = "erased" if ev == TABLE_ERASED else "exported"
+            ts.snapshot_id, ts.rows, ts.files = r["snapshot_id"], int(r["rows"] or 0), int(r["files"] or 0)
+            ts.detail.update(detail)
+        elif ev == TABLE_PURGED and ts is not None:
+            ts.status = "purged"
+            ts.detail["purge"] = detail
+        elif ev == TABLE_VERIFIED and ts is not None:
+            ts.status = "verified"
+            ts.detail["verify"] = detail
+        elif ev == VERIFY_FAILED and ts is not None:
+            ts.detail["verify"] = detail
+        elif ev == COMPLETED:
+            req.completed = r["at"]
+    return out
+
+
+class Journal:
+    """The request journal of a catalog (see the module doc)."""
+
+    def __init__(self, catalog: Catalog, namespace: str | None = None) -> None:
+        self.catalog = catalog
+        self.identifier = (namespace or library_name(catalog, JOURNAL_NAMESPACE_PROPERTY), JOURNAL_TABLE)
+        self._legacy = (LEGACY_NAMES[JOURNAL_NAMESPACE_PROPERTY], JOURNAL_TABLE)
+
+    def load(self, *, create: bool = False) -> Table | None:
+        # Events are idempotent by id, so pyiceberg's rebase-retry is harmless here (no compare-and-swap).
+        return reserved_table(self.catalog, self.identifier, schema=SCHEMA, marker=PROP_MARKER,
+                              what="the iceberg-privacy request journal", error=SubjectRightsError, create=create,
+                              compare_and_swap=False, legacy=self._legacy)
+
+    def append(self, events: list[dict[str, Any]]) -> None:
+        """Append events durably (one Iceberg commit); retried on conflicts with other writers."""
+        if not events:
+            return
+        data = pa.Table.from_pylist(events, schema=ARROW_SCHEMA)
+
+        def step() -> None:
+            table = self.load(create=True)
+            assert table is not None
+            table.append(data)
+
+        retry.run(step, exhausted=lambda n, last: SubjectRightsError(
+            f"could not append to the request journal after {n} attempts ({last}); other writers keep winning: "
+            "retry (appending the same events again is idempotent)"))
+
+    def rows(self, request_id: str | None = None) -> list[dict[str, Any]]:
+        table = self.load()
+        if table is None or table.current_snapshot() is None:
+            return []
+        scan = table.scan(row_filter=EqualTo("request_id", request_id)) if request_id else table.scan()
+        return scan.to_arrow().to_pylist()
+
+    def requests(self) -> list[RequestState]:
+        """Every request, oldest first."""
+        return sorted(fold(self.rows()).values(), key=lambda r: (r.received, r.request_id))
+
+    def get(self, request_id: str) -> RequestState:
+        state = fold(self.rows(request_id)).get(request_id)
+        if state is None:
+            raise UnknownRequestError(
+                f"no request {request_id!r} in the journal {'.'.join(self.identifier)}; "
+                "`iceberg-privacy requests list` shows the known ids"
+            )
+        return state
+
+    def find(self, request_id: str) -> RequestState | None:
+        return fold(self.rows(request_id)).get(request_id)
+
+    def submit(self, request_id: str, kind: str, digests: set[bytes], subject_count: int, tables: list[str],
+               key_id: str, *, deadline: timedelta = DEFAULT_DEADLINE, received: datetime | None = None,
+               existing: RequestState | None | bool = True, detail: dict[str, Any] | None = None) -> RequestState:
+        """Record a request durably; submitting the same id again returns the stored request.
+
+        The same id with different subjects or kind is refused: it would make the journal lie about
+        what was asked.
+        """
+        if kind not in KINDS:
+            raise RequestConflictError(f"request kind must be one of {KINDS}, got {kind!r}")
+        if existing is True:  # not looked up by the caller yet
+            existing = self.find(request_id)
+        if isinstance(existing, RequestState):
+            if existing.kind != kind or (digests and subjects_fingerprint(existing.subjects) != subjects_fingerprint(digests)):
+                raise RequestConflictError(
+                    f"request {request_id!r} already exists as a {existing.kind} request for other subjects; "
+                    "use a new request id, or resume it with the same subjects"
+                )
+            if existing.key_id != key_id:
+                raise RequestConflictError(
+                    f"request {request_id!r} was recorded with secret key id {existing.key_id}, the configured "
+                    f"secret has key id {key_id}: configure the secret the request was made with"
+                )
+            return existing
+        at = received or datetime.now(UTC)
+        created = self.event(
+            request_id, CREATED, kind=kind, key_id=key_id, subjects=sorted(digests), at=at,
+            detail={**(detail or {}), "tables": sorted(tables), "subject_count": subject_count,
+                    "deadline": (at + deadline).isoformat()},
+        )
+        self.append([created])
+        return fold([created])[request_id]
+
+    @staticmethod
+    def event(request_id: str, event: str, *, table: str | None = None, snapshot_id: int | None = None,
+              rows: int | None = None, files: int | None = None, kind: str | None = None, key_id: str | None = None,
+              subjects: list[bytes] | None = None, detail: dict[str, Any] | None = None,
+              at: datetime | None = None) -> dict[str, Any]:
+        # One event per (request, step, table); verification failures may repeat, so they get unique ids.
+        eid = event_id(request_id, event, table) if event not in (VERIFY_FAILED, PURGE_PLANNED) else event_id(
+            request_id, event, table, time.time_ns())
+        return {
+            "event_id": eid,
+            "request_id": request_id, "event": event, "at": at or datetime.now(UTC), "kind": kind,
+            "table_name": table, "snapshot_id": snapshot_id, "rows": rows, "files": files, "key_id": key_id,
+            "subjects": subjects, "detail": json.dumps(detail, sort_keys=True) if detail else None,
+        }
+
+    def record(self, request_id: str, event: str, **kw: Any) -> None:
+        """Append one step event unless the same step is already recorded."""
+        ev = self.event(request_id, event, **kw)
+        if any(r["event_id"] == ev["event_id"] for r in self.rows(request_id)):
+            return
+        self.append([ev])
+
+
+def new_request_id() -> str:
+    return f"req-{uuid.uuid4().hex[:16]}"
+
+
+def erasure_snapshots(table: Table, request_id: str) -> list[tuple[int, int, int]]:
+    """(snapshot id, rows removed, files rewritten) of the table's commits for this request, oldest first."""
+    out = []
+    for snap in sorted(table.metadata.snapshots, key=lambda s: s.sequence_number or 0):
+        extra = snap.summary.additional_properties if snap.summary else {}
+        if extra.get(ERASURE_REQUEST_SUMMARY) == request_id:
+            out.append((snap.snapshot_id, int(extra.get(ERASURE_ROWS_SUMMARY, 0)), int(extra.get(ERASURE_FILES_REWRITTEN_SUMMARY, 0))))
+    return out

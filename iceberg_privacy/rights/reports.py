@@ -1,0 +1,145 @@
+"""The reports subject-rights calls return: plain dataclasses with a readable ``__str__``.
+
+They live apart from the code that fills them so that the request layer
+(:mod:`iceberg_privacy.rights.requests`) can combine an erasure and its purge in one report while
+access, erasure and purge stay independent of each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from iceberg_privacy.lineage.fanout import Fanout
+from iceberg_privacy.storage import child
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class TableExport:
+    table: str
+    snapshot_id: int | None
+    rows: int
+    path: str
+    sha256: str
+    files_read: int
+    files_total: int
+    plan: str = ""
+
+
+@dataclass
+class AccessReport:
+    request_id: str
+    out: str  # a local folder or any FileIO location (s3://bucket/exports/req-1)
+    tables: dict[str, TableExport] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def manifest_path(self) -> str:
+        return child(self.out, MANIFEST)
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.tables.values())
+
+    def __str__(self) -> str:
+        lines = [f"access request {self.request_id}: {self.rows} row(s) from {len(self.tables)} table(s) -> "
+                 f"{self.manifest_path} ({self.seconds:.2f}s)"]
+        lines += [f"  {t.table}: {t.rows} rows, read {t.files_read} of {t.files_total} files -> {t.path.rsplit("/", 1)[-1]}"
+                  for t in self.tables.values()]
+        return "\n".join(lines)
+
+
+@dataclass
+class TableErasure:
+    """What erasing the subjects from one table did."""
+
+    table: str
+    rows_removed: int = 0
+    files_rewritten: int = 0  # data files that held subject rows and were replaced
+    files_added: int = 0
+    files_read: int = 0  # candidate files read (rewritten + Bloom false positives)
+    files_total: int = 0
+    snapshot_ids: list[int] = field(default_factory=list)
+    commit_attempts: int = 0
+    skipped: str | None = None  # why nothing was done (already erased in an earlier run, ...)
+
+
+@dataclass
+class ErasureReport:
+    """Outcome of :func:`erase` (and of the purge, when asked for)."""
+
+    request_id: str
+    subjects: int
+    tables: dict[str, TableErasure]
+    seconds: float = 0.0
+    purge: PurgeReport | None = None  # erase(..., purge=True), run_request(..., purge=True)
+    lineage: Fanout | None = None  # erase(..., follow_lineage=True): downstream tables, exempt releases, warnings
+
+    @property
+    def rows_removed(self) -> int:
+        return sum(t.rows_removed for t in self.tables.values())
+
+    def __str__(self) -> str:
+        lines = [f"erase request {self.request_id}: {self.subjects} subject(s), {self.rows_removed} row(s) removed "
+                 f"in {self.seconds:.2f}s"]
+        for t in self.tables.values():
+            note = f" ({t.skipped})" if t.skipped else ""
+            lines.append(f"  {t.table}: {t.rows_removed} rows, {t.files_rewritten} files rewritten of {t.files_read} "
+                         f"read / {t.files_total}, snapshots {t.snapshot_ids or '-'}{note}")
+        if self.lineage is not None:
+            for rel in self.lineage.exempt:
+                lines.append(f"  exempt: {rel.table} is a DP release of {rel.source} (release {rel.release_id or '?'}, "
+                             f"snapshot {rel.snapshot_id}); aggregated with differential privacy, not erased")
+            lines += [f"  warning: {w}" for w in self.lineage.warnings]
+        if self.purge is not None:
+            lines.append(str(self.purge))
+        return "\n".join(lines)
+
+
+@dataclass
+class VerifyReport:
+    """Rows of the subjects found in the Parquet files under one table location (counts only)."""
+
+    table: str
+    files_scanned: int = 0
+    rows_scanned: int = 0
+    rows_found: int = 0
+    files_with_subjects: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.rows_found == 0 and not self.unreadable
+
+
+@dataclass
+class TablePurge:
+    table: str
+    expired_snapshots: list[int] = field(default_factory=list)
+    deleted_files: int = 0
+    deleted_by_kind: dict[str, int] = field(default_factory=dict)
+    sidecar: str | None = None
+    scrub_snapshot: int | None = None
+    verify: VerifyReport | None = None
+    skipped: str | None = None
+    delete_failures: dict[str, str] = field(default_factory=dict)  # location -> why it could not be deleted
+
+
+@dataclass
+class PurgeReport:
+    request_id: str
+    tables: dict[str, TablePurge]
+    completed: bool = False
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        lines = [f"purge of request {self.request_id}: {'completed' if self.completed else 'NOT complete'} "
+                 f"({self.seconds:.2f}s)"]
+        for t in self.tables.values():
+            v = t.verify
+            ver = (f"verified {v.files_scanned} parquet files, {v.rows_found} subject rows" if v else "not verified")
+            lines.append(f"  {t.table}: expired {len(t.expired_snapshots)} snapshot(s), deleted {t.deleted_files} "
+                         f"file(s) {t.deleted_by_kind or ''}; {ver}{f' ({t.skipped})' if t.skipped else ''}")
+            lines += [f"    NOT deleted: {why}" for why in list(t.delete_failures.values())[:5]]
+        return "\n".join(lines)

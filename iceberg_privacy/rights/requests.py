@@ -1,0 +1,207 @@
+"""Subject-rights requests: the public verbs that journal, run and resume access and erasure.
+
+This module sits above the three kinds of work, which know nothing of each other:
+:mod:`~iceberg_privacy.rights.access` exports rows, :mod:`~iceberg_privacy.rights.erasure` rewrites
+files, :mod:`~iceberg_privacy.rights.purge` expires, deletes and verifies. A request is journaled
+(:mod:`~iceberg_privacy.rights.journal`) before any work, so every verb here can be re-run with the
+same ``request_id`` to resume after a crash, and nothing is done twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pyiceberg.catalog import Catalog
+
+from iceberg_privacy._internal.faults import checkpoint
+from iceberg_privacy.catalog import TableRef
+from iceberg_privacy.errors import ConfigurationError, RequestConflictError
+from iceberg_privacy.lineage.fanout import Fanout, plan_fanout
+from iceberg_privacy.rights.access import FORMATS, export_subjects
+from iceberg_privacy.rights.erasure import process_erasure
+from iceberg_privacy.rights.journal import DEFAULT_DEADLINE, Journal, RequestState, new_request_id
+from iceberg_privacy.rights.keyed import key_id, load_secret
+from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE, purge
+from iceberg_privacy.rights.reports import AccessReport, ErasureReport, PurgeReport
+from iceberg_privacy.rights.subjects import (
+    TableSubjects,
+    as_values,
+    resolve_subjects,
+    subject_tables,
+    table_name,
+    with_fanout,
+)
+from iceberg_privacy.storage import storage_errors
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Submission:
+    """A request as journaled, with what running it needs (internal: the verbs below unpack it)."""
+
+    request: RequestState
+    subjects: list[TableSubjects]
+    secret: bytes
+    lineage: Fanout | None = None
+
+
+def _secret(secret: bytes | None, home: str | os.PathLike[str] | None, catalog: Catalog) -> bytes:
+    return secret if secret is not None else load_secret(home, catalog=catalog)  # refuse to start without one
+
+
+def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRef] | None = None, *,
+            request_id: str | None = None, secret: bytes | None = None, home: str | os.PathLike[str] | None = None,
+            deadline: timedelta = DEFAULT_DEADLINE, journal: Journal | None = None,
+            follow_lineage: bool = False) -> Submission:
+    secret = _secret(secret, home, catalog)
+    journal = journal or Journal(catalog)
+    rid = request_id or new_request_id()
+    existing = journal.find(rid)
+    if existing is not None and not tables:
+        targets = [catalog.load_table(n) for n in existing.tables if catalog.table_exists(n)]
+    else:
+        targets = subject_tables(catalog, tables)
+    values = as_values(subjects)
+    fan: Fanout | None = None
+    followed = existing.detail.get("lineage") if existing is not None else None
+    if follow_lineage or (followed or {}).get("followed"):
+        roots = targets if not followed else [t for t in targets if table_name(t) in set(followed.get("roots", []))]
+        fan = plan_fanout(catalog, roots, values)
+        for w in fan.warnings:
+            logger.warning("erasure fan-out: %s", w)
+        known = {table_name(t) for t in targets}
+        targets = targets + [catalog.load_table(n) for n in fan.tables if n not in known and catalog.table_exists(n)]
+    resolved = resolve_subjects(targets, values, secret)
+    if fan is not None:
+        resolved = with_fanout(resolved, values, secret, fan)
+    digests: set[bytes] = set().union(*(ts.digests for ts in resolved)) if resolved else set()
+    if followed and existing is not None and set(existing.subjects) < digests:
+        raise RequestConflictError(
+            f"the lineage changed since request {rid} was submitted (it now reaches more values or tables): finish "
+            f"it as recorded (`iceberg-privacy requests run {rid}`), then submit a new request for what is new"
+        )
+    req = journal.submit(rid, kind, digests, len(set(map(repr, values))), [ts.name for ts in resolved], key_id(secret),
+                         deadline=deadline, existing=existing, detail={"lineage": fan.to_json()} if fan else None)
+    return Submission(req, resolved, secret, fan)
+
+
+@storage_errors
+def submit_request(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRef] | None = None, *,
+                   request_id: str | None = None, home: str | os.PathLike[str] | None = None,
+                   deadline: timedelta = DEFAULT_DEADLINE, follow_lineage: bool = False) -> RequestState:
+    """Validate the subjects and tables and record the request durably; no data is read or changed.
+
+    ``kind`` is ``"erase"`` or ``"access"``. Run it later with :func:`run_request` (an erasure needs
+    only the request id; an access request needs the subjects again, since the journal keeps only
+    keyed hashes). With ``follow_lineage`` the tables lineage reaches downstream are part of it too.
+    """
+    return _submit(catalog, kind, subjects, tables, request_id=request_id, home=home, deadline=deadline,
+                   follow_lineage=follow_lineage).request
+
+
+@storage_errors
+def access(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = None, *,
+           out: str | os.PathLike[str], format: str = "parquet", request_id: str | None = None,
+           home: str | os.PathLike[str] | None = None, deadline: timedelta = DEFAULT_DEADLINE) -> AccessReport:
+    """Export every row of ``subjects`` from every table declaring identity columns (or those named).
+
+    Writes one ``<table>.parquet``/``.jsonl`` per table and ``manifest.json`` (table, snapshot id,
+    row count, sha256) under ``out`` (a local folder or any location the catalog's FileIO can write).
+    Unknown subjects give empty files, not an error. The request is journaled before any read;
+    re-running the same ``request_id`` exports again.
+    """
+    if format not in FORMATS:
+        raise ConfigurationError(f"access output format must be one of {FORMATS}, got {format!r}")
+    journal = Journal(catalog)
+    sub = _submit(catalog, "access", subjects, tables, request_id=request_id, home=home, deadline=deadline,
+                  journal=journal)
+    if sub.request.kind != "access":
+        raise RequestConflictError(f"request {sub.request.request_id} is an {sub.request.kind} request, "
+                                   "not an access request")
+    return export_subjects(catalog, sub.request, sub.subjects, sub.secret, journal=journal, out=out, format=format)
+
+
+@storage_errors
+def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = None, *,
+          request_id: str | None = None, purge: bool = False, home: str | os.PathLike[str] | None = None,
+          deadline: timedelta = DEFAULT_DEADLINE, commit_retries: int = 10, workers: int | None = None,
+          follow_lineage: bool = False, orphan_age: timedelta = DEFAULT_ORPHAN_AGE,
+          max_commit_retries: int | None = None) -> ErasureReport:
+    """Erase every row of ``subjects`` from the tables declaring identity columns (or those named).
+
+    The request is journaled before work starts; running it again with the same ``request_id``
+    resumes it and erases nothing twice. Unknown subjects are not an error (zero rows). With
+    ``purge=True`` old snapshots and unreferenced files are removed and every file is verified
+    (see :func:`iceberg_privacy.purge`); otherwise call ``purge`` later to complete the request.
+    ``follow_lineage=True`` also erases from every table derived from these (``report.lineage`` lists
+    them, the DP releases left alone as exempt, and any flow lineage could not follow).
+    ``commit_retries`` bounds the attempts per table when other writers commit concurrently.
+    """
+    if max_commit_retries is not None:
+        warnings.warn("erase(max_commit_retries=...) is now commit_retries=...", DeprecationWarning, stacklevel=3)
+        commit_retries = max_commit_retries
+    journal = Journal(catalog)
+    sub = _submit(catalog, "erase", subjects, tables, request_id=request_id, home=home, deadline=deadline,
+                  journal=journal, follow_lineage=follow_lineage)
+    req = sub.request
+    if req.kind != "erase":
+        raise RequestConflictError(f"request {req.request_id} is an {req.kind} request, not an erasure")
+    checkpoint("erasure.after_submit")
+    report = process_erasure(catalog, req, as_values(subjects), sub.secret, journal=journal,
+                             max_commit_retries=commit_retries, workers=workers,
+                             resolved_subjects=[ts for ts in sub.subjects if ts.name in req.tables])
+    report.lineage = sub.lineage
+    if purge:
+        report.purge = _purge(catalog, req.request_id, sub.secret, orphan_age)
+    return report
+
+
+def _purge(catalog: Catalog, request_id: str, secret: bytes, orphan_age: timedelta) -> PurgeReport:
+    return purge(catalog, request_id, secret=secret, orphan_age=orphan_age)
+
+
+@storage_errors
+def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, *, purge: bool | None = None,
+                out: str | os.PathLike[str] | None = None, format: str = "parquet",
+                home: str | os.PathLike[str] | None = None,
+                orphan_age: timedelta = DEFAULT_ORPHAN_AGE) -> ErasureReport | AccessReport:
+    """Resume (or start) a journaled request: erase what is left (then purge and verify), or export.
+
+    Without ``subjects`` an erasure matches rows by keyed digest (every file read, no Bloom pruning),
+    since the journal holds no clear-text ids; with them it is pruned and checked against the journal.
+    An access request needs the subjects again and ``out``. ``purge`` means what it means for
+    :func:`erase`; it defaults to ``True`` here for one more release (pass it explicitly).
+    """
+    journal = Journal(catalog)
+    req = journal.get(request_id)
+    if req.kind == "access":
+        if subjects is None or out is None:
+            raise RequestConflictError(
+                f"request {request_id} is an access request: re-run it with the subject values and an output "
+                "directory (the journal keeps only keyed hashes, which cannot be exported)"
+            )
+        return access(catalog, subjects, request_id=request_id, out=out, format=format, home=home)
+    if purge is None:
+        warnings.warn("run_request() purges by default today; from the next release it follows erase() and purges "
+                      "only with purge=True: pass purge=True (or False) explicitly", FutureWarning, stacklevel=3)
+        purge = True
+    secret = load_secret(home, catalog=catalog)
+    if req.key_id != key_id(secret):
+        raise RequestConflictError(
+            f"request {request_id} was recorded with secret key id {req.key_id}, the configured secret has key id "
+            f"{key_id(secret)}: configure the secret the request was made with"
+        )
+    report = process_erasure(catalog, req, None if subjects is None else as_values(subjects), secret, journal=journal)
+    if purge and journal.get(request_id).completed is None:
+        report.purge = _purge(catalog, request_id, secret, orphan_age)
+    return report
+
+
+__all__ = ["Submission", "access", "erase", "run_request", "submit_request"]

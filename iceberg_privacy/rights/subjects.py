@@ -1,0 +1,271 @@
+"""Data subjects of a request, resolved against the identity columns of each table.
+
+A request names subject values (user ids, emails, ...). A row belongs to a subject when any declared
+identity column of its table (including every id nested in an identity map or list) equals one of
+the values after coercion to that column's type, the way Iceberg binds predicate literals.
+
+Coercion rule: each value is coerced separately for each identity column. A value a column cannot
+take (``"ann"`` for a ``long`` column) is skipped *for that column* as long as some identity column
+of some table of the request accepts it; a value no column accepts is rejected with
+:class:`~iceberg_privacy.errors.InvalidLookupValueError` before any work starts, since it names
+nobody and is almost always a caller's mistake (wrong field, wrong type).
+
+Rows can be matched two ways: by raw values (Bloom-pruned, vectorized ``is_in``) when the caller
+supplies the subjects, or by keyed digests only (every file scanned) when a request is resumed from
+the journal, which never stores clear-text ids.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.expressions.literals import Literal
+from pyiceberg.io.pyarrow import schema_to_pyarrow
+from pyiceberg.table import FileScanTask, Table
+
+from iceberg_privacy.catalog import all_tables, has_marker, table_name
+from iceberg_privacy.config import IdentityColumn, identity_columns
+from iceberg_privacy.errors import InvalidLookupValueError, NoIdentityColumnsError
+from iceberg_privacy.identities import extract_identities, rows_matching
+from iceberg_privacy.index.hashing import coerce_values
+from iceberg_privacy.index.planner import plan_lookup
+from iceberg_privacy.lineage.fanout import Fanout
+from iceberg_privacy.properties import LIBRARY_MARKERS
+from iceberg_privacy.rights.keyed import canonical_array, canonical_literal, digest
+
+
+def as_values(subjects: Any) -> list[Any]:
+    """One value or an iterable of values, as a list (strings and bytes are one value)."""
+    if isinstance(subjects, (str, bytes)) or not isinstance(subjects, Iterable):
+        return [subjects]
+    return list(subjects)
+
+
+def _is_internal(table: Table) -> bool:
+    """The library's own tables: never subject tables, even if someone declares identity columns on them."""
+    return has_marker(table, LIBRARY_MARKERS) or table.name()[-1].startswith("_")
+
+
+def subject_tables(catalog: Catalog, tables: Sequence[str | Table] | None = None) -> list[Table]:
+    """The tables a request covers: those named, or every table of the catalog declaring identity columns.
+
+    A table named explicitly that declares no identity columns is an error (it would silently
+    return or erase nothing); enumerated tables without them are skipped.
+    """
+    if tables:
+        out: list[Table] = []
+        for t in tables:
+            if isinstance(t, Table):
+                table = t
+            else:
+                try:
+                    table = catalog.load_table(t)
+                except NoSuchTableError:
+                    raise NoIdentityColumnsError(
+                        f"table {t!r} does not exist in the catalog; check the name (namespace.table)"
+                    ) from None
+            if not identity_columns(table.schema(), table.properties):
+                raise NoIdentityColumnsError(
+                    f"table {table_name(table)} declares no identity columns, so no row of it can be attributed "
+                    f"to a person; declare them first: iceberg_privacy.configure_identity(table, ['user_id']) or "
+                    f"`iceberg-privacy identity set {table_name(table)} user_id`"
+                )
+            out.append(table)
+        return out
+    found: list[Table] = []
+    for ident in all_tables(catalog):
+        table = catalog.load_table(ident)
+        if _is_internal(table):
+            continue
+        if identity_columns(table.schema(), table.properties):
+            found.append(table)
+    return found
+
+
+def _value_type(leaf: Any) -> pa.DataType:
+    t = schema_to_pyarrow(leaf)
+    return t.storage_type if isinstance(t, pa.BaseExtensionType) else t
+
+
+@dataclass
+class ColumnSubjects:
+    """The subjects as values of one identity column."""
+
+    column: IdentityColumn
+    literals: list[Literal[Any]]
+    value_set: pa.Array
+    digests: set[bytes]
+
+
+@dataclass
+class TableSubjects:
+    """The subjects resolved against one table's identity columns."""
+
+    table: Table
+    columns: list[ColumnSubjects]
+    digests: set[bytes] = field(default_factory=set)  # every subject digest that applies (journal/forget)
+    by_digest: bool = False  # no raw values: match rows by keyed digest (full scan)
+
+    @property
+    def name(self) -> str:
+        return table_name(self.table)
+
+    @property
+    def empty(self) -> bool:
+        return not self.by_digest and not any(c.literals for c in self.columns)
+
+
+def _coerce_one(value: Any, col: IdentityColumn) -> tuple[bool, Literal[Any] | None]:
+    """(column accepts the value's type, the literal or None when it cannot occur in the column)."""
+    try:
+        lits = coerce_values([value], col.leaf_type, col.name)
+    except InvalidLookupValueError:
+        return False, None
+    return True, (lits[0] if lits else None)
+
+
+def _literal_digest(secret: bytes, lit: Literal[Any], col: IdentityColumn) -> bytes:
+    return digest(secret, canonical_literal(lit, col.leaf_type))
+
+
+def _arrow_value(lit: Literal[Any]) -> Any:
+    return lit.value.bytes if isinstance(lit.value, uuid.UUID) else lit.value
+
+
+def resolve_subjects(tables: Sequence[Table], subjects: Any, secret: bytes, *, strict: bool = True,
+                     ) -> list[TableSubjects]:
+    """Coerce the subjects for every identity column of every table (see the module doc for the rule).
+
+    ``strict=False`` (downstream tables of a lineage fan-out) skips values no column takes instead of
+    rejecting them: they were validated against the request's own tables.
+    """
+    values = as_values(subjects)
+    for v in values:
+        if v is None:
+            raise InvalidLookupValueError("subject values contain null: a null identifies nobody; drop it")
+    accepted = [False] * len(values)
+    out: list[TableSubjects] = []
+    for table in tables:
+        cols: list[ColumnSubjects] = []
+        for col in identity_columns(table.schema(), table.properties):
+            lits: dict[Any, Literal[Any]] = {}
+            for i, v in enumerate(values):
+                ok, lit = _coerce_one(v, col)  # out-of-range ints: accepted, but cannot occur here
+                accepted[i] = accepted[i] or ok
+                if lit is not None:
+                    lits.setdefault(lit.value, lit)
+            literals = list(lits.values())
+            value_set = pa.array([_arrow_value(lit) for lit in literals], type=_value_type(col.leaf_type))
+            cols.append(ColumnSubjects(col, literals, value_set, {_literal_digest(secret, lit, col) for lit in literals}))
+        ts = TableSubjects(table, cols)
+        ts.digests = set().union(*(c.digests for c in cols)) if cols else set()
+        out.append(ts)
+    bad = [v for v, ok in zip(values, accepted, strict=True) if not ok]
+    if bad and strict:
+        kinds = sorted({f"{c.column.name}: {c.column.leaf_type}" for ts in out for c in ts.columns})
+        raise InvalidLookupValueError(
+            f"{len(bad)} subject value(s) fit no identity column of the request's tables, e.g. {bad[0]!r} "
+            f"({type(bad[0]).__name__}); identity columns are {', '.join(kinds) or 'none'}. Pass values of those "
+            "types (or strings Iceberg can parse into them)."
+        )
+    return out
+
+
+def digest_subjects(tables: Sequence[Table], digests: set[bytes]) -> list[TableSubjects]:
+    """Subjects known only by keyed digest (a request resumed from the journal): rows are matched by digest."""
+    out = []
+    for table in tables:
+        cols = [ColumnSubjects(c, [], pa.array([], type=_value_type(c.leaf_type)), set(digests))
+                for c in identity_columns(table.schema(), table.properties)]
+        out.append(TableSubjects(table, cols, set(digests), by_digest=True))
+    return out
+
+
+def digest_value_set(values: pa.Array, leaf: Any, secret: bytes, digests: set[bytes]) -> pa.Array:
+    """The distinct values of ``values`` whose keyed digest is in ``digests`` (no clear ids leave here)."""
+    if isinstance(values.type, pa.BaseExtensionType):
+        values = values.storage
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    distinct = pc.unique(values.drop_null())
+    canon = canonical_array(distinct, leaf)
+    keep = np.fromiter((c is not None and digest(secret, c) in digests for c in canon), dtype=bool, count=len(canon))
+    return distinct.filter(pa.array(keep))
+
+
+def match_mask(data: pa.Table, ts: TableSubjects, secret: bytes | None = None) -> np.ndarray:
+    """Boolean mask of the rows of ``data`` that belong to a subject (any identity column matches)."""
+    mask = np.zeros(data.num_rows, dtype=bool)
+    if data.num_rows == 0:
+        return mask
+    for c in ts.columns:
+        if c.column.name not in data.column_names:
+            continue
+        arr = data.column(c.column.name)
+        if ts.by_digest:
+            if secret is None:
+                raise ValueError("matching by digest needs the secret")
+            values, _ = extract_identities(arr)
+            value_set = digest_value_set(values, c.column.leaf_type, secret, c.digests)
+        else:
+            value_set = c.value_set
+        if len(value_set):
+            mask |= rows_matching(arr, value_set)
+    return mask
+
+
+@dataclass
+class CandidatePlan:
+    """Files that may hold the subjects: union over the identity columns of the planner's picks."""
+
+    snapshot_id: int | None
+    tasks: list[FileScanTask]
+    files_total: int = 0
+    per_column: dict[str, int] = field(default_factory=dict)
+
+    def explain(self) -> str:
+        cols = ", ".join(f"{c}: {n}" for c, n in self.per_column.items())
+        return f"{len(self.tasks)} of {self.files_total} files to read at snapshot {self.snapshot_id} ({cols})"
+
+
+def plan_candidates(ts: TableSubjects) -> CandidatePlan:
+    """Candidate files for the subjects, Bloom- and manifest-pruned per identity column, unioned."""
+    table = ts.table
+    snap = table.metadata.current_snapshot()
+    if snap is None:
+        return CandidatePlan(None, [])
+    if ts.by_digest:
+        tasks = list(table.scan(snapshot_id=snap.snapshot_id).plan_files())
+        return CandidatePlan(snap.snapshot_id, tasks, len(tasks), {c.column.name: len(tasks) for c in ts.columns})
+    by_path: dict[str, FileScanTask] = {}
+    plan = CandidatePlan(snap.snapshot_id, [])
+    for c in ts.columns:
+        if not c.literals:
+            plan.per_column[c.column.name] = 0
+            continue
+        p = plan_lookup(table, c.column.name, c.literals, snapshot_id=snap.snapshot_id)
+        plan.files_total = max(plan.files_total, p.files_total)
+        plan.per_column[c.column.name] = len(p.tasks)
+        for t in p.tasks:
+            by_path.setdefault(t.file.file_path, t)
+    plan.tasks = [by_path[p] for p in sorted(by_path)]
+    if not plan.files_total:
+        plan.files_total = int((snap.summary.additional_properties if snap.summary else {}).get("total-data-files", 0))
+    return plan
+
+
+def with_fanout(resolved: list[TableSubjects], values: list[Any], secret: bytes, fan: Fanout) -> list[TableSubjects]:
+    """Add the values subjects have downstream (through recorded expressions) to each table's subjects."""
+    out = []
+    for ts in resolved:
+        extra = fan.values.get(ts.name)
+        out.append(resolve_subjects([ts.table], values + extra, secret, strict=False)[0] if extra else ts)
+    return out

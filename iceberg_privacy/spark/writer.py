@@ -1,0 +1,256 @@
+"""Batch and streaming writes: executors write data files + filters, the driver commits once.
+
+Each Spark task calls the core's :func:`iceberg_privacy.write.write_data_files` on its Arrow
+batches (data files and their Bloom filters in the same pass) and returns them, picklably, as a
+:class:`TaskFiles` commit message. The driver hands all of them to
+:func:`iceberg_privacy.write.commit_written`: the same code path as the core's ``append`` (one
+sidecar, data + sidecar in one atomic Iceberg commit, retried on conflicts). A Spark-written table
+is therefore indistinguishable in meaning from a core-written one.
+
+Streaming commits are exactly once per micro-batch: every snapshot carries
+``privacy.streaming.query-id`` and ``privacy.streaming.batch-id`` in its summary, and a batch whose
+id is not above the last one committed for that query is skipped (its files deleted).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.io import FileIO, load_file_io
+from pyiceberg.table import ALWAYS_TRUE, Table
+from pyiceberg.table.metadata import TableMetadata
+from pyspark.sql.datasource import (
+    DataSourceArrowWriter,
+    DataSourceStreamArrowWriter,
+    WriterCommitMessage,
+)
+
+from iceberg_privacy._internal import compat
+from iceberg_privacy.config import COLUMNS_KEY, BloomColumn, bloom_columns, configure_bloom
+from iceberg_privacy.errors import ConfigurationError, SchemaMismatchError, UnknownColumnError
+from iceberg_privacy.lineage.record import LineageRecord
+from iceberg_privacy.properties import STREAMING_BATCH_ID_SUMMARY as BATCH_ID_KEY
+from iceberg_privacy.properties import STREAMING_QUERY_ID_SUMMARY as QUERY_ID_KEY
+from iceberg_privacy.rights import forget
+from iceberg_privacy.spark.options import SourceOptions
+from iceberg_privacy.spark.schema import arrow_for_iceberg, cast_batch
+from iceberg_privacy.storage import portable_properties
+from iceberg_privacy.write import WriteReport, WrittenFiles, commit_written, write_data_files
+
+logger = logging.getLogger("iceberg_privacy.spark")
+
+SPARK_QUERY_ID_PROPERTY = "sql.streaming.queryId"  # Spark's local property on every streaming task
+
+TASK_CHUNK_BYTES = 64 * 1024 * 1024
+"""Arrow bytes a task buffers before writing files (bounds executor memory; files split by target size)."""
+
+
+@dataclass
+class TaskFiles(WriterCommitMessage):
+    """What one task wrote: data files + their filters (uncommitted), and the streaming query id."""
+
+    written: WrittenFiles = field(default_factory=WrittenFiles)
+    query_id: str | None = None
+
+
+def _bloom_option(opts: SourceOptions) -> list[str]:
+    raw = opts.get("bloom.columns") or ""
+    return [c.strip() for c in raw.split(",") if c.strip()]
+
+
+def prepare_table(opts: SourceOptions, struct: Any) -> Table:
+    """The target table, created from the DataFrame schema (+ bloom properties) if needed; validated."""
+    arrow = arrow_for_iceberg(struct)
+    wanted = _bloom_option(opts)
+    missing = [c for c in wanted if c not in arrow.names]
+    if missing:
+        raise UnknownColumnError(
+            f"bloom.columns names {missing}, which the DataFrame does not have; its columns: {', '.join(arrow.names)}"
+        )
+    catalog = opts.catalog()
+    try:
+        table = catalog.load_table(opts.table)
+        created = False
+    except NoSuchTableError:
+        namespace = opts.table.rsplit(".", 1)[0] if "." in opts.table else None
+        if namespace:
+            try:
+                catalog.create_namespace(namespace)
+            except NamespaceAlreadyExistsError:
+                pass
+        try:
+            table = catalog.create_table(opts.table, schema=arrow)
+            created = True
+        except TableAlreadyExistsError:  # a concurrent writer created it first
+            table = catalog.load_table(opts.table)
+            created = False
+    if created and wanted:
+        try:
+            table = configure_bloom(table, wanted, fpp=float(opts.get("bloom.fpp") or 0.01),
+                                    ndv=opts.get_int("bloom.ndv", None, minimum=1))
+        except Exception:
+            catalog.drop_table(opts.table)  # no half-configured table left behind
+            raise
+        return table
+    try:
+        compat.check_arrow_schema(table.schema(), arrow, format_version=table.metadata.format_version)
+    except ValueError as exc:
+        raise SchemaMismatchError(
+            f"the DataFrame does not match the schema of {opts.table}: {exc}. Select/cast the columns to the "
+            "table schema, or evolve the table schema first"
+        ) from exc
+    configured = [c.name for c in bloom_columns(table.schema(), table.properties)]
+    if wanted and set(wanted) != set(configured):
+        raise ConfigurationError(
+            f"bloom.columns {wanted} differs from the bloom columns {configured} of the existing table {opts.table} "
+            f"(table property {COLUMNS_KEY}); drop the option, or change the table with "
+            "iceberg_privacy.configure_bloom (files written before are scanned until backfill covers them)"
+        )
+    return table
+
+
+def _delete_files(io: FileIO, messages: list[WriterCommitMessage | None]) -> int:
+    n = 0
+    for m in messages:
+        if isinstance(m, TaskFiles):
+            for f in m.written.files:
+                try:
+                    io.delete(f.file_path)
+                    n += 1
+                except OSError as exc:  # best effort: orphan cleanup removes what is left
+                    logger.warning("could not delete %s: %s", f.file_path, exc)
+    return n
+
+
+def _gather(messages: list[WriterCommitMessage | None], forget_version: int | None) -> WrittenFiles:
+    out = WrittenFiles(forget_version=forget_version)
+    for m in messages:
+        if isinstance(m, TaskFiles):
+            out.files += m.written.files
+            out.filters += m.written.filters
+            out.rows += m.written.rows
+            out.filter_seconds += m.written.filter_seconds
+            out.dropped_rows += m.written.dropped_rows
+    return out
+
+
+def _lineage_option(opts: SourceOptions) -> LineageRecord | None:
+    text = opts.get("lineage")
+    if text is None:
+        return None
+    try:
+        return LineageRecord.parse(text)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigurationError(f"option lineage is not a lineage record (docs/lineage.md): {exc}") from None
+
+
+class _TaskWriter:
+    """State shipped to executors: table metadata, FileIO properties, bloom columns and the table's
+    forget list (loaded once on the driver, so every task drops the same erased subjects); never a catalog."""
+
+    def __init__(self, opts: SourceOptions, struct: Any, overwrite: bool) -> None:
+        self.opts = opts
+        self.overwrite = overwrite
+        table = prepare_table(opts, struct)
+        self.metadata: TableMetadata = table.metadata
+        self.io_properties: dict[str, str] = portable_properties(table.io)
+        self.columns: list[BloomColumn] = bloom_columns(table.schema(), table.properties)
+        self.forget_filter: forget.ForgetFilter | None = forget.load(table)
+        self.arrow: pa.Schema = arrow_for_iceberg(struct)
+        self.max_retries = opts.get_int("commit.retries", None, minimum=0)  # None: the library retry policy
+        self.lineage = _lineage_option(opts)
+
+    @property
+    def _forget_version(self) -> int | None:
+        return self.forget_filter.version if self.forget_filter is not None else None
+
+    def _io(self) -> FileIO:
+        return load_file_io(self.io_properties, self.metadata.location)
+
+    def _write_task(self, iterator: Iterator[pa.RecordBatch], query_id: str | None = None) -> TaskFiles:
+        batches = (cast_batch(b, self.arrow) for b in iterator)
+        reader = pa.RecordBatchReader.from_batches(self.arrow, batches)
+        written = write_data_files(self._io(), self.metadata, reader, self.columns, chunk_bytes=TASK_CHUNK_BYTES,
+                                   where=self.opts.table, forget_filter=self.forget_filter)
+        return TaskFiles(written, query_id)
+
+    def _commit(self, written: WrittenFiles, extra: dict[str, str] | None = None) -> WriteReport:
+        table = self.opts.load_table()
+        report = commit_written(
+            table, written, self.columns, operation="overwrite" if self.overwrite else "append",
+            overwrite_filter=ALWAYS_TRUE if self.overwrite else None,
+            snapshot_properties={**self.opts.snapshot_properties, **(extra or {})}, max_retries=self.max_retries,
+            lineage=self.lineage, engine="spark",
+        )
+        print(f"iceberg-privacy spark write {self.opts.table}: {report}", file=sys.stderr, flush=True)
+        return report
+
+
+class IcebergPrivacyWriter(_TaskWriter, DataSourceArrowWriter):
+    """``df.write.format("iceberg-privacy")``: one atomic commit for the whole job."""
+
+    def write(self, iterator: Iterator[pa.RecordBatch]) -> TaskFiles:
+        return self._write_task(iterator)
+
+    def commit(self, messages: list[WriterCommitMessage | None]) -> None:
+        self._commit(_gather(messages, self._forget_version))
+
+    def abort(self, messages: list[WriterCommitMessage | None]) -> None:
+        n = _delete_files(self._io(), messages)
+        print(f"iceberg-privacy spark write {self.opts.table} aborted: deleted {n} task file(s)", file=sys.stderr)
+
+
+def last_committed_batch(table: Table, query_id: str) -> int | None:
+    """The highest batch id committed for ``query_id`` on the current branch (newest snapshot first)."""
+    snap = table.metadata.current_snapshot()
+    while snap is not None:
+        props = snap.summary.additional_properties if snap.summary else {}
+        if props.get(QUERY_ID_KEY) == query_id and props.get(BATCH_ID_KEY, "").lstrip("-").isdigit():
+            return int(props[BATCH_ID_KEY])
+        snap = table.metadata.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id else None
+    return None
+
+
+class IcebergPrivacyStreamWriter(_TaskWriter, DataSourceStreamArrowWriter):
+    """``writeStream.format("iceberg-privacy")``: exactly once per micro-batch."""
+
+    def write(self, iterator: Iterator[pa.RecordBatch]) -> TaskFiles:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        query_id = self.opts.get("streaming.query-id") or (
+            ctx.getLocalProperty(SPARK_QUERY_ID_PROPERTY) if ctx is not None else None)
+        return self._write_task(iterator, query_id)
+
+    def query_id(self, messages: list[WriterCommitMessage | None]) -> str:
+        ids = {m.query_id for m in messages if isinstance(m, TaskFiles) and m.query_id}
+        chosen = self.opts.get("streaming.query-id") or (sorted(ids)[0] if ids else None) \
+            or self.opts.get("checkpointlocation")
+        if not chosen:
+            raise ConfigurationError(
+                "cannot tell which streaming query this batch belongs to; set .option('streaming.query-id', ...) "
+                "or a checkpointLocation so replayed batches are not committed twice"
+            )
+        return chosen
+
+    def commit(self, messages: list[WriterCommitMessage | None], batchId: int) -> None:
+        query_id = self.query_id(messages)
+        written = _gather(messages, self._forget_version)
+        last = last_committed_batch(self.opts.load_table(), query_id)
+        if last is not None and batchId <= last:
+            n = _delete_files(self._io(), messages)
+            print(f"iceberg-privacy stream {self.opts.table}: batch {batchId} of query {query_id} was already "
+                  f"committed (last {last}); skipped, deleted {n} replayed file(s)", file=sys.stderr, flush=True)
+            return
+        self._commit(written, {QUERY_ID_KEY: query_id, BATCH_ID_KEY: str(batchId)})
+
+    def abort(self, messages: list[WriterCommitMessage | None], batchId: int) -> None:
+        n = _delete_files(self._io(), messages)
+        print(f"iceberg-privacy stream {self.opts.table}: batch {batchId} aborted, deleted {n} file(s)",
+              file=sys.stderr)

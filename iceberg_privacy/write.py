@@ -1,0 +1,454 @@
+"""Append and overwrite: data files and their sidecar land in one atomic Iceberg commit.
+
+The data is written with pyiceberg's own writer (partitioning, target file size, metrics), while the
+Bloom filters of each file are built from the same in-memory record batches in the calling thread.
+Then one transaction adds the data files (fast append), records the sidecar in the snapshot summary
+and registers it in the statistics list. A crash before the commit leaves the table at its old
+snapshot; the files already written are orphans that :func:`iceberg_privacy.cleanup_orphans` reports.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import BooleanExpression
+from pyiceberg.io import FileIO
+from pyiceberg.io.pyarrow import bin_pack_arrow_table, pyarrow_to_schema, write_file
+from pyiceberg.manifest import DataFile, ManifestEntryStatus
+from pyiceberg.table import ALWAYS_TRUE, Table, TableProperties, Transaction, WriteTask
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.utils.properties import property_as_int
+
+from iceberg_privacy._internal import compat, retry
+from iceberg_privacy.catalog import TableRef, load_table, table_name
+from iceberg_privacy.config import BloomColumn, bloom_columns
+from iceberg_privacy.errors import CommitConflictError, SchemaMismatchError
+from iceberg_privacy.index.build import filters_for_data_files, filters_for_table
+from iceberg_privacy.index.puffin import PuffinFooter
+from iceberg_privacy.index.registry import new_sidecar_location, statistics_entry, summary_properties
+from iceberg_privacy.index.sidecar import ColumnInfo, CoveredFile, FileFilter, write_sidecar
+from iceberg_privacy.lineage.record import LineageRecord, with_default
+from iceberg_privacy.rights import forget
+from iceberg_privacy.rights.forget import ForgetFilter
+from iceberg_privacy.storage import storage_errors
+from iceberg_privacy.version import __version__
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_BYTES = 256 * 1024 * 1024
+"""In-memory Arrow bytes buffered from a stream before its files are written (bounds memory)."""
+
+
+@dataclass
+class WriteReport:
+    """What one append/overwrite committed."""
+
+    snapshot_id: int | None
+    operation: str
+    data_files: int = 0
+    rows: int = 0
+    data_bytes: int = 0
+    sidecar_path: str | None = None
+    sidecar_bytes: int = 0
+    bloom_columns: list[str] = field(default_factory=list)
+    filter_seconds: float = 0.0  # CPU seconds spent building filters
+    dropped_rows: int = 0  # rows of subjects on the forget list, not written (iceberg_privacy.rights.forget)
+    seconds: float = 0.0
+    commit_attempts: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.operation}: {self.rows} rows in {self.data_files} files ({self.data_bytes} bytes), "
+            f"sidecar {self.sidecar_bytes} bytes for {self.bloom_columns or 'no columns'}, "
+            f"snapshot {self.snapshot_id}, {self.seconds:.2f}s"
+        )
+
+
+def _chunks(data: pa.Table | pa.RecordBatchReader, chunk_bytes: int) -> Iterator[pa.Table]:
+    """Stream input as Arrow tables of ~chunk_bytes; an in-memory table is one chunk (same files as
+    pyiceberg's own append would write)."""
+    if isinstance(data, pa.Table):
+        yield data
+        return
+    buf: list[pa.RecordBatch] = []
+    size = 0
+    for batch in data:
+        buf.append(batch)
+        size += batch.nbytes
+        if size >= chunk_bytes:
+            yield pa.Table.from_batches(buf, schema=data.schema)
+            buf, size = [], 0
+    if buf:
+        yield pa.Table.from_batches(buf, schema=data.schema)
+
+
+def _write_tasks(metadata: TableMetadata, chunk: pa.Table, write_uuid: uuid.UUID, counter: itertools.count) -> list[WriteTask]:
+    """The same file split pyiceberg's own append makes (partitions, then target-size bins)."""
+    target = property_as_int(
+        metadata.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT
+    )
+    task_schema = pyarrow_to_schema(
+        chunk.schema, name_mapping=metadata.schema().name_mapping, format_version=metadata.format_version
+    )
+    if metadata.spec().is_unpartitioned():
+        return [
+            WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=b, schema=task_schema)
+            for b in bin_pack_arrow_table(chunk, target)
+        ]
+    return [
+        WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=b, schema=task_schema,
+                  partition_key=key)
+        for key, rows in compat.partitions(metadata.spec(), metadata.schema(), chunk)
+        for b in bin_pack_arrow_table(rows, target)
+    ]
+
+
+@dataclass
+class WrittenFiles:
+    """Data files written but not yet committed, with their filters (picklable: Spark tasks return it)."""
+
+    files: list[DataFile] = field(default_factory=list)
+    filters: list[dict[int, FileFilter]] = field(default_factory=list)
+    rows: int = 0
+    filter_seconds: float = 0.0
+    dropped_rows: int = 0  # rows the forget list dropped before writing
+    forget_version: int | None = None  # forget-table snapshot checked against (None: no list applies)
+
+
+def _write_data(table: Table, data: pa.Table | pa.RecordBatchReader, columns: list[BloomColumn], chunk_bytes: int,
+                progress: bool, forget_filter: ForgetFilter | None = None) -> WrittenFiles:
+    return write_data_files(table.io, table.metadata, data, columns, chunk_bytes=chunk_bytes, progress=progress,
+                            where=table_name(table), forget_filter=forget_filter)
+
+
+def write_data_files(
+    io: FileIO, metadata: TableMetadata, data: pa.Table | pa.RecordBatchReader, columns: list[BloomColumn], *,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES, progress: bool = False, where: str = "the table",
+    forget_filter: ForgetFilter | None = None,
+) -> WrittenFiles:
+    """Write data files and build their filters in the same pass, without committing.
+
+    Needs no catalog, only the table metadata and a FileIO, so Spark executors call it too; the
+    result goes to :func:`commit_written` (the same commit the core's append makes).
+    """
+    try:
+        compat.check_arrow_schema(metadata.schema(), data.schema, format_version=metadata.format_version)
+    except ValueError as exc:
+        raise SchemaMismatchError(f"data does not match the schema of {where}: {exc}") from exc
+    out = WrittenFiles(forget_version=forget_filter.version if forget_filter is not None else None)
+    write_uuid, counter = uuid.uuid4(), itertools.count(0)
+    bar = _progress(progress, "writing")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ip-write") as pool:
+        for chunk in _chunks(data, chunk_bytes):
+            if forget_filter is not None:  # erased subjects never reach a file (a late event cannot resurrect them)
+                chunk, dropped = forget_filter.apply(chunk)
+                out.dropped_rows += dropped
+            if chunk.num_rows == 0:
+                continue
+            tasks = _write_tasks(metadata, chunk, write_uuid, counter)
+            # pyiceberg writes the files on its own pool while this thread builds their filters.
+            pending = pool.submit(lambda ts=tasks: list(write_file(io, metadata, iter(ts))))
+            t0 = time.thread_time()  # CPU of this thread: the filters' cost, not time spent waiting
+            filters = [filters_for_table(pa.Table.from_batches(t.record_batches), columns) for t in tasks]
+            out.filter_seconds += time.thread_time() - t0
+            out.files += pending.result()
+            out.filters += filters
+            out.rows += chunk.num_rows
+            if bar is not None:
+                bar.update(chunk.num_rows)
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def _progress(enabled: bool, desc: str):  # type: ignore[no-untyped-def]
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(desc=desc, unit="rows", unit_scale=True)
+
+
+def added_data_files(io, metadata: TableMetadata, since_snapshot_id: int | None) -> list[DataFile]:  # type: ignore[no-untyped-def]
+    """Data files that snapshots after ``since_snapshot_id`` (on the current branch) added."""
+    out: list[DataFile] = []
+    snap = metadata.current_snapshot()
+    while snap is not None and snap.snapshot_id != since_snapshot_id:
+        for manifest in snap.manifests(io):
+            if manifest.added_snapshot_id != snap.snapshot_id:
+                continue
+            for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
+                if entry.status == ManifestEntryStatus.ADDED and entry.data_file.content.value == 0:
+                    out.append(entry.data_file)
+        snap = metadata.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id else None
+    return out
+
+
+def _sequence_number(tx: Transaction, snapshot_id: int, pending: bool) -> int:
+    """Sequence number of the snapshot the sidecar is registered on (pending: the one being made)."""
+    if pending:
+        return tx.table_metadata.next_sequence_number()
+    snap = tx.table_metadata.snapshot_by_id(snapshot_id)
+    return (snap.sequence_number or 0) if snap else 0
+
+
+def recheck_forget(table: Table, written: WrittenFiles, columns: list[BloomColumn]) -> WrittenFiles:
+    """Drop rows of subjects put on the forget list after ``written`` was checked against it.
+
+    Called at every commit attempt, after the attempt's base snapshot is read: an erasure whose
+    commit is in that base added its subjects to the list before it committed, so they are seen
+    here; an erasure that commits later conflicts with this commit and re-plans over its files.
+    Unchanged list (the usual case): one catalog read. Changed: the written files are re-read and
+    only those holding a newly forgotten subject are rewritten.
+    """
+    fresh = forget.load(table)
+    if fresh is None or fresh.version == written.forget_version:
+        return written
+    out = WrittenFiles(forget_version=fresh.version, dropped_rows=written.dropped_rows,
+                       filter_seconds=written.filter_seconds)
+    for data_file, filters in zip(written.files, written.filters, strict=True):
+        with table.io.new_input(data_file.file_path).open() as fh:
+            kept, dropped = fresh.apply(pq.read_table(fh))
+        if not dropped:
+            out.files.append(data_file)
+            out.filters.append(filters)
+            out.rows += data_file.record_count
+            continue
+        redo = write_data_files(table.io, table.metadata, kept, columns, where=table_name(table))
+        out.files += redo.files
+        out.filters += redo.filters
+        out.rows += redo.rows
+        out.dropped_rows += dropped
+        table.io.delete(data_file.file_path)
+    logger.info("%s: %d row(s) of subjects forgotten during the write dropped at commit", table.name(),
+                out.dropped_rows - written.dropped_rows)
+    return out
+
+
+def _attempt(
+    table: Table, tx: Transaction, written: WrittenFiles, columns: list[BloomColumn], base_id: int | None,
+    overwrite_filter: BooleanExpression | None, snapshot_properties: dict[str, str],
+) -> tuple[int | None, str | None, int]:
+    """Stage one commit attempt in ``tx``: data files, their sidecar, its statistics entry."""
+    files = list(written.files)
+    filters = list(written.filters)
+    if written.forget_version is not None:
+        snapshot_properties = {**snapshot_properties, forget.SUMMARY_DROPPED: str(written.dropped_rows),
+                               forget.SUMMARY_VERSION: str(written.forget_version)}
+    if overwrite_filter is not None:
+        tx.delete(delete_filter=overwrite_filter, snapshot_properties=snapshot_properties)
+        rewritten = added_data_files(table.io, tx.table_metadata, base_id)
+        if rewritten and columns:
+            # Copy-on-write rewrites of partially deleted files need filters too.
+            filters += filters_for_data_files(table.io, tx.table_metadata, rewritten, columns)
+        files_to_cover = files + rewritten
+    else:
+        files_to_cover = files
+    if files:
+        producer = tx.update_snapshot(snapshot_properties=dict(snapshot_properties)).fast_append()
+        for f in files:
+            producer.append_data_file(f)
+        snapshot_id = compat.producer_snapshot_id(producer)
+    else:
+        producer, snapshot_id = None, tx.table_metadata.current_snapshot_id
+    staged = None
+    if snapshot_id is not None:
+        staged = stage_sidecar(table, tx, producer, snapshot_id, files_to_cover, filters, columns)
+    finish_staged(table, tx, producer, snapshot_id, staged)
+    return snapshot_id, staged[0] if staged else None, staged[1].file_size if staged else 0
+
+
+def stage_sidecar(
+    table: Table, tx: Transaction, producer: compat.SnapshotProducer | None, snapshot_id: int, files: list[DataFile],
+    filters: list[dict[int, FileFilter]], columns: list[BloomColumn],
+) -> tuple[str, PuffinFooter] | None:
+    """Write the sidecar covering ``files`` for the snapshot ``producer`` is making in ``tx``.
+
+    Its location and counts go into the producer's snapshot summary; :func:`finish_staged` then
+    commits the producer and registers the sidecar in the statistics list of the same transaction.
+    None when there is nothing to index.
+    """
+    if not columns or not files:
+        return None
+    path = new_sidecar_location(tx.table_metadata, snapshot_id)
+    footer = write_sidecar(
+        table.io, path,
+        [CoveredFile(f.file_path, f.record_count, f.file_size_in_bytes) for f in files],
+        [ColumnInfo(c.field_id, c.name, c.fpp, c.ndv) for c in columns],
+        {c.field_id: {i: flt[c.field_id] for i, flt in enumerate(filters)} for c in columns},
+        snapshot_id=snapshot_id, sequence_number=_sequence_number(tx, snapshot_id, producer is not None),
+        created_by=f"iceberg-privacy {__version__}",
+    )
+    if producer is not None:
+        producer.snapshot_properties = {
+            **producer.snapshot_properties, **summary_properties(path, footer, len(files), [c.name for c in columns]),
+        }
+    return path, footer
+
+
+def finish_staged(table: Table, tx: Transaction, producer: compat.SnapshotProducer | None, snapshot_id: int | None,
+                  staged: tuple[str, PuffinFooter] | None) -> None:
+    """Commit the producer into ``tx`` and register the staged sidecar; delete the sidecar on failure."""
+    try:
+        if producer is not None:
+            producer.commit()
+        if staged is not None and snapshot_id is not None:
+            tx.update_statistics().set_statistics(statistics_entry(snapshot_id, staged[0], staged[1])).commit()
+    except BaseException:
+        if staged is not None:
+            table.io.delete(staged[0])
+        raise
+
+
+def _commit(
+    table: Table, written: WrittenFiles, columns: list[BloomColumn], *, operation: str,
+    overwrite_filter: BooleanExpression | None, snapshot_properties: dict[str, str], max_retries: int | None,
+) -> tuple[int | None, str | None, int, int, WrittenFiles]:
+    """Commit data + sidecar atomically; retry on conflicts.
+
+    Returns (snapshot, sidecar, bytes, attempts, the files committed after the forget re-check).
+    """
+    policy = retry.DEFAULT_POLICY.with_retries(max_retries)
+    for attempt in retry.attempts(policy):
+        if attempt > 1:
+            table.refresh()  # the winner's snapshot is the new base
+        base_id = table.metadata.current_snapshot_id
+        written = recheck_forget(table, written, columns)
+        if not written.files and overwrite_filter is None:
+            return None, None, 0, attempt, written  # every row belonged to a subject forgotten meanwhile
+        tx: Transaction = compat.without_commit_retries(table).transaction()
+        sidecar_path: str | None = None
+        try:
+            snapshot_id, sidecar_path, sidecar_bytes = _attempt(
+                table, tx, written, columns, base_id, overwrite_filter, snapshot_properties)
+            tx.commit_transaction()
+            table.refresh()  # the caller's object sees its commit, as after pyiceberg's own append
+            return snapshot_id, sidecar_path, sidecar_bytes, attempt, written
+        except FileNotFoundError:
+            # Metadata loaded before a purge names manifests that are gone: retry on the current
+            # metadata; a file missing from current metadata is a real error.
+            stale = table.metadata_location
+            table.refresh()
+            if table.metadata_location == stale:
+                raise
+            logger.info("commit attempt %d on %s used metadata older than a purge; retrying", attempt, table.name())
+        except Exception as exc:
+            if not retry.is_conflict(exc):
+                raise
+            logger.info("commit attempt %d on %s lost to a concurrent writer: %s", attempt, table.name(), exc)
+        if sidecar_path is not None:
+            table.io.delete(sidecar_path)
+    for f in written.files:
+        table.io.delete(f.file_path)
+    raise CommitConflictError(
+        f"{operation} on {table_name(table)} lost to concurrent commits {policy.attempts} times; nothing was "
+        "committed and its files were removed. Retry later or reduce concurrent writers."
+    )
+
+
+def _write(table: Table, data: pa.Table | pa.RecordBatchReader, *, operation: str,
+           overwrite_filter: BooleanExpression | None, snapshot_properties: dict[str, str] | None,
+           chunk_bytes: int, max_retries: int | None, progress: bool, lineage: LineageRecord | None) -> WriteReport:
+    t0 = time.perf_counter()
+    if not isinstance(data, (pa.Table, pa.RecordBatchReader)):
+        raise TypeError(f"{operation} takes a pyarrow.Table or pyarrow.RecordBatchReader, not {type(data).__name__}")
+    columns = bloom_columns(table.schema(), table.properties)
+    written = _write_data(table, data, columns, chunk_bytes, progress, forget.load(table))
+    return commit_written(table, written, columns, operation=operation, overwrite_filter=overwrite_filter,
+                          snapshot_properties=snapshot_properties, max_retries=max_retries, started=t0,
+                          lineage=lineage)
+
+
+def commit_written(
+    table: Table, written: WrittenFiles, columns: list[BloomColumn], *, operation: str = "append",
+    overwrite_filter: BooleanExpression | None = None, snapshot_properties: dict[str, str] | None = None,
+    max_retries: int | None = None, started: float | None = None, lineage: LineageRecord | None = None,
+    engine: str = "pyarrow",
+) -> WriteReport:
+    """Commit files from :func:`write_data_files` with one sidecar, atomically (Spark's driver uses it too).
+
+    ``columns`` must be those the filters were built for. Nothing is committed when there are no
+    files and no overwrite. ``lineage`` goes into the snapshot summary; without it the write is
+    recorded as rows from outside the lake (``engine`` names who wrote them).
+    """
+    t0 = time.perf_counter() if started is None else started
+    report = WriteReport(snapshot_id=None, operation=operation, bloom_columns=[c.name for c in columns],
+                         dropped_rows=written.dropped_rows)
+    if not written.files and overwrite_filter is None:
+        report.seconds = time.perf_counter() - t0
+        return report
+    snapshot_id, sidecar, sidecar_bytes, attempts, written = _commit(
+        table, written, columns, operation=operation, overwrite_filter=overwrite_filter,
+        snapshot_properties={**with_default(snapshot_properties, operation, engine),
+                             **(lineage.summary() if lineage is not None else {})},
+        max_retries=max_retries,
+    )
+    report.snapshot_id = snapshot_id
+    report.dropped_rows = written.dropped_rows
+    report.data_files = len(written.files)
+    report.rows = written.rows
+    report.data_bytes = sum(f.file_size_in_bytes for f in written.files)
+    report.sidecar_path, report.sidecar_bytes = sidecar, sidecar_bytes
+    report.filter_seconds = written.filter_seconds
+    report.commit_attempts = attempts
+    report.seconds = time.perf_counter() - t0
+    logger.info("%s", report)
+    return report
+
+
+@storage_errors
+def append(
+    table: TableRef, data: pa.Table | pa.RecordBatchReader, *, snapshot_properties: dict[str, str] | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES, commit_retries: int | None = None, progress: bool = False,
+    lineage: LineageRecord | None = None, catalog: Catalog | None = None, max_commit_retries: int | None = None,
+) -> WriteReport:
+    """Append ``data`` with a Bloom-filter sidecar for the table's configured columns, atomically.
+
+    A RecordBatchReader is consumed in chunks of about ``chunk_bytes`` (memory stays bounded);
+    partitioned tables are supported either way. Concurrent-commit conflicts are retried.
+    ``lineage`` says where the rows came from (default: outside the lake). ``commit_retries`` bounds
+    the retries after a conflict (default: the library's retry policy).
+    """
+    table = load_table(catalog, table)
+    return _write(table, data, operation="append", overwrite_filter=None, snapshot_properties=snapshot_properties,
+                  chunk_bytes=chunk_bytes, max_retries=_retries(commit_retries, max_commit_retries), progress=progress,
+                  lineage=lineage)
+
+
+def _retries(commit_retries: int | None, max_commit_retries: int | None) -> int | None:
+    if max_commit_retries is not None:
+        warnings.warn("max_commit_retries= is now commit_retries= (the same keyword on every verb that commits)",
+                      DeprecationWarning, stacklevel=4)
+        return max_commit_retries if commit_retries is None else commit_retries
+    return commit_retries
+
+
+@storage_errors
+def overwrite(
+    table: TableRef, data: pa.Table | pa.RecordBatchReader, overwrite_filter: BooleanExpression | str = ALWAYS_TRUE, *,
+    snapshot_properties: dict[str, str] | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    commit_retries: int | None = None, progress: bool = False, lineage: LineageRecord | None = None,
+    catalog: Catalog | None = None, max_commit_retries: int | None = None,
+) -> WriteReport:
+    """Delete rows matching ``overwrite_filter`` (all by default) and append ``data``, in one commit.
+
+    Files the delete rewrites (copy-on-write) get filters too, in the same sidecar.
+    """
+    table = load_table(catalog, table)
+    if isinstance(overwrite_filter, str):
+        from pyiceberg.expressions.parser import parse
+
+        overwrite_filter = parse(overwrite_filter)
+    return _write(table, data, operation="overwrite", overwrite_filter=overwrite_filter,
+                  snapshot_properties=snapshot_properties, chunk_bytes=chunk_bytes,
+                  max_retries=_retries(commit_retries, max_commit_retries), progress=progress, lineage=lineage)

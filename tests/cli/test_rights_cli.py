@@ -1,0 +1,66 @@
+"""Subject-rights commands of the CLI, end to end on an embedded catalog."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import iceberg_privacy as ip
+from iceberg_privacy.cli import main
+from iceberg_privacy.rights.keyed import SECRET_ENV, SECRET_FILE_ENV
+from tests.helpers import make_table
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    monkeypatch.delenv(SECRET_FILE_ENV, raising=False)
+    h = tmp_path / "home"
+    cat = ip.connect(home=h)
+    cat.create_namespace("db")
+    make_table(cat, "db.t", [["u1", "ann"], ["u2", "u3"], ["ann", "u4"]], identity=())
+    return str(h)
+
+
+def test_subject_rights_commands(home: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--home", home, "erase", "ann"]) == 2
+    assert "secret init" in capsys.readouterr().err  # missing secret: refuse, say how to set it
+    assert main(["--home", home, "secret", "init"]) == 0
+    assert Path(home, "secret").stat().st_mode & 0o077 == 0
+    assert main(["--home", home, "erase", "ann", "--tables", "db.t"]) == 2
+    assert "identity set db.t" in capsys.readouterr().err
+    assert main(["--home", home, "identity", "set", "db.t", "user_id", "identities"]) == 0
+    assert "privacy.identity.columns=user_id,identities" in capsys.readouterr().out
+    assert main(["--home", home, "identity", "show", "db.t"]) == 0
+    capsys.readouterr()
+
+    out = tmp_path / "export"
+    assert main(["--home", home, "access", "ann", "--out", str(out), "--format", "jsonl", "--plan",
+                 "--request-id", "acc-1"]) == 0
+    assert "2 row(s)" in capsys.readouterr().out
+    assert json.loads((out / "manifest.json").read_text())["tables"][0]["rows"] == 2
+
+    values = tmp_path / "subjects.txt"
+    values.write_text("ann\nu3@example.com\n")
+    assert main(["--home", home, "requests", "submit", "--kind", "erase", "--values-file", str(values),
+                 "--request-id", "er-1"]) == 0
+    assert "er-1 erase received" in capsys.readouterr().out
+    assert main(["--home", home, "requests", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "er-1" in listing and "acc-1" in listing and "ann" not in listing
+    assert main(["--home", home, "requests", "run", "er-1"]) == 0  # no values: keyed-hash matching
+    assert "3 row(s) removed" in capsys.readouterr().out
+    assert main(["--home", home, "requests", "show", "er-1"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["status"] == "completed" and shown["tables"]["db.t"]["status"] == "verified"
+    assert main(["--home", home, "purge", "er-1"]) == 0  # already complete: verified tables are skipped
+    capsys.readouterr()
+
+    assert main(["--home", home, "erase", "u1", "--request-id", "er-2", "--purge"]) == 0
+    assert "completed" in capsys.readouterr().out
+    table = ip.connect(home=home).load_table("db.t")
+    assert sorted(r["user_id"] for r in table.scan().to_arrow().to_pylist()) == ["u2", "u4"]
+    assert main(["--home", home, "requests", "show", "nope"]) == 2
+    assert "requests list" in capsys.readouterr().err

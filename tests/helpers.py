@@ -1,0 +1,138 @@
+"""Builders shared by the tests (and by the scripts tests start in subprocesses): tables, rows, catalogs.
+
+Test files import from here, never from each other.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.types import ListType, LongType, MapType, NestedField, StringType, StructType
+
+import iceberg_privacy as ip
+
+# -- names ------------------------------------------------------------------------------------------
+_names = itertools.count()
+
+
+def unique_name(prefix: str = "t") -> str:
+    return f"db.{prefix}{next(_names)}"
+
+
+# -- subject-rights tables -------------------------------------------------------------------------
+SECRET = "test-secret-0123456789abcdef"
+
+SCHEMA = Schema(
+    NestedField(1, "row_id", LongType(), required=False),
+    NestedField(2, "user_id", StringType(), required=False),
+    NestedField(3, "account", LongType(), required=False),
+    NestedField(4, "identities", MapType(5, StringType(), 6, ListType(7, StructType(
+        NestedField(8, "id", StringType(), required=False)), element_required=False), value_required=False),
+        required=False),
+    NestedField(9, "payload", StringType(), required=False),
+)
+ARROW = pa.schema([
+    ("row_id", pa.int64()), ("user_id", pa.string()), ("account", pa.int64()),
+    ("identities", pa.map_(pa.string(), pa.list_(pa.struct([("id", pa.string())])))), ("payload", pa.string()),
+])
+
+
+def rows(user_ids: list[str], start: int = 0) -> pa.Table:
+    """One row per user id; account = numeric suffix, email in the identity map."""
+    return pa.Table.from_pylist([
+        {"row_id": start + i, "user_id": u, "account": 1000 + int(u[1:]) if u[1:].isdigit() else None,
+         "identities": [("email", [{"id": f"{u}@example.com"}])], "payload": f"p{start + i}"}
+        for i, u in enumerate(user_ids)
+    ], schema=ARROW)
+
+
+def make_table(catalog: Catalog, name: str, batches: list[list[str]], *, identity: tuple[str, ...] = (
+        "user_id", "account", "identities")) -> Table:
+    """A table with one data file per batch (one append each), Bloom + identity columns configured."""
+    table = catalog.create_table(name, SCHEMA)
+    table = ip.configure_bloom(table, ["user_id", "identities"])
+    if identity:
+        table = ip.configure_identity(table, list(identity))
+    start = 0
+    for b in batches:
+        ip.append(table, rows(b, start))
+        start += len(b)
+    return catalog.load_table(name)
+
+
+def all_rows(table: Table) -> list[dict]:
+    return sorted(table.refresh().scan().to_arrow().to_pylist(), key=lambda r: r["row_id"])
+
+
+def files_with(table: Table, users: set[str]) -> set[str]:
+    """Oracle: data files of the current snapshot that truly hold one of ``users``."""
+    out = set()
+    for task in table.refresh().scan().plan_files():
+        ids = pq.read_table(task.file.file_path.removeprefix("file://"), columns=["user_id"]).column(0).to_pylist()
+        if users & set(ids):
+            out.add(task.file.file_path)
+    return out
+
+
+# -- DP data ----------------------------------------------------------------------------------------
+def make_catalog(path: Path, name: str = "test") -> SqlCatalog:
+    path.mkdir(parents=True, exist_ok=True)
+    return SqlCatalog(name, uri=f"sqlite:///{path}/catalog.db", warehouse=f"file://{path}/warehouse")
+
+
+def pageviews(
+    n: int, *, seed: int = 0, rows_per_user: int = 3, countries: int = 4, projects: int = 3
+) -> pa.Table:
+    """Synthetic pageviews where every user has at most ``rows_per_user`` rows (truncation is a no-op)."""
+    rng = np.random.default_rng(seed)
+    c = np.array([f"c{i}" for i in range(countries)])
+    p = np.array([f"p{i}" for i in range(projects)])
+    return pa.table(
+        {
+            "country": c[rng.integers(0, countries, n)].tolist(),
+            "project": p[rng.integers(0, projects, n)].tolist(),
+            "page": [f"page{i}" for i in rng.integers(0, 20, n)],
+            "user_id": (np.arange(n) // rows_per_user).astype(np.int64),
+            "bytes": rng.uniform(0, 100, n),
+        }
+    )
+
+
+# -- Spark ------------------------------------------------------------------------------------------
+FORMAT = "iceberg-privacy"
+
+
+def rows_of_spark(df: Any) -> Counter[tuple[Any, ...]]:
+    """Multiset of rows (column order of the DataFrame)."""
+    return Counter(tuple(r) for r in df.collect())
+
+
+def rows_of_arrow(table: Any, columns: list[str]) -> Counter[tuple[Any, ...]]:
+    cols = [table.column(c).to_pylist() for c in columns]
+    return Counter(zip(*cols, strict=True))
+
+
+def read(spark: Any, home: str | os.PathLike[str], table: str, **options: Any) -> Any:
+    return spark.read.format(FORMAT).option("catalog.home", str(home)).options(
+        **{k.replace("_", "-"): str(v) for k, v in options.items()}).load(table)
+
+
+def plan_report(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def clustered_rows(n_users: int, rows_per_user: int) -> list[tuple[str, int, str]]:
+    """Rows for user_id, n, note; users sort so a range partitioning puts each in one file."""
+    return [(f"user-{u:04d}", u * 1000 + i, f"note {u}/{i}") for u in range(n_users) for i in range(rows_per_user)]

@@ -1,0 +1,103 @@
+"""Coverage survives backfill, compaction and expiry in any order; compaction bounds probe cost."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.schema import Schema
+from pyiceberg.types import LongType, NestedField, StringType
+
+import iceberg_privacy as ip
+from iceberg_privacy.index import maintenance
+from iceberg_privacy.index.registry import referenced_sidecar_locations, sidecar_refs
+from iceberg_privacy.index.sidecar import clear_sidecar_cache
+from tests.helpers import unique_name
+
+SCHEMA = Schema(NestedField(1, "user_id", StringType(), required=False), NestedField(2, "n", LongType(), required=False))
+
+
+def _batch(tag: int, n: int = 60) -> pa.Table:
+    return pa.table({"user_id": pa.array([f"u{tag}-{i % 15}" for i in range(n)], pa.string()),
+                     "n": pa.array(range(n), pa.int64())})
+
+
+@settings(max_examples=int(os.environ.get("IP_PROPERTY_EXAMPLES", "25")))
+@given(st.lists(st.sampled_from(["append", "compact", "expire", "backfill", "expire-all-but-2"]), min_size=1, max_size=7))
+def test_coverage_survives_any_maintenance_sequence(shared_catalog, ops) -> None:
+    table = shared_catalog.create_table(unique_name("m"), SCHEMA, properties={"write.target-file-size-bytes": "1500"})
+    table = ip.configure_bloom(table, ["user_id"])
+    ip.append(table, _batch(0))
+    tags = [0]
+    for op in ops:
+        table = table.refresh()
+        if op == "append":
+            tags.append(len(tags))
+            ip.append(table, _batch(tags[-1]))
+        elif op == "compact":
+            maintenance.compact_sidecars(table)
+        elif op == "backfill":
+            assert not maintenance.backfill(table).built  # everything was already covered
+        elif op == "expire":
+            maintenance.expire_snapshots(table, retain_last=1)
+        else:
+            maintenance.expire_snapshots(table, retain_last=2)
+        table = table.refresh()
+        status = maintenance.sidecar_status(table)
+        assert status.covered["user_id"] == status.live_files, (op, str(status))
+        for ref in sidecar_refs(table.metadata):  # nothing referenced was deleted
+            assert table.io.new_input(ref.location).exists(), ref
+    for tag in tags:
+        assert ip.lookup(table, "user_id", f"u{tag}-3").num_rows == 4
+        assert ip.plan_lookup(table, "user_id", f"u{tag}-3").files_without_sidecar == 0
+
+
+def test_compaction_makes_probes_read_one_sidecar_and_removes_garbage(catalog) -> None:
+    table = catalog.create_table("db.c", SCHEMA)
+    table = ip.configure_bloom(table, ["user_id"])
+    for tag in range(12):
+        ip.append(table, _batch(tag))
+    table = table.refresh()
+    assert ip.plan_lookup(table, "user_id", "u3-1").sidecars_opened >= 1
+    clear_sidecar_cache()
+    first = maintenance.compact_sidecars(table)
+    table = table.refresh()
+    plan = ip.plan_lookup(table, "user_id", "u3-1")
+    assert plan.sidecars_opened == 1 and plan.files_after_bloom_pruning == 1
+    second = maintenance.compact_sidecars(table)
+    assert first.sidecar_path in second.deleted_sidecars  # the superseded compacted sidecar is removed
+    assert not table.io.new_input(first.sidecar_path).exists()
+    # Expiry of everything but the current snapshot keeps exactly the live references.
+    report = maintenance.expire_snapshots(table.refresh(), retain_last=1)
+    table = table.refresh()
+    assert len(report.expired_snapshots) == 11 and len(table.snapshots()) == 1
+    assert report.deleted_sidecars and all(not table.io.new_input(p).exists() for p in report.deleted_sidecars)
+    assert len(referenced_sidecar_locations(table.metadata)) <= 2
+    vanilla = SqlCatalog("default", **catalog.properties).load_table("db.c")
+    assert vanilla.scan().to_arrow().num_rows == 12 * 60
+
+
+def test_compaction_does_not_steal_foreign_statistics_slot(catalog) -> None:
+    """A statistics file another engine registered on the current snapshot is left alone."""
+    from pyiceberg.table.statistics import BlobMetadata, StatisticsFile
+
+    table = catalog.create_table("db.s", SCHEMA)
+    table = ip.configure_bloom(table, ["user_id"])
+    ip.append(table, _batch(0))
+    ip.append(table, _batch(1))
+    table = table.refresh()
+    current = table.metadata.current_snapshot_id
+    foreign = StatisticsFile(snapshot_id=current, statistics_path=f"{table.location()}/metadata/theta.stats",
+                             file_size_in_bytes=10, file_footer_size_in_bytes=5, blob_metadata=[
+                                 BlobMetadata(type="apache-datasketches-theta-v1", snapshot_id=current,
+                                              sequence_number=2, fields=[1], properties={})])
+    with table.transaction() as tx:
+        tx.update_statistics().set_statistics(foreign).commit()
+    report = maintenance.compact_sidecars(table.refresh())
+    table = table.refresh()
+    stats = {s.snapshot_id: s.statistics_path for s in table.metadata.statistics}
+    assert stats[current].endswith("theta.stats")
+    assert report.registered_on_snapshot != current and report.registered_on_snapshot in stats

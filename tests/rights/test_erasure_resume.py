@@ -1,0 +1,181 @@
+"""Crashes at every step, killed processes, and concurrent ingest: a re-run finishes the job exactly once."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from pyiceberg.catalog import Catalog
+
+import iceberg_privacy as ip
+from iceberg_privacy._internal import faults
+from iceberg_privacy.rights.journal import Journal
+from iceberg_privacy.rights.keyed import SECRET_ENV
+from iceberg_privacy.rights.purge import verify_table
+from tests.helpers import SECRET, all_rows, make_table, rows
+
+erasure = importlib.import_module("iceberg_privacy.rights.erasure")
+purge = importlib.import_module("iceberg_privacy.rights.purge")  # the package exports a function of that name
+ERASE_STAGES = ["after_submit", "after_forget", "before_commit", "after_commit", "after_table"]
+PURGE_STAGES = ["after_expire", "after_delete", "before_complete"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash_at(stage: str):  # type: ignore[no-untyped-def]
+    def hook(s: str) -> None:
+        if s == stage:
+            raise Crash(stage)
+    return hook
+
+
+def _batches() -> list[list[str]]:
+    return [[f"u{i}" for i in range(k * 5, k * 5 + 5)] + ["victim"] * (k % 2) for k in range(6)]
+
+
+def _check_final(catalog: Catalog, rid: str, expected: list[dict]) -> None:
+    table = catalog.load_table("db.t")
+    assert all_rows(table) == expected
+    head = table.current_snapshot()
+    assert len(table.metadata.snapshots) == 1  # purged: nothing older can reach the erased rows
+    assert not any(m.deleted_files_count for m in head.manifests(table.io))  # no bounds of erased files left
+    journal = Journal(catalog)
+    req = journal.get(rid)
+    assert req.status == "completed" and req.tables["db.t"].status == "verified" and req.rows == 3
+    ids = [r["event_id"] for r in journal.rows(rid)]
+    assert len(ids) == len(set(ids))  # no duplicate journal entries
+    assert verify_table(table, set(req.subjects), SECRET.encode()).rows_found == 0
+
+
+@pytest.mark.parametrize("stage", ERASE_STAGES + PURGE_STAGES)
+def test_crash_at_each_step_then_rerun(catalog: Catalog, monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
+    table = make_table(catalog, "db.t", _batches())
+    expected = [r for r in all_rows(table) if r["user_id"] != "victim"]
+    point = f"{'erasure' if stage in ERASE_STAGES else 'purge'}.{stage}"
+    with faults.injected(point, _crash_at(point)), pytest.raises(Crash):
+        ip.erase(catalog, ["victim"], request_id="r", purge=True)
+    ip.erase(catalog, ["victim"], request_id="r", purge=True)
+    _check_final(catalog, "r", expected)
+
+
+def test_resume_from_journal_without_values(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`requests run` without subject values: the journal's keyed hashes alone finish the job."""
+    table = make_table(catalog, "db.t", _batches())
+    expected = [r for r in all_rows(table) if r["user_id"] != "victim"]
+    with faults.injected("erasure.after_forget", _crash_at("erasure.after_forget")), pytest.raises(Crash):
+        ip.erase(catalog, ["victim"], request_id="r")
+    report = ip.run_request(catalog, "r", purge=True)
+    assert report.tables["db.t"].files_read == 6  # no raw values: every file is read
+    _check_final(catalog, "r", expected)
+
+
+def _script(home: Path, body: str) -> list[str]:
+    code = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import iceberg_privacy as ip
+        from iceberg_privacy._internal import faults
+        catalog = ip.connect(home={str(home)!r})
+    """) + textwrap.dedent(body)
+    return [sys.executable, "-c", code]
+
+
+@pytest.mark.parametrize("stage", ["after_forget", "after_commit", "after_expire"])
+def test_killed_process_then_rerun(tmp_path: Path, stage: str) -> None:
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    table = make_table(catalog, "db.t", _batches())
+    expected = [r for r in all_rows(table) if r["user_id"] != "victim"]
+    mod = "purge" if stage == "after_expire" else "erasure"
+    cmd = _script(home, f"""
+        crash = faults.injected("{mod}.{stage}", lambda s: os._exit(17))
+        crash.__enter__()  # kept in a variable: the hook stays installed until the process dies
+        ip.erase(catalog, ["victim"], request_id="r", purge=True)
+    """)
+    env = {**os.environ, SECRET_ENV: SECRET}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 17, proc.stderr
+    ip.run_request(catalog, "r", ["victim"], purge=True)
+    _check_final(catalog, "r", expected)
+
+
+def test_concurrent_ingest_during_erasure(tmp_path: Path) -> None:
+    """One process appends batches (with rows of the subject) while this one erases; afterwards no row of
+    the subject remains and every other row ingested is present."""
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    make_table(catalog, "db.t", [[f"u{i}" for i in range(k * 20, k * 20 + 20)] + ["victim"] for k in range(10)])
+    batches, per = 25, 8
+    cmd = _script(home, f"""
+        from tests.helpers import rows
+        table = catalog.load_table("db.t")
+        for b in range({batches}):
+            ids = [f"n{{b}}_{{i}}" for i in range({per})] + ["victim"]
+            ip.append(table, rows(ids, 100_000 + b * 100), max_commit_retries=50)
+            print("appended", b, flush=True)
+    """)
+    env = {**os.environ, SECRET_ENV: SECRET, "PYTHONPATH": str(ROOT)}
+    ingest = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert ingest.stdout is not None
+        ingest.stdout.readline()  # ingest is running
+        report = ip.erase(catalog, ["victim"], request_id="race", max_commit_retries=100)
+        assert report.tables["db.t"].rows_removed >= 10
+    finally:
+        out, err = ingest.communicate(timeout=300)
+    assert ingest.returncode == 0, err
+    # Every append re-checks the forget list at each commit attempt, and the erasure listed the subject
+    # before committing: no row of the subject can have landed, before or after the erasure's commit.
+    assert not [r for r in all_rows(catalog.load_table("db.t")) if r["user_id"] == "victim"]
+    ip.run_request(catalog, "race", ["victim"], purge=True)  # re-plans (nothing left), purges and verifies
+    table = catalog.load_table("db.t")
+    got = all_rows(table)
+    assert not [r for r in got if r["user_id"] == "victim"]
+    expected_new = {f"n{b}_{i}" for b in range(batches) for i in range(per)}
+    assert expected_new <= {r["user_id"] for r in got}
+    assert len(got) == 200 + batches * per
+    assert Journal(catalog).get("race").status == "completed"
+
+
+def test_rows_appended_after_erase_are_dropped_by_the_forget_list(catalog: Catalog) -> None:
+    table = make_table(catalog, "db.t", _batches())
+    ip.erase(catalog, ["victim"], request_id="r", purge=True)
+    table = catalog.load_table("db.t")  # the purge deleted the manifests the old object's snapshot used
+    report = ip.append(table, rows(["victim", "fresh"], 500))
+    assert report.rows == 1
+    assert [r["user_id"] for r in all_rows(table) if r["row_id"] >= 500] == ["fresh"]
+
+
+def test_conflicting_commit_is_replanned(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A foreign writer (pyiceberg's own append: no forget list) commits subject rows just before our commit:
+    the commit conflicts, is re-planned against the new snapshot and removes those rows too."""
+    table = make_table(catalog, "db.t", _batches())
+    expected = [r for r in all_rows(table) if r["user_id"] != "victim"]
+    fired = []
+
+    def hook(stage: str) -> None:
+        if stage == "erasure.before_commit" and not fired:
+            fired.append(stage)
+            catalog.load_table("db.t").append(rows(["victim", "late"], 900))
+
+    with faults.injected("erasure.*", hook):
+        report = ip.erase(catalog, ["victim"], request_id="r")
+    t = report.tables["db.t"]
+    assert fired and t.commit_attempts == 2 and len(t.snapshot_ids) == 1 and t.rows_removed == 4
+    assert [r for r in all_rows(table) if r["user_id"] != "late"] == expected
+    assert [r["row_id"] for r in all_rows(table) if r["user_id"] == "late"] == [901]

@@ -1,0 +1,410 @@
+"""The forget list: erased subjects' keyed digests, and every core write dropping their rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import pickle
+import threading
+import uuid
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyiceberg.catalog import Catalog
+from pyiceberg.schema import Schema
+from pyiceberg.types import (
+    BinaryType,
+    DateType,
+    FixedType,
+    ListType,
+    LongType,
+    MapType,
+    NestedField,
+    PrimitiveType,
+    StringType,
+    StructType,
+    UUIDType,
+)
+
+import iceberg_privacy as ip
+from iceberg_privacy.catalog import catalog_home
+from iceberg_privacy.config import configure_identity
+from iceberg_privacy.rights import forget
+from iceberg_privacy.rights.keyed import (
+    SECRET_ENV,
+    SECRET_FILE_ENV,
+    SecretMissingError,
+    canonical_array,
+    digest,
+    key_id,
+)
+from iceberg_privacy.rights.keyed import digest_literals as dl
+from tests.helpers import unique_name
+
+SECRET = b"test-secret-0123456789abcdef"
+OTHER = b"other-secret-0123456789abcdef"
+EXAMPLES = int(os.environ.get("IP_PROPERTY_EXAMPLES", "25"))
+
+IDMAP = MapType(10, StringType(), 11, ListType(12, StructType(NestedField(13, "id", StringType(), required=False)),
+                                               element_required=False), value_required=False)
+SCHEMA = Schema(
+    NestedField(1, "user_id", StringType(), required=False),
+    NestedField(2, "acct", LongType(), required=False),
+    NestedField(3, "ids", IDMAP, required=False),
+    NestedField(4, "n", LongType(), required=False),
+)
+ARROW = pa.schema([
+    ("user_id", pa.string()), ("acct", pa.int64()),
+    ("ids", pa.map_(pa.string(), pa.list_(pa.struct([("id", pa.string())])))), ("n", pa.int64()),
+])
+
+
+@pytest.fixture(autouse=True)
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET.decode())
+    monkeypatch.delenv(SECRET_FILE_ENV, raising=False)
+    forget.clear_cache()
+
+
+def _table(cat: Catalog, name: str, identity: list[str] | None = None):  # type: ignore[no-untyped-def]
+    t = cat.create_table(name, SCHEMA)
+    return configure_identity(t, identity or ["user_id", "acct", "ids"])
+
+
+def _rows(users: list[str | None], accts: list[int | None] | None = None,
+          idmaps: list[list[tuple[str, list[str | None]]] | None] | None = None) -> pa.Table:
+    n = len(users)
+    accts = accts if accts is not None else [None] * n
+    idmaps = idmaps if idmaps is not None else [None] * n
+    ids = [None if m is None else [(k, [{"id": v} for v in vs]) for k, vs in m] for m in idmaps]
+    return pa.table({"user_id": users, "acct": pa.array(accts, pa.int64()), "ids": pa.array(ids, ARROW.field("ids").type),
+                     "n": pa.array(range(n), pa.int64())}, schema=ARROW)
+
+
+def _erase(cat: Catalog, target, strings=(), longs=(), secret: bytes = SECRET) -> int:  # type: ignore[no-untyped-def]
+    digests = dl(secret, list(strings), StringType(), "user_id") + dl(secret, list(longs), LongType(), "acct")
+    return forget.add(cat, target, digests, "req-1", secret_key_id=key_id(secret))
+
+
+# ------------------------------------------------------------------------------------------ add
+def test_add_is_idempotent_one_commit_per_batch(catalog: Catalog) -> None:
+    t = _table(catalog, "db.events")
+    assert _erase(catalog, t, ["ann", "bob", "ann"]) == 2
+    assert _erase(catalog, t, ["bob", "carl"]) == 1
+    assert _erase(catalog, t, ["ann", "carl"]) == 0
+    assert _erase(catalog, "db", ["ann"]) == 1  # another scope: a new entry
+    ft = catalog.load_table(("db", forget.forget_table_identifier(("db",), catalog)[-1]))
+    assert len(ft.snapshots()) == 3 and ft.properties[forget.PROP_MARKER] == "1"
+    ents = forget.entries(catalog, "db")
+    assert ents.num_rows == 4
+    assert sorted(ents.column("scope").to_pylist()) == ["*", "db.events", "db.events", "db.events"]
+    assert set(ents.column("key_id").to_pylist()) == {key_id(SECRET)}
+    assert all(len(d) == 32 for d in ents.column("digest").to_pylist())
+    assert b"ann" not in b"".join(ents.column("digest").to_pylist())  # only keyed digests are stored
+
+
+def test_add_validates(catalog: Catalog) -> None:
+    t = _table(catalog, "db.events")
+    with pytest.raises(ip.ConfigurationError, match="32-byte"):
+        forget.add(catalog, t, [b"short"], "r", secret_key_id=key_id(SECRET))
+    assert forget.add(catalog, t, [], "r", secret_key_id=key_id(SECRET)) == 0
+    _erase(catalog, t, ["ann"])
+    with pytest.raises(forget.ForgetKeyMismatchError, match="key id"):
+        _erase(catalog, t, ["bob"], secret=OTHER)
+    with pytest.raises(ip.ConfigurationError):
+        forget.add(catalog, "", [b"x" * 32], "r", secret_key_id="k")
+
+
+def test_reserved_name_taken_by_foreign_table(catalog: Catalog) -> None:
+    catalog.create_table(("db", forget.forget_table_identifier(("db",), catalog)[-1]), SCHEMA)
+    t = _table(catalog, "db.events")
+    with pytest.raises(forget.ForgetListError, match="reserved"):
+        _erase(catalog, t, ["ann"])
+
+
+def test_concurrent_adds_are_idempotent(catalog: Catalog) -> None:
+    t = _table(catalog, "db.events")
+    got: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker(names: list[str]) -> None:
+        try:
+            got.append(_erase(catalog, t, names))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=([f"u{i}" for i in range(k, k + 30)],)) for k in (0, 10, 20)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    assert sum(got) == 50
+    assert forget.entries(catalog, "db").num_rows == 50
+
+
+# ------------------------------------------------------------------------------------------ write path
+def test_late_event_is_dropped_and_counted(catalog: Catalog) -> None:
+    t = _table(catalog, "db.events")
+    ip.append(t, _rows(["ann", "bob"]))
+    assert forget.load(t) is None  # no list yet: zero cost
+    _erase(catalog, t, ["ann"])
+    version = catalog.load_table(("db", forget.forget_table_identifier(("db",), catalog)[-1])).current_snapshot().snapshot_id
+    report = ip.append(t, _rows(["ann", "carl", "ann", None]))
+    assert report.dropped_rows == 2 and report.rows == 2
+    summary = t.refresh().current_snapshot().summary
+    assert summary[forget.SUMMARY_DROPPED] == "2"
+    assert summary[forget.SUMMARY_VERSION] == str(version)
+    assert sorted(x or "" for x in t.scan().to_arrow().column("user_id").to_pylist()) == ["", "ann", "bob", "carl"]
+    # nothing dropped still records which list the write was checked against
+    ip.append(t, _rows(["dora"]))
+    assert t.refresh().current_snapshot().summary[forget.SUMMARY_DROPPED] == "0"
+
+
+def test_everything_dropped_commits_nothing(catalog: Catalog) -> None:
+    t = _table(catalog, "db.events")
+    ip.append(t, _rows(["bob"]))
+    before = t.refresh().current_snapshot().snapshot_id
+    _erase(catalog, t, ["ann"])
+    report = ip.append(t, _rows(["ann", "ann"]))
+    assert (report.snapshot_id, report.rows, report.dropped_rows, report.data_files) == (None, 0, 2, 0)
+    assert t.refresh().current_snapshot().snapshot_id == before
+
+
+def test_streamed_chunks_and_overwrite(catalog: Catalog) -> None:
+    t = _table(catalog, "db.events")
+    _erase(catalog, t, ["ann"], longs=[7])
+    data = _rows(["ann", "bob", "carl", "ann", "dora", "eve"], accts=[None, 7, 1, None, 2, None])
+    reader = pa.RecordBatchReader.from_batches(ARROW, data.to_batches(max_chunksize=2))
+    report = ip.append(t, reader, chunk_bytes=1)
+    assert report.dropped_rows == 3 and report.rows == 3
+    report = ip.overwrite(t, _rows(["ann", "zed"]))
+    assert report.dropped_rows == 1
+    assert t.scan().to_arrow().column("user_id").to_pylist() == ["zed"]
+    assert t.refresh().current_snapshot().summary[forget.SUMMARY_DROPPED] == "1"
+
+
+def test_scope_table_vs_namespace(catalog: Catalog) -> None:
+    catalog.create_namespace("other")
+    a, b, c = _table(catalog, "db.a"), _table(catalog, "db.b"), _table(catalog, "other.c")
+    _erase(catalog, a, ["ann"])
+    _erase(catalog, ("db",), ["bob"])
+    data = _rows(["ann", "bob", "carl"])
+    assert ip.append(a, data).dropped_rows == 2
+    assert ip.append(b, data).dropped_rows == 1
+    rep = ip.append(c, data)
+    assert rep.dropped_rows == 0 and forget.SUMMARY_DROPPED not in c.refresh().current_snapshot().summary.additional_properties
+
+
+def test_missing_secret_refuses_and_loses_nothing(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    t = _table(catalog, "db.events")
+    ip.append(t, _rows(["bob"]))
+    _erase(catalog, t, ["ann"])
+    before = t.refresh().current_snapshot().snapshot_id
+    monkeypatch.delenv(SECRET_ENV)
+    data = _rows(["ann", "carl"])
+    with pytest.raises(SecretMissingError, match=SECRET_ENV):
+        ip.append(t, data)
+    assert t.refresh().current_snapshot().snapshot_id == before
+    assert data.num_rows == 2
+    # a table without identity columns, or a namespace without a list, needs no secret
+    plain = catalog.create_table("db.plain", SCHEMA)
+    assert ip.append(plain, data).rows == 2
+    catalog.create_namespace("fresh")
+    assert ip.append(_table(catalog, "fresh.t"), data).rows == 2
+
+
+def test_secret_file_in_catalog_home(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    t = _table(catalog, "db.events")
+    _erase(catalog, t, ["ann"])
+    monkeypatch.delenv(SECRET_ENV)
+    home = catalog_home(catalog)
+    assert home is not None
+    (home / "secret").write_bytes(SECRET + b"\n")
+    assert ip.append(t, _rows(["ann", "bob"])).dropped_rows == 1
+
+
+def test_wrong_secret_refuses(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    t = _table(catalog, "db.events")
+    _erase(catalog, t, ["ann"])
+    monkeypatch.setenv(SECRET_ENV, OTHER.decode())
+    with pytest.raises(forget.ForgetKeyMismatchError, match="key id"):
+        ip.append(t, _rows(["ann"]))
+    assert t.refresh().current_snapshot() is None
+
+
+def test_filter_is_picklable(catalog: Catalog) -> None:
+    t = _table(catalog, "db.events")
+    _erase(catalog, t, ["ann"])
+    flt = forget.load(t)
+    assert flt is not None and flt.entries == 1 and flt.version > 0
+    clone = pickle.loads(pickle.dumps(flt))
+    kept, dropped = clone.apply(_rows(["ann", "bob"]))
+    assert dropped == 1 and kept.column("user_id").to_pylist() == ["bob"]
+
+
+def test_million_entry_list(catalog: Catalog) -> None:
+    t = _table(catalog, "db.events")
+    rng = np.random.default_rng(1)
+    noise = [bytes(r) for r in rng.integers(0, 256, size=(1_000_000 - 1, 32), dtype=np.uint8)]
+    assert forget.add(catalog, "db", noise + dl(SECRET, ["ann"], StringType(), "u"), "big",
+                      secret_key_id=key_id(SECRET)) == 1_000_000
+    forget.clear_cache()
+    flt = forget.load(t)
+    assert flt is not None and flt.entries == 1_000_000
+    users = [f"user{i}" for i in range(20_000)] + ["ann"] * 5
+    report = ip.append(t, _rows(users))
+    assert report.dropped_rows == 5 and report.rows == 20_000
+
+
+# ------------------------------------------------------------------------------------------ properties
+_TYPES: list[tuple[PrimitiveType, st.SearchStrategy, pa.DataType]] = [
+    (StringType(), st.text(max_size=12), pa.string()),
+    (BinaryType(), st.binary(max_size=12), pa.binary()),
+    (FixedType(4), st.binary(min_size=4, max_size=4), pa.binary(4)),
+    (LongType(), st.integers(-(2**63), 2**63 - 1), pa.int64()),
+    (DateType(), st.dates(), pa.date32()),
+    (UUIDType(), st.uuids(), pa.uuid()),
+]
+
+
+@settings(max_examples=EXAMPLES)
+@given(st.data())
+def test_digest_values_equals_keyed_digest(data: st.DataObject) -> None:
+    t, strategy, arrow_type = data.draw(st.sampled_from(_TYPES))
+    values = data.draw(st.lists(strategy, max_size=20, unique=True))
+    if isinstance(t, UUIDType):
+        arr = pa.array([v.bytes for v in values], pa.binary(16))
+    else:
+        arr = pa.array(values, arrow_type)
+    if data.draw(st.booleans()) and len(arr) > 1:
+        arr = arr.slice(1)  # offsets into shared buffers
+    expected = [digest(SECRET, c) for c in canonical_array(arr, t)]
+    assert forget.digest_values(SECRET, arr, t) == expected
+
+
+_NAMES = st.sampled_from(["ann", "bob", "carl", "dora", "eve", "fay", "gus", "hal"])
+_ROW = st.tuples(
+    st.none() | _NAMES,
+    st.none() | st.integers(0, 9),
+    st.none() | st.lists(st.tuples(st.sampled_from(["email", "crm"]), st.lists(st.none() | _NAMES, max_size=3)),
+                         max_size=2, unique_by=lambda kv: kv[0]),
+)
+
+
+@settings(max_examples=EXAMPLES)
+@given(rows=st.lists(_ROW, max_size=40), erased_names=st.sets(_NAMES), erased_accts=st.sets(st.integers(0, 9)),
+       identity=st.sampled_from([["user_id", "acct", "ids"], ["user_id"], ["ids"], ["acct", "ids"]]))
+def test_written_table_is_input_minus_forgotten_subjects(
+    shared_catalog: Catalog, rows: list, erased_names: set[str], erased_accts: set[int], identity: list[str]
+) -> None:
+    t = _table(shared_catalog, unique_name("forget"), identity)
+    _erase(shared_catalog, t, sorted(erased_names), sorted(erased_accts))
+    data = _rows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+
+    def forgotten(r: tuple) -> bool:
+        user, acct, idmap = r
+        return ("user_id" in identity and user in erased_names) or ("acct" in identity and acct in erased_accts) or (
+            "ids" in identity and any(v in erased_names for _, vs in (idmap or []) for v in vs)
+        )
+
+    keep = [i for i, r in enumerate(rows) if not forgotten(r)]
+    report = ip.append(t, data)
+    assert report.dropped_rows == len(rows) - len(keep)
+    got = t.scan().to_arrow().sort_by("n") if t.refresh().current_snapshot() else ARROW.empty_table()
+    assert got.column("n").to_pylist() == keep
+    assert got.select(["user_id", "acct", "ids"]).to_pylist() == data.take(pa.array(keep, pa.int64())).select(
+        ["user_id", "acct", "ids"]).to_pylist()
+
+
+def test_uuid_and_date_identity_columns(catalog: Catalog) -> None:
+    schema = Schema(NestedField(1, "device", UUIDType(), required=False),
+                    NestedField(2, "born", DateType(), required=False))
+    t = configure_identity(catalog.create_table("db.typed", schema), ["device", "born"])
+    u1, u2 = uuid.uuid4(), uuid.uuid4()
+    d1 = dt.date(1990, 5, 17)
+    forget.add(catalog, t, dl(SECRET, [str(u1)], UUIDType(), "device") + dl(SECRET, ["1990-05-17"], DateType(), "born"),
+               "r", secret_key_id=key_id(SECRET))
+    data = pa.table({"device": pa.array([u1.bytes, u2.bytes, u2.bytes], pa.uuid()),
+                     "born": pa.array([None, d1, dt.date(2000, 1, 1)], pa.date32())})
+    report = ip.append(t, data)
+    assert report.dropped_rows == 2 and report.rows == 1
+
+
+@pytest.mark.parametrize("rows_per_slice", [1, 4, forget.ROWS_PER_SLICE])
+def test_drop_by_slices_or_copy_is_the_same(catalog: Catalog, monkeypatch: pytest.MonkeyPatch,
+                                            rows_per_slice: int) -> None:
+    monkeypatch.setattr(forget, "ROWS_PER_SLICE", rows_per_slice)
+    t = _table(catalog, "db.events")
+    _erase(catalog, t, ["ann", "bob"])
+    users = ["ann", "carl", "bob", "dora", "dora", "ann", "eve", "ann"]
+    kept, dropped = forget.load(t).apply(_rows(users))  # type: ignore[union-attr]
+    assert dropped == 4
+    assert kept.column("user_id").to_pylist() == ["carl", "dora", "dora", "eve"]
+    assert kept.column("n").to_pylist() == [1, 3, 4, 6]
+    assert forget.load(t).apply(_rows(["ann"]))[0].num_rows == 0  # type: ignore[union-attr]
+
+
+def test_stale_identity_declaration_blocks_only_when_a_list_applies(catalog: Catalog) -> None:
+    t = _table(catalog, "db.events", ["user_id", "acct"])
+    with t.update_schema() as update:
+        update.delete_column("acct")
+    t = t.refresh()
+    data = _rows(["ann"]).drop_columns(["acct"])
+    assert ip.append(t, data).rows == 1  # no forget list: the write does not depend on the declaration
+    _erase(catalog, t, ["ann"])
+    with pytest.raises(ip.UnknownColumnError, match="acct"):
+        ip.append(t, data)
+
+
+def test_subject_forgotten_between_write_and_commit_is_dropped_at_commit(catalog: Catalog) -> None:
+    """The race an erasure has with an in-flight write: files written against the old list are re-checked."""
+    from iceberg_privacy.config import bloom_columns
+    from iceberg_privacy.write import commit_written, write_data_files
+
+    t = ip.configure_bloom(_table(catalog, "db.events"), ["user_id"])
+    _erase(catalog, t, ["zed"])  # a list exists when the write starts
+    cols = bloom_columns(t.schema(), t.properties)
+    written = write_data_files(t.io, t.metadata, _rows(["ann", "bob", "ann", "carl"]), cols,
+                               forget_filter=forget.load(t))
+    task_files = [f.file_path for f in written.files]
+    _erase(catalog, t, ["ann"])  # an erasure lands while the files wait for their commit
+    report = commit_written(t, written, cols)
+    t = t.refresh()
+    assert sorted(t.scan().to_arrow().column("user_id").to_pylist()) == ["bob", "carl"]
+    assert report.dropped_rows == 2 and report.rows == 2
+    assert t.current_snapshot().summary[forget.SUMMARY_DROPPED] == "2"
+    assert not {x.file.file_path for x in t.scan().plan_files()} & set(task_files)
+    assert not any(os.path.exists(p.removeprefix("file://")) for p in task_files)
+    assert ip.lookup(t, "user_id", ["bob"]).num_rows == 1  # the rewritten file has its filters
+
+
+def test_erasure_winning_the_commit_race_is_rechecked_not_rebased(catalog: Catalog,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """An erasure lists a subject and commits between our forget check and our commit: pyiceberg would
+    rebase our append onto its snapshot unchecked; we must re-check the list on the new base instead."""
+    from iceberg_privacy import write as ingest
+
+    t = _table(catalog, "db.events")  # pyiceberg's default commit retries stay on
+    _erase(catalog, t, ["zed"])
+    other = catalog.load_table("db.events")
+    real = ingest.recheck_forget
+    raced: list[bool] = []
+
+    def racing_recheck(table, written, columns):  # type: ignore[no-untyped-def]
+        out = real(table, written, columns)
+        if not raced:  # right after our check: the erasure lists ann and commits first
+            raced.append(True)
+            _erase(catalog, other, ["ann"])
+            ip.append(other, _rows(["bob"]))
+        return out
+
+    monkeypatch.setattr(ingest, "recheck_forget", racing_recheck)
+    report = ip.append(t, _rows(["ann", "carl"]))
+    assert raced and report.commit_attempts == 2
+    users = sorted(x for x in catalog.load_table("db.events").scan().to_arrow().column("user_id").to_pylist())
+    assert users == ["bob", "carl"]
+    assert report.dropped_rows == 1
