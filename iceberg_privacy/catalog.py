@@ -52,7 +52,8 @@ def _pyiceberg_config() -> tuple[dict[str, dict[str, Any]], str]:
     from pyiceberg.utils.config import Config
 
     config = Config()
-    catalogs = {str(k): dict(v) for k, v in (config.config.get("catalog") or {}).items()}
+    section = config.config.get("catalog") or {}
+    catalogs = {str(k): dict(v) for k, v in section.items() if isinstance(v, dict)} if isinstance(section, dict) else {}
     return catalogs, config.get_default_catalog_name()
 
 

@@ -57,9 +57,9 @@ class BloomColumn:
         return self.field.field_id
 
 
-def _validate_fpp(column: str, fpp: float) -> float:
+def _validate_fpp(column: str, fpp: str | float | int | None) -> float:
     try:
-        value = float(fpp)
+        value = float(fpp)  # type: ignore[arg-type]  # None raises TypeError: refused right here
     except (TypeError, ValueError):
         raise ConfigurationError(f"FPP for column {column!r} must be a number in (0, 0.5], got {fpp!r}") from None
     if not 0.0 < value <= 0.5:
@@ -118,7 +118,7 @@ def bloom_columns(schema: Schema, properties: Mapping[str, str], *, strict: bool
                 name=name,
                 field=field,
                 leaf_type=identity_leaf_type(field),
-                fpp=_validate_fpp(name, properties.get(fpp_key(name), DEFAULT_FPP)),
+                fpp=_validate_fpp(name, properties.get(fpp_key(name), DEFAULT_FPP)),  # a str from the table
                 ndv=_validate_ndv(name, properties.get(ndv_key(name))),
             )
         )

@@ -12,10 +12,46 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.types import IcebergType, ListType, MapType, NestedField, PrimitiveType, StructType
+from pyiceberg.types import (
+    BinaryType,
+    DateType,
+    DecimalType,
+    FixedType,
+    IcebergType,
+    IntegerType,
+    ListType,
+    LongType,
+    MapType,
+    NestedField,
+    PrimitiveType,
+    StringType,
+    StructType,
+    TimestampType,
+    TimestamptzType,
+    UUIDType,
+)
 
 from iceberg_privacy.errors import UnsupportedTypeError
-from iceberg_privacy.index.hashing import is_supported_identity_type
+
+SUPPORTED_IDENTITY_TYPES: tuple[type[PrimitiveType], ...] = (
+    StringType,
+    IntegerType,
+    LongType,
+    UUIDType,
+    BinaryType,
+    FixedType,
+    DateType,
+    TimestampType,
+    TimestamptzType,
+    DecimalType,
+)
+"""Iceberg types an identity value may have: hashable into filters and keyed digests alike."""
+
+
+def is_supported_identity_type(iceberg_type: IcebergType) -> bool:
+    """Whether values of this primitive type can identify a person (hashed into filters and keyed digests)."""
+    return isinstance(iceberg_type, SUPPORTED_IDENTITY_TYPES)
+
 
 ID_FIELD = "id"
 

@@ -16,10 +16,9 @@ the end. ``iceberg-privacy.*`` catalog properties (where the library's own table
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from pyiceberg.table import Table
+from pyiceberg.table import Table
 
 # -- index: Bloom-filter sidecars (docs/sidecar-format.md) ----------------------------------------
 BLOOM_COLUMNS_PROPERTY = "privacy.bloom.columns"

@@ -92,11 +92,15 @@ def _chunks(data: pa.Table | pa.RecordBatchReader, chunk_bytes: int) -> Iterator
         yield pa.Table.from_batches(buf, schema=data.schema)
 
 
+def _write_files(io: FileIO, metadata: TableMetadata, tasks: list[WriteTask]) -> list[DataFile]:
+    return list(write_file(io, metadata, iter(tasks)))
+
+
 def _write_tasks(metadata: TableMetadata, chunk: pa.Table, write_uuid: uuid.UUID, counter: itertools.count) -> list[WriteTask]:
     """The same file split pyiceberg's own append makes (partitions, then target-size bins)."""
     target = property_as_int(
         metadata.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT
-    )
+    ) or TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT
     task_schema = pyarrow_to_schema(
         chunk.schema, name_mapping=metadata.schema().name_mapping, format_version=metadata.format_version
     )
@@ -157,7 +161,7 @@ def write_data_files(
                 continue
             tasks = _write_tasks(metadata, chunk, write_uuid, counter)
             # pyiceberg writes the files on its own pool while this thread builds their filters.
-            pending = pool.submit(lambda ts=tasks: list(write_file(io, metadata, iter(ts))))
+            pending = pool.submit(_write_files, io, metadata, tasks)
             t0 = time.thread_time()  # CPU of this thread: the filters' cost, not time spent waiting
             filters = [filters_for_table(pa.Table.from_batches(t.record_batches), columns) for t in tasks]
             out.filter_seconds += time.thread_time() - t0
@@ -254,13 +258,13 @@ def _attempt(
         files_to_cover = files + rewritten
     else:
         files_to_cover = files
+    producer: compat.SnapshotProducer | None = None
+    snapshot_id: int | None = tx.table_metadata.current_snapshot_id
     if files:
         producer = tx.update_snapshot(snapshot_properties=dict(snapshot_properties)).fast_append()
         for f in files:
             producer.append_data_file(f)
         snapshot_id = compat.producer_snapshot_id(producer)
-    else:
-        producer, snapshot_id = None, tx.table_metadata.current_snapshot_id
     staged = None
     if snapshot_id is not None:
         staged = stage_sidecar(table, tx, producer, snapshot_id, files_to_cover, filters, columns)

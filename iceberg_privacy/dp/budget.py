@@ -229,7 +229,8 @@ def zero_like(budget: Budget) -> Budget:
 def budget_from_json(data: dict[str, Any] | str, *, validate: bool = False) -> Budget:
     """Inverse of :meth:`Budget.to_json`; ``validate=False`` admits zero amounts (spent totals)."""
     if isinstance(data, str):
-        data = json.loads(data)
+        data = dict(json.loads(data))
+    assert isinstance(data, dict)
     kind = data.get("type")
     if kind == "pure":
         return PureDP(Fraction(data["epsilon"]), validate=validate)

@@ -53,7 +53,6 @@ from iceberg_privacy.properties import DP_LEDGER_MARKER as PROP_MARKER
 from iceberg_privacy.properties import DP_SPENT_PROPERTY as PROP_SPENT
 
 DEFAULT_PRINCIPAL_KEY = "*"
-MAX_ATTEMPTS = 200
 
 LEDGER_SCHEMA = Schema(
     NestedField(1, "event_id", StringType(), required=False),

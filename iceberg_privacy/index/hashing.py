@@ -24,46 +24,20 @@ import pyarrow as pa
 from pyiceberg.expressions.literals import AboveMax, BelowMin, Literal, literal
 from pyiceberg.transforms import BucketTransform
 from pyiceberg.types import (
-    BinaryType,
-    DateType,
-    DecimalType,
     FixedType,
-    IcebergType,
-    IntegerType,
-    LongType,
     PrimitiveType,
-    StringType,
-    TimestampType,
-    TimestamptzType,
-    UUIDType,
 )
 
 from iceberg_privacy.errors import InvalidLookupValueError
+from iceberg_privacy.identities import SUPPORTED_IDENTITY_TYPES, is_supported_identity_type  # noqa: F401 - re-exported
 
 HASH_MODULUS = 2**31 - 1
 """The bucket count whose bucket transform is the filter hash (the 31-bit Iceberg hash)."""
 
-SUPPORTED_IDENTITY_TYPES: tuple[type[PrimitiveType], ...] = (
-    StringType,
-    IntegerType,
-    LongType,
-    UUIDType,
-    BinaryType,
-    FixedType,
-    DateType,
-    TimestampType,
-    TimestamptzType,
-    DecimalType,
-)
 
 _SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _SPLITMIX_M1 = np.uint64(0xBF58476D1CE4E5B9)
 _SPLITMIX_M2 = np.uint64(0x94D049BB133111EB)
-
-
-def is_supported_identity_type(iceberg_type: IcebergType) -> bool:
-    """Whether values of this primitive type can be hashed into a filter."""
-    return isinstance(iceberg_type, SUPPORTED_IDENTITY_TYPES)
 
 
 def _plain_storage(arr: pa.Array) -> pa.Array:

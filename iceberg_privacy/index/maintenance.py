@@ -175,7 +175,7 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
             [ColumnInfo(c.field_id, c.name, c.fpp, c.ndv) for c in columns],
             {c.field_id: {i: per_file[p][c.field_id] for i, p in enumerate(paths) if c.field_id in per_file[p]}
              for c in columns},
-            snapshot_id=target, sequence_number=md.snapshot_by_id(target).sequence_number or 0,
+            snapshot_id=target, sequence_number=_sequence_number(md, target),
             created_by=f"iceberg-privacy {__version__}",
         )
         tx.update_statistics().set_statistics(statistics_entry(target, location, footer)).commit()
@@ -243,6 +243,11 @@ def expire_snapshots(
         cutoff = int(_cutoff(older_than).timestamp() * 1000)
         expire = {s.snapshot_id for s in md.snapshots if s.timestamp_ms < cutoff} - protected - newest
     return _rebuild(table, "expire", build_missing=False, expire_ids=expire)
+
+
+def _sequence_number(md: TableMetadata, snapshot_id: int) -> int:
+    snap = md.snapshot_by_id(snapshot_id)
+    return (snap.sequence_number or 0) if snap is not None else 0
 
 
 def _cutoff(older_than: timedelta | datetime | None) -> datetime:

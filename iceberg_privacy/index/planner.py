@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from pyiceberg.catalog import Catalog
-from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In, Reference
 from pyiceberg.expressions.literals import Literal
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
@@ -122,9 +122,9 @@ def plan_lookup(
     if nested:
         row_filter: BooleanExpression = AlwaysTrue()
     elif len(literals) == 1:
-        row_filter = EqualTo(column, literals[0])
+        row_filter = EqualTo(term=Reference(column), value=literals[0])
     else:
-        row_filter = In(column, literals)
+        row_filter = In(term=Reference(column), values=set(literals))
     fields = tuple(selected_fields) if selected_fields else ("*",)
     partition_sources = {pf.source_id for spec in metadata.specs().values() for pf in spec.fields}
     big = len(literals) > BATCH_THRESHOLD

@@ -65,7 +65,7 @@ def new_sidecar_location(metadata: TableMetadata, snapshot_id: int) -> str:
 
 def statistics_entry(snapshot_id: int, location: str, footer: PuffinFooter) -> StatisticsFile:
     """The metadata ``statistics`` entry that makes a sidecar reachable without naming its blobs."""
-    return StatisticsFile(
+    return StatisticsFile(  # type: ignore[call-arg]  # pydantic model populated by field name
         snapshot_id=snapshot_id,
         statistics_path=location,
         file_size_in_bytes=footer.file_size,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
@@ -27,10 +27,10 @@ from iceberg_privacy.properties import LINEAGE_SUMMARY as SUMMARY_KEY
 FORMAT_VERSION = 1
 
 # status of a record
-COMPLETE = "complete"  # sources and column mapping known
-OPAQUE = "opaque"  # sources known as far as tokens tell; columns unknown (SQL the parser could not analyse)
-EXTERNAL = "external"  # rows came from outside the lake (a DataFrame, files): no source table
-MAINTENANCE = "maintenance"  # rows only removed or rewritten in place (erasure, purge scrub)
+COMPLETE: Final = "complete"  # sources and column mapping known
+OPAQUE: Final = "opaque"  # sources known as far as tokens tell; columns unknown (SQL the parser could not analyse)
+EXTERNAL: Final = "external"  # rows came from outside the lake (a DataFrame, files): no source table
+MAINTENANCE: Final = "maintenance"  # rows only removed or rewritten in place (erasure, purge scrub)
 Status = Literal["complete", "opaque", "external", "maintenance"]
 
 DIRECT, INDIRECT = "DIRECT", "INDIRECT"

@@ -71,7 +71,6 @@ from iceberg_privacy.properties import FORGET_VERSION_SUMMARY as SUMMARY_VERSION
 from iceberg_privacy.rights.keyed import DIGEST_BYTES, canonical_array, family_prefix, key_id, load_secret
 
 NAMESPACE_SCOPE = "*"
-MAX_ATTEMPTS = 50
 ROWS_PER_SLICE = 100_000
 """Dropping rows slices the chunk (zero copy) while it leaves at most ``rows // ROWS_PER_SLICE`` (min 1)
 kept runs, else copies it once (``Table.filter``): pyiceberg's writer pays a per-batch schema pass

@@ -28,7 +28,8 @@ from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.expressions import EqualTo
+from pyiceberg.expressions import EqualTo, Reference
+from pyiceberg.expressions.literals import literal
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import BinaryType, ListType, LongType, NestedField, StringType, TimestamptzType
@@ -82,7 +83,6 @@ ARROW_SCHEMA = pa.schema([
     ("snapshot_id", pa.int64()), ("rows", pa.int64()), ("files", pa.int64()), ("key_id", pa.string()),
     ("subjects", pa.list_(pa.binary())), ("detail", pa.string()),
 ])
-MAX_ATTEMPTS = 100
 
 
 def event_id(request_id: str, event: str, table: str | None = None, snapshot_id: int | None = None) -> str:
@@ -241,7 +241,7 @@ class Journal:
         table = self.load()
         if table is None or table.current_snapshot() is None:
             return []
-        scan = table.scan(row_filter=EqualTo("request_id", request_id)) if request_id else table.scan()
+        scan = table.scan(row_filter=EqualTo(term=Reference("request_id"), value=literal(request_id))) if request_id else table.scan()
         return scan.to_arrow().to_pylist()
 
     def requests(self) -> list[RequestState]:

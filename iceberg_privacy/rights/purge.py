@@ -307,7 +307,8 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
     if failed and raise_on_failure:
         raise VerificationFailedError(
             f"request {request_id}: rows of the subjects are still in {', '.join(failed)} "
-            f"({sum(report.tables[n].verify.rows_found for n in failed)} rows; files are listed in the purge report). "
+            f"({sum(v.rows_found for n in failed if (v := report.tables[n].verify) is not None)} rows; files are "
+            "listed in the purge report). "
             "Likely rows a writer committed without the forget list (run the request again: `iceberg-privacy "
             f"requests run {request_id}` erases and purges them), or an uncommitted file of a crashed writer younger "
             f"than the orphan age ({orphan_age}): once no writer is running, purge again with a smaller orphan_age "

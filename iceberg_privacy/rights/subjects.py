@@ -31,7 +31,7 @@ from pyiceberg.expressions.literals import Literal
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.table import FileScanTask, Table
 
-from iceberg_privacy.catalog import all_tables, has_marker, table_name
+from iceberg_privacy.catalog import TableRef, all_tables, has_marker, table_name
 from iceberg_privacy.config import IdentityColumn, identity_columns
 from iceberg_privacy.errors import InvalidLookupValueError, NoIdentityColumnsError
 from iceberg_privacy.identities import extract_identities, rows_matching
@@ -54,12 +54,15 @@ def _is_internal(table: Table) -> bool:
     return has_marker(table, LIBRARY_MARKERS) or table.name()[-1].startswith("_")
 
 
-def subject_tables(catalog: Catalog, tables: Sequence[str | Table] | None = None) -> list[Table]:
+def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -> list[Table]:
     """The tables a request covers: those named, or every table of the catalog declaring identity columns.
 
     A table named explicitly that declares no identity columns is an error (it would silently
-    return or erase nothing); enumerated tables without them are skipped.
+    return or erase nothing); enumerated tables without them are skipped. One table may be given
+    alone (``"db.t"`` or a ``Table``); a tuple is a sequence of references, not an identifier.
     """
+    if isinstance(tables, (str, Table)):
+        tables = [tables]
     if tables:
         out: list[Table] = []
         for t in tables:

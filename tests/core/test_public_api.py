@@ -1,0 +1,156 @@
+"""The public API keeps one set of conventions (see the package docstring and the README)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import subprocess
+import sys
+import typing
+import warnings
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pytest
+from pyiceberg.catalog import Catalog
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.types import NestedField, StringType
+
+import iceberg_privacy as ip
+
+ONE_TABLE_VERBS = ["append", "overwrite", "configure_bloom", "configure_identity", "annotate", "lookup",
+                   "plan_lookup", "backfill", "compact_sidecars", "expire_snapshots", "cleanup_orphans",
+                   "sidecar_status", "verify_sidecars", "dp_histogram"]
+LAKE_VERBS = ["access", "erase", "purge", "run_request", "submit_request", "derive", "releases"]
+
+
+def _public_functions() -> dict[str, typing.Callable[..., typing.Any]]:
+    return {n: getattr(ip, n) for n in ip.__all__ if inspect.isfunction(getattr(ip, n))}
+
+
+def test_all_names_exist_once_and_errors_share_one_root() -> None:
+    assert len(ip.__all__) == len(set(ip.__all__))
+    for name in ip.__all__:
+        obj = getattr(ip, name)
+        if isinstance(obj, type) and issubclass(obj, Exception) and not issubclass(obj, Warning):
+            assert issubclass(obj, ip.IcebergPrivacyError), name
+    internals = {"bloom_columns", "clear_sidecar_cache", "verify_table"}
+    assert not internals & set(ip.__all__)
+
+
+def test_returns_are_reports_never_tuples_or_any() -> None:
+    allowed_plain = {pa.Table, Table, Catalog}
+    for name, fn in _public_functions().items():
+        hints = typing.get_type_hints(fn)
+        ret = hints.get("return")
+        assert ret is not None and ret is not typing.Any, f"{name} returns Any"
+        assert typing.get_origin(ret) is not tuple and ret is not tuple, f"{name} returns a tuple"
+        for option in typing.get_args(ret) if typing.get_origin(ret) in (typing.Union, type(int | str)) else [ret]:
+            if typing.get_origin(option) is list:
+                option = typing.get_args(option)[0]
+            assert option in allowed_plain or dataclasses.is_dataclass(option) or name in ("init_secret",), (
+                f"{name} returns {option!r}, not a report dataclass")
+
+
+def test_ages_are_timedeltas() -> None:
+    for name, fn in _public_functions().items():
+        hints = typing.get_type_hints(fn)
+        for param in ("older_than", "orphan_age", "deadline"):
+            if param in hints:
+                assert timedelta in (typing.get_args(hints[param]) or (hints[param],)), f"{name}({param}=...)"
+
+
+def test_one_table_and_lake_verbs() -> None:
+    for name in ONE_TABLE_VERBS:
+        sig = inspect.signature(getattr(ip, name))
+        first = next(iter(sig.parameters.values()))
+        assert first.name == "table" and "catalog" in sig.parameters, name
+        assert sig.parameters["catalog"].kind is inspect.Parameter.KEYWORD_ONLY, name
+    for name in LAKE_VERBS:
+        first = next(iter(inspect.signature(getattr(ip, name)).parameters.values()))
+        assert first.name == "catalog", name
+
+
+def test_commit_retries_is_the_one_retry_keyword() -> None:
+    for name, fn in _public_functions().items():
+        params = inspect.signature(fn).parameters
+        assert not any(p.startswith(("max_retries", "retries", "attempts")) for p in params), name
+    for name in ("append", "overwrite", "erase"):
+        assert "commit_retries" in inspect.signature(getattr(ip, name)).parameters
+
+
+@pytest.fixture
+def events(catalog: Catalog) -> Table:
+    schema = Schema(NestedField(1, "user_id", StringType(), required=False))
+    table = catalog.create_table("db.api", schema=schema)
+    ip.configure_bloom(table, ["user_id"])
+    return table
+
+
+@pytest.mark.parametrize("ref", ["table", "db.api", ("db", "api")])
+def test_table_references(catalog: Catalog, events: Table, ref: object) -> None:
+    target = events if ref == "table" else ref
+    rows = pa.table({"user_id": ["u1", "u2"]})
+    report = ip.append(target, rows, catalog=catalog)
+    assert report.rows == 2
+    assert ip.lookup(target, "user_id", "u2", catalog=catalog).num_rows == 1
+    assert ip.sidecar_status(target, catalog=catalog).live_files == 1
+    assert ip.verify_sidecars(target, catalog=catalog).ok
+
+
+@pytest.mark.parametrize("bad", ["", "nodots.", ("db", ""), 42, ("db", 7)])
+def test_bad_table_reference_is_a_clear_error(catalog: Catalog, bad: object) -> None:
+    with pytest.raises(ip.ConfigurationError, match="table"):
+        ip.sidecar_status(bad, catalog=catalog)  # type: ignore[arg-type]
+
+
+def test_missing_table_says_what_to_check(catalog: Catalog) -> None:
+    with pytest.raises(ip.ConfigurationError, match="does not exist.*namespace.table"):
+        ip.sidecar_status("db.nope", catalog=catalog)
+
+
+def test_deprecated_forms_still_work_and_warn(catalog: Catalog, events: Table) -> None:
+    ip.append(events, pa.table({"user_id": ["u1"]}))
+    ip.append(events, pa.table({"user_id": ["u2"]}))
+    with pytest.warns(DeprecationWarning, match="commit_retries"):
+        ip.append(events, pa.table({"user_id": ["u3"]}), max_commit_retries=3)
+    with pytest.warns(DeprecationWarning, match="age"):
+        report = ip.expire_snapshots(events, older_than=datetime.now(UTC) + timedelta(seconds=5))
+    assert len(report.expired_snapshots) == 2
+    with pytest.warns(DeprecationWarning, match="internal"):
+        assert ip.verify_table is importlib.import_module("iceberg_privacy.rights.purge").verify_table
+    with pytest.warns(DeprecationWarning):
+        for check in ip.verify_sidecars(events):
+            location, error = check  # the (location, error) tuples of before
+            assert error is None and location
+
+
+def test_expire_snapshots_takes_an_age(catalog: Catalog, events: Table) -> None:
+    for u in ("a", "b", "c"):
+        ip.append(events, pa.table({"user_id": [u]}))
+    assert ip.expire_snapshots(events, older_than=timedelta(days=1)).expired_snapshots == []
+    assert len(ip.expire_snapshots(events, older_than=timedelta(0)).expired_snapshots) == 2
+    with pytest.raises(ip.ConfigurationError):
+        ip.expire_snapshots(events, older_than=timedelta(seconds=-1))
+
+
+def test_spark_ext_alias_is_the_same_package() -> None:
+    code = ("import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
+            "try:\n    import spark_ext\nexcept DeprecationWarning as w: print('warned', w)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "iceberg_privacy.spark" in out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from spark_ext import reader as old_reader
+
+    from iceberg_privacy.spark import reader
+
+    assert old_reader is reader
+
+
+def test_importing_the_package_starts_no_spark() -> None:
+    code = "import sys, iceberg_privacy, iceberg_privacy.spark; print('pyspark' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -1,0 +1,35 @@
+"""The public modules type-check (the package ships py.typed, so users' type checkers read them)."""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import iceberg_privacy as ip
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def public_modules() -> list[str]:
+    """Every module that defines a name of ``iceberg_privacy.__all__``, plus the package itself."""
+    files = {str(Path(ip.__file__).relative_to(ROOT))}
+    for name in ip.__all__:
+        module = inspect.getmodule(getattr(ip, name))
+        if module is not None and module.__name__.startswith("iceberg_privacy"):
+            files.add(str(Path(inspect.getfile(module)).relative_to(ROOT)))
+    return sorted(files)
+
+
+def test_py_typed_is_shipped() -> None:
+    assert (ROOT / "iceberg_privacy" / "py.typed").exists()
+
+
+def test_public_modules_type_check() -> None:
+    mypy = shutil.which("mypy", path=str(Path(sys.executable).parent)) or "mypy"
+    files = public_modules()
+    assert len(files) > 10  # the list is derived, not empty by accident
+    proc = subprocess.run([mypy, *files], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
