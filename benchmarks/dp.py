@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from pyiceberg.catalog.sql import SqlCatalog
 
     from iceberg_privacy._internal.spark import get_spark
-    from iceberg_privacy.dp import PureDP, dp_histogram, set_budget
+    from iceberg_privacy.dp import PureDP, dp_histogram, set_namespace_budget
 
     work = Path(tempfile.mkdtemp(prefix="ip-bench-dp-"))
     catalog = SqlCatalog("bench", uri=f"sqlite:///{work}/catalog.db", warehouse=f"file://{work}/warehouse")
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     table = build_table(catalog, rows, args.rows_per_user)
     build_s = time.perf_counter() - t
-    set_budget(catalog, PureDP(10_000), namespace="bench")
+    set_namespace_budget(catalog, "bench", PureDP(10_000))
     spark = get_spark(conf={"spark.driver.memory": "6g"})
     paths = [task.file.file_path for task in table.scan().plan_files()]
     by = ["country", "project"]
@@ -102,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def ours(eps: float) -> Any:
         return dp_histogram(
-            catalog,
             "bench.pageviews",
             by,
+            catalog=catalog,
             budget=PureDP(eps),
             privacy_unit="user_id",
             max_rows_per_unit=args.rows_per_user,
@@ -134,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     warm = catalog.create_table("bench.warmup", schema=make_chunk(0, 10, 1, 0).schema)
     warm.append(make_chunk(0, 20_000, args.rows_per_user, 99))
     dp_histogram(
-        catalog,
         "bench.warmup",
         by,
+        catalog=catalog,
         budget=PureDP(1),
         privacy_unit="user_id",
         max_rows_per_unit=args.rows_per_user,
@@ -154,9 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(max(1, reps - 1)):
         t = time.perf_counter()
         dp_histogram(
-            catalog,
             "bench.pageviews",
             by,
+            catalog=catalog,
             budget=PureDP(1),
             privacy_unit=None,
             keys=keys,

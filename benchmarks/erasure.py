@@ -41,8 +41,8 @@ from pyiceberg.expressions import EqualTo, In
 from pyiceberg.table import Table
 
 import iceberg_privacy as ip
-from benchmarks.clickstream import make_clickstream
 from benchmarks.harness import COLUMN, build_table, log, machine_info, truth_index
+from iceberg_privacy.demos.clickstream import make_clickstream
 
 
 def _live_files(t: Table) -> set[str]:

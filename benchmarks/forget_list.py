@@ -5,7 +5,7 @@ Run::
     python -m benchmarks.forget_list --out results/forget_list.json
     python -m benchmarks.forget_list --quick --out results/forget_list-quick.json     # CI size
 
-The same clickstream (``benchmarks.clickstream``, ``user_id`` declared as identity column and Bloom
+The same clickstream (``iceberg_privacy.demos.clickstream``, ``user_id`` declared as identity column and Bloom
 column, many files as in ``benchmarks.lookup``) is appended with :func:`iceberg_privacy.append` to
 fresh tables in three namespaces: one without a forget list, one whose list holds 1,000,000 random
 digests (no subject of the batch: the common case), one whose 1,000,000 digests include ``erased``
@@ -36,8 +36,8 @@ import numpy as np
 import pyarrow as pa
 
 import iceberg_privacy as ip
-from benchmarks.clickstream import clickstream_schema, make_clickstream
 from iceberg_privacy.config import configure_identity
+from iceberg_privacy.demos.clickstream import clickstream_schema, make_clickstream
 from iceberg_privacy.rights import forget
 from iceberg_privacy.rights.keyed import SECRET_ENV, digest_distinct, key_id, load_secret
 

@@ -22,7 +22,7 @@ import pyiceberg
 from pyiceberg.table import FileScanTask, Table
 
 import iceberg_privacy as ip
-from benchmarks.clickstream import Clickstream, clickstream_schema
+from iceberg_privacy.demos.clickstream import Clickstream, clickstream_schema
 
 COLUMN = "user_id"
 # ------------------------------------------------------------------------------------------ helpers

@@ -5,7 +5,7 @@ Run::
     python -m benchmarks.lookup --files 1000 --out results/lookup.json
     python -m benchmarks.lookup --quick --out results/lookup-quick.json     # CI size, < 2 minutes
 
-It builds one clickstream table (``benchmarks.clickstream``) and measures, side by side in one
+It builds one clickstream table (``iceberg_privacy.demos.clickstream``) and measures, side by side in one
 process, interleaving the compared variants and taking medians:
 
 * single-key lookup: ``ip.lookup`` vs pyiceberg full scan with the same row filter vs an oracle that
@@ -51,7 +51,6 @@ from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.table import FileScanTask, Table
 
 import iceberg_privacy as ip
-from benchmarks.clickstream import Clickstream, absent_user_ids, clickstream_schema, make_clickstream
 from benchmarks.harness import (
     COLUMN,
     Sample,
@@ -70,6 +69,12 @@ from benchmarks.harness import (
 )
 from benchmarks.lookup_report import chart, check_targets, print_report
 from benchmarks.lookup_s3 import print_s3_report, run_s3
+from iceberg_privacy.demos.clickstream import (
+    Clickstream,
+    absent_user_ids,
+    clickstream_schema,
+    make_clickstream,
+)
 from iceberg_privacy.index.sidecar import clear_sidecar_cache
 
 

@@ -25,7 +25,6 @@ from pyiceberg.expressions import EqualTo
 from pyiceberg.table import Table
 
 import iceberg_privacy as ip
-from benchmarks.clickstream import make_clickstream
 from benchmarks.harness import (
     COLUMN,
     build_table,
@@ -34,6 +33,7 @@ from benchmarks.harness import (
     machine_info,
     same_rows,
 )
+from iceberg_privacy.demos.clickstream import make_clickstream
 from iceberg_privacy.index.sidecar import clear_sidecar_cache
 
 # ``--store s3``: the same table in a SeaweedFS bucket, every storage request counted by a reverse proxy.

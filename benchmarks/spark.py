@@ -35,8 +35,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 import iceberg_privacy as ip
-from benchmarks.clickstream import make_clickstream
 from benchmarks.harness import build_table, log, machine_info
+from iceberg_privacy.demos.clickstream import make_clickstream
 
 COLUMN = "user_id"
 TARGETS = {"lookup.speedup_vs_no_pushdown": (">=", 10.0), "ingest.bloom_overhead": ("<=", 0.03),

@@ -31,9 +31,11 @@ from iceberg_privacy.dp import (
     RhoZCDP,
     dp_histogram,
     get_budget,
+    get_namespace_budget,
     read_provenance,
     releases,
     set_budget,
+    set_namespace_budget,
 )
 
 # -- errors (one hierarchy) -------------------------------------------------------------------------
@@ -126,7 +128,8 @@ __all__ = [
     "access", "erase", "init_secret", "purge", "run_request", "submit_request",
     # differential privacy
     "ApproxDP", "BudgetState", "PureDP", "Release", "ReleaseRecord", "RhoZCDP",
-    "dp_histogram", "get_budget", "read_provenance", "releases", "set_budget",
+    "dp_histogram", "get_budget", "get_namespace_budget", "read_provenance", "releases", "set_budget",
+    "set_namespace_budget",
     # lineage
     "DeriveReport", "LineageGraph", "LineageRecord",
     "annotate", "derive",

@@ -9,6 +9,9 @@ identities), struct -> its field named ``id``, recursively, down to a supported 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,6 +34,7 @@ from pyiceberg.types import (
     UUIDType,
 )
 
+from iceberg_privacy._internal.arrow import plain
 from iceberg_privacy.errors import UnsupportedTypeError
 
 SUPPORTED_IDENTITY_TYPES: tuple[type[PrimitiveType], ...] = (
@@ -54,6 +58,13 @@ def is_supported_identity_type(iceberg_type: IcebergType) -> bool:
 
 
 ID_FIELD = "id"
+
+
+def as_values(values: Any) -> list[Any]:
+    """One value or an iterable of values, as a list (strings and bytes are one value)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        return [values]
+    return list(values)
 
 
 def identity_leaf_type(field: NestedField) -> PrimitiveType:
@@ -111,23 +122,24 @@ def _flatten(arr: pa.Array, rows: np.ndarray) -> tuple[pa.Array, np.ndarray]:
 
 
 def extract_identities(arr: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
-    """All identity values of a column and the row each came from (nulls kept; callers drop)."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    """All identity values of a column and the row each came from (nulls kept; callers drop).
+
+    The values are plain Arrow storage (:func:`iceberg_privacy._internal.arrow.plain`: Arrow's uuid
+    as its 16 bytes, dictionary-encoded ids decoded), ready for hash and ``is_in`` kernels.
+    """
+    arr = plain(arr)
     rows = np.arange(len(arr), dtype=np.int64)
     while pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_map(arr.type) or (
         pa.types.is_struct(arr.type)
     ):
         arr, rows = _flatten(arr, rows)
-    return arr, rows
+    return plain(arr), rows
 
 
 def rows_matching(arr: pa.Array | pa.ChunkedArray, value_set: pa.Array) -> np.ndarray:
     """Boolean mask of rows any of whose identity values is in ``value_set``."""
     n = len(arr)
     values, rows = extract_identities(arr)
-    if isinstance(values.type, pa.BaseExtensionType):
-        values = values.storage
     hit = pc.is_in(values, value_set=value_set, skip_nulls=True).to_numpy(zero_copy_only=False)
     mask = np.zeros(n, dtype=bool)
     mask[rows[np.asarray(hit, dtype=bool)]] = True

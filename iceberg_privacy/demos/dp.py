@@ -17,7 +17,7 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError
 
-from iceberg_privacy.dp.admin import get_budget, set_budget
+from iceberg_privacy.dp.admin import get_namespace_budget, set_namespace_budget
 from iceberg_privacy.dp.budget import RhoZCDP
 from iceberg_privacy.dp.release import dp_histogram
 
@@ -105,8 +105,8 @@ def run_demo(
         pass
     source = _ensure_table(catalog, f"{namespace}.pageviews", make_pageviews(rows, seed))
     _ensure_table(catalog, f"{namespace}.release_keys", make_public_keys(rows, seed + 1))
-    if get_budget(catalog, namespace=namespace).cap is None:
-        set_budget(catalog, RhoZCDP(10 * RHO), namespace=namespace, set_by=principal)  # ten daily releases
+    if get_namespace_budget(catalog, namespace).cap is None:
+        set_namespace_budget(catalog, namespace, RhoZCDP(10 * RHO), set_by=principal)  # ten daily releases
     kwargs: dict[str, Any] = dict(
         by=["country", "project", "page"],
         privacy_unit="user_id",
@@ -117,11 +117,12 @@ def run_demo(
         principal=principal,
         output=f"{namespace}.pageviews_daily_dp",
         spark=spark,
+        catalog=catalog,
     )
     t1 = time.perf_counter()
-    first = dp_histogram(catalog, f"{namespace}.pageviews", **kwargs)
+    first = dp_histogram(f"{namespace}.pageviews", **kwargs)
     t2 = time.perf_counter()
-    again = dp_histogram(catalog, f"{namespace}.pageviews", **kwargs)
+    again = dp_histogram(f"{namespace}.pageviews", **kwargs)
     t3 = time.perf_counter()
 
     truth = (
@@ -139,7 +140,7 @@ def run_demo(
         abs(r["count"] - true_by_key.get((r["country"], r["project"], r["page"]), 0)) for r in released
     ]
     noise = first.provenance.get("mechanism", [{}])[0]
-    remaining = get_budget(catalog, namespace=namespace).remaining()
+    remaining = get_namespace_budget(catalog, namespace).remaining()
     summary: dict[str, Any] = {
         "rows": source.scan().to_arrow().num_rows,
         "keys": catalog.load_table(f"{namespace}.release_keys").scan().to_arrow().num_rows,

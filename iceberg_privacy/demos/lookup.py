@@ -6,7 +6,6 @@ Run as ``iceberg-privacy demo``. Everything lives under the catalog home, so it 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,75 +16,16 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
 from pyiceberg.expressions import EqualTo
 from pyiceberg.partitioning import PartitionField, PartitionSpec
-from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform
-from pyiceberg.types import (
-    BooleanType,
-    DoubleType,
-    ListType,
-    LongType,
-    MapType,
-    NestedField,
-    StringType,
-    StructType,
-    TimestamptzType,
-)
 
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import configure_bloom, configure_identity
+from iceberg_privacy.demos.clickstream import DEMO_SCHEMA, clickstream
 from iceberg_privacy.index.lookup import execute
 from iceberg_privacy.index.maintenance import compact_sidecars
 from iceberg_privacy.index.planner import plan_lookup
 from iceberg_privacy.write import append
-
-IDENTITY_STRUCT = StructType(
-    NestedField(20, "id", StringType(), required=False), NestedField(21, "primary", BooleanType(), required=False)
-)
-SCHEMA = Schema(
-    NestedField(1, "event_time", TimestamptzType(), required=False),
-    NestedField(2, "user_id", StringType(), required=False),
-    NestedField(3, "session_id", LongType(), required=False),
-    NestedField(4, "event_type", StringType(), required=False),
-    NestedField(5, "page", StringType(), required=False),
-    NestedField(6, "country", StringType(), required=False),
-    NestedField(7, "duration_ms", LongType(), required=False),
-    NestedField(8, "price", DoubleType(), required=False),
-    NestedField(
-        9, "identities",
-        MapType(10, StringType(), 11, ListType(12, IDENTITY_STRUCT, element_required=False), value_required=False),
-        required=False,
-    ),
-)
-_ARROW_IDENTITIES = pa.map_(pa.string(), pa.list_(pa.struct([("id", pa.string()), ("primary", pa.bool_())])))
-
-
-def clickstream(num_users: int, days: int, events_per_day: int, seed: int = 7) -> tuple[pa.Table, list[str]]:
-    """A small synthetic clickstream: sessions of several events, users active on a few days."""
-    rng = np.random.default_rng(seed)
-    users = [str(uuid.UUID(bytes=rng.bytes(16), version=4)) for _ in range(num_users)]
-    n = days * events_per_day
-    day = np.repeat(np.arange(days), events_per_day)
-    # Sessions of 8 events; heavy-tailed user activity (a few very active users, most on a few days).
-    session_user = np.minimum(rng.zipf(1.3, -(-n // 8)) - 1, num_users - 1)
-    user_idx = rng.permutation(num_users)[np.repeat(session_user, 8)[:n]]
-    start = np.datetime64("2026-11-01T00:00:00", "us").astype(np.int64)
-    t_us = start + day * 86_400_000_000 + rng.integers(0, 86_400_000_000, n)
-    user_arr = np.array(users, dtype=object)[user_idx]
-    identities = [[("email", [{"id": f"user{i}@example.com", "primary": True}]), ("crm", [{"id": f"crm-{i}", "primary": False}])]
-                  for i in user_idx]
-    table = pa.table({
-        "event_time": pa.array(t_us, pa.timestamp("us", tz="UTC")),
-        "user_id": pa.array(user_arr, pa.string()),
-        "session_id": pa.array(user_idx * 1000 + day, pa.int64()),
-        "event_type": pa.array(rng.choice(["view", "click", "add_to_cart", "purchase"], n, p=[0.6, 0.3, 0.07, 0.03])),
-        "page": pa.array(np.char.add("/p/", rng.integers(0, 5000, n).astype(str))),
-        "country": pa.array(rng.choice(["US", "DE", "FR", "IN", "BR", "JP"], n)),
-        "duration_ms": pa.array(rng.integers(10, 60_000, n), pa.int64()),
-        "price": pa.array(np.round(rng.gamma(2.0, 20.0, n), 2)),
-        "identities": pa.array(identities, type=_ARROW_IDENTITIES),
-    })
-    return table.sort_by("event_time"), users
 
 
 def _timed(fn: Callable[[], pa.Table]) -> tuple[pa.Table, float]:
@@ -105,7 +45,7 @@ def create_demo_table(catalog: Catalog, name: str = "demo.clicks") -> Table:
     except NoSuchTableError:
         pass
     spec = PartitionSpec(PartitionField(source_id=1, field_id=1000, transform=DayTransform(), name="event_day"))
-    table = catalog.create_table(name, SCHEMA, partition_spec=spec,
+    table = catalog.create_table(name, DEMO_SCHEMA, partition_spec=spec,
                                  properties={"write.target-file-size-bytes": str(2 * 1024 * 1024)})
     return configure_bloom(table, {"user_id": {"fpp": 0.01}, "identities": {"fpp": 0.01}})
 
@@ -206,9 +146,8 @@ def run_subject_rights_demo(catalog: Catalog, table: Table, user: str, *, out: P
                             echo: Callable[[str], None] = print) -> dict[str, float]:
     """Access, erase and purge one person of demo.clicks, then show a late event of theirs being dropped."""
     from iceberg_privacy.catalog import catalog_home
-    from iceberg_privacy.rights.requests import access
-    from iceberg_privacy.rights.requests import erase
     from iceberg_privacy.rights.keyed import SecretMissingError, init_secret, load_secret
+    from iceberg_privacy.rights.requests import access, erase
 
     home = catalog_home(catalog)
     try:

@@ -1,9 +1,14 @@
 """Differentially private releases over Iceberg tables (Tumult Analytics on Spark).
 
 Importing this package is cheap: Spark and tmlt are imported only when a release is computed.
+
+One-table verbs take the table first (``dp_histogram(table, by, budget=..., catalog=...)``,
+``set_budget(table, cap, catalog=...)``, ``get_budget(table, catalog=...)``); lake verbs take the
+catalog first (``set_namespace_budget(catalog, namespace, cap)``, ``get_namespace_budget(catalog,
+namespace)``, ``releases(catalog, table=None)``).
 """
 
-from iceberg_privacy.dp.admin import get_budget, set_budget
+from iceberg_privacy.dp.admin import get_budget, get_namespace_budget, set_budget, set_namespace_budget
 from iceberg_privacy.dp.budget import ApproxDP, Budget, PureDP, RhoZCDP
 from iceberg_privacy.dp.errors import (
     BudgetExhaustedError,
@@ -36,9 +41,11 @@ __all__ = [
     "RhoZCDP",
     "dp_histogram",
     "get_budget",
+    "get_namespace_budget",
     "namespace_scope",
     "read_provenance",
     "releases",
     "set_budget",
+    "set_namespace_budget",
     "table_scope",
 ]

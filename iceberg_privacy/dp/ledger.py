@@ -98,6 +98,10 @@ def table_scope(identifier: tuple[str, ...]) -> str:
     return "table:" + ".".join(identifier)
 
 
+def _describe(budget: Budget | None) -> str:
+    return budget.describe() if budget is not None else "-"
+
+
 @dataclass
 class BudgetState:
     """Cap and spend of one budget scope (a table or a namespace), as read from one ledger version."""
@@ -121,6 +125,17 @@ class BudgetState:
         if cap is None:
             return None
         return cap - self.principal_spent.get(principal, zero_like(cap))
+
+    def __str__(self) -> str:
+        if self.cap is None:
+            return f"{self.scope}: no budget set (releases are refused until set_budget or set_namespace_budget sets one)"
+        text = (f"{self.scope}: cap {_describe(self.cap)}, spent {_describe(self.spent)}, "
+                f"remaining {_describe(self.remaining())}")
+        for name in sorted(set(self.principal_caps) | set(self.principal_spent)):
+            text += (f"\n  {name}: cap {_describe(self.principal_cap(name))}, "
+                     f"spent {_describe(self.principal_spent.get(name))}, "
+                     f"remaining {_describe(self.principal_remaining(name))}")
+        return text
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -15,8 +15,10 @@ Order of a release, chosen so that nothing noise-free ever leaves and no spend i
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -39,8 +41,9 @@ from pyiceberg.types import (
 
 from iceberg_privacy._internal import compat
 from iceberg_privacy._internal.faults import checkpoint
-from iceberg_privacy.catalog import all_namespaces, table_name
+from iceberg_privacy.catalog import TableRef, all_namespaces, load_table, table_name
 from iceberg_privacy.config import current_principal
+from iceberg_privacy.dp._refs import catalog_first, catalog_for, check_catalog, qualified, show
 from iceberg_privacy.dp.budget import Budget, as_budget, budget_from_json
 from iceberg_privacy.dp.errors import KeySetError, ReleaseFailedError
 from iceberg_privacy.dp.ledger import Ledger
@@ -55,7 +58,6 @@ _ID_TYPES = (StringType, IntegerType, LongType, DateType)
 _KEY_TYPES = (StringType, IntegerType, LongType, DateType, TimestampType, TimestamptzType)
 _NUMERIC_TYPES = (IntegerType, LongType, FloatType, DoubleType)
 _OUTPUT_NAMES = {"count": "count", "sum": "sum", "mean": "mean"}
-
 
 
 @dataclass
@@ -78,6 +80,13 @@ class Release:
     @property
     def noise(self) -> list[dict[str, Any]]:
         return list(self.provenance.get("mechanism", []))
+
+    def __str__(self) -> str:
+        cost = "memoized, spent nothing" if self.memoized or self.spent is None else f"spent {self.spent.describe()}"
+        return (
+            f"DP release {self.release_id[:12]} of {self.source}@{self.source_snapshot_id}: {self.data.num_rows} rows "
+            f"in {self.output}@{self.snapshot_id}; {cost}"
+        )
 
 
 def _identifier(name: str | tuple[str, ...] | Table) -> tuple[str, ...]:
@@ -287,13 +296,36 @@ def _validate_args(
     return by
 
 
+def _accepts_catalog_first[F: Callable[..., Any]](fn: F) -> F:
+    """Route the pre-0.2 form ``dp_histogram(catalog, table, by, ...)`` to ``dp_histogram(table, by, ...,
+    catalog=catalog)`` with a DeprecationWarning; the function keeps its own signature."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if catalog_first(args):
+            if "catalog" in kwargs:
+                raise ConfigurationError(
+                    "dp_histogram got a Catalog first and catalog= too: call dp_histogram(table, by, ..., catalog=catalog)"
+                )
+            table = show(args[1] if len(args) > 1 else kwargs.get("table", "table"))
+            warnings.warn(
+                f"dp_histogram(catalog, table, by, ...) is deprecated and is removed in the next release: call "
+                f"dp_histogram({table}, by, ..., catalog=catalog)", DeprecationWarning, stacklevel=2)
+            kwargs["catalog"] = args[0]
+            args = args[1:]
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_accepts_catalog_first
 @storage_errors
 def dp_histogram(
-    catalog: Catalog,
-    table: str | tuple[str, ...] | Table,
+    table: TableRef,
     by: Sequence[str],
     *,
     budget: Budget | Any,
+    catalog: Catalog | None = None,
     privacy_unit: str | None = "user_id",
     max_rows_per_unit: int = 1,
     keys: Mapping[str, Sequence[Any]] | Sequence[Any] | str | Table | None = None,
@@ -311,6 +343,11 @@ def dp_histogram(
 ) -> Release:
     """Release a differentially private histogram of ``table`` grouped ``by`` columns.
 
+    ``table`` is a loaded pyiceberg ``Table``, ``"ns.table"`` or ``("ns", "table")``. ``catalog`` holds
+    the budget ledger, the memo and the release table, and is where names (``table``, a ``keys`` table)
+    are loaded from; by default it is the catalog a loaded ``Table`` came from, else
+    :func:`~iceberg_privacy.connect`.
+
     ``privacy_unit`` names the column identifying a person/device (each contributes at most
     ``max_rows_per_unit`` rows, extra rows are dropped), or None to protect single rows (up to
     ``max_rows_per_unit`` of them). ``keys`` is a public key set (dict of values per column, list of
@@ -322,7 +359,10 @@ def dp_histogram(
     by = _validate_args(by, aggregate, column, low, high, max_rows_per_unit, threshold, mechanism)
     amount = as_budget(budget)
     principal = principal or current_principal()
-    source = _load(catalog, table, "source table")
+    if not isinstance(table, Table):
+        qualified(table, "source table")  # a clear error for a bad reference, before connecting anywhere
+    catalog = catalog_for(table, catalog)
+    source = load_table(catalog, table)
     source_id = tuple(source.name())
     namespace = source_id[:-1]
     for c in by:
@@ -630,15 +670,26 @@ class ReleaseRecord:
             "remaining": {k: (v.to_json() if v else None) for k, v in self.remaining.items()},
         }
 
+    def __str__(self) -> str:
+        spent = "nothing (memoized)" if self.status == "memoized" else (self.spent.describe() if self.spent else "-")
+        left = "; ".join(f"{scope} {b.describe() if b else '-'}" for scope, b in self.remaining.items()) or "-"
+        return (
+            f"{self.at:%Y-%m-%d %H:%M:%S} {self.release_id[:12]} {self.status} by {self.principal or '-'} of "
+            f"{self.source_table}@{self.source_snapshot_id}: spent {spent}, output {self.output_table or '-'}; "
+            f"remaining {left}"
+        )
 
-def releases(catalog: Catalog, table: str | tuple[str, ...] | None = None) -> list[ReleaseRecord]:
+
+def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRecord]:
     """List every release attempt (reserved / released / failed) and memoized answer, oldest first.
 
-    ``table`` restricts the log to one source table; ``remaining`` is the budget left now in each
-    scope that the release was charged to (or that governs the table, for memoized answers).
+    ``table`` (a loaded ``Table``, ``"ns.table"`` or ``("ns", "table")``) restricts the log to one
+    source table; ``remaining`` is the budget left now in each scope that the release was charged to
+    (or that governs the table, for memoized answers).
     """
+    check_catalog(catalog, "releases")
     if table is not None:
-        ident = _identifier(table)
+        ident = qualified(table)
         namespaces = [ident[:-1]]
         wanted: str | None = ".".join(ident)
     else:

@@ -40,12 +40,10 @@ def unique_hashes(data: pa.Array | pa.ChunkedArray, column: BloomColumn) -> np.n
     """Distinct 31-bit Iceberg hashes of every identity value in ``data`` (nested ids included)."""
     if isinstance(data, pa.ChunkedArray) and data.num_chunks == 0:
         return np.empty(0, dtype=np.uint32)
-    values, _ = extract_identities(data)
+    values, _ = extract_identities(data)  # plain storage: Arrow's uuid as its bytes
     # Distinct values first (Arrow's hash kernel): ids repeat across a file's rows, hashing each once
     # is what keeps ingest overhead low.
-    values = _canonical(values, column)
-    storage = values.storage if isinstance(values.type, pa.BaseExtensionType) else values
-    return np.unique(hash_array(pc.unique(storage)))
+    return np.unique(hash_array(pc.unique(_canonical(values, column))))
 
 
 def filter_from_hashes(hashes: np.ndarray, column: BloomColumn) -> FileFilter:

@@ -28,6 +28,7 @@ from pyiceberg.types import (
     PrimitiveType,
 )
 
+from iceberg_privacy._internal.arrow import plain
 from iceberg_privacy.errors import InvalidLookupValueError
 from iceberg_privacy.identities import SUPPORTED_IDENTITY_TYPES, is_supported_identity_type  # noqa: F401 - re-exported
 
@@ -40,15 +41,6 @@ _SPLITMIX_M1 = np.uint64(0xBF58476D1CE4E5B9)
 _SPLITMIX_M2 = np.uint64(0x94D049BB133111EB)
 
 
-def _plain_storage(arr: pa.Array) -> pa.Array:
-    """Strip extension types (Arrow's uuid) and dictionary encoding before hashing."""
-    if isinstance(arr.type, pa.BaseExtensionType):
-        arr = arr.storage
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
-    return arr
-
-
 def hash_array(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Return the 31-bit Iceberg hash of every non-null value, as uint32 (nulls dropped)."""
     from pyiceberg_core import transform
@@ -56,7 +48,7 @@ def hash_array(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
     out: list[np.ndarray] = []
     for chunk in chunks:
-        chunk = _plain_storage(chunk)
+        chunk = plain(chunk)  # Arrow's uuid and dictionary-encoded ids hash as their values
         if len(chunk) == 0:
             continue
         if chunk.null_count:

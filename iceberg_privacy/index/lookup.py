@@ -15,6 +15,7 @@ from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
 from pyiceberg.table import Table
 
+from iceberg_privacy._internal.arrow import plain_type
 from iceberg_privacy.catalog import TableRef, load_table
 from iceberg_privacy.identities import identity_leaf_type, rows_matching
 from iceberg_privacy.index.planner import LookupPlan, plan_lookup
@@ -44,10 +45,7 @@ def execute(table: Table, plan: LookupPlan) -> pa.Table:
     with_col = _projection(table, plan, extra=(plan.column,))
     data = ArrowScan(plan.metadata, table.io, with_col, AlwaysTrue(), case_sensitive=True).to_table(plan.tasks)
     leaf = identity_leaf_type(table.schema().find_field(plan.column))
-    value_type = schema_to_pyarrow(leaf)
-    if isinstance(value_type, pa.BaseExtensionType):
-        value_type = value_type.storage_type
-    value_set = pa.array([lit.value for lit in plan.values], type=value_type)
+    value_set = pa.array([lit.value for lit in plan.values], type=plain_type(schema_to_pyarrow(leaf)))
     data = data.filter(pa.array(rows_matching(data.column(plan.column), value_set)))
     return data.select([f.name for f in projected.fields])
 

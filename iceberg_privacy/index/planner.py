@@ -9,7 +9,7 @@ foreign-written file costs a scan, never a wrong answer.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from pyiceberg.types import UUIDType
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import bloom_columns, resolve_column
 from iceberg_privacy.errors import IcebergPrivacyError, SidecarError
-from iceberg_privacy.identities import identity_leaf_type, is_nested
+from iceberg_privacy.identities import as_values, identity_leaf_type, is_nested
 from iceberg_privacy.index.hashing import coerce_values, hash_literals, mix64
 from iceberg_privacy.index.registry import resolve_coverage, warn
 from iceberg_privacy.storage import storage_errors
@@ -88,12 +88,6 @@ class LookupPlan:
         return self.explain()
 
 
-def _as_values(values: Any) -> list[Any]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        return [values]
-    return list(values)
-
-
 @storage_errors
 def plan_lookup(
     table: TableRef,
@@ -109,7 +103,7 @@ def plan_lookup(
     t0 = time.perf_counter()
     field_ = resolve_column(table.schema(), column, table_name(table))
     leaf = identity_leaf_type(field_)
-    literals = coerce_values(_as_values(values), leaf, column)
+    literals = coerce_values(as_values(values), leaf, column)
     # Deduplicate by the literal's internal value, keeping order.
     literals = list({lit.value: lit for lit in literals}.values())
     nested = is_nested(field_)

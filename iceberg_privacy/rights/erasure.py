@@ -187,7 +187,7 @@ def _discard(table: Table, batches: Sequence[_Batch]) -> None:
                 logger.info("could not delete uncommitted rewrite %s", f.file_path)
 
 
-def erase_table(ts: TableSubjects, request_id: str, secret: bytes, *, subjects: int, max_commit_retries: int = 10,
+def erase_table(ts: TableSubjects, request_id: str, secret: bytes, *, subjects: int, commit_retries: int | None = None,
                 workers: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> TableErasure:
     """Remove the subjects' rows from one table; commits until no file at the head holds a subject."""
     table = ts.table
@@ -245,7 +245,7 @@ def erase_table(ts: TableSubjects, request_id: str, secret: bytes, *, subjects: 
             if sid is None:
                 conflicts += 1
                 logger.info("erase commit on %s lost to a concurrent writer (%s); re-planning", rep.table, failure)
-                if conflicts > max_commit_retries:
+                if conflicts >= retry.DEFAULT_POLICY.with_retries(commit_retries).attempts:
                     _discard(table, pending)
                     raise CommitConflictError(
                         f"erasing from {rep.table} lost to concurrent commits {conflicts} times; nothing of the last "
@@ -289,7 +289,7 @@ def _table_subjects(catalog: Catalog, req: RequestState, subjects: Any | None, s
 
 
 def process_erasure(catalog: Catalog, req: RequestState, subjects: Any | None, secret: bytes, *,
-                    journal: Journal, max_commit_retries: int = 10, workers: int | None = None,
+                    journal: Journal, commit_retries: int | None = None, workers: int | None = None,
                     resolved_subjects: list[TableSubjects] | None = None) -> ErasureReport:
     """Erase every table of a journaled request that is not erased yet (the resumable core).
 
@@ -317,7 +317,7 @@ def process_erasure(catalog: Catalog, req: RequestState, subjects: Any | None, s
         forget_listed = _forget(catalog, ts, req.request_id, secret)
         checkpoint("erasure.after_forget")
         rep = erase_table(ts, req.request_id, secret, subjects=req.subject_count,
-                          max_commit_retries=max_commit_retries, workers=workers)
+                          commit_retries=commit_retries, workers=workers)
         # Totals over every commit of this request, including those of a run that crashed before its event.
         done = erasure_snapshots(ts.table, req.request_id)
         rep.rows_removed = sum(r for _, r, _ in done)

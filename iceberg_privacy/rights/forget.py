@@ -31,7 +31,6 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -41,15 +40,13 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import (
     BinaryType,
-    FixedType,
     NestedField,
-    PrimitiveType,
     StringType,
     TimestamptzType,
-    UUIDType,
 )
 
-from iceberg_privacy._internal import compat, retry
+from iceberg_privacy._internal import retry
+from iceberg_privacy._internal.arrow import plain
 from iceberg_privacy.catalog import (
     FORGET_TABLE_PROPERTY,
     LEGACY_NAMES,
@@ -68,7 +65,14 @@ from iceberg_privacy.identities import extract_identities
 from iceberg_privacy.properties import FORGET_DROPPED_SUMMARY as SUMMARY_DROPPED
 from iceberg_privacy.properties import FORGET_MARKER as PROP_MARKER
 from iceberg_privacy.properties import FORGET_VERSION_SUMMARY as SUMMARY_VERSION
-from iceberg_privacy.rights.keyed import DIGEST_BYTES, canonical_array, family_prefix, key_id, load_secret
+from iceberg_privacy.rights.keyed import (  # noqa: F401 - digest_values re-exported
+    DIGEST_BYTES,
+    check_key_id,
+    digest_distinct,
+    digest_values,
+    key_id,
+    load_secret,
+)
 
 NAMESPACE_SCOPE = "*"
 ROWS_PER_SLICE = 100_000
@@ -154,15 +158,9 @@ def clear_cache() -> None:
     _PREPARED.clear()
 
 
-def _check_key_ids(key_ids: pa.Array, expected: str, where: str) -> None:
-    found = [k for k in pc.unique(key_ids).to_pylist() if k != expected]
-    if found:
-        raise ForgetKeyMismatchError(
-            f"the forget list {where} holds digests made with secret key id(s) {', '.join(map(str, found))}, "
-            f"but the configured secret has key id {expected}: rows of erased subjects would not be "
-            "recognized. Configure the secret the list was made with ($ICEBERG_PRIVACY_SECRET or "
-            "$ICEBERG_PRIVACY_SECRET_FILE), or re-add the subjects' digests under the new secret."
-        )
+def _check_key_ids(key_ids: Iterable[str], expected: str, where: str) -> None:
+    check_key_id(key_ids, expected, f"the forget list {where}", error=ForgetKeyMismatchError,
+                 alternative=", or re-add the subjects' digests under the new secret")
 
 
 def add(catalog: Catalog, target: Table | str | Sequence[str], digests: Iterable[bytes], request_id: str, *,
@@ -190,7 +188,7 @@ def add(catalog: Catalog, target: Table | str | Sequence[str], digests: Iterable
         base = table.current_snapshot()
         existing = _entries(table)
         where = ".".join(forget_table_identifier(namespace, catalog))
-        _check_key_ids(existing.column("key_id"), secret_key_id, where)
+        _check_key_ids(pc.unique(existing.column("key_id")).to_pylist(), secret_key_id, where)
         in_scope = existing.filter(pc.equal(existing.column("scope"), scope)).column("digest")
         new_arr = pa.array(wanted, pa.binary())
         fresh = new_arr.filter(pc.invert(pc.is_in(new_arr, value_set=in_scope.combine_chunks())))
@@ -233,67 +231,14 @@ def _prefix64(digests: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(digests[:, :8]).view(">u8").ravel().astype(np.uint64)
 
 
-def _digest_matrix(arr: pa.Array) -> np.ndarray:
+def _digest_matrix(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """(n, 32) uint8 view of a binary array whose values are all 32 bytes."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    arr = arr.cast(pa.binary())
+    arr = plain(arr).cast(pa.binary())
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset: arr.offset + len(arr) + 1]
     if len(arr) and not np.all(np.diff(offsets) == DIGEST_BYTES):
         raise ForgetListError("the forget list holds digests that are not 32 bytes; it was not written by this library")
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if len(arr) else np.empty(0, np.uint8)
     return data[offsets[0]: offsets[-1]].reshape(-1, DIGEST_BYTES) if len(arr) else np.empty((0, DIGEST_BYTES), np.uint8)
-
-
-def _hmac_base(secret: bytes, prefix: bytes) -> Any:
-    """A keyed HMAC-SHA256 state that has absorbed ``prefix``; ``.copy()`` skips re-keying per value."""
-    return compat.hmac_sha256(secret, prefix)
-
-
-def digest_values(secret: bytes, distinct: pa.Array, t: PrimitiveType) -> list[bytes]:
-    """Keyed digests of non-null Arrow values, equal to :func:`iceberg_privacy.rights.keyed.digest` of their
-    canonical form, computed without Python objects per value for string/binary/uuid/fixed (the
-    write path's hot loop: one HMAC state copy per distinct id)."""
-    arr = distinct.storage if isinstance(distinct.type, pa.BaseExtensionType) else distinct
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
-    if len(arr) == 0:
-        return []
-    if isinstance(t, (StringType, BinaryType, FixedType, UUIDType)) and not arr.null_count:
-        copy = _hmac_base(secret, family_prefix(t)).copy
-        data = arr.buffers()[-1]
-        raw = data.to_pybytes() if data is not None else b""
-        if pa.types.is_fixed_size_binary(arr.type):
-            w = arr.type.byte_width
-            starts = list(range(arr.offset * w, (arr.offset + len(arr)) * w + 1, w))
-        elif pa.types.is_string(arr.type) or pa.types.is_binary(arr.type) or pa.types.is_large_string(arr.type) or (
-            pa.types.is_large_binary(arr.type)
-        ):
-            dt = np.int64 if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type) else np.int32
-            starts = np.frombuffer(arr.buffers()[1], dtype=dt)[arr.offset: arr.offset + len(arr) + 1].tolist()
-        else:
-            starts = []
-        if starts:
-            out = []
-            for a, b in zip(starts[:-1], starts[1:], strict=True):
-                h = copy()
-                h.update(raw[a:b])
-                out.append(h.digest())
-            return out
-    copy = _hmac_base(secret, b"").copy
-    out = []
-    for c in canonical_array(arr, t):
-        if c is not None:
-            h = copy()
-            h.update(c)
-            out.append(h.digest())
-    return out
-
-
-def _distinct_digests(secret: bytes, values: pa.Array, t: PrimitiveType) -> tuple[pa.Array, list[bytes]]:
-    """Distinct non-null ``values`` and their keyed digests (same order)."""
-    distinct = pc.unique(values.drop_null() if values.null_count else values)
-    return distinct, digest_values(secret, distinct, t)
 
 
 @dataclass
@@ -345,14 +290,10 @@ class ForgetFilter:
         for col in self.columns:
             if col.name not in data.column_names:
                 continue  # an optional column the data leaves out holds no ids
-            values, rows = extract_identities(data.column(col.name))
-            if isinstance(values.type, pa.BaseExtensionType):
-                values = values.storage
-            if pa.types.is_dictionary(values.type):
-                values = values.dictionary_decode()
+            values, rows = extract_identities(data.column(col.name))  # plain storage
             if values.null_count == len(values):
                 continue
-            distinct, digests = _distinct_digests(self.secret, values, col.leaf_type)
+            distinct, digests = digest_distinct(self.secret, values, col.leaf_type)
             listed = self._listed(digests)
             if not listed.any():
                 continue
@@ -453,7 +394,7 @@ def load(table: Table, *, secret: bytes | None = None) -> ForgetFilter | None:
         bitmap = parts[0][3] | parts[1][3]
     secret = secret if secret is not None else load_secret(catalog=table.catalog)
     expected = key_id(secret)
-    _check_key_ids(pa.array(stored, pa.string()), expected,
+    _check_key_ids(stored, expected,
                    ".".join(forget_table_identifier(table.name()[:-1], table.catalog)))
     return ForgetFilter(table=scope, version=snap.snapshot_id, key_id=expected, columns=columns,
                         prefixes=prefixes, digests=digests, bitmap=bitmap, secret=secret)

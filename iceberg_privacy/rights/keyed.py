@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
@@ -54,8 +55,15 @@ from pyiceberg.types import (
     UUIDType,
 )
 
+from iceberg_privacy._internal import compat
+from iceberg_privacy._internal.arrow import plain
 from iceberg_privacy.catalog import catalog_home, default_home
-from iceberg_privacy.errors import ConfigurationError, SecretMissingError
+from iceberg_privacy.errors import (
+    ConfigurationError,
+    IcebergPrivacyError,
+    RequestConflictError,
+    SecretMissingError,
+)
 from iceberg_privacy.index.hashing import coerce_values
 
 SECRET_ENV = "ICEBERG_PRIVACY_SECRET"
@@ -179,10 +187,7 @@ def canonical_literal(lit: Literal[Any], t: PrimitiveType) -> bytes:
 
 def _storage(arr: pa.Array, t: PrimitiveType) -> pa.Array:
     """Arrow values in the form :func:`_encode` takes (dates/timestamps as integers)."""
-    if isinstance(arr.type, pa.BaseExtensionType):
-        arr = arr.storage
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
+    arr = plain(arr)
     if isinstance(t, DateType):
         return arr.cast(pa.int32())
     if isinstance(t, (TimestampType, TimestamptzType)):
@@ -208,16 +213,77 @@ def digest_literals(secret: bytes, values: Iterable[Any], t: PrimitiveType, colu
     return [digest(secret, c) for c in canonical_literals(values, t, column)]
 
 
-def digest_distinct(secret: bytes, arr: pa.Array, t: PrimitiveType) -> tuple[pa.Array, list[bytes]]:
-    """The distinct non-null values of ``arr`` (extension types as their storage) and their keyed
-    hashes, in the same order.
+def digest_values(secret: bytes, values: pa.Array, t: PrimitiveType) -> list[bytes]:
+    """Keyed digests of non-null Arrow values of column type ``t``, equal to :func:`digest` of their
+    canonical form.
+
+    The write path's hot loop (the forget list screens every ingested id): string, binary, uuid and
+    fixed values are hashed straight from the Arrow buffers, one copy of an OpenSSL HMAC state that
+    has absorbed the type prefix per value, without a Python object per value.
+    """
+    arr = plain(values)
+    if len(arr) == 0:
+        return []
+    if isinstance(t, (StringType, BinaryType, FixedType, UUIDType)) and not arr.null_count:
+        starts = _value_offsets(arr)
+        if starts:
+            copy = compat.hmac_sha256(secret, family_prefix(t)).copy
+            data = arr.buffers()[-1]
+            raw = data.to_pybytes() if data is not None else b""
+            out = []
+            for a, b in zip(starts[:-1], starts[1:], strict=True):
+                h = copy()
+                h.update(raw[a:b])
+                out.append(h.digest())
+            return out
+    copy = compat.hmac_sha256(secret, b"").copy
+    out = []
+    for c in canonical_array(arr, t):
+        if c is not None:
+            h = copy()
+            h.update(c)
+            out.append(h.digest())
+    return out
+
+
+def _value_offsets(arr: pa.Array) -> list[int]:
+    """Byte offsets of each value in the data buffer of a binary-like array ([] for other types)."""
+    if pa.types.is_fixed_size_binary(arr.type):
+        w = arr.type.byte_width
+        return list(range(arr.offset * w, (arr.offset + len(arr)) * w + 1, w))
+    large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
+    if not (large or pa.types.is_string(arr.type) or pa.types.is_binary(arr.type)):
+        return []
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if large else np.int32)
+    return offsets[arr.offset: arr.offset + len(arr) + 1].tolist()
+
+
+def digest_distinct(secret: bytes, arr: pa.Array | pa.ChunkedArray, t: PrimitiveType) -> tuple[pa.Array, list[bytes]]:
+    """The distinct non-null values of ``arr`` (plain storage: Arrow's uuid as its bytes) and their
+    keyed hashes, in the same order.
 
     Identity columns repeat values (events per person), so hashing distinct values keeps the
     per-row cost of a keyed membership test to one vectorized ``is_in``.
     """
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if isinstance(arr.type, pa.BaseExtensionType):  # Arrow's uuid has no hash kernels: use its bytes
-        arr = arr.storage
-    distinct = pc.unique(arr.drop_null())
-    return distinct, [digest(secret, c) for c in canonical_array(distinct, t) if c is not None]
+    arr = plain(arr)
+    distinct = pc.unique(arr.drop_null() if arr.null_count else arr)
+    return distinct, digest_values(secret, distinct, t)
+
+
+def check_key_id(recorded: str | Iterable[str], configured: str, what: str, *,
+                 error: type[IcebergPrivacyError] = RequestConflictError, alternative: str = "") -> None:
+    """Raise ``error`` unless every key id ``recorded`` with the digests of ``what`` (a request, a
+    forget list) is ``configured``, the key id of the configured secret.
+
+    Digests made with another secret match nobody, so work on them would silently miss the
+    subjects' rows. The message names the recorded and the configured key ids and what to do;
+    ``alternative`` adds a remedy other than configuring the old secret.
+    """
+    other = [k for k in dict.fromkeys([recorded] if isinstance(recorded, str) else recorded) if k != configured]
+    if other:
+        ids = f"key id {other[0]}" if len(other) == 1 else f"key ids {', '.join(map(str, other))}"
+        raise error(
+            f"the digests of {what} were made with secret {ids}, but the configured secret has key id "
+            f"{configured}: rows of its subjects would not be recognized. Configure the secret they were made "
+            f"with (${SECRET_ENV}, ${SECRET_FILE_ENV} or the secret file of the catalog home){alternative}."
+        )

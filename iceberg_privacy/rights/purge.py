@@ -60,7 +60,7 @@ from iceberg_privacy.rights.journal import (
     Journal,
     erasure_snapshots,
 )
-from iceberg_privacy.rights.keyed import key_id, load_secret
+from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
 from iceberg_privacy.rights.reports import PurgeReport, TablePurge, VerifyReport
 from iceberg_privacy.rights.subjects import digest_value_set
 from iceberg_privacy.storage import canonical, delete_files, is_location, list_files, storage_errors
@@ -241,11 +241,7 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
     req = journal.get(request_id)
     if req.kind != "erase":
         raise RequestConflictError(f"request {request_id} is an {req.kind} request; only erasures are purged")
-    if req.key_id != key_id(secret):
-        raise RequestConflictError(
-            f"request {request_id} was recorded with secret key id {req.key_id}, the configured secret has key id "
-            f"{key_id(secret)}: configure the secret the request was made with"
-        )
+    check_key_id(req.key_id, key_id(secret), f"request {request_id}")
     pending = [n for n, t in req.tables.items() if t.status == "pending"]
     if pending:
         raise RequestConflictError(

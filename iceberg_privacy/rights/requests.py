@@ -26,7 +26,7 @@ from iceberg_privacy.lineage.fanout import Fanout, plan_fanout
 from iceberg_privacy.rights.access import FORMATS, export_subjects
 from iceberg_privacy.rights.erasure import process_erasure
 from iceberg_privacy.rights.journal import DEFAULT_DEADLINE, Journal, RequestState, new_request_id
-from iceberg_privacy.rights.keyed import key_id, load_secret
+from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE, purge
 from iceberg_privacy.rights.reports import AccessReport, ErasureReport, PurgeReport
 from iceberg_privacy.rights.subjects import (
@@ -131,7 +131,7 @@ def access(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = 
 @storage_errors
 def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = None, *,
           request_id: str | None = None, purge: bool = False, home: str | os.PathLike[str] | None = None,
-          deadline: timedelta = DEFAULT_DEADLINE, commit_retries: int = 10, workers: int | None = None,
+          deadline: timedelta = DEFAULT_DEADLINE, commit_retries: int | None = None, workers: int | None = None,
           follow_lineage: bool = False, orphan_age: timedelta = DEFAULT_ORPHAN_AGE,
           max_commit_retries: int | None = None) -> ErasureReport:
     """Erase every row of ``subjects`` from the tables declaring identity columns (or those named).
@@ -142,7 +142,8 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = N
     (see :func:`iceberg_privacy.purge`); otherwise call ``purge`` later to complete the request.
     ``follow_lineage=True`` also erases from every table derived from these (``report.lineage`` lists
     them, the DP releases left alone as exempt, and any flow lineage could not follow).
-    ``commit_retries`` bounds the attempts per table when other writers commit concurrently.
+    ``commit_retries`` bounds the retries per table when other writers commit concurrently (default:
+    the library's retry policy).
     """
     if max_commit_retries is not None:
         warnings.warn("erase(max_commit_retries=...) is now commit_retries=...", DeprecationWarning, stacklevel=3)
@@ -155,7 +156,7 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = N
         raise RequestConflictError(f"request {req.request_id} is an {req.kind} request, not an erasure")
     checkpoint("erasure.after_submit")
     report = process_erasure(catalog, req, as_values(subjects), sub.secret, journal=journal,
-                             max_commit_retries=commit_retries, workers=workers,
+                             commit_retries=commit_retries, workers=workers,
                              resolved_subjects=[ts for ts in sub.subjects if ts.name in req.tables])
     report.lineage = sub.lineage
     if purge:
@@ -193,11 +194,7 @@ def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, 
                       "only with purge=True: pass purge=True (or False) explicitly", FutureWarning, stacklevel=3)
         purge = True
     secret = load_secret(home, catalog=catalog)
-    if req.key_id != key_id(secret):
-        raise RequestConflictError(
-            f"request {request_id} was recorded with secret key id {req.key_id}, the configured secret has key id "
-            f"{key_id(secret)}: configure the secret the request was made with"
-        )
+    check_key_id(req.key_id, key_id(secret), f"request {request_id}")
     report = process_erasure(catalog, req, None if subjects is None else as_values(subjects), secret, journal=journal)
     if purge and journal.get(request_id).completed is None:
         report.purge = _purge(catalog, request_id, secret, orphan_age)

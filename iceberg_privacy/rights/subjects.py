@@ -18,35 +18,28 @@ the journal, which never stores clear-text ids.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions.literals import Literal
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.table import FileScanTask, Table
 
+from iceberg_privacy._internal.arrow import plain_type
 from iceberg_privacy.catalog import TableRef, all_tables, has_marker, table_name
 from iceberg_privacy.config import IdentityColumn, identity_columns
 from iceberg_privacy.errors import InvalidLookupValueError, NoIdentityColumnsError
-from iceberg_privacy.identities import extract_identities, rows_matching
+from iceberg_privacy.identities import as_values, extract_identities, rows_matching
 from iceberg_privacy.index.hashing import coerce_values
 from iceberg_privacy.index.planner import plan_lookup
 from iceberg_privacy.lineage.fanout import Fanout
 from iceberg_privacy.properties import LIBRARY_MARKERS
-from iceberg_privacy.rights.keyed import canonical_array, canonical_literal, digest
-
-
-def as_values(subjects: Any) -> list[Any]:
-    """One value or an iterable of values, as a list (strings and bytes are one value)."""
-    if isinstance(subjects, (str, bytes)) or not isinstance(subjects, Iterable):
-        return [subjects]
-    return list(subjects)
+from iceberg_privacy.rights.keyed import canonical_literal, digest, digest_distinct
 
 
 def _is_internal(table: Table) -> bool:
@@ -94,8 +87,7 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
 
 
 def _value_type(leaf: Any) -> pa.DataType:
-    t = schema_to_pyarrow(leaf)
-    return t.storage_type if isinstance(t, pa.BaseExtensionType) else t
+    return plain_type(schema_to_pyarrow(leaf))
 
 
 @dataclass
@@ -194,14 +186,8 @@ def digest_subjects(tables: Sequence[Table], digests: set[bytes]) -> list[TableS
 
 def digest_value_set(values: pa.Array, leaf: Any, secret: bytes, digests: set[bytes]) -> pa.Array:
     """The distinct values of ``values`` whose keyed digest is in ``digests`` (no clear ids leave here)."""
-    if isinstance(values.type, pa.BaseExtensionType):
-        values = values.storage
-    if pa.types.is_dictionary(values.type):
-        values = values.dictionary_decode()
-    distinct = pc.unique(values.drop_null())
-    canon = canonical_array(distinct, leaf)
-    keep = np.fromiter((c is not None and digest(secret, c) in digests for c in canon), dtype=bool, count=len(canon))
-    return distinct.filter(pa.array(keep))
+    distinct, found = digest_distinct(secret, values, leaf)
+    return distinct.filter(pa.array(np.fromiter((d in digests for d in found), dtype=bool, count=len(found))))
 
 
 def match_mask(data: pa.Table, ts: TableSubjects, secret: bytes | None = None) -> np.ndarray:

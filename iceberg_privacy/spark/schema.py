@@ -12,6 +12,7 @@ import pyarrow as pa
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.schema import Schema
 
+from iceberg_privacy._internal.arrow import plain
 from iceberg_privacy.spark.errors import UnsupportedSparkTypeError
 
 
@@ -56,12 +57,10 @@ def arrow_for_spark(struct) -> pa.Schema:  # type: ignore[no-untyped-def]
 
 
 def _cast_array(arr: pa.Array | pa.ChunkedArray, target: pa.DataType) -> pa.Array | pa.ChunkedArray:
-    if isinstance(arr.type, pa.BaseExtensionType):
-        arr = arr.storage if isinstance(arr, pa.Array) else pa.chunked_array(
-            [c.storage for c in arr.chunks], type=arr.type.storage_type)
-    if arr.type.equals(target):
-        return arr
-    return arr.cast(target, safe=False)
+    if isinstance(arr, pa.ChunkedArray):  # chunk by chunk: never copied into one array
+        return pa.chunked_array([_cast_array(c, target) for c in arr.chunks], type=target)
+    arr = plain(arr)  # Arrow's uuid as its 16 bytes
+    return arr if arr.type.equals(target) else arr.cast(target, safe=False)
 
 
 def cast_batch(batch: pa.RecordBatch | pa.Table, target: pa.Schema) -> pa.RecordBatch:

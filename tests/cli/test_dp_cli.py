@@ -1,71 +1,132 @@
-"""The `dp` CLI group: budget set/show and the release log (no Spark needed)."""
+"""The `dp` CLI group: budget set/show and the release log (no Spark needed), on the global catalog options;
+the group's old catalog flags and environment variables as deprecated aliases."""
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from pyiceberg.catalog import Catalog
 
-from iceberg_privacy.cli import dp as cli
+import iceberg_privacy as ip
+from iceberg_privacy.cli import main
 from iceberg_privacy.dp.budget import RhoZCDP
 from iceberg_privacy.dp.ledger import Ledger
 from tests.helpers import make_catalog
 
+OLD_ENV = ("ICEBERG_PRIVACY_CATALOG_NAME", "ICEBERG_PRIVACY_CATALOG_URI", "ICEBERG_PRIVACY_WAREHOUSE")
+
+
+@pytest.fixture(autouse=True)
+def _no_old_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in OLD_ENV:
+        monkeypatch.delenv(var, raising=False)
+
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = cli.main(argv)
+    code = main(argv)
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def _cap(catalog: Catalog, namespace: str = "db") -> str:
+    cap = Ledger(catalog, (namespace,)).state().scope(f"namespace:{namespace}").cap
+    return "-" if cap is None else cap.describe()
+
+
+def _flags(tmp_path: Path, name: str = "test") -> list[str]:
+    """The global options naming the catalog ``make_catalog(tmp_path, name)`` makes."""
+    return ["--catalog", name, "--catalog-uri", f"sqlite:///{tmp_path}/catalog.db",
+            "--warehouse", f"file://{tmp_path}/warehouse"]
 
 
 def test_budget_set_show_and_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     catalog = make_catalog(tmp_path)
     catalog.create_namespace("db")
-    loc = [
-        "--dp-catalog-uri",
-        f"sqlite:///{tmp_path}/catalog.db",
-        "--dp-warehouse",
-        f"file://{tmp_path}/warehouse",
-    ]
-    code, out, _ = _run(
-        ["dp", *loc, "budget", "set", "--namespace", "db", "--rho", "0.05", "--principal-cap", "alice=0.02"],
-        capsys,
-    )
+    loc = _flags(tmp_path)
+    code, out, _ = _run([*loc, "dp", "budget", "set", "--namespace", "db", "--rho", "0.05",
+                         "--principal-cap", "alice=0.02"], capsys)
     assert code == 0 and "rho=0.05" in out and "alice: rho=0.02" in out
-    # the CLI catalog name differs from the test's: use the CLI's own catalog to spend
-    cli_catalog = cli._catalog(argparse.Namespace(dp_catalog_uri=loc[1], dp_warehouse=loc[3]))
-    Ledger(cli_catalog, ("db",)).reserve(("db", "pv"), "alice", RhoZCDP(0.015), query_hash="h1")
-    code, out, _ = _run(["dp", *loc, "budget", "show", "--namespace", "db"], capsys)
+    Ledger(catalog, ("db",)).reserve(("db", "pv"), "alice", RhoZCDP(0.015), query_hash="h1")
+    code, out, _ = _run([*loc, "dp", "budget", "show", "--namespace", "db"], capsys)
     assert code == 0 and "spent rho=0.015" in out and "remaining rho=0.035" in out
     assert "alice: cap rho=0.02  spent rho=0.015  remaining rho=0.005" in out
-    code, out, _ = _run(["dp", *loc, "log"], capsys)
+    code, out, _ = _run([*loc, "dp", "budget", "show", "--namespace", "db", "--json"], capsys)
+    assert json.loads(out)["remaining"] == RhoZCDP(0.035).to_json()
+    code, out, _ = _run([*loc, "dp", "log"], capsys)
     assert code == 0 and "reserved" in out and "db.pv" in out and "namespace:db rho=0.035" in out
-    code, out, _ = _run(["dp", *loc, "log", "--json", "--table", "db.pv"], capsys)
+    code, out, _ = _run([*loc, "dp", "log", "--json", "--table", "db.pv"], capsys)
     rows = json.loads(out)
-    assert [r["status"] for r in rows] == ["reserved"] and rows[0]["spent"] == {
-        "type": "zcdp",
-        "rho": "0.015",
-    }
+    assert [r["status"] for r in rows] == ["reserved"] and rows[0]["spent"] == {"type": "zcdp", "rho": "0.015"}
+    code, out, _ = _run([*loc, "dp", "budget", "set", "--table", "db.pv", "--epsilon", "1", "--delta", "1e-6",
+                         "--json"], capsys)
+    state = json.loads(out)
+    assert code == 0 and state["scope"] == "table:db.pv" and state["cap"]["type"] == "approx"
 
 
-def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    loc = ["--dp-catalog-uri", f"sqlite:///{tmp_path}/catalog.db", "--dp-warehouse", f"file://{tmp_path}/wh"]
-    code, _, err = _run(["dp", *loc, "budget", "set", "--namespace", "db", "--rho", "-1"], capsys)
-    assert code == 2 and "rho must be > 0" in err
-    code, _, err = _run(
-        ["dp", *loc, "budget", "set", "--namespace", "db", "--rho", "1", "--epsilon", "1"], capsys
-    )
-    assert code == 2 and "not both" in err
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    loc = _flags(tmp_path)
+    make_catalog(tmp_path)
+    for argv, expected in (
+        (["budget", "set", "--namespace", "db", "--rho", "-1"], "rho must be > 0"),
+        (["budget", "set", "--namespace", "db", "--rho", "1", "--epsilon", "1"], "not both"),
+        (["budget", "set", "--namespace", "db", "--rho", "1", "--principal-cap", "bob=lots"], "must be a number"),
+        (["budget", "show", "--table", "unqualified"], "namespace.table"),
+    ):
+        code, _, err = _run([*loc, "dp", *argv], capsys)
+        assert code == 2 and expected in err
+        assert err.count("\n") == 1 and err.startswith("error: ")
 
 
-def test_register_uses_the_main_cli_catalog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    catalog = make_catalog(tmp_path)
-    parser = argparse.ArgumentParser()
-    cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["dp", "budget", "set", "--table", "db.pv", "--epsilon", "1", "--delta", "1e-6"])
-    args.catalog_obj = catalog
-    assert args.func(args) == 0
-    assert "epsilon=1, delta=1e-06" in capsys.readouterr().out
-    assert Ledger(catalog, ("db",)).state().scope("table:db.pv").cap is not None
+def test_old_dp_catalog_flags_are_deprecated_aliases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    uri, wh = f"sqlite:///{tmp_path}/catalog.db", f"file://{tmp_path}/warehouse"
+    make_catalog(tmp_path)
+    code, out, err = _run(["dp", "--dp-catalog-uri", uri, "--dp-warehouse", wh, "budget", "set", "--namespace",
+                           "db", "--rho", "0.5"], capsys)
+    assert code == 0 and "rho=0.5" in out
+    assert "deprecated: dp --dp-catalog-uri" in err and "deprecated: dp --dp-warehouse" in err
+    # they stand for --catalog-uri / --warehouse: the catalog the global options name (pyiceberg's default name)
+    assert _cap(ip.connect(uri=uri, warehouse=wh)) == "rho=0.5"
+    code, out, _ = _run(["--catalog-uri", uri, "--warehouse", wh, "dp", "budget", "show", "--namespace", "db"],
+                        capsys)
+    assert code == 0 and "cap rho=0.5" in out
+    # the same value twice is fine; a contradiction is an error
+    code, _, err = _run(["--catalog-uri", uri, "dp", "--dp-catalog-uri", uri, "log"], capsys)
+    assert code == 0
+    code, _, err = _run(["--catalog-uri", "sqlite:///elsewhere.db", "dp", "--dp-catalog-uri", uri, "log"], capsys)
+    assert code == 2 and "contradicts --catalog-uri" in err and err.count("\n") == 1
+    # hidden from the help
+    with pytest.raises(SystemExit):
+        main(["dp", "--help"])
+    assert "--dp-catalog-uri" not in capsys.readouterr().out
+
+
+def test_old_environment_variables_are_deprecated_aliases(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    catalog = make_catalog(tmp_path, "envcat")
+    catalog.create_namespace("db")
+    monkeypatch.setenv("ICEBERG_PRIVACY_CATALOG_NAME", "envcat")
+    monkeypatch.setenv("ICEBERG_PRIVACY_CATALOG_URI", f"sqlite:///{tmp_path}/catalog.db")
+    monkeypatch.setenv("ICEBERG_PRIVACY_WAREHOUSE", f"file://{tmp_path}/warehouse")
+    code, out, err = _run(["dp", "budget", "set", "--namespace", "db", "--rho", "0.25"], capsys)
+    assert code == 0 and "rho=0.25" in out
+    for var in OLD_ENV:
+        assert f"deprecated: ${var}" in err
+    assert _cap(catalog) == "rho=0.25"
+    # global options on the command line win over the variables (and no note is printed)
+    code, out, err = _run(["--home", str(tmp_path / "other"), "dp", "budget", "show", "--namespace", "db"], capsys)
+    assert code == 0 and "no budget set" in out and "deprecated" not in err
+
+
+def test_running_the_dp_module_still_works(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in OLD_ENV}
+    proc = subprocess.run([sys.executable, "-m", "iceberg_privacy.cli.dp", "--home", str(tmp_path), "dp", "log"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "no DP releases recorded" in proc.stdout
+    assert proc.stderr.splitlines() == ["deprecated: python -m iceberg_privacy.cli.dp: run `iceberg-privacy dp ...` "
+                                        "(or python -m iceberg_privacy.cli)"]

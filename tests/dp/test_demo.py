@@ -9,7 +9,7 @@ import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 
 from iceberg_privacy.demos.dp import MAX_VIEWS_PER_DEVICE, RHO, THRESHOLD, run_demo
-from iceberg_privacy.dp import RhoZCDP, get_budget, read_provenance, releases
+from iceberg_privacy.dp import RhoZCDP, get_namespace_budget, read_provenance, releases
 
 pytestmark = pytest.mark.spark
 
@@ -20,7 +20,7 @@ def test_wikimedia_style_release_and_memoized_repeat(catalog: SqlCatalog, spark:
     assert summary["released_rows"] > 0 and summary["min_released_count"] >= THRESHOLD
     assert summary["noise_mechanism"] == "DISCRETE_GAUSSIAN"
     assert summary["noise_stddev"] == pytest.approx(math.sqrt(MAX_VIEWS_PER_DEVICE**2 / (2 * RHO)))
-    assert get_budget(catalog, namespace="wmf").spent == RhoZCDP(RHO)
+    assert get_namespace_budget(catalog, "wmf").spent == RhoZCDP(RHO)
     out = catalog.load_table(summary["output"])
     prov = read_provenance(out)
     assert prov["keys.source"]["kind"] == "table" and prov["keys.source"]["table"] == "wmf.release_keys"
@@ -36,5 +36,5 @@ def test_wikimedia_style_release_and_memoized_repeat(catalog: SqlCatalog, spark:
     )
     # Running the whole job again on the same catalog spends nothing more.
     again = run_demo(catalog, spark=spark, rows=30_000)
-    assert again["first_call_memoized"] and get_budget(catalog, namespace="wmf").spent == RhoZCDP(RHO)
+    assert again["first_call_memoized"] and get_namespace_budget(catalog, "wmf").spent == RhoZCDP(RHO)
     assert [r.status for r in releases(catalog, "wmf.pageviews")] == ["released"] + ["memoized"] * 3

@@ -9,7 +9,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 
 import iceberg_privacy as ip
 from iceberg_privacy import lineage
-from iceberg_privacy.dp import RhoZCDP, dp_histogram, set_budget
+from iceberg_privacy.dp import RhoZCDP, dp_histogram, set_namespace_budget
 from iceberg_privacy.lineage.export import to_openlineage
 from iceberg_privacy.rights.keyed import SECRET_ENV
 
@@ -22,9 +22,9 @@ def test_release_is_in_the_graph_and_exempt_from_fanout(catalog: SqlCatalog, pv_
     monkeypatch.setenv(SECRET_ENV, "test-secret-0123456789abcdef")
     ip.configure_identity(pv_table, ["user_id"])
     ip.derive(catalog, "SELECT user_id, country FROM db.pv WHERE bytes > 50", "mart.pv_big")
-    set_budget(catalog, RhoZCDP(1), namespace="db")
-    rel = dp_histogram(catalog, "db.pv", ["country"], budget=RhoZCDP(0.5), max_rows_per_unit=3, keys=KEYS,
-                       principal="alice", output="rel.by_country", spark=spark)
+    set_namespace_budget(catalog, "db", RhoZCDP(1))
+    rel = dp_histogram(pv_table, ["country"], budget=RhoZCDP(0.5), max_rows_per_unit=3, keys=KEYS,
+                       principal="alice", output="rel.by_country", spark=spark)  # the Table's own catalog
     g = lineage.graph(catalog)
     assert g.node("rel.by_country").dp_release
     assert set(g.downstream("db.pv")) == {"mart.pv_big", "rel.by_country"}

@@ -35,13 +35,13 @@ def _reserved(ledger: Ledger) -> list[dict]:
 def test_no_budget_means_no_spend(catalog: SqlCatalog) -> None:
     with pytest.raises(NoBudgetConfiguredError, match="dp budget set"):
         Ledger(catalog, ("db",)).reserve(SRC, "alice", PureDP(0.1))
-    admin.set_budget(catalog, PureDP(1), table="db.other")
+    admin.set_budget("db.other", PureDP(1), catalog=catalog)
     with pytest.raises(NoBudgetConfiguredError):
         Ledger(catalog, ("db",)).reserve(SRC, "alice", PureDP(0.1))
 
 
 def test_spends_until_exhausted_then_refuses_without_spending(catalog: SqlCatalog) -> None:
-    admin.set_budget(catalog, RhoZCDP(0.05), namespace="db")
+    admin.set_namespace_budget(catalog, "db", RhoZCDP(0.05))
     ledger = Ledger(catalog, ("db",))
     for _ in range(3):
         ledger.reserve(SRC, "alice", RhoZCDP(0.015))
@@ -51,17 +51,17 @@ def test_spends_until_exhausted_then_refuses_without_spending(catalog: SqlCatalo
         ledger.reserve(SRC, "alice", RhoZCDP(0.015))
     assert ledger.state() == before and len(ledger.events()) == n_events
     ledger.reserve(SRC, "alice", RhoZCDP(0.005))  # exactly the rest still fits
-    assert admin.get_budget(catalog, namespace="db").remaining().is_zero()
+    assert admin.get_namespace_budget(catalog, "db").remaining().is_zero()
 
 
 def test_table_and_namespace_budgets_are_both_charged(catalog: SqlCatalog) -> None:
-    admin.set_budget(catalog, PureDP(1), namespace="db")
-    admin.set_budget(catalog, PureDP(0.3), table="db.pv")
+    admin.set_namespace_budget(catalog, "db", PureDP(1))
+    admin.set_budget("db.pv", PureDP(0.3), catalog=catalog)
     ledger = Ledger(catalog, ("db",))
     ledger.reserve(SRC, "alice", PureDP(0.2))
     ledger.reserve(("db", "other"), "alice", PureDP(0.5))
-    assert admin.get_budget(catalog, table="db.pv").spent == PureDP(0.2)
-    assert admin.get_budget(catalog, namespace="db").spent == PureDP(0.7)
+    assert admin.get_budget("db.pv", catalog=catalog).spent == PureDP(0.2)
+    assert admin.get_namespace_budget(catalog, "db").spent == PureDP(0.7)
     with pytest.raises(BudgetExhaustedError, match="table:db.pv"):
         ledger.reserve(SRC, "alice", PureDP(0.2))  # namespace has 0.3 left, the table only 0.1
     with pytest.raises(BudgetExhaustedError, match="namespace:db"):
@@ -70,7 +70,7 @@ def test_table_and_namespace_budgets_are_both_charged(catalog: SqlCatalog) -> No
 
 def test_per_principal_caps_inside_the_table_budget(catalog: SqlCatalog) -> None:
     admin.set_budget(
-        catalog, PureDP(1), table="db.pv", principal_caps={"alice": PureDP(0.5), "*": PureDP(0.2)}
+        ("db", "pv"), PureDP(1), catalog=catalog, principal_caps={"alice": PureDP(0.5), "*": PureDP(0.2)}
     )
     ledger = Ledger(catalog, ("db",))
     ledger.reserve(SRC, "alice", PureDP(0.5))
@@ -79,31 +79,31 @@ def test_per_principal_caps_inside_the_table_budget(catalog: SqlCatalog) -> None
     ledger.reserve(SRC, "bob", PureDP(0.2))
     with pytest.raises(BudgetExhaustedError, match="principal 'bob'"):
         ledger.reserve(SRC, "bob", PureDP(0.1))
-    st = admin.get_budget(catalog, table="db.pv")
+    st = admin.get_budget("db.pv", catalog=catalog)
     assert st.principal_spent == {"alice": PureDP(0.5), "bob": PureDP(0.2)}
     assert st.remaining() == PureDP(0.3)
 
 
 def test_budget_types_are_never_converted(catalog: SqlCatalog) -> None:
-    admin.set_budget(catalog, RhoZCDP(1), namespace="db")
+    admin.set_namespace_budget(catalog, "db", RhoZCDP(1))
     ledger = Ledger(catalog, ("db",))
     with pytest.raises(BudgetTypeMismatchError, match="never converted"):
         ledger.reserve(SRC, "alice", PureDP(0.1))
     ledger.reserve(SRC, "alice", RhoZCDP(0.1))
     with pytest.raises(BudgetTypeMismatchError, match="cannot change"):
-        admin.set_budget(catalog, ApproxDP(1, 1e-6), namespace="db")
+        admin.set_namespace_budget(catalog, "db", ApproxDP(1, 1e-6))
 
 
 def test_remaining_before_is_the_binding_limit(catalog: SqlCatalog) -> None:
-    admin.set_budget(catalog, ApproxDP(2, 1e-5), namespace="db")
-    admin.set_budget(catalog, ApproxDP(1, 1e-4), table="db.pv")
+    admin.set_namespace_budget(catalog, "db", ApproxDP(2, 1e-5))
+    admin.set_budget("db.pv", ApproxDP(1, 1e-4), catalog=catalog)
     res = Ledger(catalog, ("db",)).reserve(SRC, "alice", ApproxDP(0.5, 1e-6))
     assert res.remaining_before == ApproxDP(1, 1e-5)  # epsilon from the table, delta from the namespace
 
 
 def test_commit_from_a_stale_read_is_rejected(catalog: SqlCatalog) -> None:
     """The CAS itself: a commit computed from an old ledger version must not land."""
-    admin.set_budget(catalog, PureDP(1), namespace="db")
+    admin.set_namespace_budget(catalog, "db", PureDP(1))
     ledger = Ledger(catalog, ("db",))
     stale = catalog.load_table(ledger.identifier)
     ledger.reserve(SRC, "alice", PureDP(0.4))  # someone else commits after our read
@@ -113,7 +113,7 @@ def test_commit_from_a_stale_read_is_rejected(catalog: SqlCatalog) -> None:
         with stale.transaction() as tx:
             tx.set_properties({PROP_SPENT: stale_state.to_properties()[PROP_SPENT]})
             tx.append(pa.Table.from_pylist([row], schema=ARROW_SCHEMA))
-    assert admin.get_budget(catalog, namespace="db").spent == PureDP(0.4)
+    assert admin.get_namespace_budget(catalog, "db").spent == PureDP(0.4)
 
 
 def test_pyiceberg_rebase_retry_would_defeat_the_check(catalog: SqlCatalog) -> None:
@@ -174,7 +174,7 @@ def _check_race(catalog: SqlCatalog, results: list[dict], cap: Fraction, amount:
     assert len(granted) == expected, results
     assert len(set(granted)) == expected
     assert sum(r["refused"] for r in results) == sum(len(r["ok"]) + r["refused"] for r in results) - expected
-    st = admin.get_budget(catalog, namespace="db")
+    st = admin.get_namespace_budget(catalog, "db")
     assert st.spent == PureDP(cap) and st.remaining().is_zero()
     ledger = Ledger(catalog, ("db",))
     assert sorted(e["release_id"] for e in _reserved(ledger)) == sorted(granted)
@@ -189,7 +189,7 @@ def test_process_race_sqlite_never_overspends(tmp_path: Path) -> None:
     uri, wh = f"sqlite:///{base}/catalog.db", f"file://{base}/warehouse"
     catalog = SqlCatalog("race", uri=uri, warehouse=wh)
     catalog.create_namespace("db")
-    admin.set_budget(catalog, PureDP(1), namespace="db")
+    admin.set_namespace_budget(catalog, "db", PureDP(1))
     results = _race(uri, wh, tmp_path, n_procs=4, attempts=5, amount=PureDP(0.1).dumps())
     _check_race(catalog, results, Fraction(1), Fraction(1, 10))
 
@@ -198,6 +198,6 @@ def test_process_race_postgres_never_overspends(tmp_path: Path, postgres_uri: st
     wh = f"file://{tmp_path}/warehouse"
     catalog = SqlCatalog("race", uri=postgres_uri, warehouse=wh)
     catalog.create_namespace("db")
-    admin.set_budget(catalog, PureDP(1), namespace="db")
+    admin.set_namespace_budget(catalog, "db", PureDP(1))
     results = _race(postgres_uri, wh, tmp_path, n_procs=4, attempts=5, amount=PureDP(0.1).dumps())
     _check_race(catalog, results, Fraction(1), Fraction(1, 10))

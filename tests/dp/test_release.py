@@ -29,7 +29,7 @@ from iceberg_privacy.dp import (
     read_provenance,
     release,
     releases,
-    set_budget,
+    set_namespace_budget,
 )
 from iceberg_privacy.errors import ConfigurationError, UnknownColumnError
 from tests.helpers import make_catalog, pageviews
@@ -43,15 +43,15 @@ def _truth(table: pa.Table, by: list[str]) -> Counter:
 
 
 def _spent(catalog: SqlCatalog) -> Any:
-    return admin.get_budget(catalog, namespace="db").spent
+    return admin.get_namespace_budget(catalog, "db").spent
 
 
 def test_count_release_and_provenance_round_trip(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
-    set_budget(catalog, RhoZCDP(1), namespace="db")
+    set_namespace_budget(catalog, "db", RhoZCDP(1))
     rel = dp_histogram(
-        catalog,
         "db.pv",
         ["country", "project"],
+        catalog=catalog,
         budget=RhoZCDP(0.5),
         max_rows_per_unit=3,
         keys=KEYS,
@@ -99,10 +99,10 @@ def test_count_release_and_provenance_round_trip(catalog: SqlCatalog, pv_table: 
 
 
 def test_memoized_release_spends_nothing(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
-    set_budget(catalog, PureDP(1), namespace="db")
+    set_namespace_budget(catalog, "db", PureDP(1))
     kw: dict[str, Any] = dict(budget=PureDP(0.4), max_rows_per_unit=3, keys=KEYS, spark=spark)
-    first = dp_histogram(catalog, "db.pv", ["country", "project"], principal="alice", **kw)
-    again = dp_histogram(catalog, "db.pv", ["country", "project"], principal="bob", **kw)
+    first = dp_histogram("db.pv", ["country", "project"], catalog=catalog, principal="alice", **kw)
+    again = dp_histogram("db.pv", ["country", "project"], catalog=catalog, principal="bob", **kw)
     assert again.memoized and again.spent is None
     assert again.release_id == first.release_id and again.snapshot_id == first.snapshot_id
     assert again.data.equals(first.data)
@@ -112,7 +112,7 @@ def test_memoized_release_spends_nothing(catalog: SqlCatalog, pv_table: Any, spa
     assert log[1].principal == "bob" and log[1].spent is None
     # The same question on a new snapshot is a new release, and is paid for.
     pv_table.append(pageviews(300, seed=9))
-    fresh = dp_histogram(catalog, "db.pv", ["country", "project"], principal="alice", **kw)
+    fresh = dp_histogram("db.pv", ["country", "project"], catalog=catalog, principal="alice", **kw)
     assert not fresh.memoized and fresh.source_snapshot_id != first.source_snapshot_id
     assert _spent(catalog) == PureDP(0.8)
     # Same output table (same default name), overwritten in one commit; the old release stays in its
@@ -124,9 +124,9 @@ def test_memoized_release_spends_nothing(catalog: SqlCatalog, pv_table: Any, spa
         rows = out.scan(snapshot_id=snap.snapshot_id).to_arrow().num_rows
         assert (prov != {}) == (rows > 0)  # provenance exactly on the snapshots that hold a release
     old = dp_histogram(
-        catalog,
         "db.pv",
         ["country", "project"],
+        catalog=catalog,
         principal="carol",
         snapshot_id=first.source_snapshot_id,
         **kw,
@@ -135,12 +135,12 @@ def test_memoized_release_spends_nothing(catalog: SqlCatalog, pv_table: Any, spa
 
 
 def test_exhausted_budget_spends_and_releases_nothing(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
-    set_budget(catalog, RhoZCDP(0.1), namespace="db")
+    set_namespace_budget(catalog, "db", RhoZCDP(0.1))
     with pytest.raises(BudgetExhaustedError, match=r"remaining RhoZCDP\(rho=0.1\)") as info:
         dp_histogram(
-            catalog,
             "db.pv",
             ["country"],
+            catalog=catalog,
             budget=RhoZCDP(0.2),
             max_rows_per_unit=3,
             keys={"country": ["c0"]},
@@ -182,7 +182,7 @@ def _bad_key_table(catalog: SqlCatalog, kind: str) -> str:
 def test_bad_input_fails_before_spending(
     catalog: SqlCatalog, pv_table: Any, spark: Any, case, exc, match
 ) -> None:
-    set_budget(catalog, RhoZCDP(1), namespace="db")
+    set_namespace_budget(catalog, "db", RhoZCDP(1))
     kw: dict[str, Any] = dict(budget=RhoZCDP(0.1), max_rows_per_unit=3, keys=KEYS, principal="a", spark=spark)
     by = ["country", "project"]
     if case == "unknown_by":
@@ -204,7 +204,7 @@ def test_bad_input_fails_before_spending(
     elif case == "wrong_type":
         kw["budget"] = PureDP(0.1)
     with pytest.raises(exc, match=match):
-        dp_histogram(catalog, "db.pv", by, **kw)
+        dp_histogram("db.pv", by, catalog=catalog, **kw)
     assert _spent(catalog) is None
     assert [e["event"] for e in Ledger(catalog, ("db",)).events()] == ["budget_set"]
 
@@ -213,7 +213,7 @@ def test_bad_input_fails_before_spending(
 def test_failure_after_spend_keeps_spend_and_releases_nothing(
     catalog: SqlCatalog, pv_table: Any, spark: Any, stage: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    set_budget(catalog, PureDP(1), namespace="db")
+    set_namespace_budget(catalog, "db", PureDP(1))
 
     def boom(at: str) -> None:
         if at == f"dp.{stage}":
@@ -221,9 +221,9 @@ def test_failure_after_spend_keeps_spend_and_releases_nothing(
 
     def ask() -> Any:  # the same question both times
         return dp_histogram(
-            catalog,
             "db.pv",
             ["country"],
+            catalog=catalog,
             budget=PureDP(0.25),
             max_rows_per_unit=3,
             keys={"country": ["c0", "c1"]},
@@ -246,7 +246,7 @@ def test_failure_after_spend_keeps_spend_and_releases_nothing(
 
 
 def test_sum_and_mean_over_a_bounded_column(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
-    set_budget(catalog, PureDP(10), namespace="db")
+    set_namespace_budget(catalog, "db", PureDP(10))
     data = pv_table.scan().to_arrow()
     keys = {"country": ["c0", "c1", "c2", "c3"]}
     bounded = dict(
@@ -259,8 +259,8 @@ def test_sum_and_mean_over_a_bounded_column(catalog: SqlCatalog, pv_table: Any, 
         principal="a",
         spark=spark,
     )
-    s = dp_histogram(catalog, "db.pv", ["country"], aggregate="sum", **bounded)
-    m = dp_histogram(catalog, "db.pv", ["country"], aggregate="mean", **bounded)
+    s = dp_histogram("db.pv", ["country"], catalog=catalog, aggregate="sum", **bounded)
+    m = dp_histogram("db.pv", ["country"], catalog=catalog, aggregate="mean", **bounded)
     country = np.array(data.column("country").to_pylist())
     value = np.array(data.column("bytes").to_pylist())
     assert s.provenance["mechanism"][0]["noise_mechanism"] == "LAPLACE"
@@ -279,11 +279,11 @@ def test_private_key_discovery_with_approx_dp(catalog: SqlCatalog, spark: Any) -
     rare = rare.set_column(0, "country", pa.array(["secret-country"]))
     table = catalog.create_table("db.pv", schema=data.schema)
     table.append(pa.concat_tables([data, rare]))
-    set_budget(catalog, ApproxDP(2, 1e-5), namespace="db")
+    set_namespace_budget(catalog, "db", ApproxDP(2, 1e-5))
     rel = dp_histogram(
-        catalog,
         "db.pv",
         ["country"],
+        catalog=catalog,
         budget=ApproxDP(1, 1e-6),
         keys=None,
         privacy_unit="user_id",
@@ -297,11 +297,11 @@ def test_private_key_discovery_with_approx_dp(catalog: SqlCatalog, spark: Any) -
 
 
 def test_row_privacy_unit(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
-    set_budget(catalog, PureDP(1), namespace="db")
+    set_namespace_budget(catalog, "db", PureDP(1))
     rel = dp_histogram(
-        catalog,
         "db.pv",
         ["country"],
+        catalog=catalog,
         budget=PureDP(1),
         privacy_unit=None,
         keys={"country": ["c0", "c1"]},
@@ -320,7 +320,7 @@ def test_empirical_error_matches_reported_noise(tmp_path: Path, spark: Any, budg
     data = pageviews(8000, countries=4, projects=3, rows_per_user=3)
     table = catalog.create_table("db.pv", schema=data.schema)
     table.append(data)
-    set_budget(catalog, type(budget)(*[100 * float(c) for c in budget.components()]), namespace="db")
+    set_namespace_budget(catalog, "db", type(budget)(*[100 * float(c) for c in budget.components()]))
     by = ["country", "project", "page"]
     keys = {
         "country": [f"c{i}" for i in range(4)],
@@ -331,9 +331,9 @@ def test_empirical_error_matches_reported_noise(tmp_path: Path, spark: Any, budg
     errors, expected = [], set()
     for _ in range(2):  # memoize=False: each repetition is a new, separately paid release
         rel = dp_histogram(
-            catalog,
             "db.pv",
             by,
+            catalog=catalog,
             budget=budget,
             max_rows_per_unit=3,
             keys=keys,
@@ -357,7 +357,7 @@ def test_concurrent_releases_race_for_the_last_budget(tmp_path: Path, spark: Any
     setup.create_namespace("db")
     data = pageviews(2000)
     setup.create_table("db.pv", schema=data.schema).append(data)
-    set_budget(setup, PureDP(1), namespace="db")
+    set_namespace_budget(setup, "db", PureDP(1))
     barrier = threading.Barrier(2, timeout=120)
     outcomes: dict[str, Any] = {}
 
@@ -369,9 +369,9 @@ def test_concurrent_releases_race_for_the_last_budget(tmp_path: Path, spark: Any
         catalog = make_catalog(base)  # a separate SqlCatalog / SQLAlchemy engine per racer
         try:
             rel = dp_histogram(
-                catalog,
                 "db.pv",
                 ["country"],
+                catalog=catalog,
                 budget=PureDP(0.6),
                 max_rows_per_unit=3,
                 keys={"country": ["c0", "c1", "c2", "c3"]},

@@ -1,31 +1,47 @@
-"""Exports of the lineage graph: OpenLineage RunEvents, Mermaid, PNG, on real tables in an embedded catalog."""
+"""Exports of the lineage graph: OpenLineage RunEvents, Mermaid, PNG, on real tables in an embedded catalog.
+
+OpenLineage events are also sent through the openlineage-python client's file, console and HTTP
+transports; the HTTP one posts to a real server started here on 127.0.0.1.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
+import threading
 import uuid as uuidlib
+from collections.abc import Iterator
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
+from openlineage.client import OpenLineageClient
+from openlineage.client.transport.http import HttpConfig, HttpTransport
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from iceberg_privacy.catalog import connect
 from iceberg_privacy.config import configure_identity
+from iceberg_privacy.errors import LineageError
 from iceberg_privacy.lineage.annotations import annotate
 from iceberg_privacy.lineage.export import (
     COLUMN_LINEAGE_SCHEMA,
     PRODUCER,
     SCHEMA_URL,
-    _node_id,
+    EmitReport,
+    emit_openlineage,
     render_png,
     to_mermaid,
     to_openlineage,
     write_openlineage,
 )
+from iceberg_privacy.lineage.export.mermaid import _node_id
+from iceberg_privacy.lineage.export.picture import _layout
 from iceberg_privacy.lineage.graph import LineageGraph, build_graph
 from iceberg_privacy.lineage.record import (
     AGGREGATION,
@@ -209,6 +225,131 @@ def test_openlineage_empty_graph() -> None:
     assert to_openlineage(LineageGraph()) == []
 
 
+# --- OpenLineage through the client's transports ------------------------------------------------------
+
+@pytest.fixture
+def ol_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No OpenLineage settings from the machine (env, ./openlineage.yml, ~/.openlineage), no proxy for 127.0.0.1."""
+    for key in list(os.environ):
+        if key.upper().startswith("OPENLINEAGE"):
+            monkeypatch.delenv(key)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HOME", str(cwd))
+    for key in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(key, "127.0.0.1,localhost")
+
+
+def _as_exported(e: dict) -> dict:
+    """An event as the client emitted it, less the ``tags`` run facet every OpenLineageClient adds."""
+    e = json.loads(json.dumps(e))
+    tags = e["run"]["facets"].pop("tags")
+    assert {"key": "openlineage_client_version", "source": "OPENLINEAGE_CLIENT"}.items() <= tags["tags"][0].items()
+    return e
+
+
+def test_emit_file_transport(lake: tuple[Catalog, dict[str, Table]], ol_env: None, tmp_path: Path) -> None:
+    cat, _ = lake
+    g = build_graph(cat)
+    path = tmp_path / "ol" / "events.ndjson"
+    path.parent.mkdir()
+    rep = emit_openlineage(g, transport={"type": "file", "log_file_path": str(path), "append": True})
+    assert rep == EmitReport(events=4, transport="file", target=str(path))
+    assert str(rep) == f"emitted 4 OpenLineage events through the file transport to {path}"
+    sent = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [_as_exported(e) for e in sent] == to_openlineage(g)
+    for e in sent:
+        _check_event(_as_exported(e))  # the client's own tags facet has the client as producer
+    # NDJSON from write_openlineage is the same events, one per line
+    written = [json.loads(x) for x in Path(write_openlineage(g, tmp_path / "w.ndjson")).read_text().splitlines()]
+    assert written == [_as_exported(e) for e in sent]
+
+
+def test_emit_console_transport(lake: tuple[Catalog, dict[str, Table]], ol_env: None,
+                                caplog: pytest.LogCaptureFixture) -> None:
+    cat, _ = lake
+    g = build_graph(cat)
+    caplog.set_level(logging.INFO, logger="openlineage.client.transport.console")
+    rep = emit_openlineage(g, transport={"type": "console"}, namespace="iceberg://lake")
+    assert (rep.events, rep.transport, rep.target) == (4, "console", None)
+    assert str(rep) == "emitted 4 OpenLineage events through the console transport"
+    logged = [json.loads(r.getMessage()) for r in caplog.records if r.name == "openlineage.client.transport.console"]
+    assert [_as_exported(e) for e in logged] == to_openlineage(g, namespace="iceberg://lake")
+
+
+class _Collector(BaseHTTPRequestHandler):
+    """Answers every POST with the server's ``status`` and keeps (path, content type, JSON body)."""
+
+    server: _LineageServer
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.received.append((self.path, self.headers.get("Content-Type"), json.loads(body)))
+        self.send_response(self.server.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet test output
+        pass
+
+
+class _LineageServer(ThreadingHTTPServer):
+    received: list[tuple[str, str | None, Any]]
+    status: int
+
+
+@pytest.fixture
+def lineage_server() -> Iterator[_LineageServer]:
+    server = _LineageServer(("127.0.0.1", 0), _Collector)
+    server.received, server.status = [], 200
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_emit_http_transport(lake: tuple[Catalog, dict[str, Table]], ol_env: None,
+                             lineage_server: _LineageServer) -> None:
+    cat, _ = lake
+    g = build_graph(cat)
+    expected = to_openlineage(g)
+    url = f"http://127.0.0.1:{lineage_server.server_address[1]}"
+    transports: list[Any] = [
+        {"type": "http", "url": url},  # a transport config, as in openlineage.yml
+        HttpTransport(HttpConfig(url=url, endpoint="api/v1/lineage")),  # a transport object
+        OpenLineageClient(config={"transport": {"type": "http", "url": url, "endpoint": "/custom/lineage"}}),
+    ]
+    for transport, path in zip(transports, ["/api/v1/lineage", "/api/v1/lineage", "/custom/lineage"], strict=True):
+        lineage_server.received.clear()
+        rep = emit_openlineage(g, transport=transport)
+        assert (rep.events, rep.transport, rep.target) == (4, "http", url + path)
+        assert str(rep) == f"emitted 4 OpenLineage events through the http transport to {url}{path}"
+        assert [(p, ct) for p, ct, _ in lineage_server.received] == [(path, "application/json")] * 4
+        assert [_as_exported(body) for _, _, body in lineage_server.received] == expected
+
+    lineage_server.status = 400  # refused (not retried): the error says how far it got
+    with pytest.raises(LineageError, match=r"http transport failed after 0 of 4 event\(s\)"):
+        emit_openlineage(g, transport={"type": "http", "url": url})
+
+
+def test_emit_bad_transport(ol_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    g = LineageGraph()
+    with pytest.raises(LineageError, match="needs a 'type'"):
+        emit_openlineage(g, transport={"url": "http://127.0.0.1:9"})
+    with pytest.raises(LineageError, match="bad OpenLineage transport config"):
+        emit_openlineage(g, transport={"type": "file"})  # no log_file_path
+    with pytest.raises(LineageError, match="OpenLineageClient, a Transport or a config dict"):
+        emit_openlineage(g, transport="http://127.0.0.1:9")  # type: ignore[arg-type]
+    monkeypatch.setenv("OPENLINEAGE_DISABLED", "true")  # the client's own switch is honoured
+    rep = emit_openlineage(g, transport={"type": "console"})
+    assert rep.transport == "noop" and "disabled" in str(rep)
+
+
 # --- Mermaid ----------------------------------------------------------------------------------------------
 
 _ID = r"[A-Za-z][A-Za-z0-9_]*"
@@ -366,6 +507,32 @@ def test_png_large_synthetic_graph(tmp_path: Path) -> None:
         out = Path(render_png(g, tmp_path / f"big-{columns}.png", columns=columns))
         w, h = _png_size(out.read_bytes())
         assert w >= 1000 and h >= 500 and max(w, h) <= 20_100
+    # the layout flows left to right: every edge but those closing a cycle goes to a later column
+    pairs = {(e.source, e.sink) for e in g.edges}
+    grid, n_columns, _, back = _layout(sorted(g.tables), pairs, 8)
+    assert set(grid) == set(g.tables) and n_columns > 10
+    assert back and back <= {(uuids[199], uuids[150]), (uuids[150], uuids[199])} and len(back) == 1
+    assert all(grid[a][0] < grid[b][0] for a, b in pairs - back)
     text = to_mermaid(g)
     assert text.count("-->") + text.count("-.->") == len({(e.source, e.sink, e.status) for e in g.edges})
     assert " cycle" in text
+
+
+def test_png_cycles_and_self_loop(tmp_path: Path) -> None:
+    """a -> b -> c -> a, c -> d, d -> d: cycles are tolerated and drawn."""
+    from iceberg_privacy.lineage.graph import TableEdge, TableNode
+
+    g = LineageGraph()
+    for u, name in [("1", "db.a"), ("2", "db.b"), ("3", "db.c"), ("4", "db.d")]:
+        g.tables[u] = TableNode(uuid=u, name=name, columns=("k",))
+    for src, dst in [("1", "2"), ("2", "3"), ("3", "1"), ("3", "4"), ("4", "4")]:
+        g.edges.append(TableEdge(src, dst, "derive", "complete", 1, 1))
+    assert g.cycles() == [["db.d"], ["db.a", "db.b", "db.c"]]
+    grid, n_columns, last_row, back = _layout(["1", "2", "3", "4"], {(a, b) for a, b in
+                                                                      [("1", "2"), ("2", "3"), ("3", "1"), ("3", "4")]}, 4)
+    assert back == {("3", "1")} and n_columns == 4 and last_row == 0
+    assert [grid[u][0] for u in "1234"] == [0, 1, 2, 3]
+    for columns in (False, True):
+        data = Path(render_png(g, tmp_path / f"cycle-{columns}.png", columns=columns)).read_bytes()
+        w, h = _png_size(data)
+        assert w >= 600 and h >= 300 and data.endswith(b"IEND\xaeB`\x82")

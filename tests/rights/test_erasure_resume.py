@@ -126,7 +126,7 @@ def test_concurrent_ingest_during_erasure(tmp_path: Path) -> None:
         table = catalog.load_table("db.t")
         for b in range({batches}):
             ids = [f"n{{b}}_{{i}}" for i in range({per})] + ["victim"]
-            ip.append(table, rows(ids, 100_000 + b * 100), max_commit_retries=50)
+            ip.append(table, rows(ids, 100_000 + b * 100), commit_retries=50)
             print("appended", b, flush=True)
     """)
     env = {**os.environ, SECRET_ENV: SECRET, "PYTHONPATH": str(ROOT)}
@@ -134,7 +134,7 @@ def test_concurrent_ingest_during_erasure(tmp_path: Path) -> None:
     try:
         assert ingest.stdout is not None
         ingest.stdout.readline()  # ingest is running
-        report = ip.erase(catalog, ["victim"], request_id="race", max_commit_retries=100)
+        report = ip.erase(catalog, ["victim"], request_id="race", commit_retries=100)
         assert report.tables["db.t"].rows_removed >= 10
     finally:
         out, err = ingest.communicate(timeout=300)

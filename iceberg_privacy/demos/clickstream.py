@@ -1,16 +1,27 @@
-"""Deterministic synthetic clickstream data (numpy-vectorized) for benchmarks and demos.
+"""The synthetic clickstreams of the demo and the benchmarks: deterministic (seeded), numpy-vectorized.
 
-The stream is time ordered and cut into ``num_files`` windows of exactly ``rows_per_file`` rows:
-file ``k`` holds time window ``k``. Every user has a heavy-tailed number of sessions (discrete
-power law, exponent 2.3, capped at 60); every session starts at a uniformly random time and has a
-geometric number of events (mean 8) a few seconds apart, so a user usually appears in a few files
-with several events each, and 99% of users appear in at most 31 files (Adobe's published
-distribution for identity lookups). Session-level attributes (device, browser, ip, referrer,
-campaign, ...) are constant within a session, as in real clickstreams.
+One generator module, two table shapes of page events by users with heavy-tailed activity. Both
+draw their user ids with :func:`uuid4_strings`; each keeps its own sequence of random draws, so a
+seed gives the same rows as it always has (the numbers in docs/benchmarks.md and the demo's
+printed results depend on them).
+
+:func:`make_clickstream` (the benchmarks): 21 flat columns. The stream is time ordered and cut into
+``num_files`` windows of exactly ``rows_per_file`` rows: file ``k`` holds time window ``k``. Every
+user has a heavy-tailed number of sessions (discrete power law, exponent 2.3, capped at 60); every
+session starts at a uniformly random time and has a geometric number of events (mean 8) a few
+seconds apart, so a user usually appears in a few files with several events each, and 99% of users
+appear in at most 31 files (Adobe's published distribution for identity lookups). Session-level
+attributes (device, browser, ip, referrer, campaign, ...) are constant within a session, as in real
+clickstreams.
+
+:func:`clickstream` (the README's main job, ``iceberg-privacy demo``): ``days`` days of
+``events_per_day`` events in sessions of 8, Zipf-distributed user activity, and an Adobe-shaped
+``identities`` map (an email and a CRM id per user) for nested identity lookups; its Iceberg schema
+is :data:`DEMO_SCHEMA`.
 
 Typical use::
 
-    from benchmarks.clickstream import clickstream_schema, make_clickstream
+    from iceberg_privacy.demos.clickstream import clickstream_schema, make_clickstream
 
     data = make_clickstream(num_files=20, rows_per_file=2_000, seed=7)
     table = catalog.create_table("db.clicks", clickstream_schema())
@@ -29,9 +40,12 @@ from pyiceberg.types import (
     BooleanType,
     DoubleType,
     IntegerType,
+    ListType,
     LongType,
+    MapType,
     NestedField,
     StringType,
+    StructType,
     TimestamptzType,
 )
 
@@ -280,3 +294,59 @@ def absent_user_ids(n: int, present: pa.Array, seed: int = 1_000_003) -> pa.Stri
 def _zipf_p(n: int, s: float) -> np.ndarray:
     p = np.arange(1, n + 1, dtype=float) ** -s
     return p / p.sum()
+
+
+# ------------------------------------------------------------------------------------------ the demo's table
+_IDENTITY_STRUCT = StructType(
+    NestedField(20, "id", StringType(), required=False), NestedField(21, "primary", BooleanType(), required=False)
+)
+DEMO_SCHEMA = Schema(
+    NestedField(1, "event_time", TimestamptzType(), required=False),
+    NestedField(2, "user_id", StringType(), required=False),
+    NestedField(3, "session_id", LongType(), required=False),
+    NestedField(4, "event_type", StringType(), required=False),
+    NestedField(5, "page", StringType(), required=False),
+    NestedField(6, "country", StringType(), required=False),
+    NestedField(7, "duration_ms", LongType(), required=False),
+    NestedField(8, "price", DoubleType(), required=False),
+    NestedField(
+        9, "identities",
+        MapType(10, StringType(), 11, ListType(12, _IDENTITY_STRUCT, element_required=False), value_required=False),
+        required=False,
+    ),
+)
+"""The Iceberg schema of :func:`clickstream` tables (the demo's ``demo.clicks``)."""
+_ARROW_IDENTITIES = pa.map_(pa.string(), pa.list_(pa.struct([("id", pa.string()), ("primary", pa.bool_())])))
+_DEMO_EVENT_TYPES = ["view", "click", "add_to_cart", "purchase"]
+_DEMO_EVENT_P = [0.6, 0.3, 0.07, 0.03]
+_DEMO_COUNTRIES = ["US", "DE", "FR", "IN", "BR", "JP"]
+
+
+def clickstream(num_users: int, days: int, events_per_day: int, seed: int = 7) -> tuple[pa.Table, list[str]]:
+    """The demo's small clickstream (schema :data:`DEMO_SCHEMA`) and its user population.
+
+    Sessions of 8 events; heavy-tailed user activity (a few very active users, most on a few days).
+    User ``i`` of the population has the identities ``user{i}@example.com`` (email) and ``crm-{i}``.
+    """
+    rng = np.random.default_rng(seed)
+    user_ids = uuid4_strings(rng, num_users)
+    n = days * events_per_day
+    day = np.repeat(np.arange(days), events_per_day)
+    session_user = np.minimum(rng.zipf(1.3, -(-n // 8)) - 1, num_users - 1)
+    user_idx = rng.permutation(num_users)[np.repeat(session_user, 8)[:n]]
+    start = np.datetime64("2026-11-01T00:00:00", "us").astype(np.int64)
+    t_us = start + day * 86_400_000_000 + rng.integers(0, 86_400_000_000, n)
+    identities = [[("email", [{"id": f"user{i}@example.com", "primary": True}]), ("crm", [{"id": f"crm-{i}", "primary": False}])]
+                  for i in user_idx]
+    table = pa.table({  # the draws below happen in this order
+        "event_time": pa.array(t_us, pa.timestamp("us", tz="UTC")),
+        "user_id": user_ids.take(pa.array(user_idx)),
+        "session_id": pa.array(user_idx * 1000 + day, pa.int64()),
+        "event_type": _pick(_DEMO_EVENT_TYPES, rng.choice(len(_DEMO_EVENT_TYPES), n, p=_DEMO_EVENT_P)),
+        "page": pa.array(np.char.add("/p/", rng.integers(0, 5000, n).astype(str))),
+        "country": _pick(_DEMO_COUNTRIES, rng.choice(len(_DEMO_COUNTRIES), n)),
+        "duration_ms": pa.array(rng.integers(10, 60_000, n), pa.int64()),
+        "price": pa.array(np.round(rng.gamma(2.0, 20.0, n), 2)),
+        "identities": pa.array(identities, type=_ARROW_IDENTITIES),
+    })
+    return table.sort_by("event_time"), user_ids.to_pylist()

@@ -1,0 +1,148 @@
+"""What every command module of the CLI shares.
+
+* **One command shape.** A command is ``cmd_x(args, catalog) -> int``; :func:`add_command` adds its
+  parser and records whether it needs the catalog (the main CLI connects once, and only then).
+* **One JSON form.** ``--json`` (added by ``add_command(..., json=True)``) prints the report's fields
+  through :func:`to_jsonable`; without it the report's ``str()`` is printed, as before.
+* Subject values (arguments or ``--values-file``), ``--tables`` lists, and ages (``7d``, ``12h``, ``30m``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from pathlib import Path, PurePath
+from typing import Any
+from uuid import UUID
+
+from iceberg_privacy.errors import ConfigurationError
+
+Command = Callable[[argparse.Namespace, Any], int]
+"""``cmd_x(args, catalog) -> exit code``: ``catalog`` is the invocation's :class:`~pyiceberg.catalog.Catalog`,
+None for commands registered with ``catalog=False``."""
+
+
+def add_command(subparsers: Any, name: str, fn: Command, *, help: str, catalog: bool = True,
+                json: bool = False) -> argparse.ArgumentParser:
+    """Add command ``name`` running ``fn``; ``json=True`` gives it ``--json``."""
+    p: argparse.ArgumentParser = subparsers.add_parser(name, help=help, description=help)
+    if json:
+        p.add_argument("--json", action="store_true", help="print the result as JSON (the report's fields)")
+    p.set_defaults(command_fn=fn, needs_catalog=catalog)
+    return p
+
+
+# ------------------------------------------------------------------------------------------ output
+def to_jsonable(obj: Any, *, exclude: frozenset[str] | set[str] = frozenset()) -> Any:
+    """``obj`` as JSON-able values: a report's own ``to_json()``/``to_dict()`` when it has one, else its
+    dataclass fields (``_private`` ones and top-level ``exclude`` left out), recursively; datetimes as
+    ISO 8601, durations in seconds, bytes as hex, sets sorted, anything else as ``str()``."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for method in ("to_json", "to_dict"):
+            own = getattr(obj, method, None)
+            if callable(own):
+                return to_jsonable(own())
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not f.name.startswith("_") and f.name not in exclude}
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted((to_jsonable(v) for v in obj), key=str)
+    if isinstance(obj, (datetime, date, time)):
+        return obj.isoformat()
+    if isinstance(obj, timedelta):
+        return obj.total_seconds()
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes(obj).hex()
+    if isinstance(obj, enum.Enum):
+        return to_jsonable(obj.value)
+    if isinstance(obj, (Decimal, UUID, PurePath)):
+        return str(obj)
+    if hasattr(obj, "to_pylist"):  # pyarrow Table / Array
+        return to_jsonable(obj.to_pylist())
+    return str(obj)
+
+
+def print_json(obj: Any, **kwargs: Any) -> None:
+    print(json.dumps(to_jsonable(obj, **kwargs), indent=2, ensure_ascii=False))
+
+
+def emit(args: argparse.Namespace, report: Any, human: str | None = None) -> None:
+    """Print ``report``: as JSON with ``--json``, else ``human`` (default ``str(report)``)."""
+    if getattr(args, "json", False):
+        print_json(report)
+    else:
+        print(str(report) if human is None else human)
+
+
+def deprecated(message: str) -> None:
+    """A deprecation note on stderr (the old spelling still works for this release)."""
+    print(f"deprecated: {message}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------ arguments
+def values(args: argparse.Namespace) -> list[str]:
+    """Values given as arguments plus those of ``--values-file`` (one per line)."""
+    out = list(getattr(args, "values", None) or [])
+    if getattr(args, "values_file", None):
+        out += [line.strip() for line in Path(args.values_file).read_text().splitlines() if line.strip()]
+    return out
+
+
+def need_values(args: argparse.Namespace) -> list[str]:
+    out = values(args)
+    if not out:
+        raise ConfigurationError("name at least one subject value (arguments or --values-file, one per line)")
+    return out
+
+
+def tables(args: argparse.Namespace) -> list[str] | None:
+    """``--tables a.b,c.d`` as a list; None when not given."""
+    raw = getattr(args, "tables", None)
+    return [t.strip() for t in raw.split(",") if t.strip()] if raw else None
+
+
+def add_subject_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("values", nargs="*", help="subject values (user ids, emails, ...)")
+    p.add_argument("--values-file", help="file with one subject value per line")
+    p.add_argument("--tables", help="comma-separated tables (default: every table declaring identity columns)")
+    p.add_argument("--request-id", help="idempotency key: the same id again resumes the same request")
+
+
+_AGE_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([wdhms])")
+_AGE_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+AGE_HELP = "an age: a number with a unit w/d/h/m/s, e.g. 7d, 12h, 30m, 1d12h"
+
+
+def parse_age(text: str) -> timedelta:
+    """``7d``, ``12h``, ``30m``, ``45s``, ``2w``, ``1d12h`` (or ``0``) as a timedelta (argparse ``type=``)."""
+    s = text.strip().lower().replace(" ", "")
+    if s == "0":
+        return timedelta(0)
+    parts = _AGE_PART.findall(s)
+    if not parts or "".join(n + u for n, u in parts) != s:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age; give {AGE_HELP}")
+    return sum((timedelta(**{_AGE_UNITS[u]: float(n)}) for n, u in parts), timedelta(0))
+
+
+def parse_age_or_datetime(text: str) -> timedelta | datetime:
+    """An age (see :func:`parse_age`), or (deprecated) an ISO 8601 datetime."""
+    try:
+        return parse_age(text)
+    except argparse.ArgumentTypeError:
+        try:
+            return datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is neither an age nor an ISO datetime; give {AGE_HELP}") from None

@@ -1,0 +1,63 @@
+"""Demo commands: ``demo`` (the main job end to end) and ``ingest-demo`` (synthetic clickstream data)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from pyiceberg.catalog import Catalog
+
+from iceberg_privacy.catalog import default_home
+from iceberg_privacy.cli._common import add_command, emit
+
+
+def cmd_demo(args: argparse.Namespace, catalog: Catalog) -> int:
+    from iceberg_privacy.demos.lookup import run_demo, run_lineage_demo, run_subject_rights_demo
+
+    props = getattr(catalog, "properties", {})
+    print(f"catalog {catalog.name!r}: {props.get('uri', '?')} (warehouse {props.get('warehouse', '?')})")
+    result = run_demo(catalog, days=args.days, events_per_day=args.events_per_day, users=args.users,
+                      progress=not args.quiet)
+    home = Path(args.home) if args.home else default_home()
+    run_lineage_demo(catalog, catalog.load_table("demo.clicks"), out=home / "exports" / "lineage")
+    run_subject_rights_demo(catalog, catalog.load_table("demo.clicks"), result["probe_user"],
+                            out=home / "exports" / "demo-access")
+    if args.skip_dp:
+        return 0
+    try:
+        from iceberg_privacy.demos.dp import run_demo as run_dp_demo
+    except ImportError as exc:
+        print(f"== DP release skipped: {exc} (install the 'dp' extra)")
+        return 0
+    print("== differentially private release (scaled-down Wikimedia pageview workload)")
+    run_dp_demo(catalog)
+    return 0
+
+
+def cmd_ingest_demo(args: argparse.Namespace, catalog: Catalog) -> int:
+    from iceberg_privacy.demos.lookup import clickstream, create_demo_table
+    from iceberg_privacy.write import append
+
+    table = create_demo_table(catalog, args.table)
+    data, _ = clickstream(args.users, args.days, args.events_per_day)
+    emit(args, append(table, data, progress=not args.quiet))
+    return 0
+
+
+def _size_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--events-per-day", type=int, default=20_000)
+    p.add_argument("--users", type=int, default=50_000)
+
+
+def register(subparsers: Any) -> None:
+    s = add_command(subparsers, "demo", cmd_demo,
+                    help="main job: ingest a clickstream with sidecars, run lookups, print plans/timings")
+    _size_args(s)
+    s.add_argument("--skip-dp", action="store_true", help="skip the differentially private release part")
+
+    s = add_command(subparsers, "ingest-demo", cmd_ingest_demo, json=True,
+                    help="create TABLE and ingest synthetic clickstream data into it")
+    s.add_argument("table", nargs="?", default="demo.clicks")
+    _size_args(s)

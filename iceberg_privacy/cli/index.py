@@ -1,0 +1,213 @@
+"""Lookup-index commands: configure, ingest, lookup, explain, sidecars, expire, cleanup."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+
+from iceberg_privacy.cli._common import (
+    AGE_HELP,
+    add_command,
+    deprecated,
+    emit,
+    parse_age,
+    parse_age_or_datetime,
+    print_json,
+    to_jsonable,
+    values,
+)
+
+
+def cmd_configure(args: argparse.Namespace, catalog: Catalog) -> int:
+    from iceberg_privacy.config import configure_bloom
+
+    table = catalog.load_table(args.table)
+    table = configure_bloom(table, [c.strip() for c in args.columns.split(",") if c.strip()], fpp=args.fpp,
+                            ndv=args.ndv, replace=not args.add)
+    props = {k: v for k, v in sorted(table.properties.items()) if k.startswith("privacy.")}
+    emit(args, {"table": args.table, "properties": props}, "\n".join(f"{k}={v}" for k, v in props.items()))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
+    import pyarrow.dataset as ds
+
+    from iceberg_privacy.write import append, overwrite
+
+    table = catalog.load_table(args.table)
+    reader = ds.dataset(args.path, format=args.format).scanner().to_reader()
+    fn = overwrite if args.overwrite else append
+    emit(args, fn(table, reader, progress=not args.quiet))
+    return 0
+
+
+def _print_rows(rows: pa.Table, fmt: str, limit: int | None) -> None:
+    if limit is not None:
+        rows = rows.slice(0, limit)
+    if fmt == "json":
+        print_json(rows.to_pylist())
+    elif fmt == "jsonl":
+        for rec in rows.to_pylist():
+            print(json.dumps(to_jsonable(rec), ensure_ascii=False))
+    elif fmt == "csv":
+        import pyarrow.csv as pcsv
+
+        sink = pa.BufferOutputStream()
+        pcsv.write_csv(rows.select([f.name for f in rows.schema if not pa.types.is_nested(f.type)]), sink)
+        sys.stdout.write(sink.getvalue().to_pybytes().decode())
+    else:
+        print(rows.to_pandas().to_string(max_rows=limit or 50) if rows.num_rows else "(no rows)")
+
+
+def cmd_lookup(args: argparse.Namespace, catalog: Catalog) -> int:
+    from iceberg_privacy.index.lookup import execute
+    from iceberg_privacy.index.planner import plan_lookup
+
+    table = catalog.load_table(args.table)
+    fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
+    plan = plan_lookup(table, args.column, values(args), snapshot_id=args.snapshot_id, selected_fields=fields)
+    rows = execute(table, plan)
+    _print_rows(rows, "json" if args.json else args.output, args.limit)
+    print(f"-- {rows.num_rows} row(s); read {plan.files_after_bloom_pruning} of {plan.files_total} files", file=sys.stderr)
+    return 0
+
+
+def plan_json(plan: Any) -> dict[str, Any]:
+    """A lookup plan's fields, with its values, filter and files as plain data (not pyiceberg objects)."""
+    out = to_jsonable(plan, exclude={"tasks", "metadata", "values", "row_filter"})
+    out["values"] = [to_jsonable(lit.value) for lit in plan.values]
+    out["row_filter"] = str(plan.row_filter)
+    out["files_to_read"] = plan.files_to_read
+    return out
+
+
+def cmd_explain(args: argparse.Namespace, catalog: Catalog) -> int:
+    from iceberg_privacy.index.planner import plan_lookup
+
+    table = catalog.load_table(args.table)
+    plan = plan_lookup(table, args.column, values(args), snapshot_id=args.snapshot_id)
+    if args.json:
+        print_json(plan_json(plan))
+        return 0
+    print(plan.explain())
+    if args.files:
+        for path in plan.files_to_read:
+            print(f"  read {path}")
+    return 0
+
+
+def cmd_sidecars(args: argparse.Namespace, catalog: Catalog) -> int:
+    from iceberg_privacy.index import maintenance
+
+    table = catalog.load_table(args.table)
+    if args.action == "status":
+        emit(args, maintenance.sidecar_status(table))
+    elif args.action == "verify":
+        report = maintenance.verify_sidecars(table)
+        if args.json:
+            print_json(report)
+        for check in [] if args.json else report.checks:
+            error = check.error
+            print(f"{'OK  ' if error is None else 'BAD '} {check.location}{'' if error is None else ': ' + error}")
+        return 0 if report.ok else 1
+    elif args.action == "backfill":
+        emit(args, maintenance.backfill(table, progress=not args.quiet))
+    elif args.action == "compact":
+        emit(args, maintenance.compact_sidecars(table))
+    return 0
+
+
+def cmd_expire(args: argparse.Namespace, catalog: Catalog) -> int:
+    from iceberg_privacy.index.maintenance import expire_snapshots
+
+    age = args.older_than
+    if isinstance(age, datetime):
+        deprecated(f"--older-than {age.isoformat()} (a datetime): give an age instead, e.g. --older-than 7d")
+        age = datetime.now(age.tzinfo) - age
+    table = catalog.load_table(args.table)
+    emit(args, expire_snapshots(table, older_than=age, retain_last=args.retain_last))
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace, catalog: Catalog) -> int:
+    from iceberg_privacy.index.maintenance import cleanup_orphans
+
+    age = args.older_than if args.older_than is not None else timedelta(minutes=args.older_than_minutes)
+    table = catalog.load_table(args.table)
+    report = cleanup_orphans(table, older_than=age, delete=args.delete)
+    deleted = set(report.deleted)
+    if args.json:
+        print_json(report)
+    else:
+        for path in report.orphans:
+            state = "orphan " if not args.delete else ("deleted" if path in deleted else "KEPT   ")
+            print(f"{state} {path}")
+    for path, why in report.delete_failures.items():
+        print(f"error: {path} not deleted: {why}", file=sys.stderr)
+    print(f"-- {len(report.orphans)} orphan file(s) among {report.files_listed} listed"
+          f"{'' if args.delete else ' (use --delete to remove)'}", file=sys.stderr)
+    return 2 if report.delete_failures else 0
+
+
+def _lookup_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("table")
+    p.add_argument("column")
+    p.add_argument("values", nargs="*")
+    p.add_argument("--values-file", help="file with one value per line")
+    p.add_argument("--snapshot-id", type=int)
+
+
+def register(subparsers: Any) -> None:
+    s = add_command(subparsers, "configure", cmd_configure, json=True,
+                    help="set bloom columns (table properties privacy.bloom.*)")
+    s.add_argument("table")
+    s.add_argument("--columns", required=True, help="comma-separated top-level columns")
+    s.add_argument("--fpp", type=float, default=0.01)
+    s.add_argument("--ndv", type=int, default=None, help="distinct values per data file hint")
+    s.add_argument("--add", action="store_true", help="add to the configured columns instead of replacing them")
+
+    s = add_command(subparsers, "ingest", cmd_ingest, json=True,
+                    help="append (or overwrite with) Parquet/CSV/JSON files, with sidecars")
+    s.add_argument("table")
+    s.add_argument("path")
+    s.add_argument("--format", default="parquet")
+    s.add_argument("--overwrite", action="store_true")
+
+    s = add_command(subparsers, "lookup", cmd_lookup, json=True, help="rows whose COLUMN equals any VALUE")
+    _lookup_args(s)
+    s.add_argument("--fields", help="comma-separated columns to return")
+    s.add_argument("--output", choices=["table", "json", "jsonl", "csv"], default="table",
+                   help="row format (--json is --output json)")
+    s.add_argument("--limit", type=int)
+
+    s = add_command(subparsers, "explain", cmd_explain, json=True,
+                    help="the lookup plan: files total / after pruning")
+    _lookup_args(s)
+    s.add_argument("--files", action="store_true", help="list the files that will be read")
+
+    s = add_command(subparsers, "sidecars", cmd_sidecars, json=True, help="sidecar maintenance")
+    s.add_argument("action", choices=["status", "verify", "backfill", "compact"])
+    s.add_argument("table")
+
+    s = add_command(subparsers, "expire", cmd_expire, json=True,
+                    help="expire snapshots, keeping sidecar coverage of live files")
+    s.add_argument("table")
+    s.add_argument("--older-than", type=parse_age_or_datetime, metavar="AGE",
+                   help=f"expire snapshots older than this, {AGE_HELP} (an ISO datetime is deprecated); "
+                        "default: all but the --retain-last newest")
+    s.add_argument("--retain-last", type=int, default=1)
+
+    s = add_command(subparsers, "cleanup", cmd_cleanup, json=True,
+                    help="report (or --delete) files no metadata references, e.g. after a crash")
+    s.add_argument("table")
+    age = s.add_mutually_exclusive_group()
+    age.add_argument("--older-than", type=parse_age, metavar="AGE",
+                     help=f"only files older than this, {AGE_HELP} (default 1h)")
+    age.add_argument("--older-than-minutes", type=float, default=60.0, help="the same in minutes")
+    s.add_argument("--delete", action="store_true")

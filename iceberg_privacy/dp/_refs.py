@@ -1,0 +1,80 @@
+"""Table references and the catalog of the DP verbs (internal).
+
+A DP verb about one table takes a :data:`~iceberg_privacy.catalog.TableRef` first and ``catalog=``
+as a keyword. The catalog that holds the ledger, the memo and the release output is ``catalog=``,
+else the catalog a loaded ``Table`` came from, else the one :func:`~iceberg_privacy.catalog.connect`
+returns. The pre-0.2 forms took the ``Catalog`` first; :func:`catalog_first` recognises them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.noop import NoopCatalog
+from pyiceberg.table import Table
+
+from iceberg_privacy.catalog import TableRef, connect, identifier
+from iceberg_privacy.errors import ConfigurationError
+
+
+def qualified(ref: TableRef, what: str = "table") -> tuple[str, ...]:
+    """The identifier of a table reference, which must name its namespace."""
+    if isinstance(ref, Catalog):
+        raise ConfigurationError(
+            f"expected a {what} reference (a pyiceberg Table, 'namespace.table' or ('namespace', 'table')) "
+            "but got a Catalog: pass the table first and the catalog as catalog=..."
+        )
+    ident = identifier(ref)
+    if len(ident) < 2:
+        raise ConfigurationError(
+            f"{what} {'.'.join(ident)!r} must be qualified with its namespace: 'namespace.table' or "
+            "('namespace', 'table')"
+        )
+    return ident
+
+
+def namespace_identifier(namespace: Any) -> tuple[str, ...]:
+    """``"ns"``, ``"a.b"`` or ``("a", "b")`` as a namespace identifier."""
+    if isinstance(namespace, str) and namespace and not namespace.startswith(".") and not namespace.endswith("."):
+        return tuple(namespace.split("."))
+    if isinstance(namespace, tuple) and namespace and all(isinstance(p, str) and p for p in namespace):
+        return namespace
+    raise ConfigurationError(f"expected a namespace ('ns', 'a.b' or ('a', 'b')), got {namespace!r}")
+
+
+def check_catalog(catalog: Any, verb: str | None = None) -> Catalog:
+    """``catalog`` itself, if it is a pyiceberg catalog."""
+    if not isinstance(catalog, Catalog):
+        where = f"{verb}() is about the lake and takes the Catalog first; " if verb else ""
+        raise ConfigurationError(
+            f"{where}catalog must be a pyiceberg Catalog (e.g. iceberg_privacy.connect()), got {catalog!r}"
+        )
+    return catalog
+
+
+def catalog_for(ref: TableRef, catalog: Catalog | None) -> Catalog:
+    """The catalog of a one-table DP verb: ``catalog=``, else the loaded table's, else :func:`connect`."""
+    if catalog is not None:
+        return check_catalog(catalog)
+    if isinstance(ref, Table):
+        own = getattr(ref, "catalog", None)
+        if not isinstance(own, Catalog) or isinstance(own, NoopCatalog):
+            raise ConfigurationError(
+                f"table {'.'.join(ref.name())} was not loaded from a catalog (a StaticTable?), so there is no "
+                "ledger to charge: pass catalog=... (the catalog that holds the namespace's budget ledger)"
+            )
+        return own
+    return connect()  # the default of ~/.pyiceberg.yaml, else the embedded catalog
+
+
+def catalog_first(args: tuple[Any, ...]) -> bool:
+    """Is this a pre-0.2 call whose first positional argument is the ``Catalog``?"""
+    return bool(args) and isinstance(args[0], Catalog)
+
+
+def show(ref: Any) -> str:
+    """A table reference as it would be written in a call (for deprecation messages)."""
+    if isinstance(ref, Table):
+        return "table"
+    return repr(ref)
