@@ -18,11 +18,8 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 from pyiceberg.exceptions import CommitFailedException
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -84,7 +81,7 @@ def attempts(policy: RetryPolicy = DEFAULT_POLICY) -> Iterator[int]:
         yield attempt
 
 
-def run(step: Callable[[], T], *, exhausted: Callable[[int, BaseException], Exception],
+def run[T](step: Callable[[], T], *, exhausted: Callable[[int, BaseException], Exception],
         policy: RetryPolicy = DEFAULT_POLICY) -> T:
     """Call ``step`` until it returns, retrying conflicts (see :func:`is_conflict`) under ``policy``.
 
