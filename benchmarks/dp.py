@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             rel = ours(eps)
             dp_s.append(time.perf_counter() - t)
-            noise = rel.provenance["mechanism"][0]
+            noise = rel.provenance.mechanism[0]
             errors += [
                 abs(r["count"] - truth.get((r["country"], r["project"]), 0)) for r in rel.data.to_pylist()
             ]

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import pyarrow as pa
@@ -123,11 +122,6 @@ def same_rows(results: dict[str, pa.Table], expected_rows: int, what: str) -> No
             raise AssertionError(f"{what}: {name} returned different rows than {next(iter(results))}")
 
 
-def local_path(uri: str) -> str:
-    p = urlparse(uri)
-    return p.path if p.scheme == "file" else uri
-
-
 def machine_info() -> dict[str, Any]:
     cpu = platform.processor() or ""
     try:
@@ -209,7 +203,7 @@ def truth_index(t: Table) -> tuple[list[FileScanTask], pa.Table]:
     tasks = list(t.scan().plan_files())
     parts = []
     for i, task in enumerate(tasks):
-        users = pc.unique(pq.read_table(local_path(task.file.file_path), columns=[COLUMN]).column(COLUMN))
+        users = pc.unique(pq.read_table(t.io.new_input(task.file.file_path).open(), columns=[COLUMN]).column(COLUMN))
         parts.append(pa.table({COLUMN: users, "file": pa.array(np.full(len(users), i, dtype=np.int32))}))
     return tasks, pa.concat_tables(parts).combine_chunks()
 

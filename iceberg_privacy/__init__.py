@@ -27,6 +27,7 @@ from iceberg_privacy.dp import (
     BudgetState,
     PureDP,
     Release,
+    ReleaseProvenance,
     ReleaseRecord,
     RhoZCDP,
     dp_histogram,
@@ -127,7 +128,7 @@ __all__ = [
     "TablePurge", "VerifyReport",
     "access", "erase", "init_secret", "purge", "run_request", "submit_request",
     # differential privacy
-    "ApproxDP", "BudgetState", "PureDP", "Release", "ReleaseRecord", "RhoZCDP",
+    "ApproxDP", "BudgetState", "PureDP", "Release", "ReleaseProvenance", "ReleaseRecord", "RhoZCDP",
     "dp_histogram", "get_budget", "get_namespace_budget", "read_provenance", "releases", "set_budget",
     "set_namespace_budget",
     # lineage

@@ -16,6 +16,8 @@ the end. ``iceberg-privacy.*`` catalog properties (where the library's own table
 from __future__ import annotations
 
 import json
+import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyiceberg.table import Table
@@ -94,28 +96,105 @@ def dp_key(name: str) -> str:
 
 
 _DP_JSON_FIELDS = ("query", "mechanism", "budget", "contribution", "keys.source", "versions")
+_DP_INT_FIELDS = ("source.snapshot-id", "ledger.snapshot-id")
+# summary name (after ``privacy.dp.``) -> ReleaseProvenance field
+_DP_FIELDS = {
+    "release-id": "release_id", "source.table": "source_table", "source.uuid": "source_uuid",
+    "source.snapshot-id": "source_snapshot_id", "query": "query", "query.hash": "query_hash",
+    "mechanism": "mechanism", "budget.type": "budget_type", "budget": "budget", "contribution": "contribution",
+    "keys.source": "keys_source", "threshold": "threshold", "principal": "principal",
+    "released-at": "released_at", "versions": "versions", "ledger.table": "ledger_table",
+    "ledger.snapshot-id": "ledger_snapshot_id",
+}
 
 
-def read_release_provenance(table: Table, snapshot_id: int | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ReleaseProvenance:
+    """What a DP release snapshot says about itself (``privacy.dp.*`` in its summary, docs/dp.md).
+
+    Every field is decoded from the release table's snapshot summary, so anyone who can read the
+    release table can check it without the library. ``extra`` keeps ``privacy.dp.*`` keys this
+    version does not know (written by a newer one), undecoded.
+    """
+
+    snapshot_id: int
+    release_id: str = ""
+    source_table: str = ""
+    source_uuid: str = ""
+    source_snapshot_id: int | None = None
+    query: dict[str, Any] = field(default_factory=dict)
+    query_hash: str = ""
+    mechanism: list[dict[str, Any]] = field(default_factory=list)
+    """tmlt's noise info per measurement, with the standard deviation and expected |error| it implies."""
+    budget_type: str = ""
+    budget: dict[str, Any] = field(default_factory=dict)
+    contribution: dict[str, Any] = field(default_factory=dict)
+    keys_source: dict[str, Any] = field(default_factory=dict)
+    threshold: float | None = None
+    principal: str = ""
+    released_at: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    ledger_table: str = ""
+    ledger_snapshot_id: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The decoded summary keyed by summary name (``query.hash``, ``keys.source``, ...), plus ``snapshot_id``."""
+        out: dict[str, Any] = {"snapshot_id": self.snapshot_id}
+        for name, attr in _DP_FIELDS.items():
+            out[name] = getattr(self, attr)
+        out.update(self.extra)
+        return out
+
+    def __getitem__(self, key: str) -> Any:
+        warnings.warn(
+            f"provenance[{key!r}] is deprecated: read the attribute instead "
+            f"(provenance.{_DP_FIELDS.get(key, key).replace('.', '_').replace('-', '_')}).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.to_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Dict-style read, kept for one release (deprecated: read the attribute)."""
+        warnings.warn("provenance.get(...) is deprecated: read the attribute instead.", DeprecationWarning,
+                      stacklevel=2)
+        return self.to_dict().get(key, default)
+
+    def __str__(self) -> str:
+        threshold = "" if self.threshold is None else f", threshold {self.threshold:g}"
+        return (
+            f"DP release {self.release_id[:12]} at snapshot {self.snapshot_id}: {self.source_table}"
+            f"@{self.source_snapshot_id}, {self.budget_type} budget {self.budget}{threshold}, "
+            f"asked by {self.principal or '?'} at {self.released_at}"
+        )
+
+
+def read_release_provenance(table: Table, snapshot_id: int | None = None) -> ReleaseProvenance | None:
     """Decode the provenance of a release snapshot (the current one by default).
 
-    Returns an empty dict for a snapshot that is not a DP release.
+    Returns None for a snapshot that is not a DP release (or does not exist).
     """
     snap = table.current_snapshot() if snapshot_id is None else table.snapshot_by_id(snapshot_id)
     if snap is None or snap.summary is None:
-        return {}
+        return None
     props = {k: v for k, v in snap.summary.additional_properties.items() if k.startswith(DP_PREFIX)}
     if props.get(DP_RELEASE_MARKER) != "1":
-        return {}
-    out: dict[str, Any] = {"snapshot_id": snap.snapshot_id}
+        return None
+    fields: dict[str, Any] = {}
+    extra: dict[str, str] = {}
     for key, value in props.items():
         name = key[len(DP_PREFIX) :]
-        if name in _DP_JSON_FIELDS:
-            out[name] = json.loads(value)
-        elif name in ("source.snapshot-id", "ledger.snapshot-id"):
-            out[name] = int(value)
+        if key == DP_RELEASE_MARKER:
+            continue
+        if name not in _DP_FIELDS:
+            extra[name] = value
+        elif name in _DP_JSON_FIELDS:
+            fields[_DP_FIELDS[name]] = json.loads(value)
+        elif name in _DP_INT_FIELDS:
+            fields[_DP_FIELDS[name]] = int(value) if value else None
         elif name == "threshold":
-            out[name] = float(value) if value else None
+            fields[_DP_FIELDS[name]] = float(value) if value else None
         else:
-            out[name] = value
-    return out
+            fields[_DP_FIELDS[name]] = value
+    return ReleaseProvenance(snapshot_id=snap.snapshot_id, extra=extra, **fields)

@@ -55,18 +55,16 @@ def _parse_caps(items: list[str], total: Any) -> dict[str, Any]:
 
 
 def cmd_budget_set(args: argparse.Namespace, catalog: Catalog) -> int:
-    from iceberg_privacy.dp.admin import set_budget
+    from iceberg_privacy.dp.admin import set_budget, set_namespace_budget
     from iceberg_privacy.dp.budget import budget_from_args
 
     cap = budget_from_args(epsilon=args.epsilon, delta=args.delta, rho=args.rho)
-    state = set_budget(
-        catalog,
-        cap,
-        table=args.table,
-        namespace=args.namespace,
-        principal_caps=_parse_caps(args.principal_cap or [], cap),
-        set_by=args.principal or os.environ.get("ICEBERG_PRIVACY_PRINCIPAL"),
-    )
+    caps = _parse_caps(args.principal_cap or [], cap)
+    set_by = args.principal or os.environ.get("ICEBERG_PRIVACY_PRINCIPAL")
+    if args.table:
+        state = set_budget(args.table, cap, catalog=catalog, principal_caps=caps, set_by=set_by)
+    else:
+        state = set_namespace_budget(catalog, args.namespace, cap, principal_caps=caps, set_by=set_by)
     lines = [f"budget of {state.scope} set to {_fmt(state.cap)}; spent {_fmt(state.spent)}, "
              f"remaining {_fmt(state.remaining())}"]
     lines += [f"  principal cap {name}: {_fmt(pcap)}" for name, pcap in sorted(state.principal_caps.items())]
@@ -75,9 +73,12 @@ def cmd_budget_set(args: argparse.Namespace, catalog: Catalog) -> int:
 
 
 def cmd_budget_show(args: argparse.Namespace, catalog: Catalog) -> int:
-    from iceberg_privacy.dp.admin import get_budget
+    from iceberg_privacy.dp.admin import get_budget, get_namespace_budget
 
-    state = get_budget(catalog, table=args.table, namespace=args.namespace)
+    if args.table:
+        state = get_budget(args.table, catalog=catalog)
+    else:
+        state = get_namespace_budget(catalog, args.namespace)
     if args.json:
         print_json(state)
         return 0

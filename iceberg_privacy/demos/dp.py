@@ -139,7 +139,7 @@ def run_demo(
     abs_err = [
         abs(r["count"] - true_by_key.get((r["country"], r["project"], r["page"]), 0)) for r in released
     ]
-    noise = first.provenance.get("mechanism", [{}])[0]
+    noise = (first.provenance.mechanism or [{}])[0]
     remaining = get_namespace_budget(catalog, namespace).remaining()
     summary: dict[str, Any] = {
         "rows": source.scan().to_arrow().num_rows,

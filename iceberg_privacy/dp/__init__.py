@@ -20,7 +20,7 @@ from iceberg_privacy.dp.errors import (
     ReleaseFailedError,
 )
 from iceberg_privacy.dp.ledger import BudgetState, Ledger, namespace_scope, table_scope
-from iceberg_privacy.dp.provenance import read_provenance
+from iceberg_privacy.dp.provenance import ReleaseProvenance, read_provenance
 from iceberg_privacy.dp.release import Release, ReleaseRecord, dp_histogram, releases
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "PureDP",
     "Release",
     "ReleaseFailedError",
+    "ReleaseProvenance",
     "ReleaseRecord",
     "RhoZCDP",
     "dp_histogram",

@@ -12,10 +12,14 @@ import math
 from importlib import metadata
 from typing import Any
 
+from pyiceberg.table import Table
+
 from iceberg_privacy.dp.query import canonical_dumps
 from iceberg_privacy.properties import DP_PREFIX as PREFIX
 from iceberg_privacy.properties import DP_RELEASE_MARKER as RELEASE_MARKER
-from iceberg_privacy.properties import read_release_provenance
+from iceberg_privacy.properties import ReleaseProvenance, read_release_provenance
+
+__all__ = ["ReleaseProvenance", "build_summary", "library_versions", "noise_summary", "read_provenance"]
 
 
 def library_versions() -> dict[str, str]:
@@ -97,5 +101,7 @@ def build_summary(
     }
 
 
-read_provenance = read_release_provenance
-"""Decode the provenance of a release snapshot (see :func:`iceberg_privacy.properties.read_release_provenance`)."""
+def read_provenance(table: Table, snapshot_id: int | None = None) -> ReleaseProvenance | None:
+    """The :class:`ReleaseProvenance` of a release snapshot (the current one by default), or None
+    when that snapshot is not a DP release."""
+    return read_release_provenance(table, snapshot_id)

@@ -51,6 +51,7 @@ from iceberg_privacy.dp.provenance import RELEASE_MARKER, build_summary, noise_s
 from iceberg_privacy.dp.query import HistogramQuery, keyset_fingerprint
 from iceberg_privacy.errors import ConfigurationError, UnknownColumnError
 from iceberg_privacy.lineage.record import AGGREGATION, COMPLETE, INDIRECT, FieldRef, LineageRecord, SourceRef
+from iceberg_privacy.properties import ReleaseProvenance
 from iceberg_privacy.storage import storage_errors
 
 Aggregate = Literal["count", "sum", "mean"]
@@ -74,12 +75,12 @@ class Release:
     spent: Budget | None
     """What this call spent: the budget, or None for a memoized answer."""
     memoized: bool
-    provenance: dict[str, Any]
+    provenance: ReleaseProvenance
     data: pa.Table = field(repr=False)
 
     @property
     def noise(self) -> list[dict[str, Any]]:
-        return list(self.provenance.get("mechanism", []))
+        return list(self.provenance.mechanism)
 
     def __str__(self) -> str:
         cost = "memoized, spent nothing" if self.memoized or self.spent is None else f"spent {self.spent.describe()}"
@@ -533,6 +534,8 @@ def dp_histogram(
         raise
     out_snap = out_table.current_snapshot()
     assert out_snap is not None
+    provenance = read_provenance(out_table, out_snap.snapshot_id)
+    assert provenance is not None, "the release commit carries its provenance"
     ledger.record("released", **event, output_snapshot_id=out_snap.snapshot_id, amount=amount)
     return Release(
         release_id=reservation.release_id,
@@ -544,7 +547,7 @@ def dp_histogram(
         budget=amount,
         spent=amount,
         memoized=False,
-        provenance=read_provenance(out_table, out_snap.snapshot_id),
+        provenance=provenance,
         data=arrow,
     )
 
@@ -608,7 +611,7 @@ def _memoized(
     if out_snap is None:
         return None
     prov = read_provenance(out, out_snap.snapshot_id)
-    if prov.get("query.hash") != qhash:
+    if prov is None or prov.query_hash != qhash:
         return None
     data = out.scan(snapshot_id=out_snap.snapshot_id).to_arrow()
     memo_id = uuid.uuid4().hex

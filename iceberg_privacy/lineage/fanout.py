@@ -25,7 +25,7 @@ from iceberg_privacy.errors import LineageError
 from iceberg_privacy.lineage.evaluate import map_values, sql_type
 from iceberg_privacy.lineage.graph import LineageGraph, build_graph
 from iceberg_privacy.lineage.record import OPAQUE, TRANSFORMATION
-from iceberg_privacy.properties import read_release_provenance
+from iceberg_privacy.properties import ReleaseProvenance, read_release_provenance
 
 
 @dataclass
@@ -37,12 +37,14 @@ class ExemptRelease:
     snapshot_id: int | None
     source_snapshot_id: int | None
     release_id: str | None
-    provenance: dict[str, Any] = field(default_factory=dict, compare=False)  # dp.read_provenance of the snapshot
+    provenance: ReleaseProvenance | None = field(default=None, compare=False)
+    """The release snapshot's provenance (None once that snapshot expired)."""
 
     def to_json(self) -> dict[str, Any]:
         return {"table": self.table, "source": self.source, "snapshot_id": self.snapshot_id,
                 "source_snapshot_id": self.source_snapshot_id, "release_id": self.release_id,
-                "query_hash": self.provenance.get("query.hash"), "budget": self.provenance.get("budget")}
+                "query_hash": self.provenance.query_hash if self.provenance else None,
+                "budget": self.provenance.budget if self.provenance else None}
 
 
 @dataclass
@@ -176,7 +178,7 @@ def _table_level(catalog: Catalog, cache: dict[str, Table | None], g: LineageGra
             src = g.tables[uuid].name
             if sink.dp_release or e.exempt == "dp":
                 prov = _provenance(_load(catalog, cache, sink.name), e.snapshot_id)
-                rel = ExemptRelease(sink.name, src, e.snapshot_id, e.source_snapshot_id, prov.get("release-id"), prov)
+                rel = ExemptRelease(sink.name, src, e.snapshot_id, e.source_snapshot_id, prov.release_id if prov else None, prov)
                 if rel not in fan.exempt:
                     fan.exempt.append(rel)
                 continue
@@ -193,10 +195,10 @@ def _table_level(catalog: Catalog, cache: dict[str, Table | None], g: LineageGra
                     fan.warnings.append(msg)
 
 
-def _provenance(table: Table | None, snapshot_id: int | None) -> dict[str, Any]:
-    """The release snapshot's DP provenance (empty once that snapshot expired)."""
+def _provenance(table: Table | None, snapshot_id: int | None) -> ReleaseProvenance | None:
+    """The release snapshot's DP provenance (None once that snapshot expired)."""
     if table is None or snapshot_id is None or table.metadata.snapshot_by_id(snapshot_id) is None:
-        return {}
+        return None
     return read_release_provenance(table, snapshot_id)
 
 

@@ -48,6 +48,7 @@ from iceberg_privacy.properties import (
     ERASURE_ROWS_SUMMARY,
 )
 from iceberg_privacy.properties import JOURNAL_MARKER as PROP_MARKER
+from iceberg_privacy.rights.keyed import check_key_id
 
 JOURNAL_TABLE = "requests"
 DEFAULT_DEADLINE = timedelta(days=30)
@@ -278,11 +279,7 @@ class Journal:
                     f"request {request_id!r} already exists as a {existing.kind} request for other subjects; "
                     "use a new request id, or resume it with the same subjects"
                 )
-            if existing.key_id != key_id:
-                raise RequestConflictError(
-                    f"request {request_id!r} was recorded with secret key id {existing.key_id}, the configured "
-                    f"secret has key id {key_id}: configure the secret the request was made with"
-                )
+            check_key_id(existing.key_id, key_id, f"request {request_id!r}")
             return existing
         at = received or datetime.now(UTC)
         created = self.event(

@@ -23,9 +23,9 @@ def test_wikimedia_style_release_and_memoized_repeat(catalog: SqlCatalog, spark:
     assert get_namespace_budget(catalog, "wmf").spent == RhoZCDP(RHO)
     out = catalog.load_table(summary["output"])
     prov = read_provenance(out)
-    assert prov["keys.source"]["kind"] == "table" and prov["keys.source"]["table"] == "wmf.release_keys"
+    assert prov.keys_source["kind"] == "table" and prov.keys_source["table"] == "wmf.release_keys"
     assert (
-        prov["threshold"] == THRESHOLD and prov["contribution"]["max_rows_per_unit"] == MAX_VIEWS_PER_DEVICE
+        prov.threshold == THRESHOLD and prov.contribution["max_rows_per_unit"] == MAX_VIEWS_PER_DEVICE
     )
     keys = catalog.load_table("wmf.release_keys").scan().to_arrow()
     public = set(zip(*(keys.column(c).to_pylist() for c in ("country", "project", "page")), strict=True))

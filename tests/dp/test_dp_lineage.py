@@ -38,7 +38,7 @@ def test_release_is_in_the_graph_and_exempt_from_fanout(catalog: SqlCatalog, pv_
         ("rel.by_country", "db.pv", rel.release_id)]
     assert "exempt: rel.by_country is a DP release of db.pv" in str(report)
     prov = report.lineage.exempt[0].provenance
-    assert prov["source.snapshot-id"] == rel.source_snapshot_id
-    assert prov["budget"] == RhoZCDP(0.5).to_json() and prov["query.hash"] == rel.query_hash
+    assert prov.source_snapshot_id == rel.source_snapshot_id
+    assert prov.budget == RhoZCDP(0.5).to_json() and prov.query_hash == rel.query_hash
     events = to_openlineage(g)
     assert any(e["outputs"][0]["name"] == "rel.by_country" for e in events)

@@ -70,27 +70,32 @@ def test_count_release_and_provenance_round_trip(catalog: SqlCatalog, pv_table: 
 
     out = catalog.load_table("rel.counts")
     prov = read_provenance(out)  # read back from the Iceberg snapshot summary, not from rel
-    assert prov == rel.provenance and prov["snapshot_id"] == out.current_snapshot().snapshot_id
-    assert prov["source.uuid"] == str(pv_table.metadata.table_uuid)
-    assert prov["source.snapshot-id"] == pv_table.current_snapshot().snapshot_id
+    assert prov == rel.provenance and prov.snapshot_id == out.current_snapshot().snapshot_id
+    assert prov.source_uuid == str(pv_table.metadata.table_uuid)
+    assert prov.source_snapshot_id == pv_table.current_snapshot().snapshot_id
     assert (
-        prov["query.hash"]
+        prov.query_hash
         == hashlib.sha256(
-            json.dumps(prov["query"], sort_keys=True, separators=(",", ":")).encode()
+            json.dumps(prov.query, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest()
     )
-    assert prov["query"]["by"] == ["country", "project"]
-    assert prov["mechanism"][0]["noise_mechanism"] == "DISCRETE_GAUSSIAN"
-    assert prov["mechanism"][0]["noise_parameter"] == pytest.approx(sigma**2)
-    assert prov["budget"] == {"type": "zcdp", "rho": "0.5"} and prov["budget.type"] == "zcdp"
-    assert prov["contribution"] == {
+    assert prov.query["by"] == ["country", "project"]
+    assert prov.mechanism[0]["noise_mechanism"] == "DISCRETE_GAUSSIAN"
+    assert prov.mechanism[0]["noise_parameter"] == pytest.approx(sigma**2)
+    assert prov.budget == {"type": "zcdp", "rho": "0.5"} and prov.budget_type == "zcdp"
+    assert prov.contribution == {
         "privacy_unit": "user_id",
         "max_rows_per_unit": 3,
         "protected_change": "AddRowsWithID",
     }
-    assert prov["keys.source"]["kind"] == "values" and prov["principal"] == "alice"
-    assert prov["versions"]["tmlt.analytics"].startswith("0.21") and "pyiceberg" in prov["versions"]
-    assert prov["release-id"] == rel.release_id and prov["released-at"]
+    assert prov.keys_source["kind"] == "values" and prov.principal == "alice"
+    assert prov.versions["tmlt.analytics"].startswith("0.21") and "pyiceberg" in prov.versions
+    assert prov.release_id == rel.release_id and prov.released_at
+    assert prov.to_dict()["query.hash"] == prov.query_hash and str(prov).startswith("DP release")
+    with pytest.warns(DeprecationWarning, match="provenance.query_hash"):
+        assert prov["query.hash"] == prov.query_hash  # the old dict-style read, kept for one release
+    with pytest.warns(DeprecationWarning):
+        assert prov.get("no-such-key", 7) == 7
 
     log = releases(catalog, "db.pv")
     assert [(r.status, r.release_id) for r in log] == [("released", rel.release_id)]
@@ -122,7 +127,7 @@ def test_memoized_release_spends_nothing(catalog: SqlCatalog, pv_table: Any, spa
     for snap in out.metadata.snapshots:
         prov = read_provenance(out, snap.snapshot_id)
         rows = out.scan(snapshot_id=snap.snapshot_id).to_arrow().num_rows
-        assert (prov != {}) == (rows > 0)  # provenance exactly on the snapshots that hold a release
+        assert (prov is not None) == (rows > 0)  # provenance exactly on the snapshots that hold a release
     old = dp_histogram(
         "db.pv",
         ["country", "project"],
@@ -263,11 +268,11 @@ def test_sum_and_mean_over_a_bounded_column(catalog: SqlCatalog, pv_table: Any, 
     m = dp_histogram("db.pv", ["country"], catalog=catalog, aggregate="mean", **bounded)
     country = np.array(data.column("country").to_pylist())
     value = np.array(data.column("bytes").to_pylist())
-    assert s.provenance["mechanism"][0]["noise_mechanism"] == "LAPLACE"
-    scale = s.provenance["mechanism"][0]["noise_parameter"]
+    assert s.provenance.mechanism[0]["noise_mechanism"] == "LAPLACE"
+    scale = s.provenance.mechanism[0]["noise_parameter"]
     for row in s.data.to_pylist():
         assert abs(row["sum"] - value[country == row["country"]].sum()) < 15 * scale
-    assert len(m.provenance["mechanism"]) == 2  # a mean is a noisy sum over a noisy count
+    assert len(m.provenance.mechanism) == 2  # a mean is a noisy sum over a noisy count
     for row in m.data.to_pylist():
         assert abs(row["mean"] - value[country == row["country"]].mean()) < 5.0
     assert _spent(catalog) == PureDP(4)
@@ -293,7 +298,7 @@ def test_private_key_discovery_with_approx_dp(catalog: SqlCatalog, spark: Any) -
     )
     found = set(rel.data.column("country").to_pylist())
     assert found == {"c0", "c1", "c2", "c3"}  # every large group found; the single-user one never is
-    assert rel.provenance["keys.source"] == {"kind": "discovered"}
+    assert rel.provenance.keys_source == {"kind": "discovered"}
 
 
 def test_row_privacy_unit(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
@@ -308,8 +313,8 @@ def test_row_privacy_unit(catalog: SqlCatalog, pv_table: Any, spark: Any) -> Non
         principal="a",
         spark=spark,
     )
-    assert rel.provenance["contribution"]["protected_change"] == "AddOneRow"
-    assert rel.provenance["mechanism"][0]["noise_parameter"] == pytest.approx(1.0)  # sensitivity 1 / eps 1
+    assert rel.provenance.contribution["protected_change"] == "AddOneRow"
+    assert rel.provenance.mechanism[0]["noise_parameter"] == pytest.approx(1.0)  # sensitivity 1 / eps 1
 
 
 @pytest.mark.parametrize("budget", [PureDP(1), RhoZCDP(0.5)], ids=["geometric", "discrete-gaussian"])
@@ -342,7 +347,7 @@ def test_empirical_error_matches_reported_noise(tmp_path: Path, spark: Any, budg
             memoize=False,
         )
         errors += [r["count"] - truth[tuple(r[c] for c in by)] for r in rel.data.to_pylist()]
-        expected.add(round(rel.provenance["mechanism"][0]["expected_abs_error"], 9))
+        expected.add(round(rel.provenance.mechanism[0]["expected_abs_error"], 9))
     assert len(errors) == 480 and len(expected) == 1
     mae = float(np.mean(np.abs(errors)))
     assert mae == pytest.approx(expected.pop(), rel=0.2)

@@ -25,6 +25,7 @@ from iceberg_privacy.index.sidecar import (
     clear_sidecar_cache,
     write_sidecar,
 )
+from iceberg_privacy.storage import local_path
 
 SCHEMA = Schema(NestedField(1, "user_id", StringType(), required=False), NestedField(2, "n", LongType(), required=False))
 
@@ -37,9 +38,6 @@ def _table(catalog, name: str = "db.f", commits: int = 3):  # type: ignore[no-un
                                "n": pa.array(range(300), pa.int64())}))
     return t.refresh()
 
-
-def _local(uri: str) -> str:
-    return uri.removeprefix("file://")
 
 
 def _assert_exact(table, user: str, expected: int) -> ip.LookupPlan:  # type: ignore[no-untyped-def]
@@ -54,7 +52,7 @@ def test_broken_sidecar_means_scan_and_warn(catalog, damage: str) -> None:
     table = _table(catalog)
     healthy = _assert_exact(table, "u1-7", 8)
     victim = next(r.location for r in sidecar_refs(table.metadata) if r.snapshot_id)
-    path = _local(victim)
+    path = local_path(victim)
     data = bytearray(Path(path).read_bytes())
     if damage == "bitflip-row":
         data[len(data) // 3] ^= 0x04

@@ -17,6 +17,7 @@ from iceberg_privacy.index.registry import sidecar_refs
 from iceberg_privacy.index.sidecar import Sidecar
 from iceberg_privacy.rights.journal import Journal
 from iceberg_privacy.rights.keyed import SECRET_ENV
+from iceberg_privacy.storage import local_path
 from tests.helpers import SECRET, all_rows, make_table
 
 
@@ -25,12 +26,9 @@ def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SECRET_ENV, SECRET)
 
 
-def _local(p: str) -> str:
-    return p.removeprefix("file://")
-
 
 def _parquet_files(table) -> set[str]:  # type: ignore[no-untyped-def]
-    return {str(p) for p in Path(_local(table.location())).rglob("*.parquet")}
+    return {str(p) for p in Path(local_path(table.location())).rglob("*.parquet")}
 
 
 def _victim_batches() -> list[list[str]]:
@@ -40,22 +38,22 @@ def _victim_batches() -> list[list[str]]:
 def test_purge_removes_old_bytes_and_verifies(catalog: Catalog) -> None:
     table = make_table(catalog, "db.t", _victim_batches())
     files_before = _parquet_files(table)
-    victim_files = {_local(p) for p in live_data_files(table)
-                    if "victim" in pq.read_table(_local(p), columns=["user_id"]).column(0).to_pylist()}
+    victim_files = {local_path(p) for p in live_data_files(table)
+                    if "victim" in pq.read_table(local_path(p), columns=["user_id"]).column(0).to_pylist()}
     report = ip.erase(catalog, ["victim"], request_id="r")
     assert all(Path(p).exists() for p in victim_files)  # erase alone: old snapshots still reach them
-    ip.access(catalog, ["x"], request_id="acc", out=Path(_local(table.location())).parent / "out")
+    ip.access(catalog, ["x"], request_id="acc", out=Path(local_path(table.location())).parent / "out")
     with pytest.raises(RequestConflictError, match="only erasures"):
         ip.purge(catalog, "acc")
     pr = ip.purge(catalog, report.request_id)
     table = catalog.load_table("db.t")
     assert pr.completed and len(table.metadata.snapshots) == 1  # the erase commit is all that is left
     assert not any(Path(p).exists() for p in victim_files)
-    live = {_local(p) for p in live_data_files(table)}
+    live = {local_path(p) for p in live_data_files(table)}
     assert _parquet_files(table) == live  # no file of an expired snapshot is left
     assert files_before - victim_files <= live
     for ref in sidecar_refs(table.metadata):  # no sidecar covers a removed file
-        covered = {_local(f.path) for f in Sidecar.open(table.io, ref.location).files}
+        covered = {local_path(f.path) for f in Sidecar.open(table.io, ref.location).files}
         assert covered <= live, ref
     assert ip.lookup(table, "user_id", "u5").num_rows == 1  # pruned lookups still work
     v = pr.tables["db.t"].verify
@@ -66,12 +64,12 @@ def test_purge_removes_old_bytes_and_verifies(catalog: Catalog) -> None:
 def test_verification_reads_files_metadata_does_not_reference(catalog: Catalog, tmp_path: Path) -> None:
     table = make_table(catalog, "db.t", _victim_batches())
     keep = tmp_path / "copy.parquet"
-    victim_file = next(_local(p) for p in live_data_files(table)
-                       if "victim" in pq.read_table(_local(p), columns=["user_id"]).column(0).to_pylist())
+    victim_file = next(local_path(p) for p in live_data_files(table)
+                       if "victim" in pq.read_table(local_path(p), columns=["user_id"]).column(0).to_pylist())
     shutil.copy(victim_file, keep)
     ip.erase(catalog, ["victim"], request_id="r")
     # A stray copy (a backup, a crashed writer's file) under the table location: no snapshot knows it.
-    stray = Path(_local(table.location())) / "data" / "stray-copy.parquet"
+    stray = Path(local_path(table.location())) / "data" / "stray-copy.parquet"
     shutil.copy(keep, stray)
     with pytest.raises(VerificationFailedError, match="still in db.t"):
         ip.purge(catalog, "r")

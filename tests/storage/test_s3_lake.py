@@ -185,14 +185,14 @@ def test_derive_lineage_and_erasure_fan_out(s3_catalog: tuple[Catalog, str], sea
 
 @pytest.mark.spark
 def test_dp_release_on_object_storage_without_extra_jars(s3_catalog: tuple[Catalog, str], spark: Any) -> None:
-    from iceberg_privacy.dp import RhoZCDP, dp_histogram, set_budget
+    from iceberg_privacy.dp import RhoZCDP, dp_histogram, set_namespace_budget
 
     catalog, ns = s3_catalog
     data = pa.table({"country": [f"c{i % 3}" for i in range(600)], "user_id": pa.array(range(600), pa.int64())})
     table = catalog.create_table(f"{ns}.pv", data.schema)
     table.append(data)
-    set_budget(catalog, RhoZCDP(1), namespace=ns)
-    rel = dp_histogram(catalog, f"{ns}.pv", ["country"], budget=RhoZCDP(0.5), max_rows_per_unit=1,
+    set_namespace_budget(catalog, ns, RhoZCDP(1))
+    rel = dp_histogram(f"{ns}.pv", ["country"], catalog=catalog, budget=RhoZCDP(0.5), max_rows_per_unit=1,
                        keys={"country": ["c0", "c1", "c2"]}, output=f"{ns}.release", spark=spark)
     assert sorted(r["country"] for r in rel.data.to_pylist()) == ["c0", "c1", "c2"]
     assert all(abs(r["count"] - 200) < 40 for r in rel.data.to_pylist())
