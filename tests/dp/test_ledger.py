@@ -194,6 +194,7 @@ def test_process_race_sqlite_never_overspends(tmp_path: Path) -> None:
     _check_race(catalog, results, Fraction(1), Fraction(1, 10))
 
 
+@pytest.mark.slow
 def test_process_race_postgres_never_overspends(tmp_path: Path, postgres_uri: str) -> None:
     wh = f"file://{tmp_path}/warehouse"
     catalog = SqlCatalog("race", uri=postgres_uri, warehouse=wh)

@@ -317,6 +317,7 @@ def test_row_privacy_unit(catalog: SqlCatalog, pv_table: Any, spark: Any) -> Non
     assert rel.provenance.mechanism[0]["noise_parameter"] == pytest.approx(1.0)  # sensitivity 1 / eps 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("budget", [PureDP(1), RhoZCDP(0.5)], ids=["geometric", "discrete-gaussian"])
 def test_empirical_error_matches_reported_noise(tmp_path: Path, spark: Any, budget: Any) -> None:
     """Over repeated releases, the mean |noise| matches what tmlt's reported noise parameter implies."""

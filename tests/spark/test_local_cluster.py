@@ -12,6 +12,7 @@ pytestmark = pytest.mark.spark
 SCRIPT = Path(__file__).with_name("cluster_check.py")
 
 
+@pytest.mark.slow
 def test_write_and_pushdown_read_on_local_cluster(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "local-cluster[2,1,1024]"],
                           capture_output=True, text=True, timeout=600)

@@ -21,6 +21,7 @@ EVENTS = pa.table({
 })
 
 
+@pytest.mark.slow
 def test_spark_derive_matches_duckdb_and_records_lineage(spark: Any, tmp_path: Path) -> None:
     catalog = ip.connect(home=tmp_path / "home")
     catalog.create_namespace("db")

@@ -173,6 +173,7 @@ def test_clear_errors(spark: Any, home: Path, case: str) -> None:
     assert len(ip.connect(home=home).load_table("db.t").snapshots()) == 1
 
 
+@pytest.mark.slow
 def test_abort_leaves_no_committed_files(spark: Any, home: Path) -> None:
     from pyspark.sql import functions as F
 
@@ -203,6 +204,7 @@ def test_abort_leaves_no_committed_files(spark: Any, home: Path) -> None:
     assert _data_files(home) == before_files
 
 
+@pytest.mark.slow
 def test_streaming_exactly_once_under_replay(spark: Any, home: Path, tmp_path: Path) -> None:
     src, ckpt = tmp_path / "src", tmp_path / "ckpt"
     src.mkdir()

@@ -40,6 +40,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_the_five_keys_are_there_and_sane(result: dict) -> None:
     for k in KEYS:
         assert k in result, k

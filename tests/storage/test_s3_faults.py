@@ -131,6 +131,7 @@ def test_missing_list_permission_fails_verification_loudly(restricted: Any, tmp_
     assert ip.purge(admin, "nl-1", orphan_age=timedelta(0)).completed
 
 
+@pytest.mark.slow
 def test_catalog_down_in_the_middle_of_a_purge_then_resumed(tmp_path_factory: pytest.TempPathFactory,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     server = start_seaweedfs(tmp_path_factory.mktemp("sw-down"))
