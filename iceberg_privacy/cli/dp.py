@@ -2,8 +2,8 @@
 
 They use the catalog of the global options like every other command. ``dp --dp-catalog-uri URI`` and
 ``dp --dp-warehouse LOC`` (and ICEBERG_PRIVACY_CATALOG_NAME / _CATALOG_URI / _WAREHOUSE) are deprecated
-aliases of ``--catalog`` / ``--catalog-uri`` / ``--warehouse``, kept for one release; the main CLI maps them
-(see ``iceberg_privacy.cli.main.apply_deprecated_catalog_options``).
+aliases of ``--catalog`` / ``--catalog-uri`` / ``--warehouse``, kept for one release; the
+CLI's parser maps them onto the global options before any command runs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from pyiceberg.catalog import Catalog
 
-from iceberg_privacy.cli._common import add_command, deprecated, emit, print_json
+from iceberg_privacy.cli._common import add_command, emit, print_json
 from iceberg_privacy.errors import ConfigurationError
 
 DEPRECATED_ENV = {  # old variable -> the global option it stands for
@@ -146,9 +146,3 @@ def register(subparsers: Any) -> None:
             )
             p.add_argument("--principal", default=None, help="who sets the budget (recorded in the ledger)")
 
-
-if __name__ == "__main__":  # ``python -m iceberg_privacy.cli.dp dp ...``: deprecated, the one CLI runs it
-    deprecated("python -m iceberg_privacy.cli.dp: run `iceberg-privacy dp ...` (or python -m iceberg_privacy.cli)")
-    from iceberg_privacy.cli.main import main
-
-    raise SystemExit(main())

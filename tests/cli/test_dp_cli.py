@@ -4,9 +4,6 @@ the group's old catalog flags and environment variables as deprecated aliases.""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -120,13 +117,3 @@ def test_old_environment_variables_are_deprecated_aliases(tmp_path: Path, capsys
     # global options on the command line win over the variables (and no note is printed)
     code, out, err = _run(["--home", str(tmp_path / "other"), "dp", "budget", "show", "--namespace", "db"], capsys)
     assert code == 0 and "no budget set" in out and "deprecated" not in err
-
-
-def test_running_the_dp_module_still_works(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in OLD_ENV}
-    proc = subprocess.run([sys.executable, "-m", "iceberg_privacy.cli.dp", "--home", str(tmp_path), "dp", "log"],
-                          capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr
-    assert "no DP releases recorded" in proc.stdout
-    assert proc.stderr.splitlines() == ["deprecated: python -m iceberg_privacy.cli.dp: run `iceberg-privacy dp ...` "
-                                        "(or python -m iceberg_privacy.cli)"]
