@@ -7,13 +7,16 @@ the original files. Per table of an erase request, ``purge``:
    tag heads among them are an error telling the user to drop the ref), through
    :func:`iceberg_privacy.expire_snapshots`, which writes a compacted sidecar covering exactly the
    live files and deletes the superseded sidecars (so no sidecar covers a removed file);
-2. deletes the files only expired snapshots referenced: data files, manifests, manifest lists, and
+2. deletes the files only expired snapshots referenced: data files, manifests, manifest lists; drops
+   every older ``metadata.json`` version from the metadata log and deletes it (their summaries and paths
+   can name a subject), with Iceberg's ``write.metadata.previous-versions-max`` /
+   ``write.metadata.delete-after-commit.enabled`` set for one commit and restored in the next; deletes
    orphans older than ``orphan_age`` (leftovers of crashed writers; younger files may belong to an
-   in-flight commit and are left alone). Old ``metadata.json`` files are kept: they hold schemas,
-   properties and snapshot summaries, no row values, and the metadata log still lists them;
-3. verifies: reads EVERY Parquet file under the table location with pyarrow (not through Iceberg
-   metadata, so an unreferenced file cannot hide), and counts rows whose identity columns (found by
-   field id, so renames are safe) hash to a subject's keyed digest. The report holds counts only.
+   in-flight commit and are left alone) and empty directories whose name holds a subject;
+3. verifies EVERY file and name under the table location (listed, not read through Iceberg metadata,
+   so an unreferenced file cannot hide): Parquet rows whose identity columns (by field id, so renames
+   are safe) hash to a subject's keyed digest, and manifests, manifest lists, metadata JSON and names
+   (:mod:`iceberg_privacy.rights.traces`). The report holds counts and redacted locations only.
 
 The table is marked verified in the journal only when no row is found, and the request completed
 only when every table is verified. A failed verification is journaled and raised.
