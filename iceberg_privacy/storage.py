@@ -20,6 +20,7 @@ and it handed bucket-relative paths to ``io.delete``, which pyiceberg then treat
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import posixpath
@@ -215,12 +216,8 @@ def _relative(listed: str, root: str) -> str | None:
     return None
 
 
-def list_files(io: FileIO, location: str) -> list[StoredFile]:
-    """Every object under ``location`` (recursively), as full URIs; an empty list when nothing is there.
-
-    Raises :class:`StorageError` when the location cannot be listed (missing bucket, refused
-    credentials, no list permission): callers that promise completeness must not go on.
-    """
+def _listing(io: FileIO, location: str) -> list[tuple[pafs.FileInfo, str]]:
+    """Every entry under ``location`` (files and directories), with its full URI (same scheme)."""
     try:
         fs, root = filesystem(io, location)
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
@@ -235,19 +232,74 @@ def list_files(io: FileIO, location: str) -> list[StoredFile]:
     base = location.rstrip("/")
     out = []
     for info in infos:
-        if info.type != pafs.FileType.File:
-            continue
         rel = _relative(info.path, root)
         if rel is None:  # never guess a URI: a wrong one would make live files look like orphans
             raise StorageError(
                 f"listing {location} returned {info.path!r}, which is not under {root!r}; this filesystem's "
                 "path form is not supported for listing (report it with the FileIO and scheme in use)"
             )
+        out.append((info, base + "/" + rel.strip("/")))
+    return out
+
+
+def list_files(io: FileIO, location: str) -> list[StoredFile]:
+    """Every object under ``location`` (recursively), as full URIs; an empty list when nothing is there.
+
+    Raises :class:`StorageError` when the location cannot be listed (missing bucket, refused
+    credentials, no list permission): callers that promise completeness must not go on.
+    """
+    out = []
+    for info, loc in _listing(io, location):
+        if info.type != pafs.FileType.File:
+            continue
         mtime = info.mtime
         if mtime is not None and mtime.tzinfo is None:
             mtime = mtime.replace(tzinfo=UTC)
-        out.append(StoredFile(base + "/" + rel.lstrip("/"), int(info.size or 0), mtime))
+        out.append(StoredFile(loc, int(info.size or 0), mtime))
     return sorted(out, key=lambda f: f.location)
+
+
+def list_tree(io: FileIO, location: str) -> tuple[list[StoredFile], list[str]]:
+    """Files (as :func:`list_files`) and directories under ``location``: local directories, and on object
+    stores the prefixes the filesystem reports (zero-byte ``key/`` directory markers among them), as
+    full URIs without a trailing slash. A directory is listed even when it holds nothing."""
+    entries = _listing(io, location)
+    dirs = sorted(loc for info, loc in entries if info.type == pafs.FileType.Directory)
+    files = []
+    for info, loc in entries:
+        if info.type == pafs.FileType.File:
+            mtime = info.mtime
+            if mtime is not None and mtime.tzinfo is None:
+                mtime = mtime.replace(tzinfo=UTC)
+            files.append(StoredFile(loc, int(info.size or 0), mtime))
+    return sorted(files, key=lambda f: f.location), dirs
+
+
+def remove_empty_dir(io: FileIO, location: str) -> str | None:
+    """Remove the directory ``location`` if it holds nothing (local: ``rmdir``, which refuses a directory a
+    writer has just put a file in; object stores: the zero-byte ``key/`` marker, if any). Returns None on
+    success (or when it is already gone), else why it was not removed. Never removes anything that holds a file."""
+    try:
+        if is_local(location):
+            try:
+                os.rmdir(local_path(location))
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    return f"cannot remove {location}: it is not empty"
+                raise
+            return None
+        fs, path = filesystem(io, location)
+        path = path.rstrip("/")
+        if fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True)):
+            return f"cannot remove {location}: it is not empty"
+        if fs.get_file_info(path).type == pafs.FileType.NotFound:
+            return None
+        fs.delete_dir(path)  # an empty prefix: only its marker object exists
+        return None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return describe_error(location, exc, "delete")
 
 
 # ---------------------------------------------------------------------------------------- deletes

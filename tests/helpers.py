@@ -136,3 +136,69 @@ def plan_report(path: Path) -> dict[str, Any]:
 def clustered_rows(n_users: int, rows_per_user: int) -> list[tuple[str, int, str]]:
     """Rows for user_id, n, note; users sort so a range partitioning puts each in one file."""
     return [(f"user-{u:04d}", u * 1000 + i, f"note {u}/{i}") for u in range(n_users) for i in range(rows_per_user)]
+
+
+# -- identity-partitioned tables and a trace oracle -------------------------------------------------
+def make_partitioned_table(catalog: Catalog, name: str, batches: list[list[str]], **properties: str) -> Table:
+    """Like :func:`make_table`, partitioned by ``identity(user_id)``, with partition summaries in snapshot
+    summaries (``write.summary.partition-limit``), so a user id names directories, manifests and summaries."""
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.transforms import IdentityTransform
+
+    spec = PartitionSpec(PartitionField(source_id=2, field_id=1000, transform=IdentityTransform(), name="user_id"))
+    table = catalog.create_table(name, SCHEMA, partition_spec=spec,
+                                 properties={"write.summary.partition-limit": "1000", **properties})
+    table = ip.configure_bloom(table, ["user_id", "identities"])
+    table = ip.configure_identity(table, ["user_id", "account", "identities"])
+    start = 0
+    for b in batches:
+        ip.append(table, rows(b, start))
+        start += len(b)
+    return catalog.load_table(name)
+
+
+def _avro_text(path: Path) -> str:
+    from pyiceberg.avro.file import AvroFile
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
+    with AvroFile[Any](PyArrowFileIO().new_input(str(path))) as reader:
+        parts = [repr(reader.header.meta)]
+        for rec in reader:
+            parts.append(repr(rec))
+    return "\n".join(parts)
+
+
+def _parquet_text(path: Path) -> str:
+    pf = pq.ParquetFile(path)
+    parts = [repr(pf.read().to_pylist()), repr(pf.schema_arrow.metadata)]
+    md = pf.metadata
+    for rg in range(md.num_row_groups):
+        for c in range(md.num_columns):
+            stats = md.row_group(rg).column(c).statistics
+            if stats is not None and stats.has_min_max:
+                parts.append(repr((stats.min, stats.max)))
+    return "\n".join(parts)
+
+
+def subject_traces(root: Path, values: list[str], *, prefix: int = 16) -> list[str]:
+    """Oracle: every file or directory under ``root`` whose name or content holds one of ``values`` (or,
+    for values longer than ``prefix``, their ``prefix``-character start: a truncated column bound).
+    Contents are grepped raw and decoded: Avro records and headers, Parquet rows and statistics, JSON."""
+    needles = set(values) | {v[:prefix] for v in values if len(v) > prefix}
+    found = []
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if any(n in rel for n in needles):
+            found.append(f"name {rel}")
+            continue
+        if p.is_dir():
+            continue
+        raw = p.read_bytes()
+        texts = [raw.decode("latin-1")]
+        if raw.startswith(b"Obj\x01"):
+            texts.append(_avro_text(p))
+        elif raw.startswith(b"PAR1"):
+            texts.append(_parquet_text(p))
+        if any(n in t for t in texts for n in needles):
+            found.append(f"content {rel}")
+    return found

@@ -208,6 +208,13 @@ def digest(secret: bytes, canonical: bytes) -> bytes:
     return hmac.digest(secret, canonical, "sha256")
 
 
+def location_digest(secret: bytes, location: str) -> str:
+    """A keyed hash (hex) of a file location, for records that must name a file without its path: in an
+    identity-partitioned table the path holds the subject's id (``data/user_id=<id>/...``). Domain-separated
+    from subject digests; the location is taken as given (callers pass :func:`iceberg_privacy.storage.canonical`)."""
+    return hmac.digest(secret, b"location\x00" + location.encode("utf-8"), "sha256").hex()
+
+
 def digest_literals(secret: bytes, values: Iterable[Any], t: PrimitiveType, column: str) -> list[bytes]:
     """Keyed hashes of user-given subject values for a column of type ``t`` (see module doc)."""
     return [digest(secret, c) for c in canonical_literals(values, t, column)]

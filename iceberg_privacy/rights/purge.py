@@ -7,13 +7,16 @@ the original files. Per table of an erase request, ``purge``:
    tag heads among them are an error telling the user to drop the ref), through
    :func:`iceberg_privacy.expire_snapshots`, which writes a compacted sidecar covering exactly the
    live files and deletes the superseded sidecars (so no sidecar covers a removed file);
-2. deletes the files only expired snapshots referenced: data files, manifests, manifest lists, and
+2. deletes the files only expired snapshots referenced: data files, manifests, manifest lists; drops
+   every older ``metadata.json`` version from the metadata log and deletes it (their summaries and paths
+   can name a subject), with Iceberg's ``write.metadata.previous-versions-max`` /
+   ``write.metadata.delete-after-commit.enabled`` set for one commit and restored in the next; deletes
    orphans older than ``orphan_age`` (leftovers of crashed writers; younger files may belong to an
-   in-flight commit and are left alone). Old ``metadata.json`` files are kept: they hold schemas,
-   properties and snapshot summaries, no row values, and the metadata log still lists them;
-3. verifies: reads EVERY Parquet file under the table location with pyarrow (not through Iceberg
-   metadata, so an unreferenced file cannot hide), and counts rows whose identity columns (found by
-   field id, so renames are safe) hash to a subject's keyed digest. The report holds counts only.
+   in-flight commit and are left alone) and empty directories whose name holds a subject;
+3. verifies EVERY file and name under the table location (listed, not read through Iceberg metadata,
+   so an unreferenced file cannot hide): Parquet rows whose identity columns (by field id, so renames
+   are safe) hash to a subject's keyed digest, and manifests, manifest lists, metadata JSON and names
+   (:mod:`iceberg_privacy.rights.traces`). The report holds counts and redacted locations only.
 
 The table is marked verified in the journal only when no row is found, and the request completed
 only when every table is verified. A failed verification is journaled and raised.
@@ -25,15 +28,16 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.manifest import ManifestEntryStatus
-from pyiceberg.table import Table
+from pyiceberg.table import Table, TableProperties
 
 from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.faults import checkpoint
@@ -47,7 +51,7 @@ from iceberg_privacy.errors import (
     VerificationFailedError,
 )
 from iceberg_privacy.identities import extract_identities, rows_matching
-from iceberg_privacy.index.maintenance import IndexReport, cleanup_orphans, expire_snapshots
+from iceberg_privacy.index.maintenance import IndexReport, cleanup_orphans, expire_snapshots, referenced_files
 from iceberg_privacy.index.registry import referenced_sidecar_locations
 from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord
 from iceberg_privacy.properties import ERASURE_SCRUB_SUMMARY as SUMMARY_SCRUB
@@ -60,10 +64,20 @@ from iceberg_privacy.rights.journal import (
     Journal,
     erasure_snapshots,
 )
-from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
+from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret, location_digest
 from iceberg_privacy.rights.reports import PurgeReport, TablePurge, VerifyReport
-from iceberg_privacy.rights.subjects import digest_value_set
-from iceberg_privacy.storage import canonical, delete_files, is_location, list_files, storage_errors
+from iceberg_privacy.rights.subjects import as_values, digest_value_set
+from iceberg_privacy.rights.traces import SubjectMatcher, Trace, scan_file
+from iceberg_privacy.storage import (
+    StoredFile,
+    canonical,
+    delete_files,
+    is_location,
+    list_files,
+    list_tree,
+    remove_empty_dir,
+    storage_errors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +139,60 @@ def _scrub_head(table: Table) -> int | None:
         f"{table_name(table)}: metadata scrub lost to concurrent commits {tries} times; run the purge again"))
 
 
+_SAVED_PROPERTIES = "privacy.purge.saved-metadata-properties"
+"""Set (JSON of the user's values) while a purge trims the metadata log, so a re-run after a crash between
+the trim and the restore puts the user's own values back, not the purge's."""
+_TRIM = {TableProperties.METADATA_PREVIOUS_VERSIONS_MAX: "1", TableProperties.METADATA_DELETE_AFTER_COMMIT_ENABLED: "true"}
+
+
+def _trim_metadata_log(table: Table) -> tuple[list[str], dict[str, str]]:
+    """Drop every metadata version older than the purge from the metadata log and delete those files.
+
+    Old ``metadata.json`` versions hold the expired snapshots: their summaries (``partitions.<field>=<id>``
+    keys with ``write.summary.partition-limit`` set) and paths (``data/user_id=<id>/...``) can name a
+    subject. Iceberg's own mechanism does it: one commit with ``write.metadata.previous-versions-max=1``
+    and ``write.metadata.delete-after-commit.enabled=true`` (pyiceberg trims the log to the version
+    before it, written after the expiry, and deletes the dropped versions), then one commit restoring
+    the user's values of both. pyiceberg only warns when such a delete fails, so every dropped version
+    is deleted again here through the FileIO and failures are returned, never swallowed.
+    Returns (dropped versions gone, location -> why a dropped version could not be deleted).
+    """
+
+    def trim() -> list[str]:
+        md = table.refresh().metadata
+        saved = md.properties.get(_SAVED_PROPERTIES)
+        before = [e.metadata_file for e in md.metadata_log]
+        if saved is None:
+            saved = json.dumps({k: md.properties.get(k) for k in _TRIM}, sort_keys=True)
+        with table.transaction() as tx:
+            tx.set_properties({**_TRIM, _SAVED_PROPERTIES: saved})
+        return before
+
+    def restore() -> None:
+        md = table.refresh().metadata
+        saved = json.loads(md.properties.get(_SAVED_PROPERTIES, "{}"))
+        with table.transaction() as tx:
+            back = {k: v for k, v in saved.items() if v is not None}
+            if back:
+                tx.set_properties(back)
+            gone = [k for k, v in saved.items() if v is None and k in md.properties]
+            tx.remove_properties(*gone, _SAVED_PROPERTIES)
+
+    before = retry.run(trim, exhausted=lambda tries, last: CommitConflictError(
+        f"{table_name(table)}: metadata log trim lost to concurrent commits {tries} times; run the purge again"))
+    checkpoint("purge.after_metadata_trim")
+    retry.run(restore, exhausted=lambda tries, last: CommitConflictError(
+        f"{table_name(table)}: restoring the metadata properties lost to concurrent commits {tries} times; run the "
+        "purge again"))
+    md = table.refresh().metadata
+    kept = {canonical(e.metadata_file) for e in md.metadata_log} | {canonical(table.metadata_location)}
+    outcome = delete_files(table.io, [loc for loc in before if canonical(loc) not in kept])
+    return outcome.deleted + outcome.already_gone, outcome.failed
+
+
 def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_ids: list[int],
-                 planned: dict[str, str], plan: Callable[[dict[str, str]], None]) -> TablePurge:
+                 planned: dict[str, str], plan: Callable[[dict[str, str]], None],
+                 matcher: SubjectMatcher) -> TablePurge:
     """Keep only the head snapshot (plus refs newer than the erase), delete what the others alone reached."""
     name = table_name(table)
     rep = TablePurge(name)
@@ -150,7 +216,7 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
         expire = {s.snapshot_id for s in md.snapshots} - keep
         before = {**originals, **_reachable(table, expire)}
         # Durable before expiry: once the snapshots are gone, this list is the only way a re-run after a
-        # crash knows which files to delete (paths only, no identifiers).
+        # crash knows which files to delete (keyed hashes of the paths: a path can hold an identifier).
         plan(before)
         return before, expire_snapshots(table, snapshot_ids=expire)
 
@@ -170,10 +236,18 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
         rep.deleted_by_kind[kinds[p]] = rep.deleted_by_kind.get(kinds[p], 0) + 1
     rep.delete_failures.update(outcome.failed)
     checkpoint("purge.after_delete")
+    dropped, failed = _trim_metadata_log(table)
+    if dropped:
+        rep.deleted_by_kind["metadata"] = len(dropped)
+    rep.delete_failures.update(failed)
     orphans = cleanup_orphans(table, older_than=orphan_age, delete=True)
     if orphans.deleted:
         rep.deleted_by_kind["orphan"] = len(orphans.deleted)
     rep.delete_failures.update(orphans.delete_failures)
+    dirs, failed = _remove_subject_dirs(table, matcher)
+    if dirs:
+        rep.deleted_by_kind["directory"] = dirs
+    rep.delete_failures.update(failed)
     rep.deleted_files = sum(rep.deleted_by_kind.values())
     return rep
 
@@ -188,17 +262,39 @@ def _field_columns(schema: object, field_ids: dict[int, str]) -> dict[str, str]:
     return out
 
 
+def _relative(table: Table, location: str) -> str:
+    base = canonical(table.location())
+    key = canonical(location)
+    return key[len(base):].lstrip("/") if key.startswith(base) else location
+
+
 @storage_errors
-def verify_table(table: Table, digests: set[bytes], secret: bytes) -> VerifyReport:
-    """Scan every Parquet file under the table location for rows of the subjects (by keyed digest)."""
+def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: Iterable[Any] | None = None) -> VerifyReport:
+    """Look for the subjects (by keyed digest) in every file and name under the table location.
+
+    Parquet files: rows whose identity columns (by field id) hash to a subject. Every other file:
+    manifests (partition tuples, column bounds), manifest lists (partition summaries), metadata JSON
+    (snapshot summaries, refs, paths) and any other file's embedded ``key=value`` paths, see
+    :mod:`iceberg_privacy.rights.traces`. Every file and directory name. ``subjects`` (clear values, used
+    in memory only) lets truncated string bounds be matched as prefixes.
+    """
     rep = VerifyReport(table_name(table))
+    matcher = SubjectMatcher(table, digests, secret, subjects)
     cols = {c.field_id: c for c in identity_columns(table.schema(), table.properties)}
-    for stored in list_files(table.io, table.location()):  # StorageError when the location cannot be listed
-        if stored.size < 8:
-            continue
+    files, dirs = list_tree(table.io, table.location())  # StorageError when the location cannot be listed
+    referenced = referenced_files(table)
+    others: list[tuple[StoredFile, bytes]] = []
+    clean: set[str] = set()
+    for stored in files:
+        rel = _relative(table, stored.location)
+        rep.names_checked += 1
+        if (what := matcher.name(rel)) is not None:
+            rep.traces.append(Trace(matcher.redact(rel), "name", what, canonical(stored.location) in referenced))
         try:
             with table.io.new_input(stored.location).open(seekable=True) as fh:
-                if fh.read(4) != b"PAR1":
+                head = fh.read(4)
+                if head != b"PAR1" or stored.size < 8:
+                    others.append((stored, head))
                     continue
                 fh.seek(0)
                 pf = pq.ParquetFile(fh)
@@ -207,12 +303,10 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes) -> VerifyRepo
                 mapping = _field_columns(pf.schema_arrow, {fid: c.name for fid, c in cols.items()})
                 data = pf.read(columns=list(mapping)) if mapping else None
         except Exception:
-            rep.unreadable.append(stored.location)
+            rep.unreadable.append(matcher.redact(rel))
             continue
-        if data is None:
-            continue
-        found = np.zeros(data.num_rows, dtype=bool)
-        for pcol, name in mapping.items():
+        found = np.zeros(data.num_rows if data is not None else 0, dtype=bool)
+        for pcol, name in mapping.items() if data is not None else ():
             arr = data.column(pcol)
             values, _ = extract_identities(arr)
             value_set = digest_value_set(values, cols[next(f for f, c in cols.items() if c.name == name)].leaf_type,
@@ -222,18 +316,81 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes) -> VerifyRepo
         n = int(found.sum())
         if n:
             rep.rows_found += n
-            rep.files_with_subjects.append(stored.location)
+            rep.files_with_subjects.append(matcher.redact(rel))
+        else:
+            clean.add(canonical(stored.location))
+    for stored, head in others:  # after the Parquet files: bounds of clean live files need no prefix check
+        rel = _relative(table, stored.location)
+        try:
+            kind, found = scan_file(matcher, table, stored, head, clean)
+        except Exception:
+            rep.unreadable.append(matcher.redact(rel))
+            continue
+        rep.other_files_scanned += 1
+        for what, unverifiable in dict.fromkeys(found):
+            rep.traces.append(Trace(matcher.redact(rel), kind, what, canonical(stored.location) in referenced,
+                                    unverifiable))
+    for d in dirs:
+        rel = _relative(table, d)
+        rep.names_checked += 1
+        if (what := matcher.name(rel)) is not None:
+            # Only the deepest directory naming a subject is reported, not each parent again.
+            if not any(t.kind == "directory" and t.location.startswith(matcher.redact(rel) + "/") for t in rep.traces):
+                rep.traces.append(Trace(matcher.redact(rel), "directory", what, False))
     return rep
+
+
+def _remove_subject_dirs(table: Table, matcher: SubjectMatcher) -> tuple[int, dict[str, str]]:
+    """Remove the empty directories (local) or directory markers (object stores) whose names hold a
+    subject, deepest first; a directory that still holds a file is left (and fails the verification)."""
+    _, dirs = list_tree(table.io, table.location())
+    removed, failed = 0, {}
+    for d in sorted(dirs, key=lambda d: d.count("/"), reverse=True):
+        if matcher.name(_relative(table, d)) is None:
+            continue
+        why = remove_empty_dir(table.io, d)
+        if why is None:
+            removed += 1
+        elif not why.endswith("it is not empty"):
+            failed[d] = why
+    return removed, failed
+
+
+def _planned(table: Table, rows: list[dict[str, Any]], name: str, secret: bytes) -> dict[str, str]:
+    """Locations (full URIs) of the files earlier runs journaled as about to be orphaned.
+
+    Events hold keyed hashes of the paths (``file_digests``): the files under the table location are
+    listed and hashed to find them again. Events of versions before 0.3 hold clear paths (``files``);
+    entries written without their scheme ("bucket/key") are not locations and are never resolved
+    against the working directory.
+    """
+    out: dict[str, str] = {}
+    wanted: dict[str, str] = {}
+    for r in rows:
+        if r["event"] != PURGE_PLANNED or r["table_name"] != name:
+            continue
+        detail = json.loads(r["detail"] or "{}")
+        out.update({p: k for p, k in detail.get("files", {}).items() if is_location(p)})
+        wanted.update(detail.get("file_digests", {}))
+    if wanted:
+        for stored in list_files(table.io, table.location()):
+            kind = wanted.get(location_digest(secret, canonical(stored.location)))
+            if kind is not None:
+                out[stored.location] = kind
+    return out
 
 
 @storage_errors
 def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | None = None,
           orphan_age: timedelta = DEFAULT_ORPHAN_AGE, raise_on_failure: bool = True,
-          secret: bytes | None = None) -> PurgeReport:
+          secret: bytes | None = None, subjects: Any | None = None) -> PurgeReport:
     """Expire, delete and verify for every erased table of ``request_id``; complete the request on success.
 
     Resumable like the erase: tables already purged are only verified again, verified ones skipped.
-    Raises :class:`VerificationFailedError` (after journaling it) when a subject row is still found.
+    Raises :class:`VerificationFailedError` (after journaling it) when a subject row, or a file or name
+    holding a subject, is still found. ``subjects`` (the request's values, optional, never stored) let
+    the verification match truncated column bounds as prefixes of them; without them such a bound of
+    a leftover file fails the verification as not checkable.
     """
     t0 = time.perf_counter()
     secret = secret if secret is not None else load_secret(home, catalog=catalog)
@@ -250,6 +407,7 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         )
     report = PurgeReport(request_id, {})
     digests = set(req.subjects)
+    values = as_values(subjects) if subjects is not None else None
     failed: list[str] = []
     for name, state in req.tables.items():
         if state.status == "verified":
@@ -267,20 +425,23 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         commits = erasure_snapshots(table, request_id)
         # Paths only (no identifiers). Entries a version before 0.2 wrote without their scheme
         # ("bucket/key") are not locations: never resolve them against the working directory.
-        planned = {p: k for r in journal.rows(request_id) if r["event"] == PURGE_PLANNED and r["table_name"] == name
-                   for p, k in json.loads(r["detail"] or "{}").get("files", {}).items() if is_location(p)}
+        planned = _planned(table, journal.rows(request_id), name, secret)
 
         def plan(files: dict[str, str], name: str = name) -> None:
-            journal.append([journal.event(request_id, PURGE_PLANNED, table=name, detail={"files": files})])
+            digested = {location_digest(secret, canonical(p)): k for p, k in files.items()}
+            journal.append([journal.event(request_id, PURGE_PLANNED, table=name, detail={"file_digests": digested})])
 
+        matcher = SubjectMatcher(table, digests, secret, values)
         tp = _purge_table(table, commits[-1][0] if commits else state.snapshot_id, orphan_age, [c[0] for c in commits],
-                          planned, plan)
+                          planned, plan, matcher)
         journal.record(request_id, TABLE_PURGED, table=name, files=tp.deleted_files,
                        detail={"expired_snapshots": len(tp.expired_snapshots), "deleted": tp.deleted_by_kind})
-        tp.verify = verify_table(table, digests, secret)
+        tp.verify = verify_table(table, digests, secret, subjects=values)
         detail = {"files_scanned": tp.verify.files_scanned, "rows_scanned": tp.verify.rows_scanned,
                   "rows_found": tp.verify.rows_found, "files_with_subjects": len(tp.verify.files_with_subjects),
-                  "unreadable": len(tp.verify.unreadable), "delete_failures": len(tp.delete_failures)}
+                  "unreadable": len(tp.verify.unreadable), "delete_failures": len(tp.delete_failures),
+                  "other_files_scanned": tp.verify.other_files_scanned, "names_checked": tp.verify.names_checked,
+                  "traces": len(tp.verify.traces)}
         if tp.verify.ok and not tp.delete_failures:
             journal.record(request_id, TABLE_VERIFIED, table=name, rows=0, files=tp.verify.files_scanned, detail=detail)
         else:
@@ -299,6 +460,20 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             f"request {request_id}: the purge could not delete {sum(map(len, undeleted.values()))} file(s) of "
             f"{', '.join(undeleted)}, e.g. {next(iter(fails.values()))}. The request stays open: fix the storage "
             f"permission or location, then run `iceberg-privacy requests run {request_id}` (or purge again)"
+        )
+    traced = [t for n in failed if (v := report.tables[n].verify) is not None for t in v.traces]
+    if traced and raise_on_failure and not any(
+            (v := report.tables[n].verify) is not None and v.rows_found for n in failed):
+        shown = "; ".join(t.describe() for t in traced[:3])
+        raise VerificationFailedError(
+            f"request {request_id}: {len(traced)} file(s) or name(s) under {', '.join(failed)} still name a subject "
+            f"(listed in the purge report): {shown}{'; ...' if len(traced) > 3 else ''}. A file not referenced by the "
+            "table's metadata is a leftover (e.g. a manifest or data file a crashed writer wrote before committing): "
+            "once no writer is running, delete it with `iceberg-privacy index cleanup TABLE --older-than 0s --delete` "
+            "(Python: iceberg_privacy.cleanup_orphans(table, older_than=timedelta(0), delete=True)) or purge again "
+            f"with orphan_age=timedelta(0) (CLI: --orphan-age-hours 0), then `iceberg-privacy requests run {request_id}`. "
+            "A truncated bound that is not checkable needs the subject values: purge(..., subjects=[...]). A "
+            "referenced file or a directory holding files means rows of a subject are still live: run the request again"
         )
     if failed and raise_on_failure:
         raise VerificationFailedError(

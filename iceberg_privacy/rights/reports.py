@@ -8,9 +8,13 @@ access, erasure and purge stay independent of each other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from iceberg_privacy.lineage.fanout import Fanout
 from iceberg_privacy.storage import child
+
+if TYPE_CHECKING:
+    from iceberg_privacy.rights.traces import Trace
 
 MANIFEST = "manifest.json"
 
@@ -99,18 +103,22 @@ class ErasureReport:
 
 @dataclass
 class VerifyReport:
-    """Rows of the subjects found in the Parquet files under one table location (counts only)."""
+    """What the verification found under one table location: rows of the subjects in Parquet files, and
+    traces of them in every other file and name (manifests, manifest lists, metadata JSON, directories)."""
 
     table: str
-    files_scanned: int = 0
+    files_scanned: int = 0  # Parquet files
     rows_scanned: int = 0
     rows_found: int = 0
     files_with_subjects: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    other_files_scanned: int = 0  # manifests, manifest lists, metadata JSON, sidecars, ...
+    names_checked: int = 0  # file and directory names
+    traces: list[Trace] = field(default_factory=list)  # locations redacted (no subject in a segment)
 
     @property
     def ok(self) -> bool:
-        return self.rows_found == 0 and not self.unreadable
+        return self.rows_found == 0 and not self.unreadable and not self.traces
 
 
 @dataclass

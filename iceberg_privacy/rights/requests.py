@@ -160,12 +160,12 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = N
                              resolved_subjects=[ts for ts in sub.subjects if ts.name in req.tables])
     report.lineage = sub.lineage
     if purge:
-        report.purge = _purge(catalog, req.request_id, sub.secret, orphan_age)
+        report.purge = _purge(catalog, req.request_id, sub.secret, orphan_age, subjects)
     return report
 
 
-def _purge(catalog: Catalog, request_id: str, secret: bytes, orphan_age: timedelta) -> PurgeReport:
-    return purge(catalog, request_id, secret=secret, orphan_age=orphan_age)
+def _purge(catalog: Catalog, request_id: str, secret: bytes, orphan_age: timedelta, subjects: Any = None) -> PurgeReport:
+    return purge(catalog, request_id, secret=secret, orphan_age=orphan_age, subjects=subjects)
 
 
 @storage_errors
@@ -197,7 +197,7 @@ def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, 
     check_key_id(req.key_id, key_id(secret), f"request {request_id}")
     report = process_erasure(catalog, req, None if subjects is None else as_values(subjects), secret, journal=journal)
     if purge and journal.get(request_id).completed is None:
-        report.purge = _purge(catalog, request_id, secret, orphan_age)
+        report.purge = _purge(catalog, request_id, secret, orphan_age, subjects)
     return report
 
 

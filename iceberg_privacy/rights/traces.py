@@ -1,0 +1,371 @@
+"""Traces of erased subjects in the files and names under a table location (beyond Parquet rows).
+
+A subject's value can survive an erasure outside the data rows: in an identity-partitioned table
+(``identity(user_id)``) it names a directory (``data/user_id=<id>/``) and every object key under it,
+manifests hold it as a partition tuple and as column lower/upper bounds, manifest lists as partition
+summaries, and ``metadata.json`` as snapshot summary keys (``partitions.user_id=<id>`` with
+``write.summary.partition-limit`` set) and in the paths it lists. The purge's verification reads all of
+them with :func:`scan_table`, through the table's FileIO and the filesystem :mod:`iceberg_privacy.storage`
+builds for listing.
+
+Matching works like the row check: candidate values are coerced to an identity column's type and
+hashed with the request's secret (:mod:`iceberg_privacy.rights.keyed`); a candidate whose keyed digest is
+a subject's is a trace. Column bounds are truncated (16 characters by default), so a bound can be a
+*prefix* of a subject's value that no digest matches: when the subject values are known (the purge
+run by ``erase(..., purge=True)`` or given ``subjects=``) a bound that is a prefix of one is a trace;
+without them a truncated bound of an entry whose data file is not a verified-clean live Parquet file
+cannot be checked and is reported as such (a bound of a clean file is a prefix of that file's own values).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from pyiceberg.avro.file import AvroFile
+from pyiceberg.conversions import from_bytes
+from pyiceberg.table import Table
+from pyiceberg.types import (
+    ListType,
+    MapType,
+    NestedField,
+    PrimitiveType,
+    StringType,
+    StructType,
+    UUIDType,
+)
+
+from iceberg_privacy.config import identity_columns
+from iceberg_privacy.rights.keyed import canonical_literals, digest
+from iceberg_privacy.storage import StoredFile, canonical
+
+DEFAULT_TRUNCATE = 16
+"""Iceberg's default metrics mode ``truncate(16)``: string bounds longer than this are cut."""
+
+_PAIR = re.compile(r"([A-Za-z0-9_%+.\-]+)=([^/\s\"',;=&\x00-\x1f]+)")
+_TRUNCATE = re.compile(r"truncate\((\d+)\)")
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One file or name under a table location that still names a subject.
+
+    ``location`` has every path segment that names a subject replaced by ``<subject>``, so reports,
+    logs and error messages do not repeat the id.
+    """
+
+    location: str
+    kind: str  # "name", "directory", "manifest", "manifest-list", "metadata", "file"
+    what: str  # which part names the subject ("partition value", "lower bound of user_id", ...)
+    referenced: bool  # still reachable from the table's metadata (else a leftover, e.g. of a crashed writer)
+    unverifiable: bool = False  # a truncated bound that could only be checked with the subject values
+
+    def describe(self) -> str:
+        state = "referenced by the table's metadata" if self.referenced else "not referenced by the table's metadata"
+        verb = "may hold (truncated, not checkable without the subject values)" if self.unverifiable else "holds"
+        return f"{self.kind} {self.location} ({state}) {verb} a subject: {self.what}"
+
+
+def _leaves(field: NestedField) -> Iterator[NestedField]:
+    t = field.field_type
+    if isinstance(t, PrimitiveType):
+        yield field
+    elif isinstance(t, StructType):
+        for f in t.fields:
+            yield from _leaves(f)
+    elif isinstance(t, ListType):
+        yield from _leaves(t.element_field)
+    elif isinstance(t, MapType):
+        yield from _leaves(t.key_field)
+        yield from _leaves(t.value_field)
+
+
+class SubjectMatcher:
+    """Does a value, name or text hold one of the subjects (by keyed digest, or prefix of a known value)?"""
+
+    def __init__(self, table: Table, digests: set[bytes], secret: bytes, values: Iterable[Any] | None = None) -> None:
+        self.digests = digests
+        self.secret = secret
+        md = table.metadata
+        schema = table.schema()
+        self.leaf_types: dict[int, PrimitiveType] = {}
+        self.leaf_names: dict[int, str] = {}
+        for col in identity_columns(schema, table.properties):
+            for leaf in _leaves(col.field):
+                self.leaf_types[leaf.field_id] = leaf.field_type  # type: ignore[assignment]
+                self.leaf_names[leaf.field_id] = col.name
+        types: dict[str, PrimitiveType] = {str(t): t for t in self.leaf_types.values()}
+        self.types = list(types.values())
+        self.text_types = [t for t in self.types if isinstance(t, (StringType, UUIDType))]
+        # partition field name -> (source type, transform) of fields derived from an identity column
+        self.partition_fields: dict[str, tuple[PrimitiveType, str]] = {}
+        self.partition_by_id: dict[int, tuple[PrimitiveType, str]] = {}
+        for spec in md.specs().values():
+            for pf in spec.fields:
+                if pf.source_id in self.leaf_types:
+                    entry = (self.leaf_types[pf.source_id], str(pf.transform))
+                    self.partition_fields[pf.name] = entry
+                    self.partition_by_id[pf.field_id] = entry
+        # Clear values only for prefix checks of truncated bounds, and only those that are a subject's.
+        self.values: list[str] = []
+        for v in values or ():
+            if isinstance(v, str) and digest(secret, b"s" + v.encode("utf-8")) in digests:
+                self.values.append(v)
+        self.truncate = DEFAULT_TRUNCATE
+        if m := _TRUNCATE.fullmatch(table.properties.get("write.metadata.metrics.default", "").strip()):
+            self.truncate = int(m.group(1))
+        self._cache: dict[tuple[str, Any], bool] = {}
+
+    # --------------------------------------------------------------------------------- values
+    def value(self, v: Any, t: PrimitiveType) -> bool:
+        """``v`` coerced to ``t`` is a subject (False when it cannot be a value of ``t``)."""
+        key = (str(t), v)
+        hit = self._cache.get(key)
+        if hit is None:
+            try:
+                hit = any(digest(self.secret, c) in self.digests for c in canonical_literals([v], t, "verification"))
+            except Exception:  # noqa: BLE001 - a value the type cannot take names nobody
+                hit = False
+            self._cache[key] = hit
+        return hit
+
+    def text(self, s: str) -> bool:
+        """A whole string is a subject's value of a string-like identity column."""
+        return bool(s) and any(self.value(s, t) for t in self.text_types)
+
+    def prefix(self, s: str) -> bool | None:
+        """``s`` (a truncated bound) is a prefix of a known subject value; None when no values are known."""
+        if not self.values:
+            return None
+        cut = s[:-1] if len(s) > 1 else s  # a truncated upper bound has its last character incremented
+        return any(v.startswith(s) or v.startswith(cut) for v in self.values)
+
+    def pair(self, key: str, value: str) -> bool:
+        """``key=value`` (a path segment or summary key) names a subject through a partition field."""
+        key, value = unquote_plus(key), unquote_plus(value)
+        if key.startswith("partitions."):
+            key = key[len("partitions."):]
+        field = self.partition_fields.get(key)
+        if field is not None:
+            t, transform = field
+            if transform == "identity" and self.value(value, t):
+                return True
+            if transform.startswith("truncate") and self.prefix(value):
+                return True
+        return self.text(value)
+
+    def name(self, relative: str) -> str | None:
+        """What in a path (relative to the table location) names a subject, or None."""
+        for seg in relative.split("/"):
+            if "=" in seg:
+                k, _, v = seg.partition("=")
+                if self.pair(k, v):
+                    return f"path segment {k}=<subject>"
+            if self.text(unquote_plus(seg)):
+                return "path segment <subject>"
+        return None
+
+    def scan_text(self, s: str) -> bool:
+        """A free text (a JSON string, a path, a summary key) holds a subject as a whole, as a path
+        segment or as a ``key=value`` pair."""
+        if self.text(s):
+            return True
+        for m in _PAIR.finditer(s):
+            if self.pair(m.group(1), m.group(2)):
+                return True
+        return any(self.text(unquote_plus(seg)) for seg in s.split("/") if seg and seg != s)
+
+    def redact(self, relative: str) -> str:
+        out = []
+        for seg in relative.split("/"):
+            if "=" in seg:
+                k, _, v = seg.partition("=")
+                out.append(f"{k}=<subject>" if self.pair(k, v) else seg)
+            else:
+                out.append("<subject>" if self.text(unquote_plus(seg)) else seg)
+        return "/".join(out)
+
+
+# ------------------------------------------------------------------------------------------ Avro
+def _walk_strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk_strings(k)
+            yield from _walk_strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _walk_strings(v)
+    elif hasattr(value, "_data"):  # pyiceberg Record
+        for v in value._data:
+            yield from _walk_strings(v)
+
+
+def _field(record: Any, struct: StructType, name: str) -> tuple[Any, NestedField | None]:
+    for pos, f in enumerate(struct.fields):
+        if f.name == name:
+            return record[pos], f
+    return None, None
+
+
+def _bound_text(raw: bytes, t: PrimitiveType) -> Any:
+    return from_bytes(t, raw)
+
+
+class _Avro:
+    """What an Avro file (manifest or manifest list) names, by structure and by its strings."""
+
+    def __init__(self, matcher: SubjectMatcher, table: Table, clean_files: set[str]) -> None:
+        self.m = matcher
+        self.table = table
+        self.clean = clean_files
+
+    def scan(self, location: str) -> list[tuple[str, bool]]:
+        """(what, unverifiable) for each finding; raises on an unreadable file."""
+        found: list[tuple[str, bool]] = []
+        with AvroFile[Any](self.table.io.new_input(location)) as reader:
+            meta = reader.header.meta
+            schema = reader.schema
+            spec_fields = json.loads(meta["partition-spec"]) if "partition-spec" in meta else None
+            for key, val in meta.items():
+                if key != "avro.schema" and self.m.scan_text(val):
+                    found.append((f"file metadata {key}", False))
+            for rec in reader:
+                if spec_fields is not None:
+                    found += self._manifest_entry(rec, schema.as_struct(), spec_fields)
+                else:
+                    found += self._manifest_list_entry(rec, schema.as_struct())
+                for s in _walk_strings(rec):
+                    if self.m.scan_text(s):
+                        found.append(("a string value (path or name)", False))
+                        break
+        return found
+
+    def _manifest_entry(self, rec: Any, struct: StructType, spec_fields: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+        out: list[tuple[str, bool]] = []
+        data_file, f = _field(rec, struct, "data_file")
+        if data_file is None or f is None or not isinstance(f.field_type, StructType):
+            return out
+        df_type = f.field_type
+        partition, pf = _field(data_file, df_type, "partition")
+        if partition is not None and pf is not None and isinstance(pf.field_type, StructType):
+            for pos, part in enumerate(pf.field_type.fields):
+                source = next((s for s in spec_fields if s.get("field-id") == part.field_id), None)
+                v = partition[pos]
+                if v is None or source is None or source.get("source-id") not in self.m.leaf_types:
+                    continue
+                t = self.m.leaf_types[source["source-id"]]
+                transform = str(source.get("transform", ""))
+                if (transform == "identity" and self.m.value(v, t)) or (
+                        transform.startswith("truncate") and isinstance(v, str) and self.m.prefix(v)):
+                    out.append((f"partition value {part.name}=<subject>", False))
+        path, _ = _field(data_file, df_type, "file_path")
+        explained = isinstance(path, str) and canonical(path) in self.clean
+        for which in ("lower_bounds", "upper_bounds"):
+            bounds, _ = _field(data_file, df_type, which)
+            for fid, raw in (bounds or {}).items():
+                t = self.m.leaf_types.get(fid)
+                if t is None or raw is None:
+                    continue
+                try:
+                    v = _bound_text(raw, t)
+                except Exception:  # noqa: BLE001 - a bound that does not decode names nobody we can tell
+                    continue
+                what = f"{which[:-1].replace('_', ' ')} of {self.m.leaf_names[fid]}"
+                if self.m.value(v, t):
+                    out.append((what, False))
+                elif isinstance(v, str) and not explained:
+                    hit = self.m.prefix(v)
+                    if hit:
+                        out.append((f"{what} (a truncated prefix)", False))
+                    elif hit is None and len(v) >= self.m.truncate:
+                        out.append((f"{what} (truncated)", True))
+        return out
+
+    def _manifest_list_entry(self, rec: Any, struct: StructType) -> list[tuple[str, bool]]:
+        out: list[tuple[str, bool]] = []
+        parts, _ = _field(rec, struct, "partitions")
+        spec_id, _ = _field(rec, struct, "partition_spec_id")
+        spec = self.table.metadata.specs().get(spec_id) if spec_id is not None else None
+        if not parts or spec is None:
+            return out
+        ptype = spec.partition_type(self.table.schema())
+        for pos, summary in enumerate(parts):
+            if pos >= len(spec.fields) or summary is None:
+                continue
+            pf = spec.fields[pos]
+            if pf.field_id not in self.m.partition_by_id:
+                continue
+            t, transform = self.m.partition_by_id[pf.field_id]
+            for raw in (summary[2], summary[3]) if len(summary) >= 4 else ():
+                if raw is None:
+                    continue
+                try:
+                    v = from_bytes(ptype.fields[pos].field_type, raw)  # type: ignore[arg-type]
+                except Exception:  # noqa: BLE001
+                    continue
+                if (transform == "identity" and self.m.value(v, t)) or (
+                        transform.startswith("truncate") and isinstance(v, str) and self.m.prefix(v)):
+                    out.append((f"partition summary bound of {pf.name}", False))
+        return out
+
+
+# ------------------------------------------------------------------------------------------ JSON
+def _json_strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _json_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _json_strings(v)
+
+
+def _scan_json(matcher: SubjectMatcher, doc: Any) -> list[tuple[str, bool]]:
+    out: list[tuple[str, bool]] = []
+    for snap in doc.get("snapshots", []) if isinstance(doc, dict) else []:
+        for key, val in (snap.get("summary") or {}).items():
+            if matcher.scan_text(key) or matcher.scan_text(str(val)):
+                out.append(("snapshot summary" + (" partition key" if key.startswith("partitions.") else ""), False))
+    if not out:
+        for s in _json_strings(doc):
+            if matcher.scan_text(s):
+                out.append(("a JSON string (summary, path, ref or property)", False))
+                break
+    return out
+
+
+# ----------------------------------------------------------------------------------------- entry
+def scan_file(matcher: SubjectMatcher, table: Table, stored: StoredFile, head: bytes,
+              clean_files: set[str]) -> tuple[str, list[tuple[str, bool]]]:
+    """(kind, findings) of one non-Parquet file; ``head`` is its first bytes. Raises when unreadable."""
+    if head.startswith(b"Obj\x01"):
+        found = _Avro(matcher, table, clean_files).scan(stored.location)
+        kind = "manifest-list" if "/snap-" in stored.location.rsplit("/", 1)[-1] or stored.location.rsplit(
+            "/", 1)[-1].startswith("snap-") else "manifest"
+        return kind, found
+    with table.io.new_input(stored.location).open(seekable=False) as fh:
+        raw = fh.read()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if raw.lstrip()[:1] in (b"{", b"["):
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if doc is not None:
+            kind = "metadata" if stored.location.endswith((".metadata.json", ".metadata.json.gz", ".gz.metadata.json")) \
+                else "file"
+            return kind, _scan_json(matcher, doc)
+    text = raw.decode("latin-1")
+    found = [("embedded text (a path or key=value)", False)] if any(
+        matcher.pair(m.group(1), m.group(2)) for m in _PAIR.finditer(text)) else []
+    return "file", found

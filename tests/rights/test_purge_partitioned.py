@@ -1,0 +1,180 @@
+"""Purge of identity-partitioned tables: after erase + purge no file, name, manifest, summary or journal
+event under the table location names an erased subject, and leftovers that do fail the verification."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyiceberg.catalog import Catalog
+
+import iceberg_privacy as ip
+from iceberg_privacy.errors import VerificationFailedError
+from iceberg_privacy.rights.journal import Journal
+from iceberg_privacy.rights.keyed import SECRET_ENV, load_secret
+from iceberg_privacy.rights.purge import verify_table
+from iceberg_privacy.storage import local_path
+from tests.helpers import SECRET, all_rows, make_partitioned_table, subject_traces, unique_name
+
+
+@pytest.fixture(autouse=True)
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+
+
+VICTIM = "victim-with-a-long-identifier-0042"  # longer than 16: manifests hold truncated bounds of it
+OTHERS = ["ann", "bob", "carla-has-a-long-identifier-too", "dan"]
+
+
+def _batches() -> list[list[str]]:
+    return [["ann", VICTIM, "bob"], [VICTIM, "carla-has-a-long-identifier-too"], ["dan", "ann"], [VICTIM]]
+
+
+def _root(table) -> Path:  # type: ignore[no-untyped-def]
+    return Path(local_path(table.location()))
+
+
+def _journal_text(catalog: Catalog, request_id: str) -> str:
+    return json.dumps([{k: v for k, v in r.items() if k not in ("at", "subjects")}
+                       for r in Journal(catalog).rows(request_id)])
+
+
+@pytest.mark.parametrize("with_values", [True, False], ids=["erase-purge", "purge-later"])
+def test_identity_partitioned_erase_and_purge_leave_no_trace(catalog: Catalog, with_values: bool) -> None:
+    table = make_partitioned_table(catalog, "db.p", _batches(), **{"write.metadata.previous-versions-max": "50"})
+    assert subject_traces(_root(table), [VICTIM])  # the oracle sees the id before
+    keep = [r for r in all_rows(table) if r["user_id"] != VICTIM]
+    if with_values:
+        report = ip.erase(catalog, [VICTIM], request_id="r", purge=True)
+        assert report.purge is not None and report.purge.completed
+    else:
+        ip.erase(catalog, [VICTIM], request_id="r")
+        assert ip.purge(catalog, "r").completed
+    table = catalog.load_table("db.p")
+    assert subject_traces(_root(table), [VICTIM]) == []
+    assert all_rows(table) == keep
+    assert VICTIM not in _journal_text(catalog, "r") and VICTIM[:16] not in _journal_text(catalog, "r")
+    for event in Journal(catalog).rows("r"):  # no paths either: keyed hashes of them
+        assert "/data/" not in (event["detail"] or ""), event["event"]
+    # The purge trimmed the metadata log with Iceberg's own properties and put the user's values back.
+    assert table.properties["write.metadata.previous-versions-max"] == "50"
+    assert "write.metadata.delete-after-commit.enabled" not in table.properties
+    assert not any(k.startswith("privacy.purge.") for k in table.properties)
+    assert len(table.metadata.metadata_log) <= 2
+    assert Journal(catalog).get("r").status == "completed"
+
+
+def _erased_and_manifest_copy(catalog: Catalog, tmp_path: Path) -> tuple[Path, Path]:
+    """Erase the victim; return (a copy of a manifest that held the victim, a pre-erase metadata.json copy)."""
+    table = make_partitioned_table(catalog, "db.p", _batches())
+    root = _root(table)
+    manifest = next(p for p in root.glob("metadata/*-m*.avro") if subject_traces(p.parent, [VICTIM]) and
+                    VICTIM[:16] in __import__("tests.helpers", fromlist=["_avro_text"])._avro_text(p))
+    saved_manifest = tmp_path / "m.avro"
+    shutil.copy(manifest, saved_manifest)
+    saved_metadata = tmp_path / "v.metadata.json"
+    shutil.copy(local_path(table.metadata_location), saved_metadata)
+    ip.erase(catalog, [VICTIM], request_id="r")
+    return saved_manifest, saved_metadata
+
+
+def test_unreferenced_manifest_holding_a_bound_fails_verification(catalog: Catalog, tmp_path: Path) -> None:
+    manifest, _ = _erased_and_manifest_copy(catalog, tmp_path)
+    table = catalog.load_table("db.p")
+    # A crash leftover: a manifest a writer wrote and died before committing (younger than the orphan age).
+    leftover = _root(table) / "metadata" / "0c0ffee0-dead-writer-m0.avro"
+    shutil.copy(manifest, leftover)
+    with pytest.raises(VerificationFailedError, match=r"manifest .*0c0ffee0-dead-writer-m0\.avro.*not referenced.*"
+                                                      r"index cleanup TABLE --older-than 0s --delete"):
+        ip.purge(catalog, "r", subjects=[VICTIM])
+    req = Journal(catalog).get("r")
+    assert req.status == "in-progress" and req.tables["db.p"].detail["verify"]["traces"] >= 1
+    assert leftover.exists()
+    # Without the values its truncated bounds cannot be checked: still not complete.
+    rep = ip.purge(catalog, "r", raise_on_failure=False)
+    assert not rep.completed and any(t.kind == "manifest" for t in rep.tables["db.p"].verify.traces)
+    # The advice works: once no writer runs, the orphan cleanup removes it and the request completes.
+    ip.cleanup_orphans(catalog.load_table("db.p"), older_than=timedelta(0), delete=True)
+    assert ip.purge(catalog, "r").completed
+    assert subject_traces(_root(table), [VICTIM]) == []
+
+
+def test_leftover_metadata_json_with_a_partition_summary_key_fails_verification(catalog: Catalog,
+                                                                                 tmp_path: Path) -> None:
+    _, metadata = _erased_and_manifest_copy(catalog, tmp_path)
+    assert f"partitions.user_id={VICTIM}" in metadata.read_text()
+    table = catalog.load_table("db.p")
+    leftover = _root(table) / "metadata" / "99999-0c0ffee0-dead-writer.metadata.json"
+    shutil.copy(metadata, leftover)
+    rep = ip.purge(catalog, "r", raise_on_failure=False)
+    assert not rep.completed
+    traces = rep.tables["db.p"].verify.traces
+    assert any(t.kind == "metadata" and "summary" in t.what and not t.referenced for t in traces)
+    assert all(VICTIM not in t.location for t in traces)  # the report does not repeat the id
+    assert Journal(catalog).get("r").completed is None
+    leftover.unlink()
+    assert ip.purge(catalog, "r").completed
+
+
+def test_empty_partition_directory_names_the_subject(catalog: Catalog) -> None:
+    table = make_partitioned_table(catalog, "db.p", [["ann", "bob"]])
+    ip.erase(catalog, ["zoe-planted-directory"], request_id="r")
+    empty = _root(table) / "data" / "user_id=zoe-planted-directory"
+    empty.mkdir(parents=True)
+    req = Journal(catalog).get("r")
+    v = verify_table(catalog.load_table("db.p"), set(req.subjects), load_secret(catalog=catalog))
+    assert not v.ok and [t.kind for t in v.traces] == ["directory"]
+    assert v.traces[0].location == "data/user_id=<subject>"
+    assert ip.purge(catalog, "r").completed  # the purge removes empty directories naming a subject
+    assert not empty.exists() and (_root(table) / "data" / "user_id=ann").exists()
+
+
+def test_stray_parquet_in_a_subject_partition_fails_verification(catalog: Catalog, tmp_path: Path) -> None:
+    table = make_partitioned_table(catalog, "db.p", _batches())
+    victim_file = next((_root(table) / "data").glob(f"user_id={VICTIM}/*.parquet"))
+    saved = tmp_path / "x.parquet"
+    shutil.copy(victim_file, saved)
+    ip.erase(catalog, [VICTIM], request_id="r")
+    stray_dir = _root(table) / "data" / f"user_id={VICTIM}"
+    stray_dir.mkdir(exist_ok=True)
+    shutil.copy(saved, stray_dir / "stray.parquet")
+    rep = ip.purge(catalog, "r", raise_on_failure=False)
+    v = rep.tables["db.p"].verify
+    assert not rep.completed and v.rows_found == 1
+    assert any(t.kind == "name" and not t.referenced for t in v.traces)
+    assert v.files_with_subjects == ["data/user_id=<subject>/stray.parquet"]
+    assert ip.purge(catalog, "r", orphan_age=timedelta(0)).completed
+    assert not stray_dir.exists()
+
+
+# Letters outside hex, so the oracle's substring search cannot hit a uuid or a hash by chance.
+IDS = ["kq1", "mq2", "xq3-long-identifier-for-bounds", "wq4", "yq5-another-long-one-x"]
+
+
+@settings(max_examples=6)
+@given(
+    batches=st.lists(st.lists(st.sampled_from(IDS),
+                              min_size=1, max_size=5), min_size=1, max_size=4),
+    erased=st.sets(st.sampled_from(IDS[::2] + ["zzq-unknown"]),
+                   min_size=1, max_size=3),
+    with_values=st.booleans(),
+)
+def test_erase_purge_property(shared_catalog: Catalog, batches: list[list[str]], erased: set[str],
+                              with_values: bool) -> None:
+    name = unique_name("pp")
+    table = make_partitioned_table(shared_catalog, name, batches)
+    keep = [r for r in all_rows(table) if r["user_id"] not in erased]
+    report = ip.erase(shared_catalog, sorted(erased), tables=[name], purge=with_values)
+    if not with_values:
+        ip.purge(shared_catalog, report.request_id)
+    assert Journal(shared_catalog).get(report.request_id).status == "completed"
+    table = shared_catalog.load_table(name)
+    assert subject_traces(_root(table), sorted(erased)) == []
+    assert all_rows(table) == keep
+    text = _journal_text(shared_catalog, report.request_id)
+    assert not any(e in text for e in erased)
