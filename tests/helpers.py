@@ -157,7 +157,7 @@ def make_partitioned_table(catalog: Catalog, name: str, batches: list[list[str]]
     return catalog.load_table(name)
 
 
-def _avro_text(path: Path) -> str:
+def avro_text(path: Path) -> str:
     from pyiceberg.avro.file import AvroFile
     from pyiceberg.io.pyarrow import PyArrowFileIO
 
@@ -196,7 +196,7 @@ def subject_traces(root: Path, values: list[str], *, prefix: int = 16) -> list[s
         raw = p.read_bytes()
         texts = [raw.decode("latin-1")]
         if raw.startswith(b"Obj\x01"):
-            texts.append(_avro_text(p))
+            texts.append(avro_text(p))
         elif raw.startswith(b"PAR1"):
             texts.append(_parquet_text(p))
         if any(n in t for t in texts for n in needles):

@@ -21,7 +21,7 @@ CHECKPOINTS: frozenset[str] = frozenset({
     # subject rights (iceberg_privacy.rights)
     "erasure.after_submit", "erasure.after_forget", "erasure.before_commit", "erasure.after_commit",
     "erasure.after_table",
-    "purge.after_expire", "purge.after_delete", "purge.before_complete",
+    "purge.after_expire", "purge.after_delete", "purge.after_metadata_trim", "purge.before_complete",
     # differential privacy (iceberg_privacy.dp.release)
     "dp.before_reserve", "dp.after_reserve", "dp.after_evaluate",
 })

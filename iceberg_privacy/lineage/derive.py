@@ -47,6 +47,7 @@ from iceberg_privacy.lineage.annotations import (
 from iceberg_privacy.lineage.evaluate import sql_type
 from iceberg_privacy.lineage.record import COMPLETE, OPAQUE, FieldRef, LineageRecord, SourceRef
 from iceberg_privacy.lineage.sql import SqlLineage, analyze, normalize_sql, referenced_tables
+from iceberg_privacy.properties import LINEAGE_SUMMARY
 from iceberg_privacy.storage import storage_errors
 from iceberg_privacy.write import WriteReport, append, overwrite
 
@@ -348,7 +349,7 @@ def derive(
             report.snapshot_id = _record_only(sink, record)
     else:
         (df.write.format("iceberg-privacy").options(**_catalog_options(catalog))
-         .option("lineage", record.summary()["privacy.lineage"]).mode(mode).save(target))
+         .option("lineage", record.summary()[LINEAGE_SUMMARY]).mode(mode).save(target))
         sink = sink.refresh()
         report.snapshot_id = sink.metadata.current_snapshot_id
         snap = sink.current_snapshot()

@@ -33,6 +33,7 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
@@ -55,6 +56,7 @@ from iceberg_privacy.index.maintenance import IndexReport, cleanup_orphans, expi
 from iceberg_privacy.index.registry import referenced_sidecar_locations
 from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord
 from iceberg_privacy.properties import ERASURE_SCRUB_SUMMARY as SUMMARY_SCRUB
+from iceberg_privacy.properties import PURGE_SAVED_PROPERTIES_PROPERTY
 from iceberg_privacy.rights.journal import (
     COMPLETED,
     PURGE_PLANNED,
@@ -139,9 +141,7 @@ def _scrub_head(table: Table) -> int | None:
         f"{table_name(table)}: metadata scrub lost to concurrent commits {tries} times; run the purge again"))
 
 
-_SAVED_PROPERTIES = "privacy.purge.saved-metadata-properties"
-"""Set (JSON of the user's values) while a purge trims the metadata log, so a re-run after a crash between
-the trim and the restore puts the user's own values back, not the purge's."""
+_SAVED_PROPERTIES = PURGE_SAVED_PROPERTIES_PROPERTY
 _TRIM = {TableProperties.METADATA_PREVIOUS_VERSIONS_MAX: "1", TableProperties.METADATA_DELETE_AFTER_COMMIT_ENABLED: "true"}
 
 
@@ -305,15 +305,7 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
         except Exception:
             rep.unreadable.append(matcher.redact(rel))
             continue
-        found = np.zeros(data.num_rows if data is not None else 0, dtype=bool)
-        for pcol, name in mapping.items() if data is not None else ():
-            arr = data.column(pcol)
-            values, _ = extract_identities(arr)
-            value_set = digest_value_set(values, cols[next(f for f, c in cols.items() if c.name == name)].leaf_type,
-                                         secret, digests)
-            if len(value_set):
-                found |= rows_matching(arr, value_set)
-        n = int(found.sum())
+        n = 0 if data is None else _rows_of_subjects(data, mapping, cols, secret, digests)
         if n:
             rep.rows_found += n
             rep.files_with_subjects.append(matcher.redact(rel))
@@ -322,12 +314,12 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
     for stored, head in others:  # after the Parquet files: bounds of clean live files need no prefix check
         rel = _relative(table, stored.location)
         try:
-            kind, found = scan_file(matcher, table, stored, head, clean)
+            kind, traces = scan_file(matcher, table, stored, head, clean)
         except Exception:
             rep.unreadable.append(matcher.redact(rel))
             continue
         rep.other_files_scanned += 1
-        for what, unverifiable in dict.fromkeys(found):
+        for what, unverifiable in dict.fromkeys(traces):
             rep.traces.append(Trace(matcher.redact(rel), kind, what, canonical(stored.location) in referenced,
                                     unverifiable))
     for d in dirs:
@@ -338,6 +330,21 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
             if not any(t.kind == "directory" and t.location.startswith(matcher.redact(rel) + "/") for t in rep.traces):
                 rep.traces.append(Trace(matcher.redact(rel), "directory", what, False))
     return rep
+
+
+def _rows_of_subjects(data: pa.Table, mapping: dict[str, str], cols: dict[int, Any], secret: bytes,
+                      digests: set[bytes]) -> int:
+    """How many rows of ``data`` have an identity column (Parquet column -> identity column name in
+    ``mapping``) whose keyed digest is one of ``digests``."""
+    found = np.zeros(data.num_rows, dtype=bool)
+    for pcol, name in mapping.items():
+        arr = data.column(pcol)
+        values, _ = extract_identities(arr)
+        leaf = next(c.leaf_type for c in cols.values() if c.name == name)
+        value_set = digest_value_set(values, leaf, secret, digests)
+        if len(value_set):
+            found |= rows_matching(arr, value_set)
+    return int(found.sum())
 
 
 def _remove_subject_dirs(table: Table, matcher: SubjectMatcher) -> tuple[int, dict[str, str]]:

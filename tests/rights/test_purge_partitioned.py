@@ -14,12 +14,13 @@ from hypothesis import strategies as st
 from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
+from iceberg_privacy._internal.faults import InjectedCrash, crash_at
 from iceberg_privacy.errors import VerificationFailedError
 from iceberg_privacy.rights.journal import Journal
 from iceberg_privacy.rights.keyed import SECRET_ENV, load_secret
 from iceberg_privacy.rights.purge import verify_table
 from iceberg_privacy.storage import local_path
-from tests.helpers import SECRET, all_rows, make_partitioned_table, subject_traces, unique_name
+from tests.helpers import SECRET, all_rows, avro_text, make_partitioned_table, subject_traces, unique_name
 
 
 @pytest.fixture(autouse=True)
@@ -69,12 +70,28 @@ def test_identity_partitioned_erase_and_purge_leave_no_trace(catalog: Catalog, w
     assert Journal(catalog).get("r").status == "completed"
 
 
+def test_crash_between_metadata_trim_and_restore_puts_the_users_values_back(catalog: Catalog) -> None:
+    table = make_partitioned_table(catalog, "db.p", _batches(), **{"write.metadata.previous-versions-max": "50"})
+    ip.erase(catalog, [VICTIM], request_id="r")
+    with crash_at("purge.after_metadata_trim"), pytest.raises(InjectedCrash):
+        ip.purge(catalog, "r")
+    mid = catalog.load_table("db.p")
+    assert mid.properties["write.metadata.previous-versions-max"] == "1"  # the purge's value, for now
+    assert Journal(catalog).get("r").status != "completed"
+    assert ip.purge(catalog, "r").completed  # the re-run restores the saved values, not the purge's
+    table = catalog.load_table("db.p")
+    assert table.properties["write.metadata.previous-versions-max"] == "50"
+    assert "write.metadata.delete-after-commit.enabled" not in table.properties
+    assert not any(k.startswith("privacy.purge.") for k in table.properties)
+    assert subject_traces(_root(table), [VICTIM]) == []
+
+
 def _erased_and_manifest_copy(catalog: Catalog, tmp_path: Path) -> tuple[Path, Path]:
     """Erase the victim; return (a copy of a manifest that held the victim, a pre-erase metadata.json copy)."""
     table = make_partitioned_table(catalog, "db.p", _batches())
     root = _root(table)
     manifest = next(p for p in root.glob("metadata/*-m*.avro") if subject_traces(p.parent, [VICTIM]) and
-                    VICTIM[:16] in __import__("tests.helpers", fromlist=["_avro_text"])._avro_text(p))
+                    VICTIM[:16] in avro_text(p))
     saved_manifest = tmp_path / "m.avro"
     shutil.copy(manifest, saved_manifest)
     saved_metadata = tmp_path / "v.metadata.json"
