@@ -104,7 +104,11 @@ def _describe(budget: Budget | None) -> str:
 
 @dataclass
 class BudgetState:
-    """Cap and spend of one budget scope (a table or a namespace), as read from one ledger version."""
+    """Cap and spend of one budget scope (a table or a namespace), as read from one ledger version.
+
+    ``spent`` is the zero amount of the cap's type until the first spend; it is None only for a scope
+    that has neither a cap nor any spend (then ``remaining()`` is None too: nothing may be spent).
+    """
 
     scope: str
     cap: Budget | None
@@ -165,10 +169,15 @@ class LedgerState:
     def scope(self, scope: str) -> BudgetState:
         b = self.budgets.get(scope)
         s = self.spent.get(scope, {})
+        cap = budget_from_json(b["cap"]) if b else None
+        if s.get("total"):
+            spent: Budget | None = budget_from_json(s["total"])
+        else:  # nothing spent yet: the zero amount of the cap's type
+            spent = zero_like(cap) if cap is not None else None
         return BudgetState(
             scope=scope,
-            cap=budget_from_json(b["cap"]) if b else None,
-            spent=budget_from_json(s["total"]) if s.get("total") else None,
+            cap=cap,
+            spent=spent,
             principal_caps={p: budget_from_json(v) for p, v in (b or {}).get("principals", {}).items()},
             principal_spent={p: budget_from_json(v) for p, v in s.get("principals", {}).items()},
         )

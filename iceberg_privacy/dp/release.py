@@ -16,6 +16,8 @@ Order of a release, chosen so that nothing noise-free ever leaves and no spend i
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -49,7 +51,7 @@ from iceberg_privacy.dp.errors import KeySetError, ReleaseFailedError
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.provenance import RELEASE_MARKER, build_summary, noise_summary, read_provenance
 from iceberg_privacy.dp.query import HistogramQuery, keyset_fingerprint
-from iceberg_privacy.errors import ConfigurationError, UnknownColumnError
+from iceberg_privacy.errors import ConfigurationError, InvalidArgumentError, UnknownColumnError
 from iceberg_privacy.lineage.record import AGGREGATION, COMPLETE, INDIRECT, FieldRef, LineageRecord, SourceRef
 from iceberg_privacy.properties import ReleaseProvenance
 from iceberg_privacy.storage import storage_errors
@@ -261,6 +263,13 @@ def _feature_flag(discover: bool) -> Any:
     return config.features.auto_partition_selection.enabled()
 
 
+def _finite(name: str, value: Any, *, why: str) -> float:
+    """``value`` as a float if it is a finite real number; InvalidArgumentError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise InvalidArgumentError(f"{name}={value!r} must be a finite number; {why}")
+    return float(value)
+
+
 def _validate_args(
     by: Sequence[str],
     aggregate: str,
@@ -271,6 +280,7 @@ def _validate_args(
     threshold: float | None,
     mechanism: str,
 ) -> list[str]:
+    """Check every argument that needs no table, before anything is read, reserved or spent."""
     if isinstance(by, str):
         by = [by]
     by = list(by)
@@ -281,17 +291,26 @@ def _validate_args(
     if aggregate != "count":
         if column is None or low is None or high is None:
             raise ConfigurationError(f"a {aggregate} needs column=, low= and high= (the clamping bounds).")
-        if not float(low) < float(high):
-            raise ConfigurationError(f"low={low} must be < high={high}; values are clamped into [low, high].")
-    if isinstance(max_rows_per_unit, bool) or not isinstance(max_rows_per_unit, int) or max_rows_per_unit < 1:
-        raise ConfigurationError(
+        why = "values are clamped into [low, high], so pass finite bounds with low < high (e.g. low=0, high=100)."
+        if not _finite("low", low, why=why) < _finite("high", high, why=why):
+            raise InvalidArgumentError(f"low={low} must be < high={high}; {why}")
+    if (isinstance(max_rows_per_unit, bool) or not isinstance(max_rows_per_unit, numbers.Integral)
+            or max_rows_per_unit < 1):
+        raise InvalidArgumentError(
             f"max_rows_per_unit must be an integer >= 1, got {max_rows_per_unit!r}; it bounds how many rows "
-            "one privacy unit may contribute."
+            "one privacy unit may contribute: pass a positive integer such as 1 or 10."
         )
-    if threshold is not None and aggregate != "count":
-        raise ConfigurationError(
-            "a release threshold applies to counts only; drop threshold= for sums and means."
-        )
+    if threshold is not None:
+        if aggregate != "count":
+            raise ConfigurationError(
+                "a release threshold applies to counts only; drop threshold= for sums and means."
+            )
+        if (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)
+                or not math.isfinite(float(threshold)) or threshold < 0):
+            raise InvalidArgumentError(
+                f"threshold={threshold!r} must be a finite number >= 0 (noisy counts below it are suppressed); "
+                "pass a count such as threshold=90, or threshold=None to release every key."
+            )
     if mechanism not in ("default", "laplace", "gaussian"):
         raise ConfigurationError(f"mechanism={mechanism!r} must be 'default', 'laplace' or 'gaussian'.")
     return by
@@ -358,6 +377,7 @@ def dp_histogram(
     budgets in the ledger before anything is computed.
     """
     by = _validate_args(by, aggregate, column, low, high, max_rows_per_unit, threshold, mechanism)
+    max_rows_per_unit = int(max_rows_per_unit)
     amount = as_budget(budget)
     principal = principal or current_principal()
     if not isinstance(table, Table):

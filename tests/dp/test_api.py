@@ -199,3 +199,15 @@ def test_deprecated_dp_histogram_form_works_and_warns(catalog: SqlCatalog, pv_ta
         again = dp_histogram(catalog, ("db", "pv"), by=["country"], **kw)  # type: ignore[arg-type]
     assert again.memoized and again.release_id == rel.release_id
     assert [r.status for r in releases(catalog, "db.pv")] == ["released", "memoized"]
+
+
+@pytest.mark.parametrize("cap", [PureDP(0.7), RhoZCDP(0.2), ip.ApproxDP(1, 1e-6)], ids=["pure", "zcdp", "approx"])
+def test_spent_is_a_zero_budget_before_the_first_spend(catalog: SqlCatalog, cap: Any) -> None:
+    assert ip.BudgetState is BudgetState and ip.dp.BudgetState is BudgetState
+    for state in (set_budget("db.pv", cap, catalog=catalog), get_budget("db.pv", catalog=catalog),
+                  set_namespace_budget(catalog, "db", cap), get_namespace_budget(catalog, "db")):
+        assert isinstance(state, ip.BudgetState)
+        assert state.spent is not None and type(state.spent) is type(cap) and state.spent.is_zero()
+        assert state.remaining() == cap
+        assert state.to_json()["spent"] == (cap - cap).to_json()
+        assert f"spent {state.spent.describe()}" in str(state)
