@@ -23,6 +23,7 @@ from iceberg_privacy.config import BloomColumn, IdentityColumn, configure_bloom,
 
 # -- differential privacy ---------------------------------------------------------------------------
 from iceberg_privacy.dp import (
+    ROWS,
     ApproxDP,
     BudgetState,
     PureDP,
@@ -50,6 +51,7 @@ from iceberg_privacy.errors import (
     ForgetKeyMismatchError,
     ForgetListError,
     IcebergPrivacyError,
+    InvalidArgumentError,
     InvalidBudgetError,
     InvalidLookupValueError,
     KeySetError,
@@ -59,7 +61,9 @@ from iceberg_privacy.errors import (
     NoBudgetConfiguredError,
     NoIdentityColumnsError,
     OpaqueSqlError,
+    PrivacyUnitRequiredError,
     PurposeViolationError,
+    ReleaseAbortedError,
     ReleaseFailedError,
     RequestConflictError,
     SchemaMismatchError,
@@ -128,7 +132,7 @@ __all__ = [
     "TablePurge", "VerifyReport",
     "access", "erase", "init_secret", "purge", "run_request", "submit_request",
     # differential privacy
-    "ApproxDP", "BudgetState", "PureDP", "Release", "ReleaseProvenance", "ReleaseRecord", "RhoZCDP",
+    "ROWS", "ApproxDP", "BudgetState", "PureDP", "Release", "ReleaseProvenance", "ReleaseRecord", "RhoZCDP",
     "dp_histogram", "get_budget", "get_namespace_budget", "read_provenance", "releases", "set_budget",
     "set_namespace_budget",
     # lineage
@@ -136,10 +140,10 @@ __all__ = [
     "annotate", "derive",
     # errors
     "BudgetError", "BudgetExhaustedError", "BudgetTypeMismatchError", "CatalogError", "CommitConflictError",
-    "ConfigurationError", "ForgetKeyMismatchError", "ForgetListError", "IcebergPrivacyError", "InvalidBudgetError",
-    "InvalidLookupValueError", "KeySetError", "LedgerConflictError", "LineageError", "MissingSourceError",
-    "NoBudgetConfiguredError", "NoIdentityColumnsError", "OpaqueSqlError", "PurposeViolationError",
-    "ReleaseFailedError", "RequestConflictError", "SchemaMismatchError", "SecretMissingError", "SidecarError",
+    "ConfigurationError", "ForgetKeyMismatchError", "ForgetListError", "IcebergPrivacyError", "InvalidArgumentError",
+    "InvalidBudgetError", "InvalidLookupValueError", "KeySetError", "LedgerConflictError", "LineageError",
+    "MissingSourceError", "NoBudgetConfiguredError", "NoIdentityColumnsError", "OpaqueSqlError",
+    "PrivacyUnitRequiredError", "PurposeViolationError", "ReleaseAbortedError", "ReleaseFailedError", "RequestConflictError", "SchemaMismatchError", "SecretMissingError", "SidecarError",
     "StorageError", "SubjectRightsError", "TableNotFoundError", "UnknownColumnError", "UnknownRequestError",
     "UnsupportedSparkTypeError", "UnsupportedTypeError", "VerificationFailedError",
 ]

@@ -13,33 +13,41 @@ from iceberg_privacy.dp.budget import ApproxDP, Budget, PureDP, RhoZCDP
 from iceberg_privacy.dp.errors import (
     BudgetExhaustedError,
     BudgetTypeMismatchError,
+    InvalidArgumentError,
     InvalidBudgetError,
     KeySetError,
     LedgerConflictError,
     NoBudgetConfiguredError,
+    PrivacyUnitRequiredError,
+    ReleaseAbortedError,
     ReleaseFailedError,
 )
 from iceberg_privacy.dp.ledger import BudgetState, Ledger, namespace_scope, table_scope
 from iceberg_privacy.dp.provenance import ReleaseProvenance, read_provenance
-from iceberg_privacy.dp.release import Release, ReleaseRecord, dp_histogram, releases
+from iceberg_privacy.dp.release import ROWS, Release, ReleaseRecord, RowUnit, dp_histogram, releases
 
 __all__ = [
+    "ROWS",
     "ApproxDP",
     "Budget",
     "BudgetState",
     "BudgetExhaustedError",
     "BudgetTypeMismatchError",
+    "InvalidArgumentError",
     "InvalidBudgetError",
     "KeySetError",
     "Ledger",
     "LedgerConflictError",
     "NoBudgetConfiguredError",
+    "PrivacyUnitRequiredError",
     "PureDP",
     "Release",
+    "ReleaseAbortedError",
     "ReleaseFailedError",
     "ReleaseProvenance",
     "ReleaseRecord",
     "RhoZCDP",
+    "RowUnit",
     "dp_histogram",
     "get_budget",
     "get_namespace_budget",

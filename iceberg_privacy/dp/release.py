@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal, final
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -51,12 +51,49 @@ from iceberg_privacy.dp.errors import KeySetError, ReleaseFailedError
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.provenance import RELEASE_MARKER, build_summary, noise_summary, read_provenance
 from iceberg_privacy.dp.query import HistogramQuery, keyset_fingerprint
-from iceberg_privacy.errors import ConfigurationError, InvalidArgumentError, UnknownColumnError
+from iceberg_privacy.errors import (
+    ConfigurationError,
+    InvalidArgumentError,
+    PrivacyUnitRequiredError,
+    UnknownColumnError,
+)
 from iceberg_privacy.lineage.record import AGGREGATION, COMPLETE, INDIRECT, FieldRef, LineageRecord, SourceRef
 from iceberg_privacy.properties import ReleaseProvenance
 from iceberg_privacy.storage import storage_errors
 
 Aggregate = Literal["count", "sum", "mean"]
+
+
+@final
+class RowUnit:
+    """The type of :data:`ROWS`: the explicit row-level privacy unit."""
+
+    _instance: RowUnit | None = None
+
+    def __new__(cls) -> RowUnit:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ROWS"
+
+    def __reduce__(self) -> str:
+        return "ROWS"
+
+
+ROWS: Final[RowUnit] = RowUnit()
+"""``privacy_unit=ROWS`` protects single rows (tmlt ``AddOneRow``, or ``AddMaxRows(k)`` with
+``max_rows_per_unit=k``): right only when every person has at most that many rows. Never implied:
+a release without ``privacy_unit=`` is refused."""
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+_REQUIRED: Any = _Required()
 _ID_TYPES = (StringType, IntegerType, LongType, DateType)
 _KEY_TYPES = (StringType, IntegerType, LongType, DateType, TimestampType, TimestamptzType)
 _NUMERIC_TYPES = (IntegerType, LongType, FloatType, DoubleType)
@@ -316,6 +353,33 @@ def _validate_args(
     return by
 
 
+def _privacy_unit(privacy_unit: Any, source: Table) -> str | None:
+    """The privacy-unit column, or None for :data:`ROWS`; an omitted unit is an error, never a guess."""
+    columns = ", ".join(f.name for f in source.schema().fields)
+    if privacy_unit is _REQUIRED:
+        raise PrivacyUnitRequiredError(
+            f"dp_histogram needs privacy_unit=, the unit whose presence the release hides; there is no default. "
+            f"Pass privacy_unit='<column>' naming the column that identifies a person or device in "
+            f"{table_name(source)} (columns: {columns}); each unit then contributes at most max_rows_per_unit "
+            "rows (tmlt AddRowsWithID). Or pass privacy_unit=ROWS (iceberg_privacy.ROWS) to protect single rows "
+            "(AddOneRow, or AddMaxRows(k) with max_rows_per_unit=k), which protects a person only if they have "
+            "at most that many rows. Tumult Analytics and OpenDP make this choice explicit too."
+        )
+    if privacy_unit is None:
+        warnings.warn(
+            "privacy_unit=None is deprecated and is removed in the next release: pass privacy_unit=ROWS "
+            "(iceberg_privacy.ROWS) to protect single rows", DeprecationWarning, stacklevel=5)  # the caller of dp_histogram
+        return None
+    if privacy_unit is ROWS:
+        return None
+    if not isinstance(privacy_unit, str) or not privacy_unit:
+        raise ConfigurationError(
+            f"privacy_unit={privacy_unit!r} is neither a column name nor ROWS; pass privacy_unit='<column>' "
+            f"(columns of {table_name(source)}: {columns}) or privacy_unit=ROWS."
+        )
+    return privacy_unit
+
+
 def _accepts_catalog_first[F: Callable[..., Any]](fn: F) -> F:
     """Route the pre-0.2 form ``dp_histogram(catalog, table, by, ...)`` to ``dp_histogram(table, by, ...,
     catalog=catalog)`` with a DeprecationWarning; the function keeps its own signature."""
@@ -346,7 +410,7 @@ def dp_histogram(
     *,
     budget: Budget | Any,
     catalog: Catalog | None = None,
-    privacy_unit: str | None = "user_id",
+    privacy_unit: str | RowUnit = _REQUIRED,
     max_rows_per_unit: int = 1,
     keys: Mapping[str, Sequence[Any]] | Sequence[Any] | str | Table | None = None,
     threshold: float | None = None,
@@ -368,9 +432,9 @@ def dp_histogram(
     are loaded from; by default it is the catalog a loaded ``Table`` came from, else
     :func:`~iceberg_privacy.connect`.
 
-    ``privacy_unit`` names the column identifying a person/device (each contributes at most
-    ``max_rows_per_unit`` rows, extra rows are dropped), or None to protect single rows (up to
-    ``max_rows_per_unit`` of them). ``keys`` is a public key set (dict of values per column, list of
+    ``privacy_unit`` is required: the column identifying a person/device (each contributes at most
+    ``max_rows_per_unit`` rows, extra rows are dropped), or :data:`ROWS` to protect single rows (up
+    to ``max_rows_per_unit`` of them). ``None`` is the deprecated spelling of ``ROWS``. ``keys`` is a public key set (dict of values per column, list of
     key rows, or a public Iceberg table) or None to discover keys privately (ApproxDP only).
     ``threshold`` suppresses noisy counts below it. ``aggregate`` is ``count`` or ``sum``/``mean``
     of ``column`` clamped to [low, high]. The spend is charged to the table's and namespace's
@@ -386,6 +450,8 @@ def dp_histogram(
     source = load_table(catalog, table)
     source_id = tuple(source.name())
     namespace = source_id[:-1]
+    unit = _privacy_unit(privacy_unit, source)
+    privacy_unit = unit  # None from here on means ROWS (the query JSON and the provenance say "row")
     for c in by:
         ftype = _field(source, c, "grouping").field_type
         if not isinstance(ftype, _KEY_TYPES):
@@ -398,7 +464,7 @@ def dp_histogram(
         except ValueError as exc:
             raise UnknownColumnError(
                 f"privacy-unit column {privacy_unit!r} is missing from {'.'.join(source_id)}; pass the column "
-                "that identifies a person or device, or privacy_unit=None to protect individual rows."
+                "that identifies a person or device, or privacy_unit=ROWS to protect individual rows."
             ) from exc
         if not isinstance(unit_type, _ID_TYPES):
             raise ConfigurationError(
@@ -760,4 +826,4 @@ def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRec
     return records
 
 
-__all__ = ["Release", "ReleaseRecord", "dp_histogram", "releases"]
+__all__ = ["ROWS", "Release", "ReleaseRecord", "RowUnit", "dp_histogram", "releases"]

@@ -101,3 +101,39 @@ def test_tmlt_budgets_are_checked_too() -> None:
 
     with pytest.raises(InvalidBudgetError, match=r"must be finite.*pass a finite number such as epsilon=1.0"):
         as_budget(PureDPBudget(math.inf))
+
+
+# -- the privacy unit is always explicit ------------------------------------------------------------
+@pytest.mark.spark
+def test_omitting_the_privacy_unit_is_an_error_naming_the_columns(catalog: SqlCatalog, pv_table: Any,
+                                                                  spark: Any) -> None:
+    """Before, an omitted privacy_unit silently meant a column named user_id."""
+    set_namespace_budget(catalog, "db", PureDP(1))
+    with pytest.raises(ip.PrivacyUnitRequiredError) as info:
+        dp_histogram("db.pv", ["country"], catalog=catalog, budget=PureDP(0.5), keys=KEYS, spark=spark)
+    message = str(info.value)
+    assert isinstance(info.value, ConfigurationError)
+    assert "columns: country, project, page, user_id, bytes" in message
+    assert "privacy_unit='<column>'" in message and "privacy_unit=ROWS" in message
+    _nothing_spent(catalog)
+
+
+@pytest.mark.spark
+def test_rows_is_the_explicit_row_level_unit_and_none_is_its_deprecated_spelling(
+    catalog: SqlCatalog, pv_table: Any, spark: Any, recwarn: pytest.WarningsRecorder
+) -> None:
+    set_namespace_budget(catalog, "db", PureDP(1))
+    kw: dict[str, Any] = dict(catalog=catalog, budget=PureDP(0.5), keys=KEYS, principal="a", spark=spark)
+    rows = dp_histogram("db.pv", ["country"], privacy_unit=ip.ROWS, **kw)
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning) and "privacy_unit" in str(w.message)]
+    assert ip.ROWS is ip.dp.ROWS and repr(ip.ROWS) == "ROWS"
+    assert rows.provenance.contribution == {"privacy_unit": None, "max_rows_per_unit": 1,
+                                            "protected_change": "AddOneRow"}
+    with pytest.warns(DeprecationWarning, match="privacy_unit=None is deprecated.*privacy_unit=ROWS") as record:
+        old = dp_histogram("db.pv", ["country"], privacy_unit=None, **kw)
+    assert [w.filename for w in record if "privacy_unit" in str(w.message)] == [__file__]  # warns at the caller
+    assert old.memoized and old.release_id == rows.release_id  # the same question
+    with pytest.raises(ConfigurationError, match="privacy_unit="):
+        dp_histogram("db.pv", ["country"], privacy_unit="", **kw)
+    with pytest.raises(ConfigurationError, match="privacy_unit="):
+        dp_histogram("db.pv", ["country"], privacy_unit=3, **kw)  # type: ignore[arg-type]

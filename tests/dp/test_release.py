@@ -17,6 +17,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 
 from iceberg_privacy._internal import faults
 from iceberg_privacy.dp import (
+    ROWS,
     ApproxDP,
     BudgetExhaustedError,
     KeySetError,
@@ -53,6 +54,7 @@ def test_count_release_and_provenance_round_trip(catalog: SqlCatalog, pv_table: 
         ["country", "project"],
         catalog=catalog,
         budget=RhoZCDP(0.5),
+        privacy_unit="user_id",
         max_rows_per_unit=3,
         keys=KEYS,
         principal="alice",
@@ -105,7 +107,8 @@ def test_count_release_and_provenance_round_trip(catalog: SqlCatalog, pv_table: 
 
 def test_memoized_release_spends_nothing(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
     set_namespace_budget(catalog, "db", PureDP(1))
-    kw: dict[str, Any] = dict(budget=PureDP(0.4), max_rows_per_unit=3, keys=KEYS, spark=spark)
+    kw: dict[str, Any] = dict(budget=PureDP(0.4), privacy_unit="user_id", max_rows_per_unit=3, keys=KEYS,
+                              spark=spark)
     first = dp_histogram("db.pv", ["country", "project"], catalog=catalog, principal="alice", **kw)
     again = dp_histogram("db.pv", ["country", "project"], catalog=catalog, principal="bob", **kw)
     assert again.memoized and again.spent is None
@@ -147,6 +150,7 @@ def test_exhausted_budget_spends_and_releases_nothing(catalog: SqlCatalog, pv_ta
             ["country"],
             catalog=catalog,
             budget=RhoZCDP(0.2),
+            privacy_unit="user_id",
             max_rows_per_unit=3,
             keys={"country": ["c0"]},
             principal="alice",
@@ -188,7 +192,8 @@ def test_bad_input_fails_before_spending(
     catalog: SqlCatalog, pv_table: Any, spark: Any, case, exc, match
 ) -> None:
     set_namespace_budget(catalog, "db", RhoZCDP(1))
-    kw: dict[str, Any] = dict(budget=RhoZCDP(0.1), max_rows_per_unit=3, keys=KEYS, principal="a", spark=spark)
+    kw: dict[str, Any] = dict(budget=RhoZCDP(0.1), privacy_unit="user_id", max_rows_per_unit=3, keys=KEYS,
+                              principal="a", spark=spark)
     by = ["country", "project"]
     if case == "unknown_by":
         by = ["country", "nope"]
@@ -230,6 +235,7 @@ def test_failure_after_spend_keeps_spend_and_releases_nothing(
             ["country"],
             catalog=catalog,
             budget=PureDP(0.25),
+            privacy_unit="user_id",
             max_rows_per_unit=3,
             keys={"country": ["c0", "c1"]},
             principal="alice",
@@ -259,6 +265,7 @@ def test_sum_and_mean_over_a_bounded_column(catalog: SqlCatalog, pv_table: Any, 
         low=0,
         high=100,
         budget=PureDP(2),
+        privacy_unit="user_id",
         max_rows_per_unit=3,
         keys=keys,
         principal="a",
@@ -308,7 +315,7 @@ def test_row_privacy_unit(catalog: SqlCatalog, pv_table: Any, spark: Any) -> Non
         ["country"],
         catalog=catalog,
         budget=PureDP(1),
-        privacy_unit=None,
+        privacy_unit=ROWS,
         keys={"country": ["c0", "c1"]},
         principal="a",
         spark=spark,
@@ -340,6 +347,7 @@ def test_empirical_error_matches_reported_noise(tmp_path: Path, spark: Any, budg
             by,
             catalog=catalog,
             budget=budget,
+            privacy_unit="user_id",
             max_rows_per_unit=3,
             keys=keys,
             principal="stat",
@@ -378,6 +386,7 @@ def test_concurrent_releases_race_for_the_last_budget(tmp_path: Path, spark: Any
                 ["country"],
                 catalog=catalog,
                 budget=PureDP(0.6),
+                privacy_unit="user_id",
                 max_rows_per_unit=3,
                 keys={"country": ["c0", "c1", "c2", "c3"]},
                 principal=name,
