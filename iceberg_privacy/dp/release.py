@@ -2,15 +2,20 @@
 
 Order of a release, chosen so that nothing noise-free ever leaves and no spend is ever lost:
 
-1. Validate everything that can be validated without spending (arguments, schema, key set, the
-   compiled tmlt query on a throw-away session).
+1. Validate everything that can be validated without spending (arguments: finite and in range, the
+   privacy unit: always explicit; schema, key set, Spark and its Python workers, the compiled tmlt
+   query on a throw-away session).
 2. Memoization: if the same canonical query already has a release on the same source snapshot,
    return it, log a ``memoized`` event, spend nothing.
-3. Reserve: commit the spend to the ledger by compare-and-swap (see :mod:`.ledger`).
-4. Evaluate in a tmlt Session that starts from what was left before this spend, collect the whole
-   noisy result, then write it to the output table in ONE Iceberg commit whose snapshot summary
-   carries the provenance. Log ``released``.
-5. Any failure after step 3 logs ``failed``; the spend stays, and no output snapshot exists.
+3. Reserve: commit the spend to the ledger by compare-and-swap, naming the owner (see :mod:`.ledger`).
+   From here a background thread refreshes the reservation's heartbeat.
+4. Commit ``evaluating`` (only if the reservation is still open), then evaluate in a tmlt Session
+   that starts from what was left before this spend and collect the whole noisy result; commit
+   ``evaluated``; write it to the output table in ONE Iceberg commit whose snapshot summary carries
+   the provenance. Log ``released``.
+5. A failure after step 3 but before ``evaluating`` refunds the spend (``refunded``,
+   :class:`ReleaseAbortedError`); a failure after it logs ``failed`` and keeps the spend
+   (:class:`ReleaseFailedError`). Either way no output snapshot exists.
 """
 
 from __future__ import annotations
@@ -47,12 +52,14 @@ from iceberg_privacy.catalog import TableRef, all_namespaces, load_table, table_
 from iceberg_privacy.config import current_principal
 from iceberg_privacy.dp._refs import catalog_first, catalog_for, check_catalog, qualified, show
 from iceberg_privacy.dp.budget import Budget, as_budget, budget_from_json
-from iceberg_privacy.dp.errors import KeySetError, ReleaseFailedError
+from iceberg_privacy.dp.errors import KeySetError, ReleaseAbortedError, ReleaseFailedError
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.provenance import RELEASE_MARKER, build_summary, noise_summary, read_provenance
 from iceberg_privacy.dp.query import HistogramQuery, keyset_fingerprint
+from iceberg_privacy.dp.reservation import Heartbeat
 from iceberg_privacy.errors import (
     ConfigurationError,
+    IcebergPrivacyError,
     InvalidArgumentError,
     PrivacyUnitRequiredError,
     UnknownColumnError,
@@ -450,27 +457,26 @@ def dp_histogram(
     source = load_table(catalog, table)
     source_id = tuple(source.name())
     namespace = source_id[:-1]
-    unit = _privacy_unit(privacy_unit, source)
-    privacy_unit = unit  # None from here on means ROWS (the query JSON and the provenance say "row")
+    unit = _privacy_unit(privacy_unit, source)  # None means ROWS (the query JSON and provenance say "row")
     for c in by:
         ftype = _field(source, c, "grouping").field_type
         if not isinstance(ftype, _KEY_TYPES):
             raise ConfigurationError(
                 f"grouping column {c!r} has type {ftype}; group by strings, integers or dates."
             )
-    if privacy_unit is not None:
+    if unit is not None:
         try:
-            unit_type = source.schema().find_field(privacy_unit).field_type
+            unit_type = source.schema().find_field(unit).field_type
         except ValueError as exc:
             raise UnknownColumnError(
-                f"privacy-unit column {privacy_unit!r} is missing from {'.'.join(source_id)}; pass the column "
+                f"privacy-unit column {unit!r} is missing from {'.'.join(source_id)}; pass the column "
                 "that identifies a person or device, or privacy_unit=ROWS to protect individual rows."
             ) from exc
         if not isinstance(unit_type, _ID_TYPES):
             raise ConfigurationError(
-                f"privacy-unit column {privacy_unit!r} has type {unit_type}; use a string/integer id."
+                f"privacy-unit column {unit!r} has type {unit_type}; use a string/integer id."
             )
-        if privacy_unit in by:
+        if unit in by:
             raise ConfigurationError("the privacy-unit column cannot also be a grouping column.")
     if column is not None:
         ctype = _field(source, column, "measure").field_type
@@ -499,7 +505,7 @@ def dp_histogram(
         by=tuple(by),
         aggregation=aggregate,
         budget=amount,
-        privacy_unit=privacy_unit,
+        privacy_unit=unit,
         max_rows_per_unit=max_rows_per_unit,
         keys=resolved.description,
         column=column,
@@ -536,23 +542,34 @@ def dp_histogram(
     # atomically, so this read being stale by the time we reserve is harmless.
     ledger.check(ledger.state(), source_id, principal, amount)
 
-    # Everything tmlt can reject, it rejects here, on a throw-away session: nothing spent yet.
-    spark = _spark(spark)
-    from iceberg_privacy._internal.spark import table_dataframe
+    # Everything tmlt can reject, it rejects here, on a throw-away session: nothing reserved yet. So do
+    # Spark's start-up and its Python workers: a failure here costs nothing.
+    try:
+        spark = _spark(spark)
+        check_python_workers(spark)
+        from iceberg_privacy._internal.spark import table_dataframe
 
-    needed = [
-        *by,
-        *([privacy_unit] if privacy_unit else []),
-        *([column] if column and column not in by else []),
-    ]
-    df = table_dataframe(spark, source, snap.snapshot_id, needed)
-    with _feature_flag(discover):
-        keyset = None if discover else _tmlt_keyset(spark, df, by, resolved)
-        tq = _tmlt_query("source", by, keyset, query)
-        try:
-            noise = noise_summary(compat.noise_info(_session(df, query, amount), tq, amount.to_tmlt()))
-        except (ValueError, TypeError, RuntimeError) as exc:
-            raise ConfigurationError(f"Tumult Analytics rejected the query before any spend: {exc}") from exc
+        needed = [
+            *by,
+            *([unit] if unit else []),
+            *([column] if column and column not in by else []),
+        ]
+        df = table_dataframe(spark, source, snap.snapshot_id, needed)
+        with _feature_flag(discover):
+            keyset = None if discover else _tmlt_keyset(spark, df, by, resolved)
+            tq = _tmlt_query("source", by, keyset, query)
+            try:
+                noise = noise_summary(compat.noise_info(_session(df, query, amount), tq, amount.to_tmlt()))
+            except (ValueError, TypeError, RuntimeError) as exc:
+                raise ConfigurationError(f"Tumult Analytics rejected the query before any spend: {exc}") from exc
+    except IcebergPrivacyError:
+        raise
+    except Exception as exc:
+        raise ReleaseAbortedError(
+            f"the release failed before anything was reserved, so nothing was spent and nothing was released: "
+            f"{type(exc).__name__}: {str(exc)[:2000]}. Fix the cause (is Spark installed, and do its Python "
+            "workers run the driver's Python version? see PYSPARK_PYTHON) and run it again."
+        ) from exc
     checkpoint("dp.before_reserve")
 
     reservation = ledger.reserve(
@@ -564,67 +581,75 @@ def dp_histogram(
         output_table=out_name,
         detail={"query": query.to_json()},
     )
+    rid = reservation.release_id
     # The fields every later ledger event of this release repeats.
     event: dict[str, Any] = {
-        "release_id": reservation.release_id,
+        "release_id": rid,
         "principal": principal,
         "source": source_id,
         "source_snapshot_id": snap.snapshot_id,
         "query_hash": qhash,
         "output_table": out_name,
     }
+    evaluating = False  # True once the ledger says `evaluating`: from then on noise may exist
+    heartbeat = Heartbeat(ledger, rid, principal)
     try:
-        checkpoint("dp.after_reserve")
-        with _feature_flag(discover):
-            session = _session(df, query, reservation.remaining_before)
-            noise = noise_summary(compat.noise_info(session, tq, amount.to_tmlt()))
-            result = session.evaluate(tq, amount.to_tmlt())
-            arrow = result.toArrow()  # the complete noisy answer, or an exception: never a part of it
-        arrow = arrow.sort_by([(c, "ascending") for c in by]).select(expected_cols)
-        checkpoint("dp.after_evaluate")
-        props = build_summary(
-            release_id=reservation.release_id,
-            source_table=".".join(source_id),
-            source_uuid=str(source.metadata.table_uuid),
-            source_snapshot_id=snap.snapshot_id,
-            query_json=query.canonical_json(),
-            query_hash=qhash,
-            noise=noise,
-            budget=amount.to_json(),
-            contribution={
-                "privacy_unit": privacy_unit,
-                "max_rows_per_unit": max_rows_per_unit,
-                "protected_change": "AddRowsWithID"
-                if privacy_unit
-                else ("AddMaxRows" if max_rows_per_unit > 1 else "AddOneRow"),
-            },
-            keys=resolved.description,
-            threshold=threshold,
-            principal=principal,
-            released_at=datetime.now(UTC).isoformat(),
-            ledger_table=".".join(ledger.identifier),
-            ledger_snapshot_id=reservation.ledger_snapshot_id,
-        )
-        props.update(_lineage(source, snap.snapshot_id, by, expected_cols[-1], column, privacy_unit).summary())
-        out_table = _write_output(catalog, out_id, arrow, props)
+        with heartbeat:
+            checkpoint("dp.after_reserve")
+            with _feature_flag(discover):
+                session = _session(df, query, reservation.remaining_before)
+                noise = noise_summary(compat.noise_info(session, tq, amount.to_tmlt()))
+                checkpoint("dp.before_evaluate")
+                if not ledger.begin_evaluation(**event):
+                    raise ReleaseAbortedError(
+                        f"reservation {rid} was resolved as abandoned while this release was starting (its "
+                        "heartbeat looked stale), so its budget was refunded and nothing may be computed on it; "
+                        "nothing was spent and nothing was released. Run the release again.",
+                        release_id=rid,
+                    )
+                evaluating = True
+                result = session.evaluate(tq, amount.to_tmlt())
+                arrow = result.toArrow()  # the complete noisy answer, or an exception: never a part of it
+            arrow = arrow.sort_by([(c, "ascending") for c in by]).select(expected_cols)
+            checkpoint("dp.after_evaluate")
+            ledger.record("evaluated", **event)  # a heartbeat before the Iceberg write
+            props = build_summary(
+                release_id=rid,
+                source_table=".".join(source_id),
+                source_uuid=str(source.metadata.table_uuid),
+                source_snapshot_id=snap.snapshot_id,
+                query_json=query.canonical_json(),
+                query_hash=qhash,
+                noise=noise,
+                budget=amount.to_json(),
+                contribution={
+                    "privacy_unit": unit,
+                    "max_rows_per_unit": max_rows_per_unit,
+                    "protected_change": "AddRowsWithID"
+                    if unit
+                    else ("AddMaxRows" if max_rows_per_unit > 1 else "AddOneRow"),
+                },
+                keys=resolved.description,
+                threshold=threshold,
+                principal=principal,
+                released_at=datetime.now(UTC).isoformat(),
+                ledger_table=".".join(ledger.identifier),
+                ledger_snapshot_id=reservation.ledger_snapshot_id,
+            )
+            props.update(_lineage(source, snap.snapshot_id, by, expected_cols[-1], column, unit).summary())
+            out_table = _write_output(catalog, out_id, arrow, props)
     except BaseException as exc:
-        try:
-            ledger.record("failed", **event, detail={"error": f"{type(exc).__name__}: {exc}"[:2000]})
-        except Exception:  # noqa: BLE001 - the spend is already recorded as reserved; keep the first error
-            pass
-        if isinstance(exc, Exception):
-            raise ReleaseFailedError(
-                f"the release failed after its spend ({amount!r}) was recorded, so the budget stays spent and "
-                f"nothing was released (release id {reservation.release_id}): {type(exc).__name__}: {exc}"
-            ) from exc
-        raise
+        error = _after_failure(ledger, event, amount, exc, evaluating)
+        if error is exc:
+            raise
+        raise error from exc
     out_snap = out_table.current_snapshot()
     assert out_snap is not None
     provenance = read_provenance(out_table, out_snap.snapshot_id)
     assert provenance is not None, "the release commit carries its provenance"
     ledger.record("released", **event, output_snapshot_id=out_snap.snapshot_id, amount=amount)
     return Release(
-        release_id=reservation.release_id,
+        release_id=rid,
         output=out_name,
         snapshot_id=out_snap.snapshot_id,
         source=".".join(source_id),
@@ -635,6 +660,53 @@ def dp_histogram(
         memoized=False,
         provenance=provenance,
         data=arrow,
+    )
+
+
+def _after_failure(ledger: Ledger, event: dict[str, Any], amount: Budget, exc: BaseException,
+                   evaluating: bool) -> BaseException:
+    """Close a reservation whose release failed, and return the error to raise.
+
+    Before ``evaluating`` no noisy value exists: refund (the ledger re-checks that state in the refund's
+    commit). After it, noise may have been drawn: record ``failed`` and keep the spend.
+    """
+    rid = event["release_id"]
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    state = "evaluating" if evaluating else "reserved"
+    if not evaluating:
+        try:
+            state = ledger.refund(rid, reason="the release failed before any noisy value was computed",
+                                  detail={"error": error})
+        except Exception as refund_exc:  # noqa: BLE001 - keep the first error; resolution refunds it later
+            if isinstance(exc, Exception):
+                return ReleaseFailedError(
+                    f"the release failed before any noisy value was computed ({error}), but its refund could not "
+                    f"be recorded ({type(refund_exc).__name__}: {refund_exc}); reservation {rid} ({amount!r}) stays "
+                    "charged until `iceberg-privacy dp reservations --resolve` (or resolve_reservations) refunds "
+                    "it once its heartbeat is stale. Nothing was released.",
+                    release_id=rid,
+                )
+            return exc
+        if state == "refunded":
+            if isinstance(exc, ReleaseAbortedError) or not isinstance(exc, Exception):
+                return exc
+            return ReleaseAbortedError(
+                f"the release failed before any noisy value was computed, so its reservation ({amount!r}) was "
+                f"refunded: nothing was spent and nothing was released (release id {rid}): {error}. Fix the "
+                "cause and run it again.",
+                release_id=rid,
+            )
+    if state in ("reserved", "evaluating"):
+        try:
+            ledger.record("failed", **event, detail={"error": error})
+        except Exception:  # noqa: BLE001 - the spend is already recorded as reserved; keep the first error
+            pass
+    if not isinstance(exc, Exception):
+        return exc
+    return ReleaseFailedError(
+        f"the release failed after its evaluation started, so its spend ({amount!r}) stays charged (noise may "
+        f"have been computed on the private data) and nothing was released (release id {rid}): {error}",
+        release_id=rid,
     )
 
 
@@ -656,6 +728,13 @@ def _spark(spark: Any | None) -> Any:
     from iceberg_privacy._internal.spark import get_spark
 
     return get_spark(spark)
+
+
+def check_python_workers(spark: Any) -> None:
+    """Fail now, before anything is reserved, if Spark's Python workers cannot run (tmlt needs them)."""
+    from iceberg_privacy._internal.spark import check_python_workers as check
+
+    check(spark)
 
 
 def _write_output(catalog: Catalog, out_id: tuple[str, ...], arrow: pa.Table, props: dict[str, str]) -> Table:
@@ -729,7 +808,10 @@ def _memoized(
 
 @dataclass
 class ReleaseRecord:
-    """One line of the release log: a release attempt or a memoized answer, with remaining budget."""
+    """One line of the release log: a release attempt or a memoized answer, with remaining budget.
+
+    ``spent`` is what the attempt costs: None for a memoized answer and for a refunded attempt.
+    """
 
     release_id: str
     status: str
@@ -760,7 +842,10 @@ class ReleaseRecord:
         }
 
     def __str__(self) -> str:
-        spent = "nothing (memoized)" if self.status == "memoized" else (self.spent.describe() if self.spent else "-")
+        if self.status in ("memoized", "refunded"):
+            spent = f"nothing ({self.status})"
+        else:
+            spent = self.spent.describe() if self.spent else "-"
         left = "; ".join(f"{scope} {b.describe() if b else '-'}" for scope, b in self.remaining.items()) or "-"
         return (
             f"{self.at:%Y-%m-%d %H:%M:%S} {self.release_id[:12]} {self.status} by {self.principal or '-'} of "
@@ -770,7 +855,11 @@ class ReleaseRecord:
 
 
 def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRecord]:
-    """List every release attempt (reserved / released / failed) and memoized answer, oldest first.
+    """List every release attempt and memoized answer, oldest first.
+
+    ``status`` is the attempt's state: ``reserved`` / ``evaluating`` (running, or abandoned: see
+    :func:`~iceberg_privacy.dp.reservations`), ``released``, ``failed`` (spend kept), ``refunded``
+    (failed before any noise was computed; ``spent`` is None) or ``abandoned`` (resolved, spend kept).
 
     ``table`` (a loaded ``Table``, ``"ns.table"`` or ``("ns", "table")``) restricts the log to one
     source table; ``remaining`` is the budget left now in each scope that the release was charged to
@@ -816,12 +905,14 @@ def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRec
                 )
                 by_id[rid if ev["event"] == "reserved" else "memo:" + rid] = rec
                 records.append(rec)
-            elif rid in by_id:
+            elif rid in by_id and ev["event"] not in ("heartbeat", "evaluated") and by_id[rid].status != "released":
                 rec = by_id[rid]
                 rec.status = ev["event"]
                 rec.output_snapshot_id = ev["output_snapshot_id"] or rec.output_snapshot_id
-                if ev["event"] == "failed":
+                if ev["event"] in ("failed", "refunded", "abandoned"):
                     rec.detail = ev["detail"]
+                if ev["event"] == "refunded":
+                    rec.spent = None  # given back: the release computed nothing
     records.sort(key=lambda r: r.at)
     return records
 
