@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from pyiceberg.catalog.sql import SqlCatalog
 
     from iceberg_privacy._internal.spark import get_spark
-    from iceberg_privacy.dp import PureDP, dp_histogram, set_namespace_budget
+    from iceberg_privacy.dp import ROWS, PureDP, dp_histogram, set_namespace_budget
 
     work = Path(tempfile.mkdtemp(prefix="ip-bench-dp-"))
     catalog = SqlCatalog("bench", uri=f"sqlite:///{work}/catalog.db", warehouse=f"file://{work}/warehouse")
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             by,
             catalog=catalog,
             budget=PureDP(1),
-            privacy_unit=None,
+            privacy_unit=ROWS,
             keys=keys,
             principal="bench",
             spark=spark,

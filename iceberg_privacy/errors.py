@@ -134,8 +134,35 @@ class KeySetError(ConfigurationError):
     """A public key set (values or key table) does not match the grouping columns."""
 
 
+class InvalidArgumentError(ConfigurationError):
+    """A numeric argument of a DP verb is not finite or out of range (a NaN or negative threshold,
+    infinite or crossed clamping bounds, a contribution bound that is not a positive integer)."""
+
+
+class PrivacyUnitRequiredError(ConfigurationError):
+    """A release did not say what it protects: pass ``privacy_unit=<column>`` or ``privacy_unit=ROWS``."""
+
+
 class ReleaseFailedError(IcebergPrivacyError):
-    """Evaluation or writing failed after the spend was recorded; nothing was released."""
+    """A release failed after its reservation; nothing was released.
+
+    ``release_id`` names the ledger entry. ``refunded`` is False for this class: noise may have been
+    computed on the private data, so the spend stays charged.
+    """
+
+    release_id: str | None = None
+    refunded: bool = False
+
+    def __init__(self, message: str, *, release_id: str | None = None) -> None:
+        super().__init__(message)
+        self.release_id = release_id
+
+
+class ReleaseAbortedError(ReleaseFailedError):
+    """A release failed before any noisy value was computed, so its reservation was refunded
+    (``refunded`` is True): nothing was spent and nothing was released. Fix the cause and run it again."""
+
+    refunded = True
 
 
 # -- Spark data source ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ CHECKPOINTS: frozenset[str] = frozenset({
     "erasure.after_table",
     "purge.after_expire", "purge.after_delete", "purge.after_metadata_trim", "purge.before_complete",
     # differential privacy (iceberg_privacy.dp.release)
-    "dp.before_reserve", "dp.after_reserve", "dp.after_evaluate",
+    "dp.before_reserve", "dp.after_reserve", "dp.before_evaluate", "dp.after_evaluate",
 })
 
 Hook = Callable[[str], None]

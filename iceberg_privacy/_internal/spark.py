@@ -48,6 +48,26 @@ def get_spark(
     return session
 
 
+_workers_ok: set[int] = set()
+
+
+def check_python_workers(spark: Any) -> None:
+    """Run one trivial Python task (once per SparkContext), so that Python workers that cannot start
+    (a different Python version, a missing interpreter) fail before a release reserves any budget."""
+    context = spark.sparkContext
+    key = id(context._jsc) if getattr(context, "_jsc", None) is not None else id(context)
+    if key in _workers_ok:
+        return
+    try:
+        context.parallelize([1], 1).map(lambda x: x + 1).collect()
+    except Exception as exc:
+        raise RuntimeError(
+            f"Spark's Python workers did not run a task ({type(exc).__name__}: {str(exc)[:500]}); they must run "
+            f"the driver's Python ({sys.version.split()[0]}, {sys.executable}): set PYSPARK_PYTHON"
+        ) from exc
+    _workers_ok.add(key)
+
+
 def table_dataframe(spark: Any, table: Any, snapshot_id: int, columns: list[str]) -> Any:
     """A Spark DataFrame of ``columns`` of an Iceberg table at one snapshot.
 

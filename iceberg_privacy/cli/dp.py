@@ -1,4 +1,4 @@
-"""Differential-privacy commands: ``dp budget set|show`` and ``dp log`` (the release log).
+"""Differential-privacy commands: ``dp budget set|show``, ``dp log`` (the release log) and ``dp reservations``.
 
 They use the catalog of the global options like every other command. ``dp --dp-catalog-uri URI`` and
 ``dp --dp-warehouse LOC`` (and ICEBERG_PRIVACY_CATALOG_NAME / _CATALOG_URI / _WAREHOUSE) are deprecated
@@ -14,7 +14,8 @@ from typing import Any
 
 from pyiceberg.catalog import Catalog
 
-from iceberg_privacy.cli._common import add_command, emit, print_json
+from iceberg_privacy.cli._common import AGE_HELP, add_command, emit, parse_age, print_json
+from iceberg_privacy.dp.reservation import DEFAULT_STALE_AFTER, format_age
 from iceberg_privacy.errors import ConfigurationError
 
 DEPRECATED_ENV = {  # old variable -> the global option it stands for
@@ -107,13 +108,42 @@ def cmd_log(args: argparse.Namespace, catalog: Catalog) -> int:
     print(f"{'time (UTC)':<20} {'release':<12} {'status':<9} {'principal':<12} {'source@snapshot':<36} "
           f"{'spent':<22} {'output':<28} remaining")
     for r in records:
-        spent = "nothing (memoized)" if r.status == "memoized" else _fmt(r.spent)
+        spent = f"nothing ({r.status})" if r.status in ("memoized", "refunded") else _fmt(r.spent)
         remaining = "; ".join(f"{scope} {_fmt(b)}" for scope, b in r.remaining.items()) or "-"
         print(
             f"{r.at.strftime('%Y-%m-%d %H:%M:%S'):<20} {r.release_id[:12]:<12} {r.status:<9} "
             f"{(r.principal or '-')[:12]:<12} {f'{r.source_table}@{r.source_snapshot_id}'[:36]:<36} "
             f"{spent:<22} {(r.output_table or '-')[:28]:<28} {remaining}"
         )
+    return 0
+
+
+def cmd_reservations(args: argparse.Namespace, catalog: Catalog) -> int:
+    from iceberg_privacy.dp.reservation import reservations, resolve_reservations
+
+    if args.resolve:
+        if args.all:
+            raise ConfigurationError("--resolve resolves open, abandoned reservations; drop --all")
+        emit(args, resolve_reservations(catalog, args.older_than, table=args.table))
+        return 0
+    records = reservations(catalog, args.table, stale_after=args.older_than, include_closed=args.all)
+    if args.json:
+        print_json(records)
+        return 0
+    if not records:
+        print("no open budget reservations" if not args.all else "no budget reservations recorded")
+        return 0
+    print(f"{'reservation':<12} {'state':<10} {'abandoned':<9} {'source':<24} {'owner (principal@host:pid)':<36} "
+          f"{'amount':<22} {'age':>6} {'heartbeat':>9}")
+    for r in records:
+        owner = f"{r.principal or '-'}@{r.host or '-'}:{r.pid if r.pid is not None else '-'}"
+        print(f"{r.release_id[:12]:<12} {r.state:<10} {'yes' if r.abandoned else 'no':<9} "
+              f"{(r.source_table or '-')[:24]:<24} {owner[:36]:<36} {_fmt(r.amount):<22} {format_age(r.age):>6} "
+              f"{format_age(r.heartbeat_age) + ' ago':>9}")
+    abandoned = sum(r.abandoned for r in records)
+    if abandoned:
+        print(f"{abandoned} abandoned (heartbeat older than the --older-than staleness): `dp reservations --resolve` "
+              "refunds those that never started evaluating and closes the others with their spend kept")
     return 0
 
 
@@ -126,6 +156,17 @@ def register(subparsers: Any) -> None:
     log = add_command(sub, "log", cmd_log, json=True,
                       help="list DP releases (released, failed, memoized) with remaining budget")
     log.add_argument("--table", default=None, help="only releases of this source table (namespace.table)")
+
+    res = add_command(sub, "reservations", cmd_reservations, json=True,
+                      help="list open budget reservations (owner, age, heartbeat, state); --resolve resolves "
+                           "abandoned ones")
+    res.add_argument("--table", default=None, help="only reservations of this source table (namespace.table)")
+    res.add_argument("--older-than", type=parse_age, default=DEFAULT_STALE_AFTER, metavar="AGE",
+                     help=f"a reservation whose heartbeat is older than this is abandoned (default 10m); {AGE_HELP}")
+    res.add_argument("--all", action="store_true", help="list closed reservations too (released, failed, ...)")
+    res.add_argument("--resolve", action="store_true",
+                     help="resolve abandoned reservations: refund those that never started evaluating, close the "
+                          "others with their spend kept")
 
     budget = sub.add_parser("budget", help="set or show a table's or namespace's total budget")
     bsub = budget.add_subparsers(dest="dp_budget_command", required=True, metavar="ACTION")

@@ -5,7 +5,8 @@ Importing this package is cheap: Spark and tmlt are imported only when a release
 One-table verbs take the table first (``dp_histogram(table, by, budget=..., catalog=...)``,
 ``set_budget(table, cap, catalog=...)``, ``get_budget(table, catalog=...)``); lake verbs take the
 catalog first (``set_namespace_budget(catalog, namespace, cap)``, ``get_namespace_budget(catalog,
-namespace)``, ``releases(catalog, table=None)``).
+namespace)``, ``releases(catalog, table=None)``, ``reservations(catalog, table=None)``,
+``resolve_reservations(catalog, older_than)``).
 """
 
 from iceberg_privacy.dp.admin import get_budget, get_namespace_budget, set_budget, set_namespace_budget
@@ -13,39 +14,57 @@ from iceberg_privacy.dp.budget import ApproxDP, Budget, PureDP, RhoZCDP
 from iceberg_privacy.dp.errors import (
     BudgetExhaustedError,
     BudgetTypeMismatchError,
+    InvalidArgumentError,
     InvalidBudgetError,
     KeySetError,
     LedgerConflictError,
     NoBudgetConfiguredError,
+    PrivacyUnitRequiredError,
+    ReleaseAbortedError,
     ReleaseFailedError,
 )
 from iceberg_privacy.dp.ledger import BudgetState, Ledger, namespace_scope, table_scope
 from iceberg_privacy.dp.provenance import ReleaseProvenance, read_provenance
-from iceberg_privacy.dp.release import Release, ReleaseRecord, dp_histogram, releases
+from iceberg_privacy.dp.release import ROWS, Release, ReleaseRecord, RowUnit, dp_histogram, releases
+from iceberg_privacy.dp.reservation import (
+    ReservationRecord,
+    ResolutionReport,
+    reservations,
+    resolve_reservations,
+)
 
 __all__ = [
+    "ROWS",
     "ApproxDP",
     "Budget",
     "BudgetState",
     "BudgetExhaustedError",
     "BudgetTypeMismatchError",
+    "InvalidArgumentError",
     "InvalidBudgetError",
     "KeySetError",
     "Ledger",
     "LedgerConflictError",
     "NoBudgetConfiguredError",
+    "PrivacyUnitRequiredError",
     "PureDP",
     "Release",
+    "ReleaseAbortedError",
     "ReleaseFailedError",
     "ReleaseProvenance",
     "ReleaseRecord",
+    "ReservationRecord",
+    "ResolutionReport",
     "RhoZCDP",
+    "RowUnit",
     "dp_histogram",
     "get_budget",
     "get_namespace_budget",
     "namespace_scope",
     "read_provenance",
     "releases",
+    "reservations",
+    "resolve_reservations",
     "set_budget",
     "set_namespace_budget",
     "table_scope",

@@ -29,18 +29,26 @@ from iceberg_privacy.dp._refs import (
 )
 from iceberg_privacy.dp.budget import Budget, as_budget
 from iceberg_privacy.dp.ledger import BudgetState, Ledger, namespace_scope, table_scope
-from iceberg_privacy.errors import ConfigurationError
+from iceberg_privacy.errors import ConfigurationError, InvalidBudgetError
 
 
 def _set(catalog: Catalog, ns: tuple[str, ...], scope: str, cap: Budget | Any,
          principal_caps: dict[str, Budget | Any] | None, set_by: str | None) -> BudgetState:
+    total = as_budget(cap)  # finite and > 0 (delta in [0, 1)), checked before the namespace is touched
+    caps: dict[str, Budget] = {}
+    for name, pcap in (principal_caps or {}).items():
+        if not isinstance(name, str) or not name:
+            raise InvalidBudgetError(
+                f"principal_caps has the key {name!r}: principal names must be non-empty strings "
+                "(pass e.g. {'alice': cap, '*': cap_for_everyone_else})."
+            )
+        caps[name] = as_budget(pcap)
     try:
         catalog.create_namespace(ns)
     except NamespaceAlreadyExistsError:
         pass
     ledger = Ledger(catalog, ns)
-    caps = {p: as_budget(b) for p, b in (principal_caps or {}).items()}
-    state = ledger.set_budget(scope, as_budget(cap), principal_caps=caps, set_by=set_by)
+    state = ledger.set_budget(scope, total, principal_caps=caps, set_by=set_by)
     return state.scope(scope)
 
 

@@ -31,13 +31,16 @@ def _exact(value: float | int | str | Fraction, name: str) -> Fraction:
     if isinstance(value, Fraction):
         return value
     if isinstance(value, bool):
-        raise InvalidBudgetError(f"{name} must be a number, got {value!r}.")
+        raise InvalidBudgetError(f"{name} must be a number, got {value!r}; pass e.g. {name}=1.0.")
     try:
         number = float(value)
     except (TypeError, ValueError) as exc:
-        raise InvalidBudgetError(f"{name} must be a number, got {value!r}.") from exc
+        raise InvalidBudgetError(f"{name} must be a number, got {value!r}; pass e.g. {name}=1.0.") from exc
     if not math.isfinite(number):
-        raise InvalidBudgetError(f"{name} must be finite, got {value!r}; infinite budgets are not allowed.")
+        raise InvalidBudgetError(
+            f"{name} must be finite, got {value!r}: NaN and infinite budgets are not allowed; pass a finite "
+            f"number such as {name}=1.0."
+        )
     return Fraction(repr(number)) if not isinstance(value, str) else Fraction(value)
 
 
@@ -270,8 +273,18 @@ def from_tmlt(budget: Any) -> Budget:
     raise InvalidBudgetError(f"unsupported budget object {budget!r}; use PureDP, RhoZCDP or ApproxDP.")
 
 
+def checked(budget: Budget) -> Budget:
+    """``budget`` itself when it is a valid amount to cap or spend (finite, > 0, delta in [0, 1)).
+
+    The constructors check this already; this catches amounts built with ``validate=False`` (the
+    form zero totals use) before they become a cap or a spend.
+    """
+    type(budget)._from_components(budget.components(), validate=True)  # type: ignore[call-arg]
+    return budget
+
+
 def as_budget(value: Budget | Any) -> Budget:
-    """Accept our budget types or tmlt's, so users can pass either."""
+    """Accept our budget types or tmlt's, so users can pass either; refuse invalid amounts."""
     if isinstance(value, Budget):
-        return value
+        return checked(value)
     return from_tmlt(value)

@@ -3,12 +3,16 @@
 from iceberg_privacy.errors import (
     BudgetExhaustedError,
     BudgetTypeMismatchError,
+    InvalidArgumentError,
     InvalidBudgetError,
     KeySetError,
     LedgerConflictError,
     NoBudgetConfiguredError,
+    PrivacyUnitRequiredError,
+    ReleaseAbortedError,
     ReleaseFailedError,
 )
 
-__all__ = ["BudgetExhaustedError", "BudgetTypeMismatchError", "InvalidBudgetError", "KeySetError",
-           "LedgerConflictError", "NoBudgetConfiguredError", "ReleaseFailedError"]
+__all__ = ["BudgetExhaustedError", "BudgetTypeMismatchError", "InvalidArgumentError", "InvalidBudgetError",
+           "KeySetError", "LedgerConflictError", "NoBudgetConfiguredError", "PrivacyUnitRequiredError",
+           "ReleaseAbortedError", "ReleaseFailedError"]

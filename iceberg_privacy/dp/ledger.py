@@ -14,14 +14,23 @@ pyiceberg's own retry would *rebase* the append onto the newer snapshot while ke
 property values, which silently defeats the check. The ledger table therefore sets
 ``commit.retry.num-retries=0`` and retries itself, re-reading each time.
 
-Protocol of a release (see docs/dp.md): reserve (spend committed, event ``reserved``) -> evaluate
--> write output -> event ``released``; on any failure after the reservation, event ``failed``.
-A spend is never refunded: noise may already have been drawn on the private data.
+Protocol of a release (see docs/dp.md): reserve (spend committed, event ``reserved``, with its owner)
+-> event ``evaluating`` (committed before tmlt's evaluate is called) -> evaluate -> event
+``evaluated`` -> write output -> event ``released``. Every event of a reservation refreshes its
+heartbeat, and a running release adds ``heartbeat`` events. A failure before ``evaluating`` refunds
+the spend (event ``refunded``: no noisy value was computed); a failure after it keeps the spend
+(event ``failed``: noise may have been drawn on the private data). A reservation whose owner died is
+resolved the same way (:func:`iceberg_privacy.dp.resolve_reservations`): refunded when it never
+reached ``evaluating``, else closed as ``abandoned`` with the spend kept. The state checks of
+``evaluating`` and ``refunded`` are part of their compare-and-swap commits, so a refund and an
+evaluation of the same reservation can never both happen.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -88,6 +97,46 @@ ARROW_SCHEMA = pa.schema(
 )
 
 
+OPEN_STATES = ("reserved", "evaluating")
+"""States of a reservation whose release is still running (or whose owner died)."""
+CLOSING_EVENTS = ("released", "failed", "refunded", "abandoned")
+"""Events that close a reservation; the state is the event's name."""
+
+
+def current_owner() -> dict[str, Any]:
+    """Who holds a reservation made by this process: the host and the process id."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def fold_reservations(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Reservations by release id, from ledger events (oldest first): ``reserved`` (its event),
+    ``state``, ``heartbeat`` (time of its latest event) and ``closed`` (the closing event, if any)."""
+    out: dict[str, dict[str, Any]] = {}
+    for ev in events:
+        rid = ev["release_id"]
+        if ev["event"] == "reserved":
+            out[rid] = {"reserved": ev, "state": "reserved", "heartbeat": ev["at"], "closed": None}
+            continue
+        entry = out.get(rid)
+        if entry is None:
+            continue
+        entry["heartbeat"] = max(entry["heartbeat"], ev["at"])
+        if ev["event"] == "evaluating" and entry["state"] == "reserved":
+            entry["state"] = "evaluating"
+        elif ev["event"] in CLOSING_EVENTS and entry["state"] != "released":
+            entry["state"] = ev["event"]
+            entry["closed"] = ev
+    return out
+
+
+def _events_of(table: Table) -> list[dict[str, Any]]:
+    if table.current_snapshot() is None:
+        return []
+    rows = table.scan().to_arrow().to_pylist()
+    rows.sort(key=lambda r: (r["at"], r["event_id"]))
+    return rows
+
+
 def namespace_scope(namespace: tuple[str, ...]) -> str:
     """Scope key of a namespace-wide budget (a namespace is a privacy domain)."""
     return "namespace:" + ".".join(namespace)
@@ -104,7 +153,11 @@ def _describe(budget: Budget | None) -> str:
 
 @dataclass
 class BudgetState:
-    """Cap and spend of one budget scope (a table or a namespace), as read from one ledger version."""
+    """Cap and spend of one budget scope (a table or a namespace), as read from one ledger version.
+
+    ``spent`` is the zero amount of the cap's type until the first spend; it is None only for a scope
+    that has neither a cap nor any spend (then ``remaining()`` is None too: nothing may be spent).
+    """
 
     scope: str
     cap: Budget | None
@@ -165,10 +218,15 @@ class LedgerState:
     def scope(self, scope: str) -> BudgetState:
         b = self.budgets.get(scope)
         s = self.spent.get(scope, {})
+        cap = budget_from_json(b["cap"]) if b else None
+        if s.get("total"):
+            spent: Budget | None = budget_from_json(s["total"])
+        else:  # nothing spent yet: the zero amount of the cap's type
+            spent = zero_like(cap) if cap is not None else None
         return BudgetState(
             scope=scope,
-            cap=budget_from_json(b["cap"]) if b else None,
-            spent=budget_from_json(s["total"]) if s.get("total") else None,
+            cap=cap,
+            spent=spent,
             principal_caps={p: budget_from_json(v) for p, v in (b or {}).get("principals", {}).items()},
             principal_spent={p: budget_from_json(v) for p, v in s.get("principals", {}).items()},
         )
@@ -224,11 +282,7 @@ class Ledger:
     def events(self) -> list[dict[str, Any]]:
         """All ledger events, oldest first."""
         table = self.load()
-        if table is None or table.current_snapshot() is None:
-            return []
-        rows = table.scan().to_arrow().to_pylist()
-        rows.sort(key=lambda r: (r["at"], r["event_id"]))
-        return rows
+        return [] if table is None else _events_of(table)
 
     # -- the compare-and-swap commit ---------------------------------------------------------
     def _commit(self, mutate: Any, *, create: bool = False) -> tuple[Any, int]:
@@ -247,6 +301,9 @@ class Ledger:
                 )
             state = LedgerState.from_properties(dict(table.properties))
             result, props, rows = mutate(state, table)
+            if not rows:  # the mutation decided, from this version, that there is nothing to commit
+                snap = table.current_snapshot()
+                return result, (snap.snapshot_id if snap else -1)
             with table.transaction() as tx:
                 if props is not None:
                     tx.set_properties(props)
@@ -291,7 +348,7 @@ class Ledger:
             state: LedgerState, table: Table
         ) -> tuple[LedgerState, dict[str, str], list[dict[str, Any]]]:
             current = state.scope(scope)
-            if current.spent is not None and type(current.spent) is not type(cap):
+            if current.spent is not None and not current.spent.is_zero() and type(current.spent) is not type(cap):
                 raise BudgetTypeMismatchError(
                     f"{scope} has already spent {current.spent!r}; its budget type cannot change to "
                     f"{cap.kind}. Keep using {current.spent.kind}, or use a new namespace/table."
@@ -378,9 +435,15 @@ class Ledger:
         output_table: str | None = None,
         detail: dict[str, Any] | None = None,
         release_id: str | None = None,
+        owner: dict[str, Any] | None = None,
     ) -> Reservation:
-        """Commit a spend (event ``reserved``) if and only if it fits, atomically with the check."""
+        """Commit a spend (event ``reserved``) if and only if it fits, atomically with the check.
+
+        The event names its owner (``principal``, and ``owner``: host and pid, default this process);
+        its time is the reservation's first heartbeat.
+        """
         rid = release_id or uuid.uuid4().hex
+        detail = {**(detail or {}), "owner": owner or current_owner()}
 
         def mutate(
             state: LedgerState, table: Table
@@ -409,7 +472,7 @@ class Ledger:
                 amount=amount.dumps(),
                 query_hash=query_hash,
                 output_table=output_table,
-                detail=canonical_dumps(detail or {}),
+                detail=canonical_dumps(detail),
             )
             return reservation, {PROP_SPENT: new_state.to_properties()[PROP_SPENT]}, [row]
 
@@ -430,7 +493,7 @@ class Ledger:
         amount: Budget | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        """Append a status event (released / failed / memoized); never changes any total."""
+        """Append a status event (released / failed / memoized / evaluated / heartbeat); never changes any total."""
 
         def mutate(state: LedgerState, table: Table) -> tuple[None, None, list[dict[str, Any]]]:
             row = self._row(
@@ -449,6 +512,103 @@ class Ledger:
 
         self._commit(mutate)
 
+    # -- the life of a reservation -------------------------------------------------------------
+    def heartbeat(self, release_id: str, principal: str | None) -> None:
+        """Refresh the heartbeat of a running release (event ``heartbeat``)."""
+        self.record("heartbeat", release_id, principal or "")
+
+    def begin_evaluation(self, release_id: str, principal: str, **event: Any) -> bool:
+        """Commit event ``evaluating`` if the reservation is still ``reserved``; call before computing noise.
+
+        False when it is not (it was refunded as abandoned, or closed): then nothing may be computed.
+        """
+
+        def mutate(state: LedgerState, table: Table) -> tuple[bool, None, list[dict[str, Any]]]:
+            entry = fold_reservations(_events_of(table)).get(release_id)
+            if entry is None or entry["state"] != "reserved":
+                return False, None, []
+            row = self._row("evaluating", release_id, principal, **_event_columns(event))
+            return True, None, [row]
+
+        started, _ = self._commit(mutate)
+        return bool(started)
+
+    def refund(self, release_id: str, *, reason: str, detail: dict[str, Any] | None = None) -> str:
+        """Give back the spend of a reservation that never reached ``evaluating`` (event ``refunded``).
+
+        Returns the reservation's state afterwards: ``"refunded"`` (now or before), or the state that
+        forbids a refund (``"evaluating"``, ``"released"``, ``"failed"``, ``"abandoned"``).
+        """
+
+        def mutate(state: LedgerState, table: Table) -> tuple[str, dict[str, str] | None, list[dict[str, Any]]]:
+            entry = fold_reservations(_events_of(table)).get(release_id)
+            if entry is None:
+                raise LedgerConflictError(
+                    f"no reservation {release_id} in ledger {'.'.join(self.identifier)}; list them with "
+                    "`iceberg-privacy dp reservations --all`."
+                )
+            if entry["state"] != "reserved":
+                return entry["state"], None, []
+            reserved = entry["reserved"]
+            amount = budget_from_json(reserved["amount"])
+            principal = reserved["principal"]
+            new_spent = json.loads(canonical_dumps(state.spent))
+            for scope in json.loads(reserved["scopes"] or "[]"):
+                scope_entry = new_spent.get(scope, {})
+                if scope_entry.get("total"):
+                    left = budget_from_json(scope_entry["total"]) - amount
+                    if left.is_zero():
+                        del scope_entry["total"]
+                    else:
+                        scope_entry["total"] = left.to_json()
+                per = scope_entry.get("principals", {})
+                if principal in per:
+                    left = budget_from_json(per[principal]) - amount
+                    if left.is_zero():
+                        del per[principal]
+                    else:
+                        per[principal] = left.to_json()
+                if not per:
+                    scope_entry.pop("principals", None)
+                if not scope_entry:
+                    new_spent.pop(scope, None)
+            row = self._row(
+                "refunded",
+                release_id,
+                principal,
+                source_table=reserved["source_table"],
+                source_snapshot_id=reserved["source_snapshot_id"],
+                scopes=reserved["scopes"],
+                amount=reserved["amount"],
+                query_hash=reserved["query_hash"],
+                output_table=reserved["output_table"],
+                detail=canonical_dumps({"reason": reason, **(detail or {})}),
+            )
+            return "refunded", {PROP_SPENT: canonical_dumps(new_spent)}, [row]
+
+        result, _ = self._commit(mutate)
+        return str(result)
+
+    def abandon(self, release_id: str, *, reason: str) -> str:
+        """Close a reservation whose owner died after ``evaluating`` (event ``abandoned``); the spend stays.
+
+        Returns the state afterwards (``"abandoned"``, or the state that was found instead).
+        """
+
+        def mutate(state: LedgerState, table: Table) -> tuple[str, None, list[dict[str, Any]]]:
+            entry = fold_reservations(_events_of(table)).get(release_id)
+            if entry is None or entry["state"] != "evaluating":
+                return (entry["state"] if entry else "unknown"), None, []
+            reserved = entry["reserved"]
+            row = self._row("abandoned", release_id, reserved["principal"], source_table=reserved["source_table"],
+                            source_snapshot_id=reserved["source_snapshot_id"], query_hash=reserved["query_hash"],
+                            output_table=reserved["output_table"],
+                            detail=canonical_dumps({"reason": reason, "spend": "kept"}))
+            return "abandoned", None, [row]
+
+        result, _ = self._commit(mutate)
+        return str(result)
+
     def status(self) -> list[BudgetState]:
         """Cap, spent and remaining of every scope in this namespace."""
         state = self.state()
@@ -464,6 +624,14 @@ class Ledger:
             and e["source_snapshot_id"] == source_snapshot_id
         ]
         return hits[-1] if hits else None
+
+
+def _event_columns(event: dict[str, Any]) -> dict[str, Any]:
+    """The ledger columns of the fields a release repeats in its events (``source`` as a tuple)."""
+    out = {k: v for k, v in event.items() if k in ARROW_SCHEMA.names and k not in ("release_id", "principal")}
+    if event.get("source") is not None:
+        out["source_table"] = ".".join(event["source"])
+    return out
 
 
 ScopeState = BudgetState  # the name before 0.2

@@ -2,26 +2,33 @@
 
 Order of a release, chosen so that nothing noise-free ever leaves and no spend is ever lost:
 
-1. Validate everything that can be validated without spending (arguments, schema, key set, the
-   compiled tmlt query on a throw-away session).
+1. Validate everything that can be validated without spending (arguments: finite and in range, the
+   privacy unit: always explicit; schema, key set, Spark and its Python workers, the compiled tmlt
+   query on a throw-away session).
 2. Memoization: if the same canonical query already has a release on the same source snapshot,
    return it, log a ``memoized`` event, spend nothing.
-3. Reserve: commit the spend to the ledger by compare-and-swap (see :mod:`.ledger`).
-4. Evaluate in a tmlt Session that starts from what was left before this spend, collect the whole
-   noisy result, then write it to the output table in ONE Iceberg commit whose snapshot summary
-   carries the provenance. Log ``released``.
-5. Any failure after step 3 logs ``failed``; the spend stays, and no output snapshot exists.
+3. Reserve: commit the spend to the ledger by compare-and-swap, naming the owner (see :mod:`.ledger`).
+   From here a background thread refreshes the reservation's heartbeat.
+4. Commit ``evaluating`` (only if the reservation is still open), then evaluate in a tmlt Session
+   that starts from what was left before this spend and collect the whole noisy result; commit
+   ``evaluated``; write it to the output table in ONE Iceberg commit whose snapshot summary carries
+   the provenance. Log ``released``.
+5. A failure after step 3 but before ``evaluating`` refunds the spend (``refunded``,
+   :class:`ReleaseAbortedError`); a failure after it logs ``failed`` and keeps the spend
+   (:class:`ReleaseFailedError`). Either way no output snapshot exists.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal, final
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -45,16 +52,55 @@ from iceberg_privacy.catalog import TableRef, all_namespaces, load_table, table_
 from iceberg_privacy.config import current_principal
 from iceberg_privacy.dp._refs import catalog_first, catalog_for, check_catalog, qualified, show
 from iceberg_privacy.dp.budget import Budget, as_budget, budget_from_json
-from iceberg_privacy.dp.errors import KeySetError, ReleaseFailedError
+from iceberg_privacy.dp.errors import KeySetError, ReleaseAbortedError, ReleaseFailedError
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.provenance import RELEASE_MARKER, build_summary, noise_summary, read_provenance
 from iceberg_privacy.dp.query import HistogramQuery, keyset_fingerprint
-from iceberg_privacy.errors import ConfigurationError, UnknownColumnError
+from iceberg_privacy.dp.reservation import Heartbeat
+from iceberg_privacy.errors import (
+    ConfigurationError,
+    IcebergPrivacyError,
+    InvalidArgumentError,
+    PrivacyUnitRequiredError,
+    UnknownColumnError,
+)
 from iceberg_privacy.lineage.record import AGGREGATION, COMPLETE, INDIRECT, FieldRef, LineageRecord, SourceRef
 from iceberg_privacy.properties import ReleaseProvenance
 from iceberg_privacy.storage import storage_errors
 
 Aggregate = Literal["count", "sum", "mean"]
+
+
+@final
+class RowUnit:
+    """The type of :data:`ROWS`: the explicit row-level privacy unit."""
+
+    _instance: RowUnit | None = None
+
+    def __new__(cls) -> RowUnit:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ROWS"
+
+    def __reduce__(self) -> str:
+        return "ROWS"
+
+
+ROWS: Final[RowUnit] = RowUnit()
+"""``privacy_unit=ROWS`` protects single rows (tmlt ``AddOneRow``, or ``AddMaxRows(k)`` with
+``max_rows_per_unit=k``): right only when every person has at most that many rows. Never implied:
+a release without ``privacy_unit=`` is refused."""
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+_REQUIRED: Any = _Required()
 _ID_TYPES = (StringType, IntegerType, LongType, DateType)
 _KEY_TYPES = (StringType, IntegerType, LongType, DateType, TimestampType, TimestamptzType)
 _NUMERIC_TYPES = (IntegerType, LongType, FloatType, DoubleType)
@@ -261,6 +307,13 @@ def _feature_flag(discover: bool) -> Any:
     return config.features.auto_partition_selection.enabled()
 
 
+def _finite(name: str, value: Any, *, why: str) -> float:
+    """``value`` as a float if it is a finite real number; InvalidArgumentError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise InvalidArgumentError(f"{name}={value!r} must be a finite number; {why}")
+    return float(value)
+
+
 def _validate_args(
     by: Sequence[str],
     aggregate: str,
@@ -271,6 +324,7 @@ def _validate_args(
     threshold: float | None,
     mechanism: str,
 ) -> list[str]:
+    """Check every argument that needs no table, before anything is read, reserved or spent."""
     if isinstance(by, str):
         by = [by]
     by = list(by)
@@ -281,20 +335,56 @@ def _validate_args(
     if aggregate != "count":
         if column is None or low is None or high is None:
             raise ConfigurationError(f"a {aggregate} needs column=, low= and high= (the clamping bounds).")
-        if not float(low) < float(high):
-            raise ConfigurationError(f"low={low} must be < high={high}; values are clamped into [low, high].")
-    if isinstance(max_rows_per_unit, bool) or not isinstance(max_rows_per_unit, int) or max_rows_per_unit < 1:
-        raise ConfigurationError(
+        why = "values are clamped into [low, high], so pass finite bounds with low < high (e.g. low=0, high=100)."
+        if not _finite("low", low, why=why) < _finite("high", high, why=why):
+            raise InvalidArgumentError(f"low={low} must be < high={high}; {why}")
+    if (isinstance(max_rows_per_unit, bool) or not isinstance(max_rows_per_unit, numbers.Integral)
+            or max_rows_per_unit < 1):
+        raise InvalidArgumentError(
             f"max_rows_per_unit must be an integer >= 1, got {max_rows_per_unit!r}; it bounds how many rows "
-            "one privacy unit may contribute."
+            "one privacy unit may contribute: pass a positive integer such as 1 or 10."
         )
-    if threshold is not None and aggregate != "count":
-        raise ConfigurationError(
-            "a release threshold applies to counts only; drop threshold= for sums and means."
-        )
+    if threshold is not None:
+        if aggregate != "count":
+            raise ConfigurationError(
+                "a release threshold applies to counts only; drop threshold= for sums and means."
+            )
+        if (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)
+                or not math.isfinite(float(threshold)) or threshold < 0):
+            raise InvalidArgumentError(
+                f"threshold={threshold!r} must be a finite number >= 0 (noisy counts below it are suppressed); "
+                "pass a count such as threshold=90, or threshold=None to release every key."
+            )
     if mechanism not in ("default", "laplace", "gaussian"):
         raise ConfigurationError(f"mechanism={mechanism!r} must be 'default', 'laplace' or 'gaussian'.")
     return by
+
+
+def _privacy_unit(privacy_unit: Any, source: Table) -> str | None:
+    """The privacy-unit column, or None for :data:`ROWS`; an omitted unit is an error, never a guess."""
+    columns = ", ".join(f.name for f in source.schema().fields)
+    if privacy_unit is _REQUIRED:
+        raise PrivacyUnitRequiredError(
+            f"dp_histogram needs privacy_unit=, the unit whose presence the release hides; there is no default. "
+            f"Pass privacy_unit='<column>' naming the column that identifies a person or device in "
+            f"{table_name(source)} (columns: {columns}); each unit then contributes at most max_rows_per_unit "
+            "rows (tmlt AddRowsWithID). Or pass privacy_unit=ROWS (iceberg_privacy.ROWS) to protect single rows "
+            "(AddOneRow, or AddMaxRows(k) with max_rows_per_unit=k), which protects a person only if they have "
+            "at most that many rows. Tumult Analytics and OpenDP make this choice explicit too."
+        )
+    if privacy_unit is None:
+        warnings.warn(
+            "privacy_unit=None is deprecated and is removed in the next release: pass privacy_unit=ROWS "
+            "(iceberg_privacy.ROWS) to protect single rows", DeprecationWarning, stacklevel=5)  # the caller of dp_histogram
+        return None
+    if privacy_unit is ROWS:
+        return None
+    if not isinstance(privacy_unit, str) or not privacy_unit:
+        raise ConfigurationError(
+            f"privacy_unit={privacy_unit!r} is neither a column name nor ROWS; pass privacy_unit='<column>' "
+            f"(columns of {table_name(source)}: {columns}) or privacy_unit=ROWS."
+        )
+    return privacy_unit
 
 
 def _accepts_catalog_first[F: Callable[..., Any]](fn: F) -> F:
@@ -327,7 +417,7 @@ def dp_histogram(
     *,
     budget: Budget | Any,
     catalog: Catalog | None = None,
-    privacy_unit: str | None = "user_id",
+    privacy_unit: str | RowUnit = _REQUIRED,
     max_rows_per_unit: int = 1,
     keys: Mapping[str, Sequence[Any]] | Sequence[Any] | str | Table | None = None,
     threshold: float | None = None,
@@ -349,15 +439,16 @@ def dp_histogram(
     are loaded from; by default it is the catalog a loaded ``Table`` came from, else
     :func:`~iceberg_privacy.connect`.
 
-    ``privacy_unit`` names the column identifying a person/device (each contributes at most
-    ``max_rows_per_unit`` rows, extra rows are dropped), or None to protect single rows (up to
-    ``max_rows_per_unit`` of them). ``keys`` is a public key set (dict of values per column, list of
+    ``privacy_unit`` is required: the column identifying a person/device (each contributes at most
+    ``max_rows_per_unit`` rows, extra rows are dropped), or :data:`ROWS` to protect single rows (up
+    to ``max_rows_per_unit`` of them). ``None`` is the deprecated spelling of ``ROWS``. ``keys`` is a public key set (dict of values per column, list of
     key rows, or a public Iceberg table) or None to discover keys privately (ApproxDP only).
     ``threshold`` suppresses noisy counts below it. ``aggregate`` is ``count`` or ``sum``/``mean``
     of ``column`` clamped to [low, high]. The spend is charged to the table's and namespace's
     budgets in the ledger before anything is computed.
     """
     by = _validate_args(by, aggregate, column, low, high, max_rows_per_unit, threshold, mechanism)
+    max_rows_per_unit = int(max_rows_per_unit)
     amount = as_budget(budget)
     principal = principal or current_principal()
     if not isinstance(table, Table):
@@ -366,25 +457,26 @@ def dp_histogram(
     source = load_table(catalog, table)
     source_id = tuple(source.name())
     namespace = source_id[:-1]
+    unit = _privacy_unit(privacy_unit, source)  # None means ROWS (the query JSON and provenance say "row")
     for c in by:
         ftype = _field(source, c, "grouping").field_type
         if not isinstance(ftype, _KEY_TYPES):
             raise ConfigurationError(
                 f"grouping column {c!r} has type {ftype}; group by strings, integers or dates."
             )
-    if privacy_unit is not None:
+    if unit is not None:
         try:
-            unit_type = source.schema().find_field(privacy_unit).field_type
+            unit_type = source.schema().find_field(unit).field_type
         except ValueError as exc:
             raise UnknownColumnError(
-                f"privacy-unit column {privacy_unit!r} is missing from {'.'.join(source_id)}; pass the column "
-                "that identifies a person or device, or privacy_unit=None to protect individual rows."
+                f"privacy-unit column {unit!r} is missing from {'.'.join(source_id)}; pass the column "
+                "that identifies a person or device, or privacy_unit=ROWS to protect individual rows."
             ) from exc
         if not isinstance(unit_type, _ID_TYPES):
             raise ConfigurationError(
-                f"privacy-unit column {privacy_unit!r} has type {unit_type}; use a string/integer id."
+                f"privacy-unit column {unit!r} has type {unit_type}; use a string/integer id."
             )
-        if privacy_unit in by:
+        if unit in by:
             raise ConfigurationError("the privacy-unit column cannot also be a grouping column.")
     if column is not None:
         ctype = _field(source, column, "measure").field_type
@@ -413,7 +505,7 @@ def dp_histogram(
         by=tuple(by),
         aggregation=aggregate,
         budget=amount,
-        privacy_unit=privacy_unit,
+        privacy_unit=unit,
         max_rows_per_unit=max_rows_per_unit,
         keys=resolved.description,
         column=column,
@@ -450,23 +542,34 @@ def dp_histogram(
     # atomically, so this read being stale by the time we reserve is harmless.
     ledger.check(ledger.state(), source_id, principal, amount)
 
-    # Everything tmlt can reject, it rejects here, on a throw-away session: nothing spent yet.
-    spark = _spark(spark)
-    from iceberg_privacy._internal.spark import table_dataframe
+    # Everything tmlt can reject, it rejects here, on a throw-away session: nothing reserved yet. So do
+    # Spark's start-up and its Python workers: a failure here costs nothing.
+    try:
+        spark = _spark(spark)
+        check_python_workers(spark)
+        from iceberg_privacy._internal.spark import table_dataframe
 
-    needed = [
-        *by,
-        *([privacy_unit] if privacy_unit else []),
-        *([column] if column and column not in by else []),
-    ]
-    df = table_dataframe(spark, source, snap.snapshot_id, needed)
-    with _feature_flag(discover):
-        keyset = None if discover else _tmlt_keyset(spark, df, by, resolved)
-        tq = _tmlt_query("source", by, keyset, query)
-        try:
-            noise = noise_summary(compat.noise_info(_session(df, query, amount), tq, amount.to_tmlt()))
-        except (ValueError, TypeError, RuntimeError) as exc:
-            raise ConfigurationError(f"Tumult Analytics rejected the query before any spend: {exc}") from exc
+        needed = [
+            *by,
+            *([unit] if unit else []),
+            *([column] if column and column not in by else []),
+        ]
+        df = table_dataframe(spark, source, snap.snapshot_id, needed)
+        with _feature_flag(discover):
+            keyset = None if discover else _tmlt_keyset(spark, df, by, resolved)
+            tq = _tmlt_query("source", by, keyset, query)
+            try:
+                noise = noise_summary(compat.noise_info(_session(df, query, amount), tq, amount.to_tmlt()))
+            except (ValueError, TypeError, RuntimeError) as exc:
+                raise ConfigurationError(f"Tumult Analytics rejected the query before any spend: {exc}") from exc
+    except IcebergPrivacyError:
+        raise
+    except Exception as exc:
+        raise ReleaseAbortedError(
+            f"the release failed before anything was reserved, so nothing was spent and nothing was released: "
+            f"{type(exc).__name__}: {str(exc)[:2000]}. Fix the cause (is Spark installed, and do its Python "
+            "workers run the driver's Python version? see PYSPARK_PYTHON) and run it again."
+        ) from exc
     checkpoint("dp.before_reserve")
 
     reservation = ledger.reserve(
@@ -478,67 +581,75 @@ def dp_histogram(
         output_table=out_name,
         detail={"query": query.to_json()},
     )
+    rid = reservation.release_id
     # The fields every later ledger event of this release repeats.
     event: dict[str, Any] = {
-        "release_id": reservation.release_id,
+        "release_id": rid,
         "principal": principal,
         "source": source_id,
         "source_snapshot_id": snap.snapshot_id,
         "query_hash": qhash,
         "output_table": out_name,
     }
+    evaluating = False  # True once the ledger says `evaluating`: from then on noise may exist
+    heartbeat = Heartbeat(ledger, rid, principal)
     try:
-        checkpoint("dp.after_reserve")
-        with _feature_flag(discover):
-            session = _session(df, query, reservation.remaining_before)
-            noise = noise_summary(compat.noise_info(session, tq, amount.to_tmlt()))
-            result = session.evaluate(tq, amount.to_tmlt())
-            arrow = result.toArrow()  # the complete noisy answer, or an exception: never a part of it
-        arrow = arrow.sort_by([(c, "ascending") for c in by]).select(expected_cols)
-        checkpoint("dp.after_evaluate")
-        props = build_summary(
-            release_id=reservation.release_id,
-            source_table=".".join(source_id),
-            source_uuid=str(source.metadata.table_uuid),
-            source_snapshot_id=snap.snapshot_id,
-            query_json=query.canonical_json(),
-            query_hash=qhash,
-            noise=noise,
-            budget=amount.to_json(),
-            contribution={
-                "privacy_unit": privacy_unit,
-                "max_rows_per_unit": max_rows_per_unit,
-                "protected_change": "AddRowsWithID"
-                if privacy_unit
-                else ("AddMaxRows" if max_rows_per_unit > 1 else "AddOneRow"),
-            },
-            keys=resolved.description,
-            threshold=threshold,
-            principal=principal,
-            released_at=datetime.now(UTC).isoformat(),
-            ledger_table=".".join(ledger.identifier),
-            ledger_snapshot_id=reservation.ledger_snapshot_id,
-        )
-        props.update(_lineage(source, snap.snapshot_id, by, expected_cols[-1], column, privacy_unit).summary())
-        out_table = _write_output(catalog, out_id, arrow, props)
+        with heartbeat:
+            checkpoint("dp.after_reserve")
+            with _feature_flag(discover):
+                session = _session(df, query, reservation.remaining_before)
+                noise = noise_summary(compat.noise_info(session, tq, amount.to_tmlt()))
+                checkpoint("dp.before_evaluate")
+                if not ledger.begin_evaluation(**event):
+                    raise ReleaseAbortedError(
+                        f"reservation {rid} was resolved as abandoned while this release was starting (its "
+                        "heartbeat looked stale), so its budget was refunded and nothing may be computed on it; "
+                        "nothing was spent and nothing was released. Run the release again.",
+                        release_id=rid,
+                    )
+                evaluating = True
+                result = session.evaluate(tq, amount.to_tmlt())
+                arrow = result.toArrow()  # the complete noisy answer, or an exception: never a part of it
+            arrow = arrow.sort_by([(c, "ascending") for c in by]).select(expected_cols)
+            checkpoint("dp.after_evaluate")
+            ledger.record("evaluated", **event)  # a heartbeat before the Iceberg write
+            props = build_summary(
+                release_id=rid,
+                source_table=".".join(source_id),
+                source_uuid=str(source.metadata.table_uuid),
+                source_snapshot_id=snap.snapshot_id,
+                query_json=query.canonical_json(),
+                query_hash=qhash,
+                noise=noise,
+                budget=amount.to_json(),
+                contribution={
+                    "privacy_unit": unit,
+                    "max_rows_per_unit": max_rows_per_unit,
+                    "protected_change": "AddRowsWithID"
+                    if unit
+                    else ("AddMaxRows" if max_rows_per_unit > 1 else "AddOneRow"),
+                },
+                keys=resolved.description,
+                threshold=threshold,
+                principal=principal,
+                released_at=datetime.now(UTC).isoformat(),
+                ledger_table=".".join(ledger.identifier),
+                ledger_snapshot_id=reservation.ledger_snapshot_id,
+            )
+            props.update(_lineage(source, snap.snapshot_id, by, expected_cols[-1], column, unit).summary())
+            out_table = _write_output(catalog, out_id, arrow, props)
     except BaseException as exc:
-        try:
-            ledger.record("failed", **event, detail={"error": f"{type(exc).__name__}: {exc}"[:2000]})
-        except Exception:  # noqa: BLE001 - the spend is already recorded as reserved; keep the first error
-            pass
-        if isinstance(exc, Exception):
-            raise ReleaseFailedError(
-                f"the release failed after its spend ({amount!r}) was recorded, so the budget stays spent and "
-                f"nothing was released (release id {reservation.release_id}): {type(exc).__name__}: {exc}"
-            ) from exc
-        raise
+        error = _after_failure(ledger, event, amount, exc, evaluating)
+        if error is exc:
+            raise
+        raise error from exc
     out_snap = out_table.current_snapshot()
     assert out_snap is not None
     provenance = read_provenance(out_table, out_snap.snapshot_id)
     assert provenance is not None, "the release commit carries its provenance"
     ledger.record("released", **event, output_snapshot_id=out_snap.snapshot_id, amount=amount)
     return Release(
-        release_id=reservation.release_id,
+        release_id=rid,
         output=out_name,
         snapshot_id=out_snap.snapshot_id,
         source=".".join(source_id),
@@ -549,6 +660,53 @@ def dp_histogram(
         memoized=False,
         provenance=provenance,
         data=arrow,
+    )
+
+
+def _after_failure(ledger: Ledger, event: dict[str, Any], amount: Budget, exc: BaseException,
+                   evaluating: bool) -> BaseException:
+    """Close a reservation whose release failed, and return the error to raise.
+
+    Before ``evaluating`` no noisy value exists: refund (the ledger re-checks that state in the refund's
+    commit). After it, noise may have been drawn: record ``failed`` and keep the spend.
+    """
+    rid = event["release_id"]
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    state = "evaluating" if evaluating else "reserved"
+    if not evaluating:
+        try:
+            state = ledger.refund(rid, reason="the release failed before any noisy value was computed",
+                                  detail={"error": error})
+        except Exception as refund_exc:  # noqa: BLE001 - keep the first error; resolution refunds it later
+            if isinstance(exc, Exception):
+                return ReleaseFailedError(
+                    f"the release failed before any noisy value was computed ({error}), but its refund could not "
+                    f"be recorded ({type(refund_exc).__name__}: {refund_exc}); reservation {rid} ({amount!r}) stays "
+                    "charged until `iceberg-privacy dp reservations --resolve` (or resolve_reservations) refunds "
+                    "it once its heartbeat is stale. Nothing was released.",
+                    release_id=rid,
+                )
+            return exc
+        if state == "refunded":
+            if isinstance(exc, ReleaseAbortedError) or not isinstance(exc, Exception):
+                return exc
+            return ReleaseAbortedError(
+                f"the release failed before any noisy value was computed, so its reservation ({amount!r}) was "
+                f"refunded: nothing was spent and nothing was released (release id {rid}): {error}. Fix the "
+                "cause and run it again.",
+                release_id=rid,
+            )
+    if state in ("reserved", "evaluating"):
+        try:
+            ledger.record("failed", **event, detail={"error": error})
+        except Exception:  # noqa: BLE001 - the spend is already recorded as reserved; keep the first error
+            pass
+    if not isinstance(exc, Exception):
+        return exc
+    return ReleaseFailedError(
+        f"the release failed after its evaluation started, so its spend ({amount!r}) stays charged (noise may "
+        f"have been computed on the private data) and nothing was released (release id {rid}): {error}",
+        release_id=rid,
     )
 
 
@@ -570,6 +728,13 @@ def _spark(spark: Any | None) -> Any:
     from iceberg_privacy._internal.spark import get_spark
 
     return get_spark(spark)
+
+
+def check_python_workers(spark: Any) -> None:
+    """Fail now, before anything is reserved, if Spark's Python workers cannot run (tmlt needs them)."""
+    from iceberg_privacy._internal.spark import check_python_workers as check
+
+    check(spark)
 
 
 def _write_output(catalog: Catalog, out_id: tuple[str, ...], arrow: pa.Table, props: dict[str, str]) -> Table:
@@ -643,7 +808,10 @@ def _memoized(
 
 @dataclass
 class ReleaseRecord:
-    """One line of the release log: a release attempt or a memoized answer, with remaining budget."""
+    """One line of the release log: a release attempt or a memoized answer, with remaining budget.
+
+    ``spent`` is what the attempt costs: None for a memoized answer and for a refunded attempt.
+    """
 
     release_id: str
     status: str
@@ -674,7 +842,10 @@ class ReleaseRecord:
         }
 
     def __str__(self) -> str:
-        spent = "nothing (memoized)" if self.status == "memoized" else (self.spent.describe() if self.spent else "-")
+        if self.status in ("memoized", "refunded"):
+            spent = f"nothing ({self.status})"
+        else:
+            spent = self.spent.describe() if self.spent else "-"
         left = "; ".join(f"{scope} {b.describe() if b else '-'}" for scope, b in self.remaining.items()) or "-"
         return (
             f"{self.at:%Y-%m-%d %H:%M:%S} {self.release_id[:12]} {self.status} by {self.principal or '-'} of "
@@ -684,7 +855,11 @@ class ReleaseRecord:
 
 
 def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRecord]:
-    """List every release attempt (reserved / released / failed) and memoized answer, oldest first.
+    """List every release attempt and memoized answer, oldest first.
+
+    ``status`` is the attempt's state: ``reserved`` / ``evaluating`` (running, or abandoned: see
+    :func:`~iceberg_privacy.dp.reservations`), ``released``, ``failed`` (spend kept), ``refunded``
+    (failed before any noise was computed; ``spent`` is None) or ``abandoned`` (resolved, spend kept).
 
     ``table`` (a loaded ``Table``, ``"ns.table"`` or ``("ns", "table")``) restricts the log to one
     source table; ``remaining`` is the budget left now in each scope that the release was charged to
@@ -730,14 +905,16 @@ def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRec
                 )
                 by_id[rid if ev["event"] == "reserved" else "memo:" + rid] = rec
                 records.append(rec)
-            elif rid in by_id:
+            elif rid in by_id and ev["event"] not in ("heartbeat", "evaluated") and by_id[rid].status != "released":
                 rec = by_id[rid]
                 rec.status = ev["event"]
                 rec.output_snapshot_id = ev["output_snapshot_id"] or rec.output_snapshot_id
-                if ev["event"] == "failed":
+                if ev["event"] in ("failed", "refunded", "abandoned"):
                     rec.detail = ev["detail"]
+                if ev["event"] == "refunded":
+                    rec.spent = None  # given back: the release computed nothing
     records.sort(key=lambda r: r.at)
     return records
 
 
-__all__ = ["Release", "ReleaseRecord", "dp_histogram", "releases"]
+__all__ = ["ROWS", "Release", "ReleaseRecord", "RowUnit", "dp_histogram", "releases"]

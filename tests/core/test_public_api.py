@@ -24,7 +24,7 @@ ONE_TABLE_VERBS = ["append", "overwrite", "configure_bloom", "configure_identity
                    "plan_lookup", "backfill", "compact_sidecars", "expire_snapshots", "cleanup_orphans",
                    "sidecar_status", "verify_sidecars", "dp_histogram", "set_budget", "get_budget"]
 LAKE_VERBS = ["access", "erase", "purge", "run_request", "submit_request", "derive", "releases",
-              "set_namespace_budget", "get_namespace_budget"]
+              "set_namespace_budget", "get_namespace_budget", "reservations", "resolve_reservations"]
 
 
 def _public_functions() -> dict[str, typing.Callable[..., typing.Any]]:
@@ -39,6 +39,45 @@ def test_all_names_exist_once_and_errors_share_one_root() -> None:
             assert issubclass(obj, ip.IcebergPrivacyError), name
     internals = {"bloom_columns", "clear_sidecar_cache", "verify_table"}
     assert not internals & set(ip.__all__)
+
+
+def _library_classes() -> list[type]:
+    """Every class defined in a module of iceberg_privacy (each module imported: pyspark is imported by the
+    Spark data source modules, but no JVM is started)."""
+    import pkgutil
+
+    found: dict[str, type] = {}
+    for info in pkgutil.walk_packages(ip.__path__, "iceberg_privacy."):
+        if info.name.rsplit(".", 1)[-1] == "__main__":  # running it is the CLI, importing it too
+            continue
+        module = importlib.import_module(info.name)
+        for obj in vars(module).values():
+            if isinstance(obj, type) and obj.__module__.startswith("iceberg_privacy"):
+                found[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    return list(found.values())
+
+
+def test_every_error_and_warning_class_is_exported_from_the_package() -> None:
+    classes = _library_classes()
+    errors = [c for c in classes if issubclass(c, ip.IcebergPrivacyError)]
+    warns = [c for c in classes if issubclass(c, Warning)]
+    assert len(errors) >= 30 and ip.ReleaseFailedError in errors and ip.SidecarWarning in warns  # the walk works
+    missing = sorted(c.__name__ for c in errors + warns if getattr(ip, c.__name__, None) is not c
+                     or c.__name__ not in ip.__all__)
+    assert not missing, f"not exported from iceberg_privacy: {missing}"
+    # the DP errors are the same classes at both addresses
+    import iceberg_privacy.dp as dp
+    import iceberg_privacy.dp.errors as dp_errors
+
+    for name in dp_errors.__all__:
+        assert getattr(dp, name) is getattr(ip, name) is getattr(dp_errors, name), name
+    dp_classes = [c for c in errors if c is not ip.BudgetError and issubclass(c, ip.BudgetError) or c.__name__ in (
+        "KeySetError", "InvalidArgumentError", "PrivacyUnitRequiredError") or issubclass(c, ip.ReleaseFailedError)]
+    assert sorted(c.__name__ for c in dp_classes) == sorted(dp_errors.__all__)
+    # every other exception the library defines is private control flow or a test aid, never raised at users
+    others = [c for c in classes if issubclass(c, BaseException) and c not in errors and c not in warns
+              and not c.__name__.startswith("_")]
+    assert {c.__name__ for c in others} <= {"InjectedCrash"}, others
 
 
 def test_returns_are_reports_never_tuples_or_any() -> None:

@@ -170,7 +170,8 @@ def test_dp_histogram_takes_a_loaded_table_a_tuple_or_a_name(
     catalog: SqlCatalog, pv_table: Any, spark: Any, recwarn: pytest.WarningsRecorder
 ) -> None:
     set_namespace_budget(catalog, "db", PureDP(1))
-    kw: dict[str, Any] = dict(budget=PureDP(0.5), max_rows_per_unit=3, keys=KEYS, principal="a", spark=spark)
+    kw: dict[str, Any] = dict(budget=PureDP(0.5), privacy_unit="user_id", max_rows_per_unit=3, keys=KEYS,
+                              principal="a", spark=spark)
     first = dp_histogram(pv_table, ["country"], **kw)  # no catalog=: the ledger is in the Table's catalog
     assert not first.memoized and first.source == "db.pv" and first.spent == PureDP(0.5)
     assert catalog.table_exists(first.output)
@@ -190,7 +191,8 @@ def test_dp_histogram_takes_a_loaded_table_a_tuple_or_a_name(
 @pytest.mark.spark
 def test_deprecated_dp_histogram_form_works_and_warns(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
     set_namespace_budget(catalog, "db", PureDP(1))
-    kw: dict[str, Any] = dict(budget=PureDP(0.4), max_rows_per_unit=3, keys=KEYS, principal="a", spark=spark)
+    kw: dict[str, Any] = dict(budget=PureDP(0.4), privacy_unit="user_id", max_rows_per_unit=3, keys=KEYS,
+                              principal="a", spark=spark)
     with pytest.warns(DeprecationWarning, match=r"call dp_histogram\('db.pv', by, \.\.\., catalog=catalog\)"):
         rel = dp_histogram(catalog, "db.pv", ["country"], **kw)  # type: ignore[arg-type]
     assert not rel.memoized and rel.spent == PureDP(0.4) and rel.source == "db.pv"
@@ -199,3 +201,15 @@ def test_deprecated_dp_histogram_form_works_and_warns(catalog: SqlCatalog, pv_ta
         again = dp_histogram(catalog, ("db", "pv"), by=["country"], **kw)  # type: ignore[arg-type]
     assert again.memoized and again.release_id == rel.release_id
     assert [r.status for r in releases(catalog, "db.pv")] == ["released", "memoized"]
+
+
+@pytest.mark.parametrize("cap", [PureDP(0.7), RhoZCDP(0.2), ip.ApproxDP(1, 1e-6)], ids=["pure", "zcdp", "approx"])
+def test_spent_is_a_zero_budget_before_the_first_spend(catalog: SqlCatalog, cap: Any) -> None:
+    assert ip.BudgetState is BudgetState and ip.dp.BudgetState is BudgetState
+    for state in (set_budget("db.pv", cap, catalog=catalog), get_budget("db.pv", catalog=catalog),
+                  set_namespace_budget(catalog, "db", cap), get_namespace_budget(catalog, "db")):
+        assert isinstance(state, ip.BudgetState)
+        assert state.spent is not None and type(state.spent) is type(cap) and state.spent.is_zero()
+        assert state.remaining() == cap
+        assert state.to_json()["spent"] == (cap - cap).to_json()
+        assert f"spent {state.spent.describe()}" in str(state)

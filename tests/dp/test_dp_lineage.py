@@ -23,8 +23,8 @@ def test_release_is_in_the_graph_and_exempt_from_fanout(catalog: SqlCatalog, pv_
     ip.configure_identity(pv_table, ["user_id"])
     ip.derive(catalog, "SELECT user_id, country FROM db.pv WHERE bytes > 50", "mart.pv_big")
     set_namespace_budget(catalog, "db", RhoZCDP(1))
-    rel = dp_histogram(pv_table, ["country"], budget=RhoZCDP(0.5), max_rows_per_unit=3, keys=KEYS,
-                       principal="alice", output="rel.by_country", spark=spark)  # the Table's own catalog
+    rel = dp_histogram(pv_table, ["country"], budget=RhoZCDP(0.5), privacy_unit="user_id", max_rows_per_unit=3,
+                       keys=KEYS, principal="alice", output="rel.by_country", spark=spark)  # the Table's own catalog
     g = lineage.graph(catalog)
     assert g.node("rel.by_country").dp_release
     assert set(g.downstream("db.pv")) == {"mart.pv_big", "rel.by_country"}

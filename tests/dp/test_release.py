@@ -6,7 +6,9 @@ import hashlib
 import json
 import math
 import threading
+import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,16 @@ import pyarrow as pa
 import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 
+import iceberg_privacy as ip
 from iceberg_privacy._internal import faults
 from iceberg_privacy.dp import (
+    ROWS,
     ApproxDP,
     BudgetExhaustedError,
     KeySetError,
     Ledger,
     PureDP,
+    ReleaseAbortedError,
     ReleaseFailedError,
     RhoZCDP,
     admin,
@@ -53,6 +58,7 @@ def test_count_release_and_provenance_round_trip(catalog: SqlCatalog, pv_table: 
         ["country", "project"],
         catalog=catalog,
         budget=RhoZCDP(0.5),
+        privacy_unit="user_id",
         max_rows_per_unit=3,
         keys=KEYS,
         principal="alice",
@@ -105,7 +111,8 @@ def test_count_release_and_provenance_round_trip(catalog: SqlCatalog, pv_table: 
 
 def test_memoized_release_spends_nothing(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
     set_namespace_budget(catalog, "db", PureDP(1))
-    kw: dict[str, Any] = dict(budget=PureDP(0.4), max_rows_per_unit=3, keys=KEYS, spark=spark)
+    kw: dict[str, Any] = dict(budget=PureDP(0.4), privacy_unit="user_id", max_rows_per_unit=3, keys=KEYS,
+                              spark=spark)
     first = dp_histogram("db.pv", ["country", "project"], catalog=catalog, principal="alice", **kw)
     again = dp_histogram("db.pv", ["country", "project"], catalog=catalog, principal="bob", **kw)
     assert again.memoized and again.spent is None
@@ -147,6 +154,7 @@ def test_exhausted_budget_spends_and_releases_nothing(catalog: SqlCatalog, pv_ta
             ["country"],
             catalog=catalog,
             budget=RhoZCDP(0.2),
+            privacy_unit="user_id",
             max_rows_per_unit=3,
             keys={"country": ["c0"]},
             principal="alice",
@@ -155,7 +163,7 @@ def test_exhausted_budget_spends_and_releases_nothing(catalog: SqlCatalog, pv_ta
         )
     assert "Nothing was spent" in str(info.value)
     assert not catalog.table_exists("db.nope")
-    assert _spent(catalog) is None
+    assert _spent(catalog) == RhoZCDP(0, validate=False)  # a zero of the cap's type, not None
     assert [e["event"] for e in Ledger(catalog, ("db",)).events()] == ["budget_set"]
 
 
@@ -188,7 +196,8 @@ def test_bad_input_fails_before_spending(
     catalog: SqlCatalog, pv_table: Any, spark: Any, case, exc, match
 ) -> None:
     set_namespace_budget(catalog, "db", RhoZCDP(1))
-    kw: dict[str, Any] = dict(budget=RhoZCDP(0.1), max_rows_per_unit=3, keys=KEYS, principal="a", spark=spark)
+    kw: dict[str, Any] = dict(budget=RhoZCDP(0.1), privacy_unit="user_id", max_rows_per_unit=3, keys=KEYS,
+                              principal="a", spark=spark)
     by = ["country", "project"]
     if case == "unknown_by":
         by = ["country", "nope"]
@@ -210,44 +219,138 @@ def test_bad_input_fails_before_spending(
         kw["budget"] = PureDP(0.1)
     with pytest.raises(exc, match=match):
         dp_histogram("db.pv", by, catalog=catalog, **kw)
-    assert _spent(catalog) is None
+    assert _spent(catalog) == RhoZCDP(0, validate=False)  # a zero of the cap's type, not None
     assert [e["event"] for e in Ledger(catalog, ("db",)).events()] == ["budget_set"]
 
 
-@pytest.mark.parametrize("stage", ["after_reserve", "after_evaluate"])
-def test_failure_after_spend_keeps_spend_and_releases_nothing(
-    catalog: SqlCatalog, pv_table: Any, spark: Any, stage: str, monkeypatch: pytest.MonkeyPatch
+def _ask(catalog: SqlCatalog, spark: Any, **extra: Any) -> Any:
+    """The same question every time (so a second call would be a memo of a real release)."""
+    kw: dict[str, Any] = dict(catalog=catalog, budget=PureDP(0.25), privacy_unit="user_id", max_rows_per_unit=3,
+                              keys={"country": ["c0", "c1"]}, principal="alice", output="db.failed_out", spark=spark)
+    return dp_histogram("db.pv", ["country"], **{**kw, **extra})
+
+
+def _ledger_events(catalog: SqlCatalog) -> list[str]:
+    return [e["event"] for e in Ledger(catalog, ("db",)).events()]
+
+
+@pytest.mark.parametrize("stage", ["after_reserve", "before_evaluate"])
+def test_failure_before_evaluation_refunds_the_reservation(
+    catalog: SqlCatalog, pv_table: Any, spark: Any, stage: str
 ) -> None:
+    set_namespace_budget(catalog, "db", PureDP(1))
+    with faults.crash_at(f"dp.{stage}"), pytest.raises(ReleaseAbortedError, match="was refunded") as info:
+        _ask(catalog, spark)
+    assert info.value.refunded and info.value.release_id
+    assert isinstance(info.value.__cause__, faults.InjectedCrash)
+    assert not catalog.table_exists("db.failed_out")
+    assert _spent(catalog) == PureDP(0, validate=False) and _spent(catalog).is_zero()
+    assert _ledger_events(catalog) == ["budget_set", "reserved", "refunded"]
+    [log] = releases(catalog)
+    assert log.status == "refunded" and log.spent is None and "injected crash" in (log.detail or "")
+    assert ip.reservations(catalog) == []
+    rel = _ask(catalog, spark)  # the refunded attempt is no memo: asking again releases, and pays once
+    assert not rel.memoized and _spent(catalog) == PureDP(0.25)
+
+
+def test_a_real_failure_after_reserving_refunds(catalog: SqlCatalog, pv_table: Any, spark: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The privacy-unit column is gone from the data the real tmlt session gets: tmlt itself refuses."""
+    set_namespace_budget(catalog, "db", PureDP(1))
+    real = release._session
+    calls: list[int] = []
+
+    def session_without_unit(df: Any, q: Any, budget: Any) -> Any:
+        calls.append(1)
+        return real(df.drop("user_id") if len(calls) > 1 else df, q, budget)
+
+    monkeypatch.setattr(release, "_session", session_without_unit)
+    with pytest.raises(ReleaseAbortedError, match="before any noisy value was computed.*user_id"):
+        _ask(catalog, spark)
+    assert len(calls) == 2 and _spent(catalog).is_zero()
+    assert _ledger_events(catalog) == ["budget_set", "reserved", "refunded"]
+
+
+@pytest.mark.parametrize("what", ["spark", "workers"])
+def test_spark_start_up_and_worker_failures_reserve_nothing(catalog: SqlCatalog, pv_table: Any, spark: Any,
+                                                           monkeypatch: pytest.MonkeyPatch, what: str) -> None:
+    set_namespace_budget(catalog, "db", PureDP(1))
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("Java gateway process exited" if what == "spark" else "Python in worker has different "
+                           "version 3.11 than that in driver 3.12")
+
+    monkeypatch.setattr(release, "_spark" if what == "spark" else "check_python_workers", broken)
+    with pytest.raises(ReleaseAbortedError, match="before anything was reserved.*nothing was spent") as info:
+        _ask(catalog, spark)
+    assert info.value.refunded and info.value.release_id is None
+    assert _ledger_events(catalog) == ["budget_set"] and _spent(catalog).is_zero()
+
+
+def test_python_worker_check_runs_a_real_task(spark: Any) -> None:
+    from iceberg_privacy._internal import spark as spark_internal
+
+    spark_internal._workers_ok.clear()
+    spark_internal.check_python_workers(spark)
+    assert spark_internal._workers_ok  # the shared session's workers ran it; asked again, it is not re-run
+
+
+def test_failure_after_evaluation_started_keeps_the_spend(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
     set_namespace_budget(catalog, "db", PureDP(1))
 
     def boom(at: str) -> None:
-        if at == f"dp.{stage}":
-            raise OSError(f"disk vanished {at}")
+        raise OSError(f"disk vanished {at}")
 
-    def ask() -> Any:  # the same question both times
-        return dp_histogram(
-            "db.pv",
-            ["country"],
-            catalog=catalog,
-            budget=PureDP(0.25),
-            max_rows_per_unit=3,
-            keys={"country": ["c0", "c1"]},
-            principal="alice",
-            output="db.failed_out",
-            spark=spark,
-        )
-
-    with faults.injected("dp.*", boom), pytest.raises(ReleaseFailedError, match="budget stays spent"):
-        ask()
+    with faults.injected("dp.after_evaluate", boom), pytest.raises(ReleaseFailedError, match="stays charged") as info:
+        _ask(catalog, spark)
+    assert not isinstance(info.value, ReleaseAbortedError) and not info.value.refunded
     assert not catalog.table_exists("db.failed_out")
     assert _spent(catalog) == PureDP(0.25)
+    assert _ledger_events(catalog) == ["budget_set", "reserved", "evaluating", "failed"]
     log = releases(catalog)
     assert [r.status for r in log] == ["failed"] and "disk vanished" in (log[0].detail or "")
-    if stage == "after_reserve":
-        return
+    assert ip.reservations(catalog) == []  # closed: nothing left to resolve
     # The failed attempt is not a memo: asking again pays again and releases.
-    rel = ask()
+    rel = _ask(catalog, spark)
     assert not rel.memoized and _spent(catalog) == PureDP(0.5)
+
+
+def test_a_running_release_refreshes_its_heartbeat(catalog: SqlCatalog, pv_table: Any, spark: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from iceberg_privacy.dp import reservation as reservations_module
+
+    set_namespace_budget(catalog, "db", PureDP(1))
+    monkeypatch.setattr(reservations_module, "HEARTBEAT_INTERVAL", timedelta(seconds=0.2))
+    seen: list[Any] = []
+
+    def slow(at: str) -> None:  # the release is between evaluation and write for a while
+        time.sleep(1.0)
+        seen.extend(ip.reservations(catalog))
+
+    with faults.injected("dp.after_evaluate", slow):
+        rel = _ask(catalog, spark)
+    events = _ledger_events(catalog)
+    assert [e for e in events if e != "heartbeat"] == ["budget_set", "reserved", "evaluating", "evaluated", "released"]
+    between = events[events.index("evaluating"):events.index("evaluated")]
+    assert between.count("heartbeat") >= 2  # from the background thread, while the release was busy
+    assert [r.state for r in seen] == ["evaluating"] and seen[0].release_id == rel.release_id
+    assert not [t for t in threading.enumerate() if t.name.startswith("dp-heartbeat-")]  # joined
+    assert ip.reservations(catalog) == []
+
+
+def test_a_reservation_resolved_while_starting_is_not_evaluated(catalog: SqlCatalog, pv_table: Any,
+                                                                spark: Any) -> None:
+    """Fencing: another process resolves the reservation as abandoned before this one starts evaluating."""
+    set_namespace_budget(catalog, "db", PureDP(1))
+
+    def resolve_meanwhile(at: str) -> None:
+        assert len(ip.resolve_reservations(catalog, timedelta(0)).refunded) == 1
+
+    with faults.injected("dp.before_evaluate", resolve_meanwhile), \
+            pytest.raises(ReleaseAbortedError, match="resolved as abandoned"):
+        _ask(catalog, spark)
+    assert _ledger_events(catalog) == ["budget_set", "reserved", "refunded"] and _spent(catalog).is_zero()
+    assert not catalog.table_exists("db.failed_out")
 
 
 def test_sum_and_mean_over_a_bounded_column(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
@@ -259,6 +362,7 @@ def test_sum_and_mean_over_a_bounded_column(catalog: SqlCatalog, pv_table: Any, 
         low=0,
         high=100,
         budget=PureDP(2),
+        privacy_unit="user_id",
         max_rows_per_unit=3,
         keys=keys,
         principal="a",
@@ -308,7 +412,7 @@ def test_row_privacy_unit(catalog: SqlCatalog, pv_table: Any, spark: Any) -> Non
         ["country"],
         catalog=catalog,
         budget=PureDP(1),
-        privacy_unit=None,
+        privacy_unit=ROWS,
         keys={"country": ["c0", "c1"]},
         principal="a",
         spark=spark,
@@ -341,6 +445,7 @@ def test_empirical_error_matches_reported_noise(tmp_path: Path, spark: Any, budg
             by,
             catalog=catalog,
             budget=budget,
+            privacy_unit="user_id",
             max_rows_per_unit=3,
             keys=keys,
             principal="stat",
@@ -379,6 +484,7 @@ def test_concurrent_releases_race_for_the_last_budget(tmp_path: Path, spark: Any
                 ["country"],
                 catalog=catalog,
                 budget=PureDP(0.6),
+                privacy_unit="user_id",
                 max_rows_per_unit=3,
                 keys={"country": ["c0", "c1", "c2", "c3"]},
                 principal=name,

@@ -192,7 +192,8 @@ def test_dp_release_on_object_storage_without_extra_jars(s3_catalog: tuple[Catal
     table = catalog.create_table(f"{ns}.pv", data.schema)
     table.append(data)
     set_namespace_budget(catalog, ns, RhoZCDP(1))
-    rel = dp_histogram(f"{ns}.pv", ["country"], catalog=catalog, budget=RhoZCDP(0.5), max_rows_per_unit=1,
+    rel = dp_histogram(f"{ns}.pv", ["country"], catalog=catalog, budget=RhoZCDP(0.5), privacy_unit="user_id",
+                       max_rows_per_unit=1,
                        keys={"country": ["c0", "c1", "c2"]}, output=f"{ns}.release", spark=spark)
     assert sorted(r["country"] for r in rel.data.to_pylist()) == ["c0", "c1", "c2"]
     assert all(abs(r["count"] - 200) < 40 for r in rel.data.to_pylist())
