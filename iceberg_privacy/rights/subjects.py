@@ -86,6 +86,27 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
     return found
 
 
+def _blank(v: Any) -> bool:
+    return isinstance(v, (str, bytes)) and not v.strip()
+
+
+def check_values(subjects: Any, *, allow_empty_subject: bool = False) -> list[Any]:
+    """The subject values as a list; empty or whitespace-only ones are refused unless explicitly allowed.
+
+    An empty id matches every row whose identity column is empty, and such rows usually belong to many
+    people (a form left blank, a default), not to the person asking.
+    """
+    values = as_values(subjects)
+    blank = [v for v in values if _blank(v)]
+    if blank and not allow_empty_subject:
+        raise InvalidLookupValueError(
+            f"{len(blank)} subject value(s) are empty or whitespace-only (e.g. {blank[0]!r}): such a value would "
+            "match every row whose identity column is empty, which may belong to many people. Drop it; if you "
+            "really mean the rows with an empty id, pass allow_empty_subject=True (CLI: --allow-empty-subject)"
+        )
+    return values
+
+
 def _value_type(leaf: Any) -> pa.DataType:
     return plain_type(schema_to_pyarrow(leaf))
 
