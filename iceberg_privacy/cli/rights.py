@@ -90,6 +90,8 @@ def cmd_requests_list(args: argparse.Namespace, catalog: Catalog) -> int:
         flag = " OVERDUE" if r.overdue else ""
         print(f"{r.request_id}  {r.kind:<6} {r.status:<11} tables {len(r.tables)} rows {r.rows} "
               f"received {r.received:%Y-%m-%d %H:%M} deadline {r.deadline:%Y-%m-%d}{flag}")
+        if r.blocked is not None:
+            print(f"    blocked: {r.blocked.get('reason', '')}\n    next: {r.blocked.get('next_step', '')}")
     if not reqs:
         print("(no requests)")
     return 0

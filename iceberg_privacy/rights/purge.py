@@ -41,7 +41,7 @@ from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import identity_columns
 from iceberg_privacy.errors import (
     CommitConflictError,
-    ConfigurationError,
+    RefHoldsSubjectError,
     RequestConflictError,
     StorageError,
     VerificationFailedError,
@@ -62,7 +62,7 @@ from iceberg_privacy.rights.journal import (
 )
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
 from iceberg_privacy.rights.reports import PurgeReport, TablePurge, VerifyReport
-from iceberg_privacy.rights.subjects import digest_value_set
+from iceberg_privacy.rights.subjects import digest_subjects, digest_value_set, refs_holding
 from iceberg_privacy.storage import canonical, delete_files, is_location, list_files, storage_errors
 
 logger = logging.getLogger(__name__)
@@ -130,17 +130,7 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
     """Keep only the head snapshot (plus refs newer than the erase), delete what the others alone reached."""
     name = table_name(table)
     rep = TablePurge(name)
-    md = table.refresh().metadata
-    cut = md.snapshot_by_id(cutoff) if cutoff is not None else None
-    cut_seq = (cut.sequence_number or 0) if cut is not None else -1
-    seq = {s.snapshot_id: s.sequence_number or 0 for s in md.snapshots}
-    held = sorted(n for n, r in md.refs.items()
-                  if r.snapshot_id != md.current_snapshot_id and seq.get(r.snapshot_id, 0) <= cut_seq)
-    if held:
-        raise ConfigurationError(
-            f"{name}: branch/tag {', '.join(held)} points at a snapshot that still holds erased rows; remove it "
-            f"(table.manage_snapshots().remove_tag(...)) and run the purge again"
-        )
+    table.refresh()  # refs holding the subjects were refused by the caller (_refs_in_the_way)
     originals = {**planned, **_rewritten_originals(table, erase_ids)}
     rep.scrub_snapshot = _scrub_head(table)
 
@@ -176,6 +166,25 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
     rep.delete_failures.update(orphans.delete_failures)
     rep.deleted_files = sum(rep.deleted_by_kind.values())
     return rep
+
+
+def _refs_in_the_way(table: Table, digests: set[bytes], secret: bytes, request_id: str) -> None:
+    """Refuse when a branch or tag (other than main) still reads rows of the subjects, naming each one with
+    the command that drops it. Refs of a table that never held the subjects are never in the way."""
+    table.refresh()
+    ts = digest_subjects([table], digests)[0]
+    head = table.metadata.current_snapshot()
+    clean = ({e.data_file.file_path for m in head.manifests(table.io)
+              for e in m.fetch_manifest_entry(table.io, discard_deleted=True)} if head is not None else set())
+    held = refs_holding(ts, secret, clean=clean)  # the head's files were just erased: only the others are read
+    if held:
+        steps = "; ".join(h.advice for h in held)
+        raise RefHoldsSubjectError(
+            f"request {request_id}: {', '.join(f'{h.kind} {h.name!r}' for h in held)} of {table_name(table)} still "
+            f"read rows of the subjects. A branch is erased by running the request again (`iceberg-privacy requests "
+            f"run {request_id}`); a tag must be dropped or moved: {steps}. Then run the request (or purge) again",
+            next_step=f"`iceberg-privacy requests run {request_id}` (erases branches); {steps}",
+        )
 
 
 def _field_columns(schema: object, field_ids: dict[int, str]) -> dict[str, str]:
@@ -273,6 +282,7 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         def plan(files: dict[str, str], name: str = name) -> None:
             journal.append([journal.event(request_id, PURGE_PLANNED, table=name, detail={"files": files})])
 
+        _refs_in_the_way(table, digests, secret, request_id)
         tp = _purge_table(table, commits[-1][0] if commits else state.snapshot_id, orphan_age, [c[0] for c in commits],
                           planned, plan)
         journal.record(request_id, TABLE_PURGED, table=name, files=tp.deleted_files,
