@@ -9,9 +9,11 @@ add their rewrites, a new sidecar covering the new files). Files without a match
 The snapshot summary records ``privacy.erasure.request-id`` and counts, never an identifier. The
 request is journaled before any work (:mod:`iceberg_privacy.rights.journal`), and the subjects go on the
 table's forget list first, so rows of theirs ingested while the erase runs are dropped at write.
-Concurrent commits are retried against the new snapshot (re-planned: new files may hold subjects),
-and after a commit that landed on a newer snapshot than it planned on, the table is planned again
-until no file holds a subject.
+A commit that loses to a concurrent writer is rebased: if the files it replaces are still live, the
+same rewrite is re-committed on the new head (one new manifest list, no data read again); otherwise
+that part is re-planned. After a commit that landed on a newer snapshot than it was planned on, the
+table is planned again until no file holds a subject. Branches holding a subject are erased too, and
+tags holding one are reported (see :func:`process_erasure`).
 
 Physical removal from old snapshots and the final verification are :func:`iceberg_privacy.rights.purge`.
 """

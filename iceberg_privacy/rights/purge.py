@@ -3,8 +3,8 @@
 An erase commit only removes the rows from the *current* snapshot; older snapshots still reference
 the original files. Per table of an erase request, ``purge``:
 
-1. expires every snapshot older than the table's erase commit (they can reach erased rows; branch or
-   tag heads among them are an error telling the user to drop the ref), through
+1. expires every snapshot older than the table's erase commit (they can reach erased rows; a branch or
+   tag that still reads a subject's row is an error naming the call that drops it), through
    :func:`iceberg_privacy.expire_snapshots`, which writes a compacted sidecar covering exactly the
    live files and deletes the superseded sidecars (so no sidecar covers a removed file);
 2. deletes the files only expired snapshots referenced: data files, manifests, manifest lists, and
