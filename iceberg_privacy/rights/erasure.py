@@ -224,11 +224,14 @@ def _rebase(table: Table, st: _Staged, head: int) -> Snapshot:
                              avro_compression="deflate") as writer:
         writer.add_manifests(appended + mine)
     st.written.append(path)
-    extra = {k: v for k, v in st.snapshot.summary.additional_properties.items() if not k.startswith("total-")}
-    summary = update_snapshot_summaries(Summary(operation=st.snapshot.summary.operation, **extra),
+    own_summary = st.snapshot.summary
+    assert own_summary is not None  # pyiceberg's producer always writes one
+    extra = {k: v for k, v in own_summary.additional_properties.items() if not k.startswith("total-")}
+    summary = update_snapshot_summaries(Summary(operation=own_summary.operation, **extra),
                                         previous_summary=new_head.summary.additional_properties
                                         if new_head.summary else None)
-    return Snapshot(snapshot_id=st.snapshot.snapshot_id, parent_snapshot_id=head, sequence_number=seq,
+    return Snapshot(  # type: ignore[call-arg]  # pydantic model populated by field name
+        snapshot_id=st.snapshot.snapshot_id, parent_snapshot_id=head, sequence_number=seq,
                     timestamp_ms=max(int(time.time() * 1000), new_head.timestamp_ms), manifest_list=path,
                     summary=summary, schema_id=st.snapshot.schema_id, first_row_id=st.snapshot.first_row_id)
 
@@ -236,10 +239,12 @@ def _rebase(table: Table, st: _Staged, head: int) -> Snapshot:
 def _commit(table: Table, st: _Staged, snapshot: Snapshot, branch: str) -> int:
     """Commit ``snapshot`` as the new head of ``branch`` if the branch is still at its parent (compare-and-swap)."""
     updates = (AddSnapshotUpdate(snapshot=snapshot),
-               SetSnapshotRefUpdate(snapshot_id=snapshot.snapshot_id, parent_snapshot_id=snapshot.parent_snapshot_id,
-                                    ref_name=branch, type=SnapshotRefType.BRANCH), *st.others)
+               SetSnapshotRefUpdate(  # type: ignore[call-arg]  # pydantic model populated by field name
+                   snapshot_id=snapshot.snapshot_id, parent_snapshot_id=snapshot.parent_snapshot_id,
+                   ref_name=branch, type=SnapshotRefType.BRANCH), *st.others)
     requirements = (AssertTableUUID(uuid=table.metadata.table_uuid),
-                    AssertRefSnapshotId(snapshot_id=snapshot.parent_snapshot_id, ref=branch))
+                    AssertRefSnapshotId(  # type: ignore[call-arg]  # pydantic model populated by field name
+                        snapshot_id=snapshot.parent_snapshot_id, ref=branch))
     table.catalog.commit_table(table, requirements, updates)
     return snapshot.snapshot_id
 
