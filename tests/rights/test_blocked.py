@@ -68,3 +68,22 @@ def test_resumed_request_that_blocks_again_shows_the_new_reason(catalog: Catalog
         ip.run_request(catalog, "r", purge=True)
     blocked = Journal(catalog).get("r").blocked
     assert "t2" in blocked["reason"] and "t1" not in blocked["reason"]
+
+
+def test_a_permission_error_blocks_with_the_next_step(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_table(catalog, "db.t", [["u1", "victim"]])
+    erasure = __import__("iceberg_privacy.rights.erasure", fromlist=["erase_table"])
+    real = erasure.erase_table
+
+    def denied(*a, **kw):  # type: ignore[no-untyped-def]
+        raise PermissionError("write denied on file:///warehouse/db/t/data")
+
+    monkeypatch.setattr(erasure, "erase_table", denied)
+    with pytest.raises(ip.IcebergPrivacyError, match="denied"):
+        ip.erase(catalog, ["victim"], request_id="r")
+    req = Journal(catalog).get("r")
+    assert req.status == "blocked" and "denied" in req.blocked["reason"]
+    assert "permission" in req.blocked["next_step"] and "requests run r" in req.blocked["next_step"]
+    monkeypatch.setattr(erasure, "erase_table", real)
+    ip.run_request(catalog, "r", ["victim"], purge=True)
+    assert Journal(catalog).get("r").status == "completed"
