@@ -65,6 +65,21 @@ class UnknownRequestError(SubjectRightsError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class RequestBlockedError(SubjectRightsError):
+    """A request cannot go on until someone acts; the journal records it as ``blocked`` with ``next_step``.
+
+    Running the request again after fixing the cause resumes it.
+    """
+
+    def __init__(self, message: str, next_step: str = "") -> None:
+        super().__init__(message)
+        self.next_step = next_step
+
+
+class RefHoldsSubjectError(RequestBlockedError, ConfigurationError):
+    """A tag (or a branch the erasure did not reach) still reads rows of a request's subjects."""
+
+
 class VerificationFailedError(SubjectRightsError):
     """Rows of an erased subject are still present in files under the table location."""
 

@@ -36,6 +36,13 @@ def producer_snapshot_id(producer: SnapshotProducer) -> int:
     return int(producer._snapshot_id)
 
 
+def staged(tx: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The (updates, requirements) a transaction would commit (``Transaction._updates`` / ``_requirements``),
+    for committing them through ``catalog.commit_table`` instead: pyiceberg's ``commit_transaction`` deletes
+    the manifests of an attempt that lost, which a rebase re-uses."""
+    return tuple(tx._updates), tuple(tx._requirements)
+
+
 def check_arrow_schema(schema: Schema, arrow_schema: pa.Schema, *, format_version: int) -> None:
     """Raise ``ValueError`` when Arrow data cannot be written to an Iceberg schema, exactly as
     pyiceberg's own append decides (``pyiceberg.io.pyarrow._check_pyarrow_schema_compatible``)."""

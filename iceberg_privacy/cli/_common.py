@@ -118,6 +118,12 @@ def add_subject_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--values-file", help="file with one subject value per line")
     p.add_argument("--tables", help="comma-separated tables (default: every table declaring identity columns)")
     p.add_argument("--request-id", help="idempotency key: the same id again resumes the same request")
+    add_allow_empty(p)
+
+
+def add_allow_empty(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-empty-subject", action="store_true",
+                   help="accept an empty or whitespace-only subject value (it matches every row with an empty id)")
 
 
 _AGE_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([wdhms])")

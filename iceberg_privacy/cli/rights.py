@@ -9,6 +9,7 @@ from typing import Any
 from pyiceberg.catalog import Catalog
 
 from iceberg_privacy.cli._common import (
+    add_allow_empty,
     add_command,
     add_subject_args,
     emit,
@@ -43,7 +44,7 @@ def cmd_access(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.rights.requests import access
 
     report = access(catalog, need_values(args), tables(args), out=args.out, format=args.format,
-                    request_id=args.request_id, home=args.home)
+                    request_id=args.request_id, home=args.home, allow_empty_subject=args.allow_empty_subject)
     emit(args, report)
     if args.plan and not args.json:
         for t in report.tables.values():
@@ -55,7 +56,8 @@ def cmd_erase(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.rights.requests import erase
 
     emit(args, erase(catalog, need_values(args), tables(args), request_id=args.request_id, purge=args.purge,
-                     home=args.home, follow_lineage=args.follow_lineage))
+                     home=args.home, follow_lineage=args.follow_lineage,
+                     allow_empty_subject=args.allow_empty_subject))
     return 0
 
 
@@ -72,7 +74,7 @@ def cmd_requests_submit(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.rights.requests import submit_request
 
     req = submit_request(catalog, args.kind, need_values(args), tables(args), request_id=args.request_id,
-                         home=args.home)
+                         home=args.home, allow_empty_subject=args.allow_empty_subject)
     emit(args, req, f"{req.request_id} {req.kind} {req.status} deadline {req.deadline.isoformat()}")
     return 0
 
@@ -88,6 +90,8 @@ def cmd_requests_list(args: argparse.Namespace, catalog: Catalog) -> int:
         flag = " OVERDUE" if r.overdue else ""
         print(f"{r.request_id}  {r.kind:<6} {r.status:<11} tables {len(r.tables)} rows {r.rows} "
               f"received {r.received:%Y-%m-%d %H:%M} deadline {r.deadline:%Y-%m-%d}{flag}")
+        if r.blocked is not None:
+            print(f"    blocked: {r.blocked.get('reason', '')}\n    next: {r.blocked.get('next_step', '')}")
     if not reqs:
         print("(no requests)")
     return 0
@@ -104,7 +108,7 @@ def cmd_requests_run(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.rights.requests import run_request
 
     emit(args, run_request(catalog, args.request_id, values(args) or None, purge=not args.no_purge, out=args.out,
-                           home=args.home))
+                           home=args.home, allow_empty_subject=args.allow_empty_subject))
     return 0
 
 
@@ -162,3 +166,4 @@ def register(subparsers: Any) -> None:
     p.add_argument("--values-file")
     p.add_argument("--out", help="output directory (access requests)")
     p.add_argument("--no-purge", action="store_true", help="erase only")
+    add_allow_empty(p)

@@ -9,38 +9,50 @@ add their rewrites, a new sidecar covering the new files). Files without a match
 The snapshot summary records ``privacy.erasure.request-id`` and counts, never an identifier. The
 request is journaled before any work (:mod:`iceberg_privacy.rights.journal`), and the subjects go on the
 table's forget list first, so rows of theirs ingested while the erase runs are dropped at write.
-Concurrent commits are retried against the new snapshot (re-planned: new files may hold subjects),
-and after a commit that landed on a newer snapshot than it planned on, the table is planned again
-until no file holds a subject.
+A commit that loses to a concurrent writer is rebased: if the files it replaces are still live, the
+same rewrite is re-committed on the new head (one new manifest list, no data read again); otherwise
+that part is re-planned. After a commit that landed on a newer snapshot than it was planned on, the
+table is planned again until no file holds a subject. Branches holding a subject are erased too, and
+tags holding one are reported (see :func:`process_erasure`).
 
 Physical removal from old snapshots and the final verification are :func:`iceberg_privacy.rights.purge`.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import os
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationException
+from pyiceberg.exceptions import NoSuchTableError, ValidationException
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan
-from pyiceberg.manifest import DataFile
+from pyiceberg.manifest import UNASSIGNED_SEQ, DataFile, write_manifest_list
 from pyiceberg.table import FileScanTask, Table, Transaction
+from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
+from pyiceberg.table.snapshots import Operation, Snapshot, Summary, update_snapshot_summaries
+from pyiceberg.table.update import (
+    AddSnapshotUpdate,
+    AssertRefSnapshotId,
+    AssertTableUUID,
+    SetSnapshotRefUpdate,
+)
 
 from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.config import BloomColumn, bloom_columns
-from iceberg_privacy.errors import CommitConflictError, RequestConflictError
+from iceberg_privacy.errors import CommitConflictError, RefHoldsSubjectError, RequestConflictError
 from iceberg_privacy.lineage.fanout import plan_fanout
 from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord, SourceRef
 from iceberg_privacy.properties import ERASURE_FILES_ADDED_SUMMARY as SUMMARY_FILES_ADDED
@@ -49,16 +61,25 @@ from iceberg_privacy.properties import ERASURE_KEY_ID_SUMMARY as SUMMARY_KEY_ID
 from iceberg_privacy.properties import ERASURE_REQUEST_SUMMARY as SUMMARY_REQUEST
 from iceberg_privacy.properties import ERASURE_ROWS_SUMMARY as SUMMARY_ROWS
 from iceberg_privacy.properties import ERASURE_SUBJECTS_SUMMARY as SUMMARY_SUBJECTS
+from iceberg_privacy.properties import SIDECAR_PATH_SUMMARY as SIDECAR_SUMMARY_PATH
 from iceberg_privacy.rights import forget
-from iceberg_privacy.rights.journal import TABLE_ERASED, Journal, RequestState, erasure_snapshots
+from iceberg_privacy.rights.journal import (
+    ERASURE_STAGED,
+    TABLE_ERASED,
+    Journal,
+    RequestState,
+    erasure_snapshots,
+)
 from iceberg_privacy.rights.keyed import key_id
-from iceberg_privacy.rights.reports import ErasureReport, TableErasure
+from iceberg_privacy.rights.reports import ErasureReport, RefHold, TableErasure
 from iceberg_privacy.rights.subjects import (
+    CandidatePlan,
     TableSubjects,
     as_values,
     digest_subjects,
     match_mask,
     plan_candidates,
+    refs_holding,
     resolve_subjects,
     table_name,
     with_fanout,
@@ -149,16 +170,36 @@ def _rewrite(table: Table, tasks: list[FileScanTask], ts: TableSubjects, secret:
     return batch if batch.originals else None
 
 
-def _commit(table: Table, batches: list[_Batch], columns: list[BloomColumn], props: dict[str, str],
-            attempted: list[int]) -> int:
-    """One overwrite: delete the rewritten files, add their replacements and a sidecar for them.
+@dataclass
+class _Staged:
+    """An erase commit built once (manifests, manifest list, sidecar) and committed as often as it must be:
+    after a lost race it is rebased onto the new head by writing only a new manifest list."""
 
-    The snapshot id is appended to ``attempted`` first, so a caller can tell whether a commit whose
-    outcome is unknown (a database error) landed after all.
+    snapshot: Snapshot
+    base: int | None  # the head it was built on
+    base_manifests: set[str]  # manifest paths of ``base``
+    others: tuple[Any, ...]  # further updates of the same commit (the sidecar's statistics entry)
+    written: list[str] = field(default_factory=list)  # manifest lists written for it (cleanup)
+
+
+StagingHook = Callable[[int, str], None]
+"""Called with (snapshot id, commit uuid) of an erase commit before any of its metadata files is written."""
+
+
+def _stage(table: Table, batches: list[_Batch], columns: list[BloomColumn], props: dict[str, str],
+           branch: str, on_stage: StagingHook | None = None) -> _Staged:
+    """Build one overwrite on ``branch`` (delete the rewritten files, add their replacements and a sidecar)
+    with pyiceberg's producer, without committing it.
+
+    Its manifests list the rewritten files as deleted entries, whose column bounds can hold a subject's
+    id: ``on_stage`` records the snapshot id and commit uuid first (the journal does), so a purge after a
+    crash between staging and commit finds those files by name and deletes them.
     """
-    tx: Transaction = table.transaction()
-    producer = tx.update_snapshot(snapshot_properties=dict(props)).overwrite()
-    attempted.append(compat.producer_snapshot_id(producer))
+    tx: Transaction = compat.without_commit_retries(table).transaction()
+    commit_uuid = uuid.uuid4()
+    producer = tx.update_snapshot(snapshot_properties=dict(props), branch=branch).overwrite(commit_uuid=commit_uuid)
+    if on_stage is not None:
+        on_stage(compat.producer_snapshot_id(producer), str(commit_uuid))
     added = [f for b in batches for f in b.written.files]
     filters = [flt for b in batches for flt in b.written.filters]
     for b in batches:
@@ -169,13 +210,75 @@ def _commit(table: Table, batches: list[_Batch], columns: list[BloomColumn], pro
     snapshot_id = compat.producer_snapshot_id(producer)
     staged = stage_sidecar(table, tx, producer, snapshot_id, added, filters, columns)
     finish_staged(table, tx, producer, snapshot_id, staged)
-    try:
-        tx.commit_transaction()
-    except (CommitFailedException, ValidationException):
-        if staged is not None:  # certainly not committed
-            table.io.delete(staged[0])
-        raise
-    return snapshot_id
+    updates, _ = compat.staged(tx)
+    snap = next(u.snapshot for u in updates if isinstance(u, AddSnapshotUpdate))
+    others = tuple(u for u in updates if not isinstance(u, (AddSnapshotUpdate, SetSnapshotRefUpdate)))
+    base = _head(table, branch)
+    parent = table.metadata.snapshot_by_id(base) if base is not None else None
+    return _Staged(snap, base, {m.manifest_path for m in parent.manifests(table.io)} if parent else set(), others,
+                   [snap.manifest_list])
+
+
+def _rebase(table: Table, st: _Staged, head: int) -> Snapshot:
+    """The staged snapshot re-parented on ``head`` (only appends landed since its base): its own manifests,
+    plus the manifests those appends added; one new manifest list, nothing else is written."""
+    md = table.metadata
+    new_head = md.snapshot_by_id(head)
+    assert new_head is not None
+    own = st.snapshot.manifests(table.io)
+    mine = []
+    for m in own:
+        if m.added_snapshot_id == st.snapshot.snapshot_id:  # written by this commit: sequence number re-assigned
+            m = copy.copy(m)
+            m.sequence_number = UNASSIGNED_SEQ
+            m.min_sequence_number = UNASSIGNED_SEQ
+        mine.append(m)
+    appended = [m for m in new_head.manifests(table.io) if m.manifest_path not in st.base_manifests]
+    seq = md.next_sequence_number()
+    path = table.location_provider().new_metadata_location(
+        f"snap-{st.snapshot.snapshot_id}-{len(st.written)}-{uuid.uuid4()}.avro")
+    with write_manifest_list(format_version=md.format_version, output_file=table.io.new_output(path),
+                             snapshot_id=st.snapshot.snapshot_id, parent_snapshot_id=head, sequence_number=seq,
+                             avro_compression="deflate") as writer:
+        writer.add_manifests(appended + mine)
+    st.written.append(path)
+    own_summary = st.snapshot.summary
+    assert own_summary is not None  # pyiceberg's producer always writes one
+    extra = {k: v for k, v in own_summary.additional_properties.items() if not k.startswith("total-")}
+    summary = update_snapshot_summaries(Summary(operation=own_summary.operation, **extra),
+                                        previous_summary=new_head.summary.additional_properties
+                                        if new_head.summary else None)
+    return Snapshot(  # type: ignore[call-arg]  # pydantic model populated by field name
+        snapshot_id=st.snapshot.snapshot_id, parent_snapshot_id=head, sequence_number=seq,
+                    timestamp_ms=max(int(time.time() * 1000), new_head.timestamp_ms), manifest_list=path,
+                    summary=summary, schema_id=st.snapshot.schema_id, first_row_id=st.snapshot.first_row_id)
+
+
+def _commit(table: Table, st: _Staged, snapshot: Snapshot, branch: str) -> int:
+    """Commit ``snapshot`` as the new head of ``branch`` if the branch is still at its parent (compare-and-swap)."""
+    updates = (AddSnapshotUpdate(snapshot=snapshot),
+               SetSnapshotRefUpdate(  # type: ignore[call-arg]  # pydantic model populated by field name
+                   snapshot_id=snapshot.snapshot_id, parent_snapshot_id=snapshot.parent_snapshot_id,
+                   ref_name=branch, type=SnapshotRefType.BRANCH), *st.others)
+    requirements = (AssertTableUUID(uuid=table.metadata.table_uuid),
+                    AssertRefSnapshotId(  # type: ignore[call-arg]  # pydantic model populated by field name
+                        snapshot_id=snapshot.parent_snapshot_id, ref=branch))
+    table.catalog.commit_table(table, requirements, updates)
+    return snapshot.snapshot_id
+
+
+def _unstage(table: Table, st: _Staged) -> None:
+    """Delete what a staged commit that never landed wrote (manifests, manifest lists, sidecar)."""
+    paths = list(st.written) + [m.manifest_path for m in st.snapshot.manifests(table.io)
+                                if m.added_snapshot_id == st.snapshot.snapshot_id]
+    extra = st.snapshot.summary.additional_properties if st.snapshot.summary else {}
+    if extra.get(SIDECAR_SUMMARY_PATH):
+        paths.append(extra[SIDECAR_SUMMARY_PATH])
+    for p in paths:
+        try:
+            table.io.delete(p)
+        except Exception:  # left for cleanup_orphans
+            logger.info("could not delete uncommitted %s", p)
 
 
 def _discard(table: Table, batches: Sequence[_Batch]) -> None:
@@ -187,20 +290,113 @@ def _discard(table: Table, batches: Sequence[_Batch]) -> None:
                 logger.info("could not delete uncommitted rewrite %s", f.file_path)
 
 
+def _head(table: Table, branch: str) -> int | None:
+    ref = table.metadata.refs.get(branch)
+    return ref.snapshot_id if ref is not None else None
+
+
+def _live_paths(table: Table, snapshot_id: int | None) -> set[str]:
+    snap = table.metadata.snapshot_by_id(snapshot_id) if snapshot_id is not None else None
+    if snap is None:
+        return set()
+    return {e.data_file.file_path for m in snap.manifests(table.io)
+            for e in m.fetch_manifest_entry(table.io, discard_deleted=True)}
+
+
+def _still_live(table: Table, branch: str, base: int | None, originals: set[str]) -> bool:
+    """Are all ``originals`` (live at ``base``) still live at the branch head?
+
+    Cheap when only appends landed since ``base`` (they cannot remove a file): the snapshot chain is
+    walked, no manifest is read. Otherwise the head's manifests are read.
+    """
+    md = table.metadata
+    sid = _head(table, branch)
+    while sid is not None and sid != base:
+        snap = md.snapshot_by_id(sid)
+        if snap is None or snap.summary is None or snap.summary.operation != Operation.APPEND:
+            return originals <= _live_paths(table, _head(table, branch))
+        sid = snap.parent_snapshot_id
+    if sid != base:  # history rewritten (rollback, set-current-snapshot): look at the head itself
+        return originals <= _live_paths(table, _head(table, branch))
+    return True
+
+
+def _commit_rebasing(table: Table, pending: list[_Batch], columns: list[BloomColumn], props: dict[str, str], *,
+                     branch: str, base: int | None, rep: TableErasure, policy: retry.RetryPolicy,
+                     on_stage: StagingHook | None = None) -> int | None:
+    """Commit ``pending``; on a conflict, re-commit the same rewrite on the new head as long as every
+    file it replaces is still live there (no data is read or written again, only a new manifest list).
+
+    Returns the committed snapshot id, or None when a replaced file was removed or changed by someone
+    else (the caller re-plans). Raises :class:`CommitConflictError` when every try lost.
+    """
+    originals = {f.file_path for b in pending for f in b.originals}
+    last: BaseException | None = None
+    st = _stage(table, pending, columns, props, branch, on_stage)
+    if st.base != base:  # the head moved while the rewrite was written
+        base = st.base
+        if not _still_live(table, branch, base, originals):
+            _unstage(table, st)
+            return None
+    snapshot = st.snapshot
+    sid = snapshot.snapshot_id
+    for attempt in retry.attempts(policy):
+        if attempt > 1:  # after the policy's pause: look at the head now, not before the pause
+            table.refresh()
+            if table.metadata.snapshot_by_id(sid) is not None:
+                return sid  # it landed after all: its files are live, never discard them
+            if not _still_live(table, branch, st.base, originals):
+                logger.info("a file the erasure of %s replaces was changed meanwhile; re-planning", rep.table)
+                _unstage(table, st)
+                return None
+            head = _head(table, branch)
+            if head is not None and head != snapshot.parent_snapshot_id:
+                snapshot = _rebase(table, st, head)
+                rep.rebased += 1
+                logger.debug("erase commit on %s lost (%s); rebased onto %s (try %d)", rep.table, last, head, attempt)
+        checkpoint("erasure.before_commit")
+        rep.commit_attempts += 1
+        try:
+            return _commit(table, st, snapshot, branch)
+        except Exception as exc:
+            if not (retry.is_conflict(exc) or isinstance(exc, ValidationException)):
+                if table.refresh().metadata.snapshot_by_id(sid) is not None:
+                    return sid
+                raise
+            last = exc
+    if table.refresh().metadata.snapshot_by_id(sid) is not None:
+        return sid
+    _unstage(table, st)
+    _discard(table, pending)
+    raise CommitConflictError(
+        f"erasing from {rep.table}{'' if branch == MAIN_BRANCH else f' (branch {branch})'} lost to concurrent "
+        f"commits {policy.attempts} times in a row (retries exhausted); nothing of it was committed. Run the "
+        "request again (it resumes), or slow or pause the writers, or raise commit_retries."
+    ) from last
+
 def erase_table(ts: TableSubjects, request_id: str, secret: bytes, *, subjects: int, commit_retries: int | None = None,
-                workers: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> TableErasure:
-    """Remove the subjects' rows from one table; commits until no file at the head holds a subject."""
+                workers: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                branch: str = MAIN_BRANCH, on_stage: StagingHook | None = None) -> TableErasure:
+    """Remove the subjects' rows from one branch of a table; commits until no file at its head holds a subject.
+
+    A lost commit is rebased (:func:`_commit_rebasing`); a commit that landed on a newer snapshot than
+    the one it was planned on is followed by another pass over the files that arrived meanwhile (a
+    writer outside the library may have added rows of the subjects; known-clean files are not read again).
+    """
     table = ts.table
     rep = TableErasure(table_name(table))
     checked: set[str] = set()  # files read and found clean (data files are immutable)
     pending: list[_Batch] = []  # written, not committed yet
-    conflicts = 0
     workers = workers or min(4, os.cpu_count() or 1)
     columns = bloom_columns(table.schema(), table.properties)
+    policy = retry.DEFAULT_POLICY.with_retries(commit_retries)
+    passes = 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ip-erase") as pool:
         while True:
+            passes += 1
             table.refresh()
-            plan = plan_candidates(ts)
+            head = _head(table, branch)
+            plan = plan_candidates(ts, head) if head is not None else CandidatePlan(None, [])
             rep.files_total = plan.files_total
             live = {t.file.file_path for t in plan.tasks}
             # A batch whose originals someone else removed meanwhile is redone from the files now live.
@@ -216,6 +412,13 @@ def erase_table(ts: TableSubjects, request_id: str, secret: bytes, *, subjects: 
                 pending.append(fresh)
             if not pending:
                 return rep
+            if passes > policy.attempts:
+                _discard(table, pending)
+                raise CommitConflictError(
+                    f"erasing from {rep.table}: rows of the subjects kept arriving or the files it rewrites kept "
+                    f"changing over {passes - 1} passes (retries exhausted); stop the writers that add them (or put "
+                    "them on the library's write path, which honours the forget list), then run the request again"
+                )
             files_rewritten = sum(len(b.originals) for b in pending)
             props = {
                 SUMMARY_REQUEST: request_id,
@@ -228,31 +431,10 @@ def erase_table(ts: TableSubjects, request_id: str, secret: bytes, *, subjects: 
                 **LineageRecord(op="erasure", engine="pyarrow", status=MAINTENANCE, sources=[
                     SourceRef.of(table, plan.snapshot_id)]).summary(),
             }
-            checkpoint("erasure.before_commit")
-            rep.commit_attempts += 1
-            attempted: list[int] = []
-            failure: BaseException | None = None
-            try:
-                sid = _commit(table, pending, columns, props, attempted)
-            except Exception as exc:
-                if not (retry.is_conflict(exc) or isinstance(exc, ValidationException)):
-                    raise
-                failure = exc
-                if attempted and table.refresh().metadata.snapshot_by_id(attempted[-1]) is not None:
-                    sid = attempted[-1]  # it landed after all: its files are live, never discard them
-                else:
-                    sid = None
+            sid = _commit_rebasing(table, pending, columns, props, branch=branch, base=plan.snapshot_id, rep=rep,
+                                   policy=policy, on_stage=on_stage)
             if sid is None:
-                conflicts += 1
-                logger.info("erase commit on %s lost to a concurrent writer (%s); re-planning", rep.table, failure)
-                if conflicts >= retry.DEFAULT_POLICY.with_retries(commit_retries).attempts:
-                    _discard(table, pending)
-                    raise CommitConflictError(
-                        f"erasing from {rep.table} lost to concurrent commits {conflicts} times; nothing of the last "
-                        "attempt was committed. Run the request again (it resumes) or pause the writers."
-                    ) from failure
-                time.sleep(retry.DEFAULT_POLICY.delay(conflicts + 1))  # let the winner finish, then re-plan
-                continue
+                continue  # a replaced file changed: re-plan (its batch is discarded above)
             checkpoint("erasure.after_commit")
             rep.snapshot_ids.append(sid)
             rep.rows_removed += int(props[SUMMARY_ROWS])
@@ -288,10 +470,27 @@ def _table_subjects(catalog: Catalog, req: RequestState, subjects: Any | None, s
     return resolved
 
 
+def _tag_refusal(request_id: str, tags: list[RefHold]) -> RefHoldsSubjectError:
+    steps = "; ".join(h.advice for h in tags)
+    return RefHoldsSubjectError(
+        f"request {request_id}: {len(tags)} tag(s) point at snapshots that still hold rows of the subjects "
+        f"({', '.join(f'{h.table}@{h.name}' for h in tags)}), so the purge could not remove them; nothing was "
+        f"erased. Drop or move them first: {steps}; then run the request again "
+        f"(`iceberg-privacy requests run {request_id}`), or erase without purge and purge later",
+        next_step=f"{steps}; then `iceberg-privacy requests run {request_id}`",
+    )
+
+
 def process_erasure(catalog: Catalog, req: RequestState, subjects: Any | None, secret: bytes, *,
                     journal: Journal, commit_retries: int | None = None, workers: int | None = None,
-                    resolved_subjects: list[TableSubjects] | None = None) -> ErasureReport:
+                    resolved_subjects: list[TableSubjects] | None = None, refuse_tags: bool = False) -> ErasureReport:
     """Erase every table of a journaled request that is not erased yet (the resumable core).
+
+    Before anything is committed, every branch and tag of every table is checked for rows of the
+    subjects (their snapshot is planned and read like the head). Branches are live data: each one that
+    holds a subject is erased too (one commit per branch). Tags are immutable history: they are reported
+    (``TableErasure.tags``, with the command that drops them), and with ``refuse_tags`` (a purge follows)
+    the request is refused up front, before any commit, with that advice.
 
     ``resolved_subjects`` (from :func:`submit_request`, same subjects) saves resolving them again.
     """
@@ -300,6 +499,13 @@ def process_erasure(catalog: Catalog, req: RequestState, subjects: Any | None, s
     if resolved_subjects is None or subjects is None:
         resolved_subjects = _table_subjects(catalog, req, subjects, secret)
     resolved = {ts.name: ts for ts in resolved_subjects}
+    holds: dict[str, list[RefHold]] = {}
+    for name, state in req.tables.items():
+        if state.status != "verified" and (ts := resolved.get(name)) is not None:
+            holds[name] = refs_holding(ts, secret)
+    tags = [h for hs in holds.values() for h in hs if h.kind == "tag"]
+    if tags and refuse_tags:
+        raise _tag_refusal(req.request_id, tags)
     for name, state in req.tables.items():
         # Erased-but-unverified tables are planned again: rows of a subject committed by a writer that
         # raced the forget list are caught here (nothing matches otherwise, and nothing is rewritten).
@@ -316,8 +522,23 @@ def process_erasure(catalog: Catalog, req: RequestState, subjects: Any | None, s
             continue
         forget_listed = _forget(catalog, ts, req.request_id, secret)
         checkpoint("erasure.after_forget")
+
+        def staging(snapshot_id: int, commit_uuid: str, name: str = name) -> None:
+            journal.append([journal.event(req.request_id, ERASURE_STAGED, table=name, snapshot_id=snapshot_id,
+                                          detail={"commit_uuid": commit_uuid})])
+
+        branches: dict[str, list[int]] = {}
+        for hold in holds.get(name, []):
+            if hold.kind == "branch":
+                branches[hold.name] = erase_table(ts, req.request_id, secret, subjects=req.subject_count,
+                                                  commit_retries=commit_retries, workers=workers,
+                                                  branch=hold.name, on_stage=staging).snapshot_ids
         rep = erase_table(ts, req.request_id, secret, subjects=req.subject_count,
-                          commit_retries=commit_retries, workers=workers)
+                          commit_retries=commit_retries, workers=workers, on_stage=staging)
+        rep.branches = branches
+        rep.tags = [h for h in holds.get(name, []) if h.kind == "tag"]
+        for h in rep.tags:
+            logger.warning("request %s: %s", req.request_id, h)
         # Totals over every commit of this request, including those of a run that crashed before its event.
         done = erasure_snapshots(ts.table, req.request_id)
         rep.rows_removed = sum(r for _, r, _ in done)
@@ -328,7 +549,9 @@ def process_erasure(catalog: Catalog, req: RequestState, subjects: Any | None, s
                        snapshot_id=rep.snapshot_ids[-1] if rep.snapshot_ids else head,
                        rows=rep.rows_removed, files=rep.files_rewritten,
                        detail={"files_read": rep.files_read, "files_total": rep.files_total,
-                               "commits": len(rep.snapshot_ids), "forget_listed": forget_listed})
+                               "commits": len(rep.snapshot_ids), "forget_listed": forget_listed,
+                               "rebased": rep.rebased, "branches": sorted(branches),
+                               "tags": [h.name for h in rep.tags]})
         checkpoint("erasure.after_table")
         report.tables[name] = rep
     report.seconds = time.perf_counter() - t0

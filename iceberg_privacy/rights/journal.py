@@ -62,7 +62,10 @@ TABLE_PURGED = "table-purged"
 TABLE_VERIFIED = "table-verified"
 VERIFY_FAILED = "verify-failed"
 PURGE_PLANNED = "purge-planned"  # files a purge is about to orphan (written before expiry; may repeat)
+ERASURE_STAGED = "erasure-staged"  # an erase commit is about to write its metadata files (snapshot id, commit uuid)
 COMPLETED = "completed"
+BLOCKED = "blocked"  # a run stopped on something only a person can fix (detail: reason, next_step)
+RESUMED = "resumed"  # a blocked request was run again
 
 SCHEMA = Schema(
     NestedField(1, "event_id", StringType(), required=False),
@@ -125,11 +128,14 @@ class RequestState:
     completed: datetime | None = None
     events: int = 0
     detail: dict[str, Any] = field(default_factory=dict)
+    blocked: dict[str, Any] | None = None  # {"reason", "next_step", "error", "at"} while blocked
 
     @property
     def status(self) -> str:
         if self.completed is not None:
             return "completed"
+        if self.blocked is not None:
+            return "blocked"
         if all(t.status == "pending" for t in self.tables.values()):
             return "received"
         return "in-progress"
@@ -157,6 +163,7 @@ class RequestState:
             "completed": self.completed.isoformat() if self.completed else None,
             "overdue": self.overdue,
             "rows": self.rows,
+            "blocked": self.blocked,
             "tables": {
                 n: {"status": t.status, "snapshot_id": t.snapshot_id, "rows": t.rows, "files": t.files, **t.detail}
                 for n, t in self.tables.items()
@@ -168,8 +175,8 @@ def fold(rows: Sequence[dict[str, Any]]) -> dict[str, RequestState]:
     """Current state of every request in ``rows`` (journal events, any order, duplicates allowed)."""
     seen: set[str] = set()
     out: dict[str, RequestState] = {}
-    order = {CREATED: 0, TABLE_EXPORTED: 1, TABLE_ERASED: 1, TABLE_PURGED: 2, VERIFY_FAILED: 3, TABLE_VERIFIED: 3,
-             COMPLETED: 4}
+    order = {CREATED: 0, RESUMED: 1, TABLE_EXPORTED: 1, TABLE_ERASED: 1, TABLE_PURGED: 2, VERIFY_FAILED: 3,
+             TABLE_VERIFIED: 3, COMPLETED: 4, BLOCKED: 5}
     for r in sorted(rows, key=lambda r: (r["at"], order.get(r["event"], 9), r["event_id"])):
         if r["event_id"] in seen:
             continue
@@ -206,6 +213,11 @@ def fold(rows: Sequence[dict[str, Any]]) -> dict[str, RequestState]:
             ts.detail["verify"] = detail
         elif ev == COMPLETED:
             req.completed = r["at"]
+            req.blocked = None
+        elif ev == BLOCKED:
+            req.blocked = {**detail, "at": r["at"].isoformat()}
+        elif ev == RESUMED:
+            req.blocked = None
     return out
 
 
@@ -296,7 +308,7 @@ class Journal:
               subjects: list[bytes] | None = None, detail: dict[str, Any] | None = None,
               at: datetime | None = None) -> dict[str, Any]:
         # One event per (request, step, table); verification failures may repeat, so they get unique ids.
-        eid = event_id(request_id, event, table) if event not in (VERIFY_FAILED, PURGE_PLANNED) else event_id(
+        eid = event_id(request_id, event, table) if event not in (VERIFY_FAILED, PURGE_PLANNED, ERASURE_STAGED, BLOCKED, RESUMED) else event_id(
             request_id, event, table, time.time_ns())
         return {
             "event_id": eid,
@@ -304,6 +316,14 @@ class Journal:
             "table_name": table, "snapshot_id": snapshot_id, "rows": rows, "files": files, "key_id": key_id,
             "subjects": subjects, "detail": json.dumps(detail, sort_keys=True) if detail else None,
         }
+
+    def block(self, request_id: str, reason: str, next_step: str, error: str) -> None:
+        """Record that the request stopped on something a person must fix (no identifiers: counts, names)."""
+        self.append([self.event(request_id, BLOCKED, detail={"reason": reason, "next_step": next_step,
+                                                             "error": error})])
+
+    def resume(self, request_id: str) -> None:
+        self.append([self.event(request_id, RESUMED)])
 
     def record(self, request_id: str, event: str, **kw: Any) -> None:
         """Append one step event unless the same step is already recorded."""

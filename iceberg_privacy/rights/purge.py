@@ -3,8 +3,8 @@
 An erase commit only removes the rows from the *current* snapshot; older snapshots still reference
 the original files. Per table of an erase request, ``purge``:
 
-1. expires every snapshot older than the table's erase commit (they can reach erased rows; branch or
-   tag heads among them are an error telling the user to drop the ref), through
+1. expires every snapshot older than the table's erase commit (they can reach erased rows; a branch or
+   tag that still reads a subject's row is an error naming the call that drops it), through
    :func:`iceberg_privacy.expire_snapshots`, which writes a compacted sidecar covering exactly the
    live files and deletes the superseded sidecars (so no sidecar covers a removed file);
 2. deletes the files only expired snapshots referenced: data files, manifests, manifest lists; drops
@@ -24,6 +24,7 @@ only when every table is verified. A failed verification is journaled and raised
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.manifest import ManifestEntryStatus
 from pyiceberg.table import Table, TableProperties
+from pyiceberg.table.refs import MAIN_BRANCH
 
 from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.faults import checkpoint
@@ -46,7 +48,7 @@ from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import identity_columns
 from iceberg_privacy.errors import (
     CommitConflictError,
-    ConfigurationError,
+    RefHoldsSubjectError,
     RequestConflictError,
     StorageError,
     VerificationFailedError,
@@ -59,6 +61,7 @@ from iceberg_privacy.properties import ERASURE_SCRUB_SUMMARY as SUMMARY_SCRUB
 from iceberg_privacy.properties import PURGE_SAVED_PROPERTIES_PROPERTY
 from iceberg_privacy.rights.journal import (
     COMPLETED,
+    ERASURE_STAGED,
     PURGE_PLANNED,
     TABLE_PURGED,
     TABLE_VERIFIED,
@@ -68,7 +71,7 @@ from iceberg_privacy.rights.journal import (
 )
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret, location_digest
 from iceberg_privacy.rights.reports import PurgeReport, TablePurge, VerifyReport
-from iceberg_privacy.rights.subjects import as_values, digest_value_set
+from iceberg_privacy.rights.subjects import as_values, digest_subjects, digest_value_set, refs_holding
 from iceberg_privacy.rights.traces import SubjectMatcher, Trace, scan_file
 from iceberg_privacy.storage import (
     StoredFile,
@@ -122,23 +125,35 @@ def _rewritten_originals(table: Table, erase_ids: list[int]) -> dict[str, str]:
     return out
 
 
-def _scrub_head(table: Table) -> int | None:
-    """If the head still lists the erased files as DELETED manifest entries (their column bounds can hold a
-    subject's id), commit an empty append: it carries only manifests with live files. Returns its id."""
+def _scrub_lost(table: Table, branch: str, tries: int, last: BaseException) -> Exception:
+    return CommitConflictError(f"{table_name(table)}: metadata scrub of branch {branch} lost to concurrent commits "
+                               f"{tries} times; run the purge again")
 
-    def step() -> int | None:
-        head = table.refresh().metadata.current_snapshot()
+
+def _scrub_head(table: Table) -> int | None:
+    """If the head of ``main`` or of any branch still lists the erased files as DELETED manifest entries
+    (their column bounds can hold a subject's id), commit an empty append on that branch: it carries only
+    manifests with live files. Returns the id of ``main``'s scrub commit, if one was made."""
+
+    def step(branch: str) -> int | None:
+        ref = table.refresh().metadata.refs.get(branch)
+        head = table.metadata.snapshot_by_id(ref.snapshot_id) if ref is not None else None
         if head is None or not any(m.deleted_files_count for m in head.manifests(table.io)):
             return None
         tx = table.transaction()
-        producer = tx.update_snapshot(snapshot_properties={
+        producer = tx.update_snapshot(branch=branch, snapshot_properties={
             SUMMARY_SCRUB: "1", **LineageRecord(op="scrub", engine="pyarrow", status=MAINTENANCE).summary()}).fast_append()
         producer.commit()
         tx.commit_transaction()
         return compat.producer_snapshot_id(producer)
 
-    return retry.run(step, exhausted=lambda tries, last: CommitConflictError(
-        f"{table_name(table)}: metadata scrub lost to concurrent commits {tries} times; run the purge again"))
+    out = None
+    branches = sorted(n for n, r in table.refresh().metadata.refs.items() if r.snapshot_ref_type == "branch")
+    for branch in branches or [MAIN_BRANCH]:
+        sid = retry.run(functools.partial(step, branch), exhausted=functools.partial(_scrub_lost, table, branch))
+        if branch == MAIN_BRANCH:
+            out = sid
+    return out
 
 
 _SAVED_PROPERTIES = PURGE_SAVED_PROPERTIES_PROPERTY
@@ -196,17 +211,7 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
     """Keep only the head snapshot (plus refs newer than the erase), delete what the others alone reached."""
     name = table_name(table)
     rep = TablePurge(name)
-    md = table.refresh().metadata
-    cut = md.snapshot_by_id(cutoff) if cutoff is not None else None
-    cut_seq = (cut.sequence_number or 0) if cut is not None else -1
-    seq = {s.snapshot_id: s.sequence_number or 0 for s in md.snapshots}
-    held = sorted(n for n, r in md.refs.items()
-                  if r.snapshot_id != md.current_snapshot_id and seq.get(r.snapshot_id, 0) <= cut_seq)
-    if held:
-        raise ConfigurationError(
-            f"{name}: branch/tag {', '.join(held)} points at a snapshot that still holds erased rows; remove it "
-            f"(table.manage_snapshots().remove_tag(...)) and run the purge again"
-        )
+    table.refresh()  # refs holding the subjects were refused by the caller (_refs_in_the_way)
     originals = {**planned, **_rewritten_originals(table, erase_ids)}
     rep.scrub_snapshot = _scrub_head(table)
 
@@ -250,6 +255,25 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
     rep.delete_failures.update(failed)
     rep.deleted_files = sum(rep.deleted_by_kind.values())
     return rep
+
+
+def _refs_in_the_way(table: Table, digests: set[bytes], secret: bytes, request_id: str) -> None:
+    """Refuse when a branch or tag (other than main) still reads rows of the subjects, naming each one with
+    the command that drops it. Refs of a table that never held the subjects are never in the way."""
+    table.refresh()
+    ts = digest_subjects([table], digests)[0]
+    head = table.metadata.current_snapshot()
+    clean = ({e.data_file.file_path for m in head.manifests(table.io)
+              for e in m.fetch_manifest_entry(table.io, discard_deleted=True)} if head is not None else set())
+    held = refs_holding(ts, secret, clean=clean)  # the head's files were just erased: only the others are read
+    if held:
+        steps = "; ".join(h.advice for h in held)
+        raise RefHoldsSubjectError(
+            f"request {request_id}: {', '.join(f'{h.kind} {h.name!r}' for h in held)} of {table_name(table)} still "
+            f"read rows of the subjects. A branch is erased by running the request again (`iceberg-privacy requests "
+            f"run {request_id}`); a tag must be dropped or moved: {steps}. Then run the request (or purge) again",
+            next_step=f"`iceberg-privacy requests run {request_id}` (erases branches); {steps}",
+        )
 
 
 def _field_columns(schema: object, field_ids: dict[int, str]) -> dict[str, str]:
@@ -363,6 +387,35 @@ def _remove_subject_dirs(table: Table, matcher: SubjectMatcher) -> tuple[int, di
     return removed, failed
 
 
+def _remove_staged_leftovers(table: Table, rows: list[dict[str, Any]], name: str) -> tuple[int, dict[str, str]]:
+    """Delete what erase commits of this request staged and never committed (a crash between staging
+    and commit): their manifests list the rewritten files as deleted entries, whose column bounds can
+    hold a subject's id, and they are younger than any orphan age.
+
+    The journal's ``erasure-staged`` events name each staged commit by snapshot id and commit uuid, which
+    are in the names pyiceberg and the library give its files (``<uuid>-m<n>.avro``,
+    ``snap-<snapshot id>-<n>-<uuid>.avro``, ``<snapshot id>-<uuid>.privacy-sidecar.stats``); only files
+    the table's metadata does not reference are deleted.
+    """
+    marks: list[str] = []
+    for r in rows:
+        if r["event"] == ERASURE_STAGED and r["table_name"] == name:
+            detail = json.loads(r["detail"] or "{}")
+            if detail.get("commit_uuid"):
+                marks.append(f"/{detail['commit_uuid']}-m")
+            if r["snapshot_id"] is not None:
+                marks += [f"/snap-{r['snapshot_id']}-", f"/{r['snapshot_id']}-"]
+    if not marks:
+        return 0, {}
+    referenced = referenced_files(table)
+    metadata_dir = canonical(f"{table.location().rstrip('/')}/metadata")
+    doomed = [f.location for f in list_files(table.io, f"{table.location().rstrip('/')}/metadata")
+              if canonical(f.location) not in referenced
+              and any(m in canonical(f.location)[len(metadata_dir):] for m in marks)]
+    outcome = delete_files(table.io, doomed)
+    return len(outcome.deleted) + len(outcome.already_gone), dict(outcome.failed)
+
+
 def _planned(table: Table, rows: list[dict[str, Any]], name: str, secret: bytes) -> dict[str, str]:
     """Locations (full URIs) of the files earlier runs journaled as about to be orphaned.
 
@@ -438,9 +491,15 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             digested = {location_digest(secret, canonical(p)): k for p, k in files.items()}
             journal.append([journal.event(request_id, PURGE_PLANNED, table=name, detail={"file_digests": digested})])
 
+        _refs_in_the_way(table, digests, secret, request_id)
         matcher = SubjectMatcher(table, digests, secret, values)
         tp = _purge_table(table, commits[-1][0] if commits else state.snapshot_id, orphan_age, [c[0] for c in commits],
                           planned, plan, matcher)
+        staged, stuck = _remove_staged_leftovers(table, journal.rows(request_id), name)
+        if staged:
+            tp.deleted_by_kind["staged"] = staged
+            tp.deleted_files += staged
+        tp.delete_failures.update(stuck)
         journal.record(request_id, TABLE_PURGED, table=name, files=tp.deleted_files,
                        detail={"expired_snapshots": len(tp.expired_snapshots), "deleted": tp.deleted_by_kind})
         tp.verify = verify_table(table, digests, secret, subjects=values)

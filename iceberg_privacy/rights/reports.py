@@ -55,6 +55,33 @@ class AccessReport:
 
 
 @dataclass
+class RefHold:
+    """A branch or tag whose snapshot can still read rows of a request's subjects."""
+
+    table: str
+    name: str
+    kind: str  # "branch" or "tag"
+    snapshot_id: int
+
+    @property
+    def command(self) -> str:
+        """The exact call that drops the ref (a branch is never removed with remove_tag, nor a tag with remove_branch)."""
+        verb = "remove_branch" if self.kind == "branch" else "remove_tag"
+        return f"catalog.load_table({self.table!r}).manage_snapshots().{verb}({self.name!r}).commit()"
+
+    @property
+    def advice(self) -> str:
+        if self.kind == "branch":
+            return f"drop branch {self.name!r} of {self.table}: {self.command}"
+        return (f"drop tag {self.name!r} of {self.table}: {self.command} (or move it: drop it, then "
+                f"catalog.load_table({self.table!r}).manage_snapshots().create_tag(<erased snapshot id>, "
+                f"{self.name!r}).commit())")
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name!r} of {self.table} (snapshot {self.snapshot_id}) holds subject rows; {self.advice}"
+
+
+@dataclass
 class TableErasure:
     """What erasing the subjects from one table did."""
 
@@ -67,6 +94,9 @@ class TableErasure:
     snapshot_ids: list[int] = field(default_factory=list)
     commit_attempts: int = 0
     skipped: str | None = None  # why nothing was done (already erased in an earlier run, ...)
+    branches: dict[str, list[int]] = field(default_factory=dict)  # branch -> its erase commits
+    tags: list[RefHold] = field(default_factory=list)  # tags still reading erased rows (drop or move them)
+    rebased: int = 0  # lost commits re-committed on a newer snapshot without reading again
 
 
 @dataclass
@@ -91,6 +121,8 @@ class ErasureReport:
             note = f" ({t.skipped})" if t.skipped else ""
             lines.append(f"  {t.table}: {t.rows_removed} rows, {t.files_rewritten} files rewritten of {t.files_read} "
                          f"read / {t.files_total}, snapshots {t.snapshot_ids or '-'}{note}")
+            lines += [f"    branch {b}: erased in snapshot(s) {ids}" for b, ids in t.branches.items()]
+            lines += [f"    warning: {h}" for h in t.tags]
         if self.lineage is not None:
             for rel in self.lineage.exempt:
                 lines.append(f"  exempt: {rel.table} is a DP release of {rel.source} (release {rel.release_id or '?'}, "

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -21,7 +22,13 @@ from pyiceberg.catalog import Catalog
 
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef
-from iceberg_privacy.errors import ConfigurationError, RequestConflictError
+from iceberg_privacy.errors import (
+    CommitConflictError,
+    ConfigurationError,
+    RequestBlockedError,
+    RequestConflictError,
+    StorageError,
+)
 from iceberg_privacy.lineage.fanout import Fanout, plan_fanout
 from iceberg_privacy.rights.access import FORMATS, export_subjects
 from iceberg_privacy.rights.erasure import process_erasure
@@ -32,6 +39,7 @@ from iceberg_privacy.rights.reports import AccessReport, ErasureReport, PurgeRep
 from iceberg_privacy.rights.subjects import (
     TableSubjects,
     as_values,
+    check_values,
     resolve_subjects,
     subject_tables,
     table_name,
@@ -52,6 +60,31 @@ class Submission:
     lineage: Fanout | None = None
 
 
+def _next_step(exc: BaseException, request_id: str) -> str:
+    again = f"`iceberg-privacy requests run {request_id}` (it resumes)"
+    if isinstance(exc, RequestBlockedError) and exc.next_step:
+        return exc.next_step
+    if isinstance(exc, CommitConflictError):
+        return f"slow or pause the concurrent writers (or raise commit_retries), then run {again}"
+    return f"fix the storage or catalog permission/location named in the reason, then run {again}"
+
+
+@contextmanager
+def _blocking(journal: Journal, req: RequestState) -> Iterator[None]:
+    """Run one attempt at a request: a blocked request is marked resumed first; a stop only a person can fix
+    (a ref to drop, retries exhausted, a permission) is journaled as ``blocked`` with the next step, then raised."""
+    if req.blocked is not None:
+        journal.resume(req.request_id)
+    try:
+        yield
+    except (RequestBlockedError, CommitConflictError, StorageError, OSError) as exc:
+        try:
+            journal.block(req.request_id, str(exc), _next_step(exc, req.request_id), type(exc).__name__)
+        except Exception:  # the journal itself is unreachable: the error raised below says what to do
+            logger.exception("could not record request %s as blocked", req.request_id)
+        raise
+
+
 def _secret(secret: bytes | None, home: str | os.PathLike[str] | None, catalog: Catalog) -> bytes:
     return secret if secret is not None else load_secret(home, catalog=catalog)  # refuse to start without one
 
@@ -59,7 +92,8 @@ def _secret(secret: bytes | None, home: str | os.PathLike[str] | None, catalog: 
 def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRef] | None = None, *,
             request_id: str | None = None, secret: bytes | None = None, home: str | os.PathLike[str] | None = None,
             deadline: timedelta = DEFAULT_DEADLINE, journal: Journal | None = None,
-            follow_lineage: bool = False) -> Submission:
+            follow_lineage: bool = False, allow_empty_subject: bool = False) -> Submission:
+    check_values(subjects, allow_empty_subject=allow_empty_subject)  # before anything is read or recorded
     secret = _secret(secret, home, catalog)
     journal = journal or Journal(catalog)
     rid = request_id or new_request_id()
@@ -95,21 +129,24 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
 @storage_errors
 def submit_request(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRef] | None = None, *,
                    request_id: str | None = None, home: str | os.PathLike[str] | None = None,
-                   deadline: timedelta = DEFAULT_DEADLINE, follow_lineage: bool = False) -> RequestState:
+                   deadline: timedelta = DEFAULT_DEADLINE, follow_lineage: bool = False,
+                   allow_empty_subject: bool = False) -> RequestState:
     """Validate the subjects and tables and record the request durably; no data is read or changed.
 
     ``kind`` is ``"erase"`` or ``"access"``. Run it later with :func:`run_request` (an erasure needs
     only the request id; an access request needs the subjects again, since the journal keeps only
     keyed hashes). With ``follow_lineage`` the tables lineage reaches downstream are part of it too.
+    Empty or whitespace-only values are refused unless ``allow_empty_subject=True`` (every verb here).
     """
     return _submit(catalog, kind, subjects, tables, request_id=request_id, home=home, deadline=deadline,
-                   follow_lineage=follow_lineage).request
+                   follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject).request
 
 
 @storage_errors
 def access(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = None, *,
            out: str | os.PathLike[str], format: str = "parquet", request_id: str | None = None,
-           home: str | os.PathLike[str] | None = None, deadline: timedelta = DEFAULT_DEADLINE) -> AccessReport:
+           home: str | os.PathLike[str] | None = None, deadline: timedelta = DEFAULT_DEADLINE,
+           allow_empty_subject: bool = False) -> AccessReport:
     """Export every row of ``subjects`` from every table declaring identity columns (or those named).
 
     Writes one ``<table>.parquet``/``.jsonl`` per table and ``manifest.json`` (table, snapshot id,
@@ -121,7 +158,7 @@ def access(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = 
         raise ConfigurationError(f"access output format must be one of {FORMATS}, got {format!r}")
     journal = Journal(catalog)
     sub = _submit(catalog, "access", subjects, tables, request_id=request_id, home=home, deadline=deadline,
-                  journal=journal)
+                  journal=journal, allow_empty_subject=allow_empty_subject)
     if sub.request.kind != "access":
         raise RequestConflictError(f"request {sub.request.request_id} is an {sub.request.kind} request, "
                                    "not an access request")
@@ -133,7 +170,7 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = N
           request_id: str | None = None, purge: bool = False, home: str | os.PathLike[str] | None = None,
           deadline: timedelta = DEFAULT_DEADLINE, commit_retries: int | None = None, workers: int | None = None,
           follow_lineage: bool = False, orphan_age: timedelta = DEFAULT_ORPHAN_AGE,
-          max_commit_retries: int | None = None) -> ErasureReport:
+          max_commit_retries: int | None = None, allow_empty_subject: bool = False) -> ErasureReport:
     """Erase every row of ``subjects`` from the tables declaring identity columns (or those named).
 
     The request is journaled before work starts; running it again with the same ``request_id``
@@ -150,17 +187,19 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = N
         commit_retries = max_commit_retries
     journal = Journal(catalog)
     sub = _submit(catalog, "erase", subjects, tables, request_id=request_id, home=home, deadline=deadline,
-                  journal=journal, follow_lineage=follow_lineage)
+                  journal=journal, follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject)
     req = sub.request
     if req.kind != "erase":
         raise RequestConflictError(f"request {req.request_id} is an {req.kind} request, not an erasure")
     checkpoint("erasure.after_submit")
-    report = process_erasure(catalog, req, as_values(subjects), sub.secret, journal=journal,
-                             commit_retries=commit_retries, workers=workers,
-                             resolved_subjects=[ts for ts in sub.subjects if ts.name in req.tables])
-    report.lineage = sub.lineage
-    if purge:
-        report.purge = _purge(catalog, req.request_id, sub.secret, orphan_age, subjects)
+    with _blocking(journal, req):
+        report = process_erasure(catalog, req, as_values(subjects), sub.secret, journal=journal,
+                                 commit_retries=commit_retries, workers=workers,
+                                 resolved_subjects=[ts for ts in sub.subjects if ts.name in req.tables],
+                                 refuse_tags=purge)
+        report.lineage = sub.lineage
+        if purge:
+            report.purge = _purge(catalog, req.request_id, sub.secret, orphan_age, subjects)
     return report
 
 
@@ -172,7 +211,8 @@ def _purge(catalog: Catalog, request_id: str, secret: bytes, orphan_age: timedel
 def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, *, purge: bool | None = None,
                 out: str | os.PathLike[str] | None = None, format: str = "parquet",
                 home: str | os.PathLike[str] | None = None,
-                orphan_age: timedelta = DEFAULT_ORPHAN_AGE) -> ErasureReport | AccessReport:
+                orphan_age: timedelta = DEFAULT_ORPHAN_AGE, allow_empty_subject: bool = False,
+                ) -> ErasureReport | AccessReport:
     """Resume (or start) a journaled request: erase what is left (then purge and verify), or export.
 
     Without ``subjects`` an erasure matches rows by keyed digest (every file read, no Bloom pruning),
@@ -180,6 +220,8 @@ def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, 
     An access request needs the subjects again and ``out``. ``purge`` means what it means for
     :func:`erase`; it defaults to ``True`` here for one more release (pass it explicitly).
     """
+    if subjects is not None:
+        check_values(subjects, allow_empty_subject=allow_empty_subject)
     journal = Journal(catalog)
     req = journal.get(request_id)
     if req.kind == "access":
@@ -188,16 +230,19 @@ def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, 
                 f"request {request_id} is an access request: re-run it with the subject values and an output "
                 "directory (the journal keeps only keyed hashes, which cannot be exported)"
             )
-        return access(catalog, subjects, request_id=request_id, out=out, format=format, home=home)
+        return access(catalog, subjects, request_id=request_id, out=out, format=format, home=home,
+                      allow_empty_subject=allow_empty_subject)
     if purge is None:
         warnings.warn("run_request() purges by default today; from the next release it follows erase() and purges "
                       "only with purge=True: pass purge=True (or False) explicitly", FutureWarning, stacklevel=3)
         purge = True
     secret = load_secret(home, catalog=catalog)
     check_key_id(req.key_id, key_id(secret), f"request {request_id}")
-    report = process_erasure(catalog, req, None if subjects is None else as_values(subjects), secret, journal=journal)
-    if purge and journal.get(request_id).completed is None:
-        report.purge = _purge(catalog, request_id, secret, orphan_age, subjects)
+    with _blocking(journal, req):
+        report = process_erasure(catalog, req, None if subjects is None else as_values(subjects), secret,
+                                 journal=journal, refuse_tags=purge)
+        if purge and journal.get(request_id).completed is None:
+            report.purge = _purge(catalog, request_id, secret, orphan_age, subjects)
     return report
 
 

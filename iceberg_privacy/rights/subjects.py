@@ -26,9 +26,11 @@ import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.expressions.literals import Literal
-from pyiceberg.io.pyarrow import schema_to_pyarrow
+from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
 from pyiceberg.table import FileScanTask, Table
+from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 
 from iceberg_privacy._internal.arrow import plain_type
 from iceberg_privacy.catalog import TableRef, all_tables, has_marker, table_name
@@ -40,6 +42,7 @@ from iceberg_privacy.index.planner import plan_lookup
 from iceberg_privacy.lineage.fanout import Fanout
 from iceberg_privacy.properties import LIBRARY_MARKERS
 from iceberg_privacy.rights.keyed import canonical_literal, digest, digest_distinct
+from iceberg_privacy.rights.reports import RefHold
 
 
 def _is_internal(table: Table) -> bool:
@@ -84,6 +87,27 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
         if identity_columns(table.schema(), table.properties):
             found.append(table)
     return found
+
+
+def _blank(v: Any) -> bool:
+    return isinstance(v, (str, bytes)) and not v.strip()
+
+
+def check_values(subjects: Any, *, allow_empty_subject: bool = False) -> list[Any]:
+    """The subject values as a list; empty or whitespace-only ones are refused unless explicitly allowed.
+
+    An empty id matches every row whose identity column is empty, and such rows usually belong to many
+    people (a form left blank, a default), not to the person asking.
+    """
+    values = as_values(subjects)
+    blank = [v for v in values if _blank(v)]
+    if blank and not allow_empty_subject:
+        raise InvalidLookupValueError(
+            f"{len(blank)} subject value(s) are empty or whitespace-only (e.g. {blank[0]!r}): such a value would "
+            "match every row whose identity column is empty, which may belong to many people. Drop it; if you "
+            "really mean the rows with an empty id, pass allow_empty_subject=True (CLI: --allow-empty-subject)"
+        )
+    return values
 
 
 def _value_type(leaf: Any) -> pa.DataType:
@@ -225,10 +249,11 @@ class CandidatePlan:
         return f"{len(self.tasks)} of {self.files_total} files to read at snapshot {self.snapshot_id} ({cols})"
 
 
-def plan_candidates(ts: TableSubjects) -> CandidatePlan:
-    """Candidate files for the subjects, Bloom- and manifest-pruned per identity column, unioned."""
+def plan_candidates(ts: TableSubjects, snapshot_id: int | None = None) -> CandidatePlan:
+    """Candidate files for the subjects, Bloom- and manifest-pruned per identity column, unioned
+    (at ``snapshot_id``, default the current snapshot)."""
     table = ts.table
-    snap = table.metadata.current_snapshot()
+    snap = table.metadata.snapshot_by_id(snapshot_id) if snapshot_id is not None else table.metadata.current_snapshot()
     if snap is None:
         return CandidatePlan(None, [])
     if ts.by_digest:
@@ -257,4 +282,44 @@ def with_fanout(resolved: list[TableSubjects], values: list[Any], secret: bytes,
     for ts in resolved:
         extra = fan.values.get(ts.name)
         out.append(resolve_subjects([ts.table], values + extra, secret, strict=False)[0] if extra else ts)
+    return out
+
+
+def file_holds(ts: TableSubjects, task: FileScanTask, secret: bytes | None) -> bool:
+    """Does this data file hold a row of the subjects? (reads only its identity columns)"""
+    table = ts.table
+    md = table.metadata
+    ids = [c.column.name for c in ts.columns]
+    if not ids:
+        return False
+    probe = ArrowScan(md, table.io, md.schema().select(*ids), AlwaysTrue(), case_sensitive=True).to_table([task])
+    return bool(match_mask(probe, ts, secret).any())
+
+
+def refs_holding(ts: TableSubjects, secret: bytes | None, *, clean: set[str] | None = None,
+                 known: dict[str, bool] | None = None) -> list[RefHold]:
+    """The branches and tags (other than ``main``) whose snapshot can still read a row of the subjects.
+
+    Each ref's snapshot is planned like the request itself (pruned lookup, or every file when matching
+    by digest) and its candidate files are read; a table that never held the subjects has no such ref.
+    Files in ``clean`` are known to hold no subject row; ``known`` caches what was read (files are immutable).
+    """
+    table = ts.table
+    md = table.metadata
+    known = {} if known is None else known
+    out: list[RefHold] = []
+    for name, ref in sorted(md.refs.items()):
+        if name == MAIN_BRANCH or md.snapshot_by_id(ref.snapshot_id) is None:
+            continue
+        plan = plan_candidates(ts, ref.snapshot_id)
+        for task in plan.tasks:
+            path = task.file.file_path
+            if clean is not None and path in clean:
+                continue
+            if path not in known:
+                known[path] = file_holds(ts, task, secret)
+            if known[path]:
+                kind = "branch" if ref.snapshot_ref_type == SnapshotRefType.BRANCH else "tag"
+                out.append(RefHold(table_name(table), name, kind, ref.snapshot_id))
+                break
     return out

@@ -79,6 +79,20 @@ def test_without_commit_retries_surfaces_conflicts(catalog: Catalog) -> None:
     assert "commit.retry.num-retries" not in catalog.load_table("db.c2").properties  # never persisted
 
 
+def test_staged_are_the_updates_a_transaction_would_commit(catalog: Catalog) -> None:
+    """The erasure commits a transaction's staged updates itself (to rebase them after a lost race)."""
+    from pyiceberg.table.update import AddSnapshotUpdate, AssertRefSnapshotId
+
+    table = catalog.create_table("db.c3", schema=SCHEMA)
+    tx = table.transaction()
+    tx.append(pa.table({"user_id": ["x"], "n": [1]}, schema=ARROW))
+    updates, requirements = compat.staged(tx)
+    assert any(isinstance(u, AddSnapshotUpdate) for u in updates)
+    assert any(isinstance(r, AssertRefSnapshotId) for r in requirements)
+    catalog.commit_table(table, requirements, updates)
+    assert catalog.load_table("db.c3").scan().to_arrow().num_rows == 1
+
+
 def test_hmac_matches_the_standard_library() -> None:
     state = compat.hmac_sha256(b"k" * 32, b"prefix|")
     copy = state.copy()

@@ -163,7 +163,8 @@ def test_rows_appended_after_erase_are_dropped_by_the_forget_list(catalog: Catal
 
 def test_conflicting_commit_is_replanned(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
     """A foreign writer (pyiceberg's own append: no forget list) commits subject rows just before our commit:
-    the commit conflicts, is re-planned against the new snapshot and removes those rows too."""
+    the commit conflicts and is rebased onto the append (the files it replaces are still live); since it landed
+    on a newer snapshot than it was planned on, another pass finds the appended rows and removes them too."""
     table = make_table(catalog, "db.t", _batches())
     expected = [r for r in all_rows(table) if r["user_id"] != "victim"]
     fired = []
@@ -176,6 +177,6 @@ def test_conflicting_commit_is_replanned(catalog: Catalog, monkeypatch: pytest.M
     with faults.injected("erasure.*", hook):
         report = ip.erase(catalog, ["victim"], request_id="r")
     t = report.tables["db.t"]
-    assert fired and t.commit_attempts == 2 and len(t.snapshot_ids) == 1 and t.rows_removed == 4
+    assert fired and t.rebased == 1 and t.commit_attempts == 3 and len(t.snapshot_ids) == 2 and t.rows_removed == 4
     assert [r for r in all_rows(table) if r["user_id"] != "late"] == expected
     assert [r["row_id"] for r in all_rows(table) if r["user_id"] == "late"] == [901]
