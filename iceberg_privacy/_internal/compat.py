@@ -90,3 +90,14 @@ def hmac_sha256(secret: bytes, prefix: bytes) -> Any:
         import hmac
 
         return hmac.new(secret, prefix, "sha256")
+
+
+def is_stale_sequence_number(exc: BaseException) -> bool:
+    """Is ``exc`` pyiceberg refusing a snapshot whose sequence number is not newer than the table's last?
+
+    pyiceberg checks it while applying the updates (``pyiceberg.table.update``), before the catalog is
+    asked: ``ValueError("Cannot add snapshot with sequence number N older than last sequence number M")``.
+    It happens when another writer committed (on any branch) between building a snapshot and committing
+    it: a race lost without effect, to be retried on the new metadata like a ``CommitFailedException``.
+    """
+    return isinstance(exc, ValueError) and "older than last sequence number" in str(exc)

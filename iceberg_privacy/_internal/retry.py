@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from pyiceberg.exceptions import CommitFailedException
 
+from iceberg_privacy._internal import compat
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -51,7 +53,7 @@ DEFAULT_POLICY = RetryPolicy()
 
 def is_conflict(exc: BaseException) -> bool:
     """Did this commit fail without effect, so that building it again on the new head is safe?"""
-    if isinstance(exc, CommitFailedException):
+    if isinstance(exc, CommitFailedException) or compat.is_stale_sequence_number(exc):
         return True
     try:
         from sqlalchemy.exc import OperationalError

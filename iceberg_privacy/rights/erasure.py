@@ -254,6 +254,13 @@ def _rebase(table: Table, st: _Staged, head: int) -> Snapshot:
                     summary=summary, schema_id=st.snapshot.schema_id, first_row_id=st.snapshot.first_row_id)
 
 
+def _stale_sequence(table: Table, snapshot: Snapshot) -> bool:
+    """Has the table's last sequence number reached ``snapshot``'s (format v2+), so it cannot be added?"""
+    md = table.metadata
+    return md.format_version >= 2 and snapshot.sequence_number is not None and \
+        md.last_sequence_number >= snapshot.sequence_number
+
+
 def _commit(table: Table, st: _Staged, snapshot: Snapshot, branch: str) -> int:
     """Commit ``snapshot`` as the new head of ``branch`` if the branch is still at its parent (compare-and-swap)."""
     updates = (AddSnapshotUpdate(snapshot=snapshot),
@@ -350,7 +357,9 @@ def _commit_rebasing(table: Table, pending: list[_Batch], columns: list[BloomCol
                 _unstage(table, st)
                 return None
             head = _head(table, branch)
-            if head is not None and head != snapshot.parent_snapshot_id:
+            # Re-parent when the branch moved; re-number when only another branch's commits advanced the
+            # table's sequence number (a snapshot must be newer than every snapshot of the table).
+            if head is not None and (head != snapshot.parent_snapshot_id or _stale_sequence(table, snapshot)):
                 snapshot = _rebase(table, st, head)
                 rep.rebased += 1
                 logger.debug("erase commit on %s lost (%s); rebased onto %s (try %d)", rep.table, last, head, attempt)

@@ -112,3 +112,22 @@ def test_tmlt_noise_info_shape(spark) -> None:  # type: ignore[no-untyped-def]
     info = compat.noise_info(session, query, PureDPBudget(1))
     assert info and {"noise_mechanism", "noise_parameter"} <= set(info[0])
     assert float(info[0]["noise_parameter"]) > 0
+
+
+def test_stale_sequence_number_is_recognized_as_a_lost_race(catalog: Catalog) -> None:
+    """A snapshot built before another branch's commit is refused by pyiceberg with the ValueError that
+    compat.is_stale_sequence_number recognizes (and retry.is_conflict retries); nothing was committed."""
+    from iceberg_privacy._internal import retry
+
+    table = catalog.create_table("db.seq", SCHEMA)
+    table.append(pa.table({"user_id": ["a"], "n": [1]}, schema=ARROW))
+    table.manage_snapshots().create_branch(table.current_snapshot().snapshot_id, "dev").commit()
+    stale = catalog.load_table("db.seq")  # main head unchanged below: only the sequence number moves
+    catalog.load_table("db.seq").append(pa.table({"user_id": ["b"], "n": [2]}, schema=ARROW), branch="dev")
+    head = stale.current_snapshot().snapshot_id
+    with pytest.raises(Exception) as info:
+        stale.append(pa.table({"user_id": ["c"], "n": [3]}, schema=ARROW))
+    assert compat.is_stale_sequence_number(info.value), repr(info.value)
+    assert retry.is_conflict(info.value)
+    assert catalog.load_table("db.seq").current_snapshot().snapshot_id == head  # without effect
+    assert not compat.is_stale_sequence_number(ValueError("something else"))
