@@ -119,11 +119,13 @@ def _target(target: Table | str | Sequence[str]) -> tuple[tuple[str, ...], str]:
 
 
 # ------------------------------------------------------------------------------------------ storage
-def _load_table(catalog: Catalog, namespace: Sequence[str], *, create: bool) -> Table | None:
+def _load_table(catalog: Catalog, namespace: Sequence[str], *, create: bool, legacy: bool = True) -> Table | None:
+    """The forget table; ``legacy=False`` skips the old-name migration check (a write's commit-time
+    re-check: the same write's first load already did it), so the re-check is one catalog read."""
     return reserved_table(catalog, forget_table_identifier(namespace, catalog), schema=FORGET_SCHEMA,
                           marker=PROP_MARKER, what="the iceberg-privacy forget list of its namespace",
                           error=ForgetListError, create=create, compare_and_swap=True,
-                          legacy=(*namespace, LEGACY_NAMES[FORGET_TABLE_PROPERTY]))
+                          legacy=(*namespace, LEGACY_NAMES[FORGET_TABLE_PROPERTY]) if legacy else None)
 
 
 _ENTRIES: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
@@ -365,17 +367,19 @@ def _groups(ft: Table, snapshot_id: int) -> dict[str, _Group]:
     return out
 
 
-def load(table: Table, *, secret: bytes | None = None) -> ForgetFilter | None:
+def load(table: Table, *, secret: bytes | None = None, recheck: bool = False) -> ForgetFilter | None:
     """The forget filter for writes to ``table``, or None when nothing can be dropped.
 
     None (and no secret needed) when the table declares no identity columns, its namespace has no
     forget list, or no entry applies to it. With entries, the secret is required: without one this
     raises :class:`~iceberg_privacy.rights.keyed.SecretMissingError` (refuse the write, lose nothing), and a
     secret with another key id than the entries raises :class:`ForgetKeyMismatchError`.
+    ``recheck=True`` (a write's commit-time re-check, after a first ``load`` of the same write) reads
+    the forget table by its name only, one catalog read.
     """
     if not table.properties.get(IDENTITY_COLUMNS_KEY, "").strip():
         return None
-    ft = _load_table(table.catalog, table.name()[:-1], create=False)
+    ft = _load_table(table.catalog, table.name()[:-1], create=False, legacy=not recheck)
     snap = ft.current_snapshot() if ft is not None else None
     if ft is None or snap is None:
         return None

@@ -408,3 +408,19 @@ def test_erasure_winning_the_commit_race_is_rechecked_not_rebased(catalog: Catal
     users = sorted(x for x in catalog.load_table("db.events").scan().to_arrow().column("user_id").to_pylist())
     assert users == ["bob", "carl"]
     assert report.dropped_rows == 1
+
+
+def test_forget_list_created_during_the_write_is_checked_at_commit(catalog: Catalog) -> None:
+    """No list when the write starts (nothing to screen), one created before its commit: the
+    commit-time re-check (one catalog read by name) still drops the newly forgotten subject."""
+    from iceberg_privacy.write import commit_written, write_data_files
+
+    t = _table(catalog, "db.events")
+    assert forget.load(t) is None
+    written = write_data_files(t.io, t.metadata, _rows(["ann", "bob", "ann"]), [], forget_filter=forget.load(t))
+    assert written.forget_version is None and written.rows == 3
+    _erase(catalog, t, ["ann"])  # the namespace's first erasure creates the list meanwhile
+    report = commit_written(t, written, [])
+    assert report.dropped_rows == 2 and report.rows == 1
+    assert t.scan().to_arrow().column("user_id").to_pylist() == ["bob"]
+    assert t.current_snapshot().summary[forget.SUMMARY_VERSION] == str(forget.load(t).version)  # type: ignore[union-attr]
