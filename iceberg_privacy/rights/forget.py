@@ -59,7 +59,6 @@ from pyiceberg.types import (
     NestedField,
     PrimitiveType,
     StringType,
-    TimestampType,
     TimestamptzType,
 )
 
@@ -324,10 +323,19 @@ def literal_entries(secret: bytes, literals: Sequence[object], t: PrimitiveType)
     return dict(zip(digests, screen_tags(secret, digests, hash_literals(literals, t)), strict=True))  # type: ignore[arg-type]
 
 
-def _h31(values: pa.Array, t: PrimitiveType) -> np.ndarray | None:
+_SCREENABLE = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary,
+               pa.types.is_fixed_size_binary, pa.types.is_int32, pa.types.is_int64, pa.types.is_date32,
+               pa.types.is_timestamp, pa.types.is_decimal128)
+"""Arrow types whose native hash is pinned equal to the probe path's (tests/index/test_hashing.py);
+other representations (int16, date64, string_view, ...) are HMAC'd, never screened on a guess."""
+
+
+def _h31(values: pa.Array) -> np.ndarray | None:
     """Iceberg's 31-bit hash of non-null Arrow values of an identity column, or None when the native
     kernel cannot take them (the caller then HMACs every value)."""
-    if isinstance(t, (TimestampType, TimestamptzType)) and pa.types.is_timestamp(values.type) and values.type.unit != "us":
+    if not any(is_type(values.type) for is_type in _SCREENABLE):
+        return None
+    if pa.types.is_timestamp(values.type) and values.type.unit != "us":
         values = values.cast(pa.timestamp("us", tz=values.type.tz))  # as the canonical form does
     try:
         out = hash_array(values)
@@ -398,7 +406,7 @@ class ForgetFilter:
         """The distinct non-null values of ``values`` (plain storage) whose subject is on the list."""
         distinct = pc.unique(values.drop_null() if values.null_count else values)
         if self.screen is not None:
-            h31 = _h31(distinct, t)
+            h31 = _h31(distinct)
             if h31 is not None:  # screen the whole batch natively, HMAC only its hits
                 distinct = distinct.take(pa.array(self._screen_hits(h31)))
         if not len(distinct):

@@ -576,3 +576,15 @@ def test_new_list_snapshot_decrypts_only_the_added_tags(catalog: Catalog, monkey
     assert flt is not None and flt.screened and flt.entries == 51
     assert padded == [1, 1]  # and ann's pad at load; the 50 others come from the cache
     assert ip.append(t, _rows(["ann", "old7", "bob"])).dropped_rows == 2
+
+
+def test_ids_in_an_unscreenable_arrow_type_are_hmacd(catalog: Catalog) -> None:
+    """An id column arriving as an Arrow type the native kernel does not pin (int16 for a long column)
+    is checked by HMAC, not skipped: the screened filter still drops the forgotten account."""
+    t = _table(catalog, "db.events", ["acct"])
+    _erase_screened(catalog, t, longs=[7])
+    flt = forget.load(t)
+    assert flt is not None and flt.screened
+    data = pa.table({"acct": pa.array([7, 8, None, 7], pa.int16())})
+    assert flt.mask(data).tolist() == [True, False, False, True]
+    assert forget._h31(data.column("acct").chunk(0).drop_null()) is None
