@@ -9,7 +9,10 @@ The same clickstream (``iceberg_privacy.demos.clickstream``, ``user_id`` declare
 column, many files as in ``benchmarks.lookup``) is appended with :func:`iceberg_privacy.append` to
 fresh tables in three namespaces: one without a forget list, one whose list holds 1,000,000 random
 digests (no subject of the batch: the common case), one whose 1,000,000 digests include ``erased``
-(10) users of the batch (late events of erased people: their rows are dropped). Variants are
+(10) users of the batch (late events of erased people: their rows are dropped). Entries carry screen
+tags (random 31-bit tags for the random digests, real ones for the erased users), so writes use the
+batch-wide screen (docs/forget-list.md); ``--no-screen`` stores no tags and measures the old
+every-id-HMAC'd path. Variants are
 interleaved (rotating order) and medians reported. ``forget_list.ingest_overhead`` is
 ``median wall(1M list) / median wall(empty) - 1``; CPU, paired medians, the variant with drops and
 the cost components (loading the list once, ``ForgetFilter.apply`` alone, an Arrow copy dropping 1%
