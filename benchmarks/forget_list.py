@@ -9,7 +9,10 @@ The same clickstream (``iceberg_privacy.demos.clickstream``, ``user_id`` declare
 column, many files as in ``benchmarks.lookup``) is appended with :func:`iceberg_privacy.append` to
 fresh tables in three namespaces: one without a forget list, one whose list holds 1,000,000 random
 digests (no subject of the batch: the common case), one whose 1,000,000 digests include ``erased``
-(10) users of the batch (late events of erased people: their rows are dropped). Variants are
+(10) users of the batch (late events of erased people: their rows are dropped). Entries carry screen
+tags (random 31-bit tags for the random digests, real ones for the erased users), so writes use the
+batch-wide screen (docs/forget-list.md); ``--no-screen`` stores no tags and measures the old
+every-id-HMAC'd path. Variants are
 interleaved (rotating order) and medians reported. ``forget_list.ingest_overhead`` is
 ``median wall(1M list) / median wall(empty) - 1``; CPU, paired medians, the variant with drops and
 the cost components (loading the list once, ``ForgetFilter.apply`` alone, an Arrow copy dropping 1%
@@ -39,7 +42,7 @@ import iceberg_privacy as ip
 from iceberg_privacy.config import configure_identity
 from iceberg_privacy.demos.clickstream import clickstream_schema, make_clickstream
 from iceberg_privacy.rights import forget
-from iceberg_privacy.rights.keyed import SECRET_ENV, digest_distinct, key_id, load_secret
+from iceberg_privacy.rights.keyed import SECRET_ENV, key_id, load_secret
 
 TARGET = 0.05
 COLUMN = "user_id"
@@ -61,7 +64,7 @@ def _fresh_table(cat: Any, ident: str, data: pa.Table, files: int) -> Any:
 
 def measure_ingest_overhead(quick: bool, *, files: int | None = None, rows_per_file: int | None = None,
                             entries: int = 1_000_000, erased: int = 10, reps: int | None = None,
-                            seed: int = 20261123, workdir: Path | None = None) -> dict[str, Any]:
+                            seed: int = 20261123, workdir: Path | None = None, screened: bool = True) -> dict[str, Any]:
     """Ingest with an empty vs an ``entries``-entry forget list; returns the overhead and raw times.
 
     Variants: ``empty`` (no forget list), ``forget_1m`` (1M digests, none of a subject in the batch:
@@ -88,20 +91,28 @@ def measure_ingest_overhead(quick: bool, *, files: int | None = None, rows_per_f
         kid = key_id(secret)
         rng = np.random.default_rng(seed)
         real = cs.users.take(pa.array(rng.choice(len(cs.users), size=min(erased, len(cs.users)), replace=False)))
-        _, real_digests = digest_distinct(secret, real, clickstream_schema().find_field(COLUMN).field_type)
+        real_entries = forget.subject_entries(secret, real.to_pylist(), clickstream_schema().find_field(COLUMN).field_type,
+                                              COLUMN)
+        real_digests = list(real_entries)
+        # Other people's entries: random digests with random 31-bit tags (a real tag is uniform on [0, 2^31)).
         noise = [bytes(r) for r in rng.integers(0, 256, size=(entries, 32), dtype=np.uint8)]
-        log(f"adding {entries:,} digests to forget.{forget.forget_table_identifier(())[-1]} and drops.{forget.forget_table_identifier(())[-1]}")
+        tags = dict(zip(noise, rng.integers(0, 2**31, size=entries).tolist(), strict=True))
+        if not screened:
+            tags = {}  # the list as written before the screen existed: every distinct id HMAC'd
+        log(f"adding {entries:,} digests ({'with' if screened else 'without'} screen tags) to "
+            f"forget.{forget.forget_table_identifier(())[-1]} and drops.{forget.forget_table_identifier(())[-1]}")
         t0 = time.perf_counter()
-        added = forget.add(cat, "forget", noise, "bench-request", secret_key_id=kid)
+        added = forget.add(cat, "forget", noise, "bench-request", secret_key_id=kid, screens=tags)
         add_s = time.perf_counter() - t0
-        forget.add(cat, "drops", real_digests + noise[len(real_digests):], "bench-request", secret_key_id=kid)
-        del noise
+        forget.add(cat, "drops", real_digests + noise[len(real_digests):], "bench-request", secret_key_id=kid,
+                   screens={**tags, **real_entries} if screened else {})
+        del noise, tags
         forget.clear_cache()
         probe = _fresh_table(cat, "forget.probe", data, files)
         t0 = time.perf_counter()
         flt = forget.load(probe)
         load_cold_s = time.perf_counter() - t0
-        assert flt is not None and flt.entries == entries
+        assert flt is not None and flt.entries == entries and flt.screened == screened
         t0 = time.perf_counter()
         assert forget.load(probe) is not None
         load_warm_s = time.perf_counter() - t0
@@ -173,6 +184,7 @@ def measure_ingest_overhead(quick: bool, *, files: int | None = None, rows_per_f
             "forget_list.load_warm_seconds": round(load_warm_s, 4),
             "forget_list.apply_alone_seconds": round(min(apply_s), 4),
             "forget_list.drop_copy_seconds": round(drop_copy_s, 4),
+            "forget_list.screened": screened,
             "forget_list.quick": quick,
             "forget_list.cpus": os.cpu_count(),
             "forget_list.loadavg_start_end": [load_start, list(os.getloadavg())],
@@ -192,10 +204,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rows-per-file", type=int, default=None)
     p.add_argument("--entries", type=int, default=1_000_000)
     p.add_argument("--reps", type=int, default=None)
+    p.add_argument("--no-screen", dest="screened", action="store_false",
+                   help="entries without screen tags (a list written before the screen): every distinct id HMAC'd")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     res = measure_ingest_overhead(args.quick, files=args.files, rows_per_file=args.rows_per_file,
-                                  entries=args.entries, reps=args.reps)
+                                  entries=args.entries, reps=args.reps, screened=args.screened)
     res["command"] = "python -m benchmarks.forget_list " + " ".join(sys.argv[1:] if argv is None else argv)
     text = json.dumps(res, indent=2)
     print(text)

@@ -163,7 +163,8 @@ def write_data_files(
             # pyiceberg writes the files on its own pool while this thread builds their filters.
             pending = pool.submit(_write_files, io, metadata, tasks)
             t0 = time.thread_time()  # CPU of this thread: the filters' cost, not time spent waiting
-            filters = [filters_for_table(pa.Table.from_batches(t.record_batches), columns) for t in tasks]
+            filters = ([filters_for_table(pa.Table.from_batches(t.record_batches), columns) for t in tasks]
+                       if columns else [{} for _ in tasks])  # no bloom column: no per-file table to build
             out.filter_seconds += time.thread_time() - t0
             out.files += pending.result()
             out.filters += filters
@@ -215,7 +216,7 @@ def recheck_forget(table: Table, written: WrittenFiles, columns: list[BloomColum
     Unchanged list (the usual case): one catalog read. Changed: the written files are re-read and
     only those holding a newly forgotten subject are rewritten.
     """
-    fresh = forget.load(table)
+    fresh = forget.load(table, recheck=True)  # by name: the write's first load checked the legacy name
     if fresh is None or fresh.version == written.forget_version:
         return written
     out = WrittenFiles(forget_version=fresh.version, dropped_rows=written.dropped_rows,
@@ -330,13 +331,16 @@ def _commit(
         written = recheck_forget(table, written, columns)
         if not written.files and overwrite_filter is None:
             return None, None, 0, attempt, written  # every row belonged to a subject forgotten meanwhile
-        tx: Transaction = compat.without_commit_retries(table).transaction()
+        committing = compat.without_commit_retries(table)
+        tx: Transaction = committing.transaction()
         sidecar_path: str | None = None
         try:
             snapshot_id, sidecar_path, sidecar_bytes = _attempt(
                 table, tx, written, columns, base_id, overwrite_filter, snapshot_properties)
             tx.commit_transaction()
-            table.refresh()  # the caller's object sees its commit, as after pyiceberg's own append
+            # The caller's object sees its commit, as after pyiceberg's own append: the catalog's
+            # response, not a reload (no extra round trip per write).
+            compat.adopt_commit(table, committing)
             return snapshot_id, sidecar_path, sidecar_bytes, attempt, written
         except FileNotFoundError:
             # Metadata loaded before a purge names manifests that are gone: retry on the current

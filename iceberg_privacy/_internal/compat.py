@@ -68,6 +68,20 @@ def without_commit_retries(table: Table) -> Table:
                  table.io, table.catalog)
 
 
+def adopt_commit(table: Table, committed: Table) -> Table:
+    """Give ``table`` the metadata ``committed`` (its :func:`without_commit_retries` copy) holds after a
+    successful ``commit_transaction``, without a catalog round trip.
+
+    pyiceberg's own append leaves the committing ``Table`` at the catalog's response metadata
+    (``Table._do_commit``); the copy received that response, which the catalog built from its own
+    stored metadata, so the in-memory retry override is not in it. Equivalent to ``table.refresh()``
+    right after the commit, minus the reload.
+    """
+    table.metadata = committed.metadata
+    table.metadata_location = committed.metadata_location
+    return table
+
+
 def noise_info(session: Any, query: Any, budget: Any) -> list[dict[str, Any]]:
     """The noise mechanisms and parameters tmlt will use to answer ``query`` with ``budget``
     (``tmlt.analytics.Session._noise_info``): a list of dicts with ``noise_mechanism`` and

@@ -110,7 +110,11 @@ def _forget(catalog: Catalog, ts: TableSubjects, request_id: str, secret: bytes)
     """Put the subjects on the table's forget list before any rewrite, so rows of theirs that a
     concurrent writer commits from now on are dropped (see :func:`iceberg_privacy.write.recheck_forget`)."""
     if ts.digests:
-        forget.add(catalog, ts.table, sorted(ts.digests), request_id, secret_key_id=key_id(secret))
+        # Screen tags for the subjects given by value (a request resumed by digest has none: writes to
+        # the table then HMAC every id, see forget.py).
+        screens = {d: tag for c in ts.columns for d, tag in
+                   forget.literal_entries(secret, c.literals, c.column.leaf_type).items()}
+        forget.add(catalog, ts.table, sorted(ts.digests), request_id, secret_key_id=key_id(secret), screens=screens)
     return True
 
 

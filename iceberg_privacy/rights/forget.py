@@ -13,22 +13,37 @@ Storage: one Iceberg table per namespace, ``<namespace>.privacy_forget`` (catalo
     key_id      string     key id of the secret that made the digest
     request_id  string     the erasure request that added it
     added_at    timestamptz
+    screen      long       keyed screen tag (below); null in lists written before it existed
 
-Only keyed digests are stored, never ids or unkeyed hashes: without the secret nobody can test a
-guess against the list. Adds are compare-and-swap commits (``commit.retry.num-retries=0``; we
+Only keyed digests and tags are stored, never ids or unkeyed hashes: without the secret nobody can
+test a guess against the list. Adds are compare-and-swap commits (``commit.retry.num-retries=0``; we
 re-read and retry), so re-adding a digest for the same scope is a no-op even under concurrency.
 
-Write path (:class:`ForgetFilter`): per identity column, the *distinct* ids of the chunk are hashed
-(identity columns repeat), their first 8 bytes are searched in a sorted ``uint64`` array of the
-list's prefixes (vectorized), prefix hits are confirmed on the full 32-byte digest, and the rows
-holding a confirmed id (any identity column, nested ids included) are dropped. Snapshot summary
-keys: ``privacy.forget.dropped-rows`` and ``privacy.forget.version`` (forget-table snapshot id).
+Write path (:class:`ForgetFilter`): per identity column, the *distinct* ids of the chunk (identity
+columns repeat) go through a batch-wide *screen*: Iceberg's 31-bit bucket hash ``h31`` (the Bloom
+index's hash, pyiceberg-core's native kernel over the whole Arrow array) is tested against the set of
+the listed subjects' ``h31`` (a bitmap, then a sorted array). Only screen hits (the listed subjects
+and ~n/2^31 of the others) are HMAC'd and confirmed on the full 32-byte digest, and the rows holding
+a confirmed id (any identity column, nested ids included) are dropped. The per-value HMAC, ~1 us of
+GIL-holding CPU per distinct id, is thus paid only for screen hits.
+
+The screen set is stored encrypted, never as the unkeyed ``h31``: ``screen = h31 XOR pad`` with
+``pad = HMAC-SHA256(screen_key, digest)[:4] (big endian) & 0x7FFFFFFF`` and ``screen_key =
+HMAC-SHA256(secret, "iceberg-privacy forget-list screen key v1")``. The pad is a keyed PRF of the
+entry's digest, so without the secret a tag is uniform on [0, 2^31) and independent of every other
+entry: it reveals nothing the digests do not. Writes decrypt the tags once per forget-table snapshot
+(cached). A list in which an applicable entry has no tag (written before the screen existed, or
+added by digest only) is checked the old way: every distinct id HMAC'd. Spec: docs/forget-list.md.
+
+Snapshot summary keys: ``privacy.forget.dropped-rows`` and ``privacy.forget.version`` (forget-table
+snapshot id).
 """
 
 from __future__ import annotations
 
+import hmac
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -40,12 +55,14 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import (
     BinaryType,
+    LongType,
     NestedField,
+    PrimitiveType,
     StringType,
     TimestamptzType,
 )
 
-from iceberg_privacy._internal import retry
+from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.arrow import plain
 from iceberg_privacy.catalog import (
     FORGET_TABLE_PROPERTY,
@@ -62,12 +79,15 @@ from iceberg_privacy.errors import (
     ForgetListError,
 )
 from iceberg_privacy.identities import extract_identities
+from iceberg_privacy.index.hashing import coerce_values, hash_array, hash_literals
 from iceberg_privacy.properties import FORGET_DROPPED_SUMMARY as SUMMARY_DROPPED
 from iceberg_privacy.properties import FORGET_MARKER as PROP_MARKER
 from iceberg_privacy.properties import FORGET_VERSION_SUMMARY as SUMMARY_VERSION
 from iceberg_privacy.rights.keyed import (  # noqa: F401 - digest_values re-exported
     DIGEST_BYTES,
+    canonical_literal,
     check_key_id,
+    digest,
     digest_distinct,
     digest_values,
     key_id,
@@ -83,17 +103,26 @@ BITMAP_BITS = 25
 """A 2**25-bit (4 MiB) bitmap of digest prefixes screens queries before the sorted-array search
 (about 3% of absent ids pass it with 1,000,000 entries)."""
 
+SCREEN_KEY_LABEL = b"iceberg-privacy forget-list screen key v1"
+"""HMAC message deriving the screen key from the secret (domain-separated from subject digests)."""
+SCREEN_MASK = 0x7FFFFFFF
+SCREEN_BITS = 26
+"""The screen's bitmap has 2**26 bits (8 MiB), addressed by ``h31 >> 5``: with 1,000,000 entries about
+1.5% of absent ids pass it to the sorted-array search, which leaves ~n/2^31 (0.05%) to HMAC."""
+
 FORGET_SCHEMA = Schema(
     NestedField(1, "scope", StringType(), required=False),
     NestedField(2, "digest", BinaryType(), required=False),
     NestedField(3, "key_id", StringType(), required=False),
     NestedField(4, "request_id", StringType(), required=False),
     NestedField(5, "added_at", TimestamptzType(), required=False),
+    NestedField(6, "screen", LongType(), required=False),
 )
 ARROW_SCHEMA = pa.schema([
     ("scope", pa.string()), ("digest", pa.binary()), ("key_id", pa.string()), ("request_id", pa.string()),
-    ("added_at", pa.timestamp("us", tz="UTC")),
+    ("added_at", pa.timestamp("us", tz="UTC")), ("screen", pa.int64()),
 ])
+_CACHED = ["scope", "digest", "key_id", "screen"]  # what writes read of the list
 
 
 # ------------------------------------------------------------------------------------------ scopes
@@ -119,11 +148,13 @@ def _target(target: Table | str | Sequence[str]) -> tuple[tuple[str, ...], str]:
 
 
 # ------------------------------------------------------------------------------------------ storage
-def _load_table(catalog: Catalog, namespace: Sequence[str], *, create: bool) -> Table | None:
+def _load_table(catalog: Catalog, namespace: Sequence[str], *, create: bool, legacy: bool = True) -> Table | None:
+    """The forget table; ``legacy=False`` skips the old-name migration check (a write's commit-time
+    re-check: the same write's first load already did it), so the re-check is one catalog read."""
     return reserved_table(catalog, forget_table_identifier(namespace, catalog), schema=FORGET_SCHEMA,
                           marker=PROP_MARKER, what="the iceberg-privacy forget list of its namespace",
                           error=ForgetListError, create=create, compare_and_swap=True,
-                          legacy=(*namespace, LEGACY_NAMES[FORGET_TABLE_PROPERTY]))
+                          legacy=(*namespace, LEGACY_NAMES[FORGET_TABLE_PROPERTY]) if legacy else None)
 
 
 _ENTRIES: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
@@ -137,17 +168,26 @@ def _cache_put(key: tuple[str, int], entries: pa.Table) -> None:
         _ENTRIES.popitem(last=False)
 
 
+def _has_screen(table: Table) -> bool:
+    return "screen" in {f.name for f in table.schema().fields}
+
+
 def _entries(table: Table) -> pa.Table:
-    """(scope, digest, key_id) of every entry at the table's current snapshot, cached per snapshot
-    (a forget table only grows, and a write reads it once)."""
+    """(scope, digest, key_id, screen) of every entry at the table's current snapshot, cached per
+    snapshot (a forget table only grows, and a write reads it once). A list written before the
+    screen existed reads as null screens."""
     snap = table.current_snapshot()
+    schema = pa.schema([ARROW_SCHEMA.field(n) for n in _CACHED])
     if snap is None:
-        return ARROW_SCHEMA.empty_table().select(["scope", "digest", "key_id"])
+        return schema.empty_table()
     key = (str(table.metadata.table_uuid), snap.snapshot_id)
     hit = _ENTRIES.get(key)
     if hit is None:
-        hit = table.scan(selected_fields=("scope", "digest", "key_id"), snapshot_id=snap.snapshot_id).to_arrow()
-        hit = hit.cast(ARROW_SCHEMA.remove(4).remove(3)).combine_chunks()
+        fields = tuple(_CACHED if _has_screen(table) else _CACHED[:-1])
+        hit = table.scan(selected_fields=fields, snapshot_id=snap.snapshot_id).to_arrow()
+        if "screen" not in hit.column_names:
+            hit = hit.append_column("screen", pa.nulls(hit.num_rows, pa.int64()))
+        hit = hit.select(_CACHED).cast(schema).combine_chunks()
         _cache_put(key, hit)
     return hit
 
@@ -156,6 +196,8 @@ def clear_cache() -> None:
     """Forget cached forget-list reads (tests; the cache is keyed by snapshot id, so never stale)."""
     _ENTRIES.clear()
     _PREPARED.clear()
+    _SCREENS.clear()
+    _PADS.clear()
 
 
 def _check_key_ids(key_ids: Iterable[str], expected: str, where: str) -> None:
@@ -164,15 +206,22 @@ def _check_key_ids(key_ids: Iterable[str], expected: str, where: str) -> None:
 
 
 def add(catalog: Catalog, target: Table | str | Sequence[str], digests: Iterable[bytes], request_id: str, *,
-        secret_key_id: str) -> int:
+        secret_key_id: str, screens: Mapping[bytes, int] | None = None) -> int:
     """Put keyed subject digests on the forget list of ``target`` and return how many were new.
 
     ``target`` is a Table (entry for that table) or a namespace (tuple or dotted string; entry for
     every table in it). Idempotent per scope; committed (durable) when it returns; one commit for
-    the whole batch.
+    the whole batch. ``screens`` maps digests to their screen tags (:func:`subject_entries`); a
+    digest without one is stored with a null tag, and writes checked against a scope holding such
+    an entry HMAC every distinct id (correct, slower). A list written before the screen column
+    existed gets the column in the same commit.
     """
     namespace, scope = _target(target)
     wanted = list(dict.fromkeys(bytes(d) for d in digests))
+    tags = screens or {}
+    bad_tags = [t for t in tags.values() if not 0 <= int(t) <= SCREEN_MASK]
+    if bad_tags:
+        raise ConfigurationError(f"forget-list screen tags are 31-bit values (forget.subject_entries), got {bad_tags[0]}")
     bad = [d for d in wanted if len(d) != DIGEST_BYTES]
     if bad:
         raise ConfigurationError(
@@ -199,8 +248,13 @@ def add(catalog: Catalog, target: Table | str | Sequence[str], digests: Iterable
             "scope": pa.array([scope] * n, pa.string()), "digest": fresh,
             "key_id": pa.array([secret_key_id] * n, pa.string()), "request_id": pa.array([request_id] * n, pa.string()),
             "added_at": pa.array([datetime.now(UTC)] * n, pa.timestamp("us", tz="UTC")),
+            "screen": pa.array([tags.get(d) for d in fresh.to_pylist()] if tags else pa.nulls(n, pa.int64()),
+                               pa.int64()),
         }, schema=ARROW_SCHEMA)
         with table.transaction() as tx:
+            if not _has_screen(table):  # a list from before the screen: the column joins in this commit
+                with tx.update_schema() as update:
+                    update.add_column("screen", LongType())
             tx.append(rows)
         committed = catalog.load_table(forget_table_identifier(namespace, catalog))
         snap = committed.current_snapshot()
@@ -223,6 +277,78 @@ def entries(catalog: Catalog, namespace: str | Sequence[str]) -> pa.Table:
     if table is None or table.current_snapshot() is None:
         return ARROW_SCHEMA.empty_table()
     return table.scan().to_arrow()
+
+
+# ------------------------------------------------------------------------------------------ screen
+def screen_key(secret: bytes) -> bytes:
+    """The key of the screen tags' pads, derived from the secret (never stored)."""
+    return hmac.digest(secret, SCREEN_KEY_LABEL, "sha256")
+
+
+def screen_pads(secret: bytes, digests: np.ndarray) -> np.ndarray:
+    """``HMAC-SHA256(screen_key, digest)[:4]`` (big endian) ``& 0x7FFFFFFF`` of (n, 32) uint8 digests."""
+    if not len(digests):
+        return np.empty(0, dtype=np.uint32)
+    copy = compat.hmac_sha256(screen_key(secret), b"").copy
+    raw = np.ascontiguousarray(digests).tobytes()
+    out: list[bytes] = []
+    append = out.append
+    for i in range(0, len(raw), DIGEST_BYTES):  # ~1 us per entry: once per entry and process (see _pads)
+        h = copy()
+        h.update(raw[i: i + DIGEST_BYTES])
+        append(h.digest())
+    first4 = np.frombuffer(b"".join(out), dtype=np.uint8).reshape(-1, 32)[:, :4].copy()
+    return first4.view(">u4").ravel().astype(np.uint32) & np.uint32(SCREEN_MASK)
+
+
+def screen_tags(secret: bytes, digests: Sequence[bytes], h31: np.ndarray) -> list[int]:
+    """The stored screen tags ``h31 XOR pad`` of subjects with these digests and 31-bit Iceberg hashes."""
+    if not len(digests):
+        return []
+    mat = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, DIGEST_BYTES)
+    return (np.asarray(h31, dtype=np.uint32) ^ screen_pads(secret, mat)).astype(np.int64).tolist()
+
+
+def subject_entries(secret: bytes, values: Iterable[object], t: PrimitiveType, column: str) -> dict[bytes, int]:
+    """Forget-list entries of subject values of a column of type ``t``: digest -> screen tag, ready
+    for :func:`add` (``add(catalog, target, entries, ..., screens=entries)``)."""
+    return literal_entries(secret, coerce_values(values, t, column), t)
+
+
+def literal_entries(secret: bytes, literals: Sequence[object], t: PrimitiveType) -> dict[bytes, int]:
+    """:func:`subject_entries` of literals already coerced to the column type ``t``."""
+    if not literals:
+        return {}
+    digests = [digest(secret, canonical_literal(lit, t)) for lit in literals]  # type: ignore[arg-type]
+    return dict(zip(digests, screen_tags(secret, digests, hash_literals(literals, t)), strict=True))  # type: ignore[arg-type]
+
+
+_SCREENABLE = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary,
+               pa.types.is_fixed_size_binary, pa.types.is_int32, pa.types.is_int64, pa.types.is_date32,
+               pa.types.is_timestamp, pa.types.is_decimal128)
+"""Arrow types whose native hash is pinned equal to the probe path's (tests/index/test_hashing.py);
+other representations (int16, date64, string_view, ...) are HMAC'd, never screened on a guess."""
+
+
+def _h31(values: pa.Array) -> np.ndarray | None:
+    """Iceberg's 31-bit hash of non-null Arrow values of an identity column, or None when the native
+    kernel cannot take them (the caller then HMACs every value)."""
+    if not any(is_type(values.type) for is_type in _SCREENABLE):
+        return None
+    if pa.types.is_timestamp(values.type) and values.type.unit != "us":
+        values = values.cast(pa.timestamp("us", tz=values.type.tz))  # as the canonical form does
+    try:
+        out = hash_array(values)
+    except (pa.ArrowException, ValueError, TypeError, NotImplementedError):
+        return None
+    return out if len(out) == len(values) else None
+
+
+def _screen_bitmap(h31: np.ndarray) -> np.ndarray:
+    bits = np.zeros(2 ** SCREEN_BITS // 8, dtype=np.uint8)
+    idx = np.unique(h31 >> np.uint32(31 - SCREEN_BITS))
+    np.bitwise_or.at(bits, (idx >> np.uint32(3)).astype(np.int64), (np.uint8(1) << (idx & np.uint32(7)).astype(np.uint8)))
+    return bits
 
 
 # ------------------------------------------------------------------------------------------ filter
@@ -257,6 +383,35 @@ class ForgetFilter:
     digests: np.ndarray  # (n, 32) uint8, rows in the order of ``prefixes``
     bitmap: np.ndarray  # uint8[2**BITMAP_BITS / 8]: bit (prefix >> (64 - BITMAP_BITS)) set for every entry
     secret: bytes = field(repr=False)
+    screen: np.ndarray | None = field(default=None, repr=False)  # sorted unique uint32 h31 of the listed subjects
+    screen_bits: np.ndarray | None = field(default=None, repr=False)  # uint8[2**SCREEN_BITS / 8] over h31 >> 5
+
+    @property
+    def screened(self) -> bool:
+        """Whether every entry has a screen tag (else every distinct id is HMAC'd)."""
+        return self.screen is not None
+
+    def _screen_hits(self, h31: np.ndarray) -> np.ndarray:
+        """Indices of the hashes in the screen set (bitmap, then exact 31-bit search)."""
+        assert self.screen is not None and self.screen_bits is not None
+        idx = h31 >> np.uint32(31 - SCREEN_BITS)
+        passed = np.flatnonzero((self.screen_bits[idx >> np.uint32(3)] >> (idx & np.uint32(7)).astype(np.uint8)) & 1)
+        if not len(passed) or not len(self.screen):
+            return passed[:0]
+        hs = h31[passed]
+        pos = np.searchsorted(self.screen, hs)
+        return passed[self.screen[np.minimum(pos, len(self.screen) - 1)] == hs]
+
+    def listed_values(self, values: pa.Array, t: PrimitiveType) -> pa.Array:
+        """The distinct non-null values of ``values`` (plain storage) whose subject is on the list."""
+        distinct = pc.unique(values.drop_null() if values.null_count else values)
+        if self.screen is not None:
+            h31 = _h31(distinct)
+            if h31 is not None:  # screen the whole batch natively, HMAC only its hits
+                distinct = distinct.take(pa.array(self._screen_hits(h31)))
+        if not len(distinct):
+            return distinct
+        return distinct.filter(pa.array(self._listed(digest_values(self.secret, distinct, t))))
 
     @property
     def entries(self) -> int:
@@ -293,11 +448,10 @@ class ForgetFilter:
             values, rows = extract_identities(data.column(col.name))  # plain storage
             if values.null_count == len(values):
                 continue
-            distinct, digests = digest_distinct(self.secret, values, col.leaf_type)
-            listed = self._listed(digests)
-            if not listed.any():
+            listed = self.listed_values(values, col.leaf_type)
+            if not len(listed):
                 continue
-            hit = pc.is_in(values, value_set=distinct.filter(pa.array(listed)), skip_nulls=True)
+            hit = pc.is_in(values, value_set=listed, skip_nulls=True)
             drop[rows[np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)]] = True
         return drop
 
@@ -333,9 +487,13 @@ def _bit_test(bits: np.ndarray, prefixes: np.ndarray) -> np.ndarray:
     return ((bits[(idx >> np.uint64(3)).astype(np.int64)] >> (idx & np.uint64(7)).astype(np.uint8)) & 1).astype(bool)
 
 
-# sorted prefixes, digests in that order, key ids, bitmap
-_Group = tuple[np.ndarray, np.ndarray, list[str], np.ndarray]
+# sorted prefixes, digests in that order, key ids, bitmap, stored screen tags in that order (-1: none)
+_Group = tuple[np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]
 _PREPARED: OrderedDict[tuple[str, int], dict[str, _Group]] = OrderedDict()
+_PADS: OrderedDict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+"""Per forget table and key id: the pads already computed (sorted prefixes, digests, pads), so a new
+snapshot of the list only pays the HMAC for the entries it added."""
+_SCREENS: OrderedDict[tuple[str, int, tuple[str, ...], str], tuple[np.ndarray, np.ndarray] | None] = OrderedDict()
 
 
 def _groups(ft: Table, snapshot_id: int) -> dict[str, _Group]:
@@ -353,11 +511,12 @@ def _groups(ft: Table, snapshot_id: int) -> dict[str, _Group]:
     order = np.lexsort((pre, scope_idx))
     bounds = np.searchsorted(scope_idx[order], np.arange(len(enc.dictionary) + 1))
     key_ids = ents.column("key_id").combine_chunks()
+    tags = pc.fill_null(ents.column("screen"), -1).to_numpy()
     out: dict[str, _Group] = {}
     for i, scope in enumerate(enc.dictionary.to_pylist()):
         sel = order[bounds[i]: bounds[i + 1]]
         ids = [str(k) for k in pc.unique(key_ids.take(pa.array(sel))).to_pylist()]
-        out[scope] = (pre[sel], mat[sel], ids, _bitmap(pre[sel]))
+        out[scope] = (pre[sel], mat[sel], ids, _bitmap(pre[sel]), tags[sel])
     _PREPARED[key] = out
     _PREPARED.move_to_end(key)
     while len(_PREPARED) > _CACHE_SIZE:
@@ -365,28 +524,78 @@ def _groups(ft: Table, snapshot_id: int) -> dict[str, _Group]:
     return out
 
 
-def load(table: Table, *, secret: bytes | None = None) -> ForgetFilter | None:
+def _pads(uuid: str, kid: str, secret: bytes, prefixes: np.ndarray, digests: np.ndarray) -> np.ndarray:
+    """:func:`screen_pads` of digests (rows sorted by ``prefixes``), reusing the pads of entries this
+    process already decrypted for an earlier snapshot of the same list (matched on the full digest)."""
+    pads = np.zeros(len(digests), dtype=np.uint32)
+    known = np.zeros(len(digests), dtype=bool)
+    cached = _PADS.get((uuid, kid))
+    if cached is not None and len(cached[0]):
+        cpre, cmat, cpads = cached
+        pos = np.minimum(np.searchsorted(cpre, prefixes), len(cpre) - 1)
+        idx = np.flatnonzero(cpre[pos] == prefixes)
+        idx = idx[(cmat[pos[idx]] == digests[idx]).all(axis=1)]
+        known[idx] = True
+        pads[idx] = cpads[pos[idx]]
+    miss = np.flatnonzero(~known)
+    if len(miss) or cached is None:
+        pads[miss] = screen_pads(secret, digests[miss])
+        parts = [(prefixes[miss], digests[miss], pads[miss])] + ([cached] if cached is not None else [])
+        allpre = np.concatenate([p[0] for p in parts])
+        order = np.argsort(allpre, kind="stable")
+        _PADS[(uuid, kid)] = (allpre[order], np.concatenate([p[1] for p in parts])[order],
+                              np.concatenate([p[2] for p in parts])[order])
+    _PADS.move_to_end((uuid, kid))
+    while len(_PADS) > _CACHE_SIZE:
+        _PADS.popitem(last=False)
+    return pads
+
+
+def _screen(ft: Table, snapshot_id: int, scopes: list[str], kid: str, groups: dict[str, _Group],
+            secret: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+    """The decrypted screen set (sorted unique h31) of the scopes' entries and its bitmap, or None
+    when an entry has no tag; built once per forget-table snapshot, scopes and key (the pads cost an
+    HMAC per entry)."""
+    key = (str(ft.metadata.table_uuid), snapshot_id, tuple(scopes), kid)
+    if key in _SCREENS:
+        _SCREENS.move_to_end(key)
+        return _SCREENS[key]
+    out = None
+    if not any((groups[s][4] < 0).any() for s in scopes):
+        plain_h31 = np.unique(np.concatenate(
+            [groups[s][4].astype(np.uint32) ^ _pads(key[0], kid, secret, groups[s][0], groups[s][1]) for s in scopes]))
+        out = (plain_h31, _screen_bitmap(plain_h31))
+    _SCREENS[key] = out
+    while len(_SCREENS) > _CACHE_SIZE:
+        _SCREENS.popitem(last=False)
+    return out
+
+
+def load(table: Table, *, secret: bytes | None = None, recheck: bool = False) -> ForgetFilter | None:
     """The forget filter for writes to ``table``, or None when nothing can be dropped.
 
     None (and no secret needed) when the table declares no identity columns, its namespace has no
     forget list, or no entry applies to it. With entries, the secret is required: without one this
     raises :class:`~iceberg_privacy.rights.keyed.SecretMissingError` (refuse the write, lose nothing), and a
     secret with another key id than the entries raises :class:`ForgetKeyMismatchError`.
+    ``recheck=True`` (a write's commit-time re-check, after a first ``load`` of the same write) reads
+    the forget table by its name only, one catalog read.
     """
     if not table.properties.get(IDENTITY_COLUMNS_KEY, "").strip():
         return None
-    ft = _load_table(table.catalog, table.name()[:-1], create=False)
+    ft = _load_table(table.catalog, table.name()[:-1], create=False, legacy=not recheck)
     snap = ft.current_snapshot() if ft is not None else None
     if ft is None or snap is None:
         return None
     scope = table_scope(table)
     groups = _groups(ft, snap.snapshot_id)
-    parts = [groups[s] for s in (NAMESPACE_SCOPE, scope) if s in groups and len(groups[s][0])]
+    scopes = [s for s in (NAMESPACE_SCOPE, scope) if s in groups and len(groups[s][0])]
+    parts = [groups[s] for s in scopes]
     if not parts:
         return None
     columns = identity_columns(table.schema(), table.properties)  # a stale declaration raises: never miss ids
     if len(parts) == 1:
-        prefixes, digests, stored, bitmap = parts[0]
+        prefixes, digests, stored, bitmap, _ = parts[0]
     else:
         pre, mat = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         order = np.argsort(pre, kind="stable")
@@ -396,5 +605,7 @@ def load(table: Table, *, secret: bytes | None = None) -> ForgetFilter | None:
     expected = key_id(secret)
     _check_key_ids(stored, expected,
                    ".".join(forget_table_identifier(table.name()[:-1], table.catalog)))
+    screen = _screen(ft, snap.snapshot_id, scopes, expected, groups, secret)
     return ForgetFilter(table=scope, version=snap.snapshot_id, key_id=expected, columns=columns,
-                        prefixes=prefixes, digests=digests, bitmap=bitmap, secret=secret)
+                        prefixes=prefixes, digests=digests, bitmap=bitmap, secret=secret,
+                        screen=screen[0] if screen else None, screen_bits=screen[1] if screen else None)

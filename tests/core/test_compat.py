@@ -93,6 +93,23 @@ def test_staged_are_the_updates_a_transaction_would_commit(catalog: Catalog) -> 
     assert catalog.load_table("db.c3").scan().to_arrow().num_rows == 1
 
 
+
+
+def test_adopt_commit_equals_a_refresh_without_the_override(catalog: Catalog) -> None:
+    """After a commit through the retry-less copy, the caller's table takes the catalog's response:
+    the same metadata a reload gives, without the in-memory retry override."""
+    table = catalog.create_table("db.c3", schema=SCHEMA, properties={"commit.retry.num-retries": "7"})
+    committing = compat.without_commit_retries(table)
+    tx = committing.transaction()
+    tx.append(pa.table({"user_id": ["y"], "n": [2]}, schema=ARROW))
+    tx.commit_transaction()
+    assert compat.adopt_commit(table, committing) is table
+    fresh = catalog.load_table("db.c3")
+    assert table.metadata_location == fresh.metadata_location
+    assert table.metadata == fresh.metadata
+    assert table.properties["commit.retry.num-retries"] == "7"  # the persisted value, not the override
+    assert table.scan().to_arrow().column("user_id").to_pylist() == ["y"]
+
 def test_hmac_matches_the_standard_library() -> None:
     state = compat.hmac_sha256(b"k" * 32, b"prefix|")
     copy = state.copy()

@@ -408,3 +408,183 @@ def test_erasure_winning_the_commit_race_is_rechecked_not_rebased(catalog: Catal
     users = sorted(x for x in catalog.load_table("db.events").scan().to_arrow().column("user_id").to_pylist())
     assert users == ["bob", "carl"]
     assert report.dropped_rows == 1
+
+
+def test_forget_list_created_during_the_write_is_checked_at_commit(catalog: Catalog) -> None:
+    """No list when the write starts (nothing to screen), one created before its commit: the
+    commit-time re-check (one catalog read by name) still drops the newly forgotten subject."""
+    from iceberg_privacy.write import commit_written, write_data_files
+
+    t = _table(catalog, "db.events")
+    assert forget.load(t) is None
+    written = write_data_files(t.io, t.metadata, _rows(["ann", "bob", "ann"]), [], forget_filter=forget.load(t))
+    assert written.forget_version is None and written.rows == 3
+    _erase(catalog, t, ["ann"])  # the namespace's first erasure creates the list meanwhile
+    report = commit_written(t, written, [])
+    assert report.dropped_rows == 2 and report.rows == 1
+    assert t.scan().to_arrow().column("user_id").to_pylist() == ["bob"]
+    assert t.current_snapshot().summary[forget.SUMMARY_VERSION] == str(forget.load(t).version)  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------------------------------ screen
+def _erase_screened(cat: Catalog, target, strings=(), longs=(), secret: bytes = SECRET) -> int:  # type: ignore[no-untyped-def]
+    entries = {**forget.subject_entries(secret, list(strings), StringType(), "user_id"),
+               **forget.subject_entries(secret, list(longs), LongType(), "acct")}
+    return forget.add(cat, target, list(entries), "req-s", secret_key_id=key_id(secret), screens=entries)
+
+
+def test_screen_tag_follows_the_documented_formula() -> None:
+    """docs/forget-list.md, re-implemented from the text: h31 = Iceberg bucket hash (mmh3 x86_32 of
+    the value's Iceberg bytes, & 0x7FFFFFFF, mod 2^31-1), pad = HMAC(HMAC(secret, label), digest)[:4]."""
+    import hashlib
+    import hmac as std_hmac
+    import struct
+
+    import mmh3
+
+    for value, t, raw in [("ann", StringType(), b"ann"), (42, LongType(), struct.pack("<q", 42))]:
+        entries = forget.subject_entries(SECRET, [value], t, "c")
+        (d, tag), = entries.items()
+        assert d == digest(SECRET, (b"s" if isinstance(t, StringType) else b"i") + raw)
+        h31 = (mmh3.hash(raw, 0, signed=False) & 0x7FFFFFFF) % (2**31 - 1)
+        k = std_hmac.new(SECRET, b"iceberg-privacy forget-list screen key v1", hashlib.sha256).digest()
+        pad = int.from_bytes(std_hmac.new(k, d, hashlib.sha256).digest()[:4], "big") & 0x7FFFFFFF
+        assert tag == h31 ^ pad and 0 <= tag < 2**31
+
+
+def test_stored_tags_are_not_the_unkeyed_hash(catalog: Catalog) -> None:
+    """The list never holds a value's unkeyed hash: the tag is padded with a keyed PRF of its digest,
+    so another secret decrypts it to something else."""
+    from iceberg_privacy.index.hashing import hash_array
+
+    t = _table(catalog, "db.events")
+    users = [f"user{i}" for i in range(200)]
+    _erase_screened(catalog, t, users)
+    stored = forget.entries(catalog, "db")
+    by_digest = dict(zip(stored.column("digest").to_pylist(), stored.column("screen").to_pylist(), strict=True))
+    h31 = hash_array(pa.array(users)).tolist()
+    tags = [by_digest[d] for d in dl(SECRET, users, StringType(), "user_id")]
+    assert sum(a == b for a, b in zip(tags, h31, strict=True)) <= 1  # 2^-31 per entry by chance
+    mat = np.frombuffer(b"".join(dl(SECRET, users, StringType(), "user_id")), np.uint8).reshape(-1, 32)
+    assert (np.array(tags, np.uint32) ^ forget.screen_pads(SECRET, mat)).tolist() == h31
+    assert (np.array(tags, np.uint32) ^ forget.screen_pads(OTHER, mat)).tolist() != h31
+
+
+def test_screened_filter_hmacs_only_screen_hits(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With tags on every entry, only the ids that pass the native screen are HMAC'd (not every id)."""
+    t = _table(catalog, "db.events", ["user_id"])
+    _erase_screened(catalog, t, ["ann", "bob"])
+    hashed: list[int] = []
+    real = forget.digest_values
+
+    def counting(secret, values, leaf):  # type: ignore[no-untyped-def]
+        hashed.append(len(values))
+        return real(secret, values, leaf)
+
+    monkeypatch.setattr(forget, "digest_values", counting)
+    flt = forget.load(t)
+    assert flt is not None and flt.screened
+    users = [f"user{i}" for i in range(5000)] + ["ann", "bob", "ann"]
+    report = ip.append(t, _rows(users))
+    assert report.dropped_rows == 3 and report.rows == 5000
+    assert sum(hashed) <= 3  # ann, bob (+ a 2^-31-rare screen collision); was one HMAC per distinct id
+
+
+def test_list_without_screen_column_still_drops_and_upgrades(catalog: Catalog) -> None:
+    """A list written before the screen existed (no ``screen`` column) is checked by HMAC-ing every id;
+    the first add with tags adds the column in its commit, and the old entries keep working."""
+    from iceberg_privacy.catalog import FORGET_TABLE_PROPERTY, library_name
+
+    old_schema = Schema(*forget.FORGET_SCHEMA.fields[:5])
+    ft = catalog.create_table(("db", library_name(catalog, FORGET_TABLE_PROPERTY)), old_schema,
+                              properties={forget.PROP_MARKER: "1", "commit.retry.num-retries": "0"})
+    ft.append(pa.table({"scope": ["*"], "digest": dl(SECRET, ["ann"], StringType(), "u"), "key_id": [key_id(SECRET)],
+                        "request_id": ["old"], "added_at": pa.array([dt.datetime.now(dt.UTC)], pa.timestamp("us", tz="UTC"))},
+                       schema=forget.ARROW_SCHEMA.remove(5)))
+    t = _table(catalog, "db.events")
+    flt = forget.load(t)
+    assert flt is not None and not flt.screened
+    assert ip.append(t, _rows(["ann", "bob"])).dropped_rows == 1
+    _erase_screened(catalog, t, ["bob"])
+    assert "screen" in catalog.load_table(("db", library_name(catalog, FORGET_TABLE_PROPERTY))).schema().column_names
+    flt = forget.load(t)
+    assert flt is not None and not flt.screened  # ann's entry (namespace scope) has no tag
+    assert ip.append(t, _rows(["ann", "bob", "carl"])).dropped_rows == 2
+    other = _table(catalog, "db.other")
+    _erase_screened(catalog, "db", ["dora"])  # a tagged namespace entry next to ann's untagged one
+    assert not forget.load(other).screened  # type: ignore[union-attr]
+    assert ip.append(other, _rows(["ann", "dora", "eve"])).dropped_rows == 2
+
+
+_SCREEN_ROW = st.tuples(st.none() | _NAMES, st.none() | st.integers(0, 9))
+
+
+@settings(max_examples=EXAMPLES)
+@given(rows=st.lists(_SCREEN_ROW, max_size=60), erased_names=st.sets(_NAMES), erased_accts=st.sets(st.integers(0, 9)),
+       decoy_names=st.sets(_NAMES), decoy_accts=st.sets(st.integers(0, 9)), untagged=st.booleans())
+def test_screened_check_drops_exactly_what_the_plain_hmac_check_drops(
+    shared_catalog: Catalog, rows: list, erased_names: set[str], erased_accts: set[int], decoy_names: set[str],
+    decoy_accts: set[int], untagged: bool,
+) -> None:
+    """The screen (with decoy hashes forced into it, standing in for 31-bit collisions) and the plain
+    per-id HMAC check drop the same rows; an entry without a tag makes the filter fall back."""
+    import dataclasses
+
+    from iceberg_privacy.index.hashing import hash_array
+
+    t = _table(shared_catalog, unique_name("screen"), ["user_id", "acct"])
+    names, accts = sorted(erased_names), sorted(erased_accts)
+    if untagged and names:
+        _erase(shared_catalog, t, names[:1])
+        names = names[1:]
+    _erase_screened(shared_catalog, t, names, accts)
+    flt = forget.load(t)
+    if flt is None:
+        return
+    assert flt.screened == (not (untagged and erased_names))
+    data = _rows([r[0] for r in rows], [r[1] for r in rows])
+    plain = dataclasses.replace(flt, screen=None, screen_bits=None)
+    expected = plain.mask(data)
+    assert expected.tolist() == [(r[0] in erased_names) or (r[1] in erased_accts) for r in rows]
+    assert flt.mask(data).tolist() == expected.tolist()
+    if flt.screened:
+        decoys = np.concatenate([hash_array(pa.array(sorted(decoy_names), pa.string())),
+                                 hash_array(pa.array(sorted(decoy_accts), pa.int64()))]).astype(np.uint32)
+        assert flt.screen is not None
+        noisy_set = np.unique(np.concatenate([flt.screen, decoys]))
+        noisy = dataclasses.replace(flt, screen=noisy_set, screen_bits=forget._screen_bitmap(noisy_set))
+        assert noisy.mask(data).tolist() == expected.tolist()
+        assert noisy.apply(data)[1] == plain.apply(data)[1] == int(expected.sum())
+
+
+def test_new_list_snapshot_decrypts_only_the_added_tags(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each entry's pad costs an HMAC: a later snapshot of the list reuses the pads already computed."""
+    t = _table(catalog, "db.events", ["user_id"])
+    _erase_screened(catalog, t, [f"old{i}" for i in range(50)])
+    assert forget.load(t).screened  # type: ignore[union-attr]
+    padded: list[int] = []
+    real = forget.screen_pads
+
+    def counting(secret, digests):  # type: ignore[no-untyped-def]
+        padded.append(len(digests))
+        return real(secret, digests)
+
+    monkeypatch.setattr(forget, "screen_pads", counting)
+    _erase_screened(catalog, t, ["ann"])
+    assert padded == [1]  # the new tag, at add time
+    flt = forget.load(t)
+    assert flt is not None and flt.screened and flt.entries == 51
+    assert padded == [1, 1]  # and ann's pad at load; the 50 others come from the cache
+    assert ip.append(t, _rows(["ann", "old7", "bob"])).dropped_rows == 2
+
+
+def test_ids_in_an_unscreenable_arrow_type_are_hmacd(catalog: Catalog) -> None:
+    """An id column arriving as an Arrow type the native kernel does not pin (int16 for a long column)
+    is checked by HMAC, not skipped: the screened filter still drops the forgotten account."""
+    t = _table(catalog, "db.events", ["acct"])
+    _erase_screened(catalog, t, longs=[7])
+    flt = forget.load(t)
+    assert flt is not None and flt.screened
+    data = pa.table({"acct": pa.array([7, 8, None, 7], pa.int16())})
+    assert flt.mask(data).tolist() == [True, False, False, True]
+    assert forget._h31(data.column("acct").chunk(0).drop_null()) is None
