@@ -75,6 +75,7 @@ from iceberg_privacy.errors import (
     SchemaMismatchError,
     SecretMissingError,
     SidecarError,
+    SparkJobError,
     StorageError,
     SubjectRightsError,
     TableNotFoundError,
@@ -152,7 +153,7 @@ __all__ = [
     "MissingSourceError", "NoBudgetConfiguredError", "NoIdentityColumnsError", "OpaqueSqlError",
     "PrivacyUnitRequiredError", "PurposeViolationError", "RefHoldsSubjectError", "ReleaseAbortedError", "ReleaseFailedError",
     "RequestBlockedError", "RequestConflictError", "SchemaMismatchError", "SecretMissingError", "SidecarError",
-    "StorageError", "SubjectRightsError", "TableNotFoundError", "UnknownColumnError", "UnknownRequestError",
+    "SparkJobError", "StorageError", "SubjectRightsError", "TableNotFoundError", "UnknownColumnError", "UnknownRequestError",
     "UnsupportedSparkTypeError", "UnsupportedTypeError", "VerificationFailedError",
 ]
 

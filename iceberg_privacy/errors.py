@@ -187,3 +187,8 @@ class TableNotFoundError(IcebergPrivacyError, LookupError):
 
 class UnsupportedSparkTypeError(IcebergPrivacyError, TypeError):
     """A column type that has no faithful Spark (or Iceberg) counterpart."""
+
+
+class SparkJobError(IcebergPrivacyError):
+    """A Spark job of a subject-rights verb (erase, access, verify, backfill) failed on the executors;
+    nothing of it was committed."""

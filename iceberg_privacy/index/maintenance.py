@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.manifest import DataFile, DataFileContent
@@ -119,8 +120,14 @@ def _registration_snapshot(md: TableMetadata, candidates: set[int]) -> int | Non
     return None
 
 
+FilterBuilder = Callable[..., list[dict[int, FileFilter]]]
+"""Builds the filters of committed files, as :func:`~iceberg_privacy.index.build.filters_for_data_files`
+(its signature): here, or on Spark executors (:func:`iceberg_privacy.spark.rights.filter_builder`)."""
+
+
 def _collect_filters(table: Table, live: dict[str, DataFile], columns: list[BloomColumn], build_missing: bool,
-                     report: IndexReport, progress: bool) -> dict[str, dict[int, FileFilter]]:
+                     report: IndexReport, progress: bool,
+                     build: FilterBuilder = filters_for_data_files) -> dict[str, dict[int, FileFilter]]:
     """path -> {field_id: filter}: copied from readable sidecars, or built for uncovered files."""
     per_file: dict[str, dict[int, FileFilter]] = {}
     for col in columns:
@@ -138,7 +145,7 @@ def _collect_filters(table: Table, live: dict[str, DataFile], columns: list[Bloo
                 per_file.setdefault(path, {})[col.field_id] = FileFilter(int(a.group.ndv[pos]), matrix[:, pos, :].copy())
         if build_missing and uncovered:
             files = [live[p] for p in sorted(uncovered)]
-            built = filters_for_data_files(table.io, table.metadata, files, [col], progress=progress)
+            built = build(table.io, table.metadata, files, [col], progress=progress)
             for f, flt in zip(files, built, strict=True):
                 per_file.setdefault(f.file_path, {})[col.field_id] = flt[col.field_id]
             report.built[col.name] = len(files)
@@ -148,7 +155,7 @@ def _collect_filters(table: Table, live: dict[str, DataFile], columns: list[Bloo
 
 
 def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: set[int] | None = None,
-             progress: bool = False) -> IndexReport:
+             progress: bool = False, build: FilterBuilder = filters_for_data_files) -> IndexReport:
     table.refresh()
     md = table.metadata
     columns = bloom_columns(table.schema(), table.properties)
@@ -164,7 +171,7 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
         if kept:
             tx.set_properties(kept)
         report.expired_snapshots = sorted(expire_ids)
-    per_file = _collect_filters(table, live, columns, build_missing, report, progress) if columns else {}
+    per_file = _collect_filters(table, live, columns, build_missing, report, progress, build) if columns else {}
     target = _registration_snapshot(tx.table_metadata, retained)
     if per_file and target is not None:
         paths = sorted(per_file)
@@ -199,11 +206,21 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
 
 
 @storage_errors
-def backfill(table: TableRef, *, progress: bool = False, catalog: Catalog | None = None) -> IndexReport:
+def backfill(table: TableRef, *, progress: bool = False, catalog: Catalog | None = None,
+             spark: Any | None = None) -> IndexReport:
     """Build filters for every live file not yet covered (other engines' files, new bloom columns,
-    lost or corrupt sidecars) and write one compacted sidecar covering all live files, in one commit."""
+    lost or corrupt sidecars) and write one compacted sidecar covering all live files, in one commit.
+
+    With ``spark`` (a SparkSession) executors read the uncovered files and build their filters; this
+    process writes the sidecar and commits.
+    """
     table = load_table(catalog, table)
-    return _rebuild(table, "backfill", build_missing=True, progress=progress)
+    build: FilterBuilder = filters_for_data_files
+    if spark is not None:
+        from iceberg_privacy.spark.rights import filter_builder  # the core never imports Spark unless asked
+
+        build = filter_builder(spark)
+    return _rebuild(table, "backfill", build_missing=True, progress=progress, build=build)
 
 
 @storage_errors

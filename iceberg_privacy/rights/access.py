@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -63,19 +63,26 @@ def _json_default(o: Any) -> Any:
 
 
 def export_subjects(catalog: Catalog, req: RequestState, resolved: Sequence[TableSubjects], secret: bytes, *,
-                    journal: Journal, out: str | os.PathLike[str], format: str = "parquet") -> AccessReport:
+                    journal: Journal, out: str | os.PathLike[str], format: str = "parquet",
+                    spark: Any | None = None) -> AccessReport:
     """Export the rows of a journaled access request's subjects and complete the request.
 
     Writes one ``<table>.parquet``/``.jsonl`` per table and ``manifest.json`` (table, snapshot id,
-    row count, sha256) under ``out``. Unknown subjects give empty files, not an error.
+    row count, sha256) under ``out``. Unknown subjects give empty files, not an error. With ``spark``
+    executors read the candidate files and keep the subjects' rows; this process writes the export.
     """
+    rows_of: Callable[[TableSubjects, CandidatePlan, bytes], pa.Table] = _rows
+    if spark is not None:
+        from iceberg_privacy.spark.rights import access_rows  # the core never imports Spark unless asked
+
+        rows_of = access_rows(spark)
     t0 = time.perf_counter()
     outdir = os.fspath(out)
     io = None if is_local(outdir) else catalog_io(catalog, outdir)  # the catalog's endpoint and credentials
     report = AccessReport(req.request_id, outdir)
     for ts in sorted(resolved, key=lambda t: t.name):
         plan = plan_candidates(ts)
-        rows = _rows(ts, plan, secret)
+        rows = rows_of(ts, plan, secret)
         data = _encode(rows, format)
         sha = hashlib.sha256(data).hexdigest()
         path = write_location(child(outdir, f"{ts.name}.{format}"), data, io)

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -172,6 +172,25 @@ def _rewrite(table: Table, tasks: list[FileScanTask], ts: TableSubjects, secret:
         batch.written = write_data_files(table.io, table.metadata, reader, columns, chunk_bytes=chunk_bytes,
                                          where=table_name(table))
     return batch if batch.originals else None
+
+
+class Rewrite(Protocol):
+    """How candidate files are read and rewritten (:func:`_rewrite` in this process; the Spark engine,
+    :func:`iceberg_privacy.spark.rights.erasure_rewrite`, on executors). Files found clean go to
+    ``checked``; the batch (None if no file matched) is committed by :func:`erase_table`."""
+
+    def __call__(self, table: Table, tasks: list[FileScanTask], ts: TableSubjects, secret: bytes,
+                 columns: list[BloomColumn], *, chunk_bytes: int, pool: ThreadPoolExecutor, window: int,
+                 checked: set[str]) -> _Batch | None: ...
+
+
+def engine_rewrite(spark: Any | None) -> Rewrite:
+    """The rewrite of ``spark`` (imported only then: the core never imports Spark), else the local one."""
+    if spark is None:
+        return _rewrite
+    from iceberg_privacy.spark.rights import erasure_rewrite
+
+    return erasure_rewrite(spark)
 
 
 @dataclass
@@ -389,8 +408,12 @@ def _commit_rebasing(table: Table, pending: list[_Batch], columns: list[BloomCol
 
 def erase_table(ts: TableSubjects, request_id: str, secret: bytes, *, subjects: int, commit_retries: int | None = None,
                 workers: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                branch: str = MAIN_BRANCH, on_stage: StagingHook | None = None) -> TableErasure:
+                branch: str = MAIN_BRANCH, on_stage: StagingHook | None = None,
+                rewrite: Rewrite | None = None) -> TableErasure:
     """Remove the subjects' rows from one branch of a table; commits until no file at its head holds a subject.
+
+    ``rewrite`` reads and rewrites the candidate files (default: in this process, see :class:`Rewrite`);
+    planning and the commit (forget list, lineage, sidecar, rebase and retries) stay here either way.
 
     A lost commit is rebased (:func:`_commit_rebasing`); a commit that landed on a newer snapshot than
     the one it was planned on is followed by another pass over the files that arrived meanwhile (a
@@ -419,7 +442,7 @@ def erase_table(ts: TableSubjects, request_id: str, secret: bytes, *, subjects: 
             done = {f.file_path for b in pending for f in b.originals}
             todo = [t for t in plan.tasks if t.file.file_path not in checked and t.file.file_path not in done]
             rep.files_read += len(todo)
-            fresh = _rewrite(table, todo, ts, secret, columns, chunk_bytes=chunk_bytes, pool=pool, window=workers,
+            fresh = (rewrite or _rewrite)(table, todo, ts, secret, columns, chunk_bytes=chunk_bytes, pool=pool, window=workers,
                              checked=checked) if todo else None
             if fresh is not None:
                 pending.append(fresh)
@@ -496,7 +519,8 @@ def _tag_refusal(request_id: str, tags: list[RefHold]) -> RefHoldsSubjectError:
 
 def process_erasure(catalog: Catalog, req: RequestState, subjects: Any | None, secret: bytes, *,
                     journal: Journal, commit_retries: int | None = None, workers: int | None = None,
-                    resolved_subjects: list[TableSubjects] | None = None, refuse_tags: bool = False) -> ErasureReport:
+                    resolved_subjects: list[TableSubjects] | None = None, refuse_tags: bool = False,
+                    spark: Any | None = None) -> ErasureReport:
     """Erase every table of a journaled request that is not erased yet (the resumable core).
 
     Before anything is committed, every branch and tag of every table is checked for rows of the
@@ -506,7 +530,9 @@ def process_erasure(catalog: Catalog, req: RequestState, subjects: Any | None, s
     the request is refused up front, before any commit, with that advice.
 
     ``resolved_subjects`` (from :func:`submit_request`, same subjects) saves resolving them again.
+    With ``spark`` (a SparkSession) executors read and rewrite the candidate files; the driver plans and commits.
     """
+    rewrite = engine_rewrite(spark)
     t0 = time.perf_counter()
     report = ErasureReport(req.request_id, req.subject_count, {})
     if resolved_subjects is None or subjects is None:
@@ -545,9 +571,9 @@ def process_erasure(catalog: Catalog, req: RequestState, subjects: Any | None, s
             if hold.kind == "branch":
                 branches[hold.name] = erase_table(ts, req.request_id, secret, subjects=req.subject_count,
                                                   commit_retries=commit_retries, workers=workers,
-                                                  branch=hold.name, on_stage=staging).snapshot_ids
+                                                  branch=hold.name, on_stage=staging, rewrite=rewrite).snapshot_ids
         rep = erase_table(ts, req.request_id, secret, subjects=req.subject_count,
-                          commit_retries=commit_retries, workers=workers, on_stage=staging)
+                          commit_retries=commit_retries, workers=workers, on_stage=staging, rewrite=rewrite)
         rep.branches = branches
         rep.tags = [h for h in holds.get(name, []) if h.kind == "tag"]
         for h in rep.tags:

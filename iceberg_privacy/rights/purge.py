@@ -30,6 +30,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -38,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.io import FileIO
 from pyiceberg.manifest import ManifestEntryStatus
 from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.refs import MAIN_BRANCH
@@ -292,15 +294,61 @@ def _relative(table: Table, location: str) -> str:
     return key[len(base):].lstrip("/") if key.startswith(base) else location
 
 
+@dataclass
+class FileScan:
+    """What reading one listed file found (computed where the file is read: here, or on a Spark executor)."""
+
+    head: bytes = b""  # the first bytes of a file that is not Parquet (scanned for traces by the driver)
+    parquet: bool = False
+    rows: int = 0  # rows of a Parquet file
+    found: int = 0  # of them, rows of a subject
+    unreadable: bool = False
+
+
+def scan_stored_file(io: FileIO, stored: StoredFile, cols: dict[int, Any], secret: bytes,
+                     digests: set[bytes]) -> FileScan:
+    """Read one listed file: a Parquet file's rows of the subjects (identity columns by field id), or the
+    head of any other file."""
+    try:
+        with io.new_input(stored.location).open(seekable=True) as fh:
+            head = fh.read(4)
+            if head != b"PAR1" or stored.size < 8:
+                return FileScan(head=head)
+            fh.seek(0)
+            pf = pq.ParquetFile(fh)
+            out = FileScan(parquet=True, rows=pf.metadata.num_rows)
+            try:
+                mapping = _field_columns(pf.schema_arrow, {fid: c.name for fid, c in cols.items()})
+                data = pf.read(columns=list(mapping)) if mapping else None
+            except Exception:
+                out.unreadable = True
+                return out
+    except Exception:
+        return FileScan(unreadable=True)
+    out.found = 0 if data is None else _rows_of_subjects(data, mapping, cols, secret, digests)
+    return out
+
+
+FileScanner = Callable[[Table, list[StoredFile], dict[int, Any], bytes, set[bytes]], list[FileScan]]
+"""Reads every listed file (in order) for :func:`verify_table`: here, or on Spark executors."""
+
+
+def _scan_here(table: Table, files: list[StoredFile], cols: dict[int, Any], secret: bytes,
+               digests: set[bytes]) -> list[FileScan]:
+    return [scan_stored_file(table.io, f, cols, secret, digests) for f in files]
+
+
 @storage_errors
-def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: Iterable[Any] | None = None) -> VerifyReport:
+def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: Iterable[Any] | None = None,
+                 spark: Any | None = None) -> VerifyReport:
     """Look for the subjects (by keyed digest) in every file and name under the table location.
 
     Parquet files: rows whose identity columns (by field id) hash to a subject. Every other file:
     manifests (partition tuples, column bounds), manifest lists (partition summaries), metadata JSON
     (snapshot summaries, refs, paths) and any other file's embedded ``key=value`` paths, see
     :mod:`iceberg_privacy.rights.traces`. Every file and directory name. ``subjects`` (clear values, used
-    in memory only) lets truncated string bounds be matched as prefixes.
+    in memory only) lets truncated string bounds be matched as prefixes. With ``spark`` the files are
+    listed here and read on executors (the other checks stay here).
     """
     rep = VerifyReport(table_name(table))
     matcher = SubjectMatcher(table, digests, secret, subjects)
@@ -309,29 +357,27 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
     referenced = referenced_files(table)
     others: list[tuple[StoredFile, bytes]] = []
     clean: set[str] = set()
-    for stored in files:
+    scan: FileScanner = _scan_here
+    if spark is not None:
+        from iceberg_privacy.spark.rights import verify_scanner  # the core never imports Spark unless asked
+
+        scan = verify_scanner(spark)
+    for stored, got in zip(files, scan(table, files, cols, secret, digests), strict=True):
         rel = _relative(table, stored.location)
         rep.names_checked += 1
         if (what := matcher.name(rel)) is not None:
             rep.traces.append(Trace(matcher.redact(rel), "name", what, canonical(stored.location) in referenced))
-        try:
-            with table.io.new_input(stored.location).open(seekable=True) as fh:
-                head = fh.read(4)
-                if head != b"PAR1" or stored.size < 8:
-                    others.append((stored, head))
-                    continue
-                fh.seek(0)
-                pf = pq.ParquetFile(fh)
-                rep.files_scanned += 1
-                rep.rows_scanned += pf.metadata.num_rows
-                mapping = _field_columns(pf.schema_arrow, {fid: c.name for fid, c in cols.items()})
-                data = pf.read(columns=list(mapping)) if mapping else None
-        except Exception:
+        if got.parquet:
+            rep.files_scanned += 1
+            rep.rows_scanned += got.rows
+        if got.unreadable:
             rep.unreadable.append(matcher.redact(rel))
             continue
-        n = 0 if data is None else _rows_of_subjects(data, mapping, cols, secret, digests)
-        if n:
-            rep.rows_found += n
+        if not got.parquet:
+            others.append((stored, got.head))
+            continue
+        if got.found:
+            rep.rows_found += got.found
             rep.files_with_subjects.append(matcher.redact(rel))
         else:
             clean.add(canonical(stored.location))
@@ -443,14 +489,15 @@ def _planned(table: Table, rows: list[dict[str, Any]], name: str, secret: bytes)
 @storage_errors
 def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | None = None,
           orphan_age: timedelta = DEFAULT_ORPHAN_AGE, raise_on_failure: bool = True,
-          secret: bytes | None = None, subjects: Any | None = None) -> PurgeReport:
+          secret: bytes | None = None, subjects: Any | None = None, spark: Any | None = None) -> PurgeReport:
     """Expire, delete and verify for every erased table of ``request_id``; complete the request on success.
 
     Resumable like the erase: tables already purged are only verified again, verified ones skipped.
     Raises :class:`VerificationFailedError` (after journaling it) when a subject row, or a file or name
     holding a subject, is still found. ``subjects`` (the request's values, optional, never stored) let
     the verification match truncated column bounds as prefixes of them; without them such a bound of
-    a leftover file fails the verification as not checkable.
+    a leftover file fails the verification as not checkable. With ``spark`` the verification reads the
+    listed files on executors (:func:`verify_table`).
     """
     t0 = time.perf_counter()
     secret = secret if secret is not None else load_secret(home, catalog=catalog)
@@ -502,7 +549,7 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         tp.delete_failures.update(stuck)
         journal.record(request_id, TABLE_PURGED, table=name, files=tp.deleted_files,
                        detail={"expired_snapshots": len(tp.expired_snapshots), "deleted": tp.deleted_by_kind})
-        tp.verify = verify_table(table, digests, secret, subjects=values)
+        tp.verify = verify_table(table, digests, secret, subjects=values, spark=spark)
         detail = {"files_scanned": tp.verify.files_scanned, "rows_scanned": tp.verify.rows_scanned,
                   "rows_found": tp.verify.rows_found, "files_with_subjects": len(tp.verify.files_with_subjects),
                   "unreadable": len(tp.verify.unreadable), "delete_failures": len(tp.delete_failures),

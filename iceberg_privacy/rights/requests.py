@@ -146,13 +146,14 @@ def submit_request(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[
 def access(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = None, *,
            out: str | os.PathLike[str], format: str = "parquet", request_id: str | None = None,
            home: str | os.PathLike[str] | None = None, deadline: timedelta = DEFAULT_DEADLINE,
-           allow_empty_subject: bool = False) -> AccessReport:
+           allow_empty_subject: bool = False, spark: Any | None = None) -> AccessReport:
     """Export every row of ``subjects`` from every table declaring identity columns (or those named).
 
     Writes one ``<table>.parquet``/``.jsonl`` per table and ``manifest.json`` (table, snapshot id,
     row count, sha256) under ``out`` (a local folder or any location the catalog's FileIO can write).
     Unknown subjects give empty files, not an error. The request is journaled before any read;
-    re-running the same ``request_id`` exports again.
+    re-running the same ``request_id`` exports again. With ``spark`` (a SparkSession) executors read
+    the candidate files (docs/spark.md).
     """
     if format not in FORMATS:
         raise ConfigurationError(f"access output format must be one of {FORMATS}, got {format!r}")
@@ -162,7 +163,8 @@ def access(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = 
     if sub.request.kind != "access":
         raise RequestConflictError(f"request {sub.request.request_id} is an {sub.request.kind} request, "
                                    "not an access request")
-    return export_subjects(catalog, sub.request, sub.subjects, sub.secret, journal=journal, out=out, format=format)
+    return export_subjects(catalog, sub.request, sub.subjects, sub.secret, journal=journal, out=out, format=format,
+                           spark=spark)
 
 
 @storage_errors
@@ -170,7 +172,8 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = N
           request_id: str | None = None, purge: bool = False, home: str | os.PathLike[str] | None = None,
           deadline: timedelta = DEFAULT_DEADLINE, commit_retries: int | None = None, workers: int | None = None,
           follow_lineage: bool = False, orphan_age: timedelta = DEFAULT_ORPHAN_AGE,
-          max_commit_retries: int | None = None, allow_empty_subject: bool = False) -> ErasureReport:
+          max_commit_retries: int | None = None, allow_empty_subject: bool = False,
+          spark: Any | None = None) -> ErasureReport:
     """Erase every row of ``subjects`` from the tables declaring identity columns (or those named).
 
     The request is journaled before work starts; running it again with the same ``request_id``
@@ -180,7 +183,8 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = N
     ``follow_lineage=True`` also erases from every table derived from these (``report.lineage`` lists
     them, the DP releases left alone as exempt, and any flow lineage could not follow).
     ``commit_retries`` bounds the retries per table when other writers commit concurrently (default:
-    the library's retry policy).
+    the library's retry policy). With ``spark`` (a SparkSession) executors read and rewrite the candidate
+    files (and a purge's verification reads every file on them); this process plans and commits (docs/spark.md).
     """
     if max_commit_retries is not None:
         warnings.warn("erase(max_commit_retries=...) is now commit_retries=...", DeprecationWarning, stacklevel=3)
@@ -196,15 +200,16 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = N
         report = process_erasure(catalog, req, as_values(subjects), sub.secret, journal=journal,
                                  commit_retries=commit_retries, workers=workers,
                                  resolved_subjects=[ts for ts in sub.subjects if ts.name in req.tables],
-                                 refuse_tags=purge)
+                                 refuse_tags=purge, spark=spark)
         report.lineage = sub.lineage
         if purge:
-            report.purge = _purge(catalog, req.request_id, sub.secret, orphan_age, subjects)
+            report.purge = _purge(catalog, req.request_id, sub.secret, orphan_age, subjects, spark)
     return report
 
 
-def _purge(catalog: Catalog, request_id: str, secret: bytes, orphan_age: timedelta, subjects: Any = None) -> PurgeReport:
-    return purge(catalog, request_id, secret=secret, orphan_age=orphan_age, subjects=subjects)
+def _purge(catalog: Catalog, request_id: str, secret: bytes, orphan_age: timedelta, subjects: Any = None,
+           spark: Any | None = None) -> PurgeReport:
+    return purge(catalog, request_id, secret=secret, orphan_age=orphan_age, subjects=subjects, spark=spark)
 
 
 @storage_errors
@@ -212,13 +217,14 @@ def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, 
                 out: str | os.PathLike[str] | None = None, format: str = "parquet",
                 home: str | os.PathLike[str] | None = None,
                 orphan_age: timedelta = DEFAULT_ORPHAN_AGE, allow_empty_subject: bool = False,
-                ) -> ErasureReport | AccessReport:
+                spark: Any | None = None) -> ErasureReport | AccessReport:
     """Resume (or start) a journaled request: erase what is left (then purge and verify), or export.
 
     Without ``subjects`` an erasure matches rows by keyed digest (every file read, no Bloom pruning),
     since the journal holds no clear-text ids; with them it is pruned and checked against the journal.
     An access request needs the subjects again and ``out``. ``purge`` means what it means for
-    :func:`erase`; it defaults to ``True`` here for one more release (pass it explicitly).
+    :func:`erase`; it defaults to ``True`` here for one more release (pass it explicitly). ``spark`` means
+    what it means for :func:`erase` and :func:`access`.
     """
     if subjects is not None:
         check_values(subjects, allow_empty_subject=allow_empty_subject)
@@ -231,7 +237,7 @@ def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, 
                 "directory (the journal keeps only keyed hashes, which cannot be exported)"
             )
         return access(catalog, subjects, request_id=request_id, out=out, format=format, home=home,
-                      allow_empty_subject=allow_empty_subject)
+                      allow_empty_subject=allow_empty_subject, spark=spark)
     if purge is None:
         warnings.warn("run_request() purges by default today; from the next release it follows erase() and purges "
                       "only with purge=True: pass purge=True (or False) explicitly", FutureWarning, stacklevel=3)
@@ -240,9 +246,9 @@ def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, 
     check_key_id(req.key_id, key_id(secret), f"request {request_id}")
     with _blocking(journal, req):
         report = process_erasure(catalog, req, None if subjects is None else as_values(subjects), secret,
-                                 journal=journal, refuse_tags=purge)
+                                 journal=journal, refuse_tags=purge, spark=spark)
         if purge and journal.get(request_id).completed is None:
-            report.purge = _purge(catalog, request_id, secret, orphan_age, subjects)
+            report.purge = _purge(catalog, request_id, secret, orphan_age, subjects, spark)
     return report
 
 

@@ -1,0 +1,373 @@
+"""Subject rights on Spark: executors read (and rewrite) the files, the driver plans and commits.
+
+``erase``/``run_request``, ``access``, ``purge``/``verify_table`` and ``backfill`` take ``spark=session``.
+Each then runs its per-file work as one Spark job, and everything else exactly as without Spark:
+
+* erasure: the driver plans the candidate files (manifests + Bloom sidecars); executors read them,
+  drop the subjects' rows and write the remaining rows as new data files *with their Bloom filters*
+  (one pass, :func:`iceberg_privacy.write.write_data_files`); the driver commits through the core's
+  commit path (:func:`iceberg_privacy.rights.erasure.erase_table`: forget list first, lineage, sidecar,
+  rebase onto concurrent appends, retries), one commit per table and branch as without Spark;
+* access: executors read the candidate files and return the subjects' rows; the driver writes the export;
+* verification (purge): the driver lists every file under the table location; executors read them and
+  count the subjects' rows in the Parquet files; the traces in other files and names are checked on the
+  driver (:mod:`iceberg_privacy.rights.traces`);
+* backfill: executors build the filters of the files no sidecar covers; the driver writes the sidecar.
+
+Executors get one broadcast per job (destroyed when it ends): the table metadata, the FileIO's string
+properties (files are read and written through pyiceberg's FileIO, so any storage the catalog reaches
+works: S3, GCS, ADLS, local), the columns and a :class:`Matcher`. They never get a catalog.
+
+**The key executors hold.** A row is matched by hashing the distinct values of a file with a key and
+looking the digests up; whoever hashes needs the key. When the caller gives the subjects' values
+(``erase(catalog, subjects, spark=...)``, ``access``), the driver draws a fresh random key for the job
+and hashes the subjects with it: executors get that one-job key and one-job digests, never the
+configured secret, and neither matches the journal or forget list after the job. When only keyed
+digests are known (a request resumed without its values, and every verification), executors must
+hash with the configured secret itself, so it is broadcast. A Spark broadcast travels between the
+driver and the executors in clear unless the cluster encrypts it: keep such jobs inside the cluster's
+trust boundary, and set ``spark.network.crypto.enabled=true`` (RPC) and ``spark.io.encryption.enabled=true``
+(blocks spilled to local disk) where executors are not on trusted hosts. Clear subject values never
+leave the driver.
+
+This module imports no pyspark: it only calls the session it is given.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import itertools
+import logging
+import re
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.io import FileIO, load_file_io
+from pyiceberg.io.pyarrow import ArrowScan
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import FileScanTask, Table
+from pyiceberg.table.metadata import TableMetadata
+
+from iceberg_privacy.catalog import table_name
+from iceberg_privacy.config import BloomColumn, IdentityColumn
+from iceberg_privacy.errors import SparkJobError
+from iceberg_privacy.identities import extract_identities, rows_matching
+from iceberg_privacy.index.build import filters_for_data_files
+from iceberg_privacy.index.maintenance import FilterBuilder
+from iceberg_privacy.index.sidecar import FileFilter
+from iceberg_privacy.rights.access import _rows as _rows_here
+from iceberg_privacy.rights.erasure import Rewrite, _Batch, _prefetch
+from iceberg_privacy.rights.keyed import canonical_literal, digest
+from iceberg_privacy.rights.purge import FileScan, FileScanner, scan_stored_file
+from iceberg_privacy.rights.subjects import CandidatePlan, TableSubjects, digest_value_set
+from iceberg_privacy.storage import StoredFile, portable_properties
+from iceberg_privacy.write import WrittenFiles, write_data_files
+
+logger = logging.getLogger("iceberg_privacy.spark")
+
+TASKS_PER_CORE = 2
+"""Spark tasks per core of the session's default parallelism (files are balanced by size over them)."""
+READ_AHEAD = 2
+"""Files an erasure task reads ahead while it writes (as the single-process path's prefetch window)."""
+
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """What executors match rows with: keyed digests of the subjects per identity column, and the key."""
+
+    key: bytes
+    columns: tuple[tuple[IdentityColumn, frozenset[bytes]], ...]
+    job_key: bool  # a one-job key (the subjects' values were given), else the configured secret
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c, _ in self.columns]
+
+    def mask(self, data: pa.Table) -> np.ndarray:
+        """Rows of ``data`` where any identity column holds a subject (nested ids included)."""
+        mask = np.zeros(data.num_rows, dtype=bool)
+        if data.num_rows == 0:
+            return mask
+        for col, digests in self.columns:
+            if not digests or col.name not in data.column_names:
+                continue
+            arr = data.column(col.name)
+            values, _ = extract_identities(arr)
+            value_set = digest_value_set(values, col.leaf_type, self.key, set(digests))
+            if len(value_set):
+                mask |= rows_matching(arr, value_set)
+        return mask
+
+
+def matcher_for(ts: TableSubjects, secret: bytes) -> Matcher:
+    """The matcher of one table's subjects: a fresh one-job key when their values are known (the
+    configured secret stays on the driver), else the configured secret and the recorded digests."""
+    if ts.by_digest:
+        return Matcher(secret, tuple((c.column, frozenset(c.digests)) for c in ts.columns), job_key=False)
+    key = secrets.token_bytes(32)
+    return Matcher(key, tuple(
+        (c.column, frozenset(digest(key, canonical_literal(lit, c.column.leaf_type)) for lit in c.literals))
+        for c in ts.columns), job_key=True)
+
+
+# ------------------------------------------------------------------------------------ running jobs
+def groups_by_size[T](items: Sequence[T], n: int, size: Callable[[T], int]) -> list[list[tuple[int, T]]]:
+    """``items`` with their index, in at most ``n`` groups of similar total size (largest first onto the
+    lightest group), each group in index order."""
+    n = max(1, min(n, len(items)))
+    heap = [(0, g) for g in range(n)]
+    groups: list[list[int]] = [[] for _ in range(n)]
+    for i in sorted(range(len(items)), key=lambda i: -size(items[i])):
+        load, g = heapq.heappop(heap)
+        groups[g].append(i)
+        heapq.heappush(heap, (load + size(items[i]), g))
+    return [[(i, items[i]) for i in sorted(g)] for g in groups if g]
+
+
+def _reason(exc: BaseException) -> str:
+    """The Python error an executor raised (the last ``SomeError: message`` line), else the first line."""
+    text = str(exc)
+    found = [ln.strip() for ln in text.splitlines()
+             if re.match(r"^[A-Za-z_][\w.]*(Error|Exception): ", ln.strip())
+             and not ln.strip().startswith(("org.apache", "java.", "py4j", "scala."))]
+    return (found[-1] if found else (text.splitlines() or [type(exc).__name__])[0])[:500]
+
+
+def _run[T](spark: Any, what: str, payload: Any, groups: list[list[tuple[int, Any]]],
+         fn: Callable[[Any, Iterator[list[tuple[int, Any]]]], Iterator[T]]) -> list[T]:
+    """Run ``fn(broadcast, partition)`` over ``groups`` (one Spark task each); the results, in group order.
+
+    ``payload`` is broadcast once and destroyed when the job ends (executors drop the key with it).
+    """
+    if not groups:
+        return []
+    from iceberg_privacy._internal.spark import check_python_workers
+
+    sc = spark.sparkContext
+    bc = None
+    try:
+        check_python_workers(spark)
+        bc = sc.broadcast(payload)
+        return list(sc.parallelize(groups, len(groups)).mapPartitions(functools.partial(fn, bc)).collect())
+    except Exception as exc:
+        raise SparkJobError(
+            f"{what}: the Spark job failed ({_reason(exc)}); nothing of it was committed. Check that the executors "
+            "run a Python with iceberg_privacy and its dependencies (iceberg_privacy.spark.privacy_session pins "
+            "the driver's) and reach the table's storage with the catalog's properties, then run it again"
+        ) from exc
+    finally:
+        if bc is not None:
+            try:
+                bc.destroy()
+            except Exception:  # the session is gone: nothing holds the payload any more
+                logger.debug("could not destroy the broadcast of %s", what)
+
+
+def _parallelism(spark: Any) -> int:
+    return max(1, int(spark.sparkContext.defaultParallelism) * TASKS_PER_CORE)
+
+
+def _file_size(task: FileScanTask) -> int:
+    return int(task.file.file_size_in_bytes)
+
+
+# -------------------------------------------------------------------------------------------- erase
+@dataclass
+class _ReadJob:
+    """Broadcast to executors: what they read files with (no catalog, no clear subject value)."""
+
+    metadata: TableMetadata
+    io_properties: dict[str, str]
+    matcher: Matcher
+    where: str
+    probe_first: bool = False  # read the identity columns first (every file is a candidate: most hold nobody)
+    columns: list[BloomColumn] = field(default_factory=list)
+    chunk_bytes: int = 0
+
+    def io(self) -> FileIO:
+        return load_file_io(self.io_properties, self.metadata.location)
+
+
+def _load(job: _ReadJob, io: FileIO, task: FileScanTask) -> tuple[pa.Table | None, np.ndarray]:
+    """One candidate file and its mask of subject rows (data None when it holds none)."""
+    md = job.metadata
+    if job.probe_first:
+        probe = ArrowScan(md, io, md.schema().select(*job.matcher.names), AlwaysTrue(),
+                          case_sensitive=True).to_table([task])
+        mask = job.matcher.mask(probe)
+        if not mask.any():
+            return None, mask
+    data = ArrowScan(md, io, md.schema(), AlwaysTrue(), case_sensitive=True).to_table([task])
+    mask = job.matcher.mask(data)
+    return (data if mask.any() else None), mask
+
+
+@dataclass
+class Rewritten:
+    """What one executor task of an erasure did: task indices that held subject rows or none, and the
+    files (with their filters) the remaining rows of the matched ones were written to, uncommitted."""
+
+    matched: list[int] = field(default_factory=list)
+    clean: list[int] = field(default_factory=list)
+    rows_removed: int = 0
+    written: WrittenFiles = field(default_factory=WrittenFiles)
+
+
+def _rewrite_group(job: _ReadJob, io: FileIO, group: list[tuple[int, FileScanTask]]) -> Rewritten:
+    out = Rewritten()
+    with ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="ip-spark-erase") as pool:
+        loaded = _prefetch(pool, lambda item: _load(job, io, item[1]), group, READ_AHEAD)
+
+        def kept() -> Iterator[pa.RecordBatch]:
+            for (i, _), (data, mask) in zip(group, loaded, strict=True):
+                if data is None:
+                    out.clean.append(i)
+                    continue
+                out.matched.append(i)
+                out.rows_removed += int(mask.sum())
+                yield from data.filter(pa.array(~mask)).to_batches()
+
+        gen = kept()
+        first = next(gen, None)
+        if first is not None:
+            schema = first.schema
+            rest = (b if b.schema == schema else b.cast(schema) for b in gen)
+            reader = pa.RecordBatchReader.from_batches(schema, itertools.chain([first], rest))
+            out.written = write_data_files(io, job.metadata, reader, job.columns, chunk_bytes=job.chunk_bytes,
+                                           where=job.where)
+    return out
+
+
+def _erase_partition(bc: Any, part: Iterator[list[tuple[int, FileScanTask]]]) -> Iterator[Rewritten]:
+    job: _ReadJob = bc.value
+    io = job.io()
+    for group in part:
+        yield _rewrite_group(job, io, group)
+
+
+def erasure_rewrite(spark: Any) -> Rewrite:
+    """The erasure's rewrite on ``spark``'s executors, for :func:`iceberg_privacy.rights.erasure.erase_table`
+    (same result as the single-process rewrite: the same files rewritten, the same rows removed)."""
+
+    def rewrite(table: Table, tasks: list[FileScanTask], ts: TableSubjects, secret: bytes,
+                columns: list[BloomColumn], *, chunk_bytes: int, pool: ThreadPoolExecutor, window: int,
+                checked: set[str]) -> _Batch | None:
+        job = _ReadJob(table.metadata, portable_properties(table.io), matcher_for(ts, secret), table_name(table),
+                       probe_first=ts.by_digest, columns=columns, chunk_bytes=chunk_bytes)
+        groups = groups_by_size(tasks, _parallelism(spark), _file_size)
+        results = _run(spark, f"erasing from {job.where}", job, groups, _erase_partition)
+        batch = _Batch([], WrittenFiles(), 0)
+        for r in results:
+            checked.update(tasks[i].file.file_path for i in r.clean)
+            batch.rows_removed += r.rows_removed
+            batch.written.files += r.written.files
+            batch.written.filters += r.written.filters
+            batch.written.rows += r.written.rows
+            batch.written.filter_seconds += r.written.filter_seconds
+        batch.originals = [tasks[i].file for i in sorted(i for r in results for i in r.matched)]
+        logger.info("spark erase %s: %d of %d candidate file(s) held subjects, %d task(s)", job.where,
+                    len(batch.originals), len(tasks), len(groups))
+        return batch if batch.originals else None
+
+    return rewrite
+
+
+# ------------------------------------------------------------------------------------------- access
+def _access_partition(bc: Any, part: Iterator[list[tuple[int, FileScanTask]]]) -> Iterator[tuple[int, pa.Table]]:
+    job: _ReadJob = bc.value
+    io = job.io()
+    md = job.metadata
+    for group in part:
+        for i, task in group:
+            data = ArrowScan(md, io, md.schema(), AlwaysTrue(), case_sensitive=True).to_table([task])
+            yield i, data.filter(pa.array(job.matcher.mask(data)))
+
+
+def access_rows(spark: Any) -> Callable[[TableSubjects, CandidatePlan, bytes], pa.Table]:
+    """The access request's row reader on ``spark``'s executors: the subjects' rows of the planned files,
+    in plan order (as the single-process reader returns them)."""
+
+    def rows(ts: TableSubjects, plan: CandidatePlan, secret: bytes) -> pa.Table:
+        if not plan.tasks:
+            return _rows_here(ts, plan, secret)
+        table = ts.table
+        job = _ReadJob(table.metadata, portable_properties(table.io), matcher_for(ts, secret), ts.name)
+        groups = groups_by_size(plan.tasks, _parallelism(spark), _file_size)
+        parts = _run(spark, f"reading the subjects' rows of {ts.name}", job, groups, _access_partition)
+        return pa.concat_tables([t for _, t in sorted(parts, key=lambda p: p[0])])
+
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- verify
+@dataclass
+class _VerifyJob:
+    io_properties: dict[str, str]
+    location: str
+    columns: dict[int, IdentityColumn]
+    secret: bytes  # verification matches recorded digests: executors need the configured secret
+    digests: frozenset[bytes]
+
+
+def _verify_partition(bc: Any, part: Iterator[list[tuple[int, StoredFile]]]) -> Iterator[tuple[int, FileScan]]:
+    job: _VerifyJob = bc.value
+    io = load_file_io(job.io_properties, job.location)
+    digests = set(job.digests)
+    for group in part:
+        for i, stored in group:
+            yield i, scan_stored_file(io, stored, job.columns, job.secret, digests)
+
+
+def verify_scanner(spark: Any) -> FileScanner:
+    """:func:`iceberg_privacy.rights.purge.verify_table`'s file reads on ``spark``'s executors."""
+
+    def scan(table: Table, files: list[StoredFile], cols: dict[int, Any], secret: bytes,
+             digests: set[bytes]) -> list[FileScan]:
+        job = _VerifyJob(portable_properties(table.io), table.location(), cols, secret, frozenset(digests))
+        groups = groups_by_size(files, _parallelism(spark), lambda f: f.size)
+        found = dict(_run(spark, f"verifying {table_name(table)}", job, groups, _verify_partition))
+        return [found[i] for i in range(len(files))]
+
+    return scan
+
+
+# ----------------------------------------------------------------------------------------- backfill
+@dataclass
+class _BuildJob:
+    metadata: TableMetadata
+    io_properties: dict[str, str]
+    columns: list[BloomColumn]
+
+
+def _build_partition(bc: Any, part: Iterator[list[tuple[int, DataFile]]],
+                     ) -> Iterator[tuple[int, dict[int, FileFilter]]]:
+    job: _BuildJob = bc.value
+    io = load_file_io(job.io_properties, job.metadata.location)
+    for group in part:
+        built = filters_for_data_files(io, job.metadata, [f for _, f in group], job.columns)
+        yield from zip((i for i, _ in group), built, strict=True)
+
+
+def filter_builder(spark: Any) -> FilterBuilder:
+    """Backfill's filter building (:func:`iceberg_privacy.index.build.filters_for_data_files`) on executors."""
+
+    def build(io: FileIO, metadata: TableMetadata, files: Sequence[DataFile], columns: Sequence[BloomColumn], *,
+              progress: bool = False) -> list[dict[int, FileFilter]]:
+        job = _BuildJob(metadata, portable_properties(io), list(columns))
+        groups = groups_by_size(list(files), _parallelism(spark), lambda f: int(f.file_size_in_bytes))
+        built = dict(_run(spark, "building Bloom filters", job, groups, _build_partition))
+        return [built[i] for i in range(len(files))]
+
+    return build
+
+
+__all__ = ["Matcher", "Rewritten", "access_rows", "erasure_rewrite", "filter_builder", "groups_by_size",
+           "matcher_for", "verify_scanner"]
