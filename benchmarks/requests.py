@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cat.create_namespace("bench")
         log(f"building two identical {args.files}-file tables")
         queued = ip.configure_identity(build_table(cat, "bench.queue", cs, args.files, args.commits, args.fpp).table,
-                              [COLUMN])
+                                       [COLUMN])
         ip.configure_identity(build_table(cat, "bench.single", cs, args.files, args.commits, args.fpp).table,
                               [COLUMN])
         population = cs.users.to_pylist()

@@ -33,7 +33,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -42,7 +42,8 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import In
+from pyiceberg.expressions import In, Reference
+from pyiceberg.expressions.literals import literal
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import BinaryType, IntegerType, NestedField, StringType, TimestamptzType
@@ -175,7 +176,7 @@ def _tag(v: Any) -> list[Any]:
                              "uuid, date, datetime or Decimal")
 
 
-_UNTAG = {"s": str, "i": int, "b": base64.b64decode, "u": uuid.UUID, "t": datetime.fromisoformat,
+_UNTAG: dict[str, Callable[[Any], Any]] = {"s": str, "i": int, "b": base64.b64decode, "u": uuid.UUID, "t": datetime.fromisoformat,
           "d": date.fromisoformat, "m": Decimal}
 
 
@@ -292,7 +293,7 @@ class Queue:
         def delete() -> None:
             t = self.load()
             assert t is not None
-            t.delete(In("request_id", ids))
+            t.delete(In(term=Reference("request_id"), values={literal(i) for i in ids}))
 
         retry.run(delete, exhausted=lambda n, last: CommitConflictError(
             f"deleting {len(ids)} completed request(s) from the queue lost to concurrent commits {n} times; run "
