@@ -67,6 +67,7 @@ from iceberg_privacy.errors import (
     OpaqueSqlError,
     PrivacyUnitRequiredError,
     PurposeViolationError,
+    QueueIntegrityError,
     RefHoldsSubjectError,
     ReleaseAbortedError,
     ReleaseFailedError,
@@ -112,6 +113,7 @@ from iceberg_privacy.lineage.derive import DeriveReport, derive
 from iceberg_privacy.rights.journal import Journal, RequestState
 from iceberg_privacy.rights.keyed import init_secret
 from iceberg_privacy.rights.purge import purge
+from iceberg_privacy.rights.queue import QueuedRequest, QueueReport, enqueue, enqueue_many, run_pending
 from iceberg_privacy.rights.reports import (
     AccessReport,
     ErasureReport,
@@ -136,8 +138,9 @@ __all__ = [
     "sidecar_status", "verify_sidecars",
     # subject rights
     "AccessReport", "ErasureReport", "Journal", "PurgeReport", "RequestState", "TableErasure", "TableExport",
-    "TablePurge", "VerifyReport",
-    "access", "erase", "init_secret", "purge", "run_request", "submit_request",
+    "QueueReport", "QueuedRequest", "TablePurge", "VerifyReport",
+    "access", "enqueue", "enqueue_many", "erase", "init_secret", "purge", "run_pending", "run_request",
+    "submit_request",
     # differential privacy
     "ROWS", "ApproxDP", "BudgetState", "PureDP", "Release", "ReleaseProvenance", "ReleaseRecord",
     "ReservationRecord", "ResolutionReport", "RhoZCDP",
@@ -151,7 +154,7 @@ __all__ = [
     "ConfigurationError", "ForgetKeyMismatchError", "ForgetListError", "IcebergPrivacyError", "InvalidArgumentError",
     "InvalidBudgetError", "InvalidLookupValueError", "KeySetError", "LedgerConflictError", "LineageError",
     "MissingSourceError", "NoBudgetConfiguredError", "NoIdentityColumnsError", "OpaqueSqlError",
-    "PrivacyUnitRequiredError", "PurposeViolationError", "RefHoldsSubjectError", "ReleaseAbortedError", "ReleaseFailedError",
+    "PrivacyUnitRequiredError", "PurposeViolationError", "QueueIntegrityError", "RefHoldsSubjectError", "ReleaseAbortedError", "ReleaseFailedError",
     "RequestBlockedError", "RequestConflictError", "SchemaMismatchError", "SecretMissingError", "SidecarError",
     "SparkJobError", "StorageError", "SubjectRightsError", "TableNotFoundError", "UnknownColumnError", "UnknownRequestError",
     "UnsupportedSparkTypeError", "UnsupportedTypeError", "VerificationFailedError",

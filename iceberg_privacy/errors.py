@@ -80,6 +80,10 @@ class RefHoldsSubjectError(RequestBlockedError, ConfigurationError):
     """A tag (or a branch the erasure did not reach) still reads rows of a request's subjects."""
 
 
+class QueueIntegrityError(SubjectRightsError):
+    """Queued identifiers cannot be used: their ciphertext fails authentication or is gone."""
+
+
 class VerificationFailedError(SubjectRightsError):
     """Rows of an erased subject are still present in files under the table location."""
 

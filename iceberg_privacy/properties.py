@@ -49,6 +49,8 @@ JOURNAL_MARKER = "privacy.journal"
 PURGE_SAVED_PROPERTIES_PROPERTY = "privacy.purge.saved-metadata-properties"
 """Set (JSON of the user's values) while a purge trims the metadata log, so a re-run after a crash between
 the trim and the restore puts the user's own values back, not the purge's."""
+QUEUE_MARKER = "privacy.queue"
+"""The encrypted request queue (``<journal namespace>.request_queue``, docs/subject-rights.md)."""
 FORGET_MARKER = "privacy.forget.list"
 FORGET_DROPPED_SUMMARY = "privacy.forget.dropped-rows"
 FORGET_VERSION_SUMMARY = "privacy.forget.version"
@@ -72,7 +74,7 @@ DP_BUDGETS_PROPERTY = "privacy.dp.budgets"
 DP_SPENT_PROPERTY = "privacy.dp.spent"
 
 # -- which tables are the library's own ------------------------------------------------------------
-BOOKKEEPING_MARKERS = (JOURNAL_MARKER, "privacy.forget", DP_LEDGER_MARKER)
+BOOKKEEPING_MARKERS = (JOURNAL_MARKER, QUEUE_MARKER, "privacy.forget", DP_LEDGER_MARKER)
 """The library's bookkeeping tables (journal, forget lists, DP ledgers): never subjects of a request."""
 LIBRARY_MARKERS = (*BOOKKEEPING_MARKERS, DP_RELEASE_MARKER)
 """Bookkeeping tables plus DP release tables."""

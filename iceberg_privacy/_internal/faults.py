@@ -21,6 +21,8 @@ CHECKPOINTS: frozenset[str] = frozenset({
     # subject rights (iceberg_privacy.rights)
     "erasure.after_submit", "erasure.after_forget", "erasure.before_commit", "erasure.after_commit",
     "erasure.after_table",
+    "queue.after_enqueue", "queue.after_claim", "queue.after_batch", "queue.after_erase", "queue.before_outcomes",
+    "queue.before_shred", "queue.after_shred_delete",
     "purge.after_expire", "purge.after_delete", "purge.after_metadata_trim", "purge.before_complete",
     # differential privacy (iceberg_privacy.dp.release)
     "dp.before_reserve", "dp.after_reserve", "dp.before_evaluate", "dp.after_evaluate",

@@ -71,18 +71,21 @@ def cmd_purge(args: argparse.Namespace, catalog: Catalog) -> int:
 
 
 def cmd_requests_submit(args: argparse.Namespace, catalog: Catalog) -> int:
-    from iceberg_privacy.rights.requests import submit_request
+    from iceberg_privacy.rights.queue import enqueue
 
-    req = submit_request(catalog, args.kind, need_values(args), tables(args), request_id=args.request_id,
-                         home=args.home, allow_empty_subject=args.allow_empty_subject)
+    # Queued: the subjects are kept encrypted until the request completes, so `requests run --pending` works it.
+    req = enqueue(catalog, args.kind, need_values(args), tables(args), request_id=args.request_id, home=args.home,
+                  regime=args.regime, deadline=timedelta(days=args.deadline_days) if args.deadline_days else None,
+                  allow_empty_subject=args.allow_empty_subject)
     emit(args, req, f"{req.request_id} {req.kind} {req.status} deadline {req.deadline.isoformat()}")
     return 0
 
 
 def cmd_requests_list(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.rights.journal import Journal
+    from iceberg_privacy.rights.queue import overdue
 
-    reqs = Journal(catalog).requests()
+    reqs = overdue(catalog) if args.overdue else Journal(catalog).requests()
     if args.json:
         print_json(reqs)
         return 0
@@ -93,7 +96,7 @@ def cmd_requests_list(args: argparse.Namespace, catalog: Catalog) -> int:
         if r.blocked is not None:
             print(f"    blocked: {r.blocked.get('reason', '')}\n    next: {r.blocked.get('next_step', '')}")
     if not reqs:
-        print("(no requests)")
+        print("(no overdue requests)" if args.overdue else "(no requests)")
     return 0
 
 
@@ -105,8 +108,20 @@ def cmd_requests_show(args: argparse.Namespace, catalog: Catalog) -> int:
 
 
 def cmd_requests_run(args: argparse.Namespace, catalog: Catalog) -> int:
+    from iceberg_privacy.errors import ConfigurationError
     from iceberg_privacy.rights.requests import run_request
 
+    if args.pending:
+        from iceberg_privacy.rights.queue import run_pending
+
+        if args.request_id or values(args):
+            raise ConfigurationError("`requests run --pending` works the whole queue: name no request id or values")
+        report = run_pending(catalog, limit=args.limit, purge=not args.no_purge, out=args.out, home=args.home)
+        emit(args, report)
+        return 1 if report.blocked else 0
+    if not args.request_id:
+        raise ConfigurationError("name a request id (`iceberg-privacy requests list` shows them), or pass --pending "
+                                 "to work every queued request")
     emit(args, run_request(catalog, args.request_id, values(args) or None, purge=not args.no_purge, out=args.out,
                            home=args.home, allow_empty_subject=args.allow_empty_subject))
     return 0
@@ -154,16 +169,23 @@ def register(subparsers: Any) -> None:
     p = add_command(rsub, "submit", cmd_requests_submit, json=True,
                     help="record a request durably without running it")
     p.add_argument("--kind", choices=["erase", "access"], required=True)
+    p.add_argument("--regime", choices=["gdpr", "ccpa"], default="gdpr",
+                   help="deadline: gdpr = one calendar month (default), ccpa = 45 days")
+    p.add_argument("--deadline-days", type=float, help="explicit deadline in days (overrides --regime)")
     add_subject_args(p)
-    add_command(rsub, "list", cmd_requests_list, json=True, help="every request with status and deadline")
+    p = add_command(rsub, "list", cmd_requests_list, json=True, help="every request with status and deadline")
+    p.add_argument("--overdue", action="store_true", help="only open requests past their deadline")
     p = add_command(rsub, "show", cmd_requests_show, json=True,
                     help="one request as JSON: per-table status, rows, snapshots (no identifiers)")
     p.add_argument("request_id")
     p = add_command(rsub, "run", cmd_requests_run, json=True,
-                    help="run or resume a request (erase + purge + verify; access needs values and --out)")
-    p.add_argument("request_id")
+                    help="run or resume a request (erase + purge + verify; access needs values and --out), or with "
+                         "--pending every queued request, merged into one pass per table")
+    p.add_argument("request_id", nargs="?")
+    p.add_argument("--pending", action="store_true", help="work the queue: every request submitted with `requests submit`")
+    p.add_argument("--limit", type=int, help="with --pending: take at most this many new requests")
     p.add_argument("values", nargs="*", help="the subject values again (optional for erasure: else keyed-hash scan)")
     p.add_argument("--values-file")
-    p.add_argument("--out", help="output directory (access requests)")
+    p.add_argument("--out", help="output directory (access requests; with --pending one subdirectory per request)")
     p.add_argument("--no-purge", action="store_true", help="erase only")
     add_allow_empty(p)

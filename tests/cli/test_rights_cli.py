@@ -64,3 +64,29 @@ def test_subject_rights_commands(home: str, tmp_path: Path, capsys: pytest.Captu
     assert sorted(r["user_id"] for r in table.scan().to_arrow().to_pylist()) == ["u2", "u4"]
     assert main(["--home", home, "requests", "show", "nope"]) == 2
     assert "requests list" in capsys.readouterr().err
+
+
+def test_requests_submit_queues_and_run_pending_works_the_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.helpers import SECRET, all_rows
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    home = str(tmp_path / "home")
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    make_table(catalog, "db.t", [["u1", "u2"], ["u3", "victim"]])
+    assert main(["--home", home, "requests", "submit", "--kind", "erase", "victim", "--request-id", "q1",
+                 "--regime", "ccpa"]) == 0
+    assert main(["--home", home, "requests", "submit", "--kind", "erase", "u1", "--request-id", "late",
+                 "--deadline-days", "-1"]) == 0
+    capsys.readouterr()
+    assert main(["--home", home, "requests", "list", "--overdue", "--json"]) == 0
+    assert [r["request_id"] for r in json.loads(capsys.readouterr().out)] == ["late"]
+    assert main(["--home", home, "requests", "run"]) != 0  # neither an id nor --pending
+    capsys.readouterr()
+    assert main(["--home", home, "requests", "run", "--pending", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(out["completed"]) == ["late", "q1"]
+    assert {r["user_id"] for r in all_rows(catalog.load_table("db.t"))} == {"u2", "u3"}
+    assert main(["--home", home, "requests", "list", "--overdue"]) == 0
+    assert "(no overdue requests)" in capsys.readouterr().out

@@ -1,0 +1,199 @@
+"""Request-queue benchmark: 10,000 queued erasure requests in one ``run_pending`` pass vs one at a time.
+
+Run::
+
+    python -m benchmarks.requests --out results/requests.json            # 1,000-file table, 10,000 requests
+    python -m benchmarks.requests --quick --out results/requests-quick.json   # CI size
+
+Two identical tables are built with the core benchmark's construction (``benchmarks.harness.build_table``:
+Bloom filters on ``user_id``, declared as identity column). ``--requests`` erasure requests of one subject each
+are drawn from the user population without replacement.
+
+* ``queue``: every request is queued (``enqueue_many``: encrypted identifiers, one queue and one journal commit),
+  then ONE ``run_pending`` pass erases, purges, verifies, records per-request outcomes and shreds the ciphertext.
+  ``requests_per_hour`` is requests / pass seconds (submission is reported apart). ``commits_per_table`` counts the
+  erase commits of the pass on the table; ``files_rewritten_ratio_to_oracle`` compares the files it rewrote with
+  the files that truly hold a subject (a full read of ``user_id`` of every file).
+* ``one_at_a_time``: a sample of ``--sample`` of the same requests, each queued and run alone through the same
+  ``run_pending`` path (erase + purge + verify + shred per request) on the twin table. The per-request median is
+  EXTRAPOLATED to all requests (``extrapolated: true``): running 10,000 of them would take hours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import iceberg_privacy as ip
+from benchmarks.harness import COLUMN, build_table, finish, json_default, log, machine_info, truth_index
+from iceberg_privacy.demos.clickstream import make_clickstream
+from iceberg_privacy.properties import ERASURE_REQUEST_SUMMARY
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.requests", description=__doc__.split("\n")[0])
+    p.add_argument("--files", type=int, default=1000)
+    p.add_argument("--rows-per-file", type=int, default=3000)
+    p.add_argument("--commits", type=int, default=10)
+    p.add_argument("--fpp", type=float, default=0.001)
+    p.add_argument("--requests", type=int, default=10_000)
+    p.add_argument("--sample", type=int, default=50, help="requests run one at a time (extrapolated)")
+    p.add_argument("--seed", type=int, default=20251123)
+    p.add_argument("--out", type=Path, default=Path("results/requests.json"))
+    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--quick", action="store_true", help="CI size: 100 files, 1,000 requests, sample of 5")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.files, args.commits, args.requests, args.sample = 100, 2, 1000, 5
+    return args
+
+
+def _erase_commits(table: Any, since_ms: int) -> int:
+    return sum(1 for s in table.refresh().metadata.snapshots if s.timestamp_ms >= since_ms and s.summary
+               and ERASURE_REQUEST_SUMMARY in s.summary.additional_properties)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    start = time.perf_counter()
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="ip-requests-bench-"))
+    try:
+        machine = machine_info()
+        ip.init_secret(workdir, overwrite=True)
+        cs = make_clickstream(args.files, args.rows_per_file, args.seed)
+        cat = ip.connect(home=workdir)
+        cat.create_namespace("bench")
+        log(f"building two identical {args.files}-file tables")
+        queued = ip.configure_identity(build_table(cat, "bench.queue", cs, args.files, args.commits, args.fpp).table,
+                                       [COLUMN])
+        ip.configure_identity(build_table(cat, "bench.single", cs, args.files, args.commits, args.fpp).table,
+                              [COLUMN])
+        population = cs.users.to_pylist()
+        rng = np.random.default_rng(args.seed + 11)
+        n = min(args.requests, len(population))
+        users = [population[i] for i in rng.choice(len(population), n, replace=False)]
+        sample = users[:args.sample]
+
+        # -- one at a time (sample), on the twin table, through the same queue path
+        log(f"one at a time: {len(sample)} requests, each queued and run alone (erase + purge + verify + shred)")
+        per: list[float] = []
+        files_one: list[int] = []
+        for i, u in enumerate(sample):
+            ip.enqueue(cat, "erase", [u], ["bench.single"], request_id=f"one-{i}", home=workdir)
+            t0 = time.perf_counter()
+            rep = ip.run_pending(cat, home=workdir)
+            per.append(time.perf_counter() - t0)
+            files_one.append(sum(b.files_rewritten for b in rep.batches.values()))
+            assert rep.completed == [f"one-{i}"], rep
+        one_median = statistics.median(per)
+
+        # -- the queue: every request, one pass
+        tasks, pairs = truth_index(queued)
+        hit = pairs.filter(pc.is_in(pairs.column(COLUMN), value_set=pa.array(users)))
+        oracle = len({tasks[i].file.file_path for i in set(hit.column("file").to_pylist())})
+        rows_before = queued.scan().to_arrow().num_rows
+        expected_removed = int(pc.sum(pc.is_in(queued.scan(selected_fields=(COLUMN,)).to_arrow().column(COLUMN),
+                                               value_set=pa.array(users))).as_py())
+        log(f"queue: submitting {n} requests (enqueue_many)")
+        t0 = time.perf_counter()
+        ip.enqueue_many(cat, [ip.QueuedRequest("erase", [u], ["bench.queue"], f"q-{i}") for i, u in enumerate(users)],
+                        home=workdir)
+        submit_s = time.perf_counter() - t0
+        since = int(time.time() * 1000)
+        log(f"queue: run_pending over {n} requests")
+        t0 = time.perf_counter()
+        rep = ip.run_pending(cat, home=workdir)
+        pass_s = time.perf_counter() - t0
+        batch = next(b for b in rep.batches.values() if b.table == "bench.queue")
+        if len(rep.completed) != n:
+            raise AssertionError(f"the pass completed {len(rep.completed)} of {n} requests: {rep}")
+        after = queued.refresh().scan().to_arrow()
+        if after.num_rows != rows_before - expected_removed or pc.sum(pc.is_in(after.column(COLUMN),
+                                                                               value_set=pa.array(users))).as_py():
+            raise AssertionError("the merged pass did not remove exactly the subjects' rows")
+        commits = max(batch.commits, _erase_commits(queued, since))
+
+        res: dict[str, Any] = {
+            "benchmark": "iceberg-privacy request queue",
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": "python -m benchmarks.requests " + " ".join(sys.argv[1:]),
+            "queue": {
+                "requests": n,
+                "requests_per_hour": round(n / pass_s * 3600, 1),
+                "pass_seconds": round(pass_s, 2),
+                "submit_seconds": round(submit_s, 2),
+                "submit_requests_per_hour": round(n / submit_s * 3600, 1),
+                "commits_per_table": commits,
+                "files_rewritten": batch.files_rewritten,
+                "oracle_files": oracle,
+                "files_rewritten_ratio_to_oracle": round(batch.files_rewritten / oracle, 3) if oracle else None,
+                "rows_removed": batch.rows_removed,
+                "erase_seconds": round(batch.erase_seconds, 2),
+                "purge_verify_seconds": round(batch.purge_seconds, 2),
+                "files_verified": batch.files_verified,
+                "shred_seconds": round(rep.shred_seconds, 2),
+                "outcome_and_journal_seconds": round(pass_s - batch.erase_seconds - batch.purge_seconds
+                                                     - rep.shred_seconds, 2),
+            },
+            "one_at_a_time": {
+                "sample": len(sample),
+                "extrapolated": True,
+                "note": f"median seconds of {len(sample)} requests run alone (same queue path: erase + purge + verify "
+                        f"+ shred), times {n} requests; not measured end to end",
+                "median_seconds_per_request": round(one_median, 3),
+                "p90_seconds_per_request": round(float(np.percentile(per, 90)), 3),
+                "requests_per_hour": round(3600 / one_median, 1),
+                "extrapolated_hours_for_all": round(one_median * n / 3600, 2),
+                "median_files_rewritten": statistics.median(files_one),
+                "commits_per_table_for_all": n,
+            },
+            "table": {"files": args.files, "rows_per_file": args.rows_per_file, "commits": args.commits,
+                      "fpp": args.fpp, "users": len(population), "seed": args.seed},
+            "machine": machine,
+        }
+        res["queue"]["speedup_vs_one_at_a_time"] = round(one_median * n / pass_s, 1)
+
+        def check(r: dict[str, Any]) -> dict[str, Any]:
+            qd = r["queue"]
+            ratio = qd["files_rewritten_ratio_to_oracle"]
+            return {
+                "requests_per_hour_ge_10000": {"value": qd["requests_per_hour"], "met": qd["requests_per_hour"] >= 10_000},
+                "one_commit_per_table": {"value": qd["commits_per_table"], "met": qd["commits_per_table"] == 1},
+                "files_rewritten_le_1.2x_oracle": {"value": ratio, "met": ratio is not None and ratio <= 1.2},
+            }
+
+        return finish(res, start, check)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    res = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2, default=json_default) + "\n")
+    qd, one = res["queue"], res["one_at_a_time"]
+    print(f"queue: {qd['requests']} requests in {qd['pass_seconds']}s -> {qd['requests_per_hour']:.0f} requests/hour, "
+          f"{qd['commits_per_table']} commit(s) per table, files rewritten {qd['files_rewritten']} (oracle "
+          f"{qd['oracle_files']}, ratio {qd['files_rewritten_ratio_to_oracle']}); purge+verify {qd['purge_verify_seconds']}s")
+    print(f"one at a time (sample {one['sample']}, extrapolated): {one['median_seconds_per_request']}s per request -> "
+          f"{one['requests_per_hour']:.0f} requests/hour, {one['extrapolated_hours_for_all']} h for all")
+    print(f"targets: {json.dumps(res['targets'])}\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

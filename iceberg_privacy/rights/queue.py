@@ -1,0 +1,709 @@
+"""The request queue: subject-rights requests a scheduler can work unattended, merged into one pass.
+
+The journal keeps only keyed hashes of the subjects (by design), which can match rows but cannot drive
+Bloom pruning or an export. The queue keeps the subjects' identifiers **encrypted** until the request
+completes, then destroys them (crypto-shredding):
+
+* :func:`enqueue` / :func:`enqueue_many` validate a request exactly like :func:`submit_request` (a
+  value that fits no identity column is rejected here), write one row to the library-owned Iceberg
+  table ``<journal namespace>.request_queue`` (through the catalog and its FileIO, like the journal:
+  local, S3, REST), then journal the request (``created``, keyed hashes only). The row holds the
+  identifiers as AES-256-GCM ciphertext under a random per-request data key, itself wrapped
+  (AES-256-GCM) by a key derived with HKDF-SHA256 from the configured secret under its own info label,
+  so the wrapping key is not the HMAC key of the digests.
+* :func:`run_pending` works every pending request: the erasures of each table are merged into ONE
+  batch request (journaled like any request, id ``batch-...``), erased with one pass and one commit per
+  table (per branch), purged and verified once; then each member request gets its outcome events and
+  is completed, and only then are its queue rows deleted and the files that held them removed.
+  Access requests are exported one by one (``<out>/<request id>/``).
+
+Every step is journaled before the next starts, so a pass killed anywhere is resumed by the next
+pass: a batch is fixed by its ``queued`` claim events (one per member request and table, first one
+wins), its erase commit is recognised by ``privacy.erasure.request-id = batch id``, and ciphertext is
+destroyed only for requests whose ``completed`` event is in the journal. The wire format and every
+label are in docs/subject-rights.md ("The request queue").
+"""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.expressions import In, Reference
+from pyiceberg.expressions.literals import literal
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.types import BinaryType, IntegerType, NestedField, StringType, TimestamptzType
+
+from iceberg_privacy._internal import retry
+from iceberg_privacy._internal.faults import checkpoint
+from iceberg_privacy.catalog import (
+    JOURNAL_NAMESPACE_PROPERTY,
+    TableRef,
+    library_name,
+    reserved_table,
+    table_name,
+)
+from iceberg_privacy.errors import (
+    CommitConflictError,
+    ConfigurationError,
+    QueueIntegrityError,
+    RequestBlockedError,
+    RequestConflictError,
+    StorageError,
+    SubjectRightsError,
+    VerificationFailedError,
+)
+from iceberg_privacy.properties import QUEUE_MARKER
+from iceberg_privacy.rights.access import FORMATS, export_subjects
+from iceberg_privacy.rights.erasure import process_erasure
+from iceberg_privacy.rights.journal import (
+    COMPLETED,
+    CREATED,
+    TABLE_ERASED,
+    TABLE_PURGED,
+    TABLE_VERIFIED,
+    Journal,
+    RequestState,
+    fold,
+    new_request_id,
+    subjects_fingerprint,
+)
+from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
+from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE
+from iceberg_privacy.rights.purge import purge as purge_request
+from iceberg_privacy.rights.subjects import as_values, check_values, resolve_subjects, subject_tables
+from iceberg_privacy.storage import canonical, child, delete_files, storage_errors
+
+logger = logging.getLogger(__name__)
+
+QUEUE_TABLE = "request_queue"
+FORMAT_VERSION = 1
+QUEUED = "queued"  # journal event: (member request, table) -> batch id, first one wins
+BATCH_PREFIX = "batch-"
+
+HKDF_SALT = b"iceberg-privacy request queue"
+KEK_INFO = b"iceberg-privacy queue key-wrap v1"
+DEK_AAD = b"iceberg-privacy queue dek v1\x00"
+DATA_AAD = b"iceberg-privacy queue subjects v1\x00"
+NONCE_BYTES = 12
+KEY_BYTES = 32
+
+REGIMES = ("gdpr", "ccpa")
+"""``gdpr``: one calendar month from receipt (Art. 12(3)); ``ccpa``: 45 days (Cal. Civ. Code 1798.130)."""
+
+SCHEMA = Schema(
+    NestedField(1, "request_id", StringType(), required=False),
+    NestedField(2, "kind", StringType(), required=False),
+    NestedField(3, "key_id", StringType(), required=False),
+    NestedField(4, "enqueued_at", TimestamptzType(), required=False),
+    NestedField(5, "format", IntegerType(), required=False),
+    NestedField(6, "wrapped_key", BinaryType(), required=False),
+    NestedField(7, "ciphertext", BinaryType(), required=False),
+)
+ARROW_SCHEMA = pa.schema([
+    ("request_id", pa.string()), ("kind", pa.string()), ("key_id", pa.string()),
+    ("enqueued_at", pa.timestamp("us", tz="UTC")), ("format", pa.int32()),
+    ("wrapped_key", pa.binary()), ("ciphertext", pa.binary()),
+])
+# No column bounds in the queue's manifests: the ciphertext lives in data files only, which the shred deletes.
+TABLE_PROPERTIES = {"write.metadata.metrics.default": "none"}
+
+
+# ------------------------------------------------------------------------------------ deadlines
+def _add_month(at: datetime) -> datetime:
+    year, month = (at.year + 1, 1) if at.month == 12 else (at.year, at.month + 1)
+    return at.replace(year=year, month=month, day=min(at.day, calendar.monthrange(year, month)[1]))
+
+
+def regime_deadline(regime: str, received: datetime) -> timedelta:
+    """Time allowed to answer a request received at ``received`` under ``regime`` (see :data:`REGIMES`)."""
+    if regime == "gdpr":
+        return _add_month(received) - received
+    if regime == "ccpa":
+        return timedelta(days=45)
+    raise ConfigurationError(f"regime must be one of {REGIMES}, got {regime!r} (or pass deadline=timedelta(...))")
+
+
+# ------------------------------------------------------------------------------------ encryption
+def _aesgcm(key: bytes) -> Any:
+    try:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise ConfigurationError("the request queue needs the `cryptography` package: pip install cryptography") from exc
+    return AESGCM(key)
+
+
+def wrapping_key(secret: bytes) -> bytes:
+    """The queue's key-encryption key: HKDF-SHA256(secret, salt, info=KEK_INFO), 32 bytes (never the HMAC key)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=HKDF_SALT, info=KEK_INFO).derive(secret)
+
+
+def _tag(v: Any) -> list[Any]:
+    if isinstance(v, bool) or v is None:
+        raise ConfigurationError(f"{v!r} cannot be a subject identifier")
+    if isinstance(v, str):
+        return ["s", v]
+    if isinstance(v, int):
+        return ["i", v]
+    if isinstance(v, (bytes, bytearray)):
+        return ["b", base64.b64encode(bytes(v)).decode()]
+    if isinstance(v, uuid.UUID):
+        return ["u", str(v)]
+    if isinstance(v, datetime):
+        return ["t", v.isoformat()]
+    if isinstance(v, date):
+        return ["d", v.isoformat()]
+    if isinstance(v, Decimal):
+        return ["m", str(v)]
+    raise ConfigurationError(f"subject values of type {type(v).__name__} cannot be queued; pass str, int, bytes, "
+                             "uuid, date, datetime or Decimal")
+
+
+_UNTAG: dict[str, Callable[[Any], Any]] = {"s": str, "i": int, "b": base64.b64decode, "u": uuid.UUID, "t": datetime.fromisoformat,
+          "d": date.fromisoformat, "m": Decimal}
+
+
+def encode_values(values: Sequence[Any]) -> bytes:
+    """The plaintext: UTF-8 JSON ``{"v": 1, "values": [[tag, value], ...]}`` (tags in the docs)."""
+    return json.dumps({"v": FORMAT_VERSION, "values": [_tag(v) for v in values]}, separators=(",", ":")).encode()
+
+
+def decode_values(plain: bytes) -> list[Any]:
+    doc = json.loads(plain)
+    return [_UNTAG[t](v) for t, v in doc["values"]]
+
+
+def _aad(request_id: str, kind: str, kid: str) -> bytes:
+    return DATA_AAD + f"{request_id}\x00{kind}\x00{kid}".encode()
+
+
+def seal(kek: bytes, request_id: str, kind: str, kid: str, values: Sequence[Any]) -> tuple[bytes, bytes]:
+    """(wrapped data key, ciphertext) of one request: ``nonce || AES-256-GCM(...)`` each."""
+    dek = os.urandom(KEY_BYTES)
+    n1, n2 = os.urandom(NONCE_BYTES), os.urandom(NONCE_BYTES)
+    wrapped = n1 + _aesgcm(kek).encrypt(n1, dek, DEK_AAD + request_id.encode())
+    return wrapped, n2 + _aesgcm(dek).encrypt(n2, encode_values(values), _aad(request_id, kind, kid))
+
+
+def unseal(kek: bytes, entry: QueueEntry) -> list[Any]:
+    """The subject values of a queue entry; :class:`QueueIntegrityError` when authentication fails."""
+    from cryptography.exceptions import InvalidTag
+
+    try:
+        dek = _aesgcm(kek).decrypt(entry.wrapped_key[:NONCE_BYTES], entry.wrapped_key[NONCE_BYTES:],
+                                   DEK_AAD + entry.request_id.encode())
+        plain = _aesgcm(dek).decrypt(entry.ciphertext[:NONCE_BYTES], entry.ciphertext[NONCE_BYTES:],
+                                     _aad(entry.request_id, entry.kind, entry.key_id))
+    except InvalidTag:
+        raise QueueIntegrityError(
+            f"the encrypted identifiers of queued request {entry.request_id} fail authentication (the row was altered "
+            "or corrupted); nothing was decrypted. Submit the request again with its subjects under a new request id, "
+            f"and remove the old one from the queue (Python: iceberg_privacy.rights.queue.Queue(catalog).shred("""
+            f"[{entry.request_id!r}]))"
+        ) from None
+    return decode_values(plain)
+
+
+# ------------------------------------------------------------------------------------ the queue table
+@dataclass
+class QueueEntry:
+    request_id: str
+    kind: str
+    key_id: str
+    enqueued_at: datetime
+    wrapped_key: bytes
+    ciphertext: bytes
+
+
+@dataclass
+class ShredReport:
+    """Rows deleted from the queue and the files that held them (ciphertext bytes gone)."""
+
+    requests: list[str] = field(default_factory=list)
+    expired_snapshots: int = 0
+    deleted_files: int = 0
+    delete_failures: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return (f"shredded {len(self.requests)} request(s): {self.expired_snapshots} snapshot(s) expired, "
+                f"{self.deleted_files} file(s) deleted" + (f", {len(self.delete_failures)} failed" if self.delete_failures
+                                                           else ""))
+
+
+class Queue:
+    """The encrypted request queue of a catalog (see the module doc)."""
+
+    def __init__(self, catalog: Catalog, namespace: str | None = None) -> None:
+        self.catalog = catalog
+        self.identifier = (namespace or library_name(catalog, JOURNAL_NAMESPACE_PROPERTY), QUEUE_TABLE)
+
+    def load(self, *, create: bool = False) -> Table | None:
+        # Compare-and-swap (no pyiceberg rebase): a shred's row delete must never be replayed on a stale read.
+        return reserved_table(self.catalog, self.identifier, schema=SCHEMA, marker=QUEUE_MARKER,
+                              what="the iceberg-privacy request queue", error=SubjectRightsError, create=create,
+                              compare_and_swap=True, properties=TABLE_PROPERTIES)
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        data = pa.Table.from_pylist(rows, schema=ARROW_SCHEMA)
+
+        def step() -> None:
+            table = self.load(create=True)
+            assert table is not None
+            table.append(data)
+
+        retry.run(step, exhausted=lambda n, last: CommitConflictError(
+            f"could not append to the request queue after {n} attempts ({last}); submit again (same request ids: "
+            "it is idempotent)"))
+
+    def entries(self) -> list[QueueEntry]:
+        table = self.load()
+        if table is None or table.current_snapshot() is None:
+            return []
+        return [QueueEntry(**r) for r in table.scan(selected_fields=(
+            "request_id", "kind", "key_id", "enqueued_at", "wrapped_key", "ciphertext")).to_arrow().to_pylist()]
+
+    def shred(self, request_ids: Iterable[str]) -> ShredReport:
+        """Delete the rows of ``request_ids``, expire every older snapshot of the queue and delete the files
+        only they referenced, so the ciphertext bytes are gone from storage (not only from the head)."""
+        ids = sorted(set(request_ids))
+        rep = ShredReport(ids)
+        table = self.load()
+        if table is None or not ids:
+            return rep
+
+        def delete() -> None:
+            t = self.load()
+            assert t is not None
+            t.delete(In(term=Reference("request_id"), values={literal(i) for i in ids}))
+
+        retry.run(delete, exhausted=lambda n, last: CommitConflictError(
+            f"deleting {len(ids)} completed request(s) from the queue lost to concurrent commits {n} times; run "
+            "`iceberg-privacy requests run --pending` again (it shreds completed requests first)"))
+        checkpoint("queue.after_shred_delete")
+        rep.expired_snapshots, rep.deleted_files, rep.delete_failures = self.purge_history()
+        return rep
+
+    def purge_history(self) -> tuple[int, int, dict[str, str]]:
+        """Expire every snapshot but the head (and ref heads); delete what only the expired ones reached."""
+        from iceberg_privacy.index.maintenance import expire_snapshots
+
+        def step() -> tuple[set[str], int]:
+            t = self.load()
+            assert t is not None
+            md = t.metadata
+            keep = {md.current_snapshot_id} | {r.snapshot_id for r in md.refs.values()}
+            expire = {s.snapshot_id for s in md.snapshots} - keep
+            before = _files_of(t, expire, deleted_too=True)
+            if expire:
+                expire_snapshots(t, snapshot_ids=expire)
+            return before, len(expire)
+
+        before, expired = retry.run(step, exhausted=lambda n, last: CommitConflictError(
+            f"expiring the request queue's snapshots lost to concurrent commits {n} times; run the pass again"))
+        t = self.load()
+        assert t is not None
+        still = {canonical(p) for p in _files_of(t, {s.snapshot_id for s in t.metadata.snapshots}, deleted_too=False)}
+        outcome = delete_files(t.io, sorted(p for p in before if canonical(p) not in still))
+        return expired, len(outcome.deleted), dict(outcome.failed)
+
+
+def _files_of(table: Table, snapshot_ids: set[int], *, deleted_too: bool) -> set[str]:
+    out: set[str] = set()
+    for sid in snapshot_ids:
+        snap = table.metadata.snapshot_by_id(sid)
+        if snap is None:
+            continue
+        out.add(snap.manifest_list)
+        for m in snap.manifests(table.io):
+            out.add(m.manifest_path)
+            out.update(e.data_file.file_path for e in m.fetch_manifest_entry(table.io, discard_deleted=not deleted_too))
+    return out
+
+
+# ------------------------------------------------------------------------------------ submit
+def _tables_key(tables: Sequence[TableRef] | TableRef | None) -> tuple[str, ...] | None:
+    if not tables:
+        return None
+    refs = [tables] if isinstance(tables, (str, Table)) else list(tables)
+    return tuple(sorted(table_name(t) if isinstance(t, Table) else t if isinstance(t, str) else ".".join(t)
+                        for t in refs))
+
+
+@dataclass
+class QueuedRequest:
+    """One request for :func:`enqueue_many` (the arguments of :func:`enqueue`)."""
+
+    kind: str
+    subjects: Any
+    tables: Sequence[TableRef] | None = None
+    request_id: str | None = None
+    regime: str = "gdpr"
+    deadline: timedelta | None = None
+    allow_empty_subject: bool = False
+
+
+@storage_errors
+def enqueue(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRef] | None = None, *,
+            request_id: str | None = None, regime: str = "gdpr", deadline: timedelta | None = None,
+            home: str | os.PathLike[str] | None = None, allow_empty_subject: bool = False) -> RequestState:
+    """Validate a request, keep its subjects encrypted in the queue and journal it; nothing is erased yet.
+
+    ``kind`` is ``"erase"`` or ``"access"``. The deadline is ``regime``'s (``"gdpr"``: one calendar month,
+    ``"ccpa"``: 45 days) unless ``deadline`` is given. A value no identity column of the tables can take is
+    rejected here. :func:`run_pending` works the queue; submitting the same ``request_id`` again is a no-op.
+    """
+    return enqueue_many(catalog, [QueuedRequest(kind, subjects, tables, request_id, regime, deadline,
+                                                allow_empty_subject)], home=home)[0]
+
+
+@storage_errors
+def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
+                 home: str | os.PathLike[str] | None = None) -> list[RequestState]:
+    """:func:`enqueue` for many requests at once: one queue commit and one journal commit for all of them."""
+    reqs = list(requests)
+    for r in reqs:
+        if r.kind not in ("erase", "access"):
+            raise RequestConflictError(f"request kind must be 'erase' or 'access', got {r.kind!r}")
+        if r.deadline is None:
+            regime_deadline(r.regime, datetime.now(UTC))  # refuse an unknown regime before anything is written
+        check_values(r.subjects, allow_empty_subject=r.allow_empty_subject)
+    secret = load_secret(home, catalog=catalog)
+    kid, kek = key_id(secret), wrapping_key(secret)
+    journal, queue = Journal(catalog), Queue(catalog)
+    known = fold(journal.rows()) if reqs else {}
+    queued = {e.request_id for e in queue.entries()}
+    targets_cache: dict[Any, list[Table]] = {}
+    rows, events, out = [], [], []
+    now = datetime.now(UTC)
+    for r in reqs:
+        key = _tables_key(r.tables)
+        if key not in targets_cache:
+            targets_cache[key] = subject_tables(catalog, r.tables)
+        values = as_values(r.subjects)
+        resolved = resolve_subjects(targets_cache[key], values, secret)  # rejects values no column takes
+        digests: set[bytes] = set().union(*(ts.digests for ts in resolved)) if resolved else set()
+        rid = r.request_id or new_request_id()
+        existing = known.get(rid)
+        if existing is not None:
+            if existing.kind != r.kind or subjects_fingerprint(existing.subjects) != subjects_fingerprint(digests):
+                raise RequestConflictError(f"request {rid!r} already exists as a {existing.kind} request for other "
+                                           "subjects; use a new request id")
+            check_key_id(existing.key_id, kid, f"request {rid!r}")
+            state = existing
+        else:
+            allowed = r.deadline if r.deadline is not None else regime_deadline(r.regime, now)
+            ev = journal.event(rid, CREATED, kind=r.kind, key_id=kid, subjects=sorted(digests), at=now, detail={
+                "tables": sorted(ts.name for ts in resolved), "subject_count": len(set(map(repr, values))),
+                "deadline": (now + allowed).isoformat(), "regime": r.regime if r.deadline is None else "custom",
+                "queued": True})
+            events.append(ev)
+            state = fold([ev])[rid]
+            known[rid] = state
+        if rid not in queued and state.completed is None:
+            wrapped, ct = seal(kek, rid, r.kind, kid, values)
+            rows.append({"request_id": rid, "kind": r.kind, "key_id": kid, "enqueued_at": now, "format": FORMAT_VERSION,
+                         "wrapped_key": wrapped, "ciphertext": ct})
+            queued.add(rid)
+        out.append(state)
+    # Ciphertext first, journal second: a request the journal shows as queued always has its identifiers.
+    queue.append(rows)
+    checkpoint("queue.after_enqueue")
+    journal.append(events)
+    return out
+
+
+# ------------------------------------------------------------------------------------ the pass
+@dataclass
+class BatchOutcome:
+    """One merged erasure: every pending request of one table, one commit (per branch)."""
+
+    batch_id: str
+    table: str
+    members: list[str]
+    subjects: int = 0
+    rows_removed: int = 0
+    files_rewritten: int = 0
+    files_read: int = 0
+    commits: int = 0
+    completed: bool = False
+    erase_seconds: float = 0.0
+    purge_seconds: float = 0.0
+    files_verified: int = 0
+    blocked: str | None = None
+
+    def __str__(self) -> str:
+        state = "completed" if self.completed else (f"blocked: {self.blocked}" if self.blocked else "erased, not purged")
+        return (f"{self.table}: batch {self.batch_id} of {len(self.members)} request(s), {self.subjects} subject(s): "
+                f"{self.rows_removed} rows removed, {self.files_rewritten} files rewritten in {self.commits} commit(s) "
+                f"({self.erase_seconds:.1f}s erase, {self.purge_seconds:.1f}s purge+verify); {state}")
+
+
+@dataclass
+class QueueReport:
+    """What one :func:`run_pending` pass did."""
+
+    batches: dict[str, BatchOutcome] = field(default_factory=dict)  # batch id -> outcome
+    completed: list[str] = field(default_factory=list)  # member requests completed by this pass
+    exported: dict[str, str] = field(default_factory=dict)  # access request -> manifest location
+    skipped: dict[str, str] = field(default_factory=dict)  # request -> why it was left in the queue
+    shred: ShredReport = field(default_factory=ShredReport)
+    seconds: float = 0.0
+    shred_seconds: float = 0.0
+
+    @property
+    def blocked(self) -> dict[str, str]:
+        return {b.batch_id: b.blocked for b in self.batches.values() if b.blocked}
+
+    def __str__(self) -> str:
+        lines = [f"queue pass: {len(self.completed)} request(s) completed, {len(self.exported)} exported, "
+                 f"{len(self.batches)} batch(es), {len(self.skipped)} skipped ({self.seconds:.1f}s)"]
+        lines += [f"  {b}" for b in self.batches.values()]
+        lines += [f"  exported {rid} -> {loc}" for rid, loc in self.exported.items()]
+        lines += [f"  skipped {rid}: {why}" for rid, why in list(self.skipped.items())[:20]]
+        lines.append(f"  {self.shred} ({self.shred_seconds:.1f}s)")
+        return "\n".join(lines)
+
+
+def is_batch(req: RequestState) -> bool:
+    return "queue" in req.detail
+
+
+def _claims(rows: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """(member request, table) -> batch id: the first ``queued`` claim of each pair wins."""
+    out: dict[tuple[str, str], str] = {}
+    for r in sorted((r for r in rows if r["event"] == QUEUED), key=lambda r: (r["at"], r["detail"] or "")):
+        out.setdefault((r["request_id"], r["table_name"]), json.loads(r["detail"])["batch"])
+    return out
+
+
+def _block_message(exc: BaseException) -> str:
+    step = getattr(exc, "next_step", "")
+    return f"{exc}" + (f" (next: {step})" if step else "")
+
+
+@storage_errors
+def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = True,
+                out: str | os.PathLike[str] | None = None, format: str = "parquet",
+                home: str | os.PathLike[str] | None = None, orphan_age: timedelta = DEFAULT_ORPHAN_AGE,
+                commit_retries: int | None = None, workers: int | None = None) -> QueueReport:
+    """Work every pending queued request: one merged erasure per table, per-request outcomes, then shred.
+
+    Erasure requests of the same table are merged into one batch (one pass over the candidate files and one
+    commit per table and branch), purged and verified once (``purge=False`` erases only; the requests stay
+    open and keep their ciphertext until a later pass purges). Each member request then records its own
+    ``table-erased``/``table-purged``/``table-verified`` events (with the batch's counts, see the docs) and
+    ``completed``; only then is its ciphertext destroyed. Access requests are exported to
+    ``<out>/<request id>/`` (left in the queue without ``out``). ``limit`` caps the requests taken into new
+    batches (oldest deadline first); unfinished batches of an earlier pass are always resumed first.
+
+    The configured secret must be the one the queue was written with (checked by key id before anything is
+    decrypted). A batch blocked by something a person must fix is reported (``report.blocked``) and journaled;
+    the others go on.
+    """
+    if format not in FORMATS:
+        raise ConfigurationError(f"access output format must be one of {FORMATS}, got {format!r}")
+    t0 = time.perf_counter()
+    secret = load_secret(home, catalog=catalog)
+    kid = key_id(secret)
+    journal, queue = Journal(catalog), Queue(catalog)
+    report = QueueReport()
+    entries = {e.request_id: e for e in queue.entries()}
+    check_key_id({e.key_id for e in entries.values()}, kid, "the request queue")  # before anything is decrypted
+    kek = wrapping_key(secret)
+    rows = journal.rows()
+    states = fold(rows)
+    plain: dict[str, list[Any]] = {}
+
+    def values_of(rid: str) -> list[Any]:
+        if rid not in plain:
+            entry = entries.get(rid)
+            if entry is None:
+                raise QueueIntegrityError(
+                    f"request {rid} is part of an unfinished batch but its encrypted identifiers are gone from the "
+                    f"queue; finish it from its keyed hashes: `iceberg-privacy requests run {rid}`")
+            plain[rid] = unseal(kek, entry)
+        return plain[rid]
+
+    # Requests completed earlier whose ciphertext is still here (a pass that died before shredding).
+    done = [rid for rid in entries if rid in states and states[rid].completed is not None]
+    pending = sorted((states[rid] for rid in entries if rid in states and states[rid].completed is None),
+                     key=lambda s: (s.deadline, s.received, s.request_id))
+    for rid in entries:
+        if rid not in states:
+            report.skipped[rid] = "not in the journal yet (its submission may be in flight); left for the next pass"
+
+    # -- access requests: one export each
+    for req in [r for r in pending if r.kind == "access"]:
+        if out is None:
+            report.skipped[req.request_id] = "access request: pass out= (CLI --out) to export it"
+            continue
+        tables = [catalog.load_table(n) for n in req.tables if catalog.table_exists(n)]
+        resolved = resolve_subjects(tables, values_of(req.request_id), secret, strict=False)
+        rep = export_subjects(catalog, req, resolved, secret, journal=journal, out=child(out, req.request_id),
+                              format=format)
+        report.exported[req.request_id] = rep.manifest_path
+        report.completed.append(req.request_id)
+        done.append(req.request_id)
+
+    # -- erasure requests: claim (member, table) pairs into one new batch per table, then run every open batch
+    erasures = [r for r in pending if r.kind == "erase"]
+    claims = _claims(rows)
+    taken = 0
+    fresh: dict[str, str] = {}
+    new_claims = []
+    for req in erasures:
+        todo = [n for n, t in req.tables.items() if t.status != "verified" and (req.request_id, n) not in claims]
+        if not todo:
+            continue
+        if limit is not None and taken >= limit:
+            report.skipped.setdefault(req.request_id, f"over the limit of {limit} request(s) for this pass")
+            continue
+        taken += 1
+        for name in todo:
+            batch = fresh.setdefault(name, f"{BATCH_PREFIX}{uuid.uuid4().hex[:16]}")
+            new_claims.append(journal.event(req.request_id, QUEUED, table=name, detail={"batch": batch}))
+    if new_claims:
+        journal.append(new_claims)
+        checkpoint("queue.after_claim")
+        rows = journal.rows()
+        states = fold(rows)
+        claims = _claims(rows)
+    members: dict[str, list[str]] = {}
+    batch_table: dict[str, str] = {}
+    for (rid, name), batch in sorted(claims.items()):
+        st = states.get(rid)
+        if st is None or st.kind != "erase" or st.completed is not None or rid not in entries:
+            continue
+        if st.tables.get(name) is not None and st.tables[name].status == "verified":
+            continue
+        members.setdefault(batch, []).append(rid)
+        batch_table[batch] = name
+    for batch in sorted(members, key=lambda b: (batch_table[b], b)):
+        outcome = _run_batch(catalog, journal, batch, batch_table[batch], members[batch], states, values_of, secret, kid,
+                             purge=purge, orphan_age=orphan_age, commit_retries=commit_retries, workers=workers)
+        report.batches[batch] = outcome
+
+    # -- per-request outcomes of the completed batches, in one journal commit
+    rows = journal.rows()
+    states = fold(rows)
+    events = []
+    for batch, outcome in report.batches.items():
+        bstate = states.get(batch)
+        if bstate is None:
+            continue
+        bt = bstate.tables.get(outcome.table)
+        for rid in outcome.members:
+            mt = states[rid].tables.get(outcome.table)
+            if bt is None or mt is None:
+                continue
+            common = {"batch": batch, "batch_requests": len(outcome.members)}
+            if bt.status in ("erased", "purged", "verified") and mt.status == "pending":
+                events.append(journal.event(rid, TABLE_ERASED, table=outcome.table, snapshot_id=bt.snapshot_id,
+                                            rows=bt.rows, files=bt.files, detail=common))
+            if bt.status == "verified" and mt.status != "verified":
+                events.append(journal.event(rid, TABLE_PURGED, table=outcome.table, detail=common))
+                events.append(journal.event(rid, TABLE_VERIFIED, table=outcome.table, rows=0, detail=common))
+    if events:
+        checkpoint("queue.before_outcomes")
+        journal.append(events)
+        states = fold(journal.rows())
+    completing = []
+    for rid, st in states.items():
+        if st.kind == "erase" and not is_batch(st) and st.completed is None and rid in entries and st.tables \
+                and all(t.status == "verified" for t in st.tables.values()):
+            completing.append(journal.event(rid, COMPLETED))
+    if completing:
+        journal.append(completing)
+        report.completed += [e["request_id"] for e in completing]
+        done += [e["request_id"] for e in completing]
+
+    # -- crypto-shredding: only requests whose completion is durable in the journal
+    checkpoint("queue.before_shred")
+    t1 = time.perf_counter()
+    if done:
+        report.shred = queue.shred(done)
+    report.shred_seconds = time.perf_counter() - t1
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, members: list[str],
+               states: dict[str, RequestState], values_of: Any, secret: bytes, kid: str, *, purge: bool,
+               orphan_age: timedelta, commit_retries: int | None, workers: int | None) -> BatchOutcome:
+    from iceberg_privacy.rights.requests import _blocking
+
+    bstate = states.get(batch)
+    if bstate is not None:
+        members = list(bstate.detail["queue"]["members"])  # fixed when the batch was journaled
+    outcome = BatchOutcome(batch, name, members)
+    values: list[Any] = []
+    for rid in members:
+        values += values_of(rid)
+    try:
+        table = catalog.load_table(name)
+    except NoSuchTableError:
+        table = None
+    resolved = resolve_subjects([table], values, secret, strict=False) if table is not None else []
+    digests: set[bytes] = set().union(*(ts.digests for ts in resolved)) if resolved else set()
+    outcome.subjects = len(set(map(repr, values)))
+    if bstate is None:
+        deadline = min(states[m].deadline for m in members) - datetime.now(UTC)
+        bstate = journal.submit(batch, "erase", digests, outcome.subjects, [name], kid, deadline=deadline,
+                                existing=False, detail={"queue": {"members": sorted(members), "table": name}})
+        checkpoint("queue.after_batch")
+    try:
+        with _blocking(journal, bstate):
+            if bstate.completed is None and bstate.tables[name].status == "pending":
+                t0 = time.perf_counter()
+                rep = process_erasure(catalog, bstate, values, secret, journal=journal, commit_retries=commit_retries,
+                                      workers=workers, resolved_subjects=resolved, refuse_tags=purge)
+                outcome.erase_seconds = time.perf_counter() - t0
+                te = rep.tables.get(name)
+                if te is not None:
+                    outcome.rows_removed, outcome.files_rewritten = te.rows_removed, te.files_rewritten
+                    outcome.files_read, outcome.commits = te.files_read, len(te.snapshot_ids)
+                checkpoint("queue.after_erase")
+            if purge and journal.get(batch).completed is None:
+                t0 = time.perf_counter()
+                pr = purge_request(catalog, batch, secret=secret, orphan_age=orphan_age, subjects=values)
+                outcome.purge_seconds = time.perf_counter() - t0
+                outcome.files_verified = sum(t.verify.files_scanned for t in pr.tables.values() if t.verify)
+    except (RequestBlockedError, CommitConflictError, StorageError, VerificationFailedError) as exc:
+        logger.warning("queue batch %s on %s: %s", batch, name, exc)
+        outcome.blocked = _block_message(exc)
+    final = journal.get(batch)
+    outcome.completed = final.completed is not None
+    if not outcome.rows_removed and final.tables.get(name) is not None:
+        ft = final.tables[name]
+        outcome.rows_removed, outcome.files_rewritten = ft.rows, ft.files
+        outcome.commits = int(ft.detail.get("commits", 0))
+    return outcome
+
+
+def overdue(catalog: Catalog, *, now: datetime | None = None) -> list[RequestState]:
+    """Open requests past their deadline (queue batches excluded: their members are listed), oldest first."""
+    at = now or datetime.now(UTC)
+    return [r for r in Journal(catalog).requests() if r.completed is None and not is_batch(r) and at > r.deadline]
+
+
+__all__ = ["Queue", "QueueEntry", "QueueReport", "QueuedRequest", "BatchOutcome", "ShredReport", "enqueue",
+           "enqueue_many", "overdue", "regime_deadline", "run_pending"]

@@ -1,0 +1,253 @@
+"""The request queue: encrypted at rest, one merged pass per table, resumable anywhere, shredded after completion."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyiceberg.catalog import Catalog
+
+import iceberg_privacy as ip
+from iceberg_privacy._internal import faults
+from iceberg_privacy.properties import ERASURE_REQUEST_SUMMARY
+from iceberg_privacy.rights import queue as q
+from iceberg_privacy.rights.journal import Journal
+from iceberg_privacy.rights.keyed import SECRET_ENV
+from iceberg_privacy.rights.purge import verify_table
+from tests.helpers import SECRET, all_rows, make_table, unique_name
+
+ROOT = Path(__file__).resolve().parents[2]
+VICTIMS = ["victim-alpha", "victim-bravo", "victim-charlie"]
+
+
+@pytest.fixture(autouse=True)
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+
+
+class Crash(Exception):
+    pass
+
+
+def _batches() -> list[list[str]]:
+    return [[f"u{i}" for i in range(k * 4, k * 4 + 4)] + [VICTIMS[k % 3]] for k in range(6)]
+
+
+def _queue_bytes(catalog: Catalog) -> bytes:
+    """Every byte under the queue table's location."""
+    table = q.Queue(catalog).load()
+    assert table is not None
+    root = Path(table.location().removeprefix("file://"))
+    return b"".join(p.read_bytes() for p in root.rglob("*") if p.is_file())
+
+
+def _ciphertexts(catalog: Catalog) -> dict[str, bytes]:
+    return {e.request_id: e.ciphertext for e in q.Queue(catalog).entries()}
+
+
+def _erase_commits(catalog: Catalog, name: str) -> list[str]:
+    t = catalog.load_table(name)
+    return [s.summary.additional_properties[ERASURE_REQUEST_SUMMARY] for s in t.metadata.snapshots
+            if s.summary and ERASURE_REQUEST_SUMMARY in s.summary.additional_properties]
+
+
+def test_submit_keeps_identifiers_encrypted_and_the_pass_merges_them_into_one_commit(catalog: Catalog) -> None:
+    make_table(catalog, "db.t", _batches())
+    make_table(catalog, "db.u", _batches()[:3])
+    expected_t = [r for r in all_rows(catalog.load_table("db.t")) if r["user_id"] not in VICTIMS]
+    for i, v in enumerate(VICTIMS):
+        ip.enqueue(catalog, "erase", [v], request_id=f"r{i}")
+    at_rest = _queue_bytes(catalog)
+    journal_files = b"".join(p.read_bytes() for p in Path(Journal(catalog).load().location().removeprefix("file://"))
+                             .rglob("*") if p.is_file())
+    for v in VICTIMS:  # neither the queue nor the journal holds a clear identifier
+        assert v.encode() not in at_rest and v.encode() not in journal_files
+    cts = _ciphertexts(catalog)
+    assert set(cts) == {"r0", "r1", "r2"} and all(ct in at_rest for ct in cts.values())
+
+    report = ip.run_pending(catalog, purge=False)  # erase only: ciphertext stays until completion
+    assert len(report.batches) == 2 and not report.completed
+    assert _erase_commits(catalog, "db.t") == [next(b.batch_id for b in report.batches.values() if b.table == "db.t")]
+    assert len(_erase_commits(catalog, "db.u")) == 1  # one commit per table for three requests
+    assert set(_ciphertexts(catalog)) == {"r0", "r1", "r2"}
+
+    report = ip.run_pending(catalog)  # purge + verify, outcomes, shred
+    assert sorted(report.completed) == ["r0", "r1", "r2"] and report.shred.requests == ["r0", "r1", "r2"]
+    assert all_rows(catalog.load_table("db.t")) == expected_t
+    journal = Journal(catalog)
+    for rid in ("r0", "r1", "r2"):
+        req = journal.get(rid)
+        assert req.status == "completed" and {t.status for t in req.tables.values()} == {"verified"}
+        assert all(t.detail["batch"].startswith("batch-") for t in req.tables.values())
+    assert q.Queue(catalog).entries() == []
+    remaining = _queue_bytes(catalog)
+    for ct in cts.values():  # the ciphertext bytes are gone from storage, not only from the head
+        assert ct[12:40] not in remaining
+    assert str(report).startswith("queue pass: 3 request(s) completed")
+
+
+def test_a_value_that_fits_no_identity_column_is_rejected_at_submit(catalog: Catalog) -> None:
+    make_table(catalog, "db.t", _batches())
+    with pytest.raises(ip.InvalidLookupValueError, match="fit no identity column"):
+        ip.enqueue(catalog, "erase", [2.5], request_id="bad")
+    assert q.Queue(catalog).load() is None and Journal(catalog).find("bad") is None
+
+
+def test_a_wrong_secret_is_refused_before_anything_is_decrypted(catalog: Catalog,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    make_table(catalog, "db.t", _batches())
+    ip.enqueue(catalog, "erase", ["victim-alpha"], request_id="r")
+    monkeypatch.setenv(SECRET_ENV, "another-secret-0123456789")
+    monkeypatch.setattr(q, "unseal", lambda *a, **k: pytest.fail("decrypted with the wrong secret"))
+    with pytest.raises(ip.RequestConflictError, match="key id"):
+        ip.run_pending(catalog)
+    assert set(_ciphertexts(catalog)) == {"r"}
+
+
+def test_tampered_ciphertext_fails_authentication(catalog: Catalog) -> None:
+    make_table(catalog, "db.t", _batches())
+    ip.enqueue(catalog, "erase", ["victim-alpha"], request_id="r")
+    entry = q.Queue(catalog).entries()[0]
+    kek = q.wrapping_key(SECRET.encode())
+    assert q.unseal(kek, entry) == ["victim-alpha"]
+    entry.ciphertext = entry.ciphertext[:-1] + bytes([entry.ciphertext[-1] ^ 1])
+    with pytest.raises(ip.QueueIntegrityError, match="fail authentication"):
+        q.unseal(kek, entry)
+    assert q.wrapping_key(SECRET.encode()) != SECRET.encode()  # the wrapping key is derived, not the HMAC key
+
+
+def test_deadlines_by_regime_and_overdue(catalog: Catalog) -> None:
+    make_table(catalog, "db.t", _batches())
+    g = ip.enqueue(catalog, "erase", ["u1"], request_id="g")
+    c = ip.enqueue(catalog, "erase", ["u2"], request_id="c", regime="ccpa")
+    late = ip.enqueue(catalog, "erase", ["u3"], request_id="late", deadline=timedelta(seconds=-1))
+    assert c.deadline - c.received == timedelta(days=45)
+    assert 28 <= (g.deadline - g.received).days <= 31 and g.deadline.day == min(g.received.day, g.deadline.day)
+    assert q.regime_deadline("gdpr", datetime(2025, 1, 31, tzinfo=UTC)) == timedelta(days=28)  # to Feb 28
+    assert [r.request_id for r in q.overdue(catalog)] == [late.request_id]
+    with pytest.raises(ip.ConfigurationError, match="regime"):
+        ip.enqueue(catalog, "erase", ["u4"], regime="lgpd")
+    ip.run_pending(catalog)  # completed requests are never overdue
+    assert q.overdue(catalog) == []
+
+
+def test_access_requests_are_exported_per_request(catalog: Catalog, tmp_path: Path) -> None:
+    make_table(catalog, "db.t", _batches())
+    ip.enqueue(catalog, "access", ["victim-alpha"], request_id="a1")
+    ip.enqueue(catalog, "access", ["victim-bravo", "u1"], request_id="a2")
+    assert set(ip.run_pending(catalog).skipped) == {"a1", "a2"}  # no out: left queued
+    report = ip.run_pending(catalog, out=tmp_path / "out")
+    assert sorted(report.exported) == ["a1", "a2"] and report.shred.requests == ["a1", "a2"]
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "out" / "a1" / "db.t.parquet").num_rows == 2
+    assert pq.read_table(tmp_path / "out" / "a2" / "db.t.parquet").num_rows == 3
+    assert Journal(catalog).get("a2").status == "completed"
+
+
+STAGES = ["queue.after_claim", "queue.after_batch", "erasure.after_forget", "erasure.before_commit",
+          "erasure.after_commit", "erasure.after_table", "queue.after_erase", "purge.after_expire",
+          "purge.before_complete", "queue.before_outcomes", "queue.before_shred", "queue.after_shred_delete"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_crash_anywhere_in_a_pass_resumes_exactly_once(catalog: Catalog, stage: str) -> None:
+    table = make_table(catalog, "db.t", _batches())
+    expected = [r for r in all_rows(table) if r["user_id"] not in VICTIMS]
+    for i, v in enumerate(VICTIMS):
+        ip.enqueue(catalog, "erase", [v], request_id=f"r{i}")
+
+    def crash(name: str) -> None:
+        raise Crash(name)
+
+    with faults.injected(stage, crash), pytest.raises(Crash):
+        ip.run_pending(catalog)
+    if stage != "queue.after_shred_delete":  # destroyed only after completion
+        assert set(_ciphertexts(catalog)) == {"r0", "r1", "r2"}
+    report = ip.run_pending(catalog)
+    assert all_rows(catalog.load_table("db.t")) == expected
+    journal = Journal(catalog)
+    batches = [r for r in journal.requests() if q.is_batch(r)]
+    assert len(batches) == 1 and batches[0].status == "completed"  # one batch: nothing erased twice
+    assert batches[0].rows == 6  # every victim row counted once
+    for rid in ("r0", "r1", "r2"):
+        assert journal.get(rid).status == "completed"
+        ids = [r["event_id"] for r in journal.rows(rid)]
+        assert len(ids) == len(set(ids))
+    assert q.Queue(catalog).entries() == [] and not report.blocked
+    t = catalog.load_table("db.t")
+    assert verify_table(t, set(batches[0].subjects), SECRET.encode()).rows_found == 0
+    assert ip.run_pending(catalog).batches == {}  # nothing left to do
+
+
+def test_crash_between_queue_and_journal_at_submit_is_finished_by_submitting_again(catalog: Catalog) -> None:
+    make_table(catalog, "db.t", _batches())
+    with faults.injected("queue.after_enqueue", lambda s: (_ for _ in ()).throw(Crash(s))), pytest.raises(Crash):
+        ip.enqueue(catalog, "erase", ["victim-alpha"], request_id="r")
+    assert "r" in ip.run_pending(catalog).skipped  # ciphertext without a journal entry: never worked, never shredded
+    ip.enqueue(catalog, "erase", ["victim-alpha"], request_id="r")
+    assert len(q.Queue(catalog).entries()) == 1
+    assert ip.run_pending(catalog).completed == ["r"]
+
+
+def _script(home: Path, body: str) -> list[str]:
+    code = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import iceberg_privacy as ip
+        catalog = ip.connect(home={str(home)!r})
+    """) + textwrap.dedent(body)
+    return [sys.executable, "-c", code]
+
+
+def test_concurrent_submitters_and_a_running_pass_lose_no_request(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    users = [f"u{i}" for i in range(24)]
+    make_table(catalog, "db.t", [users[k * 4:(k + 1) * 4] + ["keep"] for k in range(6)])
+    env = {**os.environ, SECRET_ENV: SECRET}
+    submitters = [subprocess.Popen(_script(home, f"""
+        for i in range({k * 6}, {k * 6 + 6}):
+            ip.enqueue(catalog, "erase", [f"u{{i}}"], request_id=f"s{{i}}")
+    """), env=env, stderr=subprocess.PIPE, text=True) for k in range(4)]
+    runner = subprocess.Popen(_script(home, """
+        import time
+        for _ in range(3):
+            ip.run_pending(catalog)
+            time.sleep(0.2)
+    """), env=env, stderr=subprocess.PIPE, text=True)
+    for p in [*submitters, runner]:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    for _ in range(3):
+        ip.run_pending(catalog)
+    journal = Journal(catalog)
+    for i in range(24):
+        assert journal.get(f"s{i}").status == "completed", i
+    assert {r["user_id"] for r in all_rows(catalog.load_table("db.t"))} == {"keep"}
+    assert q.Queue(catalog).entries() == []
+
+
+@settings(max_examples=5)
+@given(pending=st.lists(st.lists(st.sampled_from([f"u{i}" for i in range(12)] + ["ghost"]), min_size=1, max_size=3),
+                        min_size=1, max_size=4))
+def test_property_the_merged_pass_removes_exactly_the_union(shared_catalog: Catalog, pending: list[list[str]]) -> None:
+    os.environ[SECRET_ENV] = SECRET
+    name = unique_name("q")
+    make_table(shared_catalog, name, [[f"u{i}" for i in range(k * 3, k * 3 + 3)] for k in range(4)])
+    before = all_rows(shared_catalog.load_table(name))
+    union = {v for req in pending for v in req}
+    for subjects in pending:
+        ip.enqueue(shared_catalog, "erase", subjects, [name])
+    report = ip.run_pending(shared_catalog)
+    after = all_rows(shared_catalog.load_table(name))
+    assert after == [r for r in before if r["user_id"] not in union]
+    assert [b.commits <= 1 and b.completed for b in report.batches.values() if b.table == name] == [True]
