@@ -504,7 +504,7 @@ def _block_message(exc: BaseException) -> str:
 def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = True,
                 out: str | os.PathLike[str] | None = None, format: str = "parquet",
                 home: str | os.PathLike[str] | None = None, orphan_age: timedelta = DEFAULT_ORPHAN_AGE,
-                commit_retries: int | None = None, workers: int | None = None) -> QueueReport:
+                commit_retries: int | None = None, workers: int | None = None, spark: Any | None = None) -> QueueReport:
     """Work every pending queued request: one merged erasure per table, per-request outcomes, then shred.
 
     Erasure requests of the same table are merged into one batch (one pass over the candidate files and one
@@ -514,6 +514,9 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     ``completed``; only then is its ciphertext destroyed. Access requests are exported to
     ``<out>/<request id>/`` (left in the queue without ``out``). ``limit`` caps the requests taken into new
     batches (oldest deadline first); unfinished batches of an earlier pass are always resumed first.
+
+    With ``spark`` (a SparkSession) executors read and rewrite the candidate files, verify and export
+    (:mod:`iceberg_privacy.spark.rights`); the driver still plans and makes the one commit per table.
 
     The configured secret must be the one the queue was written with (checked by key id before anything is
     decrypted). A batch blocked by something a person must fix is reported (``report.blocked``) and journaled;
@@ -559,7 +562,7 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
         tables = [catalog.load_table(n) for n in req.tables if catalog.table_exists(n)]
         resolved = resolve_subjects(tables, values_of(req.request_id), secret, strict=False)
         rep = export_subjects(catalog, req, resolved, secret, journal=journal, out=child(out, req.request_id),
-                              format=format)
+                              format=format, spark=spark)
         report.exported[req.request_id] = rep.manifest_path
         report.completed.append(req.request_id)
         done.append(req.request_id)
@@ -599,7 +602,8 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
         batch_table[batch] = name
     for batch in sorted(members, key=lambda b: (batch_table[b], b)):
         outcome = _run_batch(catalog, journal, batch, batch_table[batch], members[batch], states, values_of, secret, kid,
-                             purge=purge, orphan_age=orphan_age, commit_retries=commit_retries, workers=workers)
+                             purge=purge, orphan_age=orphan_age, commit_retries=commit_retries, workers=workers,
+                             spark=spark)
         report.batches[batch] = outcome
 
     # -- per-request outcomes of the completed batches, in one journal commit
@@ -648,7 +652,8 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
 
 def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, members: list[str],
                states: dict[str, RequestState], values_of: Any, secret: bytes, kid: str, *, purge: bool,
-               orphan_age: timedelta, commit_retries: int | None, workers: int | None) -> BatchOutcome:
+               orphan_age: timedelta, commit_retries: int | None, workers: int | None,
+               spark: Any | None = None) -> BatchOutcome:
     from iceberg_privacy.rights.requests import _blocking
 
     bstate = states.get(batch)
@@ -675,7 +680,7 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
             if bstate.completed is None and bstate.tables[name].status == "pending":
                 t0 = time.perf_counter()
                 rep = process_erasure(catalog, bstate, values, secret, journal=journal, commit_retries=commit_retries,
-                                      workers=workers, resolved_subjects=resolved, refuse_tags=purge)
+                                      workers=workers, resolved_subjects=resolved, refuse_tags=purge, spark=spark)
                 outcome.erase_seconds = time.perf_counter() - t0
                 te = rep.tables.get(name)
                 if te is not None:
@@ -684,7 +689,7 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
                 checkpoint("queue.after_erase")
             if purge and journal.get(batch).completed is None:
                 t0 = time.perf_counter()
-                pr = purge_request(catalog, batch, secret=secret, orphan_age=orphan_age, subjects=values)
+                pr = purge_request(catalog, batch, secret=secret, orphan_age=orphan_age, subjects=values, spark=spark)
                 outcome.purge_seconds = time.perf_counter() - t0
                 outcome.files_verified = sum(t.verify.files_scanned for t in pr.tables.values() if t.verify)
     except (RequestBlockedError, CommitConflictError, StorageError, VerificationFailedError) as exc:

@@ -142,6 +142,23 @@ def test_resumed_by_digest_and_purged_on_spark(spark: Any, catalog: Catalog, mon
     assert Journal(catalog).get("rb").status == "completed"
 
 
+def test_queued_requests_run_on_spark_in_one_commit(spark: Any, catalog: Catalog,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    batches = [[f"u{i}" for i in range(k * 10, k * 10 + 10)] + (["ann"] if k % 2 else ["bob"]) for k in range(6)]
+    table = make_table(catalog, "db.q", batches)
+    before = all_rows(table)
+    for i, who in enumerate(["ann", "bob", "u7"]):
+        ip.enqueue(catalog, "erase", [who], request_id=f"q{i}")
+    _no_local(monkeypatch)  # executors read, rewrite and verify: the local paths would fail
+    report = ip.run_pending(catalog, spark=spark)
+    assert sorted(report.completed) == ["q0", "q1", "q2"], report
+    assert all_rows(table) == [r for r in before if r["user_id"] not in ("ann", "bob", "u7")]
+    (batch,) = report.batches.values()  # the three requests merged into one batch on the one table
+    assert batch.commits == 1 and batch.completed and sorted(batch.members) == ["q0", "q1", "q2"]
+    assert batch.rows_removed == len(before) - len(all_rows(table))
+    assert all(Journal(catalog).get(f"q{i}").status == "completed" for i in range(3))
+
+
 def test_backfill_with_spark_builds_the_same_filters(spark: Any, catalog: Catalog,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     import iceberg_privacy.index.maintenance as maintenance
