@@ -55,6 +55,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("results/requests.json"))
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--quick", action="store_true", help="CI size: 100 files, 1,000 requests, sample of 5")
+    p.add_argument("--skip-spark", action="store_true",
+                   help="leave out erase(spark=) on local[2] vs the single process (benchmarks.requests_spark)")
+    p.add_argument("--skip-forget-list", action="store_true",
+                   help="leave out the forget-list ingest overhead (benchmarks.forget_list)")
     args = p.parse_args(argv)
     if args.quick:
         args.files, args.commits, args.requests, args.sample = 100, 2, 1000, 5
@@ -180,9 +184,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _others(args: argparse.Namespace, res: dict[str, Any]) -> None:
+    """The issue's other two keys, measured by their own modules in this run (same sizes as the queue)."""
+    res.update({f"queue.{k}": res["queue"][k] for k in
+                ("requests_per_hour", "commits_per_table", "files_rewritten_ratio_to_oracle")})
+    if not args.skip_spark:
+        from benchmarks import requests_spark
+
+        sargs = requests_spark.parse_args([*(["--quick"] if args.quick else []), "--files", str(args.files),
+                                           "--rows-per-file", str(args.rows_per_file), "--commits", str(args.commits)])
+        sres = requests_spark.run(sargs)
+        res["spark.erase_speedup_local2_vs_single"] = sres["spark.erase_speedup_local2_vs_single"]
+        res["spark"] = sres["spark"]
+    if not args.skip_forget_list:
+        from benchmarks import forget_list
+
+        fres = forget_list.measure_ingest_overhead(args.quick)
+        res.update({k: v for k, v in fres.items() if k.startswith("forget_list.")})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     res = run(args)
+    _others(args, res)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2, default=json_default) + "\n")
     qd, one = res["queue"], res["one_at_a_time"]
@@ -191,6 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{qd['oracle_files']}, ratio {qd['files_rewritten_ratio_to_oracle']}); purge+verify {qd['purge_verify_seconds']}s")
     print(f"one at a time (sample {one['sample']}, extrapolated): {one['median_seconds_per_request']}s per request -> "
           f"{one['requests_per_hour']:.0f} requests/hour, {one['extrapolated_hours_for_all']} h for all")
+    if "spark.erase_speedup_local2_vs_single" in res:
+        print(f"spark: erase(spark=local[2]) vs single process: {res['spark.erase_speedup_local2_vs_single']}x")
+    if "forget_list.ingest_overhead" in res:
+        print(f"forget list (1M entries): ingest overhead {res['forget_list.ingest_overhead']:+.1%}")
     print(f"targets: {json.dumps(res['targets'])}\nwrote {args.out}")
     return 0
 
