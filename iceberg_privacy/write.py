@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -174,6 +174,20 @@ def write_data_files(
     if bar is not None:
         bar.close()
     return out
+
+
+def write_batches(io: FileIO, metadata: TableMetadata, batches: Iterable[pa.RecordBatch], columns: list[BloomColumn],
+                  *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, where: str = "the table") -> WrittenFiles:
+    """:func:`write_data_files` over a stream of record batches (an erasure's remaining rows): the first
+    batch's schema is the file schema, later batches are cast to it; nothing is written for an empty stream."""
+    it = iter(batches)
+    first = next(it, None)
+    if first is None:
+        return WrittenFiles()
+    schema = first.schema
+    rest = (b if b.schema == schema else b.cast(schema) for b in it)
+    reader = pa.RecordBatchReader.from_batches(schema, itertools.chain([first], rest))
+    return write_data_files(io, metadata, reader, columns, chunk_bytes=chunk_bytes, where=where)
 
 
 def _progress(enabled: bool, desc: str):  # type: ignore[no-untyped-def]

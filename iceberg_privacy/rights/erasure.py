@@ -89,7 +89,7 @@ from iceberg_privacy.write import (
     WrittenFiles,
     finish_staged,
     stage_sidecar,
-    write_data_files,
+    write_batches,
 )
 
 logger = logging.getLogger(__name__)
@@ -163,14 +163,8 @@ def _rewrite(table: Table, tasks: list[FileScanTask], ts: TableSubjects, secret:
             batch.rows_removed += int(mask.sum())
             yield from data.filter(pa.array(~mask)).to_batches()
 
-    gen = kept()
-    first = next(gen, None)
-    if first is not None:
-        schema = first.schema
-        rest = (b if b.schema == schema else b.cast(schema) for b in gen)
-        reader = pa.RecordBatchReader.from_batches(schema, itertools.chain([first], rest))
-        batch.written = write_data_files(table.io, table.metadata, reader, columns, chunk_bytes=chunk_bytes,
-                                         where=table_name(table))
+    batch.written = write_batches(table.io, table.metadata, kept(), columns, chunk_bytes=chunk_bytes,
+                                  where=table_name(table))
     return batch if batch.originals else None
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import functools
 import heapq
-import itertools
 import logging
 import re
 import secrets
@@ -68,7 +67,7 @@ from iceberg_privacy.rights.keyed import canonical_literal, digest
 from iceberg_privacy.rights.purge import FileScan, FileScanner, scan_stored_file
 from iceberg_privacy.rights.subjects import CandidatePlan, TableSubjects, digest_value_set
 from iceberg_privacy.storage import StoredFile, portable_properties
-from iceberg_privacy.write import WrittenFiles, write_data_files
+from iceberg_privacy.write import WrittenFiles, write_batches
 
 logger = logging.getLogger("iceberg_privacy.spark")
 
@@ -235,14 +234,8 @@ def _rewrite_group(job: _ReadJob, io: FileIO, group: list[tuple[int, FileScanTas
                 out.rows_removed += int(mask.sum())
                 yield from data.filter(pa.array(~mask)).to_batches()
 
-        gen = kept()
-        first = next(gen, None)
-        if first is not None:
-            schema = first.schema
-            rest = (b if b.schema == schema else b.cast(schema) for b in gen)
-            reader = pa.RecordBatchReader.from_batches(schema, itertools.chain([first], rest))
-            out.written = write_data_files(io, job.metadata, reader, job.columns, chunk_bytes=job.chunk_bytes,
-                                           where=job.where)
+        out.written = write_batches(io, job.metadata, kept(), job.columns, chunk_bytes=job.chunk_bytes,
+                                    where=job.where)
     return out
 
 

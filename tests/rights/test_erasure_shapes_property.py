@@ -35,6 +35,7 @@ def _home(catalog: Catalog) -> Path:
     return Path(catalog.properties["uri"][len("sqlite:///"):]).parent
 
 
+@pytest.mark.slow
 @settings(max_examples=10, deadline=None)
 @given(
     files=st.lists(st.lists(st.integers(0, 9), min_size=1, max_size=6), min_size=2, max_size=5),
