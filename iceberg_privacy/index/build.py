@@ -6,7 +6,7 @@ copy-on-write rewrites read the bloom columns of files that are already committe
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -71,3 +71,8 @@ def filters_for_data_files(
 
         items = tqdm(files, desc="indexing files", unit="file")
     return [filters_for_table(scan.to_table([FileScanTask(f)]), columns) for f in items]
+
+
+FilterBuilder = Callable[..., list[dict[int, FileFilter]]]
+"""Builds the filters of committed files, as :func:`~iceberg_privacy.index.build.filters_for_data_files`
+(its signature): here, or on Spark executors (:func:`iceberg_privacy.spark.rights.filter_builder`)."""

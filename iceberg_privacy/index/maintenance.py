@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +24,7 @@ from pyiceberg.table.update.snapshot import ExpireSnapshots
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.errors import ConfigurationError, SidecarError
-from iceberg_privacy.index.build import filters_for_data_files
+from iceberg_privacy.index.build import FilterBuilder, filters_for_data_files
 from iceberg_privacy.index.registry import (
     PROPERTY_COMPACTED,
     PROPERTY_COMPACTED_BYTES,
@@ -120,9 +120,6 @@ def _registration_snapshot(md: TableMetadata, candidates: set[int]) -> int | Non
     return None
 
 
-FilterBuilder = Callable[..., list[dict[int, FileFilter]]]
-"""Builds the filters of committed files, as :func:`~iceberg_privacy.index.build.filters_for_data_files`
-(its signature): here, or on Spark executors (:func:`iceberg_privacy.spark.rights.filter_builder`)."""
 
 
 def _collect_filters(table: Table, live: dict[str, DataFile], columns: list[BloomColumn], build_missing: bool,

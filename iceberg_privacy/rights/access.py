@@ -23,29 +23,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
-from pyiceberg.expressions import AlwaysTrue
-from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
-from pyiceberg.table import Table
 
+from iceberg_privacy.rights.filework import candidate_rows as _rows
 from iceberg_privacy.rights.journal import COMPLETED, TABLE_EXPORTED, Journal, RequestState
 from iceberg_privacy.rights.reports import AccessReport, TableExport
-from iceberg_privacy.rights.subjects import CandidatePlan, TableSubjects, match_mask, plan_candidates
+from iceberg_privacy.rights.subjects import CandidatePlan, TableSubjects, plan_candidates
 from iceberg_privacy.storage import catalog_io, child, is_local, write_location
 
 FORMATS = ("parquet", "jsonl")
-
-
-def _rows(ts: TableSubjects, plan: CandidatePlan, secret: bytes) -> pa.Table:
-    table: Table = ts.table
-    md = table.metadata
-    schema = md.schema()
-    parts = []
-    for task in plan.tasks:  # sorted by path: deterministic
-        data = ArrowScan(md, table.io, schema, AlwaysTrue(), case_sensitive=True).to_table([task])
-        parts.append(data.filter(pa.array(match_mask(data, ts, secret))))
-    if not parts:
-        return pa.Table.from_batches([], schema=schema_to_pyarrow(schema))
-    return pa.concat_tables(parts)
 
 
 def _encode(rows: pa.Table, fmt: str) -> bytes:

@@ -21,16 +21,14 @@ Physical removal from old snapshots and the final verification are :func:`iceber
 from __future__ import annotations
 
 import copy
-import itertools
 import logging
 import os
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -38,7 +36,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError, ValidationException
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan
-from pyiceberg.manifest import UNASSIGNED_SEQ, DataFile, write_manifest_list
+from pyiceberg.manifest import UNASSIGNED_SEQ, write_manifest_list
 from pyiceberg.table import FileScanTask, Table, Transaction
 from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 from pyiceberg.table.snapshots import Operation, Snapshot, Summary, update_snapshot_summaries
@@ -63,6 +61,9 @@ from iceberg_privacy.properties import ERASURE_ROWS_SUMMARY as SUMMARY_ROWS
 from iceberg_privacy.properties import ERASURE_SUBJECTS_SUMMARY as SUMMARY_SUBJECTS
 from iceberg_privacy.properties import SIDECAR_PATH_SUMMARY as SIDECAR_SUMMARY_PATH
 from iceberg_privacy.rights import forget
+from iceberg_privacy.rights.filework import Batch as _Batch
+from iceberg_privacy.rights.filework import Rewrite
+from iceberg_privacy.rights.filework import prefetch as _prefetch
 from iceberg_privacy.rights.journal import (
     ERASURE_STAGED,
     TABLE_ERASED,
@@ -97,15 +98,6 @@ logger = logging.getLogger(__name__)
 
 
 
-@dataclass
-class _Batch:
-    """Candidate files that held subject rows, and the files their remaining rows were written to."""
-
-    originals: list[DataFile]
-    written: WrittenFiles
-    rows_removed: int
-
-
 def _forget(catalog: Catalog, ts: TableSubjects, request_id: str, secret: bytes) -> bool:
     """Put the subjects on the table's forget list before any rewrite, so rows of theirs that a
     concurrent writer commits from now on are dropped (see :func:`iceberg_privacy.write.recheck_forget`)."""
@@ -132,19 +124,6 @@ def _load(table: Table, task: FileScanTask, ts: TableSubjects, secret: bytes) ->
     return (data if mask.any() else None), mask
 
 
-def _prefetch(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Sequence[Any], window: int) -> Iterator[Any]:
-    """``map(fn, items)`` in order, at most ``window`` reads in flight (bounded memory)."""
-    pending: deque[Future[Any]] = deque()
-    it = iter(items)
-    for x in itertools.islice(it, window):
-        pending.append(pool.submit(fn, x))
-    while pending:
-        head = pending.popleft()
-        for x in itertools.islice(it, 1):
-            pending.append(pool.submit(fn, x))
-        yield head.result()
-
-
 def _rewrite(table: Table, tasks: list[FileScanTask], ts: TableSubjects, secret: bytes, columns: list[BloomColumn],
              *, chunk_bytes: int, pool: ThreadPoolExecutor, window: int, checked: set[str]) -> _Batch | None:
     """Stream the candidates' remaining rows into new files (one writer call for all of them).
@@ -166,16 +145,6 @@ def _rewrite(table: Table, tasks: list[FileScanTask], ts: TableSubjects, secret:
     batch.written = write_batches(table.io, table.metadata, kept(), columns, chunk_bytes=chunk_bytes,
                                   where=table_name(table))
     return batch if batch.originals else None
-
-
-class Rewrite(Protocol):
-    """How candidate files are read and rewritten (:func:`_rewrite` in this process; the Spark engine,
-    :func:`iceberg_privacy.spark.rights.erasure_rewrite`, on executors). Files found clean go to
-    ``checked``; the batch (None if no file matched) is committed by :func:`erase_table`."""
-
-    def __call__(self, table: Table, tasks: list[FileScanTask], ts: TableSubjects, secret: bytes,
-                 columns: list[BloomColumn], *, chunk_bytes: int, pool: ThreadPoolExecutor, window: int,
-                 checked: set[str]) -> _Batch | None: ...
 
 
 def engine_rewrite(spark: Any | None) -> Rewrite:

@@ -30,16 +30,11 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.io import FileIO
 from pyiceberg.manifest import ManifestEntryStatus
 from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.refs import MAIN_BRANCH
@@ -55,12 +50,12 @@ from iceberg_privacy.errors import (
     StorageError,
     VerificationFailedError,
 )
-from iceberg_privacy.identities import extract_identities, rows_matching
 from iceberg_privacy.index.maintenance import IndexReport, cleanup_orphans, expire_snapshots, referenced_files
 from iceberg_privacy.index.registry import referenced_sidecar_locations
 from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord
 from iceberg_privacy.properties import ERASURE_SCRUB_SUMMARY as SUMMARY_SCRUB
 from iceberg_privacy.properties import PURGE_SAVED_PROPERTIES_PROPERTY
+from iceberg_privacy.rights.filework import FileScan, FileScanner, scan_stored_file
 from iceberg_privacy.rights.journal import (
     COMPLETED,
     ERASURE_STAGED,
@@ -73,7 +68,7 @@ from iceberg_privacy.rights.journal import (
 )
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret, location_digest
 from iceberg_privacy.rights.reports import PurgeReport, TablePurge, VerifyReport
-from iceberg_privacy.rights.subjects import as_values, digest_subjects, digest_value_set, refs_holding
+from iceberg_privacy.rights.subjects import as_values, digest_subjects, refs_holding
 from iceberg_privacy.rights.traces import SubjectMatcher, Trace, scan_file
 from iceberg_privacy.storage import (
     StoredFile,
@@ -278,59 +273,10 @@ def _refs_in_the_way(table: Table, digests: set[bytes], secret: bytes, request_i
         )
 
 
-def _field_columns(schema: object, field_ids: dict[int, str]) -> dict[str, str]:
-    """Top-level Parquet column name -> current identity column name, matched by Iceberg field id."""
-    out: dict[str, str] = {}
-    for f in schema:  # type: ignore[attr-defined]
-        fid = (f.metadata or {}).get(b"PARQUET:field_id")
-        if fid is not None and int(fid) in field_ids:
-            out[f.name] = field_ids[int(fid)]
-    return out
-
-
 def _relative(table: Table, location: str) -> str:
     base = canonical(table.location())
     key = canonical(location)
     return key[len(base):].lstrip("/") if key.startswith(base) else location
-
-
-@dataclass
-class FileScan:
-    """What reading one listed file found (computed where the file is read: here, or on a Spark executor)."""
-
-    head: bytes = b""  # the first bytes of a file that is not Parquet (scanned for traces by the driver)
-    parquet: bool = False
-    rows: int = 0  # rows of a Parquet file
-    found: int = 0  # of them, rows of a subject
-    unreadable: bool = False
-
-
-def scan_stored_file(io: FileIO, stored: StoredFile, cols: dict[int, Any], secret: bytes,
-                     digests: set[bytes]) -> FileScan:
-    """Read one listed file: a Parquet file's rows of the subjects (identity columns by field id), or the
-    head of any other file."""
-    try:
-        with io.new_input(stored.location).open(seekable=True) as fh:
-            head = fh.read(4)
-            if head != b"PAR1" or stored.size < 8:
-                return FileScan(head=head)
-            fh.seek(0)
-            pf = pq.ParquetFile(fh)
-            out = FileScan(parquet=True, rows=pf.metadata.num_rows)
-            try:
-                mapping = _field_columns(pf.schema_arrow, {fid: c.name for fid, c in cols.items()})
-                data = pf.read(columns=list(mapping)) if mapping else None
-            except Exception:
-                out.unreadable = True
-                return out
-    except Exception:
-        return FileScan(unreadable=True)
-    out.found = 0 if data is None else _rows_of_subjects(data, mapping, cols, secret, digests)
-    return out
-
-
-FileScanner = Callable[[Table, list[StoredFile], dict[int, Any], bytes, set[bytes]], list[FileScan]]
-"""Reads every listed file (in order) for :func:`verify_table`: here, or on Spark executors."""
 
 
 def _scan_here(table: Table, files: list[StoredFile], cols: dict[int, Any], secret: bytes,
@@ -400,21 +346,6 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
             if not any(t.kind == "directory" and t.location.startswith(matcher.redact(rel) + "/") for t in rep.traces):
                 rep.traces.append(Trace(matcher.redact(rel), "directory", what, False))
     return rep
-
-
-def _rows_of_subjects(data: pa.Table, mapping: dict[str, str], cols: dict[int, Any], secret: bytes,
-                      digests: set[bytes]) -> int:
-    """How many rows of ``data`` have an identity column (Parquet column -> identity column name in
-    ``mapping``) whose keyed digest is one of ``digests``."""
-    found = np.zeros(data.num_rows, dtype=bool)
-    for pcol, name in mapping.items():
-        arr = data.column(pcol)
-        values, _ = extract_identities(arr)
-        leaf = next(c.leaf_type for c in cols.values() if c.name == name)
-        value_set = digest_value_set(values, leaf, secret, digests)
-        if len(value_set):
-            found |= rows_matching(arr, value_set)
-    return int(found.sum())
 
 
 def _remove_subject_dirs(table: Table, matcher: SubjectMatcher) -> tuple[int, dict[str, str]]:

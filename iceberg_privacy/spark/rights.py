@@ -58,13 +58,13 @@ from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import BloomColumn, IdentityColumn
 from iceberg_privacy.errors import SparkJobError
 from iceberg_privacy.identities import extract_identities, rows_matching
-from iceberg_privacy.index.build import filters_for_data_files
-from iceberg_privacy.index.maintenance import FilterBuilder
+from iceberg_privacy.index.build import FilterBuilder, filters_for_data_files
 from iceberg_privacy.index.sidecar import FileFilter
-from iceberg_privacy.rights.access import _rows as _rows_here
-from iceberg_privacy.rights.erasure import Rewrite, _Batch, _prefetch
+from iceberg_privacy.rights.filework import Batch as _Batch
+from iceberg_privacy.rights.filework import FileScan, FileScanner, Rewrite, scan_stored_file
+from iceberg_privacy.rights.filework import candidate_rows as _rows_here
+from iceberg_privacy.rights.filework import prefetch as _prefetch
 from iceberg_privacy.rights.keyed import canonical_literal, digest
-from iceberg_privacy.rights.purge import FileScan, FileScanner, scan_stored_file
 from iceberg_privacy.rights.subjects import CandidatePlan, TableSubjects, digest_value_set
 from iceberg_privacy.storage import StoredFile, portable_properties
 from iceberg_privacy.write import WrittenFiles, write_batches

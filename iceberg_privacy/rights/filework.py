@@ -1,0 +1,147 @@
+"""The per-file work of a subject-rights request, shared by this process and Spark executors.
+
+Erasure rewrites candidate files, access reads their rows of the subjects, verification reads every
+listed file. The request modules (:mod:`.erasure`, :mod:`.access`, :mod:`.purge`) plan and commit; the
+per-file pieces live here so that an engine (:mod:`iceberg_privacy.spark.rights`) can run them on
+executors without importing the request modules, which choose the engine.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.io import FileIO
+from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import FileScanTask, Table
+
+from iceberg_privacy.config import BloomColumn
+from iceberg_privacy.identities import extract_identities, rows_matching
+from iceberg_privacy.rights.subjects import CandidatePlan, TableSubjects, digest_value_set, match_mask
+from iceberg_privacy.storage import StoredFile
+from iceberg_privacy.write import WrittenFiles
+
+
+@dataclass
+class Batch:
+    """Candidate files that held subject rows, and the files their remaining rows were written to."""
+
+    originals: list[DataFile]
+    written: WrittenFiles
+    rows_removed: int
+
+
+
+class Rewrite(Protocol):
+    """How candidate files are read and rewritten (:func:`iceberg_privacy.rights.erasure._rewrite` in this process; the Spark engine,
+    :func:`iceberg_privacy.spark.rights.erasure_rewrite`, on executors). Files found clean go to
+    ``checked``; the batch (None if no file matched) is committed by :func:`iceberg_privacy.rights.erasure.erase_table`."""
+
+    def __call__(self, table: Table, tasks: list[FileScanTask], ts: TableSubjects, secret: bytes,
+                 columns: list[BloomColumn], *, chunk_bytes: int, pool: ThreadPoolExecutor, window: int,
+                 checked: set[str]) -> Batch | None: ...
+
+
+
+def prefetch(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Sequence[Any], window: int) -> Iterator[Any]:
+    """``map(fn, items)`` in order, at most ``window`` reads in flight (bounded memory)."""
+    pending: deque[Future[Any]] = deque()
+    it = iter(items)
+    for x in itertools.islice(it, window):
+        pending.append(pool.submit(fn, x))
+    while pending:
+        head = pending.popleft()
+        for x in itertools.islice(it, 1):
+            pending.append(pool.submit(fn, x))
+        yield head.result()
+
+
+
+def candidate_rows(ts: TableSubjects, plan: CandidatePlan, secret: bytes) -> pa.Table:
+    """The candidate files' rows of the subjects (an access request's answer for one table)."""
+    table: Table = ts.table
+    md = table.metadata
+    schema = md.schema()
+    parts = []
+    for task in plan.tasks:  # sorted by path: deterministic
+        data = ArrowScan(md, table.io, schema, AlwaysTrue(), case_sensitive=True).to_table([task])
+        parts.append(data.filter(pa.array(match_mask(data, ts, secret))))
+    if not parts:
+        return pa.Table.from_batches([], schema=schema_to_pyarrow(schema))
+    return pa.concat_tables(parts)
+
+
+
+def field_columns(schema: object, field_ids: dict[int, str]) -> dict[str, str]:
+    """Top-level Parquet column name -> current identity column name, matched by Iceberg field id."""
+    out: dict[str, str] = {}
+    for f in schema:  # type: ignore[attr-defined]
+        fid = (f.metadata or {}).get(b"PARQUET:field_id")
+        if fid is not None and int(fid) in field_ids:
+            out[f.name] = field_ids[int(fid)]
+    return out
+
+
+
+@dataclass
+class FileScan:
+    """What reading one listed file found (computed where the file is read: here, or on a Spark executor)."""
+
+    head: bytes = b""  # the first bytes of a file that is not Parquet (scanned for traces by the driver)
+    parquet: bool = False
+    rows: int = 0  # rows of a Parquet file
+    found: int = 0  # of them, rows of a subject
+    unreadable: bool = False
+
+
+def scan_stored_file(io: FileIO, stored: StoredFile, cols: dict[int, Any], secret: bytes,
+                     digests: set[bytes]) -> FileScan:
+    """Read one listed file: a Parquet file's rows of the subjects (identity columns by field id), or the
+    head of any other file."""
+    try:
+        with io.new_input(stored.location).open(seekable=True) as fh:
+            head = fh.read(4)
+            if head != b"PAR1" or stored.size < 8:
+                return FileScan(head=head)
+            fh.seek(0)
+            pf = pq.ParquetFile(fh)
+            out = FileScan(parquet=True, rows=pf.metadata.num_rows)
+            try:
+                mapping = field_columns(pf.schema_arrow, {fid: c.name for fid, c in cols.items()})
+                data = pf.read(columns=list(mapping)) if mapping else None
+            except Exception:
+                out.unreadable = True
+                return out
+    except Exception:
+        return FileScan(unreadable=True)
+    out.found = 0 if data is None else rows_of_subjects(data, mapping, cols, secret, digests)
+    return out
+
+
+FileScanner = Callable[[Table, list[StoredFile], dict[int, Any], bytes, set[bytes]], list[FileScan]]
+"""Reads every listed file (in order) for :func:`iceberg_privacy.rights.purge.verify_table`: here, or on Spark executors."""
+
+
+
+def rows_of_subjects(data: pa.Table, mapping: dict[str, str], cols: dict[int, Any], secret: bytes,
+                      digests: set[bytes]) -> int:
+    """How many rows of ``data`` have an identity column (Parquet column -> identity column name in
+    ``mapping``) whose keyed digest is one of ``digests``."""
+    found = np.zeros(data.num_rows, dtype=bool)
+    for pcol, name in mapping.items():
+        arr = data.column(pcol)
+        values, _ = extract_identities(arr)
+        leaf = next(c.leaf_type for c in cols.values() if c.name == name)
+        value_set = digest_value_set(values, leaf, secret, digests)
+        if len(value_set):
+            found |= rows_matching(arr, value_set)
+    return int(found.sum())
