@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,7 +43,14 @@ from iceberg_privacy.catalog import (
     library_name,
     reserved_table,
 )
-from iceberg_privacy.errors import RequestConflictError, SubjectRightsError, UnknownRequestError
+from iceberg_privacy.errors import (
+    CommitConflictError,
+    RequestBlockedError,
+    RequestConflictError,
+    StorageError,
+    SubjectRightsError,
+    UnknownRequestError,
+)
 from iceberg_privacy.properties import (
     ERASURE_FILES_REWRITTEN_SUMMARY,
     ERASURE_REQUEST_SUMMARY,
@@ -49,6 +58,8 @@ from iceberg_privacy.properties import (
 )
 from iceberg_privacy.properties import JOURNAL_MARKER as PROP_MARKER
 from iceberg_privacy.rights.keyed import check_key_id
+
+logger = logging.getLogger(__name__)
 
 JOURNAL_TABLE = "requests"
 DEFAULT_DEADLINE = timedelta(days=30)
@@ -345,3 +356,28 @@ def erasure_snapshots(table: Table, request_id: str) -> list[tuple[int, int, int
         if extra.get(ERASURE_REQUEST_SUMMARY) == request_id:
             out.append((snap.snapshot_id, int(extra.get(ERASURE_ROWS_SUMMARY, 0)), int(extra.get(ERASURE_FILES_REWRITTEN_SUMMARY, 0))))
     return out
+
+
+def next_step(exc: BaseException, request_id: str) -> str:
+    again = f"`iceberg-privacy requests run {request_id}` (it resumes)"
+    if isinstance(exc, RequestBlockedError) and exc.next_step:
+        return exc.next_step
+    if isinstance(exc, CommitConflictError):
+        return f"slow or pause the concurrent writers (or raise commit_retries), then run {again}"
+    return f"fix the storage or catalog permission/location named in the reason, then run {again}"
+
+
+@contextmanager
+def blocking(journal: Journal, req: RequestState) -> Iterator[None]:
+    """Run one attempt at a request: a blocked request is marked resumed first; a stop only a person can fix
+    (a ref to drop, retries exhausted, a permission) is journaled as ``blocked`` with the next step, then raised."""
+    if req.blocked is not None:
+        journal.resume(req.request_id)
+    try:
+        yield
+    except (RequestBlockedError, CommitConflictError, StorageError, OSError) as exc:
+        try:
+            journal.block(req.request_id, str(exc), next_step(exc, req.request_id), type(exc).__name__)
+        except Exception:  # the journal itself is unreachable: the error raised below says what to do
+            logger.exception("could not record request %s as blocked", req.request_id)
+        raise

@@ -78,6 +78,7 @@ from iceberg_privacy.rights.journal import (
     TABLE_VERIFIED,
     Journal,
     RequestState,
+    blocking,
     fold,
     new_request_id,
     subjects_fingerprint,
@@ -654,7 +655,6 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
                states: dict[str, RequestState], values_of: Any, secret: bytes, kid: str, *, purge: bool,
                orphan_age: timedelta, commit_retries: int | None, workers: int | None,
                spark: Any | None = None) -> BatchOutcome:
-    from iceberg_privacy.rights.requests import _blocking
 
     bstate = states.get(batch)
     if bstate is not None:
@@ -676,7 +676,7 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
                                 existing=False, detail={"queue": {"members": sorted(members), "table": name}})
         checkpoint("queue.after_batch")
     try:
-        with _blocking(journal, bstate):
+        with blocking(journal, bstate):
             if bstate.completed is None and bstate.tables[name].status == "pending":
                 t0 = time.perf_counter()
                 rep = process_erasure(catalog, bstate, values, secret, journal=journal, commit_retries=commit_retries,

@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -23,16 +22,13 @@ from pyiceberg.catalog import Catalog
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef
 from iceberg_privacy.errors import (
-    CommitConflictError,
     ConfigurationError,
-    RequestBlockedError,
     RequestConflictError,
-    StorageError,
 )
 from iceberg_privacy.lineage.fanout import Fanout, plan_fanout
 from iceberg_privacy.rights.access import FORMATS, export_subjects
 from iceberg_privacy.rights.erasure import process_erasure
-from iceberg_privacy.rights.journal import DEFAULT_DEADLINE, Journal, RequestState, new_request_id
+from iceberg_privacy.rights.journal import DEFAULT_DEADLINE, Journal, RequestState, blocking, new_request_id
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE, purge
 from iceberg_privacy.rights.reports import AccessReport, ErasureReport, PurgeReport
@@ -58,31 +54,6 @@ class Submission:
     subjects: list[TableSubjects]
     secret: bytes
     lineage: Fanout | None = None
-
-
-def _next_step(exc: BaseException, request_id: str) -> str:
-    again = f"`iceberg-privacy requests run {request_id}` (it resumes)"
-    if isinstance(exc, RequestBlockedError) and exc.next_step:
-        return exc.next_step
-    if isinstance(exc, CommitConflictError):
-        return f"slow or pause the concurrent writers (or raise commit_retries), then run {again}"
-    return f"fix the storage or catalog permission/location named in the reason, then run {again}"
-
-
-@contextmanager
-def _blocking(journal: Journal, req: RequestState) -> Iterator[None]:
-    """Run one attempt at a request: a blocked request is marked resumed first; a stop only a person can fix
-    (a ref to drop, retries exhausted, a permission) is journaled as ``blocked`` with the next step, then raised."""
-    if req.blocked is not None:
-        journal.resume(req.request_id)
-    try:
-        yield
-    except (RequestBlockedError, CommitConflictError, StorageError, OSError) as exc:
-        try:
-            journal.block(req.request_id, str(exc), _next_step(exc, req.request_id), type(exc).__name__)
-        except Exception:  # the journal itself is unreachable: the error raised below says what to do
-            logger.exception("could not record request %s as blocked", req.request_id)
-        raise
 
 
 def _secret(secret: bytes | None, home: str | os.PathLike[str] | None, catalog: Catalog) -> bytes:
@@ -196,7 +167,7 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = N
     if req.kind != "erase":
         raise RequestConflictError(f"request {req.request_id} is an {req.kind} request, not an erasure")
     checkpoint("erasure.after_submit")
-    with _blocking(journal, req):
+    with blocking(journal, req):
         report = process_erasure(catalog, req, as_values(subjects), sub.secret, journal=journal,
                                  commit_retries=commit_retries, workers=workers,
                                  resolved_subjects=[ts for ts in sub.subjects if ts.name in req.tables],
@@ -244,7 +215,7 @@ def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, 
         purge = True
     secret = load_secret(home, catalog=catalog)
     check_key_id(req.key_id, key_id(secret), f"request {request_id}")
-    with _blocking(journal, req):
+    with blocking(journal, req):
         report = process_erasure(catalog, req, None if subjects is None else as_values(subjects), secret,
                                  journal=journal, refuse_tags=purge, spark=spark)
         if purge and journal.get(request_id).completed is None:
