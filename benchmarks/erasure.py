@@ -24,10 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -41,8 +39,7 @@ from pyiceberg.expressions import EqualTo, In
 from pyiceberg.table import Table
 
 import iceberg_privacy as ip
-from benchmarks.harness import COLUMN, build_table, log, machine_info, truth_index
-from iceberg_privacy.demos.clickstream import make_clickstream
+from benchmarks.harness import COLUMN, bench_lake, build_table, log, truth_index
 
 
 def _live_files(t: Table) -> set[str]:
@@ -102,13 +99,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="ip-erase-bench-"))
-    try:
-        machine = machine_info()
-        ip.init_secret(workdir, overwrite=True)
-        cs = make_clickstream(args.files, args.rows_per_file, args.seed)
-        cat = ip.connect(home=workdir)
-        cat.create_namespace("bench")
+    with bench_lake(args, "ip-erase-bench-") as lake:
+        workdir, cat, cs, machine = lake.workdir, lake.catalog, lake.clickstream, lake.machine
         log(f"building two identical {args.files}-file tables")
         ours = ip.configure_identity(build_table(cat, "bench.ours", cs, args.files, args.commits, args.fpp).table,
                                      [COLUMN])
@@ -188,9 +180,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         res["machine"]["loadavg_end"] = list(os.getloadavg())
         res["elapsed_seconds"] = round(time.perf_counter() - start, 1)
         return res
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

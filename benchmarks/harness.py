@@ -6,11 +6,15 @@ from __future__ import annotations
 import itertools
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +25,7 @@ import pyiceberg
 from pyiceberg.table import FileScanTask, Table
 
 import iceberg_privacy as ip
-from iceberg_privacy.demos.clickstream import Clickstream, clickstream_schema
+from iceberg_privacy.demos.clickstream import Clickstream, clickstream_schema, make_clickstream
 
 COLUMN = "user_id"
 # ------------------------------------------------------------------------------------------ helpers
@@ -228,3 +232,31 @@ def json_default(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+@dataclass
+class BenchLake:
+    """A throw-away embedded lake for one benchmark run: its home, catalog (namespace ``bench``), the
+    clickstream of the run's sizes, and the machine it ran on."""
+
+    workdir: Path
+    catalog: Any
+    clickstream: Clickstream
+    machine: dict[str, Any]
+
+
+@contextmanager
+def bench_lake(args: Any, prefix: str) -> Iterator[BenchLake]:
+    """``args.workdir`` (kept) or a temporary directory (removed after), with a secret, a catalog and the
+    clickstream of ``args.files`` x ``args.rows_per_file`` rows (``args.seed``)."""
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        machine = machine_info()
+        ip.init_secret(workdir, overwrite=True)
+        cs = make_clickstream(args.files, args.rows_per_file, args.seed)
+        cat = ip.connect(home=workdir)
+        cat.create_namespace("bench")
+        yield BenchLake(workdir, cat, cs, machine)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)

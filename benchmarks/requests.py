@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -38,8 +36,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import iceberg_privacy as ip
-from benchmarks.harness import COLUMN, build_table, finish, json_default, log, machine_info, truth_index
-from iceberg_privacy.demos.clickstream import make_clickstream
+from benchmarks.harness import (
+    COLUMN,
+    bench_lake,
+    build_table,
+    finish,
+    json_default,
+    log,
+    truth_index,
+)
 from iceberg_privacy.properties import ERASURE_REQUEST_SUMMARY
 
 
@@ -72,13 +77,8 @@ def _erase_commits(table: Any, since_ms: int) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="ip-requests-bench-"))
-    try:
-        machine = machine_info()
-        ip.init_secret(workdir, overwrite=True)
-        cs = make_clickstream(args.files, args.rows_per_file, args.seed)
-        cat = ip.connect(home=workdir)
-        cat.create_namespace("bench")
+    with bench_lake(args, "ip-requests-bench-") as lake:
+        workdir, cat, cs, machine = lake.workdir, lake.catalog, lake.clickstream, lake.machine
         log(f"building two identical {args.files}-file tables")
         queued = ip.configure_identity(build_table(cat, "bench.queue", cs, args.files, args.commits, args.fpp).table,
                                        [COLUMN])
@@ -179,9 +179,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
 
         return finish(res, start, check)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _others(args: argparse.Namespace, res: dict[str, Any]) -> None:

@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -36,8 +34,7 @@ from typing import Any
 import numpy as np
 
 import iceberg_privacy as ip
-from benchmarks.harness import COLUMN, build_table, log, machine_info
-from iceberg_privacy.demos.clickstream import make_clickstream
+from benchmarks.harness import COLUMN, bench_lake, build_table, log
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -83,13 +80,8 @@ def _erase(cat: Any, name: str, users: list[str], home: Path, rid: str, spark: A
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="ip-rights-spark-bench-"))
-    try:
-        machine = machine_info()
-        ip.init_secret(workdir, overwrite=True)
-        cs = make_clickstream(args.files, args.rows_per_file, args.seed)
-        cat = ip.connect(home=workdir)
-        cat.create_namespace("bench")
+    with bench_lake(args, "ip-rights-spark-bench-") as lake:
+        workdir, cat, cs, machine = lake.workdir, lake.catalog, lake.clickstream, lake.machine
         log(f"building two identical {args.files}-file tables")
         for name in ("bench.single", "bench.spark"):
             ip.configure_identity(build_table(cat, name, cs, args.files, args.commits, args.fpp).table, [COLUMN])
@@ -135,9 +127,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "elapsed_seconds": round(time.perf_counter() - start, 1),
         }
         return res
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
