@@ -96,7 +96,7 @@ def cmd_budget_show(args: argparse.Namespace, catalog: Catalog) -> int:
 
 
 def cmd_log(args: argparse.Namespace, catalog: Catalog) -> int:
-    from iceberg_privacy.dp.release import releases
+    from iceberg_privacy.dp.log import releases
 
     records = releases(catalog, args.table)
     if args.json:

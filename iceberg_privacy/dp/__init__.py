@@ -10,6 +10,7 @@ namespace)``, ``releases(catalog, table=None)``, ``reservations(catalog, table=N
 """
 
 from iceberg_privacy.dp.admin import get_budget, get_namespace_budget, set_budget, set_namespace_budget
+from iceberg_privacy.dp.arguments import ROWS, RowUnit
 from iceberg_privacy.dp.budget import ApproxDP, Budget, PureDP, RhoZCDP
 from iceberg_privacy.dp.errors import (
     BudgetExhaustedError,
@@ -24,8 +25,9 @@ from iceberg_privacy.dp.errors import (
     ReleaseFailedError,
 )
 from iceberg_privacy.dp.ledger import BudgetState, Ledger, namespace_scope, table_scope
+from iceberg_privacy.dp.log import ReleaseRecord, releases
 from iceberg_privacy.dp.provenance import ReleaseProvenance, read_provenance
-from iceberg_privacy.dp.release import ROWS, Release, ReleaseRecord, RowUnit, dp_histogram, releases
+from iceberg_privacy.dp.release import Release, dp_histogram
 from iceberg_privacy.dp.reservation import (
     ReservationRecord,
     ResolutionReport,

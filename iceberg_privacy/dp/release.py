@@ -21,47 +21,45 @@ Order of a release, chosen so that nothing noise-free ever leaves and no spend i
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, final
+from typing import Any, Literal
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.table import Table
-from pyiceberg.types import (
-    DateType,
-    DoubleType,
-    FloatType,
-    IntegerType,
-    LongType,
-    StringType,
-    TimestampType,
-    TimestamptzType,
-)
 
 from iceberg_privacy._internal import compat
 from iceberg_privacy._internal.faults import checkpoint
-from iceberg_privacy.catalog import TableRef, all_namespaces, load_table, table_name
+from iceberg_privacy.catalog import TableRef, load_table
 from iceberg_privacy.config import current_principal
-from iceberg_privacy.dp._refs import catalog_first, catalog_for, check_catalog, qualified, show
-from iceberg_privacy.dp.budget import Budget, as_budget, budget_from_json
-from iceberg_privacy.dp.errors import KeySetError, ReleaseAbortedError, ReleaseFailedError
+from iceberg_privacy.dp._refs import catalog_first, catalog_for, qualified, show
+from iceberg_privacy.dp.arguments import (
+    ID_TYPES,
+    KEY_TYPES,
+    NUMERIC_TYPES,
+    OUTPUT_NAMES,
+    REQUIRED,
+    RowUnit,
+    resolve_privacy_unit,
+    source_field,
+    validate_args,
+)
+from iceberg_privacy.dp.budget import Budget, as_budget
+from iceberg_privacy.dp.errors import ReleaseAbortedError, ReleaseFailedError
+from iceberg_privacy.dp.keys import resolve_keys, tmlt_keyset
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.provenance import RELEASE_MARKER, build_summary, noise_summary, read_provenance
-from iceberg_privacy.dp.query import HistogramQuery, keyset_fingerprint
+from iceberg_privacy.dp.query import HistogramQuery
 from iceberg_privacy.dp.reservation import Heartbeat
 from iceberg_privacy.errors import (
     ConfigurationError,
     IcebergPrivacyError,
-    InvalidArgumentError,
-    PrivacyUnitRequiredError,
     UnknownColumnError,
 )
 from iceberg_privacy.lineage.record import AGGREGATION, COMPLETE, INDIRECT, FieldRef, LineageRecord, SourceRef
@@ -71,40 +69,6 @@ from iceberg_privacy.storage import storage_errors
 Aggregate = Literal["count", "sum", "mean"]
 
 
-@final
-class RowUnit:
-    """The type of :data:`ROWS`: the explicit row-level privacy unit."""
-
-    _instance: RowUnit | None = None
-
-    def __new__(cls) -> RowUnit:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "ROWS"
-
-    def __reduce__(self) -> str:
-        return "ROWS"
-
-
-ROWS: Final[RowUnit] = RowUnit()
-"""``privacy_unit=ROWS`` protects single rows (tmlt ``AddOneRow``, or ``AddMaxRows(k)`` with
-``max_rows_per_unit=k``): right only when every person has at most that many rows. Never implied:
-a release without ``privacy_unit=`` is refused."""
-
-
-class _Required:
-    def __repr__(self) -> str:
-        return "<required>"
-
-
-_REQUIRED: Any = _Required()
-_ID_TYPES = (StringType, IntegerType, LongType, DateType)
-_KEY_TYPES = (StringType, IntegerType, LongType, DateType, TimestampType, TimestamptzType)
-_NUMERIC_TYPES = (IntegerType, LongType, FloatType, DoubleType)
-_OUTPUT_NAMES = {"count": "count", "sum": "sum", "mean": "mean"}
 
 
 @dataclass
@@ -136,134 +100,6 @@ class Release:
         )
 
 
-def _identifier(name: str | tuple[str, ...] | Table) -> tuple[str, ...]:
-    if isinstance(name, Table):
-        return tuple(name.name())
-    if isinstance(name, tuple):
-        return name
-    parts = tuple(str(name).split("."))
-    if len(parts) < 2 or not all(parts):
-        raise ConfigurationError(f"table name {name!r} must be qualified as 'namespace.table'.")
-    return parts
-
-
-def _load(catalog: Catalog, name: str | tuple[str, ...] | Table, what: str) -> Table:
-    if isinstance(name, Table):
-        return name
-    try:
-        return catalog.load_table(_identifier(name))
-    except NoSuchTableError as exc:
-        raise ConfigurationError(f"{what} {name!r} does not exist in the catalog; check the name.") from exc
-
-
-def _field(table: Table, column: str, role: str) -> Any:
-    schema = table.schema()
-    try:
-        return schema.find_field(column)
-    except ValueError as exc:
-        known = ", ".join(f.name for f in schema.fields)
-        raise UnknownColumnError(
-            f"{role} column {column!r} is not in table {table_name(table)} (columns: {known})."
-        ) from exc
-
-
-@dataclass
-class _Keys:
-    """A resolved key set: how to build it in Spark, and how to describe it in the query."""
-
-    description: dict[str, Any]
-    rows: list[tuple[Any, ...]] | None = None  # explicit combinations
-    per_column: dict[str, list[Any]] | None = None  # cross product
-
-
-def _resolve_keys(catalog: Catalog, source: Table, by: list[str], keys: Any) -> _Keys:
-    """Validate the public key set against the grouping columns, before anything is spent."""
-    if keys is None:
-        return _Keys({"kind": "discovered"})
-    if isinstance(keys, Mapping):
-        if sorted(keys) != sorted(by):
-            raise KeySetError(f"key values are given for {sorted(keys)} but the histogram groups by {by}.")
-        per_column = {c: sorted(set(keys[c]), key=repr) for c in by}
-        if any(not v for v in per_column.values()):
-            raise KeySetError("every grouping column needs at least one public key value.")
-        fp = keyset_fingerprint(by, [tuple(v) for v in per_column.values()])
-        return _Keys({"kind": "values", "columns": by, "fingerprint": fp}, per_column=per_column)
-    if isinstance(keys, (str, Table)) or (isinstance(keys, tuple) and all(isinstance(p, str) for p in keys)):
-        key_table = _load(catalog, keys, "public key table")
-        for column in by:
-            try:
-                key_field = key_table.schema().find_field(column)
-            except ValueError as exc:
-                raise KeySetError(
-                    f"public key table {table_name(key_table)} has no column {column!r}; it needs the "
-                    f"grouping columns {by} with the same types as the source table."
-                ) from exc
-            src_field = source.schema().find_field(column)
-            if key_field.field_type != src_field.field_type:
-                raise KeySetError(
-                    f"public key table column {column!r} has type {key_field.field_type}, but the source column "
-                    f"has type {src_field.field_type}; cast the key table to the source types."
-                )
-        snap = key_table.current_snapshot()
-        arrow = (
-            key_table.scan(selected_fields=tuple(by)).to_arrow() if snap else pa.table({c: [] for c in by})
-        )
-        rows = sorted(set(zip(*(arrow.column(c).to_pylist() for c in by), strict=True)), key=repr)
-        if not rows:
-            raise KeySetError(
-                f"public key table {table_name(key_table)} is empty; a histogram needs keys."
-            )
-        return _Keys(
-            {
-                "kind": "table",
-                "table": table_name(key_table),
-                "uuid": str(key_table.metadata.table_uuid),
-                "snapshot_id": snap.snapshot_id if snap else None,
-                "fingerprint": keyset_fingerprint(by, rows),
-            },
-            rows=rows,
-        )
-    if isinstance(keys, Sequence):
-        rows = []
-        for row in keys:
-            if isinstance(row, Mapping):
-                if sorted(row) != sorted(by):
-                    raise KeySetError(f"key row {dict(row)} must have exactly the columns {by}.")
-                rows.append(tuple(row[c] for c in by))
-            else:
-                tup = tuple(row) if isinstance(row, (tuple, list)) else (row,)
-                if len(tup) != len(by):
-                    raise KeySetError(
-                        f"key row {row!r} has {len(tup)} values but the histogram groups by {by}."
-                    )
-                rows.append(tup)
-        if not rows:
-            raise KeySetError("the public key list is empty; a histogram needs keys.")
-        rows = sorted(set(rows), key=repr)
-        return _Keys({"kind": "rows", "columns": by, "fingerprint": keyset_fingerprint(by, rows)}, rows=rows)
-    raise KeySetError(
-        f"unsupported keys {type(keys).__name__}: pass a dict column -> values, a list of key rows, "
-        "a public key table name, or None to discover keys privately."
-    )
-
-
-def _tmlt_keyset(spark: Any, df: Any, by: list[str], keys: _Keys) -> Any:
-    """Build tmlt's KeySet with the source DataFrame's exact column types."""
-    from pyspark.sql.types import StructType
-    from tmlt.analytics import KeySet
-
-    if keys.per_column is not None:
-        keyset = None
-        for column in by:
-            schema = StructType([df.schema[column]])
-            part = KeySet.from_dataframe(
-                spark.createDataFrame([(v,) for v in keys.per_column[column]], schema)
-            )
-            keyset = part if keyset is None else keyset * part
-        return keyset
-    schema = StructType([df.schema[c] for c in by])
-    return KeySet.from_dataframe(spark.createDataFrame(list(keys.rows or []), schema))
-
 
 def _tmlt_query(source_id: str, by: list[str], keyset: Any, q: HistogramQuery) -> Any:
     from tmlt.analytics import MaxRowsPerID, QueryBuilder
@@ -272,7 +108,7 @@ def _tmlt_query(source_id: str, by: list[str], keyset: Any, q: HistogramQuery) -
     if q.privacy_unit is not None:
         builder = builder.enforce(MaxRowsPerID(int(q.max_rows_per_unit or 1)))
     grouped = builder.groupby(keyset if keyset is not None else list(by))
-    name = _OUTPUT_NAMES[q.aggregation]
+    name = OUTPUT_NAMES[q.aggregation]
     if q.aggregation == "count":
         query = grouped.count(name=name, mechanism=q.mechanism)  # type: ignore[arg-type]
         return query.suppress(q.threshold) if q.threshold is not None else query
@@ -307,86 +143,6 @@ def _feature_flag(discover: bool) -> Any:
     return config.features.auto_partition_selection.enabled()
 
 
-def _finite(name: str, value: Any, *, why: str) -> float:
-    """``value`` as a float if it is a finite real number; InvalidArgumentError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise InvalidArgumentError(f"{name}={value!r} must be a finite number; {why}")
-    return float(value)
-
-
-def _validate_args(
-    by: Sequence[str],
-    aggregate: str,
-    column: str | None,
-    low: float | None,
-    high: float | None,
-    max_rows_per_unit: int,
-    threshold: float | None,
-    mechanism: str,
-) -> list[str]:
-    """Check every argument that needs no table, before anything is read, reserved or spent."""
-    if isinstance(by, str):
-        by = [by]
-    by = list(by)
-    if not by or len(set(by)) != len(by):
-        raise ConfigurationError(f"by={by!r} must name one or more distinct grouping columns.")
-    if aggregate not in _OUTPUT_NAMES:
-        raise ConfigurationError(f"aggregate={aggregate!r} must be one of {sorted(_OUTPUT_NAMES)}.")
-    if aggregate != "count":
-        if column is None or low is None or high is None:
-            raise ConfigurationError(f"a {aggregate} needs column=, low= and high= (the clamping bounds).")
-        why = "values are clamped into [low, high], so pass finite bounds with low < high (e.g. low=0, high=100)."
-        if not _finite("low", low, why=why) < _finite("high", high, why=why):
-            raise InvalidArgumentError(f"low={low} must be < high={high}; {why}")
-    if (isinstance(max_rows_per_unit, bool) or not isinstance(max_rows_per_unit, numbers.Integral)
-            or max_rows_per_unit < 1):
-        raise InvalidArgumentError(
-            f"max_rows_per_unit must be an integer >= 1, got {max_rows_per_unit!r}; it bounds how many rows "
-            "one privacy unit may contribute: pass a positive integer such as 1 or 10."
-        )
-    if threshold is not None:
-        if aggregate != "count":
-            raise ConfigurationError(
-                "a release threshold applies to counts only; drop threshold= for sums and means."
-            )
-        if (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real)
-                or not math.isfinite(float(threshold)) or threshold < 0):
-            raise InvalidArgumentError(
-                f"threshold={threshold!r} must be a finite number >= 0 (noisy counts below it are suppressed); "
-                "pass a count such as threshold=90, or threshold=None to release every key."
-            )
-    if mechanism not in ("default", "laplace", "gaussian"):
-        raise ConfigurationError(f"mechanism={mechanism!r} must be 'default', 'laplace' or 'gaussian'.")
-    return by
-
-
-def _privacy_unit(privacy_unit: Any, source: Table) -> str | None:
-    """The privacy-unit column, or None for :data:`ROWS`; an omitted unit is an error, never a guess."""
-    columns = ", ".join(f.name for f in source.schema().fields)
-    if privacy_unit is _REQUIRED:
-        raise PrivacyUnitRequiredError(
-            f"dp_histogram needs privacy_unit=, the unit whose presence the release hides; there is no default. "
-            f"Pass privacy_unit='<column>' naming the column that identifies a person or device in "
-            f"{table_name(source)} (columns: {columns}); each unit then contributes at most max_rows_per_unit "
-            "rows (tmlt AddRowsWithID). Or pass privacy_unit=ROWS (iceberg_privacy.ROWS) to protect single rows "
-            "(AddOneRow, or AddMaxRows(k) with max_rows_per_unit=k), which protects a person only if they have "
-            "at most that many rows. Tumult Analytics and OpenDP make this choice explicit too."
-        )
-    if privacy_unit is None:
-        warnings.warn(
-            "privacy_unit=None is deprecated and is removed in the next release: pass privacy_unit=ROWS "
-            "(iceberg_privacy.ROWS) to protect single rows", DeprecationWarning, stacklevel=5)  # the caller of dp_histogram
-        return None
-    if privacy_unit is ROWS:
-        return None
-    if not isinstance(privacy_unit, str) or not privacy_unit:
-        raise ConfigurationError(
-            f"privacy_unit={privacy_unit!r} is neither a column name nor ROWS; pass privacy_unit='<column>' "
-            f"(columns of {table_name(source)}: {columns}) or privacy_unit=ROWS."
-        )
-    return privacy_unit
-
-
 def _accepts_catalog_first[F: Callable[..., Any]](fn: F) -> F:
     """Route the pre-0.2 form ``dp_histogram(catalog, table, by, ...)`` to ``dp_histogram(table, by, ...,
     catalog=catalog)`` with a DeprecationWarning; the function keeps its own signature."""
@@ -417,7 +173,7 @@ def dp_histogram(
     *,
     budget: Budget | Any,
     catalog: Catalog | None = None,
-    privacy_unit: str | RowUnit = _REQUIRED,
+    privacy_unit: str | RowUnit = REQUIRED,
     max_rows_per_unit: int = 1,
     keys: Mapping[str, Sequence[Any]] | Sequence[Any] | str | Table | None = None,
     threshold: float | None = None,
@@ -447,7 +203,7 @@ def dp_histogram(
     of ``column`` clamped to [low, high]. The spend is charged to the table's and namespace's
     budgets in the ledger before anything is computed.
     """
-    by = _validate_args(by, aggregate, column, low, high, max_rows_per_unit, threshold, mechanism)
+    by = validate_args(by, aggregate, column, low, high, max_rows_per_unit, threshold, mechanism)
     max_rows_per_unit = int(max_rows_per_unit)
     amount = as_budget(budget)
     principal = principal or current_principal()
@@ -457,10 +213,10 @@ def dp_histogram(
     source = load_table(catalog, table)
     source_id = tuple(source.name())
     namespace = source_id[:-1]
-    unit = _privacy_unit(privacy_unit, source)  # None means ROWS (the query JSON and provenance say "row")
+    unit = resolve_privacy_unit(privacy_unit, source)  # None means ROWS (the query JSON and provenance say "row")
     for c in by:
-        ftype = _field(source, c, "grouping").field_type
-        if not isinstance(ftype, _KEY_TYPES):
+        ftype = source_field(source, c, "grouping").field_type
+        if not isinstance(ftype, KEY_TYPES):
             raise ConfigurationError(
                 f"grouping column {c!r} has type {ftype}; group by strings, integers or dates."
             )
@@ -472,15 +228,15 @@ def dp_histogram(
                 f"privacy-unit column {unit!r} is missing from {'.'.join(source_id)}; pass the column "
                 "that identifies a person or device, or privacy_unit=ROWS to protect individual rows."
             ) from exc
-        if not isinstance(unit_type, _ID_TYPES):
+        if not isinstance(unit_type, ID_TYPES):
             raise ConfigurationError(
                 f"privacy-unit column {unit!r} has type {unit_type}; use a string/integer id."
             )
         if unit in by:
             raise ConfigurationError("the privacy-unit column cannot also be a grouping column.")
     if column is not None:
-        ctype = _field(source, column, "measure").field_type
-        if not isinstance(ctype, _NUMERIC_TYPES):
+        ctype = source_field(source, column, "measure").field_type
+        if not isinstance(ctype, NUMERIC_TYPES):
             raise ConfigurationError(
                 f"measure column {column!r} has type {ctype}; sums and means need numbers."
             )
@@ -492,7 +248,7 @@ def dp_histogram(
         snap = source.snapshot_by_id(snapshot_id)
         if snap is None:
             raise ConfigurationError(f"snapshot {snapshot_id} does not exist in {'.'.join(source_id)}.")
-    resolved = _resolve_keys(catalog, source, by, keys)
+    resolved = resolve_keys(catalog, source, by, keys)
     discover = resolved.rows is None and resolved.per_column is None
     if discover and not (amount.kind == "approx" and amount.components()[1] > 0):
         raise ConfigurationError(
@@ -515,9 +271,9 @@ def dp_histogram(
         mechanism=mechanism,
     )
     qhash = query.hash()
-    out_id = _identifier(output) if output else (*namespace, f"{source_id[-1]}__dp_{qhash[:12]}")
+    out_id = qualified(output) if output else (*namespace, f"{source_id[-1]}__dp_{qhash[:12]}")
     out_name = ".".join(out_id)
-    expected_cols = [*by, _OUTPUT_NAMES[aggregate]]
+    expected_cols = [*by, OUTPUT_NAMES[aggregate]]
     if catalog.table_exists(out_id):
         existing = catalog.load_table(out_id)
         if existing.properties.get(RELEASE_MARKER) != "1":
@@ -556,7 +312,7 @@ def dp_histogram(
         ]
         df = table_dataframe(spark, source, snap.snapshot_id, needed)
         with _feature_flag(discover):
-            keyset = None if discover else _tmlt_keyset(spark, df, by, resolved)
+            keyset = None if discover else tmlt_keyset(spark, df, by, resolved)
             tq = _tmlt_query("source", by, keyset, query)
             try:
                 noise = noise_summary(compat.noise_info(_session(df, query, amount), tq, amount.to_tmlt()))
@@ -769,7 +525,7 @@ def _memoized(
     if hit is None or not hit.get("output_table") or hit.get("output_snapshot_id") is None:
         return None
     try:
-        out = catalog.load_table(_identifier(hit["output_table"]))
+        out = catalog.load_table(qualified(hit["output_table"]))
     except NoSuchTableError:
         return None
     out_snap = out.snapshot_by_id(hit["output_snapshot_id"])
@@ -806,115 +562,4 @@ def _memoized(
     )
 
 
-@dataclass
-class ReleaseRecord:
-    """One line of the release log: a release attempt or a memoized answer, with remaining budget.
-
-    ``spent`` is what the attempt costs: None for a memoized answer and for a refunded attempt.
-    """
-
-    release_id: str
-    status: str
-    at: datetime
-    principal: str | None
-    source_table: str | None
-    source_snapshot_id: int | None
-    query_hash: str | None
-    spent: Budget | None
-    output_table: str | None
-    output_snapshot_id: int | None
-    remaining: dict[str, Budget | None]
-    detail: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "release_id": self.release_id,
-            "status": self.status,
-            "at": self.at.isoformat() if self.at else None,
-            "principal": self.principal,
-            "source_table": self.source_table,
-            "source_snapshot_id": self.source_snapshot_id,
-            "query_hash": self.query_hash,
-            "spent": self.spent.to_json() if self.spent else None,
-            "output_table": self.output_table,
-            "output_snapshot_id": self.output_snapshot_id,
-            "remaining": {k: (v.to_json() if v else None) for k, v in self.remaining.items()},
-        }
-
-    def __str__(self) -> str:
-        if self.status in ("memoized", "refunded"):
-            spent = f"nothing ({self.status})"
-        else:
-            spent = self.spent.describe() if self.spent else "-"
-        left = "; ".join(f"{scope} {b.describe() if b else '-'}" for scope, b in self.remaining.items()) or "-"
-        return (
-            f"{self.at:%Y-%m-%d %H:%M:%S} {self.release_id[:12]} {self.status} by {self.principal or '-'} of "
-            f"{self.source_table}@{self.source_snapshot_id}: spent {spent}, output {self.output_table or '-'}; "
-            f"remaining {left}"
-        )
-
-
-def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRecord]:
-    """List every release attempt and memoized answer, oldest first.
-
-    ``status`` is the attempt's state: ``reserved`` / ``evaluating`` (running, or abandoned: see
-    :func:`~iceberg_privacy.dp.reservations`), ``released``, ``failed`` (spend kept), ``refunded``
-    (failed before any noise was computed; ``spent`` is None) or ``abandoned`` (resolved, spend kept).
-
-    ``table`` (a loaded ``Table``, ``"ns.table"`` or ``("ns", "table")``) restricts the log to one
-    source table; ``remaining`` is the budget left now in each scope that the release was charged to
-    (or that governs the table, for memoized answers).
-    """
-    check_catalog(catalog, "releases")
-    if table is not None:
-        ident = qualified(table)
-        namespaces = [ident[:-1]]
-        wanted: str | None = ".".join(ident)
-    else:
-        namespaces = all_namespaces(catalog)
-        wanted = None
-    records: list[ReleaseRecord] = []
-    for ns in namespaces:
-        ledger = Ledger(catalog, ns)
-        if not ledger.exists():
-            continue
-        state = ledger.state()
-        by_id: dict[str, ReleaseRecord] = {}
-        for ev in ledger.events():
-            if ev["event"] == "budget_set" or (wanted and ev["source_table"] != wanted):
-                continue
-            rid = ev["release_id"]
-            if ev["event"] in ("reserved", "memoized"):
-                src = tuple((ev["source_table"] or "").split("."))
-                scopes = ledger.applicable_scopes(src, state)
-                rec = ReleaseRecord(
-                    release_id=rid,
-                    status=ev["event"],
-                    at=ev["at"],
-                    principal=ev["principal"],
-                    source_table=ev["source_table"],
-                    source_snapshot_id=ev["source_snapshot_id"],
-                    query_hash=ev["query_hash"],
-                    spent=budget_from_json(ev["amount"])
-                    if ev["event"] == "reserved" and ev["amount"]
-                    else None,
-                    output_table=ev["output_table"],
-                    output_snapshot_id=ev["output_snapshot_id"],
-                    remaining={s: state.scope(s).remaining() for s in scopes},
-                    detail=ev["detail"],
-                )
-                by_id[rid if ev["event"] == "reserved" else "memo:" + rid] = rec
-                records.append(rec)
-            elif rid in by_id and ev["event"] not in ("heartbeat", "evaluated") and by_id[rid].status != "released":
-                rec = by_id[rid]
-                rec.status = ev["event"]
-                rec.output_snapshot_id = ev["output_snapshot_id"] or rec.output_snapshot_id
-                if ev["event"] in ("failed", "refunded", "abandoned"):
-                    rec.detail = ev["detail"]
-                if ev["event"] == "refunded":
-                    rec.spent = None  # given back: the release computed nothing
-    records.sort(key=lambda r: r.at)
-    return records
-
-
-__all__ = ["ROWS", "Release", "ReleaseRecord", "RowUnit", "dp_histogram", "releases"]
+__all__ = ["Release", "check_python_workers", "dp_histogram"]

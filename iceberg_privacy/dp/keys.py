@@ -1,0 +1,137 @@
+"""The key set of a DP histogram: public values, a public table, or private discovery.
+
+Group-by keys decide which rows a release may show. Public keys (values or a table the analyst names)
+cost nothing; discovered keys are chosen by tmlt with part of the budget. This module resolves the
+``keys=`` argument and builds the tmlt KeySet from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.table import Table
+
+from iceberg_privacy.catalog import table_name
+from iceberg_privacy.dp._refs import qualified
+from iceberg_privacy.dp.errors import KeySetError
+from iceberg_privacy.dp.query import keyset_fingerprint
+from iceberg_privacy.errors import (
+    ConfigurationError,
+)
+
+Aggregate = Literal["count", "sum", "mean"]
+
+
+
+
+def load_named(catalog: Catalog, name: str | tuple[str, ...] | Table, what: str) -> Table:
+    if isinstance(name, Table):
+        return name
+    try:
+        return catalog.load_table(qualified(name))
+    except NoSuchTableError as exc:
+        raise ConfigurationError(f"{what} {name!r} does not exist in the catalog; check the name.") from exc
+
+
+
+@dataclass
+class Keys:
+    """A resolved key set: how to build it in Spark, and how to describe it in the query."""
+
+    description: dict[str, Any]
+    rows: list[tuple[Any, ...]] | None = None  # explicit combinations
+    per_column: dict[str, list[Any]] | None = None  # cross product
+
+
+def resolve_keys(catalog: Catalog, source: Table, by: list[str], keys: Any) -> Keys:
+    """Validate the public key set against the grouping columns, before anything is spent."""
+    if keys is None:
+        return Keys({"kind": "discovered"})
+    if isinstance(keys, Mapping):
+        if sorted(keys) != sorted(by):
+            raise KeySetError(f"key values are given for {sorted(keys)} but the histogram groups by {by}.")
+        per_column = {c: sorted(set(keys[c]), key=repr) for c in by}
+        if any(not v for v in per_column.values()):
+            raise KeySetError("every grouping column needs at least one public key value.")
+        fp = keyset_fingerprint(by, [tuple(v) for v in per_column.values()])
+        return Keys({"kind": "values", "columns": by, "fingerprint": fp}, per_column=per_column)
+    if isinstance(keys, (str, Table)) or (isinstance(keys, tuple) and all(isinstance(p, str) for p in keys)):
+        key_table = load_named(catalog, keys, "public key table")
+        for column in by:
+            try:
+                key_field = key_table.schema().find_field(column)
+            except ValueError as exc:
+                raise KeySetError(
+                    f"public key table {table_name(key_table)} has no column {column!r}; it needs the "
+                    f"grouping columns {by} with the same types as the source table."
+                ) from exc
+            src_field = source.schema().find_field(column)
+            if key_field.field_type != src_field.field_type:
+                raise KeySetError(
+                    f"public key table column {column!r} has type {key_field.field_type}, but the source column "
+                    f"has type {src_field.field_type}; cast the key table to the source types."
+                )
+        snap = key_table.current_snapshot()
+        arrow = (
+            key_table.scan(selected_fields=tuple(by)).to_arrow() if snap else pa.table({c: [] for c in by})
+        )
+        rows = sorted(set(zip(*(arrow.column(c).to_pylist() for c in by), strict=True)), key=repr)
+        if not rows:
+            raise KeySetError(
+                f"public key table {table_name(key_table)} is empty; a histogram needs keys."
+            )
+        return Keys(
+            {
+                "kind": "table",
+                "table": table_name(key_table),
+                "uuid": str(key_table.metadata.table_uuid),
+                "snapshot_id": snap.snapshot_id if snap else None,
+                "fingerprint": keyset_fingerprint(by, rows),
+            },
+            rows=rows,
+        )
+    if isinstance(keys, Sequence):
+        rows = []
+        for row in keys:
+            if isinstance(row, Mapping):
+                if sorted(row) != sorted(by):
+                    raise KeySetError(f"key row {dict(row)} must have exactly the columns {by}.")
+                rows.append(tuple(row[c] for c in by))
+            else:
+                tup = tuple(row) if isinstance(row, (tuple, list)) else (row,)
+                if len(tup) != len(by):
+                    raise KeySetError(
+                        f"key row {row!r} has {len(tup)} values but the histogram groups by {by}."
+                    )
+                rows.append(tup)
+        if not rows:
+            raise KeySetError("the public key list is empty; a histogram needs keys.")
+        rows = sorted(set(rows), key=repr)
+        return Keys({"kind": "rows", "columns": by, "fingerprint": keyset_fingerprint(by, rows)}, rows=rows)
+    raise KeySetError(
+        f"unsupported keys {type(keys).__name__}: pass a dict column -> values, a list of key rows, "
+        "a public key table name, or None to discover keys privately."
+    )
+
+
+def tmlt_keyset(spark: Any, df: Any, by: list[str], keys: Keys) -> Any:
+    """Build tmlt's KeySet with the source DataFrame's exact column types."""
+    from pyspark.sql.types import StructType
+    from tmlt.analytics import KeySet
+
+    if keys.per_column is not None:
+        keyset = None
+        for column in by:
+            schema = StructType([df.schema[column]])
+            part = KeySet.from_dataframe(
+                spark.createDataFrame([(v,) for v in keys.per_column[column]], schema)
+            )
+            keyset = part if keyset is None else keyset * part
+        return keyset
+    schema = StructType([df.schema[c] for c in by])
+    return KeySet.from_dataframe(spark.createDataFrame(list(keys.rows or []), schema))

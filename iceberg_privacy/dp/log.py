@@ -1,0 +1,133 @@
+"""The release log: every release attempt and memoized answer recorded in the ledger, with the
+budget each scope had left (``iceberg-privacy dp log``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pyiceberg.catalog import Catalog
+
+from iceberg_privacy.catalog import TableRef, all_namespaces
+from iceberg_privacy.dp._refs import check_catalog, qualified
+from iceberg_privacy.dp.budget import Budget, budget_from_json
+from iceberg_privacy.dp.ledger import Ledger
+
+Aggregate = Literal["count", "sum", "mean"]
+
+
+
+
+@dataclass
+class ReleaseRecord:
+    """One line of the release log: a release attempt or a memoized answer, with remaining budget.
+
+    ``spent`` is what the attempt costs: None for a memoized answer and for a refunded attempt.
+    """
+
+    release_id: str
+    status: str
+    at: datetime
+    principal: str | None
+    source_table: str | None
+    source_snapshot_id: int | None
+    query_hash: str | None
+    spent: Budget | None
+    output_table: str | None
+    output_snapshot_id: int | None
+    remaining: dict[str, Budget | None]
+    detail: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "release_id": self.release_id,
+            "status": self.status,
+            "at": self.at.isoformat() if self.at else None,
+            "principal": self.principal,
+            "source_table": self.source_table,
+            "source_snapshot_id": self.source_snapshot_id,
+            "query_hash": self.query_hash,
+            "spent": self.spent.to_json() if self.spent else None,
+            "output_table": self.output_table,
+            "output_snapshot_id": self.output_snapshot_id,
+            "remaining": {k: (v.to_json() if v else None) for k, v in self.remaining.items()},
+        }
+
+    def __str__(self) -> str:
+        if self.status in ("memoized", "refunded"):
+            spent = f"nothing ({self.status})"
+        else:
+            spent = self.spent.describe() if self.spent else "-"
+        left = "; ".join(f"{scope} {b.describe() if b else '-'}" for scope, b in self.remaining.items()) or "-"
+        return (
+            f"{self.at:%Y-%m-%d %H:%M:%S} {self.release_id[:12]} {self.status} by {self.principal or '-'} of "
+            f"{self.source_table}@{self.source_snapshot_id}: spent {spent}, output {self.output_table or '-'}; "
+            f"remaining {left}"
+        )
+
+
+def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRecord]:
+    """List every release attempt and memoized answer, oldest first.
+
+    ``status`` is the attempt's state: ``reserved`` / ``evaluating`` (running, or abandoned: see
+    :func:`~iceberg_privacy.dp.reservations`), ``released``, ``failed`` (spend kept), ``refunded``
+    (failed before any noise was computed; ``spent`` is None) or ``abandoned`` (resolved, spend kept).
+
+    ``table`` (a loaded ``Table``, ``"ns.table"`` or ``("ns", "table")``) restricts the log to one
+    source table; ``remaining`` is the budget left now in each scope that the release was charged to
+    (or that governs the table, for memoized answers).
+    """
+    check_catalog(catalog, "releases")
+    if table is not None:
+        ident = qualified(table)
+        namespaces = [ident[:-1]]
+        wanted: str | None = ".".join(ident)
+    else:
+        namespaces = all_namespaces(catalog)
+        wanted = None
+    records: list[ReleaseRecord] = []
+    for ns in namespaces:
+        ledger = Ledger(catalog, ns)
+        if not ledger.exists():
+            continue
+        state = ledger.state()
+        by_id: dict[str, ReleaseRecord] = {}
+        for ev in ledger.events():
+            if ev["event"] == "budget_set" or (wanted and ev["source_table"] != wanted):
+                continue
+            rid = ev["release_id"]
+            if ev["event"] in ("reserved", "memoized"):
+                src = tuple((ev["source_table"] or "").split("."))
+                scopes = ledger.applicable_scopes(src, state)
+                rec = ReleaseRecord(
+                    release_id=rid,
+                    status=ev["event"],
+                    at=ev["at"],
+                    principal=ev["principal"],
+                    source_table=ev["source_table"],
+                    source_snapshot_id=ev["source_snapshot_id"],
+                    query_hash=ev["query_hash"],
+                    spent=budget_from_json(ev["amount"])
+                    if ev["event"] == "reserved" and ev["amount"]
+                    else None,
+                    output_table=ev["output_table"],
+                    output_snapshot_id=ev["output_snapshot_id"],
+                    remaining={s: state.scope(s).remaining() for s in scopes},
+                    detail=ev["detail"],
+                )
+                by_id[rid if ev["event"] == "reserved" else "memo:" + rid] = rec
+                records.append(rec)
+            elif rid in by_id and ev["event"] not in ("heartbeat", "evaluated") and by_id[rid].status != "released":
+                rec = by_id[rid]
+                rec.status = ev["event"]
+                rec.output_snapshot_id = ev["output_snapshot_id"] or rec.output_snapshot_id
+                if ev["event"] in ("failed", "refunded", "abandoned"):
+                    rec.detail = ev["detail"]
+                if ev["event"] == "refunded":
+                    rec.spent = None  # given back: the release computed nothing
+    records.sort(key=lambda r: r.at)
+    return records
+
+
+__all__ = ["ReleaseRecord", "releases"]
