@@ -461,9 +461,8 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         # The newest erase commit of this request is the cutoff (a re-run after a failed verification
         # may have added one); without any, the head at erase time.
         commits = erasure_snapshots(table, request_id)
-        # Paths only (no identifiers). Entries a version before 0.2 wrote without their scheme
-        # ("bucket/key") are not locations: never resolve them against the working directory.
-        planned = _planned(table, journal.rows(request_id), name, secret)
+        rows = journal.rows(request_id)  # read once: the planned files and the staged erase commits
+        planned = _planned(table, rows, name, secret)
 
         def plan(files: dict[str, str], name: str = name) -> None:
             digested = {location_digest(secret, canonical(p)): k for p, k in files.items()}
@@ -473,7 +472,7 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         matcher = SubjectMatcher(table, digests, secret, values)
         tp = _purge_table(table, commits[-1][0] if commits else state.snapshot_id, orphan_age, [c[0] for c in commits],
                           planned, plan, matcher)
-        staged, stuck = _remove_staged_leftovers(table, journal.rows(request_id), name)
+        staged, stuck = _remove_staged_leftovers(table, rows, name)
         if staged:
             tp.deleted_by_kind["staged"] = staged
             tp.deleted_files += staged

@@ -213,7 +213,7 @@ def test_identity_partitioned_erase_and_purge_leave_no_object_naming_the_subject
     victim = "victim-with-a-long-identifier-0042"  # longer than 16: manifests hold truncated bounds of it
     table = make_partitioned_table(catalog, f"{ns}.byuser", [["ann", victim], [victim, "bob"], ["carla"]])
     assert table.location().startswith("s3://")
-    assert subject_traces(tmp_path / "before", [victim]) == [] and _mirror(seaweedfs, table.location(), tmp_path / "before")
+    assert _mirror(seaweedfs, table.location(), tmp_path / "before")
     assert subject_traces(tmp_path / "before", [victim])  # the oracle sees the id in keys and manifests
     keep = [r for r in all_rows(table) if r["user_id"] != victim]
     report = ip.erase(catalog, [victim], [f"{ns}.byuser"], request_id=f"{ns}-part", purge=True)
