@@ -378,5 +378,8 @@ CACHE = _SidecarCache()
 
 
 def clear_sidecar_cache() -> None:
-    """Forget opened sidecars (e.g. after files were repaired or replaced out of band)."""
+    """Forget opened sidecars and exact indexes (e.g. after files were repaired or replaced out of band)."""
     CACHE.clear()
+    from iceberg_privacy.index import exact
+
+    exact.CACHE.clear()
