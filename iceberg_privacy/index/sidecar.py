@@ -173,14 +173,21 @@ def write_sidecar(
             props = {"num-blocks": str(num_blocks), "num-files": str(len(ordinals)), "column": col.name}
             blobs.append((BLOOM_BLOB, [col.field_id], payload, props))
     candidates = exact_columns if exact_columns is not None else columns
-    exact_cols = [c for c in candidates if files and all(
-        (f := filters.get(c.field_id, {}).get(o)) is not None and f.exact is not None for o in range(len(files)))]
-    if exact_cols:
+
+    def has_exact(fid: int, o: int) -> bool:
+        f = filters.get(fid, {}).get(o)
+        return f is not None and f.exact is not None
+
+    exact_cols = [c for c in candidates if any(has_exact(c.field_id, o) for o in range(len(files)))]
+    # A file in the exact file table is indexed for every exact column: files lacking keys for one stay out
+    # (they are then "not indexed": Bloom-probed or scanned).
+    ordinals = [o for o in range(len(files)) if all(has_exact(c.field_id, o) for c in exact_cols)]
+    if exact_cols and ordinals:
         manifest_of = file_manifests or [-1] * len(files)
         blobs += exact_blobs(
-            [ExactFile(f.path, manifest_of[i], f.record_count) for i, f in enumerate(files)],
+            [ExactFile(files[o].path, manifest_of[o], files[o].record_count) for o in ordinals],
             [(c.field_id, c.name) for c in exact_cols],
-            {c.field_id: {o: filters[c.field_id][o].exact for o in range(len(files))} for c in exact_cols},  # type: ignore[misc]
+            {c.field_id: {i: filters[c.field_id][o].exact for i, o in enumerate(ordinals)} for c in exact_cols},  # type: ignore[misc]
             covered_snapshot_id=covered_snapshot_id, manifests=manifests,
         )
     return write_puffin(
