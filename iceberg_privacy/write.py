@@ -30,6 +30,7 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.utils.properties import property_as_int
 
 from iceberg_privacy._internal import compat, retry
+from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.errors import CommitConflictError, SchemaMismatchError
@@ -371,7 +372,9 @@ def _commit(
         try:
             snapshot_id, sidecar_path, sidecar_bytes = _attempt(
                 table, tx, written, columns, base_id, overwrite_filter, snapshot_properties)
+            checkpoint("write.before_commit")  # data files and sidecar (with its exact delta) written
             tx.commit_transaction()
+            checkpoint("write.after_commit")
             # The caller's object sees its commit, as after pyiceberg's own append: the catalog's
             # response, not a reload (no extra round trip per write).
             compat.adopt_commit(table, committing)

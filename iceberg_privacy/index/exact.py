@@ -416,6 +416,11 @@ class ExactIndex:
         return self._all_paths
 
     @property
+    def blob_bytes(self) -> int:
+        """Bytes of the exact-index blobs in this Puffin file (storage overhead)."""
+        return sum(b.length for b in self.reader.footer.blobs if b.type in (META_BLOB, FILES_BLOB, INDEX_BLOB))
+
+    @property
     def bytes_read(self) -> int:
         return self.reader.bytes_read
 

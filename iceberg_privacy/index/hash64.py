@@ -68,7 +68,14 @@ def iph64(data: bytes) -> int:
 
 
 def _decimal_unscaled(value: Decimal, scale: int) -> int:
-    return int(value.scaleb(scale).to_integral_value())
+    """The unscaled integer of ``value`` at ``scale``, in exact integer arithmetic (no 28-digit context)."""
+    sign, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):
+        raise TypeError(f"cannot hash the decimal {value!r}")
+    n = int("".join(map(str, digits)) or "0")
+    shift = exponent + scale
+    n = n * 10**shift if shift >= 0 else n // 10**-shift
+    return -n if sign else n
 
 
 def min_twos_complement(n: int) -> bytes:

@@ -22,6 +22,7 @@ from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
+from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.errors import ConfigurationError, SidecarError
@@ -39,6 +40,7 @@ from iceberg_privacy.index.registry import (
 )
 from iceberg_privacy.index import exact
 from iceberg_privacy.index.exact import ExactKeys
+from iceberg_privacy.index.exact_plan import exact_sources
 from iceberg_privacy.index.sidecar import CACHE, ColumnInfo, CoveredFile, FileFilter, write_sidecar
 from iceberg_privacy.lineage.record import fold_expired
 from iceberg_privacy.storage import canonical, delete_files, list_files, storage_errors
@@ -275,7 +277,9 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
         report.sidecar_path, report.sidecar_bytes, report.registered_on_snapshot = location, footer.file_size, target
     elif per_file:
         report.warnings.append(warn("no snapshot to register the compacted sidecar on; nothing written"))
+    checkpoint("index.before_commit")  # the new compacted sidecar (base) is written, not yet referenced
     tx.commit_transaction()
+    checkpoint("index.after_commit")
     table.refresh()
     # Sidecars nothing references any more are garbage; readers that still hold them fall back to scans.
     still = {canonical(p) for p in referenced_sidecar_locations(table.metadata)}
@@ -415,11 +419,14 @@ class SidecarStatus:
     covered: dict[str, int]
     sidecars: list[tuple[str, str, int | None]]  # (source, location, bytes)
     warnings: list[str]
+    exact_index_bytes: int = 0  # bytes of exact-index blobs in the referenced sidecars (base + deltas)
+    data_bytes: int = 0  # bytes of the current snapshot's data files
 
     def __str__(self) -> str:
         lines = [f"snapshot {self.snapshot_id}: {self.live_files} live data files"]
         lines += [f"  {c}: {n} covered, {self.live_files - n} uncovered" for c, n in self.covered.items()]
-        lines.append(f"  {len(self.sidecars)} referenced sidecar(s), {sum(b or 0 for _, _, b in self.sidecars)} bytes")
+        lines.append(f"  {len(self.sidecars)} referenced sidecar(s), {sum(b or 0 for _, _, b in self.sidecars)} bytes; "
+                     f"exact index {self.exact_index_bytes} bytes for {self.data_bytes} data bytes")
         lines += [f"    [{s}] {loc}" for s, loc, _ in self.sidecars[:20]]
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -437,8 +444,23 @@ def sidecar_status(table: TableRef, *, catalog: Catalog | None = None) -> Sideca
         cov = resolve_coverage(table.io, md, col.field_id, set(live))
         covered[col.name] = len(live) - len(cov.uncovered)
         notes += cov.warnings
+    for col in bloom_columns(table.schema(), table.properties):
+        if col.exact:
+            src = exact_sources(table.io, md, col.field_id)
+            notes += src.warnings
+            indexed = set().union(*(s.index.paths() for s in src.indexes)) if src.indexes else set()
+            covered[f"{col.name} (exact)"] = len(set(live) & indexed)
     refs = [(r.source, r.location, r.size) for r in sidecar_refs(md)]
-    return SidecarStatus(md.current_snapshot_id, len(live), covered, refs, notes)
+    exact_bytes = 0
+    for r in sidecar_refs(md):
+        try:
+            idx, _ = exact.CACHE.get(table.io, r.location, r.size)
+        except SidecarError:
+            continue
+        if idx is not None:
+            exact_bytes += idx.blob_bytes
+    return SidecarStatus(md.current_snapshot_id, len(live), covered, refs, notes, exact_bytes,
+                         sum(f.file_size_in_bytes for f in live.values()))
 
 
 def verify_sidecars(table: TableRef, *, catalog: Catalog | None = None) -> SidecarVerification:
@@ -453,6 +475,11 @@ def verify_sidecars(table: TableRef, *, catalog: Catalog | None = None) -> Sidec
             for fid in sc.columns:
                 for g in sc.groups(fid):
                     sc.filters(g)
+            idx = exact.ExactIndex.open(table.io, ref.location)  # uncached: every byte read again
+            if idx is not None:
+                idx.all_files()
+                for fid in idx.columns:
+                    idx.read_column(fid)
             out.checks.append(SidecarCheck(ref.location))
         except SidecarError as exc:
             out.checks.append(SidecarCheck(ref.location, str(exc)))
