@@ -318,6 +318,8 @@ class ExactIndex:
         """Entries of the given partitions (ascending), concatenated in hash order."""
         d = self._directory(field_id)
         needed = np.unique(needed)
+        if len(needed) == 0:
+            return np.empty(0, np.uint64), np.empty(0, np.uint32), np.empty(0, np.uint32)
         if len(needed) > _FULL_READ_FRACTION * len(d.offsets):
             runs = [(0, len(d.offsets))]
         else:

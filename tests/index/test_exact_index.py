@@ -286,6 +286,7 @@ def _index_files(table) -> tuple[list[str], list[str]]:  # type: ignore[no-untyp
     return base, [r.location for r in refs if r.source != "property" and r.location not in base]
 
 
+@pytest.mark.slow
 @settings(max_examples=int(os.environ.get("IP_PROPERTY_EXAMPLES", "60")))
 @given(scenario=scenarios())
 def test_exact_lookup_equals_full_scan_under_damage(shared_catalog, scenario) -> None:
