@@ -475,3 +475,17 @@ def test_automatic_compaction_after_too_many_deltas(catalog) -> None:
     assert ip.lookup(t, "user_id", ["a1", "b5"]).num_rows == 2
     t = t.transaction().set_properties({EXACT_COMPACT_AFTER_PROPERTY: "0"}).commit_transaction()
     assert all(ip.append(t, pa.table({"user_id": [f"c{i}"]})).index_compacted is None for i in range(5))
+
+
+@settings(max_examples=50)
+@given(entries=st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+                        max_size=50))
+def test_partition_encoding_round_trips(entries) -> None:
+    entries = sorted(set(entries))
+    h = np.array([e[0] for e in entries], dtype=np.uint64)
+    f = np.array([e[1] for e in entries], dtype=np.uint32)
+    r = np.array([e[2] for e in entries], dtype=np.uint32)
+    raw = exact.encode_partition(h, f, r)
+    assert len(raw) == 16 * len(entries)
+    h2, f2, r2 = exact.decode_partition(raw, len(entries))
+    assert h2.tolist() == h.tolist() and f2.tolist() == f.tolist() and r2.tolist() == r.tolist()
