@@ -212,17 +212,17 @@ def _exact_plan(table: Table, plan: LookupPlan, field_id: int, leaf: PrimitiveTy
 
     def indexed(path: str) -> bool:
         for idx in reversed(usable):  # deltas (small) before the base
-            if idx in broken:
+            if id(idx) in broken:
                 continue
             try:
                 if path in idx.paths():
                     return True
             except SidecarError as exc:  # a file-table chunk the probe did not need is corrupt
-                broken.add(idx)
+                broken.add(id(idx))
                 plan.warnings.append(warn(f"{exc}; files it lists outside its covered manifests are scanned"))
         return False
 
-    broken: set[Any] = set()
+    broken: set[int] = set()
 
     # A large batch matches rows after reading, so pruning by a huge In() (a residual per file over every
     # value through the partition transform: minutes at 10,000 values) buys nothing for the candidates;
