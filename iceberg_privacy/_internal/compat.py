@@ -134,6 +134,7 @@ class ScanPruning:
         self._partition = KeyDefaultDict(planner._build_partition_evaluator)
         self._residual = KeyDefaultDict(planner._build_residual_evaluator)
         self._metrics = planner._build_metrics_evaluator()
+        self._residuals: dict[Any, Any] = {}
 
     def manifest(self, manifest: Any) -> bool:
         """May this manifest (by its partition summaries) hold a matching file?"""
@@ -145,8 +146,14 @@ class ScanPruning:
         return bool(self._partition[manifest.partition_spec_id](data_file)) and bool(self._metrics(data_file))
 
     def residual(self, data_file: Any) -> Any:
-        """The filter left for the rows of ``data_file`` after its partition values (``FileScanTask.residual``)."""
-        return self._residual[data_file.spec_id](data_file).residual_for(data_file.partition)
+        """The filter left for the rows of ``data_file`` after its partition values (``FileScanTask.residual``).
+        A pure function of (spec, partition values), so it is computed once per partition: pyiceberg's per-file
+        evaluation walks every value of a large ``In`` through the partition transform for each file."""
+        key = (data_file.spec_id, data_file.partition)
+        hit = self._residuals.get(key)
+        if hit is None:
+            hit = self._residuals[key] = self._residual[data_file.spec_id](data_file).residual_for(data_file.partition)
+        return hit
 
 
 class FileProjection:
