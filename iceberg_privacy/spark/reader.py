@@ -258,8 +258,8 @@ class IcebergPrivacyReader(DataSourceReader):
 
         With pushed filters the read is the core lookup's (:func:`iceberg_privacy.index.read.read_matching`):
         only the hinted row groups, the filtered columns first, the other columns only for matching rows."""
-        part: ScanPart = partition.value
-        if not part.tasks:
+        part: ScanPart | None = partition.value  # None: Spark reads one empty partition when none was planned
+        if part is None or not part.tasks:
             return
         target = arrow_for_spark(self.struct)
         projected = self.schema.select(*self.struct.fieldNames())
