@@ -467,6 +467,15 @@ def test_crash_around_the_delta_commit_leaves_old_or_new_snapshot(catalog, point
     assert ip.lookup(t, "user_id", "u1-1").num_rows == 1
     if committed:  # the delta committed with the data: the new file is indexed, not merely scanned
         assert ip.plan_lookup(t, "user_id", "crash-1").files_not_in_index == 0
+    from datetime import timedelta
+
+    orphans = ip.cleanup_orphans(t, older_than=timedelta(0)).orphans
+    if committed:
+        assert orphans == []  # data, manifests and the sidecar with its delta are all referenced
+    else:  # the written data file and the sidecar holding the uncommitted delta are orphans to clean up
+        assert any(o.endswith(".parquet") for o in orphans) and any(o.endswith(".privacy-sidecar.stats") for o in orphans)
+        ip.cleanup_orphans(t, older_than=timedelta(0), delete=True)
+        assert ip.lookup(t.refresh(), "user_id", ["u0-1", "crash-1"]).num_rows == 1
 
 
 @pytest.mark.parametrize("point", ["index.before_commit", "index.after_commit"])
