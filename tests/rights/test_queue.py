@@ -27,10 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 VICTIMS = ["victim-alpha", "victim-bravo", "victim-charlie"]
 
 
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-
 
 class Crash(Exception):
     pass
