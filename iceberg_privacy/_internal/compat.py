@@ -115,3 +115,13 @@ def is_stale_sequence_number(exc: BaseException) -> bool:
     it: a race lost without effect, to be retried on the new metadata like a ``CommitFailedException``.
     """
     return isinstance(exc, ValueError) and "older than last sequence number" in str(exc)
+
+
+def is_snapshot_gone(exc: BaseException) -> bool:
+    """Is ``exc`` pyiceberg refusing to remove a snapshot that another commit already removed?
+
+    A catalog that re-applies the updates to its current metadata (SqlCatalog, and pyiceberg's own update
+    code) raises ``ValueError("Snapshot with snapshot id N does not exist: ...")`` for a
+    ``RemoveSnapshotsUpdate`` whose snapshot a concurrent expiry dropped first: lost without effect.
+    """
+    return isinstance(exc, ValueError) and str(exc).startswith("Snapshot with snapshot id ") and "does not exist" in str(exc)

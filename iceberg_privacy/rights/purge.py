@@ -216,7 +216,8 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
         md = table.refresh().metadata
         keep = {md.current_snapshot_id} | {r.snapshot_id for r in md.refs.values()}
         expire = {s.snapshot_id for s in md.snapshots} - keep
-        before = {**originals, **_reachable(table, expire)}
+        with retry.vanished_is_conflict(table):  # another purge may have expired and deleted them meanwhile
+            before = {**originals, **_reachable(table, expire)}
         # Durable before expiry: once the snapshots are gone, this list is the only way a re-run after a
         # crash knows which files to delete (keyed hashes of the paths: a path can hold an identifier).
         plan(before)
@@ -228,8 +229,14 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
     rep.deleted_by_kind["sidecar"] = len(idx.deleted_sidecars)
     rep.delete_failures.update(idx.delete_failures)
     checkpoint("purge.after_expire")
-    table.refresh()
-    still = {canonical(p) for p in _reachable(table, {s.snapshot_id for s in table.metadata.snapshots})}
+
+    def still_step() -> set[str]:
+        table.refresh()
+        with retry.vanished_is_conflict(table):
+            return {canonical(p) for p in _reachable(table, {s.snapshot_id for s in table.metadata.snapshots})}
+
+    still = retry.run(still_step, exhausted=lambda tries, last: CommitConflictError(
+        f"{name}: reading the table's history lost to concurrent commits {tries} times; run the purge again"))
     still |= {canonical(loc) for loc in referenced_sidecar_locations(table.metadata)}
     doomed = {canonical(p): (p, kind) for p, kind in sorted(before.items())}
     outcome = delete_files(table.io, [p for key, (p, _) in sorted(doomed.items()) if key not in still])

@@ -148,3 +148,27 @@ def test_stale_sequence_number_is_recognized_as_a_lost_race(catalog: Catalog) ->
     assert retry.is_conflict(info.value)
     assert catalog.load_table("db.seq").current_snapshot().snapshot_id == head  # without effect
     assert not compat.is_stale_sequence_number(ValueError("something else"))
+
+
+def test_removing_a_snapshot_another_expiry_removed_is_recognized_as_a_lost_race(catalog: Catalog) -> None:
+    """Two expiries built on the same metadata: the second commit is refused with the ValueError that
+    compat.is_snapshot_gone recognizes (retry.is_conflict retries it) and changes nothing."""
+    from pyiceberg.table.update.snapshot import ExpireSnapshots
+
+    from iceberg_privacy._internal import retry
+
+    table = catalog.create_table("db.gone", SCHEMA)
+    for i in range(3):
+        table.append(pa.table({"user_id": [f"u{i}"], "n": [i]}, schema=ARROW))
+    first = table.snapshots()[0].snapshot_id
+    stale = catalog.load_table("db.gone")
+    catalog.load_table("db.gone").maintenance.expire_snapshots().by_id(first).commit()
+    head = catalog.load_table("db.gone").metadata_location
+    with pytest.raises(Exception) as info:
+        tx = stale.transaction()
+        ExpireSnapshots(tx).by_id(first).commit()
+        tx.commit_transaction()
+    assert compat.is_snapshot_gone(info.value), repr(info.value)
+    assert retry.is_conflict(info.value)
+    assert catalog.load_table("db.gone").metadata_location == head  # without effect
+    assert not compat.is_snapshot_gone(ValueError("Snapshot with snapshot id 1 is fine"))
