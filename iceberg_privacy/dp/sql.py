@@ -176,7 +176,8 @@ class CompiledSql:
     """Public keys of every GROUP BY column (empty when some column has none: keys are then discovered)."""
 
     def __str__(self) -> str:
-        keys = "public keys" if self.public_keys or not self.group_by else "keys discovered privately"
+        keys = ("no GROUP BY" if not self.group_by else "public keys" if self.public_keys
+                else "keys discovered privately")
         return (f"DP SQL over {self.table}: {', '.join(a.describe() for a in self.aggregates)}"
                 f"{' by ' + ', '.join(self.group_by) if self.group_by else ''} ({keys}); sql hash {self.sql_hash[:12]}")
 
