@@ -315,6 +315,8 @@ def test_caps_refuse_before_spark_and_charge_nothing(lake: SqlCatalog, spark: An
         ip.dp_sql(lake, sql, budget=0.5, principal="alice", privacy_unit=ip.ROWS, spark=spark)
     assert [e["event"] for e in Ledger(lake, ("db",)).events()] == before
     ip.dp_sql(lake, sql, budget=1.0, principal="alice", spark=spark)
+    with pytest.raises(ip.NoBudgetConfiguredError):  # on a dp-only table even the memo needs a budget
+        ip.dp_sql(lake, sql, budget=1.0, principal="mallory", spark=spark)
     with pytest.raises(ip.BudgetExhaustedError, match="alice"):
         ip.dp_sql(lake, sql, budget=0.6, principal="alice", memoize=False, spark=spark)
     assert _spent(lake, "alice") == PureDP(1)
