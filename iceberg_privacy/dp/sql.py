@@ -42,7 +42,12 @@ from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+from pyiceberg.exceptions import (
+    BadRequestError,
+    NoSuchIdentifierError,
+    NoSuchNamespaceError,
+    NoSuchTableError,
+)
 from pyiceberg.table import Table
 
 from iceberg_privacy._internal import compat
@@ -333,9 +338,9 @@ def _source(catalog: Catalog, tree: Any) -> tuple[Table, str | None]:
     alias = node.alias or None
     try:
         return catalog.load_table(tuple(parts)), alias
-    except (NoSuchTableError, NoSuchNamespaceError):
+    except (NoSuchTableError, NoSuchNamespaceError, NoSuchIdentifierError):
         raise _refuse(f"unknown table {'.'.join(parts)}") from None
-    except ValueError:
+    except (ValueError, BadRequestError):
         raise _refuse("the table name is not a valid identifier") from None
 
 
