@@ -303,6 +303,7 @@ def test_discovery_on_an_approx_ledger(catalog: SqlCatalog, pv_table: Any, spark
 
 @pytest.mark.slow
 def test_caps_refuse_before_spark_and_charge_nothing(lake: SqlCatalog, spark: Any) -> None:
+    set_namespace_budget(lake, "db", PureDP(1000))  # a new total: no principal caps ('*' of the fixture gone)
     ip.set_access_policy(lake, "db", max_epsilon_per_query=1, principal_budgets={"alice": 1.5},
                          privacy_unit="user_id", max_rows_per_unit=3, public_keys={"country": COUNTRIES})
     sql = "SELECT country, COUNT(*) FROM db.pv GROUP BY country"
@@ -336,6 +337,7 @@ def test_open_table_needs_a_unit_from_the_caller(catalog: SqlCatalog, pv_table: 
 
 @pytest.mark.slow
 def test_threads_of_one_principal_racing_dp_sql_never_overspend(lake: SqlCatalog, spark: Any) -> None:
+    set_namespace_budget(lake, "db", PureDP(1000))
     ip.set_access_policy(lake, "db", max_epsilon_per_query=1, principal_budgets={"alice": 1.0},
                          privacy_unit="user_id", max_rows_per_unit=3, public_keys={"country": COUNTRIES})
     outcomes: list[str] = []
