@@ -38,7 +38,6 @@ from iceberg_privacy.dp import (
     dp_synthesize,
     get_budget,
     get_namespace_budget,
-    is_synthetic,
     read_provenance,
     releases,
     reservations,
@@ -147,7 +146,7 @@ __all__ = [
     # differential privacy
     "ROWS", "ApproxDP", "BudgetState", "PureDP", "Release", "ReleaseProvenance", "ReleaseRecord",
     "ReservationRecord", "ResolutionReport", "RhoZCDP", "SynthesisReport",
-    "dp_histogram", "dp_synthesize", "get_budget", "get_namespace_budget", "is_synthetic", "read_provenance", "releases", "reservations",
+    "dp_histogram", "dp_synthesize", "get_budget", "get_namespace_budget", "read_provenance", "releases", "reservations",
     "resolve_reservations", "set_budget", "set_namespace_budget",
     # lineage
     "DeriveReport", "LineageGraph", "LineageRecord",
