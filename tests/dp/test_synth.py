@@ -35,7 +35,7 @@ from iceberg_privacy.dp import (
     set_namespace_budget,
 )
 from iceberg_privacy.dp.policy import set_access_policy
-from iceberg_privacy.dp.mst import TreeModel, _round_sample, cdp_delta, cdp_rho, marginal
+from iceberg_privacy.dp.mst import TreeModel, _discrete_gaussian, _round_sample, cdp_delta, cdp_rho, marginal
 from iceberg_privacy.dp.synth import _bounded, _Column
 from iceberg_privacy.errors import ConfigurationError, UnknownColumnError
 from iceberg_privacy.properties import DP_SYNTHESIS_SUMMARY, SYNTHETIC_MARKER
@@ -126,6 +126,7 @@ def test_synthesis_is_charged_marked_and_carries_provenance(catalog: SqlCatalog,
     again = dp_synthesize(catalog, "db.people", COLUMNS, RhoZCDP(4), output="synth.people", domains=DOMAINS,
                           bounds=BOUNDS, bins=10)
     assert again.memoized and again.charged is None and again.snapshot_id == report.snapshot_id
+    assert again.rows == report.rows and again.edges == report.edges and again.release_id == report.release_id
     assert get_namespace_budget(catalog, "db").spent == RhoZCDP(4)
 
 
@@ -272,7 +273,24 @@ def test_mst_on_an_s3_warehouse(s3_catalog: tuple[Catalog, str]) -> None:
     assert get_namespace_budget(catalog, ns).spent == RhoZCDP(1)
 
 
+def test_an_empty_source_still_yields_a_table_of_the_asked_size(catalog: SqlCatalog) -> None:
+    empty = catalog.create_table("db.empty", schema=people(1).schema)
+    empty.append(people(1).slice(0, 0))
+    set_namespace_budget(catalog, "db", RhoZCDP(1))
+    report = dp_synthesize(catalog, "db.empty", ["country", "smoker"], RhoZCDP(1), output="synth.empty",
+                           domains=DOMAINS, rows=50)
+    assert catalog.load_table(report.output).scan().to_arrow().num_rows == 50
+
+
 # -- the mechanism's parts ---------------------------------------------------------------------------
+def test_tmlt_discrete_gaussian_sampler_has_the_variance_the_accounting_assumes() -> None:
+    """Contract with tmlt.core's public sampler (sample_dgauss on its cryptographic RNG): integer noise,
+    centred, variance sigma^2 (within sampling error for 4000 draws)."""
+    draws = _discrete_gaussian((4000,), 25.0)
+    assert np.array_equal(draws, np.round(draws))
+    assert abs(draws.mean()) < 0.5 and 25 * 0.9 < draws.var() < 25 * 1.1
+
+
 @given(st.lists(st.floats(0, 100), min_size=1, max_size=12), st.integers(0, 500))
 def test_randomized_rounding_hits_the_total_and_rounds_each_cell(weights: list[float], total: int) -> None:
     rng = np.random.default_rng(0)
