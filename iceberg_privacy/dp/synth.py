@@ -63,9 +63,9 @@ from iceberg_privacy.dp.budget import ApproxDP, Budget, PureDP, RhoZCDP, as_budg
 from iceberg_privacy.dp.errors import InvalidBudgetError, ReleaseAbortedError
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.mst import cdp_rho, mst, secure_rng
+from iceberg_privacy.dp.policy import ROWS_UNIT
 from iceberg_privacy.dp.provenance import build_summary, read_provenance
 from iceberg_privacy.dp.query import canonical_dumps
-from iceberg_privacy.dp.policy import ROWS_UNIT
 from iceberg_privacy.dp.release import _after_failure, _write_output, check_policy_unit
 from iceberg_privacy.dp.reservation import Heartbeat
 from iceberg_privacy.errors import ConfigurationError, InvalidArgumentError, UnknownColumnError

@@ -34,8 +34,8 @@ from iceberg_privacy.dp import (
     is_synthetic,
     set_namespace_budget,
 )
-from iceberg_privacy.dp.policy import set_access_policy
 from iceberg_privacy.dp.mst import TreeModel, _discrete_gaussian, _round_sample, cdp_delta, cdp_rho, marginal
+from iceberg_privacy.dp.policy import set_access_policy
 from iceberg_privacy.dp.synth import _bounded, _Column
 from iceberg_privacy.errors import ConfigurationError, UnknownColumnError
 from iceberg_privacy.properties import DP_SYNTHESIS_SUMMARY, SYNTHETIC_MARKER
