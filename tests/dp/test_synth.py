@@ -230,7 +230,7 @@ def test_lineage_marks_every_column_masked_and_fanout_lists_the_table_exempt(
     assert {e.sink_column for e in into} == {"country", "age"}
     assert all(e.masking and e.subtype == "AGGREGATION" for e in into)
     erased = ip.erase(catalog, [4], ["db.people"], follow_lineage=True)
-    assert erased.tables == ["db.people"] or set(erased.tables) == {"db.people"}
+    assert set(erased.tables) == {"db.people"}  # nothing erased from the synthetic table
     assert [(e.table, e.source, e.release_id) for e in erased.lineage.exempt] == [
         ("synth.lin", "db.people", report.release_id)]
     assert erased.lineage.exempt[0].provenance.query["kind"] == "synthesis"
