@@ -113,8 +113,11 @@ class SynthesisReport:
     """The 2-way marginals MST selected (its tree), by column name."""
 
     def __str__(self) -> str:
-        cost = "memoized, charged nothing" if self.memoized or self.charged is None else \
-            f"charged {self.charged.describe()} (rho={self.rho:.6g})"
+        if self.memoized or self.charged is None:
+            cost = "memoized, charged nothing"
+        else:
+            ran_at = "" if isinstance(self.charged, RhoZCDP) else f" (run at rho={self.rho:.6g})"
+            cost = f"charged {self.charged.describe()}{ran_at}"
         tree = ", ".join(f"{a}-{b}" for a, b in self.edges) or "none"
         return (f"DP synthetic data ({self.method.upper()}) of {self.source}@{self.source_snapshot_id}: {self.rows} "
                 f"rows in {self.output}@{self.snapshot_id}; {cost}; tree: {tree}")
