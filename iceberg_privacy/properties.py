@@ -87,10 +87,13 @@ ACCESS_BOUNDS_KEY = "privacy.access.column-bounds"
 ACCESS_PUBLIC_KEYS_KEY = "privacy.access.public-keys"
 """A policy's public key sets per column: ``{"country": ["DE", "FR"]}`` (GROUP BY without discovery)."""
 SYNTHETIC_MARKER = "privacy.synthetic"
-"""Table property ``true`` on a DP synthetic table (ip.dp_synthesize): readable without budget."""
+"""Table property ``true`` on a table written by ``dp_synthesize``: every row is DP synthetic data (no person's
+row), so it may be read without spending budget (docs/dp.md, "DP synthetic data")."""
 DP_SQL_SUMMARY = "privacy.dp.sql"
 """Release snapshot summary: the normalized DP SQL that produced it (``privacy.dp.sql.hash``: its sha256)."""
 DP_SQL_HASH_SUMMARY = "privacy.dp.sql.hash"
+DP_SYNTHESIS_SUMMARY = "privacy.dp.synthesis"
+"""On a DP synthetic table's snapshot: the fitted model MST chose (JSON: method, rho, selected tree, row counts)."""
 
 # -- which tables are the library's own ------------------------------------------------------------
 BOOKKEEPING_MARKERS = (JOURNAL_MARKER, QUEUE_MARKER, "privacy.forget", DP_LEDGER_MARKER)

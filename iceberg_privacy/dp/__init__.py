@@ -38,6 +38,7 @@ from iceberg_privacy.dp.reservation import (
     resolve_reservations,
 )
 from iceberg_privacy.dp.sql import CompiledSql, SqlRelease, compile_sql, dp_sql
+from iceberg_privacy.dp.synth import SynthesisReport, dp_synthesize, is_synthetic
 
 __all__ = [
     "ROWS",
@@ -72,9 +73,12 @@ __all__ = [
     "ResolutionReport",
     "RhoZCDP",
     "RowUnit",
+    "SynthesisReport",
     "dp_histogram",
+    "dp_synthesize",
     "get_budget",
     "get_namespace_budget",
+    "is_synthetic",
     "namespace_scope",
     "read_provenance",
     "releases",
