@@ -19,7 +19,13 @@ from typing import Any as _Any
 
 # -- the lake: connect, configure, write ------------------------------------------------------------
 from iceberg_privacy.catalog import TableRef, connect
-from iceberg_privacy.config import BloomColumn, IdentityColumn, configure_bloom, configure_identity, configure_index
+from iceberg_privacy.config import (
+    BloomColumn,
+    IdentityColumn,
+    configure_bloom,
+    configure_identity,
+    configure_index,
+)
 
 # -- differential privacy ---------------------------------------------------------------------------
 from iceberg_privacy.dp import (

@@ -34,7 +34,12 @@ from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.errors import CommitConflictError, IcebergPrivacyError, SchemaMismatchError, SidecarError
-from iceberg_privacy.index.build import filters_for_data_files, filters_for_table, footer_row_groups, with_row_groups
+from iceberg_privacy.index.build import (
+    filters_for_data_files,
+    filters_for_table,
+    footer_row_groups,
+    with_row_groups,
+)
 from iceberg_privacy.index.puffin import PuffinFooter
 from iceberg_privacy.index.registry import new_sidecar_location, statistics_entry, summary_properties
 from iceberg_privacy.index.sidecar import ColumnInfo, CoveredFile, FileFilter, write_sidecar

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pyiceberg.catalog import Catalog
 import numpy as np
+from pyiceberg.catalog import Catalog
 from pyiceberg.manifest import DataFile, DataFileContent, ManifestContent
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
@@ -26,7 +26,10 @@ from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.errors import ConfigurationError, SidecarError
+from iceberg_privacy.index import exact
 from iceberg_privacy.index.build import FilterBuilder, filters_for_data_files
+from iceberg_privacy.index.exact import ExactKeys
+from iceberg_privacy.index.exact_plan import exact_sources
 from iceberg_privacy.index.registry import (
     PROPERTY_COMPACTED,
     PROPERTY_COMPACTED_BYTES,
@@ -38,9 +41,6 @@ from iceberg_privacy.index.registry import (
     statistics_entry,
     warn,
 )
-from iceberg_privacy.index import exact
-from iceberg_privacy.index.exact import ExactKeys
-from iceberg_privacy.index.exact_plan import exact_sources
 from iceberg_privacy.index.sidecar import CACHE, ColumnInfo, CoveredFile, FileFilter, write_sidecar
 from iceberg_privacy.lineage.record import fold_expired
 from iceberg_privacy.storage import canonical, delete_files, list_files, storage_errors

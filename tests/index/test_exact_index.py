@@ -53,7 +53,6 @@ from iceberg_privacy.index.hash64 import hash64_array, hash64_value, iph64
 from iceberg_privacy.index.registry import sidecar_refs
 from iceberg_privacy.index.sidecar import clear_sidecar_cache
 from iceberg_privacy.storage import local_path
-from tests.helpers import unique_name
 
 UTC = dt.UTC
 
