@@ -23,6 +23,7 @@ Rows come back in task order, then file order, like ``ArrowScan.to_table``.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -92,7 +93,7 @@ class MatchRead:
     projected: Schema
     key_ids: tuple[int, ...]
 
-    @property
+    @functools.cached_property
     def key_schema(self) -> Schema:
         return prune_columns(self.schema, set(self.key_ids), select_full_types=True)
 
@@ -102,6 +103,27 @@ class MatchRead:
         return pa.Table.from_batches([], schema=schema_to_pyarrow(self.projected, include_field_ids=False))
 
 
+class _Projections:
+    """Per-read cache of :class:`FileProjection` by physical schema (field ids included): files of one
+    table usually share a few schemas, and converting a schema is most of a small file's read time."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, int, str], FileProjection] = {}
+        self._lock = threading.Lock()
+
+    def get(self, metadata: TableMetadata, requested: Schema, task: FileScanTask, physical: pa.Schema) -> FileProjection:
+        key = (physical.to_string(show_field_metadata=True, show_schema_metadata=False), id(requested),
+               str(task.file.spec_id))  # (requested schemas live as long as the read: ids stay unique)
+        with self._lock:
+            base = self._cache.get(key)
+        if base is None:
+            base = FileProjection(metadata, requested, projected_field_ids(requested), task.file, physical)
+            with self._lock:
+                self._cache[key] = base
+            return base
+        return base.for_file(task.file, metadata)
+
+
 def read_matching(io: FileIO, read: MatchRead, tasks: Sequence[FileScanTask], match: Matcher, *,
                   row_groups: Mapping[str, Sequence[int]] | None = None, stats: ReadStats | None = None) -> pa.Table:
     """The rows of ``tasks`` that ``match`` keeps, projected to ``read.projected`` (see the module docstring)."""
@@ -109,9 +131,10 @@ def read_matching(io: FileIO, read: MatchRead, tasks: Sequence[FileScanTask], ma
         return read.empty
     deletes = position_deletes(io, tasks)
     executor = ExecutorFactory.get_or_create()
+    projections = _Projections()
     parts = executor.map(
         lambda t: read_task(io, read, t, match, hint=(row_groups or {}).get(t.file.file_path),
-                            deleted=deletes.get(t.file.file_path), stats=stats), tasks)
+                            deleted=deletes.get(t.file.file_path), stats=stats, projections=projections), tasks)
     return concat([p for p in parts if p is not None], read)
 
 
@@ -123,14 +146,15 @@ def concat(parts: Iterable[pa.Table], read: MatchRead) -> pa.Table:
 
 
 def read_task(io: FileIO, read: MatchRead, task: FileScanTask, match: Matcher, *, hint: Sequence[int] | None = None,
-              deleted: list[pa.ChunkedArray] | None | bool = True, stats: ReadStats | None = None) -> pa.Table | None:
+              deleted: list[pa.ChunkedArray] | None | bool = True, stats: ReadStats | None = None,
+              projections: _Projections | None = None) -> pa.Table | None:
     """One file's matching rows (None when it has none). ``deleted``: the file's deleted positions as
     :func:`compat.position_deletes` returns them, None for none, or True to read its delete files here."""
     local = ReadStats(files=1)
     try:
         if deleted is True:
             deleted = position_deletes(io, [task]).get(task.file.file_path)
-        return _read_task(io, read, task, match, hint, deleted or None, local)
+        return _read_task(io, read, task, match, hint, deleted or None, local, projections or _Projections())
     finally:
         if stats is not None:
             stats.add(local)
@@ -160,14 +184,14 @@ def _whole(io: FileIO, read: MatchRead, task: FileScanTask, match: Matcher, stat
 
 
 def _read_task(io: FileIO, read: MatchRead, task: FileScanTask, match: Matcher, hint: Sequence[int] | None,
-               deleted: list[pa.ChunkedArray] | None, stats: ReadStats) -> pa.Table | None:
+               deleted: list[pa.ChunkedArray] | None, stats: ReadStats, projections: _Projections) -> pa.Table | None:
     if task.file.file_format != FileFormat.PARQUET:
         return _whole(io, read, task, match, stats)
     key_schema = read.key_schema
     with io.new_input(task.file.file_path).open(seekable=True) as fin:
         pf = pq.ParquetFile(fin, pre_buffer=True)
         physical = pf.schema_arrow
-        keys = FileProjection(read.metadata, key_schema, projected_field_ids(key_schema), task.file, physical)
+        keys = projections.get(read.metadata, key_schema, task, physical)
         if not all(keys.has(i) for i in read.key_ids):
             return _whole(io, read, task, match, stats)
         meta = pf.metadata
@@ -200,7 +224,7 @@ def _read_task(io: FileIO, read: MatchRead, task: FileScanTask, match: Matcher, 
             return None
         stats.files_matched += 1
         # Phase 2: the other columns, only of the row groups with a match, only the matching rows.
-        proj = FileProjection(read.metadata, read.projected, projected_field_ids(read.projected), task.file, physical)
+        proj = projections.get(read.metadata, read.projected, task, physical)
         if not proj.columns:  # only columns this file lacks: ArrowScan knows how many rows of nulls to make
             stats.files_matched -= 1
             stats.rows_matched -= len(hits)
