@@ -197,6 +197,12 @@ class FileProjection:
         """Does the file hold this field (else ArrowScan fills it with nulls or a partition value)?"""
         return field_id in self.file_schema.field_ids
 
+    def convert_rows(self, n: int) -> pa.Table:
+        """``n`` rows of the requested schema for a file that holds none of its columns (nulls, or the
+        file's identity-partition values), as ArrowScan makes them from a column-less batch."""
+        empty = pa.RecordBatch.from_struct_array(pa.array([{}] * n, type=pa.struct([])))
+        return pa.Table.from_batches([self.convert(empty)])
+
     def convert(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         from pyiceberg.io.pyarrow import _to_requested_schema
 
