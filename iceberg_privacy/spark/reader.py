@@ -39,7 +39,7 @@ from iceberg_privacy._internal.arrow import plain_type
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.errors import ConfigurationError, IcebergPrivacyError
-from iceberg_privacy.identities import is_nested, rows_matching
+from iceberg_privacy.identities import identity_leaf_type, is_nested, rows_matching
 from iceberg_privacy.index.hashing import coerce_values
 from iceberg_privacy.index.planner import BATCH_THRESHOLD, plan_lookup
 from iceberg_privacy.index.read import MatchRead, read_matching
@@ -271,7 +271,7 @@ class IcebergPrivacyReader(DataSourceReader):
             return
         value_sets = []
         for p in self.pushed:
-            leaf = self.schema.find_field(p.column).field_type
+            leaf = identity_leaf_type(self.schema.find_field(p.column))  # (pushed columns are primitives)
             lits = coerce_values(list(p.values), leaf, p.column)
             value_sets.append((p.column, pa.array([lit.value for lit in lits], type=plain_type(schema_to_pyarrow(leaf)))))
 
