@@ -44,7 +44,10 @@ _DIR_ENTRY = struct.Struct("<QIII")  # offset (from blob start), compressed leng
 TARGET_PARTITION_ENTRIES = 1024
 """At most this many entries per partition on average: 1024 x 16 bytes = 16 KiB before compression."""
 MAX_PARTITION_BITS = 24
-FILES_PER_CHUNK = 256
+FILES_PER_CHUNK = 64
+"""Files per file-table chunk this writer uses. A probe reads one chunk per distinct chunk its hits fall in,
+so small chunks keep the bytes of a present key's probe small (~2-3 KB per hit chunk); readers take the
+chunk boundaries from the chunk counts, so files written with other sizes (256 before) read the same."""
 _FULL_READ_FRACTION = 0.25  # read a whole blob once a batch needs more than this share of its partitions
 _ZSTD = pa.Codec("zstd")
 
@@ -239,6 +242,7 @@ class ExactIndex:
     _chunk_cache: dict[int, list[ExactFile]] = field(default_factory=dict)
     _all_paths: frozenset[str] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _chunk_starts: np.ndarray | None = None  # first ordinal of each chunk (cumulative counts)
 
     @staticmethod
     def open(io: FileIO, location: str, reader: PuffinReader | None = None) -> ExactIndex | None:
@@ -274,7 +278,7 @@ class ExactIndex:
             raise
         except (ValueError, KeyError, TypeError) as exc:
             raise SidecarError(f"exact index {location}: malformed meta blob ({exc!r})") from exc
-        if sum(c["count"] for c in chunks) != idx.num_files:
+        if sum(c["count"] for c in chunks) != idx.num_files or any(c["count"] <= 0 for c in chunks):
             raise SidecarError(f"exact index {location}: file chunks do not add up to num-files")
         for b in footer.blobs:
             if b.type == INDEX_BLOB:
@@ -423,8 +427,12 @@ class ExactIndex:
     def files(self, ordinals: np.ndarray) -> dict[int, ExactFile]:
         """File-table rows of the given ordinals (reads only the chunks they fall in)."""
         out: dict[int, ExactFile] = {}
+        if self._chunk_starts is None:
+            self._chunk_starts = np.cumsum([0] + [c["count"] for c in self._chunks[:-1]], dtype=np.int64)
+        starts = self._chunk_starts
         for o in np.unique(ordinals).tolist():
-            out[o] = self._chunk(o // FILES_PER_CHUNK)[o % FILES_PER_CHUNK]
+            c = int(np.searchsorted(starts, o, side="right")) - 1
+            out[o] = self._chunk(c)[o - int(starts[c])]
         return out
 
     def all_files(self) -> list[ExactFile]:
