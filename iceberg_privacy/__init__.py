@@ -19,7 +19,7 @@ from typing import Any as _Any
 
 # -- the lake: connect, configure, write ------------------------------------------------------------
 from iceberg_privacy.catalog import TableRef, connect
-from iceberg_privacy.config import BloomColumn, IdentityColumn, configure_bloom, configure_identity
+from iceberg_privacy.config import BloomColumn, IdentityColumn, configure_bloom, configure_identity, configure_index
 
 # -- differential privacy ---------------------------------------------------------------------------
 from iceberg_privacy.dp import (
@@ -130,7 +130,7 @@ from iceberg_privacy.write import WriteReport, append, overwrite
 __all__ = [
     # the lake
     "BloomColumn", "IdentityColumn", "TableRef", "WriteReport",
-    "append", "configure_bloom", "configure_identity", "connect", "overwrite",
+    "append", "configure_bloom", "configure_identity", "configure_index", "connect", "overwrite",
     # find a person
     "IndexReport", "LookupPlan", "OrphanReport", "SidecarCheck", "SidecarStatus", "SidecarVerification",
     "SidecarWarning",

@@ -4,6 +4,8 @@
 ``privacy.bloom.<column>.fpp``       target false-positive probability, in (0, 0.5]; default 0.01
 ``privacy.bloom.<column>.ndv``       optional distinct-count hint per data file (> 0); without it
                                      each filter is sized from the file's measured distinct count
+``privacy.index.<column>``           ``bloom`` (default), ``exact`` or ``bloom,exact``: which indexes a
+                                     column of ``privacy.bloom.columns`` gets (docs/exact-index.md)
 ``privacy.identity.columns``         comma-separated top-level columns that identify a person (for
                                      access, erasure and the forget list); nested identity maps allowed
 
@@ -30,6 +32,7 @@ from iceberg_privacy.identities import identity_leaf_type
 from iceberg_privacy.properties import BLOOM_COLUMNS_PROPERTY as COLUMNS_KEY
 from iceberg_privacy.properties import BLOOM_PREFIX as _PREFIX
 from iceberg_privacy.properties import IDENTITY_COLUMNS_PROPERTY as IDENTITY_COLUMNS_KEY
+from iceberg_privacy.properties import index_kind_key
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +54,36 @@ class BloomColumn:
     leaf_type: PrimitiveType
     fpp: float = DEFAULT_FPP
     ndv: int | None = None
+    kinds: frozenset[str] = frozenset({"bloom"})
 
     @property
     def field_id(self) -> int:
         return self.field.field_id
+
+    @property
+    def bloom(self) -> bool:
+        return "bloom" in self.kinds
+
+    @property
+    def exact(self) -> bool:
+        return "exact" in self.kinds
+
+
+INDEX_KINDS = ("bloom", "exact")
+
+
+def parse_index_kinds(column: str, raw: str | Iterable[str] | None) -> frozenset[str]:
+    """``"bloom"``, ``"exact"``, ``"bloom,exact"`` (or a tuple of them) -> the set; None/empty means bloom."""
+    if raw is None or raw == "":
+        return frozenset({"bloom"})
+    parts = [p.strip().lower() for p in (raw.split(",") if isinstance(raw, str) else raw)]
+    parts = [p for p in parts if p]
+    bad = [p for p in parts if p not in INDEX_KINDS]
+    if bad or not parts:
+        raise ConfigurationError(
+            f"index kind for column {column!r} must be 'bloom', 'exact' or 'bloom,exact', got {raw!r}"
+        )
+    return frozenset(parts)
 
 
 def _validate_fpp(column: str, fpp: str | float | int | None) -> float:
@@ -120,9 +149,43 @@ def bloom_columns(schema: Schema, properties: Mapping[str, str], *, strict: bool
                 leaf_type=identity_leaf_type(field),
                 fpp=_validate_fpp(name, properties.get(fpp_key(name), DEFAULT_FPP)),  # a str from the table
                 ndv=_validate_ndv(name, properties.get(ndv_key(name))),
+                kinds=_kinds_or_bloom(name, properties.get(index_kind_key(name))),
             )
         )
     return out
+
+
+def _kinds_or_bloom(name: str, raw: str | None) -> frozenset[str]:
+    """A malformed ``privacy.index.<column>`` written by hand must not stop writes: Bloom, with a warning."""
+    try:
+        return parse_index_kinds(name, raw)
+    except ConfigurationError as exc:
+        logger.warning("%s; using 'bloom' until configure_index fixes it", exc)
+        return frozenset({"bloom"})
+
+
+def configure_index(
+    table: TableRef, column: str, kind: str | Iterable[str] = "exact", *, catalog: Catalog | None = None,
+) -> Table:
+    """Choose the indexes of ``column``: ``"bloom"``, ``"exact"`` or ``"bloom,exact"`` (or a tuple).
+
+    The column becomes an indexed column (``privacy.bloom.columns``) if it is not one yet. ``exact`` adds
+    the exact identity index (docs/exact-index.md): written with every commit from now on; files
+    written before are scanned (or Bloom-probed) until :func:`iceberg_privacy.backfill` indexes them.
+    Returns the refreshed table.
+    """
+    table = load_table(catalog, table)
+    kinds = parse_index_kinds(column, kind)
+    field = resolve_column(table.schema(), column)
+    identity_leaf_type(field)
+    names = [c.strip() for c in table.properties.get(COLUMNS_KEY, "").split(",") if c.strip()]
+    updates = {index_kind_key(column): ",".join(k for k in INDEX_KINDS if k in kinds)}
+    if column not in names:
+        updates[COLUMNS_KEY] = ",".join([*names, column])
+        updates[fpp_key(column)] = repr(DEFAULT_FPP)
+    with table.transaction() as tx:
+        tx.set_properties(updates)
+    return table.refresh()
 
 
 def configure_bloom(

@@ -34,6 +34,14 @@ SIDECAR_COLUMNS_SUMMARY = "privacy.sidecar.columns"
 SIDECAR_COMPACTED_PROPERTY = "privacy.sidecar.compacted"
 SIDECAR_COMPACTED_BYTES_PROPERTY = "privacy.sidecar.compacted-bytes"
 
+# -- index: the exact identity index (docs/exact-index.md) ----------------------------------------
+INDEX_PREFIX = "privacy.index."
+"""``privacy.index.<column>`` = ``bloom`` | ``exact`` | ``bloom,exact``: see :func:`index_kind_key`."""
+EXACT_COMPACT_AFTER_PROPERTY = "privacy.index.exact.compact-after-deltas"
+"""Compact the sidecars (deltas -> base) automatically after a commit once this many exact deltas are
+newer than the base; ``0`` turns the trigger off. Default: :data:`EXACT_COMPACT_AFTER_DEFAULT`."""
+EXACT_COMPACT_AFTER_DEFAULT = 32
+
 # -- subject rights (docs/subject-rights.md, docs/forget-list.md) ---------------------------------
 IDENTITY_COLUMNS_PROPERTY = "privacy.identity.columns"
 """Comma-separated top-level columns that identify a person (access and erasure requests use them)."""
@@ -88,6 +96,11 @@ def bloom_fpp_key(column: str) -> str:
 def bloom_ndv_key(column: str) -> str:
     """``privacy.bloom.<column>.ndv``: distinct-count hint per data file."""
     return f"{BLOOM_PREFIX}{column}.ndv"
+
+
+def index_kind_key(column: str) -> str:
+    """``privacy.index.<column>``: which indexes the column gets (``bloom``, ``exact`` or ``bloom,exact``)."""
+    return f"{INDEX_PREFIX}{column}"
 
 
 def sensitive_key(column: str) -> str:

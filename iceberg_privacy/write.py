@@ -30,10 +30,11 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.utils.properties import property_as_int
 
 from iceberg_privacy._internal import compat, retry
+from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.errors import CommitConflictError, SchemaMismatchError
-from iceberg_privacy.index.build import filters_for_data_files, filters_for_table
+from iceberg_privacy.index.build import filters_for_data_files, filters_for_table, footer_row_groups, with_row_groups
 from iceberg_privacy.index.puffin import PuffinFooter
 from iceberg_privacy.index.registry import new_sidecar_location, statistics_entry, summary_properties
 from iceberg_privacy.index.sidecar import ColumnInfo, CoveredFile, FileFilter, write_sidecar
@@ -151,6 +152,9 @@ def write_data_files(
         raise SchemaMismatchError(f"data does not match the schema of {where}: {exc}") from exc
     out = WrittenFiles(forget_version=forget_filter.version if forget_filter is not None else None)
     write_uuid, counter = uuid.uuid4(), itertools.count(0)
+    exact = any(c.exact for c in columns)
+    group_rows = property_as_int(metadata.properties, TableProperties.PARQUET_ROW_GROUP_LIMIT,
+                                 TableProperties.PARQUET_ROW_GROUP_LIMIT_DEFAULT)
     bar = _progress(progress, "writing")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ip-write") as pool:
         for chunk in _chunks(data, chunk_bytes):
@@ -163,16 +167,33 @@ def write_data_files(
             # pyiceberg writes the files on its own pool while this thread builds their filters.
             pending = pool.submit(_write_files, io, metadata, tasks)
             t0 = time.thread_time()  # CPU of this thread: the filters' cost, not time spent waiting
-            filters = ([filters_for_table(pa.Table.from_batches(t.record_batches), columns) for t in tasks]
+            tables = [pa.Table.from_batches(t.record_batches) for t in tasks] if columns else []
+            filters = ([filters_for_table(tb, columns, group_rows) for tb in tables]
                        if columns else [{} for _ in tasks])  # no bloom column: no per-file table to build
             out.filter_seconds += time.thread_time() - t0
-            out.files += pending.result()
+            files = pending.result()
+            if exact:
+                filters = _checked_row_groups(io, files, tables, filters, columns, group_rows)
+            out.files += files
             out.filters += filters
             out.rows += chunk.num_rows
             if bar is not None:
                 bar.update(chunk.num_rows)
     if bar is not None:
         bar.close()
+    return out
+
+
+def _checked_row_groups(io: FileIO, files: list[DataFile], tables: list[pa.Table], filters: list[dict[int, FileFilter]],
+                        columns: list[BloomColumn], group_rows: int | None) -> list[dict[int, FileFilter]]:
+    """Exact keys were built assuming pyiceberg's writer cut row groups every ``group_rows`` rows; the written
+    footer's row-group count (``split_offsets``) confirms it, else the footer's row counts are read."""
+    out = []
+    for f, tb, flt in zip(files, tables, filters, strict=True):
+        expected = max(1, -(-tb.num_rows // group_rows)) if group_rows else 1
+        if len(f.split_offsets or []) != expected or f.record_count != tb.num_rows:
+            flt = with_row_groups(flt, tb, columns, footer_row_groups(io, f.file_path))
+        out.append(flt)
     return out
 
 
@@ -351,7 +372,9 @@ def _commit(
         try:
             snapshot_id, sidecar_path, sidecar_bytes = _attempt(
                 table, tx, written, columns, base_id, overwrite_filter, snapshot_properties)
+            checkpoint("write.before_commit")  # data files and sidecar (with its exact delta) written
             tx.commit_transaction()
+            checkpoint("write.after_commit")
             # The caller's object sees its commit, as after pyiceberg's own append: the catalog's
             # response, not a reload (no extra round trip per write).
             compat.adopt_commit(table, committing)

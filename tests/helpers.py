@@ -202,3 +202,72 @@ def subject_traces(root: Path, values: list[str], *, prefix: int = 16) -> list[s
         if any(n in t for t in texts for n in needles):
             found.append(f"content {rel}")
     return found
+
+
+# -- merge-on-read deletes ---------------------------------------------------------------------------
+# pyiceberg 0.12 writes no delete files (its deletes are copy-on-write), but reads position deletes. These
+# builders commit real Iceberg v2 position-delete files (and, to test refusals, equality-delete files) the
+# way Spark would: a delete file, a DELETES manifest, one snapshot. Test-only use of pyiceberg internals.
+POS_PATH_ID, POS_POS_ID = 2147483546, 2147483545
+
+
+def commit_delete_file(table: Table, data_file: Any, positions: list[int], *, referenced: bool = True,
+                       equality_ids: list[int] | None = None, rows: pa.Table | None = None) -> Table:
+    """Commit one delete file against ``data_file`` (a DataFile of the current snapshot): position deletes
+    of ``positions`` (``referenced``: with file_path bounds naming the file, else partition-scoped), or,
+    with ``equality_ids`` and ``rows``, an equality-delete file. Returns the refreshed table."""
+    import uuid as uuid_mod
+
+    from pyiceberg.manifest import (
+        DataFile,
+        DataFileContent,
+        FileFormat,
+        ManifestContent,
+        ManifestEntry,
+        ManifestEntryStatus,
+        ManifestWriterV2,
+    )
+
+    class DeleteManifestWriter(ManifestWriterV2):
+        def content(self) -> ManifestContent:
+            return ManifestContent.DELETES
+
+        @property
+        def _meta(self) -> dict[str, str]:
+            return {**super()._meta, "content": "deletes"}
+
+    location = f"{table.location()}/data/delete-{uuid_mod.uuid4()}.parquet"
+    if equality_ids is None:
+        content = DataFileContent.POSITION_DELETES
+        data = pa.table({"file_path": pa.array([data_file.file_path] * len(positions), pa.string()),
+                         "pos": pa.array(sorted(positions), pa.int64())},
+                        schema=pa.schema([pa.field("file_path", pa.string(), False, {b"PARQUET:field_id": str(POS_PATH_ID)}),
+                                          pa.field("pos", pa.int64(), False, {b"PARQUET:field_id": str(POS_POS_ID)})]))
+    else:
+        content = DataFileContent.EQUALITY_DELETES
+        data = rows
+    with table.io.new_output(location).create(overwrite=True) as out:
+        pq.write_table(data, out)
+    size = len(table.io.new_input(location))
+    path_bytes = data_file.file_path.encode()
+    bounds = {POS_PATH_ID: path_bytes} if referenced and equality_ids is None else {}
+    delete_file = DataFile.from_args(
+        content=content, file_path=location, file_format=FileFormat.PARQUET, partition=data_file.partition,
+        record_count=data.num_rows, file_size_in_bytes=size, lower_bounds=dict(bounds), upper_bounds=dict(bounds),
+        equality_ids=equality_ids,
+    )
+    delete_file.spec_id = data_file.spec_id
+    tx = table.transaction()
+    producer = tx.update_snapshot().fast_append()
+    spec = table.metadata.specs()[data_file.spec_id]
+    writer = DeleteManifestWriter(spec, table.schema(), producer.new_manifest_output(), producer.snapshot_id,
+                                  "zstandard")
+    with writer:
+        writer.add(ManifestEntry.from_args(status=ManifestEntryStatus.ADDED, snapshot_id=producer.snapshot_id,
+                                           sequence_number=None, file_sequence_number=None, data_file=delete_file))
+    manifest = writer.to_manifest_file()
+    inner = producer._process_manifests
+    producer._process_manifests = lambda ms: inner(ms) + [manifest]  # type: ignore[method-assign]
+    producer.commit()
+    tx.commit_transaction()
+    return table.refresh()

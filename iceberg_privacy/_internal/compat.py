@@ -115,3 +115,35 @@ def is_stale_sequence_number(exc: BaseException) -> bool:
     it: a race lost without effect, to be retried on the new metadata like a ``CommitFailedException``.
     """
     return isinstance(exc, ValueError) and "older than last sequence number" in str(exc)
+
+
+class ScanPruning:
+    """pyiceberg's own per-scan pruning for one row filter: which manifests to open, which entries to keep,
+    and each kept file's residual, built by ``pyiceberg.table.ManifestGroupPlanner``'s private builders
+    (``_build_manifest_evaluator``, ``_build_partition_evaluator``, ``_build_metrics_evaluator``,
+    ``_build_residual_evaluator``), the same ones ``DataScan.plan_files`` uses. A planner that decodes only
+    some manifests (:mod:`iceberg_privacy.index.liveness`) then keeps exactly the files pyiceberg would.
+    """
+
+    def __init__(self, metadata: Any, io: Any, row_filter: Any, case_sensitive: bool = True) -> None:
+        from pyiceberg.table import ManifestGroupPlanner
+        from pyiceberg.typedef import KeyDefaultDict
+
+        planner = ManifestGroupPlanner(metadata, io, row_filter, case_sensitive)
+        self._manifest = KeyDefaultDict(planner._build_manifest_evaluator)
+        self._partition = KeyDefaultDict(planner._build_partition_evaluator)
+        self._residual = KeyDefaultDict(planner._build_residual_evaluator)
+        self._metrics = planner._build_metrics_evaluator()
+
+    def manifest(self, manifest: Any) -> bool:
+        """May this manifest (by its partition summaries) hold a matching file?"""
+        return bool(self._manifest[manifest.partition_spec_id](manifest))
+
+    def entry(self, manifest: Any, data_file: Any) -> bool:
+        """Does pyiceberg keep this entry of ``manifest`` (partition values, then column metrics)?
+        Like pyiceberg, the partition evaluator is chosen by the manifest's spec."""
+        return bool(self._partition[manifest.partition_spec_id](data_file)) and bool(self._metrics(data_file))
+
+    def residual(self, data_file: Any) -> Any:
+        """The filter left for the rows of ``data_file`` after its partition values (``FileScanTask.residual``)."""
+        return self._residual[data_file.spec_id](data_file).residual_for(data_file.partition)

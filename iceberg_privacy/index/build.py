@@ -1,7 +1,9 @@
-"""Building per-data-file Bloom filters: from Arrow data at ingest, or by reading committed files.
+"""Building per-data-file index entries (Bloom filters, exact-index keys): at ingest, or from committed files.
 
-Ingest builds filters from the very record batches it writes (no second read). Backfill and
-copy-on-write rewrites read the bloom columns of files that are already committed.
+Ingest builds them from the very record batches it writes (no second read). Backfill and
+copy-on-write rewrites read the indexed columns of files that are already committed. Exact-index keys
+carry the Parquet row group of each value: at ingest from the row-group size the writer uses (checked
+against the written footer by :mod:`iceberg_privacy.write`), for committed files from their footer.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import ArrowScan
@@ -22,8 +25,33 @@ from pyiceberg.types import DateType, TimestampType, TimestamptzType
 from iceberg_privacy.config import BloomColumn
 from iceberg_privacy.identities import extract_identities
 from iceberg_privacy.index import bloom
+from iceberg_privacy.index.exact import ExactKeys
+from iceberg_privacy.index.hash64 import hash64_array
 from iceberg_privacy.index.hashing import hash_array, mix64
 from iceberg_privacy.index.sidecar import FileFilter
+
+RowGroups = int | Sequence[int] | None
+"""The row groups of a data file: their row counts (from a footer), or the writer's rows-per-group limit
+(every group full but the last), or None (one row group)."""
+
+
+def row_group_of_rows(num_rows: int, row_groups: RowGroups) -> np.ndarray:
+    """The 0-based row-group ordinal of every row of a file."""
+    if row_groups is None:
+        return np.zeros(num_rows, dtype=np.uint32)
+    if isinstance(row_groups, int):
+        return (np.arange(num_rows, dtype=np.int64) // max(1, row_groups)).astype(np.uint32)
+    counts = np.asarray(list(row_groups), dtype=np.int64)
+    if int(counts.sum()) != num_rows:
+        raise ValueError(f"row groups hold {int(counts.sum())} rows, the data {num_rows}")
+    return np.repeat(np.arange(len(counts), dtype=np.uint32), counts)
+
+
+def footer_row_groups(io: FileIO, path: str) -> list[int]:
+    """Row counts of a Parquet file's row groups, from its footer (through the table's FileIO)."""
+    with io.new_input(path).open() as fh:
+        md = pq.ParquetFile(fh).metadata
+        return [md.row_group(i).num_rows for i in range(md.num_row_groups)]
 
 
 def _canonical(values: pa.Array, column: BloomColumn) -> pa.Array:
@@ -46,6 +74,18 @@ def unique_hashes(data: pa.Array | pa.ChunkedArray, column: BloomColumn) -> np.n
     return np.unique(hash_array(pc.unique(_canonical(values, column))))
 
 
+def exact_keys(data: pa.Array | pa.ChunkedArray, column: BloomColumn, row_groups: RowGroups) -> ExactKeys:
+    """Distinct (IPH64, row group) pairs of every identity value in ``data`` (nested ids included)."""
+    if isinstance(data, pa.ChunkedArray) and data.num_chunks == 0:
+        return ExactKeys.build(np.empty(0, np.uint64), np.empty(0, np.uint32))
+    values, rows = extract_identities(data)
+    if values.null_count:
+        valid = np.asarray(values.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        values, rows = values.filter(pa.array(valid)), rows[valid]
+    groups = row_group_of_rows(len(data), row_groups)[rows]
+    return ExactKeys.build(hash64_array(_canonical(values, column)), groups)
+
+
 def filter_from_hashes(hashes: np.ndarray, column: BloomColumn) -> FileFilter:
     ndv = len(hashes)
     # The hint sizes filters up (e.g. so all files share one block count), never below the measured NDV.
@@ -53,9 +93,34 @@ def filter_from_hashes(hashes: np.ndarray, column: BloomColumn) -> FileFilter:
     return FileFilter(ndv=ndv, blocks=bloom.build(mix64(hashes), num_blocks))
 
 
-def filters_for_table(data: pa.Table, columns: Sequence[BloomColumn]) -> dict[int, FileFilter]:
-    """One filter per bloom column for the rows of one data file."""
-    return {c.field_id: filter_from_hashes(unique_hashes(data.column(c.name), c), c) for c in columns}
+def filter_for_column(data: pa.Table, column: BloomColumn, row_groups: RowGroups = None) -> FileFilter:
+    """The index entries of one column of one data file: its Bloom filter and/or its exact keys."""
+    col = data.column(column.name)
+    if column.bloom:
+        out = filter_from_hashes(unique_hashes(col, column), column)
+    else:
+        out = FileFilter(ndv=0, blocks=None)
+    if column.exact:
+        out.exact = exact_keys(col, column, row_groups)
+        if not column.bloom:
+            out.ndv = len(np.unique(out.exact.hashes))
+    return out
+
+
+def filters_for_table(data: pa.Table, columns: Sequence[BloomColumn], row_groups: RowGroups = None) -> dict[int, FileFilter]:
+    """One filter per indexed column for the rows of one data file (``row_groups``: see :data:`RowGroups`)."""
+    return {c.field_id: filter_for_column(data, c, row_groups) for c in columns}
+
+
+def with_row_groups(filters: dict[int, FileFilter], data: pa.Table, columns: Sequence[BloomColumn],
+                    row_groups: Sequence[int]) -> dict[int, FileFilter]:
+    """``filters`` with their exact keys rebuilt for the file's actual row groups (Bloom filters kept)."""
+    out = dict(filters)
+    for c in columns:
+        if c.exact and c.field_id in out:
+            flt = out[c.field_id]
+            out[c.field_id] = FileFilter(flt.ndv, flt.blocks, exact_keys(data.column(c.name), c, row_groups))
+    return out
 
 
 def filters_for_data_files(
@@ -70,7 +135,9 @@ def filters_for_data_files(
         from tqdm import tqdm
 
         items = tqdm(files, desc="indexing files", unit="file")
-    return [filters_for_table(scan.to_table([FileScanTask(f)]), columns) for f in items]
+    needs_groups = any(c.exact for c in columns)
+    return [filters_for_table(scan.to_table([FileScanTask(f)]), columns,
+                              footer_row_groups(io, f.file_path) if needs_groups else None) for f in items]
 
 
 FilterBuilder = Callable[..., list[dict[int, FileFilter]]]

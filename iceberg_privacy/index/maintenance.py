@@ -16,11 +16,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.manifest import DataFile, DataFileContent
+import numpy as np
+from pyiceberg.manifest import DataFile, DataFileContent, ManifestContent
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
+from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.errors import ConfigurationError, SidecarError
@@ -36,6 +38,9 @@ from iceberg_privacy.index.registry import (
     statistics_entry,
     warn,
 )
+from iceberg_privacy.index import exact
+from iceberg_privacy.index.exact import ExactKeys
+from iceberg_privacy.index.exact_plan import exact_sources
 from iceberg_privacy.index.sidecar import CACHE, ColumnInfo, CoveredFile, FileFilter, write_sidecar
 from iceberg_privacy.lineage.record import fold_expired
 from iceberg_privacy.storage import canonical, delete_files, list_files, storage_errors
@@ -151,6 +156,80 @@ def _collect_filters(table: Table, live: dict[str, DataFile], columns: list[Bloo
     return per_file
 
 
+def _group_by_file(f: np.ndarray, h: np.ndarray, r: np.ndarray, num_files: int) -> list[ExactKeys]:
+    order = np.argsort(f, kind="stable")
+    counts = np.bincount(f.astype(np.int64), minlength=num_files)
+    ends = np.cumsum(counts)
+    out = []
+    for o in range(num_files):
+        sel = order[ends[o] - counts[o] : ends[o]]
+        out.append(ExactKeys(h[sel].astype(np.uint64), r[sel].astype(np.uint32)))
+    return out
+
+
+def _collect_exact(table: Table, live: dict[str, DataFile], columns: list[BloomColumn], build_missing: bool,
+                   report: IndexReport, progress: bool, build: FilterBuilder) -> dict[str, dict[int, ExactKeys]]:
+    """path -> {field_id: exact keys} for live files: copied from every readable base/delta, or built."""
+    out: dict[str, dict[int, ExactKeys]] = {}
+    wanted = {c.field_id for c in columns}
+    for ref in sidecar_refs(table.metadata):
+        try:
+            idx, _ = exact.CACHE.get(table.io, ref.location, ref.size)
+            if idx is None:
+                continue
+            fids = [fid for fid in idx.columns if fid in wanted]
+            if not fids:
+                continue
+            files = idx.all_files()
+            if not any(ef.path in live for ef in files):
+                continue
+            per_col = {}
+            for fid in fids:
+                h, f, r = idx.read_column(fid)
+                per_col[fid] = _group_by_file(f, h, r, len(files))
+        except SidecarError as exc:
+            report.warnings.append(warn(f"exact index {ref.location} unreadable: {exc}; its files are rebuilt or "
+                                        "left out of the base (then scanned)"))
+            continue
+        for o, ef in enumerate(files):
+            if ef.path in live:
+                slot = out.setdefault(ef.path, {})
+                for fid in fids:
+                    slot.setdefault(fid, per_col[fid][o])
+    for col in columns:
+        missing = sorted(p for p in live if col.field_id not in out.get(p, {}))
+        if build_missing and missing:
+            files_ = [live[p] for p in missing]
+            built = build(table.io, table.metadata, files_, [col], progress=progress)
+            for f_, flt in zip(files_, built, strict=True):
+                keys = flt[col.field_id].exact
+                if keys is not None:
+                    out.setdefault(f_.file_path, {})[col.field_id] = keys
+            report.built[f"{col.name} (exact)"] = len(files_)
+        report.covered[f"{col.name} (exact)"] = sum(1 for p in live if col.field_id in out.get(p, {}))
+    return out
+
+
+def _covered_manifests(table: Table, md: TableMetadata, indexed: set[str]) -> tuple[int | None, list[str], dict[str, int]]:
+    """The base's covered snapshot (the current one), its data manifests whose live files are all indexed,
+    and for each indexed file live there the index of the manifest listing it."""
+    snap = md.current_snapshot()
+    if snap is None:
+        return None, [], {}
+    manifests: list[str] = []
+    where: dict[str, int] = {}
+    for m in snap.manifests(table.io):
+        if m.content != ManifestContent.DATA:
+            continue
+        paths = [e.data_file.file_path for e in m.fetch_manifest_entry(table.io, discard_deleted=True)
+                 if e.data_file.content == DataFileContent.DATA]
+        if all(p in indexed for p in paths):
+            manifests.append(m.manifest_path)
+            for p in paths:
+                where[p] = len(manifests) - 1
+    return snap.snapshot_id, manifests, where
+
+
 def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: set[int] | None = None,
              progress: bool = False, build: FilterBuilder = filters_for_data_files) -> IndexReport:
     table.refresh()
@@ -168,10 +247,20 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
         if kept:
             tx.set_properties(kept)
         report.expired_snapshots = sorted(expire_ids)
-    per_file = _collect_filters(table, live, columns, build_missing, report, progress, build) if columns else {}
+    bloom_cols = [c for c in columns if c.bloom]
+    exact_cols = [c for c in columns if c.exact]
+    per_file = _collect_filters(table, live, bloom_cols, build_missing, report, progress, build) if bloom_cols else {}
+    per_exact = _collect_exact(table, live, exact_cols, build_missing, report, progress, build) if exact_cols else {}
+    for path, keys in per_exact.items():
+        slot = per_file.setdefault(path, {})
+        for fid, k in keys.items():
+            old = slot.get(fid)
+            slot[fid] = FileFilter(old.ndv if old else len(np.unique(k.hashes)), old.blocks if old else None, k)
     target = _registration_snapshot(tx.table_metadata, retained)
     if per_file and target is not None:
         paths = sorted(per_file)
+        indexed = {p for p in paths if all(c.field_id in per_exact.get(p, {}) for c in exact_cols)} if exact_cols else set()
+        covered_id, manifests, where = _covered_manifests(table, tx.table_metadata, indexed)
         location = new_sidecar_location(md, target)
         footer = write_sidecar(
             table.io, location,
@@ -181,19 +270,23 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
              for c in columns},
             snapshot_id=target, sequence_number=_sequence_number(md, target),
             created_by=f"iceberg-privacy {__version__}",
+            covered_snapshot_id=covered_id, manifests=manifests, file_manifests=[where.get(p, -1) for p in paths],
         )
         tx.update_statistics().set_statistics(statistics_entry(target, location, footer)).commit()
         tx.set_properties({PROPERTY_COMPACTED: location, PROPERTY_COMPACTED_BYTES: str(footer.file_size)})
         report.sidecar_path, report.sidecar_bytes, report.registered_on_snapshot = location, footer.file_size, target
     elif per_file:
         report.warnings.append(warn("no snapshot to register the compacted sidecar on; nothing written"))
+    checkpoint("index.before_commit")  # the new compacted sidecar (base) is written, not yet referenced
     tx.commit_transaction()
+    checkpoint("index.after_commit")
     table.refresh()
     # Sidecars nothing references any more are garbage; readers that still hold them fall back to scans.
     still = {canonical(p) for p in referenced_sidecar_locations(table.metadata)}
     outcome = delete_files(table.io, sorted(p for p in before if canonical(p) not in still))
     for location in outcome.deleted + outcome.already_gone:
         CACHE.evict(location)
+        exact.CACHE.evict(location)
     report.deleted_sidecars = outcome.deleted + outcome.already_gone
     report.delete_failures = outcome.failed
     for why in outcome.failed.values():  # the commit stands; an unreferenced sidecar is an orphan to retry
@@ -326,11 +419,14 @@ class SidecarStatus:
     covered: dict[str, int]
     sidecars: list[tuple[str, str, int | None]]  # (source, location, bytes)
     warnings: list[str]
+    exact_index_bytes: int = 0  # bytes of exact-index blobs in the referenced sidecars (base + deltas)
+    data_bytes: int = 0  # bytes of the current snapshot's data files
 
     def __str__(self) -> str:
         lines = [f"snapshot {self.snapshot_id}: {self.live_files} live data files"]
         lines += [f"  {c}: {n} covered, {self.live_files - n} uncovered" for c, n in self.covered.items()]
-        lines.append(f"  {len(self.sidecars)} referenced sidecar(s), {sum(b or 0 for _, _, b in self.sidecars)} bytes")
+        lines.append(f"  {len(self.sidecars)} referenced sidecar(s), {sum(b or 0 for _, _, b in self.sidecars)} bytes; "
+                     f"exact index {self.exact_index_bytes} bytes for {self.data_bytes} data bytes")
         lines += [f"    [{s}] {loc}" for s, loc, _ in self.sidecars[:20]]
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -348,8 +444,23 @@ def sidecar_status(table: TableRef, *, catalog: Catalog | None = None) -> Sideca
         cov = resolve_coverage(table.io, md, col.field_id, set(live))
         covered[col.name] = len(live) - len(cov.uncovered)
         notes += cov.warnings
+    for col in bloom_columns(table.schema(), table.properties):
+        if col.exact:
+            src = exact_sources(table.io, md, col.field_id)
+            notes += src.warnings
+            indexed = set().union(*(s.index.paths() for s in src.indexes)) if src.indexes else set()
+            covered[f"{col.name} (exact)"] = len(set(live) & indexed)
     refs = [(r.source, r.location, r.size) for r in sidecar_refs(md)]
-    return SidecarStatus(md.current_snapshot_id, len(live), covered, refs, notes)
+    exact_bytes = 0
+    for r in sidecar_refs(md):
+        try:
+            idx, _ = exact.CACHE.get(table.io, r.location, r.size)
+        except SidecarError:
+            continue
+        if idx is not None:
+            exact_bytes += idx.blob_bytes
+    return SidecarStatus(md.current_snapshot_id, len(live), covered, refs, notes, exact_bytes,
+                         sum(f.file_size_in_bytes for f in live.values()))
 
 
 def verify_sidecars(table: TableRef, *, catalog: Catalog | None = None) -> SidecarVerification:
@@ -364,6 +475,11 @@ def verify_sidecars(table: TableRef, *, catalog: Catalog | None = None) -> Sidec
             for fid in sc.columns:
                 for g in sc.groups(fid):
                     sc.filters(g)
+            idx = exact.ExactIndex.open(table.io, ref.location)  # uncached: every byte read again
+            if idx is not None:
+                idx.all_files()
+                for fid in idx.columns:
+                    idx.read_column(fid)
             out.checks.append(SidecarCheck(ref.location))
         except SidecarError as exc:
             out.checks.append(SidecarCheck(ref.location, str(exc)))

@@ -1,9 +1,16 @@
-"""Plan an identity lookup: Iceberg manifest pruning first, then the Bloom-filter sidecars.
+"""Plan an identity lookup: the exact index when the column has one, else manifests then Bloom sidecars.
 
-Manifest pruning (partitions, column min/max) comes from pyiceberg's own scan planning with an
-``In``/``EqualTo`` filter on the column. The sidecars then remove every remaining file whose filter
-says "absent" for all the values. Files without a usable filter are kept: a missing, corrupt or
-foreign-written file costs a scan, never a wrong answer.
+Exact index (docs/exact-index.md): the looked-up values' 64-bit hashes are probed in the base and the
+deltas (one small range read per key partition), giving candidate files and row groups; which
+candidates are live in the target snapshot, and which live files no index covers, comes from
+:func:`iceberg_privacy.index.liveness.resolve` (the index's covered manifests plus only the manifests
+added since), so planning does not decode every manifest. Files no usable index covers go through
+the Bloom path below: probed or scanned, never skipped.
+
+Bloom path: manifest pruning (partitions, column min/max) comes from pyiceberg's own scan planning
+with an ``In``/``EqualTo`` filter on the column. The sidecars then remove every remaining file whose
+filter says "absent" for all the values. Files without a usable filter are kept: a missing, corrupt
+or foreign-written file costs a scan, never a wrong answer.
 """
 
 from __future__ import annotations
@@ -19,12 +26,13 @@ from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In, Re
 from pyiceberg.expressions.literals import Literal
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.types import UUIDType
+from pyiceberg.types import PrimitiveType, UUIDType
 
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import bloom_columns, resolve_column
 from iceberg_privacy.errors import IcebergPrivacyError, SidecarError
 from iceberg_privacy.identities import as_values, identity_leaf_type, is_nested
+from iceberg_privacy.index.exact_plan import exact_sources, literal_hashes, probe_exact
 from iceberg_privacy.index.hashing import coerce_values, hash_literals, mix64
 from iceberg_privacy.index.registry import resolve_coverage, warn
 from iceberg_privacy.storage import storage_errors
@@ -53,6 +61,13 @@ class LookupPlan:
     files_after_manifest_pruning: int = 0
     files_after_bloom_pruning: int = 0
     files_without_sidecar: int = 0
+    row_groups: dict[str, tuple[int, ...]] | None = None  # file -> row groups that may hold a key; absent: all
+    exact_index_used: bool = False
+    exact_configured: bool = False
+    files_after_exact_index: int = 0  # live candidates of the exact index
+    files_not_in_index: int = 0  # live files no usable exact index covers: Bloom-probed or scanned
+    exact_indexes_probed: int = 0  # base + deltas probed
+    manifests_decoded: int = 0
     index_bytes_read: int = 0  # every sidecar byte this plan fetched: footers, file lists, directories, rows
     index_requests: int = 0  # storage reads for sidecars (a cached sidecar costs one per probed blob row run)
     sidecars_opened: int = 0
@@ -65,6 +80,8 @@ class LookupPlan:
         return [t.file.file_path for t in self.tasks]
 
     def explain(self) -> str:
+        if self.exact_index_used:
+            return self._explain_exact()
         lines = [
             f"lookup {self.table}.{self.column} for {len(self.values)} value(s) at snapshot {self.snapshot_id}",
             f"  files in snapshot              {self.files_total:>8}",
@@ -79,6 +96,25 @@ class LookupPlan:
             lines.append("  note: nested identity column: rows are matched after reading (no min/max pruning)")
         elif self.post_filter:
             lines.append("  note: rows are matched after reading (large batch, or a type pyarrow cannot filter)")
+        if self.timings:
+            lines.append("  timings: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in self.timings.items()))
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    def _explain_exact(self) -> str:
+        groups = sum(len(v) for v in (self.row_groups or {}).values())
+        lines = [
+            f"lookup {self.table}.{self.column} for {len(self.values)} value(s) at snapshot {self.snapshot_id}",
+            f"  files in snapshot              {self.files_total:>8}",
+            f"  exact index candidates (live)  {self.files_after_exact_index:>8}   "
+            f"({self.exact_indexes_probed} index file(s), {groups} row group(s) named, "
+            f"{self.index_bytes_read} index bytes in {self.index_requests} read(s))",
+            f"  live files not in the index    {self.files_not_in_index:>8}   (Bloom-probed or scanned, never skipped)",
+            f"    of which kept after bloom    {self.files_after_bloom_pruning:>8}",
+            f"  files to read                  {len(self.tasks):>8}   ({self.manifests_decoded} manifest(s) decoded)",
+        ]
+        if self.nested:
+            lines.append("  note: nested identity column: rows are matched after reading")
         if self.timings:
             lines.append("  timings: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in self.timings.items()))
         lines += [f"  warning: {w}" for w in self.warnings]
@@ -126,11 +162,20 @@ def plan_lookup(
     plan_filter = AlwaysTrue() if nested or (big and field_.field_id not in partition_sources) else row_filter
     plan = LookupPlan(table_name(table), column, snap.snapshot_id if snap else None, literals, nested,
                       row_filter, post_filter, fields, [], metadata)
-    plan.bloom_configured = any(c.name == column for c in bloom_columns(table.schema(), table.properties))
+    plan.bloom_configured = any(c.name == column and c.bloom for c in bloom_columns(table.schema(), table.properties))
     if snap is None or not literals:
         plan.timings["plan"] = time.perf_counter() - t0
         return plan
     plan.files_total = int(snap.summary.additional_properties.get("total-data-files", 0)) if snap.summary else 0
+    column_cfg = next((c for c in bloom_columns(table.schema(), table.properties) if c.name == column), None)
+    plan.exact_configured = column_cfg is not None and column_cfg.exact
+    plan.bloom_configured = column_cfg is not None and column_cfg.bloom
+    if plan.exact_configured:
+        tasks = _exact_plan(table, plan, field_.field_id, leaf, plan_filter, t0)
+        if tasks is not None:
+            plan.tasks = tasks
+            plan.timings["plan"] = time.perf_counter() - t0
+            return plan
     scan = table.scan(row_filter=plan_filter, snapshot_id=snap.snapshot_id)
     tasks = list(scan.plan_files())
     plan.files_total = plan.files_total or len(tasks)
@@ -143,15 +188,61 @@ def plan_lookup(
     return plan
 
 
+def _exact_plan(table: Table, plan: LookupPlan, field_id: int, leaf: PrimitiveType, plan_filter: BooleanExpression,
+                t0: float) -> list[FileScanTask] | None:
+    """Plan through the exact index; None when no exact index exists for the column (today's path)."""
+    from iceberg_privacy.index import liveness  # noqa: PLC0415 - the Bloom-only path never needs it
+
+    assert plan.snapshot_id is not None
+    sources = exact_sources(table.io, plan.metadata, field_id)
+    plan.warnings += sources.warnings
+    if not sources.indexes:
+        return None
+    keys = literal_hashes(plan.values, leaf)
+    probe = probe_exact(sources, field_id, keys)
+    plan.warnings += probe.warnings
+    plan.exact_indexes_probed = probe.probed
+    plan.index_bytes_read += probe.bytes_read
+    plan.index_requests += probe.requests
+    t1 = time.perf_counter()
+    plan.timings["exact_probe"] = t1 - t0
+    usable = probe.usable
+    base = sources.base.index if sources.base is not None and sources.base.index in usable else None
+    covered = frozenset(base.manifests) if base is not None else frozenset()
+
+    def indexed(path: str) -> bool:
+        return any(path in idx.paths() for idx in reversed(usable))  # deltas (small) before the base
+
+    live = liveness.resolve(table.io, plan.metadata, plan.snapshot_id, probe.candidates, covered, indexed,
+                            row_filter=plan_filter)
+    t2 = time.perf_counter()
+    plan.timings["liveness"] = t2 - t1
+    plan.manifests_decoded = live.manifests_decoded
+    plan.exact_index_used = True
+    tasks = [live.live[p] for p in probe.candidates if p in live.live]
+    plan.row_groups = {p: tuple(sorted(probe.row_groups[p])) for p in probe.candidates if p in live.live}
+    plan.files_after_exact_index = len(tasks)
+    plan.files_not_in_index = len(live.not_indexed)
+    plan.files_after_manifest_pruning = len(tasks) + len(live.not_indexed)
+    rest = list(live.not_indexed)
+    if rest and plan.bloom_configured:
+        rest = _bloom_prune(table, plan, rest, field_id, mix64(hash_literals(plan.values, leaf)))
+        plan.timings["bloom_pruning"] = time.perf_counter() - t2
+    elif rest:
+        plan.files_without_sidecar += len(rest)
+    plan.files_after_bloom_pruning = len(rest)
+    return tasks + rest
+
+
 def _bloom_prune(table: Table, plan: LookupPlan, tasks: list[FileScanTask], field_id: int, keys: np.ndarray) -> list[FileScanTask]:
     if not tasks:
         return tasks
     paths = {t.file.file_path for t in tasks}
     cov = resolve_coverage(table.io, plan.metadata, field_id, paths)
     plan.warnings += cov.warnings
-    plan.sidecars_opened = cov.sidecars_opened
-    plan.index_bytes_read = cov.bytes_read
-    plan.index_requests = cov.requests
+    plan.sidecars_opened += cov.sidecars_opened
+    plan.index_bytes_read += cov.bytes_read
+    plan.index_requests += cov.requests
     keep = set(cov.uncovered)
     for a in cov.assignments:
         before, before_requests = a.sidecar.bytes_read, a.sidecar.reader.requests

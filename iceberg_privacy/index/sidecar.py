@@ -22,6 +22,7 @@ from pyiceberg.io import FileIO
 
 from iceberg_privacy.errors import SidecarError
 from iceberg_privacy.index import bloom
+from iceberg_privacy.index.exact import ExactFile, ExactKeys, exact_blobs
 from iceberg_privacy.index.puffin import MAGIC, BlobMetadata, PuffinFooter, PuffinReader, write_puffin
 
 FILES_BLOB = "iceberg-privacy-files-v1"
@@ -58,10 +59,15 @@ class ColumnInfo:
 
 @dataclass
 class FileFilter:
-    """One data file's filter for one column: what ingest builds and compaction copies."""
+    """One data file's index entries for one column: what ingest builds and compaction copies.
+
+    ``blocks`` is the Bloom filter (None for an exact-only column), ``exact`` the exact-index keys
+    (None for a Bloom-only column).
+    """
 
     ndv: int
-    blocks: np.ndarray  # (M, 8) uint32
+    blocks: np.ndarray | None  # (M, 8) uint32
+    exact: ExactKeys | None = None
 
 
 @dataclass(frozen=True)
@@ -142,11 +148,20 @@ def write_sidecar(
     snapshot_id: int,
     sequence_number: int,
     created_by: str,
+    exact_columns: list[ColumnInfo] | None = None,
+    covered_snapshot_id: int | None = None,
+    manifests: list[str] | None = None,
+    file_manifests: list[int] | None = None,
 ) -> PuffinFooter:
-    """Write a sidecar. ``filters[field_id][ordinal]`` is the filter of ``files[ordinal]``."""
+    """Write a sidecar. ``filters[field_id][ordinal]`` is the filter of ``files[ordinal]``.
+
+    Columns whose filters carry exact keys for every file also get the exact index (docs/exact-index.md):
+    a delta, or with ``covered_snapshot_id``/``manifests``/``file_manifests`` (index into ``manifests``
+    per file, -1 for none) a base. ``exact_columns`` restricts which (default: every such column).
+    """
     blobs: list[tuple[str, list[int], bytes, dict[str, str]]] = [(FILES_BLOB, [], _files_blob(files, columns), {})]
     for col in columns:
-        per_file = filters.get(col.field_id, {})
+        per_file = {o: f for o, f in filters.get(col.field_id, {}).items() if f.blocks is not None}
         by_blocks: dict[int, list[int]] = {}
         target = _shared_block_counts({flt.blocks.shape[0] for flt in per_file.values()})
         for ordinal, flt in per_file.items():
@@ -157,6 +172,24 @@ def write_sidecar(
             payload = _bloom_blob(num_blocks, ordinals, widened)
             props = {"num-blocks": str(num_blocks), "num-files": str(len(ordinals)), "column": col.name}
             blobs.append((BLOOM_BLOB, [col.field_id], payload, props))
+    candidates = exact_columns if exact_columns is not None else columns
+
+    def has_exact(fid: int, o: int) -> bool:
+        f = filters.get(fid, {}).get(o)
+        return f is not None and f.exact is not None
+
+    exact_cols = [c for c in candidates if any(has_exact(c.field_id, o) for o in range(len(files)))]
+    # A file in the exact file table is indexed for every exact column: files lacking keys for one stay out
+    # (they are then "not indexed": Bloom-probed or scanned).
+    ordinals = [o for o in range(len(files)) if all(has_exact(c.field_id, o) for c in exact_cols)]
+    if exact_cols and ordinals:
+        manifest_of = file_manifests or [-1] * len(files)
+        blobs += exact_blobs(
+            [ExactFile(files[o].path, manifest_of[o], files[o].record_count) for o in ordinals],
+            [(c.field_id, c.name) for c in exact_cols],
+            {c.field_id: {i: filters[c.field_id][o].exact for i, o in enumerate(ordinals)} for c in exact_cols},  # type: ignore[misc]
+            covered_snapshot_id=covered_snapshot_id, manifests=manifests,
+        )
     return write_puffin(
         io, location, blobs, snapshot_id=snapshot_id, sequence_number=sequence_number,
         properties={"created-by": created_by, "format": FORMAT_NAME},
@@ -352,5 +385,8 @@ CACHE = _SidecarCache()
 
 
 def clear_sidecar_cache() -> None:
-    """Forget opened sidecars (e.g. after files were repaired or replaced out of band)."""
+    """Forget opened sidecars and exact indexes (e.g. after files were repaired or replaced out of band)."""
     CACHE.clear()
+    from iceberg_privacy.index import exact
+
+    exact.CACHE.clear()

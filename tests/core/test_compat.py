@@ -148,3 +148,27 @@ def test_stale_sequence_number_is_recognized_as_a_lost_race(catalog: Catalog) ->
     assert retry.is_conflict(info.value)
     assert catalog.load_table("db.seq").current_snapshot().snapshot_id == head  # without effect
     assert not compat.is_stale_sequence_number(ValueError("something else"))
+
+
+def test_scan_pruning_keeps_what_plan_files_keeps(catalog: Catalog) -> None:
+    """compat.ScanPruning decides manifests, entries and residuals exactly as DataScan.plan_files does."""
+    from pyiceberg.expressions import EqualTo
+    from pyiceberg.manifest import ManifestContent
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.transforms import IdentityTransform
+
+    spec = PartitionSpec(PartitionField(source_id=2, field_id=1000, transform=IdentityTransform(), name="n"))
+    table = catalog.create_table("db.c_prune", schema=SCHEMA, partition_spec=spec)
+    for n in range(4):
+        table.append(pa.table({"user_id": [f"u{n}", f"v{n}"], "n": [n, n]}, schema=ARROW))
+    for row_filter in (EqualTo("n", 2), EqualTo("user_id", "u1")):
+        prune = compat.ScanPruning(table.metadata, table.io, row_filter)
+        kept = {}
+        for m in table.current_snapshot().manifests(table.io):
+            if m.content == ManifestContent.DATA and prune.manifest(m):
+                for e in m.fetch_manifest_entry(table.io):
+                    if prune.entry(m, e.data_file):
+                        kept[e.data_file.file_path] = str(prune.residual(e.data_file))
+        oracle = {t.file.file_path: str(t.residual) for t in table.scan(row_filter=row_filter).plan_files()}
+        assert kept == oracle and 0 < len(oracle)
+    assert len(kept) == 2  # min/max pruning on user_id: only the files n=0 (u0..v0) and n=1 (u1..v1) may hold u1

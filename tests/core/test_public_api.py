@@ -20,7 +20,7 @@ from pyiceberg.types import NestedField, StringType
 
 import iceberg_privacy as ip
 
-ONE_TABLE_VERBS = ["append", "overwrite", "configure_bloom", "configure_identity", "annotate", "lookup",
+ONE_TABLE_VERBS = ["append", "overwrite", "configure_bloom", "configure_identity", "configure_index", "annotate", "lookup",
                    "plan_lookup", "backfill", "compact_sidecars", "expire_snapshots", "cleanup_orphans",
                    "sidecar_status", "verify_sidecars", "dp_histogram", "set_budget", "get_budget"]
 LAKE_VERBS = ["access", "erase", "purge", "run_request", "submit_request", "derive", "releases",

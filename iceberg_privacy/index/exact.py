@@ -1,0 +1,480 @@
+"""The exact identity index: hash64 -> (data file, row group), hash-partitioned, inside sidecar Puffin files.
+
+Normative description: ``docs/exact-index.md``. Why it lives in the sidecars: every commit that writes
+data already writes one sidecar Puffin file in the same atomic commit, and expiry, orphan cleanup,
+compaction and the purge already track, supersede and delete sidecars. The exact index adds blobs to
+those files: a per-commit sidecar carries the commit's *delta*, the compacted sidecar carries the
+*base* (with the snapshot it covers and the manifest that listed each file there, so the planner can
+tell which candidates are live without decoding old manifests).
+
+A column blob is sorted by hash and cut into ``2^b`` partitions by the hash's top ``b`` bits, each
+compressed and CRC-checked, so one key costs one small range read (the partition directory is read
+once per process: files are immutable). File ordinals resolve to paths through a chunked file table:
+one more small read per distinct chunk a probe hits.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pyiceberg.io import FileIO
+
+from iceberg_privacy.errors import SidecarError
+from iceberg_privacy.index.hash64 import HASH_ID
+from iceberg_privacy.index.puffin import BlobMetadata, PuffinReader
+
+META_BLOB = "iceberg-privacy-exact-meta-v1"
+FILES_BLOB = "iceberg-privacy-exact-files-v1"
+INDEX_BLOB = "iceberg-privacy-exact-v1"
+
+_META_MAGIC = b"IPXM"
+_INDEX_MAGIC = b"IPXI"
+_VERSION = 1
+_CODEC_ZSTD = 1
+_HEADER = struct.Struct("<4sIIIIIQ")  # magic, version, hash id, codec, partition bits, num files, num entries
+_DIR_ENTRY = struct.Struct("<QIII")  # offset (from blob start), compressed length, entry count, crc32
+TARGET_PARTITION_ENTRIES = 4096
+"""At most this many entries per partition on average: 4096 x 16 bytes = 64 KiB uncompressed."""
+MAX_PARTITION_BITS = 24
+FILES_PER_CHUNK = 256
+_FULL_READ_FRACTION = 0.25  # read a whole blob once a batch needs more than this share of its partitions
+_ZSTD = pa.Codec("zstd")
+
+
+def _crc(data: bytes | memoryview) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+@dataclass
+class ExactKeys:
+    """One data file's exact-index entries for one column: distinct (hash64, row-group ordinal) pairs."""
+
+    hashes: np.ndarray  # uint64
+    row_groups: np.ndarray  # uint32, same length
+
+    @staticmethod
+    def build(hashes: np.ndarray, row_groups: np.ndarray) -> ExactKeys:
+        if len(hashes) == 0:
+            return ExactKeys(np.empty(0, np.uint64), np.empty(0, np.uint32))
+        pairs = np.unique(np.stack([hashes.astype(np.uint64), row_groups.astype(np.uint64)], axis=1), axis=0)
+        return ExactKeys(pairs[:, 0].copy(), pairs[:, 1].astype(np.uint32))
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+
+@dataclass(frozen=True)
+class ExactFile:
+    path: str
+    manifest: int  # index into the meta's "manifests", -1 when not recorded (deltas, files not live at the base)
+    record_count: int
+
+
+def partition_bits(num_entries: int) -> int:
+    """The smallest ``b`` with ``num_entries / 2^b <= TARGET_PARTITION_ENTRIES`` (capped at 24)."""
+    b = 0
+    while b < MAX_PARTITION_BITS and num_entries > TARGET_PARTITION_ENTRIES << b:
+        b += 1
+    return b
+
+
+def _partition_of(hashes: np.ndarray, bits: int) -> np.ndarray:
+    if bits == 0:
+        return np.zeros(len(hashes), dtype=np.int64)
+    return (hashes >> np.uint64(64 - bits)).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------- writing
+def _index_blob(entries: dict[int, ExactKeys], num_files: int) -> tuple[bytes, int]:
+    """One column's blob from ``{file ordinal: keys}`` -> (payload, number of entries)."""
+    parts_h, parts_f, parts_r = [], [], []
+    for ordinal, keys in entries.items():
+        parts_h.append(keys.hashes.astype(np.uint64))
+        parts_f.append(np.full(len(keys), ordinal, dtype=np.uint32))
+        parts_r.append(keys.row_groups.astype(np.uint32))
+    h = np.concatenate(parts_h) if parts_h else np.empty(0, np.uint64)
+    f = np.concatenate(parts_f) if parts_f else np.empty(0, np.uint32)
+    r = np.concatenate(parts_r) if parts_r else np.empty(0, np.uint32)
+    order = np.lexsort((r, f, h))
+    h, f, r = h[order], f[order], r[order]
+    n = len(h)
+    bits = partition_bits(n)
+    num_parts = 1 << bits
+    bounds = np.searchsorted(_partition_of(h, bits), np.arange(num_parts + 1), side="left")
+    head = _HEADER.pack(_INDEX_MAGIC, _VERSION, HASH_ID, _CODEC_ZSTD, bits, num_files, n)
+    head += struct.pack("<I", _crc(head))
+    dir_len = num_parts * _DIR_ENTRY.size + 4
+    offset = len(head) + dir_len
+    directory = bytearray()
+    payloads: list[bytes] = []
+    for p in range(num_parts):
+        lo, hi = int(bounds[p]), int(bounds[p + 1])
+        raw = h[lo:hi].astype("<u8").tobytes() + f[lo:hi].astype("<u4").tobytes() + r[lo:hi].astype("<u4").tobytes()
+        comp = _ZSTD.compress(raw, asbytes=True) if hi > lo else b""
+        directory += _DIR_ENTRY.pack(offset, len(comp), hi - lo, _crc(comp))
+        payloads.append(comp)
+        offset += len(comp)
+    directory += struct.pack("<I", _crc(bytes(directory)))
+    return head + bytes(directory) + b"".join(payloads), n
+
+
+def _files_blob(files: list[ExactFile]) -> tuple[bytes, list[dict[str, int]]]:
+    chunks, directory, offset = [], [], 0
+    for start in range(0, len(files), FILES_PER_CHUNK):
+        part = files[start : start + FILES_PER_CHUNK]
+        raw = json.dumps([[f.path, f.manifest, f.record_count] for f in part], separators=(",", ":")).encode()
+        comp = _ZSTD.compress(raw, asbytes=True)
+        directory.append({"offset": offset, "length": len(comp), "raw-length": len(raw), "count": len(part),
+                          "crc": _crc(comp)})
+        chunks.append(comp)
+        offset += len(comp)
+    return b"".join(chunks), directory
+
+
+def _meta_blob(doc: dict[str, Any]) -> bytes:
+    payload = json.dumps(doc, separators=(",", ":")).encode()
+    return _META_MAGIC + struct.pack("<III", _VERSION, len(payload), _crc(payload)) + payload
+
+
+def exact_blobs(
+    files: list[ExactFile], columns: list[tuple[int, str]], entries: dict[int, dict[int, ExactKeys]], *,
+    covered_snapshot_id: int | None = None, manifests: list[str] | None = None,
+) -> list[tuple[str, list[int], bytes, dict[str, str]]]:
+    """The Puffin blobs of an exact index over ``files`` (``entries[field_id][ordinal]``), meta blob last.
+
+    Every listed file must have entries (possibly none) for every listed column: a file in the file table
+    is *indexed* for every column of the meta blob.
+    """
+    files_payload, chunk_dir = _files_blob(files)
+    blobs: list[tuple[str, list[int], bytes, dict[str, str]]] = [(FILES_BLOB, [], files_payload, {})]
+    counts: dict[str, int] = {}
+    for field_id, name in columns:
+        payload, n = _index_blob(entries.get(field_id, {}), len(files))
+        counts[str(field_id)] = n
+        blobs.append((INDEX_BLOB, [field_id], payload, {"column": name, "num-entries": str(n)}))
+    doc = {
+        "hash": "iph64", "hash-id": HASH_ID,
+        "covered-snapshot-id": covered_snapshot_id,
+        "manifests": list(manifests or []),
+        "num-files": len(files),
+        "columns": [{"field-id": fid, "name": name, "num-entries": counts[str(fid)]} for fid, name in columns],
+        "file-chunks": chunk_dir,
+    }
+    blobs.append((META_BLOB, [], _meta_blob(doc), {}))
+    return blobs
+
+
+# --------------------------------------------------------------------------------------- reading
+@dataclass
+class _Directory:
+    bits: int
+    num_entries: int
+    offsets: np.ndarray  # absolute file offsets per partition
+    lengths: np.ndarray
+    counts: np.ndarray
+    crcs: np.ndarray
+    end: int  # absolute end of the blob
+
+
+@dataclass
+class ProbeResult:
+    """Hits of a probe: parallel arrays of file ordinals and row-group ordinals (one per matching entry)."""
+
+    files: np.ndarray
+    row_groups: np.ndarray
+
+
+@dataclass
+class ExactIndex:
+    """An opened exact index (delta or base): its meta, and per column the partition directory."""
+
+    location: str
+    reader: PuffinReader
+    covered_snapshot_id: int | None
+    manifests: list[str]
+    num_files: int
+    columns: dict[int, str]
+    _chunks: list[dict[str, int]]
+    _files_offset: int
+    _index_blobs: dict[int, BlobMetadata]
+    _dirs: dict[int, _Directory] = field(default_factory=dict)
+    _chunk_cache: dict[int, list[ExactFile]] = field(default_factory=dict)
+    _all_paths: frozenset[str] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @staticmethod
+    def open(io: FileIO, location: str, reader: PuffinReader | None = None) -> ExactIndex | None:
+        """The exact index in a sidecar, or None when the sidecar has none (a Bloom-only sidecar)."""
+        reader = reader or PuffinReader(io, location)
+        footer = reader.footer
+        metas = [b for b in footer.blobs if b.type == META_BLOB]
+        if not metas:
+            return None
+        files_blobs = [b for b in footer.blobs if b.type == FILES_BLOB]
+        if len(metas) != 1 or len(files_blobs) != 1:
+            raise SidecarError(f"exact index {location}: expected one meta and one files blob")
+        meta = metas[0]
+        raw = reader.read_range(meta.offset, meta.length)
+        if raw[:4] != _META_MAGIC or len(raw) < 16:
+            raise SidecarError(f"exact index {location}: bad meta blob header")
+        version, length, crc = struct.unpack("<III", raw[4:16])
+        payload = raw[16:]
+        if version != _VERSION or length != len(payload) or _crc(payload) != crc:
+            raise SidecarError(f"exact index {location}: meta blob failed verification (corrupt)")
+        try:
+            doc = json.loads(payload)
+            if int(doc["hash-id"]) != HASH_ID:
+                raise SidecarError(f"exact index {location}: unsupported hash {doc['hash-id']}")
+            cols = {int(c["field-id"]): str(c["name"]) for c in doc["columns"]}
+            chunks = [{k: int(c[k]) for k in ("offset", "length", "raw-length", "count", "crc")}
+                      for c in doc["file-chunks"]]
+            snap = doc.get("covered-snapshot-id")
+            idx = ExactIndex(location, reader, int(snap) if snap is not None else None,
+                             [str(m) for m in doc["manifests"]], int(doc["num-files"]), cols, chunks,
+                             files_blobs[0].offset, {})
+        except SidecarError:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SidecarError(f"exact index {location}: malformed meta blob ({exc!r})") from exc
+        if sum(c["count"] for c in chunks) != idx.num_files:
+            raise SidecarError(f"exact index {location}: file chunks do not add up to num-files")
+        for b in footer.blobs:
+            if b.type == INDEX_BLOB:
+                if len(b.fields) != 1 or b.compression_codec:
+                    raise SidecarError(f"exact index {location}: index blob must name one field, uncompressed")
+                idx._index_blobs[b.fields[0]] = b
+        if set(idx._index_blobs) != set(cols):
+            raise SidecarError(f"exact index {location}: column blobs do not match the meta blob")
+        return idx
+
+    # -- directories and partitions
+    def _directory(self, field_id: int) -> _Directory:
+        with self._lock:
+            if field_id in self._dirs:
+                return self._dirs[field_id]
+        meta = self._index_blobs[field_id]
+        head_len = _HEADER.size + 4
+        if meta.length < head_len:
+            raise SidecarError(f"exact index {self.location}: index blob shorter than its header")
+        # Header and (for small blobs) the directory in one read; the "num-entries" hint sizes it.
+        hint = meta.properties.get("num-entries", "")
+        guess = head_len + (((1 << partition_bits(int(hint))) * _DIR_ENTRY.size + 4) if hint.isdigit() else 0)
+        first = self.reader.read_range(meta.offset, min(meta.length, guess))
+        head = first[:head_len]
+        magic, version, hash_id, codec, bits, num_files, n = _HEADER.unpack(head[:-4])
+        if magic != _INDEX_MAGIC or _crc(head[:-4]) != struct.unpack("<I", head[-4:])[0]:
+            raise SidecarError(f"exact index {self.location}: index blob header failed verification")
+        if version != _VERSION or hash_id != HASH_ID or codec != _CODEC_ZSTD or bits > MAX_PARTITION_BITS:
+            raise SidecarError(f"exact index {self.location}: unsupported index blob {version}/{hash_id}/{codec}/{bits}")
+        if num_files != self.num_files:
+            raise SidecarError(f"exact index {self.location}: index blob names {num_files} files, meta {self.num_files}")
+        parts = 1 << bits
+        dir_len = parts * _DIR_ENTRY.size + 4
+        if meta.length < head_len + dir_len:
+            raise SidecarError(f"exact index {self.location}: index blob shorter than its directory")
+        directory = first[head_len : head_len + dir_len] if len(first) >= head_len + dir_len else \
+            self.reader.read_range(meta.offset + head_len, dir_len)
+        if _crc(directory[:-4]) != struct.unpack("<I", directory[-4:])[0]:
+            raise SidecarError(f"exact index {self.location}: partition directory failed verification")
+        arr = np.frombuffer(directory[:-4], dtype=np.dtype([("o", "<u8"), ("l", "<u4"), ("c", "<u4"), ("crc", "<u4")]))
+        offsets = arr["o"].astype(np.int64) + meta.offset
+        lengths = arr["l"].astype(np.int64)
+        if int(arr["c"].sum()) != n or (len(arr) and int((offsets + lengths).max()) > meta.offset + meta.length):
+            raise SidecarError(f"exact index {self.location}: partition directory inconsistent with the blob")
+        d = _Directory(bits, n, offsets, lengths, arr["c"].astype(np.int64), arr["crc"].astype(np.int64),
+                       meta.offset + meta.length)
+        with self._lock:
+            self._dirs[field_id] = d
+        return d
+
+    def _decode(self, d: _Directory, p: int, comp: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        count = int(d.counts[p])
+        if _crc(comp) != int(d.crcs[p]):
+            raise SidecarError(f"exact index {self.location}: partition {p} failed its CRC (corrupt)")
+        if count == 0:
+            return np.empty(0, np.uint64), np.empty(0, np.uint32), np.empty(0, np.uint32)
+        try:
+            raw = _ZSTD.decompress(comp, decompressed_size=16 * count, asbytes=True)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises OSError/ArrowException for bad frames
+            raise SidecarError(f"exact index {self.location}: partition {p} does not decompress ({exc})") from exc
+        h = np.frombuffer(raw, dtype="<u8", count=count)
+        f = np.frombuffer(raw, dtype="<u4", count=count, offset=8 * count)
+        r = np.frombuffer(raw, dtype="<u4", count=count, offset=12 * count)
+        if len(f) and int(f.max()) >= self.num_files:
+            raise SidecarError(f"exact index {self.location}: partition {p} names a file ordinal out of range")
+        if np.any(_partition_of(h, d.bits) != p) or np.any(h[1:] < h[:-1]):
+            raise SidecarError(f"exact index {self.location}: partition {p} holds keys of another partition")
+        return h.astype(np.uint64), f, r
+
+    def _partitions(self, field_id: int, needed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Entries of the given partitions (ascending), concatenated in hash order."""
+        d = self._directory(field_id)
+        needed = np.unique(needed)
+        if len(needed) > _FULL_READ_FRACTION * len(d.offsets):
+            runs = [(0, len(d.offsets))]
+        else:
+            breaks = np.flatnonzero(np.diff(needed) != 1) + 1
+            runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(needed, breaks)]
+        wanted = set(needed.tolist())
+        hs, fs, rs = [], [], []
+        for lo, hi in runs:
+            start = int(d.offsets[lo])
+            stop = int(d.offsets[hi - 1] + d.lengths[hi - 1])
+            data = self.reader.read_range(start, stop - start) if stop > start else b""
+            for p in range(lo, hi):
+                if p not in wanted:
+                    continue
+                a = int(d.offsets[p]) - start
+                h, f, r = self._decode(d, p, data[a : a + int(d.lengths[p])])
+                hs.append(h)
+                fs.append(f)
+                rs.append(r)
+        if not hs:
+            return np.empty(0, np.uint64), np.empty(0, np.uint32), np.empty(0, np.uint32)
+        return np.concatenate(hs), np.concatenate(fs), np.concatenate(rs)
+
+    def probe(self, field_id: int, keys: np.ndarray) -> ProbeResult:
+        """Entries whose hash is one of ``keys`` (uint64): one sorted pass over the partitions they need."""
+        keys = np.unique(keys.astype(np.uint64))
+        if len(keys) == 0:
+            return ProbeResult(np.empty(0, np.uint32), np.empty(0, np.uint32))
+        d = self._directory(field_id)
+        parts = np.unique(_partition_of(keys, d.bits))
+        parts = parts[d.counts[parts] > 0]
+        h, f, r = self._partitions(field_id, parts)
+        left = np.searchsorted(h, keys, side="left")
+        right = np.searchsorted(h, keys, side="right")
+        lens = right - left
+        total = int(lens.sum())
+        if total == 0:
+            return ProbeResult(np.empty(0, np.uint32), np.empty(0, np.uint32))
+        starts = np.repeat(left - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+        idx = starts + np.arange(total)
+        return ProbeResult(f[idx], r[idx])
+
+    def read_column(self, field_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every entry of a column (hash, file ordinal, row group): compaction and audits."""
+        d = self._directory(field_id)
+        return self._partitions(field_id, np.arange(len(d.offsets)))
+
+    # -- the file table
+    def _chunk(self, c: int) -> list[ExactFile]:
+        with self._lock:
+            if c in self._chunk_cache:
+                return self._chunk_cache[c]
+        info = self._chunks[c]
+        comp = self.reader.read_range(self._files_offset + info["offset"], info["length"])
+        files = self._parse_chunk(c, comp)
+        with self._lock:
+            self._chunk_cache[c] = files
+        return files
+
+    def _parse_chunk(self, c: int, comp: bytes) -> list[ExactFile]:
+        info = self._chunks[c]
+        if _crc(comp) != info["crc"]:
+            raise SidecarError(f"exact index {self.location}: file-table chunk {c} failed its CRC (corrupt)")
+        try:
+            rows = json.loads(_ZSTD.decompress(comp, decompressed_size=info["raw-length"], asbytes=True))
+            files = [ExactFile(str(p), int(m), int(n)) for p, m, n in rows]
+        except Exception as exc:  # noqa: BLE001 - bad zstd frames raise pyarrow errors, bad JSON ValueError
+            raise SidecarError(f"exact index {self.location}: file-table chunk {c} is malformed ({exc})") from exc
+        if len(files) != info["count"] or any(f.manifest >= len(self.manifests) for f in files):
+            raise SidecarError(f"exact index {self.location}: file-table chunk {c} is inconsistent")
+        return files
+
+    def files(self, ordinals: np.ndarray) -> dict[int, ExactFile]:
+        """File-table rows of the given ordinals (reads only the chunks they fall in)."""
+        out: dict[int, ExactFile] = {}
+        for o in np.unique(ordinals).tolist():
+            out[o] = self._chunk(o // FILES_PER_CHUNK)[o % FILES_PER_CHUNK]
+        return out
+
+    def all_files(self) -> list[ExactFile]:
+        """The whole file table (one read), kept: for membership checks and compaction."""
+        missing = [c for c in range(len(self._chunks)) if c not in self._chunk_cache]
+        if missing and self._chunks:
+            last = self._chunks[-1]
+            data = self.reader.read_range(self._files_offset, last["offset"] + last["length"])
+            for c in missing:
+                info = self._chunks[c]
+                parsed = self._parse_chunk(c, data[info["offset"] : info["offset"] + info["length"]])
+                with self._lock:
+                    self._chunk_cache[c] = parsed
+        return [f for c in range(len(self._chunks)) for f in self._chunk_cache[c]]
+
+    def paths(self) -> frozenset[str]:
+        if self._all_paths is None:
+            self._all_paths = frozenset(f.path for f in self.all_files())
+        return self._all_paths
+
+    @property
+    def blob_bytes(self) -> int:
+        """Bytes of the exact-index blobs in this Puffin file (storage overhead)."""
+        return sum(b.length for b in self.reader.footer.blobs if b.type in (META_BLOB, FILES_BLOB, INDEX_BLOB))
+
+    @property
+    def bytes_read(self) -> int:
+        return self.reader.bytes_read
+
+    @property
+    def requests(self) -> int:
+        return self.reader.requests
+
+
+class _ExactCache:
+    """Opened exact indexes by (location, size): files are immutable, directories and chunks are reused."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._items: OrderedDict[tuple[str, int | None], ExactIndex | None] = OrderedDict()
+        self._lock = threading.Lock()
+        self.capacity = capacity
+
+    def get(self, io: FileIO, location: str, size: int | None = None) -> tuple[ExactIndex | None, bool]:
+        key = (location, size)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key], False
+        reader = PuffinReader(io, location)
+        if size is not None and reader.footer.file_size != size:
+            reader.close()
+            raise SidecarError(f"sidecar {location} has {reader.footer.file_size} bytes, expected {size}")
+        try:
+            idx = ExactIndex.open(io, location, reader)
+        except BaseException:
+            reader.close()
+            raise
+        if idx is None:
+            reader.close()
+        with self._lock:
+            self._items[key] = idx
+            while len(self._items) > self.capacity:
+                old = self._items.popitem(last=False)[1]
+                if old is not None:
+                    old.reader.close()
+        return idx, True
+
+    def evict(self, location: str) -> None:
+        with self._lock:
+            for key in [k for k in self._items if k[0] == location]:
+                old = self._items.pop(key)
+                if old is not None:
+                    old.reader.close()
+
+    def clear(self) -> None:
+        with self._lock:
+            for idx in self._items.values():
+                if idx is not None:
+                    idx.reader.close()
+            self._items.clear()
+
+
+CACHE = _ExactCache()

@@ -1,0 +1,152 @@
+"""Finding and probing a table's exact indexes for one lookup (the planner's exact half).
+
+The *base* lives in the compacted sidecar (``privacy.sidecar.compacted``) and records the snapshot
+it covers; the *deltas* live in the per-commit sidecars. Deltas of the covered snapshot and of its
+ancestors are not opened: the base already holds their files (or those files were not live when it
+was built, and are then "not indexed": scanned or Bloom-probed). An index that cannot be opened or
+probed is left out with a warning, so its files count as not indexed: never skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pyiceberg.expressions.literals import Literal
+from pyiceberg.io import FileIO
+from pyiceberg.io.pyarrow import schema_to_pyarrow
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.types import PrimitiveType
+
+from iceberg_privacy._internal.arrow import plain_type
+from iceberg_privacy.errors import SidecarError
+from iceberg_privacy.index import exact
+from iceberg_privacy.index.exact import ExactIndex
+from iceberg_privacy.index.hash64 import hash64_array, hash64_value
+from iceberg_privacy.index.registry import SidecarRef, sidecar_refs, warn
+
+_VECTORIZE_FROM = 64  # below this many values the scalar reference path is as fast
+
+
+@dataclass
+class Source:
+    ref: SidecarRef
+    index: ExactIndex
+    bytes_before: int  # reader bytes already counted by an earlier plan (0 when opened now)
+    requests_before: int
+
+
+@dataclass
+class ExactSources:
+    base: Source | None = None
+    deltas: list[Source] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def indexes(self) -> list[Source]:
+        return ([self.base] if self.base is not None else []) + self.deltas
+
+
+def _open(io: FileIO, ref: SidecarRef, notes: list[str]) -> Source | None:
+    try:
+        idx, opened_now = exact.CACHE.get(io, ref.location, ref.size)
+    except SidecarError as exc:
+        notes.append(warn(f"ignoring index file ({ref.source}) {ref.location}: {exc}; the files it covers are "
+                          "Bloom-probed or scanned"))
+        return None
+    if idx is None:
+        return None
+    before = (0, 0) if opened_now else (idx.reader.bytes_read, idx.reader.requests)
+    return Source(ref, idx, *before)
+
+
+def _ancestors(metadata: TableMetadata, snapshot_id: int) -> set[int]:
+    out: set[int] = set()
+    snap = metadata.snapshot_by_id(snapshot_id)
+    while snap is not None and snap.snapshot_id not in out:
+        out.add(snap.snapshot_id)
+        snap = metadata.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id is not None else None
+    return out
+
+
+def exact_sources(io: FileIO, metadata: TableMetadata, field_id: int | None = None) -> ExactSources:
+    """The base (if any, and usable) and the deltas newer than it, holding ``field_id`` (None: any column)."""
+    out = ExactSources()
+    refs = sidecar_refs(metadata)
+    covered: set[int] = set()
+    if refs and refs[0].source == "property":
+        src = _open(io, refs[0], out.warnings)
+        if src is not None and src.index.covered_snapshot_id is not None:
+            out.base = src
+            covered = _ancestors(metadata, src.index.covered_snapshot_id)
+        refs = refs[1:]
+    for ref in refs:
+        if ref.snapshot_id is not None and ref.snapshot_id in covered:
+            continue
+        src = _open(io, ref, out.warnings)
+        if src is not None:
+            out.deltas.append(src)
+    if field_id is not None:
+        if out.base is not None and field_id not in out.base.index.columns:
+            out.base = None
+        out.deltas = [d for d in out.deltas if field_id in d.index.columns]
+    return out
+
+
+def literal_hashes(literals: list[Literal[Any]], leaf: PrimitiveType) -> np.ndarray:
+    """IPH64 of coerced lookup literals: vectorized for batches (the same bytes as the write path)."""
+    values = [lit.value for lit in literals]
+    if len(values) >= _VECTORIZE_FROM:
+        try:
+            arr = pa.array(values, type=plain_type(schema_to_pyarrow(leaf)))
+            return hash64_array(arr)
+        except (pa.ArrowException, TypeError, ValueError):
+            pass  # the scalar reference path below takes any literal value
+    return np.fromiter((hash64_value(v, leaf) for v in values), dtype=np.uint64, count=len(values))
+
+
+@dataclass
+class ExactProbe:
+    """Candidates of a probe over the usable indexes: path -> manifest at the base ("" when unknown)."""
+
+    candidates: dict[str, str] = field(default_factory=dict)
+    row_groups: dict[str, set[int]] = field(default_factory=dict)
+    usable: list[ExactIndex] = field(default_factory=list)  # the base first when it is usable
+    probed: int = 0
+    bytes_read: int = 0
+    requests: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def probe_exact(sources: ExactSources, field_id: int, keys: np.ndarray) -> ExactProbe:
+    out = ExactProbe()
+    keys = np.unique(keys.astype(np.uint64))
+    for src in sources.indexes:
+        idx = src.index
+        found: dict[str, str] = {}
+        groups: dict[str, set[int]] = {}
+        try:
+            hits = idx.probe(field_id, keys)
+            rows = idx.files(hits.files)
+            for f, rg in zip(hits.files.tolist(), hits.row_groups.tolist(), strict=True):
+                ef = rows[f]
+                found[ef.path] = idx.manifests[ef.manifest] if ef.manifest >= 0 else ""
+                groups.setdefault(ef.path, set()).add(rg)
+        except SidecarError as exc:
+            out.warnings.append(warn(
+                f"exact index {idx.location} unusable: {exc}; the {idx.num_files} file(s) it covers are Bloom-probed "
+                "or scanned, never skipped (compact_sidecars or backfill rebuilds it)"))
+            continue
+        finally:
+            out.probed += 1
+            out.bytes_read += idx.reader.bytes_read - src.bytes_before
+            out.requests += idx.reader.requests - src.requests_before
+            src.bytes_before, src.requests_before = idx.reader.bytes_read, idx.reader.requests
+        out.usable.append(idx)
+        for path, manifest in found.items():
+            if not out.candidates.get(path):
+                out.candidates[path] = manifest
+            out.row_groups.setdefault(path, set()).update(groups[path])
+    return out

@@ -1,0 +1,322 @@
+"""Which of an index's candidate files are live in a snapshot, without decoding every manifest.
+
+pyiceberg's ``plan_files`` decodes every manifest of a snapshot on every scan, so planning a one-key
+lookup costs time linear in the table's file count. An identity index already knows, for the snapshot it
+covers, which manifest listed each indexed file. Manifests and manifest lists are immutable (their names
+carry a UUID and they are never rewritten in place), so:
+
+* a candidate whose recorded manifest is still in the target snapshot's manifest list is live there
+  (an entry that is ADDED/EXISTING in an immutable manifest stays so in every snapshot listing it);
+* every data manifest of the target that the covered snapshot did not have is decoded, and its live
+  entries decide the rest: candidates moved by a manifest rewrite or merge, and files added since (those
+  the index does not cover are returned as ``not_indexed``: scanned or Bloom-probed, never skipped);
+* a candidate found in neither was deleted (or is not yet added, for an older target): not live.
+
+The rule holds for any target snapshot, older or newer than the covered one (time travel included).
+
+Decoded manifests are cached per process by path, in a least-recently-used cache bounded by the number of
+manifest entries it holds (:data:`DEFAULT_CACHE_ENTRIES`, changeable with :func:`set_cache_capacity`), so
+a warm process decodes only the manifests written since it last looked. A candidate's own manifest is
+decoded once as well (its ``DataFile`` and data sequence number are needed to build the scan task and
+match delete files), which costs the manifests holding hits, never the whole table.
+
+Delete files are matched to data files exactly as pyiceberg's planning does: position deletes (and
+deletion vectors) by pyiceberg's ``DeleteFileIndex`` (data sequence numbers, partition, referenced file
+path); equality deletes are refused, as pyiceberg 0.12 refuses them. The same row filter prunes entries as
+pyiceberg would (partition summaries, partition values, column metrics), through
+:class:`iceberg_privacy._internal.compat.ScanPruning`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression
+from pyiceberg.io import FileIO
+from pyiceberg.manifest import (
+    INITIAL_SEQUENCE_NUMBER,
+    DataFile,
+    DataFileContent,
+    ManifestContent,
+    ManifestEntry,
+    ManifestFile,
+    read_manifest_list,
+)
+from pyiceberg.table import FileScanTask
+from pyiceberg.table.delete_file_index import DeleteFileIndex
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.snapshots import Snapshot
+
+from iceberg_privacy._internal.compat import ScanPruning
+from iceberg_privacy.errors import IcebergPrivacyError
+
+DEFAULT_CACHE_ENTRIES = 200_000
+"""Cap of the per-process manifest cache, counted in manifest entries (one per data or delete file, plus
+one per cached manifest and per manifest-list entry). A decoded entry with its column statistics takes
+about 1-3 KB of Python objects, so the default bounds the cache near 200-600 MB."""
+
+
+class _LRU:
+    """A thread-safe least-recently-used map whose capacity is a total weight, not a count."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.weight = 0
+        self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is None:
+                return None
+            self._items.move_to_end(key)
+            return hit[0]
+
+    def put(self, key: str, value: Any, weight: int) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.weight -= old[1]
+            if weight > self.capacity:
+                return  # larger than the whole cache: serve it uncached
+            self._items[key] = (value, weight)
+            self.weight += weight
+            while self.weight > self.capacity:
+                _, (_, w) = self._items.popitem(last=False)
+                self.weight -= w
+
+    def resize(self, capacity: int) -> None:
+        with self._lock:
+            self.capacity = capacity
+            while self.weight > self.capacity:
+                _, (_, w) = self._items.popitem(last=False)
+                self.weight -= w
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.weight = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# One budget for both kinds of object: manifest lists (path -> tuple[ManifestFile]) and decoded manifests
+# (path -> {file path: live ManifestEntry}). Keys are full locations; the two kinds never share a path.
+_CACHE = _LRU(DEFAULT_CACHE_ENTRIES)
+_stats_lock = threading.Lock()
+_decoded_total = 0
+
+
+def set_cache_capacity(entries: int) -> None:
+    """Bound the per-process manifest cache to ``entries`` manifest entries (0 disables caching)."""
+    if entries < 0:
+        raise IcebergPrivacyError(f"cache capacity must be >= 0 entries, got {entries}")
+    _CACHE.resize(entries)
+
+
+def clear_cache() -> None:
+    """Forget every cached manifest list and manifest (tests; memory-sensitive processes)."""
+    _CACHE.clear()
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """How full the per-process manifest cache is."""
+
+    objects: int
+    entries: int
+    capacity: int
+    manifests_decoded_total: int
+
+    def __str__(self) -> str:
+        return (f"manifest cache: {self.objects} object(s), {self.entries}/{self.capacity} entries; "
+                f"{self.manifests_decoded_total} manifest(s) decoded by this process")
+
+
+def cache_info() -> CacheInfo:
+    return CacheInfo(len(_CACHE), _CACHE.weight, _CACHE.capacity, _decoded_total)
+
+
+def manifest_list(io: FileIO, snapshot: Snapshot) -> tuple[ManifestFile, ...]:
+    """The manifests of ``snapshot``, cached per process by manifest-list path (manifest lists are immutable)."""
+    key = snapshot.manifest_list
+    if key is None:  # pragma: no cover - v1 tables with inline manifests: pyiceberg never writes them
+        return tuple(snapshot.manifests(io))
+    cached = _CACHE.get(key)
+    if cached is None:
+        cached = tuple(read_manifest_list(io.new_input(key)))
+        _CACHE.put(key, cached, len(cached) + 1)
+    return cached  # type: ignore[no-any-return]
+
+
+def _entries(io: FileIO, manifest: ManifestFile) -> tuple[dict[str, ManifestEntry], bool]:
+    """The live (ADDED/EXISTING) entries of a manifest by file path, and whether they came from the cache."""
+    global _decoded_total
+    cached = _CACHE.get(manifest.manifest_path)
+    if cached is not None:
+        return cached, True
+    entries = {e.data_file.file_path: e for e in manifest.fetch_manifest_entry(io, discard_deleted=True)}
+    _CACHE.put(manifest.manifest_path, entries, len(entries) + 1)
+    with _stats_lock:
+        _decoded_total += 1
+    return entries, False
+
+
+def live_entries(io: FileIO, manifest: ManifestFile) -> tuple[ManifestEntry, ...]:
+    """The ADDED/EXISTING entries of a manifest (data or delete), cached per manifest path."""
+    return tuple(_entries(io, manifest)[0].values())
+
+
+def live_data_files(io: FileIO, manifest: ManifestFile) -> tuple[DataFile, ...]:
+    """The ADDED/EXISTING data files of a manifest, cached per manifest path (manifests are immutable)."""
+    return tuple(e.data_file for e in _entries(io, manifest)[0].values() if e.data_file.content == DataFileContent.DATA)
+
+
+@dataclass
+class Liveness:
+    """The answer for one (table metadata, snapshot): which candidates are live, and what else must be read."""
+
+    live: dict[str, FileScanTask]  # candidate path -> its scan task (with its delete files), live in the snapshot
+    not_indexed: list[FileScanTask]  # live files of manifests the covered snapshot did not have, not indexed
+    manifests_decoded: int = 0  # manifests read from storage by this call
+    manifests_cached: int = 0  # manifests this call needed and found decoded in the process cache
+    manifests_in_snapshot: int = 0
+    new_manifests: int = 0  # data manifests of the snapshot that the covered snapshot did not have
+    candidates_dead: int = 0  # candidates not live in the snapshot (deleted since, or not yet added)
+    candidates_pruned: int = 0  # live candidates the row filter rules out (partition values, column metrics)
+
+    @property
+    def tasks(self) -> list[FileScanTask]:
+        """Every task to read: the live candidates, then the files the index does not cover."""
+        return [*self.live.values(), *self.not_indexed]
+
+    def __str__(self) -> str:
+        return (f"{len(self.live)} live candidate(s), {len(self.not_indexed)} file(s) not indexed; "
+                f"{self.candidates_dead} candidate(s) not live, {self.candidates_pruned} pruned by the filter; "
+                f"{self.new_manifests} new of {self.manifests_in_snapshot} manifest(s); "
+                f"{self.manifests_decoded} decoded, {self.manifests_cached} from cache")
+
+
+@dataclass
+class _Deletes:
+    index: DeleteFileIndex = field(default_factory=DeleteFileIndex)
+
+    def for_entry(self, entry: ManifestEntry) -> set[DataFile]:
+        return self.index.for_data_file(entry.sequence_number or INITIAL_SEQUENCE_NUMBER, entry.data_file,
+                                        partition_key=entry.data_file.partition)
+
+
+def resolve(
+    io: FileIO,
+    metadata: TableMetadata,
+    snapshot_id: int,
+    candidates: Mapping[str, str],
+    covered_manifests: frozenset[str],
+    indexed_paths: Callable[[str], bool] | None = None,
+    row_filter: BooleanExpression = AlwaysTrue(),
+) -> Liveness:
+    """Resolve which ``candidates`` are live in snapshot ``snapshot_id`` (see the module docstring).
+
+    ``candidates`` maps a candidate data-file path to the manifest that listed it at the index's covered
+    snapshot; ``covered_manifests`` holds that snapshot's manifest paths; ``indexed_paths(path)`` says
+    whether the index covers a file (a file of a new manifest that it covers but that is not a candidate
+    holds no looked-up key). Without it, every non-candidate file of a new manifest is ``not_indexed``.
+    """
+    snap = metadata.snapshot_by_id(snapshot_id)
+    if snap is None:
+        raise IcebergPrivacyError(f"snapshot {snapshot_id} is not in the table's metadata; see table.snapshots()")
+    manifests = manifest_list(io, snap)
+    prune = ScanPruning(metadata, io, row_filter)
+    out = Liveness({}, [], manifests_in_snapshot=len(manifests))
+
+    def entries(m: ManifestFile) -> dict[str, ManifestEntry]:
+        got, cached = _entries(io, m)
+        if cached:
+            out.manifests_cached += 1
+        else:
+            out.manifests_decoded += 1
+        return got
+
+    data_manifests = [m for m in manifests if m.content == ManifestContent.DATA]
+    by_path = {m.manifest_path: m for m in data_manifests}
+    wanted: dict[str, list[str]] = {}  # covered manifest in the target -> its candidates
+    for path, manifest_path in candidates.items():
+        if manifest_path in by_path and manifest_path in covered_manifests:
+            wanted.setdefault(manifest_path, []).append(path)
+
+    found: list[tuple[ManifestFile, ManifestEntry, bool]] = []  # (manifest, entry, is a candidate)
+    seen: set[str] = set()
+    pruned_by_manifest: set[str] = set()
+    for m in data_manifests:
+        if m.manifest_path in covered_manifests:
+            paths = wanted.get(m.manifest_path)
+            if not paths:
+                continue
+            if not prune.manifest(m):
+                pruned_by_manifest.update(paths)
+                continue
+            listed = entries(m)
+            for p in paths:
+                e = listed.get(p)
+                if e is not None and e.data_file.content == DataFileContent.DATA:
+                    found.append((m, e, True))
+                    seen.add(p)
+            continue
+        out.new_manifests += 1
+        if not prune.manifest(m):
+            continue  # its candidates, if any, cannot match: they count as not live
+        for p, e in entries(m).items():
+            if e.data_file.content != DataFileContent.DATA or p in seen:
+                continue
+            if p in candidates:
+                found.append((m, e, True))
+                seen.add(p)
+            elif indexed_paths is None or not indexed_paths(p):
+                found.append((m, e, False))
+
+    kept = [(m, e, c) for m, e, c in found if prune.entry(m, e.data_file)]
+    out.candidates_pruned = sum(1 for _, _, c in found if c) - sum(1 for _, _, c in kept if c) + len(pruned_by_manifest)
+    out.candidates_dead = sum(1 for p in candidates if p not in seen and p not in pruned_by_manifest)
+    deletes = _delete_index(io, manifests, data_manifests, prune, entries)
+    for _, e, is_candidate in kept:
+        task = FileScanTask(e.data_file, delete_files=deletes.for_entry(e), residual=prune.residual(e.data_file))
+        if is_candidate:
+            out.live[e.data_file.file_path] = task
+        else:
+            out.not_indexed.append(task)
+    return out
+
+
+def _delete_index(io: FileIO, manifests: tuple[ManifestFile, ...], data_manifests: list[ManifestFile],
+                  prune: ScanPruning, entries: Callable[[ManifestFile], dict[str, ManifestEntry]]) -> _Deletes:
+    """Every delete file of the snapshot that pyiceberg's planning would consider, indexed as pyiceberg does.
+
+    pyiceberg skips delete manifests older than every data manifest that survives manifest pruning (their
+    deletes cannot apply), then prunes delete entries with the same filter as data entries."""
+    out = _Deletes()
+    delete_manifests = [m for m in manifests if m.content == ManifestContent.DELETES and prune.manifest(m)]
+    if not delete_manifests:
+        return out
+    surviving = [m for m in data_manifests if prune.manifest(m)]
+    min_seq = min((m.min_sequence_number or INITIAL_SEQUENCE_NUMBER for m in surviving), default=INITIAL_SEQUENCE_NUMBER)
+    for m in delete_manifests:
+        if (m.sequence_number or INITIAL_SEQUENCE_NUMBER) < min_seq:
+            continue
+        for e in entries(m).values():
+            if not prune.entry(m, e.data_file):
+                continue
+            if e.data_file.content == DataFileContent.POSITION_DELETES:
+                out.index.add_delete_file(e, partition_key=e.data_file.partition)
+            elif e.data_file.content == DataFileContent.EQUALITY_DELETES:
+                raise IcebergPrivacyError(
+                    f"{e.data_file.file_path} is an equality delete file, which pyiceberg 0.12 cannot apply; "
+                    "compact the table's deletes with an engine that can (e.g. Spark's rewrite_data_files) "
+                    "and look up again"
+                )
+    return out
