@@ -33,12 +33,18 @@ from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
-from iceberg_privacy.errors import CommitConflictError, SchemaMismatchError
+from iceberg_privacy.errors import CommitConflictError, IcebergPrivacyError, SchemaMismatchError, SidecarError
 from iceberg_privacy.index.build import filters_for_data_files, filters_for_table, footer_row_groups, with_row_groups
 from iceberg_privacy.index.puffin import PuffinFooter
 from iceberg_privacy.index.registry import new_sidecar_location, statistics_entry, summary_properties
 from iceberg_privacy.index.sidecar import ColumnInfo, CoveredFile, FileFilter, write_sidecar
 from iceberg_privacy.lineage.record import LineageRecord, with_default
+from iceberg_privacy.properties import (
+    EXACT_COMPACT_AFTER_DEFAULT,
+    EXACT_COMPACT_AFTER_PROPERTY,
+    SIDECAR_COMPACTED_PROPERTY,
+    SIDECAR_PATH_SUMMARY,
+)
 from iceberg_privacy.rights import forget
 from iceberg_privacy.rights.forget import ForgetFilter
 from iceberg_privacy.storage import storage_errors
@@ -66,6 +72,7 @@ class WriteReport:
     dropped_rows: int = 0  # rows of subjects on the forget list, not written (iceberg_privacy.rights.forget)
     seconds: float = 0.0
     commit_attempts: int = 0
+    index_compacted: str | None = None  # the new compacted sidecar when this commit triggered compaction
 
     def __str__(self) -> str:
         return (
@@ -446,9 +453,49 @@ def commit_written(
     report.sidecar_path, report.sidecar_bytes = sidecar, sidecar_bytes
     report.filter_seconds = written.filter_seconds
     report.commit_attempts = attempts
+    report.index_compacted = _maybe_compact(table, columns)
     report.seconds = time.perf_counter() - t0
     logger.info("%s", report)
     return report
+
+
+def exact_deltas_since_base(table: Table) -> int:
+    """Commits with a sidecar on the current branch since the exact base's covered snapshot (all without a base)."""
+    from iceberg_privacy.index import exact  # noqa: PLC0415 - only tables with an exact column get here
+
+    md = table.metadata
+    covered = None
+    base = md.properties.get(SIDECAR_COMPACTED_PROPERTY)
+    if base:
+        try:
+            idx, _ = exact.CACHE.get(table.io, base)
+            covered = idx.covered_snapshot_id if idx is not None else None
+        except SidecarError:
+            covered = None  # a broken base: the next compaction rebuilds it
+    n, snap = 0, md.current_snapshot()
+    while snap is not None and snap.snapshot_id != covered:
+        if snap.summary is not None and SIDECAR_PATH_SUMMARY in snap.summary.additional_properties:
+            n += 1
+        snap = md.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id is not None else None
+    return n
+
+
+def _maybe_compact(table: Table, columns: list[BloomColumn]) -> str | None:
+    """The automatic LSM step: once more than ``privacy.index.exact.compact-after-deltas`` exact deltas are
+    newer than the base, merge them into a new base. The data commit already stands: a failed compaction
+    is logged (the deltas keep answering), never raised."""
+    if not any(c.exact for c in columns):
+        return None
+    limit = property_as_int(table.properties, EXACT_COMPACT_AFTER_PROPERTY, EXACT_COMPACT_AFTER_DEFAULT)
+    if not limit or exact_deltas_since_base(table) <= limit:
+        return None
+    from iceberg_privacy.index.maintenance import compact_sidecars  # noqa: PLC0415 - maintenance sits above
+
+    try:
+        return compact_sidecars(table).sidecar_path
+    except (IcebergPrivacyError, OSError) as exc:
+        logger.warning("automatic compaction of %s failed (%s); the deltas keep serving lookups", table.name(), exc)
+        return None
 
 
 @storage_errors

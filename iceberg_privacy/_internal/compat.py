@@ -147,3 +147,48 @@ class ScanPruning:
     def residual(self, data_file: Any) -> Any:
         """The filter left for the rows of ``data_file`` after its partition values (``FileScanTask.residual``)."""
         return self._residual[data_file.spec_id](data_file).residual_for(data_file.partition)
+
+
+class FileProjection:
+    """How pyiceberg's ``ArrowScan`` maps one data file onto a requested schema (the per-file half of
+    ``pyiceberg.io.pyarrow._task_to_record_batches``): the file's Iceberg schema (field ids, or the table's
+    name mapping), the physical top-level columns to read, identity-partition values of columns the file
+    lacks (``_get_column_projection_values``), and the ns -> us timestamp rule. :meth:`convert` turns a
+    batch of those physical columns into the requested schema (``_to_requested_schema``: renames, added
+    columns, type promotion), exactly as ``ArrowScan`` does."""
+
+    def __init__(self, metadata: Any, requested: Schema, field_ids: set[int], data_file: Any,
+                 physical_schema: pa.Schema) -> None:
+        from pyiceberg.io.pyarrow import _get_column_projection_values, pyarrow_to_schema
+        from pyiceberg.schema import prune_columns
+        from pyiceberg.table import DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE
+        from pyiceberg.utils.config import Config
+
+        configured = Config().get_bool(DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE)
+        self.downcast = configured if configured is not None else metadata.format_version <= 2
+        self.requested = requested
+        self.file_schema = pyarrow_to_schema(physical_schema, metadata.name_mapping(),
+                                             downcast_ns_timestamp_to_us=self.downcast,
+                                             format_version=metadata.format_version)
+        self.missing = _get_column_projection_values(data_file, requested, metadata.schema(),
+                                                     metadata.specs().get(data_file.spec_id), self.file_schema.field_ids)
+        self.project_schema = prune_columns(self.file_schema, field_ids, select_full_types=False)
+        self.columns = [c.name for c in self.project_schema.columns]
+
+    def has(self, field_id: int) -> bool:
+        """Does the file hold this field (else ArrowScan fills it with nulls or a partition value)?"""
+        return field_id in self.file_schema.field_ids
+
+    def convert(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        from pyiceberg.io.pyarrow import _to_requested_schema
+
+        return _to_requested_schema(self.requested, self.project_schema, batch, downcast_ns_timestamp_to_us=self.downcast,
+                                    projected_missing_fields=self.missing, allow_timestamp_tz_mismatch=True)
+
+
+def position_deletes(io: Any, tasks: Any) -> dict[str, list[pa.ChunkedArray]]:
+    """Every position deleted by the tasks' delete files (position deletes and deletion vectors), by data
+    file path, read as ``ArrowScan`` reads them (``pyiceberg.io.pyarrow._read_all_delete_files``)."""
+    from pyiceberg.io.pyarrow import _read_all_delete_files
+
+    return _read_all_delete_files(io, tasks)

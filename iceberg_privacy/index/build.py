@@ -83,6 +83,9 @@ def exact_keys(data: pa.Array | pa.ChunkedArray, column: BloomColumn, row_groups
         valid = np.asarray(values.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
         values, rows = values.filter(pa.array(valid)), rows[valid]
     groups = row_group_of_rows(len(data), row_groups)[rows]
+    if len(groups) == 0 or int(groups.max()) == 0:  # one row group (the usual case): hash distinct values only
+        hashes = np.unique(hash64_array(pc.unique(_canonical(values, column))))
+        return ExactKeys(hashes.astype(np.uint64), np.zeros(len(hashes), dtype=np.uint32))
     return ExactKeys.build(hash64_array(_canonical(values, column)), groups)
 
 

@@ -1,7 +1,8 @@
-"""Execute identity lookups: read only the files the planner kept, with pyiceberg's Arrow reader.
+"""Execute identity lookups: read only the files and row groups the planner kept, keys first.
 
-Reading goes through pyiceberg's ``ArrowScan`` so delete files, schema evolution and projection
-behave exactly as a normal pyiceberg scan; pruning only changes which files are read.
+Reading goes through :mod:`iceberg_privacy.index.read`: the identity column of the hinted row groups
+first, the other columns only for matching rows, with delete files, schema evolution and projection
+resolved by pyiceberg's own ``ArrowScan`` code, so pruning only changes what is read, never the rows.
 """
 
 from __future__ import annotations
@@ -11,43 +12,44 @@ from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.expressions import AlwaysTrue
-from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
+from pyiceberg.io.pyarrow import schema_to_pyarrow
+from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
 from iceberg_privacy._internal.arrow import plain_type
 from iceberg_privacy.catalog import TableRef, load_table
 from iceberg_privacy.identities import identity_leaf_type, rows_matching
 from iceberg_privacy.index.planner import LookupPlan, plan_lookup
+from iceberg_privacy.index.read import MatchRead, ReadStats, read_matching
 from iceberg_privacy.storage import storage_errors
 
 
-def _projection(table: Table, plan: LookupPlan, extra: Sequence[str] = ()):  # type: ignore[no-untyped-def]
-    schema = table.schema()
+def _schema_at(table: Table, plan: LookupPlan) -> Schema:
+    """The schema the plan's snapshot was written with (time travel reads old columns), else the current one."""
     if plan.snapshot_id is not None:
         snap = table.metadata.snapshot_by_id(plan.snapshot_id)
         if snap is not None and snap.schema_id is not None:
-            schema = table.metadata.schema_by_id(snap.schema_id) or schema
-    if plan.selected_fields == ("*",):
-        return schema
-    return schema.select(*dict.fromkeys([*plan.selected_fields, *extra]))
+            return table.metadata.schema_by_id(snap.schema_id) or table.schema()
+    return table.schema()
 
 
-def execute(table: Table, plan: LookupPlan) -> pa.Table:
-    """Read the plan's files and return exactly the rows whose column matches a value."""
-    projected = _projection(table, plan)
-    if not plan.values or not plan.tasks:
-        # from_batches, not Schema.empty_table(): pyarrow 18 cannot build nested uuid columns that way
-        return pa.Table.from_batches([], schema=schema_to_pyarrow(projected))
-    if not plan.post_filter:
-        return ArrowScan(plan.metadata, table.io, projected, plan.row_filter, case_sensitive=True).to_table(plan.tasks)
-    # Nested ids (and uuid, which pyarrow 18 cannot compare): read the column, match rows here, project.
-    with_col = _projection(table, plan, extra=(plan.column,))
-    data = ArrowScan(plan.metadata, table.io, with_col, AlwaysTrue(), case_sensitive=True).to_table(plan.tasks)
-    leaf = identity_leaf_type(table.schema().find_field(plan.column))
+def execute(table: Table, plan: LookupPlan, *, stats: ReadStats | None = None) -> pa.Table:
+    """Read the plan's files and return exactly the rows whose column matches a value.
+
+    Only the row groups the plan's ``row_groups`` hints name are read (every row group of a file without
+    a hint), the identity column first, the other selected columns only for matching rows
+    (:mod:`iceberg_privacy.index.read`). ``stats``, when given, receives what was read.
+    """
+    schema = _schema_at(table, plan)
+    projected = schema if plan.selected_fields == ("*",) else schema.select(*dict.fromkeys(plan.selected_fields))
+    field_ = table.schema().find_field(plan.column)
+    read = MatchRead(plan.metadata, schema, projected, (field_.field_id,))
+    if not plan.values or not plan.tasks or field_.field_id not in schema.field_ids:
+        return read.empty  # (a snapshot from before the column existed holds none of its values)
+    leaf = identity_leaf_type(field_)
     value_set = pa.array([lit.value for lit in plan.values], type=plain_type(schema_to_pyarrow(leaf)))
-    data = data.filter(pa.array(rows_matching(data.column(plan.column), value_set)))
-    return data.select([f.name for f in projected.fields])
+    return read_matching(table.io, read, plan.tasks, lambda keys: rows_matching(keys.column(0), value_set),
+                         row_groups=getattr(plan, "row_groups", None), stats=stats)
 
 
 @storage_errors

@@ -168,9 +168,15 @@ def _group_by_file(f: np.ndarray, h: np.ndarray, r: np.ndarray, num_files: int) 
 
 
 def _collect_exact(table: Table, live: dict[str, DataFile], columns: list[BloomColumn], build_missing: bool,
-                   report: IndexReport, progress: bool, build: FilterBuilder) -> dict[str, dict[int, ExactKeys]]:
-    """path -> {field_id: exact keys} for live files: copied from every readable base/delta, or built."""
+                   report: IndexReport, progress: bool, build: FilterBuilder,
+                   prebuilt: dict[str, dict[int, FileFilter]]) -> dict[str, dict[int, ExactKeys]]:
+    """path -> {field_id: exact keys} for live files: copied from every readable base/delta, taken from
+    ``prebuilt`` (filters backfill just built from the data), or built."""
     out: dict[str, dict[int, ExactKeys]] = {}
+    for path, per_col in prebuilt.items():
+        for fid, flt in per_col.items():
+            if flt.exact is not None and path in live:
+                out.setdefault(path, {})[fid] = flt.exact
     wanted = {c.field_id for c in columns}
     for ref in sidecar_refs(table.metadata):
         try:
@@ -250,7 +256,8 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
     bloom_cols = [c for c in columns if c.bloom]
     exact_cols = [c for c in columns if c.exact]
     per_file = _collect_filters(table, live, bloom_cols, build_missing, report, progress, build) if bloom_cols else {}
-    per_exact = _collect_exact(table, live, exact_cols, build_missing, report, progress, build) if exact_cols else {}
+    per_exact = (_collect_exact(table, live, exact_cols, build_missing, report, progress, build, per_file)
+                 if exact_cols else {})
     for path, keys in per_exact.items():
         slot = per_file.setdefault(path, {})
         for fid, k in keys.items():

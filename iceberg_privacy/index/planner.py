@@ -213,8 +213,12 @@ def _exact_plan(table: Table, plan: LookupPlan, field_id: int, leaf: PrimitiveTy
     def indexed(path: str) -> bool:
         return any(path in idx.paths() for idx in reversed(usable))  # deltas (small) before the base
 
+    # A large batch matches rows after reading, so pruning by a huge In() (a residual per file over every
+    # value through the partition transform: minutes at 10,000 values) buys nothing for the candidates;
+    # files the index does not cover are Bloom-probed instead.
+    prune = AlwaysTrue() if len(plan.values) > BATCH_THRESHOLD else plan_filter
     live = liveness.resolve(table.io, plan.metadata, plan.snapshot_id, probe.candidates, covered, indexed,
-                            row_filter=plan_filter)
+                            row_filter=prune)
     t2 = time.perf_counter()
     plan.timings["liveness"] = t2 - t1
     plan.manifests_decoded = live.manifests_decoded

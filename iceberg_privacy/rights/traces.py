@@ -354,6 +354,10 @@ def scan_file(matcher: SubjectMatcher, table: Table, stored: StoredFile, head: b
         return kind, found
     with table.io.new_input(stored.location).open(seekable=False) as fh:
         raw = fh.read()
+    if raw[:4] == b"PFA1":
+        index_found = exact_index_traces(matcher, table, stored, clean_files)
+        if index_found is not None:
+            return "index", index_found
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     if raw.lstrip()[:1] in (b"{", b"["):
@@ -369,3 +373,48 @@ def scan_file(matcher: SubjectMatcher, table: Table, stored: StoredFile, head: b
     found = [("embedded text (a path or key=value)", False)] if any(
         matcher.pair(m.group(1), m.group(2)) for m in _PAIR.finditer(text)) else []
     return "file", found
+
+
+def exact_index_traces(matcher: SubjectMatcher, table: Table, stored: StoredFile,
+                       clean_files: set[str]) -> list[tuple[str, bool]] | None:
+    """Findings in an exact-index file (docs/exact-index.md section 9), None when it holds no exact index.
+
+    Index entries are keys of the identities of the files they name, and data files are immutable: an
+    index whose every listed file exists and verified clean holds no erased subject's key. A listed file
+    that is gone (or not clean) may have held one, so the index file is a trace. With the subjects' clear
+    values the keys themselves are probed too. An index that cannot be read raises (unreadable).
+    """
+    from iceberg_privacy.errors import SidecarError
+    from iceberg_privacy.identities import identity_leaf_type
+    from iceberg_privacy.index.exact import ExactIndex
+    from iceberg_privacy.index.hash64 import hash64_value
+    from iceberg_privacy.index.hashing import coerce_values
+
+    try:
+        idx = ExactIndex.open(table.io, stored.location)
+    except SidecarError as exc:
+        raise ValueError(f"unreadable index file: {exc}") from exc
+    if idx is None:
+        return None
+    found: list[tuple[str, bool]] = []
+    try:
+        stale = [f.path for f in idx.all_files() if canonical(f.path) not in clean_files]
+        if stale:
+            found.append((f"exact index lists {len(stale)} data file(s) that are gone or not verified clean "
+                          "(it may hold an erased subject's key)", False))
+        schema = table.schema()
+        for fid, name in idx.columns.items():
+            if not matcher.values:
+                break
+            try:
+                leaf = identity_leaf_type(schema.find_field(fid))
+                keys = [hash64_value(lit.value, leaf) for lit in coerce_values(matcher.values, leaf, name)]
+            except Exception:  # noqa: BLE001 - a column whose type the subjects' values cannot take
+                continue
+            import numpy as np
+
+            if keys and len(idx.probe(fid, np.array(keys, dtype=np.uint64)).files):
+                found.append((f"exact-index key of a subject in column {name}", False))
+    finally:
+        idx.reader.close()
+    return found

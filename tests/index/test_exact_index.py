@@ -286,6 +286,7 @@ def _index_files(table) -> tuple[list[str], list[str]]:  # type: ignore[no-untyp
     return base, [r.location for r in refs if r.source != "property" and r.location not in base]
 
 
+@pytest.mark.slow
 @settings(max_examples=int(os.environ.get("IP_PROPERTY_EXAMPLES", "60")))
 @given(scenario=scenarios())
 def test_exact_lookup_equals_full_scan_under_damage(shared_catalog, scenario) -> None:
@@ -456,3 +457,35 @@ def test_status_reports_exact_bytes_and_data_bytes(catalog) -> None:
     assert status.exact_index_bytes > 0 and status.data_bytes > 0
     assert status.data_bytes == sum(task.file.file_size_in_bytes for task in t.scan().plan_files())
     assert ip.verify_sidecars(t).ok
+
+
+def test_automatic_compaction_after_too_many_deltas(catalog) -> None:
+    from iceberg_privacy.properties import EXACT_COMPACT_AFTER_PROPERTY
+    from iceberg_privacy.write import exact_deltas_since_base
+
+    t = catalog.create_table("db.auto", Schema(NestedField(1, "user_id", StringType(), required=False)),
+                             properties={EXACT_COMPACT_AFTER_PROPERTY: "3"})
+    t = ip.configure_index(t, "user_id", "exact")
+    reports = [ip.append(t, pa.table({"user_id": [f"a{i}", f"b{i}"]})) for i in range(6)]
+    triggered = [r.index_compacted for r in reports]
+    assert triggered[:3] == [None, None, None] and triggered[3] is not None  # the 4th delta is one too many
+    assert exact_deltas_since_base(t.refresh()) <= 3
+    plan = ip.plan_lookup(t, "user_id", ["a1", "b5"])
+    assert plan.exact_indexes_probed <= 4 and len(plan.tasks) == 2
+    assert ip.lookup(t, "user_id", ["a1", "b5"]).num_rows == 2
+    t = t.transaction().set_properties({EXACT_COMPACT_AFTER_PROPERTY: "0"}).commit_transaction()
+    assert all(ip.append(t, pa.table({"user_id": [f"c{i}"]})).index_compacted is None for i in range(5))
+
+
+@settings(max_examples=50)
+@given(entries=st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+                        max_size=50))
+def test_partition_encoding_round_trips(entries) -> None:
+    entries = sorted(set(entries))
+    h = np.array([e[0] for e in entries], dtype=np.uint64)
+    f = np.array([e[1] for e in entries], dtype=np.uint32)
+    r = np.array([e[2] for e in entries], dtype=np.uint32)
+    raw = exact.encode_partition(h, f, r)
+    assert len(raw) == 16 * len(entries)
+    h2, f2, r2 = exact.decode_partition(raw, len(entries))
+    assert h2.tolist() == h.tolist() and f2.tolist() == f.tolist() and r2.tolist() == r.tolist()

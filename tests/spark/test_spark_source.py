@@ -259,3 +259,23 @@ def test_stream_writer_commit_twice_for_same_batch(spark: Any, home: Path) -> No
     table = ip.connect(home=home).load_table("db.s")
     assert len(table.snapshots()) == 1
     assert table.scan().to_arrow().num_rows == 1
+
+
+def test_spark_writes_the_exact_delta_in_its_commit(spark: Any, home: Path) -> None:
+    """A table whose column has the exact index: the Spark job's one commit carries the delta (row groups
+    from the executors' written files), and lookups plan through it."""
+    _write(spark, home, "db.exact", clustered_rows(40, 5), **{"bloom.columns": "user_id"})
+    catalog = ip.connect(home=home)
+    table = ip.configure_index(catalog.load_table("db.exact"), "user_id", "bloom,exact")
+    rows = clustered_rows(40, 5)
+    _write(spark, home, "db.exact", rows)
+    table = table.refresh()
+    new_files = {t.file.file_path for t in table.scan().plan_files()} - {
+        t.file.file_path for t in table.scan(snapshot_id=table.snapshots()[0].snapshot_id).plan_files()}
+    who = rows[7][0]
+    plan = ip.plan_lookup(table, "user_id", who)
+    assert plan.exact_index_used
+    # the first job's files predate the exact index: not indexed, so Bloom-probed; the second job's are indexed
+    assert set(plan.row_groups or {}) <= new_files and len(plan.row_groups or {}) >= 1
+    expected = sum(1 for r in rows + clustered_rows(40, 5) if r[0] == who)
+    assert ip.lookup(table, "user_id", who).num_rows == expected

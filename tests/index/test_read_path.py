@@ -1,0 +1,225 @@
+"""The late-materialized, row-group-pruned read returns exactly what pyiceberg's scan returns.
+
+Odd shapes on purpose: several row groups per file (a tiny ``write.parquet.row-group-limit``), a renamed
+identity column, an added column, an int -> long promotion, merge-on-read position deletes (scoped to a
+file or to a partition), copy-on-write deletes, null ids, nested ids, uuid ids, projections with and
+without the identity column, time travel to the schema before the rename. Row-group hints are computed
+here from the Parquet files (the rows each row group really holds), plus random extra row groups, an
+invalid hint, or none: the answer must not change, and a hint must cut what is read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import EqualTo, In, LessThan
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.transforms import BucketTransform
+from pyiceberg.types import IntegerType, ListType, LongType, NestedField, StringType, UUIDType
+
+import iceberg_privacy as ip
+from iceberg_privacy._internal.arrow import plain_type
+from iceberg_privacy.identities import rows_matching
+from iceberg_privacy.index.lookup import execute
+from iceberg_privacy.index.read import ReadStats
+from tests.helpers import commit_delete_file, unique_name
+
+POOL = ["a", "b", "c", "d", "e", "f", "g", "h"]
+UUIDS = [uuid.UUID(int=7919 * i + 3) for i in range(len(POOL))]
+KINDS = {
+    "string": (StringType(), pa.string(), POOL),
+    "int": (IntegerType(), pa.int32(), list(range(len(POOL)))),  # promoted to long mid-history
+    "uuid": (UUIDType(), pa.uuid(), UUIDS),
+    "list": (ListType(10, StringType(), element_required=False), pa.list_(pa.string()), POOL),
+}
+
+
+def _schema(kind: str) -> Schema:
+    return Schema(NestedField(1, "rid", LongType(), required=False), NestedField(2, "uid", KINDS[kind][0], required=False),
+                  NestedField(3, "payload", StringType(), required=False))
+
+
+def _rows(kind: str, cells: list[Any], start: int, names: tuple[str, str, str], extra: bool = False) -> pa.Table:
+    arrow_type = KINDS[kind][1]
+    if kind == "uuid":
+        arrow_type = pa.uuid()
+        cells = [c.bytes if c is not None else None for c in cells]
+    cols: dict[str, pa.Array] = {
+        names[0]: pa.array(range(start, start + len(cells)), pa.int64()),
+        names[1]: pa.array(cells, type=arrow_type if kind != "uuid" else pa.binary(16)),
+        names[2]: pa.array([f"p{start + i}" for i in range(len(cells))], pa.string()),
+    }
+    if kind == "uuid":
+        cols[names[1]] = pa.ExtensionArray.from_storage(pa.uuid(), cols[names[1]])
+    if extra:
+        cols["extra"] = pa.array([i % 3 for i in range(len(cells))], pa.int64())
+    return pa.table(cols)
+
+
+def _cells(kind: str) -> st.SearchStrategy[list[Any]]:
+    domain = KINDS[kind][2]
+    value = st.sampled_from(domain) | st.none()
+    cell = st.none() | st.lists(value, max_size=3) if kind == "list" else value
+    return st.lists(cell, min_size=1, max_size=14)
+
+
+def _hints(table: Table, tasks: list[Any], key_name_at: str, values: set[Any], kind: str, extra: list[int],
+           invalid: bool) -> dict[str, tuple[int, ...]]:
+    """Row groups that really hold a value (read from the Parquet files), plus ``extra`` noise."""
+    out: dict[str, tuple[int, ...]] = {}
+    for n, t in enumerate(tasks):
+        with table.io.new_input(t.file.file_path).open() as fh:
+            pf = pq.ParquetFile(fh)
+            col = next(i for i, f in enumerate(pf.schema_arrow)
+                       if (f.metadata or {}).get(b"PARQUET:field_id") == b"2")
+            groups = []
+            for g in range(pf.metadata.num_row_groups):
+                arr = pf.read_row_group(g).column(col)
+                if kind == "uuid":
+                    vs = pa.array([v.bytes for v in values], pa.binary(16))
+                else:
+                    vs = pa.array(sorted(values, key=str), type=plain_type(arr.type) if kind != "list" else pa.string())
+                if rows_matching(arr, vs).any():
+                    groups.append(g)
+            noise = [e % pf.metadata.num_row_groups for e in extra[n:n + 1]]
+            out[t.file.file_path] = tuple(sorted(set(groups + noise)))
+            if invalid and n == 0:
+                out[t.file.file_path] = (pf.metadata.num_row_groups + 5,)  # a bad index: read everything
+    return out
+
+
+def _oracle(table: Table, column: str, kind: str, values: list[Any], snapshot_id: int | None,
+            fields: tuple[str, ...] | None, filter_column: str | None = None) -> pa.Table:
+    """pyiceberg's scan: its own row filter for plain columns, a full scan matched with Arrow otherwise.
+    (pyiceberg binds a time-travel filter to the current schema: ``filter_column`` is the current name.)"""
+    scan_fields = fields or ("*",)
+    if kind in ("string", "int"):
+        name = filter_column or column
+        expr = EqualTo(name, values[0]) if len(values) == 1 else In(name, values)
+        return table.scan(row_filter=expr, snapshot_id=snapshot_id, selected_fields=scan_fields).to_arrow()
+    full = table.scan(snapshot_id=snapshot_id).to_arrow()
+    vs = pa.array([v.bytes for v in values], pa.binary(16)) if kind == "uuid" else pa.array(values, pa.string())
+    keep = [c for c in full.column_names if fields is None or c in fields]  # a projection keeps schema order
+    return full.filter(pa.array(rows_matching(full.column(column), vs))).select(keep)
+
+
+def _bag(t: pa.Table) -> Counter[Any]:
+    return Counter(tuple(repr(v) for v in row.values()) for row in t.to_pylist())
+
+
+@settings(max_examples=int(__import__("os").environ.get("IP_PROPERTY_EXAMPLES", 30)))
+@given(data=st.data(), kind=st.sampled_from(sorted(KINDS)), limit=st.sampled_from([2, 3, 1000]),
+       partitioned=st.booleans(), rename=st.booleans(), add_column=st.booleans(), posdel=st.booleans(),
+       cow=st.booleans(), hint=st.sampled_from(["none", "exact", "noisy", "invalid"]))
+def test_read_equals_pyiceberg_scan(catalog: Catalog, data: st.DataObject, kind: str, limit: int, partitioned: bool,
+                                    rename: bool, add_column: bool, posdel: bool, cow: bool, hint: str) -> None:
+    spec = PartitionSpec(PartitionField(1, 1000, BucketTransform(2), "rid_b")) if partitioned else PartitionSpec()
+    table = catalog.create_table(unique_name("rp"), schema=_schema(kind), partition_spec=spec,
+                                 properties={"format-version": "2", "write.parquet.row-group-limit": str(limit)})
+    names = ("rid", "uid", "payload")
+    table.append(_rows(kind, data.draw(_cells(kind)), 0, names))
+    first = table.current_snapshot().snapshot_id
+    key = "uid"
+    if kind == "int":
+        with table.update_schema() as up:
+            up.update_column("uid", field_type=LongType())
+    with table.update_schema() as up:
+        if rename:
+            up.rename_column("uid", "user_ref")
+            up.rename_column("payload", "body")
+        if add_column:
+            up.add_column("extra", LongType())
+    if rename:
+        key, names = "user_ref", ("rid", "user_ref", "body")
+    if kind == "int":
+        batch = _rows(kind, data.draw(_cells(kind)), 100, names, extra=add_column)
+        batch = batch.set_column(1, key, batch.column(key).cast(pa.int64()))
+    else:
+        batch = _rows(kind, data.draw(_cells(kind)), 100, names, extra=add_column)
+    table.append(batch)
+    table = table.refresh()
+    if posdel:
+        files = sorted((t.file for t in table.scan().plan_files()), key=lambda f: f.file_path)
+        f = files[data.draw(st.integers(0, len(files) - 1))]
+        positions = data.draw(st.lists(st.integers(0, f.record_count - 1), min_size=1, max_size=4))
+        table = commit_delete_file(table, f, positions, referenced=data.draw(st.booleans()))
+    if cow:
+        table.delete(LessThan("rid", data.draw(st.integers(0, 110))))
+        table = table.refresh()
+    domain = KINDS[kind][2]
+    values = data.draw(st.lists(st.sampled_from(domain), min_size=1, max_size=4, unique=True))
+    travel = data.draw(st.booleans())
+    snapshot_id = first if travel else None
+    shown_key = "uid" if travel else key
+    columns = [f.name for f in (table.metadata.schema_by_id(table.metadata.snapshot_by_id(first).schema_id)
+                                if travel else table.schema()).fields]
+    fields = data.draw(st.none() | st.lists(st.sampled_from(columns), min_size=1, unique=True).map(tuple))
+    plan = ip.plan_lookup(table, key, values, snapshot_id=snapshot_id, selected_fields=fields)
+    if hint != "none":
+        extra = data.draw(st.lists(st.integers(0, 10), max_size=len(plan.tasks))) if hint == "noisy" else []
+        plan.row_groups = _hints(table, plan.tasks, shown_key, set(values), kind, extra, hint == "invalid")
+    stats = ReadStats()
+    got = execute(table, plan, stats=stats)
+    want = _oracle(table, shown_key, kind, values, snapshot_id, fields, key)
+    assert got.column_names == want.column_names
+    assert _bag(got) == _bag(want)
+    assert stats.files == len(plan.tasks) and stats.rows_matched >= want.num_rows
+    if hint in ("exact", "noisy"):
+        assert stats.row_groups_probed == sum(len(v) for v in plan.row_groups.values())
+    if hint == "exact":
+        assert stats.row_groups_materialized <= stats.row_groups_probed
+
+
+def test_hints_cut_row_groups_and_late_materialization_cuts_columns(catalog: Catalog) -> None:
+    """100 row groups, one holding the key: the hint reads 1 of them; without it every key chunk is read
+    but the payload only of the one row group with a match."""
+    table = catalog.create_table(unique_name("rg"), schema=_schema("string"),
+                                 properties={"write.parquet.row-group-limit": "10"})
+    ids = [f"u{i}" for i in range(1000)]
+    table.append(pa.table({"rid": pa.array(range(1000), pa.int64()), "uid": ids, "payload": [f"p{i}" for i in range(1000)]}))
+    plan = ip.plan_lookup(table, "uid", ["u537"])
+    (task,) = plan.tasks
+    plain = ReadStats()
+    rows = execute(table, plan, stats=plain)
+    assert rows.to_pylist() == [{"rid": 537, "uid": "u537", "payload": "p537"}]
+    assert (plain.row_groups_total, plain.row_groups_probed, plain.row_groups_materialized) == (100, 100, 1)
+    plan.row_groups = {task.file.file_path: (53,)}
+    hinted = ReadStats()
+    assert execute(table, plan, stats=hinted) == rows
+    assert (hinted.row_groups_probed, hinted.row_groups_skipped_by_hint, hinted.rows_probed) == (1, 99, 10)
+    plan.row_groups = {task.file.file_path: (52,)}  # a wrong (but valid) hint is trusted: the index is exact
+    assert execute(table, plan).num_rows == 0
+
+
+def test_s3_read(s3_catalog: tuple[Catalog, str]) -> None:
+    catalog, ns = s3_catalog
+    table = catalog.create_table(f"{ns}.rp", schema=_schema("string"),
+                                 properties={"format-version": "2", "write.parquet.row-group-limit": "4"})
+    table.append(_rows("string", POOL * 3, 0, ("rid", "uid", "payload")))
+    f = next(iter(table.scan().plan_files())).file
+    table = commit_delete_file(table.refresh(), f, [0, 9])
+    plan = ip.plan_lookup(table, "uid", ["a", "b"])
+    plan.row_groups = _hints(table, plan.tasks, "uid", {"a", "b"}, "string", [], False)
+    stats = ReadStats()
+    got = execute(table, plan, stats=stats)
+    assert table.location().startswith("s3://")
+    assert _bag(got) == _bag(_oracle(table, "uid", "string", ["a", "b"], None, None)) and got.num_rows == 4
+    assert stats.row_groups_skipped_by_hint > 0
+
+
+@pytest.mark.parametrize("fields", [("payload",), ("rid", "uid")])
+def test_projection_without_or_with_key(catalog: Catalog, fields: tuple[str, ...]) -> None:
+    table = catalog.create_table(unique_name("pj"), schema=_schema("string"))
+    table.append(_rows("string", ["a", None, "b", "a"], 0, ("rid", "uid", "payload")))
+    got = ip.lookup(table, "uid", "a", selected_fields=fields)
+    assert got.column_names == list(fields) and got.num_rows == 2
