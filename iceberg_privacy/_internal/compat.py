@@ -14,6 +14,7 @@ pyiceberg or tmlt.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -134,6 +135,7 @@ class ScanPruning:
         self._partition = KeyDefaultDict(planner._build_partition_evaluator)
         self._residual = KeyDefaultDict(planner._build_residual_evaluator)
         self._metrics = planner._build_metrics_evaluator()
+        self._residuals: dict[Any, Any] = {}
 
     def manifest(self, manifest: Any) -> bool:
         """May this manifest (by its partition summaries) hold a matching file?"""
@@ -145,8 +147,14 @@ class ScanPruning:
         return bool(self._partition[manifest.partition_spec_id](data_file)) and bool(self._metrics(data_file))
 
     def residual(self, data_file: Any) -> Any:
-        """The filter left for the rows of ``data_file`` after its partition values (``FileScanTask.residual``)."""
-        return self._residual[data_file.spec_id](data_file).residual_for(data_file.partition)
+        """The filter left for the rows of ``data_file`` after its partition values (``FileScanTask.residual``).
+        A pure function of (spec, partition values), so it is computed once per partition: pyiceberg's per-file
+        evaluation walks every value of a large ``In`` through the partition transform for each file."""
+        key = (data_file.spec_id, data_file.partition)
+        hit = self._residuals.get(key)
+        if hit is None:
+            hit = self._residuals[key] = self._residual[data_file.spec_id](data_file).residual_for(data_file.partition)
+        return hit
 
 
 class FileProjection:
@@ -175,9 +183,25 @@ class FileProjection:
         self.project_schema = prune_columns(self.file_schema, field_ids, select_full_types=False)
         self.columns = [c.name for c in self.project_schema.columns]
 
+    def for_file(self, data_file: Any, metadata: Any) -> FileProjection:
+        """This projection for another data file of the same physical schema (only the identity-partition
+        values of absent columns differ between such files)."""
+        from pyiceberg.io.pyarrow import _get_column_projection_values
+
+        other = copy.copy(self)
+        other.missing = _get_column_projection_values(data_file, self.requested, metadata.schema(),
+                                                      metadata.specs().get(data_file.spec_id), self.file_schema.field_ids)
+        return other
+
     def has(self, field_id: int) -> bool:
         """Does the file hold this field (else ArrowScan fills it with nulls or a partition value)?"""
         return field_id in self.file_schema.field_ids
+
+    def convert_rows(self, n: int) -> pa.Table:
+        """``n`` rows of the requested schema for a file that holds none of its columns (nulls, or the
+        file's identity-partition values), as ArrowScan makes them from a column-less batch."""
+        empty = pa.RecordBatch.from_struct_array(pa.array([{}] * n, type=pa.struct([])))
+        return pa.Table.from_batches([self.convert(empty)])
 
     def convert(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         from pyiceberg.io.pyarrow import _to_requested_schema

@@ -28,8 +28,13 @@ def cmd_configure(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.config import configure_bloom
 
     table = catalog.load_table(args.table)
-    table = configure_bloom(table, [c.strip() for c in args.columns.split(",") if c.strip()], fpp=args.fpp,
-                            ndv=args.ndv, replace=not args.add)
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()]
+    table = configure_bloom(table, columns, fpp=args.fpp, ndv=args.ndv, replace=not args.add)
+    if args.index:
+        from iceberg_privacy.config import configure_index
+
+        for column in columns:
+            table = configure_index(table, column, args.index)
     props = {k: v for k, v in sorted(table.properties.items()) if k.startswith("privacy.")}
     emit(args, {"table": args.table, "properties": props}, "\n".join(f"{k}={v}" for k, v in props.items()))
     return 0
@@ -171,6 +176,8 @@ def register(subparsers: Any) -> None:
     s.add_argument("--fpp", type=float, default=0.01)
     s.add_argument("--ndv", type=int, default=None, help="distinct values per data file hint")
     s.add_argument("--add", action="store_true", help="add to the configured columns instead of replacing them")
+    s.add_argument("--index", choices=["bloom", "exact", "bloom,exact"], default=None,
+                   help="which indexes the columns get (privacy.index.<column>; docs/exact-index.md)")
 
     s = add_command(subparsers, "ingest", cmd_ingest, json=True,
                     help="append (or overwrite with) Parquet/CSV/JSON files, with sidecars")

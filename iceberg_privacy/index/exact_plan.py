@@ -81,6 +81,8 @@ def exact_sources(io: FileIO, metadata: TableMetadata, field_id: int | None = No
         if src is not None and src.index.covered_snapshot_id is not None:
             out.base = src
             covered = _ancestors(metadata, src.index.covered_snapshot_id)
+        elif src is not None:
+            out.deltas.append(src)  # a compacted sidecar without a covered snapshot: its files still count
         refs = refs[1:]
     for ref in refs:
         if ref.snapshot_id is not None and ref.snapshot_id in covered:

@@ -54,6 +54,8 @@ from pyiceberg.table.snapshots import Snapshot
 from iceberg_privacy._internal.compat import ScanPruning
 from iceberg_privacy.errors import IcebergPrivacyError
 
+ALWAYS_TRUE: BooleanExpression = AlwaysTrue()
+
 DEFAULT_CACHE_ENTRIES = 200_000
 """Cap of the per-process manifest cache, counted in manifest entries (one per data or delete file, plus
 one per cached manifest and per manifest-list entry). A decoded entry with its column statistics takes
@@ -219,7 +221,7 @@ def resolve(
     candidates: Mapping[str, str],
     covered_manifests: frozenset[str],
     indexed_paths: Callable[[str], bool] | None = None,
-    row_filter: BooleanExpression = AlwaysTrue(),
+    row_filter: BooleanExpression = ALWAYS_TRUE,
 ) -> Liveness:
     """Resolve which ``candidates`` are live in snapshot ``snapshot_id`` (see the module docstring).
 

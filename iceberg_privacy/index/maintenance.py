@@ -173,8 +173,8 @@ def _collect_exact(table: Table, live: dict[str, DataFile], columns: list[BloomC
     """path -> {field_id: exact keys} for live files: copied from every readable base/delta, taken from
     ``prebuilt`` (filters backfill just built from the data), or built."""
     out: dict[str, dict[int, ExactKeys]] = {}
-    for path, per_col in prebuilt.items():
-        for fid, flt in per_col.items():
+    for path, built_filters in prebuilt.items():
+        for fid, flt in built_filters.items():
             if flt.exact is not None and path in live:
                 out.setdefault(path, {})[fid] = flt.exact
     wanted = {c.field_id for c in columns}
@@ -207,8 +207,8 @@ def _collect_exact(table: Table, live: dict[str, DataFile], columns: list[BloomC
         if build_missing and missing:
             files_ = [live[p] for p in missing]
             built = build(table.io, table.metadata, files_, [col], progress=progress)
-            for f_, flt in zip(files_, built, strict=True):
-                keys = flt[col.field_id].exact
+            for f_, per_column in zip(files_, built, strict=True):
+                keys = per_column[col.field_id].exact
                 if keys is not None:
                     out.setdefault(f_.file_path, {})[col.field_id] = keys
             report.built[f"{col.name} (exact)"] = len(files_)

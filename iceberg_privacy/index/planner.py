@@ -211,7 +211,18 @@ def _exact_plan(table: Table, plan: LookupPlan, field_id: int, leaf: PrimitiveTy
     covered = frozenset(base.manifests) if base is not None else frozenset()
 
     def indexed(path: str) -> bool:
-        return any(path in idx.paths() for idx in reversed(usable))  # deltas (small) before the base
+        for idx in reversed(usable):  # deltas (small) before the base
+            if id(idx) in broken:
+                continue
+            try:
+                if path in idx.paths():
+                    return True
+            except SidecarError as exc:  # a file-table chunk the probe did not need is corrupt
+                broken.add(id(idx))
+                plan.warnings.append(warn(f"{exc}; files it lists outside its covered manifests are scanned"))
+        return False
+
+    broken: set[int] = set()
 
     # A large batch matches rows after reading, so pruning by a huge In() (a residual per file over every
     # value through the partition transform: minutes at 10,000 values) buys nothing for the candidates;
@@ -221,6 +232,9 @@ def _exact_plan(table: Table, plan: LookupPlan, field_id: int, leaf: PrimitiveTy
                             row_filter=prune)
     t2 = time.perf_counter()
     plan.timings["liveness"] = t2 - t1
+    for src in sources.indexes:  # file tables the membership checks fetched (once per process)
+        plan.index_bytes_read += src.index.reader.bytes_read - src.bytes_before
+        plan.index_requests += src.index.reader.requests - src.requests_before
     plan.manifests_decoded = live.manifests_decoded
     plan.exact_index_used = True
     tasks = [live.live[p] for p in probe.candidates if p in live.live]

@@ -23,6 +23,7 @@ Rows come back in task order, then file order, like ``ArrowScan.to_table``.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -93,7 +94,7 @@ class MatchRead:
     projected: Schema
     key_ids: tuple[int, ...]
 
-    @property
+    @functools.cached_property
     def key_schema(self) -> Schema:
         return prune_columns(self.schema, set(self.key_ids), select_full_types=True)
 
@@ -103,17 +104,110 @@ class MatchRead:
         return pa.Table.from_batches([], schema=schema_to_pyarrow(self.projected, include_field_ids=False))
 
 
+class _Projections:
+    """Per-read cache of :class:`FileProjection` by physical schema (field ids included): files of one
+    table usually share a few schemas, and converting a schema is most of a small file's read time."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, int, str], FileProjection] = {}
+        self._lock = threading.Lock()
+
+    def get(self, metadata: TableMetadata, requested: Schema, task: FileScanTask, physical: pa.Schema) -> FileProjection:
+        key = (physical.to_string(show_field_metadata=True, show_schema_metadata=False), id(requested),
+               str(task.file.spec_id))  # (requested schemas live as long as the read: ids stay unique)
+        with self._lock:
+            base = self._cache.get(key)
+        if base is None:
+            base = FileProjection(metadata, requested, projected_field_ids(requested), task.file, physical)
+            with self._lock:
+                self._cache[key] = base
+            return base
+        return base.for_file(task.file, metadata)
+
+
+CHUNK_FILES = 64
+"""Files whose key columns are matched in one call: a matcher builds its value set once per call (a
+10,000-key hash set costs milliseconds), so it is called per chunk of files, not per file; memory stays
+bounded by a chunk's key columns."""
+
+
+@dataclass
+class _Probe:
+    """Phase 1 of one file: its open Parquet file, the key columns of the read row groups (minus deleted
+    rows) as read and as converted, their positions in the file, and the row-group layout."""
+
+    task: FileScanTask
+    handle: Any
+    pf: pq.ParquetFile
+    keys: FileProjection
+    raw: pa.Table
+    converted: pa.Table
+    positions: np.ndarray
+    starts: np.ndarray
+    sizes: np.ndarray
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+_WHOLE = object()  # phase 1's answer for a file ArrowScan must read whole
+
+
 def read_matching(io: FileIO, read: MatchRead, tasks: Sequence[FileScanTask], match: Matcher, *,
                   row_groups: Mapping[str, Sequence[int]] | None = None, stats: ReadStats | None = None) -> pa.Table:
-    """The rows of ``tasks`` that ``match`` keeps, projected to ``read.projected`` (see the module docstring)."""
+    """The rows of ``tasks`` that ``match`` keeps, projected to ``read.projected`` (see the module docstring).
+
+    ``match`` must decide each row by that row alone: it is called once per chunk of files with their key
+    columns concatenated."""
     if not tasks:
         return read.empty
+    stats = stats if stats is not None else ReadStats()
     deletes = position_deletes(io, tasks)
     executor = ExecutorFactory.get_or_create()
-    parts = executor.map(
-        lambda t: read_task(io, read, t, match, hint=(row_groups or {}).get(t.file.file_path),
-                            deleted=deletes.get(t.file.file_path), stats=stats), tasks)
-    return concat([p for p in parts if p is not None], read)
+    projections = _Projections()
+    hints = row_groups or {}
+    parts: list[pa.Table] = []
+    for lo in range(0, len(tasks), CHUNK_FILES):
+        chunk = tasks[lo:lo + CHUNK_FILES]
+        probes: list[Any] = []
+        try:
+            probes = list(executor.map(lambda t: _probe(io, read, t, hints.get(t.file.file_path),
+                                                        deletes.get(t.file.file_path), stats, projections), chunk))
+            masks = _match(match, [p for p in probes if isinstance(p, _Probe)], stats)
+            results = dict(zip([id(p) for p, _ in masks], executor.map(
+                lambda pm: _materialize(read, pm[0], pm[1], stats, projections), masks), strict=True))
+            for task, p in zip(chunk, probes, strict=True):  # task order, like ArrowScan
+                if p is _WHOLE:  # here, not in a pool thread: ArrowScan uses the same pool
+                    got = _whole(io, read, task, match, stats)
+                else:
+                    got = results.get(id(p)) if isinstance(p, _Probe) else None
+                if got is not None and got.num_rows:
+                    parts.append(got)
+        finally:
+            for p in probes:
+                if isinstance(p, _Probe):
+                    p.close()
+    return concat(parts, read)
+
+
+def _match(match: Matcher, probes: list[_Probe], stats: ReadStats) -> list[tuple[_Probe, np.ndarray]]:
+    """One matcher call over the chunk's key columns; each probe with the indices of its matching rows."""
+    probes = [p for p in probes if p.converted.num_rows]
+    if not probes:
+        return []
+    keys = pa.concat_tables([p.converted for p in probes], promote_options="permissive")
+    mask = np.asarray(match(keys), dtype=bool)
+    out = []
+    offset = 0
+    for p in probes:
+        hits = np.flatnonzero(mask[offset:offset + p.converted.num_rows])
+        offset += p.converted.num_rows
+        if len(hits):
+            out.append((p, hits))
+    with _stats_lock:
+        stats.rows_matched += int(mask.sum())
+        stats.files_matched += len(out)
+    return out
 
 
 def concat(parts: Iterable[pa.Table], read: MatchRead) -> pa.Table:
@@ -127,14 +221,20 @@ def read_task(io: FileIO, read: MatchRead, task: FileScanTask, match: Matcher, *
               deleted: list[pa.ChunkedArray] | None | bool = True, stats: ReadStats | None = None) -> pa.Table | None:
     """One file's matching rows (None when it has none). ``deleted``: the file's deleted positions as
     :func:`compat.position_deletes` returns them, None for none, or True to read its delete files here."""
-    local = ReadStats(files=1)
+    stats = stats if stats is not None else ReadStats()
+    if deleted is True:
+        deleted = position_deletes(io, [task]).get(task.file.file_path)
+    projections = _Projections()
+    p = _probe(io, read, task, hint, deleted or None, stats, projections)
+    if p is _WHOLE:
+        return _whole(io, read, task, match, stats)
+    if not isinstance(p, _Probe):
+        return None
     try:
-        if deleted is True:
-            deleted = position_deletes(io, [task]).get(task.file.file_path)
-        return _read_task(io, read, task, match, hint, deleted or None, local)
+        matched = _match(match, [p], stats)
+        return _materialize(read, p, matched[0][1], stats, projections) if matched else None
     finally:
-        if stats is not None:
-            stats.add(local)
+        p.close()
 
 
 def probe_task(io: FileIO, read: MatchRead, task: FileScanTask, match: Matcher, *, hint: Sequence[int] | None = None,
@@ -146,81 +246,88 @@ def probe_task(io: FileIO, read: MatchRead, task: FileScanTask, match: Matcher, 
 
 def _whole(io: FileIO, read: MatchRead, task: FileScanTask, match: Matcher, stats: ReadStats) -> pa.Table | None:
     """ArrowScan's own read of the whole file, matched afterwards (any format, any schema quirk)."""
-    stats.files_whole += 1
     key_names = [f.name for f in read.key_schema.fields]
     ids = projected_field_ids(read.projected) | set(read.key_schema.field_ids)
     with_keys = prune_columns(read.schema, ids, select_full_types=False)
     data = ArrowScan(read.metadata, io, with_keys, AlwaysTrue(), case_sensitive=True).to_table([task])
-    mask = match(data.select(key_names))
-    stats.rows_probed += data.num_rows
-    stats.rows_matched += int(mask.sum())
+    mask = np.asarray(match(data.select(key_names)), dtype=bool)
+    with _stats_lock:
+        stats.files_whole += 1
+        stats.rows_probed += data.num_rows
+        stats.rows_matched += int(mask.sum())
+        stats.files_matched += int(mask.any())
     if not mask.any():
         return None
-    stats.files_matched += 1
     return data.filter(pa.array(mask)).select([f.name for f in read.projected.fields])
 
 
-def _read_task(io: FileIO, read: MatchRead, task: FileScanTask, match: Matcher, hint: Sequence[int] | None,
-               deleted: list[pa.ChunkedArray] | None, stats: ReadStats) -> pa.Table | None:
+def _probe(io: FileIO, read: MatchRead, task: FileScanTask, hint: Sequence[int] | None,
+           deleted: list[pa.ChunkedArray] | None, stats: ReadStats, projections: _Projections) -> _Probe | object | None:
+    """Phase 1: the key columns of the hinted row groups, minus deleted rows (None: nothing to match)."""
+    with _stats_lock:
+        stats.files += 1
     if task.file.file_format != FileFormat.PARQUET:
-        return _whole(io, read, task, match, stats)
-    key_schema = read.key_schema
-    with io.new_input(task.file.file_path).open(seekable=True) as fin:
-        pf = pq.ParquetFile(fin, pre_buffer=True)
+        return _WHOLE
+    handle = io.new_input(task.file.file_path).open(seekable=True)
+    try:
+        pf = pq.ParquetFile(handle, pre_buffer=True)
         physical = pf.schema_arrow
-        keys = FileProjection(read.metadata, key_schema, projected_field_ids(key_schema), task.file, physical)
+        keys = projections.get(read.metadata, read.key_schema, task, physical)
         if not all(keys.has(i) for i in read.key_ids):
-            return _whole(io, read, task, match, stats)
+            handle.close()
+            return _WHOLE
         meta = pf.metadata
         sizes = np.array([meta.row_group(i).num_rows for i in range(meta.num_row_groups)], dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(sizes)])
-        stats.row_groups_total += len(sizes)
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         groups = list(range(len(sizes)))
         if hint is not None and all(0 <= int(g) < len(sizes) for g in hint):
             groups = sorted({int(g) for g in hint})
-        stats.row_groups_skipped_by_hint += len(sizes) - len(groups)
+        with _stats_lock:
+            stats.row_groups_total += len(sizes)
+            stats.row_groups_skipped_by_hint += len(sizes) - len(groups)
+            stats.row_groups_probed += len(groups)
         if not groups:
+            handle.close()
             return None
-        # Phase 1: the key columns of the hinted row groups, minus deleted rows.
-        stats.row_groups_probed += len(groups)
-        raw_keys = pf.read_row_groups(groups, columns=keys.columns)
+        raw = pf.read_row_groups(groups, columns=keys.columns)
         positions = np.concatenate([np.arange(starts[g], starts[g + 1]) for g in groups])
         if deleted:
             gone = pa.chunked_array([c for arr in deleted for c in arr.chunks], type=pa.int64())
             alive = np.asarray(pc.invert(pc.is_in(pa.array(positions), value_set=gone.combine_chunks()))
                                .to_numpy(zero_copy_only=False), dtype=bool)
-            raw_keys, positions = raw_keys.filter(pa.array(alive)), positions[alive]
-        stats.rows_probed += raw_keys.num_rows
-        if raw_keys.num_rows == 0:
+            raw, positions = raw.filter(pa.array(alive)), positions[alive]
+        with _stats_lock:
+            stats.rows_probed += raw.num_rows
+        if raw.num_rows == 0:
+            handle.close()
             return None
-        converted = _convert(keys, raw_keys)
-        mask = np.asarray(match(converted), dtype=bool)
-        hits = np.flatnonzero(mask)
-        stats.rows_matched += len(hits)
-        if not len(hits):
-            return None
-        stats.files_matched += 1
-        # Phase 2: the other columns, only of the row groups with a match, only the matching rows.
-        proj = FileProjection(read.metadata, read.projected, projected_field_ids(read.projected), task.file, physical)
-        if not proj.columns:  # only columns this file lacks: ArrowScan knows how many rows of nulls to make
-            stats.files_matched -= 1
-            stats.rows_matched -= len(hits)
-            return _whole(io, read, task, match, stats)
-        hit_positions = positions[hits]
-        hit_groups = np.unique(np.searchsorted(starts, hit_positions, side="right") - 1)
+        return _Probe(task, handle, pf, keys, raw, _convert(keys, raw), positions, starts, sizes)
+    except BaseException:
+        handle.close()
+        raise
+
+
+def _materialize(read: MatchRead, p: _Probe, hits: np.ndarray, stats: ReadStats,
+                 projections: _Projections) -> pa.Table:
+    """Phase 2: the other columns, only of the row groups with a match, only the matching rows."""
+    proj = projections.get(read.metadata, read.projected, p.task, p.pf.schema_arrow)
+    hit_positions = p.positions[hits]
+    hit_groups = np.unique(np.searchsorted(p.starts, hit_positions, side="right") - 1)
+    with _stats_lock:
         stats.row_groups_materialized += len(hit_groups)
-        rest = [c for c in proj.columns if c not in keys.columns]
-        columns: dict[str, pa.ChunkedArray] = {}
-        if rest:
-            other = pf.read_row_groups([int(g) for g in hit_groups], columns=rest)
-            g_starts = starts[hit_groups]
-            g_offsets = np.concatenate([[0], np.cumsum(sizes[hit_groups])])
-            idx = np.searchsorted(g_starts, hit_positions, side="right") - 1
-            local = g_offsets[idx] + (hit_positions - g_starts[idx])
-            other = other.take(pa.array(local))
-            columns.update({name: other.column(name) for name in rest})
-        picked = raw_keys.take(pa.array(hits))
-        columns.update({name: picked.column(name) for name in proj.columns if name in keys.columns})
+    rest = [c for c in proj.columns if c not in p.keys.columns]
+    columns: dict[str, pa.ChunkedArray] = {}
+    if rest:
+        other = p.pf.read_row_groups([int(g) for g in hit_groups], columns=rest)
+        g_starts = p.starts[hit_groups]
+        g_offsets = np.concatenate([[0], np.cumsum(p.sizes[hit_groups])])
+        idx = np.searchsorted(g_starts, hit_positions, side="right") - 1
+        other = other.take(pa.array(g_offsets[idx] + (hit_positions - g_starts[idx])))
+        columns.update({name: other.column(name) for name in rest})
+    picked = p.raw.take(pa.array(hits))
+    columns.update({name: picked.column(name) for name in proj.columns if name in p.keys.columns})
+    if not proj.columns:  # only columns the file lacks (nulls, partition values): as many rows as matched
+        return proj.convert_rows(len(hits))
     return _convert(proj, pa.table({name: columns[name] for name in proj.columns}))
 
 

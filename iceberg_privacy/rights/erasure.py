@@ -34,8 +34,6 @@ import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError, ValidationException
-from pyiceberg.expressions import AlwaysTrue
-from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import UNASSIGNED_SEQ, write_manifest_list
 from pyiceberg.table import FileScanTask, Table, Transaction
 from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
@@ -62,7 +60,7 @@ from iceberg_privacy.properties import ERASURE_SUBJECTS_SUMMARY as SUMMARY_SUBJE
 from iceberg_privacy.properties import SIDECAR_PATH_SUMMARY as SIDECAR_SUMMARY_PATH
 from iceberg_privacy.rights import forget
 from iceberg_privacy.rights.filework import Batch as _Batch
-from iceberg_privacy.rights.filework import Rewrite
+from iceberg_privacy.rights.filework import Rewrite, load_candidate
 from iceberg_privacy.rights.filework import prefetch as _prefetch
 from iceberg_privacy.rights.journal import (
     ERASURE_STAGED,
@@ -112,16 +110,8 @@ def _forget(catalog: Catalog, ts: TableSubjects, request_id: str, secret: bytes)
 
 def _load(table: Table, task: FileScanTask, ts: TableSubjects, secret: bytes) -> tuple[pa.Table | None, np.ndarray]:
     """One candidate file and its mask of subject rows (data None when it holds none)."""
-    md = table.metadata
-    if ts.by_digest:  # every file is a candidate: read the identity columns first, most files hold nobody
-        ids = [c.column.name for c in ts.columns]
-        probe = ArrowScan(md, table.io, md.schema().select(*ids), AlwaysTrue(), case_sensitive=True).to_table([task])
-        mask = match_mask(probe, ts, secret)
-        if not mask.any():
-            return None, mask
-    data = ArrowScan(md, table.io, md.schema(), AlwaysTrue(), case_sensitive=True).to_table([task])
-    mask = match_mask(data, ts, secret)
-    return (data if mask.any() else None), mask
+    return load_candidate(table.io, table.metadata, task, lambda data: match_mask(data, ts, secret),
+                          [c.column.field_id for c in ts.columns], probe_first=ts.by_digest)
 
 
 def _rewrite(table: Table, tasks: list[FileScanTask], ts: TableSubjects, secret: bytes, columns: list[BloomColumn],

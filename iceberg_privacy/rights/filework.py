@@ -23,9 +23,11 @@ from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
+from pyiceberg.table.metadata import TableMetadata
 
 from iceberg_privacy.config import BloomColumn
 from iceberg_privacy.identities import extract_identities, rows_matching
+from iceberg_privacy.index.read import Matcher, MatchRead, probe_task, read_matching
 from iceberg_privacy.rights.subjects import CandidatePlan, TableSubjects, digest_value_set, match_mask
 from iceberg_privacy.storage import StoredFile
 from iceberg_privacy.write import WrittenFiles
@@ -66,18 +68,42 @@ def prefetch(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Sequence
 
 
 
+def subjects_read(metadata: TableMetadata, key_ids: Sequence[int]) -> MatchRead:
+    """A read of whole rows (the current schema) whose identity columns ``key_ids`` are matched first."""
+    schema = metadata.schema()
+    return MatchRead(metadata, schema, schema, tuple(key_ids))
+
+
+def no_rows(metadata: TableMetadata) -> pa.Table:
+    """An empty answer with the table's columns."""
+    return pa.Table.from_batches([], schema=schema_to_pyarrow(metadata.schema()))
+
+
 def candidate_rows(ts: TableSubjects, plan: CandidatePlan, secret: bytes) -> pa.Table:
-    """The candidate files' rows of the subjects (an access request's answer for one table)."""
+    """The candidate files' rows of the subjects (an access request's answer for one table).
+
+    Late-materialized (:mod:`iceberg_privacy.index.read`): the identity columns first, the other columns
+    only of the row groups with a subject row, only those rows."""
     table: Table = ts.table
     md = table.metadata
-    schema = md.schema()
-    parts = []
-    for task in plan.tasks:  # sorted by path: deterministic
-        data = ArrowScan(md, table.io, schema, AlwaysTrue(), case_sensitive=True).to_table([task])
-        parts.append(data.filter(pa.array(match_mask(data, ts, secret))))
-    if not parts:
-        return pa.Table.from_batches([], schema=schema_to_pyarrow(schema))
-    return pa.concat_tables(parts)
+    key_ids = [c.column.field_id for c in ts.columns]
+    if not plan.tasks or not key_ids:
+        return no_rows(md)
+    rows = read_matching(table.io, subjects_read(md, key_ids), plan.tasks,  # sorted by path: deterministic
+                         lambda keys: match_mask(keys, ts, secret))
+    return rows if rows.num_rows else no_rows(md)
+
+
+def load_candidate(io: FileIO, metadata: TableMetadata, task: FileScanTask, mask: Matcher, key_ids: Sequence[int],
+                   *, probe_first: bool) -> tuple[pa.Table | None, np.ndarray]:
+    """One erasure candidate, whole (it is rewritten), and its mask of subject rows; data None when it
+    holds none. ``probe_first`` (every file is a candidate, most hold nobody): read only the identity
+    columns first (:func:`iceberg_privacy.index.read.probe_task`) and the rest only of files with a match."""
+    if probe_first and key_ids and not probe_task(io, subjects_read(metadata, key_ids), task, mask):
+        return None, np.zeros(0, dtype=bool)
+    data = ArrowScan(metadata, io, metadata.schema(), AlwaysTrue(), case_sensitive=True).to_table([task])
+    found = mask(data)
+    return (data if found.any() else None), found
 
 
 

@@ -26,9 +26,8 @@ import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.expressions.literals import Literal
-from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
+from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 
@@ -39,6 +38,7 @@ from iceberg_privacy.errors import InvalidLookupValueError, NoIdentityColumnsErr
 from iceberg_privacy.identities import as_values, extract_identities, rows_matching
 from iceberg_privacy.index.hashing import coerce_values
 from iceberg_privacy.index.planner import plan_lookup
+from iceberg_privacy.index.read import MatchRead, probe_task
 from iceberg_privacy.lineage.fanout import Fanout
 from iceberg_privacy.properties import LIBRARY_MARKERS
 from iceberg_privacy.rights.keyed import canonical_literal, digest, digest_distinct
@@ -289,11 +289,11 @@ def file_holds(ts: TableSubjects, task: FileScanTask, secret: bytes | None) -> b
     """Does this data file hold a row of the subjects? (reads only its identity columns)"""
     table = ts.table
     md = table.metadata
-    ids = [c.column.name for c in ts.columns]
+    ids = tuple(c.column.field_id for c in ts.columns)
     if not ids:
         return False
-    probe = ArrowScan(md, table.io, md.schema().select(*ids), AlwaysTrue(), case_sensitive=True).to_table([task])
-    return bool(match_mask(probe, ts, secret).any())
+    schema = md.schema()
+    return probe_task(table.io, MatchRead(md, schema, schema, ids), task, lambda keys: match_mask(keys, ts, secret))
 
 
 def refs_holding(ts: TableSubjects, secret: bytes | None, *, clean: set[str] | None = None,

@@ -2,10 +2,12 @@
 
 Planning (``pushFilters`` + ``partitions``) runs once, in a Python worker next to the driver: it
 pins the snapshot, asks :func:`iceberg_privacy.plan_lookup` for every pushed filter (manifest +
-Bloom pruning; files without a usable filter are kept) and packs the surviving file scan tasks
-into input partitions balanced by bytes. Executors read their tasks with pyiceberg's ``ArrowScan``
-(so delete files, schema evolution and the pushed row filter behave as in the core's lookup) and
-return Arrow batches cast to the schema Spark expects.
+Bloom pruning, and the exact index's row-group hints; files without a usable filter are kept) and packs
+the surviving file scan tasks into input partitions balanced by bytes. Executors read their tasks with
+the core lookup's reader (:mod:`iceberg_privacy.index.read`: hinted row groups only, the filtered columns
+first, the rest only for matching rows; delete files and schema evolution as pyiceberg's ``ArrowScan``)
+and return Arrow batches cast to the schema Spark expects. A scan without pushed filters is a plain
+``ArrowScan``.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, In
+from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io import load_file_io
-from pyiceberg.io.pyarrow import ArrowScan
+from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
 from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
@@ -33,12 +35,14 @@ from pyspark.sql.datasource import DataSourceReader, EqualNullSafe, Filter, Inpu
 from pyspark.sql.datasource import EqualTo as SparkEqualTo
 from pyspark.sql.datasource import In as SparkIn
 
+from iceberg_privacy._internal.arrow import plain_type
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.errors import ConfigurationError, IcebergPrivacyError
-from iceberg_privacy.identities import is_nested
+from iceberg_privacy.identities import identity_leaf_type, is_nested, rows_matching
 from iceberg_privacy.index.hashing import coerce_values
 from iceberg_privacy.index.planner import BATCH_THRESHOLD, plan_lookup
+from iceberg_privacy.index.read import MatchRead, read_matching
 from iceberg_privacy.spark.options import SourceOptions
 from iceberg_privacy.spark.schema import arrow_for_spark, cast_batch
 from iceberg_privacy.storage import portable_properties
@@ -122,6 +126,8 @@ class ScanReport:
     files_without_sidecar: int = 0
     files_read: int = 0
     bytes_read: int = 0
+    files_with_row_group_hints: int = 0  # files read only in the row groups the planner's index named
+    row_groups_hinted: int = 0
     partitions: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -157,18 +163,6 @@ def _pushable(f: Filter, bloom: dict[str, BloomColumn]) -> Pushed | None:
     return Pushed(col.name, tuple(values), shown, post_filter=len(set(values)) > BATCH_THRESHOLD)
 
 
-def _row_filter(schema: Schema, pushed: Sequence[Pushed]) -> BooleanExpression:
-    out: BooleanExpression = AlwaysTrue()
-    for p in pushed:
-        if p.post_filter:
-            continue
-        leaf = schema.find_field(p.column).field_type
-        lits = coerce_values(list(p.values), leaf, p.column)
-        expr: BooleanExpression = EqualTo(p.column, lits[0]) if len(lits) == 1 else In(p.column, lits)
-        out = expr if isinstance(out, AlwaysTrue) else And(out, expr)
-    return out
-
-
 class IcebergPrivacyReader(DataSourceReader):
     """Plans once on the driver side; picklable (holds metadata, never a catalog or Table)."""
 
@@ -189,6 +183,7 @@ class IcebergPrivacyReader(DataSourceReader):
             )
         self.bloom = {c.name: c for c in bloom_columns(self.schema, table.properties)}
         self.pushed: list[Pushed] = []
+        self.row_groups: dict[str, tuple[int, ...]] = {}
         self.report: ScanReport | None = None
         self._table: Table | None = table
 
@@ -217,8 +212,12 @@ class IcebergPrivacyReader(DataSourceReader):
             report.files_total = report.files_after_manifest_pruning = report.files_after_bloom_pruning = len(tasks)
             return tasks, report
         tasks_by_path: dict[str, FileScanTask] | None = None
+        hints: dict[str, tuple[int, ...]] = {}
         for i, p in enumerate(self.pushed):
             plan = plan_lookup(table, p.column, list(p.values), snapshot_id=self.snapshot_id)
+            # Filters are ANDed: a row group must be allowed by every filter that hints its file.
+            for path, groups in (getattr(plan, "row_groups", None) or {}).items():
+                hints[path] = tuple(sorted(set(hints[path]) & set(groups))) if path in hints else tuple(groups)
             report.files_total = max(report.files_total, plan.files_total)
             # with several pushed filters: the fewest files any one filter's manifest pruning kept
             report.files_after_manifest_pruning = (plan.files_after_manifest_pruning if i == 0 else
@@ -230,6 +229,9 @@ class IcebergPrivacyReader(DataSourceReader):
             tasks_by_path = kept if tasks_by_path is None else {k: v for k, v in tasks_by_path.items() if k in kept}
         tasks = list((tasks_by_path or {}).values())
         report.files_after_bloom_pruning = len(tasks)
+        self.row_groups = {t.file.file_path: hints[t.file.file_path] for t in tasks if t.file.file_path in hints}
+        report.files_with_row_group_hints = len(self.row_groups)
+        report.row_groups_hinted = sum(len(g) for g in self.row_groups.values())
         return tasks, report
 
     def partitions(self) -> list[InputPartition]:
@@ -247,25 +249,49 @@ class IcebergPrivacyReader(DataSourceReader):
         if path:
             with open(path, "w") as fh:
                 json.dump(asdict(report), fh, indent=2)
-        return [InputPartition(g) for g in groups]
+        return [InputPartition(ScanPart(g, {t.file.file_path: self.row_groups[t.file.file_path]
+                                             for t in g if t.file.file_path in self.row_groups}))
+                for g in groups]
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
-        """Executor side: read one group of file scan tasks, applying delete files and pushed filters."""
-        tasks: list[FileScanTask] = partition.value or []
-        if not tasks:
+        """Executor side: read one group of file scan tasks, applying delete files and pushed filters.
+
+        With pushed filters the read is the core lookup's (:func:`iceberg_privacy.index.read.read_matching`):
+        only the hinted row groups, the filtered columns first, the other columns only for matching rows."""
+        part: ScanPart | None = partition.value  # None: Spark reads one empty partition when none was planned
+        if part is None or not part.tasks:
             return
         target = arrow_for_spark(self.struct)
-        post = [p for p in self.pushed if p.post_filter]
-        wanted = list(dict.fromkeys([*self.struct.fieldNames(), *[p.column for p in post]]))
-        projected = self.schema.select(*wanted)
+        projected = self.schema.select(*self.struct.fieldNames())
         io = load_file_io(self.io_properties, self.metadata.location)
-        scan = ArrowScan(self.metadata, io, projected, _row_filter(self.schema, self.pushed), case_sensitive=True)
-        for batch in scan.to_record_batches(tasks):
-            for p in post:
-                col = batch.column(p.column)
-                leaf = self.schema.find_field(p.column).field_type
-                value_set = pa.array([lit.value for lit in coerce_values(list(p.values), leaf, p.column)],
-                                     type=col.type)
-                batch = batch.filter(pc.is_in(col, value_set=value_set))
+        if not self.pushed or not self.struct.fieldNames():
+            scan = ArrowScan(self.metadata, io, projected, AlwaysTrue(), case_sensitive=True)
+            for batch in scan.to_record_batches(part.tasks):
+                yield cast_batch(batch, target)
+            return
+        value_sets = []
+        for p in self.pushed:
+            leaf = identity_leaf_type(self.schema.find_field(p.column))  # (pushed columns are primitives)
+            lits = coerce_values(list(p.values), leaf, p.column)
+            value_sets.append((p.column, pa.array([lit.value for lit in lits], type=plain_type(schema_to_pyarrow(leaf)))))
+
+        def match(keys: pa.Table) -> np.ndarray:
+            mask = np.ones(keys.num_rows, dtype=bool)
+            for column, value_set in value_sets:  # pushed filters are ANDed
+                mask &= rows_matching(keys.column(column), value_set)
+            return mask
+
+        key_ids = tuple(dict.fromkeys(self.schema.find_field(p.column).field_id for p in self.pushed))
+        read = MatchRead(self.metadata, self.schema, projected, key_ids)
+        rows = read_matching(io, read, part.tasks, match, row_groups=part.row_groups)
+        for batch in rows.to_batches():
             if batch.num_rows:
                 yield cast_batch(batch, target)
+
+
+@dataclass
+class ScanPart:
+    """One input partition: its file scan tasks and their row-group hints (file path -> row groups)."""
+
+    tasks: list[FileScanTask]
+    row_groups: dict[str, tuple[int, ...]] = field(default_factory=dict)

@@ -47,9 +47,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io import FileIO, load_file_io
-from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
@@ -59,9 +57,18 @@ from iceberg_privacy.config import BloomColumn, IdentityColumn
 from iceberg_privacy.errors import SparkJobError
 from iceberg_privacy.identities import extract_identities, rows_matching
 from iceberg_privacy.index.build import FilterBuilder, filters_for_data_files
+from iceberg_privacy.index.read import read_task
 from iceberg_privacy.index.sidecar import FileFilter
 from iceberg_privacy.rights.filework import Batch as _Batch
-from iceberg_privacy.rights.filework import FileScan, FileScanner, Rewrite, scan_stored_file
+from iceberg_privacy.rights.filework import (
+    FileScan,
+    FileScanner,
+    Rewrite,
+    load_candidate,
+    no_rows,
+    scan_stored_file,
+    subjects_read,
+)
 from iceberg_privacy.rights.filework import candidate_rows as _rows_here
 from iceberg_privacy.rights.filework import prefetch as _prefetch
 from iceberg_privacy.rights.keyed import canonical_literal, digest
@@ -89,6 +96,10 @@ class Matcher:
     @property
     def names(self) -> list[str]:
         return [c.name for c, _ in self.columns]
+
+    @property
+    def field_ids(self) -> list[int]:
+        return [c.field_id for c, _ in self.columns]
 
     def mask(self, data: pa.Table) -> np.ndarray:
         """Rows of ``data`` where any identity column holds a subject (nested ids included)."""
@@ -197,16 +208,7 @@ class _ReadJob:
 
 def _load(job: _ReadJob, io: FileIO, task: FileScanTask) -> tuple[pa.Table | None, np.ndarray]:
     """One candidate file and its mask of subject rows (data None when it holds none)."""
-    md = job.metadata
-    if job.probe_first:
-        probe = ArrowScan(md, io, md.schema().select(*job.matcher.names), AlwaysTrue(),
-                          case_sensitive=True).to_table([task])
-        mask = job.matcher.mask(probe)
-        if not mask.any():
-            return None, mask
-    data = ArrowScan(md, io, md.schema(), AlwaysTrue(), case_sensitive=True).to_table([task])
-    mask = job.matcher.mask(data)
-    return (data if mask.any() else None), mask
+    return load_candidate(io, job.metadata, task, job.matcher.mask, job.matcher.field_ids, probe_first=job.probe_first)
 
 
 @dataclass
@@ -278,10 +280,12 @@ def _access_partition(bc: Any, part: Iterator[list[tuple[int, FileScanTask]]]) -
     job: _ReadJob = bc.value
     io = job.io()
     md = job.metadata
+    read = subjects_read(md, job.matcher.field_ids)
     for group in part:
-        for i, task in group:
-            data = ArrowScan(md, io, md.schema(), AlwaysTrue(), case_sensitive=True).to_table([task])
-            yield i, data.filter(pa.array(job.matcher.mask(data)))
+        for i, task in group:  # the same late-materialized read as this process (identity columns first)
+            rows = read_task(io, read, task, job.matcher.mask)
+            if rows is not None:
+                yield i, rows
 
 
 def access_rows(spark: Any) -> Callable[[TableSubjects, CandidatePlan, bytes], pa.Table]:
@@ -295,7 +299,9 @@ def access_rows(spark: Any) -> Callable[[TableSubjects, CandidatePlan, bytes], p
         job = _ReadJob(table.metadata, portable_properties(table.io), matcher_for(ts, secret), ts.name)
         groups = groups_by_size(plan.tasks, _parallelism(spark), _file_size)
         parts = _run(spark, f"reading the subjects' rows of {ts.name}", job, groups, _access_partition)
-        return pa.concat_tables([t for _, t in sorted(parts, key=lambda p: p[0])])
+        if not parts:
+            return no_rows(table.metadata)
+        return pa.concat_tables([t for _, t in sorted(parts, key=lambda p: p[0])], promote_options="permissive")
 
     return rows
 

@@ -42,6 +42,8 @@ def test_demo_then_every_command(home, capsys) -> None:
     assert main(["--home", home, "cleanup", "demo.clicks", "--older-than-minutes", "0"]) == 0
     assert main(["--home", home, "configure", "demo.clicks", "--columns", "user_id", "--fpp", "0.001"]) == 0
     assert "privacy.bloom.user_id.fpp=0.001" in capsys.readouterr().out
+    assert main(["--home", home, "configure", "demo.clicks", "--columns", "user_id", "--index", "bloom,exact"]) == 0
+    assert "privacy.index.user_id=bloom,exact" in capsys.readouterr().out
 
 
 def test_errors_are_reported_not_raised(home, capsys) -> None:

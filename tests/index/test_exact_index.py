@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from pyiceberg.expressions import EqualTo
 from pyiceberg.partitioning import PartitionField, PartitionSpec
@@ -216,7 +216,8 @@ def _cell(draw, shape: str, domain: list[Any]) -> Any:
 
 
 DAMAGES = ["delete", "truncate", "bitflip", "garbage"]
-OPS = ["compact", "expire", "append", "rewrite", "damage-base", "damage-delta", "timetravel"]
+OPS = ["compact", "expire", "append", "rewrite", "erase", "damage-base", "damage-delta", "timetravel"]
+_namespaces = iter(range(10**9))
 
 
 @st.composite
@@ -286,10 +287,17 @@ def _index_files(table) -> tuple[list[str], list[str]]:  # type: ignore[no-untyp
     return base, [r.location for r in refs if r.source != "property" and r.location not in base]
 
 
+@pytest.fixture
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    from iceberg_privacy.rights.keyed import SECRET_ENV
+
+    monkeypatch.setenv(SECRET_ENV, "exact-index-test-secret-0123456789")
+
+
 @pytest.mark.slow
 @settings(max_examples=int(os.environ.get("IP_PROPERTY_EXAMPLES", "60")))
 @given(scenario=scenarios())
-def test_exact_lookup_equals_full_scan_under_damage(shared_catalog, scenario) -> None:
+def test_exact_lookup_equals_full_scan_under_damage(shared_catalog, _secret, scenario) -> None:
     shape = scenario["shape"]
     rng = random.Random(scenario["seed"])
     schema, arrow_ident = _schema(scenario["kind"], shape)
@@ -297,13 +305,21 @@ def test_exact_lookup_equals_full_scan_under_damage(shared_catalog, scenario) ->
     props = {"write.target-file-size-bytes": "600"}
     if scenario["row_group_limit"]:
         props["write.parquet.row-group-limit"] = str(scenario["row_group_limit"])
-    table = shared_catalog.create_table(unique_name("x"), schema, partition_spec=spec, properties=props)
+    ns = f"exact{next(_namespaces)}"  # its own namespace: an erasure's forget list applies to nothing else
+    shared_catalog.create_namespace_if_not_exists(ns)
+    table = shared_catalog.create_table(f"{ns}.t", schema, partition_spec=spec, properties=props)
     table = ip.configure_index(table, "ident", scenario["index"])
+    table = ip.configure_identity(table, ["ident"])
+    forgotten: list[Any] = []
     written: dict[int, Any] = {}
     snapshots: list[tuple[int, dict[int, Any]]] = []
 
     def add(cells: list[Any], foreign: bool = False) -> None:
         nonlocal table
+        if not foreign:  # the forget list drops rows of erased subjects at ingest
+            cells = [c for c in cells if not any(v in forgotten for v in _ids_of(shape, c))]
+            if not cells:
+                return
         data = _batch(cells, len(written) + 1000 * len(snapshots), shape, arrow_ident)
         start = data.column("rid")[0].as_py()
         (table.append if foreign else lambda d: ip.append(table, d))(data)
@@ -316,6 +332,7 @@ def test_exact_lookup_equals_full_scan_under_damage(shared_catalog, scenario) ->
     _check(table, written, shape, scenario["probes"])
     damages = iter(scenario["damage"])
     for op in scenario["ops"]:
+        event(op)
         if op == "compact":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -334,6 +351,19 @@ def test_exact_lookup_equals_full_scan_under_damage(shared_catalog, scenario) ->
             table = table.refresh()
             written.pop(victim)
             snapshots.append((table.metadata.current_snapshot_id, dict(written)))
+        elif op == "erase" and written:
+            ids = [v for c in written.values() for v in _ids_of(shape, c)
+                   if not (isinstance(v, (str, bytes)) and not v.strip())]  # empty ids are refused as subjects
+            if ids:
+                victim_id = rng.choice(ids)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ip.erase(shared_catalog, [victim_id], tables=[table], request_id=f"r{next(_namespaces)}")
+                forgotten.append(victim_id)
+                for rid in [r for r, c in written.items() if victim_id in _ids_of(shape, c)]:
+                    written.pop(rid)
+                table = table.refresh()
+                snapshots.append((table.metadata.current_snapshot_id, dict(written)))
         elif op in ("damage-base", "damage-delta"):
             base, deltas = _index_files(table)
             pool = base if op == "damage-base" else deltas

@@ -66,7 +66,7 @@ def _tasks(tasks: Any) -> dict[str, frozenset[str]]:
 
 def _check(table: Table, covered_id: int, target_id: int, chosen: list[bool], row_filter: BooleanExpression) -> liveness.Liveness:
     files, manifests = _covered(table, covered_id)
-    candidates = {p: m for (p, m), keep in zip(sorted(files.items()), chosen + [True] * len(files)) if keep}
+    candidates = {p: m for (p, m), keep in zip(sorted(files.items()), chosen + [True] * len(files), strict=False) if keep}
     got = liveness.resolve(table.io, table.metadata, target_id, candidates, manifests, files.__contains__, row_filter)
     oracle = _tasks(table.scan(snapshot_id=target_id, row_filter=row_filter).plan_files())
     assert _tasks(got.live.values()) == {p: d for p, d in oracle.items() if p in candidates}
@@ -102,7 +102,8 @@ def _apply(table: Table, op: tuple[Any, ...]) -> Table:
     elif kind == "overwrite":
         table.overwrite(_batch(op[2]), overwrite_filter=EqualTo("n", op[1]))
     elif kind == "posdel" and table.current_snapshot() is not None:
-        live = sorted((t.file for t in table.scan().plan_files()), key=lambda f: f.file_path)
+        live = sorted((t.file for t in table.scan().plan_files()),  # by content: reproducible examples
+                      key=lambda f: (f.lower_bounds.get(2, b""), f.upper_bounds.get(2, b""), f.record_count))
         if live:
             f = live[op[1] % len(live)]
             table = commit_delete_file(table, f, [p % f.record_count for p in op[3]], referenced=op[2])

@@ -79,3 +79,33 @@ def test_access_equals_full_scan(shared_catalog: Catalog, tmp_path_factory: pyte
     ip.access(shared_catalog, sorted(victims), tables=[name], out=out)
     got = sorted(r["row_id"] for r in pq.read_table(out / f"{name}.parquet").to_pylist())
     assert got == [r["row_id"] for r in all_rows(table) if r["user_id"] in victims]
+
+
+@settings(max_examples=8)
+@given(sizes=st.lists(st.integers(1, 14), min_size=1, max_size=3), subjects=st.sets(st.integers(0, 15), min_size=1, max_size=3),
+       deleted=st.lists(st.integers(0, 40), max_size=4), by_email=st.booleans())
+def test_access_reads_row_groups_keys_first_like_a_full_scan(shared_catalog: Catalog, tmp_path_factory: pytest.TempPathFactory,
+                                                             sizes: list[int], subjects: set[int], deleted: list[int],
+                                                             by_email: bool) -> None:
+    """Several row groups per file, merge-on-read position deletes, ids in the identity map: the
+    late-materialized access read returns exactly the rows a full scan holds for the subjects."""
+    from tests.helpers import SCHEMA, commit_delete_file, rows
+
+    name = unique_name("accrg")
+    table = shared_catalog.create_table(name, SCHEMA, properties={"format-version": "2",
+                                                                   "write.parquet.row-group-limit": "3"})
+    table = ip.configure_identity(ip.configure_bloom(table, ["user_id", "identities"]), ["user_id", "identities"])
+    start = 0
+    for n in sizes:
+        ip.append(table, rows([f"u{(start + i) % 16}" for i in range(n)], start))
+        start += n
+    table = shared_catalog.load_table(name)
+    if deleted:
+        f = min((t.file for t in table.scan().plan_files()), key=lambda f: f.record_count)
+        table = commit_delete_file(table, f, sorted({d % f.record_count for d in deleted}))
+    victims = {f"u{i}" for i in subjects}
+    asked = sorted(f"{v}@example.com" for v in victims) if by_email else sorted(victims)
+    out = tmp_path_factory.mktemp("accrg")
+    ip.access(shared_catalog, asked, tables=[name], out=out)
+    got = sorted(r["row_id"] for r in pq.read_table(out / f"{name}.parquet").to_pylist())
+    assert got == [r["row_id"] for r in all_rows(table) if r["user_id"] in victims]
