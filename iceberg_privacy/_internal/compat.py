@@ -216,3 +216,13 @@ def position_deletes(io: Any, tasks: Any) -> dict[str, list[pa.ChunkedArray]]:
     from pyiceberg.io.pyarrow import _read_all_delete_files
 
     return _read_all_delete_files(io, tasks)
+
+
+def is_snapshot_gone(exc: BaseException) -> bool:
+    """Is ``exc`` pyiceberg refusing to remove a snapshot that another commit already removed?
+
+    A catalog that re-applies the updates to its current metadata (SqlCatalog, and pyiceberg's own update
+    code) raises ``ValueError("Snapshot with snapshot id N does not exist: ...")`` for a
+    ``RemoveSnapshotsUpdate`` whose snapshot a concurrent expiry dropped first: lost without effect.
+    """
+    return isinstance(exc, ValueError) and str(exc).startswith("Snapshot with snapshot id ") and "does not exist" in str(exc)

@@ -28,6 +28,8 @@ CHECKPOINTS: frozenset[str] = frozenset({
     "write.before_commit", "write.after_commit", "index.before_commit", "index.after_commit",
     # differential privacy (iceberg_privacy.dp.release)
     "dp.before_reserve", "dp.after_reserve", "dp.before_evaluate", "dp.after_evaluate",
+    # DP synthetic data (iceberg_privacy.dp.synth)
+    "synth.after_reserve", "synth.after_evaluate",
 })
 
 Hook = Callable[[str], None]

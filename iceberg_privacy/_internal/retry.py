@@ -17,7 +17,9 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from pyiceberg.exceptions import CommitFailedException
 
@@ -53,7 +55,7 @@ DEFAULT_POLICY = RetryPolicy()
 
 def is_conflict(exc: BaseException) -> bool:
     """Did this commit fail without effect, so that building it again on the new head is safe?"""
-    if isinstance(exc, CommitFailedException) or compat.is_stale_sequence_number(exc):
+    if isinstance(exc, CommitFailedException) or compat.is_stale_sequence_number(exc) or compat.is_snapshot_gone(exc):
         return True
     try:
         from sqlalchemy.exc import OperationalError
@@ -100,3 +102,25 @@ def run[T](step: Callable[[], T], *, exhausted: Callable[[int, BaseException], E
             last = exc
     assert last is not None
     raise exhausted(policy.attempts, last) from last
+
+
+@contextmanager
+def vanished_is_conflict(table: Any) -> Iterator[None]:
+    """Inside a retried step that reads a table's history (manifest lists, manifests): a file that is gone
+    because another process expired those snapshots meanwhile (a second purge, a second queue pass) is a
+    lost race, not an error. When a read fails with ``OSError`` and the table's metadata has moved since
+    the step loaded it, raise ``CommitFailedException`` so :func:`run` re-reads from the new head;
+    otherwise (the file is missing at an unchanged head: a damaged table) re-raise.
+    """
+    location = table.metadata_location
+    try:
+        yield
+    except OSError as exc:
+        try:
+            moved = table.refresh().metadata_location != location
+        except Exception:
+            moved = False
+        if moved:
+            raise CommitFailedException(f"a file vanished while reading the history of {location}: another process "
+                                        "changed the table meanwhile; re-reading") from exc
+        raise

@@ -111,20 +111,31 @@ def cmd_requests_run(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.errors import ConfigurationError
     from iceberg_privacy.rights.requests import run_request
 
+    spark = _spark(args.spark)
     if args.pending:
         from iceberg_privacy.rights.queue import run_pending
 
         if args.request_id or values(args):
             raise ConfigurationError("`requests run --pending` works the whole queue: name no request id or values")
-        report = run_pending(catalog, limit=args.limit, purge=not args.no_purge, out=args.out, home=args.home)
+        report = run_pending(catalog, limit=args.limit, purge=not args.no_purge, out=args.out, home=args.home,
+                             spark=spark)
         emit(args, report)
         return 1 if report.blocked else 0
     if not args.request_id:
         raise ConfigurationError("name a request id (`iceberg-privacy requests list` shows them), or pass --pending "
                                  "to work every queued request")
     emit(args, run_request(catalog, args.request_id, values(args) or None, purge=not args.no_purge, out=args.out,
-                           home=args.home, allow_empty_subject=args.allow_empty_subject))
+                           home=args.home, allow_empty_subject=args.allow_empty_subject, spark=spark))
     return 0
+
+
+def _spark(master: str | None) -> Any:
+    """The Spark session of ``--spark MASTER`` (None without it): executors read and rewrite, this process commits."""
+    if not master:
+        return None
+    from iceberg_privacy._internal.spark import get_spark
+
+    return get_spark(master=master)
 
 
 def register(subparsers: Any) -> None:
@@ -188,4 +199,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--values-file")
     p.add_argument("--out", help="output directory (access requests; with --pending one subdirectory per request)")
     p.add_argument("--no-purge", action="store_true", help="erase only")
+    p.add_argument("--spark", metavar="MASTER",
+                   help="read, rewrite and verify files on Spark executors (a master URL: local[4], spark://host:7077, "
+                        "yarn); this process plans and commits. Needs pyspark and Java 17")
     add_allow_empty(p)

@@ -240,6 +240,8 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
              progress: bool = False, build: FilterBuilder = filters_for_data_files) -> IndexReport:
     table.refresh()
     md = table.metadata
+    if expire_ids:  # another process (a second purge, a scheduler) may have expired some of them meanwhile
+        expire_ids = {i for i in expire_ids if md.snapshot_by_id(i) is not None}
     columns = bloom_columns(table.schema(), table.properties)
     report = IndexReport(operation)
     retained = {s.snapshot_id for s in md.snapshots} - (expire_ids or set())

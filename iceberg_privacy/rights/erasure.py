@@ -260,8 +260,9 @@ def _unstage(table: Table, st: _Staged) -> None:
     for p in paths:
         try:
             table.io.delete(p)
-        except Exception:  # left for cleanup_orphans
-            logger.info("could not delete uncommitted %s", p)
+        except Exception as exc:  # not raised: the commit's own error is the one to report
+            logger.warning("could not delete %s, written by an erase commit that did not land (%s); "
+                           "`iceberg-privacy cleanup TABLE --delete` or the request's purge removes it", p, exc)
 
 
 def _discard(table: Table, batches: Sequence[_Batch]) -> None:
@@ -269,8 +270,9 @@ def _discard(table: Table, batches: Sequence[_Batch]) -> None:
         for f in b.written.files:
             try:
                 table.io.delete(f.file_path)
-            except Exception:  # left for cleanup_orphans
-                logger.info("could not delete uncommitted rewrite %s", f.file_path)
+            except Exception as exc:  # not raised: the commit's own error is the one to report
+                logger.warning("could not delete %s, a rewrite of an erase commit that did not land (%s); "
+                               "`iceberg-privacy cleanup TABLE --delete` removes it", f.file_path, exc)
 
 
 def _head(table: Table, branch: str) -> int | None:

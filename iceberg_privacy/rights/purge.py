@@ -34,7 +34,8 @@ from datetime import timedelta
 from typing import Any
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+from pyiceberg.io import FileIO
 from pyiceberg.manifest import ManifestEntryStatus
 from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.refs import MAIN_BRANCH
@@ -182,13 +183,18 @@ def _trim_metadata_log(table: Table) -> tuple[list[str], dict[str, str]]:
 
     def restore() -> None:
         md = table.refresh().metadata
-        saved = json.loads(md.properties.get(_SAVED_PROPERTIES, "{}"))
-        with table.transaction() as tx:
-            back = {k: v for k, v in saved.items() if v is not None}
-            if back:
-                tx.set_properties(back)
-            gone = [k for k, v in saved.items() if v is None and k in md.properties]
-            tx.remove_properties(*gone, _SAVED_PROPERTIES)
+        if _SAVED_PROPERTIES not in md.properties:
+            return  # a concurrent purge of this table restored them already
+        saved = json.loads(md.properties[_SAVED_PROPERTIES])
+        try:
+            with table.transaction() as tx:
+                back = {k: v for k, v in saved.items() if v is not None}
+                if back:
+                    tx.set_properties(back)
+                gone = [k for k, v in saved.items() if v is None and k in md.properties]
+                tx.remove_properties(*gone, _SAVED_PROPERTIES)
+        except KeyError as exc:  # pyiceberg re-applied the removal to a head where a concurrent purge removed it
+            raise CommitFailedException(f"{table_name(table)}: properties changed while restoring them") from exc
 
     before = retry.run(trim, exhausted=lambda tries, last: CommitConflictError(
         f"{table_name(table)}: metadata log trim lost to concurrent commits {tries} times; run the purge again"))
@@ -216,7 +222,8 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
         md = table.refresh().metadata
         keep = {md.current_snapshot_id} | {r.snapshot_id for r in md.refs.values()}
         expire = {s.snapshot_id for s in md.snapshots} - keep
-        before = {**originals, **_reachable(table, expire)}
+        with retry.vanished_is_conflict(table):  # another purge may have expired and deleted them meanwhile
+            before = {**originals, **_reachable(table, expire)}
         # Durable before expiry: once the snapshots are gone, this list is the only way a re-run after a
         # crash knows which files to delete (keyed hashes of the paths: a path can hold an identifier).
         plan(before)
@@ -228,8 +235,14 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
     rep.deleted_by_kind["sidecar"] = len(idx.deleted_sidecars)
     rep.delete_failures.update(idx.delete_failures)
     checkpoint("purge.after_expire")
-    table.refresh()
-    still = {canonical(p) for p in _reachable(table, {s.snapshot_id for s in table.metadata.snapshots})}
+
+    def still_step() -> set[str]:
+        table.refresh()
+        with retry.vanished_is_conflict(table):
+            return {canonical(p) for p in _reachable(table, {s.snapshot_id for s in table.metadata.snapshots})}
+
+    still = retry.run(still_step, exhausted=lambda tries, last: CommitConflictError(
+        f"{name}: reading the table's history lost to concurrent commits {tries} times; run the purge again"))
     still |= {canonical(loc) for loc in referenced_sidecar_locations(table.metadata)}
     doomed = {canonical(p): (p, kind) for p, kind in sorted(before.items())}
     outcome = delete_files(table.io, [p for key, (p, _) in sorted(doomed.items()) if key not in still])
@@ -285,6 +298,19 @@ def _scan_here(table: Table, files: list[StoredFile], cols: dict[int, Any], secr
 
 
 @storage_errors
+def _lost(name: str, what: str, tries: int, last: BaseException) -> Exception:
+    return CommitConflictError(f"{name}: {what} lost to concurrent changes of the table {tries} times; run the purge "
+                               "again")
+
+
+def _exists(io: FileIO, location: str) -> bool:
+    """Does ``location`` still exist? An error while asking counts as yes: only a clear "no" excuses a read."""
+    try:
+        return bool(io.new_input(location).exists())
+    except Exception:
+        return True
+
+
 def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: Iterable[Any] | None = None,
                  spark: Any | None = None) -> VerifyReport:
     """Look for the subjects (by keyed digest) in every file and name under the table location.
@@ -317,6 +343,8 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
             rep.files_scanned += 1
             rep.rows_scanned += got.rows
         if got.unreadable:
+            if not _exists(table.io, stored.location):
+                continue  # deleted since it was listed (a concurrent purge or cleanup): it holds nothing now
             rep.unreadable.append(matcher.redact(rel))
             continue
         if not got.parquet:
@@ -332,6 +360,8 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
         try:
             kind, traces = scan_file(matcher, table, stored, head, clean)
         except Exception:
+            if not _exists(table.io, stored.location):
+                continue  # deleted since it was listed
             rep.unreadable.append(matcher.redact(rel))
             continue
         rep.other_files_scanned += 1
@@ -458,28 +488,43 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             journal.record(request_id, TABLE_VERIFIED, table=name, detail={"note": "table no longer exists"})
             report.tables[name] = TablePurge(name, skipped="table no longer exists")
             continue
-        # The newest erase commit of this request is the cutoff (a re-run after a failed verification
-        # may have added one); without any, the head at erase time.
-        commits = erasure_snapshots(table, request_id)
-        rows = journal.rows(request_id)  # read once: the planned files and the staged erase commits
-        planned = _planned(table, rows, name, secret)
 
-        def plan(files: dict[str, str], name: str = name) -> None:
-            digested = {location_digest(secret, canonical(p)): k for p, k in files.items()}
-            journal.append([journal.event(request_id, PURGE_PLANNED, table=name, detail={"file_digests": digested})])
+        def purge_step(table: Table = table, name: str = name, snapshot_id: int | None = state.snapshot_id) -> TablePurge:
+            # Re-run from the top when another process (a second pass or purge of the same request) expired
+            # and deleted history files this one was reading: every step below is idempotent.
+            table.refresh()
+            with retry.vanished_is_conflict(table):
+                # The newest erase commit of this request is the cutoff (a re-run after a failed verification
+                # may have added one); without any, the head at erase time.
+                commits = erasure_snapshots(table, request_id)
+                rows = journal.rows(request_id)  # read once: the planned files and the staged erase commits
+                planned = _planned(table, rows, name, secret)
 
-        _refs_in_the_way(table, digests, secret, request_id)
-        matcher = SubjectMatcher(table, digests, secret, values)
-        tp = _purge_table(table, commits[-1][0] if commits else state.snapshot_id, orphan_age, [c[0] for c in commits],
-                          planned, plan, matcher)
-        staged, stuck = _remove_staged_leftovers(table, rows, name)
-        if staged:
-            tp.deleted_by_kind["staged"] = staged
-            tp.deleted_files += staged
-        tp.delete_failures.update(stuck)
+                def plan(files: dict[str, str]) -> None:
+                    digested = {location_digest(secret, canonical(p)): k for p, k in files.items()}
+                    journal.append([journal.event(request_id, PURGE_PLANNED, table=name,
+                                                  detail={"file_digests": digested})])
+
+                _refs_in_the_way(table, digests, secret, request_id)
+                matcher = SubjectMatcher(table, digests, secret, values)
+                tp = _purge_table(table, commits[-1][0] if commits else snapshot_id, orphan_age,
+                                  [c[0] for c in commits], planned, plan, matcher)
+                staged, stuck = _remove_staged_leftovers(table, rows, name)
+            if staged:
+                tp.deleted_by_kind["staged"] = staged
+                tp.deleted_files += staged
+            tp.delete_failures.update(stuck)
+            return tp
+
+        def verify_step(table: Table = table) -> VerifyReport:
+            table.refresh()
+            with retry.vanished_is_conflict(table):
+                return verify_table(table, digests, secret, subjects=values, spark=spark)
+
+        tp = retry.run(purge_step, exhausted=functools.partial(_lost, name, "the purge"))
         journal.record(request_id, TABLE_PURGED, table=name, files=tp.deleted_files,
                        detail={"expired_snapshots": len(tp.expired_snapshots), "deleted": tp.deleted_by_kind})
-        tp.verify = verify_table(table, digests, secret, subjects=values, spark=spark)
+        tp.verify = retry.run(verify_step, exhausted=functools.partial(_lost, name, "verification"))
         detail = {"files_scanned": tp.verify.files_scanned, "rows_scanned": tp.verify.rows_scanned,
                   "rows_found": tp.verify.rows_found, "files_with_subjects": len(tp.verify.files_with_subjects),
                   "unreadable": len(tp.verify.unreadable), "delete_failures": len(tp.delete_failures),

@@ -313,7 +313,8 @@ class Queue:
             md = t.metadata
             keep = {md.current_snapshot_id} | {r.snapshot_id for r in md.refs.values()}
             expire = {s.snapshot_id for s in md.snapshots} - keep
-            before = _files_of(t, expire, deleted_too=True)
+            with retry.vanished_is_conflict(t):  # a second pass may have expired and deleted them meanwhile
+                before = _files_of(t, expire, deleted_too=True)
             if expire:
                 expire_snapshots(t, snapshot_ids=expire)
             return before, len(expire)
@@ -322,9 +323,16 @@ class Queue:
             f"expiring the request queue's snapshots lost to concurrent commits {n} times; run the pass again"))
         t = self.load()
         assert t is not None
-        still = {canonical(p) for p in _files_of(t, {s.snapshot_id for s in t.metadata.snapshots}, deleted_too=False)}
+        still = retry.run(lambda: _still_referenced(t), exhausted=lambda n, last: CommitConflictError(
+            f"reading the request queue's history lost to concurrent passes {n} times; run the pass again"))
         outcome = delete_files(t.io, sorted(p for p in before if canonical(p) not in still))
         return expired, len(outcome.deleted), dict(outcome.failed)
+
+
+def _still_referenced(table: Table) -> set[str]:
+    with retry.vanished_is_conflict(table):
+        snapshots = {s.snapshot_id for s in table.metadata.snapshots}
+        return {canonical(p) for p in _files_of(table, snapshots, deleted_too=False)}
 
 
 def _files_of(table: Table, snapshot_ids: set[int], *, deleted_too: bool) -> set[str]:

@@ -172,3 +172,27 @@ def test_scan_pruning_keeps_what_plan_files_keeps(catalog: Catalog) -> None:
         oracle = {t.file.file_path: str(t.residual) for t in table.scan(row_filter=row_filter).plan_files()}
         assert kept == oracle and 0 < len(oracle)
     assert len(kept) == 2  # min/max pruning on user_id: only the files n=0 (u0..v0) and n=1 (u1..v1) may hold u1
+
+
+def test_removing_a_snapshot_another_expiry_removed_is_recognized_as_a_lost_race(catalog: Catalog) -> None:
+    """Two expiries built on the same metadata: the second commit is refused with the ValueError that
+    compat.is_snapshot_gone recognizes (retry.is_conflict retries it) and changes nothing."""
+    from pyiceberg.table.update.snapshot import ExpireSnapshots
+
+    from iceberg_privacy._internal import retry
+
+    table = catalog.create_table("db.gone", SCHEMA)
+    for i in range(3):
+        table.append(pa.table({"user_id": [f"u{i}"], "n": [i]}, schema=ARROW))
+    first = table.snapshots()[0].snapshot_id
+    stale = catalog.load_table("db.gone")
+    catalog.load_table("db.gone").maintenance.expire_snapshots().by_id(first).commit()
+    head = catalog.load_table("db.gone").metadata_location
+    with pytest.raises(Exception) as info:
+        tx = stale.transaction()
+        ExpireSnapshots(tx).by_id(first).commit()
+        tx.commit_transaction()
+    assert compat.is_snapshot_gone(info.value), repr(info.value)
+    assert retry.is_conflict(info.value)
+    assert catalog.load_table("db.gone").metadata_location == head  # without effect
+    assert not compat.is_snapshot_gone(ValueError("Snapshot with snapshot id 1 is fine"))

@@ -15,13 +15,7 @@ from pyiceberg.catalog import Catalog
 import iceberg_privacy as ip
 from iceberg_privacy.errors import NoIdentityColumnsError
 from iceberg_privacy.rights.journal import Journal
-from iceberg_privacy.rights.keyed import SECRET_ENV
-from tests.helpers import SECRET, all_rows, make_table, unique_name
-
-
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
+from tests.helpers import all_rows, make_table, unique_name
 
 
 def _batches() -> list[list[str]]:

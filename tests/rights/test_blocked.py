@@ -14,13 +14,7 @@ from iceberg_privacy._internal import faults
 from iceberg_privacy.cli import main
 from iceberg_privacy.errors import CommitConflictError
 from iceberg_privacy.rights.journal import Journal
-from iceberg_privacy.rights.keyed import SECRET_ENV
-from tests.helpers import SECRET, all_rows, make_table, rows
-
-
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
+from tests.helpers import all_rows, make_table, rows
 
 
 def test_exhausted_retries_block_the_request_until_it_is_run_again(catalog: Catalog,

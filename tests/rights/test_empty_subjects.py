@@ -12,14 +12,8 @@ import iceberg_privacy as ip
 from iceberg_privacy.cli import main
 from iceberg_privacy.errors import InvalidLookupValueError
 from iceberg_privacy.rights.journal import Journal
-from iceberg_privacy.rights.keyed import SECRET_ENV
 from iceberg_privacy.rights.requests import submit_request
-from tests.helpers import SECRET, all_rows, make_table
-
-
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
+from tests.helpers import all_rows, make_table
 
 
 @pytest.mark.parametrize("value", ["", "  ", "\t"])

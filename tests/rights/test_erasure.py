@@ -26,12 +26,7 @@ from iceberg_privacy.rights.erasure import (
 )
 from iceberg_privacy.rights.journal import Journal, erasure_snapshots
 from iceberg_privacy.rights.keyed import SECRET_ENV, SecretMissingError
-from tests.helpers import SECRET, all_rows, files_with, make_table, rows, unique_name
-
-
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
+from tests.helpers import all_rows, files_with, make_table, rows, unique_name
 
 
 def test_erase_rewrites_only_files_holding_the_subject(catalog: Catalog) -> None:

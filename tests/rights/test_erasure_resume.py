@@ -26,10 +26,6 @@ PURGE_STAGES = ["after_expire", "after_delete", "before_complete"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-
 
 class Crash(Exception):
     pass

@@ -16,13 +16,7 @@ from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
 from iceberg_privacy.errors import RefHoldsSubjectError
-from iceberg_privacy.rights.keyed import SECRET_ENV
-from tests.helpers import SECRET, all_rows, make_table, rows, unique_name
-
-
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
+from tests.helpers import all_rows, make_table, rows, unique_name
 
 
 def _ref_rows(table, ref: str) -> list[tuple[int, str]]:  # type: ignore[no-untyped-def]

@@ -23,12 +23,7 @@ from iceberg_privacy.rights.journal import (
     fold,
 )
 from iceberg_privacy.rights.keyed import SECRET_ENV
-from tests.helpers import SECRET, make_table
-
-
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
+from tests.helpers import make_table
 
 
 def test_submit_is_durable_and_idempotent(catalog: Catalog) -> None:

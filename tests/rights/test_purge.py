@@ -16,15 +16,8 @@ from iceberg_privacy.index.maintenance import live_data_files
 from iceberg_privacy.index.registry import sidecar_refs
 from iceberg_privacy.index.sidecar import Sidecar
 from iceberg_privacy.rights.journal import Journal
-from iceberg_privacy.rights.keyed import SECRET_ENV
 from iceberg_privacy.storage import local_path
-from tests.helpers import SECRET, all_rows, make_table
-
-
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-
+from tests.helpers import all_rows, make_table
 
 
 def _parquet_files(table) -> set[str]:  # type: ignore[no-untyped-def]

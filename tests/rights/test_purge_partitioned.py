@@ -17,16 +17,10 @@ import iceberg_privacy as ip
 from iceberg_privacy._internal.faults import InjectedCrash, crash_at
 from iceberg_privacy.errors import VerificationFailedError
 from iceberg_privacy.rights.journal import Journal
-from iceberg_privacy.rights.keyed import SECRET_ENV, load_secret
+from iceberg_privacy.rights.keyed import load_secret
 from iceberg_privacy.rights.purge import verify_table
 from iceberg_privacy.storage import local_path
-from tests.helpers import SECRET, all_rows, avro_text, make_partitioned_table, subject_traces, unique_name
-
-
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-
+from tests.helpers import all_rows, avro_text, make_partitioned_table, subject_traces, unique_name
 
 VICTIM = "victim-with-a-long-identifier-0042"  # longer than 16: manifests hold truncated bounds of it
 OTHERS = ["ann", "bob", "carla-has-a-long-identifier-too", "dan"]

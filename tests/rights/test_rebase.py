@@ -12,15 +12,10 @@ from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
 from iceberg_privacy._internal import faults
-from iceberg_privacy.rights.keyed import SECRET_ENV
-from tests.helpers import SECRET, all_rows, make_table, rows
+from tests.helpers import all_rows, make_table, rows
 
 erasure = __import__("iceberg_privacy.rights.erasure", fromlist=["_load"])
 
-
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
 
 
 def _home(catalog: Catalog) -> Path:

@@ -9,14 +9,8 @@ from pyiceberg.catalog import Catalog
 import iceberg_privacy as ip
 from iceberg_privacy.errors import ConfigurationError, RefHoldsSubjectError
 from iceberg_privacy.rights.journal import Journal
-from iceberg_privacy.rights.keyed import SECRET_ENV
 from iceberg_privacy.rights.requests import submit_request
-from tests.helpers import SECRET, all_rows, make_table, rows
-
-
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
+from tests.helpers import all_rows, make_table, rows
 
 
 def _branch_rows(table, branch: str) -> list[str]:  # type: ignore[no-untyped-def]

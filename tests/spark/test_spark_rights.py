@@ -255,3 +255,23 @@ def test_erase_access_purge_and_backfill_with_spark_on_s3(s3_catalog: tuple[Cata
     table = ip.configure_bloom(table, ["user_id", "clicks"])
     built = ip.backfill(table, spark=spark)
     assert built.built == {"clicks": len(live)} and built.sidecar_path.startswith("s3://")
+
+
+def test_cli_requests_run_pending_with_spark_runs_on_executors(spark: Any, tmp_path: Any,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from iceberg_privacy.cli import main
+
+    home = tmp_path / "home"
+    cat = ip.connect(home=home)
+    cat.create_namespace("db")
+    table = make_table(cat, "db.cli", [["u1", "ann"], ["u2", "u3"], ["ann", "u4"]])
+    before = all_rows(table)
+    assert main(["--home", str(home), "requests", "submit", "--kind", "erase", "ann", "--request-id", "c1"]) == 0
+    capsys.readouterr()
+    _no_local(monkeypatch)  # the executors of the session --spark names must do the file work
+    assert main(["--home", str(home), "requests", "run", "--pending", "--spark", "local[2]", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["completed"] == ["c1"], report
+    assert all_rows(table.refresh()) == [r for r in before if r["user_id"] != "ann"]
+    assert Journal(cat).get("c1").status == "completed"

@@ -279,3 +279,5 @@ def test_spark_writes_the_exact_delta_in_its_commit(spark: Any, home: Path) -> N
     assert set(plan.row_groups or {}) <= new_files and len(plan.row_groups or {}) >= 1
     expected = sum(1 for r in rows + clustered_rows(40, 5) if r[0] == who)
     assert ip.lookup(table, "user_id", who).num_rows == expected
+    # the data source's pushdown plans through the same planner (exact candidates + row-group hints)
+    assert read(spark, home, "db.exact").filter(f"user_id = '{who}'").count() == expected
