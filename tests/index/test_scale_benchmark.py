@@ -46,6 +46,7 @@ def test_quick_scale_benchmark_reports_the_issue_keys_and_agrees_with_the_oracle
             assert k["files_read"] >= k["oracle_files"]
             assert k["rows"] == k["rows_reference"] and k["rows_equal"], k  # lookup rows == full scan rows
             assert (k["oracle_files"] > 0) == k["present"] == (k["rows"] > 0)
+        assert {g: sk["warm_repeat"][g]["keys"] for g in ("present", "absent")} == {"present": 30, "absent": 30}
         bp = size["batch_plan"]
         assert bp["keys"] == 100_000 and bp["oracle_files_missed"] == 0 and bp["files_read"] >= bp["oracle_files"]
         assert size["cold"]["keys"] == 2 and all(r["latency_ms"] > 0 for r in size["cold"]["runs"])
