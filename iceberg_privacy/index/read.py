@@ -23,6 +23,7 @@ Rows come back in task order, then file order, like ``ArrowScan.to_table``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -169,10 +170,10 @@ def read_matching(io: FileIO, read: MatchRead, tasks: Sequence[FileScanTask], ma
     parts: list[pa.Table] = []
     for lo in range(0, len(tasks), CHUNK_FILES):
         chunk = tasks[lo:lo + CHUNK_FILES]
-        probes: list[Any] = []
+        futures = [executor.submit(_probe, io, read, t, hints.get(t.file.file_path), deletes.get(t.file.file_path),
+                                   stats, projections) for t in chunk]
         try:
-            probes = list(executor.map(lambda t: _probe(io, read, t, hints.get(t.file.file_path),
-                                                        deletes.get(t.file.file_path), stats, projections), chunk))
+            probes = [f.result() for f in futures]
             masks = _match(match, [p for p in probes if isinstance(p, _Probe)], stats)
             results = dict(zip([id(p) for p, _ in masks], executor.map(
                 lambda pm: _materialize(read, pm[0], pm[1], stats, projections), masks), strict=True))
@@ -183,10 +184,12 @@ def read_matching(io: FileIO, read: MatchRead, tasks: Sequence[FileScanTask], ma
                     got = results.get(id(p)) if isinstance(p, _Probe) else None
                 if got is not None and got.num_rows:
                     parts.append(got)
-        finally:
-            for p in probes:
-                if isinstance(p, _Probe):
-                    p.close()
+        finally:  # every file phase 1 opened is closed, also when another file's read failed
+            concurrent.futures.wait(futures)
+            for f in futures:
+                done = f.result() if f.exception() is None else None
+                if isinstance(done, _Probe):
+                    done.close()
     return concat(parts, read)
 
 
