@@ -2,7 +2,7 @@
 
 Run::
 
-    python -m benchmarks.scale --files 1000,10000,100000 --out results/scale.json   # ~20-30 min on 2 cores
+    python -m benchmarks.scale --files 1000,10000,100000 --out results/scale.json   # ~16 min on 2 busy cores
     python -m benchmarks.scale --quick --out results/scale-quick.json                 # CI size, < 2 minutes
 
 Why this shape: a lookup used to cost time and index bytes linear in the table's file count (every manifest
