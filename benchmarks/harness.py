@@ -177,11 +177,15 @@ class Built:
     seconds: float
 
 
-def build_table(cat: Any, name: str, cs: Clickstream, files: int, commits: int, fpp: float | None) -> Built:
-    """Create ``name`` and ingest the first ``files`` files of ``cs`` in ``commits`` appends."""
+def build_table(cat: Any, name: str, cs: Clickstream, files: int, commits: int, fpp: float | None,
+                index: str | None = None) -> Built:
+    """Create ``name`` and ingest the first ``files`` files of ``cs`` in ``commits`` appends (``index``: the
+    ``ip.configure_index`` kind of ``user_id``, e.g. ``"bloom,exact"``, set before the first append)."""
     t = cat.create_table(name, clickstream_schema())
     if fpp is not None:
         t = ip.configure_bloom(t, [COLUMN], fpp=fpp)
+    if index is not None:
+        t = ip.configure_index(t, COLUMN, index)
     bounds = np.linspace(0, files, commits + 1).astype(int)
     reports = []
     t0 = time.perf_counter()
