@@ -33,9 +33,12 @@ from iceberg_privacy.dp import (
     ReservationRecord,
     ResolutionReport,
     RhoZCDP,
+    SynthesisReport,
     dp_histogram,
+    dp_synthesize,
     get_budget,
     get_namespace_budget,
+    is_synthetic,
     read_provenance,
     releases,
     reservations,
@@ -143,8 +146,8 @@ __all__ = [
     "submit_request",
     # differential privacy
     "ROWS", "ApproxDP", "BudgetState", "PureDP", "Release", "ReleaseProvenance", "ReleaseRecord",
-    "ReservationRecord", "ResolutionReport", "RhoZCDP",
-    "dp_histogram", "get_budget", "get_namespace_budget", "read_provenance", "releases", "reservations",
+    "ReservationRecord", "ResolutionReport", "RhoZCDP", "SynthesisReport",
+    "dp_histogram", "dp_synthesize", "get_budget", "get_namespace_budget", "is_synthetic", "read_provenance", "releases", "reservations",
     "resolve_reservations", "set_budget", "set_namespace_budget",
     # lineage
     "DeriveReport", "LineageGraph", "LineageRecord",

@@ -72,6 +72,11 @@ DP_RELEASE_MARKER = "privacy.dp.release"
 DP_LEDGER_MARKER = "privacy.dp.ledger"
 DP_BUDGETS_PROPERTY = "privacy.dp.budgets"
 DP_SPENT_PROPERTY = "privacy.dp.spent"
+DP_SYNTHESIS_SUMMARY = "privacy.dp.synthesis"
+"""On a DP synthetic table's snapshot: the fitted model MST chose (JSON: method, rho, selected tree, row counts)."""
+SYNTHETIC_MARKER = "privacy.synthetic"
+"""``true`` on a table written by ``dp_synthesize``: every row is DP synthetic data (no person's row), so
+it may be read without spending budget (docs/dp.md, "DP synthetic data")."""
 
 # -- the query service (docs/confidential.md) -----------------------------------------------------
 SERVICE_TOKENS_MARKER = "privacy.service.tokens"

@@ -26,6 +26,8 @@ CHECKPOINTS: frozenset[str] = frozenset({
     "purge.after_expire", "purge.after_delete", "purge.after_metadata_trim", "purge.before_complete",
     # differential privacy (iceberg_privacy.dp.release)
     "dp.before_reserve", "dp.after_reserve", "dp.before_evaluate", "dp.after_evaluate",
+    # DP synthetic data (iceberg_privacy.dp.synth)
+    "synth.after_reserve", "synth.after_evaluate",
 })
 
 Hook = Callable[[str], None]

@@ -28,6 +28,7 @@ from iceberg_privacy.dp.ledger import BudgetState, Ledger, namespace_scope, tabl
 from iceberg_privacy.dp.log import ReleaseRecord, releases
 from iceberg_privacy.dp.provenance import ReleaseProvenance, read_provenance
 from iceberg_privacy.dp.release import Release, dp_histogram
+from iceberg_privacy.dp.synth import SynthesisReport, dp_synthesize, is_synthetic
 from iceberg_privacy.dp.reservation import (
     ReservationRecord,
     ResolutionReport,
@@ -59,9 +60,12 @@ __all__ = [
     "ResolutionReport",
     "RhoZCDP",
     "RowUnit",
+    "SynthesisReport",
     "dp_histogram",
+    "dp_synthesize",
     "get_budget",
     "get_namespace_budget",
+    "is_synthetic",
     "namespace_scope",
     "read_provenance",
     "releases",

@@ -493,8 +493,10 @@ def check_python_workers(spark: Any) -> None:
     check(spark)
 
 
-def _write_output(catalog: Catalog, out_id: tuple[str, ...], arrow: pa.Table, props: dict[str, str]) -> Table:
-    """Write the whole release in one commit; its snapshot summary is the provenance."""
+def _write_output(catalog: Catalog, out_id: tuple[str, ...], arrow: pa.Table, props: dict[str, str],
+                  table_properties: dict[str, str] | None = None) -> Table:
+    """Write the whole release in one commit; its snapshot summary is the provenance. ``table_properties``
+    (default: the release marker) are set when the table is created."""
     try:
         catalog.create_namespace(out_id[:-1])
     except NamespaceAlreadyExistsError:
@@ -505,7 +507,7 @@ def _write_output(catalog: Catalog, out_id: tuple[str, ...], arrow: pa.Table, pr
             tx.delete(delete_filter=AlwaysTrue())  # no provenance on the delete snapshot: it holds no release
             tx.append(arrow, snapshot_properties=props)
     else:
-        tx = catalog.create_table_transaction(out_id, schema=arrow.schema, properties={RELEASE_MARKER: "1"})
+        tx = catalog.create_table_transaction(out_id, schema=arrow.schema, properties=table_properties or {RELEASE_MARKER: "1"})
         tx.append(arrow, snapshot_properties=props)
         tx.commit_transaction()
     return catalog.load_table(out_id)

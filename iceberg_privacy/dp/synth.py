@@ -1,0 +1,552 @@
+"""DP synthetic data: an Iceberg table of rows drawn from a differentially private model of a source table.
+
+Applications that need rows, not aggregates, get a synthetic table that mimics the source's 1- and
+2-way statistics and is charged once on the same ledger as every other release; afterwards it can be
+read, joined and shared freely (post-processing costs nothing). Why each choice:
+
+* **Method: MST** (:mod:`.mst`, McKenna, Miklau & Sheldon 2021), implemented in this package because
+  no installable, maintained implementation fits this environment: ``mbi`` 2.0 (private-pgm) needs JAX
+  and NumPy >= 2 while Tumult pins NumPy < 2, and smartnoise-synth needs torch, opacus and ``mbi`` from
+  git. ``method="aim"`` is refused: AIM (McKenna et al. 2022) selects cliques adaptively and so needs
+  graphical-model estimation on general junction trees, which only ``mbi`` provides faithfully here.
+* **Accounting in zCDP.** MST is a composition of Gaussian and exponential mechanisms, natively
+  rho-zCDP. A :class:`~.budget.RhoZCDP` budget runs at that rho; an :class:`~.budget.ApproxDP`
+  (epsilon, delta > 0) budget runs at the largest rho whose zCDP guarantee implies (epsilon, delta)-DP
+  (Canonne, Kamath & Steinke 2020), and the ledger is charged the (epsilon, delta) asked for. Pure DP
+  is refused: Gaussian noise has no pure-DP guarantee.
+* **Public domains only.** Every column must map onto a public, finite set of cells before anything
+  is measured: categorical columns need their values (``domains=``; booleans are public by type),
+  numeric columns need public ``bounds=`` and are cut into ``bins=`` equal-width bins (values outside
+  are clipped into the end bins). Learning a domain from private data is itself a release and is not
+  done. Every column also gets one cell for nulls and values outside the public domain; it
+  synthesizes as null.
+* **Privacy unit.** Row-level by default (``privacy_unit=ROWS``: adding or removing one row changes
+  each marginal by one count); with ``privacy_unit="<column>"`` each unit keeps at most
+  ``max_rows_per_unit`` = k of its rows (chosen at random, before anything is measured), so one unit
+  moves each marginal by at most k in L1 and L2, and every noise scale is multiplied by k.
+* **Same release protocol as** :func:`~.release.dp_histogram`: validate everything that costs nothing
+  first (arguments, types, domains, the output name, the budget), then reserve on the ledger, commit
+  ``evaluating`` before any noise is drawn, and write the synthetic table in ONE Iceberg commit whose
+  snapshot summary carries the provenance (the standard ``privacy.dp.*`` keys, with the synthesis spec
+  as the query) and a lineage record that marks every column DP-masked (``exempt="dp"``), so erasure
+  fan-out lists the table as exempt. A failure before ``evaluating`` refunds; after it the spend stays.
+  The table carries ``privacy.synthetic=true`` and ``privacy.dp.release=1`` (subject-rights walks skip
+  it: it holds no person's row).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
+from pyiceberg.types import BooleanType, DoubleType, FloatType, IntegerType, LongType
+
+from iceberg_privacy._internal.faults import checkpoint
+from iceberg_privacy.catalog import TableRef, load_table, table_name
+from iceberg_privacy.config import current_principal
+from iceberg_privacy.dp._refs import check_catalog, qualified
+from iceberg_privacy.dp.arguments import ROWS, RowUnit, finite, source_field
+from iceberg_privacy.dp.budget import ApproxDP, Budget, PureDP, RhoZCDP, as_budget
+from iceberg_privacy.dp.errors import InvalidBudgetError, ReleaseAbortedError
+from iceberg_privacy.dp.ledger import Ledger
+from iceberg_privacy.dp.mst import cdp_rho, mst, secure_rng
+from iceberg_privacy.dp.provenance import build_summary, read_provenance
+from iceberg_privacy.dp.query import canonical_dumps
+from iceberg_privacy.dp.release import _after_failure, _write_output
+from iceberg_privacy.dp.reservation import Heartbeat
+from iceberg_privacy.errors import ConfigurationError, InvalidArgumentError, UnknownColumnError
+from iceberg_privacy.lineage.record import AGGREGATION, COMPLETE, INDIRECT, FieldRef, LineageRecord, SourceRef
+from iceberg_privacy.properties import (
+    DP_RELEASE_MARKER,
+    DP_SYNTHESIS_SUMMARY,
+    SYNTHETIC_MARKER,
+    ReleaseProvenance,
+)
+from iceberg_privacy.storage import storage_errors
+
+Method = Literal["mst", "aim"]
+SYNTHESIS_FORMAT_VERSION = 1
+DEFAULT_BINS = 10
+MAX_BINS = 1000
+MAX_DOMAIN = 10_000
+"""Cells per column at most: MST measures every cell of every selected pair."""
+INTEGER_TYPES = (IntegerType, LongType)
+FLOAT_TYPES = (FloatType, DoubleType)
+
+
+@dataclass
+class SynthesisReport:
+    """The outcome of :func:`dp_synthesize`: where the synthetic rows are, what they cost, how they were made."""
+
+    output: str
+    snapshot_id: int
+    rows: int
+    method: str
+    charged: Budget | None
+    """What this call charged to the ledger, or None for a memoized answer."""
+    provenance: ReleaseProvenance
+    source: str = ""
+    source_snapshot_id: int | None = None
+    release_id: str = ""
+    memoized: bool = False
+    rho: float = 0.0
+    """The zCDP parameter the mechanism ran at (the budget itself, or its conversion from (epsilon, delta))."""
+    edges: list[tuple[str, str]] = field(default_factory=list)
+    """The 2-way marginals MST selected (its tree), by column name."""
+
+    def __str__(self) -> str:
+        cost = "memoized, charged nothing" if self.memoized or self.charged is None else \
+            f"charged {self.charged.describe()} (rho={self.rho:.6g})"
+        tree = ", ".join(f"{a}-{b}" for a, b in self.edges) or "none"
+        return (f"DP synthetic data ({self.method.upper()}) of {self.source}@{self.source_snapshot_id}: {self.rows} "
+                f"rows in {self.output}@{self.snapshot_id}; {cost}; tree: {tree}")
+
+
+def is_synthetic(table: Table) -> bool:
+    """True when ``table`` was written by :func:`dp_synthesize` (table property ``privacy.synthetic=true``)."""
+    return str(table.properties.get(SYNTHETIC_MARKER, "")).lower() == "true"
+
+
+# -- preprocessing: every column onto a public, finite set of cells ----------------------------------
+@dataclass
+class _Column:
+    name: str
+    kind: Literal["domain", "bins"]
+    arrow_type: pa.DataType
+    values: pa.Array | None = None  # domain
+    low: float = 0.0  # bins
+    high: float = 0.0
+    bins: int = 0
+    integer: bool = False
+    source: str = ""
+
+    @property
+    def cells(self) -> int:
+        """Cells of the column, the last one holding nulls and values outside the public domain."""
+        return (len(self.values) if self.kind == "domain" else self.bins) + 1  # type: ignore[arg-type]
+
+    def describe(self) -> dict[str, Any]:
+        if self.kind == "domain":
+            assert self.values is not None
+            return {"kind": "domain", "source": self.source, "values": [_json_value(v) for v in self.values.to_pylist()],
+                    "null_cell": True}
+        return {"kind": "bins", "low": repr(self.low), "high": repr(self.high), "bins": self.bins,
+                "integer": self.integer, "clipped": True, "null_cell": True}
+
+    def encode(self, data: pa.ChunkedArray) -> np.ndarray:
+        """Cell codes of the source values (the null cell for nulls and out-of-domain values)."""
+        null_cell = self.cells - 1
+        if self.kind == "domain":
+            idx = pc.index_in(data, value_set=self.values)
+            return np.asarray(pc.fill_null(idx, null_cell).to_numpy(zero_copy_only=False), dtype=np.int64)
+        x = np.asarray(pc.cast(data, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+        missing = np.isnan(x)  # null or NaN: the null cell; +-inf are outside the bounds: clipped
+        x = np.clip(np.where(missing, self.low, x), self.low, self.high)
+        if self.integer:
+            width = int(self.high) - int(self.low) + 1
+            code = np.floor((np.floor(x) - self.low) * self.bins / width)
+        else:
+            code = np.floor((x - self.low) / (self.high - self.low) * self.bins)
+        code = np.clip(code, 0, self.bins - 1).astype(np.int64)
+        code[missing] = null_cell
+        return code
+
+    def decode(self, codes: np.ndarray, rng: np.random.Generator) -> pa.Array:
+        """Values for cell codes: the domain value; a uniform draw inside the bin; null for the null cell."""
+        null = codes == self.cells - 1
+        if self.kind == "domain":
+            assert self.values is not None
+            taken = self.values.take(pa.array(np.where(null, 0, codes)))
+            return pc.if_else(pa.array(null), pa.nulls(len(codes), self.arrow_type), taken)
+        safe = np.where(null, 0, codes)
+        if self.integer:
+            low, width = int(self.low), int(self.high) - int(self.low) + 1
+            start = low + np.ceil(safe * width / self.bins).astype(np.int64)
+            stop = low + np.ceil((safe + 1) * width / self.bins).astype(np.int64)  # exclusive
+            vals: Any = start + np.floor(rng.random(len(codes)) * (stop - start)).astype(np.int64)
+        else:
+            edges = np.linspace(self.low, self.high, self.bins + 1)
+            vals = np.minimum(edges[safe] + rng.random(len(codes)) * (edges[safe + 1] - edges[safe]), self.high)
+        return pa.array(vals, mask=null).cast(self.arrow_type)
+
+
+def _json_value(v: Any) -> Any:
+    return v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
+
+
+def _bins_for(name: str, bins: int | Mapping[str, int]) -> int:
+    value = bins.get(name, DEFAULT_BINS) if isinstance(bins, Mapping) else bins
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= MAX_BINS:
+        raise InvalidArgumentError(
+            f"bins for {name!r} is {value!r}; pass a whole number of bins between 1 and {MAX_BINS} (e.g. bins=10, "
+            "or bins={'age': 20})."
+        )
+    return int(value)
+
+
+def _prepare(source: Table, columns: list[str], bounds: Mapping[str, Any], domains: Mapping[str, Any],
+             bins: int | Mapping[str, int]) -> list[_Column]:
+    """Map every column onto public cells, refusing anything that would need a private look."""
+    arrow_schema = source.schema().as_arrow()
+    out = []
+    for name in columns:
+        ftype = source_field(source, name, "synthesis").field_type
+        atype = arrow_schema.field(name).type
+        if name in domains:
+            given = domains[name]
+            if isinstance(given, (str, bytes)) or not isinstance(given, Sequence) or len(given) == 0:
+                raise ConfigurationError(
+                    f"domains[{name!r}] must be a non-empty list of the column's possible values, got {given!r}."
+                )
+            if any(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in given):
+                raise InvalidArgumentError(
+                    f"domains[{name!r}] holds a null, NaN or infinite value; list real values only (nulls and values "
+                    "outside the domain get a cell of their own and synthesize as null)."
+                )
+            try:
+                values = pa.array(list(dict.fromkeys(given)), type=atype)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+                raise ConfigurationError(
+                    f"domains[{name!r}] does not fit the column's type {atype}: {exc}. List values of that type."
+                ) from exc
+            if len(values) + 1 > MAX_DOMAIN:
+                raise ConfigurationError(
+                    f"domains[{name!r}] has {len(values)} values; at most {MAX_DOMAIN - 1} are supported (bin or group "
+                    "the column first)."
+                )
+            out.append(_Column(name, "domain", atype, values=values, source="domains"))
+        elif name in bounds:
+            if not isinstance(ftype, INTEGER_TYPES + FLOAT_TYPES):
+                raise ConfigurationError(
+                    f"bounds are given for {name!r}, which has type {ftype}; bounds bin numeric columns. Give a "
+                    f"public domain instead: domains={{{name!r}: [...]}}."
+                )
+            pair = bounds[name]
+            if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+                raise InvalidArgumentError(f"bounds[{name!r}] must be a pair (low, high), got {pair!r}.")
+            why = "values are clipped into [low, high] and binned, so pass finite public bounds with low < high."
+            low, high = finite(f"bounds[{name!r}][0]", pair[0], why=why), finite(f"bounds[{name!r}][1]", pair[1], why=why)
+            if not low < high:
+                raise InvalidArgumentError(f"bounds[{name!r}] = ({low}, {high}): low must be < high; {why}")
+            integer = isinstance(ftype, INTEGER_TYPES)
+            count = _bins_for(name, bins)
+            if integer:
+                low, high = float(math.ceil(low)), float(math.floor(high))
+                if low > high:
+                    raise InvalidArgumentError(f"bounds[{name!r}] hold no whole number; widen them.")
+                count = min(count, int(high - low) + 1)
+            out.append(_Column(name, "bins", atype, low=low, high=high, bins=count, integer=integer))
+        elif isinstance(ftype, BooleanType):
+            out.append(_Column(name, "domain", atype, values=pa.array([False, True]), source="type"))
+        elif isinstance(ftype, INTEGER_TYPES + FLOAT_TYPES):
+            raise ConfigurationError(
+                f"numeric column {name!r} has no public bounds: pass bounds={{{name!r}: (low, high)}} (values are "
+                f"clipped and cut into bins=) or a public domain domains={{{name!r}: [...]}}. Bounds read from the "
+                "private data would leak it."
+            )
+        else:
+            raise ConfigurationError(
+                f"column {name!r} ({ftype}) needs a public domain: pass domains={{{name!r}: [every possible value]}}. "
+                "Discovering the values from the private data is a release of its own and is not done."
+            )
+    return out
+
+
+def _rho(amount: Budget) -> float:
+    """The zCDP parameter MST runs at for a budget (see the module doc)."""
+    if isinstance(amount, RhoZCDP):
+        return float(amount.rho)
+    if isinstance(amount, ApproxDP):
+        if amount.delta <= 0:
+            raise InvalidBudgetError(
+                f"{amount!r}: MST adds Gaussian noise, whose (epsilon, delta) guarantee needs delta > 0; pass "
+                "ApproxDP(epsilon, delta) with delta > 0 (e.g. 1e-6) or a RhoZCDP budget."
+            )
+        return cdp_rho(float(amount.epsilon), float(amount.delta))
+    assert isinstance(amount, PureDP)
+    raise InvalidBudgetError(
+        f"{amount!r}: MST adds Gaussian noise, which has no pure-DP guarantee, so a PureDP budget cannot pay for it. "
+        "Use a namespace with a RhoZCDP budget (charged as is) or an ApproxDP budget with delta > 0 (converted to "
+        "zCDP by Canonne-Kamath-Steinke)."
+    )
+
+
+def _bounded(data: pa.Table, unit: str | None, k: int, rng: np.random.Generator) -> pa.Table:
+    """At most ``k`` rows per privacy unit, chosen uniformly at random (independently of other units)."""
+    if unit is None or data.num_rows == 0:
+        return data
+    keys = data.column(unit).combine_chunks()
+    codes = np.asarray(pc.dictionary_encode(keys).indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    codes = np.where(pc.is_null(keys).to_numpy(zero_copy_only=False), -1, codes)
+    order = np.lexsort((rng.random(len(codes)), codes))
+    sorted_codes = codes[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_codes)) + 1]
+    rank = np.arange(len(codes)) - np.repeat(starts, np.diff(np.r_[starts, len(codes)]))
+    keep = order[rank < k]
+    return data.take(pa.array(np.sort(keep)))
+
+
+def _lineage(source: Table, snapshot_id: int, columns: list[str], unit: str | None) -> LineageRecord:
+    """Every synthetic column comes from the whole model, fitted on every input column with DP: masked."""
+    fields = {c: [FieldRef(0, s, subtype=AGGREGATION, masking=True) for s in columns] for c in columns}
+    indirect = [FieldRef(0, unit, type=INDIRECT, subtype="FILTER")] if unit else []
+    return LineageRecord(op="dp-synthesis", engine="iceberg-privacy-mst", status=COMPLETE,
+                         sources=[SourceRef.of(source, snapshot_id)], columns=fields, indirect=indirect, exempt="dp")
+
+
+def _check_output(catalog: Catalog, out_id: tuple[str, ...], schema: pa.Schema) -> None:
+    if not catalog.table_exists(out_id):
+        return
+    existing = catalog.load_table(out_id)
+    name = ".".join(out_id)
+    if not is_synthetic(existing):
+        raise ConfigurationError(
+            f"output {name} exists and is not a DP synthetic table (no {SYNTHETIC_MARKER}=true); choose another name."
+        )
+    have = [(f.name, f.type) for f in existing.schema().as_arrow()]
+    want = [(f.name, f.type) for f in schema]
+    if have != want:
+        raise ConfigurationError(
+            f"output {name} holds synthetic data with columns {[n for n, _ in have]}, not {[n for n, _ in want]}; "
+            "choose another output name."
+        )
+
+
+@storage_errors
+def dp_synthesize(
+    catalog: Catalog,
+    table: TableRef,
+    columns: Sequence[str],
+    budget: Budget | Any,
+    *,
+    method: Method = "mst",
+    rows: int | None = None,
+    output: str,
+    principal: str | None = None,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    bins: int | Mapping[str, int] = DEFAULT_BINS,
+    domains: Mapping[str, Sequence[Any]] | None = None,
+    privacy_unit: str | RowUnit = ROWS,
+    max_rows_per_unit: int = 1,
+    snapshot_id: int | None = None,
+    memoize: bool = True,
+    iterations: int = 1000,
+) -> SynthesisReport:
+    """Write ``rows`` DP synthetic rows of ``columns`` of ``table`` to the Iceberg table ``output``.
+
+    ``budget`` (RhoZCDP, or ApproxDP with delta > 0) is charged to the source's table and namespace
+    budgets in ``catalog``'s ledger before anything is measured. Categorical columns need a public
+    ``domains={col: [values]}`` (booleans are public by type); numeric columns need public
+    ``bounds={col: (low, high)}`` and are cut into ``bins`` equal-width bins (an int, or a dict per
+    column). ``rows`` defaults to the noisy estimate of the source's row count. ``privacy_unit`` is
+    :data:`ROWS` (one row) or a column naming a person, whose rows are capped at ``max_rows_per_unit``.
+    The same question on the same snapshot returns the stored table without charging (``memoize``).
+    See the module doc and docs/dp.md, "DP synthetic data".
+    """
+    # -- everything that costs nothing, first --------------------------------------------------------
+    if method == "aim":
+        raise ConfigurationError(
+            "method='aim' is not available: AIM selects marginals adaptively and must estimate a graphical model "
+            "over general junction trees, which needs private-pgm (mbi); mbi 2.0 requires JAX and NumPy >= 2, "
+            "which cannot be installed beside Tumult (NumPy < 2). Use method='mst' (its tree model is estimated "
+            "exactly here)."
+        )
+    if method != "mst":
+        raise ConfigurationError(f"method={method!r} is not a synthesis method; use method='mst'.")
+    check_catalog(catalog, "dp_synthesize")
+    if isinstance(columns, str):
+        columns = [columns]
+    columns = list(columns)
+    if not columns or len(set(columns)) != len(columns) or not all(isinstance(c, str) and c for c in columns):
+        raise ConfigurationError(f"columns={columns!r} must name one or more distinct columns.")
+    if rows is not None and (isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or not 1 <= rows <= 10**9):
+        raise InvalidArgumentError(f"rows={rows!r} must be a whole number between 1 and 10**9, or None for the noisy "
+                                   "row count of the source.")
+    if (isinstance(max_rows_per_unit, bool) or not isinstance(max_rows_per_unit, numbers.Integral)
+            or max_rows_per_unit < 1):
+        raise InvalidArgumentError(f"max_rows_per_unit must be an integer >= 1, got {max_rows_per_unit!r}.")
+    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or not 1 <= iterations <= 100_000:
+        raise InvalidArgumentError(f"iterations={iterations!r} must be a whole number between 1 and 100000.")
+    k = int(max_rows_per_unit)
+    bounds, domains = dict(bounds or {}), dict(domains or {})
+    for what, given in (("bounds", bounds), ("domains", domains)):
+        stray = sorted(set(given) - set(columns))
+        if stray:
+            raise UnknownColumnError(f"{what} name {stray}, which are not among columns={columns}; fix the names.")
+    if isinstance(bins, Mapping) and set(bins) - set(bounds):
+        raise UnknownColumnError(f"bins name {sorted(set(bins) - set(bounds))}, which have no bounds=; bins apply to "
+                                 "bounded numeric columns.")
+    both = sorted(set(bounds) & set(domains))
+    if both:
+        raise ConfigurationError(f"{both} have both bounds= and domains=; give one per column.")
+    amount = as_budget(budget)
+    rho = _rho(amount)
+    if not rho > 0:
+        raise InvalidBudgetError(f"{amount!r} converts to rho={rho}; ask for a larger budget.")
+    principal = principal or current_principal()
+    if not isinstance(table, Table):
+        qualified(table, "source table")  # a clear error for a bad reference, before loading anything
+    source = load_table(catalog, table)
+    source_id = tuple(source.name())
+    if privacy_unit is ROWS:
+        unit: str | None = None
+    elif isinstance(privacy_unit, str) and privacy_unit:
+        source_field(source, privacy_unit, "privacy-unit")
+        if privacy_unit in columns:
+            raise ConfigurationError("the privacy-unit column cannot also be synthesized: it identifies people.")
+        unit = privacy_unit
+    else:
+        raise ConfigurationError(f"privacy_unit={privacy_unit!r} must be ROWS or a column name of "
+                                 f"{table_name(source)}.")
+    prepared = _prepare(source, columns, bounds, domains, bins)
+    if snapshot_id is None:
+        snap = source.current_snapshot()
+        if snap is None:
+            raise ConfigurationError(f"table {table_name(source)} has no snapshot yet; write data first.")
+    else:
+        snap = source.snapshot_by_id(snapshot_id)
+        if snap is None:
+            raise ConfigurationError(f"snapshot {snapshot_id} does not exist in {table_name(source)}.")
+    out_id = qualified(output, "output table")
+    out_name = ".".join(out_id)
+    if out_id == source_id:
+        raise ConfigurationError("output must not be the source table; name a new table.")
+    out_schema = pa.schema([pa.field(c.name, c.arrow_type, nullable=True) for c in prepared])
+    _check_output(catalog, out_id, out_schema)
+    query = {
+        "format": SYNTHESIS_FORMAT_VERSION,
+        "kind": "synthesis",
+        "method": method,
+        "source": {"table": table_name(source), "uuid": str(source.metadata.table_uuid)},
+        "columns": columns,
+        "preprocessing": {c.name: c.describe() for c in prepared},
+        "budget": amount.to_json(),
+        "rho": repr(rho),
+        "rows": None if rows is None else int(rows),
+        "privacy_unit": {"kind": "row", "max_rows_per_unit": k} if unit is None
+        else {"kind": "column", "column": unit, "max_rows_per_unit": k},
+        "iterations": int(iterations),
+    }
+    query_json = canonical_dumps(query)
+    qhash = hashlib.sha256(query_json.encode("ascii")).hexdigest()
+    ledger = Ledger(catalog, source_id[:-1])
+    if memoize and ledger.exists():
+        memo = _memoized(catalog, ledger, ledger.find_release(qhash, snap.snapshot_id), principal, source_id,
+                         snap.snapshot_id, qhash, method, rho)
+        if memo is not None:
+            return memo
+    ledger.check(ledger.state(), source_id, principal, amount)  # early refusal; reserve() re-checks atomically
+    data = source.scan(snapshot_id=snap.snapshot_id, selected_fields=tuple([*columns, *([unit] if unit else [])])
+                       ).to_arrow()
+    # Contribution bounding and cell codes need no noise: done before the reservation, so a failure here is free.
+    rng = secure_rng()
+    bounded = _bounded(data, unit, k, rng)
+    codes = [c.encode(bounded.column(c.name)) for c in prepared]
+    del data, bounded
+
+    # -- reserve, then measure ------------------------------------------------------------------------
+    reservation = ledger.reserve(source_id, principal, amount, source_snapshot_id=snap.snapshot_id, query_hash=qhash,
+                                 output_table=out_name, detail={"query": query})
+    rid = reservation.release_id
+    event: dict[str, Any] = {"release_id": rid, "principal": principal, "source": source_id,
+                             "source_snapshot_id": snap.snapshot_id, "query_hash": qhash, "output_table": out_name}
+    evaluating = False
+    try:
+        with Heartbeat(ledger, rid, principal):
+            checkpoint("synth.after_reserve")
+            if not ledger.begin_evaluation(**event):
+                raise ReleaseAbortedError(
+                    f"reservation {rid} was resolved as abandoned while this synthesis was starting (its heartbeat "
+                    "looked stale), so its budget was refunded and nothing was measured. Run it again.",
+                    release_id=rid,
+                )
+            evaluating = True
+            result = mst(codes, [c.cells for c in prepared], rho, rows=None if rows is None else int(rows),
+                         sensitivity=float(k), iterations=int(iterations))
+            synthetic = pa.table([c.decode(col, rng) for c, col in zip(prepared, result.codes, strict=True)],
+                                 schema=out_schema)
+            checkpoint("synth.after_evaluate")
+            ledger.record("evaluated", **event)
+            names = [c.name for c in prepared]
+            mechanism = [{**m, **({"marginal": [names[i] for i in m["marginal"]]} if "marginal" in m else {}),
+                          **({"selected": [[names[a], names[b]] for a, b in m["selected"]]} if "selected" in m else {})}
+                         for m in result.log]
+            edges = [(names[a], names[b]) for a, b in result.edges]
+            props = build_summary(
+                release_id=rid, source_table=table_name(source), source_uuid=str(source.metadata.table_uuid),
+                source_snapshot_id=snap.snapshot_id, query_json=query_json, query_hash=qhash, noise=mechanism,
+                budget=amount.to_json(),
+                contribution={"privacy_unit": unit, "max_rows_per_unit": k,
+                              "protected_change": "AddRowsWithID" if unit else ("AddMaxRows" if k > 1 else "AddOneRow"),
+                              "sensitivity": k},
+                keys={"kind": "public", "columns": query["preprocessing"]}, threshold=None, principal=principal,
+                released_at=datetime.now(UTC).isoformat(), ledger_table=".".join(ledger.identifier),
+                ledger_snapshot_id=reservation.ledger_snapshot_id,
+            )
+            props[DP_SYNTHESIS_SUMMARY] = canonical_dumps({
+                "method": method, "rho": repr(rho), "edges": [list(e) for e in edges], "rows": synthetic.num_rows,
+                "estimated_source_rows": repr(round(result.estimated_total, 3)),
+            })
+            props.update(_lineage(source, snap.snapshot_id, columns, unit).summary())
+            out_table = _write_output(catalog, out_id, synthetic, props,
+                                      table_properties={SYNTHETIC_MARKER: "true", DP_RELEASE_MARKER: "1"})
+    except BaseException as exc:
+        error = _after_failure(ledger, event, amount, exc, evaluating)
+        if error is exc:
+            raise
+        raise error from exc
+    out_snap = out_table.current_snapshot()
+    assert out_snap is not None
+    provenance = read_provenance(out_table, out_snap.snapshot_id)
+    assert provenance is not None, "the synthesis commit carries its provenance"
+    ledger.record("released", **event, output_snapshot_id=out_snap.snapshot_id, amount=amount)
+    return SynthesisReport(output=out_name, snapshot_id=out_snap.snapshot_id, rows=synthetic.num_rows, method=method,
+                           charged=amount, provenance=provenance, source=table_name(source),
+                           source_snapshot_id=snap.snapshot_id, release_id=rid, memoized=False, rho=rho, edges=edges)
+
+
+def _memoized(catalog: Catalog, ledger: Ledger, hit: dict[str, Any] | None, principal: str,
+              source_id: tuple[str, ...], source_snapshot_id: int, qhash: str, method: str,
+              rho: float) -> SynthesisReport | None:
+    """The stored synthetic table for a repeated question (logged as ``memoized``), if still readable."""
+    import uuid
+
+    from pyiceberg.exceptions import NoSuchTableError
+
+    if hit is None or not hit.get("output_table") or hit.get("output_snapshot_id") is None:
+        return None
+    try:
+        out = catalog.load_table(qualified(hit["output_table"]))
+    except NoSuchTableError:
+        return None
+    snap = out.snapshot_by_id(hit["output_snapshot_id"])
+    prov = read_provenance(out, hit["output_snapshot_id"]) if snap is not None else None
+    if snap is None or prov is None or prov.query_hash != qhash:
+        return None
+    ledger.record("memoized", uuid.uuid4().hex, principal, source=source_id, source_snapshot_id=source_snapshot_id,
+                  query_hash=qhash, output_table=hit["output_table"], output_snapshot_id=snap.snapshot_id,
+                  detail={"memo_of": hit["release_id"], "spent": "nothing"})
+    info = prov.extra.get("synthesis")
+    edges: list[tuple[str, str]] = []
+    if info:
+        import json
+
+        edges = [(a, b) for a, b in json.loads(info).get("edges", [])]
+    return SynthesisReport(output=hit["output_table"], snapshot_id=snap.snapshot_id,
+                           rows=int(snap.summary.additional_properties.get("total-records", 0)) if snap.summary else 0,
+                           method=method, charged=None, provenance=prov, source=".".join(source_id),
+                           source_snapshot_id=source_snapshot_id, release_id=hit["release_id"], memoized=True,
+                           rho=rho, edges=edges)
+
+
+__all__ = ["SynthesisReport", "dp_synthesize", "is_synthetic"]
