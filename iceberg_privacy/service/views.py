@@ -22,10 +22,8 @@ from iceberg_privacy.dp.ledger import Ledger, LedgerState
 from iceberg_privacy.dp.log import releases
 from iceberg_privacy.dp.provenance import read_provenance
 from iceberg_privacy.errors import ConfigurationError
-from iceberg_privacy.properties import LIBRARY_MARKERS
-
-SYNTHETIC_PROPERTY = "privacy.synthetic"
-"""Table property of DP synthetic tables (contract: ``iceberg_privacy.properties.SYNTHETIC_MARKER``)."""
+from iceberg_privacy.dp.synth import is_synthetic
+from iceberg_privacy.properties import BOOKKEEPING_MARKERS, LIBRARY_MARKERS
 
 
 def _scalar(b: Budget | None) -> float | None:
@@ -78,15 +76,12 @@ def budget_view(ledger: Ledger, state: LedgerState, source: tuple[str, ...], pri
     return BudgetView(best[1], best[2], best[3], tuple(scopes))
 
 
-def _is_synthetic(table: Table) -> bool:
-    return str(table.properties.get(SYNTHETIC_PROPERTY, "")).lower() == "true"
-
-
 def _columns(table: Table) -> list[dict[str, Any]]:
     return [{"name": f.name, "type": str(f.field_type), "required": f.required} for f in table.schema().fields]
 
 
-def _user_tables(catalog: Catalog) -> list[tuple[tuple[str, ...], Table]]:
+def _user_tables(catalog: Catalog, skip: tuple[str, ...] = LIBRARY_MARKERS) -> list[tuple[tuple[str, ...], Table]]:
+    """Tables without any of the ``skip`` markers (default: neither bookkeeping nor DP outputs)."""
     out = []
     for ns in all_namespaces(catalog):
         for ident in catalog.list_tables(ns):
@@ -94,7 +89,7 @@ def _user_tables(catalog: Catalog) -> list[tuple[tuple[str, ...], Table]]:
                 table = catalog.load_table(tuple(ident))
             except NoSuchTableError:  # dropped meanwhile
                 continue
-            if has_marker(table, LIBRARY_MARKERS):
+            if has_marker(table, skip):
                 continue
             out.append((tuple(ident), table))
     return out
@@ -106,7 +101,7 @@ def datasets(catalog: Catalog, principal: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     ledgers: dict[tuple[str, ...], tuple[Ledger, LedgerState] | None] = {}
     for ident, table in _user_tables(catalog):
-        if _is_synthetic(table):
+        if is_synthetic(table):
             continue
         ns = ident[:-1]
         if ns not in ledgers:
@@ -161,8 +156,8 @@ def principal_releases(catalog: Catalog, principal: str) -> list[dict[str, Any]]
 def synthetic_tables(catalog: Catalog) -> list[dict[str, Any]]:
     """Every table marked synthetic, with its schema and the summary of its current snapshot."""
     out = []
-    for ident, table in _user_tables(catalog):
-        if not _is_synthetic(table):
+    for ident, table in _user_tables(catalog, BOOKKEEPING_MARKERS):  # synthetic tables are DP outputs
+        if not is_synthetic(table):
             continue
         snap = table.current_snapshot()
         summary = {k: v for k, v in (snap.summary.additional_properties.items() if snap and snap.summary else [])
@@ -182,7 +177,7 @@ def read_synthetic(catalog: Catalog, name: str, *, limit: int, offset: int) -> d
         table = catalog.load_table(parts)
     except NoSuchTableError:
         table = None
-    if table is None or not _is_synthetic(table) or has_marker(table, LIBRARY_MARKERS):
+    if table is None or not is_synthetic(table) or has_marker(table, BOOKKEEPING_MARKERS):
         raise LookupError(f"no synthetic table {name}; list them with GET /v1/synthetic")
     data = table.scan(limit=offset + limit).to_arrow().slice(offset, limit) if table.current_snapshot() else None
     rows = data.to_pylist() if data is not None else []
