@@ -145,6 +145,20 @@ class BudgetExhaustedError(BudgetError):
     """The requested spend does not fit in what is left; nothing was spent or released."""
 
 
+class QueryCapExceededError(BudgetExhaustedError):
+    """A query asks for more than the access policy's per-query cap (``max_epsilon_per_query``); nothing was spent."""
+
+
+class DpOnlyError(IcebergPrivacyError, PermissionError):
+    """The table is dp-only (``privacy.access = dp-only``): its rows may leave only as DP releases."""
+
+
+class DpSqlRefusedError(IcebergPrivacyError, ValueError):
+    """A DP SQL query is outside the accepted subset (or unsafe); the message says why. Nothing was run or spent.
+
+    The message names columns and constructs, never a literal value of the query or the data."""
+
+
 class LedgerConflictError(BudgetError):
     """A ledger commit kept losing compare-and-swap races after all retries."""
 

@@ -77,6 +77,23 @@ DP_SYNTHESIS_SUMMARY = "privacy.dp.synthesis"
 SYNTHETIC_MARKER = "privacy.synthetic"
 """``true`` on a table written by ``dp_synthesize``: every row is DP synthetic data (no person's row), so
 it may be read without spending budget (docs/dp.md, "DP synthetic data")."""
+DP_POLICIES_PROPERTY = "privacy.dp.policies"
+"""Ledger-table property: the access policy of each scope (``namespace:<ns>`` / ``table:<ns>.<t>``), JSON;
+kept in the ledger so a reservation checks the policy and the budget in ONE compare-and-swap commit."""
+ACCESS_KEY = "privacy.access"
+"""A policy's access mode: ``dp-only`` (only DP releases, raw reads refused) or ``open``."""
+ACCESS_MAX_PER_QUERY_KEY = "privacy.access.max-per-query"
+"""A policy's per-query cap (BigQuery's ``max_epsilon_per_query``), a budget JSON."""
+ACCESS_PRIVACY_UNIT_KEY = "privacy.access.privacy-unit"
+"""A policy's privacy unit: a column name, or ``rows`` (with ``privacy.access.max-rows-per-unit``)."""
+ACCESS_MAX_ROWS_KEY = "privacy.access.max-rows-per-unit"
+ACCESS_BOUNDS_KEY = "privacy.access.column-bounds"
+"""A policy's public clamping bounds per numeric column: ``{"price": [0, 100]}``."""
+ACCESS_PUBLIC_KEYS_KEY = "privacy.access.public-keys"
+"""A policy's public key sets per column: ``{"country": ["DE", "FR"]}`` (GROUP BY without discovery)."""
+DP_SQL_SUMMARY = "privacy.dp.sql"
+"""Release snapshot summary: the normalized DP SQL that produced it (``privacy.dp.sql.hash``: its sha256)."""
+DP_SQL_HASH_SUMMARY = "privacy.dp.sql.hash"
 
 # -- the query service (docs/confidential.md) -----------------------------------------------------
 SERVICE_TOKENS_MARKER = "privacy.service.tokens"
@@ -120,7 +137,7 @@ _DP_FIELDS = {
     "mechanism": "mechanism", "budget.type": "budget_type", "budget": "budget", "contribution": "contribution",
     "keys.source": "keys_source", "threshold": "threshold", "principal": "principal",
     "released-at": "released_at", "versions": "versions", "ledger.table": "ledger_table",
-    "ledger.snapshot-id": "ledger_snapshot_id",
+    "ledger.snapshot-id": "ledger_snapshot_id", "sql": "sql", "sql.hash": "sql_hash",
 }
 
 
@@ -152,6 +169,9 @@ class ReleaseProvenance:
     versions: dict[str, str] = field(default_factory=dict)
     ledger_table: str = ""
     ledger_snapshot_id: int | None = None
+    sql: str = ""
+    """The normalized DP SQL of a :func:`~iceberg_privacy.dp_sql` release ("" for other releases)."""
+    sql_hash: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Differential-privacy commands: ``dp budget set|show``, ``dp log`` (the release log) and ``dp reservations``.
+"""Differential-privacy commands: ``dp budget set|show``, ``dp policy set|show`` (access policies), ``dp log`` (the release log) and ``dp reservations``.
 
 They use the catalog of the global options like every other command. ``dp --dp-catalog-uri URI`` and
 ``dp --dp-warehouse LOC`` (and ICEBERG_PRIVACY_CATALOG_NAME / _CATALOG_URI / _WAREHOUSE) are deprecated
@@ -95,6 +95,78 @@ def cmd_budget_show(args: argparse.Namespace, catalog: Catalog) -> int:
     return 0
 
 
+def _pairs(items: list[str], flag: str) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        name, _, value = item.partition("=")
+        if not name or not value:
+            raise ConfigurationError(f"{flag} {item!r} must look like NAME=VALUE.")
+        out.append((name, value))
+    return out
+
+
+def _policy_target(args: argparse.Namespace) -> Any:
+    from iceberg_privacy.dp.policy import namespace_target
+
+    return args.table if args.table else namespace_target(args.namespace)
+
+
+def cmd_policy_set(args: argparse.Namespace, catalog: Catalog) -> int:
+    import json
+
+    from iceberg_privacy.dp.budget import budget_from_args
+    from iceberg_privacy.dp.policy import ROWS, set_access_policy
+
+    cap = None
+    if args.max_epsilon_per_query is not None or args.max_rho_per_query is not None:
+        cap = budget_from_args(epsilon=args.max_epsilon_per_query, delta=args.max_delta_per_query,
+                               rho=args.max_rho_per_query)
+    budgets: dict[str, Any] = {}
+    for name, value in _pairs(args.principal_budget or [], "--principal-budget"):
+        try:
+            parts = [float(v) for v in value.split(",")]
+        except ValueError:
+            raise ConfigurationError(f"--principal-budget {name}={value!r}: the value must be a number") from None
+        if len(parts) == 2:
+            from iceberg_privacy.dp.budget import ApproxDP
+
+            budgets[name] = ApproxDP(parts[0], parts[1])
+        elif len(parts) == 1:
+            budgets[name] = parts[0]  # read in the type of the scope's total budget
+        else:
+            raise ConfigurationError(f"--principal-budget {name}=...: give VALUE or EPSILON,DELTA")
+    bounds: dict[str, tuple[float, float]] = {}
+    for name, value in _pairs(args.bounds or [], "--bounds"):
+        low, _, high = value.partition(",")
+        try:
+            bounds[name] = (float(low), float(high))
+        except ValueError:
+            raise ConfigurationError(f"--bounds {name}=...: give LOW,HIGH (two numbers)") from None
+    keys: dict[str, Any] = {}
+    for name, value in _pairs(args.public_keys or [], "--public-keys"):
+        try:
+            values = json.loads(value)
+        except ValueError:
+            values = None
+        if not isinstance(values, list):
+            raise ConfigurationError(f"--public-keys {name}=...: give a JSON list, e.g. {name}='[\"DE\", \"FR\"]'")
+        keys[name] = values
+    unit: Any = ROWS if args.rows else args.privacy_unit
+    policy = set_access_policy(
+        catalog, _policy_target(args), args.access, max_epsilon_per_query=cap, principal_budgets=budgets or None,
+        privacy_unit=unit, max_rows_per_unit=args.max_rows_per_unit, column_bounds=bounds or None,
+        public_keys=keys or None, set_by=args.principal or os.environ.get("ICEBERG_PRIVACY_PRINCIPAL"))
+    emit(args, policy)
+    return 0
+
+
+def cmd_policy_show(args: argparse.Namespace, catalog: Catalog) -> int:
+    from iceberg_privacy.dp.policy import access_policy
+
+    emit(args, access_policy(catalog, _policy_target(args)))
+    return 0
+
+
 def cmd_log(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.dp.log import releases
 
@@ -167,6 +239,37 @@ def register(subparsers: Any) -> None:
     res.add_argument("--resolve", action="store_true",
                      help="resolve abandoned reservations: refund those that never started evaluating, close the "
                           "others with their spend kept")
+
+    policy = sub.add_parser("policy", help="set or show the access policy (dp-only) of a namespace or table")
+    psub = policy.add_subparsers(dest="dp_policy_command", required=True, metavar="ACTION")
+    for name, fn in (("set", cmd_policy_set), ("show", cmd_policy_show)):
+        p = add_command(psub, name, fn, json=True, help=f"{name} an access policy" + (
+            " (replaces the whole policy of the target)" if name == "set" else " (the one that applies)"))
+        where = p.add_mutually_exclusive_group(required=True)
+        where.add_argument("--table", help="namespace.table (a table policy replaces its namespace's)")
+        where.add_argument("--namespace", help="a namespace: every table in it")
+        if name == "set":
+            p.add_argument("--access", choices=["dp-only", "open"], default="dp-only",
+                           help="dp-only: rows leave only as DP releases (default); open: DP SQL metadata only")
+            p.add_argument("--max-epsilon-per-query", type=float, default=None, metavar="EPSILON",
+                           help="per-query cap (BigQuery's max_epsilon_per_query); with --max-delta-per-query: "
+                                "approx DP")
+            p.add_argument("--max-delta-per-query", type=float, default=None, metavar="DELTA")
+            p.add_argument("--max-rho-per-query", type=float, default=None, metavar="RHO",
+                           help="per-query cap of a zCDP ledger")
+            p.add_argument("--principal-budget", action="append", metavar="NAME=VALUE",
+                           help="a principal's budget inside the scope's total ('*' = everyone else; VALUE in the "
+                                "total's type, EPSILON,DELTA for approx DP); repeatable")
+            unit = p.add_mutually_exclusive_group()
+            unit.add_argument("--privacy-unit", default=None, metavar="COLUMN",
+                              help="the column that identifies a person; every release must use it")
+            unit.add_argument("--rows", action="store_true", help="the privacy unit is a row (ROWS)")
+            p.add_argument("--max-rows-per-unit", type=int, default=1, metavar="N")
+            p.add_argument("--bounds", action="append", metavar="COLUMN=LOW,HIGH",
+                           help="public clamping bounds of a numeric column (DP SQL SUM/AVG/quantiles); repeatable")
+            p.add_argument("--public-keys", action="append", metavar="COLUMN=JSON_LIST",
+                           help="public GROUP BY keys of a column, e.g. country='[\"DE\",\"FR\"]'; repeatable")
+            p.add_argument("--principal", default=None, help="who sets the policy (recorded in the ledger)")
 
     budget = sub.add_parser("budget", help="set or show a table's or namespace's total budget")
     bsub = budget.add_subparsers(dest="dp_budget_command", required=True, metavar="ACTION")

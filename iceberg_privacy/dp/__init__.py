@@ -6,7 +6,8 @@ One-table verbs take the table first (``dp_histogram(table, by, budget=..., cata
 ``set_budget(table, cap, catalog=...)``, ``get_budget(table, catalog=...)``); lake verbs take the
 catalog first (``set_namespace_budget(catalog, namespace, cap)``, ``get_namespace_budget(catalog,
 namespace)``, ``releases(catalog, table=None)``, ``reservations(catalog, table=None)``,
-``resolve_reservations(catalog, older_than)``).
+``resolve_reservations(catalog, older_than)``, ``set_access_policy(catalog, target, ...)``,
+``access_policy(catalog, table)``).
 """
 
 from iceberg_privacy.dp.admin import get_budget, get_namespace_budget, set_budget, set_namespace_budget
@@ -21,11 +22,13 @@ from iceberg_privacy.dp.errors import (
     LedgerConflictError,
     NoBudgetConfiguredError,
     PrivacyUnitRequiredError,
+    QueryCapExceededError,
     ReleaseAbortedError,
     ReleaseFailedError,
 )
 from iceberg_privacy.dp.ledger import BudgetState, Ledger, namespace_scope, table_scope
 from iceberg_privacy.dp.log import ReleaseRecord, releases
+from iceberg_privacy.dp.policy import AccessPolicy, access_policy, require_raw_access, set_access_policy
 from iceberg_privacy.dp.provenance import ReleaseProvenance, read_provenance
 from iceberg_privacy.dp.release import Release, dp_histogram
 from iceberg_privacy.dp.synth import SynthesisReport, dp_synthesize, is_synthetic
@@ -38,6 +41,11 @@ from iceberg_privacy.dp.reservation import (
 
 __all__ = [
     "ROWS",
+    "AccessPolicy",
+    "QueryCapExceededError",
+    "access_policy",
+    "require_raw_access",
+    "set_access_policy",
     "ApproxDP",
     "Budget",
     "BudgetState",

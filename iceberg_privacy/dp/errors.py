@@ -9,10 +9,11 @@ from iceberg_privacy.errors import (
     LedgerConflictError,
     NoBudgetConfiguredError,
     PrivacyUnitRequiredError,
+    QueryCapExceededError,
     ReleaseAbortedError,
     ReleaseFailedError,
 )
 
 __all__ = ["BudgetExhaustedError", "BudgetTypeMismatchError", "InvalidArgumentError", "InvalidBudgetError",
            "KeySetError", "LedgerConflictError", "NoBudgetConfiguredError", "PrivacyUnitRequiredError",
-           "ReleaseAbortedError", "ReleaseFailedError"]
+           "QueryCapExceededError", "ReleaseAbortedError", "ReleaseFailedError"]

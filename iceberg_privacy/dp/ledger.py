@@ -55,10 +55,13 @@ from iceberg_privacy.dp.errors import (
     BudgetTypeMismatchError,
     LedgerConflictError,
     NoBudgetConfiguredError,
+    QueryCapExceededError,
 )
 from iceberg_privacy.dp.query import canonical_dumps
+from iceberg_privacy.properties import ACCESS_KEY, ACCESS_MAX_PER_QUERY_KEY
 from iceberg_privacy.properties import DP_BUDGETS_PROPERTY as PROP_BUDGETS
 from iceberg_privacy.properties import DP_LEDGER_MARKER as PROP_MARKER
+from iceberg_privacy.properties import DP_POLICIES_PROPERTY as PROP_POLICIES
 from iceberg_privacy.properties import DP_SPENT_PROPERTY as PROP_SPENT
 
 DEFAULT_PRINCIPAL_KEY = "*"
@@ -203,17 +206,32 @@ class BudgetState:
 
 @dataclass
 class LedgerState:
-    """Decoded ``privacy.dp.budgets`` and ``privacy.dp.spent`` of one ledger version."""
+    """Decoded ``privacy.dp.budgets``, ``privacy.dp.spent`` and ``privacy.dp.policies`` of one ledger version."""
 
     budgets: dict[str, dict[str, Any]]
     spent: dict[str, dict[str, Any]]
+    policies: dict[str, dict[str, Any]] | None = None
+    """Access policies by scope (see :mod:`iceberg_privacy.dp.policy`); None = not rewritten by this commit."""
 
     @classmethod
     def from_properties(cls, props: dict[str, str]) -> LedgerState:
-        return cls(json.loads(props.get(PROP_BUDGETS, "{}")), json.loads(props.get(PROP_SPENT, "{}")))
+        return cls(json.loads(props.get(PROP_BUDGETS, "{}")), json.loads(props.get(PROP_SPENT, "{}")),
+                   json.loads(props.get(PROP_POLICIES, "{}")))
 
     def to_properties(self) -> dict[str, str]:
-        return {PROP_BUDGETS: canonical_dumps(self.budgets), PROP_SPENT: canonical_dumps(self.spent)}
+        props = {PROP_BUDGETS: canonical_dumps(self.budgets), PROP_SPENT: canonical_dumps(self.spent)}
+        if self.policies is not None:
+            props[PROP_POLICIES] = canonical_dumps(self.policies)
+        return props
+
+    def policy_entry(self, source: tuple[str, ...]) -> tuple[str | None, dict[str, Any]]:
+        """The access policy that governs table ``source``: its own (scope ``table:``) if set, else its
+        namespace's; ``(None, {})`` when neither is set. A table policy replaces the namespace's whole."""
+        policies = self.policies or {}
+        for scope in (table_scope(source), namespace_scope(tuple(source[:-1]))):
+            if scope in policies:
+                return scope, policies[scope]
+        return None, {}
 
     def scope(self, scope: str) -> BudgetState:
         b = self.budgets.get(scope)
@@ -388,6 +406,7 @@ class Ledger:
 
         Raises before anything is written, naming what is left so the user can ask for less.
         """
+        self.check_policy(state, source, principal, amount)
         scopes = self.applicable_scopes(source, state)
         if not scopes:
             raise NoBudgetConfiguredError(
@@ -423,6 +442,79 @@ class Ledger:
                     )
                 limits.append(p_remaining)
         return scopes, _min_budget(limits)
+
+    def check_policy(self, state: LedgerState, source: tuple[str, ...], principal: str, amount: Budget) -> None:
+        """The access policy's part of a spend check (dp-only tables): the per-query cap, and a principal budget.
+
+        Called by :meth:`check`, so inside every reservation's compare-and-swap: a release of a dp-only
+        table that asks for more than the per-query cap, or whose principal has no budget there, is
+        refused before anything is written.
+        """
+        scope, entry = state.policy_entry(source)
+        if entry.get(ACCESS_KEY) != "dp-only":
+            return
+        name = ".".join(source)
+        cap_json = entry.get(ACCESS_MAX_PER_QUERY_KEY)
+        if cap_json:
+            cap = budget_from_json(cap_json)
+            if not per_query_fits(amount, cap):
+                raise QueryCapExceededError(
+                    f"{name} is dp-only with a per-query cap of {cap!r} (policy of {scope}); the query asks for "
+                    f"{amount!r}. Nothing was spent and nothing was released; ask for at most the cap per query."
+                )
+        scopes = self.applicable_scopes(source, state)
+        if scopes and not any(state.scope(s).principal_cap(principal) is not None for s in scopes):
+            raise NoBudgetConfiguredError(
+                f"{name} is dp-only and principal {principal!r} has no budget there (no cap for them or for '*' in "
+                f"{', '.join(scopes)}); nothing was spent. Ask the data owner to grant one: iceberg-privacy dp "
+                f"policy set ... --principal-budget {principal}=EPSILON"
+            )
+
+    def set_policy(
+        self,
+        scope: str,
+        entry: dict[str, Any] | None,
+        *,
+        principal_caps: dict[str, Budget] | None = None,
+        set_by: str | None = None,
+    ) -> LedgerState:
+        """Set (``entry``) or remove (None) the access policy of a scope, and merge per-principal caps into the
+        scope's budget, in one commit (event ``policy_set``). Principal caps need the scope's total budget."""
+
+        def mutate(state: LedgerState, table: Table) -> tuple[LedgerState, dict[str, str], list[dict[str, Any]]]:
+            budgets = json.loads(canonical_dumps(state.budgets))
+            if principal_caps:
+                if scope not in budgets:
+                    raise NoBudgetConfiguredError(
+                        f"{scope} has no total budget, so per-principal budgets cannot be set inside it; set one "
+                        "first (set_budget / set_namespace_budget, or `iceberg-privacy dp budget set`)."
+                    )
+                cap = budget_from_json(budgets[scope]["cap"])
+                for name, pcap in principal_caps.items():
+                    if type(pcap) is not type(cap):
+                        raise BudgetTypeMismatchError(
+                            f"principal budget for {name!r} must be {cap.kind}, like the total of {scope} ({cap!r})."
+                        )
+                per = budgets[scope].setdefault("principals", {})
+                per.update({p: b.to_json() for p, b in principal_caps.items()})
+            policies = json.loads(canonical_dumps(state.policies or {}))
+            if entry is None:
+                policies.pop(scope, None)
+            else:
+                policies[scope] = entry
+            new_state = LedgerState(budgets, state.spent, policies)
+            row = self._row(
+                "policy_set",
+                None,
+                set_by,
+                scopes=canonical_dumps([scope]),
+                detail=canonical_dumps({"policy": entry, "principals": {p: b.to_json() for p, b in
+                                                                         (principal_caps or {}).items()}}),
+            )
+            return new_state, new_state.to_properties(), [row]
+
+        new_state, _ = self._commit(mutate, create=True)
+        return new_state
 
     def reserve(
         self,
@@ -624,6 +716,20 @@ class Ledger:
             and e["source_snapshot_id"] == source_snapshot_id
         ]
         return hits[-1] if hits else None
+
+
+def per_query_fits(amount: Budget, cap: Budget) -> bool:
+    """Does ``amount`` fit a per-query cap? Same type: componentwise. A pure-DP (epsilon) cap also bounds
+    the epsilon of an approx-DP query, as BigQuery's ``max_epsilon_per_query`` does; any other pair of
+    types is a mismatch (budgets are never converted)."""
+    if type(amount) is type(cap):
+        return amount.fits_within(cap)
+    if cap.kind == "pure" and amount.kind == "approx":
+        return amount.components()[0] <= cap.components()[0]
+    raise BudgetTypeMismatchError(
+        f"the per-query cap is a {cap.kind} budget ({cap!r}) but the query asks for a {amount.kind} budget "
+        f"({amount!r}); budgets are never converted. Ask with a {cap.kind} budget. Nothing was spent."
+    )
 
 
 def _event_columns(event: dict[str, Any]) -> dict[str, Any]:

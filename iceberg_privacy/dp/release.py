@@ -118,13 +118,13 @@ def _tmlt_query(source_id: str, by: list[str], keyset: Any, q: HistogramQuery) -
     return grouped.average(q.column, q.low, q.high, name=name, mechanism=q.mechanism)  # type: ignore[arg-type]
 
 
-def _session(df: Any, q: HistogramQuery, budget: Budget) -> Any:
+def _session(df: Any, q: Any, budget: Budget, unit: str | None, max_rows_per_unit: int) -> Any:
     from tmlt.analytics import AddMaxRows, AddOneRow, AddRowsWithID, Session
 
-    if q.privacy_unit is not None:
-        change: Any = AddRowsWithID(id_column=q.privacy_unit)
-    elif (q.max_rows_per_unit or 1) > 1:
-        change = AddMaxRows(int(q.max_rows_per_unit or 1))
+    if unit is not None:
+        change: Any = AddRowsWithID(id_column=unit)
+    elif max_rows_per_unit > 1:
+        change = AddMaxRows(int(max_rows_per_unit))
     else:
         change = AddOneRow()
     return Session.from_dataframe(
@@ -272,8 +272,91 @@ def dp_histogram(
     )
     qhash = query.hash()
     out_id = qualified(output) if output else (*namespace, f"{source_id[-1]}__dp_{qhash[:12]}")
-    out_name = ".".join(out_id)
     expected_cols = [*by, OUTPUT_NAMES[aggregate]]
+
+    def prepare(spark: Any, df: Any) -> Any:
+        keyset = None if discover else tmlt_keyset(spark, df, by, resolved)
+        return _tmlt_query("source", by, keyset, query)
+
+    def evaluate(session: Any, tq: Any) -> pa.Table:
+        return session.evaluate(tq, amount.to_tmlt()).toArrow()
+
+    return run_release(ReleasePlan(
+        catalog=catalog, source=source, snapshot_id=snap.snapshot_id, query=query, amount=amount,
+        principal=principal, unit=unit, max_rows_per_unit=max_rows_per_unit,
+        needed=[*by, *([unit] if unit else []), *([column] if column and column not in by else [])],
+        out_id=out_id, columns=expected_cols, sort_by=list(by), keys=resolved.description, threshold=threshold,
+        discover=discover, lineage=_lineage(source, snap.snapshot_id, by, expected_cols[-1], column, unit),
+        prepare=prepare, noise=lambda session, tq: compat.noise_info(session, tq, amount.to_tmlt()),
+        evaluate=evaluate,
+    ), memoize=memoize, spark=spark)
+
+
+@dataclass
+class ReleasePlan:
+    """Everything a DP release needs once its question is fixed: the one release path of :func:`dp_histogram`
+    and :func:`~iceberg_privacy.dp_sql` (memo, policy, reserve, evaluate, provenance, output, refunds)."""
+
+    catalog: Catalog
+    source: Table
+    snapshot_id: int
+    query: Any
+    """The canonical question: ``to_json()``, ``canonical_json()``, ``hash()`` (the memo key with the snapshot)."""
+    amount: Budget
+    principal: str
+    unit: str | None
+    max_rows_per_unit: int
+    needed: list[str]
+    """Source columns the Spark DataFrame reads."""
+    out_id: tuple[str, ...]
+    columns: list[str]
+    """Output columns, in order."""
+    sort_by: list[str]
+    keys: dict[str, Any]
+    threshold: float | None
+    discover: bool
+    """Private key discovery (tmlt's auto partition selection) is on."""
+    lineage: LineageRecord
+    prepare: Callable[[Any, Any], Any]
+    """``(spark, df) -> prepared``: build the tmlt queries (may raise: nothing is reserved yet)."""
+    noise: Callable[[Any, Any], list[dict[str, Any]]]
+    """``(session, prepared) -> tmlt noise info`` (checked on a throw-away session before the reservation)."""
+    evaluate: Callable[[Any, Any], pa.Table]
+    """``(session, prepared) -> the whole noisy answer`` (the session holds what was left before this spend)."""
+    summary: dict[str, str] = field(default_factory=dict)
+    """Extra snapshot-summary provenance keys (``privacy.dp.sql`` ...)."""
+
+
+def check_policy_unit(plan_unit: str | None, max_rows: int, source: str, entry: dict[str, Any], scope: str | None) -> None:
+    """A release of a table whose access policy declares a privacy unit must use it (or a stricter bound)."""
+    from iceberg_privacy.properties import ACCESS_MAX_ROWS_KEY, ACCESS_PRIVACY_UNIT_KEY
+
+    declared = entry.get(ACCESS_PRIVACY_UNIT_KEY)
+    if declared is None:
+        return
+    wanted = None if declared == "rows" else declared
+    limit = int(entry.get(ACCESS_MAX_ROWS_KEY, 1))
+    if plan_unit != wanted or max_rows > limit:
+        raise ConfigurationError(
+            f"the access policy of {scope} fixes the privacy unit of {source}: "
+            f"{'ROWS' if wanted is None else repr(wanted)} with at most {limit} row(s) per unit; this release asks "
+            f"for {'ROWS' if plan_unit is None else repr(plan_unit)} with {max_rows}. Nothing was spent; release "
+            "with the policy's unit (privacy_unit=..., max_rows_per_unit=...)."
+        )
+
+
+def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None) -> Release:
+    """Memo, policy and budget checks, reserve, evaluate, write with provenance: see the module docstring."""
+    catalog, source, amount, principal = plan.catalog, plan.source, plan.amount, plan.principal
+    source_id = tuple(source.name())
+    namespace = source_id[:-1]
+    unit, max_rows_per_unit, discover = plan.unit, plan.max_rows_per_unit, plan.discover
+    query = plan.query
+    qhash = query.hash()
+    out_id = plan.out_id
+    out_name = ".".join(out_id)
+    expected_cols = plan.columns
+    snapshot_id = plan.snapshot_id
     if catalog.table_exists(out_id):
         existing = catalog.load_table(out_id)
         if existing.properties.get(RELEASE_MARKER) != "1":
@@ -286,17 +369,20 @@ def dp_histogram(
                 f"not {expected_cols}; choose another output name."
             )
     ledger = Ledger(catalog, namespace)
+    state = ledger.state()
+    scope, entry = state.policy_entry(source_id)
+    check_policy_unit(unit, max_rows_per_unit, ".".join(source_id), entry, scope)
 
     # Memoization: same canonical query, same snapshot -> the stored release, free of charge.
     if memoize and ledger.exists():
-        hit = ledger.find_release(qhash, snap.snapshot_id)
-        memo = _memoized(catalog, ledger, hit, principal, source_id, snap.snapshot_id, qhash, amount)
+        hit = ledger.find_release(qhash, snapshot_id)
+        memo = _memoized(catalog, ledger, hit, principal, source_id, snapshot_id, qhash, amount)
         if memo is not None:
             return memo
 
-    # Early, cheap refusal (no budget, wrong type, exhausted) before any Spark work; reserve() re-checks
-    # atomically, so this read being stale by the time we reserve is harmless.
-    ledger.check(ledger.state(), source_id, principal, amount)
+    # Early, cheap refusal (no budget, wrong type, exhausted, over the policy's per-query cap) before any Spark
+    # work; reserve() re-checks atomically, so this read being stale by the time we reserve is harmless.
+    ledger.check(state, source_id, principal, amount)
 
     # Everything tmlt can reject, it rejects here, on a throw-away session: nothing reserved yet. So do
     # Spark's start-up and its Python workers: a failure here costs nothing.
@@ -305,17 +391,11 @@ def dp_histogram(
         check_python_workers(spark)
         from iceberg_privacy._internal.spark import table_dataframe
 
-        needed = [
-            *by,
-            *([unit] if unit else []),
-            *([column] if column and column not in by else []),
-        ]
-        df = table_dataframe(spark, source, snap.snapshot_id, needed)
+        df = table_dataframe(spark, source, snapshot_id, list(dict.fromkeys(plan.needed)))
         with _feature_flag(discover):
-            keyset = None if discover else tmlt_keyset(spark, df, by, resolved)
-            tq = _tmlt_query("source", by, keyset, query)
+            prepared = plan.prepare(spark, df)
             try:
-                noise = noise_summary(compat.noise_info(_session(df, query, amount), tq, amount.to_tmlt()))
+                noise = noise_summary(plan.noise(_session(df, query, amount, unit, max_rows_per_unit), prepared))
             except (ValueError, TypeError, RuntimeError) as exc:
                 raise ConfigurationError(f"Tumult Analytics rejected the query before any spend: {exc}") from exc
     except IcebergPrivacyError:
@@ -332,7 +412,7 @@ def dp_histogram(
         source_id,
         principal,
         amount,
-        source_snapshot_id=snap.snapshot_id,
+        source_snapshot_id=snapshot_id,
         query_hash=qhash,
         output_table=out_name,
         detail={"query": query.to_json()},
@@ -343,7 +423,7 @@ def dp_histogram(
         "release_id": rid,
         "principal": principal,
         "source": source_id,
-        "source_snapshot_id": snap.snapshot_id,
+        "source_snapshot_id": snapshot_id,
         "query_hash": qhash,
         "output_table": out_name,
     }
@@ -353,8 +433,8 @@ def dp_histogram(
         with heartbeat:
             checkpoint("dp.after_reserve")
             with _feature_flag(discover):
-                session = _session(df, query, reservation.remaining_before)
-                noise = noise_summary(compat.noise_info(session, tq, amount.to_tmlt()))
+                session = _session(df, query, reservation.remaining_before, unit, max_rows_per_unit)
+                noise = noise_summary(plan.noise(session, prepared))
                 checkpoint("dp.before_evaluate")
                 if not ledger.begin_evaluation(**event):
                     raise ReleaseAbortedError(
@@ -364,16 +444,17 @@ def dp_histogram(
                         release_id=rid,
                     )
                 evaluating = True
-                result = session.evaluate(tq, amount.to_tmlt())
-                arrow = result.toArrow()  # the complete noisy answer, or an exception: never a part of it
-            arrow = arrow.sort_by([(c, "ascending") for c in by]).select(expected_cols)
+                arrow = plan.evaluate(session, prepared)  # the complete noisy answer, or an exception
+            if plan.sort_by:
+                arrow = arrow.sort_by([(c, "ascending") for c in plan.sort_by])
+            arrow = arrow.select(expected_cols)
             checkpoint("dp.after_evaluate")
             ledger.record("evaluated", **event)  # a heartbeat before the Iceberg write
             props = build_summary(
                 release_id=rid,
                 source_table=".".join(source_id),
                 source_uuid=str(source.metadata.table_uuid),
-                source_snapshot_id=snap.snapshot_id,
+                source_snapshot_id=snapshot_id,
                 query_json=query.canonical_json(),
                 query_hash=qhash,
                 noise=noise,
@@ -385,14 +466,15 @@ def dp_histogram(
                     if unit
                     else ("AddMaxRows" if max_rows_per_unit > 1 else "AddOneRow"),
                 },
-                keys=resolved.description,
-                threshold=threshold,
+                keys=plan.keys,
+                threshold=plan.threshold,
                 principal=principal,
                 released_at=datetime.now(UTC).isoformat(),
                 ledger_table=".".join(ledger.identifier),
                 ledger_snapshot_id=reservation.ledger_snapshot_id,
             )
-            props.update(_lineage(source, snap.snapshot_id, by, expected_cols[-1], column, unit).summary())
+            props.update(plan.summary)
+            props.update(plan.lineage.summary())
             out_table = _write_output(catalog, out_id, arrow, props)
     except BaseException as exc:
         error = _after_failure(ledger, event, amount, exc, evaluating)
@@ -409,7 +491,7 @@ def dp_histogram(
         output=out_name,
         snapshot_id=out_snap.snapshot_id,
         source=".".join(source_id),
-        source_snapshot_id=snap.snapshot_id,
+        source_snapshot_id=snapshot_id,
         query_hash=qhash,
         budget=amount,
         spent=amount,
@@ -564,4 +646,4 @@ def _memoized(
     )
 
 
-__all__ = ["Release", "check_python_workers", "dp_histogram"]
+__all__ = ["Release", "ReleasePlan", "check_python_workers", "dp_histogram", "run_release"]

@@ -24,7 +24,8 @@ ONE_TABLE_VERBS = ["append", "overwrite", "configure_bloom", "configure_identity
                    "plan_lookup", "backfill", "compact_sidecars", "expire_snapshots", "cleanup_orphans",
                    "sidecar_status", "verify_sidecars", "dp_histogram", "set_budget", "get_budget"]
 LAKE_VERBS = ["access", "erase", "purge", "run_request", "submit_request", "derive", "releases",
-              "set_namespace_budget", "get_namespace_budget", "reservations", "resolve_reservations"]
+              "set_namespace_budget", "get_namespace_budget", "reservations", "resolve_reservations",
+              "set_access_policy", "access_policy", "require_raw_access"]
 
 
 def _public_functions() -> dict[str, typing.Callable[..., typing.Any]]:

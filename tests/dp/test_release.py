@@ -260,9 +260,9 @@ def test_a_real_failure_after_reserving_refunds(catalog: SqlCatalog, pv_table: A
     real = release._session
     calls: list[int] = []
 
-    def session_without_unit(df: Any, q: Any, budget: Any) -> Any:
+    def session_without_unit(df: Any, *args: Any) -> Any:
         calls.append(1)
-        return real(df.drop("user_id") if len(calls) > 1 else df, q, budget)
+        return real(df.drop("user_id") if len(calls) > 1 else df, *args)
 
     monkeypatch.setattr(release, "_session", session_without_unit)
     with pytest.raises(ReleaseAbortedError, match="before any noisy value was computed.*user_id"):

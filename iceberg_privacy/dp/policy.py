@@ -1,0 +1,363 @@
+"""Access policies: which tables may leave the lake only as differentially private releases.
+
+Why a policy and not just a budget? A budget limits what DP releases may spend, but anyone holding
+the catalog's credentials can still read raw rows; a budget is only honoured by callers who choose
+to go through the DP verbs. A policy ``privacy.access = dp-only`` on a namespace (every table in it)
+or on one table says that its rows may leave *only* as DP releases: the query service refuses raw
+reads (:func:`require_raw_access`), and every DP release of the table — :func:`~iceberg_privacy.dp_sql`,
+:func:`~iceberg_privacy.dp_histogram`, synthetic data — is held to the policy's per-query cap and to a
+per-principal budget. BigQuery's differential-privacy analysis rules are the model: a privacy unit per
+view, ``max_epsilon_per_query``, and a budget per analyst that never refreshes.
+
+Where it lives: in the budget ledger of the table's namespace (ledger-table property
+``privacy.dp.policies``, one JSON entry per scope, keyed ``privacy.access`` ...), next to the budgets
+and the spend. The ledger's reservation commit reads the policy, the caps and the spend from ONE
+ledger version, so a query over the per-query cap, or over what is left for its principal, is refused
+inside the same compare-and-swap that would have charged it: nothing is charged. Per-principal budgets
+are the ledger's principal caps (set inside the scope's total budget), not a second mechanism.
+
+A table's own policy replaces its namespace's (whole: the two are not merged). The policy also carries
+what DP SQL may use without spending: the privacy unit, public clamping bounds of numeric columns and
+public key sets of grouping columns. They are *public* by the data owner's declaration: nothing in a
+policy is computed from private data.
+
+What a policy does not do: it cannot stop a process that holds the catalog's or the object store's
+credentials from reading files directly. The protection boundary is the query service
+(``iceberg-privacy serve``), which alone holds the credentials (docs/dp.md, "Confidential namespaces").
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError
+from pyiceberg.table import Table
+
+from iceberg_privacy.catalog import TableRef
+from iceberg_privacy.dp._refs import check_catalog, namespace_identifier, qualified
+from iceberg_privacy.dp.arguments import ROWS, RowUnit
+from iceberg_privacy.dp.budget import Budget, as_budget, budget_from_json
+from iceberg_privacy.dp.ledger import Ledger, namespace_scope, table_scope
+from iceberg_privacy.errors import ConfigurationError, DpOnlyError, InvalidArgumentError
+from iceberg_privacy.properties import (
+    ACCESS_BOUNDS_KEY,
+    ACCESS_KEY,
+    ACCESS_MAX_PER_QUERY_KEY,
+    ACCESS_MAX_ROWS_KEY,
+    ACCESS_PRIVACY_UNIT_KEY,
+    ACCESS_PUBLIC_KEYS_KEY,
+    DP_RELEASE_MARKER,
+    SYNTHETIC_MARKER,
+)
+
+Access = Literal["dp-only", "open"]
+ACCESS_MODES = ("dp-only", "open")
+ROWS_UNIT = "rows"
+"""How :data:`~iceberg_privacy.ROWS` is written in a stored policy."""
+
+
+@dataclass
+class AccessPolicy:
+    """The access policy that governs a table (or is set on a namespace), as the ledger stores it.
+
+    ``scope`` says where it was set (``namespace:<ns>`` or ``table:<ns>.<table>``; None when no policy
+    applies: then ``access`` is ``open``). ``principal_budgets`` are the per-principal caps of that
+    scope's budget (``"*"`` = every other principal).
+    """
+
+    target: str
+    scope: str | None
+    access: Access = "open"
+    max_epsilon_per_query: Budget | None = None
+    privacy_unit: str | RowUnit | None = None
+    """A column, :data:`~iceberg_privacy.ROWS`, or None (not declared: the analyst must name one)."""
+    max_rows_per_unit: int = 1
+    column_bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    public_keys: dict[str, list[Any]] = field(default_factory=dict)
+    principal_budgets: dict[str, Budget] = field(default_factory=dict)
+
+    @property
+    def dp_only(self) -> bool:
+        return self.access == "dp-only"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "scope": self.scope,
+            "access": self.access,
+            "dp_only": self.dp_only,
+            "max_epsilon_per_query": self.max_epsilon_per_query.to_json() if self.max_epsilon_per_query else None,
+            "privacy_unit": ROWS_UNIT if self.privacy_unit is ROWS else self.privacy_unit,
+            "max_rows_per_unit": self.max_rows_per_unit,
+            "column_bounds": {c: list(b) for c, b in sorted(self.column_bounds.items())},
+            "public_keys": {c: list(v) for c, v in sorted(self.public_keys.items())},
+            "principal_budgets": {p: b.to_json() for p, b in sorted(self.principal_budgets.items())},
+        }
+
+    def __str__(self) -> str:
+        if self.scope is None:
+            return f"{self.target}: no access policy (open: raw reads allowed, DP releases need a budget)"
+        unit = "-" if self.privacy_unit is None else repr(self.privacy_unit)
+        lines = [f"{self.target}: {self.access} (policy of {self.scope})",
+                 f"  per-query cap: {self.max_epsilon_per_query.describe() if self.max_epsilon_per_query else '-'}",
+                 f"  privacy unit: {unit}, at most {self.max_rows_per_unit} row(s) per unit"]
+        lines += [f"  bounds {c}: [{lo:g}, {hi:g}]" for c, (lo, hi) in sorted(self.column_bounds.items())]
+        lines += [f"  public keys {c}: {len(v)} value(s)" for c, v in sorted(self.public_keys.items())]
+        lines += [f"  principal budget {p}: {b.describe()}" for p, b in sorted(self.principal_budgets.items())]
+        return "\n".join(lines)
+
+
+# -- validation: every argument checked before the ledger is touched -------------------------------------
+def coerce_budget(value: Budget | Any, like: Budget | None, what: str) -> Budget:
+    """A budget from a Budget, a tmlt budget, or a bare number: the epsilon of a pure-DP budget, or the
+    rho of a zCDP one when ``like`` (the scope's cap) is zCDP. Approx DP needs ``ApproxDP(epsilon, delta)``."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if like is not None and like.kind == "approx":
+            raise ConfigurationError(f"{what}={value!r}: this budget is approx DP; pass ApproxDP(epsilon, delta).")
+        from iceberg_privacy.dp.budget import PureDP, RhoZCDP
+
+        return RhoZCDP(float(value)) if like is not None and like.kind == "zcdp" else PureDP(float(value))
+    return as_budget(value)
+
+
+def _scalar(value: Any, column: str) -> Any:
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and math.isfinite(float(value)):
+        return float(value)
+    raise ConfigurationError(
+        f"public key of column {column!r} has type {type(value).__name__}; public keys are strings, integers, "
+        "finite floats, booleans or null (write dates as 'YYYY-MM-DD' strings)."
+    )
+
+
+def _bounds(column_bounds: Mapping[str, Any] | None) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for column, pair in (column_bounds or {}).items():
+        if not isinstance(column, str) or not column:
+            raise ConfigurationError(f"column_bounds key {column!r} must be a column name.")
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise InvalidArgumentError(
+                f"column_bounds[{column!r}] must be a pair (low, high), e.g. (0, 100)."
+            )
+        low, high = pair
+        for v in (low, high):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+                raise InvalidArgumentError(f"column_bounds[{column!r}] must be finite numbers (low, high).")
+        if not float(low) < float(high):
+            raise InvalidArgumentError(f"column_bounds[{column!r}]: low must be < high.")
+        out[column] = [float(low), float(high)]
+    return out
+
+
+def _keys(public_keys: Mapping[str, Sequence[Any]] | None) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for column, values in (public_keys or {}).items():
+        if not isinstance(column, str) or not column:
+            raise ConfigurationError(f"public_keys key {column!r} must be a column name.")
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence | set | frozenset):
+            raise ConfigurationError(f"public_keys[{column!r}] must be a list of values.")
+        clean = sorted({_scalar(v, column) for v in values}, key=repr)
+        if not clean:
+            raise ConfigurationError(f"public_keys[{column!r}] is empty; a GROUP BY needs at least one key.")
+        out[column] = clean
+    return out
+
+
+def _unit(privacy_unit: str | RowUnit | None) -> str | None:
+    if privacy_unit is None:
+        return None
+    if privacy_unit is ROWS:
+        return ROWS_UNIT
+    if isinstance(privacy_unit, str) and privacy_unit and privacy_unit != ROWS_UNIT:
+        return privacy_unit
+    raise ConfigurationError(
+        f"privacy_unit={privacy_unit!r} must be a column name (the column identifying a person) or ROWS."
+    )
+
+
+def _target(target: Any) -> tuple[str, tuple[str, ...], str]:
+    """(scope, namespace of its ledger, display name) of a namespace or a table reference.
+
+    A string with one part (``"sales"``) or a 1-tuple is a namespace; ``"ns.table"``, a longer tuple and
+    a loaded ``Table`` are tables. A nested namespace is passed as :func:`namespace_target`.
+    """
+    if isinstance(target, NamespaceTarget):
+        return namespace_scope(target.namespace), target.namespace, ".".join(target.namespace)
+    if isinstance(target, Table):
+        ident = tuple(target.name())
+        return table_scope(ident), ident[:-1], ".".join(ident)
+    if isinstance(target, str) and "." not in target:
+        ns = namespace_identifier(target)
+        return namespace_scope(ns), ns, target
+    if isinstance(target, tuple) and len(target) == 1:
+        ns = namespace_identifier(target)
+        return namespace_scope(ns), ns, ".".join(ns)
+    ident = qualified(target, "policy target")
+    return table_scope(ident), ident[:-1], ".".join(ident)
+
+
+@dataclass(frozen=True)
+class NamespaceTarget:
+    """A namespace as a policy target, for nested namespaces (``namespace_target("a.b")``)."""
+
+    namespace: tuple[str, ...]
+
+
+def namespace_target(namespace: str | tuple[str, ...]) -> NamespaceTarget:
+    """Name a (possibly nested) namespace as the target of :func:`set_access_policy`."""
+    return NamespaceTarget(namespace_identifier(namespace))
+
+
+def _policy(target: str, scope: str | None, entry: dict[str, Any], principal_caps: dict[str, Budget]) -> AccessPolicy:
+    unit_text = entry.get(ACCESS_PRIVACY_UNIT_KEY)
+    unit: str | RowUnit | None = ROWS if unit_text == ROWS_UNIT else unit_text
+    cap = entry.get(ACCESS_MAX_PER_QUERY_KEY)
+    return AccessPolicy(
+        target=target,
+        scope=scope,
+        access=entry.get(ACCESS_KEY, "open"),
+        max_epsilon_per_query=budget_from_json(cap) if cap else None,
+        privacy_unit=unit,
+        max_rows_per_unit=int(entry.get(ACCESS_MAX_ROWS_KEY, 1)),
+        column_bounds={c: (float(b[0]), float(b[1])) for c, b in entry.get(ACCESS_BOUNDS_KEY, {}).items()},
+        public_keys={c: list(v) for c, v in entry.get(ACCESS_PUBLIC_KEYS_KEY, {}).items()},
+        principal_budgets=principal_caps,
+    )
+
+
+def set_access_policy(
+    catalog: Catalog,
+    target: TableRef | str | tuple[str, ...] | NamespaceTarget,
+    access: Access = "dp-only",
+    *,
+    max_epsilon_per_query: Budget | float | None = None,
+    principal_budgets: Mapping[str, Budget | float] | None = None,
+    privacy_unit: str | RowUnit | None = None,
+    max_rows_per_unit: int = 1,
+    column_bounds: Mapping[str, tuple[float, float]] | None = None,
+    public_keys: Mapping[str, Sequence[Any]] | None = None,
+    set_by: str | None = None,
+) -> AccessPolicy:
+    """Set the access policy of a namespace (``"sales"``, or :func:`namespace_target` for a nested one) or
+    of one table (``"sales.orders"``, a tuple, or a loaded ``Table``); returns the stored policy.
+
+    ``access="dp-only"``: rows leave only as DP releases (the service refuses raw reads, every release
+    is held to the policy); ``"open"``: the policy only carries DP SQL metadata. ``max_epsilon_per_query``
+    caps one query's spend (a budget of the ledger's type, or a float: a pure-DP epsilon, which also caps
+    the epsilon of approx-DP queries). ``principal_budgets`` (``{"alice": 1.0, "*": 0.5}``) are merged into
+    the scope's per-principal caps; the scope needs a total budget first (``set_budget`` /
+    ``set_namespace_budget``). On a dp-only table a principal without a cap (own or ``"*"``) is refused.
+    ``privacy_unit``/``max_rows_per_unit`` fix what every release protects; ``column_bounds`` are public
+    clamping bounds (``{"price": (0, 100)}``) and ``public_keys`` public GROUP BY keys (``{"country":
+    ["DE", "FR"]}``) that DP SQL uses without spending. The whole policy is replaced; a table policy
+    replaces its namespace's for that table.
+    """
+    check_catalog(catalog, "set_access_policy")
+    if access not in ACCESS_MODES:
+        raise ConfigurationError(f"access={access!r} must be 'dp-only' or 'open'.")
+    if (isinstance(max_rows_per_unit, bool) or not isinstance(max_rows_per_unit, numbers.Integral)
+            or max_rows_per_unit < 1):
+        raise InvalidArgumentError(f"max_rows_per_unit must be an integer >= 1, got {max_rows_per_unit!r}.")
+    scope, ns, name = _target(target)
+    cap = coerce_budget(max_epsilon_per_query, None, "max_epsilon_per_query") \
+        if max_epsilon_per_query is not None else None
+    caps: dict[str, Budget] = {}
+    if principal_budgets:
+        total = Ledger(catalog, ns).state().budgets.get(scope)  # the type numbers are read in (re-checked on commit)
+        like = budget_from_json(total["cap"]) if total else None
+        for who, b in principal_budgets.items():
+            if not isinstance(who, str) or not who:
+                raise ConfigurationError(
+                    f"principal_budgets key {who!r} must be a principal name ('*' = everyone else).")
+            caps[who] = coerce_budget(b, like, f"principal_budgets[{who!r}]")
+    entry: dict[str, Any] = {ACCESS_KEY: access, ACCESS_MAX_ROWS_KEY: int(max_rows_per_unit)}
+    if cap is not None:
+        entry[ACCESS_MAX_PER_QUERY_KEY] = cap.to_json()
+    unit = _unit(privacy_unit)
+    if unit is not None:
+        entry[ACCESS_PRIVACY_UNIT_KEY] = unit
+    bounds = _bounds(column_bounds)
+    if bounds:
+        entry[ACCESS_BOUNDS_KEY] = bounds
+    keys = _keys(public_keys)
+    if keys:
+        entry[ACCESS_PUBLIC_KEYS_KEY] = keys
+    try:
+        catalog.create_namespace(ns)
+    except NamespaceAlreadyExistsError:
+        pass
+    state = Ledger(catalog, ns).set_policy(scope, entry, principal_caps=caps, set_by=set_by)
+    budget = state.budgets.get(scope)
+    principal = {p: budget_from_json(v) for p, v in (budget or {}).get("principals", {}).items()}
+    return _policy(name, scope, entry, principal)
+
+
+def remove_access_policy(catalog: Catalog, target: TableRef | str | tuple[str, ...] | NamespaceTarget,
+                         *, set_by: str | None = None) -> AccessPolicy:
+    """Remove the policy set on ``target`` (its budgets and principal caps stay); returns what now applies."""
+    check_catalog(catalog, "remove_access_policy")
+    scope, ns, name = _target(target)
+    ledger = Ledger(catalog, ns)
+    if ledger.exists():
+        ledger.set_policy(scope, None, set_by=set_by)
+    return access_policy(catalog, target)
+
+
+def access_policy(catalog: Catalog, table: TableRef | str | tuple[str, ...] | NamespaceTarget) -> AccessPolicy:
+    """The policy that governs ``table`` (its own, else its namespace's), or of a namespace target.
+
+    No policy: ``AccessPolicy(scope=None, access="open")``.
+    """
+    check_catalog(catalog, "access_policy")
+    scope, ns, name = _target(table)
+    state = Ledger(catalog, ns).state()
+    if scope.startswith("table:"):
+        found, entry = state.policy_entry(tuple(scope[len("table:"):].split(".")))
+    else:
+        found, entry = (scope, (state.policies or {})[scope]) if scope in (state.policies or {}) else (None, {})
+    if found is None:
+        return AccessPolicy(target=name, scope=None)
+    budget = state.budgets.get(found)
+    principal = {p: budget_from_json(v) for p, v in (budget or {}).get("principals", {}).items()}
+    return _policy(name, found, entry, principal)
+
+
+def require_raw_access(catalog: Catalog, table: TableRef) -> None:
+    """Raise :class:`~iceberg_privacy.DpOnlyError` if ``table`` is dp-only; a raw row read calls this first.
+
+    The query service calls it before serving any rows; it is advisory for a process that holds the
+    catalog's credentials (that process can read the files anyway: see docs/dp.md).
+    """
+    policy = access_policy(catalog, table)
+    if not policy.dp_only:
+        return
+    if is_dp_output(catalog, table):
+        return
+    raise DpOnlyError(
+        f"{policy.target} is dp-only (policy of {policy.scope}): its rows cannot be read, only released with "
+        "differential privacy. Ask a DP query (ip.dp_sql, or the query service), or read a synthetic table of "
+        "the namespace."
+    )
+
+
+def is_dp_output(catalog: Catalog, table: TableRef) -> bool:
+    """Is ``table`` a DP output (a release table or a synthetic table), whose rows are already private?"""
+    if not isinstance(table, Table):
+        ident = qualified(table)
+        if not catalog.table_exists(ident):
+            return False
+        table = catalog.load_table(ident)
+    props = table.properties
+    return props.get(DP_RELEASE_MARKER) == "1" or str(props.get(SYNTHETIC_MARKER, "")).lower() == "true"
+
+
+__all__ = ["AccessPolicy", "NamespaceTarget", "access_policy", "coerce_budget", "is_dp_output", "namespace_target", "remove_access_policy",
+           "require_raw_access", "set_access_policy"]
