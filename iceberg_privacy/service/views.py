@@ -20,6 +20,7 @@ from iceberg_privacy.catalog import all_namespaces, has_marker
 from iceberg_privacy.dp.budget import Budget
 from iceberg_privacy.dp.ledger import Ledger, LedgerState
 from iceberg_privacy.dp.log import releases
+from iceberg_privacy.dp.policy import AccessPolicy, access_policy
 from iceberg_privacy.dp.provenance import read_provenance
 from iceberg_privacy.errors import ConfigurationError
 from iceberg_privacy.dp.synth import is_synthetic
@@ -113,14 +114,20 @@ def datasets(catalog: Catalog, principal: str) -> list[dict[str, Any]]:
         view = budget_view(entry[0], entry[1], ident, principal)
         if view is None:
             continue
-        out.append({"name": ".".join(ident), "columns": _columns(table), "policy": policy_of(catalog, table),
+        policy = access_policy(catalog, ident)
+        if policy.dp_only and not any(entry[1].scope(s).principal_cap(principal) is not None for s in view.scopes):
+            continue  # dp-only and no budget for this principal: the ledger would refuse every query
+        out.append({"name": ".".join(ident), "columns": _columns(table), "policy": public_policy(policy),
                     "budget": view.to_dict()})
     return out
 
 
-def policy_of(catalog: Catalog, table: Table) -> dict[str, Any]:
-    """The access policy of a table as shown to analysts."""
-    return {"access": "dp-only"}
+def public_policy(policy: AccessPolicy) -> dict[str, Any]:
+    """The policy as shown to an analyst: everything the data owner declared public, but not the other
+    principals' budgets."""
+    out = policy.to_json()
+    out.pop("principal_budgets", None)
+    return out
 
 
 def budget(catalog: Catalog, principal: str) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from iceberg_privacy.service.server import BackgroundServer
 from iceberg_privacy.service.tokens import TokenStore
 from tests.helpers import make_catalog, pageviews
 
+COUNTRIES = ["c0", "c1", "c2", "c3"]
+
 
 @pytest.fixture
 def svc_catalog(tmp_path: Path) -> Catalog:
@@ -21,8 +23,11 @@ def svc_catalog(tmp_path: Path) -> Catalog:
     cat.create_namespace("conf")
     data = pageviews(600)
     cat.create_table("conf.pv", schema=data.schema).append(data)
-    ip.set_namespace_budget(cat, "conf", ip.PureDP(1.0), principal_caps={"alice": ip.PureDP(0.5),
-                                                                         "bob": ip.PureDP(0.3)})
+    ip.set_namespace_budget(cat, "conf", ip.PureDP(1.0))
+    ip.set_access_policy(cat, "conf", "dp-only", max_epsilon_per_query=0.2,
+                         principal_budgets={"alice": 0.5, "bob": 0.3}, privacy_unit="user_id", max_rows_per_unit=3,
+                         column_bounds={"bytes": (0.0, 100.0)},
+                         public_keys={"country": COUNTRIES, "project": ["p0", "p1", "p2"]})
     return cat
 
 

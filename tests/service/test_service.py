@@ -66,10 +66,21 @@ def test_datasets_show_schema_and_own_budget_only(service: BackgroundServer, tok
         assert [c["name"] for c in ds.columns] == ["country", "project", "page", "user_id", "bytes"]
         assert set(ds.columns[0]) == {"name", "type", "required"}  # names and types, no statistics
         assert ds.remaining == pytest.approx(0.5) and ds.budget["cap_value"] == pytest.approx(0.5)
+        assert ds.policy["access"] == "dp-only" and ds.policy["max_epsilon_per_query"] == {"type": "pure",
+                                                                                          "epsilon": "0.2"}
+        assert "principal_budgets" not in ds.policy  # other principals' caps are not shown
+        assert "bob" not in str(ds)
         assert bob.datasets()[0].remaining == pytest.approx(0.3)
         b = alice.budget()
         assert b["principal"] == "alice" and b["datasets"][0]["remaining_value"] == pytest.approx(0.5)
         assert alice.releases() == []
+
+
+def test_a_principal_without_budget_sees_no_dp_only_dataset(service: BackgroundServer, svc_catalog: Catalog) -> None:
+    carol = TokenStore(svc_catalog).issue("carol").token
+    with ServiceClient(service.url, carol) as client:
+        assert client.datasets() == []
+        assert client.budget()["datasets"] == []
 
 
 def test_another_principals_budget_and_releases_are_403(service: BackgroundServer, tokens: dict[str, Any]) -> None:
