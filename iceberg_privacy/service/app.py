@@ -29,13 +29,20 @@ from pydantic import BaseModel, Field
 from pyiceberg.catalog import Catalog
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from iceberg_privacy.dp.budget import Budget, budget_from_args
 from iceberg_privacy.errors import (
     BudgetError,
     BudgetExhaustedError,
     ConfigurationError,
+    DpOnlyError,
+    DpSqlRefusedError,
     IcebergPrivacyError,
+    InvalidBudgetError,
     InvalidTokenError,
     NoBudgetConfiguredError,
+    QueryCapExceededError,
+    ReleaseAbortedError,
+    ReleaseFailedError,
 )
 from iceberg_privacy.service import views
 from iceberg_privacy.service.tokens import TokenRecord, TokenStore
@@ -160,20 +167,34 @@ def _error(status: int, error: str, reason: str, **headers: str) -> JSONResponse
     return JSONResponse({"error": error, "reason": reason}, status_code=status, headers=headers or None)
 
 
-def _status_of(exc: IcebergPrivacyError) -> tuple[int, str]:
-    """HTTP status and error name of a library error (DP SQL refusals are 400, over-budget 409)."""
-    name = type(exc).__name__
+def _status_of(exc: IcebergPrivacyError) -> tuple[int, str] | None:
+    """HTTP status and error name of a library error whose message is safe to show (it names tables,
+    columns, budgets and what to do, never data values); None for the others (answered as 500)."""
     if isinstance(exc, InvalidTokenError):
         return 401, "unauthorized"
+    if isinstance(exc, QueryCapExceededError):
+        return 409, "over_query_cap"
     if isinstance(exc, BudgetExhaustedError):
         return 409, "budget_exhausted"
     if isinstance(exc, NoBudgetConfiguredError):
         return 404, "not_a_dataset"
-    if name == "DpOnlyError":
+    if isinstance(exc, DpOnlyError):
         return 403, "dp_only"
-    if isinstance(exc, (ConfigurationError, BudgetError)) or name == "DpSqlRefusedError":
+    if isinstance(exc, DpSqlRefusedError):
+        return 400, "sql_refused"
+    if isinstance(exc, (ConfigurationError, BudgetError)):
         return 400, "refused"
-    return 400, "refused"
+    return None
+
+
+def _budget_of(body: QueryIn) -> Budget:
+    """The budget of a query body: ``budget`` ({epsilon}, {epsilon, delta} or {rho}), or ``epsilon`` alone."""
+    b = body.budget or BudgetIn()
+    if body.epsilon is not None:
+        if b.epsilon is not None and b.epsilon != body.epsilon:
+            raise InvalidBudgetError("give epsilon once: either at the top level or in budget, not both")
+        b = BudgetIn(epsilon=body.epsilon, delta=b.delta, rho=b.rho)
+    return budget_from_args(epsilon=b.epsilon, delta=b.delta, rho=b.rho)
 
 
 def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI:
@@ -198,7 +219,18 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
     # -- error handling: JSON reasons, no tracebacks, no data values -------------------------------
     @app.exception_handler(IcebergPrivacyError)
     async def _library_error(request: Request, exc: IcebergPrivacyError) -> JSONResponse:
-        status, error = _status_of(exc)
+        known = _status_of(exc)
+        if known is None:  # a failed release, storage or catalog trouble: details stay in the service's log
+            ref = uuid.uuid4().hex[:12]
+            log.error("request %s %s failed (reference %s): %s", request.method, request.url.path, ref, exc,
+                      exc_info=exc)
+            spend = ""
+            if isinstance(exc, ReleaseAbortedError):
+                spend = " before any noise was computed; nothing was charged"
+            elif isinstance(exc, ReleaseFailedError):
+                spend = " after evaluation began; its spend is kept"
+            return _error(500, "internal_error", f"the request failed{spend}; give the operator the reference {ref}")
+        status, error = known
         if status == 401:
             return _error(401, error, str(exc), **{"WWW-Authenticate": "Bearer"})
         return _error(status, error, str(exc))
@@ -263,6 +295,22 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
         """The principal's releases and memoized answers, newest first, with provenance (only one's own)."""
         same_principal(principal, who)
         return views.principal_releases(catalog, who.principal)
+
+    @app.post(f"{API}/query", response_model=QueryOut, tags=["query"], responses={
+        **ERRORS, 404: {"model": ErrorOut, "description": "no budget governs that table for this principal"},
+        409: {"model": ErrorOut, "description": "over the per-query cap or the remaining budget: nothing charged"}})
+    def query(body: QueryIn, who: TokenRecord = Depends(authenticate)) -> dict[str, Any]:
+        """Run a DP SQL query charged to the token's principal (never to a name in the body). Refusals
+        (SQL outside the subset, over a cap) charge nothing."""
+        from iceberg_privacy.dp.sql import dp_sql
+
+        amount = _budget_of(body)
+        release = dp_sql(catalog, body.sql, budget=amount, principal=who.principal, memoize=body.memoize)
+        rows = release.rows
+        return {"release_id": release.release_id, "table": release.table, "sql": release.sql,
+                "memoized": release.memoized, "charged": release.charged.to_json() if release.charged else None,
+                "columns": rows.column_names, "rows": rows.to_pylist(),
+                "provenance": release.provenance.to_dict() if release.provenance is not None else None}
 
     @app.get(f"{API}/synthetic", response_model=list[SyntheticOut], responses=ERRORS, tags=["synthetic"])
     def synthetic(who: TokenRecord = Depends(authenticate)) -> list[dict[str, Any]]:
