@@ -25,7 +25,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pyiceberg.catalog import Catalog
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -60,13 +60,18 @@ class Forbidden(Exception):
 class BudgetIn(BaseModel):
     """A DP budget: ``epsilon`` (pure DP), ``epsilon`` + ``delta`` (approximate DP) or ``rho`` (zCDP)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     epsilon: float | None = Field(default=None, gt=0)
     delta: float | None = Field(default=None, ge=0, lt=1)
     rho: float | None = Field(default=None, gt=0)
 
 
 class QueryIn(BaseModel):
-    """A DP SQL query and what it may spend. There is no principal field: it comes from the token."""
+    """A DP SQL query and what it may spend. There is no principal field: it comes from the token, and a body
+    with any field not listed here (``principal``, say) is refused."""
+
+    model_config = ConfigDict(extra="forbid")
 
     sql: str = Field(min_length=1, max_length=20000)
     epsilon: float | None = Field(default=None, gt=0, description="shorthand for budget.epsilon")
