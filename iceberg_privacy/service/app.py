@@ -52,7 +52,7 @@ log = logging.getLogger("iceberg_privacy.service")
 API = "/v1"
 
 
-class Forbidden(Exception):
+class _Forbidden(Exception):
     """A principal asked for another principal's data (403)."""
 
 
@@ -219,7 +219,7 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
 
     def same_principal(principal: str, who: TokenRecord) -> None:
         if principal != who.principal:
-            raise Forbidden()
+            raise _Forbidden()
 
     # -- error handling: JSON reasons, no tracebacks, no data values -------------------------------
     @app.exception_handler(IcebergPrivacyError)
@@ -240,8 +240,8 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
             return _error(401, error, str(exc), **{"WWW-Authenticate": "Bearer"})
         return _error(status, error, str(exc))
 
-    @app.exception_handler(Forbidden)
-    async def _forbidden(request: Request, exc: Forbidden) -> JSONResponse:
+    @app.exception_handler(_Forbidden)
+    async def _forbidden(request: Request, exc: _Forbidden) -> JSONResponse:
         return _error(403, "forbidden", "a token may only read its own principal's budget and releases")
 
     @app.exception_handler(LookupError)
