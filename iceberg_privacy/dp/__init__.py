@@ -38,10 +38,15 @@ from iceberg_privacy.dp.reservation import (
     reservations,
     resolve_reservations,
 )
+from iceberg_privacy.dp.sql import CompiledSql, SqlRelease, compile_sql, dp_sql
 
 __all__ = [
     "ROWS",
     "AccessPolicy",
+    "CompiledSql",
+    "SqlRelease",
+    "compile_sql",
+    "dp_sql",
     "QueryCapExceededError",
     "access_policy",
     "require_raw_access",

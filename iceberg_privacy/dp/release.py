@@ -325,6 +325,9 @@ class ReleasePlan:
     """``(session, prepared) -> the whole noisy answer`` (the session holds what was left before this spend)."""
     summary: dict[str, str] = field(default_factory=dict)
     """Extra snapshot-summary provenance keys (``privacy.dp.sql`` ...)."""
+    session_budget_is_amount: bool = False
+    """The evaluating tmlt session holds exactly the spend (True: several queries share it, the last one
+    spends the session's rest), else what was left before the spend (the ledger's remaining)."""
 
 
 def check_policy_unit(plan_unit: str | None, max_rows: int, source: str, entry: dict[str, Any], scope: str | None) -> None:
@@ -433,7 +436,8 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None) -> Relea
         with heartbeat:
             checkpoint("dp.after_reserve")
             with _feature_flag(discover):
-                session = _session(df, query, reservation.remaining_before, unit, max_rows_per_unit)
+                session = _session(df, query, amount if plan.session_budget_is_amount else reservation.remaining_before,
+                                   unit, max_rows_per_unit)
                 noise = noise_summary(plan.noise(session, prepared))
                 checkpoint("dp.before_evaluate")
                 if not ledger.begin_evaluation(**event):

@@ -25,7 +25,7 @@ ONE_TABLE_VERBS = ["append", "overwrite", "configure_bloom", "configure_identity
                    "sidecar_status", "verify_sidecars", "dp_histogram", "set_budget", "get_budget"]
 LAKE_VERBS = ["access", "erase", "purge", "run_request", "submit_request", "derive", "releases",
               "set_namespace_budget", "get_namespace_budget", "reservations", "resolve_reservations",
-              "set_access_policy", "access_policy", "require_raw_access"]
+              "set_access_policy", "access_policy", "require_raw_access", "dp_sql", "compile_sql"]
 
 
 def _public_functions() -> dict[str, typing.Callable[..., typing.Any]]:
