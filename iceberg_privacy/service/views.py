@@ -97,8 +97,9 @@ def _user_tables(catalog: Catalog, skip: tuple[str, ...] = LIBRARY_MARKERS) -> l
 
 
 def datasets(catalog: Catalog, principal: str) -> list[dict[str, Any]]:
-    """The tables ``principal`` may query: user tables (not synthetic, not the library's own) that a
-    budget in their namespace's ledger governs, with names/types and the principal's budget."""
+    """The tables ``principal`` may query: user tables (not synthetic, not the library's own) that a budget in
+    their namespace's ledger governs and whose access policy declares a privacy unit (and, when dp-only, gives
+    this principal a budget), with names/types, the public part of the policy and the principal's budget."""
     out: list[dict[str, Any]] = []
     ledgers: dict[tuple[str, ...], tuple[Ledger, LedgerState] | None] = {}
     for ident, table in _user_tables(catalog):
@@ -115,6 +116,8 @@ def datasets(catalog: Catalog, principal: str) -> list[dict[str, Any]]:
         if view is None:
             continue
         policy = access_policy(catalog, ident)
+        if policy.privacy_unit is None:
+            continue  # DP SQL through the service needs the unit the data owner declared in a policy
         if policy.dp_only and not any(entry[1].scope(s).principal_cap(principal) is not None for s in view.scopes):
             continue  # dp-only and no budget for this principal: the ledger would refuse every query
         out.append({"name": ".".join(ident), "columns": _columns(table), "policy": public_policy(policy),
