@@ -23,6 +23,9 @@ def _admin() -> str | None:
 def cmd_serve(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.service.server import serve
 
+    url = f"http://{args.host}:{args.port}"
+    emit(args, {"url": url, "openapi": f"{url}/openapi.json", "page": f"{url}/"},
+         f"serving catalog {catalog.name!r} at {url} (OpenAPI {url}/openapi.json, analyst page {url}/)")
     serve(catalog, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -54,7 +57,7 @@ def cmd_tokens_list(args: argparse.Namespace, catalog: Catalog) -> int:
 
 
 def register(subparsers: Any) -> None:
-    s = add_command(subparsers, "serve", cmd_serve,
+    s = add_command(subparsers, "serve", cmd_serve, json=True,
                     help="run the DP query service (HTTP, OpenAPI at /openapi.json, analyst page at /)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8765, help="port (default 8765)")

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from pyiceberg.catalog import Catalog
 
-import iceberg_privacy as ip
 from iceberg_privacy.service.server import BackgroundServer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -25,12 +24,20 @@ def _browser(p: Any) -> Any:
     return p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
 
 
+def _until(check: Any, timeout: float = 60.0) -> None:
+    """Poll ``check`` (the page's CSP forbids the string eval that wait_for_function would need)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the page did not update"
+        time.sleep(0.1)
+
+
 def test_page_shows_dataset_bar_and_release(service: BackgroundServer, svc_catalog: Catalog,
                                             tokens: dict[str, Any], spark: Any) -> None:
     from playwright.sync_api import sync_playwright
 
-    ip.dp_histogram("conf.pv", ["country"], budget=ip.PureDP(0.1), catalog=svc_catalog, privacy_unit="user_id",
-                    max_rows_per_unit=3, keys={"country": ["c0", "c1", "c2", "c3"]}, principal="alice", spark=spark)
     with sync_playwright() as p:
         browser = _browser(p)
         try:
@@ -43,6 +50,17 @@ def test_page_shows_dataset_bar_and_release(service: BackgroundServer, svc_catal
             assert "signed in as alice" in page.locator("#who").inner_text()
             row = page.locator("tr.dataset").first
             assert "conf.pv" in row.inner_text() and "country string" in row.inner_text()
+            assert float(row.locator("[role=meter]").get_attribute("aria-valuenow")) == pytest.approx(0.5)
+            assert page.locator("tr.release").count() == 0
+            # ask a DP query from the page: the answer, a release, and a shorter bar
+            page.fill("#sql", "SELECT country, COUNT(*) AS n FROM conf.pv GROUP BY country")
+            page.fill("#epsilon", "0.1")
+            page.click("#query button[type=submit]")
+            page.wait_for_selector("#answer-rows", timeout=300_000)
+            assert page.locator("#answer-rows tr").count() == 5  # header + four countries
+            assert "spent epsilon=0.1" in page.locator("#answer").inner_text()
+            _until(lambda: float(page.locator("tr.dataset [role=meter]").first.get_attribute("aria-valuenow")) < 0.5)
+            row = page.locator("tr.dataset").first
             meter = row.locator("[role=meter]")
             assert float(meter.get_attribute("aria-valuenow")) == pytest.approx(0.4)
             assert float(meter.get_attribute("aria-valuemax")) == pytest.approx(0.5)
@@ -58,7 +76,7 @@ def test_page_shows_dataset_bar_and_release(service: BackgroundServer, svc_catal
             # a wrong token shows the refusal, not data
             page.fill("#token", "ipt_000000000000." + "A" * 43)
             page.click("#login button[type=submit]")
-            page.wait_for_function("document.getElementById('error').textContent.length > 0")
+            _until(lambda: page.locator("#error").inner_text() != "")
             assert "unauthorized" in page.locator("#error").inner_text()
         finally:
             browser.close()

@@ -116,3 +116,34 @@ def test_openapi_schema_is_published_and_valid(service: BackgroundServer) -> Non
 def test_page_is_served(service: BackgroundServer) -> None:
     r = httpx.get(service.url + "/")
     assert r.status_code == 200 and "sessionStorage" in r.text and "/v1/datasets" in r.text
+
+
+def test_cli_serve_runs_the_service_in_its_own_process(svc_catalog: Catalog, tokens: dict[str, Any]) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from iceberg_privacy.service.server import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "iceberg_privacy.cli", "--catalog", "test", "--catalog-uri",
+           svc_catalog.properties["uri"], "--warehouse", svc_catalog.properties["warehouse"], "serve", "--port",
+           str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.2)
+        with ServiceClient(url, tokens["alice"]) as alice:
+            assert [d.name for d in alice.datasets()] == ["conf.pv"]
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert f"serving catalog 'test' at http://127.0.0.1:{port}" in out
