@@ -16,8 +16,12 @@ with a reference id, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
@@ -29,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pyiceberg.catalog import Catalog
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from iceberg_privacy.dp.budget import Budget, budget_from_args
+from iceberg_privacy.dp.budget import Budget, budget_from_args, zero_like
+from iceberg_privacy.dp.sql import CompiledSql, compile_sql, dp_sql
 from iceberg_privacy.errors import (
     BudgetError,
     BudgetExhaustedError,
@@ -45,6 +50,7 @@ from iceberg_privacy.errors import (
     ReleaseFailedError,
 )
 from iceberg_privacy.service import views
+from iceberg_privacy.service.memo import AnswerCache, Key, MemoLog
 from iceberg_privacy.service.tokens import TokenRecord, TokenStore
 from iceberg_privacy.version import __version__
 
@@ -202,10 +208,35 @@ def _budget_of(body: QueryIn) -> Budget:
     return budget_from_args(epsilon=b.epsilon, delta=b.delta, rho=b.rho)
 
 
+def _memo_key(principal: str, compiled: CompiledSql, snapshot_id: int, amount: Budget) -> Key:
+    """What a cached answer must match: the principal, the table, the normalized SQL, the source snapshot,
+    the budget, and the public policy the query was compiled under (a changed policy is a new question)."""
+    policy = json.dumps(views.public_policy(compiled.policy), sort_keys=True, default=str)
+    question = hashlib.sha256(f"{compiled.sql_hash}\n{policy}".encode()).hexdigest()
+    return (principal, compiled.table, question, snapshot_id, amount.dumps())
+
+
+def _answer(release: Any, *, memoized: bool, charged: Budget | None) -> dict[str, Any]:
+    rows = release.rows
+    return {"release_id": release.release_id, "table": release.table, "sql": release.sql, "memoized": memoized,
+            "charged": charged.to_json() if charged is not None else None, "columns": rows.column_names,
+            "rows": rows.to_pylist(), "provenance": release.provenance.to_dict()}
+
+
 def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI:
     """The ASGI application serving ``catalog`` (run it with uvicorn, or ``iceberg-privacy serve``)."""
     store = tokens or TokenStore(catalog)
+    cache = AnswerCache()
+    memo_log = MemoLog(catalog)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        memo_log.flush()  # the audit events of answers already served
+        memo_log.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="iceberg-privacy confidential query service",
         version=__version__,
         description="Differentially private queries over dp-only Iceberg tables, per-principal budgets on the "
@@ -292,6 +323,7 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
     def budget(principal: str, who: TokenRecord = Depends(authenticate)) -> dict[str, Any]:
         """The principal's cap, spend and remaining budget per dataset (only one's own: else 403)."""
         same_principal(principal, who)
+        memo_log.flush()
         return views.budget(catalog, who.principal)
 
     @app.get(f"{API}/principals/{{principal}}/releases", response_model=list[ReleaseOut], responses=ERRORS,
@@ -299,6 +331,7 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
     def releases(principal: str, who: TokenRecord = Depends(authenticate)) -> list[dict[str, Any]]:
         """The principal's releases and memoized answers, newest first, with provenance (only one's own)."""
         same_principal(principal, who)
+        memo_log.flush()  # this principal's memoized answers are in the ledger before it is read
         return views.principal_releases(catalog, who.principal)
 
     @app.post(f"{API}/query", response_model=QueryOut, tags=["query"], responses={
@@ -306,16 +339,24 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
         409: {"model": ErrorOut, "description": "over the per-query cap or the remaining budget: nothing charged"}})
     def query(body: QueryIn, who: TokenRecord = Depends(authenticate)) -> dict[str, Any]:
         """Run a DP SQL query charged to the token's principal (never to a name in the body). Refusals
-        (SQL outside the subset, over a cap) charge nothing."""
-        from iceberg_privacy.dp.sql import dp_sql
-
+        (SQL outside the subset, over a cap) charge nothing. A question this principal already had answered
+        on the same snapshot is answered again for free (``memoize``)."""
         amount = _budget_of(body)
+        compiled = compile_sql(catalog, body.sql)  # refusals here, before anything is read or charged
+        key = None
+        if body.memoize:
+            source = catalog.load_table(tuple(compiled.table.split(".")))
+            snap = source.current_snapshot()
+            key = _memo_key(who.principal, compiled, snap.snapshot_id if snap else -1, amount)
+            hit = cache.get(key)
+            if hit is not None:
+                memo_log.record(hit, who.principal, key[3])
+                return _answer(hit, memoized=True, charged=zero_like(amount))
         release = dp_sql(catalog, body.sql, budget=amount, principal=who.principal, memoize=body.memoize)
-        rows = release.rows
-        return {"release_id": release.release_id, "table": release.table, "sql": release.sql,
-                "memoized": release.memoized, "charged": release.charged.to_json() if release.charged else None,
-                "columns": rows.column_names, "rows": rows.to_pylist(),
-                "provenance": release.provenance.to_dict() if release.provenance is not None else None}
+        snapshot = release.provenance.source_snapshot_id
+        if snapshot is not None:
+            cache.put(_memo_key(who.principal, compiled, snapshot, amount), release)
+        return _answer(release, memoized=release.memoized, charged=release.charged)
 
     @app.get(f"{API}/synthetic", response_model=list[SyntheticOut], responses=ERRORS, tags=["synthetic"])
     def synthetic(who: TokenRecord = Depends(authenticate)) -> list[dict[str, Any]]:
@@ -330,6 +371,7 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
 
     app.state.catalog = catalog
     app.state.tokens = store
+    app.state.memo_log = memo_log
     return app
 
 
