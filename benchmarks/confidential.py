@@ -133,7 +133,7 @@ def synth_numbers(quick: bool) -> dict[str, Any] | None:
         module = importlib.import_module("benchmarks.confidential_synth")
     except ModuleNotFoundError:
         return None
-    return dict(module.measure(quick))
+    return {str(k).removeprefix("synth."): v for k, v in dict(module.measure(quick)).items()}
 
 
 def main(argv: list[str] | None = None) -> int:
