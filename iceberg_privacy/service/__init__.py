@@ -5,7 +5,14 @@ CLI. Importing it pulls in FastAPI only when :mod:`.app` is used; the client nee
 """
 
 from iceberg_privacy.service.client import Dataset, QueryResult, ServiceClient, SyntheticTable
-from iceberg_privacy.service.tokens import IssuedToken, TokenRecord, TokenStore, issue_token, list_tokens, revoke_token
+from iceberg_privacy.service.tokens import (
+           IssuedToken,
+           TokenRecord,
+           TokenStore,
+           issue_token,
+           list_tokens,
+           revoke_token,
+)
 
 __all__ = ["Dataset", "IssuedToken", "QueryResult", "ServiceClient", "SyntheticTable", "TokenRecord", "TokenStore",
            "issue_token", "list_tokens", "revoke_token"]

@@ -23,7 +23,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -208,6 +208,20 @@ def _budget_of(body: QueryIn) -> Budget:
     return budget_from_args(epsilon=b.epsilon, delta=b.delta, rho=b.rho)
 
 
+_bearer = HTTPBearer(auto_error=False, description="a token from `iceberg-privacy tokens issue`")
+
+
+def _authenticate(request: Request,
+                  creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> TokenRecord:
+    """The token's record (its principal is the caller), or 401: the app's token store checks it."""
+    store: TokenStore = request.app.state.tokens
+    return store.verify(creds.credentials if creds is not None else None)
+
+
+Caller = Annotated[TokenRecord, Depends(_authenticate)]
+"""A handler parameter of this type is the authenticated caller."""
+
+
 def _memo_key(principal: str, compiled: CompiledSql, snapshot_id: int, amount: Budget) -> Key:
     """What a cached answer must match: the principal, the table, the normalized SQL, the source snapshot,
     the budget, and the public policy the query was compiled under (a changed policy is a new question)."""
@@ -243,10 +257,10 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
                     "library's ledger, and DP synthetic tables. Authenticate with `Authorization: Bearer <token>` "
                     "(tokens come from `iceberg-privacy tokens issue`).",
     )
-    bearer = HTTPBearer(auto_error=False, description="a token from `iceberg-privacy tokens issue`")
 
-    def authenticate(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> TokenRecord:
-        return store.verify(creds.credentials if creds is not None else None)
+    app.state.catalog = catalog
+    app.state.tokens = store
+    app.state.memo_log = memo_log
 
     def same_principal(principal: str, who: TokenRecord) -> None:
         if principal != who.principal:
@@ -308,19 +322,19 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
 
     # -- the API ---------------------------------------------------------------------------------------
     @app.get(f"{API}/whoami", response_model=WhoAmI, responses=ERRORS, tags=["principal"])
-    def whoami(who: TokenRecord = Depends(authenticate)) -> dict[str, Any]:
+    def whoami(who: Caller) -> dict[str, Any]:
         """The principal and token of this request."""
         return {"principal": who.principal, "token_id": who.token_id,
                 "expires_at": who.expires_at.isoformat() if who.expires_at else None}
 
     @app.get(f"{API}/datasets", response_model=list[DatasetOut], responses=ERRORS, tags=["datasets"])
-    def datasets(who: TokenRecord = Depends(authenticate)) -> list[dict[str, Any]]:
+    def datasets(who: Caller) -> list[dict[str, Any]]:
         """The datasets this principal may query: public schema (names and types), policy, remaining budget."""
         return views.datasets(catalog, who.principal)
 
     @app.get(f"{API}/principals/{{principal}}/budget", response_model=PrincipalBudget, responses=ERRORS,
              tags=["principal"])
-    def budget(principal: str, who: TokenRecord = Depends(authenticate)) -> dict[str, Any]:
+    def budget(principal: str, who: Caller) -> dict[str, Any]:
         """The principal's cap, spend and remaining budget per dataset (only one's own: else 403)."""
         same_principal(principal, who)
         memo_log.flush()
@@ -328,7 +342,7 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
 
     @app.get(f"{API}/principals/{{principal}}/releases", response_model=list[ReleaseOut], responses=ERRORS,
              tags=["principal"])
-    def releases(principal: str, who: TokenRecord = Depends(authenticate)) -> list[dict[str, Any]]:
+    def releases(principal: str, who: Caller) -> list[dict[str, Any]]:
         """The principal's releases and memoized answers, newest first, with provenance (only one's own)."""
         same_principal(principal, who)
         memo_log.flush()  # this principal's memoized answers are in the ledger before it is read
@@ -337,7 +351,7 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
     @app.post(f"{API}/query", response_model=QueryOut, tags=["query"], responses={
         **ERRORS, 404: {"model": ErrorOut, "description": "no budget governs that table for this principal"},
         409: {"model": ErrorOut, "description": "over the per-query cap or the remaining budget: nothing charged"}})
-    def query(body: QueryIn, who: TokenRecord = Depends(authenticate)) -> dict[str, Any]:
+    def query(body: QueryIn, who: Caller) -> dict[str, Any]:
         """Run a DP SQL query charged to the token's principal (never to a name in the body). Refusals
         (SQL outside the subset, over a cap) charge nothing. A question this principal already had answered
         on the same snapshot is answered again for free (``memoize``)."""
@@ -359,19 +373,16 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
         return _answer(release, memoized=release.memoized, charged=release.charged)
 
     @app.get(f"{API}/synthetic", response_model=list[SyntheticOut], responses=ERRORS, tags=["synthetic"])
-    def synthetic(who: TokenRecord = Depends(authenticate)) -> list[dict[str, Any]]:
+    def synthetic(who: Caller) -> list[dict[str, Any]]:
         """Tables marked synthetic (DP outputs): readable without budget."""
         return views.synthetic_tables(catalog)
 
     @app.get(f"{API}/synthetic/{{name}}", response_model=SyntheticRows, responses=ERRORS, tags=["synthetic"])
-    def synthetic_rows(name: str, limit: int = Query(1000, ge=1, le=100_000), offset: int = Query(0, ge=0),
-                       who: TokenRecord = Depends(authenticate)) -> dict[str, Any]:
+    def synthetic_rows(name: str, who: Caller, limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+                       offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
         """Rows of one synthetic table. There is no such endpoint for any other table."""
         return views.read_synthetic(catalog, name, limit=limit, offset=offset)
 
-    app.state.catalog = catalog
-    app.state.tokens = store
-    app.state.memo_log = memo_log
     return app
 
 

@@ -22,8 +22,8 @@ from iceberg_privacy.dp.ledger import Ledger, LedgerState
 from iceberg_privacy.dp.log import releases
 from iceberg_privacy.dp.policy import AccessPolicy, access_policy
 from iceberg_privacy.dp.provenance import read_provenance
-from iceberg_privacy.errors import ConfigurationError
 from iceberg_privacy.dp.synth import is_synthetic
+from iceberg_privacy.errors import ConfigurationError
 from iceberg_privacy.properties import BOOKKEEPING_MARKERS, LIBRARY_MARKERS
 
 
