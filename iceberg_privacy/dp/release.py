@@ -375,6 +375,8 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None) -> Relea
     state = ledger.state()
     scope, entry = state.policy_entry(source_id)
     check_policy_unit(unit, max_rows_per_unit, ".".join(source_id), entry, scope)
+    # On a dp-only table even a memoized answer needs a principal with a budget there, asking within the cap.
+    ledger.check_policy(state, source_id, principal, amount)
 
     # Memoization: same canonical query, same snapshot -> the stored release, free of charge.
     if memoize and ledger.exists():

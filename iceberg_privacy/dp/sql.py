@@ -29,16 +29,25 @@ reservation (policy and budget checked in one compare-and-swap), provenance and 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import math
 import re
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+from pyiceberg.exceptions import (
+    BadRequestError,
+    NoSuchIdentifierError,
+    NoSuchNamespaceError,
+    NoSuchTableError,
+)
 from pyiceberg.table import Table
 
 from iceberg_privacy._internal import compat
@@ -80,6 +89,28 @@ AGGREGATES: dict[str, tuple[bool, bool]] = {
     "variance": (True, True),
     "stddev": (True, True),
 }
+
+
+_quiet = threading.local()
+
+
+class _QuietParse(logging.Filter):
+    """Drops sqlglot's log records while this thread parses DP SQL: they quote the query text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_quiet, "on", False)
+
+
+logging.getLogger("sqlglot").addFilter(_QuietParse())
+
+
+@contextlib.contextmanager
+def _quiet_sqlglot() -> Iterator[None]:
+    _quiet.on = True
+    try:
+        yield
+    finally:
+        _quiet.on = False
 
 
 def _refuse(reason: str) -> DpSqlRefusedError:
@@ -150,7 +181,8 @@ class CompiledSql:
     """Public keys of every GROUP BY column (empty when some column has none: keys are then discovered)."""
 
     def __str__(self) -> str:
-        keys = "public keys" if self.public_keys or not self.group_by else "keys discovered privately"
+        keys = ("no GROUP BY" if not self.group_by else "public keys" if self.public_keys
+                else "keys discovered privately")
         return (f"DP SQL over {self.table}: {', '.join(a.describe() for a in self.aggregates)}"
                 f"{' by ' + ', '.join(self.group_by) if self.group_by else ''} ({keys}); sql hash {self.sql_hash[:12]}")
 
@@ -208,7 +240,8 @@ def _parse(sql: Any) -> Any:
     if not tokens:
         raise _refuse("the query is empty")
     try:
-        statements = [s for s in sqlglot.parse(sql) if s is not None]
+        with _quiet_sqlglot():
+            statements = [s for s in sqlglot.parse(sql) if s is not None]
     except (SqlglotError, ValueError, IndexError, RecursionError, TypeError, AttributeError, KeyError):
         raise _refuse("the query is not valid SQL (or not in the accepted subset)") from None
     if len(statements) != 1:
@@ -269,6 +302,13 @@ def _check_clauses(tree: Any) -> None:
         raise _refuse(f"{name} is not accepted")
 
 
+def _only(node: Any, allowed: set[str], what: str) -> None:
+    """Refuse ``node`` if it sets an argument outside ``allowed`` (a modifier DP SQL does not understand)."""
+    for key, value in node.args.items():
+        if key not in allowed and value not in (None, False, [], ""):
+            raise _refuse(f"{what} with {key.upper().replace('_', ' ')} is not accepted")
+
+
 def _identifier(node: Any) -> str:
     from sqlglot import exp
 
@@ -287,17 +327,20 @@ def _source(catalog: Catalog, tree: Any) -> tuple[Table, str | None]:
     node = frm.this
     if not isinstance(node, exp.Table) or not isinstance(node.this, exp.Identifier):
         raise _refuse("FROM must name one table (no subquery, function or VALUES)")
-    if node.args.get("joins") or node.args.get("laterals") or node.args.get("pivots") or node.args.get("sample"):
-        raise _refuse("FROM must name one table, with no joins, pivots or samples")
+    if node.args.get("joins"):
+        raise _refuse(_CLAUSE_NAMES["joins"] + " are not accepted")
+    _only(node, {"this", "db", "catalog", "alias"}, "FROM")
+    if node.args.get("alias") is not None:
+        _only(node.args["alias"], {"this"}, "a table alias")
     parts = [_identifier(p) for p in (node.args.get("catalog"), node.args.get("db"), node.this) if p is not None]
     if len(parts) < 2:
         raise _refuse("name the table with its namespace (FROM namespace.table)")
     alias = node.alias or None
     try:
         return catalog.load_table(tuple(parts)), alias
-    except (NoSuchTableError, NoSuchNamespaceError):
+    except (NoSuchTableError, NoSuchNamespaceError, NoSuchIdentifierError):
         raise _refuse(f"unknown table {'.'.join(parts)}") from None
-    except ValueError:
+    except (ValueError, BadRequestError):
         raise _refuse("the table name is not a valid identifier") from None
 
 
@@ -307,10 +350,11 @@ def _column(node: Any, table: Table, alias: str | None) -> str:
 
     if not isinstance(node, exp.Column) or not isinstance(node.this, exp.Identifier):
         raise _refuse("expected a column here")
+    _only(node, {"this", "table", "db", "catalog"}, "a column")
     qualifier = node.args.get("table")
     if qualifier is not None:
         q = _identifier(qualifier)
-        if q not in {alias, table.name()[-1]} or node.args.get("db") is not None:
+        if q not in {alias, table.name()[-1]} or node.args.get("db") is not None or node.args.get("catalog"):
             raise _refuse("a column names a table other than the FROM table")
     name = str(node.this.this)
     names = [f.name for f in table.schema().fields]
@@ -573,9 +617,7 @@ def compile_tree(catalog: Catalog, tree: Any) -> CompiledSql:
     group_by: list[str] = []
     group = tree.args.get("group")
     if group is not None:
-        for key in ("grouping_sets", "cube", "rollup", "totals"):
-            if group.args.get(key):
-                raise _refuse(f"GROUP BY {key.upper().replace('_', ' ')} is not accepted")
+        _only(group, {"expressions"}, "GROUP BY")
         for node in group.expressions:
             if not isinstance(node, exp.Column):
                 raise _refuse("GROUP BY takes column names (no positions or expressions)")
@@ -647,7 +689,11 @@ def compile_tree(catalog: Catalog, tree: Any) -> CompiledSql:
     order_by: list[tuple[str, bool]] = []
     order = tree.args.get("order")
     if order is not None:
+        _only(order, {"expressions"}, "ORDER BY")
         for ordered in order.expressions:
+            if not isinstance(ordered, exp.Ordered):
+                raise _refuse("ORDER BY takes output column names")
+            _only(ordered, {"this", "desc", "nulls_first"}, "ORDER BY")
             target = ordered.this
             if not isinstance(target, exp.Column) or target.args.get("table") is not None:
                 raise _refuse("ORDER BY takes output column names (post-processing of the noisy rows)")
@@ -658,8 +704,7 @@ def compile_tree(catalog: Catalog, tree: Any) -> CompiledSql:
     limit = None
     lim = tree.args.get("limit")
     if lim is not None:
-        if lim.args.get("offset") or lim.args.get("percent") or lim.args.get("with_ties"):
-            raise _refuse("LIMIT takes one number")
+        _only(lim, {"expression"}, "LIMIT")
         value = _literal(lim.expression)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise _refuse("LIMIT takes a non-negative integer")
