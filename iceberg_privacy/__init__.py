@@ -44,7 +44,6 @@ from iceberg_privacy.dp import (
     dp_synthesize,
     get_budget,
     get_namespace_budget,
-    is_synthetic,
     read_provenance,
     releases,
     require_raw_access,
@@ -158,7 +157,7 @@ __all__ = [
     # differential privacy
     "ROWS", "AccessPolicy", "ApproxDP", "BudgetState", "PureDP", "Release", "ReleaseProvenance", "ReleaseRecord",
     "ReservationRecord", "ResolutionReport", "RhoZCDP", "SynthesisReport",
-    "dp_histogram", "dp_synthesize", "get_budget", "get_namespace_budget", "is_synthetic", "read_provenance", "releases", "reservations",
+    "dp_histogram", "dp_synthesize", "get_budget", "get_namespace_budget", "read_provenance", "releases", "reservations",
     "resolve_reservations", "set_budget", "set_namespace_budget",
     "CompiledSql", "SqlRelease",
     "access_policy", "compile_sql", "dp_sql", "require_raw_access", "set_access_policy",

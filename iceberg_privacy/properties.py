@@ -72,11 +72,6 @@ DP_RELEASE_MARKER = "privacy.dp.release"
 DP_LEDGER_MARKER = "privacy.dp.ledger"
 DP_BUDGETS_PROPERTY = "privacy.dp.budgets"
 DP_SPENT_PROPERTY = "privacy.dp.spent"
-DP_SYNTHESIS_SUMMARY = "privacy.dp.synthesis"
-"""On a DP synthetic table's snapshot: the fitted model MST chose (JSON: method, rho, selected tree, row counts)."""
-SYNTHETIC_MARKER = "privacy.synthetic"
-"""``true`` on a table written by ``dp_synthesize``: every row is DP synthetic data (no person's row), so
-it may be read without spending budget (docs/dp.md, "DP synthetic data")."""
 DP_POLICIES_PROPERTY = "privacy.dp.policies"
 """Ledger-table property: the access policy of each scope (``namespace:<ns>`` / ``table:<ns>.<t>``), JSON;
 kept in the ledger so a reservation checks the policy and the budget in ONE compare-and-swap commit."""
@@ -91,9 +86,14 @@ ACCESS_BOUNDS_KEY = "privacy.access.column-bounds"
 """A policy's public clamping bounds per numeric column: ``{"price": [0, 100]}``."""
 ACCESS_PUBLIC_KEYS_KEY = "privacy.access.public-keys"
 """A policy's public key sets per column: ``{"country": ["DE", "FR"]}`` (GROUP BY without discovery)."""
+SYNTHETIC_MARKER = "privacy.synthetic"
+"""Table property ``true`` on a table written by ``dp_synthesize``: every row is DP synthetic data (no person's
+row), so it may be read without spending budget (docs/dp.md, "DP synthetic data")."""
 DP_SQL_SUMMARY = "privacy.dp.sql"
 """Release snapshot summary: the normalized DP SQL that produced it (``privacy.dp.sql.hash``: its sha256)."""
 DP_SQL_HASH_SUMMARY = "privacy.dp.sql.hash"
+DP_SYNTHESIS_SUMMARY = "privacy.dp.synthesis"
+"""On a DP synthetic table's snapshot: the fitted model MST chose (JSON: method, rho, selected tree, row counts)."""
 
 # -- the query service (docs/confidential.md) -----------------------------------------------------
 SERVICE_TOKENS_MARKER = "privacy.service.tokens"

@@ -31,7 +31,6 @@ from iceberg_privacy.dp.log import ReleaseRecord, releases
 from iceberg_privacy.dp.policy import AccessPolicy, access_policy, require_raw_access, set_access_policy
 from iceberg_privacy.dp.provenance import ReleaseProvenance, read_provenance
 from iceberg_privacy.dp.release import Release, dp_histogram
-from iceberg_privacy.dp.synth import SynthesisReport, dp_synthesize, is_synthetic
 from iceberg_privacy.dp.reservation import (
     ReservationRecord,
     ResolutionReport,
@@ -39,6 +38,7 @@ from iceberg_privacy.dp.reservation import (
     resolve_reservations,
 )
 from iceberg_privacy.dp.sql import CompiledSql, SqlRelease, compile_sql, dp_sql
+from iceberg_privacy.dp.synth import SynthesisReport, dp_synthesize, is_synthetic
 
 __all__ = [
     "ROWS",

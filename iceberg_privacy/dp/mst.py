@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +72,7 @@ def cdp_delta(rho: float, epsilon: float) -> float:
         return 0.0
     amin, amax = 1.01, (epsilon + 1) / (2 * rho) + 2
     alpha = amin
-    for _ in range(1000):
+    for _ in range(200):  # halvings: far below double precision
         alpha = (amin + amax) / 2
         derivative = (2 * alpha - 1) * rho - epsilon + math.log1p(-1.0 / alpha)
         if derivative < 0:
@@ -89,7 +90,7 @@ def cdp_rho(epsilon: float, delta: float) -> float:
     if delta >= 1:
         return math.inf
     lo, hi = 0.0, epsilon + 1
-    for _ in range(1000):
+    for _ in range(200):  # halvings: far below double precision
         mid = (lo + hi) / 2
         if cdp_delta(mid, epsilon) <= delta:
             lo = mid
@@ -121,7 +122,7 @@ def marginal(codes: list[np.ndarray], sizes: list[int], clique: tuple[int, ...])
     return np.bincount(flat, minlength=int(np.prod(shape))).reshape(shape).astype(np.float64)
 
 
-def _measure(codes: list[np.ndarray], sizes: list[int], cliques: list[tuple[int, ...]], rho: float,
+def _measure(codes: list[np.ndarray], sizes: list[int], cliques: Sequence[tuple[int, ...]], rho: float,
              sensitivity: float, phase: str, log: list[dict[str, Any]]) -> list[Measurement]:
     """Measure ``cliques`` with discrete Gaussian noise, spending ``rho`` in total (equal variances)."""
     if not cliques:
@@ -262,8 +263,7 @@ class TreeModel:
                     send(node, nb)
         nodes = []
         for i in range(len(self.sizes)):
-            b = incoming(i, None)
-            nodes.append(_normalize(b))
+            nodes.append(_normalize(incoming(i, None)))
         edges = {}
         for a, b in self.edges:
             table = incoming(a, b)[:, None] + incoming(b, a)[None, :] + self.edge_theta[(a, b)]
@@ -306,15 +306,17 @@ def _round_sample(weights: np.ndarray, total: int, rng: np.random.Generator) -> 
     remainder drawn without replacement in proportion to the fractional parts), shuffled."""
     if total <= 0:
         return np.zeros(0, dtype=np.int64)
-    w = np.clip(np.asarray(weights, dtype=np.float64), 0, None)
-    w = np.full(w.size, 1.0) if w.sum() <= 0 else w
-    counts = w * (total / w.sum())
+    w = np.nan_to_num(np.clip(np.asarray(weights, dtype=np.float64), 0, None))
+    w = np.full(w.size, 1.0) if w.max() <= 0 else w / w.max()  # scaled first: subnormal weights stay finite
+    counts = w / w.sum() * total
     frac, integ = np.modf(counts)
     ints = integ.astype(np.int64)
     extra = int(total - ints.sum())
-    if extra > 0:
-        p = frac / frac.sum() if frac.sum() > 0 else np.full(frac.size, 1.0 / frac.size)
-        ints[rng.choice(counts.size, extra, replace=False, p=p)] += 1
+    drawn = min(extra, int(np.count_nonzero(frac)))
+    if drawn > 0:
+        ints[rng.choice(counts.size, drawn, replace=False, p=frac / frac.sum())] += 1
+    if extra > drawn:  # float round-off left whole rows over: to the largest cells
+        ints[np.argsort(-counts, kind="stable")[: extra - drawn]] += 1
     vals = np.repeat(np.arange(counts.size), ints)
     rng.shuffle(vals)
     return vals

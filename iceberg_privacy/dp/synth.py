@@ -20,8 +20,11 @@ read, joined and shared freely (post-processing costs nothing). Why each choice:
   are clipped into the end bins). Learning a domain from private data is itself a release and is not
   done. Every column also gets one cell for nulls and values outside the public domain; it
   synthesizes as null.
-* **Privacy unit.** Row-level by default (``privacy_unit=ROWS``: adding or removing one row changes
-  each marginal by one count); with ``privacy_unit="<column>"`` each unit keeps at most
+* **Access policies** (:mod:`.policy`) apply as to every release: the ledger's check enforces a
+  dp-only table's per-query cap and principal budgets, a declared privacy unit cannot be loosened,
+  and the policy's public keys and column bounds serve as domains and bounds the call does not give.
+* **Privacy unit.** Row-level by default (``privacy_unit=ROWS``, unless the access policy declares a
+  unit: adding or removing one row changes each marginal by one count); with ``privacy_unit="<column>"`` each unit keeps at most
   ``max_rows_per_unit`` = k of its rows (chosen at random, before anything is measured), so one unit
   moves each marginal by at most k in L1 and L2, and every noise scale is multiplied by k.
 * **Same release protocol as** :func:`~.release.dp_histogram`: validate everything that costs nothing
@@ -60,13 +63,18 @@ from iceberg_privacy.dp.budget import ApproxDP, Budget, PureDP, RhoZCDP, as_budg
 from iceberg_privacy.dp.errors import InvalidBudgetError, ReleaseAbortedError
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.mst import cdp_rho, mst, secure_rng
+from iceberg_privacy.dp.policy import ROWS_UNIT
 from iceberg_privacy.dp.provenance import build_summary, read_provenance
 from iceberg_privacy.dp.query import canonical_dumps
-from iceberg_privacy.dp.release import _after_failure, _write_output
+from iceberg_privacy.dp.release import _after_failure, _write_output, check_policy_unit
 from iceberg_privacy.dp.reservation import Heartbeat
 from iceberg_privacy.errors import ConfigurationError, InvalidArgumentError, UnknownColumnError
 from iceberg_privacy.lineage.record import AGGREGATION, COMPLETE, INDIRECT, FieldRef, LineageRecord, SourceRef
 from iceberg_privacy.properties import (
+    ACCESS_BOUNDS_KEY,
+    ACCESS_MAX_ROWS_KEY,
+    ACCESS_PRIVACY_UNIT_KEY,
+    ACCESS_PUBLIC_KEYS_KEY,
     DP_RELEASE_MARKER,
     DP_SYNTHESIS_SUMMARY,
     SYNTHETIC_MARKER,
@@ -105,8 +113,11 @@ class SynthesisReport:
     """The 2-way marginals MST selected (its tree), by column name."""
 
     def __str__(self) -> str:
-        cost = "memoized, charged nothing" if self.memoized or self.charged is None else \
-            f"charged {self.charged.describe()} (rho={self.rho:.6g})"
+        if self.memoized or self.charged is None:
+            cost = "memoized, charged nothing"
+        else:
+            ran_at = "" if isinstance(self.charged, RhoZCDP) else f" (run at rho={self.rho:.6g})"
+            cost = f"charged {self.charged.describe()}{ran_at}"
         tree = ", ".join(f"{a}-{b}" for a, b in self.edges) or "none"
         return (f"DP synthetic data ({self.method.upper()}) of {self.source}@{self.source_snapshot_id}: {self.rows} "
                 f"rows in {self.output}@{self.snapshot_id}; {cost}; tree: {tree}")
@@ -140,8 +151,8 @@ class _Column:
             assert self.values is not None
             return {"kind": "domain", "source": self.source, "values": [_json_value(v) for v in self.values.to_pylist()],
                     "null_cell": True}
-        return {"kind": "bins", "low": repr(self.low), "high": repr(self.high), "bins": self.bins,
-                "integer": self.integer, "clipped": True, "null_cell": True}
+        return {"kind": "bins", "source": self.source, "low": repr(self.low), "high": repr(self.high),
+                "bins": self.bins, "integer": self.integer, "clipped": True, "null_cell": True}
 
     def encode(self, data: pa.ChunkedArray) -> np.ndarray:
         """Cell codes of the source values (the null cell for nulls and out-of-domain values)."""
@@ -180,6 +191,14 @@ class _Column:
         return pa.array(vals, mask=null).cast(self.arrow_type)
 
 
+class PolicyValues(list):  # type: ignore[type-arg]
+    """A domain taken from the table's access policy (public keys), not from the call."""
+
+
+class PolicyBounds(list):  # type: ignore[type-arg]
+    """Bounds taken from the table's access policy (column bounds), not from the call."""
+
+
 def _json_value(v: Any) -> Any:
     return v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
 
@@ -216,15 +235,22 @@ def _prepare(source: Table, columns: list[str], bounds: Mapping[str, Any], domai
             try:
                 values = pa.array(list(dict.fromkeys(given)), type=atype)
             except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
-                raise ConfigurationError(
-                    f"domains[{name!r}] does not fit the column's type {atype}: {exc}. List values of that type."
-                ) from exc
+                try:  # a policy stores dates and timestamps as ISO text
+                    values = pa.array(list(dict.fromkeys(given))).cast(atype) if isinstance(given, PolicyValues) \
+                        else None
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                    values = None
+                if values is None:
+                    raise ConfigurationError(
+                        f"domains[{name!r}] does not fit the column's type {atype}: {exc}. List values of that type."
+                    ) from exc
             if len(values) + 1 > MAX_DOMAIN:
                 raise ConfigurationError(
                     f"domains[{name!r}] has {len(values)} values; at most {MAX_DOMAIN - 1} are supported (bin or group "
                     "the column first)."
                 )
-            out.append(_Column(name, "domain", atype, values=values, source="domains"))
+            out.append(_Column(name, "domain", atype, values=values,
+                               source="policy" if isinstance(given, PolicyValues) else "domains"))
         elif name in bounds:
             if not isinstance(ftype, INTEGER_TYPES + FLOAT_TYPES):
                 raise ConfigurationError(
@@ -245,7 +271,8 @@ def _prepare(source: Table, columns: list[str], bounds: Mapping[str, Any], domai
                 if low > high:
                     raise InvalidArgumentError(f"bounds[{name!r}] hold no whole number; widen them.")
                 count = min(count, int(high - low) + 1)
-            out.append(_Column(name, "bins", atype, low=low, high=high, bins=count, integer=integer))
+            out.append(_Column(name, "bins", atype, low=low, high=high, bins=count, integer=integer,
+                               source="policy" if isinstance(pair, PolicyBounds) else "bounds"))
         elif isinstance(ftype, BooleanType):
             out.append(_Column(name, "domain", atype, values=pa.array([False, True]), source="type"))
         elif isinstance(ftype, INTEGER_TYPES + FLOAT_TYPES):
@@ -336,8 +363,8 @@ def dp_synthesize(
     bounds: Mapping[str, tuple[float, float]] | None = None,
     bins: int | Mapping[str, int] = DEFAULT_BINS,
     domains: Mapping[str, Sequence[Any]] | None = None,
-    privacy_unit: str | RowUnit = ROWS,
-    max_rows_per_unit: int = 1,
+    privacy_unit: str | RowUnit | None = None,
+    max_rows_per_unit: int | None = None,
     snapshot_id: int | None = None,
     memoize: bool = True,
     iterations: int = 1000,
@@ -348,8 +375,11 @@ def dp_synthesize(
     budgets in ``catalog``'s ledger before anything is measured. Categorical columns need a public
     ``domains={col: [values]}`` (booleans are public by type); numeric columns need public
     ``bounds={col: (low, high)}`` and are cut into ``bins`` equal-width bins (an int, or a dict per
-    column). ``rows`` defaults to the noisy estimate of the source's row count. ``privacy_unit`` is
-    :data:`ROWS` (one row) or a column naming a person, whose rows are capped at ``max_rows_per_unit``.
+    column). Columns the call gives neither take them from the table's access policy (its public keys
+    and column bounds), if it has one. ``rows`` defaults to the noisy estimate of the source's row
+    count. ``privacy_unit`` is :data:`ROWS` (one row) or a column naming a person, whose rows are capped
+    at ``max_rows_per_unit``; by default the access policy's unit and bound, else ``ROWS`` and 1 (a
+    policy's unit cannot be loosened).
     The same question on the same snapshot returns the stored table without charging (``memoize``).
     See the module doc and docs/dp.md, "DP synthetic data".
     """
@@ -372,12 +402,11 @@ def dp_synthesize(
     if rows is not None and (isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or not 1 <= rows <= 10**9):
         raise InvalidArgumentError(f"rows={rows!r} must be a whole number between 1 and 10**9, or None for the noisy "
                                    "row count of the source.")
-    if (isinstance(max_rows_per_unit, bool) or not isinstance(max_rows_per_unit, numbers.Integral)
-            or max_rows_per_unit < 1):
+    if max_rows_per_unit is not None and (isinstance(max_rows_per_unit, bool)
+                                          or not isinstance(max_rows_per_unit, numbers.Integral) or max_rows_per_unit < 1):
         raise InvalidArgumentError(f"max_rows_per_unit must be an integer >= 1, got {max_rows_per_unit!r}.")
     if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or not 1 <= iterations <= 100_000:
         raise InvalidArgumentError(f"iterations={iterations!r} must be a whole number between 1 and 100000.")
-    k = int(max_rows_per_unit)
     bounds, domains = dict(bounds or {}), dict(domains or {})
     for what, given in (("bounds", bounds), ("domains", domains)):
         stray = sorted(set(given) - set(columns))
@@ -398,6 +427,20 @@ def dp_synthesize(
         qualified(table, "source table")  # a clear error for a bad reference, before loading anything
     source = load_table(catalog, table)
     source_id = tuple(source.name())
+    ledger = Ledger(catalog, source_id[:-1])
+    policy_scope, policy = ledger.state().policy_entry(source_id) if ledger.exists() else (None, {})
+    if privacy_unit is None:  # the policy's declared unit, else single rows
+        declared = policy.get(ACCESS_PRIVACY_UNIT_KEY)
+        privacy_unit = ROWS if declared in (None, ROWS_UNIT) else str(declared)
+        if max_rows_per_unit is None and declared is not None:
+            max_rows_per_unit = int(policy.get(ACCESS_MAX_ROWS_KEY, 1))
+    k = int(max_rows_per_unit or 1)
+    for name, given in (policy.get(ACCESS_PUBLIC_KEYS_KEY) or {}).items():  # public by the owner's declaration
+        if name in columns and name not in bounds and name not in domains:
+            domains[name] = PolicyValues(given)
+    for name, given in (policy.get(ACCESS_BOUNDS_KEY) or {}).items():
+        if name in columns and name not in bounds and name not in domains:
+            bounds[name] = PolicyBounds(given)
     if privacy_unit is ROWS:
         unit: str | None = None
     elif isinstance(privacy_unit, str) and privacy_unit:
@@ -408,6 +451,7 @@ def dp_synthesize(
     else:
         raise ConfigurationError(f"privacy_unit={privacy_unit!r} must be ROWS or a column name of "
                                  f"{table_name(source)}.")
+    check_policy_unit(unit, k, table_name(source), policy, policy_scope)
     prepared = _prepare(source, columns, bounds, domains, bins)
     if snapshot_id is None:
         snap = source.current_snapshot()
@@ -439,7 +483,6 @@ def dp_synthesize(
     }
     query_json = canonical_dumps(query)
     qhash = hashlib.sha256(query_json.encode("ascii")).hexdigest()
-    ledger = Ledger(catalog, source_id[:-1])
     if memoize and ledger.exists():
         memo = _memoized(catalog, ledger, ledger.find_release(qhash, snap.snapshot_id), principal, source_id,
                          snap.snapshot_id, qhash, method, rho)
