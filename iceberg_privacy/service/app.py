@@ -34,6 +34,7 @@ from pyiceberg.catalog import Catalog
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from iceberg_privacy.dp.budget import Budget, budget_from_args, zero_like
+from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.sql import CompiledSql, compile_sql, dp_sql
 from iceberg_privacy.errors import (
     BudgetError,
@@ -364,6 +365,10 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
             key = _memo_key(who.principal, compiled, snap.snapshot_id if snap else -1, amount)
             hit = cache.get(key)
             if hit is not None:
+                # as dp_sql's memo: on a dp-only table even a repeat needs a budget there, within the cap
+                ident = tuple(source.name())
+                ledger = Ledger(catalog, ident[:-1])
+                ledger.check_policy(ledger.state(), ident, who.principal, amount)
                 memo_log.record(hit, who.principal, key[3])
                 return _answer(hit, memoized=True, charged=zero_like(amount))
         release = dp_sql(catalog, body.sql, budget=amount, principal=who.principal, memoize=body.memoize)

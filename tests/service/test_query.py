@@ -158,3 +158,19 @@ def test_concurrent_clients_never_overspend(service: BackgroundServer, svc_catal
     assert _spent(svc_catalog, "bob") == Fraction(3, 10)
     st = Ledger(svc_catalog, ("conf",)).state().scope("namespace:conf")
     assert st.principal_remaining("bob").is_zero()
+
+
+def test_a_cached_answer_is_refused_once_the_budget_is_withdrawn(service: BackgroundServer, svc_catalog: Catalog,
+                                                                 tokens: dict[str, Any], spark: Any) -> None:
+    with ServiceClient(service.url, tokens["bob"]) as bob:
+        first = bob.sql(SQL, epsilon=0.1)
+        assert bob.sql(SQL, epsilon=0.1).memoized  # from the service's cache
+        # the owner replaces the policy: bob no longer has a budget on the dp-only namespace
+        ip.set_namespace_budget(svc_catalog, "conf", ip.PureDP(1.0), principal_caps={"alice": ip.PureDP(0.5)})
+        ip.set_access_policy(svc_catalog, "conf", "dp-only", max_epsilon_per_query=0.2,
+                             privacy_unit="user_id", max_rows_per_unit=3,
+                             public_keys={"country": COUNTRIES, "project": ["p0", "p1", "p2"]},
+                             column_bounds={"bytes": (0.0, 100.0)})
+        with pytest.raises(ip.ServiceRequestError) as info:
+            bob.sql(SQL, epsilon=0.1)
+        assert info.value.status == 404 and first.release_id not in str(info.value)
