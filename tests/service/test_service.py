@@ -6,6 +6,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
@@ -147,3 +149,20 @@ def test_cli_serve_runs_the_service_in_its_own_process(svc_catalog: Catalog, tok
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert f"serving catalog 'test' at http://127.0.0.1:{port}" in out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sql=st.one_of(st.text(max_size=200), st.sampled_from([
+    "SELECT COUNT(*) FROM conf.pv WHERE country = '", "SELECT 1; SELECT 2", "SELECT * FROM conf.pv",
+    "SELECT country FROM conf.pv", "WITH x AS (SELECT * FROM conf.pv) SELECT COUNT(*) FROM x",
+    "SELECT COUNT(*) FROM conf.pv UNION SELECT COUNT(*) FROM conf.pv", "\x00", "SELECT COUNT(*) FROM ../etc/passwd",
+])), epsilon=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.just(-1.0)))
+def test_garbage_queries_are_refused_cleanly(service: BackgroundServer, svc_catalog: Catalog,
+                                             tokens: dict[str, Any], sql: str, epsilon: float | None) -> None:
+    before = _ledger_events(svc_catalog)
+    r = httpx.post(service.url + "/v1/query", json={"sql": sql, "epsilon": epsilon} if epsilon == epsilon and
+                   epsilon not in (float("inf"), float("-inf")) else {"sql": sql, "budget": {"epsilon": -1}},
+                   headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=60)
+    assert r.status_code in (400, 404, 422), r.text
+    assert set(r.json()) == {"error", "reason"} and "Traceback" not in r.text
+    assert _ledger_events(svc_catalog) == before
