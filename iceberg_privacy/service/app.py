@@ -53,6 +53,7 @@ from iceberg_privacy.errors import (
 from iceberg_privacy.service import views
 from iceberg_privacy.service.memo import AnswerCache, Key, MemoLog
 from iceberg_privacy.service.tokens import TokenRecord, TokenStore
+from iceberg_privacy.service.views import _NotFound
 from iceberg_privacy.version import __version__
 
 log = logging.getLogger("iceberg_privacy.service")
@@ -290,9 +291,9 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
     async def _forbidden(request: Request, exc: _Forbidden) -> JSONResponse:
         return _error(403, "forbidden", "a token may only read its own principal's budget and releases")
 
-    @app.exception_handler(LookupError)
-    async def _not_found(request: Request, exc: LookupError) -> JSONResponse:
-        return _error(404, "not_found", str(exc) if isinstance(exc, LookupError) and exc.args else "not found")
+    @app.exception_handler(_NotFound)
+    async def _not_found(request: Request, exc: _NotFound) -> JSONResponse:
+        return _error(404, "not_found", str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

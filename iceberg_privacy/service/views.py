@@ -27,6 +27,10 @@ from iceberg_privacy.errors import ConfigurationError
 from iceberg_privacy.properties import BOOKKEEPING_MARKERS, LIBRARY_MARKERS
 
 
+class _NotFound(Exception):  # noqa: N818 - private control flow: the service answers 404 with its message
+    """Nothing the caller may read has this name (the service answers 404)."""
+
+
 def _scalar(b: Budget | None) -> float | None:
     """The first component (epsilon or rho) as a float, for bars; None for no budget."""
     return None if b is None else float(b.components()[0])
@@ -188,7 +192,7 @@ def read_synthetic(catalog: Catalog, name: str, *, limit: int, offset: int) -> d
     except NoSuchTableError:
         table = None
     if table is None or not is_synthetic(table) or has_marker(table, BOOKKEEPING_MARKERS):
-        raise LookupError(f"no synthetic table {name}; list them with GET /v1/synthetic")
+        raise _NotFound(f"no synthetic table {name}; list them with GET /v1/synthetic")
     data = table.scan(limit=offset + limit).to_arrow().slice(offset, limit) if table.current_snapshot() else None
     rows = data.to_pylist() if data is not None else []
     return {"name": name, "columns": _columns(table), "offset": offset, "rows": rows}

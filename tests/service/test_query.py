@@ -174,3 +174,24 @@ def test_a_cached_answer_is_refused_once_the_budget_is_withdrawn(service: Backgr
         with pytest.raises(ip.ServiceRequestError) as info:
             bob.sql(SQL, epsilon=0.1)
         assert info.value.status == 404 and first.release_id not in str(info.value)
+
+
+@pytest.mark.parametrize("where, charged, says", [
+    ("dp.after_reserve", Fraction(0), "nothing was charged"),
+    ("dp.after_evaluate", Fraction(1, 10), "its spend is kept"),
+])
+def test_a_failed_release_answers_500_with_a_reference_and_no_details(
+        service: BackgroundServer, svc_catalog: Catalog, tokens: dict[str, Any], spark: Any,
+        where: str, charged: Fraction, says: str) -> None:
+    from iceberg_privacy._internal import faults
+
+    def boom(name: str) -> None:
+        raise RuntimeError("zz_secret_value c0 appeared in a failing computation")
+
+    with faults.injected(where, boom):
+        r = _post(service, tokens["alice"], {"sql": SQL, "epsilon": 0.1})
+    assert r.status_code == 500
+    body = r.json()
+    assert body["error"] == "internal_error" and says in body["reason"] and "reference" in body["reason"]
+    assert "zz_secret" not in r.text and "Traceback" not in r.text and "RuntimeError" not in r.text
+    assert _spent(svc_catalog, "alice") == charged
