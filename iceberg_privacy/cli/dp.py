@@ -1,4 +1,4 @@
-"""Differential-privacy commands: ``dp budget set|show``, ``dp policy set|show`` (access policies), ``dp log`` (the release log) and ``dp reservations``.
+"""Differential-privacy commands: ``dp budget set|show``, ``dp policy set|show`` (access policies), ``dp sql`` (DP SQL), ``dp log`` (the release log) and ``dp reservations``.
 
 They use the catalog of the global options like every other command. ``dp --dp-catalog-uri URI`` and
 ``dp --dp-warehouse LOC`` (and ICEBERG_PRIVACY_CATALOG_NAME / _CATALOG_URI / _WAREHOUSE) are deprecated
@@ -167,6 +167,27 @@ def cmd_policy_show(args: argparse.Namespace, catalog: Catalog) -> int:
     return 0
 
 
+def cmd_sql(args: argparse.Namespace, catalog: Catalog) -> int:
+    from iceberg_privacy.dp.budget import ApproxDP, PureDP, RhoZCDP
+    from iceberg_privacy.dp.sql import dp_sql
+
+    if args.rho is not None:
+        if args.epsilon is not None or args.delta is not None:
+            raise ConfigurationError("give either --rho (zCDP) or --epsilon [--delta], not both.")
+        budget: Any = RhoZCDP(args.rho)
+    elif args.epsilon is None:
+        raise ConfigurationError("give --epsilon (pure DP), --epsilon with --delta (approx DP) or --rho (zCDP).")
+    else:
+        budget = ApproxDP(args.epsilon, args.delta) if args.delta is not None else PureDP(args.epsilon)
+    release = dp_sql(catalog, args.sql, budget=budget, principal=args.principal, memoize=not args.no_memo)
+    if args.json:
+        print_json(release.to_json())
+        return 0
+    print(release)
+    print(release.rows.to_pandas().to_string(index=False))
+    return 0
+
+
 def cmd_log(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.dp.log import releases
 
@@ -239,6 +260,15 @@ def register(subparsers: Any) -> None:
     res.add_argument("--resolve", action="store_true",
                      help="resolve abandoned reservations: refund those that never started evaluating, close the "
                           "others with their spend kept")
+
+    sql = add_command(sub, "sql", cmd_sql, json=True,
+                      help="answer one DP SQL query (docs/dp.md, 'DP SQL'), charged to the ledger before it runs")
+    sql.add_argument("sql", help="SELECT aggregates FROM namespace.table [WHERE ...] [GROUP BY ...]")
+    sql.add_argument("--epsilon", type=float, help="pure DP (alone) or approx DP (with --delta)")
+    sql.add_argument("--delta", type=float)
+    sql.add_argument("--rho", type=float, help="zero-concentrated DP")
+    sql.add_argument("--principal", default=None, help="who is charged (default: $ICEBERG_PRIVACY_PRINCIPAL or login)")
+    sql.add_argument("--no-memo", action="store_true", help="ask again (and pay) even if the answer is memoized")
 
     policy = sub.add_parser("policy", help="set or show the access policy (dp-only) of a namespace or table")
     psub = policy.add_subparsers(dest="dp_policy_command", required=True, metavar="ACTION")

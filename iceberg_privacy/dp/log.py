@@ -94,7 +94,7 @@ def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRec
         state = ledger.state()
         by_id: dict[str, ReleaseRecord] = {}
         for ev in ledger.events():
-            if ev["event"] == "budget_set" or (wanted and ev["source_table"] != wanted):
+            if ev["event"] in ("budget_set", "policy_set") or (wanted and ev["source_table"] != wanted):
                 continue
             rid = ev["release_id"]
             if ev["event"] in ("reserved", "memoized"):

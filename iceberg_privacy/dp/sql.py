@@ -49,6 +49,7 @@ from pyiceberg.exceptions import (
     NoSuchTableError,
 )
 from pyiceberg.table import Table
+from pyiceberg.types import DateType, StringType, TimestampType, TimestamptzType
 
 from iceberg_privacy._internal import compat
 from iceberg_privacy.config import current_principal
@@ -406,7 +407,58 @@ def _operand(node: Any, table: Table, alias: str | None) -> tuple[str, Any]:
     return ("lit", _literal(node))
 
 
+def _family(table: Table, column: str) -> str:
+    """The comparison family of a column; a WHERE that would make Spark cast a column's values is refused,
+    because a failed cast quotes the offending *data* value in its error."""
+    from pyiceberg.types import BooleanType, DecimalType
+
+    ftype = table.schema().find_field(column).field_type
+    if isinstance(ftype, StringType):
+        return "string"
+    if isinstance(ftype, (*NUMERIC_TYPES, DecimalType)):
+        return "number"
+    if isinstance(ftype, BooleanType):
+        return "bool"
+    if isinstance(ftype, (DateType, TimestampType, TimestamptzType)):
+        return "temporal"
+    raise _refuse(f"column {column!r} has type {ftype}; WHERE compares strings, numbers, booleans and dates")
+
+
+def _literal_family(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "string"
+
+
+def _typed(pred: Predicate, table: Table) -> Predicate:
+    """Check that every comparison of ``pred`` compares like with like (no implicit cast of a column)."""
+    operands = [a for a in pred.args if not isinstance(a, Predicate)]
+    columns = [a[1] for a in operands if a[0] == "col"]
+    if not columns:
+        return pred
+    families = {_family(table, c) for c in columns}
+    if len(families) > 1:
+        raise _refuse(f"{pred.op} compares columns of different types ({', '.join(columns)})")
+    family = families.pop()
+    if pred.op == "COLUMN" and family != "bool":
+        raise _refuse(f"column {columns[0]!r} is not boolean; compare it with a value")
+    for kind, value in operands:
+        if kind != "lit":
+            continue
+        lit = _literal_family(value)
+        if not (lit == family or (family == "temporal" and lit == "string")):
+            raise _refuse(f"a {lit} value is compared with column {columns[0]!r} of {family} type; "
+                          "compare like with like (dates and timestamps with 'YYYY-MM-DD...' strings)")
+    return pred
+
+
 def _predicate(node: Any, table: Table, alias: str | None, depth: int = 0) -> Predicate:
+    return _typed(_untyped_predicate(node, table, alias, depth), table)
+
+
+def _untyped_predicate(node: Any, table: Table, alias: str | None, depth: int = 0) -> Predicate:
     from sqlglot import exp
 
     if depth > 64:

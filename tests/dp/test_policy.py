@@ -286,3 +286,18 @@ def test_policy_on_object_storage(s3_catalog: tuple[Any, str]) -> None:
         ledger.reserve((ns, "t"), "alice", PureDP(0.6))
     ledger.reserve((ns, "t"), "alice", PureDP(0.5))
     assert ip.get_budget(f"{ns}.t", catalog=catalog).principal_spent["alice"] == PureDP(0.5)
+
+
+def test_cli_dp_sql_refuses_with_the_reason(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "iceberg_privacy.cli", "--catalog-uri", f"sqlite:///{tmp_path}/c.db",
+            "--warehouse", f"file://{tmp_path}/wh"]
+    cat = SqlCatalog("default", uri=f"sqlite:///{tmp_path}/c.db", warehouse=f"file://{tmp_path}/wh")
+    cat.create_namespace("db")
+    cat.create_table("db.pv", schema=pageviews(1).schema)
+    out = subprocess.run([*base, "dp", "sql", "SELECT * FROM db.pv", "--epsilon", "1"], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert out.returncode != 0 and "SELECT * would release rows" in out.stderr, out.stderr
+    out = subprocess.run([*base, "dp", "sql", "SELECT COUNT(*) FROM db.pv; DROP TABLE db.pv", "--epsilon", "1"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0 and "exactly one statement" in out.stderr
+    assert cat.table_exists("db.pv")

@@ -377,3 +377,11 @@ def test_dp_sql_on_object_storage(s3_catalog: tuple[Any, str], spark: Any) -> No
         ip.require_raw_access(catalog, f"{ns}.pv")
     ip.require_raw_access(catalog, r.output)  # the release table is a DP output
     assert isinstance(r.rows, pa.Table)
+
+
+@pytest.mark.parametrize("where", ["page = 5", "bytes = 'x'", "bytes IN (1, 'a')", "country BETWEEN 1 AND 2",
+                                   "page = bytes", "page", "user_id = TRUE"])
+def test_where_never_makes_spark_cast_a_column(static_catalog: SqlCatalog, where: str) -> None:
+    """Spark's failed casts quote the data value they failed on: such comparisons are refused up front."""
+    with pytest.raises(ip.DpSqlRefusedError, match="compare|compares|not boolean"):
+        ip.compile_sql(static_catalog, f"SELECT COUNT(*) FROM db.pv WHERE {where}")
