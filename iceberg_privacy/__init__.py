@@ -181,6 +181,11 @@ __all__ = [
     "UnsupportedSparkTypeError", "UnsupportedTypeError", "VerificationFailedError",
 ]
 
+# the query service (iceberg-privacy serve): its errors; the service itself is imported only by the CLI
+from iceberg_privacy.errors import InvalidTokenError, ServiceError, ServiceRequestError  # noqa: E402
+
+__all__ += ["InvalidTokenError", "ServiceError", "ServiceRequestError"]
+
 # Names that were public before 0.2 and are internal now: still importable for one release, with a warning.
 _MOVED = {
     "bloom_columns": ("iceberg_privacy.config", "bloom_columns", "read the table property privacy.bloom.columns"),

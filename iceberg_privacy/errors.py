@@ -210,3 +210,21 @@ class UnsupportedSparkTypeError(IcebergPrivacyError, TypeError):
 class SparkJobError(IcebergPrivacyError):
     """A Spark job of a subject-rights verb (erase, access, verify, backfill) failed on the executors;
     nothing of it was committed."""
+
+
+# -- the query service (iceberg-privacy serve) ----------------------------------------------------
+class ServiceError(IcebergPrivacyError):
+    """The DP query service or its tokens refused a request."""
+
+
+class InvalidTokenError(ServiceError):
+    """A bearer token is missing, malformed, unknown, expired or revoked (the service answers 401)."""
+
+
+class ServiceRequestError(ServiceError):
+    """The service refused a request of the Python client; ``status`` is the HTTP status, the message
+    is the service's reason."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status

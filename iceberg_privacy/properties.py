@@ -103,8 +103,14 @@ DP_SQL_HASH_SUMMARY = "privacy.dp.sql.hash"
 DP_SYNTHESIS_SUMMARY = "privacy.dp.synthesis"
 """On a DP synthetic table's snapshot: the fitted model MST chose (JSON: method, rho, selected tree, row counts)."""
 
+# -- the query service (docs/confidential.md) -----------------------------------------------------
+SERVICE_TOKENS_MARKER = "privacy.service.tokens"
+"""The bearer-token table of ``iceberg-privacy serve`` (``<journal namespace>.service_tokens``)."""
+SERVICE_TOKENS_STATE_PROPERTY = "privacy.service.tokens.state"
+"""JSON of every token's id, principal, scrypt hash, expiry and revocation (never a plaintext token)."""
+
 # -- which tables are the library's own ------------------------------------------------------------
-BOOKKEEPING_MARKERS = (JOURNAL_MARKER, QUEUE_MARKER, "privacy.forget", DP_LEDGER_MARKER)
+BOOKKEEPING_MARKERS = (JOURNAL_MARKER, QUEUE_MARKER, "privacy.forget", DP_LEDGER_MARKER, SERVICE_TOKENS_MARKER)
 """The library's bookkeeping tables (journal, forget lists, DP ledgers): never subjects of a request."""
 LIBRARY_MARKERS = (*BOOKKEEPING_MARKERS, DP_RELEASE_MARKER)
 """Bookkeeping tables plus DP release tables."""

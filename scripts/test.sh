@@ -8,4 +8,6 @@ cd "$ROOT"
 # The DP ledger race tests run against a real PostgreSQL server too; install it when missing.
 # Where that is impossible the script says why and those tests skip with that reason.
 bash "$ROOT/scripts/ensure_postgres.sh" >/dev/null || echo "test.sh: PostgreSQL unavailable; its tests will be skipped" >&2
+# The service page test drives Debian's Chromium headless; install it when missing (else that test skips).
+bash "$ROOT/scripts/ensure_chromium.sh" >/dev/null || echo "test.sh: Chromium unavailable; the page test will be skipped" >&2
 exec python -m pytest "$@"

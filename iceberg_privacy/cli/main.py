@@ -20,7 +20,7 @@ from iceberg_privacy.catalog import connect
 from iceberg_privacy.cli._common import deprecated
 from iceberg_privacy.errors import ConfigurationError, IcebergPrivacyError
 
-COMMAND_MODULES = ("demo", "index", "rights", "lineage", "dp")
+COMMAND_MODULES = ("demo", "index", "rights", "lineage", "dp", "service")
 """Modules of ``iceberg_privacy.cli``, each with ``register(subparsers)``; their commands are
 ``cmd_x(args, catalog) -> int``. (Imported when the parser is built, so that ``import iceberg_privacy.cli``
 stays cheap and ``python -m iceberg_privacy.cli.dp`` finds its module not yet imported.)"""

@@ -1,0 +1,198 @@
+"""What the service shows one principal, computed from the catalog and the ledgers only.
+
+Nothing here reads a row of a private table: a dataset is described by its schema (names and types),
+its access policy and the principal's budget (both from table properties and the ledger's state), and
+a release by its ledger events and the provenance in the release snapshot's summary. The only rows
+this module returns are those of synthetic tables (:func:`read_synthetic`), which are DP outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.table import Table
+
+from iceberg_privacy.catalog import all_namespaces, has_marker
+from iceberg_privacy.dp.budget import Budget
+from iceberg_privacy.dp.ledger import Ledger, LedgerState
+from iceberg_privacy.dp.log import releases
+from iceberg_privacy.dp.policy import AccessPolicy, access_policy
+from iceberg_privacy.dp.provenance import read_provenance
+from iceberg_privacy.dp.synth import is_synthetic
+from iceberg_privacy.errors import ConfigurationError
+from iceberg_privacy.properties import BOOKKEEPING_MARKERS, LIBRARY_MARKERS
+
+
+class _NotFound(Exception):  # noqa: N818 - private control flow: the service answers 404 with its message
+    """Nothing the caller may read has this name (the service answers 404)."""
+
+
+def _scalar(b: Budget | None) -> float | None:
+    """The first component (epsilon or rho) as a float, for bars; None for no budget."""
+    return None if b is None else float(b.components()[0])
+
+
+def _json(b: Budget | None) -> dict[str, Any] | None:
+    return None if b is None else b.to_json()
+
+
+@dataclass(frozen=True)
+class BudgetView:
+    """What one principal may still spend on one table: the binding limit over its table and namespace
+    scopes and their per-principal caps."""
+
+    cap: Budget | None
+    spent: Budget | None
+    remaining: Budget | None
+    scopes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cap": _json(self.cap), "spent": _json(self.spent), "remaining": _json(self.remaining),
+                "cap_value": _scalar(self.cap), "remaining_value": _scalar(self.remaining),
+                "scopes": list(self.scopes)}
+
+
+def budget_view(ledger: Ledger, state: LedgerState, source: tuple[str, ...], principal: str) -> BudgetView | None:
+    """The binding (cap, spent, remaining) of ``principal`` on ``source``; None when no budget governs it."""
+    scopes = ledger.applicable_scopes(source, state)
+    best: tuple[Fraction, Budget, Budget, Budget] | None = None
+    for scope in scopes:
+        st = state.scope(scope)
+        candidates = []
+        if st.cap is not None and st.spent is not None:
+            remaining = st.remaining()
+            assert remaining is not None
+            candidates.append((st.cap, st.spent, remaining))
+        pcap = st.principal_cap(principal)
+        if pcap is not None:
+            premaining = st.principal_remaining(principal)
+            assert premaining is not None
+            candidates.append((pcap, pcap - premaining, premaining))
+        for cap, spent, remaining in candidates:
+            key = remaining.components()[0]
+            if best is None or key < best[0]:
+                best = (key, cap, spent, remaining)
+    if best is None:
+        return None
+    return BudgetView(best[1], best[2], best[3], tuple(scopes))
+
+
+def _columns(table: Table) -> list[dict[str, Any]]:
+    return [{"name": f.name, "type": str(f.field_type), "required": f.required} for f in table.schema().fields]
+
+
+def _user_tables(catalog: Catalog, skip: tuple[str, ...] = LIBRARY_MARKERS) -> list[tuple[tuple[str, ...], Table]]:
+    """Tables without any of the ``skip`` markers (default: neither bookkeeping nor DP outputs)."""
+    out = []
+    for ns in all_namespaces(catalog):
+        for ident in catalog.list_tables(ns):
+            try:
+                table = catalog.load_table(tuple(ident))
+            except NoSuchTableError:  # dropped meanwhile
+                continue
+            if has_marker(table, skip):
+                continue
+            out.append((tuple(ident), table))
+    return out
+
+
+def datasets(catalog: Catalog, principal: str) -> list[dict[str, Any]]:
+    """The tables ``principal`` may query: user tables (not synthetic, not the library's own) that a budget in
+    their namespace's ledger governs and whose access policy declares a privacy unit (and, when dp-only, gives
+    this principal a budget), with names/types, the public part of the policy and the principal's budget."""
+    out: list[dict[str, Any]] = []
+    ledgers: dict[tuple[str, ...], tuple[Ledger, LedgerState] | None] = {}
+    for ident, table in _user_tables(catalog):
+        if is_synthetic(table):
+            continue
+        ns = ident[:-1]
+        if ns not in ledgers:
+            ledger = Ledger(catalog, ns)
+            ledgers[ns] = (ledger, ledger.state()) if ledger.exists() else None
+        entry = ledgers[ns]
+        if entry is None:
+            continue
+        view = budget_view(entry[0], entry[1], ident, principal)
+        if view is None:
+            continue
+        policy = access_policy(catalog, ident)
+        if policy.privacy_unit is None:
+            continue  # DP SQL through the service needs the unit the data owner declared in a policy
+        if policy.dp_only and not any(entry[1].scope(s).principal_cap(principal) is not None for s in view.scopes):
+            continue  # dp-only and no budget for this principal: the ledger would refuse every query
+        out.append({"name": ".".join(ident), "columns": _columns(table), "policy": public_policy(policy),
+                    "budget": view.to_dict()})
+    return out
+
+
+def public_policy(policy: AccessPolicy) -> dict[str, Any]:
+    """The policy as shown to an analyst: everything the data owner declared public, but not the other
+    principals' budgets."""
+    out = policy.to_json()
+    out.pop("principal_budgets", None)
+    return out
+
+
+def budget(catalog: Catalog, principal: str) -> dict[str, Any]:
+    """The principal's remaining budget per dataset."""
+    return {"principal": principal,
+            "datasets": [{"name": d["name"], **d["budget"]} for d in datasets(catalog, principal)]}
+
+
+def principal_releases(catalog: Catalog, principal: str) -> list[dict[str, Any]]:
+    """The principal's releases and memoized answers, newest first, each with the provenance of its output
+    snapshot (source snapshot, query, noise, budget) when there is one."""
+    out = []
+    tables: dict[str, Table | None] = {}
+    for rec in releases(catalog):
+        if rec.principal != principal:
+            continue
+        item = rec.to_dict()
+        item["provenance"] = None
+        if rec.output_table and rec.output_snapshot_id is not None:
+            if rec.output_table not in tables:
+                try:
+                    tables[rec.output_table] = catalog.load_table(tuple(rec.output_table.split(".")))
+                except NoSuchTableError:
+                    tables[rec.output_table] = None
+            out_table = tables[rec.output_table]
+            prov = read_provenance(out_table, rec.output_snapshot_id) if out_table is not None else None
+            item["provenance"] = prov.to_dict() if prov is not None else None
+        out.append(item)
+    out.sort(key=lambda r: r["at"] or "", reverse=True)
+    return out
+
+
+def synthetic_tables(catalog: Catalog) -> list[dict[str, Any]]:
+    """Every table marked synthetic, with its schema and the summary of its current snapshot."""
+    out = []
+    for ident, table in _user_tables(catalog, BOOKKEEPING_MARKERS):  # synthetic tables are DP outputs
+        if not is_synthetic(table):
+            continue
+        snap = table.current_snapshot()
+        summary = {k: v for k, v in (snap.summary.additional_properties.items() if snap and snap.summary else [])
+                   if k.startswith("privacy.")}
+        out.append({"name": ".".join(ident), "columns": _columns(table),
+                    "snapshot_id": snap.snapshot_id if snap else None, "provenance": summary})
+    return out
+
+
+def read_synthetic(catalog: Catalog, name: str, *, limit: int, offset: int) -> dict[str, Any]:
+    """Rows of a synthetic table (``limit`` from ``offset``); anything that is not synthetic is refused
+    with the same message as a missing table, so the service never confirms that a private table exists."""
+    parts = tuple(name.split("."))
+    if len(parts) < 2 or not all(parts):
+        raise ConfigurationError("name a synthetic table as namespace.table")
+    try:
+        table = catalog.load_table(parts)
+    except NoSuchTableError:
+        table = None
+    if table is None or not is_synthetic(table) or has_marker(table, BOOKKEEPING_MARKERS):
+        raise _NotFound(f"no synthetic table {name}; list them with GET /v1/synthetic")
+    data = table.scan(limit=offset + limit).to_arrow().slice(offset, limit) if table.current_snapshot() else None
+    rows = data.to_pylist() if data is not None else []
+    return {"name": name, "columns": _columns(table), "offset": offset, "rows": rows}

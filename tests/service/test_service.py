@@ -1,0 +1,168 @@
+"""The real service on 127.0.0.1, over HTTP: authentication, principals, datasets, budgets, releases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pyiceberg.catalog import Catalog
+
+import iceberg_privacy as ip
+from iceberg_privacy.dp.ledger import Ledger
+from iceberg_privacy.service import ServiceClient
+from iceberg_privacy.service.server import BackgroundServer
+from iceberg_privacy.service.tokens import TokenStore
+
+ENDPOINTS = [("GET", "/v1/whoami"), ("GET", "/v1/datasets"), ("GET", "/v1/principals/alice/budget"),
+             ("GET", "/v1/principals/alice/releases"), ("GET", "/v1/synthetic"), ("GET", "/v1/synthetic/conf.pv")]
+
+
+def _ledger_events(cat: Catalog) -> int:
+    return len(Ledger(cat, ("conf",)).events())
+
+
+def test_every_endpoint_needs_a_valid_token(service: BackgroundServer, svc_catalog: Catalog,
+                                            tokens: dict[str, Any]) -> None:
+    store = TokenStore(svc_catalog)
+    revoked = store.issue("alice")
+    store.revoke(revoked.record.token_id)
+    good = tokens["alice"]
+    tid, secret = good[4:].split(".")
+    wrong = f"ipt_{tid}.{secret[::-1]}"
+    before = _ledger_events(svc_catalog)
+    for method, path in ENDPOINTS:
+        for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": "Basic YWxpY2U6eA=="},
+                        {"Authorization": f"Bearer {wrong}"}, {"Authorization": f"Bearer {revoked.token}"},
+                        {"Authorization": "Bearer ipt_000000000000." + "A" * 43}):
+            r = httpx.request(method, service.url + path, headers=headers)
+            assert r.status_code == 401, (path, headers, r.text)
+            assert r.headers.get("www-authenticate") == "Bearer"
+            assert set(r.json()) == {"error", "reason"} and secret not in r.text
+    assert _ledger_events(svc_catalog) == before  # nothing charged, nothing recorded
+
+
+def test_expired_token_is_401(service: BackgroundServer, svc_catalog: Catalog) -> None:
+    from datetime import timedelta
+
+    short = TokenStore(svc_catalog).issue("alice", expires=timedelta(microseconds=1))
+    r = httpx.get(service.url + "/v1/whoami", headers={"Authorization": f"Bearer {short.token}"})
+    assert r.status_code == 401 and "expired" in r.json()["reason"]
+
+
+def test_revocation_takes_effect_on_the_running_service(service: BackgroundServer, svc_catalog: Catalog) -> None:
+    issued = TokenStore(svc_catalog).issue("alice")
+    with ServiceClient(service.url, issued.token) as client:
+        assert client.principal == "alice"
+        TokenStore(svc_catalog).revoke(issued.record.token_id)  # another process: the admin's CLI
+        with pytest.raises(ip.InvalidTokenError):
+            client.datasets()
+
+
+def test_datasets_show_schema_and_own_budget_only(service: BackgroundServer, tokens: dict[str, Any]) -> None:
+    with ServiceClient(service.url, tokens["alice"]) as alice, ServiceClient(service.url, tokens["bob"]) as bob:
+        (ds,) = alice.datasets()
+        assert ds.name == "conf.pv"
+        assert [c["name"] for c in ds.columns] == ["country", "project", "page", "user_id", "bytes"]
+        assert set(ds.columns[0]) == {"name", "type", "required"}  # names and types, no statistics
+        assert ds.remaining == pytest.approx(0.5) and ds.budget["cap_value"] == pytest.approx(0.5)
+        assert ds.policy["access"] == "dp-only" and ds.policy["max_epsilon_per_query"] == {"type": "pure",
+                                                                                          "epsilon": "0.2"}
+        assert "principal_budgets" not in ds.policy  # other principals' caps are not shown
+        assert "bob" not in str(ds)
+        assert bob.datasets()[0].remaining == pytest.approx(0.3)
+        b = alice.budget()
+        assert b["principal"] == "alice" and b["datasets"][0]["remaining_value"] == pytest.approx(0.5)
+        assert alice.releases() == []
+
+
+def test_a_principal_without_budget_sees_no_dp_only_dataset(service: BackgroundServer, svc_catalog: Catalog) -> None:
+    carol = TokenStore(svc_catalog).issue("carol").token
+    with ServiceClient(service.url, carol) as client:
+        assert client.datasets() == []
+        assert client.budget()["datasets"] == []
+
+
+def test_another_principals_budget_and_releases_are_403(service: BackgroundServer, tokens: dict[str, Any]) -> None:
+    with ServiceClient(service.url, tokens["alice"]) as alice:
+        for call in (lambda: alice.budget("bob"), lambda: alice.releases("bob")):
+            with pytest.raises(ip.ServiceRequestError) as info:
+                call()
+            assert info.value.status == 403
+    r = httpx.get(service.url + "/v1/principals/bob/releases", headers={"Authorization": f"Bearer {tokens['alice']}"})
+    assert r.status_code == 403 and r.json()["error"] == "forbidden"
+
+
+def test_private_tables_have_no_row_endpoint(service: BackgroundServer, tokens: dict[str, Any]) -> None:
+    h = {"Authorization": f"Bearer {tokens['alice']}"}
+    r = httpx.get(service.url + "/v1/synthetic/conf.pv", headers=h)
+    assert r.status_code == 404 and "c0" not in r.text and "page" not in r.text  # no schema, no values
+    for path in ("/v1/tables/conf.pv", "/v1/datasets/conf.pv/rows", "/v1/rows?table=conf.pv"):
+        assert httpx.get(service.url + path, headers=h).status_code == 404
+    paths = httpx.get(service.url + "/openapi.json").json()["paths"]
+    assert not [p for p in paths if "row" in p.lower() or "tables" in p.lower()]
+
+
+def test_openapi_schema_is_published_and_valid(service: BackgroundServer) -> None:
+    from openapi_spec_validator import validate  # type: ignore[import-not-found]
+
+    schema = httpx.get(service.url + "/openapi.json").json()
+    validate(schema)
+    assert "HTTPBearer" in schema["components"]["securitySchemes"]
+    assert {"/v1/datasets", "/v1/principals/{principal}/budget", "/v1/principals/{principal}/releases",
+            "/v1/synthetic", "/v1/synthetic/{name}"} <= set(schema["paths"])
+
+
+def test_page_is_served(service: BackgroundServer) -> None:
+    r = httpx.get(service.url + "/")
+    assert r.status_code == 200 and "sessionStorage" in r.text and "/v1/datasets" in r.text
+
+
+def test_cli_serve_runs_the_service_in_its_own_process(svc_catalog: Catalog, tokens: dict[str, Any]) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from iceberg_privacy.service.server import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "iceberg_privacy.cli", "--catalog", "test", "--catalog-uri",
+           svc_catalog.properties["uri"], "--warehouse", svc_catalog.properties["warehouse"], "serve", "--port",
+           str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.2)
+        with ServiceClient(url, tokens["alice"]) as alice:
+            assert [d.name for d in alice.datasets()] == ["conf.pv"]
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert f"serving catalog 'test' at http://127.0.0.1:{port}" in out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sql=st.one_of(st.text(max_size=200), st.sampled_from([
+    "SELECT COUNT(*) FROM conf.pv WHERE country = '", "SELECT 1; SELECT 2", "SELECT * FROM conf.pv",
+    "SELECT country FROM conf.pv", "WITH x AS (SELECT * FROM conf.pv) SELECT COUNT(*) FROM x",
+    "SELECT COUNT(*) FROM conf.pv UNION SELECT COUNT(*) FROM conf.pv", "\x00", "SELECT COUNT(*) FROM ../etc/passwd",
+])), epsilon=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.just(-1.0)))
+def test_garbage_queries_are_refused_cleanly(service: BackgroundServer, svc_catalog: Catalog,
+                                             tokens: dict[str, Any], sql: str, epsilon: float | None) -> None:
+    before = _ledger_events(svc_catalog)
+    r = httpx.post(service.url + "/v1/query", json={"sql": sql, "epsilon": epsilon} if epsilon == epsilon and
+                   epsilon not in (float("inf"), float("-inf")) else {"sql": sql, "budget": {"epsilon": -1}},
+                   headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=60)
+    assert r.status_code in (400, 404, 422), r.text
+    assert set(r.json()) == {"error", "reason"} and "Traceback" not in r.text
+    assert _ledger_events(svc_catalog) == before

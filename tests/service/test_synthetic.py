@@ -1,0 +1,48 @@
+"""Synthetic tables through the service: listed and readable without budget; nothing else is a row source."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from pyiceberg.catalog import Catalog
+
+import iceberg_privacy as ip
+from iceberg_privacy.dp.ledger import Ledger
+from iceberg_privacy.service import ServiceClient
+from iceberg_privacy.service.server import BackgroundServer
+
+
+@pytest.fixture
+def synthetic(svc_catalog: Catalog) -> str:
+    svc_catalog.create_namespace("secret")
+    data = __import__("tests.helpers", fromlist=["pageviews"]).pageviews(900)
+    svc_catalog.create_table("secret.pv", schema=data.schema).append(data)
+    ip.set_namespace_budget(svc_catalog, "secret", ip.RhoZCDP(10))
+    report = ip.dp_synthesize(svc_catalog, "secret.pv", ["country", "project", "bytes"], ip.RhoZCDP(2),
+                              output="secret.pv_synth", rows=300, bounds={"bytes": (0.0, 100.0)},
+                              domains={"country": ["c0", "c1", "c2", "c3"], "project": ["p0", "p1", "p2"]})
+    return report.output
+
+
+def test_synthetic_tables_are_listed_and_read_without_budget(service: BackgroundServer, svc_catalog: Catalog,
+                                                             tokens: dict[str, Any], synthetic: str) -> None:
+    before = len(Ledger(svc_catalog, ("secret",)).events())
+    with ServiceClient(service.url, tokens["bob"]) as bob:
+        listed = bob.synthetic_tables()
+        assert [t["name"] for t in listed] == [synthetic]
+        assert listed[0]["provenance"]["privacy.dp.source.table"] == "secret.pv"
+        got = bob.synthetic(synthetic)
+        assert got.rows.num_rows == 300 and got.rows.column_names == ["country", "project", "bytes"]
+        assert set(got.rows.column("country").to_pylist()) <= {"c0", "c1", "c2", "c3", None}  # None: the null cell
+        page = bob.synthetic(synthetic, limit=10, offset=295)
+        assert page.rows.num_rows == 5
+        # the synthetic table is no dataset to query, and the private source has no row endpoint
+        assert synthetic not in [d.name for d in bob.datasets()]
+        with pytest.raises(ip.ServiceRequestError) as info:
+            bob.synthetic("secret.pv")
+        assert info.value.status == 404
+    assert len(Ledger(svc_catalog, ("secret",)).events()) == before  # reads charged nothing
+    r = httpx.get(f"{service.url}/v1/synthetic/{synthetic}")
+    assert r.status_code == 401  # but a token is still needed

@@ -1,0 +1,134 @@
+"""Tokens: issued once in plaintext, stored only as scrypt hashes, revocable, concurrent-safe."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyiceberg.catalog import Catalog
+
+import iceberg_privacy as ip
+from iceberg_privacy.catalog import all_tables, has_marker
+from iceberg_privacy.cli import main
+from iceberg_privacy.properties import BOOKKEEPING_MARKERS, SERVICE_TOKENS_STATE_PROPERTY
+from iceberg_privacy.service.tokens import TokenStore
+from tests.helpers import make_catalog
+
+
+@pytest.fixture
+def cat(tmp_path: Path) -> Catalog:
+    return make_catalog(tmp_path)
+
+
+def test_issue_verify_revoke_and_only_hashes_are_stored(cat: Catalog) -> None:
+    store = TokenStore(cat)
+    issued = store.issue("alice", expires=timedelta(days=30))
+    assert store.verify(issued.token).principal == "alice"
+    table = cat.load_table(store.identifier)
+    assert has_marker(table, BOOKKEEPING_MARKERS)  # walkers and erasure skip it
+    secret = issued.token.split(".", 1)[1]
+    stored = table.properties[SERVICE_TOKENS_STATE_PROPERTY] + str(table.scan().to_arrow().to_pylist())
+    assert secret not in stored and issued.token not in stored and "scrypt$" in stored
+    # a fresh store (another process) verifies from the hash alone
+    assert TokenStore(cat).verify(issued.token).token_id == issued.record.token_id
+    store.revoke(issued.record.token_id)
+    for s in (store, TokenStore(cat)):
+        with pytest.raises(ip.InvalidTokenError, match="revoked"):
+            s.verify(issued.token)
+    assert [r.status() for r in store.list()] == ["revoked"]
+
+
+def test_wrong_malformed_missing_and_expired_tokens_are_refused(cat: Catalog) -> None:
+    store = TokenStore(cat)
+    good = store.issue("bob").token
+    tid, secret = good[len("ipt_"):].split(".")
+    flipped = secret[:-1] + ("A" if secret[-1] != "A" else "B")
+    for bad in (None, "", "garbage", f"ipt_{tid}.{flipped}", f"ipt_000000000000.{secret}", good + "x"):
+        with pytest.raises(ip.InvalidTokenError):
+            store.verify(bad)
+    assert store.verify(good).principal == "bob"  # the cache does not admit a wrong secret for a known id
+    with pytest.raises(ip.InvalidTokenError):
+        store.verify(f"ipt_{tid}.{flipped}")
+    short = store.issue("carol", expires=timedelta(microseconds=1))
+    with pytest.raises(ip.InvalidTokenError, match="expired"):
+        store.verify(short.token)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.text(min_size=0, max_size=80))
+def test_arbitrary_strings_are_never_tokens(tmp_path_factory: pytest.TempPathFactory, s: str) -> None:
+    store = _shared_store(tmp_path_factory)
+    with pytest.raises(ip.InvalidTokenError):
+        store.verify(s)
+
+
+_STORE: dict[str, TokenStore] = {}
+
+
+def _shared_store(factory: pytest.TempPathFactory) -> TokenStore:
+    if "s" not in _STORE:
+        cat = make_catalog(factory.mktemp("tokens"))
+        _STORE["s"] = TokenStore(cat)
+        _STORE["s"].issue("alice")
+    return _STORE["s"]
+
+
+def test_bad_principals_and_ages_are_refused(cat: Catalog) -> None:
+    for bad in ("", " alice", "a/b", "x" * 200, "-x"):
+        with pytest.raises(ip.ConfigurationError):
+            TokenStore(cat).issue(bad)
+    with pytest.raises(ip.ConfigurationError):
+        TokenStore(cat).issue("alice", expires=timedelta(0))
+    with pytest.raises(ip.ConfigurationError, match="tokens list"):
+        TokenStore(cat).revoke("abcdefabcdef")
+    assert not any(t[-1] == "service_tokens" for t in all_tables(cat)) or TokenStore(cat).list() == []
+
+
+def test_concurrent_issues_and_revocations_lose_nothing(cat: Catalog) -> None:
+    store = TokenStore(cat)
+    first = [store.issue(f"p{i}") for i in range(3)]
+    issued: list[str] = []
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            s = TokenStore(cat)  # each worker its own store, as separate admin processes
+            issued.append(s.issue(f"w{i}").record.token_id)
+            if i < 3:
+                s.revoke(first[i].record.token_id)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    by_id = {r.token_id: r for r in store.list()}
+    assert set(issued) <= set(by_id) and len(by_id) == 9
+    assert all(by_id[f.record.token_id].status() == "revoked" for f in first)
+    assert all(by_id[i].status() == "active" for i in issued)
+
+
+def test_cli_issue_list_revoke(cat: Catalog, capsys: pytest.CaptureFixture[str]) -> None:
+    uri = cat.properties["uri"]
+    wh = cat.properties["warehouse"]
+    assert main(["--catalog", "test", "--catalog-uri", uri, "--warehouse", wh, "tokens", "issue", "--principal", "alice",
+                 "--expires", "30d", "--json"]) == 0
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    assert out["principal"] == "alice" and out["token"].startswith("ipt_") and out["expires_at"]
+    assert TokenStore(cat).verify(out["token"]).principal == "alice"
+    assert main(["--catalog", "test", "--catalog-uri", uri, "--warehouse", wh, "tokens", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert out["token_id"] in listed and "active" in listed and out["token"] not in listed
+    assert main(["--catalog", "test", "--catalog-uri", uri, "--warehouse", wh, "tokens", "revoke", out["token_id"]]) == 0
+    capsys.readouterr()
+    with pytest.raises(ip.InvalidTokenError):
+        TokenStore(cat).verify(out["token"])
