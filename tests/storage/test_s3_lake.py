@@ -364,7 +364,7 @@ def test_exact_index_on_object_storage(s3_catalog: tuple[Catalog, str], seaweedf
     clear_sidecar_cache()
     assert check("user-042").files_not_in_index == 0
 
-    report = ip.erase(catalog, ["user-013"], request_id=f"x{next(_tables)}")
+    report = ip.erase(catalog, ["user-013"], [table], request_id=f"x{next(_tables)}")
     assert ip.purge(catalog, report.request_id).completed
     table = catalog.load_table(f"{table.name()[-2]}.{table.name()[-1]}")
     key = np.array([hash64_value("user-013", StringType())], dtype=np.uint64)
