@@ -131,8 +131,12 @@ def probe_exact(sources: ExactSources, field_id: int, keys: np.ndarray) -> Exact
         groups: dict[str, set[int]] = {}
         try:
             hits = idx.probe(field_id, keys)
-            rows = idx.files(hits.files)
-            for f, rg in zip(hits.files.tolist(), hits.row_groups.tolist(), strict=True):
+            # One (file, row group) pair per distinct hit: a batch's keys hit the same pairs many times.
+            pairs = np.unique((hits.files.astype(np.uint64) << np.uint64(32)) | hits.row_groups.astype(np.uint64))
+            files = (pairs >> np.uint64(32)).astype(np.int64)
+            rgs = (pairs & np.uint64(0xFFFFFFFF)).astype(np.int64)
+            rows = idx.files(files)
+            for f, rg in zip(files.tolist(), rgs.tolist(), strict=True):
                 ef = rows[f]
                 found[ef.path] = idx.manifests[ef.manifest] if ef.manifest >= 0 else ""
                 groups.setdefault(ef.path, set()).add(rg)

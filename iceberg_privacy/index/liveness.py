@@ -208,8 +208,11 @@ class Liveness:
 @dataclass
 class _Deletes:
     index: DeleteFileIndex = field(default_factory=DeleteFileIndex)
+    count: int = 0  # delete files added: a snapshot without any skips the per-file index lookups
 
     def for_entry(self, entry: ManifestEntry) -> set[DataFile]:
+        if not self.count:
+            return set()
         return self.index.for_data_file(entry.sequence_number or INITIAL_SEQUENCE_NUMBER, entry.data_file,
                                         partition_key=entry.data_file.partition)
 
@@ -282,12 +285,16 @@ def resolve(
             elif indexed_paths is None or not indexed_paths(p):
                 found.append((m, e, False))
 
-    kept = [(m, e, c) for m, e, c in found if prune.entry(m, e.data_file)]
+    # Without a row filter (large batches) nothing is pruned and every residual is AlwaysTrue: skip the
+    # per-file evaluators, the bulk of a 100,000-file plan.
+    trivial = isinstance(row_filter, AlwaysTrue)
+    kept = found if trivial else [(m, e, c) for m, e, c in found if prune.entry(m, e.data_file)]
     out.candidates_pruned = sum(1 for _, _, c in found if c) - sum(1 for _, _, c in kept if c) + len(pruned_by_manifest)
     out.candidates_dead = sum(1 for p in candidates if p not in seen and p not in pruned_by_manifest)
     deletes = _delete_index(io, manifests, data_manifests, prune, entries)
     for _, e, is_candidate in kept:
-        task = FileScanTask(e.data_file, delete_files=deletes.for_entry(e), residual=prune.residual(e.data_file))
+        task = FileScanTask(e.data_file, delete_files=deletes.for_entry(e),
+                            residual=ALWAYS_TRUE if trivial else prune.residual(e.data_file))
         if is_candidate:
             out.live[e.data_file.file_path] = task
         else:
@@ -315,6 +322,7 @@ def _delete_index(io: FileIO, manifests: tuple[ManifestFile, ...], data_manifest
                 continue
             if e.data_file.content == DataFileContent.POSITION_DELETES:
                 out.index.add_delete_file(e, partition_key=e.data_file.partition)
+                out.count += 1
             elif e.data_file.content == DataFileContent.EQUALITY_DELETES:
                 raise IcebergPrivacyError(
                     f"{e.data_file.file_path} is an equality delete file, which pyiceberg 0.12 cannot apply; "

@@ -149,17 +149,18 @@ def plan_lookup(
         raise IcebergPrivacyError(
             f"snapshot {snapshot_id} does not exist in {table_name(table)}; see table.snapshots()"
         )
-    if nested:
+    fields = tuple(selected_fields) if selected_fields else ("*",)
+    partition_sources = {pf.source_id for spec in metadata.specs().values() for pf in spec.fields}
+    big = len(literals) > BATCH_THRESHOLD
+    post_filter = nested or big or isinstance(leaf, UUIDType)
+    if nested or (big and field_.field_id not in partition_sources):
+        # Rows are matched after reading (post_filter); a 100,000-value ``In`` would only cost time to build.
         row_filter: BooleanExpression = AlwaysTrue()
     elif len(literals) == 1:
         row_filter = EqualTo(term=Reference(column), value=literals[0])
     else:
         row_filter = In(term=Reference(column), values=set(literals))
-    fields = tuple(selected_fields) if selected_fields else ("*",)
-    partition_sources = {pf.source_id for spec in metadata.specs().values() for pf in spec.fields}
-    big = len(literals) > BATCH_THRESHOLD
-    post_filter = nested or big or isinstance(leaf, UUIDType)
-    plan_filter = AlwaysTrue() if nested or (big and field_.field_id not in partition_sources) else row_filter
+    plan_filter = row_filter
     plan = LookupPlan(table_name(table), column, snap.snapshot_id if snap else None, literals, nested,
                       row_filter, post_filter, fields, [], metadata)
     plan.bloom_configured = any(c.name == column and c.bloom for c in bloom_columns(table.schema(), table.properties))
