@@ -316,7 +316,7 @@ def backfill(table: TableRef, *, progress: bool = False, catalog: Catalog | None
     table = load_table(catalog, table)
     build: FilterBuilder = filters_for_data_files
     if spark is not None:
-        from iceberg_privacy.spark.rights import filter_builder  # the core never imports Spark unless asked
+        from iceberg_privacy.spark.jobs import filter_builder  # the core never imports Spark unless asked
 
         build = filter_builder(spark)
     return _rebuild(table, "backfill", build_missing=True, progress=progress, build=build)

@@ -35,12 +35,9 @@ This module imports no pyspark: it only calls the session it is given.
 
 from __future__ import annotations
 
-import functools
-import heapq
 import logging
-import re
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,17 +45,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from pyiceberg.io import FileIO, load_file_io
-from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
 
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import BloomColumn, IdentityColumn
-from iceberg_privacy.errors import SparkJobError
 from iceberg_privacy.identities import extract_identities, rows_matching
-from iceberg_privacy.index.build import FilterBuilder, filters_for_data_files
 from iceberg_privacy.index.read import read_task
-from iceberg_privacy.index.sidecar import FileFilter
 from iceberg_privacy.rights.filework import Batch as _Batch
 from iceberg_privacy.rights.filework import (
     FileScan,
@@ -73,13 +66,12 @@ from iceberg_privacy.rights.filework import candidate_rows as _rows_here
 from iceberg_privacy.rights.filework import prefetch as _prefetch
 from iceberg_privacy.rights.keyed import canonical_literal, digest
 from iceberg_privacy.rights.subjects import CandidatePlan, TableSubjects, digest_value_set
+from iceberg_privacy.spark.jobs import filter_builder, groups_by_size, parallelism, run_job
 from iceberg_privacy.storage import StoredFile, portable_properties
 from iceberg_privacy.write import WrittenFiles, write_batches
 
 logger = logging.getLogger("iceberg_privacy.spark")
 
-TASKS_PER_CORE = 2
-"""Spark tasks per core of the session's default parallelism (files are balanced by size over them)."""
 READ_AHEAD = 2
 """Files an erasure task reads ahead while it writes (as the single-process path's prefetch window)."""
 
@@ -126,63 +118,6 @@ def matcher_for(ts: TableSubjects, secret: bytes) -> Matcher:
     return Matcher(key, tuple(
         (c.column, frozenset(digest(key, canonical_literal(lit, c.column.leaf_type)) for lit in c.literals))
         for c in ts.columns), job_key=True)
-
-
-# ------------------------------------------------------------------------------------ running jobs
-def groups_by_size[T](items: Sequence[T], n: int, size: Callable[[T], int]) -> list[list[tuple[int, T]]]:
-    """``items`` with their index, in at most ``n`` groups of similar total size (largest first onto the
-    lightest group), each group in index order."""
-    n = max(1, min(n, len(items)))
-    heap = [(0, g) for g in range(n)]
-    groups: list[list[int]] = [[] for _ in range(n)]
-    for i in sorted(range(len(items)), key=lambda i: -size(items[i])):
-        load, g = heapq.heappop(heap)
-        groups[g].append(i)
-        heapq.heappush(heap, (load + size(items[i]), g))
-    return [[(i, items[i]) for i in sorted(g)] for g in groups if g]
-
-
-def _reason(exc: BaseException) -> str:
-    """The Python error an executor raised (the last ``SomeError: message`` line), else the first line."""
-    text = str(exc)
-    found = [ln.strip() for ln in text.splitlines()
-             if re.match(r"^[A-Za-z_][\w.]*(Error|Exception): ", ln.strip())
-             and not ln.strip().startswith(("org.apache", "java.", "py4j", "scala."))]
-    return (found[-1] if found else (text.splitlines() or [type(exc).__name__])[0])[:500]
-
-
-def _run[T](spark: Any, what: str, payload: Any, groups: list[list[tuple[int, Any]]],
-         fn: Callable[[Any, Iterator[list[tuple[int, Any]]]], Iterator[T]]) -> list[T]:
-    """Run ``fn(broadcast, partition)`` over ``groups`` (one Spark task each); the results, in group order.
-
-    ``payload`` is broadcast once and destroyed when the job ends (executors drop the key with it).
-    """
-    if not groups:
-        return []
-    from iceberg_privacy._internal.spark import check_python_workers
-
-    sc = spark.sparkContext
-    bc = None
-    try:
-        check_python_workers(spark)
-        bc = sc.broadcast(payload)
-        return list(sc.parallelize(groups, len(groups)).mapPartitions(functools.partial(fn, bc)).collect())
-    except Exception as exc:
-        raise SparkJobError(
-            f"{what}: the Spark job failed ({_reason(exc)}); nothing of it was committed. Check that the executors "
-            "run a Python with iceberg_privacy and its dependencies (iceberg_privacy.spark.privacy_session pins "
-            "the driver's) and reach the table's storage with the catalog's properties, then run it again"
-        ) from exc
-    finally:
-        if bc is not None:
-            try:
-                bc.destroy()
-            except Exception:  # the session is gone: nothing holds the payload any more
-                logger.debug("could not destroy the broadcast of %s", what)
-
-
-def _parallelism(spark: Any) -> int:
-    return max(1, int(spark.sparkContext.defaultParallelism) * TASKS_PER_CORE)
 
 
 def _file_size(task: FileScanTask) -> int:
@@ -257,8 +192,8 @@ def erasure_rewrite(spark: Any) -> Rewrite:
                 checked: set[str]) -> _Batch | None:
         job = _ReadJob(table.metadata, portable_properties(table.io), matcher_for(ts, secret), table_name(table),
                        probe_first=ts.by_digest, columns=columns, chunk_bytes=chunk_bytes)
-        groups = groups_by_size(tasks, _parallelism(spark), _file_size)
-        results = _run(spark, f"erasing from {job.where}", job, groups, _erase_partition)
+        groups = groups_by_size(tasks, parallelism(spark), _file_size)
+        results = run_job(spark, f"erasing from {job.where}", job, groups, _erase_partition)
         batch = _Batch([], WrittenFiles(), 0)
         for r in results:
             checked.update(tasks[i].file.file_path for i in r.clean)
@@ -297,8 +232,8 @@ def access_rows(spark: Any) -> Callable[[TableSubjects, CandidatePlan, bytes], p
             return _rows_here(ts, plan, secret)
         table = ts.table
         job = _ReadJob(table.metadata, portable_properties(table.io), matcher_for(ts, secret), ts.name)
-        groups = groups_by_size(plan.tasks, _parallelism(spark), _file_size)
-        parts = _run(spark, f"reading the subjects' rows of {ts.name}", job, groups, _access_partition)
+        groups = groups_by_size(plan.tasks, parallelism(spark), _file_size)
+        parts = run_job(spark, f"reading the subjects' rows of {ts.name}", job, groups, _access_partition)
         if not parts:
             return no_rows(table.metadata)
         return pa.concat_tables([t for _, t in sorted(parts, key=lambda p: p[0])], promote_options="permissive")
@@ -331,41 +266,11 @@ def verify_scanner(spark: Any) -> FileScanner:
     def scan(table: Table, files: list[StoredFile], cols: dict[int, Any], secret: bytes,
              digests: set[bytes]) -> list[FileScan]:
         job = _VerifyJob(portable_properties(table.io), table.location(), cols, secret, frozenset(digests))
-        groups = groups_by_size(files, _parallelism(spark), lambda f: f.size)
-        found = dict(_run(spark, f"verifying {table_name(table)}", job, groups, _verify_partition))
+        groups = groups_by_size(files, parallelism(spark), lambda f: f.size)
+        found = dict(run_job(spark, f"verifying {table_name(table)}", job, groups, _verify_partition))
         return [found[i] for i in range(len(files))]
 
     return scan
-
-
-# ----------------------------------------------------------------------------------------- backfill
-@dataclass
-class _BuildJob:
-    metadata: TableMetadata
-    io_properties: dict[str, str]
-    columns: list[BloomColumn]
-
-
-def _build_partition(bc: Any, part: Iterator[list[tuple[int, DataFile]]],
-                     ) -> Iterator[tuple[int, dict[int, FileFilter]]]:
-    job: _BuildJob = bc.value
-    io = load_file_io(job.io_properties, job.metadata.location)
-    for group in part:
-        built = filters_for_data_files(io, job.metadata, [f for _, f in group], job.columns)
-        yield from zip((i for i, _ in group), built, strict=True)
-
-
-def filter_builder(spark: Any) -> FilterBuilder:
-    """Backfill's filter building (:func:`iceberg_privacy.index.build.filters_for_data_files`) on executors."""
-
-    def build(io: FileIO, metadata: TableMetadata, files: Sequence[DataFile], columns: Sequence[BloomColumn], *,
-              progress: bool = False) -> list[dict[int, FileFilter]]:
-        job = _BuildJob(metadata, portable_properties(io), list(columns))
-        groups = groups_by_size(list(files), _parallelism(spark), lambda f: int(f.file_size_in_bytes))
-        built = dict(_run(spark, "building Bloom filters", job, groups, _build_partition))
-        return [built[i] for i in range(len(files))]
-
-    return build
 
 
 __all__ = ["Matcher", "Rewritten", "access_rows", "erasure_rewrite", "filter_builder", "groups_by_size",

@@ -23,7 +23,8 @@ from iceberg_privacy.rights.journal import Journal
 from iceberg_privacy.rights.keyed import SECRET_ENV, load_secret
 from iceberg_privacy.rights.purge import verify_table
 from iceberg_privacy.rights.subjects import TableSubjects, resolve_subjects
-from iceberg_privacy.spark.rights import groups_by_size, matcher_for
+from iceberg_privacy.spark.jobs import groups_by_size
+from iceberg_privacy.spark.rights import matcher_for
 from tests.helpers import SECRET, all_rows, make_table, unique_name
 
 pytestmark = pytest.mark.spark
@@ -208,9 +209,10 @@ def test_an_executor_failure_is_one_clear_error_and_nothing_is_committed(
     table = make_table(catalog, "db.f", [["u1", "ann"], ["u2"]])
     snap = table.current_snapshot().snapshot_id
     import iceberg_privacy.spark.rights as spark_rights
+    from iceberg_privacy.spark.jobs import run_job
 
     def broken(table: Any, tasks: Any, ts: Any, secret: bytes, columns: Any, **kw: Any) -> Any:
-        return spark_rights._run(spark, "erasing from db.f", None, [[(0, tasks[0])]], _fail_partition)
+        return run_job(spark, "erasing from db.f", None, [[(0, tasks[0])]], _fail_partition)
 
     monkeypatch.setattr(spark_rights, "erasure_rewrite", lambda session: broken)
     with pytest.raises(SparkJobError, match=r"erasing from db\.f: the Spark job failed \(.*ValueError: no storage"):
