@@ -54,7 +54,7 @@ class BackgroundServer:
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise ServiceError(f"the service did not start on {self.url}; is the port free?")
-            time.sleep(0.02)
+            self._thread.join(0.02)  # wait for start-up; returns at once if the server thread died
         return self
 
     def stop(self) -> None:
