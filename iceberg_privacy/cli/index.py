@@ -79,7 +79,7 @@ def cmd_lookup(args: argparse.Namespace, catalog: Catalog) -> int:
     plan = plan_lookup(table, args.column, values(args), snapshot_id=args.snapshot_id, selected_fields=fields)
     rows = execute(table, plan)
     _print_rows(rows, "json" if args.json else args.output, args.limit)
-    print(f"-- {rows.num_rows} row(s); read {plan.files_after_bloom_pruning} of {plan.files_total} files", file=sys.stderr)
+    print(f"-- {rows.num_rows} row(s); read {len(plan.tasks)} of {plan.files_total} files", file=sys.stderr)
     return 0
 
 

@@ -82,7 +82,7 @@ def run_demo(catalog: Catalog, *, days: int = 30, events_per_day: int = 20_000, 
         full, secs = _timed(lambda u=user: table.scan(row_filter=EqualTo("user_id", u)).to_arrow())
         full_t.append(secs)
         assert rows.num_rows == full.num_rows, "pruned lookup disagrees with full scan"
-        echo(f"   {user}: {rows.num_rows} rows, read {plan.files_after_bloom_pruning}/{plan.files_total} files, "
+        echo(f"   {user}: {rows.num_rows} rows, read {len(plan.tasks)}/{plan.files_total} files, "
              f"{ours_t[-1] * 1000:.0f} ms vs full scan {secs * 1000:.0f} ms")
     echo(plan.explain())
     batch = [str(u) for u in rng.choice(population, 1000, replace=False)]
@@ -90,12 +90,12 @@ def run_demo(catalog: Catalog, *, days: int = 30, events_per_day: int = 20_000, 
     bplan = plan_lookup(table, "user_id", batch)
     brows = execute(table, bplan)
     batch_s = time.perf_counter() - t0
-    echo(f"== batch lookup of {len(batch)} users: {brows.num_rows:,} rows from {bplan.files_after_bloom_pruning}/"
+    echo(f"== batch lookup of {len(batch)} users: {brows.num_rows:,} rows from {len(bplan.tasks)}/"
          f"{bplan.files_total} files in {batch_s * 1000:.0f} ms")
     email = f"user{population.index(probe_users[0])}@example.com"
     nplan = plan_lookup(table, "identities", email)
     nrows = execute(table, nplan)
-    echo(f"== nested identity lookup {email}: {nrows.num_rows} rows from {nplan.files_after_bloom_pruning}/"
+    echo(f"== nested identity lookup {email}: {nrows.num_rows} rows from {len(nplan.tasks)}/"
          f"{nplan.files_total} files")
     med_ours, med_full = float(np.median(ours_t)), float(np.median(full_t))
     echo(f"== median single-key: ours {med_ours * 1000:.0f} ms, full scan {med_full * 1000:.0f} ms "

@@ -19,6 +19,7 @@ from iceberg_privacy.cli._common import parse_age, parse_age_or_datetime, to_jso
 from iceberg_privacy.cli.main import build_parser
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.rights.keyed import SECRET_ENV, SECRET_FILE_ENV
+from iceberg_privacy.storage import local_path
 from tests.helpers import make_catalog, make_table, rows
 
 NO_JSON = {("demo",)}  # prints a narrative, not data
@@ -304,3 +305,19 @@ def test_expire_older_than_an_age(home: Path, capsys: pytest.CaptureFixture[str]
     assert r["older_than"] == timedelta(days=7).total_seconds()
     r = run_json(home, "cleanup", "db.t", "--older-than-minutes", "0", capsys=capsys)
     assert r["older_than"] == 0.0
+
+
+def test_lookup_reports_the_files_it_read_on_the_exact_index_path(home: Path, capsys: pytest.CaptureFixture[str]
+                                                                 ) -> None:
+    """The summary line counts the plan's tasks: on the exact-index path the Bloom counters stay 0."""
+    assert run(home, "configure", "db.t", "--columns", "user_id", "--index", "bloom,exact", capsys=capsys)[0] == 0
+    table = ip.connect(home=home).load_table("db.t")
+    ip.append(table, table.scan().to_arrow())  # a commit with an exact delta
+    assert run(home, "sidecars", "backfill", "db.t", capsys=capsys)[0] == 0  # older files into the base
+    table = table.refresh()
+    holding = [t.file.file_path for t in table.scan().plan_files()
+               if "ann" in pq.read_table(local_path(t.file.file_path), columns=["user_id"]).column(0).to_pylist()]
+    plan = run_json(home, "explain", "db.t", "user_id", "ann", capsys=capsys)
+    assert plan["exact_index_used"] and sorted(plan["files_to_read"]) == sorted(holding) and len(holding) == 3
+    code, _, err = run(home, "lookup", "db.t", "user_id", "ann", capsys=capsys)
+    assert code == 0 and "read 3 of 4 files" in err, err
