@@ -33,6 +33,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
 
 from iceberg_privacy._internal import compat
 from iceberg_privacy._internal.faults import checkpoint
@@ -487,11 +488,7 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None) -> Relea
         if error is exc:
             raise
         raise error from exc
-    out_snap = out_table.current_snapshot()
-    assert out_snap is not None
-    provenance = read_provenance(out_table, out_snap.snapshot_id)
-    assert provenance is not None, "the release commit carries its provenance"
-    ledger.record("released", **event, output_snapshot_id=out_snap.snapshot_id, amount=amount)
+    out_snap, provenance = record_released(ledger, event, amount, out_table)
     return Release(
         release_id=rid,
         output=out_name,
@@ -505,6 +502,18 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None) -> Relea
         provenance=provenance,
         data=arrow,
     )
+
+
+def record_released(ledger: Ledger, event: dict[str, Any], amount: Budget, out_table: Table
+                    ) -> tuple[Snapshot, ReleaseProvenance]:
+    """After the output commit: its snapshot and provenance, and the ledger's ``released`` event (the spend
+    stands). Shared by every release verb (histograms, DP SQL, synthetic tables)."""
+    out_snap = out_table.current_snapshot()
+    assert out_snap is not None
+    provenance = read_provenance(out_table, out_snap.snapshot_id)
+    assert provenance is not None, "the release commit carries its provenance"
+    ledger.record("released", **event, output_snapshot_id=out_snap.snapshot_id, amount=amount)
+    return out_snap, provenance
 
 
 def _after_failure(ledger: Ledger, event: dict[str, Any], amount: Budget, exc: BaseException,

@@ -66,7 +66,7 @@ from iceberg_privacy.dp.mst import cdp_rho, mst, secure_rng
 from iceberg_privacy.dp.policy import ROWS_UNIT
 from iceberg_privacy.dp.provenance import build_summary, read_provenance
 from iceberg_privacy.dp.query import canonical_dumps
-from iceberg_privacy.dp.release import _after_failure, _write_output, check_policy_unit
+from iceberg_privacy.dp.release import _after_failure, _write_output, check_policy_unit, record_released
 from iceberg_privacy.dp.reservation import Heartbeat
 from iceberg_privacy.errors import ConfigurationError, InvalidArgumentError, UnknownColumnError
 from iceberg_privacy.lineage.record import AGGREGATION, COMPLETE, INDIRECT, FieldRef, LineageRecord, SourceRef
@@ -548,11 +548,7 @@ def dp_synthesize(
         if error is exc:
             raise
         raise error from exc
-    out_snap = out_table.current_snapshot()
-    assert out_snap is not None
-    provenance = read_provenance(out_table, out_snap.snapshot_id)
-    assert provenance is not None, "the synthesis commit carries its provenance"
-    ledger.record("released", **event, output_snapshot_id=out_snap.snapshot_id, amount=amount)
+    out_snap, provenance = record_released(ledger, event, amount, out_table)
     return SynthesisReport(output=out_name, snapshot_id=out_snap.snapshot_id, rows=synthetic.num_rows, method=method,
                            charged=amount, provenance=provenance, source=table_name(source),
                            source_snapshot_id=snap.snapshot_id, release_id=rid, memoized=False, rho=rho, edges=edges)
