@@ -297,10 +297,15 @@ def _scan_here(table: Table, files: list[StoredFile], cols: dict[int, Any], secr
     return [scan_stored_file(table.io, f, cols, secret, digests) for f in files]
 
 
-@storage_errors
+_RERUN = retry.RetryPolicy(attempts=5)
+"""Whole-table re-runs after a history file vanished while the table moved: a concurrent purge settles in
+one or two; a file missing for another reason (a damaged table) must not re-run the purge's commits for long."""
+
+
 def _lost(name: str, what: str, tries: int, last: BaseException) -> Exception:
-    return CommitConflictError(f"{name}: {what} lost to concurrent changes of the table {tries} times; run the purge "
-                               "again")
+    return CommitConflictError(f"{name}: {what} was re-run {tries} times because files vanished while the table "
+                               f"changed (last: {last.__cause__ or last}); if no other purge or writer is running, "
+                               "the table's metadata names missing files: check its storage, then run the purge again")
 
 
 def _exists(io: FileIO, location: str) -> bool:
@@ -311,6 +316,7 @@ def _exists(io: FileIO, location: str) -> bool:
         return True
 
 
+@storage_errors
 def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: Iterable[Any] | None = None,
                  spark: Any | None = None) -> VerifyReport:
     """Look for the subjects (by keyed digest) in every file and name under the table location.
@@ -521,10 +527,10 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             with retry.vanished_is_conflict(table):
                 return verify_table(table, digests, secret, subjects=values, spark=spark)
 
-        tp = retry.run(purge_step, exhausted=functools.partial(_lost, name, "the purge"))
+        tp = retry.run(purge_step, exhausted=functools.partial(_lost, name, "the purge"), policy=_RERUN)
         journal.record(request_id, TABLE_PURGED, table=name, files=tp.deleted_files,
                        detail={"expired_snapshots": len(tp.expired_snapshots), "deleted": tp.deleted_by_kind})
-        tp.verify = retry.run(verify_step, exhausted=functools.partial(_lost, name, "verification"))
+        tp.verify = retry.run(verify_step, exhausted=functools.partial(_lost, name, "verification"), policy=_RERUN)
         detail = {"files_scanned": tp.verify.files_scanned, "rows_scanned": tp.verify.rows_scanned,
                   "rows_found": tp.verify.rows_found, "files_with_subjects": len(tp.verify.files_with_subjects),
                   "unreadable": len(tp.verify.unreadable), "delete_failures": len(tp.delete_failures),
