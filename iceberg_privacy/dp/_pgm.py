@@ -29,6 +29,7 @@ private-pgm does (numpy only, dense factors, log space):
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -48,28 +49,38 @@ def _cells(sizes: Sequence[int], clique: Sequence[int]) -> int:
 def _logsumexp(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     if not axes:
         return a
-    peak = np.max(a, axis=axes, keepdims=True)
-    peak = np.where(np.isfinite(peak), peak, 0.0)
-    return np.squeeze(peak, axis=axes) + np.log(np.sum(np.exp(a - peak), axis=axes))
+    peak = a.max(axis=axes, keepdims=True)
+    if not np.isfinite(peak).all():
+        peak = np.where(np.isfinite(peak), peak, 0.0)
+    return peak.reshape([n for i, n in enumerate(a.shape) if i not in axes]) + np.log(np.exp(a - peak).sum(axis=axes))
+
+
+@functools.lru_cache(maxsize=65536)
+def _expand_plan(vars_: Clique, shape: tuple[int, ...], target: Clique) -> tuple[tuple[int, ...] | None, tuple[int, ...]]:
+    perm = tuple(sorted(range(len(vars_)), key=lambda i: target.index(vars_[i])))
+    present = {v: shape[i] for i, v in enumerate(vars_)}
+    return (None if perm == tuple(range(len(vars_))) else perm), tuple(present.get(v, 1) for v in target)
 
 
 def _expand(vars_: Clique, table: np.ndarray, target: Clique) -> np.ndarray:
     """``table`` over ``vars_`` (a subset of ``target``, any order) as an array broadcastable over ``target``."""
-    perm = sorted(range(len(vars_)), key=lambda i: target.index(vars_[i]))
-    if perm != list(range(len(vars_))):
-        table = np.transpose(table, perm)
-    present = set(vars_)
-    axes = iter(table.shape)
-    return table.reshape([next(axes) if v in present else 1 for v in target])
+    perm, shape = _expand_plan(vars_, table.shape, target)
+    return (table if perm is None else np.transpose(table, perm)).reshape(shape)
+
+
+@functools.lru_cache(maxsize=65536)
+def _reduce_plan(vars_: Clique, keep: Clique) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    axes = tuple(i for i, v in enumerate(vars_) if v not in keep)
+    rest = [v for v in vars_ if v in keep]
+    perm = tuple(rest.index(v) for v in keep)
+    return axes, (None if perm == tuple(range(len(perm))) else perm)
 
 
 def _reduce(vars_: Clique, table: np.ndarray, keep: Clique, *, log: bool) -> np.ndarray:
     """Sum (or log-sum-exp) ``table`` over ``vars_`` down to ``keep`` (a subset), axes in ``keep``'s order."""
-    axes = tuple(i for i, v in enumerate(vars_) if v not in keep)
+    axes, perm = _reduce_plan(vars_, keep)
     out = _logsumexp(table, axes) if log else (table.sum(axis=axes) if axes else table)
-    rest = [v for v in vars_ if v in keep]
-    perm = [rest.index(v) for v in keep]
-    return np.transpose(out, perm) if perm != list(range(len(perm))) else out
+    return out if perm is None else np.transpose(out, perm)
 
 
 # -- junction tree ----------------------------------------------------------------------------------
@@ -119,6 +130,8 @@ class JunctionTree:
                 maximal.append(c)
         self.cliques: list[Clique] = sorted(maximal)
         self.edges = self._spanning_tree()
+        self._separators: dict[tuple[int, int], Clique] = {}
+        self._containers: dict[Clique, int | None] = {}
         self.neighbors: dict[int, list[int]] = {i: [] for i in range(len(self.cliques))}
         for a, b in self.edges:
             self.neighbors[a].append(b)
@@ -150,7 +163,11 @@ class JunctionTree:
         return edges
 
     def separator(self, a: int, b: int) -> Clique:
-        return tuple(v for v in self.cliques[a] if v in self.cliques[b])
+        key = (a, b) if a < b else (b, a)
+        sep = self._separators.get(key)
+        if sep is None:
+            sep = self._separators[key] = tuple(v for v in self.cliques[a] if v in self.cliques[b])
+        return sep
 
     def cells(self) -> int:
         """Cells of all its cliques: the model's size (8 bytes each as float64)."""
@@ -158,10 +175,14 @@ class JunctionTree:
 
     def container(self, clique: Sequence[int]) -> int | None:
         """Index of the smallest junction-tree clique containing ``clique``, or None."""
+        key = tuple(clique)
+        if key in self._containers:
+            return self._containers[key]
         best = None
         for i, c in enumerate(self.cliques):
             if set(clique) <= set(c) and (best is None or _cells(self.sizes, c) < _cells(self.sizes, self.cliques[best])):
                 best = i
+        self._containers[key] = best
         return best
 
 

@@ -4,12 +4,14 @@ Applications that need rows, not aggregates, get a synthetic table that mimics t
 2-way statistics and is charged once on the same ledger as every other release; afterwards it can be
 read, joined and shared freely (post-processing costs nothing). Why each choice:
 
-* **Method: MST** (:mod:`.mst`, McKenna, Miklau & Sheldon 2021), implemented in this package because
-  no installable, maintained implementation fits this environment: ``mbi`` 2.0 (private-pgm) needs JAX
-  and NumPy >= 2 while Tumult pins NumPy < 2, and smartnoise-synth needs torch, opacus and ``mbi`` from
-  git. ``method="aim"`` is refused: AIM (McKenna et al. 2022) selects cliques adaptively and so needs
-  graphical-model estimation on general junction trees, which only ``mbi`` provides faithfully here.
-* **Accounting in zCDP.** MST is a composition of Gaussian and exponential mechanisms, natively
+* **Methods: MST** (:mod:`.mst`, McKenna, Miklau & Sheldon 2021; a tree of 2-way marginals chosen once)
+  **and AIM** (:mod:`.aim`, McKenna, Mullins, Sheldon & Miklau 2022; marginals chosen adaptively, round
+  by round, into a general junction-tree model estimated by :mod:`._pgm`), both implemented in this
+  package because no installable, maintained implementation fits this environment: ``mbi`` 2.0
+  (private-pgm) needs JAX and NumPy >= 2 while Tumult pins NumPy < 2, and smartnoise-synth needs torch,
+  opacus and ``mbi`` from git. MST is the default (fast, a few seconds); AIM fits the 2-way statistics
+  more closely at the same budget and takes tens of seconds to minutes (see docs/dp.md).
+* **Accounting in zCDP.** Both are compositions of Gaussian and exponential mechanisms, natively
   rho-zCDP. A :class:`~.budget.RhoZCDP` budget runs at that rho; an :class:`~.budget.ApproxDP`
   (epsilon, delta > 0) budget runs at the largest rho whose zCDP guarantee implies (epsilon, delta)-DP
   (Canonne, Kamath & Steinke 2020), and the ledger is charged the (epsilon, delta) asked for. Pure DP
@@ -62,6 +64,7 @@ from iceberg_privacy.dp.arguments import ROWS, RowUnit, finite, source_field
 from iceberg_privacy.dp.budget import ApproxDP, Budget, PureDP, RhoZCDP, as_budget
 from iceberg_privacy.dp.errors import InvalidBudgetError, ReleaseAbortedError
 from iceberg_privacy.dp.ledger import Ledger
+from iceberg_privacy.dp.aim import MAX_MODEL_SIZE_MB, MAX_WORKLOAD_CELLS, ROUND_ITERATIONS, AimResult, aim
 from iceberg_privacy.dp.mst import cdp_rho, mst, secure_rng
 from iceberg_privacy.dp.policy import ROWS_UNIT
 from iceberg_privacy.dp.provenance import build_summary, read_provenance
@@ -87,7 +90,7 @@ SYNTHESIS_FORMAT_VERSION = 1
 DEFAULT_BINS = 10
 MAX_BINS = 1000
 MAX_DOMAIN = 10_000
-"""Cells per column at most: MST measures every cell of every selected pair."""
+"""Cells per column at most: MST and AIM measure every cell of every selected marginal."""
 INTEGER_TYPES = (IntegerType, LongType)
 FLOAT_TYPES = (FloatType, DoubleType)
 
@@ -110,7 +113,10 @@ class SynthesisReport:
     rho: float = 0.0
     """The zCDP parameter the mechanism ran at (the budget itself, or its conversion from (epsilon, delta))."""
     edges: list[tuple[str, str]] = field(default_factory=list)
-    """The 2-way marginals MST selected (its tree), by column name."""
+    """MST: the 2-way marginals it selected (its tree), by column name; empty for AIM."""
+    cliques: list[tuple[str, ...]] = field(default_factory=list)
+    """The marginals measured after the 1-way ones, by column name: MST's tree edges; AIM's choice of each round,
+    in order (one entry per round)."""
 
     def __str__(self) -> str:
         if self.memoized or self.charged is None:
@@ -118,9 +124,13 @@ class SynthesisReport:
         else:
             ran_at = "" if isinstance(self.charged, RhoZCDP) else f" (run at rho={self.rho:.6g})"
             cost = f"charged {self.charged.describe()}{ran_at}"
-        tree = ", ".join(f"{a}-{b}" for a, b in self.edges) or "none"
+        if self.method == "aim":
+            chosen = ", ".join("-".join(c) for c in self.cliques) or "none"
+            model = f"{len(self.cliques)} rounds, selected: {chosen}"
+        else:
+            model = "tree: " + (", ".join(f"{a}-{b}" for a, b in self.edges) or "none")
         return (f"DP synthetic data ({self.method.upper()}) of {self.source}@{self.source_snapshot_id}: {self.rows} "
-                f"rows in {self.output}@{self.snapshot_id}; {cost}; tree: {tree}")
+                f"rows in {self.output}@{self.snapshot_id}; {cost}; {model}")
 
 
 def is_synthetic(table: Table) -> bool:
@@ -290,19 +300,19 @@ def _prepare(source: Table, columns: list[str], bounds: Mapping[str, Any], domai
 
 
 def _rho(amount: Budget) -> float:
-    """The zCDP parameter MST runs at for a budget (see the module doc)."""
+    """The zCDP parameter MST and AIM run at for a budget (see the module doc)."""
     if isinstance(amount, RhoZCDP):
         return float(amount.rho)
     if isinstance(amount, ApproxDP):
         if amount.delta <= 0:
             raise InvalidBudgetError(
-                f"{amount!r}: MST adds Gaussian noise, whose (epsilon, delta) guarantee needs delta > 0; pass "
+                f"{amount!r}: MST and AIM add Gaussian noise, whose (epsilon, delta) guarantee needs delta > 0; pass "
                 "ApproxDP(epsilon, delta) with delta > 0 (e.g. 1e-6) or a RhoZCDP budget."
             )
         return cdp_rho(float(amount.epsilon), float(amount.delta))
     assert isinstance(amount, PureDP)
     raise InvalidBudgetError(
-        f"{amount!r}: MST adds Gaussian noise, which has no pure-DP guarantee, so a PureDP budget cannot pay for it. "
+        f"{amount!r}: MST and AIM add Gaussian noise, which has no pure-DP guarantee, so a PureDP budget cannot pay for it. "
         "Use a namespace with a RhoZCDP budget (charged as is) or an ApproxDP budget with delta > 0 (converted to "
         "zCDP by Canonne-Kamath-Steinke)."
     )
@@ -323,11 +333,11 @@ def _bounded(data: pa.Table, unit: str | None, k: int, rng: np.random.Generator)
     return data.take(pa.array(np.sort(keep)))
 
 
-def _lineage(source: Table, snapshot_id: int, columns: list[str], unit: str | None) -> LineageRecord:
+def _lineage(source: Table, snapshot_id: int, columns: list[str], unit: str | None, method: str) -> LineageRecord:
     """Every synthetic column comes from the whole model, fitted on every input column with DP: masked."""
     fields = {c: [FieldRef(0, s, subtype=AGGREGATION, masking=True) for s in columns] for c in columns}
     indirect = [FieldRef(0, unit, type=INDIRECT, subtype="FILTER")] if unit else []
-    return LineageRecord(op="dp-synthesis", engine="iceberg-privacy-mst", status=COMPLETE,
+    return LineageRecord(op="dp-synthesis", engine=f"iceberg-privacy-{method}", status=COMPLETE,
                          sources=[SourceRef.of(source, snapshot_id)], columns=fields, indirect=indirect, exempt="dp")
 
 
@@ -379,20 +389,15 @@ def dp_synthesize(
     and column bounds), if it has one. ``rows`` defaults to the noisy estimate of the source's row
     count. ``privacy_unit`` is :data:`ROWS` (one row) or a column naming a person, whose rows are capped
     at ``max_rows_per_unit``; by default the access policy's unit and bound, else ``ROWS`` and 1 (a
-    policy's unit cannot be loosened).
+    policy's unit cannot be loosened). ``method`` is ``"mst"`` (:mod:`.mst`, the default) or ``"aim"``
+    (:mod:`.aim`); ``iterations`` caps the mirror-descent steps of the (final) model fit.
     The same question on the same snapshot returns the stored table without charging (``memoize``).
     See the module doc and docs/dp.md, "DP synthetic data".
     """
     # -- everything that costs nothing, first --------------------------------------------------------
-    if method == "aim":
-        raise ConfigurationError(
-            "method='aim' is not available: AIM selects marginals adaptively and must estimate a graphical model "
-            "over general junction trees, which needs private-pgm (mbi); mbi 2.0 requires JAX and NumPy >= 2, "
-            "which cannot be installed beside Tumult (NumPy < 2). Use method='mst' (its tree model is estimated "
-            "exactly here)."
-        )
-    if method != "mst":
-        raise ConfigurationError(f"method={method!r} is not a synthesis method; use method='mst'.")
+    if method not in ("mst", "aim"):
+        raise ConfigurationError(f"method={method!r} is not a synthesis method; use method='mst' (a tree of 2-way "
+                                 "marginals, fast) or method='aim' (adaptive, closer marginals, slower).")
     check_catalog(catalog, "dp_synthesize")
     if isinstance(columns, str):
         columns = [columns]
@@ -481,6 +486,9 @@ def dp_synthesize(
         else {"kind": "column", "column": unit, "max_rows_per_unit": k},
         "iterations": int(iterations),
     }
+    if method == "aim":  # the mechanism's fixed settings are part of the question
+        query["aim"] = {"workload": f"2-way marginals of at most {MAX_WORKLOAD_CELLS} cells", "rounds": "16 * columns",
+                        "max_model_size_mb": MAX_MODEL_SIZE_MB, "round_iterations": ROUND_ITERATIONS}
     query_json = canonical_dumps(query)
     qhash = hashlib.sha256(query_json.encode("ascii")).hexdigest()
     if memoize and ledger.exists():
@@ -514,7 +522,8 @@ def dp_synthesize(
                     release_id=rid,
                 )
             evaluating = True
-            result = mst(codes, [c.cells for c in prepared], rho, rows=None if rows is None else int(rows),
+            run = aim if method == "aim" else mst
+            result = run(codes, [c.cells for c in prepared], rho, rows=None if rows is None else int(rows),
                          sensitivity=float(k), iterations=int(iterations))
             synthetic = pa.table([c.decode(col, rng) for c, col in zip(prepared, result.codes, strict=True)],
                                  schema=out_schema)
@@ -522,9 +531,16 @@ def dp_synthesize(
             ledger.record("evaluated", **event)
             names = [c.name for c in prepared]
             mechanism = [{**m, **({"marginal": [names[i] for i in m["marginal"]]} if "marginal" in m else {}),
-                          **({"selected": [[names[a], names[b]] for a, b in m["selected"]]} if "selected" in m else {})}
+                          **({"selected": [[names[i] for i in c] for c in m["selected"]]} if "selected" in m else {})}
                          for m in result.log]
-            edges = [(names[a], names[b]) for a, b in result.edges]
+            if isinstance(result, AimResult):
+                edges: list[tuple[str, str]] = []
+                cliques = [tuple(names[i] for i in c) for c in result.selected]
+                model_info: dict[str, Any] = {"rounds": len(cliques),
+                                              "model_cliques": [[names[i] for i in c] for c in result.cliques]}
+            else:
+                edges = [(names[a], names[b]) for a, b in result.edges]
+                cliques, model_info = list(edges), {}
             props = build_summary(
                 release_id=rid, source_table=table_name(source), source_uuid=str(source.metadata.table_uuid),
                 source_snapshot_id=snap.snapshot_id, query_json=query_json, query_hash=qhash, noise=mechanism,
@@ -537,10 +553,11 @@ def dp_synthesize(
                 ledger_snapshot_id=reservation.ledger_snapshot_id,
             )
             props[DP_SYNTHESIS_SUMMARY] = canonical_dumps({
-                "method": method, "rho": repr(rho), "edges": [list(e) for e in edges], "rows": synthetic.num_rows,
+                "method": method, "rho": repr(rho), "edges": [list(e) for e in edges],
+                "cliques": [list(c) for c in cliques], **model_info, "rows": synthetic.num_rows,
                 "estimated_source_rows": repr(round(result.estimated_total, 3)),
             })
-            props.update(_lineage(source, snap.snapshot_id, columns, unit).summary())
+            props.update(_lineage(source, snap.snapshot_id, columns, unit, method).summary())
             out_table = _write_output(catalog, out_id, synthetic, props,
                                       table_properties={SYNTHETIC_MARKER: "true", DP_RELEASE_MARKER: "1"})
     except BaseException as exc:
@@ -551,7 +568,8 @@ def dp_synthesize(
     out_snap, provenance = record_released(ledger, event, amount, out_table)
     return SynthesisReport(output=out_name, snapshot_id=out_snap.snapshot_id, rows=synthetic.num_rows, method=method,
                            charged=amount, provenance=provenance, source=table_name(source),
-                           source_snapshot_id=snap.snapshot_id, release_id=rid, memoized=False, rho=rho, edges=edges)
+                           source_snapshot_id=snap.snapshot_id, release_id=rid, memoized=False, rho=rho, edges=edges,
+                           cliques=cliques)
 
 
 def _memoized(catalog: Catalog, ledger: Ledger, hit: dict[str, Any] | None, principal: str,
@@ -577,15 +595,18 @@ def _memoized(catalog: Catalog, ledger: Ledger, hit: dict[str, Any] | None, prin
                   detail={"memo_of": hit["release_id"], "spent": "nothing"})
     info = prov.extra.get("synthesis")
     edges: list[tuple[str, str]] = []
+    cliques: list[tuple[str, ...]] = []
     if info:
         import json
 
-        edges = [(a, b) for a, b in json.loads(info).get("edges", [])]
+        decoded = json.loads(info)
+        edges = [(a, b) for a, b in decoded.get("edges", [])]
+        cliques = [tuple(c) for c in decoded.get("cliques", edges)]
     return SynthesisReport(output=hit["output_table"], snapshot_id=snap.snapshot_id,
                            rows=int(snap.summary.additional_properties.get("total-records", 0)) if snap.summary else 0,
                            method=method, charged=None, provenance=prov, source=".".join(source_id),
                            source_snapshot_id=source_snapshot_id, release_id=hit["release_id"], memoized=True,
-                           rho=rho, edges=edges)
+                           rho=rho, edges=edges, cliques=cliques)
 
 
 __all__ = ["SynthesisReport", "dp_synthesize", "is_synthetic"]

@@ -180,7 +180,7 @@ def _spent(catalog: Catalog) -> Any:
     ({"columns": ["age"], "domains": {"age": ["x"]}}, ConfigurationError, "does not fit"),
     ({"columns": ["age"], "bounds": {"age": (0, 10)}, "bins": 0}, InvalidArgumentError, "bins"),
     ({"columns": ["country"], "domains": DOMAINS, "budget": PureDP(1)}, InvalidBudgetError, "no pure-DP"),
-    ({"columns": ["country"], "domains": DOMAINS, "method": "aim"}, ConfigurationError, "method='mst'"),
+    ({"columns": ["country"], "domains": DOMAINS, "method": "pategan"}, ConfigurationError, "method=.aim."),
     ({"columns": ["country"], "domains": DOMAINS, "rows": 0}, InvalidArgumentError, "rows"),
     ({"columns": ["country"], "domains": DOMAINS, "privacy_unit": "country"}, ConfigurationError, "privacy-unit"),
     ({"columns": ["country"], "domains": DOMAINS, "output": "db.people"}, ConfigurationError, "source"),
