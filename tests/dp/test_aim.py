@@ -77,6 +77,7 @@ def test_aim_finds_the_dependencies_at_a_large_budget() -> None:
         assert 0.5 * np.abs(p / p.sum() - q / q.sum()).sum() < 0.05, clique
 
 
+@pytest.mark.slow  # 6-10 s: a full AIM run (64 rounds) on 4 columns
 def test_dp_synthesize_with_aim_is_charged_marked_and_carries_provenance(catalog: SqlCatalog) -> None:
     data = people(4000)
     source = catalog.create_table("db.people", schema=data.schema)
@@ -116,7 +117,7 @@ def test_aim_on_an_s3_warehouse(s3_catalog: tuple[Catalog, str]) -> None:
     src.append(data)
     set_namespace_budget(catalog, ns, RhoZCDP(2))
     report = dp_synthesize(catalog, f"{ns}.people", ["country", "smoker", "age"], RhoZCDP(1), method="aim",
-                           output=f"{ns}.people_aim", domains=DOMAINS, bounds=BOUNDS, rows=300)
+                           output=f"{ns}.people_aim", domains=DOMAINS, bounds={"age": (18, 90)}, rows=300)
     out = catalog.load_table(report.output)
     assert out.location().startswith("s3://") and is_synthetic(out)
     assert out.scan().to_arrow().num_rows == 300
