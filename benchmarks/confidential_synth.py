@@ -1,16 +1,19 @@
-"""DP synthetic data benchmark (the synth half of ``benchmarks.confidential``): utility and time of MST.
+"""DP synthetic data benchmark (the synth half of ``benchmarks.confidential``): utility and time of MST and AIM.
 
     python -m benchmarks.confidential_synth --out results/confidential_synth.json [--quick]
 
 Builds a 10-column census-like table with realistic correlations (age drives education, marital
 status, children and hours; education and occupation drive income; sex shifts occupation and hours;
 region shifts income) in a local SqlCatalog, sets a namespace budget, and calls ``dp_synthesize``
-end to end (ledger reservation, MST, Iceberg write with provenance) at epsilon 1 and 10, each as
-``ApproxDP(epsilon, 1e-6)`` (MST runs at the zCDP rho that implies it). Utility: for every 1- and
+end to end (ledger reservation, the mechanism, Iceberg write with provenance) at epsilon 1 and 10, each
+as ``ApproxDP(epsilon, 1e-6)`` (the mechanism runs at the zCDP rho that implies it), once with
+``method="mst"`` (keys ``synth.*``) and once with ``method="aim"`` (keys ``synth.aim.*``: AIM with its
+library defaults, a workload of all 2-way marginals, at most 16 d = 160 rounds, a 1 MB model cap). Utility: for every 1- and
 2-way marginal (10 + 45) the total variation distance between the synthetic and the source table,
 both cut into the same public cells the synthesis used (categories; 10 equal-width bins per bounded
 numeric column); ``synth.tvd_median_eps*`` is the median over those 55 marginals (mean over
-``repeats`` runs). ``synth.seconds`` is the wall time of one ``dp_synthesize`` call at epsilon 10.
+``repeats`` runs). ``synth.seconds`` (``synth.aim.seconds``) is the median wall time of one
+``dp_synthesize`` call at epsilon 10.
 Only measured numbers are written.
 """
 
@@ -24,10 +27,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from iceberg_privacy.dp.synth import Method
 
 DELTA = 1e-6
 EPSILONS = (1.0, 10.0)
@@ -115,7 +121,7 @@ def measure(quick: bool) -> dict[str, Any]:
     """Run the benchmark; the keys of issue 16 plus what they were measured on."""
     from pyiceberg.catalog.sql import SqlCatalog
 
-    from iceberg_privacy.dp import ApproxDP, dp_synthesize, set_namespace_budget
+    from iceberg_privacy.dp import ApproxDP, set_namespace_budget
 
     rows = 20_000 if quick else 100_000
     repeats = 1 if quick else 3
@@ -127,34 +133,24 @@ def measure(quick: bool) -> dict[str, Any]:
         source.append(data)
         real = source.scan().to_arrow()
         set_namespace_budget(catalog, "bench", ApproxDP(1000, 0.5))
-        medians: dict[float, list[float]] = {e: [] for e in EPSILONS}
-        maxima: dict[float, list[float]] = {e: [] for e in EPSILONS}
-        seconds: list[float] = []
-        rho: dict[float, float] = {}
-        for run in range(repeats):
-            for eps in EPSILONS:
-                start = time.perf_counter()
-                report = dp_synthesize(catalog, "bench.census", COLUMNS, ApproxDP(eps, DELTA),
-                                       output=f"bench.synth_{run}_{int(eps)}", domains=DOMAINS, bounds=BOUNDS,
-                                       bins=BINS, rows=rows, memoize=False)
-                took = time.perf_counter() - start
-                if eps == 10.0:
-                    seconds.append(took)
-                rho[eps] = report.rho
-                synthetic = catalog.load_table(report.output).scan().to_arrow()
-                distances = tvds(real, synthetic)
-                medians[eps].append(statistics.median(distances))
-                maxima[eps].append(max(distances))
-                print(f"run {run} epsilon {eps:g}: median TVD {medians[eps][-1]:.4f}, max {maxima[eps][-1]:.4f}, "
-                      f"{took:.2f} s, tree {report.edges}", file=sys.stderr)
+        mst = _run(catalog, real, "mst", rows, repeats)
+        aim = _run(catalog, real, "aim", rows, repeats)
     return {
-        "synth.tvd_median_eps1": statistics.fmean(medians[1.0]),
-        "synth.tvd_median_eps10": statistics.fmean(medians[10.0]),
-        "synth.seconds": statistics.median(seconds),
-        "synth.tvd_max_eps1": statistics.fmean(maxima[1.0]),
-        "synth.tvd_max_eps10": statistics.fmean(maxima[10.0]),
-        "synth.rho_eps1": rho[1.0],
-        "synth.rho_eps10": rho[10.0],
+        "synth.tvd_median_eps1": statistics.fmean(mst["medians"][1.0]),
+        "synth.tvd_median_eps10": statistics.fmean(mst["medians"][10.0]),
+        "synth.seconds": statistics.median(mst["seconds"]),
+        "synth.tvd_max_eps1": statistics.fmean(mst["maxima"][1.0]),
+        "synth.tvd_max_eps10": statistics.fmean(mst["maxima"][10.0]),
+        "synth.aim.tvd_median_eps1": statistics.fmean(aim["medians"][1.0]),
+        "synth.aim.tvd_median_eps10": statistics.fmean(aim["medians"][10.0]),
+        "synth.aim.seconds": statistics.median(aim["seconds"]),
+        "synth.aim.tvd_max_eps1": statistics.fmean(aim["maxima"][1.0]),
+        "synth.aim.tvd_max_eps10": statistics.fmean(aim["maxima"][10.0]),
+        "synth.aim.seconds_eps1": statistics.median(aim["seconds_eps1"]),
+        "synth.aim.rounds_eps1": statistics.fmean(aim["rounds"][1.0]),
+        "synth.aim.rounds_eps10": statistics.fmean(aim["rounds"][10.0]),
+        "synth.rho_eps1": mst["rho"][1.0],
+        "synth.rho_eps10": mst["rho"][10.0],
         "synth.delta": DELTA,
         "synth.rows": rows,
         "synth.columns": len(COLUMNS),
@@ -162,6 +158,32 @@ def measure(quick: bool) -> dict[str, Any]:
         "synth.repeats": repeats,
         "synth.method": "mst",
     }
+
+
+def _run(catalog: Any, real: pa.Table, method: Method, rows: int, repeats: int) -> dict[str, Any]:
+    """``repeats`` syntheses per epsilon with ``method``: TVDs, seconds, rho, rounds."""
+    from iceberg_privacy.dp import ApproxDP, dp_synthesize
+
+    out: dict[str, Any] = {"medians": {e: [] for e in EPSILONS}, "maxima": {e: [] for e in EPSILONS},
+                           "rounds": {e: [] for e in EPSILONS}, "seconds": [], "seconds_eps1": [], "rho": {}}
+    for run in range(repeats):
+        for eps in EPSILONS:
+            start = time.perf_counter()
+            report = dp_synthesize(catalog, "bench.census", COLUMNS, ApproxDP(eps, DELTA), method=method,
+                                   output=f"bench.synth_{method}_{run}_{int(eps)}", domains=DOMAINS, bounds=BOUNDS,
+                                   bins=BINS, rows=rows, memoize=False)
+            took = time.perf_counter() - start
+            out["seconds" if eps == 10.0 else "seconds_eps1"].append(took)
+            out["rho"][eps] = report.rho
+            out["rounds"][eps].append(len(report.cliques))
+            synthetic = catalog.load_table(report.output).scan().to_arrow()
+            distances = tvds(real, synthetic)
+            out["medians"][eps].append(statistics.median(distances))
+            out["maxima"][eps].append(max(distances))
+            print(f"{method} run {run} epsilon {eps:g}: median TVD {out['medians'][eps][-1]:.4f}, max "
+                  f"{out['maxima'][eps][-1]:.4f}, {took:.2f} s, {len(report.cliques)} marginals after the 1-way: "
+                  f"{report.cliques}", file=sys.stderr)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

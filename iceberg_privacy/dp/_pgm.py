@@ -298,7 +298,7 @@ class GraphicalModel:
                 continue
             parents = [codes[u] for u in given]
             assert all(p is not None for p in parents)
-            flat = np.ravel_multi_index(tuple(parents), joint.shape[:-1])  # type: ignore[arg-type]
+            flat = np.asarray(np.ravel_multi_index(tuple(parents), joint.shape[:-1]), dtype=np.int64)  # type: ignore[arg-type]
             table = joint.reshape(-1, joint.shape[-1])
             out = np.empty(rows, dtype=np.int64)
             order = np.argsort(flat, kind="stable")

@@ -60,11 +60,11 @@ from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import current_principal
 from iceberg_privacy.dp._refs import check_catalog, qualified
+from iceberg_privacy.dp.aim import MAX_MODEL_SIZE_MB, MAX_WORKLOAD_CELLS, ROUND_ITERATIONS, AimResult, aim
 from iceberg_privacy.dp.arguments import ROWS, RowUnit, finite, source_field
 from iceberg_privacy.dp.budget import ApproxDP, Budget, PureDP, RhoZCDP, as_budget
 from iceberg_privacy.dp.errors import InvalidBudgetError, ReleaseAbortedError
 from iceberg_privacy.dp.ledger import Ledger
-from iceberg_privacy.dp.aim import MAX_MODEL_SIZE_MB, MAX_WORKLOAD_CELLS, ROUND_ITERATIONS, AimResult, aim
 from iceberg_privacy.dp.mst import cdp_rho, mst, secure_rng
 from iceberg_privacy.dp.policy import ROWS_UNIT
 from iceberg_privacy.dp.provenance import build_summary, read_provenance

@@ -15,7 +15,13 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 
 import iceberg_privacy as ip
-from iceberg_privacy.dp import RhoZCDP, dp_synthesize, get_namespace_budget, is_synthetic, set_namespace_budget
+from iceberg_privacy.dp import (
+    RhoZCDP,
+    dp_synthesize,
+    get_namespace_budget,
+    is_synthetic,
+    set_namespace_budget,
+)
 from iceberg_privacy.dp.aim import aim, candidates, workload
 from iceberg_privacy.dp.mst import marginal
 from iceberg_privacy.properties import DP_SYNTHESIS_SUMMARY
@@ -122,5 +128,7 @@ def test_aim_on_an_s3_warehouse(s3_catalog: tuple[Catalog, str]) -> None:
     assert out.location().startswith("s3://") and is_synthetic(out)
     assert out.scan().to_arrow().num_rows == 300
     prov: Any = ip.read_provenance(out)
-    assert prov.query["method"] == "aim" and prov.source_snapshot_id == src.current_snapshot().snapshot_id
+    snap = src.current_snapshot()
+    assert snap is not None
+    assert prov.query["method"] == "aim" and prov.source_snapshot_id == snap.snapshot_id
     assert get_namespace_budget(catalog, ns).spent == RhoZCDP(1)
