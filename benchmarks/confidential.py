@@ -15,7 +15,8 @@ per-principal budget and public country keys):
   the background) (target <= 100); ``service.library_memoized_p50_ms`` is the same memo hit through
   ``ip.dp_sql`` in-process (ledger scan plus a synchronous event commit), for comparison;
 * ``synth.*``: ``benchmarks.confidential_synth.measure(quick)`` (h16-synth's half: TVD of 1- and 2-way
-  marginals at epsilon 1 and 10, synthesis seconds), when that module is present.
+  marginals at epsilon 1 and 10, synthesis seconds, for MST; the same for AIM under ``synth.aim.*``),
+  when that module is present.
 
 Only measured numbers are written.
 """
