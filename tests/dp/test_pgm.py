@@ -123,3 +123,19 @@ def test_sampling_reproduces_the_model_marginals() -> None:
     for v in range(4):  # randomized rounding of the first column: every count within one of the expectation
         if v == model.tree.order[-1]:
             assert np.all(np.abs(np.bincount(sampled[v], minlength=sizes[v]) - model.project((v,)) * rows) <= 1)
+
+
+@settings(max_examples=15, deadline=None)
+@given(models(), st.integers(0, 10**6))
+def test_noiseless_measurements_of_any_cliques_are_recovered(model_spec: tuple[list[int], list[tuple[int, ...]]],
+                                                             seed: int) -> None:
+    sizes, cliques = model_spec
+    rng = np.random.default_rng(seed)
+    n = 400
+    codes = [rng.integers(0, s, n) for s in sizes]
+    for i in range(1, len(sizes)):  # some dependence between neighbours
+        codes[i] = np.where(rng.random(n) < 0.5, codes[i - 1] % sizes[i], codes[i])
+    measured = sorted(set(cliques) | {(v,) for v in range(len(sizes))})
+    model = estimate(sizes, [Measurement(c, marginal(codes, sizes, c), 1.0) for c in measured], iterations=3000)
+    for c in measured:
+        assert np.abs(model.project(c) - marginal(codes, sizes, c)).sum() < 0.02 * n, c
