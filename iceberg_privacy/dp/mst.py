@@ -6,6 +6,8 @@ Tumult (tmlt.core) pins NumPy < 2: the two cannot share an environment. smartnoi
 same ``mbi`` (from git, not from a registry) and hard-requires torch and opacus. MST itself is
 small and fully specified by the paper; only its estimation step is general-purpose machinery,
 and MST's model is a tree, for which that step is exact and short (belief propagation on a tree).
+AIM (:mod:`.aim`) grows models with cycles and uses the general junction-tree estimation of
+:mod:`._pgm`; MST keeps this tree path (equivalent on a tree, and simpler).
 
 The mechanism, on data already mapped to small integer domains (one cell per public category or
 bin, see :mod:`.synth`):
