@@ -334,3 +334,26 @@ def test_damaged_version2_blob_is_refused_not_misread(tmp_path: Path, damage: st
     idx = _write_index(tmp_path, "bad", keys, bad)
     with pytest.raises(SidecarError):
         idx.probe(1, keys[0].hashes)
+
+
+# ------------------------------------------------------------------------------------------ spec vector
+def test_appendix_b_vector_matches_the_writer() -> None:
+    """docs/exact-index.md Appendix B: the header and the uncompressed partition the writer produces."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "exact-index.md").read_text()
+    appendix = doc[doc.index("## Appendix B"):]
+    blocks = re.findall(r"```\n(.*?)```", appendix, flags=re.S)
+    header_hex = bytes.fromhex(" ".join(blocks[0].split()))
+    part_hex = bytes.fromhex(" ".join(re.sub(r"\s{2,}[a-z_].*", "", line) for line in blocks[1].splitlines()))
+    h_long1, h_user1 = 0x02CEDBE02CEE2250, 0x7EDD9B7FE7569984
+    keys = {0: ExactKeys.build(np.array([h_long1], np.uint64), np.array([0], np.uint32)),
+            1: ExactKeys.build(np.array([h_long1, h_user1], np.uint64), np.array([0, 2], np.uint32))}
+    blob, n = exact._index_blob(keys, 2)
+    assert n == 3 and blob[:40] == header_hex
+    off, ln, count, distinct, crc = struct.unpack("<QIIII", blob[40:64])
+    assert (off, count, distinct) == (68, 3, 2)
+    plain = ZSTD.decompress(blob[off : off + ln], decompressed_size=12 * distinct + 8 * count, asbytes=True)
+    assert plain == part_hex and f"0x{zlib.crc32(plain):08X}" in appendix
+    assert spec_decode_index_blob(blob)[2] == [(h_long1 >> 16 << 16, 0, 0), (h_long1 >> 16 << 16, 1, 0),
+                                               (h_user1 >> 16 << 16, 1, 2)]
