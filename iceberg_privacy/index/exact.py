@@ -11,6 +11,12 @@ A column blob is sorted by hash and cut into ``2^b`` partitions by the hash's to
 compressed and CRC-checked, so one key costs one small range read (the partition directory is read
 once per process: files are immutable). File ordinals resolve to paths through a chunked file table:
 one more small read per distinct chunk a probe hits.
+
+Why a blob keeps only the top K bits of each hash (layout version 2): nearly all of an entry's bytes were
+the random low bits of the hash, which a probe does not need; with ``K = ceil(log2 n) + 32`` an absent key
+matches an entry with probability <= 2^-32 per blob, and a false match only costs reading a file (rows are
+filtered by value). A key held by several files is stored once, with a count. Together this takes the
+core benchmark's index from ~7 to ~5 bytes per entry (deltas) and ~5.5 to ~3.8 (base).
 """
 
 from __future__ import annotations
@@ -37,12 +43,21 @@ INDEX_BLOB = "iceberg-privacy-exact-v1"
 
 _META_MAGIC = b"IPXM"
 _INDEX_MAGIC = b"IPXI"
-_VERSION = 1
+_META_VERSION = 1
+_VERSION = 2
+"""Index-blob version this writer produces. Version 1 (full 64-bit keys, 16-byte entries) is still read."""
 _CODEC_ZSTD = 1
-_HEADER = struct.Struct("<4sIIIIIQ")  # magic, version, hash id, codec, partition bits, num files, num entries
-_DIR_ENTRY = struct.Struct("<QIII")  # offset (from blob start), compressed length, entry count, crc32
+_HEADER_V1 = struct.Struct("<4sIIIIIQ")  # magic, version, hash id, codec, partition bits, num files, num entries
+_HEADER = struct.Struct("<4sIIIIIQI")  # version 2: the same, then key bits
+_DIR_ENTRY_V1 = struct.Struct("<QIII")  # offset (from blob start), compressed length, entry count, crc32
+_DIR_ENTRY = struct.Struct("<QIIII")  # version 2: offset, compressed length, entry count, distinct keys, crc32
+MIN_KEY_BITS = 48
+"""Fewest key bits a writer keeps (tiny deltas would otherwise keep ~32 and, merged, lower a base's precision)."""
+KEY_BITS_MARGIN = 32
+"""Key bits beyond ``ceil(log2(entries))``: an absent key matches an entry of the blob with probability <= 2^-32."""
 TARGET_PARTITION_ENTRIES = 1024
-"""At most this many entries per partition on average: 1024 x 16 bytes = 16 KiB before compression."""
+"""At most this many entries per partition on average: ~4 KiB compressed, the bytes a warm probe reads.
+Measured on the core benchmark's index: 4096 would save ~3.5 % of the index and read 4x as much per probe."""
 MAX_PARTITION_BITS = 24
 FILES_PER_CHUNK = 64
 """Files per file-table chunk this writer uses. A probe reads one chunk per distinct chunk its hits fall in,
@@ -62,6 +77,7 @@ class ExactKeys:
 
     hashes: np.ndarray  # uint64
     row_groups: np.ndarray  # uint32, same length
+    key_bits: int = 64  # top bits of each hash that are known (read back from a version-2 blob: fewer)
 
     @staticmethod
     def build(hashes: np.ndarray, row_groups: np.ndarray) -> ExactKeys:
@@ -79,6 +95,21 @@ class ExactFile:
     path: str
     manifest: int  # index into the meta's "manifests", -1 when not recorded (deltas, files not live at the base)
     record_count: int
+
+
+def key_bits(num_entries: int) -> int:
+    """Bits of IPH64 a blob of ``num_entries`` entries keeps: ``min(64, max(48, ceil(log2(max(n, 1))) + 32))``.
+
+    A probe for an absent key then matches some entry of the blob with probability <= n / 2^K <= 2^-32 (each
+    of its <= n distinct stored prefixes equals the key's with probability 2^-K). A false match only costs
+    reading a file: readers filter rows by value.
+    """
+    return min(64, max(MIN_KEY_BITS, max(num_entries - 1, 0).bit_length() + KEY_BITS_MARGIN))
+
+
+def key_mask(bits: int) -> np.uint64:
+    """The mask keeping the top ``bits`` bits of a 64-bit key."""
+    return np.uint64(((1 << bits) - 1) << (64 - bits))
 
 
 def partition_bits(num_entries: int) -> int:
@@ -108,41 +139,92 @@ def _unshuffle(raw: bytes, offset: int, n: int, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(planes.T).view(dtype).reshape(-1)
 
 
-def encode_partition(h: np.ndarray, f: np.ndarray, r: np.ndarray) -> bytes:
-    """A partition's entries before compression: byte planes of the hash deltas, file and row-group ordinals.
+def encode_partition(h: np.ndarray, f: np.ndarray, r: np.ndarray, bits: int | None = None) -> bytes:
+    """A partition's entries (sorted by ``(h, f, r)``, unique) before compression.
 
-    Sorted hashes as deltas (``h[0]``, then ``h[i] - h[i-1]``) have zero high bytes; in byte planes those
-    runs (and the mostly-zero row groups) compress to almost nothing: ~7 bytes per entry instead of 16.
+    ``bits=None``: version 1, byte planes of the hash deltas, file and row-group ordinals (16 bytes per
+    entry). Version 2 (``bits`` = K): the distinct keys' top K bits ``q = h >> (64 - K)`` as deltas, the
+    number of entries of each distinct key, then the file and row-group ordinals, each in byte planes.
+    Sorted K-bit prefixes of n random keys differ by about ``2^K / n`` = 2^32, so the deltas' four high
+    byte planes are zero and compress away; a key held by several files is stored once.
     """
     h = h.astype("<u8")
-    deltas = h - np.concatenate([np.zeros(1, "<u8"), h[:-1]]) if len(h) else h
-    return _shuffle(deltas.astype("<u8")) + _shuffle(f.astype("<u4")) + _shuffle(r.astype("<u4"))
+    if bits is None:
+        deltas = h - np.concatenate([np.zeros(1, "<u8"), h[:-1]]) if len(h) else h
+        return _shuffle(deltas.astype("<u8")) + _shuffle(f.astype("<u4")) + _shuffle(r.astype("<u4"))
+    q = h >> np.uint64(64 - bits) if bits < 64 else h
+    starts = np.flatnonzero(np.concatenate([[True], q[1:] != q[:-1]])) if len(q) else np.empty(0, np.int64)
+    keys = q[starts]
+    counts = np.diff(np.append(starts, len(q)))
+    deltas = keys - np.concatenate([np.zeros(1, "<u8"), keys[:-1]]) if len(keys) else keys
+    return (_shuffle(deltas.astype("<u8")) + _shuffle(counts.astype("<u4")) + _shuffle(f.astype("<u4"))
+            + _shuffle(r.astype("<u4")))
 
 
-def decode_partition(raw: bytes, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def distinct_keys(h: np.ndarray) -> int:
+    """Number of distinct values of a sorted array (a version-2 directory records it per partition)."""
+    return int(np.count_nonzero(h[1:] != h[:-1])) + 1 if len(h) else 0
+
+
+def partition_size(count: int, distinct: int | None) -> int:
+    """Uncompressed bytes of a partition: ``16 * count`` (version 1), ``12 * distinct + 8 * count`` (version 2)."""
+    return 16 * count if distinct is None else 12 * distinct + 8 * count
+
+
+def decode_partition(raw: bytes, count: int, bits: int | None = None, distinct: int | None = None,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of :func:`encode_partition`: (hashes with the low ``64 - K`` bits zero, files, row groups).
+
+    Raises ValueError when a version-2 partition's parts do not add up (the caller names the file)."""
+    if bits is None:
+        with np.errstate(over="ignore"):
+            h = np.cumsum(_unshuffle(raw, 0, count, "<u8"), dtype=np.uint64)
+        return h, _unshuffle(raw, 8 * count, count, "<u4"), _unshuffle(raw, 12 * count, count, "<u4")
+    m = int(distinct if distinct is not None else 0)
+    if len(raw) != partition_size(count, m) or (m == 0) != (count == 0):
+        raise ValueError(f"partition of {len(raw)} bytes does not hold {count} entries of {m} keys")
+    deltas = _unshuffle(raw, 0, m, "<u8")
+    counts = _unshuffle(raw, 8 * m, m, "<u4").astype(np.int64)
+    if np.any(deltas[1:] == 0) or np.any(counts == 0) or int(counts.sum()) != count:
+        raise ValueError("partition keys are not distinct and ascending, or their counts do not add up")
     with np.errstate(over="ignore"):
-        h = np.cumsum(_unshuffle(raw, 0, count, "<u8"), dtype=np.uint64)
-    return h, _unshuffle(raw, 8 * count, count, "<u4"), _unshuffle(raw, 12 * count, count, "<u4")
+        q = np.cumsum(deltas, dtype=np.uint64)
+    if m and (np.any(q[1:] <= q[:-1]) or (bits < 64 and int(q[-1]) >> bits)):
+        raise ValueError(f"partition keys overflow {bits} bits")
+    h = np.repeat(q << np.uint64(64 - bits) if bits < 64 else q, counts)
+    return h, _unshuffle(raw, 12 * m, count, "<u4"), _unshuffle(raw, 12 * m + 4 * count, count, "<u4")
 
 
 # --------------------------------------------------------------------------------------- writing
 def _index_blob(entries: dict[int, ExactKeys], num_files: int) -> tuple[bytes, int]:
-    """One column's blob from ``{file ordinal: keys}`` -> (payload, number of entries)."""
+    """One column's version-2 blob from ``{file ordinal: keys}`` -> (payload, number of entries).
+
+    It keeps ``K = key_bits(n)`` bits of each key, fewer when some input knows fewer (keys read back from a
+    blob that kept fewer bits: their lost bits cannot be restored, and a key must match its own entries).
+    """
     parts_h, parts_f, parts_r = [], [], []
+    bits = 64
     for ordinal, keys in entries.items():
         parts_h.append(keys.hashes.astype(np.uint64))
         parts_f.append(np.full(len(keys), ordinal, dtype=np.uint32))
         parts_r.append(keys.row_groups.astype(np.uint32))
+        if len(keys):
+            bits = min(bits, keys.key_bits)
     h = np.concatenate(parts_h) if parts_h else np.empty(0, np.uint64)
     f = np.concatenate(parts_f) if parts_f else np.empty(0, np.uint32)
     r = np.concatenate(parts_r) if parts_r else np.empty(0, np.uint32)
+    bits = min(bits, key_bits(len(h)))
+    h = h & key_mask(bits)
     order = np.lexsort((r, f, h))
     h, f, r = h[order], f[order], r[order]
+    if len(h) > 1:  # entries equal after masking are one entry
+        keep = np.concatenate([[True], (h[1:] != h[:-1]) | (f[1:] != f[:-1]) | (r[1:] != r[:-1])])
+        h, f, r = h[keep], f[keep], r[keep]
     n = len(h)
-    bits = partition_bits(n)
-    num_parts = 1 << bits
-    bounds = np.searchsorted(_partition_of(h, bits), np.arange(num_parts + 1), side="left")
-    head = _HEADER.pack(_INDEX_MAGIC, _VERSION, HASH_ID, _CODEC_ZSTD, bits, num_files, n)
+    pbits = partition_bits(n)
+    num_parts = 1 << pbits
+    bounds = np.searchsorted(_partition_of(h, pbits), np.arange(num_parts + 1), side="left")
+    head = _HEADER.pack(_INDEX_MAGIC, _VERSION, HASH_ID, _CODEC_ZSTD, pbits, num_files, n, bits)
     head += struct.pack("<I", _crc(head))
     dir_len = num_parts * _DIR_ENTRY.size + 4
     offset = len(head) + dir_len
@@ -150,9 +232,9 @@ def _index_blob(entries: dict[int, ExactKeys], num_files: int) -> tuple[bytes, i
     payloads: list[bytes] = []
     for p in range(num_parts):
         lo, hi = int(bounds[p]), int(bounds[p + 1])
-        raw = encode_partition(h[lo:hi], f[lo:hi], r[lo:hi])
+        raw = encode_partition(h[lo:hi], f[lo:hi], r[lo:hi], bits)
         comp = _ZSTD.compress(raw, asbytes=True) if hi > lo else b""
-        directory += _DIR_ENTRY.pack(offset, len(comp), hi - lo, _crc(comp))
+        directory += _DIR_ENTRY.pack(offset, len(comp), hi - lo, distinct_keys(h[lo:hi]), _crc(comp))
         payloads.append(comp)
         offset += len(comp)
     directory += struct.pack("<I", _crc(bytes(directory)))
@@ -174,7 +256,7 @@ def _files_blob(files: list[ExactFile]) -> tuple[bytes, list[dict[str, int]]]:
 
 def _meta_blob(doc: dict[str, Any]) -> bytes:
     payload = json.dumps(doc, separators=(",", ":")).encode()
-    return _META_MAGIC + struct.pack("<III", _VERSION, len(payload), _crc(payload)) + payload
+    return _META_MAGIC + struct.pack("<III", _META_VERSION, len(payload), _crc(payload)) + payload
 
 
 def exact_blobs(
@@ -215,6 +297,8 @@ class _Directory:
     counts: np.ndarray
     crcs: np.ndarray
     end: int  # absolute end of the blob
+    key_bits: int = 64  # K: top bits of each key stored (64 in version 1)
+    distinct: np.ndarray | None = None  # distinct keys per partition (version 2; None in version 1)
 
 
 @dataclass
@@ -261,7 +345,7 @@ class ExactIndex:
             raise SidecarError(f"exact index {location}: bad meta blob header")
         version, length, crc = struct.unpack("<III", raw[4:16])
         payload = raw[16:]
-        if version != _VERSION or length != len(payload) or _crc(payload) != crc:
+        if version != _META_VERSION or length != len(payload) or _crc(payload) != crc:
             raise SidecarError(f"exact index {location}: meta blob failed verification (corrupt)")
         try:
             doc = json.loads(payload)
@@ -295,39 +379,56 @@ class ExactIndex:
             if field_id in self._dirs:
                 return self._dirs[field_id]
         meta = self._index_blobs[field_id]
-        head_len = _HEADER.size + 4
-        if meta.length < head_len:
-            raise SidecarError(f"exact index {self.location}: index blob shorter than its header")
         # Header and (for small blobs) the directory in one read; the "num-entries" hint sizes it.
         hint = meta.properties.get("num-entries", "")
+        head_len = _HEADER.size + 4
         guess = head_len + (((1 << partition_bits(int(hint))) * _DIR_ENTRY.size + 4) if hint.isdigit() else 0)
         first = self.reader.read_range(meta.offset, min(meta.length, guess))
+        version = struct.unpack("<I", first[4:8])[0] if len(first) >= 8 else 0
+        header, entry = (_HEADER_V1, _DIR_ENTRY_V1) if version == 1 else (_HEADER, _DIR_ENTRY)
+        head_len = header.size + 4
+        if meta.length < head_len or len(first) < head_len:
+            raise SidecarError(f"exact index {self.location}: index blob shorter than its header")
         head = first[:head_len]
-        magic, version, hash_id, codec, bits, num_files, n = _HEADER.unpack(head[:-4])
+        fields = header.unpack(head[:-4])
+        magic, version, hash_id, codec, bits, num_files, n = fields[:7]
+        kbits = fields[7] if version >= 2 else 64
         if magic != _INDEX_MAGIC or _crc(head[:-4]) != struct.unpack("<I", head[-4:])[0]:
             raise SidecarError(f"exact index {self.location}: index blob header failed verification")
-        if version != _VERSION or hash_id != HASH_ID or codec != _CODEC_ZSTD or bits > MAX_PARTITION_BITS:
-            raise SidecarError(f"exact index {self.location}: unsupported index blob {version}/{hash_id}/{codec}/{bits}")
+        if version not in (1, _VERSION) or hash_id != HASH_ID or codec != _CODEC_ZSTD or bits > MAX_PARTITION_BITS \
+                or not 32 <= kbits <= 64:
+            raise SidecarError(f"exact index {self.location}: unsupported index blob "
+                               f"{version}/{hash_id}/{codec}/{bits}/{kbits} (a newer writer? upgrade iceberg-privacy)")
         if num_files != self.num_files:
             raise SidecarError(f"exact index {self.location}: index blob names {num_files} files, meta {self.num_files}")
         parts = 1 << bits
-        dir_len = parts * _DIR_ENTRY.size + 4
+        dir_len = parts * entry.size + 4
         if meta.length < head_len + dir_len:
             raise SidecarError(f"exact index {self.location}: index blob shorter than its directory")
         directory = first[head_len : head_len + dir_len] if len(first) >= head_len + dir_len else \
             self.reader.read_range(meta.offset + head_len, dir_len)
         if _crc(directory[:-4]) != struct.unpack("<I", directory[-4:])[0]:
             raise SidecarError(f"exact index {self.location}: partition directory failed verification")
-        arr = np.frombuffer(directory[:-4], dtype=np.dtype([("o", "<u8"), ("l", "<u4"), ("c", "<u4"), ("crc", "<u4")]))
+        if version == 1:
+            dt = np.dtype([("o", "<u8"), ("l", "<u4"), ("c", "<u4"), ("crc", "<u4")])
+        else:
+            dt = np.dtype([("o", "<u8"), ("l", "<u4"), ("c", "<u4"), ("m", "<u4"), ("crc", "<u4")])
+        arr = np.frombuffer(directory[:-4], dtype=dt)
         offsets = arr["o"].astype(np.int64) + meta.offset
         lengths = arr["l"].astype(np.int64)
-        if int(arr["c"].sum()) != n or (len(arr) and int((offsets + lengths).max()) > meta.offset + meta.length):
+        distinct = arr["m"].astype(np.int64) if version >= 2 else None
+        if int(arr["c"].sum()) != n or (len(arr) and int((offsets + lengths).max()) > meta.offset + meta.length) \
+                or (distinct is not None and bool(np.any(distinct > arr["c"]) or np.any((distinct == 0) != (arr["c"] == 0)))):
             raise SidecarError(f"exact index {self.location}: partition directory inconsistent with the blob")
         d = _Directory(bits, n, offsets, lengths, arr["c"].astype(np.int64), arr["crc"].astype(np.int64),
-                       meta.offset + meta.length)
+                       meta.offset + meta.length, kbits, distinct)
         with self._lock:
             self._dirs[field_id] = d
         return d
+
+    def key_bits(self, field_id: int) -> int:
+        """K of a column's blob: the top bits of each key it stores (64 for a version-1 blob)."""
+        return self._directory(field_id).key_bits
 
     def _decode(self, d: _Directory, p: int, comp: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         count = int(d.counts[p])
@@ -335,11 +436,16 @@ class ExactIndex:
             raise SidecarError(f"exact index {self.location}: partition {p} failed its CRC (corrupt)")
         if count == 0:
             return np.empty(0, np.uint64), np.empty(0, np.uint32), np.empty(0, np.uint32)
+        distinct = int(d.distinct[p]) if d.distinct is not None else None
+        bits = d.key_bits if d.distinct is not None else None
         try:
-            raw = _ZSTD.decompress(comp, decompressed_size=16 * count, asbytes=True)
+            raw = _ZSTD.decompress(comp, decompressed_size=partition_size(count, distinct), asbytes=True)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises OSError/ArrowException for bad frames
             raise SidecarError(f"exact index {self.location}: partition {p} does not decompress ({exc})") from exc
-        h, f, r = decode_partition(raw, count)
+        try:
+            h, f, r = decode_partition(raw, count, bits, distinct)
+        except ValueError as exc:
+            raise SidecarError(f"exact index {self.location}: partition {p} is malformed ({exc})") from exc
         if len(f) and int(f.max()) >= self.num_files:
             raise SidecarError(f"exact index {self.location}: partition {p} names a file ordinal out of range")
         if np.any(_partition_of(h, d.bits) != p) or np.any(h[1:] < h[:-1]):
@@ -376,11 +482,14 @@ class ExactIndex:
         return np.concatenate(hs), np.concatenate(fs), np.concatenate(rs)
 
     def probe(self, field_id: int, keys: np.ndarray) -> ProbeResult:
-        """Entries whose hash is one of ``keys`` (uint64): one sorted pass over the partitions they need."""
-        keys = np.unique(keys.astype(np.uint64))
+        """Entries whose stored key equals the top K bits of one of ``keys`` (uint64 IPH64 values): one
+        sorted pass over the partitions they need. A superset of the true entries (false matches <= 2^-32
+        per key for a blob written with K = key_bits(n)); the caller filters rows by value."""
+        keys = keys.astype(np.uint64)
         if len(keys) == 0:
             return ProbeResult(np.empty(0, np.uint32), np.empty(0, np.uint32))
         d = self._directory(field_id)
+        keys = np.unique(keys & key_mask(d.key_bits))
         parts = np.unique(_partition_of(keys, d.bits))
         parts = parts[d.counts[parts] > 0]
         h, f, r = self._partitions(field_id, parts)
@@ -395,7 +504,8 @@ class ExactIndex:
         return ProbeResult(f[idx], r[idx])
 
     def read_column(self, field_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every entry of a column (hash, file ordinal, row group): compaction and audits."""
+        """Every entry of a column (hash, file ordinal, row group): compaction and audits. The hashes keep
+        only the blob's top :meth:`key_bits` bits (the rest are zero)."""
         d = self._directory(field_id)
         return self._partitions(field_id, np.arange(len(d.offsets)))
 

@@ -156,14 +156,16 @@ def _collect_filters(table: Table, live: dict[str, DataFile], columns: list[Bloo
     return per_file
 
 
-def _group_by_file(f: np.ndarray, h: np.ndarray, r: np.ndarray, num_files: int) -> list[ExactKeys]:
+def _group_by_file(f: np.ndarray, h: np.ndarray, r: np.ndarray, num_files: int, key_bits: int = 64) -> list[ExactKeys]:
+    """Per-file keys of a blob's entries; ``key_bits`` (the blob's K) goes with them, so a base merged from
+    them never claims bits the blob did not keep."""
     order = np.argsort(f, kind="stable")
     counts = np.bincount(f.astype(np.int64), minlength=num_files)
     ends = np.cumsum(counts)
     out = []
     for o in range(num_files):
         sel = order[ends[o] - counts[o] : ends[o]]
-        out.append(ExactKeys(h[sel].astype(np.uint64), r[sel].astype(np.uint32)))
+        out.append(ExactKeys(h[sel].astype(np.uint64), r[sel].astype(np.uint32), key_bits))
     return out
 
 
@@ -192,7 +194,7 @@ def _collect_exact(table: Table, live: dict[str, DataFile], columns: list[BloomC
             per_col = {}
             for fid in fids:
                 h, f, r = idx.read_column(fid)
-                per_col[fid] = _group_by_file(f, h, r, len(files))
+                per_col[fid] = _group_by_file(f, h, r, len(files), idx.key_bits(fid))
         except SidecarError as exc:
             report.warnings.append(warn(f"exact index {ref.location} unreadable: {exc}; its files are rebuilt or "
                                         "left out of the base (then scanned)"))
