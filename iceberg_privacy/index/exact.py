@@ -75,10 +75,39 @@ class ExactKeys:
 
 
 @dataclass(frozen=True)
+class StoredTask:
+    """What a base file-table row may carry so that a candidate becomes a scan task without its manifest
+    being decoded (docs/exact-index.md 3.3): the ``DataFile`` fields readers and delete matching use. Column
+    metrics are not kept: the exact index answers a key better than min/max can."""
+
+    content: int  # DataFileContent: 0 for data files
+    file_format: str  # "PARQUET", "AVRO", "ORC"
+    file_size_in_bytes: int
+    spec_id: int
+    partition: tuple[str | None, ...]  # per partition field: hex of Iceberg's binary single-value serialization
+    data_sequence_number: int | None
+    file_sequence_number: int | None
+
+    def to_json(self) -> list[Any]:
+        return [self.content, self.file_format, self.file_size_in_bytes, self.spec_id, list(self.partition),
+                self.data_sequence_number, self.file_sequence_number]
+
+    @staticmethod
+    def from_json(row: list[Any]) -> StoredTask:
+        content, fmt, size, spec_id, partition, data_seq, file_seq = row
+        if not isinstance(fmt, str) or not isinstance(partition, list) or not all(
+                v is None or isinstance(v, str) for v in partition):
+            raise ValueError("malformed stored task")
+        return StoredTask(int(content), fmt, int(size), int(spec_id), tuple(partition),
+                          None if data_seq is None else int(data_seq), None if file_seq is None else int(file_seq))
+
+
+@dataclass(frozen=True)
 class ExactFile:
     path: str
     manifest: int  # index into the meta's "manifests", -1 when not recorded (deltas, files not live at the base)
     record_count: int
+    task: StoredTask | None = None  # base rows written since the stored-task fields exist; None: decode the manifest
 
 
 def partition_bits(num_entries: int) -> int:
@@ -163,7 +192,8 @@ def _files_blob(files: list[ExactFile]) -> tuple[bytes, list[dict[str, int]]]:
     chunks, directory, offset = [], [], 0
     for start in range(0, len(files), FILES_PER_CHUNK):
         part = files[start : start + FILES_PER_CHUNK]
-        raw = json.dumps([[f.path, f.manifest, f.record_count] for f in part], separators=(",", ":")).encode()
+        raw = json.dumps([[f.path, f.manifest, f.record_count] + (f.task.to_json() if f.task is not None else [])
+                          for f in part], separators=(",", ":")).encode()
         comp = _ZSTD.compress(raw, asbytes=True)
         directory.append({"offset": offset, "length": len(comp), "raw-length": len(raw), "count": len(part),
                           "crc": _crc(comp)})
@@ -417,7 +447,8 @@ class ExactIndex:
             raise SidecarError(f"exact index {self.location}: file-table chunk {c} failed its CRC (corrupt)")
         try:
             rows = json.loads(_ZSTD.decompress(comp, decompressed_size=info["raw-length"], asbytes=True))
-            files = [ExactFile(str(p), int(m), int(n)) for p, m, n in rows]
+            files = [ExactFile(str(r[0]), int(r[1]), int(r[2]), StoredTask.from_json(r[3:]) if len(r) > 3 else None)
+                     for r in rows]
         except Exception as exc:  # noqa: BLE001 - bad zstd frames raise pyarrow errors, bad JSON ValueError
             raise SidecarError(f"exact index {self.location}: file-table chunk {c} is malformed ({exc})") from exc
         if len(files) != info["count"] or any(f.manifest >= len(self.manifests) for f in files):
@@ -426,14 +457,28 @@ class ExactIndex:
 
     def files(self, ordinals: np.ndarray) -> dict[int, ExactFile]:
         """File-table rows of the given ordinals (reads only the chunks they fall in)."""
-        out: dict[int, ExactFile] = {}
+        return dict(zip(*self.rows(ordinals), strict=True))
+
+    def rows(self, ordinals: np.ndarray) -> tuple[list[int], list[ExactFile]]:
+        """The distinct ``ordinals`` (ascending) and their file-table rows, chunk by chunk (a batch's
+        100,000 hits cost one vectorized grouping, not a search per ordinal)."""
         if self._chunk_starts is None:
             self._chunk_starts = np.cumsum([0] + [c["count"] for c in self._chunks[:-1]], dtype=np.int64)
         starts = self._chunk_starts
-        for o in np.unique(ordinals).tolist():
-            c = int(np.searchsorted(starts, o, side="right")) - 1
-            out[o] = self._chunk(c)[o - int(starts[c])]
-        return out
+        uniq = np.unique(np.asarray(ordinals, dtype=np.int64))
+        if len(uniq) == 0:
+            return [], []
+        if int(uniq[0]) < 0 or int(uniq[-1]) >= self.num_files:
+            raise SidecarError(f"exact index {self.location}: file ordinal out of range")
+        chunk_of = np.searchsorted(starts, uniq, side="right") - 1
+        bounds = np.flatnonzero(np.diff(chunk_of)) + 1
+        out: list[ExactFile] = []
+        for group in np.split(np.arange(len(uniq)), bounds):
+            c = int(chunk_of[group[0]])
+            rows = self._chunk(c)
+            base = int(starts[c])
+            out += [rows[o - base] for o in uniq[group].tolist()]
+        return uniq.tolist(), out
 
     def all_files(self) -> list[ExactFile]:
         """The whole file table (one read), kept: for membership checks and compaction."""

@@ -23,7 +23,7 @@ from pyiceberg.types import PrimitiveType
 from iceberg_privacy._internal.arrow import plain_type
 from iceberg_privacy.errors import SidecarError
 from iceberg_privacy.index import exact
-from iceberg_privacy.index.exact import ExactIndex
+from iceberg_privacy.index.exact import ExactFile, ExactIndex
 from iceberg_privacy.index.hash64 import hash64_array, hash64_value
 from iceberg_privacy.index.registry import SidecarRef, sidecar_refs, warn
 
@@ -114,7 +114,8 @@ class ExactProbe:
     """Candidates of a probe over the usable indexes: path -> manifest at the base ("" when unknown)."""
 
     candidates: dict[str, str] = field(default_factory=dict)
-    row_groups: dict[str, set[int]] = field(default_factory=dict)
+    row_groups: dict[str, tuple[int, ...]] = field(default_factory=dict)  # sorted row-group ordinals
+    stored: dict[str, ExactFile] = field(default_factory=dict)  # base rows carrying their scan task's fields
     usable: list[ExactIndex] = field(default_factory=list)  # the base first when it is usable
     probed: int = 0
     bytes_read: int = 0
@@ -122,24 +123,27 @@ class ExactProbe:
     warnings: list[str] = field(default_factory=list)
 
 
+def _hits(idx: ExactIndex, field_id: int, keys: np.ndarray) -> tuple[list[ExactFile], list[tuple[int, ...]]]:
+    """The file-table rows with hits and, per row, its sorted row groups (one vectorized grouping: a batch's
+    keys hit the same (file, row group) pairs many times)."""
+    hits = idx.probe(field_id, keys)
+    pairs = np.unique((hits.files.astype(np.uint64) << np.uint64(32)) | hits.row_groups.astype(np.uint64))
+    if len(pairs) == 0:
+        return [], []
+    files = (pairs >> np.uint64(32)).astype(np.int64)
+    rgs = (pairs & np.uint64(0xFFFFFFFF)).astype(np.int64).tolist()
+    _, rows = idx.rows(files)  # distinct ordinals ascending, as the pairs are sorted
+    bounds = [0, *(np.flatnonzero(np.diff(files)) + 1).tolist(), len(rgs)]
+    return rows, [tuple(rgs[bounds[i]:bounds[i + 1]]) for i in range(len(rows))]
+
+
 def probe_exact(sources: ExactSources, field_id: int, keys: np.ndarray) -> ExactProbe:
     out = ExactProbe()
     keys = np.unique(keys.astype(np.uint64))
     for src in sources.indexes:
         idx = src.index
-        found: dict[str, str] = {}
-        groups: dict[str, set[int]] = {}
         try:
-            hits = idx.probe(field_id, keys)
-            # One (file, row group) pair per distinct hit: a batch's keys hit the same pairs many times.
-            pairs = np.unique((hits.files.astype(np.uint64) << np.uint64(32)) | hits.row_groups.astype(np.uint64))
-            files = (pairs >> np.uint64(32)).astype(np.int64)
-            rgs = (pairs & np.uint64(0xFFFFFFFF)).astype(np.int64)
-            rows = idx.files(files)
-            for f, rg in zip(files.tolist(), rgs.tolist(), strict=True):
-                ef = rows[f]
-                found[ef.path] = idx.manifests[ef.manifest] if ef.manifest >= 0 else ""
-                groups.setdefault(ef.path, set()).add(rg)
+            rows, groups = _hits(idx, field_id, keys)
         except SidecarError as exc:
             out.warnings.append(warn(
                 f"exact index {idx.location} unusable: {exc}; the {idx.num_files} file(s) it covers are Bloom-probed "
@@ -151,8 +155,17 @@ def probe_exact(sources: ExactSources, field_id: int, keys: np.ndarray) -> Exact
             out.requests += idx.reader.requests - src.requests_before
             src.bytes_before, src.requests_before = idx.reader.bytes_read, idx.reader.requests
         out.usable.append(idx)
-        for path, manifest in found.items():
-            if not out.candidates.get(path):
+        manifests = idx.manifests
+        for ef, rg in zip(rows, groups, strict=True):
+            path = ef.path
+            manifest = manifests[ef.manifest] if ef.manifest >= 0 else ""
+            if path not in out.candidates:
                 out.candidates[path] = manifest
-            out.row_groups.setdefault(path, set()).update(groups[path])
+                out.row_groups[path] = rg
+            else:
+                if not out.candidates[path]:
+                    out.candidates[path] = manifest
+                out.row_groups[path] = tuple(sorted(set(out.row_groups[path]) | set(rg)))
+            if ef.task is not None and ef.manifest >= 0 and path not in out.stored:
+                out.stored[path] = ef
     return out

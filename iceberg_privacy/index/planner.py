@@ -230,7 +230,7 @@ def _exact_plan(table: Table, plan: LookupPlan, field_id: int, leaf: PrimitiveTy
     # files the index does not cover are Bloom-probed instead.
     prune = AlwaysTrue() if len(plan.values) > BATCH_THRESHOLD else plan_filter
     live = liveness.resolve(table.io, plan.metadata, plan.snapshot_id, probe.candidates, covered, indexed,
-                            row_filter=prune)
+                            row_filter=prune, stored=probe.stored if base is not None else None)
     t2 = time.perf_counter()
     plan.timings["liveness"] = t2 - t1
     for src in sources.indexes:  # file tables the membership checks fetched (once per process)
