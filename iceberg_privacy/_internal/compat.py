@@ -228,15 +228,16 @@ def is_snapshot_gone(exc: BaseException) -> bool:
     return isinstance(exc, ValueError) and str(exc).startswith("Snapshot with snapshot id ") and "does not exist" in str(exc)
 
 
-def data_file_factory(format_version: int) -> Any:
+def data_file_factory() -> Any:
     """A fast ``DataFile`` constructor for planning: ``make(content, path, format, partition, record_count,
-    file_size_in_bytes, spec_id)``. ``DataFile.from_args`` binds every field by name (tens of microseconds,
-    seconds for a 100,000-file batch plan); this builds the same record positionally, relying on
-    ``DataFile`` being a ``Record`` whose constructor takes the values of ``DATA_FILE_TYPE[v]`` in order
-    and on the ``spec_id`` attribute the manifest reader sets."""
-    from pyiceberg.manifest import DATA_FILE_TYPE, DataFile
+    file_size_in_bytes, spec_id)``, the record pyiceberg's manifest reader produces (it reads every table
+    version with the ``DEFAULT_READ_VERSION`` struct). ``DataFile.from_args`` binds every field by name (tens
+    of microseconds, seconds for a 100,000-file batch plan); this builds the same record positionally,
+    relying on ``DataFile`` being a ``Record`` whose constructor takes the struct's values in order and on
+    the ``spec_id`` attribute the manifest reader sets."""
+    from pyiceberg.manifest import DATA_FILE_TYPE, DEFAULT_READ_VERSION, DataFile
 
-    struct = DATA_FILE_TYPE[format_version]  # type: ignore[index]
+    struct = DATA_FILE_TYPE[DEFAULT_READ_VERSION]
     names = [f.name for f in struct.fields]
     template = [f.initial_default for f in struct.fields]
     pos = [names.index(n) for n in ("content", "file_path", "file_format", "partition", "record_count",

@@ -249,7 +249,7 @@ class _StoredFiles:
 
     def __init__(self, metadata: TableMetadata) -> None:
         self.metadata = metadata
-        self._make = data_file_factory(metadata.format_version)
+        self._make = data_file_factory()
         self._types: dict[int, list[Any] | None] = {}
         self._parts: dict[tuple[int, tuple[str | None, ...]], Record | None] = {}
 
