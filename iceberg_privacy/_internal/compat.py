@@ -238,6 +238,7 @@ def data_file_factory() -> Any:
     from pyiceberg.manifest import DATA_FILE_TYPE, DEFAULT_READ_VERSION, DataFile
 
     struct = DATA_FILE_TYPE[DEFAULT_READ_VERSION]
+    setattr_ = object.__setattr__
     names = [f.name for f in struct.fields]
     template = [f.initial_default for f in struct.fields]
     pos = [names.index(n) for n in ("content", "file_path", "file_format", "partition", "record_count",
@@ -249,7 +250,7 @@ def data_file_factory() -> Any:
         values[pos[0]], values[pos[1]], values[pos[2]] = content, path, file_format
         values[pos[3]], values[pos[4]], values[pos[5]] = partition, record_count, size
         df = DataFile(*values)
-        df.spec_id = spec_id
+        setattr_(df, "_spec_id", spec_id)  # what the spec_id setter does, without DataFile.__setattr__'s dispatch
         return df
 
     return make

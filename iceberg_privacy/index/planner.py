@@ -32,7 +32,7 @@ from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import bloom_columns, resolve_column
 from iceberg_privacy.errors import IcebergPrivacyError, SidecarError
 from iceberg_privacy.identities import as_values, identity_leaf_type, is_nested
-from iceberg_privacy.index.exact_plan import exact_sources, literal_hashes, probe_exact
+from iceberg_privacy.index.exact_plan import exact_sources, literal_hashes, paused_gc, probe_exact
 from iceberg_privacy.index.hashing import coerce_values, hash_literals, mix64
 from iceberg_privacy.index.registry import resolve_coverage, warn
 from iceberg_privacy.storage import storage_errors
@@ -136,6 +136,12 @@ def plan_lookup(
 ) -> LookupPlan:
     """Plan the files a lookup of ``values`` in ``column`` must read (see :class:`LookupPlan`)."""
     table = load_table(catalog, table)
+    with paused_gc():  # a large batch allocates a few objects per value and per file, none of them garbage
+        return _plan_lookup(table, column, values, snapshot_id, selected_fields)
+
+
+def _plan_lookup(table: Table, column: str, values: Any, snapshot_id: int | None,
+                 selected_fields: Sequence[str] | None) -> LookupPlan:
     t0 = time.perf_counter()
     field_ = resolve_column(table.schema(), column, table_name(table))
     leaf = identity_leaf_type(field_)
