@@ -270,7 +270,7 @@ class ExactIndex:
     _files_offset: int
     _index_blobs: dict[int, BlobMetadata]
     _dirs: dict[int, _Directory] = field(default_factory=dict)
-    _chunk_cache: dict[int, list[ExactFile]] = field(default_factory=dict)
+    _chunk_cache: dict[int, list[Any]] = field(default_factory=dict)  # rows: raw JSON lists until first used
     _all_paths: frozenset[str] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _chunk_starts: np.ndarray | None = None  # first ordinal of each chunk (cumulative counts)
@@ -431,7 +431,7 @@ class ExactIndex:
         return self._partitions(field_id, np.arange(len(d.offsets)))
 
     # -- the file table
-    def _chunk(self, c: int) -> list[ExactFile]:
+    def _chunk(self, c: int) -> list[Any]:
         with self._lock:
             if c in self._chunk_cache:
                 return self._chunk_cache[c]
@@ -442,20 +442,36 @@ class ExactIndex:
             self._chunk_cache[c] = files
         return files
 
-    def _parse_chunk(self, c: int, comp: bytes) -> list[ExactFile]:
+    def _parse_chunk(self, c: int, comp: bytes) -> list[Any]:
+        """A chunk's rows, verified as a whole (CRC, JSON, count) but turned into :class:`ExactFile` one at a
+        time when first asked for (:meth:`_row`): a warm probe needs one row of each 64-row chunk it touches."""
         info = self._chunks[c]
         if _crc(comp) != info["crc"]:
             raise SidecarError(f"exact index {self.location}: file-table chunk {c} failed its CRC (corrupt)")
         try:
             rows = json.loads(_ZSTD.decompress(comp, decompressed_size=info["raw-length"], asbytes=True))
-            files = [ExactFile(r[0], r[1], r[2], StoredTask.from_json(r[3:]) if len(r) > 3 else None) for r in rows]
-            if not all(type(f.path) is str and type(f.manifest) is int and type(f.record_count) is int for f in files):
-                raise ValueError("a row's path, manifest or record count has the wrong type")
         except Exception as exc:  # noqa: BLE001 - bad zstd frames raise pyarrow errors, bad JSON ValueError
             raise SidecarError(f"exact index {self.location}: file-table chunk {c} is malformed ({exc})") from exc
-        if len(files) != info["count"] or any(f.manifest >= len(self.manifests) for f in files):
+        if not isinstance(rows, list) or len(rows) != info["count"]:
             raise SidecarError(f"exact index {self.location}: file-table chunk {c} is inconsistent")
-        return files
+        return rows
+
+    def _row(self, c: int, rows: list[Any], i: int) -> ExactFile:
+        r = rows[i]
+        if not isinstance(r, list):
+            return r  # type: ignore[no-any-return]
+        try:
+            if len(r) not in (3, 10):
+                raise ValueError(f"a row has {len(r)} fields (3 or 10)")
+            f = ExactFile(r[0], r[1], r[2], StoredTask.from_json(r[3:]) if len(r) > 3 else None)
+            if type(f.path) is not str or type(f.manifest) is not int or type(f.record_count) is not int:
+                raise ValueError("a row's path, manifest or record count has the wrong type")
+            if not -1 <= f.manifest < len(self.manifests):
+                raise ValueError(f"a row names manifest {f.manifest} of {len(self.manifests)}")
+        except (ValueError, TypeError) as exc:
+            raise SidecarError(f"exact index {self.location}: file-table chunk {c} is malformed ({exc})") from exc
+        rows[i] = f  # (another thread may convert the same row: the same value)
+        return f
 
     def files(self, ordinals: np.ndarray) -> dict[int, ExactFile]:
         """File-table rows of the given ordinals (reads only the chunks they fall in)."""
@@ -479,7 +495,7 @@ class ExactIndex:
             c = int(chunk_of[group[0]])
             rows = self._chunk(c)
             base = int(starts[c])
-            out += [rows[o - base] for o in uniq[group].tolist()]
+            out += [self._row(c, rows, o - base) for o in uniq[group].tolist()]
         return uniq.tolist(), out
 
     def all_files(self) -> list[ExactFile]:
@@ -493,7 +509,8 @@ class ExactIndex:
                 parsed = self._parse_chunk(c, data[info["offset"] : info["offset"] + info["length"]])
                 with self._lock:
                     self._chunk_cache[c] = parsed
-        return [f for c in range(len(self._chunks)) for f in self._chunk_cache[c]]
+        return [self._row(c, rows, i) for c in range(len(self._chunks))
+                for rows in (self._chunk_cache[c],) for i in range(len(rows))]
 
     def paths(self) -> frozenset[str]:
         if self._all_paths is None:
