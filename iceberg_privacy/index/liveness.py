@@ -16,9 +16,11 @@ The rule holds for any target snapshot, older or newer than the covered one (tim
 
 Decoded manifests are cached per process by path, in a least-recently-used cache bounded by the number of
 manifest entries it holds (:data:`DEFAULT_CACHE_ENTRIES`, changeable with :func:`set_cache_capacity`), so
-a warm process decodes only the manifests written since it last looked. A candidate's own manifest is
-decoded once as well (its ``DataFile`` and data sequence number are needed to build the scan task and
-match delete files), which costs the manifests holding hits, never the whole table.
+a warm process decodes only the manifests written since it last looked. A candidate's scan task needs its
+``DataFile`` and data sequence number (to match delete files): a base written by this version keeps those
+fields in its file table (docs/exact-index.md 3.3), so a candidate of a covered manifest costs no manifest
+at all; for rows without them (older bases) the candidate's own manifest is decoded once, which costs the
+manifests holding hits, never the whole table.
 
 Delete files are matched to data files exactly as pyiceberg's planning does: position deletes (and
 deletion vectors) by pyiceberg's ``DeleteFileIndex`` (data sequence numbers, partition, referenced file
