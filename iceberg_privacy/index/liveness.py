@@ -228,21 +228,35 @@ class _Deletes:
 
 
 # ------------------------------------------------------------------------------ stored tasks (base file table)
-def stored_task(entry: ManifestEntry, metadata: TableMetadata) -> StoredTask | None:
+def stored_task(entry: ManifestEntry, metadata: TableMetadata,
+                types: dict[int, list[Any] | None] | None = None) -> StoredTask | None:
     """What the base's file table keeps of a live manifest entry so that planning needs no manifest decoded
     (docs/exact-index.md 3.3), or None when a partition value cannot be serialized (the reader then decodes
-    the manifest, as for rows written without these fields)."""
+    the manifest, as for rows written without these fields). ``types`` caches partition types by spec id
+    across the entries of one compaction."""
     df = entry.data_file
+    types = {} if types is None else types
+    if df.spec_id not in types:
+        types[df.spec_id] = _partition_types(metadata, df.spec_id)
+    ptypes = types[df.spec_id]
+    if ptypes is None or len(ptypes) != len(df.partition):
+        return None
     try:
-        ptype = metadata.specs()[df.spec_id].partition_type(metadata.schema())
-        if len(ptype.fields) != len(df.partition):
-            return None
-        part = tuple(None if df.partition[i] is None else to_bytes(f.field_type, df.partition[i]).hex()
-                     for i, f in enumerate(ptype.fields))
-    except Exception:  # noqa: BLE001 - a spec whose source column was dropped, an odd value: decode instead
+        part = tuple(None if df.partition[i] is None else to_bytes(t, df.partition[i]).hex()
+                     for i, t in enumerate(ptypes))
+    except Exception:  # noqa: BLE001 - a value that does not serialize as its type: decode instead
         return None
     return StoredTask(int(df.content), df.file_format.value, int(df.file_size_in_bytes), int(df.spec_id), part,
                       entry.sequence_number, entry.file_sequence_number)
+
+
+def _partition_types(metadata: TableMetadata, spec_id: int) -> list[Any] | None:
+    """The result types of a spec's partition fields, bound to the current schema (None: unknown spec, or a
+    source column the schema no longer has)."""
+    try:
+        return [f.field_type for f in metadata.specs()[spec_id].partition_type(metadata.schema()).fields]
+    except Exception:  # noqa: BLE001 - pyiceberg raises ValueError/KeyError/ResolveError here
+        return None
 
 
 class _StoredFiles:
@@ -260,11 +274,7 @@ class _StoredFiles:
         if key in self._parts:
             return self._parts[key]
         if spec_id not in self._types:
-            try:
-                spec = self.metadata.specs()[spec_id]
-                self._types[spec_id] = [f.field_type for f in spec.partition_type(self.metadata.schema()).fields]
-            except Exception:  # noqa: BLE001 - unknown spec, dropped source column: decode the manifest
-                self._types[spec_id] = None
+            self._types[spec_id] = _partition_types(self.metadata, spec_id)
         types = self._types[spec_id]
         rec: Record | None = None
         if types is not None and len(types) == len(values):

@@ -228,6 +228,7 @@ def _covered_manifests(table: Table, md: TableMetadata, indexed: set[str]
     manifests: list[str] = []
     where: dict[str, int] = {}
     tasks: dict[str, StoredTask] = {}
+    types: dict[int, list[Any] | None] = {}  # partition types by spec id
     for m in snap.manifests(table.io):
         if m.content != ManifestContent.DATA:
             continue
@@ -237,7 +238,7 @@ def _covered_manifests(table: Table, md: TableMetadata, indexed: set[str]
             manifests.append(m.manifest_path)
             for e in entries:
                 where[e.data_file.file_path] = len(manifests) - 1
-                st = stored_task(e, md)
+                st = stored_task(e, md, types)
                 if st is not None:
                     tasks[e.data_file.file_path] = st
     return snap.snapshot_id, manifests, where, tasks

@@ -247,3 +247,55 @@ def test_old_base_rows_fall_back_to_the_manifest(catalog: Catalog, stored: bool)
                            stored=rows)
     assert set(got.live) == set(files)
     assert got.manifests_decoded == (0 if stored else 2) and got.candidates_stored == (2 if stored else 0)
+
+
+def test_planning_pauses_and_restores_the_collector(catalog: Catalog) -> None:
+    import gc
+    import threading
+
+    from iceberg_privacy.index.exact_plan import paused_gc
+
+    t = catalog.create_table("db.gc", Schema(NestedField(1, "user_id", StringType(), required=False)))
+    t = ip.configure_index(t, "user_id", "exact")
+    ip.append(t, pa.table({"user_id": pa.array(["a", "b"], pa.string())}))
+    t = t.refresh()
+    assert gc.isenabled()
+    assert len(ip.plan_lookup(t, "user_id", "a").tasks) == 1
+    assert gc.isenabled()
+    gc.disable()  # a caller that disabled the collector keeps it disabled
+    try:
+        ip.plan_lookup(t, "user_id", "a")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    # overlapping plans in threads: collection resumes only after the last one ends
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with paused_gc():
+            inside.set()
+            release.wait(10)
+
+    th = threading.Thread(target=hold)
+    th.start()
+    inside.wait(10)
+    with paused_gc():
+        assert not gc.isenabled()
+    assert not gc.isenabled()
+    release.set()
+    th.join()
+    assert gc.isenabled()
+
+
+def test_refreshed_metadata_sees_the_new_base(catalog: Catalog) -> None:
+    """Sidecar references are memoized per metadata object: a compaction's new metadata finds its base."""
+    t = catalog.create_table("db.memo", Schema(NestedField(1, "user_id", StringType(), required=False)))
+    t = ip.configure_index(t, "user_id", "exact")
+    for i in range(3):
+        ip.append(t, pa.table({"user_id": pa.array([f"u{i}"], pa.string())}))
+    t = t.refresh()
+    before = ip.plan_lookup(t, "user_id", "u1")
+    assert before.exact_indexes_probed == 3
+    maintenance.compact_sidecars(t)
+    after = ip.plan_lookup(t.refresh(), "user_id", "u1")
+    assert after.exact_indexes_probed == 1 and len(after.tasks) == 1 and after.manifests_decoded == 0
