@@ -9,6 +9,7 @@ probed is left out with a warning, so its files count as not indexed: never skip
 
 from __future__ import annotations
 
+import functools
 import gc
 import threading
 import weakref
@@ -126,12 +127,12 @@ class _PerMetadata:
         with self._lock:
             slot = self._items.get(ident)
             if slot is None or slot[0]() is not metadata:
-                slot = (weakref.ref(metadata, lambda _, i=ident: self._forget(i)), {})
+                slot = (weakref.ref(metadata, functools.partial(self._forget, ident)), {})
                 self._items[ident] = slot
             slot[1][key] = value
         return value
 
-    def _forget(self, ident: int) -> None:
+    def _forget(self, ident: int, _ref: Any = None) -> None:
         with self._lock:
             slot = self._items.get(ident)
             if slot is not None and slot[0]() is None:

@@ -279,15 +279,15 @@ class _StoredFiles:
         rec: Record | None = None
         if types is not None and len(types) == len(values):
             try:
-                out = []
+                out: list[Any] = []
                 for t, v in zip(types, values, strict=True):
                     if v is None:
                         out.append(None)
                         continue
                     raw = bytes.fromhex(v)
-                    if to_bytes(t, from_bytes(t, raw)) != raw:  # e.g. an int value read as a promoted long
+                    val: Any = from_bytes(t, raw)
+                    if to_bytes(t, val) != raw:  # e.g. an int value read as a promoted long
                         raise ValueError(f"partition value {v} is not a {t}")
-                    val = from_bytes(t, raw)
                     out.append(uuid.UUID(bytes=val) if isinstance(t, UUIDType) else val)  # as the Avro reader
                 rec = Record(*out)
             except Exception:  # noqa: BLE001 - a value that does not decode: decode the manifest instead
