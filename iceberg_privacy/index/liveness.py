@@ -259,6 +259,10 @@ def _partition_types(metadata: TableMetadata, spec_id: int) -> list[Any] | None:
         return None
 
 
+_UNSEEN: Any = object()
+_FORMATS = {f.value: f for f in FileFormat}
+
+
 class _StoredFiles:
     """Turns stored tasks into ``DataFile`` objects for one (table metadata): partition records are decoded
     once per distinct (spec, values) and shared, the records built positionally (compat.data_file_factory)."""
@@ -296,14 +300,13 @@ class _StoredFiles:
         return rec
 
     def data_file(self, path: str, record_count: int, st: StoredTask) -> DataFile | None:
-        if st.content != DataFileContent.DATA:
+        if st.content != 0:  # DataFileContent.DATA
             return None
-        part = self._partition(st.spec_id, st.partition)
-        if part is None:
-            return None
-        try:
-            fmt = FileFormat(st.file_format)
-        except ValueError:
+        part = self._parts.get((st.spec_id, st.partition), _UNSEEN)
+        if part is _UNSEEN:
+            part = self._partition(st.spec_id, st.partition)
+        fmt = _FORMATS.get(st.file_format)
+        if part is None or fmt is None:
             return None
         return self._make(DataFileContent.DATA, path, fmt, part, record_count, st.file_size_in_bytes, st.spec_id)  # type: ignore[no-any-return]
 
@@ -348,42 +351,51 @@ def resolve(
 
     data_manifests = [m for m in manifests if m.content == ManifestContent.DATA]
     by_path = {m.manifest_path: m for m in data_manifests}
-    wanted: dict[str, list[str]] = {}  # covered manifest in the target -> its candidates
-    for path, manifest_path in candidates.items():
-        if manifest_path in by_path and manifest_path in covered_manifests:
-            wanted.setdefault(manifest_path, []).append(path)
-
-    # (manifest, data file, data sequence number, is a candidate)
-    found: list[tuple[ManifestFile, DataFile, int | None, bool]] = []
-    seen: set[str] = set()
+    # Without a row filter (large batches) nothing is pruned and every residual is AlwaysTrue: skip the
+    # per-file evaluators, the bulk of a 100,000-file plan.
+    trivial = isinstance(row_filter, AlwaysTrue)
+    deletes = _delete_index(io, manifests, data_manifests, prune, entries)
+    seen: set[str] = set()  # candidates found live (before the row filter's entry pruning)
     pruned_by_manifest: set[str] = set()
+    manifest_ok: dict[str, bool] = {}  # covered manifest of the target -> survives manifest pruning
+    wanted: dict[str, list[str]] = {}  # covered manifest in the target -> its candidates to find by decoding it
     builder = _StoredFiles(metadata) if stored else None
+    for path, manifest_path in candidates.items():
+        m = by_path.get(manifest_path)
+        if m is None or manifest_path not in covered_manifests:
+            continue
+        ok = manifest_ok.get(manifest_path)
+        if ok is None:
+            ok = manifest_ok[manifest_path] = prune.manifest(m)
+        if not ok:
+            pruned_by_manifest.add(path)
+            continue
+        row = stored.get(path) if builder is not None else None  # type: ignore[union-attr]
+        df = builder.data_file(path, row.record_count, row.task) if row is not None and row.task is not None else None  # type: ignore[union-attr]
+        if df is None:
+            wanted.setdefault(manifest_path, []).append(path)
+            continue
+        # A stored task: the base recorded this file's live entry in this (immutable) manifest.
+        seen.add(path)
+        out.candidates_stored += 1
+        if not trivial and not prune.entry(m, df):
+            out.candidates_pruned += 1
+            continue
+        out.live[path] = FileScanTask(df, delete_files=deletes.for_file(row.task.data_sequence_number, df),  # type: ignore[union-attr]
+                                      residual=ALWAYS_TRUE if trivial else prune.residual(df))
+    if builder is not None:
+        out.stored_fallbacks = sum(len(v) for v in wanted.values())
+
+    # (manifest, data file, data sequence number, is a candidate): candidates without a stored task, and the
+    # live files of manifests the covered snapshot did not have
+    found: list[tuple[ManifestFile, DataFile, int | None, bool]] = []
     for m in data_manifests:
         if m.manifest_path in covered_manifests:
             paths = wanted.get(m.manifest_path)
             if not paths:
                 continue
-            if not prune.manifest(m):
-                pruned_by_manifest.update(paths)
-                continue
-            rest = paths
-            if builder is not None:
-                rest = []
-                for p in paths:
-                    row = stored.get(p)  # type: ignore[union-attr]
-                    df = builder.data_file(p, row.record_count, row.task) if row is not None and row.task else None
-                    if df is None:
-                        rest.append(p)
-                    else:
-                        found.append((m, df, row.task.data_sequence_number, True))  # type: ignore[union-attr]
-                        seen.add(p)
-                        out.candidates_stored += 1
-                if rest:
-                    out.stored_fallbacks += len(rest)
-            if not rest:
-                continue
             listed = entries(m)
-            for p in rest:
+            for p in paths:
                 e = listed.get(p)
                 if e is not None and e.data_file.content == DataFileContent.DATA:
                     found.append((m, e.data_file, e.sequence_number, True))
@@ -401,13 +413,9 @@ def resolve(
             elif indexed_paths is None or not indexed_paths(p):
                 found.append((m, e.data_file, e.sequence_number, False))
 
-    # Without a row filter (large batches) nothing is pruned and every residual is AlwaysTrue: skip the
-    # per-file evaluators, the bulk of a 100,000-file plan.
-    trivial = isinstance(row_filter, AlwaysTrue)
     kept = found if trivial else [f for f in found if prune.entry(f[0], f[1])]
-    out.candidates_pruned = sum(1 for f in found if f[3]) - sum(1 for f in kept if f[3]) + len(pruned_by_manifest)
-    out.candidates_dead = sum(1 for p in candidates if p not in seen and p not in pruned_by_manifest)
-    deletes = _delete_index(io, manifests, data_manifests, prune, entries)
+    out.candidates_pruned += sum(1 for f in found if f[3]) - sum(1 for f in kept if f[3]) + len(pruned_by_manifest)
+    out.candidates_dead = len(candidates) - sum(1 for p in candidates if p in seen or p in pruned_by_manifest)
     for _, df, seq, is_candidate in kept:
         task = FileScanTask(df, delete_files=deletes.for_file(seq, df),
                             residual=ALWAYS_TRUE if trivial else prune.residual(df))

@@ -245,7 +245,7 @@ def _exact_plan(table: Table, plan: LookupPlan, field_id: int, leaf: PrimitiveTy
     plan.manifests_decoded = live.manifests_decoded
     plan.exact_index_used = True
     tasks = [live.live[p] for p in probe.candidates if p in live.live]
-    plan.row_groups = {p: tuple(sorted(probe.row_groups[p])) for p in probe.candidates if p in live.live}
+    plan.row_groups = {p: probe.row_groups[p] for p in probe.candidates if p in live.live}  # sorted tuples
     plan.files_after_exact_index = len(tasks)
     plan.files_not_in_index = len(live.not_indexed)
     plan.files_after_manifest_pruning = len(tasks) + len(live.not_indexed)
