@@ -226,3 +226,31 @@ def is_snapshot_gone(exc: BaseException) -> bool:
     ``RemoveSnapshotsUpdate`` whose snapshot a concurrent expiry dropped first: lost without effect.
     """
     return isinstance(exc, ValueError) and str(exc).startswith("Snapshot with snapshot id ") and "does not exist" in str(exc)
+
+
+def data_file_factory() -> Any:
+    """A fast ``DataFile`` constructor for planning: ``make(content, path, format, partition, record_count,
+    file_size_in_bytes, spec_id)``, the record pyiceberg's manifest reader produces (it reads every table
+    version with the ``DEFAULT_READ_VERSION`` struct). ``DataFile.from_args`` binds every field by name (tens
+    of microseconds, seconds for a 100,000-file batch plan); this builds the same record positionally,
+    relying on ``DataFile`` being a ``Record`` whose constructor takes the struct's values in order and on
+    the ``spec_id`` attribute the manifest reader sets."""
+    from pyiceberg.manifest import DATA_FILE_TYPE, DEFAULT_READ_VERSION, DataFile
+
+    struct = DATA_FILE_TYPE[DEFAULT_READ_VERSION]
+    setattr_ = object.__setattr__
+    names = [f.name for f in struct.fields]
+    template = [f.initial_default for f in struct.fields]
+    pos = [names.index(n) for n in ("content", "file_path", "file_format", "partition", "record_count",
+                                    "file_size_in_bytes")]
+
+    def make(content: Any, path: str, file_format: Any, partition: Any, record_count: int, size: int,
+             spec_id: int) -> Any:
+        values = template.copy()
+        values[pos[0]], values[pos[1]], values[pos[2]] = content, path, file_format
+        values[pos[3]], values[pos[4]], values[pos[5]] = partition, record_count, size
+        df = DataFile(*values)
+        setattr_(df, "_spec_id", spec_id)  # what the spec_id setter does, without DataFile.__setattr__'s dispatch
+        return df
+
+    return make

@@ -27,7 +27,7 @@ import threading
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -90,11 +90,41 @@ class ExactKeys:
         return len(self.hashes)
 
 
-@dataclass(frozen=True)
-class ExactFile:
+class StoredTask(NamedTuple):
+    """What a base file-table row may carry so that a candidate becomes a scan task without its manifest
+    being decoded (docs/exact-index.md 3.3): the ``DataFile`` fields readers and delete matching use. Column
+    metrics are not kept: the exact index answers a key better than min/max can. (Named tuples: a probe
+    parses 64 rows per file-table chunk it touches, and frozen dataclasses cost several times more.)"""
+
+    content: int  # DataFileContent: 0 for data files
+    file_format: str  # "PARQUET", "AVRO", "ORC"
+    file_size_in_bytes: int
+    spec_id: int
+    partition: tuple[str | None, ...]  # per partition field: hex of Iceberg's binary single-value serialization
+    data_sequence_number: int | None
+    file_sequence_number: int | None
+
+    def to_json(self) -> list[Any]:
+        return [self.content, self.file_format, self.file_size_in_bytes, self.spec_id, list(self.partition),
+                self.data_sequence_number, self.file_sequence_number]
+
+    @staticmethod
+    def from_json(row: list[Any]) -> StoredTask:
+        content, fmt, size, spec_id, partition, data_seq, file_seq = row
+        if (type(content) is not int or type(fmt) is not str or type(size) is not int or type(spec_id) is not int
+                or type(partition) is not list or (data_seq is not None and type(data_seq) is not int)
+                or (file_seq is not None and type(file_seq) is not int)):
+            raise ValueError("malformed stored task")
+        return StoredTask(content, fmt, size, spec_id, tuple(partition), data_seq, file_seq)
+
+
+class ExactFile(NamedTuple):
+    """One row of an index file's file table."""
+
     path: str
     manifest: int  # index into the meta's "manifests", -1 when not recorded (deltas, files not live at the base)
     record_count: int
+    task: StoredTask | None = None  # base rows written since the stored-task fields exist; None: decode the manifest
 
 
 def key_bits(num_entries: int) -> int:
@@ -245,7 +275,8 @@ def _files_blob(files: list[ExactFile]) -> tuple[bytes, list[dict[str, int]]]:
     chunks, directory, offset = [], [], 0
     for start in range(0, len(files), FILES_PER_CHUNK):
         part = files[start : start + FILES_PER_CHUNK]
-        raw = json.dumps([[f.path, f.manifest, f.record_count] for f in part], separators=(",", ":")).encode()
+        raw = json.dumps([[f.path, f.manifest, f.record_count] + (f.task.to_json() if f.task is not None else [])
+                          for f in part], separators=(",", ":")).encode()
         comp = _ZSTD.compress(raw, asbytes=True)
         directory.append({"offset": offset, "length": len(comp), "raw-length": len(raw), "count": len(part),
                           "crc": _crc(comp)})
@@ -323,7 +354,7 @@ class ExactIndex:
     _files_offset: int
     _index_blobs: dict[int, BlobMetadata]
     _dirs: dict[int, _Directory] = field(default_factory=dict)
-    _chunk_cache: dict[int, list[ExactFile]] = field(default_factory=dict)
+    _chunk_cache: dict[int, list[Any]] = field(default_factory=dict)  # rows: raw JSON lists until first used
     _all_paths: frozenset[str] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _chunk_starts: np.ndarray | None = None  # first ordinal of each chunk (cumulative counts)
@@ -510,7 +541,7 @@ class ExactIndex:
         return self._partitions(field_id, np.arange(len(d.offsets)))
 
     # -- the file table
-    def _chunk(self, c: int) -> list[ExactFile]:
+    def _chunk(self, c: int) -> list[Any]:
         with self._lock:
             if c in self._chunk_cache:
                 return self._chunk_cache[c]
@@ -521,29 +552,61 @@ class ExactIndex:
             self._chunk_cache[c] = files
         return files
 
-    def _parse_chunk(self, c: int, comp: bytes) -> list[ExactFile]:
+    def _parse_chunk(self, c: int, comp: bytes) -> list[Any]:
+        """A chunk's rows, verified as a whole (CRC, JSON, count) but turned into :class:`ExactFile` one at a
+        time when first asked for (:meth:`_row`): a warm probe needs one row of each 64-row chunk it touches."""
         info = self._chunks[c]
         if _crc(comp) != info["crc"]:
             raise SidecarError(f"exact index {self.location}: file-table chunk {c} failed its CRC (corrupt)")
         try:
             rows = json.loads(_ZSTD.decompress(comp, decompressed_size=info["raw-length"], asbytes=True))
-            files = [ExactFile(str(p), int(m), int(n)) for p, m, n in rows]
         except Exception as exc:  # noqa: BLE001 - bad zstd frames raise pyarrow errors, bad JSON ValueError
             raise SidecarError(f"exact index {self.location}: file-table chunk {c} is malformed ({exc})") from exc
-        if len(files) != info["count"] or any(f.manifest >= len(self.manifests) for f in files):
+        if not isinstance(rows, list) or len(rows) != info["count"]:
             raise SidecarError(f"exact index {self.location}: file-table chunk {c} is inconsistent")
-        return files
+        return rows
+
+    def _row(self, c: int, rows: list[Any], i: int) -> ExactFile:
+        r = rows[i]
+        if not isinstance(r, list):
+            return r  # type: ignore[no-any-return]
+        try:
+            if len(r) not in (3, 10):
+                raise ValueError(f"a row has {len(r)} fields (3 or 10)")
+            f = ExactFile(r[0], r[1], r[2], StoredTask.from_json(r[3:]) if len(r) > 3 else None)
+            if type(f.path) is not str or type(f.manifest) is not int or type(f.record_count) is not int:
+                raise ValueError("a row's path, manifest or record count has the wrong type")
+            if not -1 <= f.manifest < len(self.manifests):
+                raise ValueError(f"a row names manifest {f.manifest} of {len(self.manifests)}")
+        except (ValueError, TypeError) as exc:
+            raise SidecarError(f"exact index {self.location}: file-table chunk {c} is malformed ({exc})") from exc
+        rows[i] = f  # (another thread may convert the same row: the same value)
+        return f
 
     def files(self, ordinals: np.ndarray) -> dict[int, ExactFile]:
         """File-table rows of the given ordinals (reads only the chunks they fall in)."""
-        out: dict[int, ExactFile] = {}
+        return dict(zip(*self.rows(ordinals), strict=True))
+
+    def rows(self, ordinals: np.ndarray) -> tuple[list[int], list[ExactFile]]:
+        """The distinct ``ordinals`` (ascending) and their file-table rows, chunk by chunk (a batch's
+        100,000 hits cost one vectorized grouping, not a search per ordinal)."""
         if self._chunk_starts is None:
             self._chunk_starts = np.cumsum([0] + [c["count"] for c in self._chunks[:-1]], dtype=np.int64)
         starts = self._chunk_starts
-        for o in np.unique(ordinals).tolist():
-            c = int(np.searchsorted(starts, o, side="right")) - 1
-            out[o] = self._chunk(c)[o - int(starts[c])]
-        return out
+        uniq = np.unique(np.asarray(ordinals, dtype=np.int64))
+        if len(uniq) == 0:
+            return [], []
+        if int(uniq[0]) < 0 or int(uniq[-1]) >= self.num_files:
+            raise SidecarError(f"exact index {self.location}: file ordinal out of range")
+        chunk_of = np.searchsorted(starts, uniq, side="right") - 1
+        bounds = np.flatnonzero(np.diff(chunk_of)) + 1
+        out: list[ExactFile] = []
+        for group in np.split(np.arange(len(uniq)), bounds):
+            c = int(chunk_of[group[0]])
+            rows = self._chunk(c)
+            base = int(starts[c])
+            out += [self._row(c, rows, o - base) for o in uniq[group].tolist()]
+        return uniq.tolist(), out
 
     def all_files(self) -> list[ExactFile]:
         """The whole file table (one read), kept: for membership checks and compaction."""
@@ -556,7 +619,8 @@ class ExactIndex:
                 parsed = self._parse_chunk(c, data[info["offset"] : info["offset"] + info["length"]])
                 with self._lock:
                     self._chunk_cache[c] = parsed
-        return [f for c in range(len(self._chunks)) for f in self._chunk_cache[c]]
+        return [self._row(c, rows, i) for c in range(len(self._chunks))
+                for rows in (self._chunk_cache[c],) for i in range(len(rows))]
 
     def paths(self) -> frozenset[str]:
         if self._all_paths is None:

@@ -16,9 +16,11 @@ The rule holds for any target snapshot, older or newer than the covered one (tim
 
 Decoded manifests are cached per process by path, in a least-recently-used cache bounded by the number of
 manifest entries it holds (:data:`DEFAULT_CACHE_ENTRIES`, changeable with :func:`set_cache_capacity`), so
-a warm process decodes only the manifests written since it last looked. A candidate's own manifest is
-decoded once as well (its ``DataFile`` and data sequence number are needed to build the scan task and
-match delete files), which costs the manifests holding hits, never the whole table.
+a warm process decodes only the manifests written since it last looked. A candidate's scan task needs its
+``DataFile`` and data sequence number (to match delete files): a base written by this version keeps those
+fields in its file table (docs/exact-index.md 3.3), so a candidate of a covered manifest costs no manifest
+at all; for rows without them (older bases) the candidate's own manifest is decoded once, which costs the
+manifests holding hits, never the whole table.
 
 Delete files are matched to data files exactly as pyiceberg's planning does: position deletes (and
 deletion vectors) by pyiceberg's ``DeleteFileIndex`` (data sequence numbers, partition, referenced file
@@ -30,17 +32,20 @@ pyiceberg would (partition summaries, partition values, column metrics), through
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyiceberg.conversions import from_bytes, to_bytes
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.io import FileIO
 from pyiceberg.manifest import (
     INITIAL_SEQUENCE_NUMBER,
     DataFile,
     DataFileContent,
+    FileFormat,
     ManifestContent,
     ManifestEntry,
     ManifestFile,
@@ -50,9 +55,12 @@ from pyiceberg.table import FileScanTask
 from pyiceberg.table.delete_file_index import DeleteFileIndex
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
+from pyiceberg.typedef import Record
+from pyiceberg.types import UUIDType
 
-from iceberg_privacy._internal.compat import ScanPruning
+from iceberg_privacy._internal.compat import ScanPruning, data_file_factory
 from iceberg_privacy.errors import IcebergPrivacyError
+from iceberg_privacy.index.exact import ExactFile, StoredTask
 
 ALWAYS_TRUE: BooleanExpression = AlwaysTrue()
 
@@ -192,6 +200,8 @@ class Liveness:
     new_manifests: int = 0  # data manifests of the snapshot that the covered snapshot did not have
     candidates_dead: int = 0  # candidates not live in the snapshot (deleted since, or not yet added)
     candidates_pruned: int = 0  # live candidates the row filter rules out (partition values, column metrics)
+    candidates_stored: int = 0  # live candidates whose task came from the base's file table (no manifest decoded)
+    stored_fallbacks: int = 0  # candidates of covered manifests whose base row lacked (usable) task fields
 
     @property
     def tasks(self) -> list[FileScanTask]:
@@ -210,11 +220,95 @@ class _Deletes:
     index: DeleteFileIndex = field(default_factory=DeleteFileIndex)
     count: int = 0  # delete files added: a snapshot without any skips the per-file index lookups
 
-    def for_entry(self, entry: ManifestEntry) -> set[DataFile]:
+    def for_file(self, data_sequence_number: int | None, data_file: DataFile) -> set[DataFile]:
         if not self.count:
             return set()
-        return self.index.for_data_file(entry.sequence_number or INITIAL_SEQUENCE_NUMBER, entry.data_file,
-                                        partition_key=entry.data_file.partition)
+        return self.index.for_data_file(data_sequence_number or INITIAL_SEQUENCE_NUMBER, data_file,
+                                        partition_key=data_file.partition)
+
+
+# ------------------------------------------------------------------------------ stored tasks (base file table)
+def stored_task(entry: ManifestEntry, metadata: TableMetadata,
+                types: dict[int, list[Any] | None] | None = None) -> StoredTask | None:
+    """What the base's file table keeps of a live manifest entry so that planning needs no manifest decoded
+    (docs/exact-index.md 3.3), or None when a partition value cannot be serialized (the reader then decodes
+    the manifest, as for rows written without these fields). ``types`` caches partition types by spec id
+    across the entries of one compaction."""
+    df = entry.data_file
+    types = {} if types is None else types
+    if df.spec_id not in types:
+        types[df.spec_id] = _partition_types(metadata, df.spec_id)
+    ptypes = types[df.spec_id]
+    if ptypes is None or len(ptypes) != len(df.partition):
+        return None
+    try:
+        part = tuple(None if df.partition[i] is None else to_bytes(t, df.partition[i]).hex()
+                     for i, t in enumerate(ptypes))
+    except Exception:  # noqa: BLE001 - a value that does not serialize as its type: decode instead
+        return None
+    return StoredTask(int(df.content), df.file_format.value, int(df.file_size_in_bytes), int(df.spec_id), part,
+                      entry.sequence_number, entry.file_sequence_number)
+
+
+def _partition_types(metadata: TableMetadata, spec_id: int) -> list[Any] | None:
+    """The result types of a spec's partition fields, bound to the current schema (None: unknown spec, or a
+    source column the schema no longer has)."""
+    try:
+        return [f.field_type for f in metadata.specs()[spec_id].partition_type(metadata.schema()).fields]
+    except Exception:  # noqa: BLE001 - pyiceberg raises ValueError/KeyError/ResolveError here
+        return None
+
+
+_UNSEEN: Any = object()
+_FORMATS = {f.value: f for f in FileFormat}
+
+
+class _StoredFiles:
+    """Turns stored tasks into ``DataFile`` objects for one (table metadata): partition records are decoded
+    once per distinct (spec, values) and shared, the records built positionally (compat.data_file_factory)."""
+
+    def __init__(self, metadata: TableMetadata) -> None:
+        self.metadata = metadata
+        self._make = data_file_factory()
+        self._types: dict[int, list[Any] | None] = {}
+        self._parts: dict[tuple[int, tuple[str | None, ...]], Record | None] = {}
+
+    def _partition(self, spec_id: int, values: tuple[str | None, ...]) -> Record | None:
+        key = (spec_id, values)
+        if key in self._parts:
+            return self._parts[key]
+        if spec_id not in self._types:
+            self._types[spec_id] = _partition_types(self.metadata, spec_id)
+        types = self._types[spec_id]
+        rec: Record | None = None
+        if types is not None and len(types) == len(values):
+            try:
+                out: list[Any] = []
+                for t, v in zip(types, values, strict=True):
+                    if v is None:
+                        out.append(None)
+                        continue
+                    raw = bytes.fromhex(v)
+                    val: Any = from_bytes(t, raw)
+                    if to_bytes(t, val) != raw:  # e.g. an int value read as a promoted long
+                        raise ValueError(f"partition value {v} is not a {t}")
+                    out.append(uuid.UUID(bytes=val) if isinstance(t, UUIDType) else val)  # as the Avro reader
+                rec = Record(*out)
+            except Exception:  # noqa: BLE001 - a value that does not decode: decode the manifest instead
+                rec = None
+        self._parts[key] = rec
+        return rec
+
+    def data_file(self, path: str, record_count: int, st: StoredTask) -> DataFile | None:
+        if st.content != 0:  # DataFileContent.DATA
+            return None
+        part = self._parts.get((st.spec_id, st.partition), _UNSEEN)
+        if part is _UNSEEN:
+            part = self._partition(st.spec_id, st.partition)
+        fmt = _FORMATS.get(st.file_format)
+        if part is None or fmt is None:
+            return None
+        return self._make(DataFileContent.DATA, path, fmt, part, record_count, st.file_size_in_bytes, st.spec_id)  # type: ignore[no-any-return]
 
 
 def resolve(
@@ -225,6 +319,7 @@ def resolve(
     covered_manifests: frozenset[str],
     indexed_paths: Callable[[str], bool] | None = None,
     row_filter: BooleanExpression = ALWAYS_TRUE,
+    stored: Mapping[str, ExactFile] | None = None,
 ) -> Liveness:
     """Resolve which ``candidates`` are live in snapshot ``snapshot_id`` (see the module docstring).
 
@@ -232,6 +327,12 @@ def resolve(
     snapshot; ``covered_manifests`` holds that snapshot's manifest paths; ``indexed_paths(path)`` says
     whether the index covers a file (a file of a new manifest that it covers but that is not a candidate
     holds no looked-up key). Without it, every non-candidate file of a new manifest is ``not_indexed``.
+
+    ``stored`` maps candidates to the base's file-table rows: a candidate of a covered manifest still in the
+    target whose row carries a :class:`StoredTask` becomes a task without its manifest being decoded (the
+    manifest is immutable, so its live entry is the one the base recorded). Its ``DataFile`` has no column
+    metrics, so a row filter prunes it by partition values only (a superset of pyiceberg's files, never fewer;
+    readers filter rows). Rows without the fields, or whose values do not decode, take the manifest path.
     """
     snap = metadata.snapshot_by_id(snapshot_id)
     if snap is None:
@@ -250,27 +351,54 @@ def resolve(
 
     data_manifests = [m for m in manifests if m.content == ManifestContent.DATA]
     by_path = {m.manifest_path: m for m in data_manifests}
-    wanted: dict[str, list[str]] = {}  # covered manifest in the target -> its candidates
-    for path, manifest_path in candidates.items():
-        if manifest_path in by_path and manifest_path in covered_manifests:
-            wanted.setdefault(manifest_path, []).append(path)
-
-    found: list[tuple[ManifestFile, ManifestEntry, bool]] = []  # (manifest, entry, is a candidate)
-    seen: set[str] = set()
+    # Without a row filter (large batches) nothing is pruned and every residual is AlwaysTrue: skip the
+    # per-file evaluators, the bulk of a 100,000-file plan.
+    trivial = isinstance(row_filter, AlwaysTrue)
+    deletes = _delete_index(io, manifests, data_manifests, prune, entries)
+    seen: set[str] = set()  # candidates found live (before the row filter's entry pruning)
     pruned_by_manifest: set[str] = set()
+    manifest_ok: dict[str, bool] = {}  # covered manifest of the target -> survives manifest pruning
+    wanted: dict[str, list[str]] = {}  # covered manifest in the target -> its candidates to find by decoding it
+    builder = _StoredFiles(metadata) if stored else None
+    for path, manifest_path in candidates.items():
+        m = by_path.get(manifest_path)
+        if m is None or manifest_path not in covered_manifests:
+            continue
+        ok = manifest_ok.get(manifest_path)
+        if ok is None:
+            ok = manifest_ok[manifest_path] = prune.manifest(m)
+        if not ok:
+            pruned_by_manifest.add(path)
+            continue
+        row = stored.get(path) if builder is not None else None  # type: ignore[union-attr]
+        df = builder.data_file(path, row.record_count, row.task) if row is not None and row.task is not None else None  # type: ignore[union-attr]
+        if df is None:
+            wanted.setdefault(manifest_path, []).append(path)
+            continue
+        # A stored task: the base recorded this file's live entry in this (immutable) manifest.
+        seen.add(path)
+        out.candidates_stored += 1
+        if not trivial and not prune.entry(m, df):
+            out.candidates_pruned += 1
+            continue
+        out.live[path] = FileScanTask(df, delete_files=deletes.for_file(row.task.data_sequence_number, df),  # type: ignore[union-attr]
+                                      residual=ALWAYS_TRUE if trivial else prune.residual(df))
+    if builder is not None:
+        out.stored_fallbacks = sum(len(v) for v in wanted.values())
+
+    # (manifest, data file, data sequence number, is a candidate): candidates without a stored task, and the
+    # live files of manifests the covered snapshot did not have
+    found: list[tuple[ManifestFile, DataFile, int | None, bool]] = []
     for m in data_manifests:
         if m.manifest_path in covered_manifests:
             paths = wanted.get(m.manifest_path)
             if not paths:
                 continue
-            if not prune.manifest(m):
-                pruned_by_manifest.update(paths)
-                continue
             listed = entries(m)
             for p in paths:
                 e = listed.get(p)
                 if e is not None and e.data_file.content == DataFileContent.DATA:
-                    found.append((m, e, True))
+                    found.append((m, e.data_file, e.sequence_number, True))
                     seen.add(p)
             continue
         out.new_manifests += 1
@@ -280,23 +408,19 @@ def resolve(
             if e.data_file.content != DataFileContent.DATA or p in seen:
                 continue
             if p in candidates:
-                found.append((m, e, True))
+                found.append((m, e.data_file, e.sequence_number, True))
                 seen.add(p)
             elif indexed_paths is None or not indexed_paths(p):
-                found.append((m, e, False))
+                found.append((m, e.data_file, e.sequence_number, False))
 
-    # Without a row filter (large batches) nothing is pruned and every residual is AlwaysTrue: skip the
-    # per-file evaluators, the bulk of a 100,000-file plan.
-    trivial = isinstance(row_filter, AlwaysTrue)
-    kept = found if trivial else [(m, e, c) for m, e, c in found if prune.entry(m, e.data_file)]
-    out.candidates_pruned = sum(1 for _, _, c in found if c) - sum(1 for _, _, c in kept if c) + len(pruned_by_manifest)
-    out.candidates_dead = sum(1 for p in candidates if p not in seen and p not in pruned_by_manifest)
-    deletes = _delete_index(io, manifests, data_manifests, prune, entries)
-    for _, e, is_candidate in kept:
-        task = FileScanTask(e.data_file, delete_files=deletes.for_entry(e),
-                            residual=ALWAYS_TRUE if trivial else prune.residual(e.data_file))
+    kept = found if trivial else [f for f in found if prune.entry(f[0], f[1])]
+    out.candidates_pruned += sum(1 for f in found if f[3]) - sum(1 for f in kept if f[3]) + len(pruned_by_manifest)
+    out.candidates_dead = len(candidates) - sum(1 for p in candidates if p in seen or p in pruned_by_manifest)
+    for _, df, seq, is_candidate in kept:
+        task = FileScanTask(df, delete_files=deletes.for_file(seq, df),
+                            residual=ALWAYS_TRUE if trivial else prune.residual(df))
         if is_candidate:
-            out.live[e.data_file.file_path] = task
+            out.live[df.file_path] = task
         else:
             out.not_indexed.append(task)
     return out

@@ -28,8 +28,9 @@ from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.errors import ConfigurationError, SidecarError
 from iceberg_privacy.index import exact
 from iceberg_privacy.index.build import FilterBuilder, filters_for_data_files
-from iceberg_privacy.index.exact import ExactKeys
+from iceberg_privacy.index.exact import ExactKeys, StoredTask
 from iceberg_privacy.index.exact_plan import exact_sources
+from iceberg_privacy.index.liveness import stored_task
 from iceberg_privacy.index.registry import (
     PROPERTY_COMPACTED,
     PROPERTY_COMPACTED_BYTES,
@@ -218,24 +219,31 @@ def _collect_exact(table: Table, live: dict[str, DataFile], columns: list[BloomC
     return out
 
 
-def _covered_manifests(table: Table, md: TableMetadata, indexed: set[str]) -> tuple[int | None, list[str], dict[str, int]]:
+def _covered_manifests(table: Table, md: TableMetadata, indexed: set[str]
+                       ) -> tuple[int | None, list[str], dict[str, int], dict[str, StoredTask]]:
     """The base's covered snapshot (the current one), its data manifests whose live files are all indexed,
-    and for each indexed file live there the index of the manifest listing it."""
+    for each indexed file live there the index of the manifest listing it, and what its scan task needs
+    (so that planning builds the task without decoding that manifest again)."""
     snap = md.current_snapshot()
     if snap is None:
-        return None, [], {}
+        return None, [], {}, {}
     manifests: list[str] = []
     where: dict[str, int] = {}
+    tasks: dict[str, StoredTask] = {}
+    types: dict[int, list[Any] | None] = {}  # partition types by spec id
     for m in snap.manifests(table.io):
         if m.content != ManifestContent.DATA:
             continue
-        paths = [e.data_file.file_path for e in m.fetch_manifest_entry(table.io, discard_deleted=True)
-                 if e.data_file.content == DataFileContent.DATA]
-        if all(p in indexed for p in paths):
+        entries = [e for e in m.fetch_manifest_entry(table.io, discard_deleted=True)
+                   if e.data_file.content == DataFileContent.DATA]
+        if all(e.data_file.file_path in indexed for e in entries):
             manifests.append(m.manifest_path)
-            for p in paths:
-                where[p] = len(manifests) - 1
-    return snap.snapshot_id, manifests, where
+            for e in entries:
+                where[e.data_file.file_path] = len(manifests) - 1
+                st = stored_task(e, md, types)
+                if st is not None:
+                    tasks[e.data_file.file_path] = st
+    return snap.snapshot_id, manifests, where, tasks
 
 
 def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: set[int] | None = None,
@@ -271,7 +279,7 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
     if per_file and target is not None:
         paths = sorted(per_file)
         indexed = {p for p in paths if all(c.field_id in per_exact.get(p, {}) for c in exact_cols)} if exact_cols else set()
-        covered_id, manifests, where = _covered_manifests(table, tx.table_metadata, indexed)
+        covered_id, manifests, where, stored = _covered_manifests(table, tx.table_metadata, indexed)
         location = new_sidecar_location(md, target)
         footer = write_sidecar(
             table.io, location,
@@ -282,6 +290,7 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
             snapshot_id=target, sequence_number=_sequence_number(md, target),
             created_by=f"iceberg-privacy {__version__}",
             covered_snapshot_id=covered_id, manifests=manifests, file_manifests=[where.get(p, -1) for p in paths],
+            file_tasks=[stored.get(p) for p in paths],
         )
         tx.update_statistics().set_statistics(statistics_entry(target, location, footer)).commit()
         tx.set_properties({PROPERTY_COMPACTED: location, PROPERTY_COMPACTED_BYTES: str(footer.file_size)})

@@ -32,7 +32,7 @@ from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import bloom_columns, resolve_column
 from iceberg_privacy.errors import IcebergPrivacyError, SidecarError
 from iceberg_privacy.identities import as_values, identity_leaf_type, is_nested
-from iceberg_privacy.index.exact_plan import exact_sources, literal_hashes, probe_exact
+from iceberg_privacy.index.exact_plan import exact_sources, literal_hashes, paused_gc, probe_exact
 from iceberg_privacy.index.hashing import coerce_values, hash_literals, mix64
 from iceberg_privacy.index.registry import resolve_coverage, warn
 from iceberg_privacy.storage import storage_errors
@@ -136,6 +136,12 @@ def plan_lookup(
 ) -> LookupPlan:
     """Plan the files a lookup of ``values`` in ``column`` must read (see :class:`LookupPlan`)."""
     table = load_table(catalog, table)
+    with paused_gc():  # a large batch allocates a few objects per value and per file, none of them garbage
+        return _plan_lookup(table, column, values, snapshot_id, selected_fields)
+
+
+def _plan_lookup(table: Table, column: str, values: Any, snapshot_id: int | None,
+                 selected_fields: Sequence[str] | None) -> LookupPlan:
     t0 = time.perf_counter()
     field_ = resolve_column(table.schema(), column, table_name(table))
     leaf = identity_leaf_type(field_)
@@ -230,7 +236,7 @@ def _exact_plan(table: Table, plan: LookupPlan, field_id: int, leaf: PrimitiveTy
     # files the index does not cover are Bloom-probed instead.
     prune = AlwaysTrue() if len(plan.values) > BATCH_THRESHOLD else plan_filter
     live = liveness.resolve(table.io, plan.metadata, plan.snapshot_id, probe.candidates, covered, indexed,
-                            row_filter=prune)
+                            row_filter=prune, stored=probe.stored if base is not None else None)
     t2 = time.perf_counter()
     plan.timings["liveness"] = t2 - t1
     for src in sources.indexes:  # file tables the membership checks fetched (once per process)
@@ -239,7 +245,7 @@ def _exact_plan(table: Table, plan: LookupPlan, field_id: int, leaf: PrimitiveTy
     plan.manifests_decoded = live.manifests_decoded
     plan.exact_index_used = True
     tasks = [live.live[p] for p in probe.candidates if p in live.live]
-    plan.row_groups = {p: tuple(sorted(probe.row_groups[p])) for p in probe.candidates if p in live.live}
+    plan.row_groups = {p: probe.row_groups[p] for p in probe.candidates if p in live.live}  # sorted tuples
     plan.files_after_exact_index = len(tasks)
     plan.files_not_in_index = len(live.not_indexed)
     plan.files_after_manifest_pruning = len(tasks) + len(live.not_indexed)

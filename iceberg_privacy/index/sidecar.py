@@ -22,7 +22,7 @@ from pyiceberg.io import FileIO
 
 from iceberg_privacy.errors import SidecarError
 from iceberg_privacy.index import bloom
-from iceberg_privacy.index.exact import ExactFile, ExactKeys, exact_blobs
+from iceberg_privacy.index.exact import ExactFile, ExactKeys, StoredTask, exact_blobs
 from iceberg_privacy.index.puffin import MAGIC, BlobMetadata, PuffinFooter, PuffinReader, write_puffin
 
 FILES_BLOB = "iceberg-privacy-files-v1"
@@ -152,12 +152,15 @@ def write_sidecar(
     covered_snapshot_id: int | None = None,
     manifests: list[str] | None = None,
     file_manifests: list[int] | None = None,
+    file_tasks: list[StoredTask | None] | None = None,
 ) -> PuffinFooter:
     """Write a sidecar. ``filters[field_id][ordinal]`` is the filter of ``files[ordinal]``.
 
     Columns whose filters carry exact keys for every file also get the exact index (docs/exact-index.md):
     a delta, or with ``covered_snapshot_id``/``manifests``/``file_manifests`` (index into ``manifests``
-    per file, -1 for none) a base. ``exact_columns`` restricts which (default: every such column).
+    per file, -1 for none) a base; ``file_tasks`` (per file, optional) adds what the base's file table keeps
+    for planning without manifests (docs/exact-index.md 3.3). ``exact_columns`` restricts which (default:
+    every such column).
     """
     blobs: list[tuple[str, list[int], bytes, dict[str, str]]] = [(FILES_BLOB, [], _files_blob(files, columns), {})]
     for col in columns:
@@ -185,7 +188,8 @@ def write_sidecar(
     if exact_cols and ordinals:
         manifest_of = file_manifests or [-1] * len(files)
         blobs += exact_blobs(
-            [ExactFile(files[o].path, manifest_of[o], files[o].record_count) for o in ordinals],
+            [ExactFile(files[o].path, manifest_of[o], files[o].record_count,
+                       file_tasks[o] if file_tasks is not None and manifest_of[o] >= 0 else None) for o in ordinals],
             [(c.field_id, c.name) for c in exact_cols],
             {c.field_id: {i: filters[c.field_id][o].exact for i, o in enumerate(ordinals)} for c in exact_cols},  # type: ignore[misc]
             covered_snapshot_id=covered_snapshot_id, manifests=manifests,
