@@ -92,6 +92,9 @@ def _apply(table: Table, op: tuple[Any, ...]) -> Table:
     elif kind == "evolve":
         source, transform, name = EVOLUTIONS[op[1]]
         present = name in {f.name for f in table.spec().fields}
+        source_id = table.schema().find_field(source).field_id
+        if not present and any(f.source_id == source_id for f in table.spec().fields):
+            return table  # pyiceberg 0.12 cannot write to a spec with two fields from one column ("redundant partitions")
         with table.update_spec() as up:
             if present and op[2]:
                 up.remove_field(name)
