@@ -415,4 +415,6 @@ def _materialize(read: MatchRead, p: _Probe, hits: np.ndarray, stats: ReadStats,
 
 def _convert(proj: FileProjection, data: pa.Table) -> pa.Table:
     """Physical columns -> the requested schema, as ArrowScan converts its batches."""
-    return pa.Table.from_batches([proj.convert(b) for b in data.combine_chunks().to_batches()])
+    batches = data.combine_chunks().to_batches() or [
+        pa.RecordBatch.from_arrays([pa.array([], f.type) for f in data.schema], schema=data.schema)]
+    return pa.Table.from_batches([proj.convert(b) for b in batches])
