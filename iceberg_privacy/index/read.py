@@ -19,6 +19,15 @@ are not Parquet, or lack a key column, are read whole by ``ArrowScan`` and match
 never different. An invalid hint (a row group the file does not have) also means "read every row group".
 
 Rows come back in task order, then file order, like ``ArrowScan.to_table``.
+
+Where a 10,000-key batch's time goes (docs/benchmarks.md, "Scale"): once every file holds a key,
+every column chunk must be decompressed and decoded whatever the reader does, so what is left to win
+is everything around the decoding. Hence: files are read on pyiceberg's executor (pyarrow decodes
+without the GIL; Arrow's own per-column threads are off, files are the parallel unit); each file's
+footer is parsed once for both phases; the next chunk's key columns are read while the current chunk
+is matched; and rows are converted to the requested schema (pyiceberg's ``_to_requested_schema``, about
+a millisecond of Python per call) once per run of consecutive files that convert alike rather than twice
+per file: that conversion was most of the batch's CPU time beyond the decoding.
 """
 
 from __future__ import annotations
