@@ -233,46 +233,46 @@ def read_matching(io: FileIO, read: MatchRead, tasks: Sequence[FileScanTask], ma
     projections = _Projections()
     hints = row_groups or {}
     parts: list[pa.Table] = []
-    submitted: list[concurrent.futures.Future[Any]] = []
 
     def submit(chunk: Sequence[FileScanTask]) -> list[concurrent.futures.Future[Any]]:
-        futures = [executor.submit(_probe, io, read, t, hints.get(t.file.file_path), deletes.get(t.file.file_path),
-                                   stats, projections) for t in chunk]
-        submitted.extend(futures)
-        return futures
+        return [executor.submit(_probe, io, read, t, hints.get(t.file.file_path), deletes.get(t.file.file_path),
+                                stats, projections) for t in chunk]
 
     chunks = [tasks[lo:lo + CHUNK_FILES] for lo in range(0, len(tasks), CHUNK_FILES)]
+    futures: list[concurrent.futures.Future[Any]] = []
+    pending = submit(chunks[0])
     try:
-        pending = submit(chunks[0])
         for i, chunk in enumerate(chunks):
-            futures = pending
+            futures, pending = pending, []
             probes = [f.result() for f in futures]
             if i + 1 < len(chunks):  # read ahead: the next chunk's keys while this one is matched
                 pending = submit(chunks[i + 1])
-            try:
-                masks = _match(match, read, [p for p in probes if isinstance(p, _Probe)], stats)
-                results = dict(zip([id(p) for p, _ in masks], executor.map(
-                    lambda pm: _materialize(read, pm[0], pm[1], stats, projections), masks), strict=True))
-                raws: list[_Raw] = []
-                for task, p in zip(chunk, probes, strict=True):  # task order, like ArrowScan
-                    if p is _WHOLE:  # here, not in a pool thread: ArrowScan uses the same pool
-                        got = _whole(io, read, task, match, stats)
-                        if got is not None:
-                            raws.append(_Raw(None, got, done=True))
-                    elif isinstance(p, _Probe) and id(p) in results:
-                        raws.append(results[id(p)])
-                parts += _convert_runs(raws)
-            finally:
-                for p in probes:
-                    if isinstance(p, _Probe):
-                        p.close()
+            masks = _match(match, read, [p for p in probes if isinstance(p, _Probe)], stats)
+            materialized = [executor.submit(_materialize, read, p, hits, stats, projections) for p, hits in masks]
+            concurrent.futures.wait(materialized)  # (all done before any file is closed, also on an error)
+            results = {id(p): f.result() for (p, _), f in zip(masks, materialized, strict=True)}
+            raws: list[_Raw] = []
+            for task, p in zip(chunk, probes, strict=True):  # task order, like ArrowScan
+                if p is _WHOLE:  # here, not in a pool thread: ArrowScan uses the same pool
+                    got = _whole(io, read, task, match, stats)
+                    if got is not None:
+                        raws.append(_Raw(None, got, done=True))
+                elif isinstance(p, _Probe) and id(p) in results:
+                    raws.append(results[id(p)])
+            _close(futures)
+            parts += _convert_runs(raws)
     finally:  # every file phase 1 opened is closed, also when another file's read failed
-        concurrent.futures.wait(submitted)
-        for f in submitted:
-            done = f.result() if not f.cancelled() and f.exception() is None else None
-            if isinstance(done, _Probe):
-                done.close()
+        _close(futures + pending)
     return concat(parts, read)
+
+
+def _close(futures: list[concurrent.futures.Future[Any]]) -> None:
+    """Wait for phase-1 reads and close the files they opened (only a chunk's or two are open at once)."""
+    concurrent.futures.wait(futures)
+    for f in futures:
+        done = f.result() if not f.cancelled() and f.exception() is None else None
+        if isinstance(done, _Probe):
+            done.close()
 
 
 def _match(match: Matcher, read: MatchRead, probes: list[_Probe], stats: ReadStats) -> list[tuple[_Probe, np.ndarray]]:

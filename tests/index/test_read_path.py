@@ -311,3 +311,34 @@ def test_converting_runs_equals_converting_each_file(partitioned_files: tuple[An
         assert got.schema == want.schema and got.to_pylist() == want.to_pylist()
         parts = [row["part"] for row in got.to_pylist()]
         assert parts == [files[w].partition[0] for w, _, _, rows in items for _ in range(rows)]
+
+
+def test_many_chunks_read_ahead_equal_the_scan_and_a_missing_file_fails(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several chunks of files (the next chunk's keys are read while one is matched): the rows are the
+    scan's, in task order; a data file gone from storage fails the read instead of being skipped."""
+    from iceberg_privacy.index import read as read_mod
+
+    monkeypatch.setattr(read_mod, "CHUNK_FILES", 2)
+    table = catalog.create_table(unique_name("chunks"), schema=_schema("string"), properties={"format-version": "2"})
+    for n in range(7):
+        table.append(_rows("string", [POOL[(n + i) % 5] for i in range(6)], n * 10, ("rid", "uid", "payload")))
+    table = table.refresh()
+    f = sorted((t.file for t in table.scan().plan_files()), key=_by_content)[3]
+    table = commit_delete_file(table, f, [0, 2])
+    plan = ip.plan_lookup(table, "uid", ["a", "c"])
+    assert len(plan.tasks) == 7
+    stats = ReadStats()
+    got = execute(table, plan, stats=stats)
+    want = _oracle(table, "uid", "string", ["a", "c"], None, None)
+    assert _bag(got) == _bag(want) and stats.files == 7
+    order = {t.file.file_path: i for i, t in enumerate(plan.tasks)}  # rows come back in task order
+    rid_file = {}
+    for t in plan.tasks:
+        with table.io.new_input(t.file.file_path).open() as fh:
+            for rid in pq.read_table(fh).column("rid").to_pylist():
+                rid_file[rid] = order[t.file.file_path]
+    seen = [rid_file[r] for r in got.column("rid").to_pylist()]
+    assert seen == sorted(seen)
+    table.io.delete(plan.tasks[5].file.file_path)
+    with pytest.raises(FileNotFoundError):
+        execute(table, plan)
