@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -229,7 +230,7 @@ def read_matching(io: FileIO, read: MatchRead, tasks: Sequence[FileScanTask], ma
         return read.empty
     stats = stats if stats is not None else ReadStats()
     deletes = position_deletes(io, tasks)
-    executor = ExecutorFactory.get_or_create()
+    executor = _executor(tasks)
     projections = _Projections()
     hints = row_groups or {}
     parts: list[pa.Table] = []
@@ -264,6 +265,27 @@ def read_matching(io: FileIO, read: MatchRead, tasks: Sequence[FileScanTask], ma
     finally:  # every file phase 1 opened is closed, also when another file's read failed
         _close(futures + pending)
     return concat(parts, read)
+
+
+_local_pool: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+_local_pool_lock = threading.Lock()
+
+
+def _executor(tasks: Sequence[FileScanTask]) -> concurrent.futures.Executor:
+    """Where files are read: pyiceberg's executor (its ``max-workers``, default CPUs + 4) for object stores,
+    whose reads wait on the network; one thread per CPU when every file is local, because reading a
+    local (page-cached) file is CPU work, and more threads than cores only add switching: measured on the
+    core table under load, 2 threads cost about 10 % more CPU than one and 6 threads about 20 % more (and
+    3-6 % more wall time than 2). A configured ``max-workers`` always wins."""
+    global _local_pool
+    if ExecutorFactory.max_workers() is not None or any(
+            not t.file.file_path.startswith("file:") and "://" in t.file.file_path for t in tasks):
+        return ExecutorFactory.get_or_create()
+    with _local_pool_lock:
+        if _local_pool is None or _local_pool[0] != os.getpid():  # (a pool does not survive a fork)
+            _local_pool = (os.getpid(), concurrent.futures.ThreadPoolExecutor(
+                max_workers=os.cpu_count() or 1, thread_name_prefix="ip-read"))
+        return _local_pool[1]
 
 
 def _close(futures: list[concurrent.futures.Future[Any]]) -> None:
