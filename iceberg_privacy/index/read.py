@@ -22,8 +22,8 @@ Rows come back in task order, then file order, like ``ArrowScan.to_table``.
 
 Where a 10,000-key batch's time goes (docs/benchmarks.md, "Scale"): once every file holds a key,
 every column chunk must be decompressed and decoded whatever the reader does, so what is left to win
-is everything around the decoding. Hence: files are read on pyiceberg's executor (pyarrow decodes
-without the GIL; Arrow's own per-column threads are off, files are the parallel unit); each file's
+is everything around the decoding. Hence: files are read on a thread pool (pyarrow decodes without the
+GIL; Arrow's own per-column threads are off, files are the parallel unit; see :func:`_executor`); each file's
 footer is parsed once for both phases; the next chunk's key columns are read while the current chunk
 is matched; and rows are converted to the requested schema (pyiceberg's ``_to_requested_schema``, about
 a millisecond of Python per call) once per run of consecutive files that convert alike rather than twice
@@ -125,7 +125,7 @@ class _Projections:
 
     def get(self, metadata: TableMetadata, requested: Schema, task: FileScanTask, physical: pa.Schema,
             schema_key: str | None = None) -> FileProjection:
-        """``schema_key``: :func:`schema_key` of ``physical`` when the caller has it (it costs a string per file)."""
+        """``schema_key``: :func:`_schema_key` of ``physical`` when the caller has it (it costs a string per file)."""
         key = (schema_key if schema_key is not None else _schema_key(physical), id(requested),
                str(task.file.spec_id))  # (requested schemas live as long as the read: ids stay unique)
         with self._lock:
@@ -224,8 +224,8 @@ def read_matching(io: FileIO, read: MatchRead, tasks: Sequence[FileScanTask], ma
     """The rows of ``tasks`` that ``match`` keeps, projected to ``read.projected`` (see the module docstring).
 
     ``match`` must decide each row by that row alone: it is called once per chunk of files with their key
-    columns concatenated. Files are read on pyiceberg's executor (pyarrow decodes without the GIL); the
-    next chunk's key columns are read while the current chunk is matched and materialized."""
+    columns concatenated. Files are read on a thread pool (:func:`_executor`); the next chunk's key columns
+    are read while the current chunk is matched and materialized."""
     if not tasks:
         return read.empty
     stats = stats if stats is not None else ReadStats()
