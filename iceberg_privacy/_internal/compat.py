@@ -182,11 +182,18 @@ class FileProjection:
                                                      metadata.specs().get(data_file.spec_id), self.file_schema.field_ids)
         self.project_schema = prune_columns(self.file_schema, field_ids, select_full_types=False)
         self.columns = [c.name for c in self.project_schema.columns]
+        # A file holding every requested field gets no projected values, whatever its partition
+        # (``_get_column_projection_values`` returns early): every such file shares this projection.
+        self.file_field_ids = self.file_schema.field_ids  # (a property that builds a set per call)
+        self.complete = not requested.field_ids - self.file_field_ids
 
     def for_file(self, data_file: Any, metadata: Any) -> FileProjection:
         """This projection for another data file of the same physical schema (only the identity-partition
         values of absent columns differ between such files)."""
         from pyiceberg.io.pyarrow import _get_column_projection_values
+
+        if self.complete:
+            return self
 
         other = copy.copy(self)
         other.missing = _get_column_projection_values(data_file, self.requested, metadata.schema(),
@@ -195,7 +202,7 @@ class FileProjection:
 
     def has(self, field_id: int) -> bool:
         """Does the file hold this field (else ArrowScan fills it with nulls or a partition value)?"""
-        return field_id in self.file_schema.field_ids
+        return field_id in self.file_field_ids
 
     def convert_rows(self, n: int) -> pa.Table:
         """``n`` rows of the requested schema for a file that holds none of its columns (nulls, or the

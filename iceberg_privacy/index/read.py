@@ -19,12 +19,22 @@ are not Parquet, or lack a key column, are read whole by ``ArrowScan`` and match
 never different. An invalid hint (a row group the file does not have) also means "read every row group".
 
 Rows come back in task order, then file order, like ``ArrowScan.to_table``.
+
+Where a 10,000-key batch's time goes (docs/benchmarks.md, "Scale"): once every file holds a key,
+every column chunk must be decompressed and decoded whatever the reader does, so what is left to win
+is everything around the decoding. Hence: files are read on a thread pool (pyarrow decodes without the
+GIL; Arrow's own per-column threads are off, files are the parallel unit; see :func:`_executor`); each file's
+footer is parsed once for both phases; the next chunk's key columns are read while the current chunk
+is matched; and rows are converted to the requested schema (pyiceberg's ``_to_requested_schema``, about
+a millisecond of Python per call) once per run of consecutive files that convert alike rather than twice
+per file: that conversion was most of the batch's CPU time beyond the decoding.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import functools
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -113,8 +123,10 @@ class _Projections:
         self._cache: dict[tuple[str, int, str], FileProjection] = {}
         self._lock = threading.Lock()
 
-    def get(self, metadata: TableMetadata, requested: Schema, task: FileScanTask, physical: pa.Schema) -> FileProjection:
-        key = (physical.to_string(show_field_metadata=True, show_schema_metadata=False), id(requested),
+    def get(self, metadata: TableMetadata, requested: Schema, task: FileScanTask, physical: pa.Schema,
+            schema_key: str | None = None) -> FileProjection:
+        """``schema_key``: :func:`_schema_key` of ``physical`` when the caller has it (it costs a string per file)."""
+        key = (schema_key if schema_key is not None else _schema_key(physical), id(requested),
                str(task.file.spec_id))  # (requested schemas live as long as the read: ids stay unique)
         with self._lock:
             base = self._cache.get(key)
@@ -126,32 +138,85 @@ class _Projections:
         return base.for_file(task.file, metadata)
 
 
+def _schema_key(physical: pa.Schema) -> str:
+    """A physical schema's identity for :class:`_Projections`: names, types and field ids."""
+    return physical.to_string(show_field_metadata=True, show_schema_metadata=False)
+
+
 CHUNK_FILES = 64
 """Files whose key columns are matched in one call: a matcher builds its value set once per call (a
 10,000-key hash set costs milliseconds), so it is called per chunk of files, not per file; memory stays
-bounded by a chunk's key columns."""
+bounded by two chunks (the one being matched and the next one being read)."""
 
 
 @dataclass
 class _Probe:
     """Phase 1 of one file: its open Parquet file, the key columns of the read row groups (minus deleted
-    rows) as read and as converted, their positions in the file, and the row-group layout."""
+    rows) as read (physical), their positions in the file, and the row-group layout."""
 
     task: FileScanTask
     handle: Any
     pf: pq.ParquetFile
+    physical: pa.Schema
+    schema_key: str
     keys: FileProjection
     raw: pa.Table
-    converted: pa.Table
     positions: np.ndarray
     starts: np.ndarray
     sizes: np.ndarray
+    closed: bool = False
 
     def close(self) -> None:
-        self.handle.close()
+        if not self.closed:
+            self.closed = True
+            self.handle.close()
 
 
 _WHOLE = object()  # phase 1's answer for a file ArrowScan must read whole
+
+
+@dataclass
+class _Raw:
+    """Phase 2 of one file: its matching rows as read (the physical columns ``proj.columns``), not yet
+    converted to the requested schema; ``done`` when they already are (a file without any read column)."""
+
+    proj: FileProjection | None
+    table: pa.Table
+    done: bool = False
+
+
+def _same_conversion(a: FileProjection, b: FileProjection) -> bool:
+    """Do rows of two files convert the same way? Copies of one cached projection (:meth:`_Projections.get`:
+    the same physical schema) with the same identity-partition values for absent columns do."""
+    return (a.requested is b.requested and a.project_schema is b.project_schema and a.downcast == b.downcast
+            and a.missing.keys() == b.missing.keys()
+            and all(type(v) is type(b.missing[k]) and v == b.missing[k] for k, v in a.missing.items()))
+
+
+def _convert_runs(items: Sequence[_Raw]) -> list[pa.Table]:
+    """Convert rows of many files to the requested schema, in order, one ``_to_requested_schema`` call per run
+    of consecutive files that convert the same way: the conversion is per column and per row, so converting
+    the concatenation equals concatenating the conversions, and its Python cost (about a millisecond) is paid
+    per run instead of per file, which is most of a 10,000-key batch's overhead over the decoding itself."""
+    out: list[pa.Table] = []
+    run: list[_Raw] = []
+
+    def flush() -> None:
+        if run:
+            out.append(_convert(run[0].proj, pa.concat_tables([r.table for r in run])))  # type: ignore[arg-type]
+            run.clear()
+
+    for item in items:
+        if item.done:
+            flush()
+            out.append(item.table)
+        elif run and not _same_conversion(run[0].proj, item.proj):  # type: ignore[arg-type]
+            flush()
+            run.append(item)
+        else:
+            run.append(item)
+    flush()
+    return out
 
 
 def read_matching(io: FileIO, read: MatchRead, tasks: Sequence[FileScanTask], match: Matcher, *,
@@ -159,52 +224,92 @@ def read_matching(io: FileIO, read: MatchRead, tasks: Sequence[FileScanTask], ma
     """The rows of ``tasks`` that ``match`` keeps, projected to ``read.projected`` (see the module docstring).
 
     ``match`` must decide each row by that row alone: it is called once per chunk of files with their key
-    columns concatenated."""
+    columns concatenated. Files are read on a thread pool (:func:`_executor`); the next chunk's key columns
+    are read while the current chunk is matched and materialized."""
     if not tasks:
         return read.empty
     stats = stats if stats is not None else ReadStats()
     deletes = position_deletes(io, tasks)
-    executor = ExecutorFactory.get_or_create()
+    executor = _executor(tasks)
     projections = _Projections()
     hints = row_groups or {}
     parts: list[pa.Table] = []
-    for lo in range(0, len(tasks), CHUNK_FILES):
-        chunk = tasks[lo:lo + CHUNK_FILES]
-        futures = [executor.submit(_probe, io, read, t, hints.get(t.file.file_path), deletes.get(t.file.file_path),
-                                   stats, projections) for t in chunk]
-        try:
+
+    def submit(chunk: Sequence[FileScanTask]) -> list[concurrent.futures.Future[Any]]:
+        return [executor.submit(_probe, io, read, t, hints.get(t.file.file_path), deletes.get(t.file.file_path),
+                                stats, projections) for t in chunk]
+
+    chunks = [tasks[lo:lo + CHUNK_FILES] for lo in range(0, len(tasks), CHUNK_FILES)]
+    futures: list[concurrent.futures.Future[Any]] = []
+    pending = submit(chunks[0])
+    try:
+        for i, chunk in enumerate(chunks):
+            futures, pending = pending, []
             probes = [f.result() for f in futures]
-            masks = _match(match, [p for p in probes if isinstance(p, _Probe)], stats)
-            results = dict(zip([id(p) for p, _ in masks], executor.map(
-                lambda pm: _materialize(read, pm[0], pm[1], stats, projections), masks), strict=True))
+            if i + 1 < len(chunks):  # read ahead: the next chunk's keys while this one is matched
+                pending = submit(chunks[i + 1])
+            masks = _match(match, read, [p for p in probes if isinstance(p, _Probe)], stats)
+            materialized = [executor.submit(_materialize, read, p, hits, stats, projections) for p, hits in masks]
+            concurrent.futures.wait(materialized)  # (all done before any file is closed, also on an error)
+            results = {id(p): f.result() for (p, _), f in zip(masks, materialized, strict=True)}
+            raws: list[_Raw] = []
             for task, p in zip(chunk, probes, strict=True):  # task order, like ArrowScan
                 if p is _WHOLE:  # here, not in a pool thread: ArrowScan uses the same pool
                     got = _whole(io, read, task, match, stats)
-                else:
-                    got = results.get(id(p)) if isinstance(p, _Probe) else None
-                if got is not None and got.num_rows:
-                    parts.append(got)
-        finally:  # every file phase 1 opened is closed, also when another file's read failed
-            concurrent.futures.wait(futures)
-            for f in futures:
-                done = f.result() if f.exception() is None else None
-                if isinstance(done, _Probe):
-                    done.close()
+                    if got is not None:
+                        raws.append(_Raw(None, got, done=True))
+                elif isinstance(p, _Probe) and id(p) in results:
+                    raws.append(results[id(p)])
+            _close(futures)
+            parts += _convert_runs(raws)
+    finally:  # every file phase 1 opened is closed, also when another file's read failed
+        _close(futures + pending)
     return concat(parts, read)
 
 
-def _match(match: Matcher, probes: list[_Probe], stats: ReadStats) -> list[tuple[_Probe, np.ndarray]]:
+_local_pool: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+_local_pool_lock = threading.Lock()
+
+
+def _executor(tasks: Sequence[FileScanTask]) -> concurrent.futures.Executor:
+    """Where files are read: pyiceberg's executor (its ``max-workers``, default CPUs + 4) for object stores,
+    whose reads wait on the network; one thread per CPU when every file is local, because reading a
+    local (page-cached) file is CPU work, and more threads than cores only add switching: measured on the
+    core table under load, 2 threads cost about 10 % more CPU than one and 6 threads about 20 % more (and
+    3-6 % more wall time than 2). A configured ``max-workers`` always wins."""
+    global _local_pool
+    if ExecutorFactory.max_workers() is not None or any(
+            not t.file.file_path.startswith("file:") and "://" in t.file.file_path for t in tasks):
+        return ExecutorFactory.get_or_create()
+    with _local_pool_lock:
+        if _local_pool is None or _local_pool[0] != os.getpid():  # (a pool does not survive a fork)
+            _local_pool = (os.getpid(), concurrent.futures.ThreadPoolExecutor(
+                max_workers=os.cpu_count() or 1, thread_name_prefix="ip-read"))
+        return _local_pool[1]
+
+
+def _close(futures: list[concurrent.futures.Future[Any]]) -> None:
+    """Wait for phase-1 reads and close the files they opened (only a chunk's or two are open at once)."""
+    concurrent.futures.wait(futures)
+    for f in futures:
+        done = f.result() if not f.cancelled() and f.exception() is None else None
+        if isinstance(done, _Probe):
+            done.close()
+
+
+def _match(match: Matcher, read: MatchRead, probes: list[_Probe], stats: ReadStats) -> list[tuple[_Probe, np.ndarray]]:
     """One matcher call over the chunk's key columns; each probe with the indices of its matching rows."""
-    probes = [p for p in probes if p.converted.num_rows]
+    probes = [p for p in probes if p.raw.num_rows]
     if not probes:
         return []
-    keys = pa.concat_tables([p.converted for p in probes], promote_options="permissive")
+    converted = _convert_runs([_Raw(p.keys, p.raw) for p in probes])
+    keys = converted[0] if len(converted) == 1 else pa.concat_tables(converted, promote_options="permissive")
     mask = np.asarray(match(keys), dtype=bool)
     out = []
     offset = 0
     for p in probes:
-        hits = np.flatnonzero(mask[offset:offset + p.converted.num_rows])
-        offset += p.converted.num_rows
+        hits = np.flatnonzero(mask[offset:offset + p.raw.num_rows])
+        offset += p.raw.num_rows
         if len(hits):
             out.append((p, hits))
     with _stats_lock:
@@ -234,8 +339,8 @@ def read_task(io: FileIO, read: MatchRead, task: FileScanTask, match: Matcher, *
     if not isinstance(p, _Probe):
         return None
     try:
-        matched = _match(match, [p], stats)
-        return _materialize(read, p, matched[0][1], stats, projections) if matched else None
+        matched = _match(match, read, [p], stats)
+        return _convert_runs([_materialize(read, p, matched[0][1], stats, projections)])[0] if matched else None
     finally:
         p.close()
 
@@ -274,8 +379,9 @@ def _probe(io: FileIO, read: MatchRead, task: FileScanTask, hint: Sequence[int] 
     handle = io.new_input(task.file.file_path).open(seekable=True)
     try:
         pf = pq.ParquetFile(handle, pre_buffer=True)
-        physical = pf.schema_arrow
-        keys = projections.get(read.metadata, read.key_schema, task, physical)
+        physical = pf.schema_arrow  # (built on every access: once per file)
+        schema_key = _schema_key(physical)
+        keys = projections.get(read.metadata, read.key_schema, task, physical, schema_key)
         if not all(keys.has(i) for i in read.key_ids):
             handle.close()
             return _WHOLE
@@ -292,7 +398,7 @@ def _probe(io: FileIO, read: MatchRead, task: FileScanTask, hint: Sequence[int] 
         if not groups:
             handle.close()
             return None
-        raw = pf.read_row_groups(groups, columns=keys.columns)
+        raw = pf.read_row_groups(groups, columns=keys.columns, use_threads=False)  # files are the parallel unit
         positions = np.concatenate([np.arange(starts[g], starts[g + 1]) for g in groups])
         if deleted:
             gone = pa.chunked_array([c for arr in deleted for c in arr.chunks], type=pa.int64())
@@ -304,36 +410,42 @@ def _probe(io: FileIO, read: MatchRead, task: FileScanTask, hint: Sequence[int] 
         if raw.num_rows == 0:
             handle.close()
             return None
-        return _Probe(task, handle, pf, keys, raw, _convert(keys, raw), positions, starts, sizes)
+        return _Probe(task, handle, pf, physical, schema_key, keys, raw, positions, starts, sizes)
     except BaseException:
         handle.close()
         raise
 
 
 def _materialize(read: MatchRead, p: _Probe, hits: np.ndarray, stats: ReadStats,
-                 projections: _Projections) -> pa.Table:
-    """Phase 2: the other columns, only of the row groups with a match, only the matching rows."""
-    proj = projections.get(read.metadata, read.projected, p.task, p.pf.schema_arrow)
+                 projections: _Projections) -> _Raw:
+    """Phase 2: the other columns, only of the row groups with a match, only the matching rows (as read:
+    :func:`_convert_runs` converts them)."""
+    proj = projections.get(read.metadata, read.projected, p.task, p.physical, p.schema_key)
     hit_positions = p.positions[hits]
-    hit_groups = np.unique(np.searchsorted(p.starts, hit_positions, side="right") - 1)
+    if len(p.sizes) == 1:  # (one row group: positions are offsets into it)
+        hit_groups, offsets = [0], hit_positions
+    else:
+        groups = np.unique(np.searchsorted(p.starts, hit_positions, side="right") - 1)
+        g_starts = p.starts[groups]
+        g_offsets = np.concatenate([[0], np.cumsum(p.sizes[groups])])
+        idx = np.searchsorted(g_starts, hit_positions, side="right") - 1
+        hit_groups, offsets = [int(g) for g in groups], g_offsets[idx] + (hit_positions - g_starts[idx])
     with _stats_lock:
         stats.row_groups_materialized += len(hit_groups)
-    rest = [c for c in proj.columns if c not in p.keys.columns]
-    columns: dict[str, pa.ChunkedArray] = {}
-    if rest:
-        other = p.pf.read_row_groups([int(g) for g in hit_groups], columns=rest)
-        g_starts = p.starts[hit_groups]
-        g_offsets = np.concatenate([[0], np.cumsum(p.sizes[hit_groups])])
-        idx = np.searchsorted(g_starts, hit_positions, side="right") - 1
-        other = other.take(pa.array(g_offsets[idx] + (hit_positions - g_starts[idx])))
-        columns.update({name: other.column(name) for name in rest})
-    picked = p.raw.take(pa.array(hits))
-    columns.update({name: picked.column(name) for name in proj.columns if name in p.keys.columns})
     if not proj.columns:  # only columns the file lacks (nulls, partition values): as many rows as matched
-        return proj.convert_rows(len(hits))
-    return _convert(proj, pa.table({name: columns[name] for name in proj.columns}))
+        return _Raw(proj, proj.convert_rows(len(hits)), done=True)
+    key_columns = set(p.keys.columns)
+    rest = [c for c in proj.columns if c not in key_columns]
+    other = (p.pf.read_row_groups(hit_groups, columns=rest, use_threads=False).take(pa.array(offsets))
+             if rest else None)
+    picked = p.raw.take(pa.array(hits)) if len(rest) < len(proj.columns) else None
+    return _Raw(proj, pa.Table.from_arrays(
+        [picked.column(c) if c in key_columns else other.column(c) for c in proj.columns],  # type: ignore[union-attr]
+        names=proj.columns))
 
 
 def _convert(proj: FileProjection, data: pa.Table) -> pa.Table:
     """Physical columns -> the requested schema, as ArrowScan converts its batches."""
-    return pa.Table.from_batches([proj.convert(b) for b in data.combine_chunks().to_batches()])
+    batches = data.combine_chunks().to_batches() or [
+        pa.RecordBatch.from_arrays([pa.array([], f.type) for f in data.schema], schema=data.schema)]
+    return pa.Table.from_batches([proj.convert(b) for b in batches])

@@ -196,3 +196,31 @@ def test_removing_a_snapshot_another_expiry_removed_is_recognized_as_a_lost_race
     assert retry.is_conflict(info.value)
     assert catalog.load_table("db.gone").metadata_location == head  # without effect
     assert not compat.is_snapshot_gone(ValueError("Snapshot with snapshot id 1 is fine"))
+
+
+def test_file_projection_values_like_pyiceberg(catalog: Catalog) -> None:
+    """compat.FileProjection's projected values for absent columns are pyiceberg's own
+    (``_get_column_projection_values``): none for a file holding every requested column, whatever its
+    partition (the reader then shares one projection across such files), and the file's identity-partition
+    value for an absent partition source column."""
+    from pyiceberg.io.pyarrow import _get_column_projection_values
+
+    spec = PartitionSpec(PartitionField(source_id=2, field_id=1000, transform=IdentityTransform(), name="n"))
+    table = catalog.create_table("db.c_proj", schema=SCHEMA, partition_spec=spec)
+    table.append(pa.table({"user_id": ["a", "b"], "n": [1, 2]}, schema=ARROW))
+    md = table.refresh().metadata
+    one, two = sorted((t.file for t in table.refresh().scan().plan_files()), key=lambda f: f.partition[0])
+
+    def physical(*names: str) -> pa.Schema:
+        ids = {"user_id": 1, "n": 2}
+        return pa.schema([pa.field(n, ARROW.field(n).type, metadata={b"PARQUET:field_id": str(ids[n]).encode()})
+                          for n in names])
+
+    full = compat.FileProjection(md, SCHEMA, {1, 2}, one, physical("user_id", "n"))
+    assert full.complete and full.for_file(two, md) is full and full.missing == {}
+    assert _get_column_projection_values(two, SCHEMA, md.schema(), md.specs()[two.spec_id], {1, 2}) == {}
+    partial = compat.FileProjection(md, SCHEMA, {1, 2}, one, physical("user_id"))
+    assert not partial.complete and partial.columns == ["user_id"]
+    for f in (one, two):
+        got = partial.for_file(f, md).missing
+        assert got == _get_column_projection_values(f, SCHEMA, md.schema(), md.specs()[f.spec_id], {1}) == {2: f.partition[0]}

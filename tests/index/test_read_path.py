@@ -250,3 +250,95 @@ def test_files_without_the_key_column_or_any_selected_column(catalog: Catalog) -
     got = execute(table, ip.plan_lookup(table, "uid", ["a"], selected_fields=("extra",)))
     want = table.scan(row_filter=EqualTo("uid", "a"), selected_fields=("extra",)).to_arrow()
     assert sorted(got.column("extra").to_pylist(), key=str) == sorted(want.column("extra").to_pylist(), key=str) == [7, None, None]
+
+
+@pytest.fixture(scope="module")
+def partitioned_files(shared_catalog: Catalog) -> tuple[Any, list[Any]]:
+    """A table identity-partitioned by ``part``, and one data file per partition value."""
+    from pyiceberg.transforms import IdentityTransform
+
+    schema = Schema(NestedField(1, "rid", LongType(), required=False), NestedField(2, "uid", StringType(), required=False),
+                    NestedField(3, "part", StringType(), required=False))
+    table = shared_catalog.create_table(unique_name("runs"), schema=schema,
+                                        partition_spec=PartitionSpec(PartitionField(3, 1000, IdentityTransform(), "part")))
+    table.append(pa.table({"rid": pa.array([0, 1, 2], pa.int64()), "uid": ["a", "b", "c"], "part": ["x", "y", "z"]}))
+    files = sorted((t.file for t in table.refresh().scan().plan_files()), key=lambda f: f.partition[0])
+    return table.refresh().metadata, files
+
+
+def _physical(with_part: bool, with_uid: bool) -> pa.Schema:
+    def field(name: str, type_: pa.DataType, fid: int) -> pa.Field:
+        return pa.field(name, type_, metadata={b"PARQUET:field_id": str(fid).encode()})
+
+    fields = [field("rid", pa.int64(), 1)]
+    if with_uid:
+        fields.append(field("uid", pa.string(), 2))
+    if with_part:
+        fields.append(field("part", pa.string(), 3))
+    return pa.schema(fields)
+
+
+@settings(max_examples=60, deadline=None)
+@given(items=st.lists(st.tuples(st.integers(0, 2), st.booleans(), st.booleans(), st.integers(0, 4)), max_size=8))
+def test_converting_runs_equals_converting_each_file(partitioned_files: tuple[Any, list[Any]],
+                                                    items: list[tuple[int, bool, bool, int]]) -> None:
+    """The reader converts the rows of consecutive files that convert alike in one call: the result must be
+    the per-file conversions concatenated, whatever the mix of physical schemas (files lacking the
+    identity-partition column get its value from their partition; files lacking ``uid`` get nulls)."""
+    from iceberg_privacy.index.read import _convert, _convert_runs, _Projections, _Raw
+
+    metadata, files = partitioned_files
+    schema = metadata.schema()
+    projections = _Projections()
+    raws = []
+    for n, (which, with_part, with_uid, rows) in enumerate(items):
+        physical = _physical(with_part, with_uid)
+        task = type("Task", (), {"file": files[which]})()
+        proj = projections.get(metadata, schema, task, physical)  # type: ignore[arg-type]
+        cols = {"rid": pa.array(range(n * 10, n * 10 + rows), pa.int64())}
+        if with_uid:
+            cols["uid"] = pa.array([f"u{n}.{i}" for i in range(rows)], pa.string())
+        if with_part:
+            cols["part"] = pa.array([files[which].partition[0]] * rows, pa.string())
+        raws.append(_Raw(proj, pa.Table.from_pydict(cols, schema=physical).select(proj.columns)))
+    one_by_one = [_convert(r.proj, r.table) for r in raws]  # type: ignore[arg-type]
+    runs = _convert_runs(raws)
+    assert len(runs) <= len(raws)
+    want = pa.concat_tables(one_by_one, promote_options="permissive") if one_by_one else None
+    got = pa.concat_tables(runs, promote_options="permissive") if runs else None
+    assert (got is None) == (want is None)
+    if got is not None and want is not None:
+        assert got.schema == want.schema and got.to_pylist() == want.to_pylist()
+        parts = [row["part"] for row in got.to_pylist()]
+        assert parts == [files[w].partition[0] for w, _, _, rows in items for _ in range(rows)]
+
+
+def test_many_chunks_read_ahead_equal_the_scan_and_a_missing_file_fails(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several chunks of files (the next chunk's keys are read while one is matched): the rows are the
+    scan's, in task order; a data file gone from storage fails the read instead of being skipped."""
+    from iceberg_privacy.index import read as read_mod
+
+    monkeypatch.setattr(read_mod, "CHUNK_FILES", 2)
+    table = catalog.create_table(unique_name("chunks"), schema=_schema("string"), properties={"format-version": "2"})
+    for n in range(7):
+        table.append(_rows("string", [POOL[(n + i) % 5] for i in range(6)], n * 10, ("rid", "uid", "payload")))
+    table = table.refresh()
+    f = sorted((t.file for t in table.scan().plan_files()), key=_by_content)[3]
+    table = commit_delete_file(table, f, [0, 2])
+    plan = ip.plan_lookup(table, "uid", ["a", "c"])
+    assert len(plan.tasks) == 7
+    stats = ReadStats()
+    got = execute(table, plan, stats=stats)
+    want = _oracle(table, "uid", "string", ["a", "c"], None, None)
+    assert _bag(got) == _bag(want) and stats.files == 7
+    order = {t.file.file_path: i for i, t in enumerate(plan.tasks)}  # rows come back in task order
+    rid_file = {}
+    for t in plan.tasks:
+        with table.io.new_input(t.file.file_path).open() as fh:
+            for rid in pq.read_table(fh).column("rid").to_pylist():
+                rid_file[rid] = order[t.file.file_path]
+    seen = [rid_file[r] for r in got.column("rid").to_pylist()]
+    assert seen == sorted(seen)
+    table.io.delete(plan.tasks[5].file.file_path)
+    with pytest.raises(FileNotFoundError):
+        execute(table, plan)
