@@ -63,6 +63,9 @@ FORGET_MARKER = "privacy.forget.list"
 FORGET_DROPPED_SUMMARY = "privacy.forget.dropped-rows"
 FORGET_VERSION_SUMMARY = "privacy.forget.version"
 
+DEMO_MARKER = "privacy.demo"
+"""Set to ``true`` on tables the demos create: a demo re-run replaces only tables carrying it, never a user's."""
+
 # -- lineage (docs/lineage.md) --------------------------------------------------------------------
 LINEAGE_SUMMARY = "privacy.lineage"
 LINEAGE_HISTORY_PROPERTY = "privacy.lineage.history"

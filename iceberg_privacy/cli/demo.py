@@ -39,7 +39,7 @@ def cmd_ingest_demo(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.demos.lookup import clickstream, create_demo_table
     from iceberg_privacy.write import append
 
-    table = create_demo_table(catalog, args.table)
+    table = create_demo_table(catalog, args.table, replace=args.replace)
     data, _ = clickstream(args.users, args.days, args.events_per_day)
     emit(args, append(table, data, progress=not args.quiet))
     return 0
@@ -58,6 +58,8 @@ def register(subparsers: Any) -> None:
     s.add_argument("--skip-dp", action="store_true", help="skip the differentially private release part")
 
     s = add_command(subparsers, "ingest-demo", cmd_ingest_demo, json=True,
-                    help="create TABLE and ingest synthetic clickstream data into it")
+                    help="create TABLE (or re-create a demo table) and ingest synthetic clickstream data into it")
     s.add_argument("table", nargs="?", default="demo.clicks")
+    s.add_argument("--replace", action="store_true",
+                   help="drop TABLE and its data first even if the demo did not create it (else such a table is refused)")
     _size_args(s)

@@ -22,9 +22,11 @@ from pyiceberg.transforms import DayTransform
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import configure_bloom, configure_identity
 from iceberg_privacy.demos.clickstream import DEMO_SCHEMA, clickstream
+from iceberg_privacy.errors import ConfigurationError
 from iceberg_privacy.index.lookup import execute
 from iceberg_privacy.index.maintenance import compact_sidecars
 from iceberg_privacy.index.planner import plan_lookup
+from iceberg_privacy.properties import DEMO_MARKER
 from iceberg_privacy.write import append
 
 
@@ -34,19 +36,36 @@ def _timed(fn: Callable[[], pa.Table]) -> tuple[pa.Table, float]:
     return out, time.perf_counter() - t0
 
 
-def create_demo_table(catalog: Catalog, name: str = "demo.clicks") -> Table:
+def drop_demo_table(catalog: Catalog, name: str, *, replace: bool = False) -> None:
+    """Drop ``name`` before a demo re-creates it: only a table a demo made (``privacy.demo=true``), unless
+    ``replace``. A user's table of the same name is never dropped silently: the demos replace their tables
+    on every run, and a typo in ``ingest-demo TABLE`` must not purge a real one."""
+    try:
+        existing = catalog.load_table(name)
+    except NoSuchTableError:
+        return
+    made_by_demo = existing.properties.get(DEMO_MARKER) == "true" or existing.schema() == DEMO_SCHEMA  # (older demos set no marker)
+    if not replace and not made_by_demo:
+        raise ConfigurationError(
+            f"{name} already exists and was not created by the demo, which replaces the tables it writes; "
+            f"nothing was changed. Pick another table name, or pass --replace (replace=True) to drop {name} "
+            "and its data first."
+        )
+    catalog.purge_table(name)
+
+
+def create_demo_table(catalog: Catalog, name: str = "demo.clicks", *, replace: bool = False) -> Table:
+    """Create (or re-create, see :func:`drop_demo_table`) the demo clickstream table ``name``."""
     namespace = name.rsplit(".", 1)[0]
     try:
         catalog.create_namespace(namespace)
     except NamespaceAlreadyExistsError:
         pass
-    try:
-        catalog.purge_table(name)
-    except NoSuchTableError:
-        pass
+    drop_demo_table(catalog, name, replace=replace)
     spec = PartitionSpec(PartitionField(source_id=1, field_id=1000, transform=DayTransform(), name="event_day"))
     table = catalog.create_table(name, DEMO_SCHEMA, partition_spec=spec,
-                                 properties={"write.target-file-size-bytes": str(2 * 1024 * 1024)})
+                                 properties={"write.target-file-size-bytes": str(2 * 1024 * 1024),
+                                             DEMO_MARKER: "true"})
     return configure_bloom(table, {"user_id": {"fpp": 0.01}, "identities": {"fpp": 0.01}})
 
 
@@ -120,7 +139,7 @@ def run_lineage_demo(catalog: Catalog, table: Table, *, out: Path, echo: Callabl
     from iceberg_privacy.lineage.export import render_png, to_mermaid, write_openlineage
 
     configure_identity(table, ["user_id", "identities"])
-    for name in DERIVED:
+    for name in DERIVED:  # derived from demo.clicks by this demo, under the names it documents
         try:
             catalog.purge_table(name)
         except NoSuchTableError:

@@ -75,3 +75,30 @@ def test_ingest_parquet_files(home, tmp_path, capsys) -> None:
     assert table.current_snapshot().summary.additional_properties["privacy.sidecar.files"] == "1"
     in_sample = pa.compute.sum(pa.compute.equal(sample.column("user_id"), user)).as_py()
     assert ip.lookup(table, "user_id", user).num_rows == user_rows_before + in_sample
+
+
+def test_ingest_demo_never_replaces_a_table_it_did_not_create(home, capsys) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    import iceberg_privacy as ip
+
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("sales")
+    mine = catalog.create_table("sales.orders", schema=pa.schema([("order_id", pa.int64())]))
+    mine.append(pa.table({"order_id": pa.array([1, 2, 3], pa.int64())}))
+    capsys.readouterr()
+    args = ["--home", home, "-q", "ingest-demo", "sales.orders", "--days", "1", "--events-per-day", "100"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "sales.orders already exists and was not created by the demo" in err and "--replace" in err
+    kept = catalog.load_table("sales.orders")
+    assert kept.scan().to_arrow().column("order_id").to_pylist() == [1, 2, 3]  # nothing lost
+
+    assert main([*args, "--replace"]) == 0  # asked for explicitly
+    replaced = catalog.load_table("sales.orders")
+    assert "user_id" in replaced.schema().column_names and replaced.properties.get("privacy.demo") == "true"
+    first = replaced.current_snapshot()
+    assert main(args) == 0  # a demo table is re-created without --replace
+    again = catalog.load_table("sales.orders")
+    assert again.current_snapshot() is not None and first is not None
+    assert again.metadata.table_uuid != replaced.metadata.table_uuid
