@@ -388,7 +388,7 @@ def erase_table(ts: TableSubjects, request_id: str, secret: bytes, *, subjects: 
             table.refresh()
             head = _head(table, branch)
             plan = plan_candidates(ts, head) if head is not None else CandidatePlan(None, [])
-            rep.files_total = plan.files_total
+            rep.files_total = max(rep.files_total, plan.files_total)  # a later pass plans on our own, smaller commit
             live = {t.file.file_path for t in plan.tasks}
             # A batch whose originals someone else removed meanwhile is redone from the files now live.
             stale = [b for b in pending if any(f.file_path not in live for f in b.originals)]

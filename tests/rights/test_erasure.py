@@ -160,3 +160,15 @@ def test_partitioned_table(catalog: Catalog) -> None:
     assert got == [("bob", days[0]), ("cy", days[1]), ("dan", days[2])]
     parts = {t.file.partition[0] for t in table.scan().plan_files()}
     assert len(parts) == 3  # each rewrite stayed in its partition
+
+
+def test_report_counts_the_files_of_the_table_it_planned_on(catalog: Catalog) -> None:
+    """Files holding only the subject disappear; the report's total is still the table's before the erasure."""
+    batches = [["u1"] * 3, ["u1", "u2"], ["u1"] * 2, ["u4", "u5"]]
+    table = make_table(catalog, "db.whole", batches)
+    total = len(list(table.scan().plan_files()))
+    report = ip.erase(catalog, ["u1"], request_id="r-whole")
+    t = report.tables["db.whole"]
+    assert t.rows_removed == 6 and t.files_read <= t.files_total == total == 4
+    assert len(list(table.refresh().scan().plan_files())) == 2
+    assert f"read / {total}," in str(report)
