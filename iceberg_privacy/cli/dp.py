@@ -179,7 +179,11 @@ def cmd_sql(args: argparse.Namespace, catalog: Catalog) -> int:
         raise ConfigurationError("give --epsilon (pure DP), --epsilon with --delta (approx DP) or --rho (zCDP).")
     else:
         budget = ApproxDP(args.epsilon, args.delta) if args.delta is not None else PureDP(args.epsilon)
-    release = dp_sql(catalog, args.sql, budget=budget, principal=args.principal, memoize=not args.no_memo)
+    from iceberg_privacy.dp.policy import ROWS
+
+    unit: Any = ROWS if args.rows else args.privacy_unit
+    release = dp_sql(catalog, args.sql, budget=budget, principal=args.principal, memoize=not args.no_memo,
+                     privacy_unit=unit, max_rows_per_unit=args.max_rows_per_unit)
     if args.json:
         print_json(release.to_json())
         return 0
@@ -269,6 +273,12 @@ def register(subparsers: Any) -> None:
     sql.add_argument("--rho", type=float, help="zero-concentrated DP")
     sql.add_argument("--principal", default=None, help="who is charged (default: $ICEBERG_PRIVACY_PRINCIPAL or login)")
     sql.add_argument("--no-memo", action="store_true", help="ask again (and pay) even if the answer is memoized")
+    sql_unit = sql.add_mutually_exclusive_group()
+    sql_unit.add_argument("--privacy-unit", default=None, metavar="COLUMN",
+                          help="the column identifying a person, for a table whose access policy declares no unit")
+    sql_unit.add_argument("--rows", action="store_true", help="the privacy unit is a row (same condition)")
+    sql.add_argument("--max-rows-per-unit", type=int, default=None, metavar="N",
+                     help="rows one unit may contribute (default: the policy's, else 1)")
 
     policy = sub.add_parser("policy", help="set or show the access policy (dp-only) of a namespace or table")
     psub = policy.add_subparsers(dest="dp_policy_command", required=True, metavar="ACTION")

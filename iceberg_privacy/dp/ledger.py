@@ -421,7 +421,10 @@ class Ledger:
             if type(st.cap) is not type(amount):
                 raise BudgetTypeMismatchError(
                     f"{scope} has a {st.cap.kind} budget ({st.cap!r}) but the query asks for a {amount.kind} "
-                    f"budget ({amount!r}); budgets are never converted. Ask with a {st.cap.kind} budget."
+                    f"budget ({amount!r}); budgets are never converted. Ask with a {st.cap.kind} budget, or "
+                    f"(as the data owner) set the {scope} budget to the type the query needs ({amount.kind}: "
+                    "`iceberg-privacy dp budget set ...`; --epsilon with --delta for approx DP, --rho for zCDP)."
+                    " Nothing was spent."
                 )
             remaining = st.remaining()
             assert remaining is not None

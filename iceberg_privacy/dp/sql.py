@@ -290,7 +290,9 @@ def dp_sql(
         if privacy_unit is None:
             raise PrivacyUnitRequiredError(
                 f"{compiled.table} has no privacy unit in its access policy: pass privacy_unit='<column>' (the "
-                "column identifying a person) or privacy_unit=ROWS. Nothing was spent.")
+                "column identifying a person) or privacy_unit=ROWS (CLI: `dp sql --privacy-unit COLUMN` or "
+                "`--rows`), or declare it once for every query with `dp policy set --privacy-unit COLUMN`. "
+                "Nothing was spent.")
         unit_decl = privacy_unit
         max_rows = int(max_rows_per_unit or 1)
     else:

@@ -301,3 +301,24 @@ def test_cli_dp_sql_refuses_with_the_reason(tmp_path: Path) -> None:
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode != 0 and "exactly one statement" in out.stderr
     assert cat.table_exists("db.pv")
+
+
+@pytest.mark.slow
+def test_cli_dp_sql_takes_the_privacy_unit_when_no_policy_declares_one(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "iceberg_privacy.cli", "--catalog-uri", f"sqlite:///{tmp_path}/c.db",
+            "--warehouse", f"file://{tmp_path}/wh"]
+    cat = SqlCatalog("default", uri=f"sqlite:///{tmp_path}/c.db", warehouse=f"file://{tmp_path}/wh")
+    cat.create_namespace("db")
+    data = pageviews(200)
+    cat.create_table("db.pv", schema=data.schema).append(data)
+    set_namespace_budget(cat, "db", PureDP(2))
+    query = [*base, "dp", "sql", "SELECT COUNT(*) AS n FROM db.pv", "--epsilon", "1", "--json"]
+    out = subprocess.run(query, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2 and "dp sql --privacy-unit COLUMN" in out.stderr and "Nothing was spent" in out.stderr
+    assert _spent(cat) == PureDP(0, validate=False)  # nothing charged
+    out = subprocess.run([*query, "--privacy-unit", "user_id", "--max-rows-per-unit", "3"], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    release = json.loads(out.stdout)
+    assert release["charged"] == {"type": "pure", "epsilon": "1"} and abs(release["rows"][0]["n"] - data.num_rows) < 60
+    assert _spent(cat) == PureDP(1)
