@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
-import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -50,29 +48,6 @@ from iceberg_privacy.errors import (
 )
 from iceberg_privacy.lineage.record import AGGREGATION, COMPLETE, INDIRECT, FieldRef, LineageRecord, SourceRef
 from iceberg_privacy.properties import DP_SQL_HASH_SUMMARY, DP_SQL_SUMMARY
-
-MAX_SQL_LENGTH = 20_000
-"""Longer text is refused before it is tokenized."""
-MAX_OUTPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-
-# aggregate kind -> (needs a numeric column, needs bounds, tmlt method)
-AGGREGATES: dict[str, tuple[bool, bool]] = {
-    "count": (False, False),
-    "count_distinct": (False, False),
-    "sum": (True, True),
-    "avg": (True, True),
-    "min": (True, True),
-    "max": (True, True),
-    "median": (True, True),
-    "quantile": (True, True),
-    "variance": (True, True),
-    "stddev": (True, True),
-}
-
-
-_quiet = threading.local()
-
-
 
 
 @dataclass

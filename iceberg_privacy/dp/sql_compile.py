@@ -60,7 +60,7 @@ MAX_SQL_LENGTH = 20_000
 """Longer text is refused before it is tokenized."""
 MAX_OUTPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
-# aggregate kind -> (needs a numeric column, needs bounds, tmlt method)
+# aggregate kind -> (needs a numeric column, needs bounds)
 AGGREGATES: dict[str, tuple[bool, bool]] = {
     "count": (False, False),
     "count_distinct": (False, False),
