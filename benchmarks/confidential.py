@@ -35,20 +35,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.dp import N_COUNTRIES, make_chunk
+from benchmarks.dp import N_COUNTRIES, build_table
 
 SQL = "SELECT country, COUNT(*) AS n FROM bench.pageviews GROUP BY country"
-
-
-def _build(catalog: Any, rows: int, rows_per_user: int) -> None:
-    catalog.create_namespace("bench")
-    chunk = 1_000_000
-    first = make_chunk(0, min(chunk, rows), rows_per_user, 0)
-    table = catalog.create_table("bench.pageviews", schema=first.schema)
-    with table.transaction() as tx:
-        tx.append(first)
-        for i, start in enumerate(range(chunk, rows, chunk), start=1):
-            tx.append(make_chunk(start, min(chunk, rows - start), rows_per_user, i))
 
 
 def service_numbers(rows: int, reps: int, memo_reps: int, rows_per_user: int) -> dict[str, Any]:
@@ -62,7 +51,8 @@ def service_numbers(rows: int, reps: int, memo_reps: int, rows_per_user: int) ->
 
     work = Path(tempfile.mkdtemp(prefix="ip-bench-conf-"))
     catalog = SqlCatalog("bench", uri=f"sqlite:///{work}/catalog.db", warehouse=f"file://{work}/warehouse")
-    _build(catalog, rows, rows_per_user)
+    catalog.create_namespace("bench")
+    build_table(catalog, rows, rows_per_user, chunk=1_000_000)
     countries = [f"C{i:02d}" for i in range(N_COUNTRIES)]
     ip.set_namespace_budget(catalog, "bench", ip.PureDP(100_000))
     ip.set_access_policy(catalog, "bench", "dp-only", max_epsilon_per_query=10.0,

@@ -52,8 +52,8 @@ def make_chunk(start: int, n: int, rows_per_user: int, seed: int) -> pa.Table:
     )
 
 
-def build_table(catalog: Any, rows: int, rows_per_user: int) -> Any:
-    chunk = 2_000_000
+def build_table(catalog: Any, rows: int, rows_per_user: int, chunk: int = 2_000_000) -> Any:
+    """``bench.pageviews`` with ``rows`` rows, appended ``chunk`` rows at a time in one commit."""
     first = make_chunk(0, min(chunk, rows), rows_per_user, 0)
     table = catalog.create_table("bench.pageviews", schema=first.schema)
     with table.transaction() as tx:

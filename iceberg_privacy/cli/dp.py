@@ -169,6 +169,7 @@ def cmd_policy_show(args: argparse.Namespace, catalog: Catalog) -> int:
 
 def cmd_sql(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.dp.budget import ApproxDP, PureDP, RhoZCDP
+    from iceberg_privacy.dp.policy import ROWS
     from iceberg_privacy.dp.sql import dp_sql
 
     if args.rho is not None:
@@ -179,8 +180,6 @@ def cmd_sql(args: argparse.Namespace, catalog: Catalog) -> int:
         raise ConfigurationError("give --epsilon (pure DP), --epsilon with --delta (approx DP) or --rho (zCDP).")
     else:
         budget = ApproxDP(args.epsilon, args.delta) if args.delta is not None else PureDP(args.epsilon)
-    from iceberg_privacy.dp.policy import ROWS
-
     unit: Any = ROWS if args.rows else args.privacy_unit
     release = dp_sql(catalog, args.sql, budget=budget, principal=args.principal, memoize=not args.no_memo,
                      privacy_unit=unit, max_rows_per_unit=args.max_rows_per_unit)
