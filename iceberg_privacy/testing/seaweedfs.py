@@ -230,7 +230,7 @@ def start_seaweedfs(
             bucket=bucket, table_bucket=table_bucket, identities=users, ports=ports, _proc=proc,
         )  # fmt: skip
         atexit.register(server.stop)
-        problem = _wait_healthy(server, ports["s3"], timeout)
+        problem = _wait_healthy(server, ports["s3"], timeout, existing_data=_ports is not None)
         if problem is None:
             return server
         server.stop()
@@ -279,8 +279,13 @@ def _bind(port: int) -> socket.socket:
     return s
 
 
-def _wait_healthy(server: SeaweedFS, s3_port: int, timeout: float) -> str | None:
-    """None once S3 answers, the REST catalog lists namespaces and the bucket lists; else what failed."""
+def _wait_healthy(server: SeaweedFS, s3_port: int, timeout: float, existing_data: bool = False) -> str | None:
+    """None once S3 answers, the REST catalog lists namespaces and the bucket lists; else what failed.
+
+    After a restart (``existing_data``), also until an object written before the restart reads back:
+    listings come from the filer, but reads need the volume server, which can take longer to load its
+    volumes (a loaded machine answered GetObject with INTERNAL_FAILURE right after the listing worked).
+    """
     from pyiceberg.catalog import load_catalog
 
     deadline = time.monotonic() + timeout
@@ -292,12 +297,25 @@ def _wait_healthy(server: SeaweedFS, s3_port: int, timeout: float) -> str | None
             with socket.create_connection((HOST, s3_port), timeout=1):
                 pass
             load_catalog("seaweedfs-health", **server.rest_catalog_properties()).list_namespaces()
-            server.filesystem().get_file_info(pafs.FileSelector(server.bucket))
+            fs = server.filesystem()
+            fs.get_file_info(pafs.FileSelector(server.bucket))
+            if existing_data:
+                _read_back_objects(fs, server.bucket)
             return None
         except Exception as e:  # any failure means "not ready yet"
             last = f"{type(e).__name__}: {e}"
         time.sleep(0.1)
     return f"not healthy after {timeout:g} s; last error: {last}"
+
+
+def _read_back_objects(fs: pafs.S3FileSystem, bucket: str, limit: int = 64) -> None:
+    """Read up to ``limit`` files of ``bucket`` in full, spread over its listing (objects of one
+    bucket sit on several volumes); raises while a volume is not served yet."""
+    files = [i for i in fs.get_file_info(pafs.FileSelector(bucket, recursive=True)) if i.type == pafs.FileType.File]
+    step = max(1, len(files) // limit)
+    for info in files[::step]:
+        with fs.open_input_stream(info.path) as f:
+            f.read()
 
 
 def _wait_gone(pid: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> bool:
