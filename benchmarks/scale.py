@@ -31,7 +31,15 @@ grown in steps to each ``--files`` size, and at every size the same measurements
   the rest absent; planned files must cover the oracle's.
 * **The core benchmark's table** (``benchmarks.harness.build_table``: 1,000 files x 3,000 rows, 10 appends):
   a 10,000-key batch lookup vs the full-scan semi-joins (``benchmarks.lookup.batch``: same rows asserted),
-  and the exact index's storage, ``sidecar_status(t).exact_index_bytes / data_bytes``.
+  and the exact index's storage, ``sidecar_status(t).exact_index_bytes / data_bytes``. Next to the ratio,
+  what the oracle says no reader can avoid (``benchmarks.harness.key_layout``, read from the data files, not
+  from our index): ``oracle_file_share``, ``oracle_row_group_share``, and ``speedup_bound`` = full decode /
+  decode of the oracle's row groups, both timed in pure pyarrow (``benchmarks.harness.decode_floor``). On that
+  table every file holds one of 10,000 uniform keys, so the bound is 1 and 5x is out of reach by construction.
+* **The same rows, partitioned by bucket(files / appends, user_id)** (``batch_10k_clustered.*``): the same
+  file count, and 10,000 keys drawn from the users of a tenth of the buckets (keys that live together: a
+  tenant, a shard), so the oracle's share is ~10 %; a sweep over wider key spreads (vs read all + is_in);
+  and the core batch's uniform keys on this table, to show that the keys' spread, not the layout, decides.
 
 Headline keys are top-level dotted names (as benchmarks/requests.py writes them); ``keys_measured_at``
 names the sizes they were measured at (``--quick`` does not reach 100,000 files). A violated oracle or rows
@@ -456,12 +464,29 @@ def clustered_batch(cat: Any, args: argparse.Namespace, kind: str, cs: Any, unif
     users = cs.users
     of_user = BucketTransform(buckets).pyarrow_transform(StringType())(users).to_numpy()
     rng = np.random.default_rng(args.seed + 4)
-    n_buckets = max(1, round(args.clustered_key_share * buckets))
-    chosen = np.sort(rng.choice(buckets, n_buckets, replace=False))
-    pool = np.flatnonzero(np.isin(of_user, chosen))
-    picks = rng.choice(pool, min(args.batch_keys, len(pool)), replace=False)
-    keys = users.take(pa.array(picks)).to_pylist()
-    clustered = batch_with_oracle(t, cs.table, keys, args.batch_reps, args.floor_reps, "clustered table, clustered keys")
+
+    def draw(share: float) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """``--batch-keys`` users of ``round(share * buckets)`` buckets picked at random: (buckets, pool, keys)."""
+        chosen = np.sort(rng.choice(buckets, max(1, round(share * buckets)), replace=False))
+        pool = np.flatnonzero(np.isin(of_user, chosen))
+        picks = rng.choice(pool, min(args.batch_keys, len(pool)), replace=False)
+        return chosen, pool, users.take(pa.array(picks)).to_pylist()
+
+    chosen, pool, keys = draw(args.clustered_key_share)
+    clustered = batch_with_oracle(t, cs.table, keys, args.clustered_reps, args.floor_reps,
+                                  "clustered table, clustered keys")
+    # Where 5x stops: the same measurement with keys spread over more buckets. Only the faster baseline (read all
+    # + is_in): pyiceberg's In scan costs its per-file residual on every file bucket pruning keeps.
+    sweep = []
+    for share in args.clustered_sweep:
+        sw_buckets, sw_pool, sw_keys = draw(share)
+        r = batch_with_oracle(t, cs.table, sw_keys, args.batch_reps, args.floor_reps,
+                              f"clustered table, keys from {len(sw_buckets)} buckets", semi_join_in=False)
+        sweep.append({"key_share_requested": share, "key_buckets": len(sw_buckets), "users_in_key_buckets": len(sw_pool),
+                      **{k: r[k] for k in ("keys", "rows", "oracle_file_share", "oracle_row_group_share",
+                                            "speedup_vs_full_scan", "speedup_vs_full_scan_cpu", "speedup_bound",
+                                            "speedup_ceiling_vs_full_scan_cpu", "median_ms", "median_cpu_ms",
+                                            "oracle_files_missed", "load_average_1m")}})
     # pyiceberg's In scan computes the whole 10,000-value In's residual (and its pyarrow expression) for every
     # file it keeps, ~0.45 s a file when profiled at 100 files (31 s against 1.1 s for read all + is_in there).
     # With uniform keys bucket pruning keeps every file, so it is left out unless asked for.
@@ -471,7 +496,7 @@ def clustered_batch(cat: Any, args: argparse.Namespace, kind: str, cs: Any, unif
     return {"files": files, "rows": cs.table.num_rows, "partition": f"bucket({buckets}, {COLUMN})",
             "appends": args.core_commits, "ingest_seconds": round(ingest_s, 2), "storage": storage(t),
             "key_buckets": chosen.tolist(), "key_share_requested": args.clustered_key_share,
-            "users_in_key_buckets": len(pool), "clustered_keys": clustered, "uniform_keys": uniform}
+            "users_in_key_buckets": len(pool), "clustered_keys": clustered, "uniform_keys": uniform, "sweep": sweep}
 
 
 # ------------------------------------------------------------------------------------------ headline keys
@@ -486,6 +511,7 @@ def batch_oracle_violations(core: dict[str, Any] | None) -> int:
     runs = [core["batch_10k"]]
     if core.get("clustered") is not None:
         runs += [r for r in (core["clustered"]["clustered_keys"], core["clustered"]["uniform_keys"]) if r is not None]
+        runs += core["clustered"]["sweep"]
     return sum(r["oracle_files_missed"] > 0 for r in runs)
 
 
@@ -505,6 +531,9 @@ def batch_keys(core: dict[str, Any] | None) -> dict[str, Any]:
             out[f"{prefix}speedup_vs_full_scan"] = r["speedup_vs_full_scan"]
             out[f"{prefix}keys"] = r["keys"]
             out.update({f"{prefix}{k}": r.get(k) for k in ORACLE_KEYS})
+        out["batch_10k_clustered.sweep"] = [{k: r[k] for k in ("key_buckets", "keys", "oracle_file_share",
+                                                               "speedup_vs_full_scan", "speedup_vs_full_scan_cpu",
+                                                               "speedup_bound")} for r in cl["sweep"]]
     return out
 
 
@@ -565,6 +594,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="the clustered batch draws its keys from the users of this share of the buckets")
     p.add_argument("--skip-clustered", action="store_true",
                    help="leave out the bucket(user_id)-partitioned copy of the core table (batch_10k_clustered.*)")
+    p.add_argument("--clustered-reps", type=int, default=3, help="rounds of the clustered-keys batch")
+    p.add_argument("--clustered-sweep", type=str, default="0.2,0.5",
+                   help="further key shares for the clustered table, timed against read all + is_in only ('' = none)")
     p.add_argument("--skip-clustered-uniform", action="store_true",
                    help="leave out the uniform-keys batch on the bucketed table (batch_10k_clustered.uniform_keys.*)")
     p.add_argument("--uniform-in-scan", action="store_true",
@@ -582,8 +614,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.files, args.files_per_append, args.cold, args.batch_plan_reps = "100,400", 100, 2, 1
         args.core_files, args.core_commits, args.batch_reps, args.floor_reps = 100, 2, 1, 1
-        args.skip_clustered_uniform = True
+        args.skip_clustered_uniform, args.clustered_reps, args.clustered_sweep = True, 1, ""
     args.sizes = sorted({int(s) for s in str(args.files).split(",") if s.strip()})
+    args.clustered_sweep = [float(s) for s in str(args.clustered_sweep).split(",") if s.strip()]
+    if not 0 < args.clustered_key_share <= 1 or not all(0 < s <= 1 for s in args.clustered_sweep):
+        p.error("--clustered-key-share and --clustered-sweep take shares in (0, 1]")
     if args.cold_probe is None:
         if not args.sizes or any(s % args.files_per_append for s in args.sizes):
             p.error(f"every --files size must be a multiple of --files-per-append ({args.files_per_append})")
