@@ -436,11 +436,12 @@ def core_batch(cat: Any, args: argparse.Namespace, kind: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ clustered table
 def clustered_batch(cat: Any, args: argparse.Namespace, kind: str, cs: Any, uniform_keys: list[str]) -> dict[str, Any]:
     """The core table's rows, partitioned by ``bucket(B, user_id)`` with B = files / appends, so that each of the
-    same number of appends writes B files: the same file count and ~rows per file as the core table. Two batches:
+    same number of appends writes B files: the same file count and ~rows per file as the core table. Batches:
 
     * **clustered keys**: ``--batch-keys`` users drawn from the users of ``round(--clustered-key-share * B)``
       buckets picked at random (one tenant, one shard, the users of one region: keys that live together), so
       the oracle's share of files is about that share;
+    * **a sweep**: the same for each share of ``--clustered-sweep`` (wider spreads: where 5x stops);
     * **uniform keys**: the core batch's own keys on this table, to show that the key distribution, not the
       table's layout, decides the ratio."""
     buckets = args.core_files // args.core_commits
@@ -617,6 +618,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.skip_clustered_uniform, args.clustered_reps, args.clustered_sweep = True, 1, ""
     args.sizes = sorted({int(s) for s in str(args.files).split(",") if s.strip()})
     args.clustered_sweep = [float(s) for s in str(args.clustered_sweep).split(",") if s.strip()]
+    if not args.skip_core and not args.skip_clustered and args.core_files % args.core_commits:
+        p.error("the clustered table writes --core-files / --core-commits buckets per append: --core-files must be "
+                "a multiple of --core-commits (or pass --skip-clustered)")
     if not 0 < args.clustered_key_share <= 1 or not all(0 < s <= 1 for s in args.clustered_sweep):
         p.error("--clustered-key-share and --clustered-sweep take shares in (0, 1]")
     if args.cold_probe is None:
