@@ -264,3 +264,98 @@ def bench_lake(args: Any, prefix: str) -> Iterator[BenchLake]:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ oracle layout
+@dataclass
+class KeyLayout:
+    """Where a batch's keys really are, read from the data files themselves (not from any index).
+
+    ``hits`` maps each data file holding a key to the row groups that hold one; the shares are over
+    every live data file / row group / compressed column-chunk byte of the table."""
+
+    files_total: int
+    row_groups_total: int
+    bytes_total: int
+    hits: dict[str, list[int]]
+    bytes_hit: int
+    all_row_groups: dict[str, int]  # path -> row groups in the file
+
+    @property
+    def files_hit(self) -> int:
+        return len(self.hits)
+
+    @property
+    def row_groups_hit(self) -> int:
+        return sum(len(v) for v in self.hits.values())
+
+    def shares(self) -> dict[str, Any]:
+        return {"oracle_files": self.files_hit, "files_total": self.files_total,
+                "oracle_row_groups": self.row_groups_hit, "row_groups_total": self.row_groups_total,
+                "oracle_file_share": round(self.files_hit / self.files_total, 6),
+                "oracle_row_group_share": round(self.row_groups_hit / self.row_groups_total, 6),
+                "oracle_byte_share": round(self.bytes_hit / self.bytes_total, 6)}
+
+
+def key_layout(t: Table, keys: pa.Array) -> KeyLayout:
+    """Open every live data file of ``t`` through its FileIO and find the row groups whose key column holds
+    one of ``keys`` (the oracle for what a batch lookup of ``keys`` cannot avoid reading)."""
+    hits: dict[str, list[int]] = {}
+    groups: dict[str, int] = {}
+    total_bytes = hit_bytes = 0
+    for task in t.scan().plan_files():
+        path = task.file.file_path
+        with t.io.new_input(path).open() as f:
+            pf = pq.ParquetFile(f)
+            groups[path] = pf.metadata.num_row_groups
+            for rg in range(pf.metadata.num_row_groups):
+                meta = pf.metadata.row_group(rg)
+                size = sum(meta.column(c).total_compressed_size for c in range(meta.num_columns))
+                total_bytes += size
+                col = pf.read_row_group(rg, columns=[COLUMN], use_threads=False).column(COLUMN)
+                if pc.any(pc.is_in(col, value_set=keys)).as_py():
+                    hits.setdefault(path, []).append(rg)
+                    hit_bytes += size
+    return KeyLayout(len(groups), sum(groups.values()), total_bytes, hits, hit_bytes, groups)
+
+
+def decode_floor(t: Table, layout: KeyLayout, reps: int) -> dict[str, Any]:
+    """Pure pyarrow, serial, no Python per row: CPU time to open the oracle's files and decode every column of
+    their oracle row groups (the floor: what a batch lookup of those keys cannot avoid), against opening every
+    file and decoding every row group (what a full scan cannot avoid). Interleaved, median of ``reps``.
+
+    ``speedup_bound`` = full / floor = 1 / (the share of the full scan's decode the batch cannot avoid)."""
+
+    def decode(groups: dict[str, list[int]]) -> tuple[float, float, int]:
+        c0, w0, rows = time.process_time(), time.perf_counter(), 0
+        for path, rgs in groups.items():
+            with t.io.new_input(path).open() as f:
+                rows += pq.ParquetFile(f).read_row_groups(rgs, use_threads=False).num_rows
+        return (time.process_time() - c0) * 1000, (time.perf_counter() - w0) * 1000, rows
+
+    everything = {p: list(range(n)) for p, n in layout.all_row_groups.items()}
+    oracle = {p: layout.hits[p] for p in layout.all_row_groups if p in layout.hits}
+    cpu: dict[str, list[float]] = {"floor": [], "full": []}
+    wall: dict[str, list[float]] = {"floor": [], "full": []}
+    rows: dict[str, int] = {}
+    decode(everything)  # untimed: every file in the page cache, as for the batch and the full scans measured before
+    # When every row group holds a key the floor IS the full decode (the same calls): one series serves both, so
+    # the bound is exactly 1 rather than the ratio of two noisy timings of the same work.
+    names = ("full",) if oracle == everything else ("floor", "full")
+    for i in range(reps):
+        for name in (names if i % 2 == 0 else names[::-1]):
+            c, w, n = decode(oracle if name == "floor" else everything)
+            cpu[name].append(c)
+            wall[name].append(w)
+            rows[name] = n
+    if oracle == everything:
+        cpu["floor"], wall["floor"], rows["floor"] = cpu["full"], wall["full"], rows["full"]
+    med = {n: float(statistics.median(v)) for n, v in cpu.items()}
+    return {"floor_cpu_ms": round(med["floor"], 3), "full_decode_cpu_ms": round(med["full"], 3),
+            "floor_wall_ms": round(float(statistics.median(wall["floor"])), 3),
+            "full_decode_wall_ms": round(float(statistics.median(wall["full"])), 3),
+            "floor_rows_decoded": rows.get("floor", 0), "full_rows_decoded": rows["full"], "repetitions": reps,
+            "floor_is_full_decode": oracle == everything,
+            "unavoidable_decode_share": round(med["floor"] / med["full"], 6) if med["full"] else None,
+            # No key in the table: nothing is unavoidable, the bound is infinite (null in JSON).
+            "speedup_bound": round(med["full"] / med["floor"], 3) if oracle and med["floor"] else None}

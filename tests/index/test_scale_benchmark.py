@@ -54,3 +54,22 @@ def test_quick_scale_benchmark_reports_the_issue_keys_and_agrees_with_the_oracle
     b10 = res["core_table"]["batch_10k"]
     assert b10["keys"] == 10_000 and b10["rows"] > 0  # benchmarks.lookup.batch asserted equal rows
     assert res["checks"] == {"oracle_violations": 0, "rows_violations": 0}
+
+    # Next to the ratio, what the oracle (the data files themselves) says the batch cannot avoid.
+    cl = res["core_table"]["clustered"]
+    for prefix, run in (("batch_10k.", b10), ("batch_10k_clustered.", cl["clustered_keys"])):
+        for key in ("oracle_file_share", "oracle_row_group_share", "speedup_bound", "speedup_vs_full_scan"):
+            assert res[prefix + key] == run[key], prefix + key
+        assert 0 < run["oracle_file_share"] <= 1 and 0 < run["oracle_row_group_share"] <= 1
+        assert run["oracle_files_missed"] == 0 and run["files_read_ours"] >= run["oracle_files"]
+        assert run["read_stats_ours"]["rows_matched"] == run["rows"]
+        assert run["read_stats_ours"]["row_groups_materialized"] >= run["oracle_row_groups"]
+        floor = run["decode_floor"]
+        assert 0 < floor["floor_rows_decoded"] <= floor["full_rows_decoded"] == res["core_table"]["rows"]
+        assert run["speedup_bound"] == round(floor["full_decode_cpu_ms"] / floor["floor_cpu_ms"], 3)
+    # The clustered batch's keys come from a tenth of the buckets, so they live in a tenth of the files.
+    assert cl["files"] == 100 and cl["partition"] == "bucket(50, user_id)" and len(cl["key_buckets"]) == 5
+    assert cl["clustered_keys"]["oracle_files"] == 5 * 2  # 5 buckets x 2 appends, one file each
+    assert cl["clustered_keys"]["keys"] == min(10_000, cl["users_in_key_buckets"])
+    assert cl["uniform_keys"] is None  # --quick leaves the uniform-keys batch on the bucketed copy out
+    assert "batch_10k_clustered.speedup_vs_full_scan >= 5 (keys from a few buckets of bucket(user_id))" in res["targets"]
