@@ -1,0 +1,95 @@
+"""DP SQL against hostile input found by the adversarial pass: WHERE clauses the compiler accepted but Spark
+could only reject (or silently change) once tmlt evaluated them, i.e. after the spend was kept."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyiceberg.catalog.sql import SqlCatalog
+
+import iceberg_privacy as ip
+from iceberg_privacy.dp import PureDP, set_namespace_budget
+from tests.helpers import make_catalog
+
+EVENTS = pa.table({
+    "user_id": pa.array([1, 2, 3], pa.int64()),
+    "qty": pa.array([0, 3, 6], pa.int64()),
+    "day": pa.array([dt.date(2024, 1, 5), dt.date(2024, 2, 29), dt.date(2024, 3, 1)]),
+    "ts": pa.array([dt.datetime(2024, 1, 5, 10, 0), dt.datetime(2024, 2, 29, 23, 59), dt.datetime(2024, 3, 1)],
+                   pa.timestamp("us")),
+})
+
+
+@pytest.fixture(scope="module")
+def events_catalog(tmp_path_factory: pytest.TempPathFactory) -> SqlCatalog:
+    cat = make_catalog(tmp_path_factory.mktemp("sqladv"))
+    cat.create_namespace("db")
+    cat.create_table("db.ev", schema=EVENTS.schema).append(EVENTS)
+    set_namespace_budget(cat, "db", PureDP(10))
+    ip.set_access_policy(cat, "db", max_epsilon_per_query=1, principal_budgets={"*": 5}, privacy_unit="user_id",
+                         max_rows_per_unit=1)
+    return cat
+
+
+@pytest.mark.parametrize("literal", ["abc", "2024-13-45", "2024-02-30", "2024-01-05 25:00", "20240105",
+                                     "2024-W01-1", "2024-01-05Z", "", " 2024-01-05", "0000-01-01"])
+@pytest.mark.parametrize("column", ["day", "ts"])
+def test_a_string_that_is_no_date_is_refused_before_anything_is_spent(events_catalog: SqlCatalog, column: str,
+                                                                        literal: str) -> None:
+    """Spark's ANSI cast of such a string fails when tmlt evaluates, after `evaluating`: the spend was lost."""
+    quoted = literal.replace("'", "''")
+    with pytest.raises(ip.DpSqlRefusedError, match="valid date"):
+        ip.compile_sql(events_catalog, f"SELECT COUNT(*) FROM db.ev WHERE {column} = '{quoted}'")
+    with pytest.raises(ip.DpSqlRefusedError, match="valid date"):
+        ip.compile_sql(events_catalog, f"SELECT COUNT(*) FROM db.ev WHERE {column} IN ('2024-01-05', '{quoted}')")
+
+
+@pytest.mark.parametrize("literal", ["2024-01-05", "2024-02-29 23:59", "2024-02-29T23:59:00",
+                                     "2024-03-01 00:00:00.5", "2024-03-01T00:00:00Z", "2024-03-01T02:00:00+02:00"])
+def test_valid_date_and_timestamp_strings_compile(events_catalog: SqlCatalog, literal: str) -> None:
+    for column in ("day", "ts"):
+        c = ip.compile_sql(events_catalog, f"SELECT COUNT(*) FROM db.ev WHERE {column} >= '{literal}'")
+        assert c.where_spark is not None and column in c.where_spark
+
+
+def test_between_symmetric_is_refused(events_catalog: SqlCatalog) -> None:
+    """Spark has no BETWEEN SYMMETRIC: the flag was dropped, so `qty BETWEEN SYMMETRIC 6 AND 0` counted nothing."""
+    with pytest.raises(ip.DpSqlRefusedError, match="SYMMETRIC"):
+        ip.compile_sql(events_catalog, "SELECT COUNT(*) FROM db.ev WHERE qty BETWEEN SYMMETRIC 6 AND 0")
+    plain = ip.compile_sql(events_catalog, "SELECT COUNT(*) FROM db.ev WHERE qty BETWEEN 0 AND 6")
+    assert plain.where_spark is not None and "BETWEEN" in plain.where_spark
+
+
+_DATEISH = st.one_of(
+    st.text(alphabet="0123456789-:TZ .+", max_size=32),
+    st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 30)).map(
+        lambda d: d.isoformat(sep=" ")),
+    st.dates().map(lambda d: d.isoformat()),
+    st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,7})?)?"
+                  r"(Z|[+-][0-9]{2}:[0-9]{2})?)?\Z"),
+)
+
+
+@settings(max_examples=2)
+@given(literals=st.lists(_DATEISH, min_size=60, max_size=60))
+def test_every_accepted_date_string_runs_in_spark(events_catalog: SqlCatalog, spark: Any, literals: list[str]) -> None:
+    """Invariant: a WHERE the compiler accepts never makes Spark fail (the failure would come after the spend).
+    Each example checks 60 strings against both columns in one Spark job."""
+    accepted = []
+    for literal in literals:
+        for column in ("day", "ts"):
+            quoted = literal.replace("'", "''")
+            try:
+                c = ip.compile_sql(events_catalog, f"SELECT COUNT(*) FROM db.ev WHERE {column} < '{quoted}'")
+            except ip.DpSqlRefusedError:
+                continue
+            assert c.where_spark is not None
+            accepted.append(c.where_spark)
+    if accepted:  # raises on a failed cast under Spark's ANSI mode
+        spark.createDataFrame(EVENTS.to_pandas()).selectExpr(
+            *(f"{w} AS c{i}" for i, w in enumerate(accepted))).collect()
