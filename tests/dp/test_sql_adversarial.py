@@ -75,6 +75,7 @@ _DATEISH = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=2)
 @given(literals=st.lists(_DATEISH, min_size=60, max_size=60))
 def test_every_accepted_date_string_runs_in_spark(events_catalog: SqlCatalog, spark: Any, literals: list[str]) -> None:
@@ -93,3 +94,17 @@ def test_every_accepted_date_string_runs_in_spark(events_catalog: SqlCatalog, sp
     if accepted:  # raises on a failed cast under Spark's ANSI mode
         spark.createDataFrame(EVENTS.to_pandas()).selectExpr(
             *(f"{w} AS c{i}" for i, w in enumerate(accepted))).collect()
+
+
+@pytest.mark.slow
+def test_noise_too_large_to_sample_is_refused_before_anything_is_reserved(events_catalog: SqlCatalog,
+                                                                          spark: Any) -> None:
+    """An integer SUM with huge bounds (or a vanishing epsilon) made tmlt's 64-bit noise sampling overflow in a
+    Python worker while it evaluated: ReleaseFailedError, the spend kept, nothing released."""
+    before = ip.get_namespace_budget(events_catalog, "db").spent
+    for sql, budget in [("SELECT SUM(CLAMP(qty, 0, 1e18)) AS s FROM db.ev", 0.5),
+                        ("SELECT COUNT(*) AS n FROM db.ev WHERE qty > 0", 1e-300)]:
+        with pytest.raises(ip.ConfigurationError, match="too large to sample"):
+            ip.dp_sql(events_catalog, sql, budget=budget, principal="ann", spark=spark)
+    assert ip.get_namespace_budget(events_catalog, "db").spent == before
+    assert ip.reservations(events_catalog, include_closed=True) == []
