@@ -702,8 +702,9 @@ def compile_tree(catalog: Catalog, tree: Any) -> CompiledSql:
         outputs.append(out)
     if not aggregates:
         raise refuse("select at least one aggregate (COUNT(*), SUM(...), ...): plain columns would release rows")
-    if len(set(outputs)) != len(outputs):
-        raise refuse("two output columns have the same name; give them distinct aliases")
+    if len({o.lower() for o in outputs}) != len(outputs):  # Spark, which evaluates them, ignores case
+        raise refuse("two output columns have the same name (names are compared without case); give them "
+                     "distinct aliases")
     for g in group_by:
         if g not in outputs:
             raise refuse(f"GROUP BY column {g!r} must also be selected (the released rows are labelled by it)")

@@ -65,6 +65,18 @@ def test_between_symmetric_is_refused(events_catalog: SqlCatalog) -> None:
     assert plain.where_spark is not None and "BETWEEN" in plain.where_spark
 
 
+@pytest.mark.parametrize("sql", [
+    "SELECT qty, COUNT(*) AS QTY FROM db.ev GROUP BY qty",
+    "SELECT COUNT(*) AS n, SUM(CLAMP(qty, 0, 9)) AS N FROM db.ev",
+    "SELECT COUNT(*) AS Sum_Qty, SUM(CLAMP(qty, 0, 9)) FROM db.ev",
+])
+def test_output_names_that_differ_only_in_case_are_refused(events_catalog: SqlCatalog, sql: str) -> None:
+    """Spark resolves names without case: `GROUP BY qty ... AS QTY` failed as AMBIGUOUS_REFERENCE when tmlt
+    evaluated, after the spend was kept."""
+    with pytest.raises(ip.DpSqlRefusedError, match="same name"):
+        ip.compile_sql(events_catalog, sql)
+
+
 _DATEISH = st.one_of(
     st.text(alphabet="0123456789-:TZ .+", max_size=32),
     st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 30)).map(
