@@ -120,3 +120,18 @@ def test_noise_too_large_to_sample_is_refused_before_anything_is_reserved(events
             ip.dp_sql(events_catalog, sql, budget=budget, principal="ann", spark=spark)
     assert ip.get_namespace_budget(events_catalog, "db").spent == before
     assert ip.reservations(events_catalog, include_closed=True) == []
+
+
+@pytest.mark.parametrize(("by", "aggregate"), [(["Mean"], "mean"), (["COUNT"], "count"), (["Mean", "mean"], "count")])
+def test_histogram_names_that_clash_ignoring_case_are_refused_before_the_spend(catalog: SqlCatalog, by: list[str],
+                                                                              aggregate: str) -> None:
+    """by=["Mean"] with aggregate="mean" failed in Arrow/Spark after tmlt evaluated: the spend was kept."""
+    data = pa.table({"uid": pa.array([1, 2], pa.int64()), "Mean": ["a", "b"], "mean": ["a", "b"],
+                     "COUNT": ["a", "b"], "v": [1.0, 2.0]})
+    catalog.create_table("db.clash", schema=data.schema).append(data)
+    set_namespace_budget(catalog, "db", PureDP(1))
+    extra: dict[str, Any] = dict(column="v", low=0, high=10) if aggregate == "mean" else {}
+    with pytest.raises(ip.ConfigurationError, match="distinct names ignoring case"):
+        ip.dp_histogram("db.clash", by, catalog=catalog, budget=PureDP(0.5), privacy_unit="uid",
+                        keys={c: ["a", "b"] for c in by}, aggregate=aggregate, **extra)
+    assert ip.get_namespace_budget(catalog, "db").spent == PureDP(0, validate=False)
