@@ -1,5 +1,6 @@
-"""DP SQL against hostile input found by the adversarial pass: WHERE clauses the compiler accepted but Spark
-could only reject (or silently change) once tmlt evaluated them, i.e. after the spend was kept."""
+"""DP releases against hostile input found by the adversarial pass: WHERE clauses and names the compiler accepted
+but Spark could only reject once tmlt evaluated them (after the spend was kept), noise too large to sample, and a
+damaged ledger."""
 
 from __future__ import annotations
 
@@ -135,3 +136,40 @@ def test_histogram_names_that_clash_ignoring_case_are_refused_before_the_spend(c
         ip.dp_histogram("db.clash", by, catalog=catalog, budget=PureDP(0.5), privacy_unit="uid",
                         keys={c: ["a", "b"] for c in by}, aggregate=aggregate, **extra)
     assert ip.get_namespace_budget(catalog, "db").spent == PureDP(0, validate=False)
+
+
+_GARBAGE = st.one_of(st.text(max_size=20), st.sampled_from(["[]", "null", "1", '"x"', '{"namespace:db": 1}',
+                                                            '{"namespace:db": []}', "{", "NaN"]))
+
+
+@settings(max_examples=12)
+@given(key=st.sampled_from(["privacy.dp.budgets", "privacy.dp.spent", "privacy.dp.policies"]), value=_GARBAGE)
+def test_a_damaged_ledger_fails_closed_with_an_error_that_says_what_to_do(shared_catalog: SqlCatalog, key: str,
+                                                                         value: str) -> None:
+    """A ledger property that does not decode raised a bare JSONDecodeError/AttributeError traceback."""
+    import json
+    import uuid
+
+    from iceberg_privacy.dp.ledger import Ledger
+
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and all(isinstance(v, dict) for v in parsed.values()):
+        return  # a well-formed (if tampered) state: not damage this test is about
+    ns = f"dmg_{uuid.uuid4().hex[:8]}"
+    shared_catalog.create_namespace(ns)
+    set_namespace_budget(shared_catalog, ns, PureDP(1))
+    ledger = Ledger(shared_catalog, (ns,))
+    table = ledger.load()
+    assert table is not None
+    with table.transaction() as tx:
+        tx.set_properties({key: value})
+    events = len(ledger.events())
+    with pytest.raises(ip.LedgerCorruptError, match=f"{key} is not a JSON object"):
+        ip.get_namespace_budget(shared_catalog, ns)
+    with pytest.raises(ip.LedgerCorruptError, match="nothing was spent"):
+        ledger.reserve((ns, "t"), "ann", PureDP(0.1), source_snapshot_id=1, query_hash="q", output_table=f"{ns}.o",
+                       detail={})
+    assert len(ledger.events()) == events
