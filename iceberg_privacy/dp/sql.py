@@ -145,7 +145,8 @@ def _tmlt_queries(compiled: CompiledSql, keyset: Any, unit: str | None, max_rows
             builder = builder.enforce(MaxRowsPerID(int(max_rows)))
         if compiled.where_spark is not None:
             builder = builder.filter(compiled.where_spark)
-        if agg.kind == "count" and agg.column is not None:
+        if agg.kind in ("count", "count_distinct") and agg.column is not None:
+            # SQL's COUNT(col) and COUNT(DISTINCT col) ignore nulls; tmlt's count_distinct counts null as a value
             builder = builder.filter(f"{spark_identifier(agg.column)} IS NOT NULL")
         target: Any = builder
         if compiled.group_by:

@@ -121,6 +121,8 @@ class Aggregate:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "column": self.column, "name": self.name}
+        if self.kind == "count_distinct":  # part of the memo key: releases made before nulls were excluded differ
+            out["nulls"] = "excluded"
         if self.quantile is not None:
             out["quantile"] = repr(float(self.quantile))
         if self.low is not None and self.high is not None:
