@@ -185,3 +185,14 @@ def test_count_distinct_ignores_nulls_as_sql_does(catalog: SqlCatalog, spark: An
     r = ip.dp_sql(catalog, "SELECT COUNT(DISTINCT c) AS n, COUNT(c) AS m FROM db.nulls", budget=PureDP(4000),
                   privacy_unit=ip.ROWS, spark=spark)
     assert r.rows.to_pylist() == [{"n": 2, "m": 40}]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "3"])
+def test_dp_sql_max_rows_per_unit_must_be_a_positive_integer(catalog: SqlCatalog, bad: Any) -> None:
+    """0 silently became 1 on an open table; -1 failed inside tmlt with a message about Spark installs."""
+    data = pa.table({"uid": pa.array([1, 2], pa.int64())})
+    catalog.create_table("db.mr", schema=data.schema).append(data)
+    set_namespace_budget(catalog, "db", PureDP(1))
+    with pytest.raises(ip.InvalidArgumentError, match="max_rows_per_unit must be an integer >= 1"):
+        ip.dp_sql(catalog, "SELECT COUNT(*) FROM db.mr", budget=0.5, privacy_unit="uid", max_rows_per_unit=bad)
+    assert ip.get_namespace_budget(catalog, "db").spent == PureDP(0, validate=False)
