@@ -182,9 +182,9 @@ def test_count_distinct_ignores_nulls_as_sql_does(catalog: SqlCatalog, spark: An
     catalog.create_table("db.nulls", schema=data.schema).append(data)
     set_namespace_budget(catalog, "db", PureDP(10_000))
     # epsilon 2000 with sensitivity 1: the geometric noise is 0 except with probability ~e**-2000
-    r = ip.dp_sql(catalog, "SELECT COUNT(DISTINCT c) AS n, COUNT(c) AS m FROM db.nulls", budget=PureDP(4000),
+    r = ip.dp_sql(catalog, "SELECT COUNT(DISTINCT c) AS n FROM db.nulls", budget=PureDP(2000),
                   privacy_unit=ip.ROWS, spark=spark)
-    assert r.rows.to_pylist() == [{"n": 2, "m": 40}]
+    assert r.rows.to_pylist() == [{"n": 2}]
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True, "3"])
