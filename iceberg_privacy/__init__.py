@@ -78,6 +78,7 @@ from iceberg_privacy.errors import (
     InvalidLookupValueError,
     KeySetError,
     LedgerConflictError,
+    LedgerCorruptError,
     LineageError,
     MissingSourceError,
     NoBudgetConfiguredError,
@@ -173,7 +174,7 @@ __all__ = [
     # errors
     "BudgetError", "BudgetExhaustedError", "BudgetTypeMismatchError", "CatalogError", "CommitConflictError",
     "ConfigurationError", "DpOnlyError", "DpSqlRefusedError", "ForgetKeyMismatchError", "ForgetListError", "IcebergPrivacyError", "InvalidArgumentError",
-    "InvalidBudgetError", "InvalidLookupValueError", "KeySetError", "LedgerConflictError", "LineageError",
+    "InvalidBudgetError", "InvalidLookupValueError", "KeySetError", "LedgerConflictError", "LedgerCorruptError", "LineageError",
     "MissingSourceError", "NoBudgetConfiguredError", "NoIdentityColumnsError", "OpaqueSqlError",
     "PrivacyUnitRequiredError", "PurposeViolationError", "QueryCapExceededError", "QueueIntegrityError", "RefHoldsSubjectError", "ReleaseAbortedError", "ReleaseFailedError",
     "RequestBlockedError", "RequestConflictError", "SchemaMismatchError", "SecretMissingError", "SidecarError",

@@ -163,6 +163,10 @@ class LedgerConflictError(BudgetError):
     """A ledger commit kept losing compare-and-swap races after all retries."""
 
 
+class LedgerCorruptError(BudgetError):
+    """The budget ledger's state properties do not decode: no release may run until they are repaired."""
+
+
 class KeySetError(ConfigurationError):
     """A public key set (values or key table) does not match the grouping columns."""
 

@@ -111,6 +111,15 @@ def validate_args(
         raise ConfigurationError(f"by={by!r} must name one or more distinct grouping columns.")
     if aggregate not in OUTPUT_NAMES:
         raise ConfigurationError(f"aggregate={aggregate!r} must be one of {sorted(OUTPUT_NAMES)}.")
+    # Spark, which evaluates the release, resolves names without case: a grouping column named like the output
+    # column (by=["Mean"] with aggregate="mean") or like another grouping column is ambiguous only once tmlt
+    # evaluates, after the spend.
+    names = [str(c).lower() for c in by] + [OUTPUT_NAMES[aggregate]]
+    if len(set(names)) != len(names):
+        raise ConfigurationError(
+            f"by={by!r} with aggregate={aggregate!r}: the grouping columns and the output column "
+            f"{OUTPUT_NAMES[aggregate]!r} must have distinct names ignoring case (Spark compares them without case); "
+            "group by a differently named column. Nothing was spent.")
     if aggregate != "count":
         if column is None or low is None or high is None:
             raise ConfigurationError(f"a {aggregate} needs column=, low= and high= (the clamping bounds).")

@@ -7,6 +7,7 @@ from iceberg_privacy.errors import (
     InvalidBudgetError,
     KeySetError,
     LedgerConflictError,
+    LedgerCorruptError,
     NoBudgetConfiguredError,
     PrivacyUnitRequiredError,
     QueryCapExceededError,
@@ -15,5 +16,5 @@ from iceberg_privacy.errors import (
 )
 
 __all__ = ["BudgetExhaustedError", "BudgetTypeMismatchError", "InvalidArgumentError", "InvalidBudgetError",
-           "KeySetError", "LedgerConflictError", "NoBudgetConfiguredError", "PrivacyUnitRequiredError",
+           "KeySetError", "LedgerConflictError", "LedgerCorruptError", "NoBudgetConfiguredError", "PrivacyUnitRequiredError",
            "QueryCapExceededError", "ReleaseAbortedError", "ReleaseFailedError"]

@@ -54,6 +54,7 @@ from iceberg_privacy.dp.errors import (
     BudgetExhaustedError,
     BudgetTypeMismatchError,
     LedgerConflictError,
+    LedgerCorruptError,
     NoBudgetConfiguredError,
     QueryCapExceededError,
 )
@@ -214,9 +215,24 @@ class LedgerState:
     """Access policies by scope (see :mod:`iceberg_privacy.dp.policy`); None = not rewritten by this commit."""
 
     @classmethod
-    def from_properties(cls, props: dict[str, str]) -> LedgerState:
-        return cls(json.loads(props.get(PROP_BUDGETS, "{}")), json.loads(props.get(PROP_SPENT, "{}")),
-                   json.loads(props.get(PROP_POLICIES, "{}")))
+    def from_properties(cls, props: dict[str, str], where: str = "the DP budget ledger") -> LedgerState:
+        """Decode the state; a property that is not a JSON object of scopes raises :class:`LedgerCorruptError`
+        (fail closed: nothing can be checked, reserved or released against a ledger that does not decode)."""
+
+        def decode(key: str) -> dict[str, dict[str, Any]]:
+            try:
+                value = json.loads(props.get(key, "{}"))
+            except (ValueError, TypeError):
+                value = None
+            if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+                raise LedgerCorruptError(
+                    f"{where} is damaged: its table property {key} is not a JSON object of scopes, so no budget can "
+                    "be checked and nothing was spent or released. Restore the property from the ledger table's "
+                    "previous metadata version (its metadata log) or set the budgets again "
+                    "(`iceberg-privacy dp budget set`, `dp policy set`) after checking the spend in `dp log`.")
+            return value
+
+        return cls(decode(PROP_BUDGETS), decode(PROP_SPENT), decode(PROP_POLICIES))
 
     def to_properties(self) -> dict[str, str]:
         props = {PROP_BUDGETS: canonical_dumps(self.budgets), PROP_SPENT: canonical_dumps(self.spent)}
@@ -295,7 +311,8 @@ class Ledger:
 
     def state(self) -> LedgerState:
         table = self.load()
-        return LedgerState.from_properties(dict(table.properties)) if table else LedgerState({}, {})
+        return (LedgerState.from_properties(dict(table.properties), '.'.join(self.identifier)) if table
+                else LedgerState({}, {}))
 
     def events(self) -> list[dict[str, Any]]:
         """All ledger events, oldest first."""
@@ -317,7 +334,7 @@ class Ledger:
                     f"no budget ledger exists in namespace {'.'.join(self.namespace)!r}; set a budget first: "
                     f"iceberg-privacy dp budget set --namespace {'.'.join(self.namespace)} --rho 1.0"
                 )
-            state = LedgerState.from_properties(dict(table.properties))
+            state = LedgerState.from_properties(dict(table.properties), '.'.join(self.identifier))
             result, props, rows = mutate(state, table)
             if not rows:  # the mutation decided, from this version, that there is nothing to commit
                 snap = table.current_snapshot()

@@ -21,6 +21,7 @@ Order of a release, chosen so that nothing noise-free ever leaves and no spend i
 from __future__ import annotations
 
 import functools
+import math
 import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -349,6 +350,27 @@ def check_policy_unit(plan_unit: str | None, max_rows: int, source: str, entry: 
         )
 
 
+MAX_INTEGER_NOISE_STDDEV = 2.0**53
+"""Integer noise (geometric, discrete Gaussian) is sampled as a 64-bit integer: with a larger standard deviation
+the sample can overflow inside Spark's Python workers, which tmlt only does once it evaluates, after the spend.
+Such an answer would carry no information anyway (2**53 is where doubles stop holding every integer)."""
+
+
+def check_noise_size(noise: list[dict[str, Any]]) -> None:
+    """Refuse, before anything is reserved, a release whose noise tmlt could not sample (see above)."""
+    for entry in noise:
+        stddev = entry.get("stddev")
+        if stddev is None:
+            continue
+        integer = entry.get("noise_mechanism") in ("GEOMETRIC", "DISCRETE_GAUSSIAN")
+        if not math.isfinite(stddev) or (integer and stddev > MAX_INTEGER_NOISE_STDDEV):
+            raise ConfigurationError(
+                f"the {entry.get('noise_mechanism')} noise of this release would have a standard deviation of "
+                f"{stddev:.3g}, too large to sample (at most {MAX_INTEGER_NOISE_STDDEV:.3g} for integer noise) and "
+                "useless as an answer; spend a larger budget or narrow the clamping bounds. Nothing was spent."
+            )
+
+
 def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None) -> Release:
     """Memo, policy and budget checks, reserve, evaluate, write with provenance: see the module docstring."""
     catalog, source, amount, principal = plan.catalog, plan.source, plan.amount, plan.principal
@@ -404,6 +426,7 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None) -> Relea
                 noise = noise_summary(plan.noise(_session(df, query, amount, unit, max_rows_per_unit), prepared))
             except (ValueError, TypeError, RuntimeError) as exc:
                 raise ConfigurationError(f"Tumult Analytics rejected the query before any spend: {exc}") from exc
+            check_noise_size(noise)
     except IcebergPrivacyError:
         raise
     except Exception as exc:

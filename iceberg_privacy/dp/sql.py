@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -44,6 +45,7 @@ from iceberg_privacy.dp.sql_compile import (  # noqa: F401 - compile_sql and Com
 )
 from iceberg_privacy.errors import (
     ConfigurationError,
+    InvalidArgumentError,
     PrivacyUnitRequiredError,
 )
 from iceberg_privacy.lineage.record import AGGREGATION, COMPLETE, INDIRECT, FieldRef, LineageRecord, SourceRef
@@ -145,7 +147,8 @@ def _tmlt_queries(compiled: CompiledSql, keyset: Any, unit: str | None, max_rows
             builder = builder.enforce(MaxRowsPerID(int(max_rows)))
         if compiled.where_spark is not None:
             builder = builder.filter(compiled.where_spark)
-        if agg.kind == "count" and agg.column is not None:
+        if agg.kind in ("count", "count_distinct") and agg.column is not None:
+            # SQL's COUNT(col) and COUNT(DISTINCT col) ignore nulls; tmlt's count_distinct counts null as a value
             builder = builder.filter(f"{spark_identifier(agg.column)} IS NOT NULL")
         target: Any = builder
         if compiled.group_by:
@@ -249,6 +252,13 @@ def dp_sql(
     the same snapshot is answered from the memo for free (``memoize=False`` asks again and pays).
     """
     compiled = compile_sql(catalog, sql)
+    if max_rows_per_unit is not None and (isinstance(max_rows_per_unit, bool)
+                                          or not isinstance(max_rows_per_unit, numbers.Integral)
+                                          or max_rows_per_unit < 1):
+        # before: 0 silently became 1 on an open table, and a negative bound failed inside tmlt
+        raise InvalidArgumentError(
+            f"max_rows_per_unit must be an integer >= 1, got {max_rows_per_unit!r}; it bounds how many rows one "
+            "privacy unit may contribute: pass a positive integer such as 1 or 10. Nothing was spent.")
     principal = principal or current_principal()
     source = catalog.load_table(tuple(compiled.table.split(".")))
     ledger = Ledger(catalog, tuple(source.name()[:-1]))

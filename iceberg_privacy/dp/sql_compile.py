@@ -121,6 +121,8 @@ class Aggregate:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "column": self.column, "name": self.name}
+        if self.kind == "count_distinct":  # part of the memo key: releases made before nulls were excluded differ
+            out["nulls"] = "excluded"
         if self.quantile is not None:
             out["quantile"] = repr(float(self.quantile))
         if self.low is not None and self.high is not None:
@@ -403,7 +405,29 @@ def _typed(pred: Predicate, table: Table) -> Predicate:
         if not (lit == family or (family == "temporal" and lit == "string")):
             raise refuse(f"a {lit} value is compared with column {columns[0]!r} of {family} type; "
                           "compare like with like (dates and timestamps with 'YYYY-MM-DD...' strings)")
+        if family == "temporal" and not _is_datetime_text(value):
+            # Spark casts the string to the column's type when it optimizes the plan, i.e. only once tmlt
+            # evaluates: a string it cannot cast would fail after the spend, so it is refused here.
+            raise refuse(f"a string compared with date/timestamp column {columns[0]!r} must be a valid date "
+                          "'YYYY-MM-DD' or timestamp 'YYYY-MM-DD HH:MM[:SS[.ffffff]]' (optionally with Z or +HH:MM)")
     return pred
+
+
+_DATETIME_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+                            r"(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:Z|[+-][0-9]{2}:[0-9]{2})?)?")
+
+
+def _is_datetime_text(value: str) -> bool:
+    """A date or timestamp string that both Python and Spark parse (Spark's ANSI cast fails on the rest)."""
+    import datetime as dt
+
+    if not _DATETIME_TEXT.fullmatch(value):
+        return False
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return parsed.tzinfo is None or abs(parsed.utcoffset() or dt.timedelta(0)) <= dt.timedelta(hours=18)
 
 
 def _predicate(node: Any, table: Table, alias: str | None, depth: int = 0) -> Predicate:
@@ -429,6 +453,8 @@ def _untyped_predicate(node: Any, table: Table, alias: str | None, depth: int = 
             raise refuse("a comparison must involve a column")
         return Predicate(name, (left, right))
     if isinstance(node, exp.Between):
+        if node.args.get("symmetric"):  # Spark's BETWEEN has no SYMMETRIC: it would be dropped silently
+            raise refuse("BETWEEN SYMMETRIC is not accepted; write low <= column AND column <= high")
         return Predicate("BETWEEN", (("col", _column(node.this, table, alias)),
                                      _operand(node.args["low"], table, alias),
                                      _operand(node.args["high"], table, alias)))
@@ -678,8 +704,9 @@ def compile_tree(catalog: Catalog, tree: Any) -> CompiledSql:
         outputs.append(out)
     if not aggregates:
         raise refuse("select at least one aggregate (COUNT(*), SUM(...), ...): plain columns would release rows")
-    if len(set(outputs)) != len(outputs):
-        raise refuse("two output columns have the same name; give them distinct aliases")
+    if len({o.lower() for o in outputs}) != len(outputs):  # Spark, which evaluates them, ignores case
+        raise refuse("two output columns have the same name (names are compared without case); give them "
+                     "distinct aliases")
     for g in group_by:
         if g not in outputs:
             raise refuse(f"GROUP BY column {g!r} must also be selected (the released rows are labelled by it)")
