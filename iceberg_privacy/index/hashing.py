@@ -16,6 +16,7 @@ Write path: pyiceberg-core's native bucket transform over Arrow arrays. Probe pa
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -25,6 +26,7 @@ import pyarrow as pa
 from pyiceberg.expressions.literals import AboveMax, BelowMin, Literal, LongLiteral, StringLiteral, literal
 from pyiceberg.transforms import BucketTransform
 from pyiceberg.types import (
+    DateType,
     DecimalType,
     FixedType,
     IntegerType,
@@ -117,8 +119,8 @@ def coerce_values(values: Iterable[Any], iceberg_type: PrimitiveType, column: st
 
 def _refuse_inexact(value: Any, iceberg_type: PrimitiveType, column: str) -> None:
     """Refuse a value that equals no value of the column's type but that pyiceberg's conversion would move onto
-    one: it truncates a numeric string for an int/long column (``"1.5"`` -> 1, ``"-0.5"`` -> 0) and rounds a
-    float for a decimal column (1.004 -> 1.00). An equality lookup (and an access or erasure request, which
+    one: it truncates a numeric string for an int/long column (``"1.5"`` -> 1, ``"-0.5"`` -> 0), rounds a
+    float for a decimal column (1.004 -> 1.00) and truncates a datetime for a date column. An equality lookup (and an access or erasure request, which
     coerce their subjects here) would then answer for another person's value."""
     if isinstance(value, str) and isinstance(iceberg_type, (IntegerType, LongType)):
         try:
@@ -139,6 +141,11 @@ def _refuse_inexact(value: Any, iceberg_type: PrimitiveType, column: str) -> Non
                 f"{iceberg_type.scale} decimal place(s), so no row can hold it (Iceberg would round it onto "
                 "another value). Pass a Decimal or a string with the column's scale."
             )
+    elif isinstance(value, dt.datetime) and isinstance(iceberg_type, DateType) and value.time() != dt.time(0):
+        raise InvalidLookupValueError(
+            f"cannot use {value!r} as a value of date column {column!r}: it has a time of day, so no row can hold "
+            "it (Iceberg would truncate it to its date). Pass a date."
+        )
 
 
 def hash_literals(literals: Iterable[Literal[Any]], iceberg_type: PrimitiveType) -> np.ndarray:

@@ -121,3 +121,9 @@ def test_coercion_never_rounds_a_value_onto_another(whole: int, frac: int) -> No
     if frac % 10:
         with pytest.raises(InvalidLookupValueError, match="column 'c'"):
             coerce_values([exact], DecimalType(12, 1), "c")
+
+
+def test_a_datetime_with_a_time_of_day_is_no_date() -> None:
+    assert coerce_values([dt.datetime(2020, 1, 2)], DateType(), "c")[0].value == 18263
+    with pytest.raises(InvalidLookupValueError, match="time of day"):
+        coerce_values([dt.datetime(2020, 1, 2, 13, 5)], DateType(), "c")
