@@ -25,12 +25,13 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In, Reference
 from pyiceberg.expressions.literals import Literal
 from pyiceberg.table import FileScanTask, Table
+from pyiceberg.schema import Schema
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.types import PrimitiveType, UUIDType
 
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import bloom_columns, resolve_column
-from iceberg_privacy.errors import IcebergPrivacyError, SidecarError
+from iceberg_privacy.errors import IcebergPrivacyError, SidecarError, UnknownColumnError
 from iceberg_privacy.identities import as_values, identity_leaf_type, is_nested
 from iceberg_privacy.index.exact_plan import exact_sources, literal_hashes, paused_gc, probe_exact
 from iceberg_privacy.index.hashing import coerce_values, hash_literals, mix64
@@ -156,6 +157,9 @@ def _plan_lookup(table: Table, column: str, values: Any, snapshot_id: int | None
             f"snapshot {snapshot_id} does not exist in {table_name(table)}; see table.snapshots()"
         )
     fields = tuple(selected_fields) if selected_fields else ("*",)
+    if fields != ("*",):
+        schema = metadata.schema_by_id(snap.schema_id) if snap is not None and snap.schema_id is not None else None
+        _check_fields(schema or table.schema(), fields, table_name(table))
     partition_sources = {pf.source_id for spec in metadata.specs().values() for pf in spec.fields}
     big = len(literals) > BATCH_THRESHOLD
     post_filter = nested or big or isinstance(leaf, UUIDType)
@@ -193,6 +197,19 @@ def _plan_lookup(table: Table, column: str, values: Any, snapshot_id: int | None
     plan.files_after_bloom_pruning = len(plan.tasks)
     plan.timings["bloom_pruning"] = time.perf_counter() - t1
     return plan
+
+
+def _check_fields(schema: Schema, fields: tuple[str, ...], where: str) -> None:
+    """A clear error (before any read) for a selected field the schema the lookup reads lacks."""
+    for name in fields:
+        try:
+            if isinstance(name, str):
+                schema.find_field(name, case_sensitive=True)
+                continue
+        except ValueError:
+            pass
+        raise UnknownColumnError(f"selected field {name!r} is not a column of {where}; available: "
+                                 f"{', '.join(f.name for f in schema.fields)}")
 
 
 def _exact_plan(table: Table, plan: LookupPlan, field_id: int, leaf: PrimitiveType, plan_filter: BooleanExpression,
