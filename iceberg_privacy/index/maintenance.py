@@ -22,10 +22,11 @@ from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
+from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
-from iceberg_privacy.errors import ConfigurationError, SidecarError
+from iceberg_privacy.errors import CommitConflictError, ConfigurationError, SidecarError
 from iceberg_privacy.index import exact
 from iceberg_privacy.index.build import FilterBuilder, filters_for_data_files
 from iceberg_privacy.index.exact import ExactKeys, StoredTask
@@ -246,10 +247,42 @@ def _covered_manifests(table: Table, md: TableMetadata, indexed: set[str]
     return snap.snapshot_id, manifests, where, tasks
 
 
+class _Restart(Exception):
+    """This attempt lost a race (its commit conflicted, or sidecars it was copying vanished because another
+    process changed the table meanwhile): build it again from the new head."""
+
+
 def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: set[int] | None = None,
              progress: bool = False, build: FilterBuilder = filters_for_data_files) -> IndexReport:
-    table.refresh()
+    """Build and commit the compacted sidecar, from the current metadata, under the one retry policy.
+
+    A compaction, expiry or backfill racing another one (or an append) must not commit a sidecar built from
+    inputs the winner deleted meanwhile: it would cover fewer files than the sidecar it replaces, and the
+    per-commit sidecars that covered them are gone, so the coverage would be lost for good. pyiceberg's own
+    commit retry (which re-applies the same stale sidecar on the new head) is off; each attempt re-reads."""
+    last: BaseException | None = None
+    for attempt in retry.attempts(retry.DEFAULT_POLICY):
+        try:
+            table.refresh()
+            with retry.vanished_is_conflict(table):  # manifests or sidecars another process expired meanwhile
+                return _rebuild_once(table, operation, build_missing=build_missing, expire_ids=expire_ids,
+                                     progress=progress, build=build)
+        except Exception as exc:
+            if not isinstance(exc, _Restart) and not retry.is_conflict(exc):
+                raise
+            last = exc
+            logger.info("%s of %s, attempt %d, lost a race: %s", operation, table_name(table), attempt, exc)
+    raise CommitConflictError(
+        f"{operation} of the sidecars of {table_name(table)} lost to concurrent commits "
+        f"{retry.DEFAULT_POLICY.attempts} times; nothing was committed. Retry later or stop the other "
+        "maintenance jobs on this table."
+    ) from last
+
+
+def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_ids: set[int] | None,
+                  progress: bool, build: FilterBuilder) -> IndexReport:
     md = table.metadata
+    started_at = table.metadata_location
     if expire_ids:  # another process (a second purge, a scheduler) may have expired some of them meanwhile
         expire_ids = {i for i in expire_ids if md.snapshot_by_id(i) is not None}
     columns = bloom_columns(table.schema(), table.properties)
@@ -258,7 +291,9 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
     live = live_data_files(table, retained)
     report.live_files = len(live)
     before = referenced_sidecar_locations(md)
-    tx: Transaction = table.transaction()
+    checkpoint("index.before_build")  # the inputs are chosen, not yet read
+    committing = compat.without_commit_retries(table)
+    tx: Transaction = committing.transaction()
     if expire_ids:
         kept = fold_expired(md, expire_ids)  # summaries go with their snapshots; their lineage must not
         ExpireSnapshots(tx).by_ids(sorted(expire_ids)).commit()
@@ -270,6 +305,8 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
     per_file = _collect_filters(table, live, bloom_cols, build_missing, report, progress, build) if bloom_cols else {}
     per_exact = (_collect_exact(table, live, exact_cols, build_missing, report, progress, build, per_file)
                  if exact_cols else {})
+    if report.warnings and _collected_elsewhere(table, started_at, before):
+        raise _Restart("sidecars this attempt copies were unreadable: another process replaced and deleted them")
     for path, keys in per_exact.items():
         slot = per_file.setdefault(path, {})
         for fid, k in keys.items():
@@ -298,7 +335,14 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
     elif per_file:
         report.warnings.append(warn("no snapshot to register the compacted sidecar on; nothing written"))
     checkpoint("index.before_commit")  # the new compacted sidecar (base) is written, not yet referenced
-    tx.commit_transaction()
+    try:
+        tx.commit_transaction()
+    except Exception as exc:
+        if retry.is_conflict(exc) and report.sidecar_path is not None:  # never referenced: this attempt's file
+            outcome = delete_files(table.io, [report.sidecar_path])
+            for why in outcome.failed.values():
+                warn(f"unreferenced sidecar of a lost commit not deleted: {why} (cleanup_orphans removes it)")
+        raise
     checkpoint("index.after_commit")
     table.refresh()
     # Sidecars nothing references any more are garbage; readers that still hold them fall back to scans.
@@ -370,6 +414,20 @@ def expire_snapshots(
         cutoff = int(_cutoff(older_than).timestamp() * 1000)
         expire = {s.snapshot_id for s in md.snapshots if s.timestamp_ms < cutoff} - protected - newest
     return _rebuild(table, "expire", build_missing=False, expire_ids=expire)
+
+
+def _collected_elsewhere(table: Table, location: str, before: set[str]) -> bool:
+    """Has another process, since ``table`` was at metadata ``location``, committed a change that no longer
+    references some of the sidecars ``before`` (and so may have deleted them)? A sidecar that is unreadable
+    while still referenced is damage, not a race: compaction goes on without it (its files get scanned)."""
+    try:
+        fresh = table.catalog.load_table(table.name())
+    except Exception:  # noqa: BLE001 - cannot tell: go on (losing those inputs only costs coverage)
+        return False
+    if fresh.metadata_location == location:
+        return False
+    still = {canonical(p) for p in referenced_sidecar_locations(fresh.metadata)}
+    return any(canonical(p) not in still for p in before)
 
 
 def _sequence_number(md: TableMetadata, snapshot_id: int) -> int:
