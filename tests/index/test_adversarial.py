@@ -125,3 +125,19 @@ def test_s3_maintenance_race_keeps_coverage(s3_catalog) -> None:
         warnings.simplefilter("ignore")
         ip.compact_sidecars(catalog.load_table(f"{ns}.race"))
     _assert_fully_covered_and_exact(table, 4)
+
+
+def test_cli_values_file_with_a_byte_order_mark(catalog, tmp_path, capsys) -> None:
+    """A values file saved with a UTF-8 byte-order mark made the first value '\\ufeffu1': no match, silently
+    (for erase --values-file: a subject reported done whose rows remain)."""
+    from iceberg_privacy.cli.main import main
+
+    home = str(tmp_path / "home")
+    cat = ip.connect(home=home)
+    cat.create_namespace("db")
+    make_table(cat, "db.bom", [["u1", "u2"]], identity=())
+    path = tmp_path / "ids.txt"
+    path.write_bytes("\ufeffu1\r\nu2\r\n".encode())
+    capsys.readouterr()
+    assert main(["--home", home, "lookup", "db.bom", "user_id", "--values-file", str(path), "--output", "jsonl"]) == 0
+    assert sorted(__import__("json").loads(line)["user_id"] for line in capsys.readouterr().out.splitlines()) == ["u1", "u2"]
