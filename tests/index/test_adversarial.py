@@ -127,7 +127,7 @@ def test_s3_maintenance_race_keeps_coverage(s3_catalog) -> None:
     _assert_fully_covered_and_exact(table, 4)
 
 
-def test_cli_values_file_with_a_byte_order_mark(catalog, tmp_path, capsys) -> None:
+def test_cli_values_file_with_a_byte_order_mark(tmp_path, capsys) -> None:
     """A values file saved with a UTF-8 byte-order mark made the first value '\\ufeffu1': no match, silently
     (for erase --values-file: a subject reported done whose rows remain)."""
     from iceberg_privacy.cli.main import main
