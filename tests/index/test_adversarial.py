@@ -141,3 +141,25 @@ def test_cli_values_file_with_a_byte_order_mark(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["--home", home, "lookup", "db.bom", "user_id", "--values-file", str(path), "--output", "jsonl"]) == 0
     assert sorted(__import__("json").loads(line)["user_id"] for line in capsys.readouterr().out.splitlines()) == ["u1", "u2"]
+
+
+@pytest.mark.parametrize("prop", [{"privacy.bloom.user_id.fpp": "1%"}, {"privacy.bloom.user_id.ndv": "-5"}])
+def test_malformed_sizing_property_stops_no_lookup_request_or_write(catalog, monkeypatch, prop) -> None:
+    """FPP/NDV properties only size new filters, but a malformed one set by hand (or by another engine's
+    ALTER TABLE) made every lookup, access/erasure request and append of the table fail."""
+    from iceberg_privacy.config import bloom_columns
+    from iceberg_privacy.rights.keyed import SECRET_ENV
+    from tests.helpers import rows
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    table = make_table(catalog, "db.cfg", [["u1", "u2"], ["u3"]])
+    with table.transaction() as tx:
+        tx.set_properties(prop)
+    table = catalog.load_table("db.cfg")
+    assert ip.lookup(table, "user_id", "u1").column("user_id").to_pylist() == ["u1"]
+    ip.append(table, rows(["u4"], start=10))
+    assert ip.lookup(table.refresh(), "user_id", "u4").num_rows == 1
+    report = ip.erase(catalog, ["u2"], tables=[table])
+    assert "u2" not in [r["user_id"] for r in all_rows(table)], report
+    with pytest.raises(ip.ConfigurationError):  # configure_bloom/strict reads still refuse it
+        bloom_columns(table.schema(), table.properties, strict=True)
