@@ -163,3 +163,31 @@ def test_malformed_sizing_property_stops_no_lookup_request_or_write(catalog, mon
     assert "u2" not in [r["user_id"] for r in all_rows(table)], report
     with pytest.raises(ip.ConfigurationError):  # configure_bloom/strict reads still refuse it
         bloom_columns(table.schema(), table.properties, strict=True)
+
+
+def test_files_added_from_a_dictionary_encoded_column_are_read(catalog, tmp_path) -> None:
+    """A Parquet file written by pyarrow from a dictionary column (a pandas categorical) and added with
+    ``add_files``: its rows could not be concatenated with another file's (raw ``ArrowTypeError``, as in
+    pyiceberg's own scan), so every lookup matching rows in both failed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import LongType, NestedField, StringType
+
+    t = catalog.create_table("db.cat", Schema(NestedField(1, "k", StringType(), required=False),
+                                              NestedField(2, "r", LongType(), required=False)))
+    t = ip.configure_index(t, "k", "bloom,exact")
+    ip.append(t, pa.table({"k": ["a", "b"], "r": pa.array([0, 1], pa.int64())}))
+    path = tmp_path / "categorical.parquet"
+    pq.write_table(pa.table({"k": pa.array(["a", "z", "a"]).dictionary_encode(), "r": pa.array([2, 3, 4], pa.int64())}),
+                   str(path))
+    t.refresh().add_files([str(path)])
+    t = catalog.load_table("db.cat")
+    for table in (t, None):
+        if table is None:
+            ip.backfill(t)
+            table = catalog.load_table("db.cat")
+        got = ip.lookup(table, "k", ["a", "z"], selected_fields=["k", "r"])
+        assert got.schema.field("k").type == pa.string()
+        assert sorted(got.to_pylist(), key=lambda r: r["r"]) == [
+            {"k": "a", "r": 0}, {"k": "a", "r": 2}, {"k": "z", "r": 3}, {"k": "a", "r": 4}]
