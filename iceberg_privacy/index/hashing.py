@@ -82,13 +82,18 @@ hash identically (ints hash as longs)."""
 def coerce_values(values: Iterable[Any], iceberg_type: PrimitiveType, column: str) -> list[Literal[Any]]:
     """Convert lookup values to literals of the column type, the way Iceberg binds predicates.
 
-    Strings are parsed into numbers, dates, timestamps, UUIDs and decimals; anything Iceberg would
-    refuse (a float for a long, an int for a string) raises :class:`InvalidLookupValueError`.
+    Strings are parsed into numbers, dates, timestamps, UUIDs and decimals; numpy integers/strings and
+    Arrow scalars count as their Python values; anything Iceberg would refuse (a float for a long, an int
+    for a string) raises :class:`InvalidLookupValueError`.
     Values outside an int column's range cannot occur in the column and are dropped.
     """
     out: list[Literal[Any]] = []
     fast = _FAST_LITERALS.get(type(iceberg_type))
     for value in values:
+        if isinstance(value, (np.integer, np.str_, np.bytes_)):  # ids out of numpy/pandas: their Python value
+            value = value.item()
+        elif isinstance(value, pa.Scalar):  # ids out of an Arrow array
+            value = value.as_py()
         if fast is not None and type(value) is fast[0] and fast[2](value):
             out.append(fast[1](value))  # already the column's Python type: what .to() would return
             continue

@@ -127,3 +127,16 @@ def test_a_datetime_with_a_time_of_day_is_no_date() -> None:
     assert coerce_values([dt.datetime(2020, 1, 2)], DateType(), "c")[0].value == 18263
     with pytest.raises(InvalidLookupValueError, match="time of day"):
         coerce_values([dt.datetime(2020, 1, 2, 13, 5)], DateType(), "c")
+
+
+def test_numpy_and_arrow_values_count_as_their_python_values() -> None:
+    """Ids taken from a pandas/numpy column or an Arrow array were refused ("Invalid literal value: 1")."""
+    assert [lit.value for lit in coerce_values(np.array([1, 2**40]), LongType(), "c")] == [1, 2**40]
+    assert [lit.value for lit in coerce_values(list(np.array([7], dtype=np.int32)), IntegerType(), "c")] == [7]
+    assert [lit.value for lit in coerce_values(np.array(["a", "é"]), StringType(), "c")] == ["a", "é"]
+    assert [lit.value for lit in coerce_values(pa.array(["a"]), StringType(), "c")] == ["a"]
+    u = uuid.uuid4()
+    assert coerce_values(pa.array([u.bytes], pa.uuid()), UUIDType(), "c")[0].value == u.bytes
+    assert coerce_values(pa.array([Decimal("1.25")], pa.decimal128(5, 2)), DecimalType(5, 2), "c")[0].value == Decimal("1.25")
+    with pytest.raises(InvalidLookupValueError, match="column 'c'"):
+        coerce_values(np.array([1.5]), LongType(), "c")  # a numpy float stays a float: refused
