@@ -253,7 +253,8 @@ class _Restart(Exception):
 
 
 def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: set[int] | None = None,
-             progress: bool = False, build: FilterBuilder = filters_for_data_files) -> IndexReport:
+             progress: bool = False, build: FilterBuilder = filters_for_data_files,
+             policy: retry.RetryPolicy = retry.DEFAULT_POLICY) -> IndexReport:
     """Build and commit the compacted sidecar, from the current metadata, under the one retry policy.
 
     A compaction, expiry or backfill racing another one (or an append) must not commit a sidecar built from
@@ -261,7 +262,7 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
     per-commit sidecars that covered them are gone, so the coverage would be lost for good. pyiceberg's own
     commit retry (which re-applies the same stale sidecar on the new head) is off; each attempt re-reads."""
     last: BaseException | None = None
-    for attempt in retry.attempts(retry.DEFAULT_POLICY):
+    for attempt in retry.attempts(policy):
         try:
             table.refresh()
             with retry.vanished_is_conflict(table):  # manifests or sidecars another process expired meanwhile
@@ -274,7 +275,7 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
             logger.info("%s of %s, attempt %d, lost a race: %s", operation, table_name(table), attempt, exc)
     raise CommitConflictError(
         f"{operation} of the sidecars of {table_name(table)} lost to concurrent commits "
-        f"{retry.DEFAULT_POLICY.attempts} times; nothing was committed. Retry later or stop the other "
+        f"{policy.attempts} times; nothing was committed. Retry later or stop the other "
         "maintenance jobs on this table."
     ) from last
 
@@ -383,6 +384,17 @@ def compact_sidecars(table: TableRef, *, catalog: Catalog | None = None) -> Inde
     so a probe reads one row per column again however many commits there were."""
     table = load_table(catalog, table)
     return _rebuild(table, "compact", build_missing=False)
+
+
+AUTO_COMPACT_RETRIES = 3
+"""Retries of the automatic compaction a writer runs after its commit (it waits for it): a lost race is
+logged and the next commit tries again, instead of holding the writer through the full retry policy."""
+
+
+def compact_after_commit(table: Table) -> IndexReport:
+    """:func:`compact_sidecars` for the write path's automatic step, with :data:`AUTO_COMPACT_RETRIES` retries."""
+    return _rebuild(table, "compact", build_missing=False,
+                    policy=retry.DEFAULT_POLICY.with_retries(AUTO_COMPACT_RETRIES))
 
 
 @storage_errors

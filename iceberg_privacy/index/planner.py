@@ -24,8 +24,8 @@ import numpy as np
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In, Reference
 from pyiceberg.expressions.literals import Literal
-from pyiceberg.table import FileScanTask, Table
 from pyiceberg.schema import Schema
+from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.types import PrimitiveType, UUIDType
 
