@@ -135,7 +135,9 @@ def bloom_columns(schema: Schema, properties: Mapping[str, str], *, strict: bool
     raw = properties.get(COLUMNS_KEY, "")
     out: list[BloomColumn] = []
     names = {f.name for f in schema.fields}
-    for name in [c.strip() for c in raw.split(",") if c.strip()]:
+    # dict.fromkeys: a column listed twice (a hand-edited property) gets one filter, not two: a sidecar with
+    # two filters for one field is refused by every reader, so that commit's files would all be scanned
+    for name in dict.fromkeys(c.strip() for c in raw.split(",") if c.strip()):
         if name not in names and not strict:
             logger.warning(
                 "bloom column %r configured in %s is not in the schema (renamed or dropped?); "

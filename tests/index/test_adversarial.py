@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import iceberg_privacy as ip
-from tests.helpers import SECRET, all_rows, make_table
+from tests.helpers import SECRET, all_rows, make_table, rows
 
 
 def test_a_non_integer_id_never_matches_another_persons_number(catalog, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,7 +149,6 @@ def test_malformed_sizing_property_stops_no_lookup_request_or_write(catalog, mon
     ALTER TABLE) made every lookup, access/erasure request and append of the table fail."""
     from iceberg_privacy.config import bloom_columns
     from iceberg_privacy.rights.keyed import SECRET_ENV
-    from tests.helpers import rows
 
     monkeypatch.setenv(SECRET_ENV, SECRET)
     table = make_table(catalog, "db.cfg", [["u1", "u2"], ["u3"]])
@@ -191,3 +190,18 @@ def test_files_added_from_a_dictionary_encoded_column_are_read(catalog, tmp_path
         assert got.schema.field("k").type == pa.string()
         assert sorted(got.to_pylist(), key=lambda r: r["r"]) == [
             {"k": "a", "r": 0}, {"k": "a", "r": 2}, {"k": "z", "r": 3}, {"k": "a", "r": 4}]
+
+
+def test_a_column_listed_twice_gets_one_filter(catalog) -> None:
+    """``privacy.bloom.columns=user_id,user_id`` (edited by hand) wrote a sidecar with two filters for the field,
+    which every reader refuses: the commit's files were all scanned, and compaction could not recover them."""
+    table = make_table(catalog, "db.twice", [], identity=())
+    with table.transaction() as tx:
+        tx.set_properties({"privacy.bloom.columns": "user_id,user_id"})
+    table = catalog.load_table("db.twice")
+    ip.append(table, rows(["u1", "u2"]))
+    ip.append(table, rows(["u3"], start=2))
+    table = table.refresh()
+    assert ip.sidecar_status(table).covered == {"user_id": 2}
+    plan = ip.plan_lookup(table, "user_id", "u3")
+    assert len(plan.tasks) == 1 and not plan.warnings, plan.explain()
