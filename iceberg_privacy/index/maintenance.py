@@ -30,7 +30,7 @@ from iceberg_privacy.errors import CommitConflictError, ConfigurationError, Side
 from iceberg_privacy.index import exact
 from iceberg_privacy.index.build import FilterBuilder, filters_for_data_files
 from iceberg_privacy.index.exact import ExactKeys, StoredTask
-from iceberg_privacy.index.exact_plan import exact_sources
+from iceberg_privacy.index.exact_plan import describes, exact_sources
 from iceberg_privacy.index.liveness import stored_task
 from iceberg_privacy.index.registry import (
     PROPERTY_COMPACTED,
@@ -118,6 +118,11 @@ def live_data_files(table: Table, snapshot_ids: Iterable[int] | None = None) -> 
     return out
 
 
+def _sizes(live: dict[str, DataFile]) -> dict[str, tuple[int, int]]:
+    """Record count and byte size of each live file: a sidecar recording others for a path is stale."""
+    return {p: (int(f.record_count), int(f.file_size_in_bytes)) for p, f in live.items()}
+
+
 def _registration_snapshot(md: TableMetadata, candidates: set[int]) -> int | None:
     """Newest retained snapshot whose statistics slot is free or holds one of our sidecars."""
     taken = {s.snapshot_id: s.statistics_path for s in md.statistics}
@@ -135,7 +140,7 @@ def _collect_filters(table: Table, live: dict[str, DataFile], columns: list[Bloo
     """path -> {field_id: filter}: copied from readable sidecars, or built for uncovered files."""
     per_file: dict[str, dict[int, FileFilter]] = {}
     for col in columns:
-        cov = resolve_coverage(table.io, table.metadata, col.field_id, set(live))
+        cov = resolve_coverage(table.io, table.metadata, col.field_id, set(live), _sizes(live))
         report.warnings += cov.warnings
         uncovered = set(cov.uncovered)
         for a in cov.assignments:
@@ -190,7 +195,10 @@ def _collect_exact(table: Table, live: dict[str, DataFile], columns: list[BloomC
             fids = [fid for fid in idx.columns if fid in wanted]
             if not fids:
                 continue
-            files = idx.all_files()
+            # a row describing other bytes at a path reused since (record count/size differ) is stale: not copied
+            files = [ef if ef.path in live and describes(ef, int(live[ef.path].record_count),
+                                                         int(live[ef.path].file_size_in_bytes)) else ef._replace(path="")
+                     for ef in idx.all_files()]
             if not any(ef.path in live for ef in files):
                 continue
             per_col = {}
@@ -289,7 +297,9 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
     columns = bloom_columns(table.schema(), table.properties)
     report = IndexReport(operation)
     retained = {s.snapshot_id for s in md.snapshots} - (expire_ids or set())
-    live = live_data_files(table, retained)
+    # newest first: when a path was reused for other bytes, the file the newest snapshot lists is the one
+    # whose filters count (an older snapshot's entry describes bytes that are gone)
+    live = live_data_files(table, sorted(retained, key=lambda i: _sequence_number(md, i), reverse=True))
     report.live_files = len(live)
     before = referenced_sidecar_locations(md)
     checkpoint("index.before_build")  # the inputs are chosen, not yet read
@@ -531,7 +541,7 @@ def sidecar_status(table: TableRef, *, catalog: Catalog | None = None) -> Sideca
     covered: dict[str, int] = {}
     notes: list[str] = []
     for col in bloom_columns(table.schema(), table.properties):
-        cov = resolve_coverage(table.io, md, col.field_id, set(live))
+        cov = resolve_coverage(table.io, md, col.field_id, set(live), _sizes(live))
         covered[col.name] = len(live) - len(cov.uncovered)
         notes += cov.warnings
     for col in bloom_columns(table.schema(), table.properties):

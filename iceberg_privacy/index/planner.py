@@ -24,6 +24,7 @@ import numpy as np
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In, Reference
 from pyiceberg.expressions.literals import Literal
+from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
@@ -33,7 +34,8 @@ from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import bloom_columns, resolve_column
 from iceberg_privacy.errors import IcebergPrivacyError, SidecarError, UnknownColumnError
 from iceberg_privacy.identities import as_values, identity_leaf_type, is_nested
-from iceberg_privacy.index.exact_plan import exact_sources, literal_hashes, paused_gc, probe_exact
+from iceberg_privacy.index.exact import ExactFile
+from iceberg_privacy.index.exact_plan import describes, exact_sources, literal_hashes, paused_gc, probe_exact
 from iceberg_privacy.index.hashing import coerce_values, hash_literals, mix64
 from iceberg_privacy.index.registry import resolve_coverage, warn
 from iceberg_privacy.storage import storage_errors
@@ -234,19 +236,26 @@ def _exact_plan(table: Table, plan: LookupPlan, field_id: int, leaf: PrimitiveTy
     base = sources.base.index if sources.base is not None and sources.base.index in usable else None
     covered = frozenset(base.manifests) if base is not None else frozenset()
 
-    def indexed(path: str) -> bool:
+    def indexed(path: str, data_file: DataFile) -> bool:
         for idx in reversed(usable):  # deltas (small) before the base
             if id(idx) in broken:
                 continue
             try:
                 if path in idx.paths():
-                    return True
+                    rows = by_path.get(id(idx))
+                    if rows is None:
+                        rows = by_path[id(idx)] = {f.path: f for f in idx.all_files()}
+                    if describes(rows[path], int(data_file.record_count), int(data_file.file_size_in_bytes)):
+                        return True
+                    stale.add(path)  # this index describes other bytes at a reused path
             except SidecarError as exc:  # a file-table chunk the probe did not need is corrupt
                 broken.add(id(idx))
                 plan.warnings.append(warn(f"{exc}; files it lists outside its covered manifests are scanned"))
         return False
 
     broken: set[int] = set()
+    by_path: dict[int, dict[str, ExactFile]] = {}
+    stale: set[str] = set()
 
     # A large batch matches rows after reading, so pruning by a huge In() (a residual per file over every
     # value through the partition transform: minutes at 10,000 values) buys nothing for the candidates;
@@ -261,12 +270,19 @@ def _exact_plan(table: Table, plan: LookupPlan, field_id: int, leaf: PrimitiveTy
         plan.index_requests += src.index.reader.requests - src.requests_before
     plan.manifests_decoded = live.manifests_decoded
     plan.exact_index_used = True
+    demoted = [live.live.pop(p) for p in list(live.live)
+               if not describes(probe.records[p], int(live.live[p].file.record_count),
+                                int(live.live[p].file.file_size_in_bytes))]
+    stale.update(t.file.file_path for t in demoted)
+    if stale:  # its keys and row groups are another file's: Bloom-probed (size-checked) or scanned, no hints
+        plan.warnings.append(warn(f"the exact index describes {len(stale)} live file(s) with another record count or "
+                                  "size (a path reused after the file left the table): they are not pruned by it"))
     tasks = [live.live[p] for p in probe.candidates if p in live.live]
     plan.row_groups = {p: probe.row_groups[p] for p in probe.candidates if p in live.live}  # sorted tuples
     plan.files_after_exact_index = len(tasks)
     plan.files_not_in_index = len(live.not_indexed)
     plan.files_after_manifest_pruning = len(tasks) + len(live.not_indexed)
-    rest = list(live.not_indexed)
+    rest = list(live.not_indexed) + demoted
     if rest and plan.bloom_configured:
         rest = _bloom_prune(table, plan, rest, field_id, mix64(hash_literals(plan.values, leaf)))
         plan.timings["bloom_pruning"] = time.perf_counter() - t2
@@ -280,7 +296,8 @@ def _bloom_prune(table: Table, plan: LookupPlan, tasks: list[FileScanTask], fiel
     if not tasks:
         return tasks
     paths = {t.file.file_path for t in tasks}
-    cov = resolve_coverage(table.io, plan.metadata, field_id, paths)
+    expected = {t.file.file_path: (int(t.file.record_count), int(t.file.file_size_in_bytes)) for t in tasks}
+    cov = resolve_coverage(table.io, plan.metadata, field_id, paths, expected)
     plan.warnings += cov.warnings
     plan.sidecars_opened += cov.sidecars_opened
     plan.index_bytes_read += cov.bytes_read
