@@ -34,7 +34,6 @@ from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import bloom_columns, resolve_column
 from iceberg_privacy.errors import IcebergPrivacyError, SidecarError, UnknownColumnError
 from iceberg_privacy.identities import as_values, identity_leaf_type, is_nested
-from iceberg_privacy.index.exact import ExactFile
 from iceberg_privacy.index.exact_plan import describes, exact_sources, literal_hashes, paused_gc, probe_exact
 from iceberg_privacy.index.hashing import coerce_values, hash_literals, mix64
 from iceberg_privacy.index.registry import resolve_coverage, warn
@@ -241,11 +240,9 @@ def _exact_plan(table: Table, plan: LookupPlan, field_id: int, leaf: PrimitiveTy
             if id(idx) in broken:
                 continue
             try:
-                if path in idx.paths():
-                    rows = by_path.get(id(idx))
-                    if rows is None:
-                        rows = by_path[id(idx)] = {f.path: f for f in idx.all_files()}
-                    if describes(rows[path], int(data_file.record_count), int(data_file.file_size_in_bytes)):
+                row = idx.record(path)
+                if row is not None:
+                    if describes(row, int(data_file.record_count), int(data_file.file_size_in_bytes)):
                         return True
                     stale.add(path)  # this index describes other bytes at a reused path
             except SidecarError as exc:  # a file-table chunk the probe did not need is corrupt
@@ -254,7 +251,6 @@ def _exact_plan(table: Table, plan: LookupPlan, field_id: int, leaf: PrimitiveTy
         return False
 
     broken: set[int] = set()
-    by_path: dict[int, dict[str, ExactFile]] = {}
     stale: set[str] = set()
 
     # A large batch matches rows after reading, so pruning by a huge In() (a residual per file over every
