@@ -20,6 +20,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.schema import Schema
@@ -134,7 +135,9 @@ def bloom_columns(schema: Schema, properties: Mapping[str, str], *, strict: bool
     raw = properties.get(COLUMNS_KEY, "")
     out: list[BloomColumn] = []
     names = {f.name for f in schema.fields}
-    for name in [c.strip() for c in raw.split(",") if c.strip()]:
+    # dict.fromkeys: a column listed twice (a hand-edited property) gets one filter, not two: a sidecar with
+    # two filters for one field is refused by every reader, so that commit's files would all be scanned
+    for name in dict.fromkeys(c.strip() for c in raw.split(",") if c.strip()):
         if name not in names and not strict:
             logger.warning(
                 "bloom column %r configured in %s is not in the schema (renamed or dropped?); "
@@ -147,12 +150,24 @@ def bloom_columns(schema: Schema, properties: Mapping[str, str], *, strict: bool
                 name=name,
                 field=field,
                 leaf_type=identity_leaf_type(field),
-                fpp=_validate_fpp(name, properties.get(fpp_key(name), DEFAULT_FPP)),  # a str from the table
-                ndv=_validate_ndv(name, properties.get(ndv_key(name))),
+                fpp=_or_default(strict, _validate_fpp, name, properties.get(fpp_key(name), DEFAULT_FPP), DEFAULT_FPP),
+                ndv=_or_default(strict, _validate_ndv, name, properties.get(ndv_key(name)), None),
                 kinds=_kinds_or_bloom(name, properties.get(index_kind_key(name))),
             )
         )
     return out
+
+
+def _or_default(strict: bool, check: Any, name: str, raw: Any, default: Any) -> Any:
+    """A malformed ``privacy.bloom.<column>.fpp``/``.ndv`` set by hand or by another tool only sizes new filters:
+    it must not stop lookups, subject requests or writes (``strict``: refuse it). The default, with a warning."""
+    try:
+        return check(name, raw)
+    except ConfigurationError as exc:
+        if strict:
+            raise
+        logger.warning("%s; using %r until configure_bloom fixes it", exc, default)
+        return check(name, default)
 
 
 def _kinds_or_bloom(name: str, raw: str | None) -> frozenset[str]:

@@ -494,10 +494,10 @@ def _maybe_compact(table: Table, columns: list[BloomColumn]) -> str | None:
     limit = property_as_int(table.properties, EXACT_COMPACT_AFTER_PROPERTY, EXACT_COMPACT_AFTER_DEFAULT)
     if not limit or exact_deltas_since_base(table) <= limit:
         return None
-    from iceberg_privacy.index.maintenance import compact_sidecars  # noqa: PLC0415 - maintenance sits above
+    from iceberg_privacy.index.maintenance import compact_after_commit  # noqa: PLC0415 - maintenance sits above
 
     try:
-        return compact_sidecars(table).sidecar_path
+        return compact_after_commit(table).sidecar_path
     except (IcebergPrivacyError, OSError) as exc:
         logger.warning("automatic compaction of %s failed (%s); the deltas keep serving lookups", table.name(), exc)
         return None

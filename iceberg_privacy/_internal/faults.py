@@ -25,7 +25,7 @@ CHECKPOINTS: frozenset[str] = frozenset({
     "queue.before_shred", "queue.after_shred_delete",
     "purge.after_expire", "purge.after_delete", "purge.after_metadata_trim", "purge.before_complete",
     # the commit path and index maintenance (iceberg_privacy.write, iceberg_privacy.index.maintenance)
-    "write.before_commit", "write.after_commit", "index.before_commit", "index.after_commit",
+    "write.before_commit", "write.after_commit", "index.before_build", "index.before_commit", "index.after_commit",
     # differential privacy (iceberg_privacy.dp.release)
     "dp.before_reserve", "dp.after_reserve", "dp.before_evaluate", "dp.after_evaluate",
     # DP synthetic data (iceberg_privacy.dp.synth)

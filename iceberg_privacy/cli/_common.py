@@ -96,7 +96,9 @@ def values(args: argparse.Namespace) -> list[str]:
     """Values given as arguments plus those of ``--values-file`` (one per line)."""
     out = list(getattr(args, "values", None) or [])
     if getattr(args, "values_file", None):
-        out += [line.strip() for line in Path(args.values_file).read_text().splitlines() if line.strip()]
+        # utf-8-sig: a byte-order mark (Windows editors write one) is no part of the first value
+        out += [line.strip() for line in Path(args.values_file).read_text(encoding="utf-8-sig").splitlines()
+                if line.strip()]
     return out
 
 

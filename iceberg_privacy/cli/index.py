@@ -64,10 +64,22 @@ def _print_rows(rows: pa.Table, fmt: str, limit: int | None) -> None:
         import pyarrow.csv as pcsv
 
         sink = pa.BufferOutputStream()
-        pcsv.write_csv(rows.select([f.name for f in rows.schema if not pa.types.is_nested(f.type)]), sink)
+        flat = rows.select([f.name for f in rows.schema if not pa.types.is_nested(f.type)])
+        pcsv.write_csv(pa.table({f.name: _csv_column(flat.column(f.name)) for f in flat.schema}), sink)
         sys.stdout.write(sink.getvalue().to_pybytes().decode())
     else:
         print(rows.to_pandas().to_string(max_rows=limit or 50) if rows.num_rows else "(no rows)")
+
+
+def _csv_column(col: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
+    """A column CSV can hold: uuids as their canonical text, binary as hex (as ``--output json`` prints
+    them); Arrow's CSV writer refuses the uuid extension type and would write raw bytes."""
+    t = col.type
+    if not (isinstance(t, pa.BaseExtensionType) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+            or pa.types.is_fixed_size_binary(t)):
+        return col
+    return pa.array([None if v is None else (str(v) if isinstance(t, pa.BaseExtensionType) else v.hex())
+                     for v in col.to_pylist()], pa.string())
 
 
 def cmd_lookup(args: argparse.Namespace, catalog: Catalog) -> int:
@@ -160,6 +172,16 @@ def cmd_cleanup(args: argparse.Namespace, catalog: Catalog) -> int:
     return 2 if report.delete_failures else 0
 
 
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a row count >= 0, got {text!r}")
+    return n
+
+
 def _lookup_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("table")
     p.add_argument("column")
@@ -191,7 +213,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("--fields", help="comma-separated columns to return")
     s.add_argument("--output", choices=["table", "json", "jsonl", "csv"], default="table",
                    help="row format (--json is --output json)")
-    s.add_argument("--limit", type=int)
+    s.add_argument("--limit", type=_count, help="print at most this many rows")
 
     s = add_command(subparsers, "explain", cmd_explain, json=True,
                     help="the lookup plan: files total / after pruning")

@@ -356,6 +356,7 @@ class ExactIndex:
     _dirs: dict[int, _Directory] = field(default_factory=dict)
     _chunk_cache: dict[int, list[Any]] = field(default_factory=dict)  # rows: raw JSON lists until first used
     _all_paths: frozenset[str] | None = None
+    _records: dict[str, ExactFile] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _chunk_starts: np.ndarray | None = None  # first ordinal of each chunk (cumulative counts)
 
@@ -626,6 +627,12 @@ class ExactIndex:
         if self._all_paths is None:
             self._all_paths = frozenset(f.path for f in self.all_files())
         return self._all_paths
+
+    def record(self, path: str) -> ExactFile | None:
+        """The file-table row of ``path`` (None when the index does not list it); built once per opened index."""
+        if self._records is None:
+            self._records = {f.path: f for f in self.all_files()}
+        return self._records.get(path)
 
     @property
     def blob_bytes(self) -> int:

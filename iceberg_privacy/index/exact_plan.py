@@ -188,6 +188,7 @@ class ExactProbe:
     candidates: dict[str, str] = field(default_factory=dict)
     row_groups: dict[str, tuple[int, ...]] = field(default_factory=dict)  # sorted row-group ordinals
     stored: dict[str, ExactFile] = field(default_factory=dict)  # base rows carrying their scan task's fields
+    records: dict[str, ExactFile] = field(default_factory=dict)  # every candidate's file-table row (first index)
     usable: list[ExactIndex] = field(default_factory=list)  # the base first when it is usable
     probed: int = 0
     bytes_read: int = 0
@@ -207,6 +208,12 @@ def _hits(idx: ExactIndex, field_id: int, keys: np.ndarray) -> tuple[list[ExactF
     _, rows = idx.rows(files)  # distinct ordinals ascending, as the pairs are sorted
     bounds = [0, *(np.flatnonzero(np.diff(files)) + 1).tolist(), len(rgs)]
     return rows, [tuple(rgs[bounds[i]:bounds[i + 1]]) for i in range(len(rows))]
+
+
+def describes(ef: ExactFile, record_count: int, file_size_in_bytes: int) -> bool:
+    """Does an index's file-table row describe these bytes? A row whose record count (or, when it carries one,
+    byte size) differs from the live file's was written for other bytes at a reused path: stale."""
+    return ef.record_count == record_count and (ef.task is None or ef.task.file_size_in_bytes == file_size_in_bytes)
 
 
 def probe_exact(sources: ExactSources, field_id: int, keys: np.ndarray) -> ExactProbe:
@@ -234,6 +241,7 @@ def probe_exact(sources: ExactSources, field_id: int, keys: np.ndarray) -> Exact
             if path not in out.candidates:
                 out.candidates[path] = manifest
                 out.row_groups[path] = rg
+                out.records[path] = ef
             else:
                 if not out.candidates[path]:
                     out.candidates[path] = manifest

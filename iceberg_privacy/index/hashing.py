@@ -16,7 +16,9 @@ Write path: pyiceberg-core's native bucket transform over Arrow arrays. Probe pa
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,8 @@ import pyarrow as pa
 from pyiceberg.expressions.literals import AboveMax, BelowMin, Literal, LongLiteral, StringLiteral, literal
 from pyiceberg.transforms import BucketTransform
 from pyiceberg.types import (
+    DateType,
+    DecimalType,
     FixedType,
     IntegerType,
     LongType,
@@ -78,13 +82,18 @@ hash identically (ints hash as longs)."""
 def coerce_values(values: Iterable[Any], iceberg_type: PrimitiveType, column: str) -> list[Literal[Any]]:
     """Convert lookup values to literals of the column type, the way Iceberg binds predicates.
 
-    Strings are parsed into numbers, dates, timestamps, UUIDs and decimals; anything Iceberg would
-    refuse (a float for a long, an int for a string) raises :class:`InvalidLookupValueError`.
+    Strings are parsed into numbers, dates, timestamps, UUIDs and decimals; numpy integers/strings and
+    Arrow scalars count as their Python values; anything Iceberg would refuse (a float for a long, an int
+    for a string) raises :class:`InvalidLookupValueError`.
     Values outside an int column's range cannot occur in the column and are dropped.
     """
     out: list[Literal[Any]] = []
     fast = _FAST_LITERALS.get(type(iceberg_type))
     for value in values:
+        if isinstance(value, (np.integer, np.str_, np.bytes_)):  # ids out of numpy/pandas: their Python value
+            value = value.item()
+        elif isinstance(value, pa.Scalar):  # ids out of an Arrow array
+            value = value.as_py()
         if fast is not None and type(value) is fast[0] and fast[2](value):
             out.append(fast[1](value))  # already the column's Python type: what .to() would return
             continue
@@ -94,6 +103,7 @@ def coerce_values(values: Iterable[Any], iceberg_type: PrimitiveType, column: st
                 "and null never equals anything. Drop the nulls (use a pyiceberg IsNull scan to find rows "
                 "with a missing identity)."
             )
+        _refuse_inexact(value, iceberg_type, column)
         try:
             lit = value if isinstance(value, Literal) else literal(value)
             converted = lit.to(iceberg_type)
@@ -110,6 +120,37 @@ def coerce_values(values: Iterable[Any], iceberg_type: PrimitiveType, column: st
             )
         out.append(converted)
     return out
+
+
+def _refuse_inexact(value: Any, iceberg_type: PrimitiveType, column: str) -> None:
+    """Refuse a value that equals no value of the column's type but that pyiceberg's conversion would move onto
+    one: it truncates a numeric string for an int/long column (``"1.5"`` -> 1, ``"-0.5"`` -> 0), rounds a
+    float for a decimal column (1.004 -> 1.00) and truncates a datetime for a date column. An equality lookup (and an access or erasure request, which
+    coerce their subjects here) would then answer for another person's value."""
+    if isinstance(value, str) and isinstance(iceberg_type, (IntegerType, LongType)):
+        try:
+            number = Decimal(value)
+            inexact = number.is_finite() and number != number.to_integral_value()
+        except (InvalidOperation, ValueError):
+            return  # not a number at all: the conversion below refuses it
+        if inexact:
+            raise InvalidLookupValueError(
+                f"cannot use {value!r} as a value of column {column!r} of type {iceberg_type}: it is not a whole "
+                "number, so no row can hold it. Pass the id exactly as stored."
+            )
+    elif isinstance(value, float) and isinstance(iceberg_type, DecimalType):
+        shown = Decimal(repr(value))  # the shortest decimal that reads back as this float: what the user wrote
+        if shown.is_finite() and shown != shown.quantize(Decimal(1).scaleb(-iceberg_type.scale), rounding="ROUND_DOWN"):
+            raise InvalidLookupValueError(
+                f"cannot use {value!r} as a value of column {column!r} of type {iceberg_type}: it has more than "
+                f"{iceberg_type.scale} decimal place(s), so no row can hold it (Iceberg would round it onto "
+                "another value). Pass a Decimal or a string with the column's scale."
+            )
+    elif isinstance(value, dt.datetime) and isinstance(iceberg_type, DateType) and value.time() != dt.time(0):
+        raise InvalidLookupValueError(
+            f"cannot use {value!r} as a value of date column {column!r}: it has a time of day, so no row can hold "
+            "it (Iceberg would truncate it to its date). Pass a date."
+        )
 
 
 def hash_literals(literals: Iterable[Literal[Any]], iceberg_type: PrimitiveType) -> np.ndarray:

@@ -317,15 +317,15 @@ def resolve(
     snapshot_id: int,
     candidates: Mapping[str, str],
     covered_manifests: frozenset[str],
-    indexed_paths: Callable[[str], bool] | None = None,
+    indexed_paths: Callable[[str, DataFile], bool] | None = None,
     row_filter: BooleanExpression = ALWAYS_TRUE,
     stored: Mapping[str, ExactFile] | None = None,
 ) -> Liveness:
     """Resolve which ``candidates`` are live in snapshot ``snapshot_id`` (see the module docstring).
 
     ``candidates`` maps a candidate data-file path to the manifest that listed it at the index's covered
-    snapshot; ``covered_manifests`` holds that snapshot's manifest paths; ``indexed_paths(path)`` says
-    whether the index covers a file (a file of a new manifest that it covers but that is not a candidate
+    snapshot; ``covered_manifests`` holds that snapshot's manifest paths; ``indexed_paths(path, data_file)``
+    says whether the index covers a file (a file of a new manifest that it covers but that is not a candidate
     holds no looked-up key). Without it, every non-candidate file of a new manifest is ``not_indexed``.
 
     ``stored`` maps candidates to the base's file-table rows: a candidate of a covered manifest still in the
@@ -410,7 +410,7 @@ def resolve(
             if p in candidates:
                 found.append((m, e.data_file, e.sequence_number, True))
                 seen.add(p)
-            elif indexed_paths is None or not indexed_paths(p):
+            elif indexed_paths is None or not indexed_paths(p, e.data_file):
                 found.append((m, e.data_file, e.sequence_number, False))
 
     kept = found if trivial else [f for f in found if prune.entry(f[0], f[1])]

@@ -22,14 +22,15 @@ from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
+from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
-from iceberg_privacy.errors import ConfigurationError, SidecarError
+from iceberg_privacy.errors import CommitConflictError, ConfigurationError, SidecarError
 from iceberg_privacy.index import exact
 from iceberg_privacy.index.build import FilterBuilder, filters_for_data_files
 from iceberg_privacy.index.exact import ExactKeys, StoredTask
-from iceberg_privacy.index.exact_plan import exact_sources
+from iceberg_privacy.index.exact_plan import describes, exact_sources
 from iceberg_privacy.index.liveness import stored_task
 from iceberg_privacy.index.registry import (
     PROPERTY_COMPACTED,
@@ -117,6 +118,11 @@ def live_data_files(table: Table, snapshot_ids: Iterable[int] | None = None) -> 
     return out
 
 
+def _sizes(live: dict[str, DataFile]) -> dict[str, tuple[int, int]]:
+    """Record count and byte size of each live file: a sidecar recording others for a path is stale."""
+    return {p: (int(f.record_count), int(f.file_size_in_bytes)) for p, f in live.items()}
+
+
 def _registration_snapshot(md: TableMetadata, candidates: set[int]) -> int | None:
     """Newest retained snapshot whose statistics slot is free or holds one of our sidecars."""
     taken = {s.snapshot_id: s.statistics_path for s in md.statistics}
@@ -134,7 +140,7 @@ def _collect_filters(table: Table, live: dict[str, DataFile], columns: list[Bloo
     """path -> {field_id: filter}: copied from readable sidecars, or built for uncovered files."""
     per_file: dict[str, dict[int, FileFilter]] = {}
     for col in columns:
-        cov = resolve_coverage(table.io, table.metadata, col.field_id, set(live))
+        cov = resolve_coverage(table.io, table.metadata, col.field_id, set(live), _sizes(live))
         report.warnings += cov.warnings
         uncovered = set(cov.uncovered)
         for a in cov.assignments:
@@ -189,7 +195,10 @@ def _collect_exact(table: Table, live: dict[str, DataFile], columns: list[BloomC
             fids = [fid for fid in idx.columns if fid in wanted]
             if not fids:
                 continue
-            files = idx.all_files()
+            # a row describing other bytes at a path reused since (record count/size differ) is stale: not copied
+            files = [ef if ef.path in live and describes(ef, int(live[ef.path].record_count),
+                                                         int(live[ef.path].file_size_in_bytes)) else ef._replace(path="")
+                     for ef in idx.all_files()]
             if not any(ef.path in live for ef in files):
                 continue
             per_col = {}
@@ -246,19 +255,56 @@ def _covered_manifests(table: Table, md: TableMetadata, indexed: set[str]
     return snap.snapshot_id, manifests, where, tasks
 
 
+class _Restart(Exception):
+    """This attempt lost a race (its commit conflicted, or sidecars it was copying vanished because another
+    process changed the table meanwhile): build it again from the new head."""
+
+
 def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: set[int] | None = None,
-             progress: bool = False, build: FilterBuilder = filters_for_data_files) -> IndexReport:
-    table.refresh()
+             progress: bool = False, build: FilterBuilder = filters_for_data_files,
+             policy: retry.RetryPolicy = retry.DEFAULT_POLICY) -> IndexReport:
+    """Build and commit the compacted sidecar, from the current metadata, under the one retry policy.
+
+    A compaction, expiry or backfill racing another one (or an append) must not commit a sidecar built from
+    inputs the winner deleted meanwhile: it would cover fewer files than the sidecar it replaces, and the
+    per-commit sidecars that covered them are gone, so the coverage would be lost for good. pyiceberg's own
+    commit retry (which re-applies the same stale sidecar on the new head) is off; each attempt re-reads."""
+    last: BaseException | None = None
+    for attempt in retry.attempts(policy):
+        try:
+            table.refresh()
+            with retry.vanished_is_conflict(table):  # manifests or sidecars another process expired meanwhile
+                return _rebuild_once(table, operation, build_missing=build_missing, expire_ids=expire_ids,
+                                     progress=progress, build=build)
+        except Exception as exc:
+            if not isinstance(exc, _Restart) and not retry.is_conflict(exc):
+                raise
+            last = exc
+            logger.info("%s of %s, attempt %d, lost a race: %s", operation, table_name(table), attempt, exc)
+    raise CommitConflictError(
+        f"{operation} of the sidecars of {table_name(table)} lost to concurrent commits "
+        f"{policy.attempts} times; nothing was committed. Retry later or stop the other "
+        "maintenance jobs on this table."
+    ) from last
+
+
+def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_ids: set[int] | None,
+                  progress: bool, build: FilterBuilder) -> IndexReport:
     md = table.metadata
+    started_at = table.metadata_location
     if expire_ids:  # another process (a second purge, a scheduler) may have expired some of them meanwhile
         expire_ids = {i for i in expire_ids if md.snapshot_by_id(i) is not None}
     columns = bloom_columns(table.schema(), table.properties)
     report = IndexReport(operation)
     retained = {s.snapshot_id for s in md.snapshots} - (expire_ids or set())
-    live = live_data_files(table, retained)
+    # newest first: when a path was reused for other bytes, the file the newest snapshot lists is the one
+    # whose filters count (an older snapshot's entry describes bytes that are gone)
+    live = live_data_files(table, sorted(retained, key=lambda i: _sequence_number(md, i), reverse=True))
     report.live_files = len(live)
     before = referenced_sidecar_locations(md)
-    tx: Transaction = table.transaction()
+    checkpoint("index.before_build")  # the inputs are chosen, not yet read
+    committing = compat.without_commit_retries(table)
+    tx: Transaction = committing.transaction()
     if expire_ids:
         kept = fold_expired(md, expire_ids)  # summaries go with their snapshots; their lineage must not
         ExpireSnapshots(tx).by_ids(sorted(expire_ids)).commit()
@@ -270,6 +316,8 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
     per_file = _collect_filters(table, live, bloom_cols, build_missing, report, progress, build) if bloom_cols else {}
     per_exact = (_collect_exact(table, live, exact_cols, build_missing, report, progress, build, per_file)
                  if exact_cols else {})
+    if report.warnings and _collected_elsewhere(table, started_at, before):
+        raise _Restart("sidecars this attempt copies were unreadable: another process replaced and deleted them")
     for path, keys in per_exact.items():
         slot = per_file.setdefault(path, {})
         for fid, k in keys.items():
@@ -298,7 +346,14 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
     elif per_file:
         report.warnings.append(warn("no snapshot to register the compacted sidecar on; nothing written"))
     checkpoint("index.before_commit")  # the new compacted sidecar (base) is written, not yet referenced
-    tx.commit_transaction()
+    try:
+        tx.commit_transaction()
+    except Exception as exc:
+        if retry.is_conflict(exc) and report.sidecar_path is not None:  # never referenced: this attempt's file
+            outcome = delete_files(table.io, [report.sidecar_path])
+            for why in outcome.failed.values():
+                warn(f"unreferenced sidecar of a lost commit not deleted: {why} (cleanup_orphans removes it)")
+        raise
     checkpoint("index.after_commit")
     table.refresh()
     # Sidecars nothing references any more are garbage; readers that still hold them fall back to scans.
@@ -341,6 +396,17 @@ def compact_sidecars(table: TableRef, *, catalog: Catalog | None = None) -> Inde
     return _rebuild(table, "compact", build_missing=False)
 
 
+AUTO_COMPACT_RETRIES = 3
+"""Retries of the automatic compaction a writer runs after its commit (it waits for it): a lost race is
+logged and the next commit tries again, instead of holding the writer through the full retry policy."""
+
+
+def compact_after_commit(table: Table) -> IndexReport:
+    """:func:`compact_sidecars` for the write path's automatic step, with :data:`AUTO_COMPACT_RETRIES` retries."""
+    return _rebuild(table, "compact", build_missing=False,
+                    policy=retry.DEFAULT_POLICY.with_retries(AUTO_COMPACT_RETRIES))
+
+
 @storage_errors
 def expire_snapshots(
     table: TableRef, *, older_than: timedelta | None = None, retain_last: int = 1,
@@ -370,6 +436,20 @@ def expire_snapshots(
         cutoff = int(_cutoff(older_than).timestamp() * 1000)
         expire = {s.snapshot_id for s in md.snapshots if s.timestamp_ms < cutoff} - protected - newest
     return _rebuild(table, "expire", build_missing=False, expire_ids=expire)
+
+
+def _collected_elsewhere(table: Table, location: str, before: set[str]) -> bool:
+    """Has another process, since ``table`` was at metadata ``location``, committed a change that no longer
+    references some of the sidecars ``before`` (and so may have deleted them)? A sidecar that is unreadable
+    while still referenced is damage, not a race: compaction goes on without it (its files get scanned)."""
+    try:
+        fresh = table.catalog.load_table(table.name())
+    except Exception:  # noqa: BLE001 - cannot tell: go on (losing those inputs only costs coverage)
+        return False
+    if fresh.metadata_location == location:
+        return False
+    still = {canonical(p) for p in referenced_sidecar_locations(fresh.metadata)}
+    return any(canonical(p) not in still for p in before)
 
 
 def _sequence_number(md: TableMetadata, snapshot_id: int) -> int:
@@ -461,7 +541,7 @@ def sidecar_status(table: TableRef, *, catalog: Catalog | None = None) -> Sideca
     covered: dict[str, int] = {}
     notes: list[str] = []
     for col in bloom_columns(table.schema(), table.properties):
-        cov = resolve_coverage(table.io, md, col.field_id, set(live))
+        cov = resolve_coverage(table.io, md, col.field_id, set(live), _sizes(live))
         covered[col.name] = len(live) - len(cov.uncovered)
         notes += cov.warnings
     for col in bloom_columns(table.schema(), table.properties):

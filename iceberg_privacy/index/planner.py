@@ -24,15 +24,17 @@ import numpy as np
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In, Reference
 from pyiceberg.expressions.literals import Literal
+from pyiceberg.manifest import DataFile
+from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.types import PrimitiveType, UUIDType
 
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import bloom_columns, resolve_column
-from iceberg_privacy.errors import IcebergPrivacyError, SidecarError
+from iceberg_privacy.errors import IcebergPrivacyError, SidecarError, UnknownColumnError
 from iceberg_privacy.identities import as_values, identity_leaf_type, is_nested
-from iceberg_privacy.index.exact_plan import exact_sources, literal_hashes, paused_gc, probe_exact
+from iceberg_privacy.index.exact_plan import describes, exact_sources, literal_hashes, paused_gc, probe_exact
 from iceberg_privacy.index.hashing import coerce_values, hash_literals, mix64
 from iceberg_privacy.index.registry import resolve_coverage, warn
 from iceberg_privacy.storage import storage_errors
@@ -156,6 +158,9 @@ def _plan_lookup(table: Table, column: str, values: Any, snapshot_id: int | None
             f"snapshot {snapshot_id} does not exist in {table_name(table)}; see table.snapshots()"
         )
     fields = tuple(selected_fields) if selected_fields else ("*",)
+    if fields != ("*",):
+        schema = metadata.schema_by_id(snap.schema_id) if snap is not None and snap.schema_id is not None else None
+        _check_fields(schema or table.schema(), fields, table_name(table))
     partition_sources = {pf.source_id for spec in metadata.specs().values() for pf in spec.fields}
     big = len(literals) > BATCH_THRESHOLD
     post_filter = nested or big or isinstance(leaf, UUIDType)
@@ -195,6 +200,19 @@ def _plan_lookup(table: Table, column: str, values: Any, snapshot_id: int | None
     return plan
 
 
+def _check_fields(schema: Schema, fields: tuple[str, ...], where: str) -> None:
+    """A clear error (before any read) for a selected field the schema the lookup reads lacks."""
+    for name in fields:
+        try:
+            if isinstance(name, str):
+                schema.find_field(name, case_sensitive=True)
+                continue
+        except ValueError:
+            pass
+        raise UnknownColumnError(f"selected field {name!r} is not a column of {where}; available: "
+                                 f"{', '.join(f.name for f in schema.fields)}")
+
+
 def _exact_plan(table: Table, plan: LookupPlan, field_id: int, leaf: PrimitiveType, plan_filter: BooleanExpression,
                 t0: float) -> list[FileScanTask] | None:
     """Plan through the exact index; None when no exact index exists for the column (today's path)."""
@@ -217,19 +235,23 @@ def _exact_plan(table: Table, plan: LookupPlan, field_id: int, leaf: PrimitiveTy
     base = sources.base.index if sources.base is not None and sources.base.index in usable else None
     covered = frozenset(base.manifests) if base is not None else frozenset()
 
-    def indexed(path: str) -> bool:
+    def indexed(path: str, data_file: DataFile) -> bool:
         for idx in reversed(usable):  # deltas (small) before the base
             if id(idx) in broken:
                 continue
             try:
-                if path in idx.paths():
-                    return True
+                row = idx.record(path)
+                if row is not None:
+                    if describes(row, int(data_file.record_count), int(data_file.file_size_in_bytes)):
+                        return True
+                    stale.add(path)  # this index describes other bytes at a reused path
             except SidecarError as exc:  # a file-table chunk the probe did not need is corrupt
                 broken.add(id(idx))
                 plan.warnings.append(warn(f"{exc}; files it lists outside its covered manifests are scanned"))
         return False
 
     broken: set[int] = set()
+    stale: set[str] = set()
 
     # A large batch matches rows after reading, so pruning by a huge In() (a residual per file over every
     # value through the partition transform: minutes at 10,000 values) buys nothing for the candidates;
@@ -244,12 +266,19 @@ def _exact_plan(table: Table, plan: LookupPlan, field_id: int, leaf: PrimitiveTy
         plan.index_requests += src.index.reader.requests - src.requests_before
     plan.manifests_decoded = live.manifests_decoded
     plan.exact_index_used = True
+    demoted = [live.live.pop(p) for p in list(live.live)
+               if not describes(probe.records[p], int(live.live[p].file.record_count),
+                                int(live.live[p].file.file_size_in_bytes))]
+    stale.update(t.file.file_path for t in demoted)
+    if stale:  # its keys and row groups are another file's: Bloom-probed (size-checked) or scanned, no hints
+        plan.warnings.append(warn(f"the exact index describes {len(stale)} live file(s) with another record count or "
+                                  "size (a path reused after the file left the table): they are not pruned by it"))
     tasks = [live.live[p] for p in probe.candidates if p in live.live]
     plan.row_groups = {p: probe.row_groups[p] for p in probe.candidates if p in live.live}  # sorted tuples
     plan.files_after_exact_index = len(tasks)
     plan.files_not_in_index = len(live.not_indexed)
     plan.files_after_manifest_pruning = len(tasks) + len(live.not_indexed)
-    rest = list(live.not_indexed)
+    rest = list(live.not_indexed) + demoted
     if rest and plan.bloom_configured:
         rest = _bloom_prune(table, plan, rest, field_id, mix64(hash_literals(plan.values, leaf)))
         plan.timings["bloom_pruning"] = time.perf_counter() - t2
@@ -263,7 +292,8 @@ def _bloom_prune(table: Table, plan: LookupPlan, tasks: list[FileScanTask], fiel
     if not tasks:
         return tasks
     paths = {t.file.file_path for t in tasks}
-    cov = resolve_coverage(table.io, plan.metadata, field_id, paths)
+    expected = {t.file.file_path: (int(t.file.record_count), int(t.file.file_size_in_bytes)) for t in tasks}
+    cov = resolve_coverage(table.io, plan.metadata, field_id, paths, expected)
     plan.warnings += cov.warnings
     plan.sidecars_opened += cov.sidecars_opened
     plan.index_bytes_read += cov.bytes_read

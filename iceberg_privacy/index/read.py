@@ -366,7 +366,7 @@ def _whole(io: FileIO, read: MatchRead, task: FileScanTask, match: Matcher, stat
         stats.files_matched += int(mask.any())
     if not mask.any():
         return None
-    return data.filter(pa.array(mask)).select([f.name for f in read.projected.fields])
+    return _decoded(data.filter(pa.array(mask)).select([f.name for f in read.projected.fields]))
 
 
 def _probe(io: FileIO, read: MatchRead, task: FileScanTask, hint: Sequence[int] | None,
@@ -448,4 +448,16 @@ def _convert(proj: FileProjection, data: pa.Table) -> pa.Table:
     """Physical columns -> the requested schema, as ArrowScan converts its batches."""
     batches = data.combine_chunks().to_batches() or [
         pa.RecordBatch.from_arrays([pa.array([], f.type) for f in data.schema], schema=data.schema)]
-    return pa.Table.from_batches([proj.convert(b) for b in batches])
+    return _decoded(pa.Table.from_batches([proj.convert(b) for b in batches]))
+
+
+def _decoded(data: pa.Table) -> pa.Table:
+    """Dictionary-encoded columns as their values. A file written by pyarrow from a dictionary column (a pandas
+    categorical) records that encoding in its Arrow schema, and pyiceberg's conversion keeps it, so its rows could
+    not be concatenated with another file's (``ArrowTypeError``: pyiceberg's own scan of such a table fails)."""
+    if not any(pa.types.is_dictionary(f.type) for f in data.schema):
+        return data
+    return pa.Table.from_arrays(
+        [pc.cast(c, c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in data.columns],
+        schema=pa.schema([f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
+                          for f in data.schema], metadata=data.schema.metadata))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import uuid
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pyiceberg.io import FileIO
@@ -147,8 +148,14 @@ def warn(message: str) -> str:
     return message
 
 
-def resolve_coverage(io: FileIO, metadata: TableMetadata, field_id: int, paths: set[str]) -> Coverage:
-    """Find, for each data file path, a readable sidecar group holding its filter for ``field_id``."""
+def resolve_coverage(io: FileIO, metadata: TableMetadata, field_id: int, paths: set[str],
+                     expected: Mapping[str, tuple[int, int]] | None = None) -> Coverage:
+    """Find, for each data file path, a readable sidecar group holding its filter for ``field_id``.
+
+    ``expected`` (path -> the live file's record count and byte size): a sidecar whose record of the file
+    differs describes other bytes at that path (a path reused after the file left the table, e.g. by
+    ``add_files``): its filter is stale and is not used (another sidecar may cover the file, else it is scanned).
+    """
     remaining = set(paths)
     by_group: dict[tuple[str, int], Assignment] = {}
     opened, bytes_read, requests, notes = 0, 0, 0, []
@@ -179,13 +186,23 @@ def resolve_coverage(io: FileIO, metadata: TableMetadata, field_id: int, paths: 
         for gi, g in enumerate(groups):
             for pos, ordinal in enumerate(g.ordinals.tolist()):
                 where[ordinal] = (gi, pos)
+        stale = 0
         for p in matched:
             hit = where.get(sc.ordinal_of[p])
             if hit is None:
                 continue  # this sidecar predates the column's configuration; another may cover it
+            if expected is not None and p in expected:
+                rec = sc.files[sc.ordinal_of[p]]
+                if (rec.record_count, rec.file_size_in_bytes) != tuple(expected[p]):
+                    stale += 1
+                    continue
             gi, pos = hit
             a = by_group.setdefault((sc.location, gi), Assignment(sc, groups[gi]))
             a.positions.append(pos)
             a.paths.append(p)
             remaining.discard(p)
+        if stale:
+            notes.append(warn(f"sidecar ({ref.source}) {ref.location} describes {stale} file(s) whose record count or "
+                              "size differ from the table's (a reused path): its filters for them are stale and "
+                              "not used; those files are scanned unless another sidecar covers them"))
     return Coverage(list(by_group.values()), remaining, opened, bytes_read, notes, requests)

@@ -102,3 +102,41 @@ def test_coercion_follows_iceberg() -> None:
 def test_mix64_is_a_bijection_on_samples() -> None:
     h = np.arange(0, 2**20, dtype=np.uint32)
     assert len(np.unique(mix64(h))) == len(h)
+
+
+@given(st.integers(-(10**6), 10**6), st.integers(1, 99))
+def test_coercion_never_rounds_a_value_onto_another(whole: int, frac: int) -> None:
+    """A lookup value equal to no value of the column's type matches nothing: pyiceberg truncates the numeric
+    string "1.5" to the long 1 and rounds the float 1.004 to the decimal 1.00, which would make a lookup
+    (or an access or erasure request) return another person's rows."""
+    text = f"{whole}.{frac:02d}"
+    for typ in (LongType(), IntegerType()):
+        with pytest.raises(InvalidLookupValueError, match="column 'c'"):
+            coerce_values([text], typ, "c")
+        assert [lit.value for lit in coerce_values([str(whole), f"{whole}.0", f"{whole}e0"], typ, "c")] == [whole] * 3
+    exact = float(f"{whole}.{frac:02d}")
+    assert [lit.value for lit in coerce_values([exact], DecimalType(12, 2), "c")] == [Decimal(text)]
+    with pytest.raises(InvalidLookupValueError, match="column 'c'"):
+        coerce_values([float(f"{text}1")], DecimalType(12, 2), "c")  # a third decimal place: not a decimal(12, 2)
+    if frac % 10:
+        with pytest.raises(InvalidLookupValueError, match="column 'c'"):
+            coerce_values([exact], DecimalType(12, 1), "c")
+
+
+def test_a_datetime_with_a_time_of_day_is_no_date() -> None:
+    assert coerce_values([dt.datetime(2020, 1, 2)], DateType(), "c")[0].value == 18263
+    with pytest.raises(InvalidLookupValueError, match="time of day"):
+        coerce_values([dt.datetime(2020, 1, 2, 13, 5)], DateType(), "c")
+
+
+def test_numpy_and_arrow_values_count_as_their_python_values() -> None:
+    """Ids taken from a pandas/numpy column or an Arrow array were refused ("Invalid literal value: 1")."""
+    assert [lit.value for lit in coerce_values(np.array([1, 2**40]), LongType(), "c")] == [1, 2**40]
+    assert [lit.value for lit in coerce_values(list(np.array([7], dtype=np.int32)), IntegerType(), "c")] == [7]
+    assert [lit.value for lit in coerce_values(np.array(["a", "é"]), StringType(), "c")] == ["a", "é"]
+    assert [lit.value for lit in coerce_values(pa.array(["a"]), StringType(), "c")] == ["a"]
+    u = uuid.uuid4()
+    assert coerce_values(pa.array([u.bytes], pa.uuid()), UUIDType(), "c")[0].value == u.bytes
+    assert coerce_values(pa.array([Decimal("1.25")], pa.decimal128(5, 2)), DecimalType(5, 2), "c")[0].value == Decimal("1.25")
+    with pytest.raises(InvalidLookupValueError, match="column 'c'"):
+        coerce_values(np.array([1.5]), LongType(), "c")  # a numpy float stays a float: refused

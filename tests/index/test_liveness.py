@@ -67,7 +67,7 @@ def _tasks(tasks: Any) -> dict[str, frozenset[str]]:
 def _check(table: Table, covered_id: int, target_id: int, chosen: list[bool], row_filter: BooleanExpression) -> liveness.Liveness:
     files, manifests = _covered(table, covered_id)
     candidates = {p: m for (p, m), keep in zip(sorted(files.items()), chosen + [True] * len(files), strict=False) if keep}
-    got = liveness.resolve(table.io, table.metadata, target_id, candidates, manifests, files.__contains__, row_filter)
+    got = liveness.resolve(table.io, table.metadata, target_id, candidates, manifests, lambda p, _data_file: p in files, row_filter)
     oracle = _tasks(table.scan(snapshot_id=target_id, row_filter=row_filter).plan_files())
     assert _tasks(got.live.values()) == {p: d for p, d in oracle.items() if p in candidates}
     assert _tasks(got.not_indexed) == {p: d for p, d in oracle.items() if p not in files}
@@ -140,12 +140,12 @@ def test_warm_cache_decodes_only_new_manifests(catalog: Catalog) -> None:
     covered_id = table.current_snapshot().snapshot_id
     files, manifests = _covered(table, covered_id)
     candidates = dict(sorted(files.items())[:2])  # two candidates, each in its own manifest (fast appends)
-    warm = liveness.resolve(table.io, table.metadata, covered_id, candidates, manifests, files.__contains__)
+    warm = liveness.resolve(table.io, table.metadata, covered_id, candidates, manifests, lambda p, _data_file: p in files)
     assert warm.manifests_decoded == 2 and warm.new_manifests == 0 and set(warm.live) == set(candidates)
     for i in range(3):
         table.append(_batch([100 + i]))
     later = liveness.resolve(table.io, table.metadata, table.current_snapshot().snapshot_id, candidates, manifests,
-                             files.__contains__)
+                             lambda p, _data_file: p in files)
     assert later.new_manifests == 3 and later.manifests_decoded == 3 and later.manifests_cached == 2
     assert len(later.not_indexed) == 3 and set(later.live) == set(candidates)
     assert liveness.cache_info().manifests_decoded_total >= 5
@@ -166,7 +166,7 @@ def test_manifest_merge_moves_candidates_into_new_manifests(catalog: Catalog) ->
     target = table.current_snapshot().snapshot_id
     assert not manifests & {m.manifest_path for m in table.current_snapshot().manifests(table.io)}  # all rewritten
     candidates = dict(sorted(files.items())[:1])
-    got = liveness.resolve(table.io, table.metadata, target, candidates, manifests, files.__contains__)
+    got = liveness.resolve(table.io, table.metadata, target, candidates, manifests, lambda p, _data_file: p in files)
     assert set(got.live) == set(candidates) and len(got.not_indexed) == 1 and got.candidates_dead == 0
 
 

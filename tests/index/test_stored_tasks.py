@@ -151,7 +151,7 @@ def test_stored_tasks_equal_pyiceberg_planning(catalog: Catalog, ops: list[Any],
     covered, target = snaps[picks[0] % len(snaps)], snaps[picks[1] % len(snaps)]
     files, manifests, rows = _base_rows(table, covered, drop)
     liveness.clear_cache()
-    got = liveness.resolve(table.io, table.metadata, target, files, manifests, files.__contains__, AlwaysTrue(), stored=rows)
+    got = liveness.resolve(table.io, table.metadata, target, files, manifests, lambda p, _data_file: p in files, AlwaysTrue(), stored=rows)
     oracle = {t.file.file_path: _shape(t) for t in table.scan(snapshot_id=target).plan_files()}
     assert {p: _shape(t) for p, t in got.live.items()} == {p: s for p, s in oracle.items() if p in files}
     assert {_shape(t) for t in got.not_indexed} == {s for p, s in oracle.items() if p not in files}
@@ -166,7 +166,7 @@ def test_stored_tasks_equal_pyiceberg_planning(catalog: Catalog, ops: list[Any],
         {files[p] for p in got.live if p not in from_stored and files[p] in target_manifests})
     # With a row filter, stored tasks are pruned by partition values only (no column metrics are kept): never
     # fewer files than pyiceberg, never a file pyiceberg's partition pruning drops, the same residuals.
-    filtered = liveness.resolve(table.io, table.metadata, target, files, manifests, files.__contains__, row_filter,
+    filtered = liveness.resolve(table.io, table.metadata, target, files, manifests, lambda p, _data_file: p in files, row_filter,
                                 stored=rows)
     want = {t.file.file_path: str(t.residual) for t in table.scan(snapshot_id=target, row_filter=row_filter).plan_files()}
     assert {p for p in want if p in files} <= set(filtered.live) <= set(got.live)
@@ -253,7 +253,7 @@ def test_old_base_rows_fall_back_to_the_manifest(catalog: Catalog, stored: bool)
     t = t.refresh()
     files, manifests, rows = _base_rows(t, t.metadata.current_snapshot_id, [not stored])
     liveness.clear_cache()
-    got = liveness.resolve(t.io, t.metadata, t.metadata.current_snapshot_id, files, manifests, files.__contains__,
+    got = liveness.resolve(t.io, t.metadata, t.metadata.current_snapshot_id, files, manifests, lambda p, _data_file: p in files,
                            stored=rows)
     assert set(got.live) == set(files)
     assert got.manifests_decoded == (0 if stored else 2) and got.candidates_stored == (2 if stored else 0)
