@@ -125,6 +125,7 @@ def coerce_values(values: Iterable[Any], iceberg_type: PrimitiveType, column: st
 def _refuse_inexact(value: Any, iceberg_type: PrimitiveType, column: str) -> None:
     """Refuse a value that equals no value of the column's type but that pyiceberg's conversion would move onto
     one: it truncates a numeric string for an int/long column (``"1.5"`` -> 1, ``"-0.5"`` -> 0), rounds a
+    Decimal for one (``Decimal("1.5")`` -> 2), rounds a
     float for a decimal column (1.004 -> 1.00) and truncates a datetime for a date column. An equality lookup (and an access or erasure request, which
     coerce their subjects here) would then answer for another person's value."""
     if isinstance(value, str) and isinstance(iceberg_type, (IntegerType, LongType)):
@@ -137,6 +138,13 @@ def _refuse_inexact(value: Any, iceberg_type: PrimitiveType, column: str) -> Non
             raise InvalidLookupValueError(
                 f"cannot use {value!r} as a value of column {column!r} of type {iceberg_type}: it is not a whole "
                 "number, so no row can hold it. Pass the id exactly as stored."
+            )
+    elif isinstance(value, Decimal) and isinstance(iceberg_type, (IntegerType, LongType)):
+        if value.is_finite() and value != value.to_integral_value():  # pyiceberg rounds Decimal('1.5') to 2
+            raise InvalidLookupValueError(
+                f"cannot use {value!r} as a value of column {column!r} of type {iceberg_type}: it is not a whole "
+                "number, so no row can hold it (Iceberg would round it onto another value). Pass the id exactly "
+                "as stored."
             )
     elif isinstance(value, float) and isinstance(iceberg_type, DecimalType):
         shown = Decimal(repr(value))  # the shortest decimal that reads back as this float: what the user wrote

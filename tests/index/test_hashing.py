@@ -113,7 +113,10 @@ def test_coercion_never_rounds_a_value_onto_another(whole: int, frac: int) -> No
     for typ in (LongType(), IntegerType()):
         with pytest.raises(InvalidLookupValueError, match="column 'c'"):
             coerce_values([text], typ, "c")
+        with pytest.raises(InvalidLookupValueError, match="column 'c'"):
+            coerce_values([Decimal(text)], typ, "c")  # pyiceberg would round Decimal('1.50') to 2
         assert [lit.value for lit in coerce_values([str(whole), f"{whole}.0", f"{whole}e0"], typ, "c")] == [whole] * 3
+        assert [lit.value for lit in coerce_values([Decimal(whole), Decimal(f"{whole}.00")], typ, "c")] == [whole] * 2
     exact = float(f"{whole}.{frac:02d}")
     assert [lit.value for lit in coerce_values([exact], DecimalType(12, 2), "c")] == [Decimal(text)]
     with pytest.raises(InvalidLookupValueError, match="column 'c'"):
