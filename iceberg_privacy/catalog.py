@@ -103,8 +103,7 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
                 f"{name.upper()}__URI=...; or call connect() for the embedded default"
             )
         root = Path(home).expanduser().resolve() if home is not None else default_home()
-        (root / "warehouse").mkdir(parents=True, exist_ok=True)
-        return SqlCatalog(name, uri=f"sqlite:///{root / 'catalog.db'}", warehouse=(root / "warehouse").as_uri())
+        return _embedded(name, root)
     uri = props.get("uri", "")
     if "type" not in props and "py-catalog-impl" not in props and (uri.startswith("sqlite:") or uri.startswith("postgresql")):
         props["type"] = "sql"
@@ -117,12 +116,44 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
                            "credential/token properties") from exc
 
 
+def _embedded(name: str, root: Path) -> SqlCatalog:
+    """The embedded catalog in ``root``: ``catalog.db`` and ``warehouse/``, both inside ``root`` whatever its name.
+
+    The SQLite URL is built by SQLAlchemy, which escapes what its URL parser would otherwise read as a query
+    (``?``), a fragment (``#``) or an escape (``%``). The warehouse is a ``file://`` URI *without*
+    percent-encoding: pyiceberg uses the path of a location literally, so ``Path.as_uri()``'s ``my%20home``
+    would put every data file in a sibling directory literally named ``my%20home`` (outside the home, where
+    deleting the home would not delete the personal data). pyiceberg cuts locations at ``#`` and ``?``
+    (``urlparse``), so a home containing them is refused before anything is created.
+    """
+    from sqlalchemy.engine import URL
+
+    if "#" in str(root) or "?" in str(root):
+        raise ConfigurationError(
+            f"the embedded catalog's home {str(root)!r} contains '#' or '?', which pyiceberg cuts off file "
+            "locations at (its data would land in another directory): choose a home without them (--home, "
+            f"${HOME_ENV} or connect(home=...))"
+        )
+    (root / "warehouse").mkdir(parents=True, exist_ok=True)
+    uri = URL.create("sqlite", database=str(root / "catalog.db")).render_as_string(hide_password=False)
+    return SqlCatalog(name, uri=uri, warehouse="file://" + (root / "warehouse").as_posix())
+
+
 def catalog_home(catalog: Catalog) -> Path | None:
     """The home of an embedded catalog (``sqlite:///<home>/catalog.db``), where its secret file lives;
     None for any other catalog."""
     uri = str(getattr(catalog, "properties", {}).get("uri", ""))
-    if uri.startswith("sqlite:///") and uri.endswith("/catalog.db"):
-        return Path(uri[len("sqlite:///"):]).parent
+    if not uri.startswith("sqlite:///"):
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        database = make_url(uri).database or ""  # undoes the escapes _embedded's URL has for '%', '#', '?'
+    except ArgumentError:
+        return None
+    if database.endswith("/catalog.db"):
+        return Path(database).parent
     return None
 
 
