@@ -160,9 +160,9 @@ def catalog_home(catalog: Catalog) -> Path | None:
 def is_transient_db_error(exc: BaseException) -> bool:
     """SQLite "database is locked" and the like from a SqlCatalog: the commit did not happen, so
     retrying is safe (used by the compare-and-swap loops of the ledger, journal and forget list)."""
-    from sqlalchemy.exc import OperationalError
+    from iceberg_privacy._internal.retry import is_transient_db_error as transient
 
-    return isinstance(exc, OperationalError)
+    return transient(exc)
 
 
 REBASE_RETRIES = "commit.retry.num-retries"
