@@ -164,7 +164,7 @@ def _lookup_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("table")
     p.add_argument("column")
     p.add_argument("values", nargs="*")
-    p.add_argument("--values-file", help="file with one value per line")
+    p.add_argument("--values-file", help="file with one value per line ('-': standard input)")
     p.add_argument("--snapshot-id", type=int)
 
 

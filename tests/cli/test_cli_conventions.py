@@ -12,6 +12,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import iceberg_privacy as ip
 from iceberg_privacy.cli import main
@@ -321,3 +323,42 @@ def test_lookup_reports_the_files_it_read_on_the_exact_index_path(home: Path, ca
     assert plan["exact_index_used"] and sorted(plan["files_to_read"]) == sorted(holding) and len(holding) == 3
     code, _, err = run(home, "lookup", "db.t", "user_id", "ann", capsys=capsys)
     assert code == 0 and "read 3 of 4 files" in err, err
+
+
+# ----------------------------------------------------------------------------------------- hostile arguments
+@pytest.mark.parametrize("out", ["", "   "])
+def test_an_empty_out_is_refused_before_anything_is_exported(home: Path, tmp_path: Path, out: str,
+                                                            capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: ``access ann --out ""`` wrote the subject's rows (manifest.json, db.t.parquet) into the
+    current directory."""
+    monkeypatch.setenv(SECRET_ENV, "s" * 40)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    for argv in (["access", "ann", "--out", out], ["requests", "run", "--pending", "--out", out],
+                 ["lineage", "export", "--out", out]):
+        with pytest.raises(SystemExit) as info:
+            run(home, *argv, capsys=capsys)
+        assert info.value.code == 2, argv
+        assert "empty output location" in capsys.readouterr().err
+    assert list(cwd.iterdir()) == []
+    assert ip.Journal(ip.connect(home=home)).requests() == []  # no request was even recorded
+
+
+@given(number=st.from_regex(r"[0-9]{1,25}(\.[0-9]{0,5})?", fullmatch=True), unit=st.sampled_from("wdhms"))
+def test_an_age_is_a_timedelta_or_a_usage_error(number: str, unit: str) -> None:
+    """Regression: ``--older-than 99999999999d`` ended in an OverflowError traceback (exit 1)."""
+    try:
+        assert parse_age(number + unit) >= timedelta(0)
+    except argparse.ArgumentTypeError as exc:
+        assert "too long an age" in str(exc)
+
+
+def test_values_file_dash_reads_standard_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from iceberg_privacy.cli._common import values
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("ann\n\n  bob \n"))
+    assert values(argparse.Namespace(values=["x"], values_file="-")) == ["x", "ann", "bob"]
