@@ -114,6 +114,16 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
     except _CATALOG_REFUSALS as exc:
         raise CatalogError(f"catalog {name!r} at {uri or '?'} refused the connection: {exc}. Check its uri and "
                            "credential/token properties") from exc
+    except Exception as exc:
+        module = type(exc).__module__
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if module.startswith(("requests", "urllib3")):  # a REST catalog that is down or unreachable
+            raise CatalogError(f"catalog {name!r} at {uri or '?'} did not answer ({type(exc).__name__}: {first}); "
+                               "check its uri and that the service is running") from exc
+        if module.startswith("sqlalchemy"):  # a SQL catalog whose database cannot be opened
+            raise CatalogError(f"catalog {name!r} could not open its database {uri or '?'} ({type(exc).__name__}: "
+                               f"{first}); check the uri (does the directory exist, may this user write it?)") from exc
+        raise
 
 
 def _embedded(name: str, root: Path) -> SqlCatalog:

@@ -126,3 +126,17 @@ def test_embedded_home_with_characters_pyiceberg_cuts_is_refused(tmp_path: Path,
     with pytest.raises(ip.ConfigurationError, match="contains '#' or '\\?'"):
         ip.connect(home=tmp_path / bad)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_catalog_that_cannot_be_reached_is_a_catalog_error(tmp_path: Path) -> None:
+    """Regression: a REST catalog that is down surfaced as a raw requests ConnectionError from ip.connect,
+    a SQLite catalog in a missing directory as a raw sqlalchemy OperationalError."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ip.CatalogError, match="did not answer.*check its uri"):
+        ip.connect("down", type="rest", uri=f"http://127.0.0.1:{port}")
+    with pytest.raises(ip.CatalogError, match="could not open its database"):
+        ip.connect("gone", uri=f"sqlite:///{tmp_path / 'missing' / 'x.db'}", warehouse=(tmp_path / "w").as_uri())
