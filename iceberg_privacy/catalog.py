@@ -345,10 +345,14 @@ def identifier(ref: TableRef) -> tuple[str, ...]:
     if isinstance(ref, Table):
         return tuple(ref.name())
     if isinstance(ref, str):
-        if not ref or ref.startswith(".") or ref.endswith("."):
-            raise ConfigurationError(f"{ref!r} is not a table name: use 'namespace.table'")
-        return tuple(ref.split("."))
-    if isinstance(ref, tuple) and ref and all(isinstance(p, str) and p for p in ref):
+        parts = tuple(ref.split("."))
+        if not all(p.strip() for p in parts):
+            raise ConfigurationError(f"{ref!r} is not a table name: use 'namespace.table' (no empty parts)")
+        ref = parts
+    if isinstance(ref, tuple) and ref and all(isinstance(p, str) and p.strip() for p in ref):
+        if len(ref) < 2:  # pyiceberg itself would only say "Empty namespace identifier"
+            raise ConfigurationError(f"table {ref[0]!r} must be qualified with its namespace: 'namespace.table' or "
+                                     "('namespace', 'table')")
         return ref
     raise ConfigurationError(
         f"expected a table (a pyiceberg Table, 'namespace.table' or ('namespace', 'table')), got {ref!r}"

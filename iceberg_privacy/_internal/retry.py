@@ -46,7 +46,9 @@ class RetryPolicy:
         if retries is None:
             return self
         if retries < 0:
-            raise ValueError(f"commit_retries must be >= 0, got {retries}")
+            from iceberg_privacy.errors import ConfigurationError  # a ValueError too
+
+            raise ConfigurationError(f"commit_retries must be >= 0, got {retries}: 0 means one try and no retry")
         return RetryPolicy(retries + 1, self.base_delay, self.max_delay)
 
 

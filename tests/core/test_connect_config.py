@@ -140,3 +140,12 @@ def test_a_catalog_that_cannot_be_reached_is_a_catalog_error(tmp_path: Path) -> 
         ip.connect("down", type="rest", uri=f"http://127.0.0.1:{port}")
     with pytest.raises(ip.CatalogError, match="could not open its database"):
         ip.connect("gone", uri=f"sqlite:///{tmp_path / 'missing' / 'x.db'}", warehouse=(tmp_path / "w").as_uri())
+
+
+@pytest.mark.parametrize("ref", ["events", "a..b", "db. ", ".db.t", ("db",), ("db", " ")])
+def test_malformed_table_names_are_configuration_errors(tmp_path: Path, ref: object) -> None:
+    """Regression: 'events' (no namespace) and 'a..b' reached pyiceberg and came back as a bare ValueError
+    ("Empty namespace identifier"), which the CLI printed as 'error: ValueError: ...'."""
+    cat = ip.connect(home=tmp_path)
+    with pytest.raises(ip.ConfigurationError, match="namespace.table"):
+        ip.lookup(ref, "user_id", "ann", catalog=cat)  # type: ignore[arg-type]
