@@ -51,6 +51,9 @@ def _pyiceberg_config() -> tuple[dict[str, dict[str, Any]], str]:
     afresh on every call (pyiceberg's own copy is read once, at import)."""
     from pyiceberg.utils.config import Config
 
+    from iceberg_privacy._internal.pyiceberg_config import check
+
+    check()  # edited since the import? one clear error naming the file
     config = Config()
     section = config.config.get("catalog") or {}
     catalogs = {str(k): dict(v) for k, v in section.items() if isinstance(v, dict)} if isinstance(section, dict) else {}

@@ -149,3 +149,19 @@ def test_malformed_table_names_are_configuration_errors(tmp_path: Path, ref: obj
     cat = ip.connect(home=tmp_path)
     with pytest.raises(ip.ConfigurationError, match="namespace.table"):
         ip.lookup(ref, "user_id", "ann", catalog=cat)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["just a string\n", "catalog:\n  lake: {uri: x}\n"])
+def test_a_malformed_pyiceberg_yaml_is_one_clear_error(tmp_path: Path, text: str) -> None:
+    """Regression: pyiceberg reads the file while being imported, so ``import iceberg_privacy`` (and every CLI
+    command) ended in ``AttributeError: 'str' object has no attribute 'items'`` or a strictyaml error that
+    did not name the file."""
+    import os
+
+    (tmp_path / ".pyiceberg.yaml").write_text(text)
+    env = {**os.environ, "PYICEBERG_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", "import iceberg_privacy"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and last.startswith("iceberg_privacy.errors.ConfigurationError")
+    assert str(tmp_path / ".pyiceberg.yaml") in last and "PYICEBERG_HOME" in last
