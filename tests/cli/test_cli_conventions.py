@@ -362,3 +362,19 @@ def test_values_file_dash_reads_standard_input(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr("sys.stdin", io.StringIO("ann\n\n  bob \n"))
     assert values(argparse.Namespace(values=["x"], values_file="-")) == ["x", "ann", "bob"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["lookup", "db.t", "nope", "x"],  # library error
+    ["sidecars", "status", "db.missing"],  # catalog error
+    ["requests", "show", "nope"],
+    ["lineage", "upstream", "db.nope"],
+])
+def test_json_commands_print_a_json_error_on_failure(home: Path, argv: list[str],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: with --json a failing command printed nothing on stdout, so a script parsing it got an
+    empty stream instead of JSON."""
+    code, out, err = run(home, *argv, "--json", capsys=capsys)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    doc = json.loads(out)
+    assert doc["error"] and doc["error"] in err and doc["error_type"]
