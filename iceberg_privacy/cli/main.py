@@ -150,6 +150,8 @@ def describe_failure(exc: BaseException) -> str:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if isinstance(exc, (pe.NoSuchTableError, pe.NoSuchNamespaceError)):
         return f"not found in the catalog: {first}"
+    if isinstance(exc, ValueError) and "namespace identifier" in first.lower():  # pyiceberg, on 't' or 'a..b'
+        return f"{first}: name a table as namespace.table (every part non-empty)"
     if isinstance(exc, pe.RESTError) or type(exc).__module__.startswith("pyiceberg.exceptions"):
         return f"the catalog refused: {type(exc).__name__}: {first}"
     if type(exc).__module__.startswith("sqlalchemy"):

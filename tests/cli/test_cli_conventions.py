@@ -243,6 +243,8 @@ def test_catalog_is_resolved_once_and_only_when_needed(tmp_path: Path, capsys: p
     (["derive", "mart.x"], "--sql"),
     (["dp", "budget", "set", "--namespace", "db", "--rho", "-1"], "rho must be > 0"),  # dp
     (["cleanup", "db.t", "--older-than", "0m", "--delete"], None),  # success: nothing to delete
+    (["lookup", "t", "user_id", "x"], "name a table as namespace.table"),  # no namespace (was a bare ValueError)
+    (["explain", "db..t", "user_id", "x"], "name a table as namespace.table"),
 ])
 def test_errors_are_one_line_with_exit_code_2(home: Path, argv: list[str], expected: str | None,
                                               capsys: pytest.CaptureFixture[str]) -> None:
