@@ -17,6 +17,10 @@ One set of conventions holds for every call (README, "Python API"):
 import warnings as _warnings
 from typing import Any as _Any
 
+from iceberg_privacy._internal import pyiceberg_config as _pyiceberg_config
+
+_pyiceberg_config.check()  # before pyiceberg reads it at import: a malformed file is one clear error
+
 # -- the lake: connect, configure, write ------------------------------------------------------------
 from iceberg_privacy.catalog import TableRef, connect
 from iceberg_privacy.config import (

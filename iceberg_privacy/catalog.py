@@ -51,6 +51,9 @@ def _pyiceberg_config() -> tuple[dict[str, dict[str, Any]], str]:
     afresh on every call (pyiceberg's own copy is read once, at import)."""
     from pyiceberg.utils.config import Config
 
+    from iceberg_privacy._internal.pyiceberg_config import check
+
+    check()  # edited since the import? one clear error naming the file
     config = Config()
     section = config.config.get("catalog") or {}
     catalogs = {str(k): dict(v) for k, v in section.items() if isinstance(v, dict)} if isinstance(section, dict) else {}
@@ -103,8 +106,7 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
                 f"{name.upper()}__URI=...; or call connect() for the embedded default"
             )
         root = Path(home).expanduser().resolve() if home is not None else default_home()
-        (root / "warehouse").mkdir(parents=True, exist_ok=True)
-        return SqlCatalog(name, uri=f"sqlite:///{root / 'catalog.db'}", warehouse=(root / "warehouse").as_uri())
+        return _embedded(name, root)
     uri = props.get("uri", "")
     if "type" not in props and "py-catalog-impl" not in props and (uri.startswith("sqlite:") or uri.startswith("postgresql")):
         props["type"] = "sql"
@@ -115,23 +117,65 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
     except _CATALOG_REFUSALS as exc:
         raise CatalogError(f"catalog {name!r} at {uri or '?'} refused the connection: {exc}. Check its uri and "
                            "credential/token properties") from exc
+    except Exception as exc:
+        module = type(exc).__module__
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if module.startswith(("requests", "urllib3")):  # a REST catalog that is down or unreachable
+            raise CatalogError(f"catalog {name!r} at {uri or '?'} did not answer ({type(exc).__name__}: {first}); "
+                               "check its uri and that the service is running") from exc
+        if module.startswith("sqlalchemy"):  # a SQL catalog whose database cannot be opened
+            raise CatalogError(f"catalog {name!r} could not open its database {uri or '?'} ({type(exc).__name__}: "
+                               f"{first}); check the uri (does the directory exist, may this user write it?)") from exc
+        raise
+
+
+def _embedded(name: str, root: Path) -> SqlCatalog:
+    """The embedded catalog in ``root``: ``catalog.db`` and ``warehouse/``, both inside ``root`` whatever its name.
+
+    The SQLite URL is built by SQLAlchemy, which escapes what its URL parser would otherwise read as a query
+    (``?``), a fragment (``#``) or an escape (``%``). The warehouse is a ``file://`` URI *without*
+    percent-encoding: pyiceberg uses the path of a location literally, so ``Path.as_uri()``'s ``my%20home``
+    would put every data file in a sibling directory literally named ``my%20home`` (outside the home, where
+    deleting the home would not delete the personal data). pyiceberg cuts locations at ``#`` and ``?``
+    (``urlparse``), so a home containing them is refused before anything is created.
+    """
+    from sqlalchemy.engine import URL
+
+    if "#" in str(root) or "?" in str(root):
+        raise ConfigurationError(
+            f"the embedded catalog's home {str(root)!r} contains '#' or '?', which pyiceberg cuts off file "
+            "locations at (its data would land in another directory): choose a home without them (--home, "
+            f"${HOME_ENV} or connect(home=...))"
+        )
+    (root / "warehouse").mkdir(parents=True, exist_ok=True)
+    uri = URL.create("sqlite", database=str(root / "catalog.db")).render_as_string(hide_password=False)
+    return SqlCatalog(name, uri=uri, warehouse="file://" + (root / "warehouse").as_posix())
 
 
 def catalog_home(catalog: Catalog) -> Path | None:
     """The home of an embedded catalog (``sqlite:///<home>/catalog.db``), where its secret file lives;
     None for any other catalog."""
     uri = str(getattr(catalog, "properties", {}).get("uri", ""))
-    if uri.startswith("sqlite:///") and uri.endswith("/catalog.db"):
-        return Path(uri[len("sqlite:///"):]).parent
+    if not uri.startswith("sqlite:///"):
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        database = make_url(uri).database or ""  # undoes the escapes _embedded's URL has for '%', '#', '?'
+    except ArgumentError:
+        return None
+    if database.endswith("/catalog.db"):
+        return Path(database).parent
     return None
 
 
 def is_transient_db_error(exc: BaseException) -> bool:
     """SQLite "database is locked" and the like from a SqlCatalog: the commit did not happen, so
     retrying is safe (used by the compare-and-swap loops of the ledger, journal and forget list)."""
-    from sqlalchemy.exc import OperationalError
+    from iceberg_privacy._internal.retry import is_transient_db_error as transient
 
-    return isinstance(exc, OperationalError)
+    return transient(exc)
 
 
 REBASE_RETRIES = "commit.retry.num-retries"
@@ -304,10 +348,14 @@ def identifier(ref: TableRef) -> tuple[str, ...]:
     if isinstance(ref, Table):
         return tuple(ref.name())
     if isinstance(ref, str):
-        if not ref or ref.startswith(".") or ref.endswith("."):
-            raise ConfigurationError(f"{ref!r} is not a table name: use 'namespace.table'")
-        return tuple(ref.split("."))
-    if isinstance(ref, tuple) and ref and all(isinstance(p, str) and p for p in ref):
+        parts = tuple(ref.split("."))
+        if not all(p.strip() for p in parts):
+            raise ConfigurationError(f"{ref!r} is not a table name: use 'namespace.table' (no empty parts)")
+        ref = parts
+    if isinstance(ref, tuple) and ref and all(isinstance(p, str) and p.strip() for p in ref):
+        if len(ref) < 2:  # pyiceberg itself would only say "Empty namespace identifier"
+            raise ConfigurationError(f"table {ref[0]!r} must be qualified with its namespace: 'namespace.table' or "
+                                     "('namespace', 'table')")
         return ref
     raise ConfigurationError(
         f"expected a table (a pyiceberg Table, 'namespace.table' or ('namespace', 'table')), got {ref!r}"

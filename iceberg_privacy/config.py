@@ -18,7 +18,7 @@ from __future__ import annotations
 import getpass
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,29 +145,37 @@ def bloom_columns(schema: Schema, properties: Mapping[str, str], *, strict: bool
             )
             continue
         field = resolve_column(schema, name)
+        try:
+            leaf = identity_leaf_type(field)
+        except ConfigurationError as exc:  # a type no filter can be built for, set by hand
+            if strict:
+                raise
+            logger.warning("%s; no filters are written for column %r until configure_bloom fixes it", exc, name)
+            continue
         out.append(
             BloomColumn(
                 name=name,
                 field=field,
-                leaf_type=identity_leaf_type(field),
-                fpp=_or_default(strict, _validate_fpp, name, properties.get(fpp_key(name), DEFAULT_FPP), DEFAULT_FPP),
-                ndv=_or_default(strict, _validate_ndv, name, properties.get(ndv_key(name)), None),
+                leaf_type=leaf,
+                fpp=_lenient(_validate_fpp, name, properties.get(fpp_key(name), DEFAULT_FPP), DEFAULT_FPP, strict),
+                ndv=_lenient(_validate_ndv, name, properties.get(ndv_key(name)), None, strict),
                 kinds=_kinds_or_bloom(name, properties.get(index_kind_key(name))),
             )
         )
     return out
 
 
-def _or_default(strict: bool, check: Any, name: str, raw: Any, default: Any) -> Any:
-    """A malformed ``privacy.bloom.<column>.fpp``/``.ndv`` set by hand or by another tool only sizes new filters:
-    it must not stop lookups, subject requests or writes (``strict``: refuse it). The default, with a warning."""
+def _lenient[T](validate: Callable[[str, Any], T], name: str, raw: object, default: T, strict: bool) -> T:
+    """A malformed ``privacy.bloom.<column>.fpp``/``.ndv`` written by hand (``ALTER TABLE ... SET TBLPROPERTIES``,
+    a typo) must not stop every write and every lookup of the table (and so every erasure touching it): the
+    default, with a warning naming the fix. ``strict`` (and configure_bloom's own arguments) still refuse it."""
     try:
-        return check(name, raw)
+        return validate(name, raw)
     except ConfigurationError as exc:
         if strict:
             raise
-        logger.warning("%s; using %r until configure_bloom fixes it", exc, default)
-        return check(name, default)
+        logger.warning("%s; using %r until configure_bloom sets a valid value", exc, default)
+        return default
 
 
 def _kinds_or_bloom(name: str, raw: str | None) -> frozenset[str]:

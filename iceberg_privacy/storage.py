@@ -115,7 +115,7 @@ def catalog_io(catalog: Any, location: str) -> FileIO:
 def describe_error(location: str, exc: BaseException, action: str) -> str:
     """One sentence: what failed where, and what is most likely missing."""
     text = str(exc)
-    low = text.lower()
+    low = text.lower().replace("_", "")  # AWS SDK codes come as SIGNATURE_DOES_NOT_MATCH or SignatureDoesNotMatch
     if "nosuchbucket" in low or "no_such_bucket" in low or "bucket does not exist" in low:
         hint = "the bucket does not exist: create it or fix the warehouse/table location"
     elif isinstance(exc, PermissionError) or "access_denied" in low or "accessdenied" in low \

@@ -3,8 +3,8 @@
 Iceberg commits are optimistic: a commit names the metadata it was built on, and the catalog
 refuses it (``CommitFailedException``) when another writer committed first. SQLite-backed
 catalogs can also answer "database is locked" (an ``OperationalError``) without committing. Both
-mean "nothing happened, build the commit again on the new head"; everything else is a real error
-and is raised at once.
+mean "nothing happened, build the commit again on the new head"; everything else (a read-only
+database file included, which is an ``OperationalError`` too) is a real error and is raised at once.
 
 Every loop that commits — data appends and overwrites, erasure rewrites, the request journal, the
 forget lists, the DP ledger, purge's expiry and scrub — uses :data:`DEFAULT_POLICY` (or a caller's
@@ -46,7 +46,9 @@ class RetryPolicy:
         if retries is None:
             return self
         if retries < 0:
-            raise ValueError(f"commit_retries must be >= 0, got {retries}")
+            from iceberg_privacy.errors import ConfigurationError  # a ValueError too
+
+            raise ConfigurationError(f"commit_retries must be >= 0, got {retries}: 0 means one try and no retry")
         return RetryPolicy(retries + 1, self.base_delay, self.max_delay)
 
 
@@ -57,11 +59,27 @@ def is_conflict(exc: BaseException) -> bool:
     """Did this commit fail without effect, so that building it again on the new head is safe?"""
     if isinstance(exc, CommitFailedException) or compat.is_stale_sequence_number(exc) or compat.is_snapshot_gone(exc):
         return True
+    return is_transient_db_error(exc)
+
+
+# What a SQL catalog's database answers when it refused a transaction that it rolled back whole: SQLite's
+# SQLITE_BUSY/SQLITE_LOCKED ("database is locked", "database table is locked"), PostgreSQL's serialization
+# failures and deadlocks. Other OperationalErrors are not conflicts: a read-only or missing database file,
+# a full or failing disk, a dropped server connection (where the commit may even have happened, so building
+# it again could append the same files twice) are raised at once.
+_TRANSIENT_DB = ("locked", "busy", "could not serialize access", "deadlock detected")
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """A SQL catalog's "busy, nothing happened, try again" (see ``_TRANSIENT_DB``)."""
     try:
         from sqlalchemy.exc import OperationalError
     except ImportError:  # pragma: no cover - sqlalchemy ships with pyiceberg's sql extra
         return False
-    return isinstance(exc, OperationalError)
+    if not isinstance(exc, OperationalError):
+        return False
+    text = f"{exc.orig} {exc}".lower()
+    return any(marker in text for marker in _TRANSIENT_DB)
 
 
 def attempts(policy: RetryPolicy = DEFAULT_POLICY) -> Iterator[int]:

@@ -93,13 +93,25 @@ def deprecated(message: str) -> None:
 
 # ------------------------------------------------------------------------------------------ arguments
 def values(args: argparse.Namespace) -> list[str]:
-    """Values given as arguments plus those of ``--values-file`` (one per line)."""
+    """Values given as arguments plus those of ``--values-file`` (one per line; ``-`` reads standard input,
+    so subject ids need not appear in the process list or the shell history)."""
     out = list(getattr(args, "values", None) or [])
     if getattr(args, "values_file", None):
         # utf-8-sig: a byte-order mark (Windows editors write one) is no part of the first value
-        out += [line.strip() for line in Path(args.values_file).read_text(encoding="utf-8-sig").splitlines()
-                if line.strip()]
+        text = (sys.stdin.read().removeprefix("\ufeff") if args.values_file == "-"
+                else Path(args.values_file).read_text(encoding="utf-8-sig"))
+        out += [line.strip() for line in text.splitlines() if line.strip()]
     return out
+
+
+def output_location(text: str) -> str:
+    """``--out`` (argparse ``type=``): a folder or a FileIO location; an empty one is refused, since it would
+    write the export (personal data) into whatever the current directory is."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "an empty output location would write into the current directory: name a folder or a location "
+            "such as s3://bucket/exports/req-1")
+    return text
 
 
 def need_values(args: argparse.Namespace) -> list[str]:
@@ -117,7 +129,7 @@ def tables(args: argparse.Namespace) -> list[str] | None:
 
 def add_subject_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("values", nargs="*", help="subject values (user ids, emails, ...)")
-    p.add_argument("--values-file", help="file with one subject value per line")
+    p.add_argument("--values-file", help="file with one subject value per line ('-': standard input)")
     p.add_argument("--tables", help="comma-separated tables (default: every table declaring identity columns)")
     p.add_argument("--request-id", help="idempotency key: the same id again resumes the same request")
     add_allow_empty(p)
@@ -141,7 +153,10 @@ def parse_age(text: str) -> timedelta:
     parts = _AGE_PART.findall(s)
     if not parts or "".join(n + u for n, u in parts) != s:
         raise argparse.ArgumentTypeError(f"{text!r} is not an age; give {AGE_HELP}")
-    return sum((timedelta(**{_AGE_UNITS[u]: float(n)}) for n, u in parts), timedelta(0))
+    try:
+        return sum((timedelta(**{_AGE_UNITS[u]: float(n)}) for n, u in parts), timedelta(0))
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} is too long an age (at most 999999999 days)") from None
 
 
 def parse_age_or_datetime(text: str) -> timedelta | datetime:

@@ -40,13 +40,29 @@ def cmd_configure(args: argparse.Namespace, catalog: Catalog) -> int:
     return 0
 
 
+_INGEST_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json",
+                   ".ndjson": "json"}
+
+
+def ingest_format(path: str, given: str | None) -> str:
+    """``--format``, else the file's suffix (``.csv``, ``.json``/``.jsonl``, ``.parquet``), else Parquet."""
+    if given:
+        return given
+    name = path.rstrip("/").rsplit("/", 1)[-1].lower()
+    return next((fmt for suffix, fmt in _INGEST_FORMATS.items() if name.endswith(suffix)), "parquet")
+
+
 def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
     import pyarrow.dataset as ds
 
+    from iceberg_privacy.storage import filesystem, is_local, local_path
     from iceberg_privacy.write import append, overwrite
 
     table = catalog.load_table(args.table)
-    reader = ds.dataset(args.path, format=args.format).scanner().to_reader()
+    # A remote source is read with the filesystem the table's FileIO built from the catalog's properties
+    # (endpoint, keys, region), never one pyarrow guesses from the URI with the default credential chain.
+    fs, source = (None, local_path(args.path)) if is_local(args.path) else filesystem(table.io, args.path)
+    reader = ds.dataset(source, format=ingest_format(args.path, args.format), filesystem=fs).scanner().to_reader()
     fn = overwrite if args.overwrite else append
     emit(args, fn(table, reader, progress=not args.quiet))
     return 0
@@ -186,7 +202,7 @@ def _lookup_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("table")
     p.add_argument("column")
     p.add_argument("values", nargs="*")
-    p.add_argument("--values-file", help="file with one value per line")
+    p.add_argument("--values-file", help="file with one value per line ('-': standard input)")
     p.add_argument("--snapshot-id", type=int)
 
 
@@ -204,8 +220,9 @@ def register(subparsers: Any) -> None:
     s = add_command(subparsers, "ingest", cmd_ingest, json=True,
                     help="append (or overwrite with) Parquet/CSV/JSON files, with sidecars")
     s.add_argument("table")
-    s.add_argument("path")
-    s.add_argument("--format", default="parquet")
+    s.add_argument("path", help="a file or folder: local, or any location of the catalog's storage (s3://...)")
+    s.add_argument("--format", choices=("parquet", "csv", "json"),
+                   help="default: from the file's suffix (.parquet, .csv, .json/.jsonl), else parquet")
     s.add_argument("--overwrite", action="store_true")
 
     s = add_command(subparsers, "lookup", cmd_lookup, json=True, help="rows whose COLUMN equals any VALUE")

@@ -9,7 +9,7 @@ from typing import Any
 
 from pyiceberg.catalog import Catalog
 
-from iceberg_privacy.cli._common import add_command, emit, print_json
+from iceberg_privacy.cli._common import add_command, emit, output_location, print_json
 from iceberg_privacy.errors import ConfigurationError
 
 
@@ -118,5 +118,5 @@ def register(subparsers: Any) -> None:
     p = add_command(lsub, "export", cmd_lineage_export, json=True,
                     help="OpenLineage run events (NDJSON, one per line), Mermaid, or a PNG picture")
     p.add_argument("--format", choices=["openlineage", "mermaid", "png"], required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, type=output_location)
     p.add_argument("--columns", action="store_true", help="Mermaid/PNG: draw column-level edges too")

@@ -1,13 +1,15 @@
 """iceberg-privacy: lookup indexes, subject rights, lineage and DP releases on Apache Iceberg tables.
 
 Catalog options go before the command and apply to every command; commands that print data take --json;
-ages are written 7d, 12h, 30m. Errors are one line on stderr with exit code 2 (--debug: the traceback).
+ages are written 7d, 12h, 30m. Errors are one line on stderr with exit code 2 (--debug: the traceback);
+with --json, stdout then holds {"error": ..., "error_type": ...}.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import sys
@@ -116,16 +118,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.command_fn(args, catalog) or 0)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
+        if getattr(args, "json", False):
+            print(json.dumps({"error": "interrupted", "error_type": "KeyboardInterrupt"}))
         return 130
     except Exception as exc:  # noqa: BLE001 - one clear line per failure; --debug shows the traceback
-        return report_failure(exc, debug=args.debug)
+        return report_failure(exc, debug=args.debug, as_json=getattr(args, "json", False))
 
 
-def report_failure(exc: BaseException, *, debug: bool = False) -> int:
-    """Print ``error: ...`` (one line) on stderr, after the traceback with ``debug``; return exit code 2."""
+def report_failure(exc: BaseException, *, debug: bool = False, as_json: bool = False) -> int:
+    """Print ``error: ...`` (one line) on stderr, after the traceback with ``debug``; return exit code 2.
+
+    With ``as_json`` (the command's ``--json``) stdout also gets ``{"error": ..., "error_type": ...}``, so a
+    script that parses the output gets valid JSON on failure too, not an empty stream."""
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     line = " ".join(part.strip() for part in describe_failure(exc).splitlines() if part.strip())
+    if as_json:
+        print(json.dumps({"error": line, "error_type": type(exc).__name__}, ensure_ascii=False))
     if not isinstance(exc, IcebergPrivacyError) and not debug:
         line += " (run with --debug for the traceback)"
     print(f"error: {line}", file=sys.stderr)
@@ -141,6 +150,8 @@ def describe_failure(exc: BaseException) -> str:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if isinstance(exc, (pe.NoSuchTableError, pe.NoSuchNamespaceError)):
         return f"not found in the catalog: {first}"
+    if isinstance(exc, ValueError) and "namespace identifier" in first.lower():  # pyiceberg, on 't' or 'a..b'
+        return f"{first}: name a table as namespace.table (every part non-empty)"
     if isinstance(exc, pe.RESTError) or type(exc).__module__.startswith("pyiceberg.exceptions"):
         return f"the catalog refused: {type(exc).__name__}: {first}"
     if type(exc).__module__.startswith("sqlalchemy"):

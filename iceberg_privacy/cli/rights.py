@@ -14,6 +14,7 @@ from iceberg_privacy.cli._common import (
     add_subject_args,
     emit,
     need_values,
+    output_location,
     print_json,
     tables,
     values,
@@ -157,7 +158,7 @@ def register(subparsers: Any) -> None:
     p = add_command(subparsers, "access", cmd_access, json=True,
                     help="export every row of the subjects (one file per table + manifest.json)")
     add_subject_args(p)
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, type=output_location, help="output directory (or s3://... location)")
     p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
     p.add_argument("--plan", action="store_true", help="print the files each table's plan touched")
 
@@ -196,8 +197,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--pending", action="store_true", help="work the queue: every request submitted with `requests submit`")
     p.add_argument("--limit", type=int, help="with --pending: take at most this many new requests")
     p.add_argument("values", nargs="*", help="the subject values again (optional for erasure: else keyed-hash scan)")
-    p.add_argument("--values-file")
-    p.add_argument("--out", help="output directory (access requests; with --pending one subdirectory per request)")
+    p.add_argument("--values-file", help="file with one subject value per line ('-': standard input)")
+    p.add_argument("--out", type=output_location,
+                   help="output directory (access requests; with --pending one subdirectory per request)")
     p.add_argument("--no-purge", action="store_true", help="erase only")
     p.add_argument("--spark", metavar="MASTER",
                    help="read, rewrite and verify files on Spark executors (a master URL: local[4], spark://host:7077, "

@@ -12,6 +12,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import iceberg_privacy as ip
 from iceberg_privacy.cli import main
@@ -241,6 +243,8 @@ def test_catalog_is_resolved_once_and_only_when_needed(tmp_path: Path, capsys: p
     (["derive", "mart.x"], "--sql"),
     (["dp", "budget", "set", "--namespace", "db", "--rho", "-1"], "rho must be > 0"),  # dp
     (["cleanup", "db.t", "--older-than", "0m", "--delete"], None),  # success: nothing to delete
+    (["lookup", "t", "user_id", "x"], "name a table as namespace.table"),  # no namespace (was a bare ValueError)
+    (["explain", "db..t", "user_id", "x"], "name a table as namespace.table"),
 ])
 def test_errors_are_one_line_with_exit_code_2(home: Path, argv: list[str], expected: str | None,
                                               capsys: pytest.CaptureFixture[str]) -> None:
@@ -321,3 +325,58 @@ def test_lookup_reports_the_files_it_read_on_the_exact_index_path(home: Path, ca
     assert plan["exact_index_used"] and sorted(plan["files_to_read"]) == sorted(holding) and len(holding) == 3
     code, _, err = run(home, "lookup", "db.t", "user_id", "ann", capsys=capsys)
     assert code == 0 and "read 3 of 4 files" in err, err
+
+
+# ----------------------------------------------------------------------------------------- hostile arguments
+@pytest.mark.parametrize("out", ["", "   "])
+def test_an_empty_out_is_refused_before_anything_is_exported(home: Path, tmp_path: Path, out: str,
+                                                            capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: ``access ann --out ""`` wrote the subject's rows (manifest.json, db.t.parquet) into the
+    current directory."""
+    monkeypatch.setenv(SECRET_ENV, "s" * 40)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    for argv in (["access", "ann", "--out", out], ["requests", "run", "--pending", "--out", out],
+                 ["lineage", "export", "--out", out]):
+        with pytest.raises(SystemExit) as info:
+            run(home, *argv, capsys=capsys)
+        assert info.value.code == 2, argv
+        assert "empty output location" in capsys.readouterr().err
+    assert list(cwd.iterdir()) == []
+    assert ip.Journal(ip.connect(home=home)).requests() == []  # no request was even recorded
+
+
+@given(number=st.from_regex(r"[0-9]{1,25}(\.[0-9]{0,5})?", fullmatch=True), unit=st.sampled_from("wdhms"))
+def test_an_age_is_a_timedelta_or_a_usage_error(number: str, unit: str) -> None:
+    """Regression: ``--older-than 99999999999d`` ended in an OverflowError traceback (exit 1)."""
+    try:
+        assert parse_age(number + unit) >= timedelta(0)
+    except argparse.ArgumentTypeError as exc:
+        assert "too long an age" in str(exc)
+
+
+def test_values_file_dash_reads_standard_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from iceberg_privacy.cli._common import values
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("ann\n\n  bob \n"))
+    assert values(argparse.Namespace(values=["x"], values_file="-")) == ["x", "ann", "bob"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["lookup", "db.t", "nope", "x"],  # library error
+    ["sidecars", "status", "db.missing"],  # catalog error
+    ["requests", "show", "nope"],
+    ["lineage", "upstream", "db.nope"],
+])
+def test_json_commands_print_a_json_error_on_failure(home: Path, argv: list[str],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: with --json a failing command printed nothing on stdout, so a script parsing it got an
+    empty stream instead of JSON."""
+    code, out, err = run(home, *argv, "--json", capsys=capsys)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    doc = json.loads(out)
+    assert doc["error"] and doc["error"] in err and doc["error_type"]

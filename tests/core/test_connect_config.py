@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyiceberg.catalog.sql import SqlCatalog
 
 import iceberg_privacy as ip
@@ -86,3 +88,80 @@ def test_cli_catalog_flag_property_and_one_line_errors(tmp_path: Path, monkeypat
     assert bad.returncode == 2 and "key=value" in bad.stderr
     unknown = _cli("--catalog", "elsewhere", "sidecars", "status", "db.t", env=env)
     assert unknown.returncode == 2 and "no catalog named 'elsewhere'" in unknown.stderr
+
+
+# --- the embedded catalog keeps everything inside its home, whatever the home is called -------------------
+_HOME_CHARS = " é%+&'=;@,~ü[]!$()" + "abc"
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(alphabet=_HOME_CHARS, min_size=1, max_size=12).filter(lambda s: s.strip(". ") == s and s))
+def test_embedded_home_keeps_catalog_and_data_inside_it(tmp_path_factory: pytest.TempPathFactory, name: str) -> None:
+    """Regression: the warehouse was ``Path.as_uri()`` (``my%20home``) and pyiceberg used it literally, so data
+    files went to a sibling directory literally named ``my%20home``; ``%`` broke the SQLite URL."""
+    import pyarrow as pa
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import LongType, NestedField, StringType
+
+    from iceberg_privacy.catalog import catalog_home
+
+    parent = tmp_path_factory.mktemp("homes")
+    root = parent / name
+    cat = ip.connect(home=root)
+    assert catalog_home(cat) == root.resolve()
+    cat.create_namespace("db")
+    table = cat.create_table("db.t", Schema(NestedField(1, "user_id", StringType(), required=False),
+                                            NestedField(2, "n", LongType(), required=False)))
+    table = ip.configure_bloom(table, ["user_id"])
+    ip.append(table, pa.table({"user_id": ["ann", "bob"], "n": pa.array([1, 2], pa.int64())}))
+    assert ip.lookup(table, "user_id", "ann").num_rows == 1
+    assert [p.name for p in parent.iterdir()] == [name]  # nothing written next to the home
+    assert (root / "catalog.db").is_file()
+    assert len(list((root / "warehouse" / "db" / "t" / "data").glob("*.parquet"))) == 1
+
+
+@pytest.mark.parametrize("bad", ["h#1", "h?x"])
+def test_embedded_home_with_characters_pyiceberg_cuts_is_refused(tmp_path: Path, bad: str) -> None:
+    """Regression: ``?`` made SQLite open ``<parent>/h`` (outside the home) and pyiceberg cut data locations."""
+    with pytest.raises(ip.ConfigurationError, match="contains '#' or '\\?'"):
+        ip.connect(home=tmp_path / bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_catalog_that_cannot_be_reached_is_a_catalog_error(tmp_path: Path) -> None:
+    """Regression: a REST catalog that is down surfaced as a raw requests ConnectionError from ip.connect,
+    a SQLite catalog in a missing directory as a raw sqlalchemy OperationalError."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ip.CatalogError, match="did not answer.*check its uri"):
+        ip.connect("down", type="rest", uri=f"http://127.0.0.1:{port}")
+    with pytest.raises(ip.CatalogError, match="could not open its database"):
+        ip.connect("gone", uri=f"sqlite:///{tmp_path / 'missing' / 'x.db'}", warehouse=(tmp_path / "w").as_uri())
+
+
+@pytest.mark.parametrize("ref", ["events", "a..b", "db. ", ".db.t", ("db",), ("db", " ")])
+def test_malformed_table_names_are_configuration_errors(tmp_path: Path, ref: object) -> None:
+    """Regression: 'events' (no namespace) and 'a..b' reached pyiceberg and came back as a bare ValueError
+    ("Empty namespace identifier"), which the CLI printed as 'error: ValueError: ...'."""
+    cat = ip.connect(home=tmp_path)
+    with pytest.raises(ip.ConfigurationError, match="namespace.table"):
+        ip.lookup(ref, "user_id", "ann", catalog=cat)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["just a string\n", "catalog:\n  lake: {uri: x}\n"])
+def test_a_malformed_pyiceberg_yaml_is_one_clear_error(tmp_path: Path, text: str) -> None:
+    """Regression: pyiceberg reads the file while being imported, so ``import iceberg_privacy`` (and every CLI
+    command) ended in ``AttributeError: 'str' object has no attribute 'items'`` or a strictyaml error that
+    did not name the file."""
+    import os
+
+    (tmp_path / ".pyiceberg.yaml").write_text(text)
+    env = {**os.environ, "PYICEBERG_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", "import iceberg_privacy"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and last.startswith("iceberg_privacy.errors.ConfigurationError")
+    assert str(tmp_path / ".pyiceberg.yaml") in last and "PYICEBERG_HOME" in last

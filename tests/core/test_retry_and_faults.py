@@ -125,3 +125,28 @@ def test_crash_at_leaves_the_table_at_a_snapshot(catalog: Catalog, monkeypatch: 
     assert all_rows(table.refresh()) == before  # the old snapshot
     ip.erase(catalog, ["victim"], request_id="c1")
     assert [r["user_id"] for r in all_rows(table.refresh())] == ["u1", "u2"]  # the new one
+
+
+def test_a_read_only_sql_catalog_is_an_error_at_once_not_a_conflict(tmp_path: Path) -> None:
+    """Regression: every sqlalchemy OperationalError counted as a lost race, so an append to a catalog whose
+    database is read-only was retried 100 times (~50 s) and then reported as "lost to concurrent commits ...
+    reduce concurrent writers". Only "database is locked" (and the like) is a conflict."""
+    import time
+
+    import pyarrow as pa
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import LongType, NestedField
+
+    cat = ip.connect(home=tmp_path)
+    cat.create_namespace("db")
+    table = cat.create_table("db.t", Schema(NestedField(1, "n", LongType(), required=False)))
+    ip.append(table, pa.table({"n": pa.array([1], pa.int64())}))
+    read_only = ip.connect("default", uri=f"sqlite:///file:{tmp_path / 'catalog.db'}?mode=ro&uri=true",
+                           warehouse=cat.properties["warehouse"])
+    t0 = time.monotonic()
+    with pytest.raises(OperationalError, match="readonly"):
+        ip.append(read_only.load_table("db.t"), pa.table({"n": pa.array([2], pa.int64())}))
+    assert time.monotonic() - t0 < 10
+    assert cat.load_table("db.t").scan().to_arrow()["n"].to_pylist() == [1]
+    assert retry.is_conflict(OperationalError("commit", {}, Exception("database is locked")))
+    assert not retry.is_conflict(OperationalError("commit", {}, Exception("attempt to write a readonly database")))

@@ -119,3 +119,14 @@ def test_listed_paths_outside_the_root_are_an_error_not_a_guess() -> None:
     assert _relative("c/wh/t/data/x", "c@acct.dfs.core.windows.net/wh/t") == "/data/x"
     assert _relative("other/wh/t/x", "lake/wh/t") is None
     assert _relative("lake/wh/t2/x", "lake/wh/t") is None  # a sibling with a common prefix is not below
+
+
+@pytest.mark.parametrize("code", ["SIGNATURE_DOES_NOT_MATCH", "SignatureDoesNotMatch", "INVALID_ACCESS_KEY_ID"])
+def test_refused_credentials_are_named_whatever_the_sdk_spells_the_code(code: str) -> None:
+    """Regression: pyarrow reports ``AWS Error SIGNATURE_DOES_NOT_MATCH during ListObjectsV2`` (a wrong secret
+    key), which was described as 'see the cause' instead of naming the credentials."""
+    from iceberg_privacy.storage import describe_error
+
+    exc = OSError(f"When listing objects under key 'db/t/' in bucket 'lake': AWS Error {code} during "
+                  "ListObjectsV2 operation: The request signature we calculated does not match")
+    assert "the credentials were refused" in describe_error("s3://lake/db/t", exc, "list")
