@@ -25,7 +25,7 @@ import functools
 import os
 import posixpath
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -240,6 +240,27 @@ def _listing(io: FileIO, location: str) -> list[tuple[pafs.FileInfo, str]]:
             )
         out.append((info, base + "/" + rel.strip("/")))
     return out
+
+
+WRITE_PATH_PROPERTIES = ("write.data.path", "write.metadata.path", "write.object-storage.path",
+                         "write.folder-storage.path")
+"""Iceberg table properties that send a writer's files somewhere other than the table location (the last two
+are the deprecated spellings of ``write.data.path`` that Java writers still honour)."""
+
+
+def table_roots(location: str, properties: Mapping[str, str]) -> list[str]:
+    """The table location, then every write path property (:data:`WRITE_PATH_PROPERTIES`) that is not under it:
+    the places this table's writers put files, all of which a check for leftovers must list. Paths under another
+    root are dropped, so no file is listed twice."""
+    candidates = [location, *(properties[k] for k in WRITE_PATH_PROPERTIES if properties.get(k, "").strip())]
+    roots: list[str] = []
+    for cand in candidates:
+        key = canonical(cand).rstrip("/")
+        if any(key == canonical(r).rstrip("/") or key.startswith(canonical(r).rstrip("/") + "/") for r in roots):
+            continue
+        roots = [r for r in roots if not canonical(r).rstrip("/").startswith(key + "/")]
+        roots.append(cand.rstrip("/"))
+    return roots
 
 
 def list_files(io: FileIO, location: str) -> list[StoredFile]:

@@ -80,6 +80,7 @@ from iceberg_privacy.storage import (
     list_tree,
     remove_empty_dir,
     storage_errors,
+    table_roots,
 )
 
 logger = logging.getLogger(__name__)
@@ -331,8 +332,9 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
     rep = VerifyReport(table_name(table))
     matcher = SubjectMatcher(table, digests, secret, subjects)
     cols = {c.field_id: c for c in identity_columns(table.schema(), table.properties)}
-    files, dirs = list_tree(table.io, table.location())  # StorageError when the location cannot be listed
+    files, dirs = _list_roots(table)  # StorageError when a location cannot be listed
     referenced = referenced_files(table)
+    files += _live_files_elsewhere(table, files)
     others: list[tuple[StoredFile, bytes]] = []
     clean: set[str] = set()
     scan: FileScanner = _scan_here
@@ -384,10 +386,37 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
     return rep
 
 
+def _list_roots(table: Table) -> tuple[list[StoredFile], list[str]]:
+    """Files and directories under the table location and under every write path property outside it
+    (``write.data.path``, ``write.metadata.path``: a crashed writer leaves its files there, not under the
+    location)."""
+    files: list[StoredFile] = []
+    dirs: list[str] = []
+    for root in table_roots(table.location(), table.properties):
+        f, d = list_tree(table.io, root)
+        files += f
+        dirs += d
+    return files, dirs
+
+
+def _live_files_elsewhere(table: Table, listed: list[StoredFile]) -> list[StoredFile]:
+    """Data and delete files the table's snapshots reference outside every listed root (``add_files`` of files
+    stored elsewhere, a write path changed since): they are read as well, never assumed clean."""
+    seen = {canonical(f.location) for f in listed}
+    out: dict[str, StoredFile] = {}
+    for snap in table.metadata.snapshots:
+        for manifest in snap.manifests(table.io):
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+                df = entry.data_file
+                if canonical(df.file_path) not in seen and df.file_path not in out:
+                    out[df.file_path] = StoredFile(df.file_path, int(df.file_size_in_bytes), None)
+    return list(out.values())
+
+
 def _remove_subject_dirs(table: Table, matcher: SubjectMatcher) -> tuple[int, dict[str, str]]:
     """Remove the empty directories (local) or directory markers (object stores) whose names hold a
     subject, deepest first; a directory that still holds a file is left (and fails the verification)."""
-    _, dirs = list_tree(table.io, table.location())
+    _, dirs = _list_roots(table)
     removed, failed = 0, {}
     for d in sorted(dirs, key=lambda d: d.count("/"), reverse=True):
         if matcher.name(_relative(table, d)) is None:
@@ -446,7 +475,7 @@ def _planned(table: Table, rows: list[dict[str, Any]], name: str, secret: bytes)
         out.update({p: k for p, k in detail.get("files", {}).items() if is_location(p)})
         wanted.update(detail.get("file_digests", {}))
     if wanted:
-        for stored in list_files(table.io, table.location()):
+        for stored in _list_roots(table)[0]:
             kind = wanted.get(location_digest(secret, canonical(stored.location)))
             if kind is not None:
                 out[stored.location] = kind
@@ -556,6 +585,14 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             f"permission or location, then run `iceberg-privacy requests run {request_id}` (or purge again)"
         )
     traced = [t for n in failed if (v := report.tables[n].verify) is not None for t in v.traces]
+    outside = [loc for n in failed if (v := report.tables[n].verify) is not None
+               for loc in [*(t.location for t in v.traces if not t.referenced), *v.files_with_subjects]
+               if is_location(loc)]  # listed under a write path outside the table location (a full URI)
+    elsewhere = (
+        f" {len(outside)} of them lie outside the table location (under write.data.path or write.metadata.path, e.g. "
+        f"{outside[0]}): neither the purge nor cleanup deletes files there, because such a path may be shared with "
+        "other tables; once you have checked that no table references them, delete them with your storage tools, "
+        f"then run `iceberg-privacy requests run {request_id}`." if outside else "")
     if traced and raise_on_failure and not any(
             (v := report.tables[n].verify) is not None and v.rows_found for n in failed):
         shown = "; ".join(t.describe() for t in traced[:3])
@@ -568,6 +605,7 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             f"with orphan_age=timedelta(0) (CLI: --orphan-age-hours 0), then `iceberg-privacy requests run {request_id}`. "
             "A truncated bound that is not checkable needs the subject values: purge(..., subjects=[...]). A "
             "referenced file or a directory holding files means rows of a subject are still live: run the request again"
+            + elsewhere
         )
     if failed and raise_on_failure:
         raise VerificationFailedError(
@@ -577,6 +615,6 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             "Likely rows a writer committed without the forget list (run the request again: `iceberg-privacy "
             f"requests run {request_id}` erases and purges them), or an uncommitted file of a crashed writer younger "
             f"than the orphan age ({orphan_age}): once no writer is running, purge again with a smaller orphan_age "
-            "(CLI: --orphan-age-hours)"
+            "(CLI: --orphan-age-hours)" + elsewhere
         )
     return report
