@@ -36,7 +36,7 @@ from typing import Any
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.io import FileIO
-from pyiceberg.manifest import ManifestEntryStatus
+from pyiceberg.manifest import DataFileContent, ManifestEntryStatus
 from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.refs import MAIN_BRANCH
 
@@ -105,7 +105,7 @@ def _reachable(table: Table, snapshot_ids: set[int]) -> dict[str, str]:
         for m in snap.manifests(table.io):
             out[m.manifest_path] = "manifest"
             for e in m.fetch_manifest_entry(table.io, discard_deleted=True):
-                out[e.data_file.file_path] = "data" if e.data_file.content.value == 0 else "delete"
+                out[e.data_file.file_path] = "data" if e.data_file.content == DataFileContent.DATA else "delete"  # v1: a plain int
     return out
 
 
