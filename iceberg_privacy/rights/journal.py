@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -304,6 +305,7 @@ class Journal:
                 )
             check_key_id(existing.key_id, key_id, f"request {request_id!r}")
             return existing
+        check_request_id(request_id)
         at = received or datetime.now(UTC)
         created = self.event(
             request_id, CREATED, kind=kind, key_id=key_id, subjects=sorted(digests), at=at,
@@ -346,6 +348,24 @@ class Journal:
 
 def new_request_id() -> str:
     return f"req-{uuid.uuid4().hex[:16]}"
+
+
+MAX_REQUEST_ID = 256
+"""Longest request id accepted for a new request (ids name journal rows, summaries and export folders)."""
+
+
+def check_request_id(request_id: str) -> str:
+    """A caller-given id for a *new* request: refused when blank, longer than :data:`MAX_REQUEST_ID`, or
+    holding control characters (a newline or NUL would forge lines of ``requests list`` and break
+    names built from it). Stored requests keep whatever id they have."""
+    if not isinstance(request_id, str) or not request_id.strip() or len(request_id) > MAX_REQUEST_ID or any(
+            unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in request_id):
+        shown = request_id[:40] + "..." if isinstance(request_id, str) and len(request_id) > 40 else request_id
+        raise RequestConflictError(
+            f"request id {shown!r} is not usable: use 1-{MAX_REQUEST_ID} printable characters without control "
+            "characters or line breaks (e.g. a ticket number), or pass none to get a generated one"
+        )
+    return request_id
 
 
 def erasure_snapshots(table: Table, request_id: str) -> list[tuple[int, int, int]]:

@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import base64
 import calendar
+import hashlib
 import json
 import logging
 import os
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -79,6 +81,7 @@ from iceberg_privacy.rights.journal import (
     Journal,
     RequestState,
     blocking,
+    check_request_id,
     fold,
     new_request_id,
     subjects_fingerprint,
@@ -125,6 +128,20 @@ TABLE_PROPERTIES = {"write.metadata.metrics.default": "none"}
 
 
 # ------------------------------------------------------------------------------------ deadlines
+def export_folder(request_id: str) -> str:
+    """The one folder name (under ``out``) an access request of the queue is exported to.
+
+    The request id percent-encoded as a single path segment (``/``, ``\\``, ``%`` and other unsafe
+    characters escaped), so no id can name a folder outside ``out`` (``../x``) or another request's;
+    ``.``/``..``, and ids whose encoding is longer than 120 characters, become their first 40 encoded
+    characters + ``-`` + the first 16 hex digits of the id's SHA-256 (UTF-8).
+    """
+    name = urllib.parse.quote(request_id, safe="-_.~@+=,")
+    if name in ("", ".", "..") or len(name) > 120:
+        name = f"{name[:40].strip('.')}-{hashlib.sha256(request_id.encode('utf-8')).hexdigest()[:16]}"
+    return name
+
+
 def _add_month(at: datetime) -> datetime:
     year, month = (at.year + 1, 1) if at.month == 12 else (at.year, at.month + 1)
     return at.replace(year=year, month=month, day=min(at.day, calendar.monthrange(year, month)[1]))
@@ -419,6 +436,7 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
             check_key_id(existing.key_id, kid, f"request {rid!r}")
             state = existing
         else:
+            check_request_id(rid)
             allowed = r.deadline if r.deadline is not None else regime_deadline(r.regime, now)
             ev = journal.event(rid, CREATED, kind=r.kind, key_id=kid, subjects=sorted(digests), at=now, detail={
                 "tables": sorted(ts.name for ts in resolved), "subject_count": len(set(map(repr, values))),
@@ -570,7 +588,7 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
             continue
         tables = [catalog.load_table(n) for n in req.tables if catalog.table_exists(n)]
         resolved = resolve_subjects(tables, values_of(req.request_id), secret, strict=False)
-        rep = export_subjects(catalog, req, resolved, secret, journal=journal, out=child(out, req.request_id),
+        rep = export_subjects(catalog, req, resolved, secret, journal=journal, out=child(out, export_folder(req.request_id)),
                               format=format, spark=spark)
         report.exported[req.request_id] = rep.manifest_path
         report.completed.append(req.request_id)

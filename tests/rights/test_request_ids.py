@@ -1,0 +1,52 @@
+"""Hostile request ids: a queued access request never exports outside ``out``, and ids that would
+forge journal listings (control characters, line breaks) or are blank/overlong are refused up front."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyiceberg.catalog import Catalog
+
+import iceberg_privacy as ip
+from iceberg_privacy.rights.journal import Journal
+from iceberg_privacy.rights.queue import export_folder
+from tests.helpers import all_rows, make_table
+
+
+@settings(max_examples=200)
+@given(st.text(min_size=1, max_size=300))
+def test_export_folder_is_one_safe_segment_per_id(rid: str) -> None:
+    name = export_folder(rid)
+    assert name not in ("", ".", "..") and "/" not in name and "\\" not in name and len(name) <= 120
+    assert all(c.isascii() and c.isprintable() for c in name)
+    assert export_folder(rid) == name  # a re-run after a crash writes to the same place
+    if len(rid) <= 30 and rid not in (".", ".."):
+        assert export_folder(rid + "x") != name  # distinct (short) ids never share a folder
+
+
+def test_queued_access_with_a_traversing_id_stays_under_out(catalog: Catalog, tmp_path: Path) -> None:
+    make_table(catalog, "db.t", [["ann", "bob"]])
+    root = tmp_path / "exports"  # the catalog's home (warehouse) is tmp_path / "home"
+    out = root / "a" / "b"
+    for rid in ("../../escaped", "..", "x/../../../y"):
+        ip.enqueue(catalog, "access", ["ann"], request_id=rid)
+    report = ip.run_pending(catalog, out=str(out))
+    assert len(report.exported) == 3
+    written = {p.relative_to(root) for p in root.rglob("*") if p.is_file()}
+    assert written and all(p.parts[:2] == ("a", "b") for p in written), written
+    assert not [p for p in tmp_path.iterdir() if p.name not in ("home", "exports")]
+    assert sum(p.name == "manifest.json" for p in written) == 3
+
+
+@pytest.mark.parametrize("rid", ["line\nforged  erase  completed", "nul\x00id", " ", "x" * 257, "tab\there"])
+def test_unusable_request_ids_are_refused_before_anything_is_recorded(catalog: Catalog, rid: str) -> None:
+    make_table(catalog, "db.t", [["ann", "bob"]])
+    with pytest.raises(ip.RequestConflictError, match="request id"):
+        ip.erase(catalog, ["ann"], request_id=rid)
+    with pytest.raises(ip.RequestConflictError, match="request id"):
+        ip.enqueue(catalog, "erase", ["ann"], request_id=rid)
+    assert Journal(catalog).requests() == []
+    assert sorted(r["user_id"] for r in all_rows(catalog.load_table("db.t"))) == ["ann", "bob"]
