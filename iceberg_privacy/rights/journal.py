@@ -183,13 +183,66 @@ class RequestState:
         }
 
 
+def _malformed(r: dict[str, Any]) -> str | None:
+    """Why a journal row cannot be used (None when it can): every event needs an id, a request id, an
+    event name, a time and a JSON-object detail (or none); ``created`` also a known kind, its tables
+    and a deadline."""
+    for key in ("event_id", "request_id", "event"):
+        if not isinstance(r.get(key), str) or not r[key]:
+            return f"no {key}"
+    if not isinstance(r.get("at"), datetime) or r["at"].tzinfo is None:
+        return "no time"
+    try:
+        detail = json.loads(r.get("detail") or "{}")
+    except (TypeError, ValueError):
+        return "detail is not JSON"
+    if not isinstance(detail, dict):
+        return "detail is not a JSON object"
+    if r["event"] == CREATED:
+        if r.get("kind") not in KINDS:
+            return "unknown kind"
+        tables = detail.get("tables")
+        if not isinstance(tables, list) or not all(isinstance(t, str) for t in tables):
+            return "no table list"
+        try:
+            deadline = datetime.fromisoformat(detail["deadline"])
+        except (KeyError, TypeError, ValueError):
+            return "no deadline"
+        if deadline.tzinfo is None:
+            return "deadline without a time zone"
+        try:
+            int(detail.get("subject_count", 0))
+        except (TypeError, ValueError):
+            return "bad subject count"
+    return None
+
+
+def usable_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The journal rows every reader can rely on; malformed ones (written by hand or another tool) are
+    skipped with a warning, so one bad row never stops every request. Skipping is safe: a request whose
+    ``created`` is skipped is unknown (never run, never shredded); a skipped step is done again."""
+    out = []
+    for r in rows:
+        why = _malformed(r)
+        if why is None:
+            out.append(r)
+        elif (r.get("event_id"), why) not in _WARNED:  # once per row and process, not at every read
+            _WARNED.add((r.get("event_id"), why))
+            logger.warning("journal row %r of request %r skipped: %s", r.get("event_id"), r.get("request_id"), why)
+    return out
+
+
+_WARNED: set[tuple[Any, str]] = set()
+
+
 def fold(rows: Sequence[dict[str, Any]]) -> dict[str, RequestState]:
-    """Current state of every request in ``rows`` (journal events, any order, duplicates allowed)."""
+    """Current state of every request in ``rows`` (journal events, any order, duplicates allowed;
+    malformed rows skipped, :func:`usable_rows`)."""
     seen: set[str] = set()
     out: dict[str, RequestState] = {}
     order = {CREATED: 0, RESUMED: 1, TABLE_EXPORTED: 1, TABLE_ERASED: 1, TABLE_PURGED: 2, VERIFY_FAILED: 3,
              TABLE_VERIFIED: 3, COMPLETED: 4, BLOCKED: 5}
-    for r in sorted(rows, key=lambda r: (r["at"], order.get(r["event"], 9), r["event_id"])):
+    for r in sorted(usable_rows(rows), key=lambda r: (r["at"], order.get(r["event"], 9), r["event_id"])):
         if r["event_id"] in seen:
             continue
         seen.add(r["event_id"])
@@ -267,7 +320,7 @@ class Journal:
         if table is None or table.current_snapshot() is None:
             return []
         scan = table.scan(row_filter=EqualTo(term=Reference("request_id"), value=literal(request_id))) if request_id else table.scan()
-        return scan.to_arrow().to_pylist()
+        return usable_rows(scan.to_arrow().to_pylist())
 
     def requests(self) -> list[RequestState]:
         """Every request, oldest first."""

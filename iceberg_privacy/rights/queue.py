@@ -518,7 +518,9 @@ def _claims(rows: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
     """(member request, table) -> batch id: the first ``queued`` claim of each pair wins."""
     out: dict[tuple[str, str], str] = {}
     for r in sorted((r for r in rows if r["event"] == QUEUED), key=lambda r: (r["at"], r["detail"] or "")):
-        out.setdefault((r["request_id"], r["table_name"]), json.loads(r["detail"])["batch"])
+        batch = json.loads(r["detail"] or "{}").get("batch")
+        if isinstance(batch, str) and batch and isinstance(r["table_name"], str):  # else malformed: not a claim
+            out.setdefault((r["request_id"], r["table_name"]), batch)
     return out
 
 
