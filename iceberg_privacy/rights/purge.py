@@ -340,7 +340,11 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
         from iceberg_privacy.spark.rights import verify_scanner  # the core never imports Spark unless asked
 
         scan = verify_scanner(spark)
-    for stored, got in zip(files, scan(table, files, cols, secret, digests), strict=True):
+    scanned = list(zip(files, scan(table, files, cols, secret, digests), strict=True))
+    # names after the rows: a truncate-partition value clean files also have is not a trace (explain)
+    matcher.explain(table, {canonical(f.location) for f, got in scanned
+                            if got.parquet and not got.unreadable and not got.found})
+    for stored, got in scanned:
         rel = _relative(table, stored.location)
         rep.names_checked += 1
         if (what := matcher.name(rel)) is not None:
