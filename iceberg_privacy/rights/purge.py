@@ -28,6 +28,7 @@ import functools
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
@@ -92,6 +93,30 @@ DEFAULT_ORPHAN_AGE = timedelta(days=3)
 they are never deleted by a purge (Iceberg's own orphan-file removal uses the same default). A
 crash leftover younger than this that holds a subject fails the verification, whose message says
 to purge again with a smaller ``orphan_age``."""
+
+
+_METADATA_JSON = re.compile(r"^(?P<root>.+)/metadata/[^/]+\.metadata\.json(\.gz)?$")
+
+
+def nested_table_roots(table: Table, unreferenced: Iterable[str]) -> list[str]:
+    """Roots (canonical, with a trailing ``/``) of other tables whose location lies inside this table's:
+    folders below the location holding a ``metadata/*.metadata.json`` this table does not reference.
+
+    Their files are another table's, not this table's orphans: a purge must never delete them (it
+    destroyed the nested table before), and the verification does not read them (that table is checked
+    by its own requests)."""
+    own = canonical(table.location()).rstrip("/")
+    roots = set()
+    for loc in unreferenced:
+        m = _METADATA_JSON.match(canonical(loc))
+        if m and m.group("root").startswith(own + "/"):
+            roots.add(m.group("root") + "/")
+    return sorted(roots)
+
+
+def _outside(roots: list[str], location: str) -> bool:
+    key = canonical(location)
+    return not any(key.startswith(r) or key + "/" == r for r in roots)
 
 
 def _reachable(table: Table, snapshot_ids: set[int]) -> dict[str, str]:
@@ -255,10 +280,16 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
     if dropped:
         rep.deleted_by_kind["metadata"] = len(dropped)
     rep.delete_failures.update(failed)
-    orphans = cleanup_orphans(table, older_than=orphan_age, delete=True)
-    if orphans.deleted:
-        rep.deleted_by_kind["orphan"] = len(orphans.deleted)
-    rep.delete_failures.update(orphans.delete_failures)
+    unreferenced = cleanup_orphans(table, older_than=timedelta(0)).orphans  # listed only
+    nested = nested_table_roots(table, unreferenced)
+    if nested:
+        logger.warning("%s: %d other table(s) located inside this table's location; their files are left alone",
+                       name, len(nested))
+    cutoff = cleanup_orphans(table, older_than=orphan_age).orphans if orphan_age > timedelta(0) else unreferenced
+    orphans = delete_files(table.io, [o for o in cutoff if _outside(nested, o)])
+    if orphans.deleted or orphans.already_gone:
+        rep.deleted_by_kind["orphan"] = len(orphans.deleted) + len(orphans.already_gone)
+    rep.delete_failures.update(orphans.failed)
     dirs, failed = _remove_subject_dirs(table, matcher)
     if dirs:
         rep.deleted_by_kind["directory"] = dirs
@@ -333,6 +364,9 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
     cols = {c.field_id: c for c in identity_columns(table.schema(), table.properties)}
     files, dirs = list_tree(table.io, table.location())  # StorageError when the location cannot be listed
     referenced = referenced_files(table)
+    nested = nested_table_roots(table, [f.location for f in files if canonical(f.location) not in referenced])
+    files = [f for f in files if _outside(nested, f.location)]
+    dirs = [d for d in dirs if _outside(nested, d)]
     others: list[tuple[StoredFile, bytes]] = []
     clean: set[str] = set()
     scan: FileScanner = _scan_here
