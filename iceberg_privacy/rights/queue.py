@@ -81,6 +81,7 @@ from iceberg_privacy.rights.journal import (
     Journal,
     RequestState,
     blocking,
+    check_deadline,
     check_request_id,
     fold,
     new_request_id,
@@ -411,6 +412,8 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
             raise RequestConflictError(f"request kind must be 'erase' or 'access', got {r.kind!r}")
         if r.deadline is None:
             regime_deadline(r.regime, datetime.now(UTC))  # refuse an unknown regime before anything is written
+        else:
+            check_deadline(r.deadline)
         check_values(r.subjects, allow_empty_subject=r.allow_empty_subject)
     secret = load_secret(home, catalog=catalog)
     kid, kek = key_id(secret), wrapping_key(secret)

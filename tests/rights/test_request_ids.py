@@ -50,3 +50,15 @@ def test_unusable_request_ids_are_refused_before_anything_is_recorded(catalog: C
         ip.enqueue(catalog, "erase", ["ann"], request_id=rid)
     assert Journal(catalog).requests() == []
     assert sorted(r["user_id"] for r in all_rows(catalog.load_table("db.t"))) == ["ann", "bob"]
+
+
+@pytest.mark.parametrize("days", [-5, 0, 10 ** 6])
+def test_unusable_deadlines_are_refused_before_anything_is_recorded(catalog: Catalog, days: int) -> None:
+    from datetime import timedelta
+
+    make_table(catalog, "db.t", [["ann", "bob"]])
+    with pytest.raises(ip.ConfigurationError, match="deadline"):
+        ip.enqueue(catalog, "erase", ["ann"], deadline=timedelta(days=days))
+    with pytest.raises(ip.ConfigurationError, match="deadline"):
+        ip.submit_request(catalog, "erase", ["ann"], deadline=timedelta(days=days))
+    assert Journal(catalog).requests() == []
