@@ -67,9 +67,11 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
             else:
                 try:
                     table = catalog.load_table(t)
-                except NoSuchTableError:
+                except (NoSuchTableError, ValueError):  # ValueError: not a table identifier at all ("db")
                     raise NoIdentityColumnsError(
                         f"table {t!r} does not exist in the catalog; check the name (namespace.table)"
+                        + (f" (tables={tuple(tables)!r} is read as {len(tables)} table names: pass one table as "
+                           "'ns.table' or [('ns', 'table')])" if isinstance(tables, tuple) else "")
                     ) from None
             if not identity_columns(table.schema(), table.properties):
                 raise NoIdentityColumnsError(

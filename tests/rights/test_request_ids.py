@@ -1,4 +1,4 @@
-"""Hostile request ids: a queued access request never exports outside ``out``, and ids that would
+"""Hostile request arguments. Ids: a queued access request never exports outside ``out``, and ids that would
 forge journal listings (control characters, line breaks) or are blank/overlong are refused up front."""
 
 from __future__ import annotations
@@ -61,4 +61,13 @@ def test_unusable_deadlines_are_refused_before_anything_is_recorded(catalog: Cat
         ip.enqueue(catalog, "erase", ["ann"], deadline=timedelta(days=days))
     with pytest.raises(ip.ConfigurationError, match="deadline"):
         ip.submit_request(catalog, "erase", ["ann"], deadline=timedelta(days=days))
+    assert Journal(catalog).requests() == []
+
+
+def test_a_tuple_of_tables_that_is_really_one_identifier_is_a_clear_error(catalog: Catalog, tmp_path: Path) -> None:
+    make_table(catalog, "db.t", [["ann", "bob"]])
+    with pytest.raises(ip.NoIdentityColumnsError, match=r"read as 2 table names"):
+        ip.erase(catalog, ["ann"], ("db", "t"))
+    with pytest.raises(ip.NoIdentityColumnsError, match="does not exist"):
+        ip.access(catalog, ["ann"], ["nonamespace"], out=tmp_path)
     assert Journal(catalog).requests() == []
