@@ -93,10 +93,12 @@ def deprecated(message: str) -> None:
 
 # ------------------------------------------------------------------------------------------ arguments
 def values(args: argparse.Namespace) -> list[str]:
-    """Values given as arguments plus those of ``--values-file`` (one per line)."""
+    """Values given as arguments plus those of ``--values-file`` (one per line, UTF-8; a byte-order mark
+    as written by some editors is not part of the first value, which would then match nobody)."""
     out = list(getattr(args, "values", None) or [])
     if getattr(args, "values_file", None):
-        out += [line.strip() for line in Path(args.values_file).read_text().splitlines() if line.strip()]
+        text = Path(args.values_file).read_text(encoding="utf-8-sig")
+        out += [line.strip() for line in text.splitlines() if line.strip()]
     return out
 
 
