@@ -285,8 +285,8 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
     if nested:
         logger.warning("%s: %d other table(s) located inside this table's location; their files are left alone",
                        name, len(nested))
-    cutoff = cleanup_orphans(table, older_than=orphan_age).orphans if orphan_age > timedelta(0) else unreferenced
-    orphans = delete_files(table.io, [o for o in cutoff if _outside(nested, o)])
+    aged = cleanup_orphans(table, older_than=orphan_age).orphans if orphan_age > timedelta(0) else unreferenced
+    orphans = delete_files(table.io, [o for o in aged if _outside(nested, o)])
     if orphans.deleted or orphans.already_gone:
         rep.deleted_by_kind["orphan"] = len(orphans.deleted) + len(orphans.already_gone)
     rep.delete_failures.update(orphans.failed)
