@@ -41,6 +41,7 @@ from iceberg_privacy._internal import retry
 from iceberg_privacy.catalog import (
     JOURNAL_NAMESPACE_PROPERTY,
     LEGACY_NAMES,
+    all_tables,
     library_name,
     reserved_table,
 )
@@ -410,6 +411,34 @@ class Journal:
         if any(r["event_id"] == ev["event_id"] for r in self.rows(request_id)):
             return
         self.append([ev])
+
+
+def table_uuids(tables: Iterable[Table]) -> dict[str, str]:
+    """``{"ns.table": table uuid}``: what a ``created`` event records (``detail.table_uuids``) so a run
+    can tell a table renamed since from one dropped."""
+    return {".".join(t.name()): str(t.metadata.table_uuid) for t in tables}
+
+
+def check_not_renamed(catalog: Catalog, req: RequestState, name: str) -> None:
+    """Called when table ``name`` of the request no longer exists under that name: raise
+    :class:`RequestBlockedError` when the table recorded at submission (by uuid) is in the catalog under
+    another name. Before, a rename between submission and run made the run report the table as dropped
+    and the request complete, with every row of the subject still there."""
+    uuid_ = (req.detail.get("table_uuids") or {}).get(name)
+    if not uuid_:
+        return  # recorded before table uuids were (or a dropped table of a queue batch): nothing to compare
+    for ident in all_tables(catalog):
+        try:
+            table = catalog.load_table(ident)
+        except Exception:  # noqa: BLE001 - a table another process drops meanwhile is not ours
+            continue
+        if str(table.metadata.table_uuid) == uuid_:
+            now = ".".join(ident)
+            raise RequestBlockedError(
+                f"table {name} of request {req.request_id} was renamed to {now} after the request was recorded: "
+                f"nothing of it was erased yet",
+                next_step=f"rename it back (catalog.rename_table('{now}', '{name}')) and run "
+                          f"`iceberg-privacy requests run {req.request_id}`, or submit a new request naming {now}")
 
 
 def new_request_id() -> str:

@@ -66,6 +66,7 @@ from iceberg_privacy.rights.journal import (
     TABLE_VERIFIED,
     VERIFY_FAILED,
     Journal,
+    check_not_renamed,
     erasure_snapshots,
 )
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret, location_digest
@@ -528,6 +529,7 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         try:
             table = catalog.load_table(name)
         except NoSuchTableError:
+            check_not_renamed(catalog, req, name)
             journal.record(request_id, TABLE_PURGED, table=name, detail={"note": "table no longer exists"})
             journal.record(request_id, TABLE_VERIFIED, table=name, detail={"note": "table no longer exists"})
             report.tables[name] = TablePurge(name, skipped="table no longer exists")

@@ -86,6 +86,7 @@ from iceberg_privacy.rights.journal import (
     fold,
     new_request_id,
     subjects_fingerprint,
+    table_uuids,
 )
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE
@@ -444,7 +445,7 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
             ev = journal.event(rid, CREATED, kind=r.kind, key_id=kid, subjects=sorted(digests), at=now, detail={
                 "tables": sorted(ts.name for ts in resolved), "subject_count": len(set(map(repr, values))),
                 "deadline": (now + allowed).isoformat(), "regime": r.regime if r.deadline is None else "custom",
-                "queued": True})
+                "queued": True, "table_uuids": table_uuids(ts.table for ts in resolved)})
             events.append(ev)
             state = fold([ev])[rid]
             known[rid] = state
@@ -703,8 +704,11 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
     outcome.subjects = len(set(map(repr, values)))
     if bstate is None:
         deadline = min(states[m].deadline for m in members) - datetime.now(UTC)
+        recorded = [states[m].detail.get("table_uuids", {}).get(name) for m in members]
+        uuids = table_uuids([table]) if table is not None else {name: u for u in recorded[:1] if u}
         bstate = journal.submit(batch, "erase", digests, outcome.subjects, [name], kid, deadline=deadline,
-                                existing=False, detail={"queue": {"members": sorted(members), "table": name}})
+                                existing=False, detail={"queue": {"members": sorted(members), "table": name},
+                                                        "table_uuids": uuids})
         checkpoint("queue.after_batch")
     try:
         with blocking(journal, bstate):

@@ -35,6 +35,7 @@ from iceberg_privacy.rights.journal import (
     blocking,
     check_deadline,
     new_request_id,
+    table_uuids,
 )
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE, purge
@@ -101,7 +102,9 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
             f"it as recorded (`iceberg-privacy requests run {rid}`), then submit a new request for what is new"
         )
     req = journal.submit(rid, kind, digests, len(set(map(repr, values))), [ts.name for ts in resolved], key_id(secret),
-                         deadline=deadline, existing=existing, detail={"lineage": fan.to_json()} if fan else None)
+                         deadline=deadline, existing=existing,
+                         detail={**({"lineage": fan.to_json()} if fan else {}),
+                                 "table_uuids": table_uuids(ts.table for ts in resolved)})
     return Submission(req, resolved, secret, fan)
 
 
