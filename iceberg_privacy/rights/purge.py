@@ -47,6 +47,7 @@ from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import identity_columns
 from iceberg_privacy.errors import (
     CommitConflictError,
+    ConfigurationError,
     RefHoldsSubjectError,
     RequestConflictError,
     StorageError,
@@ -286,7 +287,7 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
     if nested:
         logger.warning("%s: %d other table(s) located inside this table's location; their files are left alone",
                        name, len(nested))
-    aged = cleanup_orphans(table, older_than=orphan_age).orphans if orphan_age > timedelta(0) else unreferenced
+    aged = cleanup_orphans(table, older_than=orphan_age).orphans
     orphans = delete_files(table.io, [o for o in aged if _outside(nested, o)])
     if orphans.deleted or orphans.already_gone:
         rep.deleted_by_kind["orphan"] = len(orphans.deleted) + len(orphans.already_gone)
@@ -506,6 +507,8 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
     listed files on executors (:func:`verify_table`).
     """
     t0 = time.perf_counter()
+    if not isinstance(orphan_age, timedelta):  # before anything is expired or deleted, not half-way
+        raise ConfigurationError(f"orphan_age must be a datetime.timedelta, got {type(orphan_age).__name__}")
     secret = secret if secret is not None else load_secret(home, catalog=catalog)
     journal = Journal(catalog)
     req = journal.get(request_id)

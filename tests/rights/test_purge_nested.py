@@ -34,3 +34,16 @@ def test_purge_leaves_a_nested_table_alone(catalog: Catalog) -> None:
 def test_purge_leaves_a_nested_table_alone_on_object_storage(s3_catalog: tuple[Catalog, str]) -> None:
     catalog, ns = s3_catalog
     _nested_case(catalog, ns)
+
+
+def test_orphan_age_of_the_wrong_type_is_refused_before_anything_is_deleted(catalog: Catalog) -> None:
+    table = make_table(catalog, "db.t", [["ann", "bob"], ["ann"]])
+    ip.erase(catalog, ["ann"], ["db.t"], request_id="r")
+    snapshots = len(catalog.load_table("db.t").metadata.snapshots)
+    try:
+        ip.purge(catalog, "r", orphan_age=0)  # type: ignore[arg-type]
+        raise AssertionError("must be refused")
+    except ip.ConfigurationError as exc:
+        assert "timedelta" in str(exc)
+    assert len(catalog.load_table("db.t").metadata.snapshots) == snapshots  # nothing expired
+    assert sorted(r["user_id"] for r in all_rows(table)) == ["bob"]
