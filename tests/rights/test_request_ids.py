@@ -71,3 +71,14 @@ def test_a_tuple_of_tables_that_is_really_one_identifier_is_a_clear_error(catalo
     with pytest.raises(ip.NoIdentityColumnsError, match="does not exist"):
         ip.access(catalog, ["ann"], ["nonamespace"], out=tmp_path)
     assert Journal(catalog).requests() == []
+
+
+def test_access_export_inside_a_table_location_is_refused(catalog: Catalog, tmp_path: Path) -> None:
+    from iceberg_privacy.storage import local_path
+
+    table = make_table(catalog, "db.t", [["ann", "bob"]])
+    inside = Path(local_path(table.location())) / "exports" / "req-1"
+    with pytest.raises(ip.ConfigurationError, match="inside the location of table db.t"):
+        ip.access(catalog, ["ann"], out=inside)
+    assert not inside.exists()
+    assert ip.access(catalog, ["ann"], out=tmp_path / "exports").rows == 1  # a sibling folder is fine
