@@ -67,16 +67,17 @@ logger = logging.getLogger(__name__)
 JOURNAL_TABLE = "requests"
 DEFAULT_DEADLINE = timedelta(days=30)
 MAX_DEADLINE = timedelta(days=3653)
-"""Longest deadline a caller may give (ten years): beyond it the date cannot be what was meant."""
+"""Longest deadline a caller may give (ten years, either way): beyond it the date cannot be what was meant."""
 
 
 def check_deadline(deadline: timedelta) -> timedelta:
-    """A caller-given deadline: a ``timedelta`` after the request's receipt, more than 0 and at most
-    :data:`MAX_DEADLINE` (a negative one made a request overdue at birth, a huge one overflowed)."""
-    if not isinstance(deadline, timedelta) or not timedelta(0) < deadline <= MAX_DEADLINE:
+    """A caller-given deadline: a ``timedelta`` from the request's receipt of at most :data:`MAX_DEADLINE`
+    either way (a huge one overflowed the date; a negative one records a request that was already due,
+    e.g. received earlier through another channel)."""
+    if not isinstance(deadline, timedelta) or abs(deadline) > MAX_DEADLINE:
         raise ConfigurationError(
-            f"deadline must be a datetime.timedelta after the request is received, more than 0 and at most "
-            f"{MAX_DEADLINE.days} days, got {deadline!r} (CLI: --deadline-days N with N > 0)")
+            f"deadline must be a datetime.timedelta from the request's receipt of at most {MAX_DEADLINE.days} days "
+            f"either way, got {deadline!r} (CLI: --deadline-days N)")
     return deadline
 KINDS = ("erase", "access")
 

@@ -52,7 +52,7 @@ def test_unusable_request_ids_are_refused_before_anything_is_recorded(catalog: C
     assert sorted(r["user_id"] for r in all_rows(catalog.load_table("db.t"))) == ["ann", "bob"]
 
 
-@pytest.mark.parametrize("days", [-5, 0, 10 ** 6])
+@pytest.mark.parametrize("days", [-(10 ** 6), 10 ** 6, 5 * 10 ** 5])
 def test_unusable_deadlines_are_refused_before_anything_is_recorded(catalog: Catalog, days: int) -> None:
     from datetime import timedelta
 
