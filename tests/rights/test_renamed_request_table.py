@@ -24,14 +24,14 @@ def _renamed_between_submit_and_run(catalog: Catalog, ns: str) -> None:
     ip.submit_request(catalog, "erase", ["ann"], [f"{ns}.t"], request_id=f"{ns}-r")
     catalog.rename_table(f"{ns}.t", f"{ns}.t2")
     try:
-        ip.run_request(catalog, f"{ns}-r")
+        ip.run_request(catalog, f"{ns}-r", purge=True)
         raise AssertionError("the run must not complete")
     except ip.RequestBlockedError as exc:
         assert f"renamed to {ns}.t2" in str(exc) and "rename_table" in exc.next_step
     state = Journal(catalog).get(f"{ns}-r")
     assert state.status == "blocked" and _users(catalog, f"{ns}.t2") == ["ann", "bob"]
     catalog.rename_table(f"{ns}.t2", f"{ns}.t")
-    ip.run_request(catalog, f"{ns}-r")
+    ip.run_request(catalog, f"{ns}-r", purge=True)
     assert Journal(catalog).get(f"{ns}-r").status == "completed" and _users(catalog, f"{ns}.t") == ["bob"]
 
 
@@ -55,7 +55,7 @@ def test_dropped_table_still_completes(catalog: Catalog) -> None:
     make_table(catalog, "db.u", [["ann", "cat"]])
     ip.submit_request(catalog, "erase", ["ann"], ["db.t", "db.u"], request_id="r")
     catalog.drop_table("db.t")
-    ip.run_request(catalog, "r")
+    ip.run_request(catalog, "r", purge=True)
     assert Journal(catalog).get("r").status == "completed" and _users(catalog, "db.u") == ["cat"]
 
 
