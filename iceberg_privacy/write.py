@@ -24,7 +24,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import BooleanExpression
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import bin_pack_arrow_table, pyarrow_to_schema, write_file
-from pyiceberg.manifest import DataFile, ManifestEntryStatus
+from pyiceberg.manifest import DataFile, DataFileContent, ManifestEntryStatus
 from pyiceberg.table import ALWAYS_TRUE, Table, TableProperties, Transaction, WriteTask
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.utils.properties import property_as_int
@@ -240,7 +240,7 @@ def added_data_files(io, metadata: TableMetadata, since_snapshot_id: int | None)
             if manifest.added_snapshot_id != snap.snapshot_id:
                 continue
             for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
-                if entry.status == ManifestEntryStatus.ADDED and entry.data_file.content.value == 0:
+                if entry.status == ManifestEntryStatus.ADDED and entry.data_file.content == DataFileContent.DATA:  # v1: a plain int
                     out.append(entry.data_file)
         snap = metadata.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id else None
     return out

@@ -24,11 +24,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 
+from iceberg_privacy.errors import ConfigurationError
 from iceberg_privacy.rights.filework import candidate_rows as _rows
 from iceberg_privacy.rights.journal import COMPLETED, TABLE_EXPORTED, Journal, RequestState
 from iceberg_privacy.rights.reports import AccessReport, TableExport
 from iceberg_privacy.rights.subjects import CandidatePlan, TableSubjects, plan_candidates
-from iceberg_privacy.storage import catalog_io, child, is_local, write_location
+from iceberg_privacy.storage import canonical, catalog_io, child, is_local, write_location
 
 FORMATS = ("parquet", "jsonl")
 
@@ -63,6 +64,14 @@ def export_subjects(catalog: Catalog, req: RequestState, resolved: Sequence[Tabl
         rows_of = access_rows(spark)
     t0 = time.perf_counter()
     outdir = os.fspath(out)
+    for ts in resolved:  # an export under a table location is that table's orphan: purged, and a trace forever
+        base = canonical(ts.table.location()).rstrip("/") + "/"
+        if (canonical(os.path.abspath(outdir) if is_local(outdir) else outdir).rstrip("/") + "/").startswith(base):
+            raise ConfigurationError(
+                f"access output {outdir} is inside the location of table {ts.name}: the export would be taken for a "
+                "leftover of that table (deleted by a purge, and failing the verification of an erasure of the same "
+                "person). Write it outside every table location"
+            )
     io = None if is_local(outdir) else catalog_io(catalog, outdir)  # the catalog's endpoint and credentials
     report = AccessReport(req.request_id, outdir)
     for ts in sorted(resolved, key=lambda t: t.name):

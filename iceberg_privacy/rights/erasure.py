@@ -67,6 +67,7 @@ from iceberg_privacy.rights.journal import (
     TABLE_ERASED,
     Journal,
     RequestState,
+    check_not_renamed,
     erasure_snapshots,
 )
 from iceberg_privacy.rights.keyed import key_id
@@ -509,7 +510,8 @@ def process_erasure(catalog: Catalog, req: RequestState, subjects: Any | None, s
                                                skipped=f"already {state.status}")
             continue
         ts = resolved.get(name)
-        if ts is None:  # dropped table: its rows are gone with it
+        if ts is None:  # dropped table: its rows are gone with it (a renamed one blocks the request instead)
+            check_not_renamed(catalog, req, name)
             journal.record(req.request_id, TABLE_ERASED, table=name, rows=0, files=0,
                            detail={"note": "table no longer exists"})
             report.tables[name] = TableErasure(name, skipped="table no longer exists")

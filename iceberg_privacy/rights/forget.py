@@ -14,6 +14,11 @@ Storage: one Iceberg table per namespace, ``<namespace>.privacy_forget`` (catalo
     request_id  string     the erasure request that added it
     added_at    timestamptz
     screen      long       keyed screen tag (below); null in lists written before it existed
+    table_uuid  string     the table's Iceberg uuid for a per-table entry (null: namespace entry or old list)
+
+A write to table ``ns.t`` applies the entries of scope ``*``, of scope ``ns.t``, and of every scope
+whose ``table_uuid`` is the table's own: a table renamed after an erasure keeps its entries (names
+change, the uuid does not), and a table re-created under the old name still gets them.
 
 Only keyed digests and tags are stored, never ids or unkeyed hashes: without the secret nobody can
 test a guess against the list. Adds are compare-and-swap commits (``commit.retry.num-retries=0``; we
@@ -117,12 +122,15 @@ FORGET_SCHEMA = Schema(
     NestedField(4, "request_id", StringType(), required=False),
     NestedField(5, "added_at", TimestamptzType(), required=False),
     NestedField(6, "screen", LongType(), required=False),
+    NestedField(7, "table_uuid", StringType(), required=False),
 )
 ARROW_SCHEMA = pa.schema([
     ("scope", pa.string()), ("digest", pa.binary()), ("key_id", pa.string()), ("request_id", pa.string()),
-    ("added_at", pa.timestamp("us", tz="UTC")), ("screen", pa.int64()),
+    ("added_at", pa.timestamp("us", tz="UTC")), ("screen", pa.int64()), ("table_uuid", pa.string()),
 ])
-_CACHED = ["scope", "digest", "key_id", "screen"]  # what writes read of the list
+_CACHED = ["scope", "digest", "key_id", "screen", "table_uuid"]  # what writes read of the list
+_LATER_COLUMNS = {"screen": LongType(), "table_uuid": StringType()}
+"""Columns lists created by older versions lack: read as nulls, added by the next ``add``."""
 
 
 # ------------------------------------------------------------------------------------------ scopes
@@ -172,10 +180,15 @@ def _has_screen(table: Table) -> bool:
     return "screen" in {f.name for f in table.schema().fields}
 
 
+def _missing_columns(table: Table) -> list[str]:
+    names = {f.name for f in table.schema().fields}
+    return [c for c in _LATER_COLUMNS if c not in names]
+
+
 def _entries(table: Table) -> pa.Table:
-    """(scope, digest, key_id, screen) of every entry at the table's current snapshot, cached per
-    snapshot (a forget table only grows, and a write reads it once). A list written before the
-    screen existed reads as null screens."""
+    """(scope, digest, key_id, screen, table_uuid) of every entry at the table's current snapshot,
+    cached per snapshot (a forget table only grows, and a write reads it once). A list written before
+    the screen (or table_uuid) column existed reads as nulls there."""
     snap = table.current_snapshot()
     schema = pa.schema([ARROW_SCHEMA.field(n) for n in _CACHED])
     if snap is None:
@@ -183,10 +196,11 @@ def _entries(table: Table) -> pa.Table:
     key = (str(table.metadata.table_uuid), snap.snapshot_id)
     hit = _ENTRIES.get(key)
     if hit is None:
-        fields = tuple(_CACHED if _has_screen(table) else _CACHED[:-1])
+        missing = _missing_columns(table)
+        fields = tuple(c for c in _CACHED if c not in missing)
         hit = table.scan(selected_fields=fields, snapshot_id=snap.snapshot_id).to_arrow()
-        if "screen" not in hit.column_names:
-            hit = hit.append_column("screen", pa.nulls(hit.num_rows, pa.int64()))
+        for name in missing:
+            hit = hit.append_column(name, pa.nulls(hit.num_rows, ARROW_SCHEMA.field(name).type))
         hit = hit.select(_CACHED).cast(schema).combine_chunks()
         _cache_put(key, hit)
     return hit
@@ -209,14 +223,16 @@ def add(catalog: Catalog, target: Table | str | Sequence[str], digests: Iterable
         secret_key_id: str, screens: Mapping[bytes, int] | None = None) -> int:
     """Put keyed subject digests on the forget list of ``target`` and return how many were new.
 
-    ``target`` is a Table (entry for that table) or a namespace (tuple or dotted string; entry for
-    every table in it). Idempotent per scope; committed (durable) when it returns; one commit for
+    ``target`` is a Table (entry for that table: its name and its uuid, so the entry follows a
+    rename) or a namespace (tuple or dotted string; entry for every table in it). Idempotent per
+    scope and table uuid; committed (durable) when it returns; one commit for
     the whole batch. ``screens`` maps digests to their screen tags (:func:`subject_entries`); a
     digest without one is stored with a null tag, and writes checked against a scope holding such
-    an entry HMAC every distinct id (correct, slower). A list written before the screen column
-    existed gets the column in the same commit.
+    an entry HMAC every distinct id (correct, slower). A list written before the screen (or
+    table_uuid) column existed gets the column in the same commit.
     """
     namespace, scope = _target(target)
+    table_uuid = str(target.metadata.table_uuid) if isinstance(target, Table) else None
     wanted = list(dict.fromkeys(bytes(d) for d in digests))
     tags = screens or {}
     bad_tags = [t for t in tags.values() if not 0 <= int(t) <= SCREEN_MASK]
@@ -238,7 +254,10 @@ def add(catalog: Catalog, target: Table | str | Sequence[str], digests: Iterable
         existing = _entries(table)
         where = ".".join(forget_table_identifier(namespace, catalog))
         _check_key_ids(pc.unique(existing.column("key_id")).to_pylist(), secret_key_id, where)
-        in_scope = existing.filter(pc.equal(existing.column("scope"), scope)).column("digest")
+        same = pc.equal(existing.column("scope"), scope)
+        if table_uuid is not None:  # the same name may be another table now (dropped and re-created)
+            same = pc.and_(same, pc.equal(existing.column("table_uuid"), table_uuid))
+        in_scope = existing.filter(pc.fill_null(same, False)).column("digest")
         new_arr = pa.array(wanted, pa.binary())
         fresh = new_arr.filter(pc.invert(pc.is_in(new_arr, value_set=in_scope.combine_chunks())))
         if len(fresh) == 0:
@@ -250,11 +269,14 @@ def add(catalog: Catalog, target: Table | str | Sequence[str], digests: Iterable
             "added_at": pa.array([datetime.now(UTC)] * n, pa.timestamp("us", tz="UTC")),
             "screen": pa.array([tags.get(d) for d in fresh.to_pylist()] if tags else pa.nulls(n, pa.int64()),
                                pa.int64()),
+            "table_uuid": pa.array([table_uuid] * n, pa.string()),
         }, schema=ARROW_SCHEMA)
         with table.transaction() as tx:
-            if not _has_screen(table):  # a list from before the screen: the column joins in this commit
+            missing = _missing_columns(table)
+            if missing:  # a list from an older version: the columns join in this commit
                 with tx.update_schema() as update:
-                    update.add_column("screen", LongType())
+                    for name in missing:
+                        update.add_column(name, _LATER_COLUMNS[name])
             tx.append(rows)
         committed = catalog.load_table(forget_table_identifier(namespace, catalog))
         snap = committed.current_snapshot()
@@ -489,22 +511,24 @@ def _bit_test(bits: np.ndarray, prefixes: np.ndarray) -> np.ndarray:
 
 # sorted prefixes, digests in that order, key ids, bitmap, stored screen tags in that order (-1: none)
 _Group = tuple[np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]
-_PREPARED: OrderedDict[tuple[str, int], dict[str, _Group]] = OrderedDict()
+_PREPARED: OrderedDict[tuple[str, int], dict[tuple[str, str | None], _Group]] = OrderedDict()
 _PADS: OrderedDict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
 """Per forget table and key id: the pads already computed (sorted prefixes, digests, pads), so a new
 snapshot of the list only pays the HMAC for the entries it added."""
 _SCREENS: OrderedDict[tuple[str, int, tuple[str, ...], str], tuple[np.ndarray, np.ndarray] | None] = OrderedDict()
 
 
-def _groups(ft: Table, snapshot_id: int) -> dict[str, _Group]:
-    """Entries grouped by scope, each sorted by digest prefix; built once per forget-table snapshot
-    (so a write to any table of the namespace reuses the namespace-wide arrays)."""
+def _groups(ft: Table, snapshot_id: int) -> dict[tuple[str, str | None], _Group]:
+    """Entries grouped by (scope, table uuid), each sorted by digest prefix; built once per
+    forget-table snapshot (so a write to any table of the namespace reuses the namespace-wide arrays)."""
     key = (str(ft.metadata.table_uuid), snapshot_id)
     hit = _PREPARED.get(key)
     if hit is not None:
         return hit
     ents = _entries(ft)
-    enc = pc.dictionary_encode(ents.column("scope")).combine_chunks()
+    # one group per (scope, uuid): "\x00" cannot occur in a table name or a uuid
+    group_key = pc.binary_join_element_wise(ents.column("scope"), pc.fill_null(ents.column("table_uuid"), ""), "\x00")
+    enc = pc.dictionary_encode(group_key).combine_chunks()
     scope_idx = enc.indices.to_numpy(zero_copy_only=False)
     mat = _digest_matrix(ents.column("digest"))
     pre = _prefix64(mat)
@@ -512,11 +536,12 @@ def _groups(ft: Table, snapshot_id: int) -> dict[str, _Group]:
     bounds = np.searchsorted(scope_idx[order], np.arange(len(enc.dictionary) + 1))
     key_ids = ents.column("key_id").combine_chunks()
     tags = pc.fill_null(ents.column("screen"), -1).to_numpy()
-    out: dict[str, _Group] = {}
-    for i, scope in enumerate(enc.dictionary.to_pylist()):
+    out: dict[tuple[str, str | None], _Group] = {}
+    for i, joined in enumerate(enc.dictionary.to_pylist()):
+        scope, _, uuid = joined.partition("\x00")
         sel = order[bounds[i]: bounds[i + 1]]
         ids = [str(k) for k in pc.unique(key_ids.take(pa.array(sel))).to_pylist()]
-        out[scope] = (pre[sel], mat[sel], ids, _bitmap(pre[sel]), tags[sel])
+        out[(scope, uuid or None)] = (pre[sel], mat[sel], ids, _bitmap(pre[sel]), tags[sel])
     _PREPARED[key] = out
     _PREPARED.move_to_end(key)
     while len(_PREPARED) > _CACHE_SIZE:
@@ -551,12 +576,13 @@ def _pads(uuid: str, kid: str, secret: bytes, prefixes: np.ndarray, digests: np.
     return pads
 
 
-def _screen(ft: Table, snapshot_id: int, scopes: list[str], kid: str, groups: dict[str, _Group],
+def _screen(ft: Table, snapshot_id: int, scopes: list[tuple[str, str | None]], kid: str,
+            groups: dict[tuple[str, str | None], _Group],
             secret: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     """The decrypted screen set (sorted unique h31) of the scopes' entries and its bitmap, or None
     when an entry has no tag; built once per forget-table snapshot, scopes and key (the pads cost an
     HMAC per entry)."""
-    key = (str(ft.metadata.table_uuid), snapshot_id, tuple(scopes), kid)
+    key = (str(ft.metadata.table_uuid), snapshot_id, tuple(f"{s}\x00{u or ''}" for s, u in scopes), kid)
     if key in _SCREENS:
         _SCREENS.move_to_end(key)
         return _SCREENS[key]
@@ -588,8 +614,11 @@ def load(table: Table, *, secret: bytes | None = None, recheck: bool = False) ->
     if ft is None or snap is None:
         return None
     scope = table_scope(table)
+    uuid = str(table.metadata.table_uuid)
     groups = _groups(ft, snap.snapshot_id)
-    scopes = [s for s in (NAMESPACE_SCOPE, scope) if s in groups and len(groups[s][0])]
+    # the namespace's entries, the table's by name, and its own by uuid under any earlier name
+    scopes = sorted((k for k, g in groups.items() if len(g[0]) and (k[0] in (NAMESPACE_SCOPE, scope) or k[1] == uuid)),
+                    key=lambda k: (k[0], k[1] or ""))
     parts = [groups[s] for s in scopes]
     if not parts:
         return None
@@ -599,8 +628,9 @@ def load(table: Table, *, secret: bytes | None = None, recheck: bool = False) ->
     else:
         pre, mat = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         order = np.argsort(pre, kind="stable")
-        prefixes, digests, stored = pre[order], mat[order], parts[0][2] + parts[1][2]
-        bitmap = parts[0][3] | parts[1][3]
+        prefixes, digests = pre[order], mat[order]
+        stored = [k for p in parts for k in p[2]]
+        bitmap = np.bitwise_or.reduce([p[3] for p in parts])
     secret = secret if secret is not None else load_secret(catalog=table.catalog)
     expected = key_id(secret)
     _check_key_ids(stored, expected,

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,11 +41,13 @@ from iceberg_privacy._internal import retry
 from iceberg_privacy.catalog import (
     JOURNAL_NAMESPACE_PROPERTY,
     LEGACY_NAMES,
+    all_tables,
     library_name,
     reserved_table,
 )
 from iceberg_privacy.errors import (
     CommitConflictError,
+    ConfigurationError,
     RequestBlockedError,
     RequestConflictError,
     StorageError,
@@ -63,6 +66,19 @@ logger = logging.getLogger(__name__)
 
 JOURNAL_TABLE = "requests"
 DEFAULT_DEADLINE = timedelta(days=30)
+MAX_DEADLINE = timedelta(days=3653)
+"""Longest deadline a caller may give (ten years, either way): beyond it the date cannot be what was meant."""
+
+
+def check_deadline(deadline: timedelta) -> timedelta:
+    """A caller-given deadline: a ``timedelta`` from the request's receipt of at most :data:`MAX_DEADLINE`
+    either way (a huge one overflowed the date; a negative one records a request that was already due,
+    e.g. received earlier through another channel)."""
+    if not isinstance(deadline, timedelta) or abs(deadline) > MAX_DEADLINE:
+        raise ConfigurationError(
+            f"deadline must be a datetime.timedelta from the request's receipt of at most {MAX_DEADLINE.days} days "
+            f"either way, got {deadline!r} (CLI: --deadline-days N)")
+    return deadline
 KINDS = ("erase", "access")
 
 # Event names, in the order a request goes through them.
@@ -182,13 +198,66 @@ class RequestState:
         }
 
 
+def _malformed(r: dict[str, Any]) -> str | None:
+    """Why a journal row cannot be used (None when it can): every event needs an id, a request id, an
+    event name, a time and a JSON-object detail (or none); ``created`` also a known kind, its tables
+    and a deadline."""
+    for key in ("event_id", "request_id", "event"):
+        if not isinstance(r.get(key), str) or not r[key]:
+            return f"no {key}"
+    if not isinstance(r.get("at"), datetime) or r["at"].tzinfo is None:
+        return "no time"
+    try:
+        detail = json.loads(r.get("detail") or "{}")
+    except (TypeError, ValueError):
+        return "detail is not JSON"
+    if not isinstance(detail, dict):
+        return "detail is not a JSON object"
+    if r["event"] == CREATED:
+        if r.get("kind") not in KINDS:
+            return "unknown kind"
+        tables = detail.get("tables")
+        if not isinstance(tables, list) or not all(isinstance(t, str) for t in tables):
+            return "no table list"
+        try:
+            deadline = datetime.fromisoformat(detail["deadline"])
+        except (KeyError, TypeError, ValueError):
+            return "no deadline"
+        if deadline.tzinfo is None:
+            return "deadline without a time zone"
+        try:
+            int(detail.get("subject_count", 0))
+        except (TypeError, ValueError):
+            return "bad subject count"
+    return None
+
+
+def usable_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The journal rows every reader can rely on; malformed ones (written by hand or another tool) are
+    skipped with a warning, so one bad row never stops every request. Skipping is safe: a request whose
+    ``created`` is skipped is unknown (never run, never shredded); a skipped step is done again."""
+    out = []
+    for r in rows:
+        why = _malformed(r)
+        if why is None:
+            out.append(r)
+        elif (r.get("event_id"), why) not in _WARNED:  # once per row and process, not at every read
+            _WARNED.add((r.get("event_id"), why))
+            logger.warning("journal row %r of request %r skipped: %s", r.get("event_id"), r.get("request_id"), why)
+    return out
+
+
+_WARNED: set[tuple[Any, str]] = set()
+
+
 def fold(rows: Sequence[dict[str, Any]]) -> dict[str, RequestState]:
-    """Current state of every request in ``rows`` (journal events, any order, duplicates allowed)."""
+    """Current state of every request in ``rows`` (journal events, any order, duplicates allowed;
+    malformed rows skipped, :func:`usable_rows`)."""
     seen: set[str] = set()
     out: dict[str, RequestState] = {}
     order = {CREATED: 0, RESUMED: 1, TABLE_EXPORTED: 1, TABLE_ERASED: 1, TABLE_PURGED: 2, VERIFY_FAILED: 3,
              TABLE_VERIFIED: 3, COMPLETED: 4, BLOCKED: 5}
-    for r in sorted(rows, key=lambda r: (r["at"], order.get(r["event"], 9), r["event_id"])):
+    for r in sorted(usable_rows(rows), key=lambda r: (r["at"], order.get(r["event"], 9), r["event_id"])):
         if r["event_id"] in seen:
             continue
         seen.add(r["event_id"])
@@ -266,7 +335,7 @@ class Journal:
         if table is None or table.current_snapshot() is None:
             return []
         scan = table.scan(row_filter=EqualTo(term=Reference("request_id"), value=literal(request_id))) if request_id else table.scan()
-        return scan.to_arrow().to_pylist()
+        return usable_rows(scan.to_arrow().to_pylist())
 
     def requests(self) -> list[RequestState]:
         """Every request, oldest first."""
@@ -304,6 +373,7 @@ class Journal:
                 )
             check_key_id(existing.key_id, key_id, f"request {request_id!r}")
             return existing
+        check_request_id(request_id)
         at = received or datetime.now(UTC)
         created = self.event(
             request_id, CREATED, kind=kind, key_id=key_id, subjects=sorted(digests), at=at,
@@ -344,8 +414,54 @@ class Journal:
         self.append([ev])
 
 
+def table_uuids(tables: Iterable[Table]) -> dict[str, str]:
+    """``{"ns.table": table uuid}``: what a ``created`` event records (``detail.table_uuids``) so a run
+    can tell a table renamed since from one dropped."""
+    return {".".join(t.name()): str(t.metadata.table_uuid) for t in tables}
+
+
+def check_not_renamed(catalog: Catalog, req: RequestState, name: str) -> None:
+    """Called when table ``name`` of the request no longer exists under that name: raise
+    :class:`RequestBlockedError` when the table recorded at submission (by uuid) is in the catalog under
+    another name. Before, a rename between submission and run made the run report the table as dropped
+    and the request complete, with every row of the subject still there."""
+    uuid_ = (req.detail.get("table_uuids") or {}).get(name)
+    if not uuid_:
+        return  # recorded before table uuids were (or a dropped table of a queue batch): nothing to compare
+    for ident in all_tables(catalog):
+        try:
+            table = catalog.load_table(ident)
+        except Exception:  # noqa: BLE001 - a table another process drops meanwhile is not ours
+            continue
+        if str(table.metadata.table_uuid) == uuid_:
+            now = ".".join(ident)
+            raise RequestBlockedError(
+                f"table {name} of request {req.request_id} was renamed to {now} after the request was recorded: "
+                f"nothing of it was erased yet",
+                next_step=f"rename it back (catalog.rename_table('{now}', '{name}')) and run "
+                          f"`iceberg-privacy requests run {req.request_id}`, or submit a new request naming {now}")
+
+
 def new_request_id() -> str:
     return f"req-{uuid.uuid4().hex[:16]}"
+
+
+MAX_REQUEST_ID = 256
+"""Longest request id accepted for a new request (ids name journal rows, summaries and export folders)."""
+
+
+def check_request_id(request_id: str) -> str:
+    """A caller-given id for a *new* request: refused when blank, longer than :data:`MAX_REQUEST_ID`, or
+    holding control characters (a newline or NUL would forge lines of ``requests list`` and break
+    names built from it). Stored requests keep whatever id they have."""
+    if not isinstance(request_id, str) or not request_id.strip() or len(request_id) > MAX_REQUEST_ID or any(
+            unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in request_id):
+        shown = request_id[:40] + "..." if isinstance(request_id, str) and len(request_id) > 40 else request_id
+        raise RequestConflictError(
+            f"request id {shown!r} is not usable: use 1-{MAX_REQUEST_ID} printable characters without control "
+            "characters or line breaks (e.g. a ticket number), or pass none to get a generated one"
+        )
+    return request_id
 
 
 def erasure_snapshots(table: Table, request_id: str) -> list[tuple[int, int, int]]:

@@ -28,6 +28,7 @@ import functools
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
@@ -36,7 +37,7 @@ from typing import Any
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.io import FileIO
-from pyiceberg.manifest import ManifestEntryStatus
+from pyiceberg.manifest import DataFileContent, ManifestEntryStatus
 from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.refs import MAIN_BRANCH
 
@@ -46,6 +47,7 @@ from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import identity_columns
 from iceberg_privacy.errors import (
     CommitConflictError,
+    ConfigurationError,
     RefHoldsSubjectError,
     RequestConflictError,
     StorageError,
@@ -65,6 +67,7 @@ from iceberg_privacy.rights.journal import (
     TABLE_VERIFIED,
     VERIFY_FAILED,
     Journal,
+    check_not_renamed,
     erasure_snapshots,
 )
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret, location_digest
@@ -95,6 +98,31 @@ crash leftover younger than this that holds a subject fails the verification, wh
 to purge again with a smaller ``orphan_age``."""
 
 
+_METADATA_JSON = re.compile(r"^(?P<root>.+)/metadata/[^/]+\.metadata\.json(\.gz)?$")
+
+
+def nested_table_roots(table: Table, unreferenced: Iterable[str], within: Iterable[str] | None = None) -> list[str]:
+    """Roots (canonical, with a trailing ``/``) of other tables whose location lies inside this table's (or
+    inside another of ``within``, e.g. a ``write.data.path`` shared with other tables): folders below it
+    holding a ``metadata/*.metadata.json`` this table does not reference.
+
+    Their files are another table's, not this table's orphans: a purge must never delete them (it
+    destroyed the nested table before), and the verification does not read them (that table is checked
+    by its own requests)."""
+    owns = [canonical(r).rstrip("/") for r in (within if within is not None else [table.location()])]
+    roots = set()
+    for loc in unreferenced:
+        m = _METADATA_JSON.match(canonical(loc))
+        if m and any(m.group("root").startswith(own + "/") for own in owns):
+            roots.add(m.group("root") + "/")
+    return sorted(roots)
+
+
+def _outside(roots: list[str], location: str) -> bool:
+    key = canonical(location)
+    return not any(key.startswith(r) or key + "/" == r for r in roots)
+
+
 def _reachable(table: Table, snapshot_ids: set[int]) -> dict[str, str]:
     """location (full URI) -> kind of every file the given snapshots need (live data only, not DELETED entries)."""
     out: dict[str, str] = {}
@@ -106,7 +134,7 @@ def _reachable(table: Table, snapshot_ids: set[int]) -> dict[str, str]:
         for m in snap.manifests(table.io):
             out[m.manifest_path] = "manifest"
             for e in m.fetch_manifest_entry(table.io, discard_deleted=True):
-                out[e.data_file.file_path] = "data" if e.data_file.content.value == 0 else "delete"
+                out[e.data_file.file_path] = "data" if e.data_file.content == DataFileContent.DATA else "delete"  # v1: a plain int
     return out
 
 
@@ -256,10 +284,16 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
     if dropped:
         rep.deleted_by_kind["metadata"] = len(dropped)
     rep.delete_failures.update(failed)
-    orphans = cleanup_orphans(table, older_than=orphan_age, delete=True)
-    if orphans.deleted:
-        rep.deleted_by_kind["orphan"] = len(orphans.deleted)
-    rep.delete_failures.update(orphans.delete_failures)
+    unreferenced = cleanup_orphans(table, older_than=timedelta(0)).orphans  # listed only
+    nested = nested_table_roots(table, unreferenced)
+    if nested:
+        logger.warning("%s: %d other table(s) located inside this table's location; their files are left alone",
+                       name, len(nested))
+    aged = cleanup_orphans(table, older_than=orphan_age).orphans
+    orphans = delete_files(table.io, [o for o in aged if _outside(nested, o)])
+    if orphans.deleted or orphans.already_gone:
+        rep.deleted_by_kind["orphan"] = len(orphans.deleted) + len(orphans.already_gone)
+    rep.delete_failures.update(orphans.failed)
     dirs, failed = _remove_subject_dirs(table, matcher)
     if dirs:
         rep.deleted_by_kind["directory"] = dirs
@@ -334,6 +368,10 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
     cols = {c.field_id: c for c in identity_columns(table.schema(), table.properties)}
     files, dirs = _list_roots(table)  # StorageError when a location cannot be listed
     referenced = referenced_files(table)
+    nested = nested_table_roots(table, [f.location for f in files if canonical(f.location) not in referenced],
+                                within=table_roots(table.location(), table.properties))
+    files = [f for f in files if _outside(nested, f.location)]
+    dirs = [d for d in dirs if _outside(nested, d)]
     files += _live_files_elsewhere(table, files)
     others: list[tuple[StoredFile, bytes]] = []
     clean: set[str] = set()
@@ -342,7 +380,11 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
         from iceberg_privacy.spark.rights import verify_scanner  # the core never imports Spark unless asked
 
         scan = verify_scanner(spark)
-    for stored, got in zip(files, scan(table, files, cols, secret, digests), strict=True):
+    scanned = list(zip(files, scan(table, files, cols, secret, digests), strict=True))
+    # names after the rows: a truncate-partition value clean files also have is not a trace (explain)
+    matcher.explain(table, {canonical(f.location) for f, got in scanned
+                            if got.parquet and not got.unreadable and not got.found})
+    for stored, got in scanned:
         rel = _relative(table, stored.location)
         rep.names_checked += 1
         if (what := matcher.name(rel)) is not None:
@@ -496,6 +538,8 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
     listed files on executors (:func:`verify_table`).
     """
     t0 = time.perf_counter()
+    if not isinstance(orphan_age, timedelta):  # before anything is expired or deleted, not half-way
+        raise ConfigurationError(f"orphan_age must be a datetime.timedelta, got {type(orphan_age).__name__}")
     secret = secret if secret is not None else load_secret(home, catalog=catalog)
     journal = Journal(catalog)
     req = journal.get(request_id)
@@ -519,6 +563,7 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         try:
             table = catalog.load_table(name)
         except NoSuchTableError:
+            check_not_renamed(catalog, req, name)
             journal.record(request_id, TABLE_PURGED, table=name, detail={"note": "table no longer exists"})
             journal.record(request_id, TABLE_VERIFIED, table=name, detail={"note": "table no longer exists"})
             report.tables[name] = TablePurge(name, skipped="table no longer exists")

@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import base64
 import calendar
+import hashlib
 import json
 import logging
 import os
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -79,9 +81,12 @@ from iceberg_privacy.rights.journal import (
     Journal,
     RequestState,
     blocking,
+    check_deadline,
+    check_request_id,
     fold,
     new_request_id,
     subjects_fingerprint,
+    table_uuids,
 )
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE
@@ -125,6 +130,20 @@ TABLE_PROPERTIES = {"write.metadata.metrics.default": "none"}
 
 
 # ------------------------------------------------------------------------------------ deadlines
+def export_folder(request_id: str) -> str:
+    """The one folder name (under ``out``) an access request of the queue is exported to.
+
+    The request id percent-encoded as a single path segment (``/``, ``\\``, ``%`` and other unsafe
+    characters escaped), so no id can name a folder outside ``out`` (``../x``) or another request's;
+    ``.``/``..``, and ids whose encoding is longer than 120 characters, become their first 40 encoded
+    characters + ``-`` + the first 16 hex digits of the id's SHA-256 (UTF-8).
+    """
+    name = urllib.parse.quote(request_id, safe="-_.~@+=,")
+    if name in ("", ".", "..") or len(name) > 120:
+        name = f"{name[:40].strip('.')}-{hashlib.sha256(request_id.encode('utf-8')).hexdigest()[:16]}"
+    return name
+
+
 def _add_month(at: datetime) -> datetime:
     year, month = (at.year + 1, 1) if at.month == 12 else (at.year, at.month + 1)
     return at.replace(year=year, month=month, day=min(at.day, calendar.monthrange(year, month)[1]))
@@ -394,6 +413,8 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
             raise RequestConflictError(f"request kind must be 'erase' or 'access', got {r.kind!r}")
         if r.deadline is None:
             regime_deadline(r.regime, datetime.now(UTC))  # refuse an unknown regime before anything is written
+        else:
+            check_deadline(r.deadline)
         check_values(r.subjects, allow_empty_subject=r.allow_empty_subject)
     secret = load_secret(home, catalog=catalog)
     kid, kek = key_id(secret), wrapping_key(secret)
@@ -419,11 +440,12 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
             check_key_id(existing.key_id, kid, f"request {rid!r}")
             state = existing
         else:
+            check_request_id(rid)
             allowed = r.deadline if r.deadline is not None else regime_deadline(r.regime, now)
             ev = journal.event(rid, CREATED, kind=r.kind, key_id=kid, subjects=sorted(digests), at=now, detail={
                 "tables": sorted(ts.name for ts in resolved), "subject_count": len(set(map(repr, values))),
                 "deadline": (now + allowed).isoformat(), "regime": r.regime if r.deadline is None else "custom",
-                "queued": True})
+                "queued": True, "table_uuids": table_uuids(ts.table for ts in resolved)})
             events.append(ev)
             state = fold([ev])[rid]
             known[rid] = state
@@ -500,7 +522,9 @@ def _claims(rows: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
     """(member request, table) -> batch id: the first ``queued`` claim of each pair wins."""
     out: dict[tuple[str, str], str] = {}
     for r in sorted((r for r in rows if r["event"] == QUEUED), key=lambda r: (r["at"], r["detail"] or "")):
-        out.setdefault((r["request_id"], r["table_name"]), json.loads(r["detail"])["batch"])
+        batch = json.loads(r["detail"] or "{}").get("batch")
+        if isinstance(batch, str) and batch and isinstance(r["table_name"], str):  # else malformed: not a claim
+            out.setdefault((r["request_id"], r["table_name"]), batch)
     return out
 
 
@@ -570,7 +594,7 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
             continue
         tables = [catalog.load_table(n) for n in req.tables if catalog.table_exists(n)]
         resolved = resolve_subjects(tables, values_of(req.request_id), secret, strict=False)
-        rep = export_subjects(catalog, req, resolved, secret, journal=journal, out=child(out, req.request_id),
+        rep = export_subjects(catalog, req, resolved, secret, journal=journal, out=child(out, export_folder(req.request_id)),
                               format=format, spark=spark)
         report.exported[req.request_id] = rep.manifest_path
         report.completed.append(req.request_id)
@@ -680,8 +704,11 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
     outcome.subjects = len(set(map(repr, values)))
     if bstate is None:
         deadline = min(states[m].deadline for m in members) - datetime.now(UTC)
+        recorded = [states[m].detail.get("table_uuids", {}).get(name) for m in members]
+        uuids = table_uuids([table]) if table is not None else ({name: recorded[0]} if recorded and recorded[0] else {})
         bstate = journal.submit(batch, "erase", digests, outcome.subjects, [name], kid, deadline=deadline,
-                                existing=False, detail={"queue": {"members": sorted(members), "table": name}})
+                                existing=False, detail={"queue": {"members": sorted(members), "table": name},
+                                                        "table_uuids": uuids})
         checkpoint("queue.after_batch")
     try:
         with blocking(journal, bstate):

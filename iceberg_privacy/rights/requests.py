@@ -28,7 +28,15 @@ from iceberg_privacy.errors import (
 from iceberg_privacy.lineage.fanout import Fanout, plan_fanout
 from iceberg_privacy.rights.access import FORMATS, export_subjects
 from iceberg_privacy.rights.erasure import process_erasure
-from iceberg_privacy.rights.journal import DEFAULT_DEADLINE, Journal, RequestState, blocking, new_request_id
+from iceberg_privacy.rights.journal import (
+    DEFAULT_DEADLINE,
+    Journal,
+    RequestState,
+    blocking,
+    check_deadline,
+    new_request_id,
+    table_uuids,
+)
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE, purge
 from iceberg_privacy.rights.reports import AccessReport, ErasureReport, PurgeReport
@@ -65,6 +73,7 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
             deadline: timedelta = DEFAULT_DEADLINE, journal: Journal | None = None,
             follow_lineage: bool = False, allow_empty_subject: bool = False) -> Submission:
     check_values(subjects, allow_empty_subject=allow_empty_subject)  # before anything is read or recorded
+    check_deadline(deadline)
     secret = _secret(secret, home, catalog)
     journal = journal or Journal(catalog)
     rid = request_id or new_request_id()
@@ -93,7 +102,9 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
             f"it as recorded (`iceberg-privacy requests run {rid}`), then submit a new request for what is new"
         )
     req = journal.submit(rid, kind, digests, len(set(map(repr, values))), [ts.name for ts in resolved], key_id(secret),
-                         deadline=deadline, existing=existing, detail={"lineage": fan.to_json()} if fan else None)
+                         deadline=deadline, existing=existing,
+                         detail={**({"lineage": fan.to_json()} if fan else {}),
+                                 "table_uuids": table_uuids(ts.table for ts in resolved)})
     return Submission(req, resolved, secret, fan)
 
 

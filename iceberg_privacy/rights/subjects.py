@@ -67,9 +67,11 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
             else:
                 try:
                     table = catalog.load_table(t)
-                except NoSuchTableError:
+                except (NoSuchTableError, ValueError):  # ValueError: not a table identifier at all ("db")
                     raise NoIdentityColumnsError(
                         f"table {t!r} does not exist in the catalog; check the name (namespace.table)"
+                        + (f" (tables={tuple(tables)!r} is read as {len(tables)} table names: pass one table as "
+                           "'ns.table' or [('ns', 'table')])" if isinstance(tables, tuple) else "")
                     ) from None
             if not identity_columns(table.schema(), table.properties):
                 raise NoIdentityColumnsError(
@@ -148,7 +150,13 @@ def _coerce_one(value: Any, col: IdentityColumn) -> tuple[bool, Literal[Any] | N
         lits = coerce_values([value], col.leaf_type, col.name)
     except InvalidLookupValueError:
         return False, None
-    return True, (lits[0] if lits else None)
+    lit = lits[0] if lits else None
+    if lit is not None and type(lit.value) is int and not _INT64_MIN <= lit.value <= _INT64_MAX:
+        return True, None  # an int beyond int64 (microseconds, days) cannot occur in any column: accepted, no row
+    return True, lit
+
+
+_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 
 def _literal_digest(secret: bytes, lit: Literal[Any], col: IdentityColumn) -> bytes:

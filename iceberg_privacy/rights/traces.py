@@ -120,6 +120,42 @@ class SubjectMatcher:
         if m := _TRUNCATE.fullmatch(table.properties.get("write.metadata.metrics.default", "").strip()):
             self.truncate = int(m.group(1))
         self._cache: dict[tuple[str, Any], bool] = {}
+        # (partition field name, value) of truncate fields that verified-clean data files have: such a
+        # value is a prefix other people's ids produce too (``an`` of ``anna`` for an erased ``ann``), not
+        # a trace of the subject. Filled by :meth:`explain` once the Parquet files are checked.
+        self.explained: set[tuple[str, str]] = set()
+
+    def explain(self, table: Table, clean_files: set[str]) -> None:
+        """Record the truncate-partition values of the verified-clean data files: their names
+        (``p=an`` path segments) and, for those the metadata references, their partition tuples."""
+        base = canonical(table.location()).rstrip("/")
+        truncate = {name for name, (_, transform) in self.partition_fields.items() if transform.startswith("truncate")}
+        if not truncate:
+            return
+        for loc in clean_files:
+            rel = loc[len(base):] if loc.startswith(base) else loc
+            for seg in rel.split("/"):
+                k, eq, v = seg.partition("=")
+                if eq and unquote_plus(k) in truncate:
+                    self.explained.add((unquote_plus(k), unquote_plus(v)))
+        md = table.metadata
+        for snap in md.snapshots:
+            for manifest in snap.manifests(table.io):
+                spec = md.specs().get(manifest.partition_spec_id)
+                if spec is None or not any(f.name in truncate for f in spec.fields):
+                    continue
+                for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+                    if canonical(entry.data_file.file_path) not in clean_files:
+                        continue
+                    for pos, f in enumerate(spec.fields):
+                        v = entry.data_file.partition[pos]
+                        if f.name in truncate and isinstance(v, str):
+                            self.explained.add((f.name, v))
+
+    def truncated_trace(self, field: str, value: Any) -> bool:
+        """A truncate-partition value of an identity column is a trace: a prefix of a subject's value that
+        no verified-clean file explains (None/unknown values: False, as :meth:`prefix`)."""
+        return isinstance(value, str) and (field, value) not in self.explained and bool(self.prefix(value))
 
     # --------------------------------------------------------------------------------- values
     def value(self, v: Any, t: PrimitiveType) -> bool:
@@ -155,7 +191,7 @@ class SubjectMatcher:
             t, transform = field
             if transform == "identity" and self.value(value, t):
                 return True
-            if transform.startswith("truncate") and self.prefix(value):
+            if transform.startswith("truncate") and self.truncated_trace(key, value):
                 return True
         return self.text(value)
 
@@ -263,7 +299,7 @@ class _Avro:
                 t = self.m.leaf_types[source["source-id"]]
                 transform = str(source.get("transform", ""))
                 if (transform == "identity" and self.m.value(v, t)) or (
-                        transform.startswith("truncate") and isinstance(v, str) and self.m.prefix(v)):
+                        transform.startswith("truncate") and self.m.truncated_trace(part.name, v)):
                     out.append((f"partition value {part.name}=<subject>", False))
         path, _ = _field(data_file, df_type, "file_path")
         explained = isinstance(path, str) and canonical(path) in self.clean
@@ -311,7 +347,7 @@ class _Avro:
                 except Exception:  # noqa: BLE001
                     continue
                 if (transform == "identity" and self.m.value(v, t)) or (
-                        transform.startswith("truncate") and isinstance(v, str) and self.m.prefix(v)):
+                        transform.startswith("truncate") and self.m.truncated_trace(pf.name, v)):
                     out.append((f"partition summary bound of {pf.name}", False))
         return out
 

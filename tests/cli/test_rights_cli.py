@@ -90,3 +90,15 @@ def test_requests_submit_queues_and_run_pending_works_the_queue(tmp_path: Path, 
     assert {r["user_id"] for r in all_rows(catalog.load_table("db.t"))} == {"u2", "u3"}
     assert main(["--home", home, "requests", "list", "--overdue"]) == 0
     assert "(no overdue requests)" in capsys.readouterr().out
+
+
+def test_values_file_with_a_byte_order_mark_and_crlf(home: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A values file saved by a Windows editor (UTF-8 BOM, CRLF): the first subject is still erased."""
+    monkeypatch.setenv(SECRET_ENV, "test-secret-0123456789abcdef")
+    assert main(["--home", home, "identity", "set", "db.t", "user_id"]) == 0
+    values = tmp_path / "subjects.txt"
+    values.write_bytes("\ufeffann\r\nélève\r\n".encode())
+    assert main(["--home", home, "erase", "--values-file", str(values), "--tables", "db.t"]) == 0
+    table = ip.connect(home=home).load_table("db.t")
+    assert "ann" not in table.scan().to_arrow().column("user_id").to_pylist()

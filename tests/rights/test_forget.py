@@ -500,7 +500,7 @@ def test_list_without_screen_column_still_drops_and_upgrades(catalog: Catalog) -
                               properties={forget.PROP_MARKER: "1", "commit.retry.num-retries": "0"})
     ft.append(pa.table({"scope": ["*"], "digest": dl(SECRET, ["ann"], StringType(), "u"), "key_id": [key_id(SECRET)],
                         "request_id": ["old"], "added_at": pa.array([dt.datetime.now(dt.UTC)], pa.timestamp("us", tz="UTC"))},
-                       schema=forget.ARROW_SCHEMA.remove(5)))
+                       schema=forget.ARROW_SCHEMA.remove(6).remove(5)))
     t = _table(catalog, "db.events")
     flt = forget.load(t)
     assert flt is not None and not flt.screened

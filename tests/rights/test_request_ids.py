@@ -1,0 +1,84 @@
+"""Hostile request arguments. Ids: a queued access request never exports outside ``out``, and ids that would
+forge journal listings (control characters, line breaks) or are blank/overlong are refused up front."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyiceberg.catalog import Catalog
+
+import iceberg_privacy as ip
+from iceberg_privacy.rights.journal import Journal
+from iceberg_privacy.rights.queue import export_folder
+from tests.helpers import all_rows, make_table
+
+
+@settings(max_examples=200)
+@given(st.text(min_size=1, max_size=300))
+def test_export_folder_is_one_safe_segment_per_id(rid: str) -> None:
+    name = export_folder(rid)
+    assert name not in ("", ".", "..") and "/" not in name and "\\" not in name and len(name) <= 120
+    assert all(c.isascii() and c.isprintable() for c in name)
+    assert export_folder(rid) == name  # a re-run after a crash writes to the same place
+    if len(rid) <= 30 and rid not in (".", ".."):
+        assert export_folder(rid + "x") != name  # distinct (short) ids never share a folder
+
+
+def test_queued_access_with_a_traversing_id_stays_under_out(catalog: Catalog, tmp_path: Path) -> None:
+    make_table(catalog, "db.t", [["ann", "bob"]])
+    root = tmp_path / "exports"  # the catalog's home (warehouse) is tmp_path / "home"
+    out = root / "a" / "b"
+    for rid in ("../../escaped", "..", "x/../../../y"):
+        ip.enqueue(catalog, "access", ["ann"], request_id=rid)
+    report = ip.run_pending(catalog, out=str(out))
+    assert len(report.exported) == 3
+    written = {p.relative_to(root) for p in root.rglob("*") if p.is_file()}
+    assert written and all(p.parts[:2] == ("a", "b") for p in written), written
+    assert not [p for p in tmp_path.iterdir() if p.name not in ("home", "exports")]
+    assert sum(p.name == "manifest.json" for p in written) == 3
+
+
+@pytest.mark.parametrize("rid", ["line\nforged  erase  completed", "nul\x00id", " ", "x" * 257, "tab\there"])
+def test_unusable_request_ids_are_refused_before_anything_is_recorded(catalog: Catalog, rid: str) -> None:
+    make_table(catalog, "db.t", [["ann", "bob"]])
+    with pytest.raises(ip.RequestConflictError, match="request id"):
+        ip.erase(catalog, ["ann"], request_id=rid)
+    with pytest.raises(ip.RequestConflictError, match="request id"):
+        ip.enqueue(catalog, "erase", ["ann"], request_id=rid)
+    assert Journal(catalog).requests() == []
+    assert sorted(r["user_id"] for r in all_rows(catalog.load_table("db.t"))) == ["ann", "bob"]
+
+
+@pytest.mark.parametrize("days", [-(10 ** 6), 10 ** 6, 5 * 10 ** 5])
+def test_unusable_deadlines_are_refused_before_anything_is_recorded(catalog: Catalog, days: int) -> None:
+    from datetime import timedelta
+
+    make_table(catalog, "db.t", [["ann", "bob"]])
+    with pytest.raises(ip.ConfigurationError, match="deadline"):
+        ip.enqueue(catalog, "erase", ["ann"], deadline=timedelta(days=days))
+    with pytest.raises(ip.ConfigurationError, match="deadline"):
+        ip.submit_request(catalog, "erase", ["ann"], deadline=timedelta(days=days))
+    assert Journal(catalog).requests() == []
+
+
+def test_a_tuple_of_tables_that_is_really_one_identifier_is_a_clear_error(catalog: Catalog, tmp_path: Path) -> None:
+    make_table(catalog, "db.t", [["ann", "bob"]])
+    with pytest.raises(ip.NoIdentityColumnsError, match=r"read as 2 table names"):
+        ip.erase(catalog, ["ann"], ("db", "t"))
+    with pytest.raises(ip.NoIdentityColumnsError, match="does not exist"):
+        ip.access(catalog, ["ann"], ["nonamespace"], out=tmp_path)
+    assert Journal(catalog).requests() == []
+
+
+def test_access_export_inside_a_table_location_is_refused(catalog: Catalog, tmp_path: Path) -> None:
+    from iceberg_privacy.storage import local_path
+
+    table = make_table(catalog, "db.t", [["ann", "bob"]])
+    inside = Path(local_path(table.location())) / "exports" / "req-1"
+    with pytest.raises(ip.ConfigurationError, match="inside the location of table db.t"):
+        ip.access(catalog, ["ann"], out=inside)
+    assert not inside.exists()
+    assert ip.access(catalog, ["ann"], out=tmp_path / "exports").rows == 1  # a sibling folder is fine
