@@ -263,6 +263,31 @@ def table_roots(location: str, properties: Mapping[str, str]) -> list[str]:
     return roots
 
 
+_METADATA_JSON = re.compile(r"^(?P<root>.+)/metadata/[^/]+\.metadata\.json(\.gz)?$")
+
+
+def other_table_roots(within: Iterable[str], unreferenced: Iterable[str]) -> list[str]:
+    """Roots (canonical, with a trailing ``/``) of other tables stored inside one of the folders ``within`` (a
+    table location, a write path): folders below it holding a ``metadata/*.metadata.json`` among
+    ``unreferenced`` (files the listing table's metadata does not reference).
+
+    Their files belong to another table, not to the listing table's orphans: nothing may delete them (a purge
+    once destroyed a table nested in another's location), and a verification does not read them."""
+    owns = [canonical(r).rstrip("/") for r in within]
+    roots = set()
+    for loc in unreferenced:
+        m = _METADATA_JSON.match(canonical(loc))
+        if m and any(m.group("root").startswith(own + "/") for own in owns):
+            roots.add(m.group("root") + "/")
+    return sorted(roots)
+
+
+def outside_roots(roots: list[str], location: str) -> bool:
+    """``location`` lies under none of ``roots`` (as returned by :func:`other_table_roots`)."""
+    key = canonical(location)
+    return not any(key.startswith(r) or key + "/" == r for r in roots)
+
+
 def list_files(io: FileIO, location: str) -> list[StoredFile]:
     """Every object under ``location`` (recursively), as full URIs; an empty list when nothing is there.
 

@@ -45,7 +45,14 @@ from iceberg_privacy.index.registry import (
 )
 from iceberg_privacy.index.sidecar import CACHE, ColumnInfo, CoveredFile, FileFilter, write_sidecar
 from iceberg_privacy.lineage.record import fold_expired
-from iceberg_privacy.storage import canonical, delete_files, list_files, storage_errors
+from iceberg_privacy.storage import (
+    canonical,
+    delete_files,
+    list_files,
+    other_table_roots,
+    outside_roots,
+    storage_errors,
+)
 from iceberg_privacy.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -89,10 +96,13 @@ class OrphanReport:
     deleted: list[str] = field(default_factory=list)
     delete_failures: dict[str, str] = field(default_factory=dict)
     files_listed: int = 0
+    other_tables: int = 0  # tables stored inside this one's location: their files are never orphans
 
     def __str__(self) -> str:
         lines = [f"{self.table}: {len(self.orphans)} orphan file(s) older than {self.older_than} "
                  f"among {self.files_listed} listed; deleted {len(self.deleted)}"]
+        if self.other_tables:
+            lines.append(f"  {self.other_tables} other table(s) stored inside this table's location: left alone")
         lines += [f"  {o}" for o in self.orphans[:50]]
         lines += [f"  NOT deleted: {why}" for why in self.delete_failures.values()]
         return "\n".join(lines)
@@ -619,8 +629,12 @@ def cleanup_orphans(table: TableRef, *, older_than: timedelta = timedelta(hours=
     reachable = referenced_files(table)
     cutoff = datetime.now(UTC) - older_than
     report = OrphanReport(table_name(table), older_than, files_listed=len(listed))
-    report.orphans = [f.location for f in listed
-                      if canonical(f.location) not in reachable and (f.mtime is None or f.mtime <= cutoff)]
+    unreferenced = [f for f in listed if canonical(f.location) not in reachable]
+    # another table stored inside this one's location: its files are not this table's orphans
+    others = other_table_roots([table.location()], (f.location for f in unreferenced))
+    report.other_tables = len(others)
+    report.orphans = [f.location for f in unreferenced
+                      if outside_roots(others, f.location) and (f.mtime is None or f.mtime <= cutoff)]
     if delete:
         outcome = delete_files(table.io, report.orphans)
         report.deleted = outcome.deleted + outcome.already_gone

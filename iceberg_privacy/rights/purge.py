@@ -28,7 +28,6 @@ import functools
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
@@ -81,6 +80,8 @@ from iceberg_privacy.storage import (
     is_location,
     list_files,
     list_tree,
+    other_table_roots,
+    outside_roots,
     remove_empty_dir,
     storage_errors,
     table_roots,
@@ -96,31 +97,6 @@ DEFAULT_ORPHAN_AGE = timedelta(days=3)
 they are never deleted by a purge (Iceberg's own orphan-file removal uses the same default). A
 crash leftover younger than this that holds a subject fails the verification, whose message says
 to purge again with a smaller ``orphan_age``."""
-
-
-_METADATA_JSON = re.compile(r"^(?P<root>.+)/metadata/[^/]+\.metadata\.json(\.gz)?$")
-
-
-def nested_table_roots(table: Table, unreferenced: Iterable[str], within: Iterable[str] | None = None) -> list[str]:
-    """Roots (canonical, with a trailing ``/``) of other tables whose location lies inside this table's (or
-    inside another of ``within``, e.g. a ``write.data.path`` shared with other tables): folders below it
-    holding a ``metadata/*.metadata.json`` this table does not reference.
-
-    Their files are another table's, not this table's orphans: a purge must never delete them (it
-    destroyed the nested table before), and the verification does not read them (that table is checked
-    by its own requests)."""
-    owns = [canonical(r).rstrip("/") for r in (within if within is not None else [table.location()])]
-    roots = set()
-    for loc in unreferenced:
-        m = _METADATA_JSON.match(canonical(loc))
-        if m and any(m.group("root").startswith(own + "/") for own in owns):
-            roots.add(m.group("root") + "/")
-    return sorted(roots)
-
-
-def _outside(roots: list[str], location: str) -> bool:
-    key = canonical(location)
-    return not any(key.startswith(r) or key + "/" == r for r in roots)
 
 
 def _reachable(table: Table, snapshot_ids: set[int]) -> dict[str, str]:
@@ -284,13 +260,11 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
     if dropped:
         rep.deleted_by_kind["metadata"] = len(dropped)
     rep.delete_failures.update(failed)
-    unreferenced = cleanup_orphans(table, older_than=timedelta(0)).orphans  # listed only
-    nested = nested_table_roots(table, unreferenced)
-    if nested:
+    found = cleanup_orphans(table, older_than=orphan_age)  # never lists a table nested in this one's location
+    if found.other_tables:
         logger.warning("%s: %d other table(s) located inside this table's location; their files are left alone",
-                       name, len(nested))
-    aged = cleanup_orphans(table, older_than=orphan_age).orphans
-    orphans = delete_files(table.io, [o for o in aged if _outside(nested, o)])
+                       name, found.other_tables)
+    orphans = delete_files(table.io, found.orphans)
     if orphans.deleted or orphans.already_gone:
         rep.deleted_by_kind["orphan"] = len(orphans.deleted) + len(orphans.already_gone)
     rep.delete_failures.update(orphans.failed)
@@ -368,10 +342,11 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
     cols = {c.field_id: c for c in identity_columns(table.schema(), table.properties)}
     files, dirs = _list_roots(table)  # StorageError when a location cannot be listed
     referenced = referenced_files(table)
-    nested = nested_table_roots(table, [f.location for f in files if canonical(f.location) not in referenced],
-                                within=table_roots(table.location(), table.properties))
-    files = [f for f in files if _outside(nested, f.location)]
-    dirs = [d for d in dirs if _outside(nested, d)]
+    # another table stored inside one of the roots: its files are checked by its own requests, not read here
+    nested = other_table_roots(table_roots(table.location(), table.properties),
+                               [f.location for f in files if canonical(f.location) not in referenced])
+    files = [f for f in files if outside_roots(nested, f.location)]
+    dirs = [d for d in dirs if outside_roots(nested, d)]
     files += _live_files_elsewhere(table, files)
     others: list[tuple[StoredFile, bytes]] = []
     clean: set[str] = set()

@@ -47,3 +47,17 @@ def test_orphan_age_of_the_wrong_type_is_refused_before_anything_is_deleted(cata
         assert "timedelta" in str(exc)
     assert len(catalog.load_table("db.t").metadata.snapshots) == snapshots  # nothing expired
     assert sorted(r["user_id"] for r in all_rows(table)) == ["bob"]
+
+
+def test_cleanup_orphans_leaves_a_nested_table_alone(catalog: Catalog) -> None:
+    """``index cleanup --delete`` (cleanup_orphans) listed the nested table's files as the outer table's orphans
+    and deleted them: the same data loss as the purge, reached without any request."""
+    outer = make_table(catalog, "db.outer2", [["ann", "bob"]])
+    inner = catalog.create_table("db.inner2", outer.schema(), location=outer.location().rstrip("/") + "/data/inner")
+    inner_rows = rows(["ann", "dan"])
+    inner.append(inner_rows)
+    report = ip.cleanup_orphans(outer, older_than=timedelta(0), delete=True)
+    assert report.other_tables == 1 and "other table" in str(report)
+    assert not any("/data/inner/" in o for o in report.orphans)
+    got = catalog.load_table("db.inner2").scan().to_arrow()
+    assert got.sort_by("row_id").equals(inner_rows.cast(got.schema).sort_by("row_id"))
