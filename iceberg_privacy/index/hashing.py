@@ -114,6 +114,9 @@ def coerce_values(values: Iterable[Any], iceberg_type: PrimitiveType, column: st
             ) from exc
         if isinstance(converted, (AboveMax, BelowMin)):
             continue
+        if isinstance(converted.value, int) and not isinstance(converted.value, bool) \
+                and not -(2**63) <= converted.value < 2**63:
+            continue  # a timestamp beyond int64 microseconds: no row can hold it (pyiceberg does not clamp these)
         if isinstance(iceberg_type, FixedType) and len(converted.value) != len(iceberg_type):
             raise InvalidLookupValueError(
                 f"value {value!r} has {len(converted.value)} bytes but column {column!r} is {iceberg_type}"

@@ -143,3 +143,11 @@ def test_numpy_and_arrow_values_count_as_their_python_values() -> None:
     assert coerce_values(pa.array([Decimal("1.25")], pa.decimal128(5, 2)), DecimalType(5, 2), "c")[0].value == Decimal("1.25")
     with pytest.raises(InvalidLookupValueError, match="column 'c'"):
         coerce_values(np.array([1.5]), LongType(), "c")  # a numpy float stays a float: refused
+
+
+@given(st.one_of(st.integers(2**63, 2**80), st.integers(-(2**80), -(2**63) - 1)))
+def test_a_timestamp_beyond_int64_names_nobody(value: int) -> None:
+    """pyiceberg clamps out-of-range ints for int/long columns (AboveMax/BelowMin) but not for timestamps: the
+    probe hash then failed with a raw struct.error ("'q' format requires ...") instead of matching nothing."""
+    for typ in (TimestampType(), TimestamptzType()):
+        assert coerce_values([value], typ, "c") == []
