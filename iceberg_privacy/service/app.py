@@ -176,6 +176,52 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+MAX_BODY_BYTES = 256 * 1024
+"""Largest request body the service reads: a query is at most ``MAX_SQL_LENGTH`` (20,000) characters of SQL
+plus a budget; anything far larger is refused (413) before it is buffered or parsed."""
+
+
+class _BodyLimit:
+    """ASGI middleware: refuse a request body over ``limit`` bytes with 413, whether or not it declares a
+    Content-Length (a chunked body is counted as it arrives), before the application reads any of it."""
+
+    def __init__(self, app: Any, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        too_big = declared is not None and declared.isdigit() and int(declared) > self.limit
+        chunks: list[dict[str, Any]] = []
+        if not too_big:
+            size, more = 0, True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":  # the client went away
+                    chunks.append(message)
+                    break
+                size += len(message.get("body", b""))
+                if size > self.limit:
+                    too_big = True
+                    break
+                chunks.append(message)
+                more = message.get("more_body", False)
+        if too_big:
+            response = _error(413, "body_too_large", f"the request body is over {self.limit} bytes; a query is at "
+                                                     "most 20,000 characters of SQL plus its budget")
+            await response(scope, receive, send)
+            return
+        replay = iter(chunks)
+
+        async def replayed() -> dict[str, Any]:
+            nxt = next(replay, None)
+            return nxt if nxt is not None else await receive()
+
+        await self.app(scope, replayed, send)
+
+
 def _error(status: int, error: str, reason: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": error, "reason": reason}, status_code=status, headers=headers or None)
 
@@ -260,6 +306,7 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
                     "(tokens come from `iceberg-privacy tokens issue`).",
     )
 
+    app.add_middleware(_BodyLimit)
     app.state.catalog = catalog
     app.state.tokens = store
     app.state.memo_log = memo_log

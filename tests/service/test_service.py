@@ -166,3 +166,27 @@ def test_garbage_queries_are_refused_cleanly(service: BackgroundServer, svc_cata
     assert r.status_code in (400, 404, 422), r.text
     assert set(r.json()) == {"error", "reason"} and "Traceback" not in r.text
     assert _ledger_events(svc_catalog) == before
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(service: BackgroundServer, svc_catalog: Catalog,
+                                                         tokens: dict[str, Any]) -> None:
+    """The service had no body limit: a client could make it buffer and parse any amount of JSON. Declared or
+    chunked, a body over MAX_BODY_BYTES is a 413 with the usual error shape; nothing is charged."""
+    from iceberg_privacy.service.app import MAX_BODY_BYTES
+
+    before = _ledger_events(svc_catalog)
+    auth = {"Authorization": f"Bearer {tokens['alice']}"}
+    big = b'{"sql": "' + b"x" * (MAX_BODY_BYTES + 10) + b'", "epsilon": 0.1}'
+
+    def chunks():  # no Content-Length: Transfer-Encoding chunked
+        for i in range(0, len(big), 65536):
+            yield big[i:i + 65536]
+
+    for body in (big, chunks()):
+        r = httpx.post(service.url + "/v1/query", content=body, headers={**auth, "Content-Type": "application/json"})
+        assert r.status_code == 413, r.text
+        assert r.json()["error"] == "body_too_large"
+    small = httpx.post(service.url + "/v1/query", json={"sql": "SELECT COUNT(*) AS n FROM conf.pv WHERE",
+                                                          "epsilon": 0.1}, headers=auth)
+    assert small.status_code not in (413, 500), small.text  # an ordinary body still reaches the handler
+    assert _ledger_events(svc_catalog) == before
