@@ -420,6 +420,12 @@ def table_uuids(tables: Iterable[Table]) -> dict[str, str]:
     return {".".join(t.name()): str(t.metadata.table_uuid) for t in tables}
 
 
+def table_locations(tables: Iterable[Table]) -> dict[str, str]:
+    """``{"ns.table": location}``: what a ``created`` event records (``detail.table_locations``) so a purge
+    can tell a table dropped *with* its files from one whose files the catalog left in storage."""
+    return {".".join(t.name()): t.location() for t in tables}
+
+
 def check_not_renamed(catalog: Catalog, req: RequestState, name: str) -> None:
     """Called when table ``name`` of the request no longer exists under that name: raise
     :class:`RequestBlockedError` when the table recorded at submission (by uuid) is in the catalog under

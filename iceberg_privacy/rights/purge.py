@@ -76,6 +76,7 @@ from iceberg_privacy.rights.traces import SubjectMatcher, Trace, scan_file
 from iceberg_privacy.storage import (
     StoredFile,
     canonical,
+    catalog_io,
     delete_files,
     is_location,
     list_files,
@@ -531,6 +532,7 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
     digests = set(req.subjects)
     values = as_values(subjects) if subjects is not None else None
     failed: list[str] = []
+    dropped_left: dict[str, tuple[str, int]] = {}  # dropped table -> (its location, files still there)
     for name, state in req.tables.items():
         if state.status == "verified":
             report.tables[name] = TablePurge(name, skipped="already verified")
@@ -539,6 +541,18 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             table = catalog.load_table(name)
         except NoSuchTableError:
             check_not_renamed(catalog, req, name)
+            # A catalog may drop a table and leave its files (SqlCatalog's drop_table does): they still hold
+            # the subject's old rows, so the table counts as verified only when nothing is left there.
+            location = (req.detail.get("table_locations") or {}).get(name)
+            left = list_files(catalog_io(catalog, location), location) if location else []
+            if left:
+                journal.record(request_id, VERIFY_FAILED, table=name,
+                               detail={"note": "table dropped, its files remain", "files_left": len(left)})
+                report.tables[name] = TablePurge(
+                    name, skipped=f"table dropped, {len(left)} file(s) remain under {location}")
+                dropped_left[name] = (location, len(left))
+                failed.append(name)
+                continue
             journal.record(request_id, TABLE_PURGED, table=name, detail={"note": "table no longer exists"})
             journal.record(request_id, TABLE_VERIFIED, table=name, detail={"note": "table no longer exists"})
             report.tables[name] = TablePurge(name, skipped="table no longer exists")
@@ -596,6 +610,14 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         journal.record(request_id, COMPLETED)
         report.completed = True
     report.seconds = time.perf_counter() - t0
+    if dropped_left and raise_on_failure:
+        name, (location, count) = next(iter(dropped_left.items()))
+        raise VerificationFailedError(
+            f"request {request_id}: table {name} was dropped, but {count} of its file(s) remain under {location} "
+            "(the catalog dropped it without deleting its files) and may hold the subjects' rows. Delete that "
+            "folder with your storage tools (or drop tables with catalog.purge_table), then run "
+            f"`iceberg-privacy requests run {request_id}`"
+        )
     undeleted = {n: report.tables[n].delete_failures for n in failed if report.tables[n].delete_failures}
     if undeleted and raise_on_failure:
         name, fails = next(iter(undeleted.items()))

@@ -86,6 +86,7 @@ from iceberg_privacy.rights.journal import (
     fold,
     new_request_id,
     subjects_fingerprint,
+    table_locations,
     table_uuids,
 )
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
@@ -445,7 +446,8 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
             ev = journal.event(rid, CREATED, kind=r.kind, key_id=kid, subjects=sorted(digests), at=now, detail={
                 "tables": sorted(ts.name for ts in resolved), "subject_count": len(set(map(repr, values))),
                 "deadline": (now + allowed).isoformat(), "regime": r.regime if r.deadline is None else "custom",
-                "queued": True, "table_uuids": table_uuids(ts.table for ts in resolved)})
+                "queued": True, "table_uuids": table_uuids(ts.table for ts in resolved),
+                "table_locations": table_locations(ts.table for ts in resolved)})
             events.append(ev)
             state = fold([ev])[rid]
             known[rid] = state
@@ -708,7 +710,8 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
         uuids = table_uuids([table]) if table is not None else ({name: recorded[0]} if recorded and recorded[0] else {})
         bstate = journal.submit(batch, "erase", digests, outcome.subjects, [name], kid, deadline=deadline,
                                 existing=False, detail={"queue": {"members": sorted(members), "table": name},
-                                                        "table_uuids": uuids})
+                                                        "table_uuids": uuids,
+                                                        "table_locations": table_locations([table]) if table else {}})
         checkpoint("queue.after_batch")
     try:
         with blocking(journal, bstate):

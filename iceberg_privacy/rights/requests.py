@@ -35,6 +35,7 @@ from iceberg_privacy.rights.journal import (
     blocking,
     check_deadline,
     new_request_id,
+    table_locations,
     table_uuids,
 )
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
@@ -104,7 +105,8 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
     req = journal.submit(rid, kind, digests, len(set(map(repr, values))), [ts.name for ts in resolved], key_id(secret),
                          deadline=deadline, existing=existing,
                          detail={**({"lineage": fan.to_json()} if fan else {}),
-                                 "table_uuids": table_uuids(ts.table for ts in resolved)})
+                                 "table_uuids": table_uuids(ts.table for ts in resolved),
+                                 "table_locations": table_locations(ts.table for ts in resolved)})
     return Submission(req, resolved, secret, fan)
 
 

@@ -1,0 +1,49 @@
+"""A table dropped between the erasure and the purge: the request completes only when its files are gone.
+
+SqlCatalog's ``drop_table`` (like most catalogs' default drop) leaves the table's files in storage: the
+subject's old rows are still there. The purge counted such a table as "no longer exists" and completed the
+request. Requests now record each table's location, and the purge lists it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pyiceberg.catalog import Catalog
+
+import iceberg_privacy as ip
+from iceberg_privacy.errors import VerificationFailedError
+from iceberg_privacy.rights.journal import Journal
+from iceberg_privacy.storage import list_files, local_path
+from tests.helpers import make_table
+
+
+def test_files_a_dropped_table_left_behind_block_completion(catalog: Catalog) -> None:
+    table = make_table(catalog, "db.gone", [["ann", "bob"], ["cy"]])
+    folder = Path(local_path(table.location()))
+    ip.erase(catalog, ["ann"], ["db.gone"], request_id="drop-1", purge=False)
+    catalog.drop_table("db.gone")  # the files stay
+    assert list(folder.rglob("*.parquet"))
+    with pytest.raises(VerificationFailedError, match="was dropped, but .* file"):
+        ip.purge(catalog, "drop-1", orphan_age=timedelta(0))
+    assert Journal(catalog).get("drop-1").status != "completed"
+    shutil.rmtree(folder)  # what the error says to do
+    report = ip.purge(catalog, "drop-1", orphan_age=timedelta(0))
+    assert report.completed and Journal(catalog).get("drop-1").status == "completed"
+
+
+def test_a_table_dropped_with_its_files_completes(s3_catalog: tuple[Catalog, str]) -> None:
+    catalog, ns = s3_catalog
+    table = make_table(catalog, f"{ns}.gone", [["ann", "bob"]])
+    ip.erase(catalog, ["ann"], [f"{ns}.gone"], request_id=f"{ns}-d", purge=False)
+    location = table.location()
+    catalog.drop_table(f"{ns}.gone")
+    if list_files(table.io, location):  # a catalog that leaves the files (SqlCatalog; REST may purge them)
+        with pytest.raises(VerificationFailedError, match="was dropped"):
+            ip.purge(catalog, f"{ns}-d", orphan_age=timedelta(0))
+        for f in list_files(table.io, location):
+            table.io.delete(f.location)
+    assert ip.purge(catalog, f"{ns}-d", orphan_age=timedelta(0)).completed
