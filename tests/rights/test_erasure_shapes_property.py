@@ -70,7 +70,10 @@ def test_erase_with_refs_and_a_concurrent_writer(shared_catalog: Catalog, files:
                 ip.append(own, rows([f"w{b}"], 100_000 + b), commit_retries=1000)
                 appended.append(100_000 + b)
                 b += 1
-                time.sleep(0.01)
+                # 20 commits a second: far hotter than a streaming job's commits (seconds to minutes apart), yet
+                # the erase and purge commits race it throughout. At 100 a second (10 ms) on a loaded 2-core
+                # machine the purge's scrub commit could lose every one of its retries (request `blocked`).
+                time.sleep(0.05)
         except BaseException as e:  # reported below, never lost in the thread
             errors.append(e)
 
