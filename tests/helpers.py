@@ -59,9 +59,9 @@ def rows(user_ids: list[str], start: int = 0) -> pa.Table:
 
 
 def make_table(catalog: Catalog, name: str, batches: list[list[str]], *, identity: tuple[str, ...] = (
-        "user_id", "account", "identities")) -> Table:
+        "user_id", "account", "identities"), properties: dict[str, str] | None = None) -> Table:
     """A table with one data file per batch (one append each), Bloom + identity columns configured."""
-    table = catalog.create_table(name, SCHEMA)
+    table = catalog.create_table(name, SCHEMA, properties=properties or {})
     table = ip.configure_bloom(table, ["user_id", "identities"])
     if identity:
         table = ip.configure_identity(table, list(identity))

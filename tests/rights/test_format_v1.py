@@ -9,18 +9,11 @@ from pyiceberg.expressions import EqualTo
 
 import iceberg_privacy as ip
 from iceberg_privacy.rights.journal import Journal
-from tests.helpers import ARROW, SCHEMA, all_rows, rows
+from tests.helpers import ARROW, all_rows, make_table, rows
 
 
 def _v1_table(catalog: Catalog, name: str, batches: list[list[str]]):  # type: ignore[no-untyped-def]
-    table = catalog.create_table(name, SCHEMA, properties={"format-version": "1"})
-    table = ip.configure_bloom(table, ["user_id"])
-    table = ip.configure_identity(table, ["user_id", "account", "identities"])
-    start = 0
-    for b in batches:
-        ip.append(table, rows(b, start))
-        start += len(b)
-    return catalog.load_table(name)
+    return make_table(catalog, name, batches, properties={"format-version": "1"})
 
 
 def test_erase_and_purge_complete_on_a_format_v1_table(catalog: Catalog) -> None:
