@@ -422,12 +422,12 @@ def _live_files_elsewhere(table: Table, listed: list[StoredFile]) -> list[Stored
     stored elsewhere, a write path changed since): they are read as well, never assumed clean."""
     seen = {canonical(f.location) for f in listed}
     out: dict[str, StoredFile] = {}
-    for snap in table.metadata.snapshots:
-        for manifest in snap.manifests(table.io):
-            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
-                df = entry.data_file
-                if canonical(df.file_path) not in seen and df.file_path not in out:
-                    out[df.file_path] = StoredFile(df.file_path, int(df.file_size_in_bytes), None)
+    manifests = {m.manifest_path: m for snap in table.metadata.snapshots for m in snap.manifests(table.io)}
+    for manifest in manifests.values():  # snapshots share most manifests: each is decoded once
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+            df = entry.data_file
+            if canonical(df.file_path) not in seen and df.file_path not in out:
+                out[df.file_path] = StoredFile(df.file_path, int(df.file_size_in_bytes), None)
     return list(out.values())
 
 
