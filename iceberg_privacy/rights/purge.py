@@ -543,7 +543,7 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             check_not_renamed(catalog, req, name)
             # A catalog may drop a table and leave its files (SqlCatalog's drop_table does): they still hold
             # the subject's old rows, so the table counts as verified only when nothing is left there.
-            location = (req.detail.get("table_locations") or {}).get(name)
+            location = str((req.detail.get("table_locations") or {}).get(name) or "")
             left = list_files(catalog_io(catalog, location), location) if location else []
             if left:
                 journal.record(request_id, VERIFY_FAILED, table=name,
@@ -614,8 +614,8 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         name, (location, count) = next(iter(dropped_left.items()))
         raise VerificationFailedError(
             f"request {request_id}: table {name} was dropped, but {count} of its file(s) remain under {location} "
-            "(the catalog dropped it without deleting its files) and may hold the subjects' rows. Delete that "
-            "folder with your storage tools (or drop tables with catalog.purge_table), then run "
+            "(the catalog dropped it without deleting its files; pyiceberg's purge_table also leaves the sidecars) "
+            "and may hold the subjects' rows or index entries. Delete that folder with your storage tools, then run "
             f"`iceberg-privacy requests run {request_id}`"
         )
     undeleted = {n: report.tables[n].delete_failures for n in failed if report.tables[n].delete_failures}

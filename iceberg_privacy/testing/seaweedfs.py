@@ -282,7 +282,8 @@ def _bind(port: int) -> socket.socket:
 def _wait_healthy(server: SeaweedFS, s3_port: int, timeout: float, existing_data: bool = False) -> str | None:
     """None once S3 answers, the REST catalog lists namespaces and the bucket lists; else what failed.
 
-    After a restart (``existing_data``), also until an object written before the restart reads back:
+    After a restart (``existing_data``), also until the objects written before the restart read back (in both
+    buckets: the REST catalog's tables live in the table bucket):
     listings come from the filer, but reads need the volume server, which can take longer to load its
     volumes (a loaded machine answered GetObject with INTERNAL_FAILURE right after the listing worked).
     """
@@ -300,7 +301,7 @@ def _wait_healthy(server: SeaweedFS, s3_port: int, timeout: float, existing_data
             fs = server.filesystem()
             fs.get_file_info(pafs.FileSelector(server.bucket))
             if existing_data:
-                _read_back_objects(fs, server.bucket)
+                _read_back_objects(fs, [server.bucket, server.table_bucket])
             return None
         except Exception as e:  # any failure means "not ready yet"
             last = f"{type(e).__name__}: {e}"
@@ -308,10 +309,11 @@ def _wait_healthy(server: SeaweedFS, s3_port: int, timeout: float, existing_data
     return f"not healthy after {timeout:g} s; last error: {last}"
 
 
-def _read_back_objects(fs: pafs.S3FileSystem, bucket: str, limit: int = 64) -> None:
-    """Read up to ``limit`` files of ``bucket`` in full, spread over its listing (objects of one
-    bucket sit on several volumes); raises while a volume is not served yet."""
-    files = [i for i in fs.get_file_info(pafs.FileSelector(bucket, recursive=True)) if i.type == pafs.FileType.File]
+def _read_back_objects(fs: pafs.S3FileSystem, buckets: list[str], limit: int = 2000) -> None:
+    """Read up to ``limit`` files of ``buckets`` in full (a restarted test server holds a few hundred, spread over
+    several volumes); raises while a volume is not served yet."""
+    files = [i for b in buckets for i in fs.get_file_info(pafs.FileSelector(b, recursive=True, allow_not_found=True))
+             if i.type == pafs.FileType.File]
     step = max(1, len(files) // limit)
     for info in files[::step]:
         with fs.open_input_stream(info.path) as f:

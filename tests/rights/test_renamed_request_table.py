@@ -8,10 +8,13 @@ completes (its rows are gone with it)."""
 
 from __future__ import annotations
 
+import shutil
+
 from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
 from iceberg_privacy.rights.journal import Journal
+from iceberg_privacy.storage import local_path
 from tests.helpers import all_rows, make_table
 
 
@@ -51,10 +54,13 @@ def test_renamed_table_blocks_a_queued_request_and_keeps_its_values(catalog: Cat
 
 
 def test_dropped_table_still_completes(catalog: Catalog) -> None:
-    make_table(catalog, "db.t", [["ann", "bob"]])
+    gone = make_table(catalog, "db.t", [["ann", "bob"]])
     make_table(catalog, "db.u", [["ann", "cat"]])
     ip.submit_request(catalog, "erase", ["ann"], ["db.t", "db.u"], request_id="r")
+    # dropped with all its files (pyiceberg's purge_table leaves the sidecars; a drop that leaves files behind:
+    # test_purge_dropped_table.py)
     catalog.drop_table("db.t")
+    shutil.rmtree(local_path(gone.location()))
     ip.run_request(catalog, "r", purge=True)
     assert Journal(catalog).get("r").status == "completed" and _users(catalog, "db.u") == ["cat"]
 
