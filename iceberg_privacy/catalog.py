@@ -49,12 +49,9 @@ def _pyiceberg_config() -> tuple[dict[str, dict[str, Any]], str]:
     """(catalogs, default catalog name) of pyiceberg's configuration (``$PYICEBERG_HOME``, ``~``, the
     working directory's ``.pyiceberg.yaml`` and ``PYICEBERG_CATALOG__<NAME>__<KEY>`` variables), read
     afresh on every call (pyiceberg's own copy is read once, at import)."""
-    from pyiceberg.utils.config import Config
-
     from iceberg_privacy._internal.pyiceberg_config import check
 
-    check()  # edited since the import? one clear error naming the file
-    config = Config()
+    config = check()  # read once; edited since the import? one clear error naming the file
     section = config.config.get("catalog") or {}
     catalogs = {str(k): dict(v) for k, v in section.items() if isinstance(v, dict)} if isinstance(section, dict) else {}
     return catalogs, config.get_default_catalog_name()
@@ -147,7 +144,9 @@ def _embedded(name: str, root: Path) -> SqlCatalog:
             "locations at (its data would land in another directory): choose a home without them (--home, "
             f"${HOME_ENV} or connect(home=...))"
         )
-    (root / "warehouse").mkdir(parents=True, exist_ok=True)
+    # The embedded catalog is local by definition: its SQLite file needs the home directory. The warehouse
+    # below it is created by the tables' FileIO on the first write, like any other warehouse.
+    root.mkdir(parents=True, exist_ok=True)
     uri = URL.create("sqlite", database=str(root / "catalog.db")).render_as_string(hide_password=False)
     return SqlCatalog(name, uri=uri, warehouse="file://" + (root / "warehouse").as_posix())
 
@@ -168,14 +167,6 @@ def catalog_home(catalog: Catalog) -> Path | None:
     if database.endswith("/catalog.db"):
         return Path(database).parent
     return None
-
-
-def is_transient_db_error(exc: BaseException) -> bool:
-    """SQLite "database is locked" and the like from a SqlCatalog: the commit did not happen, so
-    retrying is safe (used by the compare-and-swap loops of the ledger, journal and forget list)."""
-    from iceberg_privacy._internal.retry import is_transient_db_error as transient
-
-    return transient(exc)
 
 
 REBASE_RETRIES = "commit.retry.num-retries"

@@ -11,6 +11,7 @@ file and what to do.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from iceberg_privacy.errors import ConfigurationError
 
@@ -25,12 +26,13 @@ def config_file() -> str | None:
     return None
 
 
-def check() -> None:
-    """Raise :class:`ConfigurationError` when pyiceberg cannot read its configuration (a no-op otherwise)."""
+def check() -> Any:
+    """pyiceberg's configuration, read afresh (a ``pyiceberg.utils.config.Config``); raise
+    :class:`ConfigurationError` when it cannot be read."""
     try:
         from pyiceberg.utils.config import Config
 
-        Config()
+        return Config()
     except Exception as exc:  # noqa: BLE001 - strictyaml's and pyiceberg's errors alike
         path = config_file() or _FILE
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

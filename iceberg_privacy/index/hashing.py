@@ -127,26 +127,19 @@ def coerce_values(values: Iterable[Any], iceberg_type: PrimitiveType, column: st
 
 def _refuse_inexact(value: Any, iceberg_type: PrimitiveType, column: str) -> None:
     """Refuse a value that equals no value of the column's type but that pyiceberg's conversion would move onto
-    one: it truncates a numeric string for an int/long column (``"1.5"`` -> 1, ``"-0.5"`` -> 0), rounds a
-    Decimal for one (``Decimal("1.5")`` -> 2), rounds a
-    float for a decimal column (1.004 -> 1.00) and truncates a datetime for a date column. An equality lookup (and an access or erasure request, which
-    coerce their subjects here) would then answer for another person's value."""
-    if isinstance(value, str) and isinstance(iceberg_type, (IntegerType, LongType)):
+    one: it truncates a numeric string for an int/long column (``"1.5"`` -> 1, ``"-0.5"`` -> 0) and rounds a
+    Decimal (``Decimal("1.5")`` -> 2), rounds a float for a decimal column (1.004 -> 1.00) and truncates a
+    datetime for a date column. An equality lookup (and an access or erasure request, which coerce their
+    subjects here) would then answer for another person's value."""
+    if isinstance(value, (str, Decimal)) and isinstance(iceberg_type, (IntegerType, LongType)):
         try:
             number = Decimal(value)
-            inexact = number.is_finite() and number != number.to_integral_value()
         except (InvalidOperation, ValueError):
             return  # not a number at all: the conversion below refuses it
-        if inexact:
+        if number.is_finite() and number != number.to_integral_value():
             raise InvalidLookupValueError(
                 f"cannot use {value!r} as a value of column {column!r} of type {iceberg_type}: it is not a whole "
-                "number, so no row can hold it. Pass the id exactly as stored."
-            )
-    elif isinstance(value, Decimal) and isinstance(iceberg_type, (IntegerType, LongType)):
-        if value.is_finite() and value != value.to_integral_value():  # pyiceberg rounds Decimal('1.5') to 2
-            raise InvalidLookupValueError(
-                f"cannot use {value!r} as a value of column {column!r} of type {iceberg_type}: it is not a whole "
-                "number, so no row can hold it (Iceberg would round it onto another value). Pass the id exactly "
+                "number, so no row can hold it (Iceberg would move it onto another value). Pass the id exactly "
                 "as stored."
             )
     elif isinstance(value, float) and isinstance(iceberg_type, DecimalType):

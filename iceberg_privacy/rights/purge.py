@@ -52,7 +52,13 @@ from iceberg_privacy.errors import (
     StorageError,
     VerificationFailedError,
 )
-from iceberg_privacy.index.maintenance import IndexReport, cleanup_orphans, expire_snapshots, referenced_files
+from iceberg_privacy.index.maintenance import (
+    IndexReport,
+    cleanup_orphans,
+    expire_snapshots,
+    live_data_files,
+    referenced_files,
+)
 from iceberg_privacy.index.registry import referenced_sidecar_locations
 from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord
 from iceberg_privacy.properties import ERASURE_SCRUB_SUMMARY as SUMMARY_SCRUB
@@ -418,17 +424,11 @@ def _list_roots(table: Table) -> tuple[list[StoredFile], list[str]]:
 
 
 def _live_files_elsewhere(table: Table, listed: list[StoredFile]) -> list[StoredFile]:
-    """Data and delete files the table's snapshots reference outside every listed root (``add_files`` of files
-    stored elsewhere, a write path changed since): they are read as well, never assumed clean."""
+    """Data files the table's snapshots reference outside every listed root (``add_files`` of files stored
+    elsewhere, a write path changed since): they are read as well, never assumed clean."""
     seen = {canonical(f.location) for f in listed}
-    out: dict[str, StoredFile] = {}
-    manifests = {m.manifest_path: m for snap in table.metadata.snapshots for m in snap.manifests(table.io)}
-    for manifest in manifests.values():  # snapshots share most manifests: each is decoded once
-        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
-            df = entry.data_file
-            if canonical(df.file_path) not in seen and df.file_path not in out:
-                out[df.file_path] = StoredFile(df.file_path, int(df.file_size_in_bytes), None)
-    return list(out.values())
+    return [StoredFile(path, int(df.file_size_in_bytes), None) for path, df in live_data_files(table).items()
+            if canonical(path) not in seen]
 
 
 def _remove_subject_dirs(table: Table, matcher: SubjectMatcher) -> tuple[int, dict[str, str]]:

@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from iceberg_privacy.dp.budget import Budget, budget_from_args, zero_like
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.sql import CompiledSql, compile_sql, dp_sql
+from iceberg_privacy.dp.sql_compile import MAX_SQL_LENGTH
 from iceberg_privacy.errors import (
     BudgetError,
     BudgetExhaustedError,
@@ -210,7 +211,7 @@ class _BodyLimit:
                 more = message.get("more_body", False)
         if too_big:
             response = _error(413, "body_too_large", f"the request body is over {self.limit} bytes; a query is at "
-                                                     "most 20,000 characters of SQL plus its budget")
+                                                     f"most {MAX_SQL_LENGTH:,} characters of SQL plus its budget")
             await response(scope, receive, send)
             return
         replay = iter(chunks)
