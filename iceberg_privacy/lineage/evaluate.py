@@ -4,6 +4,12 @@ A derive that writes ``lower(email) AS email_l`` records the expression ``LOWER(
 ``Ann@X.org`` downstream means erasing ``ann@x.org`` there, so fan-out evaluates the expression on
 the subject's value with DuckDB (in-process, no data read). Expressions recorded by Spark are
 transpiled to DuckDB's dialect by sqlglot first.
+
+The expression comes from a snapshot summary, which anyone with write access to any table of the
+catalog can set. It is therefore evaluated in a DuckDB connection that can touch no file and no
+network (``enable_external_access = false``, locked), with one thread and a small memory limit:
+a hostile summary such as ``(SELECT ... FROM read_text('~/.pyiceberg.yaml'))`` fails to evaluate
+(reported as a fan-out warning) instead of reading the operator's files into error messages.
 """
 
 from __future__ import annotations
@@ -36,6 +42,11 @@ def sql_type(arrow_type: pa.DataType) -> str:
     return "VARCHAR"
 
 
+SANDBOX = {"enable_external_access": False, "lock_configuration": True, "threads": 1, "memory_limit": "256MB",
+           "autoload_known_extensions": False, "autoinstall_known_extensions": False}
+"""DuckDB settings for evaluating expressions read from snapshot summaries (see the module doc)."""
+
+
 def map_values(expression: str, column: str, column_type: str, values: Sequence[Any], *,
                dialect: str = "duckdb") -> list[Any]:
     """``expression`` evaluated with ``column`` bound to each value (values that fail to cast are skipped).
@@ -51,7 +62,7 @@ def map_values(expression: str, column: str, column_type: str, values: Sequence[
         raise LineageError(f"recorded expression {expression!r} cannot be read: {exc}") from exc
     ident = '"' + column.replace('"', '""') + '"'
     out: list[Any] = []
-    con = duckdb.connect()
+    con = duckdb.connect(config=SANDBOX)
     try:
         for value in values:
             try:

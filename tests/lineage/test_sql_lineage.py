@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from iceberg_privacy.errors import LineageError
 from iceberg_privacy.lineage.evaluate import map_values
 from iceberg_privacy.lineage.record import FieldRef
 from iceberg_privacy.lineage.sql import SqlLineage, analyze, normalize_sql, referenced_tables
@@ -554,3 +555,18 @@ def test_positional_column_reference_is_opaque() -> None:
     """DuckDB's #n picks a column by position; reporting it as 'no inputs' would lose an identity."""
     lin = analyze("SELECT #1, #2 FROM db.events", {"db.events": {"user_id": "BIGINT", "email": "VARCHAR"}})
     assert lin.opaque is not None and "positional" in lin.opaque and lin.sources == ["db.events"]
+
+
+@pytest.mark.parametrize("expression", [
+    "(SELECT content FROM read_text('{path}'))",
+    "CAST((SELECT content FROM read_text('{path}')) AS INTEGER)",
+    "(SELECT count(*) FROM read_csv('{path}'))",
+])
+def test_recorded_expression_cannot_read_files(tmp_path, expression):
+    """A snapshot summary's expression (anyone with write access to a table can set one) reads no local file:
+    it fails as a LineageError whose message does not carry the file's content."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3.secret-access-key: hunter2\n")
+    with pytest.raises(LineageError) as err:
+        map_values(expression.format(path=secret), "user_id", "VARCHAR", ["u1"])
+    assert "hunter2" not in str(err.value)
