@@ -152,16 +152,46 @@ def test_malformed_table_names_are_configuration_errors(tmp_path: Path, ref: obj
 
 
 @pytest.mark.parametrize("text", ["just a string\n", "catalog:\n  lake: {uri: x}\n"])
-def test_a_malformed_pyiceberg_yaml_is_one_clear_error(tmp_path: Path, text: str) -> None:
-    """Regression: pyiceberg reads the file while being imported, so ``import iceberg_privacy`` (and every CLI
-    command) ended in ``AttributeError: 'str' object has no attribute 'items'`` or a strictyaml error that
-    did not name the file."""
+def test_a_malformed_pyiceberg_yaml_is_one_clear_error_at_first_use(tmp_path: Path, text: str) -> None:
+    """Regression: pyiceberg reads the file while being imported, so ``import iceberg_privacy`` failed and every
+    CLI command printed a traceback (its error handler was never reached) whose last line was the clear error.
+    Now the import works, ``connect`` raises the ConfigurationError naming the file, and the CLI prints only
+    that line (with ``--json``, the error document)."""
+    import json
     import os
 
     (tmp_path / ".pyiceberg.yaml").write_text(text)
     env = {**os.environ, "PYICEBERG_HOME": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-c", "import iceberg_privacy"], capture_output=True, text=True, env=env,
-                          timeout=120)
-    last = proc.stderr.strip().splitlines()[-1]
-    assert proc.returncode != 0 and last.startswith("iceberg_privacy.errors.ConfigurationError")
-    assert str(tmp_path / ".pyiceberg.yaml") in last and "PYICEBERG_HOME" in last
+    code = ("import iceberg_privacy as ip\nprint('imported')\ntry:\n    ip.connect()\n"
+            "except ip.ConfigurationError as exc:\n    print('refused:', exc)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    imported, refused = proc.stdout.splitlines()
+    assert imported == "imported" and refused.startswith("refused: ")
+    assert str(tmp_path / ".pyiceberg.yaml") in refused and "PYICEBERG_HOME" in refused
+    cli = _cli("lookup", "db.t", "user_id", "ann", "--json", env=env)
+    assert cli.returncode == 2 and "Traceback" not in cli.stderr
+    assert cli.stderr.count("\n") == 1 and cli.stderr.startswith("error: pyiceberg's configuration file")
+    doc = json.loads(cli.stdout)
+    assert doc["error_type"] == "ConfigurationError" and str(tmp_path / ".pyiceberg.yaml") in doc["error"]
+
+
+def test_home_with_a_configured_name_or_properties_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: ``connect("lake", home=...)`` silently returned an embedded catalog in ``home`` instead of
+    the configured ``lake`` (and ``home=`` with properties silently dropped ``home``)."""
+    (tmp_path / "wh").mkdir()
+    _yaml(tmp_path / "cfg", "lake", tmp_path / "lake.db", tmp_path / "wh")
+    _yaml(tmp_path / "cfg2", "default", tmp_path / "dflt.db", tmp_path / "wh")
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path / "cfg"))
+    with pytest.raises(ip.ConfigurationError, match="catalog 'lake' is configured.*connect\\('lake'\\) without home="):
+        ip.connect("lake", home=tmp_path / "emb")
+    with pytest.raises(ip.ConfigurationError, match=r"catalog properties \(warehouse\)"):
+        ip.connect(home=tmp_path / "emb", warehouse=(tmp_path / "wh").as_uri())
+    assert not (tmp_path / "emb").exists()  # refused before anything was created
+    # a name configured nowhere, with home: an embedded catalog of that name in home
+    named = ip.connect("scratch", home=tmp_path / "emb")
+    assert named.name == "scratch" and named.properties["uri"] == f"sqlite:///{tmp_path / 'emb' / 'catalog.db'}"
+    # home alone is the embedded catalog even when a catalog called "default" is configured
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path / "cfg2"))
+    assert ip.connect().properties["uri"].endswith("dflt.db")
+    assert ip.connect(home=tmp_path / "emb").properties["uri"].endswith(str(tmp_path / "emb" / "catalog.db"))
