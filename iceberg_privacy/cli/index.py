@@ -16,11 +16,11 @@ from iceberg_privacy.cli._common import (
     add_command,
     deprecated,
     emit,
+    need_values,
     parse_age,
     parse_age_or_datetime,
     print_json,
     to_jsonable,
-    values,
 )
 
 
@@ -104,7 +104,8 @@ def cmd_lookup(args: argparse.Namespace, catalog: Catalog) -> int:
 
     table = catalog.load_table(args.table)
     fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
-    plan = plan_lookup(table, args.column, values(args), snapshot_id=args.snapshot_id, selected_fields=fields)
+    plan = plan_lookup(table, args.column, need_values(args, "value to look up"), snapshot_id=args.snapshot_id,
+                       selected_fields=fields)
     rows = execute(table, plan)
     _print_rows(rows, "json" if args.json else args.output, args.limit)
     print(f"-- {rows.num_rows} row(s); read {len(plan.tasks)} of {plan.files_total} files", file=sys.stderr)
@@ -124,7 +125,7 @@ def cmd_explain(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.index.planner import plan_lookup
 
     table = catalog.load_table(args.table)
-    plan = plan_lookup(table, args.column, values(args), snapshot_id=args.snapshot_id)
+    plan = plan_lookup(table, args.column, need_values(args, "value to look up"), snapshot_id=args.snapshot_id)
     if args.json:
         print_json(plan_json(plan))
         return 0
