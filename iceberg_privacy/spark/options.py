@@ -63,7 +63,7 @@ class SourceOptions:
     """Validated options; picklable (only strings and numbers), so executors get them too."""
 
     table: str
-    catalog_name: str = "default"
+    catalog_name: str | None = None  # None: pyiceberg's default catalog (default-catalog:), as ip.connect()
     catalog_home: str | None = None
     catalog_properties: dict[str, str] = field(default_factory=dict)
     raw: dict[str, str] = field(default_factory=dict)
@@ -110,7 +110,7 @@ class SourceOptions:
             return self.catalog().load_table(self.table)
         except NoSuchTableError:
             raise TableNotFoundError(
-                f"table {self.table!r} does not exist in catalog {self.catalog_name!r}; write to it first "
+                f"table {self.table!r} does not exist in catalog {self.catalog_name or 'default'!r}; write to it first "
                 "(df.write.format('iceberg-privacy').save(...) creates it) or check the catalog.* options"
             ) from None
 
@@ -136,6 +136,6 @@ def parse_options(options: Mapping[str, Any], *, allowed: Mapping[str, str]) -> 
             "'db.events' (set the warehouse with catalog.warehouse or catalog.home)"
         )
     props = {k[len("catalog."):]: v for k, v in raw.items() if k.startswith("catalog.")}
-    name = props.pop("name", None) or raw.get("catalog-name") or "default"
+    name = props.pop("name", None) or raw.get("catalog-name") or None
     home = props.pop("home", None)
     return SourceOptions(table=table, catalog_name=name, catalog_home=home, catalog_properties=props, raw=raw)

@@ -195,3 +195,26 @@ def test_home_with_a_configured_name_or_properties_is_refused(tmp_path: Path, mo
     monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path / "cfg2"))
     assert ip.connect().properties["uri"].endswith("dflt.db")
     assert ip.connect(home=tmp_path / "emb").properties["uri"].endswith(str(tmp_path / "emb" / "catalog.db"))
+
+
+def test_every_entry_point_uses_pyiceberg_default_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: with ``default-catalog: lake`` in ~/.pyiceberg.yaml, ``ip.connect()`` and the CLI used ``lake``
+    but the Spark data source without ``catalog-name`` asked for a catalog literally named "default", found none
+    and silently used the embedded one (another lake than the rest of the library)."""
+    from iceberg_privacy.cli import main
+    from iceberg_privacy.spark.options import parse_options
+
+    (tmp_path / "wh").mkdir()
+    _yaml(tmp_path / "cfg", "lake", tmp_path / "lake.db", tmp_path / "wh")
+    yaml = tmp_path / "cfg" / ".pyiceberg.yaml"
+    yaml.write_text("default-catalog: lake\n" + yaml.read_text())
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.setenv("ICEBERG_PRIVACY_HOME", str(tmp_path / "embedded"))
+    assert ip.connect().name == "lake"
+    assert parse_options({"path": "db.t"}, allowed={}).catalog().name == "lake"
+    assert parse_options({"path": "db.t", "catalog.home": str(tmp_path / "e2")}, allowed={}).catalog().name == "default"
+    ip.connect().create_namespace("db")
+    assert main(["lineage", "show", "--json"]) == 0
+    assert capsys.readouterr().out.strip().startswith("{")
+    assert not (tmp_path / "embedded").exists()  # nothing anywhere fell back to the embedded catalog
