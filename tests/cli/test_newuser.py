@@ -66,3 +66,13 @@ def test_purge_takes_an_age_like_every_other_command() -> None:
     assert args.orphan_age is None and args.orphan_age_hours == 72.0  # the default: 3 days
     with pytest.raises(SystemExit):
         parser.parse_args(["purge", "req-1", "--orphan-age", "1h", "--orphan-age-hours", "2"])
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    """Regression: ``python -m iceberg_privacy --help`` said the package cannot be directly executed."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "iceberg_privacy", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: iceberg-privacy")
