@@ -100,9 +100,7 @@ class SourceOptions:
 
     def catalog(self) -> Catalog:
         """The catalog the options name (the embedded default when no catalog property is given)."""
-        if self.catalog_properties:
-            return connect(self.catalog_name, **self.catalog_properties)
-        return connect(self.catalog_name, home=self.catalog_home)
+        return connect(self.catalog_name, home=self.catalog_home, **self.catalog_properties)
 
     def load_table(self) -> Table:
         """The table, or a :class:`TableNotFoundError` saying how to create it."""

@@ -214,6 +214,9 @@ def test_every_entry_point_uses_pyiceberg_default_catalog(tmp_path: Path, monkey
     assert ip.connect().name == "lake"
     assert parse_options({"path": "db.t"}, allowed={}).catalog().name == "lake"
     assert parse_options({"path": "db.t", "catalog.home": str(tmp_path / "e2")}, allowed={}).catalog().name == "default"
+    with pytest.raises(ip.ConfigurationError, match="home"):  # home was silently dropped next to catalog.* properties
+        parse_options({"path": "db.t", "catalog.home": str(tmp_path / "e2"), "catalog.uri": "sqlite:///x.db"},
+                      allowed={}).catalog()
     ip.connect().create_namespace("db")
     assert main(["lineage", "show", "--json"]) == 0
     assert capsys.readouterr().out.strip().startswith("{")
