@@ -56,6 +56,7 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
     import pyarrow.dataset as ds
     from pyiceberg.exceptions import NoSuchTableError
     from pyiceberg.io import load_file_io
+    from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
 
     from iceberg_privacy.catalog import identifier
     from iceberg_privacy.errors import ConfigurationError
@@ -87,7 +88,13 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
     if table is None:
         if len(ident) > 1:
             catalog.create_namespace_if_not_exists(ident[:-1])
-        table = catalog.create_table(ident, schema=dataset.schema)
+        try:
+            table = catalog.create_table(ident, schema=dataset.schema)
+        except (ValueError, TypeError, UnsupportedPyArrowTypeException) as exc:  # a type Iceberg has no match for
+            raise ConfigurationError(
+                f"cannot create {args.table} from the schema of {args.path} ({_first_line(exc)}): convert those "
+                "columns, or create the table yourself with Iceberg types (pyiceberg catalog.create_table) and "
+                "ingest without --create") from exc
     fn = overwrite if args.overwrite else append
     try:
         report = fn(table, dataset.scanner().to_reader(), progress=not args.quiet)

@@ -76,3 +76,12 @@ def test_python_dash_m_runs_the_cli() -> None:
     proc = subprocess.run([sys.executable, "-m", "iceberg_privacy", "--help"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: iceberg-privacy")
+
+
+def test_ingest_create_with_a_type_iceberg_lacks_says_what_to_do(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: an all-empty CSV column (Arrow null type) ended in a bare ValueError from pyiceberg."""
+    (tmp_path / "nulls.csv").write_text("user_id,empty\nann,\nbob,\n")
+    code, _, err = _run(tmp_path / "home", capsys, "ingest", "db.nulls", str(tmp_path / "nulls.csv"), "--create")
+    assert code == 2 and err.startswith("error: cannot create db.nulls") and "Field: empty" in err
+    assert "ingest without --create" in err and err.count("\n") == 1
