@@ -42,11 +42,23 @@ def check() -> Any:
     except Exception as exc:  # noqa: BLE001 - strictyaml's and pyiceberg's errors alike
         path = config_file() or _FILE
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if _blank(path):  # `touch ~/.pyiceberg.yaml`: pyiceberg itself cannot read an empty file either
+            raise ConfigurationError(
+                f"pyiceberg's configuration file {path} is empty (or only comments), which pyiceberg cannot read: "
+                "delete it, or define a catalog in it ('catalog:' then '  lake:' then '    uri: ...')") from exc
         raise ConfigurationError(
             f"pyiceberg's configuration file {path} cannot be read ({type(exc).__name__}: {first}). It must be a "
             "YAML mapping in block style, e.g. 'catalog:' then '  lake:' then '    uri: ...' (no {...} or [...]); "
             "fix it, or set PYICEBERG_HOME to a directory with a valid one"
         ) from exc
+
+
+def _blank(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return all(not line.strip() or line.lstrip().startswith("#") for line in f)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def import_pyiceberg() -> ConfigurationError | None:

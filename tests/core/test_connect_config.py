@@ -176,6 +176,15 @@ def test_a_malformed_pyiceberg_yaml_is_one_clear_error_at_first_use(tmp_path: Pa
     assert doc["error_type"] == "ConfigurationError" and str(tmp_path / ".pyiceberg.yaml") in doc["error"]
 
 
+@pytest.mark.parametrize("text", ["", "# nothing yet\n\n"])
+def test_an_empty_pyiceberg_yaml_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    """``touch ~/.pyiceberg.yaml`` breaks pyiceberg (AttributeError); the error says the file is empty."""
+    (tmp_path / ".pyiceberg.yaml").write_text(text)
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))
+    with pytest.raises(ip.ConfigurationError, match="is empty .*delete it, or define a catalog"):
+        ip.connect(home=tmp_path / "h")
+
+
 def test_home_with_a_configured_name_or_properties_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression: ``connect("lake", home=...)`` silently returned an embedded catalog in ``home`` instead of
     the configured ``lake`` (and ``home=`` with properties silently dropped ``home``)."""
