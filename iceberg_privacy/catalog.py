@@ -121,6 +121,11 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
             )
         root = Path(home).expanduser().resolve() if home is not None else default_home()
         return _embedded(name, root)
+    warehouse = props.get("warehouse", "")
+    if warehouse and "://" not in warehouse and not os.path.isabs(os.path.expanduser(warehouse)):
+        # pyiceberg would store table locations relative to the working directory, in the table metadata:
+        # the table could then be read only from this directory, and another directory would see other files
+        props["warehouse"] = os.path.abspath(os.path.expanduser(warehouse))
     uri = props.get("uri", "")
     if "type" not in props and "py-catalog-impl" not in props and (uri.startswith("sqlite:") or uri.startswith("postgresql")):
         props["type"] = "sql"

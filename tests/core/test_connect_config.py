@@ -230,3 +230,19 @@ def test_every_entry_point_uses_pyiceberg_default_catalog(tmp_path: Path, monkey
     assert main(["lineage", "show", "--json"]) == 0
     assert capsys.readouterr().out.strip().startswith("{")
     assert not (tmp_path / "embedded").exists()  # nothing anywhere fell back to the embedded catalog
+
+
+def test_a_relative_warehouse_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: ``--warehouse wh`` (or ``warehouse: wh``) made pyiceberg store table locations relative to the
+    working directory in the table metadata, so the table broke when used from any other directory."""
+    import pyarrow as pa
+
+    monkeypatch.chdir(tmp_path)
+    cat = ip.connect("rel", uri=f"sqlite:///{tmp_path / 'c.db'}", warehouse="wh")
+    assert cat.properties["warehouse"] == str(tmp_path / "wh")
+    cat.create_namespace("db")
+    table = cat.create_table("db.t", pa.schema([("user_id", pa.string())]))
+    ip.append(table, pa.table({"user_id": ["ann"]}))
+    monkeypatch.chdir(tmp_path.parent)
+    again = ip.connect("rel", uri=f"sqlite:///{tmp_path / 'c.db'}", warehouse="elsewhere")
+    assert again.load_table("db.t").scan().to_arrow().num_rows == 1  # readable from another directory
