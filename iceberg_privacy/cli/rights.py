@@ -23,17 +23,6 @@ from iceberg_privacy.cli._common import (
 )
 
 
-def _days(text: str) -> float:
-    """``--deadline-days``: a number of days > 0 (a deadline in the past made a request overdue on arrival)."""
-    try:
-        days = float(text)
-    except ValueError:
-        days = float("nan")
-    if not days > 0 or days == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of days > 0, got {text!r}")
-    return days
-
-
 def cmd_identity(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.config import IDENTITY_COLUMNS_KEY, configure_identity, declared_identity_names
 
@@ -198,7 +187,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--kind", choices=["erase", "access"], required=True)
     p.add_argument("--regime", choices=["gdpr", "ccpa"], default="gdpr",
                    help="deadline: gdpr = one calendar month (default), ccpa = 45 days")
-    p.add_argument("--deadline-days", type=_days, help="explicit deadline in days (overrides --regime)")
+    p.add_argument("--deadline-days", type=float, help="explicit deadline in days (overrides --regime)")
     add_subject_args(p)
     p = add_command(rsub, "list", cmd_requests_list, json=True, help="every request with status and deadline")
     p.add_argument("--overdue", action="store_true", help="only open requests past their deadline")
