@@ -236,7 +236,9 @@ def test_config_reads_its_file_through_from_configuration_files(tmp_path: Path,
     (tmp_path / ".pyiceberg.yaml").write_text("catalog: {lake: {uri: x}}\n")
     monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))
     monkeypatch.setenv("PYICEBERG_CATALOG__ENVCAT__URI", "sqlite:///x.db")
-    with pytest.raises(Exception):
+    from strictyaml.exceptions import StrictYAMLError
+
+    with pytest.raises(StrictYAMLError):
         Config()
     assert isinstance(Config.__dict__["_from_configuration_files"], staticmethod)
     monkeypatch.setattr(Config, "_from_configuration_files", staticmethod(lambda: None))

@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import iceberg_privacy as ip
 from iceberg_privacy.cli import main
 
 README = Path(__file__).resolve().parents[2] / "README.md"
