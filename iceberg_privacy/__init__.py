@@ -19,7 +19,9 @@ from typing import Any as _Any
 
 from iceberg_privacy._internal import pyiceberg_config as _pyiceberg_config
 
-_pyiceberg_config.check()  # before pyiceberg reads it at import: a malformed file is one clear error
+# before pyiceberg reads the file at import: a malformed one must not break the import (nor the CLI's error
+# handler); connect() raises its clear ConfigurationError at first use
+_pyiceberg_config.import_pyiceberg()
 
 # -- the lake: connect, configure, write ------------------------------------------------------------
 from iceberg_privacy.catalog import TableRef, connect

@@ -83,17 +83,34 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
       over it. A ``uri`` starting with ``sqlite:`` or ``postgresql`` without a ``type`` makes a SqlCatalog.
     * ``connect()`` with nothing configured, or ``connect(home=...)``: the embedded default, a SqlCatalog on
       SQLite at ``<home>/catalog.db`` with its warehouse in ``<home>/warehouse`` (``home`` defaults to
-      :func:`default_home`).
-    A name that is not configured (and no properties) is an error listing the configured names.
+      :func:`default_home`). ``connect("name", home=...)`` is an embedded catalog called ``name``, for a
+      name that is *not* configured.
+    A name that is not configured (and no properties) is an error listing the configured names. ``home``
+    with a configured name or with properties is an error too: ``home`` only ever locates an embedded
+    catalog, so honouring either would silently connect to a different catalog than the one asked for
+    (the secret of a configured catalog is found through ``home=`` of the rights verbs, or
+    ``$ICEBERG_PRIVACY_HOME``).
     """
     configured, default_name = _pyiceberg_config()
     if name is None and home is None:
         name = default_name
+    named = bool(name)
     name = name or "default"
     conf = {str(k): str(v) for k, v in configured.get(name.lower(), configured.get(name, {})).items()}
-    props = {**conf, **_normalise(properties)}
-    if home is not None and not properties:
-        props = {}
+    if home is not None and not named:
+        conf = {}  # connect(home=...): the embedded catalog, even when a catalog called "default" is configured
+    given = _normalise(properties)
+    if home is not None and (conf or given):
+        what = (f"catalog {name!r} is configured in pyiceberg's configuration" if conf else
+                f"catalog properties ({', '.join(sorted(given))}) name another catalog")
+        raise ConfigurationError(
+            f"connect(home=...) locates the embedded catalog, but {what}: use one or the other. For the "
+            f"configured catalog call connect({name!r}{', ...' if given else ''}) without home= (its secret "
+            "is read from $ICEBERG_PRIVACY_SECRET, or from the home given to access/erase/purge (home=) or "
+            f"${HOME_ENV}); for an embedded catalog call connect(home=...) without "
+            f"{'properties' if given else 'a configured name'}"
+        )
+    props = {**conf, **given}
     if not props:
         if name != "default" and home is None:
             known = ", ".join(sorted(configured)) or "none"
@@ -104,6 +121,11 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
             )
         root = Path(home).expanduser().resolve() if home is not None else default_home()
         return _embedded(name, root)
+    warehouse = props.get("warehouse", "")
+    if warehouse and "://" not in warehouse and not os.path.isabs(os.path.expanduser(warehouse)):
+        # pyiceberg would store table locations relative to the working directory, in the table metadata:
+        # the table could then be read only from this directory, and another directory would see other files
+        props["warehouse"] = os.path.abspath(os.path.expanduser(warehouse))
     uri = props.get("uri", "")
     if "type" not in props and "py-catalog-impl" not in props and (uri.startswith("sqlite:") or uri.startswith("postgresql")):
         props["type"] = "sql"

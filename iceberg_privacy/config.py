@@ -211,9 +211,17 @@ def configure_index(
     return table.refresh()
 
 
+def _column_names(columns: str | Iterable[str]) -> list[str]:
+    """Column names from a list, or from one string (``"user_id"`` or ``"user_id,email"``, as the table
+    property and the CLI write them): a string is not iterated character by character."""
+    if isinstance(columns, str):
+        columns = columns.split(",")
+    return [c.strip() for c in columns if c and c.strip()]
+
+
 def configure_bloom(
     table: TableRef,
-    columns: Iterable[str] | Mapping[str, Mapping[str, float | int | None]],
+    columns: str | Iterable[str] | Mapping[str, Mapping[str, float | int | None]],
     *,
     fpp: float = DEFAULT_FPP,
     ndv: int | None = None,
@@ -222,13 +230,14 @@ def configure_bloom(
 ) -> Table:
     """Set which columns get Bloom filters (with per-column FPP/NDV) and return the refreshed table.
 
-    ``columns`` is a list of names sharing ``fpp``/``ndv``, or a mapping ``{name: {"fpp": .., "ndv": ..}}``.
+    ``columns`` is a list of names sharing ``fpp``/``ndv`` (or one string, ``"user_id"`` / ``"user_id,email"``), or a mapping ``{name: {"fpp": .., "ndv": ..}}``.
     With ``replace=False`` the columns are added to those already configured. Files written before
     a column was added are scanned for it until :func:`iceberg_privacy.backfill` covers them.
     """
     table = load_table(catalog, table)
     specs: dict[str, Mapping[str, float | int | None]] = (
-        {k: dict(v) for k, v in columns.items()} if isinstance(columns, Mapping) else {c: {} for c in columns}
+        {k: dict(v) for k, v in columns.items()} if isinstance(columns, Mapping)
+        else {c: {} for c in _column_names(columns)}
     )
     if not specs:
         raise ConfigurationError("name at least one column to index")
@@ -286,14 +295,14 @@ def identity_columns(schema: Schema, properties: Mapping[str, str]) -> list[Iden
     return out
 
 
-def configure_identity(table: TableRef, columns: Iterable[str], *, replace: bool = True, catalog: Catalog | None = None) -> Table:
+def configure_identity(table: TableRef, columns: str | Iterable[str], *, replace: bool = True, catalog: Catalog | None = None) -> Table:
     """Declare which columns identify a person (for access, erasure and the forget list).
 
     Nested identity maps (``map<string, list<struct<id: ..>>>``) and lists of ids are allowed. With
     ``replace=False`` the columns are added to those already declared. Returns the refreshed table.
     """
     table = load_table(catalog, table)
-    names = [c.strip() for c in columns if c and c.strip()]
+    names = _column_names(columns)
     if not names:
         raise ConfigurationError("name at least one identity column")
     schema = table.schema()

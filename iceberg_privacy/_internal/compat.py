@@ -9,7 +9,9 @@ will add (for provenance), and OpenSSL's HMAC state (for the forget list's speed
 Each function names what it wraps. ``tests/test_compat.py`` pins the behaviour every caller relies
 on, so an upgrade of pyiceberg or tmlt that changes one of them fails there, in one place, rather
 than in the files that use them. Nothing else in the package may import an underscored name from
-pyiceberg or tmlt.
+pyiceberg or tmlt. One exception, because it must run before this module can be imported:
+``_internal/pyiceberg_config.import_pyiceberg`` replaces ``pyiceberg.utils.config.Config._from_configuration_files``
+while pyiceberg is imported (contract test in ``tests/core/test_compat.py`` all the same).
 """
 
 from __future__ import annotations

@@ -114,10 +114,13 @@ def output_location(text: str) -> str:
     return text
 
 
-def need_values(args: argparse.Namespace) -> list[str]:
+def need_values(args: argparse.Namespace, what: str = "subject value") -> list[str]:
+    """:func:`values`, refusing none at all (a lookup of nothing would print "(no rows)" as if it had looked)."""
     out = values(args)
     if not out:
-        raise ConfigurationError("name at least one subject value (arguments or --values-file, one per line)")
+        raise ConfigurationError(
+            f"name at least one {what}: as arguments after the command's other arguments, or with --values-file "
+            "FILE (one per line), or --values-file - to read them from standard input")
     return out
 
 

@@ -45,10 +45,20 @@ def cmd_ingest_demo(args: argparse.Namespace, catalog: Catalog) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
+
+
 def _size_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--days", type=int, default=30)
-    p.add_argument("--events-per-day", type=int, default=20_000)
-    p.add_argument("--users", type=int, default=50_000)
+    p.add_argument("--days", type=_positive, default=30)
+    p.add_argument("--events-per-day", type=_positive, default=20_000)
+    p.add_argument("--users", type=_positive, default=50_000)
 
 
 def register(subparsers: Any) -> None:

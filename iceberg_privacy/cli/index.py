@@ -16,11 +16,11 @@ from iceberg_privacy.cli._common import (
     add_command,
     deprecated,
     emit,
+    need_values,
     parse_age,
     parse_age_or_datetime,
     print_json,
     to_jsonable,
-    values,
 )
 
 
@@ -54,18 +54,71 @@ def ingest_format(path: str, given: str | None) -> str:
 
 def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
     import pyarrow.dataset as ds
+    from pyiceberg.exceptions import NoSuchTableError
+    from pyiceberg.io import load_file_io
+    from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
 
+    from iceberg_privacy.catalog import identifier
+    from iceberg_privacy.errors import ConfigurationError
     from iceberg_privacy.storage import filesystem, is_local, local_path
     from iceberg_privacy.write import append, overwrite
 
-    table = catalog.load_table(args.table)
+    ident = identifier(args.table)
+    try:
+        table = catalog.load_table(ident)
+    except NoSuchTableError:
+        if not args.create:
+            raise ConfigurationError(
+                f"table {args.table} does not exist in catalog {catalog.name!r}: add --create to create it with the "
+                "schema of the files, or check the name (namespace.table) and the catalog (--catalog)") from None
+        table = None
     # A remote source is read with the filesystem the table's FileIO built from the catalog's properties
     # (endpoint, keys, region), never one pyarrow guesses from the URI with the default credential chain.
-    fs, source = (None, local_path(args.path)) if is_local(args.path) else filesystem(table.io, args.path)
-    reader = ds.dataset(source, format=ingest_format(args.path, args.format), filesystem=fs).scanner().to_reader()
+    io = table.io if table is not None else load_file_io(catalog.properties, args.path)
+    fmt = ingest_format(args.path, args.format)
+    try:
+        fs, source = (None, local_path(args.path)) if is_local(args.path) else filesystem(io, args.path)
+        dataset = ds.dataset(source, format=fmt, filesystem=fs)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        first = _first_line(exc)
+        raise ConfigurationError(
+            f"cannot read {args.path} as {fmt} ({first}): name the format with --format parquet|csv|json, and give "
+            "one file or a folder holding files of that one format") from exc
+    created = table is None
+    if table is None:
+        if len(ident) > 1:
+            catalog.create_namespace_if_not_exists(ident[:-1])
+        try:
+            table = catalog.create_table(ident, schema=dataset.schema)
+        except (ValueError, TypeError, UnsupportedPyArrowTypeException) as exc:  # a type Iceberg has no match for
+            raise ConfigurationError(
+                f"cannot create {args.table} from the schema of {args.path} ({_first_line(exc)}): convert those "
+                "columns, or create the table yourself with Iceberg types (pyiceberg catalog.create_table) and "
+                "ingest without --create") from exc
     fn = overwrite if args.overwrite else append
-    emit(args, fn(table, reader, progress=not args.quiet))
+    try:
+        report = fn(table, dataset.scanner().to_reader(), progress=not args.quiet)
+    except BaseException as exc:
+        if created:  # a failed --create leaves nothing behind: running it again must behave the same
+            catalog.drop_table(ident)
+        if isinstance(exc, (pa.ArrowInvalid, pa.ArrowTypeError)):
+            first = _first_line(exc)
+            raise ConfigurationError(
+                f"cannot read {args.path} as {fmt} ({first}); nothing was written to {args.table}. Name the format "
+                "with --format parquet|csv|json, and give one file or a folder holding files of that one format"
+            ) from exc
+        raise
+    if created:
+        print(f"created {args.table} with the schema of {args.path}", file=sys.stderr)
+    emit(args, report)
     return 0
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an Arrow reader's error, printable (a CSV parse error quotes the bytes it choked on)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = "".join(c if c.isprintable() else "?" for c in first)
+    return first if len(first) <= limit else first[:limit] + "..."
 
 
 def _print_rows(rows: pa.Table, fmt: str, limit: int | None) -> None:
@@ -104,7 +157,8 @@ def cmd_lookup(args: argparse.Namespace, catalog: Catalog) -> int:
 
     table = catalog.load_table(args.table)
     fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
-    plan = plan_lookup(table, args.column, values(args), snapshot_id=args.snapshot_id, selected_fields=fields)
+    plan = plan_lookup(table, args.column, need_values(args, "value to look up"), snapshot_id=args.snapshot_id,
+                       selected_fields=fields)
     rows = execute(table, plan)
     _print_rows(rows, "json" if args.json else args.output, args.limit)
     print(f"-- {rows.num_rows} row(s); read {len(plan.tasks)} of {plan.files_total} files", file=sys.stderr)
@@ -124,7 +178,7 @@ def cmd_explain(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.index.planner import plan_lookup
 
     table = catalog.load_table(args.table)
-    plan = plan_lookup(table, args.column, values(args), snapshot_id=args.snapshot_id)
+    plan = plan_lookup(table, args.column, need_values(args, "value to look up"), snapshot_id=args.snapshot_id)
     if args.json:
         print_json(plan_json(plan))
         return 0
@@ -214,8 +268,9 @@ def register(subparsers: Any) -> None:
     s.add_argument("--fpp", type=float, default=0.01)
     s.add_argument("--ndv", type=int, default=None, help="distinct values per data file hint")
     s.add_argument("--add", action="store_true", help="add to the configured columns instead of replacing them")
-    s.add_argument("--index", choices=["bloom", "exact", "bloom,exact"], default=None,
-                   help="which indexes the columns get (privacy.index.<column>; docs/exact-index.md)")
+    s.add_argument("--index", choices=["bloom", "exact", "bloom,exact"], default=None, metavar="KINDS",
+                   help="which indexes the columns get: bloom, exact or bloom,exact (privacy.index.<column>; "
+                        "docs/exact-index.md)")
 
     s = add_command(subparsers, "ingest", cmd_ingest, json=True,
                     help="append (or overwrite with) Parquet/CSV/JSON files, with sidecars")
@@ -223,7 +278,9 @@ def register(subparsers: Any) -> None:
     s.add_argument("path", help="a file or folder: local, or any location of the catalog's storage (s3://...)")
     s.add_argument("--format", choices=("parquet", "csv", "json"),
                    help="default: from the file's suffix (.parquet, .csv, .json/.jsonl), else parquet")
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--overwrite", action="store_true", help="replace every row of TABLE (one commit)")
+    s.add_argument("--create", action="store_true",
+                   help="create TABLE (and its namespace) with the schema of the files when it does not exist")
 
     s = add_command(subparsers, "lookup", cmd_lookup, json=True, help="rows whose COLUMN equals any VALUE")
     _lookup_args(s)

@@ -149,7 +149,8 @@ def describe_failure(exc: BaseException) -> str:
 
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if isinstance(exc, (pe.NoSuchTableError, pe.NoSuchNamespaceError)):
-        return f"not found in the catalog: {first}"
+        return (f"not found in the catalog: {first}; check the name (namespace.table) and the catalog (--catalog NAME, "
+                "~/.pyiceberg.yaml; without them the embedded one in --home / $ICEBERG_PRIVACY_HOME / ./.iceberg-privacy)")
     if isinstance(exc, ValueError) and "namespace identifier" in first.lower():  # pyiceberg, on 't' or 'a..b'
         return f"{first}: name a table as namespace.table (every part non-empty)"
     if isinstance(exc, pe.RESTError) or type(exc).__module__.startswith("pyiceberg.exceptions"):

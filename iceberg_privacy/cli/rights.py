@@ -9,12 +9,14 @@ from typing import Any
 from pyiceberg.catalog import Catalog
 
 from iceberg_privacy.cli._common import (
+    AGE_HELP,
     add_allow_empty,
     add_command,
     add_subject_args,
     emit,
     need_values,
     output_location,
+    parse_age,
     print_json,
     tables,
     values,
@@ -65,8 +67,8 @@ def cmd_erase(args: argparse.Namespace, catalog: Catalog) -> int:
 def cmd_purge(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.rights.purge import purge
 
-    report = purge(catalog, args.request_id, home=args.home, raise_on_failure=False,
-                   orphan_age=timedelta(hours=args.orphan_age_hours))
+    age = args.orphan_age if args.orphan_age is not None else timedelta(hours=args.orphan_age_hours)
+    report = purge(catalog, args.request_id, home=args.home, raise_on_failure=False, orphan_age=age)
     emit(args, report)
     return 0 if report.completed else 1
 
@@ -172,9 +174,11 @@ def register(subparsers: Any) -> None:
     p = add_command(subparsers, "purge", cmd_purge, json=True,
                     help="after an erase: expire, delete unreferenced files, verify, complete")
     p.add_argument("request_id")
-    p.add_argument("--orphan-age-hours", type=float, default=72.0,
-                   help="also delete unreferenced files older than this (default 72: younger ones may belong to "
-                        "a commit in flight)")
+    age = p.add_mutually_exclusive_group()
+    age.add_argument("--orphan-age", type=parse_age, metavar="AGE",
+                     help=f"also delete unreferenced files older than this, {AGE_HELP} (default 3d: younger ones "
+                          "may belong to a commit in flight)")
+    age.add_argument("--orphan-age-hours", type=float, default=72.0, help="the same in hours")
 
     s = subparsers.add_parser("requests", help="the subject-rights request journal")
     rsub = s.add_subparsers(dest="requests_command", required=True, metavar="ACTION")

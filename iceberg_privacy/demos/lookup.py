@@ -90,7 +90,7 @@ def run_demo(catalog: Catalog, *, days: int = 30, events_per_day: int = 20_000, 
 
     present = np.asarray(data.column("user_id").to_numpy(zero_copy_only=False))
     rng = np.random.default_rng(1)
-    probe_users = [str(u) for u in rng.choice(np.unique(present), 5, replace=False)]
+    probe_users = [str(u) for u in rng.choice(np.unique(present), min(5, len(np.unique(present))), replace=False)]
     echo("== single-key lookups (ours vs pyiceberg full scan with the same filter)")
     ours_t, full_t = [], []
     for user in probe_users:
@@ -104,7 +104,7 @@ def run_demo(catalog: Catalog, *, days: int = 30, events_per_day: int = 20_000, 
         echo(f"   {user}: {rows.num_rows} rows, read {len(plan.tasks)}/{plan.files_total} files, "
              f"{ours_t[-1] * 1000:.0f} ms vs full scan {secs * 1000:.0f} ms")
     echo(plan.explain())
-    batch = [str(u) for u in rng.choice(population, 1000, replace=False)]
+    batch = [str(u) for u in rng.choice(population, min(1000, len(population)), replace=False)]  # --users < 1000
     t0 = time.perf_counter()
     bplan = plan_lookup(table, "user_id", batch)
     brows = execute(table, bplan)

@@ -476,6 +476,8 @@ def _cutoff(older_than: timedelta | datetime | None) -> datetime:
         warnings.warn("expire_snapshots(older_than=<datetime>) is deprecated: pass an age, e.g. timedelta(days=7)",
                       DeprecationWarning, stacklevel=4)
         return older_than if older_than.tzinfo else older_than.replace(tzinfo=UTC)
+    if not isinstance(older_than, timedelta):  # 7 means 7 what? (it failed as a bare TypeError in a comparison)
+        raise ConfigurationError(f"older_than must be an age, e.g. timedelta(days=7), got {older_than!r}")
     if older_than < timedelta(0):
         raise ConfigurationError(f"older_than must be a non-negative age, got {older_than}")
     return now - older_than

@@ -63,7 +63,7 @@ class SourceOptions:
     """Validated options; picklable (only strings and numbers), so executors get them too."""
 
     table: str
-    catalog_name: str = "default"
+    catalog_name: str | None = None  # None: pyiceberg's default catalog (default-catalog:), as ip.connect()
     catalog_home: str | None = None
     catalog_properties: dict[str, str] = field(default_factory=dict)
     raw: dict[str, str] = field(default_factory=dict)
@@ -100,9 +100,7 @@ class SourceOptions:
 
     def catalog(self) -> Catalog:
         """The catalog the options name (the embedded default when no catalog property is given)."""
-        if self.catalog_properties:
-            return connect(self.catalog_name, **self.catalog_properties)
-        return connect(self.catalog_name, home=self.catalog_home)
+        return connect(self.catalog_name, home=self.catalog_home, **self.catalog_properties)
 
     def load_table(self) -> Table:
         """The table, or a :class:`TableNotFoundError` saying how to create it."""
@@ -110,7 +108,7 @@ class SourceOptions:
             return self.catalog().load_table(self.table)
         except NoSuchTableError:
             raise TableNotFoundError(
-                f"table {self.table!r} does not exist in catalog {self.catalog_name!r}; write to it first "
+                f"table {self.table!r} does not exist in catalog {self.catalog_name or 'default'!r}; write to it first "
                 "(df.write.format('iceberg-privacy').save(...) creates it) or check the catalog.* options"
             ) from None
 
@@ -136,6 +134,6 @@ def parse_options(options: Mapping[str, Any], *, allowed: Mapping[str, str]) -> 
             "'db.events' (set the warehouse with catalog.warehouse or catalog.home)"
         )
     props = {k[len("catalog."):]: v for k, v in raw.items() if k.startswith("catalog.")}
-    name = props.pop("name", None) or raw.get("catalog-name") or "default"
+    name = props.pop("name", None) or raw.get("catalog-name") or None
     home = props.pop("home", None)
     return SourceOptions(table=table, catalog_name=name, catalog_home=home, catalog_properties=props, raw=raw)

@@ -15,7 +15,7 @@ def home(tmp_path):  # type: ignore[no-untyped-def]
 
 
 def test_demo_then_every_command(home, capsys) -> None:
-    assert main(["--home", home, "-q", "demo", "--days", "3", "--events-per-day", "2000", "--users", "3000",
+    assert main(["--home", home, "-q", "demo", "--days", "3", "--events-per-day", "2000", "--users", "800",
                  "--skip-dp"]) == 0
     out = capsys.readouterr().out
     assert "after bloom pruning" in out and "median single-key" in out

@@ -245,6 +245,8 @@ def test_catalog_is_resolved_once_and_only_when_needed(tmp_path: Path, capsys: p
     (["cleanup", "db.t", "--older-than", "0m", "--delete"], None),  # success: nothing to delete
     (["lookup", "t", "user_id", "x"], "name a table as namespace.table"),  # no namespace (was a bare ValueError)
     (["explain", "db..t", "user_id", "x"], "name a table as namespace.table"),
+    (["lookup", "db.t", "user_id"], "--values-file - to read them from standard input"),  # was "(no rows)"
+    (["explain", "db.t", "user_id", "--json"], "--values-file FILE"),
 ])
 def test_errors_are_one_line_with_exit_code_2(home: Path, argv: list[str], expected: str | None,
                                               capsys: pytest.CaptureFixture[str]) -> None:

@@ -224,3 +224,22 @@ def test_file_projection_values_like_pyiceberg(catalog: Catalog) -> None:
     for f in (one, two):
         got = partial.for_file(f, md).missing
         assert got == _get_column_projection_values(f, SCHEMA, md.schema(), md.specs()[f.spec_id], {1}) == {2: f.partition[0]}
+
+
+def test_config_reads_its_file_through_from_configuration_files(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """_internal/pyiceberg_config.import_pyiceberg relies on pyiceberg's ``Config()`` reading the file only
+    through the static ``Config._from_configuration_files`` (answering None when it finds none), with
+    ``PYICEBERG_*`` variables merged over it: replacing it lets pyiceberg be imported despite a bad file."""
+    from pyiceberg.utils.config import Config
+
+    (tmp_path / ".pyiceberg.yaml").write_text("catalog: {lake: {uri: x}}\n")
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))
+    monkeypatch.setenv("PYICEBERG_CATALOG__ENVCAT__URI", "sqlite:///x.db")
+    from strictyaml.exceptions import StrictYAMLError
+
+    with pytest.raises(StrictYAMLError):
+        Config()
+    assert isinstance(Config.__dict__["_from_configuration_files"], staticmethod)
+    monkeypatch.setattr(Config, "_from_configuration_files", staticmethod(lambda: None))
+    assert Config().get_catalog_config("envcat") == {"uri": "sqlite:///x.db"}

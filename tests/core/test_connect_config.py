@@ -151,17 +151,97 @@ def test_malformed_table_names_are_configuration_errors(tmp_path: Path, ref: obj
         ip.lookup(ref, "user_id", "ann", catalog=cat)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("text", ["just a string\n", "catalog:\n  lake: {uri: x}\n"])
-def test_a_malformed_pyiceberg_yaml_is_one_clear_error(tmp_path: Path, text: str) -> None:
-    """Regression: pyiceberg reads the file while being imported, so ``import iceberg_privacy`` (and every CLI
-    command) ended in ``AttributeError: 'str' object has no attribute 'items'`` or a strictyaml error that
-    did not name the file."""
+def test_a_malformed_pyiceberg_yaml_is_one_clear_error_at_first_use(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: pyiceberg reads the file while being imported, so ``import iceberg_privacy`` failed and every
+    CLI command printed a traceback (its error handler was never reached) whose last line was the clear error.
+    Now the import works (a fresh interpreter, as the console script: import, then ``main``), and the CLI
+    prints only the ConfigurationError naming the file (with ``--json``, the error document)."""
+    import json
     import os
 
-    (tmp_path / ".pyiceberg.yaml").write_text(text)
+    (tmp_path / ".pyiceberg.yaml").write_text("catalog:\n  lake: {uri: x}\n")  # flow style: strictyaml refuses it
     env = {**os.environ, "PYICEBERG_HOME": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-c", "import iceberg_privacy"], capture_output=True, text=True, env=env,
-                          timeout=120)
-    last = proc.stderr.strip().splitlines()[-1]
-    assert proc.returncode != 0 and last.startswith("iceberg_privacy.errors.ConfigurationError")
-    assert str(tmp_path / ".pyiceberg.yaml") in last and "PYICEBERG_HOME" in last
+    cli = _cli("lookup", "db.t", "user_id", "ann", "--json", env=env)
+    assert cli.returncode == 2 and "Traceback" not in cli.stderr
+    assert cli.stderr.count("\n") == 1 and cli.stderr.startswith("error: pyiceberg's configuration file")
+    doc = json.loads(cli.stdout)
+    assert doc["error_type"] == "ConfigurationError" and str(tmp_path / ".pyiceberg.yaml") in doc["error"]
+    # in this (already imported) interpreter: each connect reads the file afresh
+    (tmp_path / ".pyiceberg.yaml").write_text("just a string\n")  # not a mapping: pyiceberg's AttributeError
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))
+    with pytest.raises(ip.ConfigurationError, match="cannot be read .*PYICEBERG_HOME") as info:
+        ip.connect()
+    assert str(tmp_path / ".pyiceberg.yaml") in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["", "# nothing yet\n\n"])
+def test_an_empty_pyiceberg_yaml_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    """``touch ~/.pyiceberg.yaml`` breaks pyiceberg (AttributeError); the error says the file is empty."""
+    (tmp_path / ".pyiceberg.yaml").write_text(text)
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))
+    with pytest.raises(ip.ConfigurationError, match="is empty .*delete it, or define a catalog"):
+        ip.connect(home=tmp_path / "h")
+
+
+def test_home_with_a_configured_name_or_properties_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: ``connect("lake", home=...)`` silently returned an embedded catalog in ``home`` instead of
+    the configured ``lake`` (and ``home=`` with properties silently dropped ``home``)."""
+    (tmp_path / "wh").mkdir()
+    _yaml(tmp_path / "cfg", "lake", tmp_path / "lake.db", tmp_path / "wh")
+    _yaml(tmp_path / "cfg2", "default", tmp_path / "dflt.db", tmp_path / "wh")
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path / "cfg"))
+    with pytest.raises(ip.ConfigurationError, match="catalog 'lake' is configured.*connect\\('lake'\\) without home="):
+        ip.connect("lake", home=tmp_path / "emb")
+    with pytest.raises(ip.ConfigurationError, match=r"catalog properties \(warehouse\)"):
+        ip.connect(home=tmp_path / "emb", warehouse=(tmp_path / "wh").as_uri())
+    assert not (tmp_path / "emb").exists()  # refused before anything was created
+    # a name configured nowhere, with home: an embedded catalog of that name in home
+    named = ip.connect("scratch", home=tmp_path / "emb")
+    assert named.name == "scratch" and named.properties["uri"] == f"sqlite:///{tmp_path / 'emb' / 'catalog.db'}"
+    # home alone is the embedded catalog even when a catalog called "default" is configured
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path / "cfg2"))
+    assert ip.connect().properties["uri"].endswith("dflt.db")
+    assert ip.connect(home=tmp_path / "emb").properties["uri"].endswith(str(tmp_path / "emb" / "catalog.db"))
+
+
+def test_every_entry_point_uses_pyiceberg_default_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: with ``default-catalog: lake`` in ~/.pyiceberg.yaml, ``ip.connect()`` and the CLI used ``lake``
+    but the Spark data source without ``catalog-name`` asked for a catalog literally named "default", found none
+    and silently used the embedded one (another lake than the rest of the library)."""
+    from iceberg_privacy.cli import main
+    from iceberg_privacy.spark.options import parse_options
+
+    (tmp_path / "wh").mkdir()
+    _yaml(tmp_path / "cfg", "lake", tmp_path / "lake.db", tmp_path / "wh")
+    yaml = tmp_path / "cfg" / ".pyiceberg.yaml"
+    yaml.write_text("default-catalog: lake\n" + yaml.read_text())
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.setenv("ICEBERG_PRIVACY_HOME", str(tmp_path / "embedded"))
+    assert ip.connect().name == "lake"
+    assert parse_options({"path": "db.t"}, allowed={}).catalog().name == "lake"
+    assert parse_options({"path": "db.t", "catalog.home": str(tmp_path / "e2")}, allowed={}).catalog().name == "default"
+    with pytest.raises(ip.ConfigurationError, match="home"):  # home was silently dropped next to catalog.* properties
+        parse_options({"path": "db.t", "catalog.home": str(tmp_path / "e2"), "catalog.uri": "sqlite:///x.db"},
+                      allowed={}).catalog()
+    ip.connect().create_namespace("db")
+    assert main(["lineage", "show", "--json"]) == 0
+    assert capsys.readouterr().out.strip().startswith("{")
+    assert not (tmp_path / "embedded").exists()  # nothing anywhere fell back to the embedded catalog
+
+
+def test_a_relative_warehouse_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: ``--warehouse wh`` (or ``warehouse: wh``) made pyiceberg store table locations relative to the
+    working directory in the table metadata, so the table broke when used from any other directory."""
+    import pyarrow as pa
+
+    monkeypatch.chdir(tmp_path)
+    cat = ip.connect("rel", uri=f"sqlite:///{tmp_path / 'c.db'}", warehouse="wh")
+    assert cat.properties["warehouse"] == str(tmp_path / "wh")
+    cat.create_namespace("db")
+    table = cat.create_table("db.t", pa.schema([("user_id", pa.string())]))
+    ip.append(table, pa.table({"user_id": ["ann"]}))
+    monkeypatch.chdir(tmp_path.parent)
+    again = ip.connect("rel", uri=f"sqlite:///{tmp_path / 'c.db'}", warehouse="elsewhere")
+    assert again.load_table("db.t").scan().to_arrow().num_rows == 1  # readable from another directory

@@ -1,0 +1,88 @@
+"""What a new user trips on at the command line: ingesting into a table that does not exist yet, a folder
+of the wrong format, ages written as the other commands write them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+import iceberg_privacy as ip
+from iceberg_privacy.cli import main
+from iceberg_privacy.cli.main import build_parser
+
+DATA = pa.table({"user_id": ["ann", "bob"], "clicks": pa.array([1, 2], pa.int64())})
+
+
+def _run(home: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["--home", str(home), "-q", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_ingest_into_a_missing_table_says_create_and_create_makes_it(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: the CLI had no way to make a table (``not found in the catalog: Table does not exist``)."""
+    home = tmp_path / "home"
+    pq.write_table(DATA, tmp_path / "events.parquet")
+    code, _, err = _run(home, capsys, "ingest", "db.events", str(tmp_path / "events.parquet"))
+    assert code == 2 and "--create" in err and err.count("\n") == 1
+    code, out, err = _run(home, capsys, "ingest", "db.events", str(tmp_path / "events.parquet"), "--create")
+    assert code == 0 and "created db.events" in err and "2 rows" in out
+    table = ip.connect(home=home).load_table("db.events")
+    assert table.scan().to_arrow().sort_by("user_id").equals(DATA)
+
+
+def test_ingest_of_a_mixed_folder_is_one_clear_error_and_leaves_no_table(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: a folder holding CSV and Parquet ended in a bare ArrowInvalid (with the raw bytes of the
+    Parquet file in the message); with --create it left an empty table behind."""
+    home = tmp_path / "home"
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    pq.write_table(DATA, folder / "a.parquet")
+    pcsv.write_csv(DATA, folder / "b.csv")
+    for fmt in ("parquet", "csv"):
+        code, out, err = _run(home, capsys, "ingest", "db.mixed", str(folder), "--format", fmt, "--create", "--json")
+        assert code == 2 and err.startswith(f"error: cannot read {folder} as {fmt}") and "--format" in err
+        assert err.count("\n") == 1 and all(c.isprintable() for c in err[:-1])
+        assert '"error_type": "ConfigurationError"' in out
+        assert not ip.connect(home=home).table_exists("db.mixed")
+
+
+def test_a_missing_table_names_what_to_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(tmp_path / "home", capsys, "sidecars", "status", "db.nope")
+    assert code == 2 and "not found in the catalog" in err and "--catalog" in err
+
+
+def test_purge_takes_an_age_like_every_other_command() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["purge", "req-1", "--orphan-age", "1d12h"]).orphan_age == timedelta(hours=36)
+    args = parser.parse_args(["purge", "req-1"])
+    assert args.orphan_age is None and args.orphan_age_hours == 72.0  # the default: 3 days
+    with pytest.raises(SystemExit):
+        parser.parse_args(["purge", "req-1", "--orphan-age", "1h", "--orphan-age-hours", "2"])
+
+
+def test_python_dash_m_runs_the_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: ``python -m iceberg_privacy --help`` said the package cannot be directly executed."""
+    import runpy
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["iceberg_privacy", "--help"])
+    with pytest.raises(SystemExit) as info:
+        runpy.run_module("iceberg_privacy", run_name="__main__")
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("usage: iceberg-privacy")
+
+
+def test_ingest_create_with_a_type_iceberg_lacks_says_what_to_do(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: an all-empty CSV column (Arrow null type) ended in a bare ValueError from pyiceberg."""
+    (tmp_path / "nulls.csv").write_text("user_id,empty\nann,\nbob,\n")
+    code, _, err = _run(tmp_path / "home", capsys, "ingest", "db.nulls", str(tmp_path / "nulls.csv"), "--create")
+    assert code == 2 and err.startswith("error: cannot create db.nulls") and "Field: empty" in err
+    assert "ingest without --create" in err and err.count("\n") == 1
