@@ -108,6 +108,7 @@ from iceberg_privacy.errors import (
     TableNotFoundError,
     UnknownColumnError,
     UnknownRequestError,
+    UnsupportedDataError,
     UnsupportedSparkTypeError,
     UnsupportedTypeError,
     VerificationFailedError,
@@ -185,7 +186,7 @@ __all__ = [
     "PrivacyUnitRequiredError", "PurposeViolationError", "QueryCapExceededError", "QueueIntegrityError", "RefHoldsSubjectError", "ReleaseAbortedError", "ReleaseFailedError",
     "RequestBlockedError", "RequestConflictError", "SchemaMismatchError", "SecretMissingError", "SidecarError",
     "SparkJobError", "StorageError", "SubjectRightsError", "TableNotFoundError", "UnknownColumnError", "UnknownRequestError",
-    "UnsupportedSparkTypeError", "UnsupportedTypeError", "VerificationFailedError",
+    "UnsupportedDataError", "UnsupportedSparkTypeError", "UnsupportedTypeError", "VerificationFailedError",
 ]
 
 # the query service (iceberg-privacy serve): its errors; the service itself is imported only by the CLI

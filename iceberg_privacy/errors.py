@@ -31,6 +31,10 @@ class SchemaMismatchError(IcebergPrivacyError, ValueError):
     """Data to write does not match the table schema."""
 
 
+class UnsupportedDataError(IcebergPrivacyError, TypeError):
+    """Data handed to a write is not a pyarrow.Table or RecordBatchReader (e.g. a pandas DataFrame)."""
+
+
 class SidecarError(IcebergPrivacyError):
     """A sidecar file cannot be read or fails verification.
 

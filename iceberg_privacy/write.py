@@ -33,7 +33,13 @@ from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
-from iceberg_privacy.errors import CommitConflictError, IcebergPrivacyError, SchemaMismatchError, SidecarError
+from iceberg_privacy.errors import (
+    CommitConflictError,
+    IcebergPrivacyError,
+    SchemaMismatchError,
+    SidecarError,
+    UnsupportedDataError,
+)
 from iceberg_privacy.index.build import (
     filters_for_data_files,
     filters_for_table,
@@ -413,12 +419,26 @@ def _commit(
     )
 
 
+def _unsupported_data(operation: str, data: object) -> str:
+    kind = type(data)
+    hint = "convert it with pyarrow.Table.from_pylist(rows) or pyarrow.table({...})"
+    if kind.__module__.split(".")[0] == "pandas":
+        hint = "convert it with pyarrow.Table.from_pandas(df, preserve_index=False)"
+    elif kind.__module__.split(".")[0] == "polars":
+        hint = "convert it with df.to_arrow()"
+    elif kind.__module__.startswith("pyspark"):
+        hint = "write Spark DataFrames with the iceberg-privacy Spark data source (docs/spark.md)"
+    elif isinstance(data, pa.RecordBatch):
+        hint = "wrap it with pyarrow.Table.from_batches([batch])"
+    return f"{operation} takes a pyarrow.Table or pyarrow.RecordBatchReader, not {kind.__name__}: {hint}"
+
+
 def _write(table: Table, data: pa.Table | pa.RecordBatchReader, *, operation: str,
            overwrite_filter: BooleanExpression | None, snapshot_properties: dict[str, str] | None,
            chunk_bytes: int, max_retries: int | None, progress: bool, lineage: LineageRecord | None) -> WriteReport:
     t0 = time.perf_counter()
     if not isinstance(data, (pa.Table, pa.RecordBatchReader)):
-        raise TypeError(f"{operation} takes a pyarrow.Table or pyarrow.RecordBatchReader, not {type(data).__name__}")
+        raise UnsupportedDataError(_unsupported_data(operation, data))
     columns = bloom_columns(table.schema(), table.properties)
     written = _write_data(table, data, columns, chunk_bytes, progress, forget.load(table))
     return commit_written(table, written, columns, operation=operation, overwrite_filter=overwrite_filter,

@@ -101,8 +101,21 @@ def test_schema_mismatch_is_a_clear_error_and_writes_nothing(table) -> None:
     with pytest.raises(ip.SchemaMismatchError, match="does not match the schema"):
         ip.append(table, bad)
     assert table.refresh().current_snapshot() is None
-    with pytest.raises(TypeError, match="pyarrow.Table"):
+    with pytest.raises(TypeError, match="pyarrow.Table"):  # still a TypeError for callers that catch one
         ip.append(table, [{"user_id": "x"}])  # type: ignore[arg-type]
+
+
+def test_non_arrow_data_is_a_library_error_saying_how_to_convert(table) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame({"user_id": ["a"], "day": ["d0"], "n": [1]})
+    for write in (ip.append, ip.overwrite):
+        with pytest.raises(ip.UnsupportedDataError, match=r"Table.from_pandas\(df, preserve_index=False\)"):
+            write(table, df)  # type: ignore[arg-type]
+    batch = pa.record_batch({"user_id": ["a"]})
+    with pytest.raises(ip.UnsupportedDataError, match="from_batches"):
+        ip.append(table, batch)  # type: ignore[arg-type]
+    assert table.refresh().current_snapshot() is None
 
 
 @pytest.mark.parametrize("pyiceberg_retries", ["4", "0"], ids=["pyiceberg-retry", "our-retry"])
