@@ -548,7 +548,7 @@ def test_an_independent_reader_of_the_spec_finds_every_value(catalog) -> None:
     blobs = {b["type"]: b for b in footer["blobs"] if b["type"].startswith("iceberg-privacy-exact")}
     meta = data[blobs["iceberg-privacy-exact-meta-v1"]["offset"]:][: blobs["iceberg-privacy-exact-meta-v1"]["length"]]
     magic, version, length, crc = struct.unpack("<4sIII", meta[:16])
-    assert (magic, version) == (b"IPXM", 1) and zlib.crc32(meta[16:]) == crc and length == len(meta) - 16
+    assert (magic, version) == (b"IPXM", 2) and zlib.crc32(meta[16:]) == crc and length == len(meta) - 16
     doc = json.loads(meta[16:])
     assert doc["covered-snapshot-id"] == t.metadata.current_snapshot_id
     zstd = pa.Codec("zstd")
@@ -573,3 +573,7 @@ def test_an_independent_reader_of_the_spec_finds_every_value(catalog) -> None:
             for v in pf.read_row_group(rg, columns=["user_id"]).column(0).to_pylist():
                 truth.add((hash64_value(v, StringType()) >> (64 - k) << (64 - k), task.file.file_path, rg))
     assert entries == truth
+    # file-table version 2: every row carries the live file's byte size (element 3 of a short row, 5 of a task row)
+    sizes = {task.file.file_path: task.file.file_size_in_bytes for task in t.scan().plan_files()}
+    assert files and all(len(row) in (4, 10) for row in files)
+    assert {row[0]: row[3] if len(row) == 4 else row[5] for row in files} == sizes
