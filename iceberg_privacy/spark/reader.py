@@ -53,12 +53,24 @@ DEFAULT_SPLIT_SIZE = 128 * 1024 * 1024
 
 
 def resolve_snapshot(table: Table, opts: SourceOptions) -> Snapshot | None:
-    """The snapshot a read is pinned to: ``snapshot-id``, ``as-of-timestamp`` or the current one."""
+    """The snapshot a read is pinned to: ``snapshot-id``, ``as-of-timestamp``, the head of ``branch`` or
+    ``tag``, or the current one."""
     sid = opts.get_int("snapshot-id")
     ts = opts.get_int("as-of-timestamp")
     name = table_name(table)
-    if sid is not None and ts is not None:
-        raise ConfigurationError("set either snapshot-id or as-of-timestamp, not both")
+    given = [o for o in ("snapshot-id", "as-of-timestamp", "branch", "tag") if opts.get(o) not in (None, "")]
+    if len(given) > 1:
+        raise ConfigurationError(f"set one of snapshot-id, as-of-timestamp, branch and tag, not {' and '.join(given)}")
+    for kind in ("branch", "tag"):
+        ref_name = opts.get(kind)
+        if ref_name:
+            ref = table.metadata.refs.get(ref_name)
+            if ref is None or ref.snapshot_ref_type.value != kind:
+                known = ", ".join(sorted(n for n, r in table.metadata.refs.items()
+                                         if r.snapshot_ref_type.value == kind)) or "none"
+                raise ConfigurationError(f"{name} has no {kind} {ref_name!r}; its {kind}es: {known}"
+                                         if kind == "branch" else f"{name} has no tag {ref_name!r}; its tags: {known}")
+            return table.snapshot_by_id(ref.snapshot_id)
     if sid is not None:
         snap = table.snapshot_by_id(sid)
         if snap is None:
@@ -78,8 +90,10 @@ def resolve_snapshot(table: Table, opts: SourceOptions) -> Snapshot | None:
 
 
 def time_travel(opts: SourceOptions) -> bool:
-    """Does the read name its snapshot (``snapshot-id`` / ``as-of-timestamp``)?"""
-    return opts.get_int("snapshot-id") is not None or opts.get_int("as-of-timestamp") is not None
+    """Does the read name its snapshot (``snapshot-id``, ``as-of-timestamp``, ``tag``)? Then it shows that
+    snapshot's schema, as Iceberg's Spark reader; a branch head (like the main branch) shows the table's."""
+    return opts.get_int("snapshot-id") is not None or opts.get_int("as-of-timestamp") is not None \
+        or bool(opts.get("tag"))
 
 
 def schema_at(table: Table, snap: Snapshot | None, pinned: bool = True) -> Schema:

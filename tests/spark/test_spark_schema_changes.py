@@ -74,3 +74,20 @@ def test_time_travel_before_an_int_to_long_promotion(spark: Any, tmp_path: Path)
     ip.append(cat.load_table("db.prom"), pa.table({"k": pa.array([2**40, 1], pa.int64()), "r": pa.array([7, 8], pa.int64())}))
     assert sorted(x.r for x in read(spark, tmp_path, "db.prom", snapshot_id=s1).where("k = 1").collect()) == [1]
     assert sorted(x.r for x in read(spark, tmp_path, "db.prom").where(f"k in (1, {2**40})").collect()) == [1, 7, 8]
+
+
+def test_branch_and_tag_reads_with_pushdown(spark: Any, tmp_path: Path) -> None:
+    """Time travel by reference (Iceberg's Spark ``branch``/``tag`` read options), pushed filters included."""
+    cat, s1 = _table(tmp_path, "db.refs", "exact")
+    t = cat.load_table("db.refs")
+    t.manage_snapshots().create_tag(s1, "v1").create_branch(s1, "dev").commit()
+    cat.load_table("db.refs").append(pa.table({"k": ["v1", "zz"], "r": pa.array([50, 51], pa.int64())}), branch="dev")
+    ip.append(cat.load_table("db.refs"), pa.table({"k": ["v1"], "r": pa.array([60], pa.int64())}))
+    assert sorted(x.r for x in read(spark, tmp_path, "db.refs", tag="v1").where("k = 'v1'").collect()) == [1]
+    assert sorted(x.r for x in read(spark, tmp_path, "db.refs", branch="dev").where("k in ('v1', 'zz')").collect()) \
+        == [1, 50, 51]
+    assert sorted(x.r for x in read(spark, tmp_path, "db.refs").where("k = 'v1'").collect()) == [1, 60]
+    with pytest.raises(Exception, match="has no tag 'nope'; its tags: v1"):
+        read(spark, tmp_path, "db.refs", tag="nope").collect()
+    with pytest.raises(Exception, match="set one of"):
+        read(spark, tmp_path, "db.refs", tag="v1", snapshot_id=s1).collect()
