@@ -96,6 +96,9 @@ def test_reused_path_with_equal_record_count_is_not_pruned(catalog) -> None:
     """The regression: exact-only column, new bytes at an old path, same row count. Failed before the fix
     (``lookup('k', 'zz')`` returned nothing)."""
     assert _scenario(catalog, "db.reuse_eq", [["a", "b", "c"], ["d"]], 0, ["zz", "yy", "a"])
+    status = ip.sidecar_status(catalog.load_table("db.reuse_eq"))
+    # the reused path is not counted as indexed; an exact-only column has no Bloom coverage line
+    assert status.covered == {"k (exact)": 1} and status.live_files == 2, str(status)
     plan = ip.plan_lookup(catalog.load_table("db.reuse_eq"), "k", "d")
     # the index still prunes: one candidate, plus the reused path (no index describes its bytes) scanned
     assert plan.exact_index_used and plan.files_after_exact_index == 1 and len(plan.tasks) == 2, plan.explain()
