@@ -37,6 +37,7 @@ def _table(home: Path, name: str, kind: str, ktype: Any = None) -> tuple[Any, in
     return cat, cat.load_table(name).metadata.current_snapshot_id
 
 
+@pytest.mark.slow  # the first data-source read of a session starts its planning worker (~10 s)
 @pytest.mark.parametrize("kind", ["exact", "bloom"])
 def test_rename_without_a_commit_since(spark: Any, tmp_path: Path, kind: str) -> None:
     cat, s1 = _table(tmp_path, "db.ren", kind)
