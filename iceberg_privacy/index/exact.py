@@ -43,7 +43,10 @@ INDEX_BLOB = "iceberg-privacy-exact-v1"
 
 _META_MAGIC = b"IPXM"
 _INDEX_MAGIC = b"IPXI"
-_META_VERSION = 1
+_META_VERSION = 2
+"""Meta-blob (file-table) version this writer produces: every file-table row carries the file's byte size.
+Version 1 (short rows ``[path, manifest, record_count]`` without a size) is still read (docs/exact-index.md 3.2)."""
+_META_VERSIONS = (1, 2)
 _VERSION = 2
 """Index-blob version this writer produces. Version 1 (full 64-bit keys, 16-byte entries) is still read."""
 _CODEC_ZSTD = 1
@@ -125,6 +128,13 @@ class ExactFile(NamedTuple):
     manifest: int  # index into the meta's "manifests", -1 when not recorded (deltas, files not live at the base)
     record_count: int
     task: StoredTask | None = None  # base rows written since the stored-task fields exist; None: decode the manifest
+    size: int | None = None  # the file's byte size (a task row's is its task's); None: unknown, never "the same file"
+
+    @property
+    def file_size_in_bytes(self) -> int | None:
+        """The byte size of the file this row describes (None when the row does not say: an old short row
+        whose sidecar's files blob could not tell either)."""
+        return self.task.file_size_in_bytes if self.task is not None else self.size
 
 
 def key_bits(num_entries: int) -> int:
@@ -271,12 +281,23 @@ def _index_blob(entries: dict[int, ExactKeys], num_files: int) -> tuple[bytes, i
     return head + bytes(directory) + b"".join(payloads), n
 
 
+def _row_json(f: ExactFile) -> list[Any]:
+    """A file-table row (docs/exact-index.md 3.3): the task row, else the sized short row
+    ``[path, manifest, record_count, file_size_in_bytes]``."""
+    if f.task is not None:
+        return [f.path, f.manifest, f.record_count, *f.task.to_json()]
+    if _META_VERSION == 1:  # the version-1 writer (kept to write old-format fixtures in tests)
+        return [f.path, f.manifest, f.record_count]
+    if f.size is None:
+        raise ValueError(f"file-table row of {f.path} has no file size")
+    return [f.path, f.manifest, f.record_count, f.size]
+
+
 def _files_blob(files: list[ExactFile]) -> tuple[bytes, list[dict[str, int]]]:
     chunks, directory, offset = [], [], 0
     for start in range(0, len(files), FILES_PER_CHUNK):
         part = files[start : start + FILES_PER_CHUNK]
-        raw = json.dumps([[f.path, f.manifest, f.record_count] + (f.task.to_json() if f.task is not None else [])
-                          for f in part], separators=(",", ":")).encode()
+        raw = json.dumps([_row_json(f) for f in part], separators=(",", ":")).encode()
         comp = _ZSTD.compress(raw, asbytes=True)
         directory.append({"offset": offset, "length": len(comp), "raw-length": len(raw), "count": len(part),
                           "crc": _crc(comp)})
@@ -359,6 +380,8 @@ class ExactIndex:
     _records: dict[str, ExactFile] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _chunk_starts: np.ndarray | None = None  # first ordinal of each chunk (cumulative counts)
+    meta_version: int = _META_VERSION  # 1: short rows carry no size (taken from the sidecar's files blob)
+    _legacy_sizes: dict[str, tuple[int, int]] | None = None
 
     @staticmethod
     def open(io: FileIO, location: str, reader: PuffinReader | None = None) -> ExactIndex | None:
@@ -377,8 +400,11 @@ class ExactIndex:
             raise SidecarError(f"exact index {location}: bad meta blob header")
         version, length, crc = struct.unpack("<III", raw[4:16])
         payload = raw[16:]
-        if version != _META_VERSION or length != len(payload) or _crc(payload) != crc:
+        if length != len(payload) or _crc(payload) != crc:
             raise SidecarError(f"exact index {location}: meta blob failed verification (corrupt)")
+        if version not in _META_VERSIONS:
+            raise SidecarError(f"exact index {location}: unsupported meta blob version {version} (a newer writer? "
+                               "upgrade iceberg-privacy; until then its files are scanned)")
         try:
             doc = json.loads(payload)
             if int(doc["hash-id"]) != HASH_ID:
@@ -389,7 +415,7 @@ class ExactIndex:
             snap = doc.get("covered-snapshot-id")
             idx = ExactIndex(location, reader, int(snap) if snap is not None else None,
                              [str(m) for m in doc["manifests"]], int(doc["num-files"]), cols, chunks,
-                             files_blobs[0].offset, {})
+                             files_blobs[0].offset, {}, meta_version=version)
         except SidecarError:
             raise
         except (ValueError, KeyError, TypeError) as exc:
@@ -571,10 +597,19 @@ class ExactIndex:
         r = rows[i]
         if not isinstance(r, list):
             return r  # type: ignore[no-any-return]
+        short = 3 if self.meta_version == 1 else 4
         try:
-            if len(r) not in (3, 10):
-                raise ValueError(f"a row has {len(r)} fields (3 or 10)")
-            f = ExactFile(r[0], r[1], r[2], StoredTask.from_json(r[3:]) if len(r) > 3 else None)
+            if len(r) not in (short, 10):
+                raise ValueError(f"a row has {len(r)} fields ({short} or 10 in file-table version {self.meta_version})")
+            if len(r) == 10:
+                task = StoredTask.from_json(r[3:])
+                f = ExactFile(r[0], r[1], r[2], task, task.file_size_in_bytes)
+            elif len(r) == 4:
+                if type(r[3]) is not int or r[3] < 0:
+                    raise ValueError("a row's file size is not a non-negative int")
+                f = ExactFile(r[0], r[1], r[2], None, r[3])
+            else:
+                f = ExactFile(r[0], r[1], r[2], None, self._legacy_size(r[0], r[2]))
             if type(f.path) is not str or type(f.manifest) is not int or type(f.record_count) is not int:
                 raise ValueError("a row's path, manifest or record count has the wrong type")
             if not -1 <= f.manifest < len(self.manifests):
@@ -583,6 +618,22 @@ class ExactIndex:
             raise SidecarError(f"exact index {self.location}: file-table chunk {c} is malformed ({exc})") from exc
         rows[i] = f  # (another thread may convert the same row: the same value)
         return f
+
+    def _legacy_size(self, path: Any, record_count: Any) -> int | None:
+        """The byte size of a version-1 short row's file: from the same Puffin file's sidecar files blob
+        (docs/sidecar-format.md 3.1), which the same writer filled from the same data file. None (the row then
+        describes no live file: scanned) when that blob is unreadable or disagrees on the record count."""
+        if self._legacy_sizes is None:
+            from iceberg_privacy.index.sidecar import covered_sizes  # noqa: PLC0415 - sidecar imports this module
+
+            try:
+                sizes = covered_sizes(self.reader)
+            except SidecarError:
+                sizes = {}
+            with self._lock:
+                self._legacy_sizes = sizes
+        got = self._legacy_sizes.get(path) if isinstance(path, str) else None
+        return got[1] if got is not None and got[0] == record_count else None
 
     def files(self, ordinals: np.ndarray) -> dict[int, ExactFile]:
         """File-table rows of the given ordinals (reads only the chunks they fall in)."""

@@ -211,9 +211,11 @@ def _hits(idx: ExactIndex, field_id: int, keys: np.ndarray) -> tuple[list[ExactF
 
 
 def describes(ef: ExactFile, record_count: int, file_size_in_bytes: int) -> bool:
-    """Does an index's file-table row describe these bytes? A row whose record count (or, when it carries one,
-    byte size) differs from the live file's was written for other bytes at a reused path: stale."""
-    return ef.record_count == record_count and (ef.task is None or ef.task.file_size_in_bytes == file_size_in_bytes)
+    """Does an index's file-table row describe these bytes? A row whose record count or byte size differs from
+    the live file's was written for other bytes at a reused path: stale. A row whose size is unknown (an old
+    short row whose sidecar could not tell it) describes nothing: its file is Bloom-probed or scanned, because
+    a reused path with an equal record count would otherwise be pruned by the old file's keys."""
+    return ef.record_count == record_count and ef.file_size_in_bytes == file_size_in_bytes
 
 
 def probe_exact(sources: ExactSources, field_id: int, keys: np.ndarray) -> ExactProbe:

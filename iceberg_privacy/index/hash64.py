@@ -142,6 +142,10 @@ def _hash_fixed8(words: np.ndarray) -> np.ndarray:
     return fmix_np(words.astype(np.uint64, copy=False) ^ h0)
 
 
+_SCALAR_TAIL = 8
+"""Values still being hashed below which the vectorized loop hands over to the scalar one."""
+
+
 def _hash_varlen(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """IPH64 of byte strings ``data[starts[i] : starts[i] + lengths[i]]``, one numpy pass per word position."""
     n = len(starts)
@@ -154,8 +158,20 @@ def _hash_varlen(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> n
     starts = starts.astype(np.int64, copy=False)
     h = fmix_np(lengths.astype(np.uint64) ^ _U_SEED)
     blocks = (lengths + 7) // 8
+    active = np.arange(n)
     for b in range(int(blocks.max(initial=0))):
-        active = np.flatnonzero(blocks > b)
+        active = active[blocks[active] > b]  # shrinks: a pass costs the values still being hashed
+        if len(active) <= _SCALAR_TAIL:
+            # A few long values (one 1 MB string among 100,000 ids) would otherwise cost one vector pass per
+            # 8 bytes: finish them one by one (the same words, the same state).
+            for i in active.tolist():
+                hi = int(h[i])
+                start, end = int(starts[i]), int(starts[i] + lengths[i])
+                raw = data[start + 8 * b : end].tobytes()
+                for j in range(0, len(raw), 8):
+                    hi = _fmix(hi ^ int.from_bytes(raw[j : j + 8], "little"))
+                h[i] = hi
+            break
         idx = starts[active] + 8 * b
         words = np.ascontiguousarray(windows[idx]).view("<u8").reshape(-1)
         rem = lengths[active] - 8 * b

@@ -25,8 +25,9 @@ from iceberg_privacy.storage import storage_errors
 
 
 def _schema_at(table: Table, plan: LookupPlan) -> Schema:
-    """The schema the plan's snapshot was written with (time travel reads old columns), else the current one."""
-    if plan.snapshot_id is not None:
+    """The schema the plan's snapshot was written with when the caller named it (time travel reads old columns),
+    else the current one (as pyiceberg's scan: a rename or an added column since the last commit shows)."""
+    if plan.snapshot_id is not None and plan.pinned:
         snap = table.metadata.snapshot_by_id(plan.snapshot_id)
         if snap is not None and snap.schema_id is not None:
             return table.metadata.schema_by_id(snap.schema_id) or table.schema()

@@ -553,6 +553,8 @@ def sidecar_status(table: TableRef, *, catalog: Catalog | None = None) -> Sideca
     covered: dict[str, int] = {}
     notes: list[str] = []
     for col in bloom_columns(table.schema(), table.properties):
+        if not col.bloom:  # an exact-only column has no Bloom filters to count
+            continue
         cov = resolve_coverage(table.io, md, col.field_id, set(live), _sizes(live))
         covered[col.name] = len(live) - len(cov.uncovered)
         notes += cov.warnings
@@ -560,8 +562,14 @@ def sidecar_status(table: TableRef, *, catalog: Catalog | None = None) -> Sideca
         if col.exact:
             src = exact_sources(table.io, md, col.field_id)
             notes += src.warnings
-            indexed = set().union(*(s.index.paths() for s in src.indexes)) if src.indexes else set()
-            covered[f"{col.name} (exact)"] = len(set(live) & indexed)
+            indexed: set[str] = set()
+            for s in src.indexes:
+                try:  # a live file counts when a row describes its bytes (a reused path's stale row does not)
+                    indexed.update(p for p, f in live.items() if (row := s.index.record(p)) is not None
+                                   and describes(row, int(f.record_count), int(f.file_size_in_bytes)))
+                except SidecarError as exc:
+                    notes.append(warn(f"exact index {s.ref.location} unreadable: {exc}; its files are scanned"))
+            covered[f"{col.name} (exact)"] = len(indexed)
     refs = [(r.source, r.location, r.size) for r in sidecar_refs(md)]
     exact_bytes = 0
     for r in sidecar_refs(md):

@@ -76,6 +76,7 @@ class LookupPlan:
     bloom_configured: bool = True
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    pinned: bool = False  # the caller named the snapshot (time travel): rows come in that snapshot's schema
 
     @property
     def files_to_read(self) -> list[str]:
@@ -159,7 +160,10 @@ def _plan_lookup(table: Table, column: str, values: Any, snapshot_id: int | None
         )
     fields = tuple(selected_fields) if selected_fields else ("*",)
     if fields != ("*",):
-        schema = metadata.schema_by_id(snap.schema_id) if snap is not None and snap.schema_id is not None else None
+        # as pyiceberg: time travel reads the snapshot's schema; the current snapshot the current schema (a
+        # rename or a new column since the last commit is already visible)
+        schema = metadata.schema_by_id(snap.schema_id) if (snapshot_id is not None and snap is not None
+                                                            and snap.schema_id is not None) else None
         _check_fields(schema or table.schema(), fields, table_name(table))
     partition_sources = {pf.source_id for spec in metadata.specs().values() for pf in spec.fields}
     big = len(literals) > BATCH_THRESHOLD
@@ -173,7 +177,7 @@ def _plan_lookup(table: Table, column: str, values: Any, snapshot_id: int | None
         row_filter = In(term=Reference(column), values=set(literals))
     plan_filter = row_filter
     plan = LookupPlan(table_name(table), column, snap.snapshot_id if snap else None, literals, nested,
-                      row_filter, post_filter, fields, [], metadata)
+                      row_filter, post_filter, fields, [], metadata, pinned=snapshot_id is not None)
     plan.bloom_configured = any(c.name == column and c.bloom for c in bloom_columns(table.schema(), table.properties))
     if snap is None or not literals:
         plan.timings["plan"] = time.perf_counter() - t0

@@ -189,7 +189,8 @@ def write_sidecar(
         manifest_of = file_manifests or [-1] * len(files)
         blobs += exact_blobs(
             [ExactFile(files[o].path, manifest_of[o], files[o].record_count,
-                       file_tasks[o] if file_tasks is not None and manifest_of[o] >= 0 else None) for o in ordinals],
+                       file_tasks[o] if file_tasks is not None and manifest_of[o] >= 0 else None,
+                       files[o].file_size_in_bytes) for o in ordinals],
             [(c.field_id, c.name) for c in exact_cols],
             {c.field_id: {i: filters[c.field_id][o].exact for i, o in enumerate(ordinals)} for c in exact_cols},  # type: ignore[misc]
             covered_snapshot_id=covered_snapshot_id, manifests=manifests,
@@ -201,6 +202,35 @@ def write_sidecar(
 
 
 # --------------------------------------------------------------------------------------- reading
+def _parse_files_blob(location: str, raw: bytes) -> tuple[list[CoveredFile], dict[int, ColumnInfo]]:
+    if raw[:4] != _FILES_MAGIC or len(raw) < 16:
+        raise SidecarError(f"sidecar {location}: bad files-blob header")
+    version, length, crc = struct.unpack("<III", raw[4:16])
+    payload = raw[16:]
+    if version != _VERSION or length != len(payload) or _crc(payload) != crc:
+        raise SidecarError(f"sidecar {location}: files blob failed verification (corrupt)")
+    try:
+        doc = json.loads(payload)
+        files = [CoveredFile(str(f["path"]), int(f["record-count"]), int(f["file-size-in-bytes"])) for f in doc["files"]]
+        columns = {
+            int(c["field-id"]): ColumnInfo(int(c["field-id"]), str(c["name"]), float(c["fpp"]), c.get("ndv-hint"))
+            for c in doc["columns"]
+        }
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SidecarError(f"sidecar {location}: malformed files blob ({exc!r})") from exc
+    return files, columns
+
+
+def covered_sizes(reader: PuffinReader) -> dict[str, tuple[int, int]]:
+    """path -> (record count, byte size) of the files a sidecar's files blob covers (verified). The exact
+    index's version-1 short rows have no size: it is taken from here (docs/exact-index.md 3.3)."""
+    blobs = [b for b in reader.footer.blobs if b.type == FILES_BLOB]
+    if len(blobs) != 1 or blobs[0].compression_codec:
+        raise SidecarError(f"sidecar {reader.location}: no single uncompressed {FILES_BLOB} blob")
+    files, _ = _parse_files_blob(reader.location, reader.read_range(blobs[0].offset, blobs[0].length))
+    return {f.path: (f.record_count, f.file_size_in_bytes) for f in files}
+
+
 @dataclass
 class Sidecar:
     """An opened sidecar: its covered files, columns and bloom blob headers (all verified)."""
@@ -231,21 +261,7 @@ class Sidecar:
         else:
             reader.check_head()
             raw = reader.read_range(fb.offset, fb.length)
-        if raw[:4] != _FILES_MAGIC or len(raw) < 16:
-            raise SidecarError(f"sidecar {location}: bad files-blob header")
-        version, length, crc = struct.unpack("<III", raw[4:16])
-        payload = raw[16:]
-        if version != _VERSION or length != len(payload) or _crc(payload) != crc:
-            raise SidecarError(f"sidecar {location}: files blob failed verification (corrupt)")
-        try:
-            doc = json.loads(payload)
-            files = [CoveredFile(str(f["path"]), int(f["record-count"]), int(f["file-size-in-bytes"])) for f in doc["files"]]
-            columns = {
-                int(c["field-id"]): ColumnInfo(int(c["field-id"]), str(c["name"]), float(c["fpp"]), c.get("ndv-hint"))
-                for c in doc["columns"]
-            }
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SidecarError(f"sidecar {location}: malformed files blob ({exc!r})") from exc
+        files, columns = _parse_files_blob(location, raw)
         blobs: dict[int, list[BlobMetadata]] = {}
         for b in footer.blobs:
             if b.type in (FILES_BLOB, BLOOM_BLOB) and b.compression_codec:

@@ -26,6 +26,8 @@ SHORT_NAME = "iceberg-privacy"
 READ_OPTIONS: dict[str, str] = {
     "snapshot-id": "read this snapshot id",
     "as-of-timestamp": "read the snapshot current at this time (milliseconds since the epoch)",
+    "branch": "read the head of this branch (in the table's current schema)",
+    "tag": "read the snapshot this tag names (in the schema it was written with)",
     "split-size": "target bytes of data files per input partition (default 134217728)",
     "min-partitions": "at least this many input partitions when there are enough files (default 1)",
     "pushdown": "push equality filters on bloom columns to the planner (default true)",

@@ -53,12 +53,24 @@ DEFAULT_SPLIT_SIZE = 128 * 1024 * 1024
 
 
 def resolve_snapshot(table: Table, opts: SourceOptions) -> Snapshot | None:
-    """The snapshot a read is pinned to: ``snapshot-id``, ``as-of-timestamp`` or the current one."""
+    """The snapshot a read is pinned to: ``snapshot-id``, ``as-of-timestamp``, the head of ``branch`` or
+    ``tag``, or the current one."""
     sid = opts.get_int("snapshot-id")
     ts = opts.get_int("as-of-timestamp")
     name = table_name(table)
-    if sid is not None and ts is not None:
-        raise ConfigurationError("set either snapshot-id or as-of-timestamp, not both")
+    given = [o for o in ("snapshot-id", "as-of-timestamp", "branch", "tag") if opts.get(o) not in (None, "")]
+    if len(given) > 1:
+        raise ConfigurationError(f"set one of snapshot-id, as-of-timestamp, branch and tag, not {' and '.join(given)}")
+    for kind in ("branch", "tag"):
+        ref_name = opts.get(kind)
+        if ref_name:
+            ref = table.metadata.refs.get(ref_name)
+            if ref is None or ref.snapshot_ref_type.value != kind:
+                known = ", ".join(sorted(n for n, r in table.metadata.refs.items()
+                                         if r.snapshot_ref_type.value == kind)) or "none"
+                raise ConfigurationError(f"{name} has no {kind} {ref_name!r}; its {kind}es: {known}"
+                                         if kind == "branch" else f"{name} has no tag {ref_name!r}; its tags: {known}")
+            return table.snapshot_by_id(ref.snapshot_id)
     if sid is not None:
         snap = table.snapshot_by_id(sid)
         if snap is None:
@@ -77,9 +89,17 @@ def resolve_snapshot(table: Table, opts: SourceOptions) -> Snapshot | None:
     return table.current_snapshot()
 
 
-def schema_at(table: Table, snap: Snapshot | None) -> Schema:
-    """The schema a snapshot was written with (time travel reads old columns), else the current one."""
-    if snap is not None and snap.schema_id is not None:
+def time_travel(opts: SourceOptions) -> bool:
+    """Does the read name its snapshot (``snapshot-id``, ``as-of-timestamp``, ``tag``)? Then it shows that
+    snapshot's schema, as Iceberg's Spark reader; a branch head (like the main branch) shows the table's."""
+    return opts.get_int("snapshot-id") is not None or opts.get_int("as-of-timestamp") is not None \
+        or bool(opts.get("tag"))
+
+
+def schema_at(table: Table, snap: Snapshot | None, pinned: bool = True) -> Schema:
+    """The schema a snapshot was written with when the read names it (time travel reads old columns, as
+    Iceberg's Spark reader), else the current one (a rename or an added column since the last commit shows)."""
+    if pinned and snap is not None and snap.schema_id is not None:
         return table.metadata.schema_by_id(snap.schema_id) or table.schema()
     return table.schema()
 
@@ -107,10 +127,11 @@ def balance(tasks: Sequence[FileScanTask], split_size: int, min_partitions: int 
 class Pushed:
     """One pushed equality filter: ``column`` equals one of ``values`` (already valid for its type)."""
 
-    column: str
+    column: str  # the name in the schema the read shows (the snapshot's, under time travel)
     values: tuple[Any, ...]
     filter: str
     post_filter: bool = False  # match rows with Arrow after reading (large IN lists)
+    plan_column: str = ""  # the same field's name in the current schema (what the planner resolves)
 
 
 @dataclass
@@ -139,7 +160,26 @@ class ScanReport:
                 f"{self.partitions} partition(s), pushed: {pushed}")
 
 
-def _pushable(f: Filter, bloom: dict[str, BloomColumn]) -> Pushed | None:
+def read_columns(table: Table, schema: Schema) -> dict[str, tuple[BloomColumn, str]]:
+    """Indexed columns of the schema a read shows, by that schema's names: (the column as that schema types it,
+    its name in the current schema). Matched by field id: under time travel a column renamed since is still
+    pushed (under its current name to the planner), and a column dropped and re-added with the same name is not
+    (its index is another field's)."""
+    current = {c.field_id: c for c in bloom_columns(table.schema(), table.properties)}
+    out: dict[str, tuple[BloomColumn, str]] = {}
+    for f in schema.fields:
+        c = current.get(f.field_id)
+        if c is None:
+            continue
+        try:
+            leaf = identity_leaf_type(f)
+        except IcebergPrivacyError:
+            continue
+        out[f.name] = (BloomColumn(f.name, f, leaf, c.fpp, c.ndv, c.kinds), c.name)
+    return out
+
+
+def _pushable(f: Filter, bloom: dict[str, tuple[BloomColumn, str]]) -> Pushed | None:
     """The filter as a pushed lookup, or None when Spark must evaluate it (not ours, or not exact)."""
     if isinstance(f, (SparkEqualTo, EqualNullSafe)):
         values = [f.value]
@@ -149,7 +189,7 @@ def _pushable(f: Filter, bloom: dict[str, BloomColumn]) -> Pushed | None:
         return None
     if len(f.attribute) != 1 or f.attribute[0] not in bloom:
         return None
-    col = bloom[f.attribute[0]]
+    col, plan_column = bloom[f.attribute[0]]
     if is_nested(col.field) or isinstance(col.leaf_type, UUIDType):
         return None  # Spark sees these as arrays/maps/bytes: its own equality differs from an id lookup
     values = [v for v in values if v is not None]  # NULL never equals (EqualNullSafe NULL: leave to Spark)
@@ -160,7 +200,8 @@ def _pushable(f: Filter, bloom: dict[str, BloomColumn]) -> Pushed | None:
     except (IcebergPrivacyError, TypeError, ValueError):
         return None
     shown = f"{type(f).__name__}({col.name}, {len(values)} value(s))"
-    return Pushed(col.name, tuple(values), shown, post_filter=len(set(values)) > BATCH_THRESHOLD)
+    return Pushed(col.name, tuple(values), shown, post_filter=len(set(values)) > BATCH_THRESHOLD,
+                  plan_column=plan_column)
 
 
 class IcebergPrivacyReader(DataSourceReader):
@@ -174,14 +215,14 @@ class IcebergPrivacyReader(DataSourceReader):
         self.snapshot_id = snap.snapshot_id if snap else None
         self.metadata: TableMetadata = table.metadata
         self.io_properties: dict[str, str] = portable_properties(table.io)
-        self.schema: Schema = schema_at(table, snap)
+        self.schema: Schema = schema_at(table, snap, time_travel(opts))
         names = [f.name for f in self.schema.fields]
         unknown = [n for n in struct.fieldNames() if n not in names]
         if unknown:
             raise ConfigurationError(
                 f"requested column(s) {unknown} are not in {opts.table}; its columns: {', '.join(names)}"
             )
-        self.bloom = {c.name: c for c in bloom_columns(self.schema, table.properties)}
+        self.bloom = read_columns(table, self.schema)
         self.pushed: list[Pushed] = []
         self.row_groups: dict[str, tuple[int, ...]] = {}
         self.report: ScanReport | None = None
@@ -214,7 +255,7 @@ class IcebergPrivacyReader(DataSourceReader):
         tasks_by_path: dict[str, FileScanTask] | None = None
         hints: dict[str, tuple[int, ...]] = {}
         for i, p in enumerate(self.pushed):
-            plan = plan_lookup(table, p.column, list(p.values), snapshot_id=self.snapshot_id)
+            plan = plan_lookup(table, p.plan_column or p.column, list(p.values), snapshot_id=self.snapshot_id)
             # Filters are ANDed: a row group must be allowed by every filter that hints its file.
             for path, groups in (getattr(plan, "row_groups", None) or {}).items():
                 hints[path] = tuple(sorted(set(hints[path]) & set(groups))) if path in hints else tuple(groups)

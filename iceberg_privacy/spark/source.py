@@ -31,12 +31,12 @@ class IcebergPrivacyDataSource(DataSource):
 
     def schema(self) -> Any:
         """The table's Spark schema at the pinned snapshot (reads only; writes use the DataFrame's)."""
-        from iceberg_privacy.spark.reader import resolve_snapshot, schema_at
+        from iceberg_privacy.spark.reader import resolve_snapshot, schema_at, time_travel
         from iceberg_privacy.spark.schema import spark_schema
 
         opts = self._opts(READ_OPTIONS)
         table = opts.load_table()
-        return spark_schema(schema_at(table, resolve_snapshot(table, opts)))
+        return spark_schema(schema_at(table, resolve_snapshot(table, opts), time_travel(opts)))
 
     def reader(self, schema: Any) -> DataSourceReader:
         from iceberg_privacy.spark.reader import IcebergPrivacyReader

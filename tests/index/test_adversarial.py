@@ -248,3 +248,27 @@ def test_a_reused_path_is_scanned_not_pruned_by_its_stale_index(catalog, kind: s
             table = catalog.load_table(name)
             for value, rs in expected.items():
                 assert sorted(ip.lookup(table, "k", value).column("r").to_pylist()) == rs, (step, value)
+
+
+@pytest.mark.parametrize("kind", ["bloom", "exact"])
+def test_a_lookup_after_a_rename_with_no_commit_since_uses_the_current_schema(catalog, kind: str) -> None:
+    """A rename (and an added column) with no commit since: the lookup returned rows in the schema the current
+    snapshot was written with (old names, no new column) and refused the new names in ``selected_fields``.
+    pyiceberg's scan shows the current schema; only time travel (an explicit snapshot) shows the old one."""
+    import pyarrow as pa
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import LongType, NestedField, StringType
+
+    t = catalog.create_table("db.renamed", Schema(NestedField(1, "k", StringType(), required=False),
+                                                  NestedField(2, "r", LongType(), required=False)))
+    ip.configure_index(t, "k", kind)
+    ip.append(catalog.load_table("db.renamed"), pa.table({"k": ["a", "b"], "r": pa.array([1, 2], pa.int64())}))
+    s1 = catalog.load_table("db.renamed").metadata.current_snapshot_id
+    with catalog.load_table("db.renamed").update_schema() as u:
+        u.rename_column("k", "k2")
+        u.add_column("extra", StringType())
+    t = ip.configure_index(catalog.load_table("db.renamed"), "k2", kind)
+    assert ip.lookup(t, "k2", "a").to_pylist() == t.scan(row_filter="k2 == 'a'").to_arrow().to_pylist() \
+        == [{"k2": "a", "r": 1, "extra": None}]
+    assert ip.lookup(t, "k2", "a", selected_fields=["extra", "k2"]).to_pylist() == [{"k2": "a", "extra": None}]
+    assert ip.lookup(t, "k2", "a", snapshot_id=s1).to_pylist() == [{"k": "a", "r": 1}]  # time travel: old schema

@@ -119,7 +119,7 @@ def spec_v1_blob(entries: list[tuple[int, int, int]], num_files: int) -> bytes:
 # ------------------------------------------------------------------------------------------ helpers
 def _write_index(tmp: Path, name: str, per_file: list[ExactKeys], index_payload: bytes | None = None) -> ExactIndex:
     """An index file over ``len(per_file)`` files holding column 1, opened with the library reader."""
-    files = [ExactFile(f"s3://bucket/data/f{i}.parquet", -1, 10) for i in range(len(per_file))]
+    files = [ExactFile(f"s3://bucket/data/f{i}.parquet", -1, 10, None, 1000) for i in range(len(per_file))]
     blobs = exact.exact_blobs(files, [(1, "user_id")], {1: dict(enumerate(per_file))})
     if index_payload is not None:
         blobs = [(t, fl, index_payload if t == exact.INDEX_BLOB else p, props) for t, fl, p, props in blobs]

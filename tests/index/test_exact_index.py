@@ -89,6 +89,31 @@ def test_vectorized_and_scalar_hash_agree(data, kind: str) -> None:
     assert hash64_array(arr).tolist() == expected
 
 
+@settings(max_examples=25)
+@given(short=st.lists(st.binary(max_size=24), min_size=0, max_size=40),
+       long=st.lists(st.binary(min_size=25, max_size=3000), max_size=12), seed=st.randoms())
+def test_a_few_long_values_among_many_short_ones_hash_like_the_scalar_path(short, long, seed) -> None:
+    """The vector passes hand the last few long values to a scalar loop: same hashes, any mix and order."""
+    vals = short + long
+    seed.shuffle(vals)
+    arr = pa.array(vals, pa.binary())
+    assert hash64_array(arr).tolist() == [iph64(v) for v in vals]
+
+
+def test_one_huge_value_does_not_cost_a_vector_pass_per_word(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One 1 MB id among 20,000 short ones cost one full-width numpy pass per 8 bytes (131,072 passes: 6.6 s
+    for 400 KB among 100,000 ids, before): the long tail is hashed by the scalar loop now."""
+    from iceberg_privacy.index import hash64
+
+    calls = []
+    real = hash64.fmix_np
+    monkeypatch.setattr(hash64, "fmix_np", lambda z: calls.append(len(z)) or real(z))
+    vals = [f"user-{i}".encode() for i in range(20_000)] + [b"x" * 1_000_000]
+    got = hash64_array(pa.array(vals, pa.binary()))
+    assert int(got[-1]) == iph64(vals[-1]) and int(got[7]) == iph64(vals[7])
+    assert len(calls) < 10, len(calls)
+
+
 @settings(max_examples=30)
 @given(ids=st.lists(st.lists(st.one_of(st.none(), st.text(max_size=12)), max_size=3) | st.none(), max_size=12))
 def test_nested_ids_hash_like_their_values(ids) -> None:
@@ -548,7 +573,7 @@ def test_an_independent_reader_of_the_spec_finds_every_value(catalog) -> None:
     blobs = {b["type"]: b for b in footer["blobs"] if b["type"].startswith("iceberg-privacy-exact")}
     meta = data[blobs["iceberg-privacy-exact-meta-v1"]["offset"]:][: blobs["iceberg-privacy-exact-meta-v1"]["length"]]
     magic, version, length, crc = struct.unpack("<4sIII", meta[:16])
-    assert (magic, version) == (b"IPXM", 1) and zlib.crc32(meta[16:]) == crc and length == len(meta) - 16
+    assert (magic, version) == (b"IPXM", 2) and zlib.crc32(meta[16:]) == crc and length == len(meta) - 16
     doc = json.loads(meta[16:])
     assert doc["covered-snapshot-id"] == t.metadata.current_snapshot_id
     zstd = pa.Codec("zstd")
@@ -573,3 +598,7 @@ def test_an_independent_reader_of_the_spec_finds_every_value(catalog) -> None:
             for v in pf.read_row_group(rg, columns=["user_id"]).column(0).to_pylist():
                 truth.add((hash64_value(v, StringType()) >> (64 - k) << (64 - k), task.file.file_path, rg))
     assert entries == truth
+    # file-table version 2: every row carries the live file's byte size (element 3 of a short row, 5 of a task row)
+    sizes = {task.file.file_path: task.file.file_size_in_bytes for task in t.scan().plan_files()}
+    assert files and all(len(row) in (4, 10) for row in files)
+    assert {row[0]: row[3] if len(row) == 4 else row[5] for row in files} == sizes

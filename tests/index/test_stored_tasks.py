@@ -123,7 +123,8 @@ def _base_rows(table: Table, snapshot_id: int, drop: list[bool]) -> tuple[dict[s
             p = e.data_file.file_path
             files[p] = m.manifest_path
             old = drop[len(rows) % len(drop)] if drop else False
-            rows[p] = ExactFile(p, 0, e.data_file.record_count, None if old else liveness.stored_task(e, table.metadata))
+            rows[p] = ExactFile(p, 0, e.data_file.record_count, None if old else liveness.stored_task(e, table.metadata),
+                                e.data_file.file_size_in_bytes)
     return files, frozenset(m.manifest_path for m in manifests), rows
 
 
@@ -191,7 +192,8 @@ def test_file_table_rows_with_and_without_stored_tasks_round_trip(tmp_path: Path
     """Readers accept rows with and without the stored-task fields (docs/exact-index.md 3.3)."""
     io = PyArrowFileIO()
     files = [ExactFile(f"s3://b/f{i}.parquet", i % 2, 10 + i,
-                       StoredTask(0, "PARQUET", 1000 + i, 1, ("0000000000000003", None), 4, 4) if i % 3 else None)
+                       StoredTask(0, "PARQUET", 1000 + i, 1, ("0000000000000003", None), 4, 4) if i % 3 else None,
+                       1000 + i)
              for i in range(150)]
     keys = {i: ExactKeys.build(__import__("numpy").array([i * 7919], "uint64"), __import__("numpy").array([0], "uint32"))
             for i in range(len(files))}
