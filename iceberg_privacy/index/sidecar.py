@@ -108,6 +108,13 @@ def _files_blob(files: list[CoveredFile], columns: list[ColumnInfo]) -> bytes:
     return _FILES_MAGIC + struct.pack("<III", _VERSION, len(payload), _crc(payload)) + payload
 
 
+def _blocks(f: FileFilter) -> np.ndarray:
+    """A filter's blocks; callers pass only filters that have them (a None here is a bug, not bad input)."""
+    if f.blocks is None:
+        raise AssertionError("a Bloom filter without blocks reached the sidecar writer")
+    return f.blocks
+
+
 def _bloom_blob(num_blocks: int, ordinals: list[int], filters: list[FileFilter]) -> bytes:
     n = len(ordinals)
     header = _BLOOM_HEADER.pack(_BLOOM_MAGIC, _VERSION, num_blocks, n, HASH_SCHEME)
@@ -115,7 +122,7 @@ def _bloom_blob(num_blocks: int, ordinals: list[int], filters: list[FileFilter])
     directory = np.array(ordinals, dtype="<u4").tobytes() + np.array([f.ndv for f in filters], "<u4").tobytes()
     directory += struct.pack("<I", _crc(directory))
     # (M, F, 8) words -> rows of F*32 bytes, each followed by its CRC-32.
-    matrix = np.stack([f.blocks.astype("<u4", copy=False) for f in filters], axis=1)
+    matrix = np.stack([_blocks(f).astype("<u4", copy=False) for f in filters], axis=1)
     raw = matrix.reshape(num_blocks, n * bloom.BLOCK_BYTES // 4).view(np.uint8)
     rows = np.empty((num_blocks, n * bloom.BLOCK_BYTES + 4), dtype=np.uint8)
     rows[:, :-4] = raw
@@ -166,12 +173,12 @@ def write_sidecar(
     for col in columns:
         per_file = {o: f for o, f in filters.get(col.field_id, {}).items() if f.blocks is not None}
         by_blocks: dict[int, list[int]] = {}
-        target = _shared_block_counts({flt.blocks.shape[0] for flt in per_file.values()})
+        target = _shared_block_counts({_blocks(flt).shape[0] for flt in per_file.values()})
         for ordinal, flt in per_file.items():
-            by_blocks.setdefault(target[flt.blocks.shape[0]], []).append(ordinal)
+            by_blocks.setdefault(target[_blocks(flt).shape[0]], []).append(ordinal)
         for num_blocks in sorted(by_blocks):
             ordinals = sorted(by_blocks[num_blocks])
-            widened = [FileFilter(per_file[o].ndv, bloom.widen(per_file[o].blocks, num_blocks)) for o in ordinals]
+            widened = [FileFilter(per_file[o].ndv, bloom.widen(_blocks(per_file[o]), num_blocks)) for o in ordinals]
             payload = _bloom_blob(num_blocks, ordinals, widened)
             props = {"num-blocks": str(num_blocks), "num-files": str(len(ordinals)), "column": col.name}
             blobs.append((BLOOM_BLOB, [col.field_id], payload, props))
