@@ -34,6 +34,7 @@ import pyarrow as pa
 from pyiceberg.io import FileIO
 
 from iceberg_privacy.errors import SidecarError
+from iceberg_privacy.index.files_blob import covered_sizes
 from iceberg_privacy.index.hash64 import HASH_ID
 from iceberg_privacy.index.puffin import BlobMetadata, PuffinReader
 
@@ -624,8 +625,6 @@ class ExactIndex:
         (docs/sidecar-format.md 3.1), which the same writer filled from the same data file. None (the row then
         describes no live file: scanned) when that blob is unreadable or disagrees on the record count."""
         if self._legacy_sizes is None:
-            from iceberg_privacy.index.sidecar import covered_sizes  # noqa: PLC0415 - sidecar imports this module
-
             try:
                 sizes = covered_sizes(self.reader)
             except SidecarError:

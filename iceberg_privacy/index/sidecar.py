@@ -10,7 +10,6 @@ that one row per blob (the whole matrix when it has at most 4 rows): ~32 bytes p
 
 from __future__ import annotations
 
-import json
 import struct
 import threading
 import zlib
@@ -23,9 +22,16 @@ from pyiceberg.io import FileIO
 from iceberg_privacy.errors import SidecarError
 from iceberg_privacy.index import bloom
 from iceberg_privacy.index.exact import ExactFile, ExactKeys, StoredTask, exact_blobs
+from iceberg_privacy.index.files_blob import (  # noqa: F401 - re-exported: the sidecar's public names
+    FILES_BLOB,
+    ColumnInfo,
+    CoveredFile,
+    covered_sizes,
+    files_blob,
+    parse_files_blob,
+)
 from iceberg_privacy.index.puffin import MAGIC, BlobMetadata, PuffinFooter, PuffinReader, write_puffin
 
-FILES_BLOB = "iceberg-privacy-files-v1"
 BLOOM_BLOB = "iceberg-privacy-bloom-v1"
 FORMAT_NAME = "iceberg-privacy-sidecar-v1"
 FILE_SUFFIX = ".privacy-sidecar.stats"
@@ -35,26 +41,10 @@ that police table buckets (S3 Tables and alike) accept that suffix under ``metad
 LEGACY_SUFFIXES = (".privacy-sidecar.puffin",)
 HASH_SCHEME = 1  # bucket[2147483647] -> SplitMix64 -> SBBF (see hashing.py)
 
-_FILES_MAGIC = b"IPFL"
 _BLOOM_MAGIC = b"IPBF"
 _VERSION = 1
 _BLOOM_HEADER = struct.Struct("<4sIIII")  # magic, version, num_blocks, num_files, hash scheme
 _FULL_READ_FRACTION = 0.25  # read a whole matrix once the rows a batch needs exceed this share
-
-
-@dataclass(frozen=True)
-class CoveredFile:
-    path: str
-    record_count: int
-    file_size_in_bytes: int
-
-
-@dataclass(frozen=True)
-class ColumnInfo:
-    field_id: int
-    name: str
-    fpp: float
-    ndv_hint: int | None = None
 
 
 @dataclass
@@ -94,20 +84,6 @@ def _crc(data: bytes | memoryview) -> int:
 
 
 # --------------------------------------------------------------------------------------- writing
-def _files_blob(files: list[CoveredFile], columns: list[ColumnInfo]) -> bytes:
-    doc = {
-        "files": [
-            {"path": f.path, "record-count": f.record_count, "file-size-in-bytes": f.file_size_in_bytes}
-            for f in files
-        ],
-        "columns": [
-            {"field-id": c.field_id, "name": c.name, "fpp": c.fpp, "ndv-hint": c.ndv_hint} for c in columns
-        ],
-    }
-    payload = json.dumps(doc, separators=(",", ":")).encode()
-    return _FILES_MAGIC + struct.pack("<III", _VERSION, len(payload), _crc(payload)) + payload
-
-
 def _blocks(f: FileFilter) -> np.ndarray:
     """A filter's blocks; callers pass only filters that have them (a None here is a bug, not bad input)."""
     if f.blocks is None:
@@ -169,7 +145,7 @@ def write_sidecar(
     for planning without manifests (docs/exact-index.md 3.3). ``exact_columns`` restricts which (default:
     every such column).
     """
-    blobs: list[tuple[str, list[int], bytes, dict[str, str]]] = [(FILES_BLOB, [], _files_blob(files, columns), {})]
+    blobs: list[tuple[str, list[int], bytes, dict[str, str]]] = [(FILES_BLOB, [], files_blob(files, columns), {})]
     for col in columns:
         per_file = {o: f for o, f in filters.get(col.field_id, {}).items() if f.blocks is not None}
         by_blocks: dict[int, list[int]] = {}
@@ -209,35 +185,6 @@ def write_sidecar(
 
 
 # --------------------------------------------------------------------------------------- reading
-def _parse_files_blob(location: str, raw: bytes) -> tuple[list[CoveredFile], dict[int, ColumnInfo]]:
-    if raw[:4] != _FILES_MAGIC or len(raw) < 16:
-        raise SidecarError(f"sidecar {location}: bad files-blob header")
-    version, length, crc = struct.unpack("<III", raw[4:16])
-    payload = raw[16:]
-    if version != _VERSION or length != len(payload) or _crc(payload) != crc:
-        raise SidecarError(f"sidecar {location}: files blob failed verification (corrupt)")
-    try:
-        doc = json.loads(payload)
-        files = [CoveredFile(str(f["path"]), int(f["record-count"]), int(f["file-size-in-bytes"])) for f in doc["files"]]
-        columns = {
-            int(c["field-id"]): ColumnInfo(int(c["field-id"]), str(c["name"]), float(c["fpp"]), c.get("ndv-hint"))
-            for c in doc["columns"]
-        }
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SidecarError(f"sidecar {location}: malformed files blob ({exc!r})") from exc
-    return files, columns
-
-
-def covered_sizes(reader: PuffinReader) -> dict[str, tuple[int, int]]:
-    """path -> (record count, byte size) of the files a sidecar's files blob covers (verified). The exact
-    index's version-1 short rows have no size: it is taken from here (docs/exact-index.md 3.3)."""
-    blobs = [b for b in reader.footer.blobs if b.type == FILES_BLOB]
-    if len(blobs) != 1 or blobs[0].compression_codec:
-        raise SidecarError(f"sidecar {reader.location}: no single uncompressed {FILES_BLOB} blob")
-    files, _ = _parse_files_blob(reader.location, reader.read_range(blobs[0].offset, blobs[0].length))
-    return {f.path: (f.record_count, f.file_size_in_bytes) for f in files}
-
-
 @dataclass
 class Sidecar:
     """An opened sidecar: its covered files, columns and bloom blob headers (all verified)."""
@@ -268,7 +215,7 @@ class Sidecar:
         else:
             reader.check_head()
             raw = reader.read_range(fb.offset, fb.length)
-        files, columns = _parse_files_blob(location, raw)
+        files, columns = parse_files_blob(location, raw)
         blobs: dict[int, list[BlobMetadata]] = {}
         for b in footer.blobs:
             if b.type in (FILES_BLOB, BLOOM_BLOB) and b.compression_codec:
