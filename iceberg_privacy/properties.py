@@ -63,7 +63,7 @@ HISTORY_MAINTAIN_EVERY_PROPERTY = "privacy.history.maintain-every"
 """On the journal and the queue tables: run their history upkeep (compact small files, expire old snapshots,
 delete what only those reached) after a commit once the table holds this many snapshots; ``0`` turns the
 automatic trigger off (a queue pass still runs it). Default: :data:`HISTORY_MAINTAIN_EVERY_DEFAULT`."""
-HISTORY_MAINTAIN_EVERY_DEFAULT = 64
+HISTORY_MAINTAIN_EVERY_DEFAULT = 16
 HISTORY_MAINTENANCE_SUMMARY = "privacy.history.compacted-files"
 """Summary of the journal's/queue's compaction commit: how many small data files it merged."""
 FORGET_MARKER = "privacy.forget.list"

@@ -736,6 +736,8 @@ def files_of(table: Table, snapshot_ids: set[int], *, deleted_too: bool) -> set[
             continue
         out.add(snap.manifest_list)
         for m in snap.manifests(table.io):
+            if m.manifest_path in out:  # snapshots share most manifests: each is decoded once
+                continue
             out.add(m.manifest_path)
             out.update(e.data_file.file_path for e in m.fetch_manifest_entry(table.io, discard_deleted=not deleted_too))
     return out
