@@ -1,0 +1,199 @@
+"""History upkeep of the request journal and the queue: their own snapshots and small files stay bounded under a
+sustained request rate, every event and every pending request stays, and upkeep racing submitters and a pass
+(killed at any of its steps, in other processes) loses no request and runs none twice."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
+
+import iceberg_privacy as ip
+from iceberg_privacy.index.maintenance import referenced_files
+from iceberg_privacy.properties import HISTORY_MAINTAIN_EVERY_PROPERTY
+from iceberg_privacy.rights import queue as q
+from iceberg_privacy.rights.journal import RESUMED, Journal, fold
+from iceberg_privacy.rights.keyed import SECRET_ENV
+from iceberg_privacy.storage import canonical, list_files, write_bytes
+from tests.helpers import SECRET, all_rows, make_table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _every(catalog: Catalog, n: int) -> None:
+    for table in (Journal(catalog).load(), q.Queue(catalog).load()):
+        assert table is not None
+        table.transaction().set_properties({HISTORY_MAINTAIN_EVERY_PROPERTY: str(n)}).commit_transaction()
+
+
+def _data_files_stored(table: Table) -> set[str]:
+    return {canonical(f.location) for f in list_files(table.io, table.location()) if f.location.endswith(".parquet")}
+
+
+def _live(table: Table) -> set[str]:
+    return {canonical(t.file.file_path) for t in table.refresh().scan().plan_files()}
+
+
+def test_one_at_a_time_submits_keep_history_bounded_and_every_request(catalog: Catalog) -> None:
+    users = [f"u{i}" for i in range(12)]
+    make_table(catalog, "db.t", [users[:6] + ["keep"], users[6:] + ["keep"]])
+    ip.enqueue(catalog, "erase", [users[0]], request_id="r0")
+    _every(catalog, 4)
+    journal, queue = Journal(catalog), q.Queue(catalog)
+    for i in range(1, 12):  # an unattended front end: one request per call
+        ip.enqueue(catalog, "erase", [users[i]], request_id=f"r{i}")
+        for table in (journal.load(), queue.load()):
+            assert table is not None and len(table.metadata.snapshots) < 4  # upkeep ran at the 4th commit
+            assert len(_live(table)) < 4
+    assert {r.request_id for r in journal.requests()} == {f"r{i}" for i in range(12)}
+    assert {e.request_id for e in queue.entries()} == {f"r{i}" for i in range(12)}
+    before = {rid: s.to_json() for rid, s in fold(journal.rows()).items()}
+    rep = journal.maintain()
+    assert rep is not None and rep.expired_snapshots >= 1 and not rep.delete_failures
+    assert {rid: s.to_json() for rid, s in fold(journal.rows()).items()} == before  # the upkeep changes no state
+    jt = journal.load()
+    assert jt is not None and _data_files_stored(jt) == _live(jt)  # merged-away files are deleted
+
+    report = ip.run_pending(catalog)
+    assert sorted(report.completed) == sorted(f"r{i}" for i in range(12)) and not report.blocked
+    assert [h.table for h in report.upkeep] == ["privacy_requests.requests", "privacy_requests.request_queue"]
+    assert {r["user_id"] for r in all_rows(catalog.load_table("db.t"))} == {"keep"}
+    qt = queue.load()
+    assert qt is not None and queue.entries() == [] and _data_files_stored(qt) == set()  # ciphertext gone
+    assert all(journal.get(f"r{i}").status == "completed" for i in range(12))
+    assert "upkeep privacy_requests.requests" in str(report)
+
+
+def test_upkeep_sweeps_old_orphans_and_keeps_young_ones(catalog: Catalog) -> None:
+    """A killed submitter's uncommitted queue file (ciphertext) is deleted once older than the orphan age; a
+    younger one may be another process's commit in flight and is kept."""
+    make_table(catalog, "db.t", [["u1", "u2"]])
+    ip.enqueue(catalog, "erase", ["u1"], request_id="r1")
+    queue = q.Queue(catalog)
+    table = queue.load()
+    assert table is not None
+    old, young = (f"{table.location()}/data/00000-0-{n}.parquet" for n in ("killed-old", "killed-young"))
+    for loc in (old, young):
+        write_bytes(table.io, loc, b"PAR1 not really")
+    past = time.time() - 7200
+    os.utime(old.removeprefix("file://"), (past, past))
+    rep = queue.maintain()
+    assert rep is not None and rep.orphans_deleted == 1
+    stored = {canonical(f.location) for f in list_files(table.io, table.location())}
+    assert canonical(old) not in stored and canonical(young) in stored
+    assert [e.request_id for e in queue.entries()] == ["r1"]  # the pending request's ciphertext stays
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 5), st.just(-1)), min_size=3, max_size=9))
+def test_property_upkeep_never_changes_the_events(shared_catalog: Catalog, ops: list[int]) -> None:
+    """Any interleaving of appends (ids may repeat: a step recorded twice) and upkeeps: the journal holds exactly
+    the events appended, folded to the same states."""
+    journal = Journal(shared_catalog, namespace=f"up{time.time_ns()}")
+    appended: dict[str, dict[str, Any]] = {}
+    for op in ops:
+        if op < 0:
+            journal.maintain()
+            continue
+        ev = journal.event(f"x{op}", RESUMED, at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=op))
+        ev["event_id"] = f"e{op}"  # deterministic: the same step again
+        appended[ev["event_id"]] = ev
+        journal.append([ev])
+    journal.maintain()
+    rows = journal.rows()
+    assert {r["event_id"] for r in rows} == set(appended)
+    assert {r["event_id"]: (r["request_id"], r["at"]) for r in rows} == {
+        k: (v["request_id"], v["at"]) for k, v in appended.items()}
+    table = journal.load()
+    assert table is not None and len(table.metadata.snapshots) == 1 and len(_live(table)) == 1
+
+
+def _script(home: Path, body: str) -> list[str]:
+    code = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import iceberg_privacy as ip
+        catalog = ip.connect(home={str(home)!r})
+    """) + textwrap.dedent(body)
+    return [sys.executable, "-c", code]
+
+
+@pytest.mark.slow
+def test_upkeep_killed_anywhere_racing_submitters_and_a_pass_loses_no_request(tmp_path: Path) -> None:
+    """Two submitters (each triggering upkeep every 3 commits), a pass loop and upkeep processes killed (os._exit)
+    at each upkeep step, all at once on one SQLite catalog: every request completes exactly once."""
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    users = [f"u{i}" for i in range(12)]
+    make_table(catalog, "db.t", [users[k * 3:(k + 1) * 3] + ["keep"] for k in range(4)])
+    ip.enqueue(catalog, "erase", ["nobody"], request_id="seed")
+    _every(catalog, 3)
+    env = {**os.environ, SECRET_ENV: SECRET}
+    procs = [subprocess.Popen(_script(home, f"""
+        for i in range({k * 6}, {k * 6 + 6}):
+            ip.enqueue(catalog, "erase", [f"u{{i}}"], request_id=f"s{{i}}")
+    """), env=env, stderr=subprocess.PIPE, text=True) for k in range(2)]
+    procs.append(subprocess.Popen(_script(home, """
+        import time
+        for _ in range(3):
+            ip.run_pending(catalog)
+            time.sleep(0.1)
+    """), env=env, stderr=subprocess.PIPE, text=True))
+    killed = []
+    for stage in ("history.after_write", "history.after_compact", "history.after_expire"):
+        killed.append(subprocess.Popen(_script(home, f"""
+            import time
+            from iceberg_privacy._internal import faults
+            from iceberg_privacy.rights.journal import Journal
+            from iceberg_privacy.rights.queue import Queue
+            with faults.injected({stage!r}, lambda s: os._exit(17)):
+                for _ in range(20):
+                    for obj in (Journal(catalog), Queue(catalog)):
+                        obj.maintain()
+                    time.sleep(0.05)
+        """), env=env, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    for p in killed:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode in (0, 17), err
+    assert any(p.returncode == 17 for p in killed)  # at least one upkeep really died half-way
+    for _ in range(2):
+        ip.run_pending(catalog)
+    journal = Journal(catalog)
+    rows = journal.rows()
+    states = fold(rows)
+    claims = q._claims(rows)
+    for i in range(12):
+        rid = f"s{i}"
+        assert states[rid].status == "completed", rid  # no request lost
+        assert sum(1 for r in rows if r["request_id"] == rid and r["event"] == "completed") == 1
+        assert claims[(rid, "db.t")] in states and rid in states[claims[(rid, "db.t")]].detail["queue"]["members"]
+        assert sum(rid in s.detail["queue"]["members"] for s in states.values() if q.is_batch(s)) == 1  # run once
+    batches = [s for s in states.values() if q.is_batch(s)]
+    assert sum(b.rows for b in batches) == 12  # every victim row counted once, in one batch
+    assert {r["user_id"] for r in all_rows(catalog.load_table("db.t"))} == {"keep"}
+    queue = q.Queue(catalog)
+    assert queue.entries() == []
+    rep = queue.maintain(orphan_age=timedelta(0))  # whatever a killed upkeep wrote and never committed goes now
+    assert rep is not None and not rep.delete_failures
+    qt = queue.load()
+    assert qt is not None and _data_files_stored(qt) == set()
+    assert journal.maintain(orphan_age=timedelta(0)) is not None
+    jt = journal.load()
+    assert jt is not None
+    stored = {canonical(f.location) for f in list_files(jt.io, jt.location())}
+    assert stored <= referenced_files(jt)  # nothing a killed upkeep wrote is left behind
