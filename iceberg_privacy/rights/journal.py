@@ -342,7 +342,7 @@ class Journal:
         def step() -> Table:
             table = self.load(create=True)
             assert table is not None
-            with retry.vanished_is_conflict(table):  # an upkeep deleted the manifests of the head we read
+            with lost_to_upkeep(table):
                 table.append(data)
             return table
 
@@ -373,7 +373,7 @@ class Journal:
         ids = sorted(set(request_ids))
         if not ids:
             return []
-        return self._read(In(term=Reference("request_id"), literals={literal(i) for i in ids}))
+        return self._read(In(term=Reference("request_id"), values={literal(i) for i in ids}))
 
     def _read(self, row_filter: Any) -> list[dict[str, Any]]:
         def step() -> list[dict[str, Any]]:
@@ -556,6 +556,21 @@ def blocking(journal: Journal, req: RequestState) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------ history upkeep
+@contextmanager
+def lost_to_upkeep(table: Table) -> Iterator[None]:
+    """Around an append to the journal or the queue: a concurrent upkeep that merged or expired what the append
+    was built on is a lost race (retried from a fresh load), not an error. That is a manifest that vanished
+    (:func:`retry.vanished_is_conflict`) or pyiceberg's rebase refusing a base snapshot that was expired
+    (``ValidationException``: the commit did not land)."""
+    from pyiceberg.exceptions import CommitFailedException, ValidationException
+
+    with retry.vanished_is_conflict(table):
+        try:
+            yield
+        except ValidationException as exc:
+            raise CommitFailedException(f"the commit was built on history a concurrent upkeep removed: {exc}") from exc
+
+
 @dataclass
 class HistoryReport:
     """What one upkeep of the journal or the queue did (see :func:`maintain_history`)."""

@@ -88,6 +88,7 @@ from iceberg_privacy.rights.journal import (
     due_for_upkeep,
     expire_history,
     fold,
+    lost_to_upkeep,
     maintain_history,
     new_request_id,
     subjects_fingerprint,
@@ -98,7 +99,7 @@ from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE
 from iceberg_privacy.rights.purge import purge as purge_request
 from iceberg_privacy.rights.subjects import as_values, check_values, resolve_subjects, subject_tables
-from iceberg_privacy.storage import canonical, child, delete_files, storage_errors
+from iceberg_privacy.storage import child, storage_errors
 
 logger = logging.getLogger(__name__)
 
@@ -294,7 +295,7 @@ class Queue:
         def step() -> Table:
             table = self.load(create=True)
             assert table is not None
-            with retry.vanished_is_conflict(table):  # an upkeep deleted the manifests of the head we read
+            with lost_to_upkeep(table):
                 table.append(data)
             return table
 
@@ -328,7 +329,7 @@ class Queue:
                 return []
             with retry.vanished_is_conflict(table):  # an upkeep or shred deleted the files of the head we read
                 scan = table.scan(
-                    row_filter=In(term=Reference("request_id"), literals={literal(i) for i in ids}) if ids else AlwaysTrue(),
+                    row_filter=In(term=Reference("request_id"), values={literal(i) for i in ids}) if ids else AlwaysTrue(),
                     selected_fields=("request_id", "kind", "key_id", "enqueued_at", "wrapped_key", "ciphertext"))
                 return scan.to_arrow().to_pylist()
 
