@@ -665,8 +665,8 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             "a crashed writer's uncommitted files. Running the request again does not delete them. Once no writer is "
             f"running, delete them with `iceberg-privacy index cleanup {failed[0]} --older-than 0s --delete` (Python: "
             "iceberg_privacy.cleanup_orphans(table, older_than=timedelta(0), delete=True)) or purge again with "
-            "orphan_age=timedelta(0) (CLI: --orphan-age-hours 0), then "
-            f"`iceberg-privacy requests run {request_id}` to verify and complete it." + elsewhere
+            f"orphan_age=timedelta(0) (CLI: `iceberg-privacy purge {request_id} --orphan-age-hours 0`), which "
+            "verifies and completes it." + elsewhere
         )
     if failed and raise_on_failure:
         raise VerificationFailedError(
