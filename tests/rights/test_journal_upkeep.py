@@ -97,7 +97,7 @@ def test_upkeep_sweeps_old_orphans_and_keeps_young_ones(catalog: Catalog) -> Non
 
 
 @settings(max_examples=4, deadline=None)
-@given(st.lists(st.one_of(st.integers(0, 5), st.just(-1)), min_size=3, max_size=9))
+@given(st.lists(st.one_of(st.integers(0, 5), st.just(-1)), min_size=2, max_size=7))
 def test_property_upkeep_never_changes_the_events(shared_catalog: Catalog, ops: list[int]) -> None:
     """Any interleaving of appends (ids may repeat: a step recorded twice) and upkeeps: the journal holds exactly
     the events appended, folded to the same states."""
@@ -117,7 +117,10 @@ def test_property_upkeep_never_changes_the_events(shared_catalog: Catalog, ops: 
     assert {r["event_id"]: (r["request_id"], r["at"]) for r in events} == {
         k: (v["request_id"], v["at"]) for k, v in appended.items()}
     table = journal.load()
-    assert table is not None and len(table.metadata.snapshots) == 1 and len(_live(table)) == 1
+    if appended:
+        assert table is not None and len(table.metadata.snapshots) == 1 and len(_live(table)) == 1
+    else:
+        assert table is None  # nothing appended: the upkeep creates nothing
 
 
 def _script(home: Path, body: str) -> list[str]:
