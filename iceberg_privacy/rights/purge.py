@@ -658,9 +658,9 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         # orphan age. Running the request again cannot help: nothing references them, so nothing re-erases them.
         names = ", ".join(failed)
         raise VerificationFailedError(
-            f"request {request_id}: {sum(v.unreferenced_with_subjects for v in verifies)} file(s) under {names} "
-            f"still hold rows of the subjects ({sum(v.rows_found for v in verifies)} rows) but are not referenced by "
-            "the table's metadata: orphans younger than the orphan age "
+            f"request {request_id}: rows of the subjects are still in {names} ({sum(v.rows_found for v in verifies)} "
+            f"rows), only in {sum(v.unreferenced_with_subjects for v in verifies)} file(s) not referenced by the "
+            "table's metadata: orphans younger than the orphan age "
             f"({orphan_age}), e.g. files another process's snapshot expiry left between the erase and the purge, or "
             "a crashed writer's uncommitted files. Running the request again does not delete them. Once no writer is "
             f"running, delete them with `iceberg-privacy index cleanup {failed[0]} --older-than 0s --delete` (Python: "
