@@ -59,6 +59,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=20251123)
     p.add_argument("--out", type=Path, default=Path("results/requests.json"))
     p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--journal-history", type=str, default="100,1000",
+                   help="two journal history sizes N1,N2: requests submitted one at a time before the submit latency "
+                        "(journal.submit_ms_at_<N>) and a pass over all of them (journal.pass_s_at_<N2>) are measured")
+    p.add_argument("--skip-journal", action="store_true", help="leave out the journal growth section")
     p.add_argument("--quick", action="store_true", help="CI size: 100 files, 1,000 requests, sample of 5")
     p.add_argument("--skip-spark", action="store_true",
                    help="leave out erase(spark=) on local[2] vs the single process (benchmarks.requests_spark)")
@@ -67,7 +71,73 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.files, args.commits, args.requests, args.sample = 100, 2, 1000, 5
+        if args.journal_history == "100,1000":
+            args.journal_history = "20,100"
+    sizes = [int(x) for x in args.journal_history.split(",")]
+    if len(sizes) != 2 or not 0 < sizes[0] < sizes[1]:
+        p.error("--journal-history takes two sizes N1,N2 with 0 < N1 < N2")
+    args.journal_sizes = sizes
     return args
+
+
+JOURNAL_WINDOW = 20
+"""Submits whose latencies give ``journal.submit_ms_at_<N>``: the last ones before the history reaches N."""
+
+
+def journal_growth(workdir: Path, population: list[Any], sizes: list[int]) -> dict[str, Any]:
+    """An unattended front end: single-subject erasure requests submitted ONE call at a time (``ip.enqueue``, each
+    its own queue and journal commit) to a fresh catalog, then one ``run_pending`` over all of them. Reports the
+    median (and worst) submit latency of the last :data:`JOURNAL_WINDOW` submits before each history size, the
+    pass time at the larger size, and how big the journal's/queue's own history is (snapshots, files)."""
+    from iceberg_privacy.rights.journal import Journal
+    from iceberg_privacy.rights.queue import Queue
+    from iceberg_privacy.storage import list_files
+
+    home = workdir / "journal-growth"
+    cat = ip.connect(home=home)
+    cat.create_namespace("jbench")
+    users = [str(u) for u in population[: max(sizes[-1], 1)]]
+    table = cat.create_table("jbench.events", pa.schema([(COLUMN, pa.string()), ("n", pa.int64())]))
+    table = ip.configure_identity(table, [COLUMN])
+    ip.append(table, pa.table({COLUMN: users, "n": list(range(len(users)))}))
+
+    def history() -> dict[str, Any]:
+        out = {}
+        for name, obj in (("journal", Journal(cat)), ("queue", Queue(cat))):
+            t = obj.load()
+            if t is not None:
+                out[name] = {"snapshots": len(t.metadata.snapshots),
+                             "files_stored": len(list_files(t.io, t.location())),
+                             "live_data_files": len(list(t.scan().plan_files())) if t.current_snapshot() else 0}
+        return out
+
+    res: dict[str, Any] = {"window": JOURNAL_WINDOW, "at": {}}
+    latencies: list[float] = []
+    for i in range(sizes[-1]):
+        t0 = time.perf_counter()
+        ip.enqueue(cat, "erase", [users[i % len(users)]], ["jbench.events"], request_id=f"j-{i}", home=workdir)
+        latencies.append(time.perf_counter() - t0)
+        if i + 1 in sizes:
+            window = latencies[-JOURNAL_WINDOW:]
+            res["at"][i + 1] = {"submit_ms_median": round(1000 * statistics.median(window), 1),
+                                "submit_ms_max": round(1000 * max(window), 1), "history": history()}
+            log(f"journal: {i + 1} requests submitted one at a time, median submit "
+                f"{res['at'][i + 1]['submit_ms_median']} ms")
+    t0 = time.perf_counter()
+    rep = ip.run_pending(cat, home=workdir)
+    pass_s = time.perf_counter() - t0
+    if len(rep.completed) != sizes[-1]:
+        raise AssertionError(f"the pass completed {len(rep.completed)} of {sizes[-1]} requests: {rep}")
+    res["pass_seconds"] = round(pass_s, 2)
+    res["upkeep_seconds"] = round(rep.upkeep_seconds, 2)
+    res["history_after_pass"] = history()
+    t0 = time.perf_counter()
+    ip.enqueue(cat, "erase", [users[0]], ["jbench.events"], request_id="j-after", home=workdir)
+    res["submit_ms_after_pass"] = round(1000 * (time.perf_counter() - t0), 1)
+    res["submit_ms_mean_all"] = round(1000 * statistics.fmean(latencies), 1)
+    flat = {f"journal.submit_ms_at_{n}": res["at"][n]["submit_ms_median"] for n in sizes}
+    flat[f"journal.pass_s_at_{sizes[-1]}"] = res["pass_seconds"]
+    return {"journal": res, **flat}
 
 
 def _erase_commits(table: Any, since_ms: int) -> int:
@@ -168,6 +238,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "machine": machine,
         }
         res["queue"]["speedup_vs_one_at_a_time"] = round(one_median * n / pass_s, 1)
+        if not args.skip_journal:
+            log(f"journal growth: {args.journal_sizes[-1]} requests submitted one at a time")
+            res.update(journal_growth(workdir, population, args.journal_sizes))
 
         def check(r: dict[str, Any]) -> dict[str, Any]:
             qd = r["queue"]
@@ -212,6 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{qd['oracle_files']}, ratio {qd['files_rewritten_ratio_to_oracle']}); purge+verify {qd['purge_verify_seconds']}s")
     print(f"one at a time (sample {one['sample']}, extrapolated): {one['median_seconds_per_request']}s per request -> "
           f"{one['requests_per_hour']:.0f} requests/hour, {one['extrapolated_hours_for_all']} h for all")
+    if "journal" in res:
+        sizes = sorted(res["journal"]["at"])
+        print("journal (one submit per call): " + ", ".join(
+            f"{res['journal']['at'][n]['submit_ms_median']} ms per submit at {n} requests" for n in sizes)
+              + f"; a pass over {sizes[-1]}: {res['journal']['pass_seconds']}s")
     if "spark.erase_speedup_local2_vs_single" in res:
         print(f"spark: erase(spark=local[2]) vs single process: {res['spark.erase_speedup_local2_vs_single']}x")
     if "forget_list.ingest_overhead" in res:

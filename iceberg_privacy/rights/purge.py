@@ -385,6 +385,7 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
         if got.found:
             rep.rows_found += got.found
             rep.files_with_subjects.append(matcher.redact(rel))
+            rep.unreferenced_with_subjects += canonical(stored.location) not in referenced
         else:
             clean.add(canonical(stored.location))
     for stored, head in others:  # after the Parquet files: bounds of clean live files need no prefix check
@@ -648,6 +649,24 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             "A truncated bound that is not checkable needs the subject values: purge(..., subjects=[...]). A "
             "referenced file or a directory holding files means rows of a subject are still live: run the request again"
             + elsewhere
+        )
+    verifies = [v for n in failed if (v := report.tables[n].verify) is not None]
+    if failed and raise_on_failure and verifies and all(v.unreferenced_with_subjects == len(v.files_with_subjects)
+                                                        for v in verifies):
+        # Every file with rows is an orphan: e.g. another process expired snapshots between the erase and the
+        # purge (the erase commit with them), so the rewritten originals are unreferenced and younger than the
+        # orphan age. Running the request again cannot help: nothing references them, so nothing re-erases them.
+        names = ", ".join(failed)
+        raise VerificationFailedError(
+            f"request {request_id}: rows of the subjects are still in {names} ({sum(v.rows_found for v in verifies)} "
+            f"rows), only in {sum(v.unreferenced_with_subjects for v in verifies)} file(s) not referenced by the "
+            "table's metadata: orphans younger than the orphan age "
+            f"({orphan_age}), e.g. files another process's snapshot expiry left between the erase and the purge, or "
+            "a crashed writer's uncommitted files. Running the request again does not delete them. Once no writer is "
+            f"running, delete them with `iceberg-privacy index cleanup {failed[0]} --older-than 0s --delete` (Python: "
+            "iceberg_privacy.cleanup_orphans(table, older_than=timedelta(0), delete=True)) or purge again with "
+            f"orphan_age=timedelta(0) (CLI: `iceberg-privacy purge {request_id} --orphan-age-hours 0`), which "
+            "verifies and completes it." + elsewhere
         )
     if failed and raise_on_failure:
         raise VerificationFailedError(

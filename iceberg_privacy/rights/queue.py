@@ -44,7 +44,7 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import In, Reference
+from pyiceberg.expressions import AlwaysTrue, In, Reference
 from pyiceberg.expressions.literals import literal
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -75,15 +75,21 @@ from iceberg_privacy.rights.erasure import process_erasure
 from iceberg_privacy.rights.journal import (
     COMPLETED,
     CREATED,
+    HISTORY_ORPHAN_AGE,
     TABLE_ERASED,
     TABLE_PURGED,
     TABLE_VERIFIED,
+    HistoryReport,
     Journal,
     RequestState,
     blocking,
     check_deadline,
     check_request_id,
+    due_for_upkeep,
+    expire_history,
     fold,
+    lost_to_upkeep,
+    maintain_history,
     new_request_id,
     subjects_fingerprint,
     table_locations,
@@ -93,7 +99,7 @@ from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE
 from iceberg_privacy.rights.purge import purge as purge_request
 from iceberg_privacy.rights.subjects import as_values, check_values, resolve_subjects, subject_tables
-from iceberg_privacy.storage import canonical, child, delete_files, storage_errors
+from iceberg_privacy.storage import child, storage_errors
 
 logger = logging.getLogger(__name__)
 
@@ -286,21 +292,50 @@ class Queue:
             return
         data = pa.Table.from_pylist(rows, schema=ARROW_SCHEMA)
 
-        def step() -> None:
+        def step() -> Table:
             table = self.load(create=True)
             assert table is not None
-            table.append(data)
+            with lost_to_upkeep(table):
+                table.append(data)
+            return table
 
-        retry.run(step, exhausted=lambda n, last: CommitConflictError(
+        table = retry.run(step, exhausted=lambda n, last: CommitConflictError(
             f"could not append to the request queue after {n} attempts ({last}); submit again (same request ids: "
             "it is idempotent)"))
+        if due_for_upkeep(table):
+            self.maintain(quiet=True)
 
-    def entries(self) -> list[QueueEntry]:
-        table = self.load()
-        if table is None or table.current_snapshot() is None:
+    def maintain(self, *, orphan_age: timedelta = HISTORY_ORPHAN_AGE, quiet: bool = False) -> HistoryReport | None:
+        """Bound the queue's own history (pending rows stay): :func:`~iceberg_privacy.rights.journal.maintain_history`.
+        Its orphan sweep also destroys ciphertext a killed submitter wrote but never committed."""
+        try:
+            return maintain_history(self.load, sort_by="request_id", orphan_age=orphan_age)
+        except Exception:
+            if not quiet:
+                raise
+            logger.warning("upkeep of the request queue %s failed; the next one retries", ".".join(self.identifier),
+                           exc_info=True)
+            return None
+
+    def entries(self, request_ids: Iterable[str] | None = None) -> list[QueueEntry]:
+        """Every queued request, or only those of ``request_ids``."""
+        ids = None if request_ids is None else sorted(set(request_ids))
+        if ids is not None and not ids:
             return []
-        return [QueueEntry(**r) for r in table.scan(selected_fields=(
-            "request_id", "kind", "key_id", "enqueued_at", "wrapped_key", "ciphertext")).to_arrow().to_pylist()]
+
+        def step() -> list[dict[str, Any]]:
+            table = self.load()
+            if table is None or table.current_snapshot() is None:
+                return []
+            with retry.vanished_is_conflict(table):  # an upkeep or shred deleted the files of the head we read
+                scan = table.scan(
+                    row_filter=In(term=Reference("request_id"), values={literal(i) for i in ids}) if ids else AlwaysTrue(),
+                    selected_fields=("request_id", "kind", "key_id", "enqueued_at", "wrapped_key", "ciphertext"))
+                return scan.to_arrow().to_pylist()
+
+        rows = retry.run(step, exhausted=lambda n, last: CommitConflictError(
+            f"reading the request queue lost to its concurrent upkeep {n} times ({last}); run the command again"))
+        return [QueueEntry(**r) for r in rows]
 
     def shred(self, request_ids: Iterable[str]) -> ShredReport:
         """Delete the rows of ``request_ids``, expire every older snapshot of the queue and delete the files
@@ -325,47 +360,7 @@ class Queue:
 
     def purge_history(self) -> tuple[int, int, dict[str, str]]:
         """Expire every snapshot but the head (and ref heads); delete what only the expired ones reached."""
-        from iceberg_privacy.index.maintenance import expire_snapshots
-
-        def step() -> tuple[set[str], int]:
-            t = self.load()
-            assert t is not None
-            md = t.metadata
-            keep = {md.current_snapshot_id} | {r.snapshot_id for r in md.refs.values()}
-            expire = {s.snapshot_id for s in md.snapshots} - keep
-            with retry.vanished_is_conflict(t):  # a second pass may have expired and deleted them meanwhile
-                before = _files_of(t, expire, deleted_too=True)
-            if expire:
-                expire_snapshots(t, snapshot_ids=expire)
-            return before, len(expire)
-
-        before, expired = retry.run(step, exhausted=lambda n, last: CommitConflictError(
-            f"expiring the request queue's snapshots lost to concurrent commits {n} times; run the pass again"))
-        t = self.load()
-        assert t is not None
-        still = retry.run(lambda: _still_referenced(t), exhausted=lambda n, last: CommitConflictError(
-            f"reading the request queue's history lost to concurrent passes {n} times; run the pass again"))
-        outcome = delete_files(t.io, sorted(p for p in before if canonical(p) not in still))
-        return expired, len(outcome.deleted), dict(outcome.failed)
-
-
-def _still_referenced(table: Table) -> set[str]:
-    with retry.vanished_is_conflict(table):
-        snapshots = {s.snapshot_id for s in table.metadata.snapshots}
-        return {canonical(p) for p in _files_of(table, snapshots, deleted_too=False)}
-
-
-def _files_of(table: Table, snapshot_ids: set[int], *, deleted_too: bool) -> set[str]:
-    out: set[str] = set()
-    for sid in snapshot_ids:
-        snap = table.metadata.snapshot_by_id(sid)
-        if snap is None:
-            continue
-        out.add(snap.manifest_list)
-        for m in snap.manifests(table.io):
-            out.add(m.manifest_path)
-            out.update(e.data_file.file_path for e in m.fetch_manifest_entry(table.io, discard_deleted=not deleted_too))
-    return out
+        return expire_history(self.load, what="the request queue")
 
 
 # ------------------------------------------------------------------------------------ submit
@@ -420,8 +415,10 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
     secret = load_secret(home, catalog=catalog)
     kid, kek = key_id(secret), wrapping_key(secret)
     journal, queue = Journal(catalog), Queue(catalog)
-    known = fold(journal.rows()) if reqs else {}
-    queued = {e.request_id for e in queue.entries()}
+    # Only the given ids are looked up (a generated id is new): a submit reads none of the journal's history.
+    given = {r.request_id for r in reqs if r.request_id}
+    known = fold(journal.rows_of(given))
+    queued = {e.request_id for e in queue.entries(given)}
     targets_cache: dict[Any, list[Table]] = {}
     rows, events, out = [], [], []
     now = datetime.now(UTC)
@@ -501,6 +498,8 @@ class QueueReport:
     shred: ShredReport = field(default_factory=ShredReport)
     seconds: float = 0.0
     shred_seconds: float = 0.0
+    upkeep: list[HistoryReport] = field(default_factory=list)  # the journal's and the queue's history upkeep
+    upkeep_seconds: float = 0.0
 
     @property
     def blocked(self) -> dict[str, str]:
@@ -513,6 +512,7 @@ class QueueReport:
         lines += [f"  exported {rid} -> {loc}" for rid, loc in self.exported.items()]
         lines += [f"  skipped {rid}: {why}" for rid, why in list(self.skipped.items())[:20]]
         lines.append(f"  {self.shred} ({self.shred_seconds:.1f}s)")
+        lines += [f"  upkeep {h}" for h in self.upkeep]
         return "\n".join(lines)
 
 
@@ -539,7 +539,8 @@ def _block_message(exc: BaseException) -> str:
 def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = True,
                 out: str | os.PathLike[str] | None = None, format: str = "parquet",
                 home: str | os.PathLike[str] | None = None, orphan_age: timedelta = DEFAULT_ORPHAN_AGE,
-                commit_retries: int | None = None, workers: int | None = None, spark: Any | None = None) -> QueueReport:
+                commit_retries: int | None = None, workers: int | None = None, spark: Any | None = None,
+                upkeep: bool = True) -> QueueReport:
     """Work every pending queued request: one merged erasure per table, per-request outcomes, then shred.
 
     Erasure requests of the same table are merged into one batch (one pass over the candidate files and one
@@ -556,6 +557,10 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     The configured secret must be the one the queue was written with (checked by key id before anything is
     decrypted). A batch blocked by something a person must fix is reported (``report.blocked``) and journaled;
     the others go on.
+
+    The pass reads only the journal events of the requests in the queue and of their batches, never the whole
+    history; at its end (``upkeep=False`` skips it) the journal's and the queue's own history is bounded
+    (:meth:`Journal.maintain`, :meth:`Queue.maintain`: small files merged, old snapshots expired; every row stays).
     """
     if format not in FORMATS:
         raise ConfigurationError(f"access output format must be one of {FORMATS}, got {format!r}")
@@ -567,7 +572,7 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     entries = {e.request_id: e for e in queue.entries()}
     check_key_id({e.key_id for e in entries.values()}, kid, "the request queue")  # before anything is decrypted
     kek = wrapping_key(secret)
-    rows = journal.rows()
+    rows = _open_rows(journal, entries)
     states = fold(rows)
     plain: dict[str, list[Any]] = {}
 
@@ -622,7 +627,7 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     if new_claims:
         journal.append(new_claims)
         checkpoint("queue.after_claim")
-        rows = journal.rows()
+        rows = _open_rows(journal, entries)
         states = fold(rows)
         claims = _claims(rows)
     members: dict[str, list[str]] = {}
@@ -642,7 +647,7 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
         report.batches[batch] = outcome
 
     # -- per-request outcomes of the completed batches, in one journal commit
-    rows = journal.rows()
+    rows = _open_rows(journal, entries)
     states = fold(rows)
     events = []
     for batch, outcome in report.batches.items():
@@ -651,7 +656,7 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
             continue
         bt = bstate.tables.get(outcome.table)
         for rid in outcome.members:
-            mt = states[rid].tables.get(outcome.table)
+            mt = states[rid].tables.get(outcome.table) if rid in states else None
             if bt is None or mt is None:
                 continue
             common = {"batch": batch, "batch_requests": len(outcome.members)}
@@ -664,7 +669,7 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     if events:
         checkpoint("queue.before_outcomes")
         journal.append(events)
-        states = fold(journal.rows())
+        states = fold(_open_rows(journal, entries))
     completing = []
     for rid, st in states.items():
         if st.kind == "erase" and not is_batch(st) and st.completed is None and rid in entries and st.tables \
@@ -681,8 +686,21 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     if done:
         report.shred = queue.shred(done)
     report.shred_seconds = time.perf_counter() - t1
+    # -- history upkeep of the journal and the queue (every row stays; their own old snapshots and files go)
+    if upkeep:
+        t1 = time.perf_counter()
+        report.upkeep = [h for h in (journal.maintain(quiet=True), queue.maintain(quiet=True)) if h is not None]
+        report.upkeep_seconds = time.perf_counter() - t1
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _open_rows(journal: Journal, entries: dict[str, QueueEntry]) -> list[dict[str, Any]]:
+    """The journal events a pass needs: those of the requests still in the queue (pending, or completed but not
+    yet shredded) and of the batches they are claimed into; the history of finished requests is not read."""
+    rows = journal.rows_of(entries)
+    batches = set(_claims(rows).values())
+    return rows + journal.rows_of(batches) if batches else rows
 
 
 def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, members: list[str],

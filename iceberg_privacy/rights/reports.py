@@ -143,6 +143,7 @@ class VerifyReport:
     rows_scanned: int = 0
     rows_found: int = 0
     files_with_subjects: list[str] = field(default_factory=list)
+    unreferenced_with_subjects: int = 0  # of files_with_subjects: not referenced by the table's metadata (orphans)
     unreadable: list[str] = field(default_factory=list)
     other_files_scanned: int = 0  # manifests, manifest lists, metadata JSON, sidecars, ...
     names_checked: int = 0  # file and directory names

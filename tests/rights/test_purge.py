@@ -64,8 +64,9 @@ def test_verification_reads_files_metadata_does_not_reference(catalog: Catalog, 
     # A stray copy (a backup, a crashed writer's file) under the table location: no snapshot knows it.
     stray = Path(local_path(table.location())) / "data" / "stray-copy.parquet"
     shutil.copy(keep, stray)
-    with pytest.raises(VerificationFailedError, match="still in db.t"):
+    with pytest.raises(VerificationFailedError, match="still in db.t") as err:
         ip.purge(catalog, "r")
+    assert "not referenced by the table's metadata" in str(err.value) and "index cleanup" in str(err.value)
     req = Journal(catalog).get("r")
     assert req.status == "in-progress" and req.tables["db.t"].detail["verify"]["rows_found"] == 1
     # Young unreferenced files may belong to a commit in flight, so the default orphan age keeps it;
