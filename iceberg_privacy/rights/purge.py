@@ -645,7 +645,7 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             "table's metadata is a leftover (e.g. a manifest or data file a crashed writer wrote before committing): "
             "once no writer is running, delete it with `iceberg-privacy index cleanup TABLE --older-than 0s --delete` "
             "(Python: iceberg_privacy.cleanup_orphans(table, older_than=timedelta(0), delete=True)) or purge again "
-            f"with orphan_age=timedelta(0) (CLI: --orphan-age-hours 0), then `iceberg-privacy requests run {request_id}`. "
+            f"with orphan_age=timedelta(0) (CLI: --orphan-age 0s), then `iceberg-privacy requests run {request_id}`. "
             "A truncated bound that is not checkable needs the subject values: purge(..., subjects=[...]). A "
             "referenced file or a directory holding files means rows of a subject are still live: run the request again"
             + elsewhere
@@ -665,7 +665,7 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             "a crashed writer's uncommitted files. Running the request again does not delete them. Once no writer is "
             f"running, delete them with `iceberg-privacy index cleanup {failed[0]} --older-than 0s --delete` (Python: "
             "iceberg_privacy.cleanup_orphans(table, older_than=timedelta(0), delete=True)) or purge again with "
-            f"orphan_age=timedelta(0) (CLI: `iceberg-privacy purge {request_id} --orphan-age-hours 0`), which "
+            f"orphan_age=timedelta(0) (CLI: `iceberg-privacy purge {request_id} --orphan-age 0s`), which "
             "verifies and completes it." + elsewhere
         )
     if failed and raise_on_failure:
