@@ -101,8 +101,13 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
             queue.append((uuid, col.name, tuple(values)))
     reached: set[str] = set(root_uuids)
     orphans = _dropped_orphans(g)
-    for e in g.columns:  # dropped tables whose own sources are unknown: anyone's data may have passed there
-        if e.source in orphans and e.type == "DIRECT" and not e.masking:
+    # Dropped tables whose own sources are unknown: anyone's data may have passed there. Their identity
+    # annotations died with them, so a column of theirs is taken to be an identity column when it
+    # fills a column its sink declares as one (derive propagates the declaration); following every
+    # column would call ``page`` an identity and warn about it.
+    for e in g.columns:
+        if (e.source in orphans and e.type == "DIRECT" and not e.masking and e.sink_column is not None
+                and e.sink_column in g.tables[e.sink].annotations.identity):
             queue.append((e.source, e.source_column, tuple(values)))
     while queue:
         item = queue.popleft()

@@ -183,3 +183,27 @@ def test_fanout_follows_tables_derived_from_a_dropped_table(chain: Catalog) -> N
     assert "mart.weekly" not in report.tables
     # upper(lower(x)) == upper(x) here, so the request's own values map correctly through the orphan.
     assert subject_rows(chain, "mart.profile") == 0
+
+
+def test_dropped_and_recreated_source_warns_only_about_identity_columns(catalog: Catalog) -> None:
+    """db.events dropped and re-created: mart.pages (derived from the old one) is still erased through
+    its identity column, and its plain ``page`` column is not called an identity (it was, before)."""
+    events = pa.table({"user_id": pa.array([1, 2, 3], pa.int64()), "page": ["a", "b", "c"]})
+
+    def fresh(rows: pa.Table) -> None:
+        catalog.create_table("db.events", schema=events.schema)
+        ip.configure_identity(catalog.load_table("db.events"), ["user_id"])
+        ip.append(catalog.load_table("db.events"), rows)
+
+    fresh(events)
+    ip.derive(catalog, "SELECT user_id, page FROM db.events", "mart.pages")
+    catalog.drop_table("db.events")
+    fresh(events.slice(2))
+    graph = ip.lineage.graph(catalog)
+    assert graph.downstream("db.events") == []  # the new table has no readers
+    assert any("was dropped and re-created" in p for p in graph.problems)
+    fan = plan_fanout(catalog, [catalog.load_table("db.events")], [1], graph)
+    assert fan.tables == ["mart.pages"]
+    assert not any("page" in w and "identity" in w for w in fan.warnings), fan.warnings
+    ip.erase(catalog, [1], ["db.events"], follow_lineage=True)
+    assert sorted(catalog.load_table("mart.pages").scan().to_arrow()["user_id"].to_pylist()) == [2, 3]
