@@ -87,14 +87,28 @@ class DeriveReport:
 
 def _load_sources(catalog: Catalog, names: Sequence[str]) -> dict[str, Table]:
     out: dict[str, Table] = {}
+    listed: list[tuple[str, ...]] | None = None
     for name in names:
         try:
             out[name] = catalog.load_table(name)
+            continue
         except (NoSuchTableError, ValueError):
+            pass
+        # DuckDB and Spark fold identifiers (quoted ones too), so the SQL's `Sales.Orders` arrives here
+        # as `sales.orders`; Iceberg names are case-sensitive. Match the catalog's name ignoring case.
+        listed = all_tables(catalog) if listed is None else listed
+        same = [t for t in listed if ".".join(t).lower() == name.lower()]
+        if len(same) > 1:
+            raise MissingSourceError(
+                f"the SQL reads {name!r}, and the catalog has {len(same)} tables by that name in different letter "
+                f"cases ({', '.join('.'.join(t) for t in same)}), which SQL engines cannot tell apart; rename one. "
+                "Nothing was written")
+        if not same:
             hint = "" if "." in name else " (name tables as namespace.table)"
             raise MissingSourceError(
                 f"the SQL reads {name!r}, which is not a table of the catalog{hint}; nothing was written"
             ) from None
+        out[name] = catalog.load_table(same[0])
     return out
 
 
