@@ -135,7 +135,7 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                 mapped: tuple[Any, ...] = ()
             elif e.subtype == TRANSFORMATION:
                 try:
-                    mapped = tuple(map_values(e.expression or "", column,
+                    mapped = tuple(map_values(e.expression or "", e.expression_column or column,
                                               _column_type(catalog, cache, src_name, column), vals,
                                               dialect=e.engine or "duckdb"))
                 except LineageError as exc:

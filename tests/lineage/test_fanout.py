@@ -207,3 +207,25 @@ def test_dropped_and_recreated_source_warns_only_about_identity_columns(catalog:
     assert not any("page" in w and "identity" in w for w in fan.warnings), fan.warnings
     ip.erase(catalog, [1], ["db.events"], follow_lineage=True)
     assert sorted(catalog.load_table("mart.pages").scan().to_arrow()["user_id"].to_pylist()) == [2, 3]
+
+
+def test_renamed_columns_keep_their_flows(catalog: Catalog) -> None:
+    """Records name columns as written; after a column rename (same field id) the graph and fan-out
+    use the current names, and recorded expressions still evaluate (they name the old column)."""
+    ip.append(catalog.create_table("db.people", schema=events(0).schema), events(0))
+    ip.configure_identity(catalog.load_table("db.people"), ["user_id", "email"])
+    ip.derive(catalog, "SELECT user_id AS uid, lower(email) AS mail FROM db.people", "mart.a")
+    ip.derive(catalog, "SELECT uid AS person, mail FROM mart.a", "mart.b")
+    with catalog.load_table("mart.a").update_schema() as u:
+        u.rename_column("uid", "person_id")
+    with catalog.load_table("db.people").update_schema() as u:
+        u.rename_column("email", "address")
+    ip.configure_identity(catalog.load_table("mart.a"), ["person_id", "mail"])
+    ip.configure_identity(catalog.load_table("db.people"), ["user_id", "address"])
+    graph = ip.lineage.graph(catalog)
+    assert graph.downstream("mart.a.person_id") == ["mart.b.person"]
+    assert graph.upstream("mart.a.mail", indirect=False) == ["db.people.address"]
+    fan = plan_fanout(catalog, [catalog.load_table("db.people")], [SUBJECT_ID, SUBJECT_MAIL], graph)
+    assert set(fan.tables) == {"mart.a", "mart.b"} and SUBJECT_MAIL.lower() in fan.values["mart.a"], fan.warnings
+    ip.erase(catalog, [SUBJECT_ID], ["mart.a"], follow_lineage=True)  # from the renamed column, as a root
+    assert SUBJECT_ID not in catalog.load_table("mart.b").scan().to_arrow()["person"].to_pylist()
