@@ -36,6 +36,7 @@ from iceberg_privacy.errors import (
     MissingSourceError,
     OpaqueSqlError,
     SchemaMismatchError,
+    UnsupportedTypeError,
 )
 from iceberg_privacy.lineage.annotations import (
     Annotations,
@@ -211,6 +212,23 @@ def _new_table(catalog: Catalog, target: str, schema: pa.Schema) -> tuple[Table,
         return catalog.load_table(target), False
 
 
+def _identity_capable(sink: Table, identity: Sequence[str], target: str) -> list[str]:
+    """The propagated identity columns erasure can match by value. A person's id inside a struct
+    (``{'u': user_id}``) cannot be declared: every erasure of the lake would stop at that column.
+    It is left undeclared, so erasure fan-out warns that it carries an identity it cannot erase."""
+    out = []
+    schema = sink.schema()
+    for name in identity:
+        try:
+            identity_leaf_type(schema.find_field(name))
+        except (UnsupportedTypeError, ValueError) as exc:
+            logger.warning("derive into %s: %s is derived from an identity column but is not declared one: %s",
+                           target, name, exc)
+            continue
+        out.append(name)
+    return out
+
+
 def _prepare_sink(table: Table, props: dict[str, str], identity: Sequence[str], bloom: Sequence[str] | None) -> Table:
     """Annotations first (a crash after this leaves only stricter labels, never data), then bloom
     columns for identity columns of primitive type, so the sink's subjects can be found fast."""
@@ -347,6 +365,7 @@ def derive(
     created = False
     if sink is None:
         sink, created = _new_table(catalog, target, result_schema)
+    identity = _identity_capable(sink, identity, target)
     props = sink_properties(Annotations.of(sink.properties), identity, cats, check)
     sink = _prepare_sink(sink, props, identity, bloom)
     report = DeriveReport(target=target, engine=engine, sources=list(order), status=record.status, created=created,

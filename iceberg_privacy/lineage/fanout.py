@@ -18,6 +18,7 @@ from typing import Any
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
+from pyiceberg.types import ListType
 
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import identity_columns
@@ -128,6 +129,12 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
             if uuid in orphans:
                 flow += (f" [{src_name} was dropped and its own sources are unknown: followed with the request's "
                          "values, the person may be there under a value lineage cannot map]")
+            if e.collects and not _is_list(catalog, cache, sink.name, e.sink_column):
+                fan.warnings.append(f"{flow}: the aggregate gathers several rows' values into one (array_agg, "
+                                    "string_agg, ...), so the subject's value is inside a value, not equal to it; "
+                                    f"rows of {sink.name} holding it are not erased by value. Re-derive "
+                                    f"{sink.name} after the erasure (mode='overwrite') to drop the subject")
+                continue
             if e.subtype == TRANSFORMATION and e.expression is None:
                 fan.warnings.append(f"{flow}: the value is computed from several columns or not deterministically, "
                                     "so the subject's value there is unknown; rows may remain in "
@@ -163,6 +170,15 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                 fan.paths[sink.name].append(flow)
     _table_level(catalog, cache, g, fan, reached, root_uuids)
     return fan
+
+
+def _is_list(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str) -> bool:
+    """A list column (``array_agg(user_id)``): erasure matches its elements, so the subject's value is found."""
+    t = _load(catalog, cache, table)
+    try:
+        return t is not None and isinstance(t.schema().find_field(column).field_type, ListType)
+    except ValueError:
+        return False
 
 
 def _dropped_orphans(g: LineageGraph) -> set[str]:

@@ -73,6 +73,7 @@ class ColumnEdge:
     engine: str = ""  # the SQL dialect ``expression`` is written in
     source_snapshot_id: int | None = None  # the source's snapshot the write read
     expression_column: str | None = None  # the source column as ``expression`` names it, when renamed since
+    collects: bool = False  # the value gathers several rows' values (array_agg): the person is inside it
 
 
 @dataclass
@@ -284,7 +285,8 @@ def _add_record(graph: LineageGraph, node: TableNode, rec: LineageRecord) -> Non
             if 0 <= f.source < len(rec.sources):
                 src = rec.sources[f.source]
                 graph.columns.append(ColumnEdge(src.uuid, f.column, node.uuid, out, DIRECT, f.subtype, f.masking,
-                                                f.expression, rec.snapshot_id, rec.engine, src.snapshot_id))
+                                                f.expression, rec.snapshot_id, rec.engine, src.snapshot_id,
+                                                collects=f.collects))
     for f in rec.indirect:
         if 0 <= f.source < len(rec.sources):
             src = rec.sources[f.source]

@@ -76,6 +76,9 @@ class FieldRef:
     subtype: str = IDENTITY
     masking: bool = False
     expression: str | None = None
+    collects: bool = False
+    """An aggregate gathered several rows' values into the written one (``array_agg``, ``string_agg``):
+    a person's value is inside it, not equal to it."""
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"s": self.source, "c": self.column, "t": self.type, "st": self.subtype}
@@ -83,6 +86,8 @@ class FieldRef:
             d["m"] = True
         if self.expression is not None:
             d["x"] = self.expression
+        if self.collects:
+            d["k"] = True
         return d
 
     @classmethod
@@ -90,11 +95,11 @@ class FieldRef:
         source = d["s"]
         if type(source) is not int:  # noqa: E721 - bool is an int subclass and no source index
             raise TypeError(f"source index must be an integer, not {source!r}")
-        masking = d.get("m", False)
-        if not isinstance(masking, bool):
-            raise TypeError(f"masking must be true or false, not {masking!r}")
+        masking, collects = d.get("m", False), d.get("k", False)
+        if not isinstance(masking, bool) or not isinstance(collects, bool):
+            raise TypeError(f"masking and collects must be true or false, not {masking!r} / {collects!r}")
         return cls(source, _str(d["c"], "column"), _str(d.get("t", DIRECT), "type"),
-                   _str(d.get("st", IDENTITY), "subtype"), masking, _opt_str(d.get("x"), "expression"))
+                   _str(d.get("st", IDENTITY), "subtype"), masking, _opt_str(d.get("x"), "expression"), collects)
 
 
 @dataclass

@@ -229,3 +229,27 @@ def test_renamed_columns_keep_their_flows(catalog: Catalog) -> None:
     assert set(fan.tables) == {"mart.a", "mart.b"} and SUBJECT_MAIL.lower() in fan.values["mart.a"], fan.warnings
     ip.erase(catalog, [SUBJECT_ID], ["mart.a"], follow_lineage=True)  # from the renamed column, as a root
     assert SUBJECT_ID not in catalog.load_table("mart.b").scan().to_arrow()["person"].to_pylist()
+
+
+def test_nested_and_collected_identity_values(catalog: Catalog) -> None:
+    """Derived columns holding the person inside a bigger value: a list is erased by element, a joined
+    string and a struct are warned about, and none of them crashes the fan-out or blocks the erasure
+    (a struct was declared an identity column, and every erasure then failed on it)."""
+    ip.append(catalog.create_table("db.ev", schema=events(0).schema), events(0))
+    ip.configure_identity(catalog.load_table("db.ev"), ["user_id"])
+    ip.derive(catalog, "SELECT day, array_agg(user_id) AS ids FROM db.ev GROUP BY day", "mart.lists")
+    ip.derive(catalog, "SELECT day, string_agg(CAST(user_id AS VARCHAR), ',') AS ids FROM db.ev GROUP BY day",
+              "mart.joined")
+    ip.derive(catalog, "SELECT amount, [user_id, 0] AS ids FROM db.ev", "mart.pairs")
+    ip.derive(catalog, "SELECT amount, {'u': user_id} AS who FROM db.ev", "mart.structs")
+    assert "who" not in ip.lineage.Annotations.of(catalog.load_table("mart.structs").properties).identity
+    fan = plan_fanout(catalog, [catalog.load_table("db.ev")], [SUBJECT_ID])
+    assert {"mart.lists", "mart.pairs"} <= set(fan.tables)
+    assert any("mart.joined.ids" in w and "gathers several rows" in w for w in fan.warnings), fan.warnings
+    assert any("mart.structs.who" in w and "not declared" in w for w in fan.warnings), fan.warnings
+    report = ip.erase(catalog, [SUBJECT_ID], ["db.ev"], follow_lineage=True)
+    assert "mart.structs" not in report.tables
+    for name in ("mart.lists", "mart.pairs"):
+        ids = catalog.load_table(name).scan().to_arrow()["ids"].to_pylist()
+        assert not any(SUBJECT_ID in row for row in ids), (name, ids)  # every day's list held the subject
+    assert catalog.load_table("mart.pairs").scan().to_arrow().num_rows == 16  # everyone else is still there
