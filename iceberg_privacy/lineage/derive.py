@@ -329,7 +329,7 @@ def derive(
             "derive into another table, or change the table's purpose first"
         )
     src_ann = [Annotations.of(sources[n].properties) for n in order]
-    check = check_purposes([(n, a) for n, a in zip(order, src_ann, strict=True)], target,
+    check = check_purposes([(table_name(sources[n]), a) for n, a in zip(order, src_ann, strict=True)], target,
                            (purpose or "").strip().lower() or sink_ann.purpose)
     override: dict[str, Any] | None = None
     if not check.ok:
@@ -368,7 +368,7 @@ def derive(
     identity = _identity_capable(sink, identity, target)
     props = sink_properties(Annotations.of(sink.properties), identity, cats, check)
     sink = _prepare_sink(sink, props, identity, bloom)
-    report = DeriveReport(target=target, engine=engine, sources=list(order), status=record.status, created=created,
+    report = DeriveReport(target=target, engine=engine, sources=[table_name(sources[n]) for n in order], status=record.status, created=created,
                           identity_columns=[c for c in Annotations.of(sink.properties).identity],
                           categories={k: list(v) for k, v in Annotations.of(sink.properties).categories.items()},
                           purpose=check.purpose, override=override, lineage=record)

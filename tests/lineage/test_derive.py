@@ -257,7 +257,7 @@ def test_mixed_case_source_names_resolve(catalog: Catalog, ref: str) -> None:
     ``Sales.Orders`` used to be a MissingSourceError whatever the SQL said."""
     make(catalog, "Sales.Orders", USERS, ["id"])
     report = ip.derive(catalog, f"SELECT id AS user_id, segment FROM {ref}", "mart.seg")
-    assert report.rows == 3
+    assert report.rows == 3 and report.sources == ["Sales.Orders"]
     rec = LineageRecord.parse(catalog.load_table("mart.seg").current_snapshot().summary[SUMMARY_KEY])
     assert [s.table for s in rec.sources] == ["Sales.Orders"]
     assert lineage.graph(catalog).downstream("Sales.Orders.id") == ["mart.seg.user_id"]

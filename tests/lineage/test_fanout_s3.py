@@ -7,7 +7,6 @@ table's FileIO (s3://): none that still exists may hold the subject, under any o
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
