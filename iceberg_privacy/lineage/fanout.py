@@ -18,7 +18,7 @@ from typing import Any
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
-from pyiceberg.types import ListType
+from pyiceberg.types import IntegerType, ListType, LongType, StringType
 
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import identity_columns
@@ -100,6 +100,12 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
         cache[table_name(t)] = t
         for col in identity_columns(t.schema(), t.properties):
             queue.append((uuid, col.name, tuple(values)))
+            if not _names_a_value(col.field.field_type, values) and g.column_edges_from(uuid, col.name):
+                fan.warnings.append(
+                    f"{table_name(t)}.{col.name} flows downstream, but the request names no {col.name} value "
+                    f"(only {', '.join(sorted({type(v).__name__ for v in values}))} values): derived rows holding "
+                    f"the person's {col.name} are matched only through other identity columns; name the person's "
+                    f"{col.name} in the request too")
     reached: set[str] = set(root_uuids)
     orphans = _dropped_orphans(g)
     # Dropped tables whose own sources are unknown: anyone's data may have passed there. Their identity
@@ -170,6 +176,17 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                 fan.paths[sink.name].append(flow)
     _table_level(catalog, cache, g, fan, reached, root_uuids)
     return fan
+
+
+def _names_a_value(field_type: Any, values: Sequence[Any]) -> bool:
+    """Could one of the request's values be a value of a column of this type? (False only when
+    clearly not: a string column and no string given, a whole-number column and no number.)"""
+    if isinstance(field_type, StringType):
+        return any(isinstance(v, str) for v in values)
+    if isinstance(field_type, IntegerType | LongType):
+        return any(isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.strip().lstrip("-").isdigit()
+                   for v in values)
+    return True
 
 
 def _is_list(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str) -> bool:

@@ -253,3 +253,19 @@ def test_nested_and_collected_identity_values(catalog: Catalog) -> None:
         ids = catalog.load_table(name).scan().to_arrow()["ids"].to_pylist()
         assert not any(SUBJECT_ID in row for row in ids), (name, ids)  # every day's list held the subject
     assert catalog.load_table("mart.pairs").scan().to_arrow().num_rows == 16  # everyone else is still there
+
+
+def test_request_without_the_flowing_identifier_is_warned(catalog: Catalog) -> None:
+    """A join carries users.email into mart.j; a request naming only the id cannot find that row there.
+    It used to report success silently; now it says which identifier to add."""
+    users = pa.table({"id": pa.array([SUBJECT_ID, 8], pa.int64()), "email": [SUBJECT_MAIL, "b@x.org"]})
+    ip.append(catalog.create_table("db.users", schema=users.schema), users)
+    ip.configure_identity(catalog.load_table("db.users"), ["id", "email"])
+    ip.append(catalog.create_table("db.ev", schema=events(0).schema), events(0))
+    ip.derive(catalog, "SELECT u.email, e.day FROM db.ev e JOIN db.users u ON u.id = e.user_id", "mart.j")
+    fan = plan_fanout(catalog, [catalog.load_table("db.users")], [SUBJECT_ID])
+    assert any("db.users.email" in w and "names no email value" in w for w in fan.warnings), fan.warnings
+    both = plan_fanout(catalog, [catalog.load_table("db.users")], [SUBJECT_ID, SUBJECT_MAIL])
+    assert not any("names no" in w for w in both.warnings)
+    ip.erase(catalog, [SUBJECT_ID, SUBJECT_MAIL], ["db.users"], follow_lineage=True)
+    assert SUBJECT_MAIL not in catalog.load_table("mart.j").scan().to_arrow()["email"].to_pylist()
