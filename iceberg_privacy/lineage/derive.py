@@ -36,6 +36,7 @@ from iceberg_privacy.errors import (
     MissingSourceError,
     OpaqueSqlError,
     SchemaMismatchError,
+    UnsupportedTypeError,
 )
 from iceberg_privacy.lineage.annotations import (
     Annotations,
@@ -87,14 +88,28 @@ class DeriveReport:
 
 def _load_sources(catalog: Catalog, names: Sequence[str]) -> dict[str, Table]:
     out: dict[str, Table] = {}
+    listed: list[tuple[str, ...]] | None = None
     for name in names:
         try:
             out[name] = catalog.load_table(name)
+            continue
         except (NoSuchTableError, ValueError):
+            pass
+        # DuckDB and Spark fold identifiers (quoted ones too), so the SQL's `Sales.Orders` arrives here
+        # as `sales.orders`; Iceberg names are case-sensitive. Match the catalog's name ignoring case.
+        listed = all_tables(catalog) if listed is None else listed
+        same = [t for t in listed if ".".join(t).lower() == name.lower()]
+        if len(same) > 1:
+            raise MissingSourceError(
+                f"the SQL reads {name!r}, and the catalog has {len(same)} tables by that name in different letter "
+                f"cases ({', '.join('.'.join(t) for t in same)}), which SQL engines cannot tell apart; rename one. "
+                "Nothing was written")
+        if not same:
             hint = "" if "." in name else " (name tables as namespace.table)"
             raise MissingSourceError(
                 f"the SQL reads {name!r}, which is not a table of the catalog{hint}; nothing was written"
             ) from None
+        out[name] = catalog.load_table(same[0])
     return out
 
 
@@ -197,6 +212,23 @@ def _new_table(catalog: Catalog, target: str, schema: pa.Schema) -> tuple[Table,
         return catalog.load_table(target), False
 
 
+def _identity_capable(sink: Table, identity: Sequence[str], target: str) -> list[str]:
+    """The propagated identity columns erasure can match by value. A person's id inside a struct
+    (``{'u': user_id}``) cannot be declared: every erasure of the lake would stop at that column.
+    It is left undeclared, so erasure fan-out warns that it carries an identity it cannot erase."""
+    out = []
+    schema = sink.schema()
+    for name in identity:
+        try:
+            identity_leaf_type(schema.find_field(name))
+        except (UnsupportedTypeError, ValueError) as exc:
+            logger.warning("derive into %s: %s is derived from an identity column but is not declared one: %s",
+                           target, name, exc)
+            continue
+        out.append(name)
+    return out
+
+
 def _prepare_sink(table: Table, props: dict[str, str], identity: Sequence[str], bloom: Sequence[str] | None) -> Table:
     """Annotations first (a crash after this leaves only stricter labels, never data), then bloom
     columns for identity columns of primitive type, so the sink's subjects can be found fast."""
@@ -297,7 +329,7 @@ def derive(
             "derive into another table, or change the table's purpose first"
         )
     src_ann = [Annotations.of(sources[n].properties) for n in order]
-    check = check_purposes([(n, a) for n, a in zip(order, src_ann, strict=True)], target,
+    check = check_purposes([(table_name(sources[n]), a) for n, a in zip(order, src_ann, strict=True)], target,
                            (purpose or "").strip().lower() or sink_ann.purpose)
     override: dict[str, Any] | None = None
     if not check.ok:
@@ -333,9 +365,10 @@ def derive(
     created = False
     if sink is None:
         sink, created = _new_table(catalog, target, result_schema)
+    identity = _identity_capable(sink, identity, target)
     props = sink_properties(Annotations.of(sink.properties), identity, cats, check)
     sink = _prepare_sink(sink, props, identity, bloom)
-    report = DeriveReport(target=target, engine=engine, sources=list(order), status=record.status, created=created,
+    report = DeriveReport(target=target, engine=engine, sources=[table_name(sources[n]) for n in order], status=record.status, created=created,
                           identity_columns=[c for c in Annotations.of(sink.properties).identity],
                           categories={k: list(v) for k, v in Annotations.of(sink.properties).categories.items()},
                           purpose=check.purpose, override=override, lineage=record)

@@ -70,6 +70,10 @@ def map_values(expression: str, column: str, column_type: str, values: Sequence[
                                   [value]).fetchone()
             except duckdb.Error as exc:
                 raise LineageError(f"recorded expression {expression!r} cannot be evaluated: {exc}") from exc
+            if row is not None and isinstance(row[0], list | dict | tuple | set):
+                raise LineageError(f"recorded expression {expression!r} returns a nested value ({row[0]!r}): the "
+                                   "subject's value inside it cannot be mapped (a list identity column is still "
+                                   "matched by the request's own values, element by element)")
             if row is not None and row[0] is not None:
                 out.append(row[0])
     finally:

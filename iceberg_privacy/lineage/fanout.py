@@ -18,6 +18,7 @@ from typing import Any
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
+from pyiceberg.types import IntegerType, ListType, LongType, StringType
 
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import identity_columns
@@ -99,10 +100,21 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
         cache[table_name(t)] = t
         for col in identity_columns(t.schema(), t.properties):
             queue.append((uuid, col.name, tuple(values)))
+            if not _names_a_value(col.field.field_type, values) and g.column_edges_from(uuid, col.name):
+                fan.warnings.append(
+                    f"{table_name(t)}.{col.name} flows downstream, but the request names no {col.name} value "
+                    f"(only {', '.join(sorted({type(v).__name__ for v in values}))} values): derived rows holding "
+                    f"the person's {col.name} are matched only through other identity columns; name the person's "
+                    f"{col.name} in the request too")
     reached: set[str] = set(root_uuids)
     orphans = _dropped_orphans(g)
-    for e in g.columns:  # dropped tables whose own sources are unknown: anyone's data may have passed there
-        if e.source in orphans and e.type == "DIRECT" and not e.masking:
+    # Dropped tables whose own sources are unknown: anyone's data may have passed there. Their identity
+    # annotations died with them, so a column of theirs is taken to be an identity column when it
+    # fills a column its sink declares as one (derive propagates the declaration); following every
+    # column would call ``page`` an identity and warn about it.
+    for e in g.columns:
+        if (e.source in orphans and e.type == "DIRECT" and not e.masking and e.sink_column is not None
+                and e.sink_column in g.tables[e.sink].annotations.identity):
             queue.append((e.source, e.source_column, tuple(values)))
     while queue:
         item = queue.popleft()
@@ -123,6 +135,12 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
             if uuid in orphans:
                 flow += (f" [{src_name} was dropped and its own sources are unknown: followed with the request's "
                          "values, the person may be there under a value lineage cannot map]")
+            if e.collects and not _is_list(catalog, cache, sink.name, e.sink_column):
+                fan.warnings.append(f"{flow}: the aggregate gathers several rows' values into one (array_agg, "
+                                    "string_agg, ...), so the subject's value is inside a value, not equal to it; "
+                                    f"rows of {sink.name} holding it are not erased by value. Re-derive "
+                                    f"{sink.name} after the erasure (mode='overwrite') to drop the subject")
+                continue
             if e.subtype == TRANSFORMATION and e.expression is None:
                 fan.warnings.append(f"{flow}: the value is computed from several columns or not deterministically, "
                                     "so the subject's value there is unknown; rows may remain in "
@@ -130,7 +148,7 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                 mapped: tuple[Any, ...] = ()
             elif e.subtype == TRANSFORMATION:
                 try:
-                    mapped = tuple(map_values(e.expression or "", column,
+                    mapped = tuple(map_values(e.expression or "", e.expression_column or column,
                                               _column_type(catalog, cache, src_name, column), vals,
                                               dialect=e.engine or "duckdb"))
                 except LineageError as exc:
@@ -158,6 +176,26 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                 fan.paths[sink.name].append(flow)
     _table_level(catalog, cache, g, fan, reached, root_uuids)
     return fan
+
+
+def _names_a_value(field_type: Any, values: Sequence[Any]) -> bool:
+    """Could one of the request's values be a value of a column of this type? (False only when
+    clearly not: a string column and no string given, a whole-number column and no number.)"""
+    if isinstance(field_type, StringType):
+        return any(isinstance(v, str) for v in values)
+    if isinstance(field_type, IntegerType | LongType):
+        return any(isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.strip().lstrip("-").isdigit()
+                   for v in values)
+    return True
+
+
+def _is_list(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str) -> bool:
+    """A list column (``array_agg(user_id)``): erasure matches its elements, so the subject's value is found."""
+    t = _load(catalog, cache, table)
+    try:
+        return t is not None and isinstance(t.schema().find_field(column).field_type, ListType)
+    except ValueError:
+        return False
 
 
 def _dropped_orphans(g: LineageGraph) -> set[str]:

@@ -14,11 +14,12 @@ import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
+from pyiceberg.table.metadata import TableMetadata
 
 from iceberg_privacy.catalog import all_tables, has_marker, table_name
 from iceberg_privacy.errors import LineageError
@@ -70,6 +71,9 @@ class ColumnEdge:
     expression: str | None
     snapshot_id: int | None
     engine: str = ""  # the SQL dialect ``expression`` is written in
+    source_snapshot_id: int | None = None  # the source's snapshot the write read
+    expression_column: str | None = None  # the source column as ``expression`` names it, when renamed since
+    collects: bool = False  # the value gathers several rows' values (array_agg): the person is inside it
 
 
 @dataclass
@@ -279,12 +283,51 @@ def _add_record(graph: LineageGraph, node: TableNode, rec: LineageRecord) -> Non
     for out, inputs in rec.columns.items():
         for f in inputs:
             if 0 <= f.source < len(rec.sources):
-                graph.columns.append(ColumnEdge(rec.sources[f.source].uuid, f.column, node.uuid, out, DIRECT,
-                                                f.subtype, f.masking, f.expression, rec.snapshot_id, rec.engine))
+                src = rec.sources[f.source]
+                graph.columns.append(ColumnEdge(src.uuid, f.column, node.uuid, out, DIRECT, f.subtype, f.masking,
+                                                f.expression, rec.snapshot_id, rec.engine, src.snapshot_id,
+                                                collects=f.collects))
     for f in rec.indirect:
         if 0 <= f.source < len(rec.sources):
-            graph.columns.append(ColumnEdge(rec.sources[f.source].uuid, f.column, node.uuid, None, INDIRECT,
-                                            f.subtype, False, None, rec.snapshot_id))
+            src = rec.sources[f.source]
+            graph.columns.append(ColumnEdge(src.uuid, f.column, node.uuid, None, INDIRECT, f.subtype, False, None,
+                                            rec.snapshot_id, "", src.snapshot_id))
+
+
+def _current_name(md: TableMetadata, snapshot_id: int | None, name: str) -> str:
+    """``name`` as the column is called now: records name columns as they were when written, and a
+    column renamed since (``ALTER ... RENAME``) keeps its field id. Unresolvable: ``name`` unchanged."""
+    snap = md.snapshot_by_id(snapshot_id) if snapshot_id is not None else None
+    schemas = [s for s in md.schemas if snap is not None and s.schema_id == snap.schema_id] or md.schemas
+    ids = {f.field_id for s in schemas for f in s.fields if f.name == name}
+    if len(ids) != 1:  # unknown, or a name that meant different columns over time without a snapshot to tell
+        return name
+    fid = ids.pop()
+    return next((f.name for f in md.schema().fields if f.field_id == fid), name)
+
+
+def _rename_columns(graph: LineageGraph, metas: dict[str, TableMetadata]) -> None:
+    """Column edges under the columns' current names (a traversal from a renamed column finds its flows)."""
+    cache: dict[tuple[str, int | None, str], str] = {}
+
+    def now(uuid: str, snapshot_id: int | None, name: str) -> str:
+        md = metas.get(uuid)
+        if md is None:  # a dropped table: its names are all there is
+            return name
+        key = (uuid, snapshot_id, name)
+        if key not in cache:
+            cache[key] = _current_name(md, snapshot_id, name)
+        return cache[key]
+
+    out: list[ColumnEdge] = []
+    for c in graph.columns:
+        source_column = now(c.source, c.source_snapshot_id, c.source_column)
+        sink_column = None if c.sink_column is None else now(c.sink, c.snapshot_id, c.sink_column)
+        if source_column != c.source_column or sink_column != c.sink_column:
+            c = replace(c, source_column=source_column, sink_column=sink_column,
+                        expression_column=c.source_column if source_column != c.source_column else None)
+        out.append(c)
+    graph.columns = out
 
 
 def _dedupe_edges(graph: LineageGraph) -> None:
@@ -317,11 +360,14 @@ def build_graph(catalog: Catalog, *, workers: int | None = None) -> LineageGraph
     graph = LineageGraph()
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) * 2)) as pool:
         loaded = list(pool.map(load, idents))
+    metas: dict[str, TableMetadata] = {}
     for item in loaded:
         if isinstance(item, str):
             graph.problems.append(item)
         elif not has_marker(item, BOOKKEEPING_MARKERS):  # the library's bookkeeping: no data flows there
             add_table(graph, item)
+            metas[str(item.metadata.table_uuid)] = item.metadata
+    _rename_columns(graph, metas)
     _dedupe_edges(graph)
     _report(graph)
     return graph

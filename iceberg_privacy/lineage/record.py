@@ -51,7 +51,7 @@ class SourceRef:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> SourceRef:
         sid = d.get("snapshot-id")
-        return cls(str(d["table"]), str(d["uuid"]), None if sid is None else int(sid))
+        return cls(_str(d["table"], "table"), _str(d["uuid"], "uuid"), _opt_int(sid, "snapshot-id"))
 
     @classmethod
     def of(cls, table: Table, snapshot_id: int | None) -> SourceRef:
@@ -76,6 +76,9 @@ class FieldRef:
     subtype: str = IDENTITY
     masking: bool = False
     expression: str | None = None
+    collects: bool = False
+    """An aggregate gathered several rows' values into the written one (``array_agg``, ``string_agg``):
+    a person's value is inside it, not equal to it."""
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"s": self.source, "c": self.column, "t": self.type, "st": self.subtype}
@@ -83,12 +86,20 @@ class FieldRef:
             d["m"] = True
         if self.expression is not None:
             d["x"] = self.expression
+        if self.collects:
+            d["k"] = True
         return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> FieldRef:
-        return cls(int(d["s"]), str(d["c"]), str(d.get("t", DIRECT)), str(d.get("st", IDENTITY)),
-                   bool(d.get("m", False)), d.get("x"))
+        source = d["s"]
+        if type(source) is not int:  # noqa: E721 - bool is an int subclass and no source index
+            raise TypeError(f"source index must be an integer, not {source!r}")
+        masking, collects = d.get("m", False), d.get("k", False)
+        if not isinstance(masking, bool) or not isinstance(collects, bool):
+            raise TypeError(f"masking and collects must be true or false, not {masking!r} / {collects!r}")
+        return cls(source, _str(d["c"], "column"), _str(d.get("t", DIRECT), "type"),
+                   _str(d.get("st", IDENTITY), "subtype"), masking, _opt_str(d.get("x"), "expression"), collects)
 
 
 @dataclass
@@ -129,21 +140,62 @@ class LineageRecord:
     @classmethod
     def from_json(cls, d: Mapping[str, Any], snapshot_id: int | None = None,
                   timestamp_ms: int | None = None) -> LineageRecord:
+        # Every field is type-checked: a record is metadata anyone can write, and one of the wrong
+        # shape must become an "unreadable" opaque record, never an exception deep in the graph.
+        if not isinstance(d, Mapping):
+            raise TypeError(f"a lineage record is a JSON object, not {type(d).__name__}")
         if int(d.get("v", 0)) > FORMAT_VERSION:
             raise ValueError(f"lineage record version {d.get('v')} is newer than this library understands")
+        override = d.get("override")
+        if override is not None and not (isinstance(override, Mapping) and all(isinstance(k, str) for k in override)):
+            raise TypeError(f"override must be a JSON object, not {override!r}")
         return cls(
-            op=str(d["op"]), engine=str(d.get("engine", "")), status=d.get("status", COMPLETE),
-            sources=[SourceRef.from_json(s) for s in d.get("sources", [])],
-            columns={c: [FieldRef.from_json(f) for f in fs] for c, fs in d.get("columns", {}).items()},
-            indirect=[FieldRef.from_json(f) for f in d.get("indirect", [])],
-            sql=d.get("sql"), purpose=d.get("purpose"), override=d.get("override"), exempt=d.get("exempt"),
-            reason=d.get("reason"), snapshot_id=snapshot_id if snapshot_id is not None else d.get("snapshot"),
-            timestamp_ms=timestamp_ms if timestamp_ms is not None else d.get("ts"),
+            op=_str(d["op"], "op"), engine=_str(d.get("engine", ""), "engine"),
+            status=_str(d.get("status", COMPLETE), "status"),  # type: ignore[arg-type]
+            sources=[SourceRef.from_json(_obj(s, "source")) for s in _list(d.get("sources", []), "sources")],
+            columns={_str(c, "column"): [FieldRef.from_json(_obj(f, "input")) for f in _list(fs, "inputs")]
+                     for c, fs in _obj(d.get("columns", {}), "columns").items()},
+            indirect=[FieldRef.from_json(_obj(f, "input")) for f in _list(d.get("indirect", []), "indirect")],
+            sql=_opt_str(d.get("sql"), "sql"), purpose=_opt_str(d.get("purpose"), "purpose"),
+            override=dict(override) if override is not None else None, exempt=_opt_str(d.get("exempt"), "exempt"),
+            reason=_opt_str(d.get("reason"), "reason"),
+            snapshot_id=snapshot_id if snapshot_id is not None else _opt_int(d.get("snapshot"), "snapshot"),
+            timestamp_ms=timestamp_ms if timestamp_ms is not None else _opt_int(d.get("ts"), "ts"),
         )
 
     @classmethod
     def parse(cls, text: str, snapshot_id: int | None = None, timestamp_ms: int | None = None) -> LineageRecord:
         return cls.from_json(json.loads(text), snapshot_id, timestamp_ms)
+
+
+def _str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, not {value!r}")
+    return value
+
+
+def _opt_str(value: Any, what: str) -> str | None:
+    return None if value is None else _str(value, what)
+
+
+def _opt_int(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int:  # noqa: E721 - bool is an int subclass and no snapshot id
+        raise TypeError(f"{what} must be an integer, not {value!r}")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"{what} must be a JSON array, not {value!r}")
+    return value
+
+
+def _obj(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{what} must be a JSON object, not {value!r}")
+    return value
 
 
 def external(op: str, engine: str = "pyarrow") -> LineageRecord:
@@ -193,7 +245,7 @@ def history(properties: Mapping[str, str]) -> list[LineageRecord]:
         return [LineageRecord(op="unknown", engine="", status=OPAQUE, reason=f"unreadable lineage history: {exc}")]
     if not isinstance(items, list):
         return [LineageRecord(op="unknown", engine="", status=OPAQUE, reason="unreadable lineage history: not a list")]
-    return [_safe_parse(json.dumps(d), d.get("snapshot") if isinstance(d, dict) else None) for d in items]
+    return [_safe_parse(json.dumps(d), None) for d in items]  # the record's own "snapshot" is type-checked
 
 
 def _source_bearing(rec: LineageRecord) -> bool:

@@ -60,8 +60,17 @@ _WINDOW_VALUE = (exp.FirstValue, exp.LastValue, exp.NthValue, exp.Lag, exp.Lead,
 # aggregates sqlglot does not model (exp.Anonymous), by lower-case name
 _ANON_MASKING = {"product", "entropy", "fsum", "favg", "sumkahan", "kahan_sum", "sem", "mad", "bit_xor",
                  "regr_count", "count_star", "approx_count_distinct", "var_samp", "var_pop"}
-_ANON_VALUE_AGGS = {"histogram", "arbitrary", "list", "array_agg", "collect_list", "collect_set", "max_by",
+_ANON_VALUE_AGGS = {"json_group_array", "json_group_object", "map_agg", "json_agg", "jsonb_agg",
+                    "json_object_agg", "histogram", "arbitrary", "list", "array_agg", "collect_list", "collect_set", "max_by",
                     "min_by", "reservoir_quantile", "approx_top_k", "bitstring_agg", "list_distinct_agg"}
+# aggregates whose value gathers several rows' inputs (a list, a joined string, a map): a person's value
+# is inside it, never equal to it, so erasure cannot find it by value (fan-out warns)
+_COLLECTING_AGGS: tuple[type[exp.Expression], ...] = tuple(
+    c for c in (getattr(exp, n, None) for n in ("ArrayAgg", "ArrayUniqueAgg", "ArrayConcatAgg", "GroupConcat",
+                                                 "JSONArrayAgg", "ApproxTopK", "JSONObjectAgg")) if c is not None)
+_ANON_COLLECTING = {"histogram", "list", "array_agg", "collect_list", "collect_set", "approx_top_k", "bitstring_agg",
+                    "list_distinct_agg", "json_group_array", "json_group_object", "map_agg", "string_agg",
+                    "group_concat", "listagg", "array_agg_distinct", "json_agg", "jsonb_agg", "json_object_agg"}
 _NONDETERMINISTIC: tuple[type[exp.Expression], ...] = (exp.Rand, exp.Randn, exp.Randstr, exp.Uuid) + tuple(
     c for n, c in vars(exp).items() if n.startswith("Current") and isinstance(c, type)
     and issubclass(c, exp.Expression))
@@ -93,6 +102,7 @@ class _Opaque(Exception):
 class _Edge:
     subtype: str
     masking: bool
+    collects: bool = False  # an aggregate gathered several rows' values into one (array_agg, string_agg)
 
 
 @dataclass
@@ -107,12 +117,14 @@ class _Flow:
 
 def _serial(local: _Edge, child: _Edge) -> _Edge:
     """One step after another: the strongest subtype; masked if either step masks."""
-    return _Edge(max(local.subtype, child.subtype, key=_RANK.__getitem__), local.masking or child.masking)
+    return _Edge(max(local.subtype, child.subtype, key=_RANK.__getitem__), local.masking or child.masking,
+                 local.collects or child.collects)
 
 
 def _parallel(a: _Edge | None, b: _Edge) -> _Edge:
     """Two paths into one value: the strongest subtype; masked only if both paths mask."""
-    return b if a is None else _Edge(max(a.subtype, b.subtype, key=_RANK.__getitem__), a.masking and b.masking)
+    return b if a is None else _Edge(max(a.subtype, b.subtype, key=_RANK.__getitem__), a.masking and b.masking,
+                                     a.collects or b.collects)
 
 
 def _dialect(dialect: str) -> Dialect:
@@ -432,7 +444,8 @@ class _Analyzer:
                     if node.expression is not None:
                         visit(node.expression, _Edge(AGGREGATION, True), role, lambdas)
                     return
-                agg = _serial(agg or _Edge(AGGREGATION, kind), _Edge(AGGREGATION, kind))
+                collects = self.collects(node)
+                agg = _serial(agg or _Edge(AGGREGATION, kind, collects), _Edge(AGGREGATION, kind, collects))
             elif isinstance(node, exp.AggFunc):
                 state["scalar"] = False  # window value function (lag, rank, ...)
             for child in node.iter_expressions():
@@ -454,6 +467,14 @@ class _Analyzer:
         if isinstance(node, exp.AggFunc) and not isinstance(node, _WINDOW_VALUE):
             return isinstance(node, _MASKING_AGGS)
         return None
+
+    def collects(self, node: exp.Expression) -> bool:
+        """Does the aggregate ``node`` gather several rows' values into its one value?"""
+        if isinstance(node, exp.Anonymous):
+            return node.name.lower() in _ANON_COLLECTING
+        if isinstance(node, exp.List) and self.d.__class__.__name__ == "DuckDB":
+            return True
+        return isinstance(node, _COLLECTING_AGGS)
 
     @staticmethod
     def subquery_scope(scope: Scope, node: exp.Expression) -> Scope | None:
@@ -606,7 +627,7 @@ def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> 
             (edge,) = flow.direct.values()
             if edge.subtype == TRANSFORMATION:
                 expr = flow.expr.sql(dialect=d)
-        columns[name] = [FieldRef(idx, col, DIRECT, e.subtype, e.masking, expr)
+        columns[name] = [FieldRef(idx, col, DIRECT, e.subtype, e.masking, expr, e.collects)
                          for (idx, col), e in sorted(flow.direct.items())]
     for scope in root.traverse():
         an.clauses(scope)

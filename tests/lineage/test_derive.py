@@ -249,3 +249,18 @@ def test_erasure_records_itself_as_source_without_making_a_cycle(lake: Catalog,
     g = lineage.graph(lake)
     assert g.cycles() == [] and not g.problems
     assert g.upstream("db.events") == [] and g.downstream("db.events") == ["mart.e"]
+
+
+@pytest.mark.parametrize("ref", ["Sales.Orders", '"Sales"."Orders"', "SALES.orders"])
+def test_mixed_case_source_names_resolve(catalog: Catalog, ref: str) -> None:
+    """SQL engines fold identifiers (quoted ones too); Iceberg names are case-sensitive. A source named
+    ``Sales.Orders`` used to be a MissingSourceError whatever the SQL said."""
+    make(catalog, "Sales.Orders", USERS, ["id"])
+    report = ip.derive(catalog, f"SELECT id AS user_id, segment FROM {ref}", "mart.seg")
+    assert report.rows == 3 and report.sources == ["Sales.Orders"]
+    rec = LineageRecord.parse(catalog.load_table("mart.seg").current_snapshot().summary[SUMMARY_KEY])
+    assert [s.table for s in rec.sources] == ["Sales.Orders"]
+    assert lineage.graph(catalog).downstream("Sales.Orders.id") == ["mart.seg.user_id"]
+    make(catalog, "Sales.ORDERS", USERS, ["id"])  # now two tables fold to one name: refused, clearly
+    with pytest.raises(MissingSourceError, match="letter cases"):
+        ip.derive(catalog, f"SELECT id FROM {ref}", "mart.seg2")

@@ -183,3 +183,89 @@ def test_fanout_follows_tables_derived_from_a_dropped_table(chain: Catalog) -> N
     assert "mart.weekly" not in report.tables
     # upper(lower(x)) == upper(x) here, so the request's own values map correctly through the orphan.
     assert subject_rows(chain, "mart.profile") == 0
+
+
+def test_dropped_and_recreated_source_warns_only_about_identity_columns(catalog: Catalog) -> None:
+    """db.events dropped and re-created: mart.pages (derived from the old one) is still erased through
+    its identity column, and its plain ``page`` column is not called an identity (it was, before)."""
+    events = pa.table({"user_id": pa.array([1, 2, 3], pa.int64()), "page": ["a", "b", "c"]})
+
+    def fresh(rows: pa.Table) -> None:
+        catalog.create_table("db.events", schema=events.schema)
+        ip.configure_identity(catalog.load_table("db.events"), ["user_id"])
+        ip.append(catalog.load_table("db.events"), rows)
+
+    fresh(events)
+    ip.derive(catalog, "SELECT user_id, page FROM db.events", "mart.pages")
+    catalog.drop_table("db.events")
+    fresh(events.slice(2))
+    graph = ip.lineage.graph(catalog)
+    assert graph.downstream("db.events") == []  # the new table has no readers
+    assert any("was dropped and re-created" in p for p in graph.problems)
+    fan = plan_fanout(catalog, [catalog.load_table("db.events")], [1], graph)
+    assert fan.tables == ["mart.pages"]
+    assert not any("page" in w and "identity" in w for w in fan.warnings), fan.warnings
+    ip.erase(catalog, [1], ["db.events"], follow_lineage=True)
+    assert sorted(catalog.load_table("mart.pages").scan().to_arrow()["user_id"].to_pylist()) == [2, 3]
+
+
+def test_renamed_columns_keep_their_flows(catalog: Catalog) -> None:
+    """Records name columns as written; after a column rename (same field id) the graph and fan-out
+    use the current names, and recorded expressions still evaluate (they name the old column)."""
+    ip.append(catalog.create_table("db.people", schema=events(0).schema), events(0))
+    ip.configure_identity(catalog.load_table("db.people"), ["user_id", "email"])
+    ip.derive(catalog, "SELECT user_id AS uid, lower(email) AS mail FROM db.people", "mart.a")
+    ip.derive(catalog, "SELECT uid AS person, mail FROM mart.a", "mart.b")
+    with catalog.load_table("mart.a").update_schema() as u:
+        u.rename_column("uid", "person_id")
+    with catalog.load_table("db.people").update_schema() as u:
+        u.rename_column("email", "address")
+    ip.configure_identity(catalog.load_table("mart.a"), ["person_id", "mail"])
+    ip.configure_identity(catalog.load_table("db.people"), ["user_id", "address"])
+    graph = ip.lineage.graph(catalog)
+    assert graph.downstream("mart.a.person_id") == ["mart.b.person"]
+    assert graph.upstream("mart.a.mail", indirect=False) == ["db.people.address"]
+    fan = plan_fanout(catalog, [catalog.load_table("db.people")], [SUBJECT_ID, SUBJECT_MAIL], graph)
+    assert set(fan.tables) == {"mart.a", "mart.b"} and SUBJECT_MAIL.lower() in fan.values["mart.a"], fan.warnings
+    ip.erase(catalog, [SUBJECT_ID], ["mart.a"], follow_lineage=True)  # from the renamed column, as a root
+    assert SUBJECT_ID not in catalog.load_table("mart.b").scan().to_arrow()["person"].to_pylist()
+
+
+def test_nested_and_collected_identity_values(catalog: Catalog) -> None:
+    """Derived columns holding the person inside a bigger value: a list is erased by element, a joined
+    string and a struct are warned about, and none of them crashes the fan-out or blocks the erasure
+    (a struct was declared an identity column, and every erasure then failed on it)."""
+    ip.append(catalog.create_table("db.ev", schema=events(0).schema), events(0))
+    ip.configure_identity(catalog.load_table("db.ev"), ["user_id"])
+    ip.derive(catalog, "SELECT day, array_agg(user_id) AS ids FROM db.ev GROUP BY day", "mart.lists")
+    ip.derive(catalog, "SELECT day, string_agg(CAST(user_id AS VARCHAR), ',') AS ids FROM db.ev GROUP BY day",
+              "mart.joined")
+    ip.derive(catalog, "SELECT amount, [user_id, 0] AS ids FROM db.ev", "mart.pairs")
+    ip.derive(catalog, "SELECT amount, {'u': user_id} AS who FROM db.ev", "mart.structs")
+    assert "who" not in ip.lineage.Annotations.of(catalog.load_table("mart.structs").properties).identity
+    fan = plan_fanout(catalog, [catalog.load_table("db.ev")], [SUBJECT_ID])
+    assert {"mart.lists", "mart.pairs"} <= set(fan.tables)
+    assert any("mart.joined.ids" in w and "gathers several rows" in w for w in fan.warnings), fan.warnings
+    assert any("mart.structs.who" in w and "not declared" in w for w in fan.warnings), fan.warnings
+    report = ip.erase(catalog, [SUBJECT_ID], ["db.ev"], follow_lineage=True)
+    assert "mart.structs" not in report.tables
+    for name in ("mart.lists", "mart.pairs"):
+        ids = catalog.load_table(name).scan().to_arrow()["ids"].to_pylist()
+        assert not any(SUBJECT_ID in row for row in ids), (name, ids)  # every day's list held the subject
+    assert catalog.load_table("mart.pairs").scan().to_arrow().num_rows == 16  # everyone else is still there
+
+
+def test_request_without_the_flowing_identifier_is_warned(catalog: Catalog) -> None:
+    """A join carries users.email into mart.j; a request naming only the id cannot find that row there.
+    It used to report success silently; now it says which identifier to add."""
+    users = pa.table({"id": pa.array([SUBJECT_ID, 8], pa.int64()), "email": [SUBJECT_MAIL, "b@x.org"]})
+    ip.append(catalog.create_table("db.users", schema=users.schema), users)
+    ip.configure_identity(catalog.load_table("db.users"), ["id", "email"])
+    ip.append(catalog.create_table("db.ev", schema=events(0).schema), events(0))
+    ip.derive(catalog, "SELECT u.email, e.day FROM db.ev e JOIN db.users u ON u.id = e.user_id", "mart.j")
+    fan = plan_fanout(catalog, [catalog.load_table("db.users")], [SUBJECT_ID])
+    assert any("db.users.email" in w and "names no email value" in w for w in fan.warnings), fan.warnings
+    both = plan_fanout(catalog, [catalog.load_table("db.users")], [SUBJECT_ID, SUBJECT_MAIL])
+    assert not any("names no" in w for w in both.warnings)
+    ip.erase(catalog, [SUBJECT_ID, SUBJECT_MAIL], ["db.users"], follow_lineage=True)
+    assert SUBJECT_MAIL not in catalog.load_table("mart.j").scan().to_arrow()["email"].to_pylist()

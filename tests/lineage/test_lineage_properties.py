@@ -38,7 +38,7 @@ def records(draw: Any) -> LineageRecord:
     srcs = draw(st.lists(sources, max_size=3))
     direct = st.builds(FieldRef, source=st.integers(0, max(0, len(srcs) - 1)), column=names, type=st.just(DIRECT),
                        subtype=st.sampled_from([IDENTITY, TRANSFORMATION, AGGREGATION]), masking=st.booleans(),
-                       expression=st.one_of(st.none(), st.just("LOWER(email)")))
+                       expression=st.one_of(st.none(), st.just("LOWER(email)")), collects=st.booleans())
     indirect = st.builds(FieldRef, source=st.integers(0, max(0, len(srcs) - 1)), column=names, type=st.just(INDIRECT),
                          subtype=st.sampled_from(["JOIN", "FILTER", "GROUP_BY"]))
     return LineageRecord(

@@ -20,8 +20,9 @@ SCHEMAS = {
 }
 
 
-def D(src: int, col: str, sub: str = "IDENTITY", masking: bool = False, expr: str | None = None) -> FieldRef:
-    return FieldRef(src, col, "DIRECT", sub, masking, expr)
+def D(src: int, col: str, sub: str = "IDENTITY", masking: bool = False, expr: str | None = None,
+      collects: bool = False) -> FieldRef:
+    return FieldRef(src, col, "DIRECT", sub, masking, expr, collects)
 
 
 def I(src: int, col: str, sub: str) -> FieldRef:  # noqa: E743 - mirrors D
@@ -109,8 +110,8 @@ def test_group_by_aggregates_mask_only_statistics():
         "a": [D(0, "amount", "AGGREGATION", True)],
         "last_user": [D(0, "user_id", "AGGREGATION", False)],
         "first_ts": [D(0, "ts", "AGGREGATION", False)],
-        "emails": [D(0, "email", "AGGREGATION", False)],
-        "joined": [D(0, "email", "AGGREGATION", False)],
+        "emails": [D(0, "email", "AGGREGATION", False, collects=True)],
+        "joined": [D(0, "email", "AGGREGATION", False, collects=True)],
         "some_email": [D(0, "email", "AGGREGATION", False)],
     }
     assert res.indirect == [I(0, "country", "GROUP_BY")]
@@ -126,7 +127,8 @@ def test_group_by_aggregates_mask_only_statistics():
 ])
 def test_masking_rule(func: str, masking: bool):
     res = ok(f"SELECT {func} AS v FROM db.t", {"db.t": {"x": "BIGINT", "y": "BIGINT"}})
-    assert D(0, "x", "AGGREGATION", masking) in res.columns["v"]
+    collects = func.split("(")[0] in {"array_agg", "list", "histogram", "string_agg"}
+    assert D(0, "x", "AGGREGATION", masking, collects=collects) in res.columns["v"]
 
 
 def test_arg_max_key_is_masked_value_is_not():
@@ -298,7 +300,7 @@ def test_order_by_is_sort_and_alias_resolves():
     res = ok("SELECT user_id, lower(email) AS e FROM db.events ORDER BY e, ts")
     assert res.indirect == [I(0, "email", "SORT"), I(0, "ts", "SORT")]
     agg = ok("SELECT string_agg(email, ';' ORDER BY ts) AS l FROM db.events")
-    assert agg.columns == {"l": [D(0, "email", "AGGREGATION", False)]}
+    assert agg.columns == {"l": [D(0, "email", "AGGREGATION", False, collects=True)]}
     assert agg.indirect == [I(0, "ts", "SORT")]
 
 
@@ -570,3 +572,18 @@ def test_recorded_expression_cannot_read_files(tmp_path, expression):
     with pytest.raises(LineageError) as err:
         map_values(expression.format(path=secret), "user_id", "VARCHAR", ["u1"])
     assert "hunter2" not in str(err.value)
+
+
+@pytest.mark.parametrize("agg, collects", [
+    ("string_agg(email, ',')", True), ("array_agg(user_id)", True), ("list(user_id)", True),
+    ("json_group_array(user_id)", True), ("histogram(user_id)", True), ("max(user_id)", False),
+    ("any_value(user_id)", False), ("count(user_id)", False),
+])
+def test_collecting_aggregates_are_flagged(agg: str, collects: bool) -> None:
+    """A value gathering several rows' inputs holds the person inside it: fan-out must know it cannot
+    match it by equality (json_group_array was taken for a scalar function of one value)."""
+    res = ok(f"SELECT country, {agg} AS v FROM db.events GROUP BY country")
+    (ref,) = res.columns["v"]
+    assert ref.subtype == "AGGREGATION" and ref.expression is None
+    assert ref.collects is collects
+    assert FieldRef.from_json(ref.to_json()) == ref
