@@ -42,7 +42,7 @@ def sql_type(arrow_type: pa.DataType) -> str:
     return "VARCHAR"
 
 
-SANDBOX = {"enable_external_access": False, "lock_configuration": True, "threads": 1, "memory_limit": "256MB",
+SANDBOX: dict[str, str | bool | int | float | list[str]] = {"enable_external_access": False, "lock_configuration": True, "threads": 1, "memory_limit": "256MB",
            "autoload_known_extensions": False, "autoinstall_known_extensions": False}
 """DuckDB settings for evaluating expressions read from snapshot summaries (see the module doc)."""
 
