@@ -308,9 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'overhead_vs_groupby (target<=3)':<34}{overhead:>14.2f}")
     print(f"{'  same, privacy unit = row':<34}{statistics.median(row_s) / statistics.median(base_s):>14.2f}")
     print(f"\n{'epsilon':<10}{'MAE':>10}{'expected':>10}{'ratio':>8}  mechanism(param)")
-    for eps, m in mae.items():
+    for eps_key, m in mae.items():
         print(
-            f"{eps:<10}{m['mae']:>10.2f}{m['expected_mae_from_reported_noise']:>10.2f}"
+            f"{eps_key:<10}{m['mae']:>10.2f}{m['expected_mae_from_reported_noise']:>10.2f}"
             f"{m['measured_over_expected']:>8.2f}  {m['noise_mechanism']}({m['noise_parameter']:g})"
         )
     _print_ledger(ledger)
