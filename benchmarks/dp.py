@@ -8,7 +8,12 @@ Builds a pageview table (country, project, page, user_id) in a local SqlCatalog,
 * ours: ``dp_histogram`` end to end (ledger reserve, tmlt session with AddRowsWithID + truncation,
   noise, Iceberg write with provenance, ledger release event) on the same snapshot;
 * mean absolute error of the released counts vs the truth for epsilon in {0.1, 0.5, 1, 2}, next to
-  the error tmlt's reported noise parameter implies; plotted to PNG.
+  the error tmlt's reported noise parameter implies; plotted to PNG;
+* the ledger at scale (``--ledger-only`` runs just this part): ``memo.hit_ms``, a memoized repeat of a
+  release (median of 5), and ``ledger.reserve_ms_at_<N>`` / ``ledger.begin_evaluation_ms_at_<N>`` /
+  ``memo.hit_ms_at_<N>``, a reservation, its ``evaluating`` commit and a memo hit once the namespace's ledger
+  holds N releases' history (each made of the commits a release makes: reserved, evaluating, evaluated,
+  released), N in 10 and 1,000 (quick: 10 and 25).
 
 Every user has exactly ``--rows-per-user`` rows and that is the contribution bound, so truncation
 drops nothing and the error is pure noise. Only measured numbers are written.
@@ -63,6 +68,64 @@ def build_table(catalog: Any, rows: int, rows_per_user: int, chunk: int = 2_000_
     return catalog.load_table("bench.pageviews")
 
 
+def _median_ms(fn: Any, reps: int = 5) -> float:
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def ledger_bench(catalog: Any, spark: Any, sizes: list[int]) -> dict[str, Any]:
+    """How a memo hit and a reservation grow with the ledger's history (see the module docstring)."""
+    from iceberg_privacy.dp import PureDP, dp_histogram, set_namespace_budget
+    from iceberg_privacy.dp.ledger import Ledger
+
+    catalog.create_namespace("ledger_bench")
+    src = ("ledger_bench", "pv")
+    table = catalog.create_table(src, schema=make_chunk(0, 10, 1, 0).schema)
+    table.append(make_chunk(0, 20_000, 5, 7))
+    set_namespace_budget(catalog, "ledger_bench", PureDP(1_000_000))
+    keys = {"country": [f"C{i:02d}" for i in range(N_COUNTRIES)]}
+
+    def release() -> Any:
+        return dp_histogram(".".join(src), ["country"], catalog=catalog, budget=PureDP(1), privacy_unit="user_id",
+                            max_rows_per_unit=5, keys=keys, principal="bench", spark=spark)
+
+    first = release()
+    assert not first.memoized
+
+    def memo_hit() -> None:
+        assert release().memoized
+
+    ledger = Ledger(catalog, ("ledger_bench",))
+    amount = PureDP(0.001)
+
+    def one_release() -> None:
+        res = ledger.reserve(src, "bench", amount, source_snapshot_id=0, query_hash="0" * 64)
+        ledger.begin_evaluation(res.release_id, "bench", source=src)
+        ledger.record("evaluated", res.release_id, "bench", source=src)
+        ledger.record("released", res.release_id, "bench", source=src, source_snapshot_id=0,
+                      query_hash="0" * 64, output_table="ledger_bench.none", output_snapshot_id=0, amount=amount)
+
+    out: dict[str, Any] = {"memo": {"hit_ms": _median_ms(memo_hit)}, "ledger": {}}
+    done = 1
+    for n in sizes:
+        while done < n:
+            one_release()
+            done += 1
+        reservations: list[Any] = []
+        out["ledger"][f"reserve_ms_at_{n}"] = _median_ms(
+            lambda held=reservations: held.append(ledger.reserve(src, "bench", amount)))
+        out["ledger"][f"begin_evaluation_ms_at_{n}"] = _median_ms(
+            lambda held=reservations: ledger.begin_evaluation(held.pop().release_id, "bench"))
+        out["memo"][f"hit_ms_at_{n}"] = _median_ms(memo_hit)
+        table_now = catalog.load_table(ledger.identifier)
+        out["ledger"][f"snapshots_at_{n}"] = len(table_now.metadata.snapshots)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/dp.json")
@@ -70,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=None, help="override the row count (default 10M, quick 1M)")
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per epsilon / baseline")
     ap.add_argument("--rows-per-user", type=int, default=5)
+    ap.add_argument("--ledger-only", action="store_true", help="only the ledger-at-scale part (memo.*, ledger.*)")
+    ap.add_argument("--ledger-sizes", default=None, help="history sizes, comma-separated (default 10,1000; quick 10,25)")
     args = ap.parse_args(argv)
+    sizes = [int(n) for n in (args.ledger_sizes or ("10,25" if args.quick else "10,1000")).split(",")]
     rows = args.rows or (1_000_000 if args.quick else 10_000_000)
     reps = args.reps or (2 if args.quick else 1)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -83,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="ip-bench-dp-"))
     catalog = SqlCatalog("bench", uri=f"sqlite:///{work}/catalog.db", warehouse=f"file://{work}/warehouse")
+    if args.ledger_only:
+        ledger = ledger_bench(catalog, get_spark(), sizes)
+        _write(Path(args.out), {**ledger, "ledger_sizes": sizes, "quick": args.quick})
+        _print_ledger(ledger)
+        return 0
     catalog.create_namespace("bench")
     t = time.perf_counter()
     table = build_table(catalog, rows, args.rows_per_user)
@@ -194,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             "samples": len(errors),
         }
     overhead = statistics.median(dp_s) / statistics.median(base_s)
+    ledger = ledger_bench(catalog, spark, sizes)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -216,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         "overhead_vs_groupby_row_privacy_unit": statistics.median(row_s) / statistics.median(base_s),
         "table_build_seconds": build_s,
         "data_files": len(paths),
+        **ledger,
+        "ledger_sizes": sizes,
         "quick": args.quick,
         "plot": str(png),
         "machine": {
@@ -234,14 +308,28 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'overhead_vs_groupby (target<=3)':<34}{overhead:>14.2f}")
     print(f"{'  same, privacy unit = row':<34}{statistics.median(row_s) / statistics.median(base_s):>14.2f}")
     print(f"\n{'epsilon':<10}{'MAE':>10}{'expected':>10}{'ratio':>8}  mechanism(param)")
-    for eps, m in mae.items():
+    for eps_key, m in mae.items():
         print(
-            f"{eps:<10}{m['mae']:>10.2f}{m['expected_mae_from_reported_noise']:>10.2f}"
+            f"{eps_key:<10}{m['mae']:>10.2f}{m['expected_mae_from_reported_noise']:>10.2f}"
             f"{m['measured_over_expected']:>8.2f}  {m['noise_mechanism']}({m['noise_parameter']:g})"
         )
+    _print_ledger(ledger)
     print(f"\nwrote {out} and {png}")
     spark.stop()
     return 0
+
+
+def _write(out: Path, result: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def _print_ledger(ledger: dict[str, Any]) -> None:
+    print(f"\n{'ledger at scale':<40}{'ms':>10}")
+    for group in ("memo", "ledger"):
+        for key, value in ledger[group].items():
+            print(f"{group + '.' + key:<40}{value:>10.1f}")
 
 
 def _plot(mae: dict[str, dict[str, Any]], png: Path) -> None:

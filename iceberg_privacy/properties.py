@@ -91,6 +91,11 @@ DP_LEDGER_MARKER = "privacy.dp.ledger"
 DP_BUDGETS_PROPERTY = "privacy.dp.budgets"
 DP_SPENT_PROPERTY = "privacy.dp.spent"
 DP_POLICIES_PROPERTY = "privacy.dp.policies"
+DP_OPEN_PROPERTY = "privacy.dp.open"
+"""Ledger table property: the open reservations (``reserved`` / ``evaluating``) by release id, kept in every
+commit that changes one, so a state check never folds the whole event history (docs/dp.md, "Ledger state")."""
+DP_MEMO_PROPERTY = "privacy.dp.memo"
+"""Ledger table property: the latest release of each (query hash, source snapshot), the memo's index."""
 """Ledger-table property: the access policy of each scope (``namespace:<ns>`` / ``table:<ns>.<t>``), JSON;
 kept in the ledger so a reservation checks the policy and the budget in ONE compare-and-swap commit."""
 ACCESS_KEY = "privacy.access"

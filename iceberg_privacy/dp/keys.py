@@ -119,6 +119,20 @@ def resolve_keys(catalog: Catalog, source: Table, by: list[str], keys: Any) -> K
     )
 
 
+def _typed(values: Any, spark_type: Any) -> list[Any]:
+    """Key values as Spark wants them for the column: dates and timestamps arrive as ISO strings from a stored
+    policy (JSON has no date type); everything else as given."""
+    import datetime as dt
+
+    from pyspark.sql.types import DateType, TimestampNTZType, TimestampType
+
+    if isinstance(spark_type, DateType):
+        return [dt.date.fromisoformat(v) if isinstance(v, str) else v for v in values]
+    if isinstance(spark_type, (TimestampType, TimestampNTZType)):
+        return [dt.datetime.fromisoformat(v) if isinstance(v, str) else v for v in values]
+    return list(values)
+
+
 def tmlt_keyset(spark: Any, df: Any, by: list[str], keys: Keys) -> Any:
     """Build tmlt's KeySet with the source DataFrame's exact column types."""
     from pyspark.sql.types import StructType
@@ -128,8 +142,9 @@ def tmlt_keyset(spark: Any, df: Any, by: list[str], keys: Keys) -> Any:
         keyset = None
         for column in by:
             schema = StructType([df.schema[column]])
+            values = _typed(keys.per_column[column], df.schema[column].dataType)
             part = KeySet.from_dataframe(
-                spark.createDataFrame([(v,) for v in keys.per_column[column]], schema)
+                spark.createDataFrame([(v,) for v in values], schema)
             )
             keyset = part if keyset is None else keyset * part
         return keyset

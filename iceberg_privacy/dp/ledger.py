@@ -29,6 +29,7 @@ evaluation of the same reservation can never both happen.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import uuid
@@ -62,10 +63,23 @@ from iceberg_privacy.dp.query import canonical_dumps
 from iceberg_privacy.properties import ACCESS_KEY, ACCESS_MAX_PER_QUERY_KEY
 from iceberg_privacy.properties import DP_BUDGETS_PROPERTY as PROP_BUDGETS
 from iceberg_privacy.properties import DP_LEDGER_MARKER as PROP_MARKER
+from iceberg_privacy.properties import DP_MEMO_PROPERTY as PROP_MEMO
+from iceberg_privacy.properties import DP_OPEN_PROPERTY as PROP_OPEN
 from iceberg_privacy.properties import DP_POLICIES_PROPERTY as PROP_POLICIES
 from iceberg_privacy.properties import DP_SPENT_PROPERTY as PROP_SPENT
 
 DEFAULT_PRINCIPAL_KEY = "*"
+_LOAD: Any = object()
+
+log = logging.getLogger("iceberg_privacy.dp")
+
+COMPACT_AT_SNAPSHOTS = 64
+"""A commit that leaves the ledger with this many snapshots compacts it: all events rewritten into one data
+file and every older snapshot expired, so a commit's cost (pyiceberg copies the whole table metadata, every
+snapshot, several times per commit) and a scan's (one manifest and one data file per commit) stay bounded."""
+MEMO_ENTRIES = 1000
+"""How many (query hash, source snapshot) entries ``privacy.dp.memo`` keeps, newest first; an evicted question
+is asked again (and paid for) instead of being answered from the memo."""
 
 LEDGER_SCHEMA = Schema(
     NestedField(1, "event_id", StringType(), required=False),
@@ -139,6 +153,30 @@ def _events_of(table: Table) -> list[dict[str, Any]]:
     rows = table.scan().to_arrow().to_pylist()
     rows.sort(key=lambda r: (r["at"], r["event_id"]))
     return rows
+
+
+def _json_property(props: dict[str, str], key: str, where: str) -> dict[str, Any] | None:
+    """A JSON-object table property of the ledger (None when absent); damage fails closed."""
+    raw = props.get(key)
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except (ValueError, TypeError):
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise LedgerCorruptError(
+            f"{where} is damaged: its table property {key} is not a JSON object, so no reservation can be checked "
+            "and nothing was spent or released. Remove the property (the ledger rebuilds it from its events on the "
+            "next commit) or restore it from the ledger table's previous metadata version.")
+    return value
+
+
+def _compact_reserved(ev: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a ``reserved`` event that a state check or a refund needs (JSON-safe)."""
+    keep = ("release_id", "principal", "source_table", "source_snapshot_id", "scopes", "amount", "query_hash",
+            "output_table")
+    return {k: ev.get(k) for k in keep}
 
 
 def namespace_scope(namespace: tuple[str, ...]) -> str:
@@ -309,8 +347,10 @@ class Ledger:
                               compare_and_swap=True, properties={PROP_BUDGETS: "{}", PROP_SPENT: "{}"},
                               legacy=self._legacy)
 
-    def state(self) -> LedgerState:
-        table = self.load()
+    def state(self, table: Table | None = _LOAD) -> LedgerState:
+        """The decoded properties of ``table`` (a ledger version already loaded; default: load it)."""
+        if table is _LOAD:
+            table = self.load()
         return (LedgerState.from_properties(dict(table.properties), '.'.join(self.identifier)) if table
                 else LedgerState({}, {}))
 
@@ -343,14 +383,88 @@ class Ledger:
                 if props is not None:
                     tx.set_properties(props)
                 tx.append(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA))
-            committed = self.catalog.load_table(self.identifier)
-            snap = committed.current_snapshot()
+            snap = table.current_snapshot()  # the transaction left `table` at the metadata it committed
+            if len(table.metadata.snapshots) >= COMPACT_AT_SNAPSHOTS:
+                self._compact_quietly(table)
             return result, (snap.snapshot_id if snap else -1)
 
         return retry.run(step, exhausted=lambda tries, last: LedgerConflictError(
             f"could not commit to ledger {'.'.join(self.identifier)} after {tries} attempts "
             f"(last error: {last}); other writers keep winning. Retry later."
         ))
+
+    # -- keeping the ledger small ---------------------------------------------------------------
+    def compact(self) -> bool:
+        """Rewrite every event into one data file (one commit, compare-and-swap: it replaces exactly the version
+        it read, so no event can be lost) and expire the ledger's older snapshots. False when another writer
+        committed meanwhile (nothing changed; the next commit tries again).
+
+        Nothing is lost: every event row is in the new file, and the totals, open reservations and memo live in
+        the table properties, which expiry does not touch. What goes is time travel on the ledger table itself
+        (provenance's ``ledger.snapshot-id`` may then name an expired snapshot). The old data and manifest files
+        stay on storage until :func:`iceberg_privacy.cleanup_orphans` removes them (a concurrent reader may be
+        scanning them)."""
+        table = self.load()
+        if table is None or table.current_snapshot() is None:
+            return False
+        events = table.scan().to_arrow()
+        try:
+            with table.transaction() as tx:
+                tx.overwrite(events.select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA))
+        except Exception as exc:
+            if retry.is_conflict(exc):
+                return False
+            raise
+        current = table.metadata.current_snapshot_id
+        keep = {current} | {ref.snapshot_id for ref in table.metadata.refs.values()}
+        old = [s.snapshot_id for s in table.metadata.snapshots if s.snapshot_id not in keep]
+        if old:
+            try:
+                table.maintenance.expire_snapshots().by_ids(old).commit()
+            except Exception as exc:
+                if retry.is_conflict(exc):
+                    return True  # compacted; the next compaction expires them
+                raise
+        return True
+
+    def _compact_quietly(self, table: Table) -> None:
+        """Compact after a commit that already succeeded: a failure here must not turn it into an error."""
+        try:
+            self.compact()
+        except Exception:  # noqa: BLE001 - the caller's commit stands; the next commit compacts again
+            log.warning("could not compact DP ledger %s; it is retried on a later commit",
+                        ".".join(self.identifier), exc_info=True)
+
+    # -- the open reservations and the memo (table properties kept by every commit that changes them) --------
+    def _where(self) -> str:
+        return ".".join(self.identifier)
+
+    def _open(self, table: Table) -> dict[str, dict[str, Any]]:
+        """Open reservations ``{release id: {"state", "reserved"}}`` of this ledger version: the property
+        ``privacy.dp.open``, or for a ledger written before it existed, a fold of every event."""
+        value = _json_property(dict(table.properties), PROP_OPEN, self._where())
+        if value is not None:
+            return value
+        return {rid: {"state": e["state"], "reserved": _compact_reserved(e["reserved"])}
+                for rid, e in fold_reservations(_events_of(table)).items() if e["state"] in OPEN_STATES}
+
+    def _entry(self, table: Table, release_id: str, open_: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+        """State and ``reserved`` fields of one reservation: from the open map when it is open, else (closed or
+        unknown: rare, a refund racing a close) from the events."""
+        if release_id in open_:
+            return open_[release_id]
+        entry = fold_reservations(_events_of(table)).get(release_id)
+        return None if entry is None else {"state": entry["state"], "reserved": _compact_reserved(entry["reserved"])}
+
+    def _memo(self, table: Table) -> dict[str, dict[str, Any]]:
+        value = _json_property(dict(table.properties), PROP_MEMO, self._where())
+        if value is not None:
+            return value
+        memo: dict[str, dict[str, Any]] = {}
+        for ev in _events_of(table):  # a ledger written before the memo property: its released events, once
+            if ev["event"] == "released" and ev["query_hash"] and ev["source_snapshot_id"] is not None:
+                memo[_memo_key(ev["query_hash"], ev["source_snapshot_id"])] = _memo_entry(ev)
+        return memo
 
     @staticmethod
     def _row(event: str, release_id: str | None, principal: str | None, **kw: Any) -> dict[str, Any]:
@@ -586,7 +700,10 @@ class Ledger:
                 output_table=output_table,
                 detail=canonical_dumps(detail),
             )
-            return reservation, {PROP_SPENT: new_state.to_properties()[PROP_SPENT]}, [row]
+            open_ = self._open(table)
+            open_[rid] = {"state": "reserved", "reserved": _compact_reserved(row)}
+            return reservation, {PROP_SPENT: new_state.to_properties()[PROP_SPENT],
+                                 PROP_OPEN: canonical_dumps(open_)}, [row]
 
         reservation, _ = self._commit(mutate)
         return reservation
@@ -607,7 +724,7 @@ class Ledger:
     ) -> None:
         """Append a status event (released / failed / memoized / evaluated / heartbeat); never changes any total."""
 
-        def mutate(state: LedgerState, table: Table) -> tuple[None, None, list[dict[str, Any]]]:
+        def mutate(state: LedgerState, table: Table) -> tuple[None, dict[str, str] | None, list[dict[str, Any]]]:
             row = self._row(
                 event,
                 release_id,
@@ -620,7 +737,20 @@ class Ledger:
                 amount=amount.dumps() if amount else None,
                 detail=canonical_dumps(detail or {}),
             )
-            return None, None, [row]
+            props: dict[str, str] = {}
+            if event in CLOSING_EVENTS:
+                open_ = self._open(table)
+                if release_id in open_ or PROP_OPEN not in table.properties:
+                    open_.pop(release_id, None)
+                    props[PROP_OPEN] = canonical_dumps(open_)
+            if event == "released" and query_hash and source_snapshot_id is not None:
+                memo = self._memo(table)
+                memo[_memo_key(query_hash, source_snapshot_id)] = _memo_entry(row)
+                if len(memo) > MEMO_ENTRIES:
+                    newest = sorted(memo.items(), key=lambda kv: str(kv[1].get("at")), reverse=True)[:MEMO_ENTRIES]
+                    memo = dict(newest)
+                props[PROP_MEMO] = canonical_dumps(memo)
+            return None, props or None, [row]
 
         self._commit(mutate)
 
@@ -635,12 +765,14 @@ class Ledger:
         False when it is not (it was refunded as abandoned, or closed): then nothing may be computed.
         """
 
-        def mutate(state: LedgerState, table: Table) -> tuple[bool, None, list[dict[str, Any]]]:
-            entry = fold_reservations(_events_of(table)).get(release_id)
+        def mutate(state: LedgerState, table: Table) -> tuple[bool, dict[str, str] | None, list[dict[str, Any]]]:
+            open_ = self._open(table)
+            entry = self._entry(table, release_id, open_)
             if entry is None or entry["state"] != "reserved":
                 return False, None, []
+            open_[release_id] = {**entry, "state": "evaluating"}
             row = self._row("evaluating", release_id, principal, **_event_columns(event))
-            return True, None, [row]
+            return True, {PROP_OPEN: canonical_dumps(open_)}, [row]
 
         started, _ = self._commit(mutate)
         return bool(started)
@@ -653,7 +785,8 @@ class Ledger:
         """
 
         def mutate(state: LedgerState, table: Table) -> tuple[str, dict[str, str] | None, list[dict[str, Any]]]:
-            entry = fold_reservations(_events_of(table)).get(release_id)
+            open_ = self._open(table)
+            entry = self._entry(table, release_id, open_)
             if entry is None:
                 raise LedgerConflictError(
                     f"no reservation {release_id} in ledger {'.'.join(self.identifier)}; list them with "
@@ -696,7 +829,8 @@ class Ledger:
                 output_table=reserved["output_table"],
                 detail=canonical_dumps({"reason": reason, **(detail or {})}),
             )
-            return "refunded", {PROP_SPENT: canonical_dumps(new_spent)}, [row]
+            open_.pop(release_id, None)
+            return "refunded", {PROP_SPENT: canonical_dumps(new_spent), PROP_OPEN: canonical_dumps(open_)}, [row]
 
         result, _ = self._commit(mutate)
         return str(result)
@@ -707,8 +841,9 @@ class Ledger:
         Returns the state afterwards (``"abandoned"``, or the state that was found instead).
         """
 
-        def mutate(state: LedgerState, table: Table) -> tuple[str, None, list[dict[str, Any]]]:
-            entry = fold_reservations(_events_of(table)).get(release_id)
+        def mutate(state: LedgerState, table: Table) -> tuple[str, dict[str, str] | None, list[dict[str, Any]]]:
+            open_ = self._open(table)
+            entry = self._entry(table, release_id, open_)
             if entry is None or entry["state"] != "evaluating":
                 return (entry["state"] if entry else "unknown"), None, []
             reserved = entry["reserved"]
@@ -716,7 +851,8 @@ class Ledger:
                             source_snapshot_id=reserved["source_snapshot_id"], query_hash=reserved["query_hash"],
                             output_table=reserved["output_table"],
                             detail=canonical_dumps({"reason": reason, "spend": "kept"}))
-            return "abandoned", None, [row]
+            open_.pop(release_id, None)
+            return "abandoned", {PROP_OPEN: canonical_dumps(open_)}, [row]
 
         result, _ = self._commit(mutate)
         return str(result)
@@ -726,16 +862,26 @@ class Ledger:
         state = self.state()
         return [state.scope(s) for s in state.scopes()]
 
-    def find_release(self, query_hash: str, source_snapshot_id: int) -> dict[str, Any] | None:
-        """The most recent ``released`` event for this query on this snapshot (memoization)."""
-        hits = [
-            e
-            for e in self.events()
-            if e["event"] == "released"
-            and e["query_hash"] == query_hash
-            and e["source_snapshot_id"] == source_snapshot_id
-        ]
-        return hits[-1] if hits else None
+    def find_release(self, query_hash: str, source_snapshot_id: int, table: Table | None = None
+                     ) -> dict[str, Any] | None:
+        """The most recent release of this query on this snapshot (memoization): ``release_id``,
+        ``output_table``, ``output_snapshot_id``, from the ledger's memo property (one metadata read, no scan).
+        ``table`` is a ledger version already loaded (default: load it)."""
+        table = table if table is not None else self.load()
+        if table is None:
+            return None
+        return self._memo(table).get(_memo_key(query_hash, source_snapshot_id))
+
+
+def _memo_key(query_hash: str, source_snapshot_id: int) -> str:
+    return f"{query_hash}@{int(source_snapshot_id)}"
+
+
+def _memo_entry(ev: dict[str, Any]) -> dict[str, Any]:
+    at = ev.get("at")
+    return {"release_id": ev["release_id"], "output_table": ev.get("output_table"),
+            "output_snapshot_id": ev.get("output_snapshot_id"),
+            "at": at.isoformat() if isinstance(at, datetime) else at}
 
 
 def per_query_fits(amount: Budget, cap: Budget) -> bool:

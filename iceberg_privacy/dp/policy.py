@@ -183,6 +183,136 @@ def _unit(privacy_unit: str | RowUnit | None) -> str | None:
     )
 
 
+def _check_cap_type(cap: Budget, scope: str, state: Any) -> None:
+    """A per-query cap must be comparable with the budgets its queries are charged to: the same type, or a
+    pure-DP epsilon over an approx-DP budget (else every query would be refused as a type mismatch)."""
+    scopes = [scope] if scope.startswith("namespace:") else [scope, namespace_scope(tuple(scope[6:].split(".")[:-1]))]
+    for s in scopes:
+        if s not in state.budgets:
+            continue
+        budget = budget_from_json(state.budgets[s]["cap"])
+        if cap.kind == budget.kind or (cap.kind == "pure" and budget.kind == "approx"):
+            continue
+        example = {"pure": "PureDP(0.5) or a bare 0.5", "approx": "ApproxDP(0.5, 1e-6) or a bare epsilon 0.5",
+                   "zcdp": "RhoZCDP(0.05)"}[budget.kind]
+        raise InvalidArgumentError(
+            f"max_epsilon_per_query is a {cap.kind} budget ({cap!r}) but {s} has a {budget.kind} budget "
+            f"({budget!r}), so every query would be refused; pass a {budget.kind} cap, e.g. {example} (CLI: "
+            f"{'--max-rho-per-query' if budget.kind == 'zcdp' else '--max-epsilon-per-query'}). Nothing was changed.")
+
+
+def _governed_tables(catalog: Catalog, target: Any, scope: str, ns: tuple[str, ...]) -> list[Table]:
+    """The existing tables a policy would govern: the table (if it exists yet), or every user table of the
+    namespace (library tables: ledgers, releases, journals, are skipped)."""
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+    from iceberg_privacy.properties import LIBRARY_MARKERS
+
+    if scope.startswith("table:"):
+        if isinstance(target, Table):
+            return [target]
+        try:
+            return [catalog.load_table(tuple(scope[len("table:"):].split(".")))]
+        except NoSuchTableError:
+            return []
+    out = []
+    try:
+        identifiers = catalog.list_tables(ns)
+    except NoSuchNamespaceError:
+        return []
+    for ident in identifiers:
+        try:
+            table = catalog.load_table(ident)
+        except NoSuchTableError:
+            continue
+        if not any(table.properties.get(m) == "1" for m in LIBRARY_MARKERS):
+            out.append(table)
+    return out
+
+
+def _check_schema(table: Table, unit: str | None, bounds: dict[str, list[float]], keys: dict[str, list[Any]],
+                  scope: str) -> None:
+    """Refuse, naming the field and what to use, a policy that no release of ``table`` could use: a privacy
+    unit, bounds or public keys on a missing column or one of the wrong type, or key values that do not fit
+    their column's type. For a namespace policy a column a table lacks is not an error (tables differ)."""
+    from iceberg_privacy.dp.arguments import ID_TYPES, KEY_TYPES, NUMERIC_TYPES
+
+    name = ".".join(table.name())
+    in_table = scope.startswith("table:")
+    fields = {f.name: f.field_type for f in table.schema().fields}
+    if unit is not None and unit != ROWS_UNIT:
+        if unit not in fields:
+            if in_table:
+                raise ConfigurationError(
+                    f"privacy_unit {unit!r} is not a column of {name} (columns: {', '.join(fields)}); name the column "
+                    "that identifies a person, or use ROWS (CLI: --rows). Nothing was changed.")
+        elif not isinstance(fields[unit], ID_TYPES):
+            raise ConfigurationError(
+                f"privacy_unit {unit!r} of {name} has type {fields[unit]}; a privacy unit is a string, integer or "
+                "date id column. Nothing was changed.")
+    for column in bounds:
+        if column not in fields:
+            if in_table:
+                raise ConfigurationError(
+                    f"column_bounds names {column!r}, which is not a column of {name}; bounds are for its numeric "
+                    "columns. Nothing was changed.")
+        elif not isinstance(fields[column], NUMERIC_TYPES):
+            raise ConfigurationError(
+                f"column_bounds[{column!r}]: {name}.{column} has type {fields[column]}; clamping bounds are for "
+                "integer or floating-point columns. Nothing was changed.")
+    for column, values in keys.items():
+        if column not in fields:
+            if in_table:
+                raise ConfigurationError(
+                    f"public_keys names {column!r}, which is not a column of {name}; public keys are for its GROUP "
+                    "BY columns. Nothing was changed.")
+            continue
+        ftype = fields[column]
+        if not isinstance(ftype, KEY_TYPES):
+            raise ConfigurationError(
+                f"public_keys[{column!r}]: {name}.{column} has type {ftype}; GROUP BY keys are strings, integers, "
+                "dates or timestamps. Nothing was changed.")
+        for v in values:
+            if v is not None and not _fits(v, ftype):
+                raise ConfigurationError(
+                    f"public_keys[{column!r}] holds a {type(v).__name__} value, but {name}.{column} has type "
+                    f"{ftype}: give {_expected(ftype)}. Nothing was changed.")
+
+
+def _fits(value: Any, ftype: Any) -> bool:
+    import datetime as dt
+
+    from pyiceberg.types import DateType, IntegerType, LongType, StringType
+
+    if isinstance(ftype, StringType):
+        return isinstance(value, str)
+    if isinstance(ftype, (IntegerType, LongType)):
+        bits = 31 if isinstance(ftype, IntegerType) else 63
+        return isinstance(value, int) and not isinstance(value, bool) and -(2**bits) <= value < 2**bits
+    if not isinstance(value, str):
+        return False
+    try:
+        if isinstance(ftype, DateType):
+            dt.date.fromisoformat(value)
+        else:
+            dt.datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _expected(ftype: Any) -> str:
+    from pyiceberg.types import DateType, IntegerType, LongType, StringType
+
+    if isinstance(ftype, StringType):
+        return 'strings (JSON: ["DE", "FR"])'
+    if isinstance(ftype, (IntegerType, LongType)):
+        return f"integers that fit {ftype} (JSON: [1, 2])"
+    if isinstance(ftype, DateType):
+        return 'dates as "YYYY-MM-DD" strings'
+    return 'timestamps as ISO-8601 strings ("2024-01-31T12:00:00")'
+
+
 def _target(target: Any) -> tuple[str, tuple[str, ...], str]:
     """(scope, namespace of its ledger, display name) of a namespace or a table reference.
 
@@ -267,12 +397,16 @@ def set_access_policy(
             or max_rows_per_unit < 1):
         raise InvalidArgumentError(f"max_rows_per_unit must be an integer >= 1, got {max_rows_per_unit!r}.")
     scope, ns, name = _target(target)
+    state = Ledger(catalog, ns).state()
+    total = state.budgets.get(scope)  # the type numbers are read in (re-checked on commit)
+    like = budget_from_json(total["cap"]) if total else None
+    # a bare number is a pure-DP epsilon (which also caps approx-DP queries); it must suit the scope's budgets
     cap = coerce_budget(max_epsilon_per_query, None, "max_epsilon_per_query") \
         if max_epsilon_per_query is not None else None
+    if cap is not None:
+        _check_cap_type(cap, scope, state)
     caps: dict[str, Budget] = {}
     if principal_budgets:
-        total = Ledger(catalog, ns).state().budgets.get(scope)  # the type numbers are read in (re-checked on commit)
-        like = budget_from_json(total["cap"]) if total else None
         for who, b in principal_budgets.items():
             if not isinstance(who, str) or not who:
                 raise ConfigurationError(
@@ -290,6 +424,12 @@ def set_access_policy(
     keys = _keys(public_keys)
     if keys:
         entry[ACCESS_PUBLIC_KEYS_KEY] = keys
+    if isinstance(unit, str) and unit != ROWS_UNIT and unit in keys:
+        raise ConfigurationError(
+            f"public_keys names the privacy-unit column {unit!r}: grouping by the privacy unit would release "
+            "per-person values; drop it from public_keys. Nothing was changed.")
+    for table in _governed_tables(catalog, target, scope, ns):
+        _check_schema(table, unit, bounds, keys, scope)
     try:
         catalog.create_namespace(ns)
     except NamespaceAlreadyExistsError:

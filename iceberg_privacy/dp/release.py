@@ -371,7 +371,13 @@ def check_noise_size(noise: list[dict[str, Any]]) -> None:
             )
 
 
-def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None) -> Release:
+MemoLog = Callable[..., None]
+"""Where a memo hit's ``memoized`` ledger event goes: called with :meth:`Ledger.record`'s arguments after the
+event name (default: committed by :meth:`Ledger.record` before the answer is returned; the query service
+passes a background writer so an interactive repeat does not wait for an Iceberg commit)."""
+
+
+def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None, memo_log: MemoLog | None = None) -> Release:
     """Memo, policy and budget checks, reserve, evaluate, write with provenance: see the module docstring."""
     catalog, source, amount, principal = plan.catalog, plan.source, plan.amount, plan.principal
     source_id = tuple(source.name())
@@ -383,6 +389,22 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None) -> Relea
     out_name = ".".join(out_id)
     expected_cols = plan.columns
     snapshot_id = plan.snapshot_id
+    ledger = Ledger(catalog, namespace)
+    ledger_table = ledger.load()  # one read: the state, the policy and the memo of this ledger version
+    state = ledger.state(ledger_table)
+    scope, entry = state.policy_entry(source_id)
+    check_policy_unit(unit, max_rows_per_unit, ".".join(source_id), entry, scope)
+    # On a dp-only table even a memoized answer needs a principal with a budget there, asking within the cap.
+    ledger.check_policy(state, source_id, principal, amount)
+
+    # Memoization: same canonical query, same snapshot -> the stored release, free of charge. No Spark, no
+    # tmlt, no scan of the ledger's events: the memo is a property of the ledger version just read.
+    if memoize and ledger_table is not None:
+        hit = ledger.find_release(qhash, snapshot_id, ledger_table)
+        memo = _memoized(catalog, ledger, hit, principal, source_id, snapshot_id, qhash, amount, memo_log)
+        if memo is not None:
+            return memo
+
     if catalog.table_exists(out_id):
         existing = catalog.load_table(out_id)
         if existing.properties.get(RELEASE_MARKER) != "1":
@@ -394,20 +416,6 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None) -> Relea
                 f"output {out_name} holds releases with columns {[f.name for f in existing.schema().fields]}, "
                 f"not {expected_cols}; choose another output name."
             )
-    ledger = Ledger(catalog, namespace)
-    state = ledger.state()
-    scope, entry = state.policy_entry(source_id)
-    check_policy_unit(unit, max_rows_per_unit, ".".join(source_id), entry, scope)
-    # On a dp-only table even a memoized answer needs a principal with a budget there, asking within the cap.
-    ledger.check_policy(state, source_id, principal, amount)
-
-    # Memoization: same canonical query, same snapshot -> the stored release, free of charge.
-    if memoize and ledger.exists():
-        hit = ledger.find_release(qhash, snapshot_id)
-        memo = _memoized(catalog, ledger, hit, principal, source_id, snapshot_id, qhash, amount)
-        if memo is not None:
-            return memo
-
     # Early, cheap refusal (no budget, wrong type, exhausted, over the policy's per-query cap) before any Spark
     # work; reserve() re-checks atomically, so this read being stale by the time we reserve is harmless.
     ledger.check(state, source_id, principal, amount)
@@ -642,6 +650,7 @@ def _memoized(
     source_snapshot_id: int,
     qhash: str,
     amount: Budget,
+    memo_log: MemoLog | None = None,
 ) -> Release | None:
     """Return the stored release for a repeated question (and log it), if it is still readable."""
     if hit is None or not hit.get("output_table") or hit.get("output_snapshot_id") is None:
@@ -658,8 +667,7 @@ def _memoized(
         return None
     data = out.scan(snapshot_id=out_snap.snapshot_id).to_arrow()
     memo_id = uuid.uuid4().hex
-    ledger.record(
-        "memoized",
+    (memo_log or functools.partial(ledger.record, "memoized"))(
         memo_id,
         principal,
         source=source_id,

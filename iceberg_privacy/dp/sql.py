@@ -240,6 +240,7 @@ def dp_sql(
     privacy_unit: str | RowUnit | None = None,
     max_rows_per_unit: int | None = None,
     spark: Any | None = None,
+    memo_log: Any | None = None,
 ) -> SqlRelease:
     """Answer one DP SQL query with differential privacy, charged to the ledger before it runs.
 
@@ -249,7 +250,10 @@ def dp_sql(
     ``principal`` is who is charged (the query service passes the token's principal; default
     :func:`~iceberg_privacy.config.current_principal`). The privacy unit is the access policy's; only a
     table whose policy declares none takes ``privacy_unit=`` (a column or ``ROWS``). The same question on
-    the same snapshot is answered from the memo for free (``memoize=False`` asks again and pays).
+    the same snapshot is answered from the memo for free (``memoize=False`` asks again and pays); its
+    ``memoized`` ledger event is committed before returning, or handed to ``memo_log`` (called with
+    :meth:`~iceberg_privacy.dp.ledger.Ledger.record`'s arguments after the event name; the query service
+    passes its background writer).
     """
     compiled = compile_sql(catalog, sql)
     if max_rows_per_unit is not None and (isinstance(max_rows_per_unit, bool)
@@ -358,7 +362,7 @@ def dp_sql(
         lineage=_lineage(source, snap.snapshot_id, compiled, unit), prepare=prepare, noise=noise,
         evaluate=evaluate, summary={DP_SQL_SUMMARY: compiled.release_sql, DP_SQL_HASH_SUMMARY: compiled.sql_hash},
         session_budget_is_amount=True,
-    ), memoize=memoize, spark=spark)
+    ), memoize=memoize, spark=spark, memo_log=memo_log)
     from iceberg_privacy.dp.budget import zero_like
 
     return SqlRelease(

@@ -209,6 +209,10 @@ class PolicyBounds(list):  # type: ignore[type-arg]
     """Bounds taken from the table's access policy (column bounds), not from the call."""
 
 
+MAX_SYNTH_CELLS = 50_000_000
+"""Most values (rows x columns) one synthesis samples: sampling holds about 35 bytes per value in memory."""
+
+
 def _json_value(v: Any) -> Any:
     return v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
 
@@ -407,6 +411,13 @@ def dp_synthesize(
     if rows is not None and (isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or not 1 <= rows <= 10**9):
         raise InvalidArgumentError(f"rows={rows!r} must be a whole number between 1 and 10**9, or None for the noisy "
                                    "row count of the source.")
+    if rows is not None and int(rows) * len(columns) > MAX_SYNTH_CELLS:
+        # before: rows=10**9 was accepted, reserved, and the sampler was killed by the kernel for memory (~35
+        # bytes per value while sampling) with the spend kept
+        raise InvalidArgumentError(
+            f"rows={rows:,} of {len(columns)} column(s) is {int(rows) * len(columns):,} values; at most "
+            f"{MAX_SYNTH_CELLS:,} (rows x columns) are sampled in one call, about 2 GB of memory. Ask for at most "
+            f"{MAX_SYNTH_CELLS // len(columns):,} rows, or run several calls (each is charged). Nothing was spent.")
     if max_rows_per_unit is not None and (isinstance(max_rows_per_unit, bool)
                                           or not isinstance(max_rows_per_unit, numbers.Integral) or max_rows_per_unit < 1):
         raise InvalidArgumentError(f"max_rows_per_unit must be an integer >= 1, got {max_rows_per_unit!r}.")

@@ -17,8 +17,6 @@ with a reference id, never a traceback.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -33,9 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pyiceberg.catalog import Catalog
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from iceberg_privacy.dp.budget import Budget, budget_from_args, zero_like
-from iceberg_privacy.dp.ledger import Ledger
-from iceberg_privacy.dp.sql import CompiledSql, compile_sql, dp_sql
+from iceberg_privacy.dp.budget import Budget, budget_from_args
+from iceberg_privacy.dp.sql import dp_sql
 from iceberg_privacy.dp.sql_compile import MAX_SQL_LENGTH
 from iceberg_privacy.errors import (
     BudgetError,
@@ -52,7 +49,7 @@ from iceberg_privacy.errors import (
     ReleaseFailedError,
 )
 from iceberg_privacy.service import views
-from iceberg_privacy.service.memo import AnswerCache, Key, MemoLog
+from iceberg_privacy.service.memo import MemoLog
 from iceberg_privacy.service.tokens import TokenRecord, TokenStore
 from iceberg_privacy.service.views import _NotFound
 from iceberg_privacy.version import __version__
@@ -271,14 +268,6 @@ Caller = Annotated[TokenRecord, Depends(_authenticate)]
 """A handler parameter of this type is the authenticated caller."""
 
 
-def _memo_key(principal: str, compiled: CompiledSql, snapshot_id: int, amount: Budget) -> Key:
-    """What a cached answer must match: the principal, the table, the normalized SQL, the source snapshot,
-    the budget, and the public policy the query was compiled under (a changed policy is a new question)."""
-    policy = json.dumps(views.public_policy(compiled.policy), sort_keys=True, default=str)
-    question = hashlib.sha256(f"{compiled.sql_hash}\n{policy}".encode()).hexdigest()
-    return (principal, compiled.table, question, snapshot_id, amount.dumps())
-
-
 def _answer(release: Any, *, memoized: bool, charged: Budget | None) -> dict[str, Any]:
     rows = release.rows
     return {"release_id": release.release_id, "table": release.table, "sql": release.sql, "memoized": memoized,
@@ -289,7 +278,6 @@ def _answer(release: Any, *, memoized: bool, charged: Budget | None) -> dict[str
 def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI:
     """The ASGI application serving ``catalog`` (run it with uvicorn, or ``iceberg-privacy serve``)."""
     store = tokens or TokenStore(catalog)
-    cache = AnswerCache()
     memo_log = MemoLog(catalog)
 
     @contextlib.asynccontextmanager
@@ -406,24 +394,11 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
         (SQL outside the subset, over a cap) charge nothing. A question this principal already had answered
         on the same snapshot is answered again for free (``memoize``)."""
         amount = _budget_of(body)
-        compiled = compile_sql(catalog, body.sql)  # refusals here, before anything is read or charged
-        key = None
-        if body.memoize:
-            source = catalog.load_table(tuple(compiled.table.split(".")))
-            snap = source.current_snapshot()
-            key = _memo_key(who.principal, compiled, snap.snapshot_id if snap else -1, amount)
-            hit = cache.get(key)
-            if hit is not None:
-                # as dp_sql's memo: on a dp-only table even a repeat needs a budget there, within the cap
-                ident = tuple(source.name())
-                ledger = Ledger(catalog, ident[:-1])
-                ledger.check_policy(ledger.state(), ident, who.principal, amount)
-                memo_log.record(hit, who.principal, key[3])
-                return _answer(hit, memoized=True, charged=zero_like(amount))
-        release = dp_sql(catalog, body.sql, budget=amount, principal=who.principal, memoize=body.memoize)
-        snapshot = release.provenance.source_snapshot_id
-        if snapshot is not None:
-            cache.put(_memo_key(who.principal, compiled, snapshot, amount), release)
+        # Refusals (SQL outside the subset, over a cap, no budget) happen before anything is read or charged. A
+        # repeat is answered by the library's memo (same query, same source snapshot, same budget: policy and
+        # cap re-checked first); its audit event is written in the background.
+        release = dp_sql(catalog, body.sql, budget=amount, principal=who.principal, memoize=body.memoize,
+                         memo_log=memo_log)
         return _answer(release, memoized=release.memoized, charged=release.charged)
 
     @app.get(f"{API}/synthetic", response_model=list[SyntheticOut], responses=ERRORS, tags=["synthetic"])

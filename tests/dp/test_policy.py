@@ -144,10 +144,13 @@ def test_epsilon_cap_bounds_approx_queries_and_refuses_other_types(catalog: SqlC
         ledger.reserve(("db", "pv"), "carol", ApproxDP(2, 1e-7))
     ledger.reserve(("db", "pv"), "carol", ApproxDP(1, 1e-7))
     set_namespace_budget(catalog, "zc", RhoZCDP(1))
-    ip.set_access_policy(catalog, "zc", max_epsilon_per_query=1, principal_budgets={"*": RhoZCDP(1)})
-    with pytest.raises(ip.BudgetTypeMismatchError):
-        Ledger(catalog, ("zc",)).reserve(("zc", "t"), "carol", RhoZCDP(0.1))
-    assert _spent(catalog, ns="zc").is_zero()
+    # an epsilon cap over a zCDP budget would refuse every query: refused when the policy is set
+    with pytest.raises(ip.InvalidArgumentError, match=r"max_epsilon_per_query is a pure budget .* RhoZCDP\(0.05\)"):
+        ip.set_access_policy(catalog, "zc", max_epsilon_per_query=1, principal_budgets={"*": RhoZCDP(1)})
+    assert ip.access_policy(catalog, "zc").scope is None  # nothing was set
+    ip.set_access_policy(catalog, "zc", max_epsilon_per_query=RhoZCDP(0.5), principal_budgets={"*": RhoZCDP(1)})
+    Ledger(catalog, ("zc",)).reserve(("zc", "t"), "carol", RhoZCDP(0.1))
+    assert not _spent(catalog, ns="zc").is_zero()
 
 
 @given(cap=st.integers(1, 20), asks=st.lists(st.integers(1, 30), min_size=1, max_size=8))
@@ -322,3 +325,85 @@ def test_cli_dp_sql_takes_the_privacy_unit_when_no_policy_declares_one(tmp_path:
     release = json.loads(out.stdout)
     assert release["charged"] == {"type": "pure", "epsilon": "1"} and abs(release["rows"][0]["n"] - data.num_rows) < 60
     assert _spent(cat) == PureDP(1)
+
+
+POLICY_SCHEMA_CASES = [
+    (dict(public_keys={"country": [1, 2]}), r"public_keys\['country'\] holds a int value.*type string: give strings"),
+    (dict(public_keys={"country": [True]}), r"public_keys\['country'\] holds a bool value"),
+    (dict(public_keys={"user_id": ["a"]}, privacy_unit="page"), r"public_keys\['user_id'\] holds a str value.*integers"),
+    (dict(public_keys={"day": ["31/01/2024"]}), r"public_keys\['day'\].*\"YYYY-MM-DD\" strings"),
+    (dict(public_keys={"bytes": [1.0]}), r"public_keys\['bytes'\]: db.pv.bytes has type double; GROUP BY keys"),
+    (dict(public_keys={"nope": ["x"]}), r"public_keys names 'nope', which is not a column of db.pv"),
+    (dict(public_keys={"user_id": [1]}), r"privacy-unit column 'user_id'"),
+    (dict(column_bounds={"country": (0, 1)}), r"column_bounds\['country'\]: db.pv.country has type string"),
+    (dict(column_bounds={"nope": (0, 1)}), r"column_bounds names 'nope'"),
+    (dict(privacy_unit="nope"), r"privacy_unit 'nope' is not a column of db.pv"),
+    (dict(privacy_unit="bytes"), r"privacy_unit 'bytes' of db.pv has type double"),
+]
+
+
+@pytest.fixture
+def dated(catalog: SqlCatalog) -> Any:
+    import datetime as dt
+
+    import pyarrow as pa
+
+    data = pageviews(30)
+    data = data.append_column("day", pa.array([dt.date(2024, 1, 1 + i % 3) for i in range(30)]))
+    table = catalog.create_table("db.pv", schema=data.schema)
+    table.append(data)
+    return table
+
+
+@pytest.mark.parametrize("bad,message", POLICY_SCHEMA_CASES)
+def test_policy_fields_are_checked_against_the_table_when_set(catalog: SqlCatalog, dated: Any, bad: dict[str, Any],
+                                                              message: str) -> None:
+    """Before: each of these was stored, and failed (or, for int keys of a string column, silently released
+    counts of the wrong keys) only when a release ran. Now the setter refuses, naming the field and what to use,
+    and nothing is changed."""
+    set_namespace_budget(catalog, "db", PureDP(5))
+    kw = {"privacy_unit": "user_id", **bad}
+    for target in ("db.pv", "db"):  # a table policy, and the namespace policy that governs the table
+        if target == "db" and "nope" in repr(bad):
+            continue  # a namespace policy may name columns that some of its tables lack
+        with pytest.raises(ip.IcebergPrivacyError, match=message):
+            ip.set_access_policy(catalog, target, principal_budgets={"*": 1}, **kw)
+        assert ip.access_policy(catalog, "db.pv").scope is None
+
+
+def test_good_policy_of_every_key_type_is_accepted(catalog: SqlCatalog, dated: Any) -> None:
+    set_namespace_budget(catalog, "db", PureDP(5))
+    policy = ip.set_access_policy(catalog, "db.pv", privacy_unit="user_id", column_bounds={"bytes": (0, 100)},
+                                  public_keys={"country": ["c0", None], "day": ["2024-01-01"], "page": ["page1"]})
+    assert policy.public_keys["day"] == ["2024-01-01"]
+    ip.set_access_policy(catalog, "db.future", privacy_unit="anything", public_keys={"x": [1]})  # no table yet
+
+
+def test_cli_policy_set_refuses_bad_key_types(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "iceberg_privacy.cli", "--catalog-uri", f"sqlite:///{tmp_path}/c.db",
+            "--warehouse", f"file://{tmp_path}/wh"]
+    cat = SqlCatalog("default", uri=f"sqlite:///{tmp_path}/c.db", warehouse=f"file://{tmp_path}/wh")
+    cat.create_namespace("db")
+    cat.create_table("db.pv", schema=pageviews(1).schema)
+    set_namespace_budget(cat, "db", RhoZCDP(1))
+    out = subprocess.run([*base, "dp", "policy", "set", "--table", "db.pv", "--privacy-unit", "user_id",
+                          "--public-keys", "country=[1, 2]"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0 and "public_keys['country']" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([*base, "dp", "policy", "set", "--table", "db.pv", "--max-epsilon-per-query", "0.5"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0 and "--max-rho-per-query" in out.stderr, out.stderr
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_date_public_keys_from_a_stored_policy_release(catalog: SqlCatalog, dated: Any, spark: Any) -> None:
+    """A policy stores date keys as "YYYY-MM-DD" strings (JSON has no dates); before, every GROUP BY over them
+    failed in Spark ("DateType() can not accept object '2024-01-01' in type str") after the policy was set."""
+    import datetime as dt
+
+    set_budget("db.pv", PureDP(5), catalog=catalog)
+    ip.set_access_policy(catalog, "db.pv", privacy_unit="user_id", max_rows_per_unit=3, principal_budgets={"*": 5},
+                         public_keys={"day": ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]})
+    r = ip.dp_sql(catalog, "SELECT day, COUNT(*) FROM db.pv GROUP BY day", budget=PureDP(1), principal="a",
+                  spark=spark)
+    assert sorted(row["day"] for row in r.rows.to_pylist()) == [dt.date(2024, 1, d) for d in range(1, 5)]

@@ -182,6 +182,10 @@ def _spent(catalog: Catalog) -> Any:
     ({"columns": ["country"], "domains": DOMAINS, "budget": PureDP(1)}, InvalidBudgetError, "no pure-DP"),
     ({"columns": ["country"], "domains": DOMAINS, "method": "pategan"}, ConfigurationError, "method=.aim."),
     ({"columns": ["country"], "domains": DOMAINS, "rows": 0}, InvalidArgumentError, "rows"),
+    # before: accepted and charged; the sampler then held ~35 bytes per value and the kernel killed the process
+    ({"columns": ["country"], "domains": DOMAINS, "rows": 10**9}, InvalidArgumentError, "rows x columns"),
+    ({"columns": ["country", "age"], "domains": DOMAINS, "bounds": {"age": (0, 100)}, "rows": 30_000_000},
+     InvalidArgumentError, "at most 25,000,000 rows"),
     ({"columns": ["country"], "domains": DOMAINS, "privacy_unit": "country"}, ConfigurationError, "privacy-unit"),
     ({"columns": ["country"], "domains": DOMAINS, "output": "db.people"}, ConfigurationError, "source"),
     ({"columns": ["country"], "domains": DOMAINS, "output": "db.people_like"}, ConfigurationError, "not a DP synth"),
