@@ -74,6 +74,10 @@ def _normalise(properties: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+"""A URI's scheme (``s3:``, ``file:``, ``abfss:``): such a warehouse is left as given (``file:/tmp/wh`` is absolute)."""
+
+
 def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = None, **properties: Any) -> Catalog:
     """Return a pyiceberg catalog, configured the way pyiceberg users already have it.
 
@@ -122,7 +126,7 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
         root = Path(home).expanduser().resolve() if home is not None else default_home()
         return _embedded(name, root)
     warehouse = props.get("warehouse", "")
-    if warehouse and "://" not in warehouse and not os.path.isabs(os.path.expanduser(warehouse)):
+    if warehouse and not _URI_SCHEME.match(warehouse) and not os.path.isabs(os.path.expanduser(warehouse)):
         # pyiceberg would store table locations relative to the working directory, in the table metadata:
         # the table could then be read only from this directory, and another directory would see other files
         props["warehouse"] = os.path.abspath(os.path.expanduser(warehouse))

@@ -245,3 +245,11 @@ def test_a_relative_warehouse_is_made_absolute(tmp_path: Path, monkeypatch: pyte
     monkeypatch.chdir(tmp_path.parent)
     again = ip.connect("rel", uri=f"sqlite:///{tmp_path / 'c.db'}", warehouse="elsewhere")
     assert again.load_table("db.t").scan().to_arrow().num_rows == 1  # readable from another directory
+
+
+@pytest.mark.parametrize("uri", ["file:{root}/wh", "file://{root}/wh", "s3://bucket/wh", "gs://b/wh", "abfss://c@a.dfs.core.windows.net/wh"])
+def test_a_warehouse_uri_is_left_as_given(tmp_path: Path, uri: str) -> None:
+    """Only a bare relative path is made absolute: ``file:/abs`` (one slash) and every other scheme stay as given."""
+    warehouse = uri.format(root=tmp_path)
+    cat = ip.connect("uri", uri=f"sqlite:///{tmp_path / 'c.db'}", warehouse=warehouse)
+    assert cat.properties["warehouse"] == warehouse
