@@ -681,13 +681,15 @@ def _compact_once(load: Callable[[], Table | None], sort_by: str) -> tuple[int, 
     written = write_data_files(table.io, table.metadata, data, [], where=".".join(table.name()))
     checkpoint("history.after_write")
     try:
-        tx = table.transaction()
-        with tx.update_snapshot(snapshot_properties={HISTORY_MAINTENANCE_SUMMARY: str(len(tasks))}).overwrite() as ow:
-            for task in tasks:
-                ow.delete_data_file(task.file)
-            for f in written.files:
-                ow.append_data_file(f)
-        tx.commit_transaction()
+        # pyiceberg's own commit retry re-reads the new head's manifests, which another upkeep may delete meanwhile
+        with retry.vanished_is_conflict(table):
+            tx = table.transaction()
+            with tx.update_snapshot(snapshot_properties={HISTORY_MAINTENANCE_SUMMARY: str(len(tasks))}).overwrite() as ow:
+                for task in tasks:
+                    ow.delete_data_file(task.file)
+                for f in written.files:
+                    ow.append_data_file(f)
+            tx.commit_transaction()
     except Exception as exc:
         # Refused commits never landed: our files are unreferenced, delete them (for the queue they hold ciphertext).
         if isinstance(exc, ValidationException) or retry.is_conflict(exc):
