@@ -11,9 +11,9 @@ per-principal budget and public country keys):
   ``dp_histogram`` called directly for the same counts; both unmemoized, interleaved, same Spark session
   (target <= 1.2);
 * ``service.memoized_p50_ms``: p50 latency of the same query repeated through the service, answered from
-  the service's answer cache (iceberg_privacy/service/memo.py; the ``memoized`` ledger event is written in
-  the background) (target <= 100); ``service.library_memoized_p50_ms`` is the same memo hit through
-  ``ip.dp_sql`` in-process (ledger scan plus a synchronous event commit), for comparison;
+  the library's memo (the ledger's ``privacy.dp.memo`` property; the ``memoized`` ledger event is written in
+  the background by iceberg_privacy/service/memo.py) (target <= 100); ``service.library_memoized_p50_ms`` is
+  the same memo hit through ``ip.dp_sql`` in-process (with a synchronous event commit), for comparison;
 * ``synth.*``: ``benchmarks.confidential_synth.measure(quick)`` (h16-synth's half: TVD of 1- and 2-way
   marginals at epsilon 1 and 10, synthesis seconds, for MST; the same for AIM under ``synth.aim.*``),
   when that module is present.
@@ -90,7 +90,7 @@ def service_numbers(rows: int, reps: int, memo_reps: int, rows_per_user: int) ->
             memo_ms.append((time.perf_counter() - t) * 1000)
             assert answer.memoized
         srv.app.state.memo_log.flush()  # the memoized events are on the ledger before the library's path runs
-        library_ms: list[float] = []  # the same memo hit through ip.dp_sql itself (ledger scan + event commit)
+        library_ms: list[float] = []  # the same memo hit through ip.dp_sql itself (synchronous event commit)
         for _ in range(max(5, memo_reps // 4)):
             t = time.perf_counter()
             again = ip.dp_sql(catalog, SQL, budget=ip.PureDP(0.5), principal="analyst")
