@@ -27,7 +27,8 @@ from iceberg_privacy.dp.errors import (
     ReleaseAbortedError,
     ReleaseFailedError,
 )
-from iceberg_privacy.dp.ledger import BudgetState, Ledger, namespace_scope, table_scope
+from iceberg_privacy.dp.ledger import Ledger
+from iceberg_privacy.dp.ledger_state import BudgetState, namespace_scope, table_scope
 from iceberg_privacy.dp.log import ReleaseRecord, releases
 from iceberg_privacy.dp.policy import AccessPolicy, access_policy, require_raw_access, set_access_policy
 from iceberg_privacy.dp.provenance import ReleaseProvenance, read_provenance

@@ -28,7 +28,8 @@ from iceberg_privacy.dp._refs import (
     show,
 )
 from iceberg_privacy.dp.budget import Budget, as_budget
-from iceberg_privacy.dp.ledger import BudgetState, Ledger, namespace_scope, table_scope
+from iceberg_privacy.dp.ledger import Ledger
+from iceberg_privacy.dp.ledger_state import BudgetState, namespace_scope, table_scope
 from iceberg_privacy.errors import ConfigurationError, InvalidBudgetError
 
 

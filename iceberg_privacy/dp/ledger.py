@@ -30,18 +30,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.schema import Schema
 from pyiceberg.table import Table
-from pyiceberg.types import LongType, NestedField, StringType, TimestamptzType
 
 from iceberg_privacy._internal import retry
 from iceberg_privacy.catalog import (
@@ -55,9 +50,31 @@ from iceberg_privacy.dp.errors import (
     BudgetExhaustedError,
     BudgetTypeMismatchError,
     LedgerConflictError,
-    LedgerCorruptError,
     NoBudgetConfiguredError,
     QueryCapExceededError,
+)
+from iceberg_privacy.dp.ledger_events import (
+    ARROW_SCHEMA,
+    CLOSING_EVENTS,
+    LEDGER_SCHEMA,
+    OPEN_STATES,
+    compact_reserved,
+    current_owner,
+    event_columns,
+    events_of,
+    fold_reservations,
+    json_property,
+    memo_entry,
+    memo_key,
+)
+from iceberg_privacy.dp.ledger_state import (
+    BudgetState,
+    LedgerState,
+    Reservation,
+    min_budget,
+    namespace_scope,
+    per_query_fits,
+    table_scope,
 )
 from iceberg_privacy.dp.query import canonical_dumps
 from iceberg_privacy.properties import ACCESS_KEY, ACCESS_MAX_PER_QUERY_KEY
@@ -65,10 +82,8 @@ from iceberg_privacy.properties import DP_BUDGETS_PROPERTY as PROP_BUDGETS
 from iceberg_privacy.properties import DP_LEDGER_MARKER as PROP_MARKER
 from iceberg_privacy.properties import DP_MEMO_PROPERTY as PROP_MEMO
 from iceberg_privacy.properties import DP_OPEN_PROPERTY as PROP_OPEN
-from iceberg_privacy.properties import DP_POLICIES_PROPERTY as PROP_POLICIES
 from iceberg_privacy.properties import DP_SPENT_PROPERTY as PROP_SPENT
 
-DEFAULT_PRINCIPAL_KEY = "*"
 _LOAD: Any = object()
 
 log = logging.getLogger("iceberg_privacy.dp")
@@ -80,252 +95,6 @@ snapshot, several times per commit) and a scan's (one manifest and one data file
 MEMO_ENTRIES = 1000
 """How many (query hash, source snapshot) entries ``privacy.dp.memo`` keeps, newest first; an evicted question
 is asked again (and paid for) instead of being answered from the memo."""
-
-LEDGER_SCHEMA = Schema(
-    NestedField(1, "event_id", StringType(), required=False),
-    NestedField(2, "event", StringType(), required=False),
-    NestedField(3, "release_id", StringType(), required=False),
-    NestedField(4, "at", TimestamptzType(), required=False),
-    NestedField(5, "principal", StringType(), required=False),
-    NestedField(6, "source_table", StringType(), required=False),
-    NestedField(7, "source_snapshot_id", LongType(), required=False),
-    NestedField(8, "scopes", StringType(), required=False),
-    NestedField(9, "amount", StringType(), required=False),
-    NestedField(10, "query_hash", StringType(), required=False),
-    NestedField(11, "output_table", StringType(), required=False),
-    NestedField(12, "output_snapshot_id", LongType(), required=False),
-    NestedField(13, "detail", StringType(), required=False),
-)
-ARROW_SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("event", pa.string()),
-        ("release_id", pa.string()),
-        ("at", pa.timestamp("us", tz="UTC")),
-        ("principal", pa.string()),
-        ("source_table", pa.string()),
-        ("source_snapshot_id", pa.int64()),
-        ("scopes", pa.string()),
-        ("amount", pa.string()),
-        ("query_hash", pa.string()),
-        ("output_table", pa.string()),
-        ("output_snapshot_id", pa.int64()),
-        ("detail", pa.string()),
-    ]
-)
-
-
-OPEN_STATES = ("reserved", "evaluating")
-"""States of a reservation whose release is still running (or whose owner died)."""
-CLOSING_EVENTS = ("released", "failed", "refunded", "abandoned")
-"""Events that close a reservation; the state is the event's name."""
-
-
-def current_owner() -> dict[str, Any]:
-    """Who holds a reservation made by this process: the host and the process id."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
-
-
-def fold_reservations(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Reservations by release id, from ledger events (oldest first): ``reserved`` (its event),
-    ``state``, ``heartbeat`` (time of its latest event) and ``closed`` (the closing event, if any)."""
-    out: dict[str, dict[str, Any]] = {}
-    for ev in events:
-        rid = ev["release_id"]
-        if ev["event"] == "reserved":
-            out[rid] = {"reserved": ev, "state": "reserved", "heartbeat": ev["at"], "closed": None}
-            continue
-        entry = out.get(rid)
-        if entry is None:
-            continue
-        entry["heartbeat"] = max(entry["heartbeat"], ev["at"])
-        if ev["event"] == "evaluating" and entry["state"] == "reserved":
-            entry["state"] = "evaluating"
-        elif ev["event"] in CLOSING_EVENTS and entry["state"] != "released":
-            entry["state"] = ev["event"]
-            entry["closed"] = ev
-    return out
-
-
-def _events_of(table: Table) -> list[dict[str, Any]]:
-    if table.current_snapshot() is None:
-        return []
-    rows = table.scan().to_arrow().to_pylist()
-    rows.sort(key=lambda r: (r["at"], r["event_id"]))
-    return rows
-
-
-def _json_property(props: dict[str, str], key: str, where: str) -> dict[str, Any] | None:
-    """A JSON-object table property of the ledger (None when absent); damage fails closed."""
-    raw = props.get(key)
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw)
-    except (ValueError, TypeError):
-        value = None
-    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-        raise LedgerCorruptError(
-            f"{where} is damaged: its table property {key} is not a JSON object, so no reservation can be checked "
-            "and nothing was spent or released. Remove the property (the ledger rebuilds it from its events on the "
-            "next commit) or restore it from the ledger table's previous metadata version.")
-    return value
-
-
-def _compact_reserved(ev: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a ``reserved`` event that a state check or a refund needs (JSON-safe)."""
-    keep = ("release_id", "principal", "source_table", "source_snapshot_id", "scopes", "amount", "query_hash",
-            "output_table")
-    return {k: ev.get(k) for k in keep}
-
-
-def namespace_scope(namespace: tuple[str, ...]) -> str:
-    """Scope key of a namespace-wide budget (a namespace is a privacy domain)."""
-    return "namespace:" + ".".join(namespace)
-
-
-def table_scope(identifier: tuple[str, ...]) -> str:
-    """Scope key of a single table's budget."""
-    return "table:" + ".".join(identifier)
-
-
-def _describe(budget: Budget | None) -> str:
-    return budget.describe() if budget is not None else "-"
-
-
-@dataclass
-class BudgetState:
-    """Cap and spend of one budget scope (a table or a namespace), as read from one ledger version.
-
-    ``spent`` is the zero amount of the cap's type until the first spend; it is None only for a scope
-    that has neither a cap nor any spend (then ``remaining()`` is None too: nothing may be spent).
-    """
-
-    scope: str
-    cap: Budget | None
-    spent: Budget | None
-    principal_caps: dict[str, Budget] = field(default_factory=dict)
-    principal_spent: dict[str, Budget] = field(default_factory=dict)
-
-    def remaining(self) -> Budget | None:
-        if self.cap is None:
-            return None
-        return self.cap - (self.spent or zero_like(self.cap))
-
-    def principal_cap(self, principal: str) -> Budget | None:
-        return self.principal_caps.get(principal, self.principal_caps.get(DEFAULT_PRINCIPAL_KEY))
-
-    def principal_remaining(self, principal: str) -> Budget | None:
-        cap = self.principal_cap(principal)
-        if cap is None:
-            return None
-        return cap - self.principal_spent.get(principal, zero_like(cap))
-
-    def __str__(self) -> str:
-        if self.cap is None:
-            return f"{self.scope}: no budget set (releases are refused until set_budget or set_namespace_budget sets one)"
-        text = (f"{self.scope}: cap {_describe(self.cap)}, spent {_describe(self.spent)}, "
-                f"remaining {_describe(self.remaining())}")
-        for name in sorted(set(self.principal_caps) | set(self.principal_spent)):
-            text += (f"\n  {name}: cap {_describe(self.principal_cap(name))}, "
-                     f"spent {_describe(self.principal_spent.get(name))}, "
-                     f"remaining {_describe(self.principal_remaining(name))}")
-        return text
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "scope": self.scope,
-            "cap": self.cap.to_json() if self.cap else None,
-            "spent": self.spent.to_json() if self.spent else None,
-            "remaining": (r.to_json() if (r := self.remaining()) else None),
-            "principal_caps": {p: b.to_json() for p, b in sorted(self.principal_caps.items())},
-            "principal_spent": {p: b.to_json() for p, b in sorted(self.principal_spent.items())},
-        }
-
-
-@dataclass
-class LedgerState:
-    """Decoded ``privacy.dp.budgets``, ``privacy.dp.spent`` and ``privacy.dp.policies`` of one ledger version."""
-
-    budgets: dict[str, dict[str, Any]]
-    spent: dict[str, dict[str, Any]]
-    policies: dict[str, dict[str, Any]] | None = None
-    """Access policies by scope (see :mod:`iceberg_privacy.dp.policy`); None = not rewritten by this commit."""
-
-    @classmethod
-    def from_properties(cls, props: dict[str, str], where: str = "the DP budget ledger") -> LedgerState:
-        """Decode the state; a property that is not a JSON object of scopes raises :class:`LedgerCorruptError`
-        (fail closed: nothing can be checked, reserved or released against a ledger that does not decode)."""
-
-        def decode(key: str) -> dict[str, dict[str, Any]]:
-            try:
-                value = json.loads(props.get(key, "{}"))
-            except (ValueError, TypeError):
-                value = None
-            if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-                raise LedgerCorruptError(
-                    f"{where} is damaged: its table property {key} is not a JSON object of scopes, so no budget can "
-                    "be checked and nothing was spent or released. Restore the property from the ledger table's "
-                    "previous metadata version (its metadata log) or set the budgets again "
-                    "(`iceberg-privacy dp budget set`, `dp policy set`) after checking the spend in `dp log`.")
-            return value
-
-        return cls(decode(PROP_BUDGETS), decode(PROP_SPENT), decode(PROP_POLICIES))
-
-    def to_properties(self) -> dict[str, str]:
-        props = {PROP_BUDGETS: canonical_dumps(self.budgets), PROP_SPENT: canonical_dumps(self.spent)}
-        if self.policies is not None:
-            props[PROP_POLICIES] = canonical_dumps(self.policies)
-        return props
-
-    def policy_entry(self, source: tuple[str, ...]) -> tuple[str | None, dict[str, Any]]:
-        """The access policy that governs table ``source``: its own (scope ``table:``) if set, else its
-        namespace's; ``(None, {})`` when neither is set. A table policy replaces the namespace's whole."""
-        policies = self.policies or {}
-        for scope in (table_scope(source), namespace_scope(tuple(source[:-1]))):
-            if scope in policies:
-                return scope, policies[scope]
-        return None, {}
-
-    def scope(self, scope: str) -> BudgetState:
-        b = self.budgets.get(scope)
-        s = self.spent.get(scope, {})
-        cap = budget_from_json(b["cap"]) if b else None
-        if s.get("total"):
-            spent: Budget | None = budget_from_json(s["total"])
-        else:  # nothing spent yet: the zero amount of the cap's type
-            spent = zero_like(cap) if cap is not None else None
-        return BudgetState(
-            scope=scope,
-            cap=cap,
-            spent=spent,
-            principal_caps={p: budget_from_json(v) for p, v in (b or {}).get("principals", {}).items()},
-            principal_spent={p: budget_from_json(v) for p, v in s.get("principals", {}).items()},
-        )
-
-    def scopes(self) -> list[str]:
-        return sorted(set(self.budgets) | set(self.spent))
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """A committed spend: the budget is gone whatever happens next."""
-
-    release_id: str
-    scopes: tuple[str, ...]
-    amount: Budget
-    principal: str
-    remaining_before: Budget
-    """What was left for this principal on this table before the spend (tmlt's session budget)."""
-    ledger_snapshot_id: int
-
-
-def _min_budget(budgets: list[Budget]) -> Budget:
-    """Componentwise minimum of same-typed budgets: the binding limit across scopes and caps."""
-    first = budgets[0]
-    parts = [min(b.components()[i] for b in budgets) for i in range(len(first.components()))]
-    return type(first)._from_components(tuple(parts))
-
 
 class Ledger:
     """The budget ledger of one namespace, stored as the Iceberg table ``<namespace>.privacy_dp_ledger`` (catalog property ``iceberg-privacy.ledger-table``)."""
@@ -357,7 +126,7 @@ class Ledger:
     def events(self) -> list[dict[str, Any]]:
         """All ledger events, oldest first."""
         table = self.load()
-        return [] if table is None else _events_of(table)
+        return [] if table is None else events_of(table)
 
     # -- the compare-and-swap commit ---------------------------------------------------------
     def _commit(self, mutate: Any, *, create: bool = False) -> tuple[Any, int]:
@@ -442,28 +211,28 @@ class Ledger:
     def _open(self, table: Table) -> dict[str, dict[str, Any]]:
         """Open reservations ``{release id: {"state", "reserved"}}`` of this ledger version: the property
         ``privacy.dp.open``, or for a ledger written before it existed, a fold of every event."""
-        value = _json_property(dict(table.properties), PROP_OPEN, self._where())
+        value = json_property(dict(table.properties), PROP_OPEN, self._where())
         if value is not None:
             return value
-        return {rid: {"state": e["state"], "reserved": _compact_reserved(e["reserved"])}
-                for rid, e in fold_reservations(_events_of(table)).items() if e["state"] in OPEN_STATES}
+        return {rid: {"state": e["state"], "reserved": compact_reserved(e["reserved"])}
+                for rid, e in fold_reservations(events_of(table)).items() if e["state"] in OPEN_STATES}
 
     def _entry(self, table: Table, release_id: str, open_: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
         """State and ``reserved`` fields of one reservation: from the open map when it is open, else (closed or
         unknown: rare, a refund racing a close) from the events."""
         if release_id in open_:
             return open_[release_id]
-        entry = fold_reservations(_events_of(table)).get(release_id)
-        return None if entry is None else {"state": entry["state"], "reserved": _compact_reserved(entry["reserved"])}
+        entry = fold_reservations(events_of(table)).get(release_id)
+        return None if entry is None else {"state": entry["state"], "reserved": compact_reserved(entry["reserved"])}
 
     def _memo(self, table: Table) -> dict[str, dict[str, Any]]:
-        value = _json_property(dict(table.properties), PROP_MEMO, self._where())
+        value = json_property(dict(table.properties), PROP_MEMO, self._where())
         if value is not None:
             return value
         memo: dict[str, dict[str, Any]] = {}
-        for ev in _events_of(table):  # a ledger written before the memo property: its released events, once
+        for ev in events_of(table):  # a ledger written before the memo property: its released events, once
             if ev["event"] == "released" and ev["query_hash"] and ev["source_snapshot_id"] is not None:
-                memo[_memo_key(ev["query_hash"], ev["source_snapshot_id"])] = _memo_entry(ev)
+                memo[memo_key(ev["query_hash"], ev["source_snapshot_id"])] = memo_entry(ev)
         return memo
 
     @staticmethod
@@ -575,7 +344,7 @@ class Ledger:
                         "and nothing was released."
                     )
                 limits.append(p_remaining)
-        return scopes, _min_budget(limits)
+        return scopes, min_budget(limits)
 
     def check_policy(self, state: LedgerState, source: tuple[str, ...], principal: str, amount: Budget) -> None:
         """The access policy's part of a spend check (dp-only tables): the per-query cap, and a principal budget.
@@ -701,7 +470,7 @@ class Ledger:
                 detail=canonical_dumps(detail),
             )
             open_ = self._open(table)
-            open_[rid] = {"state": "reserved", "reserved": _compact_reserved(row)}
+            open_[rid] = {"state": "reserved", "reserved": compact_reserved(row)}
             return reservation, {PROP_SPENT: new_state.to_properties()[PROP_SPENT],
                                  PROP_OPEN: canonical_dumps(open_)}, [row]
 
@@ -745,7 +514,7 @@ class Ledger:
                     props[PROP_OPEN] = canonical_dumps(open_)
             if event == "released" and query_hash and source_snapshot_id is not None:
                 memo = self._memo(table)
-                memo[_memo_key(query_hash, source_snapshot_id)] = _memo_entry(row)
+                memo[memo_key(query_hash, source_snapshot_id)] = memo_entry(row)
                 if len(memo) > MEMO_ENTRIES:
                     newest = sorted(memo.items(), key=lambda kv: str(kv[1].get("at")), reverse=True)[:MEMO_ENTRIES]
                     memo = dict(newest)
@@ -771,7 +540,7 @@ class Ledger:
             if entry is None or entry["state"] != "reserved":
                 return False, None, []
             open_[release_id] = {**entry, "state": "evaluating"}
-            row = self._row("evaluating", release_id, principal, **_event_columns(event))
+            row = self._row("evaluating", release_id, principal, **event_columns(event))
             return True, {PROP_OPEN: canonical_dumps(open_)}, [row]
 
         started, _ = self._commit(mutate)
@@ -870,40 +639,8 @@ class Ledger:
         table = table if table is not None else self.load()
         if table is None:
             return None
-        return self._memo(table).get(_memo_key(query_hash, source_snapshot_id))
+        return self._memo(table).get(memo_key(query_hash, source_snapshot_id))
 
-
-def _memo_key(query_hash: str, source_snapshot_id: int) -> str:
-    return f"{query_hash}@{int(source_snapshot_id)}"
-
-
-def _memo_entry(ev: dict[str, Any]) -> dict[str, Any]:
-    at = ev.get("at")
-    return {"release_id": ev["release_id"], "output_table": ev.get("output_table"),
-            "output_snapshot_id": ev.get("output_snapshot_id"),
-            "at": at.isoformat() if isinstance(at, datetime) else at}
-
-
-def per_query_fits(amount: Budget, cap: Budget) -> bool:
-    """Does ``amount`` fit a per-query cap? Same type: componentwise. A pure-DP (epsilon) cap also bounds
-    the epsilon of an approx-DP query, as BigQuery's ``max_epsilon_per_query`` does; any other pair of
-    types is a mismatch (budgets are never converted)."""
-    if type(amount) is type(cap):
-        return amount.fits_within(cap)
-    if cap.kind == "pure" and amount.kind == "approx":
-        return amount.components()[0] <= cap.components()[0]
-    raise BudgetTypeMismatchError(
-        f"the per-query cap is a {cap.kind} budget ({cap!r}) but the query asks for a {amount.kind} budget "
-        f"({amount!r}); budgets are never converted. Ask with a {cap.kind} budget. Nothing was spent."
-    )
-
-
-def _event_columns(event: dict[str, Any]) -> dict[str, Any]:
-    """The ledger columns of the fields a release repeats in its events (``source`` as a tuple)."""
-    out = {k: v for k, v in event.items() if k in ARROW_SCHEMA.names and k not in ("release_id", "principal")}
-    if event.get("source") is not None:
-        out["source_table"] = ".".join(event["source"])
-    return out
 
 
 ScopeState = BudgetState  # the name before 0.2

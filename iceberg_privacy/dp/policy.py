@@ -42,7 +42,8 @@ from iceberg_privacy.catalog import TableRef
 from iceberg_privacy.dp._refs import check_catalog, namespace_identifier, qualified
 from iceberg_privacy.dp.arguments import ROWS, RowUnit
 from iceberg_privacy.dp.budget import Budget, as_budget, budget_from_json
-from iceberg_privacy.dp.ledger import Ledger, namespace_scope, table_scope
+from iceberg_privacy.dp.ledger import Ledger
+from iceberg_privacy.dp.ledger_state import namespace_scope, table_scope
 from iceberg_privacy.errors import ConfigurationError, DpOnlyError, InvalidArgumentError
 from iceberg_privacy.properties import (
     ACCESS_BOUNDS_KEY,

@@ -24,7 +24,8 @@ from pyiceberg.catalog import Catalog
 from iceberg_privacy.catalog import TableRef, all_namespaces
 from iceberg_privacy.dp._refs import check_catalog, qualified
 from iceberg_privacy.dp.budget import Budget, budget_from_json
-from iceberg_privacy.dp.ledger import OPEN_STATES, Ledger, fold_reservations
+from iceberg_privacy.dp.ledger import Ledger
+from iceberg_privacy.dp.ledger_events import OPEN_STATES, fold_reservations
 from iceberg_privacy.errors import InvalidArgumentError
 
 logger = logging.getLogger(__name__)

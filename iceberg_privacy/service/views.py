@@ -18,7 +18,8 @@ from pyiceberg.table import Table
 
 from iceberg_privacy.catalog import all_namespaces, has_marker
 from iceberg_privacy.dp.budget import Budget
-from iceberg_privacy.dp.ledger import Ledger, LedgerState
+from iceberg_privacy.dp.ledger import Ledger
+from iceberg_privacy.dp.ledger_state import LedgerState
 from iceberg_privacy.dp.log import releases
 from iceberg_privacy.dp.policy import AccessPolicy, access_policy
 from iceberg_privacy.dp.provenance import read_provenance

@@ -17,12 +17,9 @@ from pyiceberg.exceptions import CommitFailedException
 from iceberg_privacy.dp import admin
 from iceberg_privacy.dp.budget import ApproxDP, PureDP, RhoZCDP
 from iceberg_privacy.dp.errors import BudgetExhaustedError, BudgetTypeMismatchError, NoBudgetConfiguredError
-from iceberg_privacy.dp.ledger import (
-    ARROW_SCHEMA,
-    PROP_SPENT,
-    Ledger,
-    LedgerState,
-)
+from iceberg_privacy.dp.ledger import PROP_SPENT, Ledger
+from iceberg_privacy.dp.ledger_events import ARROW_SCHEMA
+from iceberg_privacy.dp.ledger_state import LedgerState
 
 WORKER = Path(__file__).with_name("_race_worker.py")
 SRC = ("db", "pv")

@@ -23,13 +23,8 @@ from iceberg_privacy.dp import admin
 from iceberg_privacy.dp import ledger as ledger_module
 from iceberg_privacy.dp.budget import PureDP, budget_from_json, zero_like
 from iceberg_privacy.dp.errors import BudgetExhaustedError
-from iceberg_privacy.dp.ledger import (
-    OPEN_STATES,
-    PROP_MEMO,
-    PROP_OPEN,
-    Ledger,
-    fold_reservations,
-)
+from iceberg_privacy.dp.ledger import PROP_MEMO, PROP_OPEN, Ledger
+from iceberg_privacy.dp.ledger_events import OPEN_STATES, fold_reservations
 from tests.helpers import make_catalog
 
 SRC = ("db", "pv")

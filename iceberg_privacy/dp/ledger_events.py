@@ -1,0 +1,139 @@
+"""What the DP budget ledger records: its table schema, its events and how they fold into reservations,
+and the JSON table properties (open reservations, memo) that every ledger commit keeps next to them.
+
+Why its own module: :mod:`iceberg_privacy.dp.ledger` is the compare-and-swap protocol; this is the record
+format it writes and reads (docs/dp.md, "The ledger"), which tests and the resolver use without a catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.types import LongType, NestedField, StringType, TimestamptzType
+
+from iceberg_privacy.dp.errors import LedgerCorruptError
+
+LEDGER_SCHEMA = Schema(
+    NestedField(1, "event_id", StringType(), required=False),
+    NestedField(2, "event", StringType(), required=False),
+    NestedField(3, "release_id", StringType(), required=False),
+    NestedField(4, "at", TimestamptzType(), required=False),
+    NestedField(5, "principal", StringType(), required=False),
+    NestedField(6, "source_table", StringType(), required=False),
+    NestedField(7, "source_snapshot_id", LongType(), required=False),
+    NestedField(8, "scopes", StringType(), required=False),
+    NestedField(9, "amount", StringType(), required=False),
+    NestedField(10, "query_hash", StringType(), required=False),
+    NestedField(11, "output_table", StringType(), required=False),
+    NestedField(12, "output_snapshot_id", LongType(), required=False),
+    NestedField(13, "detail", StringType(), required=False),
+)
+ARROW_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("event", pa.string()),
+        ("release_id", pa.string()),
+        ("at", pa.timestamp("us", tz="UTC")),
+        ("principal", pa.string()),
+        ("source_table", pa.string()),
+        ("source_snapshot_id", pa.int64()),
+        ("scopes", pa.string()),
+        ("amount", pa.string()),
+        ("query_hash", pa.string()),
+        ("output_table", pa.string()),
+        ("output_snapshot_id", pa.int64()),
+        ("detail", pa.string()),
+    ]
+)
+
+
+OPEN_STATES = ("reserved", "evaluating")
+"""States of a reservation whose release is still running (or whose owner died)."""
+CLOSING_EVENTS = ("released", "failed", "refunded", "abandoned")
+"""Events that close a reservation; the state is the event's name."""
+
+
+def current_owner() -> dict[str, Any]:
+    """Who holds a reservation made by this process: the host and the process id."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def fold_reservations(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Reservations by release id, from ledger events (oldest first): ``reserved`` (its event),
+    ``state``, ``heartbeat`` (time of its latest event) and ``closed`` (the closing event, if any)."""
+    out: dict[str, dict[str, Any]] = {}
+    for ev in events:
+        rid = ev["release_id"]
+        if ev["event"] == "reserved":
+            out[rid] = {"reserved": ev, "state": "reserved", "heartbeat": ev["at"], "closed": None}
+            continue
+        entry = out.get(rid)
+        if entry is None:
+            continue
+        entry["heartbeat"] = max(entry["heartbeat"], ev["at"])
+        if ev["event"] == "evaluating" and entry["state"] == "reserved":
+            entry["state"] = "evaluating"
+        elif ev["event"] in CLOSING_EVENTS and entry["state"] != "released":
+            entry["state"] = ev["event"]
+            entry["closed"] = ev
+    return out
+
+
+def events_of(table: Table) -> list[dict[str, Any]]:
+    if table.current_snapshot() is None:
+        return []
+    rows = table.scan().to_arrow().to_pylist()
+    rows.sort(key=lambda r: (r["at"], r["event_id"]))
+    return rows
+
+
+def json_property(props: dict[str, str], key: str, where: str) -> dict[str, Any] | None:
+    """A JSON-object table property of the ledger (None when absent); damage fails closed."""
+    raw = props.get(key)
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except (ValueError, TypeError):
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise LedgerCorruptError(
+            f"{where} is damaged: its table property {key} is not a JSON object, so no reservation can be checked "
+            "and nothing was spent or released. Remove the property (the ledger rebuilds it from its events on the "
+            "next commit) or restore it from the ledger table's previous metadata version.")
+    return value
+
+
+def compact_reserved(ev: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a ``reserved`` event that a state check or a refund needs (JSON-safe)."""
+    keep = ("release_id", "principal", "source_table", "source_snapshot_id", "scopes", "amount", "query_hash",
+            "output_table")
+    return {k: ev.get(k) for k in keep}
+
+
+def memo_key(query_hash: str, source_snapshot_id: int) -> str:
+    return f"{query_hash}@{int(source_snapshot_id)}"
+
+
+def memo_entry(ev: dict[str, Any]) -> dict[str, Any]:
+    at = ev.get("at")
+    return {"release_id": ev["release_id"], "output_table": ev.get("output_table"),
+            "output_snapshot_id": ev.get("output_snapshot_id"),
+            "at": at.isoformat() if isinstance(at, datetime) else at}
+
+
+def event_columns(event: dict[str, Any]) -> dict[str, Any]:
+    """The ledger columns of the fields a release repeats in its events (``source`` as a tuple)."""
+    out = {k: v for k, v in event.items() if k in ARROW_SCHEMA.names and k not in ("release_id", "principal")}
+    if event.get("source") is not None:
+        out["source_table"] = ".".join(event["source"])
+    return out
+
+
