@@ -63,13 +63,19 @@ def subject_rows(catalog: Catalog, name: str) -> int:
     files = list(root.rglob("*.parquet"))
     assert files, f"no data files under {root}"
     for path in files:
-        data = pq.read_table(path)
-        for col in data.column_names:
-            values = data.column(col)
-            if pa.types.is_integer(values.type):
-                found += pc.sum(pc.equal(values, SUBJECT_ID)).as_py() or 0
-            elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-                found += pc.sum(pc.is_in(values, pa.array([n for n in needles if isinstance(n, str)]))).as_py() or 0
+        found += subject_hits(pq.read_table(path), SUBJECT_ID, [n for n in needles if isinstance(n, str)])
+    return found
+
+
+def subject_hits(data: pa.Table, subject_id: int, strings: list[str]) -> int:
+    """Values in ``data`` equal to the subject's id (integer columns) or one of ``strings`` (string columns)."""
+    found = 0
+    for col in data.column_names:
+        values = data.column(col)
+        if pa.types.is_integer(values.type):
+            found += pc.sum(pc.equal(values, subject_id)).as_py() or 0
+        elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            found += pc.sum(pc.is_in(values, pa.array(strings))).as_py() or 0
     return found
 
 

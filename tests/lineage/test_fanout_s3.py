@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from pyiceberg.catalog import Catalog
@@ -17,6 +16,7 @@ from pyiceberg.table import Table
 
 import iceberg_privacy as ip
 from iceberg_privacy.rights.keyed import SECRET_ENV
+from tests.lineage.test_fanout import subject_hits
 
 SUBJECT_ID, SUBJECT_MAIL = 7, "Ann@X.org"
 NEEDLES = [SUBJECT_MAIL, SUBJECT_MAIL.lower(), SUBJECT_MAIL.upper(), hashlib.sha256(str(SUBJECT_ID).encode()).hexdigest()]
@@ -37,13 +37,7 @@ def _subject_rows(table: Table, paths: set[str]) -> int:
         if not source.exists():
             continue  # deleted by the purge: the point
         with source.open() as f:
-            data = pq.read_table(f)
-        for col in data.column_names:
-            values = data.column(col)
-            if pa.types.is_integer(values.type):
-                found += pc.sum(pc.equal(values, SUBJECT_ID)).as_py() or 0
-            elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-                found += pc.sum(pc.is_in(values, pa.array(NEEDLES))).as_py() or 0
+            found += subject_hits(pq.read_table(f), SUBJECT_ID, NEEDLES)
     return found
 
 
