@@ -235,8 +235,8 @@ def _rebase(table: Table, st: _Staged, head: int) -> Snapshot:
 def _stale_sequence(table: Table, snapshot: Snapshot) -> bool:
     """Has the table's last sequence number reached ``snapshot``'s (format v2+), so it cannot be added?"""
     md = table.metadata
-    return md.format_version >= 2 and snapshot.sequence_number is not None and \
-        md.last_sequence_number >= snapshot.sequence_number
+    last = getattr(md, "last_sequence_number", None)  # format v2+ only
+    return last is not None and snapshot.sequence_number is not None and last >= snapshot.sequence_number
 
 
 def _commit(table: Table, st: _Staged, snapshot: Snapshot, branch: str) -> int:
