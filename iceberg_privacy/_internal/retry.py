@@ -128,7 +128,9 @@ def vanished_is_conflict(table: Any) -> Iterator[None]:
     because another process expired those snapshots meanwhile (a second purge, a second queue pass) is a
     lost race, not an error. When a read fails with ``OSError`` and the table's metadata has moved since
     the step loaded it, raise ``CommitFailedException`` so :func:`run` re-reads from the new head;
-    otherwise (the file is missing at an unchanged head: a damaged table) re-raise.
+    otherwise (the file is missing at an unchanged head: a damaged table) re-raise. A catalog too busy to
+    answer whether the head moved (SQLite's "database is locked" under several writers) is a lost race too:
+    the retry asks again, and a damaged table still fails once the catalog answers.
     """
     location = table.metadata_location
     try:
@@ -136,8 +138,10 @@ def vanished_is_conflict(table: Any) -> Iterator[None]:
     except OSError as exc:
         try:
             moved = table.refresh().metadata_location != location
-        except Exception:
-            moved = False
+        except Exception as busy:
+            if not is_conflict(busy):
+                raise exc from busy
+            moved = True
         if moved:
             raise CommitFailedException(f"a file vanished while reading the history of {location}: another process "
                                         "changed the table meanwhile; re-reading") from exc
