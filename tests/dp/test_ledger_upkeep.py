@@ -65,13 +65,14 @@ print(reads)
 """
 
 
-def _race(catalog: Catalog, props: dict[str, Any], ns: str, releases: int, tmp: Path) -> dict[str, int]:
-    """Two reader processes (the events, the memo, the reservation listing, in a loop) while this process writes
+def _race(catalog: Catalog, props: dict[str, Any], ns: str, releases: int, tmp: Path, readers: int = 2
+          ) -> dict[str, int]:
+    """Reader processes (the events, the memo, the reservation listing, in a loop) while this process writes
     (reserve + released, upkeep every 3 snapshots) and a thread runs explicit upkeeps back to back. Returns
     counts; fails on any error of a reader or the upkeep thread."""
     stop = tmp / "stop"
-    readers = [subprocess.Popen([sys.executable, "-c", READER, str(ROOT), json.dumps(props), ns, str(stop), catalog.name],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", READER, str(ROOT), json.dumps(props), ns, str(stop), catalog.name],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(readers)]
     done = threading.Event()
     errors: list[BaseException] = []
     counts = {"upkeeps": 0, "deleted": 0}
@@ -90,7 +91,7 @@ def _race(catalog: Catalog, props: dict[str, Any], ns: str, releases: int, tmp: 
     ledger, written = Ledger(catalog, (ns,)), []
     thread = threading.Thread(target=upkeeper)
     try:
-        while len(list(tmp.glob("stop.*"))) < len(readers) and all(p.poll() is None for p in readers):
+        while len(list(tmp.glob("stop.*"))) < len(procs) and all(p.poll() is None for p in procs):
             time.sleep(0.05)  # the readers are reading before the first write
         thread.start()
         for i in range(releases):
@@ -102,10 +103,10 @@ def _race(catalog: Catalog, props: dict[str, Any], ns: str, releases: int, tmp: 
         done.set()
         thread.join(timeout=300)
         stop.touch()
-        outs = [p.communicate(timeout=300) for p in readers]
+        outs = [p.communicate(timeout=300) for p in procs]
     if errors:
         raise errors[0]
-    for p, (_, err) in zip(readers, outs, strict=True):
+    for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
     counts["reads"] = sum(int(out.split()[-1]) for out, _ in outs)
     events = ledger.events()
@@ -133,12 +134,13 @@ def test_ledger_readers_racing_upkeeps_never_fail(tmp_path: Path) -> None:
     assert table is not None and len(table.metadata.snapshots) < 3 + 1
 
 
+@pytest.mark.slow
 def test_ledger_readers_racing_upkeeps_on_object_storage(seaweedfs: Any, rest_catalog: Catalog, lake_ns: str,
                                                          tmp_path: Path) -> None:
     """SeaweedFS + the REST catalog, s3:// warehouse: the same race, smaller."""
     admin.set_namespace_budget(rest_catalog, lake_ns, PureDP(100))
     _every(rest_catalog, lake_ns, 3)
-    counts = _race(rest_catalog, seaweedfs.rest_catalog_properties(), lake_ns, 2, tmp_path)
+    counts = _race(rest_catalog, seaweedfs.rest_catalog_properties(), lake_ns, 2, tmp_path, readers=1)
     assert counts["upkeeps"] >= 1 and counts["reads"] >= 2, counts
     table = Ledger(rest_catalog, (lake_ns,)).load()
     assert table is not None and table.location().startswith("s3://")
