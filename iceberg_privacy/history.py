@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
 from pyiceberg.table import Table
 
 from iceberg_privacy._internal import retry
@@ -145,6 +146,19 @@ def commit[T](load: Callable[[], Table], change: Callable[[Table], T], policy: H
     if due_for_upkeep(table, policy):
         upkeep()
     return result
+
+
+def append(create: Load, data: pa.Table, policy: HistoryPolicy, *, exhausted: Exhausted,
+           upkeep: Callable[[], object]) -> None:
+    """Append ``data`` to the table ``create()`` loads (creating it), through :func:`commit`."""
+
+    def load() -> Table:
+        table = create()
+        if table is None:
+            raise policy.error(f"{policy.what} could not be created; check the catalog's permissions")
+        return table
+
+    commit(load, lambda table: table.append(data), policy, exhausted=exhausted, upkeep=upkeep)
 
 
 # ------------------------------------------------------------------------------------ when

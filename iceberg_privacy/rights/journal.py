@@ -322,19 +322,14 @@ class Journal:
                               compare_and_swap=False, legacy=self._legacy)
 
     def append(self, events: list[dict[str, Any]]) -> None:
-        """Append events durably (one Iceberg commit); retried on conflicts with other writers. Once the
-        journal holds :func:`maintain_every` snapshots, the history upkeep runs after the commit (its
-        failure is logged, never raised: the events are already durable)."""
+        """Append events durably (one Iceberg commit); retried on conflicts with other writers. Once the journal
+        holds :func:`iceberg_privacy.history.maintain_every` snapshots, the history upkeep runs after the commit
+        (its failure is logged, never raised: the events are already durable)."""
         if not events:
             return
         data = pa.Table.from_pylist(events, schema=ARROW_SCHEMA)
 
-        def load() -> Table:
-            table = self.load(create=True)
-            assert table is not None
-            return table
-
-        history.commit(load, lambda table: table.append(data), HISTORY, upkeep=lambda: self.maintain(quiet=True),
+        history.append(lambda: self.load(create=True), data, HISTORY, upkeep=lambda: self.maintain(quiet=True),
                        exhausted=lambda n, last: SubjectRightsError(
                            f"could not append to the request journal after {n} attempts ({last}); other writers keep "
                            "winning: retry (appending the same events again is idempotent)"))

@@ -290,12 +290,7 @@ class Queue:
             return
         data = pa.Table.from_pylist(rows, schema=ARROW_SCHEMA)
 
-        def load() -> Table:
-            table = self.load(create=True)
-            assert table is not None
-            return table
-
-        history.commit(load, lambda table: table.append(data), HISTORY, upkeep=lambda: self.maintain(quiet=True),
+        history.append(lambda: self.load(create=True), data, HISTORY, upkeep=lambda: self.maintain(quiet=True),
                        exhausted=lambda n, last: CommitConflictError(
                            f"could not append to the request queue after {n} attempts ({last}); submit again (same "
                            "request ids: it is idempotent)"))
