@@ -57,6 +57,10 @@ METADATA_PROPERTIES = {"write.metadata.delete-after-commit.enabled": "true",
                        "write.metadata.previous-versions-max": "16"}
 """Iceberg's own bound on old ``metadata.json`` files, set by the upkeep on every table it maintains."""
 
+AUTO_RETRIES = 3
+"""Retries of each step of an automatic upkeep (``quiet``: the trigger after a commit, the end of a queue pass)
+before it gives up until the next trigger: it runs on a writer's path, which must not wait out a long race."""
+
 Load = Callable[[], Table | None]
 Exhausted = Callable[[int, BaseException], Exception]
 
@@ -183,9 +187,11 @@ def due_for_upkeep(table: Table, policy: HistoryPolicy) -> bool:
 def maintain(load: Load, policy: HistoryPolicy, *, orphan_age: timedelta = ORPHAN_AGE,
              quiet: bool = False) -> HistoryReport | None:
     """:func:`maintain_history`; ``quiet``: log a failure instead of raising it (the automatic trigger after a
-    commit that already landed: its upkeep failing must not turn it into an error; the next one retries)."""
+    commit that already landed: its upkeep failing must not turn it into an error; the next one retries), with
+    :data:`AUTO_RETRIES` retries per step."""
+    steps = retry.DEFAULT_POLICY.with_retries(AUTO_RETRIES) if quiet else retry.DEFAULT_POLICY
     try:
-        return maintain_history(load, policy, orphan_age=orphan_age)
+        return maintain_history(load, policy, orphan_age=orphan_age, steps=steps)
     except Exception:
         if not quiet:
             raise
@@ -193,32 +199,35 @@ def maintain(load: Load, policy: HistoryPolicy, *, orphan_age: timedelta = ORPHA
         return None
 
 
-def maintain_history(load: Load, policy: HistoryPolicy, *, orphan_age: timedelta = ORPHAN_AGE) -> HistoryReport | None:
+def maintain_history(load: Load, policy: HistoryPolicy, *, orphan_age: timedelta = ORPHAN_AGE,
+                     steps: retry.RetryPolicy = retry.DEFAULT_POLICY) -> HistoryReport | None:
     """Bound the history of one of the library's append-mostly tables.
 
     Every row stays; only the table's own history goes: (1) the small data files of the head are merged into
     one (sorted by ``policy.sort_by``) in one overwrite commit, (2) every snapshot but the head (and ref heads)
     is expired, (3) the files only expired snapshots reached are deleted, (4) unreferenced files older than
-    ``orphan_age`` are deleted. Each commit is retried through the one retry helper; a crash between any two
-    steps leaves the table at the old or the new snapshot with the same rows and properties, and the next
-    upkeep finishes the job. Returns None when the table does not exist.
+    ``orphan_age`` are deleted. Each commit is retried through the one retry helper (policy ``steps``); a
+    crash between any two steps leaves the table at the old or the new snapshot with the same rows and
+    properties, and the next upkeep finishes the job. Returns None when the table does not exist.
     """
     t0 = time.perf_counter()
     table = load()
     if table is None:
         return None
     rep = HistoryReport(".".join(table.name()), snapshots_before=len(table.metadata.snapshots))
-    _metadata_properties(load, rep.table)
+    _metadata_properties(load, rep.table, steps)
     rep.compacted_files, rep.written_files, rep.rows = retry.run(
-        lambda: _compact_once(load, policy), exhausted=lambda n, last: CommitConflictError(
+        lambda: _compact_once(load, policy), policy=steps, exhausted=lambda n, last: CommitConflictError(
             f"merging the small files of {rep.table} lost to concurrent commits {n} times ({last}); nothing was "
             "lost (the merge is one commit): it runs again at the next upkeep"))
     checkpoint("history.after_compact")
-    rep.expired_snapshots, rep.deleted_files, failed = expire_history(load, what=rep.table)
+    rep.expired_snapshots, rep.deleted_files, failed = expire_history(load, what=rep.table, steps=steps)
     rep.delete_failures.update(failed)
     checkpoint("history.after_expire")
-    orphans = retry.run(lambda: _sweep_orphans(load, orphan_age), exhausted=lambda n, last: CommitConflictError(
-        f"listing the orphans of {rep.table} lost to concurrent upkeeps {n} times ({last}); the next upkeep does it"))
+    orphans = retry.run(
+        lambda: _sweep_orphans(load, orphan_age), policy=steps, exhausted=lambda n, last: CommitConflictError(
+            f"listing the orphans of {rep.table} lost to concurrent upkeeps {n} times ({last}); the next upkeep "
+            "does it"))
     if orphans is not None:
         rep.orphans_deleted = len(orphans.deleted)
         rep.delete_failures.update(orphans.delete_failures)
@@ -228,13 +237,13 @@ def maintain_history(load: Load, policy: HistoryPolicy, *, orphan_age: timedelta
     return rep
 
 
-def _metadata_properties(load: Load, what: str) -> None:
+def _metadata_properties(load: Load, what: str, steps: retry.RetryPolicy) -> None:
     def step() -> None:
         t = load()
         if t is not None and any(t.properties.get(k) != v for k, v in METADATA_PROPERTIES.items()):
             t.transaction().set_properties(METADATA_PROPERTIES).commit_transaction()
 
-    retry.run(step, exhausted=lambda n, last: CommitConflictError(
+    retry.run(step, policy=steps, exhausted=lambda n, last: CommitConflictError(
         f"setting the metadata-log bound of {what} lost to concurrent commits {n} times; it is set at the next upkeep"))
 
 
@@ -293,7 +302,8 @@ def _compact_once(load: Load, policy: HistoryPolicy) -> tuple[int, int, int]:
     return len(tasks), len(written.files), data.num_rows
 
 
-def expire_history(load: Load, *, what: str) -> tuple[int, int, dict[str, str]]:
+def expire_history(load: Load, *, what: str, steps: retry.RetryPolicy = retry.DEFAULT_POLICY
+                   ) -> tuple[int, int, dict[str, str]]:
     """Expire every snapshot but the head (and ref heads); delete what only the expired ones reached.
     Returns (snapshots expired, files deleted, files that could not be deleted)."""
     from iceberg_privacy.index.maintenance import expire_snapshots
@@ -312,12 +322,12 @@ def expire_history(load: Load, *, what: str) -> tuple[int, int, dict[str, str]]:
             expire_snapshots(t, snapshot_ids=expire)
         return before, len(expire)
 
-    before, expired = retry.run(step, exhausted=lambda n, last: CommitConflictError(
+    before, expired = retry.run(step, policy=steps, exhausted=lambda n, last: CommitConflictError(
         f"expiring the snapshots of {what} lost to concurrent commits {n} times; run it again"))
     t = load()
     if t is None:
         return expired, 0, {}
-    still = retry.run(lambda: still_referenced(load), exhausted=lambda n, last: CommitConflictError(
+    still = retry.run(lambda: still_referenced(load), policy=steps, exhausted=lambda n, last: CommitConflictError(
         f"reading the history of {what} lost to concurrent commits {n} times; run it again"))
     outcome = delete_files(t.io, sorted(p for p in before if canonical(p) not in still))
     return expired, len(outcome.deleted), dict(outcome.failed)

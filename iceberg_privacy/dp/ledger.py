@@ -100,7 +100,7 @@ COMPACT_AT_SNAPSHOTS = 64
 ``privacy.history.maintain-every``): small files merged, every older snapshot expired and what only those reached
 deleted, so a commit's cost (pyiceberg copies the whole table metadata, every snapshot, several times per commit)
 and a scan's (one manifest and one data file per commit) stay bounded. Higher than the journal's 16: the upkeep
-runs on a release's path, and a ledger commit is already one metadata copy per snapshot cheaper to skip."""
+runs on a release's path (after the commit that triggers it), so it runs there a quarter as often."""
 HISTORY = HistoryPolicy("the DP budget ledger", sort_by="at", every_default=COMPACT_AT_SNAPSHOTS,
                         error=LedgerConflictError)
 """How :mod:`iceberg_privacy.history` keeps the ledger small: merged files sorted by event time."""
