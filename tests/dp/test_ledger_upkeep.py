@@ -164,6 +164,25 @@ def test_a_reader_on_a_version_an_upkeep_deleted_reads_again_from_the_new_head(c
     assert sum(e["event"] == "reserved" for e in events) == 3
 
 
+def test_the_ledger_honours_maintain_every(catalog: Catalog) -> None:
+    """``privacy.history.maintain-every`` on the ledger table: 0 turns the automatic upkeep off, a number sets
+    its threshold (unset: COMPACT_AT_SNAPSHOTS), like on the journal and the queue."""
+    admin.set_namespace_budget(catalog, "db", PureDP(10))
+    ledger = _every(catalog, "db", 0)
+    for _ in range(6):
+        ledger.reserve(("db", "t"), "alice", PureDP(0.1))
+    table = ledger.load()
+    assert table is not None and len(table.metadata.snapshots) == 7  # off: one per commit, none expired
+    assert not history.due_for_upkeep(table, LEDGER_HISTORY)
+    _every(catalog, "db", 4)
+    ledger.reserve(("db", "t"), "alice", PureDP(0.1))  # this commit triggers the upkeep
+    table = ledger.load()
+    assert table is not None and len(table.metadata.snapshots) == 1 and len(table.inspect.files()) == 1
+    assert sum(e["event"] == "reserved" for e in ledger.events()) == 7
+    spent = ledger.state().scope("namespace:db").spent
+    assert spent is not None and abs(float(spent.components()[0]) - 0.7) < 1e-9
+
+
 @pytest.mark.parametrize("stage", ["history.after_write", "history.after_compact", "history.after_expire"])
 def test_upkeep_killed_at_each_step_keeps_spend_open_reservations_and_memo(tmp_path: Path, stage: str) -> None:
     catalog = ip.connect(home=tmp_path / "home")
