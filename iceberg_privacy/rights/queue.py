@@ -313,7 +313,7 @@ class Queue:
             return scan.to_arrow().to_pylist()
 
         # an upkeep or a shred that deleted the files of the head we read: read again from the new head
-        rows = history.read(self.load, read, HISTORY, empty=[])
+        rows: list[dict[str, Any]] = history.read(self.load, read, HISTORY, empty=[])
         return [QueueEntry(**r) for r in rows]
 
     def shred(self, request_ids: Iterable[str]) -> ShredReport:
