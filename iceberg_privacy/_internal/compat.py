@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import pyarrow as pa
 from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _determine_partitions
@@ -49,7 +49,7 @@ def staged(tx: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
 def check_arrow_schema(schema: Schema, arrow_schema: pa.Schema, *, format_version: int) -> None:
     """Raise ``ValueError`` when Arrow data cannot be written to an Iceberg schema, exactly as
     pyiceberg's own append decides (``pyiceberg.io.pyarrow._check_pyarrow_schema_compatible``)."""
-    _check_pyarrow_schema_compatible(schema, arrow_schema, format_version=format_version)
+    _check_pyarrow_schema_compatible(schema, arrow_schema, format_version=cast(Literal[1, 2, 3], format_version))
 
 
 def partitions(spec: PartitionSpec, schema: Schema, data: pa.Table) -> Iterator[tuple[PartitionKey, pa.Table]]:

@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
-from pyiceberg.expressions import EqualTo
+from pyiceberg.expressions import EqualTo, Reference
+from pyiceberg.expressions.literals import literal
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform
@@ -98,7 +99,10 @@ def run_demo(catalog: Catalog, *, days: int = 30, events_per_day: int = 20_000, 
         plan = plan_lookup(table, "user_id", user)
         rows = execute(table, plan)
         ours_t.append(time.perf_counter() - t0)
-        full, secs = _timed(lambda u=user: table.scan(row_filter=EqualTo("user_id", u)).to_arrow())
+        def full_scan(u: str = user) -> pa.Table:
+            return table.scan(row_filter=EqualTo(term=Reference("user_id"), value=literal(u))).to_arrow()
+
+        full, secs = _timed(full_scan)
         full_t.append(secs)
         assert rows.num_rows == full.num_rows, "pruned lookup disagrees with full scan"
         echo(f"   {user}: {rows.num_rows} rows, read {len(plan.tasks)}/{plan.files_total} files, "
@@ -179,7 +183,7 @@ def run_subject_rights_demo(catalog: Catalog, table: Table, user: str, *, out: P
     exported = access(catalog, [user], [table], out=out)
     access_s = time.perf_counter() - t0
     echo("   " + str(exported).replace("\n", "\n   "))
-    late = table.scan(row_filter=EqualTo("user_id", user), limit=1).to_arrow()
+    late = table.scan(row_filter=EqualTo(term=Reference("user_id"), value=literal(user)), limit=1).to_arrow()
     t0 = time.perf_counter()
     report = erase(catalog, [user], [table], purge=True, follow_lineage=True)
     erase_s = time.perf_counter() - t0

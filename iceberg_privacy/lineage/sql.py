@@ -436,8 +436,8 @@ class _Analyzer:
                 names = frozenset(e.name for e in node.expressions)
                 visit(node.this, agg, role, lambdas | names)
                 return
-            kind = self.aggregate(node)
-            if kind is not None:
+            masking = self.aggregate(node)
+            if masking is not None:
                 state["scalar"] = False
                 if isinstance(node, exp.ArgMax | exp.ArgMin):
                     visit(node.this, _Edge(AGGREGATION, False), role, lambdas)
@@ -445,7 +445,7 @@ class _Analyzer:
                         visit(node.expression, _Edge(AGGREGATION, True), role, lambdas)
                     return
                 collects = self.collects(node)
-                agg = _serial(agg or _Edge(AGGREGATION, kind, collects), _Edge(AGGREGATION, kind, collects))
+                agg = _serial(agg or _Edge(AGGREGATION, masking, collects), _Edge(AGGREGATION, masking, collects))
             elif isinstance(node, exp.AggFunc):
                 state["scalar"] = False  # window value function (lag, rank, ...)
             for child in node.iter_expressions():
@@ -581,7 +581,9 @@ def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> 
             parts = _table_parts(exp.to_table(name, dialect=d), d)
         except sqlglot.errors.SqlglotError:
             continue  # not a table name this dialect can write, so the SQL cannot reference it
-        known[".".join(parts or [])] = (parts, cols)
+        if parts is None:
+            continue
+        known[".".join(parts)] = (parts, cols)
     sources = _dedupe(_statement_tables(stmt, d))
     for s in sources:
         if s not in known:
@@ -611,6 +613,8 @@ def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> 
                 raise _Opaque("positional column references (#n) cannot be resolved to columns")
             if any(not isinstance(st.parent, exp.Func) for st in sel.find_all(exp.Star)):
                 raise _Opaque("cannot expand a star (*) in the select list")
+    if not isinstance(qualified, exp.Query):
+        raise _Opaque("not a query")
     names = list(qualified.named_selects)
     if not names or len(names) != len(qualified.selects):
         raise _Opaque("cannot name the result columns")

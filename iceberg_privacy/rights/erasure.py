@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchTableError, ValidationException
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationException
 from pyiceberg.manifest import UNASSIGNED_SEQ, write_manifest_list
 from pyiceberg.table import FileScanTask, Table, Transaction
 from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
@@ -177,6 +177,7 @@ def _stage(table: Table, batches: list[_Batch], columns: list[BloomColumn], prop
     producer = tx.update_snapshot(snapshot_properties=dict(props), branch=branch).overwrite(commit_uuid=commit_uuid)
     if on_stage is not None:
         on_stage(compat.producer_snapshot_id(producer), str(commit_uuid))
+    checkpoint("erasure.staging")  # built on the head read just now; another process may move it from here on
     added = [f for b in batches for f in b.written.files]
     filters = [flt for b in batches for flt in b.written.filters]
     for b in batches:
@@ -234,8 +235,8 @@ def _rebase(table: Table, st: _Staged, head: int) -> Snapshot:
 def _stale_sequence(table: Table, snapshot: Snapshot) -> bool:
     """Has the table's last sequence number reached ``snapshot``'s (format v2+), so it cannot be added?"""
     md = table.metadata
-    return md.format_version >= 2 and snapshot.sequence_number is not None and \
-        md.last_sequence_number >= snapshot.sequence_number
+    last = getattr(md, "last_sequence_number", None)  # format v2+ only
+    return last is not None and snapshot.sequence_number is not None and last >= snapshot.sequence_number
 
 
 def _commit(table: Table, st: _Staged, snapshot: Snapshot, branch: str) -> int:
@@ -318,7 +319,14 @@ def _commit_rebasing(table: Table, pending: list[_Batch], columns: list[BloomCol
     """
     originals = {f.file_path for b in pending for f in b.originals}
     last: BaseException | None = None
-    st = _stage(table, pending, columns, props, branch, on_stage)
+    try:
+        # Staging reads the manifests of the head the rewrite was planned on; another pass's purge may have
+        # expired that snapshot and deleted them meanwhile (the head moved): a lost race, so re-plan.
+        with retry.vanished_is_conflict(table):
+            st = _stage(table, pending, columns, props, branch, on_stage)
+    except CommitFailedException as exc:
+        logger.info("the history the erasure of %s was planned on vanished (%s); re-planning", rep.table, exc)
+        return None
     if st.base != base:  # the head moved while the rewrite was written
         base = st.base
         if not _still_live(table, branch, base, originals):
@@ -331,17 +339,24 @@ def _commit_rebasing(table: Table, pending: list[_Batch], columns: list[BloomCol
             table.refresh()
             if table.metadata.snapshot_by_id(sid) is not None:
                 return sid  # it landed after all: its files are live, never discard them
-            if not _still_live(table, branch, st.base, originals):
-                logger.info("a file the erasure of %s replaces was changed meanwhile; re-planning", rep.table)
+            try:
+                with retry.vanished_is_conflict(table):  # the head read here was expired and purged meanwhile
+                    if not _still_live(table, branch, st.base, originals):
+                        logger.info("a file the erasure of %s replaces was changed meanwhile; re-planning", rep.table)
+                        _unstage(table, st)
+                        return None
+                    head = _head(table, branch)
+                    # Re-parent when the branch moved; re-number when only another branch's commits advanced
+                    # the table's sequence number (a snapshot must be newer than every snapshot of the table).
+                    if head is not None and (head != snapshot.parent_snapshot_id or _stale_sequence(table, snapshot)):
+                        snapshot = _rebase(table, st, head)
+                        rep.rebased += 1
+                        logger.debug("erase commit on %s lost (%s); rebased onto %s (try %d)", rep.table, last, head,
+                                     attempt)
+            except CommitFailedException as exc:
+                logger.info("the history the erasure of %s was rebased on vanished (%s); re-planning", rep.table, exc)
                 _unstage(table, st)
                 return None
-            head = _head(table, branch)
-            # Re-parent when the branch moved; re-number when only another branch's commits advanced the
-            # table's sequence number (a snapshot must be newer than every snapshot of the table).
-            if head is not None and (head != snapshot.parent_snapshot_id or _stale_sequence(table, snapshot)):
-                snapshot = _rebase(table, st, head)
-                rep.rebased += 1
-                logger.debug("erase commit on %s lost (%s); rebased onto %s (try %d)", rep.table, last, head, attempt)
         checkpoint("erasure.before_commit")
         rep.commit_attempts += 1
         try:

@@ -742,7 +742,7 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
 def overdue(catalog: Catalog, *, now: datetime | None = None) -> list[RequestState]:
     """Open requests past their deadline (queue batches excluded: their members are listed), oldest first."""
     at = now or datetime.now(UTC)
-    return [r for r in Journal(catalog).requests() if r.completed is None and not is_batch(r) and at > r.deadline]
+    return [r for r in Journal(catalog).open_requests() if not is_batch(r) and at > r.deadline]
 
 
 __all__ = ["Queue", "QueueEntry", "QueueReport", "QueuedRequest", "BatchOutcome", "ShredReport", "enqueue",

@@ -306,15 +306,15 @@ class _Avro:
         for which in ("lower_bounds", "upper_bounds"):
             bounds, _ = _field(data_file, df_type, which)
             for fid, raw in (bounds or {}).items():
-                t = self.m.leaf_types.get(fid)
-                if t is None or raw is None:
+                bound_type = self.m.leaf_types.get(fid)
+                if bound_type is None or raw is None:
                     continue
                 try:
-                    v = _bound_text(raw, t)
+                    v = _bound_text(raw, bound_type)
                 except Exception:  # noqa: BLE001 - a bound that does not decode names nobody we can tell
                     continue
                 what = f"{which[:-1].replace('_', ' ')} of {self.m.leaf_names[fid]}"
-                if self.m.value(v, t):
+                if self.m.value(v, bound_type):
                     out.append((what, False))
                 elif isinstance(v, str) and not explained:
                     hit = self.m.prefix(v)

@@ -27,9 +27,12 @@ def test_py_typed_is_shipped() -> None:
     assert (ROOT / "iceberg_privacy" / "py.typed").exists()
 
 
-def test_public_modules_type_check() -> None:
+def test_the_package_type_checks() -> None:
+    """The whole package, not only the public modules: with ``follow_imports = "silent"`` an error in a module
+    the public ones import is not reported unless that module is checked too (17 had crept in that way)."""
     mypy = shutil.which("mypy", path=str(Path(sys.executable).parent)) or "mypy"
     files = public_modules()
     assert len(files) > 10  # the list is derived, not empty by accident
-    proc = subprocess.run([mypy, *files], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([mypy, "iceberg_privacy"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no issues found in" in proc.stdout and int(proc.stdout.split(" in ")[-1].split()[0]) > len(files)

@@ -94,3 +94,31 @@ def test_lost_commit_is_rebased_without_reading_again(catalog: Catalog, monkeypa
     assert snap.summary["total-records"] == "4" and snap.summary["total-data-files"] == str(len(list(table.scan().plan_files())))
     assert ip.lookup(table, "user_id", "victim").num_rows == 0
     assert sorted(r["user_id"] for r in all_rows(table)) == ["a1", "a2", "a3", "late"]
+
+
+@pytest.mark.parametrize("point", ["erasure.staging", "erasure.before_commit"])
+def test_history_purged_under_a_staging_erasure_is_a_lost_race(catalog: Catalog, point: str) -> None:
+    """Another pass commits and purges between this erasure's plan and its staging (or its rebase): the
+    manifest list of the head it planned on is gone. That is a lost race, re-planned on the new head, not a
+    storage error (two queue passes racing over one queue used to fail this way)."""
+    table = make_table(catalog, "db.t", [["a1", "victim"], ["a2"], ["a3", "victim"]])
+    fired: list[str] = []
+
+    def other_pass(stage: str) -> None:
+        if stage != point or fired:
+            return
+        fired.append(stage)
+        other = catalog.load_table("db.t")
+        planned_on = other.metadata.current_snapshot_id
+        old = other.metadata.snapshot_by_id(planned_on)
+        ip.append(other, rows(["late"], 900))
+        ip.expire_snapshots(other, snapshot_ids=[planned_on])
+        other.io.delete(old.manifest_list)  # what the other pass's purge deletes
+        assert not other.io.new_input(old.manifest_list).exists()
+
+    with faults.injected(point, other_pass):
+        report = ip.erase(catalog, ["victim"], request_id="r")
+    assert fired
+    assert report.tables["db.t"].rows_removed == 2
+    assert sorted(r["user_id"] for r in all_rows(table)) == ["a1", "a2", "a3", "late"]
+    assert ip.lookup(table, "user_id", "victim").num_rows == 0
