@@ -375,15 +375,9 @@ class Journal:
         ``completed`` event are found in Arrow over two columns; only the other requests' rows become Python
         objects. A ``completed`` row that is not usable (no id or time, a detail that is not a JSON object)
         does not close its request, exactly as in :func:`fold`."""
-        def step() -> pa.Table:
-            table = self.load()
-            if table is None or table.current_snapshot() is None:
-                return ARROW_SCHEMA.empty_table()
-            with retry.vanished_is_conflict(table):
-                return table.scan().to_arrow()
-
-        events = retry.run(step, exhausted=lambda n, last: SubjectRightsError(
-            f"reading the request journal lost to its concurrent upkeep {n} times ({last}); run the command again"))
+        # an upkeep that merged and deleted the files of the head we read: read again from the new head
+        events: pa.Table = history.read(self.load, lambda table: table.scan().to_arrow(), HISTORY,
+                                        empty=ARROW_SCHEMA.empty_table())
         if events.num_rows == 0:
             return []
         closing = events.filter(pc.and_(pc.equal(events["event"], COMPLETED), pc.and_(
