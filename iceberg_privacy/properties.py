@@ -60,12 +60,15 @@ the trim and the restore puts the user's own values back, not the purge's."""
 QUEUE_MARKER = "privacy.queue"
 """The encrypted request queue (``<journal namespace>.request_queue``, docs/subject-rights.md)."""
 HISTORY_MAINTAIN_EVERY_PROPERTY = "privacy.history.maintain-every"
-"""On the journal and the queue tables: run their history upkeep (compact small files, expire old snapshots,
-delete what only those reached) after a commit once the table holds this many snapshots; ``0`` turns the
-automatic trigger off (a queue pass still runs it). Default: :data:`HISTORY_MAINTAIN_EVERY_DEFAULT`."""
+"""On the library's own append-mostly tables (the journal, the queue, a DP ledger, the service token table): run
+their history upkeep (:mod:`iceberg_privacy.history`: compact small files, expire old snapshots, delete what only
+those reached) after a commit once the table holds this many snapshots; ``0`` turns the automatic trigger off (a
+queue pass still runs it on the journal and the queue). Default: :data:`HISTORY_MAINTAIN_EVERY_DEFAULT`, on a
+ledger ``iceberg_privacy.dp.ledger.COMPACT_AT_SNAPSHOTS`` (64)."""
 HISTORY_MAINTAIN_EVERY_DEFAULT = 16
 HISTORY_MAINTENANCE_SUMMARY = "privacy.history.compacted-files"
-"""Summary of the journal's/queue's compaction commit: how many small data files it merged."""
+"""Summary of the history upkeep's merge commit (journal, queue, ledger, token table): how many small data files
+it merged."""
 FORGET_MARKER = "privacy.forget.list"
 FORGET_DROPPED_SUMMARY = "privacy.forget.dropped-rows"
 FORGET_VERSION_SUMMARY = "privacy.forget.version"

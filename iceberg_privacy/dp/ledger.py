@@ -24,6 +24,12 @@ resolved the same way (:func:`iceberg_privacy.dp.resolve_reservations`): refunde
 reached ``evaluating``, else closed as ``abandoned`` with the spend kept. The state checks of
 ``evaluating`` and ``refunded`` are part of their compare-and-swap commits, so a refund and an
 evaluation of the same reservation can never both happen.
+
+The ledger's own history (one snapshot, manifest and data file per commit) is bounded by the upkeep every
+library table shares (:mod:`iceberg_privacy.history`, policy :data:`HISTORY`): it never changes a property, and
+its merge commit asserts the head it read, so the spend, the open reservations and the memo written by the
+commits above survive it unchanged. Every read of the ledger's events retries from the new head when an upkeep
+deleted a file under it, and every commit treats such a vanished file as a lost race.
 """
 
 from __future__ import annotations
@@ -31,14 +37,14 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from iceberg_privacy._internal import retry
+from iceberg_privacy import history
 from iceberg_privacy.catalog import (
     LEDGER_TABLE_PROPERTY,
     LEGACY_NAMES,
@@ -77,6 +83,7 @@ from iceberg_privacy.dp.ledger_state import (
     table_scope,
 )
 from iceberg_privacy.dp.query import canonical_dumps
+from iceberg_privacy.history import HistoryPolicy, HistoryReport
 from iceberg_privacy.properties import ACCESS_KEY, ACCESS_MAX_PER_QUERY_KEY
 from iceberg_privacy.properties import DP_BUDGETS_PROPERTY as PROP_BUDGETS
 from iceberg_privacy.properties import DP_LEDGER_MARKER as PROP_MARKER
@@ -89,9 +96,14 @@ _LOAD: Any = object()
 log = logging.getLogger("iceberg_privacy.dp")
 
 COMPACT_AT_SNAPSHOTS = 64
-"""A commit that leaves the ledger with this many snapshots compacts it: all events rewritten into one data
-file and every older snapshot expired, so a commit's cost (pyiceberg copies the whole table metadata, every
-snapshot, several times per commit) and a scan's (one manifest and one data file per commit) stay bounded."""
+"""A commit that leaves the ledger with this many snapshots runs its history upkeep (unless the ledger table sets
+``privacy.history.maintain-every``): small files merged, every older snapshot expired and what only those reached
+deleted, so a commit's cost (pyiceberg copies the whole table metadata, every snapshot, several times per commit)
+and a scan's (one manifest and one data file per commit) stay bounded. Higher than the journal's 16: the upkeep
+runs on a release's path (after the commit that triggers it), so it runs there a quarter as often."""
+HISTORY = HistoryPolicy("the DP budget ledger", sort_by="at", every_default=COMPACT_AT_SNAPSHOTS,
+                        error=LedgerConflictError)
+"""How :mod:`iceberg_privacy.history` keeps the ledger small: merged files sorted by event time."""
 MEMO_ENTRIES = 1000
 """How many (query hash, source snapshot) entries ``privacy.dp.memo`` keeps, newest first; an evicted question
 is asked again (and paid for) instead of being answered from the memo."""
@@ -125,8 +137,7 @@ class Ledger:
 
     def events(self) -> list[dict[str, Any]]:
         """All ledger events, oldest first."""
-        table = self.load()
-        return [] if table is None else events_of(table)
+        return history.read(self.load, events_of, HISTORY, empty=[])
 
     # -- the compare-and-swap commit ---------------------------------------------------------
     def _commit(self, mutate: Any, *, create: bool = False) -> tuple[Any, int]:
@@ -136,73 +147,43 @@ class Ledger:
         first, our commit fails its requirement, and we start over from a fresh read.
         """
 
-        def step() -> tuple[Any, int]:
+        def load() -> Table:
             table = self.load(create=create)
             if table is None:
                 raise NoBudgetConfiguredError(
                     f"no budget ledger exists in namespace {'.'.join(self.namespace)!r}; set a budget first: "
                     f"iceberg-privacy dp budget set --namespace {'.'.join(self.namespace)} --rho 1.0"
                 )
+            return table
+
+        def change(table: Table) -> tuple[Any, int]:
             state = LedgerState.from_properties(dict(table.properties), '.'.join(self.identifier))
             result, props, rows = mutate(state, table)
-            if not rows:  # the mutation decided, from this version, that there is nothing to commit
-                snap = table.current_snapshot()
-                return result, (snap.snapshot_id if snap else -1)
-            with table.transaction() as tx:
-                if props is not None:
-                    tx.set_properties(props)
-                tx.append(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA))
+            if rows:  # else the mutation decided, from this version, that there is nothing to commit
+                with table.transaction() as tx:
+                    if props is not None:
+                        tx.set_properties(props)
+                    tx.append(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA))
             snap = table.current_snapshot()  # the transaction left `table` at the metadata it committed
-            if len(table.metadata.snapshots) >= COMPACT_AT_SNAPSHOTS:
-                self._compact_quietly(table)
             return result, (snap.snapshot_id if snap else -1)
 
-        return retry.run(step, exhausted=lambda tries, last: LedgerConflictError(
+        return history.commit(load, change, HISTORY, upkeep=lambda: self.maintain(quiet=True),
+                              exhausted=lambda tries, last: LedgerConflictError(
             f"could not commit to ledger {'.'.join(self.identifier)} after {tries} attempts "
             f"(last error: {last}); other writers keep winning. Retry later."
         ))
 
     # -- keeping the ledger small ---------------------------------------------------------------
-    def compact(self) -> bool:
-        """Rewrite every event into one data file (one commit, compare-and-swap: it replaces exactly the version
-        it read, so no event can be lost) and expire the ledger's older snapshots. False when another writer
-        committed meanwhile (nothing changed; the next commit tries again).
+    def maintain(self, *, orphan_age: timedelta = history.ORPHAN_AGE, quiet: bool = False) -> HistoryReport | None:
+        """Bound the ledger's own history (:func:`iceberg_privacy.history.maintain_history`); None when there is
+        no ledger. ``quiet``: log a failure instead of raising it (the automatic trigger after a commit).
 
-        Nothing is lost: every event row is in the new file, and the totals, open reservations and memo live in
-        the table properties, which expiry does not touch. What goes is time travel on the ledger table itself
-        (provenance's ``ledger.snapshot-id`` may then name an expired snapshot). The old data and manifest files
-        stay on storage until :func:`iceberg_privacy.cleanup_orphans` removes them (a concurrent reader may be
-        scanning them)."""
-        table = self.load()
-        if table is None or table.current_snapshot() is None:
-            return False
-        events = table.scan().to_arrow()
-        try:
-            with table.transaction() as tx:
-                tx.overwrite(events.select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA))
-        except Exception as exc:
-            if retry.is_conflict(exc):
-                return False
-            raise
-        current = table.metadata.current_snapshot_id
-        keep = {current} | {ref.snapshot_id for ref in table.metadata.refs.values()}
-        old = [s.snapshot_id for s in table.metadata.snapshots if s.snapshot_id not in keep]
-        if old:
-            try:
-                table.maintenance.expire_snapshots().by_ids(old).commit()
-            except Exception as exc:
-                if retry.is_conflict(exc):
-                    return True  # compacted; the next compaction expires them
-                raise
-        return True
-
-    def _compact_quietly(self, table: Table) -> None:
-        """Compact after a commit that already succeeded: a failure here must not turn it into an error."""
-        try:
-            self.compact()
-        except Exception:  # noqa: BLE001 - the caller's commit stands; the next commit compacts again
-            log.warning("could not compact DP ledger %s; it is retried on a later commit",
-                        ".".join(self.identifier), exc_info=True)
+        Nothing is lost: every event row is carried over by one commit that asserts the head it read (so no
+        concurrent event can be dropped), and the totals, open reservations and memo live in the table
+        properties, which the upkeep does not touch. What goes is time travel on the ledger table itself
+        (provenance's ``ledger.snapshot-id`` may then name an expired snapshot), and with it the files only
+        expired snapshots reached: readers of the events re-read from the new head when one vanishes."""
+        return history.maintain(self.load, HISTORY, orphan_age=orphan_age, quiet=quiet)
 
     # -- the open reservations and the memo (table properties kept by every commit that changes them) --------
     def _where(self) -> str:
@@ -636,10 +617,9 @@ class Ledger:
         """The most recent release of this query on this snapshot (memoization): ``release_id``,
         ``output_table``, ``output_snapshot_id``, from the ledger's memo property (one metadata read, no scan).
         ``table`` is a ledger version already loaded (default: load it)."""
-        table = table if table is not None else self.load()
-        if table is None:
-            return None
-        return self._memo(table).get(memo_key(query_hash, source_snapshot_id))
+        # the memo property (no file read), or on a ledger from before it, a scan an upkeep may race
+        return history.read(self.load, lambda t: self._memo(t).get(memo_key(query_hash, source_snapshot_id)),
+                            HISTORY, empty=None, first=table)
 
 
 

@@ -23,7 +23,7 @@ import logging
 import time
 import unicodedata
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,8 +38,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import BinaryType, ListType, LongType, NestedField, StringType, TimestamptzType
 
-from iceberg_privacy._internal import retry
-from iceberg_privacy._internal.faults import checkpoint
+from iceberg_privacy import history
 from iceberg_privacy.catalog import (
     JOURNAL_NAMESPACE_PROPERTY,
     LEGACY_NAMES,
@@ -56,13 +55,12 @@ from iceberg_privacy.errors import (
     SubjectRightsError,
     UnknownRequestError,
 )
+from iceberg_privacy.history import HistoryPolicy, HistoryReport
 from iceberg_privacy.properties import (
     ERASURE_FILES_REWRITTEN_SUMMARY,
     ERASURE_REQUEST_SUMMARY,
     ERASURE_ROWS_SUMMARY,
     HISTORY_MAINTAIN_EVERY_DEFAULT,
-    HISTORY_MAINTAIN_EVERY_PROPERTY,
-    HISTORY_MAINTENANCE_SUMMARY,
 )
 from iceberg_privacy.properties import JOURNAL_MARKER as PROP_MARKER
 from iceberg_privacy.rights.keyed import check_key_id
@@ -70,18 +68,10 @@ from iceberg_privacy.rights.keyed import check_key_id
 logger = logging.getLogger(__name__)
 
 JOURNAL_TABLE = "requests"
-COMPACT_BELOW_BYTES = 8 * 1024 * 1024
-"""Data files of the journal/queue smaller than this are merged by the upkeep; bigger ones are left alone
-(so each upkeep rewrites only what arrived since the last, until the merged file itself grows past it)."""
-HISTORY_ORPHAN_AGE = timedelta(hours=1)
-"""Unreferenced files under the journal/queue location older than this are deleted by the upkeep: what a
-killed submitter or upkeep wrote but never committed (for the queue: ciphertext). Younger ones may be an
-in-flight commit of another process and are left for the next upkeep."""
-HISTORY_PROPERTIES = {"write.metadata.delete-after-commit.enabled": "true",
-                      "write.metadata.previous-versions-max": "16"}
-"""Iceberg's own bound on old ``metadata.json`` files, set on the journal and the queue by the upkeep."""
-
-
+HISTORY = HistoryPolicy("the request journal", sort_by="request_id", every_default=HISTORY_MAINTAIN_EVERY_DEFAULT,
+                        error=SubjectRightsError)
+"""How :mod:`iceberg_privacy.history` keeps the journal small: merged files sorted by request id (a request's
+events are read by a filter on it), upkeep every ``privacy.history.maintain-every`` snapshots (default 16)."""
 DEFAULT_DEADLINE = timedelta(days=30)
 MAX_DEADLINE = timedelta(days=3653)
 """Longest deadline a caller may give (ten years, either way): beyond it the date cannot be what was meant."""
@@ -337,37 +327,22 @@ class Journal:
                               compare_and_swap=False, legacy=self._legacy)
 
     def append(self, events: list[dict[str, Any]]) -> None:
-        """Append events durably (one Iceberg commit); retried on conflicts with other writers. Once the
-        journal holds :func:`maintain_every` snapshots, the history upkeep runs after the commit (its
-        failure is logged, never raised: the events are already durable)."""
+        """Append events durably (one Iceberg commit); retried on conflicts with other writers. Once the journal
+        holds :func:`iceberg_privacy.history.maintain_every` snapshots, the history upkeep runs after the commit
+        (its failure is logged, never raised: the events are already durable)."""
         if not events:
             return
         data = pa.Table.from_pylist(events, schema=ARROW_SCHEMA)
 
-        def step() -> Table:
-            table = self.load(create=True)
-            assert table is not None
-            with lost_to_upkeep(table):
-                table.append(data)
-            return table
+        history.append(lambda: self.load(create=True), data, HISTORY, upkeep=lambda: self.maintain(quiet=True),
+                       exhausted=lambda n, last: SubjectRightsError(
+                           f"could not append to the request journal after {n} attempts ({last}); other writers keep "
+                           "winning: retry (appending the same events again is idempotent)"))
 
-        table = retry.run(step, exhausted=lambda n, last: SubjectRightsError(
-            f"could not append to the request journal after {n} attempts ({last}); other writers keep winning: "
-            "retry (appending the same events again is idempotent)"))
-        if due_for_upkeep(table):
-            self.maintain(quiet=True)
-
-    def maintain(self, *, orphan_age: timedelta = HISTORY_ORPHAN_AGE, quiet: bool = False) -> HistoryReport | None:
-        """Bound the journal's own history (every event stays): :func:`maintain_history`. ``quiet``: log a
-        failure instead of raising it (the automatic trigger after an append)."""
-        try:
-            return maintain_history(self.load, sort_by="request_id", orphan_age=orphan_age)
-        except Exception:
-            if not quiet:
-                raise
-            logger.warning("upkeep of the request journal %s failed; the next one retries",
-                           ".".join(self.identifier), exc_info=True)
-            return None
+    def maintain(self, *, orphan_age: timedelta = history.ORPHAN_AGE, quiet: bool = False) -> HistoryReport | None:
+        """Bound the journal's own history (every event stays): :func:`iceberg_privacy.history.maintain_history`.
+        ``quiet``: log a failure instead of raising it (the automatic trigger after an append)."""
+        return history.maintain(self.load, HISTORY, orphan_age=orphan_age, quiet=quiet)
 
     def rows(self, request_id: str | None = None) -> list[dict[str, Any]]:
         """Every event, or those of one request."""
@@ -381,16 +356,12 @@ class Journal:
         return self._read(In(term=Reference("request_id"), values={literal(i) for i in ids}))
 
     def _read(self, row_filter: Any) -> list[dict[str, Any]]:
-        def step() -> list[dict[str, Any]]:
-            table = self.load()
-            if table is None or table.current_snapshot() is None:
-                return []
-            with retry.vanished_is_conflict(table):  # an upkeep merged and deleted the files of the head we read
-                scan = table.scan(row_filter=row_filter) if row_filter is not None else table.scan()
-                return scan.to_arrow().to_pylist()
+        def read(table: Table) -> list[dict[str, Any]]:
+            scan = table.scan(row_filter=row_filter) if row_filter is not None else table.scan()
+            return scan.to_arrow().to_pylist()
 
-        return usable_rows(retry.run(step, exhausted=lambda n, last: SubjectRightsError(
-            f"reading the request journal lost to its concurrent upkeep {n} times ({last}); run the command again")))
+        # an upkeep that merged and deleted the files of the head we read: read again from the new head
+        return usable_rows(history.read(self.load, read, HISTORY, empty=[]))
 
     def requests(self) -> list[RequestState]:
         """Every request, oldest first."""
@@ -404,15 +375,9 @@ class Journal:
         ``completed`` event are found in Arrow over two columns; only the other requests' rows become Python
         objects. A ``completed`` row that is not usable (no id or time, a detail that is not a JSON object)
         does not close its request, exactly as in :func:`fold`."""
-        def step() -> pa.Table:
-            table = self.load()
-            if table is None or table.current_snapshot() is None:
-                return ARROW_SCHEMA.empty_table()
-            with retry.vanished_is_conflict(table):
-                return table.scan().to_arrow()
-
-        events = retry.run(step, exhausted=lambda n, last: SubjectRightsError(
-            f"reading the request journal lost to its concurrent upkeep {n} times ({last}); run the command again"))
+        # an upkeep that merged and deleted the files of the head we read: read again from the new head
+        events: pa.Table = history.read(self.load, lambda table: table.scan().to_arrow(), HISTORY,
+                                        empty=ARROW_SCHEMA.empty_table())
         if events.num_rows == 0:
             return []
         closing = events.filter(pc.and_(pc.equal(events["event"], COMPLETED), pc.and_(
@@ -589,208 +554,3 @@ def blocking(journal: Journal, req: RequestState) -> Iterator[None]:
         except Exception:  # the journal itself is unreachable: the error raised below says what to do
             logger.exception("could not record request %s as blocked", req.request_id)
         raise
-
-
-# ------------------------------------------------------------------------------------ history upkeep
-@contextmanager
-def lost_to_upkeep(table: Table) -> Iterator[None]:
-    """Around an append to the journal or the queue: a concurrent upkeep that merged or expired what the append
-    was built on is a lost race (retried from a fresh load), not an error. That is a manifest that vanished
-    (:func:`retry.vanished_is_conflict`) or pyiceberg's rebase refusing a base snapshot that was expired
-    (``ValidationException``: the commit did not land)."""
-    from pyiceberg.exceptions import CommitFailedException, ValidationException
-
-    with retry.vanished_is_conflict(table):
-        try:
-            yield
-        except ValidationException as exc:
-            raise CommitFailedException(f"the commit was built on history a concurrent upkeep removed: {exc}") from exc
-
-
-@dataclass
-class HistoryReport:
-    """What one upkeep of the journal or the queue did (see :func:`maintain_history`)."""
-
-    table: str
-    compacted_files: int = 0  # small data files merged
-    written_files: int = 0  # files they were merged into
-    rows: int = 0  # rows carried over (all of them: nothing is dropped)
-    expired_snapshots: int = 0
-    deleted_files: int = 0  # data files, manifests and manifest lists only the expired snapshots reached
-    orphans_deleted: int = 0  # unreferenced files older than the orphan age (killed writers)
-    delete_failures: dict[str, str] = field(default_factory=dict)  # location -> why it is still there
-    snapshots_before: int = 0
-    seconds: float = 0.0
-
-    def __str__(self) -> str:
-        out = (f"{self.table}: merged {self.compacted_files} small file(s) into {self.written_files} ({self.rows} rows), "
-               f"expired {self.expired_snapshots} of {self.snapshots_before} snapshot(s), deleted {self.deleted_files} "
-               f"file(s) + {self.orphans_deleted} orphan(s) ({self.seconds:.2f}s)")
-        if self.delete_failures:
-            out += (f"; {len(self.delete_failures)} file(s) could NOT be deleted (the next upkeep retries them as "
-                    f"orphans): " + "; ".join(list(self.delete_failures.values())[:3]))
-        return out
-
-
-def maintain_every(table: Table) -> int:
-    """The table's automatic upkeep threshold (:data:`HISTORY_MAINTAIN_EVERY_PROPERTY`), 0 = off."""
-    raw = table.properties.get(HISTORY_MAINTAIN_EVERY_PROPERTY)
-    try:
-        return max(0, int(raw)) if raw is not None else HISTORY_MAINTAIN_EVERY_DEFAULT
-    except ValueError:
-        logger.warning("%s=%r on %s is not a whole number; using %d", HISTORY_MAINTAIN_EVERY_PROPERTY, raw,
-                       ".".join(table.name()), HISTORY_MAINTAIN_EVERY_DEFAULT)
-        return HISTORY_MAINTAIN_EVERY_DEFAULT
-
-
-def due_for_upkeep(table: Table) -> bool:
-    every = maintain_every(table)
-    return every > 0 and len(table.metadata.snapshots) >= every
-
-
-def maintain_history(load: Callable[[], Table | None], *, sort_by: str,
-                     orphan_age: timedelta = HISTORY_ORPHAN_AGE) -> HistoryReport | None:
-    """Bound the history of one of the library's append-mostly tables (the journal, the queue).
-
-    Every row stays; only the table's own history goes: (1) the small data files of the head are merged into
-    one (sorted by ``sort_by``) in one overwrite commit, (2) every snapshot but the head (and ref heads) is
-    expired, (3) the files only expired snapshots reached are deleted, (4) unreferenced files older than
-    ``orphan_age`` are deleted. Each commit is a compare-and-swap retried through the one retry helper; a
-    crash between any two steps leaves a table at the old or the new snapshot with the same rows, and the
-    next upkeep finishes the job. Returns None when the table does not exist.
-    """
-    t0 = time.perf_counter()
-    table = load()
-    if table is None:
-        return None
-    rep = HistoryReport(".".join(table.name()), snapshots_before=len(table.metadata.snapshots))
-    _history_properties(load)
-    rep.compacted_files, rep.written_files, rep.rows = retry.run(
-        lambda: _compact_once(load, sort_by), exhausted=lambda n, last: CommitConflictError(
-            f"merging the small files of {rep.table} lost to concurrent commits {n} times ({last}); nothing was "
-            "lost (the merge is one commit): it runs again at the next upkeep"))
-    checkpoint("history.after_compact")
-    rep.expired_snapshots, rep.deleted_files, failed = expire_history(load, what=rep.table)
-    rep.delete_failures.update(failed)
-    checkpoint("history.after_expire")
-    fresh = load()
-    if fresh is not None:
-        from iceberg_privacy.index.maintenance import cleanup_orphans
-
-        orphans = cleanup_orphans(fresh, older_than=orphan_age, delete=True)
-        rep.orphans_deleted = len(orphans.deleted)
-        rep.delete_failures.update(orphans.delete_failures)
-    rep.seconds = time.perf_counter() - t0
-    if rep.delete_failures:
-        logger.warning("%s", rep)
-    return rep
-
-
-def _history_properties(load: Callable[[], Table | None]) -> None:
-    def step() -> None:
-        t = load()
-        if t is not None and any(t.properties.get(k) != v for k, v in HISTORY_PROPERTIES.items()):
-            t.transaction().set_properties(HISTORY_PROPERTIES).commit_transaction()
-
-    retry.run(step, exhausted=lambda n, last: CommitConflictError(
-        f"setting the metadata-log bound lost to concurrent commits {n} times; it is set at the next upkeep"))
-
-
-def _compact_once(load: Callable[[], Table | None], sort_by: str) -> tuple[int, int, int]:
-    from pyiceberg.exceptions import CommitFailedException, ValidationException
-    from pyiceberg.expressions import AlwaysTrue
-    from pyiceberg.io.pyarrow import ArrowScan
-
-    from iceberg_privacy.storage import delete_files
-    from iceberg_privacy.write import write_data_files
-
-    table = load()
-    if table is None or table.current_snapshot() is None:
-        return 0, 0, 0
-    with retry.vanished_is_conflict(table):  # another upkeep may have merged and deleted them meanwhile
-        tasks = [t for t in table.scan().plan_files() if not t.delete_files and t.file.file_size_in_bytes < COMPACT_BELOW_BYTES]
-        if len(tasks) < 2:
-            return 0, 0, 0
-        data = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue(), case_sensitive=True).to_table(tasks)
-    if sort_by in data.column_names and data.num_rows:
-        data = data.sort_by([(sort_by, "ascending")])
-    written = write_data_files(table.io, table.metadata, data, [], where=".".join(table.name()))
-    checkpoint("history.after_write")
-    try:
-        # pyiceberg's own commit retry re-reads the new head's manifests, which another upkeep may delete meanwhile
-        with retry.vanished_is_conflict(table):
-            tx = table.transaction()
-            with tx.update_snapshot(snapshot_properties={HISTORY_MAINTENANCE_SUMMARY: str(len(tasks))}).overwrite() as ow:
-                for task in tasks:
-                    ow.delete_data_file(task.file)
-                for f in written.files:
-                    ow.append_data_file(f)
-            tx.commit_transaction()
-    except Exception as exc:
-        # Refused commits never landed: our files are unreferenced, delete them (for the queue they hold ciphertext).
-        if isinstance(exc, ValidationException) or retry.is_conflict(exc):
-            outcome = delete_files(table.io, [f.file_path for f in written.files])
-            if outcome.failed:
-                logger.warning("upkeep of %s: could not delete its uncommitted merge file(s) %s (the next upkeep "
-                               "deletes them as orphans)", ".".join(table.name()), outcome.failed)
-            if isinstance(exc, ValidationException):  # rebased onto a head where another upkeep merged them
-                raise CommitFailedException(f"another upkeep merged the same files: {exc}") from exc
-        raise
-    return len(tasks), len(written.files), data.num_rows
-
-
-def expire_history(load: Callable[[], Table | None], *, what: str) -> tuple[int, int, dict[str, str]]:
-    """Expire every snapshot but the head (and ref heads); delete what only the expired ones reached.
-    Returns (snapshots expired, files deleted, files that could not be deleted)."""
-    from iceberg_privacy.index.maintenance import expire_snapshots
-    from iceberg_privacy.storage import canonical, delete_files
-
-    def step() -> tuple[set[str], int]:
-        t = load()
-        if t is None:
-            return set(), 0
-        md = t.metadata
-        keep = {md.current_snapshot_id} | {r.snapshot_id for r in md.refs.values()}
-        expire = {s.snapshot_id for s in md.snapshots} - keep
-        with retry.vanished_is_conflict(t):  # a second upkeep may have expired and deleted them meanwhile
-            before = files_of(t, expire, deleted_too=True)
-        if expire:
-            expire_snapshots(t, snapshot_ids=expire)
-        return before, len(expire)
-
-    before, expired = retry.run(step, exhausted=lambda n, last: CommitConflictError(
-        f"expiring the snapshots of {what} lost to concurrent commits {n} times; run it again"))
-    t = load()
-    if t is None:
-        return expired, 0, {}
-    still = retry.run(lambda: still_referenced(load), exhausted=lambda n, last: CommitConflictError(
-        f"reading the history of {what} lost to concurrent commits {n} times; run it again"))
-    outcome = delete_files(t.io, sorted(p for p in before if canonical(p) not in still))
-    return expired, len(outcome.deleted), dict(outcome.failed)
-
-
-def still_referenced(load: Callable[[], Table | None]) -> set[str]:
-    from iceberg_privacy.storage import canonical
-
-    table = load()
-    if table is None:
-        return set()
-    with retry.vanished_is_conflict(table):
-        snapshots = {s.snapshot_id for s in table.metadata.snapshots}
-        return {canonical(p) for p in files_of(table, snapshots, deleted_too=False)}
-
-
-def files_of(table: Table, snapshot_ids: set[int], *, deleted_too: bool) -> set[str]:
-    """Manifest lists, manifests and data files the given snapshots reach."""
-    out: set[str] = set()
-    for sid in snapshot_ids:
-        snap = table.metadata.snapshot_by_id(sid)
-        if snap is None:
-            continue
-        out.add(snap.manifest_list)
-        for m in snap.manifests(table.io):
-            if m.manifest_path in out:  # snapshots share most manifests: each is decoded once
-                continue
-            out.add(m.manifest_path)
-            out.update(e.data_file.file_path for e in m.fetch_manifest_entry(table.io, discard_deleted=not deleted_too))
-    return out

@@ -50,6 +50,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import BinaryType, IntegerType, NestedField, StringType, TimestamptzType
 
+from iceberg_privacy import history
 from iceberg_privacy._internal import retry
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import (
@@ -69,27 +70,22 @@ from iceberg_privacy.errors import (
     SubjectRightsError,
     VerificationFailedError,
 )
-from iceberg_privacy.properties import QUEUE_MARKER
+from iceberg_privacy.history import HistoryPolicy, HistoryReport
+from iceberg_privacy.properties import HISTORY_MAINTAIN_EVERY_DEFAULT, QUEUE_MARKER
 from iceberg_privacy.rights.access import FORMATS, export_subjects
 from iceberg_privacy.rights.erasure import process_erasure
 from iceberg_privacy.rights.journal import (
     COMPLETED,
     CREATED,
-    HISTORY_ORPHAN_AGE,
     TABLE_ERASED,
     TABLE_PURGED,
     TABLE_VERIFIED,
-    HistoryReport,
     Journal,
     RequestState,
     blocking,
     check_deadline,
     check_request_id,
-    due_for_upkeep,
-    expire_history,
     fold,
-    lost_to_upkeep,
-    maintain_history,
     new_request_id,
     subjects_fingerprint,
     table_locations,
@@ -134,6 +130,8 @@ ARROW_SCHEMA = pa.schema([
 ])
 # No column bounds in the queue's manifests: the ciphertext lives in data files only, which the shred deletes.
 TABLE_PROPERTIES = {"write.metadata.metrics.default": "none"}
+HISTORY = HistoryPolicy("the request queue", sort_by="request_id", every_default=HISTORY_MAINTAIN_EVERY_DEFAULT)
+"""How :mod:`iceberg_privacy.history` keeps the queue small (like the journal: sorted by request id)."""
 
 
 # ------------------------------------------------------------------------------------ deadlines
@@ -292,30 +290,15 @@ class Queue:
             return
         data = pa.Table.from_pylist(rows, schema=ARROW_SCHEMA)
 
-        def step() -> Table:
-            table = self.load(create=True)
-            assert table is not None
-            with lost_to_upkeep(table):
-                table.append(data)
-            return table
+        history.append(lambda: self.load(create=True), data, HISTORY, upkeep=lambda: self.maintain(quiet=True),
+                       exhausted=lambda n, last: CommitConflictError(
+                           f"could not append to the request queue after {n} attempts ({last}); submit again (same "
+                           "request ids: it is idempotent)"))
 
-        table = retry.run(step, exhausted=lambda n, last: CommitConflictError(
-            f"could not append to the request queue after {n} attempts ({last}); submit again (same request ids: "
-            "it is idempotent)"))
-        if due_for_upkeep(table):
-            self.maintain(quiet=True)
-
-    def maintain(self, *, orphan_age: timedelta = HISTORY_ORPHAN_AGE, quiet: bool = False) -> HistoryReport | None:
-        """Bound the queue's own history (pending rows stay): :func:`~iceberg_privacy.rights.journal.maintain_history`.
+    def maintain(self, *, orphan_age: timedelta = history.ORPHAN_AGE, quiet: bool = False) -> HistoryReport | None:
+        """Bound the queue's own history (pending rows stay): :func:`iceberg_privacy.history.maintain_history`.
         Its orphan sweep also destroys ciphertext a killed submitter wrote but never committed."""
-        try:
-            return maintain_history(self.load, sort_by="request_id", orphan_age=orphan_age)
-        except Exception:
-            if not quiet:
-                raise
-            logger.warning("upkeep of the request queue %s failed; the next one retries", ".".join(self.identifier),
-                           exc_info=True)
-            return None
+        return history.maintain(self.load, HISTORY, orphan_age=orphan_age, quiet=quiet)
 
     def entries(self, request_ids: Iterable[str] | None = None) -> list[QueueEntry]:
         """Every queued request, or only those of ``request_ids``."""
@@ -323,18 +306,14 @@ class Queue:
         if ids is not None and not ids:
             return []
 
-        def step() -> list[dict[str, Any]]:
-            table = self.load()
-            if table is None or table.current_snapshot() is None:
-                return []
-            with retry.vanished_is_conflict(table):  # an upkeep or shred deleted the files of the head we read
-                scan = table.scan(
-                    row_filter=In(term=Reference("request_id"), values={literal(i) for i in ids}) if ids else AlwaysTrue(),
-                    selected_fields=("request_id", "kind", "key_id", "enqueued_at", "wrapped_key", "ciphertext"))
-                return scan.to_arrow().to_pylist()
+        def read(table: Table) -> list[dict[str, Any]]:
+            scan = table.scan(
+                row_filter=In(term=Reference("request_id"), values={literal(i) for i in ids}) if ids else AlwaysTrue(),
+                selected_fields=("request_id", "kind", "key_id", "enqueued_at", "wrapped_key", "ciphertext"))
+            return scan.to_arrow().to_pylist()
 
-        rows = retry.run(step, exhausted=lambda n, last: CommitConflictError(
-            f"reading the request queue lost to its concurrent upkeep {n} times ({last}); run the command again"))
+        # an upkeep or a shred that deleted the files of the head we read: read again from the new head
+        rows: list[dict[str, Any]] = history.read(self.load, read, HISTORY, empty=[])
         return [QueueEntry(**r) for r in rows]
 
     def shred(self, request_ids: Iterable[str]) -> ShredReport:
@@ -360,7 +339,7 @@ class Queue:
 
     def purge_history(self) -> tuple[int, int, dict[str, str]]:
         """Expire every snapshot but the head (and ref heads); delete what only the expired ones reached."""
-        return expire_history(self.load, what="the request queue")
+        return history.expire_history(self.load, what="the request queue")
 
 
 # ------------------------------------------------------------------------------------ submit

@@ -14,7 +14,8 @@ Why this shape:
   row (``issued`` / ``revoked``: an audit trail without hashes) and rewrites the table property
   ``privacy.service.tokens.state`` (the JSON the service checks), retried through
   :mod:`iceberg_privacy._internal.retry` exactly like the DP ledger, so concurrent issues and revocations
-  never lose each other.
+  never lose each other. Its own history is bounded by the upkeep the journal and the ledger share
+  (:mod:`iceberg_privacy.history`); it never touches the state property.
 * **Verification is cheap on the hot path.** The service reads the state property (one metadata load, no
   data file), so a revocation is seen by the next request; scrypt runs once per token per process and a
   SHA-256 of a verified token is remembered in memory only.
@@ -39,16 +40,24 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import NestedField, StringType, TimestamptzType
 
-from iceberg_privacy._internal import retry
+from iceberg_privacy import history
 from iceberg_privacy.catalog import JOURNAL_NAMESPACE_PROPERTY, library_name, reserved_table
 from iceberg_privacy.errors import CommitConflictError, ConfigurationError, InvalidTokenError, ServiceError
-from iceberg_privacy.properties import SERVICE_TOKENS_MARKER, SERVICE_TOKENS_STATE_PROPERTY
+from iceberg_privacy.history import HistoryPolicy, HistoryReport
+from iceberg_privacy.properties import (
+    HISTORY_MAINTAIN_EVERY_DEFAULT,
+    SERVICE_TOKENS_MARKER,
+    SERVICE_TOKENS_STATE_PROPERTY,
+)
 
 TOKENS_TABLE = "service_tokens"
 TOKEN_PREFIX = "ipt_"
 _TOKEN_RE = re.compile(r"ipt_([0-9a-f]{12})\.([A-Za-z0-9_-]{43})")
 _PRINCIPAL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+HISTORY = HistoryPolicy("the service token table", sort_by="at", every_default=HISTORY_MAINTAIN_EVERY_DEFAULT,
+                        error=ServiceError)
+"""How :mod:`iceberg_privacy.history` keeps the token table small (``privacy.history.maintain-every``, default 16)."""
 
 SCHEMA = Schema(
     NestedField(1, "event_id", StringType(), required=False),
@@ -156,11 +165,16 @@ class TokenStore:
         return dict(json.loads(table.properties.get(SERVICE_TOKENS_STATE_PROPERTY, "{}")))
 
     def _commit(self, mutate: Any) -> Any:
-        """``mutate(state) -> (result, new_state, event_row)`` committed by compare-and-swap, retried."""
+        """``mutate(state) -> (result, new_state, event_row)`` committed by compare-and-swap, retried; the table's
+        own history is bounded by the library's shared upkeep (:mod:`iceberg_privacy.history`), so the metadata
+        every verification loads does not grow with every token ever issued."""
 
-        def step() -> Any:
+        def load() -> Table:
             table = self._load(create=True)
             assert table is not None
+            return table
+
+        def change(table: Table) -> Any:
             result, state, row = mutate(self._state(table))
             with table.transaction() as tx:
                 tx.set_properties({SERVICE_TOKENS_STATE_PROPERTY: json.dumps(state, sort_keys=True,
@@ -168,9 +182,15 @@ class TokenStore:
                 tx.append(pa.Table.from_pylist([row], schema=ARROW_SCHEMA))
             return result
 
-        return retry.run(step, exhausted=lambda tries, last: CommitConflictError(
-            f"could not commit to {'.'.join(self.identifier)} after {tries} attempts (last error: {last}); "
-            "other writers keep winning. Retry later."))
+        return history.commit(load, change, HISTORY, upkeep=lambda: self.maintain(quiet=True),
+                              exhausted=lambda tries, last: (
+            CommitConflictError(f"could not commit to {'.'.join(self.identifier)} after {tries} attempts (last "
+                                f"error: {last}); other writers keep winning. Retry later.")))
+
+    def maintain(self, *, orphan_age: timedelta = history.ORPHAN_AGE, quiet: bool = False) -> HistoryReport | None:
+        """Bound the token table's own history (every event row and the state stay):
+        :func:`iceberg_privacy.history.maintain_history`. ``quiet``: log a failure instead of raising it."""
+        return history.maintain(self._load, HISTORY, orphan_age=orphan_age, quiet=quiet)
 
     # -- admin verbs -------------------------------------------------------------------------------
     def issue(self, principal: str, *, expires: timedelta | None = None, issued_by: str | None = None) -> IssuedToken:

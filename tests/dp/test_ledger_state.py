@@ -20,11 +20,12 @@ from hypothesis import strategies as st
 from pyiceberg.catalog.sql import SqlCatalog
 
 from iceberg_privacy.dp import admin
-from iceberg_privacy.dp import ledger as ledger_module
 from iceberg_privacy.dp.budget import PureDP, budget_from_json, zero_like
 from iceberg_privacy.dp.errors import BudgetExhaustedError
 from iceberg_privacy.dp.ledger import PROP_MEMO, PROP_OPEN, Ledger
 from iceberg_privacy.dp.ledger_events import OPEN_STATES, fold_reservations
+from iceberg_privacy.history import METADATA_PROPERTIES
+from iceberg_privacy.properties import HISTORY_MAINTAIN_EVERY_PROPERTY
 from tests.helpers import make_catalog
 
 SRC = ("db", "pv")
@@ -76,8 +77,16 @@ def test_open_reservations_property_agrees_with_the_events(ops: list[tuple[str, 
             assert ledger.abandon(rid, reason="test") == ("abandoned" if state == "evaluating" else state)
         elif op in ("released", "failed"):
             ledger.record(op, rid, "alice")
-        elif op == "compact":
-            ledger.compact()
+        elif op == "compact":  # the shared upkeep changes no property and no event (spend never drops)
+            table = ledger.load()
+            assert table is not None
+            before = (dict(table.properties), sorted(e["event_id"] for e in ledger.events()))
+            ledger.maintain()
+            table = ledger.load()
+            assert table is not None
+            after = ({k: v for k, v in table.properties.items() if k not in METADATA_PROPERTIES},
+                     sorted(e["event_id"] for e in ledger.events()))
+            assert after == ({k: v for k, v in before[0].items() if k not in METADATA_PROPERTIES}, before[1])
         else:  # a ledger written by a version without the properties: they are rebuilt from the events
             table = ledger.load()
             assert table is not None
@@ -88,9 +97,16 @@ def test_open_reservations_property_agrees_with_the_events(ops: list[tuple[str, 
     _check_against_fold(ledger)
 
 
-def test_the_ledger_compacts_itself_and_loses_no_event(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ledger_module, "COMPACT_AT_SNAPSHOTS", 12)  # the same code path, fewer commits
+def _every(ledger: Ledger, n: int) -> None:
+    """The ledger honours ``privacy.history.maintain-every`` like the journal (default: COMPACT_AT_SNAPSHOTS)."""
+    table = ledger.load()
+    assert table is not None
+    table.transaction().set_properties({HISTORY_MAINTAIN_EVERY_PROPERTY: str(n)}).commit_transaction()
+
+
+def test_the_ledger_compacts_itself_and_loses_no_event() -> None:
     cat, ledger = _fresh()
+    _every(ledger, 12)  # the same code path as the default 64, fewer commits
     rids = []
     for _ in range(14):  # two commits each: past the compaction threshold twice
         rid = ledger.reserve(SRC, "alice", PureDP(0.01)).release_id
@@ -118,13 +134,13 @@ def test_the_ledger_compacts_itself_and_loses_no_event(monkeypatch: pytest.Monke
 @pytest.mark.s3
 @pytest.mark.slow
 def test_two_writers_race_for_the_last_of_a_budget_on_object_storage(
-        s3_catalog: tuple[Any, str], monkeypatch: pytest.MonkeyPatch) -> None:
+        s3_catalog: tuple[Any, str]) -> None:
     """Two writers (threads, each with its own ledger object) race reservations, evaluations and refunds on
     SeaweedFS (REST and SQL catalogs, s3:// warehouse) while the ledger compacts itself: never more than the
     cap is spent, every won reservation is recorded, and the open map agrees with the events."""
-    monkeypatch.setattr(ledger_module, "COMPACT_AT_SNAPSHOTS", 8)
     catalog, ns = s3_catalog
     admin.set_namespace_budget(catalog, ns, PureDP(0.5))
+    _every(Ledger(catalog, (ns,)), 8)
     won: list[list[str]] = [[], []]
     errors: list[BaseException] = []
 

@@ -132,3 +132,27 @@ def test_cli_issue_list_revoke(cat: Catalog, capsys: pytest.CaptureFixture[str])
     capsys.readouterr()
     with pytest.raises(ip.InvalidTokenError):
         TokenStore(cat).verify(out["token"])
+
+
+def test_the_token_table_keeps_its_history_bounded_and_every_token(cat: Catalog) -> None:
+    """The shared upkeep (iceberg_privacy.history) runs on the token table too: every verification loads its
+    metadata, which no longer grows by one snapshot per token ever issued; the state and every event stay."""
+    from iceberg_privacy.properties import HISTORY_MAINTAIN_EVERY_PROPERTY
+
+    store = TokenStore(cat)
+    issued = [store.issue("alice")]
+    cat.load_table(store.identifier).transaction().set_properties(
+        {HISTORY_MAINTAIN_EVERY_PROPERTY: "3"}).commit_transaction()
+    issued += [store.issue(f"p{i}") for i in range(4)]
+    store.revoke(issued[1].record.token_id)
+    table = cat.load_table(store.identifier)
+    assert len(table.metadata.snapshots) < 3 and len(table.inspect.files()) < 3  # upkeep ran on the way
+    assert len(table.scan().to_arrow()) == 6  # five issued + one revoked: every event row stays
+    state = table.properties[SERVICE_TOKENS_STATE_PROPERTY]
+    rep = store.maintain()
+    assert rep is not None and not rep.delete_failures
+    assert cat.load_table(store.identifier).properties[SERVICE_TOKENS_STATE_PROPERTY] == state
+    fresh = TokenStore(cat)
+    assert [fresh.verify(t.token).principal for t in issued if t is not issued[1]] == ["alice", "p1", "p2", "p3"]
+    with pytest.raises(ip.InvalidTokenError, match="revoked"):
+        fresh.verify(issued[1].token)

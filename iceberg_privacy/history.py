@@ -1,0 +1,360 @@
+"""History upkeep of the library's own append-mostly tables: the request journal, the request queue, the DP ledger.
+
+Why one module: each of these tables takes one commit per event (a submit, a claim, a reservation), so left
+alone it grows by one snapshot, one manifest list, one manifest and one small data file per commit; pyiceberg
+copies every snapshot of the metadata at each commit and a scan opens every file, so both get slower with
+history. The bound is the same for all of them: merge the head's small files in one commit, expire every
+snapshot but the head (and ref heads), delete what only the expired snapshots reached, delete old orphans. What
+differs per table is a :class:`HistoryPolicy` (the sort key of the merged file, how many snapshots trigger an
+automatic upkeep when ``privacy.history.maintain-every`` is not set, which files count as small, the error
+class of the pillar). Two copies of this had drifted apart: the ledger's left the replaced files on storage
+because its readers did not survive a file vanishing under them. Now every reader of these tables goes through
+:func:`read`, and every writer through :func:`commit` (or :func:`lost_to_upkeep`), so a race with an upkeep
+is a lost race retried from the new head through the one retry helper, never an error, and the upkeep deletes
+at once.
+
+What the upkeep never touches: rows (every event is carried over) and table properties other than Iceberg's
+metadata-log bound (:data:`METADATA_PROPERTIES`); the DP ledger keeps its spend, open reservations and memo in
+its properties, written by its own compare-and-swap commits, and the merge commit asserts the head it read, so
+it never lands over an event it did not carry.
+
+Layering: this sits with the commit path (the merged file is written by :func:`iceberg_privacy.write.write_data_files`,
+expiry and the orphan sweep are :mod:`iceberg_privacy.index.maintenance`'s); the pillars rights/ and dp/ import
+it and it imports no pillar.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+from pyiceberg.table import Table
+
+from iceberg_privacy._internal import retry
+from iceberg_privacy._internal.faults import checkpoint
+from iceberg_privacy.errors import CommitConflictError, IcebergPrivacyError
+from iceberg_privacy.properties import HISTORY_MAINTAIN_EVERY_PROPERTY, HISTORY_MAINTENANCE_SUMMARY
+
+if TYPE_CHECKING:
+    from iceberg_privacy.index.maintenance import OrphanReport
+
+logger = logging.getLogger(__name__)
+
+COMPACT_BELOW_BYTES = 8 * 1024 * 1024
+"""Data files smaller than this are merged by the upkeep; bigger ones are left alone (so each upkeep rewrites
+only what arrived since the last, until the merged file itself grows past it)."""
+ORPHAN_AGE = timedelta(hours=1)
+"""Unreferenced files under the table location older than this are deleted by the upkeep: what a killed writer
+or upkeep wrote but never committed (for the queue: ciphertext). Younger ones may be an in-flight commit of
+another process and are left for the next upkeep."""
+METADATA_PROPERTIES = {"write.metadata.delete-after-commit.enabled": "true",
+                       "write.metadata.previous-versions-max": "16"}
+"""Iceberg's own bound on old ``metadata.json`` files, set by the upkeep on every table it maintains."""
+
+AUTO_RETRIES = 3
+"""Retries of each step of an automatic upkeep (``quiet``: the trigger after a commit, the end of a queue pass)
+before it gives up until the next trigger: it runs on a writer's path, which must not wait out a long race."""
+
+Load = Callable[[], Table | None]
+Exhausted = Callable[[int, BaseException], Exception]
+
+
+@dataclass(frozen=True)
+class HistoryPolicy:
+    """What differs between the tables the upkeep maintains."""
+
+    what: str  # "the request journal": named in messages
+    sort_by: str  # column the merged file is sorted by (readers filtering on it prune by column bounds)
+    every_default: int  # snapshots that trigger the automatic upkeep when the table sets no maintain-every
+    error: type[IcebergPrivacyError] = CommitConflictError  # raised when reads keep losing to upkeeps
+    compact_below_bytes: int = COMPACT_BELOW_BYTES
+
+
+@dataclass
+class HistoryReport:
+    """What one upkeep of the journal, the queue or a DP ledger did (see :func:`maintain_history`)."""
+
+    table: str
+    compacted_files: int = 0  # small data files merged
+    written_files: int = 0  # files they were merged into
+    rows: int = 0  # rows carried over (all of them: nothing is dropped)
+    expired_snapshots: int = 0
+    deleted_files: int = 0  # data files, manifests and manifest lists only the expired snapshots reached
+    orphans_deleted: int = 0  # unreferenced files older than the orphan age (killed writers)
+    delete_failures: dict[str, str] = field(default_factory=dict)  # location -> why it is still there
+    snapshots_before: int = 0
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        out = (f"{self.table}: merged {self.compacted_files} small file(s) into {self.written_files} ({self.rows} rows), "
+               f"expired {self.expired_snapshots} of {self.snapshots_before} snapshot(s), deleted {self.deleted_files} "
+               f"file(s) + {self.orphans_deleted} orphan(s) ({self.seconds:.2f}s)")
+        if self.delete_failures:
+            out += (f"; {len(self.delete_failures)} file(s) could NOT be deleted (the next upkeep retries them as "
+                    f"orphans): " + "; ".join(list(self.delete_failures.values())[:3]))
+        return out
+
+
+# ------------------------------------------------------------------------------------ readers and writers
+@contextmanager
+def lost_to_upkeep(table: Table) -> Iterator[None]:
+    """Around a commit to one of these tables: a concurrent upkeep that merged or expired what the commit was
+    built on is a lost race (retried from a fresh load), not an error. That is a manifest that vanished
+    (:func:`retry.vanished_is_conflict`) or pyiceberg's rebase refusing a base snapshot that was expired
+    (``ValidationException``: the commit did not land)."""
+    from pyiceberg.exceptions import CommitFailedException, ValidationException
+
+    with retry.vanished_is_conflict(table):
+        try:
+            yield
+        except ValidationException as exc:
+            raise CommitFailedException(f"the commit was built on history a concurrent upkeep removed: {exc}") from exc
+
+
+def read[T](load: Load, read_head: Callable[[Table], T], policy: HistoryPolicy, *, empty: T,
+            first: Table | None = None) -> T:
+    """``read_head(table)`` on a fresh load (``empty`` when the table or its head does not exist), read again from
+    the new head when a file vanished because an upkeep (or a shred) expired and deleted it meanwhile.
+    ``first``: a version the caller already loaded, used for the first try."""
+    given = [first] if first is not None else []
+
+    def step() -> T:
+        table = given.pop() if given else load()
+        if table is None or table.current_snapshot() is None:
+            return empty
+        with retry.vanished_is_conflict(table):
+            return read_head(table)
+
+    return retry.run(step, exhausted=lambda n, last: policy.error(
+        f"reading {policy.what} lost to its concurrent upkeep {n} times ({last}); run the command again"))
+
+
+def commit[T](load: Callable[[], Table], change: Callable[[Table], T], policy: HistoryPolicy, *,
+              exhausted: Exhausted, upkeep: Callable[[], object]) -> T:
+    """``change(table)`` (which commits) on a fresh load, retried through the one retry helper when it lost to
+    another writer or to an upkeep (:func:`lost_to_upkeep`); then, when the table is due
+    (:func:`due_for_upkeep`), ``upkeep()``: the automatic trigger, after the commit has landed."""
+
+    def step() -> tuple[T, Table]:
+        table = load()
+        with lost_to_upkeep(table):
+            return change(table), table
+
+    result, table = retry.run(step, exhausted=exhausted)
+    if due_for_upkeep(table, policy):
+        upkeep()
+    return result
+
+
+def append(create: Load, data: pa.Table, policy: HistoryPolicy, *, exhausted: Exhausted,
+           upkeep: Callable[[], object]) -> None:
+    """Append ``data`` to the table ``create()`` loads (creating it), through :func:`commit`."""
+
+    def load() -> Table:
+        table = create()
+        if table is None:
+            raise policy.error(f"{policy.what} could not be created; check the catalog's permissions")
+        return table
+
+    commit(load, lambda table: table.append(data), policy, exhausted=exhausted, upkeep=upkeep)
+
+
+# ------------------------------------------------------------------------------------ when
+def maintain_every(table: Table, policy: HistoryPolicy) -> int:
+    """The table's automatic upkeep threshold (:data:`HISTORY_MAINTAIN_EVERY_PROPERTY`, else the policy's
+    default), 0 = off."""
+    raw = table.properties.get(HISTORY_MAINTAIN_EVERY_PROPERTY)
+    try:
+        return max(0, int(raw)) if raw is not None else policy.every_default
+    except ValueError:
+        logger.warning("%s=%r on %s is not a whole number; using %d", HISTORY_MAINTAIN_EVERY_PROPERTY, raw,
+                       ".".join(table.name()), policy.every_default)
+        return policy.every_default
+
+
+def due_for_upkeep(table: Table, policy: HistoryPolicy) -> bool:
+    every = maintain_every(table, policy)
+    return every > 0 and len(table.metadata.snapshots) >= every
+
+
+# ------------------------------------------------------------------------------------ the upkeep
+def maintain(load: Load, policy: HistoryPolicy, *, orphan_age: timedelta = ORPHAN_AGE,
+             quiet: bool = False) -> HistoryReport | None:
+    """:func:`maintain_history`; ``quiet``: log a failure instead of raising it (the automatic trigger after a
+    commit that already landed: its upkeep failing must not turn it into an error; the next one retries), with
+    :data:`AUTO_RETRIES` retries per step."""
+    steps = retry.DEFAULT_POLICY.with_retries(AUTO_RETRIES) if quiet else retry.DEFAULT_POLICY
+    try:
+        return maintain_history(load, policy, orphan_age=orphan_age, steps=steps)
+    except Exception:
+        if not quiet:
+            raise
+        logger.warning("upkeep of %s failed; the next one retries", policy.what, exc_info=True)
+        return None
+
+
+def maintain_history(load: Load, policy: HistoryPolicy, *, orphan_age: timedelta = ORPHAN_AGE,
+                     steps: retry.RetryPolicy = retry.DEFAULT_POLICY) -> HistoryReport | None:
+    """Bound the history of one of the library's append-mostly tables.
+
+    Every row stays; only the table's own history goes: (1) the small data files of the head are merged into
+    one (sorted by ``policy.sort_by``) in one overwrite commit, (2) every snapshot but the head (and ref heads)
+    is expired, (3) the files only expired snapshots reached are deleted, (4) unreferenced files older than
+    ``orphan_age`` are deleted. Each commit is retried through the one retry helper (policy ``steps``); a
+    crash between any two steps leaves the table at the old or the new snapshot with the same rows and
+    properties, and the next upkeep finishes the job. Returns None when the table does not exist.
+    """
+    t0 = time.perf_counter()
+    table = load()
+    if table is None:
+        return None
+    rep = HistoryReport(".".join(table.name()), snapshots_before=len(table.metadata.snapshots))
+    _metadata_properties(load, rep.table, steps)
+    rep.compacted_files, rep.written_files, rep.rows = retry.run(
+        lambda: _compact_once(load, policy), policy=steps, exhausted=lambda n, last: CommitConflictError(
+            f"merging the small files of {rep.table} lost to concurrent commits {n} times ({last}); nothing was "
+            "lost (the merge is one commit): it runs again at the next upkeep"))
+    checkpoint("history.after_compact")
+    rep.expired_snapshots, rep.deleted_files, failed = expire_history(load, what=rep.table, steps=steps)
+    rep.delete_failures.update(failed)
+    checkpoint("history.after_expire")
+    orphans = retry.run(
+        lambda: _sweep_orphans(load, orphan_age), policy=steps, exhausted=lambda n, last: CommitConflictError(
+            f"listing the orphans of {rep.table} lost to concurrent upkeeps {n} times ({last}); the next upkeep "
+            "does it"))
+    if orphans is not None:
+        rep.orphans_deleted = len(orphans.deleted)
+        rep.delete_failures.update(orphans.delete_failures)
+    rep.seconds = time.perf_counter() - t0
+    if rep.delete_failures:
+        logger.warning("%s", rep)
+    return rep
+
+
+def _metadata_properties(load: Load, what: str, steps: retry.RetryPolicy) -> None:
+    def step() -> None:
+        t = load()
+        if t is not None and any(t.properties.get(k) != v for k, v in METADATA_PROPERTIES.items()):
+            t.transaction().set_properties(METADATA_PROPERTIES).commit_transaction()
+
+    retry.run(step, policy=steps, exhausted=lambda n, last: CommitConflictError(
+        f"setting the metadata-log bound of {what} lost to concurrent commits {n} times; it is set at the next upkeep"))
+
+
+def _sweep_orphans(load: Load, orphan_age: timedelta) -> OrphanReport | None:
+    from iceberg_privacy.index.maintenance import cleanup_orphans
+
+    fresh = load()
+    if fresh is None:
+        return None
+    with retry.vanished_is_conflict(fresh):  # another upkeep expired and deleted manifests we were listing
+        return cleanup_orphans(fresh, older_than=orphan_age, delete=True)
+
+
+def _compact_once(load: Load, policy: HistoryPolicy) -> tuple[int, int, int]:
+    from pyiceberg.exceptions import CommitFailedException, ValidationException
+    from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.io.pyarrow import ArrowScan
+
+    from iceberg_privacy.storage import delete_files
+    from iceberg_privacy.write import write_data_files
+
+    table = load()
+    if table is None or table.current_snapshot() is None:
+        return 0, 0, 0
+    with retry.vanished_is_conflict(table):  # another upkeep may have merged and deleted them meanwhile
+        tasks = [t for t in table.scan().plan_files()
+                 if not t.delete_files and t.file.file_size_in_bytes < policy.compact_below_bytes]
+        if len(tasks) < 2:
+            return 0, 0, 0
+        data = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue(), case_sensitive=True).to_table(tasks)
+    if policy.sort_by in data.column_names and data.num_rows:
+        data = data.sort_by([(policy.sort_by, "ascending")])
+    written = write_data_files(table.io, table.metadata, data, [], where=".".join(table.name()))
+    checkpoint("history.after_write")
+    try:
+        # The overwrite asserts the head it read (a compare-and-swap table refuses it when any event landed since;
+        # pyiceberg's own rebase, on the others, re-reads the new head's manifests, which another upkeep may delete).
+        with retry.vanished_is_conflict(table):
+            tx = table.transaction()
+            with tx.update_snapshot(snapshot_properties={HISTORY_MAINTENANCE_SUMMARY: str(len(tasks))}).overwrite() as ow:
+                for task in tasks:
+                    ow.delete_data_file(task.file)
+                for f in written.files:
+                    ow.append_data_file(f)
+            tx.commit_transaction()
+    except Exception as exc:
+        # Refused commits never landed: our files are unreferenced, delete them (for the queue they hold ciphertext).
+        if isinstance(exc, ValidationException) or retry.is_conflict(exc):
+            outcome = delete_files(table.io, [f.file_path for f in written.files])
+            if outcome.failed:
+                logger.warning("upkeep of %s: could not delete its uncommitted merge file(s) %s (the next upkeep "
+                               "deletes them as orphans)", ".".join(table.name()), outcome.failed)
+            if isinstance(exc, ValidationException):  # rebased onto a head where another upkeep merged them
+                raise CommitFailedException(f"another upkeep merged the same files: {exc}") from exc
+        raise
+    return len(tasks), len(written.files), data.num_rows
+
+
+def expire_history(load: Load, *, what: str, steps: retry.RetryPolicy = retry.DEFAULT_POLICY
+                   ) -> tuple[int, int, dict[str, str]]:
+    """Expire every snapshot but the head (and ref heads); delete what only the expired ones reached.
+    Returns (snapshots expired, files deleted, files that could not be deleted)."""
+    from iceberg_privacy.index.maintenance import expire_snapshots
+    from iceberg_privacy.storage import canonical, delete_files
+
+    def step() -> tuple[set[str], int]:
+        t = load()
+        if t is None:
+            return set(), 0
+        md = t.metadata
+        keep = {md.current_snapshot_id} | {r.snapshot_id for r in md.refs.values()}
+        expire = {s.snapshot_id for s in md.snapshots} - keep
+        with retry.vanished_is_conflict(t):  # a second upkeep may have expired and deleted them meanwhile
+            before = files_of(t, expire, deleted_too=True)
+        if expire:
+            expire_snapshots(t, snapshot_ids=expire)
+        return before, len(expire)
+
+    before, expired = retry.run(step, policy=steps, exhausted=lambda n, last: CommitConflictError(
+        f"expiring the snapshots of {what} lost to concurrent commits {n} times; run it again"))
+    t = load()
+    if t is None:
+        return expired, 0, {}
+    still = retry.run(lambda: still_referenced(load), policy=steps, exhausted=lambda n, last: CommitConflictError(
+        f"reading the history of {what} lost to concurrent commits {n} times; run it again"))
+    outcome = delete_files(t.io, sorted(p for p in before if canonical(p) not in still))
+    return expired, len(outcome.deleted), dict(outcome.failed)
+
+
+def still_referenced(load: Load) -> set[str]:
+    from iceberg_privacy.storage import canonical
+
+    table = load()
+    if table is None:
+        return set()
+    with retry.vanished_is_conflict(table):
+        snapshots = {s.snapshot_id for s in table.metadata.snapshots}
+        return {canonical(p) for p in files_of(table, snapshots, deleted_too=False)}
+
+
+def files_of(table: Table, snapshot_ids: set[int], *, deleted_too: bool) -> set[str]:
+    """Manifest lists, manifests and data files the given snapshots reach."""
+    out: set[str] = set()
+    for sid in snapshot_ids:
+        snap = table.metadata.snapshot_by_id(sid)
+        if snap is None:
+            continue
+        out.add(snap.manifest_list)
+        for m in snap.manifests(table.io):
+            if m.manifest_path in out:  # snapshots share most manifests: each is decoded once
+                continue
+            out.add(m.manifest_path)
+            out.update(e.data_file.file_path for e in m.fetch_manifest_entry(table.io, discard_deleted=not deleted_too))
+    return out
