@@ -54,8 +54,13 @@ ORPHAN_AGE = timedelta(hours=1)
 or upkeep wrote but never committed (for the queue: ciphertext). Younger ones may be an in-flight commit of
 another process and are left for the next upkeep."""
 METADATA_PROPERTIES = {"write.metadata.delete-after-commit.enabled": "true",
-                       "write.metadata.previous-versions-max": "16"}
-"""Iceberg's own bound on old ``metadata.json`` files, set by the upkeep on every table it maintains."""
+                       "write.metadata.previous-versions-max": "16",
+                       "write.parquet.row-group-limit": "16384"}
+"""Iceberg's own properties, set by the upkeep on every table it maintains: the bound on old ``metadata.json``
+files, and row groups of 16,384 rows in the merged file, which is sorted by the policy's key, so that a read of
+one request's events (``EqualTo``/``In`` on ``request_id``) decodes the row groups whose min/max hold it instead
+of the whole file (measured on a journal of 200,000 requests, ~400,000 events in one merged file, load 13: one
+``Journal.find`` 291 ms with one row group, 27 ms with these)."""
 
 AUTO_RETRIES = 3
 """Retries of each step of an automatic upkeep (``quiet``: the trigger after a commit, the end of a queue pass)
