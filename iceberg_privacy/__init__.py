@@ -106,6 +106,7 @@ from iceberg_privacy.errors import (
     StorageError,
     SubjectRightsError,
     TableNotFoundError,
+    TooManyLinkedIdentifiersError,
     UnknownColumnError,
     UnknownRequestError,
     UnsupportedDataError,
@@ -185,7 +186,7 @@ __all__ = [
     "MissingSourceError", "NoBudgetConfiguredError", "NoIdentityColumnsError", "OpaqueSqlError",
     "PrivacyUnitRequiredError", "PurposeViolationError", "QueryCapExceededError", "QueueIntegrityError", "RefHoldsSubjectError", "ReleaseAbortedError", "ReleaseFailedError",
     "RequestBlockedError", "RequestConflictError", "SchemaMismatchError", "SecretMissingError", "SidecarError",
-    "SparkJobError", "StorageError", "SubjectRightsError", "TableNotFoundError", "UnknownColumnError", "UnknownRequestError",
+    "SparkJobError", "StorageError", "SubjectRightsError", "TableNotFoundError", "TooManyLinkedIdentifiersError", "UnknownColumnError", "UnknownRequestError",
     "UnsupportedDataError", "UnsupportedSparkTypeError", "UnsupportedTypeError", "VerificationFailedError",
 ]
 
