@@ -23,8 +23,9 @@ listed with the columns each was found in under ``detail.linked``. A request res
 reads them again; when some can no longer be read, it matches rows by keyed hash instead (every file is
 read, as for a resume without values) rather than miss them.
 
-Bound: at most ``max_linked`` other identifiers per request (default :data:`DEFAULT_MAX_LINKED`). Past
-it the request is refused before anything is recorded (:class:`TooManyLinkedIdentifiersError`), never
+Bound: at most ``max_linked`` other identifiers per subject value the request names (default
+:data:`DEFAULT_MAX_LINKED`; a request naming 1,000 people may link 1,000 times as many). Past it the
+request is refused before anything is recorded (:class:`TooManyLinkedIdentifiersError`), never
 truncated: a placeholder (``unknown@example.com``, a household id) shared by many rows would link, and
 then erase, everyone holding it. An identifier found in a later round in a column where the request's own
 value was found (a second ``user_id`` through a shared email) is linked too and reported as a warning,
@@ -43,15 +44,16 @@ from pyiceberg.types import UUIDType
 
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import identity_columns
-from iceberg_privacy.errors import TooManyLinkedIdentifiersError
+from iceberg_privacy.errors import ConfigurationError, TooManyLinkedIdentifiersError
 from iceberg_privacy.identities import extract_identities
 from iceberg_privacy.rights.filework import candidate_rows
 from iceberg_privacy.rights.keyed import digest_distinct
 from iceberg_privacy.rights.reports import LinkedIdentifier, LinkedIdentifiers
 from iceberg_privacy.rights.subjects import TableSubjects, plan_candidates, resolve_subjects
 
-DEFAULT_MAX_LINKED = 100
-"""Other identifiers one request may link (a person has a handful; hundreds mean a shared placeholder)."""
+DEFAULT_MAX_LINKED = 32
+"""Other identifiers a request may link per subject value it names (a person has a handful: accounts, emails,
+devices; hundreds mean a placeholder shared by many people)."""
 
 
 def linking_tables(tables: Sequence[Table]) -> list[Table]:
@@ -71,9 +73,15 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
                    max_linked: int = DEFAULT_MAX_LINKED) -> LinkedIdentifiers:
     """The subject's other identifiers in ``tables`` (those declaring several identity columns; see the module doc).
 
-    Raises :class:`TooManyLinkedIdentifiersError` past ``max_linked``; reads only (Bloom-pruned candidate files).
+    Raises :class:`TooManyLinkedIdentifiersError` past ``max_linked`` per value of ``values``; reads only
+    (Bloom-pruned candidate files).
     """
+    if isinstance(max_linked, bool) or not isinstance(max_linked, int) or max_linked < 0:
+        raise ConfigurationError(f"max_linked must be a whole number >= 0 (other identifiers per subject value), "
+                                 f"got {max_linked!r}; 0 refuses any linked identifier, link_identifiers=False skips "
+                                 "linking")
     sources = linking_tables(tables)
+    bound = max_linked * max(1, len(values))
     out = LinkedIdentifiers(tables_read=[table_name(t) for t in sources], max_linked=max_linked)
     if not sources or not values:
         return out
@@ -122,10 +130,10 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
                             "that holds the request's own identifier: an identifier shared by several people (a "
                             "family email) links them all. Check it; to name the identifiers yourself, pass "
                             "link_identifiers=False")
-                    if len(out.identifiers) > max_linked:
+                    if len(out.identifiers) > bound:
                         raise TooManyLinkedIdentifiersError(
-                            f"the subject's rows in {', '.join(out.tables_read)} link more than {max_linked} other "
-                            f"identifiers (so far in {', '.join(sorted({i.column for i in out.identifiers}))}): an "
+                            f"the subjects' rows in {', '.join(out.tables_read)} link more than {bound} other "
+                            f"identifiers ({max_linked} per subject value; so far in {', '.join(sorted({i.column for i in out.identifiers}))}): an "
                             "identifier shared by many people (a placeholder email, a household id) would erase or "
                             "export all of them. Nothing was recorded. Check those rows; then raise max_linked=, or "
                             "pass link_identifiers=False and name every identifier of the person yourself")
@@ -145,7 +153,7 @@ def relink(tables: Sequence[Table], values: Sequence[Any], secret: bytes, record
     names = set(recorded.get("tables") or [])
     found_in: dict[str, list[str]] = recorded.get("found_in") or {}
     again = collect_linked([t for t in tables if table_name(t) in names], values, secret,
-                           max_linked=max(int(recorded.get("max") or 0), len(digests), DEFAULT_MAX_LINKED))
+                           max_linked=max(int(recorded.get("max") or 0), len(digests), DEFAULT_MAX_LINKED))  # as recorded
     have = {li.digest: li for li in again.identifiers}
     out = LinkedIdentifiers(tables_read=again.tables_read, files_read=again.files_read, rounds=again.rounds,
                             max_linked=int(recorded.get("max") or DEFAULT_MAX_LINKED), warnings=again.warnings)
