@@ -192,10 +192,17 @@ def bloom_columns(schema: Schema, properties: Mapping[str, str], *, strict: bool
     out: list[BloomColumn] = []
     ids = field_ids_of(properties, BLOOM_FIELD_IDS_KEY)
     seen: set[int] = set()
+    declared = list(dict.fromkeys(c.strip() for c in raw.split(",") if c.strip()))
+    resolved = {name: resolve_declared(schema, name, ids, COLUMNS_KEY) for name in declared}
+    # A field listed under its old and its new name (configured again after a rename): the entry under
+    # today's name holds its current settings
+    current = {f.field_id for f in resolved.values() if f is not None and f.name in resolved}
     # dict.fromkeys: a column listed twice (a hand-edited property) gets one filter, not two: a sidecar with
     # two filters for one field is refused by every reader, so that commit's files would all be scanned
-    for name in dict.fromkeys(c.strip() for c in raw.split(",") if c.strip()):
-        found = resolve_declared(schema, name, ids, COLUMNS_KEY)
+    for name in declared:
+        found = resolved[name]
+        if found is not None and found.field_id in current and found.name != name:
+            continue
         if found is None and not strict:
             logger.warning(
                 "bloom column %r configured in %s is not in the schema (renamed or dropped?); "
@@ -264,6 +271,19 @@ def configure_index(
     identity_leaf_type(field)
     names = [c.strip() for c in table.properties.get(COLUMNS_KEY, "").split(",") if c.strip()]
     updates = {index_kind_key(column): ",".join(k for k in INDEX_KINDS if k in kinds)}
+    ids = field_ids_of(table.properties, BLOOM_FIELD_IDS_KEY)
+    renamed = [n for n in names if n != column and (f := resolve_declared(table.schema(), n, ids, COLUMNS_KEY))
+               is not None and f.field_id == field.field_id]
+    if renamed:  # configured under its old name: carry the settings over to today's name
+        old = renamed[0]
+        names = [column if n == old else n for n in names if n not in renamed[1:]]
+        for key in (fpp_key, ndv_key):
+            if key(old) in table.properties:
+                updates[key(column)] = table.properties[key(old)]
+        updates[COLUMNS_KEY] = ",".join(names)
+        ids = {(column if n == old else n): i for n, i in ids.items()}
+        ids[column] = field.field_id
+        updates[BLOOM_FIELD_IDS_KEY] = ",".join(f"{n}={i}" for n, i in ids.items() if n in names)
     if column not in names:
         updates[COLUMNS_KEY] = ",".join([*names, column])
         updates[fpp_key(column)] = repr(DEFAULT_FPP)
