@@ -56,11 +56,18 @@ class LinkedIdentifiers:
     def values(self) -> list[Any]:
         return [li.value for li in self.identifiers if li.value is not None]
 
-    def to_json(self) -> dict[str, Any]:
+    def journal_detail(self) -> dict[str, Any]:
         """What the journal's ``created`` event keeps (``detail.linked``): keyed hashes and column names only."""
         return {"digests": [li.digest for li in self.identifiers],
                 "found_in": {li.digest: li.found_in for li in self.identifiers},
                 "tables": self.tables_read, "max": self.max_linked}
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON (``--json``): every field but the values (keyed hashes and column names only)."""
+        return {"identifiers": [{"column": li.column, "digest": li.digest, "found_in": li.found_in,
+                                 "matched_in": li.matched_in, "round": li.round} for li in self.identifiers],
+                "tables_read": self.tables_read, "files_read": self.files_read, "rounds": self.rounds,
+                "max_linked": self.max_linked, "warnings": self.warnings, "complete": self.complete}
 
     def lines(self) -> list[str]:
         out = [f"  linked identifier: {li}" for li in self.identifiers]

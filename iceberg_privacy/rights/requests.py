@@ -138,7 +138,7 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
     req = journal.submit(rid, kind, digests, len(set(map(repr, own))), [ts.name for ts in resolved], key_id(secret),
                          deadline=deadline, existing=existing,
                          detail={**({"lineage": fan.to_json()} if fan else {}),
-                                 **({"linked": linked.to_json()} if linked is not None else {}),
+                                 **({"linked": linked.journal_detail()} if linked is not None else {}),
                                  "table_uuids": table_uuids(ts.table for ts in resolved),
                                  "table_locations": table_locations(ts.table for ts in resolved)})
     if linked is not None:

@@ -22,6 +22,7 @@ from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
 from iceberg_privacy._internal import faults
+from iceberg_privacy.cli import main
 from iceberg_privacy.rights.journal import Journal
 from tests.helpers import unique_name
 
@@ -57,7 +58,8 @@ def build(cat: Catalog, ns: str, people: dict[int, tuple[str, str]], events: lis
     return t
 
 
-PEOPLE = {i: (f"{name}@x.org", f"+1-555-00{i}") for i, name in zip(range(42, 48), ("ann", "bob", "cy", "di", "ed", "flo"))}
+PEOPLE = {i: (f"{name}@x.org", f"+1-555-00{i}")
+          for i, name in zip(range(42, 48), ("ann", "bob", "cy", "di", "ed", "flo"), strict=True)}
 EVENTS = [42, 42, 43, 44, 42, 45, 46, 46, 47]
 WITNESS = 47  # nobody's request: every test checks that this person is untouched
 
@@ -165,12 +167,22 @@ def test_a_shared_placeholder_is_refused_before_anything_is_recorded(catalog: Ca
         ip.erase(catalog, 40, max_linked=-1)
 
 
-def test_a_second_user_id_through_a_shared_email_is_warned(catalog: Catalog) -> None:
+def test_a_second_user_id_through_a_shared_email_is_warned_on_the_cli(catalog: Catalog, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     people = {42: ("fam@x.org", "+1-555-0042"), 43: ("fam@x.org", "+1-555-0043"), 44: ("cy@x.org", "+1-555-0044")}
     lake = build(catalog, "db", people, [42, 43, 44])
-    report = ip.erase(catalog, 42, [lake["users"], lake["contacts"]])
-    assert report.linked is not None and any("shared" in w for w in report.linked.warnings)
-    assert "warning:" in str(report)
+    home = str(tmp_path / "home")  # the catalog fixture's home
+    capsys.readouterr()
+    assert main(["--home", home, "erase", "42", "--tables", f"{lake['users']},{lake['contacts']}", "--max-linked", "1"]) == 2
+    assert "max_linked" in capsys.readouterr().err  # 1 per value: the email, then 43 and two phones: refused
+    assert main(["--home", home, "erase", "42", "--tables", f"{lake['users']},{lake['contacts']}", "--json"]) == 0
+    printed = capsys.readouterr().out
+    linked = json.loads(printed)["linked"]
+    assert {i["column"] for i in linked["identifiers"]} == {"db.a_users.email", "db.a_users.user_id",
+                                                           "db.a_contacts.phone"}
+    assert any("shared" in w for w in linked["warnings"])
+    assert "fam@x.org" not in printed and "555-00" not in printed  # keyed hashes and columns only
+    assert holds(catalog, lake["users"], [42, 43]) == 0 and holds(catalog, lake["users"], [44]) == 1
 
 
 def test_access_exports_the_rows_found_by_the_other_identifiers(shared_catalog: Catalog, lake: dict[str, str],
