@@ -59,8 +59,8 @@ def build(cat: Catalog, ns: str, people: dict[int, tuple[str, str]], events: lis
 
 
 PEOPLE = {i: (f"{name}@x.org", f"+1-555-00{i}")
-          for i, name in zip(range(42, 48), ("ann", "bob", "cy", "di", "ed", "flo"), strict=True)}
-EVENTS = [42, 42, 43, 44, 42, 45, 46, 46, 47]
+          for i, name in zip(range(42, 49), ("ann", "bob", "cy", "di", "ed", "flo", "gus"), strict=True)}
+EVENTS = [42, 42, 43, 44, 42, 45, 46, 46, 47, 48]
 WITNESS = 47  # nobody's request: every test checks that this person is untouched
 
 
@@ -154,6 +154,19 @@ def test_crash_between_collecting_and_journaling_leaves_nothing(shared_catalog: 
         ip.erase(catalog, uid, request_id="r-early", follow_lineage=True)
     ip.erase(catalog, uid, request_id="r-early", follow_lineage=True)  # resumed with values: read again, all there
     assert not any(holds(catalog, n, person(uid)) for n in lake.values())
+
+
+def test_the_queue_keeps_the_linked_identifiers_encrypted_and_erases_by_them(shared_catalog: Catalog,
+                                                                            lake: dict[str, str]) -> None:
+    catalog, uid = shared_catalog, 48
+    state = ip.enqueue(catalog, "erase", uid, request_id="q-linked")
+    assert len(state.detail["linked"]["digests"]) == 2
+    # the source rows go first (another request, say): the queue still holds the linked values, encrypted
+    ip.erase(catalog, uid, [lake["users"], lake["contacts"]], link_identifiers=False)
+    report = ip.run_pending(catalog, purge=False)  # erase only (the purge is the queue's own business)
+    assert not report.blocked, str(report)
+    for name in lake.values():
+        assert holds(catalog, name, person(uid)) == 0, name
 
 
 def test_a_shared_placeholder_is_refused_before_anything_is_recorded(catalog: Catalog) -> None:
