@@ -80,7 +80,7 @@ def cmd_requests_submit(args: argparse.Namespace, catalog: Catalog) -> int:
     # Queued: the subjects are kept encrypted until the request completes, so `requests run --pending` works it.
     req = enqueue(catalog, args.kind, need_values(args), tables(args), request_id=args.request_id, home=args.home,
                   regime=args.regime, deadline=timedelta(days=args.deadline_days) if args.deadline_days else None,
-                  allow_empty_subject=args.allow_empty_subject)
+                  allow_empty_subject=args.allow_empty_subject, **_link_kwargs(args))
     emit(args, req, f"{req.request_id} {req.kind} {req.status} deadline {req.deadline.isoformat()}")
     return 0
 
@@ -206,6 +206,7 @@ def register(subparsers: Any) -> None:
                    help="deadline: gdpr = one calendar month (default), ccpa = 45 days")
     p.add_argument("--deadline-days", type=float, help="explicit deadline in days (overrides --regime)")
     add_subject_args(p)
+    _link_args(p)
     p = add_command(rsub, "list", cmd_requests_list, json=True, help="every request with status and deadline")
     p.add_argument("--overdue", action="store_true", help="only open requests past their deadline")
     p = add_command(rsub, "show", cmd_requests_show, json=True,
