@@ -210,14 +210,15 @@ def test_access_exports_the_rows_found_by_the_other_identifiers(shared_catalog: 
     assert alone.tables[lake["tickets"]].rows == 0
 
 
+@pytest.mark.slow  # two examples of six tables and two derives each: about 8-10 s on 2 cores
 @settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_no_table_of_the_closure_keeps_an_identifier_of_the_person(shared_catalog: Catalog, data: Any) -> None:
     """After erase(follow_lineage=True) no table reached holds any identifier value of the person, and every
     other person's rows are all still there."""
-    n = data.draw(st.integers(2, 5), label="people")
+    n = data.draw(st.integers(2, 4), label="people")
     people = {100 + i: (f"p{i}@x.org", f"+1-{i:04d}") for i in range(n)}
-    events = data.draw(st.lists(st.sampled_from(sorted(people)), min_size=1, max_size=8), label="events")
+    events = data.draw(st.lists(st.sampled_from(sorted(people)), min_size=1, max_size=6), label="events")
     subject = data.draw(st.sampled_from(sorted(people)), label="subject")
     lake = build(shared_catalog, unique_name("ns"), people, events)
     before = {t: {p: holds(shared_catalog, t, [p, *people[p]]) for p in people} for t in lake.values()}
