@@ -168,10 +168,11 @@ def relink(tables: Sequence[Table], values: Sequence[Any], secret: bytes, record
 
 
 def mark_matched(linked: LinkedIdentifiers, subjects: Sequence[TableSubjects]) -> None:
-    """Fill each identifier's ``matched_in``: the table columns the request matched it in."""
+    """Fill each identifier's ``searched_in``: every table column of the request whose type family takes it
+    (the keyed hash is per family: an email is searched in every string identity column)."""
     for li in linked.identifiers:
         d = bytes.fromhex(li.digest)
-        li.matched_in = [f"{ts.name}.{c.column.name}" for ts in subjects for c in ts.columns if d in c.digests]
+        li.searched_in = [f"{ts.name}.{c.column.name}" for ts in subjects for c in ts.columns if d in c.digests]
 
 
 __all__ = ["DEFAULT_MAX_LINKED", "collect_linked", "linking_tables", "mark_matched", "relink"]

@@ -30,13 +30,15 @@ class LinkedIdentifier:
     column: str  # "db.users.email": where it was first found
     digest: str  # hex HMAC-SHA256(secret, canonical value), as the journal records it
     found_in: list[str] = field(default_factory=list)  # every "table.column" holding it next to the subject
-    matched_in: list[str] = field(default_factory=list)  # "table.column" the request erased (or exported) it from
+    # every "table.column" of the request searched for it: rows holding it there are erased (or exported); the
+    # per-table row counts of the report say how many went (rows are not attributed to one identifier)
+    searched_in: list[str] = field(default_factory=list)
     round: int = 1  # 1: next to the request's own values; 2+: next to an identifier found in an earlier round
     value: Any = field(default=None, repr=False, compare=False)
 
     def __str__(self) -> str:
-        where = ", ".join(self.matched_in) or "no table"
-        return (f"{self.column} #{self.digest[:12]} (found in {', '.join(self.found_in)}; matched in {where}"
+        where = ", ".join(self.searched_in) or "no table"
+        return (f"{self.column} #{self.digest[:12]} (found in {', '.join(self.found_in)}; searched in {where}"
                 f"{'' if self.value is not None else '; by keyed hash: its source rows were already erased'})")
 
 
@@ -65,7 +67,7 @@ class LinkedIdentifiers:
     def to_json(self) -> dict[str, Any]:
         """The report as JSON (``--json``): every field but the values (keyed hashes and column names only)."""
         return {"identifiers": [{"column": li.column, "digest": li.digest, "found_in": li.found_in,
-                                 "matched_in": li.matched_in, "round": li.round} for li in self.identifiers],
+                                 "searched_in": li.searched_in, "round": li.round} for li in self.identifiers],
                 "tables_read": self.tables_read, "files_read": self.files_read, "rounds": self.rounds,
                 "max_linked": self.max_linked, "warnings": self.warnings, "complete": self.complete}
 

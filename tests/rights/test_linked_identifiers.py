@@ -105,9 +105,9 @@ def test_join_derived_and_unrelated_tables_lose_the_other_identifiers(shared_cat
     found = {li.column: li for li in report.linked.identifiers}
     assert set(found) == {"db.a_users.email", "db.a_contacts.phone"}  # the phone through the email (second round)
     assert found["db.a_contacts.phone"].round == 2
-    assert "db.mailing.email" in found["db.a_users.email"].matched_in
-    assert "db.tickets.email" in found["db.a_users.email"].matched_in
-    assert "db.phones.mobile" in found["db.a_contacts.phone"].matched_in
+    assert "db.mailing.email" in found["db.a_users.email"].searched_in
+    assert "db.tickets.email" in found["db.a_users.email"].searched_in
+    assert "db.phones.mobile" in found["db.a_contacts.phone"].searched_in
     text = str(report)
     assert "db.a_users.email #" in text and "ann@x.org" not in text and "555-0042" not in text
     # the journal keeps keyed hashes only
