@@ -165,17 +165,20 @@ def _warn_renamed(key: str, declared: str, field: NestedField) -> None:
     )
 
 
-def resolve_declared(schema: Schema, declared: str, field_ids: Mapping[str, int], key: str) -> NestedField | None:
+def resolve_declared(schema: Schema, declared: str, field_ids: Mapping[str, int], key: str, *,
+                     by_name_when_gone: bool = False) -> NestedField | None:
     """The top-level field a declared name stands for: by its recorded field id when there is one (a rename
     is followed, with a warning once), else by name. None when the field is gone (dropped; or, for a name
-    without a recorded id, renamed before ids were recorded)."""
+    without a recorded id, renamed before ids were recorded). ``by_name_when_gone``: a recorded field that was
+    dropped resolves to a new column of the same name (an index may follow it; an identity declaration may not)."""
     fid = field_ids.get(declared)
     top = {f.field_id: f for f in schema.fields}
     if fid is not None:
         field = top.get(fid)
         if field is not None and field.name != declared:
             _warn_renamed(key, declared, field)
-        return field
+        if field is not None or not by_name_when_gone:
+            return field
     return next((f for f in schema.fields if f.name == declared), None)
 
 
@@ -184,8 +187,9 @@ def bloom_columns(schema: Schema, properties: Mapping[str, str], *, strict: bool
 
     A column renamed since it was configured is found by the field id recorded next to its name
     (``privacy.bloom.field-ids``; ``BloomColumn.name`` is then today's name, its FPP/NDV/index keys stay
-    under the configured name). A configured column that no longer exists (dropped, or renamed before ids
-    were recorded) is skipped with a warning unless ``strict``: its files are then scanned, and lookups on
+    under the configured name). A column added under a dropped column's name is indexed (as before ids were
+    recorded). A configured column that no longer exists (dropped, or renamed before ids were recorded) is
+    skipped with a warning unless ``strict``: its files are then scanned, and lookups on
     other columns keep working. Re-run :func:`configure_bloom` with the new name after such a change.
     """
     raw = properties.get(COLUMNS_KEY, "")
@@ -193,7 +197,8 @@ def bloom_columns(schema: Schema, properties: Mapping[str, str], *, strict: bool
     ids = field_ids_of(properties, BLOOM_FIELD_IDS_KEY)
     seen: set[int] = set()
     declared = list(dict.fromkeys(c.strip() for c in raw.split(",") if c.strip()))
-    resolved = {name: resolve_declared(schema, name, ids, COLUMNS_KEY) for name in declared}
+    # by_name_when_gone: a column dropped and added again under its name is indexed, as before ids were kept
+    resolved = {name: resolve_declared(schema, name, ids, COLUMNS_KEY, by_name_when_gone=True) for name in declared}
     # A field listed under its old and its new name (configured again after a rename): the entry under
     # today's name holds its current settings
     current = {f.field_id for f in resolved.values() if f is not None and f.name in resolved}
