@@ -167,7 +167,7 @@ def relink(tables: Sequence[Table], values: Sequence[Any], secret: bytes, record
     return out
 
 
-def mark_matched(linked: LinkedIdentifiers, subjects: Sequence[TableSubjects]) -> None:
+def mark_searched(linked: LinkedIdentifiers, subjects: Sequence[TableSubjects]) -> None:
     """Fill each identifier's ``searched_in``: every table column of the request whose type family takes it
     (the keyed hash is per family: an email is searched in every string identity column)."""
     for li in linked.identifiers:
@@ -175,4 +175,4 @@ def mark_matched(linked: LinkedIdentifiers, subjects: Sequence[TableSubjects]) -
         li.searched_in = [f"{ts.name}.{c.column.name}" for ts in subjects for c in ts.columns if d in c.digests]
 
 
-__all__ = ["DEFAULT_MAX_LINKED", "collect_linked", "linking_tables", "mark_matched", "relink"]
+__all__ = ["DEFAULT_MAX_LINKED", "collect_linked", "linking_tables", "mark_searched", "relink"]

@@ -39,7 +39,7 @@ from iceberg_privacy.rights.journal import (
     table_uuids,
 )
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
-from iceberg_privacy.rights.linked import DEFAULT_MAX_LINKED, collect_linked, mark_matched, relink
+from iceberg_privacy.rights.linked import DEFAULT_MAX_LINKED, collect_linked, mark_searched, relink
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE, purge
 from iceberg_privacy.rights.reports import AccessReport, ErasureReport, LinkedIdentifiers, PurgeReport
 from iceberg_privacy.rights.subjects import (
@@ -65,6 +65,7 @@ class Submission:
     secret: bytes
     lineage: Fanout | None = None
     linked: LinkedIdentifiers | None = None  # the subject's other identifiers (rights/linked.py)
+    own: list[Any] = field(default_factory=list)  # the request's own values
 
     @property
     def values(self) -> list[Any] | None:
@@ -73,8 +74,6 @@ class Submission:
         if self.linked is not None and not self.linked.complete:
             return None
         return self.own + (self.linked.values if self.linked is not None else [])
-
-    own: list[Any] = field(default_factory=list)
 
 
 def _secret(secret: bytes | None, home: str | os.PathLike[str] | None, catalog: Catalog) -> bytes:
@@ -142,7 +141,7 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
                                  "table_uuids": table_uuids(ts.table for ts in resolved),
                                  "table_locations": table_locations(ts.table for ts in resolved)})
     if linked is not None:
-        mark_matched(linked, resolved)
+        mark_searched(linked, resolved)
     return Submission(req, resolved, secret, fan, linked, own)
 
 
@@ -152,13 +151,14 @@ def submit_request(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[
                    deadline: timedelta = DEFAULT_DEADLINE, follow_lineage: bool = False,
                    allow_empty_subject: bool = False, link_identifiers: bool = True,
                    max_linked: int = DEFAULT_MAX_LINKED) -> RequestState:
-    """Validate the subjects and tables and record the request durably; no data is read or changed.
+    """Validate the subjects and tables and record the request durably; no data is changed.
 
     ``kind`` is ``"erase"`` or ``"access"``. Run it later with :func:`run_request` (an erasure needs
     only the request id; an access request needs the subjects again, since the journal keeps only
     keyed hashes). With ``follow_lineage`` the tables lineage reaches downstream are part of it too.
     Empty or whitespace-only values are refused unless ``allow_empty_subject=True`` (every verb here).
-    The subject's other identifiers are read and recorded (keyed) now, unless ``link_identifiers=False``
+    The subject's other identifiers are read (the subject's rows in tables declaring several identity
+    columns) and recorded (keyed) now, unless ``link_identifiers=False``
     (every verb here; see :mod:`iceberg_privacy.rights.linked`, at most ``max_linked`` of them).
     """
     return _submit(catalog, kind, subjects, tables, request_id=request_id, home=home, deadline=deadline,
