@@ -106,6 +106,7 @@ from iceberg_privacy.errors import (
     StorageError,
     SubjectRightsError,
     TableNotFoundError,
+    TooManyLinkedIdentifiersError,
     UnknownColumnError,
     UnknownRequestError,
     UnsupportedDataError,
@@ -144,6 +145,8 @@ from iceberg_privacy.rights.queue import QueuedRequest, QueueReport, enqueue, en
 from iceberg_privacy.rights.reports import (
     AccessReport,
     ErasureReport,
+    LinkedIdentifier,
+    LinkedIdentifiers,
     PurgeReport,
     TableErasure,
     TableExport,
@@ -164,7 +167,7 @@ __all__ = [
     "backfill", "cleanup_orphans", "compact_sidecars", "expire_snapshots", "lookup", "plan_lookup",
     "sidecar_status", "verify_sidecars",
     # subject rights
-    "AccessReport", "ErasureReport", "Journal", "PurgeReport", "RequestState", "TableErasure", "TableExport",
+    "AccessReport", "ErasureReport", "Journal", "LinkedIdentifier", "LinkedIdentifiers", "PurgeReport", "RequestState", "TableErasure", "TableExport",
     "QueueReport", "QueuedRequest", "TablePurge", "VerifyReport",
     "access", "enqueue", "enqueue_many", "erase", "init_secret", "purge", "run_pending", "run_request",
     "submit_request",
@@ -185,7 +188,7 @@ __all__ = [
     "MissingSourceError", "NoBudgetConfiguredError", "NoIdentityColumnsError", "OpaqueSqlError",
     "PrivacyUnitRequiredError", "PurposeViolationError", "QueryCapExceededError", "QueueIntegrityError", "RefHoldsSubjectError", "ReleaseAbortedError", "ReleaseFailedError",
     "RequestBlockedError", "RequestConflictError", "SchemaMismatchError", "SecretMissingError", "SidecarError",
-    "SparkJobError", "StorageError", "SubjectRightsError", "TableNotFoundError", "UnknownColumnError", "UnknownRequestError",
+    "SparkJobError", "StorageError", "SubjectRightsError", "TableNotFoundError", "TooManyLinkedIdentifiersError", "UnknownColumnError", "UnknownRequestError",
     "UnsupportedDataError", "UnsupportedSparkTypeError", "UnsupportedTypeError", "VerificationFailedError",
 ]
 

@@ -8,9 +8,16 @@
                                      column of ``privacy.bloom.columns`` gets (docs/exact-index.md)
 ``privacy.identity.columns``         comma-separated top-level columns that identify a person (for
                                      access, erasure and the forget list); nested identity maps allowed
+``privacy.identity.field-ids``,      ``name=field-id`` pairs written next to the names: a column renamed
+``privacy.bloom.field-ids``          since is found by its Iceberg field id (warned once per process), so
+                                     an unattended request queue does not stop at a ``rename_column``;
+                                     a name without a pair (declared before these keys) resolves by name
 
 Keeping the configuration in the table means every writer (Python, Spark, CLI) agrees on it and it
-travels with the table through catalogs.
+travels with the table through catalogs. Names are what people read and write; field ids are what
+Iceberg keeps stable across renames, so a declaration records both and trusts the id. A declared field
+that is gone from the schema (dropped) stays an error for identity columns: access and erasure must never
+silently miss a column that holds people.
 """
 
 from __future__ import annotations
@@ -31,8 +38,10 @@ from iceberg_privacy.catalog import TableRef, load_table
 from iceberg_privacy.errors import ConfigurationError, UnknownColumnError
 from iceberg_privacy.identities import identity_leaf_type
 from iceberg_privacy.properties import BLOOM_COLUMNS_PROPERTY as COLUMNS_KEY
+from iceberg_privacy.properties import BLOOM_FIELD_IDS_PROPERTY as BLOOM_FIELD_IDS_KEY
 from iceberg_privacy.properties import BLOOM_PREFIX as _PREFIX
 from iceberg_privacy.properties import IDENTITY_COLUMNS_PROPERTY as IDENTITY_COLUMNS_KEY
+from iceberg_privacy.properties import IDENTITY_FIELD_IDS_PROPERTY as IDENTITY_FIELD_IDS_KEY
 from iceberg_privacy.properties import index_kind_key
 
 logger = logging.getLogger(__name__)
@@ -125,26 +134,90 @@ def resolve_column(schema: Schema, column: str, where: str = "the table") -> Nes
     return schema.find_field(column)
 
 
+def field_ids_of(properties: Mapping[str, str], key: str) -> dict[str, int]:
+    """The ``name=field-id`` pairs of ``key`` (a malformed pair, written by hand, is ignored: that name then
+    resolves by name, as before the key existed)."""
+    out: dict[str, int] = {}
+    for part in properties.get(key, "").split(","):
+        name, sep, fid = part.strip().rpartition("=")
+        if sep and name.strip() and fid.strip().lstrip("-").isdigit():
+            out[name.strip()] = int(fid)
+    return out
+
+
+def field_ids_property(schema: Schema, names: Iterable[str]) -> str:
+    """The value of a ``*.field-ids`` key for ``names`` (top-level columns of ``schema``)."""
+    return ",".join(f"{n}={schema.find_field(n).field_id}" for n in names)
+
+
+_warned_renames: set[tuple[str, str, int, str]] = set()
+
+
+def _warn_renamed(key: str, declared: str, field: NestedField) -> None:
+    mark = (key, declared, field.field_id, field.name)
+    if mark in _warned_renames:
+        return
+    _warned_renames.add(mark)
+    logger.warning(
+        "column %r declared in %s was renamed to %r (field id %d); it is followed by its field id. Declare it "
+        "again under its new name to update the property (configure_identity / configure_bloom)",
+        declared, key, field.name, field.field_id,
+    )
+
+
+def resolve_declared(schema: Schema, declared: str, field_ids: Mapping[str, int], key: str, *,
+                     by_name_when_gone: bool = False) -> NestedField | None:
+    """The top-level field a declared name stands for: by its recorded field id when there is one (a rename
+    is followed, with a warning once), else by name. None when the field is gone (dropped; or, for a name
+    without a recorded id, renamed before ids were recorded). ``by_name_when_gone``: a recorded field that was
+    dropped resolves to a new column of the same name (an index may follow it; an identity declaration may not)."""
+    fid = field_ids.get(declared)
+    top = {f.field_id: f for f in schema.fields}
+    if fid is not None:
+        field = top.get(fid)
+        if field is not None and field.name != declared:
+            _warn_renamed(key, declared, field)
+        if field is not None or not by_name_when_gone:
+            return field
+    return next((f for f in schema.fields if f.name == declared), None)
+
+
 def bloom_columns(schema: Schema, properties: Mapping[str, str], *, strict: bool = False) -> list[BloomColumn]:
     """The validated Bloom configuration of a table (empty when none is set).
 
-    A configured column that no longer exists (renamed or dropped since) is skipped with a warning
-    unless ``strict``: its files are then scanned, and lookups on other columns keep working.
-    Re-run :func:`configure_bloom` with the new name after a rename.
+    A column renamed since it was configured is found by the field id recorded next to its name
+    (``privacy.bloom.field-ids``; ``BloomColumn.name`` is then today's name, its FPP/NDV/index keys stay
+    under the configured name). A column added under a dropped column's name is indexed (as before ids were
+    recorded). A configured column that no longer exists (dropped, or renamed before ids were recorded) is
+    skipped with a warning unless ``strict``: its files are then scanned, and lookups on
+    other columns keep working. Re-run :func:`configure_bloom` with the new name after such a change.
     """
     raw = properties.get(COLUMNS_KEY, "")
     out: list[BloomColumn] = []
-    names = {f.name for f in schema.fields}
+    ids = field_ids_of(properties, BLOOM_FIELD_IDS_KEY)
+    seen: set[int] = set()
+    declared = list(dict.fromkeys(c.strip() for c in raw.split(",") if c.strip()))
+    # by_name_when_gone: a column dropped and added again under its name is indexed, as before ids were kept
+    resolved = {name: resolve_declared(schema, name, ids, COLUMNS_KEY, by_name_when_gone=True) for name in declared}
+    # A field listed under its old and its new name (configured again after a rename): the entry under
+    # today's name holds its current settings
+    current = {f.field_id for f in resolved.values() if f is not None and f.name in resolved}
     # dict.fromkeys: a column listed twice (a hand-edited property) gets one filter, not two: a sidecar with
     # two filters for one field is refused by every reader, so that commit's files would all be scanned
-    for name in dict.fromkeys(c.strip() for c in raw.split(",") if c.strip()):
-        if name not in names and not strict:
+    for name in declared:
+        found = resolved[name]
+        if found is not None and found.field_id in current and found.name != name:
+            continue
+        if found is None and not strict:
             logger.warning(
                 "bloom column %r configured in %s is not in the schema (renamed or dropped?); "
                 "no filters are written for it until configure_bloom names it again", name, COLUMNS_KEY
             )
             continue
-        field = resolve_column(schema, name)
+        field = found if found is not None else resolve_column(schema, name)
+        if field.field_id in seen:  # the old and the new name both listed: one filter per field
+            continue
+        seen.add(field.field_id)
         try:
             leaf = identity_leaf_type(field)
         except ConfigurationError as exc:  # a type no filter can be built for, set by hand
@@ -154,7 +227,7 @@ def bloom_columns(schema: Schema, properties: Mapping[str, str], *, strict: bool
             continue
         out.append(
             BloomColumn(
-                name=name,
+                name=field.name,
                 field=field,
                 leaf_type=leaf,
                 fpp=_lenient(_validate_fpp, name, properties.get(fpp_key(name), DEFAULT_FPP), DEFAULT_FPP, strict),
@@ -203,9 +276,25 @@ def configure_index(
     identity_leaf_type(field)
     names = [c.strip() for c in table.properties.get(COLUMNS_KEY, "").split(",") if c.strip()]
     updates = {index_kind_key(column): ",".join(k for k in INDEX_KINDS if k in kinds)}
+    ids = field_ids_of(table.properties, BLOOM_FIELD_IDS_KEY)
+    renamed = [n for n in names if n != column and (f := resolve_declared(table.schema(), n, ids, COLUMNS_KEY))
+               is not None and f.field_id == field.field_id]
+    if renamed:  # configured under its old name: carry the settings over to today's name
+        old = renamed[0]
+        names = [column if n == old else n for n in names if n not in renamed[1:]]
+        for key in (fpp_key, ndv_key):
+            if key(old) in table.properties:
+                updates[key(column)] = table.properties[key(old)]
+        updates[COLUMNS_KEY] = ",".join(names)
+        ids = {(column if n == old else n): i for n, i in ids.items()}
+        ids[column] = field.field_id
+        updates[BLOOM_FIELD_IDS_KEY] = ",".join(f"{n}={i}" for n, i in ids.items() if n in names)
     if column not in names:
         updates[COLUMNS_KEY] = ",".join([*names, column])
         updates[fpp_key(column)] = repr(DEFAULT_FPP)
+        ids = field_ids_of(table.properties, BLOOM_FIELD_IDS_KEY)
+        ids[column] = field.field_id
+        updates[BLOOM_FIELD_IDS_KEY] = ",".join(f"{n}={i}" for n, i in ids.items() if n in [*names, column])
     with table.transaction() as tx:
         tx.set_properties(updates)
     return table.refresh()
@@ -252,8 +341,16 @@ def configure_bloom(
         updates[fpp_key(name)] = repr(col_fpp)
         if col_ndv is not None:
             updates[ndv_key(name)] = str(col_ndv)
+    for name, col in existing.items():  # kept columns: settings under today's name (a renamed one's moved)
+        if name not in specs:
+            updates[fpp_key(name)] = repr(col.fpp)
+            if col.ndv is not None:
+                updates[ndv_key(name)] = str(col.ndv)
+            if col.kinds != frozenset({"bloom"}):
+                updates[index_kind_key(name)] = ",".join(k for k in INDEX_KINDS if k in col.kinds)
     names = list(existing) + [n for n in specs if n not in existing]
     updates[COLUMNS_KEY] = ",".join(names)
+    updates[BLOOM_FIELD_IDS_KEY] = field_ids_property(schema, names)
     with table.transaction() as tx:
         stale = [ndv_key(n) for n, s in specs.items() if s.get("ndv", ndv) is None and ndv_key(n) in table.properties]
         if stale:
@@ -277,22 +374,55 @@ class IdentityColumn:
         return self.field.field_id
 
 
-def declared_identity_names(properties: Mapping[str, str]) -> list[str]:
-    """The names in ``privacy.identity.columns``, unvalidated (lineage reads them for dropped schemas too)."""
-    return [c.strip() for c in properties.get(IDENTITY_COLUMNS_KEY, "").split(",") if c.strip()]
+def declared_identity_names(properties: Mapping[str, str], schema: Schema | None = None) -> list[str]:
+    """The names in ``privacy.identity.columns``, unvalidated (lineage reads them for dropped schemas too).
+
+    With ``schema``, a name whose recorded field id now has another name is given as today's name."""
+    names = [c.strip() for c in properties.get(IDENTITY_COLUMNS_KEY, "").split(",") if c.strip()]
+    if schema is None:
+        return names
+    ids = field_ids_of(properties, IDENTITY_FIELD_IDS_KEY)
+    out: list[str] = []
+    for name in names:
+        field = resolve_declared(schema, name, ids, IDENTITY_COLUMNS_KEY)
+        current = field.name if field is not None else name
+        if current not in out:
+            out.append(current)
+    return out
 
 
 def identity_columns(schema: Schema, properties: Mapping[str, str]) -> list[IdentityColumn]:
     """The identity columns a table declares (empty when it declares none).
 
-    A declared column that is no longer in the schema is an error here, not a warning: access and
-    erasure must never silently miss a column that holds people.
+    Each declared name resolves by the field id recorded next to it (``privacy.identity.field-ids``), so a
+    renamed column keeps working (``IdentityColumn.name`` is today's name; a warning once per process says
+    to declare it again); a name declared without an id resolves by name. A declared column that is no
+    longer in the schema (dropped) is an error here, not a warning: access and erasure must never silently
+    miss a column that holds people.
     """
     out: list[IdentityColumn] = []
+    ids = field_ids_of(properties, IDENTITY_FIELD_IDS_KEY)
     for name in declared_identity_names(properties):
-        field = resolve_column(schema, name, where=f"the schema (it is declared in {IDENTITY_COLUMNS_KEY})")
-        out.append(IdentityColumn(name=name, field=field, leaf_type=identity_leaf_type(field)))
+        field = resolve_declared(schema, name, ids, IDENTITY_COLUMNS_KEY)
+        if field is None:
+            if name in ids:
+                names = ", ".join(f.name for f in schema.fields)
+                raise UnknownColumnError(
+                    f"column {name!r} (field id {ids[name]}) is declared in {IDENTITY_COLUMNS_KEY} but is no longer "
+                    f"in the schema (dropped); available: {names}. Declare the identity columns again: "
+                    "iceberg_privacy.configure_identity(table, [...])"
+                )
+            field = resolve_column(schema, name, where=f"the schema (it is declared in {IDENTITY_COLUMNS_KEY})")
+        if any(c.field_id == field.field_id for c in out):
+            continue
+        out.append(IdentityColumn(name=field.name, field=field, leaf_type=identity_leaf_type(field)))
     return out
+
+
+def identity_properties(schema: Schema, names: Iterable[str]) -> dict[str, str]:
+    """The table properties declaring ``names`` (top-level columns of ``schema``): the names and their field ids."""
+    names = list(names)
+    return {IDENTITY_COLUMNS_KEY: ",".join(names), IDENTITY_FIELD_IDS_KEY: field_ids_property(schema, names)}
 
 
 def configure_identity(table: TableRef, columns: str | Iterable[str], *, replace: bool = True, catalog: Catalog | None = None) -> Table:
@@ -311,7 +441,7 @@ def configure_identity(table: TableRef, columns: str | Iterable[str], *, replace
     existing = [] if replace else [c.name for c in identity_columns(schema, table.properties)]
     merged = existing + [n for n in names if n not in existing]
     with table.transaction() as tx:
-        tx.set_properties({IDENTITY_COLUMNS_KEY: ",".join(merged)})
+        tx.set_properties(identity_properties(schema, merged))
     return table.refresh()
 
 

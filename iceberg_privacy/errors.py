@@ -84,6 +84,11 @@ class RefHoldsSubjectError(RequestBlockedError, ConfigurationError):
     """A tag (or a branch the erasure did not reach) still reads rows of a request's subjects."""
 
 
+class TooManyLinkedIdentifiersError(SubjectRightsError):
+    """A subject's rows link more other identifiers than a request allows (an identifier shared by many
+    people would otherwise erase or export them all); nothing was recorded or changed."""
+
+
 class QueueIntegrityError(SubjectRightsError):
     """Queued identifiers cannot be used: their ciphertext fails authentication or is gone."""
 

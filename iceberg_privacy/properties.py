@@ -25,6 +25,9 @@ from pyiceberg.table import Table
 # -- index: Bloom-filter sidecars (docs/sidecar-format.md) ----------------------------------------
 BLOOM_COLUMNS_PROPERTY = "privacy.bloom.columns"
 """Comma-separated top-level columns that get a Bloom filter per data file."""
+BLOOM_FIELD_IDS_PROPERTY = "privacy.bloom.field-ids"
+"""``name=field-id`` pairs (comma-separated) for the names in ``privacy.bloom.columns``, written with them:
+a column renamed since is still found by its Iceberg field id (see :func:`iceberg_privacy.config.bloom_columns`)."""
 BLOOM_PREFIX = "privacy.bloom."
 """``privacy.bloom.<column>.fpp`` and ``privacy.bloom.<column>.ndv``: see :func:`bloom_fpp_key`."""
 SIDECAR_PATH_SUMMARY = "privacy.sidecar.path"
@@ -45,6 +48,10 @@ EXACT_COMPACT_AFTER_DEFAULT = 32
 # -- subject rights (docs/subject-rights.md, docs/forget-list.md) ---------------------------------
 IDENTITY_COLUMNS_PROPERTY = "privacy.identity.columns"
 """Comma-separated top-level columns that identify a person (access and erasure requests use them)."""
+IDENTITY_FIELD_IDS_PROPERTY = "privacy.identity.field-ids"
+"""``name=field-id`` pairs (comma-separated) for the names in ``privacy.identity.columns``, written with them:
+a declared column renamed since is resolved by its Iceberg field id, so requests keep working after
+``rename_column``; a name without a pair (a declaration made before this key existed) is resolved by name."""
 ERASURE_REQUEST_SUMMARY = "privacy.erasure.request-id"
 ERASURE_ROWS_SUMMARY = "privacy.erasure.rows-removed"
 ERASURE_FILES_REWRITTEN_SUMMARY = "privacy.erasure.files-rewritten"

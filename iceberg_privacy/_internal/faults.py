@@ -19,7 +19,8 @@ from contextlib import contextmanager
 
 CHECKPOINTS: frozenset[str] = frozenset({
     # subject rights (iceberg_privacy.rights)
-    "erasure.after_submit", "erasure.after_forget", "erasure.staging", "erasure.before_commit", "erasure.after_commit",
+    "erasure.after_link", "erasure.after_submit", "erasure.after_forget", "erasure.staging", "erasure.before_commit",
+    "erasure.after_commit",
     "erasure.after_table",
     "queue.after_enqueue", "queue.after_claim", "queue.after_batch", "queue.after_erase", "queue.before_outcomes",
     "queue.before_shred", "queue.after_shred_delete",

@@ -47,7 +47,8 @@ def cmd_access(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.rights.requests import access
 
     report = access(catalog, need_values(args), tables(args), out=args.out, format=args.format,
-                    request_id=args.request_id, home=args.home, allow_empty_subject=args.allow_empty_subject)
+                    request_id=args.request_id, home=args.home, allow_empty_subject=args.allow_empty_subject,
+                    **_link_kwargs(args))
     emit(args, report)
     if args.plan and not args.json:
         for t in report.tables.values():
@@ -60,7 +61,7 @@ def cmd_erase(args: argparse.Namespace, catalog: Catalog) -> int:
 
     emit(args, erase(catalog, need_values(args), tables(args), request_id=args.request_id, purge=args.purge,
                      home=args.home, follow_lineage=args.follow_lineage,
-                     allow_empty_subject=args.allow_empty_subject))
+                     allow_empty_subject=args.allow_empty_subject, **_link_kwargs(args)))
     return 0
 
 
@@ -79,7 +80,7 @@ def cmd_requests_submit(args: argparse.Namespace, catalog: Catalog) -> int:
     # Queued: the subjects are kept encrypted until the request completes, so `requests run --pending` works it.
     req = enqueue(catalog, args.kind, need_values(args), tables(args), request_id=args.request_id, home=args.home,
                   regime=args.regime, deadline=timedelta(days=args.deadline_days) if args.deadline_days else None,
-                  allow_empty_subject=args.allow_empty_subject)
+                  allow_empty_subject=args.allow_empty_subject, **_link_kwargs(args))
     emit(args, req, f"{req.request_id} {req.kind} {req.status} deadline {req.deadline.isoformat()}")
     return 0
 
@@ -133,6 +134,20 @@ def cmd_requests_run(args: argparse.Namespace, catalog: Catalog) -> int:
     return 0
 
 
+def _link_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-link", action="store_true",
+                   help="do not add the subjects' other identifiers read from tables declaring several identity "
+                        "columns (name every identifier yourself)")
+    p.add_argument("--max-linked", type=int, metavar="N",
+                   help="refuse the request when the subjects link more than N other identifiers per value "
+                        "(default 32: more means an identifier shared by many people)")
+
+
+def _link_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"link_identifiers": not args.no_link,
+            **({"max_linked": args.max_linked} if args.max_linked is not None else {})}
+
+
 def _spark(master: str | None) -> Any:
     """The Spark session of ``--spark MASTER`` (None without it): executors read and rewrite, this process commits."""
     if not master:
@@ -164,10 +179,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, type=output_location, help="output directory (or s3://... location)")
     p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet")
     p.add_argument("--plan", action="store_true", help="print the files each table's plan touched")
+    _link_args(p)
 
     p = add_command(subparsers, "erase", cmd_erase, json=True,
                     help="erase the subjects' rows (copy-on-write, journaled, resumable)")
     add_subject_args(p)
+    _link_args(p)
     p.add_argument("--purge", action="store_true", help="then expire old snapshots, delete files and verify")
     p.add_argument("--follow-lineage", action="store_true",
                    help="also erase from every table derived from these (lineage), DP releases exempt")
@@ -190,6 +207,7 @@ def register(subparsers: Any) -> None:
                    help="deadline: gdpr = one calendar month (default), ccpa = 45 days")
     p.add_argument("--deadline-days", type=float, help="explicit deadline in days (overrides --regime)")
     add_subject_args(p)
+    _link_args(p)
     p = add_command(rsub, "list", cmd_requests_list, json=True, help="every request with status and deadline")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--overdue", action="store_true", help="only open requests past their deadline")

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pyiceberg.catalog import Catalog
+from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
 from iceberg_privacy.catalog import TableRef, load_table, table_name
@@ -44,8 +45,9 @@ class Annotations:
     purpose: str | None = None
 
     @classmethod
-    def of(cls, properties: Mapping[str, str]) -> Annotations:
-        identity = tuple(declared_identity_names(properties))
+    def of(cls, properties: Mapping[str, str], schema: Schema | None = None) -> Annotations:
+        """With ``schema``, identity columns renamed since they were declared have today's names (by field id)."""
+        identity = tuple(declared_identity_names(properties, schema))
         cats = {k[len(SENSITIVE_PREFIX):]: _split(v) for k, v in properties.items() if k.startswith(SENSITIVE_PREFIX)}
         purposes = _split(properties[PURPOSES_KEY]) if PURPOSES_KEY in properties else None
         purpose = properties.get(PURPOSE_KEY) or None

@@ -29,7 +29,14 @@ from pyiceberg.table import Table
 
 from iceberg_privacy._internal import compat
 from iceberg_privacy.catalog import all_tables, table_name
-from iceberg_privacy.config import bloom_columns, configure_bloom, current_principal, identity_leaf_type
+from iceberg_privacy.config import (
+    IDENTITY_COLUMNS_KEY,
+    bloom_columns,
+    configure_bloom,
+    current_principal,
+    identity_leaf_type,
+    identity_properties,
+)
 from iceberg_privacy.errors import (
     ConfigurationError,
     LineageError,
@@ -233,6 +240,8 @@ def _prepare_sink(table: Table, props: dict[str, str], identity: Sequence[str], 
     """Annotations first (a crash after this leaves only stricter labels, never data), then bloom
     columns for identity columns of primitive type, so the sink's subjects can be found fast."""
     if props:
+        if IDENTITY_COLUMNS_KEY in props:  # recorded with their field ids, so a later rename keeps them
+            props = {**props, **identity_properties(table.schema(), props[IDENTITY_COLUMNS_KEY].split(","))}
         with table.transaction() as tx:
             tx.set_properties(props)
         table = table.refresh()
@@ -322,13 +331,13 @@ def derive(
         sink: Table | None = catalog.load_table(target)
     except NoSuchTableError:
         sink = None
-    sink_ann = Annotations.of(sink.properties) if sink is not None else Annotations()
+    sink_ann = Annotations.of(sink.properties, sink.schema()) if sink is not None else Annotations()
     if purpose and sink_ann.purpose and purpose.strip().lower() != sink_ann.purpose:
         raise ConfigurationError(
             f"{target} serves purpose {sink_ann.purpose!r} (table property privacy.purpose), not {purpose!r}; "
             "derive into another table, or change the table's purpose first"
         )
-    src_ann = [Annotations.of(sources[n].properties) for n in order]
+    src_ann = [Annotations.of(sources[n].properties, sources[n].schema()) for n in order]
     check = check_purposes([(table_name(sources[n]), a) for n, a in zip(order, src_ann, strict=True)], target,
                            (purpose or "").strip().lower() or sink_ann.purpose)
     override: dict[str, Any] | None = None
@@ -366,7 +375,7 @@ def derive(
     if sink is None:
         sink, created = _new_table(catalog, target, result_schema)
     identity = _identity_capable(sink, identity, target)
-    props = sink_properties(Annotations.of(sink.properties), identity, cats, check)
+    props = sink_properties(Annotations.of(sink.properties, sink.schema()), identity, cats, check)
     sink = _prepare_sink(sink, props, identity, bloom)
     report = DeriveReport(target=target, engine=engine, sources=[table_name(sources[n]) for n in order], status=record.status, created=created,
                           identity_columns=[c for c in Annotations.of(sink.properties).identity],

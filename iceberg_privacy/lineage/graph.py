@@ -249,7 +249,7 @@ class LineageGraph:
 
 def _node_for(table: Table) -> TableNode:
     md = table.metadata
-    return TableNode(uuid=str(md.table_uuid), name=table_name(table), annotations=Annotations.of(md.properties),
+    return TableNode(uuid=str(md.table_uuid), name=table_name(table), annotations=Annotations.of(md.properties, md.schema()),
                      columns=tuple(f.name for f in table.schema().fields))
 
 

@@ -71,6 +71,7 @@ from iceberg_privacy.rights.journal import (
     erasure_snapshots,
 )
 from iceberg_privacy.rights.keyed import key_id
+from iceberg_privacy.rights.linked import relink
 from iceberg_privacy.rights.reports import ErasureReport, RefHold, TableErasure
 from iceberg_privacy.rights.subjects import (
     CandidatePlan,
@@ -463,6 +464,15 @@ def _table_subjects(catalog: Catalog, req: RequestState, subjects: Any | None, s
             logger.warning("table %s of request %s no longer exists; nothing to do there", name, req.request_id)
     if subjects is None:
         return digest_subjects(tables, set(req.subjects))
+    subjects = as_values(subjects)
+    recorded = req.detail.get("linked") or {}
+    if recorded.get("digests"):  # the subject's other identifiers (rights/linked.py): read them again
+        linked = relink(tables, subjects, secret, recorded)
+        if not linked.complete:  # their source rows are gone: the journal's keyed hashes still know them
+            logger.info("request %s: %d linked identifier(s) can no longer be read; matching by keyed hash",
+                        req.request_id, sum(li.value is None for li in linked.identifiers))
+            return digest_subjects(tables, set(req.subjects))
+        subjects = subjects + linked.values
     resolved = resolve_subjects(tables, subjects, secret)
     given = set().union(*(ts.digests for ts in resolved)) if resolved else set()
     if not given <= set(req.subjects):
@@ -473,7 +483,7 @@ def _table_subjects(catalog: Catalog, req: RequestState, subjects: Any | None, s
     lineage = req.detail.get("lineage") or {}
     if lineage.get("followed"):  # values mapped downstream (lower(email), ...) are derived again, not stored
         roots = [t for t in tables if table_name(t) in set(lineage.get("roots", []))]
-        resolved = with_fanout(resolved, as_values(subjects), secret, plan_fanout(catalog, roots, as_values(subjects)))
+        resolved = with_fanout(resolved, subjects, secret, plan_fanout(catalog, roots, subjects))
     return resolved
 
 

@@ -92,6 +92,7 @@ from iceberg_privacy.rights.journal import (
     table_uuids,
 )
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
+from iceberg_privacy.rights.linked import DEFAULT_MAX_LINKED, collect_linked
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE
 from iceberg_privacy.rights.purge import purge as purge_request
 from iceberg_privacy.rights.subjects import as_values, check_values, resolve_subjects, subject_tables
@@ -362,20 +363,26 @@ class QueuedRequest:
     regime: str = "gdpr"
     deadline: timedelta | None = None
     allow_empty_subject: bool = False
+    link_identifiers: bool = True  # read the subjects' other identifiers at submit (rights/linked.py)
+    max_linked: int = DEFAULT_MAX_LINKED
 
 
 @storage_errors
 def enqueue(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRef] | None = None, *,
             request_id: str | None = None, regime: str = "gdpr", deadline: timedelta | None = None,
-            home: str | os.PathLike[str] | None = None, allow_empty_subject: bool = False) -> RequestState:
+            home: str | os.PathLike[str] | None = None, allow_empty_subject: bool = False,
+            link_identifiers: bool = True, max_linked: int = DEFAULT_MAX_LINKED) -> RequestState:
     """Validate a request, keep its subjects encrypted in the queue and journal it; nothing is erased yet.
 
     ``kind`` is ``"erase"`` or ``"access"``. The deadline is ``regime``'s (``"gdpr"``: one calendar month,
     ``"ccpa"``: 45 days) unless ``deadline`` is given. A value no identity column of the tables can take is
     rejected here. :func:`run_pending` works the queue; submitting the same ``request_id`` again is a no-op.
+    The subjects' other identifiers (tables declaring several identity columns, :mod:`.linked`) are read
+    now and kept with them: encrypted in the queue, as keyed hashes in the journal (``link_identifiers``,
+    ``max_linked`` as for :func:`iceberg_privacy.erase`).
     """
     return enqueue_many(catalog, [QueuedRequest(kind, subjects, tables, request_id, regime, deadline,
-                                                allow_empty_subject)], home=home)[0]
+                                                allow_empty_subject, link_identifiers, max_linked)], home=home)[0]
 
 
 @storage_errors
@@ -410,8 +417,17 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
         digests: set[bytes] = set().union(*(ts.digests for ts in resolved)) if resolved else set()
         rid = r.request_id or new_request_id()
         existing = known.get(rid)
+        linked = None
+        if existing is None and r.link_identifiers:  # read now: kept encrypted with the values, keyed in the journal
+            linked = collect_linked(targets_cache[key], values, secret, max_linked=r.max_linked)
+            if linked.identifiers:
+                values = values + linked.values
+                resolved = resolve_subjects(targets_cache[key], values, secret)
+                digests = set().union(*(ts.digests for ts in resolved))
         if existing is not None:
-            if existing.kind != r.kind or subjects_fingerprint(existing.subjects) != subjects_fingerprint(digests):
+            was_linked = bool((existing.detail.get("linked") or {}).get("digests"))
+            if existing.kind != r.kind or (not digests <= set(existing.subjects) if was_linked else
+                                           subjects_fingerprint(existing.subjects) != subjects_fingerprint(digests)):
                 raise RequestConflictError(f"request {rid!r} already exists as a {existing.kind} request for other "
                                            "subjects; use a new request id")
             check_key_id(existing.key_id, kid, f"request {rid!r}")
@@ -420,8 +436,9 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
             check_request_id(rid)
             allowed = r.deadline if r.deadline is not None else regime_deadline(r.regime, now)
             ev = journal.event(rid, CREATED, kind=r.kind, key_id=kid, subjects=sorted(digests), at=now, detail={
-                "tables": sorted(ts.name for ts in resolved), "subject_count": len(set(map(repr, values))),
+                "tables": sorted(ts.name for ts in resolved), "subject_count": len(set(map(repr, as_values(r.subjects)))),
                 "deadline": (now + allowed).isoformat(), "regime": r.regime if r.deadline is None else "custom",
+                **({"linked": linked.journal_detail()} if linked is not None else {}),
                 "queued": True, "table_uuids": table_uuids(ts.table for ts in resolved),
                 "table_locations": table_locations(ts.table for ts in resolved)})
             events.append(ev)

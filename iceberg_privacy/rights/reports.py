@@ -8,7 +8,7 @@ access, erasure and purge stay independent of each other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from iceberg_privacy.lineage.fanout import Fanout
 from iceberg_privacy.storage import child
@@ -17,6 +17,63 @@ if TYPE_CHECKING:
     from iceberg_privacy.rights.traces import Trace
 
 MANIFEST = "manifest.json"
+
+
+@dataclass
+class LinkedIdentifier:
+    """Another identifier of the request's subject, read from a table declaring several identity columns.
+
+    Shown by column and keyed-hash prefix only: reports end up in logs, and the journal's rule (no raw
+    identifier at rest) should not depend on where a report is printed. ``value`` is kept in memory for
+    the run (None when a resumed request could not read it again and matches it by its keyed hash)."""
+
+    column: str  # "db.users.email": where it was first found
+    digest: str  # hex HMAC-SHA256(secret, canonical value), as the journal records it
+    found_in: list[str] = field(default_factory=list)  # every "table.column" holding it next to the subject
+    # every "table.column" of the request searched for it: rows holding it there are erased (or exported); the
+    # per-table row counts of the report say how many went (rows are not attributed to one identifier)
+    searched_in: list[str] = field(default_factory=list)
+    round: int = 1  # 1: next to the request's own values; 2+: next to an identifier found in an earlier round
+    value: Any = field(default=None, repr=False, compare=False)
+
+    def __str__(self) -> str:
+        where = ", ".join(self.searched_in) or "no table"
+        return (f"{self.column} #{self.digest[:12]} (found in {', '.join(self.found_in)}; searched in {where}"
+                f"{'' if self.value is not None else '; by keyed hash: its source rows were already erased'})")
+
+
+@dataclass
+class LinkedIdentifiers:
+    """What reading the subject's rows in multi-identity tables found (see :mod:`iceberg_privacy.rights.linked`)."""
+
+    identifiers: list[LinkedIdentifier] = field(default_factory=list)
+    tables_read: list[str] = field(default_factory=list)  # the request's tables declaring several identity columns
+    files_read: int = 0
+    rounds: int = 0
+    max_linked: int = 0
+    warnings: list[str] = field(default_factory=list)
+    complete: bool = True  # False: a resumed request could not read some again (they are matched by keyed hash)
+
+    @property
+    def values(self) -> list[Any]:
+        return [li.value for li in self.identifiers if li.value is not None]
+
+    def journal_detail(self) -> dict[str, Any]:
+        """What the journal's ``created`` event keeps (``detail.linked``): keyed hashes and column names only."""
+        return {"digests": [li.digest for li in self.identifiers],
+                "found_in": {li.digest: li.found_in for li in self.identifiers},
+                "tables": self.tables_read, "max": self.max_linked}
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON (``--json``): every field but the values (keyed hashes and column names only)."""
+        return {"identifiers": [{"column": li.column, "digest": li.digest, "found_in": li.found_in,
+                                 "searched_in": li.searched_in, "round": li.round} for li in self.identifiers],
+                "tables_read": self.tables_read, "files_read": self.files_read, "rounds": self.rounds,
+                "max_linked": self.max_linked, "warnings": self.warnings, "complete": self.complete}
+
+    def lines(self) -> list[str]:
+        out = [f"  linked identifier: {li}" for li in self.identifiers]
+        return out + [f"  warning: {w}" for w in self.warnings]
 
 
 @dataclass
@@ -37,6 +94,7 @@ class AccessReport:
     out: str  # a local folder or any FileIO location (s3://bucket/exports/req-1)
     tables: dict[str, TableExport] = field(default_factory=dict)
     seconds: float = 0.0
+    linked: LinkedIdentifiers | None = None  # the subject's other identifiers, exported by too
 
     @property
     def manifest_path(self) -> str:
@@ -51,6 +109,8 @@ class AccessReport:
                  f"{self.manifest_path} ({self.seconds:.2f}s)"]
         lines += [f"  {t.table}: {t.rows} rows, read {t.files_read} of {t.files_total} files -> {t.path.rsplit("/", 1)[-1]}"
                   for t in self.tables.values()]
+        if self.linked is not None:
+            lines += self.linked.lines()
         return "\n".join(lines)
 
 
@@ -109,6 +169,7 @@ class ErasureReport:
     seconds: float = 0.0
     purge: PurgeReport | None = None  # erase(..., purge=True), run_request(..., purge=True)
     lineage: Fanout | None = None  # erase(..., follow_lineage=True): downstream tables, exempt releases, warnings
+    linked: LinkedIdentifiers | None = None  # the subject's other identifiers, erased by too
 
     @property
     def rows_removed(self) -> int:
@@ -123,6 +184,8 @@ class ErasureReport:
                          f"read / {t.files_total}, snapshots {t.snapshot_ids or '-'}{note}")
             lines += [f"    branch {b}: erased in snapshot(s) {ids}" for b, ids in t.branches.items()]
             lines += [f"    warning: {h}" for h in t.tags]
+        if self.linked is not None:
+            lines += self.linked.lines()
         if self.lineage is not None:
             for rel in self.lineage.exempt:
                 lines.append(f"  exempt: {rel.table} is a DP release of {rel.source} (release {rel.release_id or '?'}, "

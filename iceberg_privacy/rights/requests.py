@@ -13,7 +13,7 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -39,8 +39,9 @@ from iceberg_privacy.rights.journal import (
     table_uuids,
 )
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
+from iceberg_privacy.rights.linked import DEFAULT_MAX_LINKED, collect_linked, mark_searched, relink
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE, purge
-from iceberg_privacy.rights.reports import AccessReport, ErasureReport, PurgeReport
+from iceberg_privacy.rights.reports import AccessReport, ErasureReport, LinkedIdentifiers, PurgeReport
 from iceberg_privacy.rights.subjects import (
     TableSubjects,
     as_values,
@@ -63,6 +64,16 @@ class Submission:
     subjects: list[TableSubjects]
     secret: bytes
     lineage: Fanout | None = None
+    linked: LinkedIdentifiers | None = None  # the subject's other identifiers (rights/linked.py)
+    own: list[Any] = field(default_factory=list)  # the request's own values
+
+    @property
+    def values(self) -> list[Any] | None:
+        """The values to match: the request's own plus the linked ones; None when a linked identifier could
+        not be read again (a resume after its source rows were erased): match by the journal's keyed hashes."""
+        if self.linked is not None and not self.linked.complete:
+            return None
+        return self.own + (self.linked.values if self.linked is not None else [])
 
 
 def _secret(secret: bytes | None, home: str | os.PathLike[str] | None, catalog: Catalog) -> bytes:
@@ -72,7 +83,8 @@ def _secret(secret: bytes | None, home: str | os.PathLike[str] | None, catalog: 
 def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRef] | None = None, *,
             request_id: str | None = None, secret: bytes | None = None, home: str | os.PathLike[str] | None = None,
             deadline: timedelta = DEFAULT_DEADLINE, journal: Journal | None = None,
-            follow_lineage: bool = False, allow_empty_subject: bool = False) -> Submission:
+            follow_lineage: bool = False, allow_empty_subject: bool = False, link_identifiers: bool = True,
+            max_linked: int = DEFAULT_MAX_LINKED) -> Submission:
     check_values(subjects, allow_empty_subject=allow_empty_subject)  # before anything is read or recorded
     check_deadline(deadline)
     secret = _secret(secret, home, catalog)
@@ -83,7 +95,19 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
         targets = [catalog.load_table(n) for n in existing.tables if catalog.table_exists(n)]
     else:
         targets = subject_tables(catalog, tables)
-    values = as_values(subjects)
+    own = as_values(subjects)
+    # The subject's other identifiers (rights/linked.py): read now, journaled below (keyed) before any delete.
+    recorded = (existing.detail.get("linked") or {}) if existing is not None else {}
+    linked: LinkedIdentifiers | None = None
+    if recorded.get("digests"):
+        linked = relink(targets, own, secret, recorded)
+    elif existing is None and link_identifiers:
+        linked = collect_linked(targets, own, secret, max_linked=max_linked)
+    if linked is not None:
+        for w in linked.warnings:
+            logger.warning("linked identifiers: %s", w)
+    checkpoint("erasure.after_link")
+    values = own + (linked.values if linked is not None else [])
     fan: Fanout | None = None
     followed = existing.detail.get("lineage") if existing is not None else None
     if follow_lineage or (followed or {}).get("followed"):
@@ -102,53 +126,75 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
             f"the lineage changed since request {rid} was submitted (it now reaches more values or tables): finish "
             f"it as recorded (`iceberg-privacy requests run {rid}`), then submit a new request for what is new"
         )
-    req = journal.submit(rid, kind, digests, len(set(map(repr, values))), [ts.name for ts in resolved], key_id(secret),
+    if recorded.get("digests") and existing is not None:
+        # Linked identifiers read again may be fewer than recorded (their rows were erased): the request stands
+        # as recorded, as long as what was given is part of it.
+        if not digests <= set(existing.subjects):
+            raise RequestConflictError(
+                f"request {rid!r} already exists for other subjects; use a new request id, or resume it with the "
+                "same subjects")
+        digests = set(existing.subjects)
+    req = journal.submit(rid, kind, digests, len(set(map(repr, own))), [ts.name for ts in resolved], key_id(secret),
                          deadline=deadline, existing=existing,
                          detail={**({"lineage": fan.to_json()} if fan else {}),
+                                 **({"linked": linked.journal_detail()} if linked is not None else {}),
                                  "table_uuids": table_uuids(ts.table for ts in resolved),
                                  "table_locations": table_locations(ts.table for ts in resolved)})
-    return Submission(req, resolved, secret, fan)
+    if linked is not None:
+        mark_searched(linked, resolved)
+    return Submission(req, resolved, secret, fan, linked, own)
 
 
 @storage_errors
 def submit_request(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRef] | None = None, *,
                    request_id: str | None = None, home: str | os.PathLike[str] | None = None,
                    deadline: timedelta = DEFAULT_DEADLINE, follow_lineage: bool = False,
-                   allow_empty_subject: bool = False) -> RequestState:
-    """Validate the subjects and tables and record the request durably; no data is read or changed.
+                   allow_empty_subject: bool = False, link_identifiers: bool = True,
+                   max_linked: int = DEFAULT_MAX_LINKED) -> RequestState:
+    """Validate the subjects and tables and record the request durably; no data is changed.
 
     ``kind`` is ``"erase"`` or ``"access"``. Run it later with :func:`run_request` (an erasure needs
     only the request id; an access request needs the subjects again, since the journal keeps only
     keyed hashes). With ``follow_lineage`` the tables lineage reaches downstream are part of it too.
     Empty or whitespace-only values are refused unless ``allow_empty_subject=True`` (every verb here).
+    The subject's other identifiers are read (the subject's rows in tables declaring several identity
+    columns) and recorded (keyed) now, unless ``link_identifiers=False``
+    (every verb here; see :mod:`iceberg_privacy.rights.linked`, at most ``max_linked`` of them).
     """
     return _submit(catalog, kind, subjects, tables, request_id=request_id, home=home, deadline=deadline,
-                   follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject).request
+                   follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject,
+                   link_identifiers=link_identifiers, max_linked=max_linked).request
 
 
 @storage_errors
 def access(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = None, *,
            out: str | os.PathLike[str], format: str = "parquet", request_id: str | None = None,
            home: str | os.PathLike[str] | None = None, deadline: timedelta = DEFAULT_DEADLINE,
-           allow_empty_subject: bool = False, spark: Any | None = None) -> AccessReport:
+           allow_empty_subject: bool = False, spark: Any | None = None, link_identifiers: bool = True,
+           max_linked: int = DEFAULT_MAX_LINKED) -> AccessReport:
     """Export every row of ``subjects`` from every table declaring identity columns (or those named).
 
     Writes one ``<table>.parquet``/``.jsonl`` per table and ``manifest.json`` (table, snapshot id,
     row count, sha256) under ``out`` (a local folder or any location the catalog's FileIO can write).
     Unknown subjects give empty files, not an error. The request is journaled before any read;
     re-running the same ``request_id`` exports again. With ``spark`` (a SparkSession) executors read
-    the candidate files (docs/spark.md).
+    the candidate files (docs/spark.md). Rows found by the subject's other identifiers (read from tables
+    declaring several identity columns, :mod:`iceberg_privacy.rights.linked`) are exported too
+    (``report.linked``), unless ``link_identifiers=False``.
     """
     if format not in FORMATS:
         raise ConfigurationError(f"access output format must be one of {FORMATS}, got {format!r}")
     journal = Journal(catalog)
     sub = _submit(catalog, "access", subjects, tables, request_id=request_id, home=home, deadline=deadline,
-                  journal=journal, allow_empty_subject=allow_empty_subject)
+                  journal=journal, allow_empty_subject=allow_empty_subject, link_identifiers=link_identifiers,
+                  max_linked=max_linked)
     if sub.request.kind != "access":
         raise RequestConflictError(f"request {sub.request.request_id} is an {sub.request.kind} request, "
                                    "not an access request")
-    return export_subjects(catalog, sub.request, sub.subjects, sub.secret, journal=journal, out=out, format=format,
-                           spark=spark)
+    report = export_subjects(catalog, sub.request, sub.subjects, sub.secret, journal=journal, out=out, format=format,
+                             spark=spark)
+    report.linked = sub.linked
+    return report
 
 
 @storage_errors
@@ -157,7 +203,7 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = N
           deadline: timedelta = DEFAULT_DEADLINE, commit_retries: int | None = None, workers: int | None = None,
           follow_lineage: bool = False, orphan_age: timedelta = DEFAULT_ORPHAN_AGE,
           max_commit_retries: int | None = None, allow_empty_subject: bool = False,
-          spark: Any | None = None) -> ErasureReport:
+          spark: Any | None = None, link_identifiers: bool = True, max_linked: int = DEFAULT_MAX_LINKED) -> ErasureReport:
     """Erase every row of ``subjects`` from the tables declaring identity columns (or those named).
 
     The request is journaled before work starts; running it again with the same ``request_id``
@@ -169,25 +215,33 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = N
     ``commit_retries`` bounds the retries per table when other writers commit concurrently (default:
     the library's retry policy). With ``spark`` (a SparkSession) executors read and rewrite the candidate
     files (and a purge's verification reads every file on them); this process plans and commits (docs/spark.md).
+    The subject's other identifiers, read from the tables declaring several identity columns (``users(user_id,
+    email)``), are erased by too, in every table and (with ``follow_lineage``) every derived table holding them
+    (``report.linked`` says which were found and where each was matched; at most ``max_linked``, past it the
+    request is refused; ``link_identifiers=False`` turns this off; see :mod:`iceberg_privacy.rights.linked`).
     """
     if max_commit_retries is not None:
         warnings.warn("erase(max_commit_retries=...) is now commit_retries=...", DeprecationWarning, stacklevel=3)
         commit_retries = max_commit_retries
     journal = Journal(catalog)
     sub = _submit(catalog, "erase", subjects, tables, request_id=request_id, home=home, deadline=deadline,
-                  journal=journal, follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject)
+                  journal=journal, follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject,
+                  link_identifiers=link_identifiers, max_linked=max_linked)
     req = sub.request
     if req.kind != "erase":
         raise RequestConflictError(f"request {req.request_id} is an {req.kind} request, not an erasure")
     checkpoint("erasure.after_submit")
     with blocking(journal, req):
-        report = process_erasure(catalog, req, as_values(subjects), sub.secret, journal=journal,
+        values = sub.values  # None: a linked identifier is known by keyed hash only (resumed): match by digest
+        report = process_erasure(catalog, req, values, sub.secret, journal=journal,
                                  commit_retries=commit_retries, workers=workers,
-                                 resolved_subjects=[ts for ts in sub.subjects if ts.name in req.tables],
+                                 resolved_subjects=None if values is None else
+                                 [ts for ts in sub.subjects if ts.name in req.tables],
                                  refuse_tags=purge, spark=spark)
         report.lineage = sub.lineage
+        report.linked = sub.linked
         if purge:
-            report.purge = _purge(catalog, req.request_id, sub.secret, orphan_age, subjects, spark)
+            report.purge = _purge(catalog, req.request_id, sub.secret, orphan_age, values, spark)
     return report
 
 

@@ -112,7 +112,8 @@ def test_tampered_ciphertext_fails_authentication(catalog: Catalog) -> None:
     ip.enqueue(catalog, "erase", ["victim-alpha"], request_id="r")
     entry = q.Queue(catalog).entries()[0]
     kek = q.wrapping_key(SECRET.encode())
-    assert q.unseal(kek, entry) == ["victim-alpha"]
+    # the request's value, and the other identifier its rows link (rights/linked.py), sealed with it
+    assert q.unseal(kek, entry) == ["victim-alpha", "victim-alpha@example.com"]
     entry.ciphertext = entry.ciphertext[:-1] + bytes([entry.ciphertext[-1] ^ 1])
     with pytest.raises(ip.QueueIntegrityError, match="fail authentication"):
         q.unseal(kek, entry)

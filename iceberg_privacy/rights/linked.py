@@ -1,0 +1,178 @@
+"""A person's other identifiers, read before a request runs so that every identifier of theirs is covered.
+
+Why: a request names a person by one identifier (``user_id=42``), but a table derived by a JOIN may hold
+only another one: ``mailing = SELECT u.email, count(*) FROM events e JOIN users u USING (user_id) GROUP BY
+1`` holds the person's email and no ``user_id``. Neither the request's values nor the lineage fan-out
+(which follows ``users.user_id``'s own flows) reach it, and a table outside the lineage that holds only
+the email (``tickets(email)``) is missed just the same. A table that declares several identity columns
+says which identifiers belong together: the subject's rows there name the person's other identifiers.
+
+So before a request is journaled, the subject's rows are read in each of the request's tables that
+declares more than one identity column, and the values of its other identity columns join the request.
+This repeats with what was found (an email found in ``users(user_id, email)`` finds a phone number in
+``contacts(email, phone)``) until a round finds nothing new. Null and blank values never link (a blank
+email belongs to everyone who left the field empty). The linked values are then erased (or exported) in
+every table and column that declares them and, with ``follow_lineage``, every table derived from those
+columns: they are simply more subject values of the same request.
+
+Recorded before the first delete: once the source rows are erased the other identifiers cannot be read
+again, so a request resumed after a crash must already know them. They are journaled in the request's
+``created`` event, which is written before any work, as keyed hashes only (the journal's rule: no raw
+identifier at rest): among the request's subject digests (so a resume without values matches them), and
+listed with the columns each was found in under ``detail.linked``. A request resumed *with* its values
+reads them again; when some can no longer be read, it matches rows by keyed hash instead (every file is
+read, as for a resume without values) rather than miss them.
+
+Bound: at most ``max_linked`` other identifiers per subject value the request names (default
+:data:`DEFAULT_MAX_LINKED`; a request naming 1,000 people may link 1,000 times as many). Past it the
+request is refused before anything is recorded (:class:`TooManyLinkedIdentifiersError`), never
+truncated: a placeholder (``unknown@example.com``, a household id) shared by many rows would link, and
+then erase, everyone holding it. An identifier found in a later round in a column where the request's own
+value was found (a second ``user_id`` through a shared email) is linked too and reported as a warning,
+because that is what a shared identifier looks like. ``link_identifiers=False`` turns linking off for a
+request whose caller names every identifier itself.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from pyiceberg.table import Table
+from pyiceberg.types import UUIDType
+
+from iceberg_privacy.catalog import table_name
+from iceberg_privacy.config import identity_columns
+from iceberg_privacy.errors import ConfigurationError, TooManyLinkedIdentifiersError
+from iceberg_privacy.identities import extract_identities
+from iceberg_privacy.rights.filework import candidate_rows
+from iceberg_privacy.rights.keyed import digest_distinct
+from iceberg_privacy.rights.reports import LinkedIdentifier, LinkedIdentifiers
+from iceberg_privacy.rights.subjects import TableSubjects, plan_candidates, resolve_subjects
+
+DEFAULT_MAX_LINKED = 32
+"""Other identifiers a request may link per subject value it names (a person has a handful: accounts, emails,
+devices; hundreds mean a placeholder shared by many people)."""
+
+
+def linking_tables(tables: Sequence[Table]) -> list[Table]:
+    """The tables that can link identifiers: those declaring more than one identity column."""
+    return [t for t in tables if len(identity_columns(t.schema(), t.properties)) > 1]
+
+
+def _python_value(v: Any, leaf: Any) -> Any:
+    return uuid.UUID(bytes=v) if isinstance(leaf, UUIDType) and isinstance(v, bytes) else v
+
+
+def _blank(v: Any) -> bool:
+    return v is None or isinstance(v, (str, bytes)) and not v.strip()
+
+
+def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes, *,
+                   max_linked: int = DEFAULT_MAX_LINKED) -> LinkedIdentifiers:
+    """The subject's other identifiers in ``tables`` (those declaring several identity columns; see the module doc).
+
+    Raises :class:`TooManyLinkedIdentifiersError` past ``max_linked`` per value of ``values``; reads only
+    (Bloom-pruned candidate files).
+    """
+    if isinstance(max_linked, bool) or not isinstance(max_linked, int) or max_linked < 0:
+        raise ConfigurationError(f"max_linked must be a whole number >= 0 (other identifiers per subject value), "
+                                 f"got {max_linked!r}; 0 refuses any linked identifier, link_identifiers=False skips "
+                                 "linking")
+    sources = linking_tables(tables)
+    bound = max_linked * max(1, len(values))
+    out = LinkedIdentifiers(tables_read=[table_name(t) for t in sources], max_linked=max_linked)
+    if not sources or not values:
+        return out
+    base = resolve_subjects(sources, list(values), secret, strict=False)
+    known: set[bytes] = set().union(*(ts.digests for ts in base))
+    own: set[str] = set()  # "table.column" where a value of the request itself was found
+    by_digest: dict[bytes, LinkedIdentifier] = {}
+    resolved: list[TableSubjects] = base
+    while resolved:
+        out.rounds += 1
+        found: list[Any] = []
+        for ts in resolved:
+            if ts.empty:
+                continue
+            plan = plan_candidates(ts)
+            out.files_read += len(plan.tasks)
+            rows = candidate_rows(ts, plan, secret)
+            if not rows.num_rows:
+                continue
+            for c in ts.columns:
+                col = c.column
+                if col.name not in rows.column_names:
+                    continue
+                where = f"{ts.name}.{col.name}"
+                ids, _ = extract_identities(rows.column(col.name))
+                distinct, digests = digest_distinct(secret, ids, col.leaf_type)
+                for raw, d in zip(distinct.to_pylist(), digests, strict=True):
+                    if out.rounds == 1 and d in c.digests:
+                        own.add(where)
+                    if d in known:
+                        li = by_digest.get(d)
+                        if li is not None and where not in li.found_in:
+                            li.found_in.append(where)
+                        continue
+                    value = _python_value(raw, col.leaf_type)
+                    if _blank(value):
+                        continue
+                    known.add(d)
+                    li = LinkedIdentifier(column=where, digest=d.hex(), found_in=[where], round=out.rounds, value=value)
+                    by_digest[d] = li
+                    out.identifiers.append(li)
+                    found.append(value)
+                    if out.rounds > 1 and where in own:
+                        out.warnings.append(
+                            f"{where} #{li.digest[:12]} was linked through another linked identifier, in the column "
+                            "that holds the request's own identifier: an identifier shared by several people (a "
+                            "family email) links them all. Check it; to name the identifiers yourself, pass "
+                            "link_identifiers=False")
+                    if len(out.identifiers) > bound:
+                        raise TooManyLinkedIdentifiersError(
+                            f"the subjects' rows in {', '.join(out.tables_read)} link more than {bound} other "
+                            f"identifiers ({max_linked} per subject value; so far in {', '.join(sorted({i.column for i in out.identifiers}))}): an "
+                            "identifier shared by many people (a placeholder email, a household id) would erase or "
+                            "export all of them. Nothing was recorded. Check those rows; then raise max_linked=, or "
+                            "pass link_identifiers=False and name every identifier of the person yourself")
+        resolved = resolve_subjects(sources, found, secret, strict=False) if found else []
+    return out
+
+
+def relink(tables: Sequence[Table], values: Sequence[Any], secret: bytes, recorded: dict[str, Any]
+           ) -> LinkedIdentifiers:
+    """The linked identifiers a journaled request recorded (``detail.linked``), read again with its values.
+
+    Those that cannot be read any more (their source rows were erased before a crash) are kept by keyed
+    hash (``value`` None) and ``complete`` is False: the caller then matches rows by keyed hash. Identifiers
+    linked only now (data added since the request) are left out: they belong to a new request.
+    """
+    digests = list(recorded.get("digests") or [])
+    names = set(recorded.get("tables") or [])
+    found_in: dict[str, list[str]] = recorded.get("found_in") or {}
+    again = collect_linked([t for t in tables if table_name(t) in names], values, secret,
+                           max_linked=max(int(recorded.get("max") or 0), len(digests), DEFAULT_MAX_LINKED))  # as recorded
+    have = {li.digest: li for li in again.identifiers}
+    out = LinkedIdentifiers(tables_read=again.tables_read, files_read=again.files_read, rounds=again.rounds,
+                            max_linked=int(recorded.get("max") or DEFAULT_MAX_LINKED), warnings=again.warnings)
+    for d in digests:
+        li = have.get(d)
+        if li is None:
+            out.complete = False
+            where = list(found_in.get(d) or ["?"])
+            li = LinkedIdentifier(column=where[0], digest=d, found_in=where)
+        out.identifiers.append(li)
+    return out
+
+
+def mark_searched(linked: LinkedIdentifiers, subjects: Sequence[TableSubjects]) -> None:
+    """Fill each identifier's ``searched_in``: every table column of the request whose type family takes it
+    (the keyed hash is per family: an email is searched in every string identity column)."""
+    for li in linked.identifiers:
+        d = bytes.fromhex(li.digest)
+        li.searched_in = [f"{ts.name}.{c.column.name}" for ts in subjects for c in ts.columns if d in c.digests]
+
+
+__all__ = ["DEFAULT_MAX_LINKED", "collect_linked", "linking_tables", "mark_searched", "relink"]
