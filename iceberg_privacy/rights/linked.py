@@ -27,10 +27,17 @@ Bound: at most ``max_linked`` other identifiers per subject value the request na
 :data:`DEFAULT_MAX_LINKED`; a request naming 1,000 people may link 1,000 times as many). Past it the
 request is refused before anything is recorded (:class:`TooManyLinkedIdentifiersError`), never
 truncated: a placeholder (``unknown@example.com``, a household id) shared by many rows would link, and
-then erase, everyone holding it. An identifier found in a later round in a column where the request's own
-value was found (a second ``user_id`` through a shared email) is linked too and reported as a warning,
-because that is what a shared identifier looks like. ``link_identifiers=False`` turns linking off for a
-request whose caller names every identifier itself.
+then erase, everyone holding it.
+
+Shared identifiers are not linked. The columns where the request's own values were found are the person
+keys (``users.user_id``). When a linked value's rows carry another person key (``(43, family@x.org)`` next
+to the subject's ``(42, family@x.org)``), that value is shared: erasing by it would remove person 43's rows,
+and erasure cannot be undone. It is dropped from the request, with everything reached only through it,
+and reported (``LinkedIdentifiers.shared`` and a warning naming the columns); if it is the subject's alone
+after all, the caller names it in the request. Only a table with a person-key column can show sharing: in
+``contacts(email, phone)`` alone, two people's phones next to one email cannot be told apart, which is what
+``max_linked`` bounds. ``link_identifiers=False`` turns linking off for a request whose caller names every
+identifier itself.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import pyarrow.compute as pc
 from pyiceberg.table import Table
 from pyiceberg.types import UUIDType
 
@@ -86,13 +94,15 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
     if not sources or not values:
         return out
     base = resolve_subjects(sources, list(values), secret, strict=False)
-    known: set[bytes] = set().union(*(ts.digests for ts in base))
-    own: set[str] = set()  # "table.column" where a value of the request itself was found
+    request: set[bytes] = set().union(*(ts.digests for ts in base))
+    known: set[bytes] = set(request)  # every digest seen: the request's, linked, shared
+    own: set[str] = set()  # "table.column" where a value of the request itself was found (person keys)
     by_digest: dict[bytes, LinkedIdentifier] = {}
+    rejected: set[bytes] = set()  # shared with another person, or reached only through such a value
     resolved: list[TableSubjects] = base
     while resolved:
         out.rounds += 1
-        found: list[Any] = []
+        cells: list[list[tuple[str, bytes, Any]]] = []  # per candidate row: (table.column, digest, value)
         for ts in resolved:
             if ts.empty:
                 continue
@@ -101,43 +111,76 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
             rows = candidate_rows(ts, plan, secret)
             if not rows.num_rows:
                 continue
+            per_row: list[list[tuple[str, bytes, Any]]] = [[] for _ in range(rows.num_rows)]
             for c in ts.columns:
                 col = c.column
                 if col.name not in rows.column_names:
                     continue
                 where = f"{ts.name}.{col.name}"
-                ids, _ = extract_identities(rows.column(col.name))
+                ids, row_of = extract_identities(rows.column(col.name))
                 distinct, digests = digest_distinct(secret, ids, col.leaf_type)
-                for raw, d in zip(distinct.to_pylist(), digests, strict=True):
+                at = pc.index_in(ids, value_set=distinct).to_numpy(zero_copy_only=False)
+                raws = distinct.to_pylist()
+                for k in range(len(ids)):
+                    if at[k] is None or at[k] != at[k]:  # a null value: never links
+                        continue
+                    j = int(at[k])
+                    d = digests[j]
                     if out.rounds == 1 and d in c.digests:
                         own.add(where)
-                    if d in known:
-                        li = by_digest.get(d)
-                        if li is not None and where not in li.found_in:
-                            li.found_in.append(where)
-                        continue
-                    value = _python_value(raw, col.leaf_type)
-                    if _blank(value):
-                        continue
-                    known.add(d)
-                    li = LinkedIdentifier(column=where, digest=d.hex(), found_in=[where], round=out.rounds, value=value)
-                    by_digest[d] = li
-                    out.identifiers.append(li)
-                    found.append(value)
-                    if out.rounds > 1 and where in own:
-                        out.warnings.append(
-                            f"{where} #{li.digest[:12]} was linked through another linked identifier, in the column "
-                            "that holds the request's own identifier: an identifier shared by several people (a "
-                            "family email) links them all. Check it; to name the identifiers yourself, pass "
-                            "link_identifiers=False")
-                    if len(out.identifiers) > bound:
-                        raise TooManyLinkedIdentifiersError(
-                            f"the subjects' rows in {', '.join(out.tables_read)} link more than {bound} other "
-                            f"identifiers ({max_linked} per subject value; so far in {', '.join(sorted({i.column for i in out.identifiers}))}): an "
-                            "identifier shared by many people (a placeholder email, a household id) would erase or "
-                            "export all of them. Nothing was recorded. Check those rows; then raise max_linked=, or "
-                            "pass link_identifiers=False and name every identifier of the person yourself")
+                    per_row[int(row_of[k])].append((where, d, _python_value(raws[j], col.leaf_type)))
+            cells += per_row
+        found: list[Any] = []
+        fresh: dict[bytes, set[bytes]] = {}  # a new value -> the values of the previous round next to it
+        for row in cells:
+            parents = {d for _, d, _ in row if d in by_digest and by_digest[d].round == out.rounds - 1}
+            if out.rounds > 1 and any(w in own and d not in known and not _blank(v) for w, d, v in row):
+                # Another person's key (a second user_id) next to a linked value: that value is shared (a family
+                # email). Erasing by it would remove the other person's rows, so it is not linked.
+                rejected.update(parents)
+                continue
+            for where, d, raw in row:
+                li = by_digest.get(d)
+                if li is not None:
+                    if where not in li.found_in:
+                        li.found_in.append(where)
+                    continue
+                if d in known:
+                    continue
+                if _blank(raw):
+                    continue
+                fresh.setdefault(d, set()).update(parents)
+                if d not in by_digest:
+                    by_digest[d] = LinkedIdentifier(column=where, digest=d.hex(), found_in=[where], round=out.rounds,
+                                                    value=raw)
+        # a value reached only through rejected values is not the subject's either
+        for d, parents in fresh.items():
+            if out.rounds > 1 and parents and parents <= rejected:
+                rejected.add(d)
+        for d in fresh:
+            known.add(d)
+            li = by_digest[d]
+            if d in rejected:
+                continue
+            out.identifiers.append(li)
+            found.append(li.value)
+            if len(out.identifiers) > bound:
+                raise TooManyLinkedIdentifiersError(
+                    f"the subjects' rows in {', '.join(out.tables_read)} link more than {bound} other "
+                    f"identifiers ({max_linked} per subject value; so far in {', '.join(sorted({i.column for i in out.identifiers}))}): an "
+                    "identifier shared by many people (a placeholder email, a household id) would erase or "
+                    "export all of them. Nothing was recorded. Check those rows; then raise max_linked=, or "
+                    "pass link_identifiers=False and name every identifier of the person yourself")
         resolved = resolve_subjects(sources, found, secret, strict=False) if found else []
+    shared = [li for d, li in by_digest.items() if d in rejected]
+    if shared:
+        out.identifiers = [li for li in out.identifiers if bytes.fromhex(li.digest) not in rejected]
+        out.shared = shared
+        out.warnings.append(
+            f"{len(shared)} identifier(s) next to the subject also sit next to another person's "
+            f"{'/'.join(sorted(own))} ({', '.join(f'{li.column} #{li.digest[:12]}' for li in shared)}): shared (a "
+            "family email, a household id), so they are NOT linked and rows holding them elsewhere stay. If they are "
+            "the subject's alone, name them in the request yourself")
     return out
 
 

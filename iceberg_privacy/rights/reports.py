@@ -53,6 +53,9 @@ class LinkedIdentifiers:
     max_linked: int = 0
     warnings: list[str] = field(default_factory=list)
     complete: bool = True  # False: a resumed request could not read some again (they are matched by keyed hash)
+    # found next to the subject but also on a row of another person (another value in a column that holds the
+    # request's own identifier): NOT linked, so erasing by them cannot remove that person's rows
+    shared: list[LinkedIdentifier] = field(default_factory=list)
 
     @property
     def values(self) -> list[Any]:
@@ -69,10 +72,13 @@ class LinkedIdentifiers:
         return {"identifiers": [{"column": li.column, "digest": li.digest, "found_in": li.found_in,
                                  "searched_in": li.searched_in, "round": li.round} for li in self.identifiers],
                 "tables_read": self.tables_read, "files_read": self.files_read, "rounds": self.rounds,
-                "max_linked": self.max_linked, "warnings": self.warnings, "complete": self.complete}
+                "max_linked": self.max_linked, "warnings": self.warnings, "complete": self.complete,
+                "shared_not_linked": [{"column": li.column, "digest": li.digest, "found_in": li.found_in}
+                                      for li in self.shared]}
 
     def lines(self) -> list[str]:
         out = [f"  linked identifier: {li}" for li in self.identifiers]
+        out += [f"  not linked (shared with another person): {li.column} #{li.digest[:12]}" for li in self.shared]
         return out + [f"  warning: {w}" for w in self.warnings]
 
 

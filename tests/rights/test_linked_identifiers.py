@@ -169,33 +169,46 @@ def test_the_queue_keeps_the_linked_identifiers_encrypted_and_erases_by_them(sha
         assert holds(catalog, name, person(uid)) == 0, name
 
 
-def test_a_shared_placeholder_is_refused_before_anything_is_recorded(catalog: Catalog) -> None:
+def test_a_shared_placeholder_is_not_linked_and_too_many_links_are_refused(catalog: Catalog) -> None:
     shared = {i: ("unknown@x.org", f"+1-555-{i:04d}") for i in range(40, 46)}
     lake = build(catalog, "db", shared, [40, 41])
+    # The placeholder sits next to other user_ids: shared, so not linked (nor the phones reached through it).
+    report = ip.erase(catalog, 40, request_id="r-shared", max_linked=3)
+    assert report.linked is not None and report.linked.identifiers == []
+    assert {li.column for li in report.linked.shared} == {"db.a_users.email", "db.a_contacts.phone"}
+    assert any("NOT linked" in w for w in report.linked.warnings)
+    assert holds(catalog, lake["users"], [40]) == 0
+    assert holds(catalog, lake["users"], [41, 42, 43, 44, 45]) == 5  # nobody else erased
+    assert holds(catalog, lake["contacts"], ["unknown@x.org"]) == 6 and holds(catalog, lake["tickets"], ["unknown@x.org"]) == 12
+    created = next(r for r in Journal(catalog).rows("r-shared") if r["event"] == "created")
+    assert not (json.loads(created["detail"]).get("linked") or {}).get("digests")
+    # Named by the placeholder itself: every user_id and phone next to it would link (12 > 3): refused.
     with pytest.raises(ip.TooManyLinkedIdentifiersError, match="max_linked"):
-        ip.erase(catalog, 40, request_id="r-shared", max_linked=3)
-    assert Journal(catalog).find("r-shared") is None
-    assert holds(catalog, lake["users"], [41, 42, 43]) == 3  # nobody erased
+        ip.erase(catalog, "unknown@x.org", request_id="r-placeholder", max_linked=3)
+    assert Journal(catalog).find("r-placeholder") is None
+    assert holds(catalog, lake["users"], [41, 42, 43, 44, 45]) == 5
     with pytest.raises(ip.ConfigurationError, match="max_linked"):
         ip.erase(catalog, 40, max_linked=-1)
 
 
-def test_a_second_user_id_through_a_shared_email_is_warned_on_the_cli(catalog: Catalog, tmp_path: Path,
+def test_a_shared_family_email_is_not_linked_so_the_other_person_stays(catalog: Catalog, tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Before, erasing 42 linked the family email, then user 43 through it, and erased person 43 as well (with a
+    warning): an erasure nobody asked for, which cannot be undone."""
     people = {42: ("fam@x.org", "+1-555-0042"), 43: ("fam@x.org", "+1-555-0043"), 44: ("cy@x.org", "+1-555-0044")}
     lake = build(catalog, "db", people, [42, 43, 44])
     home = str(tmp_path / "home")  # the catalog fixture's home
     capsys.readouterr()
-    assert main(["--home", home, "erase", "42", "--tables", f"{lake['users']},{lake['contacts']}", "--max-linked", "1"]) == 2
-    assert "max_linked" in capsys.readouterr().err  # 1 per value: the email, then 43 and two phones: refused
     assert main(["--home", home, "erase", "42", "--tables", f"{lake['users']},{lake['contacts']}", "--json"]) == 0
     printed = capsys.readouterr().out
     linked = json.loads(printed)["linked"]
-    assert {i["column"] for i in linked["identifiers"]} == {"db.a_users.email", "db.a_users.user_id",
-                                                           "db.a_contacts.phone"}
-    assert any("shared" in w for w in linked["warnings"])
+    assert linked["identifiers"] == []
+    assert {i["column"] for i in linked["shared_not_linked"]} == {"db.a_users.email", "db.a_contacts.phone"}
+    assert any("NOT linked" in w for w in linked["warnings"])
     assert "fam@x.org" not in printed and "555-00" not in printed  # keyed hashes and columns only
-    assert holds(catalog, lake["users"], [42, 43]) == 0 and holds(catalog, lake["users"], [44]) == 1
+    assert holds(catalog, lake["users"], [42]) == 0
+    assert holds(catalog, lake["users"], [43]) == 1 and holds(catalog, lake["users"], [44]) == 1
+    assert holds(catalog, lake["contacts"], ["+1-555-0043"]) == 1
 
 
 def test_access_exports_the_rows_found_by_the_other_identifiers(shared_catalog: Catalog, lake: dict[str, str],
@@ -214,18 +227,26 @@ def test_access_exports_the_rows_found_by_the_other_identifiers(shared_catalog: 
 @settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_no_table_of_the_closure_keeps_an_identifier_of_the_person(shared_catalog: Catalog, data: Any) -> None:
-    """After erase(follow_lineage=True) no table reached holds any identifier value of the person, and every
-    other person's rows are all still there."""
+    """After erase(follow_lineage=True) no table reached holds any identifier value of the person that is theirs
+    alone, and every other person's rows are all still there, also when people share an email (a shared email
+    is not linked: erasing by it would remove the other person's rows)."""
     n = data.draw(st.integers(2, 4), label="people")
-    people = {100 + i: (f"p{i}@x.org", f"+1-{i:04d}") for i in range(n)}
+    emails = data.draw(st.lists(st.integers(0, n - 1), min_size=n, max_size=n), label="email of each person")
+    people = {100 + i: (f"p{emails[i]}@x.org", f"+1-{i:04d}") for i in range(n)}
     events = data.draw(st.lists(st.sampled_from(sorted(people)), min_size=1, max_size=6), label="events")
     subject = data.draw(st.sampled_from(sorted(people)), label="subject")
     lake = build(shared_catalog, unique_name("ns"), people, events)
-    before = {t: {p: holds(shared_catalog, t, [p, *people[p]]) for p in people} for t in lake.values()}
+    before = {t: {p: (holds(shared_catalog, t, [p]), holds(shared_catalog, t, [people[p][1]])) for p in people}
+              for t in lake.values()}
     roots = [lake[k] for k in ("users", "events", "contacts", "tickets")]
-    ip.erase(shared_catalog, subject, roots, follow_lineage=True)
+    report = ip.erase(shared_catalog, subject, roots, follow_lineage=True)
+    alone = sum(e == people[subject][0] for e, _ in people.values()) == 1
+    assert report.linked is not None and bool(report.linked.shared) == (not alone)
     for name in lake.values():
-        assert holds(shared_catalog, name, [subject, *people[subject]]) == 0, name
+        assert holds(shared_catalog, name, [subject]) == 0, name
+        if alone:
+            assert holds(shared_catalog, name, list(people[subject])) == 0, name
         for p in people:
             if p != subject:
-                assert holds(shared_catalog, name, [p, *people[p]]) == before[name][p], (name, p)
+                after = (holds(shared_catalog, name, [p]), holds(shared_catalog, name, [people[p][1]]))
+                assert after == before[name][p], (name, p)
