@@ -105,6 +105,7 @@ from iceberg_privacy.errors import (
     SparkJobError,
     StorageError,
     SubjectRightsError,
+    TableMovedError,
     TableNotFoundError,
     UnknownColumnError,
     UnknownRequestError,
@@ -185,7 +186,7 @@ __all__ = [
     "MissingSourceError", "NoBudgetConfiguredError", "NoIdentityColumnsError", "OpaqueSqlError",
     "PrivacyUnitRequiredError", "PurposeViolationError", "QueryCapExceededError", "QueueIntegrityError", "RefHoldsSubjectError", "ReleaseAbortedError", "ReleaseFailedError",
     "RequestBlockedError", "RequestConflictError", "SchemaMismatchError", "SecretMissingError", "SidecarError",
-    "SparkJobError", "StorageError", "SubjectRightsError", "TableNotFoundError", "UnknownColumnError", "UnknownRequestError",
+    "SparkJobError", "StorageError", "SubjectRightsError", "TableMovedError", "TableNotFoundError", "UnknownColumnError", "UnknownRequestError",
     "UnsupportedDataError", "UnsupportedSparkTypeError", "UnsupportedTypeError", "VerificationFailedError",
 ]
 
