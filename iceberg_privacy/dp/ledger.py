@@ -309,7 +309,12 @@ class Ledger:
         moved here from another namespace and no commit here has bound it yet, with what it carries (read only:
         the move is committed by the next reservation or budget/policy change of the table)."""
         state = self.state(table)
-        if table_uuid is None or state.bound(table_uuid) is not None:
+        if table_uuid is None:
+            return state
+        entry = state.bound(table_uuid)
+        if entry is not None:
+            if entry["name"] != ".".join(source):  # renamed since the last commit: shown by its current name
+                state.tables = state.bind(source, str(table_uuid), entry.get("scopes", []))
             return state
         _, carried = self._elsewhere(str(table_uuid))
         if carried is None:
