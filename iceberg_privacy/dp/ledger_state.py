@@ -291,6 +291,7 @@ def carry_out(state: LedgerState, table_uuid: str, namespace: tuple[str, ...]) -
     own = [policies[s] for s in scopes if s in policies]
     own_dp = [p for p in own if p.get(ACCESS_KEY) == "dp-only"]
     ns_policy = policies.get(ns)
+    policy: dict[str, Any] | None
     if own_dp:
         policy = own_dp[0]
     elif ns_policy is not None and ns_policy.get(ACCESS_KEY) == "dp-only":

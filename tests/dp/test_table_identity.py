@@ -20,7 +20,12 @@ from iceberg_privacy.dp import PureDP, RhoZCDP, set_budget
 from iceberg_privacy.dp.budget import budget_from_json
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.ledger_state import LedgerState, carry_in, carry_out
-from iceberg_privacy.properties import DP_BUDGETS_PROPERTY, DP_POLICIES_PROPERTY, DP_SPENT_PROPERTY, DP_TABLES_PROPERTY
+from iceberg_privacy.properties import (
+    DP_BUDGETS_PROPERTY,
+    DP_POLICIES_PROPERTY,
+    DP_SPENT_PROPERTY,
+    DP_TABLES_PROPERTY,
+)
 
 DATA = pa.table({"user_id": ["a", "b", "c"], "v": pa.array([1, 2, 3], pa.int64())})
 
@@ -290,3 +295,30 @@ def test_carry_keeps_budget_types_apart() -> None:
     old = LedgerState(budgets, {}, {}, {"u": {"name": "a.t", "names": ["a.t"], "scopes": ["table-id:u"]}})
     moved = carry_in(LedgerState({}, {}, {}, {}), ("b", "t"), "u", carry_out(old, "u", ("a",)))
     assert moved.scope("table-id:u").cap == RhoZCDP(1)
+
+
+def test_cli_shows_current_names_after_a_rename(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """`dp budget show`, `dp policy show` and `dp log --table` speak of the table by its current name."""
+    from iceberg_privacy.cli import main
+    from tests.helpers import make_catalog
+
+    catalog = make_catalog(tmp_path)
+    catalog.create_namespace("db")
+    loc = ["--catalog", "test", "--catalog-uri", f"sqlite:///{tmp_path}/catalog.db",
+           "--warehouse", f"file://{tmp_path}/warehouse"]
+    table = _table(catalog, "db.people")
+    assert main([*loc, "dp", "budget", "set", "--table", "db.people", "--epsilon", "1"]) == 0
+    assert main([*loc, "dp", "policy", "set", "--table", "db.people", "--access", "dp-only",
+                 "--principal-budget", "alice=1"]) == 0
+    _reserve(catalog, table, 0.25)
+    catalog.rename_table("db.people", "db.renamed")
+    capsys.readouterr()
+    assert main([*loc, "dp", "budget", "show", "--table", "db.renamed"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("table:db.renamed: cap epsilon=1  spent epsilon=0.25") and "table-id" not in out
+    assert main([*loc, "dp", "policy", "show", "--table", "db.renamed"]) == 0
+    out = capsys.readouterr().out
+    assert "db.renamed: dp-only (policy of table:db.renamed)" in out
+    assert main([*loc, "dp", "log", "--table", "db.renamed", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["source_table"] == "db.people" and list(row["remaining"]) == ["table:db.renamed"]
