@@ -16,6 +16,11 @@ ledger version, so a query over the per-query cap, or over what is left for its 
 inside the same compare-and-swap that would have charged it: nothing is charged. Per-principal budgets
 are the ledger's principal caps (set inside the scope's total budget), not a second mechanism.
 
+A table policy follows the table, not its name: it is stored on the table's scope, which the ledger binds to
+the table's uuid (``privacy.dp.tables``), so a rename or a move to another namespace keeps it, and a table
+created under a name that had a dp-only policy is governed by it (a name never sheds a restriction; see
+:mod:`iceberg_privacy.dp.ledger_state` and docs/dp.md, "Table identity").
+
 A table's own policy replaces its namespace's (whole: the two are not merged). The policy also carries
 what DP SQL may use without spending: the privacy unit, public clamping bounds of numeric columns and
 public key sets of grouping columns. They are *public* by the data owner's declaration: nothing in a
@@ -66,7 +71,7 @@ ROWS_UNIT = "rows"
 class AccessPolicy:
     """The access policy that governs a table (or is set on a namespace), as the ledger stores it.
 
-    ``scope`` says where it was set (``namespace:<ns>`` or ``table:<ns>.<table>``; None when no policy
+    ``scope`` says where it was set (``namespace:<ns>`` or ``table:<current name>``; None when no policy
     applies: then ``access`` is ``open``). ``principal_budgets`` are the per-principal caps of that
     scope's budget (``"*"`` = every other principal).
     """
