@@ -321,17 +321,12 @@ class Ledger:
             return state
         return carry_in(state, source, str(table_uuid), carried, extra=state.claims(".".join(source), table_uuid))
 
-    def _move_here(self, source: tuple[str, ...], table_uuid: str | None) -> dict[str, Any] | None:
-        """Before a commit of table ``source``: if it is bound in another namespace's ledger (it moved here),
-        close it there (tombstone ``moved_to`` + what it carries, one compare-and-swap commit: a release still
-        running under the old name is refused from then on) and return what it carries, for this ledger's commit
-        to bind. None when there is nothing to move."""
-        if table_uuid is None:
-            return None
-        table_uuid = str(table_uuid)
-        state = self.state()
-        if state.bound(table_uuid) is not None:
-            return None
+    def _move_here(self, source: tuple[str, ...], table_uuid: str, state: LedgerState) -> dict[str, Any] | None:
+        """Inside a commit of table ``source``, not bound in ``state`` (this ledger's version): if it is bound in
+        another namespace's ledger (it moved here), close it there (tombstone ``moved_to`` + what it carries, one
+        compare-and-swap commit of that ledger: a release still holding the old name is refused from then on) and
+        return what it carries, for this commit to bind. None when there is nothing to move. Idempotent: when
+        this commit loses its race and runs again, the tombstone already says what was carried."""
         gone = (state.tables or {}).get(table_uuid, {})
         if gone.get("moved_to"):
             self._check_lives_here(source, table_uuid)
@@ -375,11 +370,10 @@ class Ledger:
                 "moved with it) while this was starting; nothing was spent. Run it again under the table's "
                 "current name.")
 
-    def _bind_table(self, state: LedgerState, source: tuple[str, ...], table_uuid: str | None,
-                    carried: dict[str, Any] | None) -> LedgerState:
+    def _bind_table(self, state: LedgerState, source: tuple[str, ...], table_uuid: str | None) -> LedgerState:
         """``state`` with table ``source`` bound by uuid (inside a commit): its binding (current name refreshed),
-        or what a move carried here, or the scopes its name claims. A table that moved away from this ledger
-        meanwhile is refused (:class:`TableMovedError`)."""
+        or what a move carried here (:meth:`_move_here`), or the scopes its name claims. A table that moved away
+        from this ledger is refused (:class:`TableMovedError`) unless it really lives here again."""
         if table_uuid is None:
             return state
         table_uuid = str(table_uuid)
@@ -388,10 +382,7 @@ class Ledger:
             if entry["name"] != ".".join(source):
                 state.tables = state.bind(source, table_uuid, entry.get("scopes", []))
             return state
-        if entry is not None and carried is None:
-            raise TableMovedError(
-                f"table {'.'.join(source)} moved to namespace {entry['moved_to']!r} (its budget and policy moved "
-                "with it) while this was starting; nothing was spent. Run it again under the table's current name.")
+        carried = self._move_here(source, table_uuid, state)
         claims = state.claims(".".join(source), table_uuid)
         if carried is not None:
             return carry_in(state, source, table_uuid, carried, extra=claims)
@@ -422,13 +413,12 @@ class Ledger:
         bound to (or claims by name; a new ``table-id:<uuid>`` scope when none), in the same commit that binds
         it. The type of an already-spent scope cannot change: amounts of different types do not add.
         """
-        carried = self._move_here(*table) if table is not None else None
 
         def mutate(
             state: LedgerState, ledger_table: Table
         ) -> tuple[LedgerState, dict[str, str], list[dict[str, Any]]]:
             if table is not None:
-                state = self._bind_table(state, table[0], table[1], carried)
+                state = self._bind_table(state, table[0], table[1])
                 scopes = self.table_scopes_for_update(state, *table)
                 if table[1] is not None:  # a new table-id scope: bound in this same commit
                     state.tables = state.bind(table[0], str(table[1]), scopes)
@@ -565,12 +555,11 @@ class Ledger:
         """Set (``entry``) or remove (None) the access policy of a scope, and merge per-principal caps into the
         scope's budget, in one commit (event ``policy_set``). Principal caps need the scope's total budget.
         ``table=(identifier, uuid)`` instead of a scope: the table's scopes, as for :meth:`set_budget`."""
-        carried = self._move_here(*table) if table is not None else None
 
         def mutate(state: LedgerState, ledger_table: Table
                    ) -> tuple[LedgerState, dict[str, str], list[dict[str, Any]]]:
             if table is not None:
-                state = self._bind_table(state, table[0], table[1], carried)
+                state = self._bind_table(state, table[0], table[1])
                 scopes = self.table_scopes_for_update(state, *table)
                 if table[1] is not None:  # a new table-id scope: bound in this same commit
                     state.tables = state.bind(table[0], str(table[1]), scopes)
@@ -641,12 +630,11 @@ class Ledger:
         if table_uuid is not None:
             table_uuid = str(table_uuid)
             detail["table_uuid"] = table_uuid
-        carried = self._move_here(source, table_uuid)
 
         def mutate(
             state: LedgerState, table: Table
         ) -> tuple[Reservation, dict[str, str], list[dict[str, Any]]]:
-            state = self._bind_table(state, source, table_uuid, carried)
+            state = self._bind_table(state, source, table_uuid)
             scopes, left = self.check(state, source, principal, amount, table_uuid)
             new_spent = json.loads(canonical_dumps(state.spent))
             for scope in scopes:
@@ -681,8 +669,13 @@ class Ledger:
                 props.update(bound.to_properties())
             return reservation, props, [row]
 
-        # a table that moved here carries its budget: its first reservation here creates this ledger if needed
-        reservation, _ = self._commit(mutate, create=carried is not None)
+        try:
+            reservation, _ = self._commit(mutate)
+        except NoBudgetConfiguredError:
+            # no ledger here yet, but the table moved here with its budget: its first reservation creates it
+            if table_uuid is None or self.load() is not None or self._elsewhere(table_uuid)[1] is None:
+                raise
+            reservation, _ = self._commit(mutate, create=True)
         return reservation
 
     def record(
