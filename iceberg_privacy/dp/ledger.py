@@ -30,7 +30,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 import uuid
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,6 +104,52 @@ MEMO_ENTRIES = 1000
 """How many (query hash, source snapshot) entries ``privacy.dp.memo`` keeps, newest first; an evicted question
 is asked again (and paid for) instead of being answered from the memo."""
 
+SCAN_TTL_SECONDS = 2.0
+"""How old a lake-wide scan of the ledgers may be for a read-only check of a table that no commit has bound in
+its namespace (:meth:`Ledger.state_for`); commits always scan afresh."""
+_SCANS: weakref.WeakKeyDictionary[Any, tuple[float, list[tuple[tuple[str, ...], LedgerState]]]] = \
+    weakref.WeakKeyDictionary()
+_SCANS_LOCK = threading.Lock()
+
+
+def _ledger_states(catalog: Catalog, *, fresh: bool) -> list[tuple[tuple[str, ...], LedgerState]]:
+    """``(namespace, state)`` of every namespace's ledger (namespaces without one are skipped)."""
+    from iceberg_privacy.catalog import all_namespaces
+
+    now = time.monotonic()
+    if not fresh:
+        with _SCANS_LOCK:
+            try:
+                hit = _SCANS.get(catalog)
+            except TypeError:  # a catalog that cannot be weakly referenced: no memo
+                hit = None
+        if hit is not None and now - hit[0] < SCAN_TTL_SECONDS:
+            return hit[1]
+    out = []
+    for ns in all_namespaces(catalog):
+        ledger = Ledger(catalog, ns)
+        try:
+            table = ledger.load()
+        except LedgerConflictError:  # a foreign table under the ledger's name: not a ledger
+            continue
+        if table is not None:
+            out.append((ns, ledger.state(table)))
+    with _SCANS_LOCK:
+        try:
+            _SCANS[catalog] = (now, out)
+        except TypeError:
+            pass
+    return out
+
+
+def _forget_scan(catalog: Catalog) -> None:
+    with _SCANS_LOCK:
+        try:
+            _SCANS.pop(catalog, None)
+        except TypeError:
+            pass
+
+
 class Ledger:
     """The budget ledger of one namespace, stored as the Iceberg table ``<namespace>.privacy_dp_ledger`` (catalog property ``iceberg-privacy.ledger-table``)."""
 
@@ -163,6 +212,7 @@ class Ledger:
                 if props is not None:
                     tx.set_properties(props)
                 tx.append(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA))
+            _forget_scan(self.catalog)  # this process's reads see its own commits
             snap = table.current_snapshot()  # the transaction left `table` at the metadata it committed
             if len(table.metadata.snapshots) >= COMPACT_AT_SNAPSHOTS:
                 self._compact_quietly(table)
@@ -278,26 +328,20 @@ class Ledger:
                 tables = LedgerState(state.budgets, state.spent, state.policies, tables).bind(ident, uuid_, [key])
         return tables
 
-    def _elsewhere(self, table_uuid: str) -> tuple[Ledger | None, dict[str, Any] | None]:
+    def _elsewhere(self, table_uuid: str, *, fresh: bool = True) -> tuple[Ledger | None, dict[str, Any] | None]:
         """Where a table not bound in this ledger is bound in another namespace's (it moved here): that ledger
         and what a move takes from it (:func:`carry_out`); or ``(None, carried)`` when a move here was half done
-        (the old ledger holds a tombstone naming this namespace); ``(None, None)`` when no ledger knows it."""
-        from iceberg_privacy.catalog import all_namespaces
+        (the old ledger holds a tombstone naming this namespace); ``(None, None)`` when no ledger knows it.
 
+        This reads every namespace's ledger. A commit always reads them now (``fresh``); a read-only check may
+        use a scan at most :data:`SCAN_TTL_SECONDS` old, so one release (its compile, its early checks) and one
+        service listing scan once. The commit that spends re-reads them, so a stale read never spends."""
         half_done = None
-        for ns in all_namespaces(self.catalog):
+        for ns, state in _ledger_states(self.catalog, fresh=fresh):
             if ns == self.namespace:
                 continue
-            other = Ledger(self.catalog, ns)
-            try:
-                table = other.load()
-            except LedgerConflictError:  # a foreign table under the ledger's name: not a ledger
-                continue
-            if table is None:
-                continue
-            state = other.state(table)
             if state.bound(table_uuid) is not None:
-                return other, carry_out(state, table_uuid, ns)
+                return Ledger(self.catalog, ns), carry_out(state, table_uuid, ns)
             entry = (state.tables or {}).get(table_uuid)
             if entry and tuple(entry["moved_to"].split(".")) == self.namespace:
                 half_done = entry.get("carried")
@@ -316,7 +360,7 @@ class Ledger:
             if entry["name"] != ".".join(source):  # renamed since the last commit: shown by its current name
                 state.tables = state.bind(source, str(table_uuid), entry.get("scopes", []))
             return state
-        _, carried = self._elsewhere(str(table_uuid))
+        _, carried = self._elsewhere(str(table_uuid), fresh=False)
         if carried is None:
             return state
         return carry_in(state, source, str(table_uuid), carried, extra=state.claims(".".join(source), table_uuid))
