@@ -358,7 +358,7 @@ class Ledger:
         entry = state.bound(table_uuid)
         if entry is not None:
             if entry["name"] != ".".join(source):  # renamed since the last commit: shown by its current name
-                state.tables = state.bind(source, str(table_uuid), entry.get("scopes", []))
+                state.tables = state.bind(source, str(table_uuid))
             return state
         _, carried = self._elsewhere(str(table_uuid), fresh=False)
         if carried is None:
@@ -423,8 +423,8 @@ class Ledger:
         table_uuid = str(table_uuid)
         entry = (state.tables or {}).get(table_uuid)
         if entry is not None and "moved_to" not in entry:
-            if entry["name"] != ".".join(source):
-                state.tables = state.bind(source, table_uuid, entry.get("scopes", []))
+            if entry["name"] != ".".join(source):  # renamed: recorded, joining what its new name claims
+                state.tables = state.bind(source, table_uuid)
             return state
         carried = self._move_here(source, table_uuid, state)
         claims = state.claims(".".join(source), table_uuid)

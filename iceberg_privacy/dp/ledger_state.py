@@ -177,12 +177,14 @@ class LedgerState:
         return entry if entry is not None and "moved_to" not in entry else None
 
     def table_scopes(self, source: tuple[str, ...], table_uuid: str | None = None) -> list[str]:
-        """The table scopes charged for, and governing, table ``source`` with uuid ``table_uuid``: its binding's,
-        else every scope its current name claims (None uuid: the table does not exist, resolve by name)."""
+        """The table scopes charged for, and governing, table ``source`` with uuid ``table_uuid``: its binding's
+        (which follow it through renames) and every scope its current name claims (a table renamed into a name
+        with a recorded scope joins it too). None uuid: the table does not exist, resolve by name."""
         entry = self.bound(table_uuid)
+        claims = self.claims(".".join(source), table_uuid)
         if entry is not None:
-            return list(entry.get("scopes", ()))
-        return self.claims(".".join(source), table_uuid)
+            return sorted(set(entry.get("scopes", ())) | set(claims))
+        return claims
 
     def bind(self, source: tuple[str, ...], table_uuid: str, scopes: list[str] | None = None) -> dict[str, Any]:
         """A copy of ``tables`` with ``table_uuid`` bound (to ``scopes``, default what it resolves to now) under
@@ -261,7 +263,7 @@ def carry_out(state: LedgerState, table_uuid: str, namespace: tuple[str, ...]) -
       ``privacy.access.carried-from`` (a carried policy never opens up a dp-only namespace it moves into).
     """
     entry = state.bound(table_uuid)
-    scopes = list(entry.get("scopes", ())) if entry else []
+    scopes = state.table_scopes(tuple(entry["name"].split(".")), table_uuid) if entry else []
     ns = namespace_scope(namespace)
     states = [state.scope(s) for s in scopes if s in state.budgets]
     if ns in state.budgets:

@@ -322,3 +322,47 @@ def test_cli_shows_current_names_after_a_rename(tmp_path: Any, capsys: pytest.Ca
     assert main([*loc, "dp", "log", "--table", "db.renamed", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["source_table"] == "db.people" and list(row["remaining"]) == ["table:db.renamed"]
+
+
+_ops = st.lists(st.tuples(st.sampled_from(["create", "rename", "drop", "commit", "budget"]),
+                          st.integers(0, 3), st.sampled_from(["a", "b", "c"])), max_size=25)
+
+
+@settings(max_examples=60)
+@given(ops=_ops)
+def test_resolution_never_sheds_a_scope(ops: list[tuple[str, int, str]]) -> None:
+    """Property over random create / rename / drop / commit / set-budget sequences in one namespace (the ledger's
+    pure state, as the ledger drives it): a table never loses a scope a commit bound it to (renames keep them), and a
+    table bearing a name that a commit recorded with a scope always resolves to that scope (created or renamed
+    into the name: no fresh budget, no lost dp-only policy)."""
+    state = LedgerState({}, {}, {}, {})
+    live: dict[str, str] = {}  # uuid -> current name
+    seen: dict[str, set[str]] = {}  # uuid -> every scope it ever resolved to
+    recorded: dict[str, set[str]] = {}  # name -> scopes recorded under it
+    counter = 0
+    for op, i, name in ops:
+        name = "ns." + name
+        uuids = sorted(live)
+        if op == "create" and name not in live.values():
+            counter += 1
+            live[f"u{counter}"] = name
+        elif op == "rename" and uuids and name not in live.values():
+            live[uuids[i % len(uuids)]] = name
+        elif op == "drop" and uuids:
+            del live[uuids[i % len(uuids)]]
+        elif op in ("commit", "budget") and uuids:
+            u = uuids[i % len(uuids)]
+            source = tuple(live[u].split("."))
+            state.tables = state.bind(source, u)  # what a reservation's commit does
+            if op == "budget" and not state.table_scopes(source, u):  # set_budget on a table without a scope
+                key = f"table-id:{u}"
+                state.budgets[key] = {"cap": PureDP(1).to_json(), "principals": {}}
+                state.tables = state.bind(source, u, [key])
+            recorded.setdefault(live[u], set()).update(state.table_scopes(source, u))  # a commit records the name
+        for u, n in live.items():
+            scopes = set(state.table_scopes(tuple(n.split(".")), u))
+            assert seen.get(u, set()) <= scopes, (u, n, seen.get(u), scopes)
+            assert recorded.get(n, set()) <= scopes, (u, n, recorded.get(n), scopes)
+            entry = state.bound(u)
+            if entry is not None:  # what a commit recorded for it (a scope joined by name only, with no commit
+                seen.setdefault(u, set()).update(entry["scopes"])  # since, is left by a rename: see docs/dp.md)
