@@ -43,6 +43,12 @@ def _reserve(catalog: Catalog, table: Any, amount: float, principal: str = "alic
                                                table_uuid=str(table.metadata.table_uuid))
 
 
+def _ledger_props(catalog: Catalog, ns: str) -> dict[str, str]:
+    table = Ledger(catalog, (ns,)).load()
+    assert table is not None
+    return dict(table.properties)
+
+
 def _eps(budget: Any) -> Fraction:
     return Fraction(0) if budget is None else budget.components()[0]
 
@@ -144,7 +150,7 @@ def test_move_to_another_namespace_carries_spend_and_policy(catalog: Catalog) ->
         _reserve(catalog, moved, 0.6)
     _reserve(catalog, moved, 0.25)
     # the old ledger: a tombstone naming where the table went; a release holding the old name is refused
-    tables = json.loads(Ledger(catalog, ("db",)).load().properties[DP_TABLES_PROPERTY])
+    tables = json.loads(_ledger_props(catalog, "db")[DP_TABLES_PROPERTY])
     assert tables[str(table.metadata.table_uuid)]["moved_to"] == "other"
     with pytest.raises(ip.TableMovedError):
         _reserve(catalog, table, 0.1)
@@ -173,16 +179,17 @@ def test_old_name_keyed_ledger_keeps_working_and_binds_on_next_commit(catalog: C
         DP_POLICIES_PROPERTY: json.dumps({scope: {"privacy.access": "dp-only"}}),
     }
     raw = ledger.load()
+    assert raw is not None
     with raw.transaction() as tx:
         tx.remove_properties(DP_TABLES_PROPERTY)
         tx.set_properties(old_props)
-    assert DP_TABLES_PROPERTY not in ledger.load().properties
+    assert DP_TABLES_PROPERTY not in _ledger_props(catalog, "db")
     # read by name, as before
     assert _eps(ip.get_budget("db.people", catalog=catalog).spent) == Fraction(1, 4)
     assert ip.access_policy(catalog, "db.people").dp_only
     # the next ledger commit, whatever it is, binds the name-keyed scope to the table bearing the name
     ip.set_namespace_budget(catalog, "db", PureDP(5))
-    tables = json.loads(ledger.load().properties[DP_TABLES_PROPERTY])
+    tables = json.loads(_ledger_props(catalog, "db")[DP_TABLES_PROPERTY])
     assert tables[str(table.metadata.table_uuid)]["scopes"] == [scope]
     catalog.rename_table("db.people", "db.renamed")
     assert _eps(ip.get_budget("db.renamed", catalog=catalog).spent) == Fraction(1, 4)
