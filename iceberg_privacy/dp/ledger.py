@@ -24,6 +24,12 @@ resolved the same way (:func:`iceberg_privacy.dp.resolve_reservations`): refunde
 reached ``evaluating``, else closed as ``abandoned`` with the spend kept. The state checks of
 ``evaluating`` and ``refunded`` are part of their compare-and-swap commits, so a refund and an
 evaluation of the same reservation can never both happen.
+
+Table scopes follow the table's uuid, not its name (docs/dp.md, "Table identity"): each reservation and
+budget/policy change binds the table (``privacy.dp.tables``) in the same commit. A table that moved here from
+another namespace is first closed in that namespace's ledger by a tombstone commit (compare-and-swap there
+too, so a release still holding the old name is refused from then on), and its budget, spend and policy are
+carried into this ledger by the commit that needs them.
 """
 
 from __future__ import annotations
