@@ -14,6 +14,12 @@ pyiceberg's own retry would *rebase* the append onto the newer snapshot while ke
 property values, which silently defeats the check. The ledger table therefore sets
 ``commit.retry.num-retries=0`` and retries itself, re-reading each time.
 
+Table scopes follow the table's uuid, not its name (docs/dp.md, "Table identity"): each reservation and
+budget/policy change binds the table (``privacy.dp.tables``) in the same commit. A table that moved here from
+another namespace is first closed in that namespace's ledger by a tombstone commit (compare-and-swap there
+too, so a release still holding the old name is refused from then on), and its budget, spend and policy are
+carried into this ledger by the commit that needs them.
+
 Protocol of a release (see docs/dp.md): reserve (spend committed, event ``reserved``, with its owner)
 -> event ``evaluating`` (committed before tmlt's evaluate is called) -> evaluate -> event
 ``evaluated`` -> write output -> event ``released``. Every event of a reservation refreshes its
@@ -24,22 +30,13 @@ resolved the same way (:func:`iceberg_privacy.dp.resolve_reservations`): refunde
 reached ``evaluating``, else closed as ``abandoned`` with the spend kept. The state checks of
 ``evaluating`` and ``refunded`` are part of their compare-and-swap commits, so a refund and an
 evaluation of the same reservation can never both happen.
-
-Table scopes follow the table's uuid, not its name (docs/dp.md, "Table identity"): each reservation and
-budget/policy change binds the table (``privacy.dp.tables``) in the same commit. A table that moved here from
-another namespace is first closed in that namespace's ledger by a tombstone commit (compare-and-swap there
-too, so a release still holding the old name is refused from then on), and its budget, spend and policy are
-carried into this ledger by the commit that needs them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 import uuid
-import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +51,7 @@ from iceberg_privacy.catalog import (
     library_name,
     reserved_table,
 )
+from iceberg_privacy.dp import _scan_memo
 from iceberg_privacy.dp.budget import Budget, budget_from_json, zero_like
 from iceberg_privacy.dp.errors import (
     BudgetExhaustedError,
@@ -110,27 +108,18 @@ MEMO_ENTRIES = 1000
 """How many (query hash, source snapshot) entries ``privacy.dp.memo`` keeps, newest first; an evicted question
 is asked again (and paid for) instead of being answered from the memo."""
 
-SCAN_TTL_SECONDS = 2.0
+SCAN_TTL_SECONDS = _scan_memo.TTL_SECONDS
 """How old a lake-wide scan of the ledgers may be for a read-only check of a table that no commit has bound in
 its namespace (:meth:`Ledger.state_for`); commits always scan afresh."""
-_SCANS: weakref.WeakKeyDictionary[Any, tuple[float, list[tuple[tuple[str, ...], LedgerState]]]] = \
-    weakref.WeakKeyDictionary()
-_SCANS_LOCK = threading.Lock()
 
 
 def _ledger_states(catalog: Catalog, *, fresh: bool) -> list[tuple[tuple[str, ...], LedgerState]]:
     """``(namespace, state)`` of every namespace's ledger (namespaces without one are skipped)."""
     from iceberg_privacy.catalog import all_namespaces
 
-    now = time.monotonic()
-    if not fresh:
-        with _SCANS_LOCK:
-            try:
-                hit = _SCANS.get(catalog)
-            except TypeError:  # a catalog that cannot be weakly referenced: no memo
-                hit = None
-        if hit is not None and now - hit[0] < SCAN_TTL_SECONDS:
-            return hit[1]
+    started = _scan_memo.now()
+    if not fresh and (hit := _scan_memo.get(catalog)) is not None:
+        return list(hit)
     out = []
     for ns in all_namespaces(catalog):
         ledger = Ledger(catalog, ns)
@@ -140,20 +129,8 @@ def _ledger_states(catalog: Catalog, *, fresh: bool) -> list[tuple[tuple[str, ..
             continue
         if table is not None:
             out.append((ns, ledger.state(table)))
-    with _SCANS_LOCK:
-        try:
-            _SCANS[catalog] = (now, out)
-        except TypeError:
-            pass
+    _scan_memo.put(catalog, out, started)
     return out
-
-
-def _forget_scan(catalog: Catalog) -> None:
-    with _SCANS_LOCK:
-        try:
-            _SCANS.pop(catalog, None)
-        except TypeError:
-            pass
 
 
 class Ledger:
@@ -196,6 +173,7 @@ class Ledger:
         ``mutate`` sees one ledger version and decides from it alone; if another writer commits
         first, our commit fails its requirement, and we start over from a fresh read.
         """
+        mutate = self._with_identity(mutate)
 
         def step() -> tuple[Any, int]:
             table = self.load(create=create)
@@ -205,12 +183,7 @@ class Ledger:
                     f"iceberg-privacy dp budget set --namespace {'.'.join(self.namespace)} --rho 1.0"
                 )
             state = LedgerState.from_properties(dict(table.properties), '.'.join(self.identifier))
-            migrated = None if PROP_TABLES in table.properties else self._bind_legacy(state)
-            if migrated is not None:
-                state.tables = migrated
             result, props, rows = mutate(state, table)
-            if rows and migrated is not None and PROP_TABLES not in (props or {}):
-                props = {**(props or {}), PROP_TABLES: canonical_dumps(migrated)}
             if not rows:  # the mutation decided, from this version, that there is nothing to commit
                 snap = table.current_snapshot()
                 return result, (snap.snapshot_id if snap else -1)
@@ -218,7 +191,6 @@ class Ledger:
                 if props is not None:
                     tx.set_properties(props)
                 tx.append(pa.Table.from_pylist(rows, schema=ARROW_SCHEMA))
-            _forget_scan(self.catalog)  # this process's reads see its own commits
             snap = table.current_snapshot()  # the transaction left `table` at the metadata it committed
             if len(table.metadata.snapshots) >= COMPACT_AT_SNAPSHOTS:
                 self._compact_quietly(table)
@@ -316,6 +288,24 @@ class Ledger:
         return row
 
     # -- table identity (docs/dp.md, "Table identity") -----------------------------------------------
+    def _with_identity(self, mutate: Any) -> Any:
+        """``mutate`` as every commit runs it: on a ledger written before table identity, its name-keyed table
+        scopes are bound first (:meth:`_bind_legacy`) and the bindings land with whatever the commit writes; and
+        this process's read-only checks drop their shared ledger scan (they must see this commit)."""
+
+        def wrapped(state: LedgerState, table: Table) -> tuple[Any, dict[str, str] | None, list[dict[str, Any]]]:
+            migrated = None if PROP_TABLES in table.properties else self._bind_legacy(state)
+            if migrated is not None:
+                state.tables = migrated
+            result, props, rows = mutate(state, table)
+            if rows and migrated is not None and PROP_TABLES not in (props or {}):
+                props = {**(props or {}), PROP_TABLES: canonical_dumps(migrated)}
+            if rows:
+                _scan_memo.forget(self.catalog)
+            return result, props, rows
+
+        return wrapped
+
     def _bind_legacy(self, state: LedgerState) -> dict[str, Any]:
         """Bindings for a ledger written before table identity: each name-keyed table scope goes to the table
         that bears the name now (a name no table bears stays name-keyed: the table created under it claims it).
