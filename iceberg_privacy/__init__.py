@@ -182,11 +182,11 @@ __all__ = [
     # errors
     "BudgetError", "BudgetExhaustedError", "BudgetTypeMismatchError", "CatalogError", "CommitConflictError",
     "ConfigurationError", "DpOnlyError", "DpSqlRefusedError", "ForgetKeyMismatchError", "ForgetListError", "IcebergPrivacyError", "InvalidArgumentError",
-    "InvalidBudgetError", "InvalidLookupValueError", "KeySetError", "LedgerConflictError", "LedgerCorruptError", "LineageError",
+    "InvalidBudgetError", "InvalidLookupValueError", "KeySetError", "LedgerConflictError", "LedgerCorruptError", "TableMovedError", "LineageError",
     "MissingSourceError", "NoBudgetConfiguredError", "NoIdentityColumnsError", "OpaqueSqlError",
     "PrivacyUnitRequiredError", "PurposeViolationError", "QueryCapExceededError", "QueueIntegrityError", "RefHoldsSubjectError", "ReleaseAbortedError", "ReleaseFailedError",
     "RequestBlockedError", "RequestConflictError", "SchemaMismatchError", "SecretMissingError", "SidecarError",
-    "SparkJobError", "StorageError", "SubjectRightsError", "TableMovedError", "TableNotFoundError", "UnknownColumnError", "UnknownRequestError",
+    "SparkJobError", "StorageError", "SubjectRightsError", "TableNotFoundError", "UnknownColumnError", "UnknownRequestError",
     "UnsupportedDataError", "UnsupportedSparkTypeError", "UnsupportedTypeError", "VerificationFailedError",
 ]
 
