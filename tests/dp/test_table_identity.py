@@ -199,6 +199,25 @@ def test_old_name_keyed_ledger_keeps_working_and_binds_on_next_commit(catalog: C
         _reserve(catalog, catalog.load_table("db.renamed"), 0.01)
 
 
+def test_a_move_interrupted_after_its_tombstone_is_completed_by_the_next_commit(catalog: Catalog) -> None:
+    """A crash between the tombstone (old namespace) and the binding (new namespace): the next commit in the new
+    namespace binds what the tombstone carried, spend included."""
+    catalog.create_namespace("other")
+    table = _table(catalog, "db.people")
+    set_budget(table, PureDP(1), catalog=catalog)
+    _reserve(catalog, table, 0.5)
+    catalog.rename_table("db.people", "other.people")
+    moved = catalog.load_table("other.people")
+    ledger = Ledger(catalog, ("other",))
+    carried = ledger._move_here(("other", "people"), str(moved.metadata.table_uuid), ledger.state())  # then "crash"
+    assert carried is not None and carried["spent"]["total"] == PureDP(0.5).to_json()
+    assert not ledger.exists()  # nothing was bound in the new namespace
+    with pytest.raises(ip.BudgetExhaustedError):
+        _reserve(catalog, moved, 0.6)
+    _reserve(catalog, moved, 0.5)
+    assert _eps(ip.get_budget(moved, catalog=catalog).spent) == 1
+
+
 @pytest.mark.parametrize("move", [False, True], ids=["rename", "move"])
 def test_a_rename_racing_reservations_never_escapes_the_cap(catalog: Catalog, move: bool) -> None:
     """Releases holding the table under its old name race a rename (or a move to another namespace) and releases
