@@ -172,6 +172,11 @@ class LedgerConflictError(BudgetError):
     """A ledger commit kept losing compare-and-swap races after all retries."""
 
 
+class TableMovedError(LedgerConflictError):
+    """A release's table moved to another namespace while it was starting; its budget moved with it. Nothing was
+    spent: run the release again under the table's current name."""
+
+
 class LedgerCorruptError(BudgetError):
     """The budget ledger's state properties do not decode: no release may run until they are repaired."""
 

@@ -106,6 +106,10 @@ DP_OPEN_PROPERTY = "privacy.dp.open"
 commit that changes one, so a state check never folds the whole event history (docs/dp.md, "Ledger state")."""
 DP_MEMO_PROPERTY = "privacy.dp.memo"
 """Ledger table property: the latest release of each (query hash, source snapshot), the memo's index."""
+DP_TABLES_PROPERTY = "privacy.dp.tables"
+"""Ledger table property: table identity, ``{table uuid: {"name", "names", "scopes"}}`` (or a tombstone with
+``"moved_to"`` and ``"carried"``): which table scopes each table is charged to and governed by, so budgets,
+spend and table policies follow the table's uuid through renames and moves (docs/dp.md, "Table identity")."""
 """Ledger-table property: the access policy of each scope (``namespace:<ns>`` / ``table:<ns>.<t>``), JSON;
 kept in the ledger so a reservation checks the policy and the budget in ONE compare-and-swap commit."""
 ACCESS_KEY = "privacy.access"
@@ -119,6 +123,9 @@ ACCESS_BOUNDS_KEY = "privacy.access.column-bounds"
 """A policy's public clamping bounds per numeric column: ``{"price": [0, 100]}``."""
 ACCESS_PUBLIC_KEYS_KEY = "privacy.access.public-keys"
 """A policy's public key sets per column: ``{"country": ["DE", "FR"]}`` (GROUP BY without discovery)."""
+ACCESS_CARRIED_FROM_KEY = "privacy.access.carried-from"
+"""Set on a table policy that a move across namespaces carried from the old namespace (its scope): such a
+policy never opens up a dp-only namespace it moved into (docs/dp.md, "Table identity")."""
 SYNTHETIC_MARKER = "privacy.synthetic"
 """Table property ``true`` on a table written by ``dp_synthesize``: every row is DP synthetic data (no person's
 row), so it may be read without spending budget (docs/dp.md, "DP synthetic data")."""

@@ -26,6 +26,7 @@ from iceberg_privacy.dp.errors import (
     QueryCapExceededError,
     ReleaseAbortedError,
     ReleaseFailedError,
+    TableMovedError,
 )
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.ledger_state import BudgetState, namespace_scope, table_scope
@@ -70,6 +71,7 @@ __all__ = [
     "Release",
     "ReleaseAbortedError",
     "ReleaseFailedError",
+    "TableMovedError",
     "ReleaseProvenance",
     "ReleaseRecord",
     "ReservationRecord",

@@ -78,3 +78,19 @@ def show(ref: Any) -> str:
     if isinstance(ref, Table):
         return "table"
     return repr(ref)
+
+
+def table_identity(catalog: Catalog, ref: Any) -> tuple[tuple[str, ...], str | None]:
+    """``(identifier, uuid)`` of a table reference; the uuid is None when no table bears the name (yet).
+
+    Budgets, spend and table policies are keyed by the uuid (they follow a rename); a name that no table
+    bears keeps a name-keyed scope that the table later created under it takes over (docs/dp.md)."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    if isinstance(ref, Table):
+        return tuple(ref.name()), str(ref.metadata.table_uuid)
+    ident = qualified(ref)
+    try:
+        return ident, str(catalog.load_table(ident).metadata.table_uuid)
+    except NoSuchTableError:
+        return ident, None

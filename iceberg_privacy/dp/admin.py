@@ -24,17 +24,18 @@ from iceberg_privacy.dp._refs import (
     catalog_for,
     check_catalog,
     namespace_identifier,
-    qualified,
     show,
+    table_identity,
 )
 from iceberg_privacy.dp.budget import Budget, as_budget
 from iceberg_privacy.dp.ledger import Ledger
-from iceberg_privacy.dp.ledger_state import BudgetState, namespace_scope, table_scope
+from iceberg_privacy.dp.ledger_state import BudgetState, namespace_scope
 from iceberg_privacy.errors import ConfigurationError, InvalidBudgetError
 
 
-def _set(catalog: Catalog, ns: tuple[str, ...], scope: str, cap: Budget | Any,
-         principal_caps: dict[str, Budget | Any] | None, set_by: str | None) -> BudgetState:
+def _set(catalog: Catalog, ns: tuple[str, ...], scope: str | None, cap: Budget | Any,
+         principal_caps: dict[str, Budget | Any] | None, set_by: str | None,
+         table: tuple[tuple[str, ...], str | None] | None = None) -> BudgetState:
     total = as_budget(cap)  # finite and > 0 (delta in [0, 1)), checked before the namespace is touched
     caps: dict[str, Budget] = {}
     for name, pcap in (principal_caps or {}).items():
@@ -49,12 +50,23 @@ def _set(catalog: Catalog, ns: tuple[str, ...], scope: str, cap: Budget | Any,
     except NamespaceAlreadyExistsError:
         pass
     ledger = Ledger(catalog, ns)
-    state = ledger.set_budget(scope, total, principal_caps=caps, set_by=set_by)
+    state = ledger.set_budget(scope, total, principal_caps=caps, set_by=set_by, table=table)
+    if table is not None:
+        scope = ledger.table_scopes_for_update(state, *table)[0]
+    assert scope is not None
     return state.scope(scope)
 
 
 def _get(catalog: Catalog, ns: tuple[str, ...], scope: str) -> BudgetState:
     return Ledger(catalog, ns).state().scope(scope)
+
+
+def _get_table(catalog: Catalog, ident: tuple[str, ...], table_uuid: str | None) -> BudgetState:
+    ledger = Ledger(catalog, ident[:-1])
+    state = ledger.state_for(ident, table_uuid)
+    scopes = [s for s in state.table_scopes(ident, table_uuid) if s in state.budgets] or \
+        ledger.table_scopes_for_update(state, ident, table_uuid)
+    return state.scope(scopes[0])
 
 
 # -- the pre-0.2 forms: catalog first, table= or namespace= ----------------------------------------
@@ -133,14 +145,17 @@ def set_budget(
     """Set the total budget of one table, with optional per-principal caps; returns its state.
 
     ``table`` is a loaded pyiceberg ``Table``, ``"ns.table"`` or ``("ns", "table")``; a name need not
-    exist yet (a budget can be set before the table is created). The budget lives in the ledger of
+    exist yet (a budget can be set before the table is created: the table later created under the name takes
+    it over). The budget follows the table's uuid, through renames and moves to another namespace (docs/dp.md,
+    "Table identity"). The budget lives in the ledger of
     the table's namespace in ``catalog`` (default: the catalog a loaded ``Table`` came from, else
     :func:`~iceberg_privacy.connect`). A release of the table is charged to this budget and to its
     namespace's (:func:`set_namespace_budget`), whichever exist. Per-principal caps (key ``"*"`` =
     every principal without an own cap) apply inside the table budget.
     """
-    ident = qualified(table)
-    return _set(catalog_for(table, catalog), ident[:-1], table_scope(ident), cap, principal_caps, set_by)
+    cat = catalog_for(table, catalog)
+    ident, table_uuid = table_identity(cat, table)
+    return _set(cat, ident[:-1], None, cap, principal_caps, set_by, table=(ident, table_uuid))
 
 
 @_accepts_catalog_first(_legacy_get_budget)
@@ -150,8 +165,9 @@ def get_budget(table: TableRef, *, catalog: Catalog | None = None) -> BudgetStat
     ``catalog`` as for :func:`set_budget`. The table's namespace budget is
     :func:`get_namespace_budget`.
     """
-    ident = qualified(table)
-    return _get(catalog_for(table, catalog), ident[:-1], table_scope(ident))
+    cat = catalog_for(table, catalog)
+    ident, table_uuid = table_identity(cat, table)
+    return _get_table(cat, ident, table_uuid)
 
 
 # -- namespace budgets: a privacy domain of the lake, catalog first --------------------------------

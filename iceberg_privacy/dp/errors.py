@@ -13,8 +13,9 @@ from iceberg_privacy.errors import (
     QueryCapExceededError,
     ReleaseAbortedError,
     ReleaseFailedError,
+    TableMovedError,
 )
 
 __all__ = ["BudgetExhaustedError", "BudgetTypeMismatchError", "InvalidArgumentError", "InvalidBudgetError",
            "KeySetError", "LedgerConflictError", "LedgerCorruptError", "NoBudgetConfiguredError", "PrivacyUnitRequiredError",
-           "QueryCapExceededError", "ReleaseAbortedError", "ReleaseFailedError"]
+           "QueryCapExceededError", "ReleaseAbortedError", "ReleaseFailedError", "TableMovedError"]

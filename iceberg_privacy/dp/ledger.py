@@ -14,6 +14,12 @@ pyiceberg's own retry would *rebase* the append onto the newer snapshot while ke
 property values, which silently defeats the check. The ledger table therefore sets
 ``commit.retry.num-retries=0`` and retries itself, re-reading each time.
 
+Table scopes follow the table's uuid, not its name (docs/dp.md, "Table identity"): each reservation and
+budget/policy change binds the table (``privacy.dp.tables``) in the same commit. A table that moved here from
+another namespace is first closed in that namespace's ledger by a tombstone commit (compare-and-swap there
+too, so a release still holding the old name is refused from then on), and its budget, spend and policy are
+carried into this ledger by the commit that needs them.
+
 Protocol of a release (see docs/dp.md): reserve (spend committed, event ``reserved``, with its owner)
 -> event ``evaluating`` (committed before tmlt's evaluate is called) -> evaluate -> event
 ``evaluated`` -> write output -> event ``released``. Every event of a reservation refreshes its
@@ -51,6 +57,7 @@ from iceberg_privacy.catalog import (
     library_name,
     reserved_table,
 )
+from iceberg_privacy.dp import _scan_memo
 from iceberg_privacy.dp.budget import Budget, budget_from_json, zero_like
 from iceberg_privacy.dp.errors import (
     BudgetExhaustedError,
@@ -58,6 +65,7 @@ from iceberg_privacy.dp.errors import (
     LedgerConflictError,
     NoBudgetConfiguredError,
     QueryCapExceededError,
+    TableMovedError,
 )
 from iceberg_privacy.dp.ledger_events import (
     ARROW_SCHEMA,
@@ -77,9 +85,12 @@ from iceberg_privacy.dp.ledger_state import (
     BudgetState,
     LedgerState,
     Reservation,
+    carry_in,
+    carry_out,
     min_budget,
     namespace_scope,
     per_query_fits,
+    table_id_scope,
     table_scope,
 )
 from iceberg_privacy.dp.query import canonical_dumps
@@ -90,6 +101,7 @@ from iceberg_privacy.properties import DP_LEDGER_MARKER as PROP_MARKER
 from iceberg_privacy.properties import DP_MEMO_PROPERTY as PROP_MEMO
 from iceberg_privacy.properties import DP_OPEN_PROPERTY as PROP_OPEN
 from iceberg_privacy.properties import DP_SPENT_PROPERTY as PROP_SPENT
+from iceberg_privacy.properties import DP_TABLES_PROPERTY as PROP_TABLES
 
 _LOAD: Any = object()
 
@@ -108,6 +120,31 @@ MEMO_ENTRIES = 1000
 """How many (query hash, source snapshot) entries ``privacy.dp.memo`` keeps, newest first; an evicted question
 is asked again (and paid for) instead of being answered from the memo."""
 
+SCAN_TTL_SECONDS = _scan_memo.TTL_SECONDS
+"""How old a lake-wide scan of the ledgers may be for a read-only check of a table that no commit has bound in
+its namespace (:meth:`Ledger.state_for`); commits always scan afresh."""
+
+
+def _ledger_states(catalog: Catalog, *, fresh: bool) -> list[tuple[tuple[str, ...], LedgerState]]:
+    """``(namespace, state)`` of every namespace's ledger (namespaces without one are skipped)."""
+    from iceberg_privacy.catalog import all_namespaces
+
+    started = _scan_memo.now()
+    if not fresh and (hit := _scan_memo.get(catalog)) is not None:
+        return list(hit)
+    out = []
+    for ns in all_namespaces(catalog):
+        ledger = Ledger(catalog, ns)
+        try:
+            table = ledger.load()
+        except LedgerConflictError:  # a foreign table under the ledger's name: not a ledger
+            continue
+        if table is not None:
+            out.append((ns, ledger.state(table)))
+    _scan_memo.put(catalog, out, started)
+    return out
+
+
 class Ledger:
     """The budget ledger of one namespace, stored as the Iceberg table ``<namespace>.privacy_dp_ledger`` (catalog property ``iceberg-privacy.ledger-table``)."""
 
@@ -125,7 +162,8 @@ class Ledger:
         """Load the ledger table (optionally creating it); refuses a table that is not a ledger."""
         return reserved_table(self.catalog, self.identifier, schema=LEDGER_SCHEMA, marker=PROP_MARKER,
                               what="the iceberg-privacy DP budget ledger", error=LedgerConflictError, create=create,
-                              compare_and_swap=True, properties={PROP_BUDGETS: "{}", PROP_SPENT: "{}"},
+                              compare_and_swap=True,
+                              properties={PROP_BUDGETS: "{}", PROP_SPENT: "{}", PROP_TABLES: "{}"},
                               legacy=self._legacy)
 
     def state(self, table: Table | None = _LOAD) -> LedgerState:
@@ -146,6 +184,7 @@ class Ledger:
         ``mutate`` sees one ledger version and decides from it alone; if another writer commits
         first, our commit fails its requirement, and we start over from a fresh read.
         """
+        mutate = self._with_identity(mutate)
 
         def load() -> Table:
             table = self.load(create=create)
@@ -229,45 +268,209 @@ class Ledger:
         row.update(kw)
         return row
 
+    # -- table identity (docs/dp.md, "Table identity") -----------------------------------------------
+    def _with_identity(self, mutate: Any) -> Any:
+        """``mutate`` as every commit runs it: on a ledger written before table identity, its name-keyed table
+        scopes are bound first (:meth:`_bind_legacy`) and the bindings land with whatever the commit writes; and
+        this process's read-only checks drop their shared ledger scan (they must see this commit)."""
+
+        def wrapped(state: LedgerState, table: Table) -> tuple[Any, dict[str, str] | None, list[dict[str, Any]]]:
+            migrated = None if PROP_TABLES in table.properties else self._bind_legacy(state)
+            if migrated is not None:
+                state.tables = migrated
+            result, props, rows = mutate(state, table)
+            if rows and migrated is not None and PROP_TABLES not in (props or {}):
+                props = {**(props or {}), PROP_TABLES: canonical_dumps(migrated)}
+            if rows:
+                _scan_memo.forget(self.catalog)
+            return result, props, rows
+
+        return wrapped
+
+    def _bind_legacy(self, state: LedgerState) -> dict[str, Any]:
+        """Bindings for a ledger written before table identity: each name-keyed table scope goes to the table
+        that bears the name now (a name no table bears stays name-keyed: the table created under it claims it).
+        Written by the ledger's next commit, whatever it is, so a later rename keeps the scope."""
+        from pyiceberg.exceptions import NoSuchTableError
+
+        tables = json.loads(canonical_dumps(state.tables or {}))
+        keys = {k for d in (state.budgets, state.spent, state.policies or {}) for k in d if k.startswith("table:")}
+        for key in sorted(keys):
+            ident = tuple(key[len("table:"):].split("."))
+            try:
+                uuid_ = str(self.catalog.load_table(ident).metadata.table_uuid)
+            except NoSuchTableError:
+                continue
+            if uuid_ not in tables:
+                tables = LedgerState(state.budgets, state.spent, state.policies, tables).bind(ident, uuid_, [key])
+        return tables
+
+    def _elsewhere(self, table_uuid: str, *, fresh: bool = True) -> tuple[Ledger | None, dict[str, Any] | None]:
+        """Where a table not bound in this ledger is bound in another namespace's (it moved here): that ledger
+        and what a move takes from it (:func:`carry_out`); or ``(None, carried)`` when a move here was half done
+        (the old ledger holds a tombstone naming this namespace); ``(None, None)`` when no ledger knows it.
+
+        This reads every namespace's ledger. A commit always reads them now (``fresh``); a read-only check may
+        use a scan at most :data:`SCAN_TTL_SECONDS` old, so one release (its compile, its early checks) and one
+        service listing scan once. The commit that spends re-reads them, so a stale read never spends."""
+        half_done = None
+        for ns, state in _ledger_states(self.catalog, fresh=fresh):
+            if ns == self.namespace:
+                continue
+            if state.bound(table_uuid) is not None:
+                return Ledger(self.catalog, ns), carry_out(state, table_uuid, ns)
+            entry = (state.tables or {}).get(table_uuid)
+            if entry and tuple(entry["moved_to"].split(".")) == self.namespace:
+                half_done = entry.get("carried")
+        return None, half_done
+
+    def state_for(self, source: tuple[str, ...], table_uuid: str | None,
+                  table: Table | None = _LOAD) -> LedgerState:
+        """The state a check of table ``source`` (uuid ``table_uuid``) reads: this ledger's, and when the table
+        moved here from another namespace and no commit here has bound it yet, with what it carries (read only:
+        the move is committed by the next reservation or budget/policy change of the table)."""
+        state = self.state(table)
+        if table_uuid is None:
+            return state
+        entry = state.bound(table_uuid)
+        if entry is not None:
+            if entry["name"] != ".".join(source):  # renamed since the last commit: shown by its current name
+                state.tables = state.bind(source, str(table_uuid))
+            return state
+        _, carried = self._elsewhere(str(table_uuid), fresh=False)
+        if carried is None:
+            return state
+        return carry_in(state, source, str(table_uuid), carried, extra=state.claims(".".join(source), table_uuid))
+
+    def _move_here(self, source: tuple[str, ...], table_uuid: str, state: LedgerState) -> dict[str, Any] | None:
+        """Inside a commit of table ``source``, not bound in ``state`` (this ledger's version): if it is bound in
+        another namespace's ledger (it moved here), close it there (tombstone ``moved_to`` + what it carries, one
+        compare-and-swap commit of that ledger: a release still holding the old name is refused from then on) and
+        return what it carries, for this commit to bind. None when there is nothing to move. Idempotent: when
+        this commit loses its race and runs again, the tombstone already says what was carried."""
+        gone = (state.tables or {}).get(table_uuid, {})
+        if gone.get("moved_to"):
+            self._check_lives_here(source, table_uuid)
+        home, carried = self._elsewhere(table_uuid)
+        if home is None:  # a move back whose other ledger is gone: what it had when it left
+            return carried if carried is not None or not gone.get("moved_to") else gone.get("carried")
+        target = ".".join(self.namespace)
+
+        def tombstone(state: LedgerState, table: Table) -> tuple[dict[str, Any] | None, dict[str, str] | None,
+                                                                 list[dict[str, Any]]]:
+            entry = (state.tables or {}).get(table_uuid)
+            if entry is None:
+                return None, None, []
+            if "moved_to" in entry:
+                return (entry.get("carried") if entry["moved_to"] == target else None), None, []
+            carried = carry_out(state, table_uuid, home.namespace)
+            tables = json.loads(canonical_dumps(state.tables))
+            tables[table_uuid] = {**entry, "moved_to": target, "carried": carried}
+            row = self._row("table_moved", None, None, source_table=".".join(source),
+                            scopes=canonical_dumps(entry.get("scopes", [])),
+                            detail=canonical_dumps({"table_uuid": table_uuid, "from": entry["name"],
+                                                    "to": ".".join(source), "carried": carried}))
+            return carried, {PROP_TABLES: canonical_dumps(tables)}, [row]
+
+        moved, _ = home._commit(tombstone)
+        return moved
+
+    def _check_lives_here(self, source: tuple[str, ...], table_uuid: str) -> None:
+        """A table this ledger saw move away is being charged here again: only if it really lives here now
+        (moved back), not for a release that still holds it under its old name."""
+        from pyiceberg.exceptions import NoSuchTableError
+
+        try:
+            here = str(self.catalog.load_table(source).metadata.table_uuid)
+        except NoSuchTableError:
+            here = None
+        if here != table_uuid:
+            entry = (self.state().tables or {}).get(table_uuid, {})
+            raise TableMovedError(
+                f"table {'.'.join(source)} moved to namespace {entry.get('moved_to')!r} (its budget and policy "
+                "moved with it) while this was starting; nothing was spent. Run it again under the table's "
+                "current name.")
+
+    def _bind_table(self, state: LedgerState, source: tuple[str, ...], table_uuid: str | None) -> LedgerState:
+        """``state`` with table ``source`` bound by uuid (inside a commit): its binding (current name refreshed),
+        or what a move carried here (:meth:`_move_here`), or the scopes its name claims. A table that moved away
+        from this ledger is refused (:class:`TableMovedError`) unless it really lives here again."""
+        if table_uuid is None:
+            return state
+        table_uuid = str(table_uuid)
+        entry = (state.tables or {}).get(table_uuid)
+        if entry is not None and "moved_to" not in entry:
+            if entry["name"] != ".".join(source):  # renamed: recorded, joining what its new name claims
+                state.tables = state.bind(source, table_uuid)
+            return state
+        carried = self._move_here(source, table_uuid, state)
+        claims = state.claims(".".join(source), table_uuid)
+        if carried is not None:
+            return carry_in(state, source, table_uuid, carried, extra=claims)
+        state.tables = state.bind(source, table_uuid, claims)
+        return state
+
+    def table_scopes_for_update(self, state: LedgerState, source: tuple[str, ...], table_uuid: str | None
+                                ) -> list[str]:
+        """The table scopes a budget or policy set on ``source`` changes: its bound (or claimed) scopes, else a
+        new one keyed by its uuid (by its name when the table does not exist yet)."""
+        if table_uuid is None:
+            return [table_scope(source)]
+        return state.table_scopes(source, str(table_uuid)) or [table_id_scope(str(table_uuid))]
+
     # -- operations --------------------------------------------------------------------------
     def set_budget(
         self,
-        scope: str,
+        scope: str | None,
         cap: Budget,
         *,
         principal_caps: dict[str, Budget] | None = None,
         set_by: str | None = None,
+        table: tuple[tuple[str, ...], str | None] | None = None,
     ) -> LedgerState:
         """Set (or replace) the total budget of a scope, optionally with per-principal caps.
 
-        The type of an already-spent scope cannot change: amounts of different types do not add.
+        ``table=(identifier, uuid)`` instead of a scope: the budget of that table, on the table scopes it is
+        bound to (or claims by name; a new ``table-id:<uuid>`` scope when none), in the same commit that binds
+        it. The type of an already-spent scope cannot change: amounts of different types do not add.
         """
 
         def mutate(
-            state: LedgerState, table: Table
+            state: LedgerState, ledger_table: Table
         ) -> tuple[LedgerState, dict[str, str], list[dict[str, Any]]]:
-            current = state.scope(scope)
-            if current.spent is not None and not current.spent.is_zero() and type(current.spent) is not type(cap):
-                raise BudgetTypeMismatchError(
-                    f"{scope} has already spent {current.spent!r}; its budget type cannot change to "
-                    f"{cap.kind}. Keep using {current.spent.kind}, or use a new namespace/table."
-                )
+            if table is not None:
+                state = self._bind_table(state, table[0], table[1])
+                scopes = self.table_scopes_for_update(state, *table)
+                if table[1] is not None:  # a new table-id scope: bound in this same commit
+                    state.tables = state.bind(table[0], str(table[1]), scopes)
+            else:
+                assert scope is not None
+                scopes = [scope]
+            entry = {
+                "cap": cap.to_json(),
+                "principals": {p: b.to_json() for p, b in (principal_caps or {}).items()},
+            }
             for name, pcap in (principal_caps or {}).items():
                 if type(pcap) is not type(cap):
                     raise BudgetTypeMismatchError(
                         f"principal cap for {name!r} must be {cap.kind}, like the total."
                     )
-            entry = {
-                "cap": cap.to_json(),
-                "principals": {p: b.to_json() for p, b in (principal_caps or {}).items()},
-            }
-            new_state = LedgerState(dict(state.budgets), dict(state.spent))
-            new_state.budgets[scope] = entry
+            new_state = LedgerState(dict(state.budgets), dict(state.spent), state.policies, state.tables)
+            for key in scopes:
+                current = state.scope(key)
+                if (current.spent is not None and not current.spent.is_zero()
+                        and type(current.spent) is not type(cap)):
+                    raise BudgetTypeMismatchError(
+                        f"{current.scope} has already spent {current.spent!r}; its budget type cannot change to "
+                        f"{cap.kind}. Keep using {current.spent.kind}, or use a new namespace/table."
+                    )
+                new_state.budgets[key] = entry
             row = self._row(
                 "budget_set",
                 None,
                 set_by,
-                scopes=canonical_dumps([scope]),
+                source_table=".".join(table[0]) if table is not None else None,
+                scopes=canonical_dumps(scopes),
                 amount=cap.dumps(),
                 detail=canonical_dumps(entry),
             )
@@ -276,19 +479,23 @@ class Ledger:
         new_state, _ = self._commit(mutate, create=True)
         return new_state
 
-    def applicable_scopes(self, source: tuple[str, ...], state: LedgerState) -> list[str]:
-        """Scopes charged by a release of ``source``: its table budget and its namespace budget."""
-        return [s for s in (table_scope(source), namespace_scope(self.namespace)) if s in state.budgets]
+    def applicable_scopes(self, source: tuple[str, ...], state: LedgerState,
+                          table_uuid: str | None = None) -> list[str]:
+        """Scopes (keys) charged by a release of ``source`` (uuid ``table_uuid``; None: resolved by name): its
+        table budgets (the scopes it is bound to, or claims by name) and its namespace budget."""
+        scopes = [*state.table_scopes(source, table_uuid), namespace_scope(self.namespace)]
+        return [s for s in scopes if s in state.budgets]
 
     def check(
-        self, state: LedgerState, source: tuple[str, ...], principal: str, amount: Budget
+        self, state: LedgerState, source: tuple[str, ...], principal: str, amount: Budget,
+        table_uuid: str | None = None,
     ) -> tuple[list[str], Budget]:
         """Check that ``amount`` fits every applicable cap; return the scopes and what was left.
 
         Raises before anything is written, naming what is left so the user can ask for less.
         """
-        self.check_policy(state, source, principal, amount)
-        scopes = self.applicable_scopes(source, state)
+        self.check_policy(state, source, principal, amount, table_uuid)
+        scopes = self.applicable_scopes(source, state, table_uuid)
         if not scopes:
             raise NoBudgetConfiguredError(
                 f"no privacy budget is set for table {'.'.join(source)} or namespace "
@@ -296,8 +503,9 @@ class Ledger:
                 f"--namespace {'.'.join(self.namespace)} --rho 1.0`."
             )
         limits: list[Budget] = []
-        for scope in scopes:
-            st = state.scope(scope)
+        for key in scopes:
+            st = state.scope(key)
+            scope = st.scope  # for people: table:<current name>
             assert st.cap is not None
             if type(st.cap) is not type(amount):
                 raise BudgetTypeMismatchError(
@@ -327,16 +535,18 @@ class Ledger:
                 limits.append(p_remaining)
         return scopes, min_budget(limits)
 
-    def check_policy(self, state: LedgerState, source: tuple[str, ...], principal: str, amount: Budget) -> None:
+    def check_policy(self, state: LedgerState, source: tuple[str, ...], principal: str, amount: Budget,
+                     table_uuid: str | None = None) -> None:
         """The access policy's part of a spend check (dp-only tables): the per-query cap, and a principal budget.
 
         Called by :meth:`check`, so inside every reservation's compare-and-swap: a release of a dp-only
         table that asks for more than the per-query cap, or whose principal has no budget there, is
         refused before anything is written.
         """
-        scope, entry = state.policy_entry(source)
+        key, entry = state.policy_entry(source, table_uuid)
         if entry.get(ACCESS_KEY) != "dp-only":
             return
+        scope = state.label(key) if key else key
         name = ".".join(source)
         cap_json = entry.get(ACCESS_MAX_PER_QUERY_KEY)
         if cap_json:
@@ -346,11 +556,11 @@ class Ledger:
                     f"{name} is dp-only with a per-query cap of {cap!r} (policy of {scope}); the query asks for "
                     f"{amount!r}. Nothing was spent and nothing was released; ask for at most the cap per query."
                 )
-        scopes = self.applicable_scopes(source, state)
+        scopes = self.applicable_scopes(source, state, table_uuid)
         if scopes and not any(state.scope(s).principal_cap(principal) is not None for s in scopes):
             raise NoBudgetConfiguredError(
                 f"{name} is dp-only and principal {principal!r} has no budget there (no cap for them or for '*' in "
-                f"{', '.join(scopes)}); nothing was spent. Ask the data owner to grant one: iceberg-privacy dp "
+                f"{', '.join(state.label(s) for s in scopes)}); nothing was spent. Ask the data owner to grant one: iceberg-privacy dp "
                 f"policy set ... --principal-budget {principal}=EPSILON"
             )
 
@@ -361,37 +571,52 @@ class Ledger:
         *,
         principal_caps: dict[str, Budget] | None = None,
         set_by: str | None = None,
+        table: tuple[tuple[str, ...], str | None] | None = None,
     ) -> LedgerState:
         """Set (``entry``) or remove (None) the access policy of a scope, and merge per-principal caps into the
-        scope's budget, in one commit (event ``policy_set``). Principal caps need the scope's total budget."""
+        scope's budget, in one commit (event ``policy_set``). Principal caps need the scope's total budget.
+        ``table=(identifier, uuid)`` instead of a scope: the table's scopes, as for :meth:`set_budget`."""
 
-        def mutate(state: LedgerState, table: Table) -> tuple[LedgerState, dict[str, str], list[dict[str, Any]]]:
-            budgets = json.loads(canonical_dumps(state.budgets))
-            if principal_caps:
-                if scope not in budgets:
-                    raise NoBudgetConfiguredError(
-                        f"{scope} has no total budget, so per-principal budgets cannot be set inside it; set one "
-                        "first (set_budget / set_namespace_budget, or `iceberg-privacy dp budget set`)."
-                    )
-                cap = budget_from_json(budgets[scope]["cap"])
-                for name, pcap in principal_caps.items():
-                    if type(pcap) is not type(cap):
-                        raise BudgetTypeMismatchError(
-                            f"principal budget for {name!r} must be {cap.kind}, like the total of {scope} ({cap!r})."
-                        )
-                per = budgets[scope].setdefault("principals", {})
-                per.update({p: b.to_json() for p, b in principal_caps.items()})
-            policies = json.loads(canonical_dumps(state.policies or {}))
-            if entry is None:
-                policies.pop(scope, None)
+        def mutate(state: LedgerState, ledger_table: Table
+                   ) -> tuple[LedgerState, dict[str, str], list[dict[str, Any]]]:
+            if table is not None:
+                state = self._bind_table(state, table[0], table[1])
+                scopes = self.table_scopes_for_update(state, *table)
+                if table[1] is not None:  # a new table-id scope: bound in this same commit
+                    state.tables = state.bind(table[0], str(table[1]), scopes)
             else:
-                policies[scope] = entry
-            new_state = LedgerState(budgets, state.spent, policies)
+                assert scope is not None
+                scopes = [scope]
+            budgets = json.loads(canonical_dumps(state.budgets))
+            policies = json.loads(canonical_dumps(state.policies or {}))
+            for key in scopes:
+                label = state.label(key)
+                if principal_caps:
+                    if key not in budgets:
+                        raise NoBudgetConfiguredError(
+                            f"{label} has no total budget, so per-principal budgets cannot be set inside it; set "
+                            "one first (set_budget / set_namespace_budget, or `iceberg-privacy dp budget set`)."
+                        )
+                    cap = budget_from_json(budgets[key]["cap"])
+                    for name, pcap in principal_caps.items():
+                        if type(pcap) is not type(cap):
+                            raise BudgetTypeMismatchError(
+                                f"principal budget for {name!r} must be {cap.kind}, like the total of {label} "
+                                f"({cap!r})."
+                            )
+                    per = budgets[key].setdefault("principals", {})
+                    per.update({p: b.to_json() for p, b in principal_caps.items()})
+                if entry is None:
+                    policies.pop(key, None)
+                else:
+                    policies[key] = entry
+            new_state = LedgerState(budgets, state.spent, policies, state.tables)
             row = self._row(
                 "policy_set",
                 None,
                 set_by,
-                scopes=canonical_dumps([scope]),
+                source_table=".".join(table[0]) if table is not None else None,
+                scopes=canonical_dumps(scopes),
                 detail=canonical_dumps({"policy": entry, "principals": {p: b.to_json() for p, b in
                                                                          (principal_caps or {}).items()}}),
             )
@@ -412,19 +637,26 @@ class Ledger:
         detail: dict[str, Any] | None = None,
         release_id: str | None = None,
         owner: dict[str, Any] | None = None,
+        table_uuid: str | None = None,
     ) -> Reservation:
         """Commit a spend (event ``reserved``) if and only if it fits, atomically with the check.
 
+        ``table_uuid`` (the source table's uuid; None only for callers that know just a name) binds the table in
+        the same commit, so its spend follows it through renames and moves (docs/dp.md, "Table identity").
         The event names its owner (``principal``, and ``owner``: host and pid, default this process);
         its time is the reservation's first heartbeat.
         """
         rid = release_id or uuid.uuid4().hex
         detail = {**(detail or {}), "owner": owner or current_owner()}
+        if table_uuid is not None:
+            table_uuid = str(table_uuid)
+            detail["table_uuid"] = table_uuid
 
         def mutate(
             state: LedgerState, table: Table
         ) -> tuple[Reservation, dict[str, str], list[dict[str, Any]]]:
-            scopes, left = self.check(state, source, principal, amount)
+            state = self._bind_table(state, source, table_uuid)
+            scopes, left = self.check(state, source, principal, amount, table_uuid)
             new_spent = json.loads(canonical_dumps(state.spent))
             for scope in scopes:
                 entry = new_spent.setdefault(scope, {})
@@ -452,10 +684,19 @@ class Ledger:
             )
             open_ = self._open(table)
             open_[rid] = {"state": "reserved", "reserved": compact_reserved(row)}
-            return reservation, {PROP_SPENT: new_state.to_properties()[PROP_SPENT],
-                                 PROP_OPEN: canonical_dumps(open_)}, [row]
+            props = {PROP_SPENT: new_state.to_properties()[PROP_SPENT], PROP_OPEN: canonical_dumps(open_)}
+            if table_uuid is not None:  # the binding (and what a move carried here) lands with the spend
+                bound = LedgerState(state.budgets, new_spent, state.policies or {}, state.tables or {})
+                props.update(bound.to_properties())
+            return reservation, props, [row]
 
-        reservation, _ = self._commit(mutate)
+        try:
+            reservation, _ = self._commit(mutate)
+        except NoBudgetConfiguredError:
+            # no ledger here yet, but the table moved here with its budget: its first reservation creates it
+            if table_uuid is None or self.load() is not None or self._elsewhere(table_uuid)[1] is None:
+                raise
+            reservation, _ = self._commit(mutate, create=True)
         return reservation
 
     def record(

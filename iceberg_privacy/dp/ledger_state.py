@@ -1,5 +1,13 @@
 """The budget ledger's state, decoded from its table properties: scopes (table, namespace), caps, spend,
-per-principal caps and per-query limits, and the arithmetic of what remains.
+per-principal caps and per-query limits, the tables bound to each table scope, and the arithmetic of what
+remains.
+
+Table scopes follow the table, not its name: ``privacy.dp.tables`` binds each table's uuid to the scopes it
+is charged to, so a rename keeps spend, caps and policy (a name-keyed scope was a DP guarantee reset waiting
+for ``rename_table``). A table the ledger has not bound yet is resolved by its name, conservatively: it joins
+every scope recorded under that name (a legacy ``table:<ns>.<name>`` scope, or a scope of another uuid that
+once had the name: dropped and re-created, renamed away, a copy), so it never gets a fresh budget nor loses a
+dp-only policy by taking a name (docs/dp.md, "Table identity").
 
 Why its own module: this is pure budget accounting (no catalog, no I/O); :mod:`iceberg_privacy.dp.ledger`
 reads and commits it by compare-and-swap, the CLI and the service show it.
@@ -14,9 +22,11 @@ from typing import Any
 from iceberg_privacy.dp.budget import Budget, budget_from_json, zero_like
 from iceberg_privacy.dp.errors import BudgetTypeMismatchError, LedgerCorruptError
 from iceberg_privacy.dp.query import canonical_dumps
+from iceberg_privacy.properties import ACCESS_CARRIED_FROM_KEY, ACCESS_KEY
 from iceberg_privacy.properties import DP_BUDGETS_PROPERTY as PROP_BUDGETS
 from iceberg_privacy.properties import DP_POLICIES_PROPERTY as PROP_POLICIES
 from iceberg_privacy.properties import DP_SPENT_PROPERTY as PROP_SPENT
+from iceberg_privacy.properties import DP_TABLES_PROPERTY as PROP_TABLES
 
 DEFAULT_PRINCIPAL_KEY = "*"
 
@@ -26,8 +36,21 @@ def namespace_scope(namespace: tuple[str, ...]) -> str:
 
 
 def table_scope(identifier: tuple[str, ...]) -> str:
-    """Scope key of a single table's budget."""
+    """Scope key of a table budget set by NAME before the table exists (and of every table scope in a ledger
+    written before table identity): the table that bears the name when the ledger first sees it is bound to it."""
     return "table:" + ".".join(identifier)
+
+
+TABLE_ID_PREFIX = "table-id:"
+
+
+def table_id_scope(table_uuid: str) -> str:
+    """Scope key of a table budget/policy set on an existing table: keyed by its uuid, so it follows renames."""
+    return TABLE_ID_PREFIX + str(table_uuid)
+
+
+def is_table_scope(scope: str) -> bool:
+    return scope.startswith(("table:", TABLE_ID_PREFIX))
 
 
 def _describe(budget: Budget | None) -> str:
@@ -43,10 +66,19 @@ class BudgetState:
     """
 
     scope: str
+    """What the scope is, for people: ``namespace:<ns>`` or ``table:<current name>``."""
     cap: Budget | None
     spent: Budget | None
     principal_caps: dict[str, Budget] = field(default_factory=dict)
     principal_spent: dict[str, Budget] = field(default_factory=dict)
+    key: str = ""
+    """The scope's key in the ledger (``table-id:<uuid>`` for a table scope bound by identity); default ``scope``."""
+    tables: tuple[str, ...] = ()
+    """Current names of the tables bound to a table scope (more than one when tables share it)."""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = self.scope
 
     def remaining(self) -> Budget | None:
         if self.cap is None:
@@ -76,6 +108,8 @@ class BudgetState:
     def to_json(self) -> dict[str, Any]:
         return {
             "scope": self.scope,
+            "key": self.key,
+            "tables": list(self.tables),
             "cap": self.cap.to_json() if self.cap else None,
             "spent": self.spent.to_json() if self.spent else None,
             "remaining": (r.to_json() if (r := self.remaining()) else None),
@@ -86,12 +120,16 @@ class BudgetState:
 
 @dataclass
 class LedgerState:
-    """Decoded ``privacy.dp.budgets``, ``privacy.dp.spent`` and ``privacy.dp.policies`` of one ledger version."""
+    """Decoded ``privacy.dp.budgets``, ``privacy.dp.spent``, ``privacy.dp.policies`` and ``privacy.dp.tables``
+    of one ledger version."""
 
     budgets: dict[str, dict[str, Any]]
     spent: dict[str, dict[str, Any]]
     policies: dict[str, dict[str, Any]] | None = None
     """Access policies by scope (see :mod:`iceberg_privacy.dp.policy`); None = not rewritten by this commit."""
+    tables: dict[str, dict[str, Any]] | None = None
+    """Table identity by uuid (``privacy.dp.tables``); None = not rewritten by this commit (a ledger written
+    before table identity has none: its tables are resolved by name until a commit binds them)."""
 
     @classmethod
     def from_properties(cls, props: dict[str, str], where: str = "the DP budget ledger") -> LedgerState:
@@ -111,21 +149,86 @@ class LedgerState:
                     "(`iceberg-privacy dp budget set`, `dp policy set`) after checking the spend in `dp log`.")
             return value
 
-        return cls(decode(PROP_BUDGETS), decode(PROP_SPENT), decode(PROP_POLICIES))
+        return cls(decode(PROP_BUDGETS), decode(PROP_SPENT), decode(PROP_POLICIES), decode(PROP_TABLES))
 
     def to_properties(self) -> dict[str, str]:
         props = {PROP_BUDGETS: canonical_dumps(self.budgets), PROP_SPENT: canonical_dumps(self.spent)}
         if self.policies is not None:
             props[PROP_POLICIES] = canonical_dumps(self.policies)
+        if self.tables is not None:
+            props[PROP_TABLES] = canonical_dumps(self.tables)
         return props
 
-    def policy_entry(self, source: tuple[str, ...]) -> tuple[str | None, dict[str, Any]]:
-        """The access policy that governs table ``source``: its own (scope ``table:``) if set, else its
-        namespace's; ``(None, {})`` when neither is set. A table policy replaces the namespace's whole."""
+    # -- table identity ----------------------------------------------------------------------------------
+    def claims(self, name: str, table_uuid: str | None = None) -> list[str]:
+        """Scopes recorded under the name ``name`` (``ns.table``) for a table other than ``table_uuid``: the
+        name-keyed scope ``table:<name>`` (set before the table existed, or by a ledger written before table
+        identity), and the scopes of every other uuid that has borne the name (dropped, renamed away, a copy)."""
+        legacy = "table:" + name
+        out = {legacy} if any(legacy in d for d in (self.budgets, self.spent, self.policies or {})) else set()
+        for uuid_, entry in (self.tables or {}).items():
+            if uuid_ != table_uuid and name in entry.get("names", ()):
+                out.update(entry.get("scopes", ()))
+        return sorted(out)
+
+    def bound(self, table_uuid: str | None) -> dict[str, Any] | None:
+        """The binding of ``table_uuid`` in this ledger (None when unbound, or moved to another namespace)."""
+        entry = (self.tables or {}).get(str(table_uuid)) if table_uuid else None
+        return entry if entry is not None and "moved_to" not in entry else None
+
+    def table_scopes(self, source: tuple[str, ...], table_uuid: str | None = None) -> list[str]:
+        """The table scopes charged for, and governing, table ``source`` with uuid ``table_uuid``: its binding's
+        (which follow it through renames) and every scope its current name claims (a table renamed into a name
+        with a recorded scope joins it too). None uuid: the table does not exist, resolve by name."""
+        entry = self.bound(table_uuid)
+        claims = self.claims(".".join(source), table_uuid)
+        if entry is not None:
+            return sorted(set(entry.get("scopes", ())) | set(claims))
+        return claims
+
+    def bind(self, source: tuple[str, ...], table_uuid: str, scopes: list[str] | None = None) -> dict[str, Any]:
+        """A copy of ``tables`` with ``table_uuid`` bound (to ``scopes``, default what it resolves to now) under
+        its current name ``source`` (added to the names it has borne)."""
+        name = ".".join(source)
+        tables = json.loads(canonical_dumps(self.tables or {}))
+        old = tables.get(str(table_uuid))
+        if scopes is None:
+            scopes = self.table_scopes(source, table_uuid)
+        names = set(old.get("names", ())) if old else set()
+        tables[str(table_uuid)] = {"name": name, "names": sorted(names | {name}), "scopes": sorted(set(scopes))}
+        return tables
+
+    def label(self, scope: str) -> str:
+        """A scope for people: ``table:<current name(s)>`` for a table scope, the key for a namespace scope."""
+        names = self.scope_tables(scope)
+        return "table:" + ",".join(names) if is_table_scope(scope) and names else scope
+
+    def scope_tables(self, scope: str) -> tuple[str, ...]:
+        """Current names of the tables bound to a table scope (the name itself for an unbound name-keyed one)."""
+        names = sorted({e["name"] for e in (self.tables or {}).values()
+                        if "moved_to" not in e and scope in e.get("scopes", ())})
+        if not names and scope.startswith("table:"):
+            names = [scope[len("table:"):]]
+        return tuple(names)
+
+    def policy_entry(self, source: tuple[str, ...], table_uuid: str | None = None) -> tuple[str | None, dict[str, Any]]:
+        """The access policy that governs table ``source``: its own (one of its table scopes: a dp-only one
+        first) if set, else its namespace's; ``(None, {})`` when neither is set. A table policy replaces the
+        namespace's whole, except one carried by a move from another namespace, which never opens up a dp-only
+        namespace. Returns the scope's KEY (see :meth:`label`)."""
         policies = self.policies or {}
-        for scope in (table_scope(source), namespace_scope(tuple(source[:-1]))):
-            if scope in policies:
-                return scope, policies[scope]
+        ns_scope = namespace_scope(tuple(source[:-1]))
+        ns_entry = policies.get(ns_scope)
+        own = [(s, policies[s]) for s in self.table_scopes(source, table_uuid) if s in policies]
+        if own:
+            dp_only = [p for p in own if p[1].get(ACCESS_KEY) == "dp-only"]
+            scope, entry = (dp_only or own)[0]
+            if (entry.get(ACCESS_KEY) != "dp-only" and entry.get(ACCESS_CARRIED_FROM_KEY)
+                    and ns_entry is not None and ns_entry.get(ACCESS_KEY) == "dp-only"):
+                return ns_scope, ns_entry
+            return scope, entry
+        if ns_entry is not None:
+            return ns_scope, ns_entry
         return None, {}
 
     def scope(self, scope: str) -> BudgetState:
@@ -137,7 +240,9 @@ class LedgerState:
         else:  # nothing spent yet: the zero amount of the cap's type
             spent = zero_like(cap) if cap is not None else None
         return BudgetState(
-            scope=scope,
+            scope=self.label(scope),
+            key=scope,
+            tables=self.scope_tables(scope) if is_table_scope(scope) else (),
             cap=cap,
             spent=spent,
             principal_caps={p: budget_from_json(v) for p, v in (b or {}).get("principals", {}).items()},
@@ -146,6 +251,82 @@ class LedgerState:
 
     def scopes(self) -> list[str]:
         return sorted(set(self.budgets) | set(self.spent))
+
+
+def carry_out(state: LedgerState, table_uuid: str, namespace: tuple[str, ...]) -> dict[str, Any]:
+    """What a table moving out of ``namespace`` (this ledger) takes along, as JSON (the tombstone's ``carried``):
+
+    - ``budget``/``spent``: one table budget whose remaining is the least of what its table scopes AND the old
+      namespace's budget had left (and the same per principal), so a move never widens what the table may
+      still spend; the spend shown is its table scope's;
+    - ``policy``: its table policy, a dp-only one first, else the old namespace's dp-only policy; marked
+      ``privacy.access.carried-from`` (a carried policy never opens up a dp-only namespace it moves into).
+    """
+    entry = state.bound(table_uuid)
+    scopes = state.table_scopes(tuple(entry["name"].split(".")), table_uuid) if entry else []
+    ns = namespace_scope(namespace)
+    states = [state.scope(s) for s in scopes if s in state.budgets]
+    if ns in state.budgets:
+        states.append(state.scope(ns))
+    carried: dict[str, Any] = {"budget": None, "spent": None, "policy": None, "from": ns}
+    if states:
+        first = states[0]
+        assert first.cap is not None
+        same = [st for st in states if st.cap is not None and type(st.cap) is type(first.cap)]
+        remaining = min_budget([st.remaining() for st in same])  # type: ignore[misc]
+        spent = first.spent if first.key != ns and first.spent is not None else zero_like(first.cap)
+        principals: dict[str, Any] = {}
+        principal_spent: dict[str, Any] = {}
+        names = set().union(*(set(st.principal_caps) | set(st.principal_spent) for st in same))
+        for p in sorted(names):
+            rems = [r for st in same if (r := st.principal_remaining(p)) is not None]
+            if not rems:
+                continue
+            p_spent = first.principal_spent.get(p, zero_like(first.cap)) if first.key != ns else zero_like(first.cap)
+            principals[p] = (p_spent + min_budget(rems)).to_json()
+            if not p_spent.is_zero():
+                principal_spent[p] = p_spent.to_json()
+        carried["budget"] = {"cap": (spent + remaining).to_json(), "principals": principals}
+        carried["spent"] = ({"total": spent.to_json(), **({"principals": principal_spent} if principal_spent else {})}
+                            if not spent.is_zero() else {})
+    policies = state.policies or {}
+    own = [policies[s] for s in scopes if s in policies]
+    own_dp = [p for p in own if p.get(ACCESS_KEY) == "dp-only"]
+    ns_policy = policies.get(ns)
+    policy: dict[str, Any] | None
+    if own_dp:
+        policy = own_dp[0]
+    elif ns_policy is not None and ns_policy.get(ACCESS_KEY) == "dp-only":
+        policy = ns_policy
+    else:
+        policy = own[0] if own else None
+    if policy is not None:
+        carried["policy"] = {**policy, ACCESS_CARRIED_FROM_KEY: ns}
+    return carried
+
+
+def carry_in(state: LedgerState, source: tuple[str, ...], table_uuid: str, carried: dict[str, Any],
+             extra: list[str] | None = None) -> LedgerState:
+    """A copy of ``state`` with the moved table bound to its own scope ``table-id:<uuid>`` holding what it carried
+    (replacing an older copy of that scope: what is carried includes it), and to the ``extra`` scopes its new name
+    claims here (both govern it). Nothing carried: bound to the ``extra`` scopes only."""
+    budgets = json.loads(canonical_dumps(state.budgets))
+    spent = json.loads(canonical_dumps(state.spent))
+    policies = json.loads(canonical_dumps(state.policies or {}))
+    key = table_id_scope(table_uuid)
+    for d in (budgets, spent, policies):
+        d.pop(key, None)
+    if carried.get("budget"):
+        budgets[key] = carried["budget"]
+        if carried.get("spent"):
+            spent[key] = carried["spent"]
+    if carried.get("policy"):
+        policies[key] = carried["policy"]
+    has_scope = key in budgets or key in policies
+    new = LedgerState(budgets, spent, policies, None)
+    new.tables = LedgerState(budgets, spent, policies, state.tables).bind(
+        source, table_uuid, ([key] if has_scope else []) + list(extra or []))
+    return new
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ budget each scope had left (``iceberg-privacy dp log``)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -10,7 +11,7 @@ from typing import Any, Literal
 from pyiceberg.catalog import Catalog
 
 from iceberg_privacy.catalog import TableRef, all_namespaces
-from iceberg_privacy.dp._refs import check_catalog, qualified
+from iceberg_privacy.dp._refs import check_catalog, table_identity
 from iceberg_privacy.dp.budget import Budget, budget_from_json
 from iceberg_privacy.dp.ledger import Ledger
 
@@ -79,9 +80,10 @@ def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRec
     (or that governs the table, for memoized answers).
     """
     check_catalog(catalog, "releases")
-    if table is not None:
-        ident = qualified(table)
-        namespaces = [ident[:-1]]
+    wanted_uuid: str | None = None
+    if table is not None:  # its events under any name it had, in any namespace it was in (it may have moved)
+        ident, wanted_uuid = table_identity(catalog, table)
+        namespaces = [ident[:-1]] if wanted_uuid is None else all_namespaces(catalog)
         wanted: str | None = ".".join(ident)
     else:
         namespaces = all_namespaces(catalog)
@@ -91,15 +93,22 @@ def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRec
         ledger = Ledger(catalog, ns)
         if not ledger.exists():
             continue
-        state = ledger.state()
+        # with a table: its scopes shown under its current name (else: the name each ledger commit last saw)
+        state = ledger.state_for(ident, wanted_uuid) if wanted_uuid and ns == ident[:-1] else ledger.state()
         by_id: dict[str, ReleaseRecord] = {}
         for ev in ledger.events():
-            if ev["event"] in ("budget_set", "policy_set") or (wanted and ev["source_table"] != wanted):
+            if ev["event"] in ("budget_set", "policy_set", "table_moved"):
+                continue
+            ev_uuid = _table_uuid(ev)
+            if wanted and ev["source_table"] != wanted and not (wanted_uuid and ev_uuid == wanted_uuid) \
+                    and ev["release_id"] not in by_id:
                 continue
             rid = ev["release_id"]
             if ev["event"] in ("reserved", "memoized"):
+                if wanted and ev["source_table"] != wanted and ev_uuid != wanted_uuid:
+                    continue  # another table that once bore the name
                 src = tuple((ev["source_table"] or "").split("."))
-                scopes = ledger.applicable_scopes(src, state)
+                scopes = ledger.applicable_scopes(src, state, ev_uuid)
                 rec = ReleaseRecord(
                     release_id=rid,
                     status=ev["event"],
@@ -113,7 +122,7 @@ def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRec
                     else None,
                     output_table=ev["output_table"],
                     output_snapshot_id=ev["output_snapshot_id"],
-                    remaining={s: state.scope(s).remaining() for s in scopes},
+                    remaining={state.label(s): state.scope(s).remaining() for s in scopes},
                     detail=ev["detail"],
                 )
                 by_id[rid if ev["event"] == "reserved" else "memo:" + rid] = rec
@@ -128,6 +137,16 @@ def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRec
                     rec.spent = None  # given back: the release computed nothing
     records.sort(key=lambda r: r.at)
     return records
+
+
+def _table_uuid(ev: dict[str, Any]) -> str | None:
+    """The source table's uuid a ``reserved`` event recorded (None for events written before table identity)."""
+    try:
+        detail = json.loads(ev.get("detail") or "{}")
+    except ValueError:
+        return None
+    value = detail.get("table_uuid") if isinstance(detail, dict) else None
+    return str(value) if value else None
 
 
 __all__ = ["ReleaseRecord", "releases"]

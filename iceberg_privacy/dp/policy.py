@@ -16,6 +16,11 @@ ledger version, so a query over the per-query cap, or over what is left for its 
 inside the same compare-and-swap that would have charged it: nothing is charged. Per-principal budgets
 are the ledger's principal caps (set inside the scope's total budget), not a second mechanism.
 
+A table policy follows the table, not its name: it is stored on the table's scope, which the ledger binds to
+the table's uuid (``privacy.dp.tables``), so a rename or a move to another namespace keeps it, and a table
+created under a name that had a dp-only policy is governed by it (a name never sheds a restriction; see
+:mod:`iceberg_privacy.dp.ledger_state` and docs/dp.md, "Table identity").
+
 A table's own policy replaces its namespace's (whole: the two are not merged). The policy also carries
 what DP SQL may use without spending: the privacy unit, public clamping bounds of numeric columns and
 public key sets of grouping columns. They are *public* by the data owner's declaration: nothing in a
@@ -39,7 +44,7 @@ from pyiceberg.exceptions import NamespaceAlreadyExistsError
 from pyiceberg.table import Table
 
 from iceberg_privacy.catalog import TableRef
-from iceberg_privacy.dp._refs import check_catalog, namespace_identifier, qualified
+from iceberg_privacy.dp._refs import check_catalog, namespace_identifier, qualified, table_identity
 from iceberg_privacy.dp.arguments import ROWS, RowUnit
 from iceberg_privacy.dp.budget import Budget, as_budget, budget_from_json
 from iceberg_privacy.dp.ledger import Ledger
@@ -66,7 +71,7 @@ ROWS_UNIT = "rows"
 class AccessPolicy:
     """The access policy that governs a table (or is set on a namespace), as the ledger stores it.
 
-    ``scope`` says where it was set (``namespace:<ns>`` or ``table:<ns>.<table>``; None when no policy
+    ``scope`` says where it was set (``namespace:<ns>`` or ``table:<current name>``; None when no policy
     applies: then ``access`` is ``open``). ``principal_budgets`` are the per-principal caps of that
     scope's budget (``"*"`` = every other principal).
     """
@@ -184,10 +189,9 @@ def _unit(privacy_unit: str | RowUnit | None) -> str | None:
     )
 
 
-def _check_cap_type(cap: Budget, scope: str, state: Any) -> None:
+def _check_cap_type(cap: Budget, scopes: list[str], state: Any) -> None:
     """A per-query cap must be comparable with the budgets its queries are charged to: the same type, or a
     pure-DP epsilon over an approx-DP budget (else every query would be refused as a type mismatch)."""
-    scopes = [scope] if scope.startswith("namespace:") else [scope, namespace_scope(tuple(scope[6:].split(".")[:-1]))]
     for s in scopes:
         if s not in state.budgets:
             continue
@@ -197,7 +201,7 @@ def _check_cap_type(cap: Budget, scope: str, state: Any) -> None:
         example = {"pure": "PureDP(0.5) or a bare 0.5", "approx": "ApproxDP(0.5, 1e-6) or a bare epsilon 0.5",
                    "zcdp": "RhoZCDP(0.05)"}[budget.kind]
         raise InvalidArgumentError(
-            f"max_epsilon_per_query is a {cap.kind} budget ({cap!r}) but {s} has a {budget.kind} budget "
+            f"max_epsilon_per_query is a {cap.kind} budget ({cap!r}) but {state.label(s)} has a {budget.kind} budget "
             f"({budget!r}), so every query would be refused; pass a {budget.kind} cap, e.g. {example} (CLI: "
             f"{'--max-rho-per-query' if budget.kind == 'zcdp' else '--max-epsilon-per-query'}). Nothing was changed.")
 
@@ -398,14 +402,23 @@ def set_access_policy(
             or max_rows_per_unit < 1):
         raise InvalidArgumentError(f"max_rows_per_unit must be an integer >= 1, got {max_rows_per_unit!r}.")
     scope, ns, name = _target(target)
-    state = Ledger(catalog, ns).state()
-    total = state.budgets.get(scope)  # the type numbers are read in (re-checked on commit)
+    ledger = Ledger(catalog, ns)
+    table_ref = table_identity(catalog, target) if scope.startswith("table:") else None
+    if table_ref is not None:  # the scopes the table is bound to (or claims): a policy follows the table's uuid
+        state = ledger.state_for(*table_ref)
+        keys = ledger.table_scopes_for_update(state, *table_ref)
+        checked = [*keys, namespace_scope(ns)]
+    else:
+        state = ledger.state()
+        keys = [scope]
+        checked = [scope]
+    total = state.budgets.get(keys[0])  # the type numbers are read in (re-checked on commit)
     like = budget_from_json(total["cap"]) if total else None
     # a bare number is a pure-DP epsilon (which also caps approx-DP queries); it must suit the scope's budgets
     cap = coerce_budget(max_epsilon_per_query, None, "max_epsilon_per_query") \
         if max_epsilon_per_query is not None else None
     if cap is not None:
-        _check_cap_type(cap, scope, state)
+        _check_cap_type(cap, checked, state)
     caps: dict[str, Budget] = {}
     if principal_budgets:
         for who, b in principal_budgets.items():
@@ -435,10 +448,12 @@ def set_access_policy(
         catalog.create_namespace(ns)
     except NamespaceAlreadyExistsError:
         pass
-    state = Ledger(catalog, ns).set_policy(scope, entry, principal_caps=caps, set_by=set_by)
+    state = ledger.set_policy(scope, entry, principal_caps=caps, set_by=set_by, table=table_ref)
+    if table_ref is not None:
+        scope = ledger.table_scopes_for_update(state, *table_ref)[0]
     budget = state.budgets.get(scope)
     principal = {p: budget_from_json(v) for p, v in (budget or {}).get("principals", {}).items()}
-    return _policy(name, scope, entry, principal)
+    return _policy(name, state.label(scope), entry, principal)
 
 
 def remove_access_policy(catalog: Catalog, target: TableRef | str | tuple[str, ...] | NamespaceTarget,
@@ -448,7 +463,8 @@ def remove_access_policy(catalog: Catalog, target: TableRef | str | tuple[str, .
     scope, ns, name = _target(target)
     ledger = Ledger(catalog, ns)
     if ledger.exists():
-        ledger.set_policy(scope, None, set_by=set_by)
+        table_ref = table_identity(catalog, target) if scope.startswith("table:") else None
+        ledger.set_policy(scope, None, set_by=set_by, table=table_ref)
     return access_policy(catalog, target)
 
 
@@ -459,16 +475,18 @@ def access_policy(catalog: Catalog, table: TableRef | str | tuple[str, ...] | Na
     """
     check_catalog(catalog, "access_policy")
     scope, ns, name = _target(table)
-    state = Ledger(catalog, ns).state()
     if scope.startswith("table:"):
-        found, entry = state.policy_entry(tuple(scope[len("table:"):].split(".")))
+        ident, table_uuid = table_identity(catalog, table)
+        state = Ledger(catalog, ns).state_for(ident, table_uuid)
+        found, entry = state.policy_entry(ident, table_uuid)
     else:
+        state = Ledger(catalog, ns).state()
         found, entry = (scope, (state.policies or {})[scope]) if scope in (state.policies or {}) else (None, {})
     if found is None:
         return AccessPolicy(target=name, scope=None)
     budget = state.budgets.get(found)
     principal = {p: budget_from_json(v) for p, v in (budget or {}).get("principals", {}).items()}
-    return _policy(name, found, entry, principal)
+    return _policy(name, state.label(found), entry, principal)
 
 
 def require_raw_access(catalog: Catalog, table: TableRef) -> None:

@@ -389,13 +389,14 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None, memo_log
     out_name = ".".join(out_id)
     expected_cols = plan.columns
     snapshot_id = plan.snapshot_id
+    table_uuid = str(source.metadata.table_uuid)  # budgets and policies follow the table, not its name
     ledger = Ledger(catalog, namespace)
     ledger_table = ledger.load()  # one read: the state, the policy and the memo of this ledger version
-    state = ledger.state(ledger_table)
-    scope, entry = state.policy_entry(source_id)
-    check_policy_unit(unit, max_rows_per_unit, ".".join(source_id), entry, scope)
+    state = ledger.state_for(source_id, table_uuid, ledger_table)
+    scope, entry = state.policy_entry(source_id, table_uuid)
+    check_policy_unit(unit, max_rows_per_unit, ".".join(source_id), entry, state.label(scope) if scope else scope)
     # On a dp-only table even a memoized answer needs a principal with a budget there, asking within the cap.
-    ledger.check_policy(state, source_id, principal, amount)
+    ledger.check_policy(state, source_id, principal, amount, table_uuid)
 
     # Memoization: same canonical query, same snapshot -> the stored release, free of charge. No Spark, no
     # tmlt, no scan of the ledger's events: the memo is a property of the ledger version just read.
@@ -418,7 +419,7 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None, memo_log
             )
     # Early, cheap refusal (no budget, wrong type, exhausted, over the policy's per-query cap) before any Spark
     # work; reserve() re-checks atomically, so this read being stale by the time we reserve is harmless.
-    ledger.check(state, source_id, principal, amount)
+    ledger.check(state, source_id, principal, amount, table_uuid)
 
     # Everything tmlt can reject, it rejects here, on a throw-away session: nothing reserved yet. So do
     # Spark's start-up and its Python workers: a failure here costs nothing.
@@ -453,6 +454,7 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None, memo_log
         query_hash=qhash,
         output_table=out_name,
         detail={"query": query.to_json()},
+        table_uuid=table_uuid,
     )
     rid = reservation.release_id
     # The fields every later ledger event of this release repeats.

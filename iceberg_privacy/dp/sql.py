@@ -266,8 +266,9 @@ def dp_sql(
     principal = principal or current_principal()
     source = catalog.load_table(tuple(compiled.table.split(".")))
     ledger = Ledger(catalog, tuple(source.name()[:-1]))
-    state = ledger.state()
-    caps = [state.scope(s).cap for s in ledger.applicable_scopes(tuple(source.name()), state)]
+    table_uuid = str(source.metadata.table_uuid)
+    state = ledger.state_for(tuple(source.name()), table_uuid)
+    caps = [state.scope(s).cap for s in ledger.applicable_scopes(tuple(source.name()), state, table_uuid)]
     amount = coerce_budget(budget, next((c for c in caps if c is not None), None), "budget")
 
     unit_decl = compiled.privacy_unit

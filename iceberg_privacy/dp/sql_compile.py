@@ -640,7 +640,7 @@ def compile_tree(catalog: Catalog, tree: Any) -> CompiledSql:
     _check_clauses(tree)
     table, alias = _source(catalog, tree)
     source = ".".join(table.name())
-    policy = access_policy(catalog, table.name())
+    policy = access_policy(catalog, table)  # the loaded table: its policy follows its uuid
     schema = {f.name: f.field_type for f in table.schema().fields}
 
     # GROUP BY

@@ -444,7 +444,10 @@ def dp_synthesize(
     source = load_table(catalog, table)
     source_id = tuple(source.name())
     ledger = Ledger(catalog, source_id[:-1])
-    policy_scope, policy = ledger.state().policy_entry(source_id) if ledger.exists() else (None, {})
+    table_uuid = str(source.metadata.table_uuid)  # budgets and policies follow the table, not its name
+    policy_state = ledger.state_for(source_id, table_uuid)
+    policy_scope, policy = policy_state.policy_entry(source_id, table_uuid)
+    policy_scope = policy_state.label(policy_scope) if policy_scope else None
     if privacy_unit is None:  # the policy's declared unit, else single rows
         declared = policy.get(ACCESS_PRIVACY_UNIT_KEY)
         privacy_unit = ROWS if declared in (None, ROWS_UNIT) else str(declared)
@@ -507,7 +510,8 @@ def dp_synthesize(
                          snap.snapshot_id, qhash, method, rho)
         if memo is not None:
             return memo
-    ledger.check(ledger.state(), source_id, principal, amount)  # early refusal; reserve() re-checks atomically
+    # early refusal; reserve() re-checks atomically
+    ledger.check(ledger.state_for(source_id, table_uuid), source_id, principal, amount, table_uuid)
     data = source.scan(snapshot_id=snap.snapshot_id, selected_fields=tuple([*columns, *([unit] if unit else [])])
                        ).to_arrow()
     # Contribution bounding and cell codes need no noise: done before the reservation, so a failure here is free.
@@ -518,7 +522,7 @@ def dp_synthesize(
 
     # -- reserve, then measure ------------------------------------------------------------------------
     reservation = ledger.reserve(source_id, principal, amount, source_snapshot_id=snap.snapshot_id, query_hash=qhash,
-                                 output_table=out_name, detail={"query": query})
+                                 output_table=out_name, detail={"query": query}, table_uuid=table_uuid)
     rid = reservation.release_id
     event: dict[str, Any] = {"release_id": rid, "principal": principal, "source": source_id,
                              "source_snapshot_id": snap.snapshot_id, "query_hash": qhash, "output_table": out_name}

@@ -57,9 +57,11 @@ class BudgetView:
                 "scopes": list(self.scopes)}
 
 
-def budget_view(ledger: Ledger, state: LedgerState, source: tuple[str, ...], principal: str) -> BudgetView | None:
-    """The binding (cap, spent, remaining) of ``principal`` on ``source``; None when no budget governs it."""
-    scopes = ledger.applicable_scopes(source, state)
+def budget_view(ledger: Ledger, state: LedgerState, source: tuple[str, ...], principal: str,
+                table_uuid: str | None = None) -> BudgetView | None:
+    """The binding (cap, spent, remaining) of ``principal`` on ``source`` (uuid ``table_uuid``: its budgets follow
+    it through renames); None when no budget governs it. ``scopes`` are shown with current table names."""
+    scopes = ledger.applicable_scopes(source, state, table_uuid)
     best: tuple[Fraction, Budget, Budget, Budget] | None = None
     for scope in scopes:
         st = state.scope(scope)
@@ -79,7 +81,7 @@ def budget_view(ledger: Ledger, state: LedgerState, source: tuple[str, ...], pri
                 best = (key, cap, spent, remaining)
     if best is None:
         return None
-    return BudgetView(best[1], best[2], best[3], tuple(scopes))
+    return BudgetView(best[1], best[2], best[3], tuple(state.label(s) for s in scopes))
 
 
 def _columns(table: Table) -> list[dict[str, Any]]:
@@ -117,13 +119,16 @@ def datasets(catalog: Catalog, principal: str) -> list[dict[str, Any]]:
         entry = ledgers[ns]
         if entry is None:
             continue
-        view = budget_view(entry[0], entry[1], ident, principal)
+        table_uuid = str(table.metadata.table_uuid)
+        state = entry[1] if entry[1].bound(table_uuid) is not None else entry[0].state_for(ident, table_uuid)
+        view = budget_view(entry[0], state, ident, principal, table_uuid)
         if view is None:
             continue
-        policy = access_policy(catalog, ident)
+        policy = access_policy(catalog, table)
         if policy.privacy_unit is None:
             continue  # DP SQL through the service needs the unit the data owner declared in a policy
-        if policy.dp_only and not any(entry[1].scope(s).principal_cap(principal) is not None for s in view.scopes):
+        keys = entry[0].applicable_scopes(ident, state, table_uuid)
+        if policy.dp_only and not any(state.scope(s).principal_cap(principal) is not None for s in keys):
             continue  # dp-only and no budget for this principal: the ledger would refuse every query
         out.append({"name": ".".join(ident), "columns": _columns(table), "policy": public_policy(policy),
                     "budget": view.to_dict()})

@@ -1,0 +1,43 @@
+"""The service after a rename: a table-level dp-only policy and its budget follow the table (its uuid), so the
+renamed table is still listed with its policy, and a query over its per-query cap or by a principal without a
+budget there is refused over HTTP with nothing charged (before: the rename dropped the policy and the budget)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from pyiceberg.catalog import Catalog
+
+import iceberg_privacy as ip
+from iceberg_privacy.service import ServiceClient
+from iceberg_privacy.service.server import BackgroundServer
+from tests.helpers import pageviews
+from tests.service.conftest import COUNTRIES
+
+
+def test_dp_only_table_policy_survives_a_rename(svc_catalog: Catalog, tokens: dict[str, Any]) -> None:
+    cat = svc_catalog
+    cat.create_namespace("sens")
+    data = pageviews(200)
+    table = cat.create_table("sens.pv", schema=data.schema)
+    table.append(data)
+    ip.set_budget(table, ip.PureDP(1.0), catalog=cat)
+    ip.set_access_policy(cat, table, "dp-only", max_epsilon_per_query=0.2, principal_budgets={"alice": 0.5},
+                         privacy_unit="user_id", public_keys={"country": COUNTRIES})
+    cat.rename_table("sens.pv", "sens.pv_renamed")
+    spent_before = ip.get_budget("sens.pv_renamed", catalog=cat).spent
+    with BackgroundServer(cat) as service:
+        with ServiceClient(service.url, tokens["alice"]) as alice:
+            listed = {d.name: d for d in alice.datasets()}
+            assert "sens.pv_renamed" in listed and "sens.pv" not in listed
+            ds = listed["sens.pv_renamed"]
+            assert ds.policy["access"] == "dp-only" and ds.remaining == 0.5
+        sql = "SELECT country, COUNT(*) AS n FROM sens.pv_renamed GROUP BY country"
+        over = httpx.post(service.url + "/v1/query", json={"sql": sql, "epsilon": 0.3},
+                          headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=120)
+        assert over.status_code == 409 and over.json()["error"] == "over_query_cap", over.text
+        no_budget = httpx.post(service.url + "/v1/query", json={"sql": sql, "epsilon": 0.1},
+                               headers={"Authorization": f"Bearer {tokens['bob']}"}, timeout=120)
+        assert no_budget.status_code == 404 and no_budget.json()["error"] == "not_a_dataset", no_budget.text
+    assert ip.get_budget("sens.pv_renamed", catalog=cat).spent == spent_before  # nothing charged
