@@ -378,8 +378,11 @@ def _commit(
     """
     policy = retry.DEFAULT_POLICY.with_retries(max_retries)
     for attempt in retry.attempts(policy):
-        if attempt > 1:
-            table.refresh()  # the winner's snapshot is the new base
+        # Every attempt starts from the catalog's current metadata: after a lost race the winner's
+        # snapshot is the new base, and on the first attempt a ``Table`` the caller loaded before
+        # ``configure_identity`` (or before the identity columns changed) must not skip the forget
+        # list: the commit only asserts the branch's snapshot, not the table properties.
+        table.refresh()
         base_id = table.metadata.current_snapshot_id
         written = recheck_forget(table, written, columns)
         if not written.files and overwrite_filter is None:
