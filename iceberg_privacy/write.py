@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import BooleanExpression
 from pyiceberg.io import FileIO
-from pyiceberg.io.pyarrow import bin_pack_arrow_table, pyarrow_to_schema, write_file
+from pyiceberg.io.pyarrow import bin_pack_arrow_table, pyarrow_to_schema, schema_to_pyarrow, write_file
 from pyiceberg.manifest import DataFile, DataFileContent, ManifestEntryStatus
 from pyiceberg.table import ALWAYS_TRUE, Table, TableProperties, Transaction, WriteTask
 from pyiceberg.table.metadata import TableMetadata
@@ -185,7 +185,7 @@ def write_data_files(
             # pyiceberg writes the files on its own pool while this thread builds their filters.
             pending = pool.submit(_write_files, io, metadata, tasks)
             t0 = time.thread_time()  # CPU of this thread: the filters' cost, not time spent waiting
-            tables = [pa.Table.from_batches(t.record_batches) for t in tasks] if columns else []
+            tables = [_index_view(pa.Table.from_batches(t.record_batches), columns) for t in tasks] if columns else []
             filters = ([filters_for_table(tb, columns, group_rows) for tb in tables]
                        if columns else [{} for _ in tasks])  # no bloom column: no per-file table to build
             out.filter_seconds += time.thread_time() - t0
@@ -200,6 +200,16 @@ def write_data_files(
     if bar is not None:
         bar.close()
     return out
+
+
+def _index_view(data: pa.Table, columns: list[BloomColumn]) -> pa.Table:
+    """``data`` with every indexed column it leaves out added as nulls: Iceberg (and pyiceberg's writer)
+    accept data without an optional column, whose file then holds no ids of it (an empty filter)."""
+    for c in columns:
+        if c.name not in data.column_names:
+            arrow_type = schema_to_pyarrow(c.field.field_type)
+            data = data.append_column(pa.field(c.name, arrow_type), pa.nulls(data.num_rows, arrow_type))
+    return data
 
 
 def _checked_row_groups(io: FileIO, files: list[DataFile], tables: list[pa.Table], filters: list[dict[int, FileFilter]],

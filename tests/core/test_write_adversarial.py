@@ -60,3 +60,22 @@ def test_a_table_loaded_before_configure_identity_still_drops_forgotten_subjects
 def test_a_stale_table_still_drops_forgotten_subjects_on_object_storage(s3_catalog: tuple[Catalog, str]) -> None:
     catalog, ns = s3_catalog
     _stale_table_keeps_the_forget_list(catalog, f"{ns}.stale")
+
+
+def test_data_without_an_optional_indexed_column_is_written_and_found_by_scans(catalog: Catalog) -> None:
+    """pyiceberg accepts data that leaves out an optional column; the writer crashed with a bare
+    ``KeyError`` building the left-out column's filter. Its files now hold an empty filter: lookups of
+    that column skip them (they hold no ids of it), the other rows are still found."""
+    table = catalog.create_table("db.partial", SCHEMA)
+    table = ip.configure_index(ip.configure_bloom(table, ["user_id"]), "user_id", "bloom,exact")
+    ip.configure_identity(table, ["user_id"])
+    ip.append(table, _rows(["ann", "bob"]))
+    report = ip.append(table, pa.table({"n": pa.array([7, 8], pa.int64())}))  # no user_id at all
+    assert report.rows == 2 and report.sidecar_path is not None
+    ip.append(table, pa.table({"user_id": pa.array(["cy"]), "n": pa.array([9], pa.int64())}))  # no score
+    table = table.refresh()
+    assert table.scan().to_arrow().num_rows == 5
+    for user in ["ann", "bob", "cy", "dee"]:
+        plan = ip.plan_lookup(table, "user_id", user)
+        assert plan.files_without_sidecar == 0
+        assert ip.lookup(table, "user_id", user).num_rows == (0 if user == "dee" else 1)
