@@ -23,7 +23,13 @@ import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import BooleanExpression
 from pyiceberg.io import FileIO
-from pyiceberg.io.pyarrow import bin_pack_arrow_table, pyarrow_to_schema, schema_to_pyarrow, write_file
+from pyiceberg.io.pyarrow import (
+    UnsupportedPyArrowTypeException,
+    bin_pack_arrow_table,
+    pyarrow_to_schema,
+    schema_to_pyarrow,
+    write_file,
+)
 from pyiceberg.manifest import DataFile, DataFileContent, ManifestEntryStatus
 from pyiceberg.table import ALWAYS_TRUE, Table, TableProperties, Transaction, WriteTask
 from pyiceberg.table.metadata import TableMetadata
@@ -35,6 +41,7 @@ from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.errors import (
     CommitConflictError,
+    ConfigurationError,
     IcebergPrivacyError,
     SchemaMismatchError,
     SidecarError,
@@ -168,7 +175,45 @@ def write_data_files(
         compat.check_arrow_schema(metadata.schema(), data.schema, format_version=metadata.format_version)
     except ValueError as exc:
         raise SchemaMismatchError(f"data does not match the schema of {where}: {exc}") from exc
+    except UnsupportedPyArrowTypeException as exc:  # a type pyiceberg never writes (ns or non-UTC timestamps, ...)
+        raise SchemaMismatchError(f"data does not match the schema of {where}: {exc}; {_type_hint(exc.field)}. "
+                                  "Nothing was written.") from exc
     out = WrittenFiles(forget_version=forget_filter.version if forget_filter is not None else None)
+    _write_chunks(io, metadata, data, columns, chunk_bytes, progress, forget_filter, out, where)
+    return out
+
+
+def _unwritable(io: FileIO, out: WrittenFiles, where: str, exc: BaseException) -> SchemaMismatchError:
+    """The error for values the declared types cannot hold (invalid UTF-8 in a string column, binary cast
+    to string) or an Arrow layout pyiceberg's writer cannot split (string_view): the caller's data, not a
+    bug. Nothing is committed, so the files of earlier chunks are deleted."""
+    for f in out.files:
+        io.delete(f.file_path)
+    return SchemaMismatchError(
+        f"cannot write the data to {where} ({type(exc).__name__}: {_first_line(exc)}); nothing was committed. Check the "
+        "column values against the table's types (strings must be valid UTF-8) and cast string_view/"
+        "binary_view columns to pa.string()/pa.binary(); a file the failed write left behind is removed by "
+        "iceberg_privacy.cleanup_orphans")
+
+
+_UNWRITABLE = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError)
+
+
+def _type_hint(field: pa.Field) -> str:
+    t = field.type
+    if pa.types.is_timestamp(t) and t.unit == "ns":
+        return (f"cast {field.name!r} to microseconds (pa.timestamp('us'{', tz=' + repr(t.tz) if t.tz else ''})), or set "
+                "pyiceberg's downcast-ns-timestamp-to-us-on-write (PYICEBERG_DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE=true)")
+    if pa.types.is_timestamp(t) and t.tz not in (None, "UTC", "+00:00", "Etc/UTC"):
+        return f"Iceberg stores zoned timestamps in UTC: cast {field.name!r} to pa.timestamp('{t.unit}', tz='UTC')"
+    return f"cast {field.name!r} to the Arrow type of the table's column"
+
+
+def _write_chunks(io: FileIO, metadata: TableMetadata, data: pa.Table | pa.RecordBatchReader, columns: list[BloomColumn],
+                  chunk_bytes: int, progress: bool, forget_filter: ForgetFilter | None, out: WrittenFiles,
+                  where: str) -> None:
+    """The chunks of ``data`` into ``out``. An error reading ``data`` itself (a CSV that does not parse)
+    propagates as is; an error writing a chunk it yielded is the caller's values (:func:`_unwritable`)."""
     write_uuid, counter = uuid.uuid4(), itertools.count(0)
     exact = any(c.exact for c in columns)
     group_rows = property_as_int(metadata.properties, TableProperties.PARQUET_ROW_GROUP_LIMIT,
@@ -176,20 +221,23 @@ def write_data_files(
     bar = _progress(progress, "writing")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ip-write") as pool:
         for chunk in _chunks(data, chunk_bytes):
-            if forget_filter is not None:  # erased subjects never reach a file (a late event cannot resurrect them)
-                chunk, dropped = forget_filter.apply(chunk)
-                out.dropped_rows += dropped
-            if chunk.num_rows == 0:
-                continue
-            tasks = _write_tasks(metadata, chunk, write_uuid, counter)
-            # pyiceberg writes the files on its own pool while this thread builds their filters.
-            pending = pool.submit(_write_files, io, metadata, tasks)
-            t0 = time.thread_time()  # CPU of this thread: the filters' cost, not time spent waiting
-            tables = [_index_view(pa.Table.from_batches(t.record_batches), columns) for t in tasks] if columns else []
-            filters = ([filters_for_table(tb, columns, group_rows) for tb in tables]
-                       if columns else [{} for _ in tasks])  # no bloom column: no per-file table to build
-            out.filter_seconds += time.thread_time() - t0
-            files = pending.result()
+            try:
+                if forget_filter is not None:  # erased subjects never reach a file (a late event cannot resurrect them)
+                    chunk, dropped = forget_filter.apply(chunk)
+                    out.dropped_rows += dropped
+                if chunk.num_rows == 0:
+                    continue
+                tasks = _write_tasks(metadata, chunk, write_uuid, counter)
+                # pyiceberg writes the files on its own pool while this thread builds their filters.
+                pending = pool.submit(_write_files, io, metadata, tasks)
+                t0 = time.thread_time()  # CPU of this thread: the filters' cost, not time spent waiting
+                tables = [_index_view(pa.Table.from_batches(t.record_batches), columns) for t in tasks] if columns else []
+                filters = ([filters_for_table(tb, columns, group_rows) for tb in tables]
+                           if columns else [{} for _ in tasks])  # no bloom column: no per-file table to build
+                out.filter_seconds += time.thread_time() - t0
+                files = pending.result()
+            except _UNWRITABLE as exc:
+                raise _unwritable(io, out, where, exc) from exc
             if exact:
                 filters = _checked_row_groups(io, files, tables, filters, columns, group_rows)
             out.files += files
@@ -199,7 +247,6 @@ def write_data_files(
                 bar.update(chunk.num_rows)
     if bar is not None:
         bar.close()
-    return out
 
 
 def _index_view(data: pa.Table, columns: list[BloomColumn]) -> pa.Table:
@@ -575,10 +622,32 @@ def overwrite(
     Files the delete rewrites (copy-on-write) get filters too, in the same sidecar.
     """
     table = load_table(catalog, table)
-    if isinstance(overwrite_filter, str):
-        from pyiceberg.expressions.parser import parse
-
-        overwrite_filter = parse(overwrite_filter)
+    overwrite_filter = _checked_filter(table, overwrite_filter)
     return _write(table, data, operation="overwrite", overwrite_filter=overwrite_filter,
                   snapshot_properties=snapshot_properties, chunk_bytes=chunk_bytes,
                   max_retries=_retries(commit_retries, max_commit_retries), progress=progress, lineage=lineage)
+
+
+def _checked_filter(table: Table, overwrite_filter: BooleanExpression | str) -> BooleanExpression:
+    """The overwrite filter, parsed and checked against the table's schema before any file is written
+    (a typo used to surface from the commit, after the data files were written, as a bare pyparsing or
+    pyiceberg exception)."""
+    from pyiceberg.expressions.parser import parse
+    from pyiceberg.expressions.visitors import bind
+    from pyparsing import ParseException
+
+    try:
+        expr = parse(overwrite_filter) if isinstance(overwrite_filter, str) else overwrite_filter
+        bind(table.schema(), expr, case_sensitive=True)
+    except (ParseException, ValueError, TypeError) as exc:
+        columns = ", ".join(f.name for f in table.schema().fields)
+        raise ConfigurationError(
+            f"overwrite_filter {str(overwrite_filter)[:200]!r} is not a filter on {table_name(table)} "
+            f"({_first_line(exc)}); nothing was written. Write it as pyiceberg's row filters, e.g. "
+            f"\"n > 5 and day = '2024-01-01'\", over the columns {columns}, with literals of their types "
+            "(strings in single quotes)") from exc
+    return expr
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

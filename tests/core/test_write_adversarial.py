@@ -79,3 +79,75 @@ def test_data_without_an_optional_indexed_column_is_written_and_found_by_scans(c
         plan = ip.plan_lookup(table, "user_id", user)
         assert plan.files_without_sidecar == 0
         assert ip.lookup(table, "user_id", user).num_rows == (0 if user == "dee" else 1)
+
+
+def _invalid_utf8() -> pa.Array:
+    return pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(b"\x00\x00\x00\x00\x02\x00\x00\x00"),
+                                                  pa.py_buffer(b"\xff\xfe")])
+
+
+HOSTILE = {
+    "invalid UTF-8 in a string column": lambda: pa.table({"user_id": _invalid_utf8()}),
+    "non-UTF-8 binary for a string column": lambda: pa.table({"user_id": pa.array([b"\xff\xfe"], pa.binary())}),
+    "string_view ids": lambda: pa.table({"user_id": pa.array(["ann"], pa.string_view())}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_values_the_column_types_cannot_hold_are_a_schema_error_and_commit_nothing(catalog: Catalog, kind: str) -> None:
+    """Before: a bare UnicodeDecodeError / ArrowInvalid / ArrowTypeError from inside pyiceberg's writer."""
+    table = ip.configure_bloom(catalog.create_table("db.hostile", SCHEMA), ["user_id"])
+    ip.configure_identity(table, ["user_id"])
+    ip.append(table, _rows(["bob"]))
+    before = table.refresh().metadata.current_snapshot_id
+    with pytest.raises(ip.SchemaMismatchError, match="nothing was committed"):
+        ip.append(table, HOSTILE[kind]())
+    assert table.refresh().metadata.current_snapshot_id == before and _users(table) == ["bob"]
+
+
+def test_a_bad_chunk_removes_the_files_of_the_good_chunks_before_it(catalog: Catalog) -> None:
+    from pathlib import Path
+
+    table = ip.configure_bloom(catalog.create_table("db.chunks", SCHEMA), ["user_id"])
+    ip.append(table, _rows(["bob"]))
+    table = table.refresh()
+    files = set(Path(table.location().removeprefix("file://"), "data").rglob("*.parquet"))
+    schema = pa.schema([("user_id", pa.string())])
+    good = [pa.record_batch([pa.array([f"u{i}"] * 100)], schema=schema) for i in range(3)]
+    bad = pa.record_batch([_invalid_utf8()], schema=schema)
+    with pytest.raises(ip.SchemaMismatchError):
+        ip.append(table, pa.RecordBatchReader.from_batches(schema, [*good, bad]), chunk_bytes=1)
+    left = set(Path(table.location().removeprefix("file://"), "data").rglob("*.parquet")) - files
+    assert len(left) <= 1  # at most the failed chunk's own file (an orphan cleanup_orphans removes); not 3 good ones
+    assert _users(table) == ["bob"]
+
+
+@pytest.mark.parametrize(("arrow_type", "hint"), [
+    (pa.timestamp("ns"), "microseconds"), (pa.timestamp("us", tz="Europe/Paris"), "UTC")])
+def test_timestamps_pyiceberg_cannot_write_are_a_schema_error_with_the_cast(catalog: Catalog, arrow_type: pa.DataType,
+                                                                            hint: str) -> None:
+    """Before: pyiceberg's bare UnsupportedPyArrowTypeException."""
+    from pyiceberg.types import TimestampType, TimestamptzType
+
+    ts_type = TimestamptzType() if arrow_type.tz else TimestampType()
+    table = catalog.create_table("db.ts", Schema(NestedField(1, "user_id", StringType(), required=False),
+                                                 NestedField(2, "at", ts_type, required=False)))
+    with pytest.raises(ip.SchemaMismatchError, match=hint):
+        ip.append(table, pa.table({"user_id": ["ann"], "at": pa.array([0], arrow_type)}))
+    assert table.refresh().current_snapshot() is None
+
+
+@pytest.mark.parametrize("bad", ["nope = 1", "n = 'abc'", "n > 1 and", "user_id = 5"])
+def test_a_bad_overwrite_filter_is_refused_before_any_file_is_written(catalog: Catalog, tmp_path: Any, bad: str) -> None:
+    """Before: the data files were written first, then the commit raised pyparsing's/pyiceberg's own
+    exception, leaving orphans."""
+    table = ip.configure_bloom(catalog.create_table("db.ow", SCHEMA), ["user_id"])
+    ip.append(table, _rows(["bob"]))
+    table = table.refresh()
+    data_dir = table.location().removeprefix("file://") + "/data"
+    from pathlib import Path
+
+    files = sorted(Path(data_dir).rglob("*"))
+    with pytest.raises(ip.ConfigurationError, match="is not a filter on db.ow"):
+        ip.overwrite(table, _rows(["ann"]), bad)
+    assert sorted(Path(data_dir).rglob("*")) == files and _users(table) == ["bob"]
