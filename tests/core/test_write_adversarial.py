@@ -151,3 +151,30 @@ def test_a_bad_overwrite_filter_is_refused_before_any_file_is_written(catalog: C
     with pytest.raises(ip.ConfigurationError, match="is not a filter on db.ow"):
         ip.overwrite(table, _rows(["ann"]), bad)
     assert sorted(Path(data_dir).rglob("*")) == files and _users(table) == ["bob"]
+
+
+def _outside_writes_are_reported(catalog: Catalog, name: str) -> None:
+    table = ip.configure_identity(ip.configure_bloom(catalog.create_table(name, SCHEMA), ["user_id"]), ["user_id"])
+    ip.append(table, _rows(["bob", "cy", "dee"]))
+    ip.overwrite(table, _rows(["eve"], 10), "n = 1")  # a copy-on-write rewrite of the first file
+    ip.erase(catalog, ["bob"], [name])
+    ip.backfill(table)
+    status = ip.sidecar_status(catalog.load_table(name))
+    assert status.outside_writes == 0 and not any("without iceberg-privacy" in w for w in status.warnings)
+    catalog.load_table(name).append(_rows(["bob"], 20))  # plain pyiceberg: the forget list cannot apply
+    status = ip.sidecar_status(catalog.load_table(name))
+    assert status.outside_writes == 1
+    assert any("without iceberg-privacy" in w and "forget list" in w for w in status.warnings), status.warnings
+    assert "forget list were not dropped" in str(status)
+
+
+def test_sidecar_status_reports_writes_that_bypassed_the_library(catalog: Catalog) -> None:
+    """A pyiceberg ``table.append`` next to the library is scanned by lookups, but the forget list never
+    saw its rows: nothing said so before."""
+    _outside_writes_are_reported(catalog, "db.outside")
+
+
+def test_sidecar_status_reports_writes_that_bypassed_the_library_on_object_storage(
+        s3_catalog: tuple[Catalog, str]) -> None:
+    catalog, ns = s3_catalog
+    _outside_writes_are_reported(catalog, f"{ns}.outside")
