@@ -52,6 +52,28 @@ def ingest_format(path: str, given: str | None) -> str:
     return next((fmt for suffix, fmt in _INGEST_FORMATS.items() if name.endswith(suffix)), "parquet")
 
 
+def _parsed_as_declared(t: pa.DataType) -> bool:
+    """Types a CSV reader parses text into directly (not uuid/binary/nested: those stay inferred)."""
+    return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)
+            or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_date(t)
+            or pa.types.is_timestamp(t) or pa.types.is_decimal(t))
+
+
+def _source_format(fmt: str, table: Any) -> Any:
+    """How to read CSV into an existing table: with its column types, not the reader's guesses.
+
+    Inferred types broke ingests that are plainly right: ids like ``42`` or ``007`` in a string column
+    were read as integers and refused as a schema mismatch. (JSON and Parquet carry their own types.)
+    """
+    if table is None or fmt != "csv":
+        return fmt
+    import pyarrow.csv as pcsv
+    import pyarrow.dataset as ds
+
+    types = {f.name: f.type for f in table.schema().as_arrow() if _parsed_as_declared(f.type)}
+    return ds.CsvFileFormat(convert_options=pcsv.ConvertOptions(column_types=types)) if types else fmt
+
+
 def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
     import pyarrow.dataset as ds
     from pyiceberg.exceptions import NoSuchTableError
@@ -78,7 +100,7 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
     fmt = ingest_format(args.path, args.format)
     try:
         fs, source = (None, local_path(args.path)) if is_local(args.path) else filesystem(io, args.path)
-        dataset = ds.dataset(source, format=fmt, filesystem=fs)
+        dataset = ds.dataset(source, format=_source_format(fmt, table), filesystem=fs)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         first = _first_line(exc)
         raise ConfigurationError(

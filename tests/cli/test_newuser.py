@@ -86,3 +86,17 @@ def test_ingest_create_with_a_type_iceberg_lacks_says_what_to_do(tmp_path: Path,
     code, _, err = _run(tmp_path / "home", capsys, "ingest", "db.nulls", str(tmp_path / "nulls.csv"), "--create")
     assert code == 2 and err.startswith("error: cannot create db.nulls") and "Field: empty" in err
     assert "ingest without --create" in err and err.count("\n") == 1
+
+
+def test_csv_ids_that_look_like_numbers_go_into_a_string_column(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: a CSV was read with inferred types, so ids like ``42`` or ``007`` came out as integers and
+    the ingest into the (string) table was refused as a schema mismatch."""
+    home = tmp_path / "home"
+    (tmp_path / "first.csv").write_text("user_id,clicks\nann,1\n")
+    (tmp_path / "numeric.csv").write_text("user_id,clicks\n007,2\n42,3\n")
+    assert _run(home, capsys, "ingest", "db.ids", str(tmp_path / "first.csv"), "--create")[0] == 0
+    code, out, err = _run(home, capsys, "ingest", "db.ids", str(tmp_path / "numeric.csv"))
+    assert code == 0 and "2 rows" in out, err
+    table = ip.connect(home=home).load_table("db.ids")
+    assert sorted(table.scan().to_arrow()["user_id"].to_pylist()) == ["007", "42", "ann"]
