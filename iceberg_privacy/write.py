@@ -24,6 +24,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import BooleanExpression
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import (
+    PYARROW_PARQUET_FIELD_ID_KEY,
     UnsupportedPyArrowTypeException,
     bin_pack_arrow_table,
     pyarrow_to_schema,
@@ -31,6 +32,7 @@ from pyiceberg.io.pyarrow import (
     write_file,
 )
 from pyiceberg.manifest import DataFile, DataFileContent, ManifestEntryStatus
+from pyiceberg.schema import index_by_id
 from pyiceberg.table import ALWAYS_TRUE, Table, TableProperties, Transaction, WriteTask
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.utils.properties import property_as_int
@@ -178,6 +180,7 @@ def write_data_files(
     except UnsupportedPyArrowTypeException as exc:  # a type pyiceberg never writes (ns or non-UTC timestamps, ...)
         raise SchemaMismatchError(f"data does not match the schema of {where}: {exc}; {_type_hint(exc.field)}. "
                                   "Nothing was written.") from exc
+    _check_field_ids(metadata, data.schema, where)
     out = WrittenFiles(forget_version=forget_filter.version if forget_filter is not None else None)
     _write_chunks(io, metadata, data, columns, chunk_bytes, progress, forget_filter, out, where)
     return out
@@ -197,6 +200,65 @@ def _unwritable(io: FileIO, out: WrittenFiles, where: str, exc: BaseException) -
 
 
 _UNWRITABLE = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError)
+
+
+def _has_field_ids(fields: Iterable[pa.Field]) -> bool:
+    for f in fields:
+        if f.metadata and PYARROW_PARQUET_FIELD_ID_KEY in f.metadata:
+            return True
+        t = f.type
+        children = ([t.key_field, t.item_field] if pa.types.is_map(t) else [t.value_field] if pa.types.is_list(t)
+                    or pa.types.is_large_list(t) else list(t) if pa.types.is_struct(t) else [])
+        if _has_field_ids(children):
+            return True
+    return False
+
+
+def _check_field_ids(metadata: TableMetadata, arrow_schema: pa.Schema, where: str) -> None:
+    """Refuse data whose Parquet field ids name other columns than its column names do.
+
+    pyiceberg's writer matches columns by field id when the data carries ids (``PARQUET:field_id``:
+    data read straight from another table's Parquet files), by name otherwise; the filters and the
+    forget list read columns by name. Ids that disagree with the names would put one column's values
+    under another's name in the file while the filters and the forget check looked at the named
+    column: lookups then skip files that hold the value, and the wrong column is screened.
+    """
+    if not _has_field_ids(arrow_schema):
+        return
+    schema = metadata.schema()
+    try:
+        given = pyarrow_to_schema(arrow_schema, name_mapping=schema.name_mapping, format_version=metadata.format_version)
+    except (ValueError, KeyError) as exc:
+        raise SchemaMismatchError(f"data does not match the schema of {where}: {exc}. {_STRIP_IDS}") from exc
+    wrong = [(given.find_column_name(fid), fid, schema.find_column_name(fid)) for fid in sorted(index_by_id(given))
+             if schema.find_column_name(fid) != given.find_column_name(fid)]
+    if wrong:
+        shown = "; ".join(f"data column {d!r} carries field id {fid}, which is {t!r} in {where}" for d, fid, t in wrong[:5])
+        raise SchemaMismatchError(f"the data's Parquet field ids disagree with its column names ({shown}): pyiceberg "
+                                  f"would write by id, the index and the forget list read by name. {_STRIP_IDS}")
+
+
+_STRIP_IDS = ("Drop the field ids to match columns by name (data = data.cast(iceberg_privacy.write.without_field_ids("
+              "data.schema))), or rename the columns to the table's names for those ids.")
+
+
+def without_field_ids(schema: pa.Schema) -> pa.Schema:
+    """``schema`` without Parquet field ids at any depth: the data's columns are then matched by name."""
+
+    def strip(f: pa.Field) -> pa.Field:
+        t = f.type
+        if pa.types.is_map(t):
+            t = pa.map_(strip(t.key_field), strip(t.item_field), keys_sorted=t.keys_sorted)
+        elif pa.types.is_large_list(t):
+            t = pa.large_list(strip(t.value_field))
+        elif pa.types.is_list(t):
+            t = pa.list_(strip(t.value_field))
+        elif pa.types.is_struct(t):
+            t = pa.struct([strip(c) for c in t])
+        meta = {k: v for k, v in (f.metadata or {}).items() if k != PYARROW_PARQUET_FIELD_ID_KEY}
+        return pa.field(f.name, t, f.nullable, metadata=meta or None)
+
+    return pa.schema([strip(f) for f in schema], metadata=schema.metadata)
 
 
 def _type_hint(field: pa.Field) -> str:

@@ -74,6 +74,17 @@ def _source_format(fmt: str, table: Any) -> Any:
     return ds.CsvFileFormat(convert_options=pcsv.ConvertOptions(column_types=types)) if types else fmt
 
 
+def _by_name(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """Files named on the command line are matched to the table by column name: Parquet field ids they
+    carry (files of another Iceberg table) would make pyiceberg match by id, i.e. by another table's ids."""
+    from iceberg_privacy.write import without_field_ids
+
+    schema = without_field_ids(reader.schema)
+    if schema.equals(reader.schema, check_metadata=True):
+        return reader
+    return pa.RecordBatchReader.from_batches(schema, (b.cast(schema) for b in reader))
+
+
 def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
     import pyarrow.dataset as ds
     from pyiceberg.exceptions import NoSuchTableError
@@ -119,7 +130,7 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
                 "ingest without --create") from exc
     fn = overwrite if args.overwrite else append
     try:
-        report = fn(table, dataset.scanner().to_reader(), progress=not args.quiet)
+        report = fn(table, _by_name(dataset.scanner().to_reader()), progress=not args.quiet)
     except BaseException as exc:
         if created:  # a failed --create leaves nothing behind: running it again must behave the same
             catalog.drop_table(ident)

@@ -100,3 +100,27 @@ def test_csv_ids_that_look_like_numbers_go_into_a_string_column(tmp_path: Path,
     assert code == 0 and "2 rows" in out, err
     table = ip.connect(home=home).load_table("db.ids")
     assert sorted(table.scan().to_arrow()["user_id"].to_pylist()) == ["007", "42", "ann"]
+
+
+def test_ingest_of_another_tables_parquet_files_matches_columns_by_name(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: Parquet files written by another Iceberg table carry its field ids, so pyiceberg put
+    each column where the *other* table's ids pointed (emails into user_id)."""
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import NestedField, StringType
+
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    src = catalog.create_table("db.src", Schema(NestedField(1, "email", StringType(), required=False),
+                                                NestedField(2, "user_id", StringType(), required=False)))
+    ip.append(src, pa.table({"email": ["ann@x"], "user_id": ["ann"]}))
+    path = next(iter(src.refresh().scan().plan_files())).file.file_path.removeprefix("file://")
+    dst = catalog.create_table("db.dst", Schema(NestedField(1, "user_id", StringType(), required=False),
+                                                NestedField(2, "email", StringType(), required=False)))
+    ip.configure_bloom(dst, ["user_id"])
+    code, _, err = _run(home, capsys, "ingest", "db.dst", path)
+    assert code == 0, err
+    dst = catalog.load_table("db.dst")
+    assert dst.scan().to_arrow().to_pylist() == [{"user_id": "ann", "email": "ann@x"}]
+    assert ip.lookup(dst, "user_id", "ann").num_rows == 1

@@ -178,3 +178,46 @@ def test_sidecar_status_reports_writes_that_bypassed_the_library_on_object_stora
         s3_catalog: tuple[Catalog, str]) -> None:
     catalog, ns = s3_catalog
     _outside_writes_are_reported(catalog, f"{ns}.outside")
+
+
+def _data_file_rows(table: Any) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    path = next(iter(table.scan().plan_files())).file.file_path
+    with table.io.new_input(path).open() as fh:
+        return pq.read_table(fh)  # as another engine's Parquet arrives: with PARQUET:field_id metadata
+
+
+def test_field_ids_that_disagree_with_column_names_are_refused(catalog: Catalog) -> None:
+    """Before: rows read from another table's Parquet files kept its field ids; pyiceberg wrote them by id
+    (emails into user_id) while the filters and the forget list read by name: a lookup of the value really
+    in user_id skipped the file, and the forget check screened the wrong column."""
+    from iceberg_privacy.write import without_field_ids
+
+    source = catalog.create_table("db.src", Schema(NestedField(1, "email", StringType(), required=False),
+                                                   NestedField(2, "user_id", StringType(), required=False)))
+    ip.append(source, pa.table({"email": ["ann@x"], "user_id": ["ann"]}))
+    rows = _data_file_rows(source.refresh())
+    target = catalog.create_table("db.dst", Schema(NestedField(1, "user_id", StringType(), required=False),
+                                                   NestedField(2, "email", StringType(), required=False)))
+    target = ip.configure_bloom(target, ["user_id"])
+    with pytest.raises(ip.SchemaMismatchError, match="field id 1, which is 'user_id'"):
+        ip.append(target, rows)
+    assert target.refresh().current_snapshot() is None
+    ip.append(target, rows.cast(without_field_ids(rows.schema)))  # by name, as the error says
+    target = target.refresh()
+    assert target.scan().to_arrow().to_pylist() == [{"user_id": "ann", "email": "ann@x"}]
+    assert ip.lookup(target, "user_id", "ann").num_rows == 1
+    ip.append(target, _data_file_rows(target))  # a table's own files: ids and names agree, accepted
+    assert ip.lookup(target, "user_id", "ann").num_rows == 2
+
+
+def test_without_field_ids_strips_nested_ids() -> None:
+    from iceberg_privacy.write import _has_field_ids, without_field_ids
+
+    ids = {b"PARQUET:field_id": b"7"}
+    schema = pa.schema([pa.field("m", pa.map_(pa.field("k", pa.string(), False, ids), pa.field(
+        "v", pa.list_(pa.field("e", pa.struct([pa.field("id", pa.string(), metadata=ids)]), metadata=ids)),
+        metadata=ids)), metadata=ids)])
+    assert _has_field_ids(schema) and not _has_field_ids(without_field_ids(schema))
+    assert without_field_ids(schema).field("m").type.item_type.value_type.field("id").type == pa.string()
