@@ -561,11 +561,30 @@ def _write(table: Table, data: pa.Table | pa.RecordBatchReader, *, operation: st
     t0 = time.perf_counter()
     if not isinstance(data, (pa.Table, pa.RecordBatchReader)):
         raise UnsupportedDataError(_unsupported_data(operation, data))
+    retry.DEFAULT_POLICY.with_retries(max_retries)  # a bad argument fails before any file is written
+    check_snapshot_properties(snapshot_properties)
     columns = bloom_columns(table.schema(), table.properties)
     written = _write_data(table, data, columns, chunk_bytes, progress, forget.load(table))
     return commit_written(table, written, columns, operation=operation, overwrite_filter=overwrite_filter,
                           snapshot_properties=snapshot_properties, max_retries=max_retries, started=t0,
                           lineage=lineage)
+
+
+def check_snapshot_properties(props: dict[str, str] | None, *, option: str = "snapshot_properties") -> None:
+    """Refuse caller-given summary keys the library reserves (``privacy.*``) or pyiceberg sets (``operation``).
+
+    The library reads its own keys back: the sidecar registration, the forget-list check, an erasure's
+    request id (a resumed erasure looks for its commit by it), streaming batch ids, lineage. A forged
+    one would mislead those readers, e.g. make a resumed erasure believe its rewrite had landed.
+    """
+    if not props:
+        return
+    bad = sorted(k for k in props if not isinstance(k, str) or k.startswith("privacy.") or k == "operation")
+    if bad:
+        raise ConfigurationError(
+            f"{option} may not set {', '.join(map(repr, bad))}: 'privacy.*' summary keys are the library's own "
+            "records (sidecars, forget-list checks, erasures, streaming batches, lineage) and 'operation' is "
+            "pyiceberg's. Name your keys outside 'privacy.'; pass lineage= (Spark: the lineage option) for lineage")
 
 
 def commit_written(
@@ -699,9 +718,11 @@ def _checked_filter(table: Table, overwrite_filter: BooleanExpression | str) -> 
     from pyparsing import ParseException
 
     try:
+        if not isinstance(overwrite_filter, (str, BooleanExpression)):
+            raise TypeError(f"a filter is a string or a pyiceberg expression, not {type(overwrite_filter).__name__}")
         expr = parse(overwrite_filter) if isinstance(overwrite_filter, str) else overwrite_filter
         bind(table.schema(), expr, case_sensitive=True)
-    except (ParseException, ValueError, TypeError) as exc:
+    except (ParseException, ValueError, TypeError, NotImplementedError) as exc:
         columns = ", ".join(f.name for f in table.schema().fields)
         raise ConfigurationError(
             f"overwrite_filter {str(overwrite_filter)[:200]!r} is not a filter on {table_name(table)} "

@@ -41,7 +41,13 @@ from iceberg_privacy.rights import forget
 from iceberg_privacy.spark.options import SourceOptions
 from iceberg_privacy.spark.schema import arrow_for_iceberg, cast_batch
 from iceberg_privacy.storage import portable_properties
-from iceberg_privacy.write import WriteReport, WrittenFiles, commit_written, write_data_files
+from iceberg_privacy.write import (
+    WriteReport,
+    WrittenFiles,
+    check_snapshot_properties,
+    commit_written,
+    write_data_files,
+)
 
 logger = logging.getLogger("iceberg_privacy.spark")
 
@@ -157,6 +163,7 @@ class _TaskWriter:
     def __init__(self, opts: SourceOptions, struct: Any, overwrite: bool) -> None:
         self.opts = opts
         self.overwrite = overwrite
+        check_snapshot_properties(opts.snapshot_properties, option="the snapshot-property.* options")  # before any table
         table = prepare_table(opts, struct)
         self.metadata: TableMetadata = table.metadata
         self.io_properties: dict[str, str] = portable_properties(table.io)

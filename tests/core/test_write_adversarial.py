@@ -221,3 +221,34 @@ def test_without_field_ids_strips_nested_ids() -> None:
         metadata=ids)), metadata=ids)])
     assert _has_field_ids(schema) and not _has_field_ids(without_field_ids(schema))
     assert without_field_ids(schema).field("m").type.item_type.value_type.field("id").type == pa.string()
+
+
+@pytest.mark.parametrize("props", [{"privacy.erasure.request-id": "req-1"}, {"privacy.sidecar.path": "s3://x/y"},
+                                   {"privacy.forget.dropped-rows": "0"}, {"operation": "delete"}])
+def test_reserved_snapshot_summary_keys_are_refused_before_writing(catalog: Catalog, props: dict[str, str]) -> None:
+    """Before: a caller's ``privacy.*`` keys went into the summary, where the library reads its own records
+    back (a forged erasure request id makes a resumed erasure believe its rewrite landed); ``operation``
+    crashed inside pyiceberg after the files were written."""
+    table = ip.configure_bloom(catalog.create_table("db.props", SCHEMA), ["user_id"])
+    with pytest.raises(ip.ConfigurationError, match="may not set"):
+        ip.append(table, _rows(["ann"]), snapshot_properties=props)
+    with pytest.raises(ip.ConfigurationError, match="may not set"):
+        ip.overwrite(table, _rows(["ann"]), snapshot_properties=props)
+    assert table.refresh().current_snapshot() is None
+    assert ip.append(table, _rows(["ann"]), snapshot_properties={"job": "nightly"}).snapshot_id is not None
+
+
+@pytest.mark.parametrize("retries", ["3", 1.5, -1])
+def test_a_bad_commit_retries_fails_before_any_file_is_written(catalog: Catalog, retries: Any) -> None:
+    from pathlib import Path
+
+    table = catalog.create_table("db.retries", SCHEMA)
+    with pytest.raises(ip.ConfigurationError, match="commit_retries"):
+        ip.append(table, _rows(["ann"]), commit_retries=retries)
+    assert not list(Path(table.location().removeprefix("file://")).rglob("*.parquet"))
+
+
+def test_an_overwrite_filter_of_the_wrong_kind_is_a_clear_error(catalog: Catalog) -> None:
+    table = catalog.create_table("db.kind", SCHEMA)
+    with pytest.raises(ip.ConfigurationError, match="is not a filter"):
+        ip.overwrite(table, _rows(["ann"]), 5)  # type: ignore[arg-type]
