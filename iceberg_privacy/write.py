@@ -282,8 +282,12 @@ def _write_chunks(io: FileIO, metadata: TableMetadata, data: pa.Table | pa.Recor
                                  TableProperties.PARQUET_ROW_GROUP_LIMIT_DEFAULT)
     bar = _progress(progress, "writing")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ip-write") as pool:
+        widen = _integer_casts(metadata, data.schema)
         for chunk in _chunks(data, chunk_bytes):
             try:
+                for name, arrow_type in widen.items():
+                    chunk = chunk.set_column(chunk.schema.get_field_index(name), chunk.schema.field(name).with_type(
+                        arrow_type), chunk.column(name).cast(arrow_type))
                 if forget_filter is not None:  # erased subjects never reach a file (a late event cannot resurrect them)
                     chunk, dropped = forget_filter.apply(chunk)
                     out.dropped_rows += dropped
@@ -309,6 +313,24 @@ def _write_chunks(io: FileIO, metadata: TableMetadata, data: pa.Table | pa.Recor
                 bar.update(chunk.num_rows)
     if bar is not None:
         bar.close()
+
+
+def _integer_casts(metadata: TableMetadata, arrow_schema: pa.Schema) -> dict[str, pa.DataType]:
+    """Top-level integer columns whose Arrow type is not the table's (int8, uint16, int32 for a long, ...):
+    pyiceberg casts them when it writes, the hash kernels of the index take only int32/int64, so they are
+    cast first (an out-of-range value fails the cast: the caller's data, reported as such)."""
+    out: dict[str, pa.DataType] = {}
+    schema = metadata.schema()
+    for f in arrow_schema:
+        if not pa.types.is_integer(f.type):
+            continue
+        try:
+            target = schema_to_pyarrow(schema.find_field(f.name).field_type)
+        except ValueError:
+            continue  # not a column of the table: the schema check has refused it already
+        if pa.types.is_integer(target) and f.type != target:
+            out[f.name] = target
+    return out
 
 
 def _index_view(data: pa.Table, columns: list[BloomColumn]) -> pa.Table:

@@ -252,3 +252,29 @@ def test_an_overwrite_filter_of_the_wrong_kind_is_a_clear_error(catalog: Catalog
     table = catalog.create_table("db.kind", SCHEMA)
     with pytest.raises(ip.ConfigurationError, match="is not a filter"):
         ip.overwrite(table, _rows(["ann"]), 5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("arrow_type", [pa.int8(), pa.uint16(), pa.int16(), pa.uint8()])
+def test_narrow_integer_ids_are_indexed_and_screened_like_the_columns_type(catalog: Catalog,
+                                                                          arrow_type: pa.DataType) -> None:
+    """Before: pyiceberg accepts int8/uint16 data for an int column, but the index's hash kernel does not:
+    a bare ``ValueError: FeatureUnsupported`` after the data files were written."""
+    from pyiceberg.types import IntegerType
+
+    table = catalog.create_table("db.narrow", Schema(NestedField(1, "uid", IntegerType(), required=False),
+                                                     NestedField(2, "n", LongType(), required=False)))
+    table = ip.configure_index(table, "uid", "bloom,exact")
+    ip.configure_identity(table, ["uid"])
+    data = pa.table({"uid": pa.array([42, 7], arrow_type), "n": pa.array([1, 2], pa.int64())})
+    ip.append(table, data)
+    assert ip.lookup(table.refresh(), "uid", 42).num_rows == 1
+    ip.erase(catalog, [42], ["db.narrow"])
+    assert ip.append(table, data).dropped_rows == 1
+    assert sorted(table.refresh().scan().to_arrow()["uid"].to_pylist()) == [7, 7]
+
+
+def test_an_integer_out_of_the_columns_range_is_a_schema_error(catalog: Catalog) -> None:
+    table = ip.configure_bloom(catalog.create_table("db.range", SCHEMA), ["user_id"])
+    with pytest.raises(ip.SchemaMismatchError, match="nothing was committed"):
+        ip.append(table, pa.table({"user_id": ["a"], "n": pa.array([2**64 - 1], pa.uint64())}))
+    assert table.refresh().current_snapshot() is None
