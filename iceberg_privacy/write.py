@@ -95,9 +95,10 @@ class WriteReport:
     index_compacted: str | None = None  # the new compacted sidecar when this commit triggered compaction
 
     def __str__(self) -> str:
+        dropped = f", {self.dropped_rows} rows of subjects on the forget list dropped" if self.dropped_rows else ""
         return (
             f"{self.operation}: {self.rows} rows in {self.data_files} files ({self.data_bytes} bytes), "
-            f"sidecar {self.sidecar_bytes} bytes for {self.bloom_columns or 'no columns'}, "
+            f"sidecar {self.sidecar_bytes} bytes for {self.bloom_columns or 'no columns'}{dropped}, "
             f"snapshot {self.snapshot_id}, {self.seconds:.2f}s"
         )
 

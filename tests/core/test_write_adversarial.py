@@ -278,3 +278,12 @@ def test_an_integer_out_of_the_columns_range_is_a_schema_error(catalog: Catalog)
     with pytest.raises(ip.SchemaMismatchError, match="nothing was committed"):
         ip.append(table, pa.table({"user_id": ["a"], "n": pa.array([2**64 - 1], pa.uint64())}))
     assert table.refresh().current_snapshot() is None
+
+
+def test_the_report_says_when_the_forget_list_dropped_rows(catalog: Catalog) -> None:
+    """Before: ``append: 0 rows in 0 files ..., snapshot None`` and nothing about why (the CLI prints this)."""
+    table = ip.configure_identity(catalog.create_table("db.said", SCHEMA), ["user_id"])
+    ip.erase(catalog, ["ann"], ["db.said"])
+    report = ip.append(table, _rows(["ann", "ann"]))
+    assert report.rows == 0 and "2 rows of subjects on the forget list dropped" in str(report)
+    assert "forget list" not in str(ip.append(table, _rows(["bob"])))
