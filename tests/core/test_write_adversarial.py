@@ -287,3 +287,15 @@ def test_the_report_says_when_the_forget_list_dropped_rows(catalog: Catalog) -> 
     report = ip.append(table, _rows(["ann", "ann"]))
     assert report.rows == 0 and "2 rows of subjects on the forget list dropped" in str(report)
     assert "forget list" not in str(ip.append(table, _rows(["bob"])))
+
+
+@pytest.mark.parametrize("column", ["user,id", " uid", "uid "])
+def test_a_column_name_the_property_lists_cannot_hold_is_refused_by_configure(catalog: Catalog, column: str) -> None:
+    """Before: ``configure_identity(t, ["user,id"])`` stored ``privacy.identity.columns=user,id``, after which
+    every write and erasure of the table failed on the column 'user'."""
+    table = catalog.create_table("db.commas", Schema(NestedField(1, column, StringType(), required=False)))
+    for configure in (ip.configure_bloom, ip.configure_identity, ip.configure_index):
+        with pytest.raises(ip.ConfigurationError, match="rename the column"):
+            configure(table, column if configure is ip.configure_index else [column])
+    assert not {k for k in table.refresh().properties if k.startswith("privacy.")}
+    assert ip.append(table, pa.table({column: ["ann"]})).rows == 1
