@@ -42,6 +42,7 @@ from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.errors import (
+    CatalogError,
     CommitConflictError,
     ConfigurationError,
     IcebergPrivacyError,
@@ -510,6 +511,33 @@ def finish_staged(table: Table, tx: Transaction, producer: compat.SnapshotProduc
         raise
 
 
+def _refresh(table: Table, written: WrittenFiles, operation: str) -> None:
+    """``table.refresh()``; a table dropped and re-created under its name meanwhile (pyiceberg refuses
+    the new uuid with a bare ValueError) is a clear error, and the files written for the old one go."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    before = table.metadata.table_uuid
+    try:
+        table.refresh()
+        return
+    except NoSuchTableError:
+        what = "dropped"
+    except ValueError:
+        try:
+            current = table.catalog.load_table(table.name()).metadata.table_uuid
+        except NoSuchTableError:
+            current = None
+        if current == before:
+            raise
+        what = f"dropped and re-created (uuid {before} -> {current})"
+    for f in written.files:
+        table.io.delete(f.file_path)
+    raise CatalogError(
+        f"{operation} on {table_name(table)}: the table was {what} while the write ran; nothing was committed "
+        "and its files were removed. Write the data again (to the new table, after creating and configuring it)"
+    ) from None
+
+
 def _commit(
     table: Table, written: WrittenFiles, columns: list[BloomColumn], *, operation: str,
     overwrite_filter: BooleanExpression | None, snapshot_properties: dict[str, str], max_retries: int | None,
@@ -524,7 +552,7 @@ def _commit(
         # snapshot is the new base, and on the first attempt a ``Table`` the caller loaded before
         # ``configure_identity`` (or before the identity columns changed) must not skip the forget
         # list: the commit only asserts the branch's snapshot, not the table properties.
-        table.refresh()
+        _refresh(table, written, operation)
         base_id = table.metadata.current_snapshot_id
         written = recheck_forget(table, written, columns)
         if not written.files and overwrite_filter is None:

@@ -299,3 +299,32 @@ def test_a_column_name_the_property_lists_cannot_hold_is_refused_by_configure(ca
             configure(table, column if configure is ip.configure_index else [column])
     assert not {k for k in table.refresh().properties if k.startswith("privacy.")}
     assert ip.append(table, pa.table({column: ["ann"]})).rows == 1
+
+
+def _table_replaced_during_the_write(catalog: Catalog, name: str, recreate: bool) -> None:
+    table = ip.configure_bloom(catalog.create_table(name, SCHEMA), ["user_id"])
+    ip.append(table, _rows(["old"]))
+    schema = _rows([]).schema
+
+    def stream():  # type: ignore[no-untyped-def]
+        yield from _rows(["new"], 1).to_batches()
+        catalog.drop_table(name)  # a pipeline's drop (+ create) while the write streams
+        if recreate:
+            catalog.create_table(name, SCHEMA)
+
+    with pytest.raises(ip.CatalogError, match="dropped .*while the write ran; nothing was committed"):
+        ip.append(name, pa.RecordBatchReader.from_batches(schema, stream()), catalog=catalog)
+    if recreate:
+        assert catalog.load_table(name).current_snapshot() is None
+
+
+@pytest.mark.parametrize("recreate", [True, False], ids=["recreated", "dropped"])
+def test_a_table_dropped_during_the_write_is_a_clear_error(catalog: Catalog, recreate: bool) -> None:
+    """Before: pyiceberg's bare ``ValueError: Table UUID does not match`` (or NoSuchTableError), with the
+    written files left behind."""
+    _table_replaced_during_the_write(catalog, "db.replaced", recreate)
+
+
+def test_a_table_recreated_during_the_write_is_a_clear_error_on_object_storage(s3_catalog: tuple[Catalog, str]) -> None:
+    catalog, ns = s3_catalog
+    _table_replaced_during_the_write(catalog, f"{ns}.replaced", True)
