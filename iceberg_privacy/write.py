@@ -284,10 +284,10 @@ def _write_chunks(io: FileIO, metadata: TableMetadata, data: pa.Table | pa.Recor
                                  TableProperties.PARQUET_ROW_GROUP_LIMIT_DEFAULT)
     bar = _progress(progress, "writing")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ip-write") as pool:
-        widen = _integer_casts(metadata, data.schema)
+        casts = _pre_casts(metadata, data.schema)
         for chunk in _chunks(data, chunk_bytes):
             try:
-                for name, arrow_type in widen.items():
+                for name, arrow_type in casts.items():
                     chunk = chunk.set_column(chunk.schema.get_field_index(name), chunk.schema.field(name).with_type(
                         arrow_type), chunk.column(name).cast(arrow_type))
                 if forget_filter is not None:  # erased subjects never reach a file (a late event cannot resurrect them)
@@ -317,13 +317,19 @@ def _write_chunks(io: FileIO, metadata: TableMetadata, data: pa.Table | pa.Recor
         bar.close()
 
 
-def _integer_casts(metadata: TableMetadata, arrow_schema: pa.Schema) -> dict[str, pa.DataType]:
-    """Top-level integer columns whose Arrow type is not the table's (int8, uint16, int32 for a long, ...):
-    pyiceberg casts them when it writes, the hash kernels of the index take only int32/int64, so they are
-    cast first (an out-of-range value fails the cast: the caller's data, reported as such)."""
+def _pre_casts(metadata: TableMetadata, arrow_schema: pa.Schema) -> dict[str, pa.DataType]:
+    """Top-level columns to cast before anything reads them: dictionary-encoded ones to their values, and
+    integers whose Arrow type is not the table's (int8, uint16, int32 for a long, ...): pyiceberg casts those
+    when it writes, the hash kernels of the index take only int32/int64, so they are cast first (an
+    out-of-range value fails the cast: the caller's data, reported as such)."""
     out: dict[str, pa.DataType] = {}
     schema = metadata.schema()
     for f in arrow_schema:
+        if pa.types.is_dictionary(f.type):
+            # pyiceberg writes the dictionary type into the file's Arrow schema, after which every scan that
+            # meets a plain file too fails ("Unable to merge: ... dictionary vs string"): decode it first
+            out[f.name] = f.type.value_type
+            continue
         if not pa.types.is_integer(f.type):
             continue
         try:

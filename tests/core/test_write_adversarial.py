@@ -328,3 +328,16 @@ def test_a_table_dropped_during_the_write_is_a_clear_error(catalog: Catalog, rec
 def test_a_table_recreated_during_the_write_is_a_clear_error_on_object_storage(s3_catalog: tuple[Catalog, str]) -> None:
     catalog, ns = s3_catalog
     _table_replaced_during_the_write(catalog, f"{ns}.replaced", True)
+
+
+def test_dictionary_encoded_ids_leave_a_table_every_reader_can_scan(catalog: Catalog) -> None:
+    """Before: the dictionary type went into the file's Arrow schema (as pyiceberg's own append does), and
+    from then on every full scan of the table failed: 'Unable to merge: ... dictionary vs string'."""
+    table = ip.configure_identity(ip.configure_bloom(catalog.create_table("db.dict", SCHEMA), ["user_id"]), ["user_id"])
+    ip.append(table, _rows(["bob"]))
+    ip.erase(catalog, ["ann"], ["db.dict"])
+    encoded = _rows(["ann", "cy", "ann", None], 1)
+    encoded = encoded.set_column(0, "user_id", encoded.column("user_id").dictionary_encode())
+    assert ip.append(table, encoded).dropped_rows == 2
+    assert _users(table) == [None, "bob", "cy"]
+    assert ip.lookup(table, "user_id", "cy").num_rows == 1
