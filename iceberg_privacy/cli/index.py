@@ -49,6 +49,9 @@ def ingest_format(path: str, given: str | None) -> str:
     if given:
         return given
     name = path.rstrip("/").rsplit("/", 1)[-1].lower()
+    for compressed in (".gz", ".bz2", ".zst", ".lz4"):  # pyarrow decompresses text files by their suffix
+        name = name.removesuffix(compressed) if name.endswith((".csv" + compressed, ".json" + compressed,
+                                                              ".jsonl" + compressed, ".ndjson" + compressed)) else name
     return next((fmt for suffix, fmt in _INGEST_FORMATS.items() if name.endswith(suffix)), "parquet")
 
 

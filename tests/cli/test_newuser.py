@@ -124,3 +124,13 @@ def test_ingest_of_another_tables_parquet_files_matches_columns_by_name(tmp_path
     dst = catalog.load_table("db.dst")
     assert dst.scan().to_arrow().to_pylist() == [{"user_id": "ann", "email": "ann@x"}]
     assert ip.lookup(dst, "user_id", "ann").num_rows == 1
+
+
+def test_compressed_text_files_are_read_by_their_inner_suffix() -> None:
+    """Regression: ``events.csv.gz`` was taken for Parquet ('Parquet magic bytes not found')."""
+    from iceberg_privacy.cli.index import ingest_format
+
+    assert ingest_format("s3://b/in/events.csv.gz", None) == "csv"
+    assert ingest_format("/x/events.JSONL.bz2", None) == "json"
+    assert ingest_format("/x/events.parquet", None) == "parquet"
+    assert ingest_format("/x/events.gz", None) == "parquet"  # no inner suffix: the default
