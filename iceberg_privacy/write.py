@@ -319,8 +319,8 @@ def _write_chunks(io: FileIO, metadata: TableMetadata, data: pa.Table | pa.Recor
 
 def _pre_casts(metadata: TableMetadata, arrow_schema: pa.Schema) -> dict[str, pa.DataType]:
     """Top-level columns to cast before anything reads them: dictionary-encoded ones to their values, and
-    integers whose Arrow type is not the table's (int8, uint16, int32 for a long, ...): pyiceberg casts those
-    when it writes, the hash kernels of the index take only int32/int64, so they are cast first (an
+    columns holding integers narrower than int32 (int8, uint16, also inside lists of ids) to the table's
+    type: pyiceberg casts those when it writes, but the hash kernels of the index take only int32/int64 (an
     out-of-range value fails the cast: the caller's data, reported as such)."""
     out: dict[str, pa.DataType] = {}
     schema = metadata.schema()
@@ -330,15 +330,28 @@ def _pre_casts(metadata: TableMetadata, arrow_schema: pa.Schema) -> dict[str, pa
             # meets a plain file too fails ("Unable to merge: ... dictionary vs string"): decode it first
             out[f.name] = f.type.value_type
             continue
-        if not pa.types.is_integer(f.type):
+        if not _narrow_integers(f.type):
             continue
         try:
-            target = schema_to_pyarrow(schema.find_field(f.name).field_type)
+            target = schema_to_pyarrow(schema.find_field(f.name).field_type, include_field_ids=False)
         except ValueError:
             continue  # not a column of the table: the schema check has refused it already
-        if pa.types.is_integer(target) and f.type != target:
-            out[f.name] = target
+        if f.type != target:
+            out[f.name] = target  # list<int8> -> list<int> too (a list of ids)
     return out
+
+
+def _narrow_integers(t: pa.DataType) -> bool:
+    """Whether ``t`` holds integers other than int32/int64 at any depth (what the hash kernels refuse)."""
+    if pa.types.is_integer(t):
+        return t not in (pa.int32(), pa.int64())
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _narrow_integers(t.value_type)
+    if pa.types.is_map(t):
+        return _narrow_integers(t.key_type) or _narrow_integers(t.item_type)
+    if pa.types.is_struct(t):
+        return any(_narrow_integers(c.type) for c in t)
+    return False
 
 
 def _index_view(data: pa.Table, columns: list[BloomColumn]) -> pa.Table:

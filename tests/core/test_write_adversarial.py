@@ -341,3 +341,14 @@ def test_dictionary_encoded_ids_leave_a_table_every_reader_can_scan(catalog: Cat
     assert ip.append(table, encoded).dropped_rows == 2
     assert _users(table) == [None, "bob", "cy"]
     assert ip.lookup(table, "user_id", "cy").num_rows == 1
+
+
+def test_a_list_of_narrow_integer_ids_is_indexed(catalog: Catalog) -> None:
+    """Before: ``list<int8>`` ids for a ``list<int>`` identity column: the same bare hash-kernel ValueError."""
+    from pyiceberg.types import IntegerType, ListType
+
+    table = catalog.create_table("db.tags", Schema(NestedField(1, "tags", ListType(2, IntegerType(), element_required=False),
+                                                               required=False)))
+    table = ip.configure_identity(ip.configure_bloom(table, ["tags"]), ["tags"])
+    ip.append(table, pa.table({"tags": pa.array([[1, 2], [3]], pa.list_(pa.int8()))}))
+    assert ip.lookup(table.refresh(), "tags", 2).num_rows == 1
