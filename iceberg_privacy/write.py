@@ -183,6 +183,13 @@ def write_data_files(
         raise SchemaMismatchError(f"data does not match the schema of {where}: {exc}; {_type_hint(exc.field)}. "
                                   "Nothing was written.") from exc
     _check_field_ids(metadata, data.schema, where)
+    file_format = str(metadata.properties.get(TableProperties.WRITE_FILE_FORMAT, "parquet"))
+    if file_format.lower() != "parquet":
+        raise ConfigurationError(
+            f"{where} is set to write {file_format} files ({TableProperties.WRITE_FILE_FORMAT}); pyiceberg, and so "
+            f"this library, writes only Parquet. Set {TableProperties.WRITE_FILE_FORMAT}=parquet on the table "
+            "(files of other formats already in it stay readable), or write with an engine that writes "
+            f"{file_format}. Nothing was written.")
     out = WrittenFiles(forget_version=forget_filter.version if forget_filter is not None else None)
     _write_chunks(io, metadata, data, columns, chunk_bytes, progress, forget_filter, out, where)
     return out

@@ -352,3 +352,12 @@ def test_a_list_of_narrow_integer_ids_is_indexed(catalog: Catalog) -> None:
     table = ip.configure_identity(ip.configure_bloom(table, ["tags"]), ["tags"])
     ip.append(table, pa.table({"tags": pa.array([[1, 2], [3]], pa.list_(pa.int8()))}))
     assert ip.lookup(table.refresh(), "tags", 2).num_rows == 1
+
+
+@pytest.mark.parametrize("file_format", ["orc", "avro"])
+def test_a_table_set_to_write_another_format_is_a_clear_error(catalog: Catalog, file_format: str) -> None:
+    """Before: pyiceberg's bare ``ValueError: No writer registered for FileFormat.ORC``."""
+    table = catalog.create_table("db.orc", SCHEMA, properties={"write.format.default": file_format})
+    with pytest.raises(ip.ConfigurationError, match="writes only Parquet"):
+        ip.append(table, _rows(["ann"]))
+    assert table.refresh().current_snapshot() is None
