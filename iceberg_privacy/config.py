@@ -271,6 +271,7 @@ def configure_index(
     Returns the refreshed table.
     """
     table = load_table(catalog, table)
+    _storable(column)
     kinds = parse_index_kinds(column, kind)
     field = resolve_column(table.schema(), column)
     identity_leaf_type(field)
@@ -305,7 +306,20 @@ def _column_names(columns: str | Iterable[str]) -> list[str]:
     property and the CLI write them): a string is not iterated character by character."""
     if isinstance(columns, str):
         columns = columns.split(",")
+    else:
+        columns = [_storable(c) for c in columns]
     return [c.strip() for c in columns if c and c.strip()]
+
+
+def _storable(name: str) -> str:
+    """A column name the comma-separated ``privacy.*.columns`` properties can hold (else every later write
+    and erasure of the table would fail on the split name)."""
+    if isinstance(name, str) and ("," in name or name != name.strip()):
+        raise ConfigurationError(
+            f"column {name!r} cannot be declared: {COLUMNS_KEY} and {IDENTITY_COLUMNS_KEY} are comma-separated "
+            "lists of names, which cannot hold a name with a comma or leading/trailing spaces; rename the column "
+            "first (table.update_schema().rename_column(old, new))")
+    return name
 
 
 def configure_bloom(
@@ -325,7 +339,7 @@ def configure_bloom(
     """
     table = load_table(catalog, table)
     specs: dict[str, Mapping[str, float | int | None]] = (
-        {k: dict(v) for k, v in columns.items()} if isinstance(columns, Mapping)
+        {_storable(k): dict(v) for k, v in columns.items()} if isinstance(columns, Mapping)
         else {c: {} for c in _column_names(columns)}
     )
     if not specs:

@@ -23,8 +23,16 @@ import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import BooleanExpression
 from pyiceberg.io import FileIO
-from pyiceberg.io.pyarrow import bin_pack_arrow_table, pyarrow_to_schema, write_file
+from pyiceberg.io.pyarrow import (
+    PYARROW_PARQUET_FIELD_ID_KEY,
+    UnsupportedPyArrowTypeException,
+    bin_pack_arrow_table,
+    pyarrow_to_schema,
+    schema_to_pyarrow,
+    write_file,
+)
 from pyiceberg.manifest import DataFile, DataFileContent, ManifestEntryStatus
+from pyiceberg.schema import index_by_id
 from pyiceberg.table import ALWAYS_TRUE, Table, TableProperties, Transaction, WriteTask
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.utils.properties import property_as_int
@@ -34,7 +42,9 @@ from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.errors import (
+    CatalogError,
     CommitConflictError,
+    ConfigurationError,
     IcebergPrivacyError,
     SchemaMismatchError,
     SidecarError,
@@ -86,9 +96,10 @@ class WriteReport:
     index_compacted: str | None = None  # the new compacted sidecar when this commit triggered compaction
 
     def __str__(self) -> str:
+        dropped = f", {self.dropped_rows} rows of subjects on the forget list dropped" if self.dropped_rows else ""
         return (
             f"{self.operation}: {self.rows} rows in {self.data_files} files ({self.data_bytes} bytes), "
-            f"sidecar {self.sidecar_bytes} bytes for {self.bloom_columns or 'no columns'}, "
+            f"sidecar {self.sidecar_bytes} bytes for {self.bloom_columns or 'no columns'}{dropped}, "
             f"snapshot {self.snapshot_id}, {self.seconds:.2f}s"
         )
 
@@ -168,28 +179,140 @@ def write_data_files(
         compat.check_arrow_schema(metadata.schema(), data.schema, format_version=metadata.format_version)
     except ValueError as exc:
         raise SchemaMismatchError(f"data does not match the schema of {where}: {exc}") from exc
+    except UnsupportedPyArrowTypeException as exc:  # a type pyiceberg never writes (ns or non-UTC timestamps, ...)
+        raise SchemaMismatchError(f"data does not match the schema of {where}: {exc}; {_type_hint(exc.field)}. "
+                                  "Nothing was written.") from exc
+    _check_field_ids(metadata, data.schema, where)
+    file_format = str(metadata.properties.get(TableProperties.WRITE_FILE_FORMAT, "parquet"))
+    if file_format.lower() != "parquet":
+        raise ConfigurationError(
+            f"{where} is set to write {file_format} files ({TableProperties.WRITE_FILE_FORMAT}); pyiceberg, and so "
+            f"this library, writes only Parquet. Set {TableProperties.WRITE_FILE_FORMAT}=parquet on the table "
+            "(files of other formats already in it stay readable), or write with an engine that writes "
+            f"{file_format}. Nothing was written.")
     out = WrittenFiles(forget_version=forget_filter.version if forget_filter is not None else None)
+    _write_chunks(io, metadata, data, columns, chunk_bytes, progress, forget_filter, out, where)
+    return out
+
+
+def _unwritable(io: FileIO, out: WrittenFiles, where: str, exc: BaseException) -> SchemaMismatchError:
+    """The error for values the declared types cannot hold (invalid UTF-8 in a string column, binary cast
+    to string) or an Arrow layout pyiceberg's writer cannot split (string_view): the caller's data, not a
+    bug. Nothing is committed, so the files of earlier chunks are deleted."""
+    for f in out.files:
+        io.delete(f.file_path)
+    return SchemaMismatchError(
+        f"cannot write the data to {where} ({type(exc).__name__}: {_first_line(exc)}); nothing was committed. Check the "
+        "column values against the table's types (strings must be valid UTF-8) and cast string_view/"
+        "binary_view columns to pa.string()/pa.binary(); a file the failed write left behind is removed by "
+        "iceberg_privacy.cleanup_orphans")
+
+
+_UNWRITABLE = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError)
+
+
+def _has_field_ids(fields: Iterable[pa.Field]) -> bool:
+    for f in fields:
+        if f.metadata and PYARROW_PARQUET_FIELD_ID_KEY in f.metadata:
+            return True
+        t = f.type
+        children = ([t.key_field, t.item_field] if pa.types.is_map(t) else [t.value_field] if pa.types.is_list(t)
+                    or pa.types.is_large_list(t) else list(t) if pa.types.is_struct(t) else [])
+        if _has_field_ids(children):
+            return True
+    return False
+
+
+def _check_field_ids(metadata: TableMetadata, arrow_schema: pa.Schema, where: str) -> None:
+    """Refuse data whose Parquet field ids name other columns than its column names do.
+
+    pyiceberg's writer matches columns by field id when the data carries ids (``PARQUET:field_id``:
+    data read straight from another table's Parquet files), by name otherwise; the filters and the
+    forget list read columns by name. Ids that disagree with the names would put one column's values
+    under another's name in the file while the filters and the forget check looked at the named
+    column: lookups then skip files that hold the value, and the wrong column is screened.
+    """
+    if not _has_field_ids(arrow_schema):
+        return
+    schema = metadata.schema()
+    try:
+        given = pyarrow_to_schema(arrow_schema, name_mapping=schema.name_mapping, format_version=metadata.format_version)
+    except (ValueError, KeyError) as exc:
+        raise SchemaMismatchError(f"data does not match the schema of {where}: {exc}. {_STRIP_IDS}") from exc
+    wrong = [(given.find_column_name(fid), fid, schema.find_column_name(fid)) for fid in sorted(index_by_id(given))
+             if schema.find_column_name(fid) != given.find_column_name(fid)]
+    if wrong:
+        shown = "; ".join(f"data column {d!r} carries field id {fid}, which is {t!r} in {where}" for d, fid, t in wrong[:5])
+        raise SchemaMismatchError(f"the data's Parquet field ids disagree with its column names ({shown}): pyiceberg "
+                                  f"would write by id, the index and the forget list read by name. {_STRIP_IDS}")
+
+
+_STRIP_IDS = ("Drop the field ids to match columns by name (data = data.cast(iceberg_privacy.write.without_field_ids("
+              "data.schema))), or rename the columns to the table's names for those ids.")
+
+
+def without_field_ids(schema: pa.Schema) -> pa.Schema:
+    """``schema`` without Parquet field ids at any depth: the data's columns are then matched by name."""
+
+    def strip(f: pa.Field) -> pa.Field:
+        t = f.type
+        if pa.types.is_map(t):
+            t = pa.map_(strip(t.key_field), strip(t.item_field), keys_sorted=t.keys_sorted)
+        elif pa.types.is_large_list(t):
+            t = pa.large_list(strip(t.value_field))
+        elif pa.types.is_list(t):
+            t = pa.list_(strip(t.value_field))
+        elif pa.types.is_struct(t):
+            t = pa.struct([strip(c) for c in t])
+        meta = {k: v for k, v in (f.metadata or {}).items() if k != PYARROW_PARQUET_FIELD_ID_KEY}
+        return pa.field(f.name, t, f.nullable, metadata=meta or None)
+
+    return pa.schema([strip(f) for f in schema], metadata=schema.metadata)
+
+
+def _type_hint(field: pa.Field) -> str:
+    t = field.type
+    if pa.types.is_timestamp(t) and t.unit == "ns":
+        return (f"cast {field.name!r} to microseconds (pa.timestamp('us'{', tz=' + repr(t.tz) if t.tz else ''})), or set "
+                "pyiceberg's downcast-ns-timestamp-to-us-on-write (PYICEBERG_DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE=true)")
+    if pa.types.is_timestamp(t) and t.tz not in (None, "UTC", "+00:00", "Etc/UTC"):
+        return f"Iceberg stores zoned timestamps in UTC: cast {field.name!r} to pa.timestamp('{t.unit}', tz='UTC')"
+    return f"cast {field.name!r} to the Arrow type of the table's column"
+
+
+def _write_chunks(io: FileIO, metadata: TableMetadata, data: pa.Table | pa.RecordBatchReader, columns: list[BloomColumn],
+                  chunk_bytes: int, progress: bool, forget_filter: ForgetFilter | None, out: WrittenFiles,
+                  where: str) -> None:
+    """The chunks of ``data`` into ``out``. An error reading ``data`` itself (a CSV that does not parse)
+    propagates as is; an error writing a chunk it yielded is the caller's values (:func:`_unwritable`)."""
     write_uuid, counter = uuid.uuid4(), itertools.count(0)
     exact = any(c.exact for c in columns)
     group_rows = property_as_int(metadata.properties, TableProperties.PARQUET_ROW_GROUP_LIMIT,
                                  TableProperties.PARQUET_ROW_GROUP_LIMIT_DEFAULT)
     bar = _progress(progress, "writing")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ip-write") as pool:
+        casts = _pre_casts(metadata, data.schema)
         for chunk in _chunks(data, chunk_bytes):
-            if forget_filter is not None:  # erased subjects never reach a file (a late event cannot resurrect them)
-                chunk, dropped = forget_filter.apply(chunk)
-                out.dropped_rows += dropped
-            if chunk.num_rows == 0:
-                continue
-            tasks = _write_tasks(metadata, chunk, write_uuid, counter)
-            # pyiceberg writes the files on its own pool while this thread builds their filters.
-            pending = pool.submit(_write_files, io, metadata, tasks)
-            t0 = time.thread_time()  # CPU of this thread: the filters' cost, not time spent waiting
-            tables = [pa.Table.from_batches(t.record_batches) for t in tasks] if columns else []
-            filters = ([filters_for_table(tb, columns, group_rows) for tb in tables]
-                       if columns else [{} for _ in tasks])  # no bloom column: no per-file table to build
-            out.filter_seconds += time.thread_time() - t0
-            files = pending.result()
+            try:
+                for name, arrow_type in casts.items():
+                    chunk = chunk.set_column(chunk.schema.get_field_index(name), chunk.schema.field(name).with_type(
+                        arrow_type), chunk.column(name).cast(arrow_type))
+                if forget_filter is not None:  # erased subjects never reach a file (a late event cannot resurrect them)
+                    chunk, dropped = forget_filter.apply(chunk)
+                    out.dropped_rows += dropped
+                if chunk.num_rows == 0:
+                    continue
+                tasks = _write_tasks(metadata, chunk, write_uuid, counter)
+                # pyiceberg writes the files on its own pool while this thread builds their filters.
+                pending = pool.submit(_write_files, io, metadata, tasks)
+                t0 = time.thread_time()  # CPU of this thread: the filters' cost, not time spent waiting
+                tables = [_index_view(pa.Table.from_batches(t.record_batches), columns) for t in tasks] if columns else []
+                filters = ([filters_for_table(tb, columns, group_rows) for tb in tables]
+                           if columns else [{} for _ in tasks])  # no bloom column: no per-file table to build
+                out.filter_seconds += time.thread_time() - t0
+                files = pending.result()
+            except _UNWRITABLE as exc:
+                raise _unwritable(io, out, where, exc) from exc
             if exact:
                 filters = _checked_row_groups(io, files, tables, filters, columns, group_rows)
             out.files += files
@@ -199,7 +322,53 @@ def write_data_files(
                 bar.update(chunk.num_rows)
     if bar is not None:
         bar.close()
+
+
+def _pre_casts(metadata: TableMetadata, arrow_schema: pa.Schema) -> dict[str, pa.DataType]:
+    """Top-level columns to cast before anything reads them: dictionary-encoded ones to their values, and
+    columns holding integers narrower than int32 (int8, uint16, also inside lists of ids) to the table's
+    type: pyiceberg casts those when it writes, but the hash kernels of the index take only int32/int64 (an
+    out-of-range value fails the cast: the caller's data, reported as such)."""
+    out: dict[str, pa.DataType] = {}
+    schema = metadata.schema()
+    for f in arrow_schema:
+        if pa.types.is_dictionary(f.type):
+            # pyiceberg writes the dictionary type into the file's Arrow schema, after which every scan that
+            # meets a plain file too fails ("Unable to merge: ... dictionary vs string"): decode it first
+            out[f.name] = f.type.value_type
+            continue
+        if not _narrow_integers(f.type):
+            continue
+        try:
+            target = schema_to_pyarrow(schema.find_field(f.name).field_type, include_field_ids=False)
+        except ValueError:
+            continue  # not a column of the table: the schema check has refused it already
+        if f.type != target:
+            out[f.name] = target  # list<int8> -> list<int> too (a list of ids)
     return out
+
+
+def _narrow_integers(t: pa.DataType) -> bool:
+    """Whether ``t`` holds integers other than int32/int64 at any depth (what the hash kernels refuse)."""
+    if pa.types.is_integer(t):
+        return t not in (pa.int32(), pa.int64())
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _narrow_integers(t.value_type)
+    if pa.types.is_map(t):
+        return _narrow_integers(t.key_type) or _narrow_integers(t.item_type)
+    if pa.types.is_struct(t):
+        return any(_narrow_integers(c.type) for c in t)
+    return False
+
+
+def _index_view(data: pa.Table, columns: list[BloomColumn]) -> pa.Table:
+    """``data`` with every indexed column it leaves out added as nulls: Iceberg (and pyiceberg's writer)
+    accept data without an optional column, whose file then holds no ids of it (an empty filter)."""
+    for c in columns:
+        if c.name not in data.column_names:
+            arrow_type = schema_to_pyarrow(c.field.field_type)
+            data = data.append_column(pa.field(c.name, arrow_type), pa.nulls(data.num_rows, arrow_type))
+    return data
 
 
 def _checked_row_groups(io: FileIO, files: list[DataFile], tables: list[pa.Table], filters: list[dict[int, FileFilter]],
@@ -368,6 +537,33 @@ def finish_staged(table: Table, tx: Transaction, producer: compat.SnapshotProduc
         raise
 
 
+def _refresh(table: Table, written: WrittenFiles, operation: str) -> None:
+    """``table.refresh()``; a table dropped and re-created under its name meanwhile (pyiceberg refuses
+    the new uuid with a bare ValueError) is a clear error, and the files written for the old one go."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    before = table.metadata.table_uuid
+    try:
+        table.refresh()
+        return
+    except NoSuchTableError:
+        what = "dropped"
+    except ValueError:
+        try:
+            current = table.catalog.load_table(table.name()).metadata.table_uuid
+        except NoSuchTableError:
+            current = None
+        if current == before:
+            raise
+        what = f"dropped and re-created (uuid {before} -> {current})"
+    for f in written.files:
+        table.io.delete(f.file_path)
+    raise CatalogError(
+        f"{operation} on {table_name(table)}: the table was {what} while the write ran; nothing was committed "
+        "and its files were removed. Write the data again (to the new table, after creating and configuring it)"
+    ) from None
+
+
 def _commit(
     table: Table, written: WrittenFiles, columns: list[BloomColumn], *, operation: str,
     overwrite_filter: BooleanExpression | None, snapshot_properties: dict[str, str], max_retries: int | None,
@@ -378,8 +574,11 @@ def _commit(
     """
     policy = retry.DEFAULT_POLICY.with_retries(max_retries)
     for attempt in retry.attempts(policy):
-        if attempt > 1:
-            table.refresh()  # the winner's snapshot is the new base
+        # Every attempt starts from the catalog's current metadata: after a lost race the winner's
+        # snapshot is the new base, and on the first attempt a ``Table`` the caller loaded before
+        # ``configure_identity`` (or before the identity columns changed) must not skip the forget
+        # list: the commit only asserts the branch's snapshot, not the table properties.
+        _refresh(table, written, operation)
         base_id = table.metadata.current_snapshot_id
         written = recheck_forget(table, written, columns)
         if not written.files and overwrite_filter is None:
@@ -439,11 +638,30 @@ def _write(table: Table, data: pa.Table | pa.RecordBatchReader, *, operation: st
     t0 = time.perf_counter()
     if not isinstance(data, (pa.Table, pa.RecordBatchReader)):
         raise UnsupportedDataError(_unsupported_data(operation, data))
+    retry.DEFAULT_POLICY.with_retries(max_retries)  # a bad argument fails before any file is written
+    check_snapshot_properties(snapshot_properties)
     columns = bloom_columns(table.schema(), table.properties)
     written = _write_data(table, data, columns, chunk_bytes, progress, forget.load(table))
     return commit_written(table, written, columns, operation=operation, overwrite_filter=overwrite_filter,
                           snapshot_properties=snapshot_properties, max_retries=max_retries, started=t0,
                           lineage=lineage)
+
+
+def check_snapshot_properties(props: dict[str, str] | None, *, option: str = "snapshot_properties") -> None:
+    """Refuse caller-given summary keys the library reserves (``privacy.*``) or pyiceberg sets (``operation``).
+
+    The library reads its own keys back: the sidecar registration, the forget-list check, an erasure's
+    request id (a resumed erasure looks for its commit by it), streaming batch ids, lineage. A forged
+    one would mislead those readers, e.g. make a resumed erasure believe its rewrite had landed.
+    """
+    if not props:
+        return
+    bad = sorted(k for k in props if not isinstance(k, str) or k.startswith("privacy.") or k == "operation")
+    if bad:
+        raise ConfigurationError(
+            f"{option} may not set {', '.join(map(repr, bad))}: 'privacy.*' summary keys are the library's own "
+            "records (sidecars, forget-list checks, erasures, streaming batches, lineage) and 'operation' is "
+            "pyiceberg's. Name your keys outside 'privacy.'; pass lineage= (Spark: the lineage option) for lineage")
 
 
 def commit_written(
@@ -562,10 +780,34 @@ def overwrite(
     Files the delete rewrites (copy-on-write) get filters too, in the same sidecar.
     """
     table = load_table(catalog, table)
-    if isinstance(overwrite_filter, str):
-        from pyiceberg.expressions.parser import parse
-
-        overwrite_filter = parse(overwrite_filter)
+    overwrite_filter = _checked_filter(table, overwrite_filter)
     return _write(table, data, operation="overwrite", overwrite_filter=overwrite_filter,
                   snapshot_properties=snapshot_properties, chunk_bytes=chunk_bytes,
                   max_retries=_retries(commit_retries, max_commit_retries), progress=progress, lineage=lineage)
+
+
+def _checked_filter(table: Table, overwrite_filter: BooleanExpression | str) -> BooleanExpression:
+    """The overwrite filter, parsed and checked against the table's schema before any file is written
+    (a typo used to surface from the commit, after the data files were written, as a bare pyparsing or
+    pyiceberg exception)."""
+    from pyiceberg.expressions.parser import parse
+    from pyiceberg.expressions.visitors import bind
+    from pyparsing import ParseException
+
+    try:
+        if not isinstance(overwrite_filter, (str, BooleanExpression)):
+            raise TypeError(f"a filter is a string or a pyiceberg expression, not {type(overwrite_filter).__name__}")
+        expr = parse(overwrite_filter) if isinstance(overwrite_filter, str) else overwrite_filter
+        bind(table.schema(), expr, case_sensitive=True)
+    except (ParseException, ValueError, TypeError, NotImplementedError) as exc:
+        columns = ", ".join(f.name for f in table.schema().fields)
+        raise ConfigurationError(
+            f"overwrite_filter {str(overwrite_filter)[:200]!r} is not a filter on {table_name(table)} "
+            f"({_first_line(exc)}); nothing was written. Write it as pyiceberg's row filters, e.g. "
+            f"\"n > 5 and day = '2024-01-01'\", over the columns {columns}, with literals of their types "
+            "(strings in single quotes)") from exc
+    return expr
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -45,6 +45,10 @@ class RetryPolicy:
         """This policy with ``retries`` retries after the first try (``None`` keeps it)."""
         if retries is None:
             return self
+        if isinstance(retries, bool) or not isinstance(retries, int):
+            from iceberg_privacy.errors import ConfigurationError  # a ValueError too
+
+            raise ConfigurationError(f"commit_retries must be a whole number >= 0 (or None), got {retries!r}")
         if retries < 0:
             from iceberg_privacy.errors import ConfigurationError  # a ValueError too
 

@@ -49,7 +49,43 @@ def ingest_format(path: str, given: str | None) -> str:
     if given:
         return given
     name = path.rstrip("/").rsplit("/", 1)[-1].lower()
+    for compressed in (".gz", ".bz2", ".zst", ".lz4"):  # pyarrow decompresses text files by their suffix
+        name = name.removesuffix(compressed) if name.endswith((".csv" + compressed, ".json" + compressed,
+                                                              ".jsonl" + compressed, ".ndjson" + compressed)) else name
     return next((fmt for suffix, fmt in _INGEST_FORMATS.items() if name.endswith(suffix)), "parquet")
+
+
+def _parsed_as_declared(t: pa.DataType) -> bool:
+    """Types a CSV reader parses text into directly (not uuid/binary/nested: those stay inferred)."""
+    return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)
+            or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_date(t)
+            or pa.types.is_timestamp(t) or pa.types.is_decimal(t))
+
+
+def _source_format(fmt: str, table: Any) -> Any:
+    """How to read CSV into an existing table: with its column types, not the reader's guesses.
+
+    Inferred types broke ingests that are plainly right: ids like ``42`` or ``007`` in a string column
+    were read as integers and refused as a schema mismatch. (JSON and Parquet carry their own types.)
+    """
+    if table is None or fmt != "csv":
+        return fmt
+    import pyarrow.csv as pcsv
+    import pyarrow.dataset as ds
+
+    types = {f.name: f.type for f in table.schema().as_arrow() if _parsed_as_declared(f.type)}
+    return ds.CsvFileFormat(convert_options=pcsv.ConvertOptions(column_types=types)) if types else fmt
+
+
+def _by_name(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """Files named on the command line are matched to the table by column name: Parquet field ids they
+    carry (files of another Iceberg table) would make pyiceberg match by id, i.e. by another table's ids."""
+    from iceberg_privacy.write import without_field_ids
+
+    schema = without_field_ids(reader.schema)
+    if schema.equals(reader.schema, check_metadata=True):
+        return reader
+    return pa.RecordBatchReader.from_batches(schema, (b.cast(schema) for b in reader))
 
 
 def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
@@ -78,7 +114,7 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
     fmt = ingest_format(args.path, args.format)
     try:
         fs, source = (None, local_path(args.path)) if is_local(args.path) else filesystem(io, args.path)
-        dataset = ds.dataset(source, format=fmt, filesystem=fs)
+        dataset = ds.dataset(source, format=_source_format(fmt, table), filesystem=fs)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         first = _first_line(exc)
         raise ConfigurationError(
@@ -97,7 +133,7 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
                 "ingest without --create") from exc
     fn = overwrite if args.overwrite else append
     try:
-        report = fn(table, dataset.scanner().to_reader(), progress=not args.quiet)
+        report = fn(table, _by_name(dataset.scanner().to_reader()), progress=not args.quiet)
     except BaseException as exc:
         if created:  # a failed --create leaves nothing behind: running it again must behave the same
             catalog.drop_table(ident)

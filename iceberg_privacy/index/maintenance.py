@@ -25,7 +25,7 @@ from pyiceberg.table.update.snapshot import ExpireSnapshots
 from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
-from iceberg_privacy.config import BloomColumn, bloom_columns
+from iceberg_privacy.config import BloomColumn, bloom_columns, declared_identity_names
 from iceberg_privacy.errors import CommitConflictError, ConfigurationError, SidecarError
 from iceberg_privacy.index import exact
 from iceberg_privacy.index.build import FilterBuilder, filters_for_data_files
@@ -37,6 +37,7 @@ from iceberg_privacy.index.registry import (
     PROPERTY_COMPACTED_BYTES,
     is_sidecar_path,
     new_sidecar_location,
+    outside_writes,
     referenced_sidecar_locations,
     resolve_coverage,
     sidecar_refs,
@@ -533,6 +534,7 @@ class SidecarStatus:
     warnings: list[str]
     exact_index_bytes: int = 0  # bytes of exact-index blobs in the referenced sidecars (base + deltas)
     data_bytes: int = 0  # bytes of the current snapshot's data files
+    outside_writes: int = 0  # snapshots of the current branch that added data without the library (not screened)
 
     def __str__(self) -> str:
         lines = [f"snapshot {self.snapshot_id}: {self.live_files} live data files"]
@@ -570,6 +572,13 @@ def sidecar_status(table: TableRef, *, catalog: Catalog | None = None) -> Sideca
                 except SidecarError as exc:
                     notes.append(warn(f"exact index {s.ref.location} unreadable: {exc}; its files are scanned"))
             covered[f"{col.name} (exact)"] = len(indexed)
+    outside = outside_writes(md)
+    if outside:
+        screened = "; rows of subjects on the forget list were not dropped from them (erase those subjects " \
+            "again: iceberg_privacy.erase / `iceberg-privacy erase`)" if declared_identity_names(table.properties) else ""
+        notes.append(f"{len(outside)} snapshot(s) on the current branch added data files without iceberg-privacy "
+                     f"(pyiceberg's own append or another engine; newest {outside[0]}): their files have no filters "
+                     f"until backfill (lookups scan them){screened}")
     refs = [(r.source, r.location, r.size) for r in sidecar_refs(md)]
     exact_bytes = 0
     for r in sidecar_refs(md):
@@ -580,7 +589,7 @@ def sidecar_status(table: TableRef, *, catalog: Catalog | None = None) -> Sideca
         if idx is not None:
             exact_bytes += idx.blob_bytes
     return SidecarStatus(md.current_snapshot_id, len(live), covered, refs, notes, exact_bytes,
-                         sum(f.file_size_in_bytes for f in live.values()))
+                         sum(f.file_size_in_bytes for f in live.values()), len(outside))
 
 
 def verify_sidecars(table: TableRef, *, catalog: Catalog | None = None) -> SidecarVerification:

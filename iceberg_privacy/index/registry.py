@@ -206,3 +206,21 @@ def resolve_coverage(io: FileIO, metadata: TableMetadata, field_id: int, paths: 
                               "size differ from the table's (a reused path): its filters for them are stale and "
                               "not used; those files are scanned unless another sidecar covers them"))
     return Coverage(list(by_group.values()), remaining, opened, bytes_read, notes, requests)
+
+
+def outside_writes(metadata: TableMetadata) -> list[int]:
+    """Snapshots of the current branch that added data files without this library, newest first.
+
+    Every commit the library makes that adds data files (append, overwrite, Spark, derive, erasure
+    rewrites) stamps ``privacy.*`` keys into its snapshot summary; a snapshot that added files
+    without any was written by pyiceberg's own ``append``/``overwrite`` or another engine. Its rows
+    were not screened by the forget list and its files have no filters (lookups scan them).
+    """
+    out: list[int] = []
+    snap = metadata.current_snapshot()
+    while snap is not None:
+        props = snap.summary.additional_properties if snap.summary is not None else {}
+        if int(props.get("added-data-files", "0") or 0) > 0 and not any(k.startswith("privacy.") for k in props):
+            out.append(snap.snapshot_id)
+        snap = metadata.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id is not None else None
+    return out

@@ -33,7 +33,7 @@ from pyspark.sql.datasource import (
 
 from iceberg_privacy._internal import compat
 from iceberg_privacy.config import COLUMNS_KEY, BloomColumn, bloom_columns, configure_bloom
-from iceberg_privacy.errors import ConfigurationError, SchemaMismatchError, UnknownColumnError
+from iceberg_privacy.errors import CatalogError, ConfigurationError, SchemaMismatchError, UnknownColumnError
 from iceberg_privacy.lineage.record import LineageRecord
 from iceberg_privacy.properties import STREAMING_BATCH_ID_SUMMARY as BATCH_ID_KEY
 from iceberg_privacy.properties import STREAMING_QUERY_ID_SUMMARY as QUERY_ID_KEY
@@ -41,7 +41,13 @@ from iceberg_privacy.rights import forget
 from iceberg_privacy.spark.options import SourceOptions
 from iceberg_privacy.spark.schema import arrow_for_iceberg, cast_batch
 from iceberg_privacy.storage import portable_properties
-from iceberg_privacy.write import WriteReport, WrittenFiles, commit_written, write_data_files
+from iceberg_privacy.write import (
+    WriteReport,
+    WrittenFiles,
+    check_snapshot_properties,
+    commit_written,
+    write_data_files,
+)
 
 logger = logging.getLogger("iceberg_privacy.spark")
 
@@ -157,6 +163,7 @@ class _TaskWriter:
     def __init__(self, opts: SourceOptions, struct: Any, overwrite: bool) -> None:
         self.opts = opts
         self.overwrite = overwrite
+        check_snapshot_properties(opts.snapshot_properties, option="the snapshot-property.* options")  # before any table
         table = prepare_table(opts, struct)
         self.metadata: TableMetadata = table.metadata
         self.io_properties: dict[str, str] = portable_properties(table.io)
@@ -182,6 +189,13 @@ class _TaskWriter:
 
     def _commit(self, written: WrittenFiles, extra: dict[str, str] | None = None) -> WriteReport:
         table = self.opts.load_table()
+        if table.metadata.table_uuid != self.metadata.table_uuid:  # the files were written for another table
+            for f in written.files:
+                table.io.delete(f.file_path)
+            raise CatalogError(
+                f"spark write to {self.opts.table}: the table was dropped and re-created (uuid "
+                f"{self.metadata.table_uuid} -> {table.metadata.table_uuid}) while the job ran; nothing was "
+                "committed and the job's files were removed. Run the write again")
         report = commit_written(
             table, written, self.columns, operation="overwrite" if self.overwrite else "append",
             overwrite_filter=ALWAYS_TRUE if self.overwrite else None,

@@ -86,3 +86,51 @@ def test_ingest_create_with_a_type_iceberg_lacks_says_what_to_do(tmp_path: Path,
     code, _, err = _run(tmp_path / "home", capsys, "ingest", "db.nulls", str(tmp_path / "nulls.csv"), "--create")
     assert code == 2 and err.startswith("error: cannot create db.nulls") and "Field: empty" in err
     assert "ingest without --create" in err and err.count("\n") == 1
+
+
+def test_csv_ids_that_look_like_numbers_go_into_a_string_column(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: a CSV was read with inferred types, so ids like ``42`` or ``007`` came out as integers and
+    the ingest into the (string) table was refused as a schema mismatch."""
+    home = tmp_path / "home"
+    (tmp_path / "first.csv").write_text("user_id,clicks\nann,1\n")
+    (tmp_path / "numeric.csv").write_text("user_id,clicks\n007,2\n42,3\n")
+    assert _run(home, capsys, "ingest", "db.ids", str(tmp_path / "first.csv"), "--create")[0] == 0
+    code, out, err = _run(home, capsys, "ingest", "db.ids", str(tmp_path / "numeric.csv"))
+    assert code == 0 and "2 rows" in out, err
+    table = ip.connect(home=home).load_table("db.ids")
+    assert sorted(table.scan().to_arrow()["user_id"].to_pylist()) == ["007", "42", "ann"]
+
+
+def test_ingest_of_another_tables_parquet_files_matches_columns_by_name(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: Parquet files written by another Iceberg table carry its field ids, so pyiceberg put
+    each column where the *other* table's ids pointed (emails into user_id)."""
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import NestedField, StringType
+
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    src = catalog.create_table("db.src", Schema(NestedField(1, "email", StringType(), required=False),
+                                                NestedField(2, "user_id", StringType(), required=False)))
+    ip.append(src, pa.table({"email": ["ann@x"], "user_id": ["ann"]}))
+    path = next(iter(src.refresh().scan().plan_files())).file.file_path.removeprefix("file://")
+    dst = catalog.create_table("db.dst", Schema(NestedField(1, "user_id", StringType(), required=False),
+                                                NestedField(2, "email", StringType(), required=False)))
+    ip.configure_bloom(dst, ["user_id"])
+    code, _, err = _run(home, capsys, "ingest", "db.dst", path)
+    assert code == 0, err
+    dst = catalog.load_table("db.dst")
+    assert dst.scan().to_arrow().to_pylist() == [{"user_id": "ann", "email": "ann@x"}]
+    assert ip.lookup(dst, "user_id", "ann").num_rows == 1
+
+
+def test_compressed_text_files_are_read_by_their_inner_suffix() -> None:
+    """Regression: ``events.csv.gz`` was taken for Parquet ('Parquet magic bytes not found')."""
+    from iceberg_privacy.cli.index import ingest_format
+
+    assert ingest_format("s3://b/in/events.csv.gz", None) == "csv"
+    assert ingest_format("/x/events.JSONL.bz2", None) == "json"
+    assert ingest_format("/x/events.parquet", None) == "parquet"
+    assert ingest_format("/x/events.gz", None) == "parquet"  # no inner suffix: the default

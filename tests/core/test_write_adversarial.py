@@ -1,0 +1,363 @@
+"""Hostile uses of the write path: stale table objects, odd data shapes, input the writer cannot store.
+
+Each test here was a failure found by trying the write verbs as an adversarial user would: the
+forget list skipped, a bare pyarrow/pyiceberg exception instead of a library error that says what to
+do, or a crash on data pyiceberg itself accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from pyiceberg.catalog import Catalog
+from pyiceberg.schema import Schema
+from pyiceberg.types import DoubleType, LongType, NestedField, StringType
+
+import iceberg_privacy as ip
+from tests.helpers import SECRET
+
+SCHEMA = Schema(
+    NestedField(1, "user_id", StringType(), required=False),
+    NestedField(2, "n", LongType(), required=False),
+    NestedField(3, "score", DoubleType(), required=False),
+)
+
+
+@pytest.fixture(autouse=True)
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", SECRET)
+
+
+def _rows(users: list[str | None], start: int = 0) -> pa.Table:
+    return pa.table({"user_id": pa.array(users, pa.string()),
+                     "n": pa.array(range(start, start + len(users)), pa.int64()),
+                     "score": pa.array([float(i) for i in range(len(users))], pa.float64())})
+
+
+def _users(table: Any) -> list[str | None]:
+    return sorted(table.refresh().scan().to_arrow()["user_id"].to_pylist(), key=str)
+
+
+def _stale_table_keeps_the_forget_list(catalog: Catalog, name: str) -> None:
+    table = catalog.create_table(name, SCHEMA)
+    ip.append(table, _rows(["bob"]))
+    stale = catalog.load_table(name)  # a pipeline's handle, loaded before the privacy team's changes
+    ip.configure_identity(catalog.load_table(name), ["user_id"])
+    ip.erase(catalog, ["ann"], [name])  # ann has no rows yet: nothing is committed to the table
+    report = ip.append(stale, _rows(["ann", "cy"], 1))
+    assert report.dropped_rows == 1 and report.rows == 1
+    assert _users(stale) == ["bob", "cy"]
+
+
+def test_a_table_loaded_before_configure_identity_still_drops_forgotten_subjects(catalog: Catalog) -> None:
+    """Before: the write read the identity columns from the caller's stale object (none), so the forget
+    list never applied and an erased subject was written again."""
+    _stale_table_keeps_the_forget_list(catalog, "db.stale")
+
+
+def test_a_stale_table_still_drops_forgotten_subjects_on_object_storage(s3_catalog: tuple[Catalog, str]) -> None:
+    catalog, ns = s3_catalog
+    _stale_table_keeps_the_forget_list(catalog, f"{ns}.stale")
+
+
+def test_data_without_an_optional_indexed_column_is_written_and_found_by_scans(catalog: Catalog) -> None:
+    """pyiceberg accepts data that leaves out an optional column; the writer crashed with a bare
+    ``KeyError`` building the left-out column's filter. Its files now hold an empty filter: lookups of
+    that column skip them (they hold no ids of it), the other rows are still found."""
+    table = catalog.create_table("db.partial", SCHEMA)
+    table = ip.configure_index(ip.configure_bloom(table, ["user_id"]), "user_id", "bloom,exact")
+    ip.configure_identity(table, ["user_id"])
+    ip.append(table, _rows(["ann", "bob"]))
+    report = ip.append(table, pa.table({"n": pa.array([7, 8], pa.int64())}))  # no user_id at all
+    assert report.rows == 2 and report.sidecar_path is not None
+    ip.append(table, pa.table({"user_id": pa.array(["cy"]), "n": pa.array([9], pa.int64())}))  # no score
+    table = table.refresh()
+    assert table.scan().to_arrow().num_rows == 5
+    for user in ["ann", "bob", "cy", "dee"]:
+        plan = ip.plan_lookup(table, "user_id", user)
+        assert plan.files_without_sidecar == 0
+        assert ip.lookup(table, "user_id", user).num_rows == (0 if user == "dee" else 1)
+
+
+def _invalid_utf8() -> pa.Array:
+    return pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(b"\x00\x00\x00\x00\x02\x00\x00\x00"),
+                                                  pa.py_buffer(b"\xff\xfe")])
+
+
+HOSTILE = {
+    "invalid UTF-8 in a string column": lambda: pa.table({"user_id": _invalid_utf8()}),
+    "non-UTF-8 binary for a string column": lambda: pa.table({"user_id": pa.array([b"\xff\xfe"], pa.binary())}),
+    "string_view ids": lambda: pa.table({"user_id": pa.array(["ann"], pa.string_view())}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_values_the_column_types_cannot_hold_are_a_schema_error_and_commit_nothing(catalog: Catalog, kind: str) -> None:
+    """Before: a bare UnicodeDecodeError / ArrowInvalid / ArrowTypeError from inside pyiceberg's writer."""
+    table = ip.configure_bloom(catalog.create_table("db.hostile", SCHEMA), ["user_id"])
+    ip.configure_identity(table, ["user_id"])
+    ip.append(table, _rows(["bob"]))
+    before = table.refresh().metadata.current_snapshot_id
+    with pytest.raises(ip.SchemaMismatchError, match="nothing was committed"):
+        ip.append(table, HOSTILE[kind]())
+    assert table.refresh().metadata.current_snapshot_id == before and _users(table) == ["bob"]
+
+
+def test_a_bad_chunk_removes_the_files_of_the_good_chunks_before_it(catalog: Catalog) -> None:
+    from pathlib import Path
+
+    table = ip.configure_bloom(catalog.create_table("db.chunks", SCHEMA), ["user_id"])
+    ip.append(table, _rows(["bob"]))
+    table = table.refresh()
+    files = set(Path(table.location().removeprefix("file://"), "data").rglob("*.parquet"))
+    schema = pa.schema([("user_id", pa.string())])
+    good = [pa.record_batch([pa.array([f"u{i}"] * 100)], schema=schema) for i in range(3)]
+    bad = pa.record_batch([_invalid_utf8()], schema=schema)
+    with pytest.raises(ip.SchemaMismatchError):
+        ip.append(table, pa.RecordBatchReader.from_batches(schema, [*good, bad]), chunk_bytes=1)
+    left = set(Path(table.location().removeprefix("file://"), "data").rglob("*.parquet")) - files
+    assert len(left) <= 1  # at most the failed chunk's own file (an orphan cleanup_orphans removes); not 3 good ones
+    assert _users(table) == ["bob"]
+
+
+@pytest.mark.parametrize(("arrow_type", "hint"), [
+    (pa.timestamp("ns"), "microseconds"), (pa.timestamp("us", tz="Europe/Paris"), "UTC")])
+def test_timestamps_pyiceberg_cannot_write_are_a_schema_error_with_the_cast(catalog: Catalog, arrow_type: pa.DataType,
+                                                                            hint: str) -> None:
+    """Before: pyiceberg's bare UnsupportedPyArrowTypeException."""
+    from pyiceberg.types import TimestampType, TimestamptzType
+
+    ts_type = TimestamptzType() if arrow_type.tz else TimestampType()
+    table = catalog.create_table("db.ts", Schema(NestedField(1, "user_id", StringType(), required=False),
+                                                 NestedField(2, "at", ts_type, required=False)))
+    with pytest.raises(ip.SchemaMismatchError, match=hint):
+        ip.append(table, pa.table({"user_id": ["ann"], "at": pa.array([0], arrow_type)}))
+    assert table.refresh().current_snapshot() is None
+
+
+@pytest.mark.parametrize("bad", ["nope = 1", "n = 'abc'", "n > 1 and", "user_id = 5"])
+def test_a_bad_overwrite_filter_is_refused_before_any_file_is_written(catalog: Catalog, tmp_path: Any, bad: str) -> None:
+    """Before: the data files were written first, then the commit raised pyparsing's/pyiceberg's own
+    exception, leaving orphans."""
+    table = ip.configure_bloom(catalog.create_table("db.ow", SCHEMA), ["user_id"])
+    ip.append(table, _rows(["bob"]))
+    table = table.refresh()
+    data_dir = table.location().removeprefix("file://") + "/data"
+    from pathlib import Path
+
+    files = sorted(Path(data_dir).rglob("*"))
+    with pytest.raises(ip.ConfigurationError, match="is not a filter on db.ow"):
+        ip.overwrite(table, _rows(["ann"]), bad)
+    assert sorted(Path(data_dir).rglob("*")) == files and _users(table) == ["bob"]
+
+
+def _outside_writes_are_reported(catalog: Catalog, name: str) -> None:
+    table = ip.configure_identity(ip.configure_bloom(catalog.create_table(name, SCHEMA), ["user_id"]), ["user_id"])
+    ip.append(table, _rows(["bob", "cy", "dee"]))
+    ip.overwrite(table, _rows(["eve"], 10), "n = 1")  # a copy-on-write rewrite of the first file
+    ip.erase(catalog, ["bob"], [name])
+    ip.backfill(table)
+    status = ip.sidecar_status(catalog.load_table(name))
+    assert status.outside_writes == 0 and not any("without iceberg-privacy" in w for w in status.warnings)
+    catalog.load_table(name).append(_rows(["bob"], 20))  # plain pyiceberg: the forget list cannot apply
+    status = ip.sidecar_status(catalog.load_table(name))
+    assert status.outside_writes == 1
+    assert any("without iceberg-privacy" in w and "forget list" in w for w in status.warnings), status.warnings
+    assert "forget list were not dropped" in str(status)
+
+
+def test_sidecar_status_reports_writes_that_bypassed_the_library(catalog: Catalog) -> None:
+    """A pyiceberg ``table.append`` next to the library is scanned by lookups, but the forget list never
+    saw its rows: nothing said so before."""
+    _outside_writes_are_reported(catalog, "db.outside")
+
+
+def test_sidecar_status_reports_writes_that_bypassed_the_library_on_object_storage(
+        s3_catalog: tuple[Catalog, str]) -> None:
+    catalog, ns = s3_catalog
+    _outside_writes_are_reported(catalog, f"{ns}.outside")
+
+
+def _data_file_rows(table: Any) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    path = next(iter(table.scan().plan_files())).file.file_path
+    with table.io.new_input(path).open() as fh:
+        return pq.read_table(fh)  # as another engine's Parquet arrives: with PARQUET:field_id metadata
+
+
+def test_field_ids_that_disagree_with_column_names_are_refused(catalog: Catalog) -> None:
+    """Before: rows read from another table's Parquet files kept its field ids; pyiceberg wrote them by id
+    (emails into user_id) while the filters and the forget list read by name: a lookup of the value really
+    in user_id skipped the file, and the forget check screened the wrong column."""
+    from iceberg_privacy.write import without_field_ids
+
+    source = catalog.create_table("db.src", Schema(NestedField(1, "email", StringType(), required=False),
+                                                   NestedField(2, "user_id", StringType(), required=False)))
+    ip.append(source, pa.table({"email": ["ann@x"], "user_id": ["ann"]}))
+    rows = _data_file_rows(source.refresh())
+    target = catalog.create_table("db.dst", Schema(NestedField(1, "user_id", StringType(), required=False),
+                                                   NestedField(2, "email", StringType(), required=False)))
+    target = ip.configure_bloom(target, ["user_id"])
+    with pytest.raises(ip.SchemaMismatchError, match="field id 1, which is 'user_id'"):
+        ip.append(target, rows)
+    assert target.refresh().current_snapshot() is None
+    ip.append(target, rows.cast(without_field_ids(rows.schema)))  # by name, as the error says
+    target = target.refresh()
+    assert target.scan().to_arrow().to_pylist() == [{"user_id": "ann", "email": "ann@x"}]
+    assert ip.lookup(target, "user_id", "ann").num_rows == 1
+    ip.append(target, _data_file_rows(target))  # a table's own files: ids and names agree, accepted
+    assert ip.lookup(target, "user_id", "ann").num_rows == 2
+
+
+def test_without_field_ids_strips_nested_ids() -> None:
+    from iceberg_privacy.write import _has_field_ids, without_field_ids
+
+    ids = {b"PARQUET:field_id": b"7"}
+    schema = pa.schema([pa.field("m", pa.map_(pa.field("k", pa.string(), False, ids), pa.field(
+        "v", pa.list_(pa.field("e", pa.struct([pa.field("id", pa.string(), metadata=ids)]), metadata=ids)),
+        metadata=ids)), metadata=ids)])
+    assert _has_field_ids(schema) and not _has_field_ids(without_field_ids(schema))
+    assert without_field_ids(schema).field("m").type.item_type.value_type.field("id").type == pa.string()
+
+
+@pytest.mark.parametrize("props", [{"privacy.erasure.request-id": "req-1"}, {"privacy.sidecar.path": "s3://x/y"},
+                                   {"privacy.forget.dropped-rows": "0"}, {"operation": "delete"}])
+def test_reserved_snapshot_summary_keys_are_refused_before_writing(catalog: Catalog, props: dict[str, str]) -> None:
+    """Before: a caller's ``privacy.*`` keys went into the summary, where the library reads its own records
+    back (a forged erasure request id makes a resumed erasure believe its rewrite landed); ``operation``
+    crashed inside pyiceberg after the files were written."""
+    table = ip.configure_bloom(catalog.create_table("db.props", SCHEMA), ["user_id"])
+    with pytest.raises(ip.ConfigurationError, match="may not set"):
+        ip.append(table, _rows(["ann"]), snapshot_properties=props)
+    with pytest.raises(ip.ConfigurationError, match="may not set"):
+        ip.overwrite(table, _rows(["ann"]), snapshot_properties=props)
+    assert table.refresh().current_snapshot() is None
+    assert ip.append(table, _rows(["ann"]), snapshot_properties={"job": "nightly"}).snapshot_id is not None
+
+
+@pytest.mark.parametrize("retries", ["3", 1.5, -1])
+def test_a_bad_commit_retries_fails_before_any_file_is_written(catalog: Catalog, retries: Any) -> None:
+    from pathlib import Path
+
+    table = catalog.create_table("db.retries", SCHEMA)
+    with pytest.raises(ip.ConfigurationError, match="commit_retries"):
+        ip.append(table, _rows(["ann"]), commit_retries=retries)
+    assert not list(Path(table.location().removeprefix("file://")).rglob("*.parquet"))
+
+
+def test_an_overwrite_filter_of_the_wrong_kind_is_a_clear_error(catalog: Catalog) -> None:
+    table = catalog.create_table("db.kind", SCHEMA)
+    with pytest.raises(ip.ConfigurationError, match="is not a filter"):
+        ip.overwrite(table, _rows(["ann"]), 5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("arrow_type", [pa.int8(), pa.uint16(), pa.int16(), pa.uint8()])
+def test_narrow_integer_ids_are_indexed_and_screened_like_the_columns_type(catalog: Catalog,
+                                                                          arrow_type: pa.DataType) -> None:
+    """Before: pyiceberg accepts int8/uint16 data for an int column, but the index's hash kernel does not:
+    a bare ``ValueError: FeatureUnsupported`` after the data files were written."""
+    from pyiceberg.types import IntegerType
+
+    table = catalog.create_table("db.narrow", Schema(NestedField(1, "uid", IntegerType(), required=False),
+                                                     NestedField(2, "n", LongType(), required=False)))
+    table = ip.configure_index(table, "uid", "bloom,exact")
+    ip.configure_identity(table, ["uid"])
+    data = pa.table({"uid": pa.array([42, 7], arrow_type), "n": pa.array([1, 2], pa.int64())})
+    ip.append(table, data)
+    assert ip.lookup(table.refresh(), "uid", 42).num_rows == 1
+    ip.erase(catalog, [42], ["db.narrow"])
+    assert ip.append(table, data).dropped_rows == 1
+    assert sorted(table.refresh().scan().to_arrow()["uid"].to_pylist()) == [7, 7]
+
+
+def test_an_integer_out_of_the_columns_range_is_a_schema_error(catalog: Catalog) -> None:
+    table = ip.configure_bloom(catalog.create_table("db.range", SCHEMA), ["user_id"])
+    with pytest.raises(ip.SchemaMismatchError, match="nothing was committed"):
+        ip.append(table, pa.table({"user_id": ["a"], "n": pa.array([2**64 - 1], pa.uint64())}))
+    assert table.refresh().current_snapshot() is None
+
+
+def test_the_report_says_when_the_forget_list_dropped_rows(catalog: Catalog) -> None:
+    """Before: ``append: 0 rows in 0 files ..., snapshot None`` and nothing about why (the CLI prints this)."""
+    table = ip.configure_identity(catalog.create_table("db.said", SCHEMA), ["user_id"])
+    ip.erase(catalog, ["ann"], ["db.said"])
+    report = ip.append(table, _rows(["ann", "ann"]))
+    assert report.rows == 0 and "2 rows of subjects on the forget list dropped" in str(report)
+    assert "forget list" not in str(ip.append(table, _rows(["bob"])))
+
+
+@pytest.mark.parametrize("column", ["user,id", " uid", "uid "])
+def test_a_column_name_the_property_lists_cannot_hold_is_refused_by_configure(catalog: Catalog, column: str) -> None:
+    """Before: ``configure_identity(t, ["user,id"])`` stored ``privacy.identity.columns=user,id``, after which
+    every write and erasure of the table failed on the column 'user'."""
+    table = catalog.create_table("db.commas", Schema(NestedField(1, column, StringType(), required=False)))
+    for configure in (ip.configure_bloom, ip.configure_identity, ip.configure_index):
+        with pytest.raises(ip.ConfigurationError, match="rename the column"):
+            configure(table, column if configure is ip.configure_index else [column])
+    assert not {k for k in table.refresh().properties if k.startswith("privacy.")}
+    assert ip.append(table, pa.table({column: ["ann"]})).rows == 1
+
+
+def _table_replaced_during_the_write(catalog: Catalog, name: str, recreate: bool) -> None:
+    table = ip.configure_bloom(catalog.create_table(name, SCHEMA), ["user_id"])
+    ip.append(table, _rows(["old"]))
+    schema = _rows([]).schema
+
+    def stream():  # type: ignore[no-untyped-def]
+        yield from _rows(["new"], 1).to_batches()
+        catalog.drop_table(name)  # a pipeline's drop (+ create) while the write streams
+        if recreate:
+            catalog.create_table(name, SCHEMA)
+
+    with pytest.raises(ip.CatalogError, match="dropped .*while the write ran; nothing was committed"):
+        ip.append(name, pa.RecordBatchReader.from_batches(schema, stream()), catalog=catalog)
+    if recreate:
+        assert catalog.load_table(name).current_snapshot() is None
+
+
+@pytest.mark.parametrize("recreate", [True, False], ids=["recreated", "dropped"])
+def test_a_table_dropped_during_the_write_is_a_clear_error(catalog: Catalog, recreate: bool) -> None:
+    """Before: pyiceberg's bare ``ValueError: Table UUID does not match`` (or NoSuchTableError), with the
+    written files left behind."""
+    _table_replaced_during_the_write(catalog, "db.replaced", recreate)
+
+
+def test_a_table_recreated_during_the_write_is_a_clear_error_on_object_storage(s3_catalog: tuple[Catalog, str]) -> None:
+    catalog, ns = s3_catalog
+    _table_replaced_during_the_write(catalog, f"{ns}.replaced", True)
+
+
+def test_dictionary_encoded_ids_leave_a_table_every_reader_can_scan(catalog: Catalog) -> None:
+    """Before: the dictionary type went into the file's Arrow schema (as pyiceberg's own append does), and
+    from then on every full scan of the table failed: 'Unable to merge: ... dictionary vs string'."""
+    table = ip.configure_identity(ip.configure_bloom(catalog.create_table("db.dict", SCHEMA), ["user_id"]), ["user_id"])
+    ip.append(table, _rows(["bob"]))
+    ip.erase(catalog, ["ann"], ["db.dict"])
+    encoded = _rows(["ann", "cy", "ann", None], 1)
+    encoded = encoded.set_column(0, "user_id", encoded.column("user_id").dictionary_encode())
+    assert ip.append(table, encoded).dropped_rows == 2
+    assert _users(table) == [None, "bob", "cy"]
+    assert ip.lookup(table, "user_id", "cy").num_rows == 1
+
+
+def test_a_list_of_narrow_integer_ids_is_indexed(catalog: Catalog) -> None:
+    """Before: ``list<int8>`` ids for a ``list<int>`` identity column: the same bare hash-kernel ValueError."""
+    from pyiceberg.types import IntegerType, ListType
+
+    table = catalog.create_table("db.tags", Schema(NestedField(1, "tags", ListType(2, IntegerType(), element_required=False),
+                                                               required=False)))
+    table = ip.configure_identity(ip.configure_bloom(table, ["tags"]), ["tags"])
+    ip.append(table, pa.table({"tags": pa.array([[1, 2], [3]], pa.list_(pa.int8()))}))
+    assert ip.lookup(table.refresh(), "tags", 2).num_rows == 1
+
+
+@pytest.mark.parametrize("file_format", ["orc", "avro"])
+def test_a_table_set_to_write_another_format_is_a_clear_error(catalog: Catalog, file_format: str) -> None:
+    """Before: pyiceberg's bare ``ValueError: No writer registered for FileFormat.ORC``."""
+    table = catalog.create_table("db.orc", SCHEMA, properties={"write.format.default": file_format})
+    with pytest.raises(ip.ConfigurationError, match="writes only Parquet"):
+        ip.append(table, _rows(["ann"]))
+    assert table.refresh().current_snapshot() is None

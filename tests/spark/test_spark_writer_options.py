@@ -1,0 +1,61 @@
+"""The Spark writer's options are checked on the driver before anything is created or written (no session needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import iceberg_privacy as ip
+from iceberg_privacy.spark.options import SourceOptions
+from iceberg_privacy.spark.writer import IcebergPrivacyStreamWriter, IcebergPrivacyWriter
+
+
+@pytest.mark.parametrize("writer", [IcebergPrivacyWriter, IcebergPrivacyStreamWriter])
+@pytest.mark.parametrize("key", ["privacy.streaming.batch-id", "privacy.erasure.request-id", "operation"])
+def test_a_reserved_snapshot_property_is_refused_before_the_table_is_created(tmp_path: Path, writer: type,
+                                                                             key: str) -> None:
+    """Before: ``snapshot-property.privacy.streaming.batch-id`` (or an erasure's request id) went into the
+    summary, where the library reads its own records back: a forged batch id makes the streaming sink skip
+    later batches as "already committed"."""
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    opts = SourceOptions(table="db.forged", catalog_home=str(tmp_path / "home"),
+                         raw={f"snapshot-property.{key}": "99", "bloom.columns": "user_id"})
+    with pytest.raises(ip.ConfigurationError, match="may not set"):
+        writer(opts, struct, False)
+    assert not ip.connect(home=tmp_path / "home").table_exists("db.forged")
+    ok = SourceOptions(table="db.forged", catalog_home=str(tmp_path / "home"), raw={"snapshot-property.job": "x"})
+    writer(ok, struct, False)  # an ordinary key is fine (and creates the table)
+    assert ip.connect(home=tmp_path / "home").table_exists("db.forged")
+
+
+def test_a_table_recreated_while_the_job_ran_is_not_committed_to(tmp_path: Path) -> None:
+    """Before: the driver committed the job's files (written for the old table's schema and location)
+    into the new table of the same name."""
+    import pyarrow as pa
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    from iceberg_privacy.spark.writer import TaskFiles
+
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    opts = SourceOptions(table="db.swap", catalog_home=str(tmp_path / "home"), raw={"bloom.columns": "user_id"})
+    writer = IcebergPrivacyWriter(opts, struct, False)  # creates db.swap
+    batch = pa.record_batch([pa.array(["ann"]), pa.array([1], pa.int64())], names=["user_id", "n"])
+    message = writer.write(iter([batch]))  # what an executor returns
+    catalog = ip.connect(home=tmp_path / "home")
+    catalog.drop_table("db.swap")
+    catalog.create_table("db.swap", _schema())
+    with pytest.raises(ip.CatalogError, match="dropped and re-created"):
+        writer.commit([message])
+    assert catalog.load_table("db.swap").current_snapshot() is None
+    assert isinstance(message, TaskFiles) and message.written.files
+    assert not Path(message.written.files[0].file_path.removeprefix("file://")).exists()
+
+
+def _schema():  # type: ignore[no-untyped-def]
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import LongType, NestedField, StringType
+
+    return Schema(NestedField(1, "user_id", StringType(), required=False), NestedField(2, "n", LongType(), required=False))
