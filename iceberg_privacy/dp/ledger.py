@@ -419,6 +419,19 @@ class Ledger:
         return state.table_scopes(source, str(table_uuid)) or [table_id_scope(str(table_uuid))]
 
     # -- operations --------------------------------------------------------------------------
+    def _target_scopes(self, state: LedgerState, scope: str | None,
+                       table: tuple[tuple[str, ...], str | None] | None) -> tuple[LedgerState, list[str]]:
+        """The scopes a budget or policy change applies to: ``scope`` itself, or for ``table=(identifier, uuid)``
+        the table's scopes (bound in the same commit; a new ``table-id:<uuid>`` scope when it has none)."""
+        if table is None:
+            assert scope is not None
+            return state, [scope]
+        state = self._bind_table(state, table[0], table[1])
+        scopes = self.table_scopes_for_update(state, *table)
+        if table[1] is not None:  # a new table-id scope: bound in this same commit
+            state.tables = state.bind(table[0], str(table[1]), scopes)
+        return state, scopes
+
     def set_budget(
         self,
         scope: str | None,
@@ -438,14 +451,7 @@ class Ledger:
         def mutate(
             state: LedgerState, ledger_table: Table
         ) -> tuple[LedgerState, dict[str, str], list[dict[str, Any]]]:
-            if table is not None:
-                state = self._bind_table(state, table[0], table[1])
-                scopes = self.table_scopes_for_update(state, *table)
-                if table[1] is not None:  # a new table-id scope: bound in this same commit
-                    state.tables = state.bind(table[0], str(table[1]), scopes)
-            else:
-                assert scope is not None
-                scopes = [scope]
+            state, scopes = self._target_scopes(state, scope, table)
             entry = {
                 "cap": cap.to_json(),
                 "principals": {p: b.to_json() for p, b in (principal_caps or {}).items()},
@@ -579,14 +585,7 @@ class Ledger:
 
         def mutate(state: LedgerState, ledger_table: Table
                    ) -> tuple[LedgerState, dict[str, str], list[dict[str, Any]]]:
-            if table is not None:
-                state = self._bind_table(state, table[0], table[1])
-                scopes = self.table_scopes_for_update(state, *table)
-                if table[1] is not None:  # a new table-id scope: bound in this same commit
-                    state.tables = state.bind(table[0], str(table[1]), scopes)
-            else:
-                assert scope is not None
-                scopes = [scope]
+            state, scopes = self._target_scopes(state, scope, table)
             budgets = json.loads(canonical_dumps(state.budgets))
             policies = json.loads(canonical_dumps(state.policies or {}))
             for key in scopes:
