@@ -67,7 +67,9 @@ def test_erase_with_refs_and_a_concurrent_writer(shared_catalog: Catalog, files:
         b = 0
         try:
             while not stop.is_set():
-                ip.append(own, rows([f"w{b}"], 100_000 + b), commit_retries=1000)
+                # "wx<b>", not "w<b>": rows() derives the account from a numeric suffix, so "w0" would hold victim
+                # u0's account 1000, which the request links (rights/linked.py) and rightly erases
+                ip.append(own, rows([f"wx{b}"], 100_000 + b), commit_retries=1000)
                 appended.append(100_000 + b)
                 b += 1
                 # 20 commits a second: far hotter than a streaming job's commits (seconds to minutes apart), yet
@@ -94,7 +96,7 @@ def test_erase_with_refs_and_a_concurrent_writer(shared_catalog: Catalog, files:
     assert not errors, errors
 
     table = table.refresh()
-    written = {(r, f"w{r - 100_000}") for r in appended}
+    written = {(r, f"wx{r - 100_000}") for r in appended}
     if tag_holds:  # refused up front: nothing of the request was committed
         assert set(_ref_rows(table, "main")) == set(main_before) | written
         assert _ref_rows(table, "dev") == dev_before

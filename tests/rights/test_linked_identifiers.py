@@ -250,3 +250,18 @@ def test_no_table_of_the_closure_keeps_an_identifier_of_the_person(shared_catalo
             if p != subject:
                 after = (holds(shared_catalog, name, [p]), holds(shared_catalog, name, [people[p][1]]))
                 assert after == before[name][p], (name, p)
+
+
+def test_rows_arriving_later_with_a_linked_identifier_are_the_subjects(catalog: Catalog) -> None:
+    """A linked identifier is the subject's from the request on: a row written later that carries it (here the
+    subject's account under another user id) is dropped by the forget list, like a row with the named value."""
+    from tests.helpers import make_table, rows
+
+    make_table(catalog, "db.t", [["u7", "u8"]])  # account = 1000 + suffix; email u<n>@example.com
+    report = ip.erase(catalog, ["u7"], tables=["db.t"])
+    assert report.linked is not None and {li.column for li in report.linked.identifiers} >= {"db.t.account"}
+    late = rows(["n7", "n9"], 50)  # "n7": account 1007 (the subject's), "n9": 1009
+    late = late.set_column(2, "account", pa.array([1007, 1009], pa.int64()))
+    ip.append(catalog.load_table("db.t"), late)
+    got = sorted(r["user_id"] for r in catalog.load_table("db.t").scan().to_arrow().to_pylist())
+    assert got == ["n9", "u8"]
