@@ -66,7 +66,8 @@ def test_quick_scale_benchmark_reports_the_issue_keys_and_agrees_with_the_oracle
         assert run["read_stats_ours"]["row_groups_materialized"] >= run["oracle_row_groups"]
         floor = run["decode_floor"]
         assert 0 < floor["floor_rows_decoded"] <= floor["full_rows_decoded"] == res["core_table"]["rows"]
-        assert run["speedup_bound"] == round(floor["full_decode_cpu_ms"] / floor["floor_cpu_ms"], 3)
+        # the bound comes from the unrounded medians, the JSON's ms are rounded to 3 places: equal to ~1e-3
+        assert run["speedup_bound"] == pytest.approx(floor["full_decode_cpu_ms"] / floor["floor_cpu_ms"], rel=2e-3)
     # The clustered batch's keys come from a tenth of the buckets, so they live in a tenth of the files.
     assert cl["files"] == 100 and cl["partition"] == "bucket(50, user_id)" and len(cl["key_buckets"]) == 5
     assert cl["clustered_keys"]["oracle_files"] == 5 * 2  # 5 buckets x 2 appends, one file each
