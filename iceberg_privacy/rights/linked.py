@@ -34,7 +34,10 @@ keys (``users.user_id``). When a linked value's rows carry another person key (`
 to the subject's ``(42, family@x.org)``), that value is shared: erasing by it would remove person 43's rows,
 and erasure cannot be undone. It is dropped from the request, with everything reached only through it,
 and reported (``LinkedIdentifiers.shared`` and a warning naming the columns); if it is the subject's alone
-after all, the caller names it in the request. Only a table with a person-key column can show sharing: in
+after all, the caller names it in the request. A person key must be recognised where the subject has no row
+too (user 43 in ``accounts(customer_id, phone)`` next to the subject's phone): every column named like one,
+and every identity column of a non-string type family that the person tables' identity columns have, is one;
+otherwise user 43 would be linked, and erased everywhere. Only a table with a person-key column can show sharing: in
 ``contacts(email, phone)`` alone, two people's phones next to one email cannot be told apart, which is what
 ``max_linked`` bounds. ``link_identifiers=False`` turns linking off for a request whose caller names every
 identifier itself.
@@ -55,7 +58,7 @@ from iceberg_privacy.config import identity_columns
 from iceberg_privacy.errors import ConfigurationError, TooManyLinkedIdentifiersError
 from iceberg_privacy.identities import extract_identities
 from iceberg_privacy.rights.filework import candidate_rows
-from iceberg_privacy.rights.keyed import digest_distinct
+from iceberg_privacy.rights.keyed import digest_distinct, family_prefix
 from iceberg_privacy.rights.reports import LinkedIdentifier, LinkedIdentifiers
 from iceberg_privacy.rights.subjects import TableSubjects, plan_candidates, resolve_subjects
 
@@ -97,12 +100,16 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
     request: set[bytes] = set().union(*(ts.digests for ts in base))
     known: set[bytes] = set(request)  # every digest seen: the request's, linked, shared
     own: set[str] = set()  # "table.column" where a value of the request itself was found (person keys)
+    key_names: set[str] = set()  # column names of the person keys: ``user_id`` in every table is a person key
+    key_families: set[bytes] = set()  # non-string type families of the person tables' identity columns (see _is_key)
     by_digest: dict[bytes, LinkedIdentifier] = {}
     rejected: set[bytes] = set()  # shared with another person, or reached only through such a value
+    others: set[str] = set()  # "table.column" where another person's key was found next to a linked value
     resolved: list[TableSubjects] = base
     while resolved:
         out.rounds += 1
-        cells: list[list[tuple[str, bytes, Any]]] = []  # per candidate row: (table.column, digest, value)
+        cells: list[list[tuple[str, bytes, Any, bool]]] = []  # per candidate row: (table.column, digest, value, key?)
+        first: list[tuple[TableSubjects, str, bytes]] = []  # round 1: (table, table.column, family) of each column
         for ts in resolved:
             if ts.empty:
                 continue
@@ -111,12 +118,16 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
             rows = candidate_rows(ts, plan, secret)
             if not rows.num_rows:
                 continue
-            per_row: list[list[tuple[str, bytes, Any]]] = [[] for _ in range(rows.num_rows)]
+            per_row: list[list[tuple[str, bytes, Any, bool]]] = [[] for _ in range(rows.num_rows)]
             for c in ts.columns:
                 col = c.column
                 if col.name not in rows.column_names:
                     continue
                 where = f"{ts.name}.{col.name}"
+                family = family_prefix(col.leaf_type)
+                if out.rounds == 1:
+                    first.append((ts, where, family))
+                key = where in own or col.name in key_names or family in key_families
                 ids, row_of = extract_identities(rows.column(col.name))
                 distinct, digests = digest_distinct(secret, ids, col.leaf_type)
                 at = pc.index_in(ids, value_set=distinct).to_numpy(zero_copy_only=False)
@@ -128,18 +139,28 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
                     d = digests[j]
                     if out.rounds == 1 and d in c.digests:
                         own.add(where)
-                    per_row[int(row_of[k])].append((where, d, _python_value(raws[j], col.leaf_type)))
+                    per_row[int(row_of[k])].append((where, d, _python_value(raws[j], col.leaf_type), key))
             cells += per_row
+        if out.rounds == 1:
+            # The person keys: the columns holding the request's own values, every column of the same name, and
+            # every identity column sharing a non-string type family with a person table's identity columns (a
+            # second user id in ``accounts(customer_id, phone)`` is another person's even where the subject has no
+            # row). Strings (emails, phones) are too varied to be keys by type alone.
+            key_names = {w.rsplit(".", 1)[1] for w in own}
+            person_tables = {w.rsplit(".", 1)[0] for w in own}
+            key_families = {f for ts, w, f in first if ts.name in person_tables and f != b"s"}
         found: list[Any] = []
         fresh: dict[bytes, set[bytes]] = {}  # a new value -> the values of the previous round next to it
         for row in cells:
-            parents = {d for _, d, _ in row if d in by_digest and by_digest[d].round == out.rounds - 1}
-            if out.rounds > 1 and any(w in own and d not in known and not _blank(v) for w, d, v in row):
+            parents = {d for _, d, _, _ in row if d in by_digest and by_digest[d].round == out.rounds - 1}
+            other = {w for w, d, v, key in row if key and d not in known and not _blank(v)}
+            if out.rounds > 1 and other:
+                others.update(other)
                 # Another person's key (a second user_id) next to a linked value: that value is shared (a family
                 # email). Erasing by it would remove the other person's rows, so it is not linked.
                 rejected.update(parents)
                 continue
-            for where, d, raw in row:
+            for where, d, raw, _ in row:
                 li = by_digest.get(d)
                 if li is not None:
                     if where not in li.found_in:
@@ -178,7 +199,7 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
         out.shared = shared
         out.warnings.append(
             f"{len(shared)} identifier(s) next to the subject also sit next to another person's "
-            f"{'/'.join(sorted(own))} ({', '.join(f'{li.column} #{li.digest[:12]}' for li in shared)}): shared (a "
+            f"{'/'.join(sorted(others or own))} ({', '.join(f'{li.column} #{li.digest[:12]}' for li in shared)}): shared (a "
             "family email, a household id), so they are NOT linked and rows holding them elsewhere stay. If they are "
             "the subject's alone, name them in the request yourself")
     return out

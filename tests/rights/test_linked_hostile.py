@@ -1,0 +1,44 @@
+"""Hostile shapes for linked identifiers (rights/linked.py): never erase another person, never miss the subject.
+
+A person key (``user_id``) that sits in several tables must be recognised as one everywhere, also where the
+subject has no row and under another column name: a phone next to the subject's email in ``contacts`` and next
+to user 43 in ``accounts`` is shared, and linking it would link (and erase) user 43 entirely.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from pyiceberg.catalog import Catalog
+
+import iceberg_privacy as ip
+
+
+def _table(cat: Catalog, name: str, data: pa.Table, identity: list[str]) -> None:
+    table = cat.create_table(name, schema=data.schema)
+    ip.configure_identity(table, identity)
+    ip.append(cat.load_table(name), data)
+
+
+def _rows(cat: Catalog, name: str) -> list[dict[str, Any]]:
+    return sorted(cat.load_table(name).scan().to_arrow().to_pylist(), key=repr)
+
+
+@pytest.mark.parametrize(("key", "subject"), [("user_id", 42), ("customer_id", 42), ("user_id", "a@x.org")])
+def test_a_second_person_key_in_a_table_without_the_subject_is_not_linked(catalog: Catalog, key: str,
+                                                                           subject: Any) -> None:
+    """Before: 42's phone P led to user 43 in accounts (no row of 42 there, so not a 'person key'), then to 43's
+    email and phone: person 43 was erased everywhere, with no warning (fails on the old code, checked)."""
+    _table(catalog, "db.users", pa.table({"user_id": pa.array([42, 43], pa.int64()), "email": ["a@x.org", "b@x.org"]}),
+           ["user_id", "email"])
+    _table(catalog, "db.contacts", pa.table({"email": ["a@x.org", "b@x.org"], "phone": ["P", "Q"]}), ["email", "phone"])
+    _table(catalog, "db.accounts", pa.table({key: pa.array([43], pa.int64()), "phone": ["P"]}), [key, "phone"])
+    report = ip.erase(catalog, subject, ["db.users", "db.contacts", "db.accounts"])
+    assert report.linked is not None
+    assert _rows(catalog, "db.users") == [{"user_id": 43, "email": "b@x.org"}], str(report)
+    assert _rows(catalog, "db.contacts") == [{"email": "b@x.org", "phone": "Q"}]
+    assert _rows(catalog, "db.accounts") == [{key: 43, "phone": "P"}]  # the shared phone stays with person 43
+    assert [li.column for li in report.linked.shared] == ["db.contacts.phone"]
+    assert any(f"db.accounts.{key}" in w and "NOT linked" in w for w in report.linked.warnings)
