@@ -80,6 +80,15 @@ def _blank(v: Any) -> bool:
     return v is None or isinstance(v, (str, bytes)) and not v.strip()
 
 
+def _too_many(out: LinkedIdentifiers, bound: int, max_linked: int, columns: set[str]) -> TooManyLinkedIdentifiersError:
+    return TooManyLinkedIdentifiersError(
+        f"the subjects' rows in {', '.join(out.tables_read)} link more than {bound} other "
+        f"identifiers ({max_linked} per subject value; so far in {', '.join(sorted(columns))}): an "
+        "identifier shared by many people (a placeholder email, a household id) would erase or "
+        "export all of them. Nothing was recorded. Check those rows; then raise max_linked=, or "
+        "pass link_identifiers=False and name every identifier of the person yourself")
+
+
 def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes, *,
                    max_linked: int = DEFAULT_MAX_LINKED) -> LinkedIdentifiers:
     """The subject's other identifiers in ``tables`` (those declaring several identity columns; see the module doc).
@@ -109,6 +118,7 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
     while resolved:
         out.rounds += 1
         cells: list[list[tuple[str, bytes, Any, bool]]] = []  # per candidate row: (table.column, digest, value, key?)
+        first_new: set[bytes] = set()  # round 1: the new values so far (all of them link)
         first: list[tuple[TableSubjects, str, bytes]] = []  # round 1: (table, table.column, family) of each column
         for ts in resolved:
             if ts.empty:
@@ -132,6 +142,12 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
                 distinct, digests = digest_distinct(secret, ids, col.leaf_type)
                 at = pc.index_in(ids, value_set=distinct).to_numpy(zero_copy_only=False)
                 raws = distinct.to_pylist()
+                if out.rounds == 1:
+                    # Every new value of the first round links (nothing there can be shared yet): refuse a placeholder
+                    # named by the request (a million user ids next to ``unknown@x.org``) before building its rows.
+                    first_new.update(d for d, v in zip(digests, raws, strict=True) if d not in known and not _blank(v))
+                    if len(first_new) > bound:
+                        raise _too_many(out, bound, max_linked, {where})
                 for k in range(len(ids)):
                     if at[k] is None or at[k] != at[k]:  # a null value: never links
                         continue
@@ -186,12 +202,7 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
             out.identifiers.append(li)
             found.append(li.value)
             if len(out.identifiers) > bound:
-                raise TooManyLinkedIdentifiersError(
-                    f"the subjects' rows in {', '.join(out.tables_read)} link more than {bound} other "
-                    f"identifiers ({max_linked} per subject value; so far in {', '.join(sorted({i.column for i in out.identifiers}))}): an "
-                    "identifier shared by many people (a placeholder email, a household id) would erase or "
-                    "export all of them. Nothing was recorded. Check those rows; then raise max_linked=, or "
-                    "pass link_identifiers=False and name every identifier of the person yourself")
+                raise _too_many(out, bound, max_linked, {i.column for i in out.identifiers})
         resolved = resolve_subjects(sources, found, secret, strict=False) if found else []
     shared = [li for d, li in by_digest.items() if d in rejected]
     if shared:
