@@ -80,6 +80,12 @@ def _blank(v: Any) -> bool:
     return v is None or isinstance(v, (str, bytes)) and not v.strip()
 
 
+def _text(v: Any) -> str | None:
+    """A value as text, to tell the same key across column types (``42`` in a ``long`` column, ``"42"`` in a
+    ``string`` one: different keyed hashes, one person)."""
+    return None if v is None or isinstance(v, bytes) else str(v)
+
+
 def _too_many(out: LinkedIdentifiers, bound: int, max_linked: int, columns: set[str]) -> TooManyLinkedIdentifiersError:
     return TooManyLinkedIdentifiersError(
         f"the subjects' rows in {', '.join(out.tables_read)} link more than {bound} other "
@@ -108,6 +114,7 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
     base = resolve_subjects(sources, list(values), secret, strict=False)
     request: set[bytes] = set().union(*(ts.digests for ts in base))
     known: set[bytes] = set(request)  # every digest seen: the request's, linked, shared
+    known_text: set[str] = {t for t in map(_text, values) if t is not None}  # the same, as text (one key across column types)
     own: set[str] = set()  # "table.column" where a value of the request itself was found (person keys)
     key_names: set[str] = set()  # column names of the person keys: ``user_id`` in every table is a person key
     key_families: set[bytes] = set()  # non-string type families of the person tables' identity columns (see _is_key)
@@ -169,7 +176,8 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
         fresh: dict[bytes, set[bytes]] = {}  # a new value -> the values of the previous round next to it
         for row in cells:
             parents = {d for _, d, _, _ in row if d in by_digest and by_digest[d].round == out.rounds - 1}
-            other = {w for w, d, v, key in row if key and d not in known and not _blank(v)}
+            other = {w for w, d, v, key in row if key and d not in known and not _blank(v)
+                     and (_text(v) is None or _text(v) not in known_text)}
             if out.rounds > 1 and other:
                 others.update(other)
                 # Another person's key (a second user_id) next to a linked value: that value is shared (a family
@@ -197,6 +205,8 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
         for d in fresh:
             known.add(d)
             li = by_digest[d]
+            if _text(li.value) is not None:
+                known_text.add(str(li.value))
             if d in rejected:
                 continue
             out.identifiers.append(li)

@@ -42,3 +42,18 @@ def test_a_second_person_key_in_a_table_without_the_subject_is_not_linked(catalo
     assert _rows(catalog, "db.accounts") == [{key: 43, "phone": "P"}]  # the shared phone stays with person 43
     assert [li.column for li in report.linked.shared] == ["db.contacts.phone"]
     assert any(f"db.accounts.{key}" in w and "NOT linked" in w for w in report.linked.warnings)
+
+
+def test_the_same_key_in_a_column_of_another_type_is_the_subject_not_another_person(catalog: Catalog) -> None:
+    """``legacy.user_id`` holds ``"42"`` as a string: another keyed hash than the long 42, but the subject's own key,
+    so the email next to it is not "shared" (before: it was, and legacy, tickets kept the subject's rows; fails
+    without the fix, checked). Person 43 stays everywhere."""
+    _table(catalog, "db.users", pa.table({"user_id": pa.array([42, 43], pa.int64()), "email": ["a@x.org", "b@x.org"]}),
+           ["user_id", "email"])
+    _table(catalog, "db.legacy", pa.table({"user_id": ["42", "43"], "email": ["a@x.org", "b@x.org"]}), ["user_id", "email"])
+    _table(catalog, "db.tickets", pa.table({"email": ["a@x.org", "b@x.org"]}), ["email"])
+    report = ip.erase(catalog, 42, ["db.users", "db.legacy", "db.tickets"])
+    assert report.linked is not None and report.linked.shared == [], str(report)
+    assert _rows(catalog, "db.users") == [{"user_id": 43, "email": "b@x.org"}]
+    assert _rows(catalog, "db.legacy") == [{"user_id": "43", "email": "b@x.org"}]
+    assert _rows(catalog, "db.tickets") == [{"email": "b@x.org"}]
