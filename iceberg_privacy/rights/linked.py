@@ -107,7 +107,7 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
                                  f"got {max_linked!r}; 0 refuses any linked identifier, link_identifiers=False skips "
                                  "linking")
     sources = linking_tables(tables)
-    bound = max_linked * max(1, len(values))
+    bound = max_linked * max(1, len(set(map(repr, values))))  # per distinct value: repeating one raises nothing
     out = LinkedIdentifiers(tables_read=[table_name(t) for t in sources], max_linked=max_linked)
     if not sources or not values:
         return out

@@ -57,3 +57,13 @@ def test_the_same_key_in_a_column_of_another_type_is_the_subject_not_another_per
     assert _rows(catalog, "db.users") == [{"user_id": 43, "email": "b@x.org"}]
     assert _rows(catalog, "db.legacy") == [{"user_id": "43", "email": "b@x.org"}]
     assert _rows(catalog, "db.tickets") == [{"email": "b@x.org"}]
+
+
+def test_repeating_the_subject_value_does_not_raise_max_linked(catalog: Catalog) -> None:
+    """The bound is per subject value the request names; naming the placeholder 50 times is still one value (before:
+    50 times the bound, and the whole household linked; fails without the fix, checked)."""
+    _table(catalog, "db.users", pa.table({"user_id": pa.array(range(10), pa.int64()), "email": ["home@x.org"] * 10}),
+           ["user_id", "email"])
+    with pytest.raises(ip.TooManyLinkedIdentifiersError, match="max_linked"):
+        ip.erase(catalog, ["home@x.org"] * 50, ["db.users"], max_linked=3)
+    assert len(_rows(catalog, "db.users")) == 10
