@@ -37,7 +37,10 @@ and reported (``LinkedIdentifiers.shared`` and a warning naming the columns); if
 after all, the caller names it in the request. A person key must be recognised where the subject has no row
 too (user 43 in ``accounts(customer_id, phone)`` next to the subject's phone): every column named like one,
 and every identity column of a non-string type family that the person tables' identity columns have, is one;
-otherwise user 43 would be linked, and erased everywhere. Only a table with a person-key column can show sharing: in
+otherwise user 43 would be linked, and erased everywhere. On the subject's own rows (the first round) a new value in a person-key
+column (the request's own columns, same-named ones, or ones of the request keys' non-string type family) is
+another person too: ``messages(sender_id=42, recipient_id=43)`` links nothing, or erasing 42 would erase
+everyone 42 wrote to. Only a table with a person-key column can show sharing: in
 ``contacts(email, phone)`` alone, two people's phones next to one email cannot be told apart, which is what
 ``max_linked`` bounds. ``link_identifiers=False`` turns linking off for a request whose caller names every
 identifier itself.
@@ -117,15 +120,16 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
     known_text: set[str] = {t for t in map(_text, values) if t is not None}  # the same, as text (one key across column types)
     own: set[str] = set()  # "table.column" where a value of the request itself was found (person keys)
     key_names: set[str] = set()  # column names of the person keys: ``user_id`` in every table is a person key
-    key_families: set[bytes] = set()  # non-string type families of the person tables' identity columns (see _is_key)
+    key_families: set[bytes] = set()  # non-string type families of the person tables' identity columns (round 2+)
+    own_families: set[bytes] = set()  # non-string type families of the person keys themselves (round 1)
+    first_shared: dict[bytes, LinkedIdentifier] = {}  # round 1: values on a row holding another person's key
     by_digest: dict[bytes, LinkedIdentifier] = {}
     rejected: set[bytes] = set()  # shared with another person, or reached only through such a value
     others: set[str] = set()  # "table.column" where another person's key was found next to a linked value
     resolved: list[TableSubjects] = base
     while resolved:
         out.rounds += 1
-        cells: list[list[tuple[str, bytes, Any, bool]]] = []  # per candidate row: (table.column, digest, value, key?)
-        first_new: set[bytes] = set()  # round 1: the new values so far (all of them link)
+        cells: list[list[tuple[str, bytes, Any, str, bytes]]] = []  # per row: (table.column, digest, value, name, family)
         first: list[tuple[TableSubjects, str, bytes]] = []  # round 1: (table, table.column, family) of each column
         for ts in resolved:
             if ts.empty:
@@ -135,7 +139,7 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
             rows = candidate_rows(ts, plan, secret)
             if not rows.num_rows:
                 continue
-            per_row: list[list[tuple[str, bytes, Any, bool]]] = [[] for _ in range(rows.num_rows)]
+            per_row: list[list[tuple[str, bytes, Any, str, bytes]]] = [[] for _ in range(rows.num_rows)]
             for c in ts.columns:
                 col = c.column
                 if col.name not in rows.column_names:
@@ -144,17 +148,10 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
                 family = family_prefix(col.leaf_type)
                 if out.rounds == 1:
                     first.append((ts, where, family))
-                key = where in own or col.name in key_names or family in key_families
                 ids, row_of = extract_identities(rows.column(col.name))
                 distinct, digests = digest_distinct(secret, ids, col.leaf_type)
                 at = pc.index_in(ids, value_set=distinct).to_numpy(zero_copy_only=False)
                 raws = distinct.to_pylist()
-                if out.rounds == 1:
-                    # Every new value of the first round links (nothing there can be shared yet): refuse a placeholder
-                    # named by the request (a million user ids next to ``unknown@x.org``) before building its rows.
-                    first_new.update(d for d, v in zip(digests, raws, strict=True) if d not in known and not _blank(v))
-                    if len(first_new) > bound:
-                        raise _too_many(out, bound, max_linked, {where})
                 for k in range(len(ids)):
                     if at[k] is None or at[k] != at[k]:  # a null value: never links
                         continue
@@ -162,7 +159,7 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
                     d = digests[j]
                     if out.rounds == 1 and d in c.digests:
                         own.add(where)
-                    per_row[int(row_of[k])].append((where, d, _python_value(raws[j], col.leaf_type), key))
+                    per_row[int(row_of[k])].append((where, d, _python_value(raws[j], col.leaf_type), col.name, family))
             cells += per_row
         if out.rounds == 1:
             # The person keys: the columns holding the request's own values, every column of the same name, and
@@ -172,19 +169,31 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
             key_names = {w.rsplit(".", 1)[1] for w in own}
             person_tables = {w.rsplit(".", 1)[0] for w in own}
             key_families = {f for ts, w, f in first if ts.name in person_tables and f != b"s"}
+            own_families = {f for ts, w, f in first if w in own and f != b"s"}
+        # A person key: a column holding the request's own values, one of the same name, or (round 1: of the family
+        # of the request's own keys; later rounds: of any non-string family of the person tables) of that type.
+        families = own_families if out.rounds == 1 else key_families
         found: list[Any] = []
         fresh: dict[bytes, set[bytes]] = {}  # a new value -> the values of the previous round next to it
         for row in cells:
-            parents = {d for _, d, _, _ in row if d in by_digest and by_digest[d].round == out.rounds - 1}
-            other = {w for w, d, v, key in row if key and d not in known and not _blank(v)
+            parents = {d for _, d, _, _, _ in row if d in by_digest and by_digest[d].round == out.rounds - 1}
+            other = {w for w, d, v, name, family in row
+                     if (w in own or name in key_names or family in families) and d not in known and not _blank(v)
                      and (_text(v) is None or _text(v) not in known_text)}
-            if out.rounds > 1 and other:
+            if other:
                 others.update(other)
+                if out.rounds == 1:
+                    # Another person's key on the subject's own row (``messages(sender_id=42, recipient_id=43)``):
+                    # nothing on it links, or erasing 42 would erase everyone 42 wrote to.
+                    for where, d, raw, _, _ in row:
+                        if d not in known and not _blank(raw):
+                            first_shared.setdefault(d, LinkedIdentifier(column=where, digest=d.hex(), found_in=[where],
+                                                                        round=1, value=raw))
                 # Another person's key (a second user_id) next to a linked value: that value is shared (a family
                 # email). Erasing by it would remove the other person's rows, so it is not linked.
                 rejected.update(parents)
                 continue
-            for where, d, raw, _ in row:
+            for where, d, raw, _, _ in row:
                 li = by_digest.get(d)
                 if li is not None:
                     if where not in li.found_in:
@@ -215,6 +224,7 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
                 raise _too_many(out, bound, max_linked, {i.column for i in out.identifiers})
         resolved = resolve_subjects(sources, found, secret, strict=False) if found else []
     shared = [li for d, li in by_digest.items() if d in rejected]
+    shared += [li for d, li in first_shared.items() if d not in by_digest]
     if shared:
         out.identifiers = [li for li in out.identifiers if bytes.fromhex(li.digest) not in rejected]
         out.shared = shared

@@ -67,3 +67,22 @@ def test_repeating_the_subject_value_does_not_raise_max_linked(catalog: Catalog)
     with pytest.raises(ip.TooManyLinkedIdentifiersError, match="max_linked"):
         ip.erase(catalog, ["home@x.org"] * 50, ["db.users"], max_linked=3)
     assert len(_rows(catalog, "db.users")) == 10
+
+
+def test_erasing_a_sender_does_not_erase_everyone_they_wrote_to(catalog: Catalog) -> None:
+    """``messages(sender_id, recipient_id)`` declares both as identity columns. Before, the recipients on the
+    subject's own rows were linked in the first round (unchecked there), then their emails and everyone THEY wrote
+    to: erasing user 42 erased users 43 and 44 (fails without the fix, checked)."""
+    _table(catalog, "db.users", pa.table({"user_id": pa.array([42, 43, 44, 45], pa.int64()),
+                                          "email": ["a@x.org", "b@x.org", "c@x.org", "d@x.org"]}), ["user_id", "email"])
+    _table(catalog, "db.messages", pa.table({"sender_id": pa.array([42, 44, 43], pa.int64()),
+                                             "recipient_id": pa.array([43, 42, 45], pa.int64())}),
+           ["sender_id", "recipient_id"])
+    _table(catalog, "db.tickets", pa.table({"email": ["a@x.org", "b@x.org", "c@x.org"]}), ["email"])
+    report = ip.erase(catalog, 42)
+    assert report.linked is not None
+    assert [li.column for li in report.linked.identifiers] == ["db.users.email"]  # 42's own email still links
+    assert sorted(li.column for li in report.linked.shared) == ["db.messages.recipient_id", "db.messages.sender_id"]
+    assert [r["user_id"] for r in _rows(catalog, "db.users")] == [43, 44, 45]
+    assert _rows(catalog, "db.messages") == [{"sender_id": 43, "recipient_id": 45}]  # 42's messages go, not 43's
+    assert _rows(catalog, "db.tickets") == [{"email": "b@x.org"}, {"email": "c@x.org"}]
