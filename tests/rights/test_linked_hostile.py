@@ -11,9 +11,12 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
+from tests.helpers import unique_name
 
 
 def _table(cat: Catalog, name: str, data: pa.Table, identity: list[str]) -> None:
@@ -86,3 +89,39 @@ def test_erasing_a_sender_does_not_erase_everyone_they_wrote_to(catalog: Catalog
     assert [r["user_id"] for r in _rows(catalog, "db.users")] == [43, 44, 45]
     assert _rows(catalog, "db.messages") == [{"sender_id": 43, "recipient_id": 45}]  # 42's messages go, not 43's
     assert _rows(catalog, "db.tickets") == [{"email": "b@x.org"}, {"email": "c@x.org"}]
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_erase_never_removes_a_row_keyed_to_another_person(shared_catalog: Catalog, data: Any) -> None:
+    """Random users(user_id, email), accounts(customer_id, email), messages(sender_id, recipient_id) and
+    tickets(email), emails drawn from a small pool (shared by people at random). After erase(subject): every row
+    keyed to another person (user, customer, message between two others) is still there, the subject's are gone,
+    and a ticket is gone exactly when its email sits next to the subject's key only."""
+    people = list(range(100, 100 + data.draw(st.integers(2, 5), label="people")))
+    pool = [f"e{k}@x.org" for k in range(data.draw(st.integers(1, 5), label="emails"))]
+    users = [(p, data.draw(st.sampled_from(pool), label=f"email of {p}")) for p in people]
+    accounts = data.draw(st.lists(st.tuples(st.sampled_from(people), st.sampled_from(pool)), max_size=4), label="acc")
+    messages = data.draw(st.lists(st.tuples(st.sampled_from(people), st.sampled_from(people)), max_size=4), label="msg")
+    subject = data.draw(st.sampled_from(people), label="subject")
+    ns = unique_name("ns")
+    shared_catalog.create_namespace(ns)
+    long = pa.int64()
+    _table(shared_catalog, f"{ns}.users", pa.table({"user_id": pa.array([u for u, _ in users], long),
+                                                    "email": [e for _, e in users]}), ["user_id", "email"])
+    _table(shared_catalog, f"{ns}.accounts", pa.table({"customer_id": pa.array([c for c, _ in accounts], long),
+                                                       "email": pa.array([e for _, e in accounts], pa.string())}),
+           ["customer_id", "email"])
+    _table(shared_catalog, f"{ns}.messages", pa.table({"sender_id": pa.array([s for s, _ in messages], long),
+                                                       "recipient_id": pa.array([r for _, r in messages], long)}),
+           ["sender_id", "recipient_id"])
+    _table(shared_catalog, f"{ns}.tickets", pa.table({"email": pool}), ["email"])
+    ip.erase(shared_catalog, subject, [f"{ns}.{t}" for t in ("users", "accounts", "messages", "tickets")])
+    assert sorted(r["user_id"] for r in _rows(shared_catalog, f"{ns}.users")) == sorted(u for u, _ in users if u != subject)
+    assert sorted((r["customer_id"], r["email"]) for r in _rows(shared_catalog, f"{ns}.accounts")) == sorted(
+        a for a in accounts if a[0] != subject)
+    assert sorted((r["sender_id"], r["recipient_id"]) for r in _rows(shared_catalog, f"{ns}.messages")) == sorted(
+        m for m in messages if subject not in m)
+    keyed = users + accounts
+    alone = {e for k, e in keyed if k == subject and all(k2 == subject for k2, e2 in keyed if e2 == e)}
+    assert sorted(r["email"] for r in _rows(shared_catalog, f"{ns}.tickets")) == sorted(set(pool) - alone)
