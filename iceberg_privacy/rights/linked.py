@@ -34,7 +34,13 @@ keys (``users.user_id``). When a linked value's rows carry another person key (`
 to the subject's ``(42, family@x.org)``), that value is shared: erasing by it would remove person 43's rows,
 and erasure cannot be undone. It is dropped from the request, with everything reached only through it,
 and reported (``LinkedIdentifiers.shared`` and a warning naming the columns); if it is the subject's alone
-after all, the caller names it in the request. Only a table with a person-key column can show sharing: in
+after all, the caller names it in the request. A person key must be recognised where the subject has no row
+too (user 43 in ``accounts(customer_id, phone)`` next to the subject's phone): every column named like one,
+and every identity column of a non-string type family that the person tables' identity columns have, is one;
+otherwise user 43 would be linked, and erased everywhere. On the subject's own rows (the first round) a new value in a person-key
+column (the request's own columns, same-named ones, or ones of the request keys' non-string type family) is
+another person too: ``messages(sender_id=42, recipient_id=43)`` links nothing, or erasing 42 would erase
+everyone 42 wrote to. Only a table with a person-key column can show sharing: in
 ``contacts(email, phone)`` alone, two people's phones next to one email cannot be told apart, which is what
 ``max_linked`` bounds. ``link_identifiers=False`` turns linking off for a request whose caller names every
 identifier itself.
@@ -55,7 +61,7 @@ from iceberg_privacy.config import identity_columns
 from iceberg_privacy.errors import ConfigurationError, TooManyLinkedIdentifiersError
 from iceberg_privacy.identities import extract_identities
 from iceberg_privacy.rights.filework import candidate_rows
-from iceberg_privacy.rights.keyed import digest_distinct
+from iceberg_privacy.rights.keyed import digest_distinct, family_prefix
 from iceberg_privacy.rights.reports import LinkedIdentifier, LinkedIdentifiers
 from iceberg_privacy.rights.subjects import TableSubjects, plan_candidates, resolve_subjects
 
@@ -77,6 +83,21 @@ def _blank(v: Any) -> bool:
     return v is None or isinstance(v, (str, bytes)) and not v.strip()
 
 
+def _text(v: Any) -> str | None:
+    """A value as text, to tell the same key across column types (``42`` in a ``long`` column, ``"42"`` in a
+    ``string`` one: different keyed hashes, one person)."""
+    return None if v is None or isinstance(v, bytes) else str(v)
+
+
+def _too_many(out: LinkedIdentifiers, bound: int, max_linked: int, columns: set[str]) -> TooManyLinkedIdentifiersError:
+    return TooManyLinkedIdentifiersError(
+        f"the subjects' rows in {', '.join(out.tables_read)} link more than {bound} other "
+        f"identifiers ({max_linked} per subject value; so far in {', '.join(sorted(columns))}): an "
+        "identifier shared by many people (a placeholder email, a household id) would erase or "
+        "export all of them. Nothing was recorded. Check those rows; then raise max_linked=, or "
+        "pass link_identifiers=False and name every identifier of the person yourself")
+
+
 def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes, *,
                    max_linked: int = DEFAULT_MAX_LINKED) -> LinkedIdentifiers:
     """The subject's other identifiers in ``tables`` (those declaring several identity columns; see the module doc).
@@ -89,20 +110,27 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
                                  f"got {max_linked!r}; 0 refuses any linked identifier, link_identifiers=False skips "
                                  "linking")
     sources = linking_tables(tables)
-    bound = max_linked * max(1, len(values))
+    bound = max_linked * max(1, len(set(map(repr, values))))  # per distinct value: repeating one raises nothing
     out = LinkedIdentifiers(tables_read=[table_name(t) for t in sources], max_linked=max_linked)
     if not sources or not values:
         return out
     base = resolve_subjects(sources, list(values), secret, strict=False)
     request: set[bytes] = set().union(*(ts.digests for ts in base))
     known: set[bytes] = set(request)  # every digest seen: the request's, linked, shared
+    known_text: set[str] = {t for t in map(_text, values) if t is not None}  # the same, as text (one key across column types)
     own: set[str] = set()  # "table.column" where a value of the request itself was found (person keys)
+    key_names: set[str] = set()  # column names of the person keys: ``user_id`` in every table is a person key
+    key_families: set[bytes] = set()  # non-string type families of the person tables' identity columns (round 2+)
+    own_families: set[bytes] = set()  # non-string type families of the person keys themselves (round 1)
+    first_shared: dict[bytes, LinkedIdentifier] = {}  # round 1: values on a row holding another person's key
     by_digest: dict[bytes, LinkedIdentifier] = {}
     rejected: set[bytes] = set()  # shared with another person, or reached only through such a value
+    others: set[str] = set()  # "table.column" where another person's key was found next to a linked value
     resolved: list[TableSubjects] = base
     while resolved:
         out.rounds += 1
-        cells: list[list[tuple[str, bytes, Any]]] = []  # per candidate row: (table.column, digest, value)
+        cells: list[list[tuple[str, bytes, Any, str, bytes]]] = []  # per row: (table.column, digest, value, name, family)
+        first: list[tuple[TableSubjects, str, bytes]] = []  # round 1: (table, table.column, family) of each column
         for ts in resolved:
             if ts.empty:
                 continue
@@ -111,12 +139,15 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
             rows = candidate_rows(ts, plan, secret)
             if not rows.num_rows:
                 continue
-            per_row: list[list[tuple[str, bytes, Any]]] = [[] for _ in range(rows.num_rows)]
+            per_row: list[list[tuple[str, bytes, Any, str, bytes]]] = [[] for _ in range(rows.num_rows)]
             for c in ts.columns:
                 col = c.column
                 if col.name not in rows.column_names:
                     continue
                 where = f"{ts.name}.{col.name}"
+                family = family_prefix(col.leaf_type)
+                if out.rounds == 1:
+                    first.append((ts, where, family))
                 ids, row_of = extract_identities(rows.column(col.name))
                 distinct, digests = digest_distinct(secret, ids, col.leaf_type)
                 at = pc.index_in(ids, value_set=distinct).to_numpy(zero_copy_only=False)
@@ -128,18 +159,41 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
                     d = digests[j]
                     if out.rounds == 1 and d in c.digests:
                         own.add(where)
-                    per_row[int(row_of[k])].append((where, d, _python_value(raws[j], col.leaf_type)))
+                    per_row[int(row_of[k])].append((where, d, _python_value(raws[j], col.leaf_type), col.name, family))
             cells += per_row
+        if out.rounds == 1:
+            # The person keys: the columns holding the request's own values, every column of the same name, and
+            # every identity column sharing a non-string type family with a person table's identity columns (a
+            # second user id in ``accounts(customer_id, phone)`` is another person's even where the subject has no
+            # row). Strings (emails, phones) are too varied to be keys by type alone.
+            key_names = {w.rsplit(".", 1)[1] for w in own}
+            person_tables = {w.rsplit(".", 1)[0] for w in own}
+            key_families = {f for ts, w, f in first if ts.name in person_tables and f != b"s"}
+            own_families = {f for ts, w, f in first if w in own and f != b"s"}
+        # A person key: a column holding the request's own values, one of the same name, or (round 1: of the family
+        # of the request's own keys; later rounds: of any non-string family of the person tables) of that type.
+        families = own_families if out.rounds == 1 else key_families
         found: list[Any] = []
         fresh: dict[bytes, set[bytes]] = {}  # a new value -> the values of the previous round next to it
         for row in cells:
-            parents = {d for _, d, _ in row if d in by_digest and by_digest[d].round == out.rounds - 1}
-            if out.rounds > 1 and any(w in own and d not in known and not _blank(v) for w, d, v in row):
+            parents = {d for _, d, _, _, _ in row if d in by_digest and by_digest[d].round == out.rounds - 1}
+            other = {w for w, d, v, name, family in row
+                     if (w in own or name in key_names or family in families) and d not in known and not _blank(v)
+                     and (_text(v) is None or _text(v) not in known_text)}
+            if other:
+                others.update(other)
+                if out.rounds == 1:
+                    # Another person's key on the subject's own row (``messages(sender_id=42, recipient_id=43)``):
+                    # nothing on it links, or erasing 42 would erase everyone 42 wrote to.
+                    for where, d, raw, _, _ in row:
+                        if d not in known and not _blank(raw):
+                            first_shared.setdefault(d, LinkedIdentifier(column=where, digest=d.hex(), found_in=[where],
+                                                                        round=1, value=raw))
                 # Another person's key (a second user_id) next to a linked value: that value is shared (a family
                 # email). Erasing by it would remove the other person's rows, so it is not linked.
                 rejected.update(parents)
                 continue
-            for where, d, raw in row:
+            for where, d, raw, _, _ in row:
                 li = by_digest.get(d)
                 if li is not None:
                     if where not in li.found_in:
@@ -160,25 +214,23 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
         for d in fresh:
             known.add(d)
             li = by_digest[d]
+            if _text(li.value) is not None:
+                known_text.add(str(li.value))
             if d in rejected:
                 continue
             out.identifiers.append(li)
             found.append(li.value)
             if len(out.identifiers) > bound:
-                raise TooManyLinkedIdentifiersError(
-                    f"the subjects' rows in {', '.join(out.tables_read)} link more than {bound} other "
-                    f"identifiers ({max_linked} per subject value; so far in {', '.join(sorted({i.column for i in out.identifiers}))}): an "
-                    "identifier shared by many people (a placeholder email, a household id) would erase or "
-                    "export all of them. Nothing was recorded. Check those rows; then raise max_linked=, or "
-                    "pass link_identifiers=False and name every identifier of the person yourself")
+                raise _too_many(out, bound, max_linked, {i.column for i in out.identifiers})
         resolved = resolve_subjects(sources, found, secret, strict=False) if found else []
     shared = [li for d, li in by_digest.items() if d in rejected]
+    shared += [li for d, li in first_shared.items() if d not in by_digest]
     if shared:
         out.identifiers = [li for li in out.identifiers if bytes.fromhex(li.digest) not in rejected]
         out.shared = shared
         out.warnings.append(
             f"{len(shared)} identifier(s) next to the subject also sit next to another person's "
-            f"{'/'.join(sorted(own))} ({', '.join(f'{li.column} #{li.digest[:12]}' for li in shared)}): shared (a "
+            f"{'/'.join(sorted(others or own))} ({', '.join(f'{li.column} #{li.digest[:12]}' for li in shared)}): shared (a "
             "family email, a household id), so they are NOT linked and rows holding them elsewhere stay. If they are "
             "the subject's alone, name them in the request yourself")
     return out

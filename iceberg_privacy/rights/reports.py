@@ -53,8 +53,9 @@ class LinkedIdentifiers:
     max_linked: int = 0
     warnings: list[str] = field(default_factory=list)
     complete: bool = True  # False: a resumed request could not read some again (they are matched by keyed hash)
-    # found next to the subject but also on a row of another person (another value in a column that holds the
-    # request's own identifier): NOT linked, so erasing by them cannot remove that person's rows
+    # found next to the subject but also on a row of another person (another value in a person-key column: one
+    # holding the request's own identifier, or named or typed like one; see rights/linked.py), or on the subject's
+    # own row next to another person's key: NOT linked, so erasing by them cannot remove that person's rows
     shared: list[LinkedIdentifier] = field(default_factory=list)
 
     @property
