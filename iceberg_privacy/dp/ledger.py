@@ -314,7 +314,10 @@ class Ledger:
         use a scan at most :data:`SCAN_TTL_SECONDS` old, so one release (its compile, its early checks) and one
         service listing scan once. The commit that spends re-reads them, so a stale read never spends."""
         half_done = None
-        for ns, state in _ledger_states(self.catalog, fresh=fresh):
+        states = _ledger_states(self.catalog, fresh=fresh)
+        known = {ns for ns, state in states if table_uuid in (state.tables or {})}
+        dangling = None
+        for ns, state in states:
             if ns == self.namespace:
                 continue
             if state.bound(table_uuid) is not None:
@@ -322,7 +325,11 @@ class Ledger:
             entry = (state.tables or {}).get(table_uuid)
             if entry and tuple(entry["moved_to"].split(".")) == self.namespace:
                 half_done = entry.get("carried")
-        return None, half_done
+            elif entry and tuple(entry["moved_to"].split(".")) not in known:
+                # a move whose bind never landed (its first commit there was refused, or its process died) and
+                # the table moved on before any commit there: what it carried follows it here, never lost
+                dangling = entry.get("carried")
+        return None, half_done if half_done is not None else dangling
 
     def state_for(self, source: tuple[str, ...], table_uuid: str | None,
                   table: Table | None = _LOAD) -> LedgerState:

@@ -218,6 +218,44 @@ def test_a_move_interrupted_after_its_tombstone_is_completed_by_the_next_commit(
     assert _eps(ip.get_budget(moved, catalog=catalog).spent) == 1
 
 
+@pytest.mark.parametrize("interrupted_by", ["refusal", "crash"])
+def test_a_half_done_move_followed_by_another_move_keeps_cap_and_policy(catalog: Catalog,
+                                                                        interrupted_by: str) -> None:
+    """A move whose bind never landed (the first release in the new namespace was refused after the tombstone,
+    or its process died there) and then a second move before any commit in the middle namespace: the cap, the
+    spend and the dp-only policy follow the table to the third namespace. Before, they were lost there (an
+    analyst refused once over the per-query cap got a fresh budget and raw reads after the next move)."""
+    for ns in ("mid", "far"):
+        catalog.create_namespace(ns)
+    table = _table(catalog, "db.people")
+    set_budget(table, PureDP(1), catalog=catalog)
+    ip.set_access_policy(catalog, "db.people", max_epsilon_per_query=0.5, principal_budgets={"alice": 1.0})
+    _reserve(catalog, table, 0.4)
+    catalog.rename_table("db.people", "mid.people")
+    mid = catalog.load_table("mid.people")
+    if interrupted_by == "refusal":
+        with pytest.raises(ip.QueryCapExceededError):
+            _reserve(catalog, mid, 0.9)
+    else:
+        ledger = Ledger(catalog, ("mid",))
+        ledger._move_here(("mid", "people"), str(mid.metadata.table_uuid), ledger.state())  # then "crash"
+    assert json.loads(_ledger_props(catalog, "db")[DP_TABLES_PROPERTY])[str(table.metadata.table_uuid)][
+        "moved_to"] == "mid"
+    catalog.rename_table("mid.people", "far.people")
+    ip.set_namespace_budget(catalog, "far", PureDP(10))
+    far = catalog.load_table("far.people")
+    assert ip.access_policy(catalog, "far.people").dp_only
+    with pytest.raises(ip.DpOnlyError):
+        ip.require_raw_access(catalog, far)
+    assert _eps(ip.get_budget(far, catalog=catalog).spent) == Fraction(2, 5)
+    with pytest.raises(ip.QueryCapExceededError):
+        _reserve(catalog, far, 0.6)
+    _reserve(catalog, far, 0.5)
+    with pytest.raises(ip.BudgetExhaustedError, match="table:far.people"):
+        _reserve(catalog, far, 0.2)
+    assert _eps(ip.get_budget(far, catalog=catalog).spent) == Fraction(9, 10)
+
+
 @pytest.mark.parametrize("move", [False, True], ids=["rename", "move"])
 def test_a_rename_racing_reservations_never_escapes_the_cap(catalog: Catalog, move: bool) -> None:
     """Releases holding the table under its old name race a rename (or a move to another namespace) and releases
