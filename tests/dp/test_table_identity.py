@@ -256,6 +256,63 @@ def test_a_half_done_move_followed_by_another_move_keeps_cap_and_policy(catalog:
     assert _eps(ip.get_budget(far, catalog=catalog).spent) == Fraction(9, 10)
 
 
+def test_a_copy_in_two_namespaces_is_one_counter_even_with_a_pending_move(catalog: Catalog) -> None:
+    """register_table of the same table in a second namespace (two live names, one uuid): the scope moves between
+    the two ledgers. A move whose bind is pending (tombstone written, bind not landed) while the other copy
+    releases must not revive an OLDER tombstone's spend: before, the other side took the scope back from a stale
+    tombstone (what it carried two moves ago), forgetting the spend since, and the copies together spent 1.3 of a
+    cap of 1 in threaded races. Fails without the fix (checked)."""
+    catalog.create_namespace("other")
+    table = _table(catalog, "db.people")
+    set_budget(table, PureDP(1), catalog=catalog)
+    catalog.register_table(("other", "people"), table.metadata_location)
+    copy = catalog.load_table("other.people")
+    _reserve(catalog, copy, 0.1)   # the scope moves to `other`
+    _reserve(catalog, table, 0.1)  # and back to `db`
+    ledger = Ledger(catalog, ("other",))
+    ledger._move_here(("other", "people"), str(copy.metadata.table_uuid), ledger.state())  # pending: not bound
+    _reserve(catalog, table, 0.1)
+    assert _eps(ip.get_budget(table, catalog=catalog).spent) == Fraction(3, 10)
+    ok = 3
+    for i in range(12):
+        try:
+            _reserve(catalog, copy if i % 2 else table, 0.1)
+            ok += 1
+        except ip.BudgetExhaustedError:
+            pass
+    assert ok == 10
+
+
+def test_copies_racing_in_two_namespaces_never_exceed_the_cap(catalog: Catalog) -> None:
+    """Threads reserving on both copies (same uuid, two namespaces) at once: one counter."""
+    catalog.create_namespace("other")
+    table = _table(catalog, "db.people")
+    set_budget(table, PureDP(1), catalog=catalog)
+    catalog.register_table(("other", "people"), table.metadata_location)
+    ok: list[str] = []
+    errors: list[BaseException] = []
+
+    def spend(name: str) -> None:
+        for _ in range(6):
+            try:
+                _reserve(catalog, catalog.load_table(name), 0.1)
+                ok.append(name)
+            except (ip.BudgetExhaustedError, ip.TableMovedError):
+                pass
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=spend, args=(n,)) for n in ("db.people", "other.people") * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(ok) <= 10
+    spent = [_eps(ip.get_budget(n, catalog=catalog).spent) for n in ("db.people", "other.people")]
+    assert max(spent) <= 1
+
+
 @pytest.mark.parametrize("move", [False, True], ids=["rename", "move"])
 def test_a_rename_racing_reservations_never_escapes_the_cap(catalog: Catalog, move: bool) -> None:
     """Releases holding the table under its old name race a rename (or a move to another namespace) and releases
