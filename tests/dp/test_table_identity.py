@@ -256,6 +256,26 @@ def test_a_half_done_move_followed_by_another_move_keeps_cap_and_policy(catalog:
     assert _eps(ip.get_budget(far, catalog=catalog).spent) == Fraction(9, 10)
 
 
+def test_a_half_done_move_back_keeps_the_policy_for_reads(catalog: Catalog) -> None:
+    """A move, a refused first release in the new namespace (tombstone written, no bind), a move back: raw reads of
+    the table under its old name stay refused (before, the read path ignored the old ledger's own tombstone and
+    said "open"), and its spend comes back with it. Found by the hypothesis test below; fails without the fix."""
+    catalog.create_namespace("other")
+    table = _table(catalog, "db.people")
+    set_budget(table, PureDP(1), catalog=catalog)
+    ip.set_access_policy(catalog, "db.people", max_epsilon_per_query=0.4, principal_budgets={"alice": 1.0})
+    _reserve(catalog, table, 0.3)
+    catalog.rename_table("db.people", "other.people")
+    with pytest.raises(ip.QueryCapExceededError):
+        _reserve(catalog, catalog.load_table("other.people"), 0.5)
+    catalog.rename_table("other.people", "db.people")
+    back = catalog.load_table("db.people")
+    assert ip.access_policy(catalog, "db.people").dp_only
+    with pytest.raises(ip.DpOnlyError):
+        ip.require_raw_access(catalog, back)
+    assert _eps(ip.get_budget(back, catalog=catalog).spent) == Fraction(3, 10)
+
+
 def test_a_copy_in_two_namespaces_is_one_counter_even_with_a_pending_move(catalog: Catalog) -> None:
     """register_table of the same table in a second namespace (two live names, one uuid): the scope moves between
     the two ledgers. A move whose bind is pending (tombstone written, bind not landed) while the other copy
@@ -487,3 +507,56 @@ def test_resolution_never_sheds_a_scope(ops: list[tuple[str, int, str]]) -> None
             entry = state.bound(u)
             if entry is not None:  # what a commit recorded for it (a scope joined by name only, with no commit
                 seen.setdefault(u, set()).update(entry["scopes"])  # since, is left by a rename: see docs/dp.md)
+
+
+_NAMESPACES = ["db", "n1", "n2"]
+_OPS = st.lists(st.one_of(
+    st.tuples(st.just("reserve"), st.integers(0, 3), st.sampled_from([1, 2, 3, 5, 50])),  # tenths; 5 > per-query cap
+    st.tuples(st.just("move"), st.integers(0, 3), st.sampled_from(_NAMESPACES)),
+    st.tuples(st.just("copy"), st.integers(0, 3), st.sampled_from(_NAMESPACES)),
+    st.tuples(st.just("drop"), st.integers(0, 3), st.just("")),
+), min_size=1, max_size=12)
+
+
+@settings(max_examples=12, deadline=None)
+@given(ops=_OPS, namespace_budgets=st.booleans())
+def test_moves_copies_and_refusals_never_widen_the_cap_nor_open_the_table(
+        tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int, Any]], namespace_budgets: bool) -> None:
+    """Invariant: whatever renames/moves across namespaces, copies registered under other names (same uuid), drops
+    of copies, and refused releases (over the per-query cap or the budget: a refusal after a move's tombstone leaves
+    the move half done), the reservations that succeed on the table's data never add up to more than its cap, and
+    every live name of it stays dp-only. The old code failed this (a move, a refused release, a move back: raw reads
+    allowed)."""
+    catalog = ip.connect(home=tmp_path_factory.mktemp("ident"))
+    for ns in _NAMESPACES:
+        catalog.create_namespace(ns)
+    table = _table(catalog, "db.t")
+    set_budget(table, PureDP(1), catalog=catalog)
+    ip.set_access_policy(catalog, "db.t", max_epsilon_per_query=0.4, principal_budgets={"alice": 1.0})
+    if namespace_budgets:  # generous namespace budgets: only the table's own cap holds the spend back
+        for ns in _NAMESPACES:
+            ip.set_namespace_budget(catalog, ns, PureDP(100))
+    live, spent, step = ["db.t"], Fraction(0), 0
+    for op, i, arg in ops:
+        name = live[i % len(live)]
+        step += 1
+        if op == "reserve":
+            try:
+                _reserve(catalog, catalog.load_table(name), float(Fraction(arg, 10)))
+                spent += Fraction(arg, 10)
+            except (ip.QueryCapExceededError, ip.BudgetExhaustedError, ip.NoBudgetConfiguredError):
+                pass
+        elif op == "move":
+            new = f"{arg}.t{step}"
+            catalog.rename_table(name, new)
+            live[live.index(name)] = new
+        elif op == "copy":
+            new = f"{arg}.c{step}"
+            catalog.register_table(tuple(new.split(".")), catalog.load_table(name).metadata_location)
+            live.append(new)
+        elif len(live) > 1:
+            catalog.drop_table(name)
+            live.remove(name)
+        assert spent <= 1
+        for live_name in live:
+            assert ip.access_policy(catalog, live_name).dp_only, live_name
