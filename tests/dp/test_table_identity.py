@@ -393,6 +393,30 @@ def test_rename_on_rest_catalog_keeps_uuid_and_budget(rest_catalog: Catalog, lak
         _reserve(cat, renamed, 0.7)
 
 
+def test_half_done_move_then_another_move_on_rest_catalog(rest_catalog: Catalog, lake_ns: str) -> None:
+    """The same on the REST catalog over SeaweedFS (s3:// warehouse): a move refused in the middle namespace, a
+    second move; the cap, the spend and the dp-only policy arrive in the third namespace."""
+    cat = rest_catalog
+    mid, far = f"{lake_ns}m", f"{lake_ns}f"
+    for ns in (mid, far):
+        cat.create_namespace(ns)
+    table = _table(cat, f"{lake_ns}.people")
+    set_budget(table, PureDP(1), catalog=cat)
+    ip.set_access_policy(cat, table, max_epsilon_per_query=0.5, principal_budgets={"*": 1.0})
+    _reserve(cat, table, 0.4)
+    cat.rename_table(f"{lake_ns}.people", f"{mid}.people")
+    with pytest.raises(ip.QueryCapExceededError):
+        _reserve(cat, cat.load_table(f"{mid}.people"), 0.9)
+    cat.rename_table(f"{mid}.people", f"{far}.people")
+    ip.set_namespace_budget(cat, far, PureDP(10))
+    moved = cat.load_table(f"{far}.people")
+    assert ip.access_policy(cat, moved).dp_only
+    assert _eps(ip.get_budget(moved, catalog=cat).spent) == Fraction(2, 5)
+    _reserve(cat, moved, 0.5)
+    with pytest.raises(ip.BudgetExhaustedError):
+        _reserve(cat, moved, 0.2)
+
+
 def _pure(epsilon: Fraction) -> Any:
     return budget_from_json({"type": "pure", "epsilon": str(epsilon)})  # zero allowed: nothing spent yet
 
