@@ -747,8 +747,9 @@ class Ledger:
         try:
             reservation, _ = self._commit(mutate)
         except NoBudgetConfiguredError:
-            # no ledger here yet, but the table moved here with its budget: its first reservation creates it
-            if table_uuid is None or self.load() is not None or self._elsewhere(table_uuid)[1] is None:
+            # no ledger here yet, but the table moved here with its budget: its first reservation creates it (or
+            # another process's first reservation created it meanwhile: then this one runs again on it)
+            if table_uuid is None or self._elsewhere(table_uuid)[1] is None:
                 raise
             reservation, _ = self._commit(mutate, create=True)
         return reservation

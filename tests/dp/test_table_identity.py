@@ -333,6 +333,33 @@ def test_copies_racing_in_two_namespaces_never_exceed_the_cap(catalog: Catalog) 
     assert max(spent) <= 1
 
 
+def test_a_first_reservation_whose_ledger_another_process_creates_meanwhile(catalog: Catalog) -> None:
+    """A table moved to a namespace without a ledger; its first release there finds no ledger, and before it
+    retries (creating it), another process's first release creates it. Before, that release was refused with
+    NoBudgetConfiguredError ("set a namespace budget"), although the table carries its budget (seen once in four
+    processes racing on a copy registered in a second namespace; made deterministic here). Fails without the fix."""
+
+    class CreatedMeanwhile(Ledger):
+        first = True
+
+        def _commit(self, mutate: Any, *, create: bool = False) -> Any:
+            try:
+                return super()._commit(mutate, create=create)
+            finally:
+                if self.first:  # the other process's first release creates the ledger right now
+                    self.first = False
+                    Ledger(self.catalog, self.namespace).load(create=True)
+
+    catalog.create_namespace("other")
+    table = _table(catalog, "db.people")
+    set_budget(table, PureDP(1), catalog=catalog)
+    catalog.rename_table("db.people", "other.people")
+    moved = catalog.load_table("other.people")
+    CreatedMeanwhile(catalog, ("other",)).reserve(("other", "people"), "alice", PureDP(0.25),
+                                                  table_uuid=str(moved.metadata.table_uuid))
+    assert _eps(ip.get_budget(moved, catalog=catalog).spent) == Fraction(1, 4)
+
+
 @pytest.mark.parametrize("move", [False, True], ids=["rename", "move"])
 def test_a_rename_racing_reservations_never_escapes_the_cap(catalog: Catalog, move: bool) -> None:
     """Releases holding the table under its old name race a rename (or a move to another namespace) and releases
