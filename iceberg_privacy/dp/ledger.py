@@ -48,6 +48,7 @@ from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
 from iceberg_privacy import history
@@ -119,6 +120,11 @@ HISTORY = HistoryPolicy("the DP budget ledger", sort_by="at", every_default=COMP
 MEMO_ENTRIES = 1000
 """How many (query hash, source snapshot) entries ``privacy.dp.memo`` keeps, newest first; an evicted question
 is asked again (and paid for) instead of being answered from the memo."""
+
+MOVE_ATTEMPTS = 16
+"""How often a commit re-locates a table that moved on while it was taking the table's budget along (a copy
+registered in several namespaces releasing at once) before it gives up with LedgerConflictError (never binds the
+table without what it carries)."""
 
 SCAN_TTL_SECONDS = _scan_memo.TTL_SECONDS
 """How old a lake-wide scan of the ledgers may be for a read-only check of a table that no commit has bound in
@@ -403,12 +409,29 @@ class Ledger:
         gone = (state.tables or {}).get(table_uuid, {})
         if gone.get("moved_to"):
             self._check_lives_here(source, table_uuid)
-        home, carried, pending = self._locate(table_uuid)
-        if pending is not None:  # a half-done move to another namespace: completed there first, then moved here
-            self._complete_pending(pending, source, table_uuid, carried)
+        for _ in range(MOVE_ATTEMPTS):
             home, carried, pending = self._locate(table_uuid)
-        if home is None:  # a move back whose other ledger is gone: what it had when it left
-            return carried if carried is not None or not gone.get("moved_to") else gone.get("carried")
+            if pending is not None:  # a half-done move to another namespace: completed there first, then moved here
+                self._complete_pending(pending, source, table_uuid, carried)
+                continue  # (never bound from a tombstone naming another namespace: locate it again)
+            if home is None and carried is None and self.state().bound(table_uuid) is not None:
+                # bound HERE by now (another commit completed a move here): this commit read an older version
+                raise CommitFailedException(f"table {'.'.join(source)} was bound in ledger "
+                                            f"{'.'.join(self.identifier)} meanwhile")
+            if home is None:  # a move back whose other ledger is gone: what it had when it left
+                return carried if carried is not None or not gone.get("moved_to") else gone.get("carried")
+            moved = self._tombstone(home, source, table_uuid)
+            if moved is not None:
+                return moved
+            # the table moved on from `home` to a third namespace meanwhile (copies releasing at once): find it again
+        raise LedgerConflictError(
+            f"table {'.'.join(source)} keeps moving between namespaces' ledgers while this commit tries to take its "
+            "budget along (copies of it registered in several namespaces releasing at once?); nothing was spent. "
+            "Retry.")
+
+    def _tombstone(self, home: Ledger, source: tuple[str, ...], table_uuid: str) -> dict[str, Any] | None:
+        """Close the table's binding in ``home``'s ledger (compare-and-swap there) and return what it carries here;
+        None when ``home`` no longer holds it (it moved on to another namespace meanwhile)."""
         target = ".".join(self.namespace)
 
         def tombstone(state: LedgerState, table: Table) -> tuple[dict[str, Any] | None, dict[str, str] | None,
@@ -428,7 +451,7 @@ class Ledger:
             return carried, {PROP_TABLES: canonical_dumps(tables)}, [row]
 
         moved, _ = home._commit(tombstone)
-        return moved
+        return moved  # type: ignore[no-any-return]
 
     def _check_lives_here(self, source: tuple[str, ...], table_uuid: str) -> None:
         """A table this ledger saw move away is being charged here again: only if it really lives here now
