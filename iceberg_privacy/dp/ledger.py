@@ -48,6 +48,7 @@ from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
 from iceberg_privacy import history
@@ -119,6 +120,11 @@ HISTORY = HistoryPolicy("the DP budget ledger", sort_by="at", every_default=COMP
 MEMO_ENTRIES = 1000
 """How many (query hash, source snapshot) entries ``privacy.dp.memo`` keeps, newest first; an evicted question
 is asked again (and paid for) instead of being answered from the memo."""
+
+MOVE_ATTEMPTS = 16
+"""How often a commit re-locates a table that moved on while it was taking the table's budget along (a copy
+registered in several namespaces releasing at once) before it gives up with LedgerConflictError (never binds the
+table without what it carries)."""
 
 SCAN_TTL_SECONDS = _scan_memo.TTL_SECONDS
 """How old a lake-wide scan of the ledgers may be for a read-only check of a table that no commit has bound in
@@ -307,22 +313,74 @@ class Ledger:
 
     def _elsewhere(self, table_uuid: str, *, fresh: bool = True) -> tuple[Ledger | None, dict[str, Any] | None]:
         """Where a table not bound in this ledger is bound in another namespace's (it moved here): that ledger
-        and what a move takes from it (:func:`carry_out`); or ``(None, carried)`` when a move here was half done
-        (the old ledger holds a tombstone naming this namespace); ``(None, None)`` when no ledger knows it.
+        and what a move takes from it (:func:`carry_out`); or ``(None, carried)`` when a move was half done (a
+        tombstone naming a namespace whose ledger never bound the table); ``(None, None)`` when no ledger knows it.
 
         This reads every namespace's ledger. A commit always reads them now (``fresh``); a read-only check may
         use a scan at most :data:`SCAN_TTL_SECONDS` old, so one release (its compile, its early checks) and one
         service listing scan once. The commit that spends re-reads them, so a stale read never spends."""
-        half_done = None
+        home, carried, _ = self._locate(table_uuid, fresh=fresh)
+        return home, carried
+
+    def _locate(self, table_uuid: str, *, fresh: bool = True
+                ) -> tuple[Ledger | None, dict[str, Any] | None, tuple[str, ...] | None]:
+        """:meth:`_elsewhere`, plus for a half-done move the namespace its tombstone names when that is not this
+        one (``pending``: a commit there may be binding the table right now, so the move is completed there
+        first, by :meth:`_complete_pending`, never taken over from the tombstone directly)."""
+        # Each binding and tombstone has an epoch (a move's tombstone carries its binding's epoch + 1, the binding
+        # made from it takes that epoch): the newest entry across the ledgers says where the table's scope is now.
+        # Older tombstones (a copy registered in two namespaces moves the scope back and forth) are history.
+        best: tuple[int, int, tuple[str, ...], LedgerState, dict[str, Any]] | None = None
         for ns, state in _ledger_states(self.catalog, fresh=fresh):
-            if ns == self.namespace:
-                continue
-            if state.bound(table_uuid) is not None:
-                return Ledger(self.catalog, ns), carry_out(state, table_uuid, ns)
             entry = (state.tables or {}).get(table_uuid)
-            if entry and tuple(entry["moved_to"].split(".")) == self.namespace:
-                half_done = entry.get("carried")
-        return None, half_done
+            if not entry:
+                continue
+            if "moved_to" in entry:
+                epoch = int((entry.get("carried") or {}).get("epoch", 0))
+                rank = 1 if tuple(entry["moved_to"].split(".")) == self.namespace else 0
+            else:
+                epoch, rank = int(entry.get("epoch", 0)), 2  # on a tie (no epochs: older ledgers) a binding wins
+            if best is None or (epoch, rank) > best[:2]:
+                best = (epoch, rank, ns, state, entry)
+        if best is None:
+            return None, None, None
+        _, _, ns, state, entry = best
+        if "moved_to" not in entry:
+            if ns == self.namespace:
+                return None, None, None
+            return Ledger(self.catalog, ns), carry_out(state, table_uuid, ns), None
+        target = tuple(entry["moved_to"].split("."))
+        # a move whose bind has not landed (refused, killed, or landing right now): completed in `target` first
+        return None, entry.get("carried"), (None if target == self.namespace else target)
+
+    def _complete_pending(self, target: tuple[str, ...], source: tuple[str, ...], table_uuid: str,
+                          carried: dict[str, Any] | None) -> None:
+        """Bind the table in ``target``'s ledger with what a half-done move to ``target`` carried (compare-and-swap
+        there; nothing when that ledger has an entry for it by then). Then the table is moved from there as from
+        any namespace. So a commit in ``target`` that is binding the table at the same moment loses its race and
+        re-reads, instead of both namespaces binding a copy of the same spend (two counters)."""
+        from pyiceberg.exceptions import NoSuchNamespaceError
+
+        if carried is None:
+            return
+        there = Ledger(self.catalog, target)
+
+        def bind(state: LedgerState, table: Table) -> tuple[None, dict[str, str] | None, list[dict[str, Any]]]:
+            have = (state.tables or {}).get(table_uuid)
+            if have is not None and int(have.get("epoch", 0)) >= int(carried.get("epoch", 0)):
+                return None, None, []  # bound there by now (or moved on from there): nothing to complete
+            name = (*target, source[-1])
+            new = carry_in(state, name, table_uuid, carried, extra=state.claims(".".join(name), table_uuid))
+            row = self._row("table_moved", None, None, source_table=".".join(name),
+                            scopes=canonical_dumps((new.tables or {})[table_uuid]["scopes"]),
+                            detail=canonical_dumps({"table_uuid": table_uuid, "to": ".".join(name),
+                                                    "completed_for": ".".join(source), "carried": carried}))
+            return None, new.to_properties(), [row]
+
+        try:
+            there._commit(bind, create=True)
+        except NoSuchNamespaceError:  # the namespace is gone: no commit can bind the table there
+            return
 
     def state_for(self, source: tuple[str, ...], table_uuid: str | None,
                   table: Table | None = _LOAD) -> LedgerState:
@@ -351,9 +409,29 @@ class Ledger:
         gone = (state.tables or {}).get(table_uuid, {})
         if gone.get("moved_to"):
             self._check_lives_here(source, table_uuid)
-        home, carried = self._elsewhere(table_uuid)
-        if home is None:  # a move back whose other ledger is gone: what it had when it left
-            return carried if carried is not None or not gone.get("moved_to") else gone.get("carried")
+        for _ in range(MOVE_ATTEMPTS):
+            home, carried, pending = self._locate(table_uuid)
+            if pending is not None:  # a half-done move to another namespace: completed there first, then moved here
+                self._complete_pending(pending, source, table_uuid, carried)
+                continue  # (never bound from a tombstone naming another namespace: locate it again)
+            if home is None and carried is None and self.state().bound(table_uuid) is not None:
+                # bound HERE by now (another commit completed a move here): this commit read an older version
+                raise CommitFailedException(f"table {'.'.join(source)} was bound in ledger "
+                                            f"{'.'.join(self.identifier)} meanwhile")
+            if home is None:  # a move back whose other ledger is gone: what it had when it left
+                return carried if carried is not None or not gone.get("moved_to") else gone.get("carried")
+            moved = self._tombstone(home, source, table_uuid)
+            if moved is not None:
+                return moved
+            # the table moved on from `home` to a third namespace meanwhile (copies releasing at once): find it again
+        raise LedgerConflictError(
+            f"table {'.'.join(source)} keeps moving between namespaces' ledgers while this commit tries to take its "
+            "budget along (copies of it registered in several namespaces releasing at once?); nothing was spent. "
+            "Retry.")
+
+    def _tombstone(self, home: Ledger, source: tuple[str, ...], table_uuid: str) -> dict[str, Any] | None:
+        """Close the table's binding in ``home``'s ledger (compare-and-swap there) and return what it carries here;
+        None when ``home`` no longer holds it (it moved on to another namespace meanwhile)."""
         target = ".".join(self.namespace)
 
         def tombstone(state: LedgerState, table: Table) -> tuple[dict[str, Any] | None, dict[str, str] | None,
@@ -373,7 +451,7 @@ class Ledger:
             return carried, {PROP_TABLES: canonical_dumps(tables)}, [row]
 
         moved, _ = home._commit(tombstone)
-        return moved
+        return moved  # type: ignore[no-any-return]
 
     def _check_lives_here(self, source: tuple[str, ...], table_uuid: str) -> None:
         """A table this ledger saw move away is being charged here again: only if it really lives here now
@@ -692,8 +770,9 @@ class Ledger:
         try:
             reservation, _ = self._commit(mutate)
         except NoBudgetConfiguredError:
-            # no ledger here yet, but the table moved here with its budget: its first reservation creates it
-            if table_uuid is None or self.load() is not None or self._elsewhere(table_uuid)[1] is None:
+            # no ledger here yet, but the table moved here with its budget: its first reservation creates it (or
+            # another process's first reservation created it meanwhile: then this one runs again on it)
+            if table_uuid is None or self._elsewhere(table_uuid)[1] is None:
                 raise
             reservation, _ = self._commit(mutate, create=True)
         return reservation

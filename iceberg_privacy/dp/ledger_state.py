@@ -195,7 +195,8 @@ class LedgerState:
         if scopes is None:
             scopes = self.table_scopes(source, table_uuid)
         names = set(old.get("names", ())) if old else set()
-        tables[str(table_uuid)] = {"name": name, "names": sorted(names | {name}), "scopes": sorted(set(scopes))}
+        tables[str(table_uuid)] = {"name": name, "names": sorted(names | {name}), "scopes": sorted(set(scopes)),
+                                   **({"epoch": old["epoch"]} if old and "epoch" in old else {})}
         return tables
 
     def label(self, scope: str) -> str:
@@ -268,7 +269,8 @@ def carry_out(state: LedgerState, table_uuid: str, namespace: tuple[str, ...]) -
     states = [state.scope(s) for s in scopes if s in state.budgets]
     if ns in state.budgets:
         states.append(state.scope(ns))
-    carried: dict[str, Any] = {"budget": None, "spent": None, "policy": None, "from": ns}
+    carried: dict[str, Any] = {"budget": None, "spent": None, "policy": None, "from": ns,
+                               "epoch": int((entry or {}).get("epoch", 0)) + 1}
     if states:
         first = states[0]
         assert first.cap is not None
@@ -326,6 +328,7 @@ def carry_in(state: LedgerState, source: tuple[str, ...], table_uuid: str, carri
     new = LedgerState(budgets, spent, policies, None)
     new.tables = LedgerState(budgets, spent, policies, state.tables).bind(
         source, table_uuid, ([key] if has_scope else []) + list(extra or []))
+    new.tables[table_uuid]["epoch"] = int(carried.get("epoch", 0))
     return new
 
 

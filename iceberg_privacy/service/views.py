@@ -108,26 +108,30 @@ def datasets(catalog: Catalog, principal: str) -> list[dict[str, Any]]:
     their namespace's ledger governs and whose access policy declares a privacy unit (and, when dp-only, gives
     this principal a budget), with names/types, the public part of the policy and the principal's budget."""
     out: list[dict[str, Any]] = []
-    ledgers: dict[tuple[str, ...], tuple[Ledger, LedgerState] | None] = {}
+    ledgers: dict[tuple[str, ...], tuple[Ledger, LedgerState | None]] = {}
     for ident, table in _user_tables(catalog):
         if is_synthetic(table):
             continue
         ns = ident[:-1]
         if ns not in ledgers:
             ledger = Ledger(catalog, ns)
-            ledgers[ns] = (ledger, ledger.state()) if ledger.exists() else None
-        entry = ledgers[ns]
-        if entry is None:
-            continue
+            # no ledger yet: only a table that moved here (with the budget it carries) can be governed
+            ledgers[ns] = (ledger, ledger.state() if ledger.exists() else None)
+        ledger, ns_state = ledgers[ns]
         table_uuid = str(table.metadata.table_uuid)
-        state = entry[1] if entry[1].bound(table_uuid) is not None else entry[0].state_for(ident, table_uuid)
-        view = budget_view(entry[0], state, ident, principal, table_uuid)
+        if ns_state is not None and ns_state.bound(table_uuid) is not None:
+            state = ns_state
+        elif ns_state is None:  # state_for of "no ledger version": empty, plus what a move here carries
+            state = ledger.state_for(ident, table_uuid, None)
+        else:
+            state = ledger.state_for(ident, table_uuid)
+        view = budget_view(ledger, state, ident, principal, table_uuid)
         if view is None:
             continue
         policy = access_policy(catalog, table)
         if policy.privacy_unit is None:
             continue  # DP SQL through the service needs the unit the data owner declared in a policy
-        keys = entry[0].applicable_scopes(ident, state, table_uuid)
+        keys = ledger.applicable_scopes(ident, state, table_uuid)
         if policy.dp_only and not any(state.scope(s).principal_cap(principal) is not None for s in keys):
             continue  # dp-only and no budget for this principal: the ledger would refuse every query
         out.append({"name": ".".join(ident), "columns": _columns(table), "policy": public_policy(policy),

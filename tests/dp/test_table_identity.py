@@ -218,6 +218,153 @@ def test_a_move_interrupted_after_its_tombstone_is_completed_by_the_next_commit(
     assert _eps(ip.get_budget(moved, catalog=catalog).spent) == 1
 
 
+@pytest.mark.parametrize("interrupted_by", ["refusal", "crash"])
+def test_a_half_done_move_followed_by_another_move_keeps_cap_and_policy(catalog: Catalog,
+                                                                        interrupted_by: str) -> None:
+    """A move whose bind never landed (the first release in the new namespace was refused after the tombstone,
+    or its process died there) and then a second move before any commit in the middle namespace: the cap, the
+    spend and the dp-only policy follow the table to the third namespace. Before, they were lost there (an
+    analyst refused once over the per-query cap got a fresh budget and raw reads after the next move)."""
+    for ns in ("mid", "far"):
+        catalog.create_namespace(ns)
+    table = _table(catalog, "db.people")
+    set_budget(table, PureDP(1), catalog=catalog)
+    ip.set_access_policy(catalog, "db.people", max_epsilon_per_query=0.5, principal_budgets={"alice": 1.0})
+    _reserve(catalog, table, 0.4)
+    catalog.rename_table("db.people", "mid.people")
+    mid = catalog.load_table("mid.people")
+    if interrupted_by == "refusal":
+        with pytest.raises(ip.QueryCapExceededError):
+            _reserve(catalog, mid, 0.9)
+    else:
+        ledger = Ledger(catalog, ("mid",))
+        ledger._move_here(("mid", "people"), str(mid.metadata.table_uuid), ledger.state())  # then "crash"
+    assert json.loads(_ledger_props(catalog, "db")[DP_TABLES_PROPERTY])[str(table.metadata.table_uuid)][
+        "moved_to"] == "mid"
+    catalog.rename_table("mid.people", "far.people")
+    ip.set_namespace_budget(catalog, "far", PureDP(10))
+    far = catalog.load_table("far.people")
+    assert ip.access_policy(catalog, "far.people").dp_only
+    with pytest.raises(ip.DpOnlyError):
+        ip.require_raw_access(catalog, far)
+    assert _eps(ip.get_budget(far, catalog=catalog).spent) == Fraction(2, 5)
+    with pytest.raises(ip.QueryCapExceededError):
+        _reserve(catalog, far, 0.6)
+    _reserve(catalog, far, 0.5)
+    with pytest.raises(ip.BudgetExhaustedError, match="table:far.people"):
+        _reserve(catalog, far, 0.2)
+    assert _eps(ip.get_budget(far, catalog=catalog).spent) == Fraction(9, 10)
+
+
+def test_a_half_done_move_back_keeps_the_policy_for_reads(catalog: Catalog) -> None:
+    """A move, a refused first release in the new namespace (tombstone written, no bind), a move back: raw reads of
+    the table under its old name stay refused (before, the read path ignored the old ledger's own tombstone and
+    said "open"), and its spend comes back with it. Found by the hypothesis test below; fails without the fix."""
+    catalog.create_namespace("other")
+    table = _table(catalog, "db.people")
+    set_budget(table, PureDP(1), catalog=catalog)
+    ip.set_access_policy(catalog, "db.people", max_epsilon_per_query=0.4, principal_budgets={"alice": 1.0})
+    _reserve(catalog, table, 0.3)
+    catalog.rename_table("db.people", "other.people")
+    with pytest.raises(ip.QueryCapExceededError):
+        _reserve(catalog, catalog.load_table("other.people"), 0.5)
+    catalog.rename_table("other.people", "db.people")
+    back = catalog.load_table("db.people")
+    assert ip.access_policy(catalog, "db.people").dp_only
+    with pytest.raises(ip.DpOnlyError):
+        ip.require_raw_access(catalog, back)
+    assert _eps(ip.get_budget(back, catalog=catalog).spent) == Fraction(3, 10)
+
+
+def test_a_copy_in_two_namespaces_is_one_counter_even_with_a_pending_move(catalog: Catalog) -> None:
+    """register_table of the same table in a second namespace (two live names, one uuid): the scope moves between
+    the two ledgers. A move whose bind is pending (tombstone written, bind not landed) while the other copy
+    releases must not revive an OLDER tombstone's spend: before, the other side took the scope back from a stale
+    tombstone (what it carried two moves ago), forgetting the spend since, and the copies together spent 1.3 of a
+    cap of 1 in threaded races. Fails without the fix (checked)."""
+    catalog.create_namespace("other")
+    table = _table(catalog, "db.people")
+    set_budget(table, PureDP(1), catalog=catalog)
+    catalog.register_table(("other", "people"), table.metadata_location)
+    copy = catalog.load_table("other.people")
+    _reserve(catalog, copy, 0.1)   # the scope moves to `other`
+    _reserve(catalog, table, 0.1)  # and back to `db`
+    ledger = Ledger(catalog, ("other",))
+    ledger._move_here(("other", "people"), str(copy.metadata.table_uuid), ledger.state())  # pending: not bound
+    _reserve(catalog, table, 0.1)
+    assert _eps(ip.get_budget(table, catalog=catalog).spent) == Fraction(3, 10)
+    ok = 3
+    for i in range(12):
+        try:
+            _reserve(catalog, copy if i % 2 else table, 0.1)
+            ok += 1
+        except ip.BudgetExhaustedError:
+            pass
+    assert ok == 10
+
+
+@pytest.mark.parametrize("copies", [1, 2])
+def test_copies_racing_in_several_namespaces_never_exceed_the_cap(catalog: Catalog, copies: int) -> None:
+    """Threads reserving on every copy (same uuid, two or three namespaces) at once: one counter. With three,
+    a commit that completed a half-done move and found the table moved on again bound it from the newer
+    tombstone's carried copy while its target bound it too (18 reservations of 0.1 under a cap of 1)."""
+    names = ["db.people"] + [f"other{i}.people" for i in range(copies)]
+    table = _table(catalog, "db.people")
+    set_budget(table, PureDP(1), catalog=catalog)
+    for name in names[1:]:
+        catalog.create_namespace(name.split(".")[0])
+        catalog.register_table(tuple(name.split(".")), table.metadata_location)
+    ok: list[str] = []
+    errors: list[BaseException] = []
+
+    def spend(name: str) -> None:
+        for _ in range(5):
+            try:
+                _reserve(catalog, catalog.load_table(name), 0.1)
+                ok.append(name)
+            except (ip.BudgetExhaustedError, ip.TableMovedError):
+                pass
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=spend, args=(n,)) for n in names * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(ok) <= 10
+    spent = [_eps(ip.get_budget(n, catalog=catalog).spent) for n in names]
+    assert max(spent) <= 1
+
+
+def test_a_first_reservation_whose_ledger_another_process_creates_meanwhile(catalog: Catalog) -> None:
+    """A table moved to a namespace without a ledger; its first release there finds no ledger, and before it
+    retries (creating it), another process's first release creates it. Before, that release was refused with
+    NoBudgetConfiguredError ("set a namespace budget"), although the table carries its budget (seen once in four
+    processes racing on a copy registered in a second namespace; made deterministic here). Fails without the fix."""
+
+    class CreatedMeanwhile(Ledger):
+        first = True
+
+        def _commit(self, mutate: Any, *, create: bool = False) -> Any:
+            try:
+                return super()._commit(mutate, create=create)
+            finally:
+                if self.first:  # the other process's first release creates the ledger right now
+                    self.first = False
+                    Ledger(self.catalog, self.namespace).load(create=True)
+
+    catalog.create_namespace("other")
+    table = _table(catalog, "db.people")
+    set_budget(table, PureDP(1), catalog=catalog)
+    catalog.rename_table("db.people", "other.people")
+    moved = catalog.load_table("other.people")
+    CreatedMeanwhile(catalog, ("other",)).reserve(("other", "people"), "alice", PureDP(0.25),
+                                                  table_uuid=str(moved.metadata.table_uuid))
+    assert _eps(ip.get_budget(moved, catalog=catalog).spent) == Fraction(1, 4)
+
+
 @pytest.mark.parametrize("move", [False, True], ids=["rename", "move"])
 def test_a_rename_racing_reservations_never_escapes_the_cap(catalog: Catalog, move: bool) -> None:
     """Releases holding the table under its old name race a rename (or a move to another namespace) and releases
@@ -276,6 +423,30 @@ def test_rename_on_rest_catalog_keeps_uuid_and_budget(rest_catalog: Catalog, lak
     assert _eps(ip.get_budget(renamed, catalog=cat).spent) == Fraction(2, 5)
     with pytest.raises(ip.BudgetExhaustedError):
         _reserve(cat, renamed, 0.7)
+
+
+def test_half_done_move_then_another_move_on_rest_catalog(rest_catalog: Catalog, lake_ns: str) -> None:
+    """The same on the REST catalog over SeaweedFS (s3:// warehouse): a move refused in the middle namespace, a
+    second move; the cap, the spend and the dp-only policy arrive in the third namespace."""
+    cat = rest_catalog
+    mid, far = f"{lake_ns}m", f"{lake_ns}f"
+    for ns in (mid, far):
+        cat.create_namespace(ns)
+    table = _table(cat, f"{lake_ns}.people")
+    set_budget(table, PureDP(1), catalog=cat)
+    ip.set_access_policy(cat, table, max_epsilon_per_query=0.5, principal_budgets={"*": 1.0})
+    _reserve(cat, table, 0.4)
+    cat.rename_table(f"{lake_ns}.people", f"{mid}.people")
+    with pytest.raises(ip.QueryCapExceededError):
+        _reserve(cat, cat.load_table(f"{mid}.people"), 0.9)
+    cat.rename_table(f"{mid}.people", f"{far}.people")
+    ip.set_namespace_budget(cat, far, PureDP(10))
+    moved = cat.load_table(f"{far}.people")
+    assert ip.access_policy(cat, moved).dp_only
+    assert _eps(ip.get_budget(moved, catalog=cat).spent) == Fraction(2, 5)
+    _reserve(cat, moved, 0.5)
+    with pytest.raises(ip.BudgetExhaustedError):
+        _reserve(cat, moved, 0.2)
 
 
 def _pure(epsilon: Fraction) -> Any:
@@ -392,3 +563,56 @@ def test_resolution_never_sheds_a_scope(ops: list[tuple[str, int, str]]) -> None
             entry = state.bound(u)
             if entry is not None:  # what a commit recorded for it (a scope joined by name only, with no commit
                 seen.setdefault(u, set()).update(entry["scopes"])  # since, is left by a rename: see docs/dp.md)
+
+
+_NAMESPACES = ["db", "n1", "n2"]
+_OPS = st.lists(st.one_of(
+    st.tuples(st.just("reserve"), st.integers(0, 3), st.sampled_from([1, 2, 3, 5, 50])),  # tenths; 5 > per-query cap
+    st.tuples(st.just("move"), st.integers(0, 3), st.sampled_from(_NAMESPACES)),
+    st.tuples(st.just("copy"), st.integers(0, 3), st.sampled_from(_NAMESPACES)),
+    st.tuples(st.just("drop"), st.integers(0, 3), st.just("")),
+), min_size=1, max_size=12)
+
+
+@settings(max_examples=12, deadline=None)
+@given(ops=_OPS, namespace_budgets=st.booleans())
+def test_moves_copies_and_refusals_never_widen_the_cap_nor_open_the_table(
+        tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int, Any]], namespace_budgets: bool) -> None:
+    """Invariant: whatever renames/moves across namespaces, copies registered under other names (same uuid), drops
+    of copies, and refused releases (over the per-query cap or the budget: a refusal after a move's tombstone leaves
+    the move half done), the reservations that succeed on the table's data never add up to more than its cap, and
+    every live name of it stays dp-only. The old code failed this (a move, a refused release, a move back: raw reads
+    allowed)."""
+    catalog = ip.connect(home=tmp_path_factory.mktemp("ident"))
+    for ns in _NAMESPACES:
+        catalog.create_namespace(ns)
+    table = _table(catalog, "db.t")
+    set_budget(table, PureDP(1), catalog=catalog)
+    ip.set_access_policy(catalog, "db.t", max_epsilon_per_query=0.4, principal_budgets={"alice": 1.0})
+    if namespace_budgets:  # generous namespace budgets: only the table's own cap holds the spend back
+        for ns in _NAMESPACES:
+            ip.set_namespace_budget(catalog, ns, PureDP(100))
+    live, spent, step = ["db.t"], Fraction(0), 0
+    for op, i, arg in ops:
+        name = live[i % len(live)]
+        step += 1
+        if op == "reserve":
+            try:
+                _reserve(catalog, catalog.load_table(name), float(Fraction(arg, 10)))
+                spent += Fraction(arg, 10)
+            except (ip.QueryCapExceededError, ip.BudgetExhaustedError, ip.NoBudgetConfiguredError):
+                pass
+        elif op == "move":
+            new = f"{arg}.t{step}"
+            catalog.rename_table(name, new)
+            live[live.index(name)] = new
+        elif op == "copy":
+            new = f"{arg}.c{step}"
+            catalog.register_table(tuple(new.split(".")), catalog.load_table(name).metadata_location)
+            live.append(new)
+        elif len(live) > 1:
+            catalog.drop_table(name)
+            live.remove(name)
+        assert spent <= 1
+        for live_name in live:
+            assert ip.access_policy(catalog, live_name).dp_only, live_name

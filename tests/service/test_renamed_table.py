@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
@@ -41,3 +42,21 @@ def test_dp_only_table_policy_survives_a_rename(svc_catalog: Catalog, tokens: di
                                headers={"Authorization": f"Bearer {tokens['bob']}"}, timeout=120)
         assert no_budget.status_code == 404 and no_budget.json()["error"] == "not_a_dataset", no_budget.text
     assert ip.get_budget("sens.pv_renamed", catalog=cat).spent == spent_before  # nothing charged
+
+
+def test_a_table_moved_to_a_namespace_without_a_ledger_is_listed_with_what_it_carries(
+        svc_catalog: Catalog, tokens: dict[str, Any]) -> None:
+    """A dp-only table moved to a namespace that has no ledger yet (no commit there since the move): the service
+    lists it with its carried dp-only policy and budget (before: skipped, since its namespace had no ledger, so
+    analysts could not see it until an admin changed something there)."""
+    cat = svc_catalog
+    cat.create_namespace("moved")
+    ip.set_budget("conf.pv", ip.PureDP(0.8), catalog=cat)  # a commit that binds the table in its ledger
+    cat.rename_table("conf.pv", "moved.pv")
+    with BackgroundServer(cat) as service:
+        with ServiceClient(service.url, tokens["alice"]) as alice:
+            listed = {d.name: d for d in alice.datasets()}
+    assert "moved.pv" in listed and "conf.pv" not in listed
+    assert listed["moved.pv"].policy["access"] == "dp-only" and listed["moved.pv"].remaining == 0.5
+    with pytest.raises(ip.DpOnlyError):
+        ip.require_raw_access(cat, "moved.pv")
