@@ -420,6 +420,8 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
         linked = None
         if existing is None and r.link_identifiers:  # read now: kept encrypted with the values, keyed in the journal
             linked = collect_linked(targets_cache[key], values, secret, max_linked=r.max_linked)
+            for w in linked.warnings:  # shared identifiers left out: said at submit, as erase/access say it
+                logger.warning("request %s, linked identifiers: %s", rid, w)
             if linked.identifiers:
                 values = values + linked.values
                 resolved = resolve_subjects(targets_cache[key], values, secret)

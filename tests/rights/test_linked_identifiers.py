@@ -265,3 +265,13 @@ def test_rows_arriving_later_with_a_linked_identifier_are_the_subjects(catalog: 
     ip.append(catalog.load_table("db.t"), late)
     got = sorted(r["user_id"] for r in catalog.load_table("db.t").scan().to_arrow().to_pylist())
     assert got == ["n9", "u8"]
+
+
+def test_enqueue_says_which_identifiers_it_left_out_as_shared(catalog: Catalog, caplog: pytest.LogCaptureFixture) -> None:
+    people = {42: ("fam@x.org", "+1-555-0042"), 43: ("fam@x.org", "+1-555-0043")}
+    lake = build(catalog, "db", people, [42, 43])
+    with caplog.at_level("WARNING", logger="iceberg_privacy.rights.queue"):
+        ip.enqueue(catalog, "erase", 42, [lake["users"], lake["contacts"]], request_id="q-fam")
+    said = [r.getMessage() for r in caplog.records if r.name == "iceberg_privacy.rights.queue"]
+    assert any("q-fam" in m and "NOT linked" in m for m in said), said
+    assert not any("fam@x.org" in m or "555-00" in m for m in said)  # keyed hashes and columns only
