@@ -10,10 +10,8 @@ the best answer there is, and the caller is told where the hole is.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,7 +19,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 
-from iceberg_privacy.catalog import all_tables, has_marker, table_name
+from iceberg_privacy.catalog import all_tables, has_marker, load_many, table_name
 from iceberg_privacy.errors import LineageError
 from iceberg_privacy.lineage.annotations import Annotations
 from iceberg_privacy.lineage.record import (
@@ -350,16 +348,11 @@ def _report(graph: LineageGraph) -> None:
 def build_graph(catalog: Catalog, *, workers: int | None = None) -> LineageGraph:
     """The lineage graph of every table of ``catalog``, from snapshot summaries and kept history."""
     idents = all_tables(catalog)
-
-    def load(ident: tuple[str, ...]) -> Table | str:
-        try:
-            return catalog.load_table(ident)
-        except Exception as exc:  # a broken table must not hide the rest of the lake
-            return f"{'.'.join(ident)}: cannot be loaded ({type(exc).__name__}: {exc}); its lineage is missing"
-
     graph = LineageGraph()
-    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) * 2)) as pool:
-        loaded = list(pool.map(load, idents))
+    # a broken table must not hide the rest of the lake: reported, its lineage missing
+    loaded = [f"{'.'.join(ident)}: cannot be loaded ({type(t).__name__}: {t}); its lineage is missing"
+              if isinstance(t, Exception) else t for ident, t in zip(idents, load_many(catalog, idents, workers=workers),
+                                                                     strict=True)]
     metas: dict[str, TableMetadata] = {}
     for item in loaded:
         if isinstance(item, str):

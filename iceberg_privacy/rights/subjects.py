@@ -32,7 +32,7 @@ from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 
 from iceberg_privacy._internal.arrow import plain_type
-from iceberg_privacy.catalog import TableRef, all_tables, has_marker, table_name
+from iceberg_privacy.catalog import TableRef, all_tables, has_marker, load_many, table_name
 from iceberg_privacy.config import IdentityColumn, identity_columns
 from iceberg_privacy.errors import InvalidLookupValueError, NoIdentityColumnsError
 from iceberg_privacy.identities import as_values, extract_identities, rows_matching
@@ -82,8 +82,12 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
             out.append(table)
         return out
     found: list[Table] = []
-    for ident in all_tables(catalog):
-        table = catalog.load_table(ident)
+    for loaded in load_many(catalog, all_tables(catalog)):
+        if isinstance(loaded, NoSuchTableError):
+            continue  # dropped since it was listed: it holds nobody any more
+        if isinstance(loaded, Exception):
+            raise loaded  # a table that cannot be loaded may hold the subject: never skipped
+        table = loaded
         if _is_internal(table):
             continue
         if identity_columns(table.schema(), table.properties):
