@@ -148,14 +148,17 @@ def _scrub_head(table: Table) -> int | None:
     def step(branch: str) -> int | None:
         ref = table.refresh().metadata.refs.get(branch)
         head = table.metadata.snapshot_by_id(ref.snapshot_id) if ref is not None else None
-        if head is None or not any(m.deleted_files_count for m in head.manifests(table.io)):
-            return None
-        tx = table.transaction()
-        producer = tx.update_snapshot(branch=branch, snapshot_properties={
-            SUMMARY_SCRUB: "1", **LineageRecord(op="scrub", engine="pyarrow", status=MAINTENANCE).summary()}).fast_append()
-        producer.commit()
-        tx.commit_transaction()
-        return compat.producer_snapshot_id(producer)
+        # a second purge of this table may expire and delete the head read here once it moved: a lost race
+        with retry.vanished_is_conflict(table):
+            if head is None or not any(m.deleted_files_count for m in head.manifests(table.io)):
+                return None
+            tx = table.transaction()
+            producer = tx.update_snapshot(branch=branch, snapshot_properties={
+                SUMMARY_SCRUB: "1", **LineageRecord(op="scrub", engine="pyarrow", status=MAINTENANCE).summary()
+            }).fast_append()
+            producer.commit()
+            tx.commit_transaction()
+            return compat.producer_snapshot_id(producer)
 
     out = None
     branches = sorted(n for n, r in table.refresh().metadata.refs.items() if r.snapshot_ref_type == "branch")

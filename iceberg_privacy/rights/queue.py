@@ -329,7 +329,10 @@ class Queue:
         def delete() -> None:
             t = self.load()
             assert t is not None
-            t.delete(In(term=Reference("request_id"), values={literal(i) for i in ids}))
+            checkpoint("queue.before_shred_delete")
+            # another pass's shred or upkeep may expire and delete the head read here meanwhile: a lost race
+            with history.lost_to_upkeep(t):
+                t.delete(In(term=Reference("request_id"), values={literal(i) for i in ids}))
 
         retry.run(delete, exhausted=lambda n, last: CommitConflictError(
             f"deleting {len(ids)} completed request(s) from the queue lost to concurrent commits {n} times; run "

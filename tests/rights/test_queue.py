@@ -282,3 +282,30 @@ def test_property_the_merged_pass_removes_exactly_the_union(shared_catalog: Cata
     after = all_rows(shared_catalog.load_table(name))
     assert after == [r for r in before if r["user_id"] not in union]
     assert [b.commits <= 1 and b.completed for b in report.batches.values() if b.table == name] == [True]
+
+
+def test_shred_whose_head_another_pass_purged_meanwhile_retries(catalog: Catalog) -> None:
+    """Two passes racing over one queue: one pass's shred read the queue's head, the other's shred expired it and
+    deleted its manifests before the delete read them. That was a StorageError ending the pass (seen once in
+    the suite's racing test); it is a lost race, retried on the new head."""
+    make_table(catalog, "db.t", [["ann", "bob", "keep"]])
+    ip.enqueue(catalog, "erase", ["ann"], request_id="q1")
+    ip.enqueue(catalog, "erase", ["bob"], request_id="q2")
+    fired: list[str] = []
+
+    def other_pass(stage: str) -> None:
+        if fired:
+            return
+        fired.append(stage)
+        queue = q.Queue(catalog)
+        table = queue.load()
+        assert table is not None
+        head = table.current_snapshot()
+        queue.shred(["q2"])  # the other pass: delete + expire every older snapshot + delete their files
+        assert not table.io.new_input(head.manifest_list).exists()
+
+    with faults.injected("queue.before_shred_delete", other_pass):
+        report = ip.run_pending(catalog)
+    assert fired and sorted(report.completed) == ["q1", "q2"]
+    assert {r["user_id"] for r in all_rows(catalog.load_table("db.t"))} == {"keep"}
+    assert q.Queue(catalog).entries() == []
