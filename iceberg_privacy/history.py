@@ -18,7 +18,7 @@ metadata-log bound (:data:`METADATA_PROPERTIES`); the DP ledger keeps its spend,
 its properties, written by its own compare-and-swap commits, and the merge commit asserts the head it read, so
 it never lands over an event it did not carry.
 
-Layering: this sits with the commit path (the merged file is written by :func:`iceberg_privacy.write.write_data_files`,
+Layering: this sits with the commit path (the merged file is written by :func:`iceberg_privacy.datafiles.write_data_files`,
 expiry and the orphan sweep are :mod:`iceberg_privacy.index.maintenance`'s); the pillars rights/ and dp/ import
 it and it imports no pillar.
 """
@@ -267,8 +267,8 @@ def _compact_once(load: Load, policy: HistoryPolicy) -> tuple[int, int, int]:
     from pyiceberg.expressions import AlwaysTrue
     from pyiceberg.io.pyarrow import ArrowScan
 
+    from iceberg_privacy.datafiles import write_data_files
     from iceberg_privacy.storage import delete_files
-    from iceberg_privacy.write import write_data_files
 
     table = load()
     if table is None or table.current_snapshot() is None:

@@ -9,31 +9,17 @@ snapshot; the files already written are orphans that :func:`iceberg_privacy.clea
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
-import uuid
 import warnings
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import BooleanExpression
-from pyiceberg.io import FileIO
-from pyiceberg.io.pyarrow import (
-    PYARROW_PARQUET_FIELD_ID_KEY,
-    UnsupportedPyArrowTypeException,
-    bin_pack_arrow_table,
-    pyarrow_to_schema,
-    schema_to_pyarrow,
-    write_file,
-)
 from pyiceberg.manifest import DataFile, DataFileContent, ManifestEntryStatus
-from pyiceberg.schema import index_by_id
-from pyiceberg.table import ALWAYS_TRUE, Table, TableProperties, Transaction, WriteTask
+from pyiceberg.table import ALWAYS_TRUE, Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.utils.properties import property_as_int
 
@@ -41,20 +27,23 @@ from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
+from iceberg_privacy.datafiles import (
+    DEFAULT_CHUNK_BYTES,
+    WrittenFiles,
+    first_line,
+    write_data_files,
+    write_table_data,
+)
 from iceberg_privacy.errors import (
     CatalogError,
     CommitConflictError,
     ConfigurationError,
     IcebergPrivacyError,
-    SchemaMismatchError,
     SidecarError,
     UnsupportedDataError,
 )
 from iceberg_privacy.index.build import (
     filters_for_data_files,
-    filters_for_table,
-    footer_row_groups,
-    with_row_groups,
 )
 from iceberg_privacy.index.puffin import PuffinFooter
 from iceberg_privacy.index.registry import new_sidecar_location, statistics_entry, summary_properties
@@ -67,14 +56,11 @@ from iceberg_privacy.properties import (
     SIDECAR_PATH_SUMMARY,
 )
 from iceberg_privacy.rights import forget
-from iceberg_privacy.rights.forget import ForgetFilter
 from iceberg_privacy.storage import storage_errors
 from iceberg_privacy.version import __version__
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_BYTES = 256 * 1024 * 1024
-"""In-memory Arrow bytes buffered from a stream before its files are written (bounds memory)."""
 
 
 @dataclass
@@ -104,306 +90,44 @@ class WriteReport:
         )
 
 
-def _chunks(data: pa.Table | pa.RecordBatchReader, chunk_bytes: int) -> Iterator[pa.Table]:
-    """Stream input as Arrow tables of ~chunk_bytes; an in-memory table is one chunk (same files as
-    pyiceberg's own append would write)."""
-    if isinstance(data, pa.Table):
-        yield data
-        return
-    buf: list[pa.RecordBatch] = []
-    size = 0
-    for batch in data:
-        buf.append(batch)
-        size += batch.nbytes
-        if size >= chunk_bytes:
-            yield pa.Table.from_batches(buf, schema=data.schema)
-            buf, size = [], 0
-    if buf:
-        yield pa.Table.from_batches(buf, schema=data.schema)
 
 
-def _write_files(io: FileIO, metadata: TableMetadata, tasks: list[WriteTask]) -> list[DataFile]:
-    return list(write_file(io, metadata, iter(tasks)))
 
 
-def _write_tasks(metadata: TableMetadata, chunk: pa.Table, write_uuid: uuid.UUID, counter: itertools.count) -> list[WriteTask]:
-    """The same file split pyiceberg's own append makes (partitions, then target-size bins)."""
-    target = property_as_int(
-        metadata.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT
-    ) or TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT
-    task_schema = pyarrow_to_schema(
-        chunk.schema, name_mapping=metadata.schema().name_mapping, format_version=metadata.format_version
-    )
-    if metadata.spec().is_unpartitioned():
-        return [
-            WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=b, schema=task_schema)
-            for b in bin_pack_arrow_table(chunk, target)
-        ]
-    return [
-        WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=b, schema=task_schema,
-                  partition_key=key)
-        for key, rows in compat.partitions(metadata.spec(), metadata.schema(), chunk)
-        for b in bin_pack_arrow_table(rows, target)
-    ]
 
 
-@dataclass
-class WrittenFiles:
-    """Data files written but not yet committed, with their filters (picklable: Spark tasks return it)."""
-
-    files: list[DataFile] = field(default_factory=list)
-    filters: list[dict[int, FileFilter]] = field(default_factory=list)
-    rows: int = 0
-    filter_seconds: float = 0.0
-    dropped_rows: int = 0  # rows the forget list dropped before writing
-    forget_version: int | None = None  # forget-table snapshot checked against (None: no list applies)
 
 
-def _write_data(table: Table, data: pa.Table | pa.RecordBatchReader, columns: list[BloomColumn], chunk_bytes: int,
-                progress: bool, forget_filter: ForgetFilter | None = None) -> WrittenFiles:
-    return write_data_files(table.io, table.metadata, data, columns, chunk_bytes=chunk_bytes, progress=progress,
-                            where=table_name(table), forget_filter=forget_filter)
 
 
-def write_data_files(
-    io: FileIO, metadata: TableMetadata, data: pa.Table | pa.RecordBatchReader, columns: list[BloomColumn], *,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES, progress: bool = False, where: str = "the table",
-    forget_filter: ForgetFilter | None = None,
-) -> WrittenFiles:
-    """Write data files and build their filters in the same pass, without committing.
-
-    Needs no catalog, only the table metadata and a FileIO, so Spark executors call it too; the
-    result goes to :func:`commit_written` (the same commit the core's append makes).
-    """
-    try:
-        compat.check_arrow_schema(metadata.schema(), data.schema, format_version=metadata.format_version)
-    except ValueError as exc:
-        raise SchemaMismatchError(f"data does not match the schema of {where}: {exc}") from exc
-    except UnsupportedPyArrowTypeException as exc:  # a type pyiceberg never writes (ns or non-UTC timestamps, ...)
-        raise SchemaMismatchError(f"data does not match the schema of {where}: {exc}; {_type_hint(exc.field)}. "
-                                  "Nothing was written.") from exc
-    _check_field_ids(metadata, data.schema, where)
-    file_format = str(metadata.properties.get(TableProperties.WRITE_FILE_FORMAT, "parquet"))
-    if file_format.lower() != "parquet":
-        raise ConfigurationError(
-            f"{where} is set to write {file_format} files ({TableProperties.WRITE_FILE_FORMAT}); pyiceberg, and so "
-            f"this library, writes only Parquet. Set {TableProperties.WRITE_FILE_FORMAT}=parquet on the table "
-            "(files of other formats already in it stay readable), or write with an engine that writes "
-            f"{file_format}. Nothing was written.")
-    out = WrittenFiles(forget_version=forget_filter.version if forget_filter is not None else None)
-    _write_chunks(io, metadata, data, columns, chunk_bytes, progress, forget_filter, out, where)
-    return out
 
 
-def _unwritable(io: FileIO, out: WrittenFiles, where: str, exc: BaseException) -> SchemaMismatchError:
-    """The error for values the declared types cannot hold (invalid UTF-8 in a string column, binary cast
-    to string) or an Arrow layout pyiceberg's writer cannot split (string_view): the caller's data, not a
-    bug. Nothing is committed, so the files of earlier chunks are deleted."""
-    for f in out.files:
-        io.delete(f.file_path)
-    return SchemaMismatchError(
-        f"cannot write the data to {where} ({type(exc).__name__}: {_first_line(exc)}); nothing was committed. Check the "
-        "column values against the table's types (strings must be valid UTF-8) and cast string_view/"
-        "binary_view columns to pa.string()/pa.binary(); a file the failed write left behind is removed by "
-        "iceberg_privacy.cleanup_orphans")
 
 
-_UNWRITABLE = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError)
 
 
-def _has_field_ids(fields: Iterable[pa.Field]) -> bool:
-    for f in fields:
-        if f.metadata and PYARROW_PARQUET_FIELD_ID_KEY in f.metadata:
-            return True
-        t = f.type
-        children = ([t.key_field, t.item_field] if pa.types.is_map(t) else [t.value_field] if pa.types.is_list(t)
-                    or pa.types.is_large_list(t) else list(t) if pa.types.is_struct(t) else [])
-        if _has_field_ids(children):
-            return True
-    return False
 
 
-def _check_field_ids(metadata: TableMetadata, arrow_schema: pa.Schema, where: str) -> None:
-    """Refuse data whose Parquet field ids name other columns than its column names do.
-
-    pyiceberg's writer matches columns by field id when the data carries ids (``PARQUET:field_id``:
-    data read straight from another table's Parquet files), by name otherwise; the filters and the
-    forget list read columns by name. Ids that disagree with the names would put one column's values
-    under another's name in the file while the filters and the forget check looked at the named
-    column: lookups then skip files that hold the value, and the wrong column is screened.
-    """
-    if not _has_field_ids(arrow_schema):
-        return
-    schema = metadata.schema()
-    try:
-        given = pyarrow_to_schema(arrow_schema, name_mapping=schema.name_mapping, format_version=metadata.format_version)
-    except (ValueError, KeyError) as exc:
-        raise SchemaMismatchError(f"data does not match the schema of {where}: {exc}. {_STRIP_IDS}") from exc
-    wrong = [(given.find_column_name(fid), fid, schema.find_column_name(fid)) for fid in sorted(index_by_id(given))
-             if schema.find_column_name(fid) != given.find_column_name(fid)]
-    if wrong:
-        shown = "; ".join(f"data column {d!r} carries field id {fid}, which is {t!r} in {where}" for d, fid, t in wrong[:5])
-        raise SchemaMismatchError(f"the data's Parquet field ids disagree with its column names ({shown}): pyiceberg "
-                                  f"would write by id, the index and the forget list read by name. {_STRIP_IDS}")
 
 
-_STRIP_IDS = ("Drop the field ids to match columns by name (data = data.cast(iceberg_privacy.write.without_field_ids("
-              "data.schema))), or rename the columns to the table's names for those ids.")
 
 
-def without_field_ids(schema: pa.Schema) -> pa.Schema:
-    """``schema`` without Parquet field ids at any depth: the data's columns are then matched by name."""
-
-    def strip(f: pa.Field) -> pa.Field:
-        t = f.type
-        if pa.types.is_map(t):
-            t = pa.map_(strip(t.key_field), strip(t.item_field), keys_sorted=t.keys_sorted)
-        elif pa.types.is_large_list(t):
-            t = pa.large_list(strip(t.value_field))
-        elif pa.types.is_list(t):
-            t = pa.list_(strip(t.value_field))
-        elif pa.types.is_struct(t):
-            t = pa.struct([strip(c) for c in t])
-        meta = {k: v for k, v in (f.metadata or {}).items() if k != PYARROW_PARQUET_FIELD_ID_KEY}
-        return pa.field(f.name, t, f.nullable, metadata=meta or None)
-
-    return pa.schema([strip(f) for f in schema], metadata=schema.metadata)
 
 
-def _type_hint(field: pa.Field) -> str:
-    t = field.type
-    if pa.types.is_timestamp(t) and t.unit == "ns":
-        return (f"cast {field.name!r} to microseconds (pa.timestamp('us'{', tz=' + repr(t.tz) if t.tz else ''})), or set "
-                "pyiceberg's downcast-ns-timestamp-to-us-on-write (PYICEBERG_DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE=true)")
-    if pa.types.is_timestamp(t) and t.tz not in (None, "UTC", "+00:00", "Etc/UTC"):
-        return f"Iceberg stores zoned timestamps in UTC: cast {field.name!r} to pa.timestamp('{t.unit}', tz='UTC')"
-    return f"cast {field.name!r} to the Arrow type of the table's column"
 
 
-def _write_chunks(io: FileIO, metadata: TableMetadata, data: pa.Table | pa.RecordBatchReader, columns: list[BloomColumn],
-                  chunk_bytes: int, progress: bool, forget_filter: ForgetFilter | None, out: WrittenFiles,
-                  where: str) -> None:
-    """The chunks of ``data`` into ``out``. An error reading ``data`` itself (a CSV that does not parse)
-    propagates as is; an error writing a chunk it yielded is the caller's values (:func:`_unwritable`)."""
-    write_uuid, counter = uuid.uuid4(), itertools.count(0)
-    exact = any(c.exact for c in columns)
-    group_rows = property_as_int(metadata.properties, TableProperties.PARQUET_ROW_GROUP_LIMIT,
-                                 TableProperties.PARQUET_ROW_GROUP_LIMIT_DEFAULT)
-    bar = _progress(progress, "writing")
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ip-write") as pool:
-        casts = _pre_casts(metadata, data.schema)
-        for chunk in _chunks(data, chunk_bytes):
-            try:
-                for name, arrow_type in casts.items():
-                    chunk = chunk.set_column(chunk.schema.get_field_index(name), chunk.schema.field(name).with_type(
-                        arrow_type), chunk.column(name).cast(arrow_type))
-                if forget_filter is not None:  # erased subjects never reach a file (a late event cannot resurrect them)
-                    chunk, dropped = forget_filter.apply(chunk)
-                    out.dropped_rows += dropped
-                if chunk.num_rows == 0:
-                    continue
-                tasks = _write_tasks(metadata, chunk, write_uuid, counter)
-                # pyiceberg writes the files on its own pool while this thread builds their filters.
-                pending = pool.submit(_write_files, io, metadata, tasks)
-                t0 = time.thread_time()  # CPU of this thread: the filters' cost, not time spent waiting
-                tables = [_index_view(pa.Table.from_batches(t.record_batches), columns) for t in tasks] if columns else []
-                filters = ([filters_for_table(tb, columns, group_rows) for tb in tables]
-                           if columns else [{} for _ in tasks])  # no bloom column: no per-file table to build
-                out.filter_seconds += time.thread_time() - t0
-                files = pending.result()
-            except _UNWRITABLE as exc:
-                raise _unwritable(io, out, where, exc) from exc
-            if exact:
-                filters = _checked_row_groups(io, files, tables, filters, columns, group_rows)
-            out.files += files
-            out.filters += filters
-            out.rows += chunk.num_rows
-            if bar is not None:
-                bar.update(chunk.num_rows)
-    if bar is not None:
-        bar.close()
 
 
-def _pre_casts(metadata: TableMetadata, arrow_schema: pa.Schema) -> dict[str, pa.DataType]:
-    """Top-level columns to cast before anything reads them: dictionary-encoded ones to their values, and
-    columns holding integers narrower than int32 (int8, uint16, also inside lists of ids) to the table's
-    type: pyiceberg casts those when it writes, but the hash kernels of the index take only int32/int64 (an
-    out-of-range value fails the cast: the caller's data, reported as such)."""
-    out: dict[str, pa.DataType] = {}
-    schema = metadata.schema()
-    for f in arrow_schema:
-        if pa.types.is_dictionary(f.type):
-            # pyiceberg writes the dictionary type into the file's Arrow schema, after which every scan that
-            # meets a plain file too fails ("Unable to merge: ... dictionary vs string"): decode it first
-            out[f.name] = f.type.value_type
-            continue
-        if not _narrow_integers(f.type):
-            continue
-        try:
-            target = schema_to_pyarrow(schema.find_field(f.name).field_type, include_field_ids=False)
-        except ValueError:
-            continue  # not a column of the table: the schema check has refused it already
-        if f.type != target:
-            out[f.name] = target  # list<int8> -> list<int> too (a list of ids)
-    return out
 
 
-def _narrow_integers(t: pa.DataType) -> bool:
-    """Whether ``t`` holds integers other than int32/int64 at any depth (what the hash kernels refuse)."""
-    if pa.types.is_integer(t):
-        return t not in (pa.int32(), pa.int64())
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return _narrow_integers(t.value_type)
-    if pa.types.is_map(t):
-        return _narrow_integers(t.key_type) or _narrow_integers(t.item_type)
-    if pa.types.is_struct(t):
-        return any(_narrow_integers(c.type) for c in t)
-    return False
 
 
-def _index_view(data: pa.Table, columns: list[BloomColumn]) -> pa.Table:
-    """``data`` with every indexed column it leaves out added as nulls: Iceberg (and pyiceberg's writer)
-    accept data without an optional column, whose file then holds no ids of it (an empty filter)."""
-    for c in columns:
-        if c.name not in data.column_names:
-            arrow_type = schema_to_pyarrow(c.field.field_type)
-            data = data.append_column(pa.field(c.name, arrow_type), pa.nulls(data.num_rows, arrow_type))
-    return data
 
 
-def _checked_row_groups(io: FileIO, files: list[DataFile], tables: list[pa.Table], filters: list[dict[int, FileFilter]],
-                        columns: list[BloomColumn], group_rows: int | None) -> list[dict[int, FileFilter]]:
-    """Exact keys were built assuming pyiceberg's writer cut row groups every ``group_rows`` rows; the written
-    footer's row-group count (``split_offsets``) confirms it, else the footer's row counts are read."""
-    out = []
-    for f, tb, flt in zip(files, tables, filters, strict=True):
-        expected = max(1, -(-tb.num_rows // group_rows)) if group_rows else 1
-        if len(f.split_offsets or []) != expected or f.record_count != tb.num_rows:
-            flt = with_row_groups(flt, tb, columns, footer_row_groups(io, f.file_path))
-        out.append(flt)
-    return out
 
 
-def write_batches(io: FileIO, metadata: TableMetadata, batches: Iterable[pa.RecordBatch], columns: list[BloomColumn],
-                  *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, where: str = "the table") -> WrittenFiles:
-    """:func:`write_data_files` over a stream of record batches (an erasure's remaining rows): the first
-    batch's schema is the file schema, later batches are cast to it; nothing is written for an empty stream."""
-    it = iter(batches)
-    first = next(it, None)
-    if first is None:
-        return WrittenFiles()
-    schema = first.schema
-    rest = (b if b.schema == schema else b.cast(schema) for b in it)
-    reader = pa.RecordBatchReader.from_batches(schema, itertools.chain([first], rest))
-    return write_data_files(io, metadata, reader, columns, chunk_bytes=chunk_bytes, where=where)
 
 
-def _progress(enabled: bool, desc: str):  # type: ignore[no-untyped-def]
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(desc=desc, unit="rows", unit_scale=True)
 
 
 def added_data_files(io, metadata: TableMetadata, since_snapshot_id: int | None) -> list[DataFile]:  # type: ignore[no-untyped-def]
@@ -641,7 +365,7 @@ def _write(table: Table, data: pa.Table | pa.RecordBatchReader, *, operation: st
     retry.DEFAULT_POLICY.with_retries(max_retries)  # a bad argument fails before any file is written
     check_snapshot_properties(snapshot_properties)
     columns = bloom_columns(table.schema(), table.properties)
-    written = _write_data(table, data, columns, chunk_bytes, progress, forget.load(table))
+    written = write_table_data(table, data, columns, chunk_bytes, progress, forget.load(table))
     return commit_written(table, written, columns, operation=operation, overwrite_filter=overwrite_filter,
                           snapshot_properties=snapshot_properties, max_retries=max_retries, started=t0,
                           lineage=lineage)
@@ -803,11 +527,9 @@ def _checked_filter(table: Table, overwrite_filter: BooleanExpression | str) -> 
         columns = ", ".join(f.name for f in table.schema().fields)
         raise ConfigurationError(
             f"overwrite_filter {str(overwrite_filter)[:200]!r} is not a filter on {table_name(table)} "
-            f"({_first_line(exc)}); nothing was written. Write it as pyiceberg's row filters, e.g. "
+            f"({first_line(exc)}); nothing was written. Write it as pyiceberg's row filters, e.g. "
             f"\"n > 5 and day = '2024-01-01'\", over the columns {columns}, with literals of their types "
             "(strings in single quotes)") from exc
     return expr
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -80,7 +80,7 @@ def _source_format(fmt: str, table: Any) -> Any:
 def _by_name(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     """Files named on the command line are matched to the table by column name: Parquet field ids they
     carry (files of another Iceberg table) would make pyiceberg match by id, i.e. by another table's ids."""
-    from iceberg_privacy.write import without_field_ids
+    from iceberg_privacy.datafiles import without_field_ids
 
     schema = without_field_ids(reader.schema)
     if schema.equals(reader.schema, check_metadata=True):
@@ -95,6 +95,7 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
     from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
 
     from iceberg_privacy.catalog import identifier
+    from iceberg_privacy.datafiles import first_line
     from iceberg_privacy.errors import ConfigurationError
     from iceberg_privacy.storage import filesystem, is_local, local_path
     from iceberg_privacy.write import append, overwrite
@@ -116,7 +117,7 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
         fs, source = (None, local_path(args.path)) if is_local(args.path) else filesystem(io, args.path)
         dataset = ds.dataset(source, format=_source_format(fmt, table), filesystem=fs)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        first = _first_line(exc)
+        first = first_line(exc)
         raise ConfigurationError(
             f"cannot read {args.path} as {fmt} ({first}): name the format with --format parquet|csv|json, and give "
             "one file or a folder holding files of that one format") from exc
@@ -128,7 +129,7 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
             table = catalog.create_table(ident, schema=dataset.schema)
         except (ValueError, TypeError, UnsupportedPyArrowTypeException) as exc:  # a type Iceberg has no match for
             raise ConfigurationError(
-                f"cannot create {args.table} from the schema of {args.path} ({_first_line(exc)}): convert those "
+                f"cannot create {args.table} from the schema of {args.path} ({first_line(exc)}): convert those "
                 "columns, or create the table yourself with Iceberg types (pyiceberg catalog.create_table) and "
                 "ingest without --create") from exc
     fn = overwrite if args.overwrite else append
@@ -138,7 +139,7 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
         if created:  # a failed --create leaves nothing behind: running it again must behave the same
             catalog.drop_table(ident)
         if isinstance(exc, (pa.ArrowInvalid, pa.ArrowTypeError)):
-            first = _first_line(exc)
+            first = first_line(exc)
             raise ConfigurationError(
                 f"cannot read {args.path} as {fmt} ({first}); nothing was written to {args.table}. Name the format "
                 "with --format parquet|csv|json, and give one file or a folder holding files of that one format"
@@ -148,13 +149,6 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
         print(f"created {args.table} with the schema of {args.path}", file=sys.stderr)
     emit(args, report)
     return 0
-
-
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first line of an Arrow reader's error, printable (a CSV parse error quotes the bytes it choked on)."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    first = "".join(c if c.isprintable() else "?" for c in first)
-    return first if len(first) <= limit else first[:limit] + "..."
 
 
 def _print_rows(rows: pa.Table, fmt: str, limit: int | None) -> None:

@@ -48,6 +48,7 @@ from pyiceberg.table.update import (
 from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.config import BloomColumn, bloom_columns
+from iceberg_privacy.datafiles import DEFAULT_CHUNK_BYTES, WrittenFiles, write_batches
 from iceberg_privacy.errors import CommitConflictError, RefHoldsSubjectError, RequestConflictError
 from iceberg_privacy.lineage.fanout import plan_fanout
 from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord, SourceRef
@@ -85,13 +86,7 @@ from iceberg_privacy.rights.subjects import (
     table_name,
     with_fanout,
 )
-from iceberg_privacy.write import (
-    DEFAULT_CHUNK_BYTES,
-    WrittenFiles,
-    finish_staged,
-    stage_sidecar,
-    write_batches,
-)
+from iceberg_privacy.write import finish_staged, stage_sidecar
 
 logger = logging.getLogger(__name__)
 

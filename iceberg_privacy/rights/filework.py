@@ -26,11 +26,11 @@ from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
 
 from iceberg_privacy.config import BloomColumn
+from iceberg_privacy.datafiles import WrittenFiles
 from iceberg_privacy.identities import extract_identities, rows_matching
 from iceberg_privacy.index.read import Matcher, MatchRead, probe_task, read_matching
 from iceberg_privacy.rights.subjects import CandidatePlan, TableSubjects, digest_value_set, match_mask
 from iceberg_privacy.storage import StoredFile
-from iceberg_privacy.write import WrittenFiles
 
 
 @dataclass

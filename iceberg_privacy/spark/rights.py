@@ -5,7 +5,7 @@ Each then runs its per-file work as one Spark job, and everything else exactly a
 
 * erasure: the driver plans the candidate files (manifests + Bloom sidecars); executors read them,
   drop the subjects' rows and write the remaining rows as new data files *with their Bloom filters*
-  (one pass, :func:`iceberg_privacy.write.write_data_files`); the driver commits through the core's
+  (one pass, :func:`iceberg_privacy.datafiles.write_data_files`); the driver commits through the core's
   commit path (:func:`iceberg_privacy.rights.erasure.erase_table`: forget list first, lineage, sidecar,
   rebase onto concurrent appends, retries), one commit per table and branch as without Spark;
 * access: executors read the candidate files and return the subjects' rows; the driver writes the export;
@@ -50,6 +50,7 @@ from pyiceberg.table.metadata import TableMetadata
 
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import BloomColumn, IdentityColumn
+from iceberg_privacy.datafiles import WrittenFiles, write_batches
 from iceberg_privacy.identities import extract_identities, rows_matching
 from iceberg_privacy.index.read import read_task
 from iceberg_privacy.rights.filework import Batch as _Batch
@@ -68,7 +69,6 @@ from iceberg_privacy.rights.keyed import canonical_literal, digest
 from iceberg_privacy.rights.subjects import CandidatePlan, TableSubjects, digest_value_set
 from iceberg_privacy.spark.jobs import filter_builder, groups_by_size, parallelism, run_job
 from iceberg_privacy.storage import StoredFile, portable_properties
-from iceberg_privacy.write import WrittenFiles, write_batches
 
 logger = logging.getLogger("iceberg_privacy.spark")
 

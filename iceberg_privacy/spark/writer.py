@@ -1,6 +1,6 @@
 """Batch and streaming writes: executors write data files + filters, the driver commits once.
 
-Each Spark task calls the core's :func:`iceberg_privacy.write.write_data_files` on its Arrow
+Each Spark task calls the core's :func:`iceberg_privacy.datafiles.write_data_files` on its Arrow
 batches (data files and their Bloom filters in the same pass) and returns them, picklably, as a
 :class:`TaskFiles` commit message. The driver hands all of them to
 :func:`iceberg_privacy.write.commit_written`: the same code path as the core's ``append`` (one
@@ -33,6 +33,7 @@ from pyspark.sql.datasource import (
 
 from iceberg_privacy._internal import compat
 from iceberg_privacy.config import COLUMNS_KEY, BloomColumn, bloom_columns, configure_bloom
+from iceberg_privacy.datafiles import WrittenFiles, write_data_files
 from iceberg_privacy.errors import CatalogError, ConfigurationError, SchemaMismatchError, UnknownColumnError
 from iceberg_privacy.lineage.record import LineageRecord
 from iceberg_privacy.properties import STREAMING_BATCH_ID_SUMMARY as BATCH_ID_KEY
@@ -41,13 +42,7 @@ from iceberg_privacy.rights import forget
 from iceberg_privacy.spark.options import SourceOptions
 from iceberg_privacy.spark.schema import arrow_for_iceberg, cast_batch
 from iceberg_privacy.storage import portable_properties
-from iceberg_privacy.write import (
-    WriteReport,
-    WrittenFiles,
-    check_snapshot_properties,
-    commit_written,
-    write_data_files,
-)
+from iceberg_privacy.write import WriteReport, check_snapshot_properties, commit_written
 
 logger = logging.getLogger("iceberg_privacy.spark")
 

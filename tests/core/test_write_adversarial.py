@@ -192,7 +192,7 @@ def test_field_ids_that_disagree_with_column_names_are_refused(catalog: Catalog)
     """Before: rows read from another table's Parquet files kept its field ids; pyiceberg wrote them by id
     (emails into user_id) while the filters and the forget list read by name: a lookup of the value really
     in user_id skipped the file, and the forget check screened the wrong column."""
-    from iceberg_privacy.write import without_field_ids
+    from iceberg_privacy.datafiles import without_field_ids
 
     source = catalog.create_table("db.src", Schema(NestedField(1, "email", StringType(), required=False),
                                                    NestedField(2, "user_id", StringType(), required=False)))
@@ -213,7 +213,7 @@ def test_field_ids_that_disagree_with_column_names_are_refused(catalog: Catalog)
 
 
 def test_without_field_ids_strips_nested_ids() -> None:
-    from iceberg_privacy.write import _has_field_ids, without_field_ids
+    from iceberg_privacy.datafiles import _has_field_ids, without_field_ids
 
     ids = {b"PARQUET:field_id": b"7"}
     schema = pa.schema([pa.field("m", pa.map_(pa.field("k", pa.string(), False, ids), pa.field(
