@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 from pyiceberg.io import FileIO
@@ -46,7 +47,9 @@ from iceberg_privacy.index.build import (
     with_row_groups,
 )
 from iceberg_privacy.index.sidecar import FileFilter
-from iceberg_privacy.rights.forget import ForgetFilter
+
+if TYPE_CHECKING:  # a filter the caller built (write.py): the forget list is applied, never imported, here
+    from iceberg_privacy.rights.forget import ForgetFilter
 
 logger = logging.getLogger(__name__)
 
