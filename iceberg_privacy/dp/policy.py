@@ -245,34 +245,35 @@ def _check_schema(table: Table, unit: str | None, bounds: dict[str, list[float]]
     name = ".".join(table.name())
     in_table = scope.startswith("table:")
     fields = {f.name: f.field_type for f in table.schema().fields}
+
+    def column_type(column: str, missing: str) -> Any | None:
+        """The column's type; a column the table lacks is an error for a table policy (``missing``), skipped
+        (None) for a namespace policy."""
+        if column in fields:
+            return fields[column]
+        if in_table:
+            raise ConfigurationError(f"{missing}. Nothing was changed.")
+        return None
+
     if unit is not None and unit != ROWS_UNIT:
-        if unit not in fields:
-            if in_table:
-                raise ConfigurationError(
-                    f"privacy_unit {unit!r} is not a column of {name} (columns: {', '.join(fields)}); name the column "
-                    "that identifies a person, or use ROWS (CLI: --rows). Nothing was changed.")
-        elif not isinstance(fields[unit], ID_TYPES):
+        utype = column_type(unit, f"privacy_unit {unit!r} is not a column of {name} (columns: {', '.join(fields)}); "
+                                  "name the column that identifies a person, or use ROWS (CLI: --rows)")
+        if utype is not None and not isinstance(utype, ID_TYPES):
             raise ConfigurationError(
-                f"privacy_unit {unit!r} of {name} has type {fields[unit]}; a privacy unit is a string, integer or "
+                f"privacy_unit {unit!r} of {name} has type {utype}; a privacy unit is a string, integer or "
                 "date id column. Nothing was changed.")
     for column in bounds:
-        if column not in fields:
-            if in_table:
-                raise ConfigurationError(
-                    f"column_bounds names {column!r}, which is not a column of {name}; bounds are for its numeric "
-                    "columns. Nothing was changed.")
-        elif not isinstance(fields[column], NUMERIC_TYPES):
+        btype = column_type(column, f"column_bounds names {column!r}, which is not a column of {name}; bounds are "
+                                    "for its numeric columns")
+        if btype is not None and not isinstance(btype, NUMERIC_TYPES):
             raise ConfigurationError(
-                f"column_bounds[{column!r}]: {name}.{column} has type {fields[column]}; clamping bounds are for "
+                f"column_bounds[{column!r}]: {name}.{column} has type {btype}; clamping bounds are for "
                 "integer or floating-point columns. Nothing was changed.")
     for column, values in keys.items():
-        if column not in fields:
-            if in_table:
-                raise ConfigurationError(
-                    f"public_keys names {column!r}, which is not a column of {name}; public keys are for its GROUP "
-                    "BY columns. Nothing was changed.")
+        ftype = column_type(column, f"public_keys names {column!r}, which is not a column of {name}; public keys "
+                                    "are for its GROUP BY columns")
+        if ftype is None:
             continue
-        ftype = fields[column]
         if not isinstance(ftype, KEY_TYPES):
             raise ConfigurationError(
                 f"public_keys[{column!r}]: {name}.{column} has type {ftype}; GROUP BY keys are strings, integers, "
