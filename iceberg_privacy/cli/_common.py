@@ -162,6 +162,17 @@ def parse_age(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(f"{text!r} is too long an age (at most 999999999 days)") from None
 
 
+def whole_number(text: str) -> int:
+    """A whole number >= 0 (argparse ``type=``)."""
+    try:
+        n = int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative; give a whole number >= 0")
+    return n
+
+
 def parse_age_or_datetime(text: str) -> timedelta | datetime:
     """An age (see :func:`parse_age`), or (deprecated) an ISO 8601 datetime."""
     try:

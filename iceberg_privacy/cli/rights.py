@@ -20,6 +20,7 @@ from iceberg_privacy.cli._common import (
     print_json,
     tables,
     values,
+    whole_number,
 )
 
 
@@ -86,11 +87,19 @@ def cmd_requests_submit(args: argparse.Namespace, catalog: Catalog) -> int:
 
 
 def cmd_requests_list(args: argparse.Namespace, catalog: Catalog) -> int:
-    from iceberg_privacy.rights.journal import Journal
+    from iceberg_privacy.rights.journal import Journal, received_after
     from iceberg_privacy.rights.queue import overdue
 
     journal = Journal(catalog)
-    reqs = overdue(catalog) if args.overdue else journal.open_requests() if args.open else journal.requests()
+    if args.overdue or args.open:  # few: filtered here
+        reqs = overdue(catalog) if args.overdue else journal.open_requests()
+        cutoff = received_after(args.since)
+        if cutoff is not None:
+            reqs = [r for r in reqs if r.received >= cutoff]
+        if args.limit is not None:
+            reqs = reqs[len(reqs) - args.limit:] if len(reqs) > args.limit else reqs
+    else:
+        reqs = journal.requests(since=args.since, limit=args.limit)
     if args.json:
         print_json(reqs)
         return 0
@@ -213,6 +222,9 @@ def register(subparsers: Any) -> None:
     which.add_argument("--overdue", action="store_true", help="only open requests past their deadline")
     which.add_argument("--open", action="store_true",
                        help="only requests not completed yet (fast on a long journal: completed ones are not read)")
+    p.add_argument("--since", type=parse_age, metavar="AGE",
+                   help=f"only requests received within this age (fast on a long journal); {AGE_HELP}")
+    p.add_argument("--limit", type=whole_number, metavar="N", help="only the N most recently received requests")
     p = add_command(rsub, "show", cmd_requests_show, json=True,
                     help="one request as JSON: per-table status, rows, snapshots (no identifiers)")
     p.add_argument("request_id")

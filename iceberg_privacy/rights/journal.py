@@ -363,9 +363,46 @@ class Journal:
         # an upkeep that merged and deleted the files of the head we read: read again from the new head
         return usable_rows(history.read(self.load, read, HISTORY, empty=[]))
 
-    def requests(self) -> list[RequestState]:
-        """Every request, oldest first."""
-        return sorted(fold(self.rows(), checked=True).values(), key=lambda r: (r.received, r.request_id))
+    def requests(self, *, since: timedelta | None = None, limit: int | None = None) -> list[RequestState]:
+        """Every request, oldest first; ``since``: only those received within that age; ``limit``: only the
+        ``limit`` most recently received (still listed oldest first).
+
+        With either, only the chosen requests' events are folded: their ids are picked in Arrow from the
+        ``created`` events (received = the first usable ``created``), so listing the last day of a journal of
+        millions of events does not turn every event into a Python object."""
+        if since is not None and (not isinstance(since, timedelta) or since < timedelta(0)):
+            raise ConfigurationError(f"since must be an age (a timedelta >= 0), got {since!r}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ConfigurationError(f"limit must be a whole number >= 0, got {limit!r}")
+        if since is None and limit is None:
+            return sorted(fold(self.rows(), checked=True).values(), key=lambda r: (r.received, r.request_id))
+        events: pa.Table = history.read(self.load, lambda table: table.scan().to_arrow(), HISTORY,
+                                        empty=ARROW_SCHEMA.empty_table())
+        if events.num_rows == 0 or limit == 0:
+            return []
+        created = events.filter(pc.and_(pc.equal(events["event"], CREATED), pc.invert(pc.is_null(events["at"]))))
+        # newest possible receipt of each request: a superset bound (a malformed later ``created`` may exist)
+        latest = created.group_by("request_id").aggregate([("at", "max")]).sort_by([("at_max", "descending"),
+                                                                                      ("request_id", "ascending")])
+        cutoff = received_after(since)
+        if cutoff is not None:
+            latest = latest.filter(pc.greater_equal(latest["at_max"], pa.scalar(cutoff, latest["at_max"].type)))
+        ids, bounds = latest["request_id"].to_pylist(), latest["at_max"].to_pylist()
+        chosen: dict[str, RequestState] = {}
+        start, chunk = 0, max(64, limit or 0)
+        while start < len(ids):
+            part = set(ids[start:start + chunk])
+            rows = events.filter(pc.is_in(events["request_id"], value_set=pa.array(sorted(part), pa.string())))
+            for state in fold(rows.to_pylist()).values():
+                if cutoff is None or state.received >= cutoff:
+                    chosen[state.request_id] = state
+            start += chunk
+            if limit is not None and len(chosen) >= limit:
+                newest = sorted(chosen.values(), key=lambda r: (r.received, r.request_id), reverse=True)[:limit]
+                if start >= len(ids) or bounds[start] < newest[-1].received:
+                    break  # every request not yet folded was received before the limit-th newest
+        out = sorted(chosen.values(), key=lambda r: (r.received, r.request_id))
+        return out[len(out) - limit:] if limit is not None and len(out) > limit else out
 
     def open_requests(self) -> list[RequestState]:
         """The requests not completed yet, oldest first, without folding the events of completed ones.
@@ -463,6 +500,16 @@ class Journal:
         if any(r["event_id"] == ev["event_id"] for r in self.rows(request_id)):
             return
         self.append([ev])
+
+
+def received_after(since: timedelta | None) -> datetime | None:
+    """The earliest receipt time ``since`` allows (None: no bound, also for an age longer than the calendar)."""
+    if since is None:
+        return None
+    try:
+        return datetime.now(UTC) - since
+    except OverflowError:
+        return None
 
 
 def table_uuids(tables: Iterable[Table]) -> dict[str, str]:
