@@ -32,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import EqualTo, In, Reference
 from pyiceberg.expressions.literals import literal
 from pyiceberg.schema import Schema
@@ -44,6 +45,7 @@ from iceberg_privacy.catalog import (
     LEGACY_NAMES,
     all_tables,
     library_name,
+    load_many,
     reserved_table,
 )
 from iceberg_privacy.errors import (
@@ -532,10 +534,12 @@ def check_not_renamed(catalog: Catalog, req: RequestState, name: str) -> None:
     uuid_ = (req.detail.get("table_uuids") or {}).get(name)
     if not uuid_:
         return  # recorded before table uuids were (or a dropped table of a queue batch): nothing to compare
-    for ident in all_tables(catalog):
-        try:
-            table = catalog.load_table(ident)
-        except Exception:  # noqa: BLE001 - a table another process drops meanwhile is not ours
+    idents = list(all_tables(catalog))
+    for ident, table in zip(idents, load_many(catalog, idents), strict=True):  # one round trip each: pooled
+        if isinstance(table, Exception):
+            if not isinstance(table, NoSuchTableError):  # a table another process drops meanwhile is not ours
+                logger.warning("while looking for the table %s of request %s under another name, %s could not be "
+                               "loaded (%s); it is not compared", name, req.request_id, ".".join(ident), table)
             continue
         if str(table.metadata.table_uuid) == uuid_:
             now = ".".join(ident)
