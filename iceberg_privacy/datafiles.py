@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import pyarrow as pa
 from pyiceberg.io import FileIO
@@ -48,10 +48,22 @@ from iceberg_privacy.index.build import (
 )
 from iceberg_privacy.index.sidecar import FileFilter
 
-if TYPE_CHECKING:  # a filter the caller built (write.py): the forget list is applied, never imported, here
-    from iceberg_privacy.rights.forget import ForgetFilter
-
 logger = logging.getLogger(__name__)
+
+
+class ForgetCheck(Protocol):
+    """What writing files needs of a forget list (``iceberg_privacy.rights.forget.ForgetFilter``, built by the
+    caller, write.py or the Spark writer): it is applied here, never imported, so the file layer does not
+    depend on the subject-rights pillar."""
+
+    @property
+    def version(self) -> int:
+        """The forget table's snapshot the rows were checked against."""
+        ...
+
+    def apply(self, data: pa.Table) -> tuple[pa.Table, int]:
+        """``data`` without the rows of listed subjects, and how many rows were dropped."""
+        ...
 
 
 DEFAULT_CHUNK_BYTES = 256 * 1024 * 1024
@@ -114,7 +126,7 @@ class WrittenFiles:
 
 
 def write_table_data(table: Table, data: pa.Table | pa.RecordBatchReader, columns: list[BloomColumn], chunk_bytes: int,
-                progress: bool, forget_filter: ForgetFilter | None = None) -> WrittenFiles:
+                progress: bool, forget_filter: ForgetCheck | None = None) -> WrittenFiles:
     return write_data_files(table.io, table.metadata, data, columns, chunk_bytes=chunk_bytes, progress=progress,
                             where=table_name(table), forget_filter=forget_filter)
 
@@ -122,7 +134,7 @@ def write_table_data(table: Table, data: pa.Table | pa.RecordBatchReader, column
 def write_data_files(
     io: FileIO, metadata: TableMetadata, data: pa.Table | pa.RecordBatchReader, columns: list[BloomColumn], *,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES, progress: bool = False, where: str = "the table",
-    forget_filter: ForgetFilter | None = None,
+    forget_filter: ForgetCheck | None = None,
 ) -> WrittenFiles:
     """Write data files and build their filters in the same pass, without committing.
 
@@ -235,7 +247,7 @@ def _type_hint(field: pa.Field) -> str:
 
 
 def _write_chunks(io: FileIO, metadata: TableMetadata, data: pa.Table | pa.RecordBatchReader, columns: list[BloomColumn],
-                  chunk_bytes: int, progress: bool, forget_filter: ForgetFilter | None, out: WrittenFiles,
+                  chunk_bytes: int, progress: bool, forget_filter: ForgetCheck | None, out: WrittenFiles,
                   where: str) -> None:
     """The chunks of ``data`` into ``out``. An error reading ``data`` itself (a CSV that does not parse)
     propagates as is; an error writing a chunk it yielded is the caller's values (:func:`_unwritable`)."""
