@@ -14,6 +14,7 @@ from iceberg_privacy.cli._common import (
     add_command,
     add_subject_args,
     emit,
+    load_table,
     need_values,
     output_location,
     parse_age,
@@ -26,7 +27,7 @@ from iceberg_privacy.cli._common import (
 def cmd_identity(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.config import IDENTITY_COLUMNS_KEY, configure_identity, declared_identity_names
 
-    table = catalog.load_table(args.table)
+    table = load_table(catalog, args.table)
     if args.identity_command == "set":
         table = configure_identity(table, args.columns, replace=not args.add)
     emit(args, {"table": args.table, "identity_columns": declared_identity_names(table.properties)},
