@@ -202,6 +202,18 @@ def parse_age(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(f"{text!r} is too long an age (at most 999999999 days)") from None
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 0-65535 (argparse ``type=``): a port out of range is a usage error, not a server that starts
+    and then dies with a traceback."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535 (0: any free port)")
+    return port
+
+
 def parse_age_or_datetime(text: str) -> timedelta | datetime:
     """An age (see :func:`parse_age`), or (deprecated) an ISO 8601 datetime."""
     try:
