@@ -268,3 +268,36 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path, capsys: pytest.CaptureF
     code, out, err = _run(home, capsys, "sidecars", "status", "db.events", "--json")
     assert code == 130 and err == "error: interrupted\n"
     assert json.loads(out) == {"error": "interrupted", "error_type": "KeyboardInterrupt"}
+
+
+def test_a_missing_secret_names_the_home_the_command_used(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: with ``--home H`` the advice was ``iceberg-privacy secret init`` creating ./.iceberg-privacy/secret,
+    a file the command would never read; running the advice changed nothing."""
+    from iceberg_privacy.rights.keyed import SECRET_ENV, SECRET_FILE_ENV
+
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    monkeypatch.delenv(SECRET_FILE_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "elsewhere"
+    code, _, err = _run(home, capsys, "erase", "ann")
+    advice = f"`iceberg-privacy --home {str(home)!r} secret init`"
+    assert code == 2 and advice in err and f"create {home}/secret" in err
+    assert _run(home, capsys, "secret", "init")[0] == 0  # the advice, followed: now the secret is found
+    code, _, err = _run(home, capsys, "erase", "ann")
+    assert "no secret" not in err
+
+
+def test_a_request_on_a_catalog_without_identity_columns_says_how_to_declare_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: 'identity columns are none. Pass values of those types' (there were no types to pass)."""
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", "s" * 32)
+    home = tmp_path / "home"
+    pq.write_table(DATA, tmp_path / "events.parquet")
+    assert _run(home, capsys, "ingest", "db.events", str(tmp_path / "events.parquet"), "--create")[0] == 0
+    code, out, err = _run(home, capsys, "erase", "ann", "--json")
+    doc = _json_failure(code, out, err, "InvalidLookupValueError")
+    assert "no table of the catalog declares identity columns" in doc["error"] and "identity set" in doc["error"]
+    assert _run(home, capsys, "identity", "set", "db.events", "user_id")[0] == 0
+    code, out, err = _run(home, capsys, "erase", "ann", "--json")
+    assert code == 0, err
