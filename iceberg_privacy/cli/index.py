@@ -89,20 +89,36 @@ def _by_name(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(schema, (b.cast(schema) for b in reader))
 
 
+def _unreadable(args: argparse.Namespace, fmt: str, exc: BaseException, table: Any) -> Exception:
+    """The error for a source Arrow could not read: a value that does not convert to the table's column type
+    (CSV read with the table's types) says which, anything else suggests naming the format."""
+    from iceberg_privacy.datafiles import first_line
+    from iceberg_privacy.errors import ConfigurationError
+
+    text = str(exc)
+    if "conversion error" in text.lower():  # "In CSV column #1: Row #2: CSV conversion error to int64: ..."
+        detail = text[text.find("In CSV column"):] if "In CSV column" in text else first_line(exc)
+        columns = f" ({args.table} has the columns {', '.join(table.schema().column_names)})" if table is not None else ""
+        return ConfigurationError(
+            f"cannot ingest {args.path}: a value does not fit its column's type{columns}: "
+            f"{first_line(ValueError(detail), 300)} (column #0 is the first; row # is the line of the file). Fix "
+            f"the value, or the column's type; nothing was written to {args.table}")
+    return ConfigurationError(
+        f"cannot read {args.path} as {fmt} ({first_line(exc)}); nothing was written to {args.table}. Name the format "
+        "with --format parquet|csv|json, and give one file or a folder holding files of that one format")
+
+
 def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
     import pyarrow.dataset as ds
     from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
     from pyiceberg.io import load_file_io
     from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
 
-    from iceberg_privacy.catalog import identifier
+    from iceberg_privacy.catalog import identifier, what_exists
     from iceberg_privacy.datafiles import first_line
-    from iceberg_privacy.errors import ConfigurationError
-    from iceberg_privacy.errors import StorageError
+    from iceberg_privacy.errors import ConfigurationError, StorageError
     from iceberg_privacy.storage import describe_error, filesystem, is_local, local_path
     from iceberg_privacy.write import append, overwrite
-
-    from iceberg_privacy.catalog import what_exists
 
     ident = identifier(args.table)
     try:
@@ -122,10 +138,7 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
         fs, source = (None, local_path(args.path)) if is_local(args.path) else filesystem(io, args.path)
         dataset = ds.dataset(source, format=_source_format(fmt, table), filesystem=fs)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        first = first_line(exc)
-        raise ConfigurationError(
-            f"cannot read {args.path} as {fmt} ({first}): name the format with --format parquet|csv|json, and give "
-            "one file or a folder holding files of that one format") from exc
+        raise _unreadable(args, fmt, exc, table) from exc
     except OSError as exc:  # a path that does not exist, a bucket or key the credentials cannot read
         raise StorageError(describe_error(args.path, exc, "read") + "; give a Parquet/CSV/JSON file or a folder "
                            "of them (a local path, or a location of the catalog's storage such as s3://...)") from exc
@@ -147,11 +160,7 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
         if created:  # a failed --create leaves nothing behind: running it again must behave the same
             catalog.drop_table(ident)
         if isinstance(exc, (pa.ArrowInvalid, pa.ArrowTypeError)):
-            first = first_line(exc)
-            raise ConfigurationError(
-                f"cannot read {args.path} as {fmt} ({first}); nothing was written to {args.table}. Name the format "
-                "with --format parquet|csv|json, and give one file or a folder holding files of that one format"
-            ) from exc
+            raise _unreadable(args, fmt, exc, None if created else table) from exc
         raise
     if created:
         print(f"created {args.table} with the schema of {args.path}", file=sys.stderr)

@@ -301,3 +301,24 @@ def test_a_request_on_a_catalog_without_identity_columns_says_how_to_declare_the
     assert _run(home, capsys, "identity", "set", "db.events", "user_id")[0] == 0
     code, out, err = _run(home, capsys, "erase", "ann", "--json")
     assert code == 0, err
+
+
+def test_a_csv_value_of_the_wrong_type_names_the_value_and_the_columns(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: a CSV value the table's column type cannot take was 'cannot read x.csv as csv (... In CSV
+    column #1: R...)' (the cause cut off) with the advice to name the format; a file with other columns said
+    only pyiceberg's 'Update the schema first (hint, use union_by_name)'."""
+    home = tmp_path / "home"
+    pq.write_table(DATA, tmp_path / "events.parquet")
+    assert _run(home, capsys, "ingest", "db.events", str(tmp_path / "events.parquet"), "--create")[0] == 0
+    (tmp_path / "bad.csv").write_text("user_id,clicks\nann,1\nbob,notanumber\n")
+    code, out, err = _run(home, capsys, "ingest", "db.events", str(tmp_path / "bad.csv"), "--json")
+    doc = _json_failure(code, out, err, "ConfigurationError")
+    assert "invalid value 'notanumber'" in doc["error"] and "has the columns user_id, clicks" in doc["error"]
+    assert "--format" not in doc["error"]
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    code, out, err = _run(home, capsys, "ingest", "db.events", str(tmp_path / "other.csv"), "--json")
+    doc = _json_failure(code, out, err, "SchemaMismatchError")
+    assert "more columns: a, b" in doc["error"] and "has the columns user_id, clicks" in doc["error"]
+    table = ip.connect(home=home).load_table("db.events")
+    assert table.scan().to_arrow().num_rows == 2  # nothing was written
