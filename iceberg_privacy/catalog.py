@@ -136,7 +136,11 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
     try:
         return load_catalog(name, **props)
     except (ValueError, TypeError) as exc:
-        raise ConfigurationError(f"catalog {name!r} could not be loaded from {sorted(props)}: {exc}") from exc
+        raise ConfigurationError(
+            f"catalog {name!r} could not be loaded from the properties {sorted(props)}: {exc}. Fix its entry in "
+            "~/.pyiceberg.yaml (or $PYICEBERG_HOME/.pyiceberg.yaml), or give the property explicitly: "
+            "ip.connect(name, uri=...), or on the command line --property KEY=VALUE / --catalog-uri / --warehouse"
+        ) from exc
     except _CATALOG_REFUSALS as exc:
         raise CatalogError(f"catalog {name!r} at {uri or '?'} refused the connection: {exc}. Check its uri and "
                            "credential/token properties") from exc

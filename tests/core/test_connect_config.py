@@ -254,3 +254,13 @@ def test_a_warehouse_uri_is_left_as_given(tmp_path: Path, uri: str) -> None:
     warehouse = uri.format(root=tmp_path)
     cat = ip.connect("uri", uri=f"sqlite:///{tmp_path / 'c.db'}", warehouse=warehouse)
     assert cat.properties["warehouse"] == warehouse
+
+
+def test_a_catalog_pyiceberg_cannot_load_says_where_to_fix_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a misspelt ``uri`` key ended in pyiceberg's 'please provide using --uri', a flag of pyiceberg's
+    own CLI, not of ours."""
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))
+    (tmp_path / ".pyiceberg.yaml").write_text("catalog:\n  lake:\n    type: rest\n    url: http://127.0.0.1:1\n")
+    with pytest.raises(ip.ConfigurationError, match="URI missing") as info:
+        ip.connect("lake")
+    assert "~/.pyiceberg.yaml" in str(info.value) and "--catalog-uri" in str(info.value)
