@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -60,9 +61,13 @@ def cmd_access(args: argparse.Namespace, catalog: Catalog) -> int:
 def cmd_erase(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.rights.requests import erase
 
-    emit(args, erase(catalog, need_values(args), tables(args), request_id=args.request_id, purge=args.purge,
-                     home=args.home, follow_lineage=args.follow_lineage,
-                     allow_empty_subject=args.allow_empty_subject, **_link_kwargs(args)))
+    report = erase(catalog, need_values(args), tables(args), request_id=args.request_id, purge=args.purge,
+                   home=args.home, follow_lineage=args.follow_lineage,
+                   allow_empty_subject=args.allow_empty_subject, **_link_kwargs(args))
+    emit(args, report)
+    if not args.purge:  # the old snapshots still hold the rows: the request stays open until its purge
+        print(f"next: `iceberg-privacy purge {report.request_id}` deletes the old snapshots and files that still "
+              "hold the rows, verifies the tables and completes the request", file=sys.stderr)
     return 0
 
 

@@ -291,6 +291,8 @@ def test_a_missing_secret_names_the_home_the_command_used(tmp_path: Path, capsys
 def test_a_request_on_a_catalog_without_identity_columns_says_how_to_declare_them(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression: 'identity columns are none. Pass values of those types' (there were no types to pass)."""
+    import json
+
     monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", "s" * 32)
     home = tmp_path / "home"
     pq.write_table(DATA, tmp_path / "events.parquet")
@@ -301,6 +303,13 @@ def test_a_request_on_a_catalog_without_identity_columns_says_how_to_declare_the
     assert _run(home, capsys, "identity", "set", "db.events", "user_id")[0] == 0
     code, out, err = _run(home, capsys, "erase", "ann", "--json")
     assert code == 0, err
+    # the request stays open until its purge: the CLI says so, with the command (it used to say nothing)
+    request_id = json.loads(out)["request_id"]
+    assert f"next: `iceberg-privacy purge {request_id}`" in err
+    assert _run(home, capsys, "purge", request_id)[0] == 0
+    assert ip.Journal(ip.connect(home=home)).get(request_id).status == "completed"
+    code, _, err = _run(home, capsys, "erase", "bob", "--purge")
+    assert code == 0 and "next:" not in err
 
 
 def test_a_csv_value_of_the_wrong_type_names_the_value_and_the_columns(tmp_path: Path,
