@@ -63,10 +63,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show the traceback of errors")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"iceberg_privacy.cli.{name}").register(sub)
     return p
+
+
+def _version() -> str:
+    """``iceberg-privacy X (pyiceberg Y, pyarrow Z)``: what a bug report needs first."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from iceberg_privacy.version import __version__
+
+    def of(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"iceberg-privacy {__version__} (pyiceberg {of('pyiceberg')}, pyarrow {of('pyarrow')})"
 
 
 # ------------------------------------------------------------------------------------------ catalog

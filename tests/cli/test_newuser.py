@@ -331,3 +331,12 @@ def test_a_csv_value_of_the_wrong_type_names_the_value_and_the_columns(tmp_path:
     assert "more columns: a, b" in doc["error"] and "has the columns user_id, clicks" in doc["error"]
     table = ip.connect(home=home).load_table("db.events")
     assert table.scan().to_arrow().num_rows == 2  # nothing was written
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """A newcomer's first command (and a bug report's first line); it was 'the following arguments are required'."""
+    from iceberg_privacy.version import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith(f"iceberg-privacy {__version__} (pyiceberg ")
