@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     Parser.json_errors = "--json" in argv[:argv.index("--")] if "--" in argv else "--json" in argv
     try:
-        args = build_parser().parse_args(argv)
+        args = parse(build_parser(), argv)
     finally:
         Parser.json_errors = False
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -158,6 +158,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - one clear line per failure; --debug shows the traceback
         return report_failure(exc, debug=args.debug, as_json=getattr(args, "json", False))
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that values written after an option (``lookup T C --json ann``,
+    ``erase --tables db.t ann --json bob``) still count as the command's values: argparse fills a ``values*``
+    positional once, so it called them "unrecognized arguments"."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "values", None), list) and not any(e.startswith("-") for e in extra):
+        args.values = [*args.values, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def report_failure(exc: BaseException, *, debug: bool = False, as_json: bool = False) -> int:

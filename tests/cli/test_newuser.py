@@ -340,3 +340,21 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0 and capsys.readouterr().out.startswith(f"iceberg-privacy {__version__} (pyiceberg ")
+
+
+def test_values_after_an_option_are_still_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: ``lookup db.events user_id --json ann`` was 'unrecognized arguments: ann' (argparse fills
+    the values positional once, before the option)."""
+    import json
+
+    home = tmp_path / "home"
+    pq.write_table(DATA, tmp_path / "events.parquet")
+    assert _run(home, capsys, "ingest", "db.events", str(tmp_path / "events.parquet"), "--create")[0] == 0
+    code, out, err = _run(home, capsys, "lookup", "db.events", "user_id", "ann", "--json", "bob")
+    assert code == 0, err
+    assert sorted(r["user_id"] for r in json.loads(out)) == ["ann", "bob"]
+    code, out, err = _run(home, capsys, "lookup", "db.events", "user_id", "--json", "ann")
+    assert code == 0 and [r["user_id"] for r in json.loads(out)] == ["ann"]
+    with pytest.raises(SystemExit):  # an unknown option is still a usage error
+        _run(home, capsys, "lookup", "db.events", "user_id", "--json", "ann", "--bogus")
+    assert "unrecognized arguments: ann --bogus" in capsys.readouterr().err
