@@ -436,6 +436,9 @@ def what_exists(catalog: Catalog, ident: tuple[str, ...], *, limit: int = 12) ->
         namespaces = [tuple(n) for n in (catalog.list_namespaces(parent) if parent else catalog.list_namespaces())]
         if namespace not in namespaces:
             return f"; there is no namespace {'.'.join(namespace)!r} (namespaces: {names(['.'.join(n) for n in namespaces])})"
-        return f"; namespace {'.'.join(namespace)!r} holds: {names([t[-1] for t in catalog.list_tables(namespace)])}"
+        own = {library_name(catalog, FORGET_TABLE_PROPERTY), library_name(catalog, LEDGER_TABLE_PROPERTY)}
+        tables = [t[-1] for t in catalog.list_tables(namespace) if t[-1] not in own]  # not the library's own
+        return (f"; namespace {'.'.join(namespace)!r} holds: {names(tables)}" if tables
+                else f"; namespace {'.'.join(namespace)!r} holds no tables")
     except Exception:  # noqa: BLE001 - a hint only: the caller raises the not-found error either way
         return ""
