@@ -104,7 +104,7 @@ def values(args: argparse.Namespace) -> list[str]:
         except (OSError, UnicodeDecodeError) as exc:
             what = ("standard input" if args.values_file == "-" else repr(args.values_file))
             reason = (f"it is not UTF-8 text ({exc.reason} at byte {exc.start})" if isinstance(exc, UnicodeDecodeError)
-                      else f"{exc.strerror or type(exc).__name__}" if isinstance(exc, OSError) else str(exc))
+                      else exc.strerror or type(exc).__name__)
             raise ConfigurationError(
                 f"cannot read --values-file {what}: {reason}; give a readable UTF-8 text file with one value per "
                 "line, or --values-file - to read them from standard input") from exc
