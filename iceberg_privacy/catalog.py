@@ -121,7 +121,7 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
             raise ConfigurationError(
                 f"no catalog named {name!r} is configured (configured: {known}). Define it in ~/.pyiceberg.yaml "
                 f"under catalog: {name}: (uri, warehouse, type, s3.* ...) or with PYICEBERG_CATALOG__"
-                f"{name.upper()}__URI=...; or call connect() for the embedded default"
+                f"{name.upper()}__URI=...; or leave the name out (ip.connect(), or no --catalog) for the embedded default"
             )
         root = Path(home).expanduser().resolve() if home is not None else default_home()
         return _embedded(name, root)
@@ -136,7 +136,11 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
     try:
         return load_catalog(name, **props)
     except (ValueError, TypeError) as exc:
-        raise ConfigurationError(f"catalog {name!r} could not be loaded from {sorted(props)}: {exc}") from exc
+        raise ConfigurationError(
+            f"catalog {name!r} could not be loaded from the properties {sorted(props)}: {exc}. Fix its entry in "
+            "~/.pyiceberg.yaml (or $PYICEBERG_HOME/.pyiceberg.yaml), or give the property explicitly: "
+            "ip.connect(name, uri=...), or on the command line --property KEY=VALUE / --catalog-uri / --warehouse"
+        ) from exc
     except _CATALOG_REFUSALS as exc:
         raise CatalogError(f"catalog {name!r} at {uri or '?'} refused the connection: {exc}. Check its uri and "
                            "credential/token properties") from exc
@@ -388,12 +392,13 @@ def identifier(ref: TableRef) -> tuple[str, ...]:
     if isinstance(ref, str):
         parts = tuple(ref.split("."))
         if not all(p.strip() for p in parts):
-            raise ConfigurationError(f"{ref!r} is not a table name: use 'namespace.table' (no empty parts)")
+            raise ConfigurationError(f"{ref!r} is not a table name: name a table as namespace.table (every part "
+                                     "non-empty)")
         ref = parts
     if isinstance(ref, tuple) and ref and all(isinstance(p, str) and p.strip() for p in ref):
         if len(ref) < 2:  # pyiceberg itself would only say "Empty namespace identifier"
-            raise ConfigurationError(f"table {ref[0]!r} must be qualified with its namespace: 'namespace.table' or "
-                                     "('namespace', 'table')")
+            raise ConfigurationError(f"table {ref[0]!r} must be qualified with its namespace: name a table as "
+                                     "namespace.table (or ('namespace', 'table'))")
         return ref
     raise ConfigurationError(
         f"expected a table (a pyiceberg Table, 'namespace.table' or ('namespace', 'table')), got {ref!r}"
@@ -410,6 +415,30 @@ def load_table(catalog: Catalog | None, ref: TableRef) -> Table:
         catalog = connect()  # the default catalog of ~/.pyiceberg.yaml, else the embedded one
     try:
         return catalog.load_table(ident)
-    except NoSuchTableError as exc:
-        raise ConfigurationError(f"table {'.'.join(ident)} does not exist in catalog {catalog.name!r}: check the "
-                                 "name (namespace.table) and the catalog (--catalog / ~/.pyiceberg.yaml)") from exc
+    except (NoSuchTableError, NoSuchNamespaceError) as exc:
+        raise ConfigurationError(f"table {'.'.join(ident)} does not exist in catalog {catalog.name!r}"
+                                 f"{what_exists(catalog, ident)}: check the name (namespace.table) and the catalog "
+                                 "(ip.connect(name) / --catalog, ~/.pyiceberg.yaml)") from exc
+
+
+def what_exists(catalog: Catalog, ident: tuple[str, ...], *, limit: int = 12) -> str:
+    """``"; namespace 'db' holds: a, b"`` or ``"; there is no namespace 'dbx' (namespaces: db, mart)"``: what
+    a user who mistyped a table or namespace name most likely meant. Empty when the catalog cannot say (it is
+    only a hint: a listing that fails never hides the not-found error it explains)."""
+
+    def names(items: list[str]) -> str:
+        shown = ", ".join(sorted(items)[:limit])
+        return (shown + f", ... ({len(items) - limit} more)") if len(items) > limit else (shown or "none")
+
+    namespace = ident[:-1]
+    try:
+        parent = namespace[:-1]
+        namespaces = [tuple(n) for n in (catalog.list_namespaces(parent) if parent else catalog.list_namespaces())]
+        if namespace not in namespaces:
+            return f"; there is no namespace {'.'.join(namespace)!r} (namespaces: {names(['.'.join(n) for n in namespaces])})"
+        own = {library_name(catalog, FORGET_TABLE_PROPERTY), library_name(catalog, LEDGER_TABLE_PROPERTY)}
+        tables = [t[-1] for t in catalog.list_tables(namespace) if t[-1] not in own]  # not the library's own
+        return (f"; namespace {'.'.join(namespace)!r} holds: {names(tables)}" if tables
+                else f"; namespace {'.'.join(namespace)!r} holds no tables")
+    except Exception:  # noqa: BLE001 - a hint only: the caller raises the not-found error either way
+        return ""

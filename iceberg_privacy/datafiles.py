@@ -144,7 +144,8 @@ def write_data_files(
     try:
         compat.check_arrow_schema(metadata.schema(), data.schema, format_version=metadata.format_version)
     except ValueError as exc:
-        raise SchemaMismatchError(f"data does not match the schema of {where}: {exc}") from exc
+        raise SchemaMismatchError(f"data does not match the schema of {where}: {exc} ({where} has the columns "
+                                  f"{', '.join(metadata.schema().column_names)}). Nothing was written.") from exc
     except UnsupportedPyArrowTypeException as exc:  # a type pyiceberg never writes (ns or non-UTC timestamps, ...)
         raise SchemaMismatchError(f"data does not match the schema of {where}: {exc}; {_type_hint(exc.field)}. "
                                   "Nothing was written.") from exc

@@ -121,7 +121,9 @@ def describe_error(location: str, exc: BaseException, action: str) -> str:
     elif isinstance(exc, PermissionError) or "access_denied" in low or "accessdenied" in low \
             or "access denied" in low or "code 15" in low or "forbidden" in low or "403" in low:
         hint = (f"access denied: the credentials are wrong, or they lack the permission to {action} there "
-                "(check s3.access-key-id / s3.secret-access-key or the cloud's equivalent, and the bucket policy)")
+                "(check s3.access-key-id / s3.secret-access-key or the cloud's equivalent, and the bucket policy)"
+                + ("; or it is a table bucket (S3 Tables), which refuses objects that are not Iceberg files: write "
+                   "exports to a general-purpose bucket" if action == "write" else ""))
     elif "invalidaccesskeyid" in low or "signaturedoesnotmatch" in low or "credential" in low \
             or "invalid access key" in low:
         hint = "the credentials were refused: check s3.access-key-id / s3.secret-access-key (or the cloud's equivalents)"

@@ -98,10 +98,50 @@ def values(args: argparse.Namespace) -> list[str]:
     out = list(getattr(args, "values", None) or [])
     if getattr(args, "values_file", None):
         # utf-8-sig: a byte-order mark (Windows editors write one) is no part of the first value
-        text = (sys.stdin.read().removeprefix("\ufeff") if args.values_file == "-"
-                else Path(args.values_file).read_text(encoding="utf-8-sig"))
+        try:
+            text = (sys.stdin.read().removeprefix("\ufeff") if args.values_file == "-"
+                    else Path(args.values_file).read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError) as exc:
+            what = ("standard input" if args.values_file == "-" else repr(args.values_file))
+            reason = (f"it is not UTF-8 text ({exc.reason} at byte {exc.start})" if isinstance(exc, UnicodeDecodeError)
+                      else exc.strerror or type(exc).__name__)
+            raise ConfigurationError(
+                f"cannot read --values-file {what}: {reason}; give a readable UTF-8 text file with one value per "
+                "line, or --values-file - to read them from standard input") from exc
         out += [line.strip() for line in text.splitlines() if line.strip()]
     return out
+
+
+def load_table(catalog: Any, name: str) -> Any:
+    """The table a command names (``namespace.table``).
+
+    A name without a namespace is refused before the catalog is asked (a REST catalog answers it with a bare
+    ``NoSuchIdentifierError``); a table or namespace that does not exist is a :class:`TableNotFoundError`
+    saying what the catalog does hold (the namespace's tables, or its namespaces on a namespace typo) and
+    which catalog was asked."""
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+    from iceberg_privacy.catalog import identifier
+
+    ident = identifier(name)
+    try:
+        return catalog.load_table(ident)
+    except (NoSuchTableError, NoSuchNamespaceError) as exc:
+        raise table_not_found(catalog, ident) from exc
+
+
+def table_not_found(catalog: Any, ident: tuple[str, ...]) -> Exception:
+    """The error for a table the command line named and the catalog does not have."""
+    from iceberg_privacy.catalog import catalog_home, what_exists
+    from iceberg_privacy.errors import TableNotFoundError
+
+    home = catalog_home(catalog)
+    where = (f"the embedded catalog in {home} (--home / $ICEBERG_PRIVACY_HOME / ./.iceberg-privacy; --catalog NAME "
+             "for one of ~/.pyiceberg.yaml)" if home is not None
+             else f"catalog {catalog.name!r} (--catalog NAME, ~/.pyiceberg.yaml)")
+    return TableNotFoundError(
+        f"table {'.'.join(ident)} not found in the catalog{what_exists(catalog, ident)}; check the name "
+        f"(namespace.table) and the catalog: this was {where}")
 
 
 def output_location(text: str) -> str:
@@ -171,6 +211,18 @@ def whole_number(text: str) -> int:
     if n < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is negative; give a whole number >= 0")
     return n
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0-65535 (argparse ``type=``): a port out of range is a usage error, not a server that starts
+    and then dies with a traceback."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give a number from 1 to 65535 (0: any free port)")
+    return port
 
 
 def parse_age_or_datetime(text: str) -> timedelta | datetime:

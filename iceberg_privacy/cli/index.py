@@ -16,6 +16,7 @@ from iceberg_privacy.cli._common import (
     add_command,
     deprecated,
     emit,
+    load_table,
     need_values,
     parse_age,
     parse_age_or_datetime,
@@ -27,7 +28,7 @@ from iceberg_privacy.cli._common import (
 def cmd_configure(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.config import configure_bloom
 
-    table = catalog.load_table(args.table)
+    table = load_table(catalog, args.table)
     columns = [c.strip() for c in args.columns.split(",") if c.strip()]
     table = configure_bloom(table, columns, fpp=args.fpp, ndv=args.ndv, replace=not args.add)
     if args.index:
@@ -88,26 +89,46 @@ def _by_name(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(schema, (b.cast(schema) for b in reader))
 
 
+def _unreadable(args: argparse.Namespace, fmt: str, exc: BaseException, table: Any) -> Exception:
+    """The error for a source Arrow could not read: a value that does not convert to the table's column type
+    (CSV read with the table's types) says which, anything else suggests naming the format."""
+    from iceberg_privacy.datafiles import first_line
+    from iceberg_privacy.errors import ConfigurationError
+
+    text = str(exc)
+    if "conversion error" in text.lower():  # "In CSV column #1: Row #2: CSV conversion error to int64: ..."
+        detail = text[text.find("In CSV column"):] if "In CSV column" in text else first_line(exc)
+        columns = f" ({args.table} has the columns {', '.join(table.schema().column_names)})" if table is not None else ""
+        return ConfigurationError(
+            f"cannot ingest {args.path}: a value does not fit its column's type{columns}: "
+            f"{first_line(ValueError(detail), 300)} (column #0 is the first; row # is the line of the file). Fix "
+            f"the value, or the column's type; nothing was written to {args.table}")
+    return ConfigurationError(
+        f"cannot read {args.path} as {fmt} ({first_line(exc)}); nothing was written to {args.table}. Name the format "
+        "with --format parquet|csv|json, and give one file or a folder holding files of that one format")
+
+
 def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
     import pyarrow.dataset as ds
-    from pyiceberg.exceptions import NoSuchTableError
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
     from pyiceberg.io import load_file_io
     from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
 
-    from iceberg_privacy.catalog import identifier
+    from iceberg_privacy.catalog import identifier, what_exists
     from iceberg_privacy.datafiles import first_line
-    from iceberg_privacy.errors import ConfigurationError
-    from iceberg_privacy.storage import filesystem, is_local, local_path
+    from iceberg_privacy.errors import ConfigurationError, StorageError
+    from iceberg_privacy.storage import describe_error, filesystem, is_local, local_path
     from iceberg_privacy.write import append, overwrite
 
     ident = identifier(args.table)
     try:
         table = catalog.load_table(ident)
-    except NoSuchTableError:
+    except (NoSuchTableError, NoSuchNamespaceError):
         if not args.create:
             raise ConfigurationError(
-                f"table {args.table} does not exist in catalog {catalog.name!r}: add --create to create it with the "
-                "schema of the files, or check the name (namespace.table) and the catalog (--catalog)") from None
+                f"table {args.table} does not exist in catalog {catalog.name!r}{what_exists(catalog, ident)}: add "
+                "--create to create it with the schema of the files, or check the name (namespace.table) and the "
+                "catalog (--catalog)") from None
         table = None
     # A remote source is read with the filesystem the table's FileIO built from the catalog's properties
     # (endpoint, keys, region), never one pyarrow guesses from the URI with the default credential chain.
@@ -117,10 +138,10 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
         fs, source = (None, local_path(args.path)) if is_local(args.path) else filesystem(io, args.path)
         dataset = ds.dataset(source, format=_source_format(fmt, table), filesystem=fs)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        first = first_line(exc)
-        raise ConfigurationError(
-            f"cannot read {args.path} as {fmt} ({first}): name the format with --format parquet|csv|json, and give "
-            "one file or a folder holding files of that one format") from exc
+        raise _unreadable(args, fmt, exc, table) from exc
+    except OSError as exc:  # a path that does not exist, a bucket or key the credentials cannot read
+        raise StorageError(describe_error(args.path, exc, "read") + "; give a Parquet/CSV/JSON file or a folder "
+                           "of them (a local path, or a location of the catalog's storage such as s3://...)") from exc
     created = table is None
     if table is None:
         if len(ident) > 1:
@@ -139,11 +160,7 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
         if created:  # a failed --create leaves nothing behind: running it again must behave the same
             catalog.drop_table(ident)
         if isinstance(exc, (pa.ArrowInvalid, pa.ArrowTypeError)):
-            first = first_line(exc)
-            raise ConfigurationError(
-                f"cannot read {args.path} as {fmt} ({first}); nothing was written to {args.table}. Name the format "
-                "with --format parquet|csv|json, and give one file or a folder holding files of that one format"
-            ) from exc
+            raise _unreadable(args, fmt, exc, None if created else table) from exc
         raise
     if created:
         print(f"created {args.table} with the schema of {args.path}", file=sys.stderr)
@@ -185,7 +202,7 @@ def cmd_lookup(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.index.lookup import execute
     from iceberg_privacy.index.planner import plan_lookup
 
-    table = catalog.load_table(args.table)
+    table = load_table(catalog, args.table)
     fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
     plan = plan_lookup(table, args.column, need_values(args, "value to look up"), snapshot_id=args.snapshot_id,
                        selected_fields=fields)
@@ -207,7 +224,7 @@ def plan_json(plan: Any) -> dict[str, Any]:
 def cmd_explain(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.index.planner import plan_lookup
 
-    table = catalog.load_table(args.table)
+    table = load_table(catalog, args.table)
     plan = plan_lookup(table, args.column, need_values(args, "value to look up"), snapshot_id=args.snapshot_id)
     if args.json:
         print_json(plan_json(plan))
@@ -222,7 +239,7 @@ def cmd_explain(args: argparse.Namespace, catalog: Catalog) -> int:
 def cmd_sidecars(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.index import maintenance
 
-    table = catalog.load_table(args.table)
+    table = load_table(catalog, args.table)
     if args.action == "status":
         emit(args, maintenance.sidecar_status(table))
     elif args.action == "verify":
@@ -247,7 +264,7 @@ def cmd_expire(args: argparse.Namespace, catalog: Catalog) -> int:
     if isinstance(age, datetime):
         deprecated(f"--older-than {age.isoformat()} (a datetime): give an age instead, e.g. --older-than 7d")
         age = datetime.now(age.tzinfo) - age
-    table = catalog.load_table(args.table)
+    table = load_table(catalog, args.table)
     emit(args, expire_snapshots(table, older_than=age, retain_last=args.retain_last))
     return 0
 
@@ -256,7 +273,7 @@ def cmd_cleanup(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.index.maintenance import cleanup_orphans
 
     age = args.older_than if args.older_than is not None else timedelta(minutes=args.older_than_minutes)
-    table = catalog.load_table(args.table)
+    table = load_table(catalog, args.table)
     report = cleanup_orphans(table, older_than=age, delete=args.delete)
     deleted = set(report.deleted)
     if args.json:

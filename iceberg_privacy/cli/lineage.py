@@ -9,14 +9,19 @@ from typing import Any
 
 from pyiceberg.catalog import Catalog
 
-from iceberg_privacy.cli._common import add_command, emit, output_location, print_json
+from iceberg_privacy.cli._common import add_command, emit, load_table, output_location, print_json
 from iceberg_privacy.errors import ConfigurationError
 
 
 def cmd_derive(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.lineage.derive import derive
 
-    sql = Path(args.sql_file).read_text() if args.sql_file else args.sql
+    try:
+        sql = Path(args.sql_file).read_text(encoding="utf-8-sig") if args.sql_file else args.sql
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigurationError(f"cannot read --sql-file {args.sql_file!r}: {reason}; give a readable UTF-8 file "
+                                 "holding one SELECT, or the SQL itself with --sql '...'") from exc
     if not sql:
         raise ConfigurationError("give the SQL as --sql '...' or --sql-file PATH")
     emit(args, derive(catalog, sql, args.target, mode=args.mode, purpose=args.purpose,
@@ -33,7 +38,7 @@ def cmd_annotate(args: argparse.Namespace, catalog: Catalog) -> int:
         if not cats:
             raise ConfigurationError(f"--sensitive takes COLUMN=CATEGORY[,CATEGORY], not {item!r}")
         sensitive.setdefault(column.strip(), []).extend(cats.split(","))
-    table = annotate(catalog.load_table(args.table), sensitive=sensitive,
+    table = annotate(load_table(catalog, args.table), sensitive=sensitive,
                      purposes=args.purposes.split(",") if args.purposes is not None else None, purpose=args.purpose)
     ann = Annotations.of(table.properties)
     # JSON either way (--json is accepted for uniformity); "sensitive" is the annotations' categories

@@ -15,6 +15,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from pyiceberg.catalog import Catalog
 
@@ -30,10 +31,23 @@ stays cheap and ``python -m iceberg_privacy.cli.dp`` finds its module not yet im
 CATALOG_OPTIONS = ("catalog_name", "property", "catalog_uri", "warehouse", "home")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors (a missing argument, an invalid choice, an age without a unit) also
+    print ``{"error": ..., "error_type": "UsageError"}`` on stdout when the command line asks for ``--json``:
+    a script parsing the output gets JSON for every failure, not an empty stream. (Subparsers are built with
+    the parent's class, so every command's parser is one of these.)"""
+
+    json_errors = False  # set by main() when --json is on the command line
+
+    def error(self, message: str) -> NoReturn:
+        if Parser.json_errors:
+            print(json.dumps({"error": f"{self.prog}: {message}", "error_type": "UsageError"}, ensure_ascii=False))
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The one parser: global options, then every command group's ``register``."""
-    p = argparse.ArgumentParser(prog="iceberg-privacy", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="iceberg-privacy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("catalog (every command)")
     g.add_argument("--catalog", "--catalog-name", dest="catalog_name", metavar="NAME",
                    help="catalog NAME from ~/.pyiceberg.yaml or PYICEBERG_CATALOG__NAME__* (as pyiceberg's "
@@ -49,10 +63,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show the traceback of errors")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"iceberg_privacy.cli.{name}").register(sub)
     return p
+
+
+def _version() -> str:
+    """``iceberg-privacy X (pyiceberg Y, pyarrow Z)``: what a bug report needs first."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from iceberg_privacy.version import __version__
+
+    def of(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"iceberg-privacy {__version__} (pyiceberg {of('pyiceberg')}, pyarrow {of('pyarrow')})"
 
 
 # ------------------------------------------------------------------------------------------ catalog
@@ -110,7 +140,12 @@ def resolve_catalog(args: argparse.Namespace) -> Catalog:
 # ------------------------------------------------------------------------------------------ running
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; 0 on success, 2 on errors (usage errors exit 2 through argparse)."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    Parser.json_errors = "--json" in argv[:argv.index("--")] if "--" in argv else "--json" in argv
+    try:
+        args = parse(build_parser(), argv)
+    finally:
+        Parser.json_errors = False
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -123,6 +158,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - one clear line per failure; --debug shows the traceback
         return report_failure(exc, debug=args.debug, as_json=getattr(args, "json", False))
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that values written after an option (``lookup T C --json ann``,
+    ``erase --tables db.t ann --json bob``) still count as the command's values: argparse fills a ``values*``
+    positional once, so it called them "unrecognized arguments"."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "values", None), list) and not any(e.startswith("-") for e in extra):
+        args.values = [*args.values, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def report_failure(exc: BaseException, *, debug: bool = False, as_json: bool = False) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from iceberg_privacy.cli._common import (
     add_command,
     add_subject_args,
     emit,
+    load_table,
     need_values,
     output_location,
     parse_age,
@@ -27,7 +29,7 @@ from iceberg_privacy.cli._common import (
 def cmd_identity(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.config import IDENTITY_COLUMNS_KEY, configure_identity, declared_identity_names
 
-    table = catalog.load_table(args.table)
+    table = load_table(catalog, args.table)
     if args.identity_command == "set":
         table = configure_identity(table, args.columns, replace=not args.add)
     emit(args, {"table": args.table, "identity_columns": declared_identity_names(table.properties)},
@@ -60,9 +62,13 @@ def cmd_access(args: argparse.Namespace, catalog: Catalog) -> int:
 def cmd_erase(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.rights.requests import erase
 
-    emit(args, erase(catalog, need_values(args), tables(args), request_id=args.request_id, purge=args.purge,
-                     home=args.home, follow_lineage=args.follow_lineage,
-                     allow_empty_subject=args.allow_empty_subject, **_link_kwargs(args)))
+    report = erase(catalog, need_values(args), tables(args), request_id=args.request_id, purge=args.purge,
+                   home=args.home, follow_lineage=args.follow_lineage,
+                   allow_empty_subject=args.allow_empty_subject, **_link_kwargs(args))
+    emit(args, report)
+    if not args.purge:  # the old snapshots still hold the rows: the request stays open until its purge
+        print(f"next: `iceberg-privacy purge {report.request_id}` deletes the old snapshots and files that still "
+              "hold the rows, verifies the tables and completes the request", file=sys.stderr)
     return 0
 
 

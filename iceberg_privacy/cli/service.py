@@ -13,7 +13,7 @@ from typing import Any
 
 from pyiceberg.catalog import Catalog
 
-from iceberg_privacy.cli._common import AGE_HELP, add_command, emit, parse_age, print_json
+from iceberg_privacy.cli._common import AGE_HELP, add_command, emit, parse_age, port_number, print_json
 
 
 def _admin() -> str | None:
@@ -60,7 +60,7 @@ def register(subparsers: Any) -> None:
     s = add_command(subparsers, "serve", cmd_serve, json=True,
                     help="run the DP query service (HTTP, OpenAPI at /openapi.json, analyst page at /)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    s.add_argument("--port", type=port_number, default=8765, help="port (default 8765)")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
     tokens = subparsers.add_parser("tokens", help="issue, revoke and list the service's bearer tokens")

@@ -310,7 +310,8 @@ def dp_sql(
             missing = [c for c in compiled.group_by if c not in compiled.policy.public_keys]
             raise refuse(
                 f"no public keys for GROUP BY {', '.join(missing)}: declare them in the access policy (public_keys) "
-                "or spend an ApproxDP(epsilon, delta) budget to discover keys privately")
+                "or spend an ApproxDP(epsilon, delta) budget to discover keys privately (CLI: `dp policy set "
+                "--public-keys COLUMN='[\"a\",\"b\"]'`, or `dp sql ... --epsilon E --delta D`)")
         if len(compiled.aggregates) != 1:
             raise refuse("private key discovery (GROUP BY without public keys) takes one aggregate per query; "
                           "declare public keys to ask several")

@@ -123,7 +123,8 @@ def check_purposes(sources: Sequence[tuple[str, Annotations]], sink: str, purpos
 def refuse(check: PurposeCheck) -> None:
     raise PurposeViolationError(
         "purpose limitation refuses this derive:\n  " + "\n  ".join(check.violations)
-        + "\nDerive into a table serving an allowed purpose, or pass override_purpose='<reason>' (recorded in "
+        + ".\nDerive into a table serving an allowed purpose, or pass override_purpose='<reason>' (CLI: "
+        "--override-purpose REASON; recorded in "
         "the lineage of the write) if your policy permits it."
     )
 

@@ -318,7 +318,7 @@ def derive(
         if not allow_opaque:
             raise OpaqueSqlError(
                 f"the SQL cannot be analysed for lineage ({lin.opaque}). Nothing was written. Rewrite it as one "
-                "SELECT over namespace.table names, or pass allow_opaque=True to write anyway with lineage marked "
+                "SELECT over namespace.table names, or pass allow_opaque=True (CLI: --allow-opaque) to write anyway with lineage marked "
                 "opaque (erasure fan-out then warns that it cannot follow this table's columns)"
             )
         logger.warning("derive into %s: lineage is opaque (%s)", target, lin.opaque)

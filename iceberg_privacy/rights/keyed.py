@@ -73,12 +73,18 @@ MIN_SECRET_BYTES = 16
 DIGEST_BYTES = 32
 
 
-def _how_to_set() -> str:
+def _how_to_set(home: str | os.PathLike[str] | None = None) -> str:
+    """How to configure a secret, naming the file this lookup read (``<home>/secret``) and the command that
+    creates exactly that file (a ``--home`` elsewhere than the working directory's default included)."""
+    if home is not None and Path(home).expanduser().resolve() == default_home().resolve():
+        home = None  # the default home: no --home needed
+    init = ("`iceberg-privacy secret init` (Python: ip.init_secret())" if home is None else
+            f"`iceberg-privacy --home {str(home)!r} secret init` (Python: ip.init_secret({str(home)!r}))")
     return (
         f"set ${SECRET_ENV} to a random string of at least {MIN_SECRET_BYTES} characters, or "
-        f"${SECRET_FILE_ENV} to a file holding one, or run `iceberg-privacy secret init` to create "
-        f"{default_home() / SECRET_FILE_NAME}. Keep it: the journal and forget lists can only be matched "
-        "with the same secret."
+        f"${SECRET_FILE_ENV} to a file holding one, or run {init} to create "
+        f"{(Path(home) if home is not None else default_home()) / SECRET_FILE_NAME}. Keep it: the journal and "
+        "forget lists can only be matched with the same secret."
     )
 
 
@@ -101,12 +107,12 @@ def load_secret(home: str | os.PathLike[str] | None = None, *, catalog: Catalog 
         if path.is_file():
             raw, source = path.read_bytes().strip(), str(path)
         elif os.environ.get(SECRET_FILE_ENV):
-            raise SecretMissingError(f"${SECRET_FILE_ENV} names {path}, which does not exist; {_how_to_set()}")
+            raise SecretMissingError(f"${SECRET_FILE_ENV} names {path}, which does not exist; {_how_to_set(home)}")
     if raw is None:
-        raise SecretMissingError(f"no secret for keyed subject hashes is configured: {_how_to_set()}")
+        raise SecretMissingError(f"no secret for keyed subject hashes is configured: {_how_to_set(home)}")
     if len(raw) < MIN_SECRET_BYTES:
         raise SecretMissingError(
-            f"the secret from {source} has {len(raw)} bytes; at least {MIN_SECRET_BYTES} are needed: {_how_to_set()}"
+            f"the secret from {source} has {len(raw)} bytes; at least {MIN_SECRET_BYTES} are needed: {_how_to_set(home)}"
         )
     return raw
 

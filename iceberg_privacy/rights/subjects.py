@@ -204,8 +204,11 @@ def resolve_subjects(tables: Sequence[Table], subjects: Any, secret: bytes, *, s
         kinds = sorted({f"{c.column.name}: {c.column.leaf_type}" for ts in out for c in ts.columns})
         raise InvalidLookupValueError(
             f"{len(bad)} subject value(s) fit no identity column of the request's tables, e.g. {bad[0]!r} "
-            f"({type(bad[0]).__name__}); identity columns are {', '.join(kinds) or 'none'}. Pass values of those "
-            "types (or strings Iceberg can parse into them)."
+            f"({type(bad[0]).__name__}); " + (
+                f"identity columns are {', '.join(kinds)}. Pass values of those types (or strings Iceberg can parse "
+                "into them)." if kinds else
+                "no table of the catalog declares identity columns: declare them first with "
+                "ip.configure_identity(table, [column, ...]) (CLI: iceberg-privacy identity set TABLE COLUMN...)")
         )
     return out
 

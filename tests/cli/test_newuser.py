@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
@@ -134,3 +135,226 @@ def test_compressed_text_files_are_read_by_their_inner_suffix() -> None:
     assert ingest_format("/x/events.JSONL.bz2", None) == "json"
     assert ingest_format("/x/events.parquet", None) == "parquet"
     assert ingest_format("/x/events.gz", None) == "parquet"  # no inner suffix: the default
+
+
+# ----------------------------------------------------------------------------- second new-user pass
+def _json_failure(code: int, out: str, err: str, error_type: str) -> dict[str, str]:
+    """A failed ``--json`` command: exit 2, one ``error:`` line on stderr, one JSON object on stdout."""
+    import json
+
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    doc = json.loads(out)
+    assert doc["error_type"] == error_type and doc["error"] and doc["error"] in err
+    return doc
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["configure", "db.t", "--json"], "the following arguments are required: --columns"),
+    (["expire", "db.t", "--older-than", "7", "--json"], "is neither an age nor an ISO datetime"),
+    (["lineage", "export", "--json"], "--format, --out"),
+    (["requests", "submit", "ann", "--json"], "--kind"),
+    (["tokens", "issue", "--principal", "a", "--expires", "7", "--json"], "is not an age"),
+    (["serve", "--port", "99999", "--json"], "is not a port"),  # was: uvicorn's traceback after a success JSON
+])
+def test_usage_errors_with_json_print_json_too(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               argv: list[str], message: str) -> None:
+    """Regression: a usage error (missing argument, invalid choice, an age without its unit) printed argparse's
+    usage on stderr and nothing on stdout, though ``--json`` promises JSON on every failure."""
+    import json
+
+    with pytest.raises(SystemExit) as info:
+        main(["--home", str(tmp_path / "home"), *argv])
+    captured = capsys.readouterr()
+    assert info.value.code == 2 and "usage: iceberg-privacy" in captured.err and message in captured.err
+    doc = json.loads(captured.out)
+    assert doc["error_type"] == "UsageError" and message in doc["error"]
+    with pytest.raises(SystemExit):  # without --json stdout stays empty
+        main(["--home", str(tmp_path / "home"), *[a for a in argv if a != "--json"]])
+    assert capsys.readouterr().out == ""
+
+
+def test_an_unreadable_values_file_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: a missing ``--values-file`` was 'cannot read a storage location: it does not exist' with a
+    bare FileNotFoundError as its type (and the --debug hint of an unexpected error); a file that is not UTF-8
+    ended in a UnicodeDecodeError."""
+    home = tmp_path / "home"
+    pq.write_table(DATA, tmp_path / "events.parquet")
+    assert _run(home, capsys, "ingest", "db.events", str(tmp_path / "events.parquet"), "--create")[0] == 0
+    (tmp_path / "latin1.txt").write_bytes("ann\nb\xf6b\n".encode("latin-1"))
+    for path, reason in [(tmp_path / "missing.txt", "No such file"), (tmp_path, "Is a directory"),
+                         (tmp_path / "latin1.txt", "not UTF-8")]:
+        for argv in (["lookup", "db.events", "user_id"], ["erase"], ["access", "--out", str(tmp_path / "x")]):
+            code, out, err = _run(home, capsys, *argv, "--values-file", str(path), "--json")
+            doc = _json_failure(code, out, err, "ConfigurationError")
+            assert f"--values-file {str(path)!r}" in doc["error"] and reason in doc["error"]
+    assert ip.Journal(ip.connect(home=home)).requests() == []  # nothing was recorded
+    code, out, err = _run(home, capsys, "derive", "mart.x", "--sql-file", str(tmp_path / "no.sql"), "--json")
+    assert "--sql-file" in _json_failure(code, out, err, "ConfigurationError")["error"]
+
+
+def test_an_ingest_of_a_path_that_does_not_exist_is_a_storage_error(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "home"
+    code, out, err = _run(home, capsys, "ingest", "db.events", str(tmp_path / "nope.parquet"), "--create", "--json")
+    doc = _json_failure(code, out, err, "StorageError")
+    assert "nope.parquet: it does not exist" in doc["error"]
+    assert not ip.connect(home=home).table_exists("db.events")
+
+
+def _table_name_typos(argv_prefix: list[str], ns: str, run: Any) -> None:
+    """The three ways a newcomer misnames a table, each one line saying what the catalog holds."""
+    code, out, err = run(*argv_prefix, "lookup", f"{ns}.evnets", "user_id", "ann", "--json")
+    doc = _json_failure(code, out, err, "TableNotFoundError")
+    assert f"table {ns}.evnets not found in the catalog; namespace '{ns}' holds: events" in doc["error"]
+    code, out, err = run(*argv_prefix, "identity", "show", f"{ns}x.events", "--json")
+    doc = _json_failure(code, out, err, "TableNotFoundError")
+    assert f"there is no namespace '{ns}x' (namespaces: " in doc["error"]
+    code, out, err = run(*argv_prefix, "sidecars", "status", "events", "--json")  # REST said NoSuchIdentifierError
+    doc = _json_failure(code, out, err, "ConfigurationError")
+    assert "name a table as namespace.table" in doc["error"]
+
+
+def test_a_misnamed_table_says_what_the_embedded_catalog_holds(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: a namespace typo said only 'Table does not exist: dbx.events' (NoSuchTableError, with the
+    --debug hint of an unexpected error)."""
+    home = tmp_path / "home"
+    pq.write_table(DATA, tmp_path / "events.parquet")
+    assert _run(home, capsys, "ingest", "db.events", str(tmp_path / "events.parquet"), "--create")[0] == 0
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        return _run(home, capsys, *argv)
+
+    _table_name_typos([], "db", run)
+    assert "(namespaces: db)" in run("lookup", "dbx.events", "user_id", "a")[2]
+    code, _, err = _run(home, capsys, "lookup", "db.nope", "user_id", "ann")
+    assert f"the embedded catalog in {home.resolve()}" in err and "--catalog NAME" in err
+
+
+def test_a_misnamed_table_says_what_the_rest_catalog_holds(rest_catalog: Any, seaweedfs: Any, lake_ns: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The same on SeaweedFS's REST catalog, where the table name came back without its namespace
+    ('Table does not exist: evnets') and a name without namespace as NoSuchIdentifierError."""
+    rest_catalog.create_table((lake_ns, "events"), schema=DATA.schema)
+    lake = ["--catalog", "lake"] + [a for k, v in seaweedfs.rest_catalog_properties().items()
+                                    for a in ("-p", f"{k}={v}")]
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(["-q", *argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    _table_name_typos(lake, lake_ns, run)
+    code, _, err = run(*lake, "lookup", f"{lake_ns}.nope", "user_id", "ann")
+    assert "this was catalog 'lake'" in err and "embedded" not in err
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C mid-command: no traceback; with --json the JSON error a script expects."""
+    import json
+
+    import iceberg_privacy.index.maintenance as maintenance
+
+    home = tmp_path / "home"
+    pq.write_table(DATA, tmp_path / "events.parquet")
+    assert _run(home, capsys, "ingest", "db.events", str(tmp_path / "events.parquet"), "--create")[0] == 0
+
+    def interrupted(*_: Any, **__: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(maintenance, "sidecar_status", interrupted)
+    code, out, err = _run(home, capsys, "sidecars", "status", "db.events", "--json")
+    assert code == 130 and err == "error: interrupted\n"
+    assert json.loads(out) == {"error": "interrupted", "error_type": "KeyboardInterrupt"}
+
+
+def test_a_missing_secret_names_the_home_the_command_used(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: with ``--home H`` the advice was ``iceberg-privacy secret init`` creating ./.iceberg-privacy/secret,
+    a file the command would never read; running the advice changed nothing."""
+    from iceberg_privacy.rights.keyed import SECRET_ENV, SECRET_FILE_ENV
+
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    monkeypatch.delenv(SECRET_FILE_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "elsewhere"
+    code, _, err = _run(home, capsys, "erase", "ann")
+    advice = f"`iceberg-privacy --home {str(home)!r} secret init`"
+    assert code == 2 and advice in err and f"create {home}/secret" in err
+    assert _run(home, capsys, "secret", "init")[0] == 0  # the advice, followed: now the secret is found
+    code, _, err = _run(home, capsys, "erase", "ann")
+    assert "no secret" not in err
+
+
+def test_a_request_on_a_catalog_without_identity_columns_says_how_to_declare_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: 'identity columns are none. Pass values of those types' (there were no types to pass)."""
+    import json
+
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", "s" * 32)
+    home = tmp_path / "home"
+    pq.write_table(DATA, tmp_path / "events.parquet")
+    assert _run(home, capsys, "ingest", "db.events", str(tmp_path / "events.parquet"), "--create")[0] == 0
+    code, out, err = _run(home, capsys, "erase", "ann", "--json")
+    doc = _json_failure(code, out, err, "InvalidLookupValueError")
+    assert "no table of the catalog declares identity columns" in doc["error"] and "identity set" in doc["error"]
+    assert _run(home, capsys, "identity", "set", "db.events", "user_id")[0] == 0
+    code, out, err = _run(home, capsys, "erase", "ann", "--json")
+    assert code == 0, err
+    # the request stays open until its purge: the CLI says so, with the command (it used to say nothing)
+    request_id = json.loads(out)["request_id"]
+    assert f"next: `iceberg-privacy purge {request_id}`" in err
+    assert _run(home, capsys, "purge", request_id)[0] == 0
+    assert ip.Journal(ip.connect(home=home)).get(request_id).status == "completed"
+    code, _, err = _run(home, capsys, "erase", "bob", "--purge")
+    assert code == 0 and "next:" not in err
+
+
+def test_a_csv_value_of_the_wrong_type_names_the_value_and_the_columns(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: a CSV value the table's column type cannot take was 'cannot read x.csv as csv (... In CSV
+    column #1: R...)' (the cause cut off) with the advice to name the format; a file with other columns said
+    only pyiceberg's 'Update the schema first (hint, use union_by_name)'."""
+    home = tmp_path / "home"
+    pq.write_table(DATA, tmp_path / "events.parquet")
+    assert _run(home, capsys, "ingest", "db.events", str(tmp_path / "events.parquet"), "--create")[0] == 0
+    (tmp_path / "bad.csv").write_text("user_id,clicks\nann,1\nbob,notanumber\n")
+    code, out, err = _run(home, capsys, "ingest", "db.events", str(tmp_path / "bad.csv"), "--json")
+    doc = _json_failure(code, out, err, "ConfigurationError")
+    assert "invalid value 'notanumber'" in doc["error"] and "has the columns user_id, clicks" in doc["error"]
+    assert "--format" not in doc["error"]
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    code, out, err = _run(home, capsys, "ingest", "db.events", str(tmp_path / "other.csv"), "--json")
+    doc = _json_failure(code, out, err, "SchemaMismatchError")
+    assert "more columns: a, b" in doc["error"] and "has the columns user_id, clicks" in doc["error"]
+    table = ip.connect(home=home).load_table("db.events")
+    assert table.scan().to_arrow().num_rows == 2  # nothing was written
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """A newcomer's first command (and a bug report's first line); it was 'the following arguments are required'."""
+    from iceberg_privacy.version import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith(f"iceberg-privacy {__version__} (pyiceberg ")
+
+
+def test_values_after_an_option_are_still_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: ``lookup db.events user_id --json ann`` was 'unrecognized arguments: ann' (argparse fills
+    the values positional once, before the option)."""
+    import json
+
+    home = tmp_path / "home"
+    pq.write_table(DATA, tmp_path / "events.parquet")
+    assert _run(home, capsys, "ingest", "db.events", str(tmp_path / "events.parquet"), "--create")[0] == 0
+    code, out, err = _run(home, capsys, "lookup", "db.events", "user_id", "ann", "--json", "bob")
+    assert code == 0, err
+    assert sorted(r["user_id"] for r in json.loads(out)) == ["ann", "bob"]
+    code, out, err = _run(home, capsys, "lookup", "db.events", "user_id", "--json", "ann")
+    assert code == 0 and [r["user_id"] for r in json.loads(out)] == ["ann"]
+    with pytest.raises(SystemExit):  # an unknown option is still a usage error
+        _run(home, capsys, "lookup", "db.events", "user_id", "--json", "ann", "--bogus")
+    assert "unrecognized arguments: ann --bogus" in capsys.readouterr().err

@@ -81,7 +81,8 @@ def test_cli_catalog_flag_property_and_one_line_errors(tmp_path: Path, monkeypat
     assert other.returncode == 2 and "not found in the catalog" in other.stderr
     missing = _cli("--catalog", "lake", "explain", "db.nope", "user_id", "x", env=env)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
-    assert "not found in the catalog" in missing.stderr and "--debug" in missing.stderr
+    assert "not found in the catalog" in missing.stderr and "namespace 'db' holds: t" in missing.stderr
+    assert "--debug" not in missing.stderr  # the library's own error: nothing unexpected to debug
     debug = _cli("--debug", "--catalog", "lake", "explain", "db.nope", "user_id", "x", env=env)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
     bad = _cli("--catalog", "lake", "--property", "novalue", "sidecars", "status", "db.t", env=env)
@@ -253,3 +254,13 @@ def test_a_warehouse_uri_is_left_as_given(tmp_path: Path, uri: str) -> None:
     warehouse = uri.format(root=tmp_path)
     cat = ip.connect("uri", uri=f"sqlite:///{tmp_path / 'c.db'}", warehouse=warehouse)
     assert cat.properties["warehouse"] == warehouse
+
+
+def test_a_catalog_pyiceberg_cannot_load_says_where_to_fix_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a misspelt ``uri`` key ended in pyiceberg's 'please provide using --uri', a flag of pyiceberg's
+    own CLI, not of ours."""
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))
+    (tmp_path / ".pyiceberg.yaml").write_text("catalog:\n  lake:\n    type: rest\n    url: http://127.0.0.1:1\n")
+    with pytest.raises(ip.ConfigurationError, match="URI missing") as info:
+        ip.connect("lake")
+    assert "~/.pyiceberg.yaml" in str(info.value) and "--catalog-uri" in str(info.value)
