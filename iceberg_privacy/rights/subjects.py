@@ -2,7 +2,11 @@
 
 A request names subject values (user ids, emails, ...). A row belongs to a subject when any declared
 identity column of its table (including every id nested in an identity map or list) equals one of
-the values after coercion to that column's type, the way Iceberg binds predicate literals.
+the values after coercion to that column's type: Iceberg's literal conversion, widened where Iceberg
+refuses a value that can only mean one stored id (``42`` for a string column is ``"42"``) and narrowed
+where it would move a value onto another person's (``"1001.5"`` is no long), in one function shared with
+lookup, the forget list and the CLI (:func:`iceberg_privacy.index.hashing.coerce_values`; the table of
+the rule is in docs/subject-rights.md).
 
 Coercion rule: each value is coerced separately for each identity column. A value a column cannot
 take (``"ann"`` for a ``long`` column) is skipped *for that column* as long as some identity column

@@ -1,0 +1,93 @@
+"""One value rule for every path: a subject value matches the same stored ids in lookup, access, erasure, the
+forget list and the CLI (``hashing.coerce_values``; docs/subject-rights.md, "Which rows a value matches").
+
+Found by a hostile pass: ``erase(catalog, 42)`` removed account 42 from a long column and silently kept the row
+``"42"`` of a string identity column (Iceberg refuses an int for a string); ``"42"`` matched nothing in a
+decimal(38, 2) column; binary ids could not be named from the CLI at all (the hex it prints was refused); and
+an int matched a date identity column as days since 1970 (account 42 erased the rows dated 1970-02-12).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from pyiceberg.catalog import Catalog
+from pyiceberg.schema import Schema
+from pyiceberg.types import BinaryType, DateType, DecimalType, LongType, NestedField, StringType
+
+import iceberg_privacy as ip
+
+COLUMNS = {
+    "s": (StringType(), pa.string(), ["42", "042", " 42", "ann"]),
+    "l": (LongType(), pa.int64(), [42, 7]),
+    "d": (DecimalType(38, 2), pa.decimal128(38, 2), [Decimal("42.00"), Decimal("7.00")]),
+    "b": (BinaryType(), pa.binary(), [b"\x00\x42", b"\x42"]),
+    "dt": (DateType(), pa.date32(), [dt.date(1970, 1, 1) + dt.timedelta(days=42), dt.date(2024, 1, 2)]),
+}
+
+
+def _lake(catalog: Catalog) -> dict[str, object]:
+    tables = {}
+    for name, (typ, arrow, values) in COLUMNS.items():
+        t = catalog.create_table(f"db.{name}", Schema(NestedField(1, "uid", typ, required=False),
+                                                      NestedField(2, "n", LongType(), required=False)))
+        t = ip.configure_identity(ip.configure_bloom(t, ["uid"]), ["uid"])
+        ip.append(t, pa.table({"uid": pa.array(values, arrow), "n": pa.array(range(len(values)), pa.int64())}))
+        tables[name] = catalog.load_table(f"db.{name}")
+    return tables
+
+
+def _ids_in_every_snapshot(catalog: Catalog, name: str) -> list[list[object]]:
+    t = catalog.load_table(f"db.{name}")
+    return [sorted(t.scan(snapshot_id=s.snapshot_id).to_arrow().column("uid").to_pylist(), key=repr)
+            for s in t.snapshots()]
+
+
+def test_an_int_subject_matches_its_text_and_its_decimal_and_no_date(catalog: Catalog, tmp_path: Path) -> None:
+    t = _lake(catalog)
+    assert ip.lookup(t["s"], "uid", 42).column("uid").to_pylist() == ["42"]
+    assert ip.lookup(t["d"], "uid", "42").column("uid").to_pylist() == [Decimal("42.00")]
+    access = ip.access(catalog, [42], out=tmp_path / "export")
+    assert {n: e.rows for n, e in access.tables.items()} == {"db.s": 1, "db.l": 1, "db.d": 1, "db.b": 0, "db.dt": 0}
+
+    report = ip.erase(catalog, [42], purge=True)
+    assert {n: e.rows_removed for n, e in report.tables.items()} == {
+        "db.s": 1, "db.l": 1, "db.d": 1, "db.b": 0, "db.dt": 0}
+    # no snapshot still referenced holds the subject; other people's look-alike ids are untouched
+    assert all(snap == [" 42", "042", "ann"] for snap in _ids_in_every_snapshot(catalog, "s"))
+    assert all(snap == [7] for snap in _ids_in_every_snapshot(catalog, "l"))
+    assert all(snap == [Decimal("7.00")] for snap in _ids_in_every_snapshot(catalog, "d"))
+    assert catalog.load_table("db.dt").scan().to_arrow().num_rows == 2
+
+    # the forget list keys the same values: a late "42" or 42.00 is dropped at ingest
+    s = catalog.load_table("db.s")
+    assert ip.append(s, pa.table({"uid": pa.array(["42", "0042"]), "n": pa.array([9, 9], pa.int64())})).dropped_rows == 1
+    d = catalog.load_table("db.d")
+    late = pa.table({"uid": pa.array([Decimal("42.00")], pa.decimal128(38, 2)), "n": pa.array([9], pa.int64())})
+    assert ip.append(d, late).dropped_rows == 1
+
+
+def test_cli_names_binary_ids_in_the_hex_it_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from iceberg_privacy.cli.main import main
+
+    home = str(tmp_path / "home")
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    _lake(catalog)
+    capsys.readouterr()
+    assert main(["--home", home, "lookup", "db.b", "uid", "0042", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [r["uid"] for r in printed] == ["0042"]
+    monkeypatch.setattr("sys.stdin", io.StringIO(printed[0]["uid"] + "\n"))  # fed back through stdin
+    assert main(["--home", home, "erase", "--values-file", "-", "--tables", "db.b", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tables"]["db.b"]["rows_removed"] == 1
+    assert catalog.load_table("db.b").scan().to_arrow().column("uid").to_pylist() == [b"\x42"]
+    assert main(["--home", home, "lookup", "db.b", "uid", "not-hex"]) != 0
+    assert "hex" in capsys.readouterr().err
