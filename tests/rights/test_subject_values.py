@@ -91,3 +91,12 @@ def test_cli_names_binary_ids_in_the_hex_it_prints(tmp_path: Path, capsys: pytes
     assert catalog.load_table("db.b").scan().to_arrow().column("uid").to_pylist() == [b"\x42"]
     assert main(["--home", home, "lookup", "db.b", "uid", "not-hex"]) != 0
     assert "hex" in capsys.readouterr().err
+
+
+def test_a_bytearray_is_one_binary_id_not_a_list_of_ints(catalog: Catalog, tmp_path: Path) -> None:
+    """``lookup(t, "account", bytearray(b"\\x07"))`` looked up the int 7: a bytearray was iterated as values."""
+    t = _lake(catalog)
+    assert ip.lookup(t["b"], "uid", bytearray(b"\x00\x42")).column("uid").to_pylist() == [b"\x00\x42"]
+    with pytest.raises(ip.InvalidLookupValueError, match="column 'uid'"):
+        ip.lookup(t["l"], "uid", bytearray(b"\x07"))
+    assert ip.access(catalog, memoryview(b"\x42"), ["db.b", "db.l"], out=tmp_path / "x").rows == 1
