@@ -100,3 +100,35 @@ def test_a_bytearray_is_one_binary_id_not_a_list_of_ints(catalog: Catalog, tmp_p
     with pytest.raises(ip.InvalidLookupValueError, match="column 'uid'"):
         ip.lookup(t["l"], "uid", bytearray(b"\x07"))
     assert ip.access(catalog, memoryview(b"\x42"), ["db.b", "db.l"], out=tmp_path / "x").rows == 1
+
+
+def test_the_value_rule_and_a_nested_id_on_s3_with_the_rest_catalog(rest_catalog: Catalog, lake_ns: str,
+                                                                     tmp_path: Path) -> None:
+    """The same rule over s3:// and the REST catalog: an int subject erases its text from a string column and its
+    nested ids from a list<struct<id: long>> column (exact index), every snapshot still referenced is clean."""
+    from pyiceberg.types import ListType, StructType
+
+    cat, ns = rest_catalog, lake_ns
+    s = cat.create_table(f"{ns}.s", Schema(NestedField(1, "uid", StringType(), required=False),
+                                           NestedField(2, "n", LongType(), required=False)))
+    nested = ListType(3, StructType(NestedField(4, "id", LongType(), required=False)), element_required=False)
+    m = cat.create_table(f"{ns}.m", Schema(NestedField(1, "ids", nested, required=False),
+                                           NestedField(2, "n", LongType(), required=False)))
+    assert m.location().startswith("s3://")
+    s = ip.configure_identity(ip.configure_bloom(s, ["uid"]), ["uid"])
+    m = ip.configure_identity(ip.configure_index(m, "ids", "bloom,exact"), ["ids"])
+    ip.append(s, pa.table({"uid": ["42", "042", "7"], "n": pa.array([0, 1, 2], pa.int64())}))
+    arrow_ids = pa.list_(pa.struct([("id", pa.int64())]))
+    ip.append(m, pa.table({"ids": pa.array([[{"id": 7}, {"id": 42}], [{"id": None}], None, [{"id": 8}]], arrow_ids),
+                           "n": pa.array([0, 1, 2, 3], pa.int64())}))
+    assert ip.lookup(s, "uid", 42).column("n").to_pylist() == [0]
+    assert ip.lookup(m, "ids", "42").column("n").to_pylist() == [0]
+    report = ip.erase(cat, [42], [f"{ns}.s", f"{ns}.m"], purge=True)
+    assert report.purge is not None and report.purge.completed, report.purge
+    assert {n: e.rows_removed for n, e in report.tables.items()} == {f"{ns}.s": 1, f"{ns}.m": 1}
+    for name, column, held in (("s", "uid", lambda v: v == "42"), ("m", "ids", lambda v: {"id": 42} in (v or []))):
+        table = cat.load_table(f"{ns}.{name}")
+        for snap in table.snapshots():
+            assert not any(held(v) for v in table.scan(snapshot_id=snap.snapshot_id).to_arrow().column(column).to_pylist())
+    assert sorted(cat.load_table(f"{ns}.s").scan().to_arrow().column("uid").to_pylist()) == ["042", "7"]
+    assert cat.load_table(f"{ns}.m").scan().to_arrow().num_rows == 3
