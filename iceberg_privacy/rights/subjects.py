@@ -38,7 +38,7 @@ from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 from iceberg_privacy._internal.arrow import plain_type
 from iceberg_privacy.catalog import TableRef, all_tables, has_marker, load_many, table_name
 from iceberg_privacy.config import IdentityColumn, identity_columns
-from iceberg_privacy.errors import InvalidLookupValueError, NoIdentityColumnsError
+from iceberg_privacy.errors import IcebergPrivacyError, InvalidLookupValueError, NoIdentityColumnsError
 from iceberg_privacy.identities import as_values, extract_identities, rows_matching
 from iceberg_privacy.index.hashing import coerce_values
 from iceberg_privacy.index.planner import plan_lookup
@@ -52,6 +52,22 @@ from iceberg_privacy.rights.reports import RefHold
 def _is_internal(table: Table) -> bool:
     """The library's own tables: never subject tables, even if someone declares identity columns on them."""
     return has_marker(table, LIBRARY_MARKERS) or table.name()[-1].startswith("_")
+
+
+def _declared(table: Table) -> list[IdentityColumn]:
+    """The table's identity columns; a broken declaration (a column of a type that cannot be an identity, or one
+    no longer in the schema, e.g. set by hand or by another engine) fails the request naming the table: a table
+    that cannot be matched may hold the subject, so it is never skipped, and the user must know which to fix."""
+    try:
+        return identity_columns(table.schema(), table.properties)
+    except IcebergPrivacyError as exc:
+        name = table_name(table)
+        if name in str(exc):
+            raise
+        raise type(exc)(
+            f"table {name}: {exc}. Fix its declaration before the request: iceberg_privacy.configure_identity("
+            f"'{name}', [...]) or `iceberg-privacy identity set {name} COLUMN...`"
+        ) from exc
 
 
 def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -> list[Table]:
@@ -77,7 +93,7 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
                         + (f" (tables={tuple(tables)!r} is read as {len(tables)} table names: pass one table as "
                            "'ns.table' or [('ns', 'table')])" if isinstance(tables, tuple) else "")
                     ) from None
-            if not identity_columns(table.schema(), table.properties):
+            if not _declared(table):
                 raise NoIdentityColumnsError(
                     f"table {table_name(table)} declares no identity columns, so no row of it can be attributed "
                     f"to a person; declare them first: iceberg_privacy.configure_identity(table, ['user_id']) or "
@@ -94,7 +110,7 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
         table = loaded
         if _is_internal(table):
             continue
-        if identity_columns(table.schema(), table.properties):
+        if _declared(table):
             found.append(table)
     return found
 

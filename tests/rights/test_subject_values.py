@@ -132,3 +132,22 @@ def test_the_value_rule_and_a_nested_id_on_s3_with_the_rest_catalog(rest_catalog
             assert not any(held(v) for v in table.scan(snapshot_id=snap.snapshot_id).to_arrow().column(column).to_pylist())
     assert sorted(cat.load_table(f"{ns}.s").scan().to_arrow().column("uid").to_pylist()) == ["042", "7"]
     assert cat.load_table(f"{ns}.m").scan().to_arrow().num_rows == 3
+
+
+def test_a_broken_declaration_fails_the_request_naming_the_table(catalog: Catalog, tmp_path: Path) -> None:
+    """A lake-wide request over a table whose ``privacy.identity.columns`` was set by hand to a double column
+    failed with "column 'x' (double) holds double values ...": no table name, so nothing to fix."""
+    from pyiceberg.types import DoubleType
+
+    good = ip.configure_identity(catalog.create_table("db.good", Schema(
+        NestedField(1, "uid", StringType(), required=False))), ["uid"])
+    ip.append(good, pa.table({"uid": ["ann"]}))
+    bad = catalog.create_table("db.handset", Schema(NestedField(1, "uid", StringType(), required=False),
+                                                    NestedField(2, "x", DoubleType(), required=False)))
+    with bad.transaction() as tx:  # another engine's ALTER TABLE ... SET TBLPROPERTIES
+        tx.set_properties(**{"privacy.identity.columns": "x"})
+    snapshot = catalog.load_table("db.good").current_snapshot()
+    for verb in (lambda: ip.erase(catalog, ["ann"]), lambda: ip.access(catalog, ["ann"], out=tmp_path / "x")):
+        with pytest.raises(ip.UnsupportedTypeError, match=r"table db\.handset: .*configure_identity\('db\.handset'"):
+            verb()
+    assert catalog.load_table("db.good").current_snapshot() == snapshot  # refused before any work
