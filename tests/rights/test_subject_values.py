@@ -151,3 +151,17 @@ def test_a_broken_declaration_fails_the_request_naming_the_table(catalog: Catalo
         with pytest.raises(ip.UnsupportedTypeError, match=r"table db\.handset: .*configure_identity\('db\.handset'"):
             verb()
     assert catalog.load_table("db.good").current_snapshot() == snapshot  # refused before any work
+
+
+def test_a_generator_of_subjects_is_read_once(catalog: Catalog, tmp_path: Path) -> None:
+    """A generator of subject values was consumed by the empty-value check: the request then resolved,
+    journaled and erased no subject, and reported success (0 rows)."""
+    t = ip.configure_identity(catalog.create_table("db.g", Schema(
+        NestedField(1, "uid", StringType(), required=False))), ["uid"])
+    ip.append(t, pa.table({"uid": ["ann", "bob", "cy"]}))
+    assert ip.access(catalog, (v for v in ["ann"]), out=tmp_path / "x").rows == 1
+    assert ip.erase(catalog, (v for v in ["ann"])).rows_removed == 1
+    request = ip.submit_request(catalog, "erase", (v for v in ["bob"]), request_id="gen")
+    assert request.subject_count == 1
+    assert ip.run_request(catalog, "gen", (v for v in ["bob"]), purge=False).rows_removed == 1
+    assert catalog.load_table("db.g").scan().to_arrow().column("uid").to_pylist() == ["cy"]
