@@ -84,8 +84,19 @@ def hash_array(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.concatenate(out)
 
 
+def _utf8(text: str) -> bool:
+    """Whether the text has a UTF-8 form (no lone surrogate, as Python makes of undecodable argv bytes)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 _FAST_LITERALS: dict[type, tuple[type, Any, Any]] = {
-    StringType: (str, StringLiteral, lambda v: True),
+    StringType: (str, StringLiteral, _utf8),
     LongType: (int, LongLiteral, lambda v: -(2**63) <= v < 2**63),
     IntegerType: (int, LongLiteral, lambda v: -(2**31) <= v < 2**31),
 }
@@ -179,6 +190,9 @@ def _widen(value: Any, iceberg_type: PrimitiveType, column: str) -> Any:
     """
     if isinstance(value, (bytearray, memoryview)):
         value = bytes(value)
+    if isinstance(value, str) and not _utf8(value):  # mmh3 crashes the process (segfault) on such a str
+        raise _refuse(value, iceberg_type, column, "it is not valid Unicode text (a lone surrogate, e.g. from bytes "
+                      "of another encoding on the command line), so no stored value equals it. Pass UTF-8 text.")
     if isinstance(value, bool):
         raise _refuse(value, iceberg_type, column, "a boolean is a flag, not an identifier. Pass the id itself.")
     if isinstance(value, float) and not math.isfinite(value):

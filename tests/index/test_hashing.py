@@ -221,3 +221,12 @@ def test_numbers_are_not_dates_and_fractions_are_not_ids() -> None:
         with pytest.raises(InvalidLookupValueError, match="column 'c'"):
             coerce_values([bad], typ, "c")
     assert coerce_values(["1" * 37 + ".00"], DecimalType(38, 2), "c") == []  # more digits than the precision
+
+
+def test_text_without_a_utf8_form_is_refused_not_a_crash() -> None:
+    """A lone surrogate (Python's form of undecodable command-line bytes) reached mmh3, which crashed the process
+    with a segmentation fault: a hostile subject value killed a lookup, a request, or the service."""
+    for typ in (StringType(), LongType(), UUIDType(), BinaryType(), TimestampType()):
+        with pytest.raises(InvalidLookupValueError, match="not valid Unicode"):
+            coerce_values(["ann\ud800"], typ, "c")
+    assert [lit.value for lit in coerce_values(["é", "日本"], StringType(), "c")] == ["é", "日本"]

@@ -165,3 +165,20 @@ def test_a_generator_of_subjects_is_read_once(catalog: Catalog, tmp_path: Path) 
     assert request.subject_count == 1
     assert ip.run_request(catalog, "gen", (v for v in ["bob"]), purge=False).rows_removed == 1
     assert catalog.load_table("db.g").scan().to_arrow().column("uid").to_pylist() == ["cy"]
+
+
+def test_cli_bytes_of_another_encoding_are_an_error_not_a_crash(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """``iceberg-privacy lookup db.s uid $'\\xff'`` (Latin-1 bytes on a UTF-8 system) died with a segmentation
+    fault in mmh3 (Python hands such argv bytes over as lone surrogates). In process, as the CLI receives them."""
+    from iceberg_privacy.cli.main import main
+
+    home = str(tmp_path / "home")
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    t = catalog.create_table("db.s", Schema(NestedField(1, "uid", StringType(), required=False)))
+    ip.append(ip.configure_bloom(t, ["uid"]), pa.table({"uid": ["ann"]}))
+    argv_value = b"ann\xff".decode("utf-8", "surrogateescape")
+    capsys.readouterr()
+    assert main(["--home", home, "lookup", "db.s", "uid", argv_value]) == 2
+    assert "not valid Unicode" in capsys.readouterr().err
