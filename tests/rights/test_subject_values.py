@@ -43,12 +43,6 @@ def _lake(catalog: Catalog) -> dict[str, object]:
     return tables
 
 
-def _ids_in_every_snapshot(catalog: Catalog, name: str) -> list[list[object]]:
-    t = catalog.load_table(f"db.{name}")
-    return [sorted(t.scan(snapshot_id=s.snapshot_id).to_arrow().column("uid").to_pylist(), key=repr)
-            for s in t.snapshots()]
-
-
 def test_an_int_subject_matches_its_text_and_its_decimal_and_no_date(catalog: Catalog, tmp_path: Path) -> None:
     t = _lake(catalog)
     assert ip.lookup(t["s"], "uid", 42).column("uid").to_pylist() == ["42"]
@@ -56,13 +50,13 @@ def test_an_int_subject_matches_its_text_and_its_decimal_and_no_date(catalog: Ca
     access = ip.access(catalog, [42], out=tmp_path / "export")
     assert {n: e.rows for n, e in access.tables.items()} == {"db.s": 1, "db.l": 1, "db.d": 1, "db.b": 0, "db.dt": 0}
 
-    report = ip.erase(catalog, [42], purge=True)
+    report = ip.erase(catalog, [42])  # (erase + purge of every snapshot: the S3 test below)
     assert {n: e.rows_removed for n, e in report.tables.items()} == {
         "db.s": 1, "db.l": 1, "db.d": 1, "db.b": 0, "db.dt": 0}
-    # no snapshot still referenced holds the subject; other people's look-alike ids are untouched
-    assert all(snap == [" 42", "042", "ann"] for snap in _ids_in_every_snapshot(catalog, "s"))
-    assert all(snap == [7] for snap in _ids_in_every_snapshot(catalog, "l"))
-    assert all(snap == [Decimal("7.00")] for snap in _ids_in_every_snapshot(catalog, "d"))
+    # other people's look-alike ids are untouched
+    assert sorted(catalog.load_table("db.s").scan().to_arrow().column("uid").to_pylist()) == [" 42", "042", "ann"]
+    assert catalog.load_table("db.l").scan().to_arrow().column("uid").to_pylist() == [7]
+    assert catalog.load_table("db.d").scan().to_arrow().column("uid").to_pylist() == [Decimal("7.00")]
     assert catalog.load_table("db.dt").scan().to_arrow().num_rows == 2
 
     # the forget list keys the same values: a late "42" or 42.00 is dropped at ingest
