@@ -143,8 +143,9 @@ def coerce_values(values: Iterable[Any], iceberg_type: PrimitiveType, column: st
             converted = lit.to(iceberg_type)
         except (TypeError, ValueError, ArithmeticError) as exc:
             raise InvalidLookupValueError(
-                f"cannot use {value!r} ({type(value).__name__}) as a value of column {column!r} of type "
-                f"{iceberg_type}: {exc}. Pass values of the column's type (or strings Iceberg can parse)."
+                f"cannot use {shown(value)} ({type(value).__name__}) as a value of column {column!r} of type "
+                f"{iceberg_type}: {shown(str(exc), 300)}. Pass values of the column's type (or strings Iceberg can "
+                "parse)."
             ) from exc
         if isinstance(converted, (AboveMax, BelowMin)):
             continue
@@ -153,7 +154,7 @@ def coerce_values(values: Iterable[Any], iceberg_type: PrimitiveType, column: st
             continue  # a timestamp beyond int64 microseconds: no row can hold it (pyiceberg does not clamp these)
         if isinstance(iceberg_type, FixedType) and len(converted.value) != len(iceberg_type):
             raise InvalidLookupValueError(
-                f"value {value!r} has {len(converted.value)} bytes but column {column!r} is {iceberg_type}"
+                f"value {shown(value)} has {len(converted.value)} bytes but column {column!r} is {iceberg_type}"
             )
         out.append(converted)
     return out
@@ -165,9 +166,19 @@ _NO_ROW = object()
 _SPACED_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d")
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters (a hostile value may be megabytes long, or
+    an int Python refuses to print)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond sys.get_int_max_str_digits
+        return f"<{type(value).__name__} of {value.bit_length() if isinstance(value, int) else '?'} bits>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _refuse(value: Any, iceberg_type: PrimitiveType, column: str, why: str) -> InvalidLookupValueError:
-    return InvalidLookupValueError(f"cannot use {value!r} ({type(value).__name__}) as a value of column {column!r} "
-                                   f"of type {iceberg_type}: {why}")
+    return InvalidLookupValueError(f"cannot use {shown(value)} ({type(value).__name__}) as a value of column "
+                                   f"{column!r} of type {iceberg_type}: {why}")
 
 
 def _widen(value: Any, iceberg_type: PrimitiveType, column: str) -> Any:
@@ -199,7 +210,10 @@ def _widen(value: Any, iceberg_type: PrimitiveType, column: str) -> Any:
         raise _refuse(value, iceberg_type, column, "a NaN or infinity equals no id. Drop it.")
     if isinstance(iceberg_type, StringType):
         if isinstance(value, int):
-            return str(value)
+            try:
+                return str(value)
+            except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+                raise _refuse(value, iceberg_type, column, "an int this long is no id. Pass the id as text.") from None
         if isinstance(value, uuid.UUID):
             return str(value)
     elif isinstance(iceberg_type, (IntegerType, LongType)):
@@ -262,21 +276,21 @@ def _refuse_inexact(value: Any, iceberg_type: PrimitiveType, column: str) -> Non
             return  # not a number at all: the conversion below refuses it
         if number.is_finite() and number != number.to_integral_value():
             raise InvalidLookupValueError(
-                f"cannot use {value!r} as a value of column {column!r} of type {iceberg_type}: it is not a whole "
+                f"cannot use {shown(value)} as a value of column {column!r} of type {iceberg_type}: it is not a whole "
                 "number, so no row can hold it (Iceberg would move it onto another value). Pass the id exactly "
                 "as stored."
             )
     elif isinstance(value, float) and isinstance(iceberg_type, DecimalType):
-        shown = Decimal(repr(value))  # the shortest decimal that reads back as this float: what the user wrote
-        if shown.is_finite() and shown != shown.quantize(Decimal(1).scaleb(-iceberg_type.scale), rounding="ROUND_DOWN"):
+        written = Decimal(repr(value))  # the shortest decimal that reads back as this float: what the user wrote
+        if written.is_finite() and written != written.quantize(Decimal(1).scaleb(-iceberg_type.scale), rounding="ROUND_DOWN"):
             raise InvalidLookupValueError(
-                f"cannot use {value!r} as a value of column {column!r} of type {iceberg_type}: it has more than "
+                f"cannot use {shown(value)} as a value of column {column!r} of type {iceberg_type}: it has more than "
                 f"{iceberg_type.scale} decimal place(s), so no row can hold it (Iceberg would round it onto "
                 "another value). Pass a Decimal or a string with the column's scale."
             )
     elif isinstance(value, dt.datetime) and isinstance(iceberg_type, DateType) and value.time() != dt.time(0):
         raise InvalidLookupValueError(
-            f"cannot use {value!r} as a value of date column {column!r}: it has a time of day, so no row can hold "
+            f"cannot use {shown(value)} as a value of date column {column!r}: it has a time of day, so no row can hold "
             "it (Iceberg would truncate it to its date). Pass a date."
         )
 

@@ -40,7 +40,7 @@ from iceberg_privacy.catalog import TableRef, all_tables, has_marker, load_many,
 from iceberg_privacy.config import IdentityColumn, identity_columns
 from iceberg_privacy.errors import IcebergPrivacyError, InvalidLookupValueError, NoIdentityColumnsError
 from iceberg_privacy.identities import as_values, extract_identities, rows_matching
-from iceberg_privacy.index.hashing import coerce_values
+from iceberg_privacy.index.hashing import coerce_values, shown
 from iceberg_privacy.index.planner import plan_lookup
 from iceberg_privacy.index.read import MatchRead, probe_task
 from iceberg_privacy.lineage.fanout import Fanout
@@ -115,6 +115,10 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
     return found
 
 
+_MAX_ID_BITS = 4096
+"""Integers longer than this name nobody (the widest identity type, decimal(38), needs 127 bits)."""
+
+
 def _blank(v: Any) -> bool:
     return isinstance(v, (str, bytes)) and not v.strip()
 
@@ -126,6 +130,11 @@ def check_values(subjects: Any, *, allow_empty_subject: bool = False) -> list[An
     people (a form left blank, a default), not to the person asking.
     """
     values = as_values(subjects)
+    huge = [v for v in values if isinstance(v, int) and v.bit_length() > _MAX_ID_BITS]
+    if huge:  # Python cannot even print one (sys.get_int_max_str_digits): a ValueError deep in the request
+        raise InvalidLookupValueError(
+            f"{len(huge)} subject value(s) are integers of more than {_MAX_ID_BITS} bits (e.g. {shown(huge[0])}): no "
+            "identity column holds such a number (long: 64 bits, decimal: 38 digits). Drop them.")
     blank = [v for v in values if _blank(v)]
     if blank and not allow_empty_subject:
         raise InvalidLookupValueError(
@@ -223,7 +232,7 @@ def resolve_subjects(tables: Sequence[Table], subjects: Any, secret: bytes, *, s
     if bad and strict:
         kinds = sorted({f"{c.column.name}: {c.column.leaf_type}" for ts in out for c in ts.columns})
         raise InvalidLookupValueError(
-            f"{len(bad)} subject value(s) fit no identity column of the request's tables, e.g. {bad[0]!r} "
+            f"{len(bad)} subject value(s) fit no identity column of the request's tables, e.g. {shown(bad[0])} "
             f"({type(bad[0]).__name__}); identity columns are {', '.join(kinds) or 'none'}. Pass values of those "
             "types (or strings Iceberg can parse into them)."
         )

@@ -221,6 +221,9 @@ def test_numbers_are_not_dates_and_fractions_are_not_ids() -> None:
         with pytest.raises(InvalidLookupValueError, match="column 'c'"):
             coerce_values([bad], typ, "c")
     assert coerce_values(["1" * 37 + ".00"], DecimalType(38, 2), "c") == []  # more digits than the precision
+    with pytest.raises(InvalidLookupValueError, match="column 'c'"):
+        coerce_values([10**5000], StringType(), "c")  # str() refuses it: a ValueError escaped
+    assert coerce_values([10**5000], LongType(), "c") == coerce_values([10**5000], DecimalType(9, 2), "c") == []
 
 
 def test_text_without_a_utf8_form_is_refused_not_a_crash() -> None:

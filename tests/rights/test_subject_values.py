@@ -176,3 +176,18 @@ def test_cli_bytes_of_another_encoding_are_an_error_not_a_crash(tmp_path: Path,
     capsys.readouterr()
     assert main(["--home", home, "lookup", "db.s", "uid", argv_value]) == 2
     assert "not valid Unicode" in capsys.readouterr().err
+
+
+def test_a_hostile_integer_is_refused_up_front(catalog: Catalog) -> None:
+    """``erase(catalog, [10**5000])`` died with Python's "Exceeds the limit (4300 digits) for integer string
+    conversion" ValueError inside the linked-identifier pass instead of an IcebergPrivacyError."""
+    t = ip.configure_identity(catalog.create_table("db.h", Schema(
+        NestedField(1, "uid", StringType(), required=False))), ["uid"])
+    ip.append(t, pa.table({"uid": ["ann"]}))
+    with pytest.raises(ip.InvalidLookupValueError, match="integers of more than"):
+        ip.erase(catalog, [10**5000, "ann"])
+    with pytest.raises(ip.InvalidLookupValueError, match="integers of more than"):
+        ip.submit_request(catalog, "erase", [10**5000])
+    with pytest.raises(ip.InvalidLookupValueError, match="column 'uid'"):
+        ip.lookup(t, "uid", 10**5000)
+    assert catalog.load_table("db.h").scan().to_arrow().num_rows == 1
