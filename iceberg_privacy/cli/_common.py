@@ -98,8 +98,14 @@ def values(args: argparse.Namespace) -> list[str]:
     out = list(getattr(args, "values", None) or [])
     if getattr(args, "values_file", None):
         # utf-8-sig: a byte-order mark (Windows editors write one) is no part of the first value
-        text = (sys.stdin.read().removeprefix("\ufeff") if args.values_file == "-"
-                else Path(args.values_file).read_text(encoding="utf-8-sig"))
+        try:
+            text = (sys.stdin.read().removeprefix("\ufeff") if args.values_file == "-"
+                    else Path(args.values_file).read_text(encoding="utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            where = "standard input" if args.values_file == "-" else args.values_file
+            raise ConfigurationError(
+                f"--values-file {where} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+                f"{exc.start}): save it as UTF-8, one value per line (binary ids as hex)") from None
         out += [line.strip() for line in text.splitlines() if line.strip()]
     return out
 

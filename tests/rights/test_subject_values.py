@@ -191,3 +191,18 @@ def test_a_hostile_integer_is_refused_up_front(catalog: Catalog) -> None:
     with pytest.raises(ip.InvalidLookupValueError, match="column 'uid'"):
         ip.lookup(t, "uid", 10**5000)
     assert catalog.load_table("db.h").scan().to_arrow().num_rows == 1
+
+
+def test_cli_values_file_that_is_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Latin-1 values file ended in "error: UnicodeDecodeError: 'utf-8' codec can't decode byte 0xe9 ...",
+    which names neither the file nor what to do."""
+    from iceberg_privacy.cli.main import main
+
+    home = str(tmp_path / "home")
+    ip.connect(home=home).create_namespace("db")
+    path = tmp_path / "ids.txt"
+    path.write_bytes("ren\u00e9\n".encode("latin-1"))
+    capsys.readouterr()
+    assert main(["--home", home, "erase", "--values-file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "ids.txt is not UTF-8 text" in err and "save it as UTF-8" in err
