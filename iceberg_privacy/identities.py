@@ -61,8 +61,9 @@ ID_FIELD = "id"
 
 
 def as_values(values: Any) -> list[Any]:
-    """One value or an iterable of values, as a list (strings and bytes are one value)."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+    """One value or an iterable of values, as a list (strings and bytes, also ``bytearray``/``memoryview``, are
+    one value: iterating one would look up its byte values as integer ids)."""
+    if isinstance(values, (str, bytes, bytearray, memoryview)) or not isinstance(values, Iterable):
         return [values]
     return list(values)
 

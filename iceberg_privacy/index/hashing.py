@@ -17,15 +17,28 @@ Write path: pyiceberg-core's native bucket transform over Arrow arrays. Probe pa
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+import math
+import re
+import uuid
 from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pyiceberg.expressions.literals import AboveMax, BelowMin, Literal, LongLiteral, StringLiteral, literal
+from pyiceberg.expressions.literals import (
+    AboveMax,
+    BelowMin,
+    DecimalLiteral,
+    Literal,
+    LongLiteral,
+    StringLiteral,
+    literal,
+)
 from pyiceberg.transforms import BucketTransform
 from pyiceberg.types import (
+    BinaryType,
     DateType,
     DecimalType,
     FixedType,
@@ -33,6 +46,8 @@ from pyiceberg.types import (
     LongType,
     PrimitiveType,
     StringType,
+    TimestampType,
+    TimestamptzType,
 )
 
 from iceberg_privacy._internal.arrow import plain
@@ -69,8 +84,19 @@ def hash_array(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.concatenate(out)
 
 
+def _utf8(text: str) -> bool:
+    """Whether the text has a UTF-8 form (no lone surrogate, as Python makes of undecodable argv bytes)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 _FAST_LITERALS: dict[type, tuple[type, Any, Any]] = {
-    StringType: (str, StringLiteral, lambda v: True),
+    StringType: (str, StringLiteral, _utf8),
     LongType: (int, LongLiteral, lambda v: -(2**63) <= v < 2**63),
     IntegerType: (int, LongLiteral, lambda v: -(2**31) <= v < 2**31),
 }
@@ -80,17 +106,22 @@ hash identically (ints hash as longs)."""
 
 
 def coerce_values(values: Iterable[Any], iceberg_type: PrimitiveType, column: str) -> list[Literal[Any]]:
-    """Convert lookup values to literals of the column type, the way Iceberg binds predicates.
+    """Convert lookup values to literals of the column type: the one rule lookup, access, erasure, the forget
+    list, the CLI and the Spark pushdown share (docs/subject-rights.md, "Which rows a value matches").
 
-    Strings are parsed into numbers, dates, timestamps, UUIDs and decimals; numpy integers/strings and
-    Arrow scalars count as their Python values; anything Iceberg would refuse (a float for a long, an int
-    for a string) raises :class:`InvalidLookupValueError`.
-    Values outside an int column's range cannot occur in the column and are dropped.
+    Iceberg's own literal conversion (pyiceberg ``literal(v).to(type)``: strings parsed into numbers, dates,
+    timestamps, UUIDs and decimals), plus the conversions it lacks where the value can only mean one stored
+    value (:func:`_widen`: an int for a string column is its decimal text, a whole float for an int column
+    that int, a decimal with fewer places for a decimal column, hex text for a binary column), minus the ones
+    that would move a value onto another (:func:`_refuse_inexact`). numpy and Arrow scalars count as their
+    Python values. A value the column cannot take (``"ann"`` for a long, a boolean, NaN) raises
+    :class:`InvalidLookupValueError`; a value of the right kind that no row can hold (beyond an int column's
+    range, more digits than a decimal's precision) is dropped.
     """
     out: list[Literal[Any]] = []
     fast = _FAST_LITERALS.get(type(iceberg_type))
     for value in values:
-        if isinstance(value, (np.integer, np.str_, np.bytes_)):  # ids out of numpy/pandas: their Python value
+        if isinstance(value, (np.integer, np.floating, np.bool_, np.str_, np.bytes_)):  # out of numpy/pandas
             value = value.item()
         elif isinstance(value, pa.Scalar):  # ids out of an Arrow array
             value = value.as_py()
@@ -103,14 +134,18 @@ def coerce_values(values: Iterable[Any], iceberg_type: PrimitiveType, column: st
                 "and null never equals anything. Drop the nulls (use a pyiceberg IsNull scan to find rows "
                 "with a missing identity)."
             )
+        value = _widen(value, iceberg_type, column)
+        if value is _NO_ROW:
+            continue
         _refuse_inexact(value, iceberg_type, column)
         try:
             lit = value if isinstance(value, Literal) else literal(value)
             converted = lit.to(iceberg_type)
         except (TypeError, ValueError, ArithmeticError) as exc:
             raise InvalidLookupValueError(
-                f"cannot use {value!r} ({type(value).__name__}) as a value of column {column!r} of type "
-                f"{iceberg_type}: {exc}. Pass values of the column's type (or strings Iceberg can parse)."
+                f"cannot use {shown(value)} ({type(value).__name__}) as a value of column {column!r} of type "
+                f"{iceberg_type}: {shown(str(exc), 300)}. Pass values of the column's type (or strings Iceberg can "
+                "parse)."
             ) from exc
         if isinstance(converted, (AboveMax, BelowMin)):
             continue
@@ -119,10 +154,113 @@ def coerce_values(values: Iterable[Any], iceberg_type: PrimitiveType, column: st
             continue  # a timestamp beyond int64 microseconds: no row can hold it (pyiceberg does not clamp these)
         if isinstance(iceberg_type, FixedType) and len(converted.value) != len(iceberg_type):
             raise InvalidLookupValueError(
-                f"value {value!r} has {len(converted.value)} bytes but column {column!r} is {iceberg_type}"
+                f"value {shown(value)} has {len(converted.value)} bytes but column {column!r} is {iceberg_type}"
             )
         out.append(converted)
     return out
+
+
+_NO_ROW = object()
+""":func:`_widen`'s answer for a value of the right kind that no row of the column can hold."""
+
+_SPACED_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d")
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters (a hostile value may be megabytes long, or
+    an int Python refuses to print)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond sys.get_int_max_str_digits
+        return f"<{type(value).__name__} of {value.bit_length() if isinstance(value, int) else '?'} bits>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _refuse(value: Any, iceberg_type: PrimitiveType, column: str, why: str) -> InvalidLookupValueError:
+    return InvalidLookupValueError(f"cannot use {shown(value)} ({type(value).__name__}) as a value of column "
+                                   f"{column!r} of type {iceberg_type}: {why}")
+
+
+def _widen(value: Any, iceberg_type: PrimitiveType, column: str) -> Any:
+    """The value in a form Iceberg's literal conversion takes, where Iceberg refuses a value that can only mean
+    one stored value (so that a request never silently matches nothing in a column it could match), and a
+    refusal for values that identify nobody:
+
+    - ``bytearray``/``memoryview``: their bytes; a boolean, NaN or an infinity: refused for every column (a flag
+      or a non-number is no identifier);
+    - string column: an ``int`` is its decimal text (``42`` -> ``"42"``, never ``"042"``), a ``uuid.UUID`` its
+      canonical text (lower-case, hyphenated);
+    - int/long column: a whole float is that int (``42.0`` -> 42, ``-0.0`` -> 0); other floats are refused;
+    - decimal(P, S) column: an int, a decimal string or a ``Decimal`` with at most S places is that number at
+      scale S (``"42"`` -> 42.00, where Iceberg refuses the scale); more places than S with a non-zero digit is
+      refused (no row holds it); more than P digits: no row holds it (:data:`_NO_ROW`);
+    - binary/fixed column: a string is hex text, the form ``--json`` output prints bytes in;
+    - date/timestamp column: an int is refused (Iceberg reads it as days or microseconds since 1970, so an
+      account number would match a date); a timestamp string may separate date and time by a space (as
+      ``str(datetime)`` and CSV output print it).
+    """
+    if isinstance(value, (bytearray, memoryview)):
+        value = bytes(value)
+    if isinstance(value, str) and not _utf8(value):  # mmh3 crashes the process (segfault) on such a str
+        raise _refuse(value, iceberg_type, column, "it is not valid Unicode text (a lone surrogate, e.g. from bytes "
+                      "of another encoding on the command line), so no stored value equals it. Pass UTF-8 text.")
+    if isinstance(value, bool):
+        raise _refuse(value, iceberg_type, column, "a boolean is a flag, not an identifier. Pass the id itself.")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _refuse(value, iceberg_type, column, "a NaN or infinity equals no id. Drop it.")
+    if isinstance(iceberg_type, StringType):
+        if isinstance(value, int):
+            try:
+                return str(value)
+            except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+                raise _refuse(value, iceberg_type, column, "an int this long is no id. Pass the id as text.") from None
+        if isinstance(value, uuid.UUID):
+            return str(value)
+    elif isinstance(iceberg_type, (IntegerType, LongType)):
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise _refuse(value, iceberg_type, column, "it is not a whole number, so no row can hold it. Pass "
+                              "the id exactly as stored.")
+            return int(value)
+    elif isinstance(iceberg_type, DecimalType):
+        if isinstance(value, (int, str, Decimal)):
+            return _decimal(value, iceberg_type, column)
+    elif isinstance(iceberg_type, (BinaryType, FixedType)):
+        if isinstance(value, str):
+            try:
+                return bytes.fromhex(value.strip().removeprefix("0x").removeprefix("0X"))
+            except ValueError:
+                raise _refuse(value, iceberg_type, column, "binary ids are given as bytes, or as hex text (the "
+                              "form --json output prints them in), e.g. '00ff'.") from None
+    if isinstance(iceberg_type, (DateType, TimestampType, TimestamptzType)):
+        if isinstance(value, int):
+            raise _refuse(value, iceberg_type, column, "a number is not a date or time (Iceberg would read it as "
+                          "days or microseconds since 1970). Pass a date/datetime or ISO-8601 text.")
+        if isinstance(value, str) and not isinstance(iceberg_type, DateType) and _SPACED_TIMESTAMP.match(value.strip()):
+            return value.strip().replace(" ", "T", 1)
+    return value
+
+
+def _decimal(value: int | str | Decimal, iceberg_type: DecimalType, column: str) -> Any:
+    """An int, decimal text or ``Decimal`` as a literal of the decimal column, when it is exactly one of its values."""
+    with decimal.localcontext() as ctx:
+        ctx.prec = 200  # exact for every decimal(38, S) and every text of a sane length
+        try:
+            number = Decimal(value)
+        except (InvalidOperation, ValueError):
+            raise _refuse(value, iceberg_type, column, "it is not a number. Pass the id as a decimal number.") from None
+        if not number.is_finite():
+            raise _refuse(value, iceberg_type, column, "a NaN or infinity equals no id. Drop it.")
+        try:
+            scaled = number.quantize(Decimal(1).scaleb(-iceberg_type.scale))
+        except InvalidOperation:  # more digits than the context holds: far beyond any decimal(38, S)
+            return _NO_ROW
+        if scaled != number:
+            raise _refuse(value, iceberg_type, column, f"it has more than {iceberg_type.scale} decimal place(s), so no "
+                          "row can hold it (Iceberg would round it onto another value). Pass the id as stored.")
+        if len(scaled.as_tuple().digits) > iceberg_type.precision:
+            return _NO_ROW
+        return DecimalLiteral(scaled)
 
 
 def _refuse_inexact(value: Any, iceberg_type: PrimitiveType, column: str) -> None:
@@ -138,21 +276,21 @@ def _refuse_inexact(value: Any, iceberg_type: PrimitiveType, column: str) -> Non
             return  # not a number at all: the conversion below refuses it
         if number.is_finite() and number != number.to_integral_value():
             raise InvalidLookupValueError(
-                f"cannot use {value!r} as a value of column {column!r} of type {iceberg_type}: it is not a whole "
+                f"cannot use {shown(value)} as a value of column {column!r} of type {iceberg_type}: it is not a whole "
                 "number, so no row can hold it (Iceberg would move it onto another value). Pass the id exactly "
                 "as stored."
             )
     elif isinstance(value, float) and isinstance(iceberg_type, DecimalType):
-        shown = Decimal(repr(value))  # the shortest decimal that reads back as this float: what the user wrote
-        if shown.is_finite() and shown != shown.quantize(Decimal(1).scaleb(-iceberg_type.scale), rounding="ROUND_DOWN"):
+        written = Decimal(repr(value))  # the shortest decimal that reads back as this float: what the user wrote
+        if written.is_finite() and written != written.quantize(Decimal(1).scaleb(-iceberg_type.scale), rounding="ROUND_DOWN"):
             raise InvalidLookupValueError(
-                f"cannot use {value!r} as a value of column {column!r} of type {iceberg_type}: it has more than "
+                f"cannot use {shown(value)} as a value of column {column!r} of type {iceberg_type}: it has more than "
                 f"{iceberg_type.scale} decimal place(s), so no row can hold it (Iceberg would round it onto "
                 "another value). Pass a Decimal or a string with the column's scale."
             )
     elif isinstance(value, dt.datetime) and isinstance(iceberg_type, DateType) and value.time() != dt.time(0):
         raise InvalidLookupValueError(
-            f"cannot use {value!r} as a value of date column {column!r}: it has a time of day, so no row can hold "
+            f"cannot use {shown(value)} as a value of date column {column!r}: it has a time of day, so no row can hold "
             "it (Iceberg would truncate it to its date). Pass a date."
         )
 

@@ -85,7 +85,9 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
             deadline: timedelta = DEFAULT_DEADLINE, journal: Journal | None = None,
             follow_lineage: bool = False, allow_empty_subject: bool = False, link_identifiers: bool = True,
             max_linked: int = DEFAULT_MAX_LINKED) -> Submission:
-    check_values(subjects, allow_empty_subject=allow_empty_subject)  # before anything is read or recorded
+    # before anything is read or recorded; a list from here on (a generator of subjects was consumed by this
+    # check, and the request then resolved, journaled and erased no subject at all)
+    subjects = check_values(subjects, allow_empty_subject=allow_empty_subject)
     check_deadline(deadline)
     secret = _secret(secret, home, catalog)
     journal = journal or Journal(catalog)
@@ -265,7 +267,7 @@ def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, 
     what it means for :func:`erase` and :func:`access`.
     """
     if subjects is not None:
-        check_values(subjects, allow_empty_subject=allow_empty_subject)
+        subjects = check_values(subjects, allow_empty_subject=allow_empty_subject)  # once: it may be a generator
     journal = Journal(catalog)
     req = journal.get(request_id)
     if req.kind == "access":

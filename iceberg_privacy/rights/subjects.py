@@ -2,7 +2,11 @@
 
 A request names subject values (user ids, emails, ...). A row belongs to a subject when any declared
 identity column of its table (including every id nested in an identity map or list) equals one of
-the values after coercion to that column's type, the way Iceberg binds predicate literals.
+the values after coercion to that column's type: Iceberg's literal conversion, widened where Iceberg
+refuses a value that can only mean one stored id (``42`` for a string column is ``"42"``) and narrowed
+where it would move a value onto another person's (``"1001.5"`` is no long), in one function shared with
+lookup, the forget list and the CLI (:func:`iceberg_privacy.index.hashing.coerce_values`; the table of
+the rule is in docs/subject-rights.md).
 
 Coercion rule: each value is coerced separately for each identity column. A value a column cannot
 take (``"ann"`` for a ``long`` column) is skipped *for that column* as long as some identity column
@@ -34,9 +38,9 @@ from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 from iceberg_privacy._internal.arrow import plain_type
 from iceberg_privacy.catalog import TableRef, all_tables, has_marker, load_many, table_name
 from iceberg_privacy.config import IdentityColumn, identity_columns
-from iceberg_privacy.errors import InvalidLookupValueError, NoIdentityColumnsError
+from iceberg_privacy.errors import IcebergPrivacyError, InvalidLookupValueError, NoIdentityColumnsError
 from iceberg_privacy.identities import as_values, extract_identities, rows_matching
-from iceberg_privacy.index.hashing import coerce_values
+from iceberg_privacy.index.hashing import coerce_values, shown
 from iceberg_privacy.index.planner import plan_lookup
 from iceberg_privacy.index.read import MatchRead, probe_task
 from iceberg_privacy.lineage.fanout import Fanout
@@ -48,6 +52,22 @@ from iceberg_privacy.rights.reports import RefHold
 def _is_internal(table: Table) -> bool:
     """The library's own tables: never subject tables, even if someone declares identity columns on them."""
     return has_marker(table, LIBRARY_MARKERS) or table.name()[-1].startswith("_")
+
+
+def _declared(table: Table) -> list[IdentityColumn]:
+    """The table's identity columns; a broken declaration (a column of a type that cannot be an identity, or one
+    no longer in the schema, e.g. set by hand or by another engine) fails the request naming the table: a table
+    that cannot be matched may hold the subject, so it is never skipped, and the user must know which to fix."""
+    try:
+        return identity_columns(table.schema(), table.properties)
+    except IcebergPrivacyError as exc:
+        name = table_name(table)
+        if name in str(exc):
+            raise
+        raise type(exc)(
+            f"table {name}: {exc}. Fix its declaration before the request: iceberg_privacy.configure_identity("
+            f"'{name}', [...]) or `iceberg-privacy identity set {name} COLUMN...`"
+        ) from exc
 
 
 def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -> list[Table]:
@@ -73,7 +93,7 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
                         + (f" (tables={tuple(tables)!r} is read as {len(tables)} table names: pass one table as "
                            "'ns.table' or [('ns', 'table')])" if isinstance(tables, tuple) else "")
                     ) from None
-            if not identity_columns(table.schema(), table.properties):
+            if not _declared(table):
                 raise NoIdentityColumnsError(
                     f"table {table_name(table)} declares no identity columns, so no row of it can be attributed "
                     f"to a person; declare them first: iceberg_privacy.configure_identity(table, ['user_id']) or "
@@ -90,9 +110,13 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
         table = loaded
         if _is_internal(table):
             continue
-        if identity_columns(table.schema(), table.properties):
+        if _declared(table):
             found.append(table)
     return found
+
+
+_MAX_ID_BITS = 4096
+"""Integers longer than this name nobody (the widest identity type, decimal(38), needs 127 bits)."""
 
 
 def _blank(v: Any) -> bool:
@@ -106,6 +130,11 @@ def check_values(subjects: Any, *, allow_empty_subject: bool = False) -> list[An
     people (a form left blank, a default), not to the person asking.
     """
     values = as_values(subjects)
+    huge = [v for v in values if isinstance(v, int) and v.bit_length() > _MAX_ID_BITS]
+    if huge:  # Python cannot even print one (sys.get_int_max_str_digits): a ValueError deep in the request
+        raise InvalidLookupValueError(
+            f"{len(huge)} subject value(s) are integers of more than {_MAX_ID_BITS} bits (e.g. {shown(huge[0])}): no "
+            "identity column holds such a number (long: 64 bits, decimal: 38 digits). Drop them.")
     blank = [v for v in values if _blank(v)]
     if blank and not allow_empty_subject:
         raise InvalidLookupValueError(
@@ -203,7 +232,7 @@ def resolve_subjects(tables: Sequence[Table], subjects: Any, secret: bytes, *, s
     if bad and strict:
         kinds = sorted({f"{c.column.name}: {c.column.leaf_type}" for ts in out for c in ts.columns})
         raise InvalidLookupValueError(
-            f"{len(bad)} subject value(s) fit no identity column of the request's tables, e.g. {bad[0]!r} "
+            f"{len(bad)} subject value(s) fit no identity column of the request's tables, e.g. {shown(bad[0])} "
             f"({type(bad[0]).__name__}); " + (
                 f"identity columns are {', '.join(kinds)}. Pass values of those types (or strings Iceberg can parse "
                 "into them)." if kinds else

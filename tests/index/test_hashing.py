@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import struct
 import uuid
 from decimal import Decimal
@@ -91,8 +92,8 @@ def test_coercion_follows_iceberg() -> None:
     assert coerce_values(["2020-01-02"], DateType(), "c")[0].value == 18263
     assert coerce_values(["1.50"], DecimalType(5, 2), "c")[0].value == Decimal("1.50")
     assert coerce_values([2**40], IntegerType(), "c") == []  # cannot occur in an int column
-    for bad, typ in [("abc", LongType()), (1.5, LongType()), (5, StringType()), (b"abc", FixedType(4)),
-                     ("1.5", DecimalType(5, 2))]:  # Iceberg refuses a scale mismatch rather than rounding
+    for bad, typ in [("abc", LongType()), (1.5, LongType()), (b"abc", FixedType(4)),
+                     ("1.555", DecimalType(5, 2))]:  # a third decimal place: rounding would name another value
         with pytest.raises(InvalidLookupValueError, match="column 'c'"):
             coerce_values([bad], typ, "c")
     with pytest.raises(InvalidLookupValueError, match="null"):
@@ -148,6 +149,87 @@ def test_numpy_and_arrow_values_count_as_their_python_values() -> None:
 @given(st.one_of(st.integers(2**63, 2**80), st.integers(-(2**80), -(2**63) - 1)))
 def test_a_timestamp_beyond_int64_names_nobody(value: int) -> None:
     """pyiceberg clamps out-of-range ints for int/long columns (AboveMax/BelowMin) but not for timestamps: the
-    probe hash then failed with a raw struct.error ("'q' format requires ...") instead of matching nothing."""
+    probe hash then failed with a raw struct.error ("'q' format requires ...") instead of matching nothing. An
+    int is no timestamp at all (see test_the_value_rule): refused with the library's error, never a struct.error."""
     for typ in (TimestampType(), TimestamptzType()):
-        assert coerce_values([value], typ, "c") == []
+        with pytest.raises(InvalidLookupValueError, match="not a date or time"):
+            coerce_values([value], typ, "c")
+
+
+def _spellings(kind: str, v):  # type: ignore[no-untyped-def]
+    """Ways a user (Python caller, CLI argument, values file, a value copied from --json/CSV output) writes ``v``."""
+    if kind == "long":
+        out = [v, str(v), f" {v}\n", np.int64(v), Decimal(v)]
+        return out + ([float(v)] if abs(v) < 2**53 else [])
+    if kind == "string":  # a stored string that is the decimal text of a number
+        return [v, int(v)]
+    if kind == "decimal":
+        fewer_places = str(v.normalize(decimal.Context(prec=100)))  # "42" for 42.0000
+        return [v, str(v), fewer_places, *([int(v)] if v == v.to_integral_value() else [])]
+    if kind == "binary":
+        return [v, bytearray(v), memoryview(v), v.hex(), v.hex().upper()]
+    if kind == "uuid":
+        return [v, str(v), str(v).upper(), v.bytes, v.hex]
+    if kind == "timestamp":
+        return [v, v.isoformat(), str(v)]
+    raise AssertionError(kind)
+
+
+RULE_CASES = {
+    "long": (LongType(), st.integers(-(2**63), 2**63 - 1)),
+    "string": (StringType(), st.integers(-(10**30), 10**30).map(str)),
+    "decimal": (DecimalType(38, 4), st.decimals(min_value=-(10**33), max_value=10**33, places=4, allow_nan=False,
+                                                allow_infinity=False)),
+    "binary": (BinaryType(), st.binary(max_size=12)),
+    "uuid": (UUIDType(), st.uuids()),
+    "timestamp": (TimestampType(), st.datetimes(min_value=dt.datetime(1900, 1, 1))),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(RULE_CASES))
+@given(data=st.data())
+def test_the_value_rule(kind: str, data) -> None:  # type: ignore[no-untyped-def]
+    """Every way of writing a stored id coerces to exactly that id (the rule lookup, access, erasure, the forget
+    list and the CLI share), and a spelling of another id never does. Before the rule, ``42`` for a string
+    column, ``"42"`` for a decimal(38, 4) column, hex text for a binary column, ``42.0`` for a long column and a
+    timestamp printed with a space were refused, so a lake-wide erasure skipped those columns silently."""
+    iceberg_type, strategy = RULE_CASES[kind]
+    v = data.draw(strategy)
+    expected = coerce_values([v], iceberg_type, "c")[0].value
+    for spelling in _spellings(kind, v):
+        assert [lit.value for lit in coerce_values([spelling], iceberg_type, "c")] == [expected], spelling
+    w = data.draw(strategy.filter(lambda w: w != v))
+    for spelling in _spellings(kind, w):
+        assert [lit.value for lit in coerce_values([spelling], iceberg_type, "c")] != [expected], spelling
+
+
+@pytest.mark.parametrize("value", [True, False, np.bool_(True), float("nan"), float("inf"), Decimal("NaN")])
+def test_flags_and_non_numbers_identify_nobody(value) -> None:  # type: ignore[no-untyped-def]
+    for typ in (StringType(), LongType(), IntegerType(), DecimalType(9, 2), BinaryType()):
+        with pytest.raises(InvalidLookupValueError, match="column 'c'"):
+            coerce_values([value], typ, "c")
+
+
+def test_numbers_are_not_dates_and_fractions_are_not_ids() -> None:
+    """Iceberg reads an int as days/microseconds since 1970: a lake-wide request for account 19724 matched the
+    rows dated 2024-01-02. A fraction can equal no int or narrower decimal: refused, never rounded."""
+    for typ in (DateType(), TimestampType(), TimestamptzType()):
+        with pytest.raises(InvalidLookupValueError, match="not a date or time"):
+            coerce_values([19724], typ, "c")
+    for bad, typ in [(42.5, LongType()), ("42.001", DecimalType(38, 2)), (Decimal("0.125"), DecimalType(9, 2)),
+                     ("zz", BinaryType()), ("6162", FixedType(3))]:
+        with pytest.raises(InvalidLookupValueError, match="column 'c'"):
+            coerce_values([bad], typ, "c")
+    assert coerce_values(["1" * 37 + ".00"], DecimalType(38, 2), "c") == []  # more digits than the precision
+    with pytest.raises(InvalidLookupValueError, match="column 'c'"):
+        coerce_values([10**5000], StringType(), "c")  # str() refuses it: a ValueError escaped
+    assert coerce_values([10**5000], LongType(), "c") == coerce_values([10**5000], DecimalType(9, 2), "c") == []
+
+
+def test_text_without_a_utf8_form_is_refused_not_a_crash() -> None:
+    """A lone surrogate (Python's form of undecodable command-line bytes) reached mmh3, which crashed the process
+    with a segmentation fault: a hostile subject value killed a lookup, a request, or the service."""
+    for typ in (StringType(), LongType(), UUIDType(), BinaryType(), TimestampType()):
+        with pytest.raises(InvalidLookupValueError, match="not valid Unicode"):
+            coerce_values(["ann\ud800"], typ, "c")
+    assert [lit.value for lit in coerce_values(["é", "日本"], StringType(), "c")] == ["é", "日本"]

@@ -1,9 +1,10 @@
 """The central invariant: a pruned lookup returns exactly the rows a full scan would.
 
-For random tables (identity column types, nesting, partitioning, several commits, files written by
-plain pyiceberg without sidecars) and random value sets, ``lookup`` equals a brute-force filter of
-the rows that were written, before and after backfill, compaction, expiry and further appends, and
-at an older snapshot.
+For random tables (identity column types, nesting: list, list of lists, struct, map, identity map;
+partitioning: on another column, identity/bucket/truncate on the identity column; Bloom or Bloom + exact
+index; several commits, files written by plain pyiceberg without sidecars) and random value sets, given as
+Python values or as the text a CLI user types, ``lookup`` equals a brute-force filter of the rows that were
+written, before and after backfill, compaction, expiry and further appends, and at an older snapshot.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
-from pyiceberg.transforms import BucketTransform, IdentityTransform
+from pyiceberg.transforms import BucketTransform, IdentityTransform, TruncateTransform
 from pyiceberg.types import (
     BinaryType,
     BooleanType,
@@ -45,6 +46,7 @@ from tests.helpers import unique_name
 
 UTC = dt.UTC
 UUIDS = [uuid.UUID(int=i * 7919 + 1) for i in range(6)]
+TRUNCATABLE = {"string", "long", "int", "binary", "decimal"}
 TYPES: dict[str, tuple[Any, pa.DataType, list[Any]]] = {
     "string": (StringType(), pa.string(), ["a", "b", "é", "日本", "", "user-1", "zz"]),
     "long": (LongType(), pa.int64(), [-3, -1, 0, 1, 2, 2**40, -(2**62)]),
@@ -87,6 +89,14 @@ def _schema(kind: str, shape: str) -> tuple[Schema, pa.DataType]:
         ident_type, arrow = leaf, arrow_leaf
     elif shape == "list":
         ident_type, arrow = ListType(10, leaf, element_required=False), pa.list_(arrow_leaf)
+    elif shape == "listlist":
+        ident_type = ListType(10, ListType(11, leaf, element_required=False), element_required=False)
+        arrow = pa.list_(pa.list_(arrow_leaf))
+    elif shape == "struct":
+        ident_type = StructType(NestedField(12, "id", leaf, required=False), NestedField(13, "primary", BooleanType(), required=False))
+        arrow = pa.struct([("id", arrow_leaf), ("primary", pa.bool_())])
+    elif shape == "map":
+        ident_type, arrow = MapType(10, StringType(), 11, leaf, value_required=False), pa.map_(pa.string(), arrow_leaf)
     else:
         struct = StructType(NestedField(12, "id", leaf, required=False), NestedField(13, "primary", BooleanType(), required=False))
         ident_type = MapType(10, StringType(), 11, ListType(14, struct, element_required=False), value_required=False)
@@ -105,6 +115,13 @@ def _cell(draw, shape: str, domain: list[Any]) -> Any:
         return draw(value)
     if shape == "list":
         return draw(st.none() | st.lists(value, max_size=3))
+    if shape == "listlist":
+        return draw(st.none() | st.lists(st.none() | st.lists(value, max_size=2), max_size=2))
+    if shape == "struct":
+        return draw(st.none() | st.fixed_dictionaries({"id": value, "primary": st.booleans()}))
+    if shape == "map":
+        return draw(st.none() | st.lists(st.tuples(st.sampled_from(["email", "crm"]), value), max_size=2,
+                                         unique_by=lambda kv: kv[0]))
     ids = st.lists(st.fixed_dictionaries({"id": value, "primary": st.booleans()}) | st.none(), max_size=2)
     return draw(st.none() | st.lists(st.tuples(st.sampled_from(["email", "crm", "ecid"]), st.none() | ids), max_size=2, unique_by=lambda kv: kv[0]))
 
@@ -116,6 +133,12 @@ def _ids_of(shape: str, cell: Any) -> list[Any]:
         return [cell]
     if shape == "list":
         return [v for v in cell if v is not None]
+    if shape == "listlist":
+        return [v for inner in cell for v in (inner or []) if v is not None]
+    if shape == "struct":
+        return [] if cell["id"] is None else [cell["id"]]
+    if shape == "map":
+        return [v for _, v in cell if v is not None]
     return [s["id"] for _, lst in cell for s in (lst or []) if s is not None and s["id"] is not None]
 
 
@@ -126,6 +149,12 @@ def _to_arrow_cell(shape: str, cell: Any) -> Any:
         return _arrow_value(cell)
     if shape == "list":
         return [_arrow_value(v) for v in cell]
+    if shape == "listlist":
+        return [None if inner is None else [_arrow_value(v) for v in inner] for inner in cell]
+    if shape == "struct":
+        return {"id": _arrow_value(cell["id"]), "primary": cell["primary"]}
+    if shape == "map":
+        return [(k, _arrow_value(v)) for k, v in cell]
     return [(k, None if lst is None else [None if s is None else {"id": _arrow_value(s["id"]), "primary": s["primary"]} for s in lst])
             for k, lst in cell]
 
@@ -133,8 +162,11 @@ def _to_arrow_cell(shape: str, cell: Any) -> Any:
 @st.composite
 def scenarios(draw) -> dict[str, Any]:
     kind = draw(st.sampled_from(sorted(TYPES)))
-    shape = draw(st.sampled_from(["plain", "plain", "list", "idmap"]))
-    partitioning = draw(st.sampled_from(["none", "identity"] + (["bucket"] if shape == "plain" else [])))
+    shape = draw(st.sampled_from(["plain", "plain", "list", "idmap", "listlist", "struct", "map"]))
+    partitioning = draw(st.sampled_from(["none", "identity"] + (
+        ["bucket", "ident_identity"] + (["truncate"] if kind in TRUNCATABLE else []) if shape == "plain" else [])))
+    index = draw(st.sampled_from(["bloom", "bloom,exact"]))
+    as_text = draw(st.booleans())  # probes typed as a CLI user would (hashing.coerce_values' rule)
     domain = TYPES[kind][2]
     used = domain[: max(1, len(domain) - 2)]  # the last values are never written: always-absent probes
     batches = draw(st.lists(st.lists(st.tuples(st.sampled_from(["p0", "p1", "p2"]), st.just(None)), min_size=1, max_size=25),
@@ -145,7 +177,7 @@ def scenarios(draw) -> dict[str, Any]:
     ops = draw(st.lists(st.sampled_from(["backfill", "compact", "expire", "append"]), max_size=3))
     extra = [(p, _cell(draw, shape, used)) for p in ["p0", "p1"]]
     return {"kind": kind, "shape": shape, "partitioning": partitioning, "batches": rows, "foreign": foreign,
-            "probes": probes, "ops": ops, "extra": extra}
+            "probes": probes, "ops": ops, "extra": extra, "index": index, "as_text": as_text}
 
 
 def _batch_table(rows: list[tuple[str, Any]], start: int, shape: str, arrow_ident: pa.DataType) -> pa.Table:
@@ -160,9 +192,19 @@ def _expected(written: list[tuple[int, Any]], shape: str, probe: list[Any]) -> s
     return {rid for rid, cell in written if any(v in probe for v in _ids_of(shape, cell))}
 
 
-def _check(table, written, shape, probes, snapshot_id=None) -> None:  # type: ignore[no-untyped-def]
+def _text(v: Any) -> str:
+    """The value as a CLI user types it (hex for bytes, ISO for dates and times)."""
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, (dt.date, dt.datetime)):
+        return v.isoformat()
+    return str(v)
+
+
+def _check(table, written, shape, probes, snapshot_id=None, as_text=False) -> None:  # type: ignore[no-untyped-def]
     for probe in probes:
-        got = ip.lookup(table, "ident", probe, snapshot_id=snapshot_id, selected_fields=["rid"])
+        asked = [_text(v) for v in probe] if as_text else probe
+        got = ip.lookup(table, "ident", asked, snapshot_id=snapshot_id, selected_fields=["rid"])
         rids = got.column("rid").to_pylist()
         assert len(rids) == len(set(rids))
         assert set(rids) == _expected(written, shape, probe), (probe, ip.plan_lookup(table, "ident", probe).explain())
@@ -178,9 +220,15 @@ def test_lookup_equals_full_scan(shared_catalog, scenario) -> None:
         spec = PartitionSpec(PartitionField(2, 1000, IdentityTransform(), "part"))
     elif scenario["partitioning"] == "bucket":
         spec = PartitionSpec(PartitionField(3, 1000, BucketTransform(3), "ident_bucket"))
+    elif scenario["partitioning"] == "ident_identity":
+        spec = PartitionSpec(PartitionField(3, 1000, IdentityTransform(), "ident_part"))
+    elif scenario["partitioning"] == "truncate":
+        spec = PartitionSpec(PartitionField(3, 1000, TruncateTransform(2), "ident_trunc"))
     table = shared_catalog.create_table(unique_name(), schema, partition_spec=spec,
                                         properties={"write.target-file-size-bytes": "600"})
     table = ip.configure_bloom(table, ["ident"], fpp=0.05)
+    if scenario["index"] != "bloom":
+        table = ip.configure_index(table, "ident", scenario["index"])
     written: list[tuple[int, Any]] = []
     first_snapshot, first_rows = None, []
     for i, rows in enumerate(scenario["batches"]):
@@ -193,7 +241,7 @@ def test_lookup_equals_full_scan(shared_catalog, scenario) -> None:
         written += [(len(written) + j, cell) for j, (_, cell) in enumerate(rows)]
         if first_snapshot is None:
             first_snapshot, first_rows = table.metadata.current_snapshot_id, list(written)
-    _check(table, written, shape, scenario["probes"])
+    _check(table, written, shape, scenario["probes"], as_text=scenario["as_text"])
     big = scenario["probes"][0] + _filler(scenario["kind"], 250)  # the large-batch read path
     _check(table, written, shape, [big])
     for op in scenario["ops"]:
