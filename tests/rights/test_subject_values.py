@@ -205,4 +205,4 @@ def test_cli_values_file_that_is_not_utf8(tmp_path: Path, capsys: pytest.Capture
     capsys.readouterr()
     assert main(["--home", home, "erase", "--values-file", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "ids.txt is not UTF-8 text" in err and "save it as UTF-8" in err
+    assert "ids.txt': it is not UTF-8 text" in err and "give a readable UTF-8 text file" in err
