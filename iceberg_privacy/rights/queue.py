@@ -36,7 +36,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -393,14 +393,15 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
                  home: str | os.PathLike[str] | None = None) -> list[RequestState]:
     """:func:`enqueue` for many requests at once: one queue commit and one journal commit for all of them."""
     reqs = list(requests)
-    for r in reqs:
+    for i, r in enumerate(reqs):
         if r.kind not in ("erase", "access"):
             raise RequestConflictError(f"request kind must be 'erase' or 'access', got {r.kind!r}")
         if r.deadline is None:
             regime_deadline(r.regime, datetime.now(UTC))  # refuse an unknown regime before anything is written
         else:
             check_deadline(r.deadline)
-        check_values(r.subjects, allow_empty_subject=r.allow_empty_subject)
+        # read once: a generator of subjects would be used up here and journal, link and queue nothing
+        reqs[i] = replace(r, subjects=check_values(r.subjects, allow_empty_subject=r.allow_empty_subject))
     secret = load_secret(home, catalog=catalog)
     kid, kek = key_id(secret), wrapping_key(secret)
     journal, queue = Journal(catalog), Queue(catalog)

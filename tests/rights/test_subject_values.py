@@ -159,6 +159,11 @@ def test_a_generator_of_subjects_is_read_once(catalog: Catalog, tmp_path: Path) 
     assert request.subject_count == 1
     assert ip.run_request(catalog, "gen", (v for v in ["bob"]), purge=False).rows_removed == 1
     assert catalog.load_table("db.g").scan().to_arrow().column("uid").to_pylist() == ["cy"]
+    # the queue's submit too: it journaled 0 subjects and queued nothing to decrypt
+    queued = ip.enqueue(catalog, "erase", (v for v in ["cy"]), request_id="gen-q")
+    assert queued.subject_count == 1 and len(queued.subjects) == 1
+    assert ip.run_pending(catalog).completed == ["gen-q"]
+    assert catalog.load_table("db.g").scan().to_arrow().num_rows == 0
 
 
 def test_cli_bytes_of_another_encoding_are_an_error_not_a_crash(tmp_path: Path,
