@@ -82,6 +82,7 @@ from iceberg_privacy.errors import (
     ConfigurationError,
     ForgetKeyMismatchError,
     ForgetListError,
+    SecretMissingError,
 )
 from iceberg_privacy.identities import extract_identities
 from iceberg_privacy.index.hashing import coerce_values, hash_array, hash_literals
@@ -631,7 +632,14 @@ def load(table: Table, *, secret: bytes | None = None, recheck: bool = False) ->
         prefixes, digests = pre[order], mat[order]
         stored = [k for p in parts for k in p[2]]
         bitmap = np.bitwise_or.reduce([p[3] for p in parts])
-    secret = secret if secret is not None else load_secret(catalog=table.catalog)
+    if secret is None:
+        try:
+            secret = load_secret(catalog=table.catalog)
+        except SecretMissingError as exc:  # say why a plain write needs it: users do not expect a secret here
+            raise SecretMissingError(
+                f"writing to {table_name(table)} needs the HMAC secret: its namespace's forget list holds erased "
+                f"subjects, and every write drops their rows, which takes keyed hashes of the written ids. Nothing "
+                f"was written. {exc}") from exc
     expected = key_id(secret)
     _check_key_ids(stored, expected,
                    ".".join(forget_table_identifier(table.name()[:-1], table.catalog)))

@@ -206,8 +206,9 @@ def test_missing_secret_refuses_and_loses_nothing(catalog: Catalog, monkeypatch:
     before = t.refresh().current_snapshot().snapshot_id
     monkeypatch.delenv(SECRET_ENV)
     data = _rows(["ann", "carl"])
-    with pytest.raises(SecretMissingError, match=SECRET_ENV):
+    with pytest.raises(SecretMissingError, match=SECRET_ENV) as refused:
         ip.append(t, data)
+    assert "writing to db.events needs the HMAC secret: its namespace's forget list holds erased" in str(refused.value)
     assert t.refresh().current_snapshot().snapshot_id == before
     assert data.num_rows == 2
     # a table without identity columns, or a namespace without a list, needs no secret
