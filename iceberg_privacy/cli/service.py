@@ -21,12 +21,14 @@ def _admin() -> str | None:
 
 
 def cmd_serve(args: argparse.Namespace, catalog: Catalog) -> int:
-    from iceberg_privacy.service.server import serve
+    from iceberg_privacy.service.server import listen, serve
 
-    url = f"http://{args.host}:{args.port}"
+    sock = listen(args.host, args.port)  # a port in use is an error before the service is announced
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host}:{sock.getsockname()[1]}"
     emit(args, {"url": url, "openapi": f"{url}/openapi.json", "page": f"{url}/"},
          f"serving catalog {catalog.name!r} at {url} (OpenAPI {url}/openapi.json, analyst page {url}/)")
-    serve(catalog, host=args.host, port=args.port, log_level=args.log_level)
+    serve(catalog, log_level=args.log_level, sock=sock)
     return 0
 
 

@@ -20,13 +20,38 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def serve(catalog: Catalog, *, host: str = "127.0.0.1", port: int = 8765, log_level: str = "info") -> None:
-    """Serve ``catalog`` until interrupted (blocks)."""
+def listen(host: str = "127.0.0.1", port: int = 8765) -> socket.socket:
+    """A socket bound to ``host``:``port`` (0: a free port), so a port in use or an address this machine does
+    not have is a :class:`ServiceError` before anything announces the service (uvicorn itself logs the error
+    and exits the process with status 3)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ServiceError(f"cannot listen on {host}: {exc.strerror or exc}; give an address of this machine "
+                           "(--host 127.0.0.1, or 0.0.0.0 for every interface)") from exc
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a just-stopped service's port
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ServiceError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; is another service running "
+                           "there? Stop it or choose another --port (0 picks a free one)") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(catalog: Catalog, *, host: str = "127.0.0.1", port: int = 8765, log_level: str = "info",
+          sock: socket.socket | None = None) -> None:
+    """Serve ``catalog`` until interrupted (blocks); on ``sock`` when given (see :func:`listen`)."""
     import uvicorn
 
     from iceberg_privacy.service.app import create_app
 
-    uvicorn.run(create_app(catalog), host=host, port=port, log_level=log_level, server_header=False)
+    sock = sock if sock is not None else listen(host, port)
+    config = uvicorn.Config(create_app(catalog), log_level=log_level, server_header=False)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 class BackgroundServer:
