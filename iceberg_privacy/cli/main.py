@@ -151,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         catalog = resolve_catalog(args) if args.needs_catalog else None
         return int(args.command_fn(args, catalog) or 0)
+    except BrokenPipeError:  # `iceberg-privacy ... --json | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141  # as a shell reports a command ended by SIGPIPE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         if getattr(args, "json", False):

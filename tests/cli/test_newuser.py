@@ -358,3 +358,24 @@ def test_values_after_an_option_are_still_values(tmp_path: Path, capsys: pytest.
     with pytest.raises(SystemExit):  # an unknown option is still a usage error
         _run(home, capsys, "lookup", "db.events", "user_id", "--json", "ann", "--bogus")
     assert "unrecognized arguments: ann --bogus" in capsys.readouterr().err
+
+
+def test_output_piped_into_head_ends_quietly(tmp_path: Path) -> None:
+    """``iceberg-privacy lookup ... --json | head`` ended in a BrokenPipeError traceback (twice: the command's
+    print, then the error report's own print); it now stops quietly with the shell's SIGPIPE status."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    t = catalog.create_table("db.t", pa.schema([("uid", pa.string()), ("pad", pa.string())]))
+    ip.append(ip.configure_bloom(t, ["uid"]), pa.table({"uid": ["u1"] * 20_000, "pad": ["x" * 40] * 20_000}))
+    proc = subprocess.Popen([sys.executable, "-m", "iceberg_privacy", "--home", str(home), "lookup", "db.t", "uid", "u1",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(100)
+    proc.stdout.close()  # the reader leaves, as `head -c 100` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
