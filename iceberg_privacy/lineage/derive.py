@@ -359,7 +359,7 @@ def derive(
         result_names, result_schema = result.column_names, result.schema
     columns = _remap_columns(lin, result_names) if lin.opaque is None else {}
     if lin.opaque is None:
-        identity, cats = propagate(columns, src_ann)
+        identity, cats = propagate(columns, src_ann, dialect)
     else:  # unknown flows: keep same-named identity columns and categories (the cautious reading)
         identity = [c for c in result_names if any(c in a.identity for a in src_ann)]
         cats = {c: sorted({x for a in src_ann for x in a.categories.get(c, ())}) for c in result_names}

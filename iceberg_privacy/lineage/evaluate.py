@@ -79,3 +79,60 @@ def map_values(expression: str, column: str, column_type: str, values: Sequence[
     finally:
         con.close()
     return list(dict.fromkeys(out))
+
+
+def _value_nodes() -> tuple[type, ...]:
+    from sqlglot import exp
+
+    return (exp.Paren, exp.Alias, exp.Cast, exp.TryCast, exp.Lower, exp.Upper, exp.Trim, exp.SHA, exp.SHA2,
+            exp.MD5, exp.MD5Digest, exp.Hex, exp.LowerHex, exp.ToBase64, exp.Concat, exp.DPipe, exp.Coalesce,
+            exp.Nullif, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Neg, exp.Reverse, exp.Struct, exp.PropertyEQ, exp.Array)
+
+
+# Anonymous functions (sqlglot has no class for them) that keep one value per person, by dialect.
+# Spark's HASH is a 32-bit murmur3 (collides across a large user base) and DuckDB's HASH differs from it,
+# so it is kept for DuckDB only.
+_VALUE_FUNCTIONS = {"duckdb": {"hash", "sha1", "sha256", "md5", "to_hex", "base64"},
+                    "spark": {"sha1", "sha", "sha2", "md5", "hex", "base64"}}
+_LOSSY_CASTS = {"DATE", "BOOLEAN", "TIME", "TINYINT", "SMALLINT", "UTINYINT", "USMALLINT"}
+
+
+def value_preserving(expression: str, column: str | None = None, *, dialect: str = "duckdb") -> bool:
+    """Does ``expression`` keep one value per person (``LOWER(email)``, ``SHA256(CAST(id AS TEXT))``,
+    ``user_id + 1``), or does it map many people onto one value (``user_id % 10``, ``LENGTH(email)``,
+    ``SPLIT_PART(email, '@', 2)``, ``email LIKE '%x'``)?
+
+    Erasure fan-out matches a derived column by the subject's mapped value. Through a lossy
+    expression that value is shared with other people, so matching it would erase their rows, and
+    the derived column is no identity column. An allow-list: unknown functions are taken as lossy.
+    """
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(expression, read=dialect or "duckdb")
+    except Exception:  # noqa: BLE001 - sqlglot raises several types
+        return False
+    keep = _value_nodes()
+    named = _VALUE_FUNCTIONS.get(dialect or "duckdb", set())
+    columns = [c for c in tree.find_all(exp.Column) if column is None or c.name == column] or \
+        list(tree.find_all(exp.Column))
+    if not columns:
+        return False
+    for col in columns:
+        child: exp.Expression = col
+        node = col.parent
+        while node is not None:
+            if isinstance(node, exp.Anonymous):
+                if node.name.lower() not in named:
+                    return False
+            elif not isinstance(node, keep):
+                return False
+            if isinstance(node, exp.Cast | exp.TryCast) and node.to.this.name in _LOSSY_CASTS:
+                return False
+            if isinstance(node, exp.Mul | exp.Div) and any(isinstance(o, exp.Literal) and o.this in ("0", "0.0")
+                                                 for o in (node.this, node.expression)):
+                return False
+            child, node = node, node.parent
+        del child
+    return True

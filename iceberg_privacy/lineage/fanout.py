@@ -23,7 +23,7 @@ from pyiceberg.types import IntegerType, ListType, LongType, StringType
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import identity_columns
 from iceberg_privacy.errors import LineageError
-from iceberg_privacy.lineage.evaluate import map_values, sql_type
+from iceberg_privacy.lineage.evaluate import map_values, sql_type, value_preserving
 from iceberg_privacy.lineage.graph import LineageGraph, build_graph
 from iceberg_privacy.lineage.record import OPAQUE, TRANSFORMATION
 from iceberg_privacy.properties import ReleaseProvenance, read_release_provenance
@@ -146,6 +146,14 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                                     "so the subject's value there is unknown; rows may remain in "
                                     f"{sink.name} unless another identity column matches")
                 mapped: tuple[Any, ...] = ()
+            elif e.subtype == TRANSFORMATION and not value_preserving(e.expression or "", e.expression_column or column,
+                                                                     dialect=e.engine or "duckdb"):
+                fan.warnings.append(f"{flow}: {e.expression} maps many people onto one value, so "
+                                    f"{sink.name}.{e.sink_column} is not matched by the subject's value there (other "
+                                    "people's rows share it) and is no identity column; rows of the subject remain in "
+                                    f"{sink.name} unless another identity column matches. Re-derive {sink.name} "
+                                    "after the erasure (mode='overwrite') to drop them")
+                continue
             elif e.subtype == TRANSFORMATION:
                 try:
                     mapped = tuple(map_values(e.expression or "", e.expression_column or column,
