@@ -135,6 +135,13 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
             if uuid in orphans:
                 flow += (f" [{src_name} was dropped and its own sources are unknown: followed with the request's "
                          "values, the person may be there under a value lineage cannot map]")
+                if sink.exists:  # the paths are not shown by str(report): without a warning this looked complete
+                    msg = (f"{src_name} -> {sink.name}: {src_name} was dropped and its own sources are unknown, so "
+                           f"{sink.name} is matched with the request's values only; if {src_name} had transformed "
+                           f"them (lower(), a hash, a lookup), rows of the subject remain in {sink.name}. Check it, "
+                           "or re-derive it after the erasure")
+                    if msg not in fan.warnings:
+                        fan.warnings.append(msg)
             if e.collects and not _is_list(catalog, cache, sink.name, e.sink_column):
                 fan.warnings.append(f"{flow}: the aggregate gathers several rows' values into one (array_agg, "
                                     "string_agg, ...), so the subject's value is inside a value, not equal to it; "

@@ -75,3 +75,20 @@ def test_spark_hash_is_not_followed_by_value() -> None:
     compute is not the one Spark wrote."""
     assert value_preserving("HASH(user_id)", dialect="spark") is False
     assert value_preserving("SHA2(CAST(user_id AS STRING), 256)", dialect="spark") is True
+
+
+def test_dropped_intermediate_is_warned_not_reported_complete(events: Catalog) -> None:
+    """events -> daily (lower) -> l2 (upper, dropped) -> l3: l3 holds ANN@X.ORG, which no value of the
+    request maps to once l2's record is gone. The erasure said nothing (the note was only in the
+    journal's paths), so a person left in l3 looked erased."""
+    ip.derive(events, "SELECT lower(email) AS mail, page FROM db.events", "db.daily")
+    ip.derive(events, "SELECT upper(mail) AS m2 FROM db.daily", "db.l2")
+    ip.derive(events, "SELECT m2 AS m3 FROM db.l2", "db.l3")
+    events.drop_table("db.l2")
+    rep = ip.erase(events, [SUBJECT_MAIL], ["db.events"], follow_lineage=True)
+    assert rep.lineage is not None
+    left = events.load_table("db.l3").scan().to_arrow().column("m3").to_pylist()
+    assert SUBJECT_MAIL.upper() in left  # what lineage cannot map stays ...
+    warned = [w for w in rep.lineage.warnings if "db.l2 -> db.l3" in w and "db.l2 was dropped" in w]
+    assert len(warned) == 1 and "rows of the subject remain in db.l3" in warned[0]  # ... and is said
+    assert warned[0] in str(rep)
