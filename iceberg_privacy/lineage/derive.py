@@ -177,8 +177,19 @@ def _run_duckdb(sql: str, tables: Mapping[str, Table], snapshots: Mapping[str, i
                 con.execute(f'CREATE SCHEMA IF NOT EXISTS "{ns}"')
                 con.execute(f'CREATE VIEW "{ns}"."{tbl}" AS SELECT * FROM {_view_name(i)}')
         query = _rewrite_tables(sql, names, "duckdb") if nested else sql
+        # The sources are in memory now. Files, URLs and the caller's Python variables are closed to the
+        # SQL: read_parquet() over a restricted table's data files would carry its rows into the sink
+        # with no source in the lineage record (no purpose check, no erasure fan-out).
+        for setting in ("SET enable_external_access = false", "SET python_enable_replacements = false",
+                        "SET lock_configuration = true"):
+            con.execute(setting)
         try:
             return con.sql(query).to_arrow_table()
+        except duckdb.PermissionException as exc:
+            raise LineageError(
+                f"DuckDB could not run the SQL: {exc}. derive reads catalog tables only (namespace.table names), "
+                "never files or URLs: ingest them into a table first (ip.append or `iceberg-privacy ingest`); "
+                "nothing was written") from exc
         except duckdb.Error as exc:
             raise LineageError(f"DuckDB could not run the SQL: {exc}; nothing was written") from exc
     finally:

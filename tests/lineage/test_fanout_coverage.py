@@ -92,3 +92,20 @@ def test_dropped_intermediate_is_warned_not_reported_complete(events: Catalog) -
     warned = [w for w in rep.lineage.warnings if "db.l2 -> db.l3" in w and "db.l2 was dropped" in w]
     assert len(warned) == 1 and "rows of the subject remain in db.l3" in warned[0]  # ... and is said
     assert warned[0] in str(rep)
+
+
+def test_derive_cannot_read_a_restricted_tables_files(events: Catalog) -> None:
+    """allow_opaque=True with read_parquet() over db.events' data files wrote its rows into a
+    marketing table with no source in the record: no purpose check, no fan-out. The DuckDB engine
+    now reads catalog tables only."""
+    ip.annotate("db.events", purposes=["analytics"], catalog=events)
+    location = events.load_table("db.events").location().removeprefix("file://")
+    for sql in (f"SELECT * FROM read_parquet('{location}/data/**/*.parquet')",
+                "SELECT content AS c FROM read_text('/etc/hostname')"):
+        with pytest.raises(ip.LineageError, match="catalog tables only"):
+            ip.derive(events, sql, "db.ads", purpose="marketing", allow_opaque=True)
+    with pytest.raises(Exception, match="no such table|NoSuchTable|does not exist"):
+        events.load_table("db.ads")
+    # the sources themselves are still read (and opaque SQL over them still runs when allowed)
+    report = ip.derive(events, "SELECT page FROM db.events", "db.pages", purpose="analytics")
+    assert report.rows == 5
