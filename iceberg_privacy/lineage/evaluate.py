@@ -14,6 +14,7 @@ a hostile summary such as ``(SELECT ... FROM read_text('~/.pyiceberg.yaml'))`` f
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -97,6 +98,7 @@ _VALUE_FUNCTIONS = {"duckdb": {"hash", "sha1", "sha256", "md5", "to_hex", "base6
 _LOSSY_CASTS = {"DATE", "BOOLEAN", "TIME", "TINYINT", "SMALLINT", "UTINYINT", "USMALLINT"}
 
 
+@functools.lru_cache(maxsize=4096)
 def value_preserving(expression: str, column: str | None = None, *, dialect: str = "duckdb") -> bool:
     """Does ``expression`` keep one value per person (``LOWER(email)``, ``SHA256(CAST(id AS TEXT))``,
     ``user_id + 1``), or does it map many people onto one value (``user_id % 10``, ``LENGTH(email)``,

@@ -91,6 +91,7 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
     g = graph or build_graph(catalog)
     fan = Fanout(roots=[table_name(t) for t in roots])
     cache: dict[str, Table | None] = {}
+    evaluated: dict[tuple[Any, ...], tuple[Any, ...] | LineageError] = {}
     queue: deque[tuple[str, str, tuple[Any, ...]]] = deque()
     seen: set[tuple[str, str, tuple[Any, ...]]] = set()
     root_uuids: set[str] = set()
@@ -162,13 +163,21 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                                     "after the erasure (mode='overwrite') to drop them")
                 continue
             elif e.subtype == TRANSFORMATION:
-                try:
-                    mapped = tuple(map_values(e.expression or "", e.expression_column or column,
-                                              _column_type(catalog, cache, src_name, column), vals,
-                                              dialect=e.engine or "duckdb"))
-                except LineageError as exc:
-                    fan.warnings.append(f"{flow}: {exc}")
+                # One evaluation per distinct expression and values: every run of a derive records the
+                # same expression again (a 150-table chain took 41 s, one DuckDB connection per edge).
+                key = (e.expression or "", e.expression_column or column,
+                       _column_type(catalog, cache, src_name, column), vals, e.engine or "duckdb")
+                if key not in evaluated:
+                    try:
+                        evaluated[key] = tuple(map_values(key[0], key[1], key[2], vals, dialect=key[4]))
+                    except LineageError as exc:
+                        evaluated[key] = exc
+                result = evaluated[key]
+                if isinstance(result, LineageError):
+                    fan.warnings.append(f"{flow}: {result}")
                     mapped = ()
+                else:
+                    mapped = result
             else:
                 mapped = vals  # IDENTITY, or a value-returning aggregate (max(user_id))
             if mapped:  # followed further even where nothing is erased: tables derived from it may hold the person
