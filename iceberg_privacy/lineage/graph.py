@@ -118,9 +118,10 @@ class LineageGraph:
         key = (id(self.edges), len(self.edges), id(self.columns), len(self.columns))
         if self._idx is None or self._idx_key != key:
             idx: dict[str, dict[Any, list[Any]]] = {"succ": {}, "pred": {}, "out": {}, "in": {}, "in_any": {},
-                                                    "edges_out": {}}
+                                                    "edges_out": {}, "edges_in": {}}
             for e in self.edges:
                 idx["edges_out"].setdefault(e.source, []).append(e)
+                idx["edges_in"].setdefault(e.sink, []).append(e)
                 idx["succ"].setdefault(e.source, []).append(e.sink)
                 idx["pred"].setdefault(e.sink, []).append(e.source)
             for c in self.columns:
@@ -135,6 +136,10 @@ class LineageGraph:
     def edges_from(self, uuid: str) -> list[TableEdge]:
         """Table edges whose source is the table with this uuid."""
         return list(self._index()["edges_out"].get(uuid, ()))
+
+    def edges_into(self, uuid: str) -> list[TableEdge]:
+        """Table edges whose sink is the table with this uuid (the writes that read other tables)."""
+        return list(self._index()["edges_in"].get(uuid, ()))
 
     def column_edges_from(self, uuid: str, column: str) -> list[ColumnEdge]:
         """Column edges (DIRECT and INDIRECT) out of one column."""
@@ -241,8 +246,7 @@ class LineageGraph:
         return out
 
     def records_into(self, ref: str) -> list[TableEdge]:
-        node = self.node(ref)
-        return [e for e in self.edges if e.sink == node.uuid]
+        return self.edges_into(self.node(ref).uuid)
 
 
 def _node_for(table: Table) -> TableNode:
@@ -334,10 +338,11 @@ def _dedupe_edges(graph: LineageGraph) -> None:
 
 
 def _report(graph: LineageGraph) -> None:
+    live_names = {n.name for n in graph.tables.values() if n.exists}
     for node in graph.tables.values():
         if not node.exists:
             readers = sorted({graph.tables[e.sink].name for e in graph.edges_from(node.uuid)})
-            same_name = [n for n in graph.tables.values() if n.exists and n.name == node.name]
+            same_name = node.name in live_names
             what = "was dropped and re-created (a different table now has the name)" if same_name else \
                 "is no longer in the catalog (dropped or renamed out of it)"
             graph.problems.append(f"{node.name} (uuid {node.uuid}), read by {', '.join(readers)}, {what}")

@@ -152,3 +152,29 @@ def test_fanout_evaluates_each_expression_once(catalog: Catalog, monkeypatch: py
     assert all(SUBJECT_MAIL.lower() in fan.values[f"db.c{i}"] for i in range(1, 12)), (fan.values, fan.warnings)
     # Ann@X.org -> ann@x.org, then ann@x.org -> ann@x.org: two distinct evaluations for 33 edges
     assert len(calls) == 2, len(calls)
+
+
+def test_show_and_problem_report_are_linear() -> None:
+    """`lineage show` scanned every edge for every table, and the problem report every table for
+    every dropped one: quadratic. 4,000 tables, 40,000 edges, 2,000 of them dropped: well under a
+    second when linear (the quadratic versions took tens of seconds)."""
+    import time
+
+    from iceberg_privacy.cli.lineage import show_lines
+    from iceberg_privacy.lineage.graph import LineageGraph, TableEdge, TableNode, _report
+
+    g = LineageGraph()
+    n = 4000
+    for i in range(n):
+        g.tables[f"u{i}"] = TableNode(f"u{i}", f"db.t{i}", exists=i % 2 == 0 or i > n - 10)
+    for i in range(1, n):
+        for k in range(10):
+            g.edges.append(TableEdge(f"u{max(0, i - 1 - k)}", f"u{i}", "derive", "complete", k, None))
+    t0 = time.perf_counter()
+    lines = show_lines(g)
+    _report(g)
+    elapsed = time.perf_counter() - t0
+    assert len(lines) == n and lines[1].startswith("db.t1  <- db.t0")
+    assert sum("is no longer in the catalog" in p for p in g.problems) == sum(
+        1 for t in g.tables.values() if not t.exists and g.edges_from(t.uuid))
+    assert elapsed < 5, elapsed
