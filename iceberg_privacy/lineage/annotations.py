@@ -26,7 +26,7 @@ from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import IDENTITY_COLUMNS_KEY, declared_identity_names
 from iceberg_privacy.errors import ConfigurationError, PurposeViolationError
 from iceberg_privacy.lineage.evaluate import value_preserving
-from iceberg_privacy.lineage.record import DIRECT, TRANSFORMATION, FieldRef
+from iceberg_privacy.lineage.record import DIRECT, FieldRef
 from iceberg_privacy.properties import PURPOSE_PROPERTY as PURPOSE_KEY
 from iceberg_privacy.properties import PURPOSES_PROPERTY as PURPOSES_KEY
 from iceberg_privacy.properties import SENSITIVE_PREFIX
@@ -143,7 +143,7 @@ def propagate(columns: Mapping[str, Sequence[FieldRef]], sources: Sequence[Annot
             if f.type != DIRECT or f.masking or not 0 <= f.source < len(sources):
                 continue
             is_id, labels = sources[f.source].column_labels(f.column)
-            if is_id and f.subtype == TRANSFORMATION and f.expression is not None:
+            if is_id and f.expression is not None:
                 is_id = value_preserving(f.expression, f.column, dialect=dialect)
             if is_id and out not in identity:
                 identity.append(out)

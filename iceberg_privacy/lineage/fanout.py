@@ -154,7 +154,7 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                                     "so the subject's value there is unknown; rows may remain in "
                                     f"{sink.name} unless another identity column matches")
                 mapped: tuple[Any, ...] = ()
-            elif e.subtype == TRANSFORMATION and not value_preserving(e.expression or "", e.expression_column or column,
+            elif e.expression is not None and not value_preserving(e.expression or "", e.expression_column or column,
                                                                      dialect=e.engine or "duckdb"):
                 fan.warnings.append(f"{flow}: {e.expression} maps many people onto one value, so "
                                     f"{sink.name}.{e.sink_column} is not matched by the subject's value there (other "
@@ -162,7 +162,7 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                                     f"{sink.name} unless another identity column matches. Re-derive {sink.name} "
                                     "after the erasure (mode='overwrite') to drop them")
                 continue
-            elif e.subtype == TRANSFORMATION:
+            elif e.expression is not None:  # a TRANSFORMATION, or max(lower(email)): some row's LOWER(email)
                 # One evaluation per distinct expression and values: every run of a derive records the
                 # same expression again (a 150-table chain took 41 s, one DuckDB connection per edge).
                 key = (e.expression or "", e.expression_column or column,
@@ -179,7 +179,7 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                 else:
                     mapped = result
             else:
-                mapped = vals  # IDENTITY, or a value-returning aggregate (max(user_id))
+                mapped = vals  # IDENTITY, or a value-returning aggregate of the column itself (max(user_id))
             if mapped:  # followed further even where nothing is erased: tables derived from it may hold the person
                 queue.append((e.sink, e.sink_column, mapped))
             if not sink.exists:
