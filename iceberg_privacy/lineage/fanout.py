@@ -180,6 +180,21 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                     mapped = result
             else:
                 mapped = vals  # IDENTITY, or a value-returning aggregate of the column itself (max(user_id))
+                # A derive into an existing table casts the result to the table's types (user_id into a
+                # string column holds '7'): the subject's values are matched as the sink stores them.
+                to = _column_type(catalog, cache, sink.name, e.sink_column) if sink.exists else None
+                if to is not None and to != _column_type(catalog, cache, src_name, column) \
+                        and not _is_nested(catalog, cache, sink.name, e.sink_column):
+                    ident = '"' + column.replace('"', '""') + '"'
+                    key = (f"CAST({ident} AS {to})", column, _column_type(catalog, cache, src_name, column), vals,
+                           "duckdb")
+                    if key not in evaluated:
+                        try:
+                            evaluated[key] = tuple(map_values(key[0], key[1], key[2], vals))
+                        except LineageError as exc:
+                            evaluated[key] = exc
+                    cast = evaluated[key]
+                    mapped = tuple(dict.fromkeys(vals + cast)) if isinstance(cast, tuple) else vals
             if mapped:  # followed further even where nothing is erased: tables derived from it may hold the person
                 queue.append((e.sink, e.sink_column, mapped))
             if not sink.exists:
@@ -211,6 +226,14 @@ def _names_a_value(field_type: Any, values: Sequence[Any]) -> bool:
         return any(isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.strip().lstrip("-").isdigit()
                    for v in values)
     return True
+
+
+def _is_nested(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str) -> bool:
+    t = _load(catalog, cache, table)
+    try:
+        return t is not None and not t.schema().find_field(column).field_type.is_primitive
+    except ValueError:
+        return True
 
 
 def _is_list(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str) -> bool:

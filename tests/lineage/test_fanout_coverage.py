@@ -199,3 +199,13 @@ def test_value_aggregates_of_expressions_are_mapped(events: Catalog) -> None:
     pages = sorted(events.load_table("db.bucket").scan().to_arrow().column("page").to_pylist())
     assert pages == ["a", "b", "c", "d", "e"]  # 17's and 27's buckets are 7 too: nobody's row is erased
     assert any("db.bucket.m" in w and "maps many people onto one value" in w for w in rep.lineage.warnings)
+
+
+def test_identity_cast_into_an_existing_tables_type(events: Catalog) -> None:
+    """A derive into an existing table casts the result to its types: user_id lands as the string
+    '7'. The request's 7 matched nothing there and the erasure said nothing."""
+    events.create_table("db.ids", schema=pa.schema([("uid", pa.string()), ("page", pa.string())]))
+    ip.derive(events, "SELECT user_id AS uid, page FROM db.events", "db.ids")
+    assert "uid" in ip.lineage.graph(events).node("db.ids").annotations.identity
+    ip.erase(events, [SUBJECT_ID], ["db.events"], follow_lineage=True)
+    assert sorted(events.load_table("db.ids").scan().to_arrow().column("uid").to_pylist()) == ["17", "27", "8", "9"]
