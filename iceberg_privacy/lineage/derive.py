@@ -150,14 +150,37 @@ def _rewrite_tables(sql: str, names: Sequence[str], dialect: str) -> str:
             full = ".".join(p.name for p in tbl.parts).lower()
             if full in index:
                 alias = tbl.alias or tbl.name
-                tbl.replace(exp.Table(this=exp.to_identifier(_view_name(index[full])),
-                                      alias=exp.TableAlias(this=exp.to_identifier(alias))))
+                # only the name changes: TABLESAMPLE, hints etc. stay (a new node dropped them silently)
+                tbl.set("catalog", None)
+                tbl.set("db", None)
+                tbl.set("this", exp.to_identifier(_view_name(index[full])))
+                tbl.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
         return tree.sql(dialect=dialect)
     out = sql
     for name, i in index.items():  # SQL sqlglot cannot parse: textual, outside quotes is the best effort
         parts = [re.escape(p) for p in name.split(".")]
         out = re.sub(r"(?<![\w.`\"])" + r"\s*\.\s*".join(parts) + r"(?![\w`\"])", _view_name(i), out, flags=re.I)
     return out
+
+
+def _refuse_time_travel(sql: str, dialect: str) -> None:
+    """derive pins every source at its current snapshot. A ``VERSION AS OF`` / ``TIMESTAMP AS OF`` /
+    ``AT (...)`` clause was dropped by the rewrite to the pinned views (Spark), so the derive silently
+    read today's rows and recorded today's snapshot."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except sqlglot.errors.SqlglotError:
+        return
+    for tbl in tree.find_all(exp.Table):
+        clause = tbl.args.get("version") or tbl.args.get("when")
+        if clause is not None:
+            raise ConfigurationError(
+                f"the SQL reads {tbl.sql(dialect=dialect)}: derive reads every source at its current snapshot and "
+                "cannot time-travel. Derive from the current data, or copy the old snapshot into a table first "
+                "(e.g. Spark's CREATE TABLE ... AS SELECT ... VERSION AS OF ...); nothing was written")
 
 
 def _run_duckdb(sql: str, tables: Mapping[str, Table], snapshots: Mapping[str, int | None]) -> pa.Table:
@@ -318,6 +341,7 @@ def derive(
         raise ConfigurationError("sql is empty: pass one SELECT statement")
     dialect = "spark" if spark is not None else "duckdb"
     engine = "spark" if spark is not None else "duckdb"
+    _refuse_time_travel(sql, dialect)
     # Listing the catalog is only needed to spot table names in SQL that does not parse.
     names = referenced_tables(sql, (), dialect=dialect) or referenced_tables(
         sql, [".".join(t) for t in all_tables(catalog)], dialect=dialect)

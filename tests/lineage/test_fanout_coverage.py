@@ -6,6 +6,9 @@ one value, dropped intermediate tables, and plans over long chains.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pyarrow as pa
 import pytest
 from pyiceberg.catalog import Catalog
@@ -228,3 +231,29 @@ def test_lossy_and_dropped_intermediate_on_rest(rest_catalog: Catalog, lake_ns: 
     assert any(f"{ns}.buckets.bucket" in w and "maps many people" in w for w in rep.lineage.warnings)
     assert any(f"{ns}.l2 -> {ns}.l3" in w and "was dropped" in w for w in rep.lineage.warnings)
     assert sorted(cat.load_table(f"{ns}.events").scan().to_arrow().column("page").to_pylist()) == ["b", "c", "d", "e"]
+
+
+@pytest.mark.spark
+def test_spark_derive_refuses_time_travel(spark: Any, tmp_path: Path) -> None:
+    """The rewrite of Spark SQL onto the pinned views replaced each table node, dropping its clauses:
+    VERSION AS OF <old snapshot> silently read (and recorded) today's rows. Refused before Spark runs."""
+    catalog = ip.connect(home=tmp_path / "home")
+    catalog.create_namespace("db")
+    catalog.create_table("db.events", schema=people().schema)
+    ip.append(catalog.load_table("db.events"), people())
+    old = catalog.load_table("db.events").metadata.current_snapshot_id
+    ip.append(catalog.load_table("db.events"), people())
+    for clause in (f"VERSION AS OF {old}", "TIMESTAMP AS OF '2020-01-01'"):
+        with pytest.raises(ip.ConfigurationError, match="cannot time-travel"):
+            ip.derive(catalog, f"SELECT page FROM db.events {clause}", "db.old", spark=spark)
+    assert not catalog.table_exists("db.old")
+
+
+def test_rewrite_onto_views_keeps_table_clauses() -> None:
+    """TABLESAMPLE (and any other clause of a table reference) survives the rewrite onto the views."""
+    from iceberg_privacy.lineage.derive import _rewrite_tables
+
+    sql = _rewrite_tables("SELECT page FROM db.events TABLESAMPLE (3 ROWS)", ["db.events"], "spark")
+    assert "TABLESAMPLE (3 ROWS)" in sql and "__ip_src_0" in sql and "db.events" not in sql
+    sql = _rewrite_tables("SELECT e.page FROM db.events e JOIN db.events f ON e.page = f.page", ["db.events"], "spark")
+    assert sql.count("__ip_src_0 AS") == 2 and "db.events" not in sql
