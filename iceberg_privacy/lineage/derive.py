@@ -377,8 +377,9 @@ def derive(
                            (purpose or "").strip().lower() or sink_ann.purpose)
     override: dict[str, Any] | None = None
     if not check.ok:
-        if not override_purpose:
-            refuse(check)
+        if not isinstance(override_purpose, str) or not override_purpose.strip():
+            refuse(check)  # a blank reason is no reason: the record must say why the limit was set aside
+        override_purpose = override_purpose.strip()
         override = {"reason": override_purpose, "by": current_principal(), "flows": check.violations}
         logger.warning("derive into %s overrides purpose limits (%s): %s", target, override_purpose, check.violations)
 

@@ -257,3 +257,15 @@ def test_rewrite_onto_views_keeps_table_clauses() -> None:
     assert "TABLESAMPLE (3 ROWS)" in sql and "__ip_src_0" in sql and "db.events" not in sql
     sql = _rewrite_tables("SELECT e.page FROM db.events e JOIN db.events f ON e.page = f.page", ["db.events"], "spark")
     assert sql.count("__ip_src_0 AS") == 2 and "db.events" not in sql
+
+
+def test_blank_override_reason_is_refused_and_a_real_one_read_back(events: Catalog) -> None:
+    """override_purpose=' ' passed as a reason: the flow went ahead with a blank one recorded."""
+    ip.annotate("db.events", purposes=["analytics"], catalog=events)
+    for blank in (" ", "\t\n"):
+        with pytest.raises(ip.PurposeViolationError, match="db.events -> db.ads"):
+            ip.derive(events, "SELECT page FROM db.events", "db.ads", purpose="marketing", override_purpose=blank)
+    assert not events.table_exists("db.ads")
+    ip.derive(events, "SELECT page FROM db.events", "db.ads", purpose="marketing", override_purpose=" legal basis ")
+    (edge,) = ip.lineage.graph(events).records_into("db.ads")
+    assert edge.override == "legal basis"
