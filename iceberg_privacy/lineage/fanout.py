@@ -107,6 +107,15 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                     f"(only {', '.join(sorted({type(v).__name__ for v in values}))} values): derived rows holding "
                     f"the person's {col.name} are matched only through other identity columns; name the person's "
                     f"{col.name} in the request too")
+    # A table that cannot be loaded keeps its lineage in the metadata that failed: whether it was derived
+    # from the request's tables is unknown, and it cannot be erased. It was taken for a dropped table.
+    root_names = {table_name(t) for t in roots}
+    for name, why in sorted(g.unloadable.items()):
+        if name not in root_names:
+            fan.warnings.append(
+                f"{name} cannot be loaded ({why}): its lineage is unknown, so it may be derived from "
+                f"{', '.join(sorted(root_names))} and hold the subject, and nothing was erased there. Repair it "
+                "(or drop it if it is gone for good), then run the request again")
     reached: set[str] = set(root_uuids)
     orphans = _dropped_orphans(g)
     # Dropped tables whose own sources are unknown: anyone's data may have passed there. Their identity
@@ -134,10 +143,11 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                 continue  # aggregated away: no person's value there
             flow = f"{src_name}.{column} -> {sink.name}.{e.sink_column} ({e.subtype.lower()})"
             if uuid in orphans:
-                flow += (f" [{src_name} was dropped and its own sources are unknown: followed with the request's "
+                gone = "cannot be loaded" if src_name in g.unloadable else "was dropped"
+                flow += (f" [{src_name} {gone} and its own sources are unknown: followed with the request's "
                          "values, the person may be there under a value lineage cannot map]")
                 if sink.exists:  # the paths are not shown by str(report): without a warning this looked complete
-                    msg = (f"{src_name} -> {sink.name}: {src_name} was dropped and its own sources are unknown, so "
+                    msg = (f"{src_name} -> {sink.name}: {src_name} {gone} and its own sources are unknown, so "
                            f"{sink.name} is matched with the request's values only; if {src_name} had transformed "
                            f"them (lower(), a hash, a lookup), rows of the subject remain in {sink.name}. Check it, "
                            "or re-derive it after the erasure")

@@ -81,6 +81,7 @@ class LineageGraph:
     columns: list[ColumnEdge] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     records: list[tuple[str, LineageRecord]] = field(default_factory=list)  # (sink uuid, record), as read
+    unloadable: dict[str, str] = field(default_factory=dict)  # table name -> why it could not be loaded
     _idx: dict[str, dict[Any, list[Any]]] | None = field(default=None, repr=False, compare=False)
     _idx_key: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
@@ -345,6 +346,8 @@ def _report(graph: LineageGraph) -> None:
             same_name = node.name in live_names
             what = "was dropped and re-created (a different table now has the name)" if same_name else \
                 "is no longer in the catalog (dropped or renamed out of it)"
+            if node.name in graph.unloadable:
+                what = "is in the catalog but cannot be loaded (see above)"
             graph.problems.append(f"{node.name} (uuid {node.uuid}), read by {', '.join(readers)}, {what}")
     for group in graph.cycles():
         graph.problems.append(f"cycle: {' <-> '.join(group)} read each other (traversals visit each table once)")
@@ -355,13 +358,12 @@ def build_graph(catalog: Catalog, *, workers: int | None = None) -> LineageGraph
     idents = all_tables(catalog)
     graph = LineageGraph()
     # a broken table must not hide the rest of the lake: reported, its lineage missing
-    loaded = [f"{'.'.join(ident)}: cannot be loaded ({type(t).__name__}: {t}); its lineage is missing"
-              if isinstance(t, Exception) else t for ident, t in zip(idents, load_many(catalog, idents, workers=workers),
-                                                                     strict=True)]
+    loaded = [(".".join(ident), t) for ident, t in zip(idents, load_many(catalog, idents, workers=workers), strict=True)]
     metas: dict[str, TableMetadata] = {}
-    for item in loaded:
-        if isinstance(item, str):
-            graph.problems.append(item)
+    for name, item in loaded:
+        if isinstance(item, Exception):
+            graph.unloadable[name] = f"{type(item).__name__}: {item}"
+            graph.problems.append(f"{name}: cannot be loaded ({graph.unloadable[name]}); its lineage is missing")
         elif not has_marker(item, BOOKKEEPING_MARKERS):  # the library's bookkeeping: no data flows there
             add_table(graph, item)
             metas[str(item.metadata.table_uuid)] = item.metadata

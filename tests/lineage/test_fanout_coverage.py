@@ -269,3 +269,29 @@ def test_blank_override_reason_is_refused_and_a_real_one_read_back(events: Catal
     ip.derive(events, "SELECT page FROM db.events", "db.ads", purpose="marketing", override_purpose=" legal basis ")
     (edge,) = ip.lineage.graph(events).records_into("db.ads")
     assert edge.override == "legal basis"
+
+
+def test_unloadable_downstream_table_is_warned_not_taken_for_dropped(events: Catalog) -> None:
+    """mart.a's metadata cannot be read: its own lineage (events -> a) is unknown and the graph took it
+    for a dropped table, so the erasure warned about nothing but a 'dropped' table while mart.a held
+    the person."""
+    import os
+
+    ip.derive(events, "SELECT user_id AS uid, lower(email) AS mail FROM db.events", "db.a")
+    ip.derive(events, "SELECT uid, mail FROM db.a", "db.b")
+    location = events.load_table("db.a").metadata_location.removeprefix("file://")
+    os.rename(location, location + ".away")
+    try:
+        graph = ip.lineage.graph(events)
+        assert "db.a" in graph.unloadable
+        assert any("db.a (uuid" in p and "cannot be loaded" in p for p in graph.problems)
+        assert not any("db.a (uuid" in p and "dropped" in p for p in graph.problems)
+        rep = ip.erase(events, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True)
+        assert rep.lineage is not None
+        assert any(w.startswith("db.a cannot be loaded") and "may be derived from db.events" in w
+                   for w in rep.lineage.warnings), rep.lineage.warnings
+        assert not any("db.a was dropped" in w for w in rep.lineage.warnings)
+    finally:
+        os.rename(location + ".away", location)
+    assert SUBJECT_ID in events.load_table("db.a").scan().to_arrow().column("uid").to_pylist()  # what it warned of
+    assert SUBJECT_ID not in events.load_table("db.b").scan().to_arrow().column("uid").to_pylist()
