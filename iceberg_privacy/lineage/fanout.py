@@ -92,6 +92,7 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
     fan = Fanout(roots=[table_name(t) for t in roots])
     cache: dict[str, Table | None] = {}
     evaluated: dict[tuple[Any, ...], tuple[Any, ...] | LineageError] = {}
+    missing: dict[str, list[str]] = {}  # sink table -> recorded columns it does not have
     queue: deque[tuple[str, str, tuple[Any, ...]]] = deque()
     seen: set[tuple[str, str, tuple[Any, ...]]] = set()
     root_uuids: set[str] = set()
@@ -211,6 +212,11 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                 fan.warnings.append(f"{flow}: {sink.name} is no longer in the catalog (dropped): nothing to erase there; "
                                     "tables derived from it are followed")
                 continue
+            if sink.columns and e.sink_column not in sink.columns:
+                # a column dropped since, or a record naming columns the table never had (snapshot summaries
+                # are anyone's to write): one warning per table, not one per name (20,000 flooded the report)
+                missing.setdefault(sink.name, []).append(e.sink_column)
+                continue
             if e.sink_column not in sink.annotations.identity:
                 fan.warnings.append(f"{flow}: {sink.name}.{e.sink_column} carries an identity but is not declared an "
                                     f"identity column of {sink.name} (configure_identity), so it is not erased there")
@@ -223,6 +229,11 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
             fan.paths.setdefault(sink.name, [])
             if flow not in fan.paths[sink.name]:
                 fan.paths[sink.name].append(flow)
+    for name, cols in missing.items():
+        cols = list(dict.fromkeys(cols))
+        shown = ", ".join(cols[:5]) + (f" and {len(cols) - 5} more" if len(cols) > 5 else "")
+        fan.warnings.append(f"lineage records of {name} say the subject's values flowed into columns it does not have "
+                            f"({shown}): dropped since, or the records are wrong; nothing was erased there by them")
     _table_level(catalog, cache, g, fan, reached, root_uuids)
     return fan
 

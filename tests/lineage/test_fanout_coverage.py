@@ -295,3 +295,22 @@ def test_unloadable_downstream_table_is_warned_not_taken_for_dropped(events: Cat
         os.rename(location + ".away", location)
     assert SUBJECT_ID in events.load_table("db.a").scan().to_arrow().column("uid").to_pylist()  # what it warned of
     assert SUBJECT_ID not in events.load_table("db.b").scan().to_arrow().column("uid").to_pylist()
+
+
+def test_records_naming_absent_columns_give_one_warning(events: Catalog) -> None:
+    """A snapshot summary (anyone's to write) naming 2,000 columns the table does not have gave 2,000
+    'carries an identity' warnings, all journaled."""
+    import json
+
+    uuid = str(events.load_table("db.events").metadata.table_uuid)
+    record = {"v": 1, "op": "derive", "engine": "duckdb", "status": "complete",
+              "sources": [{"table": "db.events", "uuid": uuid, "snapshot-id": None}],
+              "columns": {f"c{i}": [{"s": 0, "c": "user_id", "t": "DIRECT", "st": "IDENTITY"}] for i in range(2000)}}
+    table = events.create_table("db.flood", schema=people().schema)
+    with table.transaction() as tx:
+        tx.update_snapshot(snapshot_properties={"privacy.lineage": json.dumps(record)}).fast_append().commit()
+    from iceberg_privacy.lineage.fanout import plan_fanout
+
+    fan = plan_fanout(events, [events.load_table("db.events")], [SUBJECT_ID])
+    flood = [w for w in fan.warnings if "db.flood" in w]
+    assert len(flood) == 1 and "c0, c1, c2, c3, c4 and 1995 more" in flood[0], flood[:3]
