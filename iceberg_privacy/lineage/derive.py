@@ -377,10 +377,11 @@ def derive(
                            (purpose or "").strip().lower() or sink_ann.purpose)
     override: dict[str, Any] | None = None
     if not check.ok:
-        if not isinstance(override_purpose, str) or not override_purpose.strip():
+        reason = override_purpose.strip() if isinstance(override_purpose, str) else ""
+        if not reason:
             refuse(check)  # a blank reason is no reason: the record must say why the limit was set aside
-        override_purpose = override_purpose.strip()
-        override = {"reason": override_purpose, "by": current_principal(), "flows": check.violations}
+        override_purpose = reason
+        override = {"reason": reason, "by": current_principal(), "flows": check.violations}
         logger.warning("derive into %s overrides purpose limits (%s): %s", target, override_purpose, check.violations)
 
     if spark is not None:
