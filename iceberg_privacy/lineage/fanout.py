@@ -235,6 +235,7 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
         fan.warnings.append(f"lineage records of {name} say the subject's values flowed into columns it does not have "
                             f"({shown}): dropped since, or the records are wrong; nothing was erased there by them")
     _table_level(catalog, cache, g, fan, reached, root_uuids)
+    fan.warnings = list(dict.fromkeys(fan.warnings))  # every run of a derive records the same flow again
     return fan
 
 
