@@ -23,7 +23,7 @@ from pyiceberg.types import IntegerType, ListType, LongType, StringType
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import identity_columns
 from iceberg_privacy.errors import LineageError
-from iceberg_privacy.lineage.evaluate import map_values, sql_type, value_preserving
+from iceberg_privacy.lineage.evaluate import map_values, sandbox, sql_type, value_preserving
 from iceberg_privacy.lineage.graph import LineageGraph, build_graph
 from iceberg_privacy.lineage.record import OPAQUE, TRANSFORMATION
 from iceberg_privacy.properties import ReleaseProvenance, read_release_provenance
@@ -77,21 +77,35 @@ def _load(catalog: Catalog, cache: dict[str, Table | None], name: str) -> Table 
     return cache[name]
 
 
-def _column_type(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str) -> str:
-    t = _load(catalog, cache, table)
-    try:
-        return sql_type(t.schema().as_arrow().field(column).type) if t is not None else "VARCHAR"
-    except KeyError:
-        return "VARCHAR"
+def _column_type(catalog: Catalog, cache: dict[str, Table | None], types: dict[tuple[str, str], str], table: str,
+                 column: str) -> str:
+    """The column's SQL type (memoised in ``types``: an Arrow schema per edge took most of a plan)."""
+    if (table, column) not in types:
+        t = _load(catalog, cache, table)
+        try:
+            types[(table, column)] = sql_type(t.schema().as_arrow().field(column).type) if t is not None else "VARCHAR"
+        except KeyError:
+            types[(table, column)] = "VARCHAR"
+    return types[(table, column)]
 
 
 def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                 graph: LineageGraph | None = None) -> Fanout:
     """Follow the identity columns of ``roots`` downstream (see the module doc)."""
+    con = sandbox()  # one sandboxed DuckDB connection for every expression of the plan
+    try:
+        return _plan(catalog, roots, values, graph, con)
+    finally:
+        con.close()
+
+
+def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph: LineageGraph | None,
+          con: Any) -> Fanout:
     g = graph or build_graph(catalog)
     fan = Fanout(roots=[table_name(t) for t in roots])
     cache: dict[str, Table | None] = {}
     evaluated: dict[tuple[Any, ...], tuple[Any, ...] | LineageError] = {}
+    types: dict[tuple[str, str], str] = {}
     missing: dict[str, list[str]] = {}  # sink table -> recorded columns it does not have
     queue: deque[tuple[str, str, tuple[Any, ...]]] = deque()
     seen: set[tuple[str, str, tuple[Any, ...]]] = set()
@@ -177,10 +191,10 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                 # One evaluation per distinct expression and values: every run of a derive records the
                 # same expression again (a 150-table chain took 41 s, one DuckDB connection per edge).
                 key = (e.expression or "", e.expression_column or column,
-                       _column_type(catalog, cache, src_name, column), vals, e.engine or "duckdb")
+                       _column_type(catalog, cache, types, src_name, column), vals, e.engine or "duckdb")
                 if key not in evaluated:
                     try:
-                        evaluated[key] = tuple(map_values(key[0], key[1], key[2], vals, dialect=key[4]))
+                        evaluated[key] = tuple(map_values(key[0], key[1], key[2], vals, dialect=key[4], con=con))
                     except LineageError as exc:
                         evaluated[key] = exc
                 result = evaluated[key]
@@ -193,15 +207,15 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                 mapped = vals  # IDENTITY, or a value-returning aggregate of the column itself (max(user_id))
                 # A derive into an existing table casts the result to the table's types (user_id into a
                 # string column holds '7'): the subject's values are matched as the sink stores them.
-                to = _column_type(catalog, cache, sink.name, e.sink_column) if sink.exists else None
-                if to is not None and to != _column_type(catalog, cache, src_name, column) \
+                to = _column_type(catalog, cache, types, sink.name, e.sink_column) if sink.exists else None
+                if to is not None and to != _column_type(catalog, cache, types, src_name, column) \
                         and not _is_nested(catalog, cache, sink.name, e.sink_column):
                     ident = '"' + column.replace('"', '""') + '"'
-                    key = (f"CAST({ident} AS {to})", column, _column_type(catalog, cache, src_name, column), vals,
+                    key = (f"CAST({ident} AS {to})", column, _column_type(catalog, cache, types, src_name, column), vals,
                            "duckdb")
                     if key not in evaluated:
                         try:
-                            evaluated[key] = tuple(map_values(key[0], key[1], key[2], vals))
+                            evaluated[key] = tuple(map_values(key[0], key[1], key[2], vals, con=con))
                         except LineageError as exc:
                             evaluated[key] = exc
                     cast = evaluated[key]

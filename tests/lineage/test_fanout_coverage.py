@@ -152,7 +152,16 @@ def test_fanout_evaluates_each_expression_once(catalog: Catalog, monkeypatch: py
         return real(expression, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(fanout, "map_values", counted)
+    connections: list[object] = []
+    real_sandbox = fanout.sandbox
+
+    def opened() -> object:
+        connections.append(real_sandbox())
+        return connections[-1]
+
+    monkeypatch.setattr(fanout, "sandbox", opened)  # each DuckDB connection costs tens of ms: one per plan
     fan = fanout.plan_fanout(catalog, [catalog.load_table("db.c0")], [SUBJECT_ID, SUBJECT_MAIL])
+    assert len(connections) == 1
     assert sorted(fan.tables) == sorted(f"db.c{i}" for i in range(1, 12) if i != 5)
     assert sum("db.c5.email carries an identity" in w for w in fan.warnings) == 1, fan.warnings
     assert all(SUBJECT_MAIL.lower() in fan.values[f"db.c{i}"] for i in range(1, 12) if i != 5), fan.values
