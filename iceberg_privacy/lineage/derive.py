@@ -375,6 +375,12 @@ def derive(
     src_ann = [Annotations.of(sources[n].properties, sources[n].schema()) for n in order]
     check = check_purposes([(table_name(sources[n]), a) for n, a in zip(order, src_ann, strict=True)], target,
                            (purpose or "").strip().lower() or sink_ann.purpose)
+    if check.purpose is not None and sink_ann.purposes is not None and check.purpose not in sink_ann.purposes:
+        # The target's own limits (kept from what it was derived from, never removed): declaring that it
+        # serves a purpose they do not allow put its restricted rows to that use.
+        check.violations.append(
+            f"{target}: {target} allows only purposes {list(sink_ann.purposes)} (its own privacy.purposes), so it "
+            f"cannot serve {check.purpose!r}")
     override: dict[str, Any] | None = None
     if not check.ok:
         reason = override_purpose.strip() if isinstance(override_purpose, str) else ""

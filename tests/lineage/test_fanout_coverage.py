@@ -326,3 +326,22 @@ def test_records_naming_absent_columns_give_one_warning(events: Catalog) -> None
     fan = plan_fanout(events, [events.load_table("db.events")], [SUBJECT_ID])
     flood = [w for w in fan.warnings if "db.flood" in w]
     assert len(flood) == 1 and "c0, c1, c2, c3, c4 and 1995 more" in flood[0], flood[:3]
+
+
+def test_a_restricted_target_cannot_be_declared_for_another_purpose(events: Catalog) -> None:
+    """db.kept allows only analytics (privacy.purposes) and declares no purpose: a derive from an
+    unrestricted table with purpose='marketing' went through and labelled it as serving marketing,
+    restricted rows and all."""
+    events.create_table("db.kept", schema=people().schema)
+    ip.append(events.load_table("db.kept"), people())
+    ip.annotate("db.kept", purposes=["analytics"], catalog=events)
+    events.create_table("db.open", schema=people().schema)
+    ip.append(events.load_table("db.open"), people())
+    for mode in ("append", "overwrite"):
+        with pytest.raises(ip.PurposeViolationError, match=r"db.kept allows only purposes \['analytics'\]"):
+            ip.derive(events, "SELECT * FROM db.open", "db.kept", purpose="marketing", mode=mode)  # type: ignore[arg-type]
+    table = events.load_table("db.kept")
+    assert "privacy.purpose" not in table.properties and len(table.scan().to_arrow()) == 5
+    ip.derive(events, "SELECT * FROM db.open", "db.kept", purpose="analytics")  # an allowed purpose still works
+    rep = ip.derive(events, "SELECT * FROM db.open", "db.other", purpose="marketing")  # and other targets
+    assert rep.rows == 5
