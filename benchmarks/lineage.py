@@ -28,6 +28,8 @@ Measured:
   a wrong graph fails the run instead of being timed. Target: 10 s for 1,000 tables x 10 snapshots.
 * ``downstream_seconds`` / ``upstream_seconds``: ``graph.downstream("<root>.user_id")`` of the root
   column with the most descendants, and ``graph.upstream`` of a leaf's column.
+* ``fanout_seconds``: :func:`iceberg_privacy.lineage.fanout.plan_fanout` (the erasure fan-out plan) from
+  the identity root with the most descendants, on the built graph (``fanout_tables``, ``fanout_warnings``).
 * ``openlineage_seconds`` / ``mermaid_seconds``: :func:`iceberg_privacy.lineage.export.to_openlineage`
   and :func:`~iceberg_privacy.lineage.export.to_mermaid` of the whole graph.
 
@@ -63,6 +65,7 @@ from iceberg_privacy.catalog import connect
 from iceberg_privacy.config import IDENTITY_COLUMNS_KEY
 from iceberg_privacy.lineage.annotations import SENSITIVE_PREFIX
 from iceberg_privacy.lineage.export import to_mermaid, to_openlineage
+from iceberg_privacy.lineage.fanout import plan_fanout
 from iceberg_privacy.lineage.graph import LineageGraph, build_graph
 from iceberg_privacy.lineage.record import (
     AGGREGATION,
@@ -310,6 +313,13 @@ def run(tables: int, snapshots: int, reps: int, namespaces: int, root_share: flo
             raise AssertionError(f"{len(events)} OpenLineage events, expected {expected_events}")
         ol_bytes = len(json.dumps(events))
         mm_s, text = _timed(lambda: to_mermaid(g), reps=1)
+        # erasure fan-out from the identity root reaching most tables: the walk, the expression
+        # evaluations (once per distinct expression and values) and the warnings, on the built graph
+        id_root = max(sorted(planted.identity_tables), key=lambda r: _reach(planted, r))
+        fan_cat = connect(home=root)
+        fan_s, fan = _timed(lambda: plan_fanout(fan_cat, [fan_cat.load_table(id_root)], [42, "a@b.org"], graph=g),
+                            reps=1)
+        log(f"fan-out from {id_root}.user_id: {len(fan.tables)} tables, {len(fan.warnings)} warnings, {fan_s:.2f}s")
         log(f"downstream({top}.user_id): {len(down)} columns/tables in {down_s:.3f}s; upstream: {len(up)} in "
             f"{up_s:.3f}s; openlineage {len(events)} events {ol_s:.2f}s; mermaid {mm_s:.2f}s")
 
@@ -364,6 +374,10 @@ def run(tables: int, snapshots: int, reps: int, namespaces: int, root_share: flo
             "openlineage_events": len(events),
             "openlineage_json_bytes": ol_bytes,
             "mermaid_seconds": round(mm_s, 3),
+            "fanout_seconds": round(fan_s, 3),
+            "fanout_root": id_root,
+            "fanout_tables": len(fan.tables),
+            "fanout_warnings": len(fan.warnings),
             "mermaid_chars": len(text),
             "edges": len(g.edges),
             "column_edges": len(g.columns),

@@ -25,6 +25,7 @@ from pyiceberg.table import Table
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import IDENTITY_COLUMNS_KEY, declared_identity_names
 from iceberg_privacy.errors import ConfigurationError, PurposeViolationError
+from iceberg_privacy.lineage.evaluate import value_preserving
 from iceberg_privacy.lineage.record import DIRECT, FieldRef
 from iceberg_privacy.properties import PURPOSE_PROPERTY as PURPOSE_KEY
 from iceberg_privacy.properties import PURPOSES_PROPERTY as PURPOSES_KEY
@@ -129,9 +130,13 @@ def refuse(check: PurposeCheck) -> None:
     )
 
 
-def propagate(columns: Mapping[str, Sequence[FieldRef]], sources: Sequence[Annotations],
+def propagate(columns: Mapping[str, Sequence[FieldRef]], sources: Sequence[Annotations], dialect: str = "duckdb",
               ) -> tuple[list[str], dict[str, list[str]]]:
-    """Identity columns and categories of the written columns, from their DIRECT unmasked inputs."""
+    """Identity columns and categories of the written columns, from their DIRECT unmasked inputs.
+
+    A column computed by an expression that maps many people onto one value (``user_id % 10``,
+    ``length(email)``) keeps the categories but is no identity column: erasing by the subject's
+    value there would erase other people's rows."""
     identity: list[str] = []
     cats: dict[str, list[str]] = {}
     for out, inputs in columns.items():
@@ -139,6 +144,8 @@ def propagate(columns: Mapping[str, Sequence[FieldRef]], sources: Sequence[Annot
             if f.type != DIRECT or f.masking or not 0 <= f.source < len(sources):
                 continue
             is_id, labels = sources[f.source].column_labels(f.column)
+            if is_id and f.expression is not None:
+                is_id = value_preserving(f.expression, f.column, dialect=dialect)
             if is_id and out not in identity:
                 identity.append(out)
             for label in labels:

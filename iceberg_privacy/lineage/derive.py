@@ -150,14 +150,37 @@ def _rewrite_tables(sql: str, names: Sequence[str], dialect: str) -> str:
             full = ".".join(p.name for p in tbl.parts).lower()
             if full in index:
                 alias = tbl.alias or tbl.name
-                tbl.replace(exp.Table(this=exp.to_identifier(_view_name(index[full])),
-                                      alias=exp.TableAlias(this=exp.to_identifier(alias))))
+                # only the name changes: TABLESAMPLE, hints etc. stay (a new node dropped them silently)
+                tbl.set("catalog", None)
+                tbl.set("db", None)
+                tbl.set("this", exp.to_identifier(_view_name(index[full])))
+                tbl.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
         return tree.sql(dialect=dialect)
     out = sql
     for name, i in index.items():  # SQL sqlglot cannot parse: textual, outside quotes is the best effort
         parts = [re.escape(p) for p in name.split(".")]
         out = re.sub(r"(?<![\w.`\"])" + r"\s*\.\s*".join(parts) + r"(?![\w`\"])", _view_name(i), out, flags=re.I)
     return out
+
+
+def _refuse_time_travel(sql: str, dialect: str) -> None:
+    """derive pins every source at its current snapshot. A ``VERSION AS OF`` / ``TIMESTAMP AS OF`` /
+    ``AT (...)`` clause was dropped by the rewrite to the pinned views (Spark), so the derive silently
+    read today's rows and recorded today's snapshot."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except sqlglot.errors.SqlglotError:
+        return
+    for tbl in tree.find_all(exp.Table):
+        clause = tbl.args.get("version") or tbl.args.get("when")
+        if clause is not None:
+            raise ConfigurationError(
+                f"the SQL reads {tbl.sql(dialect=dialect)}: derive reads every source at its current snapshot and "
+                "cannot time-travel. Derive from the current data, or copy the old snapshot into a table first "
+                "(e.g. Spark's CREATE TABLE ... AS SELECT ... VERSION AS OF ...); nothing was written")
 
 
 def _run_duckdb(sql: str, tables: Mapping[str, Table], snapshots: Mapping[str, int | None]) -> pa.Table:
@@ -177,8 +200,19 @@ def _run_duckdb(sql: str, tables: Mapping[str, Table], snapshots: Mapping[str, i
                 con.execute(f'CREATE SCHEMA IF NOT EXISTS "{ns}"')
                 con.execute(f'CREATE VIEW "{ns}"."{tbl}" AS SELECT * FROM {_view_name(i)}')
         query = _rewrite_tables(sql, names, "duckdb") if nested else sql
+        # The sources are in memory now. Files, URLs and the caller's Python variables are closed to the
+        # SQL: read_parquet() over a restricted table's data files would carry its rows into the sink
+        # with no source in the lineage record (no purpose check, no erasure fan-out).
+        for setting in ("SET enable_external_access = false", "SET python_enable_replacements = false",
+                        "SET lock_configuration = true"):
+            con.execute(setting)
         try:
             return con.sql(query).to_arrow_table()
+        except duckdb.PermissionException as exc:
+            raise LineageError(
+                f"DuckDB could not run the SQL: {exc}. derive reads catalog tables only (namespace.table names), "
+                "never files or URLs: ingest them into a table first (ip.append or `iceberg-privacy ingest`); "
+                "nothing was written") from exc
         except duckdb.Error as exc:
             raise LineageError(f"DuckDB could not run the SQL: {exc}; nothing was written") from exc
     finally:
@@ -307,6 +341,7 @@ def derive(
         raise ConfigurationError("sql is empty: pass one SELECT statement")
     dialect = "spark" if spark is not None else "duckdb"
     engine = "spark" if spark is not None else "duckdb"
+    _refuse_time_travel(sql, dialect)
     # Listing the catalog is only needed to spot table names in SQL that does not parse.
     names = referenced_tables(sql, (), dialect=dialect) or referenced_tables(
         sql, [".".join(t) for t in all_tables(catalog)], dialect=dialect)
@@ -340,11 +375,19 @@ def derive(
     src_ann = [Annotations.of(sources[n].properties, sources[n].schema()) for n in order]
     check = check_purposes([(table_name(sources[n]), a) for n, a in zip(order, src_ann, strict=True)], target,
                            (purpose or "").strip().lower() or sink_ann.purpose)
+    if check.purpose is not None and sink_ann.purposes is not None and check.purpose not in sink_ann.purposes:
+        # The target's own limits (kept from what it was derived from, never removed): declaring that it
+        # serves a purpose they do not allow put its restricted rows to that use.
+        check.violations.append(
+            f"{target}: {target} allows only purposes {list(sink_ann.purposes)} (its own privacy.purposes), so it "
+            f"cannot serve {check.purpose!r}")
     override: dict[str, Any] | None = None
     if not check.ok:
-        if not override_purpose:
-            refuse(check)
-        override = {"reason": override_purpose, "by": current_principal(), "flows": check.violations}
+        reason = override_purpose.strip() if isinstance(override_purpose, str) else ""
+        if not reason:
+            refuse(check)  # a blank reason is no reason: the record must say why the limit was set aside
+        override_purpose = reason
+        override = {"reason": reason, "by": current_principal(), "flows": check.violations}
         logger.warning("derive into %s overrides purpose limits (%s): %s", target, override_purpose, check.violations)
 
     if spark is not None:
@@ -359,7 +402,7 @@ def derive(
         result_names, result_schema = result.column_names, result.schema
     columns = _remap_columns(lin, result_names) if lin.opaque is None else {}
     if lin.opaque is None:
-        identity, cats = propagate(columns, src_ann)
+        identity, cats = propagate(columns, src_ann, dialect)
     else:  # unknown flows: keep same-named identity columns and categories (the cautious reading)
         identity = [c for c in result_names if any(c in a.identity for a in src_ann)]
         cats = {c: sorted({x for a in src_ann for x in a.categories.get(c, ())}) for c in result_names}

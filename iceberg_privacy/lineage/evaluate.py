@@ -14,6 +14,7 @@ a hostile summary such as ``(SELECT ... FROM read_text('~/.pyiceberg.yaml'))`` f
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,10 +48,18 @@ SANDBOX: dict[str, str | bool | int | float | list[str]] = {"enable_external_acc
 """DuckDB settings for evaluating expressions read from snapshot summaries (see the module doc)."""
 
 
+def sandbox() -> Any:
+    """A DuckDB connection with the :data:`SANDBOX` settings (close it when done)."""
+    import duckdb
+
+    return duckdb.connect(config=SANDBOX)
+
+
 def map_values(expression: str, column: str, column_type: str, values: Sequence[Any], *,
-               dialect: str = "duckdb") -> list[Any]:
+               dialect: str = "duckdb", con: Any | None = None) -> list[Any]:
     """``expression`` evaluated with ``column`` bound to each value (values that fail to cast are skipped).
 
+    ``con``: a connection from :func:`sandbox` to reuse (opening one costs tens of milliseconds).
     Raises :class:`LineageError` when the expression cannot be evaluated at all.
     """
     import duckdb
@@ -62,7 +71,8 @@ def map_values(expression: str, column: str, column_type: str, values: Sequence[
         raise LineageError(f"recorded expression {expression!r} cannot be read: {exc}") from exc
     ident = '"' + column.replace('"', '""') + '"'
     out: list[Any] = []
-    con = duckdb.connect(config=SANDBOX)
+    own = con is None
+    con = sandbox() if con is None else con
     try:
         for value in values:
             try:
@@ -77,5 +87,64 @@ def map_values(expression: str, column: str, column_type: str, values: Sequence[
             if row is not None and row[0] is not None:
                 out.append(row[0])
     finally:
-        con.close()
+        if own:
+            con.close()
     return list(dict.fromkeys(out))
+
+
+def _value_nodes() -> tuple[type, ...]:
+    from sqlglot import exp
+
+    return (exp.Paren, exp.Alias, exp.Cast, exp.TryCast, exp.Lower, exp.Upper, exp.Trim, exp.SHA, exp.SHA2,
+            exp.MD5, exp.MD5Digest, exp.Hex, exp.LowerHex, exp.ToBase64, exp.Concat, exp.DPipe, exp.Coalesce,
+            exp.Nullif, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Neg, exp.Reverse, exp.Struct, exp.PropertyEQ, exp.Array)
+
+
+# Anonymous functions (sqlglot has no class for them) that keep one value per person, by dialect.
+# Spark's HASH is a 32-bit murmur3 (collides across a large user base) and DuckDB's HASH differs from it,
+# so it is kept for DuckDB only.
+_VALUE_FUNCTIONS = {"duckdb": {"hash", "sha1", "sha256", "md5", "to_hex", "base64"},
+                    "spark": {"sha1", "sha", "sha2", "md5", "hex", "base64"}}
+_LOSSY_CASTS = {"DATE", "BOOLEAN", "TIME", "TINYINT", "SMALLINT", "UTINYINT", "USMALLINT"}
+
+
+@functools.lru_cache(maxsize=4096)
+def value_preserving(expression: str, column: str | None = None, *, dialect: str = "duckdb") -> bool:
+    """Does ``expression`` keep one value per person (``LOWER(email)``, ``SHA256(CAST(id AS TEXT))``,
+    ``user_id + 1``), or does it map many people onto one value (``user_id % 10``, ``LENGTH(email)``,
+    ``SPLIT_PART(email, '@', 2)``, ``email LIKE '%x'``)?
+
+    Erasure fan-out matches a derived column by the subject's mapped value. Through a lossy
+    expression that value is shared with other people, so matching it would erase their rows, and
+    the derived column is no identity column. An allow-list: unknown functions are taken as lossy.
+    """
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(expression, read=dialect or "duckdb")
+    except Exception:  # noqa: BLE001 - sqlglot raises several types
+        return False
+    keep = _value_nodes()
+    named = _VALUE_FUNCTIONS.get(dialect or "duckdb", set())
+    columns = [c for c in tree.find_all(exp.Column) if column is None or c.name == column] or \
+        list(tree.find_all(exp.Column))
+    if not columns:
+        return False
+    for col in columns:
+        child: exp.Expression = col
+        node = col.parent
+        while node is not None:
+            if isinstance(node, exp.Anonymous):
+                if node.name.lower() not in named:
+                    return False
+            elif not isinstance(node, keep):
+                return False
+            if isinstance(node, exp.Cast | exp.TryCast) and node.to.this.name in _LOSSY_CASTS:
+                return False
+            if isinstance(node, exp.Mul | exp.Div) and any(isinstance(o, exp.Literal) and o.this in ("0", "0.0")
+                                                 for o in (node.this, node.expression)):
+                return False
+            child, node = node, node.parent
+        del child
+    return True

@@ -23,7 +23,7 @@ from pyiceberg.types import IntegerType, ListType, LongType, StringType
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import identity_columns
 from iceberg_privacy.errors import LineageError
-from iceberg_privacy.lineage.evaluate import map_values, sql_type
+from iceberg_privacy.lineage.evaluate import map_values, sandbox, sql_type, value_preserving
 from iceberg_privacy.lineage.graph import LineageGraph, build_graph
 from iceberg_privacy.lineage.record import OPAQUE, TRANSFORMATION
 from iceberg_privacy.properties import ReleaseProvenance, read_release_provenance
@@ -77,20 +77,36 @@ def _load(catalog: Catalog, cache: dict[str, Table | None], name: str) -> Table 
     return cache[name]
 
 
-def _column_type(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str) -> str:
-    t = _load(catalog, cache, table)
-    try:
-        return sql_type(t.schema().as_arrow().field(column).type) if t is not None else "VARCHAR"
-    except KeyError:
-        return "VARCHAR"
+def _column_type(catalog: Catalog, cache: dict[str, Table | None], types: dict[tuple[str, str], str], table: str,
+                 column: str) -> str:
+    """The column's SQL type (memoised in ``types``: an Arrow schema per edge took most of a plan)."""
+    if (table, column) not in types:
+        t = _load(catalog, cache, table)
+        try:
+            types[(table, column)] = sql_type(t.schema().as_arrow().field(column).type) if t is not None else "VARCHAR"
+        except KeyError:
+            types[(table, column)] = "VARCHAR"
+    return types[(table, column)]
 
 
 def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                 graph: LineageGraph | None = None) -> Fanout:
     """Follow the identity columns of ``roots`` downstream (see the module doc)."""
+    con = sandbox()  # one sandboxed DuckDB connection for every expression of the plan
+    try:
+        return _plan(catalog, roots, values, graph, con)
+    finally:
+        con.close()
+
+
+def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph: LineageGraph | None,
+          con: Any) -> Fanout:
     g = graph or build_graph(catalog)
     fan = Fanout(roots=[table_name(t) for t in roots])
     cache: dict[str, Table | None] = {}
+    evaluated: dict[tuple[Any, ...], tuple[Any, ...] | LineageError] = {}
+    types: dict[tuple[str, str], str] = {}
+    missing: dict[str, list[str]] = {}  # sink table -> recorded columns it does not have
     queue: deque[tuple[str, str, tuple[Any, ...]]] = deque()
     seen: set[tuple[str, str, tuple[Any, ...]]] = set()
     root_uuids: set[str] = set()
@@ -106,6 +122,15 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                     f"(only {', '.join(sorted({type(v).__name__ for v in values}))} values): derived rows holding "
                     f"the person's {col.name} are matched only through other identity columns; name the person's "
                     f"{col.name} in the request too")
+    # A table that cannot be loaded keeps its lineage in the metadata that failed: whether it was derived
+    # from the request's tables is unknown, and it cannot be erased. It was taken for a dropped table.
+    root_names = {table_name(t) for t in roots}
+    for name, why in sorted(g.unloadable.items()):
+        if name not in root_names:
+            fan.warnings.append(
+                f"{name} cannot be loaded ({why}): its lineage is unknown, so it may be derived from "
+                f"{', '.join(sorted(root_names))} and hold the subject, and nothing was erased there. Repair it "
+                "(or drop it if it is gone for good), then run the request again")
     reached: set[str] = set(root_uuids)
     orphans = _dropped_orphans(g)
     # Dropped tables whose own sources are unknown: anyone's data may have passed there. Their identity
@@ -133,8 +158,16 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                 continue  # aggregated away: no person's value there
             flow = f"{src_name}.{column} -> {sink.name}.{e.sink_column} ({e.subtype.lower()})"
             if uuid in orphans:
-                flow += (f" [{src_name} was dropped and its own sources are unknown: followed with the request's "
+                gone = "cannot be loaded" if src_name in g.unloadable else "was dropped"
+                flow += (f" [{src_name} {gone} and its own sources are unknown: followed with the request's "
                          "values, the person may be there under a value lineage cannot map]")
+                if sink.exists:  # the paths are not shown by str(report): without a warning this looked complete
+                    msg = (f"{src_name} -> {sink.name}: {src_name} {gone} and its own sources are unknown, so "
+                           f"{sink.name} is matched with the request's values only; if {src_name} had transformed "
+                           f"them (lower(), a hash, a lookup), rows of the subject remain in {sink.name}. Check it, "
+                           "or re-derive it after the erasure")
+                    if msg not in fan.warnings:
+                        fan.warnings.append(msg)
             if e.collects and not _is_list(catalog, cache, sink.name, e.sink_column):
                 fan.warnings.append(f"{flow}: the aggregate gathers several rows' values into one (array_agg, "
                                     "string_agg, ...), so the subject's value is inside a value, not equal to it; "
@@ -146,21 +179,57 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
                                     "so the subject's value there is unknown; rows may remain in "
                                     f"{sink.name} unless another identity column matches")
                 mapped: tuple[Any, ...] = ()
-            elif e.subtype == TRANSFORMATION:
-                try:
-                    mapped = tuple(map_values(e.expression or "", e.expression_column or column,
-                                              _column_type(catalog, cache, src_name, column), vals,
-                                              dialect=e.engine or "duckdb"))
-                except LineageError as exc:
-                    fan.warnings.append(f"{flow}: {exc}")
+            elif e.expression is not None and not value_preserving(e.expression or "", e.expression_column or column,
+                                                                     dialect=e.engine or "duckdb"):
+                fan.warnings.append(f"{flow}: {e.expression} maps many people onto one value, so "
+                                    f"{sink.name}.{e.sink_column} is not matched by the subject's value there (other "
+                                    "people's rows share it) and is no identity column; rows of the subject remain in "
+                                    f"{sink.name} unless another identity column matches. Re-derive {sink.name} "
+                                    "after the erasure (mode='overwrite') to drop them")
+                continue
+            elif e.expression is not None:  # a TRANSFORMATION, or max(lower(email)): some row's LOWER(email)
+                # One evaluation per distinct expression and values: every run of a derive records the
+                # same expression again (a 150-table chain took 41 s, one DuckDB connection per edge).
+                key = (e.expression or "", e.expression_column or column,
+                       _column_type(catalog, cache, types, src_name, column), vals, e.engine or "duckdb")
+                if key not in evaluated:
+                    try:
+                        evaluated[key] = tuple(map_values(key[0], key[1], key[2], vals, dialect=key[4], con=con))
+                    except LineageError as exc:
+                        evaluated[key] = exc
+                result = evaluated[key]
+                if isinstance(result, LineageError):
+                    fan.warnings.append(f"{flow}: {result}")
                     mapped = ()
+                else:
+                    mapped = result
             else:
-                mapped = vals  # IDENTITY, or a value-returning aggregate (max(user_id))
+                mapped = vals  # IDENTITY, or a value-returning aggregate of the column itself (max(user_id))
+                # A derive into an existing table casts the result to the table's types (user_id into a
+                # string column holds '7'): the subject's values are matched as the sink stores them.
+                to = _column_type(catalog, cache, types, sink.name, e.sink_column) if sink.exists else None
+                if to is not None and to != _column_type(catalog, cache, types, src_name, column) \
+                        and not _is_nested(catalog, cache, sink.name, e.sink_column):
+                    ident = '"' + column.replace('"', '""') + '"'
+                    key = (f"CAST({ident} AS {to})", column, _column_type(catalog, cache, types, src_name, column), vals,
+                           "duckdb")
+                    if key not in evaluated:
+                        try:
+                            evaluated[key] = tuple(map_values(key[0], key[1], key[2], vals, con=con))
+                        except LineageError as exc:
+                            evaluated[key] = exc
+                    cast = evaluated[key]
+                    mapped = tuple(dict.fromkeys(vals + cast)) if isinstance(cast, tuple) else vals
             if mapped:  # followed further even where nothing is erased: tables derived from it may hold the person
                 queue.append((e.sink, e.sink_column, mapped))
             if not sink.exists:
                 fan.warnings.append(f"{flow}: {sink.name} is no longer in the catalog (dropped): nothing to erase there; "
                                     "tables derived from it are followed")
+                continue
+            if sink.columns and e.sink_column not in sink.columns:
+                # a column dropped since, or a record naming columns the table never had (snapshot summaries
+                # are anyone's to write): one warning per table, not one per name (20,000 flooded the report)
+                missing.setdefault(sink.name, []).append(e.sink_column)
                 continue
             if e.sink_column not in sink.annotations.identity:
                 fan.warnings.append(f"{flow}: {sink.name}.{e.sink_column} carries an identity but is not declared an "
@@ -174,7 +243,13 @@ def plan_fanout(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any],
             fan.paths.setdefault(sink.name, [])
             if flow not in fan.paths[sink.name]:
                 fan.paths[sink.name].append(flow)
+    for name, cols in missing.items():
+        cols = list(dict.fromkeys(cols))
+        shown = ", ".join(cols[:5]) + (f" and {len(cols) - 5} more" if len(cols) > 5 else "")
+        fan.warnings.append(f"lineage records of {name} say the subject's values flowed into columns it does not have "
+                            f"({shown}): dropped since, or the records are wrong; nothing was erased there by them")
     _table_level(catalog, cache, g, fan, reached, root_uuids)
+    fan.warnings = list(dict.fromkeys(fan.warnings))  # every run of a derive records the same flow again
     return fan
 
 
@@ -187,6 +262,14 @@ def _names_a_value(field_type: Any, values: Sequence[Any]) -> bool:
         return any(isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.strip().lstrip("-").isdigit()
                    for v in values)
     return True
+
+
+def _is_nested(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str) -> bool:
+    t = _load(catalog, cache, table)
+    try:
+        return t is not None and not t.schema().find_field(column).field_type.is_primitive
+    except ValueError:
+        return True
 
 
 def _is_list(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str) -> bool:

@@ -81,6 +81,7 @@ class LineageGraph:
     columns: list[ColumnEdge] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     records: list[tuple[str, LineageRecord]] = field(default_factory=list)  # (sink uuid, record), as read
+    unloadable: dict[str, str] = field(default_factory=dict)  # table name -> why it could not be loaded
     _idx: dict[str, dict[Any, list[Any]]] | None = field(default=None, repr=False, compare=False)
     _idx_key: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
@@ -118,9 +119,10 @@ class LineageGraph:
         key = (id(self.edges), len(self.edges), id(self.columns), len(self.columns))
         if self._idx is None or self._idx_key != key:
             idx: dict[str, dict[Any, list[Any]]] = {"succ": {}, "pred": {}, "out": {}, "in": {}, "in_any": {},
-                                                    "edges_out": {}}
+                                                    "edges_out": {}, "edges_in": {}}
             for e in self.edges:
                 idx["edges_out"].setdefault(e.source, []).append(e)
+                idx["edges_in"].setdefault(e.sink, []).append(e)
                 idx["succ"].setdefault(e.source, []).append(e.sink)
                 idx["pred"].setdefault(e.sink, []).append(e.source)
             for c in self.columns:
@@ -135,6 +137,10 @@ class LineageGraph:
     def edges_from(self, uuid: str) -> list[TableEdge]:
         """Table edges whose source is the table with this uuid."""
         return list(self._index()["edges_out"].get(uuid, ()))
+
+    def edges_into(self, uuid: str) -> list[TableEdge]:
+        """Table edges whose sink is the table with this uuid (the writes that read other tables)."""
+        return list(self._index()["edges_in"].get(uuid, ()))
 
     def column_edges_from(self, uuid: str, column: str) -> list[ColumnEdge]:
         """Column edges (DIRECT and INDIRECT) out of one column."""
@@ -241,8 +247,7 @@ class LineageGraph:
         return out
 
     def records_into(self, ref: str) -> list[TableEdge]:
-        node = self.node(ref)
-        return [e for e in self.edges if e.sink == node.uuid]
+        return self.edges_into(self.node(ref).uuid)
 
 
 def _node_for(table: Table) -> TableNode:
@@ -334,12 +339,15 @@ def _dedupe_edges(graph: LineageGraph) -> None:
 
 
 def _report(graph: LineageGraph) -> None:
+    live_names = {n.name for n in graph.tables.values() if n.exists}
     for node in graph.tables.values():
         if not node.exists:
             readers = sorted({graph.tables[e.sink].name for e in graph.edges_from(node.uuid)})
-            same_name = [n for n in graph.tables.values() if n.exists and n.name == node.name]
+            same_name = node.name in live_names
             what = "was dropped and re-created (a different table now has the name)" if same_name else \
                 "is no longer in the catalog (dropped or renamed out of it)"
+            if node.name in graph.unloadable:
+                what = "is in the catalog but cannot be loaded (see above)"
             graph.problems.append(f"{node.name} (uuid {node.uuid}), read by {', '.join(readers)}, {what}")
     for group in graph.cycles():
         graph.problems.append(f"cycle: {' <-> '.join(group)} read each other (traversals visit each table once)")
@@ -350,13 +358,12 @@ def build_graph(catalog: Catalog, *, workers: int | None = None) -> LineageGraph
     idents = all_tables(catalog)
     graph = LineageGraph()
     # a broken table must not hide the rest of the lake: reported, its lineage missing
-    loaded = [f"{'.'.join(ident)}: cannot be loaded ({type(t).__name__}: {t}); its lineage is missing"
-              if isinstance(t, Exception) else t for ident, t in zip(idents, load_many(catalog, idents, workers=workers),
-                                                                     strict=True)]
+    loaded = [(".".join(ident), t) for ident, t in zip(idents, load_many(catalog, idents, workers=workers), strict=True)]
     metas: dict[str, TableMetadata] = {}
-    for item in loaded:
-        if isinstance(item, str):
-            graph.problems.append(item)
+    for name, item in loaded:
+        if isinstance(item, Exception):
+            graph.unloadable[name] = f"{type(item).__name__}: {item}"
+            graph.problems.append(f"{name}: cannot be loaded ({graph.unloadable[name]}); its lineage is missing")
         elif not has_marker(item, BOOKKEEPING_MARKERS):  # the library's bookkeeping: no data flows there
             add_table(graph, item)
             metas[str(item.metadata.table_uuid)] = item.metadata

@@ -364,7 +364,8 @@ class _Analyzer:
             top = top.this
         flow = _Flow()
         subs: dict[tuple[str, str], exp.Expression | None] = {}
-        state = {"scalar": True}
+        state = {"scalar": True, "ctx": 0}
+        value_deps: set[tuple[int, str]] = set()  # deps that decide the value (not a window's or FILTER's rows)
         tops = {id(top)}
         if isinstance(top, exp.Coalesce) and all(isinstance(a, exp.Column) for a in top.iter_expressions()):
             tops |= {id(a) for a in top.iter_expressions()}
@@ -375,6 +376,8 @@ class _Analyzer:
                     return
                 cf = self.add_column(flow, scope, node, agg, id(node) in tops, role)
                 subs[(node.table, node.name)] = cf.expr
+                if not state["ctx"]:
+                    value_deps.update(cf.deps)
                 return
             if isinstance(node, exp.Query | exp.Subquery):
                 state["scalar"] = False
@@ -394,15 +397,20 @@ class _Analyzer:
             if isinstance(node, exp.Placeholder | exp.Parameter | exp.Star | exp.UDTF) or _nondeterministic(node):
                 state["scalar"] = False
             if isinstance(node, exp.Window):
-                state["scalar"] = False
+                if not self.value_aggregate(node.this):
+                    state["scalar"] = False
                 visit(node.this, agg, role, lambdas)
+                state["ctx"] += 1  # which rows, not which value: max(x) OVER (PARTITION BY p) is some row's x
                 for arg in ("partition_by", "order"):
                     for child in _as_list(node.args.get(arg)):
                         visit(child, None, "WINDOW", lambdas)
+                state["ctx"] -= 1
                 return
             if isinstance(node, exp.Filter):
                 visit(node.this, agg, role, lambdas)
+                state["ctx"] += 1
                 visit(node.expression, None, role or "FILTER", lambdas)
+                state["ctx"] -= 1
                 return
             if isinstance(node, exp.Case):
                 if node.this is not None:
@@ -438,11 +446,14 @@ class _Analyzer:
                 return
             masking = self.aggregate(node)
             if masking is not None:
-                state["scalar"] = False
+                if not self.value_aggregate(node):  # max(x) returns one row's x: its value maps like x
+                    state["scalar"] = False
                 if isinstance(node, exp.ArgMax | exp.ArgMin):
                     visit(node.this, _Edge(AGGREGATION, False), role, lambdas)
                     if node.expression is not None:
+                        state["ctx"] += 1  # the ordering value picks the row, the value is node.this's
                         visit(node.expression, _Edge(AGGREGATION, True), role, lambdas)
+                        state["ctx"] -= 1
                     return
                 collects = self.collects(node)
                 agg = _serial(agg or _Edge(AGGREGATION, masking, collects), _Edge(AGGREGATION, masking, collects))
@@ -452,10 +463,35 @@ class _Analyzer:
                 visit(child, agg, role, lambdas)
 
         visit(top, None, role, frozenset())
-        if role is None and state["scalar"] and len(flow.inst) <= 1 and len(flow.deps) <= 1 \
+        deps = flow.deps if state["scalar"] is True and not self.has_value_aggregate(top) else value_deps
+        if role is None and state["scalar"] and len(flow.inst) <= 1 and len(deps) <= 1 \
                 and None not in subs.values():
-            flow.expr = top.transform(lambda n: _substitute(n, subs))
+            # value aggregates (max, min, any_value, ...) stand for their argument: max(lower(email))
+            # and lower(max(email)) both hold some row's LOWER(email)
+            flow.expr = self.unwrap_value_aggregates(top).transform(lambda n: _substitute(n, subs))
         return flow
+
+    def value_aggregate(self, node: exp.Expression) -> bool:
+        """An aggregate returning one input row's value unchanged (max, min, any_value, first, ...)."""
+        while isinstance(node, exp.Filter | exp.IgnoreNulls | exp.RespectNulls):
+            node = node.this
+        return (self.aggregate(node) is False and not self.collects(node)
+                and isinstance(node, exp.Func) and isinstance(node.this, exp.Expression))
+
+    def has_value_aggregate(self, top: exp.Expression) -> bool:
+        return any(self.value_aggregate(n) for n in top.walk())
+
+    def unwrap_value_aggregates(self, top: exp.Expression) -> exp.Expression:
+        def unwrap(n: exp.Expression) -> exp.Expression:
+            while True:
+                if isinstance(n, exp.Window | exp.Filter | exp.IgnoreNulls | exp.RespectNulls) and \
+                        self.value_aggregate(n.this):
+                    n = n.this
+                elif self.value_aggregate(n):
+                    n = n.this
+                else:
+                    return n
+        return top.copy().transform(unwrap)
 
     def aggregate(self, node: exp.Expression) -> bool | None:
         """None if ``node`` is no aggregate, else whether it masks its inputs."""
@@ -629,10 +665,24 @@ def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> 
         expr = None
         if flow.expr is not None and len(flow.inst) == 1 and len(flow.deps) == 1 and len(flow.direct) == 1:
             (edge,) = flow.direct.values()
-            if edge.subtype == TRANSFORMATION:
+            if edge.subtype == TRANSFORMATION or (edge.subtype == AGGREGATION and not edge.masking
+                                                  and not edge.collects and not isinstance(flow.expr, exp.Column)):
                 expr = flow.expr.sql(dialect=d)
-        columns[name] = [FieldRef(idx, col, DIRECT, e.subtype, e.masking, expr, e.collects)
-                         for (idx, col), e in sorted(flow.direct.items())]
+        values = [k for k, e in flow.direct.items() if not e.masking]  # arg_max(email, amount): email's value
+        if expr is None and flow.expr is not None and len(flow.inst) == 1 and len(values) == 1:
+            e = flow.direct[values[0]]
+            if e.subtype == AGGREGATION and not e.collects and not isinstance(flow.expr, exp.Column):
+                expr = flow.expr.sql(dialect=d)
+        refs = []
+        for (idx, col), e in sorted(flow.direct.items()):
+            subtype = e.subtype
+            if subtype == AGGREGATION and not e.masking and not e.collects and expr is None and len(values) != 1:
+                # a value aggregate of something that is not this column as it is (max(a || b),
+                # max(a) + max(b)): the written value is no row's value of the column. Recorded as a
+                # transformation without expression, so erasure fan-out warns instead of matching it.
+                subtype = TRANSFORMATION
+            refs.append(FieldRef(idx, col, DIRECT, subtype, e.masking, None if e.masking else expr, e.collects))
+        columns[name] = refs
     for scope in root.traverse():
         an.clauses(scope)
     indirect = [FieldRef(idx, col, INDIRECT, sub, False, None) for idx, col, sub in an.indirect]
