@@ -52,6 +52,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from iceberg_privacy import history
+from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import (
     LEDGER_TABLE_PROPERTY,
     LEGACY_NAMES,
@@ -76,6 +77,7 @@ from iceberg_privacy.dp.ledger_events import (
     event_columns,
     events_of,
     fold_reservations,
+    inherited_of,
     json_property,
     memo_entry,
     memo_key,
@@ -90,6 +92,7 @@ from iceberg_privacy.dp.ledger_state import (
 )
 from iceberg_privacy.dp.ledger_tables import _LOAD, TableIdentity
 from iceberg_privacy.dp.query import canonical_dumps
+from iceberg_privacy.errors import IcebergPrivacyError
 from iceberg_privacy.history import HistoryPolicy, HistoryReport
 from iceberg_privacy.properties import ACCESS_KEY, ACCESS_MAX_PER_QUERY_KEY
 from iceberg_privacy.properties import DP_BUDGETS_PROPERTY as PROP_BUDGETS
@@ -113,6 +116,23 @@ HISTORY = HistoryPolicy("the DP budget ledger", sort_by="at", every_default=COMP
 MEMO_ENTRIES = 1000
 """How many (query hash, source snapshot) entries ``privacy.dp.memo`` keeps, newest first; an evicted question
 is asked again (and paid for) instead of being answered from the memo."""
+PROPAGATED_EVENTS = ("heartbeat", "evaluated", "released", "failed")
+"""Status events of a release that its parts in the ledgers of the namespaces its table moved out of get too
+(their heartbeat stays fresh, and they close with it)."""
+
+
+def add_spend(spent: dict[str, dict[str, Any]], scopes: list[str], principal: str, amount: Budget
+              ) -> dict[str, dict[str, Any]]:
+    """A copy of ``privacy.dp.spent`` with ``amount`` added to each scope's total and to the principal's spend."""
+    new_spent = json.loads(canonical_dumps(spent))
+    for scope in scopes:
+        entry = new_spent.setdefault(scope, {})
+        total = budget_from_json(entry["total"]) if entry.get("total") else zero_like(amount)
+        entry["total"] = (total + amount).to_json()
+        per = entry.setdefault("principals", {})
+        p_total = budget_from_json(per[principal]) if principal in per else zero_like(amount)
+        per[principal] = (p_total + amount).to_json()
+    return new_spent
 
 
 
@@ -335,6 +355,11 @@ class Ledger(TableIdentity):
                 f"{'.'.join(self.namespace)}; set one first, e.g. `iceberg-privacy dp budget set "
                 f"--namespace {'.'.join(self.namespace)} --rho 1.0`."
             )
+        return scopes, self.limit(state, scopes, principal, amount)
+
+    def limit(self, state: LedgerState, scopes: list[str], principal: str, amount: Budget) -> Budget:
+        """What ``principal`` has left in all of ``scopes`` (keys with a budget); raises, naming what is left,
+        when ``amount`` does not fit one of them or its principal cap."""
         limits: list[Budget] = []
         for key in scopes:
             st = state.scope(key)
@@ -366,7 +391,7 @@ class Ledger(TableIdentity):
                         "and nothing was released."
                     )
                 limits.append(p_remaining)
-        return scopes, min_budget(limits)
+        return min_budget(limits)
 
     def check_policy(self, state: LedgerState, source: tuple[str, ...], principal: str, amount: Budget,
                      table_uuid: str | None = None) -> None:
@@ -477,24 +502,35 @@ class Ledger(TableIdentity):
         if table_uuid is not None:
             table_uuid = str(table_uuid)
             detail["table_uuid"] = table_uuid
+        parts: dict[str, Ledger] = {}  # ledgers of namespaces the table moved out of that hold a part of it
+        final: list[str] = []
 
         def mutate(
             state: LedgerState, table: Table
         ) -> tuple[Reservation, dict[str, str], list[dict[str, Any]]]:
             state = self._bind_table(state, source, table_uuid)
             scopes, left = self.check(state, source, principal, amount, table_uuid)
-            new_spent = json.loads(canonical_dumps(state.spent))
-            for scope in scopes:
-                entry = new_spent.setdefault(scope, {})
-                total = budget_from_json(entry["total"]) if entry.get("total") else zero_like(amount)
-                entry["total"] = (total + amount).to_json()
-                per = entry.setdefault("principals", {})
-                p_total = budget_from_json(per[principal]) if principal in per else zero_like(amount)
-                per[principal] = (p_total + amount).to_json()
+            # A table that moved here from other namespaces keeps charging their ledgers (their people are in it):
+            # a part of the reservation there first (compare-and-swap there; idempotent by release id when this
+            # commit loses its race and runs again), then this ledger's. A crash in between leaves the part open
+            # there, i.e. spent, until resolve_reservations refunds it (nothing was evaluated).
+            lefts = [left]
+            final.clear()
+            for ns, keys in sorted((state.inherits(table_uuid) or {}).items()):
+                there = self._ledger(tuple(ns.split(".")))
+                part = there.reserve_part(rid, keys, principal, amount, source=source, owner=detail["owner"],
+                                          for_namespace=self.namespace)
+                if part is None:  # no budget there (any more): nothing to charge
+                    continue
+                parts[ns] = there
+                final.append(ns)
+                lefts.append(part)
+                checkpoint("dp.between_ledgers")
+            new_spent = add_spend(state.spent, scopes, principal, amount)
             new_state = LedgerState(state.budgets, new_spent)
             snap = table.current_snapshot()
             reservation = Reservation(
-                rid, tuple(scopes), amount, principal, left, snap.snapshot_id if snap else -1
+                rid, tuple(scopes), amount, principal, min_budget(lefts), snap.snapshot_id if snap else -1
             )
             row = self._row(
                 "reserved",
@@ -506,7 +542,7 @@ class Ledger(TableIdentity):
                 amount=amount.dumps(),
                 query_hash=query_hash,
                 output_table=output_table,
-                detail=canonical_dumps(detail),
+                detail=canonical_dumps({**detail, **({"inherited": list(final)} if final else {})}),
             )
             open_ = self._open(table)
             open_[rid] = {"state": "reserved", "reserved": compact_reserved(row)}
@@ -517,14 +553,80 @@ class Ledger(TableIdentity):
             return reservation, props, [row]
 
         try:
-            reservation, _ = self._commit(mutate)
-        except NoBudgetConfiguredError:
-            # no ledger here yet, but the table moved here with its budget: its first reservation creates it (or
-            # another process's first reservation created it meanwhile: then this one runs again on it)
-            if table_uuid is None or self._elsewhere(table_uuid)[1] is None:
-                raise
-            reservation, _ = self._commit(mutate, create=True)
+            try:
+                reservation, _ = self._commit(mutate)
+            except NoBudgetConfiguredError:
+                # no ledger here yet, but the table moved here with its budget: its first reservation creates it
+                # (or another process's first reservation created it meanwhile: then this one runs again on it)
+                if table_uuid is None or self._elsewhere(table_uuid)[1] is None:
+                    raise
+                reservation, _ = self._commit(mutate, create=True)
+        except IcebergPrivacyError as exc:  # refused here (or there): the parts reserved elsewhere go back now
+            self._refund_parts(rid, list(parts.values()), f"the release was refused in ledger {self._where()}: "
+                                                          f"{str(exc)[:500]}")
+            raise
+        # parts an earlier run of the commit reserved that its last run did not need (rare: a budget removed there)
+        self._refund_parts(rid, [led for ns, led in parts.items() if ns not in final],
+                           "not needed by the reservation's final commit")
         return reservation
+
+    def reserve_part(self, release_id: str, keys: list[str], principal: str, amount: Budget, *,
+                     source: tuple[str, ...], owner: dict[str, Any], for_namespace: tuple[str, ...]
+                     ) -> Budget | None:
+        """The part, in this ledger, of a reservation of a table that moved out of this namespace (into
+        ``for_namespace``, whose ledger holds the reservation): ``amount`` charged to ``keys`` (this namespace's
+        scope and the table's scopes here; those with a budget), checked against their caps and principal caps in
+        the same compare-and-swap commit (event ``reserved``, detail ``inherited_by``). Returns what was left
+        before it; None when no key has a budget here (or this ledger is gone). Idempotent by ``release_id``."""
+        from pyiceberg.exceptions import NoSuchNamespaceError
+
+        def mutate(state: LedgerState, table: Table) -> tuple[Budget | None, dict[str, str] | None,
+                                                               list[dict[str, Any]]]:
+            open_ = self._open(table)
+            if release_id in open_:  # reserved by an earlier run of the caller's commit
+                entry = open_[release_id]
+                if entry["state"] != "reserved":
+                    raise LedgerConflictError(
+                        f"the part of reservation {release_id} in ledger {self._where()} is {entry['state']} "
+                        "already; nothing more was spent. Run the release again.")
+                return amount, None, []
+            applicable = [k for k in keys if k in state.budgets]
+            if not applicable:
+                return None, None, []
+            left = self.limit(state, applicable, principal, amount)
+            row = self._row("reserved", release_id, principal, source_table=".".join(source),
+                            scopes=canonical_dumps(applicable), amount=amount.dumps(),
+                            detail=canonical_dumps({"owner": owner, "inherited_by": ".".join(for_namespace)}))
+            open_[release_id] = {"state": "reserved", "reserved": compact_reserved(row)}
+            return left, {PROP_SPENT: canonical_dumps(add_spend(state.spent, applicable, principal, amount)),
+                          PROP_OPEN: canonical_dumps(open_)}, [row]
+
+        try:
+            left, _ = self._commit(mutate)
+        except (NoBudgetConfiguredError, NoSuchNamespaceError):  # no ledger (namespace dropped): no budget there
+            return None
+        return left  # type: ignore[no-any-return]
+
+    def _refund_parts(self, release_id: str, ledgers: list[Ledger], reason: str) -> None:
+        """Give back the parts of a reservation held in other ledgers (each re-checks, in its own commit, that its
+        part never started evaluating; one that did is closed as ``abandoned`` with its spend kept). A failure
+        here is logged: the part stays charged until resolve_reservations refunds it (never under-counted)."""
+        for there in ledgers:
+            try:
+                state = there.refund(release_id, reason=reason)
+                if state == "evaluating":
+                    there.abandon(release_id, reason=reason)
+            except Exception as exc:  # noqa: BLE001 - conservative: the part stays charged
+                log.warning("could not refund the part of reservation %s in ledger %s (it stays charged until "
+                            "resolve_reservations refunds it): %s", release_id, there._where(), exc)
+
+    def _parts(self, release_id: str) -> list[Ledger]:
+        """The other ledgers holding a part of reservation ``release_id`` of this ledger."""
+        table = self.load()
+        if table is None:
+            return []
+        entry = self._entry(table, release_id, self._open(table))
+        return [self._ledger(tuple(ns.split("."))) for ns in (inherited_of(entry["reserved"]) if entry else [])]
 
     def record(
         self,
@@ -542,7 +644,12 @@ class Ledger(TableIdentity):
     ) -> None:
         """Append a status event (released / failed / memoized / evaluated / heartbeat); never changes any total."""
 
-        def mutate(state: LedgerState, table: Table) -> tuple[None, dict[str, str] | None, list[dict[str, Any]]]:
+        def mutate(state: LedgerState, table: Table) -> tuple[list[str], dict[str, str] | None,
+                                                               list[dict[str, Any]]]:
+            inherited: list[str] = []
+            if event in PROPAGATED_EVENTS:
+                open_entry = self._open(table).get(release_id)
+                inherited = inherited_of(open_entry["reserved"]) if open_entry else []
             row = self._row(
                 event,
                 release_id,
@@ -568,9 +675,16 @@ class Ledger(TableIdentity):
                     newest = sorted(memo.items(), key=lambda kv: str(kv[1].get("at")), reverse=True)[:MEMO_ENTRIES]
                     memo = dict(newest)
                 props[PROP_MEMO] = canonical_dumps(memo)
-            return None, props or None, [row]
+            return inherited, props or None, [row]
 
-        self._commit(mutate)
+        inherited, _ = self._commit(mutate)
+        for ns in inherited:  # the parts of the reservation in the ledgers of namespaces the table moved out of
+            try:
+                self._ledger(tuple(ns.split("."))).record(event, release_id, principal, source=source,
+                                                          detail={"for": self._where()})
+            except Exception as exc:  # noqa: BLE001 - conservative: an open part stays charged
+                log.warning("could not record %s for the part of reservation %s in namespace %s (it stays open, "
+                            "i.e. charged, until resolve_reservations closes it): %s", event, release_id, ns, exc)
 
     # -- the life of a reservation -------------------------------------------------------------
     def heartbeat(self, release_id: str, principal: str | None) -> None:
@@ -581,7 +695,12 @@ class Ledger(TableIdentity):
         """Commit event ``evaluating`` if the reservation is still ``reserved``; call before computing noise.
 
         False when it is not (it was refunded as abandoned, or closed): then nothing may be computed.
+        A reservation with parts in other ledgers (a moved table's) moves them to ``evaluating`` first, so once
+        this one evaluates, no part can be refunded any more.
         """
+        for there in self._parts(release_id):
+            if not there.begin_evaluation(release_id, principal):
+                return False
 
         def mutate(state: LedgerState, table: Table) -> tuple[bool, dict[str, str] | None, list[dict[str, Any]]]:
             open_ = self._open(table)
@@ -599,10 +718,12 @@ class Ledger(TableIdentity):
         """Give back the spend of a reservation that never reached ``evaluating`` (event ``refunded``).
 
         Returns the reservation's state afterwards: ``"refunded"`` (now or before), or the state that
-        forbids a refund (``"evaluating"``, ``"released"``, ``"failed"``, ``"abandoned"``).
+        forbids a refund (``"evaluating"``, ``"released"``, ``"failed"``, ``"abandoned"``). Its parts in other
+        ledgers (a moved table's release) are refunded after it, each re-checked there.
         """
 
-        def mutate(state: LedgerState, table: Table) -> tuple[str, dict[str, str] | None, list[dict[str, Any]]]:
+        def mutate(state: LedgerState, table: Table) -> tuple[tuple[str, list[str]], dict[str, str] | None,
+                                                              list[dict[str, Any]]]:
             open_ = self._open(table)
             entry = self._entry(table, release_id, open_)
             if entry is None:
@@ -611,7 +732,7 @@ class Ledger(TableIdentity):
                     "`iceberg-privacy dp reservations --all`."
                 )
             if entry["state"] != "reserved":
-                return entry["state"], None, []
+                return (entry["state"], inherited_of(entry["reserved"])), None, []
             reserved = entry["reserved"]
             amount = budget_from_json(reserved["amount"])
             principal = reserved["principal"]
@@ -648,9 +769,12 @@ class Ledger(TableIdentity):
                 detail=canonical_dumps({"reason": reason, **(detail or {})}),
             )
             open_.pop(release_id, None)
-            return "refunded", {PROP_SPENT: canonical_dumps(new_spent), PROP_OPEN: canonical_dumps(open_)}, [row]
+            return (("refunded", inherited_of(reserved)),
+                    {PROP_SPENT: canonical_dumps(new_spent), PROP_OPEN: canonical_dumps(open_)}, [row])
 
-        result, _ = self._commit(mutate)
+        (result, inherited), _ = self._commit(mutate)
+        if result == "refunded":
+            self._refund_parts(release_id, [self._ledger(tuple(ns.split("."))) for ns in inherited], reason)
         return str(result)
 
     def abandon(self, release_id: str, *, reason: str) -> str:
@@ -659,20 +783,26 @@ class Ledger(TableIdentity):
         Returns the state afterwards (``"abandoned"``, or the state that was found instead).
         """
 
-        def mutate(state: LedgerState, table: Table) -> tuple[str, dict[str, str] | None, list[dict[str, Any]]]:
+        def mutate(state: LedgerState, table: Table) -> tuple[tuple[str, list[str]], dict[str, str] | None,
+                                                              list[dict[str, Any]]]:
             open_ = self._open(table)
             entry = self._entry(table, release_id, open_)
             if entry is None or entry["state"] != "evaluating":
-                return (entry["state"] if entry else "unknown"), None, []
+                return ((entry["state"] if entry else "unknown"), []), None, []
             reserved = entry["reserved"]
             row = self._row("abandoned", release_id, reserved["principal"], source_table=reserved["source_table"],
                             source_snapshot_id=reserved["source_snapshot_id"], query_hash=reserved["query_hash"],
                             output_table=reserved["output_table"],
                             detail=canonical_dumps({"reason": reason, "spend": "kept"}))
             open_.pop(release_id, None)
-            return "abandoned", {PROP_OPEN: canonical_dumps(open_)}, [row]
+            return ("abandoned", inherited_of(reserved)), {PROP_OPEN: canonical_dumps(open_)}, [row]
 
-        result, _ = self._commit(mutate)
+        (result, inherited), _ = self._commit(mutate)
+        for ns in inherited:  # its parts in other ledgers evaluated before it did: closed with their spend kept
+            try:
+                self._ledger(tuple(ns.split("."))).abandon(release_id, reason=reason)
+            except Exception as exc:  # noqa: BLE001 - conservative: an open part stays charged
+                log.warning("could not close the part of reservation %s in namespace %s: %s", release_id, ns, exc)
         return str(result)
 
     def status(self) -> list[BudgetState]:

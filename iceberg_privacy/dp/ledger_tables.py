@@ -23,9 +23,11 @@ from iceberg_privacy.dp.errors import (
     TableMovedError,
 )
 from iceberg_privacy.dp.ledger_state import (
+    INHERITS,
     LedgerState,
     carry_in,
     carry_out,
+    namespace_scope,
     table_id_scope,
     table_scope,
 )
@@ -284,12 +286,29 @@ class TableIdentity:
         if entry is not None and "moved_to" not in entry:
             if entry["name"] != ".".join(source):  # renamed: recorded, joining what its new name claims
                 state.tables = state.bind(source, table_uuid)
-            return state
+            return self._with_inherits(state, table_uuid)
         carried = self._move_here(source, table_uuid, state)
         claims = state.claims(".".join(source), table_uuid)
         if carried is not None:
-            return carry_in(state, source, table_uuid, carried, extra=claims)
+            return self._with_inherits(carry_in(state, source, table_uuid, carried, extra=claims), table_uuid)
         state.tables = state.bind(source, table_uuid, claims)
+        return state
+
+    def _with_inherits(self, state: LedgerState, table_uuid: str) -> LedgerState:
+        """``state`` with the binding of a table that moved here saying which scopes of the namespaces it moved out
+        of it keeps charging. A binding made by a library before inheritance (a move with an epoch, no
+        ``inherits``) gets them from the tombstones the other ledgers keep for it: once, written by this commit."""
+        entry = (state.tables or {}).get(table_uuid) or {}
+        if INHERITS in entry or not int(entry.get("epoch", 0)):
+            return state
+        inherits: dict[str, list[str]] = {}
+        for ns, other in self._ledger_states(fresh=True):
+            gone = (other.tables or {}).get(table_uuid)
+            if ns != self.namespace and gone and gone.get("moved_to"):
+                inherits[".".join(ns)] = sorted({namespace_scope(ns), *gone.get("scopes", ())})
+        tables = json.loads(canonical_dumps(state.tables))
+        tables[table_uuid][INHERITS] = inherits
+        state.tables = tables
         return state
 
     def table_scopes_for_update(self, state: LedgerState, source: tuple[str, ...], table_uuid: str | None
