@@ -30,6 +30,7 @@ from iceberg_privacy.dp._refs import (
 from iceberg_privacy.dp.budget import Budget, as_budget
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.ledger_state import BudgetState, namespace_scope
+from iceberg_privacy.dp.ledger_tables import namespace_tables
 from iceberg_privacy.errors import ConfigurationError, InvalidBudgetError
 
 
@@ -50,7 +51,8 @@ def _set(catalog: Catalog, ns: tuple[str, ...], scope: str | None, cap: Budget |
     except NamespaceAlreadyExistsError:
         pass
     ledger = Ledger(catalog, ns)
-    state = ledger.set_budget(scope, total, principal_caps=caps, set_by=set_by, table=table)
+    bind = namespace_tables(catalog, ns) if table is None else None  # a move out later keeps charging this scope
+    state = ledger.set_budget(scope, total, principal_caps=caps, set_by=set_by, table=table, bind=bind)
     if table is not None:
         scope = ledger.table_scopes_for_update(state, *table)[0]
     assert scope is not None

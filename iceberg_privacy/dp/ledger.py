@@ -287,18 +287,22 @@ class Ledger(TableIdentity):
         principal_caps: dict[str, Budget] | None = None,
         set_by: str | None = None,
         table: tuple[tuple[str, ...], str | None] | None = None,
+        bind: list[tuple[tuple[str, ...], str]] | None = None,
     ) -> LedgerState:
         """Set (or replace) the total budget of a scope, optionally with per-principal caps.
 
         ``table=(identifier, uuid)`` instead of a scope: the budget of that table, on the table scopes it is
         bound to (or claims by name; a new ``table-id:<uuid>`` scope when none), in the same commit that binds
         it. The type of an already-spent scope cannot change: amounts of different types do not add.
+        ``bind``: tables ``(identifier, uuid)`` of this namespace bound in the same commit (a namespace budget binds
+        every table of the namespace, so one that moves out later keeps charging it).
         """
 
         def mutate(
             state: LedgerState, ledger_table: Table
         ) -> tuple[LedgerState, dict[str, str], list[dict[str, Any]]]:
             state, scopes = self._target_scopes(state, scope, table)
+            state, _ = self._bind_all(state, bind or [])
             entry = {
                 "cap": cap.to_json(),
                 "principals": {p: b.to_json() for p, b in (principal_caps or {}).items()},
@@ -430,6 +434,7 @@ class Ledger(TableIdentity):
         principal_caps: dict[str, Budget] | None = None,
         set_by: str | None = None,
         table: tuple[tuple[str, ...], str | None] | None = None,
+        bind: list[tuple[tuple[str, ...], str]] | None = None,
     ) -> LedgerState:
         """Set (``entry``) or remove (None) the access policy of a scope, and merge per-principal caps into the
         scope's budget, in one commit (event ``policy_set``). Principal caps need the scope's total budget.
@@ -438,6 +443,7 @@ class Ledger(TableIdentity):
         def mutate(state: LedgerState, ledger_table: Table
                    ) -> tuple[LedgerState, dict[str, str], list[dict[str, Any]]]:
             state, scopes = self._target_scopes(state, scope, table)
+            state, _ = self._bind_all(state, bind or [])
             budgets = json.loads(canonical_dumps(state.budgets))
             policies = json.loads(canonical_dumps(state.policies or {}))
             for key in scopes:

@@ -48,6 +48,28 @@ SCAN_TTL_SECONDS = _scan_memo.TTL_SECONDS
 its namespace (:meth:`Ledger.state_for`); commits always scan afresh."""
 
 
+def namespace_tables(catalog: Catalog, namespace: tuple[str, ...]) -> list[tuple[tuple[str, ...], str]]:
+    """``(identifier, uuid)`` of every user table in ``namespace`` (the library's own tables, ledgers, journals,
+    DP outputs, are skipped): what a namespace budget or policy binds (:meth:`TableIdentity.bind_tables`)."""
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+    from iceberg_privacy.properties import LIBRARY_MARKERS
+
+    try:
+        identifiers = catalog.list_tables(namespace)
+    except NoSuchNamespaceError:
+        return []
+    out = []
+    for ident in identifiers:
+        try:
+            table = catalog.load_table(ident)
+        except NoSuchTableError:  # dropped meanwhile
+            continue
+        if not any(table.properties.get(m) == "1" for m in LIBRARY_MARKERS):
+            out.append((tuple(ident), str(table.metadata.table_uuid)))
+    return out
+
+
 class TableIdentity:
     """The table-identity half of a :class:`~iceberg_privacy.dp.ledger.Ledger` (see the module doc)."""
 
@@ -293,6 +315,51 @@ class TableIdentity:
             return self._with_inherits(carry_in(state, source, table_uuid, carried, extra=claims), table_uuid)
         state.tables = state.bind(source, table_uuid, claims)
         return state
+
+    def _bind_all(self, state: LedgerState, tables: list[tuple[tuple[str, ...], str]]) -> tuple[LedgerState, list[str]]:
+        """Inside a commit: ``state`` with every table of ``tables`` (``(identifier, uuid)``, tables living in this
+        namespace) bound that is not bound here yet, and the names of those it bound. One scan of the lake's
+        ledgers: a table no other ledger knows is bound to what its name claims; one that another ledger knows (it
+        moved here) takes what it carries, as its first reservation would (:meth:`_bind_table`)."""
+        todo = [(ident, str(u)) for ident, u in tables if state.bound(str(u)) is None]
+        if not todo:
+            return state, []
+        known = {u for ns, other in self._ledger_states(fresh=True) if ns != self.namespace
+                 for u in (other.tables or {})}
+        bound = []
+        for ident, table_uuid in todo:
+            gone = (state.tables or {}).get(table_uuid)
+            if table_uuid in known or gone is not None:
+                try:
+                    state = self._bind_table(state, ident, table_uuid)
+                except TableMovedError:  # it lives elsewhere now: not this namespace's to bind
+                    continue
+            else:
+                state.tables = state.bind(ident, table_uuid, state.claims(".".join(ident), table_uuid))
+            bound.append(".".join(ident))
+        return state, bound
+
+    def bind_tables(self, tables: list[tuple[tuple[str, ...], str]], *, reason: str) -> list[str]:
+        """Record that these tables (``(identifier, uuid)``) live in this namespace, in one compare-and-swap commit
+        (event ``table_bound``), so a later move out of it takes its budget and policy along (docs/dp.md, "Table
+        identity"). Nothing is committed when all are bound already, or when this namespace has no ledger.
+        Returns the names bound."""
+
+        def mutate(state: LedgerState, table: Table) -> tuple[list[str], dict[str, str] | None,
+                                                               list[dict[str, Any]]]:
+            state, bound = self._bind_all(state, tables)
+            if not bound:
+                return [], None, []
+            row = self._row("table_bound", None, None, detail=canonical_dumps({"tables": bound, "reason": reason}))
+            return bound, state.to_properties(), [row]
+
+        from iceberg_privacy.dp.errors import NoBudgetConfiguredError
+
+        try:
+            bound, _ = self._commit(mutate)
+        except NoBudgetConfiguredError:  # no ledger: no budget nor policy here to take along
+            return []
+        return bound  # type: ignore[no-any-return]
 
     def _with_inherits(self, state: LedgerState, table_uuid: str) -> LedgerState:
         """``state`` with the binding of a table that moved here saying which scopes of the namespaces it moved out

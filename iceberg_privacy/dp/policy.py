@@ -33,6 +33,7 @@ credentials from reading files directly. The protection boundary is the query se
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -44,7 +45,7 @@ from pyiceberg.exceptions import NamespaceAlreadyExistsError
 from pyiceberg.table import Table
 
 from iceberg_privacy.catalog import TableRef
-from iceberg_privacy.dp._refs import check_catalog, namespace_identifier, qualified, table_identity
+from iceberg_privacy.dp._refs import check_catalog, namespace_identifier, qualified, show, table_identity
 from iceberg_privacy.dp.arguments import ROWS, RowUnit
 from iceberg_privacy.dp.budget import Budget, as_budget, budget_from_json
 from iceberg_privacy.dp.ledger import Ledger
@@ -443,13 +444,17 @@ def set_access_policy(
         raise ConfigurationError(
             f"public_keys names the privacy-unit column {unit!r}: grouping by the privacy unit would release "
             "per-person values; drop it from public_keys. Nothing was changed.")
-    for table in _governed_tables(catalog, target, scope, ns):
+    governed = _governed_tables(catalog, target, scope, ns)
+    for table in governed:
         _check_schema(table, unit, bounds, keys, scope)
     try:
         catalog.create_namespace(ns)
     except NamespaceAlreadyExistsError:
         pass
-    state = ledger.set_policy(scope, entry, principal_caps=caps, set_by=set_by, table=table_ref)
+    # a namespace policy binds every table of the namespace in the same commit: one that moves out later takes the
+    # policy along (a dp-only namespace's tables never become readable by moving to an open one)
+    bind = None if table_ref is not None else [(tuple(t.name()), str(t.metadata.table_uuid)) for t in governed]
+    state = ledger.set_policy(scope, entry, principal_caps=caps, set_by=set_by, table=table_ref, bind=bind)
     if table_ref is not None:
         scope = ledger.table_scopes_for_update(state, *table_ref)[0]
     budget = state.budgets.get(scope)
@@ -501,11 +506,25 @@ def require_raw_access(catalog: Catalog, table: TableRef) -> None:
         return
     if is_dp_output(catalog, table):
         return
+    _bind_on_sight(catalog, table)
     raise DpOnlyError(
         f"{policy.target} is dp-only (policy of {policy.scope}): its rows cannot be read, only released with "
         "differential privacy. Ask a DP query (ip.dp_sql, or the query service), or read a synthetic table of "
         "the namespace."
     )
+
+
+def _bind_on_sight(catalog: Catalog, table: TableRef) -> None:
+    """A refused raw read of a table its namespace's ledger has not bound yet (created after the namespace policy
+    was set): bind it now, so a later move out of the namespace takes the dp-only policy along. A failure is
+    logged: the read is refused anyway."""
+    try:
+        ident, table_uuid = table_identity(catalog, table)
+        ledger = Ledger(catalog, ident[:-1])
+        if table_uuid is not None and ledger.state().bound(table_uuid) is None:
+            ledger.bind_tables([(ident, table_uuid)], reason="a raw read was refused (dp-only)")
+    except Exception as exc:  # noqa: BLE001 - the refusal stands either way
+        logging.getLogger("iceberg_privacy.dp").warning("could not bind %s in its ledger: %s", show(table), exc)
 
 
 def is_dp_output(catalog: Catalog, table: TableRef) -> bool:
