@@ -216,6 +216,12 @@ class ReleaseAbortedError(ReleaseFailedError):
     refunded = True
 
 
+class NamespaceNotFoundError(ConfigurationError, LookupError):
+    """A budget or policy named a namespace that does not exist (a typo would otherwise create a new, empty privacy
+    domain): the message lists the existing namespaces; ``create_namespace=True`` (CLI ``--create-namespace``)
+    creates it on purpose."""
+
+
 # -- Spark data source ------------------------------------------------------------------------------
 class TableNotFoundError(IcebergPrivacyError, LookupError):
     """A read named a table that does not exist in the configured catalog."""

@@ -41,11 +41,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError
 from pyiceberg.table import Table
 
 from iceberg_privacy.catalog import TableRef
-from iceberg_privacy.dp._refs import check_catalog, namespace_identifier, qualified, show, table_identity
+from iceberg_privacy.dp._refs import (
+    check_catalog,
+    ensure_namespace,
+    namespace_identifier,
+    qualified,
+    show,
+    table_identity,
+)
 from iceberg_privacy.dp.arguments import ROWS, RowUnit
 from iceberg_privacy.dp.budget import Budget, as_budget, budget_from_json
 from iceberg_privacy.dp.ledger import Ledger
@@ -382,6 +388,7 @@ def set_access_policy(
     column_bounds: Mapping[str, tuple[float, float]] | None = None,
     public_keys: Mapping[str, Sequence[Any]] | None = None,
     set_by: str | None = None,
+    create_namespace: bool = False,
 ) -> AccessPolicy:
     """Set the access policy of a namespace (``"sales"``, or :func:`namespace_target` for a nested one) or
     of one table (``"sales.orders"``, a tuple, or a loaded ``Table``); returns the stored policy.
@@ -395,7 +402,9 @@ def set_access_policy(
     ``privacy_unit``/``max_rows_per_unit`` fix what every release protects; ``column_bounds`` are public
     clamping bounds (``{"price": (0, 100)}``) and ``public_keys`` public GROUP BY keys (``{"country":
     ["DE", "FR"]}``) that DP SQL uses without spending. The whole policy is replaced; a table policy
-    replaces its namespace's for that table.
+    replaces its namespace's for that table. The namespace must exist (:class:`~iceberg_privacy.NamespaceNotFoundError`
+    names the existing ones) unless ``create_namespace=True``; a namespace policy binds every table now in the
+    namespace in the same ledger commit (a table that moves out later keeps the policy: docs/dp.md).
     """
     check_catalog(catalog, "set_access_policy")
     if access not in ACCESS_MODES:
@@ -447,10 +456,7 @@ def set_access_policy(
     governed = _governed_tables(catalog, target, scope, ns)
     for table in governed:
         _check_schema(table, unit, bounds, keys, scope)
-    try:
-        catalog.create_namespace(ns)
-    except NamespaceAlreadyExistsError:
-        pass
+    ensure_namespace(catalog, ns, create=create_namespace)
     # a namespace policy binds every table of the namespace in the same commit: one that moves out later takes the
     # policy along (a dp-only namespace's tables never become readable by moving to an open one)
     bind = None if table_ref is not None else [(tuple(t.name()), str(t.metadata.table_uuid)) for t in governed]
