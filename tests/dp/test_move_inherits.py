@@ -301,3 +301,12 @@ def test_whatever_moves_the_first_namespace_never_pays_more_than_its_cap(
                     pass
         # every release of t or u is charged to db exactly once, wherever t lives; crashed parts stay charged
         assert _ns_spent(catalog, "db") == spent + crashed <= 1
+
+
+def test_on_the_rest_catalog_over_seaweedfs(rest_catalog: Catalog, lake_ns: str) -> None:
+    """The same on the SeaweedFS REST catalog (s3:// warehouse): a table that never released moves out; it and its
+    old namespace's other table together spend what the old namespace had left, and no more."""
+    _lake(rest_catalog, lake_ns, f"{lake_ns}b")
+    assert _drain(rest_catalog, [f"{lake_ns}.t1", f"{lake_ns}b.t2"], step=Fraction(1, 4)) == Fraction(1, 2)
+    assert _ns_spent(rest_catalog, lake_ns) == 1
+    assert not _open(rest_catalog, lake_ns) and not _open(rest_catalog, f"{lake_ns}b")
