@@ -85,6 +85,7 @@ from iceberg_privacy.errors import (
     KeySetError,
     LedgerConflictError,
     LedgerCorruptError,
+    LedgerPropertyTooLargeError,
     LineageError,
     MissingSourceError,
     NamespaceNotFoundError,
@@ -186,7 +187,7 @@ __all__ = [
     # errors
     "BudgetError", "BudgetExhaustedError", "BudgetTypeMismatchError", "CatalogError", "CommitConflictError",
     "ConfigurationError", "DpOnlyError", "DpSqlRefusedError", "ForgetKeyMismatchError", "ForgetListError", "IcebergPrivacyError", "InvalidArgumentError",
-    "InvalidBudgetError", "InvalidLookupValueError", "KeySetError", "LedgerConflictError", "LedgerCorruptError", "TableMovedError", "LineageError",
+    "InvalidBudgetError", "InvalidLookupValueError", "KeySetError", "LedgerConflictError", "LedgerCorruptError", "LedgerPropertyTooLargeError", "TableMovedError", "LineageError",
     "MissingSourceError", "NamespaceNotFoundError", "NoBudgetConfiguredError", "NoIdentityColumnsError", "OpaqueSqlError",
     "PrivacyUnitRequiredError", "PurposeViolationError", "QueryCapExceededError", "QueueIntegrityError", "RefHoldsSubjectError", "ReleaseAbortedError", "ReleaseFailedError",
     "RequestBlockedError", "RequestConflictError", "SchemaMismatchError", "SecretMissingError", "SidecarError",

@@ -177,6 +177,11 @@ class TableMovedError(LedgerConflictError):
     spent: run the release again under the table's current name."""
 
 
+class LedgerPropertyTooLargeError(BudgetError):
+    """A ledger commit would make one of the ledger's table properties larger than the limit its catalog can store
+    (``privacy.dp.max-property-bytes``); refused before anything was written, so nothing was spent or changed."""
+
+
 class LedgerCorruptError(BudgetError):
     """The budget ledger's state properties do not decode: no release may run until they are repaired."""
 

@@ -64,6 +64,8 @@ from iceberg_privacy.dp.errors import (
     BudgetExhaustedError,
     BudgetTypeMismatchError,
     LedgerConflictError,
+    LedgerCorruptError,
+    LedgerPropertyTooLargeError,
     NoBudgetConfiguredError,
     QueryCapExceededError,
 )
@@ -97,6 +99,7 @@ from iceberg_privacy.history import HistoryPolicy, HistoryReport
 from iceberg_privacy.properties import ACCESS_KEY, ACCESS_MAX_PER_QUERY_KEY
 from iceberg_privacy.properties import DP_BUDGETS_PROPERTY as PROP_BUDGETS
 from iceberg_privacy.properties import DP_LEDGER_MARKER as PROP_MARKER
+from iceberg_privacy.properties import DP_MAX_PROPERTY_BYTES_PROPERTY as PROP_MAX_BYTES
 from iceberg_privacy.properties import DP_MEMO_PROPERTY as PROP_MEMO
 from iceberg_privacy.properties import DP_OPEN_PROPERTY as PROP_OPEN
 from iceberg_privacy.properties import DP_SPENT_PROPERTY as PROP_SPENT
@@ -116,9 +119,26 @@ HISTORY = HistoryPolicy("the DP budget ledger", sort_by="at", every_default=COMP
 MEMO_ENTRIES = 1000
 """How many (query hash, source snapshot) entries ``privacy.dp.memo`` keeps, newest first; an evicted question
 is asked again (and paid for) instead of being answered from the memo."""
+MAX_PROPERTY_BYTES = 512 * 1024
+"""Default of ``privacy.dp.max-property-bytes``: the largest UTF-8 size a commit may grow one ledger property to.
+AWS Glue stores at most 512 KB per table parameter value, and pyiceberg's Glue and Hive catalogs copy every table
+property there; older Hive metastore schemas allow 4,000 characters (set the property to 4000 on such a catalog)."""
 PROPAGATED_EVENTS = ("heartbeat", "evaluated", "released", "failed")
 """Status events of a release that its parts in the ledgers of the namespaces its table moved out of get too
 (their heartbeat stays fresh, and they close with it)."""
+
+
+def bounded_memo(memo: dict[str, dict[str, Any]], max_bytes: int, entries: int | None = None) -> str:
+    """The memo property: the newest ``entries`` (default :data:`MEMO_ENTRIES`) entries that fit in ``max_bytes``
+    (UTF-8); the oldest go first (an evicted question is asked, and paid for, again)."""
+    newest = sorted(memo.items(), key=lambda kv: str(kv[1].get("at")), reverse=True)[:entries or MEMO_ENTRIES]
+    text = canonical_dumps(dict(newest))
+    while newest and len(text.encode()) > max_bytes:
+        over = len(text.encode()) - max_bytes  # drop about as many entries as the excess holds, at least one
+        drop = max(1, min(len(newest), over * len(newest) // len(text.encode()) + 1))
+        newest = newest[:-drop]
+        text = canonical_dumps(dict(newest))
+    return text
 
 
 def add_spend(spent: dict[str, dict[str, Any]], scopes: list[str], principal: str, amount: Budget
@@ -197,6 +217,7 @@ class Ledger(TableIdentity):
             state = LedgerState.from_properties(dict(table.properties), '.'.join(self.identifier))
             result, props, rows = mutate(state, table)
             if rows:  # else the mutation decided, from this version, that there is nothing to commit
+                self._check_sizes(table, props or {})
                 with table.transaction() as tx:
                     if props is not None:
                         tx.set_properties(props)
@@ -209,6 +230,34 @@ class Ledger(TableIdentity):
             f"could not commit to ledger {'.'.join(self.identifier)} after {tries} attempts "
             f"(last error: {last}); other writers keep winning. Retry later."
         ))
+
+    def max_property_bytes(self, table: Table) -> int:
+        """The limit of this ledger's property sizes (``privacy.dp.max-property-bytes``, default 512 KiB)."""
+        raw = table.properties.get(PROP_MAX_BYTES)
+        try:
+            value = int(raw) if raw is not None else MAX_PROPERTY_BYTES
+        except ValueError:
+            value = 0
+        if value < 256:
+            raise LedgerCorruptError(
+                f"{self._where()} has {PROP_MAX_BYTES}={raw!r}: it must be an integer >= 256 (bytes). Nothing was "
+                "spent or changed; set it to the largest table-parameter value your catalog stores (Glue: 524288, "
+                "an older Hive metastore: 4000).")
+        return value
+
+    def _check_sizes(self, table: Table, props: dict[str, str]) -> None:
+        """Refuse a commit that would grow a ledger property past :meth:`max_property_bytes` (a catalog that copies
+        table properties into a metastore would fail, or truncate it). Shrinking is always allowed: a refund, a
+        closing event or a smaller memo never fails for size."""
+        limit = self.max_property_bytes(table)
+        for key, value in props.items():
+            size = len(value.encode())
+            if size > limit and size > len(table.properties.get(key, "").encode()):
+                raise LedgerPropertyTooLargeError(
+                    f"this change would make {self._where()}'s table property {key} {size:,} bytes, over its limit "
+                    f"of {limit:,} ({PROP_MAX_BYTES}); it was refused before anything was written: nothing was "
+                    "spent or changed. Raise the limit if your catalog stores larger values (set the ledger table's "
+                    f"property {PROP_MAX_BYTES}), or split the namespace's tables over several namespaces.")
 
     # -- keeping the ledger small ---------------------------------------------------------------
     def maintain(self, *, orphan_age: timedelta = history.ORPHAN_AGE, quiet: bool = False) -> HistoryReport | None:
@@ -677,10 +726,7 @@ class Ledger(TableIdentity):
             if event == "released" and query_hash and source_snapshot_id is not None:
                 memo = self._memo(table)
                 memo[memo_key(query_hash, source_snapshot_id)] = memo_entry(row)
-                if len(memo) > MEMO_ENTRIES:
-                    newest = sorted(memo.items(), key=lambda kv: str(kv[1].get("at")), reverse=True)[:MEMO_ENTRIES]
-                    memo = dict(newest)
-                props[PROP_MEMO] = canonical_dumps(memo)
+                props[PROP_MEMO] = bounded_memo(memo, self.max_property_bytes(table))
             return inherited, props or None, [row]
 
         inherited, _ = self._commit(mutate)
