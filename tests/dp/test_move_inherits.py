@@ -310,3 +310,11 @@ def test_on_the_rest_catalog_over_seaweedfs(rest_catalog: Catalog, lake_ns: str)
     assert _drain(rest_catalog, [f"{lake_ns}.t1", f"{lake_ns}b.t2"], step=Fraction(1, 4)) == Fraction(1, 2)
     assert _ns_spent(rest_catalog, lake_ns) == 1
     assert not _open(rest_catalog, lake_ns) and not _open(rest_catalog, f"{lake_ns}b")
+
+
+def test_the_log_lists_a_moved_tables_release_once(catalog: Catalog) -> None:
+    """The part in the old namespace's ledger is not a second release in ``ip.releases`` (nor ``dp log``)."""
+    _lake(catalog, "db", "other")
+    _release(catalog, "other.t2", Fraction(1, 10))
+    records = ip.releases(catalog)
+    assert [(r.source_table, r.status) for r in records] == [("db.t1", "released"), ("other.t2", "released")]
