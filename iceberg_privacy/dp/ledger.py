@@ -19,7 +19,10 @@ budget/policy change binds the table (``privacy.dp.tables``) in the same commit.
 another namespace is first closed in that namespace's ledger by a tombstone commit (compare-and-swap there
 too, so a release still holding the old name is refused from then on), and its budget, spend and policy are
 carried into this ledger by the commit that needs them (:mod:`iceberg_privacy.dp.ledger_tables`, a mixin of
-:class:`Ledger`).
+:class:`Ledger`). A moved table keeps charging the namespaces it left: a namespace budget bounds the privacy loss of
+the people in that namespace's data, and the table holds the same people. So its reservation first commits a *part*
+in each of their ledgers (same release id, compare-and-swap there), then its own; a refusal here refunds the parts,
+a crash in between leaves a part charged until resolved, and every later event of the reservation reaches its parts.
 
 Protocol of a release (see docs/dp.md): reserve (spend committed, event ``reserved``, with its owner)
 -> event ``evaluating`` (committed before tmlt's evaluate is called) -> evaluate -> event
@@ -119,6 +122,7 @@ HISTORY = HistoryPolicy("the DP budget ledger", sort_by="at", every_default=COMP
 MEMO_ENTRIES = 1000
 """How many (query hash, source snapshot) entries ``privacy.dp.memo`` keeps, newest first; an evicted question
 is asked again (and paid for) instead of being answered from the memo."""
+NAMESPACE_PREFIX = "namespace:"
 MAX_PROPERTY_BYTES = 512 * 1024
 """Default of ``privacy.dp.max-property-bytes``: the largest UTF-8 size a commit may grow one ledger property to.
 AWS Glue stores at most 512 KB per table parameter value, and pyiceberg's Glue and Hive catalogs copy every table
@@ -572,6 +576,9 @@ class Ledger(TableIdentity):
             lefts = [left]
             final.clear()
             for ns, keys in sorted((state.inherits(table_uuid) or {}).items()):
+                # namespace scopes only: a table scope key there can be replaced by a move back (carry_in), and a
+                # part refunded from it would then give back what that counter never held
+                keys = [k for k in keys if k.startswith(NAMESPACE_PREFIX)]
                 there = self._ledger(tuple(ns.split(".")))
                 part = there.reserve_part(rid, keys, principal, amount, source=source, owner=detail["owner"],
                                           for_namespace=self.namespace)

@@ -275,8 +275,8 @@ def carry_out(state: LedgerState, table_uuid: str, namespace: tuple[str, ...]) -
       still spend; the spend shown is its table scope's;
     - ``policy``: its table policy, a dp-only one first, else the old namespace's dp-only policy; marked
       ``privacy.access.carried-from`` (a carried policy never opens up a dp-only namespace it moves into);
-    - ``inherits``: the scopes its releases keep charging in the ledgers of the namespaces it leaves (this one:
-      the namespace scope and the table's scopes here; and those it inherited itself). The namespace budget
+    - ``inherits``: the scopes its releases keep charging in the ledgers of the namespaces it leaves (this one's
+      namespace scope, and those it inherited itself). The namespace budget
       bounds the privacy loss of the people in the namespace's data, and the moved table holds the same people.
     """
     entry = state.bound(table_uuid)
@@ -287,7 +287,9 @@ def carry_out(state: LedgerState, table_uuid: str, namespace: tuple[str, ...]) -
         states.append(state.scope(ns))
     inherits = {k: list(v) for k, v in ((entry or {}).get(INHERITS) or {}).items()}
     here = ".".join(namespace)
-    inherits[here] = sorted(set(inherits.get(here, ())) | {ns} | set(scopes))
+    # the namespace scope only: a table scope key can be replaced by a move back (carry_in), so a part charged to it
+    # could later be refunded from a counter that never held it; the table's own scope travels with it anyway
+    inherits[here] = sorted(set(inherits.get(here, ())) | {ns})
     carried: dict[str, Any] = {"budget": None, "spent": None, "policy": None, "from": ns,
                                "epoch": int((entry or {}).get("epoch", 0)) + 1, INHERITS: inherits}
     if states:

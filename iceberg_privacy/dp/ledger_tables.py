@@ -3,7 +3,9 @@ moves between namespaces (docs/dp.md, "Table identity").
 
 Why its own module: this is the one part of the ledger that reads other namespaces' ledgers (a table that moved
 here is closed in its old ledger by a tombstone commit there, and its budget carried into this one) and the
-catalog (which table bears a name now). :class:`TableIdentity` is a mixin of
+catalog (which table bears a name now). It also records which tables live in a namespace before any release
+(a namespace budget or policy binds them all; a refused raw read or the service's listing binds a new one), since a
+table no commit bound would leave the namespace without its budget and dp-only policy. :class:`TableIdentity` is a mixin of
 :class:`iceberg_privacy.dp.ledger.Ledger`: its methods run inside the ledger's compare-and-swap commits
 (``Ledger._commit``), which stay in ledger.py with the reservation protocol.
 """
@@ -372,7 +374,7 @@ class TableIdentity:
         for ns, other in self._ledger_states(fresh=True):
             gone = (other.tables or {}).get(table_uuid)
             if ns != self.namespace and gone and gone.get("moved_to"):
-                inherits[".".join(ns)] = sorted({namespace_scope(ns), *gone.get("scopes", ())})
+                inherits[".".join(ns)] = [namespace_scope(ns)]
         tables = json.loads(canonical_dumps(state.tables))
         tables[table_uuid][INHERITS] = inherits
         state.tables = tables
