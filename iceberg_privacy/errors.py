@@ -177,6 +177,11 @@ class TableMovedError(LedgerConflictError):
     spent: run the release again under the table's current name."""
 
 
+class LedgerPropertyTooLargeError(BudgetError):
+    """A ledger commit would make one of the ledger's table properties larger than the limit its catalog can store
+    (``privacy.dp.max-property-bytes``); refused before anything was written, so nothing was spent or changed."""
+
+
 class LedgerCorruptError(BudgetError):
     """The budget ledger's state properties do not decode: no release may run until they are repaired."""
 
@@ -214,6 +219,12 @@ class ReleaseAbortedError(ReleaseFailedError):
     (``refunded`` is True): nothing was spent and nothing was released. Fix the cause and run it again."""
 
     refunded = True
+
+
+class NamespaceNotFoundError(ConfigurationError, LookupError):
+    """A budget or policy named a namespace that does not exist (a typo would otherwise create a new, empty privacy
+    domain): the message lists the existing namespaces; ``create_namespace=True`` (CLI ``--create-namespace``)
+    creates it on purpose."""
 
 
 # -- Spark data source ------------------------------------------------------------------------------

@@ -106,6 +106,11 @@ DP_OPEN_PROPERTY = "privacy.dp.open"
 commit that changes one, so a state check never folds the whole event history (docs/dp.md, "Ledger state")."""
 DP_MEMO_PROPERTY = "privacy.dp.memo"
 """Ledger table property: the latest release of each (query hash, source snapshot), the memo's index."""
+DP_MAX_PROPERTY_BYTES_PROPERTY = "privacy.dp.max-property-bytes"
+"""Ledger table property (an integer, bytes): the largest UTF-8 size a ledger commit may give one of the ledger's
+table properties (default ``ledger.MAX_PROPERTY_BYTES``, 512 KiB: AWS Glue's limit per parameter value; an older
+Hive metastore schema stores a value in a varchar(4000): set 4000 there). A commit that would grow a property past
+it is refused before anything is written; the memo is trimmed to fit instead (docs/dp.md, "Property sizes")."""
 DP_TABLES_PROPERTY = "privacy.dp.tables"
 """Ledger table property: table identity, ``{table uuid: {"name", "names", "scopes"}}`` (or a tombstone with
 ``"moved_to"`` and ``"carried"``): which table scopes each table is charged to and governed by, so budgets,

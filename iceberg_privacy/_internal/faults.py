@@ -29,7 +29,7 @@ CHECKPOINTS: frozenset[str] = frozenset({
     # the commit path and index maintenance (iceberg_privacy.write, iceberg_privacy.index.maintenance)
     "write.before_commit", "write.after_commit", "index.before_build", "index.before_commit", "index.after_commit",
     # differential privacy (iceberg_privacy.dp.release)
-    "dp.before_reserve", "dp.after_reserve", "dp.before_evaluate", "dp.after_evaluate",
+    "dp.before_reserve", "dp.between_ledgers", "dp.after_reserve", "dp.before_evaluate", "dp.after_evaluate",
     # DP synthetic data (iceberg_privacy.dp.synth)
     "synth.after_reserve", "synth.after_evaluate",
 })

@@ -63,9 +63,11 @@ def cmd_budget_set(args: argparse.Namespace, catalog: Catalog) -> int:
     caps = _parse_caps(args.principal_cap or [], cap)
     set_by = args.principal or os.environ.get("ICEBERG_PRIVACY_PRINCIPAL")
     if args.table:
-        state = set_budget(args.table, cap, catalog=catalog, principal_caps=caps, set_by=set_by)
+        state = set_budget(args.table, cap, catalog=catalog, principal_caps=caps, set_by=set_by,
+                           create_namespace=args.create_namespace)
     else:
-        state = set_namespace_budget(catalog, args.namespace, cap, principal_caps=caps, set_by=set_by)
+        state = set_namespace_budget(catalog, args.namespace, cap, principal_caps=caps, set_by=set_by,
+                                     create_namespace=args.create_namespace)
     lines = [f"budget of {state.scope} set to {_fmt(state.cap)}; spent {_fmt(state.spent)}, "
              f"remaining {_fmt(state.remaining())}"]
     lines += [f"  principal cap {name}: {_fmt(pcap)}" for name, pcap in sorted(state.principal_caps.items())]
@@ -155,7 +157,8 @@ def cmd_policy_set(args: argparse.Namespace, catalog: Catalog) -> int:
     policy = set_access_policy(
         catalog, _policy_target(args), args.access, max_epsilon_per_query=cap, principal_budgets=budgets or None,
         privacy_unit=unit, max_rows_per_unit=args.max_rows_per_unit, column_bounds=bounds or None,
-        public_keys=keys or None, set_by=args.principal or os.environ.get("ICEBERG_PRIVACY_PRINCIPAL"))
+        public_keys=keys or None, set_by=args.principal or os.environ.get("ICEBERG_PRIVACY_PRINCIPAL"),
+        create_namespace=args.create_namespace)
     emit(args, policy)
     return 0
 
@@ -309,6 +312,8 @@ def register(subparsers: Any) -> None:
             p.add_argument("--public-keys", action="append", metavar="COLUMN=JSON_LIST",
                            help="public GROUP BY keys of a column, e.g. country='[\"DE\",\"FR\"]'; repeatable")
             p.add_argument("--principal", default=None, help="who sets the policy (recorded in the ledger)")
+            p.add_argument("--create-namespace", action="store_true",
+                           help="create the namespace when it does not exist (else refused: a typo would create it)")
 
     budget = sub.add_parser("budget", help="set or show a table's or namespace's total budget")
     bsub = budget.add_subparsers(dest="dp_budget_command", required=True, metavar="ACTION")
@@ -328,4 +333,6 @@ def register(subparsers: Any) -> None:
                 help="per-principal cap inside this budget ('*' = every other principal); repeatable",
             )
             p.add_argument("--principal", default=None, help="who sets the budget (recorded in the ledger)")
+            p.add_argument("--create-namespace", action="store_true",
+                           help="create the namespace when it does not exist (else refused: a typo would create it)")
 

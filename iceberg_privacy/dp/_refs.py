@@ -43,6 +43,37 @@ def namespace_identifier(namespace: Any) -> tuple[str, ...]:
     raise ConfigurationError(f"expected a namespace ('ns', 'a.b' or ('a', 'b')), got {namespace!r}")
 
 
+def ensure_namespace(catalog: Catalog, ns: tuple[str, ...], *, create: bool) -> None:
+    """Refuse a namespace that does not exist (a typo in a budget or policy command would otherwise create a new,
+    empty privacy domain and leave the intended one without its budget), naming the existing ones; ``create``:
+    create it on purpose."""
+    import difflib
+
+    from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchNamespaceError
+
+    from iceberg_privacy.catalog import all_namespaces
+    from iceberg_privacy.errors import NamespaceNotFoundError
+
+    try:
+        catalog.load_namespace_properties(ns)
+        return
+    except NoSuchNamespaceError:
+        pass
+    if create:
+        try:
+            catalog.create_namespace(ns)
+        except NamespaceAlreadyExistsError:
+            pass
+        return
+    name = ".".join(ns)
+    existing = sorted(".".join(n) for n in all_namespaces(catalog))
+    close = difflib.get_close_matches(name, existing, n=1)
+    raise NamespaceNotFoundError(
+        f"namespace {name!r} does not exist{f' (did you mean {close[0]!r}?)' if close else ''}; existing namespaces: "
+        f"{', '.join(existing) or 'none'}. Nothing was changed. Check the spelling, or create it on purpose with "
+        "create_namespace=True (CLI: --create-namespace).")
+
+
 def check_catalog(catalog: Any, verb: str | None = None) -> Catalog:
     """``catalog`` itself, if it is a pyiceberg catalog."""
     if not isinstance(catalog, Catalog):

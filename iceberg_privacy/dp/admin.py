@@ -16,13 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError
 
 from iceberg_privacy.catalog import TableRef
 from iceberg_privacy.dp._refs import (
     catalog_first,
     catalog_for,
     check_catalog,
+    ensure_namespace,
     namespace_identifier,
     show,
     table_identity,
@@ -30,12 +30,13 @@ from iceberg_privacy.dp._refs import (
 from iceberg_privacy.dp.budget import Budget, as_budget
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.ledger_state import BudgetState, namespace_scope
+from iceberg_privacy.dp.ledger_tables import namespace_tables
 from iceberg_privacy.errors import ConfigurationError, InvalidBudgetError
 
 
 def _set(catalog: Catalog, ns: tuple[str, ...], scope: str | None, cap: Budget | Any,
          principal_caps: dict[str, Budget | Any] | None, set_by: str | None,
-         table: tuple[tuple[str, ...], str | None] | None = None) -> BudgetState:
+         table: tuple[tuple[str, ...], str | None] | None = None, create_namespace: bool = False) -> BudgetState:
     total = as_budget(cap)  # finite and > 0 (delta in [0, 1)), checked before the namespace is touched
     caps: dict[str, Budget] = {}
     for name, pcap in (principal_caps or {}).items():
@@ -45,12 +46,10 @@ def _set(catalog: Catalog, ns: tuple[str, ...], scope: str | None, cap: Budget |
                 "(pass e.g. {'alice': cap, '*': cap_for_everyone_else})."
             )
         caps[name] = as_budget(pcap)
-    try:
-        catalog.create_namespace(ns)
-    except NamespaceAlreadyExistsError:
-        pass
+    ensure_namespace(catalog, ns, create=create_namespace)
     ledger = Ledger(catalog, ns)
-    state = ledger.set_budget(scope, total, principal_caps=caps, set_by=set_by, table=table)
+    bind = namespace_tables(catalog, ns) if table is None else None  # a move out later keeps charging this scope
+    state = ledger.set_budget(scope, total, principal_caps=caps, set_by=set_by, table=table, bind=bind)
     if table is not None:
         scope = ledger.table_scopes_for_update(state, *table)[0]
     assert scope is not None
@@ -141,6 +140,7 @@ def set_budget(
     catalog: Catalog | None = None,
     principal_caps: dict[str, Budget | Any] | None = None,
     set_by: str | None = None,
+    create_namespace: bool = False,
 ) -> BudgetState:
     """Set the total budget of one table, with optional per-principal caps; returns its state.
 
@@ -151,11 +151,13 @@ def set_budget(
     the table's namespace in ``catalog`` (default: the catalog a loaded ``Table`` came from, else
     :func:`~iceberg_privacy.connect`). A release of the table is charged to this budget and to its
     namespace's (:func:`set_namespace_budget`), whichever exist. Per-principal caps (key ``"*"`` =
-    every principal without an own cap) apply inside the table budget.
+    every principal without an own cap) apply inside the table budget. The table's namespace must exist
+    (:class:`~iceberg_privacy.NamespaceNotFoundError` names the existing ones) unless ``create_namespace=True``.
     """
     cat = catalog_for(table, catalog)
     ident, table_uuid = table_identity(cat, table)
-    return _set(cat, ident[:-1], None, cap, principal_caps, set_by, table=(ident, table_uuid))
+    return _set(cat, ident[:-1], None, cap, principal_caps, set_by, table=(ident, table_uuid),
+                create_namespace=create_namespace)
 
 
 @_accepts_catalog_first(_legacy_get_budget)
@@ -178,14 +180,19 @@ def set_namespace_budget(
     *,
     principal_caps: dict[str, Budget | Any] | None = None,
     set_by: str | None = None,
+    create_namespace: bool = False,
 ) -> BudgetState:
     """Set the total budget of a namespace (a privacy domain: every table in it shares the cap).
 
-    ``namespace`` is ``"ns"`` (``"a.b"`` nested) or ``("a", "b")``; it is created when missing.
-    Per-principal caps (key ``"*"`` = every principal without an own cap) apply inside the scope.
+    ``namespace`` is ``"ns"`` (``"a.b"`` nested) or ``("a", "b")``. It must exist: a namespace that does not is
+    refused with :class:`~iceberg_privacy.NamespaceNotFoundError` naming the existing ones (a typo would create a
+    new, empty privacy domain), unless ``create_namespace=True``. Per-principal caps (key ``"*"`` = every principal
+    without an own cap) apply inside the scope. Every table now in the namespace is bound in the same ledger commit,
+    so one that moves to another namespace later keeps charging this budget (docs/dp.md, "Table identity").
     """
     ns = namespace_identifier(namespace)
-    return _set(check_catalog(catalog, "set_namespace_budget"), ns, namespace_scope(ns), cap, principal_caps, set_by)
+    return _set(check_catalog(catalog, "set_namespace_budget"), ns, namespace_scope(ns), cap, principal_caps, set_by,
+                create_namespace=create_namespace)
 
 
 def get_namespace_budget(catalog: Catalog, namespace: str | tuple[str, ...]) -> BudgetState:

@@ -8,6 +8,7 @@ from iceberg_privacy.errors import (
     KeySetError,
     LedgerConflictError,
     LedgerCorruptError,
+    LedgerPropertyTooLargeError,
     NoBudgetConfiguredError,
     PrivacyUnitRequiredError,
     QueryCapExceededError,
@@ -17,5 +18,5 @@ from iceberg_privacy.errors import (
 )
 
 __all__ = ["BudgetExhaustedError", "BudgetTypeMismatchError", "InvalidArgumentError", "InvalidBudgetError",
-           "KeySetError", "LedgerConflictError", "LedgerCorruptError", "NoBudgetConfiguredError", "PrivacyUnitRequiredError",
+           "KeySetError", "LedgerConflictError", "LedgerCorruptError", "LedgerPropertyTooLargeError", "NoBudgetConfiguredError", "PrivacyUnitRequiredError",
            "QueryCapExceededError", "ReleaseAbortedError", "ReleaseFailedError", "TableMovedError"]

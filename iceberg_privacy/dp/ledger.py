@@ -19,7 +19,10 @@ budget/policy change binds the table (``privacy.dp.tables``) in the same commit.
 another namespace is first closed in that namespace's ledger by a tombstone commit (compare-and-swap there
 too, so a release still holding the old name is refused from then on), and its budget, spend and policy are
 carried into this ledger by the commit that needs them (:mod:`iceberg_privacy.dp.ledger_tables`, a mixin of
-:class:`Ledger`).
+:class:`Ledger`). A moved table keeps charging the namespaces it left: a namespace budget bounds the privacy loss of
+the people in that namespace's data, and the table holds the same people. So its reservation first commits a *part*
+in each of their ledgers (same release id, compare-and-swap there), then its own; a refusal here refunds the parts,
+a crash in between leaves a part charged until resolved, and every later event of the reservation reaches its parts.
 
 Protocol of a release (see docs/dp.md): reserve (spend committed, event ``reserved``, with its owner)
 -> event ``evaluating`` (committed before tmlt's evaluate is called) -> evaluate -> event
@@ -52,6 +55,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from iceberg_privacy import history
+from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import (
     LEDGER_TABLE_PROPERTY,
     LEGACY_NAMES,
@@ -63,6 +67,8 @@ from iceberg_privacy.dp.errors import (
     BudgetExhaustedError,
     BudgetTypeMismatchError,
     LedgerConflictError,
+    LedgerCorruptError,
+    LedgerPropertyTooLargeError,
     NoBudgetConfiguredError,
     QueryCapExceededError,
 )
@@ -76,6 +82,7 @@ from iceberg_privacy.dp.ledger_events import (
     event_columns,
     events_of,
     fold_reservations,
+    inherited_of,
     json_property,
     memo_entry,
     memo_key,
@@ -90,10 +97,12 @@ from iceberg_privacy.dp.ledger_state import (
 )
 from iceberg_privacy.dp.ledger_tables import _LOAD, TableIdentity
 from iceberg_privacy.dp.query import canonical_dumps
+from iceberg_privacy.errors import IcebergPrivacyError
 from iceberg_privacy.history import HistoryPolicy, HistoryReport
 from iceberg_privacy.properties import ACCESS_KEY, ACCESS_MAX_PER_QUERY_KEY
 from iceberg_privacy.properties import DP_BUDGETS_PROPERTY as PROP_BUDGETS
 from iceberg_privacy.properties import DP_LEDGER_MARKER as PROP_MARKER
+from iceberg_privacy.properties import DP_MAX_PROPERTY_BYTES_PROPERTY as PROP_MAX_BYTES
 from iceberg_privacy.properties import DP_MEMO_PROPERTY as PROP_MEMO
 from iceberg_privacy.properties import DP_OPEN_PROPERTY as PROP_OPEN
 from iceberg_privacy.properties import DP_SPENT_PROPERTY as PROP_SPENT
@@ -113,6 +122,41 @@ HISTORY = HistoryPolicy("the DP budget ledger", sort_by="at", every_default=COMP
 MEMO_ENTRIES = 1000
 """How many (query hash, source snapshot) entries ``privacy.dp.memo`` keeps, newest first; an evicted question
 is asked again (and paid for) instead of being answered from the memo."""
+NAMESPACE_PREFIX = "namespace:"
+MAX_PROPERTY_BYTES = 512 * 1024
+"""Default of ``privacy.dp.max-property-bytes``: the largest UTF-8 size a commit may grow one ledger property to.
+AWS Glue stores at most 512 KB per table parameter value, and pyiceberg's Glue and Hive catalogs copy every table
+property there; older Hive metastore schemas allow 4,000 characters (set the property to 4000 on such a catalog)."""
+PROPAGATED_EVENTS = ("heartbeat", "evaluated", "released", "failed")
+"""Status events of a release that its parts in the ledgers of the namespaces its table moved out of get too
+(their heartbeat stays fresh, and they close with it)."""
+
+
+def bounded_memo(memo: dict[str, dict[str, Any]], max_bytes: int, entries: int | None = None) -> str:
+    """The memo property: the newest ``entries`` (default :data:`MEMO_ENTRIES`) entries that fit in ``max_bytes``
+    (UTF-8); the oldest go first (an evicted question is asked, and paid for, again)."""
+    newest = sorted(memo.items(), key=lambda kv: str(kv[1].get("at")), reverse=True)[:entries or MEMO_ENTRIES]
+    text = canonical_dumps(dict(newest))
+    while newest and len(text.encode()) > max_bytes:
+        over = len(text.encode()) - max_bytes  # drop about as many entries as the excess holds, at least one
+        drop = max(1, min(len(newest), over * len(newest) // len(text.encode()) + 1))
+        newest = newest[:-drop]
+        text = canonical_dumps(dict(newest))
+    return text
+
+
+def add_spend(spent: dict[str, dict[str, Any]], scopes: list[str], principal: str, amount: Budget
+              ) -> dict[str, dict[str, Any]]:
+    """A copy of ``privacy.dp.spent`` with ``amount`` added to each scope's total and to the principal's spend."""
+    new_spent = json.loads(canonical_dumps(spent))
+    for scope in scopes:
+        entry = new_spent.setdefault(scope, {})
+        total = budget_from_json(entry["total"]) if entry.get("total") else zero_like(amount)
+        entry["total"] = (total + amount).to_json()
+        per = entry.setdefault("principals", {})
+        p_total = budget_from_json(per[principal]) if principal in per else zero_like(amount)
+        per[principal] = (p_total + amount).to_json()
+    return new_spent
 
 
 
@@ -177,6 +221,7 @@ class Ledger(TableIdentity):
             state = LedgerState.from_properties(dict(table.properties), '.'.join(self.identifier))
             result, props, rows = mutate(state, table)
             if rows:  # else the mutation decided, from this version, that there is nothing to commit
+                self._check_sizes(table, props or {})
                 with table.transaction() as tx:
                     if props is not None:
                         tx.set_properties(props)
@@ -189,6 +234,34 @@ class Ledger(TableIdentity):
             f"could not commit to ledger {'.'.join(self.identifier)} after {tries} attempts "
             f"(last error: {last}); other writers keep winning. Retry later."
         ))
+
+    def max_property_bytes(self, table: Table) -> int:
+        """The limit of this ledger's property sizes (``privacy.dp.max-property-bytes``, default 512 KiB)."""
+        raw = table.properties.get(PROP_MAX_BYTES)
+        try:
+            value = int(raw) if raw is not None else MAX_PROPERTY_BYTES
+        except ValueError:
+            value = 0
+        if value < 256:
+            raise LedgerCorruptError(
+                f"{self._where()} has {PROP_MAX_BYTES}={raw!r}: it must be an integer >= 256 (bytes). Nothing was "
+                "spent or changed; set it to the largest table-parameter value your catalog stores (Glue: 524288, "
+                "an older Hive metastore: 4000).")
+        return value
+
+    def _check_sizes(self, table: Table, props: dict[str, str]) -> None:
+        """Refuse a commit that would grow a ledger property past :meth:`max_property_bytes` (a catalog that copies
+        table properties into a metastore would fail, or truncate it). Shrinking is always allowed: a refund, a
+        closing event or a smaller memo never fails for size."""
+        limit = self.max_property_bytes(table)
+        for key, value in props.items():
+            size = len(value.encode())
+            if size > limit and size > len(table.properties.get(key, "").encode()):
+                raise LedgerPropertyTooLargeError(
+                    f"this change would make {self._where()}'s table property {key} {size:,} bytes, over its limit "
+                    f"of {limit:,} ({PROP_MAX_BYTES}); it was refused before anything was written: nothing was "
+                    "spent or changed. Raise the limit if your catalog stores larger values (set the ledger table's "
+                    f"property {PROP_MAX_BYTES}), or split the namespace's tables over several namespaces.")
 
     # -- keeping the ledger small ---------------------------------------------------------------
     def maintain(self, *, orphan_age: timedelta = history.ORPHAN_AGE, quiet: bool = False) -> HistoryReport | None:
@@ -267,18 +340,22 @@ class Ledger(TableIdentity):
         principal_caps: dict[str, Budget] | None = None,
         set_by: str | None = None,
         table: tuple[tuple[str, ...], str | None] | None = None,
+        bind: list[tuple[tuple[str, ...], str]] | None = None,
     ) -> LedgerState:
         """Set (or replace) the total budget of a scope, optionally with per-principal caps.
 
         ``table=(identifier, uuid)`` instead of a scope: the budget of that table, on the table scopes it is
         bound to (or claims by name; a new ``table-id:<uuid>`` scope when none), in the same commit that binds
         it. The type of an already-spent scope cannot change: amounts of different types do not add.
+        ``bind``: tables ``(identifier, uuid)`` of this namespace bound in the same commit (a namespace budget binds
+        every table of the namespace, so one that moves out later keeps charging it).
         """
 
         def mutate(
             state: LedgerState, ledger_table: Table
         ) -> tuple[LedgerState, dict[str, str], list[dict[str, Any]]]:
             state, scopes = self._target_scopes(state, scope, table)
+            state, _ = self._bind_all(state, bind or [])
             entry = {
                 "cap": cap.to_json(),
                 "principals": {p: b.to_json() for p, b in (principal_caps or {}).items()},
@@ -335,6 +412,11 @@ class Ledger(TableIdentity):
                 f"{'.'.join(self.namespace)}; set one first, e.g. `iceberg-privacy dp budget set "
                 f"--namespace {'.'.join(self.namespace)} --rho 1.0`."
             )
+        return scopes, self.limit(state, scopes, principal, amount)
+
+    def limit(self, state: LedgerState, scopes: list[str], principal: str, amount: Budget) -> Budget:
+        """What ``principal`` has left in all of ``scopes`` (keys with a budget); raises, naming what is left,
+        when ``amount`` does not fit one of them or its principal cap."""
         limits: list[Budget] = []
         for key in scopes:
             st = state.scope(key)
@@ -366,7 +448,7 @@ class Ledger(TableIdentity):
                         "and nothing was released."
                     )
                 limits.append(p_remaining)
-        return scopes, min_budget(limits)
+        return min_budget(limits)
 
     def check_policy(self, state: LedgerState, source: tuple[str, ...], principal: str, amount: Budget,
                      table_uuid: str | None = None) -> None:
@@ -405,6 +487,7 @@ class Ledger(TableIdentity):
         principal_caps: dict[str, Budget] | None = None,
         set_by: str | None = None,
         table: tuple[tuple[str, ...], str | None] | None = None,
+        bind: list[tuple[tuple[str, ...], str]] | None = None,
     ) -> LedgerState:
         """Set (``entry``) or remove (None) the access policy of a scope, and merge per-principal caps into the
         scope's budget, in one commit (event ``policy_set``). Principal caps need the scope's total budget.
@@ -413,6 +496,7 @@ class Ledger(TableIdentity):
         def mutate(state: LedgerState, ledger_table: Table
                    ) -> tuple[LedgerState, dict[str, str], list[dict[str, Any]]]:
             state, scopes = self._target_scopes(state, scope, table)
+            state, _ = self._bind_all(state, bind or [])
             budgets = json.loads(canonical_dumps(state.budgets))
             policies = json.loads(canonical_dumps(state.policies or {}))
             for key in scopes:
@@ -477,24 +561,38 @@ class Ledger(TableIdentity):
         if table_uuid is not None:
             table_uuid = str(table_uuid)
             detail["table_uuid"] = table_uuid
+        parts: dict[str, Ledger] = {}  # ledgers of namespaces the table moved out of that hold a part of it
+        final: list[str] = []
 
         def mutate(
             state: LedgerState, table: Table
         ) -> tuple[Reservation, dict[str, str], list[dict[str, Any]]]:
             state = self._bind_table(state, source, table_uuid)
             scopes, left = self.check(state, source, principal, amount, table_uuid)
-            new_spent = json.loads(canonical_dumps(state.spent))
-            for scope in scopes:
-                entry = new_spent.setdefault(scope, {})
-                total = budget_from_json(entry["total"]) if entry.get("total") else zero_like(amount)
-                entry["total"] = (total + amount).to_json()
-                per = entry.setdefault("principals", {})
-                p_total = budget_from_json(per[principal]) if principal in per else zero_like(amount)
-                per[principal] = (p_total + amount).to_json()
+            # A table that moved here from other namespaces keeps charging their ledgers (their people are in it):
+            # a part of the reservation there first (compare-and-swap there; idempotent by release id when this
+            # commit loses its race and runs again), then this ledger's. A crash in between leaves the part open
+            # there, i.e. spent, until resolve_reservations refunds it (nothing was evaluated).
+            lefts = [left]
+            final.clear()
+            for ns, keys in sorted((state.inherits(table_uuid) or {}).items()):
+                # namespace scopes only: a table scope key there can be replaced by a move back (carry_in), and a
+                # part refunded from it would then give back what that counter never held
+                keys = [k for k in keys if k.startswith(NAMESPACE_PREFIX)]
+                there = self._ledger(tuple(ns.split(".")))
+                part = there.reserve_part(rid, keys, principal, amount, source=source, owner=detail["owner"],
+                                          for_namespace=self.namespace)
+                if part is None:  # no budget there (any more): nothing to charge
+                    continue
+                parts[ns] = there
+                final.append(ns)
+                lefts.append(part)
+                checkpoint("dp.between_ledgers")
+            new_spent = add_spend(state.spent, scopes, principal, amount)
             new_state = LedgerState(state.budgets, new_spent)
             snap = table.current_snapshot()
             reservation = Reservation(
-                rid, tuple(scopes), amount, principal, left, snap.snapshot_id if snap else -1
+                rid, tuple(scopes), amount, principal, min_budget(lefts), snap.snapshot_id if snap else -1
             )
             row = self._row(
                 "reserved",
@@ -506,7 +604,7 @@ class Ledger(TableIdentity):
                 amount=amount.dumps(),
                 query_hash=query_hash,
                 output_table=output_table,
-                detail=canonical_dumps(detail),
+                detail=canonical_dumps({**detail, **({"inherited": list(final)} if final else {})}),
             )
             open_ = self._open(table)
             open_[rid] = {"state": "reserved", "reserved": compact_reserved(row)}
@@ -517,14 +615,80 @@ class Ledger(TableIdentity):
             return reservation, props, [row]
 
         try:
-            reservation, _ = self._commit(mutate)
-        except NoBudgetConfiguredError:
-            # no ledger here yet, but the table moved here with its budget: its first reservation creates it (or
-            # another process's first reservation created it meanwhile: then this one runs again on it)
-            if table_uuid is None or self._elsewhere(table_uuid)[1] is None:
-                raise
-            reservation, _ = self._commit(mutate, create=True)
+            try:
+                reservation, _ = self._commit(mutate)
+            except NoBudgetConfiguredError:
+                # no ledger here yet, but the table moved here with its budget: its first reservation creates it
+                # (or another process's first reservation created it meanwhile: then this one runs again on it)
+                if table_uuid is None or self._elsewhere(table_uuid)[1] is None:
+                    raise
+                reservation, _ = self._commit(mutate, create=True)
+        except IcebergPrivacyError as exc:  # refused here (or there): the parts reserved elsewhere go back now
+            self._refund_parts(rid, list(parts.values()), f"the release was refused in ledger {self._where()}: "
+                                                          f"{str(exc)[:500]}")
+            raise
+        # parts an earlier run of the commit reserved that its last run did not need (rare: a budget removed there)
+        self._refund_parts(rid, [led for ns, led in parts.items() if ns not in final],
+                           "not needed by the reservation's final commit")
         return reservation
+
+    def reserve_part(self, release_id: str, keys: list[str], principal: str, amount: Budget, *,
+                     source: tuple[str, ...], owner: dict[str, Any], for_namespace: tuple[str, ...]
+                     ) -> Budget | None:
+        """The part, in this ledger, of a reservation of a table that moved out of this namespace (into
+        ``for_namespace``, whose ledger holds the reservation): ``amount`` charged to ``keys`` (this namespace's
+        scope and the table's scopes here; those with a budget), checked against their caps and principal caps in
+        the same compare-and-swap commit (event ``reserved``, detail ``inherited_by``). Returns what was left
+        before it; None when no key has a budget here (or this ledger is gone). Idempotent by ``release_id``."""
+        from pyiceberg.exceptions import NoSuchNamespaceError
+
+        def mutate(state: LedgerState, table: Table) -> tuple[Budget | None, dict[str, str] | None,
+                                                               list[dict[str, Any]]]:
+            open_ = self._open(table)
+            if release_id in open_:  # reserved by an earlier run of the caller's commit
+                entry = open_[release_id]
+                if entry["state"] != "reserved":
+                    raise LedgerConflictError(
+                        f"the part of reservation {release_id} in ledger {self._where()} is {entry['state']} "
+                        "already; nothing more was spent. Run the release again.")
+                return amount, None, []
+            applicable = [k for k in keys if k in state.budgets]
+            if not applicable:
+                return None, None, []
+            left = self.limit(state, applicable, principal, amount)
+            row = self._row("reserved", release_id, principal, source_table=".".join(source),
+                            scopes=canonical_dumps(applicable), amount=amount.dumps(),
+                            detail=canonical_dumps({"owner": owner, "inherited_by": ".".join(for_namespace)}))
+            open_[release_id] = {"state": "reserved", "reserved": compact_reserved(row)}
+            return left, {PROP_SPENT: canonical_dumps(add_spend(state.spent, applicable, principal, amount)),
+                          PROP_OPEN: canonical_dumps(open_)}, [row]
+
+        try:
+            left, _ = self._commit(mutate)
+        except (NoBudgetConfiguredError, NoSuchNamespaceError):  # no ledger (namespace dropped): no budget there
+            return None
+        return left  # type: ignore[no-any-return]
+
+    def _refund_parts(self, release_id: str, ledgers: list[Ledger], reason: str) -> None:
+        """Give back the parts of a reservation held in other ledgers (each re-checks, in its own commit, that its
+        part never started evaluating; one that did is closed as ``abandoned`` with its spend kept). A failure
+        here is logged: the part stays charged until resolve_reservations refunds it (never under-counted)."""
+        for there in ledgers:
+            try:
+                state = there.refund(release_id, reason=reason)
+                if state == "evaluating":
+                    there.abandon(release_id, reason=reason)
+            except Exception as exc:  # noqa: BLE001 - conservative: the part stays charged
+                log.warning("could not refund the part of reservation %s in ledger %s (it stays charged until "
+                            "resolve_reservations refunds it): %s", release_id, there._where(), exc)
+
+    def _parts(self, release_id: str) -> list[Ledger]:
+        """The other ledgers holding a part of reservation ``release_id`` of this ledger."""
+        table = self.load()
+        if table is None:
+            return []
+        entry = self._entry(table, release_id, self._open(table))
+        return [self._ledger(tuple(ns.split("."))) for ns in (inherited_of(entry["reserved"]) if entry else [])]
 
     def record(
         self,
@@ -542,7 +706,12 @@ class Ledger(TableIdentity):
     ) -> None:
         """Append a status event (released / failed / memoized / evaluated / heartbeat); never changes any total."""
 
-        def mutate(state: LedgerState, table: Table) -> tuple[None, dict[str, str] | None, list[dict[str, Any]]]:
+        def mutate(state: LedgerState, table: Table) -> tuple[list[str], dict[str, str] | None,
+                                                               list[dict[str, Any]]]:
+            inherited: list[str] = []
+            if event in PROPAGATED_EVENTS:
+                open_entry = self._open(table).get(release_id)
+                inherited = inherited_of(open_entry["reserved"]) if open_entry else []
             row = self._row(
                 event,
                 release_id,
@@ -564,13 +733,17 @@ class Ledger(TableIdentity):
             if event == "released" and query_hash and source_snapshot_id is not None:
                 memo = self._memo(table)
                 memo[memo_key(query_hash, source_snapshot_id)] = memo_entry(row)
-                if len(memo) > MEMO_ENTRIES:
-                    newest = sorted(memo.items(), key=lambda kv: str(kv[1].get("at")), reverse=True)[:MEMO_ENTRIES]
-                    memo = dict(newest)
-                props[PROP_MEMO] = canonical_dumps(memo)
-            return None, props or None, [row]
+                props[PROP_MEMO] = bounded_memo(memo, self.max_property_bytes(table))
+            return inherited, props or None, [row]
 
-        self._commit(mutate)
+        inherited, _ = self._commit(mutate)
+        for ns in inherited:  # the parts of the reservation in the ledgers of namespaces the table moved out of
+            try:
+                self._ledger(tuple(ns.split("."))).record(event, release_id, principal, source=source,
+                                                          detail={"for": self._where()})
+            except Exception as exc:  # noqa: BLE001 - conservative: an open part stays charged
+                log.warning("could not record %s for the part of reservation %s in namespace %s (it stays open, "
+                            "i.e. charged, until resolve_reservations closes it): %s", event, release_id, ns, exc)
 
     # -- the life of a reservation -------------------------------------------------------------
     def heartbeat(self, release_id: str, principal: str | None) -> None:
@@ -581,7 +754,12 @@ class Ledger(TableIdentity):
         """Commit event ``evaluating`` if the reservation is still ``reserved``; call before computing noise.
 
         False when it is not (it was refunded as abandoned, or closed): then nothing may be computed.
+        A reservation with parts in other ledgers (a moved table's) moves them to ``evaluating`` first, so once
+        this one evaluates, no part can be refunded any more.
         """
+        for there in self._parts(release_id):
+            if not there.begin_evaluation(release_id, principal):
+                return False
 
         def mutate(state: LedgerState, table: Table) -> tuple[bool, dict[str, str] | None, list[dict[str, Any]]]:
             open_ = self._open(table)
@@ -599,10 +777,12 @@ class Ledger(TableIdentity):
         """Give back the spend of a reservation that never reached ``evaluating`` (event ``refunded``).
 
         Returns the reservation's state afterwards: ``"refunded"`` (now or before), or the state that
-        forbids a refund (``"evaluating"``, ``"released"``, ``"failed"``, ``"abandoned"``).
+        forbids a refund (``"evaluating"``, ``"released"``, ``"failed"``, ``"abandoned"``). Its parts in other
+        ledgers (a moved table's release) are refunded after it, each re-checked there.
         """
 
-        def mutate(state: LedgerState, table: Table) -> tuple[str, dict[str, str] | None, list[dict[str, Any]]]:
+        def mutate(state: LedgerState, table: Table) -> tuple[tuple[str, list[str]], dict[str, str] | None,
+                                                              list[dict[str, Any]]]:
             open_ = self._open(table)
             entry = self._entry(table, release_id, open_)
             if entry is None:
@@ -611,7 +791,7 @@ class Ledger(TableIdentity):
                     "`iceberg-privacy dp reservations --all`."
                 )
             if entry["state"] != "reserved":
-                return entry["state"], None, []
+                return (entry["state"], inherited_of(entry["reserved"])), None, []
             reserved = entry["reserved"]
             amount = budget_from_json(reserved["amount"])
             principal = reserved["principal"]
@@ -648,9 +828,12 @@ class Ledger(TableIdentity):
                 detail=canonical_dumps({"reason": reason, **(detail or {})}),
             )
             open_.pop(release_id, None)
-            return "refunded", {PROP_SPENT: canonical_dumps(new_spent), PROP_OPEN: canonical_dumps(open_)}, [row]
+            return (("refunded", inherited_of(reserved)),
+                    {PROP_SPENT: canonical_dumps(new_spent), PROP_OPEN: canonical_dumps(open_)}, [row])
 
-        result, _ = self._commit(mutate)
+        (result, inherited), _ = self._commit(mutate)
+        if result == "refunded":
+            self._refund_parts(release_id, [self._ledger(tuple(ns.split("."))) for ns in inherited], reason)
         return str(result)
 
     def abandon(self, release_id: str, *, reason: str) -> str:
@@ -659,20 +842,26 @@ class Ledger(TableIdentity):
         Returns the state afterwards (``"abandoned"``, or the state that was found instead).
         """
 
-        def mutate(state: LedgerState, table: Table) -> tuple[str, dict[str, str] | None, list[dict[str, Any]]]:
+        def mutate(state: LedgerState, table: Table) -> tuple[tuple[str, list[str]], dict[str, str] | None,
+                                                              list[dict[str, Any]]]:
             open_ = self._open(table)
             entry = self._entry(table, release_id, open_)
             if entry is None or entry["state"] != "evaluating":
-                return (entry["state"] if entry else "unknown"), None, []
+                return ((entry["state"] if entry else "unknown"), []), None, []
             reserved = entry["reserved"]
             row = self._row("abandoned", release_id, reserved["principal"], source_table=reserved["source_table"],
                             source_snapshot_id=reserved["source_snapshot_id"], query_hash=reserved["query_hash"],
                             output_table=reserved["output_table"],
                             detail=canonical_dumps({"reason": reason, "spend": "kept"}))
             open_.pop(release_id, None)
-            return "abandoned", {PROP_OPEN: canonical_dumps(open_)}, [row]
+            return ("abandoned", inherited_of(reserved)), {PROP_OPEN: canonical_dumps(open_)}, [row]
 
-        result, _ = self._commit(mutate)
+        (result, inherited), _ = self._commit(mutate)
+        for ns in inherited:  # its parts in other ledgers evaluated before it did: closed with their spend kept
+            try:
+                self._ledger(tuple(ns.split("."))).abandon(release_id, reason=reason)
+            except Exception as exc:  # noqa: BLE001 - conservative: an open part stays charged
+                log.warning("could not close the part of reservation %s in namespace %s: %s", release_id, ns, exc)
         return str(result)
 
     def status(self) -> list[BudgetState]:

@@ -115,7 +115,25 @@ def compact_reserved(ev: dict[str, Any]) -> dict[str, Any]:
     """The fields of a ``reserved`` event that a state check or a refund needs (JSON-safe)."""
     keep = ("release_id", "principal", "source_table", "source_snapshot_id", "scopes", "amount", "query_hash",
             "output_table")
-    return {k: ev.get(k) for k in keep}
+    out = {k: ev.get(k) for k in keep}
+    inherited = inherited_of(ev)
+    if inherited:
+        out["inherited"] = inherited
+    return out
+
+
+def inherited_of(reserved: dict[str, Any]) -> list[str]:
+    """The namespaces (dotted) whose ledgers hold a part of this reservation (a moved table's release charges the
+    namespaces it moved out of too): the ``inherited`` field of a compact reservation, or of a ``reserved``
+    event's detail. Empty for a reservation of one ledger (and every reservation written before inheritance)."""
+    if "inherited" in reserved:
+        return list(reserved["inherited"] or [])
+    try:
+        detail = json.loads(reserved.get("detail") or "{}")
+    except (ValueError, TypeError):
+        return []
+    value = detail.get("inherited") if isinstance(detail, dict) else None
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def memo_key(query_hash: str, source_snapshot_id: int) -> str:

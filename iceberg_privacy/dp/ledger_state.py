@@ -42,6 +42,9 @@ def table_scope(identifier: tuple[str, ...]) -> str:
 
 
 TABLE_ID_PREFIX = "table-id:"
+INHERITS = "inherits"
+"""Key of a binding in ``privacy.dp.tables`` (and of a tombstone's ``carried``): the scopes of the namespaces a
+table moved out of, which its releases keep charging (docs/dp.md, "Moves across namespaces")."""
 
 
 def table_id_scope(table_uuid: str) -> str:
@@ -196,8 +199,18 @@ class LedgerState:
             scopes = self.table_scopes(source, table_uuid)
         names = set(old.get("names", ())) if old else set()
         tables[str(table_uuid)] = {"name": name, "names": sorted(names | {name}), "scopes": sorted(set(scopes)),
-                                   **({"epoch": old["epoch"]} if old and "epoch" in old else {})}
+                                   **({k: old[k] for k in ("epoch", INHERITS) if old and k in old})}
         return tables
+
+    def inherits(self, table_uuid: str | None) -> dict[str, list[str]] | None:
+        """The scopes of other namespaces' ledgers that releases of the bound table ``table_uuid`` are charged to
+        as well (``{"<namespace>": [scope keys]}``: every namespace it moved out of); None when its binding does
+        not say (bound by a library before inheritance, after a move: rebuilt from the tombstones)."""
+        entry = self.bound(table_uuid)
+        if entry is None:
+            return {}
+        value = entry.get(INHERITS)
+        return None if value is None else {str(k): list(v) for k, v in value.items()}
 
     def label(self, scope: str) -> str:
         """A scope for people: ``table:<current name(s)>`` for a table scope, the key for a namespace scope."""
@@ -261,7 +274,10 @@ def carry_out(state: LedgerState, table_uuid: str, namespace: tuple[str, ...]) -
       namespace's budget had left (and the same per principal), so a move never widens what the table may
       still spend; the spend shown is its table scope's;
     - ``policy``: its table policy, a dp-only one first, else the old namespace's dp-only policy; marked
-      ``privacy.access.carried-from`` (a carried policy never opens up a dp-only namespace it moves into).
+      ``privacy.access.carried-from`` (a carried policy never opens up a dp-only namespace it moves into);
+    - ``inherits``: the scopes its releases keep charging in the ledgers of the namespaces it leaves (this one's
+      namespace scope, and those it inherited itself). The namespace budget
+      bounds the privacy loss of the people in the namespace's data, and the moved table holds the same people.
     """
     entry = state.bound(table_uuid)
     scopes = state.table_scopes(tuple(entry["name"].split(".")), table_uuid) if entry else []
@@ -269,8 +285,13 @@ def carry_out(state: LedgerState, table_uuid: str, namespace: tuple[str, ...]) -
     states = [state.scope(s) for s in scopes if s in state.budgets]
     if ns in state.budgets:
         states.append(state.scope(ns))
+    inherits = {k: list(v) for k, v in ((entry or {}).get(INHERITS) or {}).items()}
+    here = ".".join(namespace)
+    # the namespace scope only: a table scope key can be replaced by a move back (carry_in), so a part charged to it
+    # could later be refunded from a counter that never held it; the table's own scope travels with it anyway
+    inherits[here] = sorted(set(inherits.get(here, ())) | {ns})
     carried: dict[str, Any] = {"budget": None, "spent": None, "policy": None, "from": ns,
-                               "epoch": int((entry or {}).get("epoch", 0)) + 1}
+                               "epoch": int((entry or {}).get("epoch", 0)) + 1, INHERITS: inherits}
     if states:
         first = states[0]
         assert first.cap is not None
@@ -329,6 +350,11 @@ def carry_in(state: LedgerState, source: tuple[str, ...], table_uuid: str, carri
     new.tables = LedgerState(budgets, spent, policies, state.tables).bind(
         source, table_uuid, ([key] if has_scope else []) + list(extra or []))
     new.tables[table_uuid]["epoch"] = int(carried.get("epoch", 0))
+    if INHERITS in carried:  # the namespaces it moved out of, less the one it lives in now (charged here anyway)
+        here = ".".join(source[:-1])
+        new.tables[table_uuid][INHERITS] = {k: v for k, v in sorted(carried[INHERITS].items()) if k != here}
+    else:  # a tombstone written before inheritance: the next commit rebuilds it from the tombstones
+        new.tables[table_uuid].pop(INHERITS, None)
     return new
 
 

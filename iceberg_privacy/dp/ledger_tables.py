@@ -3,7 +3,9 @@ moves between namespaces (docs/dp.md, "Table identity").
 
 Why its own module: this is the one part of the ledger that reads other namespaces' ledgers (a table that moved
 here is closed in its old ledger by a tombstone commit there, and its budget carried into this one) and the
-catalog (which table bears a name now). :class:`TableIdentity` is a mixin of
+catalog (which table bears a name now). It also records which tables live in a namespace before any release
+(a namespace budget or policy binds them all; a refused raw read or the service's listing binds a new one), since a
+table no commit bound would leave the namespace without its budget and dp-only policy. :class:`TableIdentity` is a mixin of
 :class:`iceberg_privacy.dp.ledger.Ledger`: its methods run inside the ledger's compare-and-swap commits
 (``Ledger._commit``), which stay in ledger.py with the reservation protocol.
 """
@@ -23,9 +25,11 @@ from iceberg_privacy.dp.errors import (
     TableMovedError,
 )
 from iceberg_privacy.dp.ledger_state import (
+    INHERITS,
     LedgerState,
     carry_in,
     carry_out,
+    namespace_scope,
     table_id_scope,
     table_scope,
 )
@@ -44,6 +48,28 @@ table without what it carries)."""
 SCAN_TTL_SECONDS = _scan_memo.TTL_SECONDS
 """How old a lake-wide scan of the ledgers may be for a read-only check of a table that no commit has bound in
 its namespace (:meth:`Ledger.state_for`); commits always scan afresh."""
+
+
+def namespace_tables(catalog: Catalog, namespace: tuple[str, ...]) -> list[tuple[tuple[str, ...], str]]:
+    """``(identifier, uuid)`` of every user table in ``namespace`` (the library's own tables, ledgers, journals,
+    DP outputs, are skipped): what a namespace budget or policy binds (:meth:`TableIdentity.bind_tables`)."""
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+    from iceberg_privacy.properties import LIBRARY_MARKERS
+
+    try:
+        identifiers = catalog.list_tables(namespace)
+    except NoSuchNamespaceError:
+        return []
+    out = []
+    for ident in identifiers:
+        try:
+            table = catalog.load_table(ident)
+        except NoSuchTableError:  # dropped meanwhile
+            continue
+        if not any(table.properties.get(m) == "1" for m in LIBRARY_MARKERS):
+            out.append((tuple(ident), str(table.metadata.table_uuid)))
+    return out
 
 
 class TableIdentity:
@@ -284,12 +310,74 @@ class TableIdentity:
         if entry is not None and "moved_to" not in entry:
             if entry["name"] != ".".join(source):  # renamed: recorded, joining what its new name claims
                 state.tables = state.bind(source, table_uuid)
-            return state
+            return self._with_inherits(state, table_uuid)
         carried = self._move_here(source, table_uuid, state)
         claims = state.claims(".".join(source), table_uuid)
         if carried is not None:
-            return carry_in(state, source, table_uuid, carried, extra=claims)
+            return self._with_inherits(carry_in(state, source, table_uuid, carried, extra=claims), table_uuid)
         state.tables = state.bind(source, table_uuid, claims)
+        return state
+
+    def _bind_all(self, state: LedgerState, tables: list[tuple[tuple[str, ...], str]]) -> tuple[LedgerState, list[str]]:
+        """Inside a commit: ``state`` with every table of ``tables`` (``(identifier, uuid)``, tables living in this
+        namespace) bound that is not bound here yet, and the names of those it bound. One scan of the lake's
+        ledgers: a table no other ledger knows is bound to what its name claims; one that another ledger knows (it
+        moved here) takes what it carries, as its first reservation would (:meth:`_bind_table`)."""
+        todo = [(ident, str(u)) for ident, u in tables if state.bound(str(u)) is None]
+        if not todo:
+            return state, []
+        known = {u for ns, other in self._ledger_states(fresh=True) if ns != self.namespace
+                 for u in (other.tables or {})}
+        bound = []
+        for ident, table_uuid in todo:
+            gone = (state.tables or {}).get(table_uuid)
+            if table_uuid in known or gone is not None:
+                try:
+                    state = self._bind_table(state, ident, table_uuid)
+                except TableMovedError:  # it lives elsewhere now: not this namespace's to bind
+                    continue
+            else:
+                state.tables = state.bind(ident, table_uuid, state.claims(".".join(ident), table_uuid))
+            bound.append(".".join(ident))
+        return state, bound
+
+    def bind_tables(self, tables: list[tuple[tuple[str, ...], str]], *, reason: str) -> list[str]:
+        """Record that these tables (``(identifier, uuid)``) live in this namespace, in one compare-and-swap commit
+        (event ``table_bound``), so a later move out of it takes its budget and policy along (docs/dp.md, "Table
+        identity"). Nothing is committed when all are bound already, or when this namespace has no ledger.
+        Returns the names bound."""
+
+        def mutate(state: LedgerState, table: Table) -> tuple[list[str], dict[str, str] | None,
+                                                               list[dict[str, Any]]]:
+            state, bound = self._bind_all(state, tables)
+            if not bound:
+                return [], None, []
+            row = self._row("table_bound", None, None, detail=canonical_dumps({"tables": bound, "reason": reason}))
+            return bound, state.to_properties(), [row]
+
+        from iceberg_privacy.dp.errors import NoBudgetConfiguredError
+
+        try:
+            bound, _ = self._commit(mutate)
+        except NoBudgetConfiguredError:  # no ledger: no budget nor policy here to take along
+            return []
+        return bound  # type: ignore[no-any-return]
+
+    def _with_inherits(self, state: LedgerState, table_uuid: str) -> LedgerState:
+        """``state`` with the binding of a table that moved here saying which scopes of the namespaces it moved out
+        of it keeps charging. A binding made by a library before inheritance (a move with an epoch, no
+        ``inherits``) gets them from the tombstones the other ledgers keep for it: once, written by this commit."""
+        entry = (state.tables or {}).get(table_uuid) or {}
+        if INHERITS in entry or not int(entry.get("epoch", 0)):
+            return state
+        inherits: dict[str, list[str]] = {}
+        for ns, other in self._ledger_states(fresh=True):
+            gone = (other.tables or {}).get(table_uuid)
+            if ns != self.namespace and gone and gone.get("moved_to"):
+                inherits[".".join(ns)] = [namespace_scope(ns)]
+        tables = json.loads(canonical_dumps(state.tables))
+        tables[table_uuid][INHERITS] = inherits
+        state.tables = tables
         return state
 
     def table_scopes_for_update(self, state: LedgerState, source: tuple[str, ...], table_uuid: str | None

@@ -107,6 +107,8 @@ def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRec
             if ev["event"] in ("reserved", "memoized"):
                 if wanted and ev["source_table"] != wanted and ev_uuid != wanted_uuid:
                     continue  # another table that once bore the name
+                if ev["event"] == "reserved" and '"inherited_by"' in (ev["detail"] or ""):
+                    continue  # the part, in a namespace the table left, of a release listed in its own ledger
                 src = tuple((ev["source_table"] or "").split("."))
                 scopes = ledger.applicable_scopes(src, state, ev_uuid)
                 rec = ReleaseRecord(

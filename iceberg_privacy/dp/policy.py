@@ -33,6 +33,7 @@ credentials from reading files directly. The protection boundary is the query se
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -40,11 +41,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError
 from pyiceberg.table import Table
 
 from iceberg_privacy.catalog import TableRef
-from iceberg_privacy.dp._refs import check_catalog, namespace_identifier, qualified, table_identity
+from iceberg_privacy.dp._refs import (
+    check_catalog,
+    ensure_namespace,
+    namespace_identifier,
+    qualified,
+    show,
+    table_identity,
+)
 from iceberg_privacy.dp.arguments import ROWS, RowUnit
 from iceberg_privacy.dp.budget import Budget, as_budget, budget_from_json
 from iceberg_privacy.dp.ledger import Ledger
@@ -381,6 +388,7 @@ def set_access_policy(
     column_bounds: Mapping[str, tuple[float, float]] | None = None,
     public_keys: Mapping[str, Sequence[Any]] | None = None,
     set_by: str | None = None,
+    create_namespace: bool = False,
 ) -> AccessPolicy:
     """Set the access policy of a namespace (``"sales"``, or :func:`namespace_target` for a nested one) or
     of one table (``"sales.orders"``, a tuple, or a loaded ``Table``); returns the stored policy.
@@ -394,7 +402,9 @@ def set_access_policy(
     ``privacy_unit``/``max_rows_per_unit`` fix what every release protects; ``column_bounds`` are public
     clamping bounds (``{"price": (0, 100)}``) and ``public_keys`` public GROUP BY keys (``{"country":
     ["DE", "FR"]}``) that DP SQL uses without spending. The whole policy is replaced; a table policy
-    replaces its namespace's for that table.
+    replaces its namespace's for that table. The namespace must exist (:class:`~iceberg_privacy.NamespaceNotFoundError`
+    names the existing ones) unless ``create_namespace=True``; a namespace policy binds every table now in the
+    namespace in the same ledger commit (a table that moves out later keeps the policy: docs/dp.md).
     """
     check_catalog(catalog, "set_access_policy")
     if access not in ACCESS_MODES:
@@ -443,13 +453,14 @@ def set_access_policy(
         raise ConfigurationError(
             f"public_keys names the privacy-unit column {unit!r}: grouping by the privacy unit would release "
             "per-person values; drop it from public_keys. Nothing was changed.")
-    for table in _governed_tables(catalog, target, scope, ns):
+    governed = _governed_tables(catalog, target, scope, ns)
+    for table in governed:
         _check_schema(table, unit, bounds, keys, scope)
-    try:
-        catalog.create_namespace(ns)
-    except NamespaceAlreadyExistsError:
-        pass
-    state = ledger.set_policy(scope, entry, principal_caps=caps, set_by=set_by, table=table_ref)
+    ensure_namespace(catalog, ns, create=create_namespace)
+    # a namespace policy binds every table of the namespace in the same commit: one that moves out later takes the
+    # policy along (a dp-only namespace's tables never become readable by moving to an open one)
+    bind = None if table_ref is not None else [(tuple(t.name()), str(t.metadata.table_uuid)) for t in governed]
+    state = ledger.set_policy(scope, entry, principal_caps=caps, set_by=set_by, table=table_ref, bind=bind)
     if table_ref is not None:
         scope = ledger.table_scopes_for_update(state, *table_ref)[0]
     budget = state.budgets.get(scope)
@@ -501,11 +512,25 @@ def require_raw_access(catalog: Catalog, table: TableRef) -> None:
         return
     if is_dp_output(catalog, table):
         return
+    _bind_on_sight(catalog, table)
     raise DpOnlyError(
         f"{policy.target} is dp-only (policy of {policy.scope}): its rows cannot be read, only released with "
         "differential privacy. Ask a DP query (ip.dp_sql, or the query service), or read a synthetic table of "
         "the namespace."
     )
+
+
+def _bind_on_sight(catalog: Catalog, table: TableRef) -> None:
+    """A refused raw read of a table its namespace's ledger has not bound yet (created after the namespace policy
+    was set): bind it now, so a later move out of the namespace takes the dp-only policy along. A failure is
+    logged: the read is refused anyway."""
+    try:
+        ident, table_uuid = table_identity(catalog, table)
+        ledger = Ledger(catalog, ident[:-1])
+        if table_uuid is not None and ledger.state().bound(table_uuid) is None:
+            ledger.bind_tables([(ident, table_uuid)], reason="a raw read was refused (dp-only)")
+    except Exception as exc:  # noqa: BLE001 - the refusal stands either way
+        logging.getLogger("iceberg_privacy.dp").warning("could not bind %s in its ledger: %s", show(table), exc)
 
 
 def is_dp_output(catalog: Catalog, table: TableRef) -> bool:

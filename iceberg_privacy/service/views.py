@@ -8,6 +8,7 @@ this module returns are those of synthetic tables (:func:`read_synthetic`), whic
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -19,13 +20,13 @@ from pyiceberg.table import Table
 from iceberg_privacy.catalog import all_namespaces, has_marker
 from iceberg_privacy.dp.budget import Budget
 from iceberg_privacy.dp.ledger import Ledger
-from iceberg_privacy.dp.ledger_state import LedgerState
+from iceberg_privacy.dp.ledger_state import LedgerState, namespace_scope
 from iceberg_privacy.dp.log import releases
 from iceberg_privacy.dp.policy import AccessPolicy, access_policy
 from iceberg_privacy.dp.provenance import read_provenance
 from iceberg_privacy.dp.synth import is_synthetic
 from iceberg_privacy.errors import ConfigurationError
-from iceberg_privacy.properties import BOOKKEEPING_MARKERS, LIBRARY_MARKERS
+from iceberg_privacy.properties import ACCESS_KEY, BOOKKEEPING_MARKERS, LIBRARY_MARKERS
 
 
 class _NotFound(Exception):  # noqa: N818 - private control flow: the service answers 404 with its message
@@ -109,7 +110,9 @@ def datasets(catalog: Catalog, principal: str) -> list[dict[str, Any]]:
     this principal a budget), with names/types, the public part of the policy and the principal's budget."""
     out: list[dict[str, Any]] = []
     ledgers: dict[tuple[str, ...], tuple[Ledger, LedgerState | None]] = {}
-    for ident, table in _user_tables(catalog):
+    tables = _user_tables(catalog)
+    _bind_in_dp_only_namespaces(catalog, tables)
+    for ident, table in tables:
         if is_synthetic(table):
             continue
         ns = ident[:-1]
@@ -137,6 +140,29 @@ def datasets(catalog: Catalog, principal: str) -> list[dict[str, Any]]:
         out.append({"name": ".".join(ident), "columns": _columns(table), "policy": public_policy(policy),
                     "budget": view.to_dict()})
     return out
+
+
+def _bind_in_dp_only_namespaces(catalog: Catalog, tables: list[tuple[tuple[str, ...], Table]]) -> None:
+    """First sight: the tables of a dp-only namespace that its ledger has not bound yet (created after the policy
+    was set) are bound, one commit per namespace, so a later move to an open namespace takes the policy along
+    (docs/dp.md, "Table identity"). A failure is logged: the listing does not depend on it."""
+    by_ns: dict[tuple[str, ...], list[tuple[tuple[str, ...], str]]] = {}
+    for ident, table in tables:
+        if not is_synthetic(table):
+            by_ns.setdefault(ident[:-1], []).append((ident, str(table.metadata.table_uuid)))
+    for ns, members in by_ns.items():
+        ledger = Ledger(catalog, ns)
+        try:
+            if not ledger.exists():
+                continue
+            state = ledger.state()
+            policy = (state.policies or {}).get(namespace_scope(ns)) or {}
+            unbound = [(i, u) for i, u in members if state.bound(u) is None]
+            if policy.get(ACCESS_KEY) == "dp-only" and unbound:
+                ledger.bind_tables(unbound, reason="first seen by the query service in a dp-only namespace")
+        except Exception as exc:  # noqa: BLE001 - binding is a safeguard for later moves, not part of the listing
+            logging.getLogger("iceberg_privacy.service").warning("could not bind the tables of %s: %s",
+                                                                 ".".join(ns), exc)
 
 
 def public_policy(policy: AccessPolicy) -> dict[str, Any]:

@@ -82,6 +82,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_old_dp_catalog_flags_are_deprecated_aliases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     uri, wh = f"sqlite:///{tmp_path}/catalog.db", f"file://{tmp_path}/warehouse"
     make_catalog(tmp_path)
+    ip.connect(uri=uri, warehouse=wh).create_namespace("db")  # the catalog the old flags name
     code, out, err = _run(["dp", "--dp-catalog-uri", uri, "--dp-warehouse", wh, "budget", "set", "--namespace",
                            "db", "--rho", "0.5"], capsys)
     assert code == 0 and "rho=0.5" in out

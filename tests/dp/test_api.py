@@ -75,7 +75,9 @@ def test_namespace_budget_is_a_lake_verb(catalog: SqlCatalog, recwarn: pytest.Wa
     state = set_namespace_budget(catalog, "db", RhoZCDP(1), principal_caps={"alice": RhoZCDP(0.2)})
     assert state.scope == "namespace:db" and state.principal_cap("alice") == RhoZCDP(0.2)
     assert get_namespace_budget(catalog, ("db",)) == state
-    nested = set_namespace_budget(catalog, ("new", "domain"), PureDP(1))  # created when missing
+    with pytest.raises(ip.NamespaceNotFoundError, match="existing namespaces: db"):  # a typo creates nothing
+        set_namespace_budget(catalog, ("new", "domain"), PureDP(1))
+    nested = set_namespace_budget(catalog, ("new", "domain"), PureDP(1), create_namespace=True)
     assert nested.scope == "namespace:new.domain"
     assert get_namespace_budget(catalog, "new.domain").cap == PureDP(1)
     _no_deprecations(recwarn)

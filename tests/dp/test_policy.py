@@ -143,7 +143,7 @@ def test_epsilon_cap_bounds_approx_queries_and_refuses_other_types(catalog: SqlC
     with pytest.raises(ip.QueryCapExceededError):
         ledger.reserve(("db", "pv"), "carol", ApproxDP(2, 1e-7))
     ledger.reserve(("db", "pv"), "carol", ApproxDP(1, 1e-7))
-    set_namespace_budget(catalog, "zc", RhoZCDP(1))
+    set_namespace_budget(catalog, "zc", RhoZCDP(1), create_namespace=True)
     # an epsilon cap over a zCDP budget would refuse every query: refused when the policy is set
     with pytest.raises(ip.InvalidArgumentError, match=r"max_epsilon_per_query is a pure budget .* RhoZCDP\(0.05\)"):
         ip.set_access_policy(catalog, "zc", max_epsilon_per_query=1, principal_budgets={"*": RhoZCDP(1)})
@@ -259,7 +259,7 @@ def test_cli_policy_set_and_show(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stderr
         return out.stdout
 
-    run("dp", "budget", "set", "--namespace", "db", "--epsilon", "3")
+    run("dp", "budget", "set", "--namespace", "db", "--epsilon", "3", "--create-namespace")
     human = run("dp", "policy", "set", "--namespace", "db", "--max-epsilon-per-query", "0.5",
                 "--principal-budget", "alice=1", "--principal-budget", "*=0.2", "--privacy-unit", "user_id",
                 "--bounds", "bytes=0,100", "--public-keys", 'country=["c0","c1"]')

@@ -60,3 +60,18 @@ def test_a_table_moved_to_a_namespace_without_a_ledger_is_listed_with_what_it_ca
     assert listed["moved.pv"].policy["access"] == "dp-only" and listed["moved.pv"].remaining == 0.5
     with pytest.raises(ip.DpOnlyError):
         ip.require_raw_access(cat, "moved.pv")
+
+
+def test_the_listing_binds_new_tables_of_a_dp_only_namespace(svc_catalog: Catalog) -> None:
+    """A table created in a dp-only namespace after its policy was set, first seen by the service's dataset listing,
+    stays dp-only when it is moved to an open namespace (the listing recorded it in the namespace's ledger). Before,
+    it moved without the policy and raw reads were allowed (checked on the old code)."""
+    from iceberg_privacy.service.views import datasets
+
+    data = pageviews(60)
+    svc_catalog.create_table("conf.fresh", schema=data.schema).append(data)
+    assert "conf.fresh" in {d["name"] for d in datasets(svc_catalog, "alice")}
+    svc_catalog.create_namespace("open_ns")
+    svc_catalog.rename_table("conf.fresh", "open_ns.fresh")
+    with pytest.raises(ip.DpOnlyError):
+        ip.require_raw_access(svc_catalog, "open_ns.fresh")

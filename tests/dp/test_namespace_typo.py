@@ -1,0 +1,59 @@
+"""A budget or policy for a namespace that does not exist is refused, naming the existing namespaces (before, a typo
+created a new, empty privacy domain and the intended namespace stayed without its budget); ``create_namespace=True``
+(CLI ``--create-namespace``) creates it on purpose. The same rule in Python and in the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pyiceberg.catalog import Catalog
+
+import iceberg_privacy as ip
+from iceberg_privacy.cli import main
+from iceberg_privacy.dp import PureDP
+from iceberg_privacy.dp.policy import namespace_target
+from tests.helpers import make_catalog
+
+
+def _namespaces(catalog: Catalog) -> list[str]:
+    return sorted(".".join(n) for n in catalog.list_namespaces())
+
+
+def test_python_refuses_an_unknown_namespace_and_names_the_existing_ones(tmp_path: Path) -> None:
+    catalog = make_catalog(tmp_path)
+    catalog.create_namespace("sales")
+    catalog.create_namespace("hr")
+    calls = [
+        lambda **kw: ip.set_namespace_budget(catalog, "sale", PureDP(1), **kw),
+        lambda **kw: ip.set_budget("sale.orders", PureDP(1), catalog=catalog, **kw),
+        lambda **kw: ip.set_access_policy(catalog, "sale", **kw),
+    ]
+    for call in calls:
+        with pytest.raises(ip.NamespaceNotFoundError, match=r"'sale' does not exist \(did you mean 'sales'\?\); "
+                                                            r"existing namespaces: hr, sales\..*create_namespace=True"):
+            call()
+        assert _namespaces(catalog) == ["hr", "sales"]  # nothing created
+    assert issubclass(ip.NamespaceNotFoundError, ip.ConfigurationError)
+    ip.set_namespace_budget(catalog, "sale", PureDP(1), create_namespace=True)
+    assert _namespaces(catalog) == ["hr", "sale", "sales"]
+    assert ip.get_namespace_budget(catalog, "sale").cap == PureDP(1)
+    ip.set_access_policy(catalog, "other", create_namespace=True)
+    assert ip.access_policy(catalog, namespace_target("other")).dp_only
+
+
+def test_cli_refuses_an_unknown_namespace_unless_asked_to_create_it(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    catalog = make_catalog(tmp_path)
+    catalog.create_namespace("sales")
+    loc = ["--catalog", "test", "--catalog-uri", f"sqlite:///{tmp_path}/catalog.db",
+           "--warehouse", f"file://{tmp_path}/warehouse"]
+    for argv in (["dp", "budget", "set", "--namespace", "sale", "--rho", "1"],
+                 ["dp", "policy", "set", "--namespace", "sale"]):
+        assert main([*loc, *argv]) == 2
+        err = capsys.readouterr().err
+        assert "'sale' does not exist (did you mean 'sales'?)" in err and "--create-namespace" in err
+        assert _namespaces(catalog) == ["sales"]
+    assert main([*loc, "dp", "budget", "set", "--namespace", "sale", "--rho", "1", "--create-namespace"]) == 0
+    assert main([*loc, "dp", "policy", "set", "--namespace", "sale", "--create-namespace"]) == 0
+    assert _namespaces(catalog) == ["sale", "sales"]
