@@ -725,12 +725,16 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
     outcome.subjects = len(set(map(repr, values)))
     if bstate is None:
         deadline = min(states[m].deadline for m in members) - datetime.now(UTC)
-        recorded = [states[m].detail.get("table_uuids", {}).get(name) for m in members]
-        uuids = table_uuids([table]) if table is not None else ({name: recorded[0]} if recorded and recorded[0] else {})
+        # A table dropped while queued: keep what its members recorded at submit. The purge needs the location
+        # to find the files a catalog's drop left behind (they still hold the subjects' rows).
+        if table is not None:
+            uuids, locations = table_uuids([table]), table_locations([table])
+        else:
+            uuid_, loc = (_recorded(states, members, key, name) for key in ("table_uuids", "table_locations"))
+            uuids, locations = ({name: uuid_} if uuid_ else {}), ({name: loc} if loc else {})
         bstate = journal.submit(batch, "erase", digests, outcome.subjects, [name], kid, deadline=deadline,
                                 existing=False, detail={"queue": {"members": sorted(members), "table": name},
-                                                        "table_uuids": uuids,
-                                                        "table_locations": table_locations([table]) if table else {}})
+                                                        "table_uuids": uuids, "table_locations": locations})
         checkpoint("queue.after_batch")
     try:
         with blocking(journal, bstate):
@@ -759,6 +763,11 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
         outcome.rows_removed, outcome.files_rewritten = ft.rows, ft.files
         outcome.commits = int(ft.detail.get("commits", 0))
     return outcome
+
+
+def _recorded(states: dict[str, RequestState], members: list[str], key: str, name: str) -> str | None:
+    """What the first member that recorded one has in ``detail[key][name]`` (its submit saw the table)."""
+    return next((v for m in members if (v := (states[m].detail.get(key) or {}).get(name))), None)
 
 
 def overdue(catalog: Catalog, *, now: datetime | None = None) -> list[RequestState]:

@@ -309,3 +309,25 @@ def test_shred_whose_head_another_pass_purged_meanwhile_retries(catalog: Catalog
     assert fired and sorted(report.completed) == ["q1", "q2"]
     assert {r["user_id"] for r in all_rows(catalog.load_table("db.t"))} == {"keep"}
     assert q.Queue(catalog).entries() == []
+
+
+def test_a_table_dropped_while_queued_is_not_reported_erased_while_its_files_remain(catalog: Catalog) -> None:
+    """SqlCatalog's drop_table leaves the files (with the subject's rows) under the table location. The batch
+    must fail verification there, as ``run_request`` does, and not complete as "table no longer exists"
+    (before the fix the batch recorded no location when its table was already gone, so the purge had
+    nothing to list and the member request completed while the victim's rows stayed in storage)."""
+    table = make_table(catalog, "db.t", _batches())
+    root = Path(table.location().removeprefix("file://"))
+    ip.enqueue(catalog, "erase", ["victim-alpha"], tables=["db.t"], request_id="r1")
+    catalog.drop_table("db.t")
+    assert any(p.suffix == ".parquet" for p in root.rglob("*"))  # the catalog left the files
+    report = ip.run_pending(catalog)
+    assert report.completed == [] and "r1" in {e.request_id for e in q.Queue(catalog).entries()}
+    (batch,) = report.batches.values()
+    assert not batch.completed and batch.blocked and "remain" in batch.blocked
+    assert Journal(catalog).get("r1").completed is None
+    # once the leftover files are gone, the next pass completes the request and shreds its ciphertext
+    for p in sorted(root.rglob("*"), reverse=True):
+        p.unlink() if p.is_file() else p.rmdir()
+    report = ip.run_pending(catalog)
+    assert report.completed == ["r1"] and q.Queue(catalog).entries() == []
