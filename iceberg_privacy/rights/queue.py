@@ -66,6 +66,7 @@ from iceberg_privacy.errors import (
     QueueIntegrityError,
     RequestBlockedError,
     RequestConflictError,
+    SparkJobError,
     StorageError,
     SubjectRightsError,
     VerificationFailedError,
@@ -600,10 +601,15 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
         if out is None:
             report.skipped[req.request_id] = "access request: pass out= (CLI --out) to export it"
             continue
-        tables = [catalog.load_table(n) for n in req.tables if catalog.table_exists(n)]
-        resolved = resolve_subjects(tables, values_of(req.request_id), secret, strict=False)
-        rep = export_subjects(catalog, req, resolved, secret, journal=journal, out=child(out, export_folder(req.request_id)),
-                              format=format, spark=spark)
+        try:
+            tables = [catalog.load_table(n) for n in req.tables if catalog.table_exists(n)]
+            resolved = resolve_subjects(tables, values_of(req.request_id), secret, strict=False)
+            rep = export_subjects(catalog, req, resolved, secret, journal=journal,
+                                  out=child(out, export_folder(req.request_id)), format=format, spark=spark)
+        except (OSError, SparkJobError) as exc:  # this export only: the other requests go on
+            logger.warning("queue access request %s: %s", req.request_id, exc)
+            report.skipped[req.request_id] = f"export failed, left in the queue: {exc}"
+            continue
         report.exported[req.request_id] = rep.manifest_path
         report.completed.append(req.request_id)
         done.append(req.request_id)
@@ -753,7 +759,10 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
                 pr = purge_request(catalog, batch, secret=secret, orphan_age=orphan_age, subjects=values, spark=spark)
                 outcome.purge_seconds = time.perf_counter() - t0
                 outcome.files_verified = sum(t.verify.files_scanned for t in pr.tables.values() if t.verify)
-    except (RequestBlockedError, CommitConflictError, StorageError, VerificationFailedError) as exc:
+    # OSError: what the journal records as blocked (a file gone from storage arrives as FileNotFoundError);
+    # SparkJobError: an executor's failure. Either stops this batch only: the other batches go on.
+    except (RequestBlockedError, CommitConflictError, StorageError, OSError, VerificationFailedError,
+            SparkJobError) as exc:
         logger.warning("queue batch %s on %s: %s", batch, name, exc)
         outcome.blocked = _block_message(exc)
     final = journal.get(batch)

@@ -331,3 +331,24 @@ def test_a_table_dropped_while_queued_is_not_reported_erased_while_its_files_rem
         p.unlink() if p.is_file() else p.rmdir()
     report = ip.run_pending(catalog)
     assert report.completed == ["r1"] and q.Queue(catalog).entries() == []
+
+
+def test_a_missing_data_file_blocks_its_batch_and_the_other_batches_go_on(catalog: Catalog, tmp_path: Path) -> None:
+    """A data file gone from storage fails the erasure of its table with FileNotFoundError (an OSError, which
+    the journal records as blocked), and an access request reading it. Before the fix the pass re-raised it:
+    the batches of the other tables never ran and ``run_pending`` ended in a StorageError."""
+    a = make_table(catalog, "db.a", [["u1", "victim-alpha"], ["victim-bravo", "u2"]])
+    make_table(catalog, "db.b", [["u1", "victim-alpha"], ["victim-bravo", "u2"]])
+    ip.enqueue(catalog, "erase", ["victim-alpha"], request_id="r1")
+    ip.enqueue(catalog, "erase", ["victim-bravo"], request_id="r2")
+    ip.enqueue(catalog, "access", ["victim-alpha"], tables=["db.a"], request_id="r3")
+    for task in a.scan().plan_files():
+        os.remove(task.file.file_path.removeprefix("file://"))
+    report = ip.run_pending(catalog, out=tmp_path / "out")
+    assert "No such file" in report.skipped["r3"] and "r3" not in report.exported
+    outcomes = {b.table: b for b in report.batches.values()}
+    assert outcomes["db.b"].completed and not outcomes["db.b"].blocked
+    assert not outcomes["db.a"].completed and "No such file" in (outcomes["db.a"].blocked or "")
+    assert sorted(r["user_id"] for r in all_rows(catalog.load_table("db.b"))) == ["u1", "u2"]
+    assert report.completed == []  # both requests name both tables: still open, ciphertext kept
+    assert {e.request_id for e in q.Queue(catalog).entries()} == {"r1", "r2", "r3"}

@@ -277,3 +277,23 @@ def test_cli_requests_run_pending_with_spark_runs_on_executors(spark: Any, tmp_p
     assert report["completed"] == ["c1"], report
     assert all_rows(table.refresh()) == [r for r in before if r["user_id"] != "ann"]
     assert Journal(cat).get("c1").status == "completed"
+
+
+@pytest.mark.slow  # two Spark erasure jobs, one failing (~10-20 s)
+def test_a_failed_spark_job_blocks_its_queue_batch_only(spark: Any, catalog: Catalog) -> None:
+    """An executor's FileNotFoundError reaches the driver as SparkJobError. Before the fix it ended the whole
+    ``run_pending(spark=)`` pass: the other tables' batches never ran."""
+    import os
+
+    a = make_table(catalog, "db.a", [["u1", "ann"], ["bob", "u2"]])
+    make_table(catalog, "db.b", [["u1", "ann"], ["bob", "u2"]])
+    ip.enqueue(catalog, "erase", ["ann"], request_id="r1")
+    ip.enqueue(catalog, "erase", ["bob"], request_id="r2")
+    for task in a.scan().plan_files():
+        os.remove(task.file.file_path.removeprefix("file://"))
+    report = ip.run_pending(catalog, spark=spark, purge=False, upkeep=False)
+    outcomes = {b.table: b for b in report.batches.values()}
+    assert not outcomes["db.b"].blocked and outcomes["db.b"].rows_removed == 2 and sorted(r["user_id"] for r in all_rows(catalog.load_table("db.b"))) == \
+        ["u1", "u2"]
+    assert not outcomes["db.a"].completed and "Spark job failed" in (outcomes["db.a"].blocked or "")
+    assert report.completed == []
