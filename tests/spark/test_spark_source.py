@@ -261,6 +261,40 @@ def test_stream_writer_commit_twice_for_same_batch(spark: Any, home: Path) -> No
     assert table.scan().to_arrow().num_rows == 1
 
 
+def test_stream_replay_after_a_purge_expired_the_batch_snapshots_is_not_committed_twice(
+        spark: Any, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch replayed after an erasure's purge expired the snapshots carrying the batch ids (Spark failed
+    between the Iceberg commit and its commit log, a purge ran before the restart). Before the fix the sink
+    found no earlier batch of the query and committed the replay again (row "b" twice)."""
+    from pyspark.sql.types import StructType
+
+    from iceberg_privacy.rights.keyed import SECRET_ENV
+    from iceberg_privacy.spark.options import WRITE_OPTIONS, parse_options
+    from iceberg_privacy.spark.writer import IcebergPrivacyStreamWriter
+    from tests.helpers import SECRET
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    struct = StructType.fromDDL(SCHEMA)
+    opts = parse_options({"path": "db.s", "catalog.home": str(home), "bloom.columns": "user_id",
+                          "streaming.query-id": "q-1"}, allowed=WRITE_OPTIONS)
+
+    def batch(batch_id: int, users: list[str]) -> None:
+        writer = IcebergPrivacyStreamWriter(opts, struct, overwrite=False)
+        rows = pa.RecordBatch.from_pylist([{"user_id": u, "n": i, "note": "x"} for i, u in enumerate(users)])
+        writer.commit([writer.write(iter([rows]))], batch_id)
+
+    batch(0, ["a", "gone"])
+    batch(1, ["b"])
+    catalog = ip.connect(home=home)
+    ip.configure_identity(catalog.load_table("db.s"), ["user_id"])
+    assert ip.erase(catalog, ["gone"], tables=["db.s"], purge=True).purge.completed
+    assert len(catalog.load_table("db.s").snapshots()) == 1  # the batches' snapshots are expired
+    batch(1, ["b"])  # the replay
+    batch(2, ["c"])
+    table = catalog.load_table("db.s")
+    assert sorted(r["user_id"] for r in table.scan().to_arrow().to_pylist()) == ["a", "b", "c"]
+
+
 def test_spark_writes_the_exact_delta_in_its_commit(spark: Any, home: Path) -> None:
     """A table whose column has the exact index: the Spark job's one commit carries the delta (row groups
     from the executors' written files), and lookups plan through it."""
