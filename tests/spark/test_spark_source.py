@@ -295,6 +295,22 @@ def test_stream_replay_after_a_purge_expired_the_batch_snapshots_is_not_committe
     assert sorted(r["user_id"] for r in table.scan().to_arrow().to_pylist()) == ["a", "b", "c"]
 
 
+def test_a_user_schema_with_other_types_is_refused_not_cast(spark: Any, home: Path) -> None:
+    """``.schema("user_id string, n int")`` over a long column: the batches were cast to it unchecked, so a
+    long 2**40 came back as 0 (and a string schema read longs as text) instead of an error."""
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    table = catalog.create_table("db.types", pa.schema([("user_id", pa.string()), ("n", pa.int64())]))
+    ip.append(table, pa.table({"user_id": ["a", "b"], "n": pa.array([1, 2**40], pa.int64())}))
+
+    def load(ddl: str) -> Any:
+        return spark.read.format(FORMAT).option("catalog.home", str(home)).schema(ddl).load("db.types")
+
+    with pytest.raises(Exception, match="types column"):
+        load("user_id string, n int").collect()
+    assert sorted(tuple(r) for r in load("n bigint, user_id string").collect()) == [(1, "a"), (2**40, "b")]
+
+
 def test_spark_writes_the_exact_delta_in_its_commit(spark: Any, home: Path) -> None:
     """A table whose column has the exact index: the Spark job's one commit carries the delta (row groups
     from the executors' written files), and lookups plan through it."""
