@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.io import FileIO, load_file_io
+from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
 from pyiceberg.table import ALWAYS_TRUE, Table
 from pyiceberg.table.metadata import TableMetadata
 from pyspark.sql.datasource import (
@@ -33,8 +34,14 @@ from pyspark.sql.datasource import (
 
 from iceberg_privacy._internal import compat
 from iceberg_privacy.config import COLUMNS_KEY, BloomColumn, bloom_columns, configure_bloom
-from iceberg_privacy.datafiles import WrittenFiles, write_data_files
-from iceberg_privacy.errors import CatalogError, ConfigurationError, SchemaMismatchError, UnknownColumnError
+from iceberg_privacy.datafiles import WrittenFiles, first_line, write_data_files
+from iceberg_privacy.errors import (
+    CatalogError,
+    ConfigurationError,
+    SchemaMismatchError,
+    UnknownColumnError,
+    UnsupportedSparkTypeError,
+)
 from iceberg_privacy.lineage.record import LineageRecord
 from iceberg_privacy.properties import STREAMING_BATCH_ID_SUMMARY as BATCH_ID_KEY
 from iceberg_privacy.properties import STREAMING_LAST_BATCH_PREFIX as LAST_BATCH_PREFIX
@@ -75,6 +82,12 @@ def prepare_table(opts: SourceOptions, struct: Any) -> Table:
         raise UnknownColumnError(
             f"bloom.columns names {missing}, which the DataFrame does not have; its columns: {', '.join(arrow.names)}"
         )
+    fpp_text = opts.get("bloom.fpp")
+    try:
+        fpp = float(fpp_text) if fpp_text not in (None, "") else 0.01
+    except ValueError:
+        raise ConfigurationError(f"option 'bloom.fpp' must be a number in (0, 0.5], e.g. 0.01; got {fpp_text!r}") \
+            from None
     catalog = opts.catalog()
     try:
         table = catalog.load_table(opts.table)
@@ -92,9 +105,14 @@ def prepare_table(opts: SourceOptions, struct: Any) -> Table:
         except TableAlreadyExistsError:  # a concurrent writer created it first
             table = catalog.load_table(opts.table)
             created = False
+        except (UnsupportedPyArrowTypeException, ValueError) as exc:  # a type Iceberg cannot store (interval, void)
+            raise UnsupportedSparkTypeError(
+                f"cannot create {opts.table} from the DataFrame schema: {first_line(exc)}. Cast or drop that column "
+                "(Iceberg stores strings, numbers, decimals, dates, timestamps, binary, lists, maps and structs); "
+                "nothing was created") from exc
     if created and wanted:
         try:
-            table = configure_bloom(table, wanted, fpp=float(opts.get("bloom.fpp") or 0.01),
+            table = configure_bloom(table, wanted, fpp=fpp,
                                     ndv=opts.get_int("bloom.ndv", None, minimum=1))
         except Exception:
             catalog.drop_table(opts.table)  # no half-configured table left behind

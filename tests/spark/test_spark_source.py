@@ -147,8 +147,17 @@ def test_row_deletes_are_honoured(spark: Any, home: Path) -> None:
     assert read(spark, home, "db.events", pushdown="false").where("user_id = 'user-0003'").count() == 2
 
 
-@pytest.mark.parametrize("case", ["unknown-option", "bloom-missing", "schema-mismatch", "bloom-differs", "no-table"])
+@pytest.mark.parametrize("case", ["unknown-option", "bloom-missing", "schema-mismatch", "bloom-differs", "no-table",
+                                  "bad-fpp", "interval-column"])
 def test_clear_errors(spark: Any, home: Path, case: str) -> None:
+    if case in ("bad-fpp", "interval-column"):  # were a bare ValueError / pyiceberg's UnsupportedPyArrowTypeException
+        df = spark.sql("select 'a' as user_id" + (", interval 1 day as wait" if case == "interval-column" else ""))
+        match = "option 'bloom.fpp' must be a number" if case == "bad-fpp" else "cannot create db.t from the DataFrame"
+        with pytest.raises(Exception, match=match):
+            df.write.format(FORMAT).option("catalog.home", str(home)).option("bloom.columns", "user_id") \
+                .option("bloom.fpp", "abc" if case == "bad-fpp" else "0.01").mode("append").save("db.t")
+        assert not ip.connect(home=home).table_exists("db.t")
+        return
     if case == "no-table":
         with pytest.raises(Exception, match="does not exist.*write to it first"):
             read(spark, home, "db.nothing").collect()
