@@ -22,10 +22,10 @@ from iceberg_privacy.rights import purge as purge_mod
 from iceberg_privacy.rights.journal import Journal
 from iceberg_privacy.rights.keyed import SECRET_ENV, load_secret
 from iceberg_privacy.rights.purge import verify_table
+from iceberg_privacy.rights.queue import Queue
 from iceberg_privacy.rights.subjects import TableSubjects, resolve_subjects
 from iceberg_privacy.spark.jobs import groups_by_size
 from iceberg_privacy.spark.rights import matcher_for
-from iceberg_privacy.rights.queue import Queue
 from tests.helpers import SECRET, all_rows, make_table, unique_name
 
 pytestmark = pytest.mark.spark
