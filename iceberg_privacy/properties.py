@@ -92,6 +92,9 @@ PURPOSES_PROPERTY = "privacy.purposes"
 PURPOSE_PROPERTY = "privacy.purpose"
 STREAMING_QUERY_ID_SUMMARY = "privacy.streaming.query-id"
 STREAMING_BATCH_ID_SUMMARY = "privacy.streaming.batch-id"
+STREAMING_LAST_BATCH_PREFIX = "privacy.streaming.last-batch."
+"""Table property ``privacy.streaming.last-batch.<query id>`` = the last batch id committed for that streaming
+query, set in the batch's own commit: exactly-once survives expiry of the snapshots that carry the summary keys."""
 
 # -- differential privacy (docs/dp.md) ------------------------------------------------------------
 DP_PREFIX = "privacy.dp."

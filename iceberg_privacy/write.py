@@ -291,6 +291,7 @@ def _refresh(table: Table, written: WrittenFiles, operation: str) -> None:
 def _commit(
     table: Table, written: WrittenFiles, columns: list[BloomColumn], *, operation: str,
     overwrite_filter: BooleanExpression | None, snapshot_properties: dict[str, str], max_retries: int | None,
+    table_properties: dict[str, str] | None = None,
 ) -> tuple[int | None, str | None, int, int, WrittenFiles]:
     """Commit data + sidecar atomically; retry on conflicts.
 
@@ -313,6 +314,8 @@ def _commit(
         try:
             snapshot_id, sidecar_path, sidecar_bytes = _attempt(
                 table, tx, written, columns, base_id, overwrite_filter, snapshot_properties)
+            if table_properties:
+                tx.set_properties(table_properties)
             checkpoint("write.before_commit")  # data files and sidecar (with its exact delta) written
             tx.commit_transaction()
             checkpoint("write.after_commit")
@@ -392,13 +395,14 @@ def commit_written(
     table: Table, written: WrittenFiles, columns: list[BloomColumn], *, operation: str = "append",
     overwrite_filter: BooleanExpression | None = None, snapshot_properties: dict[str, str] | None = None,
     max_retries: int | None = None, started: float | None = None, lineage: LineageRecord | None = None,
-    engine: str = "pyarrow",
+    engine: str = "pyarrow", table_properties: dict[str, str] | None = None,
 ) -> WriteReport:
     """Commit files from :func:`write_data_files` with one sidecar, atomically (Spark's driver uses it too).
 
     ``columns`` must be those the filters were built for. Nothing is committed when there are no
     files and no overwrite. ``lineage`` goes into the snapshot summary; without it the write is
-    recorded as rows from outside the lake (``engine`` names who wrote them).
+    recorded as rows from outside the lake (``engine`` names who wrote them). ``table_properties`` are set in
+    the same atomic commit (the Spark streaming sink records its last batch id there).
     """
     t0 = time.perf_counter() if started is None else started
     report = WriteReport(snapshot_id=None, operation=operation, bloom_columns=[c.name for c in columns],
@@ -410,7 +414,7 @@ def commit_written(
         table, written, columns, operation=operation, overwrite_filter=overwrite_filter,
         snapshot_properties={**with_default(snapshot_properties, operation, engine),
                              **(lineage.summary() if lineage is not None else {})},
-        max_retries=max_retries,
+        max_retries=max_retries, table_properties=table_properties,
     )
     report.snapshot_id = snapshot_id
     report.dropped_rows = written.dropped_rows

@@ -24,6 +24,7 @@ from iceberg_privacy.cli._common import (
     values,
     whole_number,
 )
+from iceberg_privacy.errors import ConfigurationError
 
 
 def cmd_identity(args: argparse.Namespace, catalog: Catalog) -> int:
@@ -81,12 +82,23 @@ def cmd_purge(args: argparse.Namespace, catalog: Catalog) -> int:
     return 0 if report.completed else 1
 
 
+def _deadline(days: float | None) -> timedelta | None:
+    """``--deadline-days`` as a timedelta (0 is a deadline too: due now); nan/inf/huge refused in one line."""
+    if days is None:
+        return None
+    try:
+        return timedelta(days=days)
+    except (ValueError, OverflowError):
+        raise ConfigurationError(f"--deadline-days must be a number of days (at most 3653 either way), got {days}") \
+            from None
+
+
 def cmd_requests_submit(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.rights.queue import enqueue
 
     # Queued: the subjects are kept encrypted until the request completes, so `requests run --pending` works it.
     req = enqueue(catalog, args.kind, need_values(args), tables(args), request_id=args.request_id, home=args.home,
-                  regime=args.regime, deadline=timedelta(days=args.deadline_days) if args.deadline_days else None,
+                  regime=args.regime, deadline=_deadline(args.deadline_days),
                   allow_empty_subject=args.allow_empty_subject, **_link_kwargs(args))
     emit(args, req, f"{req.request_id} {req.kind} {req.status} deadline {req.deadline.isoformat()}")
     return 0

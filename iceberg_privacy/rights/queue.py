@@ -66,6 +66,7 @@ from iceberg_privacy.errors import (
     QueueIntegrityError,
     RequestBlockedError,
     RequestConflictError,
+    SparkJobError,
     StorageError,
     SubjectRightsError,
     VerificationFailedError,
@@ -601,10 +602,15 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
         if out is None:
             report.skipped[req.request_id] = "access request: pass out= (CLI --out) to export it"
             continue
-        tables = [catalog.load_table(n) for n in req.tables if catalog.table_exists(n)]
-        resolved = resolve_subjects(tables, values_of(req.request_id), secret, strict=False)
-        rep = export_subjects(catalog, req, resolved, secret, journal=journal, out=child(out, export_folder(req.request_id)),
-                              format=format, spark=spark)
+        try:
+            tables = [catalog.load_table(n) for n in req.tables if catalog.table_exists(n)]
+            resolved = resolve_subjects(tables, values_of(req.request_id), secret, strict=False)
+            rep = export_subjects(catalog, req, resolved, secret, journal=journal,
+                                  out=child(out, export_folder(req.request_id)), format=format, spark=spark)
+        except (OSError, SparkJobError) as exc:  # this export only: the other requests go on
+            logger.warning("queue access request %s: %s", req.request_id, exc)
+            report.skipped[req.request_id] = f"export failed, left in the queue: {exc}"
+            continue
         report.exported[req.request_id] = rep.manifest_path
         report.completed.append(req.request_id)
         done.append(req.request_id)
@@ -726,12 +732,16 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
     outcome.subjects = len(set(map(repr, values)))
     if bstate is None:
         deadline = min(states[m].deadline for m in members) - datetime.now(UTC)
-        recorded = [states[m].detail.get("table_uuids", {}).get(name) for m in members]
-        uuids = table_uuids([table]) if table is not None else ({name: recorded[0]} if recorded and recorded[0] else {})
+        # A table dropped while queued: keep what its members recorded at submit. The purge needs the location
+        # to find the files a catalog's drop left behind (they still hold the subjects' rows).
+        if table is not None:
+            uuids, locations = table_uuids([table]), table_locations([table])
+        else:
+            uuid_, loc = (_recorded(states, members, key, name) for key in ("table_uuids", "table_locations"))
+            uuids, locations = ({name: uuid_} if uuid_ else {}), ({name: loc} if loc else {})
         bstate = journal.submit(batch, "erase", digests, outcome.subjects, [name], kid, deadline=deadline,
                                 existing=False, detail={"queue": {"members": sorted(members), "table": name},
-                                                        "table_uuids": uuids,
-                                                        "table_locations": table_locations([table]) if table else {}})
+                                                        "table_uuids": uuids, "table_locations": locations})
         checkpoint("queue.after_batch")
     try:
         with blocking(journal, bstate):
@@ -750,7 +760,10 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
                 pr = purge_request(catalog, batch, secret=secret, orphan_age=orphan_age, subjects=values, spark=spark)
                 outcome.purge_seconds = time.perf_counter() - t0
                 outcome.files_verified = sum(t.verify.files_scanned for t in pr.tables.values() if t.verify)
-    except (RequestBlockedError, CommitConflictError, StorageError, VerificationFailedError) as exc:
+    # OSError: what the journal records as blocked (a file gone from storage arrives as FileNotFoundError);
+    # SparkJobError: an executor's failure. Either stops this batch only: the other batches go on.
+    except (RequestBlockedError, CommitConflictError, StorageError, OSError, VerificationFailedError,
+            SparkJobError) as exc:
         logger.warning("queue batch %s on %s: %s", batch, name, exc)
         outcome.blocked = _block_message(exc)
     final = journal.get(batch)
@@ -760,6 +773,11 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
         outcome.rows_removed, outcome.files_rewritten = ft.rows, ft.files
         outcome.commits = int(ft.detail.get("commits", 0))
     return outcome
+
+
+def _recorded(states: dict[str, RequestState], members: list[str], key: str, name: str) -> str | None:
+    """What the first member that recorded one has in ``detail[key][name]`` (its submit saw the table)."""
+    return next((v for m in members if (v := (states[m].detail.get(key) or {}).get(name))), None)
 
 
 def overdue(catalog: Catalog, *, now: datetime | None = None) -> list[RequestState]:

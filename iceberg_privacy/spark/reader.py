@@ -44,7 +44,7 @@ from iceberg_privacy.index.hashing import coerce_values
 from iceberg_privacy.index.planner import BATCH_THRESHOLD, plan_lookup
 from iceberg_privacy.index.read import MatchRead, read_matching
 from iceberg_privacy.spark.options import SourceOptions
-from iceberg_privacy.spark.schema import arrow_for_spark, cast_batch
+from iceberg_privacy.spark.schema import arrow_for_spark, cast_batch, spark_schema
 from iceberg_privacy.storage import portable_properties
 
 logger = logging.getLogger("iceberg_privacy.spark")
@@ -204,6 +204,19 @@ def _pushable(f: Filter, bloom: dict[str, tuple[BloomColumn, str]]) -> Pushed | 
                   plan_column=plan_column)
 
 
+def _check_requested_types(struct: Any, schema: Schema, table: str) -> None:
+    """Refuse a schema given to ``.schema(...)`` whose types differ from the table's: the batches are cast to
+    what Spark expects, and an unchecked cast wraps or truncates values (a long 2**40 read as int is 0)."""
+    shown = {f.name: f.dataType.simpleString() for f in spark_schema(schema).fields}  # (nullability aside)
+    wrong = [f"{f.name} ({f.dataType.simpleString()}, the table has {shown[f.name]})"
+             for f in struct.fields if f.name in shown and f.dataType.simpleString() != shown[f.name]]
+    if wrong:
+        raise ConfigurationError(
+            f"the schema given to the read of {table} types column(s) {', '.join(wrong)} differently from the "
+            "table; drop .schema(...) (the data source knows the table's schema) and cast the columns after "
+            "loading, e.g. df.selectExpr('cast(n as int) as n')")
+
+
 class IcebergPrivacyReader(DataSourceReader):
     """Plans once on the driver side; picklable (holds metadata, never a catalog or Table)."""
 
@@ -222,6 +235,7 @@ class IcebergPrivacyReader(DataSourceReader):
             raise ConfigurationError(
                 f"requested column(s) {unknown} are not in {opts.table}; its columns: {', '.join(names)}"
             )
+        _check_requested_types(struct, self.schema, opts.table)
         self.bloom = read_columns(table, self.schema)
         self.pushed: list[Pushed] = []
         self.row_groups: dict[str, tuple[int, ...]] = {}

@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.io import FileIO, load_file_io
+from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
 from pyiceberg.table import ALWAYS_TRUE, Table
 from pyiceberg.table.metadata import TableMetadata
 from pyspark.sql.datasource import (
@@ -33,10 +34,17 @@ from pyspark.sql.datasource import (
 
 from iceberg_privacy._internal import compat
 from iceberg_privacy.config import COLUMNS_KEY, BloomColumn, bloom_columns, configure_bloom
-from iceberg_privacy.datafiles import WrittenFiles, write_data_files
-from iceberg_privacy.errors import CatalogError, ConfigurationError, SchemaMismatchError, UnknownColumnError
+from iceberg_privacy.datafiles import WrittenFiles, first_line, write_data_files
+from iceberg_privacy.errors import (
+    CatalogError,
+    ConfigurationError,
+    SchemaMismatchError,
+    UnknownColumnError,
+    UnsupportedSparkTypeError,
+)
 from iceberg_privacy.lineage.record import LineageRecord
 from iceberg_privacy.properties import STREAMING_BATCH_ID_SUMMARY as BATCH_ID_KEY
+from iceberg_privacy.properties import STREAMING_LAST_BATCH_PREFIX as LAST_BATCH_PREFIX
 from iceberg_privacy.properties import STREAMING_QUERY_ID_SUMMARY as QUERY_ID_KEY
 from iceberg_privacy.rights import forget
 from iceberg_privacy.spark.options import SourceOptions
@@ -74,6 +82,12 @@ def prepare_table(opts: SourceOptions, struct: Any) -> Table:
         raise UnknownColumnError(
             f"bloom.columns names {missing}, which the DataFrame does not have; its columns: {', '.join(arrow.names)}"
         )
+    fpp_text = opts.get("bloom.fpp")
+    try:
+        fpp = float(fpp_text) if fpp_text not in (None, "") else 0.01
+    except ValueError:
+        raise ConfigurationError(f"option 'bloom.fpp' must be a number in (0, 0.5], e.g. 0.01; got {fpp_text!r}") \
+            from None
     catalog = opts.catalog()
     try:
         table = catalog.load_table(opts.table)
@@ -91,9 +105,14 @@ def prepare_table(opts: SourceOptions, struct: Any) -> Table:
         except TableAlreadyExistsError:  # a concurrent writer created it first
             table = catalog.load_table(opts.table)
             created = False
+        except (UnsupportedPyArrowTypeException, ValueError) as exc:  # a type Iceberg cannot store (interval, void)
+            raise UnsupportedSparkTypeError(
+                f"cannot create {opts.table} from the DataFrame schema: {first_line(exc)}. Cast or drop that column "
+                "(Iceberg stores strings, numbers, decimals, dates, timestamps, binary, lists, maps and structs); "
+                "nothing was created") from exc
     if created and wanted:
         try:
-            table = configure_bloom(table, wanted, fpp=float(opts.get("bloom.fpp") or 0.01),
+            table = configure_bloom(table, wanted, fpp=fpp,
                                     ndv=opts.get_int("bloom.ndv", None, minimum=1))
         except Exception:
             catalog.drop_table(opts.table)  # no half-configured table left behind
@@ -182,7 +201,8 @@ class _TaskWriter:
                                    where=self.opts.table, forget_filter=self.forget_filter)
         return TaskFiles(written, query_id)
 
-    def _commit(self, written: WrittenFiles, extra: dict[str, str] | None = None) -> WriteReport:
+    def _commit(self, written: WrittenFiles, extra: dict[str, str] | None = None,
+                table_properties: dict[str, str] | None = None) -> WriteReport:
         table = self.opts.load_table()
         if table.metadata.table_uuid != self.metadata.table_uuid:  # the files were written for another table
             for f in written.files:
@@ -195,7 +215,7 @@ class _TaskWriter:
             table, written, self.columns, operation="overwrite" if self.overwrite else "append",
             overwrite_filter=ALWAYS_TRUE if self.overwrite else None,
             snapshot_properties={**self.opts.snapshot_properties, **(extra or {})}, max_retries=self.max_retries,
-            lineage=self.lineage, engine="spark",
+            lineage=self.lineage, engine="spark", table_properties=table_properties,
         )
         print(f"iceberg-privacy spark write {self.opts.table}: {report}", file=sys.stderr, flush=True)
         return report
@@ -216,14 +236,24 @@ class IcebergPrivacyWriter(_TaskWriter, DataSourceArrowWriter):
 
 
 def last_committed_batch(table: Table, query_id: str) -> int | None:
-    """The highest batch id committed for ``query_id`` on the current branch (newest snapshot first)."""
+    """The highest batch id committed for ``query_id``: the table property each batch's commit sets, or the
+    newest snapshot of the query on the current branch (tables written before the property existed).
+
+    The property is what survives history expiry: after an erasure's purge (or ``expire_snapshots``) the
+    snapshots that carry the summary keys are gone, and a batch replayed then was committed twice.
+    """
+    found: list[int] = []
+    recorded = table.metadata.properties.get(LAST_BATCH_PREFIX + query_id, "")
+    if recorded.lstrip("-").isdigit():
+        found.append(int(recorded))
     snap = table.metadata.current_snapshot()
     while snap is not None:
         props = snap.summary.additional_properties if snap.summary else {}
         if props.get(QUERY_ID_KEY) == query_id and props.get(BATCH_ID_KEY, "").lstrip("-").isdigit():
-            return int(props[BATCH_ID_KEY])
+            found.append(int(props[BATCH_ID_KEY]))
+            break
         snap = table.metadata.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id else None
-    return None
+    return max(found, default=None)
 
 
 class IcebergPrivacyStreamWriter(_TaskWriter, DataSourceStreamArrowWriter):
@@ -257,7 +287,8 @@ class IcebergPrivacyStreamWriter(_TaskWriter, DataSourceStreamArrowWriter):
             print(f"iceberg-privacy stream {self.opts.table}: batch {batchId} of query {query_id} was already "
                   f"committed (last {last}); skipped, deleted {n} replayed file(s)", file=sys.stderr, flush=True)
             return
-        self._commit(written, {QUERY_ID_KEY: query_id, BATCH_ID_KEY: str(batchId)})
+        self._commit(written, {QUERY_ID_KEY: query_id, BATCH_ID_KEY: str(batchId)},
+                     {LAST_BATCH_PREFIX + query_id: str(batchId)})
 
     def abort(self, messages: list[WriterCommitMessage | None], batchId: int) -> None:
         n = _delete_files(self._io(), messages)

@@ -92,6 +92,26 @@ def test_requests_submit_queues_and_run_pending_works_the_queue(tmp_path: Path, 
     assert "(no overdue requests)" in capsys.readouterr().out
 
 
+def test_requests_submit_deadline_days_zero_is_due_now_and_nan_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--deadline-days 0`` was taken as "not given" (a month under gdpr, so never overdue); nan/inf/1e12
+    ended in a bare ValueError/OverflowError. Now 0 is a deadline of now, the others one ConfigurationError."""
+    from tests.helpers import SECRET
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    home = str(tmp_path / "home")
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    make_table(catalog, "db.t", [["u1", "u2"]])
+    assert main(["--home", home, "requests", "submit", "--kind", "erase", "u1", "--request-id", "now",
+                 "--deadline-days", "0", "--json"]) == 0
+    req = json.loads(capsys.readouterr().out)
+    assert req["deadline"] == req["received"]
+    for bad in ("nan", "inf", "1e12"):
+        assert main(["--home", home, "requests", "submit", "--kind", "erase", "u1", "--deadline-days", bad]) == 2
+        assert "--deadline-days" in capsys.readouterr().err
+
+
 def test_values_file_with_a_byte_order_mark_and_crlf(home: str, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A values file saved by a Windows editor (UTF-8 BOM, CRLF): the first subject is still erased."""

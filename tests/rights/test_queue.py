@@ -309,3 +309,65 @@ def test_shred_whose_head_another_pass_purged_meanwhile_retries(catalog: Catalog
     assert fired and sorted(report.completed) == ["q1", "q2"]
     assert {r["user_id"] for r in all_rows(catalog.load_table("db.t"))} == {"keep"}
     assert q.Queue(catalog).entries() == []
+
+
+def test_a_table_dropped_while_queued_is_not_reported_erased_while_its_files_remain(catalog: Catalog) -> None:
+    """SqlCatalog's drop_table leaves the files (with the subject's rows) under the table location. The batch
+    must fail verification there, as ``run_request`` does, and not complete as "table no longer exists"
+    (before the fix the batch recorded no location when its table was already gone, so the purge had
+    nothing to list and the member request completed while the victim's rows stayed in storage)."""
+    table = make_table(catalog, "db.t", _batches())
+    root = Path(table.location().removeprefix("file://"))
+    ip.enqueue(catalog, "erase", ["victim-alpha"], tables=["db.t"], request_id="r1")
+    catalog.drop_table("db.t")
+    assert any(p.suffix == ".parquet" for p in root.rglob("*"))  # the catalog left the files
+    report = ip.run_pending(catalog)
+    assert report.completed == [] and "r1" in {e.request_id for e in q.Queue(catalog).entries()}
+    (batch,) = report.batches.values()
+    assert not batch.completed and batch.blocked and "remain" in batch.blocked
+    assert Journal(catalog).get("r1").completed is None
+    # once the leftover files are gone, the next pass completes the request and shreds its ciphertext
+    for p in sorted(root.rglob("*"), reverse=True):
+        p.unlink() if p.is_file() else p.rmdir()
+    report = ip.run_pending(catalog)
+    assert report.completed == ["r1"] and q.Queue(catalog).entries() == []
+
+
+def test_a_missing_data_file_blocks_its_batch_and_the_other_batches_go_on(catalog: Catalog, tmp_path: Path) -> None:
+    """A data file gone from storage fails the erasure of its table with FileNotFoundError (an OSError, which
+    the journal records as blocked), and an access request reading it. Before the fix the pass re-raised it:
+    the batches of the other tables never ran and ``run_pending`` ended in a StorageError."""
+    a = make_table(catalog, "db.a", [["u1", "victim-alpha"], ["victim-bravo", "u2"]])
+    make_table(catalog, "db.b", [["u1", "victim-alpha"], ["victim-bravo", "u2"]])
+    ip.enqueue(catalog, "erase", ["victim-alpha"], request_id="r1")
+    ip.enqueue(catalog, "erase", ["victim-bravo"], request_id="r2")
+    ip.enqueue(catalog, "access", ["victim-alpha"], tables=["db.a"], request_id="r3")
+    for task in a.scan().plan_files():
+        os.remove(task.file.file_path.removeprefix("file://"))
+    report = ip.run_pending(catalog, out=tmp_path / "out")
+    assert "No such file" in report.skipped["r3"] and "r3" not in report.exported
+    outcomes = {b.table: b for b in report.batches.values()}
+    assert outcomes["db.b"].completed and not outcomes["db.b"].blocked
+    assert not outcomes["db.a"].completed and "No such file" in (outcomes["db.a"].blocked or "")
+    assert sorted(r["user_id"] for r in all_rows(catalog.load_table("db.b"))) == ["u1", "u2"]
+    assert report.completed == []  # both requests name both tables: still open, ciphertext kept
+    assert {e.request_id for e in q.Queue(catalog).entries()} == {"r1", "r2", "r3"}
+
+
+@pytest.mark.slow  # two passes with purge on SeaweedFS (~7-13 s)
+def test_a_table_dropped_while_queued_on_object_storage(s3_sql_catalog: Catalog, lake_ns: str) -> None:
+    """The same on SeaweedFS with an s3:// warehouse: completed only once no file remains. (SqlCatalog: its drop
+    leaves the files, as the bug needs; the REST catalog of SeaweedFS deletes them on drop.)"""
+    from iceberg_privacy.storage import list_files
+
+    catalog, ns = s3_sql_catalog, lake_ns
+    table = make_table(catalog, f"{ns}.t", _batches())
+    location = table.location()
+    ip.enqueue(catalog, "erase", ["victim-alpha"], tables=[f"{ns}.t"], request_id=f"{ns}-r")
+    catalog.drop_table(f"{ns}.t")
+    if list_files(table.io, location):  # a catalog that leaves the files (SqlCatalog; REST may purge them)
+        report = ip.run_pending(catalog)
+        assert report.completed == [] and all(not b.completed and b.blocked for b in report.batches.values())
+        for f in list_files(table.io, location):
+            table.io.delete(f.location)
+    assert ip.run_pending(catalog).completed == [f"{ns}-r"]

@@ -22,6 +22,7 @@ from iceberg_privacy.rights import purge as purge_mod
 from iceberg_privacy.rights.journal import Journal
 from iceberg_privacy.rights.keyed import SECRET_ENV, load_secret
 from iceberg_privacy.rights.purge import verify_table
+from iceberg_privacy.rights.queue import Queue
 from iceberg_privacy.rights.subjects import TableSubjects, resolve_subjects
 from iceberg_privacy.spark.jobs import groups_by_size
 from iceberg_privacy.spark.rights import matcher_for
@@ -277,3 +278,19 @@ def test_cli_requests_run_pending_with_spark_runs_on_executors(spark: Any, tmp_p
     assert report["completed"] == ["c1"], report
     assert all_rows(table.refresh()) == [r for r in before if r["user_id"] != "ann"]
     assert Journal(cat).get("c1").status == "completed"
+
+
+def test_a_failed_spark_job_blocks_its_queue_batch_only(spark: Any, catalog: Catalog) -> None:
+    """An executor's FileNotFoundError reaches the driver as SparkJobError. Before the fix it ended the whole
+    ``run_pending(spark=)`` pass (the other batches never ran; tests/rights/test_queue.py has the two-table case
+    without Spark)."""
+    import os
+
+    a = make_table(catalog, "db.a", [["u1", "ann"], ["bob", "u2"]])
+    ip.enqueue(catalog, "erase", ["ann"], request_id="r1")
+    for task in a.scan().plan_files():
+        os.remove(task.file.file_path.removeprefix("file://"))
+    report = ip.run_pending(catalog, spark=spark, purge=False, upkeep=False)
+    (outcome,) = report.batches.values()
+    assert not outcome.completed and "Spark job failed" in (outcome.blocked or "")
+    assert report.completed == [] and [e.request_id for e in Queue(catalog).entries()] == ["r1"]  # ciphertext kept

@@ -147,8 +147,17 @@ def test_row_deletes_are_honoured(spark: Any, home: Path) -> None:
     assert read(spark, home, "db.events", pushdown="false").where("user_id = 'user-0003'").count() == 2
 
 
-@pytest.mark.parametrize("case", ["unknown-option", "bloom-missing", "schema-mismatch", "bloom-differs", "no-table"])
+@pytest.mark.parametrize("case", ["unknown-option", "bloom-missing", "schema-mismatch", "bloom-differs", "no-table",
+                                  "bad-fpp", "interval-column"])
 def test_clear_errors(spark: Any, home: Path, case: str) -> None:
+    if case in ("bad-fpp", "interval-column"):  # were a bare ValueError / pyiceberg's UnsupportedPyArrowTypeException
+        df = spark.sql("select 'a' as user_id" + (", interval 1 day as wait" if case == "interval-column" else ""))
+        match = "option 'bloom.fpp' must be a number" if case == "bad-fpp" else "cannot create db.t from the DataFrame"
+        with pytest.raises(Exception, match=match):
+            df.write.format(FORMAT).option("catalog.home", str(home)).option("bloom.columns", "user_id") \
+                .option("bloom.fpp", "abc" if case == "bad-fpp" else "0.01").mode("append").save("db.t")
+        assert not ip.connect(home=home).table_exists("db.t")
+        return
     if case == "no-table":
         with pytest.raises(Exception, match="does not exist.*write to it first"):
             read(spark, home, "db.nothing").collect()
@@ -259,6 +268,56 @@ def test_stream_writer_commit_twice_for_same_batch(spark: Any, home: Path) -> No
     table = ip.connect(home=home).load_table("db.s")
     assert len(table.snapshots()) == 1
     assert table.scan().to_arrow().num_rows == 1
+
+
+def test_stream_replay_after_a_purge_expired_the_batch_snapshots_is_not_committed_twice(
+        spark: Any, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch replayed after an erasure's purge expired the snapshots carrying the batch ids (Spark failed
+    between the Iceberg commit and its commit log, a purge ran before the restart). Before the fix the sink
+    found no earlier batch of the query and committed the replay again (row "b" twice)."""
+    from pyspark.sql.types import StructType
+
+    from iceberg_privacy.rights.keyed import SECRET_ENV
+    from iceberg_privacy.spark.options import WRITE_OPTIONS, parse_options
+    from iceberg_privacy.spark.writer import IcebergPrivacyStreamWriter
+    from tests.helpers import SECRET
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    struct = StructType.fromDDL(SCHEMA)
+    opts = parse_options({"path": "db.s", "catalog.home": str(home), "bloom.columns": "user_id",
+                          "streaming.query-id": "q-1"}, allowed=WRITE_OPTIONS)
+
+    def batch(batch_id: int, users: list[str]) -> None:
+        writer = IcebergPrivacyStreamWriter(opts, struct, overwrite=False)
+        rows = pa.RecordBatch.from_pylist([{"user_id": u, "n": i, "note": "x"} for i, u in enumerate(users)])
+        writer.commit([writer.write(iter([rows]))], batch_id)
+
+    batch(0, ["a", "gone"])
+    batch(1, ["b"])
+    catalog = ip.connect(home=home)
+    ip.configure_identity(catalog.load_table("db.s"), ["user_id"])
+    assert ip.erase(catalog, ["gone"], tables=["db.s"], purge=True).purge.completed
+    assert len(catalog.load_table("db.s").snapshots()) == 1  # the batches' snapshots are expired
+    batch(1, ["b"])  # the replay
+    batch(2, ["c"])
+    table = catalog.load_table("db.s")
+    assert sorted(r["user_id"] for r in table.scan().to_arrow().to_pylist()) == ["a", "b", "c"]
+
+
+def test_a_user_schema_with_other_types_is_refused_not_cast(spark: Any, home: Path) -> None:
+    """``.schema("user_id string, n int")`` over a long column: the batches were cast to it unchecked, so a
+    long 2**40 came back as 0 (and a string schema read longs as text) instead of an error."""
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    table = catalog.create_table("db.types", pa.schema([("user_id", pa.string()), ("n", pa.int64())]))
+    ip.append(table, pa.table({"user_id": ["a", "b"], "n": pa.array([1, 2**40], pa.int64())}))
+
+    def load(ddl: str) -> Any:
+        return spark.read.format(FORMAT).option("catalog.home", str(home)).schema(ddl).load("db.types")
+
+    with pytest.raises(Exception, match="types column"):
+        load("user_id string, n int").collect()
+    assert sorted(tuple(r) for r in load("n bigint, user_id string").collect()) == [(1, "a"), (2**40, "b")]
 
 
 def test_spark_writes_the_exact_delta_in_its_commit(spark: Any, home: Path) -> None:
