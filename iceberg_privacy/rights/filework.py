@@ -98,12 +98,30 @@ def load_candidate(io: FileIO, metadata: TableMetadata, task: FileScanTask, mask
                    *, probe_first: bool) -> tuple[pa.Table | None, np.ndarray]:
     """One erasure candidate, whole (it is rewritten), and its mask of subject rows; data None when it
     holds none. ``probe_first`` (every file is a candidate, most hold nobody): read only the identity
-    columns first (:func:`iceberg_privacy.index.read.probe_task`) and the rest only of files with a match."""
-    if probe_first and key_ids and not probe_task(io, subjects_read(metadata, key_ids), task, mask):
-        return None, np.zeros(0, dtype=bool)
-    data = ArrowScan(metadata, io, metadata.schema(), AlwaysTrue(), case_sensitive=True).to_table([task])
+    columns first (:func:`iceberg_privacy.index.read.probe_task`) and the rest only of files with a match.
+
+    Erasure is physical: a subject row that a delete file (another engine's merge-on-read ``DELETE``) hides
+    from readers is still in the data file's bytes, where purge's verification finds it. So the match is
+    decided on the file's rows *before* its deletes, and such a file is rewritten too: its live rows, none of
+    them the subject's (the mask is all False), into a new file; the old one is dropped and later purged.
+    Otherwise the request could never complete: nothing live to erase, a subject row in every verification."""
+    raw = FileScanTask(task.file, residual=task.residual) if task.delete_files else task  # its bytes, deletes not applied
+    held: bool | None = None
+    if probe_first and key_ids:
+        held = probe_task(io, subjects_read(metadata, key_ids), raw, mask)
+        if not held:
+            return None, np.zeros(0, dtype=bool)
+    scan = ArrowScan(metadata, io, metadata.schema(), AlwaysTrue(), case_sensitive=True)
+    data = scan.to_table([task])
     found = mask(data)
-    return (data if found.any() else None), found
+    if found.any():
+        return data, found
+    if task.delete_files:
+        if held is None:
+            held = bool(np.asarray(mask(scan.to_table([raw]))).any())
+        if held:
+            return data, found
+    return None, found
 
 
 
