@@ -53,6 +53,7 @@ from iceberg_privacy.errors import (
     ConfigurationError,
     RequestBlockedError,
     RequestConflictError,
+    SparkJobError,
     StorageError,
     SubjectRightsError,
     UnknownRequestError,
@@ -588,6 +589,8 @@ def next_step(exc: BaseException, request_id: str) -> str:
         return exc.next_step
     if isinstance(exc, CommitConflictError):
         return f"slow or pause the concurrent writers (or raise commit_retries), then run {again}"
+    if isinstance(exc, SparkJobError):
+        return f"fix the executors' failure named in the reason (see the Spark UI or executor logs), then run {again}"
     return f"fix the storage or catalog permission/location named in the reason, then run {again}"
 
 
@@ -599,7 +602,7 @@ def blocking(journal: Journal, req: RequestState) -> Iterator[None]:
         journal.resume(req.request_id)
     try:
         yield
-    except (RequestBlockedError, CommitConflictError, StorageError, OSError) as exc:
+    except (RequestBlockedError, CommitConflictError, StorageError, OSError, SparkJobError) as exc:
         try:
             journal.block(req.request_id, str(exc), next_step(exc, req.request_id), type(exc).__name__)
         except Exception:  # the journal itself is unreachable: the error raised below says what to do

@@ -220,6 +220,10 @@ def test_an_executor_failure_is_one_clear_error_and_nothing_is_committed(
         ip.erase(catalog, ["ann"], spark=spark)
     assert table.refresh().current_snapshot().snapshot_id == snap
     assert "ann" in {r["user_id"] for r in all_rows(table)}
+    # journaled as blocked with what to do (it stayed "received": `requests list` hid the failure)
+    [req] = Journal(catalog).requests()
+    assert req.status == "blocked" and req.blocked is not None and req.blocked["error"] == "SparkJobError", req
+    assert "executors" in req.blocked["next_step"] and req.request_id in req.blocked["next_step"]
 
 
 def _fail_partition(bc: Any, part: Any) -> Any:
