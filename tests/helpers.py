@@ -110,6 +110,16 @@ def pageviews(
     )
 
 
+DP_TABLE_DATA = pa.table({"user_id": ["a", "b", "c"], "v": pa.array([1, 2, 3], pa.int64())})
+
+
+def small_dp_table(catalog: Catalog, name: str) -> Table:
+    """A three-row table for the DP ledger's table-identity tests (renames, moves, copies)."""
+    table = catalog.create_table(name, schema=DP_TABLE_DATA.schema)
+    table.append(DP_TABLE_DATA)
+    return table
+
+
 # -- Spark ------------------------------------------------------------------------------------------
 FORMAT = "iceberg-privacy"
 

@@ -12,7 +12,6 @@ from datetime import timedelta
 from fractions import Fraction
 from typing import Any
 
-import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,14 +22,7 @@ from iceberg_privacy._internal import faults
 from iceberg_privacy.dp import PureDP
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.properties import DP_TABLES_PROPERTY
-
-DATA = pa.table({"user_id": ["a", "b", "c"], "v": pa.array([1, 2, 3], pa.int64())})
-
-
-def _table(catalog: Catalog, name: str) -> Any:
-    table = catalog.create_table(name, schema=DATA.schema)
-    table.append(DATA)
-    return table
+from tests.helpers import small_dp_table
 
 
 def _reserve(catalog: Catalog, name: str, amount: Fraction, principal: str = "alice") -> Any:
@@ -78,8 +70,8 @@ def _lake(catalog: Catalog, a: str, b: str, a_cap: float = 1, b_cap: float = 10)
     for ns in (a, b):
         if (ns,) not in catalog.list_namespaces():
             catalog.create_namespace(ns)
-    _table(catalog, f"{a}.t1")
-    _table(catalog, f"{a}.t2")
+    small_dp_table(catalog, f"{a}.t1")
+    small_dp_table(catalog, f"{a}.t2")
     ip.set_namespace_budget(catalog, a, PureDP(a_cap))
     ip.set_namespace_budget(catalog, b, PureDP(b_cap))
     _release(catalog, f"{a}.t1", Fraction(1, 2))
@@ -120,7 +112,7 @@ def test_a_refusal_in_the_new_ledger_gives_the_old_part_back(catalog: Catalog) -
     """The part in the old ledger is committed first; when the new ledger then refuses (another release took its
     last budget between the two commits), the part is refunded at once: the old namespace's spend is unchanged."""
     _lake(catalog, "db", "other", b_cap=0.3)
-    _table(catalog, "other.rival")
+    small_dp_table(catalog, "other.rival")
     before = _ns_spent(catalog, "db")
 
     def rival(_: str) -> None:  # another release in `other` wins the last of its budget meanwhile
@@ -188,7 +180,7 @@ def test_pre_move_refunds_never_give_back_more_than_was_spent(catalog: Catalog) 
     """A reservation made in the old namespace before the move and refunded after it gives back exactly its amount
     there (never below zero), and nothing to the moved table's carried budget."""
     catalog.create_namespace("other")
-    _table(catalog, "db.t")
+    small_dp_table(catalog, "db.t")
     ip.set_namespace_budget(catalog, "db", PureDP(1))
     early = _reserve(catalog, "db.t", Fraction(3, 10))
     catalog.rename_table("db.t", "other.t")
@@ -202,7 +194,7 @@ def test_pre_move_refunds_never_give_back_more_than_was_spent(catalog: Catalog) 
 def test_two_moves_charge_both_namespaces_left_behind(catalog: Catalog) -> None:
     for ns in ("mid", "far"):
         catalog.create_namespace(ns)
-    _table(catalog, "db.t")
+    small_dp_table(catalog, "db.t")
     ip.set_namespace_budget(catalog, "db", PureDP(1))
     ip.set_namespace_budget(catalog, "mid", PureDP(0.6))
     catalog.rename_table("db.t", "mid.t")
@@ -245,10 +237,10 @@ def test_a_dp_only_namespace_policy_follows_tables_no_release_touched(catalog: C
     reads refused only if something had bound it. Now the namespace policy binds every table of the namespace, and a
     refused raw read binds a table created after the policy. Both moved tables stay dp-only (old code: both open)."""
     catalog.create_namespace("open_ns")
-    _table(catalog, "db.before")
+    small_dp_table(catalog, "db.before")
     ip.set_namespace_budget(catalog, "db", PureDP(1), principal_caps={"*": PureDP(1)})
     ip.set_access_policy(catalog, "db", privacy_unit="user_id")
-    _table(catalog, "db.after")
+    small_dp_table(catalog, "db.after")
     with pytest.raises(ip.DpOnlyError):
         ip.require_raw_access(catalog, "db.after")  # first sight: bound now
     for name in ("before", "after"):
@@ -275,8 +267,8 @@ def test_whatever_moves_the_first_namespace_never_pays_more_than_its_cap(
     catalog = ip.connect(home=tmp_path_factory.mktemp("inherit"))
     for ns in ("db", "n1", "n2"):
         catalog.create_namespace(ns)
-    _table(catalog, "db.t")
-    _table(catalog, "db.u")
+    small_dp_table(catalog, "db.t")
+    small_dp_table(catalog, "db.u")
     ip.set_namespace_budget(catalog, "db", PureDP(1))
     for ns in ("n1", "n2"):
         ip.set_namespace_budget(catalog, ns, PureDP(100))

@@ -9,7 +9,6 @@ import threading
 from fractions import Fraction
 from typing import Any
 
-import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,14 +25,7 @@ from iceberg_privacy.properties import (
     DP_SPENT_PROPERTY,
     DP_TABLES_PROPERTY,
 )
-
-DATA = pa.table({"user_id": ["a", "b", "c"], "v": pa.array([1, 2, 3], pa.int64())})
-
-
-def _table(catalog: Catalog, name: str) -> Any:
-    table = catalog.create_table(name, schema=DATA.schema)
-    table.append(DATA)
-    return table
+from tests.helpers import small_dp_table
 
 
 def _reserve(catalog: Catalog, table: Any, amount: float, principal: str = "alice") -> Any:
@@ -55,7 +47,7 @@ def _eps(budget: Any) -> Fraction:
 
 def test_rename_keeps_spend_and_cap(catalog: Catalog) -> None:
     """(a) the spend made under the old name stays with the table: setting the budget again is no reset."""
-    table = _table(catalog, "db.people")
+    table = small_dp_table(catalog, "db.people")
     set_budget("db.people", PureDP(1), catalog=catalog)
     _reserve(catalog, table, 0.4)
     catalog.rename_table("db.people", "db.people2")
@@ -71,7 +63,7 @@ def test_rename_keeps_spend_and_cap(catalog: Catalog) -> None:
 
 def test_rename_keeps_dp_only_policy(catalog: Catalog) -> None:
     """(b) a table-level dp-only policy governs the renamed table: raw reads refused, per-query cap enforced."""
-    table = _table(catalog, "db.people")
+    table = small_dp_table(catalog, "db.people")
     set_budget(table, PureDP(2), catalog=catalog)
     ip.set_access_policy(catalog, "db.people", max_epsilon_per_query=0.5, principal_budgets={"alice": 1.0},
                          privacy_unit="user_id")
@@ -92,12 +84,12 @@ def test_rename_keeps_dp_only_policy(catalog: Catalog) -> None:
 def test_a_table_taking_a_used_name_joins_its_scope(catalog: Catalog) -> None:
     """(c) a table created under a name that has a recorded scope (renamed away, or dropped) shares that scope:
     it neither gets a fresh budget nor loses the dp-only policy, and its spend counts for the other table too."""
-    old = _table(catalog, "db.people")
+    old = small_dp_table(catalog, "db.people")
     set_budget(old, PureDP(1), catalog=catalog)
     ip.set_access_policy(catalog, old, principal_budgets={"*": 1.0})
     _reserve(catalog, old, 0.3)
     catalog.rename_table("db.people", "db.archive")
-    new = _table(catalog, "db.people")
+    new = small_dp_table(catalog, "db.people")
     assert ip.access_policy(catalog, "db.people").dp_only
     assert _eps(ip.get_budget("db.people", catalog=catalog).spent) == Fraction(3, 10)
     _reserve(catalog, new, 0.5)  # one shared counter: what the new table spends, the archive no longer has
@@ -109,13 +101,13 @@ def test_a_table_taking_a_used_name_joins_its_scope(catalog: Catalog) -> None:
     assert set(shown.tables) == {"db.archive", "db.people"} and _eps(shown.spent) == Fraction(9, 10)
     # drop + re-create: the re-created table is still governed (and charged) like the one it replaces
     catalog.drop_table("db.people")
-    again = _table(catalog, "db.people")
+    again = small_dp_table(catalog, "db.people")
     assert ip.access_policy(catalog, again).dp_only
     assert _eps(ip.get_budget(again, catalog=catalog).spent) == Fraction(9, 10)
 
 
 def test_register_table_shares_the_scope_of_its_uuid(catalog: Catalog) -> None:
-    table = _table(catalog, "db.people")
+    table = small_dp_table(catalog, "db.people")
     set_budget(table, PureDP(1), catalog=catalog)
     _reserve(catalog, table, 0.25)
     copy = catalog.register_table(("db", "copy"), table.metadata_location)
@@ -129,12 +121,12 @@ def test_move_to_another_namespace_carries_spend_and_policy(catalog: Catalog) ->
     the old namespace's dp-only policy go with it; the new namespace's budget governs too; a release still
     holding the table under its old name is refused; the old ledger keeps a tombstone."""
     catalog.create_namespace("other")
-    table = _table(catalog, "db.people")
+    table = small_dp_table(catalog, "db.people")
     ip.set_namespace_budget(catalog, "db", PureDP(3), principal_caps={"*": PureDP(3)})
     ip.set_access_policy(catalog, "db", max_epsilon_per_query=1.0, privacy_unit="user_id")
     set_budget(table, PureDP(2), catalog=catalog)
     _reserve(catalog, table, 0.5)
-    other_table = _table(catalog, "db.other_table")
+    other_table = small_dp_table(catalog, "db.other_table")
     _reserve(catalog, other_table, 1.0)
     _reserve(catalog, other_table, 1.0)  # the namespace has 0.5 left
     catalog.rename_table("db.people", "other.people")
@@ -168,7 +160,7 @@ def test_move_to_another_namespace_carries_spend_and_policy(catalog: Catalog) ->
 
 def test_old_name_keyed_ledger_keeps_working_and_binds_on_next_commit(catalog: Catalog) -> None:
     """A ledger written before table identity (scopes keyed ``table:<ns>.<name>``, no privacy.dp.tables)."""
-    table = _table(catalog, "db.people")
+    table = small_dp_table(catalog, "db.people")
     ledger = Ledger(catalog, ("db",))
     ledger.load(create=True)
     scope = "table:db.people"
@@ -203,7 +195,7 @@ def test_a_move_interrupted_after_its_tombstone_is_completed_by_the_next_commit(
     """A crash between the tombstone (old namespace) and the binding (new namespace): the next commit in the new
     namespace binds what the tombstone carried, spend included."""
     catalog.create_namespace("other")
-    table = _table(catalog, "db.people")
+    table = small_dp_table(catalog, "db.people")
     set_budget(table, PureDP(1), catalog=catalog)
     _reserve(catalog, table, 0.5)
     catalog.rename_table("db.people", "other.people")
@@ -227,7 +219,7 @@ def test_a_half_done_move_followed_by_another_move_keeps_cap_and_policy(catalog:
     analyst refused once over the per-query cap got a fresh budget and raw reads after the next move)."""
     for ns in ("mid", "far"):
         catalog.create_namespace(ns)
-    table = _table(catalog, "db.people")
+    table = small_dp_table(catalog, "db.people")
     set_budget(table, PureDP(1), catalog=catalog)
     ip.set_access_policy(catalog, "db.people", max_epsilon_per_query=0.5, principal_budgets={"alice": 1.0})
     _reserve(catalog, table, 0.4)
@@ -261,7 +253,7 @@ def test_a_half_done_move_back_keeps_the_policy_for_reads(catalog: Catalog) -> N
     the table under its old name stay refused (before, the read path ignored the old ledger's own tombstone and
     said "open"), and its spend comes back with it. Found by the hypothesis test below; fails without the fix."""
     catalog.create_namespace("other")
-    table = _table(catalog, "db.people")
+    table = small_dp_table(catalog, "db.people")
     set_budget(table, PureDP(1), catalog=catalog)
     ip.set_access_policy(catalog, "db.people", max_epsilon_per_query=0.4, principal_budgets={"alice": 1.0})
     _reserve(catalog, table, 0.3)
@@ -283,7 +275,7 @@ def test_a_copy_in_two_namespaces_is_one_counter_even_with_a_pending_move(catalo
     tombstone (what it carried two moves ago), forgetting the spend since, and the copies together spent 1.3 of a
     cap of 1 in threaded races. Fails without the fix (checked)."""
     catalog.create_namespace("other")
-    table = _table(catalog, "db.people")
+    table = small_dp_table(catalog, "db.people")
     set_budget(table, PureDP(1), catalog=catalog)
     catalog.register_table(("other", "people"), table.metadata_location)
     copy = catalog.load_table("other.people")
@@ -309,7 +301,7 @@ def test_copies_racing_in_several_namespaces_never_exceed_the_cap(catalog: Catal
     a commit that completed a half-done move and found the table moved on again bound it from the newer
     tombstone's carried copy while its target bound it too (18 reservations of 0.1 under a cap of 1)."""
     names = ["db.people"] + [f"other{i}.people" for i in range(copies)]
-    table = _table(catalog, "db.people")
+    table = small_dp_table(catalog, "db.people")
     set_budget(table, PureDP(1), catalog=catalog)
     for name in names[1:]:
         catalog.create_namespace(name.split(".")[0])
@@ -356,7 +348,7 @@ def test_a_first_reservation_whose_ledger_another_process_creates_meanwhile(cata
                     Ledger(self.catalog, self.namespace).load(create=True)
 
     catalog.create_namespace("other")
-    table = _table(catalog, "db.people")
+    table = small_dp_table(catalog, "db.people")
     set_budget(table, PureDP(1), catalog=catalog)
     catalog.rename_table("db.people", "other.people")
     moved = catalog.load_table("other.people")
@@ -370,7 +362,7 @@ def test_a_rename_racing_reservations_never_escapes_the_cap(catalog: Catalog, mo
     """Releases holding the table under its old name race a rename (or a move to another namespace) and releases
     under the new name: the successful reservations never add up to more than the table's cap."""
     catalog.create_namespace("other")
-    table = _table(catalog, "db.people")
+    table = small_dp_table(catalog, "db.people")
     set_budget(table, PureDP(1), catalog=catalog)
     new_name = "other.people" if move else "db.people2"
     ok: list[float] = []
@@ -412,7 +404,7 @@ def test_a_rename_racing_reservations_never_escapes_the_cap(catalog: Catalog, mo
 def test_rename_on_rest_catalog_keeps_uuid_and_budget(rest_catalog: Catalog, lake_ns: str) -> None:
     """REST catalog on SeaweedFS (s3:// warehouse): a rename keeps the uuid, so the spend follows."""
     cat = rest_catalog
-    table = _table(cat, f"{lake_ns}.people")
+    table = small_dp_table(cat, f"{lake_ns}.people")
     set_budget(table, PureDP(1), catalog=cat)
     ip.set_access_policy(cat, table, principal_budgets={"*": 1.0})
     _reserve(cat, table, 0.4)
@@ -432,7 +424,7 @@ def test_half_done_move_then_another_move_on_rest_catalog(rest_catalog: Catalog,
     mid, far = f"{lake_ns}m", f"{lake_ns}f"
     for ns in (mid, far):
         cat.create_namespace(ns)
-    table = _table(cat, f"{lake_ns}.people")
+    table = small_dp_table(cat, f"{lake_ns}.people")
     set_budget(table, PureDP(1), catalog=cat)
     ip.set_access_policy(cat, table, max_epsilon_per_query=0.5, principal_budgets={"*": 1.0})
     _reserve(cat, table, 0.4)
@@ -503,7 +495,7 @@ def test_cli_shows_current_names_after_a_rename(tmp_path: Any, capsys: pytest.Ca
     catalog.create_namespace("db")
     loc = ["--catalog", "test", "--catalog-uri", f"sqlite:///{tmp_path}/catalog.db",
            "--warehouse", f"file://{tmp_path}/warehouse"]
-    table = _table(catalog, "db.people")
+    table = small_dp_table(catalog, "db.people")
     assert main([*loc, "dp", "budget", "set", "--table", "db.people", "--epsilon", "1"]) == 0
     assert main([*loc, "dp", "policy", "set", "--table", "db.people", "--access", "dp-only",
                  "--principal-budget", "alice=1"]) == 0
@@ -586,7 +578,7 @@ def test_moves_copies_and_refusals_never_widen_the_cap_nor_open_the_table(
     catalog = ip.connect(home=tmp_path_factory.mktemp("ident"))
     for ns in _NAMESPACES:
         catalog.create_namespace(ns)
-    table = _table(catalog, "db.t")
+    table = small_dp_table(catalog, "db.t")
     set_budget(table, PureDP(1), catalog=catalog)
     ip.set_access_policy(catalog, "db.t", max_epsilon_per_query=0.4, principal_budgets={"alice": 1.0})
     if namespace_budgets:  # generous namespace budgets: only the table's own cap holds the spend back
