@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 from pyiceberg.catalog import Catalog
@@ -87,6 +88,9 @@ def cmd_budget_show(args: argparse.Namespace, catalog: Catalog) -> int:
         return 0
     if state.cap is None:
         print(f"{state.scope}: no budget set (releases are refused until `dp budget set`)")
+        if args.table and not catalog.table_exists(args.table):  # a typo, or a budget meant for a table to come
+            print(f"note: no table {args.table} exists in catalog {catalog.name!r}; a budget set on the name goes to "
+                  "the table later created under it", file=sys.stderr)
         return 0
     print(f"{state.scope}: cap {_fmt(state.cap)}  spent {_fmt(state.spent)}  remaining {_fmt(state.remaining())}")
     for name in sorted(set(state.principal_caps) | set(state.principal_spent)):

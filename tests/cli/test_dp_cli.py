@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from pyiceberg.catalog import Catalog
 
@@ -118,3 +119,17 @@ def test_old_environment_variables_are_deprecated_aliases(tmp_path: Path, capsys
     # global options on the command line win over the variables (and no note is printed)
     code, out, err = _run(["--home", str(tmp_path / "other"), "dp", "budget", "show", "--namespace", "db"], capsys)
     assert code == 0 and "no budget set" in out and "deprecated" not in err
+
+
+def test_budget_show_of_a_table_that_does_not_exist_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``dp budget show --table db.nope`` answered only "no budget set": a typo got no hint. A budget may be set on a
+    name before its table exists, so this stays an answer, with a note on stderr."""
+    catalog = make_catalog(tmp_path)
+    catalog.create_namespace("db")
+    catalog.create_table("db.pv", schema=pa.schema([("user_id", pa.string())]))
+    loc = _flags(tmp_path)
+    code, out, err = _run([*loc, "dp", "budget", "show", "--table", "db.nope"], capsys)
+    assert code == 0 and "no budget set" in out
+    assert "note: no table db.nope exists in catalog 'test'" in err
+    code, out, err = _run([*loc, "dp", "budget", "show", "--table", "db.pv"], capsys)
+    assert code == 0 and "no budget set" in out and err == ""
