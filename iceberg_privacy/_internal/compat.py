@@ -227,6 +227,20 @@ def position_deletes(io: Any, tasks: Any) -> dict[str, list[pa.ChunkedArray]]:
     return _read_all_delete_files(io, tasks)
 
 
+def is_rebase_base_gone(exc: BaseException) -> bool:
+    """Is ``exc`` pyiceberg's own commit retry giving up because the snapshot it rebases from was expired?
+
+    pyiceberg 0.12 retries a transaction that lost its race itself (``commit.retry.num-retries``) by rebuilding
+    its snapshot on the new head, starting from the head it first read; when a concurrent expiry (another purge,
+    a history upkeep) removed that snapshot meanwhile, the rebuild raises
+    ``ValidationException("Cannot find starting snapshot N")`` before anything is sent to the catalog: a race
+    lost without effect, to be built again from a fresh load like a ``CommitFailedException``.
+    """
+    from pyiceberg.exceptions import ValidationException
+
+    return isinstance(exc, ValidationException) and str(exc).startswith("Cannot find starting snapshot")
+
+
 def is_snapshot_gone(exc: BaseException) -> bool:
     """Is ``exc`` pyiceberg refusing to remove a snapshot that another commit already removed?
 

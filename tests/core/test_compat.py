@@ -174,6 +174,31 @@ def test_scan_pruning_keeps_what_plan_files_keeps(catalog: Catalog) -> None:
     assert len(kept) == 2  # min/max pruning on user_id: only the files n=0 (u0..v0) and n=1 (u1..v1) may hold u1
 
 
+def test_a_rebase_from_an_expired_snapshot_is_recognized_as_a_lost_race(catalog: Catalog) -> None:
+    """pyiceberg's own commit retry rebuilds a lost commit from the head it first read; when a concurrent expiry
+    removed that snapshot, it raises the ValidationException compat.is_rebase_base_gone recognizes (and
+    retry.is_conflict retries), before anything reaches the catalog. Seen in the suite: two queue passes, one
+    purge's scrub commit against the other's expiry."""
+    from iceberg_privacy._internal import retry
+
+    table = catalog.create_table("db.rebase", SCHEMA)
+    table.append(pa.table({"user_id": ["a"], "n": [1]}, schema=ARROW))
+    stale = catalog.load_table("db.rebase")
+    started_from = stale.current_snapshot().snapshot_id
+    other = catalog.load_table("db.rebase")
+    other.append(pa.table({"user_id": ["b"], "n": [2]}, schema=ARROW))
+    other.maintenance.expire_snapshots().by_id(started_from).commit()
+    head = catalog.load_table("db.rebase").metadata_location
+    with pytest.raises(Exception) as info:
+        stale.append(pa.table({"user_id": ["c"], "n": [3]}, schema=ARROW))
+    assert compat.is_rebase_base_gone(info.value), repr(info.value)
+    assert retry.is_conflict(info.value)
+    assert catalog.load_table("db.rebase").metadata_location == head  # without effect
+    from pyiceberg.exceptions import ValidationException
+
+    assert not compat.is_rebase_base_gone(ValidationException("something else"))
+
+
 def test_removing_a_snapshot_another_expiry_removed_is_recognized_as_a_lost_race(catalog: Catalog) -> None:
     """Two expiries built on the same metadata: the second commit is refused with the ValueError that
     compat.is_snapshot_gone recognizes (retry.is_conflict retries it) and changes nothing."""
