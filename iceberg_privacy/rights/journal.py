@@ -392,7 +392,7 @@ class Journal:
             latest = latest.filter(pc.greater_equal(latest["at_max"], pa.scalar(cutoff, latest["at_max"].type)))
         ids, bounds = latest["request_id"].to_pylist(), latest["at_max"].to_pylist()
         chosen: dict[str, RequestState] = {}
-        start, chunk = 0, max(64, limit or 0)
+        start, chunk = 0, (max(64, limit) if limit is not None else max(1, len(ids)))  # since only: one fold
         while start < len(ids):
             part = set(ids[start:start + chunk])
             rows = events.filter(pc.is_in(events["request_id"], value_set=pa.array(sorted(part), pa.string())))
