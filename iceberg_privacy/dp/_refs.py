@@ -13,6 +13,7 @@ from typing import Any
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.noop import NoopCatalog
 from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
 
 from iceberg_privacy.catalog import TableRef, connect, identifier
 from iceberg_privacy.errors import ConfigurationError
@@ -125,3 +126,17 @@ def table_identity(catalog: Catalog, ref: Any) -> tuple[tuple[str, ...], str | N
         return ident, str(catalog.load_table(ident).metadata.table_uuid)
     except NoSuchTableError:
         return ident, None
+
+
+def source_snapshot(source: Table, snapshot_id: int | None, name: str) -> Snapshot:
+    """The snapshot a DP verb reads from table ``source`` (called ``name`` in messages): ``snapshot_id``, else the
+    current one; refused, before anything is spent, when the table has none or the id is not one of its snapshots."""
+    if snapshot_id is None:
+        snap = source.current_snapshot()
+        if snap is None:
+            raise ConfigurationError(f"table {name} has no snapshot yet; write data first.")
+        return snap
+    snap = source.snapshot_by_id(snapshot_id)
+    if snap is None:
+        raise ConfigurationError(f"snapshot {snapshot_id} does not exist in {name}.")
+    return snap

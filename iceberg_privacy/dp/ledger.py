@@ -23,6 +23,9 @@ carried into this ledger by the commit that needs them (:mod:`iceberg_privacy.dp
 the people in that namespace's data, and the table holds the same people. So its reservation first commits a *part*
 in each of their ledgers (same release id, compare-and-swap there), then its own; a refusal here refunds the parts,
 a crash in between leaves a part charged until resolved, and every later event of the reservation reaches its parts.
+(:mod:`iceberg_privacy.dp.ledger_parts`, a mixin.) Setting budgets and policies, and the checks every spend
+passes, are the owner's half (:mod:`iceberg_privacy.dp.ledger_admin`, a mixin); this module keeps the
+compare-and-swap commit, the property size limits and the reservation protocol below.
 
 Protocol of a release (see docs/dp.md): reserve (spend committed, event ``reserved``, with its owner)
 -> event ``evaluating`` (committed before tmlt's evaluate is called) -> evaluate -> event
@@ -62,15 +65,12 @@ from iceberg_privacy.catalog import (
     library_name,
     reserved_table,
 )
-from iceberg_privacy.dp.budget import Budget, budget_from_json, zero_like
+from iceberg_privacy.dp.budget import Budget, budget_from_json
 from iceberg_privacy.dp.errors import (
-    BudgetExhaustedError,
-    BudgetTypeMismatchError,
     LedgerConflictError,
     LedgerCorruptError,
     LedgerPropertyTooLargeError,
     NoBudgetConfiguredError,
-    QueryCapExceededError,
 )
 from iceberg_privacy.dp.ledger_events import (
     ARROW_SCHEMA,
@@ -87,19 +87,18 @@ from iceberg_privacy.dp.ledger_events import (
     memo_entry,
     memo_key,
 )
+from iceberg_privacy.dp.ledger_parts import PROPAGATED_EVENTS, LedgerParts
 from iceberg_privacy.dp.ledger_state import (
     BudgetState,
     LedgerState,
     Reservation,
+    add_spend,
     min_budget,
-    namespace_scope,
-    per_query_fits,
 )
-from iceberg_privacy.dp.ledger_tables import _LOAD, TableIdentity
+from iceberg_privacy.dp.ledger_tables import _LOAD
 from iceberg_privacy.dp.query import canonical_dumps
 from iceberg_privacy.errors import IcebergPrivacyError
 from iceberg_privacy.history import HistoryPolicy, HistoryReport
-from iceberg_privacy.properties import ACCESS_KEY, ACCESS_MAX_PER_QUERY_KEY
 from iceberg_privacy.properties import DP_BUDGETS_PROPERTY as PROP_BUDGETS
 from iceberg_privacy.properties import DP_LEDGER_MARKER as PROP_MARKER
 from iceberg_privacy.properties import DP_MAX_PROPERTY_BYTES_PROPERTY as PROP_MAX_BYTES
@@ -127,9 +126,6 @@ MAX_PROPERTY_BYTES = 512 * 1024
 """Default of ``privacy.dp.max-property-bytes``: the largest UTF-8 size a commit may grow one ledger property to.
 AWS Glue stores at most 512 KB per table parameter value, and pyiceberg's Glue and Hive catalogs copy every table
 property there; older Hive metastore schemas allow 4,000 characters (set the property to 4000 on such a catalog)."""
-PROPAGATED_EVENTS = ("heartbeat", "evaluated", "released", "failed")
-"""Status events of a release that its parts in the ledgers of the namespaces its table moved out of get too
-(their heartbeat stays fresh, and they close with it)."""
 
 
 def bounded_memo(memo: dict[str, dict[str, Any]], max_bytes: int, entries: int | None = None) -> str:
@@ -145,25 +141,7 @@ def bounded_memo(memo: dict[str, dict[str, Any]], max_bytes: int, entries: int |
     return text
 
 
-def add_spend(spent: dict[str, dict[str, Any]], scopes: list[str], principal: str, amount: Budget
-              ) -> dict[str, dict[str, Any]]:
-    """A copy of ``privacy.dp.spent`` with ``amount`` added to each scope's total and to the principal's spend."""
-    new_spent = json.loads(canonical_dumps(spent))
-    for scope in scopes:
-        entry = new_spent.setdefault(scope, {})
-        total = budget_from_json(entry["total"]) if entry.get("total") else zero_like(amount)
-        entry["total"] = (total + amount).to_json()
-        per = entry.setdefault("principals", {})
-        p_total = budget_from_json(per[principal]) if principal in per else zero_like(amount)
-        per[principal] = (p_total + amount).to_json()
-    return new_spent
-
-
-
-
-
-
-class Ledger(TableIdentity):
+class Ledger(LedgerParts):
     """The budget ledger of one namespace, stored as the Iceberg table ``<namespace>.privacy_dp_ledger`` (catalog property ``iceberg-privacy.ledger-table``)."""
 
     def _ledger(self, namespace: tuple[str, ...]) -> Ledger:
@@ -320,220 +298,7 @@ class Ledger(TableIdentity):
         return row
 
 
-
-
-
-
-
-
-
-
-
-
-    # -- operations --------------------------------------------------------------------------
-
-    def set_budget(
-        self,
-        scope: str | None,
-        cap: Budget,
-        *,
-        principal_caps: dict[str, Budget] | None = None,
-        set_by: str | None = None,
-        table: tuple[tuple[str, ...], str | None] | None = None,
-        bind: list[tuple[tuple[str, ...], str]] | None = None,
-    ) -> LedgerState:
-        """Set (or replace) the total budget of a scope, optionally with per-principal caps.
-
-        ``table=(identifier, uuid)`` instead of a scope: the budget of that table, on the table scopes it is
-        bound to (or claims by name; a new ``table-id:<uuid>`` scope when none), in the same commit that binds
-        it. The type of an already-spent scope cannot change: amounts of different types do not add.
-        ``bind``: tables ``(identifier, uuid)`` of this namespace bound in the same commit (a namespace budget binds
-        every table of the namespace, so one that moves out later keeps charging it).
-        """
-
-        def mutate(
-            state: LedgerState, ledger_table: Table
-        ) -> tuple[LedgerState, dict[str, str], list[dict[str, Any]]]:
-            state, scopes = self._target_scopes(state, scope, table)
-            state, _ = self._bind_all(state, bind or [])
-            entry = {
-                "cap": cap.to_json(),
-                "principals": {p: b.to_json() for p, b in (principal_caps or {}).items()},
-            }
-            for name, pcap in (principal_caps or {}).items():
-                if type(pcap) is not type(cap):
-                    raise BudgetTypeMismatchError(
-                        f"principal cap for {name!r} must be {cap.kind}, like the total."
-                    )
-            new_state = LedgerState(dict(state.budgets), dict(state.spent), state.policies, state.tables)
-            for key in scopes:
-                current = state.scope(key)
-                if (current.spent is not None and not current.spent.is_zero()
-                        and type(current.spent) is not type(cap)):
-                    raise BudgetTypeMismatchError(
-                        f"{current.scope} has already spent {current.spent!r}; its budget type cannot change to "
-                        f"{cap.kind}. Keep using {current.spent.kind}, or use a new namespace/table."
-                    )
-                new_state.budgets[key] = entry
-            row = self._row(
-                "budget_set",
-                None,
-                set_by,
-                source_table=".".join(table[0]) if table is not None else None,
-                scopes=canonical_dumps(scopes),
-                amount=cap.dumps(),
-                detail=canonical_dumps(entry),
-            )
-            return new_state, new_state.to_properties(), [row]
-
-        new_state, _ = self._commit(mutate, create=True)
-        return new_state
-
-    def applicable_scopes(self, source: tuple[str, ...], state: LedgerState,
-                          table_uuid: str | None = None) -> list[str]:
-        """Scopes (keys) charged by a release of ``source`` (uuid ``table_uuid``; None: resolved by name): its
-        table budgets (the scopes it is bound to, or claims by name) and its namespace budget."""
-        scopes = [*state.table_scopes(source, table_uuid), namespace_scope(self.namespace)]
-        return [s for s in scopes if s in state.budgets]
-
-    def check(
-        self, state: LedgerState, source: tuple[str, ...], principal: str, amount: Budget,
-        table_uuid: str | None = None,
-    ) -> tuple[list[str], Budget]:
-        """Check that ``amount`` fits every applicable cap; return the scopes and what was left.
-
-        Raises before anything is written, naming what is left so the user can ask for less.
-        """
-        self.check_policy(state, source, principal, amount, table_uuid)
-        scopes = self.applicable_scopes(source, state, table_uuid)
-        if not scopes:
-            raise NoBudgetConfiguredError(
-                f"no privacy budget is set for table {'.'.join(source)} or namespace "
-                f"{'.'.join(self.namespace)}; set one first, e.g. `iceberg-privacy dp budget set "
-                f"--namespace {'.'.join(self.namespace)} --rho 1.0`."
-            )
-        return scopes, self.limit(state, scopes, principal, amount)
-
-    def limit(self, state: LedgerState, scopes: list[str], principal: str, amount: Budget) -> Budget:
-        """What ``principal`` has left in all of ``scopes`` (keys with a budget); raises, naming what is left,
-        when ``amount`` does not fit one of them or its principal cap."""
-        limits: list[Budget] = []
-        for key in scopes:
-            st = state.scope(key)
-            scope = st.scope  # for people: table:<current name>
-            assert st.cap is not None
-            if type(st.cap) is not type(amount):
-                raise BudgetTypeMismatchError(
-                    f"{scope} has a {st.cap.kind} budget ({st.cap!r}) but the query asks for a {amount.kind} "
-                    f"budget ({amount!r}); budgets are never converted. Ask with a {st.cap.kind} budget, or "
-                    f"(as the data owner) set the {scope} budget to the type the query needs ({amount.kind}: "
-                    "`iceberg-privacy dp budget set ...`; --epsilon with --delta for approx DP, --rho for zCDP)."
-                    " Nothing was spent."
-                )
-            remaining = st.remaining()
-            assert remaining is not None
-            if not amount.fits_within(remaining):
-                raise BudgetExhaustedError(
-                    f"privacy budget exhausted for {scope}: requested {amount!r}, remaining {remaining!r} "
-                    f"of {st.cap!r}. Nothing was spent and nothing was released; ask for at most the "
-                    "remaining budget or raise the cap with `iceberg-privacy dp budget set`."
-                )
-            limits.append(remaining)
-            p_remaining = st.principal_remaining(principal)
-            if p_remaining is not None:
-                if not amount.fits_within(p_remaining):
-                    raise BudgetExhaustedError(
-                        f"principal {principal!r} has exhausted their cap in {scope}: requested {amount!r}, "
-                        f"remaining {p_remaining!r} of {st.principal_cap(principal)!r}. Nothing was spent "
-                        "and nothing was released."
-                    )
-                limits.append(p_remaining)
-        return min_budget(limits)
-
-    def check_policy(self, state: LedgerState, source: tuple[str, ...], principal: str, amount: Budget,
-                     table_uuid: str | None = None) -> None:
-        """The access policy's part of a spend check (dp-only tables): the per-query cap, and a principal budget.
-
-        Called by :meth:`check`, so inside every reservation's compare-and-swap: a release of a dp-only
-        table that asks for more than the per-query cap, or whose principal has no budget there, is
-        refused before anything is written.
-        """
-        key, entry = state.policy_entry(source, table_uuid)
-        if entry.get(ACCESS_KEY) != "dp-only":
-            return
-        scope = state.label(key) if key else key
-        name = ".".join(source)
-        cap_json = entry.get(ACCESS_MAX_PER_QUERY_KEY)
-        if cap_json:
-            cap = budget_from_json(cap_json)
-            if not per_query_fits(amount, cap):
-                raise QueryCapExceededError(
-                    f"{name} is dp-only with a per-query cap of {cap!r} (policy of {scope}); the query asks for "
-                    f"{amount!r}. Nothing was spent and nothing was released; ask for at most the cap per query."
-                )
-        scopes = self.applicable_scopes(source, state, table_uuid)
-        if scopes and not any(state.scope(s).principal_cap(principal) is not None for s in scopes):
-            raise NoBudgetConfiguredError(
-                f"{name} is dp-only and principal {principal!r} has no budget there (no cap for them or for '*' in "
-                f"{', '.join(state.label(s) for s in scopes)}); nothing was spent. Ask the data owner to grant one: iceberg-privacy dp "
-                f"policy set ... --principal-budget {principal}=EPSILON"
-            )
-
-    def set_policy(
-        self,
-        scope: str,
-        entry: dict[str, Any] | None,
-        *,
-        principal_caps: dict[str, Budget] | None = None,
-        set_by: str | None = None,
-        table: tuple[tuple[str, ...], str | None] | None = None,
-        bind: list[tuple[tuple[str, ...], str]] | None = None,
-    ) -> LedgerState:
-        """Set (``entry``) or remove (None) the access policy of a scope, and merge per-principal caps into the
-        scope's budget, in one commit (event ``policy_set``). Principal caps need the scope's total budget.
-        ``table=(identifier, uuid)`` instead of a scope: the table's scopes, as for :meth:`set_budget`."""
-
-        def mutate(state: LedgerState, ledger_table: Table
-                   ) -> tuple[LedgerState, dict[str, str], list[dict[str, Any]]]:
-            state, scopes = self._target_scopes(state, scope, table)
-            state, _ = self._bind_all(state, bind or [])
-            budgets = json.loads(canonical_dumps(state.budgets))
-            policies = json.loads(canonical_dumps(state.policies or {}))
-            for key in scopes:
-                label = state.label(key)
-                if principal_caps:
-                    if key not in budgets:
-                        raise NoBudgetConfiguredError(
-                            f"{label} has no total budget, so per-principal budgets cannot be set inside it; set "
-                            "one first (set_budget / set_namespace_budget, or `iceberg-privacy dp budget set`)."
-                        )
-                    cap = budget_from_json(budgets[key]["cap"])
-                    for name, pcap in principal_caps.items():
-                        if type(pcap) is not type(cap):
-                            raise BudgetTypeMismatchError(
-                                f"principal budget for {name!r} must be {cap.kind}, like the total of {label} "
-                                f"({cap!r})."
-                            )
-                    per = budgets[key].setdefault("principals", {})
-                    per.update({p: b.to_json() for p, b in principal_caps.items()})
-                if entry is None:
-                    policies.pop(key, None)
-                else:
-                    policies[key] = entry
-            new_state = LedgerState(budgets, state.spent, policies, state.tables)
-            row = self._row(
-                "policy_set",
-                None,
-                set_by,
-                source_table=".".join(table[0]) if table is not None else None,
-                scopes=canonical_dumps(scopes),
-                detail=canonical_dumps({"policy": entry, "principals": {p: b.to_json() for p, b in
-                                                                         (principal_caps or {}).items()}}),
-            )
-            return new_state, new_state.to_properties(), [row]
-
-        new_state, _ = self._commit(mutate, create=True)
-        return new_state
+    # -- reserving: one commit that checks every cap and charges the spend ------------------------
 
     def reserve(
         self,
@@ -631,64 +396,6 @@ class Ledger(TableIdentity):
         self._refund_parts(rid, [led for ns, led in parts.items() if ns not in final],
                            "not needed by the reservation's final commit")
         return reservation
-
-    def reserve_part(self, release_id: str, keys: list[str], principal: str, amount: Budget, *,
-                     source: tuple[str, ...], owner: dict[str, Any], for_namespace: tuple[str, ...]
-                     ) -> Budget | None:
-        """The part, in this ledger, of a reservation of a table that moved out of this namespace (into
-        ``for_namespace``, whose ledger holds the reservation): ``amount`` charged to ``keys`` (this namespace's
-        scope and the table's scopes here; those with a budget), checked against their caps and principal caps in
-        the same compare-and-swap commit (event ``reserved``, detail ``inherited_by``). Returns what was left
-        before it; None when no key has a budget here (or this ledger is gone). Idempotent by ``release_id``."""
-        from pyiceberg.exceptions import NoSuchNamespaceError
-
-        def mutate(state: LedgerState, table: Table) -> tuple[Budget | None, dict[str, str] | None,
-                                                               list[dict[str, Any]]]:
-            open_ = self._open(table)
-            if release_id in open_:  # reserved by an earlier run of the caller's commit
-                entry = open_[release_id]
-                if entry["state"] != "reserved":
-                    raise LedgerConflictError(
-                        f"the part of reservation {release_id} in ledger {self._where()} is {entry['state']} "
-                        "already; nothing more was spent. Run the release again.")
-                return amount, None, []
-            applicable = [k for k in keys if k in state.budgets]
-            if not applicable:
-                return None, None, []
-            left = self.limit(state, applicable, principal, amount)
-            row = self._row("reserved", release_id, principal, source_table=".".join(source),
-                            scopes=canonical_dumps(applicable), amount=amount.dumps(),
-                            detail=canonical_dumps({"owner": owner, "inherited_by": ".".join(for_namespace)}))
-            open_[release_id] = {"state": "reserved", "reserved": compact_reserved(row)}
-            return left, {PROP_SPENT: canonical_dumps(add_spend(state.spent, applicable, principal, amount)),
-                          PROP_OPEN: canonical_dumps(open_)}, [row]
-
-        try:
-            left, _ = self._commit(mutate)
-        except (NoBudgetConfiguredError, NoSuchNamespaceError):  # no ledger (namespace dropped): no budget there
-            return None
-        return left  # type: ignore[no-any-return]
-
-    def _refund_parts(self, release_id: str, ledgers: list[Ledger], reason: str) -> None:
-        """Give back the parts of a reservation held in other ledgers (each re-checks, in its own commit, that its
-        part never started evaluating; one that did is closed as ``abandoned`` with its spend kept). A failure
-        here is logged: the part stays charged until resolve_reservations refunds it (never under-counted)."""
-        for there in ledgers:
-            try:
-                state = there.refund(release_id, reason=reason)
-                if state == "evaluating":
-                    there.abandon(release_id, reason=reason)
-            except Exception as exc:  # noqa: BLE001 - conservative: the part stays charged
-                log.warning("could not refund the part of reservation %s in ledger %s (it stays charged until "
-                            "resolve_reservations refunds it): %s", release_id, there._where(), exc)
-
-    def _parts(self, release_id: str) -> list[Ledger]:
-        """The other ledgers holding a part of reservation ``release_id`` of this ledger."""
-        table = self.load()
-        if table is None:
-            return []
-        entry = self._entry(table, release_id, self._open(table))
-        return [self._ledger(tuple(ns.split("."))) for ns in (inherited_of(entry["reserved"]) if entry else [])]
 
     def record(
         self,
@@ -877,7 +584,6 @@ class Ledger(TableIdentity):
         # the memo property (no file read), or on a ledger from before it, a scan an upkeep may race
         return history.read(self.load, lambda t: self._memo(t).get(memo_key(query_hash, source_snapshot_id)),
                             HISTORY, empty=None, first=table)
-
 
 
 ScopeState = BudgetState  # the name before 0.2

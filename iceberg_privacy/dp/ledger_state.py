@@ -392,3 +392,15 @@ def per_query_fits(amount: Budget, cap: Budget) -> bool:
     )
 
 
+def add_spend(spent: dict[str, dict[str, Any]], scopes: list[str], principal: str, amount: Budget
+              ) -> dict[str, dict[str, Any]]:
+    """A copy of ``privacy.dp.spent`` with ``amount`` added to each scope's total and to the principal's spend."""
+    new_spent = json.loads(canonical_dumps(spent))
+    for scope in scopes:
+        entry = new_spent.setdefault(scope, {})
+        total = budget_from_json(entry["total"]) if entry.get("total") else zero_like(amount)
+        entry["total"] = (total + amount).to_json()
+        per = entry.setdefault("principals", {})
+        p_total = budget_from_json(per[principal]) if principal in per else zero_like(amount)
+        per[principal] = (p_total + amount).to_json()
+    return new_spent

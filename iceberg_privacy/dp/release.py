@@ -40,7 +40,7 @@ from iceberg_privacy._internal import compat
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table
 from iceberg_privacy.config import current_principal
-from iceberg_privacy.dp._refs import catalog_first, catalog_for, qualified, show
+from iceberg_privacy.dp._refs import catalog_first, catalog_for, qualified, show, source_snapshot
 from iceberg_privacy.dp.arguments import (
     ID_TYPES,
     KEY_TYPES,
@@ -242,14 +242,7 @@ def dp_histogram(
             raise ConfigurationError(
                 f"measure column {column!r} has type {ctype}; sums and means need numbers."
             )
-    if snapshot_id is None:
-        snap = source.current_snapshot()
-        if snap is None:
-            raise ConfigurationError(f"table {'.'.join(source_id)} has no snapshot yet; write data first.")
-    else:
-        snap = source.snapshot_by_id(snapshot_id)
-        if snap is None:
-            raise ConfigurationError(f"snapshot {snapshot_id} does not exist in {'.'.join(source_id)}.")
+    snap = source_snapshot(source, snapshot_id, '.'.join(source_id))
     resolved = resolve_keys(catalog, source, by, keys)
     discover = resolved.rows is None and resolved.per_column is None
     if discover and not (amount.kind == "approx" and amount.components()[1] > 0):

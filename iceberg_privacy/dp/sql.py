@@ -22,6 +22,7 @@ from pyiceberg.table import Table
 
 from iceberg_privacy._internal import compat
 from iceberg_privacy.config import current_principal
+from iceberg_privacy.dp._refs import source_snapshot
 from iceberg_privacy.dp.arguments import (
     ID_TYPES,
     ROWS,
@@ -300,9 +301,7 @@ def dp_sql(
         if unit in compiled.group_by:
             raise refuse(f"GROUP BY the privacy-unit column {unit!r} would release per-person values")
 
-    snap = source.current_snapshot()
-    if snap is None:
-        raise ConfigurationError(f"table {compiled.table} has no snapshot yet; write data first.")
+    snap = source_snapshot(source, None, compiled.table)
 
     discover = bool(compiled.group_by) and not compiled.public_keys
     if discover:

@@ -59,7 +59,7 @@ from pyiceberg.types import BooleanType, DoubleType, FloatType, IntegerType, Lon
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import current_principal
-from iceberg_privacy.dp._refs import check_catalog, qualified
+from iceberg_privacy.dp._refs import check_catalog, qualified, source_snapshot
 from iceberg_privacy.dp.aim import MAX_MODEL_SIZE_MB, MAX_WORKLOAD_CELLS, ROUND_ITERATIONS, AimResult, aim
 from iceberg_privacy.dp.arguments import ROWS, RowUnit, finite, source_field
 from iceberg_privacy.dp.budget import ApproxDP, Budget, PureDP, RhoZCDP, as_budget
@@ -472,14 +472,7 @@ def dp_synthesize(
                                  f"{table_name(source)}.")
     check_policy_unit(unit, k, table_name(source), policy, policy_scope)
     prepared = _prepare(source, columns, bounds, domains, bins)
-    if snapshot_id is None:
-        snap = source.current_snapshot()
-        if snap is None:
-            raise ConfigurationError(f"table {table_name(source)} has no snapshot yet; write data first.")
-    else:
-        snap = source.snapshot_by_id(snapshot_id)
-        if snap is None:
-            raise ConfigurationError(f"snapshot {snapshot_id} does not exist in {table_name(source)}.")
+    snap = source_snapshot(source, snapshot_id, table_name(source))
     out_id = qualified(output, "output table")
     out_name = ".".join(out_id)
     if out_id == source_id:
