@@ -55,20 +55,22 @@ def namespace_tables(catalog: Catalog, namespace: tuple[str, ...]) -> list[tuple
     DP outputs, are skipped): what a namespace budget or policy binds (:meth:`TableIdentity.bind_tables`)."""
     from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
+    from iceberg_privacy.catalog import load_many
     from iceberg_privacy.properties import LIBRARY_MARKERS
 
     try:
-        identifiers = catalog.list_tables(namespace)
+        identifiers = [tuple(i) for i in catalog.list_tables(namespace)]
     except NoSuchNamespaceError:
         return []
     out = []
-    for ident in identifiers:
-        try:
-            table = catalog.load_table(ident)
-        except NoSuchTableError:  # dropped meanwhile
+    # pooled: a REST or Glue catalog answers one table per round trip, and a namespace may hold thousands
+    for ident, table in zip(identifiers, load_many(catalog, identifiers), strict=True):
+        if isinstance(table, NoSuchTableError):  # dropped meanwhile
             continue
+        if isinstance(table, Exception):
+            raise table
         if not any(table.properties.get(m) == "1" for m in LIBRARY_MARKERS):
-            out.append((tuple(ident), str(table.metadata.table_uuid)))
+            out.append((ident, str(table.metadata.table_uuid)))
     return out
 
 
