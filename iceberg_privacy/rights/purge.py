@@ -78,7 +78,7 @@ from iceberg_privacy.rights.journal import (
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret, location_digest
 from iceberg_privacy.rights.reports import PurgeReport, TablePurge, VerifyReport
 from iceberg_privacy.rights.subjects import as_values, digest_subjects, refs_holding
-from iceberg_privacy.rights.traces import SubjectMatcher, Trace, scan_file
+from iceberg_privacy.rights.traces import SubjectMatcher, Trace, partition_stats_traces, scan_file
 from iceberg_privacy.storage import (
     StoredFile,
     canonical,
@@ -133,6 +133,47 @@ def _rewritten_originals(table: Table, erase_ids: list[int]) -> dict[str, str]:
                 if e.status == ManifestEntryStatus.DELETED:
                     out[e.data_file.file_path] = "data"
     return out
+
+
+def _statistics_of(md: Any, snapshot_ids: set[int] | None) -> dict[str, str]:
+    """location -> kind of the ``statistics`` and ``partition-statistics`` files registered for
+    ``snapshot_ids`` (None: every snapshot), other than the library's own sidecars (expiry handles those).
+
+    Other engines register them (Trino's and Spark's NDV sketches: hashes of column values; Spark's and
+    Java's partition statistics: one row per partition tuple, so an identity partition's values in clear).
+    Expiring their snapshot makes them unreferenced, younger than any orphan age: the purge deletes them
+    with the other files the expired snapshots alone reached."""
+    ours = {canonical(loc) for loc in referenced_sidecar_locations(md)}
+    out: dict[str, str] = {}
+    for kind, entries in (("statistics", md.statistics), ("partition-statistics", md.partition_statistics)):
+        for s in entries:
+            if (snapshot_ids is None or s.snapshot_id in snapshot_ids) and canonical(s.statistics_path) not in ours:
+                out[s.statistics_path] = kind
+    return out
+
+
+def _drop_dangling_partition_statistics(table: Table) -> None:
+    """Remove the ``partition-statistics`` entries whose snapshot is gone.
+
+    pyiceberg's snapshot expiry drops the ``statistics`` of the snapshots it removes but keeps their
+    ``partition-statistics``, so the expired snapshots' partition statistics (partition tuples: an identity
+    partition's values) would stay referenced, and never deleted, after the purge."""
+
+    def step() -> None:
+        md = table.refresh().metadata
+        alive = {s.snapshot_id for s in md.snapshots}
+        gone = sorted({p.snapshot_id for p in md.partition_statistics if p.snapshot_id not in alive})
+        if not gone:
+            return
+        try:
+            with table.transaction() as tx:
+                compat.remove_partition_statistics(tx, gone)
+        except ValueError as exc:  # a concurrent purge removed one first: read the head again
+            raise CommitFailedException(f"{table_name(table)}: partition statistics changed meanwhile") from exc
+
+    retry.run(step, exhausted=lambda tries, last: CommitConflictError(
+        f"{table_name(table)}: removing the expired snapshots' partition statistics lost to concurrent commits "
+        f"{tries} times; run the purge again"))
 
 
 def _scrub_lost(table: Table, branch: str, tries: int, last: BaseException) -> Exception:
@@ -238,7 +279,7 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
         keep = {md.current_snapshot_id} | {r.snapshot_id for r in md.refs.values()}
         expire = {s.snapshot_id for s in md.snapshots} - keep
         with retry.vanished_is_conflict(table):  # another purge may have expired and deleted them meanwhile
-            before = {**originals, **_reachable(table, expire)}
+            before = {**originals, **_reachable(table, expire), **_statistics_of(md, expire)}
         # Durable before expiry: once the snapshots are gone, this list is the only way a re-run after a
         # crash knows which files to delete (keyed hashes of the paths: a path can hold an identifier).
         plan(before)
@@ -256,9 +297,11 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
         with retry.vanished_is_conflict(table):
             return {canonical(p) for p in _reachable(table, {s.snapshot_id for s in table.metadata.snapshots})}
 
+    _drop_dangling_partition_statistics(table)
     still = retry.run(still_step, exhausted=lambda tries, last: CommitConflictError(
         f"{name}: reading the table's history lost to concurrent commits {tries} times; run the purge again"))
     still |= {canonical(loc) for loc in referenced_sidecar_locations(table.metadata)}
+    still |= {canonical(loc) for loc in _statistics_of(table.metadata, None)}
     doomed = {canonical(p): (p, kind) for p, kind in sorted(before.items())}
     outcome = delete_files(table.io, [p for key, (p, _) in sorted(doomed.items()) if key not in still])
     kinds = {p: kind for p, kind in doomed.values()}
@@ -391,6 +434,21 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
             rep.unreferenced_with_subjects += canonical(stored.location) not in referenced
         else:
             clean.add(canonical(stored.location))
+    stats = {canonical(loc) for loc in _statistics_of(table.metadata, None)}
+    for stored, got in scanned:  # partition statistics (referenced, or left unreferenced) hold partition tuples
+        key = canonical(stored.location)
+        if not got.parquet or got.unreadable or (key in referenced and key not in stats):
+            continue
+        rel = _relative(table, stored.location)
+        try:
+            found = partition_stats_traces(matcher, table, stored.location)
+        except Exception:
+            if not _exists(table.io, stored.location):
+                continue
+            rep.unreadable.append(matcher.redact(rel))
+            continue
+        for what, unverifiable in dict.fromkeys(found):
+            rep.traces.append(Trace(matcher.redact(rel), "partition-statistics", what, key in referenced, unverifiable))
     for stored, head in others:  # after the Parquet files: bounds of clean live files need no prefix check
         rel = _relative(table, stored.location)
         try:

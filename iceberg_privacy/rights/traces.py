@@ -105,12 +105,14 @@ class SubjectMatcher:
         # partition field name -> (source type, transform) of fields derived from an identity column
         self.partition_fields: dict[str, tuple[PrimitiveType, str]] = {}
         self.partition_by_id: dict[int, tuple[PrimitiveType, str]] = {}
+        self.partition_names: dict[int, str] = {}
         for spec in md.specs().values():
             for pf in spec.fields:
                 if pf.source_id in self.leaf_types:
                     entry = (self.leaf_types[pf.source_id], str(pf.transform))
                     self.partition_fields[pf.name] = entry
                     self.partition_by_id[pf.field_id] = entry
+                    self.partition_names[pf.field_id] = pf.name
         # Clear values only for prefix checks of truncated bounds, and only those that are a subject's.
         self.values: list[str] = []
         for v in values or ():
@@ -453,4 +455,47 @@ def exact_index_traces(matcher: SubjectMatcher, table: Table, stored: StoredFile
                 found.append((f"exact-index key of a subject in column {name}", False))
     finally:
         idx.reader.close()
+    return found
+
+
+def partition_stats_traces(matcher: SubjectMatcher, table: Table, location: str) -> list[tuple[str, bool]]:
+    """Findings in a partition-statistics file, [] for any other Parquet file.
+
+    The Iceberg spec's partition statistics are a Parquet file whose field 1, ``partition``, is a struct of
+    one partition tuple per row, its fields carrying the partition fields' ids (other engines write them;
+    ``identity(email)`` puts the address there in clear). The row check reads identity columns by *schema*
+    field id and would miss them, so the tuples of partition fields derived from an identity column are
+    checked here, like a manifest's. Raises when the file cannot be read.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    def fid(f: pa.Field) -> int | None:
+        raw = (f.metadata or {}).get(b"PARQUET:field_id")
+        return int(raw) if raw is not None else None
+
+    if not matcher.partition_by_id:
+        return []
+    with table.io.new_input(location).open(seekable=True) as fh:
+        pf = pq.ParquetFile(fh)
+        top = next((f for f in pf.schema_arrow if f.name == "partition" and fid(f) == 1
+                    and pa.types.is_struct(f.type)), None)
+        if top is None:
+            return []
+        wanted = [(child.name, fid(child)) for child in top.type if fid(child) in matcher.partition_by_id]
+        if not wanted:
+            return []
+        column = pf.read(columns=["partition"]).column("partition")
+    found: list[tuple[str, bool]] = []
+    for child, field_id in wanted:
+        t, transform = matcher.partition_by_id[field_id]  # type: ignore[index]
+        name = matcher.partition_names[field_id]  # type: ignore[index]
+        for v in pc.unique(pc.struct_field(column, child)).to_pylist():
+            if v is None:
+                continue
+            if (transform == "identity" and matcher.value(v, t)) or (
+                    transform.startswith("truncate") and matcher.truncated_trace(name, v)):
+                found.append((f"partition statistics tuple {name}=<subject>", False))
+                break
     return found
