@@ -76,7 +76,7 @@ from iceberg_privacy.rights.journal import (
     erasure_snapshots,
 )
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret, location_digest
-from iceberg_privacy.rights.reports import PurgeReport, TablePurge, VerifyReport
+from iceberg_privacy.rights.reports import PurgeReport, RefHold, TablePurge, VerifyReport
 from iceberg_privacy.rights.subjects import as_values, digest_subjects, refs_holding
 from iceberg_privacy.rights.traces import SubjectMatcher, Trace, partition_stats_traces, scan_file
 from iceberg_privacy.storage import (
@@ -348,6 +348,33 @@ def _refs_in_the_way(table: Table, digests: set[bytes], secret: bytes, request_i
         )
 
 
+def _tags_holding_traces(table: Table, verify: VerifyReport) -> list[RefHold]:
+    """Tags whose snapshot alone references a manifest or manifest list the verification found naming a subject.
+
+    A tag on a snapshot made by a delete (another tool's ``DELETE``, an earlier erasure) reads no row of the
+    subject, so it is not in the way by data, but its manifests list the removed file as a ``DELETED`` entry
+    whose column bounds and partition tuple hold the id. The purge rewrites branch heads (the scrub), never a
+    tag: running the request again cannot clear it, dropping or moving the tag does."""
+    hits = {t.location for t in verify.traces if t.referenced and t.kind in ("manifest", "manifest-list")}
+    if not hits:
+        return []
+    md = table.metadata
+
+    def files(snapshot_id: int) -> set[str]:
+        snap = md.snapshot_by_id(snapshot_id)
+        if snap is None:
+            return set()
+        return {_relative(table, snap.manifest_list)} | {_relative(table, m.manifest_path)
+                                                          for m in snap.manifests(table.io)}
+
+    on_branches: set[str] = set()
+    for ref in md.refs.values():
+        if ref.snapshot_ref_type == "branch":
+            on_branches |= files(ref.snapshot_id)
+    return [RefHold(table_name(table), name, "tag", ref.snapshot_id) for name, ref in sorted(md.refs.items())
+            if ref.snapshot_ref_type == "tag" and (files(ref.snapshot_id) - on_branches) & hits]
+
+
 def _relative(table: Table, location: str) -> str:
     base = canonical(table.location())
     key = canonical(location)
@@ -594,6 +621,7 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
     digests = set(req.subjects)
     values = as_values(subjects) if subjects is not None else None
     failed: list[str] = []
+    tags_in_the_way: list[RefHold] = []
     dropped_left: dict[str, tuple[str, int]] = {}  # dropped table -> (its location, files still there)
     for name, state in req.tables.items():
         if state.status == "verified":
@@ -666,6 +694,8 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         else:
             journal.record(request_id, VERIFY_FAILED, table=name, rows=tp.verify.rows_found, detail=detail)
             failed.append(name)
+            with retry.vanished_is_conflict(table):
+                tags_in_the_way += _tags_holding_traces(table.refresh(), tp.verify)
         report.tables[name] = tp
     if not failed:
         checkpoint("purge.before_complete")
@@ -687,6 +717,27 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             f"request {request_id}: the purge could not delete {sum(map(len, undeleted.values()))} file(s) of "
             f"{', '.join(undeleted)}, e.g. {next(iter(fails.values()))}. The request stays open: fix the storage "
             f"permission or location, then run `iceberg-privacy requests run {request_id}` (or purge again)"
+        )
+    if tags_in_the_way and raise_on_failure:
+        steps = "; ".join(h.advice for h in tags_in_the_way)
+        raise RefHoldsSubjectError(
+            f"request {request_id}: {', '.join(f'tag {h.name!r} of {h.table}' for h in tags_in_the_way)} point(s) at a "
+            "snapshot whose manifests still name a subject (the entry of a data file deleted before the tag was made "
+            "keeps its column bounds and partition values); running the request again cannot change a tag. Drop or "
+            f"move it: {steps}. Then run the request (or purge) again",
+            next_step=f"{steps}; then `iceberg-privacy requests run {request_id}`",
+        )
+    unreadable = [(n, loc) for n in failed if (v := report.tables[n].verify) is not None for loc in v.unreadable]
+    if unreadable and raise_on_failure and not any(
+            (v := report.tables[n].verify) is not None and (v.rows_found or v.traces) for n in failed):
+        name, loc = unreadable[0]
+        raise VerificationFailedError(
+            f"request {request_id}: the verification could not read {len(unreadable)} file(s) under {name}, e.g. "
+            f"{loc}: a corrupt or truncated file (a crashed writer's partial upload) or one in a format it does not "
+            "know. It may hold a subject, so the request stays open. If no metadata references it and no writer is "
+            f"running, delete it (`iceberg-privacy index cleanup {name} --older-than 0s --delete`, or purge again with "
+            "orphan_age=timedelta(0), CLI --orphan-age 0s); otherwise repair or restore it. Then run "
+            f"`iceberg-privacy requests run {request_id}`"
         )
     traced = [t for n in failed if (v := report.tables[n].verify) is not None for t in v.traces]
     outside = [loc for n in failed if (v := report.tables[n].verify) is not None
@@ -712,8 +763,8 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             + elsewhere
         )
     verifies = [v for n in failed if (v := report.tables[n].verify) is not None]
-    if failed and raise_on_failure and verifies and all(v.unreferenced_with_subjects == len(v.files_with_subjects)
-                                                        for v in verifies):
+    if failed and raise_on_failure and verifies and all(v.files_with_subjects and v.unreferenced_with_subjects == len(
+            v.files_with_subjects) for v in verifies):
         # Every file with rows is an orphan: e.g. another process expired snapshots between the erase and the
         # purge (the erase commit with them), so the rewritten originals are unreferenced and younger than the
         # orphan age. Running the request again cannot help: nothing references them, so nothing re-erases them.

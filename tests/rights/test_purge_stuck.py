@@ -1,0 +1,48 @@
+"""A purge that cannot complete says what to do next, and the advice works: a tag whose manifests name the
+subject (a delete before the tag: no row, but the deleted entry's bounds), a file the verification cannot read."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import EqualTo
+
+import iceberg_privacy as ip
+from iceberg_privacy.errors import RefHoldsSubjectError, VerificationFailedError
+from iceberg_privacy.rights.journal import Journal
+from iceberg_privacy.storage import write_bytes
+from tests.helpers import make_table, rows
+
+VICTIM = "victim-with-a-long-identifier-0042"
+
+
+def test_a_tag_over_a_deleted_entry_is_named_with_the_call_that_drops_it(catalog: Catalog) -> None:
+    table = make_table(catalog, "db.t", [["ann", VICTIM, "bob"], ["carl"]],
+                       properties={"write.metadata.metrics.column.user_id": "full"})
+    table.delete(EqualTo("user_id", VICTIM))  # another tool's delete: its manifest keeps a DELETED entry
+    table = catalog.load_table("db.t")
+    table.manage_snapshots().create_tag(table.metadata.current_snapshot_id, "audit").commit()
+    ip.append(catalog.load_table("db.t"), rows(["dan"], 10))
+    with pytest.raises(RefHoldsSubjectError, match=r"tag 'audit' of db.t.*remove_tag\('audit'\)") as err:
+        ip.erase(catalog, [VICTIM], request_id="r", purge=True)
+    assert "run the request again" not in str(err.value).split("Drop or move")[0]
+    req = Journal(catalog).get("r")
+    assert req.status == "blocked" and "remove_tag('audit')" in req.blocked["next_step"]  # type: ignore[index]
+    catalog.load_table("db.t").manage_snapshots().remove_tag("audit").commit()
+    report = ip.run_request(catalog, "r", [VICTIM], purge=True)
+    assert report.purge is not None and report.purge.completed
+    assert Journal(catalog).get("r").status == "completed"
+
+
+def test_a_file_the_verification_cannot_read_is_named(catalog: Catalog) -> None:
+    table = make_table(catalog, "db.t", [["ann", VICTIM], ["bob"]])
+    ip.erase(catalog, ["ann"], request_id="r")
+    broken = f"{table.location()}/data/00000-0-crashed-upload.parquet"
+    write_bytes(table.io, broken, b"PAR1" + bytes(64) + b"PAR1")  # a truncated upload: footer garbage
+    with pytest.raises(VerificationFailedError, match=r"could not read 1 file\(s\) under db.t.*crashed-upload"):
+        ip.purge(catalog, "r")
+    assert Journal(catalog).get("r").status != "completed"
+    assert ip.purge(catalog, "r", orphan_age=timedelta(0)).completed
+    assert not table.io.new_input(broken).exists()
