@@ -78,7 +78,7 @@ from iceberg_privacy.rights.journal import (
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret, location_digest
 from iceberg_privacy.rights.reports import PurgeReport, RefHold, TablePurge, VerifyReport
 from iceberg_privacy.rights.subjects import as_values, digest_subjects, refs_holding
-from iceberg_privacy.rights.traces import SubjectMatcher, Trace, partition_stats_traces, scan_file
+from iceberg_privacy.rights.traces import DELETE_FILE_TRACE, SubjectMatcher, Trace, partition_stats_traces, scan_file
 from iceberg_privacy.storage import (
     StoredFile,
     canonical,
@@ -748,6 +748,12 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         f"{outside[0]}): neither the purge nor cleanup deletes files there, because such a path may be shared with "
         "other tables; once you have checked that no table references them, delete them with your storage tools, "
         f"then run `iceberg-privacy requests run {request_id}`." if outside else "")
+    deletes = (
+        ". An entry of a live delete file (another engine's merge-on-read DELETE) keeps the partition value and the "
+        "path of the data file it applied to, which the erasure removed: the request cannot drop it. Rewrite the "
+        "table's delete files with that engine, which drops deletes of files no longer live (Spark: CALL "
+        "<catalog>.system.rewrite_position_delete_files(table => 'db.t')), then run the request again"
+        if any(DELETE_FILE_TRACE in t.what for t in traced) else "")
     if traced and raise_on_failure and not any(
             (v := report.tables[n].verify) is not None and v.rows_found for n in failed):
         shown = "; ".join(t.describe() for t in traced[:3])
@@ -760,7 +766,7 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             f"with orphan_age=timedelta(0) (CLI: --orphan-age 0s), then `iceberg-privacy requests run {request_id}`. "
             "A truncated bound that is not checkable needs the subject values: purge(..., subjects=[...]). A "
             "referenced file or a directory holding files means rows of a subject are still live: run the request again"
-            + elsewhere
+            + deletes + elsewhere
         )
     verifies = [v for n in failed if (v := report.tables[n].verify) is not None]
     if failed and raise_on_failure and verifies and all(v.files_with_subjects and v.unreferenced_with_subjects == len(

@@ -47,6 +47,10 @@ from iceberg_privacy.storage import StoredFile, canonical
 DEFAULT_TRUNCATE = 16
 """Iceberg's default metrics mode ``truncate(16)``: string bounds longer than this are cut."""
 
+DELETE_FILE_TRACE = " (entry of a live delete file)"
+"""Appended to what a manifest trace names when the entry is a live position/equality delete file (another
+engine's merge-on-read ``DELETE``): the erasure removes data files, not the delete files that applied to them."""
+
 _PAIR = re.compile(r"([A-Za-z0-9_%+.\-]+)=([^/\s\"',;=&\x00-\x1f]+)")
 _TRUNCATE = re.compile(r"truncate\((\d+)\)")
 
@@ -291,6 +295,11 @@ class _Avro:
         if data_file is None or f is None or not isinstance(f.field_type, StructType):
             return out
         df_type = f.field_type
+        content, _ = _field(data_file, df_type, "content")  # v2+: 1/2 = a position/equality delete file
+        of = DELETE_FILE_TRACE if content in (1, 2) else ""
+        status, _ = _field(rec, struct, "status")
+        if of and status == 2:  # a DELETED entry of a delete file: the scrub drops it like a data file's
+            of = ""
         partition, pf = _field(data_file, df_type, "partition")
         if partition is not None and pf is not None and isinstance(pf.field_type, StructType):
             for pos, part in enumerate(pf.field_type.fields):
@@ -302,7 +311,7 @@ class _Avro:
                 transform = str(source.get("transform", ""))
                 if (transform == "identity" and self.m.value(v, t)) or (
                         transform.startswith("truncate") and self.m.truncated_trace(part.name, v)):
-                    out.append((f"partition value {part.name}=<subject>", False))
+                    out.append((f"partition value {part.name}=<subject>{of}", False))
         path, _ = _field(data_file, df_type, "file_path")
         explained = isinstance(path, str) and canonical(path) in self.clean
         for which in ("lower_bounds", "upper_bounds"):
@@ -315,7 +324,7 @@ class _Avro:
                     v = _bound_text(raw, bound_type)
                 except Exception:  # noqa: BLE001 - a bound that does not decode names nobody we can tell
                     continue
-                what = f"{which[:-1].replace('_', ' ')} of {self.m.leaf_names[fid]}"
+                what = f"{which[:-1].replace('_', ' ')} of {self.m.leaf_names[fid]}{of}"
                 if self.m.value(v, bound_type):
                     out.append((what, False))
                 elif isinstance(v, str) and not explained:

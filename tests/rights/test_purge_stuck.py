@@ -13,7 +13,7 @@ import iceberg_privacy as ip
 from iceberg_privacy.errors import RefHoldsSubjectError, VerificationFailedError
 from iceberg_privacy.rights.journal import Journal
 from iceberg_privacy.storage import write_bytes
-from tests.helpers import make_table, rows
+from tests.helpers import commit_delete_file, make_partitioned_table, make_table, rows
 
 VICTIM = "victim-with-a-long-identifier-0042"
 
@@ -46,3 +46,16 @@ def test_a_file_the_verification_cannot_read_is_named(catalog: Catalog) -> None:
     assert Journal(catalog).get("r").status != "completed"
     assert ip.purge(catalog, "r", orphan_age=timedelta(0)).completed
     assert not table.io.new_input(broken).exists()
+
+
+def test_a_live_delete_file_naming_the_subject_gets_the_call_that_drops_it(catalog: Catalog) -> None:
+    """Another engine's position delete in the subject's identity partition: after the erasure removed the data
+    files it applied to, the delete file is still live, and its manifest entry holds the partition value. The
+    request cannot drop it (the verification fails, rightly); the error says how (the engine's dangling-delete
+    rewrite), not only 'run the request again', which never helps."""
+    table = make_partitioned_table(catalog, "db.p", [["ann", VICTIM], [VICTIM, VICTIM]])
+    victim_file = next(t.file for t in table.scan().plan_files() if t.file.record_count == 2)
+    commit_delete_file(table, victim_file, [0])  # Spark/Trino DELETE in merge-on-read mode
+    with pytest.raises(VerificationFailedError, match=r"entry of a live delete file.*rewrite_position_delete_files"):
+        ip.erase(catalog, [VICTIM], request_id="r", purge=True)
+    assert Journal(catalog).get("r").status != "completed"
