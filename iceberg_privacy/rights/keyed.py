@@ -214,6 +214,39 @@ def digest(secret: bytes, canonical: bytes) -> bytes:
     return hmac.digest(secret, canonical, "sha256")
 
 
+def names_a_subject(secret: bytes, text: str, digests: set[bytes]) -> bool:
+    """Does ``text`` (a caller-given request id) hold one of ``digests``' values: the whole text, or a part of
+    it that starts and ends at its ends or next to a character that is not a letter or digit (``gdpr-ann@x.org``
+    holds ``ann@x.org``, ``ticket 42`` holds 42, ``ticket-4242`` does not), as a string, an integer or a UUID?
+
+    Request ids are stored in clear (the journal's ``request_id``, the forget list, snapshot summaries), where a
+    subject is only ever kept as a keyed hash."""
+    if not digests or not text:
+        return False
+    marks = {0, len(text)}
+    for i, c in enumerate(text):
+        if not c.isalnum():
+            marks |= {i, i + 1}
+    ordered = sorted(marks)
+    for a, start in enumerate(ordered):
+        for end in ordered[a + 1:]:
+            part = text[start:end]
+            forms = [b"s" + part.encode("utf-8", "surrogatepass")]
+            stripped = part.strip()
+            if stripped.lstrip("+-").isdigit() and stripped.isascii():
+                n = int(stripped)
+                if -(2**63) <= n < 2**63:
+                    forms.append(b"i" + struct.pack("<q", n))
+            if len(part) in (32, 36):
+                try:
+                    forms.append(b"u" + uuid.UUID(part).bytes)
+                except ValueError:
+                    pass
+            if any(digest(secret, f) in digests for f in forms):
+                return True
+    return False
+
+
 def location_digest(secret: bytes, location: str) -> str:
     """A keyed hash (hex) of a file location, for records that must name a file without its path: in an
     identity-partitioned table the path holds the subject's id (``data/user_id=<id>/...``). Domain-separated

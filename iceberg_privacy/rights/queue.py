@@ -96,6 +96,7 @@ from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
 from iceberg_privacy.rights.linked import DEFAULT_MAX_LINKED, collect_linked
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE
 from iceberg_privacy.rights.purge import purge as purge_request
+from iceberg_privacy.rights.requests import check_id_names_no_subject
 from iceberg_privacy.rights.subjects import as_values, check_values, resolve_subjects, subject_tables
 from iceberg_privacy.storage import child, storage_errors
 
@@ -441,6 +442,8 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
             state = existing
         else:
             check_request_id(rid)
+            if r.request_id:
+                check_id_names_no_subject(rid, secret, digests)
             allowed = r.deadline if r.deadline is not None else regime_deadline(r.regime, now)
             ev = journal.event(rid, CREATED, kind=r.kind, key_id=kid, subjects=sorted(digests), at=now, detail={
                 "tables": sorted(ts.name for ts in resolved), "subject_count": len(set(map(repr, as_values(r.subjects)))),

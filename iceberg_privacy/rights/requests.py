@@ -38,7 +38,7 @@ from iceberg_privacy.rights.journal import (
     table_locations,
     table_uuids,
 )
-from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
+from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret, names_a_subject
 from iceberg_privacy.rights.linked import DEFAULT_MAX_LINKED, collect_linked, mark_searched, relink
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE, purge
 from iceberg_privacy.rights.reports import AccessReport, ErasureReport, LinkedIdentifiers, PurgeReport
@@ -74,6 +74,18 @@ class Submission:
         if self.linked is not None and not self.linked.complete:
             return None
         return self.own + (self.linked.values if self.linked is not None else [])
+
+
+def check_id_names_no_subject(request_id: str, secret: bytes, digests: set[bytes]) -> None:
+    """Refuse a caller-given request id that holds one of the request's subject values (before anything is
+    recorded): ids are stored in clear, identifiers only as keyed hashes. The message does not repeat the id."""
+    if names_a_subject(secret, request_id, digests):
+        raise RequestConflictError(
+            "the request id holds one of the request's subject values (or an identifier linked to them); request "
+            "ids are stored in clear (the request journal, the forget list, snapshot summaries), where a person's "
+            "identifiers are only kept as keyed hashes. Use an id that does not name the person (a ticket number), "
+            "or pass none to get a generated one"
+        )
 
 
 def _secret(secret: bytes | None, home: str | os.PathLike[str] | None, catalog: Catalog) -> bytes:
@@ -136,6 +148,8 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
                 f"request {rid!r} already exists for other subjects; use a new request id, or resume it with the "
                 "same subjects")
         digests = set(existing.subjects)
+    if existing is None and request_id is not None:
+        check_id_names_no_subject(request_id, secret, digests)
     req = journal.submit(rid, kind, digests, len(set(map(repr, own))), [ts.name for ts in resolved], key_id(secret),
                          deadline=deadline, existing=existing,
                          detail={**({"lineage": fan.to_json()} if fan else {}),
