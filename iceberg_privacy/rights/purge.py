@@ -673,6 +673,10 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
                 tp.deleted_by_kind["staged"] = staged
                 tp.deleted_files += staged
             tp.delete_failures.update(stuck)
+            # A failed delete names its location, which holds the id in an identity partition (data/email=<id>/),
+            # and the error built from it is journaled (blocked) and logged: only redacted locations leave here.
+            tp.delete_failures = {matcher.redact_text(loc): matcher.redact_text(why)
+                                  for loc, why in tp.delete_failures.items()}
             return tp
 
         def verify_step(table: Table = table) -> VerifyReport:

@@ -222,6 +222,12 @@ class SubjectMatcher:
                 return True
         return any(self.text(unquote_plus(seg)) for seg in s.split("/") if seg and seg != s)
 
+    def redact_text(self, s: str) -> str:
+        """``s`` (an error message, a location) with every ``key=value`` naming a subject and every path segment
+        that is a subject's value replaced by ``<subject>``: storage errors quote the path they failed on."""
+        s = _PAIR.sub(lambda m: f"{m.group(1)}=<subject>" if self.pair(m.group(1), m.group(2)) else m.group(0), s)
+        return "/".join("<subject>" if self.text(unquote_plus(seg)) else seg for seg in s.split("/"))
+
     def redact(self, relative: str) -> str:
         out = []
         for seg in relative.split("/"):

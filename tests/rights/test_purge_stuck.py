@@ -59,3 +59,34 @@ def test_a_live_delete_file_naming_the_subject_gets_the_call_that_drops_it(catal
     with pytest.raises(VerificationFailedError, match=r"entry of a live delete file.*rewrite_position_delete_files"):
         ip.erase(catalog, [VICTIM], request_id="r", purge=True)
     assert Journal(catalog).get("r").status != "completed"
+
+
+def test_a_failed_delete_is_reported_without_the_subjects_id(catalog: Catalog) -> None:
+    """In an identity partition the path of a file the purge fails to delete holds the id; the error (journaled
+    as the blocked reason) and the report name it redacted."""
+    import os
+    from urllib.parse import quote
+
+    from iceberg_privacy.errors import StorageError
+    from iceberg_privacy.storage import local_path
+
+    victim = "victim@example.com"
+    table = make_partitioned_table(catalog, "db.p", [["ann", victim], [victim]])
+    originals = [t.file.file_path for t in table.scan().plan_files() if "victim" in t.file.file_path]
+    ip.erase(catalog, [victim], request_id="r")
+    stuck = local_path(originals[0])  # a path the FileIO cannot delete: now a folder holding a file
+    os.remove(stuck)
+    os.mkdir(stuck)
+    with open(os.path.join(stuck, "keep"), "w") as fh:
+        fh.write("x")
+    with pytest.raises(StorageError, match="could not delete") as err:
+        ip.run_request(catalog, "r", [victim], purge=True)
+    journal = str(Journal(catalog).rows("r"))
+    for text in (str(err.value), journal):
+        assert victim not in text and quote(victim, safe="") not in text and "victim%40" not in text, text
+    assert "user_id=<subject>" in str(err.value)
+    req = Journal(catalog).get("r")
+    assert req.status == "blocked"
+    os.remove(os.path.join(stuck, "keep"))
+    os.rmdir(stuck)
+    assert ip.run_request(catalog, "r", [victim], purge=True).purge.completed  # type: ignore[union-attr]
