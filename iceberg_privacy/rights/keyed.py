@@ -28,12 +28,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets as _random
 import struct
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 import numpy as np
 import pyarrow as pa
@@ -245,6 +247,28 @@ def names_a_subject(secret: bytes, text: str, digests: set[bytes]) -> bool:
             if any(digest(secret, f) in digests for f in forms):
                 return True
     return False
+
+
+def _is_subject(secret: bytes, text: str, digests: set[bytes]) -> bool:
+    forms = [b"s" + text.encode("utf-8", "surrogatepass")]
+    if text.lstrip("+-").isdigit() and text.isascii() and -(2**63) <= int(text) < 2**63:
+        forms.append(b"i" + struct.pack("<q", int(text)))
+    return any(digest(secret, f) in digests for f in forms)
+
+
+_KEY_VALUE = re.compile(r"([A-Za-z0-9_%+.\-]+)=([^/\s\"',;=&\x00-\x1f]+)")
+
+
+def redact_subjects(secret: bytes, text: str, digests: set[bytes]) -> str:
+    """``text`` (an error message about to be stored) with each ``key=value`` whose value, and each path segment
+    that, is one of ``digests``' values (as a string or an integer, percent-decoded) replaced by ``<subject>``:
+    storage errors quote the path they failed on, and an identity partition puts the id in it."""
+    if not digests:
+        return text
+    text = _KEY_VALUE.sub(lambda m: f"{m.group(1)}=<subject>" if _is_subject(secret, unquote_plus(m.group(2)), digests)
+                          else m.group(0), text)
+    return "/".join("<subject>" if seg and _is_subject(secret, unquote_plus(seg), digests) else seg
+                    for seg in text.split("/"))
 
 
 def location_digest(secret: bytes, location: str) -> str:

@@ -747,7 +747,7 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
                                                         "table_uuids": uuids, "table_locations": locations})
         checkpoint("queue.after_batch")
     try:
-        with blocking(journal, bstate):
+        with blocking(journal, bstate, secret):
             if bstate.completed is None and bstate.tables[name].status == "pending":
                 t0 = time.perf_counter()
                 rep = process_erasure(catalog, bstate, values, secret, journal=journal, commit_retries=commit_retries,

@@ -247,7 +247,7 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = N
     if req.kind != "erase":
         raise RequestConflictError(f"request {req.request_id} is an {req.kind} request, not an erasure")
     checkpoint("erasure.after_submit")
-    with blocking(journal, req):
+    with blocking(journal, req, sub.secret):
         values = sub.values  # None: a linked identifier is known by keyed hash only (resumed): match by digest
         report = process_erasure(catalog, req, values, sub.secret, journal=journal,
                                  commit_retries=commit_retries, workers=workers,
@@ -298,7 +298,7 @@ def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, 
         purge = True
     secret = load_secret(home, catalog=catalog)
     check_key_id(req.key_id, key_id(secret), f"request {request_id}")
-    with blocking(journal, req):
+    with blocking(journal, req, secret):
         report = process_erasure(catalog, req, None if subjects is None else as_values(subjects), secret,
                                  journal=journal, refuse_tags=purge, spark=spark)
         if purge and journal.get(request_id).completed is None:

@@ -90,3 +90,25 @@ def test_a_failed_delete_is_reported_without_the_subjects_id(catalog: Catalog) -
     os.remove(os.path.join(stuck, "keep"))
     os.rmdir(stuck)
     assert ip.run_request(catalog, "r", [victim], purge=True).purge.completed  # type: ignore[union-attr]
+
+
+def test_an_erasure_stopped_by_storage_journals_no_subject(catalog: Catalog) -> None:
+    """A storage error while erasing (a file of the subject's identity partition cannot be read) is journaled as
+    the blocked reason without the id its path holds."""
+    import os
+    from urllib.parse import quote
+
+    from iceberg_privacy.storage import local_path
+
+    victim = "victim@example.com"
+    table = make_partitioned_table(catalog, "db.p", [["ann", victim], [victim]])
+    path = local_path(next(t.file.file_path for t in table.scan().plan_files() if "victim" in t.file.file_path))
+    os.rename(path, path + ".away")  # lost: the erasure cannot read it
+    with pytest.raises(Exception) as err:  # not linked: the link read (before the journal) would fail first
+        ip.erase(catalog, [victim], request_id="r", purge=True, link_identifiers=False)
+    req = Journal(catalog).get("r")
+    assert req.status == "blocked", err.value
+    journal = str(Journal(catalog).rows("r"))
+    assert victim not in journal and quote(victim, safe="") not in journal and "victim%40" not in journal, journal
+    os.rename(path + ".away", path)
+    assert ip.run_request(catalog, "r", [victim], purge=True).purge.completed  # type: ignore[union-attr]

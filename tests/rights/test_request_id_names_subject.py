@@ -61,3 +61,17 @@ def test_erase_with_the_subject_as_request_id_records_nothing(catalog: Catalog) 
     assert all_rows(catalog.load_table("db.t")) == before
     assert forget.entries(catalog, "db").num_rows == 0
     assert ip.erase(catalog, ["ann"], request_id="ticket-1", purge=True).purge.completed  # type: ignore[union-attr]
+
+
+def test_a_stored_error_names_no_subject() -> None:
+    """What the journal keeps of an error (a blocked request's reason) has the subject's id redacted where a
+    storage error quotes a path through the subject's identity partition."""
+    from iceberg_privacy.rights.keyed import redact_subjects
+
+    digests = {_s(VICTIM), _i(42)}
+    text = ("cannot read s3://b/t/data/email=victim%40example.com/0.parquet: access denied (key "
+            "'t/data/email=victim%40example.com/0.parquet'); also data/user=42/x and data/victim@example.com/y, "
+            "but not data/user=420/z")
+    out = redact_subjects(KEY, text, digests)
+    assert "victim" not in out and "user=42/" not in out and "user=420/z" in out
+    assert out.count("<subject>") == 4
