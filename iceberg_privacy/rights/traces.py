@@ -411,6 +411,9 @@ def scan_file(matcher: SubjectMatcher, table: Table, stored: StoredFile, head: b
         index_found = exact_index_traces(matcher, table, stored, clean_files)
         if index_found is not None:
             return "index", index_found
+        sidecar_found = bloom_sidecar_traces(table, stored, clean_files)
+        if sidecar_found is not None:
+            return "sidecar", sidecar_found
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     if raw.lstrip()[:1] in (b"{", b"["):
@@ -426,6 +429,29 @@ def scan_file(matcher: SubjectMatcher, table: Table, stored: StoredFile, head: b
     found = [("embedded text (a path or key=value)", False)] if any(
         matcher.pair(m.group(1), m.group(2)) for m in _PAIR.finditer(text)) else []
     return "file", found
+
+
+def bloom_sidecar_traces(table: Table, stored: StoredFile, clean_files: set[str]) -> list[tuple[str, bool]] | None:
+    """Findings in a library sidecar (Bloom filters, docs/sidecar-format.md), None for any other Puffin file.
+
+    A Bloom filter answers "is this id in that file?" for anyone holding a candidate id. Data files are
+    immutable, so a sidecar whose every covered file exists and verified clean holds no erased subject; one
+    covering a file that is gone or not clean (a leftover a crashed writer or a copy left behind) may, like an
+    exact index listing such a file.
+    """
+    from iceberg_privacy.errors import SidecarError
+    from iceberg_privacy.index.sidecar import Sidecar
+
+    try:
+        sidecar = Sidecar.open(table.io, stored.location)
+    except SidecarError:
+        return None  # another engine's Puffin file (statistics): its text is scanned
+    try:
+        stale = [f.path for f in sidecar.files if canonical(f.path) not in clean_files]
+    finally:
+        sidecar.reader.close()
+    return [(f"sidecar covers {len(stale)} data file(s) that are gone or not verified clean (its Bloom filters may "
+             "hold an erased subject)", False)] if stale else []
 
 
 def exact_index_traces(matcher: SubjectMatcher, table: Table, stored: StoredFile,

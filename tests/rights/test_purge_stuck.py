@@ -3,6 +3,7 @@ subject (a delete before the tag: no row, but the deleted entry's bounds), a fil
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pytest
@@ -112,3 +113,27 @@ def test_an_erasure_stopped_by_storage_journals_no_subject(catalog: Catalog) -> 
     assert victim not in journal and quote(victim, safe="") not in journal and "victim%40" not in journal, journal
     os.rename(path + ".away", path)
     assert ip.run_request(catalog, "r", [victim], purge=True).purge.completed  # type: ignore[union-attr]
+
+
+def test_a_leftover_sidecar_covering_an_erased_file_fails_the_verification(catalog: Catalog) -> None:
+    """A sidecar nothing references (a copy, a crashed writer's) whose Bloom filters cover the subject's erased
+    file can still answer "is this id in that file?": the verification names it, an orphan cleanup removes it."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from iceberg_privacy.index.registry import sidecar_refs
+    from iceberg_privacy.index.sidecar import Sidecar
+    from iceberg_privacy.storage import local_path
+
+    table = make_table(catalog, "db.t", [["ann", VICTIM], ["bob"]])
+    held = next(r.location for r in sidecar_refs(table.metadata) if any(
+        VICTIM in pq.read_table(local_path(f.path), columns=["user_id"]).column(0).to_pylist()
+        for f in Sidecar.open(table.io, r.location).files))
+    ip.erase(catalog, [VICTIM], request_id="r")
+    copy = local_path(held).replace(".privacy-sidecar.stats", "-copy.privacy-sidecar.stats")
+    shutil.copy(local_path(held), copy)
+    with pytest.raises(VerificationFailedError, match="sidecar covers 1 data file"):
+        ip.purge(catalog, "r")
+    assert ip.purge(catalog, "r", orphan_age=timedelta(0)).completed
+    assert not os.path.exists(copy)
