@@ -97,7 +97,13 @@ from iceberg_privacy.rights.linked import DEFAULT_MAX_LINKED, collect_linked
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE
 from iceberg_privacy.rights.purge import purge as purge_request
 from iceberg_privacy.rights.requests import check_id_names_no_subject
-from iceberg_privacy.rights.subjects import as_values, check_values, resolve_subjects, subject_tables
+from iceberg_privacy.rights.subjects import (
+    as_values,
+    check_values,
+    refuse_equality_deletes,
+    resolve_subjects,
+    subject_tables,
+)
 from iceberg_privacy.storage import child, storage_errors
 
 logger = logging.getLogger(__name__)
@@ -418,6 +424,7 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
         key = _tables_key(r.tables)
         if key not in targets_cache:
             targets_cache[key] = subject_tables(catalog, r.tables)
+            refuse_equality_deletes(targets_cache[key])
         values = as_values(r.subjects)
         resolved = resolve_subjects(targets_cache[key], values, secret)  # rejects values no column takes
         digests: set[bytes] = set().union(*(ts.digests for ts in resolved)) if resolved else set()

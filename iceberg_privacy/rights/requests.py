@@ -46,6 +46,7 @@ from iceberg_privacy.rights.subjects import (
     TableSubjects,
     as_values,
     check_values,
+    refuse_equality_deletes,
     resolve_subjects,
     subject_tables,
     table_name,
@@ -109,6 +110,7 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
         targets = [catalog.load_table(n) for n in existing.tables if catalog.table_exists(n)]
     else:
         targets = subject_tables(catalog, tables)
+    refuse_equality_deletes(targets)
     own = as_values(subjects)
     # The subject's other identifiers (rights/linked.py): read now, journaled below (keyed) before any delete.
     recorded = (existing.detail.get("linked") or {}) if existing is not None else {}
