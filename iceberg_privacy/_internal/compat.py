@@ -290,4 +290,5 @@ def remove_partition_statistics(tx: Any, snapshot_ids: list[int]) -> None:
     """
     from pyiceberg.table.update import RemovePartitionStatisticsUpdate
 
-    tx._apply(tuple(RemovePartitionStatisticsUpdate(snapshot_id=sid) for sid in snapshot_ids))
+    tx._apply(tuple(RemovePartitionStatisticsUpdate(snapshot_id=sid)  # type: ignore[call-arg]  # by field name
+                    for sid in snapshot_ids))

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
@@ -78,7 +79,13 @@ from iceberg_privacy.rights.journal import (
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret, location_digest
 from iceberg_privacy.rights.reports import PurgeReport, RefHold, TablePurge, VerifyReport
 from iceberg_privacy.rights.subjects import as_values, digest_subjects, refs_holding
-from iceberg_privacy.rights.traces import DELETE_FILE_TRACE, SubjectMatcher, Trace, partition_stats_traces, scan_file
+from iceberg_privacy.rights.traces import (
+    DELETE_FILE_TRACE,
+    SubjectMatcher,
+    Trace,
+    partition_stats_traces,
+    scan_file,
+)
 from iceberg_privacy.storage import (
     StoredFile,
     canonical,
@@ -174,6 +181,112 @@ def _drop_dangling_partition_statistics(table: Table) -> None:
     retry.run(step, exhausted=lambda tries, last: CommitConflictError(
         f"{table_name(table)}: removing the expired snapshots' partition statistics lost to concurrent commits "
         f"{tries} times; run the purge again"))
+
+
+_POS_PATH_ID = 2147483546
+"""Field id of ``file_path`` in a position delete file (Iceberg spec, reserved ids)."""
+
+
+def _delete_targets(io: FileIO, delete_file: Any) -> set[str] | None:
+    """Data files a position delete file applies to: from its ``file_path`` bounds when they name one file, else
+    read from the file (``file_path`` column only). None for an equality delete file (it applies by value)."""
+    if delete_file.content != DataFileContent.POSITION_DELETES:
+        return None
+    low = (delete_file.lower_bounds or {}).get(_POS_PATH_ID)
+    high = (delete_file.upper_bounds or {}).get(_POS_PATH_ID)
+    if low is not None and low == high:
+        return {bytes(low).decode("utf-8")}
+    import pyarrow.parquet as pq
+
+    with io.new_input(delete_file.file_path).open(seekable=True) as fh:
+        pf = pq.ParquetFile(fh)
+        name = next((f.name for f in pf.schema_arrow
+                     if (f.metadata or {}).get(b"PARQUET:field_id") == str(_POS_PATH_ID).encode()), "file_path")
+        return {str(v) for v in pf.read(columns=[name]).column(0).unique().to_pylist() if v is not None}
+
+
+def _dangling_lost(table: Table, branch: str, tries: int, last: BaseException) -> Exception:
+    return CommitConflictError(f"{table_name(table)}: dropping dangling delete files of branch {branch} lost to "
+                               f"concurrent commits {tries} times; run the purge again")
+
+
+def _drop_dangling_deletes(table: Table) -> int:
+    """Commit, on each branch whose head has them, a snapshot without the position-delete manifests whose every
+    live entry applies only to data files no longer live there. Returns how many delete files were dropped.
+
+    Another engine's merge-on-read ``DELETE`` leaves a position delete file; when the erasure rewrites the data
+    file it applied to, the delete file still lists the old path and stays live ("dangling"): in an identity
+    partition its manifest entry keeps the subject's partition value, and its rows the path that holds it.
+    pyiceberg cannot commit the removal of a delete file, so the new snapshot's manifest list is written here
+    (the erasure's rebase does the same) with the other manifests unchanged; a manifest that also holds a live
+    delete file for a live data file is kept, and the verification names what it still holds.
+    """
+    from pyiceberg.manifest import ManifestContent, write_manifest_list
+    from pyiceberg.table.refs import SnapshotRefType
+    from pyiceberg.table.snapshots import Operation, Snapshot, Summary, update_snapshot_summaries
+    from pyiceberg.table.update import (
+        AddSnapshotUpdate,
+        AssertRefSnapshotId,
+        AssertTableUUID,
+        SetSnapshotRefUpdate,
+    )
+
+    def step(branch: str) -> int:
+        md = table.refresh().metadata
+        ref = md.refs.get(branch)
+        head = md.snapshot_by_id(ref.snapshot_id) if ref is not None else None
+        if head is None or md.format_version < 2:
+            return 0
+        with retry.vanished_is_conflict(table):
+            manifests = head.manifests(table.io)
+            if not any(m.content == ManifestContent.DELETES for m in manifests):
+                return 0
+            live = {canonical(e.data_file.file_path) for m in manifests if m.content == ManifestContent.DATA
+                    for e in m.fetch_manifest_entry(table.io, discard_deleted=True)}
+            keep, dropped = [], []
+            for m in manifests:
+                entries = m.fetch_manifest_entry(table.io, discard_deleted=True) \
+                    if m.content == ManifestContent.DELETES else None
+                targets = [_delete_targets(table.io, e.data_file) for e in entries or []]
+                if entries and all(t is not None and t and not {canonical(x) for x in t} & live for t in targets):
+                    dropped += [e.data_file for e in entries]
+                else:
+                    keep.append(m)
+        if not dropped:
+            return 0
+        snapshot_id, seq = md.new_snapshot_id(), md.next_sequence_number()
+        path = table.location_provider().new_metadata_location(f"snap-{snapshot_id}-0-{uuid.uuid4()}.avro")
+        with write_manifest_list(format_version=md.format_version, output_file=table.io.new_output(path),
+                                 snapshot_id=snapshot_id, parent_snapshot_id=head.snapshot_id, sequence_number=seq,
+                                 avro_compression="deflate") as writer:
+            writer.add_manifests(keep)
+        summary = update_snapshot_summaries(Summary(operation=Operation.DELETE, **{
+            "removed-delete-files": str(len(dropped)),
+            "removed-position-deletes": str(sum(int(f.record_count) for f in dropped)),
+            "removed-files-size": str(sum(int(f.file_size_in_bytes) for f in dropped)),
+            SUMMARY_SCRUB: "1", **LineageRecord(op="scrub", engine="pyarrow", status=MAINTENANCE).summary()}),
+            previous_summary=head.summary.additional_properties if head.summary else None)
+        snap = Snapshot(  # type: ignore[call-arg]  # pydantic model populated by field name
+            snapshot_id=snapshot_id, parent_snapshot_id=head.snapshot_id, sequence_number=seq,
+            timestamp_ms=max(int(time.time() * 1000), head.timestamp_ms), manifest_list=path, summary=summary,
+            schema_id=head.schema_id)
+        try:
+            table.catalog.commit_table(table, (
+                AssertTableUUID(uuid=md.table_uuid),
+                AssertRefSnapshotId(snapshot_id=head.snapshot_id, ref=branch)),  # type: ignore[call-arg]
+                (AddSnapshotUpdate(snapshot=snap), SetSnapshotRefUpdate(  # type: ignore[call-arg]
+                    snapshot_id=snapshot_id, parent_snapshot_id=head.snapshot_id, ref_name=branch,
+                    type=SnapshotRefType.BRANCH)))
+        except CommitFailedException:
+            delete_files(table.io, [path])  # lost the race: the next attempt writes its own
+            raise
+        return len(dropped)
+
+    total = 0
+    branches = sorted(n for n, r in table.refresh().metadata.refs.items() if r.snapshot_ref_type == "branch")
+    for branch in branches:
+        total += retry.run(functools.partial(step, branch), exhausted=functools.partial(_dangling_lost, table, branch))
+    return total
 
 
 def _scrub_lost(table: Table, branch: str, tries: int, last: BaseException) -> Exception:
@@ -272,6 +385,9 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
     rep = TablePurge(name)
     table.refresh()  # refs holding the subjects were refused by the caller (_refs_in_the_way)
     originals = {**planned, **_rewritten_originals(table, erase_ids)}
+    dangling = _drop_dangling_deletes(table)  # their files are deleted below, with what only expired snapshots reach
+    if dangling:
+        logger.info("%s: dropped %d dangling position delete file(s) from the branch heads", name, dangling)
     rep.scrub_snapshot = _scrub_head(table)
 
     def expire_step() -> tuple[dict[str, str], IndexReport]:

@@ -38,7 +38,12 @@ from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 from iceberg_privacy._internal.arrow import plain_type
 from iceberg_privacy.catalog import TableRef, all_tables, has_marker, load_many, table_name
 from iceberg_privacy.config import IdentityColumn, identity_columns
-from iceberg_privacy.errors import ConfigurationError, IcebergPrivacyError, InvalidLookupValueError, NoIdentityColumnsError
+from iceberg_privacy.errors import (
+    ConfigurationError,
+    IcebergPrivacyError,
+    InvalidLookupValueError,
+    NoIdentityColumnsError,
+)
 from iceberg_privacy.identities import as_values, extract_identities, rows_matching
 from iceberg_privacy.index.hashing import coerce_values, shown
 from iceberg_privacy.index.planner import plan_lookup

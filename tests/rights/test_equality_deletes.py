@@ -26,8 +26,8 @@ def test_equality_deletes_are_refused_before_anything_is_recorded(catalog: Catal
         "submit": lambda: ip.submit_request(catalog, "erase", ["ann"], ["db.t"], request_id="r3"),
         "enqueue": lambda: ip.enqueue(catalog, "erase", ["ann"], request_id="r4"),
     }
-    for verb, call in calls.items():
-        with pytest.raises(ConfigurationError, match=r"db.t has equality delete files.*rewrite_data_files"):
+    for verb, call in calls.items():  # noqa: B007 - named for the failure message
+        with pytest.raises(ConfigurationError, match=r"db.t has equality delete files.*rewrite_data_files"):  # verb
             call()
     for rid in ("r1", "r2", "r3", "r4"):
         assert Journal(catalog).find(rid) is None

@@ -1,10 +1,13 @@
-"""A purge that cannot complete says what to do next, and the advice works: a tag whose manifests name the
-subject (a delete before the tag: no row, but the deleted entry's bounds), a file the verification cannot read."""
+"""Where an erased person could still live after a purge, and what the purge does about it: a tag whose manifests
+name the subject (named, with the call that drops it), a file the verification cannot read, a dangling delete
+file of another engine (dropped), a failed delete or a blocked erasure (journaled without the id), a leftover
+sidecar covering the erased file (a trace)."""
 
 from __future__ import annotations
 
 import os
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from pyiceberg.catalog import Catalog
@@ -13,8 +16,15 @@ from pyiceberg.expressions import EqualTo
 import iceberg_privacy as ip
 from iceberg_privacy.errors import RefHoldsSubjectError, VerificationFailedError
 from iceberg_privacy.rights.journal import Journal
-from iceberg_privacy.storage import write_bytes
-from tests.helpers import commit_delete_file, make_partitioned_table, make_table, rows
+from iceberg_privacy.storage import local_path, write_bytes
+from tests.helpers import (
+    all_rows,
+    commit_delete_file,
+    make_partitioned_table,
+    make_table,
+    rows,
+    subject_traces,
+)
 
 VICTIM = "victim-with-a-long-identifier-0042"
 
@@ -49,17 +59,25 @@ def test_a_file_the_verification_cannot_read_is_named(catalog: Catalog) -> None:
     assert not table.io.new_input(broken).exists()
 
 
-def test_a_live_delete_file_naming_the_subject_gets_the_call_that_drops_it(catalog: Catalog) -> None:
-    """Another engine's position delete in the subject's identity partition: after the erasure removed the data
-    files it applied to, the delete file is still live, and its manifest entry holds the partition value. The
-    request cannot drop it (the verification fails, rightly); the error says how (the engine's dangling-delete
-    rewrite), not only 'run the request again', which never helps."""
+def test_a_dangling_delete_file_naming_the_subject_is_dropped(catalog: Catalog) -> None:
+    """Another engine's position delete in the subject's identity partition: once the erasure removed the data
+    files it applied to, the delete file is still live, and its manifest entry holds the partition value (its
+    rows the path). The purge drops it from the branch heads (then deletes it) and the request completes."""
     table = make_partitioned_table(catalog, "db.p", [["ann", VICTIM], [VICTIM, VICTIM]])
     victim_file = next(t.file for t in table.scan().plan_files() if t.file.record_count == 2)
-    commit_delete_file(table, victim_file, [0])  # Spark/Trino DELETE in merge-on-read mode
-    with pytest.raises(VerificationFailedError, match=r"entry of a live delete file.*rewrite_position_delete_files"):
-        ip.erase(catalog, [VICTIM], request_id="r", purge=True)
-    assert Journal(catalog).get("r").status != "completed"
+    table = commit_delete_file(table, victim_file, [0])  # Spark/Trino DELETE in merge-on-read mode
+    table.manage_snapshots().create_branch(table.metadata.current_snapshot_id, "dev").commit()
+    delete_path = next(d.file_path for t in table.scan().plan_files() for d in t.delete_files)
+    keep = [r for r in all_rows(table) if r["user_id"] != VICTIM]
+    report = ip.erase(catalog, [VICTIM], request_id="r", purge=True)
+    assert report.purge is not None and report.purge.completed
+    table = catalog.load_table("db.p")
+    assert all_rows(table) == keep
+    assert not table.io.new_input(delete_path).exists()
+    for branch in ("main", "dev"):
+        snap = table.snapshot_by_name(branch)
+        assert snap is not None and all(m.content == 0 for m in snap.manifests(table.io)), branch
+    assert subject_traces(Path(local_path(table.location())), [VICTIM]) == []
 
 
 def test_a_failed_delete_is_reported_without_the_subjects_id(catalog: Catalog) -> None:
