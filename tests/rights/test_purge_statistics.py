@@ -23,7 +23,7 @@ from iceberg_privacy.errors import VerificationFailedError
 from iceberg_privacy.index.puffin import write_puffin
 from iceberg_privacy.rights.journal import Journal
 from iceberg_privacy.storage import write_bytes
-from tests.helpers import SCHEMA, rows
+from tests.helpers import SCHEMA, commit_delete_file, rows
 
 VICTIM = "victim-0042"
 SPEC = PartitionSpec(PartitionField(source_id=2, field_id=1000, transform=IdentityTransform(), name="user_id"))
@@ -89,10 +89,10 @@ def _exists(table: Table, location: str) -> bool:
     return bool(table.io.new_input(location).exists())
 
 
-def _erase_and_purge(catalog: Catalog, name: str, request_id: str, folder: str = "metadata") -> Table:
+def _erase_and_purge(catalog: Catalog, name: str, request_id: str) -> Table:
     table = _table(catalog, name)
     users = ["ann", VICTIM, "bob", "carl"]
-    part = _register_partition_stats(catalog, table, users, folder)
+    part = _register_partition_stats(catalog, table, users, "metadata")
     sketch = _register_sketch(catalog.load_table(name), users)
     report = ip.erase(catalog, [VICTIM], [name], request_id=request_id, purge=True)
     assert report.purge is not None and report.purge.completed
@@ -112,11 +112,23 @@ def test_statistics_of_expired_snapshots_are_deleted(catalog: Catalog) -> None:
 
 
 @pytest.mark.slow
-def test_statistics_of_expired_snapshots_are_deleted_on_object_storage(rest_catalog: Catalog, lake_ns: str) -> None:
-    """SeaweedFS with the REST catalog, an s3:// warehouse."""
-    catalog, ns = rest_catalog, lake_ns
-    # SeaweedFS's table bucket (the REST catalog's) refuses Parquet objects under metadata/
-    _erase_and_purge(catalog, f"{ns}.p", f"{ns}-r", folder="data")
+def test_statistics_and_dangling_deletes_go_on_object_storage(rest_catalog: Catalog, lake_ns: str) -> None:
+    """SeaweedFS with the REST catalog, an s3:// warehouse: foreign statistics, partition statistics and a
+    position delete file left dangling by the erasure (its entry holds the partition value) are all gone."""
+    catalog, name = rest_catalog, f"{lake_ns}.p"
+    table = _table(catalog, name)
+    victim_file = next(t.file for t in table.scan().plan_files() if VICTIM in t.file.file_path)
+    table = commit_delete_file(table, victim_file, [0])
+    delete_path = next(d.file_path for t in table.scan().plan_files() for d in t.delete_files)
+    users = ["ann", VICTIM, "bob", "carl"]
+    part = _register_partition_stats(catalog, table, users, "data")  # the table bucket refuses Parquet in metadata/
+    sketch = _register_sketch(catalog.load_table(name), users)
+    report = ip.erase(catalog, [VICTIM], [name], request_id=f"{lake_ns}-r", purge=True)
+    assert report.purge is not None and report.purge.completed
+    table = catalog.load_table(name)
+    assert not any(_exists(table, p) for p in (part, sketch, delete_path))
+    assert not table.metadata.partition_statistics
+    assert all(m.content == 0 for m in table.current_snapshot().manifests(table.io))  # type: ignore[union-attr]
 
 
 def test_a_partition_statistics_file_naming_a_subject_fails_the_verification(catalog: Catalog) -> None:
