@@ -235,7 +235,7 @@ def _drop_dangling_deletes(table: Table) -> int:
         md = table.refresh().metadata
         ref = md.refs.get(branch)
         head = md.snapshot_by_id(ref.snapshot_id) if ref is not None else None
-        if head is None or md.format_version < 2:
+        if head is None or md.format_version != 2:  # v1 has no delete files; v3 snapshots also track row ids
             return 0
         with retry.vanished_is_conflict(table):
             manifests = head.manifests(table.io)
