@@ -7,7 +7,9 @@ the original files. Per table of an erase request, ``purge``:
    tag that still reads a subject's row is an error naming the call that drops it), through
    :func:`iceberg_privacy.expire_snapshots`, which writes a compacted sidecar covering exactly the
    live files and deletes the superseded sidecars (so no sidecar covers a removed file);
-2. deletes the files only expired snapshots referenced: data files, manifests, manifest lists; drops
+2. drops dangling position delete files (another engine's, left applying to files the erasure rewrote) from
+   the branch heads; deletes the files only expired snapshots referenced: data files, manifests, manifest
+   lists, and the statistics / partition statistics other engines registered for them; drops
    every older ``metadata.json`` version from the metadata log and deletes it (their summaries and paths
    can name a subject), with Iceberg's ``write.metadata.previous-versions-max`` /
    ``write.metadata.delete-after-commit.enabled`` set for one commit and restored in the next; deletes
