@@ -277,3 +277,18 @@ def data_file_factory() -> Any:
         return df
 
     return make
+
+
+def remove_partition_statistics(tx: Any, snapshot_ids: list[int]) -> None:
+    """Stage the removal of the partition-statistics entries of ``snapshot_ids`` in a transaction.
+
+    pyiceberg 0.12 has a ``RemovePartitionStatisticsUpdate`` but no public call that stages it (its
+    ``update_statistics()`` covers ``statistics`` only), and its snapshot expiry removes the ``statistics``
+    of expired snapshots but not their ``partition-statistics``; this stages it with
+    ``Transaction._apply``. pyiceberg raises ``ValueError`` when an id has no entry (a concurrent commit
+    removed it first).
+    """
+    from pyiceberg.table.update import RemovePartitionStatisticsUpdate
+
+    tx._apply(tuple(RemovePartitionStatisticsUpdate(snapshot_id=sid)  # type: ignore[call-arg]  # by field name
+                    for sid in snapshot_ids))

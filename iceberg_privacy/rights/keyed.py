@@ -28,12 +28,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets as _random
 import struct
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 import numpy as np
 import pyarrow as pa
@@ -212,6 +214,61 @@ def canonical_array(arr: pa.Array, t: PrimitiveType) -> list[bytes | None]:
 def digest(secret: bytes, canonical: bytes) -> bytes:
     """The keyed hash of one canonical value."""
     return hmac.digest(secret, canonical, "sha256")
+
+
+def names_a_subject(secret: bytes, text: str, digests: set[bytes]) -> bool:
+    """Does ``text`` (a caller-given request id) hold one of ``digests``' values: the whole text, or a part of
+    it that starts and ends at its ends or next to a character that is not a letter or digit (``gdpr-ann@x.org``
+    holds ``ann@x.org``, ``ticket 42`` holds 42, ``ticket-4242`` does not), as a string, an integer or a UUID?
+
+    Request ids are stored in clear (the journal's ``request_id``, the forget list, snapshot summaries), where a
+    subject is only ever kept as a keyed hash."""
+    if not digests or not text:
+        return False
+    marks = {0, len(text)}
+    for i, c in enumerate(text):
+        if not c.isalnum():
+            marks |= {i, i + 1}
+    ordered = sorted(marks)
+    for a, start in enumerate(ordered):
+        for end in ordered[a + 1:]:
+            part = text[start:end]
+            forms = [b"s" + part.encode("utf-8", "surrogatepass")]
+            stripped = part.strip()
+            if stripped.lstrip("+-").isdigit() and stripped.isascii():
+                n = int(stripped)
+                if -(2**63) <= n < 2**63:
+                    forms.append(b"i" + struct.pack("<q", n))
+            if len(part) in (32, 36):
+                try:
+                    forms.append(b"u" + uuid.UUID(part).bytes)
+                except ValueError:
+                    pass
+            if any(digest(secret, f) in digests for f in forms):
+                return True
+    return False
+
+
+def _is_subject(secret: bytes, text: str, digests: set[bytes]) -> bool:
+    forms = [b"s" + text.encode("utf-8", "surrogatepass")]
+    if text.lstrip("+-").isdigit() and text.isascii() and -(2**63) <= int(text) < 2**63:
+        forms.append(b"i" + struct.pack("<q", int(text)))
+    return any(digest(secret, f) in digests for f in forms)
+
+
+_KEY_VALUE = re.compile(r"([A-Za-z0-9_%+.\-]+)=([^/\s\"',;=&\x00-\x1f]+)")
+
+
+def redact_subjects(secret: bytes, text: str, digests: set[bytes]) -> str:
+    """``text`` (an error message about to be stored) with each ``key=value`` whose value, and each path segment
+    that, is one of ``digests``' values (as a string or an integer, percent-decoded) replaced by ``<subject>``:
+    storage errors quote the path they failed on, and an identity partition puts the id in it."""
+    if not digests:
+        return text
+    text = _KEY_VALUE.sub(lambda m: f"{m.group(1)}=<subject>" if _is_subject(secret, unquote_plus(m.group(2)), digests)
+                          else m.group(0), text)
+    return "/".join("<subject>" if seg and _is_subject(secret, unquote_plus(seg), digests) else seg
+                    for seg in text.split("/"))
 
 
 def location_digest(secret: bytes, location: str) -> str:

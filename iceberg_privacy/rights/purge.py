@@ -7,7 +7,9 @@ the original files. Per table of an erase request, ``purge``:
    tag that still reads a subject's row is an error naming the call that drops it), through
    :func:`iceberg_privacy.expire_snapshots`, which writes a compacted sidecar covering exactly the
    live files and deletes the superseded sidecars (so no sidecar covers a removed file);
-2. deletes the files only expired snapshots referenced: data files, manifests, manifest lists; drops
+2. drops dangling position delete files (another engine's, left applying to files the erasure rewrote) from
+   the branch heads; deletes the files only expired snapshots referenced: data files, manifests, manifest
+   lists, and the statistics / partition statistics other engines registered for them; drops
    every older ``metadata.json`` version from the metadata log and deletes it (their summaries and paths
    can name a subject), with Iceberg's ``write.metadata.previous-versions-max`` /
    ``write.metadata.delete-after-commit.enabled`` set for one commit and restored in the next; deletes
@@ -29,6 +31,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
@@ -76,9 +79,15 @@ from iceberg_privacy.rights.journal import (
     erasure_snapshots,
 )
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret, location_digest
-from iceberg_privacy.rights.reports import PurgeReport, TablePurge, VerifyReport
+from iceberg_privacy.rights.reports import PurgeReport, RefHold, TablePurge, VerifyReport
 from iceberg_privacy.rights.subjects import as_values, digest_subjects, refs_holding
-from iceberg_privacy.rights.traces import SubjectMatcher, Trace, scan_file
+from iceberg_privacy.rights.traces import (
+    DELETE_FILE_TRACE,
+    SubjectMatcher,
+    Trace,
+    partition_stats_traces,
+    scan_file,
+)
 from iceberg_privacy.storage import (
     StoredFile,
     canonical,
@@ -133,6 +142,153 @@ def _rewritten_originals(table: Table, erase_ids: list[int]) -> dict[str, str]:
                 if e.status == ManifestEntryStatus.DELETED:
                     out[e.data_file.file_path] = "data"
     return out
+
+
+def _statistics_of(md: Any, snapshot_ids: set[int] | None) -> dict[str, str]:
+    """location -> kind of the ``statistics`` and ``partition-statistics`` files registered for
+    ``snapshot_ids`` (None: every snapshot), other than the library's own sidecars (expiry handles those).
+
+    Other engines register them (Trino's and Spark's NDV sketches: hashes of column values; Spark's and
+    Java's partition statistics: one row per partition tuple, so an identity partition's values in clear).
+    Expiring their snapshot makes them unreferenced, younger than any orphan age: the purge deletes them
+    with the other files the expired snapshots alone reached."""
+    ours = {canonical(loc) for loc in referenced_sidecar_locations(md)}
+    out: dict[str, str] = {}
+    for kind, entries in (("statistics", md.statistics), ("partition-statistics", md.partition_statistics)):
+        for s in entries:
+            if (snapshot_ids is None or s.snapshot_id in snapshot_ids) and canonical(s.statistics_path) not in ours:
+                out[s.statistics_path] = kind
+    return out
+
+
+def _drop_dangling_partition_statistics(table: Table) -> None:
+    """Remove the ``partition-statistics`` entries whose snapshot is gone.
+
+    pyiceberg's snapshot expiry drops the ``statistics`` of the snapshots it removes but keeps their
+    ``partition-statistics``, so the expired snapshots' partition statistics (partition tuples: an identity
+    partition's values) would stay referenced, and never deleted, after the purge."""
+
+    def step() -> None:
+        md = table.refresh().metadata
+        alive = {s.snapshot_id for s in md.snapshots}
+        gone = sorted({p.snapshot_id for p in md.partition_statistics if p.snapshot_id not in alive})
+        if not gone:
+            return
+        try:
+            with table.transaction() as tx:
+                compat.remove_partition_statistics(tx, gone)
+        except ValueError as exc:  # a concurrent purge removed one first: read the head again
+            raise CommitFailedException(f"{table_name(table)}: partition statistics changed meanwhile") from exc
+
+    retry.run(step, exhausted=lambda tries, last: CommitConflictError(
+        f"{table_name(table)}: removing the expired snapshots' partition statistics lost to concurrent commits "
+        f"{tries} times; run the purge again"))
+
+
+_POS_PATH_ID = 2147483546
+"""Field id of ``file_path`` in a position delete file (Iceberg spec, reserved ids)."""
+
+
+def _delete_targets(io: FileIO, delete_file: Any) -> set[str] | None:
+    """Data files a position delete file applies to: from its ``file_path`` bounds when they name one file, else
+    read from the file (``file_path`` column only). None for an equality delete file (it applies by value)."""
+    if delete_file.content != DataFileContent.POSITION_DELETES:
+        return None
+    low = (delete_file.lower_bounds or {}).get(_POS_PATH_ID)
+    high = (delete_file.upper_bounds or {}).get(_POS_PATH_ID)
+    if low is not None and low == high:
+        return {bytes(low).decode("utf-8")}
+    import pyarrow.parquet as pq
+
+    with io.new_input(delete_file.file_path).open(seekable=True) as fh:
+        pf = pq.ParquetFile(fh)
+        name = next((f.name for f in pf.schema_arrow
+                     if (f.metadata or {}).get(b"PARQUET:field_id") == str(_POS_PATH_ID).encode()), "file_path")
+        return {str(v) for v in pf.read(columns=[name]).column(0).unique().to_pylist() if v is not None}
+
+
+def _dangling_lost(table: Table, branch: str, tries: int, last: BaseException) -> Exception:
+    return CommitConflictError(f"{table_name(table)}: dropping dangling delete files of branch {branch} lost to "
+                               f"concurrent commits {tries} times; run the purge again")
+
+
+def _drop_dangling_deletes(table: Table) -> int:
+    """Commit, on each branch whose head has them, a snapshot without the position-delete manifests whose every
+    live entry applies only to data files no longer live there. Returns how many delete files were dropped.
+
+    Another engine's merge-on-read ``DELETE`` leaves a position delete file; when the erasure rewrites the data
+    file it applied to, the delete file still lists the old path and stays live ("dangling"): in an identity
+    partition its manifest entry keeps the subject's partition value, and its rows the path that holds it.
+    pyiceberg cannot commit the removal of a delete file, so the new snapshot's manifest list is written here
+    (the erasure's rebase does the same) with the other manifests unchanged; a manifest that also holds a live
+    delete file for a live data file is kept, and the verification names what it still holds.
+    """
+    from pyiceberg.manifest import ManifestContent, write_manifest_list
+    from pyiceberg.table.refs import SnapshotRefType
+    from pyiceberg.table.snapshots import Operation, Snapshot, Summary, update_snapshot_summaries
+    from pyiceberg.table.update import (
+        AddSnapshotUpdate,
+        AssertRefSnapshotId,
+        AssertTableUUID,
+        SetSnapshotRefUpdate,
+    )
+
+    def step(branch: str) -> int:
+        md = table.refresh().metadata
+        ref = md.refs.get(branch)
+        head = md.snapshot_by_id(ref.snapshot_id) if ref is not None else None
+        if head is None or md.format_version != 2:  # v1 has no delete files; v3 snapshots also track row ids
+            return 0
+        with retry.vanished_is_conflict(table):
+            manifests = head.manifests(table.io)
+            if not any(m.content == ManifestContent.DELETES for m in manifests):
+                return 0
+            live = {canonical(e.data_file.file_path) for m in manifests if m.content == ManifestContent.DATA
+                    for e in m.fetch_manifest_entry(table.io, discard_deleted=True)}
+            keep, dropped = [], []
+            for m in manifests:
+                entries = m.fetch_manifest_entry(table.io, discard_deleted=True) \
+                    if m.content == ManifestContent.DELETES else None
+                targets = [_delete_targets(table.io, e.data_file) for e in entries or []]
+                if entries and all(t is not None and t and not {canonical(x) for x in t} & live for t in targets):
+                    dropped += [e.data_file for e in entries]
+                else:
+                    keep.append(m)
+        if not dropped:
+            return 0
+        snapshot_id, seq = md.new_snapshot_id(), md.next_sequence_number()
+        path = table.location_provider().new_metadata_location(f"snap-{snapshot_id}-0-{uuid.uuid4()}.avro")
+        with write_manifest_list(format_version=md.format_version, output_file=table.io.new_output(path),
+                                 snapshot_id=snapshot_id, parent_snapshot_id=head.snapshot_id, sequence_number=seq,
+                                 avro_compression="deflate") as writer:
+            writer.add_manifests(keep)
+        summary = update_snapshot_summaries(Summary(operation=Operation.DELETE, **{
+            "removed-delete-files": str(len(dropped)),
+            "removed-position-deletes": str(sum(int(f.record_count) for f in dropped)),
+            "removed-files-size": str(sum(int(f.file_size_in_bytes) for f in dropped)),
+            SUMMARY_SCRUB: "1", **LineageRecord(op="scrub", engine="pyarrow", status=MAINTENANCE).summary()}),
+            previous_summary=head.summary.additional_properties if head.summary else None)
+        snap = Snapshot(  # type: ignore[call-arg]  # pydantic model populated by field name
+            snapshot_id=snapshot_id, parent_snapshot_id=head.snapshot_id, sequence_number=seq,
+            timestamp_ms=max(int(time.time() * 1000), head.timestamp_ms), manifest_list=path, summary=summary,
+            schema_id=head.schema_id)
+        try:
+            table.catalog.commit_table(table, (
+                AssertTableUUID(uuid=md.table_uuid),
+                AssertRefSnapshotId(snapshot_id=head.snapshot_id, ref=branch)),  # type: ignore[call-arg]
+                (AddSnapshotUpdate(snapshot=snap), SetSnapshotRefUpdate(  # type: ignore[call-arg]
+                    snapshot_id=snapshot_id, parent_snapshot_id=head.snapshot_id, ref_name=branch,
+                    type=SnapshotRefType.BRANCH)))
+        except CommitFailedException:
+            delete_files(table.io, [path])  # lost the race: the next attempt writes its own
+            raise
+        return len(dropped)
+
+    total = 0
+    branches = sorted(n for n, r in table.refresh().metadata.refs.items() if r.snapshot_ref_type == "branch")
+    for branch in branches:
+        total += retry.run(functools.partial(step, branch), exhausted=functools.partial(_dangling_lost, table, branch))
+    return total
 
 
 def _scrub_lost(table: Table, branch: str, tries: int, last: BaseException) -> Exception:
@@ -231,6 +387,9 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
     rep = TablePurge(name)
     table.refresh()  # refs holding the subjects were refused by the caller (_refs_in_the_way)
     originals = {**planned, **_rewritten_originals(table, erase_ids)}
+    dangling = _drop_dangling_deletes(table)  # their files are deleted below, with what only expired snapshots reach
+    if dangling:
+        logger.info("%s: dropped %d dangling position delete file(s) from the branch heads", name, dangling)
     rep.scrub_snapshot = _scrub_head(table)
 
     def expire_step() -> tuple[dict[str, str], IndexReport]:
@@ -238,7 +397,7 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
         keep = {md.current_snapshot_id} | {r.snapshot_id for r in md.refs.values()}
         expire = {s.snapshot_id for s in md.snapshots} - keep
         with retry.vanished_is_conflict(table):  # another purge may have expired and deleted them meanwhile
-            before = {**originals, **_reachable(table, expire)}
+            before = {**originals, **_reachable(table, expire), **_statistics_of(md, expire)}
         # Durable before expiry: once the snapshots are gone, this list is the only way a re-run after a
         # crash knows which files to delete (keyed hashes of the paths: a path can hold an identifier).
         plan(before)
@@ -256,9 +415,11 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
         with retry.vanished_is_conflict(table):
             return {canonical(p) for p in _reachable(table, {s.snapshot_id for s in table.metadata.snapshots})}
 
+    _drop_dangling_partition_statistics(table)
     still = retry.run(still_step, exhausted=lambda tries, last: CommitConflictError(
         f"{name}: reading the table's history lost to concurrent commits {tries} times; run the purge again"))
     still |= {canonical(loc) for loc in referenced_sidecar_locations(table.metadata)}
+    still |= {canonical(loc) for loc in _statistics_of(table.metadata, None)}
     doomed = {canonical(p): (p, kind) for p, kind in sorted(before.items())}
     outcome = delete_files(table.io, [p for key, (p, _) in sorted(doomed.items()) if key not in still])
     kinds = {p: kind for p, kind in doomed.values()}
@@ -303,6 +464,33 @@ def _refs_in_the_way(table: Table, digests: set[bytes], secret: bytes, request_i
             f"run {request_id}`); a tag must be dropped or moved: {steps}. Then run the request (or purge) again",
             next_step=f"`iceberg-privacy requests run {request_id}` (erases branches); {steps}",
         )
+
+
+def _tags_holding_traces(table: Table, verify: VerifyReport) -> list[RefHold]:
+    """Tags whose snapshot alone references a manifest or manifest list the verification found naming a subject.
+
+    A tag on a snapshot made by a delete (another tool's ``DELETE``, an earlier erasure) reads no row of the
+    subject, so it is not in the way by data, but its manifests list the removed file as a ``DELETED`` entry
+    whose column bounds and partition tuple hold the id. The purge rewrites branch heads (the scrub), never a
+    tag: running the request again cannot clear it, dropping or moving the tag does."""
+    hits = {t.location for t in verify.traces if t.referenced and t.kind in ("manifest", "manifest-list")}
+    if not hits:
+        return []
+    md = table.metadata
+
+    def files(snapshot_id: int) -> set[str]:
+        snap = md.snapshot_by_id(snapshot_id)
+        if snap is None:
+            return set()
+        return {_relative(table, snap.manifest_list)} | {_relative(table, m.manifest_path)
+                                                          for m in snap.manifests(table.io)}
+
+    on_branches: set[str] = set()
+    for ref in md.refs.values():
+        if ref.snapshot_ref_type == "branch":
+            on_branches |= files(ref.snapshot_id)
+    return [RefHold(table_name(table), name, "tag", ref.snapshot_id) for name, ref in sorted(md.refs.items())
+            if ref.snapshot_ref_type == "tag" and (files(ref.snapshot_id) - on_branches) & hits]
 
 
 def _relative(table: Table, location: str) -> str:
@@ -391,6 +579,21 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
             rep.unreferenced_with_subjects += canonical(stored.location) not in referenced
         else:
             clean.add(canonical(stored.location))
+    stats = {canonical(loc) for loc in _statistics_of(table.metadata, None)}
+    for stored, got in scanned:  # partition statistics (referenced, or left unreferenced) hold partition tuples
+        key = canonical(stored.location)
+        if not got.parquet or got.unreadable or (key in referenced and key not in stats):
+            continue
+        rel = _relative(table, stored.location)
+        try:
+            found = partition_stats_traces(matcher, table, stored.location)
+        except Exception:
+            if not _exists(table.io, stored.location):
+                continue
+            rep.unreadable.append(matcher.redact(rel))
+            continue
+        for what, unverifiable in dict.fromkeys(found):
+            rep.traces.append(Trace(matcher.redact(rel), "partition-statistics", what, key in referenced, unverifiable))
     for stored, head in others:  # after the Parquet files: bounds of clean live files need no prefix check
         rel = _relative(table, stored.location)
         try:
@@ -536,6 +739,7 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
     digests = set(req.subjects)
     values = as_values(subjects) if subjects is not None else None
     failed: list[str] = []
+    tags_in_the_way: list[RefHold] = []
     dropped_left: dict[str, tuple[str, int]] = {}  # dropped table -> (its location, files still there)
     for name, state in req.tables.items():
         if state.status == "verified":
@@ -587,6 +791,10 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
                 tp.deleted_by_kind["staged"] = staged
                 tp.deleted_files += staged
             tp.delete_failures.update(stuck)
+            # A failed delete names its location, which holds the id in an identity partition (data/email=<id>/),
+            # and the error built from it is journaled (blocked) and logged: only redacted locations leave here.
+            tp.delete_failures = {matcher.redact_text(loc): matcher.redact_text(why)
+                                  for loc, why in tp.delete_failures.items()}
             return tp
 
         def verify_step(table: Table = table) -> VerifyReport:
@@ -608,6 +816,8 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         else:
             journal.record(request_id, VERIFY_FAILED, table=name, rows=tp.verify.rows_found, detail=detail)
             failed.append(name)
+            with retry.vanished_is_conflict(table):
+                tags_in_the_way += _tags_holding_traces(table.refresh(), tp.verify)
         report.tables[name] = tp
     if not failed:
         checkpoint("purge.before_complete")
@@ -630,6 +840,27 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             f"{', '.join(undeleted)}, e.g. {next(iter(fails.values()))}. The request stays open: fix the storage "
             f"permission or location, then run `iceberg-privacy requests run {request_id}` (or purge again)"
         )
+    if tags_in_the_way and raise_on_failure:
+        steps = "; ".join(h.advice for h in tags_in_the_way)
+        raise RefHoldsSubjectError(
+            f"request {request_id}: {', '.join(f'tag {h.name!r} of {h.table}' for h in tags_in_the_way)} point(s) at a "
+            "snapshot whose manifests still name a subject (the entry of a data file deleted before the tag was made "
+            "keeps its column bounds and partition values); running the request again cannot change a tag. Drop or "
+            f"move it: {steps}. Then run the request (or purge) again",
+            next_step=f"{steps}; then `iceberg-privacy requests run {request_id}`",
+        )
+    unreadable = [(n, loc) for n in failed if (v := report.tables[n].verify) is not None for loc in v.unreadable]
+    if unreadable and raise_on_failure and not any(
+            (v := report.tables[n].verify) is not None and (v.rows_found or v.traces) for n in failed):
+        name, loc = unreadable[0]
+        raise VerificationFailedError(
+            f"request {request_id}: the verification could not read {len(unreadable)} file(s) under {name}, e.g. "
+            f"{loc}: a corrupt or truncated file (a crashed writer's partial upload) or one in a format it does not "
+            "know. It may hold a subject, so the request stays open. If no metadata references it and no writer is "
+            f"running, delete it (`iceberg-privacy index cleanup {name} --older-than 0s --delete`, or purge again with "
+            "orphan_age=timedelta(0), CLI --orphan-age 0s); otherwise repair or restore it. Then run "
+            f"`iceberg-privacy requests run {request_id}`"
+        )
     traced = [t for n in failed if (v := report.tables[n].verify) is not None for t in v.traces]
     outside = [loc for n in failed if (v := report.tables[n].verify) is not None
                for loc in [*(t.location for t in v.traces if not t.referenced), *v.files_with_subjects]
@@ -639,6 +870,12 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         f"{outside[0]}): neither the purge nor cleanup deletes files there, because such a path may be shared with "
         "other tables; once you have checked that no table references them, delete them with your storage tools, "
         f"then run `iceberg-privacy requests run {request_id}`." if outside else "")
+    deletes = (
+        ". An entry of a live delete file (another engine's merge-on-read DELETE) keeps the partition value and the "
+        "path of the data file it applied to, which the erasure removed: the request cannot drop it. Rewrite the "
+        "table's delete files with that engine, which drops deletes of files no longer live (Spark: CALL "
+        "<catalog>.system.rewrite_position_delete_files(table => 'db.t')), then run the request again"
+        if any(DELETE_FILE_TRACE in t.what for t in traced) else "")
     if traced and raise_on_failure and not any(
             (v := report.tables[n].verify) is not None and v.rows_found for n in failed):
         shown = "; ".join(t.describe() for t in traced[:3])
@@ -651,11 +888,11 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             f"with orphan_age=timedelta(0) (CLI: --orphan-age 0s), then `iceberg-privacy requests run {request_id}`. "
             "A truncated bound that is not checkable needs the subject values: purge(..., subjects=[...]). A "
             "referenced file or a directory holding files means rows of a subject are still live: run the request again"
-            + elsewhere
+            + deletes + elsewhere
         )
     verifies = [v for n in failed if (v := report.tables[n].verify) is not None]
-    if failed and raise_on_failure and verifies and all(v.unreferenced_with_subjects == len(v.files_with_subjects)
-                                                        for v in verifies):
+    if failed and raise_on_failure and verifies and all(v.files_with_subjects and v.unreferenced_with_subjects == len(
+            v.files_with_subjects) for v in verifies):
         # Every file with rows is an orphan: e.g. another process expired snapshots between the erase and the
         # purge (the erase commit with them), so the rewritten originals are unreferenced and younger than the
         # orphan age. Running the request again cannot help: nothing references them, so nothing re-erases them.

@@ -96,7 +96,14 @@ from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
 from iceberg_privacy.rights.linked import DEFAULT_MAX_LINKED, collect_linked
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE
 from iceberg_privacy.rights.purge import purge as purge_request
-from iceberg_privacy.rights.subjects import as_values, check_values, resolve_subjects, subject_tables
+from iceberg_privacy.rights.requests import check_id_names_no_subject
+from iceberg_privacy.rights.subjects import (
+    as_values,
+    check_values,
+    refuse_equality_deletes,
+    resolve_subjects,
+    subject_tables,
+)
 from iceberg_privacy.storage import child, storage_errors
 
 logger = logging.getLogger(__name__)
@@ -417,6 +424,7 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
         key = _tables_key(r.tables)
         if key not in targets_cache:
             targets_cache[key] = subject_tables(catalog, r.tables)
+            refuse_equality_deletes(targets_cache[key])
         values = as_values(r.subjects)
         resolved = resolve_subjects(targets_cache[key], values, secret)  # rejects values no column takes
         digests: set[bytes] = set().union(*(ts.digests for ts in resolved)) if resolved else set()
@@ -441,6 +449,8 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
             state = existing
         else:
             check_request_id(rid)
+            if r.request_id:
+                check_id_names_no_subject(rid, secret, digests)
             allowed = r.deadline if r.deadline is not None else regime_deadline(r.regime, now)
             ev = journal.event(rid, CREATED, kind=r.kind, key_id=kid, subjects=sorted(digests), at=now, detail={
                 "tables": sorted(ts.name for ts in resolved), "subject_count": len(set(map(repr, as_values(r.subjects)))),
@@ -744,7 +754,7 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
                                                         "table_uuids": uuids, "table_locations": locations})
         checkpoint("queue.after_batch")
     try:
-        with blocking(journal, bstate):
+        with blocking(journal, bstate, secret):
             if bstate.completed is None and bstate.tables[name].status == "pending":
                 t0 = time.perf_counter()
                 rep = process_erasure(catalog, bstate, values, secret, journal=journal, commit_retries=commit_retries,

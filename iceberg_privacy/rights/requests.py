@@ -38,7 +38,7 @@ from iceberg_privacy.rights.journal import (
     table_locations,
     table_uuids,
 )
-from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
+from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret, names_a_subject
 from iceberg_privacy.rights.linked import DEFAULT_MAX_LINKED, collect_linked, mark_searched, relink
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE, purge
 from iceberg_privacy.rights.reports import AccessReport, ErasureReport, LinkedIdentifiers, PurgeReport
@@ -46,6 +46,7 @@ from iceberg_privacy.rights.subjects import (
     TableSubjects,
     as_values,
     check_values,
+    refuse_equality_deletes,
     resolve_subjects,
     subject_tables,
     table_name,
@@ -76,6 +77,18 @@ class Submission:
         return self.own + (self.linked.values if self.linked is not None else [])
 
 
+def check_id_names_no_subject(request_id: str, secret: bytes, digests: set[bytes]) -> None:
+    """Refuse a caller-given request id that holds one of the request's subject values (before anything is
+    recorded): ids are stored in clear, identifiers only as keyed hashes. The message does not repeat the id."""
+    if names_a_subject(secret, request_id, digests):
+        raise RequestConflictError(
+            "the request id holds one of the request's subject values (or an identifier linked to them); request "
+            "ids are stored in clear (the request journal, the forget list, snapshot summaries), where a person's "
+            "identifiers are only kept as keyed hashes. Use an id that does not name the person (a ticket number), "
+            "or pass none to get a generated one"
+        )
+
+
 def _secret(secret: bytes | None, home: str | os.PathLike[str] | None, catalog: Catalog) -> bytes:
     return secret if secret is not None else load_secret(home, catalog=catalog)  # refuse to start without one
 
@@ -97,6 +110,7 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
         targets = [catalog.load_table(n) for n in existing.tables if catalog.table_exists(n)]
     else:
         targets = subject_tables(catalog, tables)
+    refuse_equality_deletes(targets)
     own = as_values(subjects)
     # The subject's other identifiers (rights/linked.py): read now, journaled below (keyed) before any delete.
     recorded = (existing.detail.get("linked") or {}) if existing is not None else {}
@@ -136,6 +150,8 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
                 f"request {rid!r} already exists for other subjects; use a new request id, or resume it with the "
                 "same subjects")
         digests = set(existing.subjects)
+    if existing is None and request_id is not None:
+        check_id_names_no_subject(request_id, secret, digests)
     req = journal.submit(rid, kind, digests, len(set(map(repr, own))), [ts.name for ts in resolved], key_id(secret),
                          deadline=deadline, existing=existing,
                          detail={**({"lineage": fan.to_json()} if fan else {}),
@@ -233,7 +249,7 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = N
     if req.kind != "erase":
         raise RequestConflictError(f"request {req.request_id} is an {req.kind} request, not an erasure")
     checkpoint("erasure.after_submit")
-    with blocking(journal, req):
+    with blocking(journal, req, sub.secret):
         values = sub.values  # None: a linked identifier is known by keyed hash only (resumed): match by digest
         report = process_erasure(catalog, req, values, sub.secret, journal=journal,
                                  commit_retries=commit_retries, workers=workers,
@@ -284,7 +300,7 @@ def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, 
         purge = True
     secret = load_secret(home, catalog=catalog)
     check_key_id(req.key_id, key_id(secret), f"request {request_id}")
-    with blocking(journal, req):
+    with blocking(journal, req, secret):
         report = process_erasure(catalog, req, None if subjects is None else as_values(subjects), secret,
                                  journal=journal, refuse_tags=purge, spark=spark)
         if purge and journal.get(request_id).completed is None:

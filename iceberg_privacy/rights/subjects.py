@@ -38,7 +38,12 @@ from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 from iceberg_privacy._internal.arrow import plain_type
 from iceberg_privacy.catalog import TableRef, all_tables, has_marker, load_many, table_name
 from iceberg_privacy.config import IdentityColumn, identity_columns
-from iceberg_privacy.errors import IcebergPrivacyError, InvalidLookupValueError, NoIdentityColumnsError
+from iceberg_privacy.errors import (
+    ConfigurationError,
+    IcebergPrivacyError,
+    InvalidLookupValueError,
+    NoIdentityColumnsError,
+)
 from iceberg_privacy.identities import as_values, extract_identities, rows_matching
 from iceberg_privacy.index.hashing import coerce_values, shown
 from iceberg_privacy.index.planner import plan_lookup
@@ -68,6 +73,34 @@ def _declared(table: Table) -> list[IdentityColumn]:
             f"table {name}: {exc}. Fix its declaration before the request: iceberg_privacy.configure_identity("
             f"'{name}', [...]) or `iceberg-privacy identity set {name} COLUMN...`"
         ) from exc
+
+
+def refuse_equality_deletes(tables: Sequence[Table]) -> None:
+    """Refuse (before anything is read or recorded) a request over a table whose head or a ref's head has an
+    equality delete file: pyiceberg 0.12 cannot apply one, so the table's rows cannot be read exactly (its scan
+    raises a bare ``ValueError`` half-way through the request), and such a file holds identity values in clear."""
+    from pyiceberg.manifest import DataFileContent, ManifestContent
+
+    for table in tables:
+        md = table.metadata
+        heads = {r.snapshot_id for r in md.refs.values()} | {md.current_snapshot_id}
+        seen: set[str] = set()
+        for sid in sorted(s for s in heads if s is not None):
+            snap = md.snapshot_by_id(sid)
+            for m in snap.manifests(table.io) if snap is not None else []:
+                if m.content != ManifestContent.DELETES or m.manifest_path in seen:
+                    continue
+                seen.add(m.manifest_path)
+                if any(e.data_file.content == DataFileContent.EQUALITY_DELETES
+                       for e in m.fetch_manifest_entry(table.io, discard_deleted=True)):
+                    name = table_name(table)
+                    raise ConfigurationError(
+                        f"table {name} has equality delete files (another engine's merge-on-read DELETE), which "
+                        "pyiceberg 0.12 cannot apply, so its rows cannot be read exactly; nothing was recorded or "
+                        "changed. Compact them with that engine (Spark: CALL <catalog>.system.rewrite_data_files("
+                        f"table => '{name}', options => map('delete-file-threshold', '1')) rewrites the files they "
+                        "apply to and drops them), then run the request again"
+                    )
 
 
 def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -> list[Table]:

@@ -47,6 +47,10 @@ from iceberg_privacy.storage import StoredFile, canonical
 DEFAULT_TRUNCATE = 16
 """Iceberg's default metrics mode ``truncate(16)``: string bounds longer than this are cut."""
 
+DELETE_FILE_TRACE = " (entry of a live delete file)"
+"""Appended to what a manifest trace names when the entry is a live position/equality delete file (another
+engine's merge-on-read ``DELETE``): the erasure removes data files, not the delete files that applied to them."""
+
 _PAIR = re.compile(r"([A-Za-z0-9_%+.\-]+)=([^/\s\"',;=&\x00-\x1f]+)")
 _TRUNCATE = re.compile(r"truncate\((\d+)\)")
 
@@ -105,12 +109,14 @@ class SubjectMatcher:
         # partition field name -> (source type, transform) of fields derived from an identity column
         self.partition_fields: dict[str, tuple[PrimitiveType, str]] = {}
         self.partition_by_id: dict[int, tuple[PrimitiveType, str]] = {}
+        self.partition_names: dict[int, str] = {}
         for spec in md.specs().values():
             for pf in spec.fields:
                 if pf.source_id in self.leaf_types:
                     entry = (self.leaf_types[pf.source_id], str(pf.transform))
                     self.partition_fields[pf.name] = entry
                     self.partition_by_id[pf.field_id] = entry
+                    self.partition_names[pf.field_id] = pf.name
         # Clear values only for prefix checks of truncated bounds, and only those that are a subject's.
         self.values: list[str] = []
         for v in values or ():
@@ -216,6 +222,12 @@ class SubjectMatcher:
                 return True
         return any(self.text(unquote_plus(seg)) for seg in s.split("/") if seg and seg != s)
 
+    def redact_text(self, s: str) -> str:
+        """``s`` (an error message, a location) with every ``key=value`` naming a subject and every path segment
+        that is a subject's value replaced by ``<subject>``: storage errors quote the path they failed on."""
+        s = _PAIR.sub(lambda m: f"{m.group(1)}=<subject>" if self.pair(m.group(1), m.group(2)) else m.group(0), s)
+        return "/".join("<subject>" if self.text(unquote_plus(seg)) else seg for seg in s.split("/"))
+
     def redact(self, relative: str) -> str:
         out = []
         for seg in relative.split("/"):
@@ -289,6 +301,11 @@ class _Avro:
         if data_file is None or f is None or not isinstance(f.field_type, StructType):
             return out
         df_type = f.field_type
+        content, _ = _field(data_file, df_type, "content")  # v2+: 1/2 = a position/equality delete file
+        of = DELETE_FILE_TRACE if content in (1, 2) else ""
+        status, _ = _field(rec, struct, "status")
+        if of and status == 2:  # a DELETED entry of a delete file: the scrub drops it like a data file's
+            of = ""
         partition, pf = _field(data_file, df_type, "partition")
         if partition is not None and pf is not None and isinstance(pf.field_type, StructType):
             for pos, part in enumerate(pf.field_type.fields):
@@ -300,7 +317,7 @@ class _Avro:
                 transform = str(source.get("transform", ""))
                 if (transform == "identity" and self.m.value(v, t)) or (
                         transform.startswith("truncate") and self.m.truncated_trace(part.name, v)):
-                    out.append((f"partition value {part.name}=<subject>", False))
+                    out.append((f"partition value {part.name}=<subject>{of}", False))
         path, _ = _field(data_file, df_type, "file_path")
         explained = isinstance(path, str) and canonical(path) in self.clean
         for which in ("lower_bounds", "upper_bounds"):
@@ -313,7 +330,7 @@ class _Avro:
                     v = _bound_text(raw, bound_type)
                 except Exception:  # noqa: BLE001 - a bound that does not decode names nobody we can tell
                     continue
-                what = f"{which[:-1].replace('_', ' ')} of {self.m.leaf_names[fid]}"
+                what = f"{which[:-1].replace('_', ' ')} of {self.m.leaf_names[fid]}{of}"
                 if self.m.value(v, bound_type):
                     out.append((what, False))
                 elif isinstance(v, str) and not explained:
@@ -394,6 +411,9 @@ def scan_file(matcher: SubjectMatcher, table: Table, stored: StoredFile, head: b
         index_found = exact_index_traces(matcher, table, stored, clean_files)
         if index_found is not None:
             return "index", index_found
+        sidecar_found = bloom_sidecar_traces(table, stored, clean_files)
+        if sidecar_found is not None:
+            return "sidecar", sidecar_found
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     if raw.lstrip()[:1] in (b"{", b"["):
@@ -409,6 +429,29 @@ def scan_file(matcher: SubjectMatcher, table: Table, stored: StoredFile, head: b
     found = [("embedded text (a path or key=value)", False)] if any(
         matcher.pair(m.group(1), m.group(2)) for m in _PAIR.finditer(text)) else []
     return "file", found
+
+
+def bloom_sidecar_traces(table: Table, stored: StoredFile, clean_files: set[str]) -> list[tuple[str, bool]] | None:
+    """Findings in a library sidecar (Bloom filters, docs/sidecar-format.md), None for any other Puffin file.
+
+    A Bloom filter answers "is this id in that file?" for anyone holding a candidate id. Data files are
+    immutable, so a sidecar whose every covered file exists and verified clean holds no erased subject; one
+    covering a file that is gone or not clean (a leftover a crashed writer or a copy left behind) may, like an
+    exact index listing such a file.
+    """
+    from iceberg_privacy.errors import SidecarError
+    from iceberg_privacy.index.sidecar import Sidecar
+
+    try:
+        sidecar = Sidecar.open(table.io, stored.location)
+    except SidecarError:
+        return None  # another engine's Puffin file (statistics): its text is scanned
+    try:
+        stale = [f.path for f in sidecar.files if canonical(f.path) not in clean_files]
+    finally:
+        sidecar.reader.close()
+    return [(f"sidecar covers {len(stale)} data file(s) that are gone or not verified clean (its Bloom filters may "
+             "hold an erased subject)", False)] if stale else []
 
 
 def exact_index_traces(matcher: SubjectMatcher, table: Table, stored: StoredFile,
@@ -453,4 +496,47 @@ def exact_index_traces(matcher: SubjectMatcher, table: Table, stored: StoredFile
                 found.append((f"exact-index key of a subject in column {name}", False))
     finally:
         idx.reader.close()
+    return found
+
+
+def partition_stats_traces(matcher: SubjectMatcher, table: Table, location: str) -> list[tuple[str, bool]]:
+    """Findings in a partition-statistics file, [] for any other Parquet file.
+
+    The Iceberg spec's partition statistics are a Parquet file whose field 1, ``partition``, is a struct of
+    one partition tuple per row, its fields carrying the partition fields' ids (other engines write them;
+    ``identity(email)`` puts the address there in clear). The row check reads identity columns by *schema*
+    field id and would miss them, so the tuples of partition fields derived from an identity column are
+    checked here, like a manifest's. Raises when the file cannot be read.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    def fid(f: pa.Field) -> int | None:
+        raw = (f.metadata or {}).get(b"PARQUET:field_id")
+        return int(raw) if raw is not None else None
+
+    if not matcher.partition_by_id:
+        return []
+    with table.io.new_input(location).open(seekable=True) as fh:
+        pf = pq.ParquetFile(fh)
+        top = next((f for f in pf.schema_arrow if f.name == "partition" and fid(f) == 1
+                    and pa.types.is_struct(f.type)), None)
+        if top is None:
+            return []
+        wanted = [(child.name, fid(child)) for child in top.type if fid(child) in matcher.partition_by_id]
+        if not wanted:
+            return []
+        column = pf.read(columns=["partition"]).column("partition")
+    found: list[tuple[str, bool]] = []
+    for child, field_id in wanted:
+        t, transform = matcher.partition_by_id[field_id]  # type: ignore[index]
+        name = matcher.partition_names[field_id]  # type: ignore[index]
+        for v in pc.unique(pc.struct_field(column, child)).to_pylist():
+            if v is None:
+                continue
+            if (transform == "identity" and matcher.value(v, t)) or (
+                    transform.startswith("truncate") and matcher.truncated_trace(name, v)):
+                found.append((f"partition statistics tuple {name}=<subject>", False))
+                break
     return found

@@ -268,3 +268,32 @@ def test_config_reads_its_file_through_from_configuration_files(tmp_path: Path,
     assert isinstance(Config.__dict__["_from_configuration_files"], staticmethod)
     monkeypatch.setattr(Config, "_from_configuration_files", staticmethod(lambda: None))
     assert Config().get_catalog_config("envcat") == {"uri": "sqlite:///x.db"}
+
+
+def test_remove_partition_statistics_drops_the_entries_expiry_keeps(catalog: Catalog) -> None:
+    """pyiceberg's expiry removes the ``statistics`` of an expired snapshot but keeps its ``partition-statistics``
+    (the purge removes those itself); compat.remove_partition_statistics stages their removal, and raises
+    ValueError for an id without an entry (a concurrent purge removed it first)."""
+    from pyiceberg.table.statistics import PartitionStatisticsFile
+    from pyiceberg.table.update import SetPartitionStatisticsUpdate
+
+    table = catalog.create_table("db.pstats", SCHEMA)
+    for i in range(2):
+        table.append(pa.table({"user_id": [f"u{i}"], "n": [i]}, schema=ARROW))
+    first, second = (s.snapshot_id for s in table.snapshots())
+    for sid in (first, second):
+        entry = PartitionStatisticsFile(snapshot_id=sid, statistics_path=f"{table.location()}/metadata/ps-{sid}.parquet",
+                                        file_size_in_bytes=1)
+        catalog.commit_table(table, (), (SetPartitionStatisticsUpdate(partition_statistics=entry),))
+    table = catalog.load_table("db.pstats")
+    table.maintenance.expire_snapshots().by_id(first).commit()
+    table = catalog.load_table("db.pstats")
+    assert {p.snapshot_id for p in table.metadata.partition_statistics} == {first, second}  # expiry kept it
+    with table.transaction() as tx:
+        compat.remove_partition_statistics(tx, [first])
+    table = catalog.load_table("db.pstats")
+    assert [p.snapshot_id for p in table.metadata.partition_statistics] == [second]
+    with pytest.raises(ValueError):
+        with table.transaction() as tx:
+            compat.remove_partition_statistics(tx, [first])
+    assert [p.snapshot_id for p in catalog.load_table("db.pstats").metadata.partition_statistics] == [second]
