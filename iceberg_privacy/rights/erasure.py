@@ -49,7 +49,13 @@ from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.datafiles import DEFAULT_CHUNK_BYTES, WrittenFiles, write_batches
-from iceberg_privacy.errors import CommitConflictError, RefHoldsSubjectError, RequestConflictError
+from iceberg_privacy.errors import (
+    CommitConflictError,
+    ConfigurationError,
+    RefHoldsSubjectError,
+    RequestBlockedError,
+    RequestConflictError,
+)
 from iceberg_privacy.lineage.fanout import plan_fanout
 from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord, SourceRef
 from iceberg_privacy.properties import ERASURE_FILES_ADDED_SUMMARY as SUMMARY_FILES_ADDED
@@ -82,6 +88,7 @@ from iceberg_privacy.rights.subjects import (
     match_mask,
     plan_candidates,
     refs_holding,
+    refuse_equality_deletes,
     resolve_subjects,
     table_name,
     with_fanout,
@@ -450,6 +457,18 @@ def erase_table(ts: TableSubjects, request_id: str, secret: bytes, *, subjects: 
                 return rep  # nobody committed between our plan and our commit: nothing new to look at
 
 
+def _refuse_equality_deletes(req: RequestState, tables: list[Table]) -> None:
+    """Refused at submit, but a table can gain equality delete files while its request waits (queued, or blocked):
+    pyiceberg cannot apply them, so the request stops before anything is read or committed, journaled as blocked
+    (by the caller's ``blocking``) with the compaction that drops them, not a bare ValueError half-way."""
+    try:
+        refuse_equality_deletes([t for t in tables if (st := req.tables.get(table_name(t))) is None
+                                 or st.status != "verified"])
+    except ConfigurationError as exc:
+        raise RequestBlockedError(str(exc).replace("; nothing was recorded or changed", "; nothing was changed")
+                                  ) from exc
+
+
 def _table_subjects(catalog: Catalog, req: RequestState, subjects: Any | None, secret: bytes) -> list[TableSubjects]:
     tables: list[Table] = []
     for name in req.tables:
@@ -457,6 +476,7 @@ def _table_subjects(catalog: Catalog, req: RequestState, subjects: Any | None, s
             tables.append(catalog.load_table(name))
         except NoSuchTableError:
             logger.warning("table %s of request %s no longer exists; nothing to do there", name, req.request_id)
+    _refuse_equality_deletes(req, tables)  # before anything reads them (linked identifiers, planning)
     if subjects is None:
         return digest_subjects(tables, set(req.subjects))
     subjects = as_values(subjects)
@@ -513,6 +533,8 @@ def process_erasure(catalog: Catalog, req: RequestState, subjects: Any | None, s
     report = ErasureReport(req.request_id, req.subject_count, {})
     if resolved_subjects is None or subjects is None:
         resolved_subjects = _table_subjects(catalog, req, subjects, secret)
+    else:
+        _refuse_equality_deletes(req, [ts.table for ts in resolved_subjects])
     resolved = {ts.name: ts for ts in resolved_subjects}
     holds: dict[str, list[RefHold]] = {}
     for name, state in req.tables.items():
