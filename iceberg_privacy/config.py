@@ -306,8 +306,16 @@ def _column_names(columns: str | Iterable[str]) -> list[str]:
     property and the CLI write them): a string is not iterated character by character."""
     if isinstance(columns, str):
         columns = columns.split(",")
-    else:
+    elif isinstance(columns, Iterable) and not isinstance(columns, bytes | bytearray):
+        columns = list(columns)
+        wrong = [c for c in columns if not isinstance(c, str)]
+        if wrong:
+            raise ConfigurationError(f"column names must be strings, got {wrong[0]!r} ({type(wrong[0]).__name__}): "
+                                     "name the columns as 'user_id' or ['user_id', 'email']")
         columns = [_storable(c) for c in columns]
+    else:
+        raise ConfigurationError(f"columns must be a column name or a list of names, got {columns!r} "
+                                 f"({type(columns).__name__}): e.g. 'user_id' or ['user_id', 'email']")
     return [c.strip() for c in columns if c and c.strip()]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -383,10 +384,18 @@ def check_snapshot_properties(props: dict[str, str] | None, *, option: str = "sn
     """
     if not props:
         return
-    bad = sorted(k for k in props if not isinstance(k, str) or k.startswith("privacy.") or k == "operation")
+    if not isinstance(props, Mapping):
+        raise ConfigurationError(f"{option} must be a dict of str keys to str values, got {type(props).__name__}")
+    not_str = [(k, v) for k, v in props.items() if isinstance(k, str) and not isinstance(v, str)]
+    if not_str:
+        key, value = not_str[0]
+        raise ConfigurationError(
+            f"{option} values must be strings (Iceberg snapshot summaries hold strings), got {key!r}: {value!r} "
+            f"({type(value).__name__}); pass str(value). Nothing was written")
+    bad = sorted(map(repr, (k for k in props if not isinstance(k, str) or k.startswith("privacy.") or k == "operation")))
     if bad:
         raise ConfigurationError(
-            f"{option} may not set {', '.join(map(repr, bad))}: 'privacy.*' summary keys are the library's own "
+            f"{option} may not set {', '.join(bad)}: 'privacy.*' summary keys are the library's own "
             "records (sidecars, forget-list checks, erasures, streaming batches, lineage) and 'operation' is "
             "pyiceberg's. Name your keys outside 'privacy.'; pass lineage= (Spark: the lineage option) for lineage")
 

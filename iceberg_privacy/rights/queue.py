@@ -52,6 +52,7 @@ from pyiceberg.types import BinaryType, IntegerType, NestedField, StringType, Ti
 
 from iceberg_privacy import history
 from iceberg_privacy._internal import retry
+from iceberg_privacy._internal.arguments import check_catalog, check_flags
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import (
     JOURNAL_NAMESPACE_PROPERTY,
@@ -393,8 +394,12 @@ def enqueue(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
 def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
                  home: str | os.PathLike[str] | None = None) -> list[RequestState]:
     """:func:`enqueue` for many requests at once: one queue commit and one journal commit for all of them."""
+    check_catalog(catalog, "enqueue_many")
     reqs = list(requests)
     for i, r in enumerate(reqs):
+        if not isinstance(r, QueuedRequest):
+            raise ConfigurationError(f"enqueue_many() takes QueuedRequest objects (ip.QueuedRequest(kind, subjects, ...)), "
+                                     f"got {type(r).__name__} at position {i}; nothing was queued")
         if r.kind not in ("erase", "access"):
             raise RequestConflictError(f"request kind must be 'erase' or 'access', got {r.kind!r}")
         if r.deadline is None:
@@ -565,6 +570,8 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     history; at its end (``upkeep=False`` skips it) the journal's and the queue's own history is bounded
     (:meth:`Journal.maintain`, :meth:`Queue.maintain`: small files merged, old snapshots expired; every row stays).
     """
+    check_catalog(catalog, "run_pending")
+    check_flags("run_pending", purge=purge, upkeep=upkeep)
     if format not in FORMATS:
         raise ConfigurationError(f"access output format must be one of {FORMATS}, got {format!r}")
     t0 = time.perf_counter()
