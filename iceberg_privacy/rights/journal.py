@@ -157,7 +157,7 @@ class RequestState:
     request_id: str
     kind: str
     key_id: str
-    subjects: list[bytes]
+    subjects: list[bytes] = field(repr=False)  # keyed digests: counted in str()/to_json(), never listed
     subject_count: int
     tables: dict[str, TableState]
     received: datetime
@@ -184,6 +184,12 @@ class RequestState:
     @property
     def overdue(self) -> bool:
         return self.completed is None and datetime.now(UTC) > self.deadline
+
+    def __str__(self) -> str:
+        tables = ", ".join(f"{name} {t.status}" for name, t in self.tables.items()) or "no table"
+        return (f"{self.kind} request {self.request_id}: {self.status}, {self.subject_count} subject(s); {tables}; "
+                f"received {self.received:%Y-%m-%d %H:%M} UTC, deadline {self.deadline:%Y-%m-%d}"
+                f"{' (overdue)' if self.overdue else ''}")
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able view (subject digests are summarised by count and fingerprint, never listed)."""

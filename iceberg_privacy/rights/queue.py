@@ -386,6 +386,7 @@ def enqueue(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
     now and kept with them: encrypted in the queue, as keyed hashes in the journal (``link_identifiers``,
     ``max_linked`` as for :func:`iceberg_privacy.erase`).
     """
+    check_catalog(catalog, "enqueue")
     return enqueue_many(catalog, [QueuedRequest(kind, subjects, tables, request_id, regime, deadline,
                                                 allow_empty_subject, link_identifiers, max_linked)], home=home)[0]
 

@@ -1,13 +1,24 @@
-"""The Python API the way a new user first calls it: one column as a string, an age as a number."""
+"""The Python API the way a new user first calls it from a notebook: one column as a string, an age as a number,
+a Table where the lake's Catalog goes, "no" for a yes/no flag. Each is refused with a message saying what to pass,
+before anything is read, journaled or written (or, where the intent is unambiguous, understood)."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 import pytest
 from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
 
 import iceberg_privacy as ip
-from iceberg_privacy.properties import BLOOM_COLUMNS_PROPERTY, IDENTITY_COLUMNS_PROPERTY
-from tests.helpers import make_table
+from iceberg_privacy.properties import (
+    BLOOM_COLUMNS_PROPERTY,
+    IDENTITY_COLUMNS_PROPERTY,
+    PURPOSES_PROPERTY,
+    SENSITIVE_PREFIX,
+)
+from tests.helpers import SECRET, all_rows, make_table, rows
 
 
 @pytest.mark.parametrize("columns, expected", [
@@ -31,3 +42,158 @@ def test_an_age_that_is_a_number_is_a_configuration_error(catalog: Catalog) -> N
     with pytest.raises(ip.ConfigurationError, match="timedelta"):
         ip.expire_snapshots(table, older_than=7)  # type: ignore[arg-type]
     assert len(table.refresh().snapshots()) == 2  # nothing expired
+
+
+# -- newuser3: the Python API from a notebook ----------------------------------------------------------------
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", SECRET)
+
+
+def _journaled(catalog: Catalog) -> bool:
+    """Did any request reach the journal (or the queue)? Both live in the library's own namespace."""
+    return any(ns[0].startswith("privacy_") for ns in catalog.list_namespaces())
+
+
+LAKE_VERBS: list[tuple[str, Callable[[Table], object]]] = [
+    ("access", lambda t: ip.access(t, ["u1"], out="unused")),  # type: ignore[arg-type]
+    ("erase", lambda t: ip.erase(t, ["u1"])),  # type: ignore[arg-type]
+    ("submit_request", lambda t: ip.submit_request(t, "erase", ["u1"])),  # type: ignore[arg-type]
+    ("run_request", lambda t: ip.run_request(t, "req-1", purge=False)),  # type: ignore[arg-type]
+    ("purge", lambda t: ip.purge(t, "req-1")),  # type: ignore[arg-type]
+    ("enqueue", lambda t: ip.enqueue(t, "erase", ["u1"])),  # type: ignore[arg-type]
+    ("run_pending", lambda t: ip.run_pending(t)),  # type: ignore[arg-type]
+    ("derive", lambda t: ip.derive(t, "SELECT user_id FROM db.t", "db.d")),  # type: ignore[arg-type]
+    ("lineage.graph", lambda t: ip.lineage.graph(t)),  # type: ignore[arg-type]
+    ("releases", lambda t: ip.releases(t)),  # type: ignore[arg-type]
+]
+
+
+def test_a_lake_verb_given_a_table_says_it_takes_the_catalog(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: ``ip.erase(table, ...)`` (and access, derive, lineage.graph, ...) ended in
+    ``AttributeError: 'Table' object has no attribute 'load_table'`` from deep inside the verb."""
+    _secret(monkeypatch)
+    table = make_table(catalog, "db.t", [["u1", "u2"]])
+    for verb, call in LAKE_VERBS:
+        with pytest.raises(ip.ConfigurationError, match=rf"{re.escape(verb)}\(\) is about the lake and takes the "
+                                                        r"Catalog first.*got the Table db\.t"):
+            call(table)
+    assert not _journaled(catalog)
+    assert sorted(r["user_id"] for r in all_rows(table)) == ["u1", "u2"]
+    assert not catalog.table_exists("db.d")
+
+
+def test_yes_no_flags_of_erase_must_be_bools(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: ``erase(catalog, ids, purge="no")`` purged (any non-empty string is true); ``follow_lineage``
+    likewise. Refused before the request is journaled; the rows stay."""
+    _secret(monkeypatch)
+    table = make_table(catalog, "db.t", [["u1", "u2"]])
+    for flags in ({"purge": "no"}, {"follow_lineage": "no"}, {"purge": 0}):
+        with pytest.raises(ip.ConfigurationError, match=rf"erase\({next(iter(flags))}=\.\.\.\) must be True or False"):
+            ip.erase(catalog, ["u1"], **flags)  # type: ignore[arg-type]
+    with pytest.raises(ip.ConfigurationError, match=r"run_pending\(upkeep=\.\.\.\) must be True or False"):
+        ip.run_pending(catalog, upkeep="no")  # type: ignore[arg-type]
+    assert not _journaled(catalog)
+    assert sorted(r["user_id"] for r in all_rows(table)) == ["u1", "u2"]
+
+
+def test_purge_and_enqueue_many_refuse_what_they_do_not_take(catalog: Catalog,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: ``purge(catalog, [table])`` (the README listed purge among verbs taking table references)
+    failed in pyiceberg's ``literal()``; ``enqueue_many(catalog, [("erase", ids)])`` with ``AttributeError``."""
+    _secret(monkeypatch)
+    table = make_table(catalog, "db.t", [["u1"]])
+    with pytest.raises(ip.ConfigurationError, match="purge\\(\\) takes the id of an erasure request"):
+        ip.purge(catalog, [table])  # type: ignore[arg-type]
+    with pytest.raises(ip.ConfigurationError, match="QueuedRequest.*got tuple at position 0; nothing was queued"):
+        ip.enqueue_many(catalog, [("erase", ["u1"])])  # type: ignore[list-item]
+    assert not _journaled(catalog)
+
+
+def test_annotate_takes_one_string_as_one_label(catalog: Catalog) -> None:
+    """Regression: ``annotate(t, purposes="analytics")`` stored ``privacy.purposes = a,n,l,y,t,i,c,s`` and
+    ``sensitive={"user_id": "pii"}`` stored ``p,i`` (a string was iterated); a list for ``sensitive`` ended in
+    AttributeError."""
+    table = make_table(catalog, "db.t", [["u1"]])
+    table = ip.annotate(table, purposes="analytics", sensitive={"user_id": "pii", "payload": "health, religion"})
+    assert table.properties[PURPOSES_PROPERTY] == "analytics"
+    assert table.properties[SENSITIVE_PREFIX + "user_id"] == "pii"
+    assert table.properties[SENSITIVE_PREFIX + "payload"] == "health,religion"
+    table = ip.annotate(table, purposes="analytics, support")
+    assert table.properties[PURPOSES_PROPERTY] == "analytics,support"
+    with pytest.raises(ip.ConfigurationError, match="sensitive= maps columns to categories"):
+        ip.annotate(table, sensitive=["user_id"], purposes=["marketing"])  # type: ignore[arg-type]
+    with pytest.raises(ip.ConfigurationError, match="purpose= is the one purpose"):
+        ip.annotate(table, purpose=["analytics"])  # type: ignore[arg-type]
+    assert table.refresh().properties[PURPOSES_PROPERTY] == "analytics,support"  # nothing changed
+
+
+def test_derive_takes_names_the_way_other_verbs_do(catalog: Catalog) -> None:
+    """Regression: ``derive(..., bloom="user_id")`` split the name ("column 'u' is not a top-level column"), a
+    ``("ns", "t")`` target was reported as a tuple, a Table target failed inside pyiceberg with TypeError; the
+    graph's ``downstream(("db", "t"))``/``downstream(table)`` failed with AttributeError/TypeError."""
+    table = make_table(catalog, "db.t", [["u1", "u2"]], identity=())
+    report = ip.derive(catalog, "SELECT user_id, payload FROM db.t", ("db", "d"), bloom="payload")
+    assert report.target == "db.d"
+    assert catalog.load_table("db.d").properties[BLOOM_COLUMNS_PROPERTY] == "payload"
+    with pytest.raises(ip.ConfigurationError, match="derive\\(\\) writes into a table named"):
+        ip.derive(catalog, "SELECT user_id FROM db.t", table)  # type: ignore[arg-type]
+    graph = ip.lineage.graph(catalog)
+    assert graph.downstream(("db", "t")) == graph.downstream(table) == graph.downstream("db.t") == ["db.d"]
+    with pytest.raises(ip.LineageError, match="name a table as"):
+        graph.downstream(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("props, match", [
+    ({"run": 7}, "values must be strings.*'run': 7 \\(int\\)"),
+    ([("run", "7")], "must be a dict"),
+    ({"privacy.x": "1", 3: "y"}, "may not set"),
+])
+def test_snapshot_properties_must_be_strings(catalog: Catalog, props: object, match: str) -> None:
+    """Regression: ``append(..., snapshot_properties={"run": 7})`` was committed with a pydantic serializer
+    warning on stderr (and a non-str summary value in the metadata)."""
+    table = make_table(catalog, "db.t", [["u1"]])
+    before = len(table.snapshots())
+    with pytest.raises(ip.ConfigurationError, match=match):
+        ip.append(table, rows(["u9"]), snapshot_properties=props)  # type: ignore[arg-type]
+    assert len(table.refresh().snapshots()) == before
+
+
+@pytest.mark.parametrize("columns", [None, 5, ["user_id", 5], b"user_id"])
+def test_column_names_must_be_strings(catalog: Catalog, columns: object) -> None:
+    """Regression: ``configure_identity(t, None)`` / ``configure_bloom(t, ["user_id", 5])`` ended in a bare
+    TypeError/AttributeError."""
+    table = make_table(catalog, "db.t", [["u1"]])
+    before = dict(table.properties)
+    for verb in (ip.configure_bloom, ip.configure_identity):
+        with pytest.raises(ip.ConfigurationError, match="column name"):
+            verb(table, columns)  # type: ignore[arg-type]
+    assert table.refresh().properties == before
+
+
+def test_a_request_prints_as_a_sentence_and_lists_no_digest(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: ``print(ip.submit_request(...))`` showed the dataclass repr, keyed digests included."""
+    _secret(monkeypatch)
+    make_table(catalog, "db.t", [["u1"]])
+    state = ip.submit_request(catalog, "erase", ["u1", "u2"])
+    text = str(state)
+    assert text.startswith(f"erase request {state.request_id}: received, 2 subject(s); db.t pending; received ")
+    assert state.subjects and not any(d.hex() in text or repr(d) in repr(state) for d in state.subjects)
+
+
+def test_every_public_dataclass_has_resolvable_type_hints() -> None:
+    """Regression: ``typing.get_type_hints(ip.VerifyReport)`` raised NameError ('Trace' was imported only for
+    type checkers), so IDEs, typeguard and dataclass tooling could not read the report's fields."""
+    import dataclasses
+    import typing
+
+    checked = []
+    for name in ip.__all__:
+        obj = getattr(ip, name)
+        if isinstance(obj, type) and dataclasses.is_dataclass(obj):
+            typing.get_type_hints(obj)
+            for f in dataclasses.fields(obj):
+                field_type = typing.get_type_hints(obj)[f.name]
+                if dataclasses.is_dataclass(field_type):
+                    typing.get_type_hints(field_type)
+            checked.append(name)
+    assert "VerifyReport" in checked and "WriteReport" in checked
