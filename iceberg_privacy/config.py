@@ -34,6 +34,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import NestedField, PrimitiveType
 
+from iceberg_privacy._internal.arguments import check_flags
 from iceberg_privacy.catalog import TableRef, load_table
 from iceberg_privacy.errors import ConfigurationError, UnknownColumnError
 from iceberg_privacy.identities import identity_leaf_type
@@ -345,6 +346,7 @@ def configure_bloom(
     With ``replace=False`` the columns are added to those already configured. Files written before
     a column was added are scanned for it until :func:`iceberg_privacy.backfill` covers them.
     """
+    check_flags("configure_bloom", replace=replace)
     table = load_table(catalog, table)
     specs: dict[str, Mapping[str, float | int | None]] = (
         {_storable(k): dict(v) for k, v in columns.items()} if isinstance(columns, Mapping)
@@ -453,6 +455,7 @@ def configure_identity(table: TableRef, columns: str | Iterable[str], *, replace
     Nested identity maps (``map<string, list<struct<id: ..>>>``) and lists of ids are allowed. With
     ``replace=False`` the columns are added to those already declared. Returns the refreshed table.
     """
+    check_flags("configure_identity", replace=replace)
     table = load_table(catalog, table)
     names = _column_names(columns)
     if not names:

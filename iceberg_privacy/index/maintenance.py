@@ -23,6 +23,7 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
 from iceberg_privacy._internal import compat, retry
+from iceberg_privacy._internal.arguments import check_flags
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns, declared_identity_names
@@ -641,6 +642,7 @@ def cleanup_orphans(table: TableRef, *, older_than: timedelta = timedelta(hours=
     deleted is listed in ``delete_failures``, never skipped in silence. The location is listed with the
     filesystem built from the table's own properties (endpoint, credentials), whatever the scheme.
     """
+    check_flags("cleanup_orphans", delete=delete)  # delete="no" would delete
     table = load_table(catalog, table)
     if not isinstance(older_than, timedelta):
         raise ConfigurationError(f"older_than must be a datetime.timedelta, got {type(older_than).__name__}")

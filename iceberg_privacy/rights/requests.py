@@ -165,7 +165,7 @@ def submit_request(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[
     (every verb here; see :mod:`iceberg_privacy.rights.linked`, at most ``max_linked`` of them).
     """
     check_catalog(catalog, "submit_request")
-    check_flags("submit_request", follow_lineage=follow_lineage)
+    check_flags("submit_request", follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject)
     return _submit(catalog, kind, subjects, tables, request_id=request_id, home=home, deadline=deadline,
                    follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject,
                    link_identifiers=link_identifiers, max_linked=max_linked).request
@@ -188,6 +188,7 @@ def access(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = 
     (``report.linked``), unless ``link_identifiers=False``.
     """
     check_catalog(catalog, "access")
+    check_flags("access", allow_empty_subject=allow_empty_subject)
     if format not in FORMATS:
         raise ConfigurationError(f"access output format must be one of {FORMATS}, got {format!r}")
     journal = Journal(catalog)
@@ -230,7 +231,7 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = N
         warnings.warn("erase(max_commit_retries=...) is now commit_retries=...", DeprecationWarning, stacklevel=3)
         commit_retries = max_commit_retries
     check_catalog(catalog, "erase")
-    check_flags("erase", purge=purge, follow_lineage=follow_lineage)
+    check_flags("erase", purge=purge, follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject)
     journal = Journal(catalog)
     sub = _submit(catalog, "erase", subjects, tables, request_id=request_id, home=home, deadline=deadline,
                   journal=journal, follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject,
@@ -273,7 +274,7 @@ def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, 
     what it means for :func:`erase` and :func:`access`.
     """
     check_catalog(catalog, "run_request")
-    check_flags("run_request", purge=purge)
+    check_flags("run_request", purge=purge, allow_empty_subject=allow_empty_subject)
     if subjects is not None:
         subjects = check_values(subjects, allow_empty_subject=allow_empty_subject)  # once: it may be a generator
     journal = Journal(catalog)

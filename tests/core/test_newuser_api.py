@@ -83,8 +83,9 @@ def test_a_lake_verb_given_a_table_says_it_takes_the_catalog(catalog: Catalog, m
 
 
 def test_yes_no_flags_of_erase_must_be_bools(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Regression: ``erase(catalog, ids, purge="no")`` purged (any non-empty string is true); ``follow_lineage``
-    likewise. Refused before the request is journaled; the rows stay."""
+    """Regression: ``erase(catalog, ids, purge="no")`` purged (any non-empty string is true); ``follow_lineage``,
+    ``cleanup_orphans(delete=)``, ``configure_*(replace=)`` likewise. Refused before anything is journaled or
+    changed; the rows stay."""
     _secret(monkeypatch)
     table = make_table(catalog, "db.t", [["u1", "u2"]])
     for flags in ({"purge": "no"}, {"follow_lineage": "no"}, {"purge": 0}):
@@ -92,6 +93,11 @@ def test_yes_no_flags_of_erase_must_be_bools(catalog: Catalog, monkeypatch: pyte
             ip.erase(catalog, ["u1"], **flags)  # type: ignore[arg-type]
     with pytest.raises(ip.ConfigurationError, match=r"run_pending\(upkeep=\.\.\.\) must be True or False"):
         ip.run_pending(catalog, upkeep="no")  # type: ignore[arg-type]
+    with pytest.raises(ip.ConfigurationError, match=r"cleanup_orphans\(delete=\.\.\.\) must be True or False"):
+        ip.cleanup_orphans(table, delete="no")  # type: ignore[arg-type]
+    with pytest.raises(ip.ConfigurationError, match=r"configure_identity\(replace=\.\.\.\) must be True or False"):
+        ip.configure_identity(table, "account", replace="no")  # type: ignore[arg-type]
+    assert table.refresh().properties[IDENTITY_COLUMNS_PROPERTY] == "user_id,account,identities"
     assert not _journaled(catalog)
     assert sorted(r["user_id"] for r in all_rows(table)) == ["u1", "u2"]
 
