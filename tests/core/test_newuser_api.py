@@ -203,3 +203,26 @@ def test_every_public_dataclass_has_resolvable_type_hints() -> None:
                     typing.get_type_hints(field_type)
             checked.append(name)
     assert "VerifyReport" in checked and "WriteReport" in checked
+
+
+def _stale_lookup_after_purge(catalog: Catalog, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _secret(monkeypatch)
+    table = make_table(catalog, name, [["u1", "u2"], ["u3"]])
+    stale = catalog.load_table(name)
+    ip.erase(catalog, ["u1"], [name], purge=True)  # expires the snapshot `stale` was loaded at
+    with pytest.raises(ip.StorageError, match=r"load the table again \(catalog\.load_table\(name\) or table\.refresh\(\)\)"):
+        ip.lookup(stale, "user_id", "u2")
+    assert ip.lookup(stale.refresh(), "user_id", "u2").column("user_id").to_pylist() == ["u2"]
+    assert ip.lookup(table.refresh(), "user_id", "u1").num_rows == 0
+
+
+def test_a_table_loaded_before_a_purge_says_load_it_again(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a notebook's ``Table`` loaded before someone's ``erase(..., purge=True)`` got "cannot read a
+    storage location: it does not exist" from a lookup, with no word of what to do."""
+    _stale_lookup_after_purge(catalog, "db.t", monkeypatch)
+
+
+def test_a_table_loaded_before_a_purge_says_load_it_again_on_s3(rest_catalog: Catalog, lake_ns: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same on SeaweedFS's REST catalog with an s3:// warehouse (S3's missing-key error, not a local path)."""
+    _stale_lookup_after_purge(rest_catalog, f"{lake_ns}.t", monkeypatch)
