@@ -226,3 +226,13 @@ def test_a_table_loaded_before_a_purge_says_load_it_again_on_s3(rest_catalog: Ca
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The same on SeaweedFS's REST catalog with an s3:// warehouse (S3's missing-key error, not a local path)."""
     _stale_lookup_after_purge(rest_catalog, f"{lake_ns}.t", monkeypatch)
+
+
+def test_help_of_the_package_says_what_each_pillar_raises() -> None:
+    """``help(iceberg_privacy)`` is where a notebook user looks first; the public functions' docstrings mostly do
+    not name their errors, so the package docstring lists them. Every class it names must be an exported error."""
+    named = re.findall(r":class:`(\w+)`", ip.__doc__ or "")
+    errors = [n for n in named if n != "IcebergPrivacyError"]
+    assert len(errors) >= 20
+    for name in errors:
+        assert name in ip.__all__ and issubclass(getattr(ip, name), ip.IcebergPrivacyError), name
