@@ -348,6 +348,9 @@ def configure_bloom(
     """
     check_flags("configure_bloom", replace=replace)
     table = load_table(catalog, table)
+    if isinstance(columns, Mapping) and not all(isinstance(v, Mapping) for v in columns.values()):
+        raise ConfigurationError("a mapping of columns gives each its settings, e.g. {'user_id': {'fpp': 0.01}}; for "
+                                 "one FPP for all columns pass configure_bloom(table, ['user_id'], fpp=0.01)")
     specs: dict[str, Mapping[str, float | int | None]] = (
         {_storable(k): dict(v) for k, v in columns.items()} if isinstance(columns, Mapping)
         else {c: {} for c in _column_names(columns)}

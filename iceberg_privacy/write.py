@@ -368,6 +368,9 @@ def _write(table: Table, data: pa.Table | pa.RecordBatchReader, *, operation: st
         raise UnsupportedDataError(_unsupported_data(operation, data))
     retry.DEFAULT_POLICY.with_retries(max_retries)  # a bad argument fails before any file is written
     check_snapshot_properties(snapshot_properties)
+    if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
+        raise ConfigurationError(f"chunk_bytes must be a whole number of bytes >= 1 (e.g. 64 << 20), got {chunk_bytes!r}; "
+                                 "nothing was written")
     columns = bloom_columns(table.schema(), table.properties)
     written = write_table_data(table, data, columns, chunk_bytes, progress, forget.load(table))
     return commit_written(table, written, columns, operation=operation, overwrite_filter=overwrite_filter,

@@ -434,6 +434,9 @@ def expire_snapshots(
     commit keeps them covered. Data files are not deleted here (see the subject-rights purge).
     """
     table = load_table(catalog, table)
+    if isinstance(retain_last, bool) or not isinstance(retain_last, int):
+        raise ConfigurationError(f"retain_last must be a whole number >= 1, got {retain_last!r}")
+    snapshot_ids = [snapshot_ids] if isinstance(snapshot_ids, int) else snapshot_ids  # one id
     if retain_last < 1:
         raise ConfigurationError("retain_last must be >= 1: the current snapshot is always kept")
     md = table.refresh().metadata

@@ -189,6 +189,8 @@ def access(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = 
     """
     check_catalog(catalog, "access")
     check_flags("access", allow_empty_subject=allow_empty_subject)
+    if not isinstance(out, str | os.PathLike):
+        raise ConfigurationError(f"access(out=...) is the folder (or storage location) to export to, got {out!r}")
     if format not in FORMATS:
         raise ConfigurationError(f"access output format must be one of {FORMATS}, got {format!r}")
     journal = Journal(catalog)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from pyiceberg.catalog import Catalog
@@ -236,3 +237,32 @@ def test_help_of_the_package_says_what_each_pillar_raises() -> None:
     assert len(errors) >= 20
     for name in errors:
         assert name in ip.__all__ and issubclass(getattr(ip, name), ip.IcebergPrivacyError), name
+
+
+def test_more_wrong_types_a_newcomer_passes(catalog: Catalog, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Regressions, each a bare TypeError/AttributeError/FileExistsError before, or silently accepted:
+    ``expire_snapshots(retain_last="2")``, ``access(out=5)``, ``erase(catalog, {"user_id": "u1"})`` (erased the
+    subject 'user_id'), ``append(chunk_bytes="1MB")`` (accepted), ``configure_bloom(t, {"user_id": 0.01})``,
+    ``connect(5)``, ``connect(home=<a file>)``, ``lookup(selected_fields="payload")`` (read columns 'p', 'a', ...)."""
+    _secret(monkeypatch)
+    table = make_table(catalog, "db.t", [["u1"], ["u2"]])
+    with pytest.raises(ip.ConfigurationError, match="retain_last must be a whole number"):
+        ip.expire_snapshots(table, retain_last="2")  # type: ignore[arg-type]
+    assert len(table.refresh().snapshots()) == 2
+    with pytest.raises(ip.ConfigurationError, match="access\\(out=...\\) is the folder"):
+        ip.access(catalog, ["u1"], out=5)  # type: ignore[arg-type]
+    with pytest.raises(ip.InvalidLookupValueError, match="not a dict"):
+        ip.erase(catalog, {"user_id": "u1"})
+    assert not _journaled(catalog)
+    for chunk in ("1MB", 0):
+        with pytest.raises(ip.ConfigurationError, match="chunk_bytes must be a whole number"):
+            ip.append(table, rows(["u3"]), chunk_bytes=chunk)  # type: ignore[arg-type]
+    with pytest.raises(ip.ConfigurationError, match="each its settings"):
+        ip.configure_bloom(table, {"user_id": 0.01})  # type: ignore[dict-item]
+    with pytest.raises(ip.ConfigurationError, match="takes a catalog name"):
+        ip.connect(5)  # type: ignore[arg-type]
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ip.ConfigurationError, match="is a file, not a directory"):
+        ip.connect(home=tmp_path / "a-file")
+    assert ip.lookup(table, "user_id", "u2", selected_fields="payload").column_names == ["payload"]
+    assert len(table.refresh().snapshots()) == 2 and sorted(r["user_id"] for r in all_rows(table)) == ["u1", "u2"]
