@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iceberg_privacy.lineage.fanout import Fanout
-from iceberg_privacy.rights.traces import Trace  # at run time: typing.get_type_hints(VerifyReport) resolves it
+from iceberg_privacy.rights.traces import Trace  # run time: get_type_hints(VerifyReport)
 from iceberg_privacy.storage import child
 
 MANIFEST = "manifest.json"
