@@ -168,9 +168,10 @@ def _fenced(text: str) -> list[tuple[str, str]]:
 def test_docs_access_policy_and_forget_list_samples_run_as_shown(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/dp.md's access-policy block and docs/forget-list.md's block, on the tables they assume."""
-    import iceberg_privacy as ip
     from pyiceberg.schema import Schema
     from pyiceberg.types import DoubleType, LongType, NestedField, StringType
+
+    import iceberg_privacy as ip
 
     monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", SECRET)
     catalog = ip.connect(home=tmp_path / "home")
