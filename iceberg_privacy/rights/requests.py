@@ -24,6 +24,7 @@ from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef
 from iceberg_privacy.errors import (
     ConfigurationError,
+    InvalidLookupValueError,
     RequestConflictError,
 )
 from iceberg_privacy.lineage.fanout import Fanout, plan_fanout
@@ -89,6 +90,8 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
     # before anything is read or recorded; a list from here on (a generator of subjects was consumed by this
     # check, and the request then resolved, journaled and erased no subject at all)
     subjects = check_values(subjects, allow_empty_subject=allow_empty_subject)
+    if not subjects:  # as the CLI: a request about nobody would be journaled and "complete" having done nothing
+        raise InvalidLookupValueError(f"name at least one subject of the {kind} request (one value or a list)")
     check_deadline(deadline)
     secret = _secret(secret, home, catalog)
     journal = journal or Journal(catalog)

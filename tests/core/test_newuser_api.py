@@ -243,7 +243,8 @@ def test_more_wrong_types_a_newcomer_passes(catalog: Catalog, monkeypatch: pytes
     """Regressions, each a bare TypeError/AttributeError/FileExistsError before, or silently accepted:
     ``expire_snapshots(retain_last="2")``, ``access(out=5)``, ``erase(catalog, {"user_id": "u1"})`` (erased the
     subject 'user_id'), ``append(chunk_bytes="1MB")`` (accepted), ``configure_bloom(t, {"user_id": 0.01})``,
-    ``connect(5)``, ``connect(home=<a file>)``, ``lookup(selected_fields="payload")`` (read columns 'p', 'a', ...)."""
+    ``connect(5)``, ``connect(home=<a file>)``, ``lookup(selected_fields="payload")`` (read columns 'p', 'a', ...),
+    ``access(catalog, [])`` (journaled and exported a request about nobody)."""
     _secret(monkeypatch)
     table = make_table(catalog, "db.t", [["u1"], ["u2"]])
     with pytest.raises(ip.ConfigurationError, match="retain_last must be a whole number"):
@@ -253,6 +254,8 @@ def test_more_wrong_types_a_newcomer_passes(catalog: Catalog, monkeypatch: pytes
         ip.access(catalog, ["u1"], out=5)  # type: ignore[arg-type]
     with pytest.raises(ip.InvalidLookupValueError, match="not a dict"):
         ip.erase(catalog, {"user_id": "u1"})
+    with pytest.raises(ip.InvalidLookupValueError, match="name at least one subject of the access request"):
+        ip.access(catalog, [], out=tmp_path / "export")  # the CLI refused none at all; the API journaled it
     assert not _journaled(catalog)
     for chunk in ("1MB", 0):
         with pytest.raises(ip.ConfigurationError, match="chunk_bytes must be a whole number"):
