@@ -210,6 +210,10 @@ def _stale_lookup_after_purge(catalog: Catalog, name: str, monkeypatch: pytest.M
     _secret(monkeypatch)
     table = make_table(catalog, name, [["u1", "u2"], ["u3"]])
     stale = catalog.load_table(name)
+    ip.append(name, rows(["u4"]), catalog=catalog)
+    # README: a loaded Table is read at the snapshot it was loaded at (as pyiceberg's scan); a name reads the current
+    assert ip.lookup(stale, "user_id", "u4").num_rows == 0
+    assert ip.lookup(name, "user_id", "u4", catalog=catalog).num_rows == 1
     ip.erase(catalog, ["u1"], [name], purge=True)  # expires the snapshot `stale` was loaded at
     with pytest.raises(ip.StorageError, match=r"load the table again \(catalog\.load_table\(name\) or table\.refresh\(\)\)"):
         ip.lookup(stale, "user_id", "u2")
