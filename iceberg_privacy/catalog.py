@@ -416,6 +416,9 @@ def load_table(catalog: Catalog | None, ref: TableRef) -> Table:
     if isinstance(ref, Table):
         return ref
     ident = identifier(ref)
+    if catalog is not None and not isinstance(catalog, Catalog):
+        raise ConfigurationError(f"catalog= takes a pyiceberg Catalog, e.g. catalog=iceberg_privacy.connect({catalog!r}) "
+                                 f"for a catalog name, got {type(catalog).__name__}")
     if catalog is None:
         catalog = connect()  # the default catalog of ~/.pyiceberg.yaml, else the embedded one
     try:

@@ -43,3 +43,14 @@ def check_flags(verb: str, **flags: Any) -> None:
         if value is not None and not isinstance(value, bool) and type(value).__name__ != "bool_":  # numpy's too
             raise ConfigurationError(
                 f"{verb}({name}=...) must be True or False, got {_shown(value)}; nothing was done")
+
+
+def check_engine(verb: str, *, spark: Any = None, workers: Any = None) -> None:
+    """``spark=`` must be a SparkSession (a master URL string was ignored, or failed later), ``workers=`` a count."""
+    if spark is not None and not (hasattr(spark, "createDataFrame") and hasattr(spark, "read")):
+        raise ConfigurationError(
+            f"{verb}(spark=...) takes a SparkSession, e.g. iceberg_privacy.spark.privacy_session('local[2]'), got "
+            f"{_shown(spark)}; nothing was done")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigurationError(
+            f"{verb}(workers=...) is a number of threads >= 1 (or None: the library's default), got {_shown(workers)}")

@@ -23,7 +23,7 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
 from iceberg_privacy._internal import compat, retry
-from iceberg_privacy._internal.arguments import check_flags
+from iceberg_privacy._internal.arguments import check_engine, check_flags
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns, declared_identity_names
@@ -391,6 +391,7 @@ def backfill(table: TableRef, *, progress: bool = False, catalog: Catalog | None
     With ``spark`` (a SparkSession) executors read the uncovered files and build their filters; this
     process writes the sidecar and commits.
     """
+    check_engine("backfill", spark=spark)
     table = load_table(catalog, table)
     build: FilterBuilder = filters_for_data_files
     if spark is not None:

@@ -28,7 +28,7 @@ from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.table import Table
 
 from iceberg_privacy._internal import compat
-from iceberg_privacy._internal.arguments import check_catalog, check_flags
+from iceberg_privacy._internal.arguments import check_catalog, check_engine, check_flags
 from iceberg_privacy.catalog import all_tables, table_name
 from iceberg_privacy.config import (
     IDENTITY_COLUMNS_KEY,
@@ -338,6 +338,7 @@ def derive(
     t0 = time.perf_counter()
     check_catalog(catalog, "derive")
     check_flags("derive", allow_opaque=allow_opaque)
+    check_engine("derive", spark=spark)
     if isinstance(target, tuple) and target and all(isinstance(p, str) for p in target):
         target = ".".join(target)  # ("ns", "table"), as every other table reference may be written
     if not isinstance(target, str):

@@ -41,7 +41,7 @@ from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.refs import MAIN_BRANCH
 
 from iceberg_privacy._internal import compat, retry
-from iceberg_privacy._internal.arguments import check_catalog
+from iceberg_privacy._internal.arguments import check_catalog, check_engine
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import identity_columns
@@ -520,6 +520,7 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
     """
     t0 = time.perf_counter()
     check_catalog(catalog, "purge")
+    check_engine("purge", spark=spark)
     if not isinstance(request_id, str):
         raise ConfigurationError(f"purge() takes the id of an erasure request (a str, e.g. report.request_id), got "
                                  f"{type(request_id).__name__}; `iceberg-privacy requests list` shows the ids")

@@ -52,7 +52,7 @@ from pyiceberg.types import BinaryType, IntegerType, NestedField, StringType, Ti
 
 from iceberg_privacy import history
 from iceberg_privacy._internal import retry
-from iceberg_privacy._internal.arguments import check_catalog, check_flags
+from iceberg_privacy._internal.arguments import check_catalog, check_engine, check_flags
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import (
     JOURNAL_NAMESPACE_PROPERTY,
@@ -573,6 +573,7 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     """
     check_catalog(catalog, "run_pending")
     check_flags("run_pending", purge=purge, upkeep=upkeep)
+    check_engine("run_pending", spark=spark, workers=workers)
     if format not in FORMATS:
         raise ConfigurationError(f"access output format must be one of {FORMATS}, got {format!r}")
     t0 = time.perf_counter()

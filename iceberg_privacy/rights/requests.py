@@ -19,7 +19,7 @@ from typing import Any
 
 from pyiceberg.catalog import Catalog
 
-from iceberg_privacy._internal.arguments import check_catalog, check_flags
+from iceberg_privacy._internal.arguments import check_catalog, check_engine, check_flags
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef
 from iceberg_privacy.errors import (
@@ -192,6 +192,7 @@ def access(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = 
     """
     check_catalog(catalog, "access")
     check_flags("access", allow_empty_subject=allow_empty_subject)
+    check_engine("access", spark=spark)
     if not isinstance(out, str | os.PathLike):
         raise ConfigurationError(f"access(out=...) is the folder (or storage location) to export to, got {out!r}")
     if format not in FORMATS:
@@ -237,6 +238,7 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = N
         commit_retries = max_commit_retries
     check_catalog(catalog, "erase")
     check_flags("erase", purge=purge, follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject)
+    check_engine("erase", spark=spark, workers=workers)
     journal = Journal(catalog)
     sub = _submit(catalog, "erase", subjects, tables, request_id=request_id, home=home, deadline=deadline,
                   journal=journal, follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject,
@@ -280,6 +282,7 @@ def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, 
     """
     check_catalog(catalog, "run_request")
     check_flags("run_request", purge=purge, allow_empty_subject=allow_empty_subject)
+    check_engine("run_request", spark=spark)
     if subjects is not None:
         subjects = check_values(subjects, allow_empty_subject=allow_empty_subject)  # once: it may be a generator
     journal = Journal(catalog)

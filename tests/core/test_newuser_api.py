@@ -248,7 +248,8 @@ def test_more_wrong_types_a_newcomer_passes(catalog: Catalog, monkeypatch: pytes
     ``expire_snapshots(retain_last="2")``, ``access(out=5)``, ``erase(catalog, {"user_id": "u1"})`` (erased the
     subject 'user_id'), ``append(chunk_bytes="1MB")`` (accepted), ``configure_bloom(t, {"user_id": 0.01})``,
     ``connect(5)``, ``connect(home=<a file>)``, ``lookup(selected_fields="payload")`` (read columns 'p', 'a', ...),
-    ``access(catalog, [])`` (journaled and exported a request about nobody)."""
+    ``access(catalog, [])`` (journaled and exported a request about nobody), ``erase(spark="local[2]")`` (ignored),
+    ``erase(workers=-1)``, ``sidecar_status("db.t", catalog="default")``."""
     _secret(monkeypatch)
     table = make_table(catalog, "db.t", [["u1"], ["u2"]])
     with pytest.raises(ip.ConfigurationError, match="retain_last must be a whole number"):
@@ -272,4 +273,14 @@ def test_more_wrong_types_a_newcomer_passes(catalog: Catalog, monkeypatch: pytes
     with pytest.raises(ip.ConfigurationError, match="is a file, not a directory"):
         ip.connect(home=tmp_path / "a-file")
     assert ip.lookup(table, "user_id", "u2", selected_fields="payload").column_names == ["payload"]
+    # spark= takes a session (a master URL was silently ignored); workers= a count (-1: a bare ValueError)
+    with pytest.raises(ip.ConfigurationError, match=r"erase\(spark=\.\.\.\) takes a SparkSession"):
+        ip.erase(catalog, ["u1"], spark="local[2]")
+    with pytest.raises(ip.ConfigurationError, match=r"backfill\(spark=\.\.\.\) takes a SparkSession"):
+        ip.backfill(table, spark="local[2]")
+    with pytest.raises(ip.ConfigurationError, match=r"erase\(workers=\.\.\.\) is a number of threads"):
+        ip.erase(catalog, ["u1"], workers=-1)
+    with pytest.raises(ip.ConfigurationError, match="catalog= takes a pyiceberg Catalog"):
+        ip.sidecar_status("db.t", catalog="default")  # type: ignore[arg-type]
+    assert not _journaled(catalog)
     assert len(table.refresh().snapshots()) == 2 and sorted(r["user_id"] for r in all_rows(table)) == ["u1", "u2"]
