@@ -40,6 +40,7 @@ from pyiceberg.table import Table
 from pyiceberg.types import BinaryType, ListType, LongType, NestedField, StringType, TimestamptzType
 
 from iceberg_privacy import history
+from iceberg_privacy._internal.arguments import check_catalog
 from iceberg_privacy.catalog import (
     JOURNAL_NAMESPACE_PROPERTY,
     LEGACY_NAMES,
@@ -325,7 +326,7 @@ class Journal:
     """The request journal of a catalog (see the module doc)."""
 
     def __init__(self, catalog: Catalog, namespace: str | None = None) -> None:
-        self.catalog = catalog
+        self.catalog = check_catalog(catalog, "Journal")
         self.identifier = (namespace or library_name(catalog, JOURNAL_NAMESPACE_PROPERTY), JOURNAL_TABLE)
         self._legacy = (LEGACY_NAMES[JOURNAL_NAMESPACE_PROPERTY], JOURNAL_TABLE)
 

@@ -66,6 +66,9 @@ LAKE_VERBS: list[tuple[str, Callable[[Table], object]]] = [
     ("derive", lambda t: ip.derive(t, "SELECT user_id FROM db.t", "db.d")),  # type: ignore[arg-type]
     ("lineage.graph", lambda t: ip.lineage.graph(t)),  # type: ignore[arg-type]
     ("releases", lambda t: ip.releases(t)),  # type: ignore[arg-type]
+    ("compile_sql", lambda t: ip.compile_sql(t, "SELECT COUNT(*) FROM db.t")),  # type: ignore[arg-type]
+    ("dp_sql", lambda t: ip.dp_sql(t, "SELECT COUNT(*) FROM db.t", budget=ip.PureDP(1))),  # type: ignore[arg-type]
+    ("Journal", lambda t: ip.Journal(t).requests()),  # type: ignore[arg-type]
 ]
 
 
