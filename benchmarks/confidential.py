@@ -16,7 +16,7 @@ per-principal budget and public country keys):
   the same memo hit through ``ip.dp_sql`` in-process (with a synchronous event commit), for comparison;
 * ``synth.*``: ``benchmarks.confidential_synth.measure(quick)`` (h16-synth's half: TVD of 1- and 2-way
   marginals at epsilon 1 and 10, synthesis seconds, for MST; the same for AIM under ``synth.aim.*``),
-  when that module is present.
+  unless ``--no-synth``.
 
 Only measured numbers are written.
 """
@@ -119,11 +119,10 @@ def service_numbers(rows: int, reps: int, memo_reps: int, rows_per_user: int) ->
     }
 
 
-def synth_numbers(quick: bool) -> dict[str, Any] | None:
-    try:
-        module = importlib.import_module("benchmarks.confidential_synth")
-    except ModuleNotFoundError:
-        return None
+def synth_numbers(quick: bool) -> dict[str, Any]:
+    # imported here, not at the top: --no-synth runs without it. A failing import is an error, not a silent skip
+    # (it used to be caught as "not present", which also hid a missing dependency of the synth half)
+    module = importlib.import_module("benchmarks.confidential_synth")
     return {str(k).removeprefix("synth."): v for k, v in dict(module.measure(quick)).items()}
 
 
@@ -163,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'service.memoized_p50_ms (target <= 100)':<44}{service['memoized_p50_ms']:>12.1f}")
     print(f"{'  ip.dp_sql memo hit, no service (ms, p50)':<44}{service['library_memoized_p50_ms']:>12.1f}")
     if synth is None:
-        print("synth: benchmarks/confidential_synth.py is not present (or --no-synth); no synth.* keys written")
+        print("synth: skipped (--no-synth); no synth.* keys written")
     else:
         for k, v in synth.items():
             if isinstance(v, (int, float)):

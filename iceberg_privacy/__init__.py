@@ -12,6 +12,24 @@ One set of conventions holds for every call (README, "Python API"):
 - Ages are ``timedelta``; commits that may lose to concurrent writers take ``commit_retries``.
 - Every call returns a report dataclass with a readable ``str()`` (lookups return the rows).
 - Every error is an :class:`IcebergPrivacyError` whose message says what to do next.
+
+What each call may raise (all importable from here; ``except ip.IcebergPrivacyError`` catches every one):
+
+- any call: :class:`ConfigurationError` for a wrong argument or a missing table, raised before anything is
+  written (a Table where a lake verb takes the Catalog, ``purge="no"``, an age that is not a timedelta);
+  :class:`StorageError` (also an ``OSError``) when object storage refuses a read, write or delete;
+  :class:`CatalogError` when the catalog service does not answer; :class:`CommitConflictError` when
+  ``commit_retries`` ran out;
+- writes and lookups: :class:`SchemaMismatchError`, :class:`UnsupportedDataError`,
+  :class:`UnknownColumnError`, :class:`UnsupportedTypeError`, :class:`InvalidLookupValueError`;
+- subject rights: :class:`SecretMissingError`, :class:`NoIdentityColumnsError`,
+  :class:`RequestConflictError`, :class:`UnknownRequestError`, :class:`RequestBlockedError`,
+  :class:`VerificationFailedError` (a purge found a subject left), :class:`ForgetKeyMismatchError`;
+- differential privacy: :class:`BudgetExhaustedError`, :class:`NoBudgetConfiguredError`,
+  :class:`InvalidBudgetError`, :class:`InvalidArgumentError`, :class:`PrivacyUnitRequiredError`,
+  :class:`DpOnlyError`, :class:`DpSqlRefusedError`, :class:`QueryCapExceededError`;
+- lineage: :class:`PurposeViolationError`, :class:`OpaqueSqlError`, :class:`MissingSourceError`,
+  :class:`LineageError`.
 """
 
 import warnings as _warnings

@@ -95,6 +95,8 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
     (the secret of a configured catalog is found through ``home=`` of the rights verbs, or
     ``$ICEBERG_PRIVACY_HOME``).
     """
+    if name is not None and not isinstance(name, str):
+        raise ConfigurationError(f"connect() takes a catalog name (a str, as in ~/.pyiceberg.yaml), got {name!r}")
     configured, default_name = _pyiceberg_config()
     if name is None and home is None:
         name = default_name
@@ -176,6 +178,9 @@ def _embedded(name: str, root: Path) -> SqlCatalog:
         )
     # The embedded catalog is local by definition: its SQLite file needs the home directory. The warehouse
     # below it is created by the tables' FileIO on the first write, like any other warehouse.
+    if root.exists() and not root.is_dir():
+        raise ConfigurationError(f"the embedded catalog's home {str(root)!r} is a file, not a directory: choose a "
+                                 f"directory (--home, ${HOME_ENV} or connect(home=...))")
     root.mkdir(parents=True, exist_ok=True)
     uri = URL.create("sqlite", database=str(root / "catalog.db")).render_as_string(hide_password=False)
     return SqlCatalog(name, uri=uri, warehouse="file://" + (root / "warehouse").as_posix())
@@ -411,6 +416,9 @@ def load_table(catalog: Catalog | None, ref: TableRef) -> Table:
     if isinstance(ref, Table):
         return ref
     ident = identifier(ref)
+    if catalog is not None and not isinstance(catalog, Catalog):
+        raise ConfigurationError(f"catalog= takes a pyiceberg Catalog, e.g. catalog=iceberg_privacy.connect({catalog!r}) "
+                                 f"for a catalog name, got {type(catalog).__name__}")
     if catalog is None:
         catalog = connect()  # the default catalog of ~/.pyiceberg.yaml, else the embedded one
     try:

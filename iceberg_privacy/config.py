@@ -34,6 +34,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import NestedField, PrimitiveType
 
+from iceberg_privacy._internal.arguments import check_flags
 from iceberg_privacy.catalog import TableRef, load_table
 from iceberg_privacy.errors import ConfigurationError, UnknownColumnError
 from iceberg_privacy.identities import identity_leaf_type
@@ -306,8 +307,16 @@ def _column_names(columns: str | Iterable[str]) -> list[str]:
     property and the CLI write them): a string is not iterated character by character."""
     if isinstance(columns, str):
         columns = columns.split(",")
-    else:
+    elif isinstance(columns, Iterable) and not isinstance(columns, bytes | bytearray):
+        columns = list(columns)
+        wrong = [c for c in columns if not isinstance(c, str)]
+        if wrong:
+            raise ConfigurationError(f"column names must be strings, got {wrong[0]!r} ({type(wrong[0]).__name__}): "
+                                     "name the columns as 'user_id' or ['user_id', 'email']")
         columns = [_storable(c) for c in columns]
+    else:
+        raise ConfigurationError(f"columns must be a column name or a list of names, got {columns!r} "
+                                 f"({type(columns).__name__}): e.g. 'user_id' or ['user_id', 'email']")
     return [c.strip() for c in columns if c and c.strip()]
 
 
@@ -337,7 +346,11 @@ def configure_bloom(
     With ``replace=False`` the columns are added to those already configured. Files written before
     a column was added are scanned for it until :func:`iceberg_privacy.backfill` covers them.
     """
+    check_flags("configure_bloom", replace=replace)
     table = load_table(catalog, table)
+    if isinstance(columns, Mapping) and not all(isinstance(v, Mapping) for v in columns.values()):
+        raise ConfigurationError("a mapping of columns gives each its settings, e.g. {'user_id': {'fpp': 0.01}}; for "
+                                 "one FPP for all columns pass configure_bloom(table, ['user_id'], fpp=0.01)")
     specs: dict[str, Mapping[str, float | int | None]] = (
         {_storable(k): dict(v) for k, v in columns.items()} if isinstance(columns, Mapping)
         else {c: {} for c in _column_names(columns)}
@@ -445,6 +458,7 @@ def configure_identity(table: TableRef, columns: str | Iterable[str], *, replace
     Nested identity maps (``map<string, list<struct<id: ..>>>``) and lists of ids are allowed. With
     ``replace=False`` the columns are added to those already declared. Returns the refreshed table.
     """
+    check_flags("configure_identity", replace=replace)
     table = load_table(catalog, table)
     names = _column_names(columns)
     if not names:

@@ -9,7 +9,7 @@ identities), struct -> its field named ``id``, recursively, down to a supported 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ from pyiceberg.types import (
 )
 
 from iceberg_privacy._internal.arrow import plain
-from iceberg_privacy.errors import UnsupportedTypeError
+from iceberg_privacy.errors import InvalidLookupValueError, UnsupportedTypeError
 
 SUPPORTED_IDENTITY_TYPES: tuple[type[PrimitiveType], ...] = (
     StringType,
@@ -65,6 +65,9 @@ def as_values(values: Any) -> list[Any]:
     one value: iterating one would look up its byte values as integer ids)."""
     if isinstance(values, (str, bytes, bytearray, memoryview)) or not isinstance(values, Iterable):
         return [values]
+    if isinstance(values, Mapping):  # iterating it would take the keys ('user_id') as the ids
+        raise InvalidLookupValueError(f"pass the identifier values (one value or a list), not a {type(values).__name__} "
+                                      "such as {'user_id': 'ann'}: the tables' identity columns decide where they match")
     return list(values)
 
 

@@ -129,6 +129,9 @@ def describe_error(location: str, exc: BaseException, action: str) -> str:
         hint = "the credentials were refused: check s3.access-key-id / s3.secret-access-key (or the cloud's equivalents)"
     elif "connection" in low or "timed out" in low or "curl" in low or "could not resolve" in low:
         hint = "the storage endpoint did not answer: check s3.endpoint (or the cloud's endpoint) and the network"
+    elif isinstance(exc, FileNotFoundError) and re.search(r"/metadata/[^/'\s]*\.avro", text):
+        hint = ("it does not exist: a manifest (list) of the snapshot the Table was loaded at; if an expiry or a purge "
+                "removed that snapshot since, load the table again (catalog.load_table(name) or table.refresh())")
     elif isinstance(exc, FileNotFoundError):
         hint = "it does not exist"
     else:
@@ -137,7 +140,8 @@ def describe_error(location: str, exc: BaseException, action: str) -> str:
 
 
 _S3_KEY = re.compile(r"key '([^']*)' in bucket '([^']*)'")
-_PATH = re.compile(r"(?:Path does not exist|file not found|access denied|does not exist):? '?([^'\s]+)'?", re.I)
+_PATH = re.compile(r"(?:Path does not exist|file not found|access denied|does not exist|Failed to open local file):? "
+                   r"'?([^'\s]+)'?", re.I)
 
 
 def location_in(exc: BaseException) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -367,6 +368,9 @@ def _write(table: Table, data: pa.Table | pa.RecordBatchReader, *, operation: st
         raise UnsupportedDataError(_unsupported_data(operation, data))
     retry.DEFAULT_POLICY.with_retries(max_retries)  # a bad argument fails before any file is written
     check_snapshot_properties(snapshot_properties)
+    if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
+        raise ConfigurationError(f"chunk_bytes must be a whole number of bytes >= 1 (e.g. 64 << 20), got {chunk_bytes!r}; "
+                                 "nothing was written")
     columns = bloom_columns(table.schema(), table.properties)
     written = write_table_data(table, data, columns, chunk_bytes, progress, forget.load(table))
     return commit_written(table, written, columns, operation=operation, overwrite_filter=overwrite_filter,
@@ -383,10 +387,18 @@ def check_snapshot_properties(props: dict[str, str] | None, *, option: str = "sn
     """
     if not props:
         return
-    bad = sorted(k for k in props if not isinstance(k, str) or k.startswith("privacy.") or k == "operation")
+    if not isinstance(props, Mapping):
+        raise ConfigurationError(f"{option} must be a dict of str keys to str values, got {type(props).__name__}")
+    not_str = [(k, v) for k, v in props.items() if isinstance(k, str) and not isinstance(v, str)]
+    if not_str:
+        key, value = not_str[0]
+        raise ConfigurationError(
+            f"{option} values must be strings (Iceberg snapshot summaries hold strings), got {key!r}: {value!r} "
+            f"({type(value).__name__}); pass str(value). Nothing was written")
+    bad = sorted(map(repr, (k for k in props if not isinstance(k, str) or k.startswith("privacy.") or k == "operation")))
     if bad:
         raise ConfigurationError(
-            f"{option} may not set {', '.join(map(repr, bad))}: 'privacy.*' summary keys are the library's own "
+            f"{option} may not set {', '.join(bad)}: 'privacy.*' summary keys are the library's own "
             "records (sidecars, forget-list checks, erasures, streaming batches, lineage) and 'operation' is "
             "pyiceberg's. Name your keys outside 'privacy.'; pass lineage= (Spark: the lineage option) for lineage")
 

@@ -15,6 +15,7 @@ from pyiceberg.catalog.noop import NoopCatalog
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
+from iceberg_privacy._internal.arguments import check_catalog as check_catalog
 from iceberg_privacy.catalog import TableRef, connect, identifier
 from iceberg_privacy.errors import ConfigurationError
 
@@ -73,16 +74,6 @@ def ensure_namespace(catalog: Catalog, ns: tuple[str, ...], *, create: bool) -> 
         f"namespace {name!r} does not exist{f' (did you mean {close[0]!r}?)' if close else ''}; existing namespaces: "
         f"{', '.join(existing) or 'none'}. Nothing was changed. Check the spelling, or create it on purpose with "
         "create_namespace=True (CLI: --create-namespace).")
-
-
-def check_catalog(catalog: Any, verb: str | None = None) -> Catalog:
-    """``catalog`` itself, if it is a pyiceberg catalog."""
-    if not isinstance(catalog, Catalog):
-        where = f"{verb}() is about the lake and takes the Catalog first; " if verb else ""
-        raise ConfigurationError(
-            f"{where}catalog must be a pyiceberg Catalog (e.g. iceberg_privacy.connect()), got {catalog!r}"
-        )
-    return catalog
 
 
 def catalog_for(ref: TableRef, catalog: Catalog | None) -> Catalog:

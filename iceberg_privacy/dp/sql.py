@@ -21,6 +21,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from iceberg_privacy._internal import compat
+from iceberg_privacy._internal.arguments import check_catalog
 from iceberg_privacy.config import current_principal
 from iceberg_privacy.dp._refs import source_snapshot
 from iceberg_privacy.dp.arguments import (
@@ -256,6 +257,7 @@ def dp_sql(
     :meth:`~iceberg_privacy.dp.ledger.Ledger.record`'s arguments after the event name; the query service
     passes its background writer).
     """
+    check_catalog(catalog, "dp_sql")
     compiled = compile_sql(catalog, sql)
     if max_rows_per_unit is not None and (isinstance(max_rows_per_unit, bool)
                                           or not isinstance(max_rows_per_unit, numbers.Integral)

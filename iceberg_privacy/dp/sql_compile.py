@@ -46,6 +46,7 @@ from pyiceberg.exceptions import (
 from pyiceberg.table import Table
 from pyiceberg.types import DateType, StringType, TimestampType, TimestamptzType
 
+from iceberg_privacy._internal.arguments import check_catalog
 from iceberg_privacy.dp.arguments import (
     KEY_TYPES,
     NUMERIC_TYPES,
@@ -765,6 +766,7 @@ def compile_sql(catalog: Catalog, sql: str) -> CompiledSql:
     Raises :class:`~iceberg_privacy.DpSqlRefusedError` with the reason for anything outside the subset
     (docs/dp.md, "DP SQL").
     """
+    check_catalog(catalog, "compile_sql")
     tree = _parse(sql)
     try:
         return compile_tree(catalog, tree)

@@ -23,6 +23,7 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
 from iceberg_privacy._internal import compat, retry
+from iceberg_privacy._internal.arguments import check_engine, check_flags
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns, declared_identity_names
@@ -390,6 +391,7 @@ def backfill(table: TableRef, *, progress: bool = False, catalog: Catalog | None
     With ``spark`` (a SparkSession) executors read the uncovered files and build their filters; this
     process writes the sidecar and commits.
     """
+    check_engine("backfill", spark=spark)
     table = load_table(catalog, table)
     build: FilterBuilder = filters_for_data_files
     if spark is not None:
@@ -433,6 +435,9 @@ def expire_snapshots(
     commit keeps them covered. Data files are not deleted here (see the subject-rights purge).
     """
     table = load_table(catalog, table)
+    if isinstance(retain_last, bool) or not isinstance(retain_last, int):
+        raise ConfigurationError(f"retain_last must be a whole number >= 1, got {retain_last!r}")
+    snapshot_ids = [snapshot_ids] if isinstance(snapshot_ids, int) else snapshot_ids  # one id
     if retain_last < 1:
         raise ConfigurationError("retain_last must be >= 1: the current snapshot is always kept")
     md = table.refresh().metadata
@@ -641,6 +646,7 @@ def cleanup_orphans(table: TableRef, *, older_than: timedelta = timedelta(hours=
     deleted is listed in ``delete_failures``, never skipped in silence. The location is listed with the
     filesystem built from the table's own properties (endpoint, credentials), whatever the scheme.
     """
+    check_flags("cleanup_orphans", delete=delete)  # delete="no" would delete
     table = load_table(catalog, table)
     if not isinstance(older_than, timedelta):
         raise ConfigurationError(f"older_than must be a datetime.timedelta, got {type(older_than).__name__}")

@@ -158,6 +158,8 @@ def _plan_lookup(table: Table, column: str, values: Any, snapshot_id: int | None
         raise IcebergPrivacyError(
             f"snapshot {snapshot_id} does not exist in {table_name(table)}; see table.snapshots()"
         )
+    if isinstance(selected_fields, str):  # one column, not its letters
+        selected_fields = (selected_fields,)
     fields = tuple(selected_fields) if selected_fields else ("*",)
     if fields != ("*",):
         # as pyiceberg: time travel reads the snapshot's schema; the current snapshot the current schema (a

@@ -67,15 +67,21 @@ def annotate(table: TableRef, *, sensitive: Mapping[str, Iterable[str]] | None =
     table = load_table(catalog, table)
     names = {f.name for f in table.schema().fields}
     props: dict[str, str] = {}
+    if sensitive is not None and not isinstance(sensitive, Mapping):  # a list of columns says no category
+        raise ConfigurationError(f"sensitive= maps columns to categories, e.g. {{'user_id': ['pii']}}, got "
+                                 f"{type(sensitive).__name__}; nothing was changed")
+    if purpose is not None and not isinstance(purpose, str):
+        raise ConfigurationError(f"purpose= is the one purpose the table serves (a str; purposes= lists what its "
+                                 f"data may be used for), got {type(purpose).__name__}; nothing was changed")
     for column, cats in (sensitive or {}).items():
         if column not in names:
             raise ConfigurationError(f"{table_name(table)} has no column {column!r}; columns: {sorted(names)}")
-        labels = _split(",".join(cats))
+        labels = _split(cats if isinstance(cats, str) else ",".join(cats))  # 'pii' is one category, not p,i
         if not labels:
             raise ConfigurationError(f"name at least one category for {column!r} (e.g. 'religion')")
         props[SENSITIVE_PREFIX + column] = ",".join(labels)
     if purposes is not None:
-        allowed = _split(",".join(purposes))
+        allowed = _split(purposes if isinstance(purposes, str) else ",".join(purposes))  # one str: 'a,b' or 'a'
         if not allowed:
             raise ConfigurationError("purposes must name at least one purpose; remove the property to lift limits")
         props[PURPOSES_KEY] = ",".join(allowed)

@@ -28,6 +28,7 @@ from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.table import Table
 
 from iceberg_privacy._internal import compat
+from iceberg_privacy._internal.arguments import check_catalog, check_engine, check_flags
 from iceberg_privacy.catalog import all_tables, table_name
 from iceberg_privacy.config import (
     IDENTITY_COLUMNS_KEY,
@@ -281,7 +282,7 @@ def _prepare_sink(table: Table, props: dict[str, str], identity: Sequence[str], 
         table = table.refresh()
     schema = table.schema()
     have = [c.name for c in bloom_columns(schema, table.properties)]
-    want = list(bloom) if bloom is not None else []
+    want = [c.strip() for c in (bloom.split(",") if isinstance(bloom, str) else bloom or ()) if c.strip()]  # 'user_id'
     for name in identity:
         try:
             leaf = identity_leaf_type(schema.find_field(name))
@@ -335,6 +336,14 @@ def derive(
     is marked opaque (erasure fan-out will warn that coverage downstream is incomplete).
     """
     t0 = time.perf_counter()
+    check_catalog(catalog, "derive")
+    check_flags("derive", allow_opaque=allow_opaque)
+    check_engine("derive", spark=spark)
+    if isinstance(target, tuple) and target and all(isinstance(p, str) for p in target):
+        target = ".".join(target)  # ("ns", "table"), as every other table reference may be written
+    if not isinstance(target, str):
+        raise ConfigurationError(f"derive() writes into a table named 'namespace.table' (created when missing), got "
+                                 f"{type(target).__name__}; pass its name, e.g. 'mart.clicks'")
     if mode not in ("append", "overwrite"):
         raise ConfigurationError(f"mode must be 'append' or 'overwrite', not {mode!r}")
     if not sql or not sql.strip():

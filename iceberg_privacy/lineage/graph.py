@@ -19,6 +19,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 
+from iceberg_privacy._internal.arguments import check_catalog
 from iceberg_privacy.catalog import all_tables, has_marker, load_many, table_name
 from iceberg_privacy.errors import LineageError
 from iceberg_privacy.lineage.annotations import Annotations
@@ -88,6 +89,7 @@ class LineageGraph:
     # --- lookup -------------------------------------------------------------------------------
     def node(self, ref: str) -> TableNode:
         """The table named ``ref`` (a live name, else a dropped one), or with that uuid."""
+        ref = _as_name(ref)
         if ref in self.tables:
             return self.tables[ref]
         matches = [n for n in self.tables.values() if n.name == ref]
@@ -101,6 +103,7 @@ class LineageGraph:
 
     def _split(self, ref: str) -> tuple[TableNode, str | None]:
         """'db.t' -> (table, None); 'db.t.col' -> (table, 'col')."""
+        ref = _as_name(ref)
         try:
             return self.node(ref), None
         except LineageError:
@@ -353,8 +356,21 @@ def _report(graph: LineageGraph) -> None:
         graph.problems.append(f"cycle: {' <-> '.join(group)} read each other (traversals visit each table once)")
 
 
+def _as_name(ref: Any) -> str:
+    """A graph question names a table (or table.column) as every verb does: 'db.t', ('db', 't') or a loaded Table."""
+    if isinstance(ref, str):
+        return ref
+    if isinstance(ref, Table):
+        return ".".join(ref.name())
+    if isinstance(ref, tuple) and ref and all(isinstance(p, str) for p in ref):
+        return ".".join(ref)
+    raise LineageError(f"name a table as 'namespace.table' (or a column as 'namespace.table.column'), a tuple of "
+                       f"names or a loaded Table; got {type(ref).__name__}")
+
+
 def build_graph(catalog: Catalog, *, workers: int | None = None) -> LineageGraph:
     """The lineage graph of every table of ``catalog``, from snapshot summaries and kept history."""
+    check_catalog(catalog, "lineage.graph")
     idents = all_tables(catalog)
     graph = LineageGraph()
     # a broken table must not hide the rest of the lake: reported, its lineage missing

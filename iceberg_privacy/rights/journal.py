@@ -40,6 +40,7 @@ from pyiceberg.table import Table
 from pyiceberg.types import BinaryType, ListType, LongType, NestedField, StringType, TimestamptzType
 
 from iceberg_privacy import history
+from iceberg_privacy._internal.arguments import check_catalog
 from iceberg_privacy.catalog import (
     JOURNAL_NAMESPACE_PROPERTY,
     LEGACY_NAMES,
@@ -157,7 +158,7 @@ class RequestState:
     request_id: str
     kind: str
     key_id: str
-    subjects: list[bytes]
+    subjects: list[bytes] = field(repr=False)  # keyed digests: counted in str()/to_json(), never listed
     subject_count: int
     tables: dict[str, TableState]
     received: datetime
@@ -184,6 +185,12 @@ class RequestState:
     @property
     def overdue(self) -> bool:
         return self.completed is None and datetime.now(UTC) > self.deadline
+
+    def __str__(self) -> str:
+        tables = ", ".join(f"{name} {t.status}" for name, t in self.tables.items()) or "no table"
+        return (f"{self.kind} request {self.request_id}: {self.status}, {self.subject_count} subject(s); {tables}; "
+                f"received {self.received:%Y-%m-%d %H:%M} UTC, deadline {self.deadline:%Y-%m-%d}"
+                f"{' (overdue)' if self.overdue else ''}")
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able view (subject digests are summarised by count and fingerprint, never listed)."""
@@ -319,7 +326,7 @@ class Journal:
     """The request journal of a catalog (see the module doc)."""
 
     def __init__(self, catalog: Catalog, namespace: str | None = None) -> None:
-        self.catalog = catalog
+        self.catalog = check_catalog(catalog, "Journal")
         self.identifier = (namespace or library_name(catalog, JOURNAL_NAMESPACE_PROPERTY), JOURNAL_TABLE)
         self._legacy = (LEGACY_NAMES[JOURNAL_NAMESPACE_PROPERTY], JOURNAL_TABLE)
 

@@ -52,6 +52,7 @@ from pyiceberg.types import BinaryType, IntegerType, NestedField, StringType, Ti
 
 from iceberg_privacy import history
 from iceberg_privacy._internal import retry
+from iceberg_privacy._internal.arguments import check_catalog, check_engine, check_flags
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import (
     JOURNAL_NAMESPACE_PROPERTY,
@@ -392,6 +393,7 @@ def enqueue(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
     now and kept with them: encrypted in the queue, as keyed hashes in the journal (``link_identifiers``,
     ``max_linked`` as for :func:`iceberg_privacy.erase`).
     """
+    check_catalog(catalog, "enqueue")
     return enqueue_many(catalog, [QueuedRequest(kind, subjects, tables, request_id, regime, deadline,
                                                 allow_empty_subject, link_identifiers, max_linked)], home=home)[0]
 
@@ -400,8 +402,12 @@ def enqueue(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
 def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
                  home: str | os.PathLike[str] | None = None) -> list[RequestState]:
     """:func:`enqueue` for many requests at once: one queue commit and one journal commit for all of them."""
+    check_catalog(catalog, "enqueue_many")
     reqs = list(requests)
     for i, r in enumerate(reqs):
+        if not isinstance(r, QueuedRequest):
+            raise ConfigurationError(f"enqueue_many() takes QueuedRequest objects (ip.QueuedRequest(kind, subjects, ...)), "
+                                     f"got {type(r).__name__} at position {i}; nothing was queued")
         if r.kind not in ("erase", "access"):
             raise RequestConflictError(f"request kind must be 'erase' or 'access', got {r.kind!r}")
         if r.deadline is None:
@@ -575,6 +581,9 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     history; at its end (``upkeep=False`` skips it) the journal's and the queue's own history is bounded
     (:meth:`Journal.maintain`, :meth:`Queue.maintain`: small files merged, old snapshots expired; every row stays).
     """
+    check_catalog(catalog, "run_pending")
+    check_flags("run_pending", purge=purge, upkeep=upkeep)
+    check_engine("run_pending", spark=spark, workers=workers)
     if format not in FORMATS:
         raise ConfigurationError(f"access output format must be one of {FORMATS}, got {format!r}")
     t0 = time.perf_counter()

@@ -8,13 +8,11 @@ access, erasure and purge stay independent of each other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from iceberg_privacy.lineage.fanout import Fanout
+from iceberg_privacy.rights.traces import Trace  # run time: get_type_hints(VerifyReport)
 from iceberg_privacy.storage import child
-
-if TYPE_CHECKING:
-    from iceberg_privacy.rights.traces import Trace
 
 MANIFEST = "manifest.json"
 

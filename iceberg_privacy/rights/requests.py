@@ -19,10 +19,12 @@ from typing import Any
 
 from pyiceberg.catalog import Catalog
 
+from iceberg_privacy._internal.arguments import check_catalog, check_engine, check_flags
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef
 from iceberg_privacy.errors import (
     ConfigurationError,
+    InvalidLookupValueError,
     RequestConflictError,
 )
 from iceberg_privacy.lineage.fanout import Fanout, plan_fanout
@@ -101,6 +103,8 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
     # before anything is read or recorded; a list from here on (a generator of subjects was consumed by this
     # check, and the request then resolved, journaled and erased no subject at all)
     subjects = check_values(subjects, allow_empty_subject=allow_empty_subject)
+    if not subjects:  # as the CLI: a request about nobody would be journaled and "complete" having done nothing
+        raise InvalidLookupValueError(f"name at least one subject of the {kind} request (one value or a list)")
     check_deadline(deadline)
     secret = _secret(secret, home, catalog)
     journal = journal or Journal(catalog)
@@ -179,6 +183,8 @@ def submit_request(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[
     columns) and recorded (keyed) now, unless ``link_identifiers=False``
     (every verb here; see :mod:`iceberg_privacy.rights.linked`, at most ``max_linked`` of them).
     """
+    check_catalog(catalog, "submit_request")
+    check_flags("submit_request", follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject)
     return _submit(catalog, kind, subjects, tables, request_id=request_id, home=home, deadline=deadline,
                    follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject,
                    link_identifiers=link_identifiers, max_linked=max_linked).request
@@ -200,6 +206,11 @@ def access(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = 
     declaring several identity columns, :mod:`iceberg_privacy.rights.linked`) are exported too
     (``report.linked``), unless ``link_identifiers=False``.
     """
+    check_catalog(catalog, "access")
+    check_flags("access", allow_empty_subject=allow_empty_subject)
+    check_engine("access", spark=spark)
+    if not isinstance(out, str | os.PathLike):
+        raise ConfigurationError(f"access(out=...) is the folder (or storage location) to export to, got {out!r}")
     if format not in FORMATS:
         raise ConfigurationError(f"access output format must be one of {FORMATS}, got {format!r}")
     journal = Journal(catalog)
@@ -241,6 +252,9 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = N
     if max_commit_retries is not None:
         warnings.warn("erase(max_commit_retries=...) is now commit_retries=...", DeprecationWarning, stacklevel=3)
         commit_retries = max_commit_retries
+    check_catalog(catalog, "erase")
+    check_flags("erase", purge=purge, follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject)
+    check_engine("erase", spark=spark, workers=workers)
     journal = Journal(catalog)
     sub = _submit(catalog, "erase", subjects, tables, request_id=request_id, home=home, deadline=deadline,
                   journal=journal, follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject,
@@ -282,6 +296,9 @@ def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, 
     :func:`erase`; it defaults to ``True`` here for one more release (pass it explicitly). ``spark`` means
     what it means for :func:`erase` and :func:`access`.
     """
+    check_catalog(catalog, "run_request")
+    check_flags("run_request", purge=purge, allow_empty_subject=allow_empty_subject)
+    check_engine("run_request", spark=spark)
     if subjects is not None:
         subjects = check_values(subjects, allow_empty_subject=allow_empty_subject)  # once: it may be a generator
     journal = Journal(catalog)

@@ -139,3 +139,57 @@ def test_readme_quick_start_and_cli_on_a_rest_catalog_over_s3(tmp_path: Path, mo
         assert not (work / ".iceberg-privacy").exists()  # nothing fell back to the embedded catalog
     finally:
         server.stop()
+
+
+# -- the docs' Python samples that need no Spark, run literally (newuser3) -------------------------------------
+def _doc_block(page: str, marker: str) -> str:
+    text = (README.parent / "docs" / page).read_text()
+    blocks = [b for lang, b in _fenced(text) if lang == "python" and marker in b]
+    assert len(blocks) == 1, f"{page}: one python block with {marker!r}"
+    return blocks[0]
+
+
+def _fenced(text: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    current: list[str] | None = None
+    lang = ""
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if current is None:
+                current, lang = [], line[3:].strip()
+            else:
+                out.append((lang, "\n".join(current)))
+                current = None
+        elif current is not None:
+            current.append(line)
+    return out
+
+
+def test_docs_access_policy_and_forget_list_samples_run_as_shown(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/dp.md's access-policy block and docs/forget-list.md's block, on the tables they assume."""
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import DoubleType, LongType, NestedField, StringType
+
+    import iceberg_privacy as ip
+
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", SECRET)
+    catalog = ip.connect(home=tmp_path / "home")
+    catalog.create_namespace("sales")
+    catalog.create_table("sales.orders", Schema(NestedField(1, "customer_id", StringType()),
+                                                NestedField(2, "country", StringType()),
+                                                NestedField(3, "price", DoubleType())))
+    scope: dict[str, Any] = {"ip": ip, "catalog": catalog}
+    with pytest.raises(ip.DpOnlyError, match="sales.orders is dp-only"):  # its last line: "raises DpOnlyError"
+        exec(_doc_block("dp.md", "ip.set_access_policy(catalog, \"sales\""), scope)  # noqa: S102
+    policy = ip.access_policy(catalog, "sales.orders")
+    assert policy.dp_only and policy.scope == "namespace:sales" and policy.public_keys == {"country": ["DE", "FR", "IT"]}
+
+    catalog.create_namespace("db")
+    table = catalog.create_table("db.people", Schema(NestedField(1, "user_id", StringType()),
+                                                     NestedField(2, "n", LongType())))
+    table = ip.configure_identity(table, ["user_id"])
+    arrow = pa.table({"user_id": ["ann@example.com", "bob"], "n": pa.array([1, 2], pa.int64())})
+    scope = {"catalog": catalog, "table": table, "arrow": arrow}
+    exec(_doc_block("forget-list.md", "forget.add(catalog"), scope)  # noqa: S102
+    assert scope["kept"].column("user_id").to_pylist() == ["bob"] and scope["dropped"] == 1
