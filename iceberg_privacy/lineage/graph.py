@@ -109,9 +109,13 @@ class LineageGraph:
         except LineageError:
             pass
         table, _, column = ref.rpartition(".")
-        if not table:
-            raise LineageError(f"{ref!r} is neither a table nor table.column in the lineage graph")
-        node = self.node(table)
+        try:
+            node = self.node(table) if table else None
+        except LineageError:
+            node = None
+        if node is None:  # name the whole ref: "no table 'db'" for a typo in 'db.nope' pointed the wrong way
+            raise LineageError(f"{ref!r} is neither a table nor table.column in the lineage graph; known tables: "
+                               f"{sorted(self.names())[:20]}")
         if node.exists and node.columns and column not in node.columns:
             raise LineageError(f"{table} has no column {column!r}; columns: {list(node.columns)}")
         return node, column

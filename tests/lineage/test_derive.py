@@ -12,6 +12,7 @@ import iceberg_privacy as ip
 from iceberg_privacy import lineage
 from iceberg_privacy.config import bloom_columns
 from iceberg_privacy.errors import (
+    LineageError,
     MissingSourceError,
     OpaqueSqlError,
     PurposeViolationError,
@@ -186,6 +187,12 @@ def test_graph_upstream_downstream_table_and_column(lake: Catalog) -> None:
     assert lineage.upstream(g, "mart.b.person", indirect=False) == ["mart.a.uid", "db.events.user_id"]
     assert lineage.downstream(lake, "db.events.user_id", indirect=False) == ["mart.a.uid", "mart.b.person"]
     assert not g.problems
+    # a typo names the whole ref and the known tables ("no table 'db'" pointed the wrong way)
+    for typo in ("db.nope", "nope", "mart.zz.uid"):
+        with pytest.raises(LineageError, match=rf"'{typo}' is neither a table nor table.column.*db.events"):
+            g.downstream(typo)
+    with pytest.raises(LineageError, match="mart.a has no column 'nope'"):
+        g.downstream("mart.a.nope")
 
 
 def test_dropped_source_and_cycle_reported(lake: Catalog) -> None:
