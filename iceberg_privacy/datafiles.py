@@ -32,6 +32,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.schema import index_by_id
 from pyiceberg.table import Table, TableProperties, WriteTask
 from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.transforms import VoidTransform
 from pyiceberg.utils.properties import property_as_int
 
 from iceberg_privacy._internal import compat
@@ -157,9 +158,39 @@ def write_data_files(
             f"this library, writes only Parquet. Set {TableProperties.WRITE_FILE_FORMAT}=parquet on the table "
             "(files of other formats already in it stay readable), or write with an engine that writes "
             f"{file_format}. Nothing was written.")
+    _check_spec_writable(metadata, where)
     out = WrittenFiles(forget_version=forget_filter.version if forget_filter is not None else None)
     _write_chunks(io, metadata, data, columns, chunk_bytes, progress, forget_filter, out, where)
     return out
+
+
+def _check_spec_writable(metadata: TableMetadata, where: str) -> None:
+    """Refuse, before any file is written, a partition spec with two fields on one source column (e.g.
+    ``bucket(user_id)`` next to ``truncate(user_id)``, or a v1 spec's void field left by a removed one):
+    pyiceberg 0.12's writer cannot compute such partition keys (its own append fails the same way), and the
+    library's writes used to surface that as a bare ``ValueError: Cannot have redundant partitions``."""
+    spec = metadata.spec()
+    by_source: dict[int, list[str]] = {}
+    for pf in spec.fields:
+        by_source.setdefault(pf.source_id, []).append(pf.name)
+    clashes = {sid: names for sid, names in by_source.items() if len(names) > 1}
+    if not clashes:
+        return
+    columns = index_by_id(metadata.schema())
+    what = "; ".join(f"column {columns[sid].name if sid in columns else sid!r} has {', '.join(names)}"
+                     for sid, names in clashes.items())
+    void = {pf.name for pf in spec.fields if isinstance(pf.transform, VoidTransform)}
+    names = next(iter(clashes.values()))
+    live = [n for n in names if n not in void]
+    step = (f"Evolve the spec to one field per column (e.g. table.update_spec().remove_field({live[-1]!r}).commit(); "
+            "files written under older specs stay readable), or write with an engine that can (Spark). "
+            if len(live) > 1 else
+            "The clash involves a field removed from this format-v1 table (kept as a void field), which no spec "
+            "update removes: write with an engine that can (Spark), or move the data to a format-v2 table. ")
+    raise ConfigurationError(
+        f"the partition spec of {where} has more than one field on one source column ({what}); pyiceberg, which "
+        f"writes this library's files, cannot write such a spec. {step}"
+        "Nothing was written.")
 
 
 def _unwritable(io: FileIO, out: WrittenFiles, where: str, exc: BaseException) -> SchemaMismatchError:
