@@ -38,7 +38,6 @@ from iceberg_privacy.errors import (
     CatalogError,
     CommitConflictError,
     ConfigurationError,
-    IcebergPrivacyError,
     SidecarError,
     UnsupportedDataError,
 )
@@ -464,8 +463,10 @@ def _maybe_compact(table: Table, columns: list[BloomColumn]) -> str | None:
 
     try:
         return compact_after_commit(table).sidecar_path
-    except (IcebergPrivacyError, OSError) as exc:
-        logger.warning("automatic compaction of %s failed (%s); the deltas keep serving lookups", table.name(), exc)
+    except Exception as exc:  # noqa: BLE001 - the write committed: whatever fails afterwards must not undo its report
+        # (e.g. pyiceberg's bare ValueError when another process re-created the table right after the commit)
+        logger.warning("automatic compaction of %s failed (%s: %s); the deltas keep serving lookups", table.name(),
+                       type(exc).__name__, exc)
         return None
 
 
