@@ -4,7 +4,8 @@ For random tables (identity column types, nesting: list, list of lists, struct, 
 partitioning: on another column, identity/bucket/truncate on the identity column; Bloom or Bloom + exact
 index; several commits, files written by plain pyiceberg without sidecars) and random value sets, given as
 Python values or as the text a CLI user types, ``lookup`` equals a brute-force filter of the rows that were
-written, before and after backfill, compaction, expiry and further appends, and at an older snapshot.
+written, before and after backfill, compaction, expiry, further appends, a rollback to the first snapshot (then
+writes on the new line) and partition evolution, and at an older snapshot.
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def scenarios(draw) -> dict[str, Any]:
     rows = [[(part, _cell(draw, shape, used)) for part, _ in batch] for batch in batches]
     foreign = draw(st.integers(-1, len(rows) - 1))  # index of a batch written by plain pyiceberg (no sidecar)
     probes = draw(st.lists(st.lists(st.sampled_from(domain), min_size=1, max_size=4), min_size=1, max_size=3))
-    ops = draw(st.lists(st.sampled_from(["backfill", "compact", "expire", "append"]), max_size=3))
+    ops = draw(st.lists(st.sampled_from(["backfill", "compact", "expire", "append", "rollback", "evolve"]), max_size=3))
     extra = [(p, _cell(draw, shape, used)) for p in ["p0", "p1"]]
     return {"kind": kind, "shape": shape, "partitioning": partitioning, "batches": rows, "foreign": foreign,
             "probes": probes, "ops": ops, "extra": extra, "index": index, "as_text": as_text}
@@ -251,6 +252,18 @@ def test_lookup_equals_full_scan(shared_catalog, scenario) -> None:
             maintenance.compact_sidecars(table)
         elif op == "expire":
             maintenance.expire_snapshots(table, retain_last=1)
+        elif op == "rollback":  # back to the first snapshot: the index must not serve the abandoned line's files
+            if table.metadata.snapshot_by_id(first_snapshot) is None:
+                continue
+            table.manage_snapshots().set_current_snapshot(first_snapshot).commit()
+            written = list(first_rows)
+        elif op == "evolve":  # partition evolution mid-life: a bucket on another column, added or removed
+            on_rid = [f.name for f in table.spec().fields if f.source_id == 1]
+            with table.update_spec() as update:
+                if on_rid:
+                    update.remove_field(on_rid[0])
+                else:
+                    update.add_field("rid", BucketTransform(2), "rid_bucket")
         else:
             rows = scenario["extra"]
             ip.append(table, _batch_table(rows, len(written), shape, arrow_ident))
