@@ -624,3 +624,18 @@ def test_a_failing_automatic_compaction_never_fails_the_write_that_committed(cat
         report = ip.append(t, pa.table({"user_id": ["b"]}))
     assert report.snapshot_id is not None and report.index_compacted is None
     assert report.snapshot_id == t.metadata.current_snapshot_id  # the commit the caller's object saw
+
+
+@pytest.mark.parametrize("value", ["2.5"])  # a float where an integer belongs (any non-integer)
+def test_a_malformed_compaction_trigger_never_fails_a_committed_write(catalog, value: str) -> None:
+    """``privacy.index.exact.compact-after-deltas`` set by hand to a non-integer made every append raise pyiceberg's
+    bare ``ValueError: Could not parse table property`` after its data had committed (a retry wrote the rows
+    twice; found by advshape). The trigger's default applies, with a warning naming the property."""
+    from iceberg_privacy.properties import EXACT_COMPACT_AFTER_DEFAULT, EXACT_COMPACT_AFTER_PROPERTY
+
+    t = ip.configure_index(catalog.create_table("db.badtrigger", Schema(NestedField(1, "user_id", StringType(),
+                           required=False)), properties={EXACT_COMPACT_AFTER_PROPERTY: value}), "user_id", "exact")
+    reports = [ip.append(t, pa.table({"user_id": [f"u{i}"]})) for i in range(EXACT_COMPACT_AFTER_DEFAULT + 2)]
+    assert [r.snapshot_id for r in reports] == [s.snapshot_id for s in t.refresh().snapshots()]
+    assert any(r.index_compacted for r in reports)  # the default trigger
+    assert ip.lookup(t, "user_id", ["u0", "u33"]).num_rows == 2
