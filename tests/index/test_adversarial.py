@@ -319,3 +319,29 @@ def test_maintenance_deletes_only_this_tables_sidecars(catalog) -> None:
 def test_s3_maintenance_deletes_only_this_tables_sidecars(s3_catalog) -> None:
     catalog, ns = s3_catalog
     _foreign_files_survive_maintenance(catalog, ns)
+
+
+@pytest.mark.parametrize("kind", ["bloom", "bloom,exact"])
+def test_a_uuid_identity_partition_is_never_pruned_away(catalog, kind: str) -> None:
+    """pyiceberg 0.12 compares a uuid literal (its bytes) with identity-partition values read back as
+    ``uuid.UUID``: manifest pruning dropped every file of a table partitioned by identity(uuid column), so a
+    lookup (and an access/erasure request) found nothing though the rows were there (found by advshape)."""
+    import uuid
+
+    import pyarrow as pa
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.schema import Schema
+    from pyiceberg.transforms import IdentityTransform
+    from pyiceberg.types import LongType, NestedField, UUIDType
+
+    schema = Schema(NestedField(1, "r", LongType(), required=False), NestedField(2, "id", UUIDType(), required=False))
+    spec = PartitionSpec(PartitionField(2, 1000, IdentityTransform(), "id"))
+    table = ip.configure_index(catalog.create_table("db.uuidpart", schema, partition_spec=spec), "id", kind)
+    ids = [uuid.UUID(int=i) for i in range(1, 5)]
+    for start in (0, 4):  # two commits
+        ip.append(table, pa.table({"r": pa.array(range(start, start + 4), pa.int64()),
+                                   "id": pa.array([u.bytes for u in ids], pa.binary(16))}))
+    table = table.refresh()
+    for probe in ([ids[1]], [ids[0], ids[3]], [ids[2], *(uuid.UUID(int=10**6 + i) for i in range(250))]):
+        got = sorted(ip.lookup(table, "id", probe).column("r").to_pylist())
+        assert got == sorted(r for r in range(8) if ids[r % 4] in probe), probe[:2]
