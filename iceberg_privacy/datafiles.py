@@ -33,7 +33,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.schema import index_by_id
 from pyiceberg.table import Table, TableProperties, WriteTask
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.transforms import VoidTransform
+from pyiceberg.transforms import IdentityTransform, VoidTransform
 from pyiceberg.utils.properties import property_as_int
 
 from iceberg_privacy._internal import compat
@@ -348,13 +348,25 @@ def _write_chunks(io: FileIO, metadata: TableMetadata, data: pa.Table | pa.Recor
 
 
 def _pre_casts(metadata: TableMetadata, arrow_schema: pa.Schema) -> dict[str, pa.DataType]:
-    """Top-level columns to cast before anything reads them: dictionary-encoded ones to their values, and
+    """Top-level columns to cast before anything reads them: uuid columns a spec partitions by identity to
+    their bytes, dictionary-encoded ones to their values, and
     columns holding integers narrower than int32 (int8, uint16, also inside lists of ids) to the table's
     type: pyiceberg casts those when it writes, but the hash kernels of the index take only int32/int64 (an
     out-of-range value fails the cast: the caller's data, reported as such)."""
     out: dict[str, pa.DataType] = {}
     schema = metadata.schema()
+    # pyarrow cannot group rows by uuid values (``Keys of type extension<arrow.uuid>``), which pyiceberg's writer
+    # does for an identity partition on a uuid column: such columns go in as their 16 bytes, which pyiceberg
+    # accepts for a uuid column and writes identically
+    by_identity = {pf.source_id for pf in metadata.spec().fields if isinstance(pf.transform, IdentityTransform)}
     for f in arrow_schema:
+        if isinstance(f.type, pa.UuidType):
+            try:
+                if schema.find_field(f.name).field_id in by_identity:
+                    out[f.name] = f.type.storage_type
+            except ValueError:
+                pass  # not a column of the table: the schema check has refused it already
+            continue
         if pa.types.is_dictionary(f.type):
             # pyiceberg writes the dictionary type into the file's Arrow schema, after which every scan that
             # meets a plain file too fails ("Unable to merge: ... dictionary vs string"): decode it first

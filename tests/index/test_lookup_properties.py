@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
@@ -213,6 +213,12 @@ def _check(table, written, shape, probes, snapshot_id=None, as_text=False) -> No
 
 @settings(max_examples=int(os.environ.get("IP_PROPERTY_EXAMPLES", "80")))
 @given(scenario=scenarios())
+# found by advshape: identity partitions on a uuid column (pyiceberg's manifest pruning dropped every file; the
+# library's append of Arrow uuids failed), after a rollback and a partition evolution
+@example(scenario={"kind": "uuid", "shape": "plain", "partitioning": "ident_identity",
+                   "batches": [[("p0", UUIDS[0]), ("p1", UUIDS[1])], [("p0", UUIDS[0])]], "foreign": 1,
+                   "probes": [[UUIDS[0]], [UUIDS[1], UUIDS[5]]], "ops": ["compact", "evolve", "append", "rollback"],
+                   "extra": [("p0", UUIDS[0]), ("p1", None)], "index": "bloom,exact", "as_text": False})
 def test_lookup_equals_full_scan(shared_catalog, scenario) -> None:
     shape = scenario["shape"]
     schema, arrow_ident = _schema(scenario["kind"], shape)
@@ -235,6 +241,9 @@ def test_lookup_equals_full_scan(shared_catalog, scenario) -> None:
     for i, rows in enumerate(scenario["batches"]):
         data = _batch_table(rows, len(written), shape, arrow_ident)
         if i == scenario["foreign"]:
+            if scenario["kind"] == "uuid" and scenario["partitioning"] == "ident_identity":
+                # pyiceberg's own append cannot group rows by Arrow's uuid type: another engine writes the bytes
+                data = data.set_column(2, "ident", data.column("ident").cast(pa.binary(16)))
             table.append(data)  # another engine: no sidecar for these files
         else:
             ip.append(table, data)
