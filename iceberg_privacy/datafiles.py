@@ -9,6 +9,7 @@ Committing those files (forget list re-check, sidecar, compare-and-swap) is :mod
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import logging
 import time
@@ -32,6 +33,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.schema import index_by_id
 from pyiceberg.table import Table, TableProperties, WriteTask
 from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.transforms import IdentityTransform, VoidTransform
 from pyiceberg.utils.properties import property_as_int
 
 from iceberg_privacy._internal import compat
@@ -157,17 +159,59 @@ def write_data_files(
             f"this library, writes only Parquet. Set {TableProperties.WRITE_FILE_FORMAT}=parquet on the table "
             "(files of other formats already in it stay readable), or write with an engine that writes "
             f"{file_format}. Nothing was written.")
+    _check_spec_writable(metadata, where)
     out = WrittenFiles(forget_version=forget_filter.version if forget_filter is not None else None)
     _write_chunks(io, metadata, data, columns, chunk_bytes, progress, forget_filter, out, where)
     return out
+
+
+def _check_spec_writable(metadata: TableMetadata, where: str) -> None:
+    """Refuse, before any file is written, a partition spec with two fields on one source column (e.g.
+    ``bucket(user_id)`` next to ``truncate(user_id)``, or a v1 spec's void field left by a removed one):
+    pyiceberg 0.12's writer cannot compute such partition keys (its own append fails the same way), and the
+    library's writes used to surface that as a bare ``ValueError: Cannot have redundant partitions``."""
+    spec = metadata.spec()
+    by_source: dict[int, list[str]] = {}
+    for pf in spec.fields:
+        by_source.setdefault(pf.source_id, []).append(pf.name)
+    clashes = {sid: names for sid, names in by_source.items() if len(names) > 1}
+    if not clashes:
+        return
+    columns = index_by_id(metadata.schema())
+    what = "; ".join(f"column {columns[sid].name if sid in columns else sid!r} has {', '.join(names)}"
+                     for sid, names in clashes.items())
+    void = {pf.name for pf in spec.fields if isinstance(pf.transform, VoidTransform)}
+    names = next(iter(clashes.values()))
+    live = [n for n in names if n not in void]
+    step = (f"Evolve the spec to one field per column (e.g. table.update_spec().remove_field({live[-1]!r}).commit(); "
+            "files written under older specs stay readable), or write with an engine that can (Spark). "
+            if len(live) > 1 else
+            "The clash involves a field removed from this format-v1 table (kept as a void field), which no spec "
+            "update removes: write with an engine that can (Spark), or move the data to a format-v2 table. ")
+    raise ConfigurationError(
+        f"the partition spec of {where} has more than one field on one source column ({what}); pyiceberg, which "
+        f"writes this library's files, cannot write such a spec. {step}"
+        "Nothing was written.")
+
+
+def _discard(io: FileIO, out: WrittenFiles) -> None:
+    """Delete the files written so far for a write that will not commit; a file that cannot be deleted is
+    logged (cleanup_orphans removes it later), never the error that replaces the caller's."""
+    for f in out.files:
+        try:
+            io.delete(f.file_path)
+        except Exception as exc:  # noqa: BLE001 - the write's own error is the one to raise
+            logger.warning("file %s of a failed write not deleted (%s: %s); iceberg_privacy.cleanup_orphans "
+                           "removes it", f.file_path, type(exc).__name__, exc)
+    out.files.clear()
+    out.filters.clear()
 
 
 def _unwritable(io: FileIO, out: WrittenFiles, where: str, exc: BaseException) -> SchemaMismatchError:
     """The error for values the declared types cannot hold (invalid UTF-8 in a string column, binary cast
     to string) or an Arrow layout pyiceberg's writer cannot split (string_view): the caller's data, not a
     bug. Nothing is committed, so the files of earlier chunks are deleted."""
-    for f in out.files:
-        io.delete(f.file_path)
+    _discard(io, out)
     return SchemaMismatchError(
         f"cannot write the data to {where} ({type(exc).__name__}: {first_line(exc)}); nothing was committed. Check the "
         "column values against the table's types (strings must be valid UTF-8) and cast string_view/"
@@ -250,55 +294,79 @@ def _type_hint(field: pa.Field) -> str:
 def _write_chunks(io: FileIO, metadata: TableMetadata, data: pa.Table | pa.RecordBatchReader, columns: list[BloomColumn],
                   chunk_bytes: int, progress: bool, forget_filter: ForgetCheck | None, out: WrittenFiles,
                   where: str) -> None:
-    """The chunks of ``data`` into ``out``. An error reading ``data`` itself (a CSV that does not parse)
-    propagates as is; an error writing a chunk it yielded is the caller's values (:func:`_unwritable`)."""
+    """The chunks of ``data`` into ``out``. An error reading ``data`` itself (a CSV that does not parse, a
+    stream whose source fails) propagates as is; an error writing a chunk it yielded is the caller's values
+    (:func:`_unwritable`). Either way the files already written are deleted: nothing will commit them."""
     write_uuid, counter = uuid.uuid4(), itertools.count(0)
     exact = any(c.exact for c in columns)
     group_rows = property_as_int(metadata.properties, TableProperties.PARQUET_ROW_GROUP_LIMIT,
                                  TableProperties.PARQUET_ROW_GROUP_LIMIT_DEFAULT)
     bar = _progress(progress, "writing")
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ip-write") as pool:
-        casts = _pre_casts(metadata, data.schema)
-        for chunk in _chunks(data, chunk_bytes):
-            try:
-                for name, arrow_type in casts.items():
-                    chunk = chunk.set_column(chunk.schema.get_field_index(name), chunk.schema.field(name).with_type(
-                        arrow_type), chunk.column(name).cast(arrow_type))
-                if forget_filter is not None:  # erased subjects never reach a file (a late event cannot resurrect them)
-                    chunk, dropped = forget_filter.apply(chunk)
-                    out.dropped_rows += dropped
-                if chunk.num_rows == 0:
-                    continue
-                tasks = _write_tasks(metadata, chunk, write_uuid, counter)
-                # pyiceberg writes the files on its own pool while this thread builds their filters.
-                pending = pool.submit(_write_files, io, metadata, tasks)
-                t0 = time.thread_time()  # CPU of this thread: the filters' cost, not time spent waiting
-                tables = [_index_view(pa.Table.from_batches(t.record_batches), columns) for t in tasks] if columns else []
-                filters = ([filters_for_table(tb, columns, group_rows) for tb in tables]
-                           if columns else [{} for _ in tasks])  # no bloom column: no per-file table to build
-                out.filter_seconds += time.thread_time() - t0
-                files = pending.result()
-            except _UNWRITABLE as exc:
-                raise _unwritable(io, out, where, exc) from exc
-            if exact:
-                filters = _checked_row_groups(io, files, tables, filters, columns, group_rows)
-            out.files += files
-            out.filters += filters
-            out.rows += chunk.num_rows
-            if bar is not None:
-                bar.update(chunk.num_rows)
+    in_flight: concurrent.futures.Future[list[DataFile]] | None = None  # a chunk's files, not yet in ``out``
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ip-write") as pool:
+            casts = _pre_casts(metadata, data.schema)
+            for chunk in _chunks(data, chunk_bytes):
+                try:
+                    for name, arrow_type in casts.items():
+                        chunk = chunk.set_column(chunk.schema.get_field_index(name), chunk.schema.field(name).with_type(
+                            arrow_type), chunk.column(name).cast(arrow_type))
+                    if forget_filter is not None:  # erased subjects never reach a file (a late event cannot resurrect them)
+                        chunk, dropped = forget_filter.apply(chunk)
+                        out.dropped_rows += dropped
+                    if chunk.num_rows == 0:
+                        continue
+                    tasks = _write_tasks(metadata, chunk, write_uuid, counter)
+                    # pyiceberg writes the files on its own pool while this thread builds their filters.
+                    pending = in_flight = pool.submit(_write_files, io, metadata, tasks)
+                    t0 = time.thread_time()  # CPU of this thread: the filters' cost, not time spent waiting
+                    tables = [_index_view(pa.Table.from_batches(t.record_batches), columns) for t in tasks] if columns else []
+                    filters = ([filters_for_table(tb, columns, group_rows) for tb in tables]
+                               if columns else [{} for _ in tasks])  # no bloom column: no per-file table to build
+                    out.filter_seconds += time.thread_time() - t0
+                    files = pending.result()
+                    in_flight = None
+                except _UNWRITABLE as exc:
+                    raise _unwritable(io, out, where, exc) from exc
+                if exact:
+                    filters = _checked_row_groups(io, files, tables, filters, columns, group_rows)
+                out.files += files
+                out.filters += filters
+                out.rows += chunk.num_rows
+                if bar is not None:
+                    bar.update(chunk.num_rows)
+    except BaseException:
+        # The caller's stream failed (or the process is being interrupted): nothing will commit these files,
+        # and this writer knows each of them; leaving them would leave rows no metadata references. The pool
+        # has finished (its ``with`` waited), so a chunk written while its filters failed is known too.
+        if in_flight is not None and in_flight.done() and not in_flight.cancelled() and in_flight.exception() is None:
+            out.files += in_flight.result()
+        _discard(io, out)
+        raise
     if bar is not None:
         bar.close()
 
 
 def _pre_casts(metadata: TableMetadata, arrow_schema: pa.Schema) -> dict[str, pa.DataType]:
-    """Top-level columns to cast before anything reads them: dictionary-encoded ones to their values, and
+    """Top-level columns to cast before anything reads them: uuid columns a spec partitions by identity to
+    their bytes, dictionary-encoded ones to their values, and
     columns holding integers narrower than int32 (int8, uint16, also inside lists of ids) to the table's
     type: pyiceberg casts those when it writes, but the hash kernels of the index take only int32/int64 (an
     out-of-range value fails the cast: the caller's data, reported as such)."""
     out: dict[str, pa.DataType] = {}
     schema = metadata.schema()
+    # pyarrow cannot group rows by uuid values (``Keys of type extension<arrow.uuid>``), which pyiceberg's writer
+    # does for an identity partition on a uuid column: such columns go in as their 16 bytes, which pyiceberg
+    # accepts for a uuid column and writes identically
+    by_identity = {pf.source_id for pf in metadata.spec().fields if isinstance(pf.transform, IdentityTransform)}
     for f in arrow_schema:
+        if isinstance(f.type, pa.UuidType):
+            try:
+                if schema.find_field(f.name).field_id in by_identity:
+                    out[f.name] = f.type.storage_type
+            except ValueError:
+                pass  # not a column of the table: the schema check has refused it already
+            continue
         if pa.types.is_dictionary(f.type):
             # pyiceberg writes the dictionary type into the file's Arrow schema, after which every scan that
             # meets a plain file too fails ("Unable to merge: ... dictionary vs string"): decode it first

@@ -39,7 +39,6 @@ from iceberg_privacy.errors import (
     CatalogError,
     CommitConflictError,
     ConfigurationError,
-    IcebergPrivacyError,
     SidecarError,
     UnsupportedDataError,
 )
@@ -469,15 +468,23 @@ def _maybe_compact(table: Table, columns: list[BloomColumn]) -> str | None:
     is logged (the deltas keep answering), never raised."""
     if not any(c.exact for c in columns):
         return None
-    limit = property_as_int(table.properties, EXACT_COMPACT_AFTER_PROPERTY, EXACT_COMPACT_AFTER_DEFAULT)
+    try:
+        limit = property_as_int(table.properties, EXACT_COMPACT_AFTER_PROPERTY, EXACT_COMPACT_AFTER_DEFAULT)
+    except ValueError:  # set by hand; the write has committed, so it must not raise now
+        logger.warning("%s=%r on %s is not an integer: the default %d applies (0 turns automatic compaction off)",
+                       EXACT_COMPACT_AFTER_PROPERTY, table.properties.get(EXACT_COMPACT_AFTER_PROPERTY), table.name(),
+                       EXACT_COMPACT_AFTER_DEFAULT)
+        limit = EXACT_COMPACT_AFTER_DEFAULT
     if not limit or exact_deltas_since_base(table) <= limit:
         return None
     from iceberg_privacy.index.maintenance import compact_after_commit  # noqa: PLC0415 - maintenance sits above
 
     try:
         return compact_after_commit(table).sidecar_path
-    except (IcebergPrivacyError, OSError) as exc:
-        logger.warning("automatic compaction of %s failed (%s); the deltas keep serving lookups", table.name(), exc)
+    except Exception as exc:  # noqa: BLE001 - the write committed: whatever fails afterwards must not undo its report
+        # (e.g. pyiceberg's bare ValueError when another process re-created the table right after the commit)
+        logger.warning("automatic compaction of %s failed (%s: %s); the deltas keep serving lookups", table.name(),
+                       type(exc).__name__, exc)
         return None
 
 

@@ -267,6 +267,19 @@ def _covered_manifests(table: Table, md: TableMetadata, indexed: set[str]
     return snap.snapshot_id, manifests, where, tasks
 
 
+def own_sidecars(location: str, paths: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Split ``paths`` into the sidecars this table wrote (a sidecar's name under its ``location``, where
+    :func:`new_sidecar_location` puts them) and the rest, which nothing here may delete: a
+    ``privacy.sidecar.compacted`` set by hand or copied with another table's properties may name another
+    table's sidecar, or any file at all (a data file once went with a compaction)."""
+    root = canonical(location).rstrip("/") + "/"
+    own: list[str] = []
+    foreign: list[str] = []
+    for p in paths:
+        (own if is_sidecar_path(p) and canonical(p).startswith(root) else foreign).append(p)
+    return own, foreign
+
+
 class _Restart(Exception):
     """This attempt lost a race (its commit conflicted, or sidecars it was copying vanished because another
     process changed the table meanwhile): build it again from the new head."""
@@ -370,7 +383,13 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
     table.refresh()
     # Sidecars nothing references any more are garbage; readers that still hold them fall back to scans.
     still = {canonical(p) for p in referenced_sidecar_locations(table.metadata)}
-    outcome = delete_files(table.io, sorted(p for p in before if canonical(p) not in still))
+    superseded = [p for p in before if canonical(p) not in still]
+    garbage, foreign = own_sidecars(table.location(), superseded)
+    if foreign:  # a reference set by hand or copied from another table: that file is not this table's to delete
+        report.warnings.append(warn(
+            f"{len(foreign)} superseded sidecar reference(s) of {table_name(table)} name no sidecar this table wrote "
+            f"(e.g. {sorted(foreign)[0]}): left in place"))
+    outcome = delete_files(table.io, sorted(garbage))
     for location in outcome.deleted + outcome.already_gone:
         CACHE.evict(location)
         exact.CACHE.evict(location)

@@ -28,6 +28,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import PrimitiveType, UUIDType
 
 from iceberg_privacy.catalog import TableRef, load_table, table_name
@@ -170,7 +171,7 @@ def _plan_lookup(table: Table, column: str, values: Any, snapshot_id: int | None
     partition_sources = {pf.source_id for spec in metadata.specs().values() for pf in spec.fields}
     big = len(literals) > BATCH_THRESHOLD
     post_filter = nested or big or isinstance(leaf, UUIDType)
-    if nested or (big and field_.field_id not in partition_sources):
+    if nested or (big and field_.field_id not in partition_sources) or _uuid_identity_partitioned(metadata, field_):
         # Rows are matched after reading (post_filter); a 100,000-value ``In`` would only cost time to build.
         row_filter: BooleanExpression = AlwaysTrue()
     elif len(literals) == 1:
@@ -204,6 +205,16 @@ def _plan_lookup(table: Table, column: str, values: Any, snapshot_id: int | None
     plan.files_after_bloom_pruning = len(plan.tasks)
     plan.timings["bloom_pruning"] = time.perf_counter() - t1
     return plan
+
+
+def _uuid_identity_partitioned(metadata: TableMetadata, field_: Any) -> bool:
+    """A uuid column that some spec partitions by identity: pyiceberg 0.12 compares the uuid literal (its 16
+    bytes) with the partition values it reads back as ``uuid.UUID``, never equal, so its manifest pruning
+    would drop every file holding the value. Such lookups plan without a filter (the sidecars and the exact
+    index still prune) and match rows after reading, as for every uuid column."""
+    return isinstance(field_.field_type, UUIDType) and any(
+        pf.source_id == field_.field_id and isinstance(pf.transform, IdentityTransform)
+        for spec in metadata.specs().values() for pf in spec.fields)
 
 
 def _check_fields(schema: Schema, fields: tuple[str, ...], where: str) -> None:

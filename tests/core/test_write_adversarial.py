@@ -7,6 +7,7 @@ do, or a crash on data pyiceberg itself accepts.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -16,6 +17,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.types import DoubleType, LongType, NestedField, StringType
 
 import iceberg_privacy as ip
+from iceberg_privacy.storage import local_path
 from tests.helpers import SECRET
 
 SCHEMA = Schema(
@@ -361,3 +363,65 @@ def test_a_table_set_to_write_another_format_is_a_clear_error(catalog: Catalog, 
     with pytest.raises(ip.ConfigurationError, match="writes only Parquet"):
         ip.append(table, _rows(["ann"]))
     assert table.refresh().current_snapshot() is None
+
+
+@pytest.mark.parametrize("fields", [
+    (("bucket", 4), ("truncate", 1)),  # two transforms of the identity column
+    (("bucket", 4), ("identity", None)),
+])
+def test_a_spec_with_two_fields_on_one_column_is_a_clear_error(catalog: Catalog, fields: Any) -> None:
+    """Before: pyiceberg's bare ``ValueError: Cannot have redundant partitions: [...]`` from the writer threads
+    (pyiceberg 0.12 writes no spec with two partition fields on one source column; found by advshape)."""
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.transforms import BucketTransform, IdentityTransform, TruncateTransform
+
+    make = {"bucket": BucketTransform, "truncate": TruncateTransform, "identity": lambda _: IdentityTransform()}
+    spec = PartitionSpec(*(PartitionField(1, 1000 + i, make[kind](arg), f"p{i}") for i, (kind, arg) in enumerate(fields)))
+    table = ip.configure_index(catalog.create_table("db.redundant", SCHEMA, partition_spec=spec), "user_id",
+                               "bloom,exact")
+    for write in (lambda: ip.append(table, _rows(["ann", "bob"])),
+                  lambda: ip.overwrite(table, _rows(["cy"]), "n > 0")):
+        with pytest.raises(ip.ConfigurationError, match=r"user_id.*p0, p1.*remove_field\('p1'\).*Nothing was written"):
+            write()
+    assert table.refresh().current_snapshot() is None
+    assert not [p for p in (Path(local_path(table.location())) / "data").rglob("*") if p.is_file()]
+
+
+class _SourceGone(RuntimeError):
+    pass
+
+
+def _stream_failing_after(batches: int) -> pa.RecordBatchReader:
+    schema = _rows([]).schema
+
+    def gen():  # type: ignore[no-untyped-def]
+        for i in range(batches):
+            yield _rows([f"s{i}-{j}" for j in range(50)], i * 50).to_batches()[0]
+        raise _SourceGone("the source went away mid-stream")
+
+    return pa.RecordBatchReader.from_batches(schema, gen())
+
+
+def _failing_stream_leaves_nothing(catalog: Catalog, name: str) -> None:
+    from iceberg_privacy.storage import list_files
+
+    table = ip.configure_index(catalog.create_table(name, SCHEMA), "user_id", "bloom,exact")
+    ip.append(table, _rows(["bob"]))
+    table = table.refresh()
+    before_snapshot = table.metadata.current_snapshot_id
+    before = {f.location for f in list_files(table.io, table.location())}
+    with pytest.raises(_SourceGone):  # the caller's own error, unchanged
+        ip.append(table, _stream_failing_after(3), chunk_bytes=1)
+    left = {f.location for f in list_files(table.io, table.location())} - before
+    assert not left, f"files of a write that never committed were left behind: {sorted(left)}"
+    assert table.refresh().metadata.current_snapshot_id == before_snapshot and _users(table) == ["bob"]
+
+
+def test_a_stream_failing_mid_way_leaves_no_files_of_its_chunks(catalog: Catalog) -> None:
+    """Before: the data files of the chunks written before the source failed stayed in the table location
+    (personal data no metadata references, until cleanup_orphans), though the writer knew every one of them."""
+    _failing_stream_leaves_nothing(catalog, "db.gone")
+
+
+def test_a_stream_failing_mid_way_leaves_no_files_on_object_storage(s3_sql_catalog: Catalog, lake_ns: str) -> None:
+    _failing_stream_leaves_nothing(s3_sql_catalog, f"{lake_ns}.gone")
