@@ -19,6 +19,7 @@ cannot be checked and is reported as such (a bound of a clean file is a prefix o
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import re
@@ -31,6 +32,8 @@ from pyiceberg.avro.file import AvroFile
 from pyiceberg.conversions import from_bytes
 from pyiceberg.table import Table
 from pyiceberg.types import (
+    BinaryType,
+    FixedType,
     ListType,
     MapType,
     NestedField,
@@ -195,11 +198,22 @@ class SubjectMatcher:
         field = self.partition_fields.get(key)
         if field is not None:
             t, transform = field
-            if transform == "identity" and self.value(value, t):
+            if transform == "identity" and (self.value(value, t) or self._base64_value(value, t)):
                 return True
             if transform.startswith("truncate") and self.truncated_trace(key, value):
                 return True
         return self.text(value)
+
+    def _base64_value(self, value: str, t: PrimitiveType) -> bool:
+        """An identity partition's path value of a uuid/binary/fixed column: pyiceberg writes bytes as base64
+        (``id=EjRWeBI0VngSNFZ4EjRWeA%3D%3D`` for a uuid column whose data came as 16 bytes)."""
+        if not isinstance(t, (UUIDType, BinaryType, FixedType)):
+            return False
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except ValueError:
+            return False
+        return self.value(raw, t)
 
     def name(self, relative: str) -> str | None:
         """What in a path (relative to the table location) names a subject, or None."""

@@ -189,3 +189,43 @@ def test_erase_purge_property(shared_catalog: Catalog, batches: list[list[str]],
     assert all_rows(table) == keep
     text = _journal_text(shared_catalog, report.request_id)
     assert not any(e in text for e in erased)
+
+
+@pytest.mark.parametrize("kind", ["uuid", "binary"])
+def test_bytes_identity_partition_paths_are_recognised_and_removed(catalog: Catalog, kind: str) -> None:
+    """pyiceberg names an identity partition of a uuid (written as 16 bytes) or binary column with the value's
+    base64 (``id=EjRWeBI0...%3D%3D``): the purge left that directory, which names the erased person, and the
+    request completed (found by advshape). It is now a subject's path: removed, and a verification failure while
+    a file is there."""
+    import base64
+    import uuid
+    from urllib.parse import quote_plus
+
+    import pyarrow as pa
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.schema import Schema
+    from pyiceberg.transforms import IdentityTransform
+    from pyiceberg.types import BinaryType, LongType, NestedField, UUIDType
+
+    id_type = UUIDType() if kind == "uuid" else BinaryType()
+    schema = Schema(NestedField(1, "r", LongType(), required=False), NestedField(2, "id", id_type, required=False))
+    spec = PartitionSpec(PartitionField(source_id=2, field_id=1000, transform=IdentityTransform(), name="id"))
+    table = ip.configure_identity(catalog.create_table("db.bytespart", schema, partition_spec=spec), ["id"])
+    ids = [uuid.UUID(int=i).bytes for i in range(1, 4)] if kind == "uuid" else [b"\x07\xff", b"\x01", b"\xfe\x00"]
+    ip.append(table, pa.table({"r": pa.array([1, 2, 3], pa.int64()),
+                               "id": pa.array(ids, pa.binary(16) if kind == "uuid" else pa.binary())}))
+    victim = uuid.UUID(bytes=ids[1]) if kind == "uuid" else ids[1]
+    segment = "id=" + quote_plus(base64.b64encode(ids[1]).decode(), safe="")
+    root = _root(catalog.load_table("db.bytespart"))
+    assert [p for p in root.rglob("*") if p.name == segment], "the oracle: the victim's partition directory"
+    report = ip.erase(catalog, [victim], request_id="rb", purge=True)
+    assert report.purge is not None and report.purge.completed
+    assert not [p for p in root.rglob("*") if p.name == segment]
+    assert sorted(catalog.load_table("db.bytespart").scan().to_arrow().column("r").to_pylist()) == [1, 3]
+
+    # a directory planted again is a trace the verification names, and the next purge removes it
+    planted = root / "data" / segment
+    planted.mkdir(parents=True)
+    req = Journal(catalog).get("rb")
+    v = verify_table(catalog.load_table("db.bytespart"), set(req.subjects), load_secret(catalog=catalog))
+    assert not v.ok and [t.location for t in v.traces] == ["data/id=<subject>"]
