@@ -92,6 +92,14 @@ def check_deadline(deadline: timedelta) -> timedelta:
     return deadline
 KINDS = ("erase", "access")
 
+
+def check_kind(kind: object, verb: str) -> None:
+    """Refuse a request kind other than ``"erase"``/``"access"`` before anything is read or recorded (a bad
+    argument, not a conflict with an existing request)."""
+    if kind not in KINDS:
+        raise ConfigurationError(f"{verb}(): the request kind is 'erase' or 'access', got {kind!r}; nothing was "
+                                 "recorded")
+
 # Event names, in the order a request goes through them.
 CREATED = "created"
 TABLE_ERASED = "table-erased"

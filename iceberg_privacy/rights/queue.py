@@ -86,6 +86,7 @@ from iceberg_privacy.rights.journal import (
     RequestState,
     blocking,
     check_deadline,
+    check_kind,
     check_request_id,
     fold,
     new_request_id,
@@ -408,8 +409,7 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
         if not isinstance(r, QueuedRequest):
             raise ConfigurationError(f"enqueue_many() takes QueuedRequest objects (ip.QueuedRequest(kind, subjects, ...)), "
                                      f"got {type(r).__name__} at position {i}; nothing was queued")
-        if r.kind not in ("erase", "access"):
-            raise RequestConflictError(f"request kind must be 'erase' or 'access', got {r.kind!r}")
+        check_kind(r.kind, "enqueue")
         if r.deadline is None:
             regime_deadline(r.regime, datetime.now(UTC))  # refuse an unknown regime before anything is written
         else:

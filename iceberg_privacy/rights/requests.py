@@ -36,6 +36,7 @@ from iceberg_privacy.rights.journal import (
     RequestState,
     blocking,
     check_deadline,
+    check_kind,
     new_request_id,
     table_locations,
     table_uuids,
@@ -185,6 +186,7 @@ def submit_request(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[
     """
     check_catalog(catalog, "submit_request")
     check_flags("submit_request", follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject)
+    check_kind(kind, "submit_request")
     return _submit(catalog, kind, subjects, tables, request_id=request_id, home=home, deadline=deadline,
                    follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject,
                    link_identifiers=link_identifiers, max_linked=max_linked).request

@@ -287,3 +287,16 @@ def test_more_wrong_types_a_newcomer_passes(catalog: Catalog, monkeypatch: pytes
         ip.sidecar_status("db.t", catalog="default")  # type: ignore[arg-type]
     assert not _journaled(catalog)
     assert len(table.refresh().snapshots()) == 2 and sorted(r["user_id"] for r in all_rows(table)) == ["u1", "u2"]
+
+
+def test_a_request_kind_that_does_not_exist_is_a_configuration_error(catalog: Catalog) -> None:
+    """``"erasure"`` for ``"erase"`` is a bad argument (it was a RequestConflictError, and on a lake without identity
+    columns the identity error came first); nothing is recorded."""
+    from iceberg_privacy.errors import ConfigurationError
+    from iceberg_privacy.rights.journal import Journal
+
+    for call in (lambda: ip.submit_request(catalog, "erasure", ["u1"], request_id="k1"),
+                 lambda: ip.enqueue(catalog, "erasure", ["u1"], request_id="k1")):
+        with pytest.raises(ConfigurationError, match="request kind is 'erase' or 'access', got 'erasure'"):
+            call()
+    assert Journal(catalog).find("k1") is None
