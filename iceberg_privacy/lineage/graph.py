@@ -86,6 +86,18 @@ class LineageGraph:
     _idx: dict[str, dict[Any, list[Any]]] | None = field(default=None, repr=False, compare=False)
     _idx_key: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
+    def __str__(self) -> str:
+        """A few lines (the dataclass repr of a lake's graph runs to megabytes): sizes, then the problems."""
+        dropped = sum(not n.exists for n in self.tables.values())
+        lines = [f"lineage graph: {len(self.tables)} table(s) ({dropped} dropped), {len(self.edges)} table flow(s), "
+                 f"{len(self.columns)} column flow(s), {len(self.problems)} problem(s)"]
+        lines += [f"  problem: {p}" for p in self.problems[:10]]
+        if len(self.problems) > 10:
+            lines.append(f"  ... and {len(self.problems) - 10} more (graph.problems)")
+        if self.unloadable:
+            lines.append(f"  cannot be loaded: {', '.join(sorted(self.unloadable)[:10])}")
+        return "\n".join(lines)
+
     # --- lookup -------------------------------------------------------------------------------
     def node(self, ref: str) -> TableNode:
         """The table named ``ref`` (a live name, else a dropped one), or with that uuid."""

@@ -187,6 +187,8 @@ def test_graph_upstream_downstream_table_and_column(lake: Catalog) -> None:
     assert lineage.upstream(g, "mart.b.person", indirect=False) == ["mart.a.uid", "db.events.user_id"]
     assert lineage.downstream(lake, "db.events.user_id", indirect=False) == ["mart.a.uid", "mart.b.person"]
     assert not g.problems
+    text = str(g)  # a few lines, not the dataclass dump
+    assert text.startswith("lineage graph: ") and "column flow(s)" in text and len(text.splitlines()) == 1
     # a typo names the whole ref and the known tables ("no table 'db'" pointed the wrong way)
     for typo in ("db.nope", "nope", "mart.zz.uid"):
         with pytest.raises(LineageError, match=rf"'{typo}' is neither a table nor table.column.*db.events"):
