@@ -46,6 +46,7 @@ from pyiceberg.exceptions import (
 from pyiceberg.table import Table
 from pyiceberg.types import DateType, StringType, TimestampType, TimestamptzType
 
+from iceberg_privacy.catalog import has_marker
 from iceberg_privacy.dp.arguments import (
     KEY_TYPES,
     NUMERIC_TYPES,
@@ -55,6 +56,7 @@ from iceberg_privacy.dp.policy import AccessPolicy, access_policy
 from iceberg_privacy.errors import (
     DpSqlRefusedError,
 )
+from iceberg_privacy.properties import LIBRARY_MARKERS
 
 MAX_SQL_LENGTH = 20_000
 """Longer text is refused before it is tokenized."""
@@ -292,11 +294,19 @@ def _source(catalog: Catalog, tree: Any) -> tuple[Table, str | None]:
         raise refuse("name the table with its namespace (FROM namespace.table)")
     alias = node.alias or None
     try:
-        return catalog.load_table(tuple(parts)), alias
+        table = catalog.load_table(tuple(parts))
     except (NoSuchTableError, NoSuchNamespaceError, NoSuchIdentifierError):
         raise refuse(f"unknown table {'.'.join(parts)}") from None
     except (ValueError, BadRequestError):
         raise refuse("the table name is not a valid identifier") from None
+    if has_marker(table, LIBRARY_MARKERS):
+        # The ledger (every principal's spend), the token table, the journal and DP outputs live beside the
+        # datasets and are governed by the same namespace budget, but they are not datasets: a query over the
+        # ledger would release other principals' activity; a synthetic table is read without budget.
+        raise refuse(f"{'.'.join(parts)} is the library's bookkeeping or a DP output (release or synthetic table), "
+                     "not a dataset; query the source tables (GET /v1/datasets lists them), read synthetic tables "
+                     "without budget")
+    return table, alias
 
 
 def _column(node: Any, table: Table, alias: str | None) -> str:
@@ -566,6 +576,8 @@ def _aggregate(node: Any, table: Table, alias: str | None) -> tuple[str, str | N
     from sqlglot import exp
 
     if isinstance(node, exp.Count):
+        if node.args.get("expressions"):  # COUNT(a, b): counting only a would be a wrong answer, not a refusal
+            raise refuse("COUNT takes one argument (*, a column or DISTINCT column)")
         arg = node.this
         if isinstance(arg, exp.Star):
             return "count", None, None, None, None
@@ -588,6 +600,7 @@ def _aggregate(node: Any, table: Table, alias: str | None) -> tuple[str, str | N
             column, low, high = _bounds_arg(node.this, table, alias, kind.upper())
             return kind, column, None, low, high
     if isinstance(node, (exp.Quantile, exp.ApproxQuantile)):
+        _only(node, {"this", "quantile"}, "QUANTILE (it takes column, q)")  # an accuracy argument was dropped
         q = node.args.get("quantile")
         column, low, high = _bounds_arg(node.this, table, alias, "QUANTILE")
         return "quantile", column, _quantile(q), low, high

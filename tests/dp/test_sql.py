@@ -95,6 +95,11 @@ REFUSALS = [
     ("", "empty|not valid|exactly one"),
     ("SELECT", "not valid|FROM|aggregate"),
     ("SELECT COUNT(*) FROM db.pv WHERE country = 'it''s'; DROP TABLE db.pv", "exactly one statement"),
+    # found by advsvc2: COUNT(a, b) counted a only, an accuracy argument of a quantile was dropped, and the
+    # namespace's own ledger (every principal's spend events) compiled as a dataset under the namespace budget
+    ("SELECT COUNT(country, page) FROM db.pv", "COUNT takes one argument"),
+    ("SELECT APPROX_QUANTILE(bytes, 0.5, 100) FROM db.pv", "QUANTILE .*ACCURACY"),
+    ("SELECT principal, COUNT(*) FROM db.privacy_dp_ledger GROUP BY principal", "bookkeeping or a DP output"),
 ]
 
 
@@ -103,6 +108,21 @@ def test_refusals_name_the_reason(static_catalog: SqlCatalog, sql: str, reason: 
     with pytest.raises(ip.DpSqlRefusedError, match=reason) as info:
         ip.compile_sql(static_catalog, sql)
     assert "Nothing was read or spent" in str(info.value)
+
+
+@pytest.mark.parametrize("properties", [{"privacy.dp.release": "1"},
+                                        {"privacy.synthetic": "true", "privacy.dp.release": "1"},
+                                        {"privacy.service.tokens": "1"}])
+def test_library_tables_are_not_datasets(static_catalog: SqlCatalog, properties: dict[str, str]) -> None:
+    """Release, synthetic and token tables beside the datasets are refused by name, never compiled (found by
+    advsvc2: they compiled and would have been released under the namespace's budget)."""
+    name = f"db.lib_{abs(hash(tuple(properties))) % 10**6}"
+    static_catalog.create_table(name, schema=pageviews(1).schema, properties=properties)
+    try:
+        with pytest.raises(ip.DpSqlRefusedError, match="bookkeeping or a DP output"):
+            ip.compile_sql(static_catalog, f"SELECT COUNT(*) FROM {name}")
+    finally:
+        static_catalog.drop_table(name)
 
 
 def test_not_text_is_refused(static_catalog: SqlCatalog) -> None:
