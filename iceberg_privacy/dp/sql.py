@@ -325,7 +325,9 @@ def dp_sql(
 
     query = SqlQuery(compiled, str(source.metadata.table_uuid), amount, unit, max_rows, keys_desc)
     qhash = query.hash()
-    out_id = (*source.name()[:-1], f"{source.name()[-1]}__dpsql_{qhash[:12]}")
+    from iceberg_privacy.dp.release import release_table_name
+
+    out_id = (*source.name()[:-1], release_table_name(source.name()[-1], "dpsql", qhash))
     shares = split_budget(amount, len(compiled.aggregates))
 
     def prepare(spark_session: Any, df: Any) -> Any:
