@@ -624,6 +624,22 @@ def _aggregate(node: Any, table: Table, alias: str | None) -> tuple[str, str | N
                   "and GROUP BY columns")
 
 
+MAX_BOUND = 2.0**62
+"""Largest |clamping bound| of an aggregate: tmlt hands the bounds (for AVG, half their width) to Spark as 64-bit
+integer literals, which failed past 2**63 only when the query was evaluated, after the spend (found by advsvc2)."""
+MAX_SQUARED_BOUND = 2.0**31
+"""Largest |clamping bound| of VARIANCE and STDDEV: tmlt also sums squares, bounded by the square of the bound."""
+
+
+def _check_bound_size(label: str, kind: str, low: float, high: float, bounds_from: str | None) -> None:
+    limit = MAX_SQUARED_BOUND if kind in ("variance", "stddev") else MAX_BOUND
+    if max(abs(low), abs(high)) > limit:
+        where = ("the access policy's column_bounds (the data owner sets them: `dp policy set --bounds`)"
+                 if bounds_from == "policy" else "CLAMP")
+        raise refuse(f"the bounds of {label} from {where} exceed +-{limit:.4g}, more than Tumult can evaluate; "
+                     "give bounds around the column's real range")
+
+
 def _quantile(node: Any) -> float:
     value = _literal(node) if node is not None else None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= float(value) <= 1:
@@ -712,6 +728,8 @@ def compile_tree(catalog: Catalog, tree: Any) -> CompiledSql:
                 raise refuse(
                     f"no bounds for {label}: declare public bounds in the access policy (column_bounds / "
                     f"`dp policy set --bounds {column}=LOW,HIGH`) or write {kind.upper()}(CLAMP({column}, low, high))")
+        if needs_bounds and low is not None and high is not None:
+            _check_bound_size(label, kind, low, high, bounds_from)
         out = _output_name(name or _default_name(kind, column, quantile))
         aggregates.append(Aggregate(kind, column, out, quantile, low, high, bounds_from))
         outputs.append(out)
