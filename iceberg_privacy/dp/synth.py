@@ -364,7 +364,15 @@ def _lineage(source: Table, snapshot_id: int, columns: list[str], unit: str | No
 
 
 def _check_output(catalog: Catalog, out_id: tuple[str, ...], schema: pa.Schema) -> None:
-    if not catalog.table_exists(out_id):
+    from pyiceberg.exceptions import BadRequestError
+
+    try:
+        exists = catalog.table_exists(out_id)
+    except (BadRequestError, ValueError) as exc:  # a REST catalog refuses names (SeaweedFS: a-z, 0-9, _ and -)
+        raise ConfigurationError(
+            f"the catalog refuses the output name {'.'.join(out_id)!r} ({exc}); choose a name it accepts (lower-case "
+            "letters, digits and underscores are safe everywhere). Nothing was read or spent.") from None
+    if not exists:
         return
     existing = catalog.load_table(out_id)
     name = ".".join(out_id)
