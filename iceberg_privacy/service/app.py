@@ -268,11 +268,11 @@ Caller = Annotated[TokenRecord, Depends(_authenticate)]
 """A handler parameter of this type is the authenticated caller."""
 
 
-def _answer(release: Any, *, memoized: bool, charged: Budget | None) -> dict[str, Any]:
+def _answer(release: Any, *, memoized: bool, charged: Budget | None, principal: str) -> dict[str, Any]:
     rows = release.rows
     return {"release_id": release.release_id, "table": release.table, "sql": release.sql, "memoized": memoized,
             "charged": charged.to_json() if charged is not None else None, "columns": rows.column_names,
-            "rows": rows.to_pylist(), "provenance": release.provenance.to_dict()}
+            "rows": rows.to_pylist(), "provenance": views.own_provenance(release.provenance.to_dict(), principal)}
 
 
 def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI:
@@ -399,7 +399,7 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
         # cap re-checked first); its audit event is written in the background.
         release = dp_sql(catalog, body.sql, budget=amount, principal=who.principal, memoize=body.memoize,
                          memo_log=memo_log)
-        return _answer(release, memoized=release.memoized, charged=release.charged)
+        return _answer(release, memoized=release.memoized, charged=release.charged, principal=who.principal)
 
     @app.get(f"{API}/synthetic", response_model=list[SyntheticOut], responses=ERRORS, tags=["synthetic"])
     def synthetic(who: Caller) -> list[dict[str, Any]]:
