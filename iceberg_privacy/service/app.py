@@ -68,9 +68,10 @@ class BudgetIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epsilon: float | None = Field(default=None, gt=0)
-    delta: float | None = Field(default=None, ge=0, lt=1)
-    rho: float | None = Field(default=None, gt=0)
+    # strict: JSON numbers only (true was read as epsilon=1, and "0.1" as a number)
+    epsilon: float | None = Field(default=None, gt=0, strict=True)
+    delta: float | None = Field(default=None, ge=0, lt=1, strict=True)
+    rho: float | None = Field(default=None, gt=0, strict=True)
 
 
 class QueryIn(BaseModel):
@@ -80,7 +81,7 @@ class QueryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sql: str = Field(min_length=1, max_length=20000)
-    epsilon: float | None = Field(default=None, gt=0, description="shorthand for budget.epsilon")
+    epsilon: float | None = Field(default=None, gt=0, strict=True, description="shorthand for budget.epsilon")
     budget: BudgetIn | None = None
     memoize: bool = True
 
