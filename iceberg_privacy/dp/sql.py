@@ -37,6 +37,7 @@ from iceberg_privacy.dp.sql_compile import (  # noqa: F401 - compile_sql and Com
     Aggregate,
     CompiledSql,
     Predicate,
+    check_addressable,
     compile_sql,
     policy_unit,
     predicate_json,
@@ -300,6 +301,7 @@ def dp_sql(
                                      "string/integer id. Nothing was spent.")
         if unit in compiled.group_by:
             raise refuse(f"GROUP BY the privacy-unit column {unit!r} would release per-person values")
+        check_addressable(unit)
 
     snap = source_snapshot(source, None, compiled.table)
 

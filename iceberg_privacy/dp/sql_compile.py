@@ -325,7 +325,17 @@ def _column(node: Any, table: Table, alias: str | None) -> str:
     names = [f.name for f in table.schema().fields]
     if name not in names:
         raise refuse(f"unknown column {name!r} (columns: {', '.join(names)})")
+    check_addressable(name)
     return name
+
+
+def check_addressable(name: str) -> None:
+    """Refuse a column Tumult cannot address: its per-unit row cap and filters name columns unquoted, so Spark
+    reads 'a.b' as a struct field and a backtick as a quote. Such a query failed once tmlt evaluated it, after
+    the spend (found by advsvc2)."""
+    if "." in name or "`" in name:
+        raise refuse(f"column {name!r} has a '.' or '`' in its name, which Tumult cannot address; the data owner can "
+                     "rename it (Iceberg renames are metadata-only)")
 
 
 # -- literals and the WHERE clause -------------------------------------------------------------------------
