@@ -242,6 +242,11 @@ def dp_histogram(
             raise ConfigurationError(
                 f"measure column {column!r} has type {ctype}; sums and means need numbers."
             )
+    for c in (*by, *([unit] if unit else []), *([column] if column else [])):
+        if "." in c or "`" in c:  # tmlt's per-unit row cap names columns unquoted: it failed after the spend
+            raise ConfigurationError(
+                f"column {c!r} has a '.' or '`' in its name, which Tumult cannot address; the data owner can rename "
+                "it (Iceberg renames are metadata-only). Nothing was spent.")
     snap = source_snapshot(source, snapshot_id, '.'.join(source_id))
     resolved = resolve_keys(catalog, source, by, keys)
     discover = resolved.rows is None and resolved.per_column is None

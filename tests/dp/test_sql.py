@@ -460,3 +460,6 @@ def test_columns_tumult_cannot_address_are_refused_before_the_spend(static_catal
     with pytest.raises(ip.DpSqlRefusedError, match="Tumult cannot address"):
         ip.dp_sql(static_catalog, f"SELECT COUNT(*) AS n FROM {open_name}", budget=PureDP(1), privacy_unit=column,
                   principal="p")
+    with pytest.raises(ip.ConfigurationError, match="Tumult cannot address"):  # dp_histogram: the same limit
+        ip.dp_histogram(open_name, [column], catalog=static_catalog, budget=PureDP(1), privacy_unit=ip.ROWS,
+                        principal="p")
