@@ -14,7 +14,7 @@ from fractions import Fraction
 from typing import Any
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.exceptions import BadRequestError, NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.table import Table
 
 from iceberg_privacy.catalog import all_namespaces, has_marker
@@ -233,7 +233,7 @@ def read_synthetic(catalog: Catalog, name: str, *, limit: int, offset: int) -> d
         raise ConfigurationError("name a synthetic table as namespace.table")
     try:
         table = catalog.load_table(parts)
-    except NoSuchTableError:
+    except (NoSuchTableError, NoSuchNamespaceError, BadRequestError, ValueError):  # REST refuses odd names (400)
         table = None
     if table is None or not is_synthetic(table) or has_marker(table, BOOKKEEPING_MARKERS):
         raise _NotFound(f"no synthetic table {name}; list them with GET /v1/synthetic")
