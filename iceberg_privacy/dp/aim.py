@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from iceberg_privacy.dp._pgm import GraphicalModel, estimate, model_size_mb
-from iceberg_privacy.dp.mst import Measurement, _discrete_gaussian, marginal, secure_rng
+from iceberg_privacy.dp.mst import Measurement, _discrete_gaussian, marginal, secure_rng, synthetic_rows
 from iceberg_privacy.errors import InvalidArgumentError
 
 MAX_MODEL_SIZE_MB = 1.0
@@ -107,7 +107,8 @@ def _select(scores: dict[tuple[int, ...], float], epsilon: float, sensitivity: f
 
 def aim(codes: list[np.ndarray], sizes: list[int], rho: float, *, rows: int | None, sensitivity: float = 1.0,
         iterations: int = 1000, round_iterations: int = ROUND_ITERATIONS, max_model_size: float = MAX_MODEL_SIZE_MB,
-        rounds: int | None = None, degree: int = 2, rng: np.random.Generator | None = None) -> AimResult:
+        rounds: int | None = None, degree: int = 2, rng: np.random.Generator | None = None,
+        max_rows: int | None = None) -> AimResult:
     """Run AIM at ``rho``-zCDP on columns of integer codes (``codes[i]`` in ``range(sizes[i])``).
 
     ``sensitivity`` is the most rows one privacy unit may add or remove; ``rows`` the number of synthetic
@@ -170,7 +171,7 @@ def aim(codes: list[np.ndarray], sizes: list[int], rho: float, *, rows: int | No
             sigma /= 2  # annealing: the model already knew this marginal to within the noise
             epsilon *= 2
     model = estimate(sizes, measurements, iterations=iterations, warm=model)
-    n = int(rows) if rows is not None else max(1, int(round(model.total)))
+    n = synthetic_rows(rows, model.total, max_rows)
     return AimResult(model.sample(n, rng), selected, list(model.cliques), log, model.total,
                      math.fsum(e["rho"] for e in log))
 

@@ -413,12 +413,25 @@ def _select(codes: list[np.ndarray], sizes: list[int], one_way: list[Measurement
     return sorted(chosen)
 
 
+def synthetic_rows(rows: int | None, estimate: float, max_rows: int | None) -> int:
+    """How many rows to sample: ``rows`` when given, else the noisy row-count estimate, at least 1 and at most
+    ``max_rows``. Capping is post-processing of a noisy value (free); without it a tiny rho (noise in the
+    billions) made the sampler allocate billions of rows after the spend (found by advsvc2)."""
+    if rows is not None:
+        return int(rows)
+    n = max(1.0, float(estimate)) if not math.isnan(estimate) else 1.0
+    if max_rows is not None:
+        n = min(n, float(max_rows))
+    return int(round(n)) if math.isfinite(n) else 1
+
+
 def mst(codes: list[np.ndarray], sizes: list[int], rho: float, *, rows: int | None, sensitivity: float = 1.0,
-        iterations: int = 1000) -> MstResult:
+        iterations: int = 1000, max_rows: int | None = None) -> MstResult:
     """Run MST at ``rho``-zCDP on columns of integer codes (``codes[i]`` in ``range(sizes[i])``).
 
     ``sensitivity`` is the most rows one privacy unit may add or remove (after contribution bounding).
-    ``rows`` is the number of synthetic rows (default: the noisy estimate of the source's row count).
+    ``rows`` is the number of synthetic rows (default: the noisy estimate of the source's row count, at most
+    ``max_rows``: see :func:`synthetic_rows`).
     """
     d = len(sizes)
     rng = secure_rng()
@@ -441,9 +454,10 @@ def mst(codes: list[np.ndarray], sizes: list[int], rho: float, *, rows: int | No
         edges = []
     two_way = _measure(ccodes, csizes, edges, rho * shares[2], sensitivity, "two-way", log) if edges else []
     model = estimate(csizes, edges, one_way_c + two_way, iterations=iterations)
-    n = int(rows) if rows is not None else max(1, int(round(model.total)))
+    n = synthetic_rows(rows, model.total, max_rows)
     sampled = model.sample(n, rng)
     return MstResult(compression.backward(sampled, rng), edges, log, model.total)
 
 
-__all__ = ["MstResult", "TreeModel", "cdp_delta", "cdp_rho", "estimate", "marginal", "mst", "secure_rng"]
+__all__ = ["MstResult", "TreeModel", "cdp_delta", "cdp_rho", "estimate", "marginal", "mst", "secure_rng",
+           "synthetic_rows"]

@@ -242,6 +242,11 @@ def dp_histogram(
             raise ConfigurationError(
                 f"measure column {column!r} has type {ctype}; sums and means need numbers."
             )
+    for c in (*by, *([unit] if unit else []), *([column] if column else [])):
+        if "." in c or "`" in c:  # tmlt's per-unit row cap names columns unquoted: it failed after the spend
+            raise ConfigurationError(
+                f"column {c!r} has a '.' or '`' in its name, which Tumult cannot address; the data owner can rename "
+                "it (Iceberg renames are metadata-only). Nothing was spent.")
     snap = source_snapshot(source, snapshot_id, '.'.join(source_id))
     resolved = resolve_keys(catalog, source, by, keys)
     discover = resolved.rows is None and resolved.per_column is None
@@ -266,7 +271,9 @@ def dp_histogram(
         mechanism=mechanism,
     )
     qhash = query.hash()
-    out_id = qualified(output) if output else (*namespace, f"{source_id[-1]}__dp_{qhash[:12]}")
+    out_id = qualified(output) if output else (*namespace, release_table_name(source_id[-1], "dp", qhash))
+    if output:
+        check_output_name(out_id)
     expected_cols = [*by, OUTPUT_NAMES[aggregate]]
 
     def prepare(spark: Any, df: Any) -> Any:
@@ -614,6 +621,37 @@ def check_python_workers(spark: Any) -> None:
     from iceberg_privacy._internal.spark import check_python_workers as check
 
     check(spark)
+
+
+MAX_OUTPUT_NAME_BYTES = 200
+"""Longest name part (UTF-8 bytes) of a table a release writes: catalogs and file systems refuse parts over 255
+(SQL catalog columns, directory names of a table's location with the namespace's ``.db`` suffix), and the
+refusal came only when the output was written, after the spend."""
+
+
+def release_table_name(source: str, tag: str, qhash: str) -> str:
+    """``<source>__<tag>_<hash12>``, the derived name of a release table, shortened to fit
+    :data:`MAX_OUTPUT_NAME_BYTES` (a long source name is cut; the query hash keeps it unique)."""
+    suffix = f"__{tag}_{qhash[:12]}"
+    room = MAX_OUTPUT_NAME_BYTES - len(suffix.encode())
+    base = source.encode("utf-8")[:room].decode("utf-8", errors="ignore")
+    return base + suffix
+
+
+def check_output_name(out_id: tuple[str, ...], what: str = "output") -> None:
+    """Refuse, before anything is read or reserved, an output name a catalog or object store may refuse only
+    when the release is written (after its spend): control characters (NUL, newlines), path separators (the
+    name becomes a directory of the table's location) and parts over :data:`MAX_OUTPUT_NAME_BYTES` bytes."""
+    for part in out_id:
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in part) or "/" in part or "\\" in part:
+            raise ConfigurationError(
+                f"{what} name {'.'.join(out_id)!r} holds a control character or a path separator (/ or \\); "
+                "name the table with letters, digits and underscores. Nothing was read or spent.")
+        if len(part.encode("utf-8")) > MAX_OUTPUT_NAME_BYTES:
+            raise ConfigurationError(
+                f"{what} name part {part[:40]!r}... is {len(part.encode('utf-8'))} bytes long; at most "
+                f"{MAX_OUTPUT_NAME_BYTES} bytes per part are accepted (catalogs and file systems refuse longer "
+                "names when the table is written). Nothing was read or spent.")
 
 
 def _write_output(catalog: Catalog, out_id: tuple[str, ...], arrow: pa.Table, props: dict[str, str],

@@ -38,6 +38,7 @@ from iceberg_privacy.dp.sql_compile import (  # noqa: F401 - compile_sql and Com
     Aggregate,
     CompiledSql,
     Predicate,
+    check_addressable,
     compile_sql,
     policy_unit,
     predicate_json,
@@ -302,6 +303,7 @@ def dp_sql(
                                      "string/integer id. Nothing was spent.")
         if unit in compiled.group_by:
             raise refuse(f"GROUP BY the privacy-unit column {unit!r} would release per-person values")
+        check_addressable(unit)
 
     snap = source_snapshot(source, None, compiled.table)
 
@@ -327,7 +329,9 @@ def dp_sql(
 
     query = SqlQuery(compiled, str(source.metadata.table_uuid), amount, unit, max_rows, keys_desc)
     qhash = query.hash()
-    out_id = (*source.name()[:-1], f"{source.name()[-1]}__dpsql_{qhash[:12]}")
+    from iceberg_privacy.dp.release import release_table_name
+
+    out_id = (*source.name()[:-1], release_table_name(source.name()[-1], "dpsql", qhash))
     shares = split_budget(amount, len(compiled.aggregates))
 
     def prepare(spark_session: Any, df: Any) -> Any:

@@ -47,6 +47,7 @@ from pyiceberg.table import Table
 from pyiceberg.types import DateType, StringType, TimestampType, TimestamptzType
 
 from iceberg_privacy._internal.arguments import check_catalog
+from iceberg_privacy.catalog import has_marker
 from iceberg_privacy.dp.arguments import (
     KEY_TYPES,
     NUMERIC_TYPES,
@@ -56,6 +57,7 @@ from iceberg_privacy.dp.policy import AccessPolicy, access_policy
 from iceberg_privacy.errors import (
     DpSqlRefusedError,
 )
+from iceberg_privacy.properties import LIBRARY_MARKERS
 
 MAX_SQL_LENGTH = 20_000
 """Longer text is refused before it is tokenized."""
@@ -293,11 +295,19 @@ def _source(catalog: Catalog, tree: Any) -> tuple[Table, str | None]:
         raise refuse("name the table with its namespace (FROM namespace.table)")
     alias = node.alias or None
     try:
-        return catalog.load_table(tuple(parts)), alias
+        table = catalog.load_table(tuple(parts))
     except (NoSuchTableError, NoSuchNamespaceError, NoSuchIdentifierError):
         raise refuse(f"unknown table {'.'.join(parts)}") from None
     except (ValueError, BadRequestError):
         raise refuse("the table name is not a valid identifier") from None
+    if has_marker(table, LIBRARY_MARKERS):
+        # The ledger (every principal's spend), the token table, the journal and DP outputs live beside the
+        # datasets and are governed by the same namespace budget, but they are not datasets: a query over the
+        # ledger would release other principals' activity; a synthetic table is read without budget.
+        raise refuse(f"{'.'.join(parts)} is the library's bookkeeping or a DP output (release or synthetic table), "
+                     "not a dataset; query the source tables (GET /v1/datasets lists them), read synthetic tables "
+                     "without budget")
+    return table, alias
 
 
 def _column(node: Any, table: Table, alias: str | None) -> str:
@@ -316,7 +326,17 @@ def _column(node: Any, table: Table, alias: str | None) -> str:
     names = [f.name for f in table.schema().fields]
     if name not in names:
         raise refuse(f"unknown column {name!r} (columns: {', '.join(names)})")
+    check_addressable(name)
     return name
+
+
+def check_addressable(name: str) -> None:
+    """Refuse a column Tumult cannot address: its per-unit row cap and filters name columns unquoted, so Spark
+    reads 'a.b' as a struct field and a backtick as a quote. Such a query failed once tmlt evaluated it, after
+    the spend (found by advsvc2)."""
+    if "." in name or "`" in name:
+        raise refuse(f"column {name!r} has a '.' or '`' in its name, which Tumult cannot address; the data owner can "
+                     "rename it (Iceberg renames are metadata-only)")
 
 
 # -- literals and the WHERE clause -------------------------------------------------------------------------
@@ -567,6 +587,8 @@ def _aggregate(node: Any, table: Table, alias: str | None) -> tuple[str, str | N
     from sqlglot import exp
 
     if isinstance(node, exp.Count):
+        if node.args.get("expressions"):  # COUNT(a, b): counting only a would be a wrong answer, not a refusal
+            raise refuse("COUNT takes one argument (*, a column or DISTINCT column)")
         arg = node.this
         if isinstance(arg, exp.Star):
             return "count", None, None, None, None
@@ -589,6 +611,7 @@ def _aggregate(node: Any, table: Table, alias: str | None) -> tuple[str, str | N
             column, low, high = _bounds_arg(node.this, table, alias, kind.upper())
             return kind, column, None, low, high
     if isinstance(node, (exp.Quantile, exp.ApproxQuantile)):
+        _only(node, {"this", "quantile"}, "QUANTILE (it takes column, q)")  # an accuracy argument was dropped
         q = node.args.get("quantile")
         column, low, high = _bounds_arg(node.this, table, alias, "QUANTILE")
         return "quantile", column, _quantile(q), low, high
@@ -610,6 +633,22 @@ def _aggregate(node: Any, table: Table, alias: str | None) -> tuple[str, str | N
         raise refuse("constants in the SELECT list are not accepted; select aggregates and GROUP BY columns")
     raise refuse(f"{type(node).__name__.upper()} in the SELECT list is not accepted: select aggregates of columns "
                   "and GROUP BY columns")
+
+
+MAX_BOUND = 2.0**62
+"""Largest |clamping bound| of an aggregate: tmlt hands the bounds (for AVG, half their width) to Spark as 64-bit
+integer literals, which failed past 2**63 only when the query was evaluated, after the spend (found by advsvc2)."""
+MAX_SQUARED_BOUND = 2.0**31
+"""Largest |clamping bound| of VARIANCE and STDDEV: tmlt also sums squares, bounded by the square of the bound."""
+
+
+def _check_bound_size(label: str, kind: str, low: float, high: float, bounds_from: str | None) -> None:
+    limit = MAX_SQUARED_BOUND if kind in ("variance", "stddev") else MAX_BOUND
+    if max(abs(low), abs(high)) > limit:
+        where = ("the access policy's column_bounds (the data owner sets them: `dp policy set --bounds`)"
+                 if bounds_from == "policy" else "CLAMP")
+        raise refuse(f"the bounds of {label} from {where} exceed +-{limit:.4g}, more than Tumult can evaluate; "
+                     "give bounds around the column's real range")
 
 
 def _quantile(node: Any) -> float:
@@ -700,6 +739,8 @@ def compile_tree(catalog: Catalog, tree: Any) -> CompiledSql:
                 raise refuse(
                     f"no bounds for {label}: declare public bounds in the access policy (column_bounds / "
                     f"`dp policy set --bounds {column}=LOW,HIGH`) or write {kind.upper()}(CLAMP({column}, low, high))")
+        if needs_bounds and low is not None and high is not None:
+            _check_bound_size(label, kind, low, high, bounds_from)
         out = _output_name(name or _default_name(kind, column, quantile))
         aggregates.append(Aggregate(kind, column, out, quantile, low, high, bounds_from))
         outputs.append(out)

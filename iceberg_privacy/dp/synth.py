@@ -69,7 +69,13 @@ from iceberg_privacy.dp.mst import cdp_rho, mst, secure_rng
 from iceberg_privacy.dp.policy import ROWS_UNIT
 from iceberg_privacy.dp.provenance import build_summary, read_provenance
 from iceberg_privacy.dp.query import canonical_dumps
-from iceberg_privacy.dp.release import _after_failure, _write_output, check_policy_unit, record_released
+from iceberg_privacy.dp.release import (
+    _after_failure,
+    _write_output,
+    check_output_name,
+    check_policy_unit,
+    record_released,
+)
 from iceberg_privacy.dp.reservation import Heartbeat
 from iceberg_privacy.errors import ConfigurationError, InvalidArgumentError, UnknownColumnError
 from iceberg_privacy.lineage.record import AGGREGATION, COMPLETE, INDIRECT, FieldRef, LineageRecord, SourceRef
@@ -93,6 +99,10 @@ MAX_DOMAIN = 10_000
 """Cells per column at most: MST and AIM measure every cell of every selected marginal."""
 INTEGER_TYPES = (IntegerType, LongType)
 FLOAT_TYPES = (FloatType, DoubleType)
+_BOUND_LIMITS: dict[type, float] = {IntegerType: float(2**31 - 1), LongType: float(2**53), FloatType: 3.4e38,
+                                    DoubleType: 8.9e307}
+"""Largest |bound| of a binned column: the type's range (int), 2**53 (long: binning computes in doubles), the
+largest float32, and half the largest double (so that high - low stays finite)."""
 
 
 @dataclass
@@ -280,6 +290,14 @@ def _prepare(source: Table, columns: list[str], bounds: Mapping[str, Any], domai
                 raise InvalidArgumentError(f"bounds[{name!r}] = ({low}, {high}): low must be < high; {why}")
             integer = isinstance(ftype, INTEGER_TYPES)
             count = _bins_for(name, bins)
+            # Bounds the column's type cannot hold (or whose width overflows) failed only when the synthetic
+            # values were decoded, after the spend, or decoded as NaN (found by advsvc2): refused here.
+            limit = _BOUND_LIMITS[type(ftype)]
+            if max(abs(low), abs(high)) > limit or not math.isfinite(high - low):
+                raise InvalidArgumentError(
+                    f"bounds[{name!r}] = ({low:g}, {high:g}) exceed what column {name!r} ({ftype}) can hold "
+                    f"(|bound| <= {limit:g}{', exactly as a float' if integer else ''}); pass bounds around the "
+                    "column's real range. Nothing was read or spent.")
             if integer:
                 low, high = float(math.ceil(low)), float(math.floor(high))
                 if low > high:
@@ -346,7 +364,15 @@ def _lineage(source: Table, snapshot_id: int, columns: list[str], unit: str | No
 
 
 def _check_output(catalog: Catalog, out_id: tuple[str, ...], schema: pa.Schema) -> None:
-    if not catalog.table_exists(out_id):
+    from pyiceberg.exceptions import BadRequestError
+
+    try:
+        exists = catalog.table_exists(out_id)
+    except (BadRequestError, ValueError) as exc:  # a REST catalog refuses names (SeaweedFS: a-z, 0-9, _ and -)
+        raise ConfigurationError(
+            f"the catalog refuses the output name {'.'.join(out_id)!r} ({exc}); choose a name it accepts (lower-case "
+            "letters, digits and underscores are safe everywhere). Nothing was read or spent.") from None
+    if not exists:
         return
     existing = catalog.load_table(out_id)
     name = ".".join(out_id)
@@ -474,6 +500,7 @@ def dp_synthesize(
     prepared = _prepare(source, columns, bounds, domains, bins)
     snap = source_snapshot(source, snapshot_id, table_name(source))
     out_id = qualified(output, "output table")
+    check_output_name(out_id)
     out_name = ".".join(out_id)
     if out_id == source_id:
         raise ConfigurationError("output must not be the source table; name a new table.")
@@ -532,7 +559,7 @@ def dp_synthesize(
             evaluating = True
             run = aim if method == "aim" else mst
             result = run(codes, [c.cells for c in prepared], rho, rows=None if rows is None else int(rows),
-                         sensitivity=float(k), iterations=int(iterations))
+                         sensitivity=float(k), iterations=int(iterations), max_rows=MAX_SYNTH_CELLS // len(columns))
             synthetic = pa.table([c.decode(col, rng) for c, col in zip(prepared, result.codes, strict=True)],
                                  schema=out_schema)
             checkpoint("synth.after_evaluate")

@@ -68,9 +68,10 @@ class BudgetIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epsilon: float | None = Field(default=None, gt=0)
-    delta: float | None = Field(default=None, ge=0, lt=1)
-    rho: float | None = Field(default=None, gt=0)
+    # strict: JSON numbers only (true was read as epsilon=1, and "0.1" as a number)
+    epsilon: float | None = Field(default=None, gt=0, strict=True)
+    delta: float | None = Field(default=None, ge=0, lt=1, strict=True)
+    rho: float | None = Field(default=None, gt=0, strict=True)
 
 
 class QueryIn(BaseModel):
@@ -80,7 +81,7 @@ class QueryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sql: str = Field(min_length=1, max_length=20000)
-    epsilon: float | None = Field(default=None, gt=0, description="shorthand for budget.epsilon")
+    epsilon: float | None = Field(default=None, gt=0, strict=True, description="shorthand for budget.epsilon")
     budget: BudgetIn | None = None
     memoize: bool = True
 
@@ -268,11 +269,11 @@ Caller = Annotated[TokenRecord, Depends(_authenticate)]
 """A handler parameter of this type is the authenticated caller."""
 
 
-def _answer(release: Any, *, memoized: bool, charged: Budget | None) -> dict[str, Any]:
+def _answer(release: Any, *, memoized: bool, charged: Budget | None, principal: str) -> dict[str, Any]:
     rows = release.rows
     return {"release_id": release.release_id, "table": release.table, "sql": release.sql, "memoized": memoized,
             "charged": charged.to_json() if charged is not None else None, "columns": rows.column_names,
-            "rows": rows.to_pylist(), "provenance": release.provenance.to_dict()}
+            "rows": rows.to_pylist(), "provenance": views.own_provenance(release.provenance.to_dict(), principal)}
 
 
 def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI:
@@ -399,7 +400,7 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
         # cap re-checked first); its audit event is written in the background.
         release = dp_sql(catalog, body.sql, budget=amount, principal=who.principal, memoize=body.memoize,
                          memo_log=memo_log)
-        return _answer(release, memoized=release.memoized, charged=release.charged)
+        return _answer(release, memoized=release.memoized, charged=release.charged, principal=who.principal)
 
     @app.get(f"{API}/synthetic", response_model=list[SyntheticOut], responses=ERRORS, tags=["synthetic"])
     def synthetic(who: Caller) -> list[dict[str, Any]]:

@@ -134,6 +134,13 @@ class IssuedToken:
                 f"{self.token}\nIt is shown only now; give it to the analyst over a private channel.")
 
 
+def _timestamp_or_none(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
 def _record(token_id: str, entry: dict[str, Any]) -> TokenRecord:
     def ts(v: str | None) -> datetime | None:
         return datetime.fromisoformat(v) if v else None
@@ -160,9 +167,30 @@ class TokenStore:
 
     @staticmethod
     def _state(table: Table | None) -> dict[str, dict[str, Any]]:
+        """The token state, checked: a damaged property (hand-edited, truncated) is one :class:`ServiceError`
+        naming what to do, never a JSON or key error, and is never overwritten by the next issue/revoke (which
+        would silently drop its revocations)."""
         if table is None:
             return {}
-        return dict(json.loads(table.properties.get(SERVICE_TOKENS_STATE_PROPERTY, "{}")))
+        text = table.properties.get(SERVICE_TOKENS_STATE_PROPERTY, "{}")
+        try:
+            state = json.loads(text)
+            ok = isinstance(state, dict) and all(
+                isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("principal"), str)
+                and isinstance(v.get("hash"), str) and v["hash"].count("$") == 5
+                and _timestamp_or_none(v.get("issued_at")) is not None
+                and all(_timestamp_or_none(v.get(f)) is not None or v.get(f) is None
+                        for f in ("expires_at", "revoked_at"))
+                for k, v in state.items())
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ServiceError(
+                f"the token state of {table.name()[0]}.{table.name()[-1]} (table property "
+                f"{SERVICE_TOKENS_STATE_PROPERTY}) is damaged, so no token can be checked or issued; restore the "
+                "property from an earlier metadata file of that table (its metadata log), or drop the table and "
+                "issue new tokens (`iceberg-privacy tokens issue`)")
+        return state
 
     def _commit(self, mutate: Any) -> Any:
         """``mutate(state) -> (result, new_state, event_row)`` committed by compare-and-swap, retried; the table's

@@ -14,7 +14,7 @@ from fractions import Fraction
 from typing import Any
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.exceptions import BadRequestError, NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.table import Table
 
 from iceberg_privacy.catalog import all_namespaces, has_marker
@@ -179,6 +179,14 @@ def budget(catalog: Catalog, principal: str) -> dict[str, Any]:
             "datasets": [{"name": d["name"], **d["budget"]} for d in datasets(catalog, principal)]}
 
 
+def own_provenance(provenance: dict[str, Any] | None, principal: str) -> dict[str, Any] | None:
+    """A release's provenance as ``principal`` may see it: a memoized answer first computed for someone else carries
+    that principal's name, which is theirs to see, not the caller's (another principal's releases are 403)."""
+    if provenance is None or provenance.get("principal") in (None, principal):
+        return provenance
+    return {**provenance, "principal": None}
+
+
 def principal_releases(catalog: Catalog, principal: str) -> list[dict[str, Any]]:
     """The principal's releases and memoized answers, newest first, each with the provenance of its output
     snapshot (source snapshot, query, noise, budget) when there is one."""
@@ -197,7 +205,7 @@ def principal_releases(catalog: Catalog, principal: str) -> list[dict[str, Any]]
                     tables[rec.output_table] = None
             out_table = tables[rec.output_table]
             prov = read_provenance(out_table, rec.output_snapshot_id) if out_table is not None else None
-            item["provenance"] = prov.to_dict() if prov is not None else None
+            item["provenance"] = own_provenance(prov.to_dict(), principal) if prov is not None else None
         out.append(item)
     out.sort(key=lambda r: r["at"] or "", reverse=True)
     return out
@@ -225,7 +233,7 @@ def read_synthetic(catalog: Catalog, name: str, *, limit: int, offset: int) -> d
         raise ConfigurationError("name a synthetic table as namespace.table")
     try:
         table = catalog.load_table(parts)
-    except NoSuchTableError:
+    except (NoSuchTableError, NoSuchNamespaceError, BadRequestError, ValueError):  # REST refuses odd names (400)
         table = None
     if table is None or not is_synthetic(table) or has_marker(table, BOOKKEEPING_MARKERS):
         raise _NotFound(f"no synthetic table {name}; list them with GET /v1/synthetic")

@@ -95,6 +95,16 @@ REFUSALS = [
     ("", "empty|not valid|exactly one"),
     ("SELECT", "not valid|FROM|aggregate"),
     ("SELECT COUNT(*) FROM db.pv WHERE country = 'it''s'; DROP TABLE db.pv", "exactly one statement"),
+    # found by advsvc2: COUNT(a, b) counted a only, an accuracy argument of a quantile was dropped, and the
+    # namespace's own ledger (every principal's spend events) compiled as a dataset under the namespace budget
+    ("SELECT COUNT(country, page) FROM db.pv", "COUNT takes one argument"),
+    ("SELECT APPROX_QUANTILE(bytes, 0.5, 100) FROM db.pv", "QUANTILE .*ACCURACY"),
+    ("SELECT principal, COUNT(*) FROM db.privacy_dp_ledger GROUP BY principal", "bookkeeping or a DP output"),
+    # found by advsvc2: compiled, charged, then failed inside Spark (a bound passed as a 64-bit integer literal)
+    ("SELECT SUM(CLAMP(bytes, 0, 1e300)) FROM db.pv", "bounds of SUM\\(bytes\\) from CLAMP exceed"),
+    ("SELECT SUM(CLAMP(bytes, -1e19, 0)) FROM db.pv", "bounds of SUM\\(bytes\\) from CLAMP exceed"),
+    ("SELECT VARIANCE(CLAMP(bytes, 0, 5e9)) FROM db.pv", "bounds of VARIANCE\\(bytes\\) from CLAMP exceed"),
+    ("SELECT STDDEV(CLAMP(bytes, -5e9, 0)) FROM db.pv", "bounds of STDDEV"),
 ]
 
 
@@ -103,6 +113,21 @@ def test_refusals_name_the_reason(static_catalog: SqlCatalog, sql: str, reason: 
     with pytest.raises(ip.DpSqlRefusedError, match=reason) as info:
         ip.compile_sql(static_catalog, sql)
     assert "Nothing was read or spent" in str(info.value)
+
+
+@pytest.mark.parametrize("properties", [{"privacy.dp.release": "1"},
+                                        {"privacy.synthetic": "true", "privacy.dp.release": "1"},
+                                        {"privacy.service.tokens": "1"}])
+def test_library_tables_are_not_datasets(static_catalog: SqlCatalog, properties: dict[str, str]) -> None:
+    """Release, synthetic and token tables beside the datasets are refused by name, never compiled (found by
+    advsvc2: they compiled and would have been released under the namespace's budget)."""
+    name = f"db.lib_{abs(hash(tuple(properties))) % 10**6}"
+    static_catalog.create_table(name, schema=pageviews(1).schema, properties=properties)
+    try:
+        with pytest.raises(ip.DpSqlRefusedError, match="bookkeeping or a DP output"):
+            ip.compile_sql(static_catalog, f"SELECT COUNT(*) FROM {name}")
+    finally:
+        static_catalog.drop_table(name)
 
 
 def test_not_text_is_refused(static_catalog: SqlCatalog) -> None:
@@ -385,3 +410,56 @@ def test_where_never_makes_spark_cast_a_column(static_catalog: SqlCatalog, where
     """Spark's failed casts quote the data value they failed on: such comparisons are refused up front."""
     with pytest.raises(ip.DpSqlRefusedError, match="compare|compares|not boolean"):
         ip.compile_sql(static_catalog, f"SELECT COUNT(*) FROM db.pv WHERE {where}")
+
+
+@pytest.mark.slow
+def test_a_long_table_name_is_released(lake: SqlCatalog, spark: Any) -> None:
+    """The release table of a 240-character table name was '<name>__dpsql_<hash>', over what the file system
+    takes: every query failed when its answer was written, after the spend (found by advsvc2). The derived name
+    is shortened; the query hash keeps it unique."""
+    name = "db." + "l" * 240
+    lake.create_table(name, schema=pageviews(1).schema).append(pageviews(60))
+    r = ip.dp_sql(lake, f"SELECT country, COUNT(*) AS n FROM {name} GROUP BY country", budget=PureDP(1),
+                  principal="long", spark=spark)
+    assert sorted(r.rows.column("country").to_pylist()) == COUNTRIES and not r.memoized
+    assert len(r.output.split(".")[-1].encode()) <= 200 and lake.table_exists(r.output)
+    assert [e["event"] for e in Ledger(lake, ("db",)).events() if e["release_id"] == r.release_id][-1] == "released"
+
+
+def test_policy_bounds_too_large_for_tumult_are_refused(static_catalog: SqlCatalog) -> None:
+    """The data owner's column_bounds go through the same size check as a CLAMP (found by advsvc2)."""
+    static_catalog.create_namespace_if_not_exists("bigb")
+    if not static_catalog.table_exists("bigb.pv"):
+        static_catalog.create_table("bigb.pv", schema=pageviews(1).schema)
+    set_namespace_budget(static_catalog, "bigb", PureDP(10))
+    _policy(static_catalog, "bigb", column_bounds={"bytes": (0, 1e300)})
+    with pytest.raises(ip.DpSqlRefusedError, match="access policy's column_bounds .* exceed"):
+        ip.compile_sql(static_catalog, "SELECT SUM(bytes) FROM bigb.pv")
+    assert ip.compile_sql(static_catalog, "SELECT COUNT(*), MAX(CLAMP(bytes, 0, 4e18)) AS m FROM bigb.pv")
+
+
+@pytest.mark.parametrize("column", ["a.b", "b`q"])
+def test_columns_tumult_cannot_address_are_refused_before_the_spend(static_catalog: SqlCatalog, column: str) -> None:
+    """A '.' or '`' in a column name made tmlt's per-unit row cap fail in Spark once the query was evaluated:
+    WHERE, COUNT(col) and COUNT(DISTINCT col) were charged and released nothing (found by advsvc2)."""
+    name = f"db.odd_{'dot' if '.' in column else 'tick'}"
+    if not static_catalog.table_exists(name):
+        static_catalog.create_table(name, schema=pa.schema([("user_id", pa.int64()), (column, pa.string())]))
+    quoted = '"' + column + '"'
+    for sql in (f"SELECT COUNT(*) FROM {name} WHERE {quoted} = 'x'", f"SELECT COUNT({quoted}) AS n FROM {name}",
+                f"SELECT COUNT(DISTINCT {quoted}) AS n FROM {name}",
+                f"SELECT {quoted}, COUNT(*) AS n FROM {name} GROUP BY {quoted}"):
+        with pytest.raises(ip.DpSqlRefusedError, match="Tumult cannot address"):
+            ip.compile_sql(static_catalog, sql)
+    assert ip.compile_sql(static_catalog, f"SELECT COUNT(*) AS n FROM {name}")
+    static_catalog.create_namespace_if_not_exists("nopolicy")  # as the privacy unit of a table without a policy
+    open_name = name.replace("db.", "nopolicy.")
+    if not static_catalog.table_exists(open_name):
+        static_catalog.create_table(open_name, schema=pa.schema([(column, pa.string())]))
+        set_namespace_budget(static_catalog, "nopolicy", PureDP(10))
+    with pytest.raises(ip.DpSqlRefusedError, match="Tumult cannot address"):
+        ip.dp_sql(static_catalog, f"SELECT COUNT(*) AS n FROM {open_name}", budget=PureDP(1), privacy_unit=column,
+                  principal="p")
+    with pytest.raises(ip.ConfigurationError, match="Tumult cannot address"):  # dp_histogram: the same limit
+        ip.dp_histogram(open_name, [column], catalog=static_catalog, budget=PureDP(1), privacy_unit=ip.ROWS,
+                        principal="p")

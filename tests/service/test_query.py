@@ -79,8 +79,12 @@ def test_memoized_answers_are_per_principal(service: BackgroundServer, svc_catal
         first = alice.sql(SQL, epsilon=0.1)
         theirs = bob.sql(SQL, epsilon=0.1)  # the library's memo may answer bob from alice's release ...
         assert theirs.release_id == first.release_id and theirs.memoized and _spent(svc_catalog, "bob") == 0
-        assert [r["status"] for r in bob.releases()] == ["memoized"]  # ... and it is logged as bob's
+        mine = bob.releases()
+        assert [r["status"] for r in mine] == ["memoized"]  # ... and it is logged as bob's
         assert [r["status"] for r in alice.releases()] == ["released"]
+        # ... without telling bob who asked first (found by advsvc2: alice's name was in both provenances)
+        assert first.provenance["principal"] == "alice" and theirs.provenance["principal"] is None
+        assert mine[0]["provenance"]["query.hash"] and "alice" not in str(mine) + str(theirs.provenance)
 
 
 def test_refusals_charge_nothing(service: BackgroundServer, svc_catalog: Catalog, tokens: dict[str, Any],

@@ -40,3 +40,13 @@ def test_service_on_object_storage(s3_catalog: tuple[Catalog, str], spark: Any) 
         store.revoke(alice.record.token_id)
         assert httpx.get(srv.url + "/v1/datasets",
                          headers={"Authorization": f"Bearer {alice.token}"}).status_code == 401
+
+
+def test_synthetic_names_the_rest_catalog_refuses_are_404(rest_catalog: Catalog, lake_ns: str) -> None:
+    """SeaweedFS's REST catalog answers 400 for names outside a-z, 0-9, _ and -; the service answered 500 for
+    GET /v1/synthetic/<such a name> (found by advsvc2). Nothing there to read: 404, as for any other name."""
+    token = TokenStore(rest_catalog).issue("alice").token
+    with BackgroundServer(rest_catalog) as srv:
+        for name in (f"{lake_ns}.Bad Name", f"{lake_ns}.\u202eevil", "NoSuch.x", f"{lake_ns}.ok_but_missing"):
+            r = httpx.get(f"{srv.url}/v1/synthetic/{name}", headers={"Authorization": f"Bearer {token}"}, timeout=60)
+            assert r.status_code == 404 and r.json()["error"] == "not_found", (name, r.text)

@@ -208,3 +208,15 @@ def test_an_oversized_body_is_refused_before_it_is_read(service: BackgroundServe
                                                           "epsilon": 0.1}, headers=auth)
     assert small.status_code not in (413, 500), small.text  # an ordinary body still reaches the handler
     assert _ledger_events(svc_catalog) == before
+
+
+@pytest.mark.parametrize("body", [{"epsilon": True}, {"epsilon": "0.1"}, {"budget": {"rho": True}},
+                                  {"budget": {"epsilon": 0.1, "delta": False}}])
+def test_a_budget_must_be_a_json_number(service: BackgroundServer, svc_catalog: Catalog, tokens: dict[str, Any],
+                                        body: dict[str, Any]) -> None:
+    """``true`` was read as epsilon=1 (and charged as such under a cap of 1 or more); found by advsvc2."""
+    before = _ledger_events(svc_catalog)
+    r = httpx.post(service.url + "/v1/query", json={"sql": "SELECT COUNT(*) AS n FROM conf.pv", **body},
+                   headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=60)
+    assert r.status_code == 422 and r.json()["error"] == "invalid_request", r.text
+    assert _ledger_events(svc_catalog) == before

@@ -156,3 +156,24 @@ def test_the_token_table_keeps_its_history_bounded_and_every_token(cat: Catalog)
     assert [fresh.verify(t.token).principal for t in issued if t is not issued[1]] == ["alice", "p1", "p2", "p3"]
     with pytest.raises(ip.InvalidTokenError, match="revoked"):
         fresh.verify(issued[1].token)
+
+
+@pytest.mark.parametrize("damaged", ["{bad", "[]", '{"abcdefabcdef": {"principal": "x"}}',
+                                     '{"abcdefabcdef": {"principal": "x", "issued_at": "nope", "hash": "a$b$c$d$e$f"}}'])
+def test_a_damaged_token_state_is_one_clear_error_and_is_never_overwritten(cat: Catalog, damaged: str,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A hand-edited or truncated state property was a raw JSONDecodeError/KeyError (CLI traceback), and '[]' read
+    as 'no tokens': the next issue overwrote it, dropping every revocation (found by advsvc2)."""
+    store = TokenStore(cat)
+    token = store.issue("alice").token
+    table = cat.load_table(store.identifier)
+    with table.transaction() as tx:
+        tx.set_properties({SERVICE_TOKENS_STATE_PROPERTY: damaged})
+    for call in (store.list, lambda: store.verify(token), lambda: store.issue("bob")):
+        with pytest.raises(ip.ServiceError, match="is damaged"):
+            call()
+    assert cat.load_table(store.identifier).properties[SERVICE_TOKENS_STATE_PROPERTY] == damaged
+    uri, wh = cat.properties["uri"], cat.properties["warehouse"]
+    capsys.readouterr()
+    assert main(["--catalog", "test", "--catalog-uri", uri, "--warehouse", wh, "tokens", "list"]) != 0
+    assert "is damaged" in capsys.readouterr().err
