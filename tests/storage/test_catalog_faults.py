@@ -1,0 +1,110 @@
+"""A REST catalog that fails in the middle of a request: 5xx answers, an answer lost after the catalog applied
+the commit, a catalog that stalls. Real SeaweedFS REST catalog behind a real forwarding HTTP server
+(``fault_proxy``) that breaks the chosen requests.
+
+What must hold: a write reported failed was not committed and a write reported done was committed exactly once
+(a lost answer must not make the caller append the same rows twice), and every failure is one
+:class:`~iceberg_privacy.CatalogError` saying what is known and what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from pyiceberg.catalog import Catalog, load_catalog
+
+import iceberg_privacy as ip
+
+from .fault_proxy import FaultProxy
+
+pytestmark = pytest.mark.s3
+
+
+@pytest.fixture
+def proxy(seaweedfs: Any) -> Iterator[FaultProxy]:
+    p = FaultProxy(seaweedfs.ports["iceberg"])
+    yield p
+    p.close()
+
+
+def _catalog(seaweedfs: Any, proxy: FaultProxy) -> Catalog:
+    return load_catalog("rest", **{**seaweedfs.rest_catalog_properties(), "uri": proxy.url})
+
+
+def _table(catalog: Catalog, ns: str) -> Any:
+    catalog.create_namespace(ns)
+    table = catalog.create_table(f"{ns}.t", pa.schema([("user_id", pa.string()), ("n", pa.int64())]))
+    table = ip.configure_bloom(table, ["user_id"])
+    ip.append(table, pa.table({"user_id": ["a", "b"], "n": pa.array([1, 2], pa.int64())}))
+    return table
+
+
+def _once(ns: str, action: str) -> Any:
+    """A rule breaking the first commit to ``ns.t`` (POST .../namespaces/ns/tables/t) with ``action``."""
+    fired: list[bool] = []
+
+    def rule(method: str, path: str) -> str | None:
+        if method == "POST" and path.split("?")[0].endswith(f"/namespaces/{ns}/tables/t") and not fired:
+            fired.append(True)
+            return action
+        return None
+
+    return rule
+
+
+@pytest.mark.parametrize("action", ["forward+500", "forward+reset"])
+def test_a_commit_whose_answer_is_lost_is_reported_done_once(seaweedfs: Any, proxy: FaultProxy, lake_ns: str,
+                                                             action: str) -> None:
+    """Regression: the catalog applied the append and the answer was lost (500 after the commit, or a broken
+    connection): append raised pyiceberg's CommitStateUnknownException / a 'did not answer' CatalogError, so
+    the caller wrote the rows again and they were in the table twice."""
+    catalog = _catalog(seaweedfs, proxy)
+    table = _table(catalog, lake_ns)
+    proxy.rule = _once(lake_ns, action)
+    report = ip.append(table, pa.table({"user_id": ["ann"], "n": pa.array([3], pa.int64())}))
+    assert any(a == action for _, _, a in proxy.seen)  # the fault did happen
+    fresh = catalog.load_table(f"{lake_ns}.t")
+    assert report.snapshot_id == fresh.current_snapshot().snapshot_id
+    assert sorted(fresh.scan().to_arrow()["user_id"].to_pylist()) == ["a", "ann", "b"]
+    assert table.current_snapshot().snapshot_id == report.snapshot_id  # the caller's Table sees its commit
+    assert ip.lookup(fresh, "user_id", "ann").num_rows == 1  # and its sidecar is registered
+
+
+def test_a_commit_the_catalog_failed_is_an_error_saying_nothing_was_committed(seaweedfs: Any, proxy: FaultProxy,
+                                                                               lake_ns: str) -> None:
+    catalog = _catalog(seaweedfs, proxy)
+    table = _table(catalog, lake_ns)
+    before = table.current_snapshot().snapshot_id
+    proxy.rule = _once(lake_ns, "500")
+    with pytest.raises(ip.CatalogError, match="nothing was committed"):
+        ip.append(table, pa.table({"user_id": ["ann"], "n": pa.array([3], pa.int64())}))
+    fresh = catalog.load_table(f"{lake_ns}.t")
+    assert fresh.current_snapshot().snapshot_id == before
+    assert sorted(fresh.scan().to_arrow()["user_id"].to_pylist()) == ["a", "b"]
+
+
+def test_a_commit_whose_outcome_cannot_be_asked_says_how_to_find_out(seaweedfs: Any, proxy: FaultProxy,
+                                                                      lake_ns: str) -> None:
+    catalog = _catalog(seaweedfs, proxy)
+    table = _table(catalog, lake_ns)
+    down: list[bool] = []
+
+    def rule(method: str, path: str) -> str | None:  # the commit lands, then the catalog answers nothing but 503
+        if down:
+            return "503"
+        if method == "POST" and path.split("?")[0].endswith(f"/namespaces/{lake_ns}/tables/t"):
+            down.append(True)
+            return "forward+500"
+        return None
+
+    proxy.rule = rule
+    with pytest.raises(ip.CatalogError, match=r"cannot be asked now.*snapshot_by_id\((\d+)\)") as info:
+        ip.append(table, pa.table({"user_id": ["ann"], "n": pa.array([3], pa.int64())}))
+    proxy.rule = lambda method, path: None
+    import re
+
+    snapshot_id = int(re.search(r"snapshot_by_id\((\d+)\)", str(info.value)).group(1))  # type: ignore[union-attr]
+    assert catalog.load_table(f"{lake_ns}.t").snapshot_by_id(snapshot_id) is not None  # it had landed
