@@ -26,6 +26,7 @@ from pyiceberg.exceptions import (
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
+from iceberg_privacy._internal import compat
 from iceberg_privacy.errors import CatalogError, ConfigurationError, IcebergPrivacyError
 
 # What a catalog answers when it refuses (naming rules, permissions, server trouble), as opposed to
@@ -133,8 +134,9 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
     uri = props.get("uri", "")
     if "type" not in props and "py-catalog-impl" not in props and (uri.startswith("sqlite:") or uri.startswith("postgresql")):
         props["type"] = "sql"
+    timeouts = _rest_timeouts(props)
     try:
-        return load_catalog(name, **props)
+        catalog = load_catalog(name, **props)
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(
             f"catalog {name!r} could not be loaded from the properties {sorted(props)}: {exc}. Fix its entry in "
@@ -154,6 +156,33 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
             raise CatalogError(f"catalog {name!r} could not open its database {uri or '?'} ({type(exc).__name__}: "
                                f"{first}); check the uri (does the directory exist, may this user write it?)") from exc
         raise
+    compat.set_rest_timeouts(catalog, *timeouts)
+    return catalog
+
+
+REST_CONNECT_TIMEOUT_PROPERTY = "rest.client.connection-timeout-ms"
+REST_READ_TIMEOUT_PROPERTY = "rest.client.socket-timeout-ms"
+REST_TIMEOUT_DEFAULTS_MS = {REST_CONNECT_TIMEOUT_PROPERTY: 10_000, REST_READ_TIMEOUT_PROPERTY: 180_000}
+"""Timeouts of a REST catalog's requests, under the catalog property names Iceberg Java's REST client reads.
+pyiceberg sends REST requests without any timeout, so a catalog that accepts connections and stalls would hold
+every verb forever; with these a stalled request fails as a CatalogError (a commit whose answer timed out is
+checked for its snapshot, see ``write._confirm_landed``). The read default is Java's effective 3 minutes."""
+
+
+def _rest_timeouts(props: dict[str, str]) -> tuple[float, float]:
+    """(connect, read) seconds from :data:`REST_TIMEOUT_DEFAULTS_MS` and the catalog properties."""
+    out = []
+    for key, default in REST_TIMEOUT_DEFAULTS_MS.items():
+        text = str(props.get(key, default)).strip()
+        try:
+            ms = int(text)
+        except ValueError:
+            ms = 0
+        if ms <= 0:
+            raise ConfigurationError(f"catalog property {key}={text!r} must be a whole number of milliseconds > 0 "
+                                     f"(default {default})")
+        out.append(ms / 1000)
+    return out[0], out[1]
 
 
 def _embedded(name: str, root: Path) -> SqlCatalog:

@@ -277,3 +277,27 @@ def data_file_factory() -> Any:
         return df
 
     return make
+
+
+def set_rest_timeouts(catalog: Any, connect: float, read: float) -> bool:
+    """Give a REST catalog's HTTP session (``RestCatalog._session``, a ``requests.Session``) default timeouts.
+
+    pyiceberg sends every REST request without a timeout, so a catalog that accepts the connection and then
+    stalls holds the caller forever. Requests that pass their own ``timeout`` keep it. The token refresh of
+    pyiceberg's legacy OAuth2 manager goes through the same session, so it is bounded too; the config and token
+    requests made while the catalog is constructed (before this can run) are not. Returns False when the
+    catalog has no such session (not a REST catalog)."""
+    session = getattr(catalog, "_session", None)
+    request = getattr(session, "request", None)
+    if session is None or request is None or not hasattr(session, "mount"):
+        return False
+    original = getattr(request, "__wrapped__", request)
+
+    def with_timeout(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = (connect, read)
+        return original(method, url, *args, **kwargs)
+
+    with_timeout.__wrapped__ = original  # type: ignore[attr-defined]
+    session.request = with_timeout
+    return True

@@ -268,3 +268,25 @@ def test_config_reads_its_file_through_from_configuration_files(tmp_path: Path,
     assert isinstance(Config.__dict__["_from_configuration_files"], staticmethod)
     monkeypatch.setattr(Config, "_from_configuration_files", staticmethod(lambda: None))
     assert Config().get_catalog_config("envcat") == {"uri": "sqlite:///x.db"}
+
+
+@pytest.mark.s3
+def test_rest_timeouts_apply_to_every_request_of_the_catalog_session(rest_catalog: Catalog) -> None:
+    """``set_rest_timeouts`` relies on ``RestCatalog._session`` being the requests.Session every catalog call
+    (and the legacy OAuth2 token refresh) goes through."""
+    from pyiceberg.catalog.rest import RestCatalog
+
+    assert isinstance(rest_catalog, RestCatalog)
+    seen: list[object] = []
+    assert compat.set_rest_timeouts(rest_catalog, 3.0, 7.0)
+    inner = rest_catalog._session.request.__wrapped__  # type: ignore[attr-defined]
+
+    def spy(method: str, url: str, *args: object, **kwargs: object) -> object:
+        seen.append(kwargs.get("timeout"))
+        return inner(method, url, *args, **kwargs)
+
+    rest_catalog._session.request.__wrapped__ = spy  # type: ignore[attr-defined]
+    compat.set_rest_timeouts(rest_catalog, 3.0, 7.0)  # re-wraps the innermost request (here: the spy)
+    rest_catalog.list_namespaces()
+    assert seen and all(t == (3.0, 7.0) for t in seen)
+    assert not compat.set_rest_timeouts(object(), 1.0, 1.0)

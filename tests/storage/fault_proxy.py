@@ -6,6 +6,7 @@ no rule matches are forwarded unchanged. A rule decides per request, from its me
 * ``"500"`` / ``"503"`` answer that status without forwarding (the catalog failed, nothing happened);
 * ``"forward+500"`` forward it, then answer 500 (the catalog applied it and the answer was lost);
 * ``"forward+reset"`` forward it, then close the connection without an answer;
+* ``"forward+hang"`` forward it, then never answer;
 * ``"hang"`` never answer (a catalog that accepted the connection and stalls).
 """
 
@@ -55,6 +56,10 @@ class FaultProxy:
                     data = response.read()
                 finally:
                     upstream.close()
+                if action == "forward+hang":
+                    proxy._release.wait(600)
+                    self.close_connection = True
+                    return
                 if action == "forward+reset":
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True

@@ -108,3 +108,26 @@ def test_a_commit_whose_outcome_cannot_be_asked_says_how_to_find_out(seaweedfs: 
 
     snapshot_id = int(re.search(r"snapshot_by_id\((\d+)\)", str(info.value)).group(1))  # type: ignore[union-attr]
     assert catalog.load_table(f"{lake_ns}.t").snapshot_by_id(snapshot_id) is not None  # it had landed
+
+
+def test_a_stalled_catalog_is_a_catalog_error_within_the_timeout_not_a_hang(seaweedfs: Any, proxy: FaultProxy,
+                                                                           lake_ns: str) -> None:
+    """Regression: pyiceberg sends REST requests without a timeout, so a catalog that accepted the connection and
+    stalled held every verb forever. ``connect`` bounds them (``rest.client.*-timeout-ms``, Java's names); a
+    commit whose answer timed out is checked for its snapshot like any lost answer."""
+    import time
+
+    props = {**seaweedfs.rest_catalog_properties(), "uri": proxy.url, "rest.client.socket-timeout-ms": "1500"}
+    catalog = ip.connect("stalls", **props)
+    _table(catalog, lake_ns)
+    proxy.rule = _once(lake_ns, "forward+hang")  # the commit lands, its answer never comes
+    report = ip.append(f"{lake_ns}.t", pa.table({"user_id": ["ann"], "n": pa.array([3], pa.int64())}), catalog=catalog)
+    assert sorted(catalog.load_table(f"{lake_ns}.t").scan().to_arrow()["user_id"].to_pylist()) == ["a", "ann", "b"]
+    assert report.snapshot_id == catalog.load_table(f"{lake_ns}.t").current_snapshot().snapshot_id
+    proxy.rule = lambda method, path: "hang" if method == "GET" and "/tables/" in path else None
+    started = time.monotonic()
+    with pytest.raises(ip.CatalogError, match="did not answer"):
+        ip.lookup(f"{lake_ns}.t", "user_id", "ann", catalog=catalog)
+    assert time.monotonic() - started < 15
+    with pytest.raises(ip.ConfigurationError, match="rest.client.socket-timeout-ms"):
+        ip.connect("stalls", **{**props, "rest.client.socket-timeout-ms": "soon"})
