@@ -28,6 +28,7 @@ from pyiceberg.table import Table
 
 from iceberg_privacy._internal import compat
 from iceberg_privacy.errors import CatalogError, ConfigurationError, IcebergPrivacyError
+from iceberg_privacy.storage import catalog_failure
 
 # What a catalog answers when it refuses (naming rules, permissions, server trouble), as opposed to
 # "not found" / "already exists", which callers handle.
@@ -267,6 +268,9 @@ def catalog_refused(catalog: Catalog, action: str, identifier: tuple[str, ...], 
     """A catalog error other than not-found/already-exists, as one message naming the rule that was hit."""
     name = getattr(catalog, "name", "?")
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not isinstance(exc, (BadRequestError, ForbiddenError)) and (failure := catalog_failure(exc)) is not None:
+        # the service failing or the credentials refused: not a naming rule, renaming tables would not help
+        return CatalogError(f"catalog {name!r} could not {action} {'.'.join(identifier)}: {failure}")
     return CatalogError(
         f"catalog {name!r} refused to {action} {'.'.join(identifier)}: {text}. If that is a naming rule, set the "
         f"catalog properties {', '.join(LIBRARY_NAME_DEFAULTS)} to names it accepts; if it is a permission, grant "

@@ -158,10 +158,35 @@ def action_in(exc: BaseException) -> str:
     return "read"
 
 
+def catalog_failure(exc: BaseException) -> str | None:
+    """What a REST catalog's error answer means for the user (one sentence), or None for other exceptions.
+
+    pyiceberg raises one ``RESTError`` subclass per HTTP status: a 5xx or 429 is the service failing (try again
+    when it is healthy), 401/419 refused or expired credentials, 403 a missing permission, 400 a rule of the
+    catalog. Not-found errors are not ``RESTError`` and keep their own types."""
+    from pyiceberg import exceptions as pe
+
+    if not isinstance(exc, pe.RESTError):
+        return None
+    text = (str(exc).strip().splitlines() or [""])[0][:300]
+    what = f"{type(exc).__name__}: {text}"
+    if isinstance(exc, (pe.ServerError, pe.ServiceUnavailableError, pe.CommitStateUnknownException,
+                        pe.TooManyRequestsError)):
+        return (f"the catalog service failed ({what}); try again once it is healthy. Journaled requests are "
+                "resumable then")
+    if isinstance(exc, (pe.UnauthorizedError, pe.AuthorizationExpiredError, pe.OAuthError)):
+        return (f"the catalog refused the credentials ({what}): the token expired or the credential is wrong; "
+                "check the catalog's credential/token properties, then try again (journaled requests resume)")
+    if isinstance(exc, pe.ForbiddenError):
+        return f"the catalog denied the operation ({what}): the catalog principal lacks a permission for it"
+    return f"the catalog refused the request ({what})"
+
+
 def storage_errors[F: Callable[..., Any]](fn: F) -> F:
     """Public verbs raise :class:`StorageError` (location + what is missing) instead of a raw pyarrow/fsspec
-    OSError, and :class:`CatalogError` when a catalog service did not answer. The library's own errors
-    pass through unchanged. ``StorageError`` is an OSError, so existing ``except OSError`` still works."""
+    OSError, and :class:`CatalogError` when a catalog service did not answer or answered with an error
+    (:func:`catalog_failure`). The library's own errors pass through unchanged. ``StorageError`` is an OSError,
+    so existing ``except OSError`` still works."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -169,7 +194,11 @@ def storage_errors[F: Callable[..., Any]](fn: F) -> F:
             return fn(*args, **kwargs)
         except IcebergPrivacyError:
             raise
-        except OSError as exc:
+        except Exception as exc:
+            if not isinstance(exc, OSError):
+                if (message := catalog_failure(exc)) is not None:
+                    raise CatalogError(message) from exc
+                raise
             module = type(exc).__module__
             if module.startswith(("requests", "urllib3")):
                 raise CatalogError(

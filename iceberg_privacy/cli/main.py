@@ -184,11 +184,26 @@ def report_failure(exc: BaseException, *, debug: bool = False, as_json: bool = F
         traceback.print_exception(exc, file=sys.stderr)
     line = " ".join(part.strip() for part in describe_failure(exc).splitlines() if part.strip())
     if as_json:
-        print(json.dumps({"error": line, "error_type": type(exc).__name__}, ensure_ascii=False))
+        print(json.dumps({"error": line, "error_type": error_type(exc)}, ensure_ascii=False))
     if not isinstance(exc, IcebergPrivacyError) and not debug:
         line += " (run with --debug for the traceback)"
     print(f"error: {line}", file=sys.stderr)
     return 2
+
+
+def error_type(exc: BaseException) -> str:
+    """The ``error_type`` of ``--json`` output: the library's own class names for catalog and storage failures that
+    reached the CLI as pyiceberg/requests/pyarrow exceptions (a command that loads its table before calling a verb),
+    so a script sees ``CatalogError``/``StorageError`` whichever layer failed; other exceptions keep their name."""
+    from iceberg_privacy.storage import catalog_failure
+
+    if isinstance(exc, IcebergPrivacyError):
+        return type(exc).__name__
+    if catalog_failure(exc) is not None or type(exc).__module__.startswith(("requests", "urllib3")):
+        return "CatalogError"
+    if isinstance(exc, OSError):
+        return "StorageError"
+    return type(exc).__name__
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -203,7 +218,11 @@ def describe_failure(exc: BaseException) -> str:
                 "~/.pyiceberg.yaml; without them the embedded one in --home / $ICEBERG_PRIVACY_HOME / ./.iceberg-privacy)")
     if isinstance(exc, ValueError) and "namespace identifier" in first.lower():  # pyiceberg, on 't' or 'a..b'
         return f"{first}: name a table as namespace.table (every part non-empty)"
-    if isinstance(exc, pe.RESTError) or type(exc).__module__.startswith("pyiceberg.exceptions"):
+    from iceberg_privacy.storage import catalog_failure
+
+    if (message := catalog_failure(exc)) is not None:
+        return message
+    if type(exc).__module__.startswith("pyiceberg.exceptions"):
         return f"the catalog refused: {type(exc).__name__}: {first}"
     if type(exc).__module__.startswith("sqlalchemy"):
         return f"the SQL catalog failed: {type(exc).__name__}: {first}"

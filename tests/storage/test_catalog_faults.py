@@ -131,3 +131,34 @@ def test_a_stalled_catalog_is_a_catalog_error_within_the_timeout_not_a_hang(seaw
     assert time.monotonic() - started < 15
     with pytest.raises(ip.ConfigurationError, match="rest.client.socket-timeout-ms"):
         ip.connect("stalls", **{**props, "rest.client.socket-timeout-ms": "soon"})
+
+
+def test_catalog_error_answers_are_catalog_errors_that_say_what_happened(seaweedfs: Any, proxy: FaultProxy,
+                                                                        lake_ns: str, capsys: Any,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a REST catalog answering 500/503 to a load came out of lookup as pyiceberg's raw ServerError,
+    out of erase as 'refused ... If that is a naming rule, set the catalog properties ...' (renaming would not
+    help), and a token refused mid-run (401) as UnauthorizedError."""
+    import json
+
+    from iceberg_privacy.cli.main import main
+    from iceberg_privacy.rights.keyed import SECRET_ENV
+
+    monkeypatch.setenv(SECRET_ENV, "catalog-fault-test-secret-0123456789")
+    catalog = _catalog(seaweedfs, proxy)
+    _table(catalog, lake_ns)
+    for status, says in (("500", "catalog service failed"), ("503", "catalog service failed"),
+                         ("401", "refused the credentials")):
+        proxy.rule = lambda method, path, status=status: status if method == "GET" and "/tables/" in path else None
+        with pytest.raises(ip.CatalogError, match=says):
+            ip.lookup(f"{lake_ns}.t", "user_id", "a", catalog=catalog)
+        with pytest.raises(ip.CatalogError, match=says) as info:
+            ip.erase(catalog, ["a"], [f"{lake_ns}.t"], request_id=f"{lake_ns}-{status}")
+        assert "naming rule" not in str(info.value)
+        props = [f"--property={k}={v}" for k, v in {**seaweedfs.rest_catalog_properties(), "uri": proxy.url}.items()]
+        assert main([*props, "lookup", f"{lake_ns}.t", "user_id", "a", "--json"]) == 2
+        out, err = capsys.readouterr()
+        assert json.loads(out)["error_type"] == "CatalogError" and says in json.loads(out)["error"]
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    proxy.rule = lambda method, path: None
+    assert ip.lookup(f"{lake_ns}.t", "user_id", "a", catalog=catalog).num_rows == 1
