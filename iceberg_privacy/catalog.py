@@ -16,6 +16,7 @@ from pyiceberg.exceptions import (
     NamespaceAlreadyExistsError,
     NoSuchNamespaceError,
     NoSuchTableError,
+    NotInstalledError,
     OAuthError,
     RESTError,
     ServerError,
@@ -144,6 +145,9 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
             "~/.pyiceberg.yaml (or $PYICEBERG_HOME/.pyiceberg.yaml), or give the property explicitly: "
             "ip.connect(name, uri=...), or on the command line --property KEY=VALUE / --catalog-uri / --warehouse"
         ) from exc
+    except NotInstalledError as exc:  # pyiceberg's message names the extra to install
+        raise ConfigurationError(f"catalog {name!r} (type {props.get('type') or 'from its uri'}) needs a package "
+                                 f"that is not installed: {exc}") from exc
     except _CATALOG_REFUSALS as exc:
         raise CatalogError(f"catalog {name!r} at {uri or '?'} refused the connection: {exc}. Check its uri and "
                            "credential/token properties") from exc

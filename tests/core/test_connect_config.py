@@ -143,6 +143,15 @@ def test_a_catalog_that_cannot_be_reached_is_a_catalog_error(tmp_path: Path) -> 
         ip.connect("gone", uri=f"sqlite:///{tmp_path / 'missing' / 'x.db'}", warehouse=(tmp_path / "w").as_uri())
 
 
+@pytest.mark.parametrize("props", [{"type": "hive", "uri": "thrift://127.0.0.1:9"},
+                                   {"type": "sql", "uri": "mysql://127.0.0.1:9/iceberg"}])
+def test_a_catalog_type_whose_package_is_missing_is_a_configuration_error(props: dict[str, str]) -> None:
+    """Regression: pyiceberg's NotInstalledError came out of ip.connect raw (the CLI added '--debug for the
+    traceback'); it is a configuration problem with the package to install in the message."""
+    with pytest.raises(ip.ConfigurationError, match="not installed.*pip install"):
+        ip.connect("x", **props)
+
+
 @pytest.mark.parametrize("ref", ["events", "a..b", "db. ", ".db.t", ("db",), ("db", " ")])
 def test_malformed_table_names_are_configuration_errors(tmp_path: Path, ref: object) -> None:
     """Regression: 'events' (no namespace) and 'a..b' reached pyiceberg and came back as a bare ValueError
