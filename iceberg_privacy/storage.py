@@ -112,10 +112,16 @@ def catalog_io(catalog: Any, location: str) -> FileIO:
 
 
 # ----------------------------------------------------------------------------------------- errors
+_NAMES = re.compile(r"'[^']*'|\"[^\"]*\"|\S*[/\\]\S*")
+"""Quoted strings and path-like tokens (anything with a slash) in an error message: names, not error codes."""
+
+
 def describe_error(location: str, exc: BaseException, action: str) -> str:
     """One sentence: what failed where, and what is most likely missing."""
     text = str(exc)
-    low = text.lower().replace("_", "")  # AWS SDK codes come as SIGNATURE_DOES_NOT_MATCH or SignatureDoesNotMatch
+    # Classify on the message without the names in it: a key, bucket or path may contain '403', 'credential' or
+    # 'connection' (a snapshot id, a table called credentials), which must not pick the hint.
+    low = _NAMES.sub(" ", text).lower().replace("_", "")  # SDK codes: SIGNATURE_DOES_NOT_MATCH or SignatureDoesNotMatch
     if "nosuchbucket" in low or "no_such_bucket" in low or "bucket does not exist" in low:
         hint = "the bucket does not exist: create it or fix the warehouse/table location"
     elif isinstance(exc, PermissionError) or "access_denied" in low or "accessdenied" in low \
@@ -150,7 +156,7 @@ def location_in(exc: BaseException) -> str:
 
 
 def action_in(exc: BaseException) -> str:
-    low = str(exc).lower()
+    low = _NAMES.sub(" ", str(exc)).lower()  # a key named .../deleted/... is not a delete
     for word, action in (("delete", "delete"), ("listing", "list"), ("listobjects", "list"), ("upload", "write"),
                          ("putobject", "write"), ("create", "write")):
         if word in low:

@@ -130,3 +130,22 @@ def test_refused_credentials_are_named_whatever_the_sdk_spells_the_code(code: st
     exc = OSError(f"When listing objects under key 'db/t/' in bucket 'lake': AWS Error {code} during "
                   "ListObjectsV2 operation: The request signature we calculated does not match")
     assert "the credentials were refused" in describe_error("s3://lake/db/t", exc, "list")
+
+
+@given(name=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=30),
+       words=st.sampled_from(["403", "credential", "connection", "forbidden", "timed out", "access_denied"]))
+def test_the_hint_comes_from_the_error_not_from_names_in_it(name: str, words: str) -> None:
+    """Regression: the hint was picked by substrings of the whole message, so a key holding '403' (snapshot ids,
+    uuids) or a table called 'credentials'/'connections' turned an unreachable endpoint into 'access denied: the
+    credentials are wrong' and a missing file into 'the endpoint did not answer'."""
+    from iceberg_privacy.storage import describe_error
+
+    key = f"db/{name}{words}/metadata/snap-{name}-{words}.avro"
+    down = OSError(f"When reading information for key '{key}' in bucket 'lake': AWS Error NETWORK_CONNECTION "
+                   "during HeadObject operation: curlCode: 7, Couldn't connect to server")
+    assert "the storage endpoint did not answer" in describe_error(f"s3://lake/{key}", down, "read")
+    missing = FileNotFoundError(f"Cannot open file, does not exist: s3://lake/{key}")
+    assert "it does not exist" in describe_error(f"s3://lake/{key}", missing, "read")
+    denied = OSError(f"When reading information for key '{key}' in bucket 'lake': AWS Error ACCESS_DENIED during "
+                     "HeadObject operation: No response body.")
+    assert "access denied" in describe_error(f"s3://lake/{key}", denied, "read")
