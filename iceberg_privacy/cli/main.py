@@ -137,6 +137,25 @@ def resolve_catalog(args: argparse.Namespace) -> Catalog:
     return connect(home=args.home) if args.home else connect()
 
 
+class OneLineFormatter(logging.Formatter):
+    """Log records as one line each: an exception the library logs on its way (a request it could not mark blocked
+    while the catalog was down) adds its type and first line, not a traceback, so the CLI's output keeps to one
+    clear line per problem; ``--debug`` logs full tracebacks."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc = record.exc_info[1] if record.exc_info else None
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            line = super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+        if exc is not None:
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            line += f" ({type(exc).__name__}: {first})" if first else f" ({type(exc).__name__})"
+        return " ".join(line.split("\n"))
+
+
 # ------------------------------------------------------------------------------------------ running
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; 0 on success, 2 on errors (usage errors exit 2 through argparse)."""
@@ -146,8 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse(build_parser(), argv)
     finally:
         Parser.json_errors = False
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt) if args.debug else OneLineFormatter(fmt))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     try:
         catalog = resolve_catalog(args) if args.needs_catalog else None
         return int(args.command_fn(args, catalog) or 0)
