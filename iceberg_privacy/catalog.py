@@ -395,7 +395,7 @@ def load_many(catalog: Catalog, identifiers: list[tuple[str, ...]], *, workers: 
 
     def load(ident: tuple[str, ...]) -> Table | Exception:
         try:
-            return catalog.load_table(ident)
+            return usable(catalog.load_table(ident))
         except Exception as exc:  # noqa: BLE001 - returned to the caller, which decides
             return exc
 
@@ -442,16 +442,34 @@ def identifier(ref: TableRef) -> tuple[str, ...]:
     )
 
 
+def usable(table: Table) -> Table:
+    """``table``, unless pyiceberg's FileIO cannot address its files (:func:`storage.cut_by_fileio`): then every
+    data file, manifest and sidecar would be read from and written to one object, overwriting each other, so
+    no verb may touch it (a ConfigurationError saying what to do)."""
+    from iceberg_privacy.storage import WRITE_PATH_PROPERTIES, cut_by_fileio
+
+    for where in (table.location(), *(table.properties.get(k, "") for k in WRITE_PATH_PROPERTIES)):
+        if where and cut_by_fileio(where):
+            raise ConfigurationError(
+                f"table {table_name(table)} is stored at {where}, which contains '#' or '?': pyiceberg reads and "
+                f"writes every file below it as the single object {where.split('#')[0].split('?')[0]}, overwriting "
+                "each other. Nothing was done; move the table to a location without '#' or '?' (e.g. rename it and "
+                "rewrite it with an engine that handles such paths, or register its files under a new location)"
+            )
+    return table
+
+
 def load_table(catalog: Catalog | None, ref: TableRef) -> Table:
     """The table a reference names: a ``Table`` as is, a name loaded from ``catalog`` (by default the
-    catalog :func:`connect` returns: the default of ``~/.pyiceberg.yaml``, else the embedded one)."""
+    catalog :func:`connect` returns: the default of ``~/.pyiceberg.yaml``, else the embedded one). A table
+    whose files pyiceberg cannot address is refused (:func:`usable`)."""
     if isinstance(ref, Table):
-        return ref
+        return usable(ref)
     ident = identifier(ref)
     if catalog is None:
         catalog = connect()  # the default catalog of ~/.pyiceberg.yaml, else the embedded one
     try:
-        return catalog.load_table(ident)
+        return usable(catalog.load_table(ident))
     except (NoSuchTableError, NoSuchNamespaceError) as exc:
         raise ConfigurationError(f"table {'.'.join(ident)} does not exist in catalog {catalog.name!r}"
                                  f"{what_exists(catalog, ident)}: check the name (namespace.table) and the catalog "

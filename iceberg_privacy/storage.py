@@ -87,6 +87,14 @@ def is_location(location: str) -> bool:
     return scheme != "file" or os.path.isabs(path)
 
 
+def cut_by_fileio(location: str) -> bool:
+    """pyiceberg's FileIO parses locations with ``urlparse``: in a URI, ``#`` starts a fragment and ``?`` a query,
+    both dropped, so ``s3://b/ns/a#b/data/x.parquet`` is read and written as ``s3://b/ns/a``. Every file below such
+    a location names the same object (plain local paths without a scheme are kept whole)."""
+    return "://" in location and ("#" in location or "?" in location) or (
+        location.lower().startswith("file:") and ("#" in location or "?" in location))
+
+
 def join(location: str, *parts: str) -> str:
     """``location/part/...`` without doubling or dropping slashes (and keeping the scheme)."""
     out = location.rstrip("/")

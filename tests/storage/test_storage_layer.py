@@ -149,3 +149,27 @@ def test_the_hint_comes_from_the_error_not_from_names_in_it(name: str, words: st
     denied = OSError(f"When reading information for key '{key}' in bucket 'lake': AWS Error ACCESS_DENIED during "
                      "HeadObject operation: No response body.")
     assert "access denied" in describe_error(f"s3://lake/{key}", denied, "read")
+
+
+@pytest.mark.parametrize("cut", ["#", "?"])
+def test_a_table_whose_location_pyiceberg_cuts_is_refused_before_anything_is_written(tmp_path: Path, cut: str,
+                                                                                     monkeypatch: pytest.MonkeyPatch
+                                                                                     ) -> None:
+    """Regression: pyiceberg's FileIO drops what follows '#' or '?' in a URI, so for a table at `.../a#b` every data
+    file, manifest and sidecar was written to the one object `.../a`, each overwriting the last (a table named
+    'a#b' in a SQL catalog gets that location; Spark or Java create such tables without trouble). The verbs now
+    refuse the table; nothing is written."""
+    monkeypatch.setenv(SECRET_ENV, "storage-layer-test-secret-0123456789")
+    catalog = ip.connect(home=tmp_path / "home")
+    catalog.create_namespace("db")
+    table = catalog.create_table("db.ok", pa.schema([("user_id", pa.string())]),
+                                 location=f"file://{tmp_path}/wh/a{cut}b")
+    before = sorted(p.name for p in (tmp_path / "wh").iterdir())
+    data = pa.table({"user_id": ["ann"]})
+    for verb in (lambda: ip.append(table, data), lambda: ip.append("db.ok", data, catalog=catalog),
+                 lambda: ip.configure_bloom(table, ["user_id"]), lambda: ip.lookup(table, "user_id", "ann")):
+        with pytest.raises(ip.ConfigurationError, match="contains '#' or '\\?'.*Nothing was done"):
+            verb()
+    with pytest.raises(ip.IcebergPrivacyError):  # lake-wide: the table cannot be skipped, the request fails loudly
+        ip.erase(catalog, ["ann"])
+    assert sorted(p.name for p in (tmp_path / "wh").iterdir()) == before
