@@ -400,10 +400,46 @@ def load_many(catalog: Catalog, identifiers: list[tuple[str, ...]], *, workers: 
             return exc
 
     if len(identifiers) <= 1:
-        return [load(i) for i in identifiers]
-    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) * 2),
-                            thread_name_prefix="ip-load") as pool:
-        return list(pool.map(load, identifiers))
+        results = [load(i) for i in identifiers]
+    else:
+        with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) * 2),
+                                thread_name_prefix="ip-load") as pool:
+            results = list(pool.map(load, identifiers))
+    return _confirm_dropped(catalog, identifiers, results)
+
+
+def _confirm_dropped(catalog: Catalog, identifiers: list[tuple[str, ...]], results: list[Table | Exception]
+                     ) -> list[Table | Exception]:
+    """Keep a load's ``NoSuchTableError`` only when the catalog's listing agrees that the table is gone.
+
+    Callers take that error for "dropped since it was listed" and skip the table (a lake-wide erasure: "it holds
+    nobody any more"). A REST catalog answers every 404 of a load that way, including one from a gateway or a
+    half-deployed service while the table is still there; a table the namespace still lists is then an error
+    (:class:`CatalogError`), never skipped. One listing per namespace, only for loads that said not-found."""
+    listings: dict[tuple[str, ...], set[tuple[str, ...]] | Exception] = {}
+    out = list(results)
+    for i, (ident, result) in enumerate(zip(identifiers, results, strict=True)):
+        if not isinstance(result, NoSuchTableError):
+            continue
+        ns = tuple(ident[:-1])
+        if ns not in listings:
+            try:
+                listings[ns] = {tuple(t) for t in catalog.list_tables(ns)}
+            except NoSuchNamespaceError:
+                listings[ns] = set()
+            except Exception as exc:  # noqa: BLE001 - cannot confirm the drop: an error, not a skip
+                listings[ns] = exc
+        listed = listings[ns]
+        name = ".".join(ident)
+        if isinstance(listed, Exception):
+            out[i] = CatalogError(f"catalog {catalog.name!r} answered 'no such table' loading {name} and its namespace "
+                                  f"cannot be listed to confirm the drop ({type(listed).__name__}: {listed}); not "
+                                  "taken for a dropped table. Try again once the catalog answers")
+        elif tuple(ident) in listed:
+            out[i] = CatalogError(f"catalog {catalog.name!r} lists {name} but answered 'no such table' when loading it "
+                                  f"({result}); not taken for a dropped table (it may still hold rows). Check the "
+                                  "catalog service (a gateway or a deployment answering 404?) and try again")
+    return out
 
 
 def has_marker(table: Table, markers: tuple[str, ...]) -> bool:

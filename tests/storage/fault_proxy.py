@@ -3,7 +3,7 @@
 It is a real server on 127.0.0.1 between pyiceberg and the catalog, not a stand-in for pyiceberg: requests that
 no rule matches are forwarded unchanged. A rule decides per request, from its method and path, to
 
-* ``"500"`` / ``"503"`` / ``"401"`` answer that status without forwarding (the catalog failed or refused the
+* ``"500"`` / ``"503"`` / ``"401"`` / ``"404"`` answer that status without forwarding (the catalog failed or refused the
   token, nothing happened);
 * ``"forward+500"`` forward it, then answer 500 (the catalog applied it and the answer was lost);
 * ``"forward+reset"`` forward it, then close the connection without an answer;
@@ -45,7 +45,7 @@ class FaultProxy:
                     proxy._release.wait(600)
                     self.close_connection = True
                     return
-                if action in ("500", "503", "401"):
+                if action in ("500", "503", "401", "404"):
                     self._answer(int(action), b'{"error": {"message": "injected failure", "type": "ServerError", '
                                               b'"code": %s}}' % action.encode())
                     return

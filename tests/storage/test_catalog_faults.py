@@ -162,3 +162,26 @@ def test_catalog_error_answers_are_catalog_errors_that_say_what_happened(seaweed
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     proxy.rule = lambda method, path: None
     assert ip.lookup(f"{lake_ns}.t", "user_id", "a", catalog=catalog).num_rows == 1
+
+
+def test_a_table_the_catalog_still_lists_is_not_taken_for_dropped_on_a_404(seaweedfs: Any, proxy: FaultProxy,
+                                                                          lake_ns: str) -> None:
+    """Regression: a REST catalog answering 404 to a table's load (a gateway, a half-deployed service) while still
+    listing it made load_many return NoSuchTableError, which a lake-wide erasure takes for "dropped since listed:
+    holds nobody" and skips: `ip.erase(catalog, ['ann'], purge=True)` reported the request completed with ann's
+    row still in the table (seen on SeaweedFS). A real drop is still a NoSuchTableError."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from iceberg_privacy.catalog import load_many
+
+    catalog = _catalog(seaweedfs, proxy)
+    _table(catalog, lake_ns)
+    catalog.create_table(f"{lake_ns}.gone", pa.schema([("n", pa.int64())]))
+    catalog.drop_table(f"{lake_ns}.gone")
+    proxy.rule = lambda method, path: "404" if method == "GET" and path.split("?")[0].endswith(
+        f"/namespaces/{lake_ns}/tables/t") else None
+    loaded = load_many(catalog, [(lake_ns, "t"), (lake_ns, "gone")])
+    assert isinstance(loaded[0], ip.CatalogError) and "not taken for a dropped table" in str(loaded[0])
+    assert isinstance(loaded[1], NoSuchTableError)
+    proxy.rule = lambda method, path: None
+    assert [t.name() for t in load_many(catalog, [(lake_ns, "t")])] == [(lake_ns, "t")]  # type: ignore[union-attr]
