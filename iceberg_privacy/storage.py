@@ -132,6 +132,10 @@ def describe_error(location: str, exc: BaseException, action: str) -> str:
     low = _NAMES.sub(" ", text).lower().replace("_", "")  # SDK codes: SIGNATURE_DOES_NOT_MATCH or SignatureDoesNotMatch
     if "nosuchbucket" in low or "no_such_bucket" in low or "bucket does not exist" in low:
         hint = "the bucket does not exist: create it or fix the warehouse/table location"
+    elif "expiredtoken" in low or "token has expired" in low or "tokenrefreshrequired" in low \
+            or "token is expired" in low:
+        hint = ("the credentials expired (a session token, or credentials the catalog vended with the table): load "
+                "the table again or renew them, then run the same command again (journaled requests resume)")
     elif isinstance(exc, PermissionError) or "access_denied" in low or "accessdenied" in low \
             or "access denied" in low or "code 15" in low or "forbidden" in low or "403" in low:
         hint = (f"access denied: the credentials are wrong, or they lack the permission to {action} there "

@@ -173,3 +173,16 @@ def test_a_table_whose_location_pyiceberg_cuts_is_refused_before_anything_is_wri
     with pytest.raises(ip.IcebergPrivacyError):  # lake-wide: the table cannot be skipped, the request fails loudly
         ip.erase(catalog, ["ann"])
     assert sorted(p.name for p in (tmp_path / "wh").iterdir()) == before
+
+
+@pytest.mark.parametrize("message", [
+    "AWS Error UNKNOWN (HTTP status 400) during DeleteObject operation: ExpiredToken: The provided token has expired.",
+    "AWS Error ACCESS_DENIED during GetObject operation: The provided token has expired.",
+    "AWS Error UNKNOWN (HTTP status 400) during PutObject operation: TokenRefreshRequired"])
+def test_expired_credentials_are_named_as_expired(message: str) -> None:
+    """Regression: credentials that expire mid-run (a session token, credentials vended by a REST catalog) were
+    described as 'see the cause' or 'the credentials are wrong', which sends the user to check the right keys."""
+    from iceberg_privacy.storage import describe_error
+
+    exc = OSError(f"When deleting key 'db/t/data/x.parquet' in bucket 'lake': {message}")
+    assert "the credentials expired" in describe_error("s3://lake/db/t/data/x.parquet", exc, "delete")
