@@ -35,7 +35,8 @@ from pyarrow import fs as pafs
 from pyiceberg.io import FileIO, load_file_io
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
-from iceberg_privacy.errors import CatalogError, IcebergPrivacyError, StorageError
+from iceberg_privacy._internal import compat
+from iceberg_privacy.errors import CatalogError, ConfigurationError, IcebergPrivacyError, StorageError
 
 # Schemes that address the same objects (pyiceberg reads all of them with one filesystem).
 _URI = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://(.*)\Z", re.S)  # two letters at least: not C:\\
@@ -216,6 +217,12 @@ def storage_errors[F: Callable[..., Any]](fn: F) -> F:
             if not isinstance(exc, OSError):
                 if (message := catalog_failure(exc)) is not None:
                     raise CatalogError(message) from exc
+                if compat.is_fileio_setup_error(exc):
+                    raise ConfigurationError(
+                        f"the catalog's storage properties are invalid ({type(exc).__name__}: {exc}): fix the "
+                        "property (s3.*, gcs.*, adls.*, py-io-impl, ...) in ~/.pyiceberg.yaml, ip.connect(...) or "
+                        "--property KEY=VALUE"
+                    ) from exc
                 raise
             module = type(exc).__module__
             if module.startswith(("requests", "urllib3")):

@@ -301,3 +301,24 @@ def set_rest_timeouts(catalog: Any, connect: float, read: float) -> bool:
     with_timeout.__wrapped__ = original  # type: ignore[attr-defined]
     session.request = with_timeout
     return True
+
+
+_FILEIO_SETUP = frozenset({"load_file_io", "_import_file_io", "_infer_file_io_from_scheme", "_initialize_fs",
+                           "_initialize_oss_fs", "_initialize_s3_fs", "_initialize_azure_fs", "_initialize_hdfs_fs",
+                           "_initialize_gcs_fs", "_initialize_local_fs"})
+
+
+def is_fileio_setup_error(exc: BaseException) -> bool:
+    """Was ``exc`` (a ValueError/TypeError) raised while pyiceberg built a FileIO or one of its filesystems from the
+    catalog's properties (``load_file_io``, ``PyArrowFileIO._initialize_*_fs``)? Then a property is malformed
+    (``s3.connect-timeout=soon``, a ``py-io-impl`` that cannot be imported), which pyiceberg reports only at the
+    first read, deep inside a verb."""
+    if not isinstance(exc, (ValueError, TypeError)):
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name in _FILEIO_SETUP and "pyiceberg" in code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False

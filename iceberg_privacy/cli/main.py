@@ -19,6 +19,7 @@ from typing import NoReturn
 
 from pyiceberg.catalog import Catalog
 
+from iceberg_privacy._internal import compat
 from iceberg_privacy.catalog import connect
 from iceberg_privacy.cli._common import deprecated
 from iceberg_privacy.errors import ConfigurationError, IcebergPrivacyError
@@ -222,6 +223,8 @@ def error_type(exc: BaseException) -> str:
         return type(exc).__name__
     if catalog_failure(exc) is not None or type(exc).__module__.startswith(("requests", "urllib3")):
         return "CatalogError"
+    if compat.is_fileio_setup_error(exc):
+        return "ConfigurationError"
     if isinstance(exc, OSError):
         return "StorageError"
     return type(exc).__name__
@@ -243,6 +246,9 @@ def describe_failure(exc: BaseException) -> str:
 
     if (message := catalog_failure(exc)) is not None:
         return message
+    if compat.is_fileio_setup_error(exc):
+        return (f"the catalog's storage properties are invalid ({type(exc).__name__}: {first}): fix the property "
+                "(s3.*, gcs.*, adls.*, py-io-impl, ...) in ~/.pyiceberg.yaml or with --property KEY=VALUE")
     if type(exc).__module__.startswith("pyiceberg.exceptions"):
         return f"the catalog refused: {type(exc).__name__}: {first}"
     if type(exc).__module__.startswith("sqlalchemy"):

@@ -290,3 +290,20 @@ def test_rest_timeouts_apply_to_every_request_of_the_catalog_session(rest_catalo
     rest_catalog.list_namespaces()
     assert seen and all(t == (3.0, 7.0) for t in seen)
     assert not compat.set_rest_timeouts(object(), 1.0, 1.0)
+
+
+def test_fileio_setup_errors_are_recognized_and_others_are_not() -> None:
+    """``is_fileio_setup_error`` relies on pyiceberg building FileIOs in ``load_file_io`` and their filesystems in
+    ``PyArrowFileIO._initialize_*_fs``, and raising ValueError there for a malformed property."""
+    from pyiceberg.io import load_file_io
+
+    with pytest.raises(ValueError) as bad_timeout:
+        load_file_io({"s3.connect-timeout": "soon", "s3.region": "us-east-1"}, "s3://b/x").new_input("s3://b/x/y")
+    assert compat.is_fileio_setup_error(bad_timeout.value)
+    with pytest.raises(ValueError) as bad_impl:
+        load_file_io({"py-io-impl": "no.such.FileIO"}, "s3://b/x")
+    assert compat.is_fileio_setup_error(bad_impl.value)
+    with pytest.raises(ValueError) as other:
+        compat.check_arrow_schema(SCHEMA, pa.schema([("nope", pa.string())]), format_version=2)
+    assert not compat.is_fileio_setup_error(other.value)
+    assert not compat.is_fileio_setup_error(OSError("not a ValueError"))
