@@ -16,6 +16,7 @@ from pyiceberg.exceptions import (
     NamespaceAlreadyExistsError,
     NoSuchNamespaceError,
     NoSuchTableError,
+    NotInstalledError,
     OAuthError,
     RESTError,
     ServerError,
@@ -26,7 +27,9 @@ from pyiceberg.exceptions import (
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
+from iceberg_privacy._internal import compat
 from iceberg_privacy.errors import CatalogError, ConfigurationError, IcebergPrivacyError
+from iceberg_privacy.storage import catalog_failure
 
 # What a catalog answers when it refuses (naming rules, permissions, server trouble), as opposed to
 # "not found" / "already exists", which callers handle.
@@ -135,14 +138,18 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
     uri = props.get("uri", "")
     if "type" not in props and "py-catalog-impl" not in props and (uri.startswith("sqlite:") or uri.startswith("postgresql")):
         props["type"] = "sql"
+    timeouts = _rest_timeouts(props)
     try:
-        return load_catalog(name, **props)
+        catalog = load_catalog(name, **props)
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(
             f"catalog {name!r} could not be loaded from the properties {sorted(props)}: {exc}. Fix its entry in "
             "~/.pyiceberg.yaml (or $PYICEBERG_HOME/.pyiceberg.yaml), or give the property explicitly: "
             "ip.connect(name, uri=...), or on the command line --property KEY=VALUE / --catalog-uri / --warehouse"
         ) from exc
+    except NotInstalledError as exc:  # pyiceberg's message names the extra to install
+        raise ConfigurationError(f"catalog {name!r} (type {props.get('type') or 'from its uri'}) needs a package "
+                                 f"that is not installed: {exc}") from exc
     except _CATALOG_REFUSALS as exc:
         raise CatalogError(f"catalog {name!r} at {uri or '?'} refused the connection: {exc}. Check its uri and "
                            "credential/token properties") from exc
@@ -156,6 +163,33 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
             raise CatalogError(f"catalog {name!r} could not open its database {uri or '?'} ({type(exc).__name__}: "
                                f"{first}); check the uri (does the directory exist, may this user write it?)") from exc
         raise
+    compat.set_rest_timeouts(catalog, *timeouts)
+    return catalog
+
+
+REST_CONNECT_TIMEOUT_PROPERTY = "rest.client.connection-timeout-ms"
+REST_READ_TIMEOUT_PROPERTY = "rest.client.socket-timeout-ms"
+REST_TIMEOUT_DEFAULTS_MS = {REST_CONNECT_TIMEOUT_PROPERTY: 10_000, REST_READ_TIMEOUT_PROPERTY: 180_000}
+"""Timeouts of a REST catalog's requests, under the catalog property names Iceberg Java's REST client reads.
+pyiceberg sends REST requests without any timeout, so a catalog that accepts connections and stalls would hold
+every verb forever; with these a stalled request fails as a CatalogError (a commit whose answer timed out is
+checked for its snapshot, see ``write._confirm_landed``). The read default is Java's effective 3 minutes."""
+
+
+def _rest_timeouts(props: dict[str, str]) -> tuple[float, float]:
+    """(connect, read) seconds from :data:`REST_TIMEOUT_DEFAULTS_MS` and the catalog properties."""
+    out = []
+    for key, default in REST_TIMEOUT_DEFAULTS_MS.items():
+        text = str(props.get(key, default)).strip()
+        try:
+            ms = int(text)
+        except ValueError:
+            ms = 0
+        if ms <= 0:
+            raise ConfigurationError(f"catalog property {key}={text!r} must be a whole number of milliseconds > 0 "
+                                     f"(default {default})")
+        out.append(ms / 1000)
+    return out[0], out[1]
 
 
 def _embedded(name: str, root: Path) -> SqlCatalog:
@@ -243,6 +277,9 @@ def catalog_refused(catalog: Catalog, action: str, identifier: tuple[str, ...], 
     """A catalog error other than not-found/already-exists, as one message naming the rule that was hit."""
     name = getattr(catalog, "name", "?")
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not isinstance(exc, (BadRequestError, ForbiddenError)) and (failure := catalog_failure(exc)) is not None:
+        # the service failing or the credentials refused: not a naming rule, renaming tables would not help
+        return CatalogError(f"catalog {name!r} could not {action} {'.'.join(identifier)}: {failure}")
     return CatalogError(
         f"catalog {name!r} refused to {action} {'.'.join(identifier)}: {text}. If that is a naming rule, set the "
         f"catalog properties {', '.join(LIBRARY_NAME_DEFAULTS)} to names it accepts; if it is a permission, grant "
@@ -363,15 +400,51 @@ def load_many(catalog: Catalog, identifiers: list[tuple[str, ...]], *, workers: 
 
     def load(ident: tuple[str, ...]) -> Table | Exception:
         try:
-            return catalog.load_table(ident)
+            return usable(catalog.load_table(ident))
         except Exception as exc:  # noqa: BLE001 - returned to the caller, which decides
             return exc
 
     if len(identifiers) <= 1:
-        return [load(i) for i in identifiers]
-    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) * 2),
-                            thread_name_prefix="ip-load") as pool:
-        return list(pool.map(load, identifiers))
+        results = [load(i) for i in identifiers]
+    else:
+        with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) * 2),
+                                thread_name_prefix="ip-load") as pool:
+            results = list(pool.map(load, identifiers))
+    return _confirm_dropped(catalog, identifiers, results)
+
+
+def _confirm_dropped(catalog: Catalog, identifiers: list[tuple[str, ...]], results: list[Table | Exception]
+                     ) -> list[Table | Exception]:
+    """Keep a load's ``NoSuchTableError`` only when the catalog's listing agrees that the table is gone.
+
+    Callers take that error for "dropped since it was listed" and skip the table (a lake-wide erasure: "it holds
+    nobody any more"). A REST catalog answers every 404 of a load that way, including one from a gateway or a
+    half-deployed service while the table is still there; a table the namespace still lists is then an error
+    (:class:`CatalogError`), never skipped. One listing per namespace, only for loads that said not-found."""
+    listings: dict[tuple[str, ...], set[tuple[str, ...]] | Exception] = {}
+    out = list(results)
+    for i, (ident, result) in enumerate(zip(identifiers, results, strict=True)):
+        if not isinstance(result, NoSuchTableError):
+            continue
+        ns = tuple(ident[:-1])
+        if ns not in listings:
+            try:
+                listings[ns] = {tuple(t) for t in catalog.list_tables(ns)}
+            except NoSuchNamespaceError:
+                listings[ns] = set()
+            except Exception as exc:  # noqa: BLE001 - cannot confirm the drop: an error, not a skip
+                listings[ns] = exc
+        listed = listings[ns]
+        name = ".".join(ident)
+        if isinstance(listed, Exception):
+            out[i] = CatalogError(f"catalog {catalog.name!r} answered 'no such table' loading {name} and its namespace "
+                                  f"cannot be listed to confirm the drop ({type(listed).__name__}: {listed}); not "
+                                  "taken for a dropped table. Try again once the catalog answers")
+        elif tuple(ident) in listed:
+            out[i] = CatalogError(f"catalog {catalog.name!r} lists {name} but answered 'no such table' when loading it "
+                                  f"({result}); not taken for a dropped table (it may still hold rows). Check the "
+                                  "catalog service (a gateway or a deployment answering 404?) and try again")
+    return out
 
 
 def has_marker(table: Table, markers: tuple[str, ...]) -> bool:
@@ -410,11 +483,29 @@ def identifier(ref: TableRef) -> tuple[str, ...]:
     )
 
 
+def usable(table: Table) -> Table:
+    """``table``, unless pyiceberg's FileIO cannot address its files (:func:`storage.cut_by_fileio`): then every
+    data file, manifest and sidecar would be read from and written to one object, overwriting each other, so
+    no verb may touch it (a ConfigurationError saying what to do)."""
+    from iceberg_privacy.storage import WRITE_PATH_PROPERTIES, cut_by_fileio
+
+    for where in (table.location(), *(table.properties.get(k, "") for k in WRITE_PATH_PROPERTIES)):
+        if where and cut_by_fileio(where):
+            raise ConfigurationError(
+                f"table {table_name(table)} is stored at {where}, which contains '#' or '?': pyiceberg reads and "
+                f"writes every file below it as the single object {where.split('#')[0].split('?')[0]}, overwriting "
+                "each other. Nothing was done; move the table to a location without '#' or '?' (e.g. rename it and "
+                "rewrite it with an engine that handles such paths, or register its files under a new location)"
+            )
+    return table
+
+
 def load_table(catalog: Catalog | None, ref: TableRef) -> Table:
     """The table a reference names: a ``Table`` as is, a name loaded from ``catalog`` (by default the
-    catalog :func:`connect` returns: the default of ``~/.pyiceberg.yaml``, else the embedded one)."""
+    catalog :func:`connect` returns: the default of ``~/.pyiceberg.yaml``, else the embedded one). A table
+    whose files pyiceberg cannot address is refused (:func:`usable`)."""
     if isinstance(ref, Table):
-        return ref
+        return usable(ref)
     ident = identifier(ref)
     if catalog is not None and not isinstance(catalog, Catalog):
         raise ConfigurationError(f"catalog= takes a pyiceberg Catalog, e.g. catalog=iceberg_privacy.connect({catalog!r}) "
@@ -422,7 +513,7 @@ def load_table(catalog: Catalog | None, ref: TableRef) -> Table:
     if catalog is None:
         catalog = connect()  # the default catalog of ~/.pyiceberg.yaml, else the embedded one
     try:
-        return catalog.load_table(ident)
+        return usable(catalog.load_table(ident))
     except (NoSuchTableError, NoSuchNamespaceError) as exc:
         raise ConfigurationError(f"table {'.'.join(ident)} does not exist in catalog {catalog.name!r}"
                                  f"{what_exists(catalog, ident)}: check the name (namespace.table) and the catalog "

@@ -35,7 +35,8 @@ from pyarrow import fs as pafs
 from pyiceberg.io import FileIO, load_file_io
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
-from iceberg_privacy.errors import CatalogError, IcebergPrivacyError, StorageError
+from iceberg_privacy._internal import compat
+from iceberg_privacy.errors import CatalogError, ConfigurationError, IcebergPrivacyError, StorageError
 
 # Schemes that address the same objects (pyiceberg reads all of them with one filesystem).
 _URI = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://(.*)\Z", re.S)  # two letters at least: not C:\\
@@ -87,6 +88,14 @@ def is_location(location: str) -> bool:
     return scheme != "file" or os.path.isabs(path)
 
 
+def cut_by_fileio(location: str) -> bool:
+    """pyiceberg's FileIO parses locations with ``urlparse``: in a URI, ``#`` starts a fragment and ``?`` a query,
+    both dropped, so ``s3://b/ns/a#b/data/x.parquet`` is read and written as ``s3://b/ns/a``. Every file below such
+    a location names the same object (plain local paths without a scheme are kept whole)."""
+    return "://" in location and ("#" in location or "?" in location) or (
+        location.lower().startswith("file:") and ("#" in location or "?" in location))
+
+
 def join(location: str, *parts: str) -> str:
     """``location/part/...`` without doubling or dropping slashes (and keeping the scheme)."""
     out = location.rstrip("/")
@@ -112,12 +121,22 @@ def catalog_io(catalog: Any, location: str) -> FileIO:
 
 
 # ----------------------------------------------------------------------------------------- errors
+_NAMES = re.compile(r"'[^']*'|\"[^\"]*\"|\S*[/\\]\S*")
+"""Quoted strings and path-like tokens (anything with a slash) in an error message: names, not error codes."""
+
+
 def describe_error(location: str, exc: BaseException, action: str) -> str:
     """One sentence: what failed where, and what is most likely missing."""
     text = str(exc)
-    low = text.lower().replace("_", "")  # AWS SDK codes come as SIGNATURE_DOES_NOT_MATCH or SignatureDoesNotMatch
+    # Classify on the message without the names in it: a key, bucket or path may contain '403', 'credential' or
+    # 'connection' (a snapshot id, a table called credentials), which must not pick the hint.
+    low = _NAMES.sub(" ", text).lower().replace("_", "")  # SDK codes: SIGNATURE_DOES_NOT_MATCH or SignatureDoesNotMatch
     if "nosuchbucket" in low or "no_such_bucket" in low or "bucket does not exist" in low:
         hint = "the bucket does not exist: create it or fix the warehouse/table location"
+    elif "expiredtoken" in low or "token has expired" in low or "tokenrefreshrequired" in low \
+            or "token is expired" in low:
+        hint = ("the credentials expired (a session token, or credentials the catalog vended with the table): load "
+                "the table again or renew them, then run the same command again (journaled requests resume)")
     elif isinstance(exc, PermissionError) or "access_denied" in low or "accessdenied" in low \
             or "access denied" in low or "code 15" in low or "forbidden" in low or "403" in low:
         hint = (f"access denied: the credentials are wrong, or they lack the permission to {action} there "
@@ -154,7 +173,7 @@ def location_in(exc: BaseException) -> str:
 
 
 def action_in(exc: BaseException) -> str:
-    low = str(exc).lower()
+    low = _NAMES.sub(" ", str(exc)).lower()  # a key named .../deleted/... is not a delete
     for word, action in (("delete", "delete"), ("listing", "list"), ("listobjects", "list"), ("upload", "write"),
                          ("putobject", "write"), ("create", "write")):
         if word in low:
@@ -162,10 +181,35 @@ def action_in(exc: BaseException) -> str:
     return "read"
 
 
+def catalog_failure(exc: BaseException) -> str | None:
+    """What a REST catalog's error answer means for the user (one sentence), or None for other exceptions.
+
+    pyiceberg raises one ``RESTError`` subclass per HTTP status: a 5xx or 429 is the service failing (try again
+    when it is healthy), 401/419 refused or expired credentials, 403 a missing permission, 400 a rule of the
+    catalog. Not-found errors are not ``RESTError`` and keep their own types."""
+    from pyiceberg import exceptions as pe
+
+    if not isinstance(exc, pe.RESTError):
+        return None
+    text = (str(exc).strip().splitlines() or [""])[0][:300]
+    what = f"{type(exc).__name__}: {text}"
+    if isinstance(exc, (pe.ServerError, pe.ServiceUnavailableError, pe.CommitStateUnknownException,
+                        pe.TooManyRequestsError)):
+        return (f"the catalog service failed ({what}); try again once it is healthy. Journaled requests are "
+                "resumable then")
+    if isinstance(exc, (pe.UnauthorizedError, pe.AuthorizationExpiredError, pe.OAuthError)):
+        return (f"the catalog refused the credentials ({what}): the token expired or the credential is wrong; "
+                "check the catalog's credential/token properties, then try again (journaled requests resume)")
+    if isinstance(exc, pe.ForbiddenError):
+        return f"the catalog denied the operation ({what}): the catalog principal lacks a permission for it"
+    return f"the catalog refused the request ({what})"
+
+
 def storage_errors[F: Callable[..., Any]](fn: F) -> F:
     """Public verbs raise :class:`StorageError` (location + what is missing) instead of a raw pyarrow/fsspec
-    OSError, and :class:`CatalogError` when a catalog service did not answer. The library's own errors
-    pass through unchanged. ``StorageError`` is an OSError, so existing ``except OSError`` still works."""
+    OSError, and :class:`CatalogError` when a catalog service did not answer or answered with an error
+    (:func:`catalog_failure`). The library's own errors pass through unchanged. ``StorageError`` is an OSError,
+    so existing ``except OSError`` still works."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -173,7 +217,17 @@ def storage_errors[F: Callable[..., Any]](fn: F) -> F:
             return fn(*args, **kwargs)
         except IcebergPrivacyError:
             raise
-        except OSError as exc:
+        except Exception as exc:
+            if not isinstance(exc, OSError):
+                if (message := catalog_failure(exc)) is not None:
+                    raise CatalogError(message) from exc
+                if compat.is_fileio_setup_error(exc):
+                    raise ConfigurationError(
+                        f"the catalog's storage properties are invalid ({type(exc).__name__}: {exc}): fix the "
+                        "property (s3.*, gcs.*, adls.*, py-io-impl, ...) in ~/.pyiceberg.yaml, ip.connect(...) or "
+                        "--property KEY=VALUE"
+                    ) from exc
+                raise
             module = type(exc).__module__
             if module.startswith(("requests", "urllib3")):
                 raise CatalogError(

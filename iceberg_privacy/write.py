@@ -288,6 +288,35 @@ def _refresh(table: Table, written: WrittenFiles, operation: str) -> None:
     ) from None
 
 
+def _confirm_landed(table: Table, snapshot_id: int, operation: str, exc: BaseException) -> None:
+    """After a commit whose outcome the catalog left open (:func:`retry.is_outcome_unknown`): return when the
+    table has ``snapshot_id`` (the commit landed, only the answer was lost; ``table`` is refreshed to it),
+    else raise :class:`CatalogError` saying what is known. The written files are never deleted here: a
+    catalog that finishes the request late would otherwise commit a snapshot whose files are gone."""
+    name = table_name(table)
+    cause = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+    try:
+        table.refresh()
+    except Exception as again:  # noqa: BLE001 - any failure to ask means we cannot know
+        raise CatalogError(
+            f"{operation} on {name}: the catalog failed while committing snapshot {snapshot_id} ({cause}) and "
+            f"cannot be asked now whether it was committed ({type(again).__name__}). Do not write the same data "
+            f"again blindly: once the catalog answers, look for snapshot {snapshot_id} in the table "
+            f"(table.snapshot_by_id({snapshot_id})); if it is there the write is done, else write again "
+            "(cleanup_orphans removes the files this attempt left)"
+        ) from exc
+    if table.metadata.snapshot_by_id(snapshot_id) is not None:
+        logger.warning("%s on %s: the catalog failed answering the commit (%s), but snapshot %d is in the table: "
+                       "the commit landed", operation, name, cause, snapshot_id)
+        return
+    raise CatalogError(
+        f"{operation} on {name}: the catalog failed while committing ({cause}); snapshot {snapshot_id} is not in "
+        "the table, so nothing was committed. Write the data again once the catalog is healthy (the files "
+        "this attempt wrote are left for cleanup_orphans: a catalog finishing the request late could still "
+        "reference them)"
+    ) from exc
+
+
 def _commit(
     table: Table, written: WrittenFiles, columns: list[BloomColumn], *, operation: str,
     overwrite_filter: BooleanExpression | None, snapshot_properties: dict[str, str], max_retries: int | None,
@@ -311,6 +340,7 @@ def _commit(
         committing = compat.without_commit_retries(table)
         tx: Transaction = committing.transaction()
         sidecar_path: str | None = None
+        snapshot_id: int | None = None  # set once the commit is built: from then on a failure may have landed
         try:
             snapshot_id, sidecar_path, sidecar_bytes = _attempt(
                 table, tx, written, columns, base_id, overwrite_filter, snapshot_properties)
@@ -332,6 +362,10 @@ def _commit(
                 raise
             logger.info("commit attempt %d on %s used metadata older than a purge; retrying", attempt, table.name())
         except Exception as exc:
+            if retry.is_outcome_unknown(exc) and snapshot_id is not None:
+                _confirm_landed(table, snapshot_id, operation, exc)
+                checkpoint("write.after_commit")
+                return snapshot_id, sidecar_path, sidecar_bytes, attempt, written
             if not retry.is_conflict(exc):
                 raise
             logger.info("commit attempt %d on %s lost to a concurrent writer: %s", attempt, table.name(), exc)

@@ -292,3 +292,48 @@ def remove_partition_statistics(tx: Any, snapshot_ids: list[int]) -> None:
 
     tx._apply(tuple(RemovePartitionStatisticsUpdate(snapshot_id=sid)  # type: ignore[call-arg]  # by field name
                     for sid in snapshot_ids))
+
+
+def set_rest_timeouts(catalog: Any, connect: float, read: float) -> bool:
+    """Give a REST catalog's HTTP session (``RestCatalog._session``, a ``requests.Session``) default timeouts.
+
+    pyiceberg sends every REST request without a timeout, so a catalog that accepts the connection and then
+    stalls holds the caller forever. Requests that pass their own ``timeout`` keep it. The token refresh of
+    pyiceberg's legacy OAuth2 manager goes through the same session, so it is bounded too; the config and token
+    requests made while the catalog is constructed (before this can run) are not. Returns False when the
+    catalog has no such session (not a REST catalog)."""
+    session = getattr(catalog, "_session", None)
+    request = getattr(session, "request", None)
+    if session is None or request is None or not hasattr(session, "mount"):
+        return False
+    original = getattr(request, "__wrapped__", request)
+
+    def with_timeout(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = (connect, read)
+        return original(method, url, *args, **kwargs)
+
+    with_timeout.__wrapped__ = original  # type: ignore[attr-defined]
+    session.request = with_timeout
+    return True
+
+
+_FILEIO_SETUP = frozenset({"load_file_io", "_import_file_io", "_infer_file_io_from_scheme", "_initialize_fs",
+                           "_initialize_oss_fs", "_initialize_s3_fs", "_initialize_azure_fs", "_initialize_hdfs_fs",
+                           "_initialize_gcs_fs", "_initialize_local_fs"})
+
+
+def is_fileio_setup_error(exc: BaseException) -> bool:
+    """Was ``exc`` (a ValueError/TypeError) raised while pyiceberg built a FileIO or one of its filesystems from the
+    catalog's properties (``load_file_io``, ``PyArrowFileIO._initialize_*_fs``)? Then a property is malformed
+    (``s3.connect-timeout=soon``, a ``py-io-impl`` that cannot be imported), which pyiceberg reports only at the
+    first read, deep inside a verb."""
+    if not isinstance(exc, (ValueError, TypeError)):
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name in _FILEIO_SETUP and "pyiceberg" in code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False

@@ -67,6 +67,22 @@ def is_conflict(exc: BaseException) -> bool:
     return is_transient_db_error(exc)
 
 
+def is_outcome_unknown(exc: BaseException) -> bool:
+    """Did the catalog fail in a way that leaves open whether the commit happened?
+
+    A REST catalog that answers 5xx (pyiceberg: ``CommitStateUnknownException`` for 500/502/504,
+    ``ServiceUnavailableError``/``ServerError`` otherwise), or whose connection broke or timed out after the
+    request was sent, may have applied the commit and lost only the response. Retrying blindly would apply it
+    twice (the same rows appended again); giving up blindly would report a landed write as failed. The caller
+    asks the catalog whether its snapshot is there.
+    """
+    from pyiceberg.exceptions import CommitStateUnknownException, ServerError, ServiceUnavailableError
+
+    if isinstance(exc, (CommitStateUnknownException, ServerError, ServiceUnavailableError)):
+        return True
+    return type(exc).__module__.startswith(("requests", "urllib3"))
+
+
 # What a SQL catalog's database answers when it refused a transaction that it rolled back whole: SQLite's
 # SQLITE_BUSY/SQLITE_LOCKED ("database is locked", "database table is locked"), PostgreSQL's serialization
 # failures and deadlocks. Other OperationalErrors are not conflicts: a read-only or missing database file,

@@ -121,11 +121,11 @@ def load_table(catalog: Any, name: str) -> Any:
     which catalog was asked."""
     from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
-    from iceberg_privacy.catalog import identifier
+    from iceberg_privacy.catalog import identifier, usable
 
     ident = identifier(name)
     try:
-        return catalog.load_table(ident)
+        return usable(catalog.load_table(ident))
     except (NoSuchTableError, NoSuchNamespaceError) as exc:
         raise table_not_found(catalog, ident) from exc
 

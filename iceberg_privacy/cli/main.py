@@ -19,6 +19,7 @@ from typing import NoReturn
 
 from pyiceberg.catalog import Catalog
 
+from iceberg_privacy._internal import compat
 from iceberg_privacy.catalog import connect
 from iceberg_privacy.cli._common import deprecated
 from iceberg_privacy.errors import ConfigurationError, IcebergPrivacyError
@@ -137,6 +138,25 @@ def resolve_catalog(args: argparse.Namespace) -> Catalog:
     return connect(home=args.home) if args.home else connect()
 
 
+class OneLineFormatter(logging.Formatter):
+    """Log records as one line each: an exception the library logs on its way (a request it could not mark blocked
+    while the catalog was down) adds its type and first line, not a traceback, so the CLI's output keeps to one
+    clear line per problem; ``--debug`` logs full tracebacks."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc = record.exc_info[1] if record.exc_info else None
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            line = super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+        if exc is not None:
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            line += f" ({type(exc).__name__}: {first})" if first else f" ({type(exc).__name__})"
+        return " ".join(line.split("\n"))
+
+
 # ------------------------------------------------------------------------------------------ running
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; 0 on success, 2 on errors (usage errors exit 2 through argparse)."""
@@ -146,8 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse(build_parser(), argv)
     finally:
         Parser.json_errors = False
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt) if args.debug else OneLineFormatter(fmt))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     try:
         catalog = resolve_catalog(args) if args.needs_catalog else None
         return int(args.command_fn(args, catalog) or 0)
@@ -184,11 +206,28 @@ def report_failure(exc: BaseException, *, debug: bool = False, as_json: bool = F
         traceback.print_exception(exc, file=sys.stderr)
     line = " ".join(part.strip() for part in describe_failure(exc).splitlines() if part.strip())
     if as_json:
-        print(json.dumps({"error": line, "error_type": type(exc).__name__}, ensure_ascii=False))
+        print(json.dumps({"error": line, "error_type": error_type(exc)}, ensure_ascii=False))
     if not isinstance(exc, IcebergPrivacyError) and not debug:
         line += " (run with --debug for the traceback)"
     print(f"error: {line}", file=sys.stderr)
     return 2
+
+
+def error_type(exc: BaseException) -> str:
+    """The ``error_type`` of ``--json`` output: the library's own class names for catalog and storage failures that
+    reached the CLI as pyiceberg/requests/pyarrow exceptions (a command that loads its table before calling a verb),
+    so a script sees ``CatalogError``/``StorageError`` whichever layer failed; other exceptions keep their name."""
+    from iceberg_privacy.storage import catalog_failure
+
+    if isinstance(exc, IcebergPrivacyError):
+        return type(exc).__name__
+    if catalog_failure(exc) is not None or type(exc).__module__.startswith(("requests", "urllib3")):
+        return "CatalogError"
+    if compat.is_fileio_setup_error(exc):
+        return "ConfigurationError"
+    if isinstance(exc, OSError):
+        return "StorageError"
+    return type(exc).__name__
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -203,7 +242,14 @@ def describe_failure(exc: BaseException) -> str:
                 "~/.pyiceberg.yaml; without them the embedded one in --home / $ICEBERG_PRIVACY_HOME / ./.iceberg-privacy)")
     if isinstance(exc, ValueError) and "namespace identifier" in first.lower():  # pyiceberg, on 't' or 'a..b'
         return f"{first}: name a table as namespace.table (every part non-empty)"
-    if isinstance(exc, pe.RESTError) or type(exc).__module__.startswith("pyiceberg.exceptions"):
+    from iceberg_privacy.storage import catalog_failure
+
+    if (message := catalog_failure(exc)) is not None:
+        return message
+    if compat.is_fileio_setup_error(exc):
+        return (f"the catalog's storage properties are invalid ({type(exc).__name__}: {first}): fix the property "
+                "(s3.*, gcs.*, adls.*, py-io-impl, ...) in ~/.pyiceberg.yaml or with --property KEY=VALUE")
+    if type(exc).__module__.startswith("pyiceberg.exceptions"):
         return f"the catalog refused: {type(exc).__name__}: {first}"
     if type(exc).__module__.startswith("sqlalchemy"):
         return f"the SQL catalog failed: {type(exc).__name__}: {first}"

@@ -297,3 +297,42 @@ def test_remove_partition_statistics_drops_the_entries_expiry_keeps(catalog: Cat
         with table.transaction() as tx:
             compat.remove_partition_statistics(tx, [first])
     assert [p.snapshot_id for p in catalog.load_table("db.pstats").metadata.partition_statistics] == [second]
+
+
+@pytest.mark.s3
+def test_rest_timeouts_apply_to_every_request_of_the_catalog_session(rest_catalog: Catalog) -> None:
+    """``set_rest_timeouts`` relies on ``RestCatalog._session`` being the requests.Session every catalog call
+    (and the legacy OAuth2 token refresh) goes through."""
+    from pyiceberg.catalog.rest import RestCatalog
+
+    assert isinstance(rest_catalog, RestCatalog)
+    seen: list[object] = []
+    assert compat.set_rest_timeouts(rest_catalog, 3.0, 7.0)
+    inner = rest_catalog._session.request.__wrapped__  # type: ignore[attr-defined]
+
+    def spy(method: str, url: str, *args: object, **kwargs: object) -> object:
+        seen.append(kwargs.get("timeout"))
+        return inner(method, url, *args, **kwargs)
+
+    rest_catalog._session.request.__wrapped__ = spy  # type: ignore[attr-defined]
+    compat.set_rest_timeouts(rest_catalog, 3.0, 7.0)  # re-wraps the innermost request (here: the spy)
+    rest_catalog.list_namespaces()
+    assert seen and all(t == (3.0, 7.0) for t in seen)
+    assert not compat.set_rest_timeouts(object(), 1.0, 1.0)
+
+
+def test_fileio_setup_errors_are_recognized_and_others_are_not() -> None:
+    """``is_fileio_setup_error`` relies on pyiceberg building FileIOs in ``load_file_io`` and their filesystems in
+    ``PyArrowFileIO._initialize_*_fs``, and raising ValueError there for a malformed property."""
+    from pyiceberg.io import load_file_io
+
+    with pytest.raises(ValueError) as bad_timeout:
+        load_file_io({"s3.connect-timeout": "soon", "s3.region": "us-east-1"}, "s3://b/x").new_input("s3://b/x/y")
+    assert compat.is_fileio_setup_error(bad_timeout.value)
+    with pytest.raises(ValueError) as bad_impl:
+        load_file_io({"py-io-impl": "no.such.FileIO"}, "s3://b/x")
+    assert compat.is_fileio_setup_error(bad_impl.value)
+    with pytest.raises(ValueError) as other:
+        compat.check_arrow_schema(SCHEMA, pa.schema([("nope", pa.string())]), format_version=2)
+    assert not compat.is_fileio_setup_error(other.value)
+    assert not compat.is_fileio_setup_error(OSError("not a ValueError"))

@@ -143,6 +143,15 @@ def test_a_catalog_that_cannot_be_reached_is_a_catalog_error(tmp_path: Path) -> 
         ip.connect("gone", uri=f"sqlite:///{tmp_path / 'missing' / 'x.db'}", warehouse=(tmp_path / "w").as_uri())
 
 
+@pytest.mark.parametrize("props", [{"type": "hive", "uri": "thrift://127.0.0.1:9"},
+                                   {"type": "sql", "uri": "mysql://127.0.0.1:9/iceberg"}])
+def test_a_catalog_type_whose_package_is_missing_is_a_configuration_error(props: dict[str, str]) -> None:
+    """Regression: pyiceberg's NotInstalledError came out of ip.connect raw (the CLI added '--debug for the
+    traceback'); it is a configuration problem with the package to install in the message."""
+    with pytest.raises(ip.ConfigurationError, match="not installed.*pip install"):
+        ip.connect("x", **props)
+
+
 @pytest.mark.parametrize("ref", ["events", "a..b", "db. ", ".db.t", ("db",), ("db", " ")])
 def test_malformed_table_names_are_configuration_errors(tmp_path: Path, ref: object) -> None:
     """Regression: 'events' (no namespace) and 'a..b' reached pyiceberg and came back as a bare ValueError
@@ -264,3 +273,29 @@ def test_a_catalog_pyiceberg_cannot_load_says_where_to_fix_it(tmp_path: Path, mo
     with pytest.raises(ip.ConfigurationError, match="URI missing") as info:
         ip.connect("lake")
     assert "~/.pyiceberg.yaml" in str(info.value) and "--catalog-uri" in str(info.value)
+
+
+def test_a_malformed_storage_property_is_a_configuration_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                               ) -> None:
+    """Regression: a FileIO property pyiceberg cannot use (py-io-impl naming nothing importable,
+    s3.connect-timeout=soon) came out of the first verb that read the table as a raw ValueError (the CLI: 'ValueError:
+    ... run with --debug')."""
+    import json
+
+    import pyarrow as pa
+
+    from iceberg_privacy.cli.main import main
+
+    cat = ip.connect(home=tmp_path)
+    cat.create_namespace("db")
+    table = cat.create_table("db.t", pa.schema([("user_id", pa.string())]))
+    ip.append(table, pa.table({"user_id": ["ann"]}))
+    props = {"uri": cat.properties["uri"], "warehouse": cat.properties["warehouse"], "py-io-impl": "no.such.FileIO"}
+    broken = ip.connect("default", **props)
+    with pytest.raises(ip.ConfigurationError, match="storage properties are invalid.*no.such.FileIO"):
+        ip.lookup("db.t", "user_id", "ann", catalog=broken)
+    argv = [f"--property={k}={v}" for k, v in props.items()]
+    assert main([*argv, "lookup", "db.t", "user_id", "ann", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["error_type"] == "ConfigurationError" and "no.such.FileIO" in json.loads(out)["error"]
+    assert len(err.strip().splitlines()) == 1

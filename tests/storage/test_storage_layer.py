@@ -130,3 +130,59 @@ def test_refused_credentials_are_named_whatever_the_sdk_spells_the_code(code: st
     exc = OSError(f"When listing objects under key 'db/t/' in bucket 'lake': AWS Error {code} during "
                   "ListObjectsV2 operation: The request signature we calculated does not match")
     assert "the credentials were refused" in describe_error("s3://lake/db/t", exc, "list")
+
+
+@given(name=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=30),
+       words=st.sampled_from(["403", "credential", "connection", "forbidden", "timed out", "access_denied"]))
+def test_the_hint_comes_from_the_error_not_from_names_in_it(name: str, words: str) -> None:
+    """Regression: the hint was picked by substrings of the whole message, so a key holding '403' (snapshot ids,
+    uuids) or a table called 'credentials'/'connections' turned an unreachable endpoint into 'access denied: the
+    credentials are wrong' and a missing file into 'the endpoint did not answer'."""
+    from iceberg_privacy.storage import describe_error
+
+    key = f"db/{name}{words}/metadata/snap-{name}-{words}.avro"
+    down = OSError(f"When reading information for key '{key}' in bucket 'lake': AWS Error NETWORK_CONNECTION "
+                   "during HeadObject operation: curlCode: 7, Couldn't connect to server")
+    assert "the storage endpoint did not answer" in describe_error(f"s3://lake/{key}", down, "read")
+    missing = FileNotFoundError(f"Cannot open file, does not exist: s3://lake/{key}")
+    assert "it does not exist" in describe_error(f"s3://lake/{key}", missing, "read")
+    denied = OSError(f"When reading information for key '{key}' in bucket 'lake': AWS Error ACCESS_DENIED during "
+                     "HeadObject operation: No response body.")
+    assert "access denied" in describe_error(f"s3://lake/{key}", denied, "read")
+
+
+@pytest.mark.parametrize("cut", ["#", "?"])
+def test_a_table_whose_location_pyiceberg_cuts_is_refused_before_anything_is_written(tmp_path: Path, cut: str,
+                                                                                     monkeypatch: pytest.MonkeyPatch
+                                                                                     ) -> None:
+    """Regression: pyiceberg's FileIO drops what follows '#' or '?' in a URI, so for a table at `.../a#b` every data
+    file, manifest and sidecar was written to the one object `.../a`, each overwriting the last (a table named
+    'a#b' in a SQL catalog gets that location; Spark or Java create such tables without trouble). The verbs now
+    refuse the table; nothing is written."""
+    monkeypatch.setenv(SECRET_ENV, "storage-layer-test-secret-0123456789")
+    catalog = ip.connect(home=tmp_path / "home")
+    catalog.create_namespace("db")
+    table = catalog.create_table("db.ok", pa.schema([("user_id", pa.string())]),
+                                 location=f"file://{tmp_path}/wh/a{cut}b")
+    before = sorted(p.name for p in (tmp_path / "wh").iterdir())
+    data = pa.table({"user_id": ["ann"]})
+    for verb in (lambda: ip.append(table, data), lambda: ip.append("db.ok", data, catalog=catalog),
+                 lambda: ip.configure_bloom(table, ["user_id"]), lambda: ip.lookup(table, "user_id", "ann")):
+        with pytest.raises(ip.ConfigurationError, match="contains '#' or '\\?'.*Nothing was done"):
+            verb()
+    with pytest.raises(ip.IcebergPrivacyError):  # lake-wide: the table cannot be skipped, the request fails loudly
+        ip.erase(catalog, ["ann"])
+    assert sorted(p.name for p in (tmp_path / "wh").iterdir()) == before
+
+
+@pytest.mark.parametrize("message", [
+    "AWS Error UNKNOWN (HTTP status 400) during DeleteObject operation: ExpiredToken: The provided token has expired.",
+    "AWS Error ACCESS_DENIED during GetObject operation: The provided token has expired.",
+    "AWS Error UNKNOWN (HTTP status 400) during PutObject operation: TokenRefreshRequired"])
+def test_expired_credentials_are_named_as_expired(message: str) -> None:
+    """Regression: credentials that expire mid-run (a session token, credentials vended by a REST catalog) were
+    described as 'see the cause' or 'the credentials are wrong', which sends the user to check the right keys."""
+    from iceberg_privacy.storage import describe_error
+
+    exc = OSError(f"When deleting key 'db/t/data/x.parquet' in bucket 'lake': {message}")
+    assert "the credentials expired" in describe_error("s3://lake/db/t/data/x.parquet", exc, "delete")
