@@ -342,6 +342,51 @@ def other_table_roots(within: Iterable[str], unreferenced: Iterable[str]) -> lis
     return sorted(roots)
 
 
+_TABLE_UUID = re.compile(rb'"table-uuid"\s*:\s*"(?P<uuid>[^"]+)"')
+
+
+def _metadata_uuid(io: FileIO, location: str) -> str | None:
+    """The ``table-uuid`` of a ``metadata.json`` (plain or ``.gz``): it is among the first fields every writer
+    puts down, so the first 8 KiB normally hold it; else the whole file is read. None: no uuid (not metadata)."""
+    import gzip
+
+    with io.new_input(location).open() as fh:
+        stream: Any = gzip.GzipFile(fileobj=fh) if location.endswith(".gz") else fh
+        head = stream.read(8192)
+        m = _TABLE_UUID.search(head)
+        if m is None:
+            m = _TABLE_UUID.search(head + stream.read())
+    return m.group("uuid").decode("utf-8", "replace").lower() if m else None
+
+
+def tables_sharing_location(io: FileIO, location: str, table_uuid: str, unreferenced: Iterable[str]) -> list[str]:
+    """``metadata.json`` files of *other* tables (another ``table-uuid``) in this table's own ``metadata/`` folder,
+    among ``unreferenced`` (files the table's metadata does not reference): another table was created at the same
+    location (a catalog allows it). Its files are indistinguishable from this table's orphans by listing, so
+    deleting unreferenced files here could destroy it (found by advstore2: a purge deleted the other table's
+    metadata.json, which could then no longer be loaded). A file that cannot be read counts as another table's."""
+    own = canonical(location).rstrip("/")
+    candidates = []
+    for loc in unreferenced:
+        m = _METADATA_JSON.match(canonical(loc))
+        if m and m.group("root") == own:
+            candidates.append(loc)
+    if not candidates:
+        return []
+
+    def foreign(loc: str) -> bool:
+        try:
+            found = _metadata_uuid(io, loc)
+        except FileNotFoundError:  # deleted meanwhile (a writer's own cleanup): nothing to protect
+            return False
+        except Exception:  # noqa: BLE001 - unreadable: assume the worst, nothing here is deleted
+            return True
+        return found is not None and found != str(table_uuid).lower()
+
+    with ThreadPoolExecutor(max_workers=min(8, len(candidates)), thread_name_prefix="ip-uuid") as pool:
+        return sorted(loc for loc, other in zip(candidates, pool.map(foreign, candidates), strict=True) if other)
+
+
 def outside_roots(roots: list[str], location: str) -> bool:
     """``location`` lies under none of ``roots`` (as returned by :func:`other_table_roots`)."""
     key = canonical(location)

@@ -54,6 +54,7 @@ from iceberg_privacy.storage import (
     other_table_roots,
     outside_roots,
     storage_errors,
+    tables_sharing_location,
 )
 from iceberg_privacy.version import __version__
 
@@ -99,12 +100,16 @@ class OrphanReport:
     delete_failures: dict[str, str] = field(default_factory=dict)
     files_listed: int = 0
     other_tables: int = 0  # tables stored inside this one's location: their files are never orphans
+    shared_with: list[str] = field(default_factory=list)  # metadata.json of other tables AT this location
 
     def __str__(self) -> str:
         lines = [f"{self.table}: {len(self.orphans)} orphan file(s) older than {self.older_than} "
                  f"among {self.files_listed} listed; deleted {len(self.deleted)}"]
         if self.other_tables:
             lines.append(f"  {self.other_tables} other table(s) stored inside this table's location: left alone")
+        if self.shared_with:
+            lines.append(f"  another table uses this same location ({self.shared_with[0]}): nothing is an orphan "
+                         "here, nothing was deleted; give each table its own location")
         lines += [f"  {o}" for o in self.orphans[:50]]
         lines += [f"  NOT deleted: {why}" for why in self.delete_failures.values()]
         return "\n".join(lines)
@@ -677,6 +682,13 @@ def cleanup_orphans(table: TableRef, *, older_than: timedelta = timedelta(hours=
     # another table stored inside this one's location: its files are not this table's orphans
     others = other_table_roots([table.location()], (f.location for f in unreferenced))
     report.other_tables = len(others)
+    # another table created AT this location: its files cannot be told from this table's orphans
+    report.shared_with = tables_sharing_location(table.io, table.location(), str(table.metadata.table_uuid),
+                                                 (f.location for f in unreferenced))
+    if report.shared_with:
+        logger.warning("%s: another table uses the same location (%s); no file there is treated as an orphan, "
+                       "nothing is deleted. Give each table its own location", report.table, report.shared_with[0])
+        return report
     report.orphans = [f.location for f in unreferenced
                       if outside_roots(others, f.location) and (f.mtime is None or f.mtime <= cutoff)]
     if delete:

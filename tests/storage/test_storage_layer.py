@@ -186,3 +186,41 @@ def test_expired_credentials_are_named_as_expired(message: str) -> None:
 
     exc = OSError(f"When deleting key 'db/t/data/x.parquet' in bucket 'lake': {message}")
     assert "the credentials expired" in describe_error("s3://lake/db/t/data/x.parquet", exc, "delete")
+
+
+def _two_tables_at_one_location(catalog: Any, ns: str) -> tuple[Any, Any]:
+    schema = pa.schema([("user_id", pa.string())])
+    t = ip.configure_identity(ip.configure_bloom(catalog.create_table(f"{ns}.t", schema), ["user_id"]), ["user_id"])
+    u = catalog.create_table(f"{ns}.u", schema, location=t.location() + "/")  # a catalog allows the same location
+    ip.append(t, pa.table({"user_id": ["ann", "bob"]}))
+    ip.append(u, pa.table({"user_id": ["zed"]}))
+    return t, u
+
+
+def _other_table_survives(catalog: Any, ns: str, secret: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, secret)
+    t, _ = _two_tables_at_one_location(catalog, ns)
+    report = ip.cleanup_orphans(f"{ns}.t", older_than=timedelta(0), delete=True, catalog=catalog)
+    assert catalog.load_table(f"{ns}.u").scan().to_arrow().column("user_id").to_pylist() == ["zed"]
+    assert report.shared_with and not report.orphans and not report.deleted, str(report)
+    assert "another table uses this same location" in str(report)
+    purged = ip.erase(catalog, ["ann"], [f"{ns}.t"], purge=True, orphan_age=timedelta(0))
+    assert purged.purge is not None  # the purge ran: its own deletes are of t's expired files only
+    assert catalog.load_table(f"{ns}.u").scan().to_arrow().column("user_id").to_pylist() == ["zed"]
+    assert catalog.load_table(f"{ns}.t").scan().to_arrow().column("user_id").to_pylist() == ["bob"]
+
+
+def test_a_table_at_another_tables_location_is_never_taken_for_its_orphans(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two tables created at one location (a catalog allows it): cleanup_orphans(delete=True) and a purge on one
+    deleted the other's metadata.json and data as orphans, and it could no longer be loaded (found by advstore2).
+    Another table's metadata.json in the table's own metadata/ folder now means nothing there is an orphan."""
+    catalog = ip.connect(home=tmp_path)
+    catalog.create_namespace("db")
+    _other_table_survives(catalog, "db", "s" * 32, monkeypatch)
+
+
+@pytest.mark.s3
+def test_a_table_at_another_tables_location_survives_on_s3(s3_sql_catalog: Any, lake_ns: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    _other_table_survives(s3_sql_catalog, lake_ns, "s" * 32, monkeypatch)
