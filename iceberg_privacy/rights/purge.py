@@ -8,7 +8,7 @@ the original files. Per table of an erase request, ``purge``:
    :func:`iceberg_privacy.expire_snapshots`, which writes a compacted sidecar covering exactly the
    live files and deletes the superseded sidecars (so no sidecar covers a removed file);
 2. drops dangling position delete files (another engine's, left applying to files the erasure rewrote) from
-   the branch heads; deletes the files only expired snapshots referenced: data files, manifests, manifest
+   the branch heads (:mod:`iceberg_privacy.rights.purge_foreign`, with the statistics below); deletes the files only expired snapshots referenced: data files, manifests, manifest
    lists, and the statistics / partition statistics other engines registered for them; drops
    every older ``metadata.json`` version from the metadata log and deletes it (their summaries and paths
    can name a subject), with Iceberg's ``write.metadata.previous-versions-max`` /
@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
@@ -80,6 +79,11 @@ from iceberg_privacy.rights.journal import (
     erasure_snapshots,
 )
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret, location_digest
+from iceberg_privacy.rights.purge_foreign import (
+    drop_dangling_deletes,
+    drop_dangling_partition_statistics,
+    statistics_of,
+)
 from iceberg_privacy.rights.reports import PurgeReport, RefHold, TablePurge, VerifyReport
 from iceberg_privacy.rights.subjects import as_values, digest_subjects, refs_holding
 from iceberg_privacy.rights.traces import (
@@ -143,153 +147,6 @@ def _rewritten_originals(table: Table, erase_ids: list[int]) -> dict[str, str]:
                 if e.status == ManifestEntryStatus.DELETED:
                     out[e.data_file.file_path] = "data"
     return out
-
-
-def _statistics_of(md: Any, snapshot_ids: set[int] | None) -> dict[str, str]:
-    """location -> kind of the ``statistics`` and ``partition-statistics`` files registered for
-    ``snapshot_ids`` (None: every snapshot), other than the library's own sidecars (expiry handles those).
-
-    Other engines register them (Trino's and Spark's NDV sketches: hashes of column values; Spark's and
-    Java's partition statistics: one row per partition tuple, so an identity partition's values in clear).
-    Expiring their snapshot makes them unreferenced, younger than any orphan age: the purge deletes them
-    with the other files the expired snapshots alone reached."""
-    ours = {canonical(loc) for loc in referenced_sidecar_locations(md)}
-    out: dict[str, str] = {}
-    for kind, entries in (("statistics", md.statistics), ("partition-statistics", md.partition_statistics)):
-        for s in entries:
-            if (snapshot_ids is None or s.snapshot_id in snapshot_ids) and canonical(s.statistics_path) not in ours:
-                out[s.statistics_path] = kind
-    return out
-
-
-def _drop_dangling_partition_statistics(table: Table) -> None:
-    """Remove the ``partition-statistics`` entries whose snapshot is gone.
-
-    pyiceberg's snapshot expiry drops the ``statistics`` of the snapshots it removes but keeps their
-    ``partition-statistics``, so the expired snapshots' partition statistics (partition tuples: an identity
-    partition's values) would stay referenced, and never deleted, after the purge."""
-
-    def step() -> None:
-        md = table.refresh().metadata
-        alive = {s.snapshot_id for s in md.snapshots}
-        gone = sorted({p.snapshot_id for p in md.partition_statistics if p.snapshot_id not in alive})
-        if not gone:
-            return
-        try:
-            with table.transaction() as tx:
-                compat.remove_partition_statistics(tx, gone)
-        except ValueError as exc:  # a concurrent purge removed one first: read the head again
-            raise CommitFailedException(f"{table_name(table)}: partition statistics changed meanwhile") from exc
-
-    retry.run(step, exhausted=lambda tries, last: CommitConflictError(
-        f"{table_name(table)}: removing the expired snapshots' partition statistics lost to concurrent commits "
-        f"{tries} times; run the purge again"))
-
-
-_POS_PATH_ID = 2147483546
-"""Field id of ``file_path`` in a position delete file (Iceberg spec, reserved ids)."""
-
-
-def _delete_targets(io: FileIO, delete_file: Any) -> set[str] | None:
-    """Data files a position delete file applies to: from its ``file_path`` bounds when they name one file, else
-    read from the file (``file_path`` column only). None for an equality delete file (it applies by value)."""
-    if delete_file.content != DataFileContent.POSITION_DELETES:
-        return None
-    low = (delete_file.lower_bounds or {}).get(_POS_PATH_ID)
-    high = (delete_file.upper_bounds or {}).get(_POS_PATH_ID)
-    if low is not None and low == high:
-        return {bytes(low).decode("utf-8")}
-    import pyarrow.parquet as pq
-
-    with io.new_input(delete_file.file_path).open(seekable=True) as fh:
-        pf = pq.ParquetFile(fh)
-        name = next((f.name for f in pf.schema_arrow
-                     if (f.metadata or {}).get(b"PARQUET:field_id") == str(_POS_PATH_ID).encode()), "file_path")
-        return {str(v) for v in pf.read(columns=[name]).column(0).unique().to_pylist() if v is not None}
-
-
-def _dangling_lost(table: Table, branch: str, tries: int, last: BaseException) -> Exception:
-    return CommitConflictError(f"{table_name(table)}: dropping dangling delete files of branch {branch} lost to "
-                               f"concurrent commits {tries} times; run the purge again")
-
-
-def _drop_dangling_deletes(table: Table) -> int:
-    """Commit, on each branch whose head has them, a snapshot without the position-delete manifests whose every
-    live entry applies only to data files no longer live there. Returns how many delete files were dropped.
-
-    Another engine's merge-on-read ``DELETE`` leaves a position delete file; when the erasure rewrites the data
-    file it applied to, the delete file still lists the old path and stays live ("dangling"): in an identity
-    partition its manifest entry keeps the subject's partition value, and its rows the path that holds it.
-    pyiceberg cannot commit the removal of a delete file, so the new snapshot's manifest list is written here
-    (the erasure's rebase does the same) with the other manifests unchanged; a manifest that also holds a live
-    delete file for a live data file is kept, and the verification names what it still holds.
-    """
-    from pyiceberg.manifest import ManifestContent, write_manifest_list
-    from pyiceberg.table.refs import SnapshotRefType
-    from pyiceberg.table.snapshots import Operation, Snapshot, Summary, update_snapshot_summaries
-    from pyiceberg.table.update import (
-        AddSnapshotUpdate,
-        AssertRefSnapshotId,
-        AssertTableUUID,
-        SetSnapshotRefUpdate,
-    )
-
-    def step(branch: str) -> int:
-        md = table.refresh().metadata
-        ref = md.refs.get(branch)
-        head = md.snapshot_by_id(ref.snapshot_id) if ref is not None else None
-        if head is None or md.format_version != 2:  # v1 has no delete files; v3 snapshots also track row ids
-            return 0
-        with retry.vanished_is_conflict(table):
-            manifests = head.manifests(table.io)
-            if not any(m.content == ManifestContent.DELETES for m in manifests):
-                return 0
-            live = {canonical(e.data_file.file_path) for m in manifests if m.content == ManifestContent.DATA
-                    for e in m.fetch_manifest_entry(table.io, discard_deleted=True)}
-            keep, dropped = [], []
-            for m in manifests:
-                entries = m.fetch_manifest_entry(table.io, discard_deleted=True) \
-                    if m.content == ManifestContent.DELETES else None
-                targets = [_delete_targets(table.io, e.data_file) for e in entries or []]
-                if entries and all(t is not None and t and not {canonical(x) for x in t} & live for t in targets):
-                    dropped += [e.data_file for e in entries]
-                else:
-                    keep.append(m)
-        if not dropped:
-            return 0
-        snapshot_id, seq = md.new_snapshot_id(), md.next_sequence_number()
-        path = table.location_provider().new_metadata_location(f"snap-{snapshot_id}-0-{uuid.uuid4()}.avro")
-        with write_manifest_list(format_version=md.format_version, output_file=table.io.new_output(path),
-                                 snapshot_id=snapshot_id, parent_snapshot_id=head.snapshot_id, sequence_number=seq,
-                                 avro_compression="deflate") as writer:
-            writer.add_manifests(keep)
-        summary = update_snapshot_summaries(Summary(operation=Operation.DELETE, **{
-            "removed-delete-files": str(len(dropped)),
-            "removed-position-deletes": str(sum(int(f.record_count) for f in dropped)),
-            "removed-files-size": str(sum(int(f.file_size_in_bytes) for f in dropped)),
-            SUMMARY_SCRUB: "1", **LineageRecord(op="scrub", engine="pyarrow", status=MAINTENANCE).summary()}),
-            previous_summary=head.summary.additional_properties if head.summary else None)
-        snap = Snapshot(  # type: ignore[call-arg]  # pydantic model populated by field name
-            snapshot_id=snapshot_id, parent_snapshot_id=head.snapshot_id, sequence_number=seq,
-            timestamp_ms=max(int(time.time() * 1000), head.timestamp_ms), manifest_list=path, summary=summary,
-            schema_id=head.schema_id)
-        try:
-            table.catalog.commit_table(table, (
-                AssertTableUUID(uuid=md.table_uuid),
-                AssertRefSnapshotId(snapshot_id=head.snapshot_id, ref=branch)),  # type: ignore[call-arg]
-                (AddSnapshotUpdate(snapshot=snap), SetSnapshotRefUpdate(  # type: ignore[call-arg]
-                    snapshot_id=snapshot_id, parent_snapshot_id=head.snapshot_id, ref_name=branch,
-                    type=SnapshotRefType.BRANCH)))
-        except CommitFailedException:
-            delete_files(table.io, [path])  # lost the race: the next attempt writes its own
-            raise
-        return len(dropped)
-
-    total = 0
-    branches = sorted(n for n, r in table.refresh().metadata.refs.items() if r.snapshot_ref_type == "branch")
-    for branch in branches:
-        total += retry.run(functools.partial(step, branch), exhausted=functools.partial(_dangling_lost, table, branch))
-    return total
 
 
 def _scrub_lost(table: Table, branch: str, tries: int, last: BaseException) -> Exception:
@@ -388,7 +245,7 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
     rep = TablePurge(name)
     table.refresh()  # refs holding the subjects were refused by the caller (_refs_in_the_way)
     originals = {**planned, **_rewritten_originals(table, erase_ids)}
-    dangling = _drop_dangling_deletes(table)  # their files are deleted below, with what only expired snapshots reach
+    dangling = drop_dangling_deletes(table)  # their files are deleted below, with what only expired snapshots reach
     if dangling:
         logger.info("%s: dropped %d dangling position delete file(s) from the branch heads", name, dangling)
     rep.scrub_snapshot = _scrub_head(table)
@@ -398,7 +255,7 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
         keep = {md.current_snapshot_id} | {r.snapshot_id for r in md.refs.values()}
         expire = {s.snapshot_id for s in md.snapshots} - keep
         with retry.vanished_is_conflict(table):  # another purge may have expired and deleted them meanwhile
-            before = {**originals, **_reachable(table, expire), **_statistics_of(md, expire)}
+            before = {**originals, **_reachable(table, expire), **statistics_of(md, expire)}
         # Durable before expiry: once the snapshots are gone, this list is the only way a re-run after a
         # crash knows which files to delete (keyed hashes of the paths: a path can hold an identifier).
         plan(before)
@@ -416,11 +273,11 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
         with retry.vanished_is_conflict(table):
             return {canonical(p) for p in _reachable(table, {s.snapshot_id for s in table.metadata.snapshots})}
 
-    _drop_dangling_partition_statistics(table)
+    drop_dangling_partition_statistics(table)
     still = retry.run(still_step, exhausted=lambda tries, last: CommitConflictError(
         f"{name}: reading the table's history lost to concurrent commits {tries} times; run the purge again"))
     still |= {canonical(loc) for loc in referenced_sidecar_locations(table.metadata)}
-    still |= {canonical(loc) for loc in _statistics_of(table.metadata, None)}
+    still |= {canonical(loc) for loc in statistics_of(table.metadata, None)}
     doomed = {canonical(p): (p, kind) for p, kind in sorted(before.items())}
     outcome = delete_files(table.io, [p for key, (p, _) in sorted(doomed.items()) if key not in still])
     kinds = {p: kind for p, kind in doomed.values()}
@@ -580,7 +437,7 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
             rep.unreferenced_with_subjects += canonical(stored.location) not in referenced
         else:
             clean.add(canonical(stored.location))
-    stats = {canonical(loc) for loc in _statistics_of(table.metadata, None)}
+    stats = {canonical(loc) for loc in statistics_of(table.metadata, None)}
     for stored, got in scanned:  # partition statistics (referenced, or left unreferenced) hold partition tuples
         key = canonical(stored.location)
         if not got.parquet or got.unreadable or (key in referenced and key not in stats):
