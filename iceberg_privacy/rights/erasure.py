@@ -553,44 +553,66 @@ def process_erasure(catalog: Catalog, req: RequestState, subjects: Any | None, s
             continue
         ts = resolved.get(name)
         if ts is None:  # dropped table: its rows are gone with it (a renamed one blocks the request instead)
-            check_not_renamed(catalog, req, name)
-            journal.record(req.request_id, TABLE_ERASED, table=name, rows=0, files=0,
-                           detail={"note": "table no longer exists"})
-            report.tables[name] = TableErasure(name, skipped="table no longer exists")
+            report.tables[name] = _dropped(catalog, journal, req, name)
             continue
-        forget_listed = _forget(catalog, ts, req.request_id, secret)
-        checkpoint("erasure.after_forget")
-
-        def staging(snapshot_id: int, commit_uuid: str, name: str = name) -> None:
-            journal.append([journal.event(req.request_id, ERASURE_STAGED, table=name, snapshot_id=snapshot_id,
-                                          detail={"commit_uuid": commit_uuid})])
-
-        branches: dict[str, list[int]] = {}
-        for hold in holds.get(name, []):
-            if hold.kind == "branch":
-                branches[hold.name] = erase_table(ts, req.request_id, secret, subjects=req.subject_count,
-                                                  commit_retries=commit_retries, workers=workers,
-                                                  branch=hold.name, on_stage=staging, rewrite=rewrite).snapshot_ids
-        rep = erase_table(ts, req.request_id, secret, subjects=req.subject_count,
-                          commit_retries=commit_retries, workers=workers, on_stage=staging, rewrite=rewrite)
-        rep.branches = branches
-        rep.tags = [h for h in holds.get(name, []) if h.kind == "tag"]
-        for h in rep.tags:
-            logger.warning("request %s: %s", req.request_id, h)
-        # Totals over every commit of this request, including those of a run that crashed before its event.
-        done = erasure_snapshots(ts.table, req.request_id)
-        rep.rows_removed = sum(r for _, r, _ in done)
-        rep.files_rewritten = sum(f for _, _, f in done)
-        rep.snapshot_ids = [s for s, _, _ in done]
-        head = ts.table.metadata.current_snapshot_id
-        journal.record(req.request_id, TABLE_ERASED, table=name,
-                       snapshot_id=rep.snapshot_ids[-1] if rep.snapshot_ids else head,
-                       rows=rep.rows_removed, files=rep.files_rewritten,
-                       detail={"files_read": rep.files_read, "files_total": rep.files_total,
-                               "commits": len(rep.snapshot_ids), "forget_listed": forget_listed,
-                               "rebased": rep.rebased, "branches": sorted(branches),
-                               "tags": [h.name for h in rep.tags]})
-        checkpoint("erasure.after_table")
-        report.tables[name] = rep
+        try:
+            report.tables[name] = _erase_one(catalog, journal, req, ts, secret, holds.get(name, []),
+                                             commit_retries=commit_retries, workers=workers, rewrite=rewrite)
+        except NoSuchTableError:
+            if catalog.table_exists(name):  # another table (the forget list's?) is what is missing
+                raise
+            # dropped while its request ran (after submit): as a table dropped before it
+            logger.warning("table %s of request %s was dropped during the erasure", name, req.request_id)
+            report.tables[name] = _dropped(catalog, journal, req, name)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _dropped(catalog: Catalog, journal: Journal, req: RequestState, name: str) -> TableErasure:
+    """A table of the request that no longer exists: its rows are gone with it (its files, which a catalog's drop
+    may leave, are checked by the purge); a renamed one blocks the request instead (check_not_renamed)."""
+    check_not_renamed(catalog, req, name)
+    journal.record(req.request_id, TABLE_ERASED, table=name, rows=0, files=0,
+                   detail={"note": "table no longer exists"})
+    return TableErasure(name, skipped="table no longer exists")
+
+
+def _erase_one(catalog: Catalog, journal: Journal, req: RequestState, ts: TableSubjects, secret: bytes,
+               holds: list[RefHold], *, commit_retries: int | None, workers: int | None, rewrite: Any
+               ) -> TableErasure:
+    """Erase one table of a request: forget list, every branch holding a subject, then the head; journaled."""
+    name = ts.name
+    forget_listed = _forget(catalog, ts, req.request_id, secret)
+    checkpoint("erasure.after_forget")
+
+    def staging(snapshot_id: int, commit_uuid: str, name: str = name) -> None:
+        journal.append([journal.event(req.request_id, ERASURE_STAGED, table=name, snapshot_id=snapshot_id,
+                                      detail={"commit_uuid": commit_uuid})])
+
+    branches: dict[str, list[int]] = {}
+    for hold in holds:
+        if hold.kind == "branch":
+            branches[hold.name] = erase_table(ts, req.request_id, secret, subjects=req.subject_count,
+                                              commit_retries=commit_retries, workers=workers,
+                                              branch=hold.name, on_stage=staging, rewrite=rewrite).snapshot_ids
+    rep = erase_table(ts, req.request_id, secret, subjects=req.subject_count,
+                      commit_retries=commit_retries, workers=workers, on_stage=staging, rewrite=rewrite)
+    rep.branches = branches
+    rep.tags = [h for h in holds if h.kind == "tag"]
+    for h in rep.tags:
+        logger.warning("request %s: %s", req.request_id, h)
+    # Totals over every commit of this request, including those of a run that crashed before its event.
+    done = erasure_snapshots(ts.table, req.request_id)
+    rep.rows_removed = sum(r for _, r, _ in done)
+    rep.files_rewritten = sum(f for _, _, f in done)
+    rep.snapshot_ids = [s for s, _, _ in done]
+    head = ts.table.metadata.current_snapshot_id
+    journal.record(req.request_id, TABLE_ERASED, table=name,
+                   snapshot_id=rep.snapshot_ids[-1] if rep.snapshot_ids else head,
+                   rows=rep.rows_removed, files=rep.files_rewritten,
+                   detail={"files_read": rep.files_read, "files_total": rep.files_total,
+                           "commits": len(rep.snapshot_ids), "forget_listed": forget_listed,
+                           "rebased": rep.rebased, "branches": sorted(branches),
+                           "tags": [h.name for h in rep.tags]})
+    checkpoint("erasure.after_table")
+    return rep

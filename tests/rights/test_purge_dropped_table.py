@@ -47,3 +47,22 @@ def test_a_table_dropped_with_its_files_completes(s3_catalog: tuple[Catalog, str
         for f in list_files(table.io, location):
             table.io.delete(f.location)
     assert ip.purge(catalog, f"{ns}-d", orphan_age=timedelta(0)).completed
+
+
+@pytest.mark.parametrize("point", ["erasure.after_submit", "erasure.after_forget"])
+def test_a_table_dropped_while_its_erasure_runs_is_a_dropped_table(catalog: Catalog, point: str) -> None:
+    """Dropped after the request was journaled (between submit and its rewrite): erase raised pyiceberg's raw
+    NoSuchTableError and left the request 'received' (found by advstore2 as a catalog's 404). It is now what a
+    table dropped before the request is: nothing to rewrite there, and the purge blocks completion while the
+    files the drop left remain."""
+    from iceberg_privacy._internal.faults import injected
+
+    table = make_table(catalog, "db.gone", [["ann", "bob"], ["cy"]])
+    folder = Path(local_path(table.location()))
+    with injected(point, lambda *a: catalog.drop_table("db.gone")):
+        with pytest.raises(VerificationFailedError, match="was dropped, but .* file"):
+            ip.erase(catalog, ["ann"], ["db.gone"], request_id="drop-2", purge=True, orphan_age=timedelta(0))
+    state = Journal(catalog).get("drop-2")
+    assert state.tables["db.gone"].status != "verified" and state.status != "completed"
+    shutil.rmtree(folder)
+    assert ip.purge(catalog, "drop-2", orphan_age=timedelta(0)).completed
