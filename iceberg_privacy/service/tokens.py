@@ -29,6 +29,7 @@ import json
 import re
 import secrets
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,10 @@ TOKEN_PREFIX = "ipt_"
 _TOKEN_RE = re.compile(r"ipt_([0-9a-f]{12})\.([A-Za-z0-9_-]{43})")
 _PRINCIPAL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+MAX_FAILURES, FAILURE_WINDOW_SECONDS = 10, 60.0
+"""After this many wrong secrets for one token id within the window, further attempts for that id are refused
+without running scrypt (each costs ~16 MB and tens of ms: unlimited guesses tied the service up) until the window
+has passed. A token this process already verified is admitted from its memory cache, without scrypt."""
 HISTORY = HistoryPolicy("the service token table", sort_by="at", every_default=HISTORY_MAINTAIN_EVERY_DEFAULT,
                         error=ServiceError)
 """How :mod:`iceberg_privacy.history` keeps the token table small (``privacy.history.maintain-every``, default 16)."""
@@ -158,6 +163,7 @@ class TokenStore:
         self.catalog = catalog
         self.identifier = (library_name(catalog, JOURNAL_NAMESPACE_PROPERTY), TOKENS_TABLE)
         self._verified: dict[str, bytes] = {}  # token id -> sha256 of a token that passed scrypt (memory only)
+        self._failures: dict[str, list[float]] = {}  # token id -> monotonic times of wrong secrets (the window)
         self._lock = threading.Lock()
 
     def _load(self, *, create: bool = False) -> Table | None:
@@ -284,11 +290,20 @@ class TokenStore:
         with self._lock:
             known = self._verified.get(token_id)
         if known is None or not hmac.compare_digest(known, digest):
+            now = time.monotonic()
+            with self._lock:
+                recent = [t for t in self._failures.get(token_id, []) if now - t < FAILURE_WINDOW_SECONDS]
+                self._failures[token_id] = recent
+            if len(recent) >= MAX_FAILURES:
+                raise InvalidTokenError(f"too many wrong tokens for this token id; try again in "
+                                        f"{int(FAILURE_WINDOW_SECONDS)} seconds")
             scheme, n, r, p, salt, want = entry["hash"].split("$")
             if scheme != "scrypt":
                 raise InvalidTokenError("invalid token")
             got = hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32)
             if not hmac.compare_digest(got, bytes.fromhex(want)):
+                with self._lock:
+                    self._failures.setdefault(token_id, []).append(now)
                 raise InvalidTokenError("invalid token")
             with self._lock:
                 self._verified[token_id] = digest

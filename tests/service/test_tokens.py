@@ -177,3 +177,37 @@ def test_a_damaged_token_state_is_one_clear_error_and_is_never_overwritten(cat: 
     capsys.readouterr()
     assert main(["--catalog", "test", "--catalog-uri", uri, "--warehouse", wh, "tokens", "list"]) != 0
     assert "is damaged" in capsys.readouterr().err
+
+
+def test_wrong_secrets_for_one_token_id_stop_costing_scrypt(cat: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each wrong secret for a known token id cost one scrypt (~16 MB, tens of ms) with no limit, a way to tie the
+    service up (found by advsvc2). After MAX_FAILURES wrong ones in the window, attempts for that id are refused
+    without scrypt; a token this process already verified still passes; the window passing lifts the limit."""
+    import hashlib
+    import time
+
+    from iceberg_privacy.service import tokens
+
+    store = TokenStore(cat)
+    good = store.issue("dan").token
+    assert store.verify(good).principal == "dan"  # cached in this process
+    tid, secret = good[len("ipt_"):].split(".")
+    wrong = f"ipt_{tid}.{secret[:-1]}{'A' if secret[-1] != 'A' else 'B'}"
+    calls = []
+    real = hashlib.scrypt
+    monkeypatch.setattr(hashlib, "scrypt", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(tokens, "FAILURE_WINDOW_SECONDS", 1.0)
+    for _ in range(tokens.MAX_FAILURES):
+        with pytest.raises(ip.InvalidTokenError, match="invalid token"):
+            store.verify(wrong)
+    assert len(calls) == tokens.MAX_FAILURES
+    for _ in range(5):
+        with pytest.raises(ip.InvalidTokenError, match="too many wrong tokens"):
+            store.verify(wrong)
+    assert len(calls) == tokens.MAX_FAILURES  # refused without scrypt
+    assert store.verify(good).principal == "dan"  # the verified token is not locked out
+    assert TokenStore(cat).verify(good).principal == "dan"  # another process has its own window
+    time.sleep(1.1)
+    with pytest.raises(ip.InvalidTokenError, match="invalid token"):
+        store.verify(wrong)
+    assert len(calls) == tokens.MAX_FAILURES + 2  # the other process's check, then this one's after the window
