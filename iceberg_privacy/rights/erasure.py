@@ -47,6 +47,7 @@ from pyiceberg.table.update import (
 
 from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.faults import checkpoint
+from iceberg_privacy.catalog import load_many
 from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.datafiles import DEFAULT_CHUNK_BYTES, WrittenFiles, write_batches
 from iceberg_privacy.errors import (
@@ -559,7 +560,12 @@ def process_erasure(catalog: Catalog, req: RequestState, subjects: Any | None, s
             report.tables[name] = _erase_one(catalog, journal, req, ts, secret, holds.get(name, []),
                                              commit_retries=commit_retries, workers=workers, rewrite=rewrite)
         except NoSuchTableError:
-            if catalog.table_exists(name):  # another table (the forget list's?) is what is missing
+            # confirmed by the catalog's listing (load_many): a table it still lists is a CatalogError, one that
+            # loads again means another table (the forget list's?) is what is missing
+            again = load_many(catalog, [tuple(name.split("."))])[0]
+            if isinstance(again, Exception) and not isinstance(again, NoSuchTableError):
+                raise again from None
+            if not isinstance(again, Exception):
                 raise
             # dropped while its request ran (after submit): as a table dropped before it
             logger.warning("table %s of request %s was dropped during the erasure", name, req.request_id)

@@ -185,3 +185,30 @@ def test_a_table_the_catalog_still_lists_is_not_taken_for_dropped_on_a_404(seawe
     assert isinstance(loaded[1], NoSuchTableError)
     proxy.rule = lambda method, path: None
     assert [t.name() for t in load_many(catalog, [(lake_ns, "t")])] == [(lake_ns, "t")]  # type: ignore[union-attr]
+
+
+def test_a_404_during_an_erasure_for_a_table_still_listed_is_a_catalog_error(seaweedfs: Any, proxy: FaultProxy,
+                                                                              lake_ns: str,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """After submit, the catalog answers 404 for the request's table while still listing it: the erasure stops with a
+    CatalogError (was pyiceberg's raw NoSuchTableError); the request is not completed and a rerun finishes it. A
+    table really dropped meanwhile is handled as dropped (tests/rights/test_purge_dropped_table.py)."""
+    from iceberg_privacy._internal.faults import injected
+    from iceberg_privacy.rights.journal import Journal
+
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", "s" * 32)
+    catalog = _catalog(seaweedfs, proxy)
+    ip.configure_identity(_table(catalog, lake_ns), ["user_id"])
+
+    def flip(*_: Any) -> None:
+        proxy.rule = lambda method, path: "404" if method in ("GET", "HEAD") and path.split("?")[0].endswith(
+            f"/namespaces/{lake_ns}/tables/t") else None
+
+    with injected("erasure.after_submit", flip), pytest.raises(ip.CatalogError, match="not taken for a dropped"):
+        ip.erase(catalog, ["b"], [f"{lake_ns}.t"], request_id="r404", purge=True)
+    proxy.rule = lambda method, path: None
+    assert Journal(catalog).get("r404").status != "completed"
+    assert catalog.load_table(f"{lake_ns}.t").scan().to_arrow().column("user_id").to_pylist() == ["a", "b"]
+    from datetime import timedelta
+    assert ip.run_request(catalog, "r404", ["b"], purge=True, orphan_age=timedelta(0)).purge.completed
+    assert catalog.load_table(f"{lake_ns}.t").scan().to_arrow().column("user_id").to_pylist() == ["a"]
