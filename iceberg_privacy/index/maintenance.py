@@ -375,6 +375,12 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
         report.sidecar_path, report.sidecar_bytes, report.registered_on_snapshot = location, footer.file_size, target
     elif per_file:
         report.warnings.append(warn("no snapshot to register the compacted sidecar on; nothing written"))
+    elif md.properties.get(PROPERTY_COMPACTED):
+        # No retained snapshot has a data file with filters (an erasure removed the last rows): the old compacted
+        # sidecar covers only files that are gone, and its Bloom filters may still answer for an erased subject.
+        # Unreferenced, it is deleted below with the other superseded sidecars (kept, a purge's verification
+        # failed on it for good).
+        tx.remove_properties(PROPERTY_COMPACTED, PROPERTY_COMPACTED_BYTES)
     checkpoint("index.before_commit")  # the new compacted sidecar (base) is written, not yet referenced
     try:
         tx.commit_transaction()
