@@ -45,7 +45,7 @@ from pyiceberg.table.refs import MAIN_BRANCH
 from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.arguments import check_catalog, check_engine
 from iceberg_privacy._internal.faults import checkpoint
-from iceberg_privacy.catalog import table_name
+from iceberg_privacy.catalog import load_many, table_name
 from iceberg_privacy.config import identity_columns
 from iceberg_privacy.errors import (
     CommitConflictError,
@@ -608,9 +608,10 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         if state.status == "verified":
             report.tables[name] = TablePurge(name, skipped="already verified")
             continue
-        try:
-            table = catalog.load_table(name)
-        except NoSuchTableError:
+        # pooled loader's check: a 'no such table' for a table the catalog still lists (a REST 404 from a gateway)
+        # is a CatalogError, never taken for a dropped table (whose advice is to delete its folder)
+        loaded = load_many(catalog, [tuple(name.split("."))])[0]
+        if isinstance(loaded, NoSuchTableError):
             check_not_renamed(catalog, req, name)
             # A catalog may drop a table and leave its files (SqlCatalog's drop_table does): they still hold
             # the subject's old rows, so the table counts as verified only when nothing is left there.
@@ -628,6 +629,9 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             journal.record(request_id, TABLE_VERIFIED, table=name, detail={"note": "table no longer exists"})
             report.tables[name] = TablePurge(name, skipped="table no longer exists")
             continue
+        if isinstance(loaded, Exception):
+            raise loaded
+        table = loaded
 
         def purge_step(table: Table = table, name: str = name, snapshot_id: int | None = state.snapshot_id) -> TablePurge:
             # Re-run from the top when another process (a second pass or purge of the same request) expired

@@ -212,3 +212,11 @@ def test_a_404_during_an_erasure_for_a_table_still_listed_is_a_catalog_error(sea
     from datetime import timedelta
     assert ip.run_request(catalog, "r404", ["b"], purge=True, orphan_age=timedelta(0)).purge.completed
     assert catalog.load_table(f"{lake_ns}.t").scan().to_arrow().column("user_id").to_pylist() == ["a"]
+    # the same 404 when the purge loads the table: a CatalogError, not "dropped: delete its folder"
+    ip.erase(catalog, ["a"], [f"{lake_ns}.t"], request_id="r404b", purge=False)
+    flip()
+    with pytest.raises(ip.CatalogError, match="not taken for a dropped"):
+        ip.purge(catalog, "r404b", orphan_age=timedelta(0))
+    proxy.rule = lambda method, path: None
+    assert Journal(catalog).get("r404b").status != "completed"
+    assert ip.purge(catalog, "r404b", orphan_age=timedelta(0)).completed
