@@ -37,15 +37,11 @@ from iceberg_privacy.dp.query import QUERY_FORMAT_VERSION, canonical_dumps, keys
 from iceberg_privacy.dp.sql_compile import (  # noqa: F401 - compile_sql and CompiledSql are re-exported
     Aggregate,
     CompiledSql,
-    Predicate,
-    check_addressable,
     compile_sql,
     policy_unit,
-    predicate_json,
-    refuse,
-    spark_identifier,
-    to_spark,
 )
+from iceberg_privacy.dp.sql_parse import check_addressable, refuse
+from iceberg_privacy.dp.sql_where import Predicate, predicate_json, spark_identifier, to_spark
 from iceberg_privacy.errors import (
     ConfigurationError,
     InvalidArgumentError,

@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from iceberg_privacy.dp.budget import Budget, budget_from_args
 from iceberg_privacy.dp.sql import dp_sql
-from iceberg_privacy.dp.sql_compile import MAX_SQL_LENGTH
+from iceberg_privacy.dp.sql_parse import MAX_SQL_LENGTH
 from iceberg_privacy.errors import (
     BudgetError,
     BudgetExhaustedError,
