@@ -22,11 +22,11 @@ pass: a batch is fixed by its ``queued`` claim events (one per member request an
 wins), its erase commit is recognised by ``privacy.erasure.request-id = batch id``, and ciphertext is
 destroyed only for requests whose ``completed`` event is in the journal. The wire format and every
 label are in docs/subject-rights.md ("The request queue").
+The queue table, its encryption and the shredding are :mod:`.queue_store`; this module submits and works.
 """
 
 from __future__ import annotations
 
-import base64
 import calendar
 import hashlib
 import json
@@ -35,30 +35,19 @@ import os
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import AlwaysTrue, In, Reference
-from pyiceberg.expressions.literals import literal
-from pyiceberg.schema import Schema
 from pyiceberg.table import Table
-from pyiceberg.types import BinaryType, IntegerType, NestedField, StringType, TimestamptzType
 
-from iceberg_privacy import history
-from iceberg_privacy._internal import retry
 from iceberg_privacy._internal.arguments import check_catalog, check_engine, check_flags
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import (
-    JOURNAL_NAMESPACE_PROPERTY,
     TableRef,
-    library_name,
-    reserved_table,
     table_name,
 )
 from iceberg_privacy.errors import (
@@ -69,11 +58,9 @@ from iceberg_privacy.errors import (
     RequestConflictError,
     SparkJobError,
     StorageError,
-    SubjectRightsError,
     VerificationFailedError,
 )
-from iceberg_privacy.history import HistoryPolicy, HistoryReport
-from iceberg_privacy.properties import HISTORY_MAINTAIN_EVERY_DEFAULT, QUEUE_MARKER
+from iceberg_privacy.history import HistoryReport
 from iceberg_privacy.rights.access import FORMATS, export_subjects
 from iceberg_privacy.rights.erasure import process_erasure
 from iceberg_privacy.rights.journal import (
@@ -98,6 +85,18 @@ from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
 from iceberg_privacy.rights.linked import DEFAULT_MAX_LINKED, collect_linked
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE
 from iceberg_privacy.rights.purge import purge as purge_request
+from iceberg_privacy.rights.queue_store import (
+    BATCH_PREFIX,
+    FORMAT_VERSION,
+    QUEUED,
+    REGIMES,
+    Queue,
+    QueueEntry,
+    ShredReport,
+    seal,
+    unseal,
+    wrapping_key,
+)
 from iceberg_privacy.rights.requests import check_id_names_no_subject
 from iceberg_privacy.rights.subjects import (
     as_values,
@@ -109,40 +108,6 @@ from iceberg_privacy.rights.subjects import (
 from iceberg_privacy.storage import child, storage_errors
 
 logger = logging.getLogger(__name__)
-
-QUEUE_TABLE = "request_queue"
-FORMAT_VERSION = 1
-QUEUED = "queued"  # journal event: (member request, table) -> batch id, first one wins
-BATCH_PREFIX = "batch-"
-
-HKDF_SALT = b"iceberg-privacy request queue"
-KEK_INFO = b"iceberg-privacy queue key-wrap v1"
-DEK_AAD = b"iceberg-privacy queue dek v1\x00"
-DATA_AAD = b"iceberg-privacy queue subjects v1\x00"
-NONCE_BYTES = 12
-KEY_BYTES = 32
-
-REGIMES = ("gdpr", "ccpa")
-"""``gdpr``: one calendar month from receipt (Art. 12(3)); ``ccpa``: 45 days (Cal. Civ. Code 1798.130)."""
-
-SCHEMA = Schema(
-    NestedField(1, "request_id", StringType(), required=False),
-    NestedField(2, "kind", StringType(), required=False),
-    NestedField(3, "key_id", StringType(), required=False),
-    NestedField(4, "enqueued_at", TimestamptzType(), required=False),
-    NestedField(5, "format", IntegerType(), required=False),
-    NestedField(6, "wrapped_key", BinaryType(), required=False),
-    NestedField(7, "ciphertext", BinaryType(), required=False),
-)
-ARROW_SCHEMA = pa.schema([
-    ("request_id", pa.string()), ("kind", pa.string()), ("key_id", pa.string()),
-    ("enqueued_at", pa.timestamp("us", tz="UTC")), ("format", pa.int32()),
-    ("wrapped_key", pa.binary()), ("ciphertext", pa.binary()),
-])
-# No column bounds in the queue's manifests: the ciphertext lives in data files only, which the shred deletes.
-TABLE_PROPERTIES = {"write.metadata.metrics.default": "none"}
-HISTORY = HistoryPolicy("the request queue", sort_by="request_id", every_default=HISTORY_MAINTAIN_EVERY_DEFAULT)
-"""How :mod:`iceberg_privacy.history` keeps the queue small (like the journal: sorted by request id)."""
 
 
 # ------------------------------------------------------------------------------------ deadlines
@@ -172,188 +137,6 @@ def regime_deadline(regime: str, received: datetime) -> timedelta:
     if regime == "ccpa":
         return timedelta(days=45)
     raise ConfigurationError(f"regime must be one of {REGIMES}, got {regime!r} (or pass deadline=timedelta(...))")
-
-
-# ------------------------------------------------------------------------------------ encryption
-def _aesgcm(key: bytes) -> Any:
-    try:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise ConfigurationError("the request queue needs the `cryptography` package: pip install cryptography") from exc
-    return AESGCM(key)
-
-
-def wrapping_key(secret: bytes) -> bytes:
-    """The queue's key-encryption key: HKDF-SHA256(secret, salt, info=KEK_INFO), 32 bytes (never the HMAC key)."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=HKDF_SALT, info=KEK_INFO).derive(secret)
-
-
-def _tag(v: Any) -> list[Any]:
-    if isinstance(v, bool) or v is None:
-        raise ConfigurationError(f"{v!r} cannot be a subject identifier")
-    if isinstance(v, str):
-        return ["s", v]
-    if isinstance(v, int):
-        return ["i", v]
-    if isinstance(v, (bytes, bytearray)):
-        return ["b", base64.b64encode(bytes(v)).decode()]
-    if isinstance(v, uuid.UUID):
-        return ["u", str(v)]
-    if isinstance(v, datetime):
-        return ["t", v.isoformat()]
-    if isinstance(v, date):
-        return ["d", v.isoformat()]
-    if isinstance(v, Decimal):
-        return ["m", str(v)]
-    raise ConfigurationError(f"subject values of type {type(v).__name__} cannot be queued; pass str, int, bytes, "
-                             "uuid, date, datetime or Decimal")
-
-
-_UNTAG: dict[str, Callable[[Any], Any]] = {"s": str, "i": int, "b": base64.b64decode, "u": uuid.UUID, "t": datetime.fromisoformat,
-          "d": date.fromisoformat, "m": Decimal}
-
-
-def encode_values(values: Sequence[Any]) -> bytes:
-    """The plaintext: UTF-8 JSON ``{"v": 1, "values": [[tag, value], ...]}`` (tags in the docs)."""
-    return json.dumps({"v": FORMAT_VERSION, "values": [_tag(v) for v in values]}, separators=(",", ":")).encode()
-
-
-def decode_values(plain: bytes) -> list[Any]:
-    doc = json.loads(plain)
-    return [_UNTAG[t](v) for t, v in doc["values"]]
-
-
-def _aad(request_id: str, kind: str, kid: str) -> bytes:
-    return DATA_AAD + f"{request_id}\x00{kind}\x00{kid}".encode()
-
-
-def seal(kek: bytes, request_id: str, kind: str, kid: str, values: Sequence[Any]) -> tuple[bytes, bytes]:
-    """(wrapped data key, ciphertext) of one request: ``nonce || AES-256-GCM(...)`` each."""
-    dek = os.urandom(KEY_BYTES)
-    n1, n2 = os.urandom(NONCE_BYTES), os.urandom(NONCE_BYTES)
-    wrapped = n1 + _aesgcm(kek).encrypt(n1, dek, DEK_AAD + request_id.encode())
-    return wrapped, n2 + _aesgcm(dek).encrypt(n2, encode_values(values), _aad(request_id, kind, kid))
-
-
-def unseal(kek: bytes, entry: QueueEntry) -> list[Any]:
-    """The subject values of a queue entry; :class:`QueueIntegrityError` when authentication fails."""
-    from cryptography.exceptions import InvalidTag
-
-    try:
-        dek = _aesgcm(kek).decrypt(entry.wrapped_key[:NONCE_BYTES], entry.wrapped_key[NONCE_BYTES:],
-                                   DEK_AAD + entry.request_id.encode())
-        plain = _aesgcm(dek).decrypt(entry.ciphertext[:NONCE_BYTES], entry.ciphertext[NONCE_BYTES:],
-                                     _aad(entry.request_id, entry.kind, entry.key_id))
-    except InvalidTag:
-        raise QueueIntegrityError(
-            f"the encrypted identifiers of queued request {entry.request_id} fail authentication (the row was altered "
-            "or corrupted); nothing was decrypted. Submit the request again with its subjects under a new request id, "
-            f"and remove the old one from the queue (Python: iceberg_privacy.rights.queue.Queue(catalog).shred("""
-            f"[{entry.request_id!r}]))"
-        ) from None
-    return decode_values(plain)
-
-
-# ------------------------------------------------------------------------------------ the queue table
-@dataclass
-class QueueEntry:
-    request_id: str
-    kind: str
-    key_id: str
-    enqueued_at: datetime
-    wrapped_key: bytes
-    ciphertext: bytes
-
-
-@dataclass
-class ShredReport:
-    """Rows deleted from the queue and the files that held them (ciphertext bytes gone)."""
-
-    requests: list[str] = field(default_factory=list)
-    expired_snapshots: int = 0
-    deleted_files: int = 0
-    delete_failures: dict[str, str] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        return (f"shredded {len(self.requests)} request(s): {self.expired_snapshots} snapshot(s) expired, "
-                f"{self.deleted_files} file(s) deleted" + (f", {len(self.delete_failures)} failed" if self.delete_failures
-                                                           else ""))
-
-
-class Queue:
-    """The encrypted request queue of a catalog (see the module doc)."""
-
-    def __init__(self, catalog: Catalog, namespace: str | None = None) -> None:
-        self.catalog = catalog
-        self.identifier = (namespace or library_name(catalog, JOURNAL_NAMESPACE_PROPERTY), QUEUE_TABLE)
-
-    def load(self, *, create: bool = False) -> Table | None:
-        # Compare-and-swap (no pyiceberg rebase): a shred's row delete must never be replayed on a stale read.
-        return reserved_table(self.catalog, self.identifier, schema=SCHEMA, marker=QUEUE_MARKER,
-                              what="the iceberg-privacy request queue", error=SubjectRightsError, create=create,
-                              compare_and_swap=True, properties=TABLE_PROPERTIES)
-
-    def append(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        data = pa.Table.from_pylist(rows, schema=ARROW_SCHEMA)
-
-        history.append(lambda: self.load(create=True), data, HISTORY, upkeep=lambda: self.maintain(quiet=True),
-                       exhausted=lambda n, last: CommitConflictError(
-                           f"could not append to the request queue after {n} attempts ({last}); submit again (same "
-                           "request ids: it is idempotent)"))
-
-    def maintain(self, *, orphan_age: timedelta = history.ORPHAN_AGE, quiet: bool = False) -> HistoryReport | None:
-        """Bound the queue's own history (pending rows stay): :func:`iceberg_privacy.history.maintain_history`.
-        Its orphan sweep also destroys ciphertext a killed submitter wrote but never committed."""
-        return history.maintain(self.load, HISTORY, orphan_age=orphan_age, quiet=quiet)
-
-    def entries(self, request_ids: Iterable[str] | None = None) -> list[QueueEntry]:
-        """Every queued request, or only those of ``request_ids``."""
-        ids = None if request_ids is None else sorted(set(request_ids))
-        if ids is not None and not ids:
-            return []
-
-        def read(table: Table) -> list[dict[str, Any]]:
-            scan = table.scan(
-                row_filter=In(term=Reference("request_id"), values={literal(i) for i in ids}) if ids else AlwaysTrue(),
-                selected_fields=("request_id", "kind", "key_id", "enqueued_at", "wrapped_key", "ciphertext"))
-            return scan.to_arrow().to_pylist()
-
-        # an upkeep or a shred that deleted the files of the head we read: read again from the new head
-        rows: list[dict[str, Any]] = history.read(self.load, read, HISTORY, empty=[])
-        return [QueueEntry(**r) for r in rows]
-
-    def shred(self, request_ids: Iterable[str]) -> ShredReport:
-        """Delete the rows of ``request_ids``, expire every older snapshot of the queue and delete the files
-        only they referenced, so the ciphertext bytes are gone from storage (not only from the head)."""
-        ids = sorted(set(request_ids))
-        rep = ShredReport(ids)
-        table = self.load()
-        if table is None or not ids:
-            return rep
-
-        def delete() -> None:
-            t = self.load()
-            assert t is not None
-            checkpoint("queue.before_shred_delete")
-            # another pass's shred or upkeep may expire and delete the head read here meanwhile: a lost race
-            with history.lost_to_upkeep(t):
-                t.delete(In(term=Reference("request_id"), values={literal(i) for i in ids}))
-
-        retry.run(delete, exhausted=lambda n, last: CommitConflictError(
-            f"deleting {len(ids)} completed request(s) from the queue lost to concurrent commits {n} times; run "
-            "`iceberg-privacy requests run --pending` again (it shreds completed requests first)"))
-        checkpoint("queue.after_shred_delete")
-        rep.expired_snapshots, rep.deleted_files, rep.delete_failures = self.purge_history()
-        return rep
-
-    def purge_history(self) -> tuple[int, int, dict[str, str]]:
-        """Expire every snapshot but the head (and ref heads); delete what only the expired ones reached."""
-        return history.expire_history(self.load, what="the request queue")
 
 
 # ------------------------------------------------------------------------------------ submit
