@@ -173,3 +173,10 @@ def resolve_privacy_unit(privacy_unit: Any, source: Table) -> str | None:
             f"(columns of {table_name(source)}: {columns}) or privacy_unit=ROWS."
         )
     return privacy_unit
+
+
+def tumult_addressable(name: str) -> bool:
+    """Can Tumult address column ``name``? Its per-unit row cap and filters name columns unquoted, so Spark reads
+    'a.b' as a struct field and a backtick as a quote: such a release failed once tmlt evaluated it, after the
+    spend. DP SQL (``sql_parse.check_addressable``) and :func:`~iceberg_privacy.dp_histogram` refuse it first."""
+    return "." not in name and "`" not in name

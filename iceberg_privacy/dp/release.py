@@ -50,6 +50,7 @@ from iceberg_privacy.dp.arguments import (
     RowUnit,
     resolve_privacy_unit,
     source_field,
+    tumult_addressable,
     validate_args,
 )
 from iceberg_privacy.dp.budget import Budget, as_budget
@@ -243,7 +244,7 @@ def dp_histogram(
                 f"measure column {column!r} has type {ctype}; sums and means need numbers."
             )
     for c in (*by, *([unit] if unit else []), *([column] if column else [])):
-        if "." in c or "`" in c:  # tmlt's per-unit row cap names columns unquoted: it failed after the spend
+        if not tumult_addressable(c):
             raise ConfigurationError(
                 f"column {c!r} has a '.' or '`' in its name, which Tumult cannot address; the data owner can rename "
                 "it (Iceberg renames are metadata-only). Nothing was spent.")
