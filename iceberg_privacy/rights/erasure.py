@@ -472,11 +472,14 @@ def _refuse_equality_deletes(req: RequestState, tables: list[Table]) -> None:
 
 def _table_subjects(catalog: Catalog, req: RequestState, subjects: Any | None, secret: bytes) -> list[TableSubjects]:
     tables: list[Table] = []
-    for name in req.tables:
-        try:
-            tables.append(catalog.load_table(name))
-        except NoSuchTableError:
+    # pooled, and a 'no such table' for a table the catalog still lists is a CatalogError (load_many), as below
+    for name, loaded in zip(req.tables, load_many(catalog, [tuple(n.split(".")) for n in req.tables]), strict=True):
+        if isinstance(loaded, NoSuchTableError):
             logger.warning("table %s of request %s no longer exists; nothing to do there", name, req.request_id)
+        elif isinstance(loaded, Exception):
+            raise loaded
+        else:
+            tables.append(loaded)
     _refuse_equality_deletes(req, tables)  # before anything reads them (linked identifiers, planning)
     if subjects is None:
         return digest_subjects(tables, set(req.subjects))
