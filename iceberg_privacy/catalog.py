@@ -300,10 +300,7 @@ def _migrate_legacy(catalog: Catalog, legacy: tuple[str, ...], identifier: tuple
         return False
     if old.properties.get(marker) != "1":
         return False
-    try:
-        catalog.create_namespace(identifier[:-1])
-    except NamespaceAlreadyExistsError:
-        pass
+    ensure_namespace_exists(catalog, identifier[:-1])
     try:
         catalog.rename_table(legacy, identifier)
     except (NoSuchTableError, TableAlreadyExistsError):
@@ -320,6 +317,25 @@ def _migrate_legacy(catalog: Catalog, legacy: tuple[str, ...], identifier: tuple
         except Exception:  # noqa: BLE001 - an empty leftover namespace is harmless
             pass
     return True
+
+
+def ensure_namespace_exists(catalog: Catalog, namespace: tuple[str, ...] | str) -> None:
+    """Create ``namespace`` unless it exists; two processes creating it at once both succeed.
+
+    pyiceberg's SQL catalog checks, then inserts: the loser of a race gets the database's unique-constraint
+    error (not ``NamespaceAlreadyExistsError``). Any failure after which the namespace exists is that race.
+    """
+    try:
+        catalog.create_namespace(namespace)
+    except NamespaceAlreadyExistsError:
+        return
+    except Exception:
+        try:
+            if catalog.namespace_exists(namespace):
+                return  # a concurrent creator won
+        except Exception:  # noqa: BLE001 - the creation's own error is the one to show
+            pass
+        raise
 
 
 def reserved_table(
@@ -347,10 +363,7 @@ def reserved_table(
                     return None
                 table = catalog.load_table(identifier)  # a concurrent migrator moved it meanwhile
             else:
-                try:
-                    catalog.create_namespace(identifier[:-1])
-                except NamespaceAlreadyExistsError:
-                    pass
+                ensure_namespace_exists(catalog, identifier[:-1])
                 props = {marker: "1", **({REBASE_RETRIES: "0"} if compare_and_swap else {}), **(properties or {})}
                 try:
                     table = catalog.create_table(identifier, schema=schema, properties=props)

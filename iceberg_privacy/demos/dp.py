@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError
 
+from iceberg_privacy.catalog import ensure_namespace_exists
 from iceberg_privacy.dp.admin import get_namespace_budget, set_namespace_budget
 from iceberg_privacy.dp.budget import RhoZCDP
 from iceberg_privacy.dp.release import dp_histogram
@@ -99,10 +99,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the scaled-down Wikimedia release and its memoized repeat; print and return a summary."""
     t0 = time.perf_counter()
-    try:
-        catalog.create_namespace(namespace)
-    except NamespaceAlreadyExistsError:
-        pass
+    ensure_namespace_exists(catalog, namespace)
     source = _ensure_table(catalog, f"{namespace}.pageviews", make_pageviews(rows, seed))
     _ensure_table(catalog, f"{namespace}.release_keys", make_public_keys(rows, seed + 1))
     if get_namespace_budget(catalog, namespace).cap is None:

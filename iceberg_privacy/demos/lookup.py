@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import EqualTo, Reference
 from pyiceberg.expressions.literals import literal
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform
 
-from iceberg_privacy.catalog import table_name
+from iceberg_privacy.catalog import ensure_namespace_exists, table_name
 from iceberg_privacy.config import configure_bloom, configure_identity
 from iceberg_privacy.demos.clickstream import DEMO_SCHEMA, clickstream
 from iceberg_privacy.errors import ConfigurationError
@@ -58,10 +58,7 @@ def drop_demo_table(catalog: Catalog, name: str, *, replace: bool = False) -> No
 def create_demo_table(catalog: Catalog, name: str = "demo.clicks", *, replace: bool = False) -> Table:
     """Create (or re-create, see :func:`drop_demo_table`) the demo clickstream table ``name``."""
     namespace = name.rsplit(".", 1)[0]
-    try:
-        catalog.create_namespace(namespace)
-    except NamespaceAlreadyExistsError:
-        pass
+    ensure_namespace_exists(catalog, namespace)
     drop_demo_table(catalog, name, replace=replace)
     spec = PartitionSpec(PartitionField(source_id=1, field_id=1000, transform=DayTransform(), name="event_day"))
     table = catalog.create_table(name, DEMO_SCHEMA, partition_spec=spec,

@@ -16,7 +16,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from iceberg_privacy._internal.arguments import check_catalog as check_catalog
-from iceberg_privacy.catalog import TableRef, connect, identifier
+from iceberg_privacy.catalog import TableRef, connect, ensure_namespace_exists, identifier
 from iceberg_privacy.errors import ConfigurationError
 
 
@@ -51,7 +51,7 @@ def ensure_namespace(catalog: Catalog, ns: tuple[str, ...], *, create: bool) -> 
     create it on purpose."""
     import difflib
 
-    from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchNamespaceError
+    from pyiceberg.exceptions import NoSuchNamespaceError
 
     from iceberg_privacy.catalog import all_namespaces
     from iceberg_privacy.errors import NamespaceNotFoundError
@@ -62,10 +62,7 @@ def ensure_namespace(catalog: Catalog, ns: tuple[str, ...], *, create: bool) -> 
     except NoSuchNamespaceError:
         pass
     if create:
-        try:
-            catalog.create_namespace(ns)
-        except NamespaceAlreadyExistsError:
-            pass
+        ensure_namespace_exists(catalog, ns)
         return
     name = ".".join(ns)
     existing = sorted(".".join(n) for n in all_namespaces(catalog))

@@ -31,14 +31,14 @@ from typing import Any, Literal
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from iceberg_privacy._internal import compat
 from iceberg_privacy._internal.faults import checkpoint
-from iceberg_privacy.catalog import TableRef, load_table
+from iceberg_privacy.catalog import TableRef, ensure_namespace_exists, load_table
 from iceberg_privacy.config import current_principal
 from iceberg_privacy.dp._refs import catalog_first, catalog_for, qualified, show, source_snapshot
 from iceberg_privacy.dp.arguments import (
@@ -659,10 +659,7 @@ def _write_output(catalog: Catalog, out_id: tuple[str, ...], arrow: pa.Table, pr
                   table_properties: dict[str, str] | None = None) -> Table:
     """Write the whole release in one commit; its snapshot summary is the provenance. ``table_properties``
     (default: the release marker) are set when the table is created."""
-    try:
-        catalog.create_namespace(out_id[:-1])
-    except NamespaceAlreadyExistsError:
-        pass
+    ensure_namespace_exists(catalog, out_id[:-1])
     if catalog.table_exists(out_id):
         table = catalog.load_table(out_id)
         with table.transaction() as tx:  # one commit: drop the previous release, add this one

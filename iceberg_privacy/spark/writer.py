@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.io import FileIO, load_file_io
 from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
 from pyiceberg.table import ALWAYS_TRUE, Table
@@ -33,6 +33,7 @@ from pyspark.sql.datasource import (
 )
 
 from iceberg_privacy._internal import compat
+from iceberg_privacy.catalog import ensure_namespace_exists
 from iceberg_privacy.config import COLUMNS_KEY, BloomColumn, bloom_columns, configure_bloom
 from iceberg_privacy.datafiles import WrittenFiles, first_line, write_data_files
 from iceberg_privacy.errors import (
@@ -95,10 +96,7 @@ def prepare_table(opts: SourceOptions, struct: Any) -> Table:
     except NoSuchTableError:
         namespace = opts.table.rsplit(".", 1)[0] if "." in opts.table else None
         if namespace:
-            try:
-                catalog.create_namespace(namespace)
-            except NamespaceAlreadyExistsError:
-                pass
+            ensure_namespace_exists(catalog, namespace)
         try:
             table = catalog.create_table(opts.table, schema=arrow)
             created = True

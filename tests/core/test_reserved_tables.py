@@ -120,3 +120,32 @@ def test_catalog_refusal_names_the_rule(catalog: Catalog) -> None:
     err = catalog_refused(catalog, "create", ("_x", "t"), BadRequestError("namespace name must start with a letter"))
     assert isinstance(err, CatalogError)
     assert "must start with a letter" in str(err) and "iceberg-privacy.journal-namespace" in str(err)
+
+
+def test_namespace_created_concurrently_between_check_and_insert_is_not_an_error(tmp_path) -> None:
+    """CI found it: two processes creating the request queue at once. pyiceberg's SQL catalog checks for the
+    namespace, then inserts it; the loser got SQLite's unique-constraint error instead of
+    NamespaceAlreadyExistsError and its ``enqueue`` failed. The race is replayed here with a second real
+    catalog creating the namespace between the check and the insert."""
+    import iceberg_privacy as ip
+    from iceberg_privacy.catalog import ensure_namespace_exists
+
+    home = tmp_path / "home"
+    ours, theirs = ip.connect(home=home), ip.connect(home=home)
+    real_exists = ours.namespace_exists
+    raced: list[bool] = []
+
+    def exists_then_lose_the_race(namespace):  # type: ignore[no-untyped-def]
+        found = real_exists(namespace)
+        if not raced and not found:
+            raced.append(True)
+            theirs.create_namespace(namespace)  # the other process wins after our check
+        return found
+
+    ours.namespace_exists = exists_then_lose_the_race  # type: ignore[method-assign]
+    table = _load(ours, create=True)
+    assert raced and table.properties["test.marker"] == "1"
+    ours.namespace_exists = real_exists  # type: ignore[method-assign]
+    ensure_namespace_exists(ours, "ops")  # already there: nothing to do
+    with pytest.raises(Exception, match="(?i)empty|invalid|namespace"):
+        ensure_namespace_exists(ours, ())  # a real failure (no namespace exists afterwards) still raises
