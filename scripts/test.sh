@@ -20,4 +20,6 @@ for need in postgres chromium; do
 done
 # Two workers, one test file each at a time (module fixtures stay per file): the suite spends about a
 # third of its wall time waiting on servers, JVMs and subprocesses. PYTEST_WORKERS=0 runs it serially.
-exec python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
+# Files go out longest first (tests/conftest.py orders them by tests/durations.json, which
+# scripts/test_durations.py writes from a --durations=0 run), so both workers finish together.
+exec python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"

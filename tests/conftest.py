@@ -6,6 +6,7 @@ Spark startup dominates the Spark tests' run time, so every Spark test (DP with 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -119,13 +120,42 @@ def spark() -> Iterator[Any]:
 # --- SeaweedFS: one real S3 server + Iceberg REST catalog per test run (iceberg_privacy.testing) ---
 
 
+# Measured seconds per test file (setup + call + teardown), written by scripts/test_durations.py from a
+# ``--durations=0`` run. Only the ORDER of files depends on it: a stale or missing entry costs time, never a test.
+DURATIONS = Path(__file__).with_name("durations.json")
+UNKNOWN_FILE_SECONDS = 5.0
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that use the SeaweedFS fixtures carry the ``s3`` marker (so ``-m "not s3"`` skips them)."""
+    """Mark the tests that use SeaweedFS, then order test files longest first.
+
+    Tests that use the SeaweedFS fixtures carry the ``s3`` marker (so ``-m "not s3"`` skips them).
+    scripts/test.sh runs ``--dist loadfile --no-loadscope-reorder``: xdist hands whole files to the workers in
+    collection order, so starting the long files first keeps the last minutes from running one long file on
+    one worker while the other idles (xdist's own reorder sorts by number of tests, which put a 100-second
+    one-test file last). Within a file the order is unchanged.
+    """
     # s3_catalog reaches the server through request.getfixturevalue, invisible in the static closure.
     uses_server = {"seaweedfs", "s3_catalog"}
     for item in items:
         if uses_server.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.s3)
+    try:
+        seconds: dict[str, float] = json.loads(DURATIONS.read_text())
+    except (OSError, ValueError):
+        return
+    root = Path(__file__).parent.parent
+
+    def file_seconds(item: pytest.Item) -> float:
+        try:
+            rel = Path(item.path).relative_to(root).as_posix()
+        except ValueError:
+            return UNKNOWN_FILE_SECONDS
+        value = seconds.get(rel, UNKNOWN_FILE_SECONDS)
+        return float(value) if isinstance(value, int | float) else UNKNOWN_FILE_SECONDS
+
+    first_seen = {str(item.path): i for i, item in reversed(list(enumerate(items)))}
+    items.sort(key=lambda item: (-file_seconds(item), first_seen[str(item.path)]))
 
 
 @pytest.fixture(scope="session")

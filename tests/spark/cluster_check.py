@@ -1,14 +1,14 @@
-"""Write + pushdown read + equivalence on ``local-cluster[2,1,1024]`` (separate executor JVMs and Pythons).
+"""Write + pushdown read + equivalence on ``local-cluster[2,1,1024]`` (separate executor JVMs and Pythons),
+then subject rights with ``spark=`` on the same cluster (cluster_rights_check.rights_failures).
 
 A process holds one SparkContext, so tests/spark/test_local_cluster.py runs this script in a
-subprocess. It exits 0 when everything matches and non-zero (with the reason on stderr) otherwise.
+subprocess; starting the cluster once for both checks saves a cluster start (about half the test). It exits 0 when everything matches and non-zero (with the reason on stderr) otherwise.
 Usage: python tests/spark/cluster_check.py WORKDIR [MASTER]
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 from collections import Counter
@@ -17,19 +17,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def main(workdir: str, master: str) -> int:
-    import pyspark
-
-    os.environ.setdefault("SPARK_HOME", os.path.dirname(pyspark.__file__))  # local-cluster launches executors from it
+def main(workdir: str, master: str, *, rights: bool = True) -> int:
     sys.path.insert(0, str(ROOT))
+    from tests.spark.cluster_rights_check import rights_failures, session_conf
+
+    conf = session_conf()
     import iceberg_privacy as ip
     from iceberg_privacy.spark import privacy_session
 
     home = Path(workdir) / "home"
-    spark = privacy_session(master, app_name="iceberg-privacy-cluster-check", conf={
-        "spark.ui.enabled": "false", "spark.executor.memory": "512m", "spark.sql.shuffle.partitions": "4"})
+    spark = privacy_session(master, app_name="iceberg-privacy-cluster-check",
+                            conf={**conf, "spark.sql.shuffle.partitions": "4"})
     spark.sparkContext.setLogLevel("ERROR")
     failures: list[str] = []
+    rights_checked = False
     try:
         rows = [(f"user-{u:03d}", u * 100 + i, f"n{i}") for u in range(60) for i in range(5)]
         df = spark.createDataFrame(rows, "user_id string, n long, note string").repartitionByRange(6, "user_id")
@@ -55,12 +56,18 @@ def main(workdir: str, master: str) -> int:
         full = spark.read.format("iceberg-privacy").option("catalog.home", str(home)).option("min-partitions", "2")
         if full.load("db.events").count() != len(rows):
             failures.append("full scan row count differs")
+        if rights:  # subject rights on the same cluster: one cluster start for both checks
+            rights_failures_found = rights_failures(spark, workdir)
+            failures += [f"subject rights: {f}" for f in rights_failures_found]
+            rights_checked = True
     finally:
         spark.stop()
     for f in failures:
         print(f"cluster check FAILED: {f}", file=sys.stderr)
     if not failures:
         print(f"cluster check passed on {master}")
+        if rights_checked:
+            print(f"cluster rights check passed on {master}")
     return 1 if failures else 0
 
 

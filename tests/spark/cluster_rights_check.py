@@ -1,7 +1,8 @@
 """Subject rights with ``spark=`` on ``local-cluster[2,1,1024]`` (separate executor JVMs and Pythons) equal
 the single-process path: a few hypothesis examples of erase / access / verify on identical tables.
 
-A process holds one SparkContext, so tests/spark/test_local_cluster.py runs this script in a subprocess.
+A process holds one SparkContext: tests/spark/test_local_cluster.py runs cluster_check.py in a subprocess,
+which calls :func:`rights_failures` on its cluster session (one cluster start for both checks).
 It exits 0 when everything matches and non-zero (with the reason on stderr) otherwise.
 Usage: python tests/spark/cluster_rights_check.py WORKDIR [MASTER]
 """
@@ -17,13 +18,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def main(workdir: str, master: str) -> int:
+def session_conf() -> dict[str, str]:
+    """What the executors need to run this checkout's code (they start from SPARK_HOME, not from here)."""
     import pyspark
 
     os.environ.setdefault("SPARK_HOME", os.path.dirname(pyspark.__file__))  # local-cluster launches executors from it
     sys.path.insert(0, str(ROOT))
     # executors are separate processes started from SPARK_HOME: they find this checkout through PYTHONPATH
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    if str(ROOT) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {"spark.ui.enabled": "false", "spark.executor.memory": "512m", "spark.ui.showConsoleProgress": "false",
+            "spark.executorEnv.PYTHONPATH": os.environ["PYTHONPATH"]}
+
+
+def rights_failures(spark: object, workdir: str) -> list[str]:
+    """Erase / access / verify with ``spark=`` against the single-process path on identical tables."""
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
@@ -31,15 +40,10 @@ def main(workdir: str, master: str) -> int:
     from iceberg_privacy.rights.keyed import SECRET_ENV, load_secret
     from iceberg_privacy.rights.purge import verify_table
     from iceberg_privacy.rights.subjects import resolve_subjects
-    from iceberg_privacy.spark import privacy_session
     from tests.helpers import SECRET, all_rows, make_table
 
     os.environ[SECRET_ENV] = SECRET
-    spark = privacy_session(master, app_name="iceberg-privacy-cluster-rights", conf={
-        "spark.ui.enabled": "false", "spark.executor.memory": "512m", "spark.ui.showConsoleProgress": "false",
-        "spark.executorEnv.PYTHONPATH": os.environ["PYTHONPATH"]})
-    spark.sparkContext.setLogLevel("ERROR")
-    catalog = ip.connect(home=Path(workdir) / "home")
+    catalog = ip.connect(home=Path(workdir) / "rights-home")
     catalog.create_namespace("db")
     names = itertools.count()
     pool = [f"u{i}" for i in range(10)]
@@ -68,8 +72,18 @@ def main(workdir: str, master: str) -> int:
                                                                                   eb.files_rewritten):
             failures.append(f"erase {batches} {subjects}: {ea} != {eb}")
 
+    check()
+    return failures
+
+
+def main(workdir: str, master: str) -> int:
+    conf = session_conf()
+    from iceberg_privacy.spark import privacy_session
+
+    spark = privacy_session(master, app_name="iceberg-privacy-cluster-rights", conf=conf)
+    spark.sparkContext.setLogLevel("ERROR")
     try:
-        check()
+        failures = rights_failures(spark, workdir)
     finally:
         spark.stop()
     for f in failures:
