@@ -604,13 +604,16 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
     failed: list[str] = []
     tags_in_the_way: list[RefHold] = []
     dropped_left: dict[str, tuple[str, int]] = {}  # dropped table -> (its location, files still there)
+    # every table to purge loaded in one pooled call (a round trip each on REST/Glue, in parallel); the pooled
+    # loader's check: a 'no such table' for a table the catalog still lists (a REST 404 from a gateway) is a
+    # CatalogError, never taken for a dropped table (whose advice is to delete its folder)
+    to_load = [n for n, s in req.tables.items() if s.status != "verified"]
+    loads = dict(zip(to_load, load_many(catalog, [tuple(n.split(".")) for n in to_load]), strict=True))
     for name, state in req.tables.items():
         if state.status == "verified":
             report.tables[name] = TablePurge(name, skipped="already verified")
             continue
-        # pooled loader's check: a 'no such table' for a table the catalog still lists (a REST 404 from a gateway)
-        # is a CatalogError, never taken for a dropped table (whose advice is to delete its folder)
-        loaded = load_many(catalog, [tuple(name.split("."))])[0]
+        loaded = loads[name]
         if isinstance(loaded, NoSuchTableError):
             check_not_renamed(catalog, req, name)
             # A catalog may drop a table and leave its files (SqlCatalog's drop_table does): they still hold
