@@ -27,7 +27,12 @@ from pyiceberg.exceptions import (
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
-from iceberg_privacy._internal import compat
+from iceberg_privacy._internal import compat, rest
+from iceberg_privacy._internal.rest import (  # noqa: F401 - re-exported: the catalog properties' home
+    REST_CONNECT_TIMEOUT_PROPERTY,
+    REST_READ_TIMEOUT_PROPERTY,
+    REST_TIMEOUT_DEFAULTS_MS,
+)
 from iceberg_privacy.errors import CatalogError, ConfigurationError, IcebergPrivacyError
 from iceberg_privacy.storage import catalog_failure
 
@@ -138,7 +143,7 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
     uri = props.get("uri", "")
     if "type" not in props and "py-catalog-impl" not in props and (uri.startswith("sqlite:") or uri.startswith("postgresql")):
         props["type"] = "sql"
-    timeouts = _rest_timeouts(props)
+    timeouts = rest.timeouts(props)
     try:
         catalog = load_catalog(name, **props)
     except (ValueError, TypeError) as exc:
@@ -165,31 +170,6 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
         raise
     compat.set_rest_timeouts(catalog, *timeouts)
     return catalog
-
-
-REST_CONNECT_TIMEOUT_PROPERTY = "rest.client.connection-timeout-ms"
-REST_READ_TIMEOUT_PROPERTY = "rest.client.socket-timeout-ms"
-REST_TIMEOUT_DEFAULTS_MS = {REST_CONNECT_TIMEOUT_PROPERTY: 10_000, REST_READ_TIMEOUT_PROPERTY: 180_000}
-"""Timeouts of a REST catalog's requests, under the catalog property names Iceberg Java's REST client reads.
-pyiceberg sends REST requests without any timeout, so a catalog that accepts connections and stalls would hold
-every verb forever; with these a stalled request fails as a CatalogError (a commit whose answer timed out is
-checked for its snapshot, see ``write._confirm_landed``). The read default is Java's effective 3 minutes."""
-
-
-def _rest_timeouts(props: dict[str, str]) -> tuple[float, float]:
-    """(connect, read) seconds from :data:`REST_TIMEOUT_DEFAULTS_MS` and the catalog properties."""
-    out = []
-    for key, default in REST_TIMEOUT_DEFAULTS_MS.items():
-        text = str(props.get(key, default)).strip()
-        try:
-            ms = int(text)
-        except ValueError:
-            ms = 0
-        if ms <= 0:
-            raise ConfigurationError(f"catalog property {key}={text!r} must be a whole number of milliseconds > 0 "
-                                     f"(default {default})")
-        out.append(ms / 1000)
-    return out[0], out[1]
 
 
 def _embedded(name: str, root: Path) -> SqlCatalog:
@@ -502,6 +482,7 @@ def usable(table: Table) -> Table:
     no verb may touch it (a ConfigurationError saying what to do)."""
     from iceberg_privacy.storage import WRITE_PATH_PROPERTIES, cut_by_fileio
 
+    rest.bound(getattr(table, "catalog", None))  # a REST catalog built with pyiceberg's load_catalog: no timeouts
     for where in (table.location(), *(table.properties.get(k, "") for k in WRITE_PATH_PROPERTIES)):
         if where and cut_by_fileio(where):
             raise ConfigurationError(
@@ -525,6 +506,7 @@ def load_table(catalog: Catalog | None, ref: TableRef) -> Table:
                                  f"for a catalog name, got {type(catalog).__name__}")
     if catalog is None:
         catalog = connect()  # the default catalog of ~/.pyiceberg.yaml, else the embedded one
+    rest.bound(catalog)  # before the load: a stalled catalog must not hold it
     try:
         return usable(catalog.load_table(ident))
     except (NoSuchTableError, NoSuchNamespaceError) as exc:

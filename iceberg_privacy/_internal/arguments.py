@@ -14,6 +14,7 @@ from typing import Any
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
+from iceberg_privacy._internal import rest
 from iceberg_privacy.errors import ConfigurationError
 
 
@@ -33,6 +34,7 @@ def check_catalog(catalog: Any, verb: str | None = None) -> Catalog:
         raise ConfigurationError(
             f"{where}catalog must be a pyiceberg Catalog (e.g. iceberg_privacy.connect()), got {_shown(catalog)}{hint}"
         )
+    rest.bound(catalog)  # a REST catalog built with pyiceberg's load_catalog has no request timeouts
     return catalog
 
 

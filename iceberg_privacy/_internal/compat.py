@@ -294,18 +294,21 @@ def remove_partition_statistics(tx: Any, snapshot_ids: list[int]) -> None:
                     for sid in snapshot_ids))
 
 
-def set_rest_timeouts(catalog: Any, connect: float, read: float) -> bool:
+def set_rest_timeouts(catalog: Any, connect: float, read: float, *, keep_existing: bool = False) -> bool:
     """Give a REST catalog's HTTP session (``RestCatalog._session``, a ``requests.Session``) default timeouts.
 
     pyiceberg sends every REST request without a timeout, so a catalog that accepts the connection and then
     stalls holds the caller forever. Requests that pass their own ``timeout`` keep it. The token refresh of
     pyiceberg's legacy OAuth2 manager goes through the same session, so it is bounded too; the config and token
     requests made while the catalog is constructed (before this can run) are not. Returns False when the
-    catalog has no such session (not a REST catalog)."""
+    catalog has no such session (not a REST catalog). With ``keep_existing`` a session that already has them
+    (set by an earlier call) is left as it is."""
     session = getattr(catalog, "_session", None)
     request = getattr(session, "request", None)
     if session is None or request is None or not hasattr(session, "mount"):
         return False
+    if keep_existing and hasattr(request, "__wrapped__"):
+        return True
     original = getattr(request, "__wrapped__", request)
 
     def with_timeout(method: str, url: str, *args: Any, **kwargs: Any) -> Any:

@@ -318,6 +318,10 @@ def test_rest_timeouts_apply_to_every_request_of_the_catalog_session(rest_catalo
     compat.set_rest_timeouts(rest_catalog, 3.0, 7.0)  # re-wraps the innermost request (here: the spy)
     rest_catalog.list_namespaces()
     assert seen and all(t == (3.0, 7.0) for t in seen)
+    assert compat.set_rest_timeouts(rest_catalog, 9.0, 9.0, keep_existing=True)  # already bounded: kept
+    seen.clear()
+    rest_catalog.list_namespaces()
+    assert seen and all(t == (3.0, 7.0) for t in seen)
     assert not compat.set_rest_timeouts(object(), 1.0, 1.0)
 
 

@@ -133,6 +133,26 @@ def test_a_stalled_catalog_is_a_catalog_error_within_the_timeout_not_a_hang(seaw
         ip.connect("stalls", **{**props, "rest.client.socket-timeout-ms": "soon"})
 
 
+def test_a_catalog_built_with_pyiceberg_itself_is_bounded_too(seaweedfs: Any, proxy: FaultProxy, lake_ns: str,
+                                                              tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: only catalogs from ``ip.connect`` had request timeouts; one from pyiceberg's ``load_catalog``
+    (what most users already have) held a table verb and a lake verb forever on a stalled catalog. Every entry
+    point now bounds the catalog it is given (its ``rest.client.*-timeout-ms`` properties, else the defaults)."""
+    import time
+
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", "s" * 32)
+    catalog = load_catalog("own", **{**seaweedfs.rest_catalog_properties(), "uri": proxy.url,
+                                     "rest.client.socket-timeout-ms": "1500"})
+    _table(catalog, lake_ns)
+    proxy.rule = lambda method, path: "hang" if method == "GET" and "/tables/" in path else None
+    for verb in (lambda: ip.lookup(f"{lake_ns}.t", "user_id", "ann", catalog=catalog),  # a table verb by name
+                 lambda: ip.access(catalog, ["ann"], tables=[f"{lake_ns}.t"], out=tmp_path / "x")):  # a lake verb
+        started = time.monotonic()
+        with pytest.raises(ip.CatalogError, match="did not answer|timed out"):
+            verb()
+        assert time.monotonic() - started < 15
+
+
 def test_catalog_error_answers_are_catalog_errors_that_say_what_happened(seaweedfs: Any, proxy: FaultProxy,
                                                                         lake_ns: str, capsys: Any,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
