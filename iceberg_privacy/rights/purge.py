@@ -245,7 +245,7 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
     rep = TablePurge(name)
     table.refresh()  # refs holding the subjects were refused by the caller (_refs_in_the_way)
     originals = {**planned, **_rewritten_originals(table, erase_ids)}
-    dangling = drop_dangling_deletes(table)  # their files are deleted below, with what only expired snapshots reach
+    dangling = drop_dangling_deletes(table, plan)  # their files are deleted below, with what only expired snapshots reach
     if dangling:
         logger.info("%s: dropped %d dangling position delete file(s) from the branch heads", name, dangling)
     rep.scrub_snapshot = _scrub_head(table)
@@ -255,7 +255,10 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
         keep = {md.current_snapshot_id} | {r.snapshot_id for r in md.refs.values()}
         expire = {s.snapshot_id for s in md.snapshots} - keep
         with retry.vanished_is_conflict(table):  # another purge may have expired and deleted them meanwhile
-            before = {**originals, **_reachable(table, expire), **statistics_of(md, expire)}
+            before = {**originals, **_reachable(table, expire), **statistics_of(md, expire),
+                      # the sidecars the expiry supersedes: it deletes them after its commit, a crash between
+                      # leaves them unreferenced, covering the erased files (deleted below if not referenced)
+                      **dict.fromkeys(referenced_sidecar_locations(md), "sidecar")}
         # Durable before expiry: once the snapshots are gone, this list is the only way a re-run after a
         # crash knows which files to delete (keyed hashes of the paths: a path can hold an identifier).
         plan(before)
