@@ -536,10 +536,12 @@ def _remove_staged_leftovers(table: Table, rows: list[dict[str, Any]], name: str
     if not marks:
         return 0, {}
     referenced = referenced_files(table)
-    metadata_dir = canonical(f"{table.location().rstrip('/')}/metadata")
-    doomed = [f.location for f in list_files(table.io, f"{table.location().rstrip('/')}/metadata")
+    # the table's metadata folder, and write.metadata.path when set elsewhere: where the staged files were written
+    folders = {canonical(d).rstrip("/"): d for d in (  # canonical key -> the location as written (listed)
+        f"{table.location().rstrip('/')}/metadata", table.location_provider().new_metadata_location("x")[:-2])}
+    doomed = [f.location for key, folder in folders.items() for f in list_files(table.io, folder)
               if canonical(f.location) not in referenced
-              and any(m in canonical(f.location)[len(metadata_dir):] for m in marks)]
+              and any(m in canonical(f.location)[len(key):] for m in marks)]
     outcome = delete_files(table.io, doomed)
     return len(outcome.deleted) + len(outcome.already_gone), dict(outcome.failed)
 

@@ -60,6 +60,25 @@ def test_a_crashed_writers_file_under_write_data_path_fails_the_purge(catalog: C
     assert Journal(catalog).get("wc-1").status == "completed"
 
 
+def test_an_erasure_killed_after_staging_under_write_metadata_path_is_finished_by_the_rerun(
+        catalog: Catalog, tmp_path: Path) -> None:
+    """The erasure journals the commit it stages (snapshot id, commit uuid) so that a re-run deletes the staged
+    manifests a crash left uncommitted (their bounds hold the subject's id). It looked for them only under
+    ``<location>/metadata``: with ``write.metadata.path`` elsewhere they stayed, and the purge failed its
+    verification for good, advising a cleanup that does not list that path either."""
+    meta = tmp_path / "metadata_elsewhere"
+    victim = "victim-with-a-long-identifier-0042"
+    table = catalog.create_table("db.wm", SCHEMA, properties={"write.metadata.path": f"file://{meta}",
+                                                              "write.metadata.metrics.column.user_id": "full"})
+    table = ip.configure_identity(ip.configure_bloom(table, ["user_id"]), ["user_id"])
+    ip.append(table, rows(["bob", victim, "cy"], 0))
+    with crash_at("erasure.before_commit"), pytest.raises(InjectedCrash):
+        ip.erase(catalog, [victim], ["db.wm"], request_id="wm-1", purge=True)
+    report = ip.run_request(catalog, "wm-1", [victim], purge=True)
+    assert report.purge is not None and report.purge.completed
+    assert not [p for p in meta.rglob("*") if p.is_file() and victim[:16].encode() in p.read_bytes()]
+
+
 def test_table_roots() -> None:
     loc = "s3://lake/db/t"
     assert table_roots(loc, {}) == [loc]
