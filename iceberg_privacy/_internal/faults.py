@@ -24,8 +24,8 @@ CHECKPOINTS: frozenset[str] = frozenset({
     "erasure.after_table",
     "queue.after_enqueue", "queue.after_claim", "queue.after_batch", "queue.after_erase", "queue.before_outcomes",
     "queue.before_shred", "queue.before_shred_delete", "queue.after_shred_delete",
-    "history.after_write", "history.after_compact", "history.after_expire",
-    "purge.after_expire", "purge.after_delete", "purge.after_metadata_trim", "purge.before_complete",
+    "history.after_write", "history.after_compact", "history.expired_not_deleted", "history.after_expire",
+    "purge.dangling_staged", "purge.after_dangling_commit", "purge.after_expire", "purge.after_delete", "purge.after_metadata_trim", "purge.before_complete",
     # the commit path and index maintenance (iceberg_privacy.write, iceberg_privacy.index.maintenance)
     "write.before_commit", "write.after_commit", "index.before_build", "index.before_commit", "index.after_commit",
     # differential privacy (iceberg_privacy.dp.release)

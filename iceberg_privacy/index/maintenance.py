@@ -9,6 +9,7 @@ is free or already ours, and under the ``privacy.sidecar.compacted`` table prope
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -667,12 +668,68 @@ def referenced_files(table: Table) -> set[str]:
     return {canonical(r) for r in refs}
 
 
+_VERSION = re.compile(r"/(?P<version>\d+)-[^/]*\.metadata\.json(\.gz)?$")
+
+
+def _superseded_metadata(table: Table, unreferenced: Iterable[str]) -> set[str]:
+    """Unreferenced ``metadata.json`` files in the table's own ``metadata/`` folder whose version number is not
+    above the current one: written by a commit that never became current (a process killed between writing the
+    new version and swapping the catalog's pointer) or dropped from the log by a commit whose process died before
+    deleting them. No commit can make them current any more (its swap expects the version it was built on), so
+    they are orphans whatever their age. They hold the snapshot history (summaries, paths: a purge's subject)
+    and would otherwise stay until the orphan age. Only called once no other table's metadata is in that folder
+    (:func:`iceberg_privacy.storage.tables_sharing_location`)."""
+    current = _VERSION.search(canonical(table.metadata_location))
+    if current is None:  # not pyiceberg's / Java's <version>-<uuid> naming: nothing can be told by name
+        return set()
+    folder = canonical(table.location()).rstrip("/") + "/metadata/"  # the folder tables_sharing_location checks
+    if not canonical(table.metadata_location).startswith(folder):  # write.metadata.path elsewhere
+        return set()
+    out = set()
+    for loc in unreferenced:
+        key = canonical(loc)
+        m = _VERSION.search(key)
+        if m and key.startswith(folder) and "/" not in key[len(folder):] \
+                and int(m.group("version")) <= int(current.group("version")):
+            out.add(key)
+    return out
+
+
+def _superseded_metadata_elsewhere(table: Table, referenced: set[str]) -> list[str]:
+    """:func:`_superseded_metadata` for a table whose metadata is written under ``write.metadata.path`` outside its
+    location (not listed with it). That folder may be shared by several tables, so a file counts only when its
+    ``table-uuid`` is this table's; one that cannot be read is left."""
+    from iceberg_privacy.storage import _metadata_uuid
+
+    folder = table.metadata_location.rsplit("/", 1)[0]
+    key = canonical(folder).rstrip("/") + "/"
+    current = _VERSION.search(canonical(table.metadata_location))
+    if current is None or key.startswith(canonical(table.location()).rstrip("/") + "/"):
+        return []  # listed with the location (or not <version>-<uuid> naming)
+    own = str(table.metadata.table_uuid).lower()
+    out = []
+    for f in list_files(table.io, folder):
+        name = canonical(f.location)
+        m = _VERSION.search(name)
+        if m is None or name in referenced or not name.startswith(key) or "/" in name[len(key):] \
+                or int(m.group("version")) > int(current.group("version")):
+            continue
+        try:
+            if _metadata_uuid(table.io, f.location) == own:
+                out.append(f.location)
+        except Exception:  # noqa: BLE001 - gone meanwhile, or unreadable: not provably this table's
+            continue
+    return out
+
+
 @storage_errors
 def cleanup_orphans(table: TableRef, *, older_than: timedelta = timedelta(hours=1), delete: bool = False, catalog: Catalog | None = None) -> OrphanReport:
     """Files under the table location that no metadata references (e.g. left by a killed writer).
 
     Only files older than ``older_than`` are reported, so in-flight writes are not mistaken for
-    orphans. With ``delete=True`` they are removed through the table's FileIO; a file that cannot be
+    orphans, except superseded ``metadata.json`` versions no commit can make current any more (a commit killed
+    before the catalog swap, see :func:`_superseded_metadata`), which are also looked for under a
+    ``write.metadata.path`` outside the location (those whose table-uuid is this table's). With ``delete=True`` they are removed through the table's FileIO; a file that cannot be
     deleted is listed in ``delete_failures``, never skipped in silence. The location is listed with the
     filesystem built from the table's own properties (endpoint, credentials), whatever the scheme.
     """
@@ -695,8 +752,10 @@ def cleanup_orphans(table: TableRef, *, older_than: timedelta = timedelta(hours=
         logger.warning("%s: another table uses the same location (%s); no file there is treated as an orphan, "
                        "nothing is deleted. Give each table its own location", report.table, report.shared_with[0])
         return report
-    report.orphans = [f.location for f in unreferenced
-                      if outside_roots(others, f.location) and (f.mtime is None or f.mtime <= cutoff)]
+    dead = _superseded_metadata(table, (f.location for f in unreferenced))
+    report.orphans = [f.location for f in unreferenced if outside_roots(others, f.location)
+                      and (f.mtime is None or f.mtime <= cutoff or canonical(f.location) in dead)]
+    report.orphans += _superseded_metadata_elsewhere(table, reachable)
     if delete:
         outcome = delete_files(table.io, report.orphans)
         report.deleted = outcome.deleted + outcome.already_gone

@@ -245,7 +245,7 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
     rep = TablePurge(name)
     table.refresh()  # refs holding the subjects were refused by the caller (_refs_in_the_way)
     originals = {**planned, **_rewritten_originals(table, erase_ids)}
-    dangling = drop_dangling_deletes(table)  # their files are deleted below, with what only expired snapshots reach
+    dangling = drop_dangling_deletes(table, plan)  # their files are deleted below, with what only expired snapshots reach
     if dangling:
         logger.info("%s: dropped %d dangling position delete file(s) from the branch heads", name, dangling)
     rep.scrub_snapshot = _scrub_head(table)
@@ -255,7 +255,10 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
         keep = {md.current_snapshot_id} | {r.snapshot_id for r in md.refs.values()}
         expire = {s.snapshot_id for s in md.snapshots} - keep
         with retry.vanished_is_conflict(table):  # another purge may have expired and deleted them meanwhile
-            before = {**originals, **_reachable(table, expire), **statistics_of(md, expire)}
+            before = {**originals, **_reachable(table, expire), **statistics_of(md, expire),
+                      # the sidecars the expiry supersedes: it deletes them after its commit, a crash between
+                      # leaves them unreferenced, covering the erased files (deleted below if not referenced)
+                      **dict.fromkeys(referenced_sidecar_locations(md), "sidecar")}
         # Durable before expiry: once the snapshots are gone, this list is the only way a re-run after a
         # crash knows which files to delete (keyed hashes of the paths: a path can hold an identifier).
         plan(before)
@@ -533,10 +536,12 @@ def _remove_staged_leftovers(table: Table, rows: list[dict[str, Any]], name: str
     if not marks:
         return 0, {}
     referenced = referenced_files(table)
-    metadata_dir = canonical(f"{table.location().rstrip('/')}/metadata")
-    doomed = [f.location for f in list_files(table.io, f"{table.location().rstrip('/')}/metadata")
+    # the table's metadata folder, and write.metadata.path when set elsewhere: where the staged files were written
+    folders = {canonical(d).rstrip("/"): d for d in (  # canonical key -> the location as written (listed)
+        f"{table.location().rstrip('/')}/metadata", table.location_provider().new_metadata_location("x")[:-2])}
+    doomed = [f.location for key, folder in folders.items() for f in list_files(table.io, folder)
               if canonical(f.location) not in referenced
-              and any(m in canonical(f.location)[len(metadata_dir):] for m in marks)]
+              and any(m in canonical(f.location)[len(key):] for m in marks)]
     outcome = delete_files(table.io, doomed)
     return len(outcome.deleted) + len(outcome.already_gone), dict(outcome.failed)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from pyiceberg.exceptions import CommitFailedException
@@ -25,6 +26,7 @@ from pyiceberg.manifest import DataFileContent
 from pyiceberg.table import Table
 
 from iceberg_privacy._internal import compat, retry
+from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.errors import CommitConflictError
 from iceberg_privacy.index.registry import referenced_sidecar_locations
@@ -101,7 +103,7 @@ def _dangling_lost(table: Table, branch: str, tries: int, last: BaseException) -
                                f"concurrent commits {tries} times; run the purge again")
 
 
-def drop_dangling_deletes(table: Table) -> int:
+def drop_dangling_deletes(table: Table, plan: Callable[[dict[str, str]], None]) -> int:
     """Commit, on each branch whose head has them, a snapshot without the position-delete manifests whose every
     live entry applies only to data files no longer live there. Returns how many delete files were dropped.
 
@@ -111,6 +113,10 @@ def drop_dangling_deletes(table: Table) -> int:
     pyiceberg cannot commit the removal of a delete file, so the new snapshot's manifest list is written here
     (the erasure's rebase does the same) with the other manifests unchanged; a manifest that also holds a live
     delete file for a live data file is kept, and the verification names what it still holds.
+
+    ``plan`` journals each manifest list before it is written: its partition summaries hold the kept manifests'
+    bounds (the erase commit's manifests list the erased files as deleted entries), so one a crash left
+    uncommitted names the subject, and a re-run of the purge deletes it (unless a commit references it).
     """
     from pyiceberg.manifest import ManifestContent, write_manifest_list
     from pyiceberg.table.refs import SnapshotRefType
@@ -147,10 +153,12 @@ def drop_dangling_deletes(table: Table) -> int:
             return 0
         snapshot_id, seq = md.new_snapshot_id(), md.next_sequence_number()
         path = table.location_provider().new_metadata_location(f"snap-{snapshot_id}-0-{uuid.uuid4()}.avro")
+        plan({path: "manifest-list"})  # durable before the file exists: a crash from here on leaves it named
         with write_manifest_list(format_version=md.format_version, output_file=table.io.new_output(path),
                                  snapshot_id=snapshot_id, parent_snapshot_id=head.snapshot_id, sequence_number=seq,
                                  avro_compression="deflate") as writer:
             writer.add_manifests(keep)
+        checkpoint("purge.dangling_staged")  # the manifest list is written, not referenced
         summary = update_snapshot_summaries(Summary(operation=Operation.DELETE, **{
             "removed-delete-files": str(len(dropped)),
             "removed-position-deletes": str(sum(int(f.record_count) for f in dropped)),
@@ -171,6 +179,7 @@ def drop_dangling_deletes(table: Table) -> int:
         except CommitFailedException:
             delete_files(table.io, [path])  # lost the race: the next attempt writes its own
             raise
+        checkpoint("purge.after_dangling_commit")
         return len(dropped)
 
     total = 0

@@ -149,6 +149,28 @@ def test_killed_writer_leaves_old_snapshot_and_reports_orphans(catalog, tmp_path
     assert table.scan().to_arrow().num_rows == 300  # nothing live was touched
 
 
+def test_metadata_versions_no_commit_can_make_current_are_orphans_whatever_their_age(catalog) -> None:
+    """A commit killed between writing its metadata.json and the catalog's swap leaves a version that can never
+    become current (every swap expects the version it was built on): an orphan at once, not after the orphan age.
+    The current version, those in the log, and a version above the current one (a commit in flight) are not."""
+    table = _table(catalog, commits=2)
+    folder = table.metadata_location.rsplit("/", 1)[0]
+    current = int(table.metadata_location.rsplit("/", 1)[1].split("-", 1)[0])
+    body = table.io.new_input(table.metadata_location).open().read()
+    dead = f"{folder}/{current:05d}-6c0b2d0e-0000-4000-8000-000000000001.metadata.json"  # lost the swap
+    older = f"{folder}/{current - 1:05d}-6c0b2d0e-0000-4000-8000-000000000002.metadata.json"
+    in_flight = f"{folder}/{current + 1:05d}-6c0b2d0e-0000-4000-8000-000000000003.metadata.json"
+    for loc in (dead, older, in_flight):
+        with table.io.new_output(loc).create() as out:
+            out.write(body)
+    found = set(maintenance.cleanup_orphans(table, older_than=timedelta(hours=1)).orphans)
+    assert found == {dead, older}
+    maintenance.cleanup_orphans(table, older_than=timedelta(hours=1), delete=True)
+    table = catalog.load_table("db.f")  # the current version and its log are untouched
+    assert table.io.new_input(in_flight).exists() and not table.io.new_input(dead).exists()
+    assert table.scan().to_arrow().num_rows == 600
+
+
 def test_bad_lookup_input(catalog) -> None:
     table = _table(catalog, commits=1)
     with pytest.raises(ip.InvalidLookupValueError, match="null"):

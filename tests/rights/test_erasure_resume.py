@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import subprocess
@@ -14,10 +15,20 @@ from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
 from iceberg_privacy._internal import faults
+from iceberg_privacy.index.maintenance import referenced_files
 from iceberg_privacy.rights.journal import Journal
 from iceberg_privacy.rights.keyed import SECRET_ENV
 from iceberg_privacy.rights.purge import verify_table
-from tests.helpers import SECRET, all_rows, make_table, rows
+from iceberg_privacy.storage import local_path
+from tests.helpers import (
+    SECRET,
+    all_rows,
+    commit_delete_file,
+    make_partitioned_table,
+    make_table,
+    rows,
+    subject_traces,
+)
 
 erasure = importlib.import_module("iceberg_privacy.rights.erasure")
 purge = importlib.import_module("iceberg_privacy.rights.purge")  # the package exports a function of that name
@@ -176,3 +187,83 @@ def test_conflicting_commit_is_replanned(catalog: Catalog, monkeypatch: pytest.M
     assert fired and t.rebased == 1 and t.commit_attempts == 3 and len(t.snapshot_ids) == 2 and t.rows_removed == 4
     assert [r for r in all_rows(table) if r["user_id"] != "late"] == expected
     assert [r["row_id"] for r in all_rows(table) if r["user_id"] == "late"] == [901]
+
+
+PARTITIONED_VICTIM = "victim-with-a-long-identifier-0042"
+
+
+def _erased_partitioned(catalog: Catalog) -> list[dict]:
+    """An identity-partitioned table (the id in paths, manifests and summaries), another engine's position delete
+    left dangling by the erasure, and a second branch: the purge makes a commit of every kind on it."""
+    table = make_partitioned_table(catalog, "db.p", [["ann", PARTITIONED_VICTIM], [PARTITIONED_VICTIM] * 2, ["bob"]])
+    victim_file = next(t.file for t in table.scan().plan_files() if t.file.record_count == 2)
+    table = commit_delete_file(table, victim_file, [0])
+    table.manage_snapshots().create_branch(table.metadata.current_snapshot_id, "dev").commit()
+    keep = [r for r in all_rows(table) if r["user_id"] != PARTITIONED_VICTIM]
+    ip.erase(catalog, [PARTITIONED_VICTIM], request_id="r")
+    return keep
+
+
+def _commit_kind(updates: tuple) -> str:  # type: ignore[type-arg]
+    names = {type(u).__name__ for u in updates}
+    if "RemoveSnapshotsUpdate" in names:
+        return "expire"
+    if "SetPropertiesUpdate" in names and any(
+            "write.metadata.previous-versions-max" in getattr(u, "updates", {}) for u in updates):
+        return "trim"
+    for u in updates:
+        if type(u).__name__ == "AddSnapshotUpdate":
+            props = u.snapshot.summary.additional_properties if u.snapshot.summary else {}
+            return "dangling" if "removed-delete-files" in props else "scrub"
+    return "other"
+
+
+def test_crash_inside_each_commit_of_the_purge_then_rerun(catalog: Catalog) -> None:
+    """A process killed inside one of the purge's commits leaves files no metadata references that name the
+    subject (a manifest list's partition summaries, a metadata.json's snapshot summaries, a sidecar covering the
+    erased file), younger than any orphan age. One table, killed at each point in turn (each re-run gets one step
+    further): the last re-run must delete every leftover and complete without orphan_age=0, since each is a dead
+    end (journaled before it was written, or a metadata version no commit can make current any more)."""
+    keep = _erased_partitioned(catalog)
+    real_commit, real_write = type(catalog).commit_table, type(catalog)._write_metadata
+    armed: list[str] = []
+
+    def crash_in(kind: str, when: str) -> None:
+        def commit(self, table, requirements, updates):  # type: ignore[no-untyped-def]
+            mine = _commit_kind(updates) == kind and table.name() == ("db", "p")
+            if mine and when == "swap":
+                armed.append("write")
+            try:
+                response = real_commit(self, table, requirements, updates)
+            finally:
+                armed.clear()
+            if mine and when == "cleanup":
+                raise Crash(kind)  # after the catalog's swap, before pyiceberg / the library clean up
+            return response
+
+        def write(metadata, io, metadata_path):  # type: ignore[no-untyped-def]
+            real_write(metadata, io, metadata_path)
+            if armed:
+                raise Crash(kind)  # the new version is written, the pointer still names the old one
+
+        hook = faults.injected("purge.dangling_staged", _crash_at("purge.dangling_staged")) if when == "staged" \
+            else contextlib.nullcontext()
+        with pytest.MonkeyPatch.context() as patch, hook, pytest.raises(Crash):
+            patch.setattr(type(catalog), "commit_table", commit)
+            patch.setattr(type(catalog), "_write_metadata", staticmethod(write))
+            ip.purge(catalog, "r")
+        table = catalog.load_table("db.p")
+        assert all_rows(table) == keep  # old or new snapshot: the same rows either way
+        assert all(table.io.new_input(p).exists() for p in referenced_files(table)), (kind, when)
+        assert Journal(catalog).get("r").status != "completed"
+
+    crash_in("dangling", "staged")  # the purge's own manifest list written, not committed
+    crash_in("scrub", "swap")  # the scrub's metadata.json written, the catalog's pointer not swapped
+    crash_in("expire", "cleanup")  # expiry committed, the sidecars it superseded not deleted yet
+    crash_in("trim", "cleanup")  # trim committed, pyiceberg has not deleted the versions it dropped from the log
+    report = ip.run_request(catalog, "r", [PARTITIONED_VICTIM], purge=True)
+    assert report.purge is not None and report.purge.completed
+    table = catalog.load_table("db.p")
+    assert all_rows(table) == keep
+    assert subject_traces(Path(local_path(table.location())), [PARTITIONED_VICTIM]) == []
+    assert Journal(catalog).get("r").status == "completed"

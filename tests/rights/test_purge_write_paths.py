@@ -20,7 +20,7 @@ from iceberg_privacy._internal.faults import InjectedCrash, crash_at
 from iceberg_privacy.errors import VerificationFailedError
 from iceberg_privacy.rights.journal import Journal
 from iceberg_privacy.storage import table_roots
-from tests.helpers import SCHEMA, rows
+from tests.helpers import SCHEMA, all_rows, rows
 
 
 def _table(catalog: Catalog, tmp_path: Path, name: str) -> tuple[object, Path]:
@@ -58,6 +58,61 @@ def test_a_crashed_writers_file_under_write_data_path_fails_the_purge(catalog: C
         p.unlink()
     ip.run_request(catalog, "wc-1", purge=True, orphan_age=timedelta(0))
     assert Journal(catalog).get("wc-1").status == "completed"
+
+
+def test_an_erasure_killed_after_staging_under_write_metadata_path_is_finished_by_the_rerun(
+        catalog: Catalog, tmp_path: Path) -> None:
+    """The erasure journals the commit it stages (snapshot id, commit uuid) so that a re-run deletes the staged
+    manifests a crash left uncommitted (their bounds hold the subject's id). It looked for them only under
+    ``<location>/metadata``: with ``write.metadata.path`` elsewhere they stayed, and the purge failed its
+    verification for good, advising a cleanup that does not list that path either."""
+    meta = tmp_path / "metadata_elsewhere"
+    victim = "victim-with-a-long-identifier-0042"
+    table = catalog.create_table("db.wm", SCHEMA, properties={"write.metadata.path": f"file://{meta}",
+                                                              "write.metadata.metrics.column.user_id": "full"})
+    table = ip.configure_identity(ip.configure_bloom(table, ["user_id"]), ["user_id"])
+    ip.append(table, rows(["bob", victim, "cy"], 0))
+    with crash_at("erasure.before_commit"), pytest.raises(InjectedCrash):
+        ip.erase(catalog, [victim], ["db.wm"], request_id="wm-1", purge=True)
+    report = ip.run_request(catalog, "wm-1", [victim], purge=True)
+    assert report.purge is not None and report.purge.completed
+    assert not [p for p in meta.rglob("*") if p.is_file() and victim[:16].encode() in p.read_bytes()]
+
+
+def test_a_purge_killed_before_the_catalog_swap_under_write_metadata_path_is_finished_by_the_rerun(
+        catalog: Catalog, tmp_path: Path) -> None:
+    """A purge commit killed after writing its metadata.json and before the catalog's swap leaves a version no swap
+    can make current, holding the history (here the partition summaries naming the subject). Under the location
+    the orphan cleanup deletes it at once; under ``write.metadata.path`` it is deleted too when its table-uuid is
+    this table's (that path may be shared: another table's files there are never touched)."""
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.transforms import IdentityTransform
+
+    meta = tmp_path / "metadata_elsewhere"
+    victim = "victim-with-a-long-identifier-0042"
+    spec = PartitionSpec(PartitionField(source_id=2, field_id=1000, transform=IdentityTransform(), name="user_id"))
+    table = catalog.create_table("db.ws", SCHEMA, partition_spec=spec, properties={
+        "write.metadata.path": f"file://{meta}", "write.summary.partition-limit": "100"})
+    table = ip.configure_identity(ip.configure_bloom(table, ["user_id"]), ["user_id"])
+    ip.append(table, rows(["bob", victim], 0))
+    ip.append(table, rows(["cy"], 2))
+    other = catalog.create_table("db.neighbour", SCHEMA, properties={"write.metadata.path": f"file://{meta}"})
+    ip.append(other, rows(["dee"], 0))
+    ip.erase(catalog, [victim], ["db.ws"], request_id="ws-1")
+    real_write = type(catalog)._write_metadata
+
+    def write(metadata, io, metadata_path):  # type: ignore[no-untyped-def]
+        real_write(metadata, io, metadata_path)
+        if str(metadata.table_uuid) == str(table.metadata.table_uuid):
+            raise InjectedCrash("killed before the catalog's swap")
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(InjectedCrash):
+        patch.setattr(type(catalog), "_write_metadata", staticmethod(write))
+        ip.purge(catalog, "ws-1")
+    report = ip.run_request(catalog, "ws-1", [victim], purge=True)
+    assert report.purge is not None and report.purge.completed
+    assert not [p for p in meta.rglob("*") if p.is_file() and victim[:16].encode() in p.read_bytes()]
+    assert all_rows(catalog.load_table("db.neighbour"))  # its metadata in the shared folder is untouched
 
 
 def test_table_roots() -> None:

@@ -184,6 +184,33 @@ def test_a_crash_anywhere_in_a_pass_resumes_exactly_once(catalog: Catalog, stage
     assert ip.run_pending(catalog).batches == {}  # nothing left to do
 
 
+class Killed(BaseException):
+    """A process death: not an Exception, so no quiet upkeep logs it and carries on."""
+
+
+def test_a_crash_after_the_shreds_expiry_commit_leaves_no_ciphertext_after_the_next_pass(catalog: Catalog) -> None:
+    """The shred deletes the rows, commits the expiry of every older snapshot, then deletes the files only those
+    reached (the ciphertext). Killed between the expiry commit and the deletes, the files were unreferenced and no
+    later pass named them (the requests are completed, their rows gone): only the orphan sweep, an hour later at
+    an upkeep, would. The next expiry now also deletes what snapshots of the older metadata versions reached."""
+    make_table(catalog, "db.t", _batches())
+    for i, v in enumerate(VICTIMS):
+        ip.enqueue(catalog, "erase", [v], request_id=f"r{i}")
+    cts = _ciphertexts(catalog)
+
+    def die_once_shredded(stage: str) -> None:
+        if q.Queue(catalog).entries() == []:  # the shred's delete committed: this is its expiry
+            raise Killed(stage)
+
+    with faults.injected("history.expired_not_deleted", die_once_shredded), pytest.raises(Killed):
+        ip.run_pending(catalog)
+    assert all(ct[12:40] in _queue_bytes(catalog) for ct in cts.values())  # the window: completed, not destroyed
+    assert all(Journal(catalog).get(f"r{i}").status == "completed" for i in range(3))
+    ip.run_pending(catalog)
+    remaining = _queue_bytes(catalog)
+    assert not [rid for rid, ct in cts.items() if ct[12:40] in remaining]
+
+
 def test_crash_between_queue_and_journal_at_submit_is_finished_by_submitting_again(catalog: Catalog) -> None:
     make_table(catalog, "db.t", _batches())
     with faults.injected("queue.after_enqueue", lambda s: (_ for _ in ()).throw(Crash(s))), pytest.raises(Crash):
