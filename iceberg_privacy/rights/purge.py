@@ -75,10 +75,11 @@ from iceberg_privacy.rights.journal import (
     TABLE_VERIFIED,
     VERIFY_FAILED,
     Journal,
+    RequestState,
     check_not_renamed,
     erasure_snapshots,
 )
-from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret, location_digest
+from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret, location_digest, subjects_redacted
 from iceberg_privacy.rights.purge_foreign import (
     drop_dangling_deletes,
     drop_dangling_partition_statistics,
@@ -598,6 +599,13 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             f"request {request_id}: table(s) {', '.join(pending)} are not erased yet; run the erasure first "
             f"(iceberg_privacy.erase(..., request_id={request_id!r}) or `iceberg-privacy requests run {request_id}`)"
         )
+    with subjects_redacted(secret, set(req.subjects)):  # a failed read or delete quotes a path holding an id
+        return _purge_tables(catalog, journal, req, secret, subjects, orphan_age, raise_on_failure, spark, t0)
+
+
+def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret: bytes, subjects: Any | None,
+                  orphan_age: timedelta, raise_on_failure: bool, spark: Any | None, t0: float) -> PurgeReport:
+    request_id = req.request_id
     report = PurgeReport(request_id, {})
     digests = set(req.subjects)
     values = as_values(subjects) if subjects is not None else None
