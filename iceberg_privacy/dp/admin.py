@@ -31,7 +31,6 @@ from iceberg_privacy.dp.budget import Budget, as_budget
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.ledger_state import BudgetState, namespace_scope
 from iceberg_privacy.dp.ledger_tables import namespace_tables
-from iceberg_privacy.dp.log import check_table_known
 from iceberg_privacy.errors import ConfigurationError, InvalidBudgetError
 
 
@@ -170,7 +169,6 @@ def get_budget(table: TableRef, *, catalog: Catalog | None = None) -> BudgetStat
     """
     cat = catalog_for(table, catalog)
     ident, table_uuid = table_identity(cat, table)
-    check_table_known(cat, ident, table_uuid)  # a typo would read as "no budget set"
     return _get_table(cat, ident, table_uuid)
 
 

@@ -56,7 +56,6 @@ from iceberg_privacy.dp.arguments import ROWS, RowUnit
 from iceberg_privacy.dp.budget import Budget, as_budget, budget_from_json
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.ledger_state import namespace_scope, table_scope
-from iceberg_privacy.dp.log import check_table_known
 from iceberg_privacy.errors import ConfigurationError, DpOnlyError, InvalidArgumentError
 from iceberg_privacy.properties import (
     ACCESS_BOUNDS_KEY,
@@ -490,7 +489,6 @@ def access_policy(catalog: Catalog, table: TableRef | str | tuple[str, ...] | Na
     scope, ns, name = _target(table)
     if scope.startswith("table:"):
         ident, table_uuid = table_identity(catalog, table)
-        check_table_known(catalog, ident, table_uuid)  # a typo would read as "open"
         state = Ledger(catalog, ns).state_for(ident, table_uuid)
         found, entry = state.policy_entry(ident, table_uuid)
     else:
