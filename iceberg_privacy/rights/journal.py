@@ -68,6 +68,7 @@ from iceberg_privacy.properties import (
 )
 from iceberg_privacy.properties import JOURNAL_MARKER as PROP_MARKER
 from iceberg_privacy.rights.keyed import check_key_id, redact_error, redact_subjects
+from iceberg_privacy.storage import library_error
 
 logger = logging.getLogger(__name__)
 
@@ -625,7 +626,8 @@ def blocking(journal: Journal, req: RequestState, secret: bytes | None = None) -
         if isinstance(exc, (RequestBlockedError, CommitConflictError, StorageError, OSError, SparkJobError)):
             try:
                 reason = str(exc) if secret is None else redact_subjects(secret, str(exc), set(req.subjects))
-                journal.block(req.request_id, reason, next_step(shown, req.request_id), type(exc).__name__)
+                journal.block(req.request_id, reason, next_step(shown, req.request_id),
+                              type(library_error(exc)).__name__)  # what the verb raises: StorageError, not OSError
             except Exception:  # the journal itself is unreachable: the error raised below says what to do
                 logger.exception("could not record request %s as blocked", req.request_id)
         if shown is exc:
