@@ -205,6 +205,30 @@ def catalog_failure(exc: BaseException) -> str | None:
     return f"the catalog refused the request ({what})"
 
 
+def library_error(exc: BaseException) -> BaseException:
+    """The library's error for ``exc`` as :func:`storage_errors` raises it (``exc`` itself when it has none): a
+    :class:`StorageError` (location + what is missing) for a raw OSError, a :class:`CatalogError` for a catalog
+    service's failure, a :class:`ConfigurationError` for storage properties FileIO cannot use."""
+    if isinstance(exc, IcebergPrivacyError):
+        return exc
+    if not isinstance(exc, OSError):
+        if (message := catalog_failure(exc)) is not None:
+            return CatalogError(message)
+        if compat.is_fileio_setup_error(exc):
+            return ConfigurationError(
+                f"the catalog's storage properties are invalid ({type(exc).__name__}: {exc}): fix the "
+                "property (s3.*, gcs.*, adls.*, py-io-impl, ...) in ~/.pyiceberg.yaml, ip.connect(...) or "
+                "--property KEY=VALUE"
+            )
+        return exc
+    if type(exc).__module__.startswith(("requests", "urllib3")):
+        return CatalogError(
+            f"the catalog service did not answer ({type(exc).__name__}: {str(exc)[:300]}); check its uri "
+            "and that it is running. Journaled requests are resumable once it is back"
+        )
+    return StorageError(describe_error(location_in(exc), exc, action_in(exc)))
+
+
 def storage_errors[F: Callable[..., Any]](fn: F) -> F:
     """Public verbs raise :class:`StorageError` (location + what is missing) instead of a raw pyarrow/fsspec
     OSError, and :class:`CatalogError` when a catalog service did not answer or answered with an error
@@ -218,23 +242,10 @@ def storage_errors[F: Callable[..., Any]](fn: F) -> F:
         except IcebergPrivacyError:
             raise
         except Exception as exc:
-            if not isinstance(exc, OSError):
-                if (message := catalog_failure(exc)) is not None:
-                    raise CatalogError(message) from exc
-                if compat.is_fileio_setup_error(exc):
-                    raise ConfigurationError(
-                        f"the catalog's storage properties are invalid ({type(exc).__name__}: {exc}): fix the "
-                        "property (s3.*, gcs.*, adls.*, py-io-impl, ...) in ~/.pyiceberg.yaml, ip.connect(...) or "
-                        "--property KEY=VALUE"
-                    ) from exc
+            error = library_error(exc)
+            if error is exc:
                 raise
-            module = type(exc).__module__
-            if module.startswith(("requests", "urllib3")):
-                raise CatalogError(
-                    f"the catalog service did not answer ({type(exc).__name__}: {str(exc)[:300]}); check its uri "
-                    "and that it is running. Journaled requests are resumable once it is back"
-                ) from exc
-            raise StorageError(describe_error(location_in(exc), exc, action_in(exc))) from exc
+            raise error from exc
 
     return wrapper  # type: ignore[return-value]
 

@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.table import Table
 
-from iceberg_privacy.catalog import table_name
+from iceberg_privacy.catalog import table_name, what_exists
 from iceberg_privacy.dp._refs import qualified
 from iceberg_privacy.dp.errors import KeySetError
 from iceberg_privacy.dp.query import keyset_fingerprint
@@ -32,10 +32,12 @@ Aggregate = Literal["count", "sum", "mean"]
 def load_named(catalog: Catalog, name: str | tuple[str, ...] | Table, what: str) -> Table:
     if isinstance(name, Table):
         return name
+    ident = qualified(name)
     try:
-        return catalog.load_table(qualified(name))
-    except NoSuchTableError as exc:
-        raise ConfigurationError(f"{what} {name!r} does not exist in the catalog; check the name.") from exc
+        return catalog.load_table(ident)
+    except (NoSuchTableError, NoSuchNamespaceError) as exc:
+        raise ConfigurationError(f"{what} {name!r} does not exist in the catalog{what_exists(catalog, ident)}; check "
+                                 "the name.") from exc
 
 
 

@@ -3,6 +3,7 @@ budget each scope had left (``iceberg-privacy dp log``)."""
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,10 +11,12 @@ from typing import Any, Literal
 
 from pyiceberg.catalog import Catalog
 
-from iceberg_privacy.catalog import TableRef, all_namespaces
+from iceberg_privacy.catalog import TableRef, all_namespaces, what_exists
 from iceberg_privacy.dp._refs import check_catalog, table_identity
 from iceberg_privacy.dp.budget import Budget, budget_from_json
 from iceberg_privacy.dp.ledger import Ledger
+from iceberg_privacy.dp.ledger_state import table_scope
+from iceberg_privacy.errors import TableNotFoundError
 
 Aggregate = Literal["count", "sum", "mean"]
 
@@ -83,6 +86,7 @@ def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRec
     wanted_uuid: str | None = None
     if table is not None:  # its events under any name it had, in any namespace it was in (it may have moved)
         ident, wanted_uuid = table_identity(catalog, table)
+        check_table_known(catalog, ident, wanted_uuid)
         namespaces = [ident[:-1]] if wanted_uuid is None else all_namespaces(catalog)
         wanted: str | None = ".".join(ident)
     else:
@@ -141,6 +145,32 @@ def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRec
     return records
 
 
+def check_table_known(catalog: Catalog, ident: tuple[str, ...], table_uuid: str | None) -> None:
+    """Refuse a name that no table bears and that the namespace's ledger knows nothing of (no budget or policy set
+    on it, no release of it): a typo, whose log, reservations, budget or policy would read as empty or open
+    (``releases(catalog, "db.pageview")`` for ``db.pageviews``). The error names what the catalog holds and the
+    closest names. A dropped table keeps its log, and a name budgeted before its table exists its scope."""
+    if table_uuid is not None:
+        return
+    name = ".".join(ident)
+    ledger = Ledger(catalog, ident[:-1])
+    if ledger.exists():
+        state = ledger.state()
+        scope = table_scope(ident)
+        if scope in state.budgets or scope in state.spent or scope in (state.policies or {}) or any(
+                ev["source_table"] == name for ev in ledger.events()):
+            return
+    try:
+        names = [".".join(t) for ns in all_namespaces(catalog) for t in catalog.list_tables(ns)]
+    except Exception:  # noqa: BLE001 - a hint only: the table is unknown either way
+        names = []
+    close = difflib.get_close_matches(name, names, n=3)
+    raise TableNotFoundError(
+        f"table {name} does not exist{what_exists(catalog, ident)}"
+        f"{f' (did you mean {", ".join(map(repr, close))}?)' if close else ''}, and its namespace's DP ledger "
+        "records nothing of that name (no budget, policy or release): check the name (namespace.table)")
+
+
 def _table_uuid(ev: dict[str, Any]) -> str | None:
     """The source table's uuid a ``reserved`` event recorded (None for events written before table identity)."""
     try:
@@ -151,4 +181,4 @@ def _table_uuid(ev: dict[str, Any]) -> str | None:
     return str(value) if value else None
 
 
-__all__ = ["ReleaseRecord", "releases"]
+__all__ = ["ReleaseRecord", "check_table_known", "releases"]

@@ -22,10 +22,11 @@ from typing import Any
 from pyiceberg.catalog import Catalog
 
 from iceberg_privacy.catalog import TableRef, all_namespaces
-from iceberg_privacy.dp._refs import check_catalog, qualified
+from iceberg_privacy.dp._refs import check_catalog, table_identity
 from iceberg_privacy.dp.budget import Budget, budget_from_json
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.ledger_events import OPEN_STATES, fold_reservations
+from iceberg_privacy.dp.log import check_table_known
 from iceberg_privacy.errors import InvalidArgumentError
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,8 @@ def _check_age(name: str, value: Any) -> timedelta:
 
 def _scan(catalog: Catalog, table: TableRef | None) -> list[tuple[Ledger, str | None]]:
     if table is not None:
-        ident = qualified(table)
+        ident, table_uuid = table_identity(catalog, table)
+        check_table_known(catalog, ident, table_uuid)  # a typo is an error naming close matches, not "none"
         return [(Ledger(catalog, ident[:-1]), ".".join(ident))]
     return [(Ledger(catalog, ns), None) for ns in all_namespaces(catalog)]
 

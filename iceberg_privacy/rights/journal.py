@@ -67,7 +67,8 @@ from iceberg_privacy.properties import (
     HISTORY_MAINTAIN_EVERY_DEFAULT,
 )
 from iceberg_privacy.properties import JOURNAL_MARKER as PROP_MARKER
-from iceberg_privacy.rights.keyed import check_key_id, redact_subjects
+from iceberg_privacy.rights.keyed import check_key_id, redact_error, redact_subjects
+from iceberg_privacy.storage import library_error
 
 logger = logging.getLogger(__name__)
 
@@ -613,15 +614,22 @@ def next_step(exc: BaseException, request_id: str) -> str:
 def blocking(journal: Journal, req: RequestState, secret: bytes | None = None) -> Iterator[None]:
     """Run one attempt at a request: a blocked request is marked resumed first; a stop only a person can fix
     (a ref to drop, retries exhausted, a permission) is journaled as ``blocked`` with the next step, then raised.
-    With ``secret`` the journaled reason has every path segment or ``key=value`` naming a subject redacted."""
+    With ``secret`` the journaled reason, and any error raised, has every path segment or ``key=value`` naming a
+    subject redacted (:func:`iceberg_privacy.rights.keyed.redact_error`)."""
     if req.blocked is not None:
         journal.resume(req.request_id)
     try:
         yield
-    except (RequestBlockedError, CommitConflictError, StorageError, OSError, SparkJobError) as exc:
-        try:
-            reason = str(exc) if secret is None else redact_subjects(secret, str(exc), set(req.subjects))
-            journal.block(req.request_id, reason, next_step(exc, req.request_id), type(exc).__name__)
-        except Exception:  # the journal itself is unreachable: the error raised below says what to do
-            logger.exception("could not record request %s as blocked", req.request_id)
-        raise
+    except Exception as exc:
+        # what is raised, as what is journaled, names no subject (the path of an identity partition's file)
+        shown = exc if secret is None else redact_error(exc, secret, set(req.subjects))
+        if isinstance(exc, (RequestBlockedError, CommitConflictError, StorageError, OSError, SparkJobError)):
+            try:
+                reason = str(exc) if secret is None else redact_subjects(secret, str(exc), set(req.subjects))
+                journal.block(req.request_id, reason, next_step(shown, req.request_id),
+                              type(library_error(exc)).__name__)  # what the verb raises: StorageError, not OSError
+            except Exception:  # the journal itself is unreachable: the error raised below says what to do
+                logger.exception("could not record request %s as blocked", req.request_id)
+        if shown is exc:
+            raise
+        raise shown from None

@@ -25,6 +25,8 @@ silently matching nobody.
 
 from __future__ import annotations
 
+import base64
+import copy
 import hashlib
 import hmac
 import os
@@ -32,7 +34,9 @@ import re
 import secrets as _random
 import struct
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
@@ -66,8 +70,10 @@ from iceberg_privacy.errors import (
     IcebergPrivacyError,
     RequestConflictError,
     SecretMissingError,
+    SubjectRightsError,
 )
 from iceberg_privacy.index.hashing import coerce_values
+from iceberg_privacy.storage import library_error
 
 SECRET_ENV = "ICEBERG_PRIVACY_SECRET"
 SECRET_FILE_ENV = "ICEBERG_PRIVACY_SECRET_FILE"
@@ -251,26 +257,143 @@ def names_a_subject(secret: bytes, text: str, digests: set[bytes]) -> bool:
     return False
 
 
-def _is_subject(secret: bytes, text: str, digests: set[bytes]) -> bool:
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _text_forms(text: str) -> list[bytes]:
+    """The canonical forms (module doc) ``text`` takes as an identity value in a path or an error message: a string,
+    an integer, a UUID, base64 bytes (pyiceberg writes a uuid/binary/fixed identity partition's value as base64),
+    a date or a timestamp (pyiceberg's and Spark's partition spellings)."""
     forms = [b"s" + text.encode("utf-8", "surrogatepass")]
     if text.lstrip("+-").isdigit() and text.isascii() and -(2**63) <= int(text) < 2**63:
-        forms.append(b"i" + struct.pack("<q", int(text)))
-    return any(digest(secret, f) in digests for f in forms)
+        forms.append(b"i" + _INT.pack(int(text)))
+    if len(text) in (32, 36):
+        try:
+            forms.append(b"u" + uuid.UUID(text).bytes)
+        except ValueError:
+            pass
+    if len(text) >= 4 and len(text) % 4 == 0 and text.isascii():
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except ValueError:
+            raw = None
+        if raw is not None:
+            forms.append(b"b" + raw)
+            if len(raw) == 16:
+                forms.append(b"u" + raw)
+    if 10 <= len(text) <= 40 and text[:4].isdigit() and text[4:5] == "-":
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            when = None
+        if when is not None:
+            if _DAY.match(text):
+                forms.append(b"d" + _DATE.pack((when - _EPOCH).days))
+            naive = when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+            micros = (naive - _EPOCH) // timedelta(microseconds=1)
+            if -(2**63) <= micros < 2**63:
+                forms += [b"t" + _INT.pack(micros), b"T" + _INT.pack(micros)]
+    return forms
+
+
+def _is_subject(secret: bytes, text: str, digests: set[bytes]) -> bool:
+    return bool(text) and any(digest(secret, f) in digests for f in _text_forms(text))
+
+
+def _segment_is_subject(secret: bytes, segment: str, digests: set[bytes]) -> bool:
+    """A path segment of an error message (percent-decoded), with the quotes or punctuation a message puts
+    around a path (``'.../victim@x.org'.``) tried off too."""
+    if not segment:
+        return False
+    value = unquote_plus(segment)
+    return _is_subject(secret, value, digests) or (
+        (bare := value.strip("'\"()[]{}<>,.;: \t")) != value and _is_subject(secret, bare, digests))
 
 
 _KEY_VALUE = re.compile(r"([A-Za-z0-9_%+.\-]+)=([^/\s\"',;=&\x00-\x1f]+)")
 
 
 def redact_subjects(secret: bytes, text: str, digests: set[bytes]) -> str:
-    """``text`` (an error message about to be stored) with each ``key=value`` whose value, and each path segment
-    that, is one of ``digests``' values (as a string or an integer, percent-decoded) replaced by ``<subject>``:
-    storage errors quote the path they failed on, and an identity partition puts the id in it."""
+    """``text`` (an error message about to be stored or shown) with each ``key=value`` whose value, and each path
+    segment that, is one of ``digests``' values (in any spelling :func:`_text_forms` knows, percent-decoded) replaced
+    by ``<subject>``: storage errors quote the path they failed on, and an identity partition puts the id in it."""
     if not digests:
         return text
     text = _KEY_VALUE.sub(lambda m: f"{m.group(1)}=<subject>" if _is_subject(secret, unquote_plus(m.group(2)), digests)
                           else m.group(0), text)
-    return "/".join("<subject>" if seg and _is_subject(secret, unquote_plus(seg), digests) else seg
-                    for seg in text.split("/"))
+    return "/".join("<subject>" if _segment_is_subject(secret, seg, digests) else seg for seg in text.split("/"))
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        out.append(e)
+        todo += [e.__cause__, e.__context__, *(getattr(e, "exceptions", None) or ())]
+    return out
+
+
+def _texts(exc: BaseException) -> list[str]:
+    """Every text an error shows: its message, notes and string attributes (a next step)."""
+    return [str(exc), *map(str, getattr(exc, "__notes__", ()) or ()),
+            *(v for v in vars(exc).values() if isinstance(v, str))]
+
+
+def redact_error(exc: BaseException, secret: bytes, digests: set[bytes]) -> BaseException:
+    """``exc`` as the caller may show it: the error itself when nothing it or its causes say names a subject, else
+    the library's error for it (:func:`iceberg_privacy.storage.library_error`) with every subject in its message,
+    notes and next step replaced by ``<subject>`` and no cause chain (the chain repeats the raw path: a storage
+    error's, a Spark executor's). The table, the rest of the path (the file's name) and the advice stay."""
+    if not digests or all(redact_subjects(secret, t, digests) == t for e in _chain(exc) for t in _texts(exc=e)):
+        return exc
+    err = library_error(exc)
+    try:
+        new = copy.copy(err)
+        new.args = (redact_subjects(secret, str(err), digests),)
+        for k, v in vars(new).items():
+            if isinstance(v, str):
+                setattr(new, k, redact_subjects(secret, v, digests))
+        if getattr(err, "__notes__", None):
+            new.__notes__ = [redact_subjects(secret, str(n), digests) for n in err.__notes__]
+    except Exception:  # noqa: BLE001 - an error type that cannot be copied: the library's generic one
+        new = SubjectRightsError(redact_subjects(secret, f"{type(err).__name__}: {err}", digests))
+    new.__cause__ = None
+    new.__context__ = None
+    new.__suppress_context__ = True
+    return new.with_traceback(exc.__traceback__)
+
+
+def given_digests(secret: bytes, values: Iterable[Any]) -> set[bytes]:
+    """Keyed digests of caller-given values in every spelling a path or message may show them in (:func:`_text_forms`
+    of their text; bytes and UUIDs as such): what :func:`redact_error` takes before a request's digests exist."""
+    out: set[bytes] = set()
+    for v in values:
+        forms = _text_forms(str(v))
+        if isinstance(v, (bytes, bytearray, memoryview)):
+            forms += [b"b" + bytes(v)] + ([b"u" + bytes(v)] if len(bytes(v)) == 16 else [])
+        elif isinstance(v, uuid.UUID):
+            forms.append(b"u" + v.bytes)
+        out |= {digest(secret, f) for f in forms}
+    return out
+
+
+@contextmanager
+def subjects_redacted(secret: bytes, digests: set[bytes]) -> Iterator[None]:
+    """Errors leaving the block pass through :func:`redact_error`: a request's verbs raise no path naming one of
+    its subjects (``data/user_id=victim%40x.org/...`` of an identity partition) to the screen, the CLI or a log."""
+    try:
+        yield
+    except Exception as exc:
+        shown = redact_error(exc, secret, digests)
+        if shown is exc:
+            raise
+        raise shown from None
 
 
 def location_digest(secret: bytes, location: str) -> str:

@@ -75,10 +75,11 @@ from iceberg_privacy.rights.journal import (
     TABLE_VERIFIED,
     VERIFY_FAILED,
     Journal,
+    RequestState,
     check_not_renamed,
     erasure_snapshots,
 )
-from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret, location_digest
+from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret, location_digest, subjects_redacted
 from iceberg_privacy.rights.purge_foreign import (
     drop_dangling_deletes,
     drop_dangling_partition_statistics,
@@ -333,8 +334,10 @@ def _tags_holding_traces(table: Table, verify: VerifyReport) -> list[RefHold]:
     A tag on a snapshot made by a delete (another tool's ``DELETE``, an earlier erasure) reads no row of the
     subject, so it is not in the way by data, but its manifests list the removed file as a ``DELETED`` entry
     whose column bounds and partition tuple hold the id. The purge rewrites branch heads (the scrub), never a
-    tag: running the request again cannot clear it, dropping or moving the tag does."""
-    hits = {t.location for t in verify.traces if t.referenced and t.kind in ("manifest", "manifest-list")}
+    tag: running the request again cannot clear it, dropping or moving the tag does. So with the statistics files
+    another engine registered for the tag's snapshot (partition tuples): a tag keeps them from expiring."""
+    hits = {t.location for t in verify.traces
+            if t.referenced and t.kind in ("manifest", "manifest-list", "partition-statistics", "statistics")}
     if not hits:
         return []
     md = table.metadata
@@ -343,8 +346,8 @@ def _tags_holding_traces(table: Table, verify: VerifyReport) -> list[RefHold]:
         snap = md.snapshot_by_id(snapshot_id)
         if snap is None:
             return set()
-        return {_relative(table, snap.manifest_list)} | {_relative(table, m.manifest_path)
-                                                          for m in snap.manifests(table.io)}
+        return ({_relative(table, snap.manifest_list)} | {_relative(table, m.manifest_path) for m in snap.manifests(table.io)}
+                | {_relative(table, loc) for loc in statistics_of(md, {snapshot_id})})
 
     on_branches: set[str] = set()
     for ref in md.refs.values():
@@ -603,6 +606,13 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
             f"request {request_id}: table(s) {', '.join(pending)} are not erased yet; run the erasure first "
             f"(iceberg_privacy.erase(..., request_id={request_id!r}) or `iceberg-privacy requests run {request_id}`)"
         )
+    with subjects_redacted(secret, set(req.subjects)):  # a failed read or delete quotes a path holding an id
+        return _purge_tables(catalog, journal, req, secret, subjects, orphan_age, raise_on_failure, spark, t0)
+
+
+def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret: bytes, subjects: Any | None,
+                  orphan_age: timedelta, raise_on_failure: bool, spark: Any | None, t0: float) -> PurgeReport:
+    request_id = req.request_id
     report = PurgeReport(request_id, {})
     digests = set(req.subjects)
     values = as_values(subjects) if subjects is not None else None
@@ -719,8 +729,9 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
         steps = "; ".join(h.advice for h in tags_in_the_way)
         raise RefHoldsSubjectError(
             f"request {request_id}: {', '.join(f'tag {h.name!r} of {h.table}' for h in tags_in_the_way)} point(s) at a "
-            "snapshot whose manifests still name a subject (the entry of a data file deleted before the tag was made "
-            "keeps its column bounds and partition values); running the request again cannot change a tag. Drop or "
+            "snapshot whose manifests or statistics name a subject (a data file deleted before the tag keeps its bounds "
+            "and partition values there; another engine's partition statistics its tuples); running the request again "
+            "cannot change a tag. Drop or "
             f"move it: {steps}. Then run the request (or purge) again",
             next_step=f"{steps}; then `iceberg-privacy requests run {request_id}`",
         )

@@ -41,7 +41,14 @@ from iceberg_privacy.rights.journal import (
     table_locations,
     table_uuids,
 )
-from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret, names_a_subject
+from iceberg_privacy.rights.keyed import (
+    check_key_id,
+    given_digests,
+    key_id,
+    load_secret,
+    names_a_subject,
+    subjects_redacted,
+)
 from iceberg_privacy.rights.linked import DEFAULT_MAX_LINKED, collect_linked, mark_searched, relink
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE, purge
 from iceberg_privacy.rights.reports import AccessReport, ErasureReport, LinkedIdentifiers, PurgeReport
@@ -117,6 +124,15 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
         targets = subject_tables(catalog, tables)
     refuse_equality_deletes(targets)
     own = as_values(subjects)
+    with subjects_redacted(secret, given_digests(secret, own)):  # reading linked ids may fail on a path naming one
+        return _submit_values(catalog, kind, targets, own, secret, journal, rid, existing, request_id=request_id,
+                              deadline=deadline, follow_lineage=follow_lineage, link_identifiers=link_identifiers,
+                              max_linked=max_linked)
+
+
+def _submit_values(catalog: Catalog, kind: str, targets: list[Any], own: list[Any], secret: bytes, journal: Journal,
+                   rid: str, existing: RequestState | None, *, request_id: str | None, deadline: timedelta,
+                   follow_lineage: bool, link_identifiers: bool, max_linked: int) -> Submission:
     # The subject's other identifiers (rights/linked.py): read now, journaled below (keyed) before any delete.
     recorded = (existing.detail.get("linked") or {}) if existing is not None else {}
     linked: LinkedIdentifiers | None = None
@@ -222,8 +238,9 @@ def access(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = 
     if sub.request.kind != "access":
         raise RequestConflictError(f"request {sub.request.request_id} is an {sub.request.kind} request, "
                                    "not an access request")
-    report = export_subjects(catalog, sub.request, sub.subjects, sub.secret, journal=journal, out=out, format=format,
-                             spark=spark)
+    with subjects_redacted(sub.secret, set(sub.request.subjects)):  # a failed read quotes a path naming one
+        report = export_subjects(catalog, sub.request, sub.subjects, sub.secret, journal=journal, out=out,
+                                 format=format, spark=spark)
     report.linked = sub.linked
     return report
 

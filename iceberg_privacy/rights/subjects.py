@@ -29,14 +29,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.expressions.literals import Literal
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 
 from iceberg_privacy._internal.arrow import plain_type
-from iceberg_privacy.catalog import TableRef, all_tables, has_marker, load_many, table_name
+from iceberg_privacy.catalog import TableRef, all_tables, has_marker, load_many, table_name, what_exists
 from iceberg_privacy.config import IdentityColumn, identity_columns
 from iceberg_privacy.errors import (
     ConfigurationError,
@@ -120,9 +120,10 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
             else:
                 try:
                     table = catalog.load_table(t)
-                except (NoSuchTableError, ValueError):  # ValueError: not a table identifier at all ("db")
+                except (NoSuchTableError, NoSuchNamespaceError, ValueError):  # ValueError: not an identifier ("db")
+                    hint = what_exists(catalog, t if isinstance(t, tuple) else tuple(str(t).split(".")))
                     raise NoIdentityColumnsError(
-                        f"table {t!r} does not exist in the catalog; check the name (namespace.table)"
+                        f"table {t!r} does not exist in the catalog{hint}; check the name (namespace.table)"
                         + (f" (tables={tuple(tables)!r} is read as {len(tables)} table names: pass one table as "
                            "'ns.table' or [('ns', 'table')])" if isinstance(tables, tuple) else "")
                     ) from None

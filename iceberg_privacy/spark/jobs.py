@@ -22,7 +22,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table.metadata import TableMetadata
 
 from iceberg_privacy.config import BloomColumn
-from iceberg_privacy.errors import SparkJobError
+from iceberg_privacy.errors import SparkJobError, StorageError
 from iceberg_privacy.index.build import FilterBuilder, filters_for_data_files
 from iceberg_privacy.index.sidecar import FileFilter
 from iceberg_privacy.storage import portable_properties
@@ -73,8 +73,13 @@ def run_job[T](spark: Any, what: str, payload: Any, groups: list[list[tuple[int,
         bc = sc.broadcast(payload)
         return list(sc.parallelize(groups, len(groups)).mapPartitions(functools.partial(fn, bc)).collect())
     except Exception as exc:
+        reason = _reason(exc)
+        storage = re.match(r"(?:iceberg_privacy\.errors\.)?StorageError: (.*)", reason, re.S)
+        if storage:  # the executors' storage said what is missing, as it says it to this process without Spark
+            raise StorageError(f"{what} on the Spark executors: {storage.group(1)}; nothing of it was committed. "
+                               "Fix it, then run it again") from exc
         raise SparkJobError(
-            f"{what}: the Spark job failed ({_reason(exc)}); nothing of it was committed. Check that the executors "
+            f"{what}: the Spark job failed ({reason}); nothing of it was committed. Check that the executors "
             "run a Python with iceberg_privacy and its dependencies (iceberg_privacy.spark.privacy_session pins "
             "the driver's) and reach the table's storage with the catalog's properties, then run it again"
         ) from exc

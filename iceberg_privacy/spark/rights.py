@@ -65,10 +65,10 @@ from iceberg_privacy.rights.filework import (
 )
 from iceberg_privacy.rights.filework import candidate_rows as _rows_here
 from iceberg_privacy.rights.filework import prefetch as _prefetch
-from iceberg_privacy.rights.keyed import canonical_literal, digest
+from iceberg_privacy.rights.keyed import canonical_literal, digest, redact_error
 from iceberg_privacy.rights.subjects import CandidatePlan, TableSubjects, digest_value_set
 from iceberg_privacy.spark.jobs import filter_builder, groups_by_size, parallelism, run_job
-from iceberg_privacy.storage import StoredFile, portable_properties
+from iceberg_privacy.storage import StoredFile, library_error, portable_properties
 
 logger = logging.getLogger("iceberg_privacy.spark")
 
@@ -92,6 +92,11 @@ class Matcher:
     @property
     def field_ids(self) -> list[int]:
         return [c.field_id for c, _ in self.columns]
+
+    @property
+    def digests(self) -> set[bytes]:
+        """Every subject digest (made with ``key``) of every column."""
+        return set().union(*(d for _, d in self.columns))
 
     def mask(self, data: pa.Table) -> np.ndarray:
         """Rows of ``data`` where any identity column holds a subject (nested ids included)."""
@@ -176,11 +181,27 @@ def _rewrite_group(job: _ReadJob, io: FileIO, group: list[tuple[int, FileScanTas
     return out
 
 
+def _redacted[T](key: bytes, digests: set[bytes], work: Iterator[T]) -> Iterator[T]:
+    """``work`` whose failure, raised on an executor, names no subject: Spark logs an executor's error with its
+    Python traceback (the driver's console in local mode, the executor logs on a cluster) and hands its text to the
+    driver, and a storage error quotes the path it failed on, which holds the id in an identity partition. It leaves
+    as the library's error (a StorageError names what is missing) with ``<subject>`` in place of the id, unchained."""
+    try:
+        yield from work
+    except Exception as exc:
+        shown = redact_error(exc, key, digests)
+        if shown is not exc:
+            raise shown from None
+        error = library_error(exc)  # a storage error says what is missing, as this process says it without Spark
+        if error is exc:
+            raise
+        raise error from exc
+
+
 def _erase_partition(bc: Any, part: Iterator[list[tuple[int, FileScanTask]]]) -> Iterator[Rewritten]:
     job: _ReadJob = bc.value
     io = job.io()
-    for group in part:
-        yield _rewrite_group(job, io, group)
+    yield from _redacted(job.matcher.key, job.matcher.digests, (_rewrite_group(job, io, group) for group in part))
 
 
 def erasure_rewrite(spark: Any) -> Rewrite:
@@ -216,11 +237,15 @@ def _access_partition(bc: Any, part: Iterator[list[tuple[int, FileScanTask]]]) -
     io = job.io()
     md = job.metadata
     read = subjects_read(md, job.matcher.field_ids)
-    for group in part:
-        for i, task in group:  # the same late-materialized read as this process (identity columns first)
-            rows = read_task(io, read, task, job.matcher.mask)
-            if rows is not None:
-                yield i, rows
+
+    def work() -> Iterator[tuple[int, pa.Table]]:
+        for group in part:
+            for i, task in group:  # the same late-materialized read as this process (identity columns first)
+                rows = read_task(io, read, task, job.matcher.mask)
+                if rows is not None:
+                    yield i, rows
+
+    yield from _redacted(job.matcher.key, job.matcher.digests, work())
 
 
 def access_rows(spark: Any) -> Callable[[TableSubjects, CandidatePlan, bytes], pa.Table]:
@@ -255,9 +280,8 @@ def _verify_partition(bc: Any, part: Iterator[list[tuple[int, StoredFile]]]) -> 
     job: _VerifyJob = bc.value
     io = load_file_io(job.io_properties, job.location)
     digests = set(job.digests)
-    for group in part:
-        for i, stored in group:
-            yield i, scan_stored_file(io, stored, job.columns, job.secret, digests)
+    yield from _redacted(job.secret, digests, ((i, scan_stored_file(io, stored, job.columns, job.secret, digests))
+                                               for group in part for i, stored in group))
 
 
 def verify_scanner(spark: Any) -> FileScanner:

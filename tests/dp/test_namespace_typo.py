@@ -57,3 +57,32 @@ def test_cli_refuses_an_unknown_namespace_unless_asked_to_create_it(tmp_path: Pa
     assert main([*loc, "dp", "budget", "set", "--namespace", "sale", "--rho", "1", "--create-namespace"]) == 0
     assert main([*loc, "dp", "policy", "set", "--namespace", "sale", "--create-namespace"]) == 0
     assert _namespaces(catalog) == ["sale", "sales"]
+
+
+def test_read_verbs_refuse_a_table_name_nobody_uses_and_name_the_close_ones(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``releases(catalog, "db.nope")`` (and the reservations of a typo'd table) answered "none" as if the table had
+    no history. Now a name that no table bears and the ledger records nothing of is a TableNotFoundError naming what
+    the namespace holds and the close names; a dropped table keeps its log and a name budgeted before its table
+    exists its (empty) log. The budget and the policy of a name stay answers: a budget or policy may be set on a
+    name before its table exists, and the namespace's governs it (the CLI adds a note)."""
+    from datetime import timedelta
+
+    from tests.helpers import small_dp_table
+
+    catalog = make_catalog(tmp_path)
+    catalog.create_namespace("db")
+    small_dp_table(catalog, "db.pageviews")
+    calls = [lambda t: ip.releases(catalog, t), lambda t: ip.reservations(catalog, t, include_closed=True),
+             lambda t: ip.resolve_reservations(catalog, timedelta(0), table=t)]
+    for call in calls:
+        with pytest.raises(ip.TableNotFoundError, match=r"table db\.pageview does not exist; namespace 'db' holds: "
+                                                        r"pageviews \(did you mean 'db\.pageviews'\?\)"):
+            call("db.pageview")
+        call("db.pageviews")  # the real one answers
+    ip.set_budget("db.future", PureDP(1), catalog=catalog)  # a name budgeted before its table exists
+    assert ip.get_budget("db.future", catalog=catalog).cap == PureDP(1) and ip.releases(catalog, "db.future") == []
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", "s" * 32)
+    with pytest.raises(ip.NoIdentityColumnsError, match="'db.pageview' does not exist in the catalog; namespace 'db' "
+                                                        "holds: pageviews"):
+        ip.erase(catalog, ["ann"], ["db.pageview"])

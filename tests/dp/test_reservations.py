@@ -15,7 +15,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 import iceberg_privacy as ip
 from iceberg_privacy.cli import main
 from iceberg_privacy.dp import Ledger, PureDP, set_budget, set_namespace_budget
-from tests.helpers import make_catalog
+from tests.helpers import make_catalog, small_dp_table
 
 SRC = ("db", "pv")
 NOW = timedelta(0)  # every heartbeat is older than "now": abandoned at once
@@ -37,6 +37,7 @@ def test_a_reservation_names_its_owner_and_is_listed_until_closed(catalog: SqlCa
     assert timedelta(0) <= rec.heartbeat_age < timedelta(minutes=1)
     assert "reserved of db.pv by alice@" in str(rec) and rec.to_dict()["pid"] == os.getpid()
     assert ip.reservations(catalog, stale_after=NOW)[0].abandoned
+    small_dp_table(catalog, "db.other")
     assert ip.reservations(catalog, "db.other") == []
     ledger.heartbeat(res.release_id, "alice")
     [rec2] = ip.reservations(catalog, "db.pv")

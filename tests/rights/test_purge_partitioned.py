@@ -229,3 +229,58 @@ def test_bytes_identity_partition_paths_are_recognised_and_removed(catalog: Cata
     req = Journal(catalog).get("rb")
     v = verify_table(catalog.load_table("db.bytespart"), set(req.subjects), load_secret(catalog=catalog))
     assert not v.ok and [t.location for t in v.traces] == ["data/id=<subject>"]
+
+
+def _shown(exc: BaseException) -> str:
+    """Everything a traceback of ``exc`` puts on the operator's screen (causes included)."""
+    import traceback
+
+    return "".join(traceback.format_exception(exc))
+
+
+@pytest.mark.parametrize("verb", ["erase-linked", "erase", "access"])
+def test_raised_errors_name_no_subject_of_an_identity_partition(catalog: Catalog, tmp_path: Path, verb: str) -> None:
+    """A storage error quotes the path it failed on, and an identity partition puts the subject's id there
+    (``data/user_id=victim%40x.org/...``). The journal's reason was redacted, but the raised error, its cause chain
+    and so the screen, the CLI's line and its --json showed the id. Now what is raised names ``<subject>`` and keeps
+    the table's path, the file's name and the advice; the raw error is not chained."""
+    victim = "victim@x.org"
+    table = make_partitioned_table(catalog, "db.p", [["ann", victim], ["bob", victim]])
+    files = sorted(p for p in _root(table).rglob("*.parquet") if "victim%40x.org" in str(p))
+    assert len(files) == 2
+    files[0].unlink()  # the read fails: reading linked ids at submit, the rewrite, the export
+    with pytest.raises(ip.StorageError) as caught:
+        if verb == "access":
+            ip.access(catalog, [victim], out=str(tmp_path / "out"), request_id="r", link_identifiers=False)
+        else:
+            ip.erase(catalog, [victim], request_id="r", link_identifiers=verb == "erase-linked")
+    shown = _shown(caught.value)
+    assert "victim@" not in shown and "victim%40" not in shown and "user_id=<subject>/" in str(caught.value), shown
+    assert files[0].name in str(caught.value)  # the operator can still find the file
+    if verb == "erase":
+        blocked = Journal(catalog).get("r").blocked or {}
+        assert blocked and "victim%40" not in json.dumps(blocked) and "<subject>" in json.dumps(blocked)
+    if verb == "access":
+        assert "victim%40" not in _journal_text(catalog, "r")
+
+
+def test_redacted_error_spellings_of_identity_partition_values() -> None:
+    """Every spelling an identity partition gives a value in a path (pyiceberg's base64 of uuid/binary values,
+    a uuid's text, ISO dates and timestamps, integers) is redacted from an error, and only the subject's."""
+    import base64
+    import uuid
+
+    from iceberg_privacy.rights.keyed import digest, redact_error
+
+    secret = b"s" * 32
+    u = uuid.UUID(int=7)
+    digests = {digest(secret, b"u" + u.bytes), digest(secret, b"d" + (19000).to_bytes(4, "little")),
+               digest(secret, b"i" + (42).to_bytes(8, "little"))}
+    b64 = base64.b64encode(u.bytes).decode().replace("=", "%3D")
+    for seg in (f"id={b64}", f"id={u}", "day=2022-01-08", "n=42", "42"):
+        err = FileNotFoundError(f"Failed to open local file '/w/t/data/{seg}/f.parquet'")
+        shown = redact_error(err, secret, digests)
+        assert isinstance(shown, ip.StorageError) and seg not in str(shown) and "<subject>" in str(shown), seg
+        assert "f.parquet" in str(shown) and shown.__cause__ is None and shown.__suppress_context__
+    other = FileNotFoundError("Failed to open local file '/w/t/data/n=43/day=2022-01-09/f.parquet'")
+    assert redact_error(other, secret, digests) is other  # nothing of a subject: the error as it was

@@ -149,3 +149,30 @@ def test_a_partition_statistics_file_naming_a_subject_fails_the_verification(cat
         ip.purge(catalog, "r", subjects=[VICTIM])
     assert ip.purge(catalog, "r", orphan_age=timedelta(0)).completed
     assert not _exists(table, stray) and not _exists(table, clean)
+
+
+def test_a_tag_whose_only_trace_is_its_partition_statistics_is_named_with_remove_tag(catalog: Catalog) -> None:
+    """A tag on a snapshot after another tool deleted the subject reads none of their rows, but the partition
+    statistics an engine registered for that snapshot keep the subject's tuple, and a tag keeps them from expiring.
+    The verification failed correctly, but told the operator to run the request again, which cannot change a tag.
+    Now the tag is named with the command that drops it; once dropped, the next run completes."""
+    from pyiceberg.expressions import EqualTo
+
+    from iceberg_privacy.errors import RefHoldsSubjectError
+
+    table = _table(catalog, "db.p")
+    table.delete(EqualTo("user_id", VICTIM))  # another tool's delete, before the request
+    ip.append(catalog.load_table("db.p"), rows(["dan"], 20))
+    table = catalog.load_table("db.p")
+    with table.manage_snapshots() as ms:
+        ms.create_tag(table.metadata.current_snapshot_id, "audit")
+    stats = _register_partition_stats(catalog, catalog.load_table("db.p"), ["ann", VICTIM, "bob"], "metadata")
+    ip.append(catalog.load_table("db.p"), rows(["eve"], 30))
+    with pytest.raises(RefHoldsSubjectError, match=r"tag 'audit' of db\.p .*remove_tag\('audit'\)") as caught:
+        ip.erase(catalog, [VICTIM], ["db.p"], request_id="r", purge=True)
+    assert "remove_tag('audit')" in caught.value.next_step
+    with catalog.load_table("db.p").manage_snapshots() as ms:
+        ms.remove_tag("audit")
+    report = ip.run_request(catalog, "r", purge=True)
+    assert report.purge is not None and report.purge.completed
+    assert not _exists(catalog.load_table("db.p"), stats)

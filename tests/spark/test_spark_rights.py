@@ -285,7 +285,7 @@ def test_cli_requests_run_pending_with_spark_runs_on_executors(spark: Any, tmp_p
 
 
 def test_a_failed_spark_job_blocks_its_queue_batch_only(spark: Any, catalog: Catalog) -> None:
-    """An executor's FileNotFoundError reaches the driver as SparkJobError. Before the fix it ended the whole
+    """An executor's FileNotFoundError reaches the driver as a StorageError (as without Spark). Before the fix it ended the whole
     ``run_pending(spark=)`` pass (the other batches never ran; tests/rights/test_queue.py has the two-table case
     without Spark)."""
     import os
@@ -296,5 +296,35 @@ def test_a_failed_spark_job_blocks_its_queue_batch_only(spark: Any, catalog: Cat
         os.remove(task.file.file_path.removeprefix("file://"))
     report = ip.run_pending(catalog, spark=spark, purge=False, upkeep=False)
     (outcome,) = report.batches.values()
-    assert not outcome.completed and "Spark job failed" in (outcome.blocked or "")
+    assert not outcome.completed and "on the Spark executors: cannot read" in (outcome.blocked or "")
     assert report.completed == [] and [e.request_id for e in Queue(catalog).entries()] == ["r1"]  # ciphertext kept
+
+
+def test_an_executor_storage_error_is_the_same_storage_error_and_names_no_subject(spark: Any, catalog: Catalog) -> None:
+    """An identity-partitioned table whose subject file is gone: without Spark the erasure raises a StorageError
+    saying what is missing; with spark= it was a SparkJobError advising to check the executors' Python, and the
+    executor's raw error (Spark logs it with its traceback, and hands it to the driver) quoted the file's path,
+    which holds the subject's id (``user_id=victim%40x.org``). Now executors raise the library's error with
+    ``<subject>`` in place of the id, and the driver raises the same StorageError as without Spark (its cause, the
+    executor's text, names no subject either, so nothing had to be cut from the chain)."""
+    import os
+    import traceback
+
+    from tests.helpers import make_partitioned_table
+
+    outcomes, victim = {}, "victim" + "@x.org"  # not in a source line a traceback shows
+    for engine in ("local", "spark"):
+        name = f"db.p_{engine}"
+        table = make_partitioned_table(catalog, name, [["ann", victim], ["bob", victim]])
+        gone = next(t.file.file_path for t in table.scan().plan_files() if "victim%40x.org" in t.file.file_path)
+        os.remove(gone.removeprefix("file://"))
+        with pytest.raises(ip.StorageError) as caught:
+            ip.erase(catalog, [victim], [name], request_id=f"r-{engine}", link_identifiers=False,
+                     spark=spark if engine == "spark" else None)
+        shown = "".join(traceback.format_exception(caught.value))
+        assert "victim%40" not in shown and "victim@" not in shown and "user_id=<subject>/" in str(caught.value)
+        assert "it does not exist" in str(caught.value) and gone.rsplit("/", 1)[-1] in str(caught.value)
+        outcomes[engine] = Journal(catalog).get(f"r-{engine}").blocked or {}
+    assert caught.value.__cause__ is not None  # the executor's own text was already redacted: the chain is kept
+    assert outcomes["local"]["error"] == outcomes["spark"]["error"] == "StorageError"
+    assert outcomes["local"]["next_step"].split(" then run ")[0] == outcomes["spark"]["next_step"].split(" then run ")[0]
