@@ -14,6 +14,7 @@ from iceberg_privacy.catalog import TableRef, all_namespaces
 from iceberg_privacy.dp._refs import check_catalog, table_identity
 from iceberg_privacy.dp.budget import Budget, budget_from_json
 from iceberg_privacy.dp.ledger import Ledger
+from iceberg_privacy.storage import storage_errors
 
 Aggregate = Literal["count", "sum", "mean"]
 
@@ -68,6 +69,7 @@ class ReleaseRecord:
         )
 
 
+@storage_errors
 def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRecord]:
     """List every release attempt and memoized answer, oldest first.
 
