@@ -426,6 +426,23 @@ def load_many(catalog: Catalog, identifiers: list[tuple[str, ...]], *, workers: 
     return _confirm_dropped(catalog, identifiers, results)
 
 
+def existing_tables(catalog: Catalog, names: list[str]) -> list[Table]:
+    """The tables of ``names`` (``"ns.table"``) that still exist, loaded through :func:`load_many`.
+
+    Instead of ``[load_table(n) for n in names if table_exists(n)]``, which raised pyiceberg's raw
+    ``NoSuchTableError`` for a table another process dropped between the check and the load, and took a REST
+    catalog's 404 from a gateway for a dropped table (silently leaving a live table out of a request). Here a
+    table is left out only when the catalog's listing confirms it is gone; any other failure is raised."""
+    out: list[Table] = []
+    for result in load_many(catalog, [tuple(n.split(".")) for n in names]):
+        if isinstance(result, (NoSuchTableError, NoSuchNamespaceError)):
+            continue
+        if isinstance(result, Exception):
+            raise result
+        out.append(result)
+    return out
+
+
 def _confirm_dropped(catalog: Catalog, identifiers: list[tuple[str, ...]], results: list[Table | Exception]
                      ) -> list[Table | Exception]:
     """Keep a load's ``NoSuchTableError`` only when the catalog's listing agrees that the table is gone.
