@@ -321,6 +321,22 @@ def _still_live(table: Table, branch: str, base: int | None, originals: set[str]
     return True
 
 
+def _only_appends_since(table: Table, branch: str, base: int | None) -> bool:
+    """Did only appends land on the branch since ``base`` (the walk from its head reaches ``base`` through APPEND
+    snapshots)? Only then may a staged rewrite be re-parented by :func:`_rebase`, which keeps the manifests it was
+    staged with (the base's) and adds the ones the appends wrote: after any other commit (another erasure's
+    rewrite, a delete, a compaction) those manifests list files that commit removed, and re-parenting resurrected
+    them (rows of another request's subject back, other rows twice)."""
+    md = table.metadata
+    sid = _head(table, branch)
+    while sid is not None and sid != base:
+        snap = md.snapshot_by_id(sid)
+        if snap is None or snap.summary is None or snap.summary.operation != Operation.APPEND:
+            return False
+        sid = snap.parent_snapshot_id
+    return sid == base
+
+
 def _commit_rebasing(table: Table, pending: list[_Batch], columns: list[BloomColumn], props: dict[str, str], *,
                      branch: str, base: int | None, rep: TableErasure, policy: retry.RetryPolicy,
                      on_stage: StagingHook | None = None) -> int | None:
@@ -359,6 +375,12 @@ def _commit_rebasing(table: Table, pending: list[_Batch], columns: list[BloomCol
                         _unstage(table, st)
                         return None
                     head = _head(table, branch)
+                    if head != snapshot.parent_snapshot_id and not _only_appends_since(table, branch, st.base):
+                        # another rewrite landed (our files still live): stage the same batches again on the new
+                        # head, whose manifests pyiceberg's producer reads (no data is read or written again)
+                        logger.info("a commit other than an append landed on %s; staging the erasure again", rep.table)
+                        _unstage(table, st)
+                        return None
                     # Re-parent when the branch moved; re-number when only another branch's commits advanced
                     # the table's sequence number (a snapshot must be newer than every snapshot of the table).
                     if head is not None and (head != snapshot.parent_snapshot_id or _stale_sequence(table, snapshot)):
