@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -318,6 +319,39 @@ def ensure_namespace_exists(catalog: Catalog, namespace: tuple[str, ...] | str) 
         raise
 
 
+def _delete_lost_create(table: Table) -> None:
+    """Delete the first ``metadata.json`` a lost ``create_table`` left in the winner's metadata folder.
+
+    pyiceberg's SQL catalog writes a new table's first metadata file, then inserts the catalog row; the loser of two
+    processes creating one of the library's tables at once gets ``TableAlreadyExistsError`` and its file stays at
+    the same location. It carries another table-uuid, so every later orphan sweep of the table (the history upkeep
+    of the journal, the queue, the ledger) took it for another table sharing the location and deleted nothing
+    there, for good (for the queue: ciphertext of killed writers). Only ``00000-*`` files of another uuid with no
+    snapshot, that the winner's metadata does not reference, are deleted: what a lost create writes."""
+    import json
+
+    from iceberg_privacy.storage import canonical, delete_files, list_files
+
+    folder = f"{table.location().rstrip('/')}/metadata"
+    known = {canonical(e.metadata_file) for e in table.metadata.metadata_log} | {canonical(table.metadata_location)}
+    lost = []
+    try:
+        for f in list_files(table.io, folder):
+            name = f.location.rsplit("/", 1)[-1]
+            if not (name.startswith("00000-") and name.endswith(".metadata.json")) or canonical(f.location) in known:
+                continue
+            with table.io.new_input(f.location).open() as fh:
+                md = json.loads(fh.read())
+            if str(md.get("table-uuid", "")).lower() != str(table.metadata.table_uuid).lower() and not md.get("snapshots"):
+                lost.append(f.location)
+    except Exception:  # noqa: BLE001 - a leftover only disables the orphan sweep; the table itself is fine
+        return
+    for where, why in delete_files(table.io, lost).failed.items():
+        logging.getLogger(__name__).warning("could not delete %s, left by a lost create of %s (%s): delete it, or the "
+                                            "table's orphan sweep keeps taking it for another table", where,
+                                            table_name(table), why)
+
+
 def reserved_table(
     catalog: Catalog, identifier: tuple[str, ...], *, schema: Schema, marker: str, what: str,
     error: type[Exception], create: bool, compare_and_swap: bool, properties: dict[str, str] | None = None,
@@ -349,6 +383,7 @@ def reserved_table(
                     table = catalog.create_table(identifier, schema=schema, properties=props)
                 except TableAlreadyExistsError:  # a concurrent creator won: use theirs
                     table = catalog.load_table(identifier)
+                    _delete_lost_create(table)
     except (NoSuchTableError, NoSuchNamespaceError, IcebergPrivacyError):
         raise
     except _CATALOG_REFUSALS as exc:
@@ -404,6 +439,23 @@ def load_many(catalog: Catalog, identifiers: list[tuple[str, ...]], *, workers: 
                                 thread_name_prefix="ip-load") as pool:
             results = list(pool.map(load, identifiers))
     return _confirm_dropped(catalog, identifiers, results)
+
+
+def existing_tables(catalog: Catalog, names: list[str]) -> list[Table]:
+    """The tables of ``names`` (``"ns.table"``) that still exist, loaded through :func:`load_many`.
+
+    Instead of ``[load_table(n) for n in names if table_exists(n)]``, which raised pyiceberg's raw
+    ``NoSuchTableError`` for a table another process dropped between the check and the load, and took a REST
+    catalog's 404 from a gateway for a dropped table (silently leaving a live table out of a request). Here a
+    table is left out only when the catalog's listing confirms it is gone; any other failure is raised."""
+    out: list[Table] = []
+    for result in load_many(catalog, [tuple(n.split(".")) for n in names]):
+        if isinstance(result, (NoSuchTableError, NoSuchNamespaceError)):
+            continue
+        if isinstance(result, Exception):
+            raise result
+        out.append(result)
+    return out
 
 
 def _confirm_dropped(catalog: Catalog, identifiers: list[tuple[str, ...]], results: list[Table | Exception]

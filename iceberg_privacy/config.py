@@ -44,6 +44,7 @@ from iceberg_privacy.properties import BLOOM_PREFIX as _PREFIX
 from iceberg_privacy.properties import IDENTITY_COLUMNS_PROPERTY as IDENTITY_COLUMNS_KEY
 from iceberg_privacy.properties import IDENTITY_FIELD_IDS_PROPERTY as IDENTITY_FIELD_IDS_KEY
 from iceberg_privacy.properties import index_kind_key
+from iceberg_privacy.storage import storage_errors
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +262,7 @@ def _kinds_or_bloom(name: str, raw: str | None) -> frozenset[str]:
         return frozenset({"bloom"})
 
 
+@storage_errors
 def configure_index(
     table: TableRef, column: str, kind: str | Iterable[str] = "exact", *, catalog: Catalog | None = None,
 ) -> Table:
@@ -331,6 +333,7 @@ def _storable(name: str) -> str:
     return name
 
 
+@storage_errors
 def configure_bloom(
     table: TableRef,
     columns: str | Iterable[str] | Mapping[str, Mapping[str, float | int | None]],
@@ -452,6 +455,7 @@ def identity_properties(schema: Schema, names: Iterable[str]) -> dict[str, str]:
     return {IDENTITY_COLUMNS_KEY: ",".join(names), IDENTITY_FIELD_IDS_KEY: field_ids_property(schema, names)}
 
 
+@storage_errors
 def configure_identity(table: TableRef, columns: str | Iterable[str], *, replace: bool = True, catalog: Catalog | None = None) -> Table:
     """Declare which columns identify a person (for access, erasure and the forget list).
 

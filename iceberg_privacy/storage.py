@@ -35,7 +35,7 @@ from pyarrow import fs as pafs
 from pyiceberg.io import FileIO, load_file_io
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
-from iceberg_privacy._internal import compat
+from iceberg_privacy._internal import compat, retry
 from iceberg_privacy.errors import CatalogError, ConfigurationError, IcebergPrivacyError, StorageError
 
 # Schemes that address the same objects (pyiceberg reads all of them with one filesystem).
@@ -186,9 +186,12 @@ def catalog_failure(exc: BaseException) -> str | None:
 
     pyiceberg raises one ``RESTError`` subclass per HTTP status: a 5xx or 429 is the service failing (try again
     when it is healthy), 401/419 refused or expired credentials, 403 a missing permission, 400 a rule of the
-    catalog. Not-found errors are not ``RESTError`` and keep their own types."""
+    catalog. Not-found errors are not ``RESTError`` and keep their own types. A SQL catalog's database that stayed
+    locked by other processes past its busy wait (:func:`sql_catalog_busy`) is the catalog failing too."""
     from pyiceberg import exceptions as pe
 
+    if retry.is_transient_db_error(exc):
+        return sql_catalog_busy(exc)
     if not isinstance(exc, pe.RESTError):
         return None
     text = (str(exc).strip().splitlines() or [""])[0][:300]
@@ -227,6 +230,20 @@ def library_error(exc: BaseException) -> BaseException:
             "and that it is running. Journaled requests are resumable once it is back"
         )
     return StorageError(describe_error(location_in(exc), exc, action_in(exc)))
+
+
+def sql_catalog_busy(exc: BaseException) -> str:
+    """A SQL catalog's "database is locked" (SQLite) or serialization failure (PostgreSQL) that reached a verb.
+
+    Commit loops retry these (:func:`iceberg_privacy._internal.retry.is_conflict`), but a plain catalog read (a
+    table load, a listing) that waited out the database's busy timeout while other processes kept writing raised
+    the driver's ``OperationalError`` as is. The statement that failed changed nothing (the database rolled it
+    back), so trying again is safe."""
+    first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return (f"the catalog's database is busy: other processes held its lock longer than this one waits ({first}); "
+            "the step that failed changed nothing. Run the command again (journaled requests resume where they "
+            "stopped); if it keeps happening, fewer processes should write to this catalog at once, or its SQLite "
+            "busy wait can be raised with ?timeout=SECONDS on the catalog uri")
 
 
 def storage_errors[F: Callable[..., Any]](fn: F) -> F:

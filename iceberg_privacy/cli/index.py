@@ -110,11 +110,11 @@ def _unreadable(args: argparse.Namespace, fmt: str, exc: BaseException, table: A
 
 def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
     import pyarrow.dataset as ds
-    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError, TableAlreadyExistsError
     from pyiceberg.io import load_file_io
     from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
 
-    from iceberg_privacy.catalog import identifier, what_exists
+    from iceberg_privacy.catalog import ensure_namespace_exists, identifier, what_exists
     from iceberg_privacy.datafiles import first_line
     from iceberg_privacy.errors import ConfigurationError, StorageError
     from iceberg_privacy.storage import describe_error, filesystem, is_local, local_path
@@ -144,10 +144,12 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
                            "of them (a local path, or a location of the catalog's storage such as s3://...)") from exc
     created = table is None
     if table is None:
-        if len(ident) > 1:
-            catalog.create_namespace_if_not_exists(ident[:-1])
+        if len(ident) > 1:  # a concurrent ingest may create the namespace, or the table, first: use theirs
+            ensure_namespace_exists(catalog, ident[:-1])
         try:
             table = catalog.create_table(ident, schema=dataset.schema)
+        except TableAlreadyExistsError:
+            table, created = catalog.load_table(ident), False
         except (ValueError, TypeError, UnsupportedPyArrowTypeException) as exc:  # a type Iceberg has no match for
             raise ConfigurationError(
                 f"cannot create {args.table} from the schema of {args.path} ({first_line(exc)}): convert those "
@@ -157,7 +159,9 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
     try:
         report = fn(table, _by_name(dataset.scanner().to_reader()), progress=not args.quiet)
     except BaseException as exc:
-        if created:  # a failed --create leaves nothing behind: running it again must behave the same
+        if created and catalog.load_table(ident).current_snapshot() is None:
+            # a failed --create leaves nothing behind: running it again must behave the same. A table another
+            # process has written to since it was created here is theirs too, and is not dropped
             catalog.drop_table(ident)
         if isinstance(exc, (pa.ArrowInvalid, pa.ArrowTypeError)):
             raise _unreadable(args, fmt, exc, None if created else table) from exc

@@ -32,6 +32,7 @@ from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.ledger_state import BudgetState, namespace_scope
 from iceberg_privacy.dp.ledger_tables import namespace_tables
 from iceberg_privacy.errors import ConfigurationError, InvalidBudgetError
+from iceberg_privacy.storage import storage_errors
 
 
 def _set(catalog: Catalog, ns: tuple[str, ...], scope: str | None, cap: Budget | Any,
@@ -132,6 +133,7 @@ def _accepts_catalog_first[F: Callable[..., Any]](legacy: Callable[..., BudgetSt
 
 
 # -- table budgets: one table, table first -------------------------------------------------------
+@storage_errors
 @_accepts_catalog_first(_legacy_set_budget)
 def set_budget(
     table: TableRef,
@@ -160,6 +162,7 @@ def set_budget(
                 create_namespace=create_namespace)
 
 
+@storage_errors
 @_accepts_catalog_first(_legacy_get_budget)
 def get_budget(table: TableRef, *, catalog: Catalog | None = None) -> BudgetState:
     """Cap, spent and remaining of one table's budget (``cap`` is None when none is set).
@@ -173,6 +176,7 @@ def get_budget(table: TableRef, *, catalog: Catalog | None = None) -> BudgetStat
 
 
 # -- namespace budgets: a privacy domain of the lake, catalog first --------------------------------
+@storage_errors
 def set_namespace_budget(
     catalog: Catalog,
     namespace: str | tuple[str, ...],
@@ -195,6 +199,7 @@ def set_namespace_budget(
                 create_namespace=create_namespace)
 
 
+@storage_errors
 def get_namespace_budget(catalog: Catalog, namespace: str | tuple[str, ...]) -> BudgetState:
     """Cap, spent and remaining of a namespace budget (``cap`` is None when none is set)."""
     ns = namespace_identifier(namespace)

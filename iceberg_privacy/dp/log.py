@@ -17,6 +17,7 @@ from iceberg_privacy.dp.budget import Budget, budget_from_json
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.ledger_state import table_scope
 from iceberg_privacy.errors import TableNotFoundError
+from iceberg_privacy.storage import storage_errors
 
 Aggregate = Literal["count", "sum", "mean"]
 
@@ -71,6 +72,7 @@ class ReleaseRecord:
         )
 
 
+@storage_errors
 def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRecord]:
     """List every release attempt and memoized answer, oldest first.
 

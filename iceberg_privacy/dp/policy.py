@@ -67,6 +67,7 @@ from iceberg_privacy.properties import (
     DP_RELEASE_MARKER,
     SYNTHETIC_MARKER,
 )
+from iceberg_privacy.storage import storage_errors
 
 Access = Literal["dp-only", "open"]
 ACCESS_MODES = ("dp-only", "open")
@@ -376,6 +377,7 @@ def _policy(target: str, scope: str | None, entry: dict[str, Any], principal_cap
     )
 
 
+@storage_errors
 def set_access_policy(
     catalog: Catalog,
     target: TableRef | str | tuple[str, ...] | NamespaceTarget,
@@ -480,6 +482,7 @@ def remove_access_policy(catalog: Catalog, target: TableRef | str | tuple[str, .
     return access_policy(catalog, target)
 
 
+@storage_errors
 def access_policy(catalog: Catalog, table: TableRef | str | tuple[str, ...] | NamespaceTarget) -> AccessPolicy:
     """The policy that governs ``table`` (its own, else its namespace's), or of a namespace target.
 
@@ -501,6 +504,7 @@ def access_policy(catalog: Catalog, table: TableRef | str | tuple[str, ...] | Na
     return _policy(name, state.label(found), entry, principal)
 
 
+@storage_errors
 def require_raw_access(catalog: Catalog, table: TableRef) -> None:
     """Raise :class:`~iceberg_privacy.DpOnlyError` if ``table`` is dp-only; a raw row read calls this first.
 

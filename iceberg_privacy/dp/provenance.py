@@ -18,6 +18,7 @@ from iceberg_privacy.dp.query import canonical_dumps
 from iceberg_privacy.properties import DP_PREFIX as PREFIX
 from iceberg_privacy.properties import DP_RELEASE_MARKER as RELEASE_MARKER
 from iceberg_privacy.properties import ReleaseProvenance, read_release_provenance
+from iceberg_privacy.storage import storage_errors
 
 __all__ = ["ReleaseProvenance", "build_summary", "library_versions", "noise_summary", "read_provenance"]
 
@@ -101,6 +102,7 @@ def build_summary(
     }
 
 
+@storage_errors
 def read_provenance(table: Table, snapshot_id: int | None = None) -> ReleaseProvenance | None:
     """The :class:`ReleaseProvenance` of a release snapshot (the current one by default), or None
     when that snapshot is not a DP release."""

@@ -31,12 +31,12 @@ from typing import Any, Literal
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
-from iceberg_privacy._internal import compat
+from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, ensure_namespace_exists, load_table
 from iceberg_privacy.config import current_principal
@@ -61,6 +61,7 @@ from iceberg_privacy.dp.provenance import RELEASE_MARKER, build_summary, noise_s
 from iceberg_privacy.dp.query import HistogramQuery
 from iceberg_privacy.dp.reservation import Heartbeat
 from iceberg_privacy.errors import (
+    CommitConflictError,
     ConfigurationError,
     IcebergPrivacyError,
     UnknownColumnError,
@@ -658,17 +659,31 @@ def check_output_name(out_id: tuple[str, ...], what: str = "output") -> None:
 def _write_output(catalog: Catalog, out_id: tuple[str, ...], arrow: pa.Table, props: dict[str, str],
                   table_properties: dict[str, str] | None = None) -> Table:
     """Write the whole release in one commit; its snapshot summary is the provenance. ``table_properties``
-    (default: the release marker) are set when the table is created."""
+    (default: the release marker) are set when the table is created.
+
+    Two releases of the same query and tag started at once (neither memoized yet) write the same output table: the
+    one whose create lost (SQLite: ``CommitFailedException('Table already exists')``, REST: a 409) or whose replace
+    lost to the other's commit writes again on the new head, through the one retry helper. It used to fail with its
+    budget spent (the noise was drawn) and nothing released."""
     ensure_namespace_exists(catalog, out_id[:-1])
-    if catalog.table_exists(out_id):
-        table = catalog.load_table(out_id)
-        with table.transaction() as tx:  # one commit: drop the previous release, add this one
-            tx.delete(delete_filter=AlwaysTrue())  # no provenance on the delete snapshot: it holds no release
-            tx.append(arrow, snapshot_properties=props)
-    else:
+
+    def step() -> None:
+        if catalog.table_exists(out_id):
+            table = catalog.load_table(out_id)
+            with table.transaction() as tx:  # one commit: drop the previous release, add this one
+                tx.delete(delete_filter=AlwaysTrue())  # no provenance on the delete snapshot: it holds no release
+                tx.append(arrow, snapshot_properties=props)
+            return
         tx = catalog.create_table_transaction(out_id, schema=arrow.schema, properties=table_properties or {RELEASE_MARKER: "1"})
         tx.append(arrow, snapshot_properties=props)
-        tx.commit_transaction()
+        try:
+            tx.commit_transaction()
+        except TableAlreadyExistsError as exc:  # a concurrent release created it first: replace its output
+            raise CommitFailedException(f"{'.'.join(out_id)} was created meanwhile: {exc}") from exc
+
+    retry.run(step, exhausted=lambda n, last: CommitConflictError(
+        f"writing the release output {'.'.join(out_id)} lost to concurrent writers {n} times ({last}); stop the other "
+        "writers of that table"))
     return catalog.load_table(out_id)
 
 

@@ -28,6 +28,7 @@ from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.ledger_events import OPEN_STATES, fold_reservations
 from iceberg_privacy.dp.log import check_table_known
 from iceberg_privacy.errors import InvalidArgumentError
+from iceberg_privacy.storage import storage_errors
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ def _records(catalog: Catalog, table: TableRef | None, stale_after: timedelta) -
     return out
 
 
+@storage_errors
 def reservations(
     catalog: Catalog,
     table: TableRef | None = None,
@@ -194,6 +196,7 @@ def reservations(
     return records if include_closed else [r for r in records if r.open]
 
 
+@storage_errors
 def resolve_reservations(
     catalog: Catalog,
     older_than: timedelta = DEFAULT_STALE_AFTER,

@@ -49,6 +49,7 @@ from iceberg_privacy.errors import (
 )
 from iceberg_privacy.lineage.record import AGGREGATION, COMPLETE, INDIRECT, FieldRef, LineageRecord, SourceRef
 from iceberg_privacy.properties import DP_SQL_HASH_SUMMARY, DP_SQL_SUMMARY
+from iceberg_privacy.storage import storage_errors
 
 
 @dataclass
@@ -229,6 +230,7 @@ def _lineage(source: Table, snapshot_id: int, compiled: CompiledSql, unit: str |
                          columns=fields, indirect=indirect, exempt="dp")
 
 
+@storage_errors
 def dp_sql(
     catalog: Catalog,
     sql: str,

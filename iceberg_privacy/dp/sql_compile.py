@@ -59,6 +59,7 @@ from iceberg_privacy.dp.sql_where import (
 from iceberg_privacy.errors import (
     DpSqlRefusedError,
 )
+from iceberg_privacy.storage import storage_errors
 
 MAX_OUTPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -382,6 +383,7 @@ def policy_unit(policy: AccessPolicy) -> tuple[str | RowUnit | None, int]:
     return policy.privacy_unit, policy.max_rows_per_unit
 
 
+@storage_errors
 def compile_sql(catalog: Catalog, sql: str) -> CompiledSql:
     """Parse and validate DP SQL against its table and access policy; nothing is read, run or spent.
 

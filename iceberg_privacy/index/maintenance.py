@@ -628,6 +628,7 @@ def sidecar_status(table: TableRef, *, catalog: Catalog | None = None) -> Sideca
                          sum(f.file_size_in_bytes for f in live.values()), len(outside))
 
 
+@storage_errors
 def verify_sidecars(table: TableRef, *, catalog: Catalog | None = None) -> SidecarVerification:
     """Read every referenced sidecar completely, checking every CRC (a broken one only costs scans)."""
     table = load_table(catalog, table)

@@ -30,6 +30,7 @@ from iceberg_privacy.lineage.record import DIRECT, FieldRef
 from iceberg_privacy.properties import PURPOSE_PROPERTY as PURPOSE_KEY
 from iceberg_privacy.properties import PURPOSES_PROPERTY as PURPOSES_KEY
 from iceberg_privacy.properties import SENSITIVE_PREFIX
+from iceberg_privacy.storage import storage_errors
 
 
 def _split(raw: str | None) -> tuple[str, ...]:
@@ -58,6 +59,7 @@ class Annotations:
         return column in self.identity, tuple(self.categories.get(column, ()))
 
 
+@storage_errors
 def annotate(table: TableRef, *, sensitive: Mapping[str, Iterable[str]] | None = None,
              purposes: Iterable[str] | None = None, purpose: str | None = None, catalog: Catalog | None = None) -> Table:
     """Set sensitive categories per column, allowed purposes and the table's own purpose.

@@ -29,7 +29,7 @@ from pyiceberg.table import Table
 
 from iceberg_privacy._internal import compat
 from iceberg_privacy._internal.arguments import check_catalog, check_engine, check_flags
-from iceberg_privacy.catalog import all_tables, table_name
+from iceberg_privacy.catalog import all_tables, ensure_namespace_exists, table_name
 from iceberg_privacy.config import (
     IDENTITY_COLUMNS_KEY,
     bloom_columns,
@@ -245,9 +245,11 @@ def _run_spark(spark: Any, sql: str, tables: Mapping[str, Table], snapshots: Map
 
 
 def _new_table(catalog: Catalog, target: str, schema: pa.Schema) -> tuple[Table, bool]:
-    """(table, created): a concurrent derive may create it first."""
+    """(table, created): a concurrent derive may create it (and its namespace) first."""
     if "." in target:
-        catalog.create_namespace_if_not_exists(target.rsplit(".", 1)[0])
+        # not pyiceberg's create_namespace_if_not_exists: a SQL catalog answers the loser of a race for the namespace
+        # with the database's unique-constraint error, which that lets through
+        ensure_namespace_exists(catalog, target.rsplit(".", 1)[0])
     try:
         return catalog.create_table(target, schema=schema), True
     except TableAlreadyExistsError:

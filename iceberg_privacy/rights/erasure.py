@@ -72,13 +72,14 @@ from iceberg_privacy.rights.filework import Rewrite, load_candidate
 from iceberg_privacy.rights.filework import prefetch as _prefetch
 from iceberg_privacy.rights.journal import (
     ERASURE_STAGED,
+    PURGE_PLANNED,
     TABLE_ERASED,
     Journal,
     RequestState,
     check_not_renamed,
     erasure_snapshots,
 )
-from iceberg_privacy.rights.keyed import key_id
+from iceberg_privacy.rights.keyed import key_id, location_digest
 from iceberg_privacy.rights.linked import relink
 from iceberg_privacy.rights.reports import ErasureReport, RefHold, TableErasure
 from iceberg_privacy.rights.subjects import (
@@ -94,6 +95,7 @@ from iceberg_privacy.rights.subjects import (
     table_name,
     with_fanout,
 )
+from iceberg_privacy.storage import canonical
 from iceberg_privacy.write import finish_staged, stage_sidecar
 
 logger = logging.getLogger(__name__)
@@ -163,8 +165,10 @@ class _Staged:
     written: list[str] = field(default_factory=list)  # manifest lists written for it (cleanup)
 
 
-StagingHook = Callable[[int, str], None]
-"""Called with (snapshot id, commit uuid) of an erase commit before any of its metadata files is written."""
+StagingHook = Callable[[int, str, dict[str, str]], None]
+"""Called with (snapshot id, commit uuid, files it leaves behind) of an erase commit before any of its metadata files
+is written. The files (location -> kind) are the data files it replaces, the manifests of the head it is built on
+(their column bounds can hold a subject's id) and the table's manifest lists (partition summaries can too)."""
 
 
 def _stage(table: Table, batches: list[_Batch], columns: list[BloomColumn], props: dict[str, str],
@@ -174,13 +178,21 @@ def _stage(table: Table, batches: list[_Batch], columns: list[BloomColumn], prop
 
     Its manifests list the rewritten files as deleted entries, whose column bounds can hold a subject's
     id: ``on_stage`` records the snapshot id and commit uuid first (the journal does), so a purge after a
-    crash between staging and commit finds those files by name and deletes them.
+    crash between staging and commit finds those files by name and deletes them. It gets the replaced files'
+    locations too: once the commit lands they are garbage holding the subjects' rows, and another process's snapshot
+    expiry may remove every snapshot that names them before this request's purge reads the history.
     """
+    base = _head(table, branch)
+    parent = table.metadata.snapshot_by_id(base) if base is not None else None
+    base_manifests = {m.manifest_path for m in parent.manifests(table.io)} if parent else set()
     tx: Transaction = compat.without_commit_retries(table).transaction()
     commit_uuid = uuid.uuid4()
     producer = tx.update_snapshot(snapshot_properties=dict(props), branch=branch).overwrite(commit_uuid=commit_uuid)
     if on_stage is not None:
-        on_stage(compat.producer_snapshot_id(producer), str(commit_uuid))
+        left = {s.manifest_list: "manifest-list" for s in table.metadata.snapshots}
+        left.update(dict.fromkeys(sorted(base_manifests), "manifest"))
+        left.update({f.file_path: "data" for b in batches for f in b.originals})
+        on_stage(compat.producer_snapshot_id(producer), str(commit_uuid), left)
     checkpoint("erasure.staging")  # built on the head read just now; another process may move it from here on
     added = [f for b in batches for f in b.written.files]
     filters = [flt for b in batches for flt in b.written.filters]
@@ -195,10 +207,7 @@ def _stage(table: Table, batches: list[_Batch], columns: list[BloomColumn], prop
     updates, _ = compat.staged(tx)
     snap = next(u.snapshot for u in updates if isinstance(u, AddSnapshotUpdate))
     others = tuple(u for u in updates if not isinstance(u, (AddSnapshotUpdate, SetSnapshotRefUpdate)))
-    base = _head(table, branch)
-    parent = table.metadata.snapshot_by_id(base) if base is not None else None
-    return _Staged(snap, base, {m.manifest_path for m in parent.manifests(table.io)} if parent else set(), others,
-                   [snap.manifest_list])
+    return _Staged(snap, base, base_manifests, others, [snap.manifest_list])
 
 
 def _rebase(table: Table, st: _Staged, head: int) -> Snapshot:
@@ -312,6 +321,22 @@ def _still_live(table: Table, branch: str, base: int | None, originals: set[str]
     return True
 
 
+def _only_appends_since(table: Table, branch: str, base: int | None) -> bool:
+    """Did only appends land on the branch since ``base`` (the walk from its head reaches ``base`` through APPEND
+    snapshots)? Only then may a staged rewrite be re-parented by :func:`_rebase`, which keeps the manifests it was
+    staged with (the base's) and adds the ones the appends wrote: after any other commit (another erasure's
+    rewrite, a delete, a compaction) those manifests list files that commit removed, and re-parenting resurrected
+    them (rows of another request's subject back, other rows twice)."""
+    md = table.metadata
+    sid = _head(table, branch)
+    while sid is not None and sid != base:
+        snap = md.snapshot_by_id(sid)
+        if snap is None or snap.summary is None or snap.summary.operation != Operation.APPEND:
+            return False
+        sid = snap.parent_snapshot_id
+    return sid == base
+
+
 def _commit_rebasing(table: Table, pending: list[_Batch], columns: list[BloomColumn], props: dict[str, str], *,
                      branch: str, base: int | None, rep: TableErasure, policy: retry.RetryPolicy,
                      on_stage: StagingHook | None = None) -> int | None:
@@ -350,6 +375,12 @@ def _commit_rebasing(table: Table, pending: list[_Batch], columns: list[BloomCol
                         _unstage(table, st)
                         return None
                     head = _head(table, branch)
+                    if head != snapshot.parent_snapshot_id and not _only_appends_since(table, branch, st.base):
+                        # another rewrite landed (our files still live): stage the same batches again on the new
+                        # head, whose manifests pyiceberg's producer reads (no data is read or written again)
+                        logger.info("a commit other than an append landed on %s; staging the erasure again", rep.table)
+                        _unstage(table, st)
+                        return None
                     # Re-parent when the branch moved; re-number when only another branch's commits advanced
                     # the table's sequence number (a snapshot must be newer than every snapshot of the table).
                     if head is not None and (head != snapshot.parent_snapshot_id or _stale_sequence(table, snapshot)):
@@ -594,9 +625,19 @@ def _erase_one(catalog: Catalog, journal: Journal, req: RequestState, ts: TableS
     forget_listed = _forget(catalog, ts, req.request_id, secret)
     checkpoint("erasure.after_forget")
 
-    def staging(snapshot_id: int, commit_uuid: str, name: str = name) -> None:
-        journal.append([journal.event(req.request_id, ERASURE_STAGED, table=name, snapshot_id=snapshot_id,
-                                      detail={"commit_uuid": commit_uuid})])
+    def staging(snapshot_id: int, commit_uuid: str, left: dict[str, str], name: str = name) -> None:
+        # What the commit leaves behind is journaled for the purge with it (keyed hashes of the paths, which can
+        # hold an id): another process's snapshot expiry (a scheduled expire_snapshots, a second purge) may expire
+        # the erase commit's parent before this request's purge runs, and then no snapshot names those files.
+        # Unplanned, they were orphans younger than the orphan age, and the purge failed its verification until
+        # someone deleted them by hand. Files that stay live (a commit that never lands, manifests the new head
+        # keeps) are never deleted: the purge deletes a planned file only when no retained snapshot references it.
+        events = [journal.event(req.request_id, ERASURE_STAGED, table=name, snapshot_id=snapshot_id,
+                                detail={"commit_uuid": commit_uuid})]
+        if left:
+            events.append(journal.event(req.request_id, PURGE_PLANNED, table=name, detail={"file_digests": {
+                location_digest(secret, canonical(p)): kind for p, kind in left.items()}}))
+        journal.append(events)
 
     branches: dict[str, list[int]] = {}
     for hold in holds:
@@ -610,11 +651,13 @@ def _erase_one(catalog: Catalog, journal: Journal, req: RequestState, ts: TableS
     rep.tags = [h for h in holds if h.kind == "tag"]
     for h in rep.tags:
         logger.warning("request %s: %s", req.request_id, h)
-    # Totals over every commit of this request, including those of a run that crashed before its event.
+    # Totals over every commit of this request, including those of a run that crashed before its event. Another
+    # process's snapshot expiry may already have removed this run's own commits from the history: what this run
+    # counted as it committed is then the better lower bound (never report fewer rows than were removed).
     done = erasure_snapshots(ts.table, req.request_id)
-    rep.rows_removed = sum(r for _, r, _ in done)
-    rep.files_rewritten = sum(f for _, _, f in done)
-    rep.snapshot_ids = [s for s, _, _ in done]
+    rep.rows_removed = max(rep.rows_removed, sum(r for _, r, _ in done))
+    rep.files_rewritten = max(rep.files_rewritten, sum(f for _, _, f in done))
+    rep.snapshot_ids = [s for s, _, _ in done] + [s for s in rep.snapshot_ids if s not in {d[0] for d in done}]
     head = ts.table.metadata.current_snapshot_id
     journal.record(req.request_id, TABLE_ERASED, table=name,
                    snapshot_id=rep.snapshot_ids[-1] if rep.snapshot_ids else head,

@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -362,11 +362,13 @@ def _remove_staged_leftovers(table: Table, rows: list[dict[str, Any]], name: str
     return len(outcome.deleted) + len(outcome.already_gone), dict(outcome.failed)
 
 
-def _planned(table: Table, rows: list[dict[str, Any]], name: str, secret: bytes) -> dict[str, str]:
-    """Locations (full URIs) of the files earlier runs journaled as about to be orphaned.
+def _planned(table: Table, rows: list[dict[str, Any]], name: str, secret: bytes, known: Iterable[str] = ()
+             ) -> dict[str, str]:
+    """Locations (full URIs) of the files earlier runs, and the erase commits, journaled as about to be orphaned.
 
-    Events hold keyed hashes of the paths (``file_digests``): the files under the table location are
-    listed and hashed to find them again. Events of versions before 0.3 hold clear paths (``files``);
+    Events hold keyed hashes of the paths (``file_digests``): ``known`` locations (the files the erase commits
+    still in the history replaced) are hashed first; only when some digest is not among them are the files under
+    the table location listed and hashed to find the rest. Events of versions before 0.3 hold clear paths (``files``);
     entries written without their scheme ("bucket/key") are not locations and are never resolved
     against the working directory.
     """
@@ -378,6 +380,10 @@ def _planned(table: Table, rows: list[dict[str, Any]], name: str, secret: bytes)
         detail = json.loads(r["detail"] or "{}")
         out.update({p: k for p, k in detail.get("files", {}).items() if is_location(p)})
         wanted.update(detail.get("file_digests", {}))
+    for location in known:
+        kind = wanted.pop(location_digest(secret, canonical(location)), None)
+        if kind is not None:
+            out[location] = kind
     if wanted:
         for stored in list_roots(table)[0]:
             kind = wanted.get(location_digest(secret, canonical(stored.location)))
@@ -473,7 +479,7 @@ def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret:
                 # may have added one); without any, the head at erase time.
                 commits = erasure_snapshots(table, request_id)
                 rows = journal.rows(request_id)  # read once: the planned files and the staged erase commits
-                planned = _planned(table, rows, name, secret)
+                planned = _planned(table, rows, name, secret, _rewritten_originals(table, [c[0] for c in commits]))
 
                 def plan(files: dict[str, str]) -> None:
                     digested = {location_digest(secret, canonical(p)): k for p, k in files.items()}

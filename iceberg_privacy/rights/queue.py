@@ -48,6 +48,7 @@ from iceberg_privacy._internal.arguments import check_catalog, check_engine, che
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import (
     TableRef,
+    existing_tables,
     table_name,
 )
 from iceberg_privacy.errors import (
@@ -405,7 +406,7 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
             report.skipped[req.request_id] = "access request: pass out= (CLI --out) to export it"
             continue
         try:
-            tables = [catalog.load_table(n) for n in req.tables if catalog.table_exists(n)]
+            tables = existing_tables(catalog, list(req.tables))
             resolved = resolve_subjects(tables, values_of(req.request_id), secret, strict=False)
             rep = export_subjects(catalog, req, resolved, secret, journal=journal,
                                   out=child(out, export_folder(req.request_id)), format=format, spark=spark)

@@ -21,7 +21,7 @@ from pyiceberg.catalog import Catalog
 
 from iceberg_privacy._internal.arguments import check_catalog, check_engine, check_flags
 from iceberg_privacy._internal.faults import checkpoint
-from iceberg_privacy.catalog import TableRef
+from iceberg_privacy.catalog import TableRef, existing_tables
 from iceberg_privacy.errors import (
     ConfigurationError,
     InvalidLookupValueError,
@@ -119,7 +119,7 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
     rid = request_id or new_request_id()
     existing = journal.find(rid)
     if existing is not None and not tables:
-        targets = [catalog.load_table(n) for n in existing.tables if catalog.table_exists(n)]
+        targets = existing_tables(catalog, list(existing.tables))
     else:
         targets = subject_tables(catalog, tables)
     refuse_equality_deletes(targets)
@@ -153,7 +153,7 @@ def _submit_values(catalog: Catalog, kind: str, targets: list[Any], own: list[An
         for w in fan.warnings:
             logger.warning("erasure fan-out: %s", w)
         known = {table_name(t) for t in targets}
-        targets = targets + [catalog.load_table(n) for n in fan.tables if n not in known and catalog.table_exists(n)]
+        targets = targets + existing_tables(catalog, [n for n in fan.tables if n not in known])
     resolved = resolve_subjects(targets, values, secret)
     if fan is not None:
         resolved = with_fanout(resolved, values, secret, fan)

@@ -21,6 +21,7 @@ the journal, which never stores clear-text ids.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,10 +36,12 @@ from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 
+from iceberg_privacy._internal import retry
 from iceberg_privacy._internal.arrow import plain_type
 from iceberg_privacy.catalog import TableRef, all_tables, has_marker, load_many, table_name, what_exists
 from iceberg_privacy.config import IdentityColumn, identity_columns
 from iceberg_privacy.errors import (
+    CommitConflictError,
     ConfigurationError,
     IcebergPrivacyError,
     InvalidLookupValueError,
@@ -79,9 +82,21 @@ def refuse_equality_deletes(tables: Sequence[Table]) -> None:
     """Refuse (before anything is read or recorded) a request over a table whose head or a ref's head has an
     equality delete file: pyiceberg 0.12 cannot apply one, so the table's rows cannot be read exactly (its scan
     raises a bare ``ValueError`` half-way through the request), and such a file holds identity values in clear."""
+    for table in tables:
+        # another process's purge may expire and delete the head this table was loaded at meanwhile: a lost race,
+        # read again from the new head (it was a StorageError that blocked the request, advising to fix storage)
+        retry.run(functools.partial(_refuse_one, table), exhausted=functools.partial(_refuse_lost, table_name(table)))
+
+
+def _refuse_lost(name: str, tries: int, last: BaseException) -> Exception:
+    return CommitConflictError(f"reading the delete files of {name} lost to concurrent purges {tries} times ({last}); "
+                               "run the request again")
+
+
+def _refuse_one(table: Table) -> None:
     from pyiceberg.manifest import DataFileContent, ManifestContent
 
-    for table in tables:
+    with retry.vanished_is_conflict(table):
         md = table.metadata
         heads = {r.snapshot_id for r in md.refs.values()} | {md.current_snapshot_id}
         seen: set[str] = set()

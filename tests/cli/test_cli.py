@@ -102,3 +102,67 @@ def test_ingest_demo_never_replaces_a_table_it_did_not_create(home, capsys) -> N
     again = catalog.load_table("sales.orders")
     assert again.current_snapshot() is not None and first is not None
     assert again.metadata.table_uuid != replaced.metadata.table_uuid
+
+
+def test_two_ingests_creating_one_new_table_at_once_both_land(home, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Regression: `ingest --create` into a new table checked-then-created its namespace (pyiceberg's
+    create_namespace_if_not_exists, which a SQL catalog answers with its unique-constraint error when another
+    process inserts in between) and its table (TableAlreadyExistsError), so the second of two ingests started at
+    once failed. It uses what the other created and appends. The other ingest is a real second catalog on the same
+    home, replayed right after our namespace check."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    import iceberg_privacy as ip
+
+    data = pa.table({"uid": ["a", "b", "c"], "n": pa.array([1, 2, 3], pa.int64())})
+    src = tmp_path / "in.parquet"
+    pq.write_table(data, src)
+    theirs = ip.connect(home=home)
+    real_exists = SqlCatalog.namespace_exists
+    raced: list[bool] = []
+
+    def exists_then_lose(self, namespace):  # type: ignore[no-untyped-def]
+        found = real_exists(self, namespace)
+        if self is not theirs and not found and not raced:
+            raced.append(True)  # the other ingest creates the namespace and the table, and lands its rows
+            theirs.create_namespace(namespace)
+            ip.append(theirs.create_table("land.t", schema=data.schema), data)
+        return found
+
+    monkeypatch.setattr(SqlCatalog, "namespace_exists", exists_then_lose)
+    assert main(["--home", home, "-q", "ingest", "land.t", str(src), "--create"]) == 0
+    assert raced and ip.connect(home=home).load_table("land.t").scan().to_arrow().num_rows == 6
+
+
+def test_a_failed_ingest_create_does_not_drop_a_table_another_process_wrote_to(home, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A failed `ingest --create` drops the table it created (running it again behaves the same), but not once
+    another process has written rows into it meanwhile (a second ingest that found it created): those rows are
+    theirs. The other writer is a real second catalog; our append then fails before its commit."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import iceberg_privacy as ip
+    from iceberg_privacy._internal import faults
+
+    data = pa.table({"uid": ["a", "b"], "n": pa.array([1, 2], pa.int64())})
+    src = tmp_path / "in.parquet"
+    pq.write_table(data, src)
+    theirs = ip.connect(home=home)
+
+    inside: list[bool] = []
+
+    def other_writer_then_fail(_: str) -> None:
+        if inside:  # the other writer's own commit
+            return
+        inside.append(True)
+        ip.append("land.t", data, catalog=theirs)
+        raise OSError("disk full")
+
+    with faults.injected("write.before_commit", other_writer_then_fail):
+        assert main(["--home", home, "-q", "ingest", "land.t", str(src), "--create"]) == 2
+    assert ip.connect(home=home).load_table("land.t").scan().to_arrow().num_rows == 2  # theirs, kept
+    with faults.injected("write.before_commit", lambda _: (_ for _ in ()).throw(OSError("disk full"))):
+        assert main(["--home", home, "-q", "ingest", "land.u", str(src), "--create"]) == 2
+    assert not ip.connect(home=home).table_exists("land.u")  # nobody else wrote: nothing left behind

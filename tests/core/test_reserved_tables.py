@@ -149,3 +149,32 @@ def test_namespace_created_concurrently_between_check_and_insert_is_not_an_error
     ensure_namespace_exists(ours, "ops")  # already there: nothing to do
     with pytest.raises(Exception, match="(?i)empty|invalid|namespace"):
         ensure_namespace_exists(ours, ())  # a real failure (no namespace exists afterwards) still raises
+
+
+def test_the_loser_of_a_create_race_leaves_no_metadata_file_that_stops_the_orphan_sweep(tmp_path) -> None:
+    """Regression (four processes' first erasures at once): pyiceberg writes a new table's first metadata.json, then
+    inserts the catalog row; the loser's file stayed in the winner's metadata folder with another table-uuid, and
+    every later orphan sweep of that library table (the journal's, the queue's upkeep) took it for another table
+    sharing the location and deleted nothing, for good. Replayed with a second real catalog creating the table
+    between our failed load and our create."""
+    import iceberg_privacy as ip
+    from iceberg_privacy.storage import list_files
+
+    home = tmp_path / "home"
+    ours, theirs = ip.connect(home=home), ip.connect(home=home)
+    real_create = ours.create_table
+    raced: list[bool] = []
+
+    def create_after_theirs(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not raced:
+            raced.append(True)
+            _load(theirs, create=True)  # the other process wins
+        return real_create(*args, **kwargs)
+
+    ours.create_table = create_after_theirs  # type: ignore[method-assign]
+    table = _load(ours, create=True)
+    assert raced and table.metadata.table_uuid == theirs.load_table(IDENT).metadata.table_uuid
+    files = [f.location for f in list_files(table.io, table.location() + "/metadata")]
+    assert [f for f in files if f.endswith(".metadata.json")] == [table.metadata_location]
+    report = ip.cleanup_orphans(IDENT, catalog=ours)
+    assert not report.shared_with, report

@@ -150,3 +150,54 @@ def test_a_read_only_sql_catalog_is_an_error_at_once_not_a_conflict(tmp_path: Pa
     assert cat.load_table("db.t").scan().to_arrow()["n"].to_pylist() == [1]
     assert retry.is_conflict(OperationalError("commit", {}, Exception("database is locked")))
     assert not retry.is_conflict(OperationalError("commit", {}, Exception("attempt to write a readonly database")))
+
+
+def test_a_catalog_database_locked_past_its_wait_is_a_catalog_error_and_the_next_call_works(tmp_path: Path) -> None:
+    """Regression (two processes on one embedded catalog): a plain catalog read (the table load every verb starts
+    with) that waited out SQLite's busy timeout while another process held the database's lock escaped as
+    sqlalchemy's raw ``OperationalError: database is locked`` (the DP budget verbs, lookup, append, configure_*,
+    verify_sidecars), not an IcebergPrivacyError. It is a CatalogError saying the step changed nothing and to run it
+    again; once the lock is released the same calls succeed. The competitor is a real second connection holding
+    an exclusive transaction; ``?timeout=0.1`` shortens the wait the driver would otherwise spend (5 s)."""
+    import sqlite3
+
+    import pyarrow as pa
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import LongType, NestedField, StringType
+
+    from iceberg_privacy.cli.main import error_type
+
+    cat = ip.connect(home=tmp_path)
+    cat.create_namespace("db")
+    cat.create_table("db.t", Schema(NestedField(1, "uid", StringType(), required=False),
+                                    NestedField(2, "n", LongType(), required=False)))
+    ip.configure_bloom("db.t", ["uid"], catalog=cat)
+    data = pa.table({"uid": pa.array(["a"]), "n": pa.array([1], pa.int64())})
+    ip.append("db.t", data, catalog=cat)
+    ip.set_budget("db.t", ip.PureDP(1), catalog=cat)
+    busy = ip.connect("default", uri=f"sqlite:///{tmp_path / 'catalog.db'}?timeout=0.1",
+                      warehouse=cat.properties["warehouse"])
+    verbs = {
+        "lookup": lambda: ip.lookup("db.t", "uid", "a", catalog=busy),
+        "append": lambda: ip.append("db.t", data, catalog=busy),
+        "get_budget": lambda: ip.get_budget("db.t", catalog=busy),
+        "set_budget": lambda: ip.set_budget("db.t", ip.PureDP(2), catalog=busy),
+        "configure_bloom": lambda: ip.configure_bloom("db.t", ["uid"], catalog=busy),
+        "verify_sidecars": lambda: ip.verify_sidecars("db.t", catalog=busy),
+    }
+    holder = sqlite3.connect(tmp_path / "catalog.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process in the middle of a write
+    try:
+        for name, call in verbs.items():
+            with pytest.raises(ip.CatalogError, match="database is busy.*changed nothing.*again") as caught:
+                call()
+            assert "locked" in str(caught.value), name
+            assert error_type(caught.value) == "CatalogError"
+        assert error_type(OperationalError("SELECT", {}, Exception("database is locked"))) == "CatalogError"  # the CLI
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    for call in verbs.values():
+        call()
+    assert ip.get_budget("db.t", catalog=cat).cap == ip.PureDP(2)
+    assert cat.load_table("db.t").scan().to_arrow().num_rows == 2

@@ -315,6 +315,34 @@ def test_failure_after_evaluation_started_keeps_the_spend(catalog: SqlCatalog, p
     assert not rel.memoized and _spent(catalog) == PureDP(0.5)
 
 
+def test_a_release_whose_output_another_release_created_meanwhile_replaces_it(catalog: SqlCatalog, pv_table: Any,
+                                                                            spark: Any, tmp_path: Path) -> None:
+    """Regression (two processes asking the same question at once, neither memoized yet): both write the same output
+    table; the one whose create lost (checked that it did not exist, then the other created it) failed with
+    pyiceberg's CommitFailedException('Table already exists') as a ReleaseFailedError, its budget spent and nothing
+    released. It replaces the other's output instead. The competitor is a real release through a second catalog,
+    started exactly between our existence check and our create."""
+    set_namespace_budget(catalog, "db", PureDP(1))
+    theirs = make_catalog(tmp_path)
+    real_exists = catalog.table_exists
+    armed: list[str] = []
+    raced: list[Any] = []
+
+    def exists_then_lose(identifier: Any) -> bool:
+        found = real_exists(identifier)
+        if armed and not found and not raced and tuple(identifier) == ("db", "failed_out"):
+            raced.append(_ask(theirs, spark))  # the other release writes the output first
+        return found
+
+    catalog.table_exists = exists_then_lose  # type: ignore[method-assign]
+    with faults.injected("dp.after_evaluate", armed.append):  # from here on our release writes its output
+        rel = _ask(catalog, spark)
+    assert raced and not rel.memoized and rel.release_id != raced[0].release_id
+    assert read_provenance(catalog.load_table("db.failed_out")) == rel.provenance  # ours replaced theirs
+    assert _spent(catalog) == PureDP(0.5)
+    assert sorted(r.status for r in releases(catalog)) == ["released", "released"]
+
+
 def test_a_running_release_refreshes_its_heartbeat(catalog: SqlCatalog, pv_table: Any, spark: Any,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from iceberg_privacy.dp import reservation as reservations_module

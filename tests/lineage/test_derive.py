@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -273,3 +275,23 @@ def test_mixed_case_source_names_resolve(catalog: Catalog, ref: str) -> None:
     make(catalog, "Sales.ORDERS", USERS, ["id"])  # now two tables fold to one name: refused, clearly
     with pytest.raises(MissingSourceError, match="letter cases"):
         ip.derive(catalog, f"SELECT id FROM {ref}", "mart.seg2")
+
+
+def test_a_derive_whose_namespace_another_process_creates_meanwhile_writes(lake: Catalog, tmp_path: Path) -> None:
+    """Regression: derive() created a missing target namespace with pyiceberg's create_namespace_if_not_exists; a
+    SQL catalog answers the loser of a race for it with the database's unique-constraint error (sqlalchemy's
+    IntegrityError), which that lets through. Replayed with a second real catalog creating it after our check."""
+    theirs = ip.connect(home=tmp_path / "home")
+    real_exists = lake.namespace_exists
+    raced: list[bool] = []
+
+    def exists_then_lose(namespace: Any) -> bool:
+        found = real_exists(namespace)
+        if not found and not raced:
+            raced.append(True)
+            theirs.create_namespace(namespace)
+        return found
+
+    lake.namespace_exists = exists_then_lose  # type: ignore[method-assign]
+    ip.derive(lake, "SELECT user_id, amount FROM db.events", "fresh.copy")
+    assert raced and lake.load_table("fresh.copy").scan().to_arrow().num_rows == EVENTS.num_rows

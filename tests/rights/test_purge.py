@@ -11,6 +11,7 @@ import pytest
 from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
+from iceberg_privacy._internal import faults
 from iceberg_privacy.errors import ConfigurationError, RequestConflictError, VerificationFailedError
 from iceberg_privacy.index.maintenance import live_data_files
 from iceberg_privacy.index.registry import sidecar_refs
@@ -125,3 +126,25 @@ def test_an_erasure_of_the_last_rows_after_an_earlier_purge_completes(catalog: C
     assert not list(Path(local_path(table.location())).rglob("*.privacy-sidecar.stats"))
     ip.append(table, rows(["c"], 10))
     assert ip.lookup(catalog.load_table("db.last"), "user_id", "c").num_rows == 1  # the index works on
+
+
+def test_a_request_whose_table_head_another_purge_removed_meanwhile_is_not_blocked(tmp_path: Path) -> None:
+    """Regression (four processes erasing with purge at once): a request's tables are loaded, then checked for
+    equality delete files by reading their heads' manifests; another process's purge had expired and deleted that
+    head meanwhile, and the FileNotFoundError blocked the request as a StorageError ("fix the storage ..."). It is
+    a lost race, read again from the new head. Replayed with a second real catalog purging right then."""
+    home = tmp_path / "home"
+    ours, theirs = ip.connect(home=home), ip.connect(home=home)
+    ours.create_namespace("db")
+    make_table(ours, "db.t", [["u1", "keep1"], ["u2", "keep2"]])
+    raced: list[bool] = []
+
+    def other_purge(_: str) -> None:
+        if not raced:
+            raced.append(True)
+            ip.erase(theirs, ["u2"], request_id="theirs", purge=True, home=home)
+
+    with faults.injected("erasure.after_link", other_purge):
+        ip.erase(ours, ["u1"], request_id="ours", purge=True, home=home)
+    assert raced and Journal(ours).get("ours").status == "completed"
+    assert sorted(r["user_id"] for r in all_rows(ours.load_table("db.t"))) == ["keep1", "keep2"]

@@ -6,8 +6,10 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -147,6 +149,48 @@ def test_access_requests_are_exported_per_request(catalog: Catalog, tmp_path: Pa
     assert pq.read_table(tmp_path / "out" / "a1" / "db.t.parquet").num_rows == 2
     assert pq.read_table(tmp_path / "out" / "a2" / "db.t.parquet").num_rows == 3
     assert Journal(catalog).get("a2").status == "completed"
+
+
+def test_a_table_dropped_while_a_pass_loads_an_access_requests_tables_is_left_out(catalog: Catalog, tmp_path: Path
+                                                                                  ) -> None:
+    """Regression: the pass loaded a request's tables as ``load_table(n) for n in tables if table_exists(n)``; a table
+    another process dropped between the check and the load raised pyiceberg's raw NoSuchTableError out of
+    run_pending (every other request of the pass with it). The tables are loaded through the pooled loader, which
+    leaves out a table only when the catalog's listing confirms the drop. The drop is replayed with a second real
+    catalog between the check and the load."""
+    home = Path(catalog.properties["uri"].removeprefix("sqlite:///")).parent
+    theirs = ip.connect(home=home)
+    make_table(catalog, "db.t", _batches())
+    make_table(catalog, "db.gone", _batches())
+    ip.enqueue(catalog, "access", ["victim-alpha"], request_id="a1")
+    real_load, real_exists = catalog.load_table, catalog.table_exists
+    checked: list[bool] = []
+    dropped: list[bool] = []
+
+    def is_gone(identifier: Any) -> bool:
+        return ".".join(identifier if isinstance(identifier, tuple) else [identifier]) == "db.gone"
+
+    def exists(identifier: Any) -> bool:  # the old way of deciding that the table is there
+        found = real_exists(identifier)
+        checked.append(found and is_gone(identifier))
+        return found
+
+    def dropped_before_the_load(identifier: Any) -> Any:
+        # after the pass decided the table is there (its existence check, or the pooled loader's own load)
+        decided = any(checked) or threading.current_thread().name.startswith("ip-load")
+        if decided and not dropped and is_gone(identifier):
+            dropped.append(True)
+            theirs.drop_table("db.gone")
+        return real_load(identifier)
+
+    catalog.load_table, catalog.table_exists = dropped_before_the_load, exists  # type: ignore[method-assign]
+    report = ip.run_pending(catalog, out=tmp_path / "out")
+    catalog.load_table, catalog.table_exists = real_load, real_exists  # type: ignore[method-assign]
+    assert dropped
+    assert report.completed == ["a1"] and not catalog.table_exists("db.gone")
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "out" / "a1" / "db.t.parquet").num_rows == 2
 
 
 STAGES = ["queue.after_claim", "queue.after_batch", "erasure.after_forget", "erasure.before_commit",

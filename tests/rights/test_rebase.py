@@ -122,3 +122,26 @@ def test_history_purged_under_a_staging_erasure_is_a_lost_race(catalog: Catalog,
     assert report.tables["db.t"].rows_removed == 2
     assert sorted(r["user_id"] for r in all_rows(table)) == ["a1", "a2", "a3", "late"]
     assert ip.lookup(table, "user_id", "victim").num_rows == 0
+
+
+def test_a_lost_erase_commit_is_not_rebased_over_another_erasures_rewrite(catalog: Catalog) -> None:
+    """Regression (four processes erasing different subjects of one table at once: rows came back, some twice,
+    and every request reported success). A lost erase commit was re-parented onto the new head whenever the
+    files it replaces were still live there, keeping the manifests it had been staged with; when the commit in
+    between was another erasure's rewrite of another file (not an append), those manifests still listed that
+    file, so it came back next to its rewrite: the other request's subject resurrected, its other rows twice.
+    It is staged again on the new head instead. Replayed with a second real catalog erasing right before our
+    first commit attempt."""
+    make_table(catalog, "db.t", [["u1", "keep1"], ["u2", "keep2"]])
+    theirs = ip.connect(home=_home(catalog))
+    raced: list[bool] = []
+
+    def other_erasure(_: str) -> None:
+        if not raced:
+            raced.append(True)
+            ip.erase(theirs, ["u2"], request_id="theirs")  # rewrites the other file and lands first
+
+    with faults.injected("erasure.before_commit", other_erasure):
+        report = ip.erase(catalog, ["u1"], request_id="ours")
+    assert raced and report.tables["db.t"].rows_removed == 1
+    assert sorted(r["user_id"] for r in all_rows(catalog.load_table("db.t"))) == ["keep1", "keep2"]
