@@ -31,7 +31,12 @@ from typing import Any, Literal
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NoSuchNamespaceError,
+    NoSuchTableError,
+    TableAlreadyExistsError,
+)
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
@@ -408,8 +413,11 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None, memo_log
         if memo is not None:
             return memo
 
-    if catalog.table_exists(out_id):
+    try:  # one load, not exists-then-load: a table dropped in between is simply not there
         existing = catalog.load_table(out_id)
+    except (NoSuchTableError, NoSuchNamespaceError):
+        existing = None
+    if existing is not None:
         if existing.properties.get(RELEASE_MARKER) != "1":
             raise ConfigurationError(
                 f"output {out_name} exists and is not a DP release table; choose another name."
@@ -668,8 +676,11 @@ def _write_output(catalog: Catalog, out_id: tuple[str, ...], arrow: pa.Table, pr
     ensure_namespace_exists(catalog, out_id[:-1])
 
     def step() -> None:
-        if catalog.table_exists(out_id):
+        try:  # one load, not exists-then-load: a table dropped in between is created anew
             table = catalog.load_table(out_id)
+        except (NoSuchTableError, NoSuchNamespaceError):
+            table = None
+        if table is not None:
             with table.transaction() as tx:  # one commit: drop the previous release, add this one
                 tx.delete(delete_filter=AlwaysTrue())  # no provenance on the delete snapshot: it holds no release
                 tx.append(arrow, snapshot_properties=props)

@@ -364,17 +364,16 @@ def _lineage(source: Table, snapshot_id: int, columns: list[str], unit: str | No
 
 
 def _check_output(catalog: Catalog, out_id: tuple[str, ...], schema: pa.Schema) -> None:
-    from pyiceberg.exceptions import BadRequestError
+    from pyiceberg.exceptions import BadRequestError, NoSuchNamespaceError, NoSuchTableError
 
-    try:
-        exists = catalog.table_exists(out_id)
+    try:  # one load, not exists-then-load: a table dropped in between is simply not there
+        existing = catalog.load_table(out_id)
+    except (NoSuchTableError, NoSuchNamespaceError):
+        return
     except (BadRequestError, ValueError) as exc:  # a REST catalog refuses names (SeaweedFS: a-z, 0-9, _ and -)
         raise ConfigurationError(
             f"the catalog refuses the output name {'.'.join(out_id)!r} ({exc}); choose a name it accepts (lower-case "
             "letters, digits and underscores are safe everywhere). Nothing was read or spent.") from None
-    if not exists:
-        return
-    existing = catalog.load_table(out_id)
     name = ".".join(out_id)
     if not is_synthetic(existing):
         raise ConfigurationError(

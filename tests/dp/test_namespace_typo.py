@@ -86,3 +86,44 @@ def test_read_verbs_refuse_a_table_name_nobody_uses_and_name_the_close_ones(tmp_
     with pytest.raises(ip.NoIdentityColumnsError, match="'db.pageview' does not exist in the catalog; namespace 'db' "
                                                         "holds: pageviews"):
         ip.erase(catalog, ["ann"], ["db.pageview"])
+
+
+def test_an_output_table_dropped_between_the_check_and_the_load_is_simply_absent(tmp_path: Path) -> None:
+    """Regression (found by the race pass): a release's and a synthesis's output checks asked ``table_exists`` and
+    then loaded the table; another process dropping it in between gave pyiceberg's raw ``NoSuchTableError`` (and in
+    ``_write_output``, a failed release after its noise was drawn). They now load once: a dropped output is absent,
+    and the release output is created anew. The drop is replayed between the two calls with a second catalog."""
+    import pyarrow as pa
+
+    from iceberg_privacy.dp.release import _write_output
+    from iceberg_privacy.dp.synth import _check_output
+
+    catalog, other = make_catalog(tmp_path), make_catalog(tmp_path)
+    catalog.create_namespace("db")
+    schema = pa.schema([("country", pa.string()), ("n", pa.int64())])
+    real_load, real_exists = catalog.load_table, catalog.table_exists
+    dropped: list[str] = []
+    asking: list[bool] = []
+
+    def exists(identifier):  # type: ignore[no-untyped-def]
+        asking.append(True)  # SqlCatalog.table_exists loads the table itself: no drop inside the check
+        try:
+            return real_exists(identifier)
+        finally:
+            asking.pop()
+
+    def dropped_just_before_the_load(identifier):  # type: ignore[no-untyped-def]
+        name = ".".join(identifier)
+        if not asking and name not in dropped and other.table_exists(identifier):
+            dropped.append(name)
+            other.drop_table(identifier)  # another process drops it after any check, before our load
+        return real_load(identifier)
+
+    catalog.create_table("db.synth_out", schema)
+    catalog.create_table("db.rel_out", schema, properties={"privacy.dp.release": "1"})
+    catalog.load_table = dropped_just_before_the_load  # type: ignore[method-assign]
+    catalog.table_exists = exists  # type: ignore[method-assign]
+    _check_output(catalog, ("db", "synth_out"), schema)  # absent now: nothing to refuse
+    rows = pa.table({"country": ["a"], "n": pa.array([1], pa.int64())})
+    out = _write_output(catalog, ("db", "rel_out"), rows, {"note": "x"})
+    assert out.scan().to_arrow().to_pylist() == [{"country": "a", "n": 1}]
