@@ -9,6 +9,7 @@ Both are refused before anything is read, journaled or written.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pyiceberg.catalog import Catalog
@@ -23,6 +24,11 @@ def _shown(value: Any) -> str:
         return f"the Table {'.'.join(value.name())}"
     text = repr(value)
     return f"{text[:80]}{'...' if len(text) > 80 else ''} ({type(value).__name__})"
+
+
+LIBRARY_FILES = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,)
+"""The package's own files: a deprecation warning skips their frames (``warnings.warn(..., skip_file_prefixes=)``)
+so it names the caller's line however many wrappers (``storage_errors``, argument checks) lie in between."""
 
 
 def check_catalog(catalog: Any, verb: str | None = None) -> Catalog:

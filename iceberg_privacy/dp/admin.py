@@ -17,6 +17,7 @@ from typing import Any
 
 from pyiceberg.catalog import Catalog
 
+from iceberg_privacy._internal.arguments import LIBRARY_FILES
 from iceberg_privacy.catalog import TableRef
 from iceberg_privacy.dp._refs import (
     catalog_first,
@@ -124,7 +125,7 @@ def _accepts_catalog_first[F: Callable[..., Any]](legacy: Callable[..., BudgetSt
                 new = f"{name}({table}{', cap' if name == 'set_budget' else ''}, catalog=catalog)"
             old = f"{name}(catalog{', cap' if name == 'set_budget' else ''}, table=...|namespace=...)"
             warnings.warn(f"{old} is deprecated and is removed in the next release: call {new}",
-                          DeprecationWarning, stacklevel=2)
+                          DeprecationWarning, stacklevel=2, skip_file_prefixes=LIBRARY_FILES)
             return legacy(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -25,6 +25,7 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
+from iceberg_privacy._internal.arguments import LIBRARY_FILES
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.errors import (
     ConfigurationError,
@@ -163,7 +164,8 @@ def resolve_privacy_unit(privacy_unit: Any, source: Table) -> str | None:
     if privacy_unit is None:
         warnings.warn(
             "privacy_unit=None is deprecated and is removed in the next release: pass privacy_unit=ROWS "
-            "(iceberg_privacy.ROWS) to protect single rows", DeprecationWarning, stacklevel=5)  # the caller of dp_histogram
+            "(iceberg_privacy.ROWS) to protect single rows", DeprecationWarning, stacklevel=2,
+            skip_file_prefixes=LIBRARY_FILES)  # the caller of dp_histogram
         return None
     if privacy_unit is ROWS:
         return None

@@ -42,6 +42,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from iceberg_privacy._internal import compat, retry
+from iceberg_privacy._internal.arguments import LIBRARY_FILES
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, ensure_namespace_exists, load_table
 from iceberg_privacy.config import current_principal
@@ -166,7 +167,8 @@ def _accepts_catalog_first[F: Callable[..., Any]](fn: F) -> F:
             table = show(args[1] if len(args) > 1 else kwargs.get("table", "table"))
             warnings.warn(
                 f"dp_histogram(catalog, table, by, ...) is deprecated and is removed in the next release: call "
-                f"dp_histogram({table}, by, ..., catalog=catalog)", DeprecationWarning, stacklevel=2)
+                f"dp_histogram({table}, by, ..., catalog=catalog)", DeprecationWarning, stacklevel=2,
+                skip_file_prefixes=LIBRARY_FILES)
             kwargs["catalog"] = args[0]
             args = args[1:]
         return fn(*args, **kwargs)

@@ -18,7 +18,7 @@ from iceberg_privacy.errors import SparkJobError
 from iceberg_privacy.index.registry import resolve_coverage
 from iceberg_privacy.rights import access as access_mod
 from iceberg_privacy.rights import erasure as erasure_mod
-from iceberg_privacy.rights import purge as purge_mod
+from iceberg_privacy.rights import purge_verify as purge_verify_mod
 from iceberg_privacy.rights.journal import Journal
 from iceberg_privacy.rights.keyed import SECRET_ENV, load_secret
 from iceberg_privacy.rights.purge import verify_table
@@ -60,7 +60,7 @@ def _no_local(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(erasure_mod, "_rewrite", boom)
     monkeypatch.setattr(access_mod, "_rows", boom)
-    monkeypatch.setattr(purge_mod, "_scan_here", boom)
+    monkeypatch.setattr(purge_verify_mod, "_scan_here", boom)
 
 
 def test_spark_workers_import_this_checkout(spark: Any) -> None:

@@ -17,6 +17,7 @@ import pytest
 from pyiceberg.catalog import Catalog, load_catalog
 
 import iceberg_privacy as ip
+from tests.helpers import SECRET
 
 from .fault_proxy import FaultProxy
 
@@ -140,7 +141,7 @@ def test_a_catalog_built_with_pyiceberg_itself_is_bounded_too(seaweedfs: Any, pr
     point now bounds the catalog it is given (its ``rest.client.*-timeout-ms`` properties, else the defaults)."""
     import time
 
-    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", "s" * 32)
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", SECRET)  # the suite's one secret: the REST catalog's library tables are shared
     catalog = load_catalog("own", **{**seaweedfs.rest_catalog_properties(), "uri": proxy.url,
                                      "rest.client.socket-timeout-ms": "1500"})
     _table(catalog, lake_ns)
@@ -164,7 +165,7 @@ def test_catalog_error_answers_are_catalog_errors_that_say_what_happened(seaweed
     from iceberg_privacy.cli.main import main
     from iceberg_privacy.rights.keyed import SECRET_ENV
 
-    monkeypatch.setenv(SECRET_ENV, "catalog-fault-test-secret-0123456789")
+    monkeypatch.setenv(SECRET_ENV, SECRET)  # the suite's one secret: the REST catalog's library tables are shared
     catalog = _catalog(seaweedfs, proxy)
     _table(catalog, lake_ns)
     for status, says in (("500", "catalog service failed"), ("503", "catalog service failed"),
@@ -216,7 +217,7 @@ def test_a_404_during_an_erasure_for_a_table_still_listed_is_a_catalog_error(sea
     from iceberg_privacy._internal.faults import injected
     from iceberg_privacy.rights.journal import Journal
 
-    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", "s" * 32)
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", SECRET)  # the suite's one secret: the REST catalog's library tables are shared
     catalog = _catalog(seaweedfs, proxy)
     ip.configure_identity(_table(catalog, lake_ns), ["user_id"])
 

@@ -24,13 +24,14 @@ from iceberg_privacy._internal import faults
 from iceberg_privacy.rights.keyed import SECRET_ENV
 from iceberg_privacy.storage import list_files
 from iceberg_privacy.testing.seaweedfs import start_seaweedfs
+from tests.helpers import SECRET
 
 pytestmark = pytest.mark.s3
 
 
 @pytest.fixture(autouse=True)
 def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, "s3-fault-test-secret-0123456789")
+    monkeypatch.setenv(SECRET_ENV, SECRET)  # the suite's one secret: the REST catalog's library tables are shared
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from pyiceberg.io.pyarrow import PyArrowFileIO
 import iceberg_privacy as ip
 from iceberg_privacy.rights.keyed import SECRET_ENV
 from iceberg_privacy.storage import canonical, child, delete_files, is_local, list_files, write_location
+from tests.helpers import SECRET
 
 segment = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_=.", min_size=1, max_size=12).filter(
     lambda s: s not in (".", ".."))
@@ -69,7 +70,7 @@ def test_local_listing_and_exports(tmp_path: Path) -> None:
 @pytest.mark.s3
 def test_s3a_warehouse_end_to_end(seaweedfs: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """s3a:// locations (Hadoop's spelling, common in Glue/Hive catalogs) work like s3:// everywhere."""
-    monkeypatch.setenv(SECRET_ENV, "s3a-test-secret-0123456789abcdef")
+    monkeypatch.setenv(SECRET_ENV, SECRET)  # the suite's one secret: the REST catalog's library tables are shared
     props = seaweedfs.sql_catalog_properties(f"sqlite:///{tmp_path / 'c.db'}", prefix="s3a-test")
     props["warehouse"] = props["warehouse"].replace("s3://", "s3a://")
     cat = load_catalog("s3a", **props)
@@ -159,7 +160,7 @@ def test_a_table_whose_location_pyiceberg_cuts_is_refused_before_anything_is_wri
     file, manifest and sidecar was written to the one object `.../a`, each overwriting the last (a table named
     'a#b' in a SQL catalog gets that location; Spark or Java create such tables without trouble). The verbs now
     refuse the table; nothing is written."""
-    monkeypatch.setenv(SECRET_ENV, "storage-layer-test-secret-0123456789")
+    monkeypatch.setenv(SECRET_ENV, SECRET)  # the suite's one secret: the REST catalog's library tables are shared
     catalog = ip.connect(home=tmp_path / "home")
     catalog.create_namespace("db")
     table = catalog.create_table("db.ok", pa.schema([("user_id", pa.string())]),
