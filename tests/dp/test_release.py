@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import NoSuchTableError
 
 import iceberg_privacy as ip
 from iceberg_privacy._internal import faults
@@ -324,17 +325,19 @@ def test_a_release_whose_output_another_release_created_meanwhile_replaces_it(ca
     started exactly between our existence check and our create."""
     set_namespace_budget(catalog, "db", PureDP(1))
     theirs = make_catalog(tmp_path)
-    real_exists = catalog.table_exists
+    real_load = catalog.load_table
     armed: list[str] = []
     raced: list[Any] = []
 
-    def exists_then_lose(identifier: Any) -> bool:
-        found = real_exists(identifier)
-        if armed and not found and not raced and tuple(identifier) == ("db", "failed_out"):
-            raced.append(_ask(theirs, spark))  # the other release writes the output first
-        return found
+    def absent_then_lose(identifier: Any) -> Any:
+        try:
+            return real_load(identifier)
+        except NoSuchTableError:
+            if armed and not raced and tuple(identifier) == ("db", "failed_out"):
+                raced.append(_ask(theirs, spark))  # we saw no output; the other release writes it first
+            raise
 
-    catalog.table_exists = exists_then_lose  # type: ignore[method-assign]
+    catalog.load_table = absent_then_lose  # type: ignore[method-assign]
     with faults.injected("dp.after_evaluate", armed.append):  # from here on our release writes its output
         rel = _ask(catalog, spark)
     assert raced and not rel.memoized and rel.release_id != raced[0].release_id
