@@ -534,7 +534,6 @@ def usable(table: Table) -> Table:
     no verb may touch it (a ConfigurationError saying what to do)."""
     from iceberg_privacy.storage import WRITE_PATH_PROPERTIES, cut_by_fileio
 
-    rest.bound(getattr(table, "catalog", None))  # a REST catalog built with pyiceberg's load_catalog: no timeouts
     for where in (table.location(), *(table.properties.get(k, "") for k in WRITE_PATH_PROPERTIES)):
         if where and cut_by_fileio(where):
             raise ConfigurationError(
@@ -551,6 +550,7 @@ def load_table(catalog: Catalog | None, ref: TableRef) -> Table:
     catalog :func:`connect` returns: the default of ``~/.pyiceberg.yaml``, else the embedded one). A table
     whose files pyiceberg cannot address is refused (:func:`usable`)."""
     if isinstance(ref, Table):
+        rest.bound(ref.catalog)  # a REST catalog built with pyiceberg's load_catalog has no request timeouts
         return usable(ref)
     ident = identifier(ref)
     if catalog is not None and not isinstance(catalog, Catalog):
