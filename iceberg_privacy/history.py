@@ -347,29 +347,37 @@ def expired_leftovers(table: Table) -> set[str]:
     shredded. A manifest list or manifest already gone is skipped: that part of the deletion was done."""
     from pyiceberg.serializers import FromInputFile
 
+    from iceberg_privacy.storage import is_missing
+
     seen = {s.snapshot_id for s in table.metadata.snapshots}
     out: set[str] = set()
     for entry in reversed(table.metadata.metadata_log):  # newest first: the likeliest to list what a crash left
         try:
             md = FromInputFile.table_metadata(table.io.new_input(entry.metadata_file))
-        except FileNotFoundError:
-            continue
+        except OSError as exc:
+            if is_missing(exc):
+                continue
+            raise
         for snap in md.snapshots:
             if snap.snapshot_id in seen:
                 continue
             seen.add(snap.snapshot_id)
             try:
                 manifests = snap.manifests(table.io)
-            except FileNotFoundError:
-                continue
+            except OSError as exc:  # another upkeep deleting them right now (S3: gone between HEAD and GET)
+                if is_missing(exc):
+                    continue
+                raise
             out.add(snap.manifest_list)
             for m in manifests:
                 if m.manifest_path in out:
                     continue
                 try:
                     entries = m.fetch_manifest_entry(table.io, discard_deleted=False)
-                except FileNotFoundError:
-                    continue
+                except OSError as exc:
+                    if is_missing(exc):
+                        continue
+                    raise
                 out.add(m.manifest_path)
                 out.update(e.data_file.file_path for e in entries)
     return out

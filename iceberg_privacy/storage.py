@@ -125,6 +125,23 @@ _NAMES = re.compile(r"'[^']*'|\"[^\"]*\"|\S*[/\\]\S*")
 """Quoted strings and path-like tokens (anything with a slash) in an error message: names, not error codes."""
 
 
+_MISSING = ("resource_not_found", "nosuchkey", "path does not exist", "no such file", "blobnotfound",
+            "status code: 404", "not found (404)", "http 404")
+
+
+def is_missing(exc: BaseException) -> bool:
+    """Whether a read or delete failed because the object is not there. pyiceberg turns a missing file into
+    ``FileNotFoundError`` only where it opens one; an object deleted between the open (its HEAD) and the read
+    (its GET) surfaces from pyarrow's S3 stream as a plain ``OSError`` ("AWS Error RESOURCE_NOT_FOUND during
+    GetObject"): the same fact, and code that treats "already gone" as done must treat both alike."""
+    if isinstance(exc, FileNotFoundError):
+        return True
+    if not isinstance(exc, OSError) or isinstance(exc, PermissionError):
+        return False
+    low = str(exc).lower()
+    return any(m in low for m in _MISSING)
+
+
 def describe_error(location: str, exc: BaseException, action: str) -> str:
     """One sentence: what failed where, and what is most likely missing."""
     text = str(exc)
@@ -405,9 +422,9 @@ def tables_sharing_location(io: FileIO, location: str, table_uuid: str, unrefere
     def foreign(loc: str) -> bool:
         try:
             found = _metadata_uuid(io, loc)
-        except FileNotFoundError:  # deleted meanwhile (a writer's own cleanup): nothing to protect
-            return False
-        except Exception:  # noqa: BLE001 - unreadable: assume the worst, nothing here is deleted
+        except Exception as exc:  # noqa: BLE001 - unreadable: assume the worst, nothing here is deleted
+            if is_missing(exc):  # deleted meanwhile (a writer's own cleanup): nothing to protect
+                return False
             return True
         return found is not None and found != str(table_uuid).lower()
 

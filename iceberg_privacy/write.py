@@ -56,7 +56,7 @@ from iceberg_privacy.properties import (
     SIDECAR_PATH_SUMMARY,
 )
 from iceberg_privacy.rights import forget
-from iceberg_privacy.storage import storage_errors
+from iceberg_privacy.storage import is_missing, storage_errors
 from iceberg_privacy.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -353,22 +353,24 @@ def _commit(
             # response, not a reload (no extra round trip per write).
             compat.adopt_commit(table, committing)
             return snapshot_id, sidecar_path, sidecar_bytes, attempt, written
-        except FileNotFoundError:
-            # Metadata loaded before a purge names manifests that are gone: retry on the current
-            # metadata; a file missing from current metadata is a real error.
-            stale = table.metadata_location
-            table.refresh()
-            if table.metadata_location == stale:
-                raise
-            logger.info("commit attempt %d on %s used metadata older than a purge; retrying", attempt, table.name())
         except Exception as exc:
-            if retry.is_outcome_unknown(exc) and snapshot_id is not None:
+            if is_missing(exc):
+                # Metadata loaded before a purge names manifests that are gone: retry on the current
+                # metadata; a file missing from current metadata is a real error.
+                stale = table.metadata_location
+                table.refresh()
+                if table.metadata_location == stale:
+                    raise
+                logger.info("commit attempt %d on %s used metadata older than a purge; retrying", attempt,
+                            table.name())
+            elif retry.is_outcome_unknown(exc) and snapshot_id is not None:
                 _confirm_landed(table, snapshot_id, operation, exc)
                 checkpoint("write.after_commit")
                 return snapshot_id, sidecar_path, sidecar_bytes, attempt, written
-            if not retry.is_conflict(exc):
+            elif not retry.is_conflict(exc):
                 raise
-            logger.info("commit attempt %d on %s lost to a concurrent writer: %s", attempt, table.name(), exc)
+            else:
+                logger.info("commit attempt %d on %s lost to a concurrent writer: %s", attempt, table.name(), exc)
         if sidecar_path is not None:
             table.io.delete(sidecar_path)
     for f in written.files:
