@@ -26,6 +26,7 @@ it and it imports no pillar.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -138,6 +139,113 @@ def read[T](load: Load, read_head: Callable[[Table], T], policy: HistoryPolicy, 
 
     return retry.run(step, exhausted=lambda n, last: policy.error(
         f"reading {policy.what} lost to its concurrent upkeep {n} times ({last}); run the command again"))
+
+
+CACHE_MAX_ROWS = 100_000
+"""A table whose head holds more rows than this is never cached by :func:`head_rows` (its readers scan with a
+filter, pruned by the sorted merged file's row groups, instead of holding the whole table in memory)."""
+CACHE_MAX_STEPS = 64
+"""At most this many snapshots are caught up incrementally; a cache further behind is rebuilt by a full scan."""
+
+
+@dataclass(frozen=True)
+class _Cached:
+    snapshot_id: int
+    schema_id: int
+    rows: pa.Table
+
+
+_HEADS: dict[str, _Cached] = {}  # table uuid -> the rows of the newest head read in this process
+_HEADS_LOCK = threading.Lock()
+
+
+def head_rows(table: Table) -> pa.Table | None:
+    """Every row of ``table``'s current snapshot, from a per-process cache kept by snapshot: a queue pass reads
+    the request journal a dozen times, each time one commit (one small appended file) after the last, and a full
+    scan decodes every manifest and opens every data file each time. Here a head already read is answered from
+    memory, and a head reached from it by appends only (snapshot operation ``append``: data files added, nothing
+    removed, per the Iceberg spec) reads just the files those snapshots added. Anything else (a merge, a delete,
+    a schema change, an expired or unknown path, more than :data:`CACHE_MAX_STEPS` appends) is a full scan.
+    Snapshot ids are never reused within a table and the key is the table's uuid, so another process's commits
+    are seen as soon as the caller's load sees them; a cache entry is never newer than what the caller loaded.
+    Returns None (the caller scans with its filter) for a table larger than :data:`CACHE_MAX_ROWS` rows, or one
+    whose head the cache cannot vouch for (row count disagreeing with the snapshot summary's total)."""
+    snap = table.current_snapshot()
+    if snap is None:
+        return None
+    summary = snap.summary.additional_properties if snap.summary is not None else {}
+    try:
+        total = int(summary.get("total-records", "-1"))
+    except ValueError:
+        return None
+    if total < 0 or total > CACHE_MAX_ROWS or summary.get("total-delete-files", "0") != "0":
+        return None
+    key, schema_id = str(table.metadata.table_uuid), table.metadata.current_schema_id
+    with _HEADS_LOCK:
+        hit = _HEADS.get(key)
+    if hit is not None and hit.snapshot_id == snap.snapshot_id and hit.schema_id == schema_id:
+        return hit.rows
+    rows = None
+    if hit is not None and hit.schema_id == schema_id:
+        steps = _appends_since(table, snap.snapshot_id, hit.snapshot_id)
+        if steps is not None:
+            added = _added_rows(table, steps)
+            if added is not None and added.schema.equals(hit.rows.schema):
+                rows = pa.concat_tables([hit.rows, added])
+    if rows is None:
+        rows = table.scan().to_arrow()
+    if rows.num_rows != total:  # another engine's deletes, a summary we do not understand: do not vouch for it
+        return None
+    with _HEADS_LOCK:
+        _HEADS[key] = _Cached(snap.snapshot_id, schema_id, rows)
+    return rows
+
+
+def all_rows(table: Table) -> pa.Table:
+    """Every row of the head: :func:`head_rows` when it can answer, else a scan."""
+    rows = head_rows(table)
+    return rows if rows is not None else table.scan().to_arrow()
+
+
+def _appends_since(table: Table, head: int, since: int) -> list[int] | None:
+    """Snapshot ids from just after ``since`` up to ``head`` (oldest first) when every one of them is an append;
+    None otherwise."""
+    from pyiceberg.table.snapshots import Operation
+
+    path: list[int] = []
+    sid: int | None = head
+    while sid != since:
+        if sid is None or len(path) >= CACHE_MAX_STEPS:
+            return None
+        snap = table.metadata.snapshot_by_id(sid)
+        if snap is None or snap.summary is None or snap.summary.operation != Operation.APPEND:
+            return None
+        path.append(sid)
+        sid = snap.parent_snapshot_id
+    return path[::-1]
+
+
+def _added_rows(table: Table, snapshot_ids: list[int]) -> pa.Table | None:
+    """The rows of the data files the given append snapshots added, projected to the current schema (None: an
+    append that added a delete manifest, which the spec does not allow: read in full instead)."""
+    from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.io.pyarrow import ArrowScan
+    from pyiceberg.manifest import ManifestContent, ManifestEntryStatus
+    from pyiceberg.table import FileScanTask
+
+    wanted = set(snapshot_ids)
+    tasks: list[FileScanTask] = []
+    for sid in snapshot_ids:
+        snap = table.metadata.snapshot_by_id(sid)
+        assert snap is not None  # _appends_since found it
+        for m in snap.manifests(table.io):
+            if m.added_snapshot_id != sid:
+                continue
+            if m.content != ManifestContent.DATA:
+                return None
+            tasks += [FileScanTask(e.data_file) for e in m.fetch_manifest_entry(table.io, discard_deleted=True)
+                      if e.status == ManifestEntryStatus.ADDED and e.snapshot_id in wanted]
+    return ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue(), case_sensitive=True).to_table(tasks)
 
 
 def commit[T](load: Callable[[], Table], change: Callable[[Table], T], policy: HistoryPolicy, *,

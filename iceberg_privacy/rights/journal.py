@@ -365,19 +365,28 @@ class Journal:
 
     def rows(self, request_id: str | None = None) -> list[dict[str, Any]]:
         """Every event, or those of one request."""
-        return self._read(EqualTo(term=Reference("request_id"), value=literal(request_id)) if request_id else None)
+        return self._read([request_id] if request_id else None)
 
     def rows_of(self, request_ids: Iterable[str]) -> list[dict[str, Any]]:
         """The events of the given requests only (what a queue pass or a submit needs, not the whole history)."""
         ids = sorted(set(request_ids))
         if not ids:
             return []
-        return self._read(In(term=Reference("request_id"), values={literal(i) for i in ids}))
+        return self._read(ids)
 
-    def _read(self, row_filter: Any) -> list[dict[str, Any]]:
+    def _read(self, request_ids: list[str] | None) -> list[dict[str, Any]]:
         def read(table: Table) -> list[dict[str, Any]]:
-            scan = table.scan(row_filter=row_filter) if row_filter is not None else table.scan()
-            return scan.to_arrow().to_pylist()
+            everything = history.head_rows(table)  # a pass reads after each of its own commits: mostly cached
+            if everything is not None:
+                if request_ids is None:
+                    return everything.to_pylist()
+                keep = pc.is_in(everything["request_id"], value_set=pa.array(request_ids, pa.string()))
+                return everything.filter(keep).to_pylist()
+            if request_ids is None:
+                return table.scan().to_arrow().to_pylist()
+            row_filter = (EqualTo(term=Reference("request_id"), value=literal(request_ids[0])) if len(request_ids) == 1
+                          else In(term=Reference("request_id"), values={literal(i) for i in request_ids}))
+            return table.scan(row_filter=row_filter).to_arrow().to_pylist()
 
         # an upkeep that merged and deleted the files of the head we read: read again from the new head
         return usable_rows(history.read(self.load, read, HISTORY, empty=[]))
@@ -395,7 +404,7 @@ class Journal:
             raise ConfigurationError(f"limit must be a whole number >= 0, got {limit!r}")
         if since is None and limit is None:
             return sorted(fold(self.rows(), checked=True).values(), key=lambda r: (r.received, r.request_id))
-        events: pa.Table = history.read(self.load, lambda table: table.scan().to_arrow(), HISTORY,
+        events: pa.Table = history.read(self.load, history.all_rows, HISTORY,
                                         empty=ARROW_SCHEMA.empty_table())
         if events.num_rows == 0 or limit == 0:
             return []
@@ -432,7 +441,7 @@ class Journal:
         objects. A ``completed`` row that is not usable (no id or time, a detail that is not a JSON object)
         does not close its request, exactly as in :func:`fold`."""
         # an upkeep that merged and deleted the files of the head we read: read again from the new head
-        events: pa.Table = history.read(self.load, lambda table: table.scan().to_arrow(), HISTORY,
+        events: pa.Table = history.read(self.load, history.all_rows, HISTORY,
                                         empty=ARROW_SCHEMA.empty_table())
         if events.num_rows == 0:
             return []
