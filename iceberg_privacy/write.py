@@ -145,11 +145,12 @@ def added_data_files(io, metadata: TableMetadata, since_snapshot_id: int | None)
     return out
 
 
-def _sequence_number(tx: Transaction, snapshot_id: int, pending: bool) -> int:
-    """Sequence number of the snapshot the sidecar is registered on (pending: the one being made)."""
+def _sequence_number(metadata: TableMetadata, snapshot_id: int, pending: bool) -> int:
+    """Sequence number of the snapshot the sidecar is registered on (pending: the one being made); ``metadata``
+    is the transaction's."""
     if pending:
-        return tx.table_metadata.next_sequence_number()
-    snap = tx.table_metadata.snapshot_by_id(snapshot_id)
+        return metadata.next_sequence_number()
+    snap = metadata.snapshot_by_id(snapshot_id)
     return (snap.sequence_number or 0) if snap else 0
 
 
@@ -198,15 +199,19 @@ def _attempt(
                                forget.SUMMARY_VERSION: str(written.forget_version)}
     if overwrite_filter is not None:
         tx.delete(delete_filter=overwrite_filter, snapshot_properties=snapshot_properties)
-        rewritten = added_data_files(table.io, tx.table_metadata, base_id)
+    # Read once: pyiceberg rebuilds it (a deep copy of the whole metadata, every snapshot) on each access, and
+    # nothing below stages an update in tx before finish_staged.
+    metadata = tx.table_metadata
+    if overwrite_filter is not None:
+        rewritten = added_data_files(table.io, metadata, base_id)
         if rewritten and columns:
             # Copy-on-write rewrites of partially deleted files need filters too.
-            filters += filters_for_data_files(table.io, tx.table_metadata, rewritten, columns)
+            filters += filters_for_data_files(table.io, metadata, rewritten, columns)
         files_to_cover = files + rewritten
     else:
         files_to_cover = files
     producer: compat.SnapshotProducer | None = None
-    snapshot_id: int | None = tx.table_metadata.current_snapshot_id
+    snapshot_id: int | None = metadata.current_snapshot_id
     if files:
         producer = tx.update_snapshot(snapshot_properties=dict(snapshot_properties)).fast_append()
         for f in files:
@@ -214,30 +219,33 @@ def _attempt(
         snapshot_id = compat.producer_snapshot_id(producer)
     staged = None
     if snapshot_id is not None:
-        staged = stage_sidecar(table, tx, producer, snapshot_id, files_to_cover, filters, columns)
+        staged = stage_sidecar(table, tx, producer, snapshot_id, files_to_cover, filters, columns, metadata=metadata)
     finish_staged(table, tx, producer, snapshot_id, staged)
     return snapshot_id, staged[0] if staged else None, staged[1].file_size if staged else 0
 
 
 def stage_sidecar(
     table: Table, tx: Transaction, producer: compat.SnapshotProducer | None, snapshot_id: int, files: list[DataFile],
-    filters: list[dict[int, FileFilter]], columns: list[BloomColumn],
+    filters: list[dict[int, FileFilter]], columns: list[BloomColumn], *, metadata: TableMetadata | None = None,
 ) -> tuple[str, PuffinFooter] | None:
     """Write the sidecar covering ``files`` for the snapshot ``producer`` is making in ``tx``.
 
     Its location and counts go into the producer's snapshot summary; :func:`finish_staged` then
     commits the producer and registers the sidecar in the statistics list of the same transaction.
-    None when there is nothing to index.
+    None when there is nothing to index. ``metadata``: ``tx.table_metadata`` when the caller has it already
+    (each access of that property copies the whole metadata).
     """
     if not columns or not files:
         return None
-    path = new_sidecar_location(tx.table_metadata, snapshot_id)
+    if metadata is None:
+        metadata = tx.table_metadata
+    path = new_sidecar_location(metadata, snapshot_id)
     footer = write_sidecar(
         table.io, path,
         [CoveredFile(f.file_path, f.record_count, f.file_size_in_bytes) for f in files],
         [ColumnInfo(c.field_id, c.name, c.fpp, c.ndv) for c in columns],
         {c.field_id: {i: flt[c.field_id] for i, flt in enumerate(filters)} for c in columns},
-        snapshot_id=snapshot_id, sequence_number=_sequence_number(tx, snapshot_id, producer is not None),
+        snapshot_id=snapshot_id, sequence_number=_sequence_number(metadata, snapshot_id, producer is not None),
         created_by=f"iceberg-privacy {__version__}",
     )
     if producer is not None:

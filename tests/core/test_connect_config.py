@@ -60,35 +60,48 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           env=env, timeout=300)
 
 
-def test_cli_catalog_flag_property_and_one_line_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
+def _cli_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """(exit code, stderr) of the CLI run in this process (argparse's usage errors exit through SystemExit)."""
+    from iceberg_privacy.cli import main
 
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as e:
+        code = int(e.code or 0)
+    return code, capsys.readouterr().err
+
+
+def test_cli_catalog_flag_property_and_one_line_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # in-process (each command used to be a fresh interpreter, ~3 s of imports each): the real entry point's
+    # fresh-interpreter behaviour is checked by test_a_malformed_pyiceberg_yaml_is_one_clear_error_at_first_use
     import pyarrow as pa
 
     (tmp_path / "wh").mkdir()
     _yaml(tmp_path / "cfg", "lake", tmp_path / "lake.db", tmp_path / "wh")
     monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path / "cfg"))
-    env = {**os.environ, "HOME": str(tmp_path)}
+    monkeypatch.setenv("HOME", str(tmp_path))
     cat = ip.connect("lake")
     cat.create_namespace("db")
     cat.create_table("db.t", pa.schema([("user_id", pa.string())]))
-    ok = _cli("--catalog", "lake", "configure", "db.t", "--columns", "user_id", env=env)
-    assert ok.returncode == 0, ok.stderr
+    code, err = _cli_here(capsys, "--catalog", "lake", "configure", "db.t", "--columns", "user_id")
+    assert code == 0, err
     assert ip.connect("lake").load_table("db.t").properties["privacy.bloom.columns"] == "user_id"
     # --property merges over the yaml: another SQLite file is another (empty) catalog
-    other = _cli("--catalog", "lake", "--property", f"uri=sqlite:///{tmp_path / 'other.db'}",
-                 "sidecars", "status", "db.t", env=env)
-    assert other.returncode == 2 and "not found in the catalog" in other.stderr
-    missing = _cli("--catalog", "lake", "explain", "db.nope", "user_id", "x", env=env)
-    assert missing.returncode == 2 and "Traceback" not in missing.stderr
-    assert "not found in the catalog" in missing.stderr and "namespace 'db' holds: t" in missing.stderr
-    assert "--debug" not in missing.stderr  # the library's own error: nothing unexpected to debug
-    debug = _cli("--debug", "--catalog", "lake", "explain", "db.nope", "user_id", "x", env=env)
-    assert debug.returncode != 0 and "Traceback" in debug.stderr
-    bad = _cli("--catalog", "lake", "--property", "novalue", "sidecars", "status", "db.t", env=env)
-    assert bad.returncode == 2 and "key=value" in bad.stderr
-    unknown = _cli("--catalog", "elsewhere", "sidecars", "status", "db.t", env=env)
-    assert unknown.returncode == 2 and "no catalog named 'elsewhere'" in unknown.stderr
+    code, err = _cli_here(capsys, "--catalog", "lake", "--property", f"uri=sqlite:///{tmp_path / 'other.db'}",
+                          "sidecars", "status", "db.t")
+    assert code == 2 and "not found in the catalog" in err
+    code, err = _cli_here(capsys, "--catalog", "lake", "explain", "db.nope", "user_id", "x")
+    assert code == 2 and "Traceback" not in err
+    assert "not found in the catalog" in err and "namespace 'db' holds: t" in err
+    assert "--debug" not in err  # the library's own error: nothing unexpected to debug
+    code, err = _cli_here(capsys, "--debug", "--catalog", "lake", "explain", "db.nope", "user_id", "x")
+    assert code != 0 and "Traceback" in err
+    code, err = _cli_here(capsys, "--catalog", "lake", "--property", "novalue", "sidecars", "status", "db.t")
+    assert code == 2 and "key=value" in err
+    code, err = _cli_here(capsys, "--catalog", "elsewhere", "sidecars", "status", "db.t")
+    assert code == 2 and "no catalog named 'elsewhere'" in err
 
 
 # --- the embedded catalog keeps everything inside its home, whatever the home is called -------------------

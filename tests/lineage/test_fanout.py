@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -34,8 +35,7 @@ def events(batch: int) -> pa.Table:
     })
 
 
-@pytest.fixture
-def chain(catalog: Catalog) -> Catalog:
+def build_chain(catalog: Catalog) -> None:
     """db.events -> mart.daily -> mart.weekly -> mart.profile, each a derive; several files per table."""
     catalog.create_table("db.events", schema=events(0).schema)
     ip.configure_identity(catalog.load_table("db.events"), ["user_id", "email"])
@@ -50,7 +50,31 @@ def chain(catalog: Catalog) -> Catalog:
                            "FROM mart.weekly", "mart.profile")
     # An aggregate the identity does not survive: not erased, not an identity table.
     ip.derive(catalog, "SELECT day, count(DISTINCT user_id) AS users FROM db.events GROUP BY day", "mart.by_day")
-    return catalog
+
+
+@pytest.fixture(scope="module")
+def _chain_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The chain built once per module: (its home, a byte-for-byte copy of that home taken right after the build)."""
+    home = tmp_path_factory.mktemp("fanout") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(SECRET_ENV, "test-secret-0123456789abcdef")
+        catalog = ip.connect(home=home)
+        catalog.create_namespace("db")
+        build_chain(catalog)
+    saved = home.parent / "built"
+    shutil.copytree(home, saved)
+    return home, saved
+
+
+@pytest.fixture
+def chain(_chain_home: tuple[Path, Path]) -> Catalog:
+    """A freshly built chain for each test (which may erase, drop or derive): the home is put back to the copy
+    taken after the one build, at the same path, so every absolute location in the catalog and metadata still
+    holds. The build (ten commits and derives) cost more than most tests here, each paid it."""
+    home, saved = _chain_home
+    shutil.rmtree(home)
+    shutil.copytree(saved, home)
+    return ip.connect(home=home)
 
 
 def subject_rows(catalog: Catalog, name: str) -> int:

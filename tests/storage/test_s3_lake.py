@@ -171,8 +171,9 @@ def test_request_queue_on_object_storage(s3_catalog: tuple[Catalog, str], seawee
     table = _events(catalog, ns)
     victims = ["user-003", "user-017", "user-042"]
     ids = [f"{ns}-q{i}" for i in range(len(victims))]
-    for rid, who in zip(ids, victims, strict=True):
-        ip.enqueue(catalog, "erase", [who], [f"{ns}.events"], request_id=rid)
+    # one queue commit and one journal commit for the three (enqueue is enqueue_many of one request)
+    ip.enqueue_many(catalog, [ip.QueuedRequest("erase", [who], [f"{ns}.events"], rid)
+                              for rid, who in zip(ids, victims, strict=True)])
     queue_table = Queue(catalog).load()
     assert queue_table is not None and queue_table.location().startswith("s3://")
     cts = {e.request_id: e.ciphertext for e in Queue(catalog).entries() if e.request_id in ids}
@@ -228,6 +229,9 @@ def test_identity_partitioned_erase_and_purge_leave_no_object_naming_the_subject
     assert all_rows(table) == keep
 
 
+# SqlCatalog only: the same fan-out erasure with purge on the REST catalog is tests/lineage/test_fanout_s3.py, and
+# the OpenLineage export below writes through the table's FileIO, whichever catalog made it
+@pytest.mark.parametrize("s3_catalog", ["sql"], indirect=True)
 def test_derive_lineage_and_erasure_fan_out(s3_catalog: tuple[Catalog, str], seaweedfs: Any,
                                             tmp_path: Path) -> None:
     catalog, ns = s3_catalog
@@ -251,7 +255,11 @@ def test_derive_lineage_and_erasure_fan_out(s3_catalog: tuple[Catalog, str], sea
     assert rows == 0 and raw == []
 
 
+# REST only: what this checks is that a release reads and writes an s3:// table with the suite's Spark session, which
+# has no Iceberg or S3 jars; DP on both catalogs of this server is tests/dp/test_sql.py::test_dp_sql_on_object_storage
+# and tests/service/test_s3.py (each catalog cost a Tumult release here, the slowest test of the file)
 @pytest.mark.spark
+@pytest.mark.parametrize("s3_catalog", ["rest"], indirect=True)
 def test_dp_release_on_object_storage_without_extra_jars(s3_catalog: tuple[Catalog, str], spark: Any) -> None:
     from iceberg_privacy.dp import RhoZCDP, dp_histogram, set_namespace_budget
 
