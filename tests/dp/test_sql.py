@@ -205,6 +205,27 @@ def test_random_sqlish_compiles_or_is_refused(static_catalog: SqlCatalog, words:
     assert c.where_spark is None or _spark_is_generated(c.where_spark, COLUMNS)
 
 
+def test_a_query_is_tokenized_once(static_catalog: SqlCatalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the comment check tokenized the text and sqlglot.parse tokenized it again (tokenizing is most of
+    a parse's cost: the property tests above compile ~900 texts)."""
+    from sqlglot.tokens import Tokenizer
+
+    calls: list[str] = []
+    real = Tokenizer.tokenize
+
+    def counted(self: Any, sql: str) -> Any:
+        calls.append(sql)
+        return real(self, sql)
+
+    monkeypatch.setattr(Tokenizer, "tokenize", counted)
+    sql = "SELECT country, COUNT(*) AS n FROM db.pv WHERE page = 'x' GROUP BY country"
+    c = ip.compile_sql(static_catalog, sql)
+    assert c.table == "db.pv" and c.group_by == ("country",) and c.where_spark is not None
+    assert calls == [sql]
+    with pytest.raises(ip.DpSqlRefusedError, match="comments"):  # the comment check still sees the tokens
+        ip.compile_sql(static_catalog, "SELECT COUNT(*) FROM db.pv -- x")
+
+
 @given(prefix=st.sampled_from([
     "SELECT COUNT(*) FROM db.pv WHERE page LIKE {v}",
     "SELECT COUNT(*) FROM db.pv WHERE page = {v}; DROP TABLE db.pv",
