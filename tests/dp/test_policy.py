@@ -250,14 +250,21 @@ def test_processes_of_one_principal_never_overspend(tmp_path: Path) -> None:
     assert _spent(catalog, "alice") == PureDP(1)
 
 
-def test_cli_policy_set_and_show(tmp_path: Path) -> None:
-    base = [sys.executable, "-m", "iceberg_privacy.cli", "--catalog-uri", f"sqlite:///{tmp_path}/c.db",
-            "--warehouse", f"file://{tmp_path}/wh"]
+def _cli(capsys: pytest.CaptureFixture[str], tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    """One CLI command run in-process (the real parser and command; no new interpreter, no new JVM)."""
+    from iceberg_privacy.cli.main import main
 
+    capsys.readouterr()
+    code = main(["--catalog-uri", f"sqlite:///{tmp_path}/c.db", "--warehouse", f"file://{tmp_path}/wh", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_policy_set_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     def run(*args: str) -> str:
-        out = subprocess.run([*base, *args], capture_output=True, text=True, cwd=ROOT)
-        assert out.returncode == 0, out.stderr
-        return out.stdout
+        code, out, err = _cli(capsys, tmp_path, *args)
+        assert code == 0, err
+        return out
 
     run("dp", "budget", "set", "--namespace", "db", "--epsilon", "3", "--create-namespace")
     human = run("dp", "policy", "set", "--namespace", "db", "--max-epsilon-per-query", "0.5",
@@ -272,9 +279,8 @@ def test_cli_policy_set_and_show(tmp_path: Path) -> None:
     run("dp", "policy", "set", "--table", "db.pv", "--access", "open", "--rows")
     shown = json.loads(run("dp", "policy", "show", "--table", "db.pv", "--json"))
     assert not shown["dp_only"] and shown["privacy_unit"] == "rows" and shown["scope"] == "table:db.pv"
-    bad = subprocess.run([*base, "dp", "policy", "set", "--namespace", "db", "--bounds", "bytes=oops"],
-                         capture_output=True, text=True, cwd=ROOT)
-    assert bad.returncode != 0 and "LOW,HIGH" in bad.stderr
+    code, _, err = _cli(capsys, tmp_path, "dp", "policy", "set", "--namespace", "db", "--bounds", "bytes=oops")
+    assert code != 0 and "LOW,HIGH" in err
 
 
 def test_policy_on_object_storage(s3_catalog: tuple[Any, str]) -> None:
@@ -291,7 +297,9 @@ def test_policy_on_object_storage(s3_catalog: tuple[Any, str]) -> None:
     assert ip.get_budget(f"{ns}.t", catalog=catalog).principal_spent["alice"] == PureDP(0.5)
 
 
-def test_cli_dp_sql_refuses_with_the_reason(tmp_path: Path) -> None:
+def test_cli_dp_sql_refuses_with_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The real entry point in a new interpreter (the DP area's one subprocess smoke test): its exit code and
+    stderr for a refused query, which needs neither Spark nor Tumult (and so costs no JVM start)."""
     base = [sys.executable, "-m", "iceberg_privacy.cli", "--catalog-uri", f"sqlite:///{tmp_path}/c.db",
             "--warehouse", f"file://{tmp_path}/wh"]
     cat = SqlCatalog("default", uri=f"sqlite:///{tmp_path}/c.db", warehouse=f"file://{tmp_path}/wh")
@@ -300,29 +308,28 @@ def test_cli_dp_sql_refuses_with_the_reason(tmp_path: Path) -> None:
     out = subprocess.run([*base, "dp", "sql", "SELECT * FROM db.pv", "--epsilon", "1"], capture_output=True,
                          text=True, cwd=ROOT)
     assert out.returncode != 0 and "SELECT * would release rows" in out.stderr, out.stderr
-    out = subprocess.run([*base, "dp", "sql", "SELECT COUNT(*) FROM db.pv; DROP TABLE db.pv", "--epsilon", "1"],
-                         capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode != 0 and "exactly one statement" in out.stderr
+    code, _, err = _cli(capsys, tmp_path, "dp", "sql", "SELECT COUNT(*) FROM db.pv; DROP TABLE db.pv", "--epsilon", "1")
+    assert code != 0 and "exactly one statement" in err
     assert cat.table_exists("db.pv")
 
 
+@pytest.mark.spark
 @pytest.mark.slow
-def test_cli_dp_sql_takes_the_privacy_unit_when_no_policy_declares_one(tmp_path: Path) -> None:
-    base = [sys.executable, "-m", "iceberg_privacy.cli", "--catalog-uri", f"sqlite:///{tmp_path}/c.db",
-            "--warehouse", f"file://{tmp_path}/wh"]
+def test_cli_dp_sql_takes_the_privacy_unit_when_no_policy_declares_one(tmp_path: Path, spark: Any,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """In-process on the shared Spark session (the command takes the active session), not a new JVM per run."""
     cat = SqlCatalog("default", uri=f"sqlite:///{tmp_path}/c.db", warehouse=f"file://{tmp_path}/wh")
     cat.create_namespace("db")
     data = pageviews(200)
     cat.create_table("db.pv", schema=data.schema).append(data)
     set_namespace_budget(cat, "db", PureDP(2))
-    query = [*base, "dp", "sql", "SELECT COUNT(*) AS n FROM db.pv", "--epsilon", "1", "--json"]
-    out = subprocess.run(query, capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 2 and "dp sql --privacy-unit COLUMN" in out.stderr and "Nothing was spent" in out.stderr
+    query = ["dp", "sql", "SELECT COUNT(*) AS n FROM db.pv", "--epsilon", "1", "--json"]
+    code, _, err = _cli(capsys, tmp_path, *query)
+    assert code == 2 and "dp sql --privacy-unit COLUMN" in err and "Nothing was spent" in err
     assert _spent(cat) == PureDP(0, validate=False)  # nothing charged
-    out = subprocess.run([*query, "--privacy-unit", "user_id", "--max-rows-per-unit", "3"], capture_output=True,
-                         text=True, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    release = json.loads(out.stdout)
+    code, out, err = _cli(capsys, tmp_path, *query, "--privacy-unit", "user_id", "--max-rows-per-unit", "3")
+    assert code == 0, err
+    release = json.loads(out)
     assert release["charged"] == {"type": "pure", "epsilon": "1"} and abs(release["rows"][0]["n"] - data.num_rows) < 60
     assert _spent(cat) == PureDP(1)
 
@@ -379,19 +386,16 @@ def test_good_policy_of_every_key_type_is_accepted(catalog: SqlCatalog, dated: A
     ip.set_access_policy(catalog, "db.future", privacy_unit="anything", public_keys={"x": [1]})  # no table yet
 
 
-def test_cli_policy_set_refuses_bad_key_types(tmp_path: Path) -> None:
-    base = [sys.executable, "-m", "iceberg_privacy.cli", "--catalog-uri", f"sqlite:///{tmp_path}/c.db",
-            "--warehouse", f"file://{tmp_path}/wh"]
+def test_cli_policy_set_refuses_bad_key_types(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cat = SqlCatalog("default", uri=f"sqlite:///{tmp_path}/c.db", warehouse=f"file://{tmp_path}/wh")
     cat.create_namespace("db")
     cat.create_table("db.pv", schema=pageviews(1).schema)
     set_namespace_budget(cat, "db", RhoZCDP(1))
-    out = subprocess.run([*base, "dp", "policy", "set", "--table", "db.pv", "--privacy-unit", "user_id",
-                          "--public-keys", "country=[1, 2]"], capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode != 0 and "public_keys['country']" in out.stderr and "Traceback" not in out.stderr
-    out = subprocess.run([*base, "dp", "policy", "set", "--table", "db.pv", "--max-epsilon-per-query", "0.5"],
-                         capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode != 0 and "--max-rho-per-query" in out.stderr, out.stderr
+    code, _, err = _cli(capsys, tmp_path, "dp", "policy", "set", "--table", "db.pv", "--privacy-unit", "user_id",
+                        "--public-keys", "country=[1, 2]")
+    assert code != 0 and "public_keys['country']" in err and "Traceback" not in err
+    code, _, err = _cli(capsys, tmp_path, "dp", "policy", "set", "--table", "db.pv", "--max-epsilon-per-query", "0.5")
+    assert code != 0 and "--max-rho-per-query" in err, err
 
 
 @pytest.mark.spark

@@ -205,6 +205,27 @@ def test_random_sqlish_compiles_or_is_refused(static_catalog: SqlCatalog, words:
     assert c.where_spark is None or _spark_is_generated(c.where_spark, COLUMNS)
 
 
+def test_a_query_is_tokenized_once(static_catalog: SqlCatalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the comment check tokenized the text and sqlglot.parse tokenized it again (tokenizing is most of
+    a parse's cost: the property tests above compile ~900 texts)."""
+    from sqlglot.tokens import Tokenizer
+
+    calls: list[str] = []
+    real = Tokenizer.tokenize
+
+    def counted(self: Any, sql: str) -> Any:
+        calls.append(sql)
+        return real(self, sql)
+
+    monkeypatch.setattr(Tokenizer, "tokenize", counted)
+    sql = "SELECT country, COUNT(*) AS n FROM db.pv WHERE page = 'x' GROUP BY country"
+    c = ip.compile_sql(static_catalog, sql)
+    assert c.table == "db.pv" and c.group_by == ("country",) and c.where_spark is not None
+    assert calls == [sql]
+    with pytest.raises(ip.DpSqlRefusedError, match="comments"):  # the comment check still sees the tokens
+        ip.compile_sql(static_catalog, "SELECT COUNT(*) FROM db.pv -- x")
+
+
 @given(prefix=st.sampled_from([
     "SELECT COUNT(*) FROM db.pv WHERE page LIKE {v}",
     "SELECT COUNT(*) FROM db.pv WHERE page = {v}; DROP TABLE db.pv",
@@ -236,20 +257,31 @@ def test_split_budget_never_exceeds_the_amount() -> None:
 
 
 # -- the WHERE clause reaches Spark as generated text: strings are compared exactly -----------------------
-@given(st.lists(st.text(max_size=12), min_size=1, max_size=4))
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_where_literals_select_exactly_equal_rows(static_catalog: SqlCatalog, spark: Any, values: list[str]) -> None:
-    values = [v.replace("\x00", "") for v in values]
-    data = [*values, "plain", "it's", "back\\slash", "`tick`"]
+@given(st.lists(st.lists(st.text(max_size=12), min_size=1, max_size=4), min_size=25, max_size=25))
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_where_literals_select_exactly_equal_rows(static_catalog: SqlCatalog, spark: Any,
+                                                 value_lists: list[list[str]]) -> None:
+    """Each example checks 25 IN lists in ONE Spark job (each filter a column of one select): before, one job
+    per list over 25 examples; now 50 lists in 2 jobs. Every row holds a value of some list, so each filter
+    is checked against values it must select and values of other lists it must not."""
+    value_lists = [[v.replace("\x00", "") for v in values] for values in value_lists]
+    data = [*dict.fromkeys(v for values in value_lists for v in values), "plain", "it's", "back\\slash", "`tick`"]
+    checked: list[tuple[set[str], str]] = []
+    for values in value_lists:
+        quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+        try:
+            c = ip.compile_sql(static_catalog, f"SELECT COUNT(*) FROM db.pv WHERE page IN ({quoted})")
+        except ip.DpSqlRefusedError:
+            continue  # text the tokenizer refuses (e.g. with a comment marker inside a string) is refused, fine
+        assert c.where_spark is not None and _spark_is_generated(c.where_spark, COLUMNS)
+        checked.append((set(values), c.where_spark))
+    if not checked:
+        return
     df = spark.createDataFrame([(v,) for v in data], "page string")
-    quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
-    try:
-        c = ip.compile_sql(static_catalog, f"SELECT COUNT(*) FROM db.pv WHERE page IN ({quoted})")
-    except ip.DpSqlRefusedError:
-        return  # text the tokenizer refuses (e.g. with a comment marker inside a string) is refused, fine
-    assert c.where_spark is not None and _spark_is_generated(c.where_spark, COLUMNS)
-    got = Counter(r[0] for r in df.filter(c.where_spark).collect())
-    assert got == Counter(v for v in data if v in set(values))
+    rows = df.selectExpr("page", *(f"({w}) AS c{i}" for i, (_, w) in enumerate(checked))).collect()
+    for i, (values, _) in enumerate(checked):
+        got = Counter(r["page"] for r in rows if r[f"c{i}"])
+        assert got == Counter(v for v in data if v in values)
 
 
 # -- real Tumult releases --------------------------------------------------------------------------------------

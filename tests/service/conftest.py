@@ -17,9 +17,9 @@ from tests.helpers import make_catalog, pageviews
 COUNTRIES = ["c0", "c1", "c2", "c3"]
 
 
-@pytest.fixture
-def svc_catalog(tmp_path: Path) -> Catalog:
-    cat = make_catalog(tmp_path)
+def governed_catalog(path: Path) -> Catalog:
+    """A catalog with the dp-only ``conf.pv`` (600 rows): budget 1.0, alice 0.5, bob 0.3, cap 0.2 per query."""
+    cat = make_catalog(path)
     cat.create_namespace("conf")
     data = pageviews(600)
     cat.create_table("conf.pv", schema=data.schema).append(data)
@@ -29,6 +29,11 @@ def svc_catalog(tmp_path: Path) -> Catalog:
                          column_bounds={"bytes": (0.0, 100.0)},
                          public_keys={"country": COUNTRIES, "project": ["p0", "p1", "p2"]})
     return cat
+
+
+@pytest.fixture
+def svc_catalog(tmp_path: Path) -> Catalog:
+    return governed_catalog(tmp_path)
 
 
 @pytest.fixture

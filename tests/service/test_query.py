@@ -4,6 +4,7 @@ overspend, injection and multi-statement SQL are refused at parse time without e
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
@@ -15,7 +16,7 @@ import iceberg_privacy as ip
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.service import ServiceClient
 from iceberg_privacy.service.server import BackgroundServer
-from tests.service.conftest import COUNTRIES
+from tests.service.conftest import COUNTRIES, governed_catalog
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark]
 SQL = "SELECT country, COUNT(*) AS n FROM conf.pv GROUP BY country"
@@ -115,6 +116,18 @@ def test_refusals_charge_nothing(service: BackgroundServer, svc_catalog: Catalog
     assert _events(svc_catalog) == mid and _spent(svc_catalog, "bob") == Fraction(1, 5)
 
 
+@pytest.fixture(scope="module")
+def refusing_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BackgroundServer, Catalog, str]]:
+    """One governed catalog and service for all the parse-time refusals: each case asserts that it changed
+    nothing (no ledger event, the table still there), so they can share it (before: a catalog, a 600-row
+    append and a service start per case)."""
+    from iceberg_privacy.service.tokens import TokenStore
+
+    cat = governed_catalog(tmp_path_factory.mktemp("refusing"))
+    with BackgroundServer(cat) as srv:
+        yield srv, cat, TokenStore(cat).issue("alice").token
+
+
 @pytest.mark.parametrize("sql, why", [
     ("SELECT * FROM conf.pv", "release"),
     ("SELECT page FROM conf.pv WHERE page = 'zz_secret_literal'", ""),
@@ -125,10 +138,11 @@ def test_refusals_charge_nothing(service: BackgroundServer, svc_catalog: Catalog
     ("DROP TABLE conf.pv", ""),
     ("SELECT country, COUNT(*) FROM conf.pv p JOIN conf.pv q ON p.user_id = q.user_id GROUP BY country", ""),
 ])
-def test_unsafe_sql_is_refused_at_parse_time(service: BackgroundServer, svc_catalog: Catalog,
-                                             tokens: dict[str, Any], sql: str, why: str) -> None:
+def test_unsafe_sql_is_refused_at_parse_time(refusing_service: tuple[BackgroundServer, Catalog, str], sql: str,
+                                             why: str) -> None:
+    service, svc_catalog, token = refusing_service
     before = _events(svc_catalog)
-    r = _post(service, tokens["alice"], {"sql": sql, "epsilon": 0.1})
+    r = _post(service, token, {"sql": sql, "epsilon": 0.1})
     assert r.status_code == 400, r.text
     body = r.json()
     assert body["error"] == "sql_refused" and why in body["reason"]

@@ -152,21 +152,22 @@ def test_cli_serve_runs_the_service_in_its_own_process(svc_catalog: Catalog, tok
     assert f"serving catalog 'test' at http://127.0.0.1:{port}" in out
 
 
-def test_cli_serve_on_a_port_in_use_is_one_clear_error(service: BackgroundServer, svc_catalog: Catalog) -> None:
+def test_cli_serve_on_a_port_in_use_is_one_clear_error(service: BackgroundServer, svc_catalog: Catalog,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """``serve`` on a port another service holds printed the success line (``--json``: the success JSON), then
-    uvicorn's log line and exit status 3. Now the port is bound before anything is announced."""
-    import subprocess
-    import sys
+    uvicorn's log line and exit status 3. Now the port is bound before anything is announced. (In-process: the
+    real parser and command; the test above runs ``serve`` in its own process.)"""
+    from iceberg_privacy.cli.main import main
 
     port = service.url.rsplit(":", 1)[1]
-    cmd = [sys.executable, "-m", "iceberg_privacy.cli", "--catalog", "test", "--catalog-uri",
-           svc_catalog.properties["uri"], "--warehouse", svc_catalog.properties["warehouse"], "serve", "--port", port,
-           "--json"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert done.returncode != 0
-    error = json.loads(done.stdout)
-    assert error["error_type"] == "ServiceError" and f"cannot listen on 127.0.0.1:{port}" in error["error"], done.stdout
-    assert "serving" not in done.stdout and "another --port" in error["error"]
+    capsys.readouterr()
+    code = main(["--catalog", "test", "--catalog-uri", svc_catalog.properties["uri"], "--warehouse",
+                 svc_catalog.properties["warehouse"], "serve", "--port", port, "--json"])
+    out, _ = capsys.readouterr()
+    assert code != 0
+    error = json.loads(out)
+    assert error["error_type"] == "ServiceError" and f"cannot listen on 127.0.0.1:{port}" in error["error"], out
+    assert "serving" not in out and "another --port" in error["error"]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
