@@ -40,8 +40,10 @@ from benchmarks.dp import N_COUNTRIES, build_table
 SQL = "SELECT country, COUNT(*) AS n FROM bench.pageviews GROUP BY country"
 
 
-def service_numbers(rows: int, reps: int, memo_reps: int, rows_per_user: int) -> dict[str, Any]:
+def service_numbers(rows: int, reps: int, memo_reps: int, rows_per_user: int, spark: Any = None) -> dict[str, Any]:
+    """The service half; on ``spark`` (default: the active session, else a new local one, stopped at the end)."""
     from pyiceberg.catalog.sql import SqlCatalog
+    from pyspark.sql import SparkSession
 
     import iceberg_privacy as ip
     from iceberg_privacy._internal.spark import get_spark
@@ -59,7 +61,8 @@ def service_numbers(rows: int, reps: int, memo_reps: int, rows_per_user: int) ->
                          principal_budgets={"analyst": 50_000.0, "direct": 50_000.0},
                          privacy_unit="user_id", max_rows_per_unit=rows_per_user,
                          public_keys={"country": countries})
-    spark = get_spark()
+    ours = spark is None and SparkSession.getActiveSession() is None  # only a session started here is stopped
+    spark = get_spark(spark)
     token = TokenStore(catalog).issue("analyst").token
 
     def direct(eps: float) -> Any:
@@ -96,7 +99,8 @@ def service_numbers(rows: int, reps: int, memo_reps: int, rows_per_user: int) ->
             again = ip.dp_sql(catalog, SQL, budget=ip.PureDP(0.5), principal="analyst")
             library_ms.append((time.perf_counter() - t) * 1000)
             assert again.memoized
-    spark.stop()
+    if ours:
+        spark.stop()
     overhead = statistics.median(service_s) / statistics.median(direct_s)
     p50 = statistics.median(memo_ms)
     return {
@@ -119,11 +123,11 @@ def service_numbers(rows: int, reps: int, memo_reps: int, rows_per_user: int) ->
     }
 
 
-def synth_numbers(quick: bool) -> dict[str, Any]:
+def synth_numbers(quick: bool, rows: int | None = None, columns: int | None = None) -> dict[str, Any]:
     # imported here, not at the top: --no-synth runs without it. A failing import is an error, not a silent skip
     # (it used to be caught as "not present", which also hid a missing dependency of the synth half)
     module = importlib.import_module("benchmarks.confidential_synth")
-    return {str(k).removeprefix("synth."): v for k, v in dict(module.measure(quick)).items()}
+    return {str(k).removeprefix("synth."): v for k, v in dict(module.measure(quick, rows=rows, columns=columns)).items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--rows-per-user", type=int, default=5)
     ap.add_argument("--no-synth", action="store_true", help="skip the synthetic-data half")
+    ap.add_argument("--synth-rows", type=int, default=None,
+                    help="rows of the synthetic-data half's source table (default: quick 20,000, else 100,000); "
+                         "smaller runs it end to end faster (the test suite's check), not a measurement")
+    ap.add_argument("--synth-columns", type=int, default=None,
+                    help="synthesize only the first N of the synth half's 10 columns (default: all); fewer runs it end "
+                         "to end faster (the test suite's check), not a measurement")
     args = ap.parse_args(argv)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -142,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     memo_reps = 20 if args.quick else 100
 
     service = service_numbers(rows, reps, memo_reps, args.rows_per_user)
-    synth = None if args.no_synth else synth_numbers(args.quick)
+    synth = None if args.no_synth else synth_numbers(args.quick, args.synth_rows, args.synth_columns)
     result: dict[str, Any] = {
         "service": service,
         "quick": args.quick,

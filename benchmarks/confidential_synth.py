@@ -85,12 +85,12 @@ def census(n: int, seed: int = 0) -> pa.Table:
     })
 
 
-def cells(table: pa.Table) -> list[np.ndarray]:
+def cells(table: pa.Table, columns: list[str] = COLUMNS) -> list[np.ndarray]:
     """Each column's public cell codes: the same preprocessing dp_synthesize applies."""
     from iceberg_privacy.dp.synth import _Column
 
     out = []
-    for c in COLUMNS:
+    for c in columns:
         atype = table.schema.field(c).type
         if c in DOMAINS:
             col = _Column(c, "domain", atype, values=pa.array(DOMAINS[c]))
@@ -103,27 +103,31 @@ def cells(table: pa.Table) -> list[np.ndarray]:
     return out
 
 
-def tvds(real: pa.Table, synthetic: pa.Table) -> list[float]:
-    """Total variation distance of every 1- and 2-way marginal."""
+def tvds(real: pa.Table, synthetic: pa.Table, columns: list[str] = COLUMNS) -> list[float]:
+    """Total variation distance of every 1- and 2-way marginal of ``columns``."""
     from iceberg_privacy.dp.mst import marginal
 
-    a, b = cells(real), cells(synthetic)
+    a, b = cells(real, columns), cells(synthetic, columns)
     sizes = [int(max(x.max(), y.max())) + 1 for x, y in zip(a, b, strict=True)]
     out = []
     for way in (1, 2):
-        for clique in itertools.combinations(range(len(COLUMNS)), way):
+        for clique in itertools.combinations(range(len(columns)), way):
             p, q = marginal(a, sizes, clique), marginal(b, sizes, clique)
             out.append(0.5 * float(np.abs(p / p.sum() - q / q.sum()).sum()))
     return out
 
 
-def measure(quick: bool) -> dict[str, Any]:
-    """Run the benchmark; the keys of issue 16 plus what they were measured on."""
+def measure(quick: bool, rows: int | None = None, columns: int | None = None) -> dict[str, Any]:
+    """Run the benchmark; the keys of issue 16 plus what they were measured on (``rows`` overrides the size,
+    ``columns`` synthesizes only the first that many of :data:`COLUMNS`)."""
     from pyiceberg.catalog.sql import SqlCatalog
 
     from iceberg_privacy.dp import ApproxDP, set_namespace_budget
 
-    rows = 20_000 if quick else 100_000
+    rows = rows or (20_000 if quick else 100_000)
+    if columns is not None and not 2 <= columns <= len(COLUMNS):
+        raise SystemExit(f"--columns must be between 2 and {len(COLUMNS)}, got {columns}")
+    names = COLUMNS[:columns] if columns else COLUMNS
     repeats = 1 if quick else 3
     with tempfile.TemporaryDirectory(prefix="ip-synth-bench-") as work:
         catalog = SqlCatalog("bench", uri=f"sqlite:///{work}/catalog.db", warehouse=f"file://{work}/warehouse")
@@ -133,8 +137,8 @@ def measure(quick: bool) -> dict[str, Any]:
         source.append(data)
         real = source.scan().to_arrow()
         set_namespace_budget(catalog, "bench", ApproxDP(1000, 0.5))
-        mst = _run(catalog, real, "mst", rows, repeats)
-        aim = _run(catalog, real, "aim", rows, repeats)
+        mst = _run(catalog, real, "mst", rows, repeats, names)
+        aim = _run(catalog, real, "aim", rows, repeats, names)
     return {
         "synth.tvd_median_eps1": statistics.fmean(mst["medians"][1.0]),
         "synth.tvd_median_eps10": statistics.fmean(mst["medians"][10.0]),
@@ -153,14 +157,14 @@ def measure(quick: bool) -> dict[str, Any]:
         "synth.rho_eps10": mst["rho"][10.0],
         "synth.delta": DELTA,
         "synth.rows": rows,
-        "synth.columns": len(COLUMNS),
-        "synth.marginals": len(COLUMNS) + len(COLUMNS) * (len(COLUMNS) - 1) // 2,
+        "synth.columns": len(names),
+        "synth.marginals": len(names) + len(names) * (len(names) - 1) // 2,
         "synth.repeats": repeats,
         "synth.method": "mst",
     }
 
 
-def _run(catalog: Any, real: pa.Table, method: Method, rows: int, repeats: int) -> dict[str, Any]:
+def _run(catalog: Any, real: pa.Table, method: Method, rows: int, repeats: int, columns: list[str]) -> dict[str, Any]:
     """``repeats`` syntheses per epsilon with ``method``: TVDs, seconds, rho, rounds."""
     from iceberg_privacy.dp import ApproxDP, dp_synthesize
 
@@ -169,15 +173,17 @@ def _run(catalog: Any, real: pa.Table, method: Method, rows: int, repeats: int) 
     for run in range(repeats):
         for eps in EPSILONS:
             start = time.perf_counter()
-            report = dp_synthesize(catalog, "bench.census", COLUMNS, ApproxDP(eps, DELTA), method=method,
-                                   output=f"bench.synth_{method}_{run}_{int(eps)}", domains=DOMAINS, bounds=BOUNDS,
+            report = dp_synthesize(catalog, "bench.census", columns, ApproxDP(eps, DELTA), method=method,
+                                   output=f"bench.synth_{method}_{run}_{int(eps)}",
+                                   domains={c: v for c, v in DOMAINS.items() if c in columns},
+                                   bounds={c: v for c, v in BOUNDS.items() if c in columns},
                                    bins=BINS, rows=rows, memoize=False)
             took = time.perf_counter() - start
             out["seconds" if eps == 10.0 else "seconds_eps1"].append(took)
             out["rho"][eps] = report.rho
             out["rounds"][eps].append(len(report.cliques))
             synthetic = catalog.load_table(report.output).scan().to_arrow()
-            distances = tvds(real, synthetic)
+            distances = tvds(real, synthetic, columns)
             out["medians"][eps].append(statistics.median(distances))
             out["maxima"][eps].append(max(distances))
             print(f"{method} run {run} epsilon {eps:g}: median TVD {out['medians'][eps][-1]:.4f}, max "
@@ -190,8 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/confidential_synth.json")
     ap.add_argument("--quick", action="store_true", help="20,000 rows, one run per epsilon (CI size)")
+    ap.add_argument("--rows", type=int, default=None,
+                    help="rows of the source table (default: quick 20,000, else 100,000); smaller runs it end to end "
+                         "faster (the test suite's check), not a measurement")
+    ap.add_argument("--columns", type=int, default=None,
+                    help=f"synthesize only the first N of the {len(COLUMNS)} columns (default: all); fewer runs it "
+                         "end to end faster (the test suite's check), not a measurement")
     args = ap.parse_args(argv)
-    result = measure(args.quick)
+    result = measure(args.quick, rows=args.rows, columns=args.columns)
     text = json.dumps(result, indent=2)
     print(text)
     out = Path(args.out)

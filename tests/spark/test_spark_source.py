@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -40,22 +41,30 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
-def test_write_creates_table_with_bloom_properties_and_sidecar(spark: Any, home: Path) -> None:
-    _write(spark, home, "db.events", clustered_rows(40, 5), **{"bloom.columns": "user_id", "bloom.fpp": "0.02"})
-    table = ip.connect(home=home).load_table("db.events")
+@pytest.fixture(scope="module")
+def events(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One Spark-written table (8 range-partitioned files of 80 users x 6 rows) for the tests that only read it
+    or whose writes must fail and leave it as it is: one Spark write job for all of them."""
+    home = tmp_path_factory.mktemp("events") / "home"
+    _write(spark, home, "db.events", clustered_rows(80, 6), parts=8, **{"bloom.columns": "user_id", "bloom.fpp": "0.02"})
+    return home
+
+
+def test_write_creates_table_with_bloom_properties_and_sidecar(events: Path) -> None:
+    table = ip.connect(home=events).load_table("db.events")
     assert table.properties[ip.config.COLUMNS_KEY] == "user_id"
     assert float(table.properties["privacy.bloom.user_id.fpp"]) == 0.02
     snap = table.current_snapshot()
     summary = snap.summary.additional_properties
-    assert int(summary["added-data-files"]) == 4 and int(summary["privacy.sidecar.files"]) == 4
+    assert int(summary["added-data-files"]) == 8 and int(summary["privacy.sidecar.files"]) == 8
     assert summary["privacy.sidecar.columns"] == "user_id"
     checks = ip.verify_sidecars(table)
     assert len(checks) == 1 and checks.ok  # the sidecar reads back, every CRC checks
     assert len(table.snapshots()) == 1  # one commit for the whole job
 
 
-def test_pushdown_prunes_and_matches_full_scan(spark: Any, home: Path, tmp_path: Path) -> None:
-    _write(spark, home, "db.events", clustered_rows(80, 6), parts=8, **{"bloom.columns": "user_id"})
+def test_pushdown_prunes_and_matches_full_scan(spark: Any, events: Path, tmp_path: Path) -> None:
+    home = events
     report = tmp_path / "plan.json"
     pushed = read(spark, home, "db.events", plan_report=report).where("user_id = 'user-0042'")
     got = rows_of_spark(pushed)
@@ -74,13 +83,12 @@ def test_pushdown_prunes_and_matches_full_scan(spark: Any, home: Path, tmp_path:
     assert sum(rows_of_spark(read(spark, home, "db.events").where("user_id <=> 'user-0003'")).values()) == 6
 
 
-def test_partitions_are_balanced_by_bytes(spark: Any, home: Path, tmp_path: Path) -> None:
-    _write(spark, home, "db.events", clustered_rows(60, 4), parts=6, **{"bloom.columns": "user_id"})
+def test_partitions_are_balanced_by_bytes(spark: Any, events: Path, tmp_path: Path) -> None:
     report = tmp_path / "plan.json"
-    df = read(spark, home, "db.events", split_size=1, plan_report=report)
-    assert df.rdd.getNumPartitions() == 6 == plan_report(report)["partitions"]
-    df = read(spark, home, "db.events", min_partitions=3, plan_report=report)
-    assert df.rdd.getNumPartitions() == 3 and df.count() == 240
+    df = read(spark, events, "db.events", split_size=1, plan_report=report)
+    assert df.rdd.getNumPartitions() == 8 == plan_report(report)["partitions"]
+    df = read(spark, events, "db.events", min_partitions=3, plan_report=report)
+    assert df.rdd.getNumPartitions() == 3 and df.count() == 480
 
 
 def _core_table(home: Path, name: str, rows: list[tuple[Any, ...]], bloom: bool) -> Any:
@@ -149,7 +157,7 @@ def test_row_deletes_are_honoured(spark: Any, home: Path) -> None:
 
 @pytest.mark.parametrize("case", ["unknown-option", "bloom-missing", "schema-mismatch", "bloom-differs", "no-table",
                                   "bad-fpp", "interval-column"])
-def test_clear_errors(spark: Any, home: Path, case: str) -> None:
+def test_clear_errors(spark: Any, home: Path, events: Path, case: str) -> None:
     if case in ("bad-fpp", "interval-column"):  # were a bare ValueError / pyiceberg's UnsupportedPyArrowTypeException
         df = spark.sql("select 'a' as user_id" + (", interval 1 day as wait" if case == "interval-column" else ""))
         match = "option 'bloom.fpp' must be a number" if case == "bad-fpp" else "cannot create db.t from the DataFrame"
@@ -171,15 +179,16 @@ def test_clear_errors(spark: Any, home: Path, case: str) -> None:
             _write(spark, home, "db.t", [("a", 1, "x")], **{"bloom.columns": "email"})
         assert not ip.connect(home=home).table_exists("db.t")
         return
-    _write(spark, home, "db.t", [("a", 1, "x")], **{"bloom.columns": "user_id"})
+    # writes to an existing table (the module's, written once with bloom.columns=user_id) that must fail and
+    # leave it at its one snapshot
     if case == "schema-mismatch":
         other = spark.createDataFrame([("a", "not a number")], "user_id string, n string")
-        with pytest.raises(Exception, match="does not match the schema of db.t"):
-            other.write.format(FORMAT).option("catalog.home", str(home)).mode("append").save("db.t")
+        with pytest.raises(Exception, match="does not match the schema of db.events"):
+            other.write.format(FORMAT).option("catalog.home", str(events)).mode("append").save("db.events")
     else:
         with pytest.raises(Exception, match="differs from the bloom columns"):
-            _write(spark, home, "db.t", [("a", 1, "x")], **{"bloom.columns": "note"})
-    assert len(ip.connect(home=home).load_table("db.t").snapshots()) == 1
+            _write(spark, events, "db.events", [("a", 1, "x")], **{"bloom.columns": "note"})
+    assert len(ip.connect(home=events).load_table("db.events").snapshots()) == 1
 
 
 @pytest.mark.slow
@@ -217,9 +226,15 @@ def test_abort_leaves_no_committed_files(spark: Any, home: Path) -> None:
 def test_streaming_exactly_once_under_replay(spark: Any, home: Path, tmp_path: Path) -> None:
     src, ckpt = tmp_path / "src", tmp_path / "ckpt"
     src.mkdir()
+
+    def source_file(name: str, rows: list[tuple[Any, ...]]) -> None:  # Parquet the stream picks up (no Spark job)
+        (src / name).mkdir()
+        pq.write_table(pa.table({c: [r[i] for r in rows] for i, c in enumerate(COLS)},
+                                pa.schema([("user_id", pa.string()), ("n", pa.int64()), ("note", pa.string())])),
+                       src / name / "data.parquet")
+
     for i in range(2):
-        rows = [(u, i, note) for u, _, note in clustered_rows(5, 1)]
-        spark.createDataFrame(rows * 2, SCHEMA).write.mode("append").parquet(str(src / f"part{i}"))
+        source_file(f"part{i}", [(u, i, note) for u, _, note in clustered_rows(5, 1)] * 2)
 
     def run() -> None:
         stream = spark.readStream.schema(SCHEMA).option("recursiveFileLookup", "true").parquet(str(src))
@@ -244,7 +259,7 @@ def test_streaming_exactly_once_under_replay(spark: Any, home: Path, tmp_path: P
     assert _data_files(home) == files_before  # the replay's files were deleted, not left as orphans
     assert read(spark, home, "db.stream").count() == 20
     # A new file is a new batch, committed once.
-    spark.createDataFrame([("user-0099", 7, "late")], SCHEMA).write.parquet(str(src / "part9"))
+    source_file("part9", [("user-0099", 7, "late")])
     run()
     table = ip.connect(home=home).load_table("db.stream")
     assert [s.summary.additional_properties["privacy.streaming.batch-id"] for s in table.snapshots()] == ["0", "1"]
