@@ -380,7 +380,8 @@ class Journal:
             if everything is not None:
                 if request_ids is None:
                     return everything.to_pylist()
-                keep = pc.is_in(everything["request_id"], value_set=pa.array(request_ids, pa.string()))
+                column = everything["request_id"]  # string or large_string (pyiceberg's read setting)
+                keep = pc.is_in(column, value_set=pa.array(request_ids, column.type))
                 return everything.filter(keep).to_pylist()
             if request_ids is None:
                 return table.scan().to_arrow().to_pylist()
