@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from pyiceberg.table import Table
@@ -452,40 +452,39 @@ def expired_leftovers(table: Table) -> set[str]:
     no longer has: an earlier expiry committed, then its process died before deleting them. Unreferenced and
     young, no later expiry would name them and only the orphan sweep (after :data:`ORPHAN_AGE`, at an upkeep that
     may not come for long) would delete them; for the queue they hold the ciphertext of requests already
-    shredded. A manifest list or manifest already gone is skipped: that part of the deletion was done."""
+    shredded. A metadata file, manifest list or manifest already gone (:func:`iceberg_privacy.storage.is_missing`:
+    another upkeep deleting it right now; on S3 also between its HEAD and its GET) is skipped: that part of the
+    deletion was done."""
     from pyiceberg.serializers import FromInputFile
 
     from iceberg_privacy.storage import is_missing
 
+    def unless_gone[R](read: Callable[..., R], *args: Any) -> R | None:
+        try:
+            return read(*args)
+        except OSError as exc:
+            if is_missing(exc):
+                return None
+            raise
+
     seen = {s.snapshot_id for s in table.metadata.snapshots}
     out: set[str] = set()
     for entry in reversed(table.metadata.metadata_log):  # newest first: the likeliest to list what a crash left
-        try:
-            md = FromInputFile.table_metadata(table.io.new_input(entry.metadata_file))
-        except OSError as exc:
-            if is_missing(exc):
-                continue
-            raise
-        for snap in md.snapshots:
+        md = unless_gone(FromInputFile.table_metadata, table.io.new_input(entry.metadata_file))
+        for snap in md.snapshots if md is not None else []:
             if snap.snapshot_id in seen:
                 continue
             seen.add(snap.snapshot_id)
-            try:
-                manifests = snap.manifests(table.io)
-            except OSError as exc:  # another upkeep deleting them right now (S3: gone between HEAD and GET)
-                if is_missing(exc):
-                    continue
-                raise
+            manifests = unless_gone(snap.manifests, table.io)
+            if manifests is None:
+                continue
             out.add(snap.manifest_list)
             for m in manifests:
                 if m.manifest_path in out:
                     continue
-                try:
-                    entries = m.fetch_manifest_entry(table.io, discard_deleted=False)
-                except OSError as exc:
-                    if is_missing(exc):
-                        continue
-                    raise
+                entries = unless_gone(m.fetch_manifest_entry, table.io, False)
+                if entries is None:
+                    continue
                 out.add(m.manifest_path)
                 out.update(e.data_file.file_path for e in entries)
     return out

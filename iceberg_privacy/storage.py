@@ -165,10 +165,10 @@ def describe_error(location: str, exc: BaseException, action: str) -> str:
         hint = "the credentials were refused: check s3.access-key-id / s3.secret-access-key (or the cloud's equivalents)"
     elif "connection" in low or "timed out" in low or "curl" in low or "could not resolve" in low:
         hint = "the storage endpoint did not answer: check s3.endpoint (or the cloud's endpoint) and the network"
-    elif isinstance(exc, FileNotFoundError) and re.search(r"/metadata/[^/'\s]*\.avro", text):
+    elif is_missing(exc) and re.search(r"/metadata/[^/'\s]*\.avro", text):
         hint = ("it does not exist: a manifest (list) of the snapshot the Table was loaded at; if an expiry or a purge "
                 "removed that snapshot since, load the table again (catalog.load_table(name) or table.refresh())")
-    elif isinstance(exc, FileNotFoundError):
+    elif is_missing(exc):
         hint = "it does not exist"
     else:
         hint = "see the cause"
@@ -423,9 +423,7 @@ def tables_sharing_location(io: FileIO, location: str, table_uuid: str, unrefere
         try:
             found = _metadata_uuid(io, loc)
         except Exception as exc:  # noqa: BLE001 - unreadable: assume the worst, nothing here is deleted
-            if is_missing(exc):  # deleted meanwhile (a writer's own cleanup): nothing to protect
-                return False
-            return True
+            return not is_missing(exc)  # deleted meanwhile (a writer's own cleanup): nothing to protect
         return found is not None and found != str(table_uuid).lower()
 
     with ThreadPoolExecutor(max_workers=min(8, len(candidates)), thread_name_prefix="ip-uuid") as pool:
@@ -492,10 +490,8 @@ def remove_empty_dir(io: FileIO, location: str) -> str | None:
             return None
         fs.delete_dir(path)  # an empty prefix: only its marker object exists
         return None
-    except FileNotFoundError:
-        return None
     except OSError as exc:
-        return describe_error(location, exc, "delete")
+        return None if is_missing(exc) else describe_error(location, exc, "delete")
 
 
 # ---------------------------------------------------------------------------------------- deletes
@@ -517,9 +513,9 @@ def _delete_one(io: FileIO, loc: str) -> tuple[str, str, str | None]:
         return loc, "failed", f"cannot delete {loc}: not a full URI or absolute path; nothing was touched"
     try:
         io.delete(loc)
-    except FileNotFoundError:
-        return loc, "gone", None
     except Exception as exc:  # noqa: BLE001 - reported, never swallowed
+        if is_missing(exc):
+            return loc, "gone", None
         return loc, "failed", describe_error(loc, exc, "delete")
     return loc, "deleted", None
 
