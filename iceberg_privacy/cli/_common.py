@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
-import json
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -22,6 +21,7 @@ from pathlib import Path, PurePath
 from typing import Any
 from uuid import UUID
 
+from iceberg_privacy._internal import jsontext
 from iceberg_privacy.errors import ConfigurationError
 
 Command = Callable[[argparse.Namespace, Any], int]
@@ -43,8 +43,11 @@ def add_command(subparsers: Any, name: str, fn: Command, *, help: str, catalog: 
 def to_jsonable(obj: Any, *, exclude: frozenset[str] | set[str] = frozenset()) -> Any:
     """``obj`` as JSON-able values: a report's own ``to_json()``/``to_dict()`` when it has one, else its
     dataclass fields (``_private`` ones and top-level ``exclude`` left out), recursively; datetimes as
-    ISO 8601, durations in seconds, bytes as hex, sets sorted, anything else as ``str()``."""
-    if obj is None or isinstance(obj, (bool, int, float, str)):
+    ISO 8601, durations in seconds, bytes as hex, sets sorted, non-finite floats as ``"NaN"``/``"Infinity"``/
+    ``"-Infinity"`` (bare NaN is not JSON, ``_internal/jsontext.py``), anything else as ``str()``."""
+    if isinstance(obj, float):
+        return jsontext.finite_or_text(obj)
+    if obj is None or isinstance(obj, (bool, int, str)):
         return obj
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         for method in ("to_json", "to_dict"):
@@ -75,7 +78,7 @@ def to_jsonable(obj: Any, *, exclude: frozenset[str] | set[str] = frozenset()) -
 
 
 def print_json(obj: Any, **kwargs: Any) -> None:
-    print(json.dumps(to_jsonable(obj, **kwargs), indent=2, ensure_ascii=False))
+    print(jsontext.dumps(to_jsonable(obj, **kwargs), indent=2, ensure_ascii=False))
 
 
 def emit(args: argparse.Namespace, report: Any, human: str | None = None) -> None:

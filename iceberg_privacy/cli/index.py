@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 
+from iceberg_privacy._internal import jsontext
 from iceberg_privacy.cli._common import (
     AGE_HELP,
     add_command,
@@ -179,7 +179,7 @@ def _print_rows(rows: pa.Table, fmt: str, limit: int | None) -> None:
         print_json(rows.to_pylist())
     elif fmt == "jsonl":
         for rec in rows.to_pylist():
-            print(json.dumps(to_jsonable(rec), ensure_ascii=False))
+            print(jsontext.dumps(to_jsonable(rec), ensure_ascii=False))
     elif fmt == "csv":
         import pyarrow.csv as pcsv
 

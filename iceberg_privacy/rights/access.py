@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 
+from iceberg_privacy._internal import jsontext
 from iceberg_privacy.errors import ConfigurationError
 from iceberg_privacy.rights.filework import candidate_rows as _rows
 from iceberg_privacy.rights.journal import COMPLETED, TABLE_EXPORTED, Journal, RequestState
@@ -39,7 +40,9 @@ def _encode(rows: pa.Table, fmt: str) -> bytes:
         buf = pa.BufferOutputStream()
         pq.write_table(rows, buf)
         return buf.getvalue().to_pybytes()
-    return "".join(json.dumps(rec, default=_json_default, sort_keys=True) + "\n" for rec in rows.to_pylist()).encode()
+    # a float column may hold NaN/infinity, which bare is not JSON: the subject's copy must parse anywhere
+    return "".join(jsontext.dumps(rec, default=_json_default, sort_keys=True) + "\n"
+                   for rec in rows.to_pylist()).encode()
 
 
 def _json_default(o: Any) -> Any:

@@ -179,6 +179,34 @@ def test_to_jsonable_uses_fields_and_own_to_json() -> None:
     json.dumps(got)
 
 
+def _strict_json(text: str) -> Any:
+    """JSON as RFC 8259 has it: a bare NaN/Infinity (which JavaScript's JSON.parse refuses) is an error."""
+    def refuse(token: str) -> Any:
+        raise AssertionError(f"{token} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_floats_of_a_table_print_as_json_every_parser_reads(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A float column may hold NaN and infinities; ``--json``/``--output jsonl`` printed them as bare NaN and
+    Infinity, which is not JSON (JSON.parse, Go and jq refuse or mangle the whole output). They are strings now."""
+    import pyarrow as pa
+
+    home = tmp_path / "home"
+    cat = ip.connect(home=home)
+    cat.create_namespace("db")
+    data = pa.table({"user_id": ["a", "a", "a", "b"],
+                     "score": pa.array([float("nan"), float("inf"), float("-inf"), 1.5], pa.float64())})
+    table = ip.configure_bloom(cat.create_table("db.f", data.schema), "user_id")
+    ip.append(table, data)
+    got = _strict_json(run(home, "lookup", "db.f", "user_id", "a", "b", "--json", capsys=capsys)[1])
+    assert sorted(map(str, (r["score"] for r in got))) == ["-Infinity", "1.5", "Infinity", "NaN"]
+    code, out, _ = run(home, "lookup", "db.f", "user_id", "a", "--output", "jsonl", capsys=capsys)
+    assert code == 0 and sorted(_strict_json(line)["score"] for line in out.splitlines()) == [
+        "-Infinity", "Infinity", "NaN"]
+    assert to_jsonable({"x": [float("nan")]}) == {"x": ["NaN"]}
+
+
 # ----------------------------------------------------------------------------------------- catalog options
 def test_catalog_options_apply_to_every_command_group(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
@@ -50,6 +52,22 @@ def test_access_is_deterministic_and_jsonl(catalog: Catalog, tmp_path: Path) -> 
     assert r1.tables["db.a"].sha256 == r2.tables["db.a"].sha256
     lines = (tmp_path / "1" / "db.a.jsonl").read_text().splitlines()
     assert [json.loads(line)["user_id"] for line in lines] == ["ann", "ann"]
+
+
+def test_a_jsonl_export_of_non_finite_floats_is_json(catalog: Catalog, tmp_path: Path) -> None:
+    """A subject's rows may hold NaN or infinite floats; the jsonl export wrote them as bare NaN/Infinity, which
+    JSON parsers (JavaScript's JSON.parse, Go) refuse: the person's copy of their data must parse anywhere."""
+    data = pa.table({"user_id": ["ann", "ann", "bob"],
+                     "score": pa.array([float("nan"), float("-inf"), 2.0], pa.float64())})
+    table = ip.configure_identity(catalog.create_table("db.f", data.schema), "user_id")
+    ip.append(table, data)
+    ip.access(catalog, ["ann"], out=tmp_path / "o", format="jsonl")
+
+    def refuse(token: str) -> Any:
+        raise AssertionError(f"{token} is not JSON")
+
+    lines = (tmp_path / "o" / "db.f.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line, parse_constant=refuse)["score"] for line in lines) == ["-Infinity", "NaN"]
 
 
 def test_access_bad_input(catalog: Catalog, tmp_path: Path) -> None:
