@@ -89,6 +89,18 @@ def emit(args: argparse.Namespace, report: Any, human: str | None = None) -> Non
         print(str(report) if human is None else human)
 
 
+def aligned(rows: list[list[str]], *, right: frozenset[int] = frozenset()) -> list[str]:
+    """``rows`` (the header first) as lines of columns as wide as their widest cell, never cut: a truncated
+    table name or snapshot id reads as another, real one. Columns in ``right`` are right-aligned; the last
+    column is not padded."""
+    widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(max(map(len, rows)))]
+    out = []
+    for r in rows:
+        cells = [c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(r)]
+        out.append(" ".join(cells).rstrip())
+    return out
+
+
 def deprecated(message: str) -> None:
     """A deprecation note on stderr (the old spelling still works for this release)."""
     print(f"deprecated: {message}", file=sys.stderr)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pyiceberg.catalog import Catalog
 
-from iceberg_privacy.cli._common import AGE_HELP, add_command, emit, parse_age, print_json
+from iceberg_privacy.cli._common import AGE_HELP, add_command, aligned, emit, parse_age, print_json
 from iceberg_privacy.dp.reservation import DEFAULT_STALE_AFTER, format_age
 from iceberg_privacy.errors import ConfigurationError
 
@@ -208,16 +208,13 @@ def cmd_log(args: argparse.Namespace, catalog: Catalog) -> int:
     if not records:
         print("no DP releases recorded")
         return 0
-    print(f"{'time (UTC)':<20} {'release':<12} {'status':<9} {'principal':<12} {'source@snapshot':<36} "
-          f"{'spent':<22} {'output':<28} remaining")
+    lines = [["time (UTC)", "release", "status", "principal", "source@snapshot", "spent", "output", "remaining"]]
     for r in records:
         spent = f"nothing ({r.status})" if r.status in ("memoized", "refunded") else _fmt(r.spent)
         remaining = "; ".join(f"{scope} {_fmt(b)}" for scope, b in r.remaining.items()) or "-"
-        print(
-            f"{r.at.strftime('%Y-%m-%d %H:%M:%S'):<20} {r.release_id[:12]:<12} {r.status:<9} "
-            f"{(r.principal or '-')[:12]:<12} {f'{r.source_table}@{r.source_snapshot_id}'[:36]:<36} "
-            f"{spent:<22} {(r.output_table or '-')[:28]:<28} {remaining}"
-        )
+        lines.append([r.at.strftime("%Y-%m-%d %H:%M:%S"), r.release_id[:12], r.status, r.principal or "-",
+                      f"{r.source_table}@{r.source_snapshot_id}", spent, r.output_table or "-", remaining])
+    print("\n".join(aligned(lines)))
     return 0
 
 
@@ -236,13 +233,13 @@ def cmd_reservations(args: argparse.Namespace, catalog: Catalog) -> int:
     if not records:
         print("no open budget reservations" if not args.all else "no budget reservations recorded")
         return 0
-    print(f"{'reservation':<12} {'state':<10} {'abandoned':<9} {'source':<24} {'owner (principal@host:pid)':<36} "
-          f"{'amount':<22} {'age':>6} {'heartbeat':>9}")
+    lines = [["reservation", "state", "abandoned", "source", "owner (principal@host:pid)", "amount", "age",
+              "heartbeat"]]
     for r in records:
         owner = f"{r.principal or '-'}@{r.host or '-'}:{r.pid if r.pid is not None else '-'}"
-        print(f"{r.release_id[:12]:<12} {r.state:<10} {'yes' if r.abandoned else 'no':<9} "
-              f"{(r.source_table or '-')[:24]:<24} {owner[:36]:<36} {_fmt(r.amount):<22} {format_age(r.age):>6} "
-              f"{format_age(r.heartbeat_age) + ' ago':>9}")
+        lines.append([r.release_id[:12], r.state, "yes" if r.abandoned else "no", r.source_table or "-", owner,
+                      _fmt(r.amount), format_age(r.age), format_age(r.heartbeat_age) + " ago"])
+    print("\n".join(aligned(lines, right=frozenset({6, 7}))))
     abandoned = sum(r.abandoned for r in records)
     if abandoned:
         print(f"{abandoned} abandoned (heartbeat older than the --older-than staleness): `dp reservations --resolve` "

@@ -66,6 +66,24 @@ def test_budget_set_show_and_log(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert code == 0 and state["scope"] == "table:db.pv" and state["cap"]["type"] == "approx"
 
 
+def test_log_and_reservations_print_long_names_whole(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`dp log` cut the principal to 12 characters, source@snapshot to 36 and the output table to 28 (and
+    `dp reservations` source and owner likewise), so a long name or a snapshot id printed as another, real-looking
+    one. Columns are now as wide as their widest value."""
+    catalog = make_catalog(tmp_path)
+    catalog.create_namespace("db")
+    loc = _flags(tmp_path)
+    assert _run([*loc, "dp", "budget", "set", "--namespace", "db", "--rho", "1"], capsys)[0] == 0
+    table, who = "db.pageviews_daily_by_country_and_project", "wmf-daily-release-job"
+    Ledger(catalog, ("db",)).reserve(("db", table.split(".")[1]), who, RhoZCDP(0.01), query_hash="h1")
+    code, out, _ = _run([*loc, "dp", "log"], capsys)
+    assert code == 0 and f" {who} " in out and f" {table}@" in out
+    code, out, _ = _run([*loc, "dp", "reservations"], capsys)
+    assert code == 0 and f" {table} " in out and f" {who}@" in out
+    header, row = out.splitlines()[:2]
+    assert header.index("owner") == row.index(who)  # still a table: the columns line up
+
+
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     loc = _flags(tmp_path)
     make_catalog(tmp_path)
