@@ -578,10 +578,17 @@ def what_exists(catalog: Catalog, ident: tuple[str, ...], *, limit: int = 12) ->
 
     namespace = ident[:-1]
     try:
-        parent = namespace[:-1]
-        namespaces = [tuple(n) for n in (catalog.list_namespaces(parent) if parent else catalog.list_namespaces())]
-        if namespace not in namespaces:
-            return f"; there is no namespace {'.'.join(namespace)!r} (namespaces: {names(['.'.join(n) for n in namespaces])})"
+        # the first level that does not exist: under a missing 'ing', 'ing.t3' has no siblings to list, and "there
+        # is no namespace 'ing.t3' (namespaces: none)" read as if the catalog held no namespace at all
+        for depth in range(1, len(namespace) + 1):
+            level, parent = namespace[:depth], namespace[:depth - 1]
+            namespaces = [tuple(n) for n in (catalog.list_namespaces(parent) if parent else catalog.list_namespaces())]
+            if level not in namespaces:
+                where = f" in {'.'.join(parent)!r}" if parent else ""
+                nested = (f"; {'.'.join(ident)!r} names table {ident[-1]!r} in the nested namespace "
+                          f"{'.'.join(namespace)!r}" if len(namespace) > 1 else "")
+                return (f"; there is no namespace {'.'.join(level)!r} (namespaces{where}: "
+                        f"{names(['.'.join(n) for n in namespaces])}){nested}")
         own = {library_name(catalog, FORGET_TABLE_PROPERTY), library_name(catalog, LEDGER_TABLE_PROPERTY)}
         tables = [t[-1] for t in catalog.list_tables(namespace) if t[-1] not in own]  # not the library's own
         return (f"; namespace {'.'.join(namespace)!r} holds: {names(tables)}" if tables

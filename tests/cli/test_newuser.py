@@ -3,6 +3,7 @@ of the wrong format, ages written as the other commands write them."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,12 @@ def _table_name_typos(argv_prefix: list[str], ns: str, run: Any) -> None:
     code, out, err = run(*argv_prefix, "sidecars", "status", "events", "--json")  # REST said NoSuchIdentifierError
     doc = _json_failure(code, out, err, "ConfigurationError")
     assert "name a table as namespace.table" in doc["error"]
+    # one dot too many: the first missing level is named with the namespaces that do exist (it said "there is no
+    # namespace 'dbx.sub' (namespaces: none)", the children of a namespace that does not exist either)
+    code, out, err = run(*argv_prefix, "lookup", f"{ns}x.sub.events", "user_id", "ann", "--json")
+    doc = _json_failure(code, out, err, "TableNotFoundError")
+    assert re.search(rf"there is no namespace '{ns}x' \(namespaces: [^)]*\b{ns}\b", doc["error"])
+    assert f"names table 'events' in the nested namespace '{ns}x.sub'" in doc["error"]
 
 
 def test_a_misnamed_table_says_what_the_embedded_catalog_holds(tmp_path: Path,
