@@ -161,12 +161,22 @@ def table_not_found(catalog: Any, ident: tuple[str, ...]) -> Exception:
 
 def output_location(text: str) -> str:
     """``--out`` (argparse ``type=``): a folder or a FileIO location; an empty one is refused, since it would
-    write the export (personal data) into whatever the current directory is."""
+    write the export (personal data) into whatever the current directory is, and so is ``-``: it reads as
+    standard output (``--values-file -`` is standard input) but would be a folder named ``-`` there."""
     if not text.strip():
         raise argparse.ArgumentTypeError(
             "an empty output location would write into the current directory: name a folder or a location "
             "such as s3://bucket/exports/req-1")
+    if text.strip() == "-":
+        raise argparse.ArgumentTypeError(
+            "'-' is not standard output here: an export is several files, and '-' would be a folder named '-' in "
+            "the current directory; name a folder or a location such as s3://bucket/exports/req-1")
     return text
+
+
+def output_or_stdout(text: str) -> str:
+    """``--out`` of a one-file text output: :func:`output_location`, or ``-`` for standard output."""
+    return "-" if text.strip() == "-" else output_location(text)
 
 
 def need_values(args: argparse.Namespace, what: str = "subject value") -> list[str]:

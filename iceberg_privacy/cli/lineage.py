@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyiceberg.catalog import Catalog
 
-from iceberg_privacy.cli._common import add_command, emit, load_table, output_location, print_json
+from iceberg_privacy.cli._common import add_command, emit, load_table, output_or_stdout, print_json
 from iceberg_privacy.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -94,6 +94,13 @@ def cmd_lineage_export(args: argparse.Namespace, catalog: Catalog) -> int:
     from iceberg_privacy.storage import catalog_io, is_local, write_location
 
     out = args.out
+    if out == "-":  # standard output: the text formats only
+        if args.format == "png":
+            raise ConfigurationError("--out - (standard output) takes the text formats (openlineage, mermaid); "
+                                     "name a file or a location such as s3://bucket/lineage.png for a PNG")
+        sys.stdout.write(export.openlineage_ndjson(g) if args.format == "openlineage"
+                         else export.to_mermaid(g, columns=args.columns))
+        return 0
     io = None if is_local(out) else catalog_io(catalog, out)  # s3://... with the catalog's creds
     if args.format == "openlineage":
         out = export.write_openlineage(g, out, io=io)
@@ -135,5 +142,6 @@ def register(subparsers: Any) -> None:
     p = add_command(lsub, "export", cmd_lineage_export, json=True,
                     help="OpenLineage run events (NDJSON, one per line), Mermaid, or a PNG picture")
     p.add_argument("--format", choices=["openlineage", "mermaid", "png"], required=True)
-    p.add_argument("--out", required=True, type=output_location)
+    p.add_argument("--out", required=True, type=output_or_stdout,
+                   help="a file or a FileIO location (s3://...); '-' prints openlineage or mermaid to standard output")
     p.add_argument("--columns", action="store_true", help="Mermaid/PNG: draw column-level edges too")

@@ -50,6 +50,19 @@ def test_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str], monk
         assert code == 0 and (tmp_path / name).stat().st_size > 0
     first = json.loads((tmp_path / "ol.json").read_text().splitlines()[0])  # NDJSON: one RunEvent per line
     assert first["outputs"][0]["name"] == "mart.t"
+    # `--out -` wrote a file named '-' into the current directory; it is standard output for the text formats,
+    # and refused (naming what to do) where standard output cannot take the export
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(home, "lineage", "export", "--format", "mermaid", "--out", "-", capsys=capsys)
+    assert code == 0 and out == (tmp_path / "g.mmd").read_text()
+    code, out, _ = run(home, "lineage", "export", "--format", "openlineage", "--out", "-", capsys=capsys)
+    assert code == 0 and json.loads(out.splitlines()[0])["outputs"][0]["name"] == "mart.t"
+    code, _, err = run(home, "lineage", "export", "--format", "png", "--out", "-", capsys=capsys)
+    assert code == 2 and "name a file" in err
+    with pytest.raises(SystemExit) as usage:  # a usage error
+        run(home, "access", "ann", "--out", "-", capsys=capsys)
+    assert usage.value.code == 2 and "'-' is not standard output here" in capsys.readouterr().err
+    assert not (tmp_path / "-").exists()
     code, out, _ = run(home, "erase", "ann", "--tables", "db.events", "--follow-lineage", capsys=capsys)
     assert code == 0 and "mart.t: 1 rows" in out
     assert catalog.load_table("mart.t").scan().to_arrow().column("who").to_pylist() == ["bob"]

@@ -16,6 +16,7 @@ from iceberg_privacy.lineage.export.openlineage import (
     SCHEMA_URL,
     EmitReport,
     emit_openlineage,
+    openlineage_ndjson,
     to_openlineage,
     to_run_events,
     write_openlineage,
@@ -31,6 +32,7 @@ __all__ = [
     "render_png",
     "to_mermaid",
     "to_openlineage",
+    "openlineage_ndjson",
     "to_run_events",
     "write_openlineage",
 ]

@@ -237,9 +237,14 @@ def write_openlineage(graph: LineageGraph, path: str | os.PathLike[str], *, name
     do curl -H 'Content-Type: application/json' -d "$e" http://marquez:5000/api/v1/lineage; done <
     lineage.ndjson``.
     """
-    events = to_run_events(graph, namespace=namespace, producer=producer)
-    data = "".join(Serde.to_json(e, separators=(",", ":"), ensure_ascii=False) + "\n" for e in events)
+    data = openlineage_ndjson(graph, namespace=namespace, producer=producer)
     return write_location(path, data.encode("utf-8"), io)  # a local path or any FileIO location
+
+
+def openlineage_ndjson(graph: LineageGraph, *, namespace: str = "iceberg", producer: str = PRODUCER) -> str:
+    """:func:`to_run_events` as NDJSON text, one RunEvent per line (what :func:`write_openlineage` writes)."""
+    events = to_run_events(graph, namespace=namespace, producer=producer)
+    return "".join(Serde.to_json(e, separators=(",", ":"), ensure_ascii=False) + "\n" for e in events)
 
 
 # --- emitting ------------------------------------------------------------------------------------------
