@@ -220,6 +220,18 @@ def _check_key_ids(key_ids: Iterable[str], expected: str, where: str) -> None:
                  alternative=", or re-add the subjects' digests under the new secret")
 
 
+def check_secret(catalog: Catalog, tables: Iterable[Table], secret_key_id: str) -> None:
+    """Raise :class:`ForgetKeyMismatchError` when the forget list of a namespace of ``tables`` holds digests made
+    with another secret than the one of ``secret_key_id``. An erasure adds its subjects there (:func:`add` refuses
+    then), so the rights verbs ask this before they journal a request: refused only at the add, a wrong secret left
+    a request recorded as received that nothing would run, and it fell overdue. Lists that do not exist yet pass."""
+    for namespace in dict.fromkeys(tuple(t.name()[:-1]) for t in tables):
+        table = _load_table(catalog, namespace, create=False)
+        if table is not None:
+            _check_key_ids(pc.unique(_entries(table).column("key_id")).to_pylist(), secret_key_id,
+                           ".".join(forget_table_identifier(namespace, catalog)))
+
+
 def add(catalog: Catalog, target: Table | str | Sequence[str], digests: Iterable[bytes], request_id: str, *,
         secret_key_id: str, screens: Mapping[bytes, int] | None = None) -> int:
     """Put keyed subject digests on the forget list of ``target`` and return how many were new.

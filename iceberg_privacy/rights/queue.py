@@ -62,6 +62,7 @@ from iceberg_privacy.errors import (
     VerificationFailedError,
 )
 from iceberg_privacy.history import HistoryReport
+from iceberg_privacy.rights import forget
 from iceberg_privacy.rights.access import FORMATS, export_subjects
 from iceberg_privacy.rights.erasure import process_erasure
 from iceberg_privacy.rights.journal import (
@@ -241,6 +242,8 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
             check_request_id(rid)
             if r.request_id:
                 check_id_names_no_subject(rid, secret, digests)
+            if r.kind == "erase":  # refused now, not when a pass runs it (forget.check_secret)
+                forget.check_secret(catalog, (ts.table for ts in resolved), kid)
             allowed = r.deadline if r.deadline is not None else regime_deadline(r.regime, now)
             ev = journal.event(rid, CREATED, kind=r.kind, key_id=kid, subjects=sorted(digests), at=now, detail={
                 "tables": sorted(ts.name for ts in resolved), "subject_count": len(set(map(repr, as_values(r.subjects)))),

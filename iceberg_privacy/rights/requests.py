@@ -28,6 +28,7 @@ from iceberg_privacy.errors import (
     RequestConflictError,
 )
 from iceberg_privacy.lineage.fanout import Fanout, plan_fanout
+from iceberg_privacy.rights import forget
 from iceberg_privacy.rights.access import FORMATS, export_subjects
 from iceberg_privacy.rights.erasure import process_erasure
 from iceberg_privacy.rights.journal import (
@@ -173,6 +174,8 @@ def _submit_values(catalog: Catalog, kind: str, targets: list[Any], own: list[An
         digests = set(existing.subjects)
     if existing is None and request_id is not None:
         check_id_names_no_subject(request_id, secret, digests)
+    if kind == "erase":  # before the journal records it: a forget list of another secret refuses the erasure
+        forget.check_secret(catalog, (ts.table for ts in resolved), key_id(secret))
     req = journal.submit(rid, kind, digests, len(set(map(repr, own))), [ts.name for ts in resolved], key_id(secret),
                          deadline=deadline, existing=existing,
                          detail={**({"lineage": fan.to_json()} if fan else {}),

@@ -109,6 +109,24 @@ def test_a_wrong_secret_is_refused_before_anything_is_decrypted(catalog: Catalog
     assert set(_ciphertexts(catalog)) == {"r"}
 
 
+def test_a_secret_the_forget_list_was_not_made_with_is_refused_before_the_request_is_recorded(
+        catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With another secret configured (a new machine, a typo in $ICEBERG_PRIVACY_SECRET) an erasure was journaled
+    as received and then refused when it added its subjects to the forget list: a request nothing would run, which
+    `requests list` showed as received until it fell overdue. It is refused before anything is recorded now, by
+    erase and by the queue's submit alike."""
+    make_table(catalog, "db.t", _batches())
+    ip.erase(catalog, ["u1"], request_id="first")  # the namespace's forget list now holds digests of SECRET
+    monkeypatch.setenv(SECRET_ENV, "another-secret-0123456789")
+    for call in (lambda: ip.erase(catalog, ["u2"], request_id="w1"),
+                 lambda: ip.enqueue(catalog, "erase", ["u2"], request_id="w2")):
+        with pytest.raises(ip.IcebergPrivacyError, match="forget list .* key id"):
+            call()
+    journal = Journal(catalog)
+    assert journal.find("w1") is None and journal.find("w2") is None
+    assert "w2" not in _ciphertexts(catalog)
+
+
 def test_tampered_ciphertext_fails_authentication(catalog: Catalog) -> None:
     make_table(catalog, "db.t", _batches())
     ip.enqueue(catalog, "erase", ["victim-alpha"], request_id="r")
