@@ -609,8 +609,10 @@ def erasure_snapshots(table: Table, request_id: str) -> list[tuple[int, int, int
     return out
 
 
-def next_step(exc: BaseException, request_id: str) -> str:
-    again = f"`iceberg-privacy requests run {request_id}` (it resumes)"
+def next_step(exc: BaseException, request_id: str, kind: str = "erase") -> str:
+    again = (f"`iceberg-privacy requests run {request_id}` (it resumes)" if kind != "access" else
+             f"`iceberg-privacy requests run {request_id} VALUE... --out DIR` (an access request needs the subject "
+             "values again; `access ... --request-id` with the same values resumes it too)")
     if isinstance(exc, RequestBlockedError) and exc.next_step:
         return exc.next_step
     if isinstance(exc, CommitConflictError):
@@ -636,7 +638,7 @@ def blocking(journal: Journal, req: RequestState, secret: bytes | None = None) -
         if isinstance(exc, (RequestBlockedError, CommitConflictError, StorageError, OSError, SparkJobError)):
             try:
                 reason = str(exc) if secret is None else redact_subjects(secret, str(exc), set(req.subjects))
-                journal.block(req.request_id, reason, next_step(shown, req.request_id),
+                journal.block(req.request_id, reason, next_step(shown, req.request_id, req.kind),
                               type(library_error(exc)).__name__)  # what the verb raises: StorageError, not OSError
             except Exception:  # the journal itself is unreachable: the error raised below says what to do
                 logger.exception("could not record request %s as blocked", req.request_id)

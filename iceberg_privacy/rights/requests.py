@@ -241,7 +241,9 @@ def access(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = 
     if sub.request.kind != "access":
         raise RequestConflictError(f"request {sub.request.request_id} is an {sub.request.kind} request, "
                                    "not an access request")
-    with subjects_redacted(sub.secret, set(sub.request.subjects)):  # a failed read quotes a path naming one
+    # a failed export (a missing bucket, a permission) is journaled as blocked with the next step, as an erasure's
+    # stop is: before, the request stayed "received" with no reason, and the error named no request id to resume
+    with subjects_redacted(sub.secret, set(sub.request.subjects)), blocking(journal, sub.request, sub.secret):
         report = export_subjects(catalog, sub.request, sub.subjects, sub.secret, journal=journal, out=out,
                                  format=format, spark=spark)
     report.linked = sub.linked

@@ -66,7 +66,11 @@ def test_missing_bucket_is_named_and_the_access_request_stays_resumable(s3_sql_c
         ip.access(s3_sql_catalog, ["ann"], [f"{lake_ns}.t"], out="s3://no-such-bucket-ip/exports/r1",
                   request_id=f"{lake_ns}-r1")
     assert "s3://no-such-bucket-ip/exports/r1" in str(info.value)
-    assert ip.Journal(s3_sql_catalog).get(f"{lake_ns}-r1").status != "completed"
+    # journaled as blocked with the reason and how to resume (it stayed "received", with no reason, and became
+    # an overdue request whose id the error never named)
+    stuck = ip.Journal(s3_sql_catalog).get(f"{lake_ns}-r1")
+    assert stuck.status == "blocked" and stuck.blocked and "bucket does not exist" in stuck.blocked["reason"]
+    assert f"requests run {lake_ns}-r1 VALUE... --out DIR" in stuck.blocked["next_step"]
     done = ip.access(s3_sql_catalog, ["ann"], [f"{lake_ns}.t"], out=f"s3://{seaweedfs.bucket}/exports/{lake_ns}",
                      request_id=f"{lake_ns}-r1")
     assert done.rows == 3 and ip.Journal(s3_sql_catalog).get(f"{lake_ns}-r1").status == "completed"
