@@ -253,6 +253,8 @@ def cmd_sidecars(args: argparse.Namespace, catalog: Catalog) -> int:
         for check in [] if args.json else report.checks:
             error = check.error
             print(f"{'OK  ' if error is None else 'BAD '} {check.location}{'' if error is None else ': ' + error}")
+        if not report.ok:
+            print(f"next: {report.next_step()}", file=sys.stderr)
         return 0 if report.ok else 1
     elif args.action == "backfill":
         emit(args, maintenance.backfill(table, progress=not args.quiet))

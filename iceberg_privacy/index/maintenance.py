@@ -555,10 +555,21 @@ class SidecarVerification:
     def __len__(self) -> int:
         return len(self.checks)
 
+    def next_step(self) -> str | None:
+        """What a broken sidecar costs and how to get rid of it (None when every sidecar reads back)."""
+        if self.ok:
+            return None
+        return (f"a broken sidecar costs scans of the files it covers, never a skipped file. "
+                f"`iceberg-privacy sidecars backfill {self.table}` (ip.backfill) builds filters for live files no "
+                f"readable sidecar covers; a broken one registered by an older snapshot stays referenced (and "
+                f"reported here) until that snapshot is expired: `iceberg-privacy expire {self.table} --older-than "
+                f"AGE` (ip.expire_snapshots). A sidecar that only failed to read (a network error) is fine on a retry")
+
     def __str__(self) -> str:
         lines = [f"{self.table}: {len(self.checks)} sidecar(s) read, {len(self.broken)} broken"]
         lines += [f"  BROKEN {loc}: {err}" for loc, err in self.broken.items()]
-        return "\n".join(lines)
+        hint = self.next_step()
+        return "\n".join(lines + ([f"  next: {hint}"] if hint else []))
 
 
 @dataclass

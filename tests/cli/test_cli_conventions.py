@@ -155,6 +155,21 @@ def test_human_output_is_unchanged_by_the_json_option(home: Path, capsys: pytest
     assert code == 0 and out.startswith("OK ")
 
 
+def test_a_broken_sidecar_is_reported_with_the_way_out(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`sidecars verify` printed BAD and exit 1 and nothing else; after the obvious fix (backfill) it still did,
+    because the broken file stays referenced by its snapshot. It now says what a broken sidecar costs and what
+    removes it, and following that makes verify pass."""
+    table = ip.connect(home=home).load_table("db.t")
+    broken = table.metadata.statistics[0].statistics_path
+    Path(local_path(broken)).write_bytes(b"not a sidecar")
+    code, out, err = run(home, "sidecars", "verify", "db.t", capsys=capsys)
+    assert code == 1 and f"BAD  {broken}" in out
+    assert "never a skipped file" in err and "sidecars backfill db.t" in err and "expire db.t --older-than" in err
+    assert run(home, "expire", "db.t", "--older-than", "0s", capsys=capsys)[0] == 0
+    code, out, err = run(home, "sidecars", "verify", "db.t", capsys=capsys)
+    assert code == 0 and "BAD" not in out and err == ""
+
+
 def test_to_jsonable_uses_fields_and_own_to_json() -> None:
     from dataclasses import dataclass, field
     from datetime import UTC, datetime
