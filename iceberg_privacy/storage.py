@@ -279,6 +279,9 @@ def storage_errors[F: Callable[..., Any]](fn: F) -> F:
             error = library_error(exc)
             if error is exc:
                 raise
+            blocked = getattr(exc, "blocked_request_id", None)  # rights/journal.blocking: the request it recorded
+            if blocked is not None:
+                error.blocked_request_id = blocked  # type: ignore[attr-defined]
             raise error from exc
 
     return wrapper  # type: ignore[return-value]

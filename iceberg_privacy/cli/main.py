@@ -205,8 +205,13 @@ def report_failure(exc: BaseException, *, debug: bool = False, as_json: bool = F
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     line = " ".join(part.strip() for part in describe_failure(exc).splitlines() if part.strip())
+    blocked = getattr(exc, "blocked_request_id", None)  # set by the journal when it recorded the request as blocked
+    if blocked:
+        line += (f" (request {blocked} is blocked: `iceberg-privacy requests show {blocked}` has the reason and "
+                 "the next step)")
     if as_json:
-        print(json.dumps({"error": line, "error_type": error_type(exc)}, ensure_ascii=False))
+        print(json.dumps({"error": line, "error_type": error_type(exc),
+                          **({"request_id": blocked} if blocked else {})}, ensure_ascii=False))
     if not isinstance(exc, IcebergPrivacyError) and not debug:
         line += " (run with --debug for the traceback)"
     print(f"error: {line}", file=sys.stderr)

@@ -17,6 +17,7 @@ The journal is the table ``_privacy.requests`` (namespace configurable), marked 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -642,6 +643,9 @@ def blocking(journal: Journal, req: RequestState, secret: bytes | None = None) -
                               type(library_error(exc)).__name__)  # what the verb raises: StorageError, not OSError
             except Exception:  # the journal itself is unreachable: the error raised below says what to do
                 logger.exception("could not record request %s as blocked", req.request_id)
+            else:  # the CLI's one line names the request (a generated id was printed nowhere else)
+                with contextlib.suppress(Exception):
+                    shown.blocked_request_id = req.request_id  # type: ignore[attr-defined]
         if shown is exc:
             raise
         raise shown from None

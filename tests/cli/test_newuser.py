@@ -295,6 +295,31 @@ def test_a_missing_secret_names_the_home_the_command_used(tmp_path: Path, capsys
     assert "no secret" not in err
 
 
+def test_a_request_that_blocks_names_its_id_in_the_one_error_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An erasure stopped by storage (here a data file gone) is journaled as blocked under a generated id, but the
+    CLI's one error line named no request: the user could not tell that a request was now open, nor which. The
+    line (and --json's "request_id") names it, and `requests show` has the next step."""
+    import json
+
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", "s" * 32)
+    home = tmp_path / "home"
+    pq.write_table(DATA, tmp_path / "events.parquet")
+    assert _run(home, capsys, "ingest", "db.events", str(tmp_path / "events.parquet"), "--create")[0] == 0
+    assert _run(home, capsys, "identity", "set", "db.events", "user_id")[0] == 0
+    table = ip.connect(home=home).load_table("db.events")
+    for task in table.scan().plan_files():
+        Path(task.file.file_path.removeprefix("file://")).unlink()
+    code, _, err = _run(home, capsys, "erase", "ann", "--purge")
+    rid = re.search(r"\(request (req-[0-9a-f]+) is blocked: `iceberg-privacy requests show \1`", err)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and rid, err
+    assert ip.Journal(ip.connect(home=home)).get(rid.group(1)).status == "blocked"
+    code, out, _ = _run(home, capsys, "erase", "bob", "--json")
+    doc = json.loads(out)
+    assert code == 2 and doc["error_type"] == "StorageError"
+    assert ip.Journal(ip.connect(home=home)).get(doc["request_id"]).status == "blocked"
+
+
 def test_a_request_on_a_catalog_without_identity_columns_says_how_to_declare_them(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression: 'identity columns are none. Pass values of those types' (there were no types to pass)."""
