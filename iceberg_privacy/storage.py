@@ -20,12 +20,13 @@ and it handed bucket-relative paths to ``io.delete``, which pyiceberg then treat
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -180,7 +181,26 @@ _PATH = re.compile(r"(?:Path does not exist|file not found|access denied|does no
                    r"'?([^'\s]+)'?", re.I)
 
 
+LOCATION_ATTRIBUTE = "iceberg_privacy_location"
+
+
+@contextlib.contextmanager
+def reading(location: str) -> Iterator[None]:
+    """Name ``location`` (a full URI) on an OSError raised inside: pyarrow's S3 errors quote ``bucket/key`` without
+    the scheme, and the StorageError built from them said "cannot read tables/ns/t/data/x.parquet" (a relative
+    local path, to a reader) where the file is ``s3://tables/ns/t/data/x.parquet``."""
+    try:
+        yield
+    except OSError as exc:
+        if getattr(exc, LOCATION_ATTRIBUTE, None) is None:
+            with contextlib.suppress(Exception):
+                setattr(exc, LOCATION_ATTRIBUTE, location)
+        raise
+
+
 def location_in(exc: BaseException) -> str:
+    if named := getattr(exc, LOCATION_ATTRIBUTE, None):
+        return str(named)
     text = str(exc)
     if m := _S3_KEY.search(text):
         return f"s3://{m.group(2)}/{m.group(1)}"

@@ -55,6 +55,7 @@ from pyiceberg.types import ListType, MapType
 from pyiceberg.utils.concurrent import ExecutorFactory
 
 from iceberg_privacy._internal.compat import FileProjection, position_deletes
+from iceberg_privacy.storage import reading
 
 Matcher = Callable[[pa.Table], np.ndarray]
 """Rows to keep: given the key columns (requested Iceberg names and types), a boolean mask."""
@@ -372,6 +373,13 @@ def _whole(io: FileIO, read: MatchRead, task: FileScanTask, match: Matcher, stat
 def _probe(io: FileIO, read: MatchRead, task: FileScanTask, hint: Sequence[int] | None,
            deleted: list[pa.ChunkedArray] | None, stats: ReadStats, projections: _Projections) -> _Probe | object | None:
     """Phase 1: the key columns of the hinted row groups, minus deleted rows (None: nothing to match)."""
+    with reading(task.file.file_path):  # a failure names the file's full URI (storage.reading)
+        return _probe_file(io, read, task, hint, deleted, stats, projections)
+
+
+def _probe_file(io: FileIO, read: MatchRead, task: FileScanTask, hint: Sequence[int] | None,
+                deleted: list[pa.ChunkedArray] | None, stats: ReadStats,
+                projections: _Projections) -> _Probe | object | None:
     with _stats_lock:
         stats.files += 1
     if task.file.file_format != FileFormat.PARQUET:

@@ -30,7 +30,7 @@ from iceberg_privacy.datafiles import WrittenFiles
 from iceberg_privacy.identities import extract_identities, rows_matching
 from iceberg_privacy.index.read import Matcher, MatchRead, probe_task, read_matching
 from iceberg_privacy.rights.subjects import CandidatePlan, TableSubjects, digest_value_set, match_mask
-from iceberg_privacy.storage import StoredFile
+from iceberg_privacy.storage import StoredFile, reading
 
 
 @dataclass
@@ -105,6 +105,12 @@ def load_candidate(io: FileIO, metadata: TableMetadata, task: FileScanTask, mask
     decided on the file's rows *before* its deletes, and such a file is rewritten too: its live rows, none of
     them the subject's (the mask is all False), into a new file; the old one is dropped and later purged.
     Otherwise the request could never complete: nothing live to erase, a subject row in every verification."""
+    with reading(task.file.file_path):  # a failure names the file's full URI, not pyarrow's bucket/key
+        return _load_candidate(io, metadata, task, mask, key_ids, probe_first=probe_first)
+
+
+def _load_candidate(io: FileIO, metadata: TableMetadata, task: FileScanTask, mask: Matcher, key_ids: Sequence[int],
+                    *, probe_first: bool) -> tuple[pa.Table | None, np.ndarray]:
     raw = FileScanTask(task.file, residual=task.residual) if task.delete_files else task  # its bytes, deletes not applied
     held: bool | None = None
     if probe_first and key_ids:

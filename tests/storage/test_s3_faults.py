@@ -79,6 +79,21 @@ def test_missing_bucket_is_named_and_the_access_request_stays_resumable(s3_sql_c
         list_files(table.io, "s3://no-such-bucket-ip/warehouse/db/t")
 
 
+def test_a_data_file_gone_from_the_bucket_is_named_by_its_full_uri(s3_sql_catalog: Catalog, lake_ns: str,
+                                                                    seaweedfs: Any) -> None:
+    """pyarrow quotes an S3 object as ``bucket/key``; the errors of erase, access and lookup said "cannot read
+    lake/ns/t/data/x.parquet: it does not exist", a relative local path to a reader, for an s3:// file."""
+    table = _table(s3_sql_catalog, f"{lake_ns}.t")
+    gone = sorted(task.file.file_path for task in table.scan().plan_files())[0]
+    seaweedfs.filesystem().delete_file(gone.removeprefix("s3://"))
+    for call in (lambda: ip.erase(s3_sql_catalog, ["ann"], [f"{lake_ns}.t"]),
+                 lambda: ip.access(s3_sql_catalog, ["ann"], [f"{lake_ns}.t"], out=f"s3://{seaweedfs.bucket}/x"),
+                 lambda: ip.lookup(f"{lake_ns}.t", "user_id", "ann", catalog=s3_sql_catalog)):
+        with pytest.raises(ip.StorageError) as info:
+            call()
+        assert f"cannot read {gone}: it does not exist" in str(info.value)
+
+
 def test_wrong_credentials_give_one_clear_error(s3_sql_catalog: Catalog, lake_ns: str, seaweedfs: Any,
                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
