@@ -212,7 +212,7 @@ def report_failure(exc: BaseException, *, debug: bool = False, as_json: bool = F
     if as_json:
         print(json.dumps({"error": line, "error_type": error_type(exc),
                           **({"request_id": blocked} if blocked else {})}, ensure_ascii=False))
-    if not isinstance(exc, IcebergPrivacyError) and not debug:
+    if known_failure(exc) is None and not debug:  # a catalog's 401 or a missing file says what to do already
         line += " (run with --debug for the traceback)"
     print(f"error: {line}", file=sys.stderr)
     return 2
@@ -237,11 +237,22 @@ def error_type(exc: BaseException) -> str:
 
 def describe_failure(exc: BaseException) -> str:
     """One line for an error: the library's own messages as they are, catalog and storage errors named."""
+    known = known_failure(exc)
+    return known if known is not None else f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def known_failure(exc: BaseException) -> str | None:
+    """The one line for an error the library recognises (its own, a catalog's, a storage one); None for an
+    unexpected one, the only kind whose line asks for ``--debug``'s traceback."""
     if isinstance(exc, IcebergPrivacyError):
         return str(exc)
     from pyiceberg import exceptions as pe
 
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = _first_line(exc)
     if isinstance(exc, (pe.NoSuchTableError, pe.NoSuchNamespaceError)):
         return (f"not found in the catalog: {first}; check the name (namespace.table) and the catalog (--catalog NAME, "
                 "~/.pyiceberg.yaml; without them the embedded one in --home / $ICEBERG_PRIVACY_HOME / ./.iceberg-privacy)")
@@ -264,7 +275,7 @@ def describe_failure(exc: BaseException) -> str:
         from iceberg_privacy.storage import action_in, describe_error, location_in
 
         return describe_error(location_in(exc), exc, action_in(exc))
-    return f"{type(exc).__name__}: {first}"
+    return None
 
 
 if __name__ == "__main__":

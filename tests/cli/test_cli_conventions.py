@@ -315,6 +315,28 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(
     assert code == 2 and "Traceback" in err and err.splitlines()[-1] == "error: RuntimeError: boom"
 
 
+@pytest.mark.parametrize("error, expected", [
+    ("UnauthorizedError", "the catalog refused the credentials"),
+    ("ServiceUnavailableError", "the catalog service failed"),
+    ("NoSuchTableError", "not found in the catalog"),
+])
+def test_recognised_catalog_errors_do_not_ask_for_the_traceback(
+        home: Path, error: str, expected: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a REST catalog's 401 (no credential configured) got the line that says what to do, then
+    '(run with --debug for the traceback)', the mark of an unexpected error, because it is no library error."""
+    from pyiceberg import exceptions as pe
+
+    import iceberg_privacy.index.maintenance as maintenance
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise getattr(pe, error)("nope")
+
+    monkeypatch.setattr(maintenance, "sidecar_status", refuse)
+    code, _, err = run(home, "sidecars", "status", "db.t", capsys=capsys)
+    assert code == 2 and expected in err and "--debug" not in err and err.count("\n") == 1, err
+
+
 def test_usage_errors_exit_2(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["lookup"], ["expire", "db.t", "--older-than", "7x"], ["nonsense"],
                  ["cleanup", "db.t", "--older-than", "1h", "--older-than-minutes", "5"]):
