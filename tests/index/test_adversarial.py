@@ -104,6 +104,42 @@ def test_maintenance_racing_maintenance_keeps_coverage(catalog, rival: str) -> N
     _assert_fully_covered_and_exact(table, 6)
 
 
+def test_compaction_losing_to_a_compaction_right_before_its_commit_builds_again(catalog) -> None:
+    """A compaction unregisters the base it supersedes (the statistics entry of the snapshot the base was put on).
+    A rival compaction that committed between this one's build and its commit had removed that entry already:
+    pyiceberg refused the removal with a bare ValueError and the compaction failed. It is a lost race: build again
+    from the new head (which deletes the rival's base, now superseded, instead of leaving it referenced)."""
+    import warnings
+
+    import pyarrow as pa
+
+    from iceberg_privacy._internal import faults
+    from iceberg_privacy.index import exact
+    from iceberg_privacy.index.registry import sidecar_refs
+
+    table = _indexed_table(catalog, "db.race2", 2)
+    ip.compact_sidecars(table)
+    ip.append(table.refresh(), pa.table({"k": ["a2", "shared"], "r": pa.array([4, 5], pa.int64())}))
+    other = catalog.load_table("db.race2")
+    rivals: list[str] = []
+
+    def rival(_: str) -> None:
+        if not rivals:  # the rival's own checkpoint passes through here too
+            rivals.append("")
+            rivals[0] = ip.compact_sidecars(other).sidecar_path
+
+    with warnings.catch_warnings(), faults.injected("index.before_commit", rival):
+        warnings.simplefilter("ignore")
+        report = ip.compact_sidecars(catalog.load_table("db.race2"))
+    table = table.refresh()
+    assert rivals and report.sidecar_path == table.properties["privacy.sidecar.compacted"]
+    assert rivals[0] in report.deleted_sidecars and not table.io.new_input(rivals[0]).exists()
+    bases = [r.location for r in sidecar_refs(table.metadata)
+             if (idx := exact.CACHE.get(table.io, r.location, r.size)[0]) is not None and idx.covered_snapshot_id]
+    assert bases == [report.sidecar_path]
+    _assert_fully_covered_and_exact(table, 3)
+
+
 def test_s3_maintenance_race_keeps_coverage(s3_catalog) -> None:
     import warnings
 
