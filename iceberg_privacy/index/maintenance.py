@@ -47,6 +47,7 @@ from iceberg_privacy.index.registry import (
     warn,
 )
 from iceberg_privacy.index.sidecar import CACHE, ColumnInfo, CoveredFile, FileFilter, write_sidecar
+from iceberg_privacy.index.supersede import own_sidecars, referenced_right_before, unregister_former_bases
 from iceberg_privacy.lineage.record import fold_expired
 from iceberg_privacy.storage import (
     canonical,
@@ -273,48 +274,6 @@ def _covered_manifests(table: Table, md: TableMetadata, indexed: set[str]
     return snap.snapshot_id, manifests, where, tasks
 
 
-def _unregister_former_bases(table: Table, tx: Transaction, md: TableMetadata, has_exact: bool, keep: int | None) -> None:
-    """Drop, in the compaction's commit, the statistics entries naming compacted sidecars it supersedes.
-
-    A compacted sidecar is registered on the newest retained snapshot: maybe a branch or tag head, a rolled-back
-    snapshot, or one the main line has moved past. Replacing only the property left that entry behind, so the old
-    base stayed referenced (never deleted, probed as a delta) as long as its snapshot lived, for ever on a ref
-    head; after an erasure it held the subject's keys and every purge failed its verification. Superseded: the
-    property's sidecar and, with an exact column, any sidecar whose exact meta records a covered snapshot (only
-    a base does: ones earlier versions left). The new base covers every retained snapshot's files, so they are
-    then deleted as unreferenced. ``keep``: the new base's snapshot (its entry is replaced, not removed)."""
-    current = md.properties.get(PROPERTY_COMPACTED)
-    bases = {canonical(current)} if current else set()
-    drop: set[int] = set()
-    for stat in tx.table_metadata.statistics:  # after this commit's expiry, which drops expired snapshots' entries
-        if stat.snapshot_id == keep or not is_sidecar_path(stat.statistics_path):
-            continue
-        if canonical(stat.statistics_path) in bases:
-            drop.add(stat.snapshot_id)
-        elif has_exact:
-            try:
-                idx, _ = exact.CACHE.get(table.io, stat.statistics_path, stat.file_size_in_bytes)
-            except SidecarError:
-                continue  # unreadable: cannot tell a base from a delta; a delta's reference must stay
-            if idx is not None and idx.covered_snapshot_id is not None:
-                drop.add(stat.snapshot_id)
-    for sid in sorted(drop):  # one update each: pyiceberg's remove_statistics keeps only the last one chained
-        tx.update_statistics().remove_statistics(sid).commit()
-
-
-def own_sidecars(location: str, paths: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Split ``paths`` into the sidecars this table wrote (a sidecar's name under its ``location``, where
-    :func:`new_sidecar_location` puts them) and the rest, which nothing here may delete: a
-    ``privacy.sidecar.compacted`` set by hand or copied with another table's properties may name another
-    table's sidecar, or any file at all (a data file once went with a compaction)."""
-    root = canonical(location).rstrip("/") + "/"
-    own: list[str] = []
-    foreign: list[str] = []
-    for p in paths:
-        (own if is_sidecar_path(p) and canonical(p).startswith(root) else foreign).append(p)
-    return own, foreign
-
-
 class _Restart(Exception):
     """This attempt lost a race (its commit conflicted, or sidecars it was copying vanished because another
     process changed the table meanwhile): build it again from the new head."""
@@ -400,7 +359,7 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
             covered_snapshot_id=covered_id, manifests=manifests, file_manifests=[where.get(p, -1) for p in paths],
             file_tasks=[stored.get(p) for p in paths],
         )
-        _unregister_former_bases(table, tx, md, bool(exact_cols), keep=target)
+        unregister_former_bases(table, tx, md, bool(exact_cols), keep=target)
         tx.update_statistics().set_statistics(statistics_entry(target, location, footer)).commit()
         tx.set_properties({PROPERTY_COMPACTED: location, PROPERTY_COMPACTED_BYTES: str(footer.file_size)})
         report.sidecar_path, report.sidecar_bytes, report.registered_on_snapshot = location, footer.file_size, target
@@ -411,7 +370,7 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
         # sidecar covers only files that are gone, and its Bloom filters may still answer for an erased subject.
         # Unreferenced, it is deleted below with the other superseded sidecars (kept, a purge's verification
         # failed on it for good).
-        _unregister_former_bases(table, tx, md, bool(exact_cols), keep=None)
+        unregister_former_bases(table, tx, md, bool(exact_cols), keep=None)
         tx.remove_properties(PROPERTY_COMPACTED, PROPERTY_COMPACTED_BYTES)
     checkpoint("index.before_commit")  # the new compacted sidecar (base) is written, not yet referenced
     try:
@@ -423,6 +382,7 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
                 warn(f"unreferenced sidecar of a lost commit not deleted: {why} (cleanup_orphans removes it)")
         raise
     checkpoint("index.after_commit")
+    before |= referenced_right_before(table.io, committing.metadata, started_at)
     table.refresh()
     # Sidecars nothing references any more are garbage; readers that still hold them fall back to scans.
     still = {canonical(p) for p in referenced_sidecar_locations(table.metadata)}

@@ -115,7 +115,7 @@ def test_a_base_left_registered_by_an_earlier_version_is_unregistered_by_the_nex
     first = maintenance.compact_sidecars(t.refresh())
     ip.append(t.refresh(), _batch(["u2"]))
     with monkeypatch.context() as m:  # the earlier version: only the property was replaced
-        m.setattr(maintenance, "_unregister_former_bases", lambda *a, **k: None)
+        m.setattr(maintenance, "unregister_former_bases", lambda *a, **k: None)
         second = maintenance.compact_sidecars(t.refresh())
     t = t.refresh()
     assert sorted(_referenced_bases(t)) == sorted([first.sidecar_path, second.sidecar_path])
