@@ -143,11 +143,15 @@ def _sizes(live: dict[str, DataFile]) -> dict[str, tuple[int, int]]:
 
 
 def _registration_snapshot(md: TableMetadata, candidates: set[int]) -> int | None:
-    """Newest retained snapshot whose statistics slot is free or holds one of our sidecars."""
+    """The current snapshot, else the newest retained one, whose statistics slot is free or holds one of our
+    sidecars. The current snapshot first: after a rollback the newest snapshot is one no ref keeps, the first any
+    expiry removes, and Java's expiry deletes the statistics files of the snapshots it expires: the base, though
+    the property still names it (every lookup then scanned until the next compaction)."""
     taken = {s.snapshot_id: s.statistics_path for s in md.statistics}
-    for snap in sorted(md.snapshots, key=lambda s: s.sequence_number or 0, reverse=True):
-        if snap.snapshot_id in candidates and (snap.snapshot_id not in taken or is_sidecar_path(taken[snap.snapshot_id])):
-            return snap.snapshot_id
+    newest = sorted(md.snapshots, key=lambda s: s.sequence_number or 0, reverse=True)
+    for sid in [md.current_snapshot_id, *(s.snapshot_id for s in newest)]:
+        if sid is not None and sid in candidates and (sid not in taken or is_sidecar_path(taken[sid])):
+            return sid
     return None
 
 

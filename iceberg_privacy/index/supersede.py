@@ -22,7 +22,7 @@ from iceberg_privacy.storage import canonical
 def unregister_former_bases(table: Table, tx: Transaction, md: TableMetadata, has_exact: bool, keep: int | None) -> None:
     """Drop, in the compaction's commit, the statistics entries naming compacted sidecars it supersedes.
 
-    A compacted sidecar is registered on the newest retained snapshot: maybe a branch or tag head, a rolled-back
+    A compacted sidecar is registered on the current or newest snapshot: maybe a branch or tag head, a rolled-back
     snapshot, or one the main line has moved past. Replacing only the property left that entry behind, so the old
     base stayed referenced (never deleted, probed as a delta) as long as its snapshot lived, for ever on a ref
     head; after an erasure it held the subject's keys and every purge failed its verification. Superseded: the

@@ -171,11 +171,13 @@ def test_s3_superseded_base_on_a_branch_head_is_unregistered_and_deleted(s3_cata
     import pyarrow as pa
 
     from iceberg_privacy.index.registry import referenced_sidecar_locations
+    from tests.index.test_snapshot_graph import occupy_current_statistics_slot
 
     catalog, ns = s3_catalog
     table = _indexed_table(catalog, f"{ns}.refs", 2)
     table.manage_snapshots().create_branch(table.metadata.current_snapshot_id, "dev").commit()
     table.refresh().append(pa.table({"k": ["b0", "shared"], "r": pa.array([100, 101], pa.int64())}), branch="dev")
+    occupy_current_statistics_slot(table)  # so the base goes on the branch head
     first = ip.compact_sidecars(catalog.load_table(f"{ns}.refs"))
     table = table.refresh()
     assert first.registered_on_snapshot == table.metadata.refs["dev"].snapshot_id

@@ -42,6 +42,22 @@ def _table(catalog: Any, kind: str = "bloom,exact") -> Any:
     return ip.configure_identity(t, ["user_id"])
 
 
+def occupy_current_statistics_slot(table: Any) -> Any:
+    """Another engine's statistics file on the current snapshot (e.g. Spark's compute_table_stats): a compaction
+    then registers its base on the newest other snapshot, here a branch or tag head."""
+    from pyiceberg.table.statistics import StatisticsFile
+
+    table = table.refresh()
+    path = f"{table.location()}/metadata/{table.metadata.current_snapshot_id}-theta.stats"
+    with table.io.new_output(path).create(overwrite=True) as out:
+        out.write(b"PFA1 not ours")
+    with table.transaction() as tx:
+        tx.update_statistics().set_statistics(StatisticsFile(
+            snapshot_id=table.metadata.current_snapshot_id, statistics_path=path, file_size_in_bytes=13,
+            file_footer_size_in_bytes=4, blob_metadata=[])).commit()
+    return table.refresh()
+
+
 def _referenced_bases(table: Any, gone: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
     """Referenced sidecars whose exact meta records a covered snapshot: bases (a delta records none)."""
     out = []
@@ -91,7 +107,7 @@ def test_a_base_registered_on_a_branch_or_tag_head_is_unregistered_when_supersed
         t.manage_snapshots().create_tag(t.metadata.refs["dev"].snapshot_id, "audit").commit()
         t = t.refresh()
         t.manage_snapshots().remove_branch("dev").commit()
-    first = maintenance.compact_sidecars(t.refresh())
+    first = maintenance.compact_sidecars(occupy_current_statistics_slot(t))
     head = "dev" if ref_kind == "branch" else "audit"
     assert first.registered_on_snapshot == t.refresh().metadata.refs[head].snapshot_id
     ip.append(t.refresh(), _batch(["u3"]))
@@ -114,7 +130,7 @@ def test_a_base_left_registered_by_an_earlier_version_is_unregistered_by_the_nex
     t = t.refresh()
     t.manage_snapshots().create_branch(t.metadata.current_snapshot_id, "dev").commit()
     t.refresh().append(_batch(["u1"]), branch="dev")
-    first = maintenance.compact_sidecars(t.refresh())
+    first = maintenance.compact_sidecars(occupy_current_statistics_slot(t))
     ip.append(t.refresh(), _batch(["u2"]))
     with monkeypatch.context() as m:  # the earlier version: only the property was replaced
         m.setattr(maintenance, "unregister_former_bases", lambda *a, **k: None)
@@ -146,7 +162,8 @@ def test_purge_completes_when_the_old_base_sat_on_a_branch_or_tag_head(catalog, 
     if ref_kind == "tag":
         t.manage_snapshots().create_tag(t.metadata.refs["dev"].snapshot_id, "audit").commit()
         t.refresh().manage_snapshots().remove_branch("dev").commit()
-    base = maintenance.compact_sidecars(t.refresh())
+    base = maintenance.compact_sidecars(occupy_current_statistics_slot(t))
+    assert base.registered_on_snapshot != t.refresh().metadata.current_snapshot_id
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = ip.erase(catalog, ["victim"], tables=[".".join(name)], request_id=f"graph-{ref_kind}", purge=True)
@@ -156,6 +173,33 @@ def test_purge_completes_when_the_old_base_sat_on_a_branch_or_tag_head(catalog, 
     for loc in referenced_sidecar_locations(t.metadata):
         assert not _holds_key(t, loc, "victim"), loc
     _check_lookups(t, None, [["victim"], ["a1", "a3", "b1"]])
+
+
+def test_the_base_goes_on_the_current_snapshot_not_on_a_newer_one_no_ref_keeps(catalog) -> None:
+    """After a rollback the newest snapshot is one no ref keeps, the first any expiry removes; Java's expiry also
+    deletes its statistics files. A base registered there was deleted with it (the property still naming it), and
+    every lookup scanned the whole table, with warnings, until the next compaction. It goes on the current
+    snapshot first."""
+    t = _table(catalog, "exact")
+    for users in (["u0", "u1"], ["u2"], ["u3"]):
+        ip.append(t, _batch(users))
+    t = t.refresh()
+    first = t.snapshots()[0].snapshot_id
+    t.manage_snapshots().rollback_to_snapshot(first).commit()
+    report = maintenance.compact_sidecars(t.refresh())
+    t = t.refresh()
+    assert report.registered_on_snapshot == t.metadata.current_snapshot_id == first
+    dangling = [s.snapshot_id for s in t.metadata.snapshots if s.snapshot_id != first]
+    stats = [x.statistics_path for x in t.metadata.statistics if x.snapshot_id in dangling]
+    t.maintenance.expire_snapshots().by_ids(dangling).commit()
+    for path in stats:  # as Java's expiry: the expired snapshots' statistics files go with them
+        t.io.delete(path)
+    t = t.refresh()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no index file is missing
+        plan = ip.plan_lookup(t, "user_id", "u1")
+    assert plan.exact_index_used and plan.files_after_exact_index == 1 and plan.files_not_in_index == 0, plan.explain()
+    _check_lookups(t, None, [["u0"], ["u1"], ["u2"]])
 
 
 @pytest.fixture
