@@ -251,6 +251,16 @@ def is_snapshot_gone(exc: BaseException) -> bool:
     return isinstance(exc, ValueError) and str(exc).startswith("Snapshot with snapshot id ") and "does not exist" in str(exc)
 
 
+def is_statistics_gone(exc: BaseException) -> bool:
+    """Is ``exc`` pyiceberg refusing to remove a statistics entry that another commit already removed?
+
+    The same re-application as :func:`is_snapshot_gone`: a ``RemoveStatisticsUpdate`` (a compaction unregistering
+    the base it supersedes) whose entry a concurrent compaction or expiry dropped first raises
+    ``ValueError("Statistics with snapshot id N does not exist")``: lost without effect.
+    """
+    return isinstance(exc, ValueError) and str(exc).startswith("Statistics with snapshot id ") and "does not exist" in str(exc)
+
+
 def data_file_factory() -> Any:
     """A fast ``DataFile`` constructor for planning: ``make(content, path, format, partition, record_count,
     file_size_in_bytes, spec_id)``, the record pyiceberg's manifest reader produces (it reads every table

@@ -62,7 +62,7 @@ DEFAULT_POLICY = RetryPolicy()
 def is_conflict(exc: BaseException) -> bool:
     """Did this commit fail without effect, so that building it again on the new head is safe?"""
     if (isinstance(exc, CommitFailedException) or compat.is_stale_sequence_number(exc) or compat.is_snapshot_gone(exc)
-            or compat.is_rebase_base_gone(exc)):
+            or compat.is_statistics_gone(exc) or compat.is_rebase_base_gone(exc)):
         return True
     return is_transient_db_error(exc)
 

@@ -47,6 +47,7 @@ from iceberg_privacy.index.registry import (
     warn,
 )
 from iceberg_privacy.index.sidecar import CACHE, ColumnInfo, CoveredFile, FileFilter, write_sidecar
+from iceberg_privacy.index.supersede import own_sidecars, referenced_right_before, unregister_former_bases
 from iceberg_privacy.lineage.record import fold_expired
 from iceberg_privacy.storage import (
     canonical,
@@ -142,11 +143,15 @@ def _sizes(live: dict[str, DataFile]) -> dict[str, tuple[int, int]]:
 
 
 def _registration_snapshot(md: TableMetadata, candidates: set[int]) -> int | None:
-    """Newest retained snapshot whose statistics slot is free or holds one of our sidecars."""
+    """The current snapshot, else the newest retained one, whose statistics slot is free or holds one of our
+    sidecars. The current snapshot first: after a rollback the newest snapshot is one no ref keeps, the first any
+    expiry removes, and Java's expiry deletes the statistics files of the snapshots it expires: the base, though
+    the property still names it (every lookup then scanned until the next compaction)."""
     taken = {s.snapshot_id: s.statistics_path for s in md.statistics}
-    for snap in sorted(md.snapshots, key=lambda s: s.sequence_number or 0, reverse=True):
-        if snap.snapshot_id in candidates and (snap.snapshot_id not in taken or is_sidecar_path(taken[snap.snapshot_id])):
-            return snap.snapshot_id
+    newest = sorted(md.snapshots, key=lambda s: s.sequence_number or 0, reverse=True)
+    for sid in [md.current_snapshot_id, *(s.snapshot_id for s in newest)]:
+        if sid is not None and sid in candidates and (sid not in taken or is_sidecar_path(taken[sid])):
+            return sid
     return None
 
 
@@ -273,19 +278,6 @@ def _covered_manifests(table: Table, md: TableMetadata, indexed: set[str]
     return snap.snapshot_id, manifests, where, tasks
 
 
-def own_sidecars(location: str, paths: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Split ``paths`` into the sidecars this table wrote (a sidecar's name under its ``location``, where
-    :func:`new_sidecar_location` puts them) and the rest, which nothing here may delete: a
-    ``privacy.sidecar.compacted`` set by hand or copied with another table's properties may name another
-    table's sidecar, or any file at all (a data file once went with a compaction)."""
-    root = canonical(location).rstrip("/") + "/"
-    own: list[str] = []
-    foreign: list[str] = []
-    for p in paths:
-        (own if is_sidecar_path(p) and canonical(p).startswith(root) else foreign).append(p)
-    return own, foreign
-
-
 class _Restart(Exception):
     """This attempt lost a race (its commit conflicted, or sidecars it was copying vanished because another
     process changed the table meanwhile): build it again from the new head."""
@@ -371,6 +363,7 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
             covered_snapshot_id=covered_id, manifests=manifests, file_manifests=[where.get(p, -1) for p in paths],
             file_tasks=[stored.get(p) for p in paths],
         )
+        unregister_former_bases(table, tx, md, bool(exact_cols), keep=target)
         tx.update_statistics().set_statistics(statistics_entry(target, location, footer)).commit()
         tx.set_properties({PROPERTY_COMPACTED: location, PROPERTY_COMPACTED_BYTES: str(footer.file_size)})
         report.sidecar_path, report.sidecar_bytes, report.registered_on_snapshot = location, footer.file_size, target
@@ -381,6 +374,7 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
         # sidecar covers only files that are gone, and its Bloom filters may still answer for an erased subject.
         # Unreferenced, it is deleted below with the other superseded sidecars (kept, a purge's verification
         # failed on it for good).
+        unregister_former_bases(table, tx, md, bool(exact_cols), keep=None)
         tx.remove_properties(PROPERTY_COMPACTED, PROPERTY_COMPACTED_BYTES)
     checkpoint("index.before_commit")  # the new compacted sidecar (base) is written, not yet referenced
     try:
@@ -392,6 +386,7 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
                 warn(f"unreferenced sidecar of a lost commit not deleted: {why} (cleanup_orphans removes it)")
         raise
     checkpoint("index.after_commit")
+    before |= referenced_right_before(table.io, committing.metadata, started_at)
     table.refresh()
     # Sidecars nothing references any more are garbage; readers that still hold them fall back to scans.
     still = {canonical(p) for p in referenced_sidecar_locations(table.metadata)}

@@ -223,6 +223,35 @@ def test_removing_a_snapshot_another_expiry_removed_is_recognized_as_a_lost_race
     assert not compat.is_snapshot_gone(ValueError("Snapshot with snapshot id 1 is fine"))
 
 
+def test_removing_statistics_another_commit_removed_is_recognized_as_a_lost_race(catalog: Catalog) -> None:
+    """Two commits built on the same metadata both remove one statistics entry (two compactions unregistering
+    the base they supersede): the second is refused with the ValueError compat.is_statistics_gone recognizes
+    (retry.is_conflict retries it) and changes nothing."""
+    from pyiceberg.table.statistics import StatisticsFile
+
+    from iceberg_privacy._internal import retry
+
+    table = catalog.create_table("db.stats_gone", SCHEMA)
+    table.append(pa.table({"user_id": ["u0"], "n": [0]}, schema=ARROW))
+    sid = table.refresh().metadata.current_snapshot_id
+    with table.transaction() as tx:
+        tx.update_statistics().set_statistics(StatisticsFile(
+            snapshot_id=sid, statistics_path=f"{table.location()}/metadata/x.stats", file_size_in_bytes=1,
+            file_footer_size_in_bytes=1, blob_metadata=[])).commit()
+    stale = catalog.load_table("db.stats_gone")
+    with catalog.load_table("db.stats_gone").transaction() as tx:
+        tx.update_statistics().remove_statistics(sid).commit()
+    head = catalog.load_table("db.stats_gone").metadata_location
+    with pytest.raises(Exception) as info:
+        tx = stale.transaction()
+        tx.update_statistics().remove_statistics(sid).commit()
+        tx.commit_transaction()
+    assert compat.is_statistics_gone(info.value), repr(info.value)
+    assert retry.is_conflict(info.value)
+    assert catalog.load_table("db.stats_gone").metadata_location == head  # without effect
+    assert not compat.is_statistics_gone(ValueError("Statistics with snapshot id 1 is fine"))
+
+
 def test_file_projection_values_like_pyiceberg(catalog: Catalog) -> None:
     """compat.FileProjection's projected values for absent columns are pyiceberg's own
     (``_get_column_projection_values``): none for a file holding every requested column, whatever its

@@ -104,6 +104,42 @@ def test_maintenance_racing_maintenance_keeps_coverage(catalog, rival: str) -> N
     _assert_fully_covered_and_exact(table, 6)
 
 
+def test_compaction_losing_to_a_compaction_right_before_its_commit_builds_again(catalog) -> None:
+    """A compaction unregisters the base it supersedes (the statistics entry of the snapshot the base was put on).
+    A rival compaction that committed between this one's build and its commit had removed that entry already:
+    pyiceberg refused the removal with a bare ValueError and the compaction failed. It is a lost race: build again
+    from the new head (which deletes the rival's base, now superseded, instead of leaving it referenced)."""
+    import warnings
+
+    import pyarrow as pa
+
+    from iceberg_privacy._internal import faults
+    from iceberg_privacy.index import exact
+    from iceberg_privacy.index.registry import sidecar_refs
+
+    table = _indexed_table(catalog, "db.race2", 2)
+    ip.compact_sidecars(table)
+    ip.append(table.refresh(), pa.table({"k": ["a2", "shared"], "r": pa.array([4, 5], pa.int64())}))
+    other = catalog.load_table("db.race2")
+    rivals: list[str] = []
+
+    def rival(_: str) -> None:
+        if not rivals:  # the rival's own checkpoint passes through here too
+            rivals.append("")
+            rivals[0] = ip.compact_sidecars(other).sidecar_path
+
+    with warnings.catch_warnings(), faults.injected("index.before_commit", rival):
+        warnings.simplefilter("ignore")
+        report = ip.compact_sidecars(catalog.load_table("db.race2"))
+    table = table.refresh()
+    assert rivals and report.sidecar_path == table.properties["privacy.sidecar.compacted"]
+    assert rivals[0] in report.deleted_sidecars and not table.io.new_input(rivals[0]).exists()
+    bases = [r.location for r in sidecar_refs(table.metadata)
+             if (idx := exact.CACHE.get(table.io, r.location, r.size)[0]) is not None and idx.covered_snapshot_id]
+    assert bases == [report.sidecar_path]
+    _assert_fully_covered_and_exact(table, 3)
+
+
 def test_s3_maintenance_race_keeps_coverage(s3_catalog) -> None:
     import warnings
 
@@ -125,6 +161,71 @@ def test_s3_maintenance_race_keeps_coverage(s3_catalog) -> None:
         warnings.simplefilter("ignore")
         ip.compact_sidecars(catalog.load_table(f"{ns}.race"))
     _assert_fully_covered_and_exact(table, 4)
+
+
+def test_s3_superseded_base_on_a_branch_head_is_unregistered_and_deleted(s3_catalog) -> None:
+    """The REST catalog applies the compaction's removal of the superseded base's statistics entry (a base put
+    on a branch head stayed referenced for ever before), and lookups on both lines still equal full scans."""
+    import warnings
+
+    import pyarrow as pa
+
+    from iceberg_privacy.index.registry import referenced_sidecar_locations
+    from tests.index.test_snapshot_graph import occupy_current_statistics_slot
+
+    catalog, ns = s3_catalog
+    table = _indexed_table(catalog, f"{ns}.refs", 2)
+    table.manage_snapshots().create_branch(table.metadata.current_snapshot_id, "dev").commit()
+    table.refresh().append(pa.table({"k": ["b0", "shared"], "r": pa.array([100, 101], pa.int64())}), branch="dev")
+    occupy_current_statistics_slot(table)  # so the base goes on the branch head
+    first = ip.compact_sidecars(catalog.load_table(f"{ns}.refs"))
+    table = table.refresh()
+    assert first.registered_on_snapshot == table.metadata.refs["dev"].snapshot_id
+    ip.append(table, pa.table({"k": ["a2", "shared"], "r": pa.array([4, 5], pa.int64())}))
+    second = ip.compact_sidecars(catalog.load_table(f"{ns}.refs"))
+    table = table.refresh()
+    assert first.sidecar_path not in referenced_sidecar_locations(table.metadata)
+    assert first.sidecar_path in second.deleted_sidecars and not table.io.new_input(first.sidecar_path).exists()
+    _assert_fully_covered_and_exact(table, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dev = table.metadata.refs["dev"].snapshot_id
+        assert sorted(ip.lookup(table, "k", ["shared", "b0"], snapshot_id=dev).column("r").to_pylist()) == [1, 3, 100, 101]
+
+
+def test_s3_compaction_racing_a_compaction_deletes_the_base_its_commit_replaced(s3_catalog) -> None:
+    """A compaction commits no requirement, so the REST catalog applies it on top of a rival compaction that
+    committed between its build and its commit (the SqlCatalog refuses one removal and the loser builds again).
+    The rival's base, registered on the same newest snapshot, lost every reference to that commit but stayed on
+    storage with its keys, a young orphan that fails a purge's verification. It is deleted like any base the
+    commit supersedes."""
+    import warnings
+
+    import pyarrow as pa
+
+    from iceberg_privacy._internal import faults
+    from iceberg_privacy.index.registry import referenced_sidecar_locations
+
+    catalog, ns = s3_catalog
+    table = _indexed_table(catalog, f"{ns}.race3", 2)
+    ip.compact_sidecars(table)
+    ip.append(table.refresh(), pa.table({"k": ["a2", "shared"], "r": pa.array([4, 5], pa.int64())}))
+    other = catalog.load_table(f"{ns}.race3")
+    rivals: list[str] = []
+
+    def rival(_: str) -> None:
+        if not rivals:  # the rival's own checkpoint passes through here too
+            rivals.append("")
+            rivals[0] = ip.compact_sidecars(other).sidecar_path
+
+    with warnings.catch_warnings(), faults.injected("index.before_commit", rival):
+        warnings.simplefilter("ignore")
+        report = ip.compact_sidecars(catalog.load_table(f"{ns}.race3"))
+    table = table.refresh()
+    assert rivals[0] and rivals[0] != report.sidecar_path
+    assert rivals[0] not in referenced_sidecar_locations(table.metadata)
+    assert not table.io.new_input(rivals[0]).exists()
+    _assert_fully_covered_and_exact(table, 3)
 
 
 def test_cli_values_file_with_a_byte_order_mark(tmp_path, capsys) -> None:

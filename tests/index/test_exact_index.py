@@ -241,7 +241,8 @@ def _cell(draw, shape: str, domain: list[Any]) -> Any:
 
 
 DAMAGES = ["delete", "truncate", "bitflip", "garbage"]
-OPS = ["compact", "expire", "append", "rewrite", "erase", "damage-base", "damage-delta", "timetravel"]
+OPS = ["compact", "expire", "append", "rewrite", "erase", "damage-base", "damage-delta", "timetravel",
+       "rollback", "branch", "tag"]  # the last three make the history a graph (tests/index/test_snapshot_graph.py)
 _namespaces = iter(range(10**9))
 
 
@@ -306,6 +307,14 @@ def damage_file(path: str, how: str, rng: random.Random) -> None:
     clear_sidecar_cache()
 
 
+def _is_base(table, ref) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        idx, _ = exact.CACHE.get(table.io, ref.location, ref.size)
+    except Exception:  # noqa: BLE001 - a damaged index file: not countable either way
+        return False
+    return idx is not None and idx.covered_snapshot_id is not None
+
+
 def _index_files(table) -> tuple[list[str], list[str]]:  # type: ignore[no-untyped-def]
     refs = sidecar_refs(table.metadata)
     base = [r.location for r in refs if r.source == "property"]
@@ -338,19 +347,35 @@ def test_exact_lookup_equals_full_scan_under_damage(shared_catalog, _secret, sce
     forgotten: list[Any] = []
     written: dict[int, Any] = {}
     snapshots: list[tuple[int, dict[int, Any]]] = []
+    refs: dict[str, dict[int, Any]] = {}  # branch or tag name -> the rows of its head
 
-    def add(cells: list[Any], foreign: bool = False) -> None:
+    def add(cells: list[Any], foreign: bool = False, branch: str | None = None) -> None:
         nonlocal table
         if not foreign:  # the forget list drops rows of erased subjects at ingest
             cells = [c for c in cells if not any(v in forgotten for v in _ids_of(shape, c))]
             if not cells:
                 return
-        data = _batch(cells, len(written) + 1000 * len(snapshots), shape, arrow_ident)
+        data = _batch(cells, len(written) + 1000 * len(snapshots) + 100 * len(refs), shape, arrow_ident)
         start = data.column("rid")[0].as_py()
+        if branch is not None:  # another writer's commit on a branch (not indexed: scanned, never skipped)
+            table.append(data, branch=branch)
+            table = table.refresh()
+            refs[branch].update({start + j: c for j, c in enumerate(cells)})
+            snapshots.append((table.metadata.refs[branch].snapshot_id, dict(refs[branch])))
+            return
         (table.append if foreign else lambda d: ip.append(table, d))(data)
         table = table.refresh()
         written.update({start + j: c for j, c in enumerate(cells)})
         snapshots.append((table.metadata.current_snapshot_id, dict(written)))
+
+    def check_graph() -> None:
+        """Every branch and tag head answers like a full scan of it; at most one base stays referenced."""
+        for name, rows in refs.items():
+            ref = table.metadata.refs.get(name)
+            if ref is not None:
+                _check(table, rows, shape, scenario["probes"], snapshot_id=ref.snapshot_id)
+        bases = [r.location for r in sidecar_refs(table.metadata) if _is_base(table, r)]
+        assert len(bases) <= 1, bases
 
     for i, cells in enumerate(scenario["batches"]):
         add(cells, foreign=i == scenario["foreign"])
@@ -385,8 +410,9 @@ def test_exact_lookup_equals_full_scan_under_damage(shared_catalog, _secret, sce
                     warnings.simplefilter("ignore")
                     ip.erase(shared_catalog, [victim_id], tables=[table], request_id=f"r{next(_namespaces)}")
                 forgotten.append(victim_id)
-                for rid in [r for r, c in written.items() if victim_id in _ids_of(shape, c)]:
-                    written.pop(rid)
+                for rows in [written] + [refs[n] for n in refs if n.startswith("b")]:  # branches are erased too
+                    for rid in [r for r, c in rows.items() if victim_id in _ids_of(shape, c)]:
+                        rows.pop(rid)
                 table = table.refresh()
                 snapshots.append((table.metadata.current_snapshot_id, dict(written)))
         elif op in ("damage-base", "damage-delta"):
@@ -399,8 +425,24 @@ def test_exact_lookup_equals_full_scan_under_damage(shared_catalog, _secret, sce
             if live:
                 sid, rows = rng.choice(live)
                 _check(table, rows, shape, scenario["probes"], snapshot_id=sid)
+        elif op in ("rollback", "branch", "tag"):
+            live = [(sid, rows) for sid, rows in snapshots if table.metadata.snapshot_by_id(sid) is not None]
+            if live:
+                sid, rows = rng.choice(live)
+                if op == "rollback":  # the current snapshot becomes an ancestor of (or unrelated to) the covered one
+                    table.manage_snapshots().set_current_snapshot(sid).commit()
+                    written = dict(rows)
+                else:
+                    name = f"{op[0]}{len(refs)}"
+                    ms = table.manage_snapshots()
+                    (ms.create_branch(sid, name) if op == "branch" else ms.create_tag(sid, name)).commit()
+                    refs[name] = dict(rows)
+                    table = table.refresh()
+                    if op == "branch":
+                        add(scenario["extra"], foreign=True, branch=name)
         table = table.refresh()
         _check(table, written, shape, scenario["probes"])
+        check_graph()
 
 
 # ------------------------------------------------------------------------------- planning details
