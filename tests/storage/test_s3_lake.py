@@ -256,8 +256,9 @@ def test_derive_lineage_and_erasure_fan_out(s3_catalog: tuple[Catalog, str], sea
 
 
 # REST only: what this checks is that a release reads and writes an s3:// table with the suite's Spark session, which
-# has no Iceberg or S3 jars; DP on both catalogs of this server is tests/dp/test_sql.py::test_dp_sql_on_object_storage
-# and tests/service/test_s3.py (each catalog cost a Tumult release here, the slowest test of the file)
+# has no Iceberg or S3 jars, and that the dp-only policy holds there; DP on the SqlCatalog of this server is
+# tests/dp/test_sql.py::test_dp_sql_on_object_storage, DP SQL on both is tests/service/test_s3.py (each catalog cost a
+# Tumult release here, the slowest test of the file)
 @pytest.mark.spark
 @pytest.mark.parametrize("s3_catalog", ["rest"], indirect=True)
 def test_dp_release_on_object_storage_without_extra_jars(s3_catalog: tuple[Catalog, str], spark: Any) -> None:
@@ -268,13 +269,20 @@ def test_dp_release_on_object_storage_without_extra_jars(s3_catalog: tuple[Catal
     table = catalog.create_table(f"{ns}.pv", data.schema)
     table.append(data)
     set_namespace_budget(catalog, ns, RhoZCDP(1))
+    # dp-only, as tests/dp/test_sql.py::test_dp_sql_on_object_storage checks on the SqlCatalog of this server
+    ip.set_access_policy(catalog, ns, principal_budgets={"*": RhoZCDP(1)}, privacy_unit="user_id",
+                         max_rows_per_unit=1)
     rel = dp_histogram(f"{ns}.pv", ["country"], catalog=catalog, budget=RhoZCDP(0.5), privacy_unit="user_id",
-                       max_rows_per_unit=1,
-                       keys={"country": ["c0", "c1", "c2"]}, output=f"{ns}.release", spark=spark)
+                       max_rows_per_unit=1, keys={"country": ["c0", "c1", "c2"]}, output=f"{ns}.release",
+                       principal="alice", spark=spark)
     assert sorted(r["country"] for r in rel.data.to_pylist()) == ["c0", "c1", "c2"]
     assert all(abs(r["count"] - 200) < 40 for r in rel.data.to_pylist())
     out = catalog.load_table(f"{ns}.release")
     assert out.location().startswith("s3://") and out.scan().to_arrow().num_rows == 3
+    assert ip.get_namespace_budget(catalog, ns).principal_spent["alice"] == RhoZCDP(0.5)
+    with pytest.raises(ip.DpOnlyError):
+        ip.require_raw_access(catalog, f"{ns}.pv")
+    ip.require_raw_access(catalog, f"{ns}.release")  # the release table is a DP output
 
 
 @pytest.mark.spark
