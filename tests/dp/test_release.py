@@ -440,22 +440,6 @@ def test_private_key_discovery_with_approx_dp(catalog: SqlCatalog, spark: Any) -
     assert rel.provenance.keys_source == {"kind": "discovered"}
 
 
-def test_row_privacy_unit(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
-    set_namespace_budget(catalog, "db", PureDP(1))
-    rel = dp_histogram(
-        "db.pv",
-        ["country"],
-        catalog=catalog,
-        budget=PureDP(1),
-        privacy_unit=ROWS,
-        keys={"country": ["c0", "c1"]},
-        principal="a",
-        spark=spark,
-    )
-    assert rel.provenance.contribution["protected_change"] == "AddOneRow"
-    assert rel.provenance.mechanism[0]["noise_parameter"] == pytest.approx(1.0)  # sensitivity 1 / eps 1
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("budget", [PureDP(1), RhoZCDP(0.5)], ids=["geometric", "discrete-gaussian"])
 def test_empirical_error_matches_reported_noise(tmp_path: Path, spark: Any, budget: Any) -> None:
@@ -497,7 +481,10 @@ def test_empirical_error_matches_reported_noise(tmp_path: Path, spark: Any, budg
 
 def test_concurrent_releases_race_for_the_last_budget(tmp_path: Path, spark: Any) -> None:
     """Two releases, each with its own catalog connection, both pass the early budget check on the
-    same ledger version and then race to reserve: exactly one wins the compare-and-swap."""
+    same ledger version and then race to reserve: exactly one wins the compare-and-swap.
+
+    They protect rows (privacy_unit=ROWS): the winner's provenance also shows a row-level release (AddOneRow,
+    sensitivity 1), which had a Tumult release of its own before."""
     base = tmp_path / "cat"
     setup = make_catalog(base)
     setup.create_namespace("db")
@@ -519,8 +506,7 @@ def test_concurrent_releases_race_for_the_last_budget(tmp_path: Path, spark: Any
                 ["country"],
                 catalog=catalog,
                 budget=PureDP(0.6),
-                privacy_unit="user_id",
-                max_rows_per_unit=3,
+                privacy_unit=ROWS,
                 keys={"country": ["c0", "c1", "c2", "c3"]},
                 principal=name,
                 output=f"db.out_{name}",
@@ -543,3 +529,6 @@ def test_concurrent_releases_race_for_the_last_budget(tmp_path: Path, spark: Any
     assert _spent(setup) == PureDP(0.6)
     assert setup.table_exists(f"db.out_{won[0]}") and not setup.table_exists(f"db.out_{lost[0]}")
     assert [r.status for r in releases(setup)] == ["released"]
+    winner = outcomes[won[0]]
+    assert winner.provenance.contribution["protected_change"] == "AddOneRow"
+    assert winner.provenance.mechanism[0]["noise_parameter"] == pytest.approx(1 / 0.6)  # sensitivity 1 / eps 0.6
