@@ -56,22 +56,34 @@ def _events(catalog: Catalog, ns: str, name: str = "events", batches: int = 6) -
     return table
 
 
-def _rows_holding(seaweedfs: Any, table: Any, needle: str) -> tuple[int, list[str], list[str]]:
-    """(rows whose any string column equals/contains needle, objects listed, objects whose bytes contain it)."""
+def _traces(seaweedfs: Any, table: Any, needles: list[str]) -> tuple[dict[str, tuple[int, list[str]]], list[str]]:
+    """For each needle: (rows whose any string column equals/contains it, objects whose bytes contain it); and the
+    objects listed. Every object under the table prefix is listed and read once for all the needles."""
     objects = seaweedfs.list_objects(table.location())
     fs = seaweedfs.filesystem()
-    rows, raw_hits = 0, []
+    found: dict[str, tuple[int, list[str]]] = {n: (0, []) for n in needles}
     for uri in objects:
         path = uri.removeprefix("s3://")
         with fs.open_input_file(path) as fh:
             data = fh.read()
-        if needle.encode() in data:
-            raw_hits.append(uri)
+        strings: list[str] = []
         if data[:4] == b"PAR1":
             t = pq.read_table(pa.BufferReader(data))
             for col in t.column_names:
                 if pa.types.is_string(t.schema.field(col).type):
-                    rows += sum(1 for v in t.column(col).to_pylist() if v is not None and needle in v)
+                    strings += [v for v in t.column(col).to_pylist() if v is not None]
+        for needle in needles:
+            rows, raw_hits = found[needle]
+            if needle.encode() in data:
+                raw_hits.append(uri)
+            found[needle] = (rows + sum(1 for v in strings if needle in v), raw_hits)
+    return found, objects
+
+
+def _rows_holding(seaweedfs: Any, table: Any, needle: str) -> tuple[int, list[str], list[str]]:
+    """(rows whose any string column equals/contains needle, objects listed, objects whose bytes contain it)."""
+    found, objects = _traces(seaweedfs, table, [needle])
+    rows, raw_hits = found[needle]
     return rows, objects, raw_hits
 
 
@@ -185,8 +197,9 @@ def test_request_queue_on_object_storage(s3_catalog: tuple[Catalog, str], seawee
     assert batch.commits == 1 and batch.completed  # three requests, one commit
     left = table.refresh().scan().to_arrow()["user_id"].to_pylist()
     assert not set(victims) & set(left) and len(left) == 6 * 30 - 3 * 3
+    found, _ = _traces(seaweedfs, table, victims)  # one listing and one read of each object for the three
     for who in victims:  # no row and no byte of theirs under the table prefix
-        rows, _, raw = _rows_holding(seaweedfs, table, who)
+        rows, raw = found[who]
         assert rows == 0 and raw == [], (who, raw)
     fs = seaweedfs.filesystem()
     stored = b"".join(fs.open_input_file(o.removeprefix("s3://")).read()
