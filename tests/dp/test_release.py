@@ -235,22 +235,24 @@ def _ledger_events(catalog: SqlCatalog) -> list[str]:
     return [e["event"] for e in Ledger(catalog, ("db",)).events()]
 
 
-@pytest.mark.parametrize("stage", ["after_reserve", "before_evaluate"])
-def test_failure_before_evaluation_refunds_the_reservation(
-    catalog: SqlCatalog, pv_table: Any, spark: Any, stage: str
-) -> None:
+def test_failure_before_evaluation_refunds_the_reservation(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
+    """A crash right after the reservation, then one right before the evaluation: each attempt is refunded. Then the
+    same question releases and pays once (one Tumult evaluation for both stages: before, one per stage)."""
     set_namespace_budget(catalog, "db", PureDP(1))
-    with faults.crash_at(f"dp.{stage}"), pytest.raises(ReleaseAbortedError, match="was refunded") as info:
-        _ask(catalog, spark)
-    assert info.value.refunded and info.value.release_id
-    assert isinstance(info.value.__cause__, faults.InjectedCrash)
-    assert not catalog.table_exists("db.failed_out")
-    assert _spent(catalog) == PureDP(0, validate=False) and _spent(catalog).is_zero()
-    assert _ledger_events(catalog) == ["budget_set", "reserved", "refunded"]
-    [log] = releases(catalog)
-    assert log.status == "refunded" and log.spent is None and "injected crash" in (log.detail or "")
-    assert ip.reservations(catalog) == []
-    rel = _ask(catalog, spark)  # the refunded attempt is no memo: asking again releases, and pays once
+    stages = ["after_reserve", "before_evaluate"]
+    for n, stage in enumerate(stages, 1):
+        with faults.crash_at(f"dp.{stage}"), pytest.raises(ReleaseAbortedError, match="was refunded") as info:
+            _ask(catalog, spark)  # the second ask reserves again: a refunded attempt is no memo
+        assert info.value.refunded and info.value.release_id
+        assert isinstance(info.value.__cause__, faults.InjectedCrash)
+        assert not catalog.table_exists("db.failed_out")
+        assert _spent(catalog) == PureDP(0, validate=False) and _spent(catalog).is_zero()
+        assert _ledger_events(catalog) == ["budget_set", *["reserved", "refunded"] * n]
+        log = releases(catalog)
+        assert [r.status for r in log] == ["refunded"] * n and all(r.spent is None for r in log)
+        assert all("injected crash" in (r.detail or "") for r in log) and len({r.release_id for r in log}) == n
+        assert ip.reservations(catalog) == []
+    rel = _ask(catalog, spark)  # the refunded attempts are no memo: asking again releases, and pays once
     assert not rel.memoized and _spent(catalog) == PureDP(0.25)
 
 
@@ -296,7 +298,13 @@ def test_python_worker_check_runs_a_real_task(spark: Any) -> None:
     assert spark_internal._workers_ok  # the shared session's workers ran it; asked again, it is not re-run
 
 
-def test_failure_after_evaluation_started_keeps_the_spend(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
+def test_failure_after_evaluation_started_keeps_the_spend_and_a_running_release_refreshes_its_heartbeat(
+        catalog: SqlCatalog, pv_table: Any, spark: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure after the evaluation started keeps the spend; asking again pays again, and that release (held
+    between evaluation and write for a while) keeps its reservation's heartbeat fresh. One test, two Tumult
+    evaluations (before: the heartbeat check made a third of its own)."""
+    from iceberg_privacy.dp import reservation as reservations_module
+
     set_namespace_budget(catalog, "db", PureDP(1))
 
     def boom(at: str) -> None:
@@ -307,13 +315,32 @@ def test_failure_after_evaluation_started_keeps_the_spend(catalog: SqlCatalog, p
     assert not isinstance(info.value, ReleaseAbortedError) and not info.value.refunded
     assert not catalog.table_exists("db.failed_out")
     assert _spent(catalog) == PureDP(0.25)
-    assert _ledger_events(catalog) == ["budget_set", "reserved", "evaluating", "failed"]
+    failed_events = ["budget_set", "reserved", "evaluating", "failed"]
+    assert _ledger_events(catalog) == failed_events
     log = releases(catalog)
     assert [r.status for r in log] == ["failed"] and "disk vanished" in (log[0].detail or "")
     assert ip.reservations(catalog) == []  # closed: nothing left to resolve
-    # The failed attempt is not a memo: asking again pays again and releases.
-    rel = _ask(catalog, spark)
+
+    # The failed attempt is not a memo: asking again pays again and releases, with a live heartbeat.
+    monkeypatch.setattr(reservations_module, "HEARTBEAT_INTERVAL", timedelta(seconds=0.2))
+    seen: list[Any] = []
+
+    def slow(at: str) -> None:  # the release is between evaluation and write for a while
+        time.sleep(1.0)
+        seen.extend(ip.reservations(catalog))
+
+    with faults.injected("dp.after_evaluate", slow):
+        rel = _ask(catalog, spark)
     assert not rel.memoized and _spent(catalog) == PureDP(0.5)
+    events = _ledger_events(catalog)
+    assert events[:len(failed_events)] == failed_events
+    events = events[len(failed_events):]
+    assert [e for e in events if e != "heartbeat"] == ["reserved", "evaluating", "evaluated", "released"]
+    between = events[events.index("evaluating"):events.index("evaluated")]
+    assert between.count("heartbeat") >= 2  # from the background thread, while the release was busy
+    assert [r.state for r in seen] == ["evaluating"] and seen[0].release_id == rel.release_id
+    assert not [t for t in threading.enumerate() if t.name.startswith("dp-heartbeat-")]  # joined
+    assert ip.reservations(catalog) == []
 
 
 def test_a_release_whose_output_another_release_created_meanwhile_replaces_it(catalog: SqlCatalog, pv_table: Any,
@@ -344,29 +371,6 @@ def test_a_release_whose_output_another_release_created_meanwhile_replaces_it(ca
     assert read_provenance(catalog.load_table("db.failed_out")) == rel.provenance  # ours replaced theirs
     assert _spent(catalog) == PureDP(0.5)
     assert sorted(r.status for r in releases(catalog)) == ["released", "released"]
-
-
-def test_a_running_release_refreshes_its_heartbeat(catalog: SqlCatalog, pv_table: Any, spark: Any,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from iceberg_privacy.dp import reservation as reservations_module
-
-    set_namespace_budget(catalog, "db", PureDP(1))
-    monkeypatch.setattr(reservations_module, "HEARTBEAT_INTERVAL", timedelta(seconds=0.2))
-    seen: list[Any] = []
-
-    def slow(at: str) -> None:  # the release is between evaluation and write for a while
-        time.sleep(1.0)
-        seen.extend(ip.reservations(catalog))
-
-    with faults.injected("dp.after_evaluate", slow):
-        rel = _ask(catalog, spark)
-    events = _ledger_events(catalog)
-    assert [e for e in events if e != "heartbeat"] == ["budget_set", "reserved", "evaluating", "evaluated", "released"]
-    between = events[events.index("evaluating"):events.index("evaluated")]
-    assert between.count("heartbeat") >= 2  # from the background thread, while the release was busy
-    assert [r.state for r in seen] == ["evaluating"] and seen[0].release_id == rel.release_id
-    assert not [t for t in threading.enumerate() if t.name.startswith("dp-heartbeat-")]  # joined
-    assert ip.reservations(catalog) == []
 
 
 def test_a_reservation_resolved_while_starting_is_not_evaluated(catalog: SqlCatalog, pv_table: Any,
@@ -436,22 +440,6 @@ def test_private_key_discovery_with_approx_dp(catalog: SqlCatalog, spark: Any) -
     assert rel.provenance.keys_source == {"kind": "discovered"}
 
 
-def test_row_privacy_unit(catalog: SqlCatalog, pv_table: Any, spark: Any) -> None:
-    set_namespace_budget(catalog, "db", PureDP(1))
-    rel = dp_histogram(
-        "db.pv",
-        ["country"],
-        catalog=catalog,
-        budget=PureDP(1),
-        privacy_unit=ROWS,
-        keys={"country": ["c0", "c1"]},
-        principal="a",
-        spark=spark,
-    )
-    assert rel.provenance.contribution["protected_change"] == "AddOneRow"
-    assert rel.provenance.mechanism[0]["noise_parameter"] == pytest.approx(1.0)  # sensitivity 1 / eps 1
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("budget", [PureDP(1), RhoZCDP(0.5)], ids=["geometric", "discrete-gaussian"])
 def test_empirical_error_matches_reported_noise(tmp_path: Path, spark: Any, budget: Any) -> None:
@@ -493,7 +481,10 @@ def test_empirical_error_matches_reported_noise(tmp_path: Path, spark: Any, budg
 
 def test_concurrent_releases_race_for_the_last_budget(tmp_path: Path, spark: Any) -> None:
     """Two releases, each with its own catalog connection, both pass the early budget check on the
-    same ledger version and then race to reserve: exactly one wins the compare-and-swap."""
+    same ledger version and then race to reserve: exactly one wins the compare-and-swap.
+
+    They protect rows (privacy_unit=ROWS): the winner's provenance also shows a row-level release (AddOneRow,
+    sensitivity 1), which had a Tumult release of its own before."""
     base = tmp_path / "cat"
     setup = make_catalog(base)
     setup.create_namespace("db")
@@ -515,8 +506,7 @@ def test_concurrent_releases_race_for_the_last_budget(tmp_path: Path, spark: Any
                 ["country"],
                 catalog=catalog,
                 budget=PureDP(0.6),
-                privacy_unit="user_id",
-                max_rows_per_unit=3,
+                privacy_unit=ROWS,
                 keys={"country": ["c0", "c1", "c2", "c3"]},
                 principal=name,
                 output=f"db.out_{name}",
@@ -539,3 +529,6 @@ def test_concurrent_releases_race_for_the_last_budget(tmp_path: Path, spark: Any
     assert _spent(setup) == PureDP(0.6)
     assert setup.table_exists(f"db.out_{won[0]}") and not setup.table_exists(f"db.out_{lost[0]}")
     assert [r.status for r in releases(setup)] == ["released"]
+    winner = outcomes[won[0]]
+    assert winner.provenance.contribution["protected_change"] == "AddOneRow"
+    assert winner.provenance.mechanism[0]["noise_parameter"] == pytest.approx(1 / 0.6)  # sensitivity 1 / eps 0.6
