@@ -47,7 +47,12 @@ from iceberg_privacy.index.registry import (
     warn,
 )
 from iceberg_privacy.index.sidecar import CACHE, ColumnInfo, CoveredFile, FileFilter, write_sidecar
-from iceberg_privacy.index.supersede import own_sidecars, referenced_right_before, unregister_former_bases
+from iceberg_privacy.index.supersede import (
+    already_compact,
+    own_sidecars,
+    referenced_right_before,
+    unregister_former_bases,
+)
 from iceberg_privacy.lineage.record import fold_expired
 from iceberg_privacy.storage import (
     canonical,
@@ -78,9 +83,13 @@ class IndexReport:
     deleted_sidecars: list[str] = field(default_factory=list)
     delete_failures: dict[str, str] = field(default_factory=dict)  # superseded sidecar -> why it is still there
     warnings: list[str] = field(default_factory=list)
+    unchanged: bool = False  # a compaction that found the base already compact: nothing written or committed
 
     def __str__(self) -> str:
         cov = ", ".join(f"{c}: {n}/{self.live_files}" for c, n in self.covered.items())
+        if self.unchanged:
+            return (f"{self.operation}: {self.live_files} live files, covered {cov or '-'}; already compact "
+                    "(one base covering every live file): nothing written or committed")
         out = (
             f"{self.operation}: {self.live_files} live files, covered {cov or '-'}; built {self.built or '-'}; "
             f"sidecar {self.sidecar_bytes} bytes; expired {len(self.expired_snapshots)} snapshot(s); "
@@ -278,6 +287,18 @@ def _covered_manifests(table: Table, md: TableMetadata, indexed: set[str]
     return snap.snapshot_id, manifests, where, tasks
 
 
+def _unchanged(report: IndexReport, base: str, md: TableMetadata, columns: list[BloomColumn]) -> IndexReport:
+    """The report of a compaction that found the base already compact (supersede.already_compact)."""
+    report.unchanged = True
+    report.covered = {name: report.live_files for c in columns  # already_compact: every file, every column
+                      for name in ([c.name] if c.bloom else []) + ([f"{c.name} (exact)"] if c.exact else [])}
+    report.sidecar_path = base
+    report.sidecar_bytes = int(md.properties.get(PROPERTY_COMPACTED_BYTES) or 0)
+    report.registered_on_snapshot = md.current_snapshot_id
+    logger.info("%s", report)
+    return report
+
+
 class _Restart(Exception):
     """This attempt lost a race (its commit conflicted, or sidecars it was copying vanished because another
     process changed the table meanwhile): build it again from the new head."""
@@ -325,6 +346,9 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
     live = live_data_files(table, sorted(retained, key=lambda i: _sequence_number(md, i), reverse=True))
     report.live_files = len(live)
     before = referenced_sidecar_locations(md)
+    if operation == "compact" and not expire_ids and not build_missing and (
+            base := already_compact(table, md, columns, live)) is not None:
+        return _unchanged(report, base, md, columns)  # nothing to merge: no new base, no commit
     checkpoint("index.before_build")  # the inputs are chosen, not yet read
     committing = compat.without_commit_retries(table)
     tx: Transaction = committing.transaction()

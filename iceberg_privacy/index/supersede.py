@@ -10,13 +10,60 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 
+from iceberg_privacy.config import BloomColumn
 from iceberg_privacy.errors import SidecarError
 from iceberg_privacy.index import exact
+from iceberg_privacy.index.files_blob import ColumnInfo
 from iceberg_privacy.index.registry import PROPERTY_COMPACTED, is_sidecar_path, referenced_sidecar_locations
+from iceberg_privacy.index.sidecar import CACHE
 from iceberg_privacy.storage import canonical
+
+
+def already_compact(table: Table, md: TableMetadata, columns: list[BloomColumn], live: dict[str, DataFile]) -> str | None:
+    """The base's location when compacting again would write the same base and supersede nothing, else None.
+
+    A scheduled ``sidecars compact`` on a quiet table rewrote the base and committed a new metadata version each
+    run (growing the metadata log, racing the writers' commits for nothing). Nothing to do means all of: the base
+    is registered on the current snapshot (so no commit came after it) and no former base is left to unregister
+    (older snapshots' deltas stay referenced by their snapshots whatever a compaction does), it covers exactly the live files (same paths, row counts and sizes), it was written for today's
+    column configuration (names, fpp, ndv; the same exact columns) in the current exact-index format, and its exact
+    index covers the current snapshot, and every column has a filter (and exact keys) for every live file.
+    Anything unreadable or different: compact (the answer is never at stake, only the work)."""
+    base = md.properties.get(PROPERTY_COMPACTED)
+    current = md.current_snapshot_id
+    if not base or current is None:
+        return None
+    entry = next((s for s in md.statistics if s.snapshot_id == current), None)
+    if entry is None or canonical(entry.statistics_path) != canonical(base):
+        return None
+    if _former_bases(table, md.statistics, {canonical(base)}, any(c.exact for c in columns), keep=current):
+        return None  # a compaction would unregister (and then delete) those
+    try:
+        sidecar, _ = CACHE.get(table.io, entry.statistics_path, entry.file_size_in_bytes)
+        idx, _ = exact.CACHE.get(table.io, entry.statistics_path, entry.file_size_in_bytes)
+    except (SidecarError, OSError):
+        return None
+    if {(f.path, f.record_count, f.file_size_in_bytes) for f in sidecar.files} != {
+            (p, f.record_count, f.file_size_in_bytes) for p, f in live.items()} or len(sidecar.files) != len(live):
+        return None
+    if dict(sidecar.columns) != {c.field_id: ColumnInfo(c.field_id, c.name, c.fpp, c.ndv) for c in columns}:
+        return None
+    try:  # every file has its filter: a partly covered base is compacted again (reported, and counted, as such)
+        if any(sum(g.num_files for g in sidecar.groups(c.field_id)) != (len(live) if c.bloom else 0) for c in columns):
+            return None  # (an exact-only column's Bloom filters are dropped by the next compaction)
+    except (SidecarError, OSError):
+        return None
+    exact_ids = {c.field_id for c in columns if c.exact}
+    if not exact_ids:
+        return base if idx is None else None
+    if (idx is None or set(idx.columns) != exact_ids or idx.covered_snapshot_id != current
+            or idx.num_files != len(live)):
+        return None
+    return base if idx.meta_version == exact._META_VERSION else None
 
 
 def unregister_former_bases(table: Table, tx: Transaction, md: TableMetadata, has_exact: bool, keep: int | None) -> None:
@@ -31,8 +78,15 @@ def unregister_former_bases(table: Table, tx: Transaction, md: TableMetadata, ha
     then deleted as unreferenced. ``keep``: the new base's snapshot (its entry is replaced, not removed)."""
     current = md.properties.get(PROPERTY_COMPACTED)
     bases = {canonical(current)} if current else set()
+    # after this commit's expiry, which drops expired snapshots' entries
+    for sid in sorted(_former_bases(table, tx.table_metadata.statistics, bases, has_exact, keep)):
+        tx.update_statistics().remove_statistics(sid).commit()  # one update each: pyiceberg keeps only the last chained
+
+
+def _former_bases(table: Table, statistics: Iterable[Any], bases: set[str], has_exact: bool, keep: int | None) -> set[int]:
+    """Snapshots whose statistics entry names a superseded base (see :func:`unregister_former_bases`)."""
     drop: set[int] = set()
-    for stat in tx.table_metadata.statistics:  # after this commit's expiry, which drops expired snapshots' entries
+    for stat in statistics:
         if stat.snapshot_id == keep or not is_sidecar_path(stat.statistics_path):
             continue
         if canonical(stat.statistics_path) in bases:
@@ -44,8 +98,7 @@ def unregister_former_bases(table: Table, tx: Transaction, md: TableMetadata, ha
                 continue  # unreadable: cannot tell a base from a delta; a delta's reference must stay
             if idx is not None and idx.covered_snapshot_id is not None:
                 drop.add(stat.snapshot_id)
-    for sid in sorted(drop):  # one update each: pyiceberg's remove_statistics keeps only the last one chained
-        tx.update_statistics().remove_statistics(sid).commit()
+    return drop
 
 
 def referenced_right_before(io: Any, committed: TableMetadata, read_at: str) -> set[str]:
