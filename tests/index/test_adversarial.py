@@ -104,25 +104,18 @@ def test_maintenance_racing_maintenance_keeps_coverage(catalog, rival: str) -> N
     _assert_fully_covered_and_exact(table, 6)
 
 
-def test_compaction_losing_to_a_compaction_right_before_its_commit_builds_again(catalog) -> None:
-    """A compaction unregisters the base it supersedes (the statistics entry of the snapshot the base was put on).
-    A rival compaction that committed between this one's build and its commit had removed that entry already:
-    pyiceberg refused the removal with a bare ValueError and the compaction failed. It is a lost race: build again
-    from the new head, which then finds the rival's base already compact."""
-    import os
+def _compaction_racing_a_compaction(catalog, name: str):  # type: ignore[no-untyped-def]
+    """(report, the rival's base, the table): a compaction whose rival compaction commits right before it does."""
     import warnings
 
     import pyarrow as pa
 
     from iceberg_privacy._internal import faults
-    from iceberg_privacy.index import exact
-    from iceberg_privacy.index.registry import sidecar_refs
-    from iceberg_privacy.storage import local_path
 
-    table = _indexed_table(catalog, "db.race2", 2)
+    table = _indexed_table(catalog, name, 2)
     ip.compact_sidecars(table)
     ip.append(table.refresh(), pa.table({"k": ["a2", "shared"], "r": pa.array([4, 5], pa.int64())}))
-    other = catalog.load_table("db.race2")
+    other = catalog.load_table(name)
     rivals: list[str] = []
 
     def rival(_: str) -> None:
@@ -132,8 +125,23 @@ def test_compaction_losing_to_a_compaction_right_before_its_commit_builds_again(
 
     with warnings.catch_warnings(), faults.injected("index.before_commit", rival):
         warnings.simplefilter("ignore")
-        report = ip.compact_sidecars(catalog.load_table("db.race2"))
-    table = table.refresh()
+        report = ip.compact_sidecars(catalog.load_table(name))
+    return report, rivals[0], table.refresh()
+
+
+def test_compaction_losing_to_a_compaction_right_before_its_commit_builds_again(catalog) -> None:
+    """A compaction unregisters the base it supersedes (the statistics entry of the snapshot the base was put on).
+    A rival compaction that committed between this one's build and its commit had removed that entry already:
+    pyiceberg refused the removal with a bare ValueError and the compaction failed. It is a lost race: build again
+    from the new head, which then finds the rival's base already compact."""
+    import os
+
+    from iceberg_privacy.index import exact
+    from iceberg_privacy.index.registry import sidecar_refs
+    from iceberg_privacy.storage import local_path
+
+    report, rival, table = _compaction_racing_a_compaction(catalog, "db.race2")
+    rivals = [rival]
     assert rivals and report.sidecar_path == table.properties["privacy.sidecar.compacted"]
     # the retry found the rival's base already compact (nothing left to do); the lost attempt's own base is gone
     assert report.unchanged and report.sidecar_path == rivals[0] and table.io.new_input(rivals[0]).exists()
@@ -205,29 +213,13 @@ def test_s3_compaction_racing_a_compaction_deletes_the_base_its_commit_replaced(
     The rival's base, registered on the same newest snapshot, lost every reference to that commit but stayed on
     storage with its keys, a young orphan that fails a purge's verification. It is deleted like any base the
     commit supersedes. (On the SqlCatalog the loser's retry finds the rival's base already compact.)"""
-    import warnings
 
-    import pyarrow as pa
 
-    from iceberg_privacy._internal import faults
     from iceberg_privacy.index.registry import referenced_sidecar_locations
 
     catalog, ns = s3_catalog
-    table = _indexed_table(catalog, f"{ns}.race3", 2)
-    ip.compact_sidecars(table)
-    ip.append(table.refresh(), pa.table({"k": ["a2", "shared"], "r": pa.array([4, 5], pa.int64())}))
-    other = catalog.load_table(f"{ns}.race3")
-    rivals: list[str] = []
-
-    def rival(_: str) -> None:
-        if not rivals:  # the rival's own checkpoint passes through here too
-            rivals.append("")
-            rivals[0] = ip.compact_sidecars(other).sidecar_path
-
-    with warnings.catch_warnings(), faults.injected("index.before_commit", rival):
-        warnings.simplefilter("ignore")
-        report = ip.compact_sidecars(catalog.load_table(f"{ns}.race3"))
-    table = table.refresh()
+    report, rival, table = _compaction_racing_a_compaction(catalog, f"{ns}.race3")
+    rivals = [rival]
     assert rivals[0]
     if report.unchanged:  # the SqlCatalog refused the commit: the retry found the rival's base compact, and kept it
         assert rivals[0] == report.sidecar_path == table.properties["privacy.sidecar.compacted"]
