@@ -126,8 +126,8 @@ _NAMES = re.compile(r"'[^']*'|\"[^\"]*\"|\S*[/\\]\S*")
 """Quoted strings and path-like tokens (anything with a slash) in an error message: names, not error codes."""
 
 
-_MISSING = ("resource_not_found", "nosuchkey", "path does not exist", "no such file", "blobnotfound",
-            "status code: 404", "not found (404)", "http 404")
+_MISSING = ("resource_not_found", "nosuchkey", "no_such_key", "specified key does not exist", "path does not exist",
+            "no such file", "blobnotfound", "status code: 404", "not found (404)", "http 404")
 
 
 def is_missing(exc: BaseException) -> bool:

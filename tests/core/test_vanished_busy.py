@@ -90,6 +90,8 @@ class _VanishingInput:
 @pytest.mark.parametrize("message, missing", [
     ("AWS Error RESOURCE_NOT_FOUND during GetObject operation: ", True),
     ("AWS Error NO_SUCH_KEY during GetObject operation: NoSuchKey", True),
+    # SeaweedFS's spelling, from a CI-like run (the code alone: no 'NoSuchKey' in the text)
+    ("AWS Error NO_SUCH_KEY during GetObject operation: The specified key does not exist.", True),
     ("AWS Error ACCESS_DENIED during GetObject operation: Access Denied", False),
 ])
 def test_history_files_deleted_between_head_and_get_are_already_gone(
