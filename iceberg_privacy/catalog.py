@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
@@ -572,8 +573,11 @@ def what_exists(catalog: Catalog, ident: tuple[str, ...], *, limit: int = 12) ->
     a user who mistyped a table or namespace name most likely meant. Empty when the catalog cannot say (it is
     only a hint: a listing that fails never hides the not-found error it explains)."""
 
-    def names(items: list[str]) -> str:
-        shown = ", ".join(sorted(items)[:limit])
+    def names(items: list[str], typed: str) -> str:
+        # the names closest to what was typed first: in a catalog of hundreds of namespaces the meant one is
+        # rarely among the first twelve alphabetically
+        close = difflib.get_close_matches(typed, items, n=limit, cutoff=0.6)
+        shown = ", ".join((close + sorted(set(items) - set(close)))[:limit])
         return (shown + f", ... ({len(items) - limit} more)") if len(items) > limit else (shown or "none")
 
     namespace = ident[:-1]
@@ -588,10 +592,10 @@ def what_exists(catalog: Catalog, ident: tuple[str, ...], *, limit: int = 12) ->
                 nested = (f"; {'.'.join(ident)!r} names table {ident[-1]!r} in the nested namespace "
                           f"{'.'.join(namespace)!r}" if len(namespace) > 1 else "")
                 return (f"; there is no namespace {'.'.join(level)!r} (namespaces{where}: "
-                        f"{names(['.'.join(n) for n in namespaces])}){nested}")
+                        f"{names(['.'.join(n) for n in namespaces], '.'.join(level))}){nested}")
         own = {library_name(catalog, FORGET_TABLE_PROPERTY), library_name(catalog, LEDGER_TABLE_PROPERTY)}
         tables = [t[-1] for t in catalog.list_tables(namespace) if t[-1] not in own]  # not the library's own
-        return (f"; namespace {'.'.join(namespace)!r} holds: {names(tables)}" if tables
+        return (f"; namespace {'.'.join(namespace)!r} holds: {names(tables, ident[-1])}" if tables
                 else f"; namespace {'.'.join(namespace)!r} holds no tables")
     except Exception:  # noqa: BLE001 - a hint only: the caller raises the not-found error either way
         return ""

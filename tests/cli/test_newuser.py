@@ -239,6 +239,23 @@ def test_a_misnamed_table_says_what_the_embedded_catalog_holds(tmp_path: Path,
     assert f"the embedded catalog in {home.resolve()}" in err and "--catalog NAME" in err
 
 
+def test_the_names_closest_to_a_typo_come_first_in_a_crowded_catalog(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (CI's shared REST catalog): the hint listed the first twelve namespaces alphabetically, so in a
+    catalog of many the one a typo meant was cut off ('... (n more)'); the closest names now come first."""
+    home = tmp_path / "home"
+    cat = ip.connect(home=home)
+    for i in range(20):
+        cat.create_namespace(f"a{i:02d}")
+    cat.create_namespace("zeta")
+    for name in ("events", *(f"t{i:02d}" for i in range(20))):
+        cat.create_table(f"zeta.{name}", DATA.schema)
+    err = _run(home, capsys, "lookup", "zetq.events", "user_id", "ann")[2]
+    assert "there is no namespace 'zetq' (namespaces: zeta, a00, " in err and "(9 more)" in err, err
+    err = _run(home, capsys, "lookup", "zeta.evnets", "user_id", "ann")[2]
+    assert "namespace 'zeta' holds: events, t00, " in err and "(9 more)" in err, err
+
+
 def test_a_misnamed_table_says_what_the_rest_catalog_holds(rest_catalog: Any, seaweedfs: Any, lake_ns: str,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     """The same on SeaweedFS's REST catalog, where the table name came back without its namespace
