@@ -11,6 +11,17 @@ class IcebergPrivacyError(Exception):
     """Base class of every error raised by iceberg-privacy."""
 
 
+BLOCKED_REQUEST_ATTRIBUTE = "blocked_request_id"
+"""Set on an exception (any type: it may still be pyarrow's OSError) when the rights journal recorded its request
+as blocked (``rights.journal.blocking``); kept when :func:`iceberg_privacy.storage.storage_errors` converts it, so
+the CLI's one error line names the request to resume. Read it with :func:`blocked_request`."""
+
+
+def blocked_request(exc: BaseException) -> str | None:
+    """The id of the request the journal recorded as blocked by ``exc``, if any."""
+    return getattr(exc, BLOCKED_REQUEST_ATTRIBUTE, None)
+
+
 class ConfigurationError(IcebergPrivacyError, ValueError):
     """A table property or argument that configures the library is invalid."""
 

@@ -168,8 +168,9 @@ def head_rows(table: Table) -> pa.Table | None:
     a schema change, an expired or unknown path, more than :data:`CACHE_MAX_STEPS` appends) is a full scan.
     Snapshot ids are never reused within a table and the key is the table's uuid, so another process's commits
     are seen as soon as the caller's load sees them; a cache entry is never newer than what the caller loaded.
-    Returns None (the caller scans with its filter) for a table larger than :data:`CACHE_MAX_ROWS` rows, or one
-    whose head the cache cannot vouch for (row count disagreeing with the snapshot summary's total)."""
+    Returns None (the caller scans with its filter) for a table larger than :data:`CACHE_MAX_ROWS` rows; a head
+    the cache cannot vouch for (a full scan's row count disagreeing with the snapshot summary's total) is
+    returned from that scan and not cached (scanning it again would give the same rows)."""
     snap = table.current_snapshot()
     if snap is None:
         return None
@@ -192,10 +193,12 @@ def head_rows(table: Table) -> pa.Table | None:
             added = _added_rows(table, steps)
             if added is not None and added.schema.equals(hit.rows.schema):
                 rows = pa.concat_tables([hit.rows, added])
+                if rows.num_rows != total:  # a summary we do not understand: the full scan below decides
+                    rows = None
     if rows is None:
         rows = table.scan().to_arrow()
-    if rows.num_rows != total:  # another engine's deletes, a summary we do not understand: do not vouch for it
-        return None
+        if rows.num_rows != total:  # another engine's deletes: right for this read, not vouched for to cache
+            return rows
     with _HEADS_LOCK:
         _HEADS[key] = _Cached(snap.snapshot_id, schema_id, rows)
     return rows

@@ -37,7 +37,14 @@ from pyiceberg.io import FileIO, load_file_io
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
 from iceberg_privacy._internal import compat, retry
-from iceberg_privacy.errors import CatalogError, ConfigurationError, IcebergPrivacyError, StorageError
+from iceberg_privacy.errors import (
+    BLOCKED_REQUEST_ATTRIBUTE,
+    CatalogError,
+    ConfigurationError,
+    IcebergPrivacyError,
+    StorageError,
+    blocked_request,
+)
 
 # Schemes that address the same objects (pyiceberg reads all of them with one filesystem).
 _URI = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://(.*)\Z", re.S)  # two letters at least: not C:\\
@@ -299,9 +306,8 @@ def storage_errors[F: Callable[..., Any]](fn: F) -> F:
             error = library_error(exc)
             if error is exc:
                 raise
-            blocked = getattr(exc, "blocked_request_id", None)  # rights/journal.blocking: the request it recorded
-            if blocked is not None:
-                error.blocked_request_id = blocked  # type: ignore[attr-defined]
+            if (blocked := blocked_request(exc)) is not None:  # rights/journal.blocking: the request it recorded
+                setattr(error, BLOCKED_REQUEST_ATTRIBUTE, blocked)
             raise error from exc
 
     return wrapper  # type: ignore[return-value]

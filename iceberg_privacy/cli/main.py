@@ -22,7 +22,7 @@ from pyiceberg.catalog import Catalog
 from iceberg_privacy._internal import compat
 from iceberg_privacy.catalog import connect
 from iceberg_privacy.cli._common import deprecated
-from iceberg_privacy.errors import ConfigurationError, IcebergPrivacyError
+from iceberg_privacy.errors import ConfigurationError, IcebergPrivacyError, blocked_request
 
 COMMAND_MODULES = ("demo", "index", "rights", "lineage", "dp", "service")
 """Modules of ``iceberg_privacy.cli``, each with ``register(subparsers)``; their commands are
@@ -204,15 +204,17 @@ def report_failure(exc: BaseException, *, debug: bool = False, as_json: bool = F
     script that parses the output gets valid JSON on failure too, not an empty stream."""
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
-    line = " ".join(part.strip() for part in describe_failure(exc).splitlines() if part.strip())
-    blocked = getattr(exc, "blocked_request_id", None)  # set by the journal when it recorded the request as blocked
+    known = known_failure(exc)
+    described = known if known is not None else f"{type(exc).__name__}: {_first_line(exc)}"
+    line = " ".join(part.strip() for part in described.splitlines() if part.strip())
+    blocked = blocked_request(exc)  # set by the journal when it recorded the request as blocked
     if blocked:
         line += (f" (request {blocked} is blocked: `iceberg-privacy requests show {blocked}` has the reason and "
                  "the next step)")
     if as_json:
         print(json.dumps({"error": line, "error_type": error_type(exc),
                           **({"request_id": blocked} if blocked else {})}, ensure_ascii=False))
-    if known_failure(exc) is None and not debug:  # a catalog's 401 or a missing file says what to do already
+    if known is None and not debug:  # a catalog's 401 or a missing file says what to do already
         line += " (run with --debug for the traceback)"
     print(f"error: {line}", file=sys.stderr)
     return 2
@@ -235,19 +237,13 @@ def error_type(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def describe_failure(exc: BaseException) -> str:
-    """One line for an error: the library's own messages as they are, catalog and storage errors named."""
-    known = known_failure(exc)
-    return known if known is not None else f"{type(exc).__name__}: {_first_line(exc)}"
-
-
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def known_failure(exc: BaseException) -> str | None:
-    """The one line for an error the library recognises (its own, a catalog's, a storage one); None for an
-    unexpected one, the only kind whose line asks for ``--debug``'s traceback."""
+    """The one line for an error the library recognises (its own messages as they are, catalog and storage errors
+    named); None for an unexpected one, the only kind whose line asks for ``--debug``'s traceback."""
     if isinstance(exc, IcebergPrivacyError):
         return str(exc)
     from pyiceberg import exceptions as pe

@@ -51,6 +51,7 @@ from iceberg_privacy.catalog import (
     reserved_table,
 )
 from iceberg_privacy.errors import (
+    BLOCKED_REQUEST_ATTRIBUTE,
     CommitConflictError,
     ConfigurationError,
     RequestBlockedError,
@@ -645,7 +646,7 @@ def blocking(journal: Journal, req: RequestState, secret: bytes | None = None) -
                 logger.exception("could not record request %s as blocked", req.request_id)
             else:  # the CLI's one line names the request (a generated id was printed nowhere else)
                 with contextlib.suppress(Exception):
-                    shown.blocked_request_id = req.request_id  # type: ignore[attr-defined]
+                    setattr(shown, BLOCKED_REQUEST_ATTRIBUTE, req.request_id)
         if shown is exc:
             raise
         raise shown from None
