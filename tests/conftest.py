@@ -6,8 +6,10 @@ Spark startup dominates the Spark tests' run time, so every Spark test (DP with 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -126,36 +128,86 @@ DURATIONS = Path(__file__).with_name("durations.json")
 UNKNOWN_FILE_SECONDS = 5.0
 
 
+SPARK_GROUP = "spark"
+# A test file uses the shared Spark session when one of its functions (a test or a fixture) takes ``spark``.
+_TAKES_SPARK = re.compile(r"def \w+\([^)]*?\bspark\b\s*[:,)=]", re.S)
+
+
+@functools.cache
+def _group_of_file(path: str) -> str:
+    """The xdist work unit of a test file: ``spark`` for every file using the shared Spark session, else the file.
+
+    Read from the file's text, because the xdist controller that schedules work units sees test ids only,
+    never fixtures. A file it misreads runs on either worker: that costs a JVM start, never a test.
+    """
+    try:
+        text = (Path(__file__).parent.parent / path).read_text()
+    except OSError:
+        return path
+    return SPARK_GROUP if _TAKES_SPARK.search(text) else path
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile``, except that every file using the shared Spark session is one work unit.
+
+    Those files then run on one worker: the run starts one Spark JVM (10-30 s on a busy 2-core box, 2 GB of
+    driver memory) and warms Tumult up once instead of once per worker. (xdist's own ``loadgroup`` cannot do
+    this under pytest 9, whose test ids ignore the group suffix xdist 3.8 writes.)
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SparkFilesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group_of_file(super()._split_scope(nodeid))
+
+    return SparkFilesTogether(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tests that use SeaweedFS, then order test files longest first.
+    """Mark the tests that use SeaweedFS, then order work units (files; all Spark files as one) longest first.
 
     Tests that use the SeaweedFS fixtures carry the ``s3`` marker (so ``-m "not s3"`` skips them).
-    scripts/test.sh runs ``--dist loadfile --no-loadscope-reorder``: xdist hands whole files to the workers in
-    collection order, so starting the long files first keeps the last minutes from running one long file on
-    one worker while the other idles (xdist's own reorder sorts by number of tests, which put a 100-second
-    one-test file last). Within a file the order is unchanged.
+    scripts/test.sh runs ``--dist loadfile --no-loadscope-reorder``: xdist hands whole work units to the
+    workers in collection order, so starting the long ones first keeps the last minutes from running one long
+    file on one worker while the other idles (xdist's own reorder sorts by number of tests, which put a
+    100-second one-test file last). Within a file the order is unchanged.
     """
     # s3_catalog reaches the server through request.getfixturevalue, invisible in the static closure.
     uses_server = {"seaweedfs", "s3_catalog"}
+    root = Path(__file__).parent.parent
+
+    def rel(item: pytest.Item) -> str:
+        try:
+            return Path(item.path).relative_to(root).as_posix()
+        except ValueError:
+            return str(item.path)
+
     for item in items:
         if uses_server.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.s3)
     try:
         seconds: dict[str, float] = json.loads(DURATIONS.read_text())
     except (OSError, ValueError):
-        return
-    root = Path(__file__).parent.parent
+        seconds = {}
 
-    def file_seconds(item: pytest.Item) -> float:
-        try:
-            rel = Path(item.path).relative_to(root).as_posix()
-        except ValueError:
-            return UNKNOWN_FILE_SECONDS
-        value = seconds.get(rel, UNKNOWN_FILE_SECONDS)
+    def file_seconds(path: str) -> float:
+        value = seconds.get(path, UNKNOWN_FILE_SECONDS)
         return float(value) if isinstance(value, int | float) else UNKNOWN_FILE_SECONDS
 
-    first_seen = {str(item.path): i for i, item in reversed(list(enumerate(items)))}
-    items.sort(key=lambda item: (-file_seconds(item), first_seen[str(item.path)]))
+    unit_seconds: dict[str, float] = {}
+    for path in {rel(item) for item in items}:
+        unit_seconds[_group_of_file(path)] = unit_seconds.get(_group_of_file(path), 0.0) + file_seconds(path)
+    first_seen_file = {rel(item): i for i, item in reversed(list(enumerate(items)))}
+    first_seen_unit = {_group_of_file(rel(item)): i for i, item in reversed(list(enumerate(items)))}
+
+    def order(item: pytest.Item) -> tuple[float, int, int]:
+        path = rel(item)
+        unit = _group_of_file(path)
+        return -unit_seconds[unit], first_seen_unit[unit], first_seen_file[path]
+
+    items.sort(key=order)
 
 
 @pytest.fixture(scope="session")
