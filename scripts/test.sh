@@ -18,8 +18,9 @@ for need in postgres chromium; do
     echo "test.sh: $need unavailable; the tests that need it will be skipped" >&2
   fi
 done
-# Two workers, one test file each at a time (module fixtures stay per file): the suite spends about a
+# Two workers, one test file each at a time (module fixtures stay per file; all files using the shared Spark
+# session count as one, so one worker starts a JVM and warms Tumult up, not both): the suite spends about a
 # third of its wall time waiting on servers, JVMs and subprocesses. PYTEST_WORKERS=0 runs it serially.
-# Files go out longest first (tests/conftest.py orders them by tests/durations.json, which
+# Work goes out longest first (tests/conftest.py orders it by tests/durations.json, which
 # scripts/test_durations.py writes from a --durations=0 run), so both workers finish together.
 exec python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
