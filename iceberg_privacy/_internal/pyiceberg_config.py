@@ -9,14 +9,25 @@ existed when the file cannot be read (``PYICEBERG_*`` variables still count), an
 :func:`iceberg_privacy.connect` calls on every connection, raises a
 :class:`~iceberg_privacy.errors.ConfigurationError` naming the file and what to do.
 
+pyiceberg also builds a ``Config()`` - and strictyaml parses the file again, ~5 ms for an eight-line file -
+several times per commit (per data file written, per metadata file written, per scan and per append),
+about 25 ms of CPU per small commit; the request journal and the DP ledger commit often. So once pyiceberg is
+imported, :func:`import_pyiceberg` makes ``Config._from_configuration_files`` remember what it read, keyed
+by the path, size, inode and modification time (ns) of every candidate file: an edited, moved or new file is
+read again; each call gets its own copy (``Config`` merges ``PYICEBERG_*`` variables into it in place, and
+they are read afresh every time as before); a file that cannot be read is never remembered.
+
 This module holds the one pyiceberg private name that cannot live in ``_internal/compat.py``
 (``Config._from_configuration_files``): it is used before pyiceberg's catalog module may be imported,
-and compat imports it. Its contract test is in ``tests/core/test_compat.py`` all the same.
+and compat imports it. Its contract tests are in ``tests/core/test_compat.py`` all the same.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from iceberg_privacy.errors import ConfigurationError
@@ -24,12 +35,45 @@ from iceberg_privacy.errors import ConfigurationError
 _FILE = ".pyiceberg.yaml"
 
 
+def _candidates() -> list[str]:
+    """Where pyiceberg looks for its file, in its order: $PYICEBERG_HOME, ``~``, the working directory."""
+    return [os.path.join(d, _FILE) for d in (os.environ.get("PYICEBERG_HOME"), os.path.expanduser("~"), os.getcwd()) if d]
+
+
 def config_file() -> str | None:
     """The file pyiceberg reads: the first ``.pyiceberg.yaml`` in $PYICEBERG_HOME, ``~``, the working directory."""
-    for directory in (os.environ.get("PYICEBERG_HOME"), os.path.expanduser("~"), os.getcwd()):
-        if directory and os.path.isfile(path := os.path.join(directory, _FILE)):
-            return path
-    return None
+    return next((path for path in _candidates() if os.path.isfile(path)), None)
+
+
+def _remembering(reader: Callable[[], Any]) -> Callable[[], Any]:
+    """``reader`` (pyiceberg's file reader), answered from memory while no candidate file changed."""
+    remembered: dict[tuple[Any, ...], Any] = {}  # at most one entry: the files as they were at the last read
+    lock = threading.Lock()
+
+    def identity() -> tuple[Any, ...]:
+        found = []
+        for path in _candidates():
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            found.append((path, st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(found)
+
+    def read() -> Any:
+        key = identity()
+        with lock:
+            if key in remembered:
+                return copy.deepcopy(remembered[key])
+        value = reader()  # raises for a file it cannot read: nothing is remembered
+        if identity() == key:  # unchanged while it was read
+            with lock:
+                remembered.clear()
+                remembered[key] = copy.deepcopy(value)
+        return value
+
+    read.__wrapped__ = reader  # type: ignore[attr-defined]
+    return read
 
 
 def check() -> Any:
@@ -64,15 +108,19 @@ def _blank(path: str) -> bool:
 def import_pyiceberg() -> ConfigurationError | None:
     """Import the pyiceberg modules that read the configuration file at import time; when the file cannot
     be read, import them as if there were none (``Config._from_configuration_files`` answers None meanwhile)
-    and return the error :func:`check` raises (it is raised again at the first :func:`~iceberg_privacy.connect`)."""
+    and return the error :func:`check` raises (it is raised again at the first :func:`~iceberg_privacy.connect`).
+    From then on pyiceberg's file reader remembers what it read while the file is unchanged (module docstring)."""
+    from pyiceberg.utils.config import Config
+
+    reader = Config.__dict__["_from_configuration_files"]
+    if not hasattr(reader.__func__, "__wrapped__"):
+        reader = staticmethod(_remembering(reader.__func__))
+        Config._from_configuration_files = reader  # type: ignore[method-assign]
     try:
         check()
         return None
     except ConfigurationError as exc:
         error = exc
-    from pyiceberg.utils.config import Config
-
-    reader = Config.__dict__["_from_configuration_files"]
     Config._from_configuration_files = staticmethod(lambda: None)  # type: ignore[method-assign]
     try:
         import pyiceberg.catalog  # noqa: F401 - reads the file at import (_ENV_CONFIG)

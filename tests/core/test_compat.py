@@ -299,6 +299,52 @@ def test_config_reads_its_file_through_from_configuration_files(tmp_path: Path,
     assert Config().get_catalog_config("envcat") == {"uri": "sqlite:///x.db"}
 
 
+def test_pyicebergs_file_is_parsed_once_while_it_is_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """import_pyiceberg makes ``Config._from_configuration_files`` remember its file while the file's path, size,
+    inode and mtime stay the same: one strictyaml parse for many ``Config()``s, each its own copy, PYICEBERG_*
+    variables read every time; an edited, new or unreadable file is read (and fails) again."""
+    import os
+
+    import strictyaml
+    from pyiceberg.utils import config as pyiceberg_config
+    from pyiceberg.utils.config import Config
+
+    assert hasattr(Config.__dict__["_from_configuration_files"].__func__, "__wrapped__")  # installed at import
+    parses = []
+    real_load = strictyaml.load
+    monkeypatch.setattr(pyiceberg_config.strictyaml, "load", lambda *a, **k: parses.append(1) or real_load(*a, **k))
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("PYICEBERG_HOME", str(home))
+    yaml = home / ".pyiceberg.yaml"
+    yaml.write_text("catalog:\n  lake:\n    uri: sqlite:///a.db\n")
+    first = Config()
+    assert first.get_catalog_config("lake") == {"uri": "sqlite:///a.db"}
+    first.config["catalog"]["lake"]["uri"] = "changed by a caller"  # a FrozenDict of plain dicts
+    monkeypatch.setenv("PYICEBERG_CATALOG__LAKE__WAREHOUSE", "file:///w")
+    for _ in range(5):
+        assert Config().get_catalog_config("lake") == {"uri": "sqlite:///a.db", "warehouse": "file:///w"}
+    assert len(parses) == 1
+    monkeypatch.delenv("PYICEBERG_CATALOG__LAKE__WAREHOUSE")
+    yaml.write_text("catalog:\n  lake:\n    uri: sqlite:///b.db\n")  # same size: the mtime tells
+    stat = yaml.stat()
+    os.utime(yaml, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert Config().get_catalog_config("lake") == {"uri": "sqlite:///b.db"}
+    assert len(parses) == 2
+    yaml.write_text("catalog: {lake: {uri: x}}\n")  # flow style: strictyaml refuses it, every time
+    from strictyaml.exceptions import StrictYAMLError
+
+    for _ in range(2):
+        with pytest.raises(StrictYAMLError):
+            Config()
+    yaml.unlink()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".pyiceberg.yaml").write_text("catalog:\n  lake:\n    uri: sqlite:///c.db\n")
+    monkeypatch.setenv("PYICEBERG_HOME", str(other))  # another file entirely
+    assert Config().get_catalog_config("lake") == {"uri": "sqlite:///c.db"}
+
+
 def test_remove_partition_statistics_drops_the_entries_expiry_keeps(catalog: Catalog) -> None:
     """pyiceberg's expiry removes the ``statistics`` of an expired snapshot but keeps its ``partition-statistics``
     (the purge removes those itself); compat.remove_partition_statistics stages their removal, and raises
