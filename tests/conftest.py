@@ -107,7 +107,9 @@ def spark() -> Iterator[Any]:
         .config("spark.driver.memory", "2g")
         # The JVM's C1 compiler only: the suite's Spark jobs are many and small, and C2 compiling them cost more
         # than it saved (tests/dp/test_release.py alone, one process: JVM 70.6-70.9 s of CPU with C2, 36.8-42.0 s
-        # without; SerialGC, no perf data: no further change)
+        # without; SerialGC, no perf data: no further change). Only for the suite's tiny tables: the library's own
+        # sessions keep the JVM's default, since on the DP benchmark's 1M-row --quick run C1 alone had spent 282 s
+        # of JVM CPU, unfinished, where the default finished the whole run in 146 s.
         .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
