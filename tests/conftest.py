@@ -44,6 +44,20 @@ _EMPTY_YAML = "iceberg-privacy-tests: no catalogs configured\n"  # pyiceberg ign
 os.environ["PYICEBERG_HOME"] = str(PYICEBERG_HOME)
 
 
+# Spark's configuration for the whole run, also read by the JVMs the tests' subprocesses start (the CLI's DP
+# session, the local cluster's driver and executors): the JVM's C1 compiler only. The suite's Spark jobs are many
+# and small, and C2 compiling them cost more than it saved (tests/dp/test_release.py alone, one process: JVM
+# 70.6-70.9 s of CPU with C2, 36.8-42.0 s without; SerialGC, no perf data: no further change). Only for the
+# suite's tiny tables: the library's own sessions keep the JVM's default, since on the DP benchmark's 1M-row
+# --quick run C1 alone had spent 282 s of JVM CPU, unfinished, where the default finished the run in 146 s.
+SPARK_CONF_DIR = Path(tempfile.mkdtemp(prefix="ip-spark-conf-"))
+(SPARK_CONF_DIR / "spark-defaults.conf").write_text(
+    "spark.driver.extraJavaOptions -XX:TieredStopAtLevel=1\n"
+    "spark.executor.extraJavaOptions -XX:TieredStopAtLevel=1\n"
+)
+os.environ["SPARK_CONF_DIR"] = str(SPARK_CONF_DIR)
+
+
 @pytest.fixture
 def pyiceberg_yaml() -> Iterator[Any]:
     """``define(name, properties)`` writes a catalog into the run's ~/.pyiceberg.yaml (removed afterwards)."""
@@ -105,12 +119,6 @@ def spark() -> Iterator[Any]:
         .config("spark.default.parallelism", "4")
         .config("spark.ui.enabled", "false")
         .config("spark.driver.memory", "2g")
-        # The JVM's C1 compiler only: the suite's Spark jobs are many and small, and C2 compiling them cost more
-        # than it saved (tests/dp/test_release.py alone, one process: JVM 70.6-70.9 s of CPU with C2, 36.8-42.0 s
-        # without; SerialGC, no perf data: no further change). Only for the suite's tiny tables: the library's own
-        # sessions keep the JVM's default, since on the DP benchmark's 1M-row --quick run C1 alone had spent 282 s
-        # of JVM CPU, unfinished, where the default finished the whole run in 146 s.
-        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.warehouse.dir", warehouse)
