@@ -12,9 +12,9 @@ existed when the file cannot be read (``PYICEBERG_*`` variables still count), an
 pyiceberg also builds a ``Config()`` - and strictyaml parses the file again, ~5 ms for an eight-line file -
 several times per commit (per data file written, per metadata file written, per scan and per append),
 about 25 ms of CPU per small commit; the request journal and the DP ledger commit often. So once pyiceberg is
-imported, :func:`import_pyiceberg` makes ``Config._from_configuration_files`` remember what it read, keyed
-by the path, size, inode and modification time (ns) of every candidate file: an edited, moved or new file is
-read again; each call gets its own copy (``Config`` merges ``PYICEBERG_*`` variables into it in place, and
+imported, :func:`import_pyiceberg` makes ``Config._from_configuration_files`` remember what it parsed, keyed
+by the path and the bytes of every candidate file (reading a small file costs microseconds; parsing it costs
+milliseconds): an edited, moved or new file is parsed again, however quickly it changed; each call gets its own copy (``Config`` merges ``PYICEBERG_*`` variables into it in place, and
 they are read afresh every time as before); a file that cannot be read is never remembered.
 
 This module holds the one pyiceberg private name that cannot live in ``_internal/compat.py``
@@ -47,17 +47,17 @@ def config_file() -> str | None:
 
 def _remembering(reader: Callable[[], Any]) -> Callable[[], Any]:
     """``reader`` (pyiceberg's file reader), answered from memory while no candidate file changed."""
-    remembered: dict[tuple[Any, ...], Any] = {}  # at most one entry: the files as they were at the last read
+    remembered: dict[tuple[Any, ...], Any] = {}  # at most one entry: the files as they were at the last parse
     lock = threading.Lock()
 
     def identity() -> tuple[Any, ...]:
         found = []
         for path in _candidates():
             try:
-                st = os.stat(path)
-            except OSError:
+                with open(path, "rb") as f:
+                    found.append((path, f.read()))
+            except OSError:  # absent (or not a readable file): pyiceberg skips it too
                 continue
-            found.append((path, st.st_ino, st.st_size, st.st_mtime_ns))
         return tuple(found)
 
     def read() -> Any:

@@ -300,9 +300,10 @@ def test_config_reads_its_file_through_from_configuration_files(tmp_path: Path,
 
 
 def test_pyicebergs_file_is_parsed_once_while_it_is_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """import_pyiceberg makes ``Config._from_configuration_files`` remember its file while the file's path, size,
-    inode and mtime stay the same: one strictyaml parse for many ``Config()``s, each its own copy, PYICEBERG_*
-    variables read every time; an edited, new or unreadable file is read (and fails) again."""
+    """import_pyiceberg makes ``Config._from_configuration_files`` remember its parse while the candidate files'
+    paths and bytes stay the same: one strictyaml parse for many ``Config()``s, each its own copy, PYICEBERG_*
+    variables read every time; an edited (even within the same mtime tick), new or unreadable file is parsed
+    (and fails) again."""
     import os
 
     import strictyaml
@@ -326,9 +327,9 @@ def test_pyicebergs_file_is_parsed_once_while_it_is_unchanged(tmp_path: Path, mo
         assert Config().get_catalog_config("lake") == {"uri": "sqlite:///a.db", "warehouse": "file:///w"}
     assert len(parses) == 1
     monkeypatch.delenv("PYICEBERG_CATALOG__LAKE__WAREHOUSE")
-    yaml.write_text("catalog:\n  lake:\n    uri: sqlite:///b.db\n")  # same size: the mtime tells
     stat = yaml.stat()
-    os.utime(yaml, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    yaml.write_text("catalog:\n  lake:\n    uri: sqlite:///b.db\n")  # same size, and the same mtime:
+    os.utime(yaml, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # only the bytes tell
     assert Config().get_catalog_config("lake") == {"uri": "sqlite:///b.db"}
     assert len(parses) == 2
     yaml.write_text("catalog: {lake: {uri: x}}\n")  # flow style: strictyaml refuses it, every time
