@@ -40,8 +40,12 @@ from benchmarks.dp import N_COUNTRIES, build_table
 SQL = "SELECT country, COUNT(*) AS n FROM bench.pageviews GROUP BY country"
 
 
-def service_numbers(rows: int, reps: int, memo_reps: int, rows_per_user: int, spark: Any = None) -> dict[str, Any]:
-    """The service half; on ``spark`` (default: the active session, else a new local one, stopped at the end)."""
+def service_numbers(rows: int, reps: int, memo_reps: int, rows_per_user: int, spark: Any = None, *,
+                    warmup: bool = True) -> dict[str, Any]:
+    """The service half; on ``spark`` (default: the active session, else a new local one, stopped at the end).
+
+    ``warmup=False`` leaves out the untimed first query each way, so the first timed ones pay Spark's and the
+    service's first-use costs: an end-to-end check of the code path (the test suite's), not a measurement."""
     from pyiceberg.catalog.sql import SqlCatalog
     from pyspark.sql import SparkSession
 
@@ -74,9 +78,9 @@ def service_numbers(rows: int, reps: int, memo_reps: int, rows_per_user: int, sp
     service_s: list[float] = []
     memo_ms: list[float] = []
     with BackgroundServer(catalog) as srv, ServiceClient(srv.url, token) as client:
-        # warm-up (Spark, JIT of both paths), not timed
-        direct(1.0)
-        client.sql(SQL, epsilon=1.0, memoize=False)
+        if warmup:  # Spark, JIT of both paths; not timed
+            direct(1.0)
+            client.sql(SQL, epsilon=1.0, memoize=False)
         for i in range(reps):
             eps = 1.0 + 0.001 * (i + 1)  # the same query shape; memo is off anyway
             t = time.perf_counter()
@@ -137,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=None)
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--rows-per-user", type=int, default=5)
+    ap.add_argument("--memo-reps", type=int, default=None, help="memoized repeats through the service (quick 20, else 100)")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="leave out the untimed warm-up query each way: the first timed queries then pay the first-use "
+                         "costs; runs the code path end to end faster (the test suite's check), not a measurement")
     ap.add_argument("--no-synth", action="store_true", help="skip the synthetic-data half")
     ap.add_argument("--synth-rows", type=int, default=None,
                     help="rows of the synthetic-data half's source table (default: quick 20,000, else 100,000); "
@@ -149,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     rows = args.rows or (100_000 if args.quick else 2_000_000)
     reps = args.reps or (3 if args.quick else 5)
-    memo_reps = 20 if args.quick else 100
+    memo_reps = args.memo_reps or (20 if args.quick else 100)
 
-    service = service_numbers(rows, reps, memo_reps, args.rows_per_user)
+    service = service_numbers(rows, reps, memo_reps, args.rows_per_user, warmup=not args.no_warmup)
     synth = None if args.no_synth else synth_numbers(args.quick, args.synth_rows, args.synth_columns)
     result: dict[str, Any] = {
         "service": service,

@@ -77,8 +77,9 @@ def _median_ms(fn: Any, reps: int = 5) -> float:
     return statistics.median(times)
 
 
-def ledger_bench(catalog: Any, spark: Any, sizes: list[int]) -> dict[str, Any]:
-    """How a memo hit and a reservation grow with the ledger's history (see the module docstring)."""
+def ledger_bench(catalog: Any, spark: Any, sizes: list[int], reps: int = 5) -> dict[str, Any]:
+    """How a memo hit and a reservation grow with the ledger's history (see the module docstring); each
+    timing is the median of ``reps`` runs."""
     from iceberg_privacy.dp import PureDP, dp_histogram, set_namespace_budget
     from iceberg_privacy.dp.ledger import Ledger
 
@@ -109,7 +110,7 @@ def ledger_bench(catalog: Any, spark: Any, sizes: list[int]) -> dict[str, Any]:
         ledger.record("released", res.release_id, "bench", source=src, source_snapshot_id=0,
                       query_hash="0" * 64, output_table="ledger_bench.none", output_snapshot_id=0, amount=amount)
 
-    out: dict[str, Any] = {"memo": {"hit_ms": _median_ms(memo_hit)}, "ledger": {}}
+    out: dict[str, Any] = {"memo": {"hit_ms": _median_ms(memo_hit, reps)}, "ledger": {}}
     done = 1
     for n in sizes:
         while done < n:
@@ -117,10 +118,10 @@ def ledger_bench(catalog: Any, spark: Any, sizes: list[int]) -> dict[str, Any]:
             done += 1
         reservations: list[Any] = []
         out["ledger"][f"reserve_ms_at_{n}"] = _median_ms(
-            lambda held=reservations: held.append(ledger.reserve(src, "bench", amount)))
+            lambda held=reservations: held.append(ledger.reserve(src, "bench", amount)), reps)
         out["ledger"][f"begin_evaluation_ms_at_{n}"] = _median_ms(
-            lambda held=reservations: ledger.begin_evaluation(held.pop().release_id, "bench"))
-        out["memo"][f"hit_ms_at_{n}"] = _median_ms(memo_hit)
+            lambda held=reservations: ledger.begin_evaluation(held.pop().release_id, "bench"), reps)
+        out["memo"][f"hit_ms_at_{n}"] = _median_ms(memo_hit, reps)
         table_now = catalog.load_table(ledger.identifier)
         out["ledger"][f"snapshots_at_{n}"] = len(table_now.metadata.snapshots)
     return out
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows-per-user", type=int, default=5)
     ap.add_argument("--ledger-only", action="store_true", help="only the ledger-at-scale part (memo.*, ledger.*)")
     ap.add_argument("--ledger-sizes", default=None, help="history sizes, comma-separated (default 10,1000; quick 10,25)")
+    ap.add_argument("--ledger-reps", type=int, default=5, help="runs per ledger timing, median taken (default 5)")
     args = ap.parse_args(argv)
     sizes = [int(n) for n in (args.ledger_sizes or ("10,25" if args.quick else "10,1000")).split(",")]
     rows = args.rows or (1_000_000 if args.quick else 10_000_000)
@@ -150,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="ip-bench-dp-"))
     catalog = SqlCatalog("bench", uri=f"sqlite:///{work}/catalog.db", warehouse=f"file://{work}/warehouse")
     if args.ledger_only:
-        ledger = ledger_bench(catalog, get_spark(), sizes)
-        _write(Path(args.out), {**ledger, "ledger_sizes": sizes, "quick": args.quick})
+        ledger = ledger_bench(catalog, get_spark(), sizes, args.ledger_reps)
+        _write(Path(args.out), {**ledger, "ledger_sizes": sizes, "ledger_reps": args.ledger_reps, "quick": args.quick})
         _print_ledger(ledger)
         return 0
     catalog.create_namespace("bench")
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             "samples": len(errors),
         }
     overhead = statistics.median(dp_s) / statistics.median(base_s)
-    ledger = ledger_bench(catalog, spark, sizes)
+    ledger = ledger_bench(catalog, spark, sizes, args.ledger_reps)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -290,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         "data_files": len(paths),
         **ledger,
         "ledger_sizes": sizes,
+        "ledger_reps": args.ledger_reps,
         "quick": args.quick,
         "plot": str(png),
         "machine": {

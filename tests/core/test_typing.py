@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,9 @@ def test_the_package_type_checks() -> None:
     mypy = shutil.which("mypy", path=str(Path(sys.executable).parent)) or "mypy"
     files = public_modules()
     assert len(files) > 10  # the list is derived, not empty by accident
-    proc = subprocess.run([mypy, "iceberg_privacy"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    # CI checks out a clean clone and throws the tree away: a cache mypy writes there is never read again, and
+    # writing it was ~1.8 of ~16 s CPU of a cold run. Locally the cache stays (a warm run takes ~1 s).
+    cache = ["--cache-dir", os.devnull] if os.environ.get("CI") else []
+    proc = subprocess.run([mypy, *cache, "iceberg_privacy"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "no issues found in" in proc.stdout and int(proc.stdout.split(" in ")[-1].split()[0]) > len(files)
