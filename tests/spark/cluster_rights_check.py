@@ -1,5 +1,6 @@
-"""Subject rights with ``spark=`` on ``local-cluster[2,1,1024]`` (separate executor JVMs and Pythons) equal
-the single-process path: a few hypothesis examples of erase / access / verify on identical tables.
+"""Subject rights with ``spark=`` on ``local-cluster[1,2,1024]`` (an executor JVM and its Python workers apart
+from the driver) equal the single-process path: a few hypothesis examples of erase / access / verify on
+identical tables.
 
 A process holds one SparkContext: tests/spark/test_local_cluster.py runs cluster_check.py in a subprocess,
 which calls :func:`rights_failures` on its cluster session (one cluster start for both checks).
@@ -95,4 +96,4 @@ def main(workdir: str, master: str) -> int:
 
 if __name__ == "__main__":
     work = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="ip-cluster-rights-")
-    sys.exit(main(work, sys.argv[2] if len(sys.argv) > 2 else "local-cluster[2,1,1024]"))
+    sys.exit(main(work, sys.argv[2] if len(sys.argv) > 2 else "local-cluster[1,2,1024]"))
