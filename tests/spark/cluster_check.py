@@ -1,5 +1,6 @@
-"""Write + pushdown read + equivalence on ``local-cluster[2,1,1024]`` (separate executor JVMs and Pythons),
-then subject rights with ``spark=`` on the same cluster (cluster_rights_check.rights_failures).
+"""Write + pushdown read + equivalence on ``local-cluster[1,2,1024]`` (an executor JVM and its Python workers
+apart from the driver: tasks, readers and commit messages are pickled across processes), then subject rights
+with ``spark=`` on the same cluster (cluster_rights_check.rights_failures).
 
 A process holds one SparkContext, so tests/spark/test_local_cluster.py runs this script in a
 subprocess; starting the cluster once for both checks saves a cluster start (about half the test). It exits 0 when everything matches and non-zero (with the reason on stderr) otherwise.
@@ -73,4 +74,4 @@ def main(workdir: str, master: str, *, rights: bool = True) -> int:
 
 if __name__ == "__main__":
     work = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="ip-cluster-")
-    sys.exit(main(work, sys.argv[2] if len(sys.argv) > 2 else "local-cluster[2,1,1024]"))
+    sys.exit(main(work, sys.argv[2] if len(sys.argv) > 2 else "local-cluster[1,2,1024]"))

@@ -15,7 +15,7 @@ HERE = Path(__file__).parent
 @pytest.mark.slow
 def test_on_local_cluster(tmp_path: Path) -> None:
     """Data source write and pushdown read, then subject rights on Spark == single process, on one cluster."""
-    proc = subprocess.run([sys.executable, str(HERE / "cluster_check.py"), str(tmp_path), "local-cluster[2,1,1024]"],
+    proc = subprocess.run([sys.executable, str(HERE / "cluster_check.py"), str(tmp_path), "local-cluster[1,2,1024]"],
                           capture_output=True, text=True, timeout=900)
     tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
     assert proc.returncode == 0, f"cluster_check.py failed (exit {proc.returncode}):\n{tail}"

@@ -231,6 +231,11 @@ def _fail_partition(bc: Any, part: Any) -> Any:
     yield  # pragma: no cover
 
 
+# REST only: what is particular to Spark here is that executors read and write s3:// through a FileIO rebuilt from
+# the table's portable properties; the same rebuild from a SqlCatalog's properties on this server is
+# tests/storage/test_s3_lake.py::test_spark_data_source_write_and_pushdown_read[sql], and access, erasure and purge on
+# both catalogs without Spark are tests/storage/test_s3_lake.py::test_access_export_to_s3_and_erasure_purge_leaves_no_trace
+@pytest.mark.parametrize("s3_catalog", ["rest"], indirect=True)
 def test_erase_access_purge_and_backfill_with_spark_on_s3(s3_catalog: tuple[Catalog, str], seaweedfs: Any,
                                                           spark: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Executors read and write through pyiceberg's FileIO built from the catalog's properties: no local path."""

@@ -132,7 +132,7 @@ def test_spark_and_core_tables_answer_identical_lookups(spark: Any, shared_catal
 
 
 def test_overwrite_and_time_travel(spark: Any, home: Path) -> None:
-    _write(spark, home, "db.events", clustered_rows(10, 2), **{"bloom.columns": "user_id"})
+    _core_table(home, "db.events", clustered_rows(10, 2), bloom=True)  # the Spark job under test overwrites it
     first = ip.connect(home=home).load_table("db.events").current_snapshot()
     time.sleep(0.01)
     _write(spark, home, "db.events", [("user-0500", 1, "new")], mode="overwrite")
@@ -145,7 +145,7 @@ def test_overwrite_and_time_travel(spark: Any, home: Path) -> None:
 
 
 def test_row_deletes_are_honoured(spark: Any, home: Path) -> None:
-    _write(spark, home, "db.events", clustered_rows(10, 3), parts=2, **{"bloom.columns": "user_id"})
+    _core_table(home, "db.events", clustered_rows(10, 3), bloom=True)  # what is checked is the read
     table = ip.connect(home=home).load_table("db.events")
     with table.transaction() as tx:
         tx.set_properties({"write.delete.mode": "merge-on-read", "format-version": "2"})
@@ -195,7 +195,8 @@ def test_clear_errors(spark: Any, home: Path, events: Path, case: str) -> None:
 def test_abort_leaves_no_committed_files(spark: Any, home: Path) -> None:
     from pyspark.sql import functions as F
 
-    _write(spark, home, "db.events", clustered_rows(5, 2), **{"bloom.columns": "user_id"})
+    # the table the failing job appends to (a core append: what is checked is the Spark job's abort)
+    _core_table(home, "db.events", clustered_rows(5, 2), bloom=True)
     before_files = _data_files(home)
     before = ip.connect(home=home).load_table("db.events").current_snapshot().snapshot_id
 
@@ -338,7 +339,7 @@ def test_a_user_schema_with_other_types_is_refused_not_cast(spark: Any, home: Pa
 def test_spark_writes_the_exact_delta_in_its_commit(spark: Any, home: Path) -> None:
     """A table whose column has the exact index: the Spark job's one commit carries the delta (row groups
     from the executors' written files), and lookups plan through it."""
-    _write(spark, home, "db.exact", clustered_rows(40, 5), **{"bloom.columns": "user_id"})
+    _core_table(home, "db.exact", clustered_rows(40, 5), bloom=True)  # files from before the exact index
     catalog = ip.connect(home=home)
     table = ip.configure_index(catalog.load_table("db.exact"), "user_id", "bloom,exact")
     rows = clustered_rows(40, 5)
@@ -349,7 +350,7 @@ def test_spark_writes_the_exact_delta_in_its_commit(spark: Any, home: Path) -> N
     who = rows[7][0]
     plan = ip.plan_lookup(table, "user_id", who)
     assert plan.exact_index_used
-    # the first job's files predate the exact index: not indexed, so Bloom-probed; the second job's are indexed
+    # the first append's files predate the exact index: not indexed, so Bloom-probed; the Spark job's are indexed
     assert set(plan.row_groups or {}) <= new_files and len(plan.row_groups or {}) >= 1
     expected = sum(1 for r in rows + clustered_rows(40, 5) if r[0] == who)
     assert ip.lookup(table, "user_id", who).num_rows == expected
