@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import shutil
 import textwrap
 import threading
 from datetime import UTC, datetime, timedelta
@@ -23,9 +22,8 @@ from iceberg_privacy.rights import queue as q
 from iceberg_privacy.rights.journal import Journal
 from iceberg_privacy.rights.keyed import SECRET_ENV
 from iceberg_privacy.rights.purge import verify_table
-from tests.helpers import SECRET, all_rows, make_table, unique_name
+from tests.helpers import SECRET, Forks, all_rows, make_table, unique_name
 
-ROOT = Path(__file__).resolve().parents[2]
 VICTIMS = ["victim-alpha", "victim-bravo", "victim-charlie"]
 
 
@@ -216,12 +214,38 @@ STAGES = ["queue.after_claim", "queue.after_batch", "erasure.after_forget", "era
           "purge.before_complete", "queue.before_outcomes", "queue.before_shred", "queue.after_shred_delete"]
 
 
+@pytest.fixture(scope="module")
+def _queued_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[dict]]:
+    """The crash tests' starting point, built once per module: db.t (six files, two rows of each victim) and one
+    queued erasure per victim, r0..r2. Returns (home, a copy of it, the rows that must remain)."""
+    home = tmp_path_factory.mktemp("queued") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(SECRET_ENV, SECRET)
+        catalog = ip.connect(home=home)
+        catalog.create_namespace("db")
+        table = make_table(catalog, "db.t", _batches())
+        expected = [r for r in all_rows(table) if r["user_id"] not in VICTIMS]
+        for i, v in enumerate(VICTIMS):
+            ip.enqueue(catalog, "erase", [v], request_id=f"r{i}")
+    catalog.engine.dispose()  # type: ignore[attr-defined]
+    template = home.with_name("template")
+    shutil.copytree(home, template)
+    return home, template, expected
+
+
+@pytest.fixture
+def queued(_queued_lake: tuple[Path, Path, list[dict]]) -> tuple[Catalog, list[dict]]:
+    """A catalog in exactly the state ``_queued_lake`` built: the same files at the same paths (the metadata names
+    absolute locations), restored from the copy for every test."""
+    home, template, expected = _queued_lake
+    shutil.rmtree(home)
+    shutil.copytree(template, home)
+    return ip.connect(home=home), expected
+
+
 @pytest.mark.parametrize("stage", STAGES)
-def test_a_crash_anywhere_in_a_pass_resumes_exactly_once(catalog: Catalog, stage: str) -> None:
-    table = make_table(catalog, "db.t", _batches())
-    expected = [r for r in all_rows(table) if r["user_id"] not in VICTIMS]
-    for i, v in enumerate(VICTIMS):
-        ip.enqueue(catalog, "erase", [v], request_id=f"r{i}")
+def test_a_crash_anywhere_in_a_pass_resumes_exactly_once(queued: tuple[Catalog, list[dict]], stage: str) -> None:
+    catalog, expected = queued
 
     def crash(name: str) -> None:
         raise Crash(name)
@@ -250,14 +274,13 @@ class Killed(BaseException):
     """A process death: not an Exception, so no quiet upkeep logs it and carries on."""
 
 
-def test_a_crash_after_the_shreds_expiry_commit_leaves_no_ciphertext_after_the_next_pass(catalog: Catalog) -> None:
+def test_a_crash_after_the_shreds_expiry_commit_leaves_no_ciphertext_after_the_next_pass(
+        queued: tuple[Catalog, list[dict]]) -> None:
     """The shred deletes the rows, commits the expiry of every older snapshot, then deletes the files only those
     reached (the ciphertext). Killed between the expiry commit and the deletes, the files were unreferenced and no
     later pass named them (the requests are completed, their rows gone): only the orphan sweep, an hour later at
     an upkeep, would. The next expiry now also deletes what snapshots of the older metadata versions reached."""
-    make_table(catalog, "db.t", _batches())
-    for i, v in enumerate(VICTIMS):
-        ip.enqueue(catalog, "erase", [v], request_id=f"r{i}")
+    catalog, _ = queued
     cts = _ciphertexts(catalog)
 
     def die_once_shredded(stage: str) -> None:
@@ -283,14 +306,11 @@ def test_crash_between_queue_and_journal_at_submit_is_finished_by_submitting_aga
     assert ip.run_pending(catalog).completed == ["r"]
 
 
-def _script(home: Path, body: str) -> list[str]:
-    code = textwrap.dedent(f"""
-        import os, sys
-        sys.path.insert(0, {str(ROOT)!r})
+def _script(home: Path, body: str) -> str:
+    return textwrap.dedent(f"""
         import iceberg_privacy as ip
         catalog = ip.connect(home={str(home)!r})
     """) + textwrap.dedent(body)
-    return [sys.executable, "-c", code]
 
 
 def test_concurrent_submitters_and_a_running_pass_lose_no_request(tmp_path: Path) -> None:
@@ -299,20 +319,20 @@ def test_concurrent_submitters_and_a_running_pass_lose_no_request(tmp_path: Path
     catalog.create_namespace("db")
     users = [f"u{i}" for i in range(24)]
     make_table(catalog, "db.t", [users[k * 4:(k + 1) * 4] + ["keep"] for k in range(6)])
-    env = {**os.environ, SECRET_ENV: SECRET}
-    submitters = [subprocess.Popen(_script(home, f"""
-        for i in range({k * 6}, {k * 6 + 6}):
-            ip.enqueue(catalog, "erase", [f"u{{i}}"], request_id=f"s{{i}}")
-    """), env=env, stderr=subprocess.PIPE, text=True) for k in range(4)]
-    runner = subprocess.Popen(_script(home, """
-        import time
-        for _ in range(3):
-            ip.run_pending(catalog)
-            time.sleep(0.2)
-    """), env=env, stderr=subprocess.PIPE, text=True)
-    for p in [*submitters, runner]:
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err
+    with Forks({SECRET_ENV: SECRET}) as forks:  # five processes, one import of the library
+        submitters = [forks.start(_script(home, f"""
+            for i in range({k * 6}, {k * 6 + 6}):
+                ip.enqueue(catalog, "erase", [f"u{{i}}"], request_id=f"s{{i}}")
+        """)) for k in range(4)]
+        runner = forks.start(_script(home, """
+            import time
+            for _ in range(3):
+                ip.run_pending(catalog)
+                time.sleep(0.2)
+        """))
+        for p in [*submitters, runner]:
+            _, err = p.communicate(timeout=600)
+            assert p.returncode == 0, err
     for _ in range(3):
         ip.run_pending(catalog)
     journal = Journal(catalog)
@@ -334,17 +354,17 @@ def test_two_passes_racing_over_one_queue_complete_every_request_once(tmp_path: 
         make_table(catalog, name, [users[k * 3:(k + 1) * 3] + ["keep"] for k in range(4)])
     for i in range(12):
         ip.enqueue(catalog, "erase", [f"u{i}"], request_id=f"r{i}")
-    env = {**os.environ, SECRET_ENV: SECRET}
-    passes = [subprocess.Popen(_script(home, """
-        report = ip.run_pending(catalog)
-        assert not report.blocked, report
-        print(sorted(report.completed))
-    """), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     completed: list[str] = []
-    for p in passes:
-        out, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err
-        completed += eval(out.strip().splitlines()[-1])  # a printed list of request ids
+    with Forks({SECRET_ENV: SECRET}) as forks:
+        passes = [forks.start(_script(home, """
+            report = ip.run_pending(catalog)
+            assert not report.blocked, report
+            print(sorted(report.completed))
+        """)) for _ in range(2)]
+        for p in passes:
+            out, err = p.communicate(timeout=600)
+            assert p.returncode == 0, err
+            completed += eval(out.strip().splitlines()[-1])  # a printed list of request ids
     assert set(completed) == {f"r{i}" for i in range(12)}
     ip.run_pending(catalog)  # a later pass finds nothing left to do
     journal = Journal(catalog)
