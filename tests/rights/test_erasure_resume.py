@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import shutil
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,10 +66,32 @@ def _check_final(catalog: Catalog, rid: str, expected: list[dict]) -> None:
     assert verify_table(table, set(req.subjects), SECRET.encode()).rows_found == 0
 
 
+@pytest.fixture(scope="module")
+def _made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[dict]]:
+    """db.t of ``_batches()`` (six files, three holding the victim), built once per module. Returns (home, a copy
+    of it, the rows without the victim's)."""
+    home = tmp_path_factory.mktemp("made") / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    expected = [r for r in all_rows(make_table(catalog, "db.t", _batches())) if r["user_id"] != "victim"]
+    catalog.engine.dispose()  # type: ignore[attr-defined]
+    template = home.with_name("template")
+    shutil.copytree(home, template)
+    return home, template, expected
+
+
+@pytest.fixture
+def made(_made: tuple[Path, Path, list[dict]]) -> tuple[Catalog, list[dict]]:
+    """A catalog in exactly the state ``_made`` built, restored from the copy at the same paths for every test."""
+    home, template, expected = _made
+    shutil.rmtree(home)
+    shutil.copytree(template, home)
+    return ip.connect(home=home), expected
+
+
 @pytest.mark.parametrize("stage", ERASE_STAGES + PURGE_STAGES)
-def test_crash_at_each_step_then_rerun(catalog: Catalog, monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
-    table = make_table(catalog, "db.t", _batches())
-    expected = [r for r in all_rows(table) if r["user_id"] != "victim"]
+def test_crash_at_each_step_then_rerun(made: tuple[Catalog, list[dict]], stage: str) -> None:
+    catalog, expected = made
     point = f"{'erasure' if stage in ERASE_STAGES else 'purge'}.{stage}"
     with faults.injected(point, _crash_at(point)), pytest.raises(Crash):
         ip.erase(catalog, ["victim"], request_id="r", purge=True)
@@ -76,10 +99,9 @@ def test_crash_at_each_step_then_rerun(catalog: Catalog, monkeypatch: pytest.Mon
     _check_final(catalog, "r", expected)
 
 
-def test_resume_from_journal_without_values(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_from_journal_without_values(made: tuple[Catalog, list[dict]]) -> None:
     """`requests run` without subject values: the journal's keyed hashes alone finish the job."""
-    table = make_table(catalog, "db.t", _batches())
-    expected = [r for r in all_rows(table) if r["user_id"] != "victim"]
+    catalog, expected = made
     with faults.injected("erasure.after_forget", _crash_at("erasure.after_forget")), pytest.raises(Crash):
         ip.erase(catalog, ["victim"], request_id="r")
     report = ip.run_request(catalog, "r", purge=True)
