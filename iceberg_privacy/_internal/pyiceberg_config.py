@@ -61,10 +61,57 @@ def _blank(path: str) -> bool:
         return False
 
 
+def _candidates() -> tuple[tuple[str, str], ...]:
+    """(path, text) of every ``.pyiceberg.yaml`` pyiceberg would look at, in its order: all its answer depends on."""
+    out = []
+    for directory in (os.environ.get("PYICEBERG_HOME"), os.path.expanduser("~"), os.getcwd()):
+        if directory and os.path.isfile(path := os.path.join(directory, _FILE)):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    out.append((path, f.read()))
+            except (OSError, UnicodeDecodeError):
+                out.append((path, "\0unreadable"))
+    return tuple(out)
+
+
+def _remember_parses(reader: Any) -> Any:
+    """``Config._from_configuration_files`` answering from the last parse while the files read the same.
+
+    pyiceberg builds a ``Config()`` (and so parses ``.pyiceberg.yaml`` with strictyaml, ~1.4 ms for a one-line
+    file, more for a real one) on every append, every commit's metadata write and every scan; a queue pass makes
+    hundreds. The files are still read each time (a changed file is parsed again at once); only the parse of
+    identical text is skipped. A failed parse is never remembered: it raises again, as before."""
+    import copy
+    import threading
+
+    last: list[Any] = []
+    lock = threading.Lock()
+
+    def from_configuration_files() -> Any:
+        key = _candidates()
+        with lock:
+            if last and last[0] == key:
+                return copy.deepcopy(last[1])
+        parsed = reader()
+        if _candidates() == key:  # not rewritten meanwhile: the parse belongs to this text
+            with lock:
+                last[:] = [key, copy.deepcopy(parsed)]
+        return parsed
+
+    from_configuration_files.__wrapped__ = reader  # type: ignore[attr-defined]
+    return from_configuration_files
+
+
 def import_pyiceberg() -> ConfigurationError | None:
     """Import the pyiceberg modules that read the configuration file at import time; when the file cannot
     be read, import them as if there were none (``Config._from_configuration_files`` answers None meanwhile)
-    and return the error :func:`check` raises (it is raised again at the first :func:`~iceberg_privacy.connect`)."""
+    and return the error :func:`check` raises (it is raised again at the first :func:`~iceberg_privacy.connect`).
+    From then on pyiceberg's reads of the file skip parsing text they parsed last time (:func:`_remember_parses`)."""
+    from pyiceberg.utils.config import Config
+
+    reader = Config.__dict__["_from_configuration_files"]
+    if isinstance(reader, staticmethod) and not hasattr(reader.__func__, "__wrapped__"):
+        Config._from_configuration_files = staticmethod(_remember_parses(reader.__func__))  # type: ignore[method-assign]
     try:
         check()
         return None
