@@ -54,8 +54,51 @@ def _erase_commits(catalog: Catalog, name: str) -> list[str]:
             if s.summary and ERASURE_REQUEST_SUMMARY in s.summary.additional_properties]
 
 
-def test_submit_keeps_identifiers_encrypted_and_the_pass_merges_them_into_one_commit(catalog: Catalog) -> None:
-    make_table(catalog, "db.t", _batches())
+@pytest.fixture(scope="module")
+def _queued_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, list[dict]]:
+    """The starting point of most tests here, built once per module: db.t of ``_batches()`` (six files, two rows of
+    each victim), then one queued erasure per victim, r0..r2. Returns (home, a copy of it with db.t only, a copy
+    with the three requests queued too, the rows that must remain)."""
+    home = tmp_path_factory.mktemp("queued") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(SECRET_ENV, SECRET)
+        catalog = ip.connect(home=home)
+        catalog.create_namespace("db")
+        table = make_table(catalog, "db.t", _batches())
+        expected = [r for r in all_rows(table) if r["user_id"] not in VICTIMS]
+        catalog.engine.dispose()  # type: ignore[attr-defined]
+        shutil.copytree(home, home.with_name("made"))
+        for i, v in enumerate(VICTIMS):
+            ip.enqueue(catalog, "erase", [v], request_id=f"r{i}")
+    catalog.engine.dispose()  # type: ignore[attr-defined]
+    shutil.copytree(home, home.with_name("queued"))
+    return home, home.with_name("made"), home.with_name("queued"), expected
+
+
+def _restored(home: Path, copy: Path) -> Catalog:
+    """A catalog in exactly the state of ``copy``: the same files at the same paths (the metadata names absolute
+    locations)."""
+    shutil.rmtree(home)
+    shutil.copytree(copy, home)
+    return ip.connect(home=home)
+
+
+@pytest.fixture
+def made(_queued_lake: tuple[Path, Path, Path, list[dict]]) -> Catalog:
+    """db.t of ``_batches()`` and nothing queued, restored for every test."""
+    home, made, _, _ = _queued_lake
+    return _restored(home, made)
+
+
+@pytest.fixture
+def queued(_queued_lake: tuple[Path, Path, Path, list[dict]]) -> tuple[Catalog, list[dict]]:
+    """db.t with r0..r2 queued (one erasure per victim), restored for every test; and the rows that must remain."""
+    home, _, queued, expected = _queued_lake
+    return _restored(home, queued), expected
+
+
+def test_submit_keeps_identifiers_encrypted_and_the_pass_merges_them_into_one_commit(made: Catalog) -> None:
+    catalog = made  # db.t of _batches(), restored
     make_table(catalog, "db.u", _batches()[:3])
     expected_t = [r for r in all_rows(catalog.load_table("db.t")) if r["user_id"] not in VICTIMS]
     for i, v in enumerate(VICTIMS):
@@ -89,16 +132,16 @@ def test_submit_keeps_identifiers_encrypted_and_the_pass_merges_them_into_one_co
     assert str(report).startswith("queue pass: 3 request(s) completed")
 
 
-def test_a_value_that_fits_no_identity_column_is_rejected_at_submit(catalog: Catalog) -> None:
-    make_table(catalog, "db.t", _batches())
+def test_a_value_that_fits_no_identity_column_is_rejected_at_submit(made: Catalog) -> None:
+    catalog = made  # db.t of _batches(), restored
     with pytest.raises(ip.InvalidLookupValueError, match="fit no identity column"):
         ip.enqueue(catalog, "erase", [2.5], request_id="bad")
     assert q.Queue(catalog).load() is None and Journal(catalog).find("bad") is None
 
 
-def test_a_wrong_secret_is_refused_before_anything_is_decrypted(catalog: Catalog,
+def test_a_wrong_secret_is_refused_before_anything_is_decrypted(made: Catalog,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    make_table(catalog, "db.t", _batches())
+    catalog = made  # db.t of _batches(), restored
     ip.enqueue(catalog, "erase", ["victim-alpha"], request_id="r")
     monkeypatch.setenv(SECRET_ENV, "another-secret-0123456789")
     monkeypatch.setattr(q, "unseal", lambda *a, **k: pytest.fail("decrypted with the wrong secret"))
@@ -108,12 +151,12 @@ def test_a_wrong_secret_is_refused_before_anything_is_decrypted(catalog: Catalog
 
 
 def test_a_secret_the_forget_list_was_not_made_with_is_refused_before_the_request_is_recorded(
-        catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+        made: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
     """With another secret configured (a new machine, a typo in $ICEBERG_PRIVACY_SECRET) an erasure was journaled
     as received and then refused when it added its subjects to the forget list: a request nothing would run, which
     `requests list` showed as received until it fell overdue. It is refused before anything is recorded now, by
     erase and by the queue's submit alike."""
-    make_table(catalog, "db.t", _batches())
+    catalog = made  # db.t of _batches(), restored
     ip.erase(catalog, ["u1"], request_id="first")  # the namespace's forget list now holds digests of SECRET
     monkeypatch.setenv(SECRET_ENV, "another-secret-0123456789")
     for call in (lambda: ip.erase(catalog, ["u2"], request_id="w1"),
@@ -125,8 +168,8 @@ def test_a_secret_the_forget_list_was_not_made_with_is_refused_before_the_reques
     assert "w2" not in _ciphertexts(catalog)
 
 
-def test_tampered_ciphertext_fails_authentication(catalog: Catalog) -> None:
-    make_table(catalog, "db.t", _batches())
+def test_tampered_ciphertext_fails_authentication(made: Catalog) -> None:
+    catalog = made  # db.t of _batches(), restored
     ip.enqueue(catalog, "erase", ["victim-alpha"], request_id="r")
     entry = q.Queue(catalog).entries()[0]
     kek = q.wrapping_key(SECRET.encode())
@@ -138,8 +181,8 @@ def test_tampered_ciphertext_fails_authentication(catalog: Catalog) -> None:
     assert q.wrapping_key(SECRET.encode()) != SECRET.encode()  # the wrapping key is derived, not the HMAC key
 
 
-def test_deadlines_by_regime_and_overdue(catalog: Catalog) -> None:
-    make_table(catalog, "db.t", _batches())
+def test_deadlines_by_regime_and_overdue(made: Catalog) -> None:
+    catalog = made  # db.t of _batches(), restored
     g = ip.enqueue(catalog, "erase", ["u1"], request_id="g")
     c = ip.enqueue(catalog, "erase", ["u2"], request_id="c", regime="ccpa")
     late = ip.enqueue(catalog, "erase", ["u3"], request_id="late", deadline=timedelta(seconds=-1))
@@ -153,8 +196,8 @@ def test_deadlines_by_regime_and_overdue(catalog: Catalog) -> None:
     assert q.overdue(catalog) == []
 
 
-def test_access_requests_are_exported_per_request(catalog: Catalog, tmp_path: Path) -> None:
-    make_table(catalog, "db.t", _batches())
+def test_access_requests_are_exported_per_request(made: Catalog, tmp_path: Path) -> None:
+    catalog = made  # db.t of _batches(), restored
     ip.enqueue(catalog, "access", ["victim-alpha"], request_id="a1")
     ip.enqueue(catalog, "access", ["victim-bravo", "u1"], request_id="a2")
     assert set(ip.run_pending(catalog).skipped) == {"a1", "a2"}  # no out: left queued
@@ -214,35 +257,6 @@ STAGES = ["queue.after_claim", "queue.after_batch", "erasure.after_forget", "era
           "purge.before_complete", "queue.before_outcomes", "queue.before_shred", "queue.after_shred_delete"]
 
 
-@pytest.fixture(scope="module")
-def _queued_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[dict]]:
-    """The crash tests' starting point, built once per module: db.t (six files, two rows of each victim) and one
-    queued erasure per victim, r0..r2. Returns (home, a copy of it, the rows that must remain)."""
-    home = tmp_path_factory.mktemp("queued") / "home"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(SECRET_ENV, SECRET)
-        catalog = ip.connect(home=home)
-        catalog.create_namespace("db")
-        table = make_table(catalog, "db.t", _batches())
-        expected = [r for r in all_rows(table) if r["user_id"] not in VICTIMS]
-        for i, v in enumerate(VICTIMS):
-            ip.enqueue(catalog, "erase", [v], request_id=f"r{i}")
-    catalog.engine.dispose()  # type: ignore[attr-defined]
-    template = home.with_name("template")
-    shutil.copytree(home, template)
-    return home, template, expected
-
-
-@pytest.fixture
-def queued(_queued_lake: tuple[Path, Path, list[dict]]) -> tuple[Catalog, list[dict]]:
-    """A catalog in exactly the state ``_queued_lake`` built: the same files at the same paths (the metadata names
-    absolute locations), restored from the copy for every test."""
-    home, template, expected = _queued_lake
-    shutil.rmtree(home)
-    shutil.copytree(template, home)
-    return ip.connect(home=home), expected
-
-
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_crash_anywhere_in_a_pass_resumes_exactly_once(queued: tuple[Catalog, list[dict]], stage: str) -> None:
     catalog, expected = queued
@@ -296,8 +310,8 @@ def test_a_crash_after_the_shreds_expiry_commit_leaves_no_ciphertext_after_the_n
     assert not [rid for rid, ct in cts.items() if ct[12:40] in remaining]
 
 
-def test_crash_between_queue_and_journal_at_submit_is_finished_by_submitting_again(catalog: Catalog) -> None:
-    make_table(catalog, "db.t", _batches())
+def test_crash_between_queue_and_journal_at_submit_is_finished_by_submitting_again(made: Catalog) -> None:
+    catalog = made  # db.t of _batches(), restored
     with faults.injected("queue.after_enqueue", lambda s: (_ for _ in ()).throw(Crash(s))), pytest.raises(Crash):
         ip.enqueue(catalog, "erase", ["victim-alpha"], request_id="r")
     assert "r" in ip.run_pending(catalog).skipped  # ciphertext without a journal entry: never worked, never shredded
