@@ -400,7 +400,8 @@ class Forks:
         self._env = dict(env or {})
         self._proc = subprocess.Popen([sys.executable, "-c", _ZYGOTE, str(Path(__file__).resolve().parents[1]), *imports],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                      env={**os.environ, **self._env, **_SINGLE_THREADED})
+                                      env={**os.environ, **self._env, **_SINGLE_THREADED},
+                                      start_new_session=True)  # its own process group: kill() ends every racer
         self._exits: dict[int, int] = {}
         self._gone = False
         self._changed = threading.Condition()
@@ -437,8 +438,19 @@ class Forks:
         self._reader.join(timeout=60)
         shutil.rmtree(self._dir, ignore_errors=True)
 
+    def kill(self) -> None:
+        """SIGKILL the fork server and every racer (their own process group, nobody else's)."""
+        import signal
+
+        try:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
     def __enter__(self) -> Forks:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:  # a failed test does not wait for racers still running
+            self.kill()
         self.close()
