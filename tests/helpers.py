@@ -401,7 +401,8 @@ class Forks:
         self._proc = subprocess.Popen([sys.executable, "-c", _ZYGOTE, str(Path(__file__).resolve().parents[1]), *imports],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                       env={**os.environ, **self._env, **_SINGLE_THREADED},
-                                      start_new_session=True)  # its own process group: kill() ends every racer
+                                      process_group=0)  # its own process group (not session: the scheduler
+        # shares CPU between sessions, which gave the racers more than a plain subprocess gets): kill() ends them all
         self._exits: dict[int, int] = {}
         self._gone = False
         self._changed = threading.Condition()
