@@ -6,6 +6,8 @@ its steps leaves the spend, the open reservations and the memo exactly as they w
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from datetime import timedelta
@@ -26,7 +28,6 @@ from iceberg_privacy.dp.ledger_events import events_of, fold_reservations
 from iceberg_privacy.index.maintenance import referenced_files
 from iceberg_privacy.properties import HISTORY_MAINTAIN_EVERY_PROPERTY
 from iceberg_privacy.storage import canonical, list_files
-from tests.helpers import Forks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,9 +72,8 @@ def _race(catalog: Catalog, props: dict[str, Any], ns: str, releases: int, tmp: 
     counts (``deleted``: files deleted by every upkeep of this process, the writer's automatic ones and the
     thread's: whichever runs first after a commit finds the work); fails on any error of a reader or the thread."""
     stop = tmp / "stop"
-    argv = ["-c", str(ROOT), json.dumps(props), ns, str(stop), catalog.name]
-    forks = Forks()  # the readers: processes forked from one interpreter that imported the library once
-    procs = [forks.start(f"import sys\nsys.argv = {argv!r}\n" + READER) for _ in range(readers)]
+    procs = [subprocess.Popen([sys.executable, "-c", READER, str(ROOT), json.dumps(props), ns, str(stop), catalog.name],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(readers)]
     done = threading.Event()
     errors: list[BaseException] = []
     counts = {"upkeeps": 0, "deleted": 0}
@@ -113,10 +113,7 @@ def _race(catalog: Catalog, props: dict[str, Any], ns: str, releases: int, tmp: 
         done.set()
         thread.join(timeout=300)
         stop.touch()
-        try:
-            outs = [p.communicate(timeout=300) for p in procs]
-        finally:
-            forks.close()
+        outs = [p.communicate(timeout=300) for p in procs]
     if errors:
         raise errors[0]
     for p, (_, err) in zip(procs, outs, strict=True):
