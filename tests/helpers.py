@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +282,176 @@ def commit_delete_file(table: Table, data_file: Any, positions: list[int], *, re
     producer.commit()
     tx.commit_transaction()
     return table.refresh()
+
+
+# -- racing processes -------------------------------------------------------------------------------
+# A process with threads must not fork: numpy's BLAS pool and pyarrow's jemalloc background thread are turned off
+# in the fork server (both read these at import), which then has one thread only.
+_SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "JE_ARROW_MALLOC_CONF": "background_thread:false"}
+_ZYGOTE = f"_SINGLE_THREADED = {sorted(_SINGLE_THREADED)!r}" + r"""
+import json, os, select, sys, traceback
+sys.path.insert(0, sys.argv[1])
+import importlib
+import iceberg_privacy, tests.helpers  # what every racer imports, imported once; no catalog is opened here
+for module in sys.argv[2:]:
+    importlib.import_module(module)
+for name in _SINGLE_THREADED:  # read at import; the racers get the test's environment
+    os.environ.pop(name, None)
+
+ctl = os.fdopen(os.dup(1), "w", buffering=1)  # exits are reported here; a child's fd 1 is its own file
+children, pending, closed = {}, b"", False
+while True:
+    if not closed:
+        if select.select([0], [], [], 0.01)[0]:
+            chunk = os.read(0, 1 << 16)
+            closed = not chunk
+            pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            job = json.loads(line)
+            pid = os.fork()
+            if pid == 0:  # the racer: a real process of its own, with its own stdout/stderr files
+                ctl.close()
+                os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+                os.dup2(os.open(job["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 1)
+                os.dup2(os.open(job["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
+                os.environ.update(job["env"])
+                code = 0
+                try:
+                    exec(compile(job["code"], "<racer>", "exec"), {"__name__": "__main__"})
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                except BaseException:
+                    traceback.print_exc()
+                    code = 1
+                raise SystemExit(code)  # the interpreter's own shutdown, as at the end of `python -c`
+            children[pid] = job["id"]
+    while children:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            break
+        ctl.write(f"{children.pop(pid)} {os.waitstatus_to_exitcode(status)}\n")
+    if closed and not children:
+        break
+    if closed:
+        select.select([], [], [], 0.01)
+"""
+
+
+class Forked:
+    """One racer forked by :class:`Forks`: ``poll``/``wait``/``communicate`` as on ``subprocess.Popen`` (text)."""
+
+    def __init__(self, forks: Forks, job: int, out: Path, err: Path) -> None:
+        self._forks, self._job, self._out, self._err = forks, job, out, err
+
+    @property
+    def returncode(self) -> int | None:
+        return self._forks._exits.get(self._job)
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        with self._forks._changed:
+            if not self._forks._changed.wait_for(lambda: self._job in self._forks._exits or self._forks._gone,
+                                                 timeout):
+                raise TimeoutError(f"racer {self._job} still running after {timeout} s")
+        code = self.returncode
+        if code is None:
+            raise RuntimeError(f"the fork server ended before racer {self._job} did")
+        return code
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        return self._out.read_text(), self._err.read_text()
+
+    def readline(self, timeout: float = 300) -> str:
+        """The first line the racer printed (flushed), once there; '' if it ended without one."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self._out.read_text() if self._out.exists() else ""
+            if "\n" in text:
+                return text.split("\n", 1)[0] + "\n"
+            if self.returncode is not None:
+                return ""
+            time.sleep(0.01)
+        raise TimeoutError(f"racer {self._job} printed no line in {timeout} s")
+
+
+class Forks:
+    """Real processes racing each other, forked from one Python that imported the library once.
+
+    A fresh interpreter pays about 1.4 s of CPU importing pyarrow, pyiceberg and the library before its first
+    line; N racers paid it N times. Each racer here is still a process of its own (its own catalog connection,
+    its own pid, killed alone by ``os._exit``), forked from a server process that imported them once and opened
+    nothing (``imports``: more modules to import there). ``start(code)`` runs ``code`` as ``python -c`` would (``__name__ == "__main__"``, exit code from
+    ``SystemExit``, 1 with the traceback on stderr for an exception).
+    """
+
+    def __init__(self, env: dict[str, str] | None = None, imports: Sequence[str] = ()) -> None:
+        import subprocess
+        import sys
+        import tempfile
+        import threading
+
+        self._dir = Path(tempfile.mkdtemp(prefix="ip-forks-"))
+        self._env = dict(env or {})
+        self._proc = subprocess.Popen([sys.executable, "-c", _ZYGOTE, str(Path(__file__).resolve().parents[1]), *imports],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                      env={**os.environ, **self._env, **_SINGLE_THREADED},
+                                      process_group=0)  # its own process group (not session: the scheduler
+        # shares CPU between sessions, which gave the racers more than a plain subprocess gets): kill() ends them all
+        self._exits: dict[int, int] = {}
+        self._gone = False
+        self._changed = threading.Condition()
+        self._jobs = itertools.count()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            job, code = line.split()
+            with self._changed:
+                self._exits[int(job)] = int(code)
+                self._changed.notify_all()
+        with self._changed:
+            self._gone = True
+            self._changed.notify_all()
+
+    def start(self, code: str, env: dict[str, str] | None = None) -> Forked:
+        job = next(self._jobs)
+        out, err = self._dir / f"{job}.out", self._dir / f"{job}.err"
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps({"id": job, "code": code, "env": {**self._env, **(env or {})},
+                                           "out": str(out), "err": str(err)}) + "\n")
+        self._proc.stdin.flush()
+        return Forked(self, job, out, err)
+
+    def close(self) -> None:
+        import shutil
+
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            self._proc.stdin.close()
+        self._proc.wait(timeout=600)
+        self._reader.join(timeout=60)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL the fork server and every racer (their own process group, nobody else's)."""
+        import signal
+
+        try:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> Forks:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:  # a failed test does not wait for racers still running
+            self.kill()
+        self.close()

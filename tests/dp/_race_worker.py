@@ -22,7 +22,7 @@ from iceberg_privacy.dp.errors import BudgetExhaustedError  # noqa: E402
 from iceberg_privacy.dp.ledger import Ledger  # noqa: E402
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--uri", required=True)
     ap.add_argument("--warehouse", required=True)
@@ -31,11 +31,14 @@ def main() -> None:
     ap.add_argument("--amount", required=True, help="budget JSON")
     ap.add_argument("--attempts", type=int, default=5)
     ap.add_argument("--go-file", required=True, help="start once this file exists (all racers at once)")
-    args = ap.parse_args()
+    ap.add_argument("--ready-file", help="created once this racer is ready to start")
+    args = ap.parse_args(argv)
     catalog = SqlCatalog("race", uri=args.uri, warehouse=args.warehouse)
     ident = tuple(args.table.split("."))
     ledger = Ledger(catalog, ident[:-1])
     amount = budget_from_json(args.amount, validate=True)
+    if args.ready_file:
+        Path(args.ready_file).touch()
     while not os.path.exists(args.go_file):
         time.sleep(0.01)
     ok, refused = [], 0

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
-import subprocess
-import sys
+import shutil
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from iceberg_privacy.rights.purge import verify_table
 from iceberg_privacy.storage import local_path
 from tests.helpers import (
     SECRET,
+    Forks,
     all_rows,
     commit_delete_file,
     make_partitioned_table,
@@ -34,7 +34,6 @@ erasure = importlib.import_module("iceberg_privacy.rights.erasure")
 purge = importlib.import_module("iceberg_privacy.rights.purge")  # the package exports a function of that name
 ERASE_STAGES = ["after_submit", "after_forget", "before_commit", "after_commit", "after_table"]
 PURGE_STAGES = ["after_expire", "after_delete", "before_complete"]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 
@@ -67,10 +66,32 @@ def _check_final(catalog: Catalog, rid: str, expected: list[dict]) -> None:
     assert verify_table(table, set(req.subjects), SECRET.encode()).rows_found == 0
 
 
+@pytest.fixture(scope="module")
+def _made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[dict]]:
+    """db.t of ``_batches()`` (six files, three holding the victim), built once per module. Returns (home, a copy
+    of it, the rows without the victim's)."""
+    home = tmp_path_factory.mktemp("made") / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    expected = [r for r in all_rows(make_table(catalog, "db.t", _batches())) if r["user_id"] != "victim"]
+    catalog.engine.dispose()  # type: ignore[attr-defined]
+    template = home.with_name("template")
+    shutil.copytree(home, template)
+    return home, template, expected
+
+
+@pytest.fixture
+def made(_made: tuple[Path, Path, list[dict]]) -> tuple[Catalog, list[dict]]:
+    """A catalog in exactly the state ``_made`` built, restored from the copy at the same paths for every test."""
+    home, template, expected = _made
+    shutil.rmtree(home)
+    shutil.copytree(template, home)
+    return ip.connect(home=home), expected
+
+
 @pytest.mark.parametrize("stage", ERASE_STAGES + PURGE_STAGES)
-def test_crash_at_each_step_then_rerun(catalog: Catalog, monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
-    table = make_table(catalog, "db.t", _batches())
-    expected = [r for r in all_rows(table) if r["user_id"] != "victim"]
+def test_crash_at_each_step_then_rerun(made: tuple[Catalog, list[dict]], stage: str) -> None:
+    catalog, expected = made
     point = f"{'erasure' if stage in ERASE_STAGES else 'purge'}.{stage}"
     with faults.injected(point, _crash_at(point)), pytest.raises(Crash):
         ip.erase(catalog, ["victim"], request_id="r", purge=True)
@@ -78,10 +99,9 @@ def test_crash_at_each_step_then_rerun(catalog: Catalog, monkeypatch: pytest.Mon
     _check_final(catalog, "r", expected)
 
 
-def test_resume_from_journal_without_values(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_from_journal_without_values(made: tuple[Catalog, list[dict]]) -> None:
     """`requests run` without subject values: the journal's keyed hashes alone finish the job."""
-    table = make_table(catalog, "db.t", _batches())
-    expected = [r for r in all_rows(table) if r["user_id"] != "victim"]
+    catalog, expected = made
     with faults.injected("erasure.after_forget", _crash_at("erasure.after_forget")), pytest.raises(Crash):
         ip.erase(catalog, ["victim"], request_id="r")
     report = ip.run_request(catalog, "r", purge=True)
@@ -89,38 +109,41 @@ def test_resume_from_journal_without_values(catalog: Catalog, monkeypatch: pytes
     _check_final(catalog, "r", expected)
 
 
-def _script(home: Path, body: str) -> list[str]:
-    code = textwrap.dedent(f"""
-        import os, sys
-        sys.path.insert(0, {str(ROOT)!r})
+def _code(home: Path, body: str) -> str:
+    return textwrap.dedent(f"""
+        import os
         import iceberg_privacy as ip
         from iceberg_privacy._internal import faults
         catalog = ip.connect(home={str(home)!r})
     """) + textwrap.dedent(body)
-    return [sys.executable, "-c", code]
+
+
+@pytest.fixture(scope="module")
+def forks() -> Iterator[Forks]:
+    """The killed processes of the module, forked from one interpreter that imported the library once."""
+    with Forks({SECRET_ENV: SECRET}) as f:
+        yield f
 
 
 @pytest.mark.parametrize("stage", ["after_forget", "after_commit", "after_expire"])
-def test_killed_process_then_rerun(tmp_path: Path, stage: str) -> None:
+def test_killed_process_then_rerun(tmp_path: Path, stage: str, forks: Forks) -> None:
     home = tmp_path / "home"
     catalog = ip.connect(home=home)
     catalog.create_namespace("db")
     table = make_table(catalog, "db.t", _batches())
     expected = [r for r in all_rows(table) if r["user_id"] != "victim"]
     mod = "purge" if stage == "after_expire" else "erasure"
-    cmd = _script(home, f"""
+    proc = forks.start(_code(home, f"""
         crash = faults.injected("{mod}.{stage}", lambda s: os._exit(17))
         crash.__enter__()  # kept in a variable: the hook stays installed until the process dies
         ip.erase(catalog, ["victim"], request_id="r", purge=True)
-    """)
-    env = {**os.environ, SECRET_ENV: SECRET}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 17, proc.stderr
+    """))
+    assert proc.wait(timeout=120) == 17, proc.communicate()[1]
     ip.run_request(catalog, "r", ["victim"], purge=True)
     _check_final(catalog, "r", expected)
 
 
-def test_concurrent_ingest_during_erasure(tmp_path: Path) -> None:
+def test_concurrent_ingest_during_erasure(tmp_path: Path, forks: Forks) -> None:
     """One process appends batches (with rows of the subject) while this one erases; afterwards no row of
     the subject remains and every other row ingested is present."""
     home = tmp_path / "home"
@@ -128,19 +151,16 @@ def test_concurrent_ingest_during_erasure(tmp_path: Path) -> None:
     catalog.create_namespace("db")
     make_table(catalog, "db.t", [[f"u{i}" for i in range(k * 20, k * 20 + 20)] + ["victim"] for k in range(10)])
     batches, per = 25, 8
-    cmd = _script(home, f"""
+    ingest = forks.start(_code(home, f"""
         from tests.helpers import rows
         table = catalog.load_table("db.t")
         for b in range({batches}):
             ids = [f"n{{b}}_{{i}}" for i in range({per})] + ["victim"]
             ip.append(table, rows(ids, 100_000 + b * 100), commit_retries=50)
             print("appended", b, flush=True)
-    """)
-    env = {**os.environ, SECRET_ENV: SECRET, "PYTHONPATH": str(ROOT)}
-    ingest = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """))
     try:
-        assert ingest.stdout is not None
-        ingest.stdout.readline()  # ingest is running
+        ingest.readline()  # ingest is running
         report = ip.erase(catalog, ["victim"], request_id="race", commit_retries=100)
         assert report.tables["db.t"].rows_removed >= 10
     finally:
@@ -159,8 +179,8 @@ def test_concurrent_ingest_during_erasure(tmp_path: Path) -> None:
     assert Journal(catalog).get("race").status == "completed"
 
 
-def test_rows_appended_after_erase_are_dropped_by_the_forget_list(catalog: Catalog) -> None:
-    table = make_table(catalog, "db.t", _batches())
+def test_rows_appended_after_erase_are_dropped_by_the_forget_list(made: tuple[Catalog, list[dict]]) -> None:
+    catalog, _ = made
     ip.erase(catalog, ["victim"], request_id="r", purge=True)
     table = catalog.load_table("db.t")  # the purge deleted the manifests the old object's snapshot used
     report = ip.append(table, rows(["victim", "fresh"], 500))
@@ -168,12 +188,12 @@ def test_rows_appended_after_erase_are_dropped_by_the_forget_list(catalog: Catal
     assert [r["user_id"] for r in all_rows(table) if r["row_id"] >= 500] == ["fresh"]
 
 
-def test_conflicting_commit_is_replanned(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_conflicting_commit_is_replanned(made: tuple[Catalog, list[dict]]) -> None:
     """A foreign writer (pyiceberg's own append: no forget list) commits subject rows just before our commit:
     the commit conflicts and is rebased onto the append (the files it replaces are still live); since it landed
     on a newer snapshot than it was planned on, another pass finds the appended rows and removes them too."""
-    table = make_table(catalog, "db.t", _batches())
-    expected = [r for r in all_rows(table) if r["user_id"] != "victim"]
+    catalog, expected = made
+    table = catalog.load_table("db.t")
     fired = []
 
     def hook(stage: str) -> None:

@@ -5,8 +5,6 @@ sustained request rate, every event and every pending request stays, and upkeep 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 import time
 from datetime import UTC, datetime, timedelta
@@ -27,9 +25,7 @@ from iceberg_privacy.rights import queue as q
 from iceberg_privacy.rights.journal import RESUMED, Journal, fold
 from iceberg_privacy.rights.keyed import SECRET_ENV
 from iceberg_privacy.storage import canonical, list_files, write_bytes
-from tests.helpers import SCHEMA, SECRET, all_rows, make_table, rows
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import SCHEMA, SECRET, Forks, all_rows, make_table, rows
 
 
 def _every(catalog: Catalog, n: int) -> None:
@@ -123,14 +119,11 @@ def test_property_upkeep_never_changes_the_events(shared_catalog: Catalog, ops: 
         assert table is None  # nothing appended: the upkeep creates nothing
 
 
-def _script(home: Path, body: str) -> list[str]:
-    code = textwrap.dedent(f"""
-        import os, sys
-        sys.path.insert(0, {str(ROOT)!r})
+def _script(home: Path, body: str) -> str:
+    return textwrap.dedent(f"""
         import iceberg_privacy as ip
         catalog = ip.connect(home={str(home)!r})
     """) + textwrap.dedent(body)
-    return [sys.executable, "-c", code]
 
 
 @pytest.mark.slow
@@ -144,31 +137,31 @@ def test_upkeep_killed_anywhere_racing_submitters_and_a_pass_loses_no_request(tm
     make_table(catalog, "db.t", [users[k * 4:(k + 1) * 4] + ["keep"] for k in range(2)])
     ip.enqueue(catalog, "erase", ["nobody"], request_id="seed")
     _every(catalog, 3)
-    env = {**os.environ, SECRET_ENV: SECRET}
-    procs = [subprocess.Popen(_script(home, f"""
-        for i in range({k * 4}, {k * 4 + 4}):
-            ip.enqueue(catalog, "erase", [f"u{{i}}"], request_id=f"s{{i}}")
-    """), env=env, stderr=subprocess.PIPE, text=True) for k in range(2)]
-    procs.append(subprocess.Popen(_script(home, """
-        import time
-        for _ in range(2):
-            ip.run_pending(catalog)
-            time.sleep(0.1)
-    """), env=env, stderr=subprocess.PIPE, text=True))
-    # Meanwhile, upkeeps in this process crash at each of their steps (the hook raises where a kill would stop
-    # them: after the merge file is written, after the merge commit, after the expiry), again and again.
     crashed: set[str] = set()
-    while any(p.poll() is None for p in procs):
-        for stage in ("history.after_write", "history.after_compact", "history.after_expire"):
-            with faults.crash_at(stage):
-                for obj in (Journal(catalog), q.Queue(catalog)):
-                    try:
-                        obj.maintain()
-                    except faults.InjectedCrash:
-                        crashed.add(stage)
-    for p in procs:
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err
+    with Forks({SECRET_ENV: SECRET}) as forks:  # three processes, one import of the library
+        procs = [forks.start(_script(home, f"""
+            for i in range({k * 4}, {k * 4 + 4}):
+                ip.enqueue(catalog, "erase", [f"u{{i}}"], request_id=f"s{{i}}")
+        """)) for k in range(2)]
+        procs.append(forks.start(_script(home, """
+            import time
+            for _ in range(2):
+                ip.run_pending(catalog)
+                time.sleep(0.1)
+        """)))
+        # Meanwhile, upkeeps in this process crash at each of their steps (the hook raises where a kill would stop
+        # them: after the merge file is written, after the merge commit, after the expiry), again and again.
+        while any(p.poll() is None for p in procs):
+            for stage in ("history.after_write", "history.after_compact", "history.after_expire"):
+                with faults.crash_at(stage):
+                    for obj in (Journal(catalog), q.Queue(catalog)):
+                        try:
+                            obj.maintain()
+                        except faults.InjectedCrash:
+                            crashed.add(stage)
+        for p in procs:
+            _, err = p.communicate(timeout=600)
+            assert p.returncode == 0, err
     assert crashed, "no upkeep was interrupted"
     for _ in range(2):
         ip.run_pending(catalog)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import shutil
 import textwrap
 import threading
 from datetime import UTC, datetime, timedelta
@@ -23,9 +22,8 @@ from iceberg_privacy.rights import queue as q
 from iceberg_privacy.rights.journal import Journal
 from iceberg_privacy.rights.keyed import SECRET_ENV
 from iceberg_privacy.rights.purge import verify_table
-from tests.helpers import SECRET, all_rows, make_table, unique_name
+from tests.helpers import SECRET, Forks, all_rows, make_table, unique_name
 
-ROOT = Path(__file__).resolve().parents[2]
 VICTIMS = ["victim-alpha", "victim-bravo", "victim-charlie"]
 
 
@@ -56,8 +54,51 @@ def _erase_commits(catalog: Catalog, name: str) -> list[str]:
             if s.summary and ERASURE_REQUEST_SUMMARY in s.summary.additional_properties]
 
 
-def test_submit_keeps_identifiers_encrypted_and_the_pass_merges_them_into_one_commit(catalog: Catalog) -> None:
-    make_table(catalog, "db.t", _batches())
+@pytest.fixture(scope="module")
+def _queued_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, list[dict]]:
+    """The starting point of most tests here, built once per module: db.t of ``_batches()`` (six files, two rows of
+    each victim), then one queued erasure per victim, r0..r2. Returns (home, a copy of it with db.t only, a copy
+    with the three requests queued too, the rows that must remain)."""
+    home = tmp_path_factory.mktemp("queued") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(SECRET_ENV, SECRET)
+        catalog = ip.connect(home=home)
+        catalog.create_namespace("db")
+        table = make_table(catalog, "db.t", _batches())
+        expected = [r for r in all_rows(table) if r["user_id"] not in VICTIMS]
+        catalog.engine.dispose()  # type: ignore[attr-defined]
+        shutil.copytree(home, home.with_name("made"))
+        for i, v in enumerate(VICTIMS):
+            ip.enqueue(catalog, "erase", [v], request_id=f"r{i}")
+    catalog.engine.dispose()  # type: ignore[attr-defined]
+    shutil.copytree(home, home.with_name("queued"))
+    return home, home.with_name("made"), home.with_name("queued"), expected
+
+
+def _restored(home: Path, copy: Path) -> Catalog:
+    """A catalog in exactly the state of ``copy``: the same files at the same paths (the metadata names absolute
+    locations)."""
+    shutil.rmtree(home)
+    shutil.copytree(copy, home)
+    return ip.connect(home=home)
+
+
+@pytest.fixture
+def made(_queued_lake: tuple[Path, Path, Path, list[dict]]) -> Catalog:
+    """db.t of ``_batches()`` and nothing queued, restored for every test."""
+    home, made, _, _ = _queued_lake
+    return _restored(home, made)
+
+
+@pytest.fixture
+def queued(_queued_lake: tuple[Path, Path, Path, list[dict]]) -> tuple[Catalog, list[dict]]:
+    """db.t with r0..r2 queued (one erasure per victim), restored for every test; and the rows that must remain."""
+    home, _, queued, expected = _queued_lake
+    return _restored(home, queued), expected
+
+
+def test_submit_keeps_identifiers_encrypted_and_the_pass_merges_them_into_one_commit(made: Catalog) -> None:
+    catalog = made  # db.t of _batches(), restored
     make_table(catalog, "db.u", _batches()[:3])
     expected_t = [r for r in all_rows(catalog.load_table("db.t")) if r["user_id"] not in VICTIMS]
     for i, v in enumerate(VICTIMS):
@@ -91,16 +132,16 @@ def test_submit_keeps_identifiers_encrypted_and_the_pass_merges_them_into_one_co
     assert str(report).startswith("queue pass: 3 request(s) completed")
 
 
-def test_a_value_that_fits_no_identity_column_is_rejected_at_submit(catalog: Catalog) -> None:
-    make_table(catalog, "db.t", _batches())
+def test_a_value_that_fits_no_identity_column_is_rejected_at_submit(made: Catalog) -> None:
+    catalog = made  # db.t of _batches(), restored
     with pytest.raises(ip.InvalidLookupValueError, match="fit no identity column"):
         ip.enqueue(catalog, "erase", [2.5], request_id="bad")
     assert q.Queue(catalog).load() is None and Journal(catalog).find("bad") is None
 
 
-def test_a_wrong_secret_is_refused_before_anything_is_decrypted(catalog: Catalog,
+def test_a_wrong_secret_is_refused_before_anything_is_decrypted(made: Catalog,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    make_table(catalog, "db.t", _batches())
+    catalog = made  # db.t of _batches(), restored
     ip.enqueue(catalog, "erase", ["victim-alpha"], request_id="r")
     monkeypatch.setenv(SECRET_ENV, "another-secret-0123456789")
     monkeypatch.setattr(q, "unseal", lambda *a, **k: pytest.fail("decrypted with the wrong secret"))
@@ -110,12 +151,12 @@ def test_a_wrong_secret_is_refused_before_anything_is_decrypted(catalog: Catalog
 
 
 def test_a_secret_the_forget_list_was_not_made_with_is_refused_before_the_request_is_recorded(
-        catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+        made: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
     """With another secret configured (a new machine, a typo in $ICEBERG_PRIVACY_SECRET) an erasure was journaled
     as received and then refused when it added its subjects to the forget list: a request nothing would run, which
     `requests list` showed as received until it fell overdue. It is refused before anything is recorded now, by
     erase and by the queue's submit alike."""
-    make_table(catalog, "db.t", _batches())
+    catalog = made  # db.t of _batches(), restored
     ip.erase(catalog, ["u1"], request_id="first")  # the namespace's forget list now holds digests of SECRET
     monkeypatch.setenv(SECRET_ENV, "another-secret-0123456789")
     for call in (lambda: ip.erase(catalog, ["u2"], request_id="w1"),
@@ -127,8 +168,8 @@ def test_a_secret_the_forget_list_was_not_made_with_is_refused_before_the_reques
     assert "w2" not in _ciphertexts(catalog)
 
 
-def test_tampered_ciphertext_fails_authentication(catalog: Catalog) -> None:
-    make_table(catalog, "db.t", _batches())
+def test_tampered_ciphertext_fails_authentication(made: Catalog) -> None:
+    catalog = made  # db.t of _batches(), restored
     ip.enqueue(catalog, "erase", ["victim-alpha"], request_id="r")
     entry = q.Queue(catalog).entries()[0]
     kek = q.wrapping_key(SECRET.encode())
@@ -140,8 +181,8 @@ def test_tampered_ciphertext_fails_authentication(catalog: Catalog) -> None:
     assert q.wrapping_key(SECRET.encode()) != SECRET.encode()  # the wrapping key is derived, not the HMAC key
 
 
-def test_deadlines_by_regime_and_overdue(catalog: Catalog) -> None:
-    make_table(catalog, "db.t", _batches())
+def test_deadlines_by_regime_and_overdue(made: Catalog) -> None:
+    catalog = made  # db.t of _batches(), restored
     g = ip.enqueue(catalog, "erase", ["u1"], request_id="g")
     c = ip.enqueue(catalog, "erase", ["u2"], request_id="c", regime="ccpa")
     late = ip.enqueue(catalog, "erase", ["u3"], request_id="late", deadline=timedelta(seconds=-1))
@@ -155,8 +196,8 @@ def test_deadlines_by_regime_and_overdue(catalog: Catalog) -> None:
     assert q.overdue(catalog) == []
 
 
-def test_access_requests_are_exported_per_request(catalog: Catalog, tmp_path: Path) -> None:
-    make_table(catalog, "db.t", _batches())
+def test_access_requests_are_exported_per_request(made: Catalog, tmp_path: Path) -> None:
+    catalog = made  # db.t of _batches(), restored
     ip.enqueue(catalog, "access", ["victim-alpha"], request_id="a1")
     ip.enqueue(catalog, "access", ["victim-bravo", "u1"], request_id="a2")
     assert set(ip.run_pending(catalog).skipped) == {"a1", "a2"}  # no out: left queued
@@ -217,11 +258,8 @@ STAGES = ["queue.after_claim", "queue.after_batch", "erasure.after_forget", "era
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_a_crash_anywhere_in_a_pass_resumes_exactly_once(catalog: Catalog, stage: str) -> None:
-    table = make_table(catalog, "db.t", _batches())
-    expected = [r for r in all_rows(table) if r["user_id"] not in VICTIMS]
-    for i, v in enumerate(VICTIMS):
-        ip.enqueue(catalog, "erase", [v], request_id=f"r{i}")
+def test_a_crash_anywhere_in_a_pass_resumes_exactly_once(queued: tuple[Catalog, list[dict]], stage: str) -> None:
+    catalog, expected = queued
 
     def crash(name: str) -> None:
         raise Crash(name)
@@ -250,14 +288,13 @@ class Killed(BaseException):
     """A process death: not an Exception, so no quiet upkeep logs it and carries on."""
 
 
-def test_a_crash_after_the_shreds_expiry_commit_leaves_no_ciphertext_after_the_next_pass(catalog: Catalog) -> None:
+def test_a_crash_after_the_shreds_expiry_commit_leaves_no_ciphertext_after_the_next_pass(
+        queued: tuple[Catalog, list[dict]]) -> None:
     """The shred deletes the rows, commits the expiry of every older snapshot, then deletes the files only those
     reached (the ciphertext). Killed between the expiry commit and the deletes, the files were unreferenced and no
     later pass named them (the requests are completed, their rows gone): only the orphan sweep, an hour later at
     an upkeep, would. The next expiry now also deletes what snapshots of the older metadata versions reached."""
-    make_table(catalog, "db.t", _batches())
-    for i, v in enumerate(VICTIMS):
-        ip.enqueue(catalog, "erase", [v], request_id=f"r{i}")
+    catalog, _ = queued
     cts = _ciphertexts(catalog)
 
     def die_once_shredded(stage: str) -> None:
@@ -273,8 +310,8 @@ def test_a_crash_after_the_shreds_expiry_commit_leaves_no_ciphertext_after_the_n
     assert not [rid for rid, ct in cts.items() if ct[12:40] in remaining]
 
 
-def test_crash_between_queue_and_journal_at_submit_is_finished_by_submitting_again(catalog: Catalog) -> None:
-    make_table(catalog, "db.t", _batches())
+def test_crash_between_queue_and_journal_at_submit_is_finished_by_submitting_again(made: Catalog) -> None:
+    catalog = made  # db.t of _batches(), restored
     with faults.injected("queue.after_enqueue", lambda s: (_ for _ in ()).throw(Crash(s))), pytest.raises(Crash):
         ip.enqueue(catalog, "erase", ["victim-alpha"], request_id="r")
     assert "r" in ip.run_pending(catalog).skipped  # ciphertext without a journal entry: never worked, never shredded
@@ -283,14 +320,11 @@ def test_crash_between_queue_and_journal_at_submit_is_finished_by_submitting_aga
     assert ip.run_pending(catalog).completed == ["r"]
 
 
-def _script(home: Path, body: str) -> list[str]:
-    code = textwrap.dedent(f"""
-        import os, sys
-        sys.path.insert(0, {str(ROOT)!r})
+def _script(home: Path, body: str) -> str:
+    return textwrap.dedent(f"""
         import iceberg_privacy as ip
         catalog = ip.connect(home={str(home)!r})
     """) + textwrap.dedent(body)
-    return [sys.executable, "-c", code]
 
 
 def test_concurrent_submitters_and_a_running_pass_lose_no_request(tmp_path: Path) -> None:
@@ -299,20 +333,20 @@ def test_concurrent_submitters_and_a_running_pass_lose_no_request(tmp_path: Path
     catalog.create_namespace("db")
     users = [f"u{i}" for i in range(24)]
     make_table(catalog, "db.t", [users[k * 4:(k + 1) * 4] + ["keep"] for k in range(6)])
-    env = {**os.environ, SECRET_ENV: SECRET}
-    submitters = [subprocess.Popen(_script(home, f"""
-        for i in range({k * 6}, {k * 6 + 6}):
-            ip.enqueue(catalog, "erase", [f"u{{i}}"], request_id=f"s{{i}}")
-    """), env=env, stderr=subprocess.PIPE, text=True) for k in range(4)]
-    runner = subprocess.Popen(_script(home, """
-        import time
-        for _ in range(3):
-            ip.run_pending(catalog)
-            time.sleep(0.2)
-    """), env=env, stderr=subprocess.PIPE, text=True)
-    for p in [*submitters, runner]:
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err
+    with Forks({SECRET_ENV: SECRET}) as forks:  # five processes, one import of the library
+        submitters = [forks.start(_script(home, f"""
+            for i in range({k * 6}, {k * 6 + 6}):
+                ip.enqueue(catalog, "erase", [f"u{{i}}"], request_id=f"s{{i}}")
+        """)) for k in range(4)]
+        runner = forks.start(_script(home, """
+            import time
+            for _ in range(3):
+                ip.run_pending(catalog)
+                time.sleep(0.2)
+        """))
+        for p in [*submitters, runner]:
+            _, err = p.communicate(timeout=600)
+            assert p.returncode == 0, err
     for _ in range(3):
         ip.run_pending(catalog)
     journal = Journal(catalog)
@@ -334,17 +368,17 @@ def test_two_passes_racing_over_one_queue_complete_every_request_once(tmp_path: 
         make_table(catalog, name, [users[k * 3:(k + 1) * 3] + ["keep"] for k in range(4)])
     for i in range(12):
         ip.enqueue(catalog, "erase", [f"u{i}"], request_id=f"r{i}")
-    env = {**os.environ, SECRET_ENV: SECRET}
-    passes = [subprocess.Popen(_script(home, """
-        report = ip.run_pending(catalog)
-        assert not report.blocked, report
-        print(sorted(report.completed))
-    """), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     completed: list[str] = []
-    for p in passes:
-        out, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err
-        completed += eval(out.strip().splitlines()[-1])  # a printed list of request ids
+    with Forks({SECRET_ENV: SECRET}) as forks:
+        passes = [forks.start(_script(home, """
+            report = ip.run_pending(catalog)
+            assert not report.blocked, report
+            print(sorted(report.completed))
+        """)) for _ in range(2)]
+        for p in passes:
+            out, err = p.communicate(timeout=600)
+            assert p.returncode == 0, err
+            completed += eval(out.strip().splitlines()[-1])  # a printed list of request ids
     assert set(completed) == {f"r{i}" for i in range(12)}
     ip.run_pending(catalog)  # a later pass finds nothing left to do
     journal = Journal(catalog)
