@@ -416,33 +416,3 @@ def test_fileio_setup_errors_are_recognized_and_others_are_not() -> None:
         compat.check_arrow_schema(SCHEMA, pa.schema([("nope", pa.string())]), format_version=2)
     assert not compat.is_fileio_setup_error(other.value)
     assert not compat.is_fileio_setup_error(OSError("not a ValueError"))
-
-
-def test_pyiceberg_reparses_its_config_file_only_when_the_text_changed(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """pyiceberg builds a Config() (a strictyaml parse of .pyiceberg.yaml) on every append, commit and scan; the
-    library's import makes it reuse the last parse while the files read the same (_remember_parses). A rewritten
-    file (even one of the same length) is parsed again at once, a caller mutating its answer changes no later
-    answer, and a file strictyaml refuses raises every time."""
-    import strictyaml
-    from pyiceberg.utils.config import Config
-    from strictyaml.exceptions import StrictYAMLError
-
-    parses: list[str] = []
-    real = strictyaml.load
-    monkeypatch.setattr(strictyaml, "load", lambda text, *a, **k: parses.append(text) or real(text, *a, **k))
-    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))
-    f = tmp_path / ".pyiceberg.yaml"
-    f.write_text("catalog:\n  a:\n    uri: one\n")
-    assert Config().get_catalog_config("a") == {"uri": "one"}
-    first = Config()
-    assert first.get_catalog_config("a") == {"uri": "one"} and len(parses) == 1
-    first.config["catalog"]["a"]["uri"] = "mutated"  # type: ignore[index]
-    assert Config().get_catalog_config("a") == {"uri": "one"}
-    f.write_text("catalog:\n  a:\n    uri: two\n")
-    assert Config().get_catalog_config("a") == {"uri": "two"} and len(parses) == 2
-    f.write_text("catalog: {a: {uri: x}}\n")
-    for _ in range(2):
-        with pytest.raises(StrictYAMLError):
-            Config()
-    assert len(parses) == 4
