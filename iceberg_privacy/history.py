@@ -301,13 +301,13 @@ def due_for_upkeep(table: Table, policy: HistoryPolicy) -> bool:
 
 # ------------------------------------------------------------------------------------ the upkeep
 def maintain(load: Load, policy: HistoryPolicy, *, orphan_age: timedelta = ORPHAN_AGE,
-             quiet: bool = False) -> HistoryReport | None:
+             quiet: bool = False, only_if_due: bool = False) -> HistoryReport | None:
     """:func:`maintain_history`; ``quiet``: log a failure instead of raising it (the automatic trigger after a
     commit that already landed: its upkeep failing must not turn it into an error; the next one retries), with
-    :data:`AUTO_RETRIES` retries per step."""
+    :data:`AUTO_RETRIES` retries per step; ``only_if_due``: see :func:`maintain_history`."""
     steps = retry.DEFAULT_POLICY.with_retries(AUTO_RETRIES) if quiet else retry.DEFAULT_POLICY
     try:
-        return maintain_history(load, policy, orphan_age=orphan_age, steps=steps)
+        return maintain_history(load, policy, orphan_age=orphan_age, steps=steps, only_if_due=only_if_due)
     except Exception:
         if not quiet:
             raise
@@ -316,7 +316,7 @@ def maintain(load: Load, policy: HistoryPolicy, *, orphan_age: timedelta = ORPHA
 
 
 def maintain_history(load: Load, policy: HistoryPolicy, *, orphan_age: timedelta = ORPHAN_AGE,
-                     steps: retry.RetryPolicy = retry.DEFAULT_POLICY) -> HistoryReport | None:
+                     steps: retry.RetryPolicy = retry.DEFAULT_POLICY, only_if_due: bool = False) -> HistoryReport | None:
     """Bound the history of one of the library's append-mostly tables.
 
     Every row stays; only the table's own history goes: (1) the small data files of the head are merged into
@@ -325,12 +325,20 @@ def maintain_history(load: Load, policy: HistoryPolicy, *, orphan_age: timedelta
     ``orphan_age`` are deleted. Each commit is retried through the one retry helper (policy ``steps``); a
     crash between any two steps leaves the table at the old or the new snapshot with the same rows and
     properties, and the next upkeep finishes the job. Returns None when the table does not exist.
+
+    ``only_if_due`` (the automatic trigger after a commit): stop, with what was done so far, as soon as a fresh
+    load of the table is no longer due (:func:`due_for_upkeep`), checked at the start and before the orphan
+    sweep (a listing of the whole table location): when several writers cross the threshold together, the
+    first upkeep's expiry makes the others' work redundant, and each used to redo all of it.
     """
     t0 = time.perf_counter()
     table = load()
     if table is None:
         return None
     rep = HistoryReport(".".join(table.name()), snapshots_before=len(table.metadata.snapshots))
+    if only_if_due and not due_for_upkeep(table, policy):
+        rep.seconds = time.perf_counter() - t0
+        return rep
     _metadata_properties(load, rep.table, steps)
     rep.compacted_files, rep.written_files, rep.rows = retry.run(
         lambda: _compact_once(load, policy), policy=steps, exhausted=lambda n, last: CommitConflictError(
@@ -340,6 +348,9 @@ def maintain_history(load: Load, policy: HistoryPolicy, *, orphan_age: timedelta
     rep.expired_snapshots, rep.deleted_files, failed = expire_history(load, what=rep.table, steps=steps)
     rep.delete_failures.update(failed)
     checkpoint("history.after_expire")
+    if only_if_due and rep.expired_snapshots == 0 and (fresh := load()) is not None and not due_for_upkeep(fresh, policy):
+        rep.seconds = time.perf_counter() - t0  # another upkeep expired the history (and sweeps after it)
+        return rep
     orphans = retry.run(
         lambda: _sweep_orphans(load, orphan_age), policy=steps, exhausted=lambda n, last: CommitConflictError(
             f"listing the orphans of {rep.table} lost to concurrent upkeeps {n} times ({last}); the next upkeep "

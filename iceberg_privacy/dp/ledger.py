@@ -207,7 +207,7 @@ class Ledger(LedgerParts):
             snap = table.current_snapshot()  # the transaction left `table` at the metadata it committed
             return result, (snap.snapshot_id if snap else -1)
 
-        return history.commit(load, change, HISTORY, upkeep=lambda: self.maintain(quiet=True),
+        return history.commit(load, change, HISTORY, upkeep=lambda: self.maintain(quiet=True, only_if_due=True),
                               exhausted=lambda tries, last: LedgerConflictError(
             f"could not commit to ledger {'.'.join(self.identifier)} after {tries} attempts "
             f"(last error: {last}); other writers keep winning. Retry later."
@@ -242,7 +242,8 @@ class Ledger(LedgerParts):
                     f"property {PROP_MAX_BYTES}), or split the namespace's tables over several namespaces.")
 
     # -- keeping the ledger small ---------------------------------------------------------------
-    def maintain(self, *, orphan_age: timedelta = history.ORPHAN_AGE, quiet: bool = False) -> HistoryReport | None:
+    def maintain(self, *, orphan_age: timedelta = history.ORPHAN_AGE, quiet: bool = False,
+                 only_if_due: bool = False) -> HistoryReport | None:
         """Bound the ledger's own history (:func:`iceberg_privacy.history.maintain_history`); None when there is
         no ledger. ``quiet``: log a failure instead of raising it (the automatic trigger after a commit).
 
@@ -251,7 +252,7 @@ class Ledger(LedgerParts):
         properties, which the upkeep does not touch. What goes is time travel on the ledger table itself
         (provenance's ``ledger.snapshot-id`` may then name an expired snapshot), and with it the files only
         expired snapshots reached: readers of the events re-read from the new head when one vanishes."""
-        return history.maintain(self.load, HISTORY, orphan_age=orphan_age, quiet=quiet)
+        return history.maintain(self.load, HISTORY, orphan_age=orphan_age, quiet=quiet, only_if_due=only_if_due)
 
     # -- the open reservations and the memo (table properties kept by every commit that changes them) --------
     def _where(self) -> str:

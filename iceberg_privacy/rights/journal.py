@@ -355,15 +355,16 @@ class Journal:
             return
         data = pa.Table.from_pylist(events, schema=ARROW_SCHEMA)
 
-        history.append(lambda: self.load(create=True), data, HISTORY, upkeep=lambda: self.maintain(quiet=True),
+        history.append(lambda: self.load(create=True), data, HISTORY, upkeep=lambda: self.maintain(quiet=True, only_if_due=True),
                        exhausted=lambda n, last: SubjectRightsError(
                            f"could not append to the request journal after {n} attempts ({last}); other writers keep "
                            "winning: retry (appending the same events again is idempotent)"))
 
-    def maintain(self, *, orphan_age: timedelta = history.ORPHAN_AGE, quiet: bool = False) -> HistoryReport | None:
+    def maintain(self, *, orphan_age: timedelta = history.ORPHAN_AGE, quiet: bool = False,
+                 only_if_due: bool = False) -> HistoryReport | None:
         """Bound the journal's own history (every event stays): :func:`iceberg_privacy.history.maintain_history`.
         ``quiet``: log a failure instead of raising it (the automatic trigger after an append)."""
-        return history.maintain(self.load, HISTORY, orphan_age=orphan_age, quiet=quiet)
+        return history.maintain(self.load, HISTORY, orphan_age=orphan_age, quiet=quiet, only_if_due=only_if_due)
 
     def rows(self, request_id: str | None = None) -> list[dict[str, Any]]:
         """Every event, or those of one request."""

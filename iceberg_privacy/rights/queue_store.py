@@ -206,15 +206,16 @@ class Queue:
             return
         data = pa.Table.from_pylist(rows, schema=ARROW_SCHEMA)
 
-        history.append(lambda: self.load(create=True), data, HISTORY, upkeep=lambda: self.maintain(quiet=True),
+        history.append(lambda: self.load(create=True), data, HISTORY, upkeep=lambda: self.maintain(quiet=True, only_if_due=True),
                        exhausted=lambda n, last: CommitConflictError(
                            f"could not append to the request queue after {n} attempts ({last}); submit again (same "
                            "request ids: it is idempotent)"))
 
-    def maintain(self, *, orphan_age: timedelta = history.ORPHAN_AGE, quiet: bool = False) -> HistoryReport | None:
+    def maintain(self, *, orphan_age: timedelta = history.ORPHAN_AGE, quiet: bool = False,
+                 only_if_due: bool = False) -> HistoryReport | None:
         """Bound the queue's own history (pending rows stay): :func:`iceberg_privacy.history.maintain_history`.
         Its orphan sweep also destroys ciphertext a killed submitter wrote but never committed."""
-        return history.maintain(self.load, HISTORY, orphan_age=orphan_age, quiet=quiet)
+        return history.maintain(self.load, HISTORY, orphan_age=orphan_age, quiet=quiet, only_if_due=only_if_due)
 
     def entries(self, request_ids: Iterable[str] | None = None) -> list[QueueEntry]:
         """Every queued request, or only those of ``request_ids``."""

@@ -216,15 +216,16 @@ class TokenStore:
                 tx.append(pa.Table.from_pylist([row], schema=ARROW_SCHEMA))
             return result
 
-        return history.commit(load, change, HISTORY, upkeep=lambda: self.maintain(quiet=True),
+        return history.commit(load, change, HISTORY, upkeep=lambda: self.maintain(quiet=True, only_if_due=True),
                               exhausted=lambda tries, last: (
             CommitConflictError(f"could not commit to {'.'.join(self.identifier)} after {tries} attempts (last "
                                 f"error: {last}); other writers keep winning. Retry later.")))
 
-    def maintain(self, *, orphan_age: timedelta = history.ORPHAN_AGE, quiet: bool = False) -> HistoryReport | None:
+    def maintain(self, *, orphan_age: timedelta = history.ORPHAN_AGE, quiet: bool = False,
+                 only_if_due: bool = False) -> HistoryReport | None:
         """Bound the token table's own history (every event row and the state stay):
         :func:`iceberg_privacy.history.maintain_history`. ``quiet``: log a failure instead of raising it."""
-        return history.maintain(self._load, HISTORY, orphan_age=orphan_age, quiet=quiet)
+        return history.maintain(self._load, HISTORY, orphan_age=orphan_age, quiet=quiet, only_if_due=only_if_due)
 
     # -- admin verbs -------------------------------------------------------------------------------
     def issue(self, principal: str, *, expires: timedelta | None = None, issued_by: str | None = None) -> IssuedToken:

@@ -92,6 +92,53 @@ def test_upkeep_sweeps_old_orphans_and_keeps_young_ones(catalog: Catalog) -> Non
     assert [e.request_id for e in queue.entries()] == ["r1"]  # the pending request's ciphertext stays
 
 
+def test_an_automatic_upkeep_stops_once_the_table_is_no_longer_due(catalog: Catalog) -> None:
+    """The trigger after a commit (``only_if_due``) does nothing on a table that is not due, and skips the orphan
+    sweep (a listing of the whole table location) when another upkeep expired the history meanwhile: that one
+    sweeps. An explicit upkeep always runs every step."""
+    make_table(catalog, "db.t", [["u1", "u2"]])
+    ip.enqueue(catalog, "erase", ["u1"], request_id="r0")
+    journal = Journal(catalog)
+    _every(catalog, 100)
+    for i in range(1, 4):
+        ip.enqueue(catalog, "erase", ["u2"], request_id=f"r{i}")
+    table = journal.load()
+    assert table is not None and len(table.metadata.snapshots) == 4
+    orphan, later = (f"{table.location()}/data/00000-0-killed-{n}.parquet" for n in ("first", "later"))
+
+    def leave_orphan(location: str) -> None:  # what a killed writer left, older than the orphan age
+        write_bytes(table.io, location, b"PAR1 not really")
+        past = time.time() - 7200
+        os.utime(location.removeprefix("file://"), (past, past))
+
+    def stored(location: str = orphan) -> bool:
+        return canonical(location) in {canonical(f.location) for f in list_files(table.io, table.location())}
+
+    leave_orphan(orphan)
+
+    rep = journal.maintain(quiet=True, only_if_due=True)  # 4 snapshots, every 100: not due
+    assert rep is not None and (rep.compacted_files, rep.expired_snapshots, rep.orphans_deleted) == (0, 0, 0)
+    after = journal.load()
+    assert after is not None and after.metadata_location == table.metadata_location and stored()  # no commit
+
+    _every(catalog, 3)
+    other: list[Any] = []
+
+    def another_upkeep_finishes_first(*_: object) -> None:
+        if not other:
+            other.append(None)
+            other[0] = journal.maintain()  # a concurrent writer's upkeep, all steps, while ours is mid-way
+            leave_orphan(later)  # ours sweeping again would find this one: it does not sweep
+
+    with faults.injected("history.after_compact", another_upkeep_finishes_first):
+        rep = journal.maintain(quiet=True, only_if_due=True)
+    assert other[0] is not None and other[0].expired_snapshots >= 1 and other[0].orphans_deleted == 1
+    assert rep is not None and rep.expired_snapshots == 0 and rep.orphans_deleted == 0 and not stored()
+    assert stored(later)  # left for the next upkeep that is due
+    assert journal.maintain().orphans_deleted == 1 and not stored(later)  # an explicit upkeep sweeps
+    assert {r.request_id for r in journal.requests()} == {f"r{i}" for i in range(4)}
+
+
 @settings(max_examples=4, deadline=None)
 @given(st.lists(st.one_of(st.integers(0, 5), st.just(-1)), min_size=2, max_size=7))
 def test_property_upkeep_never_changes_the_events(shared_catalog: Catalog, ops: list[int]) -> None:
