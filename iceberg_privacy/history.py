@@ -327,9 +327,10 @@ def maintain_history(load: Load, policy: HistoryPolicy, *, orphan_age: timedelta
     properties, and the next upkeep finishes the job. Returns None when the table does not exist.
 
     ``only_if_due`` (the automatic trigger after a commit): stop, with what was done so far, as soon as a fresh
-    load of the table is no longer due (:func:`due_for_upkeep`), checked at the start and before the orphan
-    sweep (a listing of the whole table location): when several writers cross the threshold together, the
-    first upkeep's expiry makes the others' work redundant, and each used to redo all of it.
+    load of the table is no longer due (:func:`due_for_upkeep`), checked at the start and, when this upkeep
+    expired nothing, before the orphan sweep (a listing of the whole table location): when several writers
+    cross the threshold together, the first upkeep's expiry makes the others' work redundant, and each used
+    to redo all of it.
     """
     t0 = time.perf_counter()
     table = load()

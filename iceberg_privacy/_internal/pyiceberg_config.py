@@ -10,12 +10,14 @@ existed when the file cannot be read (``PYICEBERG_*`` variables still count), an
 :class:`~iceberg_privacy.errors.ConfigurationError` naming the file and what to do.
 
 pyiceberg also builds a ``Config()`` - and strictyaml parses the file again, ~5 ms for an eight-line file -
-several times per commit (per data file written, per metadata file written, per scan and per append),
-about 25 ms of CPU per small commit; the request journal and the DP ledger commit often. So once pyiceberg is
-imported, :func:`import_pyiceberg` makes ``Config._from_configuration_files`` remember what it parsed, keyed
-by the path and the bytes of every candidate file (reading a small file costs microseconds; parsing it costs
-milliseconds): an edited, moved or new file is parsed again, however quickly it changed; each call gets its own copy (``Config`` merges ``PYICEBERG_*`` variables into it in place, and
-they are read afresh every time as before); a file that cannot be read is never remembered.
+several times per commit (per data file written, per metadata file written, per scan and per append): a 10-row
+append on a SQLite catalog spent 32-34 ms of CPU, 19-23 ms without the parses; the request journal and the DP
+ledger commit often. So once pyiceberg is imported, :func:`import_pyiceberg` makes
+``Config._from_configuration_files`` remember what it parsed, keyed by the path and the bytes of every
+candidate file (reading a small file costs microseconds, parsing it milliseconds): an edited, moved or new
+file is parsed again, however quickly it changed. Each call gets its own copy (``Config`` merges the
+``PYICEBERG_*`` variables into it in place; they are read afresh every time, as before); a file that cannot
+be read is never remembered.
 
 This module holds the one pyiceberg private name that cannot live in ``_internal/compat.py``
 (``Config._from_configuration_files``): it is used before pyiceberg's catalog module may be imported,
