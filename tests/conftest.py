@@ -161,6 +161,7 @@ def _group_of_file(path: str) -> str:
     return SPARK_GROUP if _TAKES_SPARK.search(text) else path
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: without it (-p no:xdist) there is none to implement
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadfile``, except that every file using the shared Spark session is one work unit.
 
