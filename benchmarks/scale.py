@@ -565,7 +565,6 @@ def check_targets(res: dict[str, Any]) -> dict[str, Any]:
         out["batch_10k_clustered.speedup_vs_full_scan >= 5 (keys from a few buckets of bucket(user_id))"] = target(
             res["batch_10k_clustered.speedup_vs_full_scan"], ">=", 5.0)
     return out
-    return out
 
 
 # ------------------------------------------------------------------------------------------ main
