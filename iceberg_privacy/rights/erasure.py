@@ -217,12 +217,18 @@ def _rebase(table: Table, st: _Staged, head: int) -> Snapshot:
     new_head = md.snapshot_by_id(head)
     assert new_head is not None
     own = st.snapshot.manifests(table.io)
+    on_head = {m.manifest_path for m in new_head.manifests(table.io)}
     mine = []
     for m in own:
         if m.added_snapshot_id == st.snapshot.snapshot_id:  # written by this commit: sequence number re-assigned
             m = copy.copy(m)
             m.sequence_number = UNASSIGNED_SEQ
             m.min_sequence_number = UNASSIGNED_SEQ
+        elif m.manifest_path not in on_head:
+            # carried from the base but dropped since: only a manifest of DELETED entries can be (_rebase_allowed),
+            # e.g. the previous erasure's, dropped by its purge's scrub. Its entries' bounds can hold that subject's
+            # id, and once expired it is gone from storage: listing it again would name the subject, or break the table.
+            continue
         mine.append(m)
     appended = [m for m in new_head.manifests(table.io) if m.manifest_path not in st.base_manifests]
     seq = md.next_sequence_number()
@@ -243,6 +249,25 @@ def _rebase(table: Table, st: _Staged, head: int) -> Snapshot:
         snapshot_id=st.snapshot.snapshot_id, parent_snapshot_id=head, sequence_number=seq,
                     timestamp_ms=max(int(time.time() * 1000), new_head.timestamp_ms), manifest_list=path,
                     summary=summary, schema_id=st.snapshot.schema_id, first_row_id=st.snapshot.first_row_id)
+
+
+def _rebase_allowed(table: Table, st: _Staged, head: int | None) -> bool:
+    """May the staged rewrite keep the manifests it was staged with on ``head``? Only when the commits since its
+    base kept every base manifest that lists live files, and wrote only manifests of files they added. A
+    manifest-merging append (Java's and Spark's default past 100 manifests) rewrites base manifests into one that
+    lists their files as EXISTING, the files this rewrite replaces among them: keeping ours next to it would list
+    them live again (the subject's rows back)."""
+    new_head = table.metadata.snapshot_by_id(head) if head is not None else None
+    base = table.metadata.snapshot_by_id(st.base) if st.base is not None else None
+    if new_head is None or (st.base is not None and base is None):
+        return False
+    on_head = {m.manifest_path: m for m in new_head.manifests(table.io)}
+    live_base = {m.manifest_path for m in (base.manifests(table.io) if base is not None else [])
+                 if m.has_added_files() or m.has_existing_files()}
+    if not live_base <= on_head.keys():
+        return False
+    return all(not m.has_existing_files() and not (m.deleted_files_count or 0)
+               for path, m in on_head.items() if path not in st.base_manifests)
 
 
 def _stale_sequence(table: Table, snapshot: Snapshot) -> bool:
@@ -375,7 +400,8 @@ def _commit_rebasing(table: Table, pending: list[_Batch], columns: list[BloomCol
                         _unstage(table, st)
                         return None
                     head = _head(table, branch)
-                    if head != snapshot.parent_snapshot_id and not _only_appends_since(table, branch, st.base):
+                    if head != snapshot.parent_snapshot_id and not (_only_appends_since(table, branch, st.base)
+                                                                     and _rebase_allowed(table, st, head)):
                         # another rewrite landed (our files still live): stage the same batches again on the new
                         # head, whose manifests pyiceberg's producer reads (no data is read or written again)
                         logger.info("a commit other than an append landed on %s; staging the erasure again", rep.table)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from iceberg_privacy._internal import faults
 from tests.helpers import all_rows, make_table, rows
 
 erasure = __import__("iceberg_privacy.rights.erasure", fromlist=["_load"])
+purge = __import__("iceberg_privacy.rights.purge", fromlist=["_scrub_head"])
 
 
 
@@ -94,6 +96,68 @@ def test_lost_commit_is_rebased_without_reading_again(catalog: Catalog, monkeypa
     assert snap.summary["total-records"] == "4" and snap.summary["total-data-files"] == str(len(list(table.scan().plan_files())))
     assert ip.lookup(table, "user_id", "victim").num_rows == 0
     assert sorted(r["user_id"] for r in all_rows(table)) == ["a1", "a2", "a3", "late"]
+
+
+def _deleted_only(manifests: list) -> set[str]:  # type: ignore[type-arg]
+    return {m.manifest_path for m in manifests if not m.has_added_files() and not m.has_existing_files()}
+
+
+def test_a_rebase_never_lists_again_a_manifest_the_commits_since_dropped(catalog: Catalog) -> None:
+    """The previous erasure's head lists the file it replaced as DELETED entries, in a manifest whose column
+    bounds hold that subject's id; its purge's scrub (an empty append) drops that manifest from the head. An erase
+    commit staged before the scrub and committed after it is rebased onto the scrub: it must not list that
+    manifest again (found once in a README run: two queue passes on PostgreSQL, the first pass's verification
+    then found its subject named by a referenced manifest; once expired, the manifest is gone from storage and
+    the table would reference a missing file)."""
+    table = make_table(catalog, "db.t", [["a1", "first", "second"], ["a2"]])
+    ip.erase(catalog, ["first"], request_id="r1")
+    dropped = _deleted_only(table.refresh().current_snapshot().manifests(table.io))
+    assert dropped  # pyiceberg's overwrite lists the replaced file in a manifest of its own
+    fired: list[str] = []
+
+    def scrub(stage: str) -> None:  # the first request's purge, between the second's staging and its commit
+        if not fired:
+            fired.append(stage)
+            assert purge._scrub_head(catalog.load_table("db.t")) is not None
+
+    with faults.injected("erasure.before_commit", scrub):
+        report = ip.erase(catalog, ["second"], request_id="r2")
+    t = report.tables["db.t"]
+    assert fired and t.rows_removed == 1 and t.rebased == 1  # the same rewrite, re-parented onto the scrub
+    head = table.refresh().current_snapshot()
+    manifests = head.manifests(table.io)
+    assert not dropped & {m.manifest_path for m in manifests}
+    assert len(_deleted_only(manifests)) == 1  # the second erasure's own, which its purge scrubs in turn
+    assert sorted(r["user_id"] for r in all_rows(table)) == ["a1", "a2"]
+    assert ip.purge(catalog, "r1", orphan_age=timedelta(0)).completed
+    assert ip.purge(catalog, "r2", orphan_age=timedelta(0)).completed
+
+
+def test_a_rebase_across_a_manifest_merging_append_stages_again(catalog: Catalog) -> None:
+    """An append that merges manifests (Java's and Spark's default past 100 manifests; pyiceberg's with
+    commit.manifest-merge.enabled) rewrites the base's manifests into one listing their files as EXISTING, the
+    file the erasure replaces among them: re-parenting the staged manifests next to it would list that file live
+    again, the subject's rows back. The erasure stages again on the new head instead."""
+    table = make_table(catalog, "db.t", [["a1", "victim"], ["a2"], ["a3"]])
+    fired: list[str] = []
+
+    def merging_append(stage: str) -> None:
+        if not fired:
+            fired.append(stage)
+            other = catalog.load_table("db.t")
+            with other.transaction() as tx:
+                tx.set_properties({"commit.manifest-merge.enabled": "true", "commit.manifest.min-count-to-merge": "2"})
+            other = catalog.load_table("db.t")
+            other.append(rows(["late"], 900).cast(other.schema().as_arrow()))
+            merged = other.current_snapshot()
+            assert merged.summary.operation.value == "append"
+            assert any(m.has_existing_files() for m in merged.manifests(other.io))  # it did merge
+
+    with faults.injected("erasure.before_commit", merging_append):
+        report = ip.erase(catalog, ["victim"], request_id="r")
+    assert fired and report.tables["db.t"].rows_removed == 1
+    assert sorted(r["user_id"] for r in all_rows(table.refresh())) == ["a1", "a2", "a3", "late"]
+    assert ip.lookup(table, "user_id", "victim").num_rows == 0
 
 
 @pytest.mark.parametrize("point", ["erasure.staging", "erasure.before_commit"])
