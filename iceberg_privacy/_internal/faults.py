@@ -22,7 +22,7 @@ CHECKPOINTS: frozenset[str] = frozenset({
     "erasure.after_link", "erasure.after_submit", "erasure.after_forget", "erasure.staging", "erasure.before_commit",
     "erasure.after_commit",
     "erasure.after_table",
-    "queue.after_enqueue", "queue.after_claim", "queue.after_batch", "queue.after_erase", "queue.before_outcomes",
+    "queue.after_enqueue", "queue.after_read", "queue.after_claim", "queue.after_batch", "queue.after_erase", "queue.before_outcomes",
     "queue.before_shred", "queue.before_shred_delete", "queue.after_shred_delete",
     "history.after_write", "history.after_compact", "history.expired_not_deleted", "history.after_expire",
     "purge.dangling_staged", "purge.after_dangling_commit", "purge.after_expire", "purge.after_delete", "purge.after_metadata_trim", "purge.before_complete",

@@ -380,6 +380,7 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     report = QueueReport()
     entries = {e.request_id: e for e in queue.entries()}
     check_key_id({e.key_id for e in entries.values()}, kid, "the request queue")  # before anything is decrypted
+    checkpoint("queue.after_read")
     kek = wrapping_key(secret)
     rows = _open_rows(journal, entries)
     states = fold(rows)
@@ -388,6 +389,13 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     def values_of(rid: str) -> list[Any]:
         if rid not in plain:
             entry = entries.get(rid)
+            if entry is None:
+                # A batch another pass journaled can hold a request submitted after this pass read the queue:
+                # read the queue again before calling its ciphertext gone.
+                newer = {e.request_id: e for e in queue.entries() if e.request_id not in entries}
+                check_key_id({e.key_id for e in newer.values()}, kid, "the request queue")
+                entries.update(newer)
+                entry = entries.get(rid)
             if entry is None:
                 raise QueueIntegrityError(
                     f"request {rid} is part of an unfinished batch but its encrypted identifiers are gone from the "

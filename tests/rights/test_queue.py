@@ -284,6 +284,38 @@ def test_a_crash_anywhere_in_a_pass_resumes_exactly_once(queued: tuple[Catalog, 
     assert ip.run_pending(catalog).batches == {}  # nothing left to do
 
 
+def test_a_batch_another_pass_started_with_a_request_this_pass_has_not_read_is_finished(made: Catalog) -> None:
+    """Pass A reads the queue; r1 is submitted; pass B reads it, claims r0 and r1 into one batch, journals it and
+    dies. A then resumes that batch: r1 is not in the queue A read, so A reads the queue again instead of calling
+    r1's ciphertext gone (QueueIntegrityError, found once in a README run: three submitters, two passes on
+    PostgreSQL)."""
+    catalog = made
+    expected = [r for r in all_rows(catalog.load_table("db.t")) if r["user_id"] not in VICTIMS[:2]]
+    ip.enqueue(catalog, "erase", [VICTIMS[0]], request_id="r0")
+    fired: list[str] = []
+
+    def another_pass_meanwhile(stage: str) -> None:
+        if fired:
+            return
+        fired.append(stage)
+        ip.enqueue(catalog, "erase", [VICTIMS[1]], request_id="r1")
+
+        def die(name: str) -> None:
+            raise Crash(name)
+
+        with faults.injected("queue.after_batch", die), pytest.raises(Crash):
+            ip.run_pending(catalog)  # pass B: claims r0 and r1 into one batch, journals it, dies
+
+    with faults.injected("queue.after_read", another_pass_meanwhile):
+        report = ip.run_pending(catalog)  # pass A
+    assert fired and not report.blocked and len(report.batches) == 1
+    journal = Journal(catalog)
+    batches = [r for r in journal.requests() if q.is_batch(r)]
+    assert len(batches) == 1 and batches[0].status == "completed"
+    assert journal.get("r0").status == "completed" and journal.get("r1").status == "completed"
+    assert all_rows(catalog.load_table("db.t")) == expected
+
+
 class Killed(BaseException):
     """A process death: not an Exception, so no quiet upkeep logs it and carries on."""
 
