@@ -305,6 +305,16 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
 
 
 _RERUN = retry.RetryPolicy(attempts=5)
+IN_FLIGHT_RECHECK_SECONDS = (0.5, 1.0, 2.0)
+"""Pauses before verifying again when everything that names a subject is referenced by nothing: another writer's
+commit in flight (staged, not yet committed or discarded: a second queue pass erasing the same table from a head
+planned before this erasure) is unreferenced for a moment. A crashed writer's leftover fails after the last one."""
+
+
+def _only_unreferenced(v: VerifyReport) -> bool:
+    """Did the verification find something, and only in files the table's metadata does not reference?"""
+    return (not v.ok and not v.unreadable and v.unreferenced_with_subjects == len(v.files_with_subjects)
+            and not any(t.referenced for t in v.traces))
 """Whole-table re-runs after a history file vanished while the table moved: a concurrent purge settles in
 one or two; a file missing for another reason (a damaged table) must not re-run the purge's commits for long."""
 
@@ -510,6 +520,11 @@ def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret:
         journal.record(request_id, TABLE_PURGED, table=name, files=tp.deleted_files,
                        detail={"expired_snapshots": len(tp.expired_snapshots), "deleted": tp.deleted_by_kind})
         tp.verify = retry.run(verify_step, exhausted=functools.partial(_lost, name, "verification"), policy=_RERUN)
+        for pause in IN_FLIGHT_RECHECK_SECONDS:
+            if not _only_unreferenced(tp.verify):
+                break
+            time.sleep(pause)
+            tp.verify = retry.run(verify_step, exhausted=functools.partial(_lost, name, "verification"), policy=_RERUN)
         detail = {"files_scanned": tp.verify.files_scanned, "rows_scanned": tp.verify.rows_scanned,
                   "rows_found": tp.verify.rows_found, "files_with_subjects": len(tp.verify.files_with_subjects),
                   "unreadable": len(tp.verify.unreadable), "delete_failures": len(tp.delete_failures),

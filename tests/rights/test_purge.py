@@ -16,6 +16,7 @@ from iceberg_privacy.errors import ConfigurationError, RequestConflictError, Ver
 from iceberg_privacy.index.maintenance import live_data_files
 from iceberg_privacy.index.registry import sidecar_refs
 from iceberg_privacy.index.sidecar import Sidecar
+from iceberg_privacy.rights import purge as purge_module
 from iceberg_privacy.rights.journal import Journal
 from iceberg_privacy.storage import local_path
 from tests.helpers import all_rows, make_table, rows
@@ -77,6 +78,40 @@ def test_verification_reads_files_metadata_does_not_reference(catalog: Catalog, 
     assert stray.exists()
     assert ip.purge(catalog, "r", orphan_age=timedelta(0)).completed
     assert not stray.exists()
+
+
+def test_an_unreferenced_file_that_goes_away_meanwhile_does_not_block(catalog: Catalog, tmp_path: Path) -> None:
+    """What names a subject only in files no metadata references may be another writer's commit in flight (a
+    second queue pass's erase commit staged on a head planned before this erasure, about to lose its commit and
+    discard its files): the verification looks again after short pauses before failing (found in a README run:
+    two passes on PostgreSQL)."""
+    import threading
+
+    table = make_table(catalog, "db.t", _victim_batches())
+    keep = tmp_path / "copy.parquet"
+    victim_file = next(local_path(p) for p in live_data_files(table)
+                       if "victim" in pq.read_table(local_path(p), columns=["user_id"]).column(0).to_pylist())
+    shutil.copy(victim_file, keep)
+    ip.erase(catalog, ["victim"], request_id="r")
+    inflight = Path(local_path(table.location())) / "data" / "in-flight.parquet"
+    shutil.copy(keep, inflight)
+    seen: list[int] = []
+    real = purge_module.verify_table
+
+    def verify_then_discard(*args, **kwargs):  # type: ignore[no-untyped-def]
+        report = real(*args, **kwargs)
+        seen.append(report.rows_found)
+        if len(seen) == 1:  # the writer discards its staged file just after the first look
+            threading.Timer(0.1, inflight.unlink).start()
+        return report
+
+    purge_module.verify_table = verify_then_discard
+    try:
+        assert ip.purge(catalog, "r").completed
+    finally:
+        purge_module.verify_table = real
+    assert seen[0] == 1 and seen[-1] == 0 and len(seen) >= 2
+    assert Journal(catalog).get("r").status == "completed"
 
 
 def test_tag_on_an_old_snapshot_blocks_purge(catalog: Catalog) -> None:
