@@ -305,10 +305,10 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
 
 
 _RERUN = retry.RetryPolicy(attempts=5)
-IN_FLIGHT_RECHECK_SECONDS = (0.5, 1.0, 2.0)
-"""Pauses before verifying again when everything that names a subject is referenced by nothing: another writer's
-commit in flight (staged, not yet committed or discarded: a second queue pass erasing the same table from a head
-planned before this erasure) is unreferenced for a moment. A crashed writer's leftover fails after the last one."""
+IN_FLIGHT_RECHECKS = retry.RetryPolicy(attempts=4, base_delay=0.5, max_delay=2.0)
+"""Verifying again (after ~0.5, 1 and 2 s) when everything that names a subject is referenced by nothing: another
+writer's commit in flight (staged, not yet committed or discarded: a second queue pass erasing the same table from
+a head planned before this erasure) is unreferenced for a moment. A crashed writer's leftover fails after the last."""
 
 
 def _only_unreferenced(v: VerifyReport) -> bool:
@@ -519,12 +519,13 @@ def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret:
         tp = retry.run(purge_step, exhausted=functools.partial(_lost, name, "the purge"), policy=_RERUN)
         journal.record(request_id, TABLE_PURGED, table=name, files=tp.deleted_files,
                        detail={"expired_snapshots": len(tp.expired_snapshots), "deleted": tp.deleted_by_kind})
-        tp.verify = retry.run(verify_step, exhausted=functools.partial(_lost, name, "verification"), policy=_RERUN)
-        for pause in IN_FLIGHT_RECHECK_SECONDS:
-            if not _only_unreferenced(tp.verify):
+        verify = retry.run(verify_step, exhausted=functools.partial(_lost, name, "verification"), policy=_RERUN)
+        for attempt in retry.attempts(IN_FLIGHT_RECHECKS):  # the policy's pause before each look again
+            if attempt > 1:
+                verify = retry.run(verify_step, exhausted=functools.partial(_lost, name, "verification"), policy=_RERUN)
+            if not _only_unreferenced(verify):
                 break
-            time.sleep(pause)
-            tp.verify = retry.run(verify_step, exhausted=functools.partial(_lost, name, "verification"), policy=_RERUN)
+        tp.verify = verify
         detail = {"files_scanned": tp.verify.files_scanned, "rows_scanned": tp.verify.rows_scanned,
                   "rows_found": tp.verify.rows_found, "files_with_subjects": len(tp.verify.files_with_subjects),
                   "unreadable": len(tp.verify.unreadable), "delete_failures": len(tp.delete_failures),
