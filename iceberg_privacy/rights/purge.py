@@ -305,6 +305,9 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
 
 
 _RERUN = retry.RetryPolicy(attempts=5)
+"""Whole-table re-runs after a history file vanished while the table moved: a concurrent purge settles in
+one or two; a file missing for another reason (a damaged table) must not re-run the purge's commits for long."""
+
 IN_FLIGHT_RECHECKS = retry.RetryPolicy(attempts=4, base_delay=0.5, max_delay=2.0)
 """Verifying again (after ~0.5, 1 and 2 s) when everything that names a subject is referenced by nothing: another
 writer's commit in flight (staged, not yet committed or discarded: a second queue pass erasing the same table from
@@ -315,8 +318,6 @@ def _only_unreferenced(v: VerifyReport) -> bool:
     """Did the verification find something, and only in files the table's metadata does not reference?"""
     return (not v.ok and not v.unreadable and v.unreferenced_with_subjects == len(v.files_with_subjects)
             and not any(t.referenced for t in v.traces))
-"""Whole-table re-runs after a history file vanished while the table moved: a concurrent purge settles in
-one or two; a file missing for another reason (a damaged table) must not re-run the purge's commits for long."""
 
 
 def _lost(name: str, what: str, tries: int, last: BaseException) -> Exception:
