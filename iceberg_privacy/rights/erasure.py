@@ -217,7 +217,8 @@ def _rebase(table: Table, st: _Staged, head: int) -> Snapshot:
     new_head = md.snapshot_by_id(head)
     assert new_head is not None
     own = st.snapshot.manifests(table.io)
-    on_head = {m.manifest_path for m in new_head.manifests(table.io)}
+    head_manifests = new_head.manifests(table.io)
+    on_head = {m.manifest_path for m in head_manifests}
     mine = []
     for m in own:
         if m.added_snapshot_id == st.snapshot.snapshot_id:  # written by this commit: sequence number re-assigned
@@ -230,7 +231,7 @@ def _rebase(table: Table, st: _Staged, head: int) -> Snapshot:
             # id, and once expired it is gone from storage: listing it again would name the subject, or break the table.
             continue
         mine.append(m)
-    appended = [m for m in new_head.manifests(table.io) if m.manifest_path not in st.base_manifests]
+    appended = [m for m in head_manifests if m.manifest_path not in st.base_manifests]
     seq = md.next_sequence_number()
     path = table.location_provider().new_metadata_location(
         f"snap-{st.snapshot.snapshot_id}-{len(st.written)}-{uuid.uuid4()}.avro")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -56,13 +57,20 @@ def test_purge_removes_old_bytes_and_verifies(catalog: Catalog) -> None:
     assert Journal(catalog).get("r").status == "completed"
 
 
-def test_verification_reads_files_metadata_does_not_reference(catalog: Catalog, tmp_path: Path) -> None:
+def _erased_keeping_a_copy(catalog: Catalog, tmp_path: Path) -> tuple[Any, Path]:
+    """db.t of _victim_batches() with request r's erasure of 'victim' committed, and a copy of a data file that
+    held the victim's rows, taken before the erasure (to leave under the table location, unreferenced)."""
     table = make_table(catalog, "db.t", _victim_batches())
     keep = tmp_path / "copy.parquet"
     victim_file = next(local_path(p) for p in live_data_files(table)
                        if "victim" in pq.read_table(local_path(p), columns=["user_id"]).column(0).to_pylist())
     shutil.copy(victim_file, keep)
     ip.erase(catalog, ["victim"], request_id="r")
+    return table, keep
+
+
+def test_verification_reads_files_metadata_does_not_reference(catalog: Catalog, tmp_path: Path) -> None:
+    table, keep = _erased_keeping_a_copy(catalog, tmp_path)
     # A stray copy (a backup, a crashed writer's file) under the table location: no snapshot knows it.
     stray = Path(local_path(table.location())) / "data" / "stray-copy.parquet"
     shutil.copy(keep, stray)
@@ -87,12 +95,7 @@ def test_an_unreferenced_file_that_goes_away_meanwhile_does_not_block(catalog: C
     two passes on PostgreSQL)."""
     import threading
 
-    table = make_table(catalog, "db.t", _victim_batches())
-    keep = tmp_path / "copy.parquet"
-    victim_file = next(local_path(p) for p in live_data_files(table)
-                       if "victim" in pq.read_table(local_path(p), columns=["user_id"]).column(0).to_pylist())
-    shutil.copy(victim_file, keep)
-    ip.erase(catalog, ["victim"], request_id="r")
+    table, keep = _erased_keeping_a_copy(catalog, tmp_path)
     inflight = Path(local_path(table.location())) / "data" / "in-flight.parquet"
     shutil.copy(keep, inflight)
     seen: list[int] = []
