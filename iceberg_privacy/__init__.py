@@ -32,7 +32,10 @@ What each call may raise (all importable from here; ``except ip.IcebergPrivacyEr
   :class:`LineageError`.
 """
 
+import importlib as _importlib
 import warnings as _warnings
+from importlib import util as _importlib_util
+from typing import TYPE_CHECKING
 from typing import Any as _Any
 
 from iceberg_privacy._internal import pyiceberg_config as _pyiceberg_config
@@ -40,49 +43,6 @@ from iceberg_privacy._internal import pyiceberg_config as _pyiceberg_config
 # before pyiceberg reads the file at import: a malformed one must not break the import (nor the CLI's error
 # handler); connect() raises its clear ConfigurationError at first use
 _pyiceberg_config.import_pyiceberg()
-
-# -- the lake: connect, configure, write ------------------------------------------------------------
-from iceberg_privacy.catalog import TableRef, connect
-from iceberg_privacy.config import (
-    BloomColumn,
-    IdentityColumn,
-    configure_bloom,
-    configure_identity,
-    configure_index,
-)
-
-# -- differential privacy ---------------------------------------------------------------------------
-from iceberg_privacy.dp import (
-    ROWS,
-    AccessPolicy,
-    ApproxDP,
-    BudgetState,
-    CompiledSql,
-    PureDP,
-    Release,
-    ReleaseProvenance,
-    ReleaseRecord,
-    ReservationRecord,
-    ResolutionReport,
-    RhoZCDP,
-    SqlRelease,
-    SynthesisReport,
-    access_policy,
-    compile_sql,
-    dp_histogram,
-    dp_sql,
-    dp_synthesize,
-    get_budget,
-    get_namespace_budget,
-    read_provenance,
-    releases,
-    require_raw_access,
-    reservations,
-    resolve_reservations,
-    set_access_policy,
-    set_budget,
-    set_namespace_budget,
-)
 
 # -- errors (one hierarchy) -------------------------------------------------------------------------
 from iceberg_privacy.errors import (
@@ -135,48 +95,115 @@ from iceberg_privacy.errors import (
     UnsupportedTypeError,
     VerificationFailedError,
 )
-
-# -- find a person: the index, lookups, index maintenance ----------------------------------------
-from iceberg_privacy.index.lookup import lookup
-from iceberg_privacy.index.maintenance import (
-    IndexReport,
-    OrphanReport,
-    SidecarCheck,
-    SidecarStatus,
-    SidecarVerification,
-    backfill,
-    cleanup_orphans,
-    compact_sidecars,
-    expire_snapshots,
-    sidecar_status,
-    verify_sidecars,
-)
-from iceberg_privacy.index.planner import LookupPlan, plan_lookup
-from iceberg_privacy.index.registry import SidecarWarning
-
-# -- know where data went: lineage ------------------------------------------------------------------
-from iceberg_privacy.lineage import LineageGraph, LineageRecord, annotate
-from iceberg_privacy.lineage.derive import DeriveReport, derive
-
-# -- subject rights: access, erasure, purge -------------------------------------------------------
-from iceberg_privacy.rights.journal import Journal, RequestState
-from iceberg_privacy.rights.keyed import init_secret
-from iceberg_privacy.rights.purge import purge
-from iceberg_privacy.rights.queue import QueuedRequest, QueueReport, enqueue, enqueue_many, run_pending
-from iceberg_privacy.rights.reports import (
-    AccessReport,
-    ErasureReport,
-    LinkedIdentifier,
-    LinkedIdentifiers,
-    PurgeReport,
-    TableErasure,
-    TableExport,
-    TablePurge,
-    VerifyReport,
-)
-from iceberg_privacy.rights.requests import access, erase, run_request, submit_request
 from iceberg_privacy.version import __version__ as __version__
-from iceberg_privacy.write import WriteReport, append, overwrite
+
+# -- everything else is imported at first use (PEP 562 ``__getattr__`` below): ``import iceberg_privacy`` stays cheap,
+# so the CLI's ``--help``, a Spark Python worker or ``except ip.IcebergPrivacyError`` do not pay for pyiceberg's
+# catalogs, sqlglot and Tumult. ``_LAZY`` (public name's module -> names) and the ``TYPE_CHECKING`` imports below,
+# which type checkers and editors read, list the same names (tests/core/test_public_api.py checks they agree).
+_LAZY: dict[str, tuple[str, ...]] = {
+    'iceberg_privacy.catalog': ('TableRef', 'connect',),
+    'iceberg_privacy.config': ('BloomColumn', 'IdentityColumn', 'configure_bloom', 'configure_identity', 'configure_index',),
+    'iceberg_privacy.dp': ('ROWS', 'AccessPolicy', 'ApproxDP', 'BudgetState', 'CompiledSql', 'PureDP', 'Release', 'ReleaseProvenance', 'ReleaseRecord', 'ReservationRecord', 'ResolutionReport', 'RhoZCDP', 'SqlRelease', 'SynthesisReport', 'access_policy', 'compile_sql', 'dp_histogram', 'dp_sql', 'dp_synthesize', 'get_budget', 'get_namespace_budget', 'read_provenance', 'releases', 'require_raw_access', 'reservations', 'resolve_reservations', 'set_access_policy', 'set_budget', 'set_namespace_budget',),
+    'iceberg_privacy.index.lookup': ('lookup',),
+    'iceberg_privacy.index.maintenance': ('IndexReport', 'OrphanReport', 'SidecarCheck', 'SidecarStatus', 'SidecarVerification', 'backfill', 'cleanup_orphans', 'compact_sidecars', 'expire_snapshots', 'sidecar_status', 'verify_sidecars',),
+    'iceberg_privacy.index.planner': ('LookupPlan', 'plan_lookup',),
+    'iceberg_privacy.index.registry': ('SidecarWarning',),
+    'iceberg_privacy.lineage': ('LineageGraph', 'LineageRecord', 'annotate',),
+    'iceberg_privacy.lineage.derive': ('DeriveReport', 'derive',),
+    'iceberg_privacy.rights.journal': ('Journal', 'RequestState',),
+    'iceberg_privacy.rights.keyed': ('init_secret',),
+    'iceberg_privacy.rights.purge': ('purge',),
+    'iceberg_privacy.rights.queue': ('QueuedRequest', 'QueueReport', 'enqueue', 'enqueue_many', 'run_pending',),
+    'iceberg_privacy.rights.reports': ('AccessReport', 'ErasureReport', 'LinkedIdentifier', 'LinkedIdentifiers', 'PurgeReport', 'TableErasure', 'TableExport', 'TablePurge', 'VerifyReport',),
+    'iceberg_privacy.rights.requests': ('access', 'erase', 'run_request', 'submit_request',),
+    'iceberg_privacy.write': ('WriteReport', 'append', 'overwrite',),
+}
+
+if TYPE_CHECKING:
+    # -- the lake: connect, configure, write ------------------------------------------------------------
+    from iceberg_privacy.catalog import TableRef, connect
+    from iceberg_privacy.config import (
+        BloomColumn,
+        IdentityColumn,
+        configure_bloom,
+        configure_identity,
+        configure_index,
+    )
+
+    # -- differential privacy ---------------------------------------------------------------------------
+    from iceberg_privacy.dp import (
+        ROWS,
+        AccessPolicy,
+        ApproxDP,
+        BudgetState,
+        CompiledSql,
+        PureDP,
+        Release,
+        ReleaseProvenance,
+        ReleaseRecord,
+        ReservationRecord,
+        ResolutionReport,
+        RhoZCDP,
+        SqlRelease,
+        SynthesisReport,
+        access_policy,
+        compile_sql,
+        dp_histogram,
+        dp_sql,
+        dp_synthesize,
+        get_budget,
+        get_namespace_budget,
+        read_provenance,
+        releases,
+        require_raw_access,
+        reservations,
+        resolve_reservations,
+        set_access_policy,
+        set_budget,
+        set_namespace_budget,
+    )
+
+    # -- find a person: the index, lookups, index maintenance ----------------------------------------
+    from iceberg_privacy.index.lookup import lookup
+    from iceberg_privacy.index.maintenance import (
+        IndexReport,
+        OrphanReport,
+        SidecarCheck,
+        SidecarStatus,
+        SidecarVerification,
+        backfill,
+        cleanup_orphans,
+        compact_sidecars,
+        expire_snapshots,
+        sidecar_status,
+        verify_sidecars,
+    )
+    from iceberg_privacy.index.planner import LookupPlan, plan_lookup
+    from iceberg_privacy.index.registry import SidecarWarning
+
+    # -- know where data went: lineage ------------------------------------------------------------------
+    from iceberg_privacy.lineage import LineageGraph, LineageRecord, annotate
+    from iceberg_privacy.lineage.derive import DeriveReport, derive
+
+    # -- subject rights: access, erasure, purge -------------------------------------------------------
+    from iceberg_privacy.rights.journal import Journal, RequestState
+    from iceberg_privacy.rights.keyed import init_secret
+    from iceberg_privacy.rights.purge import purge
+    from iceberg_privacy.rights.queue import QueuedRequest, QueueReport, enqueue, enqueue_many, run_pending
+    from iceberg_privacy.rights.reports import (
+        AccessReport,
+        ErasureReport,
+        LinkedIdentifier,
+        LinkedIdentifiers,
+        PurgeReport,
+        TableErasure,
+        TableExport,
+        TablePurge,
+        VerifyReport,
+    )
+    from iceberg_privacy.rights.requests import access, erase, run_request, submit_request
+    from iceberg_privacy.write import WriteReport, append, overwrite
 
 __all__ = [
     # the lake
@@ -226,12 +253,26 @@ _MOVED = {
 }
 
 
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
+
+
 def __getattr__(name: str) -> _Any:
+    """A public name at first use (imported from its module, then kept here), a deprecated one with its warning, or
+    a subpackage (``ip.lineage.graph(...)``, ``ip.dp``) not imported yet."""
+    module = _MODULE_OF.get(name)
+    if module is not None:
+        value = getattr(_importlib.import_module(module), name)
+        globals()[name] = value
+        return value
     if name in _MOVED:
         module, attr, why = _MOVED[name]
         _warnings.warn(f"iceberg_privacy.{name} is internal now ({why}); it is removed from the package root in the "
                        f"next release (it stays at {module}.{attr})", DeprecationWarning, stacklevel=2)
-        import importlib
-
-        return getattr(importlib.import_module(module), attr)
+        return getattr(_importlib.import_module(module), attr)
+    if not name.startswith("_") and _importlib_util.find_spec(f"{__name__}.{name}") is not None:
+        return _importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'iceberg_privacy' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

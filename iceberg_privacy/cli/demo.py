@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyiceberg.catalog import Catalog
-
-from iceberg_privacy.catalog import default_home
 from iceberg_privacy.cli._common import add_command, emit
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
 
 
 def cmd_demo(args: argparse.Namespace, catalog: Catalog) -> int:
+    from iceberg_privacy.catalog import default_home
     from iceberg_privacy.demos.lookup import run_demo, run_lineage_demo, run_subject_rights_demo
 
     props = getattr(catalog, "properties", {})

@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
-
-from pyiceberg.catalog import Catalog
+from typing import TYPE_CHECKING, Any
 
 from iceberg_privacy.cli._common import AGE_HELP, add_command, aligned, emit, parse_age, print_json
-from iceberg_privacy.dp.reservation import DEFAULT_STALE_AFTER, format_age
 from iceberg_privacy.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
 
 DEPRECATED_ENV = {  # old variable -> the global option it stands for
     "ICEBERG_PRIVACY_CATALOG_NAME": "catalog_name",
@@ -219,14 +219,21 @@ def cmd_log(args: argparse.Namespace, catalog: Catalog) -> int:
 
 
 def cmd_reservations(args: argparse.Namespace, catalog: Catalog) -> int:
-    from iceberg_privacy.dp.reservation import reservations, resolve_reservations
+    from iceberg_privacy.dp.reservation import (
+        DEFAULT_STALE_AFTER,
+        format_age,
+        reservations,
+        resolve_reservations,
+    )
+
+    older_than = DEFAULT_STALE_AFTER if args.older_than is None else args.older_than
 
     if args.resolve:
         if args.all:
             raise ConfigurationError("--resolve resolves open, abandoned reservations; drop --all")
-        emit(args, resolve_reservations(catalog, args.older_than, table=args.table))
+        emit(args, resolve_reservations(catalog, older_than, table=args.table))
         return 0
-    records = reservations(catalog, args.table, stale_after=args.older_than, include_closed=args.all)
+    records = reservations(catalog, args.table, stale_after=older_than, include_closed=args.all)
     if args.json:
         print_json(records)
         return 0
@@ -261,7 +268,7 @@ def register(subparsers: Any) -> None:
                       help="list open budget reservations (owner, age, heartbeat, state); --resolve resolves "
                            "abandoned ones")
     res.add_argument("--table", default=None, help="only reservations of this source table (namespace.table)")
-    res.add_argument("--older-than", type=parse_age, default=DEFAULT_STALE_AFTER, metavar="AGE",
+    res.add_argument("--older-than", type=parse_age, default=None, metavar="AGE",
                      help=f"a reservation whose heartbeat is older than this is abandoned (default 10m); {AGE_HELP}")
     res.add_argument("--all", action="store_true", help="list closed reservations too (released, failed, ...)")
     res.add_argument("--resolve", action="store_true",

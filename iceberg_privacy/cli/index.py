@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from pyiceberg.catalog import Catalog
 
 from iceberg_privacy._internal import jsontext
 from iceberg_privacy.cli._common import (
@@ -23,6 +22,9 @@ from iceberg_privacy.cli._common import (
     print_json,
     to_jsonable,
 )
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
 
 
 def cmd_configure(args: argparse.Namespace, catalog: Catalog) -> int:

@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyiceberg.catalog import Catalog
-
 from iceberg_privacy.cli._common import add_command, emit, load_table, output_or_stdout, print_json
 from iceberg_privacy.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
     from iceberg_privacy.lineage.graph import LineageGraph
 
 

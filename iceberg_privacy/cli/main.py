@@ -15,14 +15,13 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from pyiceberg.catalog import Catalog
-
-from iceberg_privacy._internal import compat
-from iceberg_privacy.catalog import connect
 from iceberg_privacy.cli._common import deprecated
 from iceberg_privacy.errors import ConfigurationError, IcebergPrivacyError, blocked_request
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
 
 COMMAND_MODULES = ("demo", "index", "rights", "lineage", "dp", "service")
 """Modules of ``iceberg_privacy.cli``, each with ``register(subparsers)``; their commands are
@@ -131,6 +130,8 @@ def resolve_catalog(args: argparse.Namespace) -> Catalog:
     """The catalog of this invocation: ``--catalog NAME`` from pyiceberg's configuration (~/.pyiceberg.yaml,
     PYICEBERG_CATALOG__NAME__KEY), ``--property``/``--catalog-uri``/``--warehouse`` merged over it; the
     embedded default when nothing is configured (``--home`` picks its directory)."""
+    from iceberg_privacy.catalog import connect
+
     apply_deprecated_catalog_options(args)
     props = catalog_properties(args)
     if props or args.catalog_name:
@@ -224,6 +225,7 @@ def error_type(exc: BaseException) -> str:
     """The ``error_type`` of ``--json`` output: the library's own class names for catalog and storage failures that
     reached the CLI as pyiceberg/requests/pyarrow exceptions (a command that loads its table before calling a verb),
     so a script sees ``CatalogError``/``StorageError`` whichever layer failed; other exceptions keep their name."""
+    from iceberg_privacy._internal import compat
     from iceberg_privacy.storage import catalog_failure
 
     if isinstance(exc, IcebergPrivacyError):
@@ -254,6 +256,7 @@ def known_failure(exc: BaseException) -> str | None:
                 "~/.pyiceberg.yaml; without them the embedded one in --home / $ICEBERG_PRIVACY_HOME / ./.iceberg-privacy)")
     if isinstance(exc, ValueError) and "namespace identifier" in first.lower():  # pyiceberg, on 't' or 'a..b'
         return f"{first}: name a table as namespace.table (every part non-empty)"
+    from iceberg_privacy._internal import compat
     from iceberg_privacy.storage import catalog_failure
 
     if (message := catalog_failure(exc)) is not None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import timedelta
-from typing import Any
-
-from pyiceberg.catalog import Catalog
+from typing import TYPE_CHECKING, Any
 
 from iceberg_privacy.cli._common import (
     AGE_HELP,
@@ -25,6 +23,9 @@ from iceberg_privacy.cli._common import (
     whole_number,
 )
 from iceberg_privacy.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
 
 
 def cmd_identity(args: argparse.Namespace, catalog: Catalog) -> int:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
-
-from pyiceberg.catalog import Catalog
+from typing import TYPE_CHECKING, Any
 
 from iceberg_privacy.cli._common import AGE_HELP, add_command, emit, parse_age, port_number, print_json
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
 
 
 def _admin() -> str | None:

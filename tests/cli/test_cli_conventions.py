@@ -253,16 +253,16 @@ def test_catalog_options_apply_to_every_command_group(tmp_path: Path, capsys: py
 
 def test_catalog_is_resolved_once_and_only_when_needed(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    cli_main = importlib.import_module("iceberg_privacy.cli.main")  # (the package's ``main`` is the function)
+    catalog_module = importlib.import_module("iceberg_privacy.catalog")  # the CLI imports connect when it needs it
 
     calls: list[tuple[Any, dict[str, Any]]] = []
-    real = cli_main.connect
+    real = catalog_module.connect
 
     def recording(name: Any = None, **kwargs: Any) -> Any:
         calls.append((name, kwargs))
         return real(name, **kwargs)
 
-    monkeypatch.setattr(cli_main, "connect", recording)
+    monkeypatch.setattr(catalog_module, "connect", recording)
     monkeypatch.setenv(SECRET_FILE_ENV, str(tmp_path / "nowhere" / "secret"))
     monkeypatch.delenv(SECRET_ENV, raising=False)
     # secret init needs no catalog: an unknown catalog name does not matter

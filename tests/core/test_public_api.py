@@ -195,3 +195,54 @@ def test_importing_the_package_starts_no_spark() -> None:
     code = "import sys, iceberg_privacy, iceberg_privacy.spark; print('pyspark' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+HEAVY = ("pyiceberg.catalog", "pyiceberg.io.pyarrow", "sqlalchemy", "sqlglot", "pandas", "pyarrow.dataset", "duckdb",
+         "tmlt", "pyspark")
+
+
+def _imported_after(code: str) -> list[str]:
+    check = f"{code}\nimport sys; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    return subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_importing_the_package_imports_its_names_at_first_use() -> None:
+    """``import iceberg_privacy`` (and ``except ip.SomeError``) costs no catalog, engine or SQL library: every
+    public name is imported from its module when first used, then kept."""
+    assert _imported_after("import iceberg_privacy as ip; ip.IcebergPrivacyError; ip.__version__") == []
+    assert "pyiceberg.catalog" in _imported_after("import iceberg_privacy as ip; ip.connect")
+    assert "sqlglot" in _imported_after("from iceberg_privacy import derive")
+    code = "import iceberg_privacy as ip; f = ip.erase; assert ip.erase is f and 'erase' in vars(ip) and 'erase' in dir(ip)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_clis_help_imports_no_catalog_or_engine() -> None:
+    code = ("import contextlib, io\nfrom iceberg_privacy.cli.main import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n    main(['--help'])")
+    assert _imported_after(code) == []
+
+
+def test_subpackages_are_reachable_from_the_package() -> None:
+    """``ip.lineage.graph(catalog)`` (README) works on a fresh import, where no one imported ``iceberg_privacy.lineage``."""
+    code = "import iceberg_privacy as ip; print(ip.lineage.graph.__module__, ip.dp.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["iceberg_privacy.lineage", "iceberg_privacy.dp"]
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        ip.no_such_name  # noqa: B018
+
+
+def test_the_lazy_names_are_the_names_type_checkers_see() -> None:
+    """``_LAZY`` (what runs) and the ``if TYPE_CHECKING:`` imports (what mypy and editors read) list the same names
+    from the same modules, and every one is public."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(ip.__file__).read_text())
+    guarded = next(n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING")
+    seen: dict[str, tuple[str, ...]] = {}
+    for node in guarded.body:
+        assert isinstance(node, ast.ImportFrom) and node.module
+        seen[node.module] = seen.get(node.module, ()) + tuple(a.name for a in node.names)
+    assert seen == ip._LAZY
+    lazy = [name for names in ip._LAZY.values() for name in names]
+    assert len(lazy) == len(set(lazy)) and set(lazy) <= set(ip.__all__)
