@@ -1,7 +1,8 @@
-"""Subprocess body of the ledger race tests: reserve budget in a loop as fast as possible.
+"""The ledger race tests' racers: processes that reserve budget in a loop as fast as possible.
 
-Run as a script (not a mock): each process opens its own SqlCatalog on the shared database and
-races real compare-and-swap commits against the others. Prints one JSON line with its results.
+:func:`race` forks them (not a mock): each process opens its own SqlCatalog on the shared database,
+says when it is ready, and all start together to race real compare-and-swap commits; each prints one
+JSON line with its results.
 """
 
 from __future__ import annotations
@@ -48,6 +49,29 @@ def main(argv: list[str] | None = None) -> None:
         except BudgetExhaustedError:
             refused += 1
     print(json.dumps({"principal": args.principal, "ok": ok, "refused": refused}))
+
+
+def race(tmp_path: Path, racers: list[list[str]], timeout: float = 240) -> list[dict]:
+    """Run one racer per argument list (``main``'s arguments without ``--go-file``/``--ready-file``), start them
+    together once every one has its catalog, and return their JSON results."""
+    from tests.helpers import Forks
+
+    go = tmp_path / "go"
+    ready = [tmp_path / f"ready.{i}" for i in range(len(racers))]
+    args = [[*a, "--go-file", str(go), "--ready-file", str(ready[i])] for i, a in enumerate(racers)]
+    results = []
+    with Forks(imports=["tests.dp._race_worker"]) as forks:  # the racers: one import of the library for all
+        procs = [forks.start(f"from tests.dp._race_worker import main\nmain({a!r})") for a in args]
+        deadline = time.monotonic() + 120
+        while not all(r.exists() for r in ready) and time.monotonic() < deadline:  # every racer has its catalog
+            assert all(p.poll() is None for p in procs), [p.communicate()[1] for p in procs if p.poll() is not None]
+            time.sleep(0.01)
+        go.touch()  # then start them together
+        for p in procs:
+            out, err = p.communicate(timeout=timeout)
+            assert p.returncode == 0, err
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
 
 
 if __name__ == "__main__":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,9 +16,8 @@ from iceberg_privacy.dp.errors import BudgetExhaustedError, BudgetTypeMismatchEr
 from iceberg_privacy.dp.ledger import PROP_SPENT, Ledger
 from iceberg_privacy.dp.ledger_events import ARROW_SCHEMA
 from iceberg_privacy.dp.ledger_state import LedgerState
-from tests.helpers import Forks
+from tests.dp._race_worker import race
 
-WORKER = Path(__file__).with_name("_race_worker.py")
 SRC = ("db", "pv")
 
 
@@ -129,23 +126,8 @@ def test_pyiceberg_rebase_retry_would_defeat_the_check(catalog: SqlCatalog) -> N
 
 
 def _race(uri: str, warehouse: str, tmp_path: Path, n_procs: int, attempts: int, amount: str) -> list[dict]:
-    go = tmp_path / "go"
-    ready = [tmp_path / f"ready.p{i}" for i in range(n_procs)]
-    args = [["--uri", uri, "--warehouse", warehouse, "--principal", f"p{i}", "--amount", amount,
-             "--attempts", str(attempts), "--go-file", str(go), "--ready-file", str(ready[i])] for i in range(n_procs)]
-    results = []
-    with Forks(imports=["tests.dp._race_worker"]) as forks:  # the racers: one import of the library for all
-        procs = [forks.start(f"from tests.dp._race_worker import main\nmain({a!r})") for a in args]
-        deadline = time.monotonic() + 120
-        while not all(r.exists() for r in ready) and time.monotonic() < deadline:  # every racer has its catalog
-            assert all(p.poll() is None for p in procs), [p.communicate()[1] for p in procs if p.poll() is not None]
-            time.sleep(0.01)
-        go.touch()  # then start them together
-        for p in procs:
-            out, err = p.communicate(timeout=240)
-            assert p.returncode == 0, err
-            results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
+    return race(tmp_path, [["--uri", uri, "--warehouse", warehouse, "--principal", f"p{i}", "--amount", amount,
+                            "--attempts", str(attempts)] for i in range(n_procs)])
 
 
 def _check_race(catalog: SqlCatalog, results: list[dict], cap: Fraction, amount: Fraction) -> None:

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,9 @@ from iceberg_privacy.dp import ApproxDP, PureDP, RhoZCDP, set_budget, set_namesp
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.policy import namespace_target, remove_access_policy
 from iceberg_privacy.properties import DP_RELEASE_MARKER, SYNTHETIC_MARKER
+from tests.dp._race_worker import race
 from tests.helpers import make_catalog, pageviews
 
-WORKER = Path(__file__).with_name("_race_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -232,19 +231,9 @@ def test_processes_of_one_principal_never_overspend(tmp_path: Path) -> None:
     catalog.create_namespace("db")
     set_namespace_budget(catalog, "db", PureDP(100))
     ip.set_access_policy(catalog, "db", max_epsilon_per_query=0.5, principal_budgets={"alice": 1.0})
-    go = tmp_path / "go"
-    procs = [subprocess.Popen(
-        [sys.executable, str(WORKER), "--uri", f"sqlite:///{tmp_path / 'lake'}/catalog.db",
-         "--warehouse", f"file://{tmp_path / 'lake'}/warehouse", "--principal", "alice",
-         "--amount", json.dumps(PureDP(0.25).to_json()), "--attempts", "3", "--go-file", str(go)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(3)]
-    time.sleep(2.0)
-    go.touch()
-    results = []
-    for p in procs:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    results = race(tmp_path, [["--uri", f"sqlite:///{tmp_path / 'lake'}/catalog.db",
+                               "--warehouse", f"file://{tmp_path / 'lake'}/warehouse", "--principal", "alice",
+                               "--amount", json.dumps(PureDP(0.25).to_json()), "--attempts", "3"]] * 3)
     granted = sum(len(r["ok"]) for r in results)
     assert granted == 4 and sum(r["refused"] for r in results) == 5
     assert _spent(catalog, "alice") == PureDP(1)
