@@ -197,7 +197,8 @@ def _widen(value: Any, iceberg_type: PrimitiveType, column: str) -> Any:
     - binary/fixed column: a string is hex text, the form ``--json`` output prints bytes in;
     - date/timestamp column: an int is refused (Iceberg reads it as days or microseconds since 1970, so an
       account number would match a date); a timestamp string may separate date and time by a space (as
-      ``str(datetime)`` and CSV output print it).
+      ``str(datetime)`` and CSV output print it), and a timestamptz string may end in ``Z`` (UTC, as CSV output
+      prints it).
     """
     if isinstance(value, (bytearray, memoryview)):
         value = bytes(value)
@@ -237,7 +238,9 @@ def _widen(value: Any, iceberg_type: PrimitiveType, column: str) -> Any:
             raise _refuse(value, iceberg_type, column, "a number is not a date or time (Iceberg would read it as "
                           "days or microseconds since 1970). Pass a date/datetime or ISO-8601 text.")
         if isinstance(value, str) and not isinstance(iceberg_type, DateType) and _SPACED_TIMESTAMP.match(value.strip()):
-            return value.strip().replace(" ", "T", 1)
+            value = value.strip().replace(" ", "T", 1)
+        if isinstance(value, str) and isinstance(iceberg_type, TimestamptzType) and value.strip()[-1:] in ("Z", "z"):
+            value = value.strip()[:-1] + "+00:00"  # ISO-8601's UTC designator (CSV output prints it), which pyiceberg refuses
     return value
 
 

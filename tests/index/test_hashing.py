@@ -172,6 +172,9 @@ def _spellings(kind: str, v):  # type: ignore[no-untyped-def]
         return [v, str(v), str(v).upper(), v.bytes, v.hex]
     if kind == "timestamp":
         return [v, v.isoformat(), str(v)]
+    if kind == "timestamptz":  # ISO-8601 with Z, and what --output csv prints: '2020-01-01 00:00:00.000000Z'
+        utc = v.astimezone(dt.UTC).replace(tzinfo=None)
+        return [v, v.isoformat(), str(v), utc.isoformat() + "Z", utc.isoformat() + "z", f"{utc:%Y-%m-%d %H:%M:%S.%f}Z"]
     raise AssertionError(kind)
 
 
@@ -183,6 +186,9 @@ RULE_CASES = {
     "binary": (BinaryType(), st.binary(max_size=12)),
     "uuid": (UUIDType(), st.uuids()),
     "timestamp": (TimestampType(), st.datetimes(min_value=dt.datetime(1900, 1, 1))),
+    "timestamptz": (TimestamptzType(), st.datetimes(min_value=dt.datetime(1900, 1, 2), max_value=dt.datetime(9999, 12, 30),
+                                                    timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=5, minutes=30)),
+                                                                               dt.timezone(dt.timedelta(hours=-8))]))),
 }
 
 
@@ -192,7 +198,8 @@ def test_the_value_rule(kind: str, data) -> None:  # type: ignore[no-untyped-def
     """Every way of writing a stored id coerces to exactly that id (the rule lookup, access, erasure, the forget
     list and the CLI share), and a spelling of another id never does. Before the rule, ``42`` for a string
     column, ``"42"`` for a decimal(38, 4) column, hex text for a binary column, ``42.0`` for a long column and a
-    timestamp printed with a space were refused, so a lake-wide erasure skipped those columns silently."""
+    timestamp printed with a space were refused, so a lake-wide erasure skipped those columns silently; so was a
+    timestamptz in ISO-8601's Z form, which is how `lookup --output csv` prints it."""
     iceberg_type, strategy = RULE_CASES[kind]
     v = data.draw(strategy)
     expected = coerce_values([v], iceberg_type, "c")[0].value
