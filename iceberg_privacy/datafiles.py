@@ -350,9 +350,10 @@ def _write_chunks(io: FileIO, metadata: TableMetadata, data: pa.Table | pa.Recor
 def _pre_casts(metadata: TableMetadata, arrow_schema: pa.Schema) -> dict[str, pa.DataType]:
     """Top-level columns to cast before anything reads them: uuid columns a spec partitions by identity to
     their bytes, dictionary-encoded ones to their values, and
-    columns holding integers narrower than int32 (int8, uint16, also inside lists of ids) to the table's
-    type: pyiceberg casts those when it writes, but the hash kernels of the index take only int32/int64 (an
-    out-of-range value fails the cast: the caller's data, reported as such)."""
+    columns holding integers narrower than int32 (int8, uint16, also inside lists of ids) or decimals of
+    another scale than the table's to the table's type: pyiceberg casts those when it writes, but the hash
+    kernels of the index take only int32/int64 and hash a decimal by its unscaled value (an out-of-range
+    value, or a decimal the table's scale cannot hold, fails the cast: the caller's data, reported as such)."""
     out: dict[str, pa.DataType] = {}
     schema = metadata.schema()
     # pyarrow cannot group rows by uuid values (``Keys of type extension<arrow.uuid>``), which pyiceberg's writer
@@ -372,15 +373,33 @@ def _pre_casts(metadata: TableMetadata, arrow_schema: pa.Schema) -> dict[str, pa
             # meets a plain file too fails ("Unable to merge: ... dictionary vs string"): decode it first
             out[f.name] = f.type.value_type
             continue
-        if not _narrow_integers(f.type):
+        if not _narrow_integers(f.type) and not _decimal_scales(f.type):
             continue
         try:
             target = schema_to_pyarrow(schema.find_field(f.name).field_type, include_field_ids=False)
         except ValueError:
             continue  # not a column of the table: the schema check has refused it already
-        if f.type != target:
+        if _narrow_integers(f.type) and f.type != target:
             out[f.name] = target  # list<int8> -> list<int> too (a list of ids)
+        elif _decimal_scales(f.type) != _decimal_scales(target):
+            # pyiceberg 0.12 accepts a decimal of another scale (decimal(4,1) data for a decimal(9,2) column: its
+            # promotion check compares the file's scale with itself) and rescales it when writing: 1.2 is stored
+            # as 1.20. The index must hash what is stored (unscaled 120, not 12), or lookups skip the file.
+            out[f.name] = target
     return out
+
+
+def _decimal_scales(t: pa.DataType) -> list[int]:
+    """The scales of the decimals ``t`` holds at any depth, in field order (empty: no decimal)."""
+    if pa.types.is_decimal(t):
+        return [t.scale]
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _decimal_scales(t.value_type)
+    if pa.types.is_map(t):
+        return _decimal_scales(t.key_type) + _decimal_scales(t.item_type)
+    if pa.types.is_struct(t):
+        return [s for c in t for s in _decimal_scales(c.type)]
+    return []
 
 
 def _narrow_integers(t: pa.DataType) -> bool:

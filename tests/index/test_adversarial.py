@@ -450,3 +450,35 @@ def test_a_uuid_identity_partition_is_never_pruned_away(catalog, kind: str, uuid
     for probe in ([ids[1]], [ids[0], ids[3]], [ids[2], *(uuid.UUID(int=10**6 + i) for i in range(250))]):
         got = sorted(ip.lookup(table, "id", probe).column("r").to_pylist())
         assert got == sorted(r for r in range(8) if ids[r % 4] in probe), probe[:2]
+
+
+@pytest.mark.parametrize("kind", ["bloom", "exact"])
+def test_decimals_of_another_scale_are_indexed_as_stored(catalog, kind: str) -> None:
+    """pyiceberg accepts decimal(4,1) or decimal(9,3) data for a decimal(9,2) column and rescales it when writing
+    (1.2 is stored as 1.20), but the filters hashed the given unscaled value (12, not 120): a lookup of the stored
+    value skipped the file and returned nothing."""
+    from decimal import Decimal
+
+    import pyarrow as pa
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import DecimalType, ListType, LongType, NestedField
+
+    table = catalog.create_table("db.dec", Schema(
+        NestedField(1, "id", DecimalType(9, 2), required=False),
+        NestedField(2, "ids", ListType(3, DecimalType(9, 2), element_required=False), required=False),
+        NestedField(4, "n", LongType(), required=False)))
+    table = ip.configure_index(table, "id", kind)
+    table = ip.configure_index(table, "ids", kind)
+    ip.append(table, pa.table({"id": pa.array([Decimal("1.250"), Decimal("-3.100")], pa.decimal128(9, 3)),
+                               "ids": pa.array([[Decimal("1.2"), None], [Decimal("7.0")]], pa.list_(pa.decimal128(4, 1))),
+                               "n": pa.array([0, 1], pa.int64())}))
+    ip.append(table, pa.table({"id": pa.array([Decimal("9.99")], pa.decimal128(9, 2)), "ids": pa.array([[]], pa.list_(pa.decimal128(9, 2))),
+                               "n": pa.array([2], pa.int64())}))
+    table = table.refresh()
+    assert sorted(r["id"] for r in table.scan().to_arrow().to_pylist()) == [Decimal("-3.10"), Decimal("1.25"), Decimal("9.99")]
+    assert ip.lookup(table, "id", "1.25").column("n").to_pylist() == [0]
+    assert ip.lookup(table, "id", Decimal("-3.1")).column("n").to_pylist() == [1]
+    assert sorted(ip.lookup(table, "ids", ["1.2", "7"]).column("n").to_pylist()) == [0, 1]
+    with pytest.raises(ip.SchemaMismatchError, match="nothing was committed"):  # 1.255 has no decimal(9,2) form
+        ip.append(table, pa.table({"id": pa.array([Decimal("1.255")], pa.decimal128(9, 3)), "n": pa.array([3], pa.int64())}))
+    assert len(table.refresh().snapshots()) == 2
