@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import (
     PYARROW_PARQUET_FIELD_ID_KEY,
@@ -160,9 +161,43 @@ def write_data_files(
             "(files of other formats already in it stay readable), or write with an engine that writes "
             f"{file_format}. Nothing was written.")
     _check_spec_writable(metadata, where)
+    _check_write_properties(metadata, where)
     out = WrittenFiles(forget_version=forget_filter.version if forget_filter is not None else None)
     _write_chunks(io, metadata, data, columns, chunk_bytes, progress, forget_filter, out, where)
     return out
+
+
+def _check_write_properties(metadata: TableMetadata, where: str) -> None:
+    """Refuse, before any file is written, table properties pyiceberg's writer cannot use (set by hand or by
+    another engine: ``write.parquet.row-group-limit=0``, a codec pyarrow lacks, a size that is not a number),
+    which used to surface as a bare ``ValueError``/``ArrowException`` from the middle of the write."""
+    props = metadata.properties
+
+    def refuse(keys: list[str], why: str) -> ConfigurationError:
+        shown = ", ".join(f"{k}={props[k]!r}" for k in keys if k in props) or "its write.parquet.* properties"
+        first = next((k for k in keys if k in props), keys[0])
+        return ConfigurationError(
+            f"table property {shown} of {where} {why}: pyiceberg's writer, which writes this library's files, cannot "
+            f"use it. Set a valid value (table.transaction().set_properties({{{first!r}: ...}})) or remove it "
+            f"(table.transaction().remove_properties({first!r})). Nothing was written.")
+
+    for key in (TableProperties.PARQUET_ROW_GROUP_LIMIT, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES):
+        try:
+            value = property_as_int(props, key)
+        except ValueError:
+            raise refuse([key], "is not a whole number") from None
+        if key == TableProperties.PARQUET_ROW_GROUP_LIMIT and value is not None and value < 1:
+            raise refuse([key], "must be at least 1 (rows per row group)")
+    try:
+        kwargs = compat.parquet_writer_kwargs(props)
+    except ValueError as exc:  # "Could not parse table property <key> to an integer: <value>"
+        raise refuse([k for k in props if k in str(exc)], "is not a whole number") from exc
+    try:  # codec, level and sizes as pyarrow takes them: one row into memory
+        with pq.ParquetWriter(pa.BufferOutputStream(), pa.schema([("x", pa.int32())]), **kwargs) as writer:
+            writer.write_table(pa.table({"x": pa.array([1], pa.int32())}))
+    except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
+        raise refuse(sorted(k for k in props if k.startswith("write.parquet.")),
+                     f"is not a setting pyarrow can write Parquet with ({first_line(exc)})") from exc
 
 
 def _check_spec_writable(metadata: TableMetadata, where: str) -> None:

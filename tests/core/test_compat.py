@@ -416,3 +416,10 @@ def test_fileio_setup_errors_are_recognized_and_others_are_not() -> None:
         compat.check_arrow_schema(SCHEMA, pa.schema([("nope", pa.string())]), format_version=2)
     assert not compat.is_fileio_setup_error(other.value)
     assert not compat.is_fileio_setup_error(OSError("not a ValueError"))
+
+
+def test_parquet_writer_kwargs_are_pyicebergs_and_name_a_malformed_key() -> None:
+    kwargs = compat.parquet_writer_kwargs({"write.parquet.compression-codec": "uncompressed"})
+    assert kwargs["compression"] == "none" and {"data_page_size", "dictionary_pagesize_limit"} <= set(kwargs)
+    with pytest.raises(ValueError, match="write.parquet.dict-size-bytes"):
+        compat.parquet_writer_kwargs({"write.parquet.dict-size-bytes": "64MB"})
