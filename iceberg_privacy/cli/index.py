@@ -218,7 +218,7 @@ def cmd_lookup(args: argparse.Namespace, catalog: Catalog) -> int:
 
 def plan_json(plan: Any) -> dict[str, Any]:
     """A lookup plan's fields, with its values, filter and files as plain data (not pyiceberg objects)."""
-    out = to_jsonable(plan, exclude={"tasks", "metadata", "values", "row_filter"})
+    out = to_jsonable(plan, exclude={"tasks", "metadata", "values", "row_filter", "field"})
     out["values"] = [to_jsonable(lit.value) for lit in plan.values]
     out["row_filter"] = str(plan.row_filter)
     out["files_to_read"] = plan.files_to_read
