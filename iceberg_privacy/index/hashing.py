@@ -191,7 +191,7 @@ def _widen(value: Any, iceberg_type: PrimitiveType, column: str) -> Any:
     - string column: an ``int`` is its decimal text (``42`` -> ``"42"``, never ``"042"``), a ``uuid.UUID`` its
       canonical text (lower-case, hyphenated);
     - int/long column: a whole float is that int (``42.0`` -> 42, ``-0.0`` -> 0); other floats are refused;
-    - decimal(P, S) column: an int, a decimal string or a ``Decimal`` with at most S places is that number at
+    - decimal(P, S) column: an int, a decimal string, a float (as written) or a ``Decimal`` with at most S places is that number at
       scale S (``"42"`` -> 42.00, where Iceberg refuses the scale); more places than S with a non-zero digit is
       refused (no row holds it); more than P digits: no row holds it (:data:`_NO_ROW`);
     - binary/fixed column: a string is hex text, the form ``--json`` output prints bytes in;
@@ -226,6 +226,8 @@ def _widen(value: Any, iceberg_type: PrimitiveType, column: str) -> Any:
     elif isinstance(iceberg_type, DecimalType):
         if isinstance(value, (int, str, Decimal)):
             return _decimal(value, iceberg_type, column)
+        if isinstance(value, float):
+            return _decimal(value, iceberg_type, column)
     elif isinstance(iceberg_type, (BinaryType, FixedType)):
         if isinstance(value, str):
             try:
@@ -244,12 +246,13 @@ def _widen(value: Any, iceberg_type: PrimitiveType, column: str) -> Any:
     return value
 
 
-def _decimal(value: int | str | Decimal, iceberg_type: DecimalType, column: str) -> Any:
-    """An int, decimal text or ``Decimal`` as a literal of the decimal column, when it is exactly one of its values."""
+def _decimal(value: int | str | Decimal | float, iceberg_type: DecimalType, column: str) -> Any:
+    """An int, decimal text, float or ``Decimal`` as a literal of the decimal column, when it is exactly one of its
+    values (a float as written: the shortest decimal that reads back as it, ``0.1`` not its binary expansion)."""
     with decimal.localcontext() as ctx:
-        ctx.prec = 200  # exact for every decimal(38, S) and every text of a sane length
+        ctx.prec = 400  # exact for every decimal(38, S), every float and every text of a sane length
         try:
-            number = Decimal(value)
+            number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
         except (InvalidOperation, ValueError):
             raise _refuse(value, iceberg_type, column, "it is not a number. Pass the id as a decimal number.") from None
         if not number.is_finite():

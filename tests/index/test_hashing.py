@@ -240,3 +240,23 @@ def test_text_without_a_utf8_form_is_refused_not_a_crash() -> None:
         with pytest.raises(InvalidLookupValueError, match="not valid Unicode"):
             coerce_values(["ann\ud800"], typ, "c")
     assert [lit.value for lit in coerce_values(["é", "日本"], StringType(), "c")] == ["é", "日本"]
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([DecimalType(9, 2), DecimalType(38, 0), DecimalType(38, 10)]))
+def test_a_float_for_a_decimal_column_is_its_written_number_or_refused(value: float, typ: DecimalType) -> None:
+    """A float beyond ~1e28 for a decimal column failed with a raw decimal.InvalidOperation (the default decimal
+    context holds 28 digits): 1e30 for a decimal(38, 0) column, 2.9e223 for any. Now a float is the number it is
+    written as, like its text: that number at the column's scale, nothing when no row can hold it (more digits than
+    the precision), refused when it has more places than the scale."""
+    try:
+        from_float = [lit.value for lit in coerce_values([value], typ, "c")]
+    except InvalidLookupValueError:
+        with pytest.raises(InvalidLookupValueError):
+            coerce_values([repr(value)], typ, "c")
+        return
+    assert from_float == [lit.value for lit in coerce_values([repr(value)], typ, "c")]
+
+
+def test_large_whole_floats_for_a_wide_decimal_column() -> None:
+    assert [lit.value for lit in coerce_values([1e30], DecimalType(38, 0), "c")] == [Decimal(10**30)]
+    assert coerce_values([2.887018819276748e223], DecimalType(38, 0), "c") == []  # more digits than any row holds
