@@ -482,3 +482,24 @@ def test_decimals_of_another_scale_are_indexed_as_stored(catalog, kind: str) -> 
     with pytest.raises(ip.SchemaMismatchError, match="nothing was committed"):  # 1.255 has no decimal(9,2) form
         ip.append(table, pa.table({"id": pa.array([Decimal("1.255")], pa.decimal128(9, 3)), "n": pa.array([3], pa.int64())}))
     assert len(table.refresh().snapshots()) == 2
+
+
+def test_cleanup_with_a_table_loaded_before_other_commits_keeps_their_files(catalog) -> None:
+    """cleanup_orphans listed as orphans every file the caller's Table did not reference: with a handle loaded
+    before another process's commit (a service holding a Table for longer than ``older_than``), it deleted that
+    commit's data file, manifests and the catalog's current metadata.json: the table could no longer be loaded."""
+    from datetime import timedelta
+
+    import pyarrow as pa
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import NestedField, StringType
+
+    table = ip.configure_bloom(catalog.create_table("db.held", Schema(NestedField(1, "k", StringType(), required=False))), ["k"])
+    ip.append(table, pa.table({"k": ["a"]}))
+    held = catalog.load_table("db.held")
+    ip.append(catalog.load_table("db.held"), pa.table({"k": ["b"]}))  # another process commits
+    report = ip.cleanup_orphans(held, older_than=timedelta(0), delete=True)
+    assert report.orphans == [] and report.deleted == []
+    fresh = catalog.load_table("db.held")
+    assert sorted(fresh.scan().to_arrow().column("k").to_pylist()) == ["a", "b"]
+    assert ip.lookup(fresh, "k", "b").num_rows == 1
