@@ -255,6 +255,14 @@ def is_rebase_base_gone(exc: BaseException) -> bool:
     return isinstance(exc, ValidationException) and str(exc).startswith("Cannot find starting snapshot")
 
 
+def is_equality_deletes_refused(exc: BaseException) -> bool:
+    """Is ``exc`` pyiceberg 0.12's scan planning refusing a snapshot with equality delete files?
+
+    ``DataScan.plan_files`` raises ``ValueError("PyIceberg does not yet support equality deletes: ...")`` when a
+    live equality delete file (another engine's merge-on-read DELETE) applies to the scanned files."""
+    return isinstance(exc, ValueError) and str(exc).startswith("PyIceberg does not yet support equality deletes")
+
+
 def is_snapshot_gone(exc: BaseException) -> bool:
     """Is ``exc`` pyiceberg refusing to remove a snapshot that another commit already removed?
 

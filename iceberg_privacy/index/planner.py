@@ -31,6 +31,7 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import NestedField, PrimitiveType, UUIDType
 
+from iceberg_privacy._internal import compat
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import bloom_columns, resolve_column
 from iceberg_privacy.errors import IcebergPrivacyError, SidecarError, UnknownColumnError
@@ -200,7 +201,16 @@ def _plan_lookup(table: Table, column: str, values: Any, snapshot_id: int | None
             plan.timings["plan"] = time.perf_counter() - t0
             return plan
     scan = table.scan(row_filter=plan_filter, snapshot_id=snap.snapshot_id)
-    tasks = list(scan.plan_files())
+    try:
+        tasks = list(scan.plan_files())
+    except ValueError as exc:
+        if not compat.is_equality_deletes_refused(exc):
+            raise
+        raise IcebergPrivacyError(  # as the exact-index path (liveness) refuses them
+            f"{table_name(table)} has equality delete files at snapshot {snap.snapshot_id} (another engine's "
+            "merge-on-read DELETE), which pyiceberg 0.12 cannot apply, so its rows cannot be read exactly; compact "
+            "the table's deletes with an engine that can (Spark: CALL <catalog>.system.rewrite_data_files(table => "
+            f"'{table_name(table)}', options => map('delete-file-threshold', '1'))) and look up again") from exc
     plan.files_total = plan.files_total or len(tasks)
     plan.files_after_manifest_pruning = len(tasks)
     t1 = time.perf_counter()
