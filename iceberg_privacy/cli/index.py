@@ -184,11 +184,18 @@ def _print_rows(rows: pa.Table, fmt: str, limit: int | None) -> None:
         import pyarrow.csv as pcsv
 
         sink = pa.BufferOutputStream()
-        flat = rows.select([f.name for f in rows.schema if not pa.types.is_nested(f.type)])
-        pcsv.write_csv(pa.table({f.name: _csv_column(flat.column(f.name)) for f in flat.schema}), sink)
+        # nested columns (structs, lists, maps: identity maps too) as their --output jsonl text, never left out
+        pcsv.write_csv(pa.table({f.name: _json_column(rows.column(f.name)) if pa.types.is_nested(f.type)
+                                 else _csv_column(rows.column(f.name)) for f in rows.schema}), sink)
         sys.stdout.write(sink.getvalue().to_pybytes().decode())
     else:
         print(rows.to_pandas().to_string(max_rows=limit or 50) if rows.num_rows else "(no rows)")
+
+
+def _json_column(col: pa.ChunkedArray) -> pa.Array:
+    """A nested column as one JSON text per row (what ``--output jsonl`` prints for it; null stays empty)."""
+    return pa.array([None if v is None else jsontext.dumps(to_jsonable(v), ensure_ascii=False) for v in col.to_pylist()],
+                    pa.string())
 
 
 def _csv_column(col: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:

@@ -503,3 +503,38 @@ def test_cleanup_with_a_table_loaded_before_other_commits_keeps_their_files(cata
     fresh = catalog.load_table("db.held")
     assert sorted(fresh.scan().to_arrow().column("k").to_pylist()) == ["a", "b"]
     assert ip.lookup(fresh, "k", "b").num_rows == 1
+
+
+def test_cli_lookup_csv_keeps_nested_columns(tmp_path, capsys) -> None:
+    """``lookup --output csv`` silently left out every struct, list and map column, the looked-up identity map
+    included: an export of a person's rows lost their nested ids without a word. They are now JSON text cells, as
+    ``--output jsonl`` prints them."""
+    import csv
+    import io
+    import json
+
+    import pyarrow as pa
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import ListType, LongType, MapType, NestedField, StringType, StructType
+
+    from iceberg_privacy.cli.main import main
+
+    home = str(tmp_path / "home")
+    cat = ip.connect(home=home)
+    cat.create_namespace("db")
+    t = cat.create_table("db.nest", Schema(
+        NestedField(1, "n", LongType(), required=False),
+        NestedField(2, "ids", MapType(3, StringType(), 4, ListType(5, StructType(
+            NestedField(6, "id", StringType(), required=False)), element_required=False), value_required=False), required=False),
+        NestedField(7, "tags", ListType(8, StringType(), element_required=False), required=False)))
+    t = ip.configure_bloom(t, ["ids"])
+    ip.append(t, pa.table({"n": pa.array([1, 2], pa.int64()),
+                           "ids": pa.array([[("email", [{"id": "ann@x"}])], [("email", [{"id": "bob@x"}])]],
+                                           pa.map_(pa.string(), pa.list_(pa.struct([("id", pa.string())])))),
+                           "tags": pa.array([["a", None], None], pa.list_(pa.string()))}))
+    assert main(["--home", home, "lookup", "db.nest", "ids", "ann@x", "--output", "jsonl"]) == 0
+    jsonl = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["--home", home, "lookup", "db.nest", "ids", "ann@x", "--output", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [list(r) for r in rows] == [["n", "ids", "tags"]]
+    assert [{"n": int(r["n"]), "ids": json.loads(r["ids"]), "tags": json.loads(r["tags"])} for r in rows] == jsonl
