@@ -189,7 +189,10 @@ def _print_rows(rows: pa.Table, fmt: str, limit: int | None) -> None:
                                  else _csv_column(rows.column(f.name)) for f in rows.schema}), sink)
         sys.stdout.write(sink.getvalue().to_pybytes().decode())
     else:
-        print(rows.to_pandas().to_string(max_rows=limit or 50) if rows.num_rows else "(no rows)")
+        # uuids as their canonical text (pandas shows Arrow's uuid as 16 raw bytes, which no lookup takes back)
+        shown = pa.table({f.name: _csv_column(rows.column(f.name)) if isinstance(f.type, pa.UuidType)
+                          else rows.column(f.name) for f in rows.schema})
+        print(shown.to_pandas().to_string(max_rows=limit or 50) if rows.num_rows else "(no rows)")
 
 
 def _json_column(col: pa.ChunkedArray) -> pa.Array:

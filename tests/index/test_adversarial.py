@@ -538,3 +538,25 @@ def test_cli_lookup_csv_keeps_nested_columns(tmp_path, capsys) -> None:
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [list(r) for r in rows] == [["n", "ids", "tags"]]
     assert [{"n": int(r["n"]), "ids": json.loads(r["ids"]), "tags": json.loads(r["tags"])} for r in rows] == jsonl
+
+
+def test_cli_lookup_table_output_prints_uuids_as_text(tmp_path, capsys) -> None:
+    """The default ``--output table`` printed a uuid as 16 raw bytes (b'\\x00...09'), a form no lookup takes back;
+    csv and json printed the canonical text."""
+    import uuid
+
+    import pyarrow as pa
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import NestedField, UUIDType
+
+    from iceberg_privacy.cli.main import main
+
+    home = str(tmp_path / "home")
+    cat = ip.connect(home=home)
+    cat.create_namespace("db")
+    u = uuid.UUID(int=12345)
+    t = ip.configure_bloom(cat.create_table("db.uu", Schema(NestedField(1, "u", UUIDType(), required=False))), ["u"])
+    ip.append(t, pa.table({"u": pa.array([u.bytes, None], pa.uuid())}))
+    assert main(["--home", home, "lookup", "db.uu", "u", str(u)]) == 0
+    out = capsys.readouterr().out
+    assert str(u) in out and "\\x00" not in out
