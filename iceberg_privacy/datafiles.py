@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import (
     PYARROW_PARQUET_FIELD_ID_KEY,
@@ -160,9 +161,43 @@ def write_data_files(
             "(files of other formats already in it stay readable), or write with an engine that writes "
             f"{file_format}. Nothing was written.")
     _check_spec_writable(metadata, where)
+    _check_write_properties(metadata, where)
     out = WrittenFiles(forget_version=forget_filter.version if forget_filter is not None else None)
     _write_chunks(io, metadata, data, columns, chunk_bytes, progress, forget_filter, out, where)
     return out
+
+
+def _check_write_properties(metadata: TableMetadata, where: str) -> None:
+    """Refuse, before any file is written, table properties pyiceberg's writer cannot use (set by hand or by
+    another engine: ``write.parquet.row-group-limit=0``, a codec pyarrow lacks, a size that is not a number),
+    which used to surface as a bare ``ValueError``/``ArrowException`` from the middle of the write."""
+    props = metadata.properties
+
+    def refuse(keys: list[str], why: str) -> ConfigurationError:
+        shown = ", ".join(f"{k}={props[k]!r}" for k in keys if k in props) or "its write.parquet.* properties"
+        first = next((k for k in keys if k in props), keys[0])
+        return ConfigurationError(
+            f"table property {shown} of {where} {why}: pyiceberg's writer, which writes this library's files, cannot "
+            f"use it. Set a valid value (table.transaction().set_properties({{{first!r}: ...}})) or remove it "
+            f"(table.transaction().remove_properties({first!r})). Nothing was written.")
+
+    for key in (TableProperties.PARQUET_ROW_GROUP_LIMIT, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES):
+        try:
+            value = property_as_int(props, key)
+        except ValueError:
+            raise refuse([key], "is not a whole number") from None
+        if key == TableProperties.PARQUET_ROW_GROUP_LIMIT and value is not None and value < 1:
+            raise refuse([key], "must be at least 1 (rows per row group)")
+    try:
+        kwargs = compat.parquet_writer_kwargs(props)
+    except ValueError as exc:  # "Could not parse table property <key> to an integer: <value>"
+        raise refuse([k for k in props if k in str(exc)], "is not a whole number") from exc
+    try:  # codec, level and sizes as pyarrow takes them: one row into memory
+        with pq.ParquetWriter(pa.BufferOutputStream(), pa.schema([("x", pa.int32())]), **kwargs) as writer:
+            writer.write_table(pa.table({"x": pa.array([1], pa.int32())}))
+    except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
+        raise refuse(sorted(k for k in props if k.startswith("write.parquet.")),
+                     f"is not a setting pyarrow can write Parquet with ({first_line(exc)})") from exc
 
 
 def _check_spec_writable(metadata: TableMetadata, where: str) -> None:
@@ -350,9 +385,10 @@ def _write_chunks(io: FileIO, metadata: TableMetadata, data: pa.Table | pa.Recor
 def _pre_casts(metadata: TableMetadata, arrow_schema: pa.Schema) -> dict[str, pa.DataType]:
     """Top-level columns to cast before anything reads them: uuid columns a spec partitions by identity to
     their bytes, dictionary-encoded ones to their values, and
-    columns holding integers narrower than int32 (int8, uint16, also inside lists of ids) to the table's
-    type: pyiceberg casts those when it writes, but the hash kernels of the index take only int32/int64 (an
-    out-of-range value fails the cast: the caller's data, reported as such)."""
+    columns holding integers narrower than int32 (int8, uint16, also inside lists of ids) or decimals of
+    another scale than the table's to the table's type: pyiceberg casts those when it writes, but the hash
+    kernels of the index take only int32/int64 and hash a decimal by its unscaled value (an out-of-range
+    value, or a decimal the table's scale cannot hold, fails the cast: the caller's data, reported as such)."""
     out: dict[str, pa.DataType] = {}
     schema = metadata.schema()
     # pyarrow cannot group rows by uuid values (``Keys of type extension<arrow.uuid>``), which pyiceberg's writer
@@ -372,15 +408,33 @@ def _pre_casts(metadata: TableMetadata, arrow_schema: pa.Schema) -> dict[str, pa
             # meets a plain file too fails ("Unable to merge: ... dictionary vs string"): decode it first
             out[f.name] = f.type.value_type
             continue
-        if not _narrow_integers(f.type):
+        if not _narrow_integers(f.type) and not _decimal_scales(f.type):
             continue
         try:
             target = schema_to_pyarrow(schema.find_field(f.name).field_type, include_field_ids=False)
         except ValueError:
             continue  # not a column of the table: the schema check has refused it already
-        if f.type != target:
+        if _narrow_integers(f.type) and f.type != target:
             out[f.name] = target  # list<int8> -> list<int> too (a list of ids)
+        elif _decimal_scales(f.type) != _decimal_scales(target):
+            # pyiceberg 0.12 accepts a decimal of another scale (decimal(4,1) data for a decimal(9,2) column: its
+            # promotion check compares the file's scale with itself) and rescales it when writing: 1.2 is stored
+            # as 1.20. The index must hash what is stored (unscaled 120, not 12), or lookups skip the file.
+            out[f.name] = target
     return out
+
+
+def _decimal_scales(t: pa.DataType) -> list[int]:
+    """The scales of the decimals ``t`` holds at any depth, in field order (empty: no decimal)."""
+    if pa.types.is_decimal(t):
+        return [t.scale]
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _decimal_scales(t.value_type)
+    if pa.types.is_map(t):
+        return _decimal_scales(t.key_type) + _decimal_scales(t.item_type)
+    if pa.types.is_struct(t):
+        return [s for c in t for s in _decimal_scales(c.type)]
+    return []
 
 
 def _narrow_integers(t: pa.DataType) -> bool:

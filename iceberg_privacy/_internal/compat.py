@@ -17,11 +17,16 @@ while pyiceberg is imported (contract test in ``tests/core/test_compat.py`` all 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import pyarrow as pa
-from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _determine_partitions
+from pyiceberg.io.pyarrow import (
+    _check_pyarrow_schema_compatible,
+    _determine_partitions,
+    _get_parquet_writer_kwargs,
+)
 from pyiceberg.partitioning import PartitionKey, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table, TableProperties
@@ -50,6 +55,15 @@ def check_arrow_schema(schema: Schema, arrow_schema: pa.Schema, *, format_versio
     """Raise ``ValueError`` when Arrow data cannot be written to an Iceberg schema, exactly as
     pyiceberg's own append decides (``pyiceberg.io.pyarrow._check_pyarrow_schema_compatible``)."""
     _check_pyarrow_schema_compatible(schema, arrow_schema, format_version=cast(Literal[1, 2, 3], format_version))
+
+
+def parquet_writer_kwargs(properties: dict[str, str]) -> dict[str, Any]:
+    """The ``pyarrow.parquet.ParquetWriter`` arguments pyiceberg's writer derives from table properties (codec,
+    level, page and dictionary sizes); ``ValueError`` for a property that is not a number, as pyiceberg raises it
+    (``pyiceberg.io.pyarrow._get_parquet_writer_kwargs``)."""
+    with warnings.catch_warnings():  # its "option(s) ... not implemented" warning: the write itself gives it
+        warnings.simplefilter("ignore")
+        return _get_parquet_writer_kwargs(properties)
 
 
 def partitions(spec: PartitionSpec, schema: Schema, data: pa.Table) -> Iterator[tuple[PartitionKey, pa.Table]]:
@@ -239,6 +253,14 @@ def is_rebase_base_gone(exc: BaseException) -> bool:
     from pyiceberg.exceptions import ValidationException
 
     return isinstance(exc, ValidationException) and str(exc).startswith("Cannot find starting snapshot")
+
+
+def is_equality_deletes_refused(exc: BaseException) -> bool:
+    """Is ``exc`` pyiceberg 0.12's scan planning refusing a snapshot with equality delete files?
+
+    ``DataScan.plan_files`` raises ``ValueError("PyIceberg does not yet support equality deletes: ...")`` when a
+    live equality delete file (another engine's merge-on-read DELETE) applies to the scanned files."""
+    return isinstance(exc, ValueError) and str(exc).startswith("PyIceberg does not yet support equality deletes")
 
 
 def is_snapshot_gone(exc: BaseException) -> bool:

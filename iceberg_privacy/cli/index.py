@@ -186,11 +186,21 @@ def _print_rows(rows: pa.Table, fmt: str, limit: int | None) -> None:
         import pyarrow.csv as pcsv
 
         sink = pa.BufferOutputStream()
-        flat = rows.select([f.name for f in rows.schema if not pa.types.is_nested(f.type)])
-        pcsv.write_csv(pa.table({f.name: _csv_column(flat.column(f.name)) for f in flat.schema}), sink)
+        # nested columns (structs, lists, maps: identity maps too) as their --output jsonl text, never left out
+        pcsv.write_csv(pa.table({f.name: _json_column(rows.column(f.name)) if pa.types.is_nested(f.type)
+                                 else _csv_column(rows.column(f.name)) for f in rows.schema}), sink)
         sys.stdout.write(sink.getvalue().to_pybytes().decode())
     else:
-        print(rows.to_pandas().to_string(max_rows=limit or 50) if rows.num_rows else "(no rows)")
+        # uuids as their canonical text (pandas shows Arrow's uuid as 16 raw bytes, which no lookup takes back)
+        shown = pa.table({f.name: _csv_column(rows.column(f.name)) if isinstance(f.type, pa.UuidType)
+                          else rows.column(f.name) for f in rows.schema})
+        print(shown.to_pandas().to_string(max_rows=limit or 50) if rows.num_rows else "(no rows)")
+
+
+def _json_column(col: pa.ChunkedArray) -> pa.Array:
+    """A nested column as one JSON text per row (what ``--output jsonl`` prints for it; null stays empty)."""
+    return pa.array([None if v is None else jsontext.dumps(to_jsonable(v), ensure_ascii=False) for v in col.to_pylist()],
+                    pa.string())
 
 
 def _csv_column(col: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
@@ -220,7 +230,7 @@ def cmd_lookup(args: argparse.Namespace, catalog: Catalog) -> int:
 
 def plan_json(plan: Any) -> dict[str, Any]:
     """A lookup plan's fields, with its values, filter and files as plain data (not pyiceberg objects)."""
-    out = to_jsonable(plan, exclude={"tasks", "metadata", "values", "row_filter"})
+    out = to_jsonable(plan, exclude={"tasks", "metadata", "values", "row_filter", "field"})
     out["values"] = [to_jsonable(lit.value) for lit in plan.values]
     out["row_filter"] = str(plan.row_filter)
     out["files_to_read"] = plan.files_to_read

@@ -38,8 +38,11 @@ def optimal_num_blocks(ndv: int, fpp: float) -> int:
     """
     if ndv <= 0:
         return 1
-    bits = -8.0 * ndv / math.log(1.0 - fpp ** (1.0 / 8.0))
-    blocks = ladder_ceil(max(1, math.ceil(bits / (BLOCK_BYTES * 8))))
+    # log1p: for an FPP below ~1e-128, 1 - fpp**(1/8) rounds to 1.0 and log() to 0 (a ZeroDivisionError that
+    # failed every write of the table); the rule's answer there is the cap. An NDV (hint) beyond what float
+    # holds gives the cap as well, long before 2**60.
+    bits = -8.0 * min(ndv, 2**60) / math.log1p(-(fpp ** (1.0 / 8.0)))
+    blocks = ladder_ceil(min(MAX_BLOCKS, max(1, math.ceil(bits / (BLOCK_BYTES * 8)))))
     while blocks < MAX_BLOCKS and expected_fpp(ndv, blocks) > fpp:
         blocks = ladder_ceil(blocks + 1)
     return min(MAX_BLOCKS, blocks)

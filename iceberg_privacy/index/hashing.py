@@ -191,13 +191,14 @@ def _widen(value: Any, iceberg_type: PrimitiveType, column: str) -> Any:
     - string column: an ``int`` is its decimal text (``42`` -> ``"42"``, never ``"042"``), a ``uuid.UUID`` its
       canonical text (lower-case, hyphenated);
     - int/long column: a whole float is that int (``42.0`` -> 42, ``-0.0`` -> 0); other floats are refused;
-    - decimal(P, S) column: an int, a decimal string or a ``Decimal`` with at most S places is that number at
+    - decimal(P, S) column: an int, a decimal string, a float (as written) or a ``Decimal`` with at most S places is that number at
       scale S (``"42"`` -> 42.00, where Iceberg refuses the scale); more places than S with a non-zero digit is
       refused (no row holds it); more than P digits: no row holds it (:data:`_NO_ROW`);
     - binary/fixed column: a string is hex text, the form ``--json`` output prints bytes in;
     - date/timestamp column: an int is refused (Iceberg reads it as days or microseconds since 1970, so an
       account number would match a date); a timestamp string may separate date and time by a space (as
-      ``str(datetime)`` and CSV output print it).
+      ``str(datetime)`` and CSV output print it), and a timestamptz string may end in ``Z`` (UTC, as CSV output
+      prints it).
     """
     if isinstance(value, (bytearray, memoryview)):
         value = bytes(value)
@@ -225,6 +226,8 @@ def _widen(value: Any, iceberg_type: PrimitiveType, column: str) -> Any:
     elif isinstance(iceberg_type, DecimalType):
         if isinstance(value, (int, str, Decimal)):
             return _decimal(value, iceberg_type, column)
+        if isinstance(value, float):
+            return _decimal(value, iceberg_type, column)
     elif isinstance(iceberg_type, (BinaryType, FixedType)):
         if isinstance(value, str):
             try:
@@ -237,16 +240,19 @@ def _widen(value: Any, iceberg_type: PrimitiveType, column: str) -> Any:
             raise _refuse(value, iceberg_type, column, "a number is not a date or time (Iceberg would read it as "
                           "days or microseconds since 1970). Pass a date/datetime or ISO-8601 text.")
         if isinstance(value, str) and not isinstance(iceberg_type, DateType) and _SPACED_TIMESTAMP.match(value.strip()):
-            return value.strip().replace(" ", "T", 1)
+            value = value.strip().replace(" ", "T", 1)
+        if isinstance(value, str) and isinstance(iceberg_type, TimestamptzType) and value.strip()[-1:] in ("Z", "z"):
+            value = value.strip()[:-1] + "+00:00"  # ISO-8601's UTC designator (CSV output prints it), which pyiceberg refuses
     return value
 
 
-def _decimal(value: int | str | Decimal, iceberg_type: DecimalType, column: str) -> Any:
-    """An int, decimal text or ``Decimal`` as a literal of the decimal column, when it is exactly one of its values."""
+def _decimal(value: int | str | Decimal | float, iceberg_type: DecimalType, column: str) -> Any:
+    """An int, decimal text, float or ``Decimal`` as a literal of the decimal column, when it is exactly one of its
+    values (a float as written: the shortest decimal that reads back as it, ``0.1`` not its binary expansion)."""
     with decimal.localcontext() as ctx:
-        ctx.prec = 200  # exact for every decimal(38, S) and every text of a sane length
+        ctx.prec = 400  # exact for every decimal(38, S), every float and every text of a sane length
         try:
-            number = Decimal(value)
+            number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
         except (InvalidOperation, ValueError):
             raise _refuse(value, iceberg_type, column, "it is not a number. Pass the id as a decimal number.") from None
         if not number.is_finite():

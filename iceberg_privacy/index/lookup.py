@@ -43,7 +43,7 @@ def execute(table: Table, plan: LookupPlan, *, stats: ReadStats | None = None) -
     """
     schema = _schema_at(table, plan)
     projected = schema if plan.selected_fields == ("*",) else schema.select(*dict.fromkeys(plan.selected_fields))
-    field_ = table.schema().find_field(plan.column)
+    field_ = plan.field if plan.field is not None else table.schema().find_field(plan.column)
     read = MatchRead(plan.metadata, schema, projected, (field_.field_id,))
     if not plan.values or not plan.tasks or field_.field_id not in schema.field_ids:
         return read.empty  # (a snapshot from before the column existed holds none of its values)

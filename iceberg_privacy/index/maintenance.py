@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from pyiceberg.catalog import Catalog
 from pyiceberg.manifest import DataFile, DataFileContent, ManifestContent
-from pyiceberg.table import Table, Transaction
+from pyiceberg.table import StaticTable, Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
@@ -768,6 +768,11 @@ def cleanup_orphans(table: TableRef, *, older_than: timedelta = timedelta(hours=
     table = load_table(catalog, table)
     if not isinstance(older_than, timedelta):
         raise ConfigurationError(f"older_than must be a datetime.timedelta, got {type(older_than).__name__}")
+    # The catalog's current metadata, not the caller's: a Table loaded before other commits does not reference
+    # their files (metadata.json, manifests, data, sidecars), which were deleted as orphans once older than
+    # ``older_than``, leaving the catalog pointing at a deleted metadata file. (A StaticTable has no catalog.)
+    if not isinstance(table, StaticTable):
+        table.refresh()
     listed = list_files(table.io, table.location())
     reachable = referenced_files(table)
     cutoff = datetime.now(UTC) - older_than

@@ -29,8 +29,9 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.transforms import IdentityTransform
-from pyiceberg.types import PrimitiveType, UUIDType
+from pyiceberg.types import NestedField, PrimitiveType, UUIDType
 
+from iceberg_privacy._internal import compat
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import bloom_columns, resolve_column
 from iceberg_privacy.errors import IcebergPrivacyError, SidecarError, UnknownColumnError
@@ -78,6 +79,7 @@ class LookupPlan:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     pinned: bool = False  # the caller named the snapshot (time travel): rows come in that snapshot's schema
+    field: NestedField | None = None  # the column matched (under time travel possibly one dropped since)
 
     @property
     def files_to_read(self) -> list[str]:
@@ -147,48 +149,51 @@ def plan_lookup(
 def _plan_lookup(table: Table, column: str, values: Any, snapshot_id: int | None,
                  selected_fields: Sequence[str] | None) -> LookupPlan:
     t0 = time.perf_counter()
-    field_ = resolve_column(table.schema(), column, table_name(table))
-    leaf = identity_leaf_type(field_)
-    literals = coerce_values(as_values(values), leaf, column)
-    # Deduplicate by the literal's internal value, keeping order.
-    literals = list({lit.value: lit for lit in literals}.values())
-    nested = is_nested(field_)
     metadata = table.metadata
     snap = metadata.snapshot_by_id(snapshot_id) if snapshot_id is not None else metadata.current_snapshot()
     if snapshot_id is not None and snap is None:
         raise IcebergPrivacyError(
             f"snapshot {snapshot_id} does not exist in {table_name(table)}; see table.snapshots()"
         )
+    pinned_schema = metadata.schema_by_id(snap.schema_id) if (snapshot_id is not None and snap is not None
+                                                               and snap.schema_id is not None) else None
+    field_, current_name = _lookup_field(table.schema(), pinned_schema, column, table_name(table))
+    leaf = identity_leaf_type(field_)
+    literals = coerce_values(as_values(values), leaf, column)
+    # Deduplicate by the literal's internal value, keeping order.
+    literals = list({lit.value: lit for lit in literals}.values())
+    nested = is_nested(field_)
     if isinstance(selected_fields, str):  # one column, not its letters
         selected_fields = (selected_fields,)
     fields = tuple(selected_fields) if selected_fields else ("*",)
     if fields != ("*",):
         # as pyiceberg: time travel reads the snapshot's schema; the current snapshot the current schema (a
         # rename or a new column since the last commit is already visible)
-        schema = metadata.schema_by_id(snap.schema_id) if (snapshot_id is not None and snap is not None
-                                                            and snap.schema_id is not None) else None
-        _check_fields(schema or table.schema(), fields, table_name(table))
+        _check_fields(pinned_schema or table.schema(), fields, table_name(table))
     partition_sources = {pf.source_id for spec in metadata.specs().values() for pf in spec.fields}
     big = len(literals) > BATCH_THRESHOLD
-    post_filter = nested or big or isinstance(leaf, UUIDType)
-    if nested or (big and field_.field_id not in partition_sources) or _uuid_identity_partitioned(metadata, field_):
+    # A column since dropped (time travel to it) has no name pyiceberg's planning can bind: no manifest pruning
+    post_filter = nested or big or isinstance(leaf, UUIDType) or current_name is None
+    if nested or (big and field_.field_id not in partition_sources) or _uuid_identity_partitioned(metadata, field_) \
+            or current_name is None:
         # Rows are matched after reading (post_filter); a 100,000-value ``In`` would only cost time to build.
         row_filter: BooleanExpression = AlwaysTrue()
     elif len(literals) == 1:
-        row_filter = EqualTo(term=Reference(column), value=literals[0])
+        row_filter = EqualTo(term=Reference(current_name), value=literals[0])
     else:
-        row_filter = In(term=Reference(column), values=set(literals))
+        row_filter = In(term=Reference(current_name), values=set(literals))
     plan_filter = row_filter
     plan = LookupPlan(table_name(table), column, snap.snapshot_id if snap else None, literals, nested,
-                      row_filter, post_filter, fields, [], metadata, pinned=snapshot_id is not None)
-    plan.bloom_configured = any(c.name == column and c.bloom for c in bloom_columns(table.schema(), table.properties))
+                      row_filter, post_filter, fields, [], metadata, pinned=snapshot_id is not None, field=field_)
+    # by field id: the configuration of the column the lookup matches (not of another one under its name)
+    column_cfg = next((c for c in bloom_columns(table.schema(), table.properties) if c.field_id == field_.field_id),
+                      None)
+    plan.bloom_configured = column_cfg is not None and column_cfg.bloom
     if snap is None or not literals:
         plan.timings["plan"] = time.perf_counter() - t0
         return plan
     plan.files_total = int(snap.summary.additional_properties.get("total-data-files", 0)) if snap.summary else 0
-    column_cfg = next((c for c in bloom_columns(table.schema(), table.properties) if c.name == column), None)
     plan.exact_configured = column_cfg is not None and column_cfg.exact
-    plan.bloom_configured = column_cfg is not None and column_cfg.bloom
     if plan.exact_configured:
         tasks = _exact_plan(table, plan, field_.field_id, leaf, plan_filter, t0)
         if tasks is not None:
@@ -196,7 +201,16 @@ def _plan_lookup(table: Table, column: str, values: Any, snapshot_id: int | None
             plan.timings["plan"] = time.perf_counter() - t0
             return plan
     scan = table.scan(row_filter=plan_filter, snapshot_id=snap.snapshot_id)
-    tasks = list(scan.plan_files())
+    try:
+        tasks = list(scan.plan_files())
+    except ValueError as exc:
+        if not compat.is_equality_deletes_refused(exc):
+            raise
+        raise IcebergPrivacyError(  # as the exact-index path (liveness) refuses them
+            f"{table_name(table)} has equality delete files at snapshot {snap.snapshot_id} (another engine's "
+            "merge-on-read DELETE), which pyiceberg 0.12 cannot apply, so its rows cannot be read exactly; compact "
+            "the table's deletes with an engine that can (Spark: CALL <catalog>.system.rewrite_data_files(table => "
+            f"'{table_name(table)}', options => map('delete-file-threshold', '1'))) and look up again") from exc
     plan.files_total = plan.files_total or len(tasks)
     plan.files_after_manifest_pruning = len(tasks)
     t1 = time.perf_counter()
@@ -205,6 +219,26 @@ def _plan_lookup(table: Table, column: str, values: Any, snapshot_id: int | None
     plan.files_after_bloom_pruning = len(plan.tasks)
     plan.timings["bloom_pruning"] = time.perf_counter() - t1
     return plan
+
+
+def _lookup_field(current: Schema, pinned: Schema | None, column: str, where: str) -> tuple[NestedField, str | None]:
+    """The column a lookup matches, and its name in the current schema (None: dropped since).
+
+    By today's name, as pyiceberg binds filters, when that column existed at the snapshot the lookup reads (a
+    rename since is followed). Under time travel (``pinned``: the snapshot's schema, in which the rows come
+    back), a name today's schema lacks, or gives to a column the snapshot did not have, is that snapshot's
+    column: its name before a rename, or a column since dropped and added again under the same name (the rows
+    show the old column under that name, so a lookup by it must match the old column, not return nothing).
+    """
+    now = next((f for f in current.fields if f.name == column), None)
+    if pinned is not None:
+        then = {f.field_id: f for f in pinned.fields}
+        then_by_name = next((f for f in pinned.fields if f.name == column), None)
+        if then_by_name is not None and (now is None or now.field_id not in then):
+            today = next((f for f in current.fields if f.field_id == then_by_name.field_id), None)
+            return (today, today.name) if today is not None else (then_by_name, None)
+    field_ = resolve_column(current, column, where)
+    return field_, field_.name
 
 
 def _uuid_identity_partitioned(metadata: TableMetadata, field_: Any) -> bool:

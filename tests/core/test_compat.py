@@ -416,3 +416,17 @@ def test_fileio_setup_errors_are_recognized_and_others_are_not() -> None:
         compat.check_arrow_schema(SCHEMA, pa.schema([("nope", pa.string())]), format_version=2)
     assert not compat.is_fileio_setup_error(other.value)
     assert not compat.is_fileio_setup_error(OSError("not a ValueError"))
+
+
+def test_parquet_writer_kwargs_are_pyicebergs_and_name_a_malformed_key() -> None:
+    kwargs = compat.parquet_writer_kwargs({"write.parquet.compression-codec": "uncompressed"})
+    assert kwargs["compression"] == "none" and {"data_page_size", "dictionary_pagesize_limit"} <= set(kwargs)
+    with pytest.raises(ValueError, match="write.parquet.dict-size-bytes"):
+        compat.parquet_writer_kwargs({"write.parquet.dict-size-bytes": "64MB"})
+
+
+def test_equality_delete_refusal_is_recognized_and_others_are_not() -> None:
+    assert compat.is_equality_deletes_refused(ValueError(
+        "PyIceberg does not yet support equality deletes: https://github.com/apache/iceberg/issues/6568"))
+    assert not compat.is_equality_deletes_refused(ValueError("Could not find field with name k"))
+    assert not compat.is_equality_deletes_refused(RuntimeError("PyIceberg does not yet support equality deletes"))

@@ -450,3 +450,113 @@ def test_a_uuid_identity_partition_is_never_pruned_away(catalog, kind: str, uuid
     for probe in ([ids[1]], [ids[0], ids[3]], [ids[2], *(uuid.UUID(int=10**6 + i) for i in range(250))]):
         got = sorted(ip.lookup(table, "id", probe).column("r").to_pylist())
         assert got == sorted(r for r in range(8) if ids[r % 4] in probe), probe[:2]
+
+
+@pytest.mark.parametrize("kind", ["bloom", "exact"])
+def test_decimals_of_another_scale_are_indexed_as_stored(catalog, kind: str) -> None:
+    """pyiceberg accepts decimal(4,1) or decimal(9,3) data for a decimal(9,2) column and rescales it when writing
+    (1.2 is stored as 1.20), but the filters hashed the given unscaled value (12, not 120): a lookup of the stored
+    value skipped the file and returned nothing."""
+    from decimal import Decimal
+
+    import pyarrow as pa
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import DecimalType, ListType, LongType, NestedField
+
+    table = catalog.create_table("db.dec", Schema(
+        NestedField(1, "id", DecimalType(9, 2), required=False),
+        NestedField(2, "ids", ListType(3, DecimalType(9, 2), element_required=False), required=False),
+        NestedField(4, "n", LongType(), required=False)))
+    table = ip.configure_index(table, "id", kind)
+    table = ip.configure_index(table, "ids", kind)
+    ip.append(table, pa.table({"id": pa.array([Decimal("1.250"), Decimal("-3.100")], pa.decimal128(9, 3)),
+                               "ids": pa.array([[Decimal("1.2"), None], [Decimal("7.0")]], pa.list_(pa.decimal128(4, 1))),
+                               "n": pa.array([0, 1], pa.int64())}))
+    ip.append(table, pa.table({"id": pa.array([Decimal("9.99")], pa.decimal128(9, 2)), "ids": pa.array([[]], pa.list_(pa.decimal128(9, 2))),
+                               "n": pa.array([2], pa.int64())}))
+    table = table.refresh()
+    assert sorted(r["id"] for r in table.scan().to_arrow().to_pylist()) == [Decimal("-3.10"), Decimal("1.25"), Decimal("9.99")]
+    assert ip.lookup(table, "id", "1.25").column("n").to_pylist() == [0]
+    assert ip.lookup(table, "id", Decimal("-3.1")).column("n").to_pylist() == [1]
+    assert sorted(ip.lookup(table, "ids", ["1.2", "7"]).column("n").to_pylist()) == [0, 1]
+    with pytest.raises(ip.SchemaMismatchError, match="nothing was committed"):  # 1.255 has no decimal(9,2) form
+        ip.append(table, pa.table({"id": pa.array([Decimal("1.255")], pa.decimal128(9, 3)), "n": pa.array([3], pa.int64())}))
+    assert len(table.refresh().snapshots()) == 2
+
+
+def test_cleanup_with_a_table_loaded_before_other_commits_keeps_their_files(catalog) -> None:
+    """cleanup_orphans listed as orphans every file the caller's Table did not reference: with a handle loaded
+    before another process's commit (a service holding a Table for longer than ``older_than``), it deleted that
+    commit's data file, manifests and the catalog's current metadata.json: the table could no longer be loaded."""
+    from datetime import timedelta
+
+    import pyarrow as pa
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import NestedField, StringType
+
+    table = ip.configure_bloom(catalog.create_table("db.held", Schema(NestedField(1, "k", StringType(), required=False))), ["k"])
+    ip.append(table, pa.table({"k": ["a"]}))
+    held = catalog.load_table("db.held")
+    ip.append(catalog.load_table("db.held"), pa.table({"k": ["b"]}))  # another process commits
+    report = ip.cleanup_orphans(held, older_than=timedelta(0), delete=True)
+    assert report.orphans == [] and report.deleted == []
+    fresh = catalog.load_table("db.held")
+    assert sorted(fresh.scan().to_arrow().column("k").to_pylist()) == ["a", "b"]
+    assert ip.lookup(fresh, "k", "b").num_rows == 1
+
+
+def test_cli_lookup_csv_keeps_nested_columns(tmp_path, capsys) -> None:
+    """``lookup --output csv`` silently left out every struct, list and map column, the looked-up identity map
+    included: an export of a person's rows lost their nested ids without a word. They are now JSON text cells, as
+    ``--output jsonl`` prints them."""
+    import csv
+    import io
+    import json
+
+    import pyarrow as pa
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import ListType, LongType, MapType, NestedField, StringType, StructType
+
+    from iceberg_privacy.cli.main import main
+
+    home = str(tmp_path / "home")
+    cat = ip.connect(home=home)
+    cat.create_namespace("db")
+    t = cat.create_table("db.nest", Schema(
+        NestedField(1, "n", LongType(), required=False),
+        NestedField(2, "ids", MapType(3, StringType(), 4, ListType(5, StructType(
+            NestedField(6, "id", StringType(), required=False)), element_required=False), value_required=False), required=False),
+        NestedField(7, "tags", ListType(8, StringType(), element_required=False), required=False)))
+    t = ip.configure_bloom(t, ["ids"])
+    ip.append(t, pa.table({"n": pa.array([1, 2], pa.int64()),
+                           "ids": pa.array([[("email", [{"id": "ann@x"}])], [("email", [{"id": "bob@x"}])]],
+                                           pa.map_(pa.string(), pa.list_(pa.struct([("id", pa.string())])))),
+                           "tags": pa.array([["a", None], None], pa.list_(pa.string()))}))
+    assert main(["--home", home, "lookup", "db.nest", "ids", "ann@x", "--output", "jsonl"]) == 0
+    jsonl = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["--home", home, "lookup", "db.nest", "ids", "ann@x", "--output", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [list(r) for r in rows] == [["n", "ids", "tags"]]
+    assert [{"n": int(r["n"]), "ids": json.loads(r["ids"]), "tags": json.loads(r["tags"])} for r in rows] == jsonl
+
+
+def test_cli_lookup_table_output_prints_uuids_as_text(tmp_path, capsys) -> None:
+    """The default ``--output table`` printed a uuid as 16 raw bytes (b'\\x00...09'), a form no lookup takes back;
+    csv and json printed the canonical text."""
+    import uuid
+
+    import pyarrow as pa
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import NestedField, UUIDType
+
+    from iceberg_privacy.cli.main import main
+
+    home = str(tmp_path / "home")
+    cat = ip.connect(home=home)
+    cat.create_namespace("db")
+    u = uuid.UUID(int=12345)
+    t = ip.configure_bloom(cat.create_table("db.uu", Schema(NestedField(1, "u", UUIDType(), required=False))), ["u"])
+    ip.append(t, pa.table({"u": pa.array([u.bytes, None], pa.uuid())}))
+    assert main(["--home", home, "lookup", "db.uu", "u", str(u)]) == 0
+    out = capsys.readouterr().out
+    assert str(u) in out and "\\x00" not in out

@@ -67,3 +67,19 @@ def test_sizes_are_powers_of_two_and_widening_needs_a_multiple() -> None:
     assert [bloom.ladder_ceil(n) for n in (1, 2, 3, 5, 8, 9, 1000)] == [1, 2, 4, 8, 8, 16, 1024]
     with pytest.raises(ValueError, match="cannot widen"):
         bloom.widen(np.zeros((3, 8), np.uint32), 8)
+
+
+@given(st.integers(0, 10**400), st.floats(min_value=5e-324, max_value=0.5, allow_subnormal=True))
+def test_sizing_never_fails_whatever_the_fpp_or_ndv_hint(ndv: int, fpp: float) -> None:
+    """configure_bloom accepts any FPP in (0, 0.5] and any NDV hint, but the sizing rule divided by
+    log(1 - fpp**(1/8)) == 0 for an FPP below ~1e-128 (ZeroDivisionError) and converted a huge hint to float
+    (OverflowError): every write of such a table failed with a raw traceback. The rule's answer there is the cap."""
+    blocks = bloom.optimal_num_blocks(ndv, fpp)
+    assert 1 <= blocks <= bloom.MAX_BLOCKS and blocks & (blocks - 1) == 0
+    if ndv > 0 and (fpp < 1e-100 or ndv > 10**12):
+        assert blocks == bloom.MAX_BLOCKS
+
+
+@pytest.mark.parametrize(("ndv", "blocks"), [(100, 8), (1_000, 64), (10_000, 512), (1_000_000, 65536)])
+def test_sizing_examples_of_the_spec(ndv: int, blocks: int) -> None:
+    assert bloom.optimal_num_blocks(ndv, 0.01) == blocks  # docs/sidecar-format.md 3.4

@@ -172,6 +172,9 @@ def _spellings(kind: str, v):  # type: ignore[no-untyped-def]
         return [v, str(v), str(v).upper(), v.bytes, v.hex]
     if kind == "timestamp":
         return [v, v.isoformat(), str(v)]
+    if kind == "timestamptz":  # ISO-8601 with Z, and what --output csv prints: '2020-01-01 00:00:00.000000Z'
+        utc = v.astimezone(dt.UTC).replace(tzinfo=None)
+        return [v, v.isoformat(), str(v), utc.isoformat() + "Z", utc.isoformat() + "z", f"{utc:%Y-%m-%d %H:%M:%S.%f}Z"]
     raise AssertionError(kind)
 
 
@@ -183,6 +186,9 @@ RULE_CASES = {
     "binary": (BinaryType(), st.binary(max_size=12)),
     "uuid": (UUIDType(), st.uuids()),
     "timestamp": (TimestampType(), st.datetimes(min_value=dt.datetime(1900, 1, 1))),
+    "timestamptz": (TimestamptzType(), st.datetimes(min_value=dt.datetime(1900, 1, 2), max_value=dt.datetime(9999, 12, 30),
+                                                    timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=5, minutes=30)),
+                                                                               dt.timezone(dt.timedelta(hours=-8))]))),
 }
 
 
@@ -192,7 +198,8 @@ def test_the_value_rule(kind: str, data) -> None:  # type: ignore[no-untyped-def
     """Every way of writing a stored id coerces to exactly that id (the rule lookup, access, erasure, the forget
     list and the CLI share), and a spelling of another id never does. Before the rule, ``42`` for a string
     column, ``"42"`` for a decimal(38, 4) column, hex text for a binary column, ``42.0`` for a long column and a
-    timestamp printed with a space were refused, so a lake-wide erasure skipped those columns silently."""
+    timestamp printed with a space were refused, so a lake-wide erasure skipped those columns silently; so was a
+    timestamptz in ISO-8601's Z form, which is how `lookup --output csv` prints it."""
     iceberg_type, strategy = RULE_CASES[kind]
     v = data.draw(strategy)
     expected = coerce_values([v], iceberg_type, "c")[0].value
@@ -233,3 +240,23 @@ def test_text_without_a_utf8_form_is_refused_not_a_crash() -> None:
         with pytest.raises(InvalidLookupValueError, match="not valid Unicode"):
             coerce_values(["ann\ud800"], typ, "c")
     assert [lit.value for lit in coerce_values(["é", "日本"], StringType(), "c")] == ["é", "日本"]
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([DecimalType(9, 2), DecimalType(38, 0), DecimalType(38, 10)]))
+def test_a_float_for_a_decimal_column_is_its_written_number_or_refused(value: float, typ: DecimalType) -> None:
+    """A float beyond ~1e28 for a decimal column failed with a raw decimal.InvalidOperation (the default decimal
+    context holds 28 digits): 1e30 for a decimal(38, 0) column, 2.9e223 for any. Now a float is the number it is
+    written as, like its text: that number at the column's scale, nothing when no row can hold it (more digits than
+    the precision), refused when it has more places than the scale."""
+    try:
+        from_float = [lit.value for lit in coerce_values([value], typ, "c")]
+    except InvalidLookupValueError:
+        with pytest.raises(InvalidLookupValueError):
+            coerce_values([repr(value)], typ, "c")
+        return
+    assert from_float == [lit.value for lit in coerce_values([repr(value)], typ, "c")]
+
+
+def test_large_whole_floats_for_a_wide_decimal_column() -> None:
+    assert [lit.value for lit in coerce_values([1e30], DecimalType(38, 0), "c")] == [Decimal(10**30)]
+    assert coerce_values([2.887018819276748e223], DecimalType(38, 0), "c") == []  # more digits than any row holds

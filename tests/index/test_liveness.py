@@ -218,3 +218,25 @@ def test_s3_warehouse(s3_catalog: tuple[Catalog, str]) -> None:
     assert table.location().startswith("s3://")
     got = _check(table, covered_id, table.current_snapshot().snapshot_id, [True, False, True], AlwaysTrue())
     assert got.live or got.not_indexed
+
+
+@pytest.mark.parametrize("kind", ["bloom", None])
+def test_a_lookup_without_the_exact_index_refuses_equality_deletes_clearly(catalog: Catalog, kind: str | None) -> None:
+    """The exact-index path refused equality delete files with the library's error; the Bloom path (and a lookup on
+    a column without any index) let pyiceberg's bare ValueError through ("PyIceberg does not yet support equality
+    deletes"), for one value and for a large batch."""
+    import iceberg_privacy as ip
+    from iceberg_privacy._internal import compat
+
+    table = _create(catalog, partitioned=False, merge=False)
+    if kind:
+        table = ip.configure_index(table, "user_id", kind)
+    table.append(_batch([1, 2]))
+    f = next(iter(table.scan().plan_files())).file
+    table = commit_delete_file(table, f, [], equality_ids=[2], rows=pa.table({"n": pa.array([1], pa.int64())}))
+    with pytest.raises(ValueError) as raw:  # pyiceberg's own refusal, as compat recognises it
+        list(table.scan().plan_files())
+    assert compat.is_equality_deletes_refused(raw.value)
+    for values in ("u1", [f"u{i}" for i in range(300)]):
+        with pytest.raises(IcebergPrivacyError, match="equality delete files.*rewrite_data_files"):
+            ip.lookup(table, "user_id", values)
