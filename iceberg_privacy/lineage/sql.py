@@ -291,7 +291,20 @@ class _Analyzer:
         return flow
 
     def union(self, scope: Scope, i: int) -> _Flow:
-        flows = [self.output(s, i) for s in scope.union_scopes]
+        e = scope.expression
+        if e.args.get("by_name") or e.args.get("side") or e.args.get("kind") or e.args.get("on"):
+            # DuckDB's UNION [ALL] BY NAME (and CORRESPONDING-like forms) match the branches' columns by name,
+            # not by position: `SELECT a, b ... UNION BY NAME SELECT b, a ...` fills a from both a's
+            branch_names = [list(s.expression.named_selects) if isinstance(s.expression, exp.Query) else []
+                            for s in scope.union_scopes]
+            if e.args.get("on") or any(sorted(n) != sorted(branch_names[0]) or len(set(n)) != len(n)
+                                       for n in branch_names):
+                raise _Opaque("a set operation matching columns by name whose branches have different columns")
+            name = branch_names[0][i]
+            flows = [self.output(s, names.index(name)) for s, names in zip(scope.union_scopes, branch_names,
+                                                                            strict=True)]
+        else:
+            flows = [self.output(s, i) for s in scope.union_scopes]
         out = _Flow()
         for f in flows:
             for k, edge in f.direct.items():

@@ -191,6 +191,25 @@ def test_set_returning_and_struct_access():
                            "first_tag": [D(0, "tags", "TRANSFORMATION", expr="tags[1]")]}
 
 
+def test_union_by_name_matches_branch_columns_by_name_not_position():
+    # DuckDB's BY NAME: the second branch's `name AS c` fills c, whatever its position. Matched by
+    # position, c was recorded as filled from users.user_id and u from users.name.
+    sql = ("SELECT user_id AS u, email AS c FROM db.events UNION ALL BY NAME "
+           "SELECT name AS c, user_id AS u FROM db.users")
+    res = ok(sql)
+    assert res.columns == {"u": [D(0, "user_id"), D(1, "user_id")], "c": [D(0, "email"), D(1, "name")]}
+    con = duckdb.connect()  # and DuckDB does fill them that way
+    con.execute("CREATE SCHEMA db; CREATE TABLE db.events (user_id BIGINT, email VARCHAR); "
+                "CREATE TABLE db.users (user_id BIGINT, name VARCHAR); "
+                "INSERT INTO db.events VALUES (1, 'e@x'); INSERT INTO db.users VALUES (2, 'Ann')")
+    assert sorted(con.sql(sql).fetchall()) == [(1, "e@x"), (2, "Ann")]
+    nested = ok(sql + " UNION BY NAME SELECT age AS c, user_id AS u FROM db.users")
+    assert nested.columns["c"] == [D(0, "email"), D(1, "age"), D(1, "name")]
+    # branches with different column sets: DuckDB pads with NULLs; not analysed
+    assert analyze("SELECT user_id AS u FROM db.events UNION BY NAME SELECT name AS c, user_id AS u FROM db.users",
+                   SCHEMAS).opaque is not None
+
+
 def test_union_same_transform_keeps_expression_different_transform_drops_it():
     same = ok("SELECT lower(email) AS e FROM db.events UNION SELECT lower(email) FROM db.events")
     assert same.columns == {"e": [D(0, "email", "TRANSFORMATION", expr="LOWER(email)")]}
