@@ -648,9 +648,24 @@ def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> 
             level = level.setdefault(p, {})
         level[parts[-1]] = {c: str(t) for c, t in cols.items()}
         colnames.append({_norm_ident(c, d): c for c in cols})
+    # Iceberg names are case-sensitive, SQL engines fold them (DuckDB and Spark, quoted ones too): of a source's
+    # columns `ID` and `id`, the engine reads one whichever the SQL writes, and which one is not for the record
+    # to guess (`SELECT "id"` read DuckDB's `ID`, the identity column, and was recorded as `id`)
+    folded: dict[str, list[str]] = {}
+    for s in sources:
+        by_norm: dict[str, list[str]] = {}
+        for c in known[s][1]:
+            by_norm.setdefault(_norm_ident(c, d), []).append(c)
+        for norm, same in by_norm.items():
+            if len(same) > 1:
+                folded.setdefault(norm, [f"{s}: {', '.join(repr(c) for c in same)}"])
 
     qualified = qualify(stmt, dialect=d, schema=nested or None, validate_qualify_columns=True,
                         identify=False, quote_identifiers=False, infer_schema=False)
+    for c in qualified.find_all(exp.Column) if folded else ():
+        if _norm_ident(c.name, d) in folded:
+            raise _Opaque(f"reads a column of names that differ only in letter case ({folded[_norm_ident(c.name, d)][0]}), "
+                          "which SQL engines cannot tell apart; rename one of them")
     root = build_scope(qualified)
     if root is None:
         raise _Opaque("not a query")

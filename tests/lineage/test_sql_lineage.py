@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import duckdb
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -450,6 +451,20 @@ def test_unknown_column_and_table_are_opaque():
     assert ambiguous.opaque is not None and "country" in ambiguous.opaque
     star = analyze("SELECT * FROM db.unknown", SCHEMAS)
     assert star.opaque is not None and "db.unknown" in star.opaque
+
+
+@pytest.mark.parametrize("sql", ['SELECT "id" AS a FROM db.t', 'SELECT "ID" AS a FROM db.t', "SELECT * FROM db.t",
+                                 "SELECT upper(Id) AS a FROM db.t", "SELECT x FROM db.t WHERE id = 'X'"])
+def test_columns_whose_names_differ_only_in_case_are_opaque(sql: str):
+    # Iceberg allows columns `ID` and `id` in one table; DuckDB reads the same one for both spellings, so the
+    # record cannot say which it was (it said `id` while DuckDB had read `ID`, the identity column)
+    schemas = {"db.t": {"ID": "VARCHAR", "id": "VARCHAR", "x": "VARCHAR"}}
+    res = analyze(sql, schemas)
+    assert res.opaque is not None and "letter case" in res.opaque and "'ID'" in res.opaque
+    con = duckdb.connect()
+    con.register("t", pa.table([["X"], ["y"]], names=["ID", "id"]))
+    assert con.sql('SELECT "id" FROM t').fetchall() == [("X",)]  # the engine reads `ID` for "id"
+    assert ok("SELECT x AS a FROM db.t", schemas).columns == {"a": [D(0, "x")]}  # other columns still analysed
 
 
 def test_duplicate_output_names_are_opaque():
