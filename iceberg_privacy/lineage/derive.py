@@ -24,12 +24,19 @@ from typing import Any, Literal
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
 from iceberg_privacy._internal import compat
 from iceberg_privacy._internal.arguments import check_catalog, check_engine, check_flags
-from iceberg_privacy.catalog import all_tables, ensure_namespace_exists, table_name
+from iceberg_privacy.catalog import (
+    all_tables,
+    create_table_with_namespace,
+    drop_namespace_if_empty,
+    identifier,
+    table_creation_error,
+    table_name,
+)
 from iceberg_privacy.config import (
     IDENTITY_COLUMNS_KEY,
     bloom_columns,
@@ -244,16 +251,39 @@ def _run_spark(spark: Any, sql: str, tables: Mapping[str, Table], snapshots: Map
         raise LineageError(f"Spark could not run the SQL: {exc}; nothing was written") from exc
 
 
-def _new_table(catalog: Catalog, target: str, schema: pa.Schema) -> tuple[Table, bool]:
-    """(table, created): a concurrent derive may create it (and its namespace) first."""
-    if "." in target:
-        # not pyiceberg's create_namespace_if_not_exists: a SQL catalog answers the loser of a race for the namespace
-        # with the database's unique-constraint error, which that lets through
-        ensure_namespace_exists(catalog, target.rsplit(".", 1)[0])
+def _new_table(catalog: Catalog, target: str, schema: pa.Schema) -> tuple[Table, bool, bool]:
+    """(table, created, namespace created): a concurrent derive may create it (and its namespace) first. A result
+    type Iceberg cannot store (``NULL``, ``INTERVAL``, ``TIMESTAMP_NS``, a union) leaves no namespace behind."""
+    # not pyiceberg's create_namespace_if_not_exists: a SQL catalog answers the loser of a race for the namespace
+    # with the database's unique-constraint error, which that lets through
     try:
-        return catalog.create_table(target, schema=schema), True
-    except TableAlreadyExistsError:
-        return catalog.load_table(target), False
+        return create_table_with_namespace(catalog, identifier(target), schema)
+    except Exception as exc:
+        known = table_creation_error(
+            exc, target, "it is the type of the SQL's result column: CAST it in the SQL to a type Iceberg has (e.g. "
+            "CAST(NULL AS VARCHAR), an INTERVAL as BIGINT seconds, TIMESTAMP_NS as TIMESTAMP); nothing was written")
+        if known is None:
+            raise
+        raise known from exc
+
+
+def _undo_new_table(catalog: Catalog, target: str, namespace_created: bool) -> None:
+    """A derive that created ``target`` and then failed before writing leaves nothing behind (as ``ingest
+    --create``): running it again must behave the same. A table another process has written to meanwhile is
+    theirs too, and is kept."""
+    ident = identifier(target)
+    try:
+        if catalog.load_table(ident).current_snapshot() is not None:
+            return
+        catalog.drop_table(ident)
+    except NoSuchTableError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - the derive's own failure is the error to raise
+        logger.warning("derive into %s failed and the empty table it created could not be dropped: %s; drop it "
+                       "(pyiceberg catalog.drop_table) before deriving again", target, exc)
+        return
+    if namespace_created:
+        drop_namespace_if_empty(catalog, ident[:-1])
 
 
 def _identity_capable(sink: Table, identity: Sequence[str], target: str) -> list[str]:
@@ -425,9 +455,23 @@ def derive(
         sql=normalize_sql(sql, dialect) or f"sha256:{hashlib.sha256(sql.encode()).hexdigest()}",
         purpose=check.purpose, override=override, reason=lin.opaque,
     )
-    created = False
+    created = namespace_created = False
     if sink is None:
-        sink, created = _new_table(catalog, target, result_schema)
+        sink, created, namespace_created = _new_table(catalog, target, result_schema)
+    try:
+        return _write_sink(catalog, sink, target, engine, sources, order, record, check, override, identity, cats,
+                           bloom, created, result, df if result is None else None, mode, t0)
+    except BaseException:
+        if created:
+            _undo_new_table(catalog, target, namespace_created)
+        raise
+
+
+def _write_sink(catalog: Catalog, sink: Table, target: str, engine: str, sources: Mapping[str, Table],
+                order: Sequence[str], record: LineageRecord, check: Any, override: dict[str, Any] | None,
+                identity: list[str], cats: dict[str, list[str]], bloom: Sequence[str] | None, created: bool,
+                result: pa.Table | None, df: Any, mode: Mode, t0: float) -> DeriveReport:
+    """Annotate the sink, then write the result (DuckDB's Arrow table, or Spark's DataFrame ``df``) into it."""
     identity = _identity_capable(sink, identity, target)
     props = sink_properties(Annotations.of(sink.properties, sink.schema()), identity, cats, check)
     sink = _prepare_sink(sink, props, identity, bloom)

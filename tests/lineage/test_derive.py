@@ -295,3 +295,19 @@ def test_a_derive_whose_namespace_another_process_creates_meanwhile_writes(lake:
     lake.namespace_exists = exists_then_lose  # type: ignore[method-assign]
     ip.derive(lake, "SELECT user_id, amount FROM db.events", "fresh.copy")
     assert raced and lake.load_table("fresh.copy").scan().to_arrow().num_rows == EVENTS.num_rows
+
+
+@pytest.mark.parametrize("sql", ["SELECT NULL AS x, user_id FROM db.events", "SELECT INTERVAL 1 DAY AS x FROM db.events",
+                                 "SELECT now()::TIMESTAMP_NS AS x FROM db.events",
+                                 "SELECT 18446744073709551615::UBIGINT AS x FROM db.events"])
+def test_a_failed_derive_into_a_new_table_leaves_no_table_or_namespace(lake: Catalog, sql: str) -> None:
+    """Regression: a result type Iceberg cannot store ended in pyiceberg's bare ValueError /
+    UnsupportedPyArrowTypeException and left the new namespace behind; a value the new table's type cannot hold
+    (a UBIGINT above 2^63, into a long column) left the empty table and its namespace."""
+    with pytest.raises(SchemaMismatchError, match="CAST|cast"):
+        ip.derive(lake, sql, "fresh.t")
+    assert ("fresh",) not in lake.list_namespaces()
+    lake.create_namespace("mart")  # a namespace that was there before is kept
+    with pytest.raises(SchemaMismatchError):
+        ip.derive(lake, sql, "mart.t")
+    assert ("mart",) in lake.list_namespaces() and lake.list_tables("mart") == []
