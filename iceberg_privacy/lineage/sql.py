@@ -556,6 +556,17 @@ class _Analyzer:
                          ("group", "GROUP_BY"), ("order", "SORT")):
             if e.args.get(arg) is not None:
                 self.value(scope, e.args[arg], sub)
+        # DuckDB's GROUP BY ALL (every select expression without an aggregate) and ORDER BY ALL (every column)
+        # name no column themselves
+        group, order = e.args.get("group"), e.args.get("order")
+        if group is not None and group.args.get("all"):
+            for i, sel in enumerate(e.selects):
+                if not any(self.aggregate(n) is not None or isinstance(n, exp.Window) for n in sel.walk()):
+                    self.record("GROUP_BY", self.output(scope, i).deps)
+        if order is not None and any(isinstance(o.this, exp.Var) and o.this.name.upper() == "ALL"
+                                     for o in order.expressions):
+            for i in range(len(e.selects)):
+                self.record("SORT", self.output(scope, i).deps)
         distinct = e.args.get("distinct")
         if distinct is not None and distinct.args.get("on") is not None:
             self.value(scope, distinct.args["on"], "GROUP_BY")

@@ -192,6 +192,14 @@ def test_set_returning_and_struct_access():
                            "first_tag": [D(0, "tags", "TRANSFORMATION", expr="tags[1]")]}
 
 
+def test_group_by_all_and_order_by_all_record_their_columns():
+    # DuckDB's GROUP BY ALL groups by every select expression without an aggregate, ORDER BY ALL sorts by every
+    # column; neither names a column, and the INDIRECT inputs were missing
+    res = ok("SELECT country AS c, lower(email) AS e, sum(amount) AS total FROM db.events GROUP BY ALL ORDER BY ALL")
+    assert set(res.indirect) == {I(0, "country", "GROUP_BY"), I(0, "email", "GROUP_BY"), I(0, "country", "SORT"),
+                                 I(0, "email", "SORT"), I(0, "amount", "SORT")}
+
+
 def test_union_by_name_matches_branch_columns_by_name_not_position():
     # DuckDB's BY NAME: the second branch's `name AS c` fills c, whatever its position. Matched by
     # position, c was recorded as filled from users.user_id and u from users.name.
