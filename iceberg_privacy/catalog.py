@@ -368,6 +368,8 @@ def table_creation_error(exc: BaseException, name: str, what: str) -> IcebergPri
     Iceberg has no match for (``what`` names where the schema came from and how to change it)."""
     from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
 
+    if isinstance(exc, IcebergPrivacyError):
+        return None  # says what to do already
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if isinstance(exc, ValueError) and "default path" in first.lower():
         return ConfigurationError(

@@ -376,8 +376,17 @@ def derive(
     if not isinstance(target, str):
         raise ConfigurationError(f"derive() writes into a table named 'namespace.table' (created when missing), got "
                                  f"{type(target).__name__}; pass its name, e.g. 'mart.clicks'")
+    identifier(target)  # 'mart..x', '.x', 'x': refused before the SQL runs (and never as a column type's fault)
     if mode not in ("append", "overwrite"):
         raise ConfigurationError(f"mode must be 'append' or 'overwrite', not {mode!r}")
+    if sql is not None and not isinstance(sql, str):
+        raise ConfigurationError(f"sql must be the SQL text (a str), not {type(sql).__name__}")
+    for name, value in (("purpose", purpose), ("override_purpose", override_purpose)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigurationError(f"{name} must be a str (a purpose label / the reason), not {type(value).__name__}")
+    if bloom is not None and not isinstance(bloom, str) and not (
+            isinstance(bloom, Sequence) and all(isinstance(c, str) for c in bloom)):
+        raise ConfigurationError(f"bloom must name columns ('user_id', 'a,b' or a list of names), not {bloom!r}")
     if not sql or not sql.strip():
         raise ConfigurationError("sql is empty: pass one SELECT statement")
     dialect = "spark" if spark is not None else "duckdb"

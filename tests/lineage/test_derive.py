@@ -311,3 +311,21 @@ def test_a_failed_derive_into_a_new_table_leaves_no_table_or_namespace(lake: Cat
     with pytest.raises(SchemaMismatchError):
         ip.derive(lake, sql, "mart.t")
     assert ("mart",) in lake.list_namespaces() and lake.list_tables("mart") == []
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"target": "mart..x"}, "not a table name"), ({"target": ".x"}, "not a table name"),
+    ({"target": "mart.x."}, "not a table name"), ({"target": "  "}, "not a table name"),
+    ({"target": "x"}, "qualified with its namespace"),
+    ({"sql": 5}, "sql must be the SQL text"), ({"sql": b"SELECT 1 AS a"}, "sql must be the SQL text"),
+    ({"purpose": 5}, "purpose must be a str"), ({"override_purpose": ["r"]}, "override_purpose must be a str"),
+    ({"bloom": 5}, "bloom must name columns"),
+])
+def test_wrong_arguments_are_configuration_errors_and_write_nothing(lake: Catalog, kwargs: dict[str, Any],
+                                                                    match: str) -> None:
+    """Regression: '.x', 'mart..x' and '  ' as target were pyiceberg's bare ValueError ('mart.x.' even became
+    "a column has a type Iceberg cannot store"); a non-str sql or purpose and bloom=5 were AttributeError/TypeError."""
+    args: dict[str, Any] = {"sql": "SELECT user_id FROM db.events", "target": "mart.x", **kwargs}
+    with pytest.raises(ip.ConfigurationError, match=match):
+        ip.derive(lake, args.pop("sql"), args.pop("target"), **args)
+    assert ("mart",) not in lake.list_namespaces()
