@@ -329,3 +329,15 @@ def test_wrong_arguments_are_configuration_errors_and_write_nothing(lake: Catalo
     with pytest.raises(ip.ConfigurationError, match=match):
         ip.derive(lake, args.pop("sql"), args.pop("target"), **args)
     assert ("mart",) not in lake.list_namespaces()
+
+
+@pytest.mark.parametrize("kwargs", [{"purposes": 5}, {"purposes": ["analytics", 5]}, {"purposes": b"a"},
+                                    {"sensitive": {"religion": [5]}}, {"sensitive": {"religion": 5}},
+                                    {"purposes": ["ok"], "sensitive": {"religion": [None]}}])
+def test_annotate_with_labels_that_are_not_strings_is_a_configuration_error(lake: Catalog,
+                                                                             kwargs: dict[str, Any]) -> None:
+    """Regression: purposes=5, purposes=['a', 5] and sensitive={'c': [5]} were bare TypeErrors from str.join."""
+    before = dict(lake.load_table("db.events").properties)
+    with pytest.raises(ip.ConfigurationError, match="labels as a str or a list of str"):
+        ip.annotate(lake.load_table("db.events"), **kwargs)
+    assert dict(lake.load_table("db.events").properties) == before  # nothing was changed
