@@ -673,9 +673,9 @@ def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> 
 
     qualified = qualify(stmt, dialect=d, schema=nested or None, validate_qualify_columns=True,
                         identify=False, quote_identifiers=False, infer_schema=False)
-    for c in qualified.find_all(exp.Column) if folded else ():
-        if _norm_ident(c.name, d) in folded:
-            raise _Opaque(f"reads a column of names that differ only in letter case ({folded[_norm_ident(c.name, d)][0]}), "
+    for ref in qualified.find_all(exp.Column) if folded else ():
+        if _norm_ident(ref.name, d) in folded:
+            raise _Opaque(f"reads a column of names that differ only in letter case ({folded[_norm_ident(ref.name, d)][0]}), "
                           "which SQL engines cannot tell apart; rename one of them")
     root = build_scope(qualified)
     if root is None:
