@@ -33,6 +33,7 @@ from iceberg_privacy.catalog import (
     all_tables,
     create_table_with_namespace,
     drop_namespace_if_empty,
+    has_marker,
     identifier,
     table_creation_error,
     table_name,
@@ -63,7 +64,7 @@ from iceberg_privacy.lineage.annotations import (
 from iceberg_privacy.lineage.evaluate import sql_type
 from iceberg_privacy.lineage.record import COMPLETE, OPAQUE, FieldRef, LineageRecord, SourceRef
 from iceberg_privacy.lineage.sql import SqlLineage, analyze, normalize_sql, referenced_tables
-from iceberg_privacy.properties import LINEAGE_SUMMARY
+from iceberg_privacy.properties import BOOKKEEPING_MARKERS, LIBRARY_MARKERS, LINEAGE_SUMMARY
 from iceberg_privacy.storage import storage_errors
 from iceberg_privacy.write import WriteReport, append, overwrite
 
@@ -126,6 +127,22 @@ def _load_sources(catalog: Catalog, names: Sequence[str]) -> dict[str, Table]:
             ) from None
         out[name] = catalog.load_table(same[0])
     return out
+
+
+def _refuse_library_tables(sources: Mapping[str, Table], sink: Table | None, target: str) -> None:
+    """The library's bookkeeping (request journal and queue, forget lists, DP ledgers, service tokens) is no data to
+    derive from: a copy of the queue's encrypted identifiers or of a forget list is out of reach of every purge. Nor
+    is any of the library's tables a target: an overwrite emptied a forget list (erased people came back on the next
+    ingest) or the journal, and rows appended to a DP release are not differentially private."""
+    for table in sources.values():
+        if has_marker(table, BOOKKEEPING_MARKERS):
+            raise ConfigurationError(
+                f"the SQL reads {table_name(table)}, one of the library's own bookkeeping tables (journal, queue, forget "
+                "list, DP ledger or service tokens): derive reads data tables only; nothing was written")
+    if sink is not None and has_marker(sink, LIBRARY_MARKERS):
+        raise ConfigurationError(
+            f"{target} is one of the library's own tables (bookkeeping or a DP release): derive into a data table "
+            "instead; nothing was written")
 
 
 def _remap_columns(lin: SqlLineage, names: list[str]) -> dict[str, list[FieldRef]]:
@@ -396,6 +413,7 @@ def derive(
     names = referenced_tables(sql, (), dialect=dialect) or referenced_tables(
         sql, [".".join(t) for t in all_tables(catalog)], dialect=dialect)
     sources = _load_sources(catalog, names)
+    _refuse_library_tables(sources, None, target)
     snapshots = {n: t.metadata.current_snapshot_id for n, t in sources.items()}
     schemas = {n: {f.name: sql_type(f.type) for f in t.schema().as_arrow()} for n, t in sources.items()}
     lin = analyze(sql, schemas, dialect=dialect)
@@ -411,11 +429,13 @@ def derive(
     for extra in [s for s in lin.sources if s not in sources]:
         sources.update(_load_sources(catalog, [extra]))
         snapshots[extra] = sources[extra].metadata.current_snapshot_id
+    _refuse_library_tables(sources, None, target)
     order = lin.sources if lin.opaque is None else list(sources)
     try:
         sink: Table | None = catalog.load_table(target)
     except NoSuchTableError:
         sink = None
+    _refuse_library_tables({}, sink, target)
     sink_ann = Annotations.of(sink.properties, sink.schema()) if sink is not None else Annotations()
     if purpose and sink_ann.purpose and purpose.strip().lower() != sink_ann.purpose:
         raise ConfigurationError(

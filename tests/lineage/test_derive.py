@@ -341,3 +341,24 @@ def test_annotate_with_labels_that_are_not_strings_is_a_configuration_error(lake
     with pytest.raises(ip.ConfigurationError, match="labels as a str or a list of str"):
         ip.annotate(lake.load_table("db.events"), **kwargs)
     assert dict(lake.load_table("db.events").properties) == before  # nothing was changed
+
+
+def test_derive_neither_reads_nor_writes_the_library_bookkeeping(lake: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: derive(..., "db.privacy_forget", mode="overwrite") emptied the forget list (the erased subject
+    was appended again afterwards), the request journal could be overwritten the same way, and any of them (the
+    queue's encrypted identifiers too) could be copied into a data table out of reach of every purge."""
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", "test-secret-0123456789abcdef")
+    ip.erase(lake, [2], ["db.events"])
+    forget = "db.privacy_forget"
+    rows = lake.load_table(forget).scan().to_arrow().num_rows
+    assert rows > 0
+    for sql, target in [(f"SELECT * FROM {forget} WHERE false", forget),
+                        ("SELECT * FROM privacy_requests.requests WHERE false", "privacy_requests.requests"),
+                        (f"SELECT * FROM {forget}", "mart.copy"),
+                        ("SELECT user_id FROM db.events", forget)]:
+        with pytest.raises(ip.ConfigurationError, match="library's own"):
+            ip.derive(lake, sql, target, mode="overwrite")
+    assert lake.load_table(forget).scan().to_arrow().num_rows == rows
+    assert not lake.table_exists("mart.copy")
+    report = ip.append(lake.load_table("db.events"), EVENTS.slice(1, 1))  # user 2 is still forgotten
+    assert report.dropped_rows == 1
