@@ -156,6 +156,11 @@ def _remap_columns(lin: SqlLineage, names: list[str]) -> dict[str, list[FieldRef
     return {engine_name: list(lin.columns.get(ours, [])) for ours, engine_name in zip(lin.output_columns, names, strict=True)}
 
 
+def _quoted(identifier: str) -> str:
+    """``identifier`` as a DuckDB/SQL quoted identifier (``"`` doubled)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
 def _view_name(i: int) -> str:
     return f"__ip_src_{i}"
 
@@ -215,22 +220,24 @@ def _run_duckdb(sql: str, tables: Mapping[str, Table], snapshots: Mapping[str, i
     try:
         names = list(tables)
         nested = any(n.count(".") != 1 for n in names)
-        for i, (name, table) in enumerate(tables.items()):
+        datas = []
+        for name, table in tables.items():
             sid = snapshots[name]
-            data = table.scan(snapshot_id=sid).to_arrow() if sid is not None else \
-                table.schema().as_arrow().empty_table()
-            con.register(_view_name(i), data)
-            if not nested:
-                ns, tbl = name.split(".")
-                con.execute(f'CREATE SCHEMA IF NOT EXISTS "{ns}"')
-                con.execute(f'CREATE VIEW "{ns}"."{tbl}" AS SELECT * FROM {_view_name(i)}')
-        query = _rewrite_tables(sql, names, "duckdb") if nested else sql
-        # The sources are in memory now. Files, URLs and the caller's Python variables are closed to the
-        # SQL: read_parquet() over a restricted table's data files would carry its rows into the sink
-        # with no source in the lineage record (no purpose check, no erasure fan-out).
+            datas.append(table.scan(snapshot_id=sid).to_arrow() if sid is not None else
+                         table.schema().as_arrow().empty_table())
+        # Files, URLs and the caller's Python variables are closed to the SQL: read_parquet() over a restricted
+        # table's data files would carry its rows into the sink with no source in the lineage record (no purpose
+        # check, no erasure fan-out). Closed before the views are made: their names are the catalog's, anyone's.
         for setting in ("SET enable_external_access = false", "SET python_enable_replacements = false",
                         "SET lock_configuration = true"):
             con.execute(setting)
+        for i, (name, data) in enumerate(zip(names, datas, strict=True)):
+            con.register(_view_name(i), data)
+            if not nested:
+                ns, tbl = (_quoted(p) for p in name.split("."))  # a name holding '"' ended the identifier
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {ns}")
+                con.execute(f"CREATE VIEW {ns}.{tbl} AS SELECT * FROM {_view_name(i)}")
+        query = _rewrite_tables(sql, names, "duckdb") if nested else sql
         try:
             return con.sql(query).to_arrow_table()
         except duckdb.PermissionException as exc:

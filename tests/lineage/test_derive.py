@@ -362,3 +362,16 @@ def test_derive_neither_reads_nor_writes_the_library_bookkeeping(lake: Catalog, 
     assert not lake.table_exists("mart.copy")
     report = ip.append(lake.load_table("db.events"), EVENTS.slice(1, 1))  # user 2 is still forgotten
     assert report.dropped_rows == 1
+
+
+@pytest.mark.parametrize("name", ['tä"ble', """b" AS SELECT 1; SELECT error('injected'); CREATE VIEW "z"""])
+def test_a_source_name_holding_quotes_is_one_identifier_not_sql(catalog: Catalog, name: str) -> None:
+    """Regression: DuckDB views were created with the catalog's names pasted between double quotes, before file
+    access was closed: a name holding '"' was a DuckDB ParserException, and a hostile one ran its own statements
+    (a COPY ... TO 'file' wrote files) in the derive of whoever read the table."""
+    table = catalog.create_table(("db", name), schema=pa.schema([("u", pa.string())]))
+    ip.append(table, pa.table({"u": ["x"]}))
+    quoted = '"db"."' + name.replace('"', '""') + '"'
+    report = ip.derive(catalog, f"SELECT u FROM {quoted}", "mart.out", allow_opaque=True)
+    assert report.rows == 1 and report.sources == [f"db.{name}"]
+    assert catalog.load_table("mart.out").scan().to_arrow().to_pylist() == [{"u": "x"}]
