@@ -640,9 +640,10 @@ def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> 
         try:
             parts = _table_parts(exp.to_table(name, dialect=d), d)
         except sqlglot.errors.SqlglotError:
-            continue  # not a table name this dialect can write, so the SQL cannot reference it
-        if parts is None:
-            continue
+            parts = None
+        if parts is None or ".".join(parts) != ".".join(_norm_ident(p, d) for p in name.split(".")):
+            # a name with spaces or quotes (`my ns.tä"ble`), which the SQL writes quoted: its dotted parts
+            parts = [_norm_ident(p, d) for p in name.split(".")]
         known[".".join(parts)] = (parts, cols)
     sources = _dedupe(_statement_tables(stmt, d))
     for s in sources:
