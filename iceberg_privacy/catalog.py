@@ -301,23 +301,86 @@ def _migrate_legacy(catalog: Catalog, legacy: tuple[str, ...], identifier: tuple
     return True
 
 
-def ensure_namespace_exists(catalog: Catalog, namespace: tuple[str, ...] | str) -> None:
-    """Create ``namespace`` unless it exists; two processes creating it at once both succeed.
+def ensure_namespace_exists(catalog: Catalog, namespace: tuple[str, ...] | str) -> bool:
+    """Create ``namespace`` unless it exists; two processes creating it at once both succeed. True when this
+    call created it.
 
     pyiceberg's SQL catalog checks, then inserts: the loser of a race gets the database's unique-constraint
     error (not ``NamespaceAlreadyExistsError``). Any failure after which the namespace exists is that race.
     """
     try:
         catalog.create_namespace(namespace)
+        return True
     except NamespaceAlreadyExistsError:
-        return
+        return False
     except Exception:
         try:
             if catalog.namespace_exists(namespace):
-                return  # a concurrent creator won
+                return False  # a concurrent creator won
         except Exception:  # noqa: BLE001 - the creation's own error is the one to show
             pass
         raise
+
+
+def drop_namespace_if_empty(catalog: Catalog, namespace: tuple[str, ...]) -> None:
+    """Drop ``namespace``, which this process created for a table it then failed to create or fill: a failed
+    ``ingest --create`` or ``derive`` leaves nothing behind, and running it again behaves the same. Kept when
+    anything is in it by now (another process's table or namespace); a drop the catalog refuses is logged."""
+    from pyiceberg.exceptions import NamespaceNotEmptyError
+
+    try:
+        if catalog.list_tables(namespace) or catalog.list_namespaces(namespace):
+            return
+        catalog.drop_namespace(namespace)
+    except (NamespaceNotEmptyError, NoSuchNamespaceError):
+        return
+    except Exception as exc:  # noqa: BLE001 - the failure that brought us here is the error to raise
+        logging.getLogger(__name__).warning("could not drop the empty namespace %s created for a table that was not created: %s",
+                       ".".join(namespace), exc)
+
+
+def create_table_with_namespace(catalog: Catalog, ident: tuple[str, ...], schema: Any) -> tuple[Table, bool, bool]:
+    """``(table, created, namespace_created)``: ``ident`` created with ``schema`` (its namespace too when missing),
+    or loaded when a concurrent process created it first. When the catalog refuses the table (a type Iceberg has
+    no match for, no warehouse to place it in), a namespace created here is dropped again before the error
+    propagates. Another process dropping the new namespace in between (its own failed create) is retried once."""
+    namespace_created = False
+    for attempt in range(2):
+        if len(ident) > 1:
+            namespace_created = ensure_namespace_exists(catalog, ident[:-1]) or namespace_created
+        try:
+            return catalog.create_table(ident, schema=schema), True, namespace_created
+        except TableAlreadyExistsError:
+            return catalog.load_table(ident), False, namespace_created
+        except NoSuchNamespaceError:
+            if attempt:
+                raise
+        except BaseException:
+            if namespace_created:
+                drop_namespace_if_empty(catalog, ident[:-1])
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def table_creation_error(exc: BaseException, name: str, what: str) -> IcebergPrivacyError | None:
+    """The error to raise when ``create_table(name, schema=...)`` failed with ``exc``, or None when it is not one
+    the library can explain: a catalog without a warehouse (pyiceberg's "No default path"), or a column type
+    Iceberg has no match for (``what`` names where the schema came from and how to change it)."""
+    from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
+
+    if isinstance(exc, IcebergPrivacyError):
+        return None  # says what to do already
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, ValueError) and "default path" in first.lower():
+        return ConfigurationError(
+            f"cannot create {name}: the catalog has no warehouse to place new tables in ({first}); set the catalog "
+            "property warehouse= (in ~/.pyiceberg.yaml, or --warehouse LOCATION on the command line), or create the "
+            "table yourself with a location")
+    if isinstance(exc, (ValueError, TypeError, UnsupportedPyArrowTypeException)):
+        from iceberg_privacy.errors import SchemaMismatchError
+
+        return SchemaMismatchError(f"cannot create {name}: a column has a type Iceberg cannot store ({first}); {what}")
+    return None
 
 
 def _delete_lost_create(table: Table) -> None:

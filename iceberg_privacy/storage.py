@@ -603,11 +603,23 @@ def write_location(location: str | os.PathLike[str], data: bytes, io: FileIO | N
     loc = os.fspath(location)
     if is_local(loc):
         path = local_path(loc)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+        if os.path.isdir(path):  # os.replace failed on it, after writing a stray <path>.tmp next to it
+            raise StorageError(f"cannot write {path}: it is a directory; name a file in it, e.g. "
+                               f"{os.path.join(path, 'export' + os.path.splitext(path)[1])}")
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        except OSError as exc:
+            raise StorageError(describe_error(path, exc, "write")) from exc
+        # one temporary name per writer: two exports to one path must not write into the same temporary file
+        tmp = f"{path}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
+        try:
+            with open(tmp, "xb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # a failed export leaves no partial file behind
+            raise StorageError(describe_error(path, exc, "write")) from exc
         return path
     write_bytes(io if io is not None else io_for({}, loc), loc, data, overwrite=True)
     return loc

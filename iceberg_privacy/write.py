@@ -26,7 +26,7 @@ from pyiceberg.utils.properties import property_as_int
 
 from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.faults import checkpoint
-from iceberg_privacy.catalog import TableRef, load_table, table_name
+from iceberg_privacy.catalog import TableRef, has_marker, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
 from iceberg_privacy.datafiles import (
     DEFAULT_CHUNK_BYTES,
@@ -52,6 +52,7 @@ from iceberg_privacy.lineage.record import LineageRecord, with_default
 from iceberg_privacy.properties import (
     EXACT_COMPACT_AFTER_DEFAULT,
     EXACT_COMPACT_AFTER_PROPERTY,
+    LIBRARY_MARKERS,
     SIDECAR_COMPACTED_PROPERTY,
     SIDECAR_PATH_SUMMARY,
 )
@@ -409,6 +410,11 @@ def _write(table: Table, data: pa.Table | pa.RecordBatchReader, *, operation: st
     t0 = time.perf_counter()
     if not isinstance(data, (pa.Table, pa.RecordBatchReader)):
         raise UnsupportedDataError(_unsupported_data(operation, data))
+    if has_marker(table, LIBRARY_MARKERS):  # `ingest db.privacy_forget empty.csv --overwrite` emptied the forget list
+        raise ConfigurationError(
+            f"{table_name(table)} is one of the library's own tables (its journal, queue, forget list, DP ledger, "
+            f"service tokens or a DP release), which only the library writes: {operation} into a data table instead; "
+            "nothing was written")
     retry.DEFAULT_POLICY.with_retries(max_retries)  # a bad argument fails before any file is written
     check_snapshot_properties(snapshot_properties)
     if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:

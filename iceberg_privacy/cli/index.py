@@ -112,12 +112,16 @@ def _unreadable(args: argparse.Namespace, fmt: str, exc: BaseException, table: A
 
 def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
     import pyarrow.dataset as ds
-    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError, TableAlreadyExistsError
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
     from pyiceberg.io import load_file_io
-    from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
 
-    from iceberg_privacy.catalog import ensure_namespace_exists, identifier, what_exists
-    from iceberg_privacy.datafiles import first_line
+    from iceberg_privacy.catalog import (
+        create_table_with_namespace,
+        drop_namespace_if_empty,
+        identifier,
+        table_creation_error,
+        what_exists,
+    )
     from iceberg_privacy.errors import ConfigurationError, StorageError
     from iceberg_privacy.storage import describe_error, filesystem, is_local, local_path
     from iceberg_privacy.write import append, overwrite
@@ -144,19 +148,18 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
     except OSError as exc:  # a path that does not exist, a bucket or key the credentials cannot read
         raise StorageError(describe_error(args.path, exc, "read") + "; give a Parquet/CSV/JSON file or a folder "
                            "of them (a local path, or a location of the catalog's storage such as s3://...)") from exc
-    created = table is None
+    created = namespace_created = False
     if table is None:
-        if len(ident) > 1:  # a concurrent ingest may create the namespace, or the table, first: use theirs
-            ensure_namespace_exists(catalog, ident[:-1])
+        # a concurrent ingest may create the namespace, or the table, first: use theirs
         try:
-            table = catalog.create_table(ident, schema=dataset.schema)
-        except TableAlreadyExistsError:
-            table, created = catalog.load_table(ident), False
-        except (ValueError, TypeError, UnsupportedPyArrowTypeException) as exc:  # a type Iceberg has no match for
-            raise ConfigurationError(
-                f"cannot create {args.table} from the schema of {args.path} ({first_line(exc)}): convert those "
-                "columns, or create the table yourself with Iceberg types (pyiceberg catalog.create_table) and "
-                "ingest without --create") from exc
+            table, created, namespace_created = create_table_with_namespace(catalog, ident, dataset.schema)
+        except Exception as exc:
+            known = table_creation_error(
+                exc, args.table, f"it comes from the schema of {args.path}: convert those columns, or create the "
+                "table yourself with Iceberg types (pyiceberg catalog.create_table) and ingest without --create")
+            if known is None:
+                raise
+            raise known from exc
     fn = overwrite if args.overwrite else append
     try:
         report = fn(table, _by_name(dataset.scanner().to_reader()), progress=not args.quiet)
@@ -165,6 +168,8 @@ def cmd_ingest(args: argparse.Namespace, catalog: Catalog) -> int:
             # a failed --create leaves nothing behind: running it again must behave the same. A table another
             # process has written to since it was created here is theirs too, and is not dropped
             catalog.drop_table(ident)
+            if namespace_created:
+                drop_namespace_if_empty(catalog, ident[:-1])
         if isinstance(exc, (pa.ArrowInvalid, pa.ArrowTypeError)):
             raise _unreadable(args, fmt, exc, None if created else table) from exc
         raise

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.schema import Schema
@@ -59,6 +60,17 @@ class Annotations:
         return column in self.identity, tuple(self.categories.get(column, ()))
 
 
+def _joined(labels: Any, what: str) -> str:
+    """Labels given as one str ('a' or 'a,b') or an iterable of str, comma-joined; anything else is refused."""
+    if isinstance(labels, str):
+        return labels
+    items = list(labels) if isinstance(labels, Iterable) and not isinstance(labels, (bytes, Mapping)) else None
+    if items is None or not all(isinstance(x, str) for x in items):
+        raise ConfigurationError(f"{what}= takes labels as a str or a list of str (e.g. ['analytics', 'support']), "
+                                 f"got {labels!r}; nothing was changed")
+    return ",".join(items)
+
+
 @storage_errors
 def annotate(table: TableRef, *, sensitive: Mapping[str, Iterable[str]] | None = None,
              purposes: Iterable[str] | None = None, purpose: str | None = None, catalog: Catalog | None = None) -> Table:
@@ -78,12 +90,12 @@ def annotate(table: TableRef, *, sensitive: Mapping[str, Iterable[str]] | None =
     for column, cats in (sensitive or {}).items():
         if column not in names:
             raise ConfigurationError(f"{table_name(table)} has no column {column!r}; columns: {sorted(names)}")
-        labels = _split(cats if isinstance(cats, str) else ",".join(cats))  # 'pii' is one category, not p,i
+        labels = _split(_joined(cats, f"sensitive[{column!r}]"))  # 'pii' is one category, not p,i
         if not labels:
             raise ConfigurationError(f"name at least one category for {column!r} (e.g. 'religion')")
         props[SENSITIVE_PREFIX + column] = ",".join(labels)
     if purposes is not None:
-        allowed = _split(purposes if isinstance(purposes, str) else ",".join(purposes))  # one str: 'a,b' or 'a'
+        allowed = _split(_joined(purposes, "purposes"))  # one str: 'a,b' or 'a'
         if not allowed:
             raise ConfigurationError("purposes must name at least one purpose; remove the property to lift limits")
         props[PURPOSES_KEY] = ",".join(allowed)

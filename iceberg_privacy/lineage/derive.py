@@ -24,12 +24,20 @@ from typing import Any, Literal
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
 from iceberg_privacy._internal import compat
 from iceberg_privacy._internal.arguments import check_catalog, check_engine, check_flags
-from iceberg_privacy.catalog import all_tables, ensure_namespace_exists, table_name
+from iceberg_privacy.catalog import (
+    all_tables,
+    create_table_with_namespace,
+    drop_namespace_if_empty,
+    has_marker,
+    identifier,
+    table_creation_error,
+    table_name,
+)
 from iceberg_privacy.config import (
     IDENTITY_COLUMNS_KEY,
     bloom_columns,
@@ -56,7 +64,7 @@ from iceberg_privacy.lineage.annotations import (
 from iceberg_privacy.lineage.evaluate import sql_type
 from iceberg_privacy.lineage.record import COMPLETE, OPAQUE, FieldRef, LineageRecord, SourceRef
 from iceberg_privacy.lineage.sql import SqlLineage, analyze, normalize_sql, referenced_tables
-from iceberg_privacy.properties import LINEAGE_SUMMARY
+from iceberg_privacy.properties import BOOKKEEPING_MARKERS, LIBRARY_MARKERS, LINEAGE_SUMMARY
 from iceberg_privacy.storage import storage_errors
 from iceberg_privacy.write import WriteReport, append, overwrite
 
@@ -121,6 +129,22 @@ def _load_sources(catalog: Catalog, names: Sequence[str]) -> dict[str, Table]:
     return out
 
 
+def _refuse_library_tables(sources: Mapping[str, Table], sink: Table | None, target: str) -> None:
+    """The library's bookkeeping (request journal and queue, forget lists, DP ledgers, service tokens) is no data to
+    derive from: a copy of the queue's encrypted identifiers or of a forget list is out of reach of every purge. Nor
+    is any of the library's tables a target: an overwrite emptied a forget list (erased people came back on the next
+    ingest) or the journal, and rows appended to a DP release are not differentially private."""
+    for table in sources.values():
+        if has_marker(table, BOOKKEEPING_MARKERS):
+            raise ConfigurationError(
+                f"the SQL reads {table_name(table)}, one of the library's own bookkeeping tables (journal, queue, forget "
+                "list, DP ledger or service tokens): derive reads data tables only; nothing was written")
+    if sink is not None and has_marker(sink, LIBRARY_MARKERS):
+        raise ConfigurationError(
+            f"{target} is one of the library's own tables (bookkeeping or a DP release): derive into a data table "
+            "instead; nothing was written")
+
+
 def _remap_columns(lin: SqlLineage, names: list[str]) -> dict[str, list[FieldRef]]:
     """Lineage keyed by the engine's result column names (matched by position: engines name
     unaliased expressions differently)."""
@@ -130,6 +154,11 @@ def _remap_columns(lin: SqlLineage, names: list[str]) -> dict[str, list[FieldRef
             "alias every result column and try again"
         )
     return {engine_name: list(lin.columns.get(ours, [])) for ours, engine_name in zip(lin.output_columns, names, strict=True)}
+
+
+def _quoted(identifier: str) -> str:
+    """``identifier`` as a DuckDB/SQL quoted identifier (``"`` doubled)."""
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def _view_name(i: int) -> str:
@@ -191,22 +220,24 @@ def _run_duckdb(sql: str, tables: Mapping[str, Table], snapshots: Mapping[str, i
     try:
         names = list(tables)
         nested = any(n.count(".") != 1 for n in names)
-        for i, (name, table) in enumerate(tables.items()):
+        datas = []
+        for name, table in tables.items():
             sid = snapshots[name]
-            data = table.scan(snapshot_id=sid).to_arrow() if sid is not None else \
-                table.schema().as_arrow().empty_table()
-            con.register(_view_name(i), data)
-            if not nested:
-                ns, tbl = name.split(".")
-                con.execute(f'CREATE SCHEMA IF NOT EXISTS "{ns}"')
-                con.execute(f'CREATE VIEW "{ns}"."{tbl}" AS SELECT * FROM {_view_name(i)}')
-        query = _rewrite_tables(sql, names, "duckdb") if nested else sql
-        # The sources are in memory now. Files, URLs and the caller's Python variables are closed to the
-        # SQL: read_parquet() over a restricted table's data files would carry its rows into the sink
-        # with no source in the lineage record (no purpose check, no erasure fan-out).
+            datas.append(table.scan(snapshot_id=sid).to_arrow() if sid is not None else
+                         table.schema().as_arrow().empty_table())
+        # Files, URLs and the caller's Python variables are closed to the SQL: read_parquet() over a restricted
+        # table's data files would carry its rows into the sink with no source in the lineage record (no purpose
+        # check, no erasure fan-out). Closed before the views are made: their names are the catalog's, anyone's.
         for setting in ("SET enable_external_access = false", "SET python_enable_replacements = false",
                         "SET lock_configuration = true"):
             con.execute(setting)
+        for i, (name, data) in enumerate(zip(names, datas, strict=True)):
+            con.register(_view_name(i), data)
+            if not nested:
+                ns, tbl = (_quoted(p) for p in name.split("."))  # a name holding '"' ended the identifier
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {ns}")
+                con.execute(f"CREATE VIEW {ns}.{tbl} AS SELECT * FROM {_view_name(i)}")
+        query = _rewrite_tables(sql, names, "duckdb") if nested else sql
         try:
             return con.sql(query).to_arrow_table()
         except duckdb.PermissionException as exc:
@@ -244,16 +275,39 @@ def _run_spark(spark: Any, sql: str, tables: Mapping[str, Table], snapshots: Map
         raise LineageError(f"Spark could not run the SQL: {exc}; nothing was written") from exc
 
 
-def _new_table(catalog: Catalog, target: str, schema: pa.Schema) -> tuple[Table, bool]:
-    """(table, created): a concurrent derive may create it (and its namespace) first."""
-    if "." in target:
-        # not pyiceberg's create_namespace_if_not_exists: a SQL catalog answers the loser of a race for the namespace
-        # with the database's unique-constraint error, which that lets through
-        ensure_namespace_exists(catalog, target.rsplit(".", 1)[0])
+def _new_table(catalog: Catalog, target: str, schema: pa.Schema) -> tuple[Table, bool, bool]:
+    """(table, created, namespace created): a concurrent derive may create it (and its namespace) first. A result
+    type Iceberg cannot store (``NULL``, ``INTERVAL``, ``TIMESTAMP_NS``, a union) leaves no namespace behind."""
+    # not pyiceberg's create_namespace_if_not_exists: a SQL catalog answers the loser of a race for the namespace
+    # with the database's unique-constraint error, which that lets through
     try:
-        return catalog.create_table(target, schema=schema), True
-    except TableAlreadyExistsError:
-        return catalog.load_table(target), False
+        return create_table_with_namespace(catalog, identifier(target), schema)
+    except Exception as exc:
+        known = table_creation_error(
+            exc, target, "it is the type of the SQL's result column: CAST it in the SQL to a type Iceberg has (e.g. "
+            "CAST(NULL AS VARCHAR), an INTERVAL as BIGINT seconds, TIMESTAMP_NS as TIMESTAMP); nothing was written")
+        if known is None:
+            raise
+        raise known from exc
+
+
+def _undo_new_table(catalog: Catalog, target: str, namespace_created: bool) -> None:
+    """A derive that created ``target`` and then failed before writing leaves nothing behind (as ``ingest
+    --create``): running it again must behave the same. A table another process has written to meanwhile is
+    theirs too, and is kept."""
+    ident = identifier(target)
+    try:
+        if catalog.load_table(ident).current_snapshot() is not None:
+            return
+        catalog.drop_table(ident)
+    except NoSuchTableError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - the derive's own failure is the error to raise
+        logger.warning("derive into %s failed and the empty table it created could not be dropped: %s; drop it "
+                       "(pyiceberg catalog.drop_table) before deriving again", target, exc)
+        return
+    if namespace_created:
+        drop_namespace_if_empty(catalog, ident[:-1])
 
 
 def _identity_capable(sink: Table, identity: Sequence[str], target: str) -> list[str]:
@@ -346,8 +400,17 @@ def derive(
     if not isinstance(target, str):
         raise ConfigurationError(f"derive() writes into a table named 'namespace.table' (created when missing), got "
                                  f"{type(target).__name__}; pass its name, e.g. 'mart.clicks'")
+    identifier(target)  # 'mart..x', '.x', 'x': refused before the SQL runs (and never as a column type's fault)
     if mode not in ("append", "overwrite"):
         raise ConfigurationError(f"mode must be 'append' or 'overwrite', not {mode!r}")
+    if sql is not None and not isinstance(sql, str):
+        raise ConfigurationError(f"sql must be the SQL text (a str), not {type(sql).__name__}")
+    for name, value in (("purpose", purpose), ("override_purpose", override_purpose)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigurationError(f"{name} must be a str (a purpose label / the reason), not {type(value).__name__}")
+    if bloom is not None and not isinstance(bloom, str) and not (
+            isinstance(bloom, Sequence) and all(isinstance(c, str) for c in bloom)):
+        raise ConfigurationError(f"bloom must name columns ('user_id', 'a,b' or a list of names), not {bloom!r}")
     if not sql or not sql.strip():
         raise ConfigurationError("sql is empty: pass one SELECT statement")
     dialect = "spark" if spark is not None else "duckdb"
@@ -357,6 +420,7 @@ def derive(
     names = referenced_tables(sql, (), dialect=dialect) or referenced_tables(
         sql, [".".join(t) for t in all_tables(catalog)], dialect=dialect)
     sources = _load_sources(catalog, names)
+    _refuse_library_tables(sources, None, target)
     snapshots = {n: t.metadata.current_snapshot_id for n, t in sources.items()}
     schemas = {n: {f.name: sql_type(f.type) for f in t.schema().as_arrow()} for n, t in sources.items()}
     lin = analyze(sql, schemas, dialect=dialect)
@@ -372,11 +436,13 @@ def derive(
     for extra in [s for s in lin.sources if s not in sources]:
         sources.update(_load_sources(catalog, [extra]))
         snapshots[extra] = sources[extra].metadata.current_snapshot_id
+    _refuse_library_tables(sources, None, target)
     order = lin.sources if lin.opaque is None else list(sources)
     try:
         sink: Table | None = catalog.load_table(target)
     except NoSuchTableError:
         sink = None
+    _refuse_library_tables({}, sink, target)
     sink_ann = Annotations.of(sink.properties, sink.schema()) if sink is not None else Annotations()
     if purpose and sink_ann.purpose and purpose.strip().lower() != sink_ann.purpose:
         raise ConfigurationError(
@@ -425,9 +491,23 @@ def derive(
         sql=normalize_sql(sql, dialect) or f"sha256:{hashlib.sha256(sql.encode()).hexdigest()}",
         purpose=check.purpose, override=override, reason=lin.opaque,
     )
-    created = False
+    created = namespace_created = False
     if sink is None:
-        sink, created = _new_table(catalog, target, result_schema)
+        sink, created, namespace_created = _new_table(catalog, target, result_schema)
+    try:
+        return _write_sink(catalog, sink, target, engine, sources, order, record, check, override, identity, cats,
+                           bloom, created, result, df if result is None else None, mode, t0)
+    except BaseException:
+        if created:
+            _undo_new_table(catalog, target, namespace_created)
+        raise
+
+
+def _write_sink(catalog: Catalog, sink: Table, target: str, engine: str, sources: Mapping[str, Table],
+                order: Sequence[str], record: LineageRecord, check: Any, override: dict[str, Any] | None,
+                identity: list[str], cats: dict[str, list[str]], bloom: Sequence[str] | None, created: bool,
+                result: pa.Table | None, df: Any, mode: Mode, t0: float) -> DeriveReport:
+    """Annotate the sink, then write the result (DuckDB's Arrow table, or Spark's DataFrame ``df``) into it."""
     identity = _identity_capable(sink, identity, target)
     props = sink_properties(Annotations.of(sink.properties, sink.schema()), identity, cats, check)
     sink = _prepare_sink(sink, props, identity, bloom)

@@ -56,6 +56,10 @@ class Fanout:
     # downstream table -> values the subject has there besides the request's own (mapped by expressions)
     values: dict[str, list[Any]] = field(default_factory=dict)
     paths: dict[str, list[str]] = field(default_factory=dict)  # downstream table -> column flows that reach it
+    # downstream table -> identity column -> the subject's values that reach that column (mapped or not). A
+    # column is matched with these only: `a + 1 AS b` holds the subject's a + 1, and the request's own value
+    # there (or a value mapped into the table's other columns) is another person's
+    columns: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     exempt: list[ExemptRelease] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -236,6 +240,8 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
                                     f"identity column of {sink.name} (configure_identity), so it is not erased there")
                 continue
             reached.add(e.sink)
+            into = fan.columns.setdefault(sink.name, {}).setdefault(e.sink_column, [])
+            into.extend(v for v in mapped if v not in into)
             have = fan.values.setdefault(sink.name, [])
             for v in mapped:
                 if v not in have and v not in values:

@@ -291,7 +291,20 @@ class _Analyzer:
         return flow
 
     def union(self, scope: Scope, i: int) -> _Flow:
-        flows = [self.output(s, i) for s in scope.union_scopes]
+        e = scope.expression
+        if e.args.get("by_name") or e.args.get("side") or e.args.get("kind") or e.args.get("on"):
+            # DuckDB's UNION [ALL] BY NAME (and CORRESPONDING-like forms) match the branches' columns by name,
+            # not by position: `SELECT a, b ... UNION BY NAME SELECT b, a ...` fills a from both a's
+            branch_names = [list(s.expression.named_selects) if isinstance(s.expression, exp.Query) else []
+                            for s in scope.union_scopes]
+            if e.args.get("on") or any(sorted(n) != sorted(branch_names[0]) or len(set(n)) != len(n)
+                                       for n in branch_names):
+                raise _Opaque("a set operation matching columns by name whose branches have different columns")
+            name = branch_names[0][i]
+            flows = [self.output(s, names.index(name)) for s, names in zip(scope.union_scopes, branch_names,
+                                                                            strict=True)]
+        else:
+            flows = [self.output(s, i) for s in scope.union_scopes]
         out = _Flow()
         for f in flows:
             for k, edge in f.direct.items():
@@ -543,6 +556,17 @@ class _Analyzer:
                          ("group", "GROUP_BY"), ("order", "SORT")):
             if e.args.get(arg) is not None:
                 self.value(scope, e.args[arg], sub)
+        # DuckDB's GROUP BY ALL (every select expression without an aggregate) and ORDER BY ALL (every column)
+        # name no column themselves
+        group, order = e.args.get("group"), e.args.get("order")
+        if group is not None and group.args.get("all"):
+            for i, sel in enumerate(e.selects):
+                if not any(self.aggregate(n) is not None or isinstance(n, exp.Window) for n in sel.walk()):
+                    self.record("GROUP_BY", self.output(scope, i).deps)
+        if order is not None and any(isinstance(o.this, exp.Var) and o.this.name.upper() == "ALL"
+                                     for o in order.expressions):
+            for i in range(len(e.selects)):
+                self.record("SORT", self.output(scope, i).deps)
         distinct = e.args.get("distinct")
         if distinct is not None and distinct.args.get("on") is not None:
             self.value(scope, distinct.args["on"], "GROUP_BY")
@@ -616,9 +640,10 @@ def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> 
         try:
             parts = _table_parts(exp.to_table(name, dialect=d), d)
         except sqlglot.errors.SqlglotError:
-            continue  # not a table name this dialect can write, so the SQL cannot reference it
-        if parts is None:
-            continue
+            parts = None
+        if parts is None or ".".join(parts) != ".".join(_norm_ident(p, d) for p in name.split(".")):
+            # a name with spaces or quotes (`my ns.tä"ble`), which the SQL writes quoted: its dotted parts
+            parts = [_norm_ident(p, d) for p in name.split(".")]
         known[".".join(parts)] = (parts, cols)
     sources = _dedupe(_statement_tables(stmt, d))
     for s in sources:
@@ -635,9 +660,24 @@ def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> 
             level = level.setdefault(p, {})
         level[parts[-1]] = {c: str(t) for c, t in cols.items()}
         colnames.append({_norm_ident(c, d): c for c in cols})
+    # Iceberg names are case-sensitive, SQL engines fold them (DuckDB and Spark, quoted ones too): of a source's
+    # columns `ID` and `id`, the engine reads one whichever the SQL writes, and which one is not for the record
+    # to guess (`SELECT "id"` read DuckDB's `ID`, the identity column, and was recorded as `id`)
+    folded: dict[str, list[str]] = {}
+    for s in sources:
+        by_norm: dict[str, list[str]] = {}
+        for c in known[s][1]:
+            by_norm.setdefault(_norm_ident(c, d), []).append(c)
+        for norm, same in by_norm.items():
+            if len(same) > 1:
+                folded.setdefault(norm, [f"{s}: {', '.join(repr(c) for c in same)}"])
 
     qualified = qualify(stmt, dialect=d, schema=nested or None, validate_qualify_columns=True,
                         identify=False, quote_identifiers=False, infer_schema=False)
+    for ref in qualified.find_all(exp.Column) if folded else ():
+        if _norm_ident(ref.name, d) in folded:
+            raise _Opaque(f"reads a column of names that differ only in letter case ({folded[_norm_ident(ref.name, d)][0]}), "
+                          "which SQL engines cannot tell apart; rename one of them")
     root = build_scope(qualified)
     if root is None:
         raise _Opaque("not a query")

@@ -370,11 +370,31 @@ def plan_candidates(ts: TableSubjects, snapshot_id: int | None = None) -> Candid
 
 
 def with_fanout(resolved: list[TableSubjects], values: list[Any], secret: bytes, fan: Fanout) -> list[TableSubjects]:
-    """Add the values subjects have downstream (through recorded expressions) to each table's subjects."""
+    """Add the values subjects have downstream (through recorded expressions) to each table's subjects.
+
+    A downstream identity column lineage reached is matched with the values that reached it only: the subject's
+    ``a`` is ``a + 1`` in ``b = a + 1``, so the request's own value there, or a value mapped into another column of
+    the table (``a * 2``), is another person's. Columns lineage did not reach, and the request's own tables, are
+    matched with the request's values as before."""
     out = []
+    roots = set(fan.roots)
     for ts in resolved:
         extra = fan.values.get(ts.name)
-        out.append(resolve_subjects([ts.table], values + extra, secret, strict=False)[0] if extra else ts)
+        if not extra:
+            out.append(ts)
+            continue
+        full = resolve_subjects([ts.table], values + extra, secret, strict=False)[0]
+        reached = {} if ts.name in roots else fan.columns.get(ts.name, {})
+        if reached:
+            cols = []
+            for c in full.columns:
+                if c.column.name not in reached:
+                    cols.append(next((o for o in ts.columns if o.column.name == c.column.name), c))
+                    continue
+                own = resolve_subjects([ts.table], reached[c.column.name], secret, strict=False)[0]
+                cols.append(next(o for o in own.columns if o.column.name == c.column.name))
+            full = TableSubjects(ts.table, cols, set().union(*(c.digests for c in cols)) if cols else set())
+        out.append(full)
     return out
 
 

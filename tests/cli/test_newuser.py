@@ -90,6 +90,55 @@ def test_ingest_create_with_a_type_iceberg_lacks_says_what_to_do(tmp_path: Path,
     assert "ingest without --create" in err and err.count("\n") == 1
 
 
+def test_a_failed_ingest_create_leaves_no_namespace_behind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: ``ingest new.t FILE --create`` created the namespace, then failed (a type Iceberg lacks, a value
+    the table's type cannot hold) and left the empty namespace ``new`` in the catalog."""
+    home = tmp_path / "home"
+    pq.write_table(pa.table({"a": pa.array([None], pa.null())}), tmp_path / "nulls.parquet")
+    pq.write_table(pa.table({"a": pa.array([2**64 - 1], pa.uint64())}), tmp_path / "huge.parquet")
+    for i, name in enumerate(("nulls", "huge")):
+        code, _, err = _run(home, capsys, "ingest", f"new{i}.t", str(tmp_path / f"{name}.parquet"), "--create")
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    catalog = ip.connect(home=home)
+    assert catalog.list_namespaces() == []
+    catalog.create_namespace("kept")  # a namespace that was there before is never dropped
+    code, _, _ = _run(home, capsys, "ingest", "kept.t", str(tmp_path / "huge.parquet"), "--create")
+    assert code == 2 and catalog.list_namespaces() == [("kept",)] and catalog.list_tables("kept") == []
+
+
+def test_ingest_create_in_a_catalog_without_warehouse_says_so(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: a catalog configured without ``warehouse`` made ``--create`` say "convert those columns" (the
+    advice for a column type) and left the namespace behind."""
+    pq.write_table(DATA, tmp_path / "events.parquet")
+    uri = f"sqlite:///{tmp_path / 'c.db'}"
+    code = main(["--catalog-uri", uri, "-q", "ingest", "db.events", str(tmp_path / "events.parquet"), "--create"])
+    err = capsys.readouterr().err
+    assert code == 2 and "warehouse" in err and "convert those columns" not in err and err.count("\n") == 1
+    assert ip.connect("x", uri=uri).list_namespaces() == []
+
+
+def test_ingest_into_the_forget_list_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: ``ingest db.privacy_forget EMPTY --overwrite`` (or ip.overwrite of the table) emptied the forget
+    list, and the erased subject was ingested again."""
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", "test-secret-0123456789abcdef")
+    home = tmp_path / "home"
+    pq.write_table(DATA, tmp_path / "events.parquet")
+    assert _run(home, capsys, "ingest", "db.events", str(tmp_path / "events.parquet"), "--create")[0] == 0
+    assert _run(home, capsys, "identity", "set", "db.events", "user_id")[0] == 0
+    assert _run(home, capsys, "erase", "ann", "--tables", "db.events")[0] == 0
+    catalog = ip.connect(home=home)
+    forget = catalog.load_table("db.privacy_forget")
+    pq.write_table(forget.scan().to_arrow().slice(0, 0), tmp_path / "empty.parquet")
+    code, _, err = _run(home, capsys, "ingest", "db.privacy_forget", str(tmp_path / "empty.parquet"), "--overwrite")
+    assert code == 2 and "library's own tables" in err and err.count("\n") == 1
+    with pytest.raises(ip.ConfigurationError, match="library's own tables"):
+        ip.overwrite(forget, forget.scan().to_arrow().slice(0, 0))
+    assert catalog.load_table("db.privacy_forget").scan().to_arrow().num_rows > 0
+    assert ip.append(catalog.load_table("db.events"), DATA).dropped_rows == 1  # ann stays forgotten
+
+
 def test_csv_ids_that_look_like_numbers_go_into_a_string_column(tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """Regression: a CSV was read with inferred types, so ids like ``42`` or ``007`` came out as integers and

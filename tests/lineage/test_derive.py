@@ -295,3 +295,95 @@ def test_a_derive_whose_namespace_another_process_creates_meanwhile_writes(lake:
     lake.namespace_exists = exists_then_lose  # type: ignore[method-assign]
     ip.derive(lake, "SELECT user_id, amount FROM db.events", "fresh.copy")
     assert raced and lake.load_table("fresh.copy").scan().to_arrow().num_rows == EVENTS.num_rows
+
+
+@pytest.mark.parametrize("sql", ["SELECT NULL AS x, user_id FROM db.events", "SELECT INTERVAL 1 DAY AS x FROM db.events",
+                                 "SELECT now()::TIMESTAMP_NS AS x FROM db.events",
+                                 "SELECT 18446744073709551615::UBIGINT AS x FROM db.events"])
+def test_a_failed_derive_into_a_new_table_leaves_no_table_or_namespace(lake: Catalog, sql: str) -> None:
+    """Regression: a result type Iceberg cannot store ended in pyiceberg's bare ValueError /
+    UnsupportedPyArrowTypeException and left the new namespace behind; a value the new table's type cannot hold
+    (a UBIGINT above 2^63, into a long column) left the empty table and its namespace."""
+    with pytest.raises(SchemaMismatchError, match="CAST|cast"):
+        ip.derive(lake, sql, "fresh.t")
+    assert ("fresh",) not in lake.list_namespaces()
+    lake.create_namespace("mart")  # a namespace that was there before is kept
+    with pytest.raises(SchemaMismatchError):
+        ip.derive(lake, sql, "mart.t")
+    assert ("mart",) in lake.list_namespaces() and lake.list_tables("mart") == []
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"target": "mart..x"}, "not a table name"), ({"target": ".x"}, "not a table name"),
+    ({"target": "mart.x."}, "not a table name"), ({"target": "  "}, "not a table name"),
+    ({"target": "x"}, "qualified with its namespace"),
+    ({"sql": 5}, "sql must be the SQL text"), ({"sql": b"SELECT 1 AS a"}, "sql must be the SQL text"),
+    ({"purpose": 5}, "purpose must be a str"), ({"override_purpose": ["r"]}, "override_purpose must be a str"),
+    ({"bloom": 5}, "bloom must name columns"),
+])
+def test_wrong_arguments_are_configuration_errors_and_write_nothing(lake: Catalog, kwargs: dict[str, Any],
+                                                                    match: str) -> None:
+    """Regression: '.x', 'mart..x' and '  ' as target were pyiceberg's bare ValueError ('mart.x.' even became
+    "a column has a type Iceberg cannot store"); a non-str sql or purpose and bloom=5 were AttributeError/TypeError."""
+    args: dict[str, Any] = {"sql": "SELECT user_id FROM db.events", "target": "mart.x", **kwargs}
+    with pytest.raises(ip.ConfigurationError, match=match):
+        ip.derive(lake, args.pop("sql"), args.pop("target"), **args)
+    assert ("mart",) not in lake.list_namespaces()
+
+
+@pytest.mark.parametrize("kwargs", [{"purposes": 5}, {"purposes": ["analytics", 5]}, {"purposes": b"a"},
+                                    {"sensitive": {"religion": [5]}}, {"sensitive": {"religion": 5}},
+                                    {"purposes": ["ok"], "sensitive": {"religion": [None]}}])
+def test_annotate_with_labels_that_are_not_strings_is_a_configuration_error(lake: Catalog,
+                                                                             kwargs: dict[str, Any]) -> None:
+    """Regression: purposes=5, purposes=['a', 5] and sensitive={'c': [5]} were bare TypeErrors from str.join."""
+    before = dict(lake.load_table("db.events").properties)
+    with pytest.raises(ip.ConfigurationError, match="labels as a str or a list of str"):
+        ip.annotate(lake.load_table("db.events"), **kwargs)
+    assert dict(lake.load_table("db.events").properties) == before  # nothing was changed
+
+
+def test_derive_neither_reads_nor_writes_the_library_bookkeeping(lake: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: derive(..., "db.privacy_forget", mode="overwrite") emptied the forget list (the erased subject
+    was appended again afterwards), the request journal could be overwritten the same way, and any of them (the
+    queue's encrypted identifiers too) could be copied into a data table out of reach of every purge."""
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", "test-secret-0123456789abcdef")
+    ip.erase(lake, [2], ["db.events"])
+    forget = "db.privacy_forget"
+    rows = lake.load_table(forget).scan().to_arrow().num_rows
+    assert rows > 0
+    for sql, target in [(f"SELECT * FROM {forget} WHERE false", forget),
+                        ("SELECT * FROM privacy_requests.requests WHERE false", "privacy_requests.requests"),
+                        (f"SELECT * FROM {forget}", "mart.copy"),
+                        ("SELECT user_id FROM db.events", forget)]:
+        with pytest.raises(ip.ConfigurationError, match="library's own"):
+            ip.derive(lake, sql, target, mode="overwrite")
+    assert lake.load_table(forget).scan().to_arrow().num_rows == rows
+    assert not lake.table_exists("mart.copy")
+    report = ip.append(lake.load_table("db.events"), EVENTS.slice(1, 1))  # user 2 is still forgotten
+    assert report.dropped_rows == 1
+
+
+@pytest.mark.parametrize("name", ['tä"ble', """b" AS SELECT 1; SELECT error('injected'); CREATE VIEW "z"""])
+def test_a_source_name_holding_quotes_is_one_identifier_not_sql(catalog: Catalog, name: str) -> None:
+    """Regression: DuckDB views were created with the catalog's names pasted between double quotes, before file
+    access was closed: a name holding '"' was a DuckDB ParserException, and a hostile one ran its own statements
+    (a COPY ... TO 'file' wrote files) in the derive of whoever read the table."""
+    table = catalog.create_table(("db", name), schema=pa.schema([("u", pa.string())]))
+    ip.append(table, pa.table({"u": ["x"]}))
+    quoted = '"db"."' + name.replace('"', '""') + '"'
+    report = ip.derive(catalog, f"SELECT u FROM {quoted}", "mart.out", allow_opaque=True)
+    assert report.rows == 1 and report.sources == [f"db.{name}"]
+    assert catalog.load_table("mart.out").scan().to_arrow().to_pylist() == [{"u": "x"}]
+
+
+def test_sources_named_with_spaces_and_quotes_get_complete_lineage(catalog: Catalog) -> None:
+    """Regression: a source whose namespace or name needs quoting in SQL ("my ns"."tä""ble") was refused as opaque
+    ('unknown table'): the analysis re-parsed the dotted name and dropped it."""
+    catalog.create_namespace("my ns")
+    table = catalog.create_table(("my ns", 'tä"ble'), schema=pa.schema([("user_id", pa.string())]))
+    ip.configure_identity(table, ["user_id"])
+    ip.append(catalog.load_table(("my ns", 'tä"ble')), pa.table({"user_id": ["ann"]}))
+    report = ip.derive(catalog, 'SELECT upper(user_id) AS who FROM "my ns"."tä""ble"', "mart.who")
+    assert report.status == "complete" and report.identity_columns == ["who"]
+    assert lineage.graph(catalog).downstream('my ns.tä"ble.user_id', indirect=False) == ["mart.who.who"]

@@ -27,7 +27,7 @@ from pyiceberg.table import Table
 
 from iceberg_privacy.catalog import connect
 from iceberg_privacy.config import configure_identity
-from iceberg_privacy.errors import LineageError
+from iceberg_privacy.errors import LineageError, StorageError
 from iceberg_privacy.lineage.annotations import annotate
 from iceberg_privacy.lineage.export import (
     COLUMN_LINEAGE_SCHEMA,
@@ -219,6 +219,27 @@ def test_openlineage_namespace_producer_and_ndjson(lake: tuple[Catalog, dict[str
     path = Path(write_openlineage(g, tmp_path / "out" / "lineage.ndjson"))
     lines = path.read_text().splitlines()
     assert [json.loads(x) for x in lines] == to_openlineage(g)
+
+
+def test_an_export_onto_a_directory_or_a_failed_write_leaves_no_temporary_file(
+        lake: tuple[Catalog, dict[str, Table]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: ``lineage export --out DIR`` wrote ``DIR.tmp`` next to the directory, kept it, and said "cannot
+    read a storage location: see the cause"."""
+    cat, _ = lake
+    g = build_graph(cat)
+    (tmp_path / "exports").mkdir()
+    for write in (lambda: write_openlineage(g, tmp_path / "exports"), lambda: render_png(g, tmp_path / "exports")):
+        with pytest.raises(StorageError, match="is a directory; name a file"):
+            write()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exports", "home"]
+
+    def refuse(src: str, dst: str) -> None:
+        raise PermissionError(13, "Permission denied", dst)
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(StorageError, match="cannot write"):
+        write_openlineage(g, tmp_path / "exports" / "l.ndjson")
+    assert list((tmp_path / "exports").iterdir()) == []
 
 
 def test_openlineage_empty_graph() -> None:

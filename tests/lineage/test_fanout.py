@@ -299,3 +299,25 @@ def test_request_without_the_flowing_identifier_is_warned(catalog: Catalog) -> N
     assert not any("names no" in w for w in both.warnings)
     ip.erase(catalog, [SUBJECT_ID, SUBJECT_MAIL], ["db.users"], follow_lineage=True)
     assert SUBJECT_MAIL not in catalog.load_table("mart.j").scan().to_arrow()["email"].to_pylist()
+
+
+@pytest.mark.parametrize(("sql", "kept"), [
+    # b = a + 1: the subject (a=1) is b=2 there; b=1 is person 0
+    ("SELECT a + 1 AS b FROM db.people", [{"b": 1}, {"b": 3}, {"b": 4}]),
+    # the subject's b is 2, which is person 2's who: only the subject's row goes
+    ("SELECT a AS who, a * 2 AS b FROM db.people", [{"who": 0, "b": 0}, {"who": 2, "b": 4}, {"who": 3, "b": 6}]),
+])
+def test_values_mapped_into_one_column_are_not_matched_in_the_others(catalog: Catalog, sql: str,
+                                                                     kept: list[dict[str, int]]) -> None:
+    """Regression: the fan-out's values for a table were matched in every identity column of it, with the request's
+    own values: erasing person 1 from `a + 1 AS b` erased b=1 (person 0), and from `a AS who, a * 2 AS b` the row
+    who=2 (person 2, whose who equals the subject's b)."""
+    catalog.create_table("db.people", schema=pa.schema([("a", pa.int64())]))
+    ip.configure_identity(catalog.load_table("db.people"), ["a"])
+    ip.append(catalog.load_table("db.people"), pa.table({"a": pa.array([0, 1, 2, 3], pa.int64())}))
+    ip.derive(catalog, sql, "mart.m")
+    assert "mart.m.b" in ip.lineage.graph(catalog).downstream("db.people.a", indirect=False)
+    ip.erase(catalog, [1], ["db.people"], follow_lineage=True)
+    rows = catalog.load_table("mart.m").scan().to_arrow().to_pylist()
+    assert sorted(rows, key=lambda r: sorted(r.items())) == kept
+    assert sorted(catalog.load_table("db.people").scan().to_arrow().column("a").to_pylist()) == [0, 2, 3]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import duckdb
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -189,6 +190,33 @@ def test_set_returning_and_struct_access():
     assert res.columns == {"tag": [D(0, "tags", "TRANSFORMATION")],  # many rows per value: no expression
                            "a": [D(0, "s", "TRANSFORMATION", expr="s.a")],
                            "first_tag": [D(0, "tags", "TRANSFORMATION", expr="tags[1]")]}
+
+
+def test_group_by_all_and_order_by_all_record_their_columns():
+    # DuckDB's GROUP BY ALL groups by every select expression without an aggregate, ORDER BY ALL sorts by every
+    # column; neither names a column, and the INDIRECT inputs were missing
+    res = ok("SELECT country AS c, lower(email) AS e, sum(amount) AS total FROM db.events GROUP BY ALL ORDER BY ALL")
+    assert set(res.indirect) == {I(0, "country", "GROUP_BY"), I(0, "email", "GROUP_BY"), I(0, "country", "SORT"),
+                                 I(0, "email", "SORT"), I(0, "amount", "SORT")}
+
+
+def test_union_by_name_matches_branch_columns_by_name_not_position():
+    # DuckDB's BY NAME: the second branch's `name AS c` fills c, whatever its position. Matched by
+    # position, c was recorded as filled from users.user_id and u from users.name.
+    sql = ("SELECT user_id AS u, email AS c FROM db.events UNION ALL BY NAME "
+           "SELECT name AS c, user_id AS u FROM db.users")
+    res = ok(sql)
+    assert res.columns == {"u": [D(0, "user_id"), D(1, "user_id")], "c": [D(0, "email"), D(1, "name")]}
+    con = duckdb.connect()  # and DuckDB does fill them that way
+    con.execute("CREATE SCHEMA db; CREATE TABLE db.events (user_id BIGINT, email VARCHAR); "
+                "CREATE TABLE db.users (user_id BIGINT, name VARCHAR); "
+                "INSERT INTO db.events VALUES (1, 'e@x'); INSERT INTO db.users VALUES (2, 'Ann')")
+    assert sorted(con.sql(sql).fetchall()) == [(1, "e@x"), (2, "Ann")]
+    nested = ok(sql + " UNION BY NAME SELECT age AS c, user_id AS u FROM db.users")
+    assert nested.columns["c"] == [D(0, "email"), D(1, "age"), D(1, "name")]
+    # branches with different column sets: DuckDB pads with NULLs; not analysed
+    assert analyze("SELECT user_id AS u FROM db.events UNION BY NAME SELECT name AS c, user_id AS u FROM db.users",
+                   SCHEMAS).opaque is not None
 
 
 def test_union_same_transform_keeps_expression_different_transform_drops_it():
@@ -431,6 +459,20 @@ def test_unknown_column_and_table_are_opaque():
     assert ambiguous.opaque is not None and "country" in ambiguous.opaque
     star = analyze("SELECT * FROM db.unknown", SCHEMAS)
     assert star.opaque is not None and "db.unknown" in star.opaque
+
+
+@pytest.mark.parametrize("sql", ['SELECT "id" AS a FROM db.t', 'SELECT "ID" AS a FROM db.t', "SELECT * FROM db.t",
+                                 "SELECT upper(Id) AS a FROM db.t", "SELECT x FROM db.t WHERE id = 'X'"])
+def test_columns_whose_names_differ_only_in_case_are_opaque(sql: str):
+    # Iceberg allows columns `ID` and `id` in one table; DuckDB reads the same one for both spellings, so the
+    # record cannot say which it was (it said `id` while DuckDB had read `ID`, the identity column)
+    schemas = {"db.t": {"ID": "VARCHAR", "id": "VARCHAR", "x": "VARCHAR"}}
+    res = analyze(sql, schemas)
+    assert res.opaque is not None and "letter case" in res.opaque and "'ID'" in res.opaque
+    con = duckdb.connect()
+    con.register("t", pa.table([["X"], ["y"]], names=["ID", "id"]))
+    assert con.sql('SELECT "id" FROM t').fetchall() == [("X",)]  # the engine reads `ID` for "id"
+    assert ok("SELECT x AS a FROM db.t", schemas).columns == {"a": [D(0, "x")]}  # other columns still analysed
 
 
 def test_duplicate_output_names_are_opaque():
