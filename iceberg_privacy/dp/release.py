@@ -64,7 +64,7 @@ from iceberg_privacy.dp.errors import ReleaseAbortedError, ReleaseFailedError
 from iceberg_privacy.dp.keys import resolve_keys, tmlt_keyset
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.provenance import RELEASE_MARKER, build_summary, noise_summary, read_provenance
-from iceberg_privacy.dp.query import HistogramQuery
+from iceberg_privacy.dp.query import HistogramQuery, renamed_fields
 from iceberg_privacy.dp.reservation import Heartbeat
 from iceberg_privacy.errors import (
     CommitConflictError,
@@ -278,6 +278,7 @@ def dp_histogram(
         high=high,
         threshold=threshold,
         mechanism=mechanism,
+        extra=_fields_extra(source, snap, [*by, *([unit] if unit else []), *([column] if column else [])]),
     )
     qhash = query.hash()
     out_id = qualified(output) if output else (*namespace, release_table_name(source_id[-1], "dp", qhash))
@@ -301,6 +302,11 @@ def dp_histogram(
         prepare=prepare, noise=lambda session, tq: compat.noise_info(session, tq, amount.to_tmlt()),
         evaluate=evaluate,
     ), memoize=memoize, spark=spark)
+
+
+def _fields_extra(source: Table, snap: Snapshot, columns: list[str]) -> dict[str, Any]:
+    fields = renamed_fields(source, snap, columns)
+    return {} if fields is None else {"fields": fields}
 
 
 @dataclass

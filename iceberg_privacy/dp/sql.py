@@ -33,7 +33,7 @@ from iceberg_privacy.dp.budget import Budget
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.policy import coerce_budget
 from iceberg_privacy.dp.provenance import ReleaseProvenance
-from iceberg_privacy.dp.query import QUERY_FORMAT_VERSION, canonical_dumps, keyset_fingerprint
+from iceberg_privacy.dp.query import QUERY_FORMAT_VERSION, canonical_dumps, keyset_fingerprint, renamed_fields
 from iceberg_privacy.dp.sql_compile import (  # noqa: F401 - compile_sql and CompiledSql are re-exported
     Aggregate,
     CompiledSql,
@@ -93,6 +93,8 @@ class SqlQuery:
     unit: str | None
     max_rows_per_unit: int
     keys: dict[str, Any]
+    fields: dict[str, int] | None = None
+    """Field ids of the columns read, when the schema changed since the snapshot (:func:`renamed_fields`)."""
 
     def to_json(self) -> dict[str, Any]:
         c = self.compiled
@@ -112,6 +114,7 @@ class SqlQuery:
             "budget": self.budget.to_json(),
             "privacy_unit": unit,
             "keys": self.keys,
+            **({"fields": self.fields} if self.fields is not None else {}),
         }
 
     def canonical_json(self) -> str:
@@ -325,7 +328,10 @@ def dp_sql(
     else:
         keys_desc = {"kind": "none"}
 
-    query = SqlQuery(compiled, str(source.metadata.table_uuid), amount, unit, max_rows, keys_desc)
+    needed = [*compiled.group_by, *([unit] if unit else []),
+              *(a.column for a in compiled.aggregates if a.column), *_where_columns(compiled)]
+    query = SqlQuery(compiled, str(source.metadata.table_uuid), amount, unit, max_rows, keys_desc,
+                     renamed_fields(source, snap, needed))
     qhash = query.hash()
     from iceberg_privacy.dp.release import release_table_name
 
@@ -360,8 +366,7 @@ def dp_sql(
     release = run_release(ReleasePlan(
         catalog=catalog, source=source, snapshot_id=snap.snapshot_id, query=query, amount=amount,
         principal=principal, unit=unit, max_rows_per_unit=max_rows,
-        needed=[*compiled.group_by, *([unit] if unit else []),
-                *(a.column for a in compiled.aggregates if a.column), *_where_columns(compiled)],
+        needed=needed,
         out_id=out_id, columns=[*compiled.group_by, *(a.name for a in compiled.aggregates)],
         sort_by=list(compiled.group_by), keys=keys_desc, threshold=None, discover=discover,
         lineage=_lineage(source, snap.snapshot_id, compiled, unit), prepare=prepare, noise=noise,
