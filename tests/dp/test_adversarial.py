@@ -196,3 +196,28 @@ def test_dp_sql_max_rows_per_unit_must_be_a_positive_integer(catalog: SqlCatalog
     with pytest.raises(ip.InvalidArgumentError, match="max_rows_per_unit must be an integer >= 1"):
         ip.dp_sql(catalog, "SELECT COUNT(*) FROM db.mr", budget=0.5, privacy_unit="uid", max_rows_per_unit=bad)
     assert ip.get_namespace_budget(catalog, "db").spent == PureDP(0, validate=False)
+
+
+@pytest.mark.parametrize("keys, says", [
+    ({"qty": "036"}, "must be a list of values"),  # before: the characters '0', '3', '6' were the keys
+    ({"qty": b"12"}, "must be a list of values"),
+    ({"qty": None}, "must be a list of values"),  # before: a raw TypeError
+    ({"qty": 5}, "must be a list of values"),
+    ({"qty": [[1]]}, "single values"),
+    ([[[1]]], "single values"),
+])
+def test_malformed_public_keys_of_a_histogram_are_refused_before_spark(events_catalog: SqlCatalog,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       keys: Any, says: str) -> None:
+    import iceberg_privacy.dp.release as release
+    from iceberg_privacy.dp.ledger import Ledger
+
+    def no_spark(spark: Any) -> Any:
+        raise AssertionError("the bad key set reached Spark")
+
+    monkeypatch.setattr(release, "_spark", no_spark)
+    before = len(Ledger(events_catalog, ("db",)).events())
+    with pytest.raises(ip.KeySetError, match=says):
+        ip.dp_histogram("db.ev", ["qty"], catalog=events_catalog, budget=PureDP(0.5), privacy_unit="user_id",
+                        keys=keys)
+    assert len(Ledger(events_catalog, ("db",)).events()) == before
