@@ -221,3 +221,20 @@ def test_a_budget_must_be_a_json_number(service: BackgroundServer, svc_catalog: 
                    headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=60)
     assert r.status_code == 422 and r.json()["error"] == "invalid_request", r.text
     assert _ledger_events(svc_catalog) == before
+
+
+def test_an_unreadable_table_does_not_take_the_listings_down(service: BackgroundServer, svc_catalog: Catalog,
+                                                             tokens: dict[str, Any]) -> None:
+    """A table whose metadata file is gone (a half-deleted table, storage refusing one object) made /v1/datasets,
+    /v1/synthetic and /v1/principals/<p>/budget answer 500 for every principal; it is left out of them instead."""
+    import pyarrow as pa
+    from pyiceberg.io import load_file_io
+
+    broken = svc_catalog.create_table("conf.broken", schema=pa.schema([("a", pa.int64())]))
+    broken.append(pa.table({"a": [1]}))
+    location = svc_catalog.load_table("conf.broken").metadata_location
+    load_file_io(svc_catalog.properties, location).delete(location)
+    with ServiceClient(service.url, tokens["alice"]) as alice:
+        assert [d.name for d in alice.datasets()] == ["conf.pv"]
+        assert [d["name"] for d in alice.budget()["datasets"]] == ["conf.pv"]
+        assert alice.synthetic_tables() == []
