@@ -13,6 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyiceberg.catalog import Catalog
 from pyiceberg.types import StringType
 
@@ -73,3 +75,38 @@ def test_dp_sql_after_a_swap_of_names_answers_about_the_current_column(small: Ca
                               keys={"key": ["x", "y"]}, spark=spark)
     counts = dict(zip(renamed.data.column("key").to_pylist(), renamed.data.column("count").to_pylist(), strict=True))
     assert set(counts) == {"x", "y"} and all(abs(v - ROWS // 2) < 20 for v in counts.values())
+
+
+_OPS = st.lists(st.tuples(st.sampled_from(["rename", "add", "drop"]), st.integers(0, 10)), max_size=6)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_OPS)
+def test_reading_a_snapshot_by_current_names_is_what_the_table_shows(small: Catalog, ops: list[tuple[str, int]]
+                                                                     ) -> None:
+    """Property: after any metadata-only sequence of renames, added and dropped columns, the current snapshot read
+    by the current names (what every DP verb reads) equals the table's own current scan of those names."""
+    import uuid
+
+    name = f"db.p_{uuid.uuid4().hex[:8]}"
+    data = pa.table({"a": pa.array([1, 2, 3], pa.int64()), "b": pa.array(["x", "y", None]),
+                     "c": pa.array([0.5, None, 2.5])})
+    small.create_table(name, schema=data.schema).append(data)
+    for op, n in ops:
+        table = small.load_table(name)
+        cols = [f.name for f in table.schema().fields]
+        with table.update_schema() as u:
+            if op == "rename":
+                target = f"r{n}"
+                if target not in cols:
+                    u.rename_column(cols[n % len(cols)], target)
+            elif op == "add":
+                if f"n{n}" not in cols:
+                    u.add_column(f"n{n}", StringType())
+            elif len(cols) > 1:
+                u.delete_column(cols[n % len(cols)])
+    table = small.load_table(name)
+    snap = table.current_snapshot()
+    assert snap is not None
+    cols = [f.name for f in table.schema().fields]
+    assert read_snapshot(table, snap.snapshot_id, cols).select(cols) == table.scan(selected_fields=tuple(cols)).to_arrow().select(cols)
