@@ -77,9 +77,10 @@ def table_dataframe(spark: Any, table: Any, snapshot_id: int, columns: list[str]
     GCS or ADLS connector) or a connector without the catalog's credentials fails right there. Then,
     and for deletes or renamed columns, the snapshot is read with pyiceberg through the table's FileIO
     (the catalog's storage properties) and handed over as Arrow: no extra jars are needed.
+
+    ``columns`` are names of the table's *current* schema, read by field id (:func:`read_snapshot`).
     """
-    scan = table.scan(snapshot_id=snapshot_id, selected_fields=tuple(columns))
-    tasks = list(scan.plan_files())
+    tasks = snapshot_tasks(table, snapshot_id)
     simple = len(table.metadata.schemas) == 1 and all(not t.delete_files for t in tasks)
     if simple and tasks:
         paths = [t.file.file_path for t in tasks]
@@ -90,9 +91,32 @@ def table_dataframe(spark: Any, table: Any, snapshot_id: int, columns: list[str]
         else:
             if all(c in df.columns for c in columns):
                 return df.select(*columns)
-    arrow = scan.to_arrow()
+    arrow = read_snapshot(table, snapshot_id, columns, tasks)
     if arrow.num_rows == 0:
         from pyspark.sql.pandas.types import from_arrow_schema
 
         return spark.createDataFrame([], schema=from_arrow_schema(arrow.schema))
     return spark.createDataFrame(arrow)
+
+
+def snapshot_tasks(table: Any, snapshot_id: int) -> list[Any]:
+    """The scan tasks (data files and their delete files) of one snapshot of ``table``."""
+    return list(table.scan(snapshot_id=snapshot_id).plan_files())
+
+
+def read_snapshot(table: Any, snapshot_id: int, columns: list[str], tasks: list[Any] | None = None) -> Any:
+    """The rows of one snapshot of ``table`` as Arrow, with ``columns`` named as in the table's *current* schema.
+
+    Why not ``table.scan(snapshot_id=...)``: pyiceberg projects a snapshot through the schema it was written
+    with, so after a rename (a metadata-only change: no new snapshot) a current column name was unknown there
+    (the release failed) or, after swapping two names, named the *other* column (a release of the wrong data).
+    The DP verbs validate names against the current schema; here the snapshot's files are read by the field
+    ids of those names, as Iceberg resolves columns (a column added after the snapshot reads as nulls).
+    """
+    from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.io.pyarrow import ArrowScan
+
+    projected = table.schema().select(*columns, case_sensitive=True)
+    if tasks is None:
+        tasks = snapshot_tasks(table, snapshot_id)
+    return ArrowScan(table.metadata, table.io, projected, AlwaysTrue(), case_sensitive=True).to_table(tasks)

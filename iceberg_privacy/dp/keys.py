@@ -50,6 +50,20 @@ class Keys:
     per_column: dict[str, list[Any]] | None = None  # cross product
 
 
+def _values(column: str, values: Any) -> list[Any]:
+    """The distinct public key values of one column: a list (tuple, set) of scalars. A bare string was read as its
+    characters (``{"country": "US"}`` released the keys ``"U"`` and ``"S"``, and spent the budget on them), and
+    ``None`` or a number failed with a raw ``TypeError``."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, set, frozenset)):
+        raise KeySetError(f"the public keys of {column!r} must be a list of values, got {type(values).__name__} "
+                          f"{str(values)[:40]!r}; e.g. keys={{{column!r}: ['a', 'b']}}. Nothing was spent.")
+    try:
+        return sorted(set(values), key=repr)
+    except TypeError:  # unhashable: a list or dict among the values
+        raise KeySetError(f"the public keys of {column!r} must be single values (strings, integers, dates), not "
+                          "lists or dicts. Nothing was spent.") from None
+
+
 def resolve_keys(catalog: Catalog, source: Table, by: list[str], keys: Any) -> Keys:
     """Validate the public key set against the grouping columns, before anything is spent."""
     if keys is None:
@@ -57,7 +71,7 @@ def resolve_keys(catalog: Catalog, source: Table, by: list[str], keys: Any) -> K
     if isinstance(keys, Mapping):
         if sorted(keys) != sorted(by):
             raise KeySetError(f"key values are given for {sorted(keys)} but the histogram groups by {by}.")
-        per_column = {c: sorted(set(keys[c]), key=repr) for c in by}
+        per_column = {c: _values(c, keys[c]) for c in by}
         if any(not v for v in per_column.values()):
             raise KeySetError("every grouping column needs at least one public key value.")
         fp = keyset_fingerprint(by, [tuple(v) for v in per_column.values()])
@@ -113,7 +127,11 @@ def resolve_keys(catalog: Catalog, source: Table, by: list[str], keys: Any) -> K
                 rows.append(tup)
         if not rows:
             raise KeySetError("the public key list is empty; a histogram needs keys.")
-        rows = sorted(set(rows), key=repr)
+        try:
+            rows = sorted(set(rows), key=repr)
+        except TypeError:  # unhashable: a list or dict inside a key row
+            raise KeySetError("key rows must hold single values (strings, integers, dates), not lists or dicts. "
+                              "Nothing was spent.") from None
         return Keys({"kind": "rows", "columns": by, "fingerprint": keyset_fingerprint(by, rows)}, rows=rows)
     raise KeySetError(
         f"unsupported keys {type(keys).__name__}: pass a dict column -> values, a list of key rows, "

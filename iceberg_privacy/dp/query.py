@@ -83,6 +83,24 @@ class HistogramQuery:
         return hashlib.sha256(self.canonical_json().encode("ascii")).hexdigest()
 
 
+def renamed_fields(source: Any, snapshot: Any, columns: list[str]) -> dict[str, int] | None:
+    """The field ids of ``columns`` (current names of ``source``) when the table's current schema is not the one
+    ``snapshot`` was written with, else None.
+
+    A question names columns by their current names and reads the snapshot by their field ids, so after a
+    metadata-only schema change (a rename, a drop and re-add: no new snapshot) the same text on the same snapshot
+    can ask about other data. Such a question carries ``fields`` in its canonical JSON, so the memo never answers it
+    with a release made under other names (before: swapping two column names returned the memoized answer about the
+    other column). Left out while the schema is the snapshot's, so the hashes of every other question are unchanged.
+    """
+    schema = source.schema()
+    if snapshot.schema_id is not None and snapshot.schema_id == schema.schema_id:
+        return None
+    if snapshot.schema_id is None and len(source.metadata.schemas) == 1:
+        return None
+    return {c: schema.find_field(c).field_id for c in dict.fromkeys(columns)}
+
+
 def keyset_fingerprint(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
     """Order-independent content hash of a public key set, so equal sets hash equally."""
     encoded = sorted(canonical_dumps([None if v is None else str(v) for v in row]) for row in rows)

@@ -64,7 +64,7 @@ from iceberg_privacy.dp.errors import ReleaseAbortedError, ReleaseFailedError
 from iceberg_privacy.dp.keys import resolve_keys, tmlt_keyset
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.provenance import RELEASE_MARKER, build_summary, noise_summary, read_provenance
-from iceberg_privacy.dp.query import HistogramQuery
+from iceberg_privacy.dp.query import HistogramQuery, renamed_fields
 from iceberg_privacy.dp.reservation import Heartbeat
 from iceberg_privacy.errors import (
     CommitConflictError,
@@ -278,6 +278,7 @@ def dp_histogram(
         high=high,
         threshold=threshold,
         mechanism=mechanism,
+        extra=_fields_extra(source, snap, [*by, *([unit] if unit else []), *([column] if column else [])]),
     )
     qhash = query.hash()
     out_id = qualified(output) if output else (*namespace, release_table_name(source_id[-1], "dp", qhash))
@@ -301,6 +302,11 @@ def dp_histogram(
         prepare=prepare, noise=lambda session, tq: compat.noise_info(session, tq, amount.to_tmlt()),
         evaluate=evaluate,
     ), memoize=memoize, spark=spark)
+
+
+def _fields_extra(source: Table, snap: Snapshot, columns: list[str]) -> dict[str, Any]:
+    fields = renamed_fields(source, snap, columns)
+    return {} if fields is None else {"fields": fields}
 
 
 @dataclass
@@ -336,6 +342,8 @@ class ReleasePlan:
     """``(session, prepared) -> the whole noisy answer`` (the session holds what was left before this spend)."""
     summary: dict[str, str] = field(default_factory=dict)
     """Extra snapshot-summary provenance keys (``privacy.dp.sql`` ...)."""
+    frame: Callable[[Any], Any] | None = None
+    """``(df) -> df``: derived columns the tmlt queries read (the source rows, one per row; None: the source as is)."""
     session_budget_is_amount: bool = False
     """The evaluating tmlt session holds exactly the spend (True: several queries share it, the last one
     spends the session's rest), else what was left before the spend (the ledger's remaining)."""
@@ -441,10 +449,17 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None, memo_log
         from iceberg_privacy._internal.spark import table_dataframe
 
         df = table_dataframe(spark, source, snapshot_id, list(dict.fromkeys(plan.needed)))
+        if plan.frame is not None:
+            df = plan.frame(df)
         with _feature_flag(discover):
             prepared = plan.prepare(spark, df)
             try:
                 noise = noise_summary(plan.noise(_session(df, query, amount, unit, max_rows_per_unit), prepared))
+            except ArithmeticError as exc:  # e.g. epsilon=5e-324: a noise scale no float holds (was a 500 in the service)
+                raise ConfigurationError(
+                    f"the noise of this release cannot be computed ({type(exc).__name__}: {exc}): its budget is too "
+                    f"small ({amount.describe()}) for the noise scale to be represented; spend a larger budget (or "
+                    "narrow the clamping bounds). Nothing was spent.") from exc
             except (ValueError, TypeError, RuntimeError) as exc:
                 raise ConfigurationError(f"Tumult Analytics rejected the query before any spend: {exc}") from exc
             check_noise_size(noise)

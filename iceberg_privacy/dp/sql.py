@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
+from pyiceberg.types import DoubleType, FloatType
 
 from iceberg_privacy._internal import compat
 from iceberg_privacy._internal.arguments import check_catalog
@@ -33,7 +34,7 @@ from iceberg_privacy.dp.budget import Budget
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.policy import coerce_budget
 from iceberg_privacy.dp.provenance import ReleaseProvenance
-from iceberg_privacy.dp.query import QUERY_FORMAT_VERSION, canonical_dumps, keyset_fingerprint
+from iceberg_privacy.dp.query import QUERY_FORMAT_VERSION, canonical_dumps, keyset_fingerprint, renamed_fields
 from iceberg_privacy.dp.sql_compile import (  # noqa: F401 - compile_sql and CompiledSql are re-exported
     Aggregate,
     CompiledSql,
@@ -93,6 +94,8 @@ class SqlQuery:
     unit: str | None
     max_rows_per_unit: int
     keys: dict[str, Any]
+    fields: dict[str, int] | None = None
+    """Field ids of the columns read, when the schema changed since the snapshot (:func:`renamed_fields`)."""
 
     def to_json(self) -> dict[str, Any]:
         c = self.compiled
@@ -112,6 +115,7 @@ class SqlQuery:
             "budget": self.budget.to_json(),
             "privacy_unit": unit,
             "keys": self.keys,
+            **({"fields": self.fields} if self.fields is not None else {}),
         }
 
     def canonical_json(self) -> str:
@@ -137,11 +141,54 @@ def split_budget(amount: Budget, parts: int) -> list[Budget]:
     return [share_budget] * parts
 
 
-def _tmlt_queries(compiled: CompiledSql, keyset: Any, unit: str | None, max_rows: int) -> list[Any]:
+SQUARED = ("variance", "stddev")
+
+
+def _clamped_columns(compiled: CompiledSql, source: Table) -> dict[int, str]:
+    """For each VARIANCE/STDDEV aggregate (by position) of a float or double column, the name of a derived column
+    holding the column clamped to the aggregate's bounds (:func:`_with_clamped`). Tumult squares every value in a
+    Python UDF before it clamps, and a float beyond +-1.3e154 squared raises ``OverflowError``: the release failed
+    after its evaluation began, so a single huge value in the data kept the spend and released nothing."""
+    schema = {f.name: f.field_type for f in source.schema().fields}
+    taken = {n.lower() for n in schema}
+    out: dict[int, str] = {}
+    for i, agg in enumerate(compiled.aggregates):
+        if agg.kind in SQUARED and agg.column is not None and isinstance(schema.get(agg.column), (FloatType, DoubleType)):
+            name = f"_ip_clamped_{i}"
+            while name.lower() in taken:
+                name = "_" + name
+            taken.add(name.lower())
+            out[i] = name
+    return out
+
+
+def _with_clamped(compiled: CompiledSql, derived: dict[int, str]) -> Any:
+    """``df -> df`` adding the columns of :func:`_clamped_columns`: finite values clamped into the aggregate's
+    ``[low, high]``; null, NaN and infinities kept as they are, for Tumult to handle as before. Clamping twice to the
+    same bounds is clamping once, so the answer's distribution is unchanged."""
+
+    def frame(df: Any) -> Any:
+        from pyspark.sql import functions as F  # noqa: N812 - pyspark's convention
+
+        for i, name in derived.items():
+            agg = compiled.aggregates[i]
+            c = F.col(spark_identifier(str(agg.column)))
+            finite = ~(c.isNull() | F.isnan(c) | (F.abs(c) == F.lit(float("inf"))))
+            assert agg.low is not None and agg.high is not None  # VARIANCE and STDDEV always have bounds
+            low, high = F.lit(float(agg.low)), F.lit(float(agg.high))
+            df = df.withColumn(name, F.when(finite & (c < low), low).when(finite & (c > high), high)
+                               .otherwise(c.cast("double")))
+        return df
+
+    return frame
+
+
+def _tmlt_queries(compiled: CompiledSql, keyset: Any, unit: str | None, max_rows: int,
+                  derived: dict[int, str] | None = None) -> list[Any]:
     from tmlt.analytics import MaxRowsPerID, QueryBuilder
 
     queries = []
-    for agg in compiled.aggregates:
+    for i, agg in enumerate(compiled.aggregates):
         builder = QueryBuilder("source")
         if unit is not None:
             builder = builder.enforce(MaxRowsPerID(int(max_rows)))
@@ -171,9 +218,9 @@ def _tmlt_queries(compiled: CompiledSql, keyset: Any, unit: str | None, max_rows
         elif agg.kind == "quantile":
             q = target.quantile(agg.column, agg.quantile, agg.low, agg.high, name=name)
         elif agg.kind == "variance":
-            q = target.variance(agg.column, agg.low, agg.high, name=name)
+            q = target.variance((derived or {}).get(i, agg.column), agg.low, agg.high, name=name)
         elif agg.kind == "stddev":
-            q = target.stdev(agg.column, agg.low, agg.high, name=name)
+            q = target.stdev((derived or {}).get(i, agg.column), agg.low, agg.high, name=name)
         else:  # pragma: no cover - AGGREGATES is the list
             raise AssertionError(agg.kind)
         queries.append(q)
@@ -325,12 +372,16 @@ def dp_sql(
     else:
         keys_desc = {"kind": "none"}
 
-    query = SqlQuery(compiled, str(source.metadata.table_uuid), amount, unit, max_rows, keys_desc)
+    needed = [*compiled.group_by, *([unit] if unit else []),
+              *(a.column for a in compiled.aggregates if a.column), *_where_columns(compiled)]
+    query = SqlQuery(compiled, str(source.metadata.table_uuid), amount, unit, max_rows, keys_desc,
+                     renamed_fields(source, snap, needed))
     qhash = query.hash()
     from iceberg_privacy.dp.release import release_table_name
 
     out_id = (*source.name()[:-1], release_table_name(source.name()[-1], "dpsql", qhash))
     shares = split_budget(amount, len(compiled.aggregates))
+    derived = _clamped_columns(compiled, source)
 
     def prepare(spark_session: Any, df: Any) -> Any:
         keyset = None
@@ -339,7 +390,7 @@ def dp_sql(
 
             keyset = tmlt_keyset(spark_session, df, list(compiled.group_by),
                                  Keys(keys_desc, per_column={c: compiled.public_keys[c] for c in compiled.group_by}))
-        return _tmlt_queries(compiled, keyset, unit, max_rows)
+        return _tmlt_queries(compiled, keyset, unit, max_rows, derived)
 
     def noise(session: Any, queries: list[Any]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -360,12 +411,11 @@ def dp_sql(
     release = run_release(ReleasePlan(
         catalog=catalog, source=source, snapshot_id=snap.snapshot_id, query=query, amount=amount,
         principal=principal, unit=unit, max_rows_per_unit=max_rows,
-        needed=[*compiled.group_by, *([unit] if unit else []),
-                *(a.column for a in compiled.aggregates if a.column), *_where_columns(compiled)],
+        needed=needed,
         out_id=out_id, columns=[*compiled.group_by, *(a.name for a in compiled.aggregates)],
         sort_by=list(compiled.group_by), keys=keys_desc, threshold=None, discover=discover,
         lineage=_lineage(source, snap.snapshot_id, compiled, unit), prepare=prepare, noise=noise,
-        evaluate=evaluate, summary={DP_SQL_SUMMARY: compiled.release_sql, DP_SQL_HASH_SUMMARY: compiled.sql_hash},
+        evaluate=evaluate, frame=_with_clamped(compiled, derived) if derived else None, summary={DP_SQL_SUMMARY: compiled.release_sql, DP_SQL_HASH_SUMMARY: compiled.sql_hash},
         session_budget_is_amount=True,
     ), memoize=memoize, spark=spark, memo_log=memo_log)
     from iceberg_privacy.dp.budget import zero_like

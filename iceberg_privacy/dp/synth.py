@@ -68,7 +68,7 @@ from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.mst import cdp_rho, mst, secure_rng
 from iceberg_privacy.dp.policy import ROWS_UNIT
 from iceberg_privacy.dp.provenance import build_summary, read_provenance
-from iceberg_privacy.dp.query import canonical_dumps
+from iceberg_privacy.dp.query import canonical_dumps, renamed_fields
 from iceberg_privacy.dp.release import (
     _after_failure,
     _write_output,
@@ -519,6 +519,9 @@ def dp_synthesize(
         else {"kind": "column", "column": unit, "max_rows_per_unit": k},
         "iterations": int(iterations),
     }
+    fields = renamed_fields(source, snap, [*columns, *([unit] if unit else [])])
+    if fields is not None:
+        query["fields"] = fields
     if method == "aim":  # the mechanism's fixed settings are part of the question
         query["aim"] = {"workload": f"2-way marginals of at most {MAX_WORKLOAD_CELLS} cells", "rounds": "16 * columns",
                         "max_model_size_mb": MAX_MODEL_SIZE_MB, "round_iterations": ROUND_ITERATIONS}
@@ -531,8 +534,10 @@ def dp_synthesize(
             return memo
     # early refusal; reserve() re-checks atomically
     ledger.check(ledger.state_for(source_id, table_uuid), source_id, principal, amount, table_uuid)
-    data = source.scan(snapshot_id=snap.snapshot_id, selected_fields=tuple([*columns, *([unit] if unit else [])])
-                       ).to_arrow()
+    from iceberg_privacy._internal.spark import read_snapshot
+
+    # by the current schema's field ids: a column renamed since the snapshot is the column the caller named
+    data = read_snapshot(source, snap.snapshot_id, list(dict.fromkeys([*columns, *([unit] if unit else [])])))
     # Contribution bounding and cell codes need no noise: done before the reservation, so a failure here is free.
     rng = secure_rng()
     bounded = _bounded(data, unit, k, rng)

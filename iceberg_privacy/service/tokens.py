@@ -231,12 +231,21 @@ class TokenStore:
     def issue(self, principal: str, *, expires: timedelta | None = None, issued_by: str | None = None) -> IssuedToken:
         """Issue a token for ``principal`` (valid for ``expires``, or until revoked)."""
         check_principal(principal)
-        if expires is not None and expires <= timedelta(0):
-            raise ConfigurationError(f"expires must be a positive age, got {expires}; e.g. --expires 30d")
+        now = datetime.now(UTC)
+        if expires is not None:
+            if not isinstance(expires, timedelta):  # an int was a raw TypeError
+                raise ConfigurationError(f"expires must be a timedelta, e.g. timedelta(days=30) (CLI: --expires 30d), "
+                                         f"got {type(expires).__name__}")
+            if expires <= timedelta(0):
+                raise ConfigurationError(f"expires must be a positive age, got {expires}; e.g. --expires 30d")
+            try:
+                now + expires
+            except OverflowError:  # --expires 99999999d was 'OverflowError: date value out of range'
+                raise ConfigurationError(f"expires={expires.days} days ends after the year 9999; give a shorter age, or "
+                                         "none for a token valid until it is revoked") from None
         token_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_bytes(16)
-        now = datetime.now(UTC)
         entry = {
             "principal": principal, "issued_at": now.isoformat(),
             "expires_at": (now + expires).isoformat() if expires is not None else None, "revoked_at": None,

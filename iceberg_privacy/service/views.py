@@ -98,6 +98,12 @@ def _user_tables(catalog: Catalog, skip: tuple[str, ...] = LIBRARY_MARKERS) -> l
                 table = catalog.load_table(tuple(ident))
             except NoSuchTableError:  # dropped meanwhile
                 continue
+            except Exception as exc:  # noqa: BLE001 - one unreadable table (its metadata file gone, storage refusing)
+                # made every listing answer 500 for every principal; it cannot be queried anyway: skip it, say so
+                logging.getLogger("iceberg_privacy.service").warning(
+                    "%s is left out of the listing: it cannot be loaded (%s: %s)", ".".join(ident), type(exc).__name__,
+                    exc)
+                continue
             if has_marker(table, skip):
                 continue
             out.append((tuple(ident), table))

@@ -196,3 +196,66 @@ def test_dp_sql_max_rows_per_unit_must_be_a_positive_integer(catalog: SqlCatalog
     with pytest.raises(ip.InvalidArgumentError, match="max_rows_per_unit must be an integer >= 1"):
         ip.dp_sql(catalog, "SELECT COUNT(*) FROM db.mr", budget=0.5, privacy_unit="uid", max_rows_per_unit=bad)
     assert ip.get_namespace_budget(catalog, "db").spent == PureDP(0, validate=False)
+
+
+@pytest.mark.parametrize("keys, says", [
+    ({"qty": "036"}, "must be a list of values"),  # before: the characters '0', '3', '6' were the keys
+    ({"qty": b"12"}, "must be a list of values"),
+    ({"qty": None}, "must be a list of values"),  # before: a raw TypeError
+    ({"qty": 5}, "must be a list of values"),
+    ({"qty": [[1]]}, "single values"),
+    ([[[1]]], "single values"),
+])
+def test_malformed_public_keys_of_a_histogram_are_refused_before_spark(events_catalog: SqlCatalog,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       keys: Any, says: str) -> None:
+    import iceberg_privacy.dp.release as release
+    from iceberg_privacy.dp.ledger import Ledger
+
+    def no_spark(spark: Any) -> Any:
+        raise AssertionError("the bad key set reached Spark")
+
+    monkeypatch.setattr(release, "_spark", no_spark)
+    before = len(Ledger(events_catalog, ("db",)).events())
+    with pytest.raises(ip.KeySetError, match=says):
+        ip.dp_histogram("db.ev", ["qty"], catalog=events_catalog, budget=PureDP(0.5), privacy_unit="user_id",
+                        keys=keys)
+    assert len(Ledger(events_catalog, ("db",)).events()) == before
+
+
+@pytest.fixture(scope="module")
+def huge_catalog(tmp_path_factory: pytest.TempPathFactory) -> SqlCatalog:
+    """``db.h``: a double column with one value of 1e308 and one of -1e308 among ordinary ones."""
+    cat = make_catalog(tmp_path_factory.mktemp("huge"))
+    cat.create_namespace("db")
+    values = [1.0, 2.0] * 9 + [1e308, -1e308, float("nan"), None]
+    data = pa.table({"id": pa.array(range(len(values)), pa.int64()), "x": pa.array(values, pa.float64())})
+    cat.create_table("db.h", schema=data.schema).append(data)
+    set_namespace_budget(cat, "db", PureDP(10_000))
+    return cat
+
+
+def test_variance_of_a_column_with_huge_values_is_released(huge_catalog: SqlCatalog, spark: Any) -> None:
+    """Tumult squares each value before it clamps: 1e308 ** 2 raised OverflowError in a Python worker after the
+    evaluation began, so the spend was kept and nothing was released (ReleaseFailedError)."""
+    r = ip.dp_sql(huge_catalog, "SELECT VARIANCE(CLAMP(x, 0, 10)) AS v, STDDEV(CLAMP(x, 0, 10)) AS s FROM db.h",
+                  budget=2000.0, privacy_unit="id", spark=spark)
+    import statistics
+
+    clamped = [1.0, 2.0] * 9 + [10.0, 0.0]  # tmlt drops the NaN and the null
+    (row,) = r.rows.to_pylist()
+    assert abs(row["v"] - statistics.variance(clamped)) < 1.0
+    assert abs(row["s"] - statistics.stdev(clamped)) < 0.3
+
+
+def test_a_budget_too_small_for_its_noise_is_refused_before_the_reservation(huge_catalog: SqlCatalog,
+                                                                            spark: Any) -> None:
+    """epsilon=5e-324 (a valid positive float) made the noise parameter an integer no float holds: OverflowError, a
+    ReleaseAbortedError telling the user to check their Spark install (and a 500 from the query service)."""
+    from iceberg_privacy.dp.ledger import Ledger
+
+    before = len(Ledger(huge_catalog, ("db",)).events())
+    with pytest.raises(ip.ConfigurationError, match="too small") as info:
+        ip.dp_sql(huge_catalog, "SELECT COUNT(*) AS n FROM db.h", budget=5e-324, privacy_unit="id", spark=spark)
+    assert not isinstance(info.value, ip.ReleaseFailedError)
+    assert len(Ledger(huge_catalog, ("db",)).events()) == before

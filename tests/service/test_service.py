@@ -221,3 +221,45 @@ def test_a_budget_must_be_a_json_number(service: BackgroundServer, svc_catalog: 
                    headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=60)
     assert r.status_code == 422 and r.json()["error"] == "invalid_request", r.text
     assert _ledger_events(svc_catalog) == before
+
+
+def test_an_unreadable_table_does_not_take_the_listings_down(service: BackgroundServer, svc_catalog: Catalog,
+                                                             tokens: dict[str, Any]) -> None:
+    """A table whose metadata file is gone (a half-deleted table, storage refusing one object) made /v1/datasets,
+    /v1/synthetic and /v1/principals/<p>/budget answer 500 for every principal; it is left out of them instead."""
+    import pyarrow as pa
+    from pyiceberg.io import load_file_io
+
+    broken = svc_catalog.create_table("conf.broken", schema=pa.schema([("a", pa.int64())]))
+    broken.append(pa.table({"a": [1]}))
+    location = svc_catalog.load_table("conf.broken").metadata_location
+    load_file_io(svc_catalog.properties, location).delete(location)
+    with ServiceClient(service.url, tokens["alice"]) as alice:
+        assert [d.name for d in alice.datasets()] == ["conf.pv"]
+        assert [d["name"] for d in alice.budget()["datasets"]] == ["conf.pv"]
+        assert alice.synthetic_tables() == []
+
+
+def test_an_undefined_aggregate_is_null_in_the_answer_not_a_500(service: BackgroundServer, tokens: dict[str, Any],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lead 'a DP SQL answer holding NaN is a 500' (bare NaN is not JSON): Tumult's VARIANCE of a group whose noisy
+    count is at most 1 is NaN (measured: a 200 with null). The answer's values are those of dp_sql; this pins that
+    NaN and infinities are null in the JSON, and the client reads them, without depending on the noise."""
+    import pyarrow as pa
+
+    from iceberg_privacy.dp.budget import PureDP
+    from iceberg_privacy.dp.provenance import ReleaseProvenance
+    from iceberg_privacy.dp.sql import SqlRelease
+    from iceberg_privacy.service import app as app_module
+
+    rows = pa.table({"country": ["c0", "c1", "c2"], "v": [1.5, float("nan"), float("inf")]})
+
+    def answer(catalog: Any, sql: str, **kw: Any) -> SqlRelease:
+        return SqlRelease(rows=rows, release_id="r" * 32, provenance=ReleaseProvenance(snapshot_id=1, principal="alice"),
+                          charged=PureDP(0.1), memoized=False, sql=sql, table="conf.pv", output="conf.out",
+                          sql_hash="h" * 64)
+
+    monkeypatch.setattr(app_module, "dp_sql", answer)
+    with ServiceClient(service.url, tokens["alice"]) as alice:
+        got = alice.sql("SELECT country, VARIANCE(bytes) AS v FROM conf.pv GROUP BY country", epsilon=0.1)
+    assert got.rows.column("v").to_pylist() == [1.5, None, None]

@@ -85,6 +85,11 @@ def test_bad_principals_and_ages_are_refused(cat: Catalog) -> None:
         TokenStore(cat).issue("alice", expires=timedelta(0))
     with pytest.raises(ip.ConfigurationError, match="tokens list"):
         TokenStore(cat).revoke("abcdefabcdef")
+    # before: OverflowError 'date value out of range' (CLI --expires 99999999d) and a TypeError for a number
+    with pytest.raises(ip.ConfigurationError, match="after the year 9999"):
+        TokenStore(cat).issue("alice", expires=timedelta(days=99_999_999))
+    with pytest.raises(ip.ConfigurationError, match="timedelta"):
+        TokenStore(cat).issue("alice", expires=30)  # type: ignore[arg-type]
     assert not any(t[-1] == "service_tokens" for t in all_tables(cat)) or TokenStore(cat).list() == []
 
 
