@@ -30,7 +30,7 @@ from iceberg_privacy.rights.filework import candidate_rows as _rows
 from iceberg_privacy.rights.journal import COMPLETED, TABLE_EXPORTED, Journal, RequestState
 from iceberg_privacy.rights.reports import AccessReport, TableExport
 from iceberg_privacy.rights.subjects import CandidatePlan, TableSubjects, plan_candidates
-from iceberg_privacy.storage import canonical, catalog_io, child, is_local, write_location
+from iceberg_privacy.storage import canonical, catalog_io, child, is_local, table_roots, write_location
 
 FORMATS = ("parquet", "jsonl")
 
@@ -67,14 +67,18 @@ def export_subjects(catalog: Catalog, req: RequestState, resolved: Sequence[Tabl
         rows_of = access_rows(spark)
     t0 = time.perf_counter()
     outdir = os.fspath(out)
-    for ts in resolved:  # an export under a table location is that table's orphan: purged, and a trace forever
-        base = canonical(ts.table.location()).rstrip("/") + "/"
-        if (canonical(os.path.abspath(outdir) if is_local(outdir) else outdir).rstrip("/") + "/").startswith(base):
-            raise ConfigurationError(
-                f"access output {outdir} is inside the location of table {ts.name}: the export would be taken for a "
-                "leftover of that table (deleted by a purge, and failing the verification of an erasure of the same "
-                "person). Write it outside every table location"
-            )
+    # An export under a table location (or a write path of the table outside it, which the purge's verification
+    # lists too) is that table's orphan: purged, and a trace forever. canonical() resolves every spelling of a
+    # local folder (relative, /x, file:/x, file:///x) to one key.
+    target = canonical(outdir).rstrip("/") + "/"
+    for ts in resolved:
+        for root in table_roots(ts.table.location(), ts.table.properties):
+            if target.startswith(canonical(root).rstrip("/") + "/"):
+                raise ConfigurationError(
+                    f"access output {outdir} is inside the location of table {ts.name} ({root}): the export would "
+                    "be taken for a leftover of that table (deleted by a purge, and failing the verification of an "
+                    "erasure of the same person). Write it outside every table location and write path"
+                )
     io = None if is_local(outdir) else catalog_io(catalog, outdir)  # the catalog's endpoint and credentials
     report = AccessReport(req.request_id, outdir)
     for ts in sorted(resolved, key=lambda t: t.name):

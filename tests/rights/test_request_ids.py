@@ -82,3 +82,23 @@ def test_access_export_inside_a_table_location_is_refused(catalog: Catalog, tmp_
         ip.access(catalog, ["ann"], out=inside)
     assert not inside.exists()
     assert ip.access(catalog, ["ann"], out=tmp_path / "exports").rows == 1  # a sibling folder is fine
+
+
+@pytest.mark.parametrize("spelling", ["file-uri", "file-single-slash", "write-data-path"])
+def test_access_export_inside_a_table_root_is_refused_however_it_is_spelled(catalog: Catalog, tmp_path: Path,
+                                                                          spelling: str) -> None:
+    """A ``file://`` URI of the location (os.path.abspath made it '<cwd>/file:/...', never inside), and a
+    ``write.data.path`` outside the location (the purge's verification lists it, but never deletes there)."""
+    from iceberg_privacy.storage import local_path
+
+    table = make_table(catalog, "db.t", [["ann", "bob"]])
+    data_path = tmp_path / "elsewhere" / "data"
+    with table.transaction() as tx:
+        tx.set_properties({"write.data.path": data_path.as_uri()})
+    location = Path(local_path(table.location()))
+    out = {"file-uri": (location / "exports").as_uri(),
+           "file-single-slash": f"file:{location / 'exports'}",
+           "write-data-path": str(data_path / "exports")}[spelling]
+    with pytest.raises(ip.ConfigurationError, match="inside the location of table db.t"):
+        ip.access(catalog, ["ann"], out=out)
+    assert not (location / "exports").exists() and not (data_path / "exports").exists()
