@@ -378,8 +378,15 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     kid = key_id(secret)
     journal, queue = Journal(catalog), Queue(catalog)
     report = QueueReport()
-    entries = {e.request_id: e for e in queue.entries()}
-    check_key_id({e.key_id for e in entries.values()}, kid, "the request queue")  # before anything is decrypted
+    read = queue.entries()
+    entries = {e.request_id: e for e in read if isinstance(e.request_id, str)}
+    if len(entries) < len(read):  # garbage appended by hand: no request can be run or shredded by it
+        report.skipped[NO_REQUEST_ID] = (
+            f"{sum(not isinstance(e.request_id, str) for e in read)} malformed queue row(s) without a request id "
+            "(not written by a submit); left in the queue. Remove them: Queue(catalog).load().delete('request_id IS "
+            "NULL') (iceberg_privacy.rights.queue)")
+    # before anything is decrypted; a row without a key id is malformed, refused by unseal if a request uses it
+    check_key_id(_key_ids(entries.values()), kid, "the request queue")
     checkpoint("queue.after_read")
     kek = wrapping_key(secret)
     rows = _open_rows(journal, entries)
@@ -392,8 +399,9 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
             if entry is None:
                 # A batch another pass journaled can hold a request submitted after this pass read the queue:
                 # read the queue again before calling its ciphertext gone.
-                newer = {e.request_id: e for e in queue.entries() if e.request_id not in entries}
-                check_key_id({e.key_id for e in newer.values()}, kid, "the request queue")
+                newer = {e.request_id: e for e in queue.entries()
+                         if isinstance(e.request_id, str) and e.request_id not in entries}
+                check_key_id(_key_ids(newer.values()), kid, "the request queue")
                 entries.update(newer)
                 entry = entries.get(rid)
             if entry is None:
@@ -515,6 +523,14 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
         report.upkeep_seconds = time.perf_counter() - t1
     report.seconds = time.perf_counter() - t0
     return report
+
+
+NO_REQUEST_ID = "<no request id>"
+"""The key of :attr:`QueueReport.skipped` under which a pass reports queue rows without a request id."""
+
+
+def _key_ids(entries: Iterable[QueueEntry]) -> set[str]:
+    return {e.key_id for e in entries if isinstance(e.key_id, str)}
 
 
 def _open_rows(journal: Journal, entries: dict[str, QueueEntry]) -> list[dict[str, Any]]:
