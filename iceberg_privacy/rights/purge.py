@@ -579,7 +579,7 @@ def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret:
             f"request {request_id}: the verification could not read {len(unreadable)} file(s) under {name}, e.g. "
             f"{loc}: a corrupt or truncated file (a crashed writer's partial upload) or one in a format it does not "
             "know. It may hold a subject, so the request stays open. If no metadata references it and no writer is "
-            f"running, delete it (`iceberg-privacy index cleanup {name} --older-than 0s --delete`, or purge again with "
+            f"running, delete it (`iceberg-privacy cleanup {name} --older-than 0s --delete`, or purge again with "
             "orphan_age=timedelta(0), CLI --orphan-age 0s); otherwise repair or restore it. Then run "
             f"`iceberg-privacy requests run {request_id}`"
         )
@@ -605,7 +605,7 @@ def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret:
             f"request {request_id}: {len(traced)} file(s) or name(s) under {', '.join(failed)} still name a subject "
             f"(listed in the purge report): {shown}{'; ...' if len(traced) > 3 else ''}. A file not referenced by the "
             "table's metadata is a leftover (e.g. a manifest or data file a crashed writer wrote before committing): "
-            "once no writer is running, delete it with `iceberg-privacy index cleanup TABLE --older-than 0s --delete` "
+            "once no writer is running, delete it with `iceberg-privacy cleanup TABLE --older-than 0s --delete` "
             "(Python: iceberg_privacy.cleanup_orphans(table, older_than=timedelta(0), delete=True)) or purge again "
             f"with orphan_age=timedelta(0) (CLI: --orphan-age 0s), then `iceberg-privacy requests run {request_id}`. "
             "A truncated bound that is not checkable needs the subject values: purge(..., subjects=[...]). A "
@@ -625,7 +625,7 @@ def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret:
             "table's metadata: orphans younger than the orphan age "
             f"({orphan_age}), e.g. files another process's snapshot expiry left between the erase and the purge, or "
             "a crashed writer's uncommitted files. Running the request again does not delete them. Once no writer is "
-            f"running, delete them with `iceberg-privacy index cleanup {failed[0]} --older-than 0s --delete` (Python: "
+            f"running, delete them with `iceberg-privacy cleanup {failed[0]} --older-than 0s --delete` (Python: "
             "iceberg_privacy.cleanup_orphans(table, older_than=timedelta(0), delete=True)) or purge again with "
             f"orphan_age=timedelta(0) (CLI: `iceberg-privacy purge {request_id} --orphan-age 0s`), which "
             "verifies and completes it." + elsewhere
