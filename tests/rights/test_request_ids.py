@@ -13,7 +13,7 @@ from pyiceberg.catalog import Catalog
 import iceberg_privacy as ip
 from iceberg_privacy.rights.journal import Journal
 from iceberg_privacy.rights.queue import export_folder
-from tests.helpers import all_rows, make_table
+from tests.helpers import all_rows, make_table, rows
 
 
 @settings(max_examples=200)
@@ -102,3 +102,25 @@ def test_access_export_inside_a_table_root_is_refused_however_it_is_spelled(cata
     with pytest.raises(ip.ConfigurationError, match="inside the location of table db.t"):
         ip.access(catalog, ["ann"], out=out)
     assert not (location / "exports").exists() and not (data_path / "exports").exists()
+
+
+def test_a_bookkeeping_table_named_in_a_request_is_refused(catalog: Catalog, tmp_path: Path) -> None:
+    """Identity columns declared on the journal or a forget list (a typo'd `identity set`, or on purpose) made them
+    requestable by name: an erasure of a request id (or of a digest's request) deleted journal events (the audit
+    record) or forget-list entries (their subjects could be written again). Catalog-wide requests always skipped
+    them; a named one is refused too, before anything is recorded."""
+    make_table(catalog, "db.t", [["ann", "bob"]])
+    ip.erase(catalog, ["ann"], request_id="first")  # creates the journal and the namespace's forget list
+    journal = Journal(catalog)
+    events = len(journal.rows("first"))
+    for name in ("privacy_requests.requests", "db.privacy_forget"):
+        ip.configure_identity(catalog.load_table(name), ["request_id"])
+        with pytest.raises(ip.ConfigurationError, match="bookkeeping"):
+            ip.erase(catalog, ["first"], [name], request_id="second")
+        with pytest.raises(ip.ConfigurationError, match="bookkeeping"):
+            ip.access(catalog, ["first"], [name], out=tmp_path / "x")
+        with pytest.raises(ip.ConfigurationError, match="bookkeeping"):
+            ip.enqueue(catalog, "erase", ["first"], [name], request_id="third")
+    assert len(journal.rows("first")) == events and journal.find("second") is None and journal.find("third") is None
+    assert catalog.load_table("db.privacy_forget").scan().to_arrow().num_rows >= 1
+    assert ip.append(catalog.load_table("db.t"), rows(["ann"], 10)).dropped_rows == 1  # ann is still forgotten
