@@ -429,7 +429,7 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
             resolved = resolve_subjects(tables, values_of(req.request_id), secret, strict=False)
             rep = export_subjects(catalog, req, resolved, secret, journal=journal,
                                   out=child(out, export_folder(req.request_id)), format=format, spark=spark)
-        except (OSError, SparkJobError) as exc:  # this export only: the other requests go on
+        except (OSError, SparkJobError, QueueIntegrityError) as exc:  # this export only: the other requests go on
             logger.warning("queue access request %s: %s", req.request_id, exc)
             report.skipped[req.request_id] = f"export failed, left in the queue: {exc}"
             continue
@@ -551,8 +551,13 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
         members = list(bstate.detail["queue"]["members"])  # fixed when the batch was journaled
     outcome = BatchOutcome(batch, name, members)
     values: list[Any] = []
-    for rid in members:
-        values += values_of(rid)
+    try:
+        for rid in members:
+            values += values_of(rid)
+    except QueueIntegrityError as exc:  # a damaged queue row: this batch waits for it to be removed, the others go on
+        logger.warning("queue batch %s on %s: %s", batch, name, exc)
+        outcome.blocked = _block_message(exc)
+        return outcome
     try:
         table = catalog.load_table(name)
     except NoSuchTableError:

@@ -225,6 +225,34 @@ def test_a_queue_row_without_a_key_id_does_not_stop_the_pass(made: Catalog) -> N
     assert any("malformed" in why for why in report.skipped.values())
 
 
+def test_a_tampered_request_blocks_its_own_batch_and_the_other_batches_go_on(made: Catalog, tmp_path: Path) -> None:
+    """One queue row altered or corrupted (a bit flipped in storage) raised QueueIntegrityError out of the pass:
+    no later batch ran, no request of the queue completed, and every pass after it failed the same way until
+    someone removed the row. It now blocks its own batch (reported, with the row's removal as the next step) and
+    leaves its access export in the queue; the others complete."""
+    catalog = made  # db.t of _batches(), restored
+    make_table(catalog, "db.z", [["zed", "victim-alpha"]])  # a later batch than db.t's (batches run by table)
+    ip.enqueue(catalog, "erase", ["victim-alpha"], ["db.t"], request_id="tampered")
+    ip.enqueue(catalog, "access", ["victim-beta"], ["db.t"], request_id="tampered-access")
+    ip.enqueue(catalog, "erase", ["victim-alpha"], ["db.z"], request_id="fine")
+    table = q.Queue(catalog).load()
+    assert table is not None
+    rows = table.scan().to_arrow().to_pylist()
+    for r in rows:
+        if r["request_id"].startswith("tampered"):
+            r["ciphertext"] = r["ciphertext"][:-1] + bytes([r["ciphertext"][-1] ^ 1])
+    table.overwrite(pa.Table.from_pylist(rows, schema=queue_store.ARROW_SCHEMA))
+    report = ip.run_pending(catalog, out=tmp_path / "exports")
+    assert report.completed == ["fine"] and Journal(catalog).get("fine").status == "completed"
+    assert [r["user_id"] for r in all_rows(catalog.load_table("db.z"))] == ["zed"]
+    blocked = report.blocked
+    assert len(blocked) == 1 and "tampered" in next(iter(blocked.values()))
+    assert "fail authentication" in report.skipped["tampered-access"]
+    assert Journal(catalog).get("tampered").status != "completed"
+    q.Queue(catalog).shred(["tampered", "tampered-access"])  # the next step the block names
+    assert ip.run_pending(catalog).blocked == {}
+
+
 def test_deadlines_by_regime_and_overdue(made: Catalog) -> None:
     catalog = made  # db.t of _batches(), restored
     g = ip.enqueue(catalog, "erase", ["u1"], request_id="g")
