@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
+from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 
 from iceberg_privacy._internal import jsontext
 from iceberg_privacy.errors import ConfigurationError
@@ -49,6 +50,21 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, bytes):
         return o.hex()
     return str(o)
+
+
+def _with_branches(ts: TableSubjects, plan: CandidatePlan) -> CandidatePlan:
+    """``plan`` (the head of ``main``) plus the candidate files only another branch reads: a branch is live data
+    (an erasure erases it too), so the person's rows there are theirs to receive. Each file is read once."""
+    md = ts.table.metadata
+    by_path = {t.file.file_path: t for t in plan.tasks}
+    for name, ref in sorted(md.refs.items()):
+        if name == MAIN_BRANCH or ref.snapshot_ref_type != SnapshotRefType.BRANCH or md.snapshot_by_id(ref.snapshot_id) is None:
+            continue
+        for task in plan_candidates(ts, ref.snapshot_id).tasks:
+            by_path.setdefault(task.file.file_path, task)
+    if len(by_path) == len(plan.tasks):
+        return plan
+    return CandidatePlan(plan.snapshot_id, [by_path[p] for p in sorted(by_path)], plan.files_total, plan.per_column)
 
 
 def export_subjects(catalog: Catalog, req: RequestState, resolved: Sequence[TableSubjects], secret: bytes, *,
@@ -82,7 +98,7 @@ def export_subjects(catalog: Catalog, req: RequestState, resolved: Sequence[Tabl
     io = None if is_local(outdir) else catalog_io(catalog, outdir)  # the catalog's endpoint and credentials
     report = AccessReport(req.request_id, outdir)
     for ts in sorted(resolved, key=lambda t: t.name):
-        plan = plan_candidates(ts)
+        plan = _with_branches(ts, plan_candidates(ts))
         rows = rows_of(ts, plan, secret)
         data = _encode(rows, format)
         sha = hashlib.sha256(data).hexdigest()
