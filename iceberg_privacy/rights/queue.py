@@ -46,6 +46,7 @@ from pyiceberg.table import Table
 
 from iceberg_privacy._internal.arguments import check_catalog, check_engine, check_flags
 from iceberg_privacy._internal.faults import checkpoint
+from iceberg_privacy._internal.retry import DEFAULT_POLICY
 from iceberg_privacy.catalog import (
     TableRef,
     existing_tables,
@@ -373,6 +374,14 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     check_engine("run_pending", spark=spark, workers=workers)
     if format not in FORMATS:
         raise ConfigurationError(f"access output format must be one of {FORMATS}, got {format!r}")
+    # checked before anything is claimed or erased (each failed late, half-way through a pass, or not at all)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ConfigurationError(f"run_pending(limit=...) is a number of requests >= 0 (0: only resume unfinished "
+                                 f"batches) or None (all), got {limit!r}; nothing was done")
+    if not isinstance(orphan_age, timedelta):
+        raise ConfigurationError(f"orphan_age must be a datetime.timedelta, got {type(orphan_age).__name__}; "
+                                 "nothing was done")
+    DEFAULT_POLICY.with_retries(commit_retries)  # ConfigurationError for a count that is not one
     t0 = time.perf_counter()
     secret = load_secret(home, catalog=catalog)
     kid = key_id(secret)

@@ -253,6 +253,20 @@ def test_a_tampered_request_blocks_its_own_batch_and_the_other_batches_go_on(mad
     assert ip.run_pending(catalog).blocked == {}
 
 
+@pytest.mark.parametrize("bad", [{"limit": -1}, {"limit": "3"}, {"limit": True}, {"orphan_age": 3},
+                                 {"commit_retries": -1}], ids=str)
+def test_bad_pass_arguments_are_refused_before_anything_is_claimed(made: Catalog, bad: dict[str, Any]) -> None:
+    """limit=-1 silently skipped every request ('over the limit of -1'), limit='3' failed with a bare TypeError
+    half-way, and orphan_age=3 / commit_retries=-1 only failed inside a batch, after its erase commit."""
+    catalog = made  # db.t of _batches(), restored
+    ip.enqueue(catalog, "erase", ["victim-alpha"], request_id="r")
+    before = all_rows(catalog.load_table("db.t"))
+    with pytest.raises(ip.ConfigurationError):
+        ip.run_pending(catalog, **bad)
+    assert all_rows(catalog.load_table("db.t")) == before
+    assert not [e for e in Journal(catalog).rows("r") if e["event"] != "created"]  # not even claimed
+
+
 def test_deadlines_by_regime_and_overdue(made: Catalog) -> None:
     catalog = made  # db.t of _batches(), restored
     g = ip.enqueue(catalog, "erase", ["u1"], request_id="g")
