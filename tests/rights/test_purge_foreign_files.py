@@ -31,12 +31,12 @@ SCHEMA = Schema(NestedField(1, "user_id", StringType(), required=False),
 RESTORED = pa.table({"user_id": ["a0", "victim", "z9"], "account": pa.array([10, 11, 19], pa.int64())})
 
 
-def _erased(catalog: Catalog) -> Table:
-    table = catalog.create_table("db.t", SCHEMA)
+def _erased(catalog: Catalog, name: str = "db.t", request_id: str = "req-1") -> Table:
+    table = catalog.create_table(name, SCHEMA)
     table = ip.configure_identity(table, ["user_id", "account"])
     ip.append(table, pa.table({"user_id": ["victim", "bob"], "account": pa.array([11, 12], pa.int64())}))
-    ip.erase(catalog, ["victim"], request_id="req-1", link_identifiers=False)  # the purge comes later
-    return catalog.load_table("db.t")
+    ip.erase(catalog, ["victim"], [name], request_id=request_id, link_identifiers=False)  # the purge comes later
+    return catalog.load_table(name)
 
 
 def _add_without_field_ids(table: Table) -> None:
@@ -79,3 +79,15 @@ def test_rows_a_foreign_file_brings_back_fail_the_verification_then_the_request_
     left = sorted(catalog.load_table("db.t").scan().to_arrow().column("user_id").to_pylist())
     assert left == ["a0", "bob", "z9"]
     assert Journal(catalog).get("req-1").status == "completed"
+
+
+def test_a_restored_parquet_file_without_field_ids_fails_the_verification_on_object_storage(
+        rest_catalog: Catalog, lake_ns: str) -> None:
+    name, rid = f"{lake_ns}.t", f"req-{lake_ns}"  # the REST catalog's journal is shared by the session's tests
+    table = _erased(rest_catalog, name, rid)
+    _add_without_field_ids(table)
+    report = ip.purge(rest_catalog, rid, raise_on_failure=False)
+    verify = report.tables[name].verify
+    assert not report.completed and verify is not None and verify.rows_found == 1
+    ip.run_request(rest_catalog, rid, purge=True)
+    assert sorted(rest_catalog.load_table(name).scan().to_arrow().column("user_id").to_pylist()) == ["a0", "bob", "z9"]
