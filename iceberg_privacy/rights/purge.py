@@ -289,6 +289,7 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
         rep.deleted_by_kind["metadata"] = len(dropped)
     rep.delete_failures.update(failed)
     found = cleanup_orphans(table, older_than=orphan_age)  # never lists a table nested in this one's location
+    rep.shared_location = list(found.shared_with)
     if found.other_tables:
         logger.warning("%s: %d other table(s) located inside this table's location; their files are left alone",
                        name, found.other_tables)
@@ -592,6 +593,14 @@ def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret:
         f"{outside[0]}): neither the purge nor cleanup deletes files there, because such a path may be shared with "
         "other tables; once you have checked that no table references them, delete them with your storage tools, "
         f"then run `iceberg-privacy requests run {request_id}`." if outside else "")
+    shared = [(n, t.shared_location[0]) for n in failed if (t := report.tables[n]).shared_location]
+    if shared:
+        elsewhere += (
+            f" The location of {shared[0][0]} also holds another table's metadata ({shared[0][1]}: a table dropped and "
+            "created again at the same location, or two tables given one location), so neither the purge nor cleanup "
+            "deletes unreferenced files there (they cannot be told from that table's). Once you have checked that no "
+            "table references them, delete the files named above with your storage tools (and that table's other "
+            f"leftovers), then run `iceberg-privacy requests run {request_id}`.")
     deletes = (
         ". An entry of a live delete file (another engine's merge-on-read DELETE) keeps the partition value and the "
         "path of the data file it applied to, which the erasure removed: the request cannot drop it. Rewrite the "
