@@ -127,6 +127,10 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
     """
     if isinstance(tables, (str, Table)):
         tables = [tables]
+    if tables is not None and not tables:  # an empty list (a filter that kept nothing) is not "every table"
+        raise ConfigurationError(
+            "the request names no table (tables is empty): pass the tables to cover, or leave tables out (None) to "
+            "cover every table of the catalog that declares identity columns; nothing was recorded")
     if tables:
         out: list[Table] = []
         for t in tables:

@@ -124,3 +124,22 @@ def test_a_bookkeeping_table_named_in_a_request_is_refused(catalog: Catalog, tmp
     assert len(journal.rows("first")) == events and journal.find("second") is None and journal.find("third") is None
     assert catalog.load_table("db.privacy_forget").scan().to_arrow().num_rows >= 1
     assert ip.append(catalog.load_table("db.t"), rows(["ann"], 10)).dropped_rows == 1  # ann is still forgotten
+
+
+def test_an_empty_table_list_is_refused_not_read_as_every_table(catalog: Catalog, tmp_path: Path) -> None:
+    """tables=[] (a filter that kept nothing, `--tables "$TABLES"` with the variable empty) covered every table of
+    the catalog: an erasure scoped to nothing erased the person everywhere, past any table kept on purpose."""
+    from iceberg_privacy.cli.main import main
+
+    make_table(catalog, "db.t", [["ann", "bob"]])
+    for empty in ([], (), set()):
+        with pytest.raises(ip.ConfigurationError, match="names no table"):
+            ip.erase(catalog, ["ann"], empty)  # type: ignore[arg-type]
+        with pytest.raises(ip.ConfigurationError, match="names no table"):
+            ip.access(catalog, ["ann"], empty, out=tmp_path / "x")  # type: ignore[arg-type]
+        with pytest.raises(ip.ConfigurationError, match="names no table"):
+            ip.enqueue(catalog, "erase", ["ann"], empty)  # type: ignore[arg-type]
+    for arg in ("", ","):
+        assert main(["--home", str(tmp_path / "home"), "erase", "ann", "--tables", arg]) == 2
+    assert Journal(catalog).requests() == []
+    assert "ann" in {r["user_id"] for r in all_rows(catalog.load_table("db.t"))}
