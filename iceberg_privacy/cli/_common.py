@@ -192,7 +192,8 @@ def need_values(args: argparse.Namespace, what: str = "subject value") -> list[s
 def tables(args: argparse.Namespace) -> list[str] | None:
     """``--tables a.b,c.d`` as a list; None when not given."""
     raw = getattr(args, "tables", None)
-    return [t.strip() for t in raw.split(",") if t.strip()] if raw else None
+    # given but empty (`--tables "$TABLES"` with nothing in it) is refused by the verbs, never read as "every table"
+    return None if raw is None else [t.strip() for t in raw.split(",") if t.strip()]
 
 
 def add_subject_args(p: argparse.ArgumentParser) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
+from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 
 from iceberg_privacy._internal import jsontext
 from iceberg_privacy.errors import ConfigurationError
@@ -30,7 +31,7 @@ from iceberg_privacy.rights.filework import candidate_rows as _rows
 from iceberg_privacy.rights.journal import COMPLETED, TABLE_EXPORTED, Journal, RequestState
 from iceberg_privacy.rights.reports import AccessReport, TableExport
 from iceberg_privacy.rights.subjects import CandidatePlan, TableSubjects, plan_candidates
-from iceberg_privacy.storage import canonical, catalog_io, child, is_local, write_location
+from iceberg_privacy.storage import canonical, catalog_io, child, is_local, table_roots, write_location
 
 FORMATS = ("parquet", "jsonl")
 
@@ -51,6 +52,21 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
+def _with_branches(ts: TableSubjects, plan: CandidatePlan) -> CandidatePlan:
+    """``plan`` (the head of ``main``) plus the candidate files only another branch reads: a branch is live data
+    (an erasure erases it too), so the person's rows there are theirs to receive. Each file is read once."""
+    md = ts.table.metadata
+    by_path = {t.file.file_path: t for t in plan.tasks}
+    for name, ref in sorted(md.refs.items()):
+        if name == MAIN_BRANCH or ref.snapshot_ref_type != SnapshotRefType.BRANCH or md.snapshot_by_id(ref.snapshot_id) is None:
+            continue
+        for task in plan_candidates(ts, ref.snapshot_id).tasks:
+            by_path.setdefault(task.file.file_path, task)
+    if len(by_path) == len(plan.tasks):
+        return plan
+    return CandidatePlan(plan.snapshot_id, [by_path[p] for p in sorted(by_path)], plan.files_total, plan.per_column)
+
+
 def export_subjects(catalog: Catalog, req: RequestState, resolved: Sequence[TableSubjects], secret: bytes, *,
                     journal: Journal, out: str | os.PathLike[str], format: str = "parquet",
                     spark: Any | None = None) -> AccessReport:
@@ -67,18 +83,22 @@ def export_subjects(catalog: Catalog, req: RequestState, resolved: Sequence[Tabl
         rows_of = access_rows(spark)
     t0 = time.perf_counter()
     outdir = os.fspath(out)
-    for ts in resolved:  # an export under a table location is that table's orphan: purged, and a trace forever
-        base = canonical(ts.table.location()).rstrip("/") + "/"
-        if (canonical(os.path.abspath(outdir) if is_local(outdir) else outdir).rstrip("/") + "/").startswith(base):
-            raise ConfigurationError(
-                f"access output {outdir} is inside the location of table {ts.name}: the export would be taken for a "
-                "leftover of that table (deleted by a purge, and failing the verification of an erasure of the same "
-                "person). Write it outside every table location"
-            )
+    # An export under a table location (or a write path of the table outside it, which the purge's verification
+    # lists too) is that table's orphan: purged, and a trace forever. canonical() resolves every spelling of a
+    # local folder (relative, /x, file:/x, file:///x) to one key.
+    target = canonical(outdir).rstrip("/") + "/"
+    for ts in resolved:
+        for root in table_roots(ts.table.location(), ts.table.properties):
+            if target.startswith(canonical(root).rstrip("/") + "/"):
+                raise ConfigurationError(
+                    f"access output {outdir} is inside the location of table {ts.name} ({root}): the export would "
+                    "be taken for a leftover of that table (deleted by a purge, and failing the verification of an "
+                    "erasure of the same person). Write it outside every table location and write path"
+                )
     io = None if is_local(outdir) else catalog_io(catalog, outdir)  # the catalog's endpoint and credentials
     report = AccessReport(req.request_id, outdir)
     for ts in sorted(resolved, key=lambda t: t.name):
-        plan = plan_candidates(ts)
+        plan = _with_branches(ts, plan_candidates(ts))
         rows = rows_of(ts, plan, secret)
         data = _encode(rows, format)
         sha = hashlib.sha256(data).hexdigest()

@@ -131,49 +131,78 @@ def _load_candidate(io: FileIO, metadata: TableMetadata, task: FileScanTask, mas
 
 
 
-def field_columns(schema: object, field_ids: dict[int, str]) -> dict[str, str]:
-    """Top-level Parquet column name -> current identity column name, matched by Iceberg field id."""
-    out: dict[str, str] = {}
-    for f in schema:  # type: ignore[attr-defined]
-        fid = (f.metadata or {}).get(b"PARQUET:field_id")
-        if fid is not None and int(fid) in field_ids:
-            out[f.name] = field_ids[int(fid)]
-    return out
+_FIELD_ID_KEYS = (b"PARQUET:field_id", b"iceberg.id")  # Parquet's field id; the attribute Iceberg writers give ORC fields
 
+
+def field_columns(schema: object, field_ids: dict[int, str], names: dict[str, str] | None = None) -> dict[str, str]:
+    """Top-level file column name -> current identity column name, matched by Iceberg field id.
+
+    A file without any field id (a plain Parquet writer's file registered with ``add_files``, an ORC file
+    without Iceberg's attributes) is read by name, as Iceberg reads it through the table's name mapping:
+    ``names`` maps each name the identity columns have (now, and in the name mapping) to the column (by
+    default their current names)."""
+    out: dict[str, str] = {}
+    has_ids = False
+    for f in schema:  # type: ignore[attr-defined]
+        meta = f.metadata or {}
+        fid = next((meta[k] for k in _FIELD_ID_KEYS if k in meta), None)
+        if fid is None:
+            continue
+        has_ids = True
+        if int(fid) in field_ids:
+            out[f.name] = field_ids[int(fid)]
+    if not has_ids:
+        by_name = {c: c for c in field_ids.values()} if names is None else names
+        out = {f.name: by_name[f.name] for f in schema if f.name in by_name}  # type: ignore[attr-defined]
+    return out
 
 
 @dataclass
 class FileScan:
     """What reading one listed file found (computed where the file is read: here, or on a Spark executor)."""
 
-    head: bytes = b""  # the first bytes of a file that is not Parquet (scanned for traces by the driver)
-    parquet: bool = False
-    rows: int = 0  # rows of a Parquet file
+    head: bytes = b""  # the first bytes of a file that is not a data file (scanned for traces by the driver)
+    parquet: bool = False  # a data file whose rows were read: Parquet, or ORC (``orc``)
+    rows: int = 0  # rows of a data file
     found: int = 0  # of them, rows of a subject
     unreadable: bool = False
+    orc: bool = False  # an ORC data file (another engine's), never a partition-statistics file
 
 
 def scan_stored_file(io: FileIO, stored: StoredFile, cols: dict[int, Any], secret: bytes,
-                     digests: set[bytes]) -> FileScan:
-    """Read one listed file: a Parquet file's rows of the subjects (identity columns by field id), or the
-    head of any other file."""
+                     digests: set[bytes], names: dict[str, str] | None = None) -> FileScan:
+    """Read one listed file: a data file's rows of the subjects (identity columns by field id, or by ``names``
+    in a file without field ids, see :func:`field_columns`), or the head of any other file. Parquet and ORC
+    (other engines write ORC data files) are read by rows."""
     try:
         with io.new_input(stored.location).open(seekable=True) as fh:
             head = fh.read(4)
-            if head != b"PAR1" or stored.size < 8:
+            is_orc = head[:3] == b"ORC"
+            if not is_orc and (head != b"PAR1" or stored.size < 8):
                 return FileScan(head=head)
             fh.seek(0)
-            pf = pq.ParquetFile(fh)
-            out = FileScan(parquet=True, rows=pf.metadata.num_rows)
+            ids = {fid: c.name for fid, c in cols.items()}
             try:
-                mapping = field_columns(pf.schema_arrow, {fid: c.name for fid, c in cols.items()})
-                data = pf.read(columns=list(mapping)) if mapping else None
+                if is_orc:
+                    import pyarrow.orc as orc
+
+                    of = orc.ORCFile(fh)
+                    out = FileScan(parquet=True, orc=True, rows=of.nrows)
+                    mapping = field_columns(of.schema, ids, names)
+                    data = of.read(columns=list(mapping)) if mapping else None
+                else:
+                    pf = pq.ParquetFile(fh)
+                    out = FileScan(parquet=True, rows=pf.metadata.num_rows)
+                    mapping = field_columns(pf.schema_arrow, ids, names)
+                    data = pf.read(columns=list(mapping)) if mapping else None
             except Exception:
-                out.unreadable = True
-                return out
+                return FileScan(parquet=True, orc=is_orc, unreadable=True)
     except Exception:
         return FileScan(unreadable=True)
-    out.found = 0 if data is None else rows_of_subjects(data, mapping, cols, secret, digests)
+    try:
+        out.found = 0 if data is None else rows_of_subjects(data, mapping, cols, secret, digests)
+    except Exception:  # a column read by name whose values the identity column's type cannot take
+        out.unreadable = True
     return out
 
 

@@ -592,12 +592,13 @@ def check_request_id(request_id: str) -> str:
     """A caller-given id for a *new* request: refused when blank, longer than :data:`MAX_REQUEST_ID`, or
     holding control characters (a newline or NUL would forge lines of ``requests list`` and break
     names built from it). Stored requests keep whatever id they have."""
+    # Cf: format characters (bidi overrides make a listing read another way; zero-width ones make two ids look alike)
     if not isinstance(request_id, str) or not request_id.strip() or len(request_id) > MAX_REQUEST_ID or any(
-            unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in request_id):
+            unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in request_id):
         shown = request_id[:40] + "..." if isinstance(request_id, str) and len(request_id) > 40 else request_id
         raise RequestConflictError(
-            f"request id {shown!r} is not usable: use 1-{MAX_REQUEST_ID} printable characters without control "
-            "characters or line breaks (e.g. a ticket number), or pass none to get a generated one"
+            f"request id {shown!r} is not usable: use 1-{MAX_REQUEST_ID} printable characters without control or "
+            "invisible format characters or line breaks (e.g. a ticket number), or pass none to get a generated one"
         )
     return request_id
 

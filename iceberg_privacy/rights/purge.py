@@ -289,6 +289,7 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
         rep.deleted_by_kind["metadata"] = len(dropped)
     rep.delete_failures.update(failed)
     found = cleanup_orphans(table, older_than=orphan_age)  # never lists a table nested in this one's location
+    rep.shared_location = list(found.shared_with)
     if found.other_tables:
         logger.warning("%s: %d other table(s) located inside this table's location; their files are left alone",
                        name, found.other_tables)
@@ -579,7 +580,7 @@ def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret:
             f"request {request_id}: the verification could not read {len(unreadable)} file(s) under {name}, e.g. "
             f"{loc}: a corrupt or truncated file (a crashed writer's partial upload) or one in a format it does not "
             "know. It may hold a subject, so the request stays open. If no metadata references it and no writer is "
-            f"running, delete it (`iceberg-privacy index cleanup {name} --older-than 0s --delete`, or purge again with "
+            f"running, delete it (`iceberg-privacy cleanup {name} --older-than 0s --delete`, or purge again with "
             "orphan_age=timedelta(0), CLI --orphan-age 0s); otherwise repair or restore it. Then run "
             f"`iceberg-privacy requests run {request_id}`"
         )
@@ -592,6 +593,14 @@ def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret:
         f"{outside[0]}): neither the purge nor cleanup deletes files there, because such a path may be shared with "
         "other tables; once you have checked that no table references them, delete them with your storage tools, "
         f"then run `iceberg-privacy requests run {request_id}`." if outside else "")
+    shared = [(n, t.shared_location[0]) for n in failed if (t := report.tables[n]).shared_location]
+    if shared:
+        elsewhere += (
+            f" The location of {shared[0][0]} also holds another table's metadata ({shared[0][1]}: a table dropped and "
+            "created again at the same location, or two tables given one location), so neither the purge nor cleanup "
+            "deletes unreferenced files there (they cannot be told from that table's). Once you have checked that no "
+            "table references them, delete the files named above with your storage tools (and that table's other "
+            f"leftovers), then run `iceberg-privacy requests run {request_id}`.")
     deletes = (
         ". An entry of a live delete file (another engine's merge-on-read DELETE) keeps the partition value and the "
         "path of the data file it applied to, which the erasure removed: the request cannot drop it. Rewrite the "
@@ -605,7 +614,7 @@ def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret:
             f"request {request_id}: {len(traced)} file(s) or name(s) under {', '.join(failed)} still name a subject "
             f"(listed in the purge report): {shown}{'; ...' if len(traced) > 3 else ''}. A file not referenced by the "
             "table's metadata is a leftover (e.g. a manifest or data file a crashed writer wrote before committing): "
-            "once no writer is running, delete it with `iceberg-privacy index cleanup TABLE --older-than 0s --delete` "
+            "once no writer is running, delete it with `iceberg-privacy cleanup TABLE --older-than 0s --delete` "
             "(Python: iceberg_privacy.cleanup_orphans(table, older_than=timedelta(0), delete=True)) or purge again "
             f"with orphan_age=timedelta(0) (CLI: --orphan-age 0s), then `iceberg-privacy requests run {request_id}`. "
             "A truncated bound that is not checkable needs the subject values: purge(..., subjects=[...]). A "
@@ -625,7 +634,7 @@ def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret:
             "table's metadata: orphans younger than the orphan age "
             f"({orphan_age}), e.g. files another process's snapshot expiry left between the erase and the purge, or "
             "a crashed writer's uncommitted files. Running the request again does not delete them. Once no writer is "
-            f"running, delete them with `iceberg-privacy index cleanup {failed[0]} --older-than 0s --delete` (Python: "
+            f"running, delete them with `iceberg-privacy cleanup {failed[0]} --older-than 0s --delete` (Python: "
             "iceberg_privacy.cleanup_orphans(table, older_than=timedelta(0), delete=True)) or purge again with "
             f"orphan_age=timedelta(0) (CLI: `iceberg-privacy purge {request_id} --orphan-age 0s`), which "
             "verifies and completes it." + elsewhere

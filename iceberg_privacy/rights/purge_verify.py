@@ -107,7 +107,24 @@ def relative_to_table(table: Table, location: str) -> str:
 
 def _scan_here(table: Table, files: list[StoredFile], cols: dict[int, Any], secret: bytes,
                digests: set[bytes]) -> list[FileScan]:
-    return [scan_stored_file(table.io, f, cols, secret, digests) for f in files]
+    names = identity_names(table, cols)
+    return [scan_stored_file(table.io, f, cols, secret, digests, names) for f in files]
+
+
+def identity_names(table: Table, cols: dict[int, Any]) -> dict[str, str]:
+    """Every name an identity column is read by in a data file without field ids (``add_files`` of a plain
+    Parquet writer's file, another engine's ORC file): its current name and, as Iceberg reads such files, each
+    name the table's name mapping (``schema.name-mapping.default``) gives its field id -> the column's name."""
+    names = {c.name: c.name for c in cols.values()}
+    try:
+        mapping = table.metadata.name_mapping()
+    except Exception:  # noqa: BLE001 - an unparsable mapping: the current names still apply
+        mapping = None
+    for mapped in mapping or []:
+        if mapped.field_id in cols:
+            for name in mapped.names:
+                names.setdefault(name, cols[mapped.field_id].name)
+    return names
 
 
 def _exists(io: FileIO, location: str) -> bool:
@@ -177,7 +194,7 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
     stats = {canonical(loc) for loc in statistics_of(table.metadata, None)}
     for stored, got in scanned:  # partition statistics (referenced, or left unreferenced) hold partition tuples
         key = canonical(stored.location)
-        if not got.parquet or got.unreadable or (key in referenced and key not in stats):
+        if not got.parquet or got.orc or got.unreadable or (key in referenced and key not in stats):
             continue
         rel = relative_to_table(table, stored.location)
         try:

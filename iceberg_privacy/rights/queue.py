@@ -46,6 +46,7 @@ from pyiceberg.table import Table
 
 from iceberg_privacy._internal.arguments import check_catalog, check_engine, check_flags
 from iceberg_privacy._internal.faults import checkpoint
+from iceberg_privacy._internal.retry import DEFAULT_POLICY
 from iceberg_privacy.catalog import (
     TableRef,
     existing_tables,
@@ -373,13 +374,28 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     check_engine("run_pending", spark=spark, workers=workers)
     if format not in FORMATS:
         raise ConfigurationError(f"access output format must be one of {FORMATS}, got {format!r}")
+    # checked before anything is claimed or erased (each failed late, half-way through a pass, or not at all)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ConfigurationError(f"run_pending(limit=...) is a number of requests >= 0 (0: only resume unfinished "
+                                 f"batches) or None (all), got {limit!r}; nothing was done")
+    if not isinstance(orphan_age, timedelta):
+        raise ConfigurationError(f"orphan_age must be a datetime.timedelta, got {type(orphan_age).__name__}; "
+                                 "nothing was done")
+    DEFAULT_POLICY.with_retries(commit_retries)  # ConfigurationError for a count that is not one
     t0 = time.perf_counter()
     secret = load_secret(home, catalog=catalog)
     kid = key_id(secret)
     journal, queue = Journal(catalog), Queue(catalog)
     report = QueueReport()
-    entries = {e.request_id: e for e in queue.entries()}
-    check_key_id({e.key_id for e in entries.values()}, kid, "the request queue")  # before anything is decrypted
+    read = queue.entries()
+    entries = {e.request_id: e for e in read if isinstance(e.request_id, str)}
+    if len(entries) < len(read):  # garbage appended by hand: no request can be run or shredded by it
+        report.skipped[NO_REQUEST_ID] = (
+            f"{sum(not isinstance(e.request_id, str) for e in read)} malformed queue row(s) without a request id "
+            "(not written by a submit); left in the queue. Remove them: Queue(catalog).load().delete('request_id IS "
+            "NULL') (iceberg_privacy.rights.queue)")
+    # before anything is decrypted; a row without a key id is malformed, refused by unseal if a request uses it
+    check_key_id(_key_ids(entries.values()), kid, "the request queue")
     checkpoint("queue.after_read")
     kek = wrapping_key(secret)
     rows = _open_rows(journal, entries)
@@ -392,8 +408,9 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
             if entry is None:
                 # A batch another pass journaled can hold a request submitted after this pass read the queue:
                 # read the queue again before calling its ciphertext gone.
-                newer = {e.request_id: e for e in queue.entries() if e.request_id not in entries}
-                check_key_id({e.key_id for e in newer.values()}, kid, "the request queue")
+                newer = {e.request_id: e for e in queue.entries()
+                         if isinstance(e.request_id, str) and e.request_id not in entries}
+                check_key_id(_key_ids(newer.values()), kid, "the request queue")
                 entries.update(newer)
                 entry = entries.get(rid)
             if entry is None:
@@ -421,7 +438,7 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
             resolved = resolve_subjects(tables, values_of(req.request_id), secret, strict=False)
             rep = export_subjects(catalog, req, resolved, secret, journal=journal,
                                   out=child(out, export_folder(req.request_id)), format=format, spark=spark)
-        except (OSError, SparkJobError) as exc:  # this export only: the other requests go on
+        except (OSError, SparkJobError, QueueIntegrityError) as exc:  # this export only: the other requests go on
             logger.warning("queue access request %s: %s", req.request_id, exc)
             report.skipped[req.request_id] = f"export failed, left in the queue: {exc}"
             continue
@@ -517,6 +534,14 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     return report
 
 
+NO_REQUEST_ID = "<no request id>"
+"""The key of :attr:`QueueReport.skipped` under which a pass reports queue rows without a request id."""
+
+
+def _key_ids(entries: Iterable[QueueEntry]) -> set[str]:
+    return {e.key_id for e in entries if isinstance(e.key_id, str)}
+
+
 def _open_rows(journal: Journal, entries: dict[str, QueueEntry]) -> list[dict[str, Any]]:
     """The journal events a pass needs: those of the requests still in the queue (pending, or completed but not
     yet shredded) and of the batches they are claimed into; the history of finished requests is not read."""
@@ -535,8 +560,13 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
         members = list(bstate.detail["queue"]["members"])  # fixed when the batch was journaled
     outcome = BatchOutcome(batch, name, members)
     values: list[Any] = []
-    for rid in members:
-        values += values_of(rid)
+    try:
+        for rid in members:
+            values += values_of(rid)
+    except QueueIntegrityError as exc:  # a damaged queue row: this batch waits for it to be removed, the others go on
+        logger.warning("queue batch %s on %s: %s", batch, name, exc)
+        outcome.blocked = _block_message(exc)
+        return outcome
     try:
         table = catalog.load_table(name)
     except NoSuchTableError:

@@ -56,6 +56,7 @@ DEK_AAD = b"iceberg-privacy queue dek v1\x00"
 DATA_AAD = b"iceberg-privacy queue subjects v1\x00"
 NONCE_BYTES = 12
 KEY_BYTES = 32
+TAG_BYTES = 16  # AES-GCM appends a 128-bit tag
 
 REGIMES = ("gdpr", "ccpa")
 """``gdpr``: one calendar month from receipt (Art. 12(3)); ``ccpa``: 45 days (Cal. Civ. Code 1798.130)."""
@@ -147,12 +148,16 @@ def unseal(kek: bytes, entry: QueueEntry) -> list[Any]:
     """The subject values of a queue entry; :class:`QueueIntegrityError` when authentication fails."""
     from cryptography.exceptions import InvalidTag
 
+    plain: bytes | None = None
     try:
-        dek = _aesgcm(kek).decrypt(entry.wrapped_key[:NONCE_BYTES], entry.wrapped_key[NONCE_BYTES:],
-                                   DEK_AAD + entry.request_id.encode())
-        plain = _aesgcm(dek).decrypt(entry.ciphertext[:NONCE_BYTES], entry.ciphertext[NONCE_BYTES:],
-                                     _aad(entry.request_id, entry.kind, entry.key_id))
-    except InvalidTag:
+        if not malformed(entry):
+            dek = _aesgcm(kek).decrypt(entry.wrapped_key[:NONCE_BYTES], entry.wrapped_key[NONCE_BYTES:],
+                                       DEK_AAD + entry.request_id.encode())
+            plain = _aesgcm(dek).decrypt(entry.ciphertext[:NONCE_BYTES], entry.ciphertext[NONCE_BYTES:],
+                                         _aad(entry.request_id, entry.kind, entry.key_id))
+    except (InvalidTag, ValueError):  # ValueError: a data key of another length (a wrapped key altered in place)
+        plain = None
+    if plain is None:
         raise QueueIntegrityError(
             f"the encrypted identifiers of queued request {entry.request_id} fail authentication (the row was altered "
             "or corrupted); nothing was decrypted. Submit the request again with its subjects under a new request id, "
@@ -160,6 +165,15 @@ def unseal(kek: bytes, entry: QueueEntry) -> list[Any]:
             f"[{entry.request_id!r}]))"
         ) from None
     return decode_values(plain)
+
+
+def malformed(entry: QueueEntry) -> bool:
+    """A row no submit writes (a null or non-text id, kind or key id; a key or ciphertext too short to hold its
+    nonce and tag): edited by hand or damaged, so nothing of it can be authenticated."""
+    texts = (entry.request_id, entry.kind, entry.key_id)
+    blobs = (entry.wrapped_key, entry.ciphertext)
+    return (not all(isinstance(t, str) for t in texts)
+            or not all(isinstance(b, bytes) and len(b) >= NONCE_BYTES + TAG_BYTES for b in blobs))
 
 
 # ------------------------------------------------------------------------------------ the queue table

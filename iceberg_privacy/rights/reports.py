@@ -233,6 +233,9 @@ class TablePurge:
     verify: VerifyReport | None = None
     skipped: str | None = None
     delete_failures: dict[str, str] = field(default_factory=dict)  # location -> why it could not be deleted
+    # metadata.json files of another table at this very location (a table dropped and created again there): the
+    # orphan deletion cannot tell that table's files from this one's, so it deletes nothing
+    shared_location: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -52,7 +52,7 @@ from iceberg_privacy.index.hashing import coerce_values, shown
 from iceberg_privacy.index.planner import plan_lookup
 from iceberg_privacy.index.read import MatchRead, probe_task
 from iceberg_privacy.lineage.fanout import Fanout
-from iceberg_privacy.properties import LIBRARY_MARKERS
+from iceberg_privacy.properties import BOOKKEEPING_MARKERS, LIBRARY_MARKERS
 from iceberg_privacy.rights.keyed import canonical_literal, digest, digest_distinct
 from iceberg_privacy.rights.reports import RefHold
 
@@ -127,6 +127,10 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
     """
     if isinstance(tables, (str, Table)):
         tables = [tables]
+    if tables is not None and not tables:  # an empty list (a filter that kept nothing) is not "every table"
+        raise ConfigurationError(
+            "the request names no table (tables is empty): pass the tables to cover, or leave tables out (None) to "
+            "cover every table of the catalog that declares identity columns; nothing was recorded")
     if tables:
         out: list[Table] = []
         for t in tables:
@@ -142,6 +146,14 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
                         + (f" (tables={tuple(tables)!r} is read as {len(tables)} table names: pass one table as "
                            "'ns.table' or [('ns', 'table')])" if isinstance(tables, tuple) else "")
                     ) from None
+            if has_marker(table, BOOKKEEPING_MARKERS):
+                raise ConfigurationError(
+                    f"table {table_name(table)} is one of the library's own bookkeeping tables (the request journal "
+                    "and queue, a forget list, a DP ledger, the service's tokens; table properties privacy.journal, "
+                    "privacy.queue, privacy.forget.*, ...): no request covers it, whatever identity columns it "
+                    "declares, since erasing there would destroy the audit record or let erased subjects be "
+                    "written again. Name the tables that hold the subjects' data; nothing was recorded"
+                )
             if not _declared(table):
                 raise NoIdentityColumnsError(
                     f"table {table_name(table)} declares no identity columns, so no row of it can be attributed "

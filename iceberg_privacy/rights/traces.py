@@ -44,7 +44,8 @@ from pyiceberg.types import (
 )
 
 from iceberg_privacy.config import identity_columns
-from iceberg_privacy.rights.keyed import canonical_literals, digest
+from iceberg_privacy.index.hashing import coerce_values
+from iceberg_privacy.rights.keyed import canonical_literal, canonical_literals, digest
 from iceberg_privacy.storage import StoredFile, canonical
 
 DEFAULT_TRUNCATE = 16
@@ -122,9 +123,18 @@ class SubjectMatcher:
                     self.partition_names[pf.field_id] = pf.name
         # Clear values only for prefix checks of truncated bounds, and only those that are a subject's.
         self.values: list[str] = []
+        self.byte_values: list[bytes] = []  # the same for binary identity columns, whose bounds are truncated too
+        binary_types = [t for t in self.types if isinstance(t, BinaryType)]
         for v in values or ():
             if isinstance(v, str) and digest(secret, b"s" + v.encode("utf-8")) in digests:
                 self.values.append(v)
+            for t in binary_types:
+                try:
+                    lits = coerce_values([v], t, "verification")
+                except Exception:  # noqa: BLE001 - a value a binary column cannot take
+                    continue
+                self.byte_values += [bytes(lit.value) for lit in lits
+                                     if digest(self.secret, canonical_literal(lit, t)) in digests]
         self.truncate = DEFAULT_TRUNCATE
         if m := _TRUNCATE.fullmatch(table.properties.get("write.metadata.metrics.default", "").strip()):
             self.truncate = int(m.group(1))
@@ -183,12 +193,14 @@ class SubjectMatcher:
         """A whole string is a subject's value of a string-like identity column."""
         return bool(s) and any(self.value(s, t) for t in self.text_types)
 
-    def prefix(self, s: str) -> bool | None:
-        """``s`` (a truncated bound) is a prefix of a known subject value; None when no values are known."""
-        if not self.values:
+    def prefix(self, s: str | bytes) -> bool | None:
+        """``s`` (a truncated bound: text, or bytes of a binary column) is a prefix of a known subject value;
+        None when no values are known."""
+        known: list[Any] = self.byte_values if isinstance(s, bytes) else self.values
+        if not known:
             return None
-        cut = s[:-1] if len(s) > 1 else s  # a truncated upper bound has its last character incremented
-        return any(v.startswith(s) or v.startswith(cut) for v in self.values)
+        cut = s[:-1] if len(s) > 1 else s  # a truncated upper bound has its last character (byte) incremented
+        return any(v.startswith(s) or v.startswith(cut) for v in known)
 
     def pair(self, key: str, value: str) -> bool:
         """``key=value`` (a path segment or summary key) names a subject through a partition field."""
@@ -347,7 +359,7 @@ class _Avro:
                 what = f"{which[:-1].replace('_', ' ')} of {self.m.leaf_names[fid]}{of}"
                 if self.m.value(v, bound_type):
                     out.append((what, False))
-                elif isinstance(v, str) and not explained:
+                elif isinstance(v, (str, bytes)) and not explained:  # string and binary bounds are truncated
                     hit = self.m.prefix(v)
                     if hit:
                         out.append((f"{what} (a truncated prefix)", False))

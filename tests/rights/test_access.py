@@ -121,3 +121,17 @@ def test_access_reads_row_groups_keys_first_like_a_full_scan(shared_catalog: Cat
     ip.access(shared_catalog, asked, tables=[name], out=out)
     got = sorted(r["row_id"] for r in pq.read_table(out / f"{name}.parquet").to_pylist())
     assert got == [r["row_id"] for r in all_rows(table) if r["user_id"] in victims]
+
+
+def test_access_exports_the_subjects_rows_on_other_branches(catalog: Catalog, tmp_path: Path) -> None:
+    """Access read the head of main only: rows of the person on a branch (live data, which an erasure of the same
+    person erases too) were left out of the export, which said 0 rows while the erasure then removed 1."""
+    from tests.helpers import rows
+
+    table = make_table(catalog, "db.t", [["ann", "bob"]])
+    table.manage_snapshots().create_branch(table.current_snapshot().snapshot_id, "dev").commit()  # type: ignore[union-attr]
+    catalog.load_table("db.t").append(rows(["cy", "cy"], 10), branch="dev")  # cy's rows are on dev only
+    report = ip.access(catalog, ["cy", "ann"], out=tmp_path / "out")
+    exported = pq.read_table(tmp_path / "out" / "db.t.parquet").column("user_id").to_pylist()
+    assert sorted(exported) == ["ann", "cy", "cy"] and report.tables["db.t"].rows == 3  # ann once: one file, both refs
+    assert ip.erase(catalog, ["cy"]).tables["db.t"].branches  # the erasure agrees: dev held cy's rows

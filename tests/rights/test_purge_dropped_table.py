@@ -66,3 +66,24 @@ def test_a_table_dropped_while_its_erasure_runs_is_a_dropped_table(catalog: Cata
     assert state.tables["db.gone"].status != "verified" and state.status != "completed"
     shutil.rmtree(folder)
     assert ip.purge(catalog, "drop-2", orphan_age=timedelta(0)).completed
+
+
+def test_a_table_created_again_at_a_dropped_ones_location_gets_advice_that_can_be_followed(catalog: Catalog) -> None:
+    """A pipeline's drop + create between the erasure and the purge puts a new table at the old one's location. The
+    old table's leftover sidecar (Bloom filters of the erased file) failed the verification with the advice to run
+    `iceberg-privacy cleanup`, which deletes nothing at a location two tables share (it only logs a warning): the
+    request stayed open with no step that helps. The error now says so and what to delete."""
+    make_table(catalog, "db.t", [["ann", "bob"], ["cy"]])
+    ip.erase(catalog, ["ann"], ["db.t"], request_id="again-1", purge=False)
+    catalog.drop_table("db.t")  # the files stay
+    make_table(catalog, "db.t", [["dee"]])  # the same name, so the same default location
+    report = ip.purge(catalog, "again-1", orphan_age=timedelta(0), raise_on_failure=False)
+    purged = report.tables["db.t"]
+    assert not report.completed and purged.shared_location and purged.verify is not None
+    with pytest.raises(VerificationFailedError, match="also holds another table's metadata"):
+        ip.purge(catalog, "again-1", orphan_age=timedelta(0))
+    table = catalog.load_table("db.t")
+    for trace in purged.verify.traces:  # the advice: delete the files named, then run the request again
+        Path(local_path(table.location()), trace.location).unlink()
+    assert ip.run_request(catalog, "again-1", purge=True).purge.completed  # type: ignore[union-attr]
+    assert [r["user_id"] for r in catalog.load_table("db.t").scan().to_arrow().to_pylist()] == ["dee"]

@@ -56,7 +56,7 @@ def test_orphans_of_a_foreign_expiry_get_a_message_that_helps(catalog: Catalog) 
     with pytest.raises(VerificationFailedError) as err:
         ip.purge(catalog, "r1")
     msg = str(err.value)
-    assert "not referenced by the table's metadata" in msg and "index cleanup" in msg and "orphan_age=timedelta(0)" in msg
+    assert "not referenced by the table's metadata" in msg and "`iceberg-privacy cleanup " in msg and "orphan_age=timedelta(0)" in msg
     assert "run the request again" not in msg  # it would not delete them
     assert Journal(catalog).get("r1").status != "completed"
     report = ip.purge(catalog, "r1", orphan_age=timedelta(0))  # what the message says

@@ -50,7 +50,7 @@ def test_orphan_age_of_the_wrong_type_is_refused_before_anything_is_deleted(cata
 
 
 def test_cleanup_orphans_leaves_a_nested_table_alone(catalog: Catalog) -> None:
-    """``index cleanup --delete`` (cleanup_orphans) listed the nested table's files as the outer table's orphans
+    """``cleanup --delete`` (cleanup_orphans) listed the nested table's files as the outer table's orphans
     and deleted them: the same data loss as the purge, reached without any request."""
     outer = make_table(catalog, "db.outer2", [["ann", "bob"]])
     inner = catalog.create_table("db.inner2", outer.schema(), location=outer.location().rstrip("/") + "/data/inner")

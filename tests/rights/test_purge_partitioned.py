@@ -101,7 +101,7 @@ def test_unreferenced_manifest_holding_a_bound_fails_verification(catalog: Catal
     leftover = _root(table) / "metadata" / "0c0ffee0-dead-writer-m0.avro"
     shutil.copy(manifest, leftover)
     with pytest.raises(VerificationFailedError, match=r"manifest .*0c0ffee0-dead-writer-m0\.avro.*not referenced.*"
-                                                      r"index cleanup TABLE --older-than 0s --delete"):
+                                                      r"iceberg-privacy cleanup TABLE --older-than 0s --delete"):
         ip.purge(catalog, "r", subjects=[VICTIM])
     req = Journal(catalog).get("r")
     assert req.status == "in-progress" and req.tables["db.p"].detail["verify"]["traces"] >= 1
