@@ -48,6 +48,7 @@ identifier itself.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -56,9 +57,10 @@ import pyarrow.compute as pc
 from pyiceberg.table import Table
 from pyiceberg.types import UUIDType
 
+from iceberg_privacy._internal import retry
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import identity_columns
-from iceberg_privacy.errors import ConfigurationError, TooManyLinkedIdentifiersError
+from iceberg_privacy.errors import CommitConflictError, ConfigurationError, TooManyLinkedIdentifiersError
 from iceberg_privacy.identities import extract_identities
 from iceberg_privacy.rights.filework import candidate_rows
 from iceberg_privacy.rights.keyed import digest_distinct, family_prefix
@@ -103,12 +105,27 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
     """The subject's other identifiers in ``tables`` (those declaring several identity columns; see the module doc).
 
     Raises :class:`TooManyLinkedIdentifiersError` past ``max_linked`` per value of ``values``; reads only
-    (Bloom-pruned candidate files).
+    (Bloom-pruned candidate files). Reads each table at the head it was loaded at; when another process expired
+    that head meanwhile and deleted its files (the purge of another request, while this one is submitted), the
+    tables are read again from their new heads, as every retried read of a table's history is.
     """
     if isinstance(max_linked, bool) or not isinstance(max_linked, int) or max_linked < 0:
         raise ConfigurationError(f"max_linked must be a whole number >= 0 (other identifiers per subject value), "
                                  f"got {max_linked!r}; 0 refuses any linked identifier, link_identifiers=False skips "
                                  "linking")
+
+    def step() -> LinkedIdentifiers:
+        with contextlib.ExitStack() as stack:
+            for t in tables:  # a file gone at a head that moved: refresh that table, read again
+                stack.enter_context(retry.vanished_is_conflict(t))
+            return _collect(tables, values, secret, max_linked)
+
+    return retry.run(step, exhausted=lambda tries, last: CommitConflictError(
+        f"reading the subject's other identifiers lost to concurrent expiries {tries} times (the tables' heads were "
+        "expired while they were read); run the request again"))
+
+
+def _collect(tables: Sequence[Table], values: Sequence[Any], secret: bytes, max_linked: int) -> LinkedIdentifiers:
     sources = linking_tables(tables)
     bound = max_linked * max(1, len(set(map(repr, values))))  # per distinct value: repeating one raises nothing
     out = LinkedIdentifiers(tables_read=[table_name(t) for t in sources], max_linked=max_linked)

@@ -275,3 +275,27 @@ def test_enqueue_says_which_identifiers_it_left_out_as_shared(catalog: Catalog, 
     said = [r.getMessage() for r in caplog.records if r.name == "iceberg_privacy.rights.queue"]
     assert any("q-fam" in m and "NOT linked" in m for m in said), said
     assert not any("fam@x.org" in m or "555-00" in m for m in said)  # keyed hashes and columns only
+
+
+def test_a_head_expired_while_the_identifiers_are_read_is_read_again(catalog: Catalog) -> None:
+    """A request submitted while another request's purge expires the head its tables were loaded at (seen in the
+    README run: a submitter racing two queue passes on PostgreSQL failed with 'cannot read .../snap-...avro: it does
+    not exist'): the other identifiers are read from the new head, not refused."""
+    from iceberg_privacy.rights.keyed import load_secret
+    from iceberg_privacy.rights.linked import collect_linked
+
+    name = unique_name("contacts")
+    catalog.create_namespace_if_not_exists("db")
+    table = catalog.create_table(name, schema=pa.schema([("email", pa.string()), ("phone", pa.string())]))
+    ip.configure_identity(table, ["email", "phone"])
+    ip.append(catalog.load_table(name), pa.table({"email": ["ann@x.org", "bob@x.org"],
+                                                  "phone": ["+1-555-0042", "+1-555-0043"]}))
+    stale = catalog.load_table(name)
+    ip.append(catalog.load_table(name), pa.table({"email": ["ann@x.org"], "phone": ["+1-555-0099"]}))
+    stale.io.delete(stale.current_snapshot().manifest_list)  # as a purge expiring that head deletes it
+    secret = load_secret(None)
+    fresh = collect_linked([catalog.load_table(name)], ["ann@x.org"], secret)
+    again = collect_linked([stale], ["ann@x.org"], secret)
+    assert sorted(li.digest for li in again.identifiers) == sorted(li.digest for li in fresh.identifiers)
+    assert len(fresh.identifiers) == 2  # both of ann's phones, the one added after `stale` was loaded too
+    assert stale.metadata_location == catalog.load_table(name).metadata_location
