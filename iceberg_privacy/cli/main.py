@@ -165,6 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     Parser.json_errors = "--json" in argv[:argv.index("--")] if "--" in argv else "--json" in argv
     try:
         args = parse(build_parser(), argv)
+    except KeyboardInterrupt:  # while the command modules are imported
+        print("error: interrupted", file=sys.stderr)
+        if Parser.json_errors:
+            print(json.dumps({"error": "interrupted", "error_type": "KeyboardInterrupt"}))
+        return 130
     finally:
         Parser.json_errors = False
     handler = logging.StreamHandler()

@@ -343,6 +343,26 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path, capsys: pytest.CaptureF
     assert json.loads(out) == {"error": "interrupted", "error_type": "KeyboardInterrupt"}
 
 
+def test_ctrl_c_while_the_command_is_read_is_one_line_and_exit_130(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while the parser imports the command modules (the CLI's first few hundred ms): the same one line."""
+    import importlib
+    import json
+
+    cli_main = importlib.import_module("iceberg_privacy.cli.main")  # (the package's ``main`` is the function)
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "build_parser", interrupted)
+    try:
+        code, out, err = _run(tmp_path / "home", capsys, "sidecars", "status", "db.events", "--json")
+    except KeyboardInterrupt:  # (let through, it would stop the whole test run)
+        pytest.fail("Ctrl-C while the command line was read escaped main() as a traceback")
+    assert code == 130 and err == "error: interrupted\n"
+    assert json.loads(out) == {"error": "interrupted", "error_type": "KeyboardInterrupt"}
+
+
 def test_a_missing_secret_names_the_home_the_command_used(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression: with ``--home H`` the advice was ``iceberg-privacy secret init`` creating ./.iceberg-privacy/secret,
