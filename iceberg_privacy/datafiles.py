@@ -343,9 +343,9 @@ def _write_chunks(io: FileIO, metadata: TableMetadata, data: pa.Table | pa.Recor
             casts = _pre_casts(metadata, data.schema)
             for chunk in _chunks(data, chunk_bytes):
                 try:
-                    for name, arrow_type in casts.items():
+                    for name, (arrow_type, safe) in casts.items():
                         chunk = chunk.set_column(chunk.schema.get_field_index(name), chunk.schema.field(name).with_type(
-                            arrow_type), chunk.column(name).cast(arrow_type))
+                            arrow_type), chunk.column(name).cast(arrow_type, safe=safe))
                     if forget_filter is not None:  # erased subjects never reach a file (a late event cannot resurrect them)
                         chunk, dropped = forget_filter.apply(chunk)
                         out.dropped_rows += dropped
@@ -382,14 +382,18 @@ def _write_chunks(io: FileIO, metadata: TableMetadata, data: pa.Table | pa.Recor
         bar.close()
 
 
-def _pre_casts(metadata: TableMetadata, arrow_schema: pa.Schema) -> dict[str, pa.DataType]:
-    """Top-level columns to cast before anything reads them: uuid columns a spec partitions by identity to
-    their bytes, dictionary-encoded ones to their values, and
+def _pre_casts(metadata: TableMetadata, arrow_schema: pa.Schema) -> dict[str, tuple[pa.DataType, bool]]:
+    """Top-level columns to cast before anything reads them (name -> (type, safe cast)): uuid columns a spec
+    partitions by identity to their bytes, dictionary-encoded ones to their values, and
     columns holding integers narrower than int32 (int8, uint16, also inside lists of ids) or decimals of
     another scale than the table's to the table's type: pyiceberg casts those when it writes, but the hash
     kernels of the index take only int32/int64 and hash a decimal by its unscaled value (an out-of-range
-    value, or a decimal the table's scale cannot hold, fails the cast: the caller's data, reported as such)."""
-    out: dict[str, pa.DataType] = {}
+    value, or a decimal the table's scale cannot hold, fails the cast: the caller's data, reported as such).
+    Nanosecond timestamps (pandas' default) are cast to microseconds, truncated as pyiceberg's writer does, when
+    pyiceberg's downcast-ns-timestamp-to-us-on-write is set (else the schema check refused them): the index must
+    hash the microseconds the file stores."""
+    out: dict[str, tuple[pa.DataType, bool]] = {}
+    downcast = _ns_timestamps(arrow_schema) and compat.downcast_ns_on_write()
     schema = metadata.schema()
     # pyarrow cannot group rows by uuid values (``Keys of type extension<arrow.uuid>``), which pyiceberg's writer
     # does for an identity partition on a uuid column: such columns go in as their 16 bytes, which pyiceberg
@@ -399,29 +403,47 @@ def _pre_casts(metadata: TableMetadata, arrow_schema: pa.Schema) -> dict[str, pa
         if isinstance(f.type, pa.UuidType):
             try:
                 if schema.find_field(f.name).field_id in by_identity:
-                    out[f.name] = f.type.storage_type
+                    out[f.name] = (f.type.storage_type, True)
             except ValueError:
                 pass  # not a column of the table: the schema check has refused it already
             continue
         if pa.types.is_dictionary(f.type):
             # pyiceberg writes the dictionary type into the file's Arrow schema, after which every scan that
             # meets a plain file too fails ("Unable to merge: ... dictionary vs string"): decode it first
-            out[f.name] = f.type.value_type
+            out[f.name] = (f.type.value_type, True)
             continue
-        if not _narrow_integers(f.type) and not _decimal_scales(f.type):
+        truncate = downcast and _ns_timestamps(f.type)
+        if not _narrow_integers(f.type) and not _decimal_scales(f.type) and not truncate:
             continue
         try:
             target = schema_to_pyarrow(schema.find_field(f.name).field_type, include_field_ids=False)
         except ValueError:
             continue  # not a column of the table: the schema check has refused it already
-        if _narrow_integers(f.type) and f.type != target:
-            out[f.name] = target  # list<int8> -> list<int> too (a list of ids)
+        if truncate and f.type != target:
+            out[f.name] = (target, False)  # sub-microsecond digits dropped, as pyiceberg's downcast does
+        elif _narrow_integers(f.type) and f.type != target:
+            out[f.name] = (target, True)  # list<int8> -> list<int> too (a list of ids)
         elif _decimal_scales(f.type) != _decimal_scales(target):
             # pyiceberg 0.12 accepts a decimal of another scale (decimal(4,1) data for a decimal(9,2) column: its
             # promotion check compares the file's scale with itself) and rescales it when writing: 1.2 is stored
             # as 1.20. The index must hash what is stored (unscaled 120, not 12), or lookups skip the file.
-            out[f.name] = target
+            out[f.name] = (target, True)
     return out
+
+
+def _ns_timestamps(t: pa.DataType | pa.Schema) -> bool:
+    """Whether ``t`` (a type, or every column of a schema) holds nanosecond timestamps at any depth."""
+    if isinstance(t, pa.Schema):
+        return any(_ns_timestamps(f.type) for f in t)
+    if pa.types.is_timestamp(t):
+        return t.unit == "ns"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _ns_timestamps(t.value_type)
+    if pa.types.is_map(t):
+        return _ns_timestamps(t.key_type) or _ns_timestamps(t.item_type)
+    if pa.types.is_struct(t):
+        return any(_ns_timestamps(c.type) for c in t)
+    return False
 
 
 def _decimal_scales(t: pa.DataType) -> list[int]:

@@ -53,8 +53,19 @@ def staged(tx: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
 
 def check_arrow_schema(schema: Schema, arrow_schema: pa.Schema, *, format_version: int) -> None:
     """Raise ``ValueError`` when Arrow data cannot be written to an Iceberg schema, exactly as
-    pyiceberg's own append decides (``pyiceberg.io.pyarrow._check_pyarrow_schema_compatible``)."""
-    _check_pyarrow_schema_compatible(schema, arrow_schema, format_version=cast(Literal[1, 2, 3], format_version))
+    pyiceberg's own append decides (``pyiceberg.io.pyarrow._check_pyarrow_schema_compatible``, with its
+    ``downcast-ns-timestamp-to-us-on-write`` setting: :func:`downcast_ns_on_write`)."""
+    _check_pyarrow_schema_compatible(schema, arrow_schema, downcast_ns_timestamp_to_us=downcast_ns_on_write(),
+                                     format_version=cast(Literal[1, 2, 3], format_version))
+
+
+def downcast_ns_on_write() -> bool:
+    """pyiceberg's ``downcast-ns-timestamp-to-us-on-write`` (``PYICEBERG_DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE`` or
+    ``.pyiceberg.yaml``) as its append reads it: nanosecond timestamps are written as microseconds (truncated)."""
+    from pyiceberg.table import DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE
+    from pyiceberg.utils.config import Config
+
+    return Config().get_bool(DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE) or False
 
 
 def parquet_writer_kwargs(properties: dict[str, str]) -> dict[str, Any]:

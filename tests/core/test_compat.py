@@ -60,6 +60,21 @@ def test_check_arrow_schema_accepts_matching_and_rejects_mismatch() -> None:
         compat.check_arrow_schema(SCHEMA, pa.schema([("user_id", pa.int64()), ("n", pa.int64())]), format_version=2)
 
 
+def test_check_arrow_schema_follows_pyicebergs_ns_downcast_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
+    from pyiceberg.types import TimestampType
+
+    schema = Schema(NestedField(1, "at", TimestampType(), required=False))
+    ns = pa.schema([("at", pa.timestamp("ns"))])
+    monkeypatch.delenv("PYICEBERG_DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE", raising=False)
+    assert compat.downcast_ns_on_write() is False
+    with pytest.raises(UnsupportedPyArrowTypeException):
+        compat.check_arrow_schema(schema, ns, format_version=2)
+    monkeypatch.setenv("PYICEBERG_DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE", "true")
+    assert compat.downcast_ns_on_write() is True
+    compat.check_arrow_schema(schema, ns, format_version=2)
+
+
 def test_partitions_split_like_pyiceberg() -> None:
     spec = PartitionSpec(PartitionField(source_id=1, field_id=1000, transform=IdentityTransform(), name="user_id"))
     data = pa.table({"user_id": ["a", "b", "a", None], "n": [1, 2, 3, 4]}, schema=ARROW)

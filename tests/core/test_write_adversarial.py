@@ -139,6 +139,34 @@ def test_timestamps_pyiceberg_cannot_write_are_a_schema_error_with_the_cast(cata
     assert table.refresh().current_snapshot() is None
 
 
+def test_nanosecond_timestamps_are_written_and_indexed_as_microseconds_when_pyiceberg_is_told_to(
+        catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusal above names pyiceberg's downcast-ns-timestamp-to-us-on-write; with it set, the library refused the
+    data anyway (its schema check ignored the setting), unlike pyiceberg's own append. Now the data is written as
+    microseconds (sub-microsecond digits dropped, as pyiceberg does), and the index hashes what the file stores."""
+    from datetime import datetime
+
+    from pyiceberg.types import ListType, StructType, TimestampType
+
+    monkeypatch.setenv("PYICEBERG_DOWNCAST_NS_TIMESTAMP_TO_US_ON_WRITE", "true")
+    table = catalog.create_table("db.ns", Schema(
+        NestedField(1, "at", TimestampType(), required=False),
+        NestedField(2, "visits", ListType(3, TimestampType(), element_required=False), required=False),
+        NestedField(4, "meta", StructType(NestedField(5, "seen", TimestampType(), required=False)), required=False)))
+    table = ip.configure_bloom(table, ["at"])
+    ns = [1_700_000_000_000_000_789, 1_700_000_001_000_000_000]
+    ip.append(table, pa.table({
+        "at": pa.array(ns, pa.timestamp("ns")),
+        "visits": pa.array([[ns[0]], None], pa.list_(pa.timestamp("ns"))),
+        "meta": pa.array([{"seen": ns[1]}, None], pa.struct([("seen", pa.timestamp("ns"))]))}))
+    stored = table.refresh().scan().to_arrow()
+    assert stored["at"].to_pylist() == [datetime(2023, 11, 14, 22, 13, 20), datetime(2023, 11, 14, 22, 13, 21)]
+    assert stored["visits"].to_pylist() == [[datetime(2023, 11, 14, 22, 13, 20)], None]
+    assert stored["meta"].to_pylist() == [{"seen": datetime(2023, 11, 14, 22, 13, 21)}, None]
+    assert ip.lookup(table, "at", datetime(2023, 11, 14, 22, 13, 20)).num_rows == 1
+    assert ip.plan_lookup(table, "at", [datetime(2023, 11, 14, 22, 13, 20, 500000)]).files_to_read == []  # Bloom: a miss
+
+
 @pytest.mark.parametrize("bad", ["nope = 1", "n = 'abc'", "n > 1 and", "user_id = 5"])
 def test_a_bad_overwrite_filter_is_refused_before_any_file_is_written(catalog: Catalog, tmp_path: Any, bad: str) -> None:
     """Before: the data files were written first, then the commit raised pyparsing's/pyiceberg's own
