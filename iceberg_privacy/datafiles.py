@@ -160,6 +160,7 @@ def write_data_files(
             f"this library, writes only Parquet. Set {TableProperties.WRITE_FILE_FORMAT}=parquet on the table "
             "(files of other formats already in it stay readable), or write with an engine that writes "
             f"{file_format}. Nothing was written.")
+    _check_format_writable(metadata, where)
     _check_spec_writable(metadata, where)
     _check_write_properties(metadata, where)
     out = WrittenFiles(forget_version=forget_filter.version if forget_filter is not None else None)
@@ -198,6 +199,24 @@ def _check_write_properties(metadata: TableMetadata, where: str) -> None:
     except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
         raise refuse(sorted(k for k in props if k.startswith("write.parquet.")),
                      f"is not a setting pyarrow can write Parquet with ({first_line(exc)})") from exc
+
+
+def _pyiceberg_version() -> str:
+    from importlib.metadata import version
+
+    return version("pyiceberg")
+
+
+def _check_format_writable(metadata: TableMetadata, where: str) -> None:
+    """Refuse, before any file is written, a table format pyiceberg 0.12 cannot commit to: format v3 (a REST catalog
+    or another engine can create such tables), which failed only at the commit with pyiceberg's bare "Cannot write
+    manifest for table version: 3" after every data file was written."""
+    if metadata.format_version > 2:
+        raise ConfigurationError(
+            f"{where} is an Iceberg format-v{metadata.format_version} table, which pyiceberg {_pyiceberg_version()} "
+            "(this library's writer) cannot write yet: write it with an engine that supports v3 (Spark with Iceberg "
+            "1.8+), or keep privacy-operable tables at format v2 (create them with properties={'format-version': "
+            "'2'}). Reads and lookups work. Nothing was written.")
 
 
 def _check_spec_writable(metadata: TableMetadata, where: str) -> None:
