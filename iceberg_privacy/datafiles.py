@@ -450,45 +450,34 @@ def _pre_casts(metadata: TableMetadata, arrow_schema: pa.Schema) -> dict[str, tu
     return out
 
 
+def _leaf_types(t: pa.DataType) -> Iterator[pa.DataType]:
+    """The primitive types ``t`` holds at any depth (list elements, map keys then values, struct fields), in order."""
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        yield from _leaf_types(t.value_type)
+    elif pa.types.is_map(t):
+        yield from _leaf_types(t.key_type)
+        yield from _leaf_types(t.item_type)
+    elif pa.types.is_struct(t):
+        for c in t:
+            yield from _leaf_types(c.type)
+    else:
+        yield t
+
+
 def _ns_timestamps(t: pa.DataType | pa.Schema) -> bool:
     """Whether ``t`` (a type, or every column of a schema) holds nanosecond timestamps at any depth."""
-    if isinstance(t, pa.Schema):
-        return any(_ns_timestamps(f.type) for f in t)
-    if pa.types.is_timestamp(t):
-        return t.unit == "ns"
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return _ns_timestamps(t.value_type)
-    if pa.types.is_map(t):
-        return _ns_timestamps(t.key_type) or _ns_timestamps(t.item_type)
-    if pa.types.is_struct(t):
-        return any(_ns_timestamps(c.type) for c in t)
-    return False
+    types = [f.type for f in t] if isinstance(t, pa.Schema) else [t]
+    return any(pa.types.is_timestamp(x) and x.unit == "ns" for ty in types for x in _leaf_types(ty))
 
 
 def _decimal_scales(t: pa.DataType) -> list[int]:
     """The scales of the decimals ``t`` holds at any depth, in field order (empty: no decimal)."""
-    if pa.types.is_decimal(t):
-        return [t.scale]
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return _decimal_scales(t.value_type)
-    if pa.types.is_map(t):
-        return _decimal_scales(t.key_type) + _decimal_scales(t.item_type)
-    if pa.types.is_struct(t):
-        return [s for c in t for s in _decimal_scales(c.type)]
-    return []
+    return [x.scale for x in _leaf_types(t) if pa.types.is_decimal(x)]
 
 
 def _narrow_integers(t: pa.DataType) -> bool:
     """Whether ``t`` holds integers other than int32/int64 at any depth (what the hash kernels refuse)."""
-    if pa.types.is_integer(t):
-        return t not in (pa.int32(), pa.int64())
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return _narrow_integers(t.value_type)
-    if pa.types.is_map(t):
-        return _narrow_integers(t.key_type) or _narrow_integers(t.item_type)
-    if pa.types.is_struct(t):
-        return any(_narrow_integers(c.type) for c in t)
-    return False
+    return any(pa.types.is_integer(x) and x not in (pa.int32(), pa.int64()) for x in _leaf_types(t))
 
 
 def _index_view(data: pa.Table, columns: list[BloomColumn]) -> pa.Table:
