@@ -8,7 +8,7 @@ import pytest
 
 import iceberg_privacy as ip
 from iceberg_privacy.spark.options import SourceOptions
-from iceberg_privacy.spark.writer import IcebergPrivacyStreamWriter, IcebergPrivacyWriter
+from iceberg_privacy.spark.writer import IcebergPrivacyStreamWriter, IcebergPrivacyWriter, TaskFiles
 
 
 @pytest.mark.parametrize("writer", [IcebergPrivacyWriter, IcebergPrivacyStreamWriter])
@@ -59,3 +59,36 @@ def _schema():  # type: ignore[no-untyped-def]
     from pyiceberg.types import LongType, NestedField, StringType
 
     return Schema(NestedField(1, "user_id", StringType(), required=False), NestedField(2, "n", LongType(), required=False))
+
+
+def test_a_replay_committed_while_the_original_retries_is_not_committed_twice(tmp_path: Path) -> None:
+    """Two drivers commit the same micro-batch (a restarted query while the old driver still commits): the
+    replay lands between the original's exactly-once check and its commit. Before: the original lost the
+    race, retried on the new head and committed the batch a second time (every row twice)."""
+    import pyarrow as pa
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    from iceberg_privacy._internal import faults
+
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    opts = SourceOptions(table="db.race", catalog_home=str(tmp_path / "home"),
+                         raw={"bloom.columns": "user_id", "streaming.query-id": "q-1"})
+    rows = pa.record_batch([pa.array(["ann", "bob"]), pa.array([1, 2], pa.int64())], names=["user_id", "n"])
+    original = IcebergPrivacyStreamWriter(opts, struct, False)
+    replay = IcebergPrivacyStreamWriter(opts, struct, False)
+    original_message = original.write(iter([rows]))
+    replay_message = replay.write(iter([rows]))
+    fired: list[str] = []
+
+    def replay_lands_first(name: str) -> None:
+        if not fired:
+            fired.append(name)
+            replay.commit([replay_message], 7)
+
+    with faults.injected("write.before_commit", replay_lands_first):
+        original.commit([original_message], 7)
+    table = ip.connect(home=tmp_path / "home").load_table("db.race")
+    assert sorted(table.scan().to_arrow()["user_id"].to_pylist()) == ["ann", "bob"]
+    assert len(table.snapshots()) == 1
+    assert isinstance(original_message, TaskFiles)
+    assert not any(Path(f.file_path.removeprefix("file://")).exists() for f in original_message.written.files)
