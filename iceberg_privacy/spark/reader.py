@@ -223,6 +223,10 @@ class IcebergPrivacyReader(DataSourceReader):
     def __init__(self, opts: SourceOptions, struct: Any) -> None:
         self.opts = opts
         self.struct = struct
+        # every option checked now: pushdown is otherwise read only when Spark pushes a filter
+        opts.get_bool("pushdown", True)
+        opts.get_int("split-size", DEFAULT_SPLIT_SIZE, minimum=1)
+        opts.get_int("min-partitions", 1, minimum=1)
         table = opts.load_table()
         snap = resolve_snapshot(table, opts)
         self.snapshot_id = snap.snapshot_id if snap else None

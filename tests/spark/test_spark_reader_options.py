@@ -1,0 +1,28 @@
+"""The Spark reader's options are checked when the read is created, whether or not Spark pushes filters
+(no session needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import iceberg_privacy as ip
+from iceberg_privacy.spark.options import READ_OPTIONS, parse_options
+from iceberg_privacy.spark.reader import IcebergPrivacyReader
+
+
+@pytest.mark.parametrize("option", ["pushdown", "split-size", "min-partitions"])
+def test_a_garbage_read_option_is_an_error_without_a_filter(tmp_path: Path, option: str) -> None:
+    """Before: ``pushdown=flase`` was only parsed when Spark pushed a filter, so a read without a filter (or
+    whose filters Spark kept) ignored it silently."""
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    catalog = ip.connect(home=tmp_path / "home")
+    catalog.create_namespace("db")
+    ip.append(catalog.create_table("db.t", pa.schema([("n", pa.int64())])), pa.table({"n": pa.array([1], pa.int64())}))
+    opts = parse_options({"path": "db.t", "catalog.home": str(tmp_path / "home"), option: "flase"},
+                         allowed=READ_OPTIONS)
+    with pytest.raises(ip.ConfigurationError, match=f"option '{option}' must be"):
+        IcebergPrivacyReader(opts, StructType([StructField("n", LongType())]))
