@@ -124,6 +124,10 @@ def prepare_table(opts: SourceOptions, struct: Any) -> Table:
             "table schema, or evolve the table schema first"
         ) from exc
     configured = [c.name for c in bloom_columns(table.schema(), table.properties)]
+    if wanted and not configured and table.current_snapshot() is None:
+        # a table another job has just created and not yet configured (two first writes at once): configure it
+        # as that job will (the same properties), rather than fail or write files without filters
+        return configure_bloom(table, wanted, fpp=fpp, ndv=opts.get_int("bloom.ndv", None, minimum=1))
     if wanted and set(wanted) != set(configured):
         raise ConfigurationError(
             f"bloom.columns {wanted} differs from the bloom columns {configured} of the existing table {opts.table} "

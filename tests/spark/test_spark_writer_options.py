@@ -92,3 +92,29 @@ def test_a_replay_committed_while_the_original_retries_is_not_committed_twice(tm
     assert len(table.snapshots()) == 1
     assert isinstance(original_message, TaskFiles)
     assert not any(Path(f.file_path.removeprefix("file://")).exists() for f in original_message.written.files)
+
+
+def test_two_jobs_creating_the_same_table_both_write_with_its_bloom_columns(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two first writes to a new table with the same bloom.columns: the second found the table the first had just
+    created but not yet configured. Before: it failed with "bloom.columns ['user_id'] differs from the bloom columns
+    [] of the existing table"; now it configures the new, empty table as the first does."""
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    import iceberg_privacy.spark.writer as spark_writer
+
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    opts = SourceOptions(table="db.both", catalog_home=str(tmp_path / "home"), raw={"bloom.columns": "user_id"})
+    configure = spark_writer.configure_bloom
+    second: list[IcebergPrivacyWriter] = []
+    calls: list[str] = []
+
+    def other_job_first(table, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(table.name())
+        if len(calls) == 1:  # between the first job's create and configure, the second job starts
+            second.append(IcebergPrivacyWriter(opts, struct, False))
+        return configure(table, *args, **kwargs)
+
+    monkeypatch.setattr(spark_writer, "configure_bloom", other_job_first)
+    first = IcebergPrivacyWriter(opts, struct, False)
+    assert [c.name for c in first.columns] == [c.name for c in second[0].columns] == ["user_id"]
