@@ -89,6 +89,7 @@ def prepare_table(opts: SourceOptions, struct: Any) -> Table:
     except ValueError:
         raise ConfigurationError(f"option 'bloom.fpp' must be a number in (0, 0.5], e.g. 0.01; got {fpp_text!r}") \
             from None
+    ndv = opts.get_int("bloom.ndv", None, minimum=1)  # checked on every write, as bloom.fpp
     catalog = opts.catalog()
     try:
         table = catalog.load_table(opts.table)
@@ -111,7 +112,7 @@ def prepare_table(opts: SourceOptions, struct: Any) -> Table:
     if created and wanted:
         try:
             table = configure_bloom(table, wanted, fpp=fpp,
-                                    ndv=opts.get_int("bloom.ndv", None, minimum=1))
+                                    ndv=ndv)
         except Exception:
             catalog.drop_table(opts.table)  # no half-configured table left behind
             raise
@@ -127,7 +128,7 @@ def prepare_table(opts: SourceOptions, struct: Any) -> Table:
     if wanted and not configured and table.current_snapshot() is None:
         # a table another job has just created and not yet configured (two first writes at once): configure it
         # as that job will (the same properties), rather than fail or write files without filters
-        return configure_bloom(table, wanted, fpp=fpp, ndv=opts.get_int("bloom.ndv", None, minimum=1))
+        return configure_bloom(table, wanted, fpp=fpp, ndv=ndv)
     if wanted and set(wanted) != set(configured):
         raise ConfigurationError(
             f"bloom.columns {wanted} differs from the bloom columns {configured} of the existing table {opts.table} "

@@ -118,3 +118,15 @@ def test_two_jobs_creating_the_same_table_both_write_with_its_bloom_columns(tmp_
     monkeypatch.setattr(spark_writer, "configure_bloom", other_job_first)
     first = IcebergPrivacyWriter(opts, struct, False)
     assert [c.name for c in first.columns] == [c.name for c in second[0].columns] == ["user_id"]
+
+
+def test_a_garbage_bloom_ndv_is_an_error_on_an_existing_table(tmp_path: Path) -> None:
+    """Before: bloom.ndv was parsed only when the write created the table, so ``bloom.ndv=lots`` on a write to an
+    existing table was ignored silently."""
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    home = str(tmp_path / "home")
+    IcebergPrivacyWriter(SourceOptions(table="db.ndv", catalog_home=home, raw={}), struct, False)  # creates it
+    with pytest.raises(ip.ConfigurationError, match="option 'bloom.ndv' must be an integer"):
+        IcebergPrivacyWriter(SourceOptions(table="db.ndv", catalog_home=home, raw={"bloom.ndv": "lots"}), struct, False)
