@@ -135,6 +135,11 @@ def parse_options(options: Mapping[str, Any], *, allowed: Mapping[str, str]) -> 
             f"{table!r} looks like a path; the {SHORT_NAME} data source takes a table identifier such as "
             "'db.events' (set the warehouse with catalog.warehouse or catalog.home)"
         )
+    if any(not part.strip() for part in table.split(".")) or "." not in table:
+        raise ConfigurationError(
+            f"{table!r} is not a table identifier with a namespace; name the table as <namespace>.<table>, "
+            "e.g. 'db.events'"
+        )
     props = {k[len("catalog."):]: v for k, v in raw.items() if k.startswith("catalog.")}
     name = props.pop("name", None) or raw.get("catalog-name") or None
     home = props.pop("home", None)
