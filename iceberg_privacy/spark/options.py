@@ -125,6 +125,10 @@ def parse_options(options: Mapping[str, Any], *, allowed: Mapping[str, str]) -> 
             f"unknown option(s) {', '.join(repr(u) for u in unknown)} for the {SHORT_NAME} data source; "
             f"valid options: {_valid_list()}"
         )
+    if raw.get("path") and raw.get("table") and raw["path"] != raw["table"]:
+        raise ConfigurationError(
+            f"two tables named: load()/save() got {raw['path']!r} and option table is {raw['table']!r}; give one"
+        )
     table = raw.get("path") or raw.get("table")
     if not table:
         raise ConfigurationError(

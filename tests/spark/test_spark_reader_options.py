@@ -51,3 +51,10 @@ def test_a_table_name_without_a_namespace_is_a_clear_error(name: str) -> None:
     for allowed in (READ_OPTIONS, WRITE_OPTIONS):
         with pytest.raises(ip.ConfigurationError, match="namespace.*e.g. 'db.events'"):
             parse_options({"path": name}, allowed=allowed)
+
+
+def test_two_different_table_names_are_a_clear_error() -> None:
+    """Before: ``.option("table", "db.other").load("db.events")`` read db.events and ignored the option silently."""
+    with pytest.raises(ip.ConfigurationError, match="two tables named"):
+        parse_options({"path": "db.events", "table": "db.other"}, allowed=READ_OPTIONS)
+    assert parse_options({"path": "db.events", "table": "db.events"}, allowed=READ_OPTIONS).table == "db.events"
