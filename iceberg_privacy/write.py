@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -329,10 +329,12 @@ def _confirm_landed(table: Table, snapshot_id: int, operation: str, exc: BaseExc
 def _commit(
     table: Table, written: WrittenFiles, columns: list[BloomColumn], *, operation: str,
     overwrite_filter: BooleanExpression | None, snapshot_properties: dict[str, str], max_retries: int | None,
-    table_properties: dict[str, str] | None = None,
+    table_properties: dict[str, str] | None = None, precondition: Callable[[Table], None] | None = None,
 ) -> tuple[int | None, str | None, int, int, WrittenFiles]:
     """Commit data + sidecar atomically; retry on conflicts.
 
+    ``precondition`` is called with the refreshed table before every attempt; it raises to abandon the
+    commit (the written files are then left to the caller).
     Returns (snapshot, sidecar, bytes, attempts, the files committed after the forget re-check).
     """
     policy = retry.DEFAULT_POLICY.with_retries(max_retries)
@@ -342,6 +344,8 @@ def _commit(
         # ``configure_identity`` (or before the identity columns changed) must not skip the forget
         # list: the commit only asserts the branch's snapshot, not the table properties.
         _refresh(table, written, operation)
+        if precondition is not None:
+            precondition(table)
         base_id = table.metadata.current_snapshot_id
         written = recheck_forget(table, written, columns)
         if not written.files and overwrite_filter is None:
@@ -457,13 +461,16 @@ def commit_written(
     overwrite_filter: BooleanExpression | None = None, snapshot_properties: dict[str, str] | None = None,
     max_retries: int | None = None, started: float | None = None, lineage: LineageRecord | None = None,
     engine: str = "pyarrow", table_properties: dict[str, str] | None = None,
+    precondition: Callable[[Table], None] | None = None,
 ) -> WriteReport:
     """Commit files from :func:`write_data_files` with one sidecar, atomically (Spark's driver uses it too).
 
     ``columns`` must be those the filters were built for. Nothing is committed when there are no
     files and no overwrite. ``lineage`` goes into the snapshot summary; without it the write is
     recorded as rows from outside the lake (``engine`` names who wrote them). ``table_properties`` are set in
-    the same atomic commit (the Spark streaming sink records its last batch id there).
+    the same atomic commit (the Spark streaming sink records its last batch id there). ``precondition`` is
+    checked on the refreshed table before every commit attempt and raises to abandon the commit (the Spark
+    streaming sink: a concurrent commit of the same batch landed first); the files are then the caller's.
     """
     t0 = time.perf_counter() if started is None else started
     report = WriteReport(snapshot_id=None, operation=operation, bloom_columns=[c.name for c in columns],
@@ -475,7 +482,7 @@ def commit_written(
         table, written, columns, operation=operation, overwrite_filter=overwrite_filter,
         snapshot_properties={**with_default(snapshot_properties, operation, engine),
                              **(lineage.summary() if lineage is not None else {})},
-        max_retries=max_retries, table_properties=table_properties,
+        max_retries=max_retries, table_properties=table_properties, precondition=precondition,
     )
     report.snapshot_id = snapshot_id
     report.dropped_rows = written.dropped_rows

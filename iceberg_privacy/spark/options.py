@@ -125,6 +125,10 @@ def parse_options(options: Mapping[str, Any], *, allowed: Mapping[str, str]) -> 
             f"unknown option(s) {', '.join(repr(u) for u in unknown)} for the {SHORT_NAME} data source; "
             f"valid options: {_valid_list()}"
         )
+    if raw.get("path") and raw.get("table") and raw["path"] != raw["table"]:
+        raise ConfigurationError(
+            f"two tables named: load()/save() got {raw['path']!r} and option table is {raw['table']!r}; give one"
+        )
     table = raw.get("path") or raw.get("table")
     if not table:
         raise ConfigurationError(
@@ -134,6 +138,11 @@ def parse_options(options: Mapping[str, Any], *, allowed: Mapping[str, str]) -> 
         raise ConfigurationError(
             f"{table!r} looks like a path; the {SHORT_NAME} data source takes a table identifier such as "
             "'db.events' (set the warehouse with catalog.warehouse or catalog.home)"
+        )
+    if any(not part.strip() for part in table.split(".")) or "." not in table:
+        raise ConfigurationError(
+            f"{table!r} is not a table identifier with a namespace; name the table as <namespace>.<table>, "
+            "e.g. 'db.events'"
         )
     props = {k[len("catalog."):]: v for k, v in raw.items() if k.startswith("catalog.")}
     name = props.pop("name", None) or raw.get("catalog-name") or None

@@ -223,6 +223,10 @@ class IcebergPrivacyReader(DataSourceReader):
     def __init__(self, opts: SourceOptions, struct: Any) -> None:
         self.opts = opts
         self.struct = struct
+        # every option checked now: pushdown is otherwise read only when Spark pushes a filter
+        opts.get_bool("pushdown", True)
+        opts.get_int("split-size", DEFAULT_SPLIT_SIZE, minimum=1)
+        opts.get_int("min-partitions", 1, minimum=1)
         table = opts.load_table()
         snap = resolve_snapshot(table, opts)
         self.snapshot_id = snap.snapshot_id if snap else None
@@ -302,8 +306,13 @@ class IcebergPrivacyReader(DataSourceReader):
         print(report.line(), file=sys.stderr, flush=True)  # planning runs in a Python worker: stderr reaches the driver log
         path = self.opts.get("plan-report")
         if path:
-            with open(path, "w") as fh:
-                json.dump(asdict(report), fh, indent=2)
+            try:
+                with open(path, "w") as fh:
+                    json.dump(asdict(report), fh, indent=2)
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"option plan-report: {path!r} cannot be written ({exc.strerror or exc}); give a path in an "
+                    "existing, writable directory on the driver, or drop the option") from None
         return [InputPartition(ScanPart(g, {t.file.file_path: self.row_groups[t.file.file_path]
                                              for t in g if t.file.file_path in self.row_groups}))
                 for g in groups]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +89,7 @@ def prepare_table(opts: SourceOptions, struct: Any) -> Table:
     except ValueError:
         raise ConfigurationError(f"option 'bloom.fpp' must be a number in (0, 0.5], e.g. 0.01; got {fpp_text!r}") \
             from None
+    ndv = opts.get_int("bloom.ndv", None, minimum=1)  # checked on every write, as bloom.fpp
     catalog = opts.catalog()
     try:
         table = catalog.load_table(opts.table)
@@ -111,7 +112,7 @@ def prepare_table(opts: SourceOptions, struct: Any) -> Table:
     if created and wanted:
         try:
             table = configure_bloom(table, wanted, fpp=fpp,
-                                    ndv=opts.get_int("bloom.ndv", None, minimum=1))
+                                    ndv=ndv)
         except Exception:
             catalog.drop_table(opts.table)  # no half-configured table left behind
             raise
@@ -124,6 +125,10 @@ def prepare_table(opts: SourceOptions, struct: Any) -> Table:
             "table schema, or evolve the table schema first"
         ) from exc
     configured = [c.name for c in bloom_columns(table.schema(), table.properties)]
+    if wanted and not configured and table.current_snapshot() is None:
+        # a table another job has just created and not yet configured (two first writes at once): configure it
+        # as that job will (the same properties), rather than fail or write files without filters
+        return configure_bloom(table, wanted, fpp=fpp, ndv=ndv)
     if wanted and set(wanted) != set(configured):
         raise ConfigurationError(
             f"bloom.columns {wanted} differs from the bloom columns {configured} of the existing table {opts.table} "
@@ -200,7 +205,8 @@ class _TaskWriter:
         return TaskFiles(written, query_id)
 
     def _commit(self, written: WrittenFiles, extra: dict[str, str] | None = None,
-                table_properties: dict[str, str] | None = None) -> WriteReport:
+                table_properties: dict[str, str] | None = None,
+                precondition: Callable[[Table], None] | None = None) -> WriteReport:
         table = self.opts.load_table()
         if table.metadata.table_uuid != self.metadata.table_uuid:  # the files were written for another table
             for f in written.files:
@@ -213,7 +219,7 @@ class _TaskWriter:
             table, written, self.columns, operation="overwrite" if self.overwrite else "append",
             overwrite_filter=ALWAYS_TRUE if self.overwrite else None,
             snapshot_properties={**self.opts.snapshot_properties, **(extra or {})}, max_retries=self.max_retries,
-            lineage=self.lineage, engine="spark", table_properties=table_properties,
+            lineage=self.lineage, engine="spark", table_properties=table_properties, precondition=precondition,
         )
         print(f"iceberg-privacy spark write {self.opts.table}: {report}", file=sys.stderr, flush=True)
         return report
@@ -254,6 +260,14 @@ def last_committed_batch(table: Table, query_id: str) -> int | None:
     return max(found, default=None)
 
 
+class _AlreadyCommitted(Exception):
+    """Raised inside the commit loop: the batch was committed (by another driver) since the first check."""
+
+    def __init__(self, last: int) -> None:
+        super().__init__(last)
+        self.last = last
+
+
 class IcebergPrivacyStreamWriter(_TaskWriter, DataSourceStreamArrowWriter):
     """``writeStream.format("iceberg-privacy")``: exactly once per micro-batch."""
 
@@ -279,14 +293,23 @@ class IcebergPrivacyStreamWriter(_TaskWriter, DataSourceStreamArrowWriter):
     def commit(self, messages: list[WriterCommitMessage | None], batchId: int) -> None:
         query_id = self.query_id(messages)
         written = _gather(messages, self._forget_version)
-        last = last_committed_batch(self.opts.load_table(), query_id)
-        if last is not None and batchId <= last:
+
+        def not_committed_yet(table: Table) -> None:
+            # Checked again on the refreshed table before every commit attempt: a replay of this batch (another
+            # driver of the same query) that landed after the first check lost this one the race, and a retry
+            # on its head would commit the batch twice.
+            last = last_committed_batch(table, query_id)
+            if last is not None and batchId <= last:
+                raise _AlreadyCommitted(last)
+
+        try:
+            not_committed_yet(self.opts.load_table())
+            self._commit(written, {QUERY_ID_KEY: query_id, BATCH_ID_KEY: str(batchId)},
+                         {LAST_BATCH_PREFIX + query_id: str(batchId)}, precondition=not_committed_yet)
+        except _AlreadyCommitted as done:
             n = _delete_files(self._io(), messages)
             print(f"iceberg-privacy stream {self.opts.table}: batch {batchId} of query {query_id} was already "
-                  f"committed (last {last}); skipped, deleted {n} replayed file(s)", file=sys.stderr, flush=True)
-            return
-        self._commit(written, {QUERY_ID_KEY: query_id, BATCH_ID_KEY: str(batchId)},
-                     {LAST_BATCH_PREFIX + query_id: str(batchId)})
+                  f"committed (last {done.last}); skipped, deleted {n} replayed file(s)", file=sys.stderr, flush=True)
 
     def abort(self, messages: list[WriterCommitMessage | None], batchId: int) -> None:
         n = _delete_files(self._io(), messages)

@@ -8,7 +8,7 @@ import pytest
 
 import iceberg_privacy as ip
 from iceberg_privacy.spark.options import SourceOptions
-from iceberg_privacy.spark.writer import IcebergPrivacyStreamWriter, IcebergPrivacyWriter
+from iceberg_privacy.spark.writer import IcebergPrivacyStreamWriter, IcebergPrivacyWriter, TaskFiles
 
 
 @pytest.mark.parametrize("writer", [IcebergPrivacyWriter, IcebergPrivacyStreamWriter])
@@ -59,3 +59,74 @@ def _schema():  # type: ignore[no-untyped-def]
     from pyiceberg.types import LongType, NestedField, StringType
 
     return Schema(NestedField(1, "user_id", StringType(), required=False), NestedField(2, "n", LongType(), required=False))
+
+
+def test_a_replay_committed_while_the_original_retries_is_not_committed_twice(tmp_path: Path) -> None:
+    """Two drivers commit the same micro-batch (a restarted query while the old driver still commits): the
+    replay lands between the original's exactly-once check and its commit. Before: the original lost the
+    race, retried on the new head and committed the batch a second time (every row twice)."""
+    import pyarrow as pa
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    from iceberg_privacy._internal import faults
+
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    opts = SourceOptions(table="db.race", catalog_home=str(tmp_path / "home"),
+                         raw={"bloom.columns": "user_id", "streaming.query-id": "q-1"})
+    rows = pa.record_batch([pa.array(["ann", "bob"]), pa.array([1, 2], pa.int64())], names=["user_id", "n"])
+    original = IcebergPrivacyStreamWriter(opts, struct, False)
+    replay = IcebergPrivacyStreamWriter(opts, struct, False)
+    original_message = original.write(iter([rows]))
+    replay_message = replay.write(iter([rows]))
+    fired: list[str] = []
+
+    def replay_lands_first(name: str) -> None:
+        if not fired:
+            fired.append(name)
+            replay.commit([replay_message], 7)
+
+    with faults.injected("write.before_commit", replay_lands_first):
+        original.commit([original_message], 7)
+    table = ip.connect(home=tmp_path / "home").load_table("db.race")
+    assert sorted(table.scan().to_arrow()["user_id"].to_pylist()) == ["ann", "bob"]
+    assert len(table.snapshots()) == 1
+    assert isinstance(original_message, TaskFiles)
+    assert not any(Path(f.file_path.removeprefix("file://")).exists() for f in original_message.written.files)
+
+
+def test_two_jobs_creating_the_same_table_both_write_with_its_bloom_columns(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two first writes to a new table with the same bloom.columns: the second found the table the first had just
+    created but not yet configured. Before: it failed with "bloom.columns ['user_id'] differs from the bloom columns
+    [] of the existing table"; now it configures the new, empty table as the first does."""
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    import iceberg_privacy.spark.writer as spark_writer
+
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    opts = SourceOptions(table="db.both", catalog_home=str(tmp_path / "home"), raw={"bloom.columns": "user_id"})
+    configure = spark_writer.configure_bloom
+    second: list[IcebergPrivacyWriter] = []
+    calls: list[str] = []
+
+    def other_job_first(table, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(table.name())
+        if len(calls) == 1:  # between the first job's create and configure, the second job starts
+            second.append(IcebergPrivacyWriter(opts, struct, False))
+        return configure(table, *args, **kwargs)
+
+    monkeypatch.setattr(spark_writer, "configure_bloom", other_job_first)
+    first = IcebergPrivacyWriter(opts, struct, False)
+    assert [c.name for c in first.columns] == [c.name for c in second[0].columns] == ["user_id"]
+
+
+def test_a_garbage_bloom_ndv_is_an_error_on_an_existing_table(tmp_path: Path) -> None:
+    """Before: bloom.ndv was parsed only when the write created the table, so ``bloom.ndv=lots`` on a write to an
+    existing table was ignored silently."""
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    home = str(tmp_path / "home")
+    IcebergPrivacyWriter(SourceOptions(table="db.ndv", catalog_home=home, raw={}), struct, False)  # creates it
+    with pytest.raises(ip.ConfigurationError, match="option 'bloom.ndv' must be an integer"):
+        IcebergPrivacyWriter(SourceOptions(table="db.ndv", catalog_home=home, raw={"bloom.ndv": "lots"}), struct, False)

@@ -1,0 +1,60 @@
+"""The Spark reader's options are checked when the read is created, whether or not Spark pushes filters
+(no session needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import iceberg_privacy as ip
+from iceberg_privacy.spark.options import READ_OPTIONS, parse_options
+from iceberg_privacy.spark.reader import IcebergPrivacyReader
+
+
+@pytest.mark.parametrize("option", ["pushdown", "split-size", "min-partitions"])
+def test_a_garbage_read_option_is_an_error_without_a_filter(tmp_path: Path, option: str) -> None:
+    """Before: ``pushdown=flase`` was only parsed when Spark pushed a filter, so a read without a filter (or
+    whose filters Spark kept) ignored it silently."""
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    catalog = ip.connect(home=tmp_path / "home")
+    catalog.create_namespace("db")
+    ip.append(catalog.create_table("db.t", pa.schema([("n", pa.int64())])), pa.table({"n": pa.array([1], pa.int64())}))
+    opts = parse_options({"path": "db.t", "catalog.home": str(tmp_path / "home"), option: "flase"},
+                         allowed=READ_OPTIONS)
+    with pytest.raises(ip.ConfigurationError, match=f"option '{option}' must be"):
+        IcebergPrivacyReader(opts, StructType([StructField("n", LongType())]))
+
+
+def test_a_plan_report_path_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    """Before: a raw FileNotFoundError from planning (Spark showed Python's traceback)."""
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    catalog = ip.connect(home=tmp_path / "home")
+    catalog.create_namespace("db")
+    ip.append(catalog.create_table("db.t", pa.schema([("n", pa.int64())])), pa.table({"n": pa.array([1], pa.int64())}))
+    missing = tmp_path / "no-such-dir" / "plan.json"
+    opts = parse_options({"path": "db.t", "catalog.home": str(tmp_path / "home"), "plan-report": str(missing)},
+                         allowed=READ_OPTIONS)
+    reader = IcebergPrivacyReader(opts, StructType([StructField("n", LongType())]))
+    with pytest.raises(ip.ConfigurationError, match="plan-report.*cannot be written"):
+        reader.partitions()
+
+
+@pytest.mark.parametrize("name", ["events", ".events", "db.", "db..events"])
+def test_a_table_name_without_a_namespace_is_a_clear_error(name: str) -> None:
+    """Before: a write to ``events`` failed in pyiceberg with a bare ``ValueError: Empty namespace identifier``."""
+    from iceberg_privacy.spark.options import WRITE_OPTIONS
+
+    for allowed in (READ_OPTIONS, WRITE_OPTIONS):
+        with pytest.raises(ip.ConfigurationError, match="namespace.*e.g. 'db.events'"):
+            parse_options({"path": name}, allowed=allowed)
+
+
+def test_two_different_table_names_are_a_clear_error() -> None:
+    """Before: ``.option("table", "db.other").load("db.events")`` read db.events and ignored the option silently."""
+    with pytest.raises(ip.ConfigurationError, match="two tables named"):
+        parse_options({"path": "db.events", "table": "db.other"}, allowed=READ_OPTIONS)
+    assert parse_options({"path": "db.events", "table": "db.events"}, allowed=READ_OPTIONS).table == "db.events"
