@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.dp import N_COUNTRIES, build_table
+from benchmarks.harness import output_file
 
 SQL = "SELECT country, COUNT(*) AS n FROM bench.pageviews GROUP BY country"
 
@@ -136,7 +137,7 @@ def synth_numbers(quick: bool, rows: int | None = None, columns: int | None = No
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="results/confidential.json")
+    ap.add_argument("--out", type=output_file, default="results/confidential.json")
     ap.add_argument("--quick", action="store_true", help="100k rows, 3 timed queries, 20 memoized (default: 2M, 5, 100)")
     ap.add_argument("--rows", type=int, default=None)
     ap.add_argument("--reps", type=int, default=None)

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from benchmarks.harness import output_file
+
 if TYPE_CHECKING:
     from iceberg_privacy.dp.synth import Method
 
@@ -194,7 +196,7 @@ def _run(catalog: Any, real: pa.Table, method: Method, rows: int, repeats: int, 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="results/confidential_synth.json")
+    ap.add_argument("--out", type=output_file, default="results/confidential_synth.json")
     ap.add_argument("--quick", action="store_true", help="20,000 rows, one run per epsilon (CI size)")
     ap.add_argument("--rows", type=int, default=None,
                     help="rows of the source table (default: quick 20,000, else 100,000); smaller runs it end to end "

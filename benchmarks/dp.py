@@ -36,6 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from benchmarks.harness import output_file
+
 EPSILONS = [0.1, 0.5, 1.0, 2.0]
 N_COUNTRIES, N_PROJECTS, N_PAGES = 50, 10, 10_000
 
@@ -129,7 +131,7 @@ def ledger_bench(catalog: Any, spark: Any, sizes: list[int], reps: int = 5) -> d
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="results/dp.json")
+    ap.add_argument("--out", type=output_file, default="results/dp.json")
     ap.add_argument("--quick", action="store_true", help="1M rows, 2 repetitions (default: 10M rows, 1)")
     ap.add_argument("--rows", type=int, default=None, help="override the row count (default 10M, quick 1M)")
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per epsilon / baseline")

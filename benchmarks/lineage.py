@@ -60,7 +60,7 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 
-from benchmarks.harness import log, machine_info
+from benchmarks.harness import log, machine_info, output_file
 from iceberg_privacy.catalog import connect
 from iceberg_privacy.config import IDENTITY_COLUMNS_KEY
 from iceberg_privacy.lineage.annotations import SENSITIVE_PREFIX
@@ -414,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="cProfile one extra single-threaded build_graph into this file")
     p.add_argument("--sweep-workers", default="", help="also time build_graph with these pool sizes, e.g. 1,2,4,8")
     p.add_argument("--workdir", type=Path, default=None, help="build the catalog here and keep it")
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", type=output_file, default=None,
                    help="JSON result (default results/lineage.json, --quick results/lineage-quick.json)")
     args = p.parse_args(argv)
     tables = args.tables or (100 if args.quick else 1000)
