@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.dp import N_COUNTRIES, build_table
-from benchmarks.harness import output_file
+from benchmarks.harness import exit_on_sigterm, output_file
 
 SQL = "SELECT country, COUNT(*) AS n FROM bench.pageviews GROUP BY country"
 
@@ -191,4 +191,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from benchmarks.harness import output_file
+from benchmarks.harness import exit_on_sigterm, output_file
 
 if TYPE_CHECKING:
     from iceberg_privacy.dp.synth import Method
@@ -215,4 +215,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

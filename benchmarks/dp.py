@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from benchmarks.harness import output_file
+from benchmarks.harness import exit_on_sigterm, output_file
 
 EPSILONS = [0.1, 0.5, 1.0, 2.0]
 N_COUNTRIES, N_PROJECTS, N_PAGES = 50, 10, 10_000
@@ -359,4 +359,5 @@ def _plot(mae: dict[str, dict[str, Any]], png: Path) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

@@ -25,7 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from benchmarks.harness import at_least, output_file
+from benchmarks.harness import at_least, exit_on_sigterm, output_file
 
 
 def measure(tables: int, releases: int) -> dict[str, Any]:
@@ -93,4 +93,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

@@ -39,7 +39,16 @@ from pyiceberg.expressions import EqualTo, In
 from pyiceberg.table import Table
 
 import iceberg_privacy as ip
-from benchmarks.harness import COLUMN, at_least, bench_lake, build_table, log, output_file, truth_index
+from benchmarks.harness import (
+    COLUMN,
+    at_least,
+    bench_lake,
+    build_table,
+    exit_on_sigterm,
+    log,
+    output_file,
+    truth_index,
+)
 
 
 def _live_files(t: Table) -> set[str]:
@@ -201,4 +210,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 import iceberg_privacy as ip
-from benchmarks.harness import at_least, output_file
+from benchmarks.harness import at_least, exit_on_sigterm, output_file
 from iceberg_privacy.config import configure_identity
 from iceberg_privacy.demos.clickstream import clickstream_schema, make_clickstream
 from iceberg_privacy.rights import forget
@@ -221,4 +221,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

@@ -49,6 +49,17 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def exit_on_sigterm() -> None:
+    """Make SIGTERM (``timeout``, a CI job cancelled, ``kill PID``) exit like Ctrl-C does: through every
+    ``finally`` and ``atexit`` hook, so the run's temp dirs and the servers it started are removed. Python's
+    default SIGTERM ends the process at once and left ``/tmp/ip-bench-*`` behind. Only for ``__main__``."""
+    import signal
+
+    def _exit(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
 def output_file(text: str) -> Path:
     """An argparse ``type`` for ``--out``: the JSON file's folder is created and must be writable now, so that a
     run of minutes or hours does not end in a traceback (and lose its numbers) when it writes the result."""

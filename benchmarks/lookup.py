@@ -59,6 +59,7 @@ from benchmarks.harness import (
     at_least,
     build_table,
     dist,
+    exit_on_sigterm,
     finish,
     interleaved,
     json_default,
@@ -593,4 +594,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

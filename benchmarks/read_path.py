@@ -46,6 +46,7 @@ from benchmarks.harness import (
     at_least,
     bench_lake,
     build_table,
+    exit_on_sigterm,
     interleaved,
     json_default,
     log,
@@ -181,4 +182,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     sys.exit(main())

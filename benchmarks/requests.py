@@ -41,6 +41,7 @@ from benchmarks.harness import (
     at_least,
     bench_lake,
     build_table,
+    exit_on_sigterm,
     finish,
     json_default,
     log,
@@ -301,4 +302,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

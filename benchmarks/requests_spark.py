@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 import iceberg_privacy as ip
-from benchmarks.harness import COLUMN, at_least, bench_lake, build_table, log, output_file
+from benchmarks.harness import COLUMN, at_least, bench_lake, build_table, exit_on_sigterm, log, output_file
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -142,4 +142,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

@@ -79,6 +79,7 @@ from benchmarks.harness import (
     build_table,
     decode_floor,
     dist,
+    exit_on_sigterm,
     finish,
     json_default,
     key_layout,
@@ -801,4 +802,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

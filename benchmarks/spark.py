@@ -35,7 +35,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 import iceberg_privacy as ip
-from benchmarks.harness import at_least, build_table, log, machine_info, output_file
+from benchmarks.harness import at_least, build_table, exit_on_sigterm, log, machine_info, output_file
 from iceberg_privacy.demos.clickstream import make_clickstream
 
 COLUMN = "user_id"
@@ -230,4 +230,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     sys.exit(main())

@@ -67,3 +67,34 @@ def test_dp_properties_unwritable_out_fails_before_measuring(tmp_path: Path, cap
     blocker.write_text("")
     _usage_error("dp_properties", ["--tables", "1", "--releases", "0", "--out", str(blocker / "r.json")], capsys)
     assert "property_bytes" not in capsys.readouterr().out
+
+
+def test_a_benchmark_ended_by_sigterm_removes_its_temp_dirs_and_server(tmp_path: Path) -> None:
+    """``timeout 20 python -m benchmarks.lookup --store s3 --quick`` left ``/tmp/ip-bench-s3-*`` (the SeaweedFS data)
+    behind: Python's default SIGTERM skips ``finally`` and ``atexit``. Stopped once its first lookup is logged."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.lookup", "--store", "s3", "--quick", "--out",
+                             str(tmp_path / "out" / "r.json")], cwd=Path(__file__).resolve().parents[2], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "key 1/" in line:
+                break
+        else:
+            pytest.fail(f"the benchmark ended before its first lookup (exit {proc.wait()})")
+        assert any(p.name.startswith("ip-bench-") for p in tmp_path.iterdir())
+        proc.send_signal(signal.SIGTERM)
+        proc.stderr.read()
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("weed."))  # weed's own glog files
+    assert left == ["out"], left
