@@ -23,6 +23,8 @@ COUNTED = [  # (benchmark, the count option)
     ("scale", "--files"), ("scale", "--rows-per-file"), ("scale", "--core-files"),
     ("spark", "--files"), ("spark", "--rows-per-file"), ("spark", "--ingest-rows"),
     ("dp_properties", "--tables"),
+    ("lineage", "--tables"), ("lineage", "--snapshots"), ("dp", "--rows"), ("dp", "--reps"),
+    ("confidential", "--rows"), ("confidential", "--synth-rows"), ("confidential_synth", "--rows"),
 ]
 WRITERS = ["confidential", "confidential_synth", "dp", "dp_properties", "erasure", "forget_list", "lineage", "lookup",
            "read_path", "requests", "requests_spark", "scale", "spark"]
