@@ -24,10 +24,12 @@ Only measured numbers are written.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -57,6 +59,7 @@ def service_numbers(rows: int, reps: int, memo_reps: int, rows_per_user: int, sp
     from iceberg_privacy.service.tokens import TokenStore
 
     work = Path(tempfile.mkdtemp(prefix="ip-bench-conf-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # the table (up to 10M rows) was left in $TMPDIR
     catalog = SqlCatalog("bench", uri=f"sqlite:///{work}/catalog.db", warehouse=f"file://{work}/warehouse")
     catalog.create_namespace("bench")
     build_table(catalog, rows, rows_per_user, chunk=1_000_000)

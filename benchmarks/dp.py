@@ -22,9 +22,11 @@ drops nothing and the error is pure noise. Only measured numbers are written.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     from iceberg_privacy.dp import ROWS, PureDP, dp_histogram, set_namespace_budget
 
     work = Path(tempfile.mkdtemp(prefix="ip-bench-dp-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # the table (up to 10M rows) was left in $TMPDIR
     catalog = SqlCatalog("bench", uri=f"sqlite:///{work}/catalog.db", warehouse=f"file://{work}/warehouse")
     if args.ledger_only:
         ledger = ledger_bench(catalog, get_spark(), sizes, args.ledger_reps)
