@@ -24,10 +24,12 @@ Only measured numbers are written.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.dp import N_COUNTRIES, build_table
+from benchmarks.harness import at_least, exit_on_sigterm, output_file
 
 SQL = "SELECT country, COUNT(*) AS n FROM bench.pageviews GROUP BY country"
 
@@ -56,6 +59,7 @@ def service_numbers(rows: int, reps: int, memo_reps: int, rows_per_user: int, sp
     from iceberg_privacy.service.tokens import TokenStore
 
     work = Path(tempfile.mkdtemp(prefix="ip-bench-conf-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # the table (up to 10M rows) was left in $TMPDIR
     catalog = SqlCatalog("bench", uri=f"sqlite:///{work}/catalog.db", warehouse=f"file://{work}/warehouse")
     catalog.create_namespace("bench")
     build_table(catalog, rows, rows_per_user, chunk=1_000_000)
@@ -136,17 +140,17 @@ def synth_numbers(quick: bool, rows: int | None = None, columns: int | None = No
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="results/confidential.json")
+    ap.add_argument("--out", type=output_file, default="results/confidential.json")
     ap.add_argument("--quick", action="store_true", help="100k rows, 3 timed queries, 20 memoized (default: 2M, 5, 100)")
-    ap.add_argument("--rows", type=int, default=None)
-    ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--rows-per-user", type=int, default=5)
+    ap.add_argument("--rows", type=at_least(1), default=None)
+    ap.add_argument("--reps", type=at_least(1), default=None)
+    ap.add_argument("--rows-per-user", type=at_least(1), default=5)
     ap.add_argument("--memo-reps", type=int, default=None, help="memoized repeats through the service (quick 20, else 100)")
     ap.add_argument("--no-warmup", action="store_true",
                     help="leave out the untimed warm-up query each way: the first timed queries then pay the first-use "
                          "costs; runs the code path end to end faster (the test suite's check), not a measurement")
     ap.add_argument("--no-synth", action="store_true", help="skip the synthetic-data half")
-    ap.add_argument("--synth-rows", type=int, default=None,
+    ap.add_argument("--synth-rows", type=at_least(1), default=None,
                     help="rows of the synthetic-data half's source table (default: quick 20,000, else 100,000); "
                          "smaller runs it end to end faster (the test suite's check), not a measurement")
     ap.add_argument("--synth-columns", type=int, default=None,
@@ -190,4 +194,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from benchmarks.harness import at_least, exit_on_sigterm, output_file
+
 if TYPE_CHECKING:
     from iceberg_privacy.dp.synth import Method
 
@@ -194,12 +196,12 @@ def _run(catalog: Any, real: pa.Table, method: Method, rows: int, repeats: int, 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="results/confidential_synth.json")
+    ap.add_argument("--out", type=output_file, default="results/confidential_synth.json")
     ap.add_argument("--quick", action="store_true", help="20,000 rows, one run per epsilon (CI size)")
-    ap.add_argument("--rows", type=int, default=None,
+    ap.add_argument("--rows", type=at_least(1), default=None,
                     help="rows of the source table (default: quick 20,000, else 100,000); smaller runs it end to end "
                          "faster (the test suite's check), not a measurement")
-    ap.add_argument("--columns", type=int, default=None,
+    ap.add_argument("--columns", type=at_least(1), default=None,
                     help=f"synthesize only the first N of the {len(COLUMNS)} columns (default: all); fewer runs it "
                          "end to end faster (the test suite's check), not a measurement")
     args = ap.parse_args(argv)
@@ -213,4 +215,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

@@ -22,9 +22,11 @@ drops nothing and the error is pure noise. Only measured numbers are written.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -35,6 +37,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from benchmarks.harness import at_least, exit_on_sigterm, output_file
 
 EPSILONS = [0.1, 0.5, 1.0, 2.0]
 N_COUNTRIES, N_PROJECTS, N_PAGES = 50, 10, 10_000
@@ -129,11 +133,11 @@ def ledger_bench(catalog: Any, spark: Any, sizes: list[int], reps: int = 5) -> d
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="results/dp.json")
+    ap.add_argument("--out", type=output_file, default="results/dp.json")
     ap.add_argument("--quick", action="store_true", help="1M rows, 2 repetitions (default: 10M rows, 1)")
-    ap.add_argument("--rows", type=int, default=None, help="override the row count (default 10M, quick 1M)")
-    ap.add_argument("--reps", type=int, default=None, help="timed repetitions per epsilon / baseline")
-    ap.add_argument("--rows-per-user", type=int, default=5)
+    ap.add_argument("--rows", type=at_least(1), default=None, help="override the row count (default 10M, quick 1M)")
+    ap.add_argument("--reps", type=at_least(1), default=None, help="timed repetitions per epsilon / baseline")
+    ap.add_argument("--rows-per-user", type=at_least(1), default=5)
     ap.add_argument("--ledger-only", action="store_true", help="only the ledger-at-scale part (memo.*, ledger.*)")
     ap.add_argument("--ledger-sizes", default=None, help="history sizes, comma-separated (default 10,1000; quick 10,25)")
     ap.add_argument("--ledger-reps", type=int, default=5, help="runs per ledger timing, median taken (default 5)")
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     from iceberg_privacy.dp import ROWS, PureDP, dp_histogram, set_namespace_budget
 
     work = Path(tempfile.mkdtemp(prefix="ip-bench-dp-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # the table (up to 10M rows) was left in $TMPDIR
     catalog = SqlCatalog("bench", uri=f"sqlite:///{work}/catalog.db", warehouse=f"file://{work}/warehouse")
     if args.ledger_only:
         ledger = ledger_bench(catalog, get_spark(), sizes, args.ledger_reps)
@@ -357,4 +362,5 @@ def _plot(mae: dict[str, dict[str, Any]], png: Path) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

@@ -25,6 +25,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from benchmarks.harness import at_least, exit_on_sigterm, output_file
+
 
 def measure(tables: int, releases: int) -> dict[str, Any]:
     from pyiceberg.catalog.sql import SqlCatalog
@@ -73,9 +75,9 @@ def measure(tables: int, releases: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="results/dp_properties.json")
-    ap.add_argument("--tables", type=int, default=500)
-    ap.add_argument("--releases", type=int, default=200)
+    ap.add_argument("--out", type=output_file, default="results/dp_properties.json")
+    ap.add_argument("--tables", type=at_least(1), default=500)
+    ap.add_argument("--releases", type=at_least(0), default=200)
     args = ap.parse_args(argv)
     result = measure(args.tables, args.releases)
     result["machine"] = {"python": platform.python_version(), "platform": platform.platform()}
@@ -91,4 +93,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

@@ -39,7 +39,16 @@ from pyiceberg.expressions import EqualTo, In
 from pyiceberg.table import Table
 
 import iceberg_privacy as ip
-from benchmarks.harness import COLUMN, bench_lake, build_table, log, truth_index
+from benchmarks.harness import (
+    COLUMN,
+    at_least,
+    bench_lake,
+    build_table,
+    exit_on_sigterm,
+    log,
+    output_file,
+    truth_index,
+)
 
 
 def _live_files(t: Table) -> set[str]:
@@ -80,15 +89,15 @@ def _ratio(a: float, b: float) -> float:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.erasure", description=__doc__.split("\n")[0])
-    p.add_argument("--files", type=int, default=1000)
-    p.add_argument("--rows-per-file", type=int, default=3000)
-    p.add_argument("--commits", type=int, default=10)
+    p.add_argument("--files", type=at_least(1), default=1000)
+    p.add_argument("--rows-per-file", type=at_least(1), default=3000)
+    p.add_argument("--commits", type=at_least(1), default=10)
     p.add_argument("--fpp", type=float, default=0.001)
-    p.add_argument("--one-rounds", type=int, default=3, help="single-subject erasures per variant")
-    p.add_argument("--thousand", type=int, default=1000, help="subjects of the batch erasure")
+    p.add_argument("--one-rounds", type=at_least(1), default=3, help="single-subject erasures per variant")
+    p.add_argument("--thousand", type=at_least(1), default=1000, help="subjects of the batch erasure")
     p.add_argument("--skip-forget", action="store_true", help="leave out the forget-list ingest overhead")
     p.add_argument("--seed", type=int, default=20251123)
-    p.add_argument("--out", type=Path, default=Path("results/erasure.json"))
+    p.add_argument("--out", type=output_file, default=Path("results/erasure.json"))
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--quick", action="store_true", help="CI size: 100 files, 2 commits, 2 single rounds")
     args = p.parse_args(argv)
@@ -201,4 +210,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 import iceberg_privacy as ip
+from benchmarks.harness import at_least, exit_on_sigterm, output_file
 from iceberg_privacy.config import configure_identity
 from iceberg_privacy.demos.clickstream import clickstream_schema, make_clickstream
 from iceberg_privacy.rights import forget
@@ -200,13 +201,13 @@ def measure_ingest_overhead(quick: bool, *, files: int | None = None, rows_per_f
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.forget_list", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="CI size: 50 x 4,000 rows, 3 repetitions")
-    p.add_argument("--files", type=int, default=None)
-    p.add_argument("--rows-per-file", type=int, default=None)
-    p.add_argument("--entries", type=int, default=1_000_000)
-    p.add_argument("--reps", type=int, default=None)
+    p.add_argument("--files", type=at_least(1), default=None)
+    p.add_argument("--rows-per-file", type=at_least(1), default=None)
+    p.add_argument("--entries", type=at_least(0), default=1_000_000)
+    p.add_argument("--reps", type=at_least(1), default=None)
     p.add_argument("--no-screen", dest="screened", action="store_false",
                    help="entries without screen tags (a list written before the screen): every distinct id HMAC'd")
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--out", type=output_file, default=None)
     args = p.parse_args(argv)
     res = measure_ingest_overhead(args.quick, files=args.files, rows_per_file=args.rows_per_file,
                                   entries=args.entries, reps=args.reps, screened=args.screened)
@@ -220,4 +221,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

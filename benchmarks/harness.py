@@ -29,6 +29,54 @@ from iceberg_privacy.demos.clickstream import Clickstream, clickstream_schema, m
 
 COLUMN = "user_id"
 # ------------------------------------------------------------------------------------------ helpers
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``minimum``, else argparse's one-line usage error (exit 2) - not a
+    ``ValueError`` traceback minutes into the run, nor a 0 that silently meant the default size."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, not {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM (``timeout``, a CI job cancelled, ``kill PID``) exit like Ctrl-C does: through every
+    ``finally`` and ``atexit`` hook, so the run's temp dirs and the servers it started are removed. Python's
+    default SIGTERM ends the process at once and left ``/tmp/ip-bench-*`` behind. Only for ``__main__``."""
+    import signal
+
+    def _exit(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+def output_file(text: str) -> Path:
+    """An argparse ``type`` for ``--out``: the JSON file's folder is created and must be writable now, so that a
+    run of minutes or hours does not end in a traceback (and lose its numbers) when it writes the result."""
+    import argparse
+
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory: name the JSON file to write, e.g. {path / 'result.json'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot create the folder of {text} ({exc.strerror or exc}): "
+                                         "choose a writable path") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"cannot write {text} (permission denied): choose a writable path")
+    return path
+
 def log(msg: str) -> None:
     """Progress line on stderr (stdout carries the result table)."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

@@ -60,7 +60,7 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 
-from benchmarks.harness import log, machine_info
+from benchmarks.harness import at_least, exit_on_sigterm, log, machine_info, output_file
 from iceberg_privacy.catalog import connect
 from iceberg_privacy.config import IDENTITY_COLUMNS_KEY
 from iceberg_privacy.lineage.annotations import SENSITIVE_PREFIX
@@ -403,18 +403,18 @@ def run(tables: int, snapshots: int, reps: int, namespaces: int, root_share: flo
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.lineage", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="CI size: 100 tables")
-    p.add_argument("--tables", type=int, default=None, help="tables (default 1,000; --quick 100)")
-    p.add_argument("--snapshots", type=int, default=10, help="snapshots per table")
-    p.add_argument("--namespaces", type=int, default=10)
+    p.add_argument("--tables", type=at_least(1), default=None, help="tables (default 1,000; --quick 100)")
+    p.add_argument("--snapshots", type=at_least(1), default=10, help="snapshots per table")
+    p.add_argument("--namespaces", type=at_least(1), default=10)
     p.add_argument("--root-share", type=float, default=0.2, help="share of root tables (external appends)")
-    p.add_argument("--reps", type=int, default=3, help="build_graph repetitions (median reported)")
+    p.add_argument("--reps", type=at_least(1), default=3, help="build_graph repetitions (median reported)")
     p.add_argument("--workers", type=int, default=None, help="build_graph thread pool size (default: its own)")
     p.add_argument("--seed", type=int, default=20261123)
     p.add_argument("--profile", type=Path, default=None,
                    help="cProfile one extra single-threaded build_graph into this file")
     p.add_argument("--sweep-workers", default="", help="also time build_graph with these pool sizes, e.g. 1,2,4,8")
     p.add_argument("--workdir", type=Path, default=None, help="build the catalog here and keep it")
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", type=output_file, default=None,
                    help="JSON result (default results/lineage.json, --quick results/lineage-quick.json)")
     args = p.parse_args(argv)
     tables = args.tables or (100 if args.quick else 1000)
@@ -431,4 +431,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

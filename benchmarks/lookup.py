@@ -56,13 +56,16 @@ from benchmarks.harness import (
     COLUMN,
     Sample,
     Series,
+    at_least,
     build_table,
     dist,
+    exit_on_sigterm,
     finish,
     interleaved,
     json_default,
     log,
     machine_info,
+    output_file,
     same_rows,
     set_target_size,
     timed,
@@ -440,8 +443,8 @@ def filter_build_cpu(cs: Clickstream, files: int, fpp: float, reps: int = 3) -> 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.lookup", description=__doc__.split("\n")[0])
     p.add_argument("--files", type=int, default=1000, help="data files in the lookup table (default 1000)")
-    p.add_argument("--rows-per-file", type=int, default=3000)
-    p.add_argument("--commits", type=int, default=10, help="appends used to ingest the table (one sidecar each)")
+    p.add_argument("--rows-per-file", type=at_least(1), default=3000)
+    p.add_argument("--commits", type=at_least(1), default=10, help="appends used to ingest the table (one sidecar each)")
     p.add_argument("--fpp", type=float, default=0.001, help="Bloom FPP of the lookup table (default 0.001)")
     p.add_argument("--keys", type=int, default=None,
                    help="single keys probed (default 50; with --store s3 20, --quick 8)")
@@ -452,7 +455,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ingest-files", type=int, default=200, help="files of the ingest comparison")
     p.add_argument("--ingest-reps", type=int, default=7, help="repetitions per ingest variant (>= 3)")
     p.add_argument("--seed", type=int, default=20251123)
-    p.add_argument("--out", type=Path, default=Path("results/lookup.json"))
+    p.add_argument("--out", type=output_file, default=Path("results/lookup.json"))
     p.add_argument("--workdir", type=Path, default=None, help="catalog + warehouse dir (default: a temp dir, removed)")
     p.add_argument("--store", choices=("local", "s3"), default="local",
                    help="local: the full local benchmark; s3: single-key lookups on a SeaweedFS bucket it starts, "
@@ -591,4 +594,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

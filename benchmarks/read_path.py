@@ -43,11 +43,14 @@ import iceberg_privacy as ip
 from benchmarks.harness import (
     COLUMN,
     Sample,
+    at_least,
     bench_lake,
     build_table,
+    exit_on_sigterm,
     interleaved,
     json_default,
     log,
+    output_file,
     same_rows,
     set_target_size,
     timed,
@@ -157,16 +160,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--files", type=int, default=1000)
-    p.add_argument("--rows-per-file", type=int, default=3000)
-    p.add_argument("--commits", type=int, default=4)
-    p.add_argument("--keys", type=int, default=10_000)
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--files", type=at_least(1), default=1000)
+    p.add_argument("--rows-per-file", type=at_least(1), default=3000)
+    p.add_argument("--commits", type=at_least(1), default=4)
+    p.add_argument("--keys", type=at_least(1), default=10_000)
+    p.add_argument("--reps", type=at_least(1), default=3)
     p.add_argument("--row-group-rows", type=int, default=0, help="rows per Parquet row group (0: one per file)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=str, default=None)
     p.add_argument("--quick", action="store_true", help="CI size: 100 files, 1,000 keys, 2 rounds")
-    p.add_argument("--out", type=str, default=None)
+    p.add_argument("--out", type=output_file, default=None)
     args = p.parse_args(argv)
     if args.quick:
         args.files, args.keys, args.reps, args.commits = 100, 1000, 2, 2
@@ -179,4 +182,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     sys.exit(main())

@@ -38,11 +38,14 @@ import pyarrow.compute as pc
 import iceberg_privacy as ip
 from benchmarks.harness import (
     COLUMN,
+    at_least,
     bench_lake,
     build_table,
+    exit_on_sigterm,
     finish,
     json_default,
     log,
+    output_file,
     truth_index,
 )
 from iceberg_privacy.properties import ERASURE_REQUEST_SUMMARY
@@ -50,14 +53,14 @@ from iceberg_privacy.properties import ERASURE_REQUEST_SUMMARY
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.requests", description=__doc__.split("\n")[0])
-    p.add_argument("--files", type=int, default=1000)
-    p.add_argument("--rows-per-file", type=int, default=3000)
-    p.add_argument("--commits", type=int, default=10)
+    p.add_argument("--files", type=at_least(1), default=1000)
+    p.add_argument("--rows-per-file", type=at_least(1), default=3000)
+    p.add_argument("--commits", type=at_least(1), default=10)
     p.add_argument("--fpp", type=float, default=0.001)
-    p.add_argument("--requests", type=int, default=10_000)
-    p.add_argument("--sample", type=int, default=50, help="requests run one at a time (extrapolated)")
+    p.add_argument("--requests", type=at_least(1), default=10_000)
+    p.add_argument("--sample", type=at_least(1), default=50, help="requests run one at a time (extrapolated)")
     p.add_argument("--seed", type=int, default=20251123)
-    p.add_argument("--out", type=Path, default=Path("results/requests.json"))
+    p.add_argument("--out", type=output_file, default=Path("results/requests.json"))
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--journal-history", type=str, default="100,1000",
                    help="two journal history sizes N1,N2: requests submitted one at a time before the submit latency "
@@ -299,4 +302,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

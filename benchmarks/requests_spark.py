@@ -34,20 +34,20 @@ from typing import Any
 import numpy as np
 
 import iceberg_privacy as ip
-from benchmarks.harness import COLUMN, bench_lake, build_table, log
+from benchmarks.harness import COLUMN, at_least, bench_lake, build_table, exit_on_sigterm, log, output_file
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.requests_spark", description=__doc__.split("\n")[0])
-    p.add_argument("--files", type=int, default=1000)
-    p.add_argument("--rows-per-file", type=int, default=3000)
-    p.add_argument("--commits", type=int, default=10)
+    p.add_argument("--files", type=at_least(1), default=1000)
+    p.add_argument("--rows-per-file", type=at_least(1), default=3000)
+    p.add_argument("--commits", type=at_least(1), default=10)
     p.add_argument("--fpp", type=float, default=0.001)
-    p.add_argument("--subjects", type=int, default=1000, help="subjects per erasure request")
-    p.add_argument("--rounds", type=int, default=2, help="requests per variant (different subjects each)")
+    p.add_argument("--subjects", type=at_least(1), default=1000, help="subjects per erasure request")
+    p.add_argument("--rounds", type=at_least(1), default=2, help="requests per variant (different subjects each)")
     p.add_argument("--master", default="local[2]")
     p.add_argument("--seed", type=int, default=20251123)
-    p.add_argument("--out", type=Path, default=Path("results/requests_spark.json"))
+    p.add_argument("--out", type=output_file, default=Path("results/requests_spark.json"))
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--quick", action="store_true", help="CI size: 100 files, 2 commits, 100 subjects")
     args = p.parse_args(argv)
@@ -142,4 +142,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

@@ -74,14 +74,17 @@ from pyiceberg.types import StringType
 import iceberg_privacy as ip
 from benchmarks.harness import (
     COLUMN,
+    at_least,
     bench_lake,
     build_table,
     decode_floor,
     dist,
+    exit_on_sigterm,
     finish,
     json_default,
     key_layout,
     log,
+    output_file,
     same_rows,
     truth_index,
 )
@@ -571,9 +574,9 @@ def check_targets(res: dict[str, Any]) -> dict[str, Any]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n")[0])
     p.add_argument("--files", type=str, default="1000,10000,100000", help="table sizes, in files, ascending")
-    p.add_argument("--files-per-append", type=int, default=1000,
+    p.add_argument("--files-per-append", type=at_least(1), default=1000,
                    help="buckets of the partition transform = files one append writes (divides every size)")
-    p.add_argument("--rows-per-file", type=int, default=20)
+    p.add_argument("--rows-per-file", type=at_least(1), default=20)
     p.add_argument("--fpp", type=float, default=0.001)
     p.add_argument("--index", type=str, default=None,
                    help="privacy.index.user_id kind (default: bloom,exact if this build has ip.configure_index, else bloom)")
@@ -583,11 +586,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-plan-reps", type=int, default=3)
     p.add_argument("--verify-max-files", type=int, default=10_000,
                    help="up to this size, read every file back to check the oracle and full-scan the rows reference")
-    p.add_argument("--core-files", type=int, default=1000)
-    p.add_argument("--core-rows-per-file", type=int, default=3000)
-    p.add_argument("--core-commits", type=int, default=10)
-    p.add_argument("--batch-keys", type=int, default=10_000)
-    p.add_argument("--batch-reps", type=int, default=2)
+    p.add_argument("--core-files", type=at_least(1), default=1000)
+    p.add_argument("--core-rows-per-file", type=at_least(1), default=3000)
+    p.add_argument("--core-commits", type=at_least(1), default=10)
+    p.add_argument("--batch-keys", type=at_least(1), default=10_000)
+    p.add_argument("--batch-reps", type=at_least(1), default=2)
     p.add_argument("--skip-core-in-scan", action="store_true",
                    help="leave pyiceberg's In scan out of the core table's batch: the other baseline, read all + "
                         "is_in, is then the only one (the In scan is the slower by ~10x: 57 s vs 3.4 s at 1,000 files)")
@@ -607,7 +610,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="also time pyiceberg's In scan in the uniform-keys batch on the bucketed table (slow: it "
                         "computes the 10,000-value In's residual for every file, ~0.45 s a file)")
     p.add_argument("--seed", type=int, default=20251123)
-    p.add_argument("--out", type=Path, default=Path("results/scale.json"))
+    p.add_argument("--out", type=output_file, default=Path("results/scale.json"))
     p.add_argument("--workdir", type=Path, default=None, help="catalog + warehouse dir (default: a temp dir, removed)")
     p.add_argument("--quick", action="store_true",
                    help="CI size (< 2 min): 100 and 400 files (100 per append), 2 cold probes, 1 batch-plan rep, "
@@ -620,7 +623,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.core_files, args.core_commits, args.batch_reps, args.floor_reps = 100, 2, 1, 1
         args.skip_clustered_uniform, args.clustered_reps, args.clustered_sweep = True, 1, ""
         args.skip_core_in_scan = True
-    args.sizes = sorted({int(s) for s in str(args.files).split(",") if s.strip()})
+    try:
+        args.sizes = sorted({int(s) for s in str(args.files).split(",") if s.strip()})
+    except ValueError:
+        p.error(f"--files takes table sizes in files, comma separated (e.g. 1000,10000), not {args.files!r}")
+    if any(s < 1 for s in args.sizes):
+        p.error(f"every --files size must be >= 1, not {args.files!r}")
     args.clustered_sweep = [float(s) for s in str(args.clustered_sweep).split(",") if s.strip()]
     if not args.skip_core and not args.skip_clustered and args.core_files % args.core_commits:
         p.error("the clustered table writes --core-files / --core-commits buckets per append: --core-files must be "
@@ -794,4 +802,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

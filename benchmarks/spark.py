@@ -35,7 +35,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 import iceberg_privacy as ip
-from benchmarks.harness import build_table, log, machine_info
+from benchmarks.harness import at_least, build_table, exit_on_sigterm, log, machine_info, output_file
 from iceberg_privacy.demos.clickstream import make_clickstream
 
 COLUMN = "user_id"
@@ -151,12 +151,12 @@ def _subprocess(args: argparse.Namespace, work: Path, phase: str, master: str) -
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="CI sizes: 100-file lookup table, small ingest")
-    p.add_argument("--out", type=Path, default=None, help="write the JSON results here")
-    p.add_argument("--files", type=int, default=None, help="data files of the lookup table (default 1000)")
-    p.add_argument("--rows-per-file", type=int, default=None)
-    p.add_argument("--keys", type=int, default=None, help="lookups per variant")
-    p.add_argument("--ingest-rows", type=int, default=None)
-    p.add_argument("--ingest-rounds", type=int, default=None)
+    p.add_argument("--out", type=output_file, default=None, help="write the JSON results here")
+    p.add_argument("--files", type=at_least(1), default=None, help="data files of the lookup table (default 1000)")
+    p.add_argument("--rows-per-file", type=at_least(1), default=None)
+    p.add_argument("--keys", type=at_least(1), default=None, help="lookups per variant")
+    p.add_argument("--ingest-rows", type=at_least(1), default=None)
+    p.add_argument("--ingest-rounds", type=at_least(1), default=None)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--phase", choices=["lookup", "ingest"], help=argparse.SUPPRESS)
     p.add_argument("--master", default="local[2]", help=argparse.SUPPRESS)
@@ -230,4 +230,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     sys.exit(main())

@@ -130,10 +130,14 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
     if not props:
         if name != "default" and home is None:
             known = ", ".join(sorted(configured)) or "none"
+            # pyiceberg reads PYICEBERG_CATALOG__MY_LAKE__URI as catalog 'my-lake' ('_' becomes '-'); a name with
+            # other characters ('.', a space, ...) cannot be spelled as a shell variable, only in the file
+            env = (f" or with PYICEBERG_CATALOG__{name.upper().replace('-', '_')}__URI=..."
+                   if re.fullmatch(r"[A-Za-z0-9-]+", name) else "")
             raise ConfigurationError(
                 f"no catalog named {name!r} is configured (configured: {known}). Define it in ~/.pyiceberg.yaml "
-                f"under catalog: {name}: (uri, warehouse, type, s3.* ...) or with PYICEBERG_CATALOG__"
-                f"{name.upper()}__URI=...; or leave the name out (ip.connect(), or no --catalog) for the embedded default"
+                f"under catalog: {name}: (uri, warehouse, type, s3.* ...){env}; or leave the name out "
+                "(ip.connect(), or no --catalog) for the embedded default"
             )
         root = Path(home).expanduser().resolve() if home is not None else default_home()
         return _embedded(name, root)

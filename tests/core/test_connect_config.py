@@ -312,3 +312,27 @@ def test_a_malformed_storage_property_is_a_configuration_error(tmp_path: Path, c
     out, err = capsys.readouterr()
     assert json.loads(out)["error_type"] == "ConfigurationError" and "no.such.FileIO" in json.loads(out)["error"]
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("name", "variable"), [("my-lake", "PYICEBERG_CATALOG__MY_LAKE__URI"),
+                                                ("Lake2", "PYICEBERG_CATALOG__LAKE2__URI"),
+                                                ("prod.lake", None), ("my_lake", None), ("a lake", None)])
+def test_an_unknown_name_suggests_a_variable_pyiceberg_reads_back_as_that_name(
+        name: str, variable: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hint said PYICEBERG_CATALOG__MY-LAKE__URI for 'my-lake' (no shell can set it; pyiceberg turns '_' into
+    '-') and PYICEBERG_CATALOG__PROD.LAKE__URI for 'prod.lake'. It names a variable only when one can define the name,
+    and that variable does define it."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ip.ConfigurationError) as exc:
+        ip.connect(name)
+    message = str(exc.value)
+    assert "~/.pyiceberg.yaml" in message
+    if variable is None:
+        assert "PYICEBERG_CATALOG__" not in message, message
+        return
+    assert f"{variable}=" in message, message
+    monkeypatch.setenv(variable, f"sqlite:///{tmp_path / 'env.db'}")
+    monkeypatch.setenv(variable.replace("__URI", "__WAREHOUSE"), (tmp_path / "w").as_uri())
+    assert isinstance(ip.connect(name), SqlCatalog)

@@ -1,0 +1,102 @@
+"""Hostile benchmark arguments are argparse's one-line usage error (exit 2) before any work starts.
+
+How it showed: ``python -m benchmarks.erasure --files 0`` (also read_path, requests, requests_spark, scale)
+ended in a ``ValueError`` traceback from the table build; ``benchmarks.forget_list --files 0`` silently ran
+its default 200-file size; ``benchmarks.spark --files 0`` a ``CalledProcessError`` from its phase subprocess;
+``benchmarks.dp_properties --tables -2`` a ``NoSuchTableError``; and an ``--out`` that cannot be written was a
+``FileNotFoundError`` traceback only once the whole run was done, its numbers lost."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+COUNTED = [  # (benchmark, the count option)
+    ("erasure", "--files"), ("erasure", "--rows-per-file"), ("erasure", "--commits"),
+    ("read_path", "--files"), ("read_path", "--rows-per-file"), ("read_path", "--keys"),
+    ("requests", "--files"), ("requests", "--rows-per-file"), ("requests", "--requests"),
+    ("requests_spark", "--files"), ("requests_spark", "--subjects"),
+    ("forget_list", "--files"), ("forget_list", "--rows-per-file"), ("forget_list", "--reps"),
+    ("lookup", "--rows-per-file"), ("lookup", "--commits"),
+    ("scale", "--files"), ("scale", "--rows-per-file"), ("scale", "--core-files"),
+    ("spark", "--files"), ("spark", "--rows-per-file"), ("spark", "--ingest-rows"),
+    ("dp_properties", "--tables"),
+    ("lineage", "--tables"), ("lineage", "--snapshots"), ("dp", "--rows"), ("dp", "--reps"),
+    ("confidential", "--rows"), ("confidential", "--synth-rows"), ("confidential_synth", "--rows"),
+]
+WRITERS = ["confidential", "confidential_synth", "dp", "dp_properties", "erasure", "forget_list", "lineage", "lookup",
+           "read_path", "requests", "requests_spark", "scale", "spark"]
+
+
+def _usage_error(module: str, argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    bench = importlib.import_module(f"benchmarks.{module}")
+    with pytest.raises(SystemExit) as exc:
+        (getattr(bench, "parse_args", None) or bench.main)(argv)
+    assert exc.value.code == 2, exc.value.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "error:" in err[-1], err
+    return err[-1]
+
+
+@pytest.mark.parametrize(("module", "option"), COUNTED)
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_a_count_below_one_is_a_usage_error(module: str, option: str, value: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    line = _usage_error(module, [f"{option}={value}"], capsys)
+    assert option in line and ">= 1" in line, line
+
+
+def test_scale_files_that_are_not_sizes_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "comma separated" in _usage_error("scale", ["--files=abc"], capsys)
+
+
+@pytest.mark.parametrize("module", WRITERS)
+def test_an_out_that_cannot_be_written_is_refused_before_the_run(module: str, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    line = _usage_error(module, ["--out", str(blocker / "result.json")], capsys)  # its folder would be a file
+    assert "--out" in line and "cannot create the folder" in line, line
+    line = _usage_error(module, ["--out", str(tmp_path)], capsys)
+    assert "is a directory" in line, line
+
+
+def test_dp_properties_unwritable_out_fails_before_measuring(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The cheapest end-to-end case: the old code measured, then raised FileNotFoundError at the write."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    _usage_error("dp_properties", ["--tables", "1", "--releases", "0", "--out", str(blocker / "r.json")], capsys)
+    assert "property_bytes" not in capsys.readouterr().out
+
+
+def test_a_benchmark_ended_by_sigterm_removes_its_temp_dirs_and_server(tmp_path: Path) -> None:
+    """``timeout 20 python -m benchmarks.lookup --store s3 --quick`` left ``/tmp/ip-bench-s3-*`` (the SeaweedFS data)
+    behind: Python's default SIGTERM skips ``finally`` and ``atexit``. Stopped once its first lookup is logged."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.lookup", "--store", "s3", "--quick", "--out",
+                             str(tmp_path / "out" / "r.json")], cwd=Path(__file__).resolve().parents[2], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "key 1/" in line:
+                break
+        else:
+            pytest.fail(f"the benchmark ended before its first lookup (exit {proc.wait()})")
+        assert any(p.name.startswith("ip-bench-") for p in tmp_path.iterdir())
+        proc.send_signal(signal.SIGTERM)
+        proc.stderr.read()
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("weed."))  # weed's own glog files
+    assert left == ["out"], left
