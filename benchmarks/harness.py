@@ -60,6 +60,7 @@ def exit_on_sigterm() -> None:
 
     signal.signal(signal.SIGTERM, _exit)
 
+
 def output_file(text: str) -> Path:
     """An argparse ``type`` for ``--out``: the JSON file's folder is created and must be writable now, so that a
     run of minutes or hours does not end in a traceback (and lose its numbers) when it writes the result."""
@@ -76,6 +77,7 @@ def output_file(text: str) -> Path:
     if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise argparse.ArgumentTypeError(f"cannot write {text} (permission denied): choose a writable path")
     return path
+
 
 def log(msg: str) -> None:
     """Progress line on stderr (stdout carries the result table)."""
