@@ -219,14 +219,22 @@ def subject_traces(root: Path, values: list[str], *, prefix: int = 16) -> list[s
 # pyiceberg 0.12 writes no delete files (its deletes are copy-on-write), but reads position deletes. These
 # builders commit real Iceberg v2 position-delete files (and, to test refusals, equality-delete files) the
 # way Spark would: a delete file, a DELETES manifest, one snapshot. Test-only use of pyiceberg internals.
-POS_PATH_ID, POS_POS_ID = 2147483546, 2147483545
+POS_PATH_ID, POS_POS_ID, POS_ROW_ID = 2147483546, 2147483545, 2147483544
+
+
+def _read_stored(table: Table, path: str) -> pa.Table:
+    with table.io.new_input(path).open(seekable=True) as fh:
+        return pq.read_table(fh)
 
 
 def commit_delete_file(table: Table, data_file: Any, positions: list[int], *, referenced: bool = True,
-                       equality_ids: list[int] | None = None, rows: pa.Table | None = None) -> Table:
+                       equality_ids: list[int] | None = None, rows: pa.Table | None = None,
+                       also: Sequence[tuple[Any, list[int]]] = (), with_row: bool = False) -> Table:
     """Commit one delete file against ``data_file`` (a DataFile of the current snapshot): position deletes
-    of ``positions`` (``referenced``: with file_path bounds naming the file, else partition-scoped), or,
-    with ``equality_ids`` and ``rows``, an equality-delete file. Returns the refreshed table."""
+    of ``positions`` (``referenced``: with file_path bounds naming the file, else partition-scoped; ``also``:
+    positions in more data files of the partition, partition-scoped; ``with_row``: with the optional ``row``
+    column holding each deleted row, as Iceberg's position delete writer can), or, with ``equality_ids`` and
+    ``rows``, an equality-delete file. Returns the refreshed table."""
     import uuid as uuid_mod
 
     from pyiceberg.manifest import (
@@ -250,10 +258,18 @@ def commit_delete_file(table: Table, data_file: Any, positions: list[int], *, re
     location = f"{table.location()}/data/delete-{uuid_mod.uuid4()}.parquet"
     if equality_ids is None:
         content = DataFileContent.POSITION_DELETES
-        data = pa.table({"file_path": pa.array([data_file.file_path] * len(positions), pa.string()),
-                         "pos": pa.array(sorted(positions), pa.int64())},
-                        schema=pa.schema([pa.field("file_path", pa.string(), False, {b"PARQUET:field_id": str(POS_PATH_ID)}),
-                                          pa.field("pos", pa.int64(), False, {b"PARQUET:field_id": str(POS_POS_ID)})]))
+        targets = sorted((f.file_path, sorted(p)) for f, p in [(data_file, positions), *also])
+        fields = [pa.field("file_path", pa.string(), False, {b"PARQUET:field_id": str(POS_PATH_ID)}),
+                  pa.field("pos", pa.int64(), False, {b"PARQUET:field_id": str(POS_POS_ID)})]
+        columns = [pa.array([path for path, ps in targets for _ in ps], pa.string()),
+                   pa.array([p for _, ps in targets for p in ps], pa.int64())]
+        if with_row:  # each deleted row as stored, its fields keeping their field ids
+            deleted = pa.concat_tables([_read_stored(table, path).take(ps) for path, ps in targets]).combine_chunks()
+            deleted = pa.Table.from_batches(deleted.to_batches(), deleted.schema)
+            row = pa.StructArray.from_arrays([c.chunk(0) for c in deleted.columns], fields=list(deleted.schema))
+            fields.append(pa.field("row", row.type, True, {b"PARQUET:field_id": str(POS_ROW_ID)}))
+            columns.append(row)
+        data = pa.Table.from_arrays(columns, schema=pa.schema(fields))
     else:
         content = DataFileContent.EQUALITY_DELETES
         data = rows
@@ -261,7 +277,7 @@ def commit_delete_file(table: Table, data_file: Any, positions: list[int], *, re
         pq.write_table(data, out)
     size = len(table.io.new_input(location))
     path_bytes = data_file.file_path.encode()
-    bounds = {POS_PATH_ID: path_bytes} if referenced and equality_ids is None else {}
+    bounds = {POS_PATH_ID: path_bytes} if referenced and equality_ids is None and not also else {}
     delete_file = DataFile.from_args(
         content=content, file_path=location, file_format=FileFormat.PARQUET, partition=data_file.partition,
         record_count=data.num_rows, file_size_in_bytes=size, lower_bounds=dict(bounds), upper_bounds=dict(bounds),

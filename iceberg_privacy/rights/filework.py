@@ -132,6 +132,30 @@ def _load_candidate(io: FileIO, metadata: TableMetadata, task: FileScanTask, mas
 
 
 _FIELD_ID_KEYS = (b"PARQUET:field_id", b"iceberg.id")  # Parquet's field id; the attribute Iceberg writers give ORC fields
+POS_PATH_ID = 2147483546  # a position delete file's reserved columns (Iceberg spec): file_path, and the optional
+POS_ROW_ID = 2147483544  # ``row`` struct holding each deleted row as it was (the table's fields, by field id)
+
+
+def _field_id(f: Any) -> int | None:
+    meta = f.metadata or {}
+    fid = next((meta[k] for k in _FIELD_ID_KEYS if k in meta), None)
+    return None if fid is None else int(fid)
+
+
+def deleted_row_columns(data: pa.Table, schema: pa.Schema, field_ids: dict[int, str],
+                        names: dict[str, str] | None = None) -> tuple[pa.Table, dict[str, str]]:
+    """A position delete file's ``row`` struct, flattened: its identity fields as top-level columns of ``data``
+    (named ``row.<field>``) and their file column -> identity column mapping (as :func:`field_columns`)."""
+    out: dict[str, str] = {}
+    for f in schema:
+        if _field_id(f) != POS_ROW_ID or not pa.types.is_struct(f.type):
+            continue
+        row = data.column(f.name).combine_chunks()
+        for child, ident in field_columns(list(f.type), field_ids, names).items():
+            name = f"{f.name}.{child}"
+            data = data.append_column(name, row.field(child))
+            out[name] = ident
+    return data, out
 
 
 def field_columns(schema: object, field_ids: dict[int, str], names: dict[str, str] | None = None) -> dict[str, str]:
@@ -144,17 +168,32 @@ def field_columns(schema: object, field_ids: dict[int, str], names: dict[str, st
     out: dict[str, str] = {}
     has_ids = False
     for f in schema:  # type: ignore[attr-defined]
-        meta = f.metadata or {}
-        fid = next((meta[k] for k in _FIELD_ID_KEYS if k in meta), None)
+        fid = _field_id(f)
         if fid is None:
             continue
         has_ids = True
-        if int(fid) in field_ids:
-            out[f.name] = field_ids[int(fid)]
+        if fid in field_ids:
+            out[f.name] = field_ids[fid]
     if not has_ids:
         by_name = {c: c for c in field_ids.values()} if names is None else names
         out = {f.name: by_name[f.name] for f in schema if f.name in by_name}  # type: ignore[attr-defined]
     return out
+
+
+def identity_names(table: Table, cols: dict[int, Any]) -> dict[str, str]:
+    """Every name an identity column is read by in a data file without field ids (``add_files`` of a plain
+    Parquet writer's file, another engine's ORC file): its current name and, as Iceberg reads such files, each
+    name the table's name mapping (``schema.name-mapping.default``) gives its field id -> the column's name."""
+    names = {c.name: c.name for c in cols.values()}
+    try:
+        mapping = table.metadata.name_mapping()
+    except Exception:  # noqa: BLE001 - an unparsable mapping: the current names still apply
+        mapping = None
+    for mapped in mapping or []:
+        if mapped.field_id in cols:
+            for name in mapped.names:
+                names.setdefault(name, cols[mapped.field_id].name)
+    return names
 
 
 @dataclass
@@ -167,6 +206,7 @@ class FileScan:
     found: int = 0  # of them, rows of a subject
     unreadable: bool = False
     orc: bool = False  # an ORC data file (another engine's), never a partition-statistics file
+    deleted_rows: bool = False  # a position delete file: ``found`` counts subjects' rows in its ``row`` column
 
 
 def scan_stored_file(io: FileIO, stored: StoredFile, cols: dict[int, Any], secret: bytes,
@@ -194,7 +234,12 @@ def scan_stored_file(io: FileIO, stored: StoredFile, cols: dict[int, Any], secre
                     pf = pq.ParquetFile(fh)
                     out = FileScan(parquet=True, rows=pf.metadata.num_rows)
                     mapping = field_columns(pf.schema_arrow, ids, names)
-                    data = pf.read(columns=list(mapping)) if mapping else None
+                    row = [f for f in pf.schema_arrow if _field_id(f) == POS_ROW_ID]
+                    out.deleted_rows = any(_field_id(f) == POS_PATH_ID for f in pf.schema_arrow)
+                    data = pf.read(columns=list(mapping) + [f.name for f in row]) if mapping or row else None
+                    if data is not None and row:
+                        data, deleted = deleted_row_columns(data, pf.schema_arrow, ids, names)
+                        mapping = {**mapping, **deleted}
             except Exception:
                 return FileScan(parquet=True, orc=is_orc, unreadable=True)
     except Exception:

@@ -603,7 +603,8 @@ def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret:
             f"leftovers), then run `iceberg-privacy requests run {request_id}`.")
     deletes = (
         ". An entry of a live delete file (another engine's merge-on-read DELETE) keeps the partition value and the "
-        "path of the data file it applied to, which the erasure removed: the request cannot drop it. Rewrite the "
+        "path of the data file it applied to, which the erasure removed (and, in its optional row column, the deleted "
+        "row itself): the request cannot drop it. Rewrite the "
         "table's delete files with that engine, which drops deletes of files no longer live (Spark: CALL "
         "<catalog>.system.rewrite_position_delete_files(table => 'db.t')), then run the request again"
         if any(DELETE_FILE_TRACE in t.what for t in traced) else "")

@@ -26,13 +26,14 @@ from iceberg_privacy.index.maintenance import (
     live_data_files,
     referenced_files,
 )
-from iceberg_privacy.rights.filework import FileScan, FileScanner, scan_stored_file
+from iceberg_privacy.rights.filework import FileScan, FileScanner, identity_names, scan_stored_file
 from iceberg_privacy.rights.purge_foreign import (
     statistics_of,
 )
 from iceberg_privacy.rights.reports import RefHold, VerifyReport
 from iceberg_privacy.rights.subjects import digest_subjects, refs_holding
 from iceberg_privacy.rights.traces import (
+    DELETE_FILE_TRACE,
     SubjectMatcher,
     Trace,
     partition_stats_traces,
@@ -111,22 +112,6 @@ def _scan_here(table: Table, files: list[StoredFile], cols: dict[int, Any], secr
     return [scan_stored_file(table.io, f, cols, secret, digests, names) for f in files]
 
 
-def identity_names(table: Table, cols: dict[int, Any]) -> dict[str, str]:
-    """Every name an identity column is read by in a data file without field ids (``add_files`` of a plain
-    Parquet writer's file, another engine's ORC file): its current name and, as Iceberg reads such files, each
-    name the table's name mapping (``schema.name-mapping.default``) gives its field id -> the column's name."""
-    names = {c.name: c.name for c in cols.values()}
-    try:
-        mapping = table.metadata.name_mapping()
-    except Exception:  # noqa: BLE001 - an unparsable mapping: the current names still apply
-        mapping = None
-    for mapped in mapping or []:
-        if mapped.field_id in cols:
-            for name in mapped.names:
-                names.setdefault(name, cols[mapped.field_id].name)
-    return names
-
-
 def _exists(io: FileIO, location: str) -> bool:
     """Does ``location`` still exist? An error while asking counts as yes: only a clear "no" excuses a read."""
     try:
@@ -185,7 +170,10 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
         if not got.parquet:
             others.append((stored, got.head))
             continue
-        if got.found:
+        if got.found and got.deleted_rows:  # rows a delete file keeps in its ``row`` column: not live rows
+            rep.traces.append(Trace(matcher.redact(rel), "position-delete", f"{got.found} deleted row(s) in its row "
+                                    f"column{DELETE_FILE_TRACE}", canonical(stored.location) in referenced))
+        elif got.found:
             rep.rows_found += got.found
             rep.files_with_subjects.append(matcher.redact(rel))
             rep.unreferenced_with_subjects += canonical(stored.location) not in referenced

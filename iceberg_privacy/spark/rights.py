@@ -58,6 +58,7 @@ from iceberg_privacy.rights.filework import (
     FileScan,
     FileScanner,
     Rewrite,
+    identity_names,
     load_candidate,
     no_rows,
     scan_stored_file,
@@ -274,13 +275,15 @@ class _VerifyJob:
     columns: dict[int, IdentityColumn]
     secret: bytes  # verification matches recorded digests: executors need the configured secret
     digests: frozenset[bytes]
+    names: dict[str, str]  # the names identity columns are read by in files without field ids (name mapping)
 
 
 def _verify_partition(bc: Any, part: Iterator[list[tuple[int, StoredFile]]]) -> Iterator[tuple[int, FileScan]]:
     job: _VerifyJob = bc.value
     io = load_file_io(job.io_properties, job.location)
     digests = set(job.digests)
-    yield from _redacted(job.secret, digests, ((i, scan_stored_file(io, stored, job.columns, job.secret, digests))
+    yield from _redacted(job.secret, digests, ((i, scan_stored_file(io, stored, job.columns, job.secret, digests,
+                                                                    job.names))
                                                for group in part for i, stored in group))
 
 
@@ -289,7 +292,8 @@ def verify_scanner(spark: Any) -> FileScanner:
 
     def scan(table: Table, files: list[StoredFile], cols: dict[int, Any], secret: bytes,
              digests: set[bytes]) -> list[FileScan]:
-        job = _VerifyJob(portable_properties(table.io), table.location(), cols, secret, frozenset(digests))
+        job = _VerifyJob(portable_properties(table.io), table.location(), cols, secret, frozenset(digests),
+                         identity_names(table, cols))
         groups = groups_by_size(files, parallelism(spark), lambda f: f.size)
         found = dict(run_job(spark, f"verifying {table_name(table)}", job, groups, _verify_partition))
         return [found[i] for i in range(len(files))]

@@ -333,3 +333,28 @@ def test_an_executor_storage_error_is_the_same_storage_error_and_names_no_subjec
     assert caught.value.__cause__ is not None  # the executor's own text was already redacted: the chain is kept
     assert outcomes["local"]["error"] == outcomes["spark"]["error"] == "StorageError"
     assert outcomes["local"]["next_step"].split(" then run ")[0] == outcomes["spark"]["next_step"].split(" then run ")[0]
+
+
+def test_verify_on_spark_reads_files_without_field_ids_by_their_name_mapping_names(spark: Any,
+                                                                                   catalog: Catalog) -> None:
+    """A plain Parquet file added with ``add_files`` names the identity column as it was called then; after a rename
+    Iceberg reads it through the name mapping. The executors read it by today's names only and found nothing."""
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import LongType, NestedField, StringType
+
+    name = unique_name("mapped")
+    table = catalog.create_table(name, Schema(NestedField(1, "user_id", StringType(), required=False),
+                                              NestedField(2, "n", LongType(), required=False)))
+    location = f"{table.location()}/data/restored.parquet"
+    with table.io.new_output(location).create(overwrite=True) as out:
+        pq.write_table(pa.table({"user_id": ["a0", "victim", "z9"], "n": pa.array([1, 2, 3], pa.int64())}), out)
+    table.add_files([location])  # writes the name mapping: field 1 <- "user_id"
+    with table.update_schema() as update:
+        update.rename_column("user_id", "uid")
+    table = ip.configure_identity(catalog.load_table(name), ["uid"])
+    assert "victim" in table.scan().to_arrow().column("uid").to_pylist()
+    secret = load_secret(catalog=catalog)
+    digests = resolve_subjects([table], ["victim"], secret)[0].digests
+    here, there = verify_table(table, digests, secret), verify_table(table, digests, secret, spark=spark)
+    assert here.rows_found == 1 and not here.ok
+    assert (there.rows_found, there.files_with_subjects) == (here.rows_found, here.files_with_subjects)
