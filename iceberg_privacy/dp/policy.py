@@ -62,6 +62,7 @@ from iceberg_privacy.properties import (
     ACCESS_KEY,
     ACCESS_MAX_PER_QUERY_KEY,
     ACCESS_MAX_ROWS_KEY,
+    ACCESS_PRIVACY_UNIT_FIELD_IDS_KEY,
     ACCESS_PRIVACY_UNIT_KEY,
     ACCESS_PUBLIC_KEYS_KEY,
     DP_RELEASE_MARKER,
@@ -195,6 +196,39 @@ def _unit(privacy_unit: str | RowUnit | None) -> str | None:
     raise ConfigurationError(
         f"privacy_unit={privacy_unit!r} must be a column name (the column identifying a person) or ROWS."
     )
+
+
+def unit_field_ids(unit: str | None, tables: Sequence[Table]) -> dict[str, int]:
+    """``{table uuid: field id}`` of the privacy-unit column in each table that has it (stored with the policy)."""
+    if unit is None or unit == ROWS_UNIT:
+        return {}
+    out = {}
+    for table in tables:
+        field = next((f for f in table.schema().fields if f.name == unit), None)
+        if field is not None:
+            out[str(table.metadata.table_uuid)] = field.field_id
+    return out
+
+
+def policy_unit_column(entry: Mapping[str, Any], table: Table | None) -> str | None:
+    """The policy's privacy unit as ``table`` names it today: the column with the field id recorded for the table
+    when the policy was set (a renamed column keeps the policy; a column renamed *to* the unit's old name does
+    not become the unit), else the declared name; ``rows`` or None as stored. A recorded column that is no
+    longer in the table is a ConfigurationError: no release may guess another unit."""
+    declared = entry.get(ACCESS_PRIVACY_UNIT_KEY)
+    if declared is None or declared == ROWS_UNIT or table is None:
+        return declared
+    fid = (entry.get(ACCESS_PRIVACY_UNIT_FIELD_IDS_KEY) or {}).get(str(table.metadata.table_uuid))
+    if fid is None:  # a table the policy did not govern when set (created later): by name
+        return declared
+    field = next((f for f in table.schema().fields if f.field_id == int(fid)), None)
+    if field is None:
+        name = ".".join(table.name())
+        raise ConfigurationError(
+            f"the access policy's privacy unit of {name} is the column {declared!r} (field id {fid}), which is no "
+            f"longer in the table (dropped). Nothing was spent. Set the access policy again naming the column that "
+            f"identifies a person now (set_access_policy(..., privacy_unit=...)).")
+    return field.name
 
 
 def _check_cap_type(cap: Budget, scopes: list[str], state: Any) -> None:
@@ -360,8 +394,9 @@ def namespace_target(namespace: str | tuple[str, ...]) -> NamespaceTarget:
     return NamespaceTarget(namespace_identifier(namespace))
 
 
-def _policy(target: str, scope: str | None, entry: dict[str, Any], principal_caps: dict[str, Budget]) -> AccessPolicy:
-    unit_text = entry.get(ACCESS_PRIVACY_UNIT_KEY)
+def _policy(target: str, scope: str | None, entry: dict[str, Any], principal_caps: dict[str, Budget],
+            table: Table | None = None) -> AccessPolicy:
+    unit_text = policy_unit_column(entry, table)
     unit: str | RowUnit | None = ROWS if unit_text == ROWS_UNIT else unit_text
     cap = entry.get(ACCESS_MAX_PER_QUERY_KEY)
     return AccessPolicy(
@@ -458,6 +493,8 @@ def set_access_policy(
     governed = _governed_tables(catalog, target, scope, ns)
     for table in governed:
         _check_schema(table, unit, bounds, keys, scope)
+    if ids := unit_field_ids(unit, governed):
+        entry[ACCESS_PRIVACY_UNIT_FIELD_IDS_KEY] = ids
     ensure_namespace(catalog, ns, create=create_namespace)
     # a namespace policy binds every table of the namespace in the same commit: one that moves out later takes the
     # policy along (a dp-only namespace's tables never become readable by moving to an open one)
@@ -467,7 +504,8 @@ def set_access_policy(
         scope = ledger.table_scopes_for_update(state, *table_ref)[0]
     budget = state.budgets.get(scope)
     principal = {p: budget_from_json(v) for p, v in (budget or {}).get("principals", {}).items()}
-    return _policy(name, state.label(scope), entry, principal)
+    return _policy(name, state.label(scope), entry, principal, governed[0] if table_ref is not None and governed
+                   else None)
 
 
 def remove_access_policy(catalog: Catalog, target: TableRef | str | tuple[str, ...] | NamespaceTarget,
@@ -490,8 +528,10 @@ def access_policy(catalog: Catalog, table: TableRef | str | tuple[str, ...] | Na
     """
     check_catalog(catalog, "access_policy")
     scope, ns, name = _target(table)
+    loaded = None
     if scope.startswith("table:"):
         ident, table_uuid = table_identity(catalog, table)
+        loaded = table if isinstance(table, Table) else _load_if_exists(catalog, ident)
         state = Ledger(catalog, ns).state_for(ident, table_uuid)
         found, entry = state.policy_entry(ident, table_uuid)
     else:
@@ -501,7 +541,16 @@ def access_policy(catalog: Catalog, table: TableRef | str | tuple[str, ...] | Na
         return AccessPolicy(target=name, scope=None)
     budget = state.budgets.get(found)
     principal = {p: budget_from_json(v) for p, v in (budget or {}).get("principals", {}).items()}
-    return _policy(name, state.label(found), entry, principal)
+    return _policy(name, state.label(found), entry, principal, loaded)
+
+
+def _load_if_exists(catalog: Catalog, ident: tuple[str, ...]) -> Table | None:
+    from pyiceberg.exceptions import NoSuchTableError
+
+    try:
+        return catalog.load_table(ident)
+    except NoSuchTableError:
+        return None
 
 
 @storage_errors

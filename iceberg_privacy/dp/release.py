@@ -63,6 +63,7 @@ from iceberg_privacy.dp.budget import Budget, as_budget
 from iceberg_privacy.dp.errors import ReleaseAbortedError, ReleaseFailedError
 from iceberg_privacy.dp.keys import resolve_keys, tmlt_keyset
 from iceberg_privacy.dp.ledger import Ledger
+from iceberg_privacy.dp.policy import policy_unit_column
 from iceberg_privacy.dp.provenance import RELEASE_MARKER, build_summary, noise_summary, read_provenance
 from iceberg_privacy.dp.query import HistogramQuery, renamed_fields
 from iceberg_privacy.dp.reservation import Heartbeat
@@ -349,14 +350,19 @@ class ReleasePlan:
     spends the session's rest), else what was left before the spend (the ledger's remaining)."""
 
 
-def check_policy_unit(plan_unit: str | None, max_rows: int, source: str, entry: dict[str, Any], scope: str | None) -> None:
-    """A release of a table whose access policy declares a privacy unit must use it (or a stricter bound)."""
+def check_policy_unit(plan_unit: str | None, max_rows: int, table: Table, entry: dict[str, Any],
+                      scope: str | None) -> None:
+    """A release of a table whose access policy declares a privacy unit must use it (or a stricter bound): the
+    column the policy named, by its field id in ``table`` (renamed since: its new name)."""
     from iceberg_privacy.properties import ACCESS_MAX_ROWS_KEY, ACCESS_PRIVACY_UNIT_KEY
 
-    declared = entry.get(ACCESS_PRIVACY_UNIT_KEY)
+    source = ".".join(table.name())
+    declared = policy_unit_column(entry, table)
     if declared is None:
         return
     wanted = None if declared == "rows" else declared
+    if wanted is not None and wanted != entry.get(ACCESS_PRIVACY_UNIT_KEY):
+        scope = f"{scope} (which named the column {entry.get(ACCESS_PRIVACY_UNIT_KEY)!r} when it was set)"
     limit = int(entry.get(ACCESS_MAX_ROWS_KEY, 1))
     if plan_unit != wanted or max_rows > limit:
         raise ConfigurationError(
@@ -411,7 +417,7 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None, memo_log
     ledger_table = ledger.load()  # one read: the state, the policy and the memo of this ledger version
     state = ledger.state_for(source_id, table_uuid, ledger_table)
     scope, entry = state.policy_entry(source_id, table_uuid)
-    check_policy_unit(unit, max_rows_per_unit, ".".join(source_id), entry, state.label(scope) if scope else scope)
+    check_policy_unit(unit, max_rows_per_unit, source, entry, state.label(scope) if scope else scope)
     # On a dp-only table even a memoized answer needs a principal with a budget there, asking within the cap.
     ledger.check_policy(state, source_id, principal, amount, table_uuid)
 

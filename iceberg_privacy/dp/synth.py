@@ -66,7 +66,7 @@ from iceberg_privacy.dp.budget import ApproxDP, Budget, PureDP, RhoZCDP, as_budg
 from iceberg_privacy.dp.errors import InvalidBudgetError, ReleaseAbortedError
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.mst import cdp_rho, mst, secure_rng
-from iceberg_privacy.dp.policy import ROWS_UNIT
+from iceberg_privacy.dp.policy import ROWS_UNIT, policy_unit_column
 from iceberg_privacy.dp.provenance import build_summary, read_provenance
 from iceberg_privacy.dp.query import canonical_dumps, renamed_fields
 from iceberg_privacy.dp.release import (
@@ -82,7 +82,6 @@ from iceberg_privacy.lineage.record import AGGREGATION, COMPLETE, INDIRECT, Fiel
 from iceberg_privacy.properties import (
     ACCESS_BOUNDS_KEY,
     ACCESS_MAX_ROWS_KEY,
-    ACCESS_PRIVACY_UNIT_KEY,
     ACCESS_PUBLIC_KEYS_KEY,
     DP_RELEASE_MARKER,
     DP_SYNTHESIS_SUMMARY,
@@ -474,7 +473,7 @@ def dp_synthesize(
     policy_scope, policy = policy_state.policy_entry(source_id, table_uuid)
     policy_scope = policy_state.label(policy_scope) if policy_scope else None
     if privacy_unit is None:  # the policy's declared unit, else single rows
-        declared = policy.get(ACCESS_PRIVACY_UNIT_KEY)
+        declared = policy_unit_column(policy, source)  # by its field id: a renamed column stays the unit
         privacy_unit = ROWS if declared in (None, ROWS_UNIT) else str(declared)
         if max_rows_per_unit is None and declared is not None:
             max_rows_per_unit = int(policy.get(ACCESS_MAX_ROWS_KEY, 1))
@@ -495,7 +494,7 @@ def dp_synthesize(
     else:
         raise ConfigurationError(f"privacy_unit={privacy_unit!r} must be ROWS or a column name of "
                                  f"{table_name(source)}.")
-    check_policy_unit(unit, k, table_name(source), policy, policy_scope)
+    check_policy_unit(unit, k, source, policy, policy_scope)
     prepared = _prepare(source, columns, bounds, domains, bins)
     snap = source_snapshot(source, snapshot_id, table_name(source))
     out_id = qualified(output, "output table")
