@@ -151,7 +151,22 @@ def _delete_files(io: FileIO, messages: list[WriterCommitMessage | None]) -> int
     return n
 
 
+_MIXED_FORGET_VERSIONS = -1
+"""Never a forget-list version (snapshot ids are positive): the commit-time re-check then re-reads every file."""
+
+
 def _gather(messages: list[WriterCommitMessage | None], forget_version: int | None) -> WrittenFiles:
+    """The job's files, recording the forget-list version the *tasks* screened with (``forget_version``, the
+    committing writer's own, only when no task wrote anything). Spark makes a new stream writer on the driver for
+    every micro-batch commit while the executors keep the one made at the query's start: recording the commit's
+    fresh version would make the commit-time re-check (:func:`iceberg_privacy.write.recheck_forget`) see nothing
+    new, and a subject forgotten since the query started would be committed."""
+    tasks = [m for m in messages if isinstance(m, TaskFiles)]
+    versions = {m.written.forget_version for m in tasks}
+    if len(versions) > 1:
+        forget_version = _MIXED_FORGET_VERSIONS
+    elif versions:
+        forget_version = versions.pop()
     out = WrittenFiles(forget_version=forget_version)
     for m in messages:
         if isinstance(m, TaskFiles):
@@ -215,8 +230,11 @@ class _TaskWriter:
                 f"spark write to {self.opts.table}: the table was dropped and re-created (uuid "
                 f"{self.metadata.table_uuid} -> {table.metadata.table_uuid}) while the job ran; nothing was "
                 "committed and the job's files were removed. Run the write again")
+        # the columns the tasks built filters for: a column configured after the executors' writer was made (a
+        # stream's per-batch driver writer reads today's) has none in these files, which stay scanned for it
+        columns = [c for c in self.columns if all(c.field_id in f for f in written.filters)]
         report = commit_written(
-            table, written, self.columns, operation="overwrite" if self.overwrite else "append",
+            table, written, columns, operation="overwrite" if self.overwrite else "append",
             overwrite_filter=ALWAYS_TRUE if self.overwrite else None,
             snapshot_properties={**self.opts.snapshot_properties, **(extra or {})}, max_retries=self.max_retries,
             lineage=self.lineage, engine="spark", table_properties=table_properties, precondition=precondition,

@@ -130,3 +130,56 @@ def test_a_garbage_bloom_ndv_is_an_error_on_an_existing_table(tmp_path: Path) ->
     IcebergPrivacyWriter(SourceOptions(table="db.ndv", catalog_home=home, raw={}), struct, False)  # creates it
     with pytest.raises(ip.ConfigurationError, match="option 'bloom.ndv' must be an integer"):
         IcebergPrivacyWriter(SourceOptions(table="db.ndv", catalog_home=home, raw={"bloom.ndv": "lots"}), struct, False)
+
+
+def test_a_subject_forgotten_while_a_stream_runs_is_dropped_from_its_next_batch(tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spark makes a new stream writer on the driver for every micro-batch commit, while the executors keep the one
+    made when the query started. The commit recorded its own, fresh forget-list version as the one the batch was
+    screened with, so the commit-time re-check saw nothing new and rows of a subject erased while the query ran
+    were committed: the erased person came back through the streaming sink."""
+    import pyarrow as pa
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    from iceberg_privacy.rights.keyed import SECRET_ENV
+
+    monkeypatch.setenv(SECRET_ENV, "stream-secret-" + "x" * 32)
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    table = ip.configure_identity(catalog.create_table("db.events", _schema()), ["user_id"])
+    ip.append(table, pa.table({"user_id": ["cy"], "n": pa.array([0], pa.int64())}))
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    opts = SourceOptions(table="db.events", catalog_home=str(home), raw={"streaming.query-id": "q-1"})
+    at_start = IcebergPrivacyStreamWriter(opts, struct, False)  # shipped to the executors when the query starts
+    ip.erase(catalog, ["ann"], ["db.events"])  # ann is forgotten while the query runs
+    batch = pa.record_batch([pa.array(["ann", "bob"]), pa.array([1, 2], pa.int64())], names=["user_id", "n"])
+    message = at_start.write(iter([batch]))  # an executor screens with the list it was shipped with
+    IcebergPrivacyStreamWriter(opts, struct, False).commit([message], 0)  # the driver's writer for this commit
+    rows = catalog.load_table("db.events").scan().to_arrow()["user_id"].to_pylist()
+    assert sorted(rows) == ["bob", "cy"]
+
+
+def test_a_bloom_column_added_while_a_stream_runs_does_not_fail_its_next_commit(tmp_path: Path) -> None:
+    """The executors build filters for the bloom columns of the query's start; the per-batch driver writer reads
+    today's. A column configured meanwhile failed the commit with a bare KeyError (no filter of that column in
+    the tasks' files). Now the sidecar covers the columns the files have filters for; lookups on the new
+    column scan those files until a backfill covers them."""
+    import pyarrow as pa
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    ip.configure_bloom(catalog.create_table("db.ev", _schema()), ["user_id"])
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    opts = SourceOptions(table="db.ev", catalog_home=str(home), raw={"streaming.query-id": "q-1"})
+    at_start = IcebergPrivacyStreamWriter(opts, struct, False)
+    message = at_start.write(iter([pa.record_batch([pa.array(["ann", "bob"]), pa.array([1, 2], pa.int64())],
+                                                   names=["user_id", "n"])]))
+    ip.configure_bloom(catalog.load_table("db.ev"), ["user_id", "n"])  # configured while the query runs
+    IcebergPrivacyStreamWriter(opts, struct, False).commit([message], 0)
+    table = catalog.load_table("db.ev")
+    assert ip.lookup(table, "n", 2).column("user_id").to_pylist() == ["bob"]  # scanned, never skipped
+    assert ip.lookup(table, "user_id", "ann").column("n").to_pylist() == [1]
+    assert ip.lookup(table, "user_id", "zed").num_rows == 0
