@@ -67,6 +67,7 @@ class TaskFiles(WriterCommitMessage):
 
     written: WrittenFiles = field(default_factory=WrittenFiles)
     query_id: str | None = None
+    table_uuid: str | None = None  # the table the files were written for (its location, schema and field ids)
 
 
 def _bloom_option(opts: SourceOptions) -> list[str]:
@@ -217,19 +218,23 @@ class _TaskWriter:
         reader = pa.RecordBatchReader.from_batches(self.arrow, batches)
         written = write_data_files(self._io(), self.metadata, reader, self.columns, chunk_bytes=TASK_CHUNK_BYTES,
                                    where=self.opts.table, forget_filter=self.forget_filter)
-        return TaskFiles(written, query_id)
+        return TaskFiles(written, query_id, str(self.metadata.table_uuid))
 
-    def _commit(self, written: WrittenFiles, extra: dict[str, str] | None = None,
-                table_properties: dict[str, str] | None = None,
+    def _commit(self, written: WrittenFiles, messages: list[WriterCommitMessage | None],
+                extra: dict[str, str] | None = None, table_properties: dict[str, str] | None = None,
                 precondition: Callable[[Table], None] | None = None) -> WriteReport:
         table = self.opts.load_table()
-        if table.metadata.table_uuid != self.metadata.table_uuid:  # the files were written for another table
+        # The tasks' table, not this writer's: a stream's driver makes a new writer (reading today's table) for
+        # every micro-batch commit, while the executors keep the one made when the query started.
+        written_for = {m.table_uuid for m in messages if isinstance(m, TaskFiles) and m.table_uuid} or {
+            str(self.metadata.table_uuid)}
+        if written_for != {str(table.metadata.table_uuid)}:  # the files were written for another table
             for f in written.files:
                 table.io.delete(f.file_path)
             raise CatalogError(
                 f"spark write to {self.opts.table}: the table was dropped and re-created (uuid "
-                f"{self.metadata.table_uuid} -> {table.metadata.table_uuid}) while the job ran; nothing was "
-                "committed and the job's files were removed. Run the write again")
+                f"{', '.join(sorted(written_for))} -> {table.metadata.table_uuid}) while the job ran; nothing was "
+                "committed and the job's files were removed. Run the write again (a streaming query: restart it)")
         # the columns the tasks built filters for: a column configured after the executors' writer was made (a
         # stream's per-batch driver writer reads today's) has none in these files, which stay scanned for it
         columns = [c for c in self.columns if all(c.field_id in f for f in written.filters)]
@@ -250,7 +255,7 @@ class IcebergPrivacyWriter(_TaskWriter, DataSourceArrowWriter):
         return self._write_task(iterator)
 
     def commit(self, messages: list[WriterCommitMessage | None]) -> None:
-        self._commit(_gather(messages, self._forget_version))
+        self._commit(_gather(messages, self._forget_version), messages)
 
     def abort(self, messages: list[WriterCommitMessage | None]) -> None:
         n = _delete_files(self._io(), messages)
@@ -322,7 +327,7 @@ class IcebergPrivacyStreamWriter(_TaskWriter, DataSourceStreamArrowWriter):
 
         try:
             not_committed_yet(self.opts.load_table())
-            self._commit(written, {QUERY_ID_KEY: query_id, BATCH_ID_KEY: str(batchId)},
+            self._commit(written, messages, {QUERY_ID_KEY: query_id, BATCH_ID_KEY: str(batchId)},
                          {LAST_BATCH_PREFIX + query_id: str(batchId)}, precondition=not_committed_yet)
         except _AlreadyCommitted as done:
             n = _delete_files(self._io(), messages)

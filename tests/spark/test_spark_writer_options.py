@@ -183,3 +183,26 @@ def test_a_bloom_column_added_while_a_stream_runs_does_not_fail_its_next_commit(
     assert ip.lookup(table, "n", 2).column("user_id").to_pylist() == ["bob"]  # scanned, never skipped
     assert ip.lookup(table, "user_id", "ann").column("n").to_pylist() == [1]
     assert ip.lookup(table, "user_id", "zed").num_rows == 0
+
+
+def test_a_table_recreated_while_a_stream_runs_is_not_committed_to(tmp_path: Path) -> None:
+    """The batch-write check above compared the committing writer's table with the catalog's; a stream's driver
+    makes a new writer for every micro-batch commit, which reads the re-created table, so the check passed and
+    the executors' files, written for the dropped table, were committed into the new one."""
+    import pyarrow as pa
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    home = tmp_path / "home"
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    opts = SourceOptions(table="db.swap", catalog_home=str(home), raw={"streaming.query-id": "q-1"})
+    at_start = IcebergPrivacyStreamWriter(opts, struct, False)  # creates db.swap
+    catalog = ip.connect(home=home)
+    catalog.drop_table("db.swap")
+    catalog.create_table("db.swap", _schema())
+    message = at_start.write(iter([pa.record_batch([pa.array(["ann"]), pa.array([1], pa.int64())],
+                                                   names=["user_id", "n"])]))
+    with pytest.raises(ip.CatalogError, match="dropped and re-created"):
+        IcebergPrivacyStreamWriter(opts, struct, False).commit([message], 0)
+    assert catalog.load_table("db.swap").current_snapshot() is None
+    assert isinstance(message, TaskFiles) and message.written.files
+    assert not Path(message.written.files[0].file_path.removeprefix("file://")).exists()
