@@ -62,3 +62,16 @@ def check_engine(verb: str, *, spark: Any = None, workers: Any = None) -> None:
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ConfigurationError(
             f"{verb}(workers=...) is a number of threads >= 1 (or None: the library's default), got {_shown(workers)}")
+
+
+def check_ages(verb: str, **ages: Any) -> None:
+    """Refuse an age that is not a ``timedelta >= 0`` (``orphan_age=3``: 3 what?; a negative age puts the cutoff in
+    the future, so every file or snapshot counts as old), before the verb starts: ``erase(..., purge=True,
+    orphan_age=3)`` used to erase and journal first and fail only at its purge step."""
+    from datetime import timedelta
+
+    for name, value in ages.items():
+        if not isinstance(value, timedelta) or value < timedelta(0):
+            raise ConfigurationError(
+                f"{verb}({name}=...) is an age, a datetime.timedelta >= 0 (e.g. {name}=timedelta(days=3); CLI: 3d), "
+                f"got {_shown(value)}; nothing was done")
