@@ -66,3 +66,25 @@ def test_cleanup_orphans_refuses_a_negative_age_and_deletes_nothing(catalog: Cat
     assert stray.exists()
     assert ip.cleanup_orphans(table, older_than=timedelta(hours=1), delete=True).deleted == []
     assert stray.exists()
+
+
+def test_configure_bloom_refuses_a_setting_it_does_not_know(catalog: Catalog) -> None:
+    """Regression: ``configure_bloom(t, {"user_id": {"fp": 0.001}})`` (a typo of ``fpp``) was accepted and the
+    column got the default FPP 0.01 in silence: ten times the false positives asked for."""
+    table = make_table(catalog, "db.t", [["u1"]])
+    before = dict(table.properties)
+    with pytest.raises(ip.ConfigurationError, match="unknown setting.*'fp'.*'fpp' and 'ndv'"):
+        ip.configure_bloom(table, {"user_id": {"fp": 0.001}})
+    assert dict(table.refresh().properties) == before
+    assert ip.configure_bloom(table, {"user_id": {"fpp": 0.001}}).properties["privacy.bloom.user_id.fpp"] == "0.001"
+
+
+@pytest.mark.parametrize("kind", [5, ["exact", 1], b"exact"])
+def test_configure_index_refuses_a_kind_that_is_not_text(catalog: Catalog, kind: object) -> None:
+    """Regression: ``configure_index(t, "user_id", 5)`` ended in a raw ``TypeError: 'int' object is not
+    iterable``."""
+    table = make_table(catalog, "db.t", [["u1"]])
+    with pytest.raises(ip.ConfigurationError, match="index kind for column 'user_id' must be"):
+        ip.configure_index(table, "user_id", kind)  # type: ignore[arg-type]
+    assert ip.configure_index(table, "user_id", (k for k in ["bloom", "exact"])).properties[
+        "privacy.index.user_id"] == "bloom,exact"
