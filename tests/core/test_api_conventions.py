@@ -88,3 +88,64 @@ def test_configure_index_refuses_a_kind_that_is_not_text(catalog: Catalog, kind:
         ip.configure_index(table, "user_id", kind)  # type: ignore[arg-type]
     assert ip.configure_index(table, "user_id", (k for k in ["bloom", "exact"])).properties[
         "privacy.index.user_id"] == "bloom,exact"
+
+
+def _documented_signatures() -> list[tuple[str, str, str]]:
+    """(doc file, public name, the parameter list) of every signature the README and docs/ write out with
+    defaults or a bare ``*`` (``dp_synthesize(catalog, table, ..., *, method="mst", ...)``), not mere calls."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        for m in re.finditer(r"(?<![\w.])(?:ip\.)?([a-z_]+)\(([^()`]*(?:\([^()`]*\)[^()`]*)*)\)", text):
+            name, params = m.group(1), m.group(2).replace("…", "...")
+            if name in ip.__all__ and callable(getattr(ip, name)):
+                found.append((doc.name, name, params))
+    return found
+
+
+DEPRECATED_KEYWORDS = {("set_budget", "namespace"), ("set_budget", "table"), ("get_budget", "namespace"),
+                       ("get_budget", "table")}  # README: "keep working for one release with a DeprecationWarning"
+
+
+def test_signatures_the_docs_write_out_match_the_code() -> None:
+    """Regression: docs/dp.md gave ``dp_synthesize(..., privacy_unit=ROWS, max_rows_per_unit=1, ...)``; the code's
+    defaults are None (the access policy's declared unit and bound, else ROWS and 1), so a reader of the doc
+    expected single rows where a policy declared a person. Every written-out signature must name only parameters
+    the function has, with the defaults it has."""
+    import ast
+    import inspect
+
+    checked = 0
+    for doc, name, params in _documented_signatures():
+        try:
+            call = ast.parse(f"f({params})").body[0]
+        except SyntaxError:
+            call = None
+        if call is not None:  # a call: its keywords must exist (but for the documented deprecated forms)
+            assert isinstance(call, ast.Expr) and isinstance(call.value, ast.Call)
+            sig = inspect.signature(getattr(ip, name))
+            for kw in call.value.keywords:
+                assert kw.arg is None or kw.arg in sig.parameters or (name, kw.arg) in DEPRECATED_KEYWORDS, (
+                    f"{doc}: {name}() has no parameter {kw.arg!r}: {sig}")
+            continue
+        try:
+            fdef = ast.parse(f"def f({params}): pass").body[0]
+        except SyntaxError:
+            continue
+        assert isinstance(fdef, ast.FunctionDef)
+        sig = inspect.signature(getattr(ip, name))
+        a = fdef.args
+        positional = [x.arg for x in a.args]
+        defaults = dict(zip(positional[len(positional) - len(a.defaults):], a.defaults, strict=True))
+        defaults.update({k.arg: d for k, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is not None})
+        for p in positional + [x.arg for x in a.kwonlyargs]:
+            assert p in sig.parameters, f"{doc}: {name}() has no parameter {p!r}: {sig}"
+        for p, d in defaults.items():
+            actual = sig.parameters[p].default
+            assert ast.unparse(d) in (repr(actual), str(actual), getattr(actual, "__name__", None)), (
+                f"{doc}: {name}({p}={ast.unparse(d)}) but the code's default is {actual!r}")
+        checked += 1
+    assert checked >= 1
