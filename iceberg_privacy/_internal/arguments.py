@@ -75,3 +75,12 @@ def check_ages(verb: str, **ages: Any) -> None:
             raise ConfigurationError(
                 f"{verb}({name}=...) is an age, a datetime.timedelta >= 0 (e.g. {name}=timedelta(days=3); CLI: 3d), "
                 f"got {_shown(value)}; nothing was done")
+
+
+def check_home(home: Any, verb: str | None = None) -> None:
+    """``home=`` is a directory: a str or a path (``None``: the default). ``home=5`` ended in pathlib's bare
+    ``TypeError`` from whichever verb first built a path of it."""
+    if home is not None and not isinstance(home, (str, os.PathLike)):
+        raise ConfigurationError(
+            f"{verb + '(home=...)' if verb else 'home='} is the iceberg-privacy home directory (its embedded catalog and secret), a str or "
+            f"a path, got {_shown(home)}; nothing was done")

@@ -149,3 +149,17 @@ def test_signatures_the_docs_write_out_match_the_code() -> None:
                 f"{doc}: {name}({p}={ast.unparse(d)}) but the code's default is {actual!r}")
         checked += 1
     assert checked >= 1
+
+
+def test_a_home_that_is_not_a_path_is_a_configuration_error(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: ``home=5`` (or a list) ended in pathlib's bare ``TypeError: argument should be a str or an
+    os.PathLike object`` from connect, init_secret and every rights verb."""
+    monkeypatch.delenv("ICEBERG_PRIVACY_SECRET", raising=False)
+    make_table(catalog, "db.t", [["u1"]])
+    for call in (lambda: ip.connect(home=5), lambda: ip.connect(home=["a"]), lambda: ip.init_secret(5),
+                 lambda: ip.erase(catalog, ["u1"], home=5), lambda: ip.access(catalog, ["u1"], out="x", home=5),
+                 lambda: ip.submit_request(catalog, "erase", ["u1"], home=5),
+                 lambda: ip.enqueue(catalog, "erase", ["u1"], home=5)):
+        with pytest.raises(ip.ConfigurationError, match=r"home=.*is the iceberg-privacy home directory.*a str or a path"):
+            call()  # type: ignore[no-untyped-call]
+    assert not _journaled(catalog)
