@@ -163,3 +163,23 @@ def test_a_home_that_is_not_a_path_is_a_configuration_error(catalog: Catalog, mo
         with pytest.raises(ip.ConfigurationError, match=r"home=.*is the iceberg-privacy home directory.*a str or a path"):
             call()  # type: ignore[no-untyped-call]
     assert not _journaled(catalog)
+
+
+def test_a_lookup_that_finds_nobody_has_the_schema_of_one_that_finds_someone(catalog: Catalog) -> None:
+    """Regression: a lookup that matched no row returned ``large_string``/``large_binary``/``large_list`` columns (an
+    empty table built from pyiceberg's schema conversion), one that matched returned ``string``/``binary``/``list``:
+    ``pa.concat_tables`` of a batch of lookups failed with "Schema at index 1 was different" as soon as one value
+    was absent."""
+    import pyarrow as pa
+
+    table = make_table(catalog, "db.t", [["u1", "u2"]])  # strings, longs, an identity map of lists of structs
+    table = ip.configure_index(table, "account", "bloom,exact")
+    for column, hit_value, miss_value in [("user_id", "u1", "nobody"), ("account", 1002, 999999),
+                                          ("identities", "u2@example.com", "nobody@example.com")]:
+        hit = ip.lookup(table, column, hit_value)
+        miss = ip.lookup(table, column, miss_value)
+        none = ip.lookup(table, column, [])
+        assert hit.num_rows == 1 and miss.num_rows == none.num_rows == 0
+        assert miss.schema == hit.schema and none.schema == hit.schema, (column, miss.schema, hit.schema)
+        assert pa.concat_tables([hit, miss, none]).num_rows == 1
+    assert ip.lookup(table, "user_id", "nobody").schema == table.scan().to_arrow().schema  # as a full read gives
