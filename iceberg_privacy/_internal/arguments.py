@@ -1,4 +1,4 @@
-"""Argument checks shared by the public verbs: the catalog of a lake-wide verb, and yes/no flags.
+"""Argument checks shared by the public verbs: the catalog of a lake-wide verb, yes/no flags, ages and home=.
 
 Why: Python does not check annotations, so a newcomer's ``ip.erase(table, ...)`` (a Table where the lake's
 Catalog goes) ended deep inside in an ``AttributeError`` after the verb had started, and
