@@ -183,3 +183,23 @@ def test_a_lookup_that_finds_nobody_has_the_schema_of_one_that_finds_someone(cat
         assert miss.schema == hit.schema and none.schema == hit.schema, (column, miss.schema, hit.schema)
         assert pa.concat_tables([hit, miss, none]).num_rows == 1
     assert ip.lookup(table, "user_id", "nobody").schema == table.scan().to_arrow().schema  # as a full read gives
+
+
+@pytest.mark.parametrize("age", [5, timedelta(days=-1)])
+def test_the_history_upkeep_checks_its_age_before_it_merges_or_expires(catalog: Catalog,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      age: object) -> None:
+    """Regression: ``ip.Journal(catalog).maintain(orphan_age=5)`` merged the journal's files and expired its
+    snapshots, then failed at the orphan sweep with an error about ``older_than`` (the inner cleanup's name);
+    a negative age swept the journal's in-flight files. Refused first, nothing changed."""
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", SECRET)
+    make_table(catalog, "db.t", [["u1"]])
+    for i in range(3):
+        ip.submit_request(catalog, "erase", [f"x{i}"])
+    journal = ip.Journal(catalog)
+    table = journal.load()
+    assert table is not None
+    snapshots = len(table.metadata.snapshots)
+    with pytest.raises(ip.ConfigurationError, match=r"maintain\(orphan_age=\.\.\.\) is an age"):
+        journal.maintain(orphan_age=age)  # type: ignore[arg-type]
+    assert len(table.refresh().metadata.snapshots) == snapshots
