@@ -203,3 +203,16 @@ def test_the_history_upkeep_checks_its_age_before_it_merges_or_expires(catalog: 
     with pytest.raises(ip.ConfigurationError, match=r"maintain\(orphan_age=\.\.\.\) is an age"):
         journal.maintain(orphan_age=age)  # type: ignore[arg-type]
     assert len(table.refresh().metadata.snapshots) == snapshots
+
+
+def test_the_dp_histogram_arguments_table_lists_every_parameter() -> None:
+    """Regression: docs/dp.md's "Arguments of `dp_histogram`" table had no row for ``mechanism=`` (nor did the
+    docstring): a parameter that changes the noise of a release, found only by reading the code."""
+    import inspect
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "dp.md").read_text()
+    table = text.split("## Arguments of `dp_histogram`", 1)[1].split("\n\n", 2)[1]
+    documented = {name for line in table.splitlines() if line.startswith("| `")
+                  for name in re.findall(r"`([a-z_]+)`", line.split(" | ")[0])}
+    assert documented == set(inspect.signature(ip.dp_histogram).parameters)
