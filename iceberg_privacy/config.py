@@ -119,6 +119,8 @@ def _validate_fpp(column: str, fpp: str | float | int | None) -> float:
 def _validate_ndv(column: str, ndv: object) -> int | None:
     if ndv is None or ndv == "":
         return None
+    if isinstance(ndv, bool) or (isinstance(ndv, float) and not ndv.is_integer()):  # 2.5 was cut to 2, True was 1
+        raise ConfigurationError(f"NDV hint for column {column!r} must be a positive integer, got {ndv!r}")
     try:
         value = int(ndv)  # type: ignore[call-overload]
     except (TypeError, ValueError):

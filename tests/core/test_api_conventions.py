@@ -216,3 +216,13 @@ def test_the_dp_histogram_arguments_table_lists_every_parameter() -> None:
     documented = {name for line in table.splitlines() if line.startswith("| `")
                   for name in re.findall(r"`([a-z_]+)`", line.split(" | ")[0])}
     assert documented == set(inspect.signature(ip.dp_histogram).parameters)
+
+
+@pytest.mark.parametrize("ndv", [2.5, True, float("nan")])
+def test_an_ndv_hint_that_is_not_a_whole_number_is_refused(catalog: Catalog, ndv: object) -> None:
+    """Regression: ``configure_bloom(t, "user_id", ndv=2.5)`` stored 2 and ``ndv=True`` stored 1, in silence."""
+    table = make_table(catalog, "db.t", [["u1"]])
+    with pytest.raises(ip.ConfigurationError, match="NDV hint for column 'user_id' must be a positive integer"):
+        ip.configure_bloom(table, "user_id", ndv=ndv)  # type: ignore[arg-type]
+    assert "privacy.bloom.user_id.ndv" not in table.refresh().properties
+    assert ip.configure_bloom(table, "user_id", ndv=1e3).properties["privacy.bloom.user_id.ndv"] == "1000"
