@@ -217,7 +217,10 @@ def clear_cache() -> None:
 
 def _check_key_ids(key_ids: Iterable[str], expected: str, where: str) -> None:
     check_key_id(key_ids, expected, f"the forget list {where}", error=ForgetKeyMismatchError,
-                 alternative=", or re-add the subjects' digests under the new secret")
+                 alternative=". A list cannot be re-keyed (it holds keyed digests, not ids; `add` under another "
+                             "secret is refused too): a new secret needs a new list (catalog property "
+                             "iceberg-privacy.forget-table) with every erased subject added again by value "
+                             "(forget.add, or the erasures run again)")
 
 
 def check_secret(catalog: Catalog, tables: Iterable[Table], secret_key_id: str) -> None:

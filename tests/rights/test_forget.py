@@ -635,3 +635,26 @@ def test_ids_in_an_unscreenable_arrow_type_are_hmacd(catalog: Catalog) -> None:
     data = pa.table({"acct": pa.array([7, 8, None, 7], pa.int16())})
     assert flt.mask(data).tolist() == [True, False, False, True]
     assert forget._h31(data.column("acct").chunk(0).drop_null()) is None
+
+
+def test_a_mismatched_secret_gives_advice_that_works(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: ForgetKeyMismatchError said "or re-add the subjects' digests under the new secret", but
+    ``forget.add`` under the new secret is refused with the same error (a list holds one key id): advice that,
+    followed literally, ended where it started. It now says the list cannot be re-keyed; its other advice
+    (configure the secret the digests were made with) works."""
+    from iceberg_privacy.rights.keyed import load_secret
+    from tests.helpers import make_table
+    from tests.helpers import rows as user_rows
+
+    monkeypatch.setenv(SECRET_ENV, "A" * 32)
+    table = make_table(catalog, "db.t", [["u1", "u2"]])
+    ip.erase(catalog, ["u1"])
+    monkeypatch.setenv(SECRET_ENV, "B" * 32)
+    new = load_secret()
+    with pytest.raises(forget.ForgetKeyMismatchError, match="cannot be re-keyed") as err:
+        ip.append(table, user_rows(["u3"]))
+    assert "re-add the subjects' digests under the new secret" not in str(err.value)
+    with pytest.raises(forget.ForgetKeyMismatchError, match="cannot be re-keyed"):
+        forget.add(catalog, table, dl(new, ["u1"], StringType(), "user_id"), "req-2", secret_key_id=key_id(new))
+    monkeypatch.setenv(SECRET_ENV, "A" * 32)  # the advice that works
+    assert ip.append(table, user_rows(["u1", "u3"])).dropped_rows == 1
