@@ -641,7 +641,8 @@ def test_a_mismatched_secret_gives_advice_that_works(catalog: Catalog, monkeypat
     """Regression: ForgetKeyMismatchError said "or re-add the subjects' digests under the new secret", but
     ``forget.add`` under the new secret is refused with the same error (a list holds one key id): advice that,
     followed literally, ended where it started. It now says the list cannot be re-keyed; its other advice
-    (configure the secret the digests were made with) works."""
+    (configure the secret the digests were made with) works. Without any secret, the write's SecretMissingError
+    advised `secret init`, a new secret, which the list's key id check then refused: it now names the key id."""
     from iceberg_privacy.rights.keyed import load_secret
     from tests.helpers import make_table
     from tests.helpers import rows as user_rows
@@ -656,5 +657,10 @@ def test_a_mismatched_secret_gives_advice_that_works(catalog: Catalog, monkeypat
     assert "re-add the subjects' digests under the new secret" not in str(err.value)
     with pytest.raises(forget.ForgetKeyMismatchError, match="cannot be re-keyed"):
         forget.add(catalog, table, dl(new, ["u1"], StringType(), "user_id"), "req-2", secret_key_id=key_id(new))
+    monkeypatch.delenv(SECRET_ENV)  # no secret at all: the advice names the list's secret, not a new one
+    with pytest.raises(SecretMissingError, match=f"made with \\(key id {key_id(b'A' * 32)}\\).*a new secret "
+                                                 r"\(`iceberg-privacy secret init`\) would not match them") as err:
+        ip.append(table, user_rows(["u3"]))
+    assert "or run `iceberg-privacy" not in str(err.value)
     monkeypatch.setenv(SECRET_ENV, "A" * 32)  # the advice that works
     assert ip.append(table, user_rows(["u1", "u3"])).dropped_rows == 1
