@@ -431,3 +431,77 @@ def test_any_value_hashes_as_the_specs_say(data: st.DataObject, kind: str) -> No
     if kind == "string" and not spec_value.strip():
         return  # an empty or blank lookup value is refused on purpose (docs/subject-rights.md)
     assert hash_literals(coerce_values([literal], iceberg, "c"), iceberg).tolist() == [spec_h31(raw)]
+
+
+# -- the other direction: the library reads what the spec allows another writer to write --------------------------
+
+
+def spec_rewrite(data: bytes) -> bytes:
+    """The same sidecar as another conforming writer may lay it out (4.2, 9.2, R7): bloom blobs before the files
+    blob and in reverse order, an unknown blob type between them, unknown footer/blob properties and JSON members,
+    pretty-printed JSON with raw UTF-8 instead of \\u escapes, other key order."""
+    footer, files, _ = read_sidecar(data)
+    blobs = {id(b): data[b["offset"]:b["offset"] + b["length"]] for b in footer["blobs"]}
+    files_blob = next(b for b in footer["blobs"] if b["type"] == "iceberg-privacy-files-v1")
+    doc = json.loads(blobs[id(files_blob)][16:])
+    doc["x-writer"] = {"name": "another implementation", "note": "ünïcode"}
+    doc["files"] = [{"x-extra": 1, **{k: f[k] for k in reversed(list(f))}} for f in doc["files"]]
+    payload = json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=True).encode()
+    blobs[id(files_blob)] = b"IPFL" + struct.pack("<III", 1, len(payload), crc(payload)) + payload
+    unknown = {"type": "x-another-writer-stats-v7", "fields": [], "snapshot-id": files_blob["snapshot-id"],
+               "sequence-number": files_blob["sequence-number"], "properties": {"anything": "goes"}}
+    blobs[id(unknown)] = b"not for us"
+    order = [b for b in reversed(footer["blobs"]) if b is not files_blob][:1] + [unknown] + [
+        b for b in reversed(footer["blobs"]) if b is not files_blob][1:] + [files_blob]
+    out = bytearray(b"PFA1")
+    metas = []
+    for b in order:
+        meta = {k: v for k, v in reversed(list(b.items())) if k not in ("offset", "length")}
+        meta.update({"offset": len(out), "length": len(blobs[id(b)])})
+        if b["type"] == "iceberg-privacy-bloom-v1":
+            meta["properties"] = {**meta.get("properties", {}), "x-hint": "ignored", "column": "renamed since"}
+        metas.append(meta)
+        out += blobs[id(b)]
+    fp = json.dumps({"properties": {**footer["properties"], "x-writer": "other"}, "blobs": metas},
+                    indent=1, ensure_ascii=False).encode()
+    out += b"PFA1" + fp + struct.pack("<i", len(fp)) + b"\x00\x00\x00\x00" + b"PFA1"
+    read_sidecar(bytes(out))  # still valid by the spec's own checks
+    return bytes(out)
+
+
+@pytest.mark.parametrize("kind", ["bloom", "bloom,exact"])
+def test_the_library_reads_a_sidecar_laid_out_as_another_conforming_writer_may(catalog: Catalog, kind: str) -> None:
+    """The spec lets a writer order blobs, keys and whitespace as it likes, escape or not, and add blob types,
+    properties and JSON members (R7: readers ignore them); the exact index's blobs move with the rest (their
+    offsets are blob-relative, docs/exact-index.md 3.1). The library's reader must prune with such a sidecar
+    exactly as with its own, never fall back to scanning (a lost index) and never prune a file holding the value."""
+    from pyiceberg.table.statistics import StatisticsFile
+
+    table = catalog.create_table("db.other", Schema(NestedField(1, "user_id", StringType(), required=False)))
+    table = ip.configure_index(table, "user_id", kind)
+    for k in range(4):
+        ip.append(table, pa.table({"user_id": [f"ü-{k}-{j}" for j in range(50)]}))
+    table = table.refresh()
+    before = ip.plan_lookup(table, "user_id", "ü-2-7")
+    assert len(before.tasks) == 1 and before.files_without_sidecar == 0
+    before_entries = list(table.metadata.statistics)
+    with table.transaction() as tx:
+        for entry in before_entries:
+            data = spec_rewrite(local(entry.statistics_path).read_bytes())
+            path = entry.statistics_path.replace(".privacy-sidecar.stats", "-other.privacy-sidecar.stats")
+            local(path).write_bytes(data)
+            (payload,) = struct.unpack("<i", data[-12:-8])
+            tx.update_statistics().set_statistics(StatisticsFile(  # type: ignore[call-arg]
+                snapshot_id=entry.snapshot_id, statistics_path=path, file_size_in_bytes=len(data),
+                file_footer_size_in_bytes=payload + 16, blob_metadata=[])).commit()
+    for entry in before_entries:  # only the rewritten files are left to read (the summaries still name these)
+        local(entry.statistics_path).unlink()
+    table = table.refresh()
+    assert all(s.statistics_path.endswith("-other.privacy-sidecar.stats") for s in table.metadata.statistics)
+    for value in ["ü-2-7", "ü-0-0", "ü-3-49", "nobody"]:
+        plan = ip.plan_lookup(table, "user_id", value)
+        assert not plan.warnings, plan.warnings
+        assert plan.files_without_sidecar == 0  # the rewritten sidecars were used, not skipped as broken
+        assert plan.exact_index_used == ("exact" in kind) and plan.files_not_in_index == 0  # (3.1: blob-relative)
+        assert len(plan.tasks) <= (0 if value == "nobody" else 1) + 1  # pruned (an FPP allowance)
+        assert ip.lookup(table, "user_id", value).num_rows == (0 if value == "nobody" else 1)
