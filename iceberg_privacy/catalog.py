@@ -30,6 +30,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
 from iceberg_privacy._internal import compat, rest
+from iceberg_privacy._internal.arguments import check_home
 from iceberg_privacy._internal.rest import (  # noqa: F401 - re-exported: the catalog properties' home
     REST_CONNECT_TIMEOUT_PROPERTY,
     REST_READ_TIMEOUT_PROPERTY,
@@ -107,6 +108,7 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
     """
     if name is not None and not isinstance(name, str):
         raise ConfigurationError(f"connect() takes a catalog name (a str, as in ~/.pyiceberg.yaml), got {name!r}")
+    check_home(home, "connect")
     configured, default_name = _pyiceberg_config()
     if name is None and home is None:
         name = default_name

@@ -88,6 +88,11 @@ def parse_index_kinds(column: str, raw: str | Iterable[str] | None) -> frozenset
     """``"bloom"``, ``"exact"``, ``"bloom,exact"`` (or a tuple of them) -> the set; None/empty means bloom."""
     if raw is None or raw == "":
         return frozenset({"bloom"})
+    if not isinstance(raw, str) and isinstance(raw, Iterable):
+        raw = tuple(raw)  # once: it may be a generator
+    if not isinstance(raw, str) and not (isinstance(raw, tuple) and all(isinstance(p, str) for p in raw)):
+        raise ConfigurationError(f"index kind for column {column!r} must be 'bloom', 'exact' or 'bloom,exact' (a str, "
+                                 f"or a tuple of them), got {raw!r} ({type(raw).__name__})")
     parts = [p.strip().lower() for p in (raw.split(",") if isinstance(raw, str) else raw)]
     parts = [p for p in parts if p]
     bad = [p for p in parts if p not in INDEX_KINDS]
@@ -114,6 +119,8 @@ def _validate_fpp(column: str, fpp: str | float | int | None) -> float:
 def _validate_ndv(column: str, ndv: object) -> int | None:
     if ndv is None or ndv == "":
         return None
+    if isinstance(ndv, bool) or (isinstance(ndv, float) and not ndv.is_integer()):  # 2.5 was cut to 2, True was 1
+        raise ConfigurationError(f"NDV hint for column {column!r} must be a positive integer, got {ndv!r}")
     try:
         value = int(ndv)  # type: ignore[call-overload]
     except (TypeError, ValueError):
@@ -360,6 +367,12 @@ def configure_bloom(
     )
     if not specs:
         raise ConfigurationError("name at least one column to index")
+    for name, spec in specs.items():  # {"fp": 0.001} was ignored: the column got the default FPP in silence
+        unknown = sorted(str(k) for k in spec if k not in ("fpp", "ndv"))
+        if unknown:
+            raise ConfigurationError(f"unknown setting(s) {', '.join(map(repr, unknown))} for column {name!r}: a column's "
+                                     "settings are 'fpp' and 'ndv', e.g. {'user_id': {'fpp': 0.001, 'ndv': 100000}}; "
+                                     "nothing was changed")
     schema = table.schema()
     existing = {c.name: c for c in bloom_columns(schema, table.properties)} if not replace else {}
     updates: dict[str, str] = {}

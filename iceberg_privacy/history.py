@@ -38,6 +38,7 @@ import pyarrow as pa
 from pyiceberg.table import Table
 
 from iceberg_privacy._internal import retry
+from iceberg_privacy._internal.arguments import check_ages
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.errors import CommitConflictError, IcebergPrivacyError
 from iceberg_privacy.properties import HISTORY_MAINTAIN_EVERY_PROPERTY, HISTORY_MAINTENANCE_SUMMARY
@@ -305,6 +306,7 @@ def maintain(load: Load, policy: HistoryPolicy, *, orphan_age: timedelta = ORPHA
     """:func:`maintain_history`; ``quiet``: log a failure instead of raising it (the automatic trigger after a
     commit that already landed: its upkeep failing must not turn it into an error; the next one retries), with
     :data:`AUTO_RETRIES` retries per step; ``only_if_due``: see :func:`maintain_history`."""
+    check_ages("maintain", orphan_age=orphan_age)  # before the merge and the expiry, not at the orphan sweep
     steps = retry.DEFAULT_POLICY.with_retries(AUTO_RETRIES) if quiet else retry.DEFAULT_POLICY
     try:
         return maintain_history(load, policy, orphan_age=orphan_age, steps=steps, only_if_due=only_if_due)

@@ -1,4 +1,4 @@
-"""Argument checks shared by the public verbs: the catalog of a lake-wide verb, and yes/no flags.
+"""Argument checks shared by the public verbs: the catalog of a lake-wide verb, yes/no flags, ages and home=.
 
 Why: Python does not check annotations, so a newcomer's ``ip.erase(table, ...)`` (a Table where the lake's
 Catalog goes) ended deep inside in an ``AttributeError`` after the verb had started, and
@@ -62,3 +62,25 @@ def check_engine(verb: str, *, spark: Any = None, workers: Any = None) -> None:
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ConfigurationError(
             f"{verb}(workers=...) is a number of threads >= 1 (or None: the library's default), got {_shown(workers)}")
+
+
+def check_ages(verb: str, **ages: Any) -> None:
+    """Refuse an age that is not a ``timedelta >= 0`` (``orphan_age=3``: 3 what?; a negative age puts the cutoff in
+    the future, so every file or snapshot counts as old), before the verb starts: ``erase(..., purge=True,
+    orphan_age=3)`` used to erase and journal first and fail only at its purge step."""
+    from datetime import timedelta
+
+    for name, value in ages.items():
+        if not isinstance(value, timedelta) or value < timedelta(0):
+            raise ConfigurationError(
+                f"{verb}({name}=...) is an age, a datetime.timedelta >= 0 (e.g. {name}=timedelta(days=3); CLI: 3d), "
+                f"got {_shown(value)}; nothing was done")
+
+
+def check_home(home: Any, verb: str | None = None) -> None:
+    """``home=`` is a directory: a str or a path (``None``: the default). ``home=5`` ended in pathlib's bare
+    ``TypeError`` from whichever verb first built a path of it."""
+    if home is not None and not isinstance(home, (str, os.PathLike)):
+        raise ConfigurationError(
+            f"{verb + '(home=...)' if verb else 'home='} is the iceberg-privacy home directory (its embedded catalog and secret), a str or "
+            f"a path, got {_shown(home)}; nothing was done")

@@ -34,3 +34,24 @@ def plain_type(t: pa.DataType) -> pa.DataType:
     if pa.types.is_dictionary(t):
         t = t.value_type
     return t
+
+
+def small_types(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with 32-bit offsets: ``string``/``binary``/``list`` for ``large_*`` at any depth (field metadata
+    kept), the types pyarrow reads the library's Parquet files as, and so the types of the rows a read returns."""
+
+    def small(t: pa.DataType) -> pa.DataType:
+        if pa.types.is_large_string(t):
+            return pa.string()
+        if pa.types.is_large_binary(t):
+            return pa.binary()
+        if pa.types.is_large_list(t) or pa.types.is_list(t):
+            return pa.list_(t.value_field.with_type(small(t.value_type)))
+        if pa.types.is_map(t):
+            return pa.map_(t.key_field.with_type(small(t.key_type)), t.item_field.with_type(small(t.item_type)),
+                           keys_sorted=t.keys_sorted)
+        if pa.types.is_struct(t):
+            return pa.struct([f.with_type(small(f.type)) for f in t])
+        return t
+
+    return pa.schema([f.with_type(small(f.type)) for f in schema], metadata=schema.metadata)

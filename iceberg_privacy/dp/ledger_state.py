@@ -388,7 +388,10 @@ def per_query_fits(amount: Budget, cap: Budget) -> bool:
         return amount.components()[0] <= cap.components()[0]
     raise BudgetTypeMismatchError(
         f"the per-query cap is a {cap.kind} budget ({cap!r}) but the query asks for a {amount.kind} budget "
-        f"({amount!r}); budgets are never converted. Ask with a {cap.kind} budget. Nothing was spent."
+        f"({amount!r}); budgets are never converted. Ask with a {cap.kind} budget if the source's budget is one; "
+        "else the data owner sets a per-query cap of the budget's type (`iceberg-privacy dp policy set ... "
+        "--max-rho-per-query R`, or --max-epsilon-per-query with --max-delta-per-query), which replaces the whole "
+        "policy: give its privacy unit, bounds and public keys again. Nothing was spent."
     )
 
 

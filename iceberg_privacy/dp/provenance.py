@@ -12,9 +12,11 @@ import math
 from importlib import metadata
 from typing import Any
 
-from pyiceberg.table import Table
+from pyiceberg.catalog import Catalog
 
+from iceberg_privacy.catalog import TableRef, load_table
 from iceberg_privacy.dp.query import canonical_dumps
+from iceberg_privacy.errors import ConfigurationError
 from iceberg_privacy.properties import DP_PREFIX as PREFIX
 from iceberg_privacy.properties import DP_RELEASE_MARKER as RELEASE_MARKER
 from iceberg_privacy.properties import ReleaseProvenance, read_release_provenance
@@ -103,7 +105,14 @@ def build_summary(
 
 
 @storage_errors
-def read_provenance(table: Table, snapshot_id: int | None = None) -> ReleaseProvenance | None:
+def read_provenance(table: TableRef, snapshot_id: int | None = None, *,
+                    catalog: Catalog | None = None) -> ReleaseProvenance | None:
     """The :class:`ReleaseProvenance` of a release snapshot (the current one by default), or None
-    when that snapshot is not a DP release."""
-    return read_release_provenance(table, snapshot_id)
+    when that snapshot is not a DP release.
+
+    ``table`` is a loaded ``Table``, ``"ns.table"`` or ``("ns", "table")`` (a name is loaded from ``catalog=``,
+    by default :func:`iceberg_privacy.connect`), as for every one-table verb."""
+    if snapshot_id is not None and (isinstance(snapshot_id, bool) or not isinstance(snapshot_id, int)):
+        raise ConfigurationError(f"snapshot_id must be an int (a snapshot id of the release table), got "
+                                 f"{type(snapshot_id).__name__} {snapshot_id!r}")
+    return read_release_provenance(load_table(catalog, table), snapshot_id)

@@ -212,7 +212,8 @@ def dp_histogram(
     to ``max_rows_per_unit`` of them). ``None`` is the deprecated spelling of ``ROWS``. ``keys`` is a public key set (dict of values per column, list of
     key rows, or a public Iceberg table) or None to discover keys privately (ApproxDP only).
     ``threshold`` suppresses noisy counts below it. ``aggregate`` is ``count`` or ``sum``/``mean``
-    of ``column`` clamped to [low, high]. The spend is charged to the table's and namespace's
+    of ``column`` clamped to [low, high]; ``mechanism`` is ``"default"`` (tmlt's choice), ``"laplace"`` or
+    ``"gaussian"``. The spend is charged to the table's and namespace's
     budgets in the ledger before anything is computed.
     """
     by = validate_args(by, aggregate, column, low, high, max_rows_per_unit, threshold, mechanism)

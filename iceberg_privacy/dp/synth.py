@@ -62,8 +62,8 @@ from iceberg_privacy.config import current_principal
 from iceberg_privacy.dp._refs import check_catalog, qualified, source_snapshot
 from iceberg_privacy.dp.aim import MAX_MODEL_SIZE_MB, MAX_WORKLOAD_CELLS, ROUND_ITERATIONS, AimResult, aim
 from iceberg_privacy.dp.arguments import ROWS, RowUnit, finite, source_field
-from iceberg_privacy.dp.budget import ApproxDP, Budget, PureDP, RhoZCDP, as_budget
-from iceberg_privacy.dp.errors import InvalidBudgetError, ReleaseAbortedError
+from iceberg_privacy.dp.budget import ApproxDP, Budget, PureDP, RhoZCDP, as_budget, budget_from_json
+from iceberg_privacy.dp.errors import BudgetTypeMismatchError, InvalidBudgetError, ReleaseAbortedError
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.mst import cdp_rho, mst, secure_rng
 from iceberg_privacy.dp.policy import ROWS_UNIT, policy_unit_column
@@ -81,6 +81,8 @@ from iceberg_privacy.errors import ConfigurationError, InvalidArgumentError, Unk
 from iceberg_privacy.lineage.record import AGGREGATION, COMPLETE, INDIRECT, FieldRef, LineageRecord, SourceRef
 from iceberg_privacy.properties import (
     ACCESS_BOUNDS_KEY,
+    ACCESS_KEY,
+    ACCESS_MAX_PER_QUERY_KEY,
     ACCESS_MAX_ROWS_KEY,
     ACCESS_PUBLIC_KEYS_KEY,
     DP_RELEASE_MARKER,
@@ -339,6 +341,35 @@ def _rho(amount: Budget) -> float:
     )
 
 
+def _refuse_pure_caps(ledger: Ledger, state: Any, source: tuple[str, ...], table_uuid: str | None,
+                      amount: Budget) -> None:
+    """A pure-epsilon budget of the table or namespace can never pay for a synthesis: say so, and what the data owner
+    changes. The ledger's own type check said "Ask with a pure budget", which dp_synthesize then refuses (Gaussian
+    noise has no pure-DP guarantee): advice that, followed literally, ends in another error."""
+    for key in ledger.applicable_scopes(source, state, table_uuid):
+        st = state.scope(key)
+        if isinstance(st.cap, PureDP):
+            ns = ".".join(source[:-1])
+            raise BudgetTypeMismatchError(
+                f"{st.scope} has a pure budget ({st.cap!r}), which cannot pay for DP synthesis: MST and AIM add "
+                f"Gaussian noise, which has no pure-DP guarantee, and budgets are never converted (asked: {amount!r}). "
+                "The data owner gives the source a zCDP budget (`iceberg-privacy dp budget set --namespace "
+                f"{ns} --rho R`, or --table; a dp-only per-query cap with --max-rho-per-query) or an approx-DP one "
+                "(--epsilon with --delta), then ask with RhoZCDP or ApproxDP; releases of other types of the same "
+                "source need the same type. Nothing was spent.")
+    key, entry = state.policy_entry(source, table_uuid)
+    cap_json = entry.get(ACCESS_MAX_PER_QUERY_KEY) if entry.get(ACCESS_KEY) == "dp-only" else None
+    cap = budget_from_json(cap_json) if cap_json else None
+    if isinstance(cap, PureDP) and not isinstance(amount, ApproxDP):  # a pure cap bounds an approx query's epsilon
+        raise BudgetTypeMismatchError(
+            f"{'.'.join(source)} is dp-only with a pure per-query cap ({cap!r}, policy of "
+            f"{state.label(key) if key else key}), which a {amount.kind} synthesis ({amount!r}) cannot be compared "
+            "with, and a pure budget cannot pay for DP synthesis (Gaussian noise). Ask with ApproxDP(epsilon <= the "
+            "cap, delta) if the source's budget is approx-DP; else the data owner sets a zCDP cap (`iceberg-privacy "
+            "dp policy set ... --max-rho-per-query R`, which replaces the whole policy: give its privacy unit, "
+            "bounds and public keys again; `dp policy show` lists them). Nothing was spent.")
+
+
 def _bounded(data: pa.Table, unit: str | None, k: int, rng: np.random.Generator) -> pa.Table:
     """At most ``k`` rows per privacy unit, chosen uniformly at random (independently of other units)."""
     if unit is None or data.num_rows == 0:
@@ -532,7 +563,9 @@ def dp_synthesize(
         if memo is not None:
             return memo
     # early refusal; reserve() re-checks atomically
-    ledger.check(ledger.state_for(source_id, table_uuid), source_id, principal, amount, table_uuid)
+    state = ledger.state_for(source_id, table_uuid)
+    _refuse_pure_caps(ledger, state, source_id, table_uuid, amount)
+    ledger.check(state, source_id, principal, amount, table_uuid)
     from iceberg_privacy._internal.spark import read_snapshot
 
     # by the current schema's field ids: a column renamed since the snapshot is the column the caller named

@@ -24,7 +24,7 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
 from iceberg_privacy._internal import compat, retry
-from iceberg_privacy._internal.arguments import check_engine, check_flags
+from iceberg_privacy._internal.arguments import check_ages, check_engine, check_flags
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns, declared_identity_names
@@ -766,8 +766,7 @@ def cleanup_orphans(table: TableRef, *, older_than: timedelta = timedelta(hours=
     """
     check_flags("cleanup_orphans", delete=delete)  # delete="no" would delete
     table = load_table(catalog, table)
-    if not isinstance(older_than, timedelta):
-        raise ConfigurationError(f"older_than must be a datetime.timedelta, got {type(older_than).__name__}")
+    check_ages("cleanup_orphans", older_than=older_than)  # a negative age would count in-flight writes as orphans
     # The catalog's current metadata, not the caller's: a Table loaded before other commits does not reference
     # their files (metadata.json, manifests, data, sidecars), which were deleted as orphans once older than
     # ``older_than``, leaving the catalog pointing at a deleted metadata file. (A StaticTable has no catalog.)

@@ -54,6 +54,7 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.types import ListType, MapType
 from pyiceberg.utils.concurrent import ExecutorFactory
 
+from iceberg_privacy._internal.arrow import small_types
 from iceberg_privacy._internal.compat import FileProjection, position_deletes
 from iceberg_privacy.storage import reading
 
@@ -112,8 +113,10 @@ class MatchRead:
 
     @property
     def empty(self) -> pa.Table:
-        # from_batches, not Schema.empty_table(): pyarrow 18 cannot build nested uuid columns that way
-        return pa.Table.from_batches([], schema=schema_to_pyarrow(self.projected, include_field_ids=False))
+        # from_batches, not Schema.empty_table(): pyarrow 18 cannot build nested uuid columns that way. Small types, as
+        # the rows of a read that matches come back (pyiceberg's empty scans say large_string: a lookup that found
+        # nobody could not be concatenated with one that found someone)
+        return pa.Table.from_batches([], schema=small_types(schema_to_pyarrow(self.projected, include_field_ids=False)))
 
 
 class _Projections:

@@ -72,6 +72,8 @@ from iceberg_privacy._internal.arrow import plain
 from iceberg_privacy.catalog import (
     FORGET_TABLE_PROPERTY,
     LEGACY_NAMES,
+    catalog_home,
+    default_home,
     library_name,
     reserved_table,
     table_name,
@@ -91,6 +93,8 @@ from iceberg_privacy.properties import FORGET_MARKER as PROP_MARKER
 from iceberg_privacy.properties import FORGET_VERSION_SUMMARY as SUMMARY_VERSION
 from iceberg_privacy.rights.keyed import (  # noqa: F401 - digest_values re-exported
     DIGEST_BYTES,
+    SECRET_ENV,
+    SECRET_FILE_ENV,
     canonical_literal,
     check_key_id,
     digest,
@@ -217,7 +221,10 @@ def clear_cache() -> None:
 
 def _check_key_ids(key_ids: Iterable[str], expected: str, where: str) -> None:
     check_key_id(key_ids, expected, f"the forget list {where}", error=ForgetKeyMismatchError,
-                 alternative=", or re-add the subjects' digests under the new secret")
+                 alternative=". A list cannot be re-keyed (it holds keyed digests, not ids; `add` under another "
+                             "secret is refused too): a new secret needs a new list (catalog property "
+                             "iceberg-privacy.forget-table) with every erased subject added again by value "
+                             "(forget.add, or the erasures run again)")
 
 
 def check_secret(catalog: Catalog, tables: Iterable[Table], secret_key_id: str) -> None:
@@ -648,10 +655,16 @@ def load(table: Table, *, secret: bytes | None = None, recheck: bool = False) ->
         try:
             secret = load_secret(catalog=table.catalog)
         except SecretMissingError as exc:  # say why a plain write needs it: users do not expect a secret here
+            # which secret: the one the digests were made with. The generic advice (`secret init`) makes a new one,
+            # which the list's key id check then refuses (ForgetKeyMismatchError)
+            ids = ", ".join(dict.fromkeys(stored))
+            path = (catalog_home(table.catalog) or default_home()) / "secret"
             raise SecretMissingError(
                 f"writing to {table_name(table)} needs the HMAC secret: its namespace's forget list holds erased "
                 f"subjects, and every write drops their rows, which takes keyed hashes of the written ids. Nothing "
-                f"was written. {exc}") from exc
+                f"was written. Configure the secret the list's digests were made with (key id {ids}): "
+                f"${SECRET_ENV}, ${SECRET_FILE_ENV} naming a file holding it, or the file {path}; a new secret "
+                "(`iceberg-privacy secret init`) would not match them.") from exc
     expected = key_id(secret)
     _check_key_ids(stored, expected,
                    ".".join(forget_table_identifier(table.name()[:-1], table.catalog)))

@@ -62,7 +62,7 @@ from pyiceberg.types import (
 )
 
 from iceberg_privacy._internal import compat
-from iceberg_privacy._internal.arguments import check_flags
+from iceberg_privacy._internal.arguments import check_flags, check_home
 from iceberg_privacy._internal.arrow import plain
 from iceberg_privacy.catalog import catalog_home, default_home
 from iceberg_privacy.errors import (
@@ -103,6 +103,7 @@ def load_secret(home: str | os.PathLike[str] | None = None, *, catalog: Catalog 
     Without ``home``, the secret file is looked up in the home of ``catalog`` when it is an embedded
     one (``connect(home=...)``), else in :func:`~iceberg_privacy.catalog.default_home`.
     """
+    check_home(home)  # every rights verb's home= comes here first
     if home is None and catalog is not None:
         home = catalog_home(catalog)
     raw: bytes | None = None
@@ -129,6 +130,7 @@ def load_secret(home: str | os.PathLike[str] | None = None, *, catalog: Catalog 
 def init_secret(home: str | os.PathLike[str] | None = None, *, overwrite: bool = False) -> Path:
     """Create ``<home>/secret`` with 32 random bytes (hex), readable by the owner only."""
     check_flags("init_secret", overwrite=overwrite)  # overwrite="no" would replace the secret
+    check_home(home, "init_secret")
     path = (Path(home) if home is not None else default_home()) / SECRET_FILE_NAME
     if path.exists() and not overwrite:
         raise ConfigurationError(

@@ -42,7 +42,7 @@ from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.refs import MAIN_BRANCH
 
 from iceberg_privacy._internal import compat, retry
-from iceberg_privacy._internal.arguments import check_catalog, check_engine
+from iceberg_privacy._internal.arguments import check_ages, check_catalog, check_engine
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import load_many, table_name
 from iceberg_privacy.errors import (
@@ -423,8 +423,7 @@ def purge(catalog: Catalog, request_id: str, *, home: str | os.PathLike[str] | N
     if not isinstance(request_id, str):
         raise ConfigurationError(f"purge() takes the id of an erasure request (a str, e.g. report.request_id), got "
                                  f"{type(request_id).__name__}; `iceberg-privacy requests list` shows the ids")
-    if not isinstance(orphan_age, timedelta):  # before anything is expired or deleted, not half-way
-        raise ConfigurationError(f"orphan_age must be a datetime.timedelta, got {type(orphan_age).__name__}")
+    check_ages("purge", orphan_age=orphan_age)  # before anything is expired or deleted, not half-way
     secret = secret if secret is not None else load_secret(home, catalog=catalog)
     journal = Journal(catalog)
     req = journal.get(request_id)

@@ -44,7 +44,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
-from iceberg_privacy._internal.arguments import check_catalog, check_engine, check_flags
+from iceberg_privacy._internal.arguments import check_ages, check_catalog, check_engine, check_flags
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy._internal.retry import DEFAULT_POLICY
 from iceberg_privacy.catalog import (
@@ -378,9 +378,7 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ConfigurationError(f"run_pending(limit=...) is a number of requests >= 0 (0: only resume unfinished "
                                  f"batches) or None (all), got {limit!r}; nothing was done")
-    if not isinstance(orphan_age, timedelta):
-        raise ConfigurationError(f"orphan_age must be a datetime.timedelta, got {type(orphan_age).__name__}; "
-                                 "nothing was done")
+    check_ages("run_pending", orphan_age=orphan_age)
     DEFAULT_POLICY.with_retries(commit_retries)  # ConfigurationError for a count that is not one
     t0 = time.perf_counter()
     secret = load_secret(home, catalog=catalog)

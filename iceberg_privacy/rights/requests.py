@@ -19,7 +19,7 @@ from typing import Any
 
 from pyiceberg.catalog import Catalog
 
-from iceberg_privacy._internal.arguments import check_catalog, check_engine, check_flags
+from iceberg_privacy._internal.arguments import check_ages, check_catalog, check_engine, check_flags
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, existing_tables
 from iceberg_privacy.errors import (
@@ -279,6 +279,7 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = N
     check_catalog(catalog, "erase")
     check_flags("erase", purge=purge, follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject)
     check_engine("erase", spark=spark, workers=workers)
+    check_ages("erase", orphan_age=orphan_age)  # before anything is journaled or erased, not at the purge step
     journal = Journal(catalog)
     sub = _submit(catalog, "erase", subjects, tables, request_id=request_id, home=home, deadline=deadline,
                   journal=journal, follow_lineage=follow_lineage, allow_empty_subject=allow_empty_subject,
@@ -323,6 +324,7 @@ def run_request(catalog: Catalog, request_id: str, subjects: Any | None = None, 
     check_catalog(catalog, "run_request")
     check_flags("run_request", purge=purge, allow_empty_subject=allow_empty_subject)
     check_engine("run_request", spark=spark)
+    check_ages("run_request", orphan_age=orphan_age)
     if subjects is not None:
         subjects = check_values(subjects, allow_empty_subject=allow_empty_subject)  # once: it may be a generator
     journal = Journal(catalog)

@@ -400,3 +400,24 @@ def test_date_public_keys_from_a_stored_policy_release(catalog: SqlCatalog, date
     r = ip.dp_sql(catalog, "SELECT day, COUNT(*) FROM db.pv GROUP BY day", budget=PureDP(1), principal="a",
                   spark=spark)
     assert sorted(row["day"] for row in r.rows.to_pylist()) == [dt.date(2024, 1, d) for d in range(1, 5)]
+
+
+def test_a_per_query_cap_of_another_type_says_how_the_owner_fixes_it(catalog: SqlCatalog) -> None:
+    """Regression: a dp-only namespace whose budget was re-set in rho after its policy capped queries in epsilon
+    refused every rho query with "Ask with a pure budget", and a pure query was then refused by the rho budget:
+    each message pointed at the other, none at the fix (a per-query cap of the budget's type). Nothing is spent."""
+    import pyarrow as pa
+
+    catalog.create_namespace("s")
+    table = catalog.create_table("s.o", pa.schema([("cid", pa.string()), ("country", pa.string())]))
+    ip.append(table, pa.table({"cid": ["a", "b"], "country": ["DE", "FR"]}))
+    set_namespace_budget(catalog, "s", PureDP(10))
+    ip.set_access_policy(catalog, "s", "dp-only", max_epsilon_per_query=PureDP(0.5), principal_budgets={"*": PureDP(5)},
+                         privacy_unit="cid", max_rows_per_unit=1, public_keys={"country": ["DE", "FR"]})
+    set_namespace_budget(catalog, "s", RhoZCDP(1), principal_caps={"*": RhoZCDP(1)})
+    sql = "SELECT country, COUNT(*) AS n FROM s.o GROUP BY country"
+    with pytest.raises(ip.BudgetTypeMismatchError, match=r"per-query cap is a pure budget.*the data owner sets a "
+                                                         r"per-query cap of the budget's type.*--max-rho-per-query.*"
+                                                         r"replaces the whole policy"):
+        ip.dp_sql(catalog, sql, budget=RhoZCDP(0.1))
+    assert ip.get_namespace_budget(catalog, "s").spent == RhoZCDP(0, validate=False)

@@ -412,3 +412,26 @@ def test_synthetic_rows_is_the_request_or_the_bounded_estimate(rows: int | None,
         assert n == rows
     else:
         assert n >= 1 and (cap is None or n <= cap)
+
+
+def test_a_pure_epsilon_namespace_says_what_pays_for_a_synthesis(catalog: SqlCatalog, source: Any) -> None:
+    """Regression (docs/confidential.md step 3, followed literally): on a namespace budgeted in pure epsilon,
+    dp_synthesize(..., RhoZCDP) was refused with "Ask with a pure budget", and asking with PureDP was then refused
+    because a pure budget cannot pay for synthesis: advice that led to another error. The refusal now names what
+    the data owner changes (a rho budget or epsilon with delta), and following it works; a dp-only pure per-query
+    cap gets the same treatment. Nothing is spent on the way."""
+    set_namespace_budget(catalog, "db", PureDP(10))
+    set_access_policy(catalog, "db", "dp-only", max_epsilon_per_query=PureDP(0.5), principal_budgets={"*": PureDP(5)})
+    for budget in (RhoZCDP(0.5), ApproxDP(0.5, 1e-6)):
+        with pytest.raises(ip.BudgetTypeMismatchError, match=r"namespace:db has a pure budget.*cannot pay for DP "
+                                                             r"synthesis.*--rho R.*Nothing was spent") as err:
+            dp_synthesize(catalog, "db.people", ["country"], budget, output="synth.out", domains=DOMAINS)
+        assert "Ask with a pure budget" not in str(err.value)
+    set_namespace_budget(catalog, "db", RhoZCDP(1))  # what the message says to do; the epsilon cap stays
+    with pytest.raises(ip.BudgetTypeMismatchError, match=r"pure per-query cap.*--max-rho-per-query R.*replaces the "
+                                                         r"whole policy") as err:
+        dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.5), output="synth.out", domains=DOMAINS)
+    assert "Ask with a pure budget" not in str(err.value)
+    assert _spent(catalog) == RhoZCDP(0, validate=False) and not catalog.table_exists("synth.out")
+    set_access_policy(catalog, "db", "dp-only", max_epsilon_per_query=RhoZCDP(0.5), principal_budgets={"*": RhoZCDP(1)})
+    assert dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.5), output="synth.out", domains=DOMAINS).rows > 0

@@ -453,6 +453,52 @@ def test_screen_tag_follows_the_documented_formula() -> None:
         assert tag == h31 ^ pad and 0 <= tag < 2**31
 
 
+def test_digests_follow_the_documented_canonical_encoding(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """docs/forget-list.md, "The digest": every vector of its table, read from the doc, is what the library computes
+    (canonical bytes, digest, key id), so a writer in another language can screen against the list. Before, the doc
+    said only "see keyed.py"."""
+    import hashlib
+    import hmac as std_hmac
+    import re
+    from pathlib import Path
+
+    from pyiceberg.types import (
+        BinaryType,
+        DateType,
+        DecimalType,
+        FixedType,
+        IntegerType,
+        TimestampType,
+        TimestamptzType,
+        UUIDType,
+    )
+
+    from iceberg_privacy.rights.keyed import canonical_literals, digest_literals, load_secret
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "forget-list.md").read_text()
+    section = doc.split("### The digest", 1)[1].split("\n## ", 1)[0]
+    secret = re.search(r"With `S` = `([^`]+)` \(key id\s+`([0-9a-f]{16})`\)", section)
+    assert secret is not None
+    s_bytes, kid = secret.group(1).encode(), secret.group(2)
+    assert key_id(s_bytes) == kid == std_hmac.new(s_bytes, b"iceberg-privacy key id", hashlib.sha256).hexdigest()[:16]
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", secret.group(1))
+    assert load_secret() == s_bytes
+    monkeypatch.delenv("ICEBERG_PRIVACY_SECRET")
+    (tmp_path / "secret").write_text(secret.group(1) + "\n")
+    assert load_secret(tmp_path) == s_bytes  # the file's text, whitespace removed
+    types = {"string": [StringType()], "int` or `long": [IntegerType(), LongType()], "uuid": [UUIDType()],
+             "binary` or `fixed[4]": [BinaryType(), FixedType(4)], "date": [DateType()],
+             "timestamp": [TimestampType()], "timestamptz": [TimestamptzType()], "decimal(9, 2)": [DecimalType(9, 2)]}
+    rows = re.findall(r"^\| `([^|]+)` \| `([^`]+)` \| `([0-9a-f ]+)` \| `([0-9a-f]{16})` \|$", section, re.M)
+    assert len(rows) == 9
+    for type_text, value, canonical_hex, digest_prefix in rows:
+        for t in types[type_text]:
+            literal = value.replace(" ", "") if isinstance(t, (BinaryType, FixedType)) else value
+            assert canonical_literals([literal], t, "c") == [bytes.fromhex(canonical_hex)], (t, value)
+            (d,) = digest_literals(s_bytes, [literal], t, "c")
+            assert d == std_hmac.digest(s_bytes, bytes.fromhex(canonical_hex), "sha256") and d[:8].hex() == digest_prefix
+
+
 def test_stored_tags_are_not_the_unkeyed_hash(catalog: Catalog) -> None:
     """The list never holds a value's unkeyed hash: the tag is padded with a keyed PRF of its digest,
     so another secret decrypts it to something else."""
@@ -589,3 +635,32 @@ def test_ids_in_an_unscreenable_arrow_type_are_hmacd(catalog: Catalog) -> None:
     data = pa.table({"acct": pa.array([7, 8, None, 7], pa.int16())})
     assert flt.mask(data).tolist() == [True, False, False, True]
     assert forget._h31(data.column("acct").chunk(0).drop_null()) is None
+
+
+def test_a_mismatched_secret_gives_advice_that_works(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: ForgetKeyMismatchError said "or re-add the subjects' digests under the new secret", but
+    ``forget.add`` under the new secret is refused with the same error (a list holds one key id): advice that,
+    followed literally, ended where it started. It now says the list cannot be re-keyed; its other advice
+    (configure the secret the digests were made with) works. Without any secret, the write's SecretMissingError
+    advised `secret init`, a new secret, which the list's key id check then refused: it now names the key id."""
+    from iceberg_privacy.rights.keyed import load_secret
+    from tests.helpers import make_table
+    from tests.helpers import rows as user_rows
+
+    monkeypatch.setenv(SECRET_ENV, "A" * 32)
+    table = make_table(catalog, "db.t", [["u1", "u2"]])
+    ip.erase(catalog, ["u1"])
+    monkeypatch.setenv(SECRET_ENV, "B" * 32)
+    new = load_secret()
+    with pytest.raises(forget.ForgetKeyMismatchError, match="cannot be re-keyed") as err:
+        ip.append(table, user_rows(["u3"]))
+    assert "re-add the subjects' digests under the new secret" not in str(err.value)
+    with pytest.raises(forget.ForgetKeyMismatchError, match="cannot be re-keyed"):
+        forget.add(catalog, table, dl(new, ["u1"], StringType(), "user_id"), "req-2", secret_key_id=key_id(new))
+    monkeypatch.delenv(SECRET_ENV)  # no secret at all: the advice names the list's secret, not a new one
+    with pytest.raises(SecretMissingError, match=f"made with \\(key id {key_id(b'A' * 32)}\\).*a new secret "
+                                                 r"\(`iceberg-privacy secret init`\) would not match them") as err:
+        ip.append(table, user_rows(["u3"]))
+    assert "or run `iceberg-privacy" not in str(err.value)
+    monkeypatch.setenv(SECRET_ENV, "A" * 32)  # the advice that works
+    assert ip.append(table, user_rows(["u1", "u3"])).dropped_rows == 1
