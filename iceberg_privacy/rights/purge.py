@@ -363,7 +363,8 @@ def _remove_staged_leftovers(table: Table, rows: list[dict[str, Any]], name: str
     for r in rows:
         if r["event"] == ERASURE_STAGED and r["table_name"] == name:
             detail = json.loads(r["detail"] or "{}")
-            replaces = set(detail.get("replaces") or ())
+            replaces = detail.get("replaces")
+            replaces = {d for d in replaces if isinstance(d, str)} if isinstance(replaces, list) else set()
             if replaces:
                 if heads is None:
                     heads = _live_digests_at_heads(table, secret)
