@@ -664,6 +664,10 @@ def verify_sidecars(table: TableRef, *, catalog: Catalog | None = None) -> Sidec
     table = load_table(catalog, table)
     from iceberg_privacy.index.sidecar import Sidecar
 
+    # The catalog's current metadata, not the caller's: a Table loaded before a compaction (whose superseded
+    # sidecars are deleted) listed every one of them as broken, and the current ones went unchecked.
+    if not isinstance(table, StaticTable):
+        table.refresh()
     out = SidecarVerification(table_name(table))
     for ref in sidecar_refs(table.metadata):
         try:
@@ -678,6 +682,9 @@ def verify_sidecars(table: TableRef, *, catalog: Catalog | None = None) -> Sidec
                     idx.read_column(fid)
             out.checks.append(SidecarCheck(ref.location))
         except SidecarError as exc:
+            if not isinstance(table, StaticTable) and canonical(ref.location) not in {
+                    canonical(p) for p in referenced_sidecar_locations(table.refresh().metadata)}:
+                continue  # superseded (and deleted) by a compaction meanwhile: not broken, no longer used
             out.checks.append(SidecarCheck(ref.location, str(exc)))
     return out
 

@@ -659,8 +659,11 @@ def _erase_one(catalog: Catalog, journal: Journal, req: RequestState, ts: TableS
         # Unplanned, they were orphans younger than the orphan age, and the purge failed its verification until
         # someone deleted them by hand. Files that stay live (a commit that never lands, manifests the new head
         # keeps) are never deleted: the purge deletes a planned file only when no retained snapshot references it.
+        # ``replaces``: the files the commit deletes (keyed hashes). It can land only while they are all live, so
+        # a purge keeps its staged files until then: another run of this request may be about to commit them.
+        replaces = sorted(location_digest(secret, canonical(p)) for p, kind in left.items() if kind == "data")
         events = [journal.event(req.request_id, ERASURE_STAGED, table=name, snapshot_id=snapshot_id,
-                                detail={"commit_uuid": commit_uuid})]
+                                detail={"commit_uuid": commit_uuid, "replaces": replaces})]
         if left:
             events.append(journal.event(req.request_id, PURGE_PLANNED, table=name, detail={"file_digests": {
                 location_digest(secret, canonical(p)): kind for p, kind in left.items()}}))

@@ -343,7 +343,8 @@ def _remove_subject_dirs(table: Table, matcher: SubjectMatcher) -> tuple[int, di
     return removed, failed
 
 
-def _remove_staged_leftovers(table: Table, rows: list[dict[str, Any]], name: str) -> tuple[int, dict[str, str]]:
+def _remove_staged_leftovers(table: Table, rows: list[dict[str, Any]], name: str, secret: bytes
+                             ) -> tuple[int, dict[str, str]]:
     """Delete what erase commits of this request staged and never committed (a crash between staging
     and commit): their manifests list the rewritten files as deleted entries, whose column bounds can
     hold a subject's id, and they are younger than any orphan age.
@@ -351,12 +352,26 @@ def _remove_staged_leftovers(table: Table, rows: list[dict[str, Any]], name: str
     The journal's ``erasure-staged`` events name each staged commit by snapshot id and commit uuid, which
     are in the names pyiceberg and the library give its files (``<uuid>-m<n>.avro``,
     ``snap-<snapshot id>-<n>-<uuid>.avro``, ``<snapshot id>-<uuid>.privacy-sidecar.stats``); only files
-    the table's metadata does not reference are deleted.
+    the table's metadata does not reference are deleted. A staged commit that can still land is kept: every
+    file it replaces (its event's ``replaces``) is still live at a branch head, so another run of this request
+    may be committing it right now (its commit would name deleted files: a head no reader can open). Once one
+    of them is gone (the commit could only land while they all are live), or a later pass replaced them, it is
+    a dead end and deleted.
     """
     marks: list[str] = []
+    heads: list[set[str]] | None = None  # the keyed hashes of the data files live at each branch head
     for r in rows:
         if r["event"] == ERASURE_STAGED and r["table_name"] == name:
             detail = json.loads(r["detail"] or "{}")
+            replaces = detail.get("replaces")
+            replaces = {d for d in replaces if isinstance(d, str)} if isinstance(replaces, list) else set()
+            if replaces:
+                if heads is None:
+                    heads = _live_digests_at_heads(table, secret)
+                if any(replaces <= live for live in heads):
+                    logger.info("%s: an erase commit of this request is staged and can still land (snapshot %s); "
+                                "its files are kept", name, r["snapshot_id"])
+                    continue
             if detail.get("commit_uuid"):
                 marks.append(f"/{detail['commit_uuid']}-m")
             if r["snapshot_id"] is not None:
@@ -372,6 +387,20 @@ def _remove_staged_leftovers(table: Table, rows: list[dict[str, Any]], name: str
               and any(m in canonical(f.location)[len(key):] for m in marks)]
     outcome = delete_files(table.io, doomed)
     return len(outcome.deleted) + len(outcome.already_gone), dict(outcome.failed)
+
+
+def _live_digests_at_heads(table: Table, secret: bytes) -> list[set[str]]:
+    """Per branch head, the keyed hashes (:func:`location_digest`) of the data files live there."""
+    md = table.metadata
+    out = []
+    for sid in sorted({ref.snapshot_id for ref in md.refs.values() if ref.snapshot_ref_type == "branch"}):
+        snap = md.snapshot_by_id(sid)
+        if snap is None:
+            continue
+        out.append({location_digest(secret, canonical(e.data_file.file_path)) for m in snap.manifests(table.io)
+                    for e in m.fetch_manifest_entry(table.io, discard_deleted=True)
+                    if e.data_file.content == DataFileContent.DATA})
+    return out
 
 
 def _planned(table: Table, rows: list[dict[str, Any]], name: str, secret: bytes, known: Iterable[str] = ()
@@ -501,7 +530,7 @@ def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret:
                 matcher = SubjectMatcher(table, digests, secret, values)
                 tp = _purge_table(table, commits[-1][0] if commits else snapshot_id, orphan_age,
                                   [c[0] for c in commits], planned, plan, matcher)
-                staged, stuck = _remove_staged_leftovers(table, rows, name)
+                staged, stuck = _remove_staged_leftovers(table, rows, name, secret)
             if staged:
                 tp.deleted_by_kind["staged"] = staged
                 tp.deleted_files += staged

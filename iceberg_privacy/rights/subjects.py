@@ -33,7 +33,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.expressions.literals import Literal
 from pyiceberg.io.pyarrow import schema_to_pyarrow
-from pyiceberg.table import FileScanTask, Table
+from pyiceberg.table import FileScanTask, StaticTable, Table
 from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 
 from iceberg_privacy._internal import retry
@@ -135,7 +135,9 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
         out: list[Table] = []
         for t in tables:
             if isinstance(t, Table):
-                table = t
+                # The catalog's current metadata, not the caller's: a Table loaded before other commits has
+                # neither their rows (an access export left them out) nor a later identity declaration.
+                table = t if isinstance(t, StaticTable) else t.refresh()
             else:
                 try:
                     table = catalog.load_table(t)

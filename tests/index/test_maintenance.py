@@ -155,3 +155,20 @@ def test_compacting_an_already_compact_table_writes_and_commits_nothing(catalog,
             assert not compact().unchanged, what  # partly covered: compacted again until a backfill builds it
             maintenance.backfill(table)
         assert compact().unchanged, what
+
+
+def test_verify_sidecars_of_a_table_loaded_before_an_expiry_checks_the_current_sidecars(catalog) -> None:
+    """A Table loaded before another process expired the snapshots (compacting the sidecars and deleting the ones
+    it superseded): every
+    sidecar it listed was reported broken (a false alarm telling the user to rebuild) and the compacted sidecar
+    the table uses was never read."""
+    table = ip.configure_bloom(catalog.create_table("db.v", SCHEMA), ["user_id"])
+    for tag in range(3):
+        ip.append(table, _batch(tag))
+    stale = catalog.load_table("db.v")
+    expired = maintenance.expire_snapshots(catalog.load_table("db.v"), retain_last=1)
+    assert expired.deleted_sidecars  # sidecars the stale Table lists are gone
+    report = ip.verify_sidecars(stale)
+    current = [r.location for r in sidecar_refs(catalog.load_table("db.v").metadata)]
+    assert expired.sidecar_path in current and not set(expired.deleted_sidecars) & set(current)
+    assert report.ok and [c.location for c in report.checks] == current

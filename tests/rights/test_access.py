@@ -17,7 +17,7 @@ from pyiceberg.catalog import Catalog
 import iceberg_privacy as ip
 from iceberg_privacy.errors import NoIdentityColumnsError
 from iceberg_privacy.rights.journal import Journal
-from tests.helpers import all_rows, make_table, unique_name
+from tests.helpers import all_rows, make_table, rows, unique_name
 
 
 def _batches() -> list[list[str]]:
@@ -135,3 +135,18 @@ def test_access_exports_the_subjects_rows_on_other_branches(catalog: Catalog, tm
     exported = pq.read_table(tmp_path / "out" / "db.t.parquet").column("user_id").to_pylist()
     assert sorted(exported) == ["ann", "cy", "cy"] and report.tables["db.t"].rows == 3  # ann once: one file, both refs
     assert ip.erase(catalog, ["cy"]).tables["db.t"].branches  # the erasure agrees: dev held cy's rows
+
+
+def test_access_with_a_table_loaded_before_other_commits_exports_the_current_rows(catalog: Catalog,
+                                                                                   tmp_path: Path) -> None:
+    """A Table object loaded before another process appended rows of the subject (or declared the identity
+    columns): the export read the snapshot that object was loaded at and left the newer rows out (an erasure
+    given the same object removed them: it refreshes), or refused the table as declaring no identity column."""
+    make_table(catalog, "db.t", [["ann", "u1"], ["u2"]], identity=())
+    stale = catalog.load_table("db.t")
+    ip.configure_identity(catalog.load_table("db.t"), ["user_id"])  # another process: a later declaration
+    ip.append(catalog.load_table("db.t"), rows(["ann", "u3"], 100))  # and a later row of the subject
+    report = ip.access(catalog, ["ann"], [stale], out=tmp_path / "out", request_id="acc")
+    head = catalog.load_table("db.t").current_snapshot()
+    assert report.tables["db.t"].rows == 2 and report.tables["db.t"].snapshot_id == head.snapshot_id
+    assert sorted(r["row_id"] for r in pq.read_table(tmp_path / "out" / "db.t.parquet").to_pylist()) == [0, 100]

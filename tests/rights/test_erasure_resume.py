@@ -14,6 +14,7 @@ from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
 from iceberg_privacy._internal import faults
+from iceberg_privacy.errors import VerificationFailedError
 from iceberg_privacy.index.maintenance import referenced_files
 from iceberg_privacy.rights.journal import Journal
 from iceberg_privacy.rights.keyed import SECRET_ENV
@@ -286,4 +287,34 @@ def test_crash_inside_each_commit_of_the_purge_then_rerun(catalog: Catalog) -> N
     table = catalog.load_table("db.p")
     assert all_rows(table) == keep
     assert subject_traces(Path(local_path(table.location())), [PARTITIONED_VICTIM]) == []
+    assert Journal(catalog).get("r").status == "completed"
+
+
+def test_a_purge_of_the_request_never_deletes_the_files_of_its_erase_commit_in_flight(
+        made: tuple[Catalog, list[dict]], _made: tuple[Path, Path, list[dict]]) -> None:
+    """Two runs of one request at once (`requests run r` by hand while a scheduler runs it, or a purge started
+    while a second erasure pass of the request commits): the purge deleted the in-flight commit's staged manifest
+    list and manifests as a crashed run's leftovers, the commit then landed on them and the table's head named a
+    missing manifest list (every read of the table failed). The purge keeps a staged commit that can still land
+    (every file it replaces is still live); the request finishes on the next run."""
+    catalog, expected = made
+    ip.erase(catalog, ["victim"], request_id="r")
+    catalog.load_table("db.t").append(rows(["victim", "late"], 900))  # another engine: no forget list
+    outcomes: list[str] = []
+
+    def purge_meanwhile(stage: str) -> None:  # the second pass's commit is staged, not landed: a purge runs
+        if not outcomes:
+            with pytest.raises(VerificationFailedError, match="rows of the subjects are still in db.t"):
+                ip.purge(ip.connect(home=_made[0]), "r")  # its own connection, as another process has
+            outcomes.append(stage)
+
+    with faults.injected("erasure.before_commit", purge_meanwhile):
+        report = ip.run_request(catalog, "r", ["victim"], purge=False)
+    assert outcomes and report.tables["db.t"].rows_removed >= 1  # the late row (the purge expired the first pass)
+    table = catalog.load_table("db.t")
+    assert all(table.io.new_input(p).exists() for p in referenced_files(table))  # the head's files are all there
+    assert [r for r in all_rows(table) if r["user_id"] != "late"] == expected
+    ip.run_request(catalog, "r", ["victim"], purge=True)
+    table = catalog.load_table("db.t")
+    assert [r for r in all_rows(table) if r["user_id"] != "late"] == expected
     assert Journal(catalog).get("r").status == "completed"
