@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -27,7 +27,7 @@ from pyiceberg.utils.properties import property_as_int
 from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, has_marker, load_table, table_name
-from iceberg_privacy.config import BloomColumn, bloom_columns
+from iceberg_privacy.config import BloomColumn, IdentityColumn, bloom_columns
 from iceberg_privacy.datafiles import (
     DEFAULT_CHUNK_BYTES,
     WrittenFiles,
@@ -155,6 +155,22 @@ def _sequence_number(metadata: TableMetadata, snapshot_id: int, pending: bool) -
     return (snap.sequence_number or 0) if snap else 0
 
 
+def _identity_names_in_file(schema: pa.Schema, columns: Sequence[IdentityColumn]) -> dict[str, str]:
+    """File column name -> identity column name, by Parquet field id (by name in a file without one)."""
+    by_id = {c.field.field_id: c.name for c in columns}
+    out = {}
+    for f in schema:
+        fid = (f.metadata or {}).get(b"PARQUET:field_id")
+        name = by_id.get(int(fid)) if fid is not None else (f.name if f.name in by_id.values() else None)
+        if name is not None:
+            out[f.name] = name
+    return out
+
+
+def _renamed(data: pa.Table, names: dict[str, str]) -> pa.Table:
+    return data.rename_columns([names.get(n, n) for n in data.column_names])
+
+
 def recheck_forget(table: Table, written: WrittenFiles, columns: list[BloomColumn]) -> WrittenFiles:
     """Drop rows of subjects put on the forget list after ``written`` was checked against it.
 
@@ -170,8 +186,15 @@ def recheck_forget(table: Table, written: WrittenFiles, columns: list[BloomColum
     out = WrittenFiles(forget_version=fresh.version, dropped_rows=written.dropped_rows,
                        filter_seconds=written.filter_seconds)
     for data_file, filters in zip(written.files, written.filters, strict=True):
-        with table.io.new_input(data_file.file_path).open() as fh:
-            kept, dropped = fresh.apply(pq.read_table(fh))
+        with table.io.new_input(data_file.file_path).open(seekable=True) as fh:
+            pf = pq.ParquetFile(fh)
+            # the identity columns first: most files hold nobody newly forgotten, and are kept without reading the
+            # rest (a streaming query re-checks every micro-batch once the list changed after it started)
+            # by field id: the files of a streaming query keep the names of its start (a column renamed since)
+            names = _identity_names_in_file(pf.schema_arrow, fresh.columns)
+            held = bool(names) and bool(fresh.mask(pf.read(columns=list(names)).rename_columns(
+                list(names.values()))).any())
+            kept, dropped = fresh.apply(_renamed(pf.read(), names)) if held else (None, 0)
         if not dropped:
             out.files.append(data_file)
             out.filters.append(filters)
