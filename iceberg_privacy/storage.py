@@ -51,6 +51,14 @@ _URI = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://(.*)\Z", re.S)  # two letters at
 _SAME_OBJECTS = {"s3a": "s3", "s3n": "s3", "gcs": "gs", "abfss": "abfs", "wasbs": "wasb", "": "file"}
 
 
+GCS_RETRY_LIMIT_PROPERTY = "gcs.retry-time-limit-ms"
+GCS_RETRY_LIMIT_DEFAULT_MS = 30_000
+"""How long a GCS request is retried before it fails (FileIO property, milliseconds). pyiceberg sets no limit, and
+the GCS client's own is 15 minutes: an endpoint that does not answer (or credentials it cannot get) held a verb
+that long. The S3 client gives up after its few retries on its own."""
+compat.bound_gcs_retries(GCS_RETRY_LIMIT_PROPERTY, GCS_RETRY_LIMIT_DEFAULT_MS)
+
+
 def _split(location: str) -> tuple[str, str, str]:
     """(scheme, authority, path) without URL parsing: object keys may contain '#', '?' or '%', which
     ``urlparse`` would cut off as fragment or query. Plain paths are ``file`` with no authority."""
@@ -361,6 +369,8 @@ def _listing(io: FileIO, location: str) -> list[tuple[pafs.FileInfo, str]]:
             bucket = root.strip("/").split("/", 1)[0]
             if bucket and fs.get_file_info(bucket).type == pafs.FileType.NotFound:
                 raise FileNotFoundError(f"NoSuchBucket: bucket {bucket!r} does not exist")
+    except IcebergPrivacyError:  # already says what to fix (a malformed storage property)
+        raise
     except Exception as exc:  # noqa: BLE001 - every failure here is a storage failure with one message
         raise StorageError(describe_error(location, exc, "list")) from exc
     base = location.rstrip("/")

@@ -1,0 +1,53 @@
+"""Object stores without a server in the tests (GCS, ADLS, HDFS): the filesystem pyiceberg's FileIO builds from the
+catalog's properties, and the error of the first request, which must be clear and come in bounded time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from pyiceberg.io.pyarrow import PyArrowFileIO
+
+from iceberg_privacy import storage
+from iceberg_privacy.errors import ConfigurationError, StorageError
+from iceberg_privacy.service.server import free_port
+
+
+def _gcs_retry_limit(props: dict[str, str]) -> object:
+    fs = PyArrowFileIO(props).fs_by_scheme("gs", "bkt")
+    return fs.__reduce__()[1][0]["retry_time_limit"]
+
+
+def test_gcs_requests_are_retried_for_a_bounded_time() -> None:
+    """pyiceberg builds its GcsFileSystem without a retry limit, and the GCS client then retries a failing request
+    for 15 minutes: a listing against an endpoint that does not answer held the verb that long (measured: no answer
+    after 10 minutes). Every GCS filesystem now gets ``gcs.retry-time-limit-ms`` (default 30 s)."""
+    assert _gcs_retry_limit({}) == timedelta(milliseconds=storage.GCS_RETRY_LIMIT_DEFAULT_MS)
+    assert _gcs_retry_limit({storage.GCS_RETRY_LIMIT_PROPERTY: "5000"}) == timedelta(seconds=5)
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    io = storage.io_for({"gcs.service.host": closed, storage.GCS_RETRY_LIMIT_PROPERTY: "1000"}, "gs://bkt/wh/t")
+    outcome: list[BaseException | None] = []
+
+    def listing() -> None:
+        try:
+            storage.list_files(io, "gs://bkt/wh/t")
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            outcome.append(exc)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=listing, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert outcome, f"listing gs:// against a closed port still running after {time.monotonic() - started:.0f} s"
+    assert isinstance(outcome[0], StorageError), outcome[0]
+    assert "cannot list gs://bkt/wh/t" in str(outcome[0])
+
+
+def test_a_malformed_gcs_retry_limit_is_a_configuration_error() -> None:
+    io = storage.io_for({storage.GCS_RETRY_LIMIT_PROPERTY: "soon"}, "gs://bkt/wh/t")
+    with pytest.raises(ConfigurationError, match="gcs.retry-time-limit-ms='soon'"):
+        storage.list_files(io, "gs://bkt/wh/t")
