@@ -158,9 +158,31 @@ def is_missing(exc: BaseException) -> bool:
     return any(m in low for m in _MISSING)
 
 
+def missing_backend(exc: BaseException) -> str | None:
+    """What to install when a location's filesystem could not be built (None for other errors): pyiceberg's fsspec
+    FileIO imports ``s3fs``/``gcsfs``/``adlfs`` at the first use of a scheme, its pyarrow FileIO needs pyarrow 20 for
+    ADLS and a Java runtime with Hadoop's libhdfs for HDFS."""
+    text = str(exc)
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        package = exc.name.split(".")[0]
+        return (f"the filesystem for this location needs the Python package {package!r}, which is not installed: "
+                f"pip install {package} (or choose another FileIO with the catalog property py-io-impl)")
+    if isinstance(exc, ImportError):
+        return (f"the filesystem for this location cannot be loaded ({text.splitlines()[0] if text else 'ImportError'}):"
+                " install what it names, or choose another FileIO with the catalog property py-io-impl (e.g. "
+                "pyiceberg.io.fsspec.FsspecFileIO with adlfs for abfs://, gcsfs for gs://)")
+    if isinstance(exc, OSError) and ("libjvm" in text or "libhdfs" in text):
+        return ("pyarrow's HDFS client needs a Java runtime and Hadoop's libhdfs, which were not found: set "
+                "JAVA_HOME, HADOOP_HOME (or ARROW_LIBHDFS_DIR) and CLASSPATH=$(hadoop classpath --glob)")
+    return None
+
+
 def describe_error(location: str, exc: BaseException, action: str) -> str:
     """One sentence: what failed where, and what is most likely missing."""
     text = str(exc)
+    if (install := missing_backend(exc)) is not None:
+        first = text.splitlines()[0] if text else ""
+        return f"cannot {action} {location}: {install} ({type(exc).__name__}: {first})"
     # Classify on the message without the names in it: a key, bucket or path may contain '403', 'credential' or
     # 'connection' (a snapshot id, a table called credentials), which must not pick the hint.
     low = _NAMES.sub(" ", text).lower().replace("_", "")  # SDK codes: SIGNATURE_DOES_NOT_MATCH or SignatureDoesNotMatch
@@ -266,6 +288,8 @@ def library_error(exc: BaseException) -> BaseException:
     service's failure, a :class:`ConfigurationError` for storage properties FileIO cannot use."""
     if isinstance(exc, IcebergPrivacyError):
         return exc
+    if (install := missing_backend(exc)) is not None:
+        return ConfigurationError(f"{install} ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})")
     if not isinstance(exc, OSError):
         if (message := catalog_failure(exc)) is not None:
             return CatalogError(message)

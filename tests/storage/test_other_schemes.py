@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from pyiceberg.catalog import Catalog
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
 from iceberg_privacy import storage
@@ -51,3 +52,27 @@ def test_a_malformed_gcs_retry_limit_is_a_configuration_error() -> None:
     io = storage.io_for({storage.GCS_RETRY_LIMIT_PROPERTY: "soon"}, "gs://bkt/wh/t")
     with pytest.raises(ConfigurationError, match="gcs.retry-time-limit-ms='soon'"):
         storage.list_files(io, "gs://bkt/wh/t")
+
+
+def test_a_filesystem_that_is_not_installed_says_what_to_install(catalog: Catalog) -> None:
+    """pyiceberg's pyarrow FileIO needs pyarrow >= 20 for abfs(s)://, its fsspec FileIO the packages gcsfs/adlfs/s3fs,
+    none of which this environment has. A write to such a location ended ``ip.append`` in a raw ``ImportError``
+    traceback; a listing said "see the cause" (and HDFS without a JVM "it does not exist")."""
+    import pyarrow as pa
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import NestedField, StringType
+
+    import iceberg_privacy as ip
+
+    assert int(pa.__version__.split(".")[0]) < 20, "this test needs a pyarrow without AzureFileSystem support"
+    catalog.create_namespace_if_not_exists("db")
+    table = catalog.create_table("db.abfs", Schema(NestedField(1, "user_id", StringType(), required=False)),
+                                 properties={"write.data.path": "abfss://c@acct.dfs.core.windows.net/wh/data"})
+    with pytest.raises(ConfigurationError, match="py-io-impl"):
+        ip.append(table, pa.table({"user_id": ["ann"]}))
+
+    fsspec = {"py-io-impl": "pyiceberg.io.fsspec.FsspecFileIO"}
+    with pytest.raises(StorageError, match="pip install gcsfs"):
+        storage.list_files(storage.io_for(fsspec, "gs://bkt/wh"), "gs://bkt/wh")
+    with pytest.raises(StorageError, match="JAVA_HOME"):
+        storage.list_files(storage.io_for({}, "hdfs://127.0.0.1:9/wh"), "hdfs://127.0.0.1:9/wh")
