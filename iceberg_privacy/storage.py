@@ -201,8 +201,13 @@ def describe_error(location: str, exc: BaseException, action: str) -> str:
     elif "invalidaccesskeyid" in low or "signaturedoesnotmatch" in low or "credential" in low \
             or "invalid access key" in low:
         hint = "the credentials were refused: check s3.access-key-id / s3.secret-access-key (or the cloud's equivalents)"
+    elif "could not create a oauth2 access token" in low:  # the GCS client found no credentials it could use
+        hint = ("no GCS credentials could be obtained: set gcs.oauth2.token (with gcs.oauth2.token-expires-at) or "
+                "GOOGLE_APPLICATION_CREDENTIALS, or check the network to the credential service")
     elif "connection" in low or "timed out" in low or "curl" in low or "could not resolve" in low:
-        hint = "the storage endpoint did not answer: check s3.endpoint (or the cloud's endpoint) and the network"
+        endpoint = {"gs": "gcs.service.host", "gcs": "gcs.service.host"}.get(
+            scheme_of(location), "s3.endpoint (or the cloud's endpoint)")
+        hint = f"the storage endpoint did not answer: check {endpoint} and the network"
     elif is_missing(exc) and re.search(r"/metadata/[^/'\s]*\.avro", text):
         hint = ("it does not exist: a manifest (list) of the snapshot the Table was loaded at; if an expiry or a purge "
                 "removed that snapshot since, load the table again (catalog.load_table(name) or table.refresh())")

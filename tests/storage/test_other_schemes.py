@@ -76,3 +76,16 @@ def test_a_filesystem_that_is_not_installed_says_what_to_install(catalog: Catalo
         storage.list_files(storage.io_for(fsspec, "gs://bkt/wh"), "gs://bkt/wh")
     with pytest.raises(StorageError, match="JAVA_HOME"):
         storage.list_files(storage.io_for({}, "hdfs://127.0.0.1:9/wh"), "hdfs://127.0.0.1:9/wh")
+
+
+def test_gcs_failures_name_the_gcs_properties(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GCS client without credentials and a GCS endpoint that does not answer both said "the storage endpoint did
+    not answer: check s3.endpoint"; the first is missing credentials, and GCS's endpoint is gcs.service.host."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    closed = f"http://127.0.0.1:{free_port()}"
+    props = {"gcs.service.host": closed, storage.GCS_RETRY_LIMIT_PROPERTY: "1000"}
+    with pytest.raises(StorageError, match="no GCS credentials could be obtained: set gcs.oauth2.token"):
+        storage.list_files(storage.io_for(props, "gs://bkt/wh"), "gs://bkt/wh")
+    token = {**props, "gcs.oauth2.token": "t", "gcs.oauth2.token-expires-at": "4102444800000"}
+    with pytest.raises(StorageError, match="did not answer: check gcs.service.host"):
+        storage.list_files(storage.io_for(token, "gs://bkt/wh"), "gs://bkt/wh")
