@@ -150,6 +150,8 @@ def is_missing(exc: BaseException) -> bool:
     ``FileNotFoundError`` only where it opens one; an object deleted between the open (its HEAD) and the read
     (its GET) surfaces from pyarrow's S3 stream as a plain ``OSError`` ("AWS Error RESOURCE_NOT_FOUND during
     GetObject"): the same fact, and code that treats "already gone" as done must treat both alike."""
+    if missing_backend(exc) is not None:  # HDFS without a JVM raises FileNotFoundError ("Unable to load libjvm")
+        return False
     if isinstance(exc, FileNotFoundError):
         return True
     if not isinstance(exc, OSError) or isinstance(exc, PermissionError):

@@ -89,3 +89,15 @@ def test_gcs_failures_name_the_gcs_properties(monkeypatch: pytest.MonkeyPatch) -
     token = {**props, "gcs.oauth2.token": "t", "gcs.oauth2.token-expires-at": "4102444800000"}
     with pytest.raises(StorageError, match="did not answer: check gcs.service.host"):
         storage.list_files(storage.io_for(token, "gs://bkt/wh"), "gs://bkt/wh")
+
+
+def test_a_delete_whose_filesystem_cannot_load_is_a_failure_not_already_gone() -> None:
+    """pyarrow's HDFS client without a JVM raises FileNotFoundError ("Unable to load libjvm") on the first use, so
+    delete_files reported the first file of a batch as already gone (a failed delete taken for done) and only the
+    next ones as failed."""
+    io = storage.io_for({}, "hdfs://127.0.0.1:9/wh")
+    files = ["hdfs://127.0.0.1:9/wh/a.parquet", "hdfs://127.0.0.1:9/wh/b.parquet"]
+    outcome = storage.delete_files(io, files)
+    assert outcome.already_gone == [] and outcome.deleted == []
+    assert sorted(outcome.failed) == files
+    assert all("JAVA_HOME" in why for why in outcome.failed.values())
