@@ -24,7 +24,8 @@ def _gcs_retry_limit(props: dict[str, str]) -> object:
 def test_gcs_requests_are_retried_for_a_bounded_time() -> None:
     """pyiceberg builds its GcsFileSystem without a retry limit, and the GCS client then retries a failing request
     for 15 minutes: a listing against an endpoint that does not answer held the verb that long (measured: a listing
-    of gs://bkt/... with gcs.service.host on a closed port had not returned after 1000 s). Every GCS filesystem now gets ``gcs.retry-time-limit-ms`` (default 30 s)."""
+    of gs://bkt/... with gcs.service.host on a closed port had not returned after 1000 s).
+    Every GCS filesystem now gets ``gcs.retry-time-limit-ms`` (default 30 s)."""
     assert _gcs_retry_limit({}) == timedelta(milliseconds=storage.GCS_RETRY_LIMIT_DEFAULT_MS)
     assert _gcs_retry_limit({storage.GCS_RETRY_LIMIT_PROPERTY: "5000"}) == timedelta(seconds=5)
 
