@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlparse
 
 from pyarrow import fs as pafs
 from pyiceberg.io import FileIO, load_file_io
@@ -369,7 +370,10 @@ def filesystem(io: FileIO, location: str) -> tuple[pafs.FileSystem, str]:
         return io.fs_by_scheme(scheme, netloc), path
     get_fs = getattr(io, "get_fs", None)  # FsspecFileIO
     if get_fs is not None:
-        fs = get_fs(scheme, netloc) if scheme in ("abfs", "abfss", "wasb", "wasbs") else get_fs(scheme)
+        # ADLS: the host, as pyiceberg's own reads and deletes pass it (it takes the account name from its first
+        # label); the netloc "container@account.dfs..." made that "container@account", another filesystem
+        fs = get_fs(scheme, urlparse(f"{scheme}://{netloc}").hostname) if scheme in ("abfs", "abfss", "wasb", "wasbs") \
+            else get_fs(scheme)
         return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
     # Another FileIO (py-io-impl): list through pyarrow built from the same properties.
     return PyArrowFileIO(io.properties).fs_by_scheme(scheme, netloc), path

@@ -3,9 +3,11 @@ catalog's properties, and the error of the first request, which must be clear an
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from pyiceberg.catalog import Catalog
@@ -102,3 +104,23 @@ def test_a_delete_whose_filesystem_cannot_load_is_a_failure_not_already_gone() -
     assert outcome.already_gone == [] and outcome.deleted == []
     assert sorted(outcome.failed) == files
     assert all("JAVA_HOME" in why for why in outcome.failed.values())
+
+
+def test_adls_listing_uses_the_filesystem_of_pyicebergs_reads() -> None:
+    """pyiceberg's fsspec FileIO gets its ADLS filesystem with the URI's *host* (``account.dfs.core.windows.net``) and
+    takes the account name from its first label; the listing passed the netloc ``container@account.dfs...``, so it
+    listed through another filesystem, for the account ``container@account`` (when adls.account-name is not set)."""
+    import fsspec
+    from pyiceberg.io.fsspec import FsspecFileIO
+
+    asked: list[tuple[str, str | None]] = []
+    local = fsspec.filesystem("file")
+
+    class Recording(FsspecFileIO):
+        def get_fs(self, scheme: str, hostname: str | None = None) -> Any:
+            asked.append((scheme, hostname))
+            return local
+
+    with contextlib.suppress(StorageError):  # a local stand-in names its paths its own way: only the asking counts
+        storage.list_files(Recording({}), "abfss://c@acct.dfs.core.windows.net/wh")
+    assert asked and all(a == ("abfss", "acct.dfs.core.windows.net") for a in asked), asked
