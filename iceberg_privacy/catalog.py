@@ -85,6 +85,16 @@ def _normalise(properties: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:?#]*):[^/?#]*@")
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|sslpassword|token|secret|credential)=)[^&#]*")
+
+
+def shown_uri(uri: str) -> str:
+    """``uri`` fit for a message or a log: the password of ``scheme://user:password@host`` (a PostgreSQL catalog's
+    database uri, a REST uri with basic auth) and of ``?password=...`` replaced by ``***``."""
+    return _QUERY_SECRET.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1:***@", uri))
+
+
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 """A URI's scheme (``s3:``, ``file:``, ``abfss:``): such a warehouse is left as given (``file:/tmp/wh`` is absolute)."""
 
@@ -164,16 +174,16 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
         raise ConfigurationError(f"catalog {name!r} (type {props.get('type') or 'from its uri'}) needs a package "
                                  f"that is not installed: {exc}") from exc
     except _CATALOG_REFUSALS as exc:
-        raise CatalogError(f"catalog {name!r} at {uri or '?'} refused the connection: {exc}. Check its uri and "
+        raise CatalogError(f"catalog {name!r} at {shown_uri(uri) or '?'} refused the connection: {exc}. Check its uri and "
                            "credential/token properties") from exc
     except Exception as exc:
         module = type(exc).__module__
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if module.startswith(("requests", "urllib3")):  # a REST catalog that is down or unreachable
-            raise CatalogError(f"catalog {name!r} at {uri or '?'} did not answer ({type(exc).__name__}: {first}); "
+            raise CatalogError(f"catalog {name!r} at {shown_uri(uri) or '?'} did not answer ({type(exc).__name__}: {first}); "
                                "check its uri and that the service is running") from exc
         if module.startswith("sqlalchemy"):  # a SQL catalog whose database cannot be opened
-            raise CatalogError(f"catalog {name!r} could not open its database {uri or '?'} ({type(exc).__name__}: "
+            raise CatalogError(f"catalog {name!r} could not open its database {shown_uri(uri) or '?'} ({type(exc).__name__}: "
                                f"{first}); check the uri (does the directory exist, may this user write it?)") from exc
         raise
     compat.set_rest_timeouts(catalog, *timeouts)

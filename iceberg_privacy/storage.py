@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlparse
 
 from pyarrow import fs as pafs
 from pyiceberg.io import FileIO, load_file_io
@@ -49,6 +50,14 @@ from iceberg_privacy.errors import (
 # Schemes that address the same objects (pyiceberg reads all of them with one filesystem).
 _URI = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://(.*)\Z", re.S)  # two letters at least: not C:\\
 _SAME_OBJECTS = {"s3a": "s3", "s3n": "s3", "gcs": "gs", "abfss": "abfs", "wasbs": "wasb", "": "file"}
+
+
+GCS_RETRY_LIMIT_PROPERTY = "gcs.retry-time-limit-ms"
+GCS_RETRY_LIMIT_DEFAULT_MS = 30_000
+"""How long a GCS request is retried before it fails (FileIO property, milliseconds). pyiceberg sets no limit, and
+the GCS client's own is 15 minutes: an endpoint that does not answer (or credentials it cannot get) held a verb
+that long. The S3 client gives up after its few retries on its own."""
+compat.bound_gcs_retries(GCS_RETRY_LIMIT_PROPERTY, GCS_RETRY_LIMIT_DEFAULT_MS)
 
 
 def _split(location: str) -> tuple[str, str, str]:
@@ -142,6 +151,8 @@ def is_missing(exc: BaseException) -> bool:
     ``FileNotFoundError`` only where it opens one; an object deleted between the open (its HEAD) and the read
     (its GET) surfaces from pyarrow's S3 stream as a plain ``OSError`` ("AWS Error RESOURCE_NOT_FOUND during
     GetObject"): the same fact, and code that treats "already gone" as done must treat both alike."""
+    if missing_backend(exc) is not None:  # HDFS without a JVM raises FileNotFoundError ("Unable to load libjvm")
+        return False
     if isinstance(exc, FileNotFoundError):
         return True
     if not isinstance(exc, OSError) or isinstance(exc, PermissionError):
@@ -150,9 +161,31 @@ def is_missing(exc: BaseException) -> bool:
     return any(m in low for m in _MISSING)
 
 
+def missing_backend(exc: BaseException) -> str | None:
+    """What to install when a location's filesystem could not be built (None for other errors): pyiceberg's fsspec
+    FileIO imports ``s3fs``/``gcsfs``/``adlfs`` at the first use of a scheme, its pyarrow FileIO needs pyarrow 20 for
+    ADLS and a Java runtime with Hadoop's libhdfs for HDFS."""
+    text = str(exc)
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        package = exc.name.split(".")[0]
+        return (f"the filesystem for this location needs the Python package {package!r}, which is not installed: "
+                f"pip install {package} (or choose another FileIO with the catalog property py-io-impl)")
+    if isinstance(exc, ImportError):
+        return (f"the filesystem for this location cannot be loaded ({text.splitlines()[0] if text else 'ImportError'}):"
+                " install what it names, or choose another FileIO with the catalog property py-io-impl (e.g. "
+                "pyiceberg.io.fsspec.FsspecFileIO with adlfs for abfs://, gcsfs for gs://)")
+    if isinstance(exc, OSError) and ("libjvm" in text or "libhdfs" in text):
+        return ("pyarrow's HDFS client needs a Java runtime and Hadoop's libhdfs, which were not found: set "
+                "JAVA_HOME, HADOOP_HOME (or ARROW_LIBHDFS_DIR) and CLASSPATH=$(hadoop classpath --glob)")
+    return None
+
+
 def describe_error(location: str, exc: BaseException, action: str) -> str:
     """One sentence: what failed where, and what is most likely missing."""
     text = str(exc)
+    if (install := missing_backend(exc)) is not None:
+        first = text.splitlines()[0] if text else ""
+        return f"cannot {action} {location}: {install} ({type(exc).__name__}: {first})"
     # Classify on the message without the names in it: a key, bucket or path may contain '403', 'credential' or
     # 'connection' (a snapshot id, a table called credentials), which must not pick the hint.
     low = _NAMES.sub(" ", text).lower().replace("_", "")  # SDK codes: SIGNATURE_DOES_NOT_MATCH or SignatureDoesNotMatch
@@ -171,8 +204,13 @@ def describe_error(location: str, exc: BaseException, action: str) -> str:
     elif "invalidaccesskeyid" in low or "signaturedoesnotmatch" in low or "credential" in low \
             or "invalid access key" in low:
         hint = "the credentials were refused: check s3.access-key-id / s3.secret-access-key (or the cloud's equivalents)"
+    elif "could not create a oauth2 access token" in low:  # the GCS client found no credentials it could use
+        hint = ("no GCS credentials could be obtained: set gcs.oauth2.token (with gcs.oauth2.token-expires-at) or "
+                "GOOGLE_APPLICATION_CREDENTIALS, or check the network to the credential service")
     elif "connection" in low or "timed out" in low or "curl" in low or "could not resolve" in low:
-        hint = "the storage endpoint did not answer: check s3.endpoint (or the cloud's endpoint) and the network"
+        endpoint = {"gs": "gcs.service.host", "gcs": "gcs.service.host"}.get(
+            scheme_of(location), "s3.endpoint (or the cloud's endpoint)")
+        hint = f"the storage endpoint did not answer: check {endpoint} and the network"
     elif is_missing(exc) and re.search(r"/metadata/[^/'\s]*\.avro", text):
         hint = ("it does not exist: a manifest (list) of the snapshot the Table was loaded at; if an expiry or a purge "
                 "removed that snapshot since, load the table again (catalog.load_table(name) or table.refresh())")
@@ -258,6 +296,8 @@ def library_error(exc: BaseException) -> BaseException:
     service's failure, a :class:`ConfigurationError` for storage properties FileIO cannot use."""
     if isinstance(exc, IcebergPrivacyError):
         return exc
+    if (install := missing_backend(exc)) is not None:
+        return ConfigurationError(f"{install} ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})")
     if not isinstance(exc, OSError):
         if (message := catalog_failure(exc)) is not None:
             return CatalogError(message)
@@ -330,7 +370,10 @@ def filesystem(io: FileIO, location: str) -> tuple[pafs.FileSystem, str]:
         return io.fs_by_scheme(scheme, netloc), path
     get_fs = getattr(io, "get_fs", None)  # FsspecFileIO
     if get_fs is not None:
-        fs = get_fs(scheme, netloc) if scheme in ("abfs", "abfss", "wasb", "wasbs") else get_fs(scheme)
+        # ADLS: the host, as pyiceberg's own reads and deletes pass it (it takes the account name from its first
+        # label); the netloc "container@account.dfs..." made that "container@account", another filesystem
+        fs = get_fs(scheme, urlparse(f"{scheme}://{netloc}").hostname) if scheme in ("abfs", "abfss", "wasb", "wasbs") \
+            else get_fs(scheme)
         return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
     # Another FileIO (py-io-impl): list through pyarrow built from the same properties.
     return PyArrowFileIO(io.properties).fs_by_scheme(scheme, netloc), path
@@ -361,6 +404,8 @@ def _listing(io: FileIO, location: str) -> list[tuple[pafs.FileInfo, str]]:
             bucket = root.strip("/").split("/", 1)[0]
             if bucket and fs.get_file_info(bucket).type == pafs.FileType.NotFound:
                 raise FileNotFoundError(f"NoSuchBucket: bucket {bucket!r} does not exist")
+    except IcebergPrivacyError:  # already says what to fix (a malformed storage property)
+        raise
     except Exception as exc:  # noqa: BLE001 - every failure here is a storage failure with one message
         raise StorageError(describe_error(location, exc, "list")) from exc
     base = location.rstrip("/")

@@ -383,3 +383,39 @@ def is_fileio_setup_error(exc: BaseException) -> bool:
             return True
         tb = tb.tb_next
     return False
+
+
+def bound_gcs_retries(property_name: str, default_ms: int) -> None:
+    """Give every GCS filesystem pyiceberg's pyarrow FileIO builds (``PyArrowFileIO._initialize_gcs_fs``) a retry
+    time limit: pyiceberg passes none, and the GCS client then retries a failing request (an endpoint that does
+    not answer, credentials it cannot get) for 15 minutes before it raises. The limit is the FileIO property
+    ``property_name`` in milliseconds (default ``default_ms``); a filesystem that already has one keeps it.
+    Installed once per process (every FileIO, whoever built it: a table's, an export's, a Spark executor's)."""
+    from datetime import timedelta
+
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
+    from iceberg_privacy.errors import ConfigurationError
+
+    original = PyArrowFileIO.__dict__.get("_initialize_gcs_fs")
+    if original is None or hasattr(original, "__wrapped__"):
+        return
+
+    def _initialize_gcs_fs(self: PyArrowFileIO) -> Any:
+        text = str(self.properties.get(property_name, default_ms)).strip()
+        try:
+            ms = int(text)
+        except ValueError:
+            ms = 0
+        if ms <= 0:
+            raise ConfigurationError(f"storage property {property_name}={text!r} must be a whole number of "
+                                     f"milliseconds > 0 (default {default_ms}): fix it in ~/.pyiceberg.yaml, "
+                                     "ip.connect(...) or --property KEY=VALUE")
+        fs = original(self)
+        rebuild, (kwargs,) = fs.__reduce__()  # GcsFileSystem._reconstruct, with every option pyiceberg set
+        if kwargs.get("retry_time_limit") is not None:
+            return fs
+        return rebuild({**kwargs, "retry_time_limit": timedelta(milliseconds=ms)})
+
+    _initialize_gcs_fs.__wrapped__ = original  # type: ignore[attr-defined]
+    PyArrowFileIO._initialize_gcs_fs = _initialize_gcs_fs  # type: ignore[method-assign]

@@ -13,11 +13,11 @@ if TYPE_CHECKING:
 
 
 def cmd_demo(args: argparse.Namespace, catalog: Catalog) -> int:
-    from iceberg_privacy.catalog import default_home
+    from iceberg_privacy.catalog import default_home, shown_uri
     from iceberg_privacy.demos.lookup import run_demo, run_lineage_demo, run_subject_rights_demo
 
     props = getattr(catalog, "properties", {})
-    print(f"catalog {catalog.name!r}: {props.get('uri', '?')} (warehouse {props.get('warehouse', '?')})")
+    print(f"catalog {catalog.name!r}: {shown_uri(str(props.get('uri', '?')))} (warehouse {props.get('warehouse', '?')})")
     result = run_demo(catalog, days=args.days, events_per_day=args.events_per_day, users=args.users,
                       progress=not args.quiet)
     home = Path(args.home) if args.home else default_home()

@@ -156,6 +156,27 @@ def test_a_catalog_that_cannot_be_reached_is_a_catalog_error(tmp_path: Path) -> 
         ip.connect("gone", uri=f"sqlite:///{tmp_path / 'missing' / 'x.db'}", warehouse=(tmp_path / "w").as_uri())
 
 
+def test_a_catalog_password_in_the_uri_is_never_in_an_error(tmp_path: Path) -> None:
+    """Regression: the CatalogError of a catalog that cannot be reached quoted its uri whole, so the password of a
+    PostgreSQL catalog (postgresql+pg8000://user:PASSWORD@host/db) or of a REST uri with basic auth went to the CLI's
+    one-line error, to logs and to the service's log."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for props in ({"uri": f"postgresql+pg8000://ann:hunter2-s3cret@127.0.0.1:{port}/lake",
+                   "warehouse": (tmp_path / "w").as_uri()},
+                  {"uri": f"postgresql+pg8000://ann@127.0.0.1:{port}/lake?password=hunter2-s3cret",
+                   "warehouse": (tmp_path / "w").as_uri()},
+                  {"type": "rest", "uri": f"http://ann:hunter2-s3cret@127.0.0.1:{port}/catalog"}):
+        with pytest.raises(ip.CatalogError) as caught:
+            ip.connect("down", **props)
+        assert "hunter2-s3cret" not in str(caught.value)
+        assert f"127.0.0.1:{port}" in str(caught.value)  # still says where it tried
+        assert "ann:***@" in str(caught.value) or "password=***" in str(caught.value)
+
+
 @pytest.mark.parametrize("props", [{"type": "hive", "uri": "thrift://127.0.0.1:9"},
                                    {"type": "sql", "uri": "mysql://127.0.0.1:9/iceberg"}])
 def test_a_catalog_type_whose_package_is_missing_is_a_configuration_error(props: dict[str, str]) -> None:
