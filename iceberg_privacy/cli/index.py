@@ -293,9 +293,10 @@ def cmd_expire(args: argparse.Namespace, catalog: Catalog) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace, catalog: Catalog) -> int:
-    from iceberg_privacy.index.maintenance import cleanup_orphans
+    from iceberg_privacy.index.maintenance import DEFAULT_ORPHAN_AGE, cleanup_orphans
 
-    age = args.older_than if args.older_than is not None else timedelta(minutes=args.older_than_minutes)
+    age = args.older_than if args.older_than is not None else (
+        timedelta(minutes=args.older_than_minutes) if args.older_than_minutes is not None else DEFAULT_ORPHAN_AGE)
     table = load_table(catalog, args.table)
     report = cleanup_orphans(table, older_than=age, delete=args.delete)
     deleted = set(report.deleted)
@@ -381,6 +382,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("table")
     age = s.add_mutually_exclusive_group()
     age.add_argument("--older-than", type=parse_age, metavar="AGE",
-                     help=f"only files older than this, {AGE_HELP} (default 1h)")
-    age.add_argument("--older-than-minutes", type=float, default=60.0, help="the same in minutes")
+                     help=f"only files older than this, {AGE_HELP} (default 3d, as Iceberg's remove_orphan_files: "
+                          "a younger file may belong to a write still running)")
+    age.add_argument("--older-than-minutes", type=float, default=None, help="the same in minutes")
     s.add_argument("--delete", action="store_true")

@@ -760,12 +760,20 @@ def _superseded_metadata_elsewhere(table: Table, referenced: set[str]) -> list[s
     return out
 
 
+DEFAULT_ORPHAN_AGE = timedelta(days=3)
+"""``cleanup_orphans``' default age, Iceberg's own (``remove_orphan_files``) and the purge's: a write's data files are
+unreferenced until its one commit at the end, and a long one (an ingest streaming a RecordBatchReader, a Spark job)
+runs for hours. The former default of one hour deleted the first files of a write still running, whose commit then
+named files that no longer existed."""
+
+
 @storage_errors
-def cleanup_orphans(table: TableRef, *, older_than: timedelta = timedelta(hours=1), delete: bool = False, catalog: Catalog | None = None) -> OrphanReport:
+def cleanup_orphans(table: TableRef, *, older_than: timedelta = DEFAULT_ORPHAN_AGE, delete: bool = False,
+                    catalog: Catalog | None = None) -> OrphanReport:
     """Files under the table location that no metadata references (e.g. left by a killed writer).
 
-    Only files older than ``older_than`` are reported, so in-flight writes are not mistaken for
-    orphans, except superseded ``metadata.json`` versions no commit can make current any more (a commit killed
+    Only files older than ``older_than`` (default 3 days, as Iceberg's ``remove_orphan_files``) are reported, so
+    in-flight writes are not mistaken for orphans, except superseded ``metadata.json`` versions no commit can make current any more (a commit killed
     before the catalog swap, see :func:`_superseded_metadata`), which are also looked for under a
     ``write.metadata.path`` outside the location (those whose table-uuid is this table's). With ``delete=True`` they are removed through the table's FileIO; a file that cannot be
     deleted is listed in ``delete_failures``, never skipped in silence. The location is listed with the

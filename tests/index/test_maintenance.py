@@ -172,3 +172,26 @@ def test_verify_sidecars_of_a_table_loaded_before_an_expiry_checks_the_current_s
     current = [r.location for r in sidecar_refs(catalog.load_table("db.v").metadata)]
     assert expired.sidecar_path in current and not set(expired.deleted_sidecars) & set(current)
     assert report.ok and [c.location for c in report.checks] == current
+
+
+def test_cleanup_by_default_leaves_the_files_of_a_write_running_for_hours(catalog) -> None:
+    """A write's data files are unreferenced until its one commit at the end. The default age was one hour: the
+    first files of an ingest running for two hours were deleted by a default cleanup, and its commit then named
+    files that no longer existed. The default is now Iceberg's three days."""
+    import time
+
+    from iceberg_privacy.config import bloom_columns
+    from iceberg_privacy.datafiles import write_data_files
+    from iceberg_privacy.write import commit_written
+
+    table = ip.configure_bloom(catalog.create_table("db.long", SCHEMA), ["user_id"])
+    columns = bloom_columns(table.schema(), table.properties)
+    written = write_data_files(table.io, table.metadata, _batch(0), columns, where="db.long")  # still running
+    two_hours_ago = time.time() - 2 * 3600
+    for f in written.files:
+        os.utime(f.file_path.removeprefix("file://"), (two_hours_ago, two_hours_ago))
+    report = ip.cleanup_orphans(table, delete=True)
+    assert report.deleted == [] and report.older_than == maintenance.DEFAULT_ORPHAN_AGE
+    commit_written(table.refresh(), written, columns)  # the write ends
+    assert table.refresh().scan().to_arrow().num_rows == _batch(0).num_rows
+    assert ip.lookup(table, "user_id", "u0-1").num_rows == 4  # rows 1, 16, 31, 46
