@@ -53,6 +53,7 @@ from iceberg_privacy.errors import (
     StorageError,
     VerificationFailedError,
 )
+from iceberg_privacy.history import expired_leftover_kinds
 from iceberg_privacy.index.maintenance import (
     IndexReport,
     cleanup_orphans,
@@ -251,7 +252,11 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
         keep = {md.current_snapshot_id} | {r.snapshot_id for r in md.refs.values()}
         expire = {s.snapshot_id for s in md.snapshots} - keep
         with retry.vanished_is_conflict(table):  # another purge may have expired and deleted them meanwhile
-            before = {**originals, **_reachable(table, expire), **statistics_of(md, expire),
+            # what snapshots another process expired (pyiceberg's expire_snapshots deletes no file) reached, as the
+            # older metadata versions in the log still list them: committed once, so no commit in flight can
+            # make them live again; without this they are young orphans holding a subject and fail the verification
+            before = {**expired_leftover_kinds(table, statistics=True),
+                      **originals, **_reachable(table, expire), **statistics_of(md, expire),
                       # the sidecars the expiry supersedes: it deletes them after its commit, a crash between
                       # leaves them unreferenced, covering the erased files (deleted below if not referenced)
                       **dict.fromkeys(referenced_sidecar_locations(md), "sidecar")}
