@@ -367,11 +367,11 @@ def _landed_commit_leftovers(table: Table, md: Any, expired: dict[str, str]) -> 
     landed = {m.group("uuid") for loc in lists if (m := _MANIFEST_LIST.search(canonical(loc)))}
     if not landed:
         return {}
-    referenced = referenced_files(table)
+    # (a manifest some retained snapshot references is kept by the caller, which deletes nothing still reachable)
     folders = {canonical(d).rstrip("/"): d for d in (
         f"{table.location().rstrip('/')}/metadata", table.location_provider().new_metadata_location("x")[:-2])}
     return {f.location: "manifest" for key, folder in folders.items() for f in list_files(table.io, folder)
-            if canonical(f.location) not in referenced and "/" not in canonical(f.location)[len(key) + 1:]
+            if "/" not in canonical(f.location)[len(key) + 1:]
             and (m := _COMMIT_MANIFEST.search(canonical(f.location))) is not None and m.group("uuid") in landed}
 
 
