@@ -471,10 +471,11 @@ def expired_leftovers(table: Table) -> set[str]:
 
 def expired_leftover_kinds(table: Table, *, statistics: bool = False) -> dict[str, str]:
     """location -> kind (``manifest-list``, ``manifest``, ``data``, ``delete``; with ``statistics``, also the
-    ``statistics`` / ``partition-statistics`` files registered for those snapshots and the sidecars those versions
-    referenced; the caller keeps what the current metadata still references) of the files reached by snapshots
-    that the older metadata versions in the log still list and the current metadata no longer has: an earlier expiry committed, then its process died before deleting them. Unreferenced and
-    young, no later expiry would name them and only the orphan sweep (after :data:`ORPHAN_AGE`, at an upkeep that
+    ``statistics`` / ``partition-statistics`` files and the sidecars those versions registered, for any snapshot:
+    another engine's ``set_statistics`` replaces a snapshot's file; the caller keeps what the current metadata
+    still references) of the files reached by snapshots that the older metadata versions in the log still list
+    and the current metadata no longer has: an earlier expiry committed, then its process died before deleting
+    them. Unreferenced and young, no later expiry would name them and only the orphan sweep (after :data:`ORPHAN_AGE`, at an upkeep that
     may not come for long) would delete them; for the queue they hold the ciphertext of requests already
     shredded. A metadata file, manifest list or manifest already gone (:func:`iceberg_privacy.storage.is_missing`:
     another upkeep deleting it right now; on S3 also between its HEAD and its GET) is skipped: that part of the
@@ -493,7 +494,6 @@ def expired_leftover_kinds(table: Table, *, statistics: bool = False) -> dict[st
             raise
 
     seen = {s.snapshot_id for s in table.metadata.snapshots}
-    current = set(seen)
     out: dict[str, str] = {}
     for entry in reversed(table.metadata.metadata_log):  # newest first: the likeliest to list what a crash left
         md = unless_gone(FromInputFile.table_metadata, table.io.new_input(entry.metadata_file))
@@ -502,7 +502,7 @@ def expired_leftover_kinds(table: Table, *, statistics: bool = False) -> dict[st
         gone = {snap.snapshot_id for snap in md.snapshots if snap.snapshot_id not in seen}
         if statistics:  # every version's entries: another engine's set_statistics may have replaced one since
             for kind, files in (("statistics", md.statistics), ("partition-statistics", md.partition_statistics)):
-                out.update((f.statistics_path, kind) for f in files if f.snapshot_id not in current)
+                out.update((f.statistics_path, kind) for f in files)
             out.update((loc, "sidecar") for loc in sidecar_locations(md) if loc not in out)
         for snap in md.snapshots:
             if snap.snapshot_id not in gone:

@@ -37,11 +37,11 @@ def _rows(users: list[str], start: int) -> pa.Table:
     return pa.table({"user_id": pa.array(users, pa.string()), "n": pa.array(range(start, start + len(users)), pa.int64())})
 
 
-def _register_statistics(table: Table, snapshot_id: int) -> str:
+def _register_statistics(table: Table, snapshot_id: int, name: str = "ndv", holds: str = VICTIM) -> str:
     """Another engine's statistics file (Trino's / Spark's NDV sketches: hashes of the column's values)."""
-    path = f"{table.location()}/metadata/{snapshot_id}-ndv.stats"
+    path = f"{table.location()}/metadata/{snapshot_id}-{name}.stats"
     with table.io.new_output(path).create(overwrite=True) as out:
-        out.write(b"PFA1 sketch of " + VICTIM.encode() + b" PFA1")
+        out.write(b"PFA1 sketch of " + holds.encode() + b" PFA1")
     with table.transaction() as tx:
         tx.update_statistics().set_statistics(StatisticsFile(
             snapshot_id=snapshot_id, statistics_path=path, file_size_in_bytes=len(table.io.new_input(path)),
@@ -106,3 +106,19 @@ def test_the_purge_deletes_what_snapshots_pyiceberg_expired_reached_on_object_st
             if VICTIM.encode() in stream.read():
                 left.append(f.location)
     assert left == []
+
+
+def test_a_statistics_file_another_engine_replaced_is_purged(catalog: Catalog) -> None:
+    """Iceberg keeps one statistics file per snapshot: an engine's second set_statistics for the same snapshot leaves
+    the first unreferenced and young; only an older metadata version names it."""
+    table = catalog.create_table("db.s", SCHEMA)
+    table = ip.configure_identity(table, ["user_id"])
+    ip.append(table, _rows([VICTIM, OTHERS[0]], 0))
+    table = table.refresh()
+    head = table.metadata.current_snapshot_id
+    assert head is not None
+    first = _register_statistics(table, head)
+    _register_statistics(table.refresh(), head, name="ndv-again", holds=OTHERS[0])  # replaces the first
+    assert [s.statistics_path for s in catalog.load_table("db.s").metadata.statistics] != [first]
+    _check_purged(catalog, "db.s", catalog.load_table("db.s"))
+    assert not catalog.load_table("db.s").io.new_input(first).exists()
