@@ -64,3 +64,19 @@ def test_backfill_indexes_the_parquet_files_and_leaves_an_orc_file_to_be_read(ca
         expected = sorted(r["n"] for r in scan if r["user_id"] in probe)
         assert sorted(ip.lookup(table, "user_id", probe).column("n").to_pylist()) == expected, probe
     assert ip.plan_lookup(table, "user_id", "cy").files_to_read == [f"{table.location()}/data/00000-0-engine.orc"]
+
+
+@pytest.mark.parametrize("kind", ["exact", "bloom,exact"])
+def test_compacting_again_a_table_with_an_orc_file_commits_nothing(catalog: Catalog, kind: str) -> None:
+    """The ORC file is never in the exact index, so the base never covered 'every live file' and each scheduled
+    compaction wrote a new base and committed a new metadata version."""
+    table = ip.configure_index(catalog.create_table("db.t", SCHEMA), "user_id", kind)
+    ip.append(table, _rows(["ann", "bob"], 0))
+    table = _append_orc(table.refresh(), _rows(["bob", "cy"], 10), "00000-0-engine")
+    maintenance.backfill(table)
+    table = table.refresh()
+    before = table.metadata_location
+    report = maintenance.compact_sidecars(table)
+    assert report.unchanged and catalog.load_table("db.t").metadata_location == before
+    assert report.covered["user_id (exact)"] == 1  # the Parquet file; the ORC file is read (Bloom-probed) instead
+    assert sorted(ip.lookup(table.refresh(), "user_id", "bob").column("n").to_pylist()) == [1, 10]
