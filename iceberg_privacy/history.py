@@ -35,6 +35,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+from pyiceberg.manifest import DataFileContent
 from pyiceberg.table import Table
 
 from iceberg_privacy._internal import retry
@@ -466,14 +467,24 @@ def expire_history(load: Load, *, what: str, steps: retry.RetryPolicy = retry.DE
 
 def expired_leftovers(table: Table) -> set[str]:
     """Files reached by snapshots that the older metadata versions in the log still list and the current metadata
-    no longer has: an earlier expiry committed, then its process died before deleting them. Unreferenced and
-    young, no later expiry would name them and only the orphan sweep (after :data:`ORPHAN_AGE`, at an upkeep that
+    no longer has (see :func:`expired_leftover_kinds`)."""
+    return set(expired_leftover_kinds(table))
+
+
+def expired_leftover_kinds(table: Table, *, statistics: bool = False) -> dict[str, str]:
+    """location -> kind (``manifest-list``, ``manifest``, ``data``, ``delete``; with ``statistics``, also the
+    ``statistics`` / ``partition-statistics`` files and the sidecars those versions registered, for any snapshot:
+    another engine's ``set_statistics`` replaces a snapshot's file; the caller keeps what the current metadata
+    still references) of the files reached by snapshots that the older metadata versions in the log still list
+    and the current metadata no longer has: an earlier expiry committed, then its process died before deleting
+    them. Unreferenced and young, no later expiry would name them and only the orphan sweep (after :data:`ORPHAN_AGE`, at an upkeep that
     may not come for long) would delete them; for the queue they hold the ciphertext of requests already
     shredded. A metadata file, manifest list or manifest already gone (:func:`iceberg_privacy.storage.is_missing`:
     another upkeep deleting it right now; on S3 also between its HEAD and its GET) is skipped: that part of the
     deletion was done."""
     from pyiceberg.serializers import FromInputFile
 
+    from iceberg_privacy.index.registry import referenced_sidecar_locations as sidecar_locations
     from iceberg_privacy.storage import is_missing
 
     def unless_gone[R](read: Callable[..., R], *args: Any) -> R | None:
@@ -485,25 +496,33 @@ def expired_leftovers(table: Table) -> set[str]:
             raise
 
     seen = {s.snapshot_id for s in table.metadata.snapshots}
-    out: set[str] = set()
+    out: dict[str, str] = {}
     for entry in reversed(table.metadata.metadata_log):  # newest first: the likeliest to list what a crash left
         md = unless_gone(FromInputFile.table_metadata, table.io.new_input(entry.metadata_file))
-        for snap in md.snapshots if md is not None else []:
-            if snap.snapshot_id in seen:
+        if md is None:
+            continue
+        gone = {snap.snapshot_id for snap in md.snapshots if snap.snapshot_id not in seen}
+        if statistics:  # every version's entries: another engine's set_statistics may have replaced one since
+            for kind, files in (("statistics", md.statistics), ("partition-statistics", md.partition_statistics)):
+                out.update((f.statistics_path, kind) for f in files)
+            out.update((loc, "sidecar") for loc in sidecar_locations(md) if loc not in out)
+        for snap in md.snapshots:
+            if snap.snapshot_id not in gone:
                 continue
             seen.add(snap.snapshot_id)
             manifests = unless_gone(snap.manifests, table.io)
             if manifests is None:
                 continue
-            out.add(snap.manifest_list)
+            out[snap.manifest_list] = "manifest-list"
             for m in manifests:
                 if m.manifest_path in out:
                     continue
                 entries = unless_gone(m.fetch_manifest_entry, table.io, False)
                 if entries is None:
                     continue
-                out.add(m.manifest_path)
-                out.update(e.data_file.file_path for e in entries)
+                out[m.manifest_path] = "manifest"
+                for e in entries:  # v1 manifests hold the content as a plain int
+                    out[e.data_file.file_path] = "data" if e.data_file.content == DataFileContent.DATA else "delete"
     return out
 
 

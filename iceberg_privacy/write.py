@@ -48,7 +48,7 @@ from iceberg_privacy.index.build import (
 from iceberg_privacy.index.puffin import PuffinFooter
 from iceberg_privacy.index.registry import new_sidecar_location, statistics_entry, summary_properties
 from iceberg_privacy.index.sidecar import ColumnInfo, CoveredFile, FileFilter, write_sidecar
-from iceberg_privacy.lineage.record import LineageRecord, with_default
+from iceberg_privacy.lineage.record import LineageRecord, fold_written, with_default
 from iceberg_privacy.properties import (
     EXACT_COMPACT_AFTER_DEFAULT,
     EXACT_COMPACT_AFTER_PROPERTY,
@@ -380,8 +380,10 @@ def _commit(
         try:
             snapshot_id, sidecar_path, sidecar_bytes = _attempt(
                 table, tx, written, columns, base_id, overwrite_filter, snapshot_properties)
-            if table_properties:
-                tx.set_properties(table_properties)
+            # a record naming sources survives another tool's snapshot expiry (which folds no lineage)
+            kept = fold_written(table.metadata, snapshot_properties, snapshot_id, int(time.time() * 1000))
+            if table_properties or kept:
+                tx.set_properties({**kept, **(table_properties or {})})
             checkpoint("write.before_commit")  # data files and sidecar (with its exact delta) written
             tx.commit_transaction()
             checkpoint("write.after_commit")

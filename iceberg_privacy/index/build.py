@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import ArrowScan
-from pyiceberg.manifest import DataFile
+from pyiceberg.manifest import DataFile, FileFormat
 from pyiceberg.table import FileScanTask
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.types import DateType, TimestampType, TimestamptzType
@@ -139,8 +139,20 @@ def filters_for_data_files(
 
         items = tqdm(files, desc="indexing files", unit="file")
     needs_groups = any(c.exact for c in columns)
-    return [filters_for_table(scan.to_table([FileScanTask(f)]), columns,
-                              footer_row_groups(io, f.file_path) if needs_groups else None) for f in items]
+    out = []
+    for f in items:
+        data = scan.to_table([FileScanTask(f)])
+        if needs_groups and f.file_format != FileFormat.PARQUET:
+            # Another engine's ORC/Avro file has no Parquet row groups for exact entries to name: it gets its Bloom
+            # filters and stays out of the exact index (docs/exact-index.md 3.3: then Bloom-probed or scanned).
+            filters = filters_for_table(data, columns)
+            for c in columns:
+                if c.exact:
+                    filters[c.field_id].exact = None
+            out.append(filters)
+        else:
+            out.append(filters_for_table(data, columns, footer_row_groups(io, f.file_path) if needs_groups else None))
+    return out
 
 
 FilterBuilder = Callable[..., list[dict[int, FileFilter]]]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from pyiceberg.catalog import Catalog
-from pyiceberg.manifest import DataFile, DataFileContent, ManifestContent
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat, ManifestContent
 from pyiceberg.table import StaticTable, Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update.snapshot import ExpireSnapshots
@@ -287,11 +287,15 @@ def _covered_manifests(table: Table, md: TableMetadata, indexed: set[str]
     return snap.snapshot_id, manifests, where, tasks
 
 
-def _unchanged(report: IndexReport, base: str, md: TableMetadata, columns: list[BloomColumn]) -> IndexReport:
+def _unchanged(report: IndexReport, base: str, md: TableMetadata, columns: list[BloomColumn],
+               live: dict[str, DataFile]) -> IndexReport:
     """The report of a compaction that found the base already compact (supersede.already_compact)."""
     report.unchanged = True
-    report.covered = {name: report.live_files for c in columns  # already_compact: every file, every column
-                      for name in ([c.name] if c.bloom else []) + ([f"{c.name} (exact)"] if c.exact else [])}
+    # already_compact: every file, every column; the exact index every Parquet file (another engine's ORC/Avro
+    # files have no row groups to index)
+    parquet = sum(1 for f in live.values() if f.file_format == FileFormat.PARQUET)
+    report.covered = {name: count for c in columns for name, count in (
+        ([(c.name, report.live_files)] if c.bloom else []) + ([(f"{c.name} (exact)", parquet)] if c.exact else []))}
     report.sidecar_path = base
     report.sidecar_bytes = int(md.properties.get(PROPERTY_COMPACTED_BYTES) or 0)
     report.registered_on_snapshot = md.current_snapshot_id
@@ -348,7 +352,7 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
     before = referenced_sidecar_locations(md)
     if operation == "compact" and not expire_ids and not build_missing and (
             base := already_compact(table, md, columns, live)) is not None:
-        return _unchanged(report, base, md, columns)  # nothing to merge: no new base, no commit
+        return _unchanged(report, base, md, columns, live)  # nothing to merge: no new base, no commit
     checkpoint("index.before_build")  # the inputs are chosen, not yet read
     committing = compat.without_commit_retries(table)
     tx: Transaction = committing.transaction()

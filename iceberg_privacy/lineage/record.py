@@ -7,7 +7,8 @@ INDIRECT: JOIN / FILTER / GROUP_BY / SORT / WINDOW / CONDITIONAL). A snapshot wi
 written by another engine: its source is unknown.
 
 Snapshot summaries disappear when snapshots expire, so :func:`fold_expired` keeps the records of
-expired snapshots in the table property ``privacy.lineage.history`` in the same commit.
+expired snapshots in the table property ``privacy.lineage.history`` in the same commit, and
+:func:`fold_written` puts a record naming sources there when it is written (another tool's expiry folds nothing).
 """
 
 from __future__ import annotations
@@ -223,7 +224,8 @@ def snapshot_records(md: TableMetadata) -> list[LineageRecord]:
         if text is None:
             continue
         out.append(_safe_parse(text, snap.snapshot_id, snap.timestamp_ms))
-    return history(md.properties) + out
+    retained = {r.snapshot_id for r in out}  # kept in the history since written (fold_written): read once
+    return [r for r in history(md.properties) if r.snapshot_id is None or r.snapshot_id not in retained] + out
 
 
 def _safe_parse(text: str, snapshot_id: int | None, timestamp_ms: int | None = None) -> LineageRecord:
@@ -260,15 +262,34 @@ def fold_expired(md: TableMetadata, expire_ids: Iterable[int]) -> dict[str, str]
     where data came from), and one per distinct content, so the property stays small.
     """
     expire = set(expire_ids)
-    kept = [r for r in history(md.properties) if _source_bearing(r)]
+    records = []
     for snap in md.snapshots:
         if snap.snapshot_id not in expire or snap.summary is None:
             continue
         text = snap.summary.additional_properties.get(SUMMARY_KEY)
         if text is not None:
-            rec = _safe_parse(text, snap.snapshot_id, snap.timestamp_ms)
-            if _source_bearing(rec):
-                kept.append(rec)
+            records.append(_safe_parse(text, snap.snapshot_id, snap.timestamp_ms))
+    return _fold(md.properties, records)
+
+
+def fold_written(md: TableMetadata, summary: Mapping[str, str], snapshot_id: int | None,
+                 timestamp_ms: int) -> dict[str, str]:
+    """Table properties that keep the lineage record of a commit being written (its ``summary``) from the start.
+
+    Another tool's snapshot expiry (pyiceberg's ``table.maintenance.expire_snapshots()``, Spark's
+    ``expire_snapshots``) deletes summaries without folding them, so a derived table would lose where its rows
+    came from, and an erasure following lineage would miss it. A record that names sources goes into the history
+    property in the same commit as its snapshot (one per distinct flow, as :func:`fold_expired`); readers skip
+    history entries of snapshots still retained. Empty when nothing changes."""
+    text = summary.get(SUMMARY_KEY)
+    if text is None:
+        return {}
+    folded = _fold(md.properties, [_safe_parse(text, snapshot_id, timestamp_ms)])
+    return folded if folded.get(HISTORY_PROPERTY) != md.properties.get(HISTORY_PROPERTY) else {}
+
+
+def _fold(properties: Mapping[str, str], records: Iterable[LineageRecord]) -> dict[str, str]:
+    kept = [r for r in history(properties) if _source_bearing(r)] + [r for r in records if _source_bearing(r)]
     seen: set[str] = set()
     items: list[dict[str, Any]] = []
     for rec in sorted(kept, key=lambda r: -(r.timestamp_ms or 0)):

@@ -30,6 +30,7 @@ import functools
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
@@ -53,6 +54,7 @@ from iceberg_privacy.errors import (
     StorageError,
     VerificationFailedError,
 )
+from iceberg_privacy.history import expired_leftover_kinds
 from iceberg_privacy.index.maintenance import (
     IndexReport,
     cleanup_orphans,
@@ -251,7 +253,12 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
         keep = {md.current_snapshot_id} | {r.snapshot_id for r in md.refs.values()}
         expire = {s.snapshot_id for s in md.snapshots} - keep
         with retry.vanished_is_conflict(table):  # another purge may have expired and deleted them meanwhile
-            before = {**originals, **_reachable(table, expire), **statistics_of(md, expire),
+            # what snapshots another process expired (pyiceberg's expire_snapshots deletes no file) reached, as the
+            # older metadata versions in the log still list them: committed once, so no commit in flight can
+            # make them live again; without this they are young orphans holding a subject and fail the verification
+            leftovers = expired_leftover_kinds(table, statistics=True)
+            before = {**leftovers, **_landed_commit_leftovers(table, md, leftovers),
+                      **originals, **_reachable(table, expire), **statistics_of(md, expire),
                       # the sidecars the expiry supersedes: it deletes them after its commit, a crash between
                       # leaves them unreferenced, covering the erased files (deleted below if not referenced)
                       **dict.fromkeys(referenced_sidecar_locations(md), "sidecar")}
@@ -341,6 +348,31 @@ def _remove_subject_dirs(table: Table, matcher: SubjectMatcher) -> tuple[int, di
         elif not why.endswith("it is not empty"):
             failed[d] = why
     return removed, failed
+
+
+_MANIFEST_LIST = re.compile(r"/snap-\d+-\d+-(?P<uuid>[0-9a-f-]{36})\.avro$")
+_COMMIT_MANIFEST = re.compile(r"/(?P<uuid>[0-9a-f-]{36})-m\d+\.avro$")
+
+
+def _landed_commit_leftovers(table: Table, md: Any, expired: dict[str, str]) -> dict[str, str]:
+    """Manifests that commits which LANDED wrote and left out of their snapshot (location -> ``manifest``).
+
+    A writer names a commit's manifests ``<commit uuid>-m<n>.avro`` and its manifest list
+    ``snap-<snapshot id>-<attempt>-<commit uuid>.avro`` (pyiceberg and Java alike). pyiceberg's merge append
+    writes the manifest of the new files, then merges it into another one and commits only that: the first stays
+    behind, unreferenced and young, with the column bounds of the rows it added (a subject's id). Once a snapshot
+    of that commit uuid is in the metadata (current or an older version in the log), the commit is over, so no
+    commit in flight can still reference a manifest of that uuid: it is a leftover whatever its age."""
+    lists = [s.manifest_list for s in md.snapshots] + [loc for loc, kind in expired.items() if kind == "manifest-list"]
+    landed = {m.group("uuid") for loc in lists if (m := _MANIFEST_LIST.search(canonical(loc)))}
+    if not landed:
+        return {}
+    # (a manifest some retained snapshot references is kept by the caller, which deletes nothing still reachable)
+    folders = {canonical(d).rstrip("/"): d for d in (
+        f"{table.location().rstrip('/')}/metadata", table.location_provider().new_metadata_location("x")[:-2])}
+    return {f.location: "manifest" for key, folder in folders.items() for f in list_files(table.io, folder)
+            if "/" not in canonical(f.location)[len(key) + 1:]
+            and (m := _COMMIT_MANIFEST.search(canonical(f.location))) is not None and m.group("uuid") in landed}
 
 
 def _remove_staged_leftovers(table: Table, rows: list[dict[str, Any]], name: str, secret: bytes

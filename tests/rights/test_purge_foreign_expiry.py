@@ -48,10 +48,17 @@ def test_files_an_erasure_replaced_are_purged_after_another_process_expired_thei
 
 
 def test_orphans_of_a_foreign_expiry_get_a_message_that_helps(catalog: Catalog) -> None:
-    table = make_table(catalog, "db.t", [["u1", "u2", "u3"], ["u4", "u5"]])
+    # A table that keeps no metadata history: once the expiry's version is out of the log, nothing names the file
+    # (while an older metadata.json in the log lists the expired snapshot, the purge deletes what it reached:
+    # tests/rights/test_purge_foreign_maintenance.py).
+    table = make_table(catalog, "db.t", [["u1", "u2", "u3"], ["u4", "u5"]], properties={
+        "write.metadata.previous-versions-max": "1", "write.metadata.delete-after-commit.enabled": "true"})
     table.delete("user_id == 'u2'")  # another tool removes the subject's rows (its file is now in no head) ...
     ip.append(table.refresh(), rows(["u6"], start=100))  # a writer goes on
     ip.expire_snapshots(table, retain_last=1)  # ... and someone's maintenance leaves that file for an orphan sweep
+    for i in range(2):  # later commits roll the expired snapshots out of the one-version metadata log
+        with catalog.load_table("db.t").transaction() as tx:
+            tx.set_properties({"owner": f"team-{i}"})
     ip.erase(catalog, ["u2"], request_id="r1")
     with pytest.raises(VerificationFailedError) as err:
         ip.purge(catalog, "r1")
