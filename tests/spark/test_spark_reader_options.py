@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -58,3 +59,32 @@ def test_two_different_table_names_are_a_clear_error() -> None:
     with pytest.raises(ip.ConfigurationError, match="two tables named"):
         parse_options({"path": "db.events", "table": "db.other"}, allowed=READ_OPTIONS)
     assert parse_options({"path": "db.events", "table": "db.events"}, allowed=READ_OPTIONS).table == "db.events"
+
+
+@pytest.mark.parametrize("pushed", [False, True])
+def test_a_snapshot_purged_between_planning_and_reading_fails_the_read_clearly(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch,
+                                                                               pushed: bool) -> None:
+    """The driver plans on one snapshot; an erasure with purge commits and deletes that snapshot's files before the
+    executors read them. Before: a raw FileNotFoundError (Python's traceback in the Spark job); now a StorageError
+    that says what happened and to run the read again. Never a partial answer."""
+    from pyspark.sql.datasource import EqualTo
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    from iceberg_privacy.rights.keyed import SECRET_ENV
+
+    monkeypatch.setenv(SECRET_ENV, "reader-secret-" + "x" * 32)
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    table = catalog.create_table("db.t", pa.schema([("user_id", pa.string()), ("n", pa.int64())]))
+    table = ip.configure_bloom(ip.configure_identity(table, ["user_id"]), ["user_id"])
+    ip.append(table, pa.table({"user_id": ["ann", "bob"], "n": pa.array([1, 2], pa.int64())}))
+    opts = parse_options({"path": "db.t", "catalog.home": str(home)}, allowed=READ_OPTIONS)
+    reader = IcebergPrivacyReader(opts, StructType([StructField("user_id", StringType()), StructField("n", LongType())]))
+    if pushed:
+        assert list(reader.pushFilters([EqualTo(("user_id",), "bob")])) == []
+    partitions = reader.partitions()
+    ip.erase(catalog, ["ann"], ["db.t"], request_id="r", purge=True, orphan_age=timedelta(0))
+    with pytest.raises(ip.StorageError, match="expired or purged .* after the read was planned"):
+        list(reader.read(partitions[0]))
