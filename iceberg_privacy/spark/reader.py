@@ -229,6 +229,10 @@ class IcebergPrivacyReader(DataSourceReader):
         opts.get_int("split-size", DEFAULT_SPLIT_SIZE, minimum=1)
         opts.get_int("min-partitions", 1, minimum=1)
         table = opts.load_table()
+        from iceberg_privacy.dp.policy import require_raw_access
+
+        # a dp-only table's rows leave only as DP releases: refused here, on the driver, before any task reads
+        require_raw_access(table.catalog, table)
         snap = resolve_snapshot(table, opts)
         self.snapshot_id = snap.snapshot_id if snap else None
         self.metadata: TableMetadata = table.metadata

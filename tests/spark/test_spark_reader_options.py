@@ -88,3 +88,24 @@ def test_a_snapshot_purged_between_planning_and_reading_fails_the_read_clearly(t
     ip.erase(catalog, ["ann"], ["db.t"], request_id="r", purge=True, orphan_age=timedelta(0))
     with pytest.raises(ip.StorageError, match="expired or purged .* after the read was planned"):
         list(reader.read(partitions[0]))
+
+
+def test_a_dp_only_table_is_not_readable_through_the_data_source(tmp_path: Path) -> None:
+    """Before: ``spark.read.format('iceberg-privacy').load(...)`` of a table whose access policy is dp-only returned
+    its raw rows; the data source is a raw read and now refuses it on the driver, before any task reads a file."""
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    for name in ("db.secret", "db.open"):
+        table = catalog.create_table(name, pa.schema([("user_id", pa.string()), ("n", pa.int64())]))
+        ip.append(table, pa.table({"user_id": ["ann"], "n": pa.array([1], pa.int64())}))
+    ip.set_access_policy(catalog, "db.secret", "dp-only")
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    with pytest.raises(ip.DpOnlyError, match="dp-only"):
+        IcebergPrivacyReader(parse_options({"path": "db.secret", "catalog.home": str(home)}, allowed=READ_OPTIONS),
+                             struct)
+    reader = IcebergPrivacyReader(parse_options({"path": "db.open", "catalog.home": str(home)}, allowed=READ_OPTIONS),
+                                  struct)
+    assert [b.num_rows for b in reader.read(reader.partitions()[0])] == [1]
