@@ -215,7 +215,8 @@ def _check_requested_types(struct: Any, schema: Schema, table: str) -> None:
         raise ConfigurationError(
             f"the schema given to the read of {table} types column(s) {', '.join(wrong)} differently from the "
             "table; drop .schema(...) (the data source knows the table's schema) and cast the columns after "
-            "loading, e.g. df.selectExpr('cast(n as int) as n')")
+            "loading, e.g. df.selectExpr('cast(n as int) as n'). Without .schema(...): the table's schema changed "
+            "since the DataFrame was loaded (a type promotion); load it again")
 
 
 class IcebergPrivacyReader(DataSourceReader):

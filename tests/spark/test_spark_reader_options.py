@@ -109,3 +109,21 @@ def test_a_dp_only_table_is_not_readable_through_the_data_source(tmp_path: Path)
     reader = IcebergPrivacyReader(parse_options({"path": "db.open", "catalog.home": str(home)}, allowed=READ_OPTIONS),
                                   struct)
     assert [b.num_rows for b in reader.read(reader.partitions()[0])] == [1]
+
+
+def test_a_column_promoted_since_the_dataframe_was_loaded_says_to_load_it_again(tmp_path: Path) -> None:
+    """Spark fixes a DataFrame's schema at load() and makes the reader at the first action: a column promoted
+    (int -> long) in between was refused with advice only about ``.schema(...)``, which the user never gave."""
+    from pyiceberg.types import LongType as IcebergLong
+    from pyspark.sql.types import IntegerType, StructField, StructType
+
+    catalog = ip.connect(home=tmp_path / "home")
+    catalog.create_namespace("db")
+    table = catalog.create_table("db.t", pa.schema([("n", pa.int32())]))
+    ip.append(table, pa.table({"n": pa.array([1], pa.int32())}))
+    opts = parse_options({"path": "db.t", "catalog.home": str(tmp_path / "home")}, allowed=READ_OPTIONS)
+    loaded = StructType([StructField("n", IntegerType())])  # what load() gave the DataFrame
+    with table.update_schema() as update:
+        update.update_column("n", IcebergLong())
+    with pytest.raises(ip.ConfigurationError, match="changed since the DataFrame was loaded"):
+        IcebergPrivacyReader(opts, loaded)
