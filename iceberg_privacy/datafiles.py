@@ -126,6 +126,7 @@ class WrittenFiles:
     filter_seconds: float = 0.0
     dropped_rows: int = 0  # rows the forget list dropped before writing
     forget_version: int | None = None  # forget-table snapshot checked against (None: no list applies)
+    spec_id: int | None = None  # the partition spec the files' partition values are for (None: not recorded)
 
 
 def write_table_data(table: Table, data: pa.Table | pa.RecordBatchReader, columns: list[BloomColumn], chunk_bytes: int,
@@ -163,7 +164,8 @@ def write_data_files(
     _check_format_writable(metadata, where)
     _check_spec_writable(metadata, where)
     _check_write_properties(metadata, where)
-    out = WrittenFiles(forget_version=forget_filter.version if forget_filter is not None else None)
+    out = WrittenFiles(forget_version=forget_filter.version if forget_filter is not None else None,
+                       spec_id=metadata.default_spec_id)
     _write_chunks(io, metadata, data, columns, chunk_bytes, progress, forget_filter, out, where)
     return out
 

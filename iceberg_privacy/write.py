@@ -184,7 +184,7 @@ def recheck_forget(table: Table, written: WrittenFiles, columns: list[BloomColum
     if fresh is None or fresh.version == written.forget_version:
         return written
     out = WrittenFiles(forget_version=fresh.version, dropped_rows=written.dropped_rows,
-                       filter_seconds=written.filter_seconds)
+                       filter_seconds=written.filter_seconds, spec_id=written.spec_id)
     for data_file, filters in zip(written.files, written.filters, strict=True):
         with table.io.new_input(data_file.file_path).open(seekable=True) as fh:
             pf = pq.ParquetFile(fh)
@@ -320,6 +320,23 @@ def _refresh(table: Table, written: WrittenFiles, operation: str) -> None:
     ) from None
 
 
+def _check_spec_unchanged(table: Table, written: WrittenFiles, operation: str) -> None:
+    """Refuse files written under another partition spec than the table's current default: pyiceberg records
+    every appended file under the default spec, so their partition values would be read as the new spec's (a
+    ``where`` on the partition column then prunes the rows away, or the manifest cannot be written). The spec
+    evolved between writing and committing: a concurrent ``update_spec``, or a Spark job (a streaming query's
+    executors keep the table metadata of the query's start). The files go, as after a lost commit."""
+    current = table.metadata.default_spec_id
+    if not written.files or written.spec_id is None or written.spec_id == current:
+        return
+    for f in written.files:
+        table.io.delete(f.file_path)
+    raise CommitConflictError(
+        f"{operation} on {table_name(table)}: the partition spec changed (spec id {written.spec_id} -> {current}) "
+        "while the write ran, and its files were partitioned by the old spec; nothing was committed and its files "
+        "were removed. Write the data again (a Spark streaming query: restart it, so its tasks use the new spec)")
+
+
 def _confirm_landed(table: Table, snapshot_id: int, operation: str, exc: BaseException) -> None:
     """After a commit whose outcome the catalog left open (:func:`retry.is_outcome_unknown`): return when the
     table has ``snapshot_id`` (the commit landed, only the answer was lost; ``table`` is refreshed to it),
@@ -369,6 +386,7 @@ def _commit(
         _refresh(table, written, operation)
         if precondition is not None:
             precondition(table)
+        _check_spec_unchanged(table, written, operation)
         base_id = table.metadata.current_snapshot_id
         written = recheck_forget(table, written, columns)
         if not written.files and overwrite_filter is None:

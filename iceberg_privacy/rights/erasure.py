@@ -469,7 +469,12 @@ def erase_table(ts: TableSubjects, request_id: str, secret: bytes, *, subjects: 
             rep.files_total = max(rep.files_total, plan.files_total)  # a later pass plans on our own, smaller commit
             live = {t.file.file_path for t in plan.tasks}
             # A batch whose originals someone else removed meanwhile is redone from the files now live.
-            stale = [b for b in pending if any(f.file_path not in live for f in b.originals)]
+            # So is one written under another partition spec than the table's now (evolved meanwhile): staged on
+            # this head, its files would be listed under the new spec with the old spec's partition values, and a
+            # query on the partition column would prune the rows left in them away.
+            spec = table.metadata.default_spec_id
+            stale = [b for b in pending if any(f.file_path not in live for f in b.originals)
+                     or (b.written.files and b.written.spec_id is not None and b.written.spec_id != spec)]
             _discard(table, stale)
             pending = [b for b in pending if b not in stale]
             done = {f.file_path for b in pending for f in b.originals}

@@ -38,14 +38,15 @@ from pyspark.sql.datasource import In as SparkIn
 from iceberg_privacy._internal.arrow import plain_type
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns
-from iceberg_privacy.errors import ConfigurationError, IcebergPrivacyError
+from iceberg_privacy.datafiles import first_line
+from iceberg_privacy.errors import ConfigurationError, IcebergPrivacyError, StorageError
 from iceberg_privacy.identities import identity_leaf_type, is_nested, rows_matching
 from iceberg_privacy.index.hashing import coerce_values
 from iceberg_privacy.index.planner import BATCH_THRESHOLD, plan_lookup
 from iceberg_privacy.index.read import MatchRead, read_matching
 from iceberg_privacy.spark.options import SourceOptions
 from iceberg_privacy.spark.schema import arrow_for_spark, cast_batch, spark_schema
-from iceberg_privacy.storage import portable_properties
+from iceberg_privacy.storage import is_missing, portable_properties
 
 logger = logging.getLogger("iceberg_privacy.spark")
 
@@ -214,7 +215,8 @@ def _check_requested_types(struct: Any, schema: Schema, table: str) -> None:
         raise ConfigurationError(
             f"the schema given to the read of {table} types column(s) {', '.join(wrong)} differently from the "
             "table; drop .schema(...) (the data source knows the table's schema) and cast the columns after "
-            "loading, e.g. df.selectExpr('cast(n as int) as n')")
+            "loading, e.g. df.selectExpr('cast(n as int) as n'). Without .schema(...): the table's schema changed "
+            "since the DataFrame was loaded (a type promotion); load it again")
 
 
 class IcebergPrivacyReader(DataSourceReader):
@@ -228,6 +230,10 @@ class IcebergPrivacyReader(DataSourceReader):
         opts.get_int("split-size", DEFAULT_SPLIT_SIZE, minimum=1)
         opts.get_int("min-partitions", 1, minimum=1)
         table = opts.load_table()
+        from iceberg_privacy.dp.policy import require_raw_access
+
+        # a dp-only table's rows leave only as DP releases: refused here, on the driver, before any task reads
+        require_raw_access(table.catalog, table)
         snap = resolve_snapshot(table, opts)
         self.snapshot_id = snap.snapshot_id if snap else None
         self.metadata: TableMetadata = table.metadata
@@ -321,10 +327,24 @@ class IcebergPrivacyReader(DataSourceReader):
         """Executor side: read one group of file scan tasks, applying delete files and pushed filters.
 
         With pushed filters the read is the core lookup's (:func:`iceberg_privacy.index.read.read_matching`):
-        only the hinted row groups, the filtered columns first, the other columns only for matching rows."""
+        only the hinted row groups, the filtered columns first, the other columns only for matching rows.
+        A file of the planned snapshot deleted since planning (the snapshot expired, an erasure's purge) fails
+        the task with a :class:`~iceberg_privacy.StorageError` saying so (never a partial answer)."""
         part: ScanPart | None = partition.value  # None: Spark reads one empty partition when none was planned
         if part is None or not part.tasks:
             return
+        try:
+            yield from self._read(part)
+        except OSError as exc:
+            if not is_missing(exc) or isinstance(exc, IcebergPrivacyError):
+                raise
+            raise StorageError(
+                f"a file of {self.opts.table} at snapshot {self.snapshot_id}, which this read was planned on, is "
+                f"gone ({first_line(exc)}): the snapshot was expired or purged (expire_snapshots, an erasure's "
+                "purge) after the read was planned. Run the read again; with snapshot-id, as-of-timestamp or tag, "
+                "read a snapshot the table still has") from exc
+
+    def _read(self, part: ScanPart) -> Iterator[pa.RecordBatch]:
         target = arrow_for_spark(self.struct)
         projected = self.schema.select(*self.struct.fieldNames())
         io = load_file_io(self.io_properties, self.metadata.location)

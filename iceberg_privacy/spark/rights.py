@@ -216,7 +216,7 @@ def erasure_rewrite(spark: Any) -> Rewrite:
                        probe_first=ts.by_digest, columns=columns, chunk_bytes=chunk_bytes)
         groups = groups_by_size(tasks, parallelism(spark), _file_size)
         results = run_job(spark, f"erasing from {job.where}", job, groups, _erase_partition)
-        batch = _Batch([], WrittenFiles(), 0)
+        batch = _Batch([], WrittenFiles(spec_id=job.metadata.default_spec_id), 0)  # the spec the tasks wrote for
         for r in results:
             checked.update(tasks[i].file.file_path for i in r.clean)
             batch.rows_removed += r.rows_removed

@@ -156,6 +156,10 @@ _MIXED_FORGET_VERSIONS = -1
 """Never a forget-list version (snapshot ids are positive): the commit-time re-check then re-reads every file."""
 
 
+_MIXED_SPECS = -1
+"""Never a partition spec id: tasks that wrote under different specs are refused at commit."""
+
+
 def _gather(messages: list[WriterCommitMessage | None], forget_version: int | None) -> WrittenFiles:
     """The job's files, recording the forget-list version the *tasks* screened with (``forget_version``, the
     committing writer's own, only when no task wrote anything). Spark makes a new stream writer on the driver for
@@ -168,7 +172,9 @@ def _gather(messages: list[WriterCommitMessage | None], forget_version: int | No
         forget_version = _MIXED_FORGET_VERSIONS
     elif versions:
         forget_version = versions.pop()
-    out = WrittenFiles(forget_version=forget_version)
+    specs = {m.written.spec_id for m in tasks if m.written.files}
+    out = WrittenFiles(forget_version=forget_version,
+                       spec_id=specs.pop() if len(specs) == 1 else (_MIXED_SPECS if specs else None))
     for m in messages:
         if isinstance(m, TaskFiles):
             out.files += m.written.files

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -58,3 +59,71 @@ def test_two_different_table_names_are_a_clear_error() -> None:
     with pytest.raises(ip.ConfigurationError, match="two tables named"):
         parse_options({"path": "db.events", "table": "db.other"}, allowed=READ_OPTIONS)
     assert parse_options({"path": "db.events", "table": "db.events"}, allowed=READ_OPTIONS).table == "db.events"
+
+
+@pytest.mark.parametrize("pushed", [False, True])
+def test_a_snapshot_purged_between_planning_and_reading_fails_the_read_clearly(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch,
+                                                                               pushed: bool) -> None:
+    """The driver plans on one snapshot; an erasure with purge commits and deletes that snapshot's files before the
+    executors read them. Before: a raw FileNotFoundError (Python's traceback in the Spark job); now a StorageError
+    that says what happened and to run the read again. Never a partial answer."""
+    from pyspark.sql.datasource import EqualTo
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    from iceberg_privacy.rights.keyed import SECRET_ENV
+
+    monkeypatch.setenv(SECRET_ENV, "reader-secret-" + "x" * 32)
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    table = catalog.create_table("db.t", pa.schema([("user_id", pa.string()), ("n", pa.int64())]))
+    table = ip.configure_bloom(ip.configure_identity(table, ["user_id"]), ["user_id"])
+    ip.append(table, pa.table({"user_id": ["ann", "bob"], "n": pa.array([1, 2], pa.int64())}))
+    opts = parse_options({"path": "db.t", "catalog.home": str(home)}, allowed=READ_OPTIONS)
+    reader = IcebergPrivacyReader(opts, StructType([StructField("user_id", StringType()), StructField("n", LongType())]))
+    if pushed:
+        assert list(reader.pushFilters([EqualTo(("user_id",), "bob")])) == []
+    partitions = reader.partitions()
+    ip.erase(catalog, ["ann"], ["db.t"], request_id="r", purge=True, orphan_age=timedelta(0))
+    with pytest.raises(ip.StorageError, match="expired or purged .* after the read was planned"):
+        list(reader.read(partitions[0]))
+
+
+def test_a_dp_only_table_is_not_readable_through_the_data_source(tmp_path: Path) -> None:
+    """Before: ``spark.read.format('iceberg-privacy').load(...)`` of a table whose access policy is dp-only returned
+    its raw rows; the data source is a raw read and now refuses it on the driver, before any task reads a file."""
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    for name in ("db.secret", "db.open"):
+        table = catalog.create_table(name, pa.schema([("user_id", pa.string()), ("n", pa.int64())]))
+        ip.append(table, pa.table({"user_id": ["ann"], "n": pa.array([1], pa.int64())}))
+    ip.set_access_policy(catalog, "db.secret", "dp-only")
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    with pytest.raises(ip.DpOnlyError, match="dp-only"):
+        IcebergPrivacyReader(parse_options({"path": "db.secret", "catalog.home": str(home)}, allowed=READ_OPTIONS),
+                             struct)
+    reader = IcebergPrivacyReader(parse_options({"path": "db.open", "catalog.home": str(home)}, allowed=READ_OPTIONS),
+                                  struct)
+    assert [b.num_rows for b in reader.read(reader.partitions()[0])] == [1]
+
+
+def test_a_column_promoted_since_the_dataframe_was_loaded_says_to_load_it_again(tmp_path: Path) -> None:
+    """Spark fixes a DataFrame's schema at load() and makes the reader at the first action: a column promoted
+    (int -> long) in between was refused with advice only about ``.schema(...)``, which the user never gave."""
+    from pyiceberg.types import LongType as IcebergLong
+    from pyspark.sql.types import IntegerType, StructField, StructType
+
+    catalog = ip.connect(home=tmp_path / "home")
+    catalog.create_namespace("db")
+    table = catalog.create_table("db.t", pa.schema([("n", pa.int32())]))
+    ip.append(table, pa.table({"n": pa.array([1], pa.int32())}))
+    opts = parse_options({"path": "db.t", "catalog.home": str(tmp_path / "home")}, allowed=READ_OPTIONS)
+    loaded = StructType([StructField("n", IntegerType())])  # what load() gave the DataFrame
+    with table.update_schema() as update:
+        update.update_column("n", IcebergLong())
+    with pytest.raises(ip.ConfigurationError, match="changed since the DataFrame was loaded"):
+        IcebergPrivacyReader(opts, loaded)

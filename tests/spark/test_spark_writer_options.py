@@ -206,3 +206,42 @@ def test_a_table_recreated_while_a_stream_runs_is_not_committed_to(tmp_path: Pat
     assert catalog.load_table("db.swap").current_snapshot() is None
     assert isinstance(message, TaskFiles) and message.written.files
     assert not Path(message.written.files[0].file_path.removeprefix("file://")).exists()
+
+
+@pytest.mark.parametrize("writer", [IcebergPrivacyWriter, IcebergPrivacyStreamWriter])
+def test_files_partitioned_by_a_spec_evolved_while_the_job_ran_are_not_committed(tmp_path: Path, writer: type) -> None:
+    """The executors partition their files by the spec of the writer they were shipped (a stream's: the query's
+    start); the table's spec evolved (``identity(n)`` -> ``bucket(4, n)``) before the driver's commit. Before: the
+    files were appended under the new spec with the old spec's partition values (n=11 recorded as bucket 11), and
+    ``where n = 11`` returned no row; an unpartitioned -> partitioned change failed with a bare IndexError."""
+    import pyarrow as pa
+    from pyiceberg.transforms import BucketTransform
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    table = catalog.create_table("db.parts", _schema())
+    with table.update_spec() as update:
+        update.add_identity("n")
+    ip.configure_bloom(catalog.load_table("db.parts"), ["user_id"])
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    opts = SourceOptions(table="db.parts", catalog_home=str(home), raw={"streaming.query-id": "q-1"})
+    at_start = writer(opts, struct, False)
+    with catalog.load_table("db.parts").update_spec() as update:
+        update.remove_field("n")
+        update.add_field("n", BucketTransform(4), "n_bucket")
+    rows = pa.record_batch([pa.array(["ann", "bob"]), pa.array([11, 12], pa.int64())], names=["user_id", "n"])
+    message = at_start.write(iter([rows]))
+    committing = at_start if writer is IcebergPrivacyWriter else writer(opts, struct, False)
+    with pytest.raises(ip.CommitConflictError, match="partition spec changed"):
+        committing.commit([message], 0) if writer is IcebergPrivacyStreamWriter else committing.commit([message])
+    assert catalog.load_table("db.parts").current_snapshot() is None
+    assert isinstance(message, TaskFiles)
+    assert not any(Path(f.file_path.removeprefix("file://")).exists() for f in message.written.files)
+    again = writer(opts, struct, False)  # the job run again (a restarted query) writes under the new spec
+    message = again.write(iter([rows]))
+    again.commit([message], 0) if writer is IcebergPrivacyStreamWriter else again.commit([message])
+    table = catalog.load_table("db.parts")
+    assert table.scan(row_filter="n = 11").to_arrow()["user_id"].to_pylist() == ["ann"]
+    assert ip.lookup(table, "user_id", "bob").column("n").to_pylist() == [12]
