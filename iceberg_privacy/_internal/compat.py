@@ -395,22 +395,15 @@ def bound_gcs_retries(property_name: str, default_ms: int) -> None:
 
     from pyiceberg.io.pyarrow import PyArrowFileIO
 
-    from iceberg_privacy.errors import ConfigurationError
 
     original = PyArrowFileIO.__dict__.get("_initialize_gcs_fs")
     if original is None or hasattr(original, "__wrapped__"):
         return
 
     def _initialize_gcs_fs(self: PyArrowFileIO) -> Any:
-        text = str(self.properties.get(property_name, default_ms)).strip()
-        try:
-            ms = int(text)
-        except ValueError:
-            ms = 0
-        if ms <= 0:
-            raise ConfigurationError(f"storage property {property_name}={text!r} must be a whole number of "
-                                     f"milliseconds > 0 (default {default_ms}): fix it in ~/.pyiceberg.yaml, "
-                                     "ip.connect(...) or --property KEY=VALUE")
+        from iceberg_privacy._internal.rest import milliseconds  # rest imports compat: not at module load
+
+        ms = milliseconds(self.properties, property_name, default_ms, "storage")
         fs = original(self)
         rebuild, (kwargs,) = fs.__reduce__()  # GcsFileSystem._reconstruct, with every option pyiceberg set
         if kwargs.get("retry_time_limit") is not None:

@@ -23,20 +23,25 @@ every verb forever; with these a stalled request fails as a CatalogError (a comm
 checked for its snapshot, see ``write._confirm_landed``). The read default is Java's effective 3 minutes."""
 
 
+def milliseconds(props: Any, key: str, default: int, kind: str) -> int:
+    """The ``key`` property of ``props`` (a whole number of milliseconds > 0, else ``default``) as an int;
+    anything else is a ConfigurationError naming the ``kind`` of property (``catalog``, ``storage``)."""
+    text = str(props.get(key, default)).strip()
+    try:
+        ms = int(text)
+    except ValueError:
+        ms = 0
+    if ms <= 0:
+        raise ConfigurationError(f"{kind} property {key}={text!r} must be a whole number of milliseconds > 0 "
+                                 f"(default {default}): fix it in ~/.pyiceberg.yaml, ip.connect(...) or "
+                                 "--property KEY=VALUE")
+    return ms
+
+
 def timeouts(props: dict[str, str]) -> tuple[float, float]:
     """(connect, read) seconds from :data:`REST_TIMEOUT_DEFAULTS_MS` and the catalog properties."""
-    out = []
-    for key, default in REST_TIMEOUT_DEFAULTS_MS.items():
-        text = str(props.get(key, default)).strip()
-        try:
-            ms = int(text)
-        except ValueError:
-            ms = 0
-        if ms <= 0:
-            raise ConfigurationError(f"catalog property {key}={text!r} must be a whole number of milliseconds > 0 "
-                                     f"(default {default})")
-        out.append(ms / 1000)
-    return out[0], out[1]
+    connect, read = (milliseconds(props, key, default, "catalog") for key, default in REST_TIMEOUT_DEFAULTS_MS.items())
+    return connect / 1000, read / 1000
 
 
 def bound(catalog: Any) -> None:
