@@ -401,7 +401,7 @@ def bound_gcs_retries(property_name: str, default_ms: int) -> None:
         return
 
     def _initialize_gcs_fs(self: PyArrowFileIO) -> Any:
-        from iceberg_privacy._internal.rest import milliseconds  # rest imports compat: not at module load
+        from iceberg_privacy._internal.property_values import milliseconds
 
         ms = milliseconds(self.properties, property_name, default_ms, "storage")
         fs = original(self)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from iceberg_privacy._internal import compat
-from iceberg_privacy.errors import ConfigurationError
+from iceberg_privacy._internal.property_values import milliseconds
 
 REST_CONNECT_TIMEOUT_PROPERTY = "rest.client.connection-timeout-ms"
 REST_READ_TIMEOUT_PROPERTY = "rest.client.socket-timeout-ms"
@@ -21,21 +21,6 @@ REST_TIMEOUT_DEFAULTS_MS = {REST_CONNECT_TIMEOUT_PROPERTY: 10_000, REST_READ_TIM
 pyiceberg sends REST requests without any timeout, so a catalog that accepts connections and stalls would hold
 every verb forever; with these a stalled request fails as a CatalogError (a commit whose answer timed out is
 checked for its snapshot, see ``write._confirm_landed``). The read default is Java's effective 3 minutes."""
-
-
-def milliseconds(props: Any, key: str, default: int, kind: str) -> int:
-    """The ``key`` property of ``props`` (a whole number of milliseconds > 0, else ``default``) as an int;
-    anything else is a ConfigurationError naming the ``kind`` of property (``catalog``, ``storage``)."""
-    text = str(props.get(key, default)).strip()
-    try:
-        ms = int(text)
-    except ValueError:
-        ms = 0
-    if ms <= 0:
-        raise ConfigurationError(f"{kind} property {key}={text!r} must be a whole number of milliseconds > 0 "
-                                 f"(default {default}): fix it in ~/.pyiceberg.yaml, ip.connect(...) or "
-                                 "--property KEY=VALUE")
-    return ms
 
 
 def timeouts(props: dict[str, str]) -> tuple[float, float]:
