@@ -106,7 +106,8 @@ _LAZY: dict[str, tuple[str, ...]] = {
     'iceberg_privacy.config': ('BloomColumn', 'IdentityColumn', 'configure_bloom', 'configure_identity', 'configure_index',),
     'iceberg_privacy.dp': ('ROWS', 'AccessPolicy', 'ApproxDP', 'BudgetState', 'CompiledSql', 'PureDP', 'Release', 'ReleaseProvenance', 'ReleaseRecord', 'ReservationRecord', 'ResolutionReport', 'RhoZCDP', 'SqlRelease', 'SynthesisReport', 'access_policy', 'compile_sql', 'dp_histogram', 'dp_sql', 'dp_synthesize', 'get_budget', 'get_namespace_budget', 'read_provenance', 'releases', 'require_raw_access', 'reservations', 'resolve_reservations', 'set_access_policy', 'set_budget', 'set_namespace_budget',),
     'iceberg_privacy.index.lookup': ('lookup',),
-    'iceberg_privacy.index.maintenance': ('IndexReport', 'OrphanReport', 'SidecarCheck', 'SidecarStatus', 'SidecarVerification', 'backfill', 'cleanup_orphans', 'compact_sidecars', 'expire_snapshots', 'sidecar_status', 'verify_sidecars',),
+    'iceberg_privacy.index.maintenance': ('IndexReport', 'SidecarCheck', 'SidecarStatus', 'SidecarVerification', 'backfill', 'compact_sidecars', 'expire_snapshots', 'sidecar_status', 'verify_sidecars',),
+    'iceberg_privacy.index.orphans': ('OrphanReport', 'cleanup_orphans',),
     'iceberg_privacy.index.planner': ('LookupPlan', 'plan_lookup',),
     'iceberg_privacy.index.registry': ('SidecarWarning',),
     'iceberg_privacy.lineage': ('LineageGraph', 'LineageRecord', 'annotate',),
@@ -168,17 +169,16 @@ if TYPE_CHECKING:
     from iceberg_privacy.index.lookup import lookup
     from iceberg_privacy.index.maintenance import (
         IndexReport,
-        OrphanReport,
         SidecarCheck,
         SidecarStatus,
         SidecarVerification,
         backfill,
-        cleanup_orphans,
         compact_sidecars,
         expire_snapshots,
         sidecar_status,
         verify_sidecars,
     )
+    from iceberg_privacy.index.orphans import OrphanReport, cleanup_orphans
     from iceberg_privacy.index.planner import LookupPlan, plan_lookup
     from iceberg_privacy.index.registry import SidecarWarning
 

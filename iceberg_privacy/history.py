@@ -45,7 +45,7 @@ from iceberg_privacy.errors import CommitConflictError, IcebergPrivacyError
 from iceberg_privacy.properties import HISTORY_MAINTAIN_EVERY_PROPERTY, HISTORY_MAINTENANCE_SUMMARY
 
 if TYPE_CHECKING:
-    from iceberg_privacy.index.maintenance import OrphanReport
+    from iceberg_privacy.index.orphans import OrphanReport
 
 logger = logging.getLogger(__name__)
 
@@ -379,7 +379,7 @@ def _metadata_properties(load: Load, what: str, steps: retry.RetryPolicy) -> Non
 
 
 def _sweep_orphans(load: Load, orphan_age: timedelta) -> OrphanReport | None:
-    from iceberg_privacy.index.maintenance import cleanup_orphans
+    from iceberg_privacy.index.orphans import cleanup_orphans
 
     fresh = load()
     if fresh is None:

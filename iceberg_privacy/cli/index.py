@@ -293,7 +293,7 @@ def cmd_expire(args: argparse.Namespace, catalog: Catalog) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace, catalog: Catalog) -> int:
-    from iceberg_privacy.index.maintenance import DEFAULT_ORPHAN_AGE, cleanup_orphans
+    from iceberg_privacy.index.orphans import DEFAULT_ORPHAN_AGE, cleanup_orphans
 
     age = args.older_than if args.older_than is not None else (
         timedelta(minutes=args.older_than_minutes) if args.older_than_minutes is not None else DEFAULT_ORPHAN_AGE)

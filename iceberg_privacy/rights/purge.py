@@ -55,12 +55,8 @@ from iceberg_privacy.errors import (
     VerificationFailedError,
 )
 from iceberg_privacy.history import expired_leftover_kinds
-from iceberg_privacy.index.maintenance import (
-    IndexReport,
-    cleanup_orphans,
-    expire_snapshots,
-    referenced_files,
-)
+from iceberg_privacy.index.maintenance import IndexReport, expire_snapshots
+from iceberg_privacy.index.orphans import cleanup_orphans, referenced_files
 from iceberg_privacy.index.registry import referenced_sidecar_locations
 from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord
 from iceberg_privacy.properties import ERASURE_SCRUB_SUMMARY as SUMMARY_SCRUB

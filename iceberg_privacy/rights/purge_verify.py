@@ -22,10 +22,8 @@ from iceberg_privacy.config import identity_columns
 from iceberg_privacy.errors import (
     RefHoldsSubjectError,
 )
-from iceberg_privacy.index.maintenance import (
-    live_data_files,
-    referenced_files,
-)
+from iceberg_privacy.index.maintenance import live_data_files
+from iceberg_privacy.index.orphans import referenced_files
 from iceberg_privacy.rights.filework import FileScan, FileScanner, identity_names, scan_stored_file
 from iceberg_privacy.rights.purge_foreign import (
     statistics_of,

@@ -25,7 +25,7 @@ from iceberg_privacy.dp.budget import PureDP
 from iceberg_privacy.dp.ledger import HISTORY as LEDGER_HISTORY
 from iceberg_privacy.dp.ledger import PROP_MEMO, PROP_OPEN, PROP_SPENT, Ledger
 from iceberg_privacy.dp.ledger_events import events_of, fold_reservations
-from iceberg_privacy.index.maintenance import referenced_files
+from iceberg_privacy.index.orphans import referenced_files
 from iceberg_privacy.properties import HISTORY_MAINTAIN_EVERY_PROPERTY
 from iceberg_privacy.storage import canonical, list_files
 

@@ -17,6 +17,7 @@ from pyiceberg.types import LongType, NestedField, StringType
 import iceberg_privacy as ip
 from iceberg_privacy.config import bloom_columns
 from iceberg_privacy.index import maintenance
+from iceberg_privacy.index import orphans as orphan_cleanup
 from iceberg_privacy.index.registry import PROPERTY_COMPACTED, PROPERTY_COMPACTED_BYTES, sidecar_refs
 from iceberg_privacy.index.sidecar import (
     ColumnInfo,
@@ -141,11 +142,11 @@ def test_killed_writer_leaves_old_snapshot_and_reports_orphans(catalog, tmp_path
     table = table.refresh()
     assert table.metadata.current_snapshot_id == before
     assert ip.lookup(table, "user_id", "late").num_rows == 0
-    orphans = maintenance.cleanup_orphans(table, older_than=timedelta(0)).orphans
+    orphans = orphan_cleanup.cleanup_orphans(table, older_than=timedelta(0)).orphans
     assert any(p.endswith(".parquet") for p in orphans) and any(p.endswith(".privacy-sidecar.stats") for p in orphans)
-    assert not maintenance.cleanup_orphans(table, older_than=timedelta(hours=1)).orphans  # too young to be sure
-    maintenance.cleanup_orphans(table, older_than=timedelta(0), delete=True)
-    assert maintenance.cleanup_orphans(table, older_than=timedelta(0)).orphans == []
+    assert not orphan_cleanup.cleanup_orphans(table, older_than=timedelta(hours=1)).orphans  # too young to be sure
+    orphan_cleanup.cleanup_orphans(table, older_than=timedelta(0), delete=True)
+    assert orphan_cleanup.cleanup_orphans(table, older_than=timedelta(0)).orphans == []
     assert table.scan().to_arrow().num_rows == 300  # nothing live was touched
 
 
@@ -163,9 +164,9 @@ def test_metadata_versions_no_commit_can_make_current_are_orphans_whatever_their
     for loc in (dead, older, in_flight):
         with table.io.new_output(loc).create() as out:
             out.write(body)
-    found = set(maintenance.cleanup_orphans(table, older_than=timedelta(hours=1)).orphans)
+    found = set(orphan_cleanup.cleanup_orphans(table, older_than=timedelta(hours=1)).orphans)
     assert found == {dead, older}
-    maintenance.cleanup_orphans(table, older_than=timedelta(hours=1), delete=True)
+    orphan_cleanup.cleanup_orphans(table, older_than=timedelta(hours=1), delete=True)
     table = catalog.load_table("db.f")  # the current version and its log are untouched
     assert table.io.new_input(in_flight).exists() and not table.io.new_input(dead).exists()
     assert table.scan().to_arrow().num_rows == 600

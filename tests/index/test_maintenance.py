@@ -14,7 +14,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.types import LongType, NestedField, StringType
 
 import iceberg_privacy as ip
-from iceberg_privacy.index import maintenance
+from iceberg_privacy.index import maintenance, orphans
 from iceberg_privacy.index.registry import referenced_sidecar_locations, sidecar_refs
 from iceberg_privacy.index.sidecar import clear_sidecar_cache
 from tests.helpers import unique_name
@@ -191,7 +191,7 @@ def test_cleanup_by_default_leaves_the_files_of_a_write_running_for_hours(catalo
     for f in written.files:
         os.utime(f.file_path.removeprefix("file://"), (two_hours_ago, two_hours_ago))
     report = ip.cleanup_orphans(table, delete=True)
-    assert report.deleted == [] and report.older_than == maintenance.DEFAULT_ORPHAN_AGE
+    assert report.deleted == [] and report.older_than == orphans.DEFAULT_ORPHAN_AGE
     commit_written(table.refresh(), written, columns)  # the write ends
     assert table.refresh().scan().to_arrow().num_rows == _batch(0).num_rows
     assert ip.lookup(table, "user_id", "u0-1").num_rows == 4  # rows 1, 16, 31, 46

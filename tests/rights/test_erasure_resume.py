@@ -15,7 +15,7 @@ from pyiceberg.catalog import Catalog
 import iceberg_privacy as ip
 from iceberg_privacy._internal import faults
 from iceberg_privacy.errors import VerificationFailedError
-from iceberg_privacy.index.maintenance import referenced_files
+from iceberg_privacy.index.orphans import referenced_files
 from iceberg_privacy.rights.journal import Journal
 from iceberg_privacy.rights.keyed import SECRET_ENV
 from iceberg_privacy.rights.purge import verify_table

@@ -19,7 +19,7 @@ from pyiceberg.table import Table
 
 import iceberg_privacy as ip
 from iceberg_privacy._internal import faults
-from iceberg_privacy.index.maintenance import referenced_files
+from iceberg_privacy.index.orphans import referenced_files
 from iceberg_privacy.properties import HISTORY_MAINTAIN_EVERY_PROPERTY
 from iceberg_privacy.rights import queue as q
 from iceberg_privacy.rights.journal import RESUMED, Journal, fold
