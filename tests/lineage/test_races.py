@@ -76,3 +76,33 @@ def test_a_derive_whose_sources_keep_being_erased_writes_nothing(events: Catalog
     with pytest.raises(LineageError, match="kept being erased.*nothing was written"):
         ip.derive(events, "SELECT user_id AS uid, amount FROM db.events", "mart.copy")
     assert ("mart",) not in events.list_namespaces()  # the table and namespace it created are dropped again
+
+
+def test_a_table_derived_while_an_erasure_runs_is_reported_not_taken_for_complete(
+        events: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The erasure planned its lineage fan-out, then a derive read the not yet erased db.events and committed
+    mart.late, then the erasure rewrote db.events: mart.late held the subject, and the report said nothing."""
+    from iceberg_privacy.rights import requests
+
+    plan = requests.plan_fanout
+    derived: list[Any] = []
+
+    def derive_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        fan = plan(*args, **kwargs)
+        if not derived:
+            derived.append(ip.derive(events, "SELECT user_id AS uid FROM db.events", "mart.late"))
+        return fan
+
+    monkeypatch.setattr(requests, "plan_fanout", derive_meanwhile)
+    report = ip.erase(events, [SUBJECT], ["db.events"], follow_lineage=True)
+    assert derived and "mart.late" not in report.tables
+    assert report.lineage is not None
+    late = [w for w in report.lineage.warnings if w.startswith("mart.late was derived from db.events while")]
+    assert late and "follow_lineage=True" in late[0]
+    assert "mart.late" in str(report)
+    # the advice works: the same erasure again reaches it
+    monkeypatch.setattr(requests, "plan_fanout", plan)
+    again = ip.erase(events, [SUBJECT], ["db.events"], follow_lineage=True)
+    assert again.tables["mart.late"].rows_removed == 1
+    assert subject_rows(events, "mart.late", "uid") == 0
+    assert again.lineage is not None and not again.lineage.warnings
