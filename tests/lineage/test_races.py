@@ -106,3 +106,27 @@ def test_a_table_derived_while_an_erasure_runs_is_reported_not_taken_for_complet
     assert again.tables["mart.late"].rows_removed == 1
     assert subject_rows(events, "mart.late", "uid") == 0
     assert again.lineage is not None and not again.lineage.warnings
+
+
+@pytest.mark.slow
+def test_a_source_erased_and_purged_while_a_derive_runs_on_s3_rest(rest_catalog: Catalog, lake_ns: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same race on SeaweedFS + REST, the erasure purged meanwhile (the snapshot the derive read expired)."""
+    cat, ns = rest_catalog, lake_ns
+    data = pa.table({"user_id": pa.array([SUBJECT, 8, 9], pa.int64()), "amount": pa.array([1.0, 2.0, 3.0])})
+    cat.create_table(f"{ns}.events", schema=data.schema)
+    ip.configure_identity(cat.load_table(f"{ns}.events"), ["user_id"])
+    ip.append(cat.load_table(f"{ns}.events"), data)
+    run = derive_module._run_duckdb
+    erasures: list[Any] = []
+
+    def erased_meanwhile(*args: Any) -> pa.Table:
+        result = run(*args)
+        if not erasures:
+            erasures.append(ip.erase(cat, [SUBJECT], [f"{ns}.events"], follow_lineage=True, purge=True))
+        return result
+
+    monkeypatch.setattr(derive_module, "_run_duckdb", erased_meanwhile)
+    report = ip.derive(cat, f"SELECT user_id AS uid, amount FROM {ns}.events", f"{ns}.copy")
+    assert erasures and erasures[0].purge is not None
+    assert report.rows == 2 and subject_rows(cat, f"{ns}.copy", "uid") == 0
