@@ -556,9 +556,16 @@ def _derive(
     try:
         return _write_sink(catalog, sink, target, engine, sources, order, record, check, override, identity, cats,
                            bloom, created, result, df if result is None else None, mode, t0)
-    except BaseException:
+    except BaseException as exc:
         if created:
             _undo_new_table(catalog, target, namespace_created)
+        unsigned = [f.name for f in result_schema if pa.types.is_uint64(f.type)]
+        if created and unsigned and isinstance(exc, SchemaMismatchError):
+            # the new table took Iceberg's long for them; the write then failed on values above 2**63 - 1
+            raise SchemaMismatchError(
+                f"derive into {target}: result column(s) {', '.join(unsigned)} are unsigned 64-bit integers (DuckDB's "
+                "hash() returns UBIGINT), and their values do not fit Iceberg's long; CAST them in the SQL (e.g. "
+                f"CAST(hash(x) AS VARCHAR) or AS DECIMAL(20, 0)); nothing was written ({exc})") from exc
         raise
 
 
