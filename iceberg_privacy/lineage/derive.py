@@ -27,7 +27,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
-from iceberg_privacy._internal import compat
+from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.arguments import check_catalog, check_engine, check_flags
 from iceberg_privacy.catalog import (
     all_tables,
@@ -64,7 +64,13 @@ from iceberg_privacy.lineage.annotations import (
 from iceberg_privacy.lineage.evaluate import sql_type
 from iceberg_privacy.lineage.record import COMPLETE, OPAQUE, FieldRef, LineageRecord, SourceRef
 from iceberg_privacy.lineage.sql import SqlLineage, analyze, normalize_sql, referenced_tables
-from iceberg_privacy.properties import BOOKKEEPING_MARKERS, LIBRARY_MARKERS, LINEAGE_SUMMARY
+from iceberg_privacy.properties import (
+    BOOKKEEPING_MARKERS,
+    ERASURE_REQUEST_SUMMARY,
+    ERASURE_SCRUB_SUMMARY,
+    LIBRARY_MARKERS,
+    LINEAGE_SUMMARY,
+)
 from iceberg_privacy.storage import storage_errors
 from iceberg_privacy.write import WriteReport, append, overwrite
 
@@ -377,6 +383,37 @@ def _record_only(table: Table, record: LineageRecord) -> int | None:
     return sid
 
 
+ERASED_RERUNS = retry.RetryPolicy(attempts=5)
+"""How often a derive starts again when its sources are erased while it runs."""
+
+
+class _SourceErased(Exception):
+    """A source was erased (subject-rights request) after the derive read it: its result may hold the subject."""
+
+    def __init__(self, erased: list[str]) -> None:
+        super().__init__(", ".join(erased))
+        self.erased = erased
+
+
+def _erased_since(catalog: Catalog, sources: Mapping[str, Table]) -> list[str]:
+    """Sources an erasure (or its purge) committed to since they were loaded for this derive, as
+    ``table (request id)``. Rows read before it may hold the erased subject, and the erasure's lineage
+    fan-out, planned before this derive's record existed, does not reach the sink."""
+    erased = []
+    for table in sources.values():
+        known = {s.snapshot_id for s in table.metadata.snapshots}
+        try:
+            fresh = catalog.load_table(table_name(table))
+        except NoSuchTableError:
+            continue  # dropped meanwhile: nothing of it is erased by a request
+        for snap in fresh.metadata.snapshots:
+            extra = snap.summary.additional_properties if snap.summary is not None else {}
+            if snap.snapshot_id not in known and (ERASURE_REQUEST_SUMMARY in extra or ERASURE_SCRUB_SUMMARY in extra):
+                erased.append(f"{table_name(table)} ({extra.get(ERASURE_REQUEST_SUMMARY) or 'purge'})")
+                break
+    return erased
+
+
 @storage_errors
 def derive(
     catalog: Catalog, sql: str, target: str, *, mode: Mode = "append", spark: Any | None = None,
@@ -390,7 +427,29 @@ def derive(
     derive is refused unless ``override_purpose`` gives a reason, which is recorded. SQL the parser
     cannot analyse is refused unless ``allow_opaque=True``: then the write happens and its lineage
     is marked opaque (erasure fan-out will warn that coverage downstream is incomplete).
+
+    A source erased by a subject-rights request while the derive runs (between reading it and writing
+    the result) makes the derive start again from the erased data: the rows it read may hold the subject,
+    and the erasure's fan-out, planned before this derive's lineage record existed, would not reach them.
     """
+    erased: list[str] = []
+    for _ in retry.attempts(ERASED_RERUNS):
+        try:
+            return _derive(catalog, sql, target, mode=mode, spark=spark, purpose=purpose,
+                           override_purpose=override_purpose, allow_opaque=allow_opaque, bloom=bloom)
+        except _SourceErased as exc:
+            erased = exc.erased
+            logger.warning("derive into %s: %s erased while the derive ran; deriving again from the erased data",
+                           target, ", ".join(erased))
+    raise LineageError(
+        f"derive into {target}: its sources kept being erased while it ran ({', '.join(erased)}), so its result "
+        "could hold an erased subject; nothing was written. Run it again once the erasures are done")
+
+
+def _derive(
+    catalog: Catalog, sql: str, target: str, *, mode: Mode, spark: Any | None, purpose: str | None,
+    override_purpose: str | None, allow_opaque: bool, bloom: Sequence[str] | None,
+) -> DeriveReport:
     t0 = time.perf_counter()
     check_catalog(catalog, "derive")
     check_flags("derive", allow_opaque=allow_opaque)
@@ -497,9 +556,16 @@ def derive(
     try:
         return _write_sink(catalog, sink, target, engine, sources, order, record, check, override, identity, cats,
                            bloom, created, result, df if result is None else None, mode, t0)
-    except BaseException:
+    except BaseException as exc:
         if created:
             _undo_new_table(catalog, target, namespace_created)
+        unsigned = [f.name for f in result_schema if pa.types.is_uint64(f.type)]
+        if created and unsigned and isinstance(exc, SchemaMismatchError):
+            # the new table took Iceberg's long for them; the write then failed on values above 2**63 - 1
+            raise SchemaMismatchError(
+                f"derive into {target}: result column(s) {', '.join(unsigned)} are unsigned 64-bit integers (DuckDB's "
+                "hash() returns UBIGINT), and their values do not fit Iceberg's long; CAST them in the SQL (e.g. "
+                f"CAST(hash(x) AS VARCHAR) or AS DECIMAL(20, 0)); nothing was written ({exc})") from exc
         raise
 
 
@@ -515,6 +581,9 @@ def _write_sink(catalog: Catalog, sink: Table, target: str, engine: str, sources
                           identity_columns=[c for c in Annotations.of(sink.properties).identity],
                           categories={k: list(v) for k, v in Annotations.of(sink.properties).categories.items()},
                           purpose=check.purpose, override=override, lineage=record)
+    erased = _erased_since(catalog, sources)  # right before the write: the erasure's fan-out cannot see it
+    if erased:
+        raise _SourceErased(erased)
     if result is not None:
         if not created:
             result = _conform(result, sink)

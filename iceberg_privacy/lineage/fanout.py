@@ -249,6 +249,7 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
             fan.paths.setdefault(sink.name, [])
             if flow not in fan.paths[sink.name]:
                 fan.paths[sink.name].append(flow)
+    _joined_on_identity(g, fan, {(u, c) for u, c, _ in seen}, reached, root_uuids)
     for name, cols in missing.items():
         cols = list(dict.fromkeys(cols))
         shown = ", ".join(cols[:5]) + (f" and {len(cols) - 5} more" if len(cols) > 5 else "")
@@ -257,6 +258,26 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
     _table_level(catalog, cache, g, fan, reached, root_uuids)
     fan.warnings = list(dict.fromkeys(fan.warnings))  # every run of a derive records the same flow again
     return fan
+
+
+def _joined_on_identity(g: LineageGraph, fan: Fanout, walked: set[tuple[str, str]], reached: set[str],
+                        roots: set[str]) -> None:
+    """A table whose rows were picked by a JOIN on a column the walk reached, and whose own identity columns the
+    walk did not reach: the subject's rows there carry identifiers joined in from another table (a phone from
+    users), which no value of the request matches. They stayed without a word; they are warned about now."""
+    for uuid, column in sorted(walked):
+        for e in g.column_edges_from(uuid, column):
+            sink = g.tables.get(e.sink)
+            if (e.type != "INDIRECT" or e.subtype != "JOIN" or sink is None or not sink.exists or sink.dp_release
+                    or e.sink in reached or e.sink in roots or not sink.annotations.identity):
+                continue
+            src = g.tables[uuid].name if uuid in g.tables else uuid
+            ids = ", ".join(sink.annotations.identity)
+            fan.warnings.append(
+                f"{src}.{column} -> {sink.name} (join): rows of {sink.name} were joined on the subject's {column}, "
+                f"but its identity columns ({ids}) come from elsewhere and no value of the request reaches them, so "
+                f"rows of the subject remain in {sink.name}. Name the person's {ids} in the request too, or add the "
+                f"table they were joined in from to the request's tables (its linked identifiers are then erased)")
 
 
 def _names_a_value(field_type: Any, values: Sequence[Any]) -> bool:

@@ -297,9 +297,28 @@ def erase(catalog: Catalog, subjects: Any, tables: Sequence[TableRef] | None = N
                                  refuse_tags=purge, spark=spark)
         report.lineage = sub.lineage
         report.linked = sub.linked
+        if sub.lineage is not None and values is not None:
+            _derived_meanwhile(catalog, req, sub.lineage, values)
         if purge:
             report.purge = _purge(catalog, req.request_id, sub.secret, orphan_age, values, spark)
     return report
+
+
+def _derived_meanwhile(catalog: Catalog, req: RequestState, fan: Fanout, values: list[Any]) -> None:
+    """Tables derived from the request's tables after its lineage was planned, before its rewrite landed, hold
+    the subject and are no table of the request (a derive committing later reads the erased rows). Planned
+    again now that the request's tables are erased; each one found is warned about, with the call that erases it."""
+    roots = existing_tables(catalog, [n for n in fan.roots if n in req.tables])
+    if not roots:
+        return
+    late = [n for n in plan_fanout(catalog, roots, values).tables if n not in req.tables]
+    if late:
+        msg = (f"{', '.join(late)} {'was' if len(late) == 1 else 'were'} derived from {', '.join(fan.roots)} while "
+               f"this request ran (after its lineage was planned) and may hold the subject; nothing was erased there. "
+               f"Erase the subject again with the same tables and follow_lineage=True (CLI: --follow-lineage): "
+               "tables already erased are only read")
+        logger.warning("request %s: %s", req.request_id, msg)
+        fan.warnings.append(msg)
 
 
 def _purge(catalog: Catalog, request_id: str, secret: bytes, orphan_age: timedelta, subjects: Any = None,

@@ -344,3 +344,22 @@ def test_a_restricted_target_cannot_be_declared_for_another_purpose(events: Cata
     ip.derive(events, "SELECT * FROM db.open", "db.kept", purpose="analytics")  # an allowed purpose still works
     rep = ip.derive(events, "SELECT * FROM db.open", "db.other", purpose="marketing")  # and other targets
     assert rep.rows == 5
+
+
+def test_a_table_joined_on_the_identity_with_identifiers_from_elsewhere_is_warned(events: Catalog) -> None:
+    """mart.contact joins db.events on user_id and keeps only users.phone: erasing user 7 from db.events with
+    follow_lineage left the subject's row (their phone) in mart.contact, and the report said nothing."""
+    users = pa.table({"uid": pa.array([SUBJECT_ID, 8], pa.int64()), "phone": ["555-7", "555-8"]})
+    events.create_table("db.users", schema=users.schema)
+    ip.configure_identity(events.load_table("db.users"), ["uid", "phone"])
+    ip.append(events.load_table("db.users"), users)
+    ip.derive(events, "SELECT e.page, u.phone FROM db.events e JOIN db.users u ON e.user_id = u.uid", "mart.contact")
+    report = ip.erase(events, [SUBJECT_ID], ["db.events"], follow_lineage=True)
+    assert report.lineage is not None and "mart.contact" not in report.tables
+    joined = [w for w in report.lineage.warnings if w.startswith("db.events.user_id -> mart.contact (join)")]
+    assert joined and "phone" in joined[0] and "remain" in joined[0]
+    # the advice works: with the table the phone came from, the person's phone is linked and erased there
+    again = ip.erase(events, [SUBJECT_ID], ["db.events", "db.users"], follow_lineage=True)
+    assert again.tables["mart.contact"].rows_removed == 1
+    assert again.lineage is not None and not [w for w in again.lineage.warnings if "(join)" in w]
+    assert events.load_table("mart.contact").scan().to_arrow()["phone"].to_pylist() == ["555-8"]
