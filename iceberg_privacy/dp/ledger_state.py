@@ -22,6 +22,7 @@ from typing import Any
 from iceberg_privacy.dp.budget import Budget, budget_from_json, zero_like
 from iceberg_privacy.dp.errors import BudgetTypeMismatchError, LedgerCorruptError
 from iceberg_privacy.dp.query import canonical_dumps
+from iceberg_privacy.errors import IcebergPrivacyError
 from iceberg_privacy.properties import ACCESS_CARRIED_FROM_KEY, ACCESS_KEY
 from iceberg_privacy.properties import DP_BUDGETS_PROPERTY as PROP_BUDGETS
 from iceberg_privacy.properties import DP_POLICIES_PROPERTY as PROP_POLICIES
@@ -152,7 +153,55 @@ class LedgerState:
                     "(`iceberg-privacy dp budget set`, `dp policy set`) after checking the spend in `dp log`.")
             return value
 
-        return cls(decode(PROP_BUDGETS), decode(PROP_SPENT), decode(PROP_POLICIES), decode(PROP_TABLES))
+        state = cls(decode(PROP_BUDGETS), decode(PROP_SPENT), decode(PROP_POLICIES), decode(PROP_TABLES))
+        state._check_amounts(where)
+        return state
+
+    def _check_amounts(self, where: str) -> None:
+        """Refuse a ledger whose caps or spend do not decode to amounts >= 0 (fail closed): a hand-edited negative
+        spend (or a garbled one) would otherwise raise a bare traceback in the middle of a check, or worse, count as
+        budget given back, opening up more than the cap to every later release."""
+
+        def damaged(key: str, scope: str, what: str, detail: str) -> LedgerCorruptError:
+            return LedgerCorruptError(
+                f"{where} is damaged: in its table property {key}, {what} of scope {scope!r} {detail}, so no budget "
+                "can be checked and nothing was spent or released. Restore the property from the ledger table's "
+                "previous metadata version (its metadata log) or set the budgets again "
+                "(`iceberg-privacy dp budget set`, `dp policy set`) after checking the spend in `dp log`.")
+
+        def amount(key: str, scope: str, what: str, value: Any) -> None:
+            try:
+                budget = budget_from_json(value) if isinstance(value, dict) else None
+            except (IcebergPrivacyError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
+                raise damaged(key, scope, what, f"is not a budget amount ({exc})") from exc
+            if budget is None:
+                raise damaged(key, scope, what, f"is not a budget amount ({value!r})")
+            if any(c < 0 for c in budget.components()):
+                raise damaged(key, scope, what, f"is negative ({budget!r})")
+
+        def principals(key: str, scope: str, value: Any) -> None:
+            if not isinstance(value, dict):
+                raise damaged(key, scope, "the per-principal map", f"is not a JSON object ({value!r})")
+            for name, v in value.items():
+                amount(key, scope, f"the amount of principal {name!r}", v)
+
+        for scope, entry in self.budgets.items():
+            if "cap" not in entry or entry["cap"] is None:
+                raise damaged(PROP_BUDGETS, scope, "the entry", "has no cap")
+            amount(PROP_BUDGETS, scope, "the cap", entry["cap"])
+            principals(PROP_BUDGETS, scope, entry.get("principals", {}))
+        for scope, entry in self.spent.items():
+            if entry.get("total"):
+                amount(PROP_SPENT, scope, "the total", entry["total"])
+            principals(PROP_SPENT, scope, entry.get("principals", {}))
+        for table_uuid, entry in (self.tables or {}).items():
+            for field_ in ("scopes", "names"):
+                value = entry.get(field_, [])
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise damaged(PROP_TABLES, table_uuid, f"the {field_} of the table binding",
+                                  f"is not a list of strings ({value!r})")
+            if not isinstance(entry.get("name", ""), str):
+                raise damaged(PROP_TABLES, table_uuid, "the name of the table binding", "is not a string")
 
     def to_properties(self) -> dict[str, str]:
         props = {PROP_BUDGETS: canonical_dumps(self.budgets), PROP_SPENT: canonical_dumps(self.spent)}
