@@ -185,16 +185,32 @@ class LedgerState:
             for name, v in value.items():
                 amount(key, scope, f"the amount of principal {name!r}", v)
 
-        for scope, entry in self.budgets.items():
-            if "cap" not in entry or entry["cap"] is None:
-                raise damaged(PROP_BUDGETS, scope, "the entry", "has no cap")
-            amount(PROP_BUDGETS, scope, "the cap", entry["cap"])
-            principals(PROP_BUDGETS, scope, entry.get("principals", {}))
-        for scope, entry in self.spent.items():
+        def budget_entry(key: str, scope: str, entry: Any) -> None:
+            if not isinstance(entry, dict) or entry.get("cap") is None:
+                raise damaged(key, scope, "the budget", "has no cap")
+            amount(key, scope, "the cap", entry["cap"])
+            principals(key, scope, entry.get("principals", {}))
+
+        def spent_entry(key: str, scope: str, entry: Any) -> None:
+            if not isinstance(entry, dict):
+                raise damaged(key, scope, "the spend", f"is not a JSON object ({entry!r})")
             if entry.get("total"):
-                amount(PROP_SPENT, scope, "the total", entry["total"])
-            principals(PROP_SPENT, scope, entry.get("principals", {}))
+                amount(key, scope, "the total", entry["total"])
+            principals(key, scope, entry.get("principals", {}))
+
+        for scope, entry in self.budgets.items():
+            budget_entry(PROP_BUDGETS, scope, entry)
+        for scope, entry in self.spent.items():
+            spent_entry(PROP_SPENT, scope, entry)
         for table_uuid, entry in (self.tables or {}).items():
+            carried = entry.get("carried")  # what a table that moved out takes along (carry_in charges it there)
+            if carried is not None:
+                if not isinstance(carried, dict):
+                    raise damaged(PROP_TABLES, table_uuid, "what the moved table carries", "is not a JSON object")
+                if carried.get("budget"):
+                    budget_entry(PROP_TABLES, table_uuid, carried["budget"])
+                if carried.get("spent"):
+                    spent_entry(PROP_TABLES, table_uuid, carried["spent"])
             for field_ in ("scopes", "names"):
                 value = entry.get(field_, [])
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

@@ -278,6 +278,11 @@ _TAMPERED = {  # well-formed JSON objects of scopes whose amounts are not amount
     "no-cap": ("privacy.dp.budgets", {"limit": 1}),
     "null-cap": ("privacy.dp.budgets", {"cap": None}),
     "principals-a-list": ("privacy.dp.budgets", {"cap": {"type": "pure", "epsilon": "1"}, "principals": []}),
+    "binding-scopes-not-a-list": ("privacy.dp.tables", {"name": "x.t", "names": ["x.t"], "scopes": 5}),
+    "moved-table-carries-a-negative-spend": ("privacy.dp.tables", {
+        "name": "x.t", "names": ["x.t"], "scopes": [], "moved_to": "y",
+        "carried": {"budget": {"cap": {"type": "pure", "epsilon": "1"}}, "spent": {"total": {"type": "pure",
+                                                                                               "epsilon": "-3"}}}}),
 }
 
 
