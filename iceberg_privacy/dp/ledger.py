@@ -273,7 +273,16 @@ class Ledger(LedgerParts):
         if release_id in open_:
             return open_[release_id]
         entry = fold_reservations(events_of(table)).get(release_id)
-        return None if entry is None else {"state": entry["state"], "reserved": compact_reserved(entry["reserved"])}
+        if entry is None:
+            return None
+        state = entry["state"]
+        if state in OPEN_STATES and PROP_OPEN in table.properties:
+            # Open by its events, yet not in the open map that every commit of a reservation writes with its
+            # event: a row no reservation commit wrote (appended by hand, or by a library from before the map).
+            # Its amount was never charged by this ledger's totals as far as they show, so it may be neither
+            # refunded (that would give back budget nobody spent) nor evaluated.
+            state = "unknown"
+        return {"state": state, "reserved": compact_reserved(entry["reserved"])}
 
     def _memo(self, table: Table) -> dict[str, dict[str, Any]]:
         value = json_property(dict(table.properties), PROP_MEMO, self._where())

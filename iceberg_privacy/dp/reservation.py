@@ -23,9 +23,9 @@ from pyiceberg.catalog import Catalog
 
 from iceberg_privacy.catalog import TableRef, all_namespaces
 from iceberg_privacy.dp._refs import check_catalog, table_identity
-from iceberg_privacy.dp.budget import Budget, budget_from_json
+from iceberg_privacy.dp.budget import Budget
 from iceberg_privacy.dp.ledger import Ledger
-from iceberg_privacy.dp.ledger_events import OPEN_STATES, fold_reservations
+from iceberg_privacy.dp.ledger_events import OPEN_STATES, event_amount, fold_reservations
 from iceberg_privacy.dp.log import check_table_known
 from iceberg_privacy.errors import InvalidArgumentError
 from iceberg_privacy.storage import storage_errors
@@ -164,7 +164,7 @@ def _records(catalog: Catalog, table: TableRef | None, stale_after: timedelta) -
                 principal=ev["principal"],
                 host=owner.get("host"),
                 pid=owner.get("pid"),
-                amount=budget_from_json(ev["amount"]) if ev["amount"] else None,
+                amount=event_amount(ev, ".".join(ledger.identifier)),
                 state=state,
                 reserved_at=ev["at"],
                 heartbeat_at=heartbeat,
