@@ -725,9 +725,11 @@ def _write_output(catalog: Catalog, out_id: tuple[str, ...], arrow: pa.Table, pr
         tx = catalog.create_table_transaction(out_id, schema=arrow.schema, properties=table_properties or {RELEASE_MARKER: "1"})
         tx.append(arrow, snapshot_properties=props)
         try:
-            return tx.commit_transaction()
+            staged = tx.commit_transaction()
         except TableAlreadyExistsError as exc:  # a concurrent release created it first: replace its output
             raise CommitFailedException(f"{'.'.join(out_id)} was created meanwhile: {exc}") from exc
+        # the table as the create committed it (a staged table cannot be scanned: the same metadata, as a Table)
+        return Table(staged.name(), staged.metadata, staged.metadata_location, staged.io, staged.catalog)
 
     return retry.run(step, exhausted=lambda n, last: CommitConflictError(
         f"writing the release output {'.'.join(out_id)} lost to concurrent writers {n} times ({last}); stop the other "
