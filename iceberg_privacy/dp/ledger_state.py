@@ -23,7 +23,15 @@ from iceberg_privacy.dp.budget import Budget, budget_from_json, zero_like
 from iceberg_privacy.dp.errors import BudgetTypeMismatchError, LedgerCorruptError
 from iceberg_privacy.dp.query import canonical_dumps
 from iceberg_privacy.errors import IcebergPrivacyError
-from iceberg_privacy.properties import ACCESS_CARRIED_FROM_KEY, ACCESS_KEY
+from iceberg_privacy.properties import (
+    ACCESS_BOUNDS_KEY,
+    ACCESS_CARRIED_FROM_KEY,
+    ACCESS_KEY,
+    ACCESS_MAX_PER_QUERY_KEY,
+    ACCESS_MAX_ROWS_KEY,
+    ACCESS_PRIVACY_UNIT_KEY,
+    ACCESS_PUBLIC_KEYS_KEY,
+)
 from iceberg_privacy.properties import DP_BUDGETS_PROPERTY as PROP_BUDGETS
 from iceberg_privacy.properties import DP_POLICIES_PROPERTY as PROP_POLICIES
 from iceberg_privacy.properties import DP_SPENT_PROPERTY as PROP_SPENT
@@ -202,6 +210,24 @@ class LedgerState:
             budget_entry(PROP_BUDGETS, scope, entry)
         for scope, entry in self.spent.items():
             spent_entry(PROP_SPENT, scope, entry)
+        def policy_entry(key: str, scope: str, entry: Any) -> None:
+            # an access value the library does not write would read as "open": a hand edit must not open a table
+            if entry.get(ACCESS_KEY) not in ("dp-only", "open"):
+                raise damaged(key, scope, "the access policy",
+                              f"has {ACCESS_KEY}={entry.get(ACCESS_KEY)!r}, neither 'dp-only' nor 'open'")
+            if entry.get(ACCESS_MAX_PER_QUERY_KEY) is not None:
+                amount(key, scope, "the per-query cap", entry[ACCESS_MAX_PER_QUERY_KEY])
+            rows = entry.get(ACCESS_MAX_ROWS_KEY, 1)
+            if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+                raise damaged(key, scope, "the access policy", f"has {ACCESS_MAX_ROWS_KEY}={rows!r}, not an integer >= 1")
+            for name in (ACCESS_BOUNDS_KEY, ACCESS_PUBLIC_KEYS_KEY):
+                if not isinstance(entry.get(name, {}), dict):
+                    raise damaged(key, scope, "the access policy", f"has {name} that is not a JSON object")
+            if not isinstance(entry.get(ACCESS_PRIVACY_UNIT_KEY, ""), (str, type(None))):
+                raise damaged(key, scope, "the access policy", f"has {ACCESS_PRIVACY_UNIT_KEY} that is not a name")
+
+        for scope, entry in (self.policies or {}).items():
+            policy_entry(PROP_POLICIES, scope, entry)
         for table_uuid, entry in (self.tables or {}).items():
             carried = entry.get("carried")  # what a table that moved out takes along (carry_in charges it there)
             if carried is not None:
@@ -211,6 +237,11 @@ class LedgerState:
                     budget_entry(PROP_TABLES, table_uuid, carried["budget"])
                 if carried.get("spent"):
                     spent_entry(PROP_TABLES, table_uuid, carried["spent"])
+                if carried.get("policy"):
+                    if not isinstance(carried["policy"], dict):
+                        raise damaged(PROP_TABLES, table_uuid, "the policy the moved table carries",
+                                      "is not a JSON object")
+                    policy_entry(PROP_TABLES, table_uuid, carried["policy"])
             for field_ in ("scopes", "names"):
                 value = entry.get(field_, [])
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

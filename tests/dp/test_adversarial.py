@@ -278,6 +278,16 @@ _TAMPERED = {  # well-formed JSON objects of scopes whose amounts are not amount
     "no-cap": ("privacy.dp.budgets", {"limit": 1}),
     "null-cap": ("privacy.dp.budgets", {"cap": None}),
     "principals-a-list": ("privacy.dp.budgets", {"cap": {"type": "pure", "epsilon": "1"}, "principals": []}),
+    "policy-access-uppercase": ("privacy.dp.policies", {"privacy.access": "DP-ONLY"}),
+    "policy-access-null": ("privacy.dp.policies", {"privacy.access": None}),
+    "policy-cap-not-a-budget": ("privacy.dp.policies", {"privacy.access": "dp-only",
+                                                        "privacy.access.max-per-query": "garbage"}),
+    "policy-cap-negative": ("privacy.dp.policies", {"privacy.access": "dp-only",
+                                                    "privacy.access.max-per-query": {"type": "pure", "epsilon": "-1"}}),
+    "policy-max-rows-a-string": ("privacy.dp.policies", {"privacy.access": "dp-only",
+                                                         "privacy.access.max-rows-per-unit": "x"}),
+    "policy-bounds-a-number": ("privacy.dp.policies", {"privacy.access": "dp-only",
+                                                       "privacy.access.column-bounds": 5}),
     "binding-scopes-not-a-list": ("privacy.dp.tables", {"name": "x.t", "names": ["x.t"], "scopes": 5}),
     "moved-table-carries-a-negative-spend": ("privacy.dp.tables", {
         "name": "x.t", "names": ["x.t"], "scopes": [], "moved_to": "y",
@@ -291,7 +301,9 @@ def test_a_tampered_ledger_amount_fails_closed_and_never_opens_up_budget(shared_
                                                                          case: str) -> None:
     """A ledger whose properties were well-formed JSON but held a hand-edited amount was trusted: a negative spend
     (``epsilon: "-5"``) counted as budget given back, so a cap of 1 with 0.5 spent showed 6 left and a reservation of
-    0.9 went through; a missing or garbled amount raised a bare KeyError/TypeError/ValueError/AssertionError."""
+    0.9 went through; a missing or garbled amount raised a bare KeyError/TypeError/ValueError/AssertionError. A
+    dp-only policy whose access value was edited to anything but 'dp-only'/'open' ("DP-ONLY", null) read as open: raw
+    reads allowed, and a principal with no budget reserved over the per-query cap."""
     import json
     import uuid
 
