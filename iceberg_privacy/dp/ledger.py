@@ -497,6 +497,11 @@ class Ledger(LedgerParts):
         forbids a refund (``"evaluating"``, ``"released"``, ``"failed"``, ``"abandoned"``). Its parts in other
         ledgers (a moved table's release) are refunded after it, each re-checked there.
         """
+        return self._refund(release_id, reason=reason, detail=detail)[0]
+
+    def _refund(self, release_id: str, *, reason: str, detail: dict[str, Any] | None = None) -> tuple[str, bool]:
+        """:meth:`refund`, and whether THIS call committed the refund (False: refunded before, or refused)."""
+        committed: list[bool] = []  # per run of mutate (a lost race runs it again): the last one decided
 
         def mutate(state: LedgerState, table: Table) -> tuple[tuple[str, list[str]], dict[str, str] | None,
                                                               list[dict[str, Any]]]:
@@ -507,8 +512,10 @@ class Ledger(LedgerParts):
                     f"no reservation {release_id} in ledger {'.'.join(self.identifier)}; list them with "
                     "`iceberg-privacy dp reservations --all`."
                 )
+            committed.append(False)
             if entry["state"] != "reserved":
                 return (entry["state"], inherited_of(entry["reserved"])), None, []
+            committed[-1] = True
             reserved = entry["reserved"]
             amount = budget_from_json(reserved["amount"])
             principal = reserved["principal"]
@@ -551,20 +558,27 @@ class Ledger(LedgerParts):
         (result, inherited), _ = self._commit(mutate)
         if result == "refunded":
             self._refund_parts(release_id, [self._ledger(tuple(ns.split("."))) for ns in inherited], reason)
-        return str(result)
+        return str(result), bool(committed) and committed[-1]
 
     def abandon(self, release_id: str, *, reason: str) -> str:
         """Close a reservation whose owner died after ``evaluating`` (event ``abandoned``); the spend stays.
 
         Returns the state afterwards (``"abandoned"``, or the state that was found instead).
         """
+        return self._abandon(release_id, reason=reason)[0]
+
+    def _abandon(self, release_id: str, *, reason: str) -> tuple[str, bool]:
+        """:meth:`abandon`, and whether THIS call committed the close (False: closed before, or refused)."""
+        committed: list[bool] = []
 
         def mutate(state: LedgerState, table: Table) -> tuple[tuple[str, list[str]], dict[str, str] | None,
                                                               list[dict[str, Any]]]:
             open_ = self._open(table)
             entry = self._entry(table, release_id, open_)
+            committed.append(False)
             if entry is None or entry["state"] != "evaluating":
                 return ((entry["state"] if entry else "unknown"), []), None, []
+            committed[-1] = True
             reserved = entry["reserved"]
             row = self._row("abandoned", release_id, reserved["principal"], source_table=reserved["source_table"],
                             source_snapshot_id=reserved["source_snapshot_id"], query_hash=reserved["query_hash"],
@@ -579,7 +593,7 @@ class Ledger(LedgerParts):
                 self._ledger(tuple(ns.split("."))).abandon(release_id, reason=reason)
             except Exception as exc:  # noqa: BLE001 - conservative: an open part stays charged
                 log.warning("could not close the part of reservation %s in namespace %s: %s", release_id, ns, exc)
-        return str(result)
+        return str(result), bool(committed) and committed[-1]
 
     def status(self) -> list[BudgetState]:
         """Cap, spent and remaining of every scope in this namespace."""

@@ -197,3 +197,31 @@ def test_a_garbled_event_row_is_a_ledger_corrupt_error_not_a_traceback(catalog: 
         with pytest.raises(ip.LedgerCorruptError, match="is damaged: its event row.*delete that row"):
             call()
     assert ip.get_namespace_budget(catalog, "db").spent == PureDP(0.4)
+
+
+def test_racing_resolvers_each_report_only_what_they_closed(tmp_path: Path) -> None:
+    """Real forked resolvers racing over the same dead reservations: each is refunded (or closed) exactly once,
+    and each resolver reports only the ones IT closed. Both resolvers used to list one refunded by the other as
+    refunded too (refund() answers "refunded" for a reservation refunded before): with 3 resolvers over 3 dead
+    reservations the reports claimed 9 refunds for 3 refunded events."""
+    from tests.dp._race_worker import race
+
+    base = tmp_path / "cat"
+    base.mkdir()
+    uri, wh = f"sqlite:///{base}/catalog.db", f"file://{base}/warehouse"
+    catalog = SqlCatalog("race", uri=uri, warehouse=wh)
+    catalog.create_namespace("db")
+    set_namespace_budget(catalog, "db", PureDP(1))
+    ledger = Ledger(catalog, ("db",))
+    dead = [ledger.reserve(SRC, "alice", PureDP(0.1)).release_id for _ in range(3)]
+    evaluated = [ledger.reserve(SRC, "alice", PureDP(0.2)).release_id for _ in range(2)]
+    for rid in evaluated:
+        assert ledger.begin_evaluation(rid, "alice", source=SRC)
+    results = race(tmp_path, [["--uri", uri, "--warehouse", wh, "--resolve", "--attempts", "2"] for _ in range(3)])
+    refunded = [rid for r in results for rid in r["refunded"]]
+    kept = [rid for r in results for rid in r["kept"]]
+    assert sorted(refunded) == sorted(dead) and sorted(kept) == sorted(evaluated), results
+    events = Ledger(catalog, ("db",)).events()
+    assert sorted(e["release_id"] for e in events if e["event"] == "refunded") == sorted(dead)
+    assert sorted(e["release_id"] for e in events if e["event"] == "abandoned") == sorted(evaluated)
+    assert ip.get_namespace_budget(catalog, "db").spent == PureDP(0.4)
