@@ -65,6 +65,13 @@ def is_table_scope(scope: str) -> bool:
     return scope.startswith(("table:", TABLE_ID_PREFIX))
 
 
+_REPAIR = ("Every library command on this ledger (`dp budget set` and `dp log` too) refuses until it is repaired: "
+           "set the property back, with pyiceberg's `table.transaction().set_properties(...)`, to its value in the "
+           "ledger table's previous metadata file (`table.metadata.metadata_log`); the ledger's event rows (a plain "
+           "scan of the table) show every spend.")
+"""How to repair a damaged ledger property (the library's own setters decode the ledger first, so they refuse too)."""
+
+
 def _describe(budget: Budget | None) -> str:
     return budget.describe() if budget is not None else "-"
 
@@ -156,9 +163,7 @@ class LedgerState:
             if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
                 raise LedgerCorruptError(
                     f"{where} is damaged: its table property {key} is not a JSON object of scopes, so no budget can "
-                    "be checked and nothing was spent or released. Restore the property from the ledger table's "
-                    "previous metadata version (its metadata log) or set the budgets again "
-                    "(`iceberg-privacy dp budget set`, `dp policy set`) after checking the spend in `dp log`.")
+                    "be checked and nothing was spent or released. " + _REPAIR)
             return value
 
         state = cls(decode(PROP_BUDGETS), decode(PROP_SPENT), decode(PROP_POLICIES), decode(PROP_TABLES))
@@ -173,9 +178,7 @@ class LedgerState:
         def damaged(key: str, scope: str, what: str, detail: str) -> LedgerCorruptError:
             return LedgerCorruptError(
                 f"{where} is damaged: in its table property {key}, {what} of scope {scope!r} {detail}, so no budget "
-                "can be checked and nothing was spent or released. Restore the property from the ledger table's "
-                "previous metadata version (its metadata log) or set the budgets again "
-                "(`iceberg-privacy dp budget set`, `dp policy set`) after checking the spend in `dp log`.")
+                "can be checked and nothing was spent or released. " + _REPAIR)
 
         def amount(key: str, scope: str, what: str, value: Any) -> None:
             try:
