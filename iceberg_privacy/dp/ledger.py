@@ -263,6 +263,16 @@ class Ledger(LedgerParts):
         ``privacy.dp.open``, or for a ledger written before it existed, a fold of every event."""
         value = json_property(dict(table.properties), PROP_OPEN, self._where())
         if value is not None:
+            for rid, entry in value.items():  # what a refund reads: a hand edit is refused, not a KeyError
+                reserved = entry.get("reserved")
+                if (entry.get("state") not in OPEN_STATES or not isinstance(reserved, dict)
+                        or not all(k in reserved for k in ("amount", "scopes", "principal"))):
+                    raise LedgerCorruptError(
+                        f"{self._where()} is damaged: its table property {PROP_OPEN} holds reservation {rid!r} without "
+                        "an open state and its reserved amount, scopes and principal, so no reservation can be "
+                        "checked and nothing was spent or released. Remove the property (the ledger rebuilds it from "
+                        "its events on the next commit) or restore it from the ledger table's previous metadata "
+                        "version.")
             return value
         return {rid: {"state": e["state"], "reserved": compact_reserved(e["reserved"])}
                 for rid, e in fold_reservations(events_of(table)).items() if e["state"] in OPEN_STATES}

@@ -225,3 +225,23 @@ def test_racing_resolvers_each_report_only_what_they_closed(tmp_path: Path) -> N
     assert sorted(e["release_id"] for e in events if e["event"] == "refunded") == sorted(dead)
     assert sorted(e["release_id"] for e in events if e["event"] == "abandoned") == sorted(evaluated)
     assert ip.get_namespace_budget(catalog, "db").spent == PureDP(0.4)
+
+
+@pytest.mark.parametrize("entry", [{"state": "reserved"}, {"state": "done", "reserved": {}}, {"reserved": []}],
+                         ids=["no-reserved", "unknown-state", "reserved-a-list"])
+def test_a_hand_edited_open_reservation_is_a_ledger_corrupt_error(catalog: SqlCatalog,
+                                                                  entry: dict[str, object]) -> None:
+    """An entry of ``privacy.dp.open`` edited by hand (no ``reserved`` fields, an unknown state) made the refund of
+    an abandoned reservation fail with a bare KeyError/TypeError."""
+    set_namespace_budget(catalog, "db", PureDP(1))
+    ledger = Ledger(catalog, ("db",))
+    res = ledger.reserve(SRC, "alice", PureDP(0.4), query_hash="h")
+    table = ledger.load()
+    assert table is not None
+    with table.transaction() as tx:
+        tx.set_properties({"privacy.dp.open": json.dumps({res.release_id: entry})})
+    with pytest.raises(ip.LedgerCorruptError, match="privacy.dp.open holds reservation"):
+        ip.resolve_reservations(catalog, NOW)
+    with pytest.raises(ip.LedgerCorruptError, match="privacy.dp.open holds reservation"):
+        ledger.reserve(SRC, "alice", PureDP(0.1), query_hash="h")
+    assert ip.get_namespace_budget(catalog, "db").spent == PureDP(0.4)
