@@ -110,3 +110,22 @@ def test_the_memo_never_answers_with_a_release_of_another_source_snapshot(tmp_pa
         assert _memoized(catalog, ledger, hit, "ann", ("db", "src"), 1, "q", PureDP(0.1)) is None
     same = {"release_id": "release-B", "output_table": "db.src__dp_q", "output_snapshot_id": snap.snapshot_id}
     assert _memoized(catalog, ledger, same, "ann", ("db", "src"), 2, "q", PureDP(0.1)) is not None
+
+
+def test_the_synthesis_memo_never_answers_with_a_release_of_another_source_snapshot(tmp_path: Path) -> None:
+    """dp_synthesize's memo trusted the query hash alone, like the histogram memo did."""
+    from iceberg_privacy.dp.synth import _memoized as synth_memoized
+
+    catalog = make_catalog(tmp_path)
+    catalog.create_namespace("db")
+    set_namespace_budget(catalog, "db", PureDP(1))
+    out = _write_output(catalog, OUT, pa.table({"k": ["b"], "n": [2]}), _props("release-B", 2))
+    ledger = Ledger(catalog, ("db",))
+    snap = out.current_snapshot()
+    assert snap is not None
+    hit = {"release_id": "release-B", "output_table": "db.src__dp_q", "output_snapshot_id": snap.snapshot_id}
+    assert synth_memoized(catalog, ledger, hit, "ann", ("db", "src"), 1, "q", "mst", 0.1) is None
+    assert synth_memoized(catalog, ledger, {**hit, "release_id": "release-A"}, "ann", ("db", "src"), 2, "q", "mst",
+                          0.1) is None
+    memo = synth_memoized(catalog, ledger, hit, "ann", ("db", "src"), 2, "q", "mst", 0.1)
+    assert memo is not None and memo.release_id == "release-B"
