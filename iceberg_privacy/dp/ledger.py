@@ -263,6 +263,16 @@ class Ledger(LedgerParts):
         ``privacy.dp.open``, or for a ledger written before it existed, a fold of every event."""
         value = json_property(dict(table.properties), PROP_OPEN, self._where())
         if value is not None:
+            for rid, entry in value.items():  # what a refund reads: a hand edit is refused, not a KeyError
+                reserved = entry.get("reserved")
+                if (entry.get("state") not in OPEN_STATES or not isinstance(reserved, dict)
+                        or not all(k in reserved for k in ("amount", "scopes", "principal"))):
+                    raise LedgerCorruptError(
+                        f"{self._where()} is damaged: its table property {PROP_OPEN} holds reservation {rid!r} without "
+                        "an open state and its reserved amount, scopes and principal, so no reservation can be "
+                        "checked and nothing was spent or released. Remove the property (the ledger rebuilds it from "
+                        "its events on the next commit) or restore it from the ledger table's previous metadata "
+                        "version.")
             return value
         return {rid: {"state": e["state"], "reserved": compact_reserved(e["reserved"])}
                 for rid, e in fold_reservations(events_of(table)).items() if e["state"] in OPEN_STATES}
@@ -273,7 +283,16 @@ class Ledger(LedgerParts):
         if release_id in open_:
             return open_[release_id]
         entry = fold_reservations(events_of(table)).get(release_id)
-        return None if entry is None else {"state": entry["state"], "reserved": compact_reserved(entry["reserved"])}
+        if entry is None:
+            return None
+        state = entry["state"]
+        if state in OPEN_STATES and PROP_OPEN in table.properties:
+            # Open by its events, yet not in the open map that every commit of a reservation writes with its
+            # event: a row no reservation commit wrote (appended by hand, or by a library from before the map).
+            # Its amount was never charged by this ledger's totals as far as they show, so it may be neither
+            # refunded (that would give back budget nobody spent) nor evaluated.
+            state = "unknown"
+        return {"state": state, "reserved": compact_reserved(entry["reserved"])}
 
     def _memo(self, table: Table) -> dict[str, dict[str, Any]]:
         value = json_property(dict(table.properties), PROP_MEMO, self._where())
@@ -488,6 +507,11 @@ class Ledger(LedgerParts):
         forbids a refund (``"evaluating"``, ``"released"``, ``"failed"``, ``"abandoned"``). Its parts in other
         ledgers (a moved table's release) are refunded after it, each re-checked there.
         """
+        return self._refund(release_id, reason=reason, detail=detail)[0]
+
+    def _refund(self, release_id: str, *, reason: str, detail: dict[str, Any] | None = None) -> tuple[str, bool]:
+        """:meth:`refund`, and whether THIS call committed the refund (False: refunded before, or refused)."""
+        committed: list[bool] = []  # per run of mutate (a lost race runs it again): the last one decided
 
         def mutate(state: LedgerState, table: Table) -> tuple[tuple[str, list[str]], dict[str, str] | None,
                                                               list[dict[str, Any]]]:
@@ -498,8 +522,10 @@ class Ledger(LedgerParts):
                     f"no reservation {release_id} in ledger {'.'.join(self.identifier)}; list them with "
                     "`iceberg-privacy dp reservations --all`."
                 )
+            committed.append(False)
             if entry["state"] != "reserved":
                 return (entry["state"], inherited_of(entry["reserved"])), None, []
+            committed[-1] = True
             reserved = entry["reserved"]
             amount = budget_from_json(reserved["amount"])
             principal = reserved["principal"]
@@ -542,20 +568,27 @@ class Ledger(LedgerParts):
         (result, inherited), _ = self._commit(mutate)
         if result == "refunded":
             self._refund_parts(release_id, [self._ledger(tuple(ns.split("."))) for ns in inherited], reason)
-        return str(result)
+        return str(result), bool(committed) and committed[-1]
 
     def abandon(self, release_id: str, *, reason: str) -> str:
         """Close a reservation whose owner died after ``evaluating`` (event ``abandoned``); the spend stays.
 
         Returns the state afterwards (``"abandoned"``, or the state that was found instead).
         """
+        return self._abandon(release_id, reason=reason)[0]
+
+    def _abandon(self, release_id: str, *, reason: str) -> tuple[str, bool]:
+        """:meth:`abandon`, and whether THIS call committed the close (False: closed before, or refused)."""
+        committed: list[bool] = []
 
         def mutate(state: LedgerState, table: Table) -> tuple[tuple[str, list[str]], dict[str, str] | None,
                                                               list[dict[str, Any]]]:
             open_ = self._open(table)
             entry = self._entry(table, release_id, open_)
+            committed.append(False)
             if entry is None or entry["state"] != "evaluating":
                 return ((entry["state"] if entry else "unknown"), []), None, []
+            committed[-1] = True
             reserved = entry["reserved"]
             row = self._row("abandoned", release_id, reserved["principal"], source_table=reserved["source_table"],
                             source_snapshot_id=reserved["source_snapshot_id"], query_hash=reserved["query_hash"],
@@ -570,7 +603,7 @@ class Ledger(LedgerParts):
                 self._ledger(tuple(ns.split("."))).abandon(release_id, reason=reason)
             except Exception as exc:  # noqa: BLE001 - conservative: an open part stays charged
                 log.warning("could not close the part of reservation %s in namespace %s: %s", release_id, ns, exc)
-        return str(result)
+        return str(result), bool(committed) and committed[-1]
 
     def status(self) -> list[BudgetState]:
         """Cap, spent and remaining of every scope in this namespace."""

@@ -86,12 +86,41 @@ def fold_reservations(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
     return out
 
 
+def _damaged_row(table: Table, row: dict[str, Any], what: str) -> LedgerCorruptError:
+    return LedgerCorruptError(
+        f"{'.'.join(table.name())} is damaged: its event row {row.get('event_id')!r} ({row.get('event')!r} of "
+        f"release {row.get('release_id')!r}) {what}, so its reservations and releases cannot be listed or resolved; "
+        "nothing was spent or changed. Rows are written only by the library: delete that row from the ledger table "
+        "(or restore the table's previous snapshot) after checking the spend in its table properties.")
+
+
 def events_of(table: Table) -> list[dict[str, Any]]:
     if table.current_snapshot() is None:
         return []
     rows = table.scan().to_arrow().to_pylist()
-    rows.sort(key=lambda r: (r["at"], r["event_id"]))
+    for row in rows:  # a row appended by hand: a clear refusal, not a TypeError from the sort below
+        if not isinstance(row["at"], datetime) or not isinstance(row["event"], str):
+            raise _damaged_row(table, row, "has no time or no event name")
+    rows.sort(key=lambda r: (r["at"], r["event_id"] or ""))
     return rows
+
+
+def event_amount(ev: dict[str, Any], where: str) -> Any:
+    """The budget amount of a ledger event (None when it has none); a garbled one raises LedgerCorruptError."""
+    from iceberg_privacy.dp.budget import budget_from_json
+    from iceberg_privacy.errors import IcebergPrivacyError
+
+    if not ev.get("amount"):
+        return None
+    try:
+        return budget_from_json(ev["amount"])
+    except (IcebergPrivacyError, KeyError, TypeError, ValueError, ArithmeticError, AssertionError) as exc:
+        raise LedgerCorruptError(
+            f"{where} is damaged: its event row {ev.get('event_id')!r} ({ev.get('event')!r} of release "
+            f"{ev.get('release_id')!r}) has the amount {str(ev['amount'])[:100]!r}, which is not a budget "
+            f"({type(exc).__name__}); nothing was spent or changed. Rows are written only by the library: delete "
+            "that row from the ledger table (or restore its previous snapshot) after checking the spend in its "
+            "table properties.") from exc
 
 
 def json_property(props: dict[str, str], key: str, where: str) -> dict[str, Any] | None:

@@ -22,7 +22,16 @@ from typing import Any
 from iceberg_privacy.dp.budget import Budget, budget_from_json, zero_like
 from iceberg_privacy.dp.errors import BudgetTypeMismatchError, LedgerCorruptError
 from iceberg_privacy.dp.query import canonical_dumps
-from iceberg_privacy.properties import ACCESS_CARRIED_FROM_KEY, ACCESS_KEY
+from iceberg_privacy.errors import IcebergPrivacyError
+from iceberg_privacy.properties import (
+    ACCESS_BOUNDS_KEY,
+    ACCESS_CARRIED_FROM_KEY,
+    ACCESS_KEY,
+    ACCESS_MAX_PER_QUERY_KEY,
+    ACCESS_MAX_ROWS_KEY,
+    ACCESS_PRIVACY_UNIT_KEY,
+    ACCESS_PUBLIC_KEYS_KEY,
+)
 from iceberg_privacy.properties import DP_BUDGETS_PROPERTY as PROP_BUDGETS
 from iceberg_privacy.properties import DP_POLICIES_PROPERTY as PROP_POLICIES
 from iceberg_privacy.properties import DP_SPENT_PROPERTY as PROP_SPENT
@@ -54,6 +63,13 @@ def table_id_scope(table_uuid: str) -> str:
 
 def is_table_scope(scope: str) -> bool:
     return scope.startswith(("table:", TABLE_ID_PREFIX))
+
+
+_REPAIR = ("Every library command on this ledger (`dp budget set` and `dp log` too) refuses until it is repaired: "
+           "set the property back, with pyiceberg's `table.transaction().set_properties(...)`, to its value in the "
+           "ledger table's previous metadata file (`table.metadata.metadata_log`); the ledger's event rows (a plain "
+           "scan of the table) show every spend.")
+"""How to repair a damaged ledger property (the library's own setters decode the ledger first, so they refuse too)."""
 
 
 def _describe(budget: Budget | None) -> str:
@@ -147,12 +163,95 @@ class LedgerState:
             if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
                 raise LedgerCorruptError(
                     f"{where} is damaged: its table property {key} is not a JSON object of scopes, so no budget can "
-                    "be checked and nothing was spent or released. Restore the property from the ledger table's "
-                    "previous metadata version (its metadata log) or set the budgets again "
-                    "(`iceberg-privacy dp budget set`, `dp policy set`) after checking the spend in `dp log`.")
+                    "be checked and nothing was spent or released. " + _REPAIR)
             return value
 
-        return cls(decode(PROP_BUDGETS), decode(PROP_SPENT), decode(PROP_POLICIES), decode(PROP_TABLES))
+        state = cls(decode(PROP_BUDGETS), decode(PROP_SPENT), decode(PROP_POLICIES), decode(PROP_TABLES))
+        state._check_amounts(where)
+        return state
+
+    def _check_amounts(self, where: str) -> None:
+        """Refuse a ledger whose caps or spend do not decode to amounts >= 0 (fail closed): a hand-edited negative
+        spend (or a garbled one) would otherwise raise a bare traceback in the middle of a check, or worse, count as
+        budget given back, opening up more than the cap to every later release."""
+
+        def damaged(key: str, scope: str, what: str, detail: str) -> LedgerCorruptError:
+            return LedgerCorruptError(
+                f"{where} is damaged: in its table property {key}, {what} of scope {scope!r} {detail}, so no budget "
+                "can be checked and nothing was spent or released. " + _REPAIR)
+
+        def amount(key: str, scope: str, what: str, value: Any) -> None:
+            try:
+                budget = budget_from_json(value) if isinstance(value, dict) else None
+            except (IcebergPrivacyError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
+                raise damaged(key, scope, what, f"is not a budget amount ({exc})") from exc
+            if budget is None:
+                raise damaged(key, scope, what, f"is not a budget amount ({value!r})")
+            if any(c < 0 for c in budget.components()):
+                raise damaged(key, scope, what, f"is negative ({budget!r})")
+
+        def principals(key: str, scope: str, value: Any) -> None:
+            if not isinstance(value, dict):
+                raise damaged(key, scope, "the per-principal map", f"is not a JSON object ({value!r})")
+            for name, v in value.items():
+                amount(key, scope, f"the amount of principal {name!r}", v)
+
+        def budget_entry(key: str, scope: str, entry: Any) -> None:
+            if not isinstance(entry, dict) or entry.get("cap") is None:
+                raise damaged(key, scope, "the budget", "has no cap")
+            amount(key, scope, "the cap", entry["cap"])
+            principals(key, scope, entry.get("principals", {}))
+
+        def spent_entry(key: str, scope: str, entry: Any) -> None:
+            if not isinstance(entry, dict):
+                raise damaged(key, scope, "the spend", f"is not a JSON object ({entry!r})")
+            if entry.get("total"):
+                amount(key, scope, "the total", entry["total"])
+            principals(key, scope, entry.get("principals", {}))
+
+        for scope, entry in self.budgets.items():
+            budget_entry(PROP_BUDGETS, scope, entry)
+        for scope, entry in self.spent.items():
+            spent_entry(PROP_SPENT, scope, entry)
+        def policy_entry(key: str, scope: str, entry: Any) -> None:
+            # an access value the library does not write would read as "open": a hand edit must not open a table
+            if entry.get(ACCESS_KEY) not in ("dp-only", "open"):
+                raise damaged(key, scope, "the access policy",
+                              f"has {ACCESS_KEY}={entry.get(ACCESS_KEY)!r}, neither 'dp-only' nor 'open'")
+            if entry.get(ACCESS_MAX_PER_QUERY_KEY) is not None:
+                amount(key, scope, "the per-query cap", entry[ACCESS_MAX_PER_QUERY_KEY])
+            rows = entry.get(ACCESS_MAX_ROWS_KEY, 1)
+            if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+                raise damaged(key, scope, "the access policy", f"has {ACCESS_MAX_ROWS_KEY}={rows!r}, not an integer >= 1")
+            for name in (ACCESS_BOUNDS_KEY, ACCESS_PUBLIC_KEYS_KEY):
+                if not isinstance(entry.get(name, {}), dict):
+                    raise damaged(key, scope, "the access policy", f"has {name} that is not a JSON object")
+            if not isinstance(entry.get(ACCESS_PRIVACY_UNIT_KEY, ""), (str, type(None))):
+                raise damaged(key, scope, "the access policy", f"has {ACCESS_PRIVACY_UNIT_KEY} that is not a name")
+
+        for scope, entry in (self.policies or {}).items():
+            policy_entry(PROP_POLICIES, scope, entry)
+        for table_uuid, entry in (self.tables or {}).items():
+            carried = entry.get("carried")  # what a table that moved out takes along (carry_in charges it there)
+            if carried is not None:
+                if not isinstance(carried, dict):
+                    raise damaged(PROP_TABLES, table_uuid, "what the moved table carries", "is not a JSON object")
+                if carried.get("budget"):
+                    budget_entry(PROP_TABLES, table_uuid, carried["budget"])
+                if carried.get("spent"):
+                    spent_entry(PROP_TABLES, table_uuid, carried["spent"])
+                if carried.get("policy"):
+                    if not isinstance(carried["policy"], dict):
+                        raise damaged(PROP_TABLES, table_uuid, "the policy the moved table carries",
+                                      "is not a JSON object")
+                    policy_entry(PROP_TABLES, table_uuid, carried["policy"])
+            for field_ in ("scopes", "names"):
+                value = entry.get(field_, [])
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise damaged(PROP_TABLES, table_uuid, f"the {field_} of the table binding",
+                                  f"is not a list of strings ({value!r})")
+            if not isinstance(entry.get("name", ""), str):
+                raise damaged(PROP_TABLES, table_uuid, "the name of the table binding", "is not a string")
 
     def to_properties(self) -> dict[str, str]:
         props = {PROP_BUDGETS: canonical_dumps(self.budgets), PROP_SPENT: canonical_dumps(self.spent)}

@@ -13,8 +13,9 @@ from pyiceberg.catalog import Catalog
 
 from iceberg_privacy.catalog import TableRef, all_namespaces, what_exists
 from iceberg_privacy.dp._refs import check_catalog, table_identity
-from iceberg_privacy.dp.budget import Budget, budget_from_json
+from iceberg_privacy.dp.budget import Budget
 from iceberg_privacy.dp.ledger import Ledger
+from iceberg_privacy.dp.ledger_events import event_amount
 from iceberg_privacy.dp.ledger_state import table_scope
 from iceberg_privacy.errors import TableNotFoundError
 from iceberg_privacy.storage import storage_errors
@@ -125,9 +126,7 @@ def releases(catalog: Catalog, table: TableRef | None = None) -> list[ReleaseRec
                     source_table=ev["source_table"],
                     source_snapshot_id=ev["source_snapshot_id"],
                     query_hash=ev["query_hash"],
-                    spent=budget_from_json(ev["amount"])
-                    if ev["event"] == "reserved" and ev["amount"]
-                    else None,
+                    spent=event_amount(ev, ".".join(ledger.identifier)) if ev["event"] == "reserved" else None,
                     output_table=ev["output_table"],
                     output_snapshot_id=ev["output_snapshot_id"],
                     remaining={state.label(s): state.scope(s).remaining() for s in scopes},

@@ -574,11 +574,19 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None, memo_log
 def record_released(ledger: Ledger, event: dict[str, Any], amount: Budget, out_table: Table
                     ) -> tuple[Snapshot, ReleaseProvenance]:
     """After the output commit: its snapshot and provenance, and the ledger's ``released`` event (the spend
-    stands). Shared by every release verb (histograms, DP SQL, synthetic tables)."""
-    out_snap = out_table.current_snapshot()
-    assert out_snap is not None
-    provenance = read_provenance(out_table, out_snap.snapshot_id)
-    assert provenance is not None, "the release commit carries its provenance"
+    stands). Shared by every release verb (histograms, DP SQL, synthetic tables).
+
+    The snapshot is the one whose provenance names this release, newest first (normally the current one of
+    ``out_table``, the table as this release's commit left it): never another release's that committed after it."""
+    rid = event["release_id"]
+    provenance = None
+    out_snap = None
+    for snap in reversed(out_table.snapshots()):
+        provenance = read_provenance(out_table, snap.snapshot_id)
+        if provenance is not None and provenance.release_id == rid:
+            out_snap = snap
+            break
+    assert out_snap is not None and provenance is not None, "the release commit carries its provenance"
     ledger.record("released", **event, output_snapshot_id=out_snap.snapshot_id, amount=amount)
     return out_snap, provenance
 
@@ -696,10 +704,15 @@ def _write_output(catalog: Catalog, out_id: tuple[str, ...], arrow: pa.Table, pr
     Two releases of the same query and tag started at once (neither memoized yet) write the same output table: the
     one whose create lost (SQLite: ``CommitFailedException('Table already exists')``, REST: a 409) or whose replace
     lost to the other's commit writes again on the new head, through the one retry helper. It used to fail with its
-    budget spent (the noise was drawn) and nothing released."""
+    budget spent (the noise was drawn) and nothing released.
+
+    Returns the table at the metadata THIS commit wrote (its current snapshot is this release's), not a fresh load:
+    a concurrent release committing to the same table right after ours made a fresh load return the other's
+    snapshot, so this release reported (and its ledger event and memo recorded) the other release's snapshot and
+    provenance, and the memo answered this question with the other's answer (another source snapshot)."""
     ensure_namespace_exists(catalog, out_id[:-1])
 
-    def step() -> None:
+    def step() -> Table:
         try:  # one load, not exists-then-load: a table dropped in between is created anew
             table = catalog.load_table(out_id)
         except (NoSuchTableError, NoSuchNamespaceError):
@@ -708,18 +721,19 @@ def _write_output(catalog: Catalog, out_id: tuple[str, ...], arrow: pa.Table, pr
             with table.transaction() as tx:  # one commit: drop the previous release, add this one
                 tx.delete(delete_filter=AlwaysTrue())  # no provenance on the delete snapshot: it holds no release
                 tx.append(arrow, snapshot_properties=props)
-            return
+            return table  # the transaction left `table` at the metadata it committed
         tx = catalog.create_table_transaction(out_id, schema=arrow.schema, properties=table_properties or {RELEASE_MARKER: "1"})
         tx.append(arrow, snapshot_properties=props)
         try:
-            tx.commit_transaction()
+            staged = tx.commit_transaction()
         except TableAlreadyExistsError as exc:  # a concurrent release created it first: replace its output
             raise CommitFailedException(f"{'.'.join(out_id)} was created meanwhile: {exc}") from exc
+        # the table as the create committed it (a staged table cannot be scanned: the same metadata, as a Table)
+        return Table(staged.name(), staged.metadata, staged.metadata_location, staged.io, staged.catalog)
 
-    retry.run(step, exhausted=lambda n, last: CommitConflictError(
+    return retry.run(step, exhausted=lambda n, last: CommitConflictError(
         f"writing the release output {'.'.join(out_id)} lost to concurrent writers {n} times ({last}); stop the other "
         "writers of that table"))
-    return catalog.load_table(out_id)
 
 
 def _memoized(
@@ -744,7 +758,9 @@ def _memoized(
     if out_snap is None:
         return None
     prov = read_provenance(out, out_snap.snapshot_id)
-    if prov is None or prov.query_hash != qhash:
+    # the snapshot must be THIS question's release: same query, same source snapshot, the release the memo names
+    if (prov is None or prov.query_hash != qhash or prov.source_snapshot_id != source_snapshot_id
+            or (hit.get("release_id") and prov.release_id != hit["release_id"])):
         return None
     data = out.scan(snapshot_id=out_snap.snapshot_id).to_arrow()
     memo_id = uuid.uuid4().hex

@@ -23,9 +23,9 @@ from pyiceberg.catalog import Catalog
 
 from iceberg_privacy.catalog import TableRef, all_namespaces
 from iceberg_privacy.dp._refs import check_catalog, table_identity
-from iceberg_privacy.dp.budget import Budget, budget_from_json
+from iceberg_privacy.dp.budget import Budget
 from iceberg_privacy.dp.ledger import Ledger
-from iceberg_privacy.dp.ledger_events import OPEN_STATES, fold_reservations
+from iceberg_privacy.dp.ledger_events import OPEN_STATES, event_amount, fold_reservations
 from iceberg_privacy.dp.log import check_table_known
 from iceberg_privacy.errors import InvalidArgumentError
 from iceberg_privacy.storage import storage_errors
@@ -100,7 +100,8 @@ class ResolutionReport:
     kept: list[ReservationRecord] = field(default_factory=list)
     """Abandoned after ``evaluating``: noise may have been computed, so the spend stays charged."""
     skipped: list[ReservationRecord] = field(default_factory=list)
-    """Found abandoned, but their state changed before the resolution committed (their owner was alive)."""
+    """Found abandoned, but their state changed before the resolution committed (their owner was alive, or another
+    resolution closed them first)."""
 
     def __str__(self) -> str:
         if not (self.refunded or self.kept or self.skipped):
@@ -108,7 +109,7 @@ class ResolutionReport:
         lines = [f"resolved reservations with a heartbeat older than {format_age(self.older_than)}:"]
         lines += [f"  refunded (never evaluated): {r}" for r in self.refunded]
         lines += [f"  spend kept (evaluation had started): {r}" for r in self.kept]
-        lines += [f"  left alone (its owner moved on): {r}" for r in self.skipped]
+        lines += [f"  left alone (its owner or another resolution moved on): {r}" for r in self.skipped]
         return "\n".join(lines)
 
 
@@ -164,7 +165,7 @@ def _records(catalog: Catalog, table: TableRef | None, stale_after: timedelta) -
                 principal=ev["principal"],
                 host=owner.get("host"),
                 pid=owner.get("pid"),
-                amount=budget_from_json(ev["amount"]) if ev["amount"] else None,
+                amount=event_amount(ev, ".".join(ledger.identifier)),
                 state=state,
                 reserved_at=ev["at"],
                 heartbeat_at=heartbeat,
@@ -219,12 +220,14 @@ def resolve_reservations(
         ledger = Ledger(catalog, tuple(record.namespace.split(".")))
         reason = (f"abandoned: last heartbeat {record.heartbeat_at.isoformat()} is older than {older_than}; "
                   f"owner {record.principal}@{record.host}:{record.pid}")
+        # reported as refunded/kept only when THIS call closed it: a concurrent resolver that did is not a second
+        # refund (both used to report it, so two resolvers' reports claimed each refund twice)
         if record.state == "reserved":
-            state = ledger.refund(record.release_id, reason=reason, detail={"resolved": True})
-            target = report.refunded if state == "refunded" else report.skipped
+            state, now = ledger._refund(record.release_id, reason=reason, detail={"resolved": True})
+            target = report.refunded if state == "refunded" and now else report.skipped
         else:
-            state = ledger.abandon(record.release_id, reason=reason)
-            target = report.kept if state == "abandoned" else report.skipped
+            state, now = ledger._abandon(record.release_id, reason=reason)
+            target = report.kept if state == "abandoned" and now else report.skipped
         record.state = state
         target.append(record)
     return report

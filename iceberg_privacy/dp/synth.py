@@ -557,14 +557,17 @@ def dp_synthesize(
                         "max_model_size_mb": MAX_MODEL_SIZE_MB, "round_iterations": ROUND_ITERATIONS}
     query_json = canonical_dumps(query)
     qhash = hashlib.sha256(query_json.encode("ascii")).hexdigest()
+    state = ledger.state_for(source_id, table_uuid)
+    _refuse_pure_caps(ledger, state, source_id, table_uuid, amount)
+    # On a dp-only table even a memoized answer needs a principal with a budget there, asking within the cap
+    # (as for dp_histogram / dp_sql: docs/dp.md, "Enforcement").
+    ledger.check_policy(state, source_id, principal, amount, table_uuid)
     if memoize and ledger.exists():
         memo = _memoized(catalog, ledger, ledger.find_release(qhash, snap.snapshot_id), principal, source_id,
                          snap.snapshot_id, qhash, method, rho)
         if memo is not None:
             return memo
     # early refusal; reserve() re-checks atomically
-    state = ledger.state_for(source_id, table_uuid)
-    _refuse_pure_caps(ledger, state, source_id, table_uuid, amount)
     ledger.check(state, source_id, principal, amount, table_uuid)
     from iceberg_privacy._internal.spark import read_snapshot
 
@@ -659,7 +662,9 @@ def _memoized(catalog: Catalog, ledger: Ledger, hit: dict[str, Any] | None, prin
         return None
     snap = out.snapshot_by_id(hit["output_snapshot_id"])
     prov = read_provenance(out, hit["output_snapshot_id"]) if snap is not None else None
-    if snap is None or prov is None or prov.query_hash != qhash:
+    # the snapshot must be THIS question's release: same query, same source snapshot, the release the memo names
+    if (snap is None or prov is None or prov.query_hash != qhash or prov.source_snapshot_id != source_snapshot_id
+            or (hit.get("release_id") and prov.release_id != hit["release_id"])):
         return None
     ledger.record("memoized", uuid.uuid4().hex, principal, source=source_id, source_snapshot_id=source_snapshot_id,
                   query_hash=qhash, output_table=hit["output_table"], output_snapshot_id=snap.snapshot_id,

@@ -28,8 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--uri", required=True)
     ap.add_argument("--warehouse", required=True)
     ap.add_argument("--table", default="db.pv")
-    ap.add_argument("--principal", required=True)
-    ap.add_argument("--amount", required=True, help="budget JSON")
+    ap.add_argument("--principal", help="reserve as this principal (not with --resolve)")
+    ap.add_argument("--amount", help="budget JSON (not with --resolve)")
+    ap.add_argument("--resolve", action="store_true",
+                    help="resolve every reservation (staleness 0) --attempts times instead of reserving")
     ap.add_argument("--attempts", type=int, default=5)
     ap.add_argument("--go-file", required=True, help="start once this file exists (all racers at once)")
     ap.add_argument("--ready-file", help="created once this racer is ready to start")
@@ -37,11 +39,25 @@ def main(argv: list[str] | None = None) -> None:
     catalog = SqlCatalog("race", uri=args.uri, warehouse=args.warehouse)
     ident = tuple(args.table.split("."))
     ledger = Ledger(catalog, ident[:-1])
-    amount = budget_from_json(args.amount, validate=True)
+    amount = None if args.resolve else budget_from_json(args.amount, validate=True)
     if args.ready_file:
         Path(args.ready_file).touch()
     while not os.path.exists(args.go_file):
         time.sleep(0.01)
+    if args.resolve:
+        from datetime import timedelta
+
+        from iceberg_privacy.dp.reservation import resolve_reservations
+
+        refunded: list[str] = []
+        kept: list[str] = []
+        for _ in range(args.attempts):
+            report = resolve_reservations(catalog, timedelta(0))
+            refunded += [r.release_id for r in report.refunded]
+            kept += [r.release_id for r in report.kept]
+        print(json.dumps({"refunded": refunded, "kept": kept}))
+        return
+    assert amount is not None
     ok, refused = [], 0
     for _ in range(args.attempts):
         try:

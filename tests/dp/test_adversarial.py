@@ -259,3 +259,71 @@ def test_a_budget_too_small_for_its_noise_is_refused_before_the_reservation(huge
         ip.dp_sql(huge_catalog, "SELECT COUNT(*) AS n FROM db.h", budget=5e-324, privacy_unit="id", spark=spark)
     assert not isinstance(info.value, ip.ReleaseFailedError)
     assert len(Ledger(huge_catalog, ("db",)).events()) == before
+
+
+_PURE = {"type": "pure", "epsilon": "0.5"}
+_TAMPERED = {  # well-formed JSON objects of scopes whose amounts are not amounts >= 0
+    "negative-total": ("privacy.dp.spent", {"total": {"type": "pure", "epsilon": "-5"}}),
+    "negative-principal-spend": ("privacy.dp.spent", {"total": _PURE, "principals": {"ann": {"type": "pure",
+                                                                                              "epsilon": "-5"}}}),
+    "negative-cap": ("privacy.dp.budgets", {"cap": {"type": "pure", "epsilon": "-1"}}),
+    "negative-principal-cap": ("privacy.dp.budgets", {"cap": {"type": "pure", "epsilon": "1"},
+                                                      "principals": {"ann": {"type": "pure", "epsilon": "-1"}}}),
+    "missing-epsilon": ("privacy.dp.spent", {"total": {"type": "pure"}}),
+    "unknown-type": ("privacy.dp.spent", {"total": {"type": "dp", "epsilon": "1"}}),
+    "list-epsilon": ("privacy.dp.spent", {"total": {"type": "pure", "epsilon": [1]}}),
+    "nan-epsilon": ("privacy.dp.spent", {"total": {"type": "pure", "epsilon": "nan"}}),
+    "zero-denominator": ("privacy.dp.spent", {"total": {"type": "pure", "epsilon": "1/0"}}),
+    "total-a-string": ("privacy.dp.spent", {"total": "x"}),
+    "no-cap": ("privacy.dp.budgets", {"limit": 1}),
+    "null-cap": ("privacy.dp.budgets", {"cap": None}),
+    "principals-a-list": ("privacy.dp.budgets", {"cap": {"type": "pure", "epsilon": "1"}, "principals": []}),
+    "policy-access-uppercase": ("privacy.dp.policies", {"privacy.access": "DP-ONLY"}),
+    "policy-access-null": ("privacy.dp.policies", {"privacy.access": None}),
+    "policy-cap-not-a-budget": ("privacy.dp.policies", {"privacy.access": "dp-only",
+                                                        "privacy.access.max-per-query": "garbage"}),
+    "policy-cap-negative": ("privacy.dp.policies", {"privacy.access": "dp-only",
+                                                    "privacy.access.max-per-query": {"type": "pure", "epsilon": "-1"}}),
+    "policy-max-rows-a-string": ("privacy.dp.policies", {"privacy.access": "dp-only",
+                                                         "privacy.access.max-rows-per-unit": "x"}),
+    "policy-bounds-a-number": ("privacy.dp.policies", {"privacy.access": "dp-only",
+                                                       "privacy.access.column-bounds": 5}),
+    "binding-scopes-not-a-list": ("privacy.dp.tables", {"name": "x.t", "names": ["x.t"], "scopes": 5}),
+    "moved-table-carries-a-negative-spend": ("privacy.dp.tables", {
+        "name": "x.t", "names": ["x.t"], "scopes": [], "moved_to": "y",
+        "carried": {"budget": {"cap": {"type": "pure", "epsilon": "1"}}, "spent": {"total": {"type": "pure",
+                                                                                               "epsilon": "-3"}}}}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_TAMPERED))
+def test_a_tampered_ledger_amount_fails_closed_and_never_opens_up_budget(shared_catalog: SqlCatalog,
+                                                                         case: str) -> None:
+    """A ledger whose properties were well-formed JSON but held a hand-edited amount was trusted: a negative spend
+    (``epsilon: "-5"``) counted as budget given back, so a cap of 1 with 0.5 spent showed 6 left and a reservation of
+    0.9 went through; a missing or garbled amount raised a bare KeyError/TypeError/ValueError/AssertionError. A
+    dp-only policy whose access value was edited to anything but 'dp-only'/'open' ("DP-ONLY", null) read as open: raw
+    reads allowed, and a principal with no budget reserved over the per-query cap."""
+    import json
+    import uuid
+
+    from iceberg_privacy.dp.ledger import Ledger
+
+    key, entry = _TAMPERED[case]
+    ns = f"tmp_{uuid.uuid4().hex[:8]}"
+    shared_catalog.create_namespace(ns)
+    set_namespace_budget(shared_catalog, ns, PureDP(1))
+    ledger = Ledger(shared_catalog, (ns,))
+    ledger.reserve((ns, "t"), "ann", PureDP(0.5), source_snapshot_id=1, query_hash="q", output_table=f"{ns}.o",
+                   detail={})
+    table = ledger.load()
+    assert table is not None
+    with table.transaction() as tx:
+        tx.set_properties({key: json.dumps({f"namespace:{ns}": entry})})
+    events = len(ledger.events())
+    with pytest.raises(ip.LedgerCorruptError, match=f"{key}.*nothing was spent"):
+        ip.get_namespace_budget(shared_catalog, ns)
+    with pytest.raises(ip.LedgerCorruptError, match=f"{key}.*nothing was spent"):
+        ledger.reserve((ns, "t"), "ann", PureDP(0.9), source_snapshot_id=1, query_hash="q2", output_table=f"{ns}.o",
+                       detail={})
+    assert len(ledger.events()) == events

@@ -135,3 +135,113 @@ def test_cli_lists_and_resolves_reservations(tmp_path: Path, capsys: pytest.Capt
     assert "no open budget reservations" in capsys.readouterr().out
     assert main([*loc, "dp", "reservations", "--all"]) == 0
     assert "refunded" in capsys.readouterr().out
+
+
+def test_a_reserved_event_appended_by_hand_is_never_refunded(catalog: SqlCatalog) -> None:
+    """A ``reserved`` row appended to the ledger table by hand (no commit of a reservation: the totals never held
+    it) was listed as abandoned and refunded by resolve_reservations, subtracting its amount from the real spend:
+    0.4 spent became 0.1. The open-reservations map every reservation commit writes is the authority now: a row
+    outside it is neither refunded nor evaluated."""
+    import uuid
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    from iceberg_privacy.dp.ledger_events import ARROW_SCHEMA
+
+    set_namespace_budget(catalog, "db", PureDP(1))
+    ledger = Ledger(catalog, ("db",))
+    real = ledger.reserve(SRC, "alice", PureDP(0.4), query_hash="h")
+    ledger.record("released", real.release_id, "alice", source=SRC)
+    forged = {name: None for name in ARROW_SCHEMA.names}
+    forged.update(event_id=uuid.uuid4().hex, event="reserved", release_id="f" * 32, principal="alice",
+                  at=datetime.now(UTC) - timedelta(hours=2), source_table="db.pv", scopes='["namespace:db"]',
+                  amount=PureDP(0.3).dumps(), detail="{}")
+    table = ledger.load()
+    assert table is not None
+    table.append(pa.Table.from_pylist([forged], schema=ARROW_SCHEMA))
+    report = ip.resolve_reservations(catalog, timedelta(hours=1))
+    assert report.refunded == [] and report.kept == []
+    assert ip.get_namespace_budget(catalog, "db").spent == PureDP(0.4)
+    assert ledger.refund("f" * 32, reason="by hand") != "refunded"
+    assert not ledger.begin_evaluation("f" * 32, "alice", source=SRC)
+    assert ip.get_namespace_budget(catalog, "db").spent == PureDP(0.4)
+
+
+@pytest.mark.parametrize("damage", [{"amount": "garbage"}, {"amount": '{"type": "pure"}'}, {"at": None},
+                                    {"event": None}], ids=["amount-not-json", "amount-no-epsilon", "no-time",
+                                                           "no-event"])
+def test_a_garbled_event_row_is_a_ledger_corrupt_error_not_a_traceback(catalog: SqlCatalog,
+                                                                       damage: dict[str, object]) -> None:
+    """A ledger row appended by hand with a garbled amount or no time made ``dp reservations``, ``dp log`` and
+    ``resolve_reservations`` fail with a bare JSONDecodeError / KeyError / TypeError (from sorting by time)."""
+    import uuid
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    from iceberg_privacy.dp.ledger_events import ARROW_SCHEMA
+
+    set_namespace_budget(catalog, "db", PureDP(1))
+    ledger = Ledger(catalog, ("db",))
+    ledger.reserve(SRC, "alice", PureDP(0.4), query_hash="h")
+    row = {name: None for name in ARROW_SCHEMA.names}
+    row.update(event_id=uuid.uuid4().hex, event="reserved", release_id="g" * 32, principal="alice",
+               at=datetime.now(UTC), source_table="db.pv", scopes='["namespace:db"]', amount=PureDP(0.3).dumps())
+    row.update(damage)
+    table = ledger.load()
+    assert table is not None
+    table.append(pa.Table.from_pylist([row], schema=ARROW_SCHEMA))
+    for call in (lambda: ip.reservations(catalog), lambda: ip.releases(catalog),
+                 lambda: ip.resolve_reservations(catalog, NOW)):
+        with pytest.raises(ip.LedgerCorruptError, match="is damaged: its event row.*delete that row"):
+            call()
+    assert ip.get_namespace_budget(catalog, "db").spent == PureDP(0.4)
+
+
+def test_racing_resolvers_each_report_only_what_they_closed(tmp_path: Path) -> None:
+    """Real forked resolvers racing over the same dead reservations: each is refunded (or closed) exactly once,
+    and each resolver reports only the ones IT closed. Both resolvers used to list one refunded by the other as
+    refunded too (refund() answers "refunded" for a reservation refunded before): with 3 resolvers over 3 dead
+    reservations the reports claimed 9 refunds for 3 refunded events."""
+    from tests.dp._race_worker import race
+
+    base = tmp_path / "cat"
+    base.mkdir()
+    uri, wh = f"sqlite:///{base}/catalog.db", f"file://{base}/warehouse"
+    catalog = SqlCatalog("race", uri=uri, warehouse=wh)
+    catalog.create_namespace("db")
+    set_namespace_budget(catalog, "db", PureDP(1))
+    ledger = Ledger(catalog, ("db",))
+    dead = [ledger.reserve(SRC, "alice", PureDP(0.1)).release_id for _ in range(3)]
+    evaluated = [ledger.reserve(SRC, "alice", PureDP(0.2)).release_id for _ in range(2)]
+    for rid in evaluated:
+        assert ledger.begin_evaluation(rid, "alice", source=SRC)
+    results = race(tmp_path, [["--uri", uri, "--warehouse", wh, "--resolve", "--attempts", "2"] for _ in range(3)])
+    refunded = [rid for r in results for rid in r["refunded"]]
+    kept = [rid for r in results for rid in r["kept"]]
+    assert sorted(refunded) == sorted(dead) and sorted(kept) == sorted(evaluated), results
+    events = Ledger(catalog, ("db",)).events()
+    assert sorted(e["release_id"] for e in events if e["event"] == "refunded") == sorted(dead)
+    assert sorted(e["release_id"] for e in events if e["event"] == "abandoned") == sorted(evaluated)
+    assert ip.get_namespace_budget(catalog, "db").spent == PureDP(0.4)
+
+
+@pytest.mark.parametrize("entry", [{"state": "reserved"}, {"state": "done", "reserved": {}}, {"reserved": []}],
+                         ids=["no-reserved", "unknown-state", "reserved-a-list"])
+def test_a_hand_edited_open_reservation_is_a_ledger_corrupt_error(catalog: SqlCatalog,
+                                                                  entry: dict[str, object]) -> None:
+    """An entry of ``privacy.dp.open`` edited by hand (no ``reserved`` fields, an unknown state) made the refund of
+    an abandoned reservation fail with a bare KeyError/TypeError."""
+    set_namespace_budget(catalog, "db", PureDP(1))
+    ledger = Ledger(catalog, ("db",))
+    res = ledger.reserve(SRC, "alice", PureDP(0.4), query_hash="h")
+    table = ledger.load()
+    assert table is not None
+    with table.transaction() as tx:
+        tx.set_properties({"privacy.dp.open": json.dumps({res.release_id: entry})})
+    with pytest.raises(ip.LedgerCorruptError, match="privacy.dp.open holds reservation"):
+        ip.resolve_reservations(catalog, NOW)
+    with pytest.raises(ip.LedgerCorruptError, match="privacy.dp.open holds reservation"):
+        ledger.reserve(SRC, "alice", PureDP(0.1), query_hash="h")
+    assert ip.get_namespace_budget(catalog, "db").spent == PureDP(0.4)

@@ -435,3 +435,25 @@ def test_a_pure_epsilon_namespace_says_what_pays_for_a_synthesis(catalog: SqlCat
     assert _spent(catalog) == RhoZCDP(0, validate=False) and not catalog.table_exists("synth.out")
     set_access_policy(catalog, "db", "dp-only", max_epsilon_per_query=RhoZCDP(0.5), principal_budgets={"*": RhoZCDP(1)})
     assert dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.5), output="synth.out", domains=DOMAINS).rows > 0
+
+
+def test_a_memoized_synthesis_of_a_dp_only_table_is_held_to_the_policy(catalog: SqlCatalog, source: Any) -> None:
+    """dp_synthesize looked its memo up before the policy check, so on a dp-only table a principal with no budget
+    there (bob) got alice's synthetic table for free by repeating her question, and a repeat over a per-query cap
+    lowered since was served too (dp_histogram/dp_sql refuse both, as docs/dp.md "Enforcement" says)."""
+    set_namespace_budget(catalog, "db", RhoZCDP(10))
+    set_access_policy(catalog, "db", "dp-only", max_epsilon_per_query=RhoZCDP(1),
+                      principal_budgets={"alice": RhoZCDP(2)}, privacy_unit="user_id", max_rows_per_unit=2,
+                      public_keys={"country": COUNTRIES})
+    first = dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.5), output="synth.memo", principal="alice")
+    assert not first.memoized
+    assert dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.5), output="synth.memo",
+                         principal="alice").memoized
+    with pytest.raises(NoBudgetConfiguredError, match="bob"):
+        dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.5), output="synth.memo", principal="bob")
+    set_access_policy(catalog, "db", "dp-only", max_epsilon_per_query=RhoZCDP(0.25),
+                      principal_budgets={"alice": RhoZCDP(2)}, privacy_unit="user_id", max_rows_per_unit=2,
+                      public_keys={"country": COUNTRIES})
+    with pytest.raises(QueryCapExceededError):
+        dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.5), output="synth.memo", principal="alice")
+    assert _spent(catalog) == RhoZCDP(0.5)
