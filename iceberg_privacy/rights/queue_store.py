@@ -20,6 +20,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue, In, Reference
@@ -98,13 +99,20 @@ def wrapping_key(secret: bytes) -> bytes:
 
 
 def _tag(v: Any) -> list[Any]:
+    # numpy and Arrow scalars (ids out of a pandas/Arrow column) are their Python values, as for a direct request
+    if isinstance(v, (np.integer, np.floating, np.bool_, np.str_, np.bytes_)):
+        v = v.item()
+    elif isinstance(v, pa.Scalar):
+        v = v.as_py()
     if isinstance(v, bool) or v is None:
         raise ConfigurationError(f"{v!r} cannot be a subject identifier")
     if isinstance(v, str):
         return ["s", v]
     if isinstance(v, int):
         return ["i", v]
-    if isinstance(v, (bytes, bytearray)):
+    if isinstance(v, float):  # a whole float names an int id (42.0 -> 42), as for a direct request: coerced at the pass
+        return ["f", v]
+    if isinstance(v, (bytes, bytearray, memoryview)):
         return ["b", base64.b64encode(bytes(v)).decode()]
     if isinstance(v, uuid.UUID):
         return ["u", str(v)]
@@ -118,7 +126,7 @@ def _tag(v: Any) -> list[Any]:
                              "uuid, date, datetime or Decimal")
 
 
-_UNTAG: dict[str, Callable[[Any], Any]] = {"s": str, "i": int, "b": base64.b64decode, "u": uuid.UUID, "t": datetime.fromisoformat,
+_UNTAG: dict[str, Callable[[Any], Any]] = {"s": str, "i": int, "f": float, "b": base64.b64decode, "u": uuid.UUID, "t": datetime.fromisoformat,
           "d": date.fromisoformat, "m": Decimal}
 
 
