@@ -9,13 +9,17 @@ batch with duplicates and empty strings. The oracle is always a full scan's semi
 
 from __future__ import annotations
 
+import os
 import random
 import warnings
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyiceberg.schema import Schema
+from pyiceberg.transforms import BucketTransform, IdentityTransform, TruncateTransform
 from pyiceberg.types import LongType, NestedField, StringType
 
 import iceberg_privacy as ip
@@ -129,3 +133,84 @@ def test_covered_snapshot_rolled_back_and_expired_by_pyiceberg_and_a_12k_key_bat
     _assert_equals_full_scan(t, probe)
     maintenance.compact_sidecars(t)
     _assert_equals_full_scan(t, probe)
+
+
+OPS = ["ip-append", "py-append", "py-delete", "compact", "py-expire", "rollback", "spec", "rename", "foreign-base"]
+
+
+@settings(max_examples=int(os.environ.get("IP_PROPERTY_EXAMPLES", "8")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(ops=st.lists(st.sampled_from(OPS), min_size=1, max_size=6), seed=st.integers(0, 2**16),
+       kind=st.sampled_from(["exact", "bloom,exact"]))
+def test_lookups_equal_full_scans_under_pyiceberg_maintenance_and_evolution(shared_catalog, ops, seed, kind) -> None:
+    """Random sequences mixing the library's writes and compaction with pyiceberg's own appends, copy-on-write
+    deletes, expire_snapshots and rollbacks, partition-spec changes (bucket, identity, truncate), a rename of the
+    identity column, and another table's valid base registered as ours; after every step the current snapshot
+    and an older one answer a batch (duplicates, empty string, many absent keys) as their full scans do."""
+    rng = random.Random(seed)
+    catalog = shared_catalog
+    t = catalog.create_table(unique_name("pe"), SCHEMA, properties={"write.target-file-size-bytes": "1500"})
+    t = ip.configure_index(t, "u", kind)
+    other = _table(catalog, rng, 2)
+    maintenance.compact_sidecars(other)
+    ip.append(t, _batch(rng, 200, 60))
+    col = "u"
+    for op in ops:
+        t = t.refresh()
+        current = t.metadata.current_snapshot_id
+        batch = _batch(rng, rng.randrange(1, 200), 60).rename_columns([col, "n"])
+        if op == "ip-append":
+            ip.append(t, batch)
+        elif op == "py-append":
+            t.append(batch)
+        elif op == "py-delete":
+            t.delete(f"{col} in ('u{rng.randrange(60)}', 'u{rng.randrange(60)}')")
+        elif op == "compact":
+            maintenance.compact_sidecars(t)
+        elif op == "py-expire":
+            keep = {current, *(s.snapshot_id for s in rng.sample(t.metadata.snapshots, 1))}
+            gone = [s.snapshot_id for s in t.metadata.snapshots if s.snapshot_id not in keep]
+            if gone:
+                t.maintenance.expire_snapshots().by_ids(gone).commit()
+        elif op == "rollback" and len(t.metadata.snapshots) > 1:
+            target = rng.choice([s.snapshot_id for s in t.metadata.snapshots if s.snapshot_id != current])
+            t.manage_snapshots().set_current_snapshot(target).commit()
+        elif op == "spec":
+            with t.update_spec() as spec:
+                for f in t.spec().fields:
+                    spec.remove_field(f.name)
+                transform = rng.choice([BucketTransform(3), IdentityTransform(), TruncateTransform(2)])
+                spec.add_field(col, transform, f"p{next(_rows)}")
+        elif op == "rename":
+            new = "v" if col == "u" else "u"
+            with t.update_schema() as schema:
+                schema.rename_column(col, new)
+            col = new
+            t = ip.configure_index(t.refresh(), col, kind)
+        elif op == "foreign-base":
+            theirs = next(r for r in sidecar_refs(other.refresh().metadata) if r.source == "property")
+            with t.transaction() as tx:
+                tx.set_properties({"privacy.sidecar.compacted": theirs.location,
+                                   "privacy.sidecar.compacted-bytes": str(theirs.size)})
+        t = t.refresh()
+        if t.metadata.current_snapshot_id is None:
+            continue
+        present = [f"u{i}" for i in range(0, 60, 4)]
+        probe = present + [f"absent-{i}" for i in range(rng.choice([0, 200]))] + present[:3] + [""]
+        for sid in {None, rng.choice(t.metadata.snapshots).snapshot_id}:
+            _check_column(t, col, probe, sid)
+
+
+def _check_column(table: Any, col: str, probe: list[str], snapshot_id: int | None) -> None:
+    full = table.scan(snapshot_id=snapshot_id).to_arrow()
+    schema = table.schemas()[table.snapshot_by_id(snapshot_id).schema_id] if snapshot_id else table.schema()
+    name = schema.find_field(table.schema().find_field(col).field_id).name  # the column's name at that snapshot
+    values = pa.array(sorted(set(probe)), pa.string())
+    expected = sorted(full.filter(pc.is_in(full[name], values))["n"].to_pylist()) if name in full.column_names else []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = sorted(ip.lookup(table, col, probe, snapshot_id=snapshot_id)["n"].to_pylist())
+        one = sorted(ip.lookup(table, col, probe[0], snapshot_id=snapshot_id)["n"].to_pylist())
+    assert got == expected
+    single = full.filter(pc.equal(full[name], probe[0]))["n"].to_pylist() if name in full.column_names else []
+    assert one == sorted(single)
