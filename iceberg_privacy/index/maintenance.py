@@ -645,6 +645,10 @@ def verify_sidecars(table: TableRef, *, catalog: Catalog | None = None) -> Sidec
     for ref in sidecar_refs(table.metadata):
         try:
             sc = Sidecar.open(table.io, ref.location)
+            if ref.size is not None and sc.reader.footer.file_size != ref.size:
+                # lookups and sidecar_status ignore it (their caches check the registered size): not intact
+                raise SidecarError(f"sidecar {ref.location} has {sc.reader.footer.file_size} bytes, expected {ref.size} "
+                                   "(the size its reference registered): lookups ignore it and scan its files")
             for fid in sc.columns:
                 for g in sc.groups(fid):
                     sc.filters(g)

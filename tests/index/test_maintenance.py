@@ -195,3 +195,24 @@ def test_cleanup_by_default_leaves_the_files_of_a_write_running_for_hours(catalo
     commit_written(table.refresh(), written, columns)  # the write ends
     assert table.refresh().scan().to_arrow().num_rows == _batch(0).num_rows
     assert ip.lookup(table, "user_id", "u0-1").num_rows == 4  # rows 1, 16, 31, 46
+
+
+def test_verify_sidecars_reports_a_sidecar_whose_size_is_not_the_registered_one(catalog) -> None:
+    """Another valid sidecar's bytes at a registered sidecar's path (an overwritten key, a mistaken copy): every CRC
+    matches, but its size is not the one its statistics entry registered, so every lookup and ``sidecar_status``
+    ignore it ("its files will be scanned"). ``verify_sidecars`` read it without the size check and reported
+    "0 broken": the one check meant to find damage said the index was fine while no lookup used it."""
+    table = ip.configure_index(catalog.create_table("db.sz", SCHEMA), "user_id", "bloom,exact")
+    ip.append(table, _batch(0, 2))
+    ip.append(table, _batch(1, 50))
+    table = table.refresh()
+    refs = sidecar_refs(table.metadata)
+    assert len(refs) == 2 and refs[0].size != refs[1].size
+    data = table.io.new_input(refs[1].location).open().read()
+    with table.io.new_output(refs[0].location).create(overwrite=True) as out:
+        out.write(data)
+    clear_sidecar_cache()
+    report = ip.verify_sidecars(table)
+    assert not report.ok
+    assert list(report.broken) == [refs[0].location]
+    assert f"expected {refs[0].size}" in report.broken[refs[0].location]
