@@ -29,6 +29,7 @@ from iceberg_privacy.properties import (
     ACCESS_KEY,
     ACCESS_MAX_PER_QUERY_KEY,
     ACCESS_MAX_ROWS_KEY,
+    ACCESS_PRIVACY_UNIT_FIELD_IDS_KEY,
     ACCESS_PRIVACY_UNIT_KEY,
     ACCESS_PUBLIC_KEYS_KEY,
 )
@@ -213,6 +214,7 @@ class LedgerState:
             budget_entry(PROP_BUDGETS, scope, entry)
         for scope, entry in self.spent.items():
             spent_entry(PROP_SPENT, scope, entry)
+
         def policy_entry(key: str, scope: str, entry: Any) -> None:
             # an access value the library does not write would read as "open": a hand edit must not open a table
             if entry.get(ACCESS_KEY) not in ("dp-only", "open"):
@@ -228,6 +230,10 @@ class LedgerState:
                     raise damaged(key, scope, "the access policy", f"has {name} that is not a JSON object")
             if not isinstance(entry.get(ACCESS_PRIVACY_UNIT_KEY, ""), (str, type(None))):
                 raise damaged(key, scope, "the access policy", f"has {ACCESS_PRIVACY_UNIT_KEY} that is not a name")
+            ids = entry.get(ACCESS_PRIVACY_UNIT_FIELD_IDS_KEY, {})
+            if not isinstance(ids, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in ids.values()):
+                raise damaged(key, scope, "the access policy",
+                              f"has {ACCESS_PRIVACY_UNIT_FIELD_IDS_KEY} that is not a JSON object of field ids")
 
         for scope, entry in (self.policies or {}).items():
             policy_entry(PROP_POLICIES, scope, entry)

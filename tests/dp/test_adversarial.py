@@ -288,6 +288,9 @@ _TAMPERED = {  # well-formed JSON objects of scopes whose amounts are not amount
                                                          "privacy.access.max-rows-per-unit": "x"}),
     "policy-bounds-a-number": ("privacy.dp.policies", {"privacy.access": "dp-only",
                                                        "privacy.access.column-bounds": 5}),
+    "policy-unit-field-id-a-string": ("privacy.dp.policies", {"privacy.access": "dp-only",
+                                                              "privacy.access.privacy-unit": "user_id",
+                                                              "privacy.access.privacy-unit-field-ids": {"u": "x"}}),
     "binding-scopes-not-a-list": ("privacy.dp.tables", {"name": "x.t", "names": ["x.t"], "scopes": 5}),
     "moved-table-carries-a-negative-spend": ("privacy.dp.tables", {
         "name": "x.t", "names": ["x.t"], "scopes": [], "moved_to": "y",
