@@ -370,8 +370,9 @@ def filesystem(io: FileIO, location: str) -> tuple[pafs.FileSystem, str]:
         return io.fs_by_scheme(scheme, netloc), path
     get_fs = getattr(io, "get_fs", None)  # FsspecFileIO
     if get_fs is not None:
-        # ADLS: the host, as pyiceberg's own reads and deletes pass it (it takes the account name from its first
-        # label); the netloc "container@account.dfs..." made that "container@account", another filesystem
+        # ADLS: the account host, exactly as pyiceberg's own reads and deletes pass it (FsspecFileIO._get_fs_from_uri:
+        # urlparse(uri).hostname; the account name is its first label). Only the authority is parsed, never the key;
+        # the netloc "container@account.dfs..." made that "container@account", another filesystem
         fs = get_fs(scheme, urlparse(f"{scheme}://{netloc}").hostname) if scheme in ("abfs", "abfss", "wasb", "wasbs") \
             else get_fs(scheme)
         return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path

@@ -300,6 +300,28 @@ def commit_delete_file(table: Table, data_file: Any, positions: list[int], *, re
     return table.refresh()
 
 
+def append_orc_file(table: Table, rows: pa.Table, name: str) -> Table:
+    """Another engine's append of one ORC data file ``data/<name>.orc`` holding ``rows`` (pyiceberg reads it through
+    the name mapping this sets). Returns the refreshed table."""
+    import pyarrow.orc as orc
+    from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+    from pyiceberg.table.name_mapping import create_mapping_from_schema
+    from pyiceberg.typedef import Record
+
+    location = f"{table.location()}/data/{name}.orc"
+    with table.io.new_output(location).create(overwrite=True) as out:
+        orc.write_table(rows, out)
+    with table.transaction() as tx:
+        tx.set_properties({"schema.name-mapping.default": create_mapping_from_schema(table.schema()).model_dump_json()})
+        data_file = DataFile.from_args(content=DataFileContent.DATA, file_path=location, file_format=FileFormat.ORC,
+                                       partition=Record(), record_count=rows.num_rows,
+                                       file_size_in_bytes=len(table.io.new_input(location)))
+        data_file.spec_id = 0
+        with tx.update_snapshot().fast_append() as append:
+            append.append_data_file(data_file)
+    return table.refresh()
+
+
 # -- racing processes -------------------------------------------------------------------------------
 # A process with threads must not fork: numpy's BLAS pool and pyarrow's jemalloc background thread are turned off
 # in the fork server (both read these at import), which then has one thread only.

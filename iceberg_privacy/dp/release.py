@@ -736,6 +736,25 @@ def _write_output(catalog: Catalog, out_id: tuple[str, ...], arrow: pa.Table, pr
         "writers of that table"))
 
 
+def memo_release(catalog: Catalog, hit: dict[str, Any] | None, qhash: str, source_snapshot_id: int
+                 ) -> tuple[Table, Snapshot, ReleaseProvenance] | None:
+    """The release table, snapshot and provenance a memo entry names, if that snapshot is still readable and is
+    THIS question's release (same query, same source snapshot, the release the entry names): shared by every
+    release verb's memo (histograms, DP SQL, synthetic tables)."""
+    if hit is None or not hit.get("output_table") or hit.get("output_snapshot_id") is None:
+        return None
+    try:
+        out = catalog.load_table(qualified(hit["output_table"]))
+    except NoSuchTableError:
+        return None
+    snap = out.snapshot_by_id(hit["output_snapshot_id"])
+    prov = read_provenance(out, snap.snapshot_id) if snap is not None else None
+    if (snap is None or prov is None or prov.query_hash != qhash or prov.source_snapshot_id != source_snapshot_id
+            or (hit.get("release_id") and prov.release_id != hit["release_id"])):
+        return None
+    return out, snap, prov
+
+
 def _memoized(
     catalog: Catalog,
     ledger: Ledger,
@@ -748,20 +767,10 @@ def _memoized(
     memo_log: MemoLog | None = None,
 ) -> Release | None:
     """Return the stored release for a repeated question (and log it), if it is still readable."""
-    if hit is None or not hit.get("output_table") or hit.get("output_snapshot_id") is None:
+    found = memo_release(catalog, hit, qhash, source_snapshot_id)
+    if found is None or hit is None:
         return None
-    try:
-        out = catalog.load_table(qualified(hit["output_table"]))
-    except NoSuchTableError:
-        return None
-    out_snap = out.snapshot_by_id(hit["output_snapshot_id"])
-    if out_snap is None:
-        return None
-    prov = read_provenance(out, out_snap.snapshot_id)
-    # the snapshot must be THIS question's release: same query, same source snapshot, the release the memo names
-    if (prov is None or prov.query_hash != qhash or prov.source_snapshot_id != source_snapshot_id
-            or (hit.get("release_id") and prov.release_id != hit["release_id"])):
-        return None
+    out, out_snap, prov = found
     data = out.scan(snapshot_id=out_snap.snapshot_id).to_arrow()
     memo_id = uuid.uuid4().hex
     (memo_log or functools.partial(ledger.record, "memoized"))(

@@ -67,13 +67,14 @@ from iceberg_privacy.dp.errors import BudgetTypeMismatchError, InvalidBudgetErro
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.mst import cdp_rho, mst, secure_rng
 from iceberg_privacy.dp.policy import ROWS_UNIT, policy_unit_column
-from iceberg_privacy.dp.provenance import build_summary, read_provenance
+from iceberg_privacy.dp.provenance import build_summary
 from iceberg_privacy.dp.query import canonical_dumps, renamed_fields
 from iceberg_privacy.dp.release import (
     _after_failure,
     _write_output,
     check_output_name,
     check_policy_unit,
+    memo_release,
     record_released,
 )
 from iceberg_privacy.dp.reservation import Heartbeat
@@ -652,20 +653,10 @@ def _memoized(catalog: Catalog, ledger: Ledger, hit: dict[str, Any] | None, prin
     """The stored synthetic table for a repeated question (logged as ``memoized``), if still readable."""
     import uuid
 
-    from pyiceberg.exceptions import NoSuchTableError
-
-    if hit is None or not hit.get("output_table") or hit.get("output_snapshot_id") is None:
+    found = memo_release(catalog, hit, qhash, source_snapshot_id)
+    if found is None or hit is None:
         return None
-    try:
-        out = catalog.load_table(qualified(hit["output_table"]))
-    except NoSuchTableError:
-        return None
-    snap = out.snapshot_by_id(hit["output_snapshot_id"])
-    prov = read_provenance(out, hit["output_snapshot_id"]) if snap is not None else None
-    # the snapshot must be THIS question's release: same query, same source snapshot, the release the memo names
-    if (snap is None or prov is None or prov.query_hash != qhash or prov.source_snapshot_id != source_snapshot_id
-            or (hit.get("release_id") and prov.release_id != hit["release_id"])):
-        return None
+    out, snap, prov = found
     ledger.record("memoized", uuid.uuid4().hex, principal, source=source_id, source_snapshot_id=source_snapshot_id,
                   query_hash=qhash, output_table=hit["output_table"], output_snapshot_id=snap.snapshot_id,
                   detail={"memo_of": hit["release_id"], "spent": "nothing"})

@@ -95,16 +95,21 @@ def test_a_release_records_its_own_snapshot_on_the_rest_catalog(rest_catalog: Ca
     _race(rest_catalog, load_catalog("rest", **seaweedfs.rest_catalog_properties()), lake_ns, exists=True)
 
 
-def test_the_memo_never_answers_with_a_release_of_another_source_snapshot(tmp_path: Path) -> None:
-    """A memo entry (hand-edited, or written by a version with the race above) naming the release snapshot of the
-    same query on ANOTHER source snapshot was trusted on the query hash alone."""
+def _release_b_of_source_snapshot_2(tmp_path: Path) -> tuple[Any, Ledger, Any]:
+    """A catalog whose release table holds release-B of query "q" on source snapshot 2 (its snapshot)."""
     catalog = make_catalog(tmp_path)
     catalog.create_namespace("db")
     set_namespace_budget(catalog, "db", PureDP(1))
     out = _write_output(catalog, OUT, pa.table({"k": ["b"], "n": [2]}), _props("release-B", 2))
-    ledger = Ledger(catalog, ("db",))
     snap = out.current_snapshot()
     assert snap is not None
+    return catalog, Ledger(catalog, ("db",)), snap
+
+
+def test_the_memo_never_answers_with_a_release_of_another_source_snapshot(tmp_path: Path) -> None:
+    """A memo entry (hand-edited, or written by a version with the race above) naming the release snapshot of the
+    same query on ANOTHER source snapshot was trusted on the query hash alone."""
+    catalog, ledger, snap = _release_b_of_source_snapshot_2(tmp_path)
     for hit in ({"release_id": "release-A", "output_table": "db.src__dp_q", "output_snapshot_id": snap.snapshot_id},
                 {"release_id": "release-B", "output_table": "db.src__dp_q", "output_snapshot_id": snap.snapshot_id}):
         assert _memoized(catalog, ledger, hit, "ann", ("db", "src"), 1, "q", PureDP(0.1)) is None
@@ -116,13 +121,7 @@ def test_the_synthesis_memo_never_answers_with_a_release_of_another_source_snaps
     """dp_synthesize's memo trusted the query hash alone, like the histogram memo did."""
     from iceberg_privacy.dp.synth import _memoized as synth_memoized
 
-    catalog = make_catalog(tmp_path)
-    catalog.create_namespace("db")
-    set_namespace_budget(catalog, "db", PureDP(1))
-    out = _write_output(catalog, OUT, pa.table({"k": ["b"], "n": [2]}), _props("release-B", 2))
-    ledger = Ledger(catalog, ("db",))
-    snap = out.current_snapshot()
-    assert snap is not None
+    catalog, ledger, snap = _release_b_of_source_snapshot_2(tmp_path)
     hit = {"release_id": "release-B", "output_table": "db.src__dp_q", "output_snapshot_id": snap.snapshot_id}
     assert synth_memoized(catalog, ledger, hit, "ann", ("db", "src"), 1, "q", "mst", 0.1) is None
     assert synth_memoized(catalog, ledger, {**hit, "release_id": "release-A"}, "ann", ("db", "src"), 2, "q", "mst",

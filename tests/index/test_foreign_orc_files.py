@@ -11,35 +11,16 @@ lookups Bloom-probe or scan it, never skip it.
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.orc as orc
 import pytest
 from pyiceberg.catalog import Catalog
-from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.schema import Schema
-from pyiceberg.table import Table
-from pyiceberg.table.name_mapping import create_mapping_from_schema
-from pyiceberg.typedef import Record
 from pyiceberg.types import LongType, NestedField, StringType
 
 import iceberg_privacy as ip
 from iceberg_privacy.index import maintenance
+from tests.helpers import append_orc_file
 
 SCHEMA = Schema(NestedField(1, "user_id", StringType(), required=False), NestedField(2, "n", LongType(), required=False))
-
-
-def _append_orc(table: Table, rows: pa.Table, name: str) -> Table:
-    location = f"{table.location()}/data/{name}.orc"
-    with table.io.new_output(location).create(overwrite=True) as out:
-        orc.write_table(rows, out)
-    with table.transaction() as tx:
-        tx.set_properties({"schema.name-mapping.default": create_mapping_from_schema(table.schema()).model_dump_json()})
-        data_file = DataFile.from_args(content=DataFileContent.DATA, file_path=location, file_format=FileFormat.ORC,
-                                       partition=Record(), record_count=rows.num_rows,
-                                       file_size_in_bytes=len(table.io.new_input(location)))
-        data_file.spec_id = 0
-        with tx.update_snapshot().fast_append() as append:
-            append.append_data_file(data_file)
-    return table.refresh()
 
 
 def _rows(users: list[str], start: int) -> pa.Table:
@@ -51,7 +32,7 @@ def test_backfill_indexes_the_parquet_files_and_leaves_an_orc_file_to_be_read(ca
     table = catalog.create_table("db.t", SCHEMA)
     table.append(_rows(["ann", "bob"], 0))  # written before the index was configured: uncovered
     table = ip.configure_index(table.refresh(), "user_id", kind)
-    table = _append_orc(table, _rows(["bob", "cy", "dan"], 10), "00000-0-engine")
+    table = append_orc_file(table, _rows(["bob", "cy", "dan"], 10), "00000-0-engine")
     ip.append(table, _rows(["eve", "bob"], 20))
     report = maintenance.backfill(table.refresh())  # raised ArrowInvalid before
     assert report.covered["user_id (exact)"] == 2  # the two Parquet files
@@ -72,7 +53,7 @@ def test_compacting_again_a_table_with_an_orc_file_commits_nothing(catalog: Cata
     compaction wrote a new base and committed a new metadata version."""
     table = ip.configure_index(catalog.create_table("db.t", SCHEMA), "user_id", kind)
     ip.append(table, _rows(["ann", "bob"], 0))
-    table = _append_orc(table.refresh(), _rows(["bob", "cy"], 10), "00000-0-engine")
+    table = append_orc_file(table.refresh(), _rows(["bob", "cy"], 10), "00000-0-engine")
     maintenance.backfill(table)
     table = table.refresh()
     before = table.metadata_location

@@ -11,19 +11,16 @@ the manifest bounds could give them away, and only when the subject's id was a f
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.orc as orc
 import pyarrow.parquet as pq
 import pytest
 from pyiceberg.catalog import Catalog
-from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
-from pyiceberg.table.name_mapping import create_mapping_from_schema
-from pyiceberg.typedef import Record
 from pyiceberg.types import LongType, NestedField, StringType
 
 import iceberg_privacy as ip
 from iceberg_privacy.rights.journal import Journal
+from tests.helpers import append_orc_file
 
 SCHEMA = Schema(NestedField(1, "user_id", StringType(), required=False),
                 NestedField(2, "account", LongType(), required=False))
@@ -49,17 +46,7 @@ def _add_without_field_ids(table: Table) -> None:
 
 def _append_orc(table: Table) -> None:
     """Another engine's append of an ORC data file (pyiceberg reads it through the table's name mapping)."""
-    location = f"{table.location()}/data/00000-0-engine.orc"
-    with table.io.new_output(location).create(overwrite=True) as out:
-        orc.write_table(RESTORED, out)
-    with table.transaction() as tx:
-        tx.set_properties({"schema.name-mapping.default": create_mapping_from_schema(table.schema()).model_dump_json()})
-        data_file = DataFile.from_args(content=DataFileContent.DATA, file_path=location, file_format=FileFormat.ORC,
-                                       partition=Record(), record_count=RESTORED.num_rows,
-                                       file_size_in_bytes=len(table.io.new_input(location)))
-        data_file.spec_id = 0
-        with tx.update_snapshot().fast_append() as append:
-            append.append_data_file(data_file)
+    append_orc_file(table, RESTORED, "00000-0-engine")
 
 
 @pytest.mark.parametrize("add", [_add_without_field_ids, _append_orc], ids=["parquet-without-field-ids", "orc"])
