@@ -530,8 +530,14 @@ def access_policy(catalog: Catalog, table: TableRef | str | tuple[str, ...] | Na
     scope, ns, name = _target(table)
     loaded = None
     if scope.startswith("table:"):
-        ident, table_uuid = table_identity(catalog, table)
-        loaded = table if isinstance(table, Table) else _load_if_exists(catalog, ident)
+        # one load: the uuid keys the policy, the schema names its privacy unit today (table_identity loads too)
+        if isinstance(table, Table):
+            loaded, ident = table, tuple(table.name())
+        else:
+            assert not isinstance(table, NamespaceTarget)  # a table scope
+            ident = qualified(table)
+            loaded = _load_if_exists(catalog, ident)
+        table_uuid = str(loaded.metadata.table_uuid) if loaded is not None else None
         state = Ledger(catalog, ns).state_for(ident, table_uuid)
         found, entry = state.policy_entry(ident, table_uuid)
     else:
