@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.catalog.rest import RestCatalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import (
     AuthorizationExpiredError,
@@ -37,7 +38,7 @@ from iceberg_privacy._internal.rest import (  # noqa: F401 - re-exported: the ca
     REST_TIMEOUT_DEFAULTS_MS,
 )
 from iceberg_privacy.errors import CatalogError, ConfigurationError, IcebergPrivacyError
-from iceberg_privacy.storage import catalog_failure
+from iceberg_privacy.storage import WRITABLE_FORMAT_VERSIONS, catalog_failure, unwritable_format_message
 
 # What a catalog answers when it refuses (naming rules, permissions, server trouble), as opposed to
 # "not found" / "already exists", which callers handle.
@@ -623,6 +624,16 @@ def usable(table: Table) -> Table:
                 "rewrite it with an engine that handles such paths, or register its files under a new location)"
             )
     return table
+
+
+def check_committable(table: Table) -> None:
+    """Refuse, before anything is written, a commit pyiceberg cannot make: to a format-v3 table (a REST catalog or
+    another engine creates them) through a catalog that writes metadata.json on the client (SQL, Glue, Hive, ...),
+    which pyiceberg 0.12 cannot do for v3: it failed with a bare NotImplementedError after leaving an empty
+    metadata.json (and the verb's sidecar). A REST server writes its own metadata, so property and statistics
+    commits (configure, backfill, expire) work there; data commits are refused by the writers themselves."""
+    if table.metadata.format_version not in WRITABLE_FORMAT_VERSIONS and not isinstance(table.catalog, RestCatalog):
+        raise ConfigurationError(unwritable_format_message(table_name(table)))
 
 
 def load_table(catalog: Catalog | None, ref: TableRef) -> Table:

@@ -35,7 +35,7 @@ from pyiceberg.table import Table
 from pyiceberg.types import NestedField, PrimitiveType
 
 from iceberg_privacy._internal.arguments import check_flags
-from iceberg_privacy.catalog import TableRef, load_table
+from iceberg_privacy.catalog import TableRef, check_committable, load_table
 from iceberg_privacy.errors import ConfigurationError, UnknownColumnError
 from iceberg_privacy.identities import identity_leaf_type
 from iceberg_privacy.properties import BLOOM_COLUMNS_PROPERTY as COLUMNS_KEY
@@ -306,6 +306,7 @@ def configure_index(
         ids = field_ids_of(table.properties, BLOOM_FIELD_IDS_KEY)
         ids[column] = field.field_id
         updates[BLOOM_FIELD_IDS_KEY] = ",".join(f"{n}={i}" for n, i in ids.items() if n in [*names, column])
+    check_committable(table)
     with table.transaction() as tx:
         tx.set_properties(updates)
     return table.refresh()
@@ -394,6 +395,7 @@ def configure_bloom(
     names = list(existing) + [n for n in specs if n not in existing]
     updates[COLUMNS_KEY] = ",".join(names)
     updates[BLOOM_FIELD_IDS_KEY] = field_ids_property(schema, names)
+    check_committable(table)
     with table.transaction() as tx:
         stale = [ndv_key(n) for n, s in specs.items() if s.get("ndv", ndv) is None and ndv_key(n) in table.properties]
         if stale:
@@ -485,6 +487,7 @@ def configure_identity(table: TableRef, columns: str | Iterable[str], *, replace
         identity_leaf_type(resolve_column(schema, name))
     existing = [] if replace else [c.name for c in identity_columns(schema, table.properties)]
     merged = existing + [n for n in names if n not in existing]
+    check_committable(table)
     with table.transaction() as tx:
         tx.set_properties(identity_properties(schema, merged))
     return table.refresh()

@@ -50,6 +50,7 @@ from iceberg_privacy.index.build import (
     with_row_groups,
 )
 from iceberg_privacy.index.sidecar import FileFilter
+from iceberg_privacy.storage import WRITABLE_FORMAT_VERSIONS, unwritable_format_message
 
 logger = logging.getLogger(__name__)
 
@@ -203,22 +204,13 @@ def _check_write_properties(metadata: TableMetadata, where: str) -> None:
                      f"is not a setting pyarrow can write Parquet with ({first_line(exc)})") from exc
 
 
-def _pyiceberg_version() -> str:
-    from importlib.metadata import version
-
-    return version("pyiceberg")
-
-
 def _check_format_writable(metadata: TableMetadata, where: str) -> None:
     """Refuse, before any file is written, a table format pyiceberg 0.12 cannot commit to: format v3 (a REST catalog
     or another engine can create such tables), which failed only at the commit with pyiceberg's bare "Cannot write
     manifest for table version: 3" after every data file was written."""
-    if metadata.format_version > 2:
-        raise ConfigurationError(
-            f"{where} is an Iceberg format-v{metadata.format_version} table, which pyiceberg {_pyiceberg_version()} "
-            "(this library's writer) cannot write yet: write it with an engine that supports v3 (Spark with Iceberg "
-            "1.8+), or keep privacy-operable tables at format v2 (create them with properties={'format-version': "
-            "'2'}). Reads and lookups work. Nothing was written.")
+    if metadata.format_version not in WRITABLE_FORMAT_VERSIONS:
+        raise ConfigurationError(unwritable_format_message(where, metadata.format_version).replace(
+            "Nothing was committed.", "Nothing was written."))
 
 
 def _check_spec_writable(metadata: TableMetadata, where: str) -> None:

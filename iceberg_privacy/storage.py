@@ -299,6 +299,8 @@ def library_error(exc: BaseException) -> BaseException:
     if (install := missing_backend(exc)) is not None:
         return ConfigurationError(f"{install} ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})")
     if not isinstance(exc, OSError):
+        if compat.is_unwritable_format_error(exc):  # a v3 table: checked before writes, met by other commits
+            return ConfigurationError(unwritable_format_message(None))
         if (message := catalog_failure(exc)) is not None:
             return CatalogError(message)
         if compat.is_fileio_setup_error(exc):
@@ -314,6 +316,22 @@ def library_error(exc: BaseException) -> BaseException:
             "and that it is running. Journaled requests are resumable once it is back"
         )
     return StorageError(describe_error(location_in(exc), exc, action_in(exc)))
+
+
+WRITABLE_FORMAT_VERSIONS = (1, 2)
+"""The table formats pyiceberg 0.12 (the library's committer) can write: it reads v3 metadata but cannot write its
+manifests, nor its metadata.json where the catalog writes that on the client (SQL, Glue, Hive; a REST server writes
+its own, so property changes to a v3 table work there)."""
+
+
+def unwritable_format_message(where: str | None, version: int = 3) -> str:
+    """What to do about a table whose format the library cannot commit to (``where``: the table, when known)."""
+    from importlib.metadata import version as installed
+
+    return (f"{where or 'the table'} is an Iceberg format-v{version} table, which pyiceberg {installed('pyiceberg')} "
+            "(this library's writer) cannot write yet: write it with an engine that supports v3 (Spark with Iceberg "
+            "1.8+), or keep privacy-operable tables at format v2 (create them with properties={'format-version': "
+            "'2'}). Reads and lookups work. Nothing was committed.")
 
 
 def sql_catalog_busy(exc: BaseException) -> str:

@@ -385,6 +385,17 @@ def is_fileio_setup_error(exc: BaseException) -> bool:
     return False
 
 
+def is_unwritable_format_error(exc: BaseException) -> bool:
+    """Was ``exc`` pyiceberg refusing to write a table format it only reads (format v3 in 0.12: "Writing V3 is not
+    yet supported" when a client-side catalog writes the metadata.json, "Cannot write manifest for table version:
+    3" when a commit writes a manifest)? It raises a bare ``NotImplementedError``, or a ``ValueError`` for the
+    manifest, which reached users of the verbs that commit (configure, backfill, expire, ...) as a traceback."""
+    if not isinstance(exc, (NotImplementedError, ValueError)):
+        return False
+    text = str(exc)
+    return "Writing V3 is not yet supported" in text or "Cannot write manifest for table version" in text
+
+
 def bound_gcs_retries(property_name: str, default_ms: int) -> None:
     """Give every GCS filesystem pyiceberg's pyarrow FileIO builds (``PyArrowFileIO._initialize_gcs_fs``) a retry
     time limit: pyiceberg passes none, and the GCS client then retries a failing request (an endpoint that does

@@ -25,7 +25,7 @@ from pyiceberg.table.update.snapshot import ExpireSnapshots
 from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.arguments import check_engine
 from iceberg_privacy._internal.faults import checkpoint
-from iceberg_privacy.catalog import TableRef, load_table, table_name
+from iceberg_privacy.catalog import TableRef, check_committable, load_table, table_name
 from iceberg_privacy.config import BloomColumn, bloom_columns, declared_identity_names
 from iceberg_privacy.errors import CommitConflictError, ConfigurationError, SidecarError
 from iceberg_privacy.index import exact
@@ -286,6 +286,7 @@ def _rebuild(table: Table, operation: str, *, build_missing: bool, expire_ids: s
     inputs the winner deleted meanwhile: it would cover fewer files than the sidecar it replaces, and the
     per-commit sidecars that covered them are gone, so the coverage would be lost for good. pyiceberg's own
     commit retry (which re-applies the same stale sidecar on the new head) is off; each attempt re-reads."""
+    check_committable(table)  # before the sidecar is written
     last: BaseException | None = None
     for attempt in retry.attempts(policy):
         try:

@@ -23,7 +23,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
-from iceberg_privacy.catalog import TableRef, load_table, table_name
+from iceberg_privacy.catalog import TableRef, check_committable, load_table, table_name
 from iceberg_privacy.config import IDENTITY_COLUMNS_KEY, declared_identity_names
 from iceberg_privacy.errors import ConfigurationError, PurposeViolationError
 from iceberg_privacy.lineage.evaluate import value_preserving
@@ -104,6 +104,7 @@ def annotate(table: TableRef, *, sensitive: Mapping[str, Iterable[str]] | None =
             raise ConfigurationError("purpose must not be empty")
         props[PURPOSE_KEY] = purpose.strip().lower()
     if props:
+        check_committable(table)
         with table.transaction() as tx:
             tx.set_properties(props)
     return table.refresh()

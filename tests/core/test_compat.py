@@ -445,3 +445,30 @@ def test_equality_delete_refusal_is_recognized_and_others_are_not() -> None:
         "PyIceberg does not yet support equality deletes: https://github.com/apache/iceberg/issues/6568"))
     assert not compat.is_equality_deletes_refused(ValueError("Could not find field with name k"))
     assert not compat.is_equality_deletes_refused(RuntimeError("PyIceberg does not yet support equality deletes"))
+
+
+def test_pyiceberg_refusing_to_write_format_v3_is_recognized(tmp_path: Path) -> None:
+    """``is_unwritable_format_error`` matches pyiceberg's own refusals to write v3 (a metadata.json, a manifest);
+    when pyiceberg learns to write v3 these calls stop raising and this test says the check can go."""
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+    from pyiceberg.manifest import write_manifest
+    from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC
+    from pyiceberg.serializers import ToOutputFile
+    from pyiceberg.table.metadata import new_table_metadata
+    from pyiceberg.table.sorting import UNSORTED_SORT_ORDER as UNSORTED
+
+    io = PyArrowFileIO()
+    md = new_table_metadata(SCHEMA, UNPARTITIONED_PARTITION_SPEC, UNSORTED, f"file://{tmp_path}/t",
+                            properties={"format-version": "3"})
+    assert md.format_version == 3
+    with pytest.raises(NotImplementedError) as metadata_json:
+        ToOutputFile.table_metadata(md, io.new_output(f"file://{tmp_path}/m.metadata.json"))
+    assert compat.is_unwritable_format_error(metadata_json.value)
+    with pytest.raises(ValueError) as manifest:
+        with write_manifest(format_version=3, spec=UNPARTITIONED_PARTITION_SPEC, schema=SCHEMA,  # type: ignore[arg-type]
+                            output_file=io.new_output(f"file://{tmp_path}/m.avro"), snapshot_id=1,
+                            avro_compression="null"):
+            pass
+    assert compat.is_unwritable_format_error(manifest.value)
+    assert not compat.is_unwritable_format_error(NotImplementedError("something else"))
+    assert not compat.is_unwritable_format_error(ValueError("Cannot write table"))

@@ -469,3 +469,53 @@ def test_a_format_v3_table_is_refused_before_any_file_is_written(rest_catalog: C
     assert table.current_snapshot() is None
     assert not [o for o in seaweedfs.list_objects(table.location()) if "/data/" in o]
     assert ip.lookup(table, "user_id", "ann").num_rows == 0  # reads work
+    # the REST server writes the metadata: property and statistics commits to a v3 table work there
+    ip.configure_identity(table, ["user_id"])
+    assert ip.backfill(table).live_files == 0 and ip.expire_snapshots(table).live_files == 0
+
+
+def _as_format_v3(catalog: Catalog, name: str) -> Any:
+    """``name`` (a v2 table with data) re-registered under ``name + '_v3'`` with its metadata raised to format v3, as
+    another engine (Spark with Iceberg 1.8+) leaves it: the SQL catalog then writes metadata.json on the client."""
+    import json
+
+    table = catalog.load_table(name)
+    md = json.loads(table.io.new_input(table.metadata_location).open().read())
+    md["format-version"], md["next-row-id"] = 3, 1000
+    for snap in md["snapshots"]:
+        snap.setdefault("first-row-id", 0)
+        snap.setdefault("added-rows", 1)
+    location = table.metadata_location.rsplit("/", 1)[0] + "/99990-raised-to-v3.metadata.json"
+    with table.io.new_output(location).create(overwrite=True) as out:
+        out.write(json.dumps(md).encode())
+    return catalog.register_table(f"{name}_v3", location)
+
+
+def test_verbs_that_commit_to_a_v3_table_through_a_client_side_catalog_are_refused_before_writing(
+        catalog: Catalog) -> None:
+    """Before: backfill, compact_sidecars and expire_snapshots wrote a sidecar, then failed with pyiceberg's bare
+    NotImplementedError ('Writing V3 is not yet supported'), leaving the sidecar and an empty metadata.json behind;
+    configure_* and annotate failed the same way (the empty metadata.json). Reads and lookups keep working."""
+    from iceberg_privacy.storage import list_files
+
+    table = catalog.create_table("db.fmt3", schema=pa.schema([("user_id", pa.string()), ("n", pa.int64())]))
+    ip.configure_bloom(table, ["user_id"])
+    for k in range(2):
+        ip.append(table, pa.table({"user_id": [f"u{k}", "bob"], "n": [k, k]}))
+    v3 = _as_format_v3(catalog, "db.fmt3")
+    assert v3.metadata.format_version == 3
+    before = {f.location for f in list_files(v3.io, v3.location())}
+    verbs = {
+        "backfill": lambda: ip.backfill(v3), "compact": lambda: ip.compact_sidecars(v3),
+        "expire": lambda: ip.expire_snapshots(v3), "bloom": lambda: ip.configure_bloom(v3, ["user_id", "n"]),
+        "identity": lambda: ip.configure_identity(v3, ["user_id"]), "index": lambda: ip.configure_index(v3, "user_id"),
+        "annotate": lambda: ip.annotate(v3, purposes=["billing"]),
+        "append": lambda: ip.append(v3, pa.table({"user_id": ["z"], "n": [9]})),
+    }
+    for verb, call in verbs.items():
+        with pytest.raises(ip.ConfigurationError, match="format-v3 table") as refused:
+            call()
+        assert "format-version" in str(refused.value), verb  # says how to keep tables writable
+        assert {f.location for f in list_files(v3.io, v3.location())} == before, f"{verb} left files behind"
+    assert ip.lookup(v3, "user_id", "bob").num_rows == 2  # reads work
+    assert catalog.load_table("db.fmt3_v3").metadata_location == v3.metadata_location  # nothing committed
