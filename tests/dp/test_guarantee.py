@@ -1,0 +1,94 @@
+"""The privacy guarantee itself (advS): nothing a release publishes, refuses or computes may depend on the private
+data except through a DP mechanism that is charged. Keys read from the data, free data-dependent errors, raw reads
+of dp-only tables through the library, and budgets that tmlt spends as floats larger than the ledger charged."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pyiceberg.catalog.sql import SqlCatalog
+
+import iceberg_privacy as ip
+from iceberg_privacy.dp import PureDP, RhoZCDP, set_namespace_budget
+from iceberg_privacy.dp.ledger import Ledger
+from tests.helpers import make_catalog
+
+ROWS = pa.table({
+    "user_id": pa.array(["a", "b", "c", "d"]),
+    "country": pa.array(["de", "de", "fr", "tuvalu"]),  # one person's rare value
+    "v": pa.array([1, 2, 3, 2**53 + 1], pa.int64()),  # a value a float64 cannot hold exactly
+})
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> SqlCatalog:
+    cat = make_catalog(tmp_path)
+    cat.create_namespace("db")
+    cat.create_table("db.t", schema=ROWS.schema).append(ROWS)
+    set_namespace_budget(cat, "db", RhoZCDP(1))
+    return cat
+
+
+def _no_spark(monkeypatch: pytest.MonkeyPatch) -> None:
+    import iceberg_privacy.dp.release as release
+
+    def no_spark(spark: Any) -> Any:
+        raise AssertionError("the refused key set reached Spark")
+
+    monkeypatch.setattr(release, "_spark", no_spark)
+
+
+def _nothing_spent(cat: SqlCatalog, events_before: int) -> None:
+    assert ip.get_namespace_budget(cat, "db").spent == RhoZCDP(0, validate=False)
+    assert len(Ledger(cat, ("db",)).events()) == events_before
+
+
+def test_the_source_itself_is_no_public_key_table(lake: SqlCatalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """keys="db.t" on db.t published every value of the private column as a key (here "tuvalu", one person's), with
+    a noisy count, for the price of the count alone: the key set was the data's, taken without any mechanism."""
+    _no_spark(monkeypatch)
+    before = len(Ledger(lake, ("db",)).events())
+    for keys in ("db.t", ("db", "t"), lake.load_table("db.t")):
+        with pytest.raises(ip.KeySetError, match="is the source table itself"):
+            ip.dp_histogram("db.t", ["country"], catalog=lake, budget=RhoZCDP(0.1), privacy_unit="user_id",
+                            keys=keys)
+    _nothing_spent(lake, before)
+
+
+def test_a_key_table_derived_from_the_source_is_no_public_key_table(lake: SqlCatalog,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same leak one step removed: SELECT DISTINCT of the private column into a table, then keys=that table.
+    Its lineage record names the source, so it is refused; a table of values typed in by hand is accepted."""
+    ip.derive(lake, "SELECT DISTINCT country FROM db.t", "db.countries")
+    _no_spark(monkeypatch)
+    before = len(Ledger(lake, ("db",)).events())
+    with pytest.raises(ip.KeySetError, match="was computed from the source"):
+        ip.dp_histogram("db.t", ["country"], catalog=lake, budget=RhoZCDP(0.1), privacy_unit="user_id",
+                        keys="db.countries")
+    _nothing_spent(lake, before)
+    public = pa.table({"country": pa.array(["de", "fr"])})
+    lake.create_table("db.public_countries", schema=public.schema).append(public)
+    with pytest.raises(ip.ReleaseAbortedError, match="reached Spark"):  # accepted: the release went on to Spark
+        ip.dp_histogram("db.t", ["country"], catalog=lake, budget=RhoZCDP(0.1), privacy_unit="user_id",
+                        keys="db.public_countries")
+
+
+def test_a_dp_only_table_is_no_public_key_table(lake: SqlCatalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every key is published: keys from another, dp-only table released its raw distinct values."""
+    lake.create_namespace("private")
+    other = pa.table({"country": pa.array(["secret-island"])})
+    lake.create_table("private.people", schema=other.schema).append(other)
+    set_namespace_budget(lake, "private", RhoZCDP(1))
+    ip.set_access_policy(lake, "private", privacy_unit=ip.ROWS)
+    _no_spark(monkeypatch)
+    before = len(Ledger(lake, ("db",)).events())
+    with pytest.raises(ip.DpOnlyError, match="dp-only"):
+        ip.dp_histogram("db.t", ["country"], catalog=lake, budget=RhoZCDP(0.1), privacy_unit="user_id",
+                        keys="private.people")
+    _nothing_spent(lake, before)
