@@ -182,7 +182,9 @@ class _Column:
         if self.kind == "domain":
             idx = pc.index_in(data, value_set=self.values)
             return np.asarray(pc.fill_null(idx, null_cell).to_numpy(zero_copy_only=False), dtype=np.int64)
-        x = np.asarray(pc.cast(data, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+        # unsafe: a long beyond 2**53 has no exact double, and the safe cast raised quoting the private value, for
+        # free (before the reservation); the nearest double is clipped into the bounds (|bound| <= 2**53) anyway
+        x = np.asarray(pc.cast(data, pa.float64(), safe=False).to_numpy(zero_copy_only=False), dtype=np.float64)
         missing = np.isnan(x)  # null or NaN: the null cell; +-inf are outside the bounds: clipped
         x = np.clip(np.where(missing, self.low, x), self.low, self.high)
         if self.integer:

@@ -92,3 +92,13 @@ def test_a_dp_only_table_is_no_public_key_table(lake: SqlCatalog, monkeypatch: p
         ip.dp_histogram("db.t", ["country"], catalog=lake, budget=RhoZCDP(0.1), privacy_unit="user_id",
                         keys="private.people")
     _nothing_spent(lake, before)
+
+
+def test_a_long_beyond_2_53_is_binned_not_quoted_in_a_free_error(lake: SqlCatalog) -> None:
+    """Binning cast a long column to double with pyarrow's safe cast, which raised ``ArrowInvalid: Integer value
+    9007199254740993 not in range`` before anything was reserved: a raw error that quoted a private value and told
+    the caller, free of charge, that some row holds a huge number. Such a value is clipped into the bounds."""
+    rep = ip.dp_synthesize(lake, "db.t", ["v"], RhoZCDP(0.5), output="db.syn", bounds={"v": (0, 100)}, rows=10)
+    assert rep.rows == 10 and rep.charged == RhoZCDP(0.5)
+    values = lake.load_table("db.syn").scan().to_arrow().column("v").to_pylist()
+    assert all(v is None or 0 <= v <= 100 for v in values)
