@@ -102,3 +102,16 @@ def test_a_long_beyond_2_53_is_binned_not_quoted_in_a_free_error(lake: SqlCatalo
     assert rep.rows == 10 and rep.charged == RhoZCDP(0.5)
     values = lake.load_table("db.syn").scan().to_arrow().column("v").to_pylist()
     assert all(v is None or 0 <= v <= 100 for v in values)
+
+
+def test_derive_does_not_copy_a_dp_only_table(lake: SqlCatalog) -> None:
+    """derive read the dp-only source with pyiceberg and wrote its raw rows into a table of an open namespace,
+    readable by anyone: the library's own path around the policy. A DP output of it stays a valid source."""
+    ip.set_access_policy(lake, "db", privacy_unit="user_id", principal_budgets={"*": 1})
+    with pytest.raises(ip.DpOnlyError, match="dp-only"):
+        ip.derive(lake, "SELECT user_id, country FROM db.t", "mart.copy")
+    assert not lake.table_exists("mart.copy")
+    rep = ip.dp_synthesize(lake, "db.t", ["country"], RhoZCDP(0.5), output="db.syn", domains={"country": ["de"]},
+                           rows=5)
+    ip.derive(lake, "SELECT country FROM db.syn", "mart.syn_copy")
+    assert lake.load_table("mart.syn_copy").scan().to_arrow().num_rows == rep.rows
