@@ -30,7 +30,7 @@ from iceberg_privacy.dp.arguments import (
     ROWS,
     RowUnit,
 )
-from iceberg_privacy.dp.budget import Budget
+from iceberg_privacy.dp.budget import Budget, float_down
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.policy import coerce_budget
 from iceberg_privacy.dp.provenance import ReleaseProvenance
@@ -132,7 +132,7 @@ def split_budget(amount: Budget, parts: int) -> list[Budget]:
         return [amount]
     comps = []
     for c in amount.components():
-        target = Fraction(float(c))
+        target = Fraction(float_down(c))
         share = float(target / parts)
         while Fraction(share) * parts > target:
             share = math.nextafter(share, 0.0)

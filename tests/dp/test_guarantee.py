@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyiceberg.catalog.sql import SqlCatalog
 
@@ -115,3 +115,31 @@ def test_derive_does_not_copy_a_dp_only_table(lake: SqlCatalog) -> None:
                            rows=5)
     ip.derive(lake, "SELECT country FROM db.syn", "mart.syn_copy")
     assert lake.load_table("mart.syn_copy").scan().to_arrow().num_rows == rep.rows
+
+
+def _exact_tmlt(value: Any) -> Fraction:
+    return Fraction(value)  # tmlt reads a float budget as that float's exact value (ExactNumber.from_float)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.decimals(min_value="1e-12", max_value="1e6", allow_nan=False, places=None).filter(lambda d: d > 0),
+       st.decimals(min_value="1e-15", max_value="0.5", allow_nan=False).filter(lambda d: d > 0))
+def test_tmlt_never_gets_more_budget_than_the_ledger_charges(a: Any, b: Any) -> None:
+    """The ledger charges the exact decimal (0.1 is 1/10) but tmlt was given float(0.1), whose exact value is
+    0.1000000000000000055...: every release's noise was calibrated to more than the charged budget."""
+    from iceberg_privacy.dp.sql import split_budget
+    from iceberg_privacy.dp.synth import _rho
+
+    x, y = Fraction(str(a)), Fraction(str(b))
+    assert _exact_tmlt(PureDP(str(a)).to_tmlt().epsilon) <= x
+    assert _exact_tmlt(RhoZCDP(str(a)).to_tmlt().rho) <= x
+    approx = ip.ApproxDP(str(a), str(b)).to_tmlt()
+    assert _exact_tmlt(approx.epsilon) <= x and _exact_tmlt(approx.delta) <= y
+    assert Fraction(_rho(RhoZCDP(str(a)))) <= x
+    for parts in (2, 3, 7):
+        assert sum(Fraction(float(s.components()[0])) for s in split_budget(PureDP(str(a)), parts)) <= x
+
+
+def test_a_tenth_is_spent_as_at_most_a_tenth() -> None:
+    assert Fraction(PureDP(0.1).to_tmlt().epsilon) <= Fraction(1, 10)
+    assert Fraction(RhoZCDP("0.3").to_tmlt().rho) <= Fraction(3, 10)
