@@ -62,7 +62,15 @@ from iceberg_privacy.config import current_principal
 from iceberg_privacy.dp._refs import check_catalog, qualified, source_snapshot
 from iceberg_privacy.dp.aim import MAX_MODEL_SIZE_MB, MAX_WORKLOAD_CELLS, ROUND_ITERATIONS, AimResult, aim
 from iceberg_privacy.dp.arguments import ROWS, RowUnit, finite, source_field
-from iceberg_privacy.dp.budget import ApproxDP, Budget, PureDP, RhoZCDP, as_budget, budget_from_json, float_down
+from iceberg_privacy.dp.budget import (
+    ApproxDP,
+    Budget,
+    PureDP,
+    RhoZCDP,
+    as_budget,
+    budget_from_json,
+    float_down,
+)
 from iceberg_privacy.dp.errors import BudgetTypeMismatchError, InvalidBudgetError, ReleaseAbortedError
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.mst import cdp_rho, mst, secure_rng

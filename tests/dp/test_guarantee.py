@@ -143,3 +143,38 @@ def test_tmlt_never_gets_more_budget_than_the_ledger_charges(a: Any, b: Any) -> 
 def test_a_tenth_is_spent_as_at_most_a_tenth() -> None:
     assert Fraction(PureDP(0.1).to_tmlt().epsilon) <= Fraction(1, 10)
     assert Fraction(RhoZCDP("0.3").to_tmlt().rho) <= Fraction(3, 10)
+
+
+@pytest.mark.spark
+def test_a_sum_whose_clamped_values_overflow_a_long_still_releases(tmp_path: Path, spark: Any) -> None:
+    """Spark (ANSI) summed the clamped integers as longs and raised ARITHMETIC_OVERFLOW after the evaluation began:
+    the spend was kept and the failure itself told, without noise, that the group's clamped values add up past
+    2**63 (one more person at the bound flips success into failure). Integer columns with bounds of 2**31 or more
+    are summed as doubles: the release succeeds whatever the data."""
+    cat = make_catalog(tmp_path)
+    cat.create_namespace("db")
+    big = 2**62
+    data = pa.table({"uid": pa.array([1, 2, 3], pa.int64()), "c": ["x", "x", "x"],
+                     "v": pa.array([big, big, 5], pa.int64())})
+    cat.create_table("db.t", schema=data.schema).append(data)
+    set_namespace_budget(cat, "db", PureDP(10_000))
+    rel = ip.dp_sql(cat, f"SELECT SUM(CLAMP(v, 0, {big})) AS s, AVG(CLAMP(v, 0, {big})) AS a FROM db.t",
+                    budget=4000, privacy_unit="uid", spark=spark)
+    assert rel.rows.num_rows == 1 and not rel.memoized
+    assert [m["noise_mechanism"] for m in rel.provenance.mechanism][0] == "LAPLACE"
+    hist = ip.dp_histogram("db.t", ["c"], catalog=cat, budget=PureDP(2000), privacy_unit="uid", keys={"c": ["x"]},
+                           aggregate="sum", column="v", low=0, high=big, spark=spark)
+    assert hist.data.num_rows == 1 and pa.types.is_floating(hist.data.schema.field("sum").type)
+    assert hist.provenance.query["extra"] == {"sum_in": "double"}  # another question than the long sum's
+    assert rel.provenance.query["sums_in_double"] == ["s", "a"]
+
+
+def test_histogram_bounds_past_2_62_are_refused_before_the_spend(lake: SqlCatalog) -> None:
+    """dp_histogram(aggregate="sum", high=1e19) failed in Spark's `lit` when tmlt evaluated (a Py4JError), after the
+    spend; DP SQL already refused such bounds (MAX_BOUND)."""
+    before = len(Ledger(lake, ("db",)).events())
+    for aggregate in ("sum", "mean"):
+        with pytest.raises(ip.InvalidArgumentError, match="exceed"):
+            ip.dp_histogram("db.t", ["country"], catalog=lake, budget=RhoZCDP(0.1), privacy_unit="user_id",
+                            keys={"country": ["de"]}, aggregate=aggregate, column="v", low=0, high=1e19)
+    _nothing_spent(lake, before)
