@@ -178,3 +178,28 @@ def test_histogram_bounds_past_2_62_are_refused_before_the_spend(lake: SqlCatalo
             ip.dp_histogram("db.t", ["country"], catalog=lake, budget=RhoZCDP(0.1), privacy_unit="user_id",
                             keys={"country": ["de"]}, aggregate=aggregate, column="v", low=0, high=1e19)
     _nothing_spent(lake, before)
+
+
+def test_a_snapshot_older_than_an_erasure_is_not_released_again(lake: SqlCatalog,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """An erasure commits a new snapshot; the old ones keep the subject's rows until the purge expires them, and
+    snapshot_id=<an older one> computed a new release on the erased person's rows (dp_histogram, dp_synthesize)."""
+    from iceberg_privacy.properties import ERASURE_REQUEST_SUMMARY
+
+    table = lake.load_table("db.t")
+    before_erasure = table.current_snapshot().snapshot_id
+    with table.transaction() as tx:  # what an erasure commits: the subject's rows gone, the request id in the summary
+        tx.delete("user_id == 'd'", snapshot_properties={ERASURE_REQUEST_SUMMARY: "req-1"})
+    _no_spark(monkeypatch)
+    before = len(Ledger(lake, ("db",)).events())
+    with pytest.raises(ip.ConfigurationError, match="predates an erasure .request req-1"):
+        ip.dp_histogram("db.t", ["country"], catalog=lake, budget=RhoZCDP(0.1), privacy_unit="user_id",
+                        keys={"country": ["de"]}, snapshot_id=before_erasure)
+    with pytest.raises(ip.ConfigurationError, match="predates an erasure"):
+        ip.dp_synthesize(lake, "db.t", ["country"], RhoZCDP(0.1), output="db.syn", domains={"country": ["de"]},
+                         snapshot_id=before_erasure)
+    _nothing_spent(lake, before)
+    after = lake.load_table("db.t").current_snapshot().snapshot_id
+    rep = ip.dp_synthesize(lake, "db.t", ["country"], RhoZCDP(0.1), output="db.syn", domains={"country": ["de"]},
+                           snapshot_id=after, rows=3)
+    assert rep.source_snapshot_id == after
