@@ -203,3 +203,35 @@ def test_a_snapshot_older_than_an_erasure_is_not_released_again(lake: SqlCatalog
     rep = ip.dp_synthesize(lake, "db.t", ["country"], RhoZCDP(0.1), output="db.syn", domains={"country": ["de"]},
                            snapshot_id=after, rows=3)
     assert rep.source_snapshot_id == after
+
+
+def test_the_refusals_hold_on_object_storage(s3_catalog: tuple[Any, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same refusals on SeaweedFS, behind the REST catalog and a SqlCatalog: the source as key table, a key
+    table derived from it, a derive of a dp-only table, a snapshot older than an erasure; and the long beyond
+    2**53 binned by dp_synthesize."""
+    from iceberg_privacy.properties import ERASURE_REQUEST_SUMMARY
+
+    cat, ns = s3_catalog
+    src = f"{ns}.t"
+    cat.create_table(src, schema=ROWS.schema).append(ROWS)
+    set_namespace_budget(cat, ns, RhoZCDP(1))
+    ip.derive(cat, f"SELECT DISTINCT country FROM {src}", f"{ns}.countries")
+    _no_spark(monkeypatch)
+    ask = dict(catalog=cat, budget=RhoZCDP(0.1), privacy_unit="user_id")
+    with pytest.raises(ip.KeySetError, match="is the source table itself"):
+        ip.dp_histogram(src, ["country"], keys=src, **ask)
+    with pytest.raises(ip.KeySetError, match="was computed from the source"):
+        ip.dp_histogram(src, ["country"], keys=f"{ns}.countries", **ask)
+    rep = ip.dp_synthesize(cat, src, ["v"], RhoZCDP(0.2), output=f"{ns}.syn", bounds={"v": (0, 100)}, rows=4)
+    assert rep.rows == 4
+    table = cat.load_table(src)
+    old = table.current_snapshot().snapshot_id
+    with table.transaction() as tx:
+        tx.delete("user_id == 'd'", snapshot_properties={ERASURE_REQUEST_SUMMARY: "req-9"})
+    with pytest.raises(ip.ConfigurationError, match="predates an erasure"):
+        ip.dp_histogram(src, ["country"], keys={"country": ["de"]}, snapshot_id=old, **ask)
+    ip.set_access_policy(cat, ns, privacy_unit="user_id", principal_budgets={"*": 1})
+    with pytest.raises(ip.DpOnlyError):
+        ip.derive(cat, f"SELECT user_id FROM {src}", f"{ns}.copy")
+    assert not cat.table_exists(f"{ns}.copy")
+    assert ip.get_namespace_budget(cat, ns).spent == RhoZCDP("0.2")
