@@ -313,7 +313,20 @@ def dp_histogram(
         discover=discover, lineage=_lineage(source, snap.snapshot_id, by, expected_cols[-1], column, unit),
         prepare=prepare, noise=lambda session, tq: compat.noise_info(session, tq, amount.to_tmlt()),
         evaluate=evaluate, frame=_double_copy(column, as_double) if column and as_double else None,
+        value_types={expected_cols[-1]: _value_type(source, aggregate, column, as_double)},
     ), memoize=memoize, spark=spark)
+
+
+def _value_type(source: Table, aggregate: str, column: str | None, as_double: str | None) -> Any:
+    """The Iceberg type of a histogram's value column: counts and integer sums are longs, the rest doubles."""
+    from pyiceberg.types import DoubleType, IntegerType, LongType
+
+    if aggregate == "count":
+        return LongType
+    if aggregate == "sum" and not as_double and column is not None \
+            and isinstance(source.schema().find_field(column).field_type, (IntegerType, LongType)):
+        return LongType
+    return DoubleType
 
 
 def _double_copy(column: str, name: str) -> Callable[[Any], Any]:
@@ -368,6 +381,9 @@ class ReleasePlan:
     frame: Callable[[Any], Any] | None = None
     """``(df) -> df``: derived columns the tmlt queries read (the source rows, one per row; None: the source as is)."""
     session_budget_is_amount: bool = False
+    value_types: dict[str, Any] = field(default_factory=dict)
+    """Output column -> the Iceberg type class its values have (checked against an existing output table before the
+    reservation: an append of doubles to a long column failed after the spend)."""
     """The evaluating tmlt session holds exactly the spend (True: several queries share it, the last one
     spends the session's rest), else what was left before the spend (the ledger's remaining)."""
 
@@ -465,6 +481,13 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None, memo_log
                 f"output {out_name} holds releases with columns {[f.name for f in existing.schema().fields]}, "
                 f"not {expected_cols}; choose another output name."
             )
+        for name, wanted in plan.value_types.items():
+            have = existing.schema().find_field(name).field_type
+            if not isinstance(have, wanted):
+                raise ConfigurationError(
+                    f"output {out_name} holds releases whose {name!r} is {have}, and this release's is "
+                    f"{wanted.__name__.removesuffix('Type').lower()} (an integer sum with bounds of 2**31 or more, or "
+                    "of a floating-point column, is a double); choose another output name. Nothing was spent.")
     # Early, cheap refusal (no budget, wrong type, exhausted, over the policy's per-query cap) before any Spark
     # work; reserve() re-checks atomically, so this read being stale by the time we reserve is harmless.
     ledger.check(state, source_id, principal, amount, table_uuid)

@@ -235,3 +235,23 @@ def test_the_refusals_hold_on_object_storage(s3_catalog: tuple[Any, str], monkey
         ip.derive(cat, f"SELECT user_id FROM {src}", f"{ns}.copy")
     assert not cat.table_exists(f"{ns}.copy")
     assert ip.get_namespace_budget(cat, ns).spent == RhoZCDP("0.2")
+
+
+def test_an_output_whose_value_type_differs_is_refused_before_the_spend(lake: SqlCatalog,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """output= naming a release table of integer sums, asked for a double sum (a float column, or an integer one
+    with bounds of 2**31 or more): the append of doubles to the long column failed after the evaluation, with the
+    spend kept and nothing released. The names matched, so only the value type tells."""
+    from iceberg_privacy.properties import DP_RELEASE_MARKER
+
+    schema = pa.schema([pa.field("country", pa.string()), pa.field("sum", pa.int64())])
+    lake.create_table("db.out", schema=schema, properties={DP_RELEASE_MARKER: "1"})
+    _no_spark(monkeypatch)
+    before = len(Ledger(lake, ("db",)).events())
+    with pytest.raises(ip.ConfigurationError, match="holds releases whose 'sum' is long"):
+        ip.dp_histogram("db.t", ["country"], catalog=lake, budget=RhoZCDP(0.1), privacy_unit="user_id",
+                        keys={"country": ["de"]}, aggregate="sum", column="v", low=0, high=2**40, output="db.out")
+    _nothing_spent(lake, before)
+    with pytest.raises(ip.ReleaseAbortedError, match="reached Spark"):  # an integer sum fits: it goes on
+        ip.dp_histogram("db.t", ["country"], catalog=lake, budget=RhoZCDP(0.1), privacy_unit="user_id",
+                        keys={"country": ["de"]}, aggregate="sum", column="v", low=0, high=100, output="db.out")
