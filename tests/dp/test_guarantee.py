@@ -146,6 +146,7 @@ def test_a_tenth_is_spent_as_at_most_a_tenth() -> None:
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_a_sum_whose_clamped_values_overflow_a_long_still_releases(tmp_path: Path, spark: Any) -> None:
     """Spark (ANSI) summed the clamped integers as longs and raised ARITHMETIC_OVERFLOW after the evaluation began:
     the spend was kept and the failure itself told, without noise, that the group's clamped values add up past
