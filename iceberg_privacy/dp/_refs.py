@@ -127,4 +127,26 @@ def source_snapshot(source: Table, snapshot_id: int | None, name: str) -> Snapsh
     snap = source.snapshot_by_id(snapshot_id)
     if snap is None:
         raise ConfigurationError(f"snapshot {snapshot_id} does not exist in {name}.")
+    erasure = _erased_after(source, snap)
+    if erasure is not None:
+        raise ConfigurationError(
+            f"snapshot {snapshot_id} of {name} predates an erasure ({erasure}): a new release of it would compute on "
+            "the erased subjects' rows again. Release the current snapshot (leave snapshot_id out); releases made "
+            "before the erasure stay readable in their release tables. Nothing was spent.")
     return snap
+
+
+def _erased_after(source: Table, snap: Snapshot) -> str | None:
+    """The erasure (request id, or ``purge``) committed to ``source`` after ``snap``, if any: an explicit
+    ``snapshot_id=`` older than it reads rows a subject-rights request erased (they stay in old snapshots until
+    the purge expires them), and a new release of them is new processing of an erased person's data."""
+    from iceberg_privacy.properties import ERASURE_REQUEST_SUMMARY, ERASURE_SCRUB_SUMMARY
+
+    def order(s: Snapshot) -> tuple[int, int]:
+        return (s.sequence_number or 0, s.timestamp_ms)
+
+    for later in source.metadata.snapshots:
+        extra = later.summary.additional_properties if later.summary is not None else {}
+        if order(later) > order(snap) and (ERASURE_REQUEST_SUMMARY in extra or ERASURE_SCRUB_SUMMARY in extra):
+            return f"request {extra.get(ERASURE_REQUEST_SUMMARY) or 'purge'}, snapshot {later.snapshot_id}"
+    return None

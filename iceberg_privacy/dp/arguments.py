@@ -72,6 +72,19 @@ REQUIRED: Any = _Required()
 ID_TYPES = (StringType, IntegerType, LongType, DateType)
 KEY_TYPES = (StringType, IntegerType, LongType, DateType, TimestampType, TimestamptzType)
 NUMERIC_TYPES = (IntegerType, LongType, FloatType, DoubleType)
+
+EXACT_SUM_BOUND: Final = 2**31
+"""A SUM or mean of an integer column clamped to bounds of this magnitude or more is computed on the column cast to
+double. Spark (ANSI mode) sums integers as 64-bit longs and raises on overflow: the release failed after its
+evaluation began, so whether it failed told, without noise, whether the clamped values of the group add up past 2**63
+(one more person at the bound flipped it: an unbounded privacy loss, found by advS). Below this magnitude an integer
+sum overflows only with more than 2**32 rows at the bound in one group."""
+
+
+def sums_as_double(ftype: Any, low: float | None, high: float | None) -> bool:
+    """Whether a sum/mean of a column of ``ftype`` clamped to [low, high] must be computed in doubles (above)."""
+    return (isinstance(ftype, (IntegerType, LongType)) and low is not None and high is not None
+            and max(abs(float(low)), abs(float(high))) >= EXACT_SUM_BOUND)
 OUTPUT_NAMES = {"count": "count", "sum": "sum", "mean": "mean"}
 
 
@@ -127,6 +140,13 @@ def validate_args(
         why = "values are clamped into [low, high], so pass finite bounds with low < high (e.g. low=0, high=100)."
         if not finite("low", low, why=why) < finite("high", high, why=why):
             raise InvalidArgumentError(f"low={low} must be < high={high}; {why}")
+        from iceberg_privacy.dp.sql_compile import MAX_BOUND
+
+        if max(abs(float(low)), abs(float(high))) > MAX_BOUND:  # as for DP SQL's bounds (see MAX_BOUND)
+            raise InvalidArgumentError(
+                f"the bounds low={low}, high={high} exceed +-{MAX_BOUND:.4g}: Tumult hands them to Spark as 64-bit "
+                "integers, and the release failed when evaluated, after the spend. Give bounds around the column's "
+                "real range. Nothing was spent.")
     if (isinstance(max_rows_per_unit, bool) or not isinstance(max_rows_per_unit, numbers.Integral)
             or max_rows_per_unit < 1):
         raise InvalidArgumentError(

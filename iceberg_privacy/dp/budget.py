@@ -44,6 +44,17 @@ def _exact(value: float | int | str | Fraction, name: str) -> Fraction:
     return Fraction(repr(number)) if not isinstance(value, str) else Fraction(value)
 
 
+def float_down(value: Fraction) -> float:
+    """The largest float <= ``value``: what tmlt is given for an exact amount. tmlt calibrates noise to the exact
+    value of the float it gets, and ``float(Fraction(1, 10))`` is 0.1000000000000000055...: the noise of every
+    release was calibrated to a slightly larger epsilon (rho, delta) than the ledger charged, so a cap could be
+    exceeded by the accumulated round-off. Rounded down, the ledger never claims less than what was spent."""
+    out = float(value)
+    if Fraction(out) > value:
+        out = math.nextafter(out, -math.inf)
+    return out
+
+
 def _text(value: Fraction) -> str:
     """Render an exact amount as a short decimal string (exact when it has one)."""
     if value.denominator == 1:
@@ -141,7 +152,7 @@ class PureDP(Budget):
     def to_tmlt(self) -> Any:
         from tmlt.analytics import PureDPBudget
 
-        return PureDPBudget(float(self.epsilon))
+        return PureDPBudget(float_down(self.epsilon))
 
     def describe(self) -> str:
         return f"epsilon={_text(self.epsilon)}"
@@ -173,7 +184,7 @@ class RhoZCDP(Budget):
     def to_tmlt(self) -> Any:
         from tmlt.analytics import RhoZCDPBudget
 
-        return RhoZCDPBudget(float(self.rho))
+        return RhoZCDPBudget(float_down(self.rho))
 
     def describe(self) -> str:
         return f"rho={_text(self.rho)}"
@@ -215,7 +226,7 @@ class ApproxDP(Budget):
     def to_tmlt(self) -> Any:
         from tmlt.analytics import ApproxDPBudget
 
-        return ApproxDPBudget(float(self.epsilon), float(self.delta))
+        return ApproxDPBudget(float_down(self.epsilon), float_down(self.delta))
 
     def describe(self) -> str:
         return f"epsilon={_text(self.epsilon)}, delta={_text(self.delta)}"

@@ -64,6 +64,31 @@ def _values(column: str, values: Any) -> list[Any]:
                           "lists or dicts. Nothing was spent.") from None
 
 
+def check_public_key_table(catalog: Catalog, source: Table, key_table: Table) -> None:
+    """Refuse a key table whose rows are not public: the source itself, a table whose lineage records it as
+    computed from the source, or a dp-only table. Every key of a release is published (with a noisy count, even
+    zero), so keys read from private rows reveal without noise which values occur there: one person's rare value
+    appeared in the release (found by advS: ``keys="db.t"`` on ``db.t`` released the key ``"rare"``)."""
+    from iceberg_privacy.dp.policy import require_raw_access
+    from iceberg_privacy.lineage.record import snapshot_records
+
+    src_uuid = str(source.metadata.table_uuid)
+    advice = ("pass public keys (a list of values, key rows, or a table of values known without looking at the "
+              "data), or keys=None with an ApproxDP budget to discover them privately. Nothing was spent.")
+    if str(key_table.metadata.table_uuid) == src_uuid:
+        raise KeySetError(
+            f"the public key table {table_name(key_table)} is the source table itself: its values are the private "
+            f"data, and every key is published, so a single person's rare value would appear in the release; "
+            + advice)
+    for record in snapshot_records(key_table.metadata):
+        if record.exempt is None and any(ref.uuid == src_uuid for ref in record.sources):
+            raise KeySetError(
+                f"the public key table {table_name(key_table)} was computed from the source "
+                f"{table_name(source)} (its lineage says so): keys read from the private data are published without "
+                "noise, so a single person's rare value would appear in the release; " + advice)
+    require_raw_access(catalog, key_table)  # a dp-only table's values are not public (DpOnlyError)
+
+
 def resolve_keys(catalog: Catalog, source: Table, by: list[str], keys: Any) -> Keys:
     """Validate the public key set against the grouping columns, before anything is spent."""
     if keys is None:
@@ -78,6 +103,7 @@ def resolve_keys(catalog: Catalog, source: Table, by: list[str], keys: Any) -> K
         return Keys({"kind": "values", "columns": by, "fingerprint": fp}, per_column=per_column)
     if isinstance(keys, (str, Table)) or (isinstance(keys, tuple) and all(isinstance(p, str) for p in keys)):
         key_table = load_named(catalog, keys, "public key table")
+        check_public_key_table(catalog, source, key_table)
         for column in by:
             try:
                 key_field = key_table.schema().find_field(column)

@@ -56,6 +56,7 @@ from iceberg_privacy.dp.arguments import (
     RowUnit,
     resolve_privacy_unit,
     source_field,
+    sums_as_double,
     tumult_addressable,
     validate_args,
 )
@@ -112,7 +113,8 @@ class Release:
 
 
 
-def _tmlt_query(source_id: str, by: list[str], keyset: Any, q: HistogramQuery) -> Any:
+def _tmlt_query(source_id: str, by: list[str], keyset: Any, q: HistogramQuery, measure: str | None = None) -> Any:
+    """``measure``: the column the sum/mean reads (a derived double copy of ``q.column``, see ``sums_as_double``)."""
     from tmlt.analytics import MaxRowsPerID, QueryBuilder
 
     builder = QueryBuilder(source_id)
@@ -124,9 +126,10 @@ def _tmlt_query(source_id: str, by: list[str], keyset: Any, q: HistogramQuery) -
         query = grouped.count(name=name, mechanism=q.mechanism)  # type: ignore[arg-type]
         return query.suppress(q.threshold) if q.threshold is not None else query
     assert q.column is not None and q.low is not None and q.high is not None
+    column = measure or q.column
     if q.aggregation == "sum":
-        return grouped.sum(q.column, q.low, q.high, name=name, mechanism=q.mechanism)  # type: ignore[arg-type]
-    return grouped.average(q.column, q.low, q.high, name=name, mechanism=q.mechanism)  # type: ignore[arg-type]
+        return grouped.sum(column, q.low, q.high, name=name, mechanism=q.mechanism)  # type: ignore[arg-type]
+    return grouped.average(column, q.low, q.high, name=name, mechanism=q.mechanism)  # type: ignore[arg-type]
 
 
 def _session(df: Any, q: Any, budget: Budget, unit: str | None, max_rows_per_unit: int) -> Any:
@@ -247,12 +250,18 @@ def dp_histogram(
             )
         if unit in by:
             raise ConfigurationError("the privacy-unit column cannot also be a grouping column.")
+    as_double: str | None = None  # the derived double column a sum/mean of a wide integer column reads
     if column is not None:
         ctype = source_field(source, column, "measure").field_type
         if not isinstance(ctype, NUMERIC_TYPES):
             raise ConfigurationError(
                 f"measure column {column!r} has type {ctype}; sums and means need numbers."
             )
+        if aggregate != "count" and sums_as_double(ctype, low, high):
+            taken = {f.name.lower() for f in source.schema().fields}
+            as_double = f"_ip_double_{column}"
+            while as_double.lower() in taken:
+                as_double = "_" + as_double
     for c in (*by, *([unit] if unit else []), *([column] if column else [])):
         if not tumult_addressable(c):
             raise ConfigurationError(
@@ -280,7 +289,8 @@ def dp_histogram(
         high=high,
         threshold=threshold,
         mechanism=mechanism,
-        extra=_fields_extra(source, snap, [*by, *([unit] if unit else []), *([column] if column else [])]),
+        extra={**_fields_extra(source, snap, [*by, *([unit] if unit else []), *([column] if column else [])]),
+               **({"sum_in": "double"} if as_double else {})},
     )
     qhash = query.hash()
     out_id = qualified(output) if output else (*namespace, release_table_name(source_id[-1], "dp", qhash))
@@ -290,7 +300,7 @@ def dp_histogram(
 
     def prepare(spark: Any, df: Any) -> Any:
         keyset = None if discover else tmlt_keyset(spark, df, by, resolved)
-        return _tmlt_query("source", by, keyset, query)
+        return _tmlt_query("source", by, keyset, query, as_double)
 
     def evaluate(session: Any, tq: Any) -> pa.Table:
         return session.evaluate(tq, amount.to_tmlt()).toArrow()
@@ -302,8 +312,32 @@ def dp_histogram(
         out_id=out_id, columns=expected_cols, sort_by=list(by), keys=resolved.description, threshold=threshold,
         discover=discover, lineage=_lineage(source, snap.snapshot_id, by, expected_cols[-1], column, unit),
         prepare=prepare, noise=lambda session, tq: compat.noise_info(session, tq, amount.to_tmlt()),
-        evaluate=evaluate,
+        evaluate=evaluate, frame=_double_copy(column, as_double) if column and as_double else None,
+        value_types={expected_cols[-1]: _value_type(source, aggregate, column, as_double)},
     ), memoize=memoize, spark=spark)
+
+
+def _value_type(source: Table, aggregate: str, column: str | None, as_double: str | None) -> Any:
+    """The Iceberg type of a histogram's value column: counts and integer sums are longs, the rest doubles."""
+    from pyiceberg.types import DoubleType, IntegerType, LongType
+
+    if aggregate == "count":
+        return LongType
+    if aggregate == "sum" and not as_double and column is not None \
+            and isinstance(source.schema().find_field(column).field_type, (IntegerType, LongType)):
+        return LongType
+    return DoubleType
+
+
+def _double_copy(column: str, name: str) -> Callable[[Any], Any]:
+    """``df -> df`` with ``name``, ``column`` cast to double (see ``sums_as_double``)."""
+
+    def frame(df: Any) -> Any:
+        from pyspark.sql import functions as F  # noqa: N812 - pyspark's convention
+
+        return df.withColumn(name, F.col(f"`{column}`").cast("double"))
+
+    return frame
 
 
 def _fields_extra(source: Table, snap: Snapshot, columns: list[str]) -> dict[str, Any]:
@@ -347,6 +381,9 @@ class ReleasePlan:
     frame: Callable[[Any], Any] | None = None
     """``(df) -> df``: derived columns the tmlt queries read (the source rows, one per row; None: the source as is)."""
     session_budget_is_amount: bool = False
+    value_types: dict[str, Any] = field(default_factory=dict)
+    """Output column -> the Iceberg type class its values have (checked against an existing output table before the
+    reservation: an append of doubles to a long column failed after the spend)."""
     """The evaluating tmlt session holds exactly the spend (True: several queries share it, the last one
     spends the session's rest), else what was left before the spend (the ledger's remaining)."""
 
@@ -444,6 +481,13 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None, memo_log
                 f"output {out_name} holds releases with columns {[f.name for f in existing.schema().fields]}, "
                 f"not {expected_cols}; choose another output name."
             )
+        for name, wanted in plan.value_types.items():
+            have = existing.schema().find_field(name).field_type
+            if not isinstance(have, wanted):
+                raise ConfigurationError(
+                    f"output {out_name} holds releases whose {name!r} is {have}, and this release's is "
+                    f"{wanted.__name__.removesuffix('Type').lower()} (an integer sum with bounds of 2**31 or more, or "
+                    "of a floating-point column, is a double); choose another output name. Nothing was spent.")
     # Early, cheap refusal (no budget, wrong type, exhausted, over the policy's per-query cap) before any Spark
     # work; reserve() re-checks atomically, so this read being stale by the time we reserve is harmless.
     ledger.check(state, source_id, principal, amount, table_uuid)

@@ -29,8 +29,9 @@ from iceberg_privacy.dp.arguments import (
     ID_TYPES,
     ROWS,
     RowUnit,
+    sums_as_double,
 )
-from iceberg_privacy.dp.budget import Budget
+from iceberg_privacy.dp.budget import Budget, float_down
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.policy import coerce_budget
 from iceberg_privacy.dp.provenance import ReleaseProvenance
@@ -96,6 +97,8 @@ class SqlQuery:
     keys: dict[str, Any]
     fields: dict[str, int] | None = None
     """Field ids of the columns read, when the schema changed since the snapshot (:func:`renamed_fields`)."""
+    double_sums: tuple[str, ...] = ()
+    """Aggregates (by name) whose integer column is summed as double (:func:`~.arguments.sums_as_double`)."""
 
     def to_json(self) -> dict[str, Any]:
         c = self.compiled
@@ -116,6 +119,7 @@ class SqlQuery:
             "privacy_unit": unit,
             "keys": self.keys,
             **({"fields": self.fields} if self.fields is not None else {}),
+            **({"sums_in_double": list(self.double_sums)} if self.double_sums else {}),
         }
 
     def canonical_json(self) -> str:
@@ -132,7 +136,7 @@ def split_budget(amount: Budget, parts: int) -> list[Budget]:
         return [amount]
     comps = []
     for c in amount.components():
-        target = Fraction(float(c))
+        target = Fraction(float_down(c))
         share = float(target / parts)
         while Fraction(share) * parts > target:
             share = math.nextafter(share, 0.0)
@@ -153,7 +157,9 @@ def _clamped_columns(compiled: CompiledSql, source: Table) -> dict[int, str]:
     taken = {n.lower() for n in schema}
     out: dict[int, str] = {}
     for i, agg in enumerate(compiled.aggregates):
-        if agg.kind in SQUARED and agg.column is not None and isinstance(schema.get(agg.column), (FloatType, DoubleType)):
+        wide = agg.kind in ("sum", "avg") and sums_as_double(schema.get(str(agg.column)), agg.low, agg.high)
+        if wide or (agg.kind in SQUARED and agg.column is not None
+                    and isinstance(schema.get(agg.column), (FloatType, DoubleType))):
             name = f"_ip_clamped_{i}"
             while name.lower() in taken:
                 name = "_" + name
@@ -174,7 +180,10 @@ def _with_clamped(compiled: CompiledSql, derived: dict[int, str]) -> Any:
             agg = compiled.aggregates[i]
             c = F.col(spark_identifier(str(agg.column)))
             finite = ~(c.isNull() | F.isnan(c) | (F.abs(c) == F.lit(float("inf"))))
-            assert agg.low is not None and agg.high is not None  # VARIANCE and STDDEV always have bounds
+            assert agg.low is not None and agg.high is not None  # every aggregate here has bounds
+            if agg.kind in ("sum", "avg"):  # an integer column summed in doubles: tmlt clamps it
+                df = df.withColumn(name, c.cast("double"))
+                continue
             low, high = F.lit(float(agg.low)), F.lit(float(agg.high))
             df = df.withColumn(name, F.when(finite & (c < low), low).when(finite & (c > high), high)
                                .otherwise(c.cast("double")))
@@ -206,9 +215,9 @@ def _tmlt_queries(compiled: CompiledSql, keyset: Any, unit: str | None, max_rows
         elif agg.kind == "count_distinct":
             q = target.count_distinct([agg.column], name=name)
         elif agg.kind == "sum":
-            q = target.sum(agg.column, agg.low, agg.high, name=name)
+            q = target.sum((derived or {}).get(i, agg.column), agg.low, agg.high, name=name)
         elif agg.kind == "avg":
-            q = target.average(agg.column, agg.low, agg.high, name=name)
+            q = target.average((derived or {}).get(i, agg.column), agg.low, agg.high, name=name)
         elif agg.kind == "min":
             q = target.min(agg.column, agg.low, agg.high, name=name)
         elif agg.kind == "max":
@@ -374,14 +383,16 @@ def dp_sql(
 
     needed = [*compiled.group_by, *([unit] if unit else []),
               *(a.column for a in compiled.aggregates if a.column), *_where_columns(compiled)]
+    derived = _clamped_columns(compiled, source)
     query = SqlQuery(compiled, str(source.metadata.table_uuid), amount, unit, max_rows, keys_desc,
-                     renamed_fields(source, snap, needed))
+                     renamed_fields(source, snap, needed),
+                     tuple(a.name for i, a in enumerate(compiled.aggregates)
+                           if i in derived and a.kind in ("sum", "avg")))
     qhash = query.hash()
     from iceberg_privacy.dp.release import release_table_name
 
     out_id = (*source.name()[:-1], release_table_name(source.name()[-1], "dpsql", qhash))
     shares = split_budget(amount, len(compiled.aggregates))
-    derived = _clamped_columns(compiled, source)
 
     def prepare(spark_session: Any, df: Any) -> Any:
         keyset = None

@@ -62,7 +62,15 @@ from iceberg_privacy.config import current_principal
 from iceberg_privacy.dp._refs import check_catalog, qualified, source_snapshot
 from iceberg_privacy.dp.aim import MAX_MODEL_SIZE_MB, MAX_WORKLOAD_CELLS, ROUND_ITERATIONS, AimResult, aim
 from iceberg_privacy.dp.arguments import ROWS, RowUnit, finite, source_field
-from iceberg_privacy.dp.budget import ApproxDP, Budget, PureDP, RhoZCDP, as_budget, budget_from_json
+from iceberg_privacy.dp.budget import (
+    ApproxDP,
+    Budget,
+    PureDP,
+    RhoZCDP,
+    as_budget,
+    budget_from_json,
+    float_down,
+)
 from iceberg_privacy.dp.errors import BudgetTypeMismatchError, InvalidBudgetError, ReleaseAbortedError
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.mst import cdp_rho, mst, secure_rng
@@ -182,7 +190,9 @@ class _Column:
         if self.kind == "domain":
             idx = pc.index_in(data, value_set=self.values)
             return np.asarray(pc.fill_null(idx, null_cell).to_numpy(zero_copy_only=False), dtype=np.int64)
-        x = np.asarray(pc.cast(data, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+        # unsafe: a long beyond 2**53 has no exact double, and the safe cast raised quoting the private value, for
+        # free (before the reservation); the nearest double is clipped into the bounds (|bound| <= 2**53) anyway
+        x = np.asarray(pc.cast(data, pa.float64(), safe=False).to_numpy(zero_copy_only=False), dtype=np.float64)
         missing = np.isnan(x)  # null or NaN: the null cell; +-inf are outside the bounds: clipped
         x = np.clip(np.where(missing, self.low, x), self.low, self.high)
         if self.integer:
@@ -326,14 +336,14 @@ def _prepare(source: Table, columns: list[str], bounds: Mapping[str, Any], domai
 def _rho(amount: Budget) -> float:
     """The zCDP parameter MST and AIM run at for a budget (see the module doc)."""
     if isinstance(amount, RhoZCDP):
-        return float(amount.rho)
+        return float_down(amount.rho)
     if isinstance(amount, ApproxDP):
         if amount.delta <= 0:
             raise InvalidBudgetError(
                 f"{amount!r}: MST and AIM add Gaussian noise, whose (epsilon, delta) guarantee needs delta > 0; pass "
                 "ApproxDP(epsilon, delta) with delta > 0 (e.g. 1e-6) or a RhoZCDP budget."
             )
-        return cdp_rho(float(amount.epsilon), float(amount.delta))
+        return cdp_rho(float_down(amount.epsilon), float_down(amount.delta))
     assert isinstance(amount, PureDP)
     raise InvalidBudgetError(
         f"{amount!r}: MST and AIM add Gaussian noise, which has no pure-DP guarantee, so a PureDP budget cannot pay for it. "

@@ -151,6 +151,16 @@ def _refuse_library_tables(sources: Mapping[str, Table], sink: Table | None, tar
             "instead; nothing was written")
 
 
+def _refuse_dp_only(catalog: Catalog, sources: Mapping[str, Table]) -> None:
+    """A dp-only source's rows may leave only through a DP release: a derive copied them, raw, into a table its
+    policy does not govern (another namespace: open), so any pyiceberg read of the copy got every row. Refused
+    (:class:`~iceberg_privacy.DpOnlyError`, nothing written); DP release and synthetic tables stay readable."""
+    from iceberg_privacy.dp.policy import require_raw_access
+
+    for table in sources.values():
+        require_raw_access(catalog, table)
+
+
 def _remap_columns(lin: SqlLineage, names: list[str]) -> dict[str, list[FieldRef]]:
     """Lineage keyed by the engine's result column names (matched by position: engines name
     unaliased expressions differently)."""
@@ -496,6 +506,7 @@ def _derive(
         sources.update(_load_sources(catalog, [extra]))
         snapshots[extra] = sources[extra].metadata.current_snapshot_id
     _refuse_library_tables(sources, None, target)
+    _refuse_dp_only(catalog, sources)
     order = lin.sources if lin.opaque is None else list(sources)
     try:
         sink: Table | None = catalog.load_table(target)
