@@ -381,11 +381,11 @@ class ReleasePlan:
     frame: Callable[[Any], Any] | None = None
     """``(df) -> df``: derived columns the tmlt queries read (the source rows, one per row; None: the source as is)."""
     session_budget_is_amount: bool = False
+    """The evaluating tmlt session holds exactly the spend (True: several queries share it, the last one
+    spends the session's rest), else what was left before the spend (the ledger's remaining)."""
     value_types: dict[str, Any] = field(default_factory=dict)
     """Output column -> the Iceberg type class its values have (checked against an existing output table before the
     reservation: an append of doubles to a long column failed after the spend)."""
-    """The evaluating tmlt session holds exactly the spend (True: several queries share it, the last one
-    spends the session's rest), else what was left before the spend (the ledger's remaining)."""
 
 
 def check_policy_unit(plan_unit: str | None, max_rows: int, table: Table, entry: dict[str, Any],
