@@ -73,6 +73,11 @@ ID_TYPES = (StringType, IntegerType, LongType, DateType)
 KEY_TYPES = (StringType, IntegerType, LongType, DateType, TimestampType, TimestamptzType)
 NUMERIC_TYPES = (IntegerType, LongType, FloatType, DoubleType)
 
+MAX_BOUND: Final = 2.0**62
+"""Largest |clamping bound| of an aggregate (dp_histogram's and DP SQL's): tmlt hands the bounds (for AVG, half their
+width) to Spark as 64-bit integer literals, which failed past 2**63 only when the query was evaluated, after the spend
+(found by advsvc2)."""
+
 EXACT_SUM_BOUND: Final = 2**31
 """A SUM or mean of an integer column clamped to bounds of this magnitude or more is computed on the column cast to
 double. Spark (ANSI mode) sums integers as 64-bit longs and raises on overflow: the release failed after its
@@ -140,8 +145,6 @@ def validate_args(
         why = "values are clamped into [low, high], so pass finite bounds with low < high (e.g. low=0, high=100)."
         if not finite("low", low, why=why) < finite("high", high, why=why):
             raise InvalidArgumentError(f"low={low} must be < high={high}; {why}")
-        from iceberg_privacy.dp.sql_compile import MAX_BOUND
-
         if max(abs(float(low)), abs(float(high))) > MAX_BOUND:  # as for DP SQL's bounds (see MAX_BOUND)
             raise InvalidArgumentError(
                 f"the bounds low={low}, high={high} exceed +-{MAX_BOUND:.4g}: Tumult hands them to Spark as 64-bit "

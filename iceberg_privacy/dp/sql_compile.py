@@ -37,6 +37,7 @@ from pyiceberg.table import Table
 from iceberg_privacy._internal.arguments import check_catalog
 from iceberg_privacy.dp.arguments import (
     KEY_TYPES,
+    MAX_BOUND,
     NUMERIC_TYPES,
     RowUnit,
 )
@@ -217,9 +218,6 @@ def _aggregate(node: Any, table: Table, alias: str | None) -> tuple[str, str | N
                   "and GROUP BY columns")
 
 
-MAX_BOUND = 2.0**62
-"""Largest |clamping bound| of an aggregate: tmlt hands the bounds (for AVG, half their width) to Spark as 64-bit
-integer literals, which failed past 2**63 only when the query was evaluated, after the spend (found by advsvc2)."""
 MAX_SQUARED_BOUND = 2.0**31
 """Largest |clamping bound| of VARIANCE and STDDEV: tmlt also sums squares, bounded by the square of the bound."""
 
