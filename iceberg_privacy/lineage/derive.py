@@ -538,7 +538,8 @@ def _derive(
         result_names, result_schema = result.column_names, result.schema
     columns = _remap_columns(lin, result_names) if lin.opaque is None else {}
     if lin.opaque is None:
-        identity, cats = propagate(columns, src_ann, dialect)
+        nested = [{f.name for f in sources[n].schema().fields if not f.field_type.is_primitive} for n in order]
+        identity, cats = propagate(columns, src_ann, dialect, nested)
     else:  # unknown flows: keep same-named identity columns and categories (the cautious reading)
         identity = [c for c in result_names if any(c in a.identity for a in src_ann)]
         cats = {c: sorted({x for a in src_ann for x in a.categories.get(c, ())}) for c in result_names}
