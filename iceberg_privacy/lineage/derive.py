@@ -245,7 +245,11 @@ def _run_duckdb(sql: str, tables: Mapping[str, Table], snapshots: Mapping[str, i
                 con.execute(f"CREATE VIEW {ns}.{tbl} AS SELECT * FROM {_view_name(i)}")
         query = _rewrite_tables(sql, names, "duckdb") if nested else sql
         try:
-            return con.sql(query).to_arrow_table()
+            rel = con.sql(query)
+            if rel is None:  # ';', or (allow_opaque) SQL whose last statement is no query: a raw AttributeError
+                raise LineageError("the SQL returns no result (its last statement is not a query, or it has none); "
+                                   "end it with the SELECT whose rows derive writes; nothing was written")
+            return rel.to_arrow_table()
         except duckdb.PermissionException as exc:
             raise LineageError(
                 f"DuckDB could not run the SQL: {exc}. derive reads catalog tables only (namespace.table names), "
