@@ -184,7 +184,7 @@ def _rewrite_tables(sql: str, names: Sequence[str], dialect: str) -> str:
     if tree is not None:
         for tbl in list(tree.find_all(exp.Table)):
             full = ".".join(p.name for p in tbl.parts).lower()
-            if full in index:
+            if full in index and tbl.find_ancestor(exp.Hint) is None:  # a hint names a relation, reads none
                 alias = tbl.alias or tbl.name
                 # only the name changes: TABLESAMPLE, hints etc. stay (a new node dropped them silently)
                 tbl.set("catalog", None)

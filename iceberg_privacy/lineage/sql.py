@@ -156,6 +156,8 @@ def _statement_tables(stmt: exp.Expression, d: Dialect) -> list[tuple[int, str]]
         parts = _table_parts(t, d)
         if parts is None or id(t) in targets or (len(parts) == 1 and parts[0].lower() in ctes):
             continue
+        if t.find_ancestor(exp.Hint) is not None:  # /*+ BROADCAST(u) */ names an alias (or a table read elsewhere)
+            continue
         out.append((t.this.meta.get("start", 0), ".".join(parts)))
     return out
 

@@ -630,3 +630,18 @@ def test_collecting_aggregates_are_flagged(agg: str, collects: bool) -> None:
     assert ref.subtype == "AGGREGATION" and ref.expression is None
     assert ref.collects is collects
     assert FieldRef.from_json(ref.to_json()) == ref
+
+
+def test_spark_hints_name_no_table_read() -> None:
+    """Regression: a Spark join hint's argument (/*+ BROADCAST(u) */, an alias) was taken for a table read: analyze
+    came back opaque ('unknown table u') and derive(spark=...) refused the SQL with MissingSourceError for 'u'."""
+    from iceberg_privacy.lineage.derive import _rewrite_tables
+
+    sql = ("SELECT /*+ BROADCAST(u), MERGE(db.users) */ e.user_id AS uid, u.name FROM db.events e "
+           "JOIN db.users u ON e.user_id = u.user_id")
+    assert referenced_tables(sql, (), "spark") == ["db.events", "db.users"]
+    res = ok(sql, dialect="spark")
+    assert res.sources == ["db.events", "db.users"]
+    assert res.columns == {"uid": [D(0, "user_id")], "name": [D(1, "name")]}
+    rewritten = _rewrite_tables(sql, ["db.events", "db.users"], "spark")
+    assert "MERGE(db.users)" in rewritten and "FROM __ip_src_0 AS e JOIN __ip_src_1 AS u" in rewritten
