@@ -363,3 +363,24 @@ def test_a_table_joined_on_the_identity_with_identifiers_from_elsewhere_is_warne
     assert again.tables["mart.contact"].rows_removed == 1
     assert again.lineage is not None and not [w for w in again.lineage.warnings if "(join)" in w]
     assert events.load_table("mart.contact").scan().to_arrow()["phone"].to_pylist() == ["555-8"]
+
+
+def test_a_column_reached_with_no_mapped_value_is_matched_with_the_request_values(catalog: Catalog) -> None:
+    """Regression: lag(user_id) (or unnest, or a CASE of two expressions) records no expression, so no value is
+    mapped into that column; next to a column with a mapped value (lower(email)) it was matched with nothing, and
+    the rows holding the subject's id there stayed. Alone in its table it was matched with the request's values."""
+    ids = [SUBJECT_ID if i % 4 == 0 else 100 + i for i in range(12)]
+    data = pa.table({"user_id": pa.array(ids, pa.int64()), "email": [f"E{u}@x" for u in ids], "ts": list(range(12))})
+    catalog.create_table("db.timeline", schema=data.schema)
+    ip.configure_identity(catalog.load_table("db.timeline"), ["user_id", "email"])
+    ip.append(catalog.load_table("db.timeline"), data)
+    for name, extra in {"with_mail": ", lower(email) AS mail", "alone": ""}.items():
+        ip.derive(catalog, f"SELECT lag(user_id) OVER (ORDER BY ts) AS prev_user{extra} FROM db.timeline", f"db.{name}")
+    report = ip.erase(catalog, [SUBJECT_ID, f"E{SUBJECT_ID}@x"], ["db.timeline"], follow_lineage=True)
+    assert {"db.with_mail", "db.alone"} <= set(report.tables)
+    for name in ("with_mail", "alone"):
+        left = catalog.load_table(f"db.{name}").scan().to_arrow().to_pylist()
+        assert [r for r in left if r["prev_user"] == SUBJECT_ID] == [], name
+        assert all(r.get("mail") != f"e{SUBJECT_ID}@x" for r in left), name
+    # the subject's own 3 rows (through mail) and the 3 rows after them (prev_user); everyone else stays
+    assert catalog.load_table("db.with_mail").scan().to_arrow().num_rows == 6
