@@ -66,20 +66,27 @@ def map_values(expression: str, column: str, column_type: str, values: Sequence[
     import sqlglot
 
     try:
-        expr = sqlglot.transpile(expression, read=dialect or "duckdb", write="duckdb")[0]
+        tree = sqlglot.parse_one(expression, read=dialect or "duckdb")
+        expr = tree.sql(dialect="duckdb")
     except Exception as exc:  # noqa: BLE001 - sqlglot raises several types
         raise LineageError(f"recorded expression {expression!r} cannot be read: {exc}") from exc
     ident = '"' + column.replace('"', '""') + '"'
     out: list[Any] = []
     own = con is None
     con = sandbox() if con is None else con
+
+    def run(sql: str, value: Any) -> Any:
+        try:
+            row = con.execute(f"SELECT {sql} FROM (SELECT TRY_CAST($1 AS {column_type}) AS {ident})",
+                              [value]).fetchone()
+        except duckdb.Error as exc:
+            raise LineageError(f"recorded expression {expression!r} cannot be evaluated: {exc}") from exc
+        return row
+
+    steps = _python_steps(tree, dialect or "duckdb")
     try:
         for value in values:
-            try:
-                row = con.execute(f"SELECT {expr} FROM (SELECT TRY_CAST($1 AS {column_type}) AS {ident})",
-                                  [value]).fetchone()
-            except duckdb.Error as exc:
-                raise LineageError(f"recorded expression {expression!r} cannot be evaluated: {exc}") from exc
+            row = run(expr, value) if not steps else (_evaluate_in_python(tree, steps, value, run),)
             if row is not None and isinstance(row[0], list | dict | tuple | set):
                 raise LineageError(f"recorded expression {expression!r} returns a nested value ({row[0]!r}): the "
                                    "subject's value inside it cannot be mapped (a list identity column is still "
@@ -161,6 +168,77 @@ def extracts(expression: str, column: str, *, dialect: str = "duckdb") -> bool:
         if not isinstance(inner, exp.Expression) or not _extracted_from(node, inner):
             return False
         node, depth = inner, depth + 1
+
+
+_SHA2_BITS = {224, 256, 384, 512}
+
+
+def _python_steps(tree: Any, dialect: str) -> list[Any]:
+    """The nodes of ``tree`` DuckDB would compute differently from the engine that recorded it.
+
+    Spark's ``sha2(x, 512)`` (also 224, 384) became DuckDB's SHA256 in the transpiled SQL (DuckDB has no
+    other SHA-2), so the subject's hash was never matched; Spark's (Java's) ``upper``/``lower`` apply
+    Unicode's full case mapping (``upper('straße')`` is ``STRASSE``, DuckDB's is ``STRAẞE``), as Python's do."""
+    from sqlglot import exp
+
+    out = []
+    for node in tree.find_all(exp.SHA2, exp.Upper, exp.Lower):
+        if isinstance(node, exp.SHA2):
+            length = node.args.get("length")
+            bits = int(length.name) if isinstance(length, exp.Literal) and length.name.isdigit() else 256
+            if bits not in (0, 256):
+                out.append(node)
+        elif dialect == "spark":
+            out.append(node)
+    return out
+
+
+def _evaluate_in_python(tree: Any, steps: list[Any], value: Any, run: Any) -> Any:
+    """``tree`` evaluated on ``value``: each node of ``steps`` in Python (on its argument's value, itself
+    evaluated the same way), the rest by ``run`` (DuckDB, the column bound to ``value``)."""
+    from sqlglot import exp
+
+    for n in tree.walk():  # marked in meta, which copies keep (node ids do not)
+        n.meta.pop("ip_step", None)
+    for n in steps:
+        n.meta["ip_step"] = True
+
+    def under_step(node: Any, root: Any) -> bool:
+        while node is not root and node.parent is not None:
+            node = node.parent
+            if node.meta.get("ip_step"):
+                return True
+        return False
+
+    def evaluate(node: Any) -> Any:
+        if node.meta.get("ip_step"):
+            return _apply(node, evaluate(node.this))
+        work = node.copy()
+        for n in [n for n in work.walk() if n.meta.get("ip_step") and not under_step(n, work)]:
+            result = _apply(n, evaluate(n.this))
+            n.replace(exp.Null() if result is None else exp.Literal.string(result))
+        row = run(work.sql(dialect="duckdb"), value)
+        return None if row is None else row[0]
+
+    return evaluate(tree)
+
+
+def _apply(node: Any, arg: Any) -> Any:
+    import hashlib
+
+    from sqlglot import exp
+
+    if arg is None:
+        return None
+    if isinstance(node, exp.Upper | exp.Lower):
+        text = arg if isinstance(arg, str) else str(arg)
+        return text.upper() if isinstance(node, exp.Upper) else text.lower()
+    length = node.args.get("length")
+    bits = int(length.name) if isinstance(length, exp.Literal) and length.name.isdigit() else 256
+    if bits not in _SHA2_BITS:
+        return None  # Spark: NULL for any other length
+    data = arg if isinstance(arg, bytes | bytearray) else str(arg).encode()
+    return hashlib.new(f"sha{bits}", data).hexdigest()
 
 
 @functools.lru_cache(maxsize=4096)
