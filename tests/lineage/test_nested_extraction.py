@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
 from iceberg_privacy.lineage.evaluate import extracts, value_preserving
@@ -103,3 +104,22 @@ def test_extracted_columns_are_identity_columns_and_erased(lake: Path, monkeypat
         left = catalog.load_table(sink).scan().to_arrow().to_pylist()
         assert not [r for r in left if _holds(r)], (sink, left)
         assert len(left) == 9, sink  # everyone else stays
+
+
+@pytest.mark.slow
+def test_extracted_columns_are_erased_on_s3_rest(rest_catalog: Catalog, lake_ns: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, "test-secret-0123456789abcdef")
+    cat, ns = rest_catalog, lake_ns
+    ids = [SUBJECT if i % 4 == 0 else 100 + i for i in range(8)]
+    data = pa.table({"friends": pa.array([[u, 1000 + u] for u in ids], pa.list_(pa.int64())),
+                     "who": pa.array([{"id": u} for u in ids], pa.struct([("id", pa.int64())]))})
+    cat.create_table(f"{ns}.people", schema=data.schema)
+    ip.configure_identity(cat.load_table(f"{ns}.people"), ["friends", "who"])
+    ip.append(cat.load_table(f"{ns}.people"), data)
+    ip.derive(cat, f"SELECT friends[1] AS f, struct_extract(who, 'id') AS w FROM {ns}.people", f"{ns}.firsts")
+    assert set(ip.lineage.Annotations.of(cat.load_table(f"{ns}.firsts").properties).identity) == {"f", "w"}
+    report = ip.erase(cat, [SUBJECT], [f"{ns}.people"], follow_lineage=True)
+    assert report.tables[f"{ns}.firsts"].rows_removed == 2, str(report)
+    left = cat.load_table(f"{ns}.firsts").scan().to_arrow().to_pylist()
+    assert len(left) == 6 and not [r for r in left if SUBJECT in r.values()]
