@@ -16,7 +16,9 @@ Rules chosen here:
   the list are not masking. IDENTITY and TRANSFORMATION never mask.
 * A path through several steps takes the strongest subtype (AGGREGATION > TRANSFORMATION >
   IDENTITY) and masks if any step masks; several paths from one source column into one output
-  (``x + count(x)``, UNION branches) keep the strongest subtype and mask only if every path masks.
+  (``x + count(x)``, UNION branches) keep the strongest subtype and mask only if every path masks. UNION
+  branches that copy or scalar-map one source column in different ways (``lower(email)`` in one, ``email``
+  in another) give one input per way instead, each with its expression.
 * COALESCE/IFNULL of bare columns (what ``JOIN ... USING`` produces) copies a value unchanged: IDENTITY.
 * INDIRECT: every ORDER BY counts as SORT (also without LIMIT); window PARTITION BY / ORDER BY are
   WINDOW wherever the window is; CASE / IF conditions in a select list are CONDITIONAL (inside WHERE
@@ -113,6 +115,9 @@ class _Flow:
     deps: set[tuple[int, str]] = field(default_factory=set)  # every source column the value depends on
     inst: set[object] = field(default_factory=set)  # which table instances (rows) those columns come from
     expr: exp.Expression | None = None  # the value as a scalar of its (single) source column
+    # UNION branches that compute one source column differently (lower(email) in one, email in the other): per
+    # source column, each branch's (subtype, expression text or None); set only when ``expr`` is not
+    branches: dict[tuple[int, str], set[tuple[str, str | None]]] | None = None
 
 
 def _serial(local: _Edge, child: _Edge) -> _Edge:
@@ -316,7 +321,29 @@ class _Analyzer:
         texts = {None if f.expr is None else f.expr.sql(dialect=self.d) for f in flows}
         if len(texts) == 1 and None not in texts and len(out.deps) == 1 and all(len(f.inst) == 1 for f in flows):
             out.expr, out.inst = flows[0].expr, {("union", id(scope), i)}
+        else:
+            # Each branch is its own rows: lower(email) in one and email in the other map the subject's value
+            # into the column in two ways, each recorded (one expression for both was none, and fan-out
+            # matched neither lower-cased row).
+            branches: dict[tuple[int, str], set[tuple[str, str | None]]] = {}
+            for f in flows:
+                for k, edge in f.direct.items():
+                    for sub, text in self._branch_forms(f, k, edge):
+                        branches.setdefault(k, set()).add((sub, text))
+            out.branches = branches
         return out
+
+    def _branch_forms(self, f: _Flow, k: tuple[int, str], edge: _Edge) -> set[tuple[str, str | None]]:
+        """How branch flow ``f`` computes its value from source column ``k``: (subtype, expression or None)."""
+        if f.branches is not None:
+            return f.branches.get(k, {(edge.subtype, None)})
+        if edge.masking or edge.collects or edge.subtype == AGGREGATION:
+            return {(AGGREGATION, None)}
+        if edge.subtype == IDENTITY:
+            return {(IDENTITY, None)}
+        if f.expr is not None and f.deps == {k} and len(f.inst) <= 1:
+            return {(edge.subtype, None if edge.subtype == IDENTITY else f.expr.sql(dialect=self.d))}
+        return {(TRANSFORMATION, None)}
 
     def column(self, scope: Scope, col: exp.Column) -> _Flow:
         """Flow of a column reference, resolved through CTEs, derived tables and outer scopes."""
@@ -353,7 +380,7 @@ class _Analyzer:
         else:
             i = 0
         f = self.output(src, i)
-        return _Flow(f.direct, f.deps, {(id(s), table, k) for k in f.inst}, f.expr)
+        return _Flow(f.direct, f.deps, {(id(s), table, k) for k in f.inst}, f.expr, f.branches)
 
     # ---- walking expressions ---------------------------------------------------------------------
     def add_column(self, flow: _Flow, scope: Scope, col: exp.Column, local: _Edge | None, top: bool,
@@ -484,6 +511,8 @@ class _Analyzer:
             # value aggregates (max, min, any_value, ...) stand for their argument: max(lower(email))
             # and lower(max(email)) both hold some row's LOWER(email)
             flow.expr = self.unwrap_value_aggregates(top).transform(lambda n: _substitute(n, subs))
+        if role is None and flow.expr is None and isinstance(top, exp.Column) and top.table:
+            flow.branches = self.column(scope, top).branches  # a UNION's column, selected as it is
         return flow
 
     def value_aggregate(self, node: exp.Expression) -> bool:
@@ -715,8 +744,14 @@ def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> 
             e = flow.direct[values[0]]
             if e.subtype == AGGREGATION and not e.collects and not isinstance(flow.expr, exp.Column):
                 expr = flow.expr.sql(dialect=d)
-        refs = []
+        refs: list[FieldRef] = []
         for (idx, col), e in sorted(flow.direct.items()):
+            forms = (flow.branches or {}).get((idx, col), set()) if expr is None else set()
+            if forms and all(sub in (IDENTITY, TRANSFORMATION) for sub, _ in forms):
+                # UNION branches computing this column differently: one input per way (fan-out maps each)
+                refs.extend(FieldRef(idx, col, DIRECT, sub, False, text)
+                            for sub, text in sorted(forms, key=lambda f: (_RANK[f[0]], f[1] or "")))
+                continue
             subtype = e.subtype
             if subtype == AGGREGATION and not e.masking and not e.collects and expr is None and len(values) != 1:
                 # a value aggregate of something that is not this column as it is (max(a || b),

@@ -384,3 +384,28 @@ def test_a_column_reached_with_no_mapped_value_is_matched_with_the_request_value
         assert all(r.get("mail") != f"e{SUBJECT_ID}@x" for r in left), name
     # the subject's own 3 rows (through mail) and the 3 rows after them (prev_user); everyone else stays
     assert catalog.load_table("db.with_mail").scan().to_arrow().num_rows == 6
+
+
+def test_union_branches_transforming_the_identity_differently_are_each_erased(catalog: Catalog) -> None:
+    """Regression: SELECT lower(email) FROM a UNION ALL SELECT email FROM b (or upper() in one branch, lower() in
+    the other) was recorded as a TRANSFORMATION without expression: fan-out warned, and the lower-cased rows of
+    the subject stayed in the derived table."""
+    for n in ("a", "b"):
+        ids = [SUBJECT_ID if i % 4 == 0 else 100 + i for i in range(8)]
+        data = pa.table({"user_id": pa.array(ids, pa.int64()), "email": [f"E{u}@x" for u in ids]})
+        catalog.create_table(f"db.{n}", schema=data.schema)
+        ip.configure_identity(catalog.load_table(f"db.{n}"), ["user_id", "email"])
+        ip.append(catalog.load_table(f"db.{n}"), data)
+    queries = {"u1": "SELECT lower(email) AS m FROM db.a UNION ALL SELECT email FROM db.b",
+               "u2": "SELECT email AS m FROM db.a UNION ALL SELECT lower(email) FROM db.a",
+               "u3": "SELECT user_id + 1000 AS k FROM db.a UNION ALL SELECT user_id FROM db.b",
+               "u4": "SELECT m FROM (SELECT upper(email) AS m FROM db.a UNION ALL SELECT lower(email) FROM db.b)"}
+    for name, sql in queries.items():
+        ip.derive(catalog, sql, f"db.{name}")
+    report = ip.erase(catalog, [SUBJECT_ID, f"E{SUBJECT_ID}@x"], ["db.a", "db.b"], follow_lineage=True)
+    assert report.lineage is not None and report.lineage.warnings == []
+    subject = {SUBJECT_ID, SUBJECT_ID + 1000, f"E{SUBJECT_ID}@x", f"e{SUBJECT_ID}@x", f"E{SUBJECT_ID}@X"}
+    for name in queries:
+        left = catalog.load_table(f"db.{name}").scan().to_arrow().to_pylist()
+        assert [r for r in left if set(r.values()) & subject] == [], name
+        assert len(left) == 12, name  # 2 rows of the subject per branch; everyone else stays

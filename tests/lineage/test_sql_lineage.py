@@ -219,11 +219,20 @@ def test_union_by_name_matches_branch_columns_by_name_not_position():
                    SCHEMAS).opaque is not None
 
 
-def test_union_same_transform_keeps_expression_different_transform_drops_it():
+def test_union_same_transform_keeps_expression_different_transforms_are_each_recorded():
     same = ok("SELECT lower(email) AS e FROM db.events UNION SELECT lower(email) FROM db.events")
     assert same.columns == {"e": [D(0, "email", "TRANSFORMATION", expr="LOWER(email)")]}
+    # Regression: the branches' two ways were one TRANSFORMATION without expression, and erasure fan-out
+    # matched neither the upper-cased rows nor (next to a copied branch) anything but the raw value.
     mixed = ok("SELECT email AS e FROM db.events UNION ALL SELECT upper(email) FROM db.events")
-    assert mixed.columns == {"e": [D(0, "email", "TRANSFORMATION")]}
+    assert mixed.columns == {"e": [D(0, "email"), D(0, "email", "TRANSFORMATION", expr="UPPER(email)")]}
+    nested = ok("SELECT m FROM (SELECT lower(email) AS m FROM db.events UNION ALL SELECT name FROM db.users "
+                "UNION ALL SELECT trim(email) FROM db.events) t")
+    assert nested.columns == {"m": [D(0, "email", "TRANSFORMATION", expr="LOWER(email)"),
+                                    D(0, "email", "TRANSFORMATION", expr="TRIM(email)"), D(1, "name")]}
+    # a branch that aggregates or combines columns keeps today's single, expression-less input
+    agg = ok("SELECT max(email) AS e FROM db.events UNION ALL SELECT lower(email) FROM db.events")
+    assert [(r.subtype, r.expression) for r in agg.columns["e"]] == [("AGGREGATION", None)]
 
 
 def test_subquery_in_from():
@@ -645,3 +654,37 @@ def test_spark_hints_name_no_table_read() -> None:
     assert res.columns == {"uid": [D(0, "user_id")], "name": [D(1, "name")]}
     rewritten = _rewrite_tables(sql, ["db.events", "db.users"], "spark")
     assert "MERGE(db.users)" in rewritten and "FROM __ip_src_0 AS e JOIN __ip_src_1 AS u" in rewritten
+
+
+_UNION_STEPS = ["{c}", "lower({c})", "upper({c})", "trim({c})", "md5({c})", "reverse({c})", "concat('p-', {c})",
+                "lower(trim({c}))"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(_UNION_STEPS), st.booleans()), min_size=2, max_size=4),
+       st.sampled_from(["UNION ALL", "UNION"]), st.booleans())
+def test_property_every_union_value_is_mapped_by_a_recorded_input(branches, op, wrapped):
+    """Whatever each UNION branch does to email (or to users.name), every value of the result column is what one
+    recorded input computes from its source value: erasure fan-out, evaluating each input, finds every copy."""
+    value = {"db.events": " Ann@X.org ", "db.users": "Bo B"}
+    parts = [f"SELECT {step.format(c='name' if users else 'email')} AS m FROM {'db.users' if users else 'db.events'}"
+             for step, users in branches]
+    sql = f" {op} ".join(parts)
+    if wrapped:
+        sql = f"SELECT m FROM ({sql}) t"
+    res = ok(sql)
+    con = duckdb.connect()
+    for name, v in value.items():
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {name.split('.')[0]}")
+        col = "name" if name == "db.users" else "email"
+        con.execute(f"CREATE TABLE {name} AS SELECT ?::VARCHAR AS {col}", [v])
+    got = {r[0] for r in con.execute(sql).fetchall()}
+    mapped = set()
+    for ref in res.columns["m"]:
+        v = value[res.sources[ref.source]]
+        if ref.subtype == "IDENTITY":
+            mapped.add(v)
+        else:
+            assert ref.expression is not None, ref
+            mapped.update(map_values(ref.expression, ref.column, "VARCHAR", [v]))
+    assert got <= mapped
