@@ -20,6 +20,9 @@ Rules chosen here:
   branches that copy or scalar-map one source column in different ways (``lower(email)`` in one, ``email``
   in another) give one input per way instead, each with its expression.
 * COALESCE/IFNULL of bare columns (what ``JOIN ... USING`` produces) copies a value unchanged: IDENTITY.
+  So does a CASE / IF result that is a bare column; each CASE / IF / COALESCE result computed from a source
+  column in another way is recorded as its own input (``CASE WHEN c THEN email ELSE sha256(email) END``:
+  IDENTITY and TRANSFORMATION ``SHA256(email)``), as for UNION branches.
 * INDIRECT: every ORDER BY counts as SORT (also without LIMIT); window PARTITION BY / ORDER BY are
   WINDOW wherever the window is; CASE / IF conditions in a select list are CONDITIONAL (inside WHERE
   etc. they keep the clause's subtype); an aggregate's FILTER (WHERE ...) and DISTINCT ON count as
@@ -513,6 +516,22 @@ class _Analyzer:
             flow.expr = self.unwrap_value_aggregates(top).transform(lambda n: _substitute(n, subs))
         if role is None and flow.expr is None and isinstance(top, exp.Column) and top.table:
             flow.branches = self.column(scope, top).branches  # a UNION's column, selected as it is
+        elif role is None and flow.expr is None and isinstance(top, exp.Case | exp.If | exp.Coalesce):
+            # The value is one of the results' values (CASE WHEN c THEN email ELSE sha256(email) END): each
+            # result's way of computing it from a source column is recorded, as for UNION branches.
+            if isinstance(top, exp.Case):
+                results = [b.args.get("true") for b in top.args.get("ifs") or []] + [top.args.get("default")]
+            elif isinstance(top, exp.If):
+                results = [top.args.get("true"), top.args.get("false")]
+            else:
+                results = [top.this, *top.expressions]
+            branches: dict[tuple[int, str], set[tuple[str, str | None]]] = {}
+            for r in results:
+                if isinstance(r, exp.Expression):
+                    f = self.value(scope, r)
+                    for k, edge in f.direct.items():
+                        branches.setdefault(k, set()).update(self._branch_forms(f, k, edge))
+            flow.branches = branches
         return flow
 
     def value_aggregate(self, node: exp.Expression) -> bool:

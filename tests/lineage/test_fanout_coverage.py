@@ -409,3 +409,19 @@ def test_union_branches_transforming_the_identity_differently_are_each_erased(ca
         left = catalog.load_table(f"db.{name}").scan().to_arrow().to_pylist()
         assert [r for r in left if set(r.values()) & subject] == [], name
         assert len(left) == 12, name  # 2 rows of the subject per branch; everyone else stays
+
+
+def test_case_results_transforming_the_identity_differently_are_each_erased(events: Catalog) -> None:
+    """Regression: CASE WHEN <consent> THEN email ELSE sha256(email) END (a pseudonymisation pattern) was a
+    TRANSFORMATION without expression: fan-out warned and matched the raw email only; the subject's hashed row
+    stayed. So did if(c, upper(x), lower(x))'s mapped rows."""
+    ip.derive(events, "SELECT CASE WHEN page = 'b' THEN email ELSE sha256(email) END AS contact, page FROM db.events",
+              "db.pseudo")
+    ip.derive(events, "SELECT if(page = 'a', upper(email), lower(email)) AS contact, page FROM db.events "
+                      "UNION ALL SELECT if(page = 'a', lower(email), upper(email)), page FROM db.events", "db.cased")
+    report = ip.erase(events, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True)
+    assert report.lineage is not None and report.lineage.warnings == []
+    for name, rows_left in {"db.pseudo": 4, "db.cased": 8}.items():
+        left = events.load_table(name).scan().to_arrow().to_pylist()
+        assert [r for r in left if r["page"] == "a"] == [], (name, left)  # page 'a' is the subject's row
+        assert len(left) == rows_left, name

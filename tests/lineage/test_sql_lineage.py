@@ -277,11 +277,31 @@ def test_case_when():
         FROM db.users
     """)
     assert res.columns == {
-        "display": [D(0, "name", "TRANSFORMATION")],  # depends on age too: no expression
+        # name or a literal: where a value comes through it is name's, unchanged (as for COALESCE of columns)
+        "display": [D(0, "name")],
         "region": [D(0, "country", "TRANSFORMATION", expr="CASE country WHEN 'DE' THEN 'EU' ELSE country END")],
         "band": [],
     }
     assert res.indirect == [I(0, "age", "CONDITIONAL"), I(0, "country", "CONDITIONAL")]
+
+
+def test_case_if_and_coalesce_results_are_each_recorded():
+    """Regression: CASE WHEN consent THEN email ELSE sha256(email) END was one TRANSFORMATION of email without
+    expression: erasure fan-out warned and matched only the raw email, so the subject's hashed rows stayed."""
+    res = ok("""
+        SELECT CASE WHEN age >= 18 THEN name ELSE sha256(name) END AS pseudo,
+               iif(age > 65, upper(name), lower(name)) AS cased,
+               coalesce(lower(name), lower(country)) AS k,
+               CASE WHEN age > 1 THEN name || country ELSE trim(name) END AS mixed
+        FROM db.users
+    """)
+    assert res.columns == {
+        "pseudo": [D(0, "name"), D(0, "name", "TRANSFORMATION", expr="SHA256(name)")],
+        "cased": [D(0, "name", "TRANSFORMATION", expr="LOWER(name)"), D(0, "name", "TRANSFORMATION", expr="UPPER(name)")],
+        "k": [D(0, "country", "TRANSFORMATION", expr="LOWER(country)"), D(0, "name", "TRANSFORMATION", expr="LOWER(name)")],
+        "mixed": [D(0, "country", "TRANSFORMATION"), D(0, "name", "TRANSFORMATION"),
+                  D(0, "name", "TRANSFORMATION", expr="TRIM(name)")],
+    }
 
 
 def test_having_and_qualify_are_filters():
