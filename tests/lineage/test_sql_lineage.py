@@ -708,3 +708,16 @@ def test_property_every_union_value_is_mapped_by_a_recorded_input(branches, op, 
             assert ref.expression is not None, ref
             mapped.update(map_values(ref.expression, ref.column, "VARCHAR", [v]))
     assert got <= mapped
+
+
+@pytest.mark.parametrize("sql", ["SELECT to_json(struct(*)) AS j FROM db.events", "SELECT struct(*) AS s FROM db.events",
+                                 "SELECT hash(*) AS h FROM db.events", "SELECT array(*) AS a FROM db.events",
+                                 "SELECT sha2(concat_ws('|', *), 256) AS h FROM db.events"])
+def test_a_function_of_every_column_is_opaque_not_empty(sql: str) -> None:
+    """Regression: Spark's struct(*) / to_json(struct(*)) / hash(*) read every column, and were recorded with no
+    input at all: the identity inside the written value was invisible to erasure fan-out and purpose checks."""
+    res = analyze(sql, SCHEMAS, "spark")
+    assert res.opaque is not None and "every column" in res.opaque
+    assert res.sources == ["db.events"]
+    assert ok("SELECT count(*) AS n, count(*) FILTER (WHERE amount > 0) AS m FROM db.events", dialect="spark").columns \
+        == {"n": [], "m": []}
