@@ -128,6 +128,9 @@ def _load_sources(catalog: Catalog, names: Sequence[str]) -> dict[str, Table]:
                 "Nothing was written")
         if not same:
             hint = "" if "." in name else " (name tables as namespace.table)"
+            within = [".".join(t) for t in listed if name.lower().endswith("." + ".".join(t).lower())]
+            if within:  # spark_catalog.db.events, lake.db.events: the catalog's own name in front
+                hint = f" (name it {within[0]}: namespace.table, without the catalog's name)"
             raise MissingSourceError(
                 f"the SQL reads {name!r}, which is not a table of the catalog{hint}; nothing was written"
             ) from None
