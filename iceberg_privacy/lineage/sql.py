@@ -62,6 +62,8 @@ _MASKING_AGGS: tuple[type[exp.Expression], ...] = (
 # window functions that return a row's value or its rank: TRANSFORMATION, not AGGREGATION
 _WINDOW_VALUE = (exp.FirstValue, exp.LastValue, exp.NthValue, exp.Lag, exp.Lead, exp.Rank, exp.DenseRank,
                  exp.CumeDist, exp.PercentRank, exp.Ntile, exp.RegrValx, exp.RegrValy)
+# window functions returning another row's value of their argument: lag(lower(email)) holds some row's LOWER(email)
+_ROW_VALUE = (exp.FirstValue, exp.LastValue, exp.NthValue, exp.Lag, exp.Lead)
 # aggregates sqlglot does not model (exp.Anonymous), by lower-case name
 _ANON_MASKING = {"product", "entropy", "fsum", "favg", "sumkahan", "kahan_sum", "sem", "mad", "bit_xor",
                  "regr_count", "count_star", "approx_count_distinct", "var_samp", "var_pop"}
@@ -442,7 +444,7 @@ class _Analyzer:
             if isinstance(node, exp.Placeholder | exp.Parameter | exp.Star | exp.UDTF) or _nondeterministic(node):
                 state["scalar"] = False
             if isinstance(node, exp.Window):
-                if not self.value_aggregate(node.this):
+                if not self.value_aggregate(node.this) and not self.row_value(node.this):
                     state["scalar"] = False
                 visit(node.this, agg, role, lambdas)
                 state["ctx"] += 1  # which rows, not which value: max(x) OVER (PARTITION BY p) is some row's x
@@ -502,8 +504,8 @@ class _Analyzer:
                     return
                 collects = self.collects(node)
                 agg = _serial(agg or _Edge(AGGREGATION, masking, collects), _Edge(AGGREGATION, masking, collects))
-            elif isinstance(node, exp.AggFunc):
-                state["scalar"] = False  # window value function (lag, rank, ...)
+            elif isinstance(node, exp.AggFunc) and not self.row_value(node):
+                state["scalar"] = False  # window function of no row's value (rank, ntile, ...)
             for child in node.iter_expressions():
                 visit(child, agg, role, lambdas)
 
@@ -541,16 +543,23 @@ class _Analyzer:
         return (self.aggregate(node) is False and not self.collects(node)
                 and isinstance(node, exp.Func) and isinstance(node.this, exp.Expression))
 
+    @staticmethod
+    def row_value(node: exp.Expression) -> bool:
+        """A window function returning one (other) row's value of its argument (lag, lead, first_value, ...)."""
+        while isinstance(node, exp.Filter | exp.IgnoreNulls | exp.RespectNulls):
+            node = node.this
+        return isinstance(node, _ROW_VALUE) and isinstance(node.this, exp.Expression)
+
     def has_value_aggregate(self, top: exp.Expression) -> bool:
-        return any(self.value_aggregate(n) for n in top.walk())
+        return any(self.value_aggregate(n) or self.row_value(n) for n in top.walk())
 
     def unwrap_value_aggregates(self, top: exp.Expression) -> exp.Expression:
         def unwrap(n: exp.Expression) -> exp.Expression:
             while True:
                 if isinstance(n, exp.Window | exp.Filter | exp.IgnoreNulls | exp.RespectNulls) and \
-                        self.value_aggregate(n.this):
+                        (self.value_aggregate(n.this) or self.row_value(n.this)):
                     n = n.this
-                elif self.value_aggregate(n):
+                elif self.value_aggregate(n) or self.row_value(n):
                     n = n.this
                 else:
                     return n
@@ -766,6 +775,10 @@ def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> 
         if expr is None and flow.expr is not None and len(flow.inst) == 1 and len(values) == 1:
             e = flow.direct[values[0]]
             if e.subtype == AGGREGATION and not e.collects and not isinstance(flow.expr, exp.Column):
+                expr = flow.expr.sql(dialect=d)
+            elif e.subtype == TRANSFORMATION and not e.collects:
+                # lag(lower(email)) OVER (ORDER BY ts): the ordering picks the row, the value is LOWER(email)
+                # (lag(email): email itself); set only through a row value function (value deps of one column)
                 expr = flow.expr.sql(dialect=d)
         refs: list[FieldRef] = []
         for (idx, col), e in sorted(flow.direct.items()):

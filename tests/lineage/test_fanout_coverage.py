@@ -425,3 +425,16 @@ def test_case_results_transforming_the_identity_differently_are_each_erased(even
         left = events.load_table(name).scan().to_arrow().to_pylist()
         assert [r for r in left if r["page"] == "a"] == [], (name, left)  # page 'a' is the subject's row
         assert len(left) == rows_left, name
+
+
+def test_window_value_function_of_a_transformed_identity_is_erased(events: Catalog) -> None:
+    """Regression: lag(lower(email)) OVER (ORDER BY page) was recorded without expression: fan-out warned, and the
+    row holding the subject's lower-cased email (the row after the subject's) stayed."""
+    ip.derive(events, "SELECT lag(lower(email)) OVER (ORDER BY page) AS prev_mail, page FROM db.events", "db.prev")
+    assert ip.lineage.Annotations.of(events.load_table("db.prev").properties).identity == ("prev_mail",)
+    report = ip.erase(events, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True)
+    assert report.lineage is not None and report.lineage.warnings == []
+    left = events.load_table("db.prev").scan().to_arrow().to_pylist()
+    assert SUBJECT_MAIL.lower() not in [r["prev_mail"] for r in left]
+    assert sorted(r["page"] for r in left) == ["a", "c", "d", "e"]  # b held the subject's; a is the subject's own
+    # row, but holds no value of theirs here (prev_mail is NULL): it stays, as everyone else's

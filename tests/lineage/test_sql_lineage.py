@@ -149,11 +149,32 @@ def test_window_functions():
     assert res.columns == {
         "user_id": [D(0, "user_id")],
         "rn": [],
-        "prev_email": [D(0, "email", "TRANSFORMATION")],
-        "first_amount": [D(0, "amount", "TRANSFORMATION")],
+        # another row's value, as it is: the expression is the bare column (fan-out maps it unchanged)
+        "prev_email": [D(0, "email", "TRANSFORMATION", expr="email")],
+        "first_amount": [D(0, "amount", "TRANSFORMATION", expr="amount")],
         "user_total": [D(0, "amount", "AGGREGATION", True)],
     }
     assert res.indirect == [I(0, "user_id", "WINDOW"), I(0, "ts", "WINDOW"), I(0, "country", "WINDOW")]
+
+
+def test_window_value_functions_record_their_arguments_expression():
+    """Regression: lead(lower(email)) OVER (...) holds another row's LOWER(email) but was recorded without
+    expression: erasure fan-out could not map the subject's email, and the lower-cased copies stayed."""
+    res = ok("""
+        SELECT lead(lower(email)) OVER (PARTITION BY country ORDER BY ts) AS next_mail,
+               first_value(sha256(email)) OVER (ORDER BY ts) AS first_hash,
+               lower(lag(email, 1, 'none') OVER (ORDER BY ts)) AS prev_mail,
+               lag(email, 1, country) OVER (ORDER BY ts) AS mixed,
+               rank() OVER (ORDER BY email) AS rk
+        FROM db.events
+    """)
+    assert res.columns == {
+        "next_mail": [D(0, "email", "TRANSFORMATION", expr="LOWER(email)")],
+        "first_hash": [D(0, "email", "TRANSFORMATION", expr="SHA256(email)")],
+        "prev_mail": [D(0, "email", "TRANSFORMATION", expr="LOWER(email)")],
+        "mixed": [D(0, "country", "TRANSFORMATION"), D(0, "email", "TRANSFORMATION")],
+        "rk": [],
+    }
 
 
 def test_union_all_merges_branches():
