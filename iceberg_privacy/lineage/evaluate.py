@@ -178,11 +178,12 @@ def _python_steps(tree: Any, dialect: str) -> list[Any]:
 
     Spark's ``sha2(x, 512)`` (also 224, 384) became DuckDB's SHA256 in the transpiled SQL (DuckDB has no
     other SHA-2), so the subject's hash was never matched; Spark's (Java's) ``upper``/``lower`` apply
-    Unicode's full case mapping (``upper('straße')`` is ``STRASSE``, DuckDB's is ``STRAẞE``), as Python's do."""
+    Unicode's full case mapping (``upper('straße')`` is ``STRASSE``, DuckDB's is ``STRAẞE``), as Python's do;
+    Spark's ``reverse`` reverses code points, DuckDB's keeps a letter and its combining accent together."""
     from sqlglot import exp
 
     out = []
-    for node in tree.find_all(exp.SHA2, exp.Upper, exp.Lower):
+    for node in tree.find_all(exp.SHA2, exp.Upper, exp.Lower, exp.Reverse):
         if isinstance(node, exp.SHA2):
             length = node.args.get("length")
             bits = int(length.name) if isinstance(length, exp.Literal) and length.name.isdigit() else 256
@@ -230,8 +231,10 @@ def _apply(node: Any, arg: Any) -> Any:
 
     if arg is None:
         return None
-    if isinstance(node, exp.Upper | exp.Lower):
+    if isinstance(node, exp.Upper | exp.Lower | exp.Reverse):
         text = arg if isinstance(arg, str) else str(arg)
+        if isinstance(node, exp.Reverse):
+            return text[::-1]  # Java reverses code points; DuckDB keeps 'é' (e + U+0301) together
         return text.upper() if isinstance(node, exp.Upper) else text.lower()
     length = node.args.get("length")
     bits = int(length.name) if isinstance(length, exp.Literal) and length.name.isdigit() else 256

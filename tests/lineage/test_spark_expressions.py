@@ -4,7 +4,7 @@ Spark's ``sha2(x, 512)`` (also 224 and 384) was transpiled to DuckDB's SHA256: t
 was a SHA-256, never equal to the SHA-512 the derived table holds, and erasure fan-out reported the table
 erased while the subject's rows stayed. Spark's ``upper``/``lower`` use Unicode's full case mapping
 (``upper('straße')`` = ``STRASSE``), DuckDB's do not (``STRAẞE``). Expected values below were measured
-with Spark 4 (``SELECT sha2(...)``, ``upper(...)``) and are those of Python's hashlib and str.
+with Spark 4 (``SELECT sha2(...)``, ``upper(...)``, ``reverse(...)``) and are those of Python's hashlib and str.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ MAIL = "Ann@X.org"
      "x-" + hashlib.sha512(MAIL.lower().encode()).hexdigest()),
     ("upper(email)", "email", "VARCHAR", "straße@x.org", "STRASSE@X.ORG"),
     ("lower(email)", "email", "VARCHAR", "İSTANBUL@X.ORG", "i̇stanbul@x.org"),
+    ("reverse(email)", "email", "VARCHAR", "re\u0301ne@x.org", "gro.x@en\u0301er"),
     ("hex(sha2(email, 512))", "email", "VARCHAR", MAIL, hashlib.sha512(MAIL.encode()).hexdigest().encode().hex().upper()),
 ])
 def test_spark_expressions_map_as_spark_computes_them(expression: str, column: str, ctype: str, value: object,
