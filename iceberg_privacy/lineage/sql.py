@@ -346,7 +346,7 @@ class _Analyzer:
             return {(AGGREGATION, None)}
         if edge.subtype == IDENTITY:
             return {(IDENTITY, None)}
-        if f.expr is not None and f.deps == {k} and len(f.inst) <= 1:
+        if f.expr is not None and set(f.direct) == {k} and len(f.inst) <= 1:  # ORDER BY of a lag(): not a value dep
             return {(edge.subtype, None if edge.subtype == IDENTITY else f.expr.sql(dialect=self.d))}
         return {(TRANSFORMATION, None)}
 
