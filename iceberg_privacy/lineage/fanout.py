@@ -180,9 +180,10 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
                 continue
             nested = e.expression is not None and _holds_nested(catalog, cache, src_name, column)
             if e.subtype == TRANSFORMATION and e.expression is None:
-                fan.warnings.append(f"{flow}: the value is computed from several columns or not deterministically, "
-                                    "so the subject's value there is unknown; rows may remain in "
-                                    f"{sink.name} unless another identity column matches")
+                fan.warnings.append(f"{flow}: no recorded expression maps the subject's value into it (several "
+                                    "columns, an unnest/explode, a non-deterministic function), so it is matched with "
+                                    "the request's own values only; rows holding a changed value of the subject may "
+                                    f"remain in {sink.name} unless another identity column matches")
                 mapped: tuple[Any, ...] = ()
             elif e.expression is not None and nested and extracts(e.expression, e.expression_column or column,
                                                                   dialect=e.engine or "duckdb"):
