@@ -15,7 +15,7 @@ not carry the identity; ``user_id``, ``lower(email)``, ``max(user_id)`` do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,12 +152,13 @@ def refuse(check: PurposeCheck) -> None:
 
 
 def propagate(columns: Mapping[str, Sequence[FieldRef]], sources: Sequence[Annotations], dialect: str = "duckdb",
-              ) -> tuple[list[str], dict[str, list[str]]]:
+              nested: Sequence[Collection[str]] = ()) -> tuple[list[str], dict[str, list[str]]]:
     """Identity columns and categories of the written columns, from their DIRECT unmasked inputs.
 
     A column computed by an expression that maps many people onto one value (``user_id % 10``,
     ``length(email)``) keeps the categories but is no identity column: erasing by the subject's
-    value there would erase other people's rows."""
+    value there would erase other people's rows. ``nested``: per source, its list/struct/map columns,
+    whose elements and fields (``friends[1]``, ``struct_extract(who, 'id')``) are identifiers they hold."""
     identity: list[str] = []
     cats: dict[str, list[str]] = {}
     for out, inputs in columns.items():
@@ -166,7 +167,8 @@ def propagate(columns: Mapping[str, Sequence[FieldRef]], sources: Sequence[Annot
                 continue
             is_id, labels = sources[f.source].column_labels(f.column)
             if is_id and f.expression is not None:
-                is_id = value_preserving(f.expression, f.column, dialect=dialect)
+                is_id = value_preserving(f.expression, f.column, dialect=dialect,
+                                         nested=f.source < len(nested) and f.column in nested[f.source])
             if is_id and out not in identity:
                 identity.append(out)
             for label in labels:

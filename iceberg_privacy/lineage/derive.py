@@ -128,6 +128,9 @@ def _load_sources(catalog: Catalog, names: Sequence[str]) -> dict[str, Table]:
                 "Nothing was written")
         if not same:
             hint = "" if "." in name else " (name tables as namespace.table)"
+            within = [".".join(t) for t in listed if name.lower().endswith("." + ".".join(t).lower())]
+            if within:  # spark_catalog.db.events, lake.db.events: the catalog's own name in front
+                hint = f" (name it {within[0]}: namespace.table, without the catalog's name)"
             raise MissingSourceError(
                 f"the SQL reads {name!r}, which is not a table of the catalog{hint}; nothing was written"
             ) from None
@@ -194,7 +197,7 @@ def _rewrite_tables(sql: str, names: Sequence[str], dialect: str) -> str:
     if tree is not None:
         for tbl in list(tree.find_all(exp.Table)):
             full = ".".join(p.name for p in tbl.parts).lower()
-            if full in index:
+            if full in index and tbl.find_ancestor(exp.Hint) is None:  # a hint names a relation, reads none
                 alias = tbl.alias or tbl.name
                 # only the name changes: TABLESAMPLE, hints etc. stay (a new node dropped them silently)
                 tbl.set("catalog", None)
@@ -255,7 +258,11 @@ def _run_duckdb(sql: str, tables: Mapping[str, Table], snapshots: Mapping[str, i
                 con.execute(f"CREATE VIEW {ns}.{tbl} AS SELECT * FROM {_view_name(i)}")
         query = _rewrite_tables(sql, names, "duckdb") if nested else sql
         try:
-            return con.sql(query).to_arrow_table()
+            rel = con.sql(query)
+            if rel is None:  # ';', or (allow_opaque) SQL whose last statement is no query: a raw AttributeError
+                raise LineageError("the SQL returns no result (its last statement is not a query, or it has none); "
+                                   "end it with the SELECT whose rows derive writes; nothing was written")
+            return rel.to_arrow_table()
         except duckdb.PermissionException as exc:
             raise LineageError(
                 f"DuckDB could not run the SQL: {exc}. derive reads catalog tables only (namespace.table names), "
@@ -549,7 +556,8 @@ def _derive(
         result_names, result_schema = result.column_names, result.schema
     columns = _remap_columns(lin, result_names) if lin.opaque is None else {}
     if lin.opaque is None:
-        identity, cats = propagate(columns, src_ann, dialect)
+        nested = [{f.name for f in sources[n].schema().fields if not f.field_type.is_primitive} for n in order]
+        identity, cats = propagate(columns, src_ann, dialect, nested)
     else:  # unknown flows: keep same-named identity columns and categories (the cautious reading)
         identity = [c for c in result_names if any(c in a.identity for a in src_ann)]
         cats = {c: sorted({x for a in src_ann for x in a.categories.get(c, ())}) for c in result_names}

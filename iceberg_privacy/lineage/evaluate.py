@@ -66,20 +66,27 @@ def map_values(expression: str, column: str, column_type: str, values: Sequence[
     import sqlglot
 
     try:
-        expr = sqlglot.transpile(expression, read=dialect or "duckdb", write="duckdb")[0]
+        tree = sqlglot.parse_one(expression, read=dialect or "duckdb")
+        expr = tree.sql(dialect="duckdb")
     except Exception as exc:  # noqa: BLE001 - sqlglot raises several types
         raise LineageError(f"recorded expression {expression!r} cannot be read: {exc}") from exc
     ident = '"' + column.replace('"', '""') + '"'
     out: list[Any] = []
     own = con is None
     con = sandbox() if con is None else con
+
+    def run(sql: str, value: Any) -> Any:
+        try:
+            row = con.execute(f"SELECT {sql} FROM (SELECT TRY_CAST($1 AS {column_type}) AS {ident})",
+                              [value]).fetchone()
+        except duckdb.Error as exc:
+            raise LineageError(f"recorded expression {expression!r} cannot be evaluated: {exc}") from exc
+        return row
+
+    steps = _python_steps(tree, dialect or "duckdb")
     try:
         for value in values:
-            try:
-                row = con.execute(f"SELECT {expr} FROM (SELECT TRY_CAST($1 AS {column_type}) AS {ident})",
-                                  [value]).fetchone()
-            except duckdb.Error as exc:
-                raise LineageError(f"recorded expression {expression!r} cannot be evaluated: {exc}") from exc
+            row = run(expr, value) if not steps else (_evaluate_in_python(tree, steps, value, run),)
             if row is not None and isinstance(row[0], list | dict | tuple | set):
                 raise LineageError(f"recorded expression {expression!r} returns a nested value ({row[0]!r}): the "
                                    "subject's value inside it cannot be mapped (a list identity column is still "
@@ -106,10 +113,140 @@ def _value_nodes() -> tuple[type, ...]:
 _VALUE_FUNCTIONS = {"duckdb": {"hash", "sha1", "sha256", "md5", "to_hex", "base64"},
                     "spark": {"sha1", "sha", "sha2", "md5", "hex", "base64"}}
 _LOSSY_CASTS = {"DATE", "BOOLEAN", "TIME", "TINYINT", "SMALLINT", "UTINYINT", "USMALLINT"}
+# Functions taking an element or field out of their first argument (a list, struct or map), by lower-case name.
+_EXTRACT_FUNCTIONS = {"element_at", "list_extract", "array_extract", "list_element", "get", "struct_extract",
+                      "try_element_at"}
+
+
+_REARRANGE_FUNCTIONS = {"list_distinct", "array_distinct"}
+
+
+def _extracted_from(node: Any, child: Any) -> bool:
+    """Is ``node`` an element or field access whose container is ``child`` (``child[1]``, ``child['id']``,
+    ``struct_extract(child, 'id')``, ``element_at(child, 1)``), or the same list's elements rearranged
+    (``list_sort(child)``, ``array_distinct(child)``)? A slice (``child[1:2]``) is not."""
+    from sqlglot import exp
+
+    if isinstance(node, exp.Bracket):
+        return node.this is child and len(node.expressions) == 1 and not isinstance(node.expressions[0], exp.Slice)
+    if isinstance(node, exp.StructExtract | exp.Dot | exp.SortArray | exp.ArraySort | exp.ArrayReverse
+                  | exp.ArrayCompact | exp.Reverse):
+        return node.this is child
+    if isinstance(node, exp.Anonymous) and node.name.lower() in _REARRANGE_FUNCTIONS:
+        return len(node.expressions) == 1 and node.expressions[0] is child
+    if isinstance(node, exp.Anonymous) and node.name.lower() in _EXTRACT_FUNCTIONS:
+        return bool(node.expressions) and node.expressions[0] is child
+    return False
 
 
 @functools.lru_cache(maxsize=4096)
-def value_preserving(expression: str, column: str | None = None, *, dialect: str = "duckdb") -> bool:
+def extracts(expression: str, column: str, *, dialect: str = "duckdb") -> bool:
+    """Is ``expression`` an element or field of ``column`` and nothing else (``friends[1]``, ``who.id``,
+    ``STRUCT_EXTRACT(who, 'id')``, ``ELEMENT_AT(friends, 1)``, nested as deep as it goes; also the list's
+    elements sorted or de-duplicated, ``LIST_SORT(friends)``)?
+
+    Over a nested identity column (a list of ids, a struct holding an id) such a value is one of the
+    identifiers the column holds, as it holds them: erasure matches that column by the request's own
+    values, leaf by leaf, so the extracted column is matched by the same values (there is nothing to
+    evaluate: the request's value is a leaf, not a whole list or struct)."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        node = sqlglot.parse_one(expression, read=dialect or "duckdb")
+    except Exception:  # noqa: BLE001 - sqlglot raises several types
+        return False
+    depth = 0
+    while True:
+        while isinstance(node, exp.Paren):
+            node = node.this
+        if isinstance(node, exp.Column):
+            parts = [p.name for p in node.parts]
+            # who.id is parsed as column id of table who
+            return (parts == [column] and depth > 0) or (len(parts) > 1 and parts[0] == column)
+        inner = node.expressions[0] if isinstance(node, exp.Anonymous) and node.expressions else node.this
+        if not isinstance(inner, exp.Expression) or not _extracted_from(node, inner):
+            return False
+        node, depth = inner, depth + 1
+
+
+_SHA2_BITS = {224, 256, 384, 512}
+
+
+def _python_steps(tree: Any, dialect: str) -> list[Any]:
+    """The nodes of ``tree`` DuckDB would compute differently from the engine that recorded it.
+
+    Spark's ``sha2(x, 512)`` (also 224, 384) became DuckDB's SHA256 in the transpiled SQL (DuckDB has no
+    other SHA-2), so the subject's hash was never matched; Spark's (Java's) ``upper``/``lower`` apply
+    Unicode's full case mapping (``upper('straße')`` is ``STRASSE``, DuckDB's is ``STRAẞE``), as Python's do;
+    Spark's ``reverse`` reverses code points, DuckDB's keeps a letter and its combining accent together."""
+    from sqlglot import exp
+
+    out = []
+    for node in tree.find_all(exp.SHA2, exp.Upper, exp.Lower, exp.Reverse):
+        if isinstance(node, exp.SHA2):
+            length = node.args.get("length")
+            bits = int(length.name) if isinstance(length, exp.Literal) and length.name.isdigit() else 256
+            if bits not in (0, 256):
+                out.append(node)
+        elif dialect == "spark":
+            out.append(node)
+    return out
+
+
+def _evaluate_in_python(tree: Any, steps: list[Any], value: Any, run: Any) -> Any:
+    """``tree`` evaluated on ``value``: each node of ``steps`` in Python (on its argument's value, itself
+    evaluated the same way), the rest by ``run`` (DuckDB, the column bound to ``value``)."""
+    from sqlglot import exp
+
+    for n in tree.walk():  # marked in meta, which copies keep (node ids do not)
+        n.meta.pop("ip_step", None)
+    for n in steps:
+        n.meta["ip_step"] = True
+
+    def under_step(node: Any, root: Any) -> bool:
+        while node is not root and node.parent is not None:
+            node = node.parent
+            if node.meta.get("ip_step"):
+                return True
+        return False
+
+    def evaluate(node: Any) -> Any:
+        if node.meta.get("ip_step"):
+            return _apply(node, evaluate(node.this))
+        work = node.copy()
+        for n in [n for n in work.walk() if n.meta.get("ip_step") and not under_step(n, work)]:
+            result = _apply(n, evaluate(n.this))
+            n.replace(exp.Null() if result is None else exp.Literal.string(result))
+        row = run(work.sql(dialect="duckdb"), value)
+        return None if row is None else row[0]
+
+    return evaluate(tree)
+
+
+def _apply(node: Any, arg: Any) -> Any:
+    import hashlib
+
+    from sqlglot import exp
+
+    if arg is None:
+        return None
+    if isinstance(node, exp.Upper | exp.Lower | exp.Reverse):
+        text = arg if isinstance(arg, str) else str(arg)
+        if isinstance(node, exp.Reverse):
+            return text[::-1]  # Java reverses code points; DuckDB keeps 'é' (e + U+0301) together
+        return text.upper() if isinstance(node, exp.Upper) else text.lower()
+    length = node.args.get("length")
+    bits = int(length.name) if isinstance(length, exp.Literal) and length.name.isdigit() else 256
+    if bits not in _SHA2_BITS:
+        return None  # Spark: NULL for any other length
+    data = arg if isinstance(arg, bytes | bytearray) else str(arg).encode()
+    return hashlib.new(f"sha{bits}", data).hexdigest()
+
+
+@functools.lru_cache(maxsize=4096)
+def value_preserving(expression: str, column: str | None = None, *, dialect: str = "duckdb",
+                     nested: bool = False) -> bool:
     """Does ``expression`` keep one value per person (``LOWER(email)``, ``SHA256(CAST(id AS TEXT))``,
     ``user_id + 1``), or does it map many people onto one value (``user_id % 10``, ``LENGTH(email)``,
     ``SPLIT_PART(email, '@', 2)``, ``email LIKE '%x'``)?
@@ -117,6 +254,11 @@ def value_preserving(expression: str, column: str | None = None, *, dialect: str
     Erasure fan-out matches a derived column by the subject's mapped value. Through a lossy
     expression that value is shared with other people, so matching it would erase their rows, and
     the derived column is no identity column. An allow-list: unknown functions are taken as lossy.
+
+    ``nested``: ``column`` is a list, struct or map (a list of ids, a struct holding one). Taking an
+    element or field out of it (``friends[1]``, ``STRUCT_EXTRACT(who, 'id')``, ``ELEMENT_AT(ids, 1)``)
+    then gives one of the identifiers it holds, not a value shared by many people. Of a string the same
+    syntax is a substring (``email[1]``), which is lossy: callers say which the column is.
     """
     import sqlglot
     from sqlglot import exp
@@ -135,7 +277,9 @@ def value_preserving(expression: str, column: str | None = None, *, dialect: str
         child: exp.Expression = col
         node = col.parent
         while node is not None:
-            if isinstance(node, exp.Anonymous):
+            if nested and _extracted_from(node, child):
+                pass  # an element or field of the nested column: one of the identifiers it holds
+            elif isinstance(node, exp.Anonymous):
                 if node.name.lower() not in named:
                     return False
             elif not isinstance(node, keep):

@@ -23,7 +23,7 @@ from pyiceberg.types import IntegerType, ListType, LongType, StringType
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import identity_columns
 from iceberg_privacy.errors import LineageError
-from iceberg_privacy.lineage.evaluate import map_values, sandbox, sql_type, value_preserving
+from iceberg_privacy.lineage.evaluate import extracts, map_values, sandbox, sql_type, value_preserving
 from iceberg_privacy.lineage.graph import LineageGraph, build_graph
 from iceberg_privacy.lineage.record import OPAQUE, TRANSFORMATION
 from iceberg_privacy.properties import ReleaseProvenance, read_release_provenance
@@ -178,13 +178,21 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
                                     f"rows of {sink.name} holding it are not erased by value. Re-derive "
                                     f"{sink.name} after the erasure (mode='overwrite') to drop the subject")
                 continue
+            nested = e.expression is not None and _holds_nested(catalog, cache, src_name, column)
             if e.subtype == TRANSFORMATION and e.expression is None:
-                fan.warnings.append(f"{flow}: the value is computed from several columns or not deterministically, "
-                                    "so the subject's value there is unknown; rows may remain in "
-                                    f"{sink.name} unless another identity column matches")
+                fan.warnings.append(f"{flow}: no recorded expression maps the subject's value into it (several "
+                                    "columns, an unnest/explode, a non-deterministic function), so it is matched with "
+                                    "the request's own values only; rows holding a changed value of the subject may "
+                                    f"remain in {sink.name} unless another identity column matches")
                 mapped: tuple[Any, ...] = ()
+            elif e.expression is not None and nested and extracts(e.expression, e.expression_column or column,
+                                                                  dialect=e.engine or "duckdb"):
+                # friends[1], who.id out of a list or struct identity column: one of the identifiers it holds,
+                # matched there by the request's own values (leaf by leaf), so matched here by the same values.
+                # Evaluating it cannot work: the column's type is nested, a value of the request is a leaf.
+                mapped = vals
             elif e.expression is not None and not value_preserving(e.expression or "", e.expression_column or column,
-                                                                     dialect=e.engine or "duckdb"):
+                                                                     dialect=e.engine or "duckdb", nested=nested):
                 fan.warnings.append(f"{flow}: {e.expression} maps many people onto one value, so "
                                     f"{sink.name}.{e.sink_column} is not matched by the subject's value there (other "
                                     "people's rows share it) and is no identity column; rows of the subject remain in "
@@ -297,6 +305,15 @@ def _is_nested(catalog: Catalog, cache: dict[str, Table | None], table: str, col
         return t is not None and not t.schema().find_field(column).field_type.is_primitive
     except ValueError:
         return True
+
+
+def _holds_nested(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str) -> bool:
+    """Is ``column`` of ``table`` a list, struct or map today (False when either is unknown)?"""
+    t = _load(catalog, cache, table)
+    try:
+        return t is not None and not t.schema().find_field(column).field_type.is_primitive
+    except ValueError:
+        return False
 
 
 def _is_list(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str) -> bool:

@@ -16,8 +16,13 @@ Rules chosen here:
   the list are not masking. IDENTITY and TRANSFORMATION never mask.
 * A path through several steps takes the strongest subtype (AGGREGATION > TRANSFORMATION >
   IDENTITY) and masks if any step masks; several paths from one source column into one output
-  (``x + count(x)``, UNION branches) keep the strongest subtype and mask only if every path masks.
+  (``x + count(x)``, UNION branches) keep the strongest subtype and mask only if every path masks. UNION
+  branches that copy or scalar-map one source column in different ways (``lower(email)`` in one, ``email``
+  in another) give one input per way instead, each with its expression.
 * COALESCE/IFNULL of bare columns (what ``JOIN ... USING`` produces) copies a value unchanged: IDENTITY.
+  So does a CASE / IF result that is a bare column; each CASE / IF / COALESCE result computed from a source
+  column in another way is recorded as its own input (``CASE WHEN c THEN email ELSE sha256(email) END``:
+  IDENTITY and TRANSFORMATION ``SHA256(email)``), as for UNION branches.
 * INDIRECT: every ORDER BY counts as SORT (also without LIMIT); window PARTITION BY / ORDER BY are
   WINDOW wherever the window is; CASE / IF conditions in a select list are CONDITIONAL (inside WHERE
   etc. they keep the clause's subtype); an aggregate's FILTER (WHERE ...) and DISTINCT ON count as
@@ -57,6 +62,8 @@ _MASKING_AGGS: tuple[type[exp.Expression], ...] = (
 # window functions that return a row's value or its rank: TRANSFORMATION, not AGGREGATION
 _WINDOW_VALUE = (exp.FirstValue, exp.LastValue, exp.NthValue, exp.Lag, exp.Lead, exp.Rank, exp.DenseRank,
                  exp.CumeDist, exp.PercentRank, exp.Ntile, exp.RegrValx, exp.RegrValy)
+# window functions returning another row's value of their argument: lag(lower(email)) holds some row's LOWER(email)
+_ROW_VALUE = (exp.FirstValue, exp.LastValue, exp.NthValue, exp.Lag, exp.Lead)
 # aggregates sqlglot does not model (exp.Anonymous), by lower-case name
 _ANON_MASKING = {"product", "entropy", "fsum", "favg", "sumkahan", "kahan_sum", "sem", "mad", "bit_xor",
                  "regr_count", "count_star", "approx_count_distinct", "var_samp", "var_pop"}
@@ -113,6 +120,9 @@ class _Flow:
     deps: set[tuple[int, str]] = field(default_factory=set)  # every source column the value depends on
     inst: set[object] = field(default_factory=set)  # which table instances (rows) those columns come from
     expr: exp.Expression | None = None  # the value as a scalar of its (single) source column
+    # UNION branches that compute one source column differently (lower(email) in one, email in the other): per
+    # source column, each branch's (subtype, expression text or None); set only when ``expr`` is not
+    branches: dict[tuple[int, str], set[tuple[str, str | None]]] | None = None
 
 
 def _serial(local: _Edge, child: _Edge) -> _Edge:
@@ -155,6 +165,8 @@ def _statement_tables(stmt: exp.Expression, d: Dialect) -> list[tuple[int, str]]
     for t in stmt.find_all(exp.Table):
         parts = _table_parts(t, d)
         if parts is None or id(t) in targets or (len(parts) == 1 and parts[0].lower() in ctes):
+            continue
+        if t.find_ancestor(exp.Hint) is not None:  # /*+ BROADCAST(u) */ names an alias (or a table read elsewhere)
             continue
         out.append((t.this.meta.get("start", 0), ".".join(parts)))
     return out
@@ -314,7 +326,29 @@ class _Analyzer:
         texts = {None if f.expr is None else f.expr.sql(dialect=self.d) for f in flows}
         if len(texts) == 1 and None not in texts and len(out.deps) == 1 and all(len(f.inst) == 1 for f in flows):
             out.expr, out.inst = flows[0].expr, {("union", id(scope), i)}
+        else:
+            # Each branch is its own rows: lower(email) in one and email in the other map the subject's value
+            # into the column in two ways, each recorded (one expression for both was none, and fan-out
+            # matched neither lower-cased row).
+            branches: dict[tuple[int, str], set[tuple[str, str | None]]] = {}
+            for f in flows:
+                for k, edge in f.direct.items():
+                    for sub, text in self._branch_forms(f, k, edge):
+                        branches.setdefault(k, set()).add((sub, text))
+            out.branches = branches
         return out
+
+    def _branch_forms(self, f: _Flow, k: tuple[int, str], edge: _Edge) -> set[tuple[str, str | None]]:
+        """How branch flow ``f`` computes its value from source column ``k``: (subtype, expression or None)."""
+        if f.branches is not None:
+            return f.branches.get(k, {(edge.subtype, None)})
+        if edge.masking or edge.collects or edge.subtype == AGGREGATION:
+            return {(AGGREGATION, None)}
+        if edge.subtype == IDENTITY:
+            return {(IDENTITY, None)}
+        if f.expr is not None and set(f.direct) == {k} and len(f.inst) <= 1:  # ORDER BY of a lag(): not a value dep
+            return {(edge.subtype, None if edge.subtype == IDENTITY else f.expr.sql(dialect=self.d))}
+        return {(TRANSFORMATION, None)}
 
     def column(self, scope: Scope, col: exp.Column) -> _Flow:
         """Flow of a column reference, resolved through CTEs, derived tables and outer scopes."""
@@ -351,7 +385,7 @@ class _Analyzer:
         else:
             i = 0
         f = self.output(src, i)
-        return _Flow(f.direct, f.deps, {(id(s), table, k) for k in f.inst}, f.expr)
+        return _Flow(f.direct, f.deps, {(id(s), table, k) for k in f.inst}, f.expr, f.branches)
 
     # ---- walking expressions ---------------------------------------------------------------------
     def add_column(self, flow: _Flow, scope: Scope, col: exp.Column, local: _Edge | None, top: bool,
@@ -410,7 +444,7 @@ class _Analyzer:
             if isinstance(node, exp.Placeholder | exp.Parameter | exp.Star | exp.UDTF) or _nondeterministic(node):
                 state["scalar"] = False
             if isinstance(node, exp.Window):
-                if not self.value_aggregate(node.this):
+                if not self.value_aggregate(node.this) and not self.row_value(node.this):
                     state["scalar"] = False
                 visit(node.this, agg, role, lambdas)
                 state["ctx"] += 1  # which rows, not which value: max(x) OVER (PARTITION BY p) is some row's x
@@ -470,8 +504,8 @@ class _Analyzer:
                     return
                 collects = self.collects(node)
                 agg = _serial(agg or _Edge(AGGREGATION, masking, collects), _Edge(AGGREGATION, masking, collects))
-            elif isinstance(node, exp.AggFunc):
-                state["scalar"] = False  # window value function (lag, rank, ...)
+            elif isinstance(node, exp.AggFunc) and not self.row_value(node):
+                state["scalar"] = False  # window function of no row's value (rank, ntile, ...)
             for child in node.iter_expressions():
                 visit(child, agg, role, lambdas)
 
@@ -482,6 +516,24 @@ class _Analyzer:
             # value aggregates (max, min, any_value, ...) stand for their argument: max(lower(email))
             # and lower(max(email)) both hold some row's LOWER(email)
             flow.expr = self.unwrap_value_aggregates(top).transform(lambda n: _substitute(n, subs))
+        if role is None and flow.expr is None and isinstance(top, exp.Column) and top.table:
+            flow.branches = self.column(scope, top).branches  # a UNION's column, selected as it is
+        elif role is None and flow.expr is None and isinstance(top, exp.Case | exp.If | exp.Coalesce):
+            # The value is one of the results' values (CASE WHEN c THEN email ELSE sha256(email) END): each
+            # result's way of computing it from a source column is recorded, as for UNION branches.
+            if isinstance(top, exp.Case):
+                results = [b.args.get("true") for b in top.args.get("ifs") or []] + [top.args.get("default")]
+            elif isinstance(top, exp.If):
+                results = [top.args.get("true"), top.args.get("false")]
+            else:
+                results = [top.this, *top.expressions]
+            branches: dict[tuple[int, str], set[tuple[str, str | None]]] = {}
+            for r in results:
+                if isinstance(r, exp.Expression):
+                    f = self.value(scope, r)
+                    for k, edge in f.direct.items():
+                        branches.setdefault(k, set()).update(self._branch_forms(f, k, edge))
+            flow.branches = branches
         return flow
 
     def value_aggregate(self, node: exp.Expression) -> bool:
@@ -491,16 +543,23 @@ class _Analyzer:
         return (self.aggregate(node) is False and not self.collects(node)
                 and isinstance(node, exp.Func) and isinstance(node.this, exp.Expression))
 
+    @staticmethod
+    def row_value(node: exp.Expression) -> bool:
+        """A window function returning one (other) row's value of its argument (lag, lead, first_value, ...)."""
+        while isinstance(node, exp.Filter | exp.IgnoreNulls | exp.RespectNulls):
+            node = node.this
+        return isinstance(node, _ROW_VALUE) and isinstance(node.this, exp.Expression)
+
     def has_value_aggregate(self, top: exp.Expression) -> bool:
-        return any(self.value_aggregate(n) for n in top.walk())
+        return any(self.value_aggregate(n) or self.row_value(n) for n in top.walk())
 
     def unwrap_value_aggregates(self, top: exp.Expression) -> exp.Expression:
         def unwrap(n: exp.Expression) -> exp.Expression:
             while True:
                 if isinstance(n, exp.Window | exp.Filter | exp.IgnoreNulls | exp.RespectNulls) and \
-                        self.value_aggregate(n.this):
+                        (self.value_aggregate(n.this) or self.row_value(n.this)):
                     n = n.this
-                elif self.value_aggregate(n):
+                elif self.value_aggregate(n) or self.row_value(n):
                     n = n.this
                 else:
                     return n
@@ -689,6 +748,10 @@ def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> 
                 raise _Opaque("positional column references (#n) cannot be resolved to columns")
             if any(not isinstance(st.parent, exp.Func) for st in sel.find_all(exp.Star)):
                 raise _Opaque("cannot expand a star (*) in the select list")
+            if any(not isinstance(st.parent, exp.Count) for st in sel.find_all(exp.Star)):
+                # Spark's struct(*), to_json(struct(*)), hash(*), concat_ws('|', *) read every column: recorded
+                # with no input at all, the identity inside them was lost to erasure and purpose checks
+                raise _Opaque("a function of every column (struct(*), hash(*), ...) cannot be analysed; name the columns")
     if not isinstance(qualified, exp.Query):
         raise _Opaque("not a query")
     names = list(qualified.named_selects)
@@ -713,8 +776,18 @@ def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> 
             e = flow.direct[values[0]]
             if e.subtype == AGGREGATION and not e.collects and not isinstance(flow.expr, exp.Column):
                 expr = flow.expr.sql(dialect=d)
-        refs = []
+            elif e.subtype == TRANSFORMATION and not e.collects:
+                # lag(lower(email)) OVER (ORDER BY ts): the ordering picks the row, the value is LOWER(email)
+                # (lag(email): email itself); set only through a row value function (value deps of one column)
+                expr = flow.expr.sql(dialect=d)
+        refs: list[FieldRef] = []
         for (idx, col), e in sorted(flow.direct.items()):
+            forms = (flow.branches or {}).get((idx, col), set()) if expr is None else set()
+            if forms and all(sub in (IDENTITY, TRANSFORMATION) for sub, _ in forms):
+                # UNION branches computing this column differently: one input per way (fan-out maps each)
+                refs.extend(FieldRef(idx, col, DIRECT, sub, False, text)
+                            for sub, text in sorted(forms, key=lambda f: (_RANK[f[0]], f[1] or "")))
+                continue
             subtype = e.subtype
             if subtype == AGGREGATION and not e.masking and not e.collects and expr is None and len(values) != 1:
                 # a value aggregate of something that is not this column as it is (max(a || b),

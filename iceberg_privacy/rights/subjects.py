@@ -388,8 +388,10 @@ def with_fanout(resolved: list[TableSubjects], values: list[Any], secret: bytes,
 
     A downstream identity column lineage reached is matched with the values that reached it only: the subject's
     ``a`` is ``a + 1`` in ``b = a + 1``, so the request's own value there, or a value mapped into another column of
-    the table (``a * 2``), is another person's. Columns lineage did not reach, and the request's own tables, are
-    matched with the request's values as before."""
+    the table (``a * 2``), is another person's. Columns lineage did not reach, columns it reached with no value it
+    could map (``lag(user_id)``, ``unnest(ids)``: a value of the column, but which one is unknown), and the
+    request's own tables, are matched with the request's values as before (such a column was matched with nothing
+    as soon as another column of its table had a mapped value, and kept the subject's id)."""
     out = []
     roots = set(fan.roots)
     for ts in resolved:
@@ -398,7 +400,7 @@ def with_fanout(resolved: list[TableSubjects], values: list[Any], secret: bytes,
             out.append(ts)
             continue
         full = resolve_subjects([ts.table], values + extra, secret, strict=False)[0]
-        reached = {} if ts.name in roots else fan.columns.get(ts.name, {})
+        reached = {} if ts.name in roots else {c: v for c, v in fan.columns.get(ts.name, {}).items() if v}
         if reached:
             cols = []
             for c in full.columns:

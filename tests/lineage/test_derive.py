@@ -399,3 +399,19 @@ def test_an_unsigned_64_bit_result_is_refused_with_the_cast_to_write(lake: Catal
     assert ("mart",) not in lake.list_namespaces()
     report = ip.derive(lake, "SELECT CAST(hash(user_id) AS VARCHAR) AS hh FROM db.events", "mart.hashed")
     assert report.rows == 5 and report.identity_columns == ["hh"]
+
+
+@pytest.mark.parametrize("sql", ["  ;", ";;", "-- only a comment"])
+def test_sql_without_a_statement_is_a_lineage_error_with_allow_opaque(lake: Catalog, sql: str) -> None:
+    """Regression: with allow_opaque=True, SQL that holds no statement (a lone ';', a comment) ended in a raw AttributeError ('NoneType' object has no attribute 'to_arrow_table')."""
+    with pytest.raises(LineageError, match="returns no result"):
+        ip.derive(lake, sql, "mart.none", allow_opaque=True)
+    assert not lake.table_exists("mart.none")
+
+
+def test_a_source_named_with_the_catalog_in_front_says_how_to_name_it(lake: Catalog) -> None:
+    """`SELECT ... FROM spark_catalog.db.events` (a Spark habit) was refused as 'not a table of the catalog'
+    without a word on what to write instead."""
+    with pytest.raises(MissingSourceError, match=r"name it db\.events: namespace\.table, without the catalog"):
+        ip.derive(lake, "SELECT user_id FROM spark_catalog.db.events", "mart.x")
+    assert not lake.table_exists("mart.x")

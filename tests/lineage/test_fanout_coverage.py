@@ -363,3 +363,78 @@ def test_a_table_joined_on_the_identity_with_identifiers_from_elsewhere_is_warne
     assert again.tables["mart.contact"].rows_removed == 1
     assert again.lineage is not None and not [w for w in again.lineage.warnings if "(join)" in w]
     assert events.load_table("mart.contact").scan().to_arrow()["phone"].to_pylist() == ["555-8"]
+
+
+def test_a_column_reached_with_no_mapped_value_is_matched_with_the_request_values(catalog: Catalog) -> None:
+    """Regression: lag(user_id) (or unnest, or a CASE of two expressions) records no expression, so no value is
+    mapped into that column; next to a column with a mapped value (lower(email)) it was matched with nothing, and
+    the rows holding the subject's id there stayed. Alone in its table it was matched with the request's values."""
+    ids = [SUBJECT_ID if i % 4 == 0 else 100 + i for i in range(12)]
+    data = pa.table({"user_id": pa.array(ids, pa.int64()), "email": [f"E{u}@x" for u in ids], "ts": list(range(12))})
+    catalog.create_table("db.timeline", schema=data.schema)
+    ip.configure_identity(catalog.load_table("db.timeline"), ["user_id", "email"])
+    ip.append(catalog.load_table("db.timeline"), data)
+    for name, extra in {"with_mail": ", lower(email) AS mail", "alone": ""}.items():
+        ip.derive(catalog, f"SELECT lag(user_id) OVER (ORDER BY ts) AS prev_user{extra} FROM db.timeline", f"db.{name}")
+    report = ip.erase(catalog, [SUBJECT_ID, f"E{SUBJECT_ID}@x"], ["db.timeline"], follow_lineage=True)
+    assert {"db.with_mail", "db.alone"} <= set(report.tables)
+    for name in ("with_mail", "alone"):
+        left = catalog.load_table(f"db.{name}").scan().to_arrow().to_pylist()
+        assert [r for r in left if r["prev_user"] == SUBJECT_ID] == [], name
+        assert all(r.get("mail") != f"e{SUBJECT_ID}@x" for r in left), name
+    # the subject's own 3 rows (through mail) and the 3 rows after them (prev_user); everyone else stays
+    assert catalog.load_table("db.with_mail").scan().to_arrow().num_rows == 6
+
+
+def test_union_branches_transforming_the_identity_differently_are_each_erased(catalog: Catalog) -> None:
+    """Regression: SELECT lower(email) FROM a UNION ALL SELECT email FROM b (or upper() in one branch, lower() in
+    the other) was recorded as a TRANSFORMATION without expression: fan-out warned, and the lower-cased rows of
+    the subject stayed in the derived table."""
+    for n in ("a", "b"):
+        ids = [SUBJECT_ID if i % 4 == 0 else 100 + i for i in range(8)]
+        data = pa.table({"user_id": pa.array(ids, pa.int64()), "email": [f"E{u}@x" for u in ids]})
+        catalog.create_table(f"db.{n}", schema=data.schema)
+        ip.configure_identity(catalog.load_table(f"db.{n}"), ["user_id", "email"])
+        ip.append(catalog.load_table(f"db.{n}"), data)
+    queries = {"u1": "SELECT lower(email) AS m FROM db.a UNION ALL SELECT email FROM db.b",
+               "u2": "SELECT email AS m FROM db.a UNION ALL SELECT lower(email) FROM db.a",
+               "u3": "SELECT user_id + 1000 AS k FROM db.a UNION ALL SELECT user_id FROM db.b",
+               "u4": "SELECT m FROM (SELECT upper(email) AS m FROM db.a UNION ALL SELECT lower(email) FROM db.b)"}
+    for name, sql in queries.items():
+        ip.derive(catalog, sql, f"db.{name}")
+    report = ip.erase(catalog, [SUBJECT_ID, f"E{SUBJECT_ID}@x"], ["db.a", "db.b"], follow_lineage=True)
+    assert report.lineage is not None and report.lineage.warnings == []
+    subject = {SUBJECT_ID, SUBJECT_ID + 1000, f"E{SUBJECT_ID}@x", f"e{SUBJECT_ID}@x", f"E{SUBJECT_ID}@X"}
+    for name in queries:
+        left = catalog.load_table(f"db.{name}").scan().to_arrow().to_pylist()
+        assert [r for r in left if set(r.values()) & subject] == [], name
+        assert len(left) == 12, name  # 2 rows of the subject per branch; everyone else stays
+
+
+def test_case_results_transforming_the_identity_differently_are_each_erased(events: Catalog) -> None:
+    """Regression: CASE WHEN <consent> THEN email ELSE sha256(email) END (a pseudonymisation pattern) was a
+    TRANSFORMATION without expression: fan-out warned and matched the raw email only; the subject's hashed row
+    stayed. So did if(c, upper(x), lower(x))'s mapped rows."""
+    ip.derive(events, "SELECT CASE WHEN page = 'b' THEN email ELSE sha256(email) END AS contact, page FROM db.events",
+              "db.pseudo")
+    ip.derive(events, "SELECT if(page = 'a', upper(email), lower(email)) AS contact, page FROM db.events "
+                      "UNION ALL SELECT if(page = 'a', lower(email), upper(email)), page FROM db.events", "db.cased")
+    report = ip.erase(events, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True)
+    assert report.lineage is not None and report.lineage.warnings == []
+    for name, rows_left in {"db.pseudo": 4, "db.cased": 8}.items():
+        left = events.load_table(name).scan().to_arrow().to_pylist()
+        assert [r for r in left if r["page"] == "a"] == [], (name, left)  # page 'a' is the subject's row
+        assert len(left) == rows_left, name
+
+
+def test_window_value_function_of_a_transformed_identity_is_erased(events: Catalog) -> None:
+    """Regression: lag(lower(email)) OVER (ORDER BY page) was recorded without expression: fan-out warned, and the
+    row holding the subject's lower-cased email (the row after the subject's) stayed."""
+    ip.derive(events, "SELECT lag(lower(email)) OVER (ORDER BY page) AS prev_mail, page FROM db.events", "db.prev")
+    assert ip.lineage.Annotations.of(events.load_table("db.prev").properties).identity == ("prev_mail",)
+    report = ip.erase(events, [SUBJECT_ID, SUBJECT_MAIL], ["db.events"], follow_lineage=True)
+    assert report.lineage is not None and report.lineage.warnings == []
+    left = events.load_table("db.prev").scan().to_arrow().to_pylist()
+    assert SUBJECT_MAIL.lower() not in [r["prev_mail"] for r in left]
+    assert sorted(r["page"] for r in left) == ["a", "c", "d", "e"]  # b held the subject's; a is the subject's own
+    # row, but holds no value of theirs here (prev_mail is NULL): it stays, as everyone else's
