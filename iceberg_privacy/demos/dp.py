@@ -19,7 +19,7 @@ from pyiceberg.catalog import Catalog
 from iceberg_privacy.catalog import ensure_namespace_exists
 from iceberg_privacy.dp.admin import get_namespace_budget, set_namespace_budget
 from iceberg_privacy.dp.budget import RhoZCDP
-from iceberg_privacy.dp.release import dp_histogram
+from iceberg_privacy.dp.histogram import dp_histogram
 
 COUNTRIES = ["US", "DE", "FR", "IN", "BR", "JP", "GB", "IT", "ES", "MX", "CA", "PL"]
 COUNTRY_WEIGHTS = np.array([30, 10, 8, 12, 6, 7, 8, 4, 4, 4, 4, 3], dtype=float)

@@ -29,12 +29,13 @@ from iceberg_privacy.dp.errors import (
     ReleaseFailedError,
     TableMovedError,
 )
+from iceberg_privacy.dp.histogram import dp_histogram
 from iceberg_privacy.dp.ledger import Ledger
 from iceberg_privacy.dp.ledger_state import BudgetState, namespace_scope, table_scope
 from iceberg_privacy.dp.log import ReleaseRecord, releases
 from iceberg_privacy.dp.policy import AccessPolicy, access_policy, require_raw_access, set_access_policy
 from iceberg_privacy.dp.provenance import ReleaseProvenance, read_provenance
-from iceberg_privacy.dp.release import Release, dp_histogram
+from iceberg_privacy.dp.release import Release
 from iceberg_privacy.dp.reservation import (
     ReservationRecord,
     ResolutionReport,

@@ -2,7 +2,7 @@
 
 Every number must be finite and in range, the privacy unit is always explicit (:data:`ROWS` for
 row-level protection), and every column named must exist with a type tmlt can use. A refusal here
-costs nothing: :func:`~iceberg_privacy.dp.release.dp_histogram` calls these first.
+costs nothing: :func:`~iceberg_privacy.dp.histogram.dp_histogram` calls these first.
 """
 
 from __future__ import annotations

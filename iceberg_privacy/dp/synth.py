@@ -29,7 +29,7 @@ read, joined and shared freely (post-processing costs nothing). Why each choice:
   unit: adding or removing one row changes each marginal by one count); with ``privacy_unit="<column>"`` each unit keeps at most
   ``max_rows_per_unit`` = k of its rows (chosen at random, before anything is measured), so one unit
   moves each marginal by at most k in L1 and L2, and every noise scale is multiplied by k.
-* **Same release protocol as** :func:`~.release.dp_histogram`: validate everything that costs nothing
+* **Same release protocol as** :func:`~.histogram.dp_histogram`: validate everything that costs nothing
   first (arguments, types, domains, the output name, the budget), then reserve on the ledger, commit
   ``evaluating`` before any noise is drawn, and write the synthetic table in ONE Iceberg commit whose
   snapshot summary carries the provenance (the standard ``privacy.dp.*`` keys, with the synthesis spec

@@ -63,7 +63,8 @@ from iceberg_privacy.lineage.annotations import (
 )
 from iceberg_privacy.lineage.evaluate import sql_type
 from iceberg_privacy.lineage.record import COMPLETE, OPAQUE, FieldRef, LineageRecord, SourceRef
-from iceberg_privacy.lineage.sql import SqlLineage, analyze, normalize_sql, referenced_tables
+from iceberg_privacy.lineage.sql import SqlLineage, analyze
+from iceberg_privacy.lineage.sql_tables import normalize_sql, referenced_tables
 from iceberg_privacy.properties import (
     BOOKKEEPING_MARKERS,
     ERASURE_REQUEST_SUMMARY,

@@ -37,7 +37,6 @@ Rules chosen here:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -46,9 +45,16 @@ from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, build_scope
-from sqlglot.tokens import TokenType
 
 from iceberg_privacy.lineage.record import AGGREGATION, DIRECT, IDENTITY, INDIRECT, TRANSFORMATION, FieldRef
+from iceberg_privacy.lineage.sql_tables import (
+    dedupe,
+    dialect_of,
+    norm_ident,
+    referenced_tables,
+    statement_tables,
+    table_parts,
+)
 
 _RANK = {IDENTITY: 0, TRANSFORMATION: 1, AGGREGATION: 2}
 _MASKING_AGGS: tuple[type[exp.Expression], ...] = (
@@ -86,8 +92,6 @@ _ANON_NONDETERMINISTIC = {"now", "today", "random", "uuid", "gen_random_uuid", "
                           "current_localtimestamp", "current_localtime", "localtimestamp", "localtime",
                           "rand", "randn", "shuffle", "monotonically_increasing_id", "spark_partition_id",
                           "input_file_name", "current_query", "txid_current"}
-_STRING_LITERALS = tuple(c for c in (getattr(exp, n, None) for n in (
-    "HexString", "BitString", "ByteString", "RawString", "National", "UnicodeString")) if c is not None)
 
 
 @dataclass
@@ -135,137 +139,6 @@ def _parallel(a: _Edge | None, b: _Edge) -> _Edge:
     """Two paths into one value: the strongest subtype; masked only if both paths mask."""
     return b if a is None else _Edge(max(a.subtype, b.subtype, key=_RANK.__getitem__), a.masking and b.masking,
                                      a.collects or b.collects)
-
-
-def _dialect(dialect: str) -> Dialect:
-    if not isinstance(dialect, str):
-        raise TypeError(f"dialect must be a str, not {type(dialect).__name__}")
-    return Dialect.get_or_raise(dialect)
-
-
-def _norm_ident(name: str, d: Dialect) -> str:
-    return d.normalize_identifier(exp.to_identifier(name)).name
-
-
-def _table_parts(table: exp.Table, d: Dialect) -> list[str] | None:
-    """Normalised name parts of a table reference; None for a table function or other non-name."""
-    if not isinstance(table.this, exp.Identifier):
-        return None
-    return [d.normalize_identifier(p.copy()).name for p in table.parts]
-
-
-def _statement_tables(stmt: exp.Expression, d: Dialect) -> list[tuple[int, str]]:
-    """(position, name) of the tables a parsed statement reads: CTE names and write targets left out."""
-    ctes = {c.alias_or_name.lower() for c in stmt.find_all(exp.CTE)}
-    targets = set()
-    for s in stmt.find_all(exp.Insert, exp.Create):
-        target = s.this.this if isinstance(s.this, exp.Schema) else s.this
-        targets.add(id(target))
-    out = []
-    for t in stmt.find_all(exp.Table):
-        parts = _table_parts(t, d)
-        if parts is None or id(t) in targets or (len(parts) == 1 and parts[0].lower() in ctes):
-            continue
-        if t.find_ancestor(exp.Hint) is not None:  # /*+ BROADCAST(u) */ names an alias (or a table read elsewhere)
-            continue
-        out.append((t.this.meta.get("start", 0), ".".join(parts)))
-    return out
-
-
-def _dedupe(items: Iterable[tuple[int, str]]) -> list[str]:
-    seen: dict[str, None] = {}
-    for _, name in sorted(items, key=lambda x: x[0]):
-        seen.setdefault(name)
-    return list(seen)
-
-
-_WORD = re.compile(r'"((?:[^"]|"")+)"|`([^`]+)`|([A-Za-z_][\w$]*)|(\.)|(\S)')
-
-
-def _token_tables(sql: str, known: set[str], d: Dialect) -> list[tuple[int, str]]:
-    """Dotted names in ``sql`` that match ``known``, from sqlglot tokens (or a regex if tokens fail)."""
-    words: list[tuple[int, str | None]] = []  # (position, identifier text) or (position, None) for a dot
-    try:
-        for tok in d.tokenize(sql):
-            if tok.token_type == TokenType.DOT:
-                words.append((tok.start, None))
-            elif tok.token_type not in (TokenType.STRING, TokenType.NUMBER) and re.fullmatch(r"[\w$]+", tok.text):
-                words.append((tok.start, d.normalize_identifier(exp.to_identifier(tok.text)).name))
-            else:
-                words.append((tok.start, ""))
-    except Exception:  # noqa: BLE001 - unterminated strings etc.: fall back to a plain scan
-        words = []
-        for m in _WORD.finditer(sql):
-            text = m.group(1) or m.group(2) or m.group(3)
-            words.append((m.start(), None if m.group(4) else (_norm_ident(text, d) if text else "")))
-    found = []
-    for i, (pos, w) in enumerate(words):
-        if not w:
-            continue
-        name, j = w, i
-        while j + 2 < len(words) and words[j + 1][1] is None and words[j + 2][1]:
-            name, j = f"{name}.{words[j + 2][1]}", j + 2
-            if name in known:
-                found.append((pos, name))
-    return found
-
-
-def referenced_tables(sql: str, known: Iterable[str], dialect: str = "duckdb") -> list[str]:
-    """Best-effort table names read by ``sql``, so a query that cannot be analysed still names its sources.
-
-    Parsed references when sqlglot parses the text (CTE names and INSERT/CREATE targets left out),
-    plus dotted token sequences matching a name in ``known`` when it does not. Never raises.
-    """
-    if not isinstance(sql, str):
-        raise TypeError(f"sql must be a str, not {type(sql).__name__}")
-    d = _dialect(dialect)
-    known_norm = set()
-    for k in known:
-        try:
-            known_norm.add(".".join(_table_parts(exp.to_table(k, dialect=d), d) or []))
-        except Exception:  # noqa: BLE001
-            known_norm.add(str(k).lower())
-    found: list[tuple[int, str]] = []
-    try:
-        stmts = [s for s in sqlglot.parse(sql, read=d) if s is not None]
-        for s in stmts:
-            found.extend(_statement_tables(s, d))
-        if any(isinstance(s, exp.Command) for s in stmts):
-            found.extend(_token_tables(sql, known_norm, d))
-    except Exception:  # noqa: BLE001 - any parser failure: tokens only
-        found = _token_tables(sql, known_norm, d)
-    return _dedupe(found)
-
-
-def normalize_sql(sql: str, dialect: str = "duckdb") -> str | None:
-    """``sql`` regenerated with every literal replaced by ``?``, so no data value reaches metadata.
-
-    Comments are dropped too. Type parameters (``DECIMAL(10, 2)``) and positional ``GROUP BY 1`` /
-    ``ORDER BY 1`` references are kept: they are not data. None if the text does not parse.
-    """
-    if not isinstance(sql, str):
-        raise TypeError(f"sql must be a str, not {type(sql).__name__}")
-    d = _dialect(dialect)
-    try:
-        stmts = [s for s in sqlglot.parse(sql, read=d) if s is not None]
-    except Exception:  # noqa: BLE001
-        return None
-    if not stmts or any(isinstance(s, exp.Command) for s in stmts):
-        return None
-
-    def strip(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, (exp.Literal, *_STRING_LITERALS)):
-            parent = node.parent
-            if isinstance(parent, exp.DataTypeParam) or (
-                    isinstance(parent, exp.Group | exp.Ordered) and not node.is_string):
-                return node
-            return exp.Placeholder()
-        return node
-
-    try:
-        return "; ".join(s.transform(strip).sql(dialect=d, comments=False) for s in stmts)
-    except Exception:  # noqa: BLE001
-        return None
 
 
 class _Analyzer:
@@ -366,7 +239,7 @@ class _Analyzer:
             raise _Opaque(f"cannot resolve column {col.sql(dialect=self.d)}")
         src = s.sources[table]
         if isinstance(src, exp.Table):
-            parts = _table_parts(src, self.d)
+            parts = table_parts(src, self.d)
             idx = self.index.get(".".join(parts or []))
             if idx is None:
                 raise _Opaque(f"reads {src.sql(dialect=self.d)}, which is not a known table")
@@ -663,7 +536,7 @@ def analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], dialect: str = "
         raise TypeError(f"sql must be a str, not {type(sql).__name__}")
     if not isinstance(schemas, Mapping):
         raise TypeError(f"schemas must be a mapping, not {type(schemas).__name__}")
-    d = _dialect(dialect)
+    d = dialect_of(dialect)
     try:
         return _analyze(sql, schemas, d)
     except RecursionError:
@@ -697,14 +570,14 @@ def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> 
     known = {}
     for name, cols in schemas.items():
         try:
-            parts = _table_parts(exp.to_table(name, dialect=d), d)
+            parts = table_parts(exp.to_table(name, dialect=d), d)
         except sqlglot.errors.SqlglotError:
             parts = None
-        if parts is None or ".".join(parts) != ".".join(_norm_ident(p, d) for p in name.split(".")):
+        if parts is None or ".".join(parts) != ".".join(norm_ident(p, d) for p in name.split(".")):
             # a name with spaces or quotes (`my ns.tä"ble`), which the SQL writes quoted: its dotted parts
-            parts = [_norm_ident(p, d) for p in name.split(".")]
+            parts = [norm_ident(p, d) for p in name.split(".")]
         known[".".join(parts)] = (parts, cols)
-    sources = _dedupe(_statement_tables(stmt, d))
+    sources = dedupe(statement_tables(stmt, d))
     for s in sources:
         if s not in known:
             raise _Opaque(f"unknown table {s}")
@@ -718,7 +591,7 @@ def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> 
         for p in parts[:-1]:
             level = level.setdefault(p, {})
         level[parts[-1]] = {c: str(t) for c, t in cols.items()}
-        colnames.append({_norm_ident(c, d): c for c in cols})
+        colnames.append({norm_ident(c, d): c for c in cols})
     # Iceberg names are case-sensitive, SQL engines fold them (DuckDB and Spark, quoted ones too): of a source's
     # columns `ID` and `id`, the engine reads one whichever the SQL writes, and which one is not for the record
     # to guess (`SELECT "id"` read DuckDB's `ID`, the identity column, and was recorded as `id`)
@@ -726,7 +599,7 @@ def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> 
     for s in sources:
         by_norm: dict[str, list[str]] = {}
         for c in known[s][1]:
-            by_norm.setdefault(_norm_ident(c, d), []).append(c)
+            by_norm.setdefault(norm_ident(c, d), []).append(c)
         for norm, same in by_norm.items():
             if len(same) > 1:
                 folded.setdefault(norm, [f"{s}: {', '.join(repr(c) for c in same)}"])
@@ -734,8 +607,8 @@ def _analyze(sql: str, schemas: Mapping[str, Mapping[str, str]], d: Dialect) -> 
     qualified = qualify(stmt, dialect=d, schema=nested or None, validate_qualify_columns=True,
                         identify=False, quote_identifiers=False, infer_schema=False)
     for ref in qualified.find_all(exp.Column) if folded else ():
-        if _norm_ident(ref.name, d) in folded:
-            raise _Opaque(f"reads a column of names that differ only in letter case ({folded[_norm_ident(ref.name, d)][0]}), "
+        if norm_ident(ref.name, d) in folded:
+            raise _Opaque(f"reads a column of names that differ only in letter case ({folded[norm_ident(ref.name, d)][0]}), "
                           "which SQL engines cannot tell apart; rename one of them")
     root = build_scope(qualified)
     if root is None:

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from iceberg_privacy.errors import LineageError
 from iceberg_privacy.lineage.evaluate import map_values
 from iceberg_privacy.lineage.record import FieldRef
-from iceberg_privacy.lineage.sql import SqlLineage, analyze, normalize_sql, referenced_tables
+from iceberg_privacy.lineage.sql import SqlLineage, analyze
+from iceberg_privacy.lineage.sql_tables import normalize_sql, referenced_tables
 
 SCHEMAS = {
     "db.events": {"event_id": "BIGINT", "user_id": "BIGINT", "email": "VARCHAR", "ts": "TIMESTAMP",
