@@ -431,12 +431,15 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     # -- access requests: one export each. Requests of one subject are served in the order they were submitted:
     # an access submitted after an erasure of the same subject (still open) is exported after the erasure, below.
     def export(req: RequestState) -> None:
+        if out is None:  # never: only called with out
+            return
         try:
             tables = existing_tables(catalog, list(req.tables))
             resolved = resolve_subjects(tables, values_of(req.request_id), secret, strict=False)
             rep = export_subjects(catalog, req, resolved, secret, journal=journal,
                                   out=child(out, export_folder(req.request_id)), format=format, spark=spark)
-        except (OSError, SparkJobError, QueueIntegrityError) as exc:  # this export only: the other requests go on
+        # this export only: the other requests go on (ConfigurationError: its folder holds another request's export)
+        except (OSError, SparkJobError, QueueIntegrityError, ConfigurationError) as exc:
             logger.warning("queue access request %s: %s", req.request_id, exc)
             report.skipped[req.request_id] = f"export failed, left in the queue: {exc}"
             return
