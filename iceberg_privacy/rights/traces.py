@@ -475,6 +475,8 @@ _INTEGER = re.compile(r"-?[0-9]+")
 _ENUM_KEYS = frozenset({"type", "transform", "direction", "null-order", "operation", "content", "file-format",
                         "format"})
 """JSON keys whose string values are Iceberg's own words (types, transforms, ``append``), never an id."""
+_STRUCTURE = frozenset({"schema", "schemas", "partition-spec", "partition-specs", "sort-orders"})
+_DEFAULTS = frozenset({"initial-default", "write-default"})
 _LIBRARY_PROPERTIES = frozenset({"privacy.identity.field-ids", "privacy.bloom.field-ids"})
 """Table properties the library writes as ``column=field id`` lists: column names and numbers, no id."""
 _CONFIG_PREFIXES = ("write.", "read.", "commit.", "history.", "gc.", "snapshot.", "format-version", "schema.",
@@ -488,6 +490,8 @@ def _iceberg_owned(path: tuple[str, ...], value: str) -> bool:
     or ``long`` matched them, and its request could never complete."""
     if not path:
         return False
+    if _STRUCTURE.intersection(path) and path[-1] not in _DEFAULTS:
+        return True  # the schema, partition specs and sort orders: names and types (a v3 default is data)
     if path[-1] in _ENUM_KEYS:
         return True
     if len(path) >= 2 and path[-2] == "summary":
@@ -520,8 +524,8 @@ def _scan_json(matcher: SubjectMatcher, doc: Any) -> list[tuple[str, bool]]:
     if not out:
         for path, s in _json_items(doc):
             if len(path) >= 2 and path[-2] == "\0key":
-                if path[-1] == "main" and len(path) >= 3 and path[-3] == "refs":
-                    continue  # the default branch's name
+                if (path[-1] == "main" and len(path) >= 3 and path[-3] == "refs") or _STRUCTURE.intersection(path):
+                    continue  # the default branch's name; a key of the schema's structure
             elif _iceberg_owned(path, s):
                 continue
             if matcher.scan_text(s):

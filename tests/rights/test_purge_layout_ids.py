@@ -5,8 +5,8 @@ The verification looks for the subject in every path segment and every string of
 headers (``"format-version": "2"``) and the library's ``privacy.identity.field-ids`` (``user_id=2,account=3``);
 ``data``/``metadata`` matched every file's path; ``main`` the default branch; ``long``/``identity``/``append``/
 ``PARQUET`` Iceberg's types, transforms, operations and file format; ``user_id=ann`` another person's partition folder;
-``1010`` the object-storage layout's hash folders. Each request failed its verification on every run and never
-completed. The table's structure is now told apart from its data; a subject's own value still fails it."""
+``1010`` the object-storage layout's hash folders; ``user_id``, ``id``, ``string`` the schema's names and types.
+Each request failed its verification on every run and never completed. The table's structure is now told apart from its data; a subject's own value still fails it."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from iceberg_privacy.storage import local_path
 from tests.helpers import all_rows, make_partitioned_table, make_table, unique_name
 
 IDS = {  # what each layout writes that a subject could be mistaken for
-    "plain": ["0", "1", "3", "data", "metadata", "main", "long", "append", "PARQUET"],
+    "plain": ["0", "1", "3", "data", "metadata", "main", "long", "append", "PARQUET", "user_id", "id", "string"],
     "identity-partitioned": ["1", "identity", "user_id=ann"],
     "object-storage": ["0101", "10110010"],
 }
