@@ -448,16 +448,17 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
         done.append(req.request_id)
 
     accesses = [r for r in pending if r.kind == "access"]
+    pending_erasures = _by_subject(r for r in pending if r.kind == "erase")
     after_erasures: list[RequestState] = []
     for req in accesses:
         if out is None:
             report.skipped[req.request_id] = "access request: pass out= (CLI --out) to export it"
             continue
-        if _earlier_overlapping(req, [r for r in pending if r.kind == "erase"]):
+        if _earlier_overlapping(req, pending_erasures):
             after_erasures.append(req)  # exported once that erasure has erased (this pass, below, or a later one)
             continue
         export(req)
-    unserved = [r for r in accesses if r.request_id not in report.exported]
+    unserved = _by_subject(r for r in accesses if r.request_id not in report.exported)
 
     # -- erasure requests: claim (member, table) pairs into one new batch per table, then run every open batch
     erasures = [r for r in pending if r.kind == "erase"]
@@ -541,8 +542,8 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     # -- access requests submitted after an erasure of the same subject: once that erasure has erased every table
     # the two share (its rows are gone), not before
     for req in after_erasures:
-        waiting = [e for e in _earlier_overlapping(req, [states.get(r.request_id, r) for r in pending
-                                                         if r.kind == "erase"])
+        waiting = [states.get(e.request_id, e) for e in _earlier_overlapping(req, pending_erasures)]
+        waiting = [e for e in waiting
                    if e.completed is None and any(e.tables[n].status == "pending" for n in set(e.tables) & set(req.tables))]
         if waiting:
             report.skipped[req.request_id] = (
@@ -570,13 +571,22 @@ NO_REQUEST_ID = "<no request id>"
 """The key of :attr:`QueueReport.skipped` under which a pass reports queue rows without a request id."""
 
 
-def _earlier_overlapping(req: RequestState, others: Iterable[RequestState]) -> list[RequestState]:
-    """The requests of ``others`` submitted before ``req`` that share a subject (a keyed digest) and a table with it,
-    oldest first: requests of one subject are served in the order they were submitted."""
-    mine, tables = set(req.subjects), set(req.tables)
-    return sorted((o for o in others if (o.received, o.request_id) < (req.received, req.request_id)
-                   and o.request_id != req.request_id and mine & set(o.subjects) and tables & set(o.tables)),
-                  key=lambda o: (o.received, o.request_id))
+def _by_subject(reqs: Iterable[RequestState]) -> dict[bytes, list[RequestState]]:
+    """Requests by each of their keyed subject digests (to find the requests of one subject without a scan of all)."""
+    out: dict[bytes, list[RequestState]] = {}
+    for r in reqs:
+        for d in set(r.subjects):
+            out.setdefault(d, []).append(r)
+    return out
+
+
+def _earlier_overlapping(req: RequestState, others: dict[bytes, list[RequestState]]) -> list[RequestState]:
+    """The requests of ``others`` (:func:`_by_subject`) submitted before ``req`` that share a subject (a keyed digest)
+    and a table with it, oldest first: requests of one subject are served in the order they were submitted."""
+    tables = set(req.tables)
+    found = {o.request_id: o for d in set(req.subjects) for o in others.get(d, ())
+             if (o.received, o.request_id) < (req.received, req.request_id) and tables & set(o.tables)}
+    return sorted(found.values(), key=lambda o: (o.received, o.request_id))
 
 
 def _key_ids(entries: Iterable[QueueEntry]) -> set[str]:
