@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
 from iceberg_privacy.rights.journal import Journal
-from tests.helpers import all_rows, make_table
+from tests.helpers import all_rows, make_table, unique_name
 
 
 def _exported(out: Path, rid: str) -> list[str]:
@@ -52,3 +54,27 @@ def test_an_erasure_of_another_subject_is_not_held_back(catalog: Catalog) -> Non
     report = ip.run_pending(catalog)
     assert report.completed == ["er"]
     assert "acc" in report.skipped
+
+
+@settings(max_examples=4)
+@given(requests=st.lists(st.tuples(st.sampled_from(["access", "erase"]), st.sampled_from(["s1", "s2"])),
+                         min_size=2, max_size=5),
+       passes=st.lists(st.booleans(), max_size=2))
+def test_property_each_access_sees_exactly_the_erasures_submitted_before_it(
+        shared_catalog: Catalog, tmp_path_factory: pytest.TempPathFactory, requests: list[tuple[str, str]],
+        passes: list[bool]) -> None:
+    name = unique_name("qo")
+    rows = {"s1": 2, "s2": 1}
+    make_table(shared_catalog, name, [["s1", "keep"], ["s1", "s2"]])
+    ids = [f"{name}-{i}" for i in range(len(requests))]
+    ip.enqueue_many(shared_catalog, [ip.QueuedRequest(kind, [subject], [name], rid)
+                                     for (kind, subject), rid in zip(requests, ids, strict=True)])
+    out = tmp_path_factory.mktemp("out")
+    for with_out in [*passes, True, True]:  # a last pass may wait for an erasure the one before it erased
+        ip.run_pending(shared_catalog, out=out if with_out else None, upkeep=False)
+    for i, ((kind, subject), rid) in enumerate(zip(requests, ids, strict=True)):
+        assert Journal(shared_catalog).get(rid).status == "completed", rid
+        if kind == "access":
+            erased_before = any(k == "erase" and s == subject for k, s in requests[:i])
+            table = pq.read_table(out / rid / f"{name}.parquet")
+            assert table.num_rows == (0 if erased_before else rows[subject]), (requests, i)
