@@ -23,15 +23,24 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
+from pyiceberg.io import FileIO
 from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 
 from iceberg_privacy._internal import jsontext
 from iceberg_privacy.errors import ConfigurationError
 from iceberg_privacy.rights.filework import candidate_rows as _rows
 from iceberg_privacy.rights.journal import COMPLETED, TABLE_EXPORTED, Journal, RequestState
-from iceberg_privacy.rights.reports import AccessReport, TableExport
+from iceberg_privacy.rights.reports import MANIFEST, AccessReport, TableExport
 from iceberg_privacy.rights.subjects import CandidatePlan, TableSubjects, plan_candidates
-from iceberg_privacy.storage import canonical, catalog_io, child, is_local, table_roots, write_location
+from iceberg_privacy.storage import (
+    canonical,
+    catalog_io,
+    child,
+    is_local,
+    local_path,
+    table_roots,
+    write_location,
+)
 
 FORMATS = ("parquet", "jsonl")
 
@@ -67,6 +76,52 @@ def _with_branches(ts: TableSubjects, plan: CandidatePlan) -> CandidatePlan:
     return CandidatePlan(plan.snapshot_id, [by_path[p] for p in sorted(by_path)], plan.files_total, plan.per_column)
 
 
+def _read(location: str, io: FileIO | None) -> bytes | None:
+    """The bytes at a local path or FileIO location, None when nothing is there."""
+    if io is None:
+        try:
+            with open(local_path(location), "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+    inp = io.new_input(location)
+    if not inp.exists():
+        return None
+    with inp.open() as fh:
+        return fh.read()
+
+
+def _claim(report: AccessReport, io: FileIO | None, req: RequestState, names: list[str], format: str) -> None:
+    """Make ``report.out`` this request's export folder, or refuse when it holds another export.
+
+    A ``manifest.json`` naming this request (an earlier run, or one a crash interrupted) is ours to overwrite; one
+    naming another request, one that does not parse, or export files without a manifest are another export's, never
+    overwritten silently. The folder is claimed by writing a provisional manifest (``"partial": true``, no tables)
+    before any table file, so an interrupted export is known as this request's when it is run again.
+    """
+    def refuse(why: str) -> None:
+        raise ConfigurationError(
+            f"access output {report.out} {why}: an export is never overwritten by another request's. Pass another "
+            f"out (an empty folder per request), or delete that export once it was delivered, then run request "
+            f"{req.request_id} again; nothing was exported")
+
+    raw = _read(report.manifest_path, io)
+    if raw is not None:
+        try:
+            owner = json.loads(raw).get("request_id")
+        except (ValueError, AttributeError):
+            owner = None
+        if owner != req.request_id:
+            refuse(f"already holds {MANIFEST} of {'request ' + repr(owner) if isinstance(owner, str) else 'something else'}")
+        return
+    taken = [n for n in names if _read(child(report.out, n), io) is not None]
+    if taken:
+        refuse(f"already holds {', '.join(taken)} without a {MANIFEST} of request {req.request_id!r}")
+    write_location(report.manifest_path, (json.dumps(
+        {"request_id": req.request_id, "received": req.received.isoformat(), "format": format, "tables": [],
+         "partial": True}, indent=2, sort_keys=True) + "\n").encode(), io)
+
+
 def export_subjects(catalog: Catalog, req: RequestState, resolved: Sequence[TableSubjects], secret: bytes, *,
                     journal: Journal, out: str | os.PathLike[str], format: str = "parquet",
                     spark: Any | None = None) -> AccessReport:
@@ -97,6 +152,7 @@ def export_subjects(catalog: Catalog, req: RequestState, resolved: Sequence[Tabl
                 )
     io = None if is_local(outdir) else catalog_io(catalog, outdir)  # the catalog's endpoint and credentials
     report = AccessReport(req.request_id, outdir)
+    _claim(report, io, req, [f"{ts.name}.{format}" for ts in resolved], format)
     for ts in sorted(resolved, key=lambda t: t.name):
         plan = _with_branches(ts, plan_candidates(ts))
         rows = rows_of(ts, plan, secret)

@@ -212,6 +212,7 @@ def verify_table(table: Table, digests: set[bytes], secret: bytes, *, subjects: 
             # Only the deepest directory naming a subject is reported, not each parent again.
             if not any(t.kind == "directory" and t.location.startswith(matcher.redact(rel) + "/") for t in rep.traces):
                 rep.traces.append(Trace(matcher.redact(rel), "directory", what, False))
+    rep.notes = sorted(matcher.notes)
     return rep
 
 

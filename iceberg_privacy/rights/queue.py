@@ -212,7 +212,9 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
     targets_cache: dict[Any, list[Table]] = {}
     rows, events, out = [], [], []
     now = datetime.now(UTC)
-    for r in reqs:
+    for i, r in enumerate(reqs):
+        # one microsecond apart: the order of submission is the order a pass serves requests of one subject in
+        at = now + timedelta(microseconds=i)
         key = _tables_key(r.tables)
         if key not in targets_cache:
             targets_cache[key] = subject_tables(catalog, r.tables)
@@ -245,10 +247,10 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
                 check_id_names_no_subject(rid, secret, digests)
             if r.kind == "erase":  # refused now, not when a pass runs it (forget.check_secret)
                 forget.check_secret(catalog, (ts.table for ts in resolved), kid)
-            allowed = r.deadline if r.deadline is not None else regime_deadline(r.regime, now)
-            ev = journal.event(rid, CREATED, kind=r.kind, key_id=kid, subjects=sorted(digests), at=now, detail={
+            allowed = r.deadline if r.deadline is not None else regime_deadline(r.regime, at)
+            ev = journal.event(rid, CREATED, kind=r.kind, key_id=kid, subjects=sorted(digests), at=at, detail={
                 "tables": sorted(ts.name for ts in resolved), "subject_count": len(set(map(repr, as_values(r.subjects)))),
-                "deadline": (now + allowed).isoformat(), "regime": r.regime if r.deadline is None else "custom",
+                "deadline": (at + allowed).isoformat(), "regime": r.regime if r.deadline is None else "custom",
                 **({"linked": linked.journal_detail()} if linked is not None else {}),
                 "queued": True, "table_uuids": table_uuids(ts.table for ts in resolved),
                 "table_locations": table_locations(ts.table for ts in resolved)})
@@ -257,7 +259,7 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
             known[rid] = state
         if rid not in queued and state.completed is None:
             wrapped, ct = seal(kek, rid, r.kind, kid, values)
-            rows.append({"request_id": rid, "kind": r.kind, "key_id": kid, "enqueued_at": now, "format": FORMAT_VERSION,
+            rows.append({"request_id": rid, "kind": r.kind, "key_id": kid, "enqueued_at": at, "format": FORMAT_VERSION,
                          "wrapped_key": wrapped, "ciphertext": ct})
             queued.add(rid)
         out.append(state)
@@ -426,23 +428,37 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
         if rid not in states:
             report.skipped[rid] = "not in the journal yet (its submission may be in flight); left for the next pass"
 
-    # -- access requests: one export each
-    for req in [r for r in pending if r.kind == "access"]:
-        if out is None:
-            report.skipped[req.request_id] = "access request: pass out= (CLI --out) to export it"
-            continue
+    # -- access requests: one export each. Requests of one subject are served in the order they were submitted:
+    # an access submitted after an erasure of the same subject (still open) is exported after the erasure, below.
+    def export(req: RequestState) -> None:
+        if out is None:  # never: only called with out
+            return
         try:
             tables = existing_tables(catalog, list(req.tables))
             resolved = resolve_subjects(tables, values_of(req.request_id), secret, strict=False)
             rep = export_subjects(catalog, req, resolved, secret, journal=journal,
                                   out=child(out, export_folder(req.request_id)), format=format, spark=spark)
-        except (OSError, SparkJobError, QueueIntegrityError) as exc:  # this export only: the other requests go on
+        # this export only: the other requests go on (ConfigurationError: its folder holds another request's export)
+        except (OSError, SparkJobError, QueueIntegrityError, ConfigurationError) as exc:
             logger.warning("queue access request %s: %s", req.request_id, exc)
             report.skipped[req.request_id] = f"export failed, left in the queue: {exc}"
-            continue
+            return
         report.exported[req.request_id] = rep.manifest_path
         report.completed.append(req.request_id)
         done.append(req.request_id)
+
+    accesses = [r for r in pending if r.kind == "access"]
+    pending_erasures = _by_subject(r for r in pending if r.kind == "erase")
+    after_erasures: list[RequestState] = []
+    for req in accesses:
+        if out is None:
+            report.skipped[req.request_id] = "access request: pass out= (CLI --out) to export it"
+            continue
+        if _earlier_overlapping(req, pending_erasures):
+            after_erasures.append(req)  # exported once that erasure has erased (this pass, below, or a later one)
+            continue
+        export(req)
+    unserved = _by_subject(r for r in accesses if r.request_id not in report.exported)
 
     # -- erasure requests: claim (member, table) pairs into one new batch per table, then run every open batch
     erasures = [r for r in pending if r.kind == "erase"]
@@ -453,6 +469,12 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
     for req in erasures:
         todo = [n for n, t in req.tables.items() if t.status != "verified" and (req.request_id, n) not in claims]
         if not todo:
+            continue
+        first = _earlier_overlapping(req, unserved)
+        if first:  # its rows must still be there for the access request submitted before it
+            report.skipped[req.request_id] = (
+                f"erasure waits for access request {first[0].request_id} of the same subject, submitted before it "
+                f"({'pass out= (CLI --out) to export it' if out is None else 'not exported yet'}); left in the queue")
             continue
         if limit is not None and taken >= limit:
             report.skipped.setdefault(req.request_id, f"over the limit of {limit} request(s) for this pass")
@@ -517,6 +539,19 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
         report.completed += [e["request_id"] for e in completing]
         done += [e["request_id"] for e in completing]
 
+    # -- access requests submitted after an erasure of the same subject: once that erasure has erased every table
+    # the two share (its rows are gone), not before
+    for req in after_erasures:
+        waiting = [states.get(e.request_id, e) for e in _earlier_overlapping(req, pending_erasures)]
+        waiting = [e for e in waiting
+                   if e.completed is None and any(e.tables[n].status == "pending" for n in set(e.tables) & set(req.tables))]
+        if waiting:
+            report.skipped[req.request_id] = (
+                f"access request waits for erasure {waiting[0].request_id} of the same subject, submitted before it "
+                "(not erased yet); left in the queue")
+            continue
+        export(req)
+
     # -- crypto-shredding: only requests whose completion is durable in the journal
     checkpoint("queue.before_shred")
     t1 = time.perf_counter()
@@ -534,6 +569,24 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
 
 NO_REQUEST_ID = "<no request id>"
 """The key of :attr:`QueueReport.skipped` under which a pass reports queue rows without a request id."""
+
+
+def _by_subject(reqs: Iterable[RequestState]) -> dict[bytes, list[RequestState]]:
+    """Requests by each of their keyed subject digests (to find the requests of one subject without a scan of all)."""
+    out: dict[bytes, list[RequestState]] = {}
+    for r in reqs:
+        for d in set(r.subjects):
+            out.setdefault(d, []).append(r)
+    return out
+
+
+def _earlier_overlapping(req: RequestState, others: dict[bytes, list[RequestState]]) -> list[RequestState]:
+    """The requests of ``others`` (:func:`_by_subject`) submitted before ``req`` that share a subject (a keyed digest)
+    and a table with it, oldest first: requests of one subject are served in the order they were submitted."""
+    tables = set(req.tables)
+    found = {o.request_id: o for d in set(req.subjects) for o in others.get(d, ())
+             if (o.received, o.request_id) < (req.received, req.request_id) and tables & set(o.tables)}
+    return sorted(found.values(), key=lambda o: (o.received, o.request_id))
 
 
 def _key_ids(entries: Iterable[QueueEntry]) -> set[str]:

@@ -216,6 +216,8 @@ class VerifyReport:
     other_files_scanned: int = 0  # manifests, manifest lists, metadata JSON, sidecars, ...
     names_checked: int = 0  # file and directory names
     traces: list[Trace] = field(default_factory=list)  # locations redacted (no subject in a segment)
+    # why a match was not a trace (a truncated bound of a verified-clean file equal to a subject's value); no values
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

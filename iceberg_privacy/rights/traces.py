@@ -46,7 +46,7 @@ from pyiceberg.types import (
 from iceberg_privacy.config import identity_columns
 from iceberg_privacy.index.hashing import coerce_values
 from iceberg_privacy.rights.keyed import canonical_literal, canonical_literals, digest
-from iceberg_privacy.storage import StoredFile, canonical
+from iceberg_privacy.storage import StoredFile, canonical, table_roots
 
 DEFAULT_TRUNCATE = 16
 """Iceberg's default metrics mode ``truncate(16)``: string bounds longer than this are cut."""
@@ -55,6 +55,8 @@ DELETE_FILE_TRACE = " (entry of a live delete file)"
 """Appended to what a manifest trace names when the entry is a live position/equality delete file (another
 engine's merge-on-read ``DELETE``): the erasure removes data files, not the delete files that applied to them."""
 
+_HASH_FOLDER = re.compile(r"[01]{4}|[01]{8}")
+"""The object-storage layout's folders (``data/0101/1100/0011/10110010/...``), binary digits of a hash."""
 _PAIR = re.compile(r"([A-Za-z0-9_%+.\-]+)=([^/\s\"',;=&\x00-\x1f]+)")
 _TRUNCATE = re.compile(r"truncate\((\d+)\)")
 
@@ -121,6 +123,14 @@ class SubjectMatcher:
                     self.partition_fields[pf.name] = entry
                     self.partition_by_id[pf.field_id] = entry
                     self.partition_names[pf.field_id] = pf.name
+        # every partition field name of every spec: ``name=value`` path segments of them are partition values
+        self.all_partition_names = {pf.name for spec in md.specs().values() for pf in spec.fields}
+        # The table's own layout is nobody's id: the roots (location and write paths), the ``data``/``metadata``
+        # folders under the location and the object-storage layout's hash folders (``0101/1100/...``). Before, a
+        # subject named ``data``, ``metadata`` or ``1010`` matched every file name and never completed.
+        self.roots = [canonical(r).rstrip("/") for r in table_roots(table.location(), table.properties)]
+        self.location = canonical(table.location()).rstrip("/")
+        self.object_storage = table.properties.get("write.object-storage.enabled", "").strip().lower() == "true"
         # Clear values only for prefix checks of truncated bounds, and only those that are a subject's.
         self.values: list[str] = []
         self.byte_values: list[bytes] = []  # the same for binary identity columns, whose bounds are truncated too
@@ -143,6 +153,9 @@ class SubjectMatcher:
         # value is a prefix other people's ids produce too (``an`` of ``anna`` for an erased ``ann``), not
         # a trace of the subject. Filled by :meth:`explain` once the Parquet files are checked.
         self.explained: set[tuple[str, str]] = set()
+        # Matches that are not traces (a truncated bound of a verified-clean file equal to a subject's value):
+        # said in the verification's notes, so the report shows why they did not fail it.
+        self.notes: set[str] = set()
 
     def explain(self, table: Table, clean_files: set[str]) -> None:
         """Record the truncate-partition values of the verified-clean data files: their names
@@ -212,8 +225,15 @@ class SubjectMatcher:
             t, transform = field
             if transform == "identity" and (self.value(value, t) or self._base64_value(value, t)):
                 return True
-            if transform.startswith("truncate") and self.truncated_trace(key, value):
-                return True
+            if transform.startswith("truncate"):
+                if (key, value) in self.explained:
+                    # a truncate value verified-clean files have is another person's prefix, even when it equals a
+                    # subject's whole value (``truncate[16]`` of ``user000000000001-x`` for ``user000000000001``)
+                    self.notes.add(f"partition value {key}=<subject> of verified-clean data files: another person's "
+                                   "truncated value, not a trace")
+                    return False
+                if self.truncated_trace(key, value):
+                    return True
         return self.text(value)
 
     def _base64_value(self, value: str, t: PrimitiveType) -> bool:
@@ -227,14 +247,31 @@ class SubjectMatcher:
             return False
         return self.value(raw, t)
 
+    def _segments(self, relative: str) -> list[str]:
+        """The segments of a path (relative to the table location, or a full location under a write path) that
+        could name a subject: without the root and the table's own layout folders."""
+        under_location = True
+        if "://" in relative or relative.startswith("/"):
+            key = canonical(relative)
+            root = max((r for r in self.roots if key == r or key.startswith(r + "/")), key=len, default=None)
+            if root is None:
+                return relative.split("/")
+            relative, under_location = key[len(root):].lstrip("/"), root == self.location
+        segs = relative.split("/")
+        if under_location and segs and segs[0] in ("data", "metadata"):
+            segs = segs[1:]
+        if self.object_storage:
+            segs = [seg for seg in segs if not _HASH_FOLDER.fullmatch(seg)]
+        return segs
+
     def name(self, relative: str) -> str | None:
         """What in a path (relative to the table location) names a subject, or None."""
-        for seg in relative.split("/"):
+        for seg in self._segments(relative):
             if "=" in seg:
                 k, _, v = seg.partition("=")
                 if self.pair(k, v):
                     return f"path segment {k}=<subject>"
-            if self.text(unquote_plus(seg)):
+            if self._bare(seg):
                 return "path segment <subject>"
         return None
 
@@ -246,7 +283,14 @@ class SubjectMatcher:
         for m in _PAIR.finditer(s):
             if self.pair(m.group(1), m.group(2)):
                 return True
-        return any(self.text(unquote_plus(seg)) for seg in s.split("/") if seg and seg != s)
+        segs = self._segments(s) if "://" in s or s.startswith("/") else s.split("/")  # a location: not its root
+        return any(self._bare(seg) for seg in segs if seg and seg != s)
+
+    def _bare(self, seg: str) -> bool:
+        """A path segment is a subject's value as a whole (a partition folder ``k=v`` of a partition field ``k``
+        is checked as its value, by :meth:`pair`, never as the text ``k=v``)."""
+        k, eq, _ = seg.partition("=")
+        return not (eq and unquote_plus(k) in self.all_partition_names) and self.text(unquote_plus(seg))
 
     def redact_text(self, s: str) -> str:
         """``s`` (an error message, a location) with every ``key=value`` naming a subject and every path segment
@@ -292,6 +336,9 @@ def _bound_text(raw: bytes, t: PrimitiveType) -> Any:
     return from_bytes(t, raw)
 
 
+_AVRO_OWNED = frozenset({"avro.schema", "avro.codec", "content", "format-version"})
+
+
 class _Avro:
     """What an Avro file (manifest or manifest list) names, by structure and by its strings."""
 
@@ -299,6 +346,7 @@ class _Avro:
         self.m = matcher
         self.table = table
         self.clean = clean_files
+        self.excused: set[str] = set()  # strings of the current entry that are not traces (explained partition values)
 
     def scan(self, location: str) -> list[tuple[str, bool]]:
         """(what, unverifiable) for each finding; raises on an unreadable file."""
@@ -308,15 +356,18 @@ class _Avro:
             schema = reader.schema
             spec_fields = json.loads(meta["partition-spec"]) if "partition-spec" in meta else None
             for key, val in meta.items():
+                if key in _AVRO_OWNED or (key != "avro.schema" and _INTEGER.fullmatch(val)):
+                    continue  # ids, counts, the format version, ``data``/``deletes``: Iceberg's, never a person's
                 if key != "avro.schema" and self.m.scan_text(val):
                     found.append((f"file metadata {key}", False))
             for rec in reader:
+                self.excused = set()
                 if spec_fields is not None:
                     found += self._manifest_entry(rec, schema.as_struct(), spec_fields)
                 else:
                     found += self._manifest_list_entry(rec, schema.as_struct())
                 for s in _walk_strings(rec):
-                    if self.m.scan_text(s):
+                    if s not in self.excused and self.m.scan_text(s):
                         found.append(("a string value (path or name)", False))
                         break
         return found
@@ -341,9 +392,14 @@ class _Avro:
                     continue
                 t = self.m.leaf_types[source["source-id"]]
                 transform = str(source.get("transform", ""))
+                if transform.startswith("truncate") and isinstance(v, str) and (part.name, v) in self.m.explained:
+                    self.excused.add(v)  # another person's truncated value (below): not a trace as a string either
                 if (transform == "identity" and self.m.value(v, t)) or (
                         transform.startswith("truncate") and self.m.truncated_trace(part.name, v)):
                     out.append((f"partition value {part.name}=<subject>{of}", False))
+        file_format, _ = _field(data_file, df_type, "file_format")
+        if isinstance(file_format, str):
+            self.excused.add(file_format)  # ``PARQUET``: Iceberg's word
         path, _ = _field(data_file, df_type, "file_path")
         explained = isinstance(path, str) and canonical(path) in self.clean
         for which in ("lower_bounds", "upper_bounds"):
@@ -358,6 +414,13 @@ class _Avro:
                     continue
                 what = f"{which[:-1].replace('_', ' ')} of {self.m.leaf_names[fid]}{of}"
                 if self.m.value(v, bound_type):
+                    if explained and isinstance(v, (str, bytes)):
+                        # The file was read and holds no row of the subjects, so this bound is another person's
+                        # longer value cut to the truncation length (``user01`` of ``user01-x``), not the subject's.
+                        self.m.notes.add(f"{what}: equals a subject's value, but it is a truncated bound of a data "
+                                         "file the verification read and found holding no row of the subjects: "
+                                         "another person's longer value, not a trace")
+                        continue
                     out.append((what, False))
                 elif isinstance(v, (str, bytes)) and not explained:  # string and binary bounds are truncated
                     hit = self.m.prefix(v)
@@ -408,14 +471,63 @@ def _json_strings(value: Any) -> Iterator[str]:
             yield from _json_strings(v)
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+_ENUM_KEYS = frozenset({"type", "transform", "direction", "null-order", "operation", "content", "file-format",
+                        "format"})
+"""JSON keys whose string values are Iceberg's own words (types, transforms, ``append``), never an id."""
+_STRUCTURE = frozenset({"schema", "schemas", "partition-spec", "partition-specs", "sort-orders"})
+_DEFAULTS = frozenset({"initial-default", "write-default"})
+_LIBRARY_PROPERTIES = frozenset({"privacy.identity.field-ids", "privacy.bloom.field-ids"})
+"""Table properties the library writes as ``column=field id`` lists: column names and numbers, no id."""
+_CONFIG_PREFIXES = ("write.", "read.", "commit.", "history.", "gc.", "snapshot.", "format-version", "schema.",
+                    "manifest.", "compatibility.", "privacy.")
+
+
+def _iceberg_owned(path: tuple[str, ...], value: str) -> bool:
+    """A string of a metadata JSON document that Iceberg (or this library) writes as structure, not data: a
+    snapshot summary's counts (``"added-data-files": "1"``, the ``partitions.*`` metric strings), an enum
+    (``"type": "long"``), the default branch ``main``, a configuration property's number. A subject ``1``, ``main``
+    or ``long`` matched them, and its request could never complete."""
+    if not path:
+        return False
+    if _STRUCTURE.intersection(path) and path[-1] not in _DEFAULTS:
+        return True  # the schema, partition specs and sort orders: names and types (a v3 default is data)
+    if path[-1] in _ENUM_KEYS:
+        return True
+    if len(path) >= 2 and path[-2] == "summary":
+        return path[-1].startswith("partitions.") or bool(_INTEGER.fullmatch(value))
+    if len(path) >= 2 and path[-2] == "properties" and (
+            path[-1] in _LIBRARY_PROPERTIES or (path[-1].startswith(_CONFIG_PREFIXES) and _INTEGER.fullmatch(value))):
+        return True
+    return path[-1] == "main" and len(path) >= 2 and path[-2] == "refs"
+
+
+def _json_items(value: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
+    """(path, string) of every string of a JSON value; a key comes with the path it names (``(..., key)``)."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield (*path, "\0key", str(k)), str(k)  # a key: checked unless it is the key of an owned value
+            yield from _json_items(v, (*path, str(k)))
+    elif isinstance(value, list):
+        for v in value:
+            yield from _json_items(v, path)
+
+
 def _scan_json(matcher: SubjectMatcher, doc: Any) -> list[tuple[str, bool]]:
     out: list[tuple[str, bool]] = []
     for snap in doc.get("snapshots", []) if isinstance(doc, dict) else []:
         for key, val in (snap.get("summary") or {}).items():
-            if matcher.scan_text(key) or matcher.scan_text(str(val)):
+            if matcher.scan_text(key) or (not _iceberg_owned(("summary", key), str(val)) and matcher.scan_text(str(val))):
                 out.append(("snapshot summary" + (" partition key" if key.startswith("partitions.") else ""), False))
     if not out:
-        for s in _json_strings(doc):
+        for path, s in _json_items(doc):
+            if len(path) >= 2 and path[-2] == "\0key":
+                if (path[-1] == "main" and len(path) >= 3 and path[-3] == "refs") or _STRUCTURE.intersection(path):
+                    continue  # the default branch's name; a key of the schema's structure
+            elif _iceberg_owned(path, s):
+                continue
             if matcher.scan_text(s):
                 out.append(("a JSON string (summary, path, ref or property)", False))
                 break
