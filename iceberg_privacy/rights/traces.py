@@ -45,6 +45,21 @@ from pyiceberg.types import (
 
 from iceberg_privacy.config import identity_columns
 from iceberg_privacy.index.hashing import coerce_values
+from iceberg_privacy.properties import (
+    BLOOM_FIELD_IDS_PROPERTY,
+    ERASURE_FILES_ADDED_SUMMARY,
+    ERASURE_FILES_REWRITTEN_SUMMARY,
+    ERASURE_ROWS_SUMMARY,
+    ERASURE_SCRUB_SUMMARY,
+    ERASURE_SUBJECTS_SUMMARY,
+    FORGET_DROPPED_SUMMARY,
+    FORGET_VERSION_SUMMARY,
+    HISTORY_MAINTENANCE_SUMMARY,
+    IDENTITY_FIELD_IDS_PROPERTY,
+    SIDECAR_BYTES_SUMMARY,
+    SIDECAR_FILES_SUMMARY,
+    STREAMING_BATCH_ID_SUMMARY,
+)
 from iceberg_privacy.rights.keyed import canonical_literal, canonical_literals, digest
 from iceberg_privacy.storage import StoredFile, canonical
 
@@ -54,6 +69,45 @@ DEFAULT_TRUNCATE = 16
 DELETE_FILE_TRACE = " (entry of a live delete file)"
 """Appended to what a manifest trace names when the entry is a live position/equality delete file (another
 engine's merge-on-read ``DELETE``): the erasure removes data files, not the delete files that applied to them."""
+
+COUNTER_SUMMARY_KEYS = frozenset({
+    # Iceberg's snapshot summary metrics (the spec's list, pyiceberg's and Java's writers)
+    "added-data-files", "added-delete-files", "added-equality-delete-files", "added-position-delete-files",
+    "added-dvs", "added-records", "added-equality-deletes", "added-position-deletes", "added-files-size",
+    "deleted-data-files", "deleted-records", "removed-delete-files", "removed-equality-delete-files",
+    "removed-position-delete-files", "removed-dvs", "removed-equality-deletes", "removed-position-deletes",
+    "removed-files-size", "total-data-files", "total-delete-files", "total-records", "total-files-size",
+    "total-equality-deletes", "total-position-deletes", "changed-partition-count", "manifests-created",
+    "manifests-kept", "manifests-replaced", "entries-processed",
+    # the library's own counts and ids
+    ERASURE_ROWS_SUMMARY, ERASURE_FILES_REWRITTEN_SUMMARY, ERASURE_FILES_ADDED_SUMMARY, ERASURE_SUBJECTS_SUMMARY,
+    ERASURE_SCRUB_SUMMARY, FORGET_DROPPED_SUMMARY, FORGET_VERSION_SUMMARY, HISTORY_MAINTENANCE_SUMMARY,
+    SIDECAR_BYTES_SUMMARY, SIDECAR_FILES_SUMMARY, STREAMING_BATCH_ID_SUMMARY,
+})
+"""Snapshot summary keys whose values are counts, flags or ids the writer computed, never a person's value:
+a decimal value there is not a trace (``total-delete-files=0`` is not user 0)."""
+FIELD_ID_PROPERTIES = frozenset({IDENTITY_FIELD_IDS_PROPERTY, BLOOM_FIELD_IDS_PROPERTY})
+"""Table properties mapping column names to Iceberg field ids (``user_id=1,email=2``): not user 1 or user 2."""
+STRUCTURAL_AVRO_KEYS = frozenset({"format-version", "partition-spec-id", "schema-id", "snapshot-id",
+                                  "parent-snapshot-id", "sequence-number", "first-row-id", "content"})
+"""Header metadata Iceberg writes in every manifest and manifest list: numbers and an enum (``data``/``deletes``),
+never a person's value (``format-version=2`` is not user 2)."""
+
+
+ICEBERG_CONFIG_PREFIXES = ("write.", "commit.", "read.", "history.", "gc.", "snapshot.", "compatibility.",
+                           "schema.", "format-version", "engine.")
+"""Iceberg's table configuration namespaces: a decimal value there is a setting (``write.metadata.previous-versions-max=1``,
+which the purge itself sets for one commit), not a person's value."""
+
+
+def _setting(key: str, value: Any) -> bool:
+    return (key in FIELD_ID_PROPERTIES or (key.startswith(ICEBERG_CONFIG_PREFIXES) and isinstance(value, str)
+                                           and value.isascii() and value.isdigit()))
+
+
+def _counter(key: str, value: Any) -> bool:
+    return key in COUNTER_SUMMARY_KEYS and isinstance(value, str) and value.isascii() and value.isdigit()
+
 
 _PAIR = re.compile(r"([A-Za-z0-9_%+.\-]+)=([^/\s\"',;=&\x00-\x1f]+)")
 _TRUNCATE = re.compile(r"truncate\((\d+)\)")
@@ -308,7 +362,7 @@ class _Avro:
             schema = reader.schema
             spec_fields = json.loads(meta["partition-spec"]) if "partition-spec" in meta else None
             for key, val in meta.items():
-                if key != "avro.schema" and self.m.scan_text(val):
+                if key != "avro.schema" and key not in STRUCTURAL_AVRO_KEYS and self.m.scan_text(val):
                     found.append((f"file metadata {key}", False))
             for rec in reader:
                 if spec_fields is not None:
@@ -408,10 +462,26 @@ def _json_strings(value: Any) -> Iterator[str]:
             yield from _json_strings(v)
 
 
+def _without_counters(doc: Any) -> Any:
+    """A table metadata document without the values that are counts, settings or field ids
+    (:data:`COUNTER_SUMMARY_KEYS`, :data:`ICEBERG_CONFIG_PREFIXES`, :data:`FIELD_ID_PROPERTIES`)."""
+    if not isinstance(doc, dict):
+        return doc
+    out = dict(doc)
+    if isinstance(doc.get("snapshots"), list):
+        out["snapshots"] = [
+            {**snap, "summary": {k: v for k, v in snap["summary"].items() if not _counter(k, v)}}
+            if isinstance(snap, dict) and isinstance(snap.get("summary"), dict) else snap for snap in doc["snapshots"]]
+    if isinstance(doc.get("properties"), dict):
+        out["properties"] = {k: v for k, v in doc["properties"].items() if not _setting(k, v)}
+    return out
+
+
 def _scan_json(matcher: SubjectMatcher, doc: Any) -> list[tuple[str, bool]]:
     out: list[tuple[str, bool]] = []
+    doc = _without_counters(doc)
     for snap in doc.get("snapshots", []) if isinstance(doc, dict) else []:
-        for key, val in (snap.get("summary") or {}).items():
+        for key, val in (snap.get("summary") or {}).items() if isinstance(snap, dict) else ():
             if matcher.scan_text(key) or matcher.scan_text(str(val)):
                 out.append(("snapshot summary" + (" partition key" if key.startswith("partitions.") else ""), False))
     if not out:
