@@ -70,6 +70,10 @@ DELETE_FILE_TRACE = " (entry of a live delete file)"
 """Appended to what a manifest trace names when the entry is a live position/equality delete file (another
 engine's merge-on-read ``DELETE``): the erasure removes data files, not the delete files that applied to them."""
 
+LAYOUT_DIRS = frozenset({"data", "metadata"})
+"""The folders every Iceberg table has at the top of its location."""
+SNAPSHOT_OPERATIONS = frozenset({"append", "replace", "overwrite", "delete"})
+"""The values of a snapshot summary's ``operation`` (Iceberg's enum): user ``append`` is not in every summary."""
 COUNTER_SUMMARY_KEYS = frozenset({
     # Iceberg's snapshot summary metrics (the spec's list, pyiceberg's and Java's writers)
     "added-data-files", "added-delete-files", "added-equality-delete-files", "added-position-delete-files",
@@ -78,7 +82,7 @@ COUNTER_SUMMARY_KEYS = frozenset({
     "removed-position-delete-files", "removed-dvs", "removed-equality-deletes", "removed-position-deletes",
     "removed-files-size", "total-data-files", "total-delete-files", "total-records", "total-files-size",
     "total-equality-deletes", "total-position-deletes", "changed-partition-count", "manifests-created",
-    "manifests-kept", "manifests-replaced", "entries-processed",
+    "manifests-kept", "manifests-replaced", "entries-processed", "partition-summaries-included",
     # the library's own counts and ids
     ERASURE_ROWS_SUMMARY, ERASURE_FILES_REWRITTEN_SUMMARY, ERASURE_FILES_ADDED_SUMMARY, ERASURE_SUBJECTS_SUMMARY,
     ERASURE_SCRUB_SUMMARY, FORGET_DROPPED_SUMMARY, FORGET_VERSION_SUMMARY, HISTORY_MAINTENANCE_SUMMARY,
@@ -96,17 +100,21 @@ never a person's value (``format-version=2`` is not user 2)."""
 
 ICEBERG_CONFIG_PREFIXES = ("write.", "commit.", "read.", "history.", "gc.", "snapshot.", "compatibility.",
                            "schema.", "format-version", "engine.")
-"""Iceberg's table configuration namespaces: a decimal value there is a setting (``write.metadata.previous-versions-max=1``,
+"""Iceberg's table configuration namespaces: a decimal or true/false value there is a setting (``write.metadata.previous-versions-max=1``,
 which the purge itself sets for one commit), not a person's value."""
 
 
+def _number_or_flag(value: Any) -> bool:
+    return isinstance(value, str) and ((value.isascii() and value.isdigit()) or value in ("true", "false"))
+
+
 def _setting(key: str, value: Any) -> bool:
-    return (key in FIELD_ID_PROPERTIES or (key.startswith(ICEBERG_CONFIG_PREFIXES) and isinstance(value, str)
-                                           and value.isascii() and value.isdigit()))
+    return key in FIELD_ID_PROPERTIES or (key.startswith(ICEBERG_CONFIG_PREFIXES) and _number_or_flag(value))
 
 
 def _counter(key: str, value: Any) -> bool:
-    return key in COUNTER_SUMMARY_KEYS and isinstance(value, str) and value.isascii() and value.isdigit()
+    return ((key in COUNTER_SUMMARY_KEYS and _number_or_flag(value))
+            or (key == "operation" and value in SNAPSHOT_OPERATIONS))
 
 
 _PAIR = re.compile(r"([A-Za-z0-9_%+.\-]+)=([^/\s\"',;=&\x00-\x1f]+)")
@@ -193,6 +201,7 @@ class SubjectMatcher:
         if m := _TRUNCATE.fullmatch(table.properties.get("write.metadata.metrics.default", "").strip()):
             self.truncate = int(m.group(1))
         self._cache: dict[tuple[str, Any], bool] = {}
+        self.root = canonical(table.location()).rstrip("/")  # a path under it is matched on its part below it
         # (partition field name, value) of truncate fields that verified-clean data files have: such a
         # value is a prefix other people's ids produce too (``an`` of ``anna`` for an erased ``ann``), not
         # a trace of the subject. Filled by :meth:`explain` once the Parquet files are checked.
@@ -282,8 +291,12 @@ class SubjectMatcher:
         return self.value(raw, t)
 
     def name(self, relative: str) -> str | None:
-        """What in a path (relative to the table location) names a subject, or None."""
-        for seg in relative.split("/"):
+        """What in a path (relative to the table location) names a subject, or None. The table's own layout
+        folder (``data/``, ``metadata/``) at the top is not a name anyone chose: user ``data`` is not in every path."""
+        segments = relative.split("/")
+        for pos, seg in enumerate(segments):
+            if pos == 0 and seg in LAYOUT_DIRS:
+                continue
             if "=" in seg:
                 k, _, v = seg.partition("=")
                 if self.pair(k, v):
@@ -294,7 +307,13 @@ class SubjectMatcher:
 
     def scan_text(self, s: str) -> bool:
         """A free text (a JSON string, a path, a summary key) holds a subject as a whole, as a path
-        segment or as a ``key=value`` pair."""
+        segment or as a ``key=value`` pair. A location under the table's is matched on its part below it (as
+        :meth:`name`): the bucket, namespace and table name in it are not a person's (user ``events`` in
+        ``s3://lake/db/events/data/...``)."""
+        key = canonical(s) if "://" in s or s.startswith("/") else None
+        if key is not None and (key == self.root or key.startswith(self.root + "/")):
+            rest = key[len(self.root) + 1:]
+            return bool(rest) and self.name(rest) is not None
         if self.text(s):
             return True
         for m in _PAIR.finditer(s):
@@ -474,6 +493,8 @@ def _without_counters(doc: Any) -> Any:
             if isinstance(snap, dict) and isinstance(snap.get("summary"), dict) else snap for snap in doc["snapshots"]]
     if isinstance(doc.get("properties"), dict):
         out["properties"] = {k: v for k, v in doc["properties"].items() if not _setting(k, v)}
+    if isinstance(doc.get("refs"), dict):  # the branch every table has (user ``main`` is not in every metadata)
+        out["refs"] = {k: v for k, v in doc["refs"].items() if k != "main"}
     return out
 
 

@@ -19,7 +19,7 @@ from tests.helpers import unique_name
 N = 40
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(subjects=st.lists(st.sampled_from([0, 1, 2, 3, 4, 16, N - 1, N]), min_size=1, max_size=3, unique=True),
        link=st.booleans())
 def test_small_numeric_ids_are_purged_and_verified(shared_catalog: Catalog, subjects: list[int], link: bool) -> None:
@@ -57,3 +57,41 @@ def test_a_subject_in_a_summary_a_writer_chose_is_still_a_trace(shared_catalog: 
                 {"properties": {"owner": "2"}},
                 {"refs": {"2": {"snapshot-id": 1, "type": "tag"}}}):
         assert _scan_json(matcher, doc), doc
+
+
+@settings(max_examples=4, deadline=None)
+@given(subjects=st.lists(st.sampled_from(["data", "metadata", "append", "main", "true", "db", "words"]),
+                         min_size=1, max_size=2, unique=True))
+def test_ids_that_are_words_of_every_table_are_purged(shared_catalog: Catalog, subjects: list[str]) -> None:
+    """``data/`` and ``metadata/`` in every path, ``operation=append`` in every summary, the ``main`` branch, a
+    ``true`` setting, the namespace and the table's own name in every location: none of them is the person."""
+    name = unique_name("words")
+    ids = ["data", "metadata", "append", "main", "true", "db", name.split(".")[1], "kept"]
+    people = pa.table({"user_id": ids * 2})
+    table = ip.configure_identity(shared_catalog.create_table(name, schema=people.schema), ["user_id"])
+    for k in range(2):
+        ip.append(table, people.slice(k * len(ids), len(ids)))
+    wanted = [name.split(".")[1] if s == "words" else s for s in subjects]
+    report = ip.erase(shared_catalog, wanted, [name], purge=True)
+    assert report.purge is not None and report.purge.completed, report.purge
+    left = shared_catalog.load_table(name).scan().to_arrow().column("user_id").to_pylist()
+    assert sorted(left) == sorted(i for i in ids * 2 if i not in wanted)
+
+
+def test_a_subject_below_the_table_location_is_still_a_trace(shared_catalog: Catalog) -> None:
+    from pyiceberg.types import StringType
+
+    from iceberg_privacy.rights.keyed import digest_literals, load_secret
+    from iceberg_privacy.rights.traces import SubjectMatcher
+
+    name = unique_name("people")
+    table = ip.configure_identity(shared_catalog.create_table(name, schema=pa.schema([("user_id", pa.string())])),
+                                  ["user_id"])
+    secret = load_secret(catalog=shared_catalog)
+    matcher = SubjectMatcher(table, set(digest_literals(secret, ["ann"], StringType(), "user_id")), secret, None)
+    root = table.location().rstrip("/")
+    assert not matcher.scan_text(f"{root}/data/00000-0-x.parquet") and not matcher.scan_text(root)
+    assert matcher.scan_text(f"{root}/data/ann/00000-0-x.parquet")
+    assert matcher.scan_text(f"{root}/data/user_id=ann/00000-0-x.parquet") is not None
+    assert matcher.name("data/ann") is not None and matcher.name("data") is None
+    assert matcher.scan_text("s3://elsewhere/ann/x.parquet")  # outside the location: every segment counts
