@@ -127,3 +127,25 @@ def test_upkeep_keeps_every_forgotten_subject(shared_catalog: Catalog, adds: lis
     everyone = sorted({f"p{i}" for i in range(12)} | {"seed", "kept"})
     report = ip.append(shared_catalog.load_table(f"{ns}.events"), _rows(everyone))
     assert report.dropped_rows == len(expected) and report.rows == len(everyone) - len(expected)
+
+
+def test_upkeep_on_object_storage_behind_a_rest_catalog(rest_catalog: Catalog, lake_ns: str) -> None:
+    events = configure_identity(rest_catalog.create_table(f"{lake_ns}.events", SCHEMA), ["user_id"])
+    assert events.location().startswith("s3://")
+    _forget(rest_catalog, events, ["first"])
+    ft = _forget_table(rest_catalog, lake_ns)
+    ft.transaction().set_properties({HISTORY_MAINTAIN_EVERY_PROPERTY: "4"}).commit_transaction()
+    stale = _forget_table(rest_catalog, lake_ns)
+    for i in range(9):
+        _forget(rest_catalog, events, [f"u{i}"])
+    ft = _forget_table(rest_catalog, lake_ns)
+    assert len(ft.metadata.snapshots) <= 4
+    stored = [f for f in list_files(ft.io, ft.location()) if f.location.endswith(".parquet")]
+    assert len(stored) <= 4  # merged files deleted from the bucket, through the FileIO
+    with pytest.raises(OSError):  # the version loaded before the upkeeps: its files are gone ...
+        stale.scan().to_arrow()
+    forget.clear_cache()
+    flt = forget.load(rest_catalog.load_table(f"{lake_ns}.events"))  # ... and the write path reads the new head
+    assert flt is not None and flt.entries == 10
+    report = ip.append(rest_catalog.load_table(f"{lake_ns}.events"), _rows(["u4", "first", "kept"]))
+    assert report.dropped_rows == 2 and report.rows == 1
