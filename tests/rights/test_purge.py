@@ -240,3 +240,31 @@ def test_purge_decodes_each_manifest_of_the_history_once(catalog: Catalog, monke
     report = ip.erase(catalog, ["victim"], request_id="r", purge=True)
     assert report.purge is not None and report.purge.completed
     assert report.purge.tables["db.t"].verify.ok
+
+
+def test_expiring_many_snapshots_copies_the_metadata_a_bounded_number_of_times(
+        catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyiceberg's ExpireSnapshots.by_ids re-applied the transaction to a deep copy of the whole metadata twice per
+    id: expiring the N snapshots of an N-snapshot table (every purge) was O(N^2) (100 snapshots: 4.6 s of a 7 s
+    purge). The expiry is one update now; the same snapshots go."""
+    from pyiceberg.table import Transaction
+
+    from iceberg_privacy.index.maintenance import expire_snapshots
+
+    table = make_table(catalog, "db.t", [[f"u{i}"] for i in range(30)])
+    keep = table.metadata.current_snapshot_id
+    doomed = sorted(s.snapshot_id for s in table.metadata.snapshots if s.snapshot_id != keep)
+    copies = []
+    real = Transaction.table_metadata
+
+    def counted(self: Transaction) -> Any:
+        copies.append(1)
+        return real.fget(self)  # type: ignore[attr-defined]
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Transaction, "table_metadata", property(counted))
+        report = expire_snapshots(table, snapshot_ids=doomed)
+    assert report.expired_snapshots == doomed
+    assert [s.snapshot_id for s in catalog.load_table("db.t").metadata.snapshots] == [keep]
+    assert len(copies) < 10, len(copies)  # was 2 per expired snapshot (58 here) plus the commit's own
+    assert len(all_rows(catalog.load_table("db.t"))) == 30
