@@ -4,6 +4,7 @@ Run::
 
     python -m benchmarks.forget_list --out results/forget_list.json
     python -m benchmarks.forget_list --quick --out results/forget_list-quick.json     # CI size
+    python -m benchmarks.forget_list --cold-append --out results/forget_list-cold.json  # cold append vs adds
 
 The same clickstream (``iceberg_privacy.demos.clickstream``, ``user_id`` declared as identity column and Bloom
 column, many files as in ``benchmarks.lookup``) is appended with :func:`iceberg_privacy.append` to
@@ -198,6 +199,78 @@ def measure_ingest_overhead(quick: bool, *, files: int | None = None, rows_per_f
             shutil.rmtree(root, ignore_errors=True)
 
 
+_COLD_APPEND = """
+import json, sys, time
+import pyarrow as pa
+import iceberg_privacy as ip
+cat = ip.connect(home=sys.argv[1])
+t0 = time.perf_counter()
+table = cat.load_table(sys.argv[2])
+report = ip.append(table, pa.table({"user_id": pa.array([sys.argv[3]]), "v": pa.array([1], pa.int64())}))
+print(json.dumps({"seconds": time.perf_counter() - t0, "rows": report.rows}))
+"""
+
+
+def measure_cold_append(adds: Sequence[int] = (10, 100, 200, 400), *, workdir: Path | None = None) -> dict[str, Any]:
+    """Cold append vs the number of forget-list adds, with the forget list's automatic upkeep off
+    (``privacy.history.maintain-every=0`` on the forget table: the behaviour before it existed) and on (default).
+
+    Per variant, one namespace; each add puts one new digest on its list (one commit, as one erasure of one
+    table does); at each count of ``adds`` a NEW process loads a table of that namespace and appends one row
+    (``ip.append``: the forget list is read cold), timed inside that process from the table load to the
+    committed append (interpreter start and imports excluded). Reported per count: that time, the forget table's
+    snapshots, its ``metadata.json`` size and the files under its location; and every entry is still listed."""
+    import subprocess
+
+    from iceberg_privacy.properties import HISTORY_MAINTAIN_EVERY_PROPERTY
+    from iceberg_privacy.storage import list_files
+
+    own_dir = workdir is None
+    root = Path(tempfile.mkdtemp(prefix="ip-forget-cold-")) if workdir is None else Path(workdir)
+    restore = os.environ.get(SECRET_ENV)
+    if not restore:
+        os.environ[SECRET_ENV] = "benchmark-secret-" + "0" * 16
+    try:
+        cat = ip.connect(home=root)
+        kid = key_id(load_secret(root))
+        schema = pa.schema([("user_id", pa.string()), ("v", pa.int64())])
+        out: dict[str, Any] = {}
+        for variant, every in (("upkeep_off", "0"), ("upkeep_on", None)):
+            cat.create_namespace(variant)
+            configure_identity(cat.create_table(f"{variant}.events", schema), ["user_id"])
+            rng = np.random.default_rng(7)
+            done, rows = 0, []
+            for target in sorted(adds):
+                while done < target:
+                    forget.add(cat, variant, [bytes(rng.integers(0, 256, 32, dtype=np.uint8))], f"r{done}",
+                               secret_key_id=kid)
+                    if done == 0 and every is not None:
+                        ft = cat.load_table(forget.forget_table_identifier((variant,), cat))
+                        ft.transaction().set_properties({HISTORY_MAINTAIN_EVERY_PROPERTY: every}).commit_transaction()
+                    done += 1
+                proc = subprocess.run([sys.executable, "-c", _COLD_APPEND, str(root), f"{variant}.events", f"u{done}"],
+                                      capture_output=True, text=True, check=True, env={**os.environ})
+                seconds = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
+                ft = cat.load_table(forget.forget_table_identifier((variant,), cat))
+                md_size = len(ft.io.new_input(ft.metadata_location).open().read())
+                entries = forget.entries(cat, variant).num_rows
+                if entries != done:
+                    raise AssertionError(f"{variant}: {entries} entries listed after {done} adds")
+                rows.append({"adds": done, "cold_append_seconds": round(seconds, 4),
+                             "snapshots": len(ft.metadata.snapshots), "metadata_json_bytes": md_size,
+                             "files": len(list_files(ft.io, ft.location())), "entries": entries})
+                log(f"  {variant}: {done} adds, cold append {seconds:.3f}s, {rows[-1]['snapshots']} snapshots, "
+                    f"metadata.json {md_size:,} B, {rows[-1]['files']} files")
+            out[variant] = rows
+        return {"forget_list.cold_append": out, "forget_list.cold_append_adds": list(sorted(adds))}
+    finally:
+        if not restore:
+            os.environ.pop(SECRET_ENV, None)
+        forget.clear_cache()
+        if own_dir:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.forget_list", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="CI size: 50 x 4,000 rows, 3 repetitions")
@@ -207,10 +280,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--reps", type=at_least(1), default=None)
     p.add_argument("--no-screen", dest="screened", action="store_false",
                    help="entries without screen tags (a list written before the screen): every distinct id HMAC'd")
+    p.add_argument("--cold-append", action="store_true",
+                   help="only the cold-append-vs-adds measurement (forget_list.cold_append), upkeep off and on")
+    p.add_argument("--adds", type=at_least(1), nargs="+", default=[10, 100, 200, 400],
+                   help="with --cold-append: the add counts at which a new process appends (default 10 100 200 400)")
     p.add_argument("--out", type=output_file, default=None)
     args = p.parse_args(argv)
-    res = measure_ingest_overhead(args.quick, files=args.files, rows_per_file=args.rows_per_file,
-                                  entries=args.entries, reps=args.reps, screened=args.screened)
+    if args.cold_append:
+        res = measure_cold_append(args.adds)
+    else:
+        res = measure_ingest_overhead(args.quick, files=args.files, rows_per_file=args.rows_per_file,
+                                      entries=args.entries, reps=args.reps, screened=args.screened)
     res["command"] = "python -m benchmarks.forget_list " + " ".join(sys.argv[1:] if argv is None else argv)
     text = json.dumps(res, indent=2)
     print(text)

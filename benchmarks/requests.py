@@ -71,6 +71,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="leave out erase(spark=) on local[2] vs the single process (benchmarks.requests_spark)")
     p.add_argument("--skip-forget-list", action="store_true",
                    help="leave out the forget-list ingest overhead (benchmarks.forget_list)")
+    p.add_argument("--skip-linked-submit", action="store_true",
+                   help="leave out the submit throughput of requests with linked identifiers (requests.linked_submit)")
+    p.add_argument("--linked-submit-only", type=str, default=None, choices=["local", "s3"],
+                   help="only requests.linked_submit, on a local warehouse or on SeaweedFS + its REST catalog")
     args = p.parse_args(argv)
     if args.quick:
         args.files, args.commits, args.requests, args.sample = 100, 2, 1000, 5
@@ -257,6 +261,77 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return finish(res, start, check)
 
 
+def linked_submit(requests: int = 400, files: int = 20, *, s3: bool = False, workdir: Path | None = None) -> dict[str, Any]:
+    """Submit throughput of requests whose subjects have linked identifiers (``requests.linked_submit``).
+
+    ``users(user_id, email)`` (both identity columns, Bloom on both; ``files`` appends, so ``files`` manifests) and
+    ``events(user_id)``; ``requests`` erasure requests of one user each are submitted with ONE ``enqueue_many``
+    (each request links its user's email: two rounds over users, two columns each). Twice in one process on the
+    same tables, disjoint users: ``per_plan_manifests`` plans with pyiceberg's ``plan_files`` (every manifest
+    decoded on every plan: the behaviour before the shared manifest cache), ``cached_manifests`` as shipped. With
+    ``s3`` the lake is on a SeaweedFS server behind its Iceberg REST catalog."""
+    import tempfile
+
+    from iceberg_privacy.index import liveness
+    from iceberg_privacy.rights import linked
+
+    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="ip-linked-submit-"))
+    server = None
+    try:
+        ip.init_secret(root, overwrite=True)
+        if s3:
+            from pyiceberg.catalog import load_catalog
+
+            from iceberg_privacy.testing.seaweedfs import start_seaweedfs
+
+            (root / "seaweedfs").mkdir(exist_ok=True)
+            server = start_seaweedfs(root / "seaweedfs")
+            cat = load_catalog("rest", **server.rest_catalog_properties())
+        else:
+            cat = ip.connect(home=root)
+        cat.create_namespace("linked")
+        n = 2 * requests + files
+        users = pa.table({"user_id": pa.array(range(n), pa.int64()), "email": [f"u{i}@x.org" for i in range(n)]})
+        t = ip.configure_bloom(ip.configure_identity(cat.create_table("linked.users", schema=users.schema),
+                                                     ["user_id", "email"]), ["user_id", "email"])
+        step = -(-n // files)
+        for k in range(files):
+            ip.append(t, users.slice(k * step, step))
+        ev = ip.configure_identity(cat.create_table("linked.events", schema=pa.schema([("user_id", pa.int64())])),
+                                   ["user_id"])
+        ip.append(ev, pa.table({"user_id": pa.array(range(n), pa.int64())}))
+        real = linked.plan_candidates
+        out: dict[str, Any] = {"requests": requests, "files": files, "storage": "seaweedfs+rest" if s3 else "local"}
+        for k, variant in enumerate(("per_plan_manifests", "cached_manifests")):
+            liveness.clear_cache()
+            if variant == "per_plan_manifests":
+                linked.plan_candidates = lambda ts, snapshot_id=None, **_: real(ts, snapshot_id)  # type: ignore[assignment]
+            try:
+                reqs = [ip.QueuedRequest("erase", [2 * i + k], tables=["linked.users", "linked.events"])
+                        for i in range(requests)]
+                t0 = time.perf_counter()
+                states = ip.enqueue_many(cat, reqs, home=root)
+                seconds = time.perf_counter() - t0
+            finally:
+                linked.plan_candidates = real  # type: ignore[assignment]
+            linked_count = sum(bool((st.detail.get("linked") or {}).get("digests")) for st in states)
+            if linked_count != requests:
+                raise AssertionError(f"{variant}: {linked_count} of {requests} requests linked an identifier")
+            out[variant] = {"seconds": round(seconds, 3), "requests_per_second": round(requests / seconds, 1),
+                            "ms_per_request": round(1000 * seconds / requests, 1)}
+            log(f"linked submit ({out['storage']}, {variant}): {requests} requests in {seconds:.2f}s = "
+                f"{requests / seconds:.1f} requests/s")
+        out["speedup"] = round(out["per_plan_manifests"]["seconds"] / out["cached_manifests"]["seconds"], 2)
+        return out
+    finally:
+        if server is not None:
+            server.stop()
+        if workdir is None:
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
+
+
 def _others(args: argparse.Namespace, res: dict[str, Any]) -> None:
     """The issue's other two keys, measured by their own modules in this run (same sizes as the queue)."""
     res.update({f"queue.{k}": res["queue"][k] for k in
@@ -269,6 +344,8 @@ def _others(args: argparse.Namespace, res: dict[str, Any]) -> None:
         sres = requests_spark.run(sargs)
         res["spark.erase_speedup_local2_vs_single"] = sres["spark.erase_speedup_local2_vs_single"]
         res["spark"] = sres["spark"]
+    if not args.skip_linked_submit:
+        res["requests.linked_submit"] = linked_submit(100 if args.quick else 400)
     if not args.skip_forget_list:
         from benchmarks import forget_list
 
@@ -278,6 +355,14 @@ def _others(args: argparse.Namespace, res: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.linked_submit_only:
+        ls = linked_submit(100 if args.quick else 400, s3=args.linked_submit_only == "s3")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"requests.linked_submit": ls}, indent=2) + "\n")
+        print(f"linked submit ({ls['storage']}): {ls['per_plan_manifests']['requests_per_second']} requests/s planning "
+              f"with plan_files, {ls['cached_manifests']['requests_per_second']} with the manifest cache "
+              f"({ls['speedup']}x)\nwrote {args.out}")
+        return 0
     res = run(args)
     _others(args, res)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -295,6 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               + f"; a pass over {sizes[-1]}: {res['journal']['pass_seconds']}s")
     if "spark.erase_speedup_local2_vs_single" in res:
         print(f"spark: erase(spark=local[2]) vs single process: {res['spark.erase_speedup_local2_vs_single']}x")
+    if "requests.linked_submit" in res:
+        ls = res["requests.linked_submit"]
+        print(f"linked submit: {ls['per_plan_manifests']['requests_per_second']} -> "
+              f"{ls['cached_manifests']['requests_per_second']} requests/s ({ls['speedup']}x)")
     if "forget_list.ingest_overhead" in res:
         print(f"forget list (1M entries): ingest overhead {res['forget_list.ingest_overhead']:+.1%}")
     print(f"targets: {json.dumps(res['targets'])}\nwrote {args.out}")

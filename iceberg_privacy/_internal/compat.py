@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import pyarrow as pa
@@ -143,6 +143,19 @@ def is_stale_sequence_number(exc: BaseException) -> bool:
     it: a race lost without effect, to be retried on the new metadata like a ``CommitFailedException``.
     """
     return isinstance(exc, ValueError) and "older than last sequence number" in str(exc)
+
+
+def expire_snapshot_ids(tx: Any, snapshot_ids: Iterable[int]) -> None:
+    """``ExpireSnapshots(tx).by_ids(ids).commit()`` without its per-id checks. ``by_id`` reads
+    ``Transaction.table_metadata`` twice per id, and each read re-applies the transaction's updates to a deep copy
+    of the whole metadata (every snapshot), so expiring N snapshots of an N-snapshot table cost O(N^2) (100
+    snapshots: 4.6 s of a 7 s purge). The caller has checked that every id exists and is no ref head; pyiceberg's
+    own ``_commit`` still drops any protected id (one copy of the metadata)."""
+    from pyiceberg.table.update.snapshot import ExpireSnapshots
+
+    expiry = ExpireSnapshots(tx)
+    expiry._snapshot_ids_to_expire = set(snapshot_ids)
+    expiry.commit()
 
 
 class ScanPruning:

@@ -20,7 +20,6 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat, ManifestContent
 from pyiceberg.table import StaticTable, Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.table.update.snapshot import ExpireSnapshots
 
 from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.arguments import check_engine
@@ -328,7 +327,7 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
     tx: Transaction = committing.transaction()
     if expire_ids:
         kept = fold_expired(md, expire_ids)  # summaries go with their snapshots; their lineage must not
-        ExpireSnapshots(tx).by_ids(sorted(expire_ids)).commit()
+        compat.expire_snapshot_ids(tx, sorted(expire_ids))  # pyiceberg's by_ids copies the metadata per id
         if kept:
             tx.set_properties(kept)
         report.expired_snapshots = sorted(expire_ids)

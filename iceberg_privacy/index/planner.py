@@ -139,15 +139,21 @@ def plan_lookup(
     snapshot_id: int | None = None,
     selected_fields: Sequence[str] | None = None,
     catalog: Catalog | None = None,
+    cached_manifests: bool = False,
 ) -> LookupPlan:
-    """Plan the files a lookup of ``values`` in ``column`` must read (see :class:`LookupPlan`)."""
+    """Plan the files a lookup of ``values`` in ``column`` must read (see :class:`LookupPlan`).
+
+    ``cached_manifests``: decode the snapshot's manifests through the per-process manifest cache
+    (:mod:`iceberg_privacy.index.liveness`; manifests are immutable) instead of pyiceberg's ``plan_files``,
+    which decodes every manifest on every plan: for a caller planning many lookups at the same snapshot (a
+    submit reading each request's linked identifiers). Same files, same delete files, same residuals."""
     table = load_table(catalog, table)
     with paused_gc():  # a large batch allocates a few objects per value and per file, none of them garbage
-        return _plan_lookup(table, column, values, snapshot_id, selected_fields)
+        return _plan_lookup(table, column, values, snapshot_id, selected_fields, cached_manifests)
 
 
 def _plan_lookup(table: Table, column: str, values: Any, snapshot_id: int | None,
-                 selected_fields: Sequence[str] | None) -> LookupPlan:
+                 selected_fields: Sequence[str] | None, cached_manifests: bool = False) -> LookupPlan:
     t0 = time.perf_counter()
     metadata = table.metadata
     snap = metadata.snapshot_by_id(snapshot_id) if snapshot_id is not None else metadata.current_snapshot()
@@ -201,8 +207,11 @@ def _plan_lookup(table: Table, column: str, values: Any, snapshot_id: int | None
             plan.timings["plan"] = time.perf_counter() - t0
             return plan
     scan = table.scan(row_filter=plan_filter, snapshot_id=snap.snapshot_id)
+    if cached_manifests:
+        from iceberg_privacy.index import liveness  # noqa: PLC0415 - as in _exact_plan
     try:
-        tasks = list(scan.plan_files())
+        tasks = (liveness.resolve(table.io, metadata, snap.snapshot_id, {}, frozenset(), row_filter=plan_filter).tasks
+                 if cached_manifests else list(scan.plan_files()))
     except ValueError as exc:
         if not compat.is_equality_deletes_refused(exc):
             raise

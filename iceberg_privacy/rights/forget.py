@@ -48,9 +48,9 @@ from __future__ import annotations
 
 import hmac
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -67,6 +67,7 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
+from iceberg_privacy import history
 from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.arrow import plain
 from iceberg_privacy.catalog import (
@@ -86,11 +87,13 @@ from iceberg_privacy.errors import (
     ForgetListError,
     SecretMissingError,
 )
+from iceberg_privacy.history import HistoryPolicy, HistoryReport
 from iceberg_privacy.identities import extract_identities
 from iceberg_privacy.index.hashing import coerce_values, hash_array, hash_literals
 from iceberg_privacy.properties import FORGET_DROPPED_SUMMARY as SUMMARY_DROPPED
 from iceberg_privacy.properties import FORGET_MARKER as PROP_MARKER
 from iceberg_privacy.properties import FORGET_VERSION_SUMMARY as SUMMARY_VERSION
+from iceberg_privacy.properties import HISTORY_MAINTAIN_EVERY_DEFAULT
 from iceberg_privacy.rights.keyed import (  # noqa: F401 - digest_values re-exported
     DIGEST_BYTES,
     SECRET_ENV,
@@ -136,6 +139,10 @@ ARROW_SCHEMA = pa.schema([
 _CACHED = ["scope", "digest", "key_id", "screen", "table_uuid"]  # what writes read of the list
 _LATER_COLUMNS = {"screen": LongType(), "table_uuid": StringType()}
 """Columns lists created by older versions lack: read as nulls, added by the next ``add``."""
+HISTORY = HistoryPolicy("the forget list", sort_by="scope", every_default=HISTORY_MAINTAIN_EVERY_DEFAULT,
+                        error=ForgetListError)
+"""How :mod:`iceberg_privacy.history` keeps the forget table small (every add is one commit and one small file):
+merged files sorted by scope, upkeep every ``privacy.history.maintain-every`` snapshots (default 16)."""
 
 
 # ------------------------------------------------------------------------------------------ scopes
@@ -227,16 +234,26 @@ def _check_key_ids(key_ids: Iterable[str], expected: str, where: str) -> None:
                              "(forget.add, or the erasures run again)")
 
 
+def _read[T](catalog: Catalog, namespace: Sequence[str], read_head: Callable[[Table], T], *, empty: T,
+             legacy: bool = True) -> T:
+    """``read_head(forget table)`` at its head (``empty`` when there is no list or it has no entries), read again
+    from the new head when an upkeep (:func:`maintain`) expired and deleted the files of the version first loaded."""
+    first = _load_table(catalog, namespace, create=False, legacy=legacy)
+    if first is None:
+        return empty
+    return history.read(lambda: _load_table(catalog, namespace, create=False, legacy=False), read_head, HISTORY,
+                        empty=empty, first=first)
+
+
 def check_secret(catalog: Catalog, tables: Iterable[Table], secret_key_id: str) -> None:
     """Raise :class:`ForgetKeyMismatchError` when the forget list of a namespace of ``tables`` holds digests made
     with another secret than the one of ``secret_key_id``. An erasure adds its subjects there (:func:`add` refuses
     then), so the rights verbs ask this before they journal a request: refused only at the add, a wrong secret left
     a request recorded as received that nothing would run, and it fell overdue. Lists that do not exist yet pass."""
     for namespace in dict.fromkeys(tuple(t.name()[:-1]) for t in tables):
-        table = _load_table(catalog, namespace, create=False)
-        if table is not None:
-            _check_key_ids(pc.unique(_entries(table).column("key_id")).to_pylist(), secret_key_id,
-                           ".".join(forget_table_identifier(namespace, catalog)))
+        key_ids: list[str] = _read(catalog, namespace, lambda ft: pc.unique(_entries(ft).column("key_id")).to_pylist(),
+                                   empty=[])
+        _check_key_ids(key_ids, secret_key_id, ".".join(forget_table_identifier(namespace, catalog)))
 
 
 def add(catalog: Catalog, target: Table | str | Sequence[str], digests: Iterable[bytes], request_id: str, *,
@@ -267,9 +284,13 @@ def add(catalog: Catalog, target: Table | str | Sequence[str], digests: Iterable
     if not wanted:
         return 0
 
-    def step() -> int:
+    def step() -> tuple[int, Table]:
         table = _load_table(catalog, namespace, create=True)
         assert table is not None
+        with history.lost_to_upkeep(table):  # an upkeep merged and deleted the files of the version loaded
+            return change(table)
+
+    def change(table: Table) -> tuple[int, Table]:
         base = table.current_snapshot()
         existing = _entries(table)
         where = ".".join(forget_table_identifier(namespace, catalog))
@@ -281,7 +302,7 @@ def add(catalog: Catalog, target: Table | str | Sequence[str], digests: Iterable
         new_arr = pa.array(wanted, pa.binary())
         fresh = new_arr.filter(pc.invert(pc.is_in(new_arr, value_set=in_scope.combine_chunks())))
         if len(fresh) == 0:
-            return 0
+            return 0, table
         n = len(fresh)
         rows = pa.table({
             "scope": pa.array([scope] * n, pa.string()), "digest": fresh,
@@ -304,21 +325,35 @@ def add(catalog: Catalog, target: Table | str | Sequence[str], digests: Iterable
             # Extend the cache with what we just committed instead of re-reading the whole list.
             _cache_put((str(committed.metadata.table_uuid), snap.snapshot_id),
                        pa.concat_tables([existing, rows.select(existing.column_names)]).combine_chunks())
-        return n
+        return n, committed
 
-    return retry.run(step, exhausted=lambda tries, last: CommitConflictError(
+    added, table = retry.run(step, exhausted=lambda tries, last: CommitConflictError(
         f"could not add to the forget list of {'.'.join(namespace)} after {tries} attempts (last error: "
         f"{last}); other writers keep winning. Nothing was added; retry (adding is idempotent)."
     ))
+    if added and history.due_for_upkeep(table, HISTORY):  # the automatic trigger, after the add is durable
+        maintain(catalog, namespace, quiet=True, only_if_due=True)
+    return added
+
+
+def maintain(catalog: Catalog, namespace: str | Sequence[str], *, orphan_age: timedelta = history.ORPHAN_AGE,
+             quiet: bool = False, only_if_due: bool = False) -> HistoryReport | None:
+    """Bound the history of a namespace's forget list (every entry stays): its small files merged into one,
+    every snapshot but the head expired and what only they reached deleted, old orphans deleted
+    (:func:`iceberg_privacy.history.maintain_history`). Runs automatically after an :func:`add` once the table
+    holds ``privacy.history.maintain-every`` snapshots (table property, default 16, 0 = never). Returns None when
+    the namespace has no forget list. Readers of the list re-read from the new head when an upkeep deleted the
+    files of the version they loaded; a write's ``privacy.forget.version`` then names the merged snapshot."""
+    ns = tuple(namespace.split(".")) if isinstance(namespace, str) else tuple(namespace)
+    return history.maintain(lambda: _load_table(catalog, ns, create=False, legacy=False), HISTORY,
+                            orphan_age=orphan_age, quiet=quiet, only_if_due=only_if_due)
 
 
 def entries(catalog: Catalog, namespace: str | Sequence[str]) -> pa.Table:
     """Every entry of a namespace's forget list (scope, digest, key_id, request_id, added_at)."""
     ns = tuple(namespace.split(".")) if isinstance(namespace, str) else tuple(namespace)
-    table = _load_table(catalog, ns, create=False)
-    if table is None or table.current_snapshot() is None:
-        return ARROW_SCHEMA.empty_table()
-    return table.scan().to_arrow()
+    out: pa.Table = _read(catalog, ns, lambda ft: ft.scan().to_arrow(), empty=ARROW_SCHEMA.empty_table())
+    return out
 
 
 # ------------------------------------------------------------------------------------------ screen
@@ -617,6 +652,12 @@ def _screen(ft: Table, snapshot_id: int, scopes: list[tuple[str, str | None]], k
     return out
 
 
+def _with_groups(ft: Table) -> tuple[Table, dict[tuple[str, str | None], _Group]]:
+    snap = ft.current_snapshot()
+    assert snap is not None  # history.read answers ``empty`` for a list without a snapshot
+    return ft, _groups(ft, snap.snapshot_id)
+
+
 def load(table: Table, *, secret: bytes | None = None, recheck: bool = False) -> ForgetFilter | None:
     """The forget filter for writes to ``table``, or None when nothing can be dropped.
 
@@ -629,13 +670,14 @@ def load(table: Table, *, secret: bytes | None = None, recheck: bool = False) ->
     """
     if not table.properties.get(IDENTITY_COLUMNS_KEY, "").strip():
         return None
-    ft = _load_table(table.catalog, table.name()[:-1], create=False, legacy=not recheck)
-    snap = ft.current_snapshot() if ft is not None else None
-    if ft is None or snap is None:
+    read = _read(table.catalog, table.name()[:-1], _with_groups, empty=None, legacy=not recheck)
+    if read is None:
         return None
+    ft, groups = read
+    snap = ft.current_snapshot()
+    assert snap is not None  # history.read answers ``empty`` for a list without a snapshot
     scope = table_scope(table)
     uuid = str(table.metadata.table_uuid)
-    groups = _groups(ft, snap.snapshot_id)
     # the namespace's entries, the table's by name, and its own by uuid under any earlier name
     scopes = sorted((k for k, g in groups.items() if len(g[0]) and (k[0] in (NAMESPACE_SCOPE, scope) or k[1] == uuid)),
                     key=lambda k: (k[0], k[1] or ""))

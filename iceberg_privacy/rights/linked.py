@@ -151,7 +151,8 @@ def _collect(tables: Sequence[Table], values: Sequence[Any], secret: bytes, max_
         for ts in resolved:
             if ts.empty:
                 continue
-            plan = plan_candidates(ts)
+            # a submit links every request at the same heads: each manifest decoded once per process, not per plan
+            plan = plan_candidates(ts, cached_manifests=True)
             out.files_read += len(plan.tasks)
             rows = candidate_rows(ts, plan, secret)
             if not rows.num_rows:

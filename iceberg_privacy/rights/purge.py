@@ -123,6 +123,8 @@ def _reachable(table: Table, snapshot_ids: set[int]) -> dict[str, str]:
             continue
         out[snap.manifest_list] = "manifest-list"
         for m in snap.manifests(table.io):
+            if m.manifest_path in out:  # snapshots share most manifests (each append carries the older ones): decode once
+                continue
             out[m.manifest_path] = "manifest"
             for e in m.fetch_manifest_entry(table.io, discard_deleted=True):
                 out[e.data_file.file_path] = "data" if e.data_file.content == DataFileContent.DATA else "delete"  # v1: a plain int

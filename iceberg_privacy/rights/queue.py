@@ -210,6 +210,7 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
     known = fold(journal.rows_of(given))
     queued = {e.request_id for e in queue.entries(given)}
     targets_cache: dict[Any, list[Table]] = {}
+    lists_checked: set[tuple[str, ...]] = set()  # namespaces whose forget list's key id was checked
     rows, events, out = [], [], []
     now = datetime.now(UTC)
     for i, r in enumerate(reqs):
@@ -246,7 +247,9 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
             if r.request_id:
                 check_id_names_no_subject(rid, secret, digests)
             if r.kind == "erase":  # refused now, not when a pass runs it (forget.check_secret)
-                forget.check_secret(catalog, (ts.table for ts in resolved), kid)
+                unchecked = [ts.table for ts in resolved if tuple(ts.table.name()[:-1]) not in lists_checked]
+                forget.check_secret(catalog, unchecked, kid)  # once per namespace of the batch: the same key either way
+                lists_checked.update(tuple(t.name()[:-1]) for t in unchecked)
             allowed = r.deadline if r.deadline is not None else regime_deadline(r.regime, at)
             ev = journal.event(rid, CREATED, kind=r.kind, key_id=kid, subjects=sorted(digests), at=at, detail={
                 "tables": sorted(ts.name for ts in resolved), "subject_count": len(set(map(repr, as_values(r.subjects)))),

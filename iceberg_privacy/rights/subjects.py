@@ -356,9 +356,10 @@ class CandidatePlan:
         return f"{len(self.tasks)} of {self.files_total} files to read at snapshot {self.snapshot_id} ({cols})"
 
 
-def plan_candidates(ts: TableSubjects, snapshot_id: int | None = None) -> CandidatePlan:
+def plan_candidates(ts: TableSubjects, snapshot_id: int | None = None, *, cached_manifests: bool = False
+                    ) -> CandidatePlan:
     """Candidate files for the subjects, Bloom- and manifest-pruned per identity column, unioned
-    (at ``snapshot_id``, default the current snapshot)."""
+    (at ``snapshot_id``, default the current snapshot). ``cached_manifests``: see :func:`plan_lookup`."""
     table = ts.table
     snap = table.metadata.snapshot_by_id(snapshot_id) if snapshot_id is not None else table.metadata.current_snapshot()
     if snap is None:
@@ -372,7 +373,7 @@ def plan_candidates(ts: TableSubjects, snapshot_id: int | None = None) -> Candid
         if not c.literals:
             plan.per_column[c.column.name] = 0
             continue
-        p = plan_lookup(table, c.column.name, c.literals, snapshot_id=snap.snapshot_id)
+        p = plan_lookup(table, c.column.name, c.literals, snapshot_id=snap.snapshot_id, cached_manifests=cached_manifests)
         plan.files_total = max(plan.files_total, p.files_total)
         plan.per_column[c.column.name] = len(p.tasks)
         for t in p.tasks:

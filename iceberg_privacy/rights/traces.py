@@ -45,6 +45,19 @@ from pyiceberg.types import (
 
 from iceberg_privacy.config import identity_columns
 from iceberg_privacy.index.hashing import coerce_values
+from iceberg_privacy.properties import (
+    ERASURE_FILES_ADDED_SUMMARY,
+    ERASURE_FILES_REWRITTEN_SUMMARY,
+    ERASURE_ROWS_SUMMARY,
+    ERASURE_SCRUB_SUMMARY,
+    ERASURE_SUBJECTS_SUMMARY,
+    FORGET_DROPPED_SUMMARY,
+    FORGET_VERSION_SUMMARY,
+    HISTORY_MAINTENANCE_SUMMARY,
+    SIDECAR_BYTES_SUMMARY,
+    SIDECAR_FILES_SUMMARY,
+    STREAMING_BATCH_ID_SUMMARY,
+)
 from iceberg_privacy.rights.keyed import canonical_literal, canonical_literals, digest
 from iceberg_privacy.storage import StoredFile, canonical, table_roots
 
@@ -356,7 +369,7 @@ class _Avro:
             schema = reader.schema
             spec_fields = json.loads(meta["partition-spec"]) if "partition-spec" in meta else None
             for key, val in meta.items():
-                if key in _AVRO_OWNED or (key != "avro.schema" and _INTEGER.fullmatch(val)):
+                if key in _AVRO_OWNED or (key in STRUCTURAL_AVRO_KEYS and _INTEGER.fullmatch(val)):
                     continue  # ids, counts, the format version, ``data``/``deletes``: Iceberg's, never a person's
                 if key != "avro.schema" and self.m.scan_text(val):
                     found.append((f"file metadata {key}", False))
@@ -472,6 +485,29 @@ def _json_strings(value: Any) -> Iterator[str]:
 
 
 _INTEGER = re.compile(r"-?[0-9]+")
+COUNTER_SUMMARY_KEYS = frozenset({
+    # Iceberg's snapshot summary metrics (the spec's list, pyiceberg's and Java's writers)
+    "added-data-files", "added-delete-files", "added-equality-delete-files", "added-position-delete-files",
+    "added-dvs", "added-records", "added-equality-deletes", "added-position-deletes", "added-files-size",
+    "deleted-data-files", "deleted-records", "removed-delete-files", "removed-equality-delete-files",
+    "removed-position-delete-files", "removed-dvs", "removed-equality-deletes", "removed-position-deletes",
+    "removed-files-size", "total-data-files", "total-delete-files", "total-records", "total-files-size",
+    "total-equality-deletes", "total-position-deletes", "changed-partition-count", "manifests-created",
+    "manifests-kept", "manifests-replaced", "entries-processed", "partition-summaries-included",
+    # the library's own counts and ids
+    ERASURE_ROWS_SUMMARY, ERASURE_FILES_REWRITTEN_SUMMARY, ERASURE_FILES_ADDED_SUMMARY, ERASURE_SUBJECTS_SUMMARY,
+    ERASURE_SCRUB_SUMMARY, FORGET_DROPPED_SUMMARY, FORGET_VERSION_SUMMARY, HISTORY_MAINTENANCE_SUMMARY,
+    SIDECAR_BYTES_SUMMARY, SIDECAR_FILES_SUMMARY, STREAMING_BATCH_ID_SUMMARY,
+})
+"""Snapshot summary keys whose values are counts, flags or ids the writer computed, never a person's value
+(``total-delete-files=0`` is not user 0); a summary key a writer chose (``app.customer=2``) is still searched."""
+STRUCTURAL_AVRO_KEYS = frozenset({"format-version", "partition-spec-id", "schema-id", "snapshot-id",
+                                  "parent-snapshot-id", "sequence-number", "first-row-id"})
+"""Numeric header keys Iceberg writes in every manifest and manifest list (``format-version=2`` is not user 2)."""
+
+
+def _number_or_flag(value: str) -> bool:
+    return bool(_INTEGER.fullmatch(value)) or value in ("true", "false")
 _ENUM_KEYS = frozenset({"type", "transform", "direction", "null-order", "operation", "content", "file-format",
                         "format"})
 """JSON keys whose string values are Iceberg's own words (types, transforms, ``append``), never an id."""
@@ -479,7 +515,7 @@ _STRUCTURE = frozenset({"schema", "schemas", "partition-spec", "partition-specs"
 _DEFAULTS = frozenset({"initial-default", "write-default"})
 _LIBRARY_PROPERTIES = frozenset({"privacy.identity.field-ids", "privacy.bloom.field-ids"})
 """Table properties the library writes as ``column=field id`` lists: column names and numbers, no id."""
-_CONFIG_PREFIXES = ("write.", "read.", "commit.", "history.", "gc.", "snapshot.", "format-version", "schema.",
+_CONFIG_PREFIXES = ("write.", "read.", "commit.", "history.", "gc.", "snapshot.", "format-version", "schema.", "engine.",
                     "manifest.", "compatibility.", "privacy.")
 
 
@@ -494,10 +530,10 @@ def _iceberg_owned(path: tuple[str, ...], value: str) -> bool:
         return True  # the schema, partition specs and sort orders: names and types (a v3 default is data)
     if path[-1] in _ENUM_KEYS:
         return True
-    if len(path) >= 2 and path[-2] == "summary":
-        return path[-1].startswith("partitions.") or bool(_INTEGER.fullmatch(value))
+    if len(path) >= 2 and path[-2] == "summary":  # a count Iceberg or the library computed; a key a writer chose is data
+        return path[-1].startswith("partitions.") or (path[-1] in COUNTER_SUMMARY_KEYS and _number_or_flag(value))
     if len(path) >= 2 and path[-2] == "properties" and (
-            path[-1] in _LIBRARY_PROPERTIES or (path[-1].startswith(_CONFIG_PREFIXES) and _INTEGER.fullmatch(value))):
+            path[-1] in _LIBRARY_PROPERTIES or (path[-1].startswith(_CONFIG_PREFIXES) and _number_or_flag(value))):
         return True
     return path[-1] == "main" and len(path) >= 2 and path[-2] == "refs"
 

@@ -208,3 +208,63 @@ def test_a_request_whose_table_head_another_purge_removed_meanwhile_is_not_block
         ip.erase(ours, ["u1"], request_id="ours", purge=True, home=home)
     assert raced and Journal(ours).get("ours").status == "completed"
     assert sorted(r["user_id"] for r in all_rows(ours.load_table("db.t"))) == ["keep1", "keep2"]
+
+
+def test_purge_decodes_each_manifest_of_the_history_once(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every append carries the older manifests: the purge's reachability walk over N snapshots decoded each
+    manifest once per snapshot that lists it (N*(N+1)/2 reads of ~N manifests; on object storage each a GET).
+    Each is decoded once now, and the files it names are the same."""
+    from pyiceberg.manifest import ManifestFile
+
+    table = make_table(catalog, "db.t", [[f"u{i}", "victim"] for i in range(12)])
+    snapshots = {s.snapshot_id for s in table.metadata.snapshots}
+    expected: dict[str, str] = {}
+    for sid in snapshots:  # the naive walk, for the answer
+        snap = table.metadata.snapshot_by_id(sid)
+        assert snap is not None
+        expected[snap.manifest_list] = "manifest-list"
+        for m in snap.manifests(table.io):
+            expected[m.manifest_path] = "manifest"
+            expected.update((e.data_file.file_path, "data") for e in m.fetch_manifest_entry(table.io))
+    decoded: list[str] = []
+    real = ManifestFile.fetch_manifest_entry
+
+    def counting(self: ManifestFile, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(self.manifest_path)
+        return real(self, *args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ManifestFile, "fetch_manifest_entry", counting)
+        assert purge_module._reachable(table, snapshots) == expected
+    assert len(decoded) == len(set(decoded)) == sum(1 for v in expected.values() if v == "manifest")
+    report = ip.erase(catalog, ["victim"], request_id="r", purge=True)
+    assert report.purge is not None and report.purge.completed
+    assert report.purge.tables["db.t"].verify.ok
+
+
+def test_expiring_many_snapshots_copies_the_metadata_a_bounded_number_of_times(
+        catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyiceberg's ExpireSnapshots.by_ids re-applied the transaction to a deep copy of the whole metadata twice per
+    id: expiring the N snapshots of an N-snapshot table (every purge) was O(N^2) (100 snapshots: 4.6 s of a 7 s
+    purge). The expiry is one update now; the same snapshots go."""
+    from pyiceberg.table import Transaction
+
+    from iceberg_privacy.index.maintenance import expire_snapshots
+
+    table = make_table(catalog, "db.t", [[f"u{i}"] for i in range(30)])
+    keep = table.metadata.current_snapshot_id
+    doomed = sorted(s.snapshot_id for s in table.metadata.snapshots if s.snapshot_id != keep)
+    copies = []
+    real = Transaction.table_metadata
+
+    def counted(self: Transaction) -> Any:
+        copies.append(1)
+        return real.fget(self)  # type: ignore[attr-defined]
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Transaction, "table_metadata", property(counted))
+        report = expire_snapshots(table, snapshot_ids=doomed)
+    assert report.expired_snapshots == doomed
+    assert [s.snapshot_id for s in catalog.load_table("db.t").metadata.snapshots] == [keep]
+    assert len(copies) < 10, len(copies)  # was 2 per expired snapshot (58 here) plus the commit's own
+    assert len(all_rows(catalog.load_table("db.t"))) == 30
