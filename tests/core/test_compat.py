@@ -472,3 +472,20 @@ def test_pyiceberg_refusing_to_write_format_v3_is_recognized(tmp_path: Path) -> 
     assert compat.is_unwritable_format_error(manifest.value)
     assert not compat.is_unwritable_format_error(NotImplementedError("something else"))
     assert not compat.is_unwritable_format_error(ValueError("Cannot write table"))
+
+
+def test_expire_snapshot_ids_expires_exactly_the_ids_in_one_update(catalog: Catalog) -> None:
+    """``expire_snapshot_ids`` sets pyiceberg's ``ExpireSnapshots._snapshot_ids_to_expire`` directly (its ``by_id``
+    re-copies the whole metadata twice per id): the ids given are expired, the others and the head are kept, and a
+    ref head given by mistake is still dropped from the set by pyiceberg's own commit."""
+    table = catalog.create_table("db.expire_ids", schema=SCHEMA)
+    for n in range(4):
+        table.append(pa.table({"user_id": [f"u{n}"], "n": [n]}))
+    ids = [s.snapshot_id for s in table.snapshots()]
+    with table.transaction() as tx:
+        compat.expire_snapshot_ids(tx, ids[:2])
+    assert [s.snapshot_id for s in table.refresh().snapshots()] == ids[2:]
+    with table.transaction() as tx:
+        compat.expire_snapshot_ids(tx, [ids[2], ids[3]])  # ids[3] is main's head: kept
+    assert [s.snapshot_id for s in table.refresh().snapshots()] == [ids[3]]
+    assert table.scan().to_arrow().num_rows == 4
