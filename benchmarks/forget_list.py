@@ -24,6 +24,7 @@ benchmarks.erasure`` calls :func:`measure_ingest_overhead`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -32,7 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,25 @@ from iceberg_privacy.rights import forget
 from iceberg_privacy.rights.keyed import SECRET_ENV, key_id, load_secret
 
 TARGET = 0.05
+
+
+@contextlib.contextmanager
+def _bench_root(workdir: str | Path | None, prefix: str) -> Iterator[Path]:
+    """``workdir`` (kept) or a temporary directory (removed after), with a benchmark secret in the environment
+    unless one is set there; the forget list's process cache is cleared on the way out."""
+    own_dir = workdir is None
+    root = Path(tempfile.mkdtemp(prefix=prefix)) if workdir is None else Path(workdir)
+    restore = os.environ.get(SECRET_ENV)
+    if not restore:
+        os.environ[SECRET_ENV] = "benchmark-secret-" + "0" * 16
+    try:
+        yield root
+    finally:
+        if not restore:
+            os.environ.pop(SECRET_ENV, None)
+        forget.clear_cache()
+        if own_dir:
+            shutil.rmtree(root, ignore_errors=True)
 COLUMN = "user_id"
 
 
@@ -76,12 +96,7 @@ def measure_ingest_overhead(quick: bool, *, files: int | None = None, rows_per_f
     files = files or (50 if quick else 200)
     rows_per_file = rows_per_file or (4_000 if quick else 10_000)
     reps = reps or (3 if quick else 7)
-    own_dir = workdir is None
-    root = Path(tempfile.mkdtemp(prefix="ip-forget-bench-")) if workdir is None else Path(workdir)
-    restore = os.environ.get(SECRET_ENV)
-    if not restore:
-        os.environ[SECRET_ENV] = "benchmark-secret-" + "0" * 16
-    try:
+    with _bench_root(workdir, "ip-forget-bench-") as root:
         load_start = list(os.getloadavg())
         log(f"generating {files} x {rows_per_file:,} rows")
         cs = make_clickstream(files, rows_per_file, seed)
@@ -191,12 +206,6 @@ def measure_ingest_overhead(quick: bool, *, files: int | None = None, rows_per_f
             "forget_list.cpus": os.cpu_count(),
             "forget_list.loadavg_start_end": [load_start, list(os.getloadavg())],
         }
-    finally:
-        if not restore:
-            os.environ.pop(SECRET_ENV, None)
-        forget.clear_cache()
-        if own_dir:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 _COLD_APPEND = """
@@ -225,12 +234,7 @@ def measure_cold_append(adds: Sequence[int] = (10, 100, 200, 400), *, workdir: P
     from iceberg_privacy.properties import HISTORY_MAINTAIN_EVERY_PROPERTY
     from iceberg_privacy.storage import list_files
 
-    own_dir = workdir is None
-    root = Path(tempfile.mkdtemp(prefix="ip-forget-cold-")) if workdir is None else Path(workdir)
-    restore = os.environ.get(SECRET_ENV)
-    if not restore:
-        os.environ[SECRET_ENV] = "benchmark-secret-" + "0" * 16
-    try:
+    with _bench_root(workdir, "ip-forget-cold-") as root:
         cat = ip.connect(home=root)
         kid = key_id(load_secret(root))
         schema = pa.schema([("user_id", pa.string()), ("v", pa.int64())])
@@ -263,12 +267,6 @@ def measure_cold_append(adds: Sequence[int] = (10, 100, 200, 400), *, workdir: P
                     f"metadata.json {md_size:,} B, {rows[-1]['files']} files")
             out[variant] = rows
         return {"forget_list.cold_append": out, "forget_list.cold_append_adds": list(sorted(adds))}
-    finally:
-        if not restore:
-            os.environ.pop(SECRET_ENV, None)
-        forget.clear_cache()
-        if own_dir:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
