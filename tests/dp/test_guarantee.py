@@ -256,3 +256,22 @@ def test_an_output_whose_value_type_differs_is_refused_before_the_spend(lake: Sq
     with pytest.raises(ip.ReleaseAbortedError, match="reached Spark"):  # an integer sum fits: it goes on
         ip.dp_histogram("db.t", ["country"], catalog=lake, budget=RhoZCDP(0.1), privacy_unit="user_id",
                         keys={"country": ["de"]}, aggregate="sum", column="v", low=0, high=100, output="db.out")
+
+
+def test_a_key_table_derived_from_a_copy_of_the_source_is_no_public_key_table(
+        lake: SqlCatalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two steps removed (advV): SELECT DISTINCT into db.c1, then a copy of db.c1 into db.c2 (renamed to another
+    namespace): only db.c2's direct sources were checked, so keys="other.keys" published db.t's rare value."""
+    ip.derive(lake, "SELECT DISTINCT country FROM db.t", "db.c1")
+    ip.derive(lake, "SELECT country FROM db.c1", "db.c2")
+    lake.create_namespace("other")
+    lake.rename_table("db.c1", "db.c1_renamed")  # the recorded name no longer resolves: found by uuid
+    lake.rename_table("db.c2", "other.keys")
+    _no_spark(monkeypatch)
+    before = len(Ledger(lake, ("db",)).events())
+    for keys in ("other.keys", ("other", "keys"), lake.load_table("other.keys")):
+        with pytest.raises(ip.KeySetError, match="computed from the source db.t through db.c1_renamed"):
+            ip.dp_histogram("db.t", ["country"], catalog=lake, budget=RhoZCDP(0.1), privacy_unit="user_id",
+                            keys=keys)
+    _nothing_spent(lake, before)
+
