@@ -275,3 +275,60 @@ def test_a_key_table_derived_from_a_copy_of_the_source_is_no_public_key_table(
                             keys=keys)
     _nothing_spent(lake, before)
 
+
+def _erase(table: Any, where: str, request: str, branch: str = "main") -> None:
+    from iceberg_privacy.properties import ERASURE_REQUEST_SUMMARY
+
+    with table.transaction() as tx:
+        tx.delete(where, snapshot_properties={ERASURE_REQUEST_SUMMARY: request}, branch=branch)
+
+
+def test_a_snapshot_that_does_not_descend_from_an_erasure_is_not_released(
+        lake: SqlCatalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """advV: the refusal compared sequence numbers only. A branch forked from the erased snapshot and written to
+    after the erasure (a later sequence number, the erased rows still in it), and a table rolled back past the
+    erasure (the current snapshot, never checked), were released on the erased person's rows."""
+    table = lake.load_table("db.t")
+    pre = table.current_snapshot().snapshot_id
+    _erase(table, "user_id == 'd'", "req-1")
+    table = lake.load_table("db.t")
+    table.manage_snapshots().create_branch(pre, "audit").commit()
+    table = lake.load_table("db.t")
+    table.append(pa.table({"user_id": ["e"], "country": ["de"], "v": pa.array([5], pa.int64())}), branch="audit")
+    audit = lake.load_table("db.t").metadata.snapshot_by_name("audit").snapshot_id
+    _no_spark(monkeypatch)
+    before = len(Ledger(lake, ("db",)).events())
+    ask = dict(catalog=lake, budget=RhoZCDP(0.1), privacy_unit="user_id", keys={"country": ["de"]})
+    with pytest.raises(ip.ConfigurationError, match="predates an erasure .request req-1"):
+        ip.dp_histogram("db.t", ["country"], snapshot_id=audit, **ask)
+    with pytest.raises(ip.ConfigurationError, match="predates an erasure"):
+        ip.dp_synthesize(lake, "db.t", ["country"], RhoZCDP(0.1), output="db.syn", domains={"country": ["de"]},
+                         snapshot_id=audit)
+    lake.load_table("db.t").manage_snapshots().set_current_snapshot(pre).commit()  # a rollback past the erasure
+    with pytest.raises(ip.ConfigurationError, match="does not include an erasure .request req-1"):
+        ip.dp_histogram("db.t", ["country"], **ask)
+    with pytest.raises(ip.ConfigurationError, match="does not include an erasure"):
+        ip.dp_sql(lake, "SELECT country, COUNT(*) AS n FROM db.t GROUP BY country", budget=RhoZCDP(0.1),
+                  privacy_unit="user_id")
+    _nothing_spent(lake, before)
+
+
+def test_an_erasure_on_every_branch_leaves_each_head_releasable(lake: SqlCatalog,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """An erasure commits once on every branch holding a subject: main's head does not descend from the branch's
+    erasure commit (nor the branch from main's), and neither is refused; a branch that never held the subject's
+    rows is not refused either. The snapshot before the erasure still is."""
+    table = lake.load_table("db.t")
+    pre = table.current_snapshot().snapshot_id
+    table.manage_snapshots().create_branch(pre, "b").commit()
+    _erase(lake.load_table("db.t"), "user_id == 'd'", "req-2", branch="b")
+    _erase(lake.load_table("db.t"), "user_id == 'd'", "req-2")
+    table = lake.load_table("db.t")
+    heads = [table.current_snapshot().snapshot_id, table.metadata.snapshot_by_name("b").snapshot_id]
+    _no_spark(monkeypatch)
+    ask = dict(catalog=lake, budget=RhoZCDP(0.1), privacy_unit="user_id", keys={"country": ["de"]})
+    for snapshot_id in (None, *heads):
+        with pytest.raises(ip.ReleaseAbortedError, match="reached Spark"):  # accepted: it went on to Spark
+            ip.dp_histogram("db.t", ["country"], snapshot_id=snapshot_id, **ask)
+    with pytest.raises(ip.ConfigurationError, match="predates an erasure .request req-2"):
+        ip.dp_histogram("db.t", ["country"], snapshot_id=pre, **ask)
