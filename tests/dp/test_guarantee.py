@@ -332,3 +332,25 @@ def test_an_erasure_on_every_branch_leaves_each_head_releasable(lake: SqlCatalog
             ip.dp_histogram("db.t", ["country"], snapshot_id=snapshot_id, **ask)
     with pytest.raises(ip.ConfigurationError, match="predates an erasure .request req-2"):
         ip.dp_histogram("db.t", ["country"], snapshot_id=pre, **ask)
+
+
+def test_transitive_key_tables_and_rollbacks_are_refused_on_object_storage(
+        s3_catalog: tuple[Any, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two advV refusals on SeaweedFS, behind the REST catalog and a SqlCatalog: a key table two derives
+    removed from the source, and a source rolled back past an erasure."""
+    cat, ns = s3_catalog
+    src = f"{ns}.t"
+    cat.create_table(src, schema=ROWS.schema).append(ROWS)
+    set_namespace_budget(cat, ns, RhoZCDP(1))
+    ip.derive(cat, f"SELECT DISTINCT country FROM {src}", f"{ns}.c1")
+    ip.derive(cat, f"SELECT country FROM {ns}.c1", f"{ns}.c2")
+    _no_spark(monkeypatch)
+    ask = dict(catalog=cat, budget=RhoZCDP(0.1), privacy_unit="user_id")
+    with pytest.raises(ip.KeySetError, match=f"through {ns}.c1"):
+        ip.dp_histogram(src, ["country"], keys=f"{ns}.c2", **ask)
+    pre = cat.load_table(src).current_snapshot().snapshot_id
+    _erase(cat.load_table(src), "user_id == 'd'", "req-3")
+    cat.load_table(src).manage_snapshots().set_current_snapshot(pre).commit()
+    with pytest.raises(ip.ConfigurationError, match="does not include an erasure .request req-3"):
+        ip.dp_histogram(src, ["country"], keys={"country": ["de"]}, **ask)
+    assert ip.get_namespace_budget(cat, ns).spent == RhoZCDP(0, validate=False)
