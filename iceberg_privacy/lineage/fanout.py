@@ -303,13 +303,20 @@ def _withhold_shared(catalog: Catalog, cache: dict[str, Table | None], types: di
     for (sink, column), items in ways.items():
         if not any(how is not None for _, _, how, _ in items):
             continue  # copies only: every value is the request's own, as for any single copy
-        if len({(src, col, how) for src, col, how, _ in items}) < 2:
+        # a way is a source column and an expression (or a copy); the subject's values at a source column are
+        # every value any path brought there (the same column can be reached with several of the subject's values)
+        subject: dict[tuple[str, str], set[Any]] = {}
+        distinct: dict[tuple[str, str, Any], tuple[str, str, tuple[Any, ...] | None]] = {}
+        for src, col, how, vals in items:
+            subject.setdefault((src, col), set()).update(vals)
+            distinct.setdefault((src, col, None if how is None else (how[0], how[1], how[4])), (src, col, how))
+        if len(distinct) < 2:
             continue
         candidates = list(fan.columns.get(sink, {}).get(column, []))
         shared: list[Any] = []
         unreadable: list[str] = []
-        for src, col, how, vals in items:
-            others = _other_values(catalog, cache, src, col, vals)
+        for src, col, how in distinct.values():
+            others = _other_values(catalog, cache, src, col, tuple(subject[(src, col)]))
             if others is None:
                 unreadable.append(f"{src}.{col}")
                 continue
