@@ -118,11 +118,19 @@ def table_identity(catalog: Catalog, ref: Any) -> tuple[tuple[str, ...], str | N
 
 def source_snapshot(source: Table, snapshot_id: int | None, name: str) -> Snapshot:
     """The snapshot a DP verb reads from table ``source`` (called ``name`` in messages): ``snapshot_id``, else the
-    current one; refused, before anything is spent, when the table has none or the id is not one of its snapshots."""
+    current one; refused, before anything is spent, when the table has none, the id is not one of its snapshots, or
+    the snapshot holds rows an erasure removed (it is not downstream of an erasure committed to the table)."""
     if snapshot_id is None:
         snap = source.current_snapshot()
         if snap is None:
             raise ConfigurationError(f"table {name} has no snapshot yet; write data first.")
+        erasure = _erased_after(source, snap, current=True)
+        if erasure is not None:
+            raise ConfigurationError(
+                f"the current snapshot {snap.snapshot_id} of {name} does not include an erasure ({erasure}): the "
+                "table was rolled back or set to a snapshot of another line of history, so it holds the erased "
+                "subjects' rows again. Run the erasure requests again on the current snapshot (or set the table "
+                "back to a snapshot after the erasure), then release. Nothing was spent.")
         return snap
     snap = source.snapshot_by_id(snapshot_id)
     if snap is None:
@@ -136,17 +144,43 @@ def source_snapshot(source: Table, snapshot_id: int | None, name: str) -> Snapsh
     return snap
 
 
-def _erased_after(source: Table, snap: Snapshot) -> str | None:
-    """The erasure (request id, or ``purge``) committed to ``source`` after ``snap``, if any: an explicit
-    ``snapshot_id=`` older than it reads rows a subject-rights request erased (they stay in old snapshots until
-    the purge expires them), and a new release of them is new processing of an erased person's data."""
+def _erased_after(source: Table, snap: Snapshot, *, current: bool = False) -> str | None:
+    """The erasure (request id, or ``purge``) committed to ``source`` that ``snap`` does not include, if any: an
+    explicit ``snapshot_id=`` older than it, a branch or tag forked from the snapshot it erased (even when written to
+    after it), or a current snapshot rolled back past it reads rows a subject-rights request erased (they stay in
+    those snapshots until the purge expires them), and a new release of them is new processing of an erased
+    person's data.
+
+    An erasure is included when ``snap`` descends from it or from another commit of the same request (an erasure
+    commits once on every branch holding a subject). Otherwise it counts when ``snap`` descends from the snapshot
+    it erased (a rollback, a branch forked there), or, for an explicit ``snapshot_id``, when ``snap`` is older. When
+    the ancestry is cut short by expired snapshots, an erasure older than the oldest ancestor still known cannot be
+    placed and is taken as included."""
     from iceberg_privacy.properties import ERASURE_REQUEST_SUMMARY, ERASURE_SCRUB_SUMMARY
 
     def order(s: Snapshot) -> tuple[int, int]:
         return (s.sequence_number or 0, s.timestamp_ms)
 
-    for later in source.metadata.snapshots:
-        extra = later.summary.additional_properties if later.summary is not None else {}
-        if order(later) > order(snap) and (ERASURE_REQUEST_SUMMARY in extra or ERASURE_SCRUB_SUMMARY in extra):
-            return f"request {extra.get(ERASURE_REQUEST_SUMMARY) or 'purge'}, snapshot {later.snapshot_id}"
+    def erasure_of(s: Snapshot) -> str | None:
+        extra = s.summary.additional_properties if s.summary is not None else {}
+        if ERASURE_REQUEST_SUMMARY in extra:
+            return f"request {extra[ERASURE_REQUEST_SUMMARY]}"
+        return "request purge" if ERASURE_SCRUB_SUMMARY in extra else None
+
+    by_id = {s.snapshot_id: s for s in source.metadata.snapshots}
+    ancestors = {snap.snapshot_id}
+    oldest: Snapshot = snap
+    while oldest.parent_snapshot_id in by_id and oldest.parent_snapshot_id not in ancestors:
+        oldest = by_id[oldest.parent_snapshot_id]
+        ancestors.add(oldest.snapshot_id)
+    cut = oldest.parent_snapshot_id is not None  # the ancestry goes on into expired snapshots
+    included = {erasure_of(by_id[a]) for a in ancestors} - {None}
+    for erasure in source.metadata.snapshots:
+        which = erasure_of(erasure)
+        if which is None or erasure.snapshot_id in ancestors or which in included:
+            continue
+        if cut and order(erasure) < order(oldest):
+            continue
+        if erasure.parent_snapshot_id in ancestors or (not current and order(snap) < order(erasure)):
+            return f"{which}, snapshot {erasure.snapshot_id}"
     return None

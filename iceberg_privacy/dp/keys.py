@@ -70,7 +70,6 @@ def check_public_key_table(catalog: Catalog, source: Table, key_table: Table) ->
     zero), so keys read from private rows reveal without noise which values occur there: one person's rare value
     appeared in the release (found by advS: ``keys="db.t"`` on ``db.t`` released the key ``"rare"``)."""
     from iceberg_privacy.dp.policy import require_raw_access
-    from iceberg_privacy.lineage.record import snapshot_records
 
     src_uuid = str(source.metadata.table_uuid)
     advice = ("pass public keys (a list of values, key rows, or a table of values known without looking at the "
@@ -80,13 +79,58 @@ def check_public_key_table(catalog: Catalog, source: Table, key_table: Table) ->
             f"the public key table {table_name(key_table)} is the source table itself: its values are the private "
             f"data, and every key is published, so a single person's rare value would appear in the release; "
             + advice)
-    for record in snapshot_records(key_table.metadata):
-        if record.exempt is None and any(ref.uuid == src_uuid for ref in record.sources):
-            raise KeySetError(
-                f"the public key table {table_name(key_table)} was computed from the source "
-                f"{table_name(source)} (its lineage says so): keys read from the private data are published without "
-                "noise, so a single person's rare value would appear in the release; " + advice)
+    via = _computed_from(catalog, key_table, src_uuid)
+    if via is not None:
+        through = f" through {' -> '.join(via)}" if via else ""
+        raise KeySetError(
+            f"the public key table {table_name(key_table)} was computed from the source "
+            f"{table_name(source)}{through} (its lineage says so): keys read from the private data are published "
+            "without noise, so a single person's rare value would appear in the release; " + advice)
     require_raw_access(catalog, key_table)  # a dp-only table's values are not public (DpOnlyError)
+
+
+def _computed_from(catalog: Catalog, table: Table, src_uuid: str) -> list[str] | None:
+    """The chain of intermediate tables (maybe empty) through which ``table``'s lineage reaches the table with uuid
+    ``src_uuid``, or None when it does not. The walk follows every non-DP record's sources, any number of steps: a
+    key table derived from a table derived from the source (``SELECT DISTINCT`` of a copy) holds the private values
+    as much as one derived directly (advV). A source is found by its recorded name, else (renamed) by its uuid in
+    the catalog's lineage graph; a DP release's output (exempt) is not followed: its rows are public."""
+    from iceberg_privacy.lineage.record import snapshot_records
+
+    seen = {str(table.metadata.table_uuid)}
+    queue: list[tuple[Table, list[str]]] = [(table, [])]
+    by_uuid: dict[str, str] | None = None  # uuid -> live name, built once when a recorded name no longer resolves
+    while queue:
+        current, path = queue.pop(0)
+        for record in snapshot_records(current.metadata):
+            if record.exempt is not None:
+                continue
+            for ref in record.sources:
+                if ref.uuid == src_uuid:
+                    return path
+                if ref.uuid in seen:
+                    continue
+                seen.add(ref.uuid)
+                upstream = _load_by_uuid(catalog, ref.table, ref.uuid)
+                if upstream is None:
+                    if by_uuid is None:
+                        from iceberg_privacy.lineage.graph import build_graph
+
+                        by_uuid = {u: n.name for u, n in build_graph(catalog).tables.items() if n.exists}
+                    name = by_uuid.get(ref.uuid)
+                    upstream = _load_by_uuid(catalog, name, ref.uuid) if name else None
+                if upstream is not None:
+                    queue.append((upstream, [*path, table_name(upstream)]))
+    return None
+
+
+def _load_by_uuid(catalog: Catalog, name: str, uuid: str) -> Table | None:
+    """The table named ``name`` if it is still the one with ``uuid``, else None (dropped, renamed, replaced)."""
+    try:
+        loaded = catalog.load_table(qualified(name))
+    except (NoSuchTableError, NoSuchNamespaceError, ConfigurationError):
+        return None
+    return loaded if str(loaded.metadata.table_uuid) == uuid else None
 
 
 def resolve_keys(catalog: Catalog, source: Table, by: list[str], keys: Any) -> Keys:

@@ -99,6 +99,44 @@ def map_values(expression: str, column: str, column_type: str, values: Sequence[
     return list(dict.fromkeys(out))
 
 
+IMAGE_LIMIT = 10_000
+"""The most values :func:`image_of` evaluates one by one (an expression with Spark steps)."""
+
+
+def image_of(expression: str, column: str, column_type: str, values: Sequence[Any], *, dialect: str = "duckdb",
+             con: Any) -> set[Any]:
+    """The set of ``expression``'s values over ``values`` (as :func:`map_values`, in one query when DuckDB computes
+    it as the recording engine did: fan-out checks a whole column's values this way)."""
+    import duckdb
+    import sqlglot
+
+    try:
+        tree = sqlglot.parse_one(expression, read=dialect or "duckdb")
+        expr = tree.sql(dialect="duckdb")
+    except Exception as exc:  # noqa: BLE001 - sqlglot raises several types
+        raise LineageError(f"recorded expression {expression!r} cannot be read: {exc}") from exc
+    if _python_steps(tree, dialect or "duckdb") or not values:
+        if len(values) > IMAGE_LIMIT:  # value by value: about 0.5 ms each
+            raise LineageError(f"recorded expression {expression!r} is computed value by value (Spark's functions), "
+                               f"and the column has more than {IMAGE_LIMIT} values")
+        return set(map_values(expression, column, column_type, values, dialect=dialect, con=con))
+    ident = '"' + column.replace('"', '""') + '"'
+    try:
+        arrow = pa.table({"v": pa.array(list(values))})
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return set(map_values(expression, column, column_type, values, dialect=dialect, con=con))
+    cur = con.cursor()  # its own result: map_values leaves the connection's last result open
+    try:
+        cur.register("ip_image_values", arrow)
+        rows = cur.execute(f"SELECT DISTINCT {expr} FROM (SELECT TRY_CAST(v AS {column_type}) AS {ident} "
+                           "FROM ip_image_values)").fetchall()
+    except duckdb.Error as exc:
+        raise LineageError(f"recorded expression {expression!r} cannot be evaluated: {exc}") from exc
+    finally:
+        cur.close()
+    return {r[0] for r in rows if r[0] is not None and not isinstance(r[0], list | dict | tuple | set)}
+
+
 def _value_nodes() -> tuple[type, ...]:
     from sqlglot import exp
 
@@ -177,14 +215,18 @@ def _python_steps(tree: Any, dialect: str) -> list[Any]:
     """The nodes of ``tree`` DuckDB would compute differently from the engine that recorded it.
 
     Spark's ``sha2(x, 512)`` (also 224, 384) became DuckDB's SHA256 in the transpiled SQL (DuckDB has no
-    other SHA-2), so the subject's hash was never matched; Spark's (Java's) ``upper``/``lower`` apply
+    other SHA-2), so the subject's hash was never matched; Spark's ``CAST(x AS STRING)`` writes doubles, binary and
+    timestamps differently (:func:`spark_string`); Spark's (Java's) ``upper``/``lower`` apply
     Unicode's full case mapping (``upper('straße')`` is ``STRASSE``, DuckDB's is ``STRAẞE``), as Python's do;
     Spark's ``reverse`` reverses code points, DuckDB's keeps a letter and its combining accent together."""
     from sqlglot import exp
 
-    out = []
-    for node in tree.find_all(exp.SHA2, exp.Upper, exp.Lower, exp.Reverse):
-        if isinstance(node, exp.SHA2):
+    out: list[Any] = []
+    for node in tree.find_all(exp.SHA2, exp.Upper, exp.Lower, exp.Reverse, exp.Cast, exp.TryCast):
+        if isinstance(node, exp.Cast | exp.TryCast):  # also TryCast: a subclass
+            if dialect == "spark" and node.to.is_type(*exp.DataType.TEXT_TYPES):
+                out.append(node)  # CAST(x AS STRING): Spark's text of a double, binary, timestamp is not DuckDB's
+        elif isinstance(node, exp.SHA2):
             length = node.args.get("length")
             bits = int(length.name) if isinstance(length, exp.Literal) and length.name.isdigit() else 256
             if bits not in (0, 256):
@@ -217,7 +259,8 @@ def _evaluate_in_python(tree: Any, steps: list[Any], value: Any, run: Any) -> An
         work = node.copy()
         for n in [n for n in work.walk() if n.meta.get("ip_step") and not under_step(n, work)]:
             result = _apply(n, evaluate(n.this))
-            n.replace(exp.Null() if result is None else exp.Literal.string(result))
+            n.replace(exp.Null() if result is None else exp.Unhex(this=exp.Literal.string(result.hex()))
+                      if isinstance(result, bytes) else exp.Literal.string(result))
         row = run(work.sql(dialect="duckdb"), value)
         return None if row is None else row[0]
 
@@ -231,8 +274,12 @@ def _apply(node: Any, arg: Any) -> Any:
 
     if arg is None:
         return None
+    if isinstance(node, exp.Cast | exp.TryCast):
+        return spark_string(arg)
+    if isinstance(node, exp.Reverse) and isinstance(arg, bytes | bytearray):
+        return bytes(arg)[::-1]  # Spark reverses a binary value byte by byte, and it stays binary
     if isinstance(node, exp.Upper | exp.Lower | exp.Reverse):
-        text = arg if isinstance(arg, str) else str(arg)
+        text = spark_string(arg)
         if isinstance(node, exp.Reverse):
             return text[::-1]  # Java reverses code points; DuckDB keeps 'é' (e + U+0301) together
         return text.upper() if isinstance(node, exp.Upper) else text.lower()
@@ -240,8 +287,62 @@ def _apply(node: Any, arg: Any) -> Any:
     bits = int(length.name) if isinstance(length, exp.Literal) and length.name.isdigit() else 256
     if bits not in _SHA2_BITS:
         return None  # Spark: NULL for any other length
-    data = arg if isinstance(arg, bytes | bytearray) else str(arg).encode()
+    data = arg if isinstance(arg, bytes | bytearray) else spark_string(arg).encode()
     return hashlib.new(f"sha{bits}", data).hexdigest()
+
+
+def spark_string(value: Any) -> str:
+    """``value`` as Spark casts it to a string (the implicit cast of ``upper(x)``, ``reverse(x)`` on a non-string):
+    binary is decoded as UTF-8 (an invalid byte becomes U+FFFD), booleans are ``true``/``false``, doubles are
+    Java's ``Double.toString`` (``1.0E20``, ``1.23456789E8``, ``NaN``, ``Infinity``), timestamps have no
+    trailing zeros in their fraction (``2024-01-02 03:04:05.12``). Python's ``str`` differed for all of these
+    (``b'abc'``, ``True``, ``1e+20``, ``...05.120000``), so a subject's value mapped through such an expression was
+    never matched downstream."""
+    import datetime as dt
+    import math
+
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return _java_double(value, math)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)  # Spark shows the session zone (UTC here)
+        text = value.strftime("%Y-%m-%d %H:%M:%S")
+        return text + (f".{value.microsecond:06d}".rstrip("0") if value.microsecond else "")
+    return str(value)
+
+
+def _java_double(value: float, math: Any) -> str:
+    """Java's ``Double.toString``: plain between 1e-3 and 1e7, else ``d.dddE<exp>``; always a fraction digit."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    if value == 0:
+        return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
+    sign = "-" if value < 0 else ""
+    digits, exponent = _shortest_digits(abs(value))  # value = 0.d1d2... * 10**exponent
+    if 1e-3 <= abs(value) < 1e7:
+        if exponent <= 0:
+            return f"{sign}0.{'0' * -exponent}{digits}"
+        whole, frac = digits[:exponent].ljust(exponent, "0"), digits[exponent:]
+        return f"{sign}{whole}.{frac or '0'}"
+    return f"{sign}{digits[0]}.{digits[1:] or '0'}E{exponent - 1}"
+
+
+def _shortest_digits(value: float) -> tuple[str, int]:
+    """The shortest decimal digits that read back as ``value`` (Python's repr), and the exponent ``e`` with
+    ``value == 0.<digits> * 10**e``."""
+    mantissa, _, exp_part = f"{value!r}".lower().partition("e")
+    whole, _, frac = mantissa.partition(".")
+    digits = (whole + frac).lstrip("0")
+    exponent = len(whole) + int(exp_part or 0) - (len(whole + frac) - len(digits))
+    return digits.rstrip("0") or "0", exponent
 
 
 @functools.lru_cache(maxsize=4096)

@@ -23,7 +23,14 @@ from pyiceberg.types import IntegerType, ListType, LongType, StringType
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import identity_columns
 from iceberg_privacy.errors import LineageError
-from iceberg_privacy.lineage.evaluate import extracts, map_values, sandbox, sql_type, value_preserving
+from iceberg_privacy.lineage.evaluate import (
+    extracts,
+    image_of,
+    map_values,
+    sandbox,
+    sql_type,
+    value_preserving,
+)
 from iceberg_privacy.lineage.graph import LineageGraph, build_graph
 from iceberg_privacy.lineage.record import OPAQUE, TRANSFORMATION
 from iceberg_privacy.properties import ReleaseProvenance, read_release_provenance
@@ -60,6 +67,9 @@ class Fanout:
     # column is matched with these only: `a + 1 AS b` holds the subject's a + 1, and the request's own value
     # there (or a value mapped into the table's other columns) is another person's
     columns: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    # downstream table -> identity column -> values of the subject there that are also another person's (the
+    # column is filled in several ways, user_id and user_id + 1000): not matched there, and warned about
+    withheld: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     exempt: list[ExemptRelease] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -114,6 +124,9 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
     queue: deque[tuple[str, str, tuple[Any, ...]]] = deque()
     seen: set[tuple[str, str, tuple[Any, ...]]] = set()
     root_uuids: set[str] = set()
+    # (sink table, sink column) -> how each edge fills it: (source name, source column, expression key or None
+    # for a copy, the subject's values at the source)
+    ways: dict[tuple[str, str], list[tuple[str, str, tuple[Any, ...] | None, tuple[Any, ...]]]] = {}
     for t in roots:
         uuid = str(t.metadata.table_uuid)
         root_uuids.add(uuid)
@@ -185,12 +198,14 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
                                     "the request's own values only; rows holding a changed value of the subject may "
                                     f"remain in {sink.name} unless another identity column matches")
                 mapped: tuple[Any, ...] = ()
+                how: tuple[Any, ...] | None = None  # nothing mapped: no way to check
             elif e.expression is not None and nested and extracts(e.expression, e.expression_column or column,
                                                                   dialect=e.engine or "duckdb"):
                 # friends[1], who.id out of a list or struct identity column: one of the identifiers it holds,
                 # matched there by the request's own values (leaf by leaf), so matched here by the same values.
                 # Evaluating it cannot work: the column's type is nested, a value of the request is a leaf.
                 mapped = vals
+                how = None  # a nested source column: not checked for values shared with other people
             elif e.expression is not None and not value_preserving(e.expression or "", e.expression_column or column,
                                                                      dialect=e.engine or "duckdb", nested=nested):
                 fan.warnings.append(f"{flow}: {e.expression} maps many people onto one value, so "
@@ -210,6 +225,7 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
                     except LineageError as exc:
                         evaluated[key] = exc
                 result = evaluated[key]
+                how = key
                 if isinstance(result, LineageError):
                     fan.warnings.append(f"{flow}: {result}")
                     mapped = ()
@@ -217,6 +233,7 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
                     mapped = result
             else:
                 mapped = vals  # IDENTITY, or a value-returning aggregate of the column itself (max(user_id))
+                how = () if not _is_nested(catalog, cache, src_name, column) else None  # a copy
                 # A derive into an existing table casts the result to the table's types (user_id into a
                 # string column holds '7'): the subject's values are matched as the sink stores them.
                 to = _column_type(catalog, cache, types, sink.name, e.sink_column) if sink.exists else None
@@ -248,6 +265,8 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
                                     f"identity column of {sink.name} (configure_identity), so it is not erased there")
                 continue
             reached.add(e.sink)
+            if how is not None and mapped:
+                ways.setdefault((sink.name, e.sink_column), []).append((src_name, column, how or None, vals))
             into = fan.columns.setdefault(sink.name, {}).setdefault(e.sink_column, [])
             into.extend(v for v in mapped if v not in into)
             have = fan.values.setdefault(sink.name, [])
@@ -257,6 +276,7 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
             fan.paths.setdefault(sink.name, [])
             if flow not in fan.paths[sink.name]:
                 fan.paths[sink.name].append(flow)
+    _withhold_shared(catalog, cache, types, fan, ways, values, con)
     _joined_on_identity(g, fan, {(u, c) for u, c, _ in seen}, reached, root_uuids)
     for name, cols in missing.items():
         cols = list(dict.fromkeys(cols))
@@ -266,6 +286,85 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
     _table_level(catalog, cache, g, fan, reached, root_uuids)
     fan.warnings = list(dict.fromkeys(fan.warnings))  # every run of a derive records the same flow again
     return fan
+
+
+def _withhold_shared(catalog: Catalog, cache: dict[str, Table | None], types: dict[tuple[str, str], str], fan: Fanout,
+                     ways: dict[tuple[str, str], list[tuple[str, str, tuple[Any, ...] | None, tuple[Any, ...]]]],
+                     values: Sequence[Any], con: Any) -> None:
+    """Withhold the subject's values in a column filled in several ways that are also another person's there.
+
+    ``SELECT user_id AS k FROM a UNION ALL SELECT user_id + 1000 FROM a`` (or ``email`` next to ``lower(email)``,
+    a CASE of both) records one input per way, and fan-out matches ``k`` with the subject's 7 and 1007: but 1007
+    is also person 1007's own row of the first branch, and the subject 1007's value is person 7's row of the
+    second. Erasing by such a value deleted another person's row (advV). A value of the subject is shared when
+    some way maps a value of the source column that is not the subject's onto it; it is then not matched in that
+    column, and a warning says rows of the subject may remain. Only a column with a mapping expression among its
+    ways is checked (it reads that source column once)."""
+    for (sink, column), items in ways.items():
+        if not any(how is not None for _, _, how, _ in items):
+            continue  # copies only: every value is the request's own, as for any single copy
+        # a way is a source column and an expression (or a copy); the subject's values at a source column are
+        # every value any path brought there (the same column can be reached with several of the subject's values)
+        subject: dict[tuple[str, str], set[Any]] = {}
+        distinct: dict[tuple[str, str, Any], tuple[str, str, tuple[Any, ...] | None]] = {}
+        for src, col, how, vals in items:
+            subject.setdefault((src, col), set()).update(vals)
+            distinct.setdefault((src, col, None if how is None else (how[0], how[1], how[4])), (src, col, how))
+        if len(distinct) < 2:
+            continue
+        candidates = list(fan.columns.get(sink, {}).get(column, []))
+        shared: list[Any] = []
+        unreadable: list[str] = []
+        for src, col, how in distinct.values():
+            others = _other_values(catalog, cache, src, col, tuple(subject[(src, col)]))
+            if others is None:
+                unreadable.append(f"{src}.{col}")
+                continue
+            if how is None:
+                found = [v for v in candidates if v in others]
+            else:
+                try:
+                    image = image_of(how[0], how[1], how[2], list(others), dialect=how[4], con=con)
+                except LineageError:
+                    unreadable.append(f"{src}.{col}")
+                    continue
+                found = [v for v in candidates if v in image]
+            shared.extend(v for v in found if v not in shared)
+        if unreadable:
+            fan.warnings.append(
+                f"{sink}.{column} is filled from {', '.join(dict.fromkeys(f'{s}.{c}' for s, c, _, _ in items))} in "
+                f"several ways, and {', '.join(unreadable)} could not be read to check that no other person's row "
+                f"there holds one of the subject's values: rows matched in {sink} may include another person's")
+        if not shared:
+            continue
+        fan.withheld.setdefault(sink, {}).setdefault(column, []).extend(shared)
+        fan.columns[sink][column] = [v for v in candidates if v not in shared]
+        kept = {v for cols in fan.columns.get(sink, {}).values() for v in cols}
+        fan.values[sink] = [v for v in fan.values.get(sink, []) if v in kept or v in values]
+        fan.warnings.append(
+            f"{sink}.{column} is filled from {', '.join(dict.fromkeys(f'{s}.{c}' for s, c, _, _ in items))} in "
+            f"several ways (as it is and through an expression), and {len(shared)} of the subject's values there "
+            "are also another person's (their own value, or theirs mapped): rows holding them were not erased, as "
+            f"they may be someone else's, so rows of the subject may remain in {sink}. Re-derive {sink} after the "
+            "erasure (mode='overwrite') to drop them")
+
+
+def _other_values(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str,
+                  subject: tuple[Any, ...]) -> set[Any] | None:
+    """The distinct values of ``table.column`` other than ``subject``'s (None when it cannot be read)."""
+    import pyarrow.compute as pc
+
+    t = _load(catalog, cache, table)
+    if t is None:
+        return None
+    try:
+        if t.current_snapshot() is None:
+            return set()
+        arrow = t.scan(selected_fields=(column,)).to_arrow().column(column)
+        present = pc.unique(arrow.combine_chunks() if arrow.num_chunks else arrow).to_pylist()
+    except Exception:  # noqa: BLE001 - a column dropped meanwhile, unreadable files: reported by the caller
+        return None
+    return {v for v in present if v is not None and v not in subject}
 
 
 def _joined_on_identity(g: LineageGraph, fan: Fanout, walked: set[tuple[str, str]], reached: set[str],

@@ -398,7 +398,7 @@ def with_fanout(resolved: list[TableSubjects], values: list[Any], secret: bytes,
     for ts in resolved:
         extra = fan.values.get(ts.name)
         if not extra:
-            out.append(ts)
+            out.append(_withhold(ts, fan.withheld.get(ts.name), secret))
             continue
         full = resolve_subjects([ts.table], values + extra, secret, strict=False)[0]
         reached = {} if ts.name in roots else {c: v for c, v in fan.columns.get(ts.name, {}).items() if v}
@@ -411,8 +411,24 @@ def with_fanout(resolved: list[TableSubjects], values: list[Any], secret: bytes,
                 own = resolve_subjects([ts.table], reached[c.column.name], secret, strict=False)[0]
                 cols.append(next(o for o in own.columns if o.column.name == c.column.name))
             full = TableSubjects(ts.table, cols, set().union(*(c.digests for c in cols)) if cols else set())
-        out.append(full)
+        out.append(_withhold(full, fan.withheld.get(ts.name), secret))
     return out
+
+
+def _withhold(ts: TableSubjects, withheld: dict[str, list[Any]] | None, secret: bytes) -> TableSubjects:
+    """``ts`` without the values fan-out withheld in a column (another person's row may hold them there)."""
+    if not withheld or not any(c.column.name in withheld for c in ts.columns):
+        return ts
+    cols = []
+    for c in ts.columns:
+        drop = withheld.get(c.column.name)
+        if not drop:
+            cols.append(c)
+            continue
+        keep = [lit.value for lit in c.literals if lit.value not in drop]
+        own = resolve_subjects([ts.table], keep, secret, strict=False)[0]
+        cols.append(next(o for o in own.columns if o.column.name == c.column.name))
+    return TableSubjects(ts.table, cols, set().union(*(c.digests for c in cols)) if cols else set(), ts.by_digest)
 
 
 def file_holds(ts: TableSubjects, task: FileScanTask, secret: bytes | None) -> bool:

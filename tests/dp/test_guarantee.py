@@ -256,3 +256,101 @@ def test_an_output_whose_value_type_differs_is_refused_before_the_spend(lake: Sq
     with pytest.raises(ip.ReleaseAbortedError, match="reached Spark"):  # an integer sum fits: it goes on
         ip.dp_histogram("db.t", ["country"], catalog=lake, budget=RhoZCDP(0.1), privacy_unit="user_id",
                         keys={"country": ["de"]}, aggregate="sum", column="v", low=0, high=100, output="db.out")
+
+
+def test_a_key_table_derived_from_a_copy_of_the_source_is_no_public_key_table(
+        lake: SqlCatalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two steps removed (advV): SELECT DISTINCT into db.c1, then a copy of db.c1 into db.c2 (renamed to another
+    namespace): only db.c2's direct sources were checked, so keys="other.keys" published db.t's rare value."""
+    ip.derive(lake, "SELECT DISTINCT country FROM db.t", "db.c1")
+    ip.derive(lake, "SELECT country FROM db.c1", "db.c2")
+    lake.create_namespace("other")
+    lake.rename_table("db.c1", "db.c1_renamed")  # the recorded name no longer resolves: found by uuid
+    lake.rename_table("db.c2", "other.keys")
+    _no_spark(monkeypatch)
+    before = len(Ledger(lake, ("db",)).events())
+    for keys in ("other.keys", ("other", "keys"), lake.load_table("other.keys")):
+        with pytest.raises(ip.KeySetError, match="computed from the source db.t through db.c1_renamed"):
+            ip.dp_histogram("db.t", ["country"], catalog=lake, budget=RhoZCDP(0.1), privacy_unit="user_id",
+                            keys=keys)
+    _nothing_spent(lake, before)
+
+
+def _erase(table: Any, where: str, request: str, branch: str = "main") -> None:
+    from iceberg_privacy.properties import ERASURE_REQUEST_SUMMARY
+
+    with table.transaction() as tx:
+        tx.delete(where, snapshot_properties={ERASURE_REQUEST_SUMMARY: request}, branch=branch)
+
+
+def test_a_snapshot_that_does_not_descend_from_an_erasure_is_not_released(
+        lake: SqlCatalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """advV: the refusal compared sequence numbers only. A branch forked from the erased snapshot and written to
+    after the erasure (a later sequence number, the erased rows still in it), and a table rolled back past the
+    erasure (the current snapshot, never checked), were released on the erased person's rows."""
+    table = lake.load_table("db.t")
+    pre = table.current_snapshot().snapshot_id
+    _erase(table, "user_id == 'd'", "req-1")
+    table = lake.load_table("db.t")
+    table.manage_snapshots().create_branch(pre, "audit").commit()
+    table = lake.load_table("db.t")
+    table.append(pa.table({"user_id": ["e"], "country": ["de"], "v": pa.array([5], pa.int64())}), branch="audit")
+    audit = lake.load_table("db.t").metadata.snapshot_by_name("audit").snapshot_id
+    _no_spark(monkeypatch)
+    before = len(Ledger(lake, ("db",)).events())
+    ask = dict(catalog=lake, budget=RhoZCDP(0.1), privacy_unit="user_id", keys={"country": ["de"]})
+    with pytest.raises(ip.ConfigurationError, match="predates an erasure .request req-1"):
+        ip.dp_histogram("db.t", ["country"], snapshot_id=audit, **ask)
+    with pytest.raises(ip.ConfigurationError, match="predates an erasure"):
+        ip.dp_synthesize(lake, "db.t", ["country"], RhoZCDP(0.1), output="db.syn", domains={"country": ["de"]},
+                         snapshot_id=audit)
+    lake.load_table("db.t").manage_snapshots().set_current_snapshot(pre).commit()  # a rollback past the erasure
+    with pytest.raises(ip.ConfigurationError, match="does not include an erasure .request req-1"):
+        ip.dp_histogram("db.t", ["country"], **ask)
+    with pytest.raises(ip.ConfigurationError, match="does not include an erasure"):
+        ip.dp_sql(lake, "SELECT country, COUNT(*) AS n FROM db.t GROUP BY country", budget=RhoZCDP(0.1),
+                  privacy_unit="user_id")
+    _nothing_spent(lake, before)
+
+
+def test_an_erasure_on_every_branch_leaves_each_head_releasable(lake: SqlCatalog,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """An erasure commits once on every branch holding a subject: main's head does not descend from the branch's
+    erasure commit (nor the branch from main's), and neither is refused; a branch that never held the subject's
+    rows is not refused either. The snapshot before the erasure still is."""
+    table = lake.load_table("db.t")
+    pre = table.current_snapshot().snapshot_id
+    table.manage_snapshots().create_branch(pre, "b").commit()
+    _erase(lake.load_table("db.t"), "user_id == 'd'", "req-2", branch="b")
+    _erase(lake.load_table("db.t"), "user_id == 'd'", "req-2")
+    table = lake.load_table("db.t")
+    heads = [table.current_snapshot().snapshot_id, table.metadata.snapshot_by_name("b").snapshot_id]
+    _no_spark(monkeypatch)
+    ask = dict(catalog=lake, budget=RhoZCDP(0.1), privacy_unit="user_id", keys={"country": ["de"]})
+    for snapshot_id in (None, *heads):
+        with pytest.raises(ip.ReleaseAbortedError, match="reached Spark"):  # accepted: it went on to Spark
+            ip.dp_histogram("db.t", ["country"], snapshot_id=snapshot_id, **ask)
+    with pytest.raises(ip.ConfigurationError, match="predates an erasure .request req-2"):
+        ip.dp_histogram("db.t", ["country"], snapshot_id=pre, **ask)
+
+
+def test_transitive_key_tables_and_rollbacks_are_refused_on_object_storage(
+        s3_catalog: tuple[Any, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two advV refusals on SeaweedFS, behind the REST catalog and a SqlCatalog: a key table two derives
+    removed from the source, and a source rolled back past an erasure."""
+    cat, ns = s3_catalog
+    src = f"{ns}.t"
+    cat.create_table(src, schema=ROWS.schema).append(ROWS)
+    set_namespace_budget(cat, ns, RhoZCDP(1))
+    ip.derive(cat, f"SELECT DISTINCT country FROM {src}", f"{ns}.c1")
+    ip.derive(cat, f"SELECT country FROM {ns}.c1", f"{ns}.c2")
+    _no_spark(monkeypatch)
+    ask = dict(catalog=cat, budget=RhoZCDP(0.1), privacy_unit="user_id")
+    with pytest.raises(ip.KeySetError, match=f"through {ns}.c1"):
+        ip.dp_histogram(src, ["country"], keys=f"{ns}.c2", **ask)
+    pre = cat.load_table(src).current_snapshot().snapshot_id
+    _erase(cat.load_table(src), "user_id == 'd'", "req-3")
+    cat.load_table(src).manage_snapshots().set_current_snapshot(pre).commit()
+    with pytest.raises(ip.ConfigurationError, match="does not include an erasure .request req-3"):
+        ip.dp_histogram(src, ["country"], keys={"country": ["de"]}, **ask)
+    assert ip.get_namespace_budget(cat, ns).spent == RhoZCDP(0, validate=False)

@@ -10,13 +10,16 @@ with Spark 4 (``SELECT sha2(...)``, ``upper(...)``, ``reverse(...)``) and are th
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyiceberg.catalog import Catalog
 
 import iceberg_privacy as ip
-from iceberg_privacy.lineage.evaluate import map_values
+from iceberg_privacy.lineage.evaluate import map_values, spark_string
 from iceberg_privacy.lineage.record import (
     COMPLETE,
     DIRECT,
@@ -72,3 +75,44 @@ def test_a_spark_sha512_column_is_erased_by_fanout(catalog: Catalog, monkeypatch
     assert report.tables["db.hashed"].rows_removed == 1
     left = catalog.load_table("db.hashed").scan().to_arrow().column("h").to_pylist()
     assert hashlib.sha512(MAIL.encode()).hexdigest() not in left and len(left) == 2
+
+
+# Measured with Spark 4.0 (spark.sql.session.timeZone=UTC): df.selectExpr(expression) on a column of that type.
+@pytest.mark.parametrize(("expression", "ctype", "value", "expected"), [
+    ("upper(x)", "BLOB", "Straße".encode(), "STRASSE"),  # a binary argument is read as UTF-8 text
+    ("lower(x)", "BLOB", b"\xff\xfe", "\ufffd\ufffd"),
+    ("reverse(x)", "BLOB", b"Stra\xc3\x9fe", b"e\x9f\xc3artS"),  # byte by byte, and binary
+    ("hex(reverse(x))", "BLOB", b"abc", "636261"),
+    ("sha2(reverse(x), 512)", "BLOB", b"abc", hashlib.sha512(b"cba").hexdigest()),
+    ("reverse(x)", "BOOLEAN", True, "eurt"),
+    ("upper(x)", "DOUBLE", 1e20, "1.0E20"),
+    ("reverse(x)", "DOUBLE", 123456789.0, "8E98765432.1"),
+    ("upper(x)", "DOUBLE", 1e-5, "1.0E-5"),
+    ("upper(x)", "DOUBLE", 0.012, "0.012"),
+    ("upper(x)", "DOUBLE", float("nan"), "NAN"),
+    ("cast(x as string)", "DOUBLE", 1e7, "1.0E7"),
+    ("sha2(cast(x as string), 512)", "DOUBLE", 0.0001, hashlib.sha512(b"1.0E-4").hexdigest()),
+    ("cast(x as string)", "BOOLEAN", False, "false"),
+    ("upper(x)", "TIMESTAMP", "2024-01-02 03:04:05.12", "2024-01-02 03:04:05.12"),
+    ("reverse(x)", "TIMESTAMP", "2024-01-02 03:04:05.12", "21.50:40:30 20-10-4202"),
+])
+def test_spark_casts_a_non_string_argument_as_spark_does(expression: str, ctype: str, value: object,
+                                                         expected: object) -> None:
+    """advV: the Python steps cast a non-string argument with Python's str (b'abc', True, 1e+20,
+    ...05.120000), and Spark's CAST(x AS STRING) ran in DuckDB (1E+20): the mapped value was never the one Spark
+    wrote, so the subject's rows stayed downstream."""
+    assert map_values(expression, "x", ctype, [value], dialect="spark") == [expected]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_a_double_is_written_as_javas_double_to_string(value: float) -> None:
+    """Java's Double.toString: plain with at least one fraction digit between 1e-3 and 1e7, else one digit, a
+    fraction and E<exponent>; it reads back as the same double."""
+    text = spark_string(value)
+    assert float(text) == value and str(float(text)) == str(value)
+    if value != 0 and not 1e-3 <= abs(value) < 1e7:
+        assert re.fullmatch(r"-?[1-9]\.[0-9]+E-?[1-9][0-9]*", text), text
+    else:
+        assert re.fullmatch(r"-?[0-9]+\.[0-9]+", text), text
+        assert not re.fullmatch(r"-?[0-9]+\.[0-9]*[1-9]0+", text), text  # no trailing zero after the last digit
