@@ -33,8 +33,12 @@ from pyiceberg.conversions import from_bytes
 from pyiceberg.table import Table
 from pyiceberg.types import (
     BinaryType,
+    DateType,
+    DecimalType,
     FixedType,
+    IntegerType,
     ListType,
+    LongType,
     MapType,
     NestedField,
     PrimitiveType,
@@ -124,7 +128,11 @@ class SubjectMatcher:
                 self.leaf_names[leaf.field_id] = col.name
         types: dict[str, PrimitiveType] = {str(t): t for t in self.leaf_types.values()}
         self.types = list(types.values())
-        self.text_types = [t for t in self.types if isinstance(t, (StringType, UUIDType))]
+        # Types whose values a writer can write as text (a property, summary value, ref name, path folder): numbers
+        # and dates too; a numeric id in a writer's property (``owner=12345`` for a long user_id) is a trace.
+        self.text_types = [t for t in self.types
+                           if isinstance(t, (StringType, UUIDType, IntegerType, LongType, DecimalType, DateType))]
+        self.string_types = [t for t in self.types if isinstance(t, (StringType, UUIDType))]
         # partition field name -> (source type, transform) of fields derived from an identity column
         self.partition_fields: dict[str, tuple[PrimitiveType, str]] = {}
         self.partition_by_id: dict[int, tuple[PrimitiveType, str]] = {}
@@ -215,9 +223,10 @@ class SubjectMatcher:
             self._cache[key] = hit
         return hit
 
-    def text(self, s: str) -> bool:
-        """A whole string is a subject's value of a string-like identity column."""
-        return bool(s) and any(self.value(s, t) for t in self.text_types)
+    def text(self, s: str, types: list[PrimitiveType] | None = None) -> bool:
+        """A whole string is a subject's value of an identity column (of ``types``; default every type whose
+        values are written as text: strings, numbers, dates)."""
+        return bool(s) and any(self.value(s, t) for t in (self.text_types if types is None else types))
 
     def prefix(self, s: str | bytes) -> bool | None:
         """``s`` (a truncated bound: text, or bytes of a binary column) is a prefix of a known subject value;
@@ -228,8 +237,9 @@ class SubjectMatcher:
         cut = s[:-1] if len(s) > 1 else s  # a truncated upper bound has its last character (byte) incremented
         return any(v.startswith(s) or v.startswith(cut) for v in known)
 
-    def pair(self, key: str, value: str) -> bool:
-        """``key=value`` (a path segment or summary key) names a subject through a partition field."""
+    def pair(self, key: str, value: str, strict: bool = False) -> bool:
+        """``key=value`` (a path segment or summary key) names a subject through a partition field. ``strict``:
+        the pair was found in bytes of an unknown file format, where only partition values and string ids count."""
         key, value = unquote_plus(key), unquote_plus(value)
         if key.startswith("partitions."):
             key = key[len("partitions."):]
@@ -247,6 +257,10 @@ class SubjectMatcher:
                     return False
                 if self.truncated_trace(key, value):
                     return True
+        if strict or key in self.all_partition_names:
+            # another partition field's value (a bucket number, ``store=3``) or ``=3`` in binary bytes: only a string
+            # id is matched as text there (bucket 5 of user_id is not user 5)
+            return self.text(value, self.string_types)
         return self.text(value)
 
     def _base64_value(self, value: str, t: PrimitiveType) -> bool:
@@ -601,7 +615,7 @@ def scan_file(matcher: SubjectMatcher, table: Table, stored: StoredFile, head: b
             return kind, _scan_json(matcher, doc)
     text = raw.decode("latin-1")
     found = [("embedded text (a path or key=value)", False)] if any(
-        matcher.pair(m.group(1), m.group(2)) for m in _PAIR.finditer(text)) else []
+        matcher.pair(m.group(1), m.group(2), strict=True) for m in _PAIR.finditer(text)) else []
     return "file", found
 
 
