@@ -540,8 +540,8 @@ def _iceberg_owned(path: tuple[str, ...], value: str) -> bool:
     or ``long`` matched them, and its request could never complete."""
     if not path:
         return False
-    if _STRUCTURE.intersection(path) and path[-1] not in _DEFAULTS:
-        return True  # the schema, partition specs and sort orders: names and types (a v3 default is data)
+    if _STRUCTURE.intersection(path) and not _DEFAULTS.intersection(path):
+        return True  # the schema, partition specs and sort orders: names and types (a v3 default, nested too, is data)
     if path[-1] in _ENUM_KEYS:
         return True
     if len(path) >= 2 and path[-2] == "summary":  # a count Iceberg or the library computed; a key a writer chose is data
@@ -556,6 +556,8 @@ def _json_items(value: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[
     """(path, string) of every string of a JSON value; a key comes with the path it names (``(..., key)``)."""
     if isinstance(value, str):
         yield path, value
+    elif isinstance(value, int) and not isinstance(value, bool) and _DEFAULTS.intersection(path):
+        yield path, str(value)  # a v3 default of an int/long column is a JSON number (``"initial-default": 12345``)
     elif isinstance(value, dict):
         for k, v in value.items():
             yield (*path, "\0key", str(k)), str(k)  # a key: checked unless it is the key of an owned value

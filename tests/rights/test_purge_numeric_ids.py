@@ -159,3 +159,27 @@ def test_a_bucket_number_equal_to_a_numeric_id_is_not_a_trace(shared_catalog: Ca
     assert report.purge is not None and report.purge.completed, report.purge
     left = shared_catalog.load_table(name).scan().to_arrow().column("user_id").to_pylist()
     assert sorted(left) == [i for i in range(20) if i not in (1, 2)]
+
+
+def test_a_v3_default_holding_a_numeric_id_is_a_trace(shared_catalog: Catalog) -> None:
+    """A v3 ``initial-default``/``write-default`` of an int/long column is a JSON number, and a struct's default
+    nests its fields' values under their ids: only strings were looked at, so ``"write-default": 12345`` of a long
+    user_id stayed after a purge that reported complete."""
+    from pyiceberg.types import LongType
+
+    from iceberg_privacy.rights.keyed import digest_literals, load_secret
+    from iceberg_privacy.rights.traces import SubjectMatcher
+
+    name = unique_name("people")
+    table = ip.configure_identity(shared_catalog.create_table(name, schema=pa.schema([("user_id", pa.int64())])),
+                                  ["user_id"])
+    secret = load_secret(catalog=shared_catalog)
+    matcher = SubjectMatcher(table, set(digest_literals(secret, [12345], LongType(), "user_id")), secret, None)
+    field = {"id": 1, "name": "user_id", "required": False, "type": "long"}
+    for key in ("initial-default", "write-default"):
+        assert _scan_json(matcher, {"schemas": [{"fields": [{**field, key: 12345}]}]}), key
+        nested = {"id": 2, "name": "s", "required": False, "type": {"type": "struct", "fields": [field]},
+                  key: {"1": "12345"}}
+        assert _scan_json(matcher, {"schemas": [{"fields": [nested]}]}), key
+    assert _scan_json(matcher, {"schemas": [{"fields": [{**field, "initial-default": 7}]}],
+                                "current-snapshot-id": 12345, "snapshots": [{"sequence-number": 12345}]}) == []
