@@ -522,6 +522,8 @@ STRUCTURAL_AVRO_KEYS = frozenset({"format-version", "partition-spec-id", "schema
 
 def _number_or_flag(value: str) -> bool:
     return bool(_INTEGER.fullmatch(value)) or value in ("true", "false")
+_OPERATIONS = frozenset({"append", "replace", "overwrite", "delete"})
+"""A snapshot summary's ``operation`` (the spec's enum)."""
 _ENUM_KEYS = frozenset({"type", "transform", "direction", "null-order", "operation", "content", "file-format",
                         "format"})
 """JSON keys whose string values are Iceberg's own words (types, transforms, ``append``), never an id."""
@@ -540,14 +542,17 @@ def _iceberg_owned(path: tuple[str, ...], value: str) -> bool:
     or ``long`` matched them, and its request could never complete."""
     if not path:
         return False
+    # A summary or a properties map is filled by writers too: only Iceberg's and the library's own entries in it are
+    # structure, never by the key alone (a property or summary named ``type``, ``format`` or ``schema`` is data)
+    if len(path) >= 2 and path[-2] == "summary":  # a count Iceberg or the library computed; a key a writer chose is data
+        return (path[-1].startswith("partitions.") or (path[-1] in COUNTER_SUMMARY_KEYS and _number_or_flag(value))
+                or (path[-1] == "operation" and value in _OPERATIONS))
+    if len(path) >= 2 and path[-2] == "properties":
+        return (path[-1] in _LIBRARY_PROPERTIES or (path[-1].startswith(_CONFIG_PREFIXES) and _number_or_flag(value))
+                or ("blob-metadata" in path and path[-1] == "ndv" and bool(_INTEGER.fullmatch(value))))
     if _STRUCTURE.intersection(path) and not _DEFAULTS.intersection(path):
         return True  # the schema, partition specs and sort orders: names and types (a v3 default, nested too, is data)
     if path[-1] in _ENUM_KEYS:
-        return True
-    if len(path) >= 2 and path[-2] == "summary":  # a count Iceberg or the library computed; a key a writer chose is data
-        return path[-1].startswith("partitions.") or (path[-1] in COUNTER_SUMMARY_KEYS and _number_or_flag(value))
-    if len(path) >= 2 and path[-2] == "properties" and (
-            path[-1] in _LIBRARY_PROPERTIES or (path[-1].startswith(_CONFIG_PREFIXES) and _number_or_flag(value))):
         return True
     return path[-1] == "main" and len(path) >= 2 and path[-2] == "refs"
 

@@ -183,3 +183,26 @@ def test_a_v3_default_holding_a_numeric_id_is_a_trace(shared_catalog: Catalog) -
         assert _scan_json(matcher, {"schemas": [{"fields": [nested]}]}), key
     assert _scan_json(matcher, {"schemas": [{"fields": [{**field, "initial-default": 7}]}],
                                 "current-snapshot-id": 12345, "snapshots": [{"sequence-number": 12345}]}) == []
+
+
+def test_a_writer_property_or_summary_named_like_iceberg_structure_is_still_searched(shared_catalog: Catalog) -> None:
+    """Keys of Iceberg's structure (``type``, ``format``, ``content``, ``schema``, ``operation``) were skipped at any
+    depth, so a table property or summary entry a writer named so kept the subject through a complete purge;
+    Iceberg's own values there (``"operation": "append"``, a statistics blob's ``ndv``) are still structure."""
+    from pyiceberg.types import LongType
+
+    from iceberg_privacy.rights.keyed import digest_literals, load_secret
+    from iceberg_privacy.rights.traces import SubjectMatcher
+
+    name = unique_name("people")
+    table = ip.configure_identity(shared_catalog.create_table(name, schema=pa.schema([("user_id", pa.int64())])),
+                                  ["user_id"])
+    secret = load_secret(catalog=shared_catalog)
+    matcher = SubjectMatcher(table, set(digest_literals(secret, [3], LongType(), "user_id")), secret, None)
+    for key in ("type", "format", "content", "schema", "operation", "partition-spec"):
+        assert _scan_json(matcher, {"properties": {key: "3"}}), key
+        assert _scan_json(matcher, {"snapshots": [{"summary": {"operation": "append", key: "3"}}]}), key
+    assert _scan_json(matcher, {
+        "snapshots": [{"summary": {"operation": "overwrite", "added-records": "3"}}],
+        "statistics": [{"blob-metadata": [{"type": "apache-datasketches-theta-v1", "fields": [1],
+                                           "properties": {"ndv": "3"}}]}]}) == []
