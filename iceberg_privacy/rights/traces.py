@@ -508,6 +508,7 @@ COUNTER_SUMMARY_KEYS = frozenset({
     "removed-files-size", "total-data-files", "total-delete-files", "total-records", "total-files-size",
     "total-equality-deletes", "total-position-deletes", "changed-partition-count", "manifests-created",
     "manifests-kept", "manifests-replaced", "entries-processed", "partition-summaries-included",
+    "flink.max-committed-checkpoint-id",  # Flink's sink: a checkpoint counter in every streaming commit's summary
     # the library's own counts and ids
     ERASURE_ROWS_SUMMARY, ERASURE_FILES_REWRITTEN_SUMMARY, ERASURE_FILES_ADDED_SUMMARY, ERASURE_SUBJECTS_SUMMARY,
     ERASURE_SCRUB_SUMMARY, FORGET_DROPPED_SUMMARY, FORGET_VERSION_SUMMARY, HISTORY_MAINTENANCE_SUMMARY,

@@ -203,6 +203,7 @@ def test_a_writer_property_or_summary_named_like_iceberg_structure_is_still_sear
         assert _scan_json(matcher, {"properties": {key: "3"}}), key
         assert _scan_json(matcher, {"snapshots": [{"summary": {"operation": "append", key: "3"}}]}), key
     assert _scan_json(matcher, {
-        "snapshots": [{"summary": {"operation": "overwrite", "added-records": "3"}}],
+        "snapshots": [{"summary": {"operation": "overwrite", "added-records": "3",
+                                   "flink.max-committed-checkpoint-id": "3"}}],
         "statistics": [{"blob-metadata": [{"type": "apache-datasketches-theta-v1", "fields": [1],
                                            "properties": {"ndv": "3"}}]}]}) == []
