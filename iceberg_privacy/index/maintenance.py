@@ -309,8 +309,10 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
                   progress: bool, build: FilterBuilder) -> IndexReport:
     md = table.metadata
     started_at = table.metadata_location
-    if expire_ids:  # another process (a second purge, a scheduler) may have expired some of them meanwhile
-        expire_ids = {i for i in expire_ids if md.snapshot_by_id(i) is not None}
+    if expire_ids:  # another process (a second purge, a scheduler) may have expired some of them meanwhile, or made
+        # one a branch or tag head (pyiceberg's commit keeps those without a word: not expired, not reported so)
+        heads = {ref.snapshot_id for ref in md.refs.values()}
+        expire_ids = {i for i in expire_ids if md.snapshot_by_id(i) is not None and i not in heads}
     columns = bloom_columns(table.schema(), table.properties)
     report = IndexReport(operation)
     retained = {s.snapshot_id for s in md.snapshots} - (expire_ids or set())
