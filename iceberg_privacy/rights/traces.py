@@ -130,9 +130,9 @@ class SubjectMatcher:
         self.types = list(types.values())
         # Types whose values a writer can write as text (a property, summary value, ref name, path folder): numbers
         # and dates too; a numeric id in a writer's property (``owner=12345`` for a long user_id) is a trace.
-        self.text_types = [t for t in self.types
-                           if isinstance(t, (StringType, UUIDType, IntegerType, LongType, DecimalType, DateType))]
-        self.string_types = [t for t in self.types if isinstance(t, (StringType, UUIDType))]
+        self.text_types: list[PrimitiveType] = [
+            t for t in self.types if isinstance(t, (StringType, UUIDType, IntegerType, LongType, DecimalType, DateType))]
+        self.string_types: list[PrimitiveType] = [t for t in self.types if isinstance(t, (StringType, UUIDType))]
         # partition field name -> (source type, transform) of fields derived from an identity column
         self.partition_fields: dict[str, tuple[PrimitiveType, str]] = {}
         self.partition_by_id: dict[int, tuple[PrimitiveType, str]] = {}
