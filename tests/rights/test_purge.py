@@ -285,3 +285,15 @@ def test_an_expiry_retried_after_a_tag_was_made_keeps_and_reports_the_tag_head(c
     fresh = catalog.load_table("db.t")
     assert sorted(s.snapshot_id for s in fresh.metadata.snapshots) == sorted([first, head])
     assert fresh.metadata.refs["audit"].snapshot_id == first
+
+
+@pytest.mark.parametrize("given", ["123", b"1", [1.0], [True], ["123"], [None]])
+def test_expire_snapshots_refuses_ids_that_are_not_whole_numbers(catalog: Catalog, given: Any) -> None:
+    """A str was iterated as characters (and a float/bool/None kept), nothing matched, and the expiry reported
+    'expired 0 snapshot(s)' with no word that the ids were not ids."""
+    from iceberg_privacy.index.maintenance import expire_snapshots
+
+    make_table(catalog, "db.t", [["a"], ["b"]])
+    with pytest.raises(ConfigurationError, match="snapshot_ids takes snapshot ids"):
+        expire_snapshots(catalog.load_table("db.t"), snapshot_ids=given)
+    assert len(catalog.load_table("db.t").metadata.snapshots) == 2
