@@ -309,8 +309,10 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
                   progress: bool, build: FilterBuilder) -> IndexReport:
     md = table.metadata
     started_at = table.metadata_location
-    if expire_ids:  # another process (a second purge, a scheduler) may have expired some of them meanwhile
-        expire_ids = {i for i in expire_ids if md.snapshot_by_id(i) is not None}
+    if expire_ids:  # another process (a second purge, a scheduler) may have expired some of them meanwhile, or made
+        # one a branch or tag head (pyiceberg's commit keeps those without a word: not expired, not reported so)
+        heads = {ref.snapshot_id for ref in md.refs.values()}
+        expire_ids = {i for i in expire_ids if md.snapshot_by_id(i) is not None and i not in heads}
     columns = bloom_columns(table.schema(), table.properties)
     report = IndexReport(operation)
     retained = {s.snapshot_id for s in md.snapshots} - (expire_ids or set())
@@ -467,7 +469,11 @@ def expire_snapshots(
     protected = {ref.snapshot_id for ref in md.refs.values()}
     newest = {s.snapshot_id for s in sorted(md.snapshots, key=lambda s: s.timestamp_ms, reverse=True)[:retain_last]}
     if snapshot_ids is not None:
-        expire = set(snapshot_ids)
+        given: list[Any] = list(snapshot_ids) if not isinstance(snapshot_ids, (str, bytes)) else [snapshot_ids]
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in given):  # "123" was expired as "1","2","3"
+            raise ConfigurationError(f"snapshot_ids takes snapshot ids (whole numbers, e.g. [s.snapshot_id for s in "
+                                     f"table.snapshots()]), got {repr(snapshot_ids)[:120]}; nothing was expired")
+        expire: set[int] = set(given)
         bad = expire & protected
         if bad:
             raise ConfigurationError(f"snapshots {sorted(bad)} are branch or tag heads and cannot be expired")

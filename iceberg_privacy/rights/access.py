@@ -13,6 +13,7 @@ again (the files are overwritten, the journal records each table once).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -105,21 +106,39 @@ def _claim(report: AccessReport, io: FileIO | None, req: RequestState, names: li
             f"out (an empty folder per request), or delete that export once it was delivered, then run request "
             f"{req.request_id} again; nothing was exported")
 
-    raw = _read(report.manifest_path, io)
-    if raw is not None:
+    def check_owner(raw: bytes) -> None:
         try:
             owner = json.loads(raw).get("request_id")
         except (ValueError, AttributeError):
             owner = None
         if owner != req.request_id:
             refuse(f"already holds {MANIFEST} of {'request ' + repr(owner) if isinstance(owner, str) else 'something else'}")
+
+    raw = _read(report.manifest_path, io)
+    if raw is not None:
+        check_owner(raw)
         return
     taken = [n for n in names if _read(child(report.out, n), io) is not None]
     if taken:
         refuse(f"already holds {', '.join(taken)} without a {MANIFEST} of request {req.request_id!r}")
-    write_location(report.manifest_path, (json.dumps(
-        {"request_id": req.request_id, "received": req.received.isoformat(), "format": format, "tables": [],
-         "partial": True}, indent=2, sort_keys=True) + "\n").encode(), io)
+    provisional = (json.dumps({"request_id": req.request_id, "received": req.received.isoformat(), "format": format,
+                               "tables": [], "partial": True}, indent=2, sort_keys=True) + "\n").encode()
+    if io is not None:  # an object store has no create-if-absent through FileIO: a concurrent claim is not detected
+        write_location(report.manifest_path, provisional, io)
+        return
+    # A local folder is claimed atomically: another export claiming it between the read above and this write (two
+    # processes, one out) must not be overwritten, or the two exports' files mix under one request's manifest.
+    path = local_path(report.manifest_path)
+    tmp = write_location(f"{path}.{os.getpid()}-{os.urandom(4).hex()}.claim", provisional)
+    try:
+        os.link(local_path(tmp), path)  # fails when the manifest exists
+    except FileExistsError:
+        check_owner(_read(report.manifest_path, None) or b"")
+    except OSError:  # a filesystem without hard links: claimed by a plain write, as on an object store
+        write_location(report.manifest_path, provisional)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(local_path(tmp))
 
 
 def export_subjects(catalog: Catalog, req: RequestState, resolved: Sequence[TableSubjects], secret: bytes, *,

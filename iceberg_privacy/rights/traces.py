@@ -33,8 +33,12 @@ from pyiceberg.conversions import from_bytes
 from pyiceberg.table import Table
 from pyiceberg.types import (
     BinaryType,
+    DateType,
+    DecimalType,
     FixedType,
+    IntegerType,
     ListType,
+    LongType,
     MapType,
     NestedField,
     PrimitiveType,
@@ -124,7 +128,11 @@ class SubjectMatcher:
                 self.leaf_names[leaf.field_id] = col.name
         types: dict[str, PrimitiveType] = {str(t): t for t in self.leaf_types.values()}
         self.types = list(types.values())
-        self.text_types = [t for t in self.types if isinstance(t, (StringType, UUIDType))]
+        # Types whose values a writer can write as text (a property, summary value, ref name, path folder): numbers
+        # and dates too; a numeric id in a writer's property (``owner=12345`` for a long user_id) is a trace.
+        self.text_types: list[PrimitiveType] = [
+            t for t in self.types if isinstance(t, (StringType, UUIDType, IntegerType, LongType, DecimalType, DateType))]
+        self.string_types: list[PrimitiveType] = [t for t in self.types if isinstance(t, (StringType, UUIDType))]
         # partition field name -> (source type, transform) of fields derived from an identity column
         self.partition_fields: dict[str, tuple[PrimitiveType, str]] = {}
         self.partition_by_id: dict[int, tuple[PrimitiveType, str]] = {}
@@ -215,9 +223,10 @@ class SubjectMatcher:
             self._cache[key] = hit
         return hit
 
-    def text(self, s: str) -> bool:
-        """A whole string is a subject's value of a string-like identity column."""
-        return bool(s) and any(self.value(s, t) for t in self.text_types)
+    def text(self, s: str, types: list[PrimitiveType] | None = None) -> bool:
+        """A whole string is a subject's value of an identity column (of ``types``; default every type whose
+        values are written as text: strings, numbers, dates)."""
+        return bool(s) and any(self.value(s, t) for t in (self.text_types if types is None else types))
 
     def prefix(self, s: str | bytes) -> bool | None:
         """``s`` (a truncated bound: text, or bytes of a binary column) is a prefix of a known subject value;
@@ -228,8 +237,9 @@ class SubjectMatcher:
         cut = s[:-1] if len(s) > 1 else s  # a truncated upper bound has its last character (byte) incremented
         return any(v.startswith(s) or v.startswith(cut) for v in known)
 
-    def pair(self, key: str, value: str) -> bool:
-        """``key=value`` (a path segment or summary key) names a subject through a partition field."""
+    def pair(self, key: str, value: str, strict: bool = False) -> bool:
+        """``key=value`` (a path segment or summary key) names a subject through a partition field. ``strict``:
+        the pair was found in bytes of an unknown file format, where only partition values and string ids count."""
         key, value = unquote_plus(key), unquote_plus(value)
         if key.startswith("partitions."):
             key = key[len("partitions."):]
@@ -247,6 +257,10 @@ class SubjectMatcher:
                     return False
                 if self.truncated_trace(key, value):
                     return True
+        if strict or key in self.all_partition_names:
+            # another partition field's value (a bucket number, ``store=3``) or ``=3`` in binary bytes: only a string
+            # id is matched as text there (bucket 5 of user_id is not user 5)
+            return self.text(value, self.string_types)
         return self.text(value)
 
     def _base64_value(self, value: str, t: PrimitiveType) -> bool:
@@ -494,6 +508,7 @@ COUNTER_SUMMARY_KEYS = frozenset({
     "removed-files-size", "total-data-files", "total-delete-files", "total-records", "total-files-size",
     "total-equality-deletes", "total-position-deletes", "changed-partition-count", "manifests-created",
     "manifests-kept", "manifests-replaced", "entries-processed", "partition-summaries-included",
+    "flink.max-committed-checkpoint-id",  # Flink's sink: a checkpoint counter in every streaming commit's summary
     # the library's own counts and ids
     ERASURE_ROWS_SUMMARY, ERASURE_FILES_REWRITTEN_SUMMARY, ERASURE_FILES_ADDED_SUMMARY, ERASURE_SUBJECTS_SUMMARY,
     ERASURE_SCRUB_SUMMARY, FORGET_DROPPED_SUMMARY, FORGET_VERSION_SUMMARY, HISTORY_MAINTENANCE_SUMMARY,
@@ -508,6 +523,8 @@ STRUCTURAL_AVRO_KEYS = frozenset({"format-version", "partition-spec-id", "schema
 
 def _number_or_flag(value: str) -> bool:
     return bool(_INTEGER.fullmatch(value)) or value in ("true", "false")
+_OPERATIONS = frozenset({"append", "replace", "overwrite", "delete"})
+"""A snapshot summary's ``operation`` (the spec's enum)."""
 _ENUM_KEYS = frozenset({"type", "transform", "direction", "null-order", "operation", "content", "file-format",
                         "format"})
 """JSON keys whose string values are Iceberg's own words (types, transforms, ``append``), never an id."""
@@ -526,14 +543,17 @@ def _iceberg_owned(path: tuple[str, ...], value: str) -> bool:
     or ``long`` matched them, and its request could never complete."""
     if not path:
         return False
-    if _STRUCTURE.intersection(path) and path[-1] not in _DEFAULTS:
-        return True  # the schema, partition specs and sort orders: names and types (a v3 default is data)
-    if path[-1] in _ENUM_KEYS:
-        return True
+    # A summary or a properties map is filled by writers too: only Iceberg's and the library's own entries in it are
+    # structure, never by the key alone (a property or summary named ``type``, ``format`` or ``schema`` is data)
     if len(path) >= 2 and path[-2] == "summary":  # a count Iceberg or the library computed; a key a writer chose is data
-        return path[-1].startswith("partitions.") or (path[-1] in COUNTER_SUMMARY_KEYS and _number_or_flag(value))
-    if len(path) >= 2 and path[-2] == "properties" and (
-            path[-1] in _LIBRARY_PROPERTIES or (path[-1].startswith(_CONFIG_PREFIXES) and _number_or_flag(value))):
+        return (path[-1].startswith("partitions.") or (path[-1] in COUNTER_SUMMARY_KEYS and _number_or_flag(value))
+                or (path[-1] == "operation" and value in _OPERATIONS))
+    if len(path) >= 2 and path[-2] == "properties":
+        return (path[-1] in _LIBRARY_PROPERTIES or (path[-1].startswith(_CONFIG_PREFIXES) and _number_or_flag(value))
+                or ("blob-metadata" in path and path[-1] == "ndv" and bool(_INTEGER.fullmatch(value))))
+    if _STRUCTURE.intersection(path) and not _DEFAULTS.intersection(path):
+        return True  # the schema, partition specs and sort orders: names and types (a v3 default, nested too, is data)
+    if path[-1] in _ENUM_KEYS:
         return True
     return path[-1] == "main" and len(path) >= 2 and path[-2] == "refs"
 
@@ -542,6 +562,8 @@ def _json_items(value: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[
     """(path, string) of every string of a JSON value; a key comes with the path it names (``(..., key)``)."""
     if isinstance(value, str):
         yield path, value
+    elif isinstance(value, int) and not isinstance(value, bool) and _DEFAULTS.intersection(path):
+        yield path, str(value)  # a v3 default of an int/long column is a JSON number (``"initial-default": 12345``)
     elif isinstance(value, dict):
         for k, v in value.items():
             yield (*path, "\0key", str(k)), str(k)  # a key: checked unless it is the key of an owned value
@@ -601,7 +623,7 @@ def scan_file(matcher: SubjectMatcher, table: Table, stored: StoredFile, head: b
             return kind, _scan_json(matcher, doc)
     text = raw.decode("latin-1")
     found = [("embedded text (a path or key=value)", False)] if any(
-        matcher.pair(m.group(1), m.group(2)) for m in _PAIR.finditer(text)) else []
+        matcher.pair(m.group(1), m.group(2), strict=True) for m in _PAIR.finditer(text)) else []
     return "file", found
 
 

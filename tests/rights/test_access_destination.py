@@ -111,3 +111,28 @@ def test_export_to_object_storage_uses_the_catalogs_fileio(s3_catalog: tuple[Cat
     assert set(seaweedfs.list_objects(base)) == {
         f"{base}/direct a%é/manifest.json", f"{base}/direct a%é/{ns}.a.parquet",
         f"{base}/{ns}-q/manifest.json", f"{base}/{ns}-q/{ns}.a.parquet"}
+
+
+def test_a_claim_racing_another_exports_claim_is_refused(catalog: Catalog, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two exports into one local folder at once: both read no manifest, and the second write replaced the first
+    one's claim, so both wrote their files there and one request's manifest listed the other person's rows. The
+    claim is a create-if-absent now: the export that loses finds the other request's manifest and is refused."""
+    from iceberg_privacy.rights import access as access_module
+
+    make_table(catalog, "db.a", [["ann", "bob"]])
+    out = tmp_path / "out"
+    real = access_module._read
+
+    def racing(location: str, io: object) -> bytes | None:
+        got = real(location, io)  # type: ignore[arg-type]
+        if location.endswith("manifest.json") and got is None:  # the other export claims the folder right now
+            out.mkdir(exist_ok=True)
+            (out / "manifest.json").write_text(json.dumps({"request_id": "other", "tables": [], "partial": True}))
+        return got
+
+    monkeypatch.setattr(access_module, "_read", racing)
+    with pytest.raises(ConfigurationError, match="already holds manifest.json of request 'other'"):
+        ip.access(catalog, ["ann"], out=out, request_id="mine")
+    assert _manifest(out)["request_id"] == "other" and not (out / "db.a.parquet").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]  # no claim file left behind

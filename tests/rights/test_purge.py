@@ -268,3 +268,32 @@ def test_expiring_many_snapshots_copies_the_metadata_a_bounded_number_of_times(
     assert [s.snapshot_id for s in catalog.load_table("db.t").metadata.snapshots] == [keep]
     assert len(copies) < 10, len(copies)  # was 2 per expired snapshot (58 here) plus the commit's own
     assert len(all_rows(catalog.load_table("db.t"))) == 30
+
+
+def test_an_expiry_retried_after_a_tag_was_made_keeps_and_reports_the_tag_head(catalog: Catalog) -> None:
+    """expire_snapshots checks ref heads once, before its attempts; compat.expire_snapshot_ids stages the ids without
+    pyiceberg's per-id check, whose commit then silently keeps a ref head. A tag made on one of the ids between the
+    check and an attempt (another process; a retried attempt re-reads the table) was reported expired, left out of
+    the live files the compacted sidecar covers and its lineage folded away, while the snapshot stayed."""
+    from iceberg_privacy.index.maintenance import _rebuild
+
+    table = make_table(catalog, "db.t", [["a"], ["b"], ["c"]])
+    first, second, head = (s.snapshot_id for s in table.metadata.snapshots)
+    table.manage_snapshots().create_tag(first, "audit").commit()  # made after the caller's check of the refs
+    report = _rebuild(catalog.load_table("db.t"), "expire", build_missing=False, expire_ids={first, second})
+    assert report.expired_snapshots == [second]
+    fresh = catalog.load_table("db.t")
+    assert sorted(s.snapshot_id for s in fresh.metadata.snapshots) == sorted([first, head])
+    assert fresh.metadata.refs["audit"].snapshot_id == first
+
+
+@pytest.mark.parametrize("given", ["123", b"1", [1.0], [True], ["123"], [None]])
+def test_expire_snapshots_refuses_ids_that_are_not_whole_numbers(catalog: Catalog, given: Any) -> None:
+    """A str was iterated as characters (and a float/bool/None kept), nothing matched, and the expiry reported
+    'expired 0 snapshot(s)' with no word that the ids were not ids."""
+    from iceberg_privacy.index.maintenance import expire_snapshots
+
+    make_table(catalog, "db.t", [["a"], ["b"]])
+    with pytest.raises(ConfigurationError, match="snapshot_ids takes snapshot ids"):
+        expire_snapshots(catalog.load_table("db.t"), snapshot_ids=given)
+    assert len(catalog.load_table("db.t").metadata.snapshots) == 2
