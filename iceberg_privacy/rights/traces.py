@@ -486,18 +486,6 @@ class _Avro:
 
 
 # ------------------------------------------------------------------------------------------ JSON
-def _json_strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield k
-            yield from _json_strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _json_strings(v)
-
-
 _INTEGER = re.compile(r"-?[0-9]+")
 COUNTER_SUMMARY_KEYS = frozenset({
     # Iceberg's snapshot summary metrics (the spec's list, pyiceberg's and Java's writers)
