@@ -168,7 +168,7 @@ def measure(quick: bool, rows: int | None = None, columns: int | None = None) ->
 
 def _run(catalog: Any, real: pa.Table, method: Method, rows: int, repeats: int, columns: list[str]) -> dict[str, Any]:
     """``repeats`` syntheses per epsilon with ``method``: TVDs, seconds, rho, rounds."""
-    from iceberg_privacy.dp import ApproxDP, dp_synthesize
+    from iceberg_privacy.dp import ROWS, ApproxDP, dp_synthesize
 
     out: dict[str, Any] = {"medians": {e: [] for e in EPSILONS}, "maxima": {e: [] for e in EPSILONS},
                            "rounds": {e: [] for e in EPSILONS}, "seconds": [], "seconds_eps1": [], "rho": {}}
@@ -179,7 +179,7 @@ def _run(catalog: Any, real: pa.Table, method: Method, rows: int, repeats: int, 
                                    output=f"bench.synth_{method}_{run}_{int(eps)}",
                                    domains={c: v for c, v in DOMAINS.items() if c in columns},
                                    bounds={c: v for c, v in BOUNDS.items() if c in columns},
-                                   bins=BINS, rows=rows, memoize=False)
+                                   bins=BINS, rows=rows, memoize=False, privacy_unit=ROWS)
             took = time.perf_counter() - start
             out["seconds" if eps == 10.0 else "seconds_eps1"].append(took)
             out["rho"][eps] = report.rho

@@ -25,8 +25,9 @@ read, joined and shared freely (post-processing costs nothing). Why each choice:
 * **Access policies** (:mod:`.policy`) apply as to every release: the ledger's check enforces a
   dp-only table's per-query cap and principal budgets, a declared privacy unit cannot be loosened,
   and the policy's public keys and column bounds serve as domains and bounds the call does not give.
-* **Privacy unit.** Row-level by default (``privacy_unit=ROWS``, unless the access policy declares a
-  unit: adding or removing one row changes each marginal by one count); with ``privacy_unit="<column>"`` each unit keeps at most
+* **Privacy unit.** The access policy's unit, else the caller must name one, as for every release:
+  ``privacy_unit=ROWS`` (adding or removing one row changes each marginal by one count) or
+  ``privacy_unit="<column>"``, where each unit keeps at most
   ``max_rows_per_unit`` = k of its rows (chosen at random, before anything is measured), so one unit
   moves each marginal by at most k in L1 and L2, and every noise scale is multiplied by k.
 * **Same release protocol as** :func:`~.histogram.dp_histogram`: validate everything that costs nothing
@@ -86,7 +87,12 @@ from iceberg_privacy.dp.release import (
     record_released,
 )
 from iceberg_privacy.dp.reservation import Heartbeat
-from iceberg_privacy.errors import ConfigurationError, InvalidArgumentError, UnknownColumnError
+from iceberg_privacy.errors import (
+    ConfigurationError,
+    InvalidArgumentError,
+    PrivacyUnitRequiredError,
+    UnknownColumnError,
+)
 from iceberg_privacy.lineage.record import AGGREGATION, COMPLETE, INDIRECT, FieldRef, LineageRecord, SourceRef
 from iceberg_privacy.properties import (
     ACCESS_BOUNDS_KEY,
@@ -458,8 +464,8 @@ def dp_synthesize(
     column). Columns the call gives neither take them from the table's access policy (its public keys
     and column bounds), if it has one. ``rows`` defaults to the noisy estimate of the source's row
     count. ``privacy_unit`` is :data:`ROWS` (one row) or a column naming a person, whose rows are capped
-    at ``max_rows_per_unit``; by default the access policy's unit and bound, else ``ROWS`` and 1 (a
-    policy's unit cannot be loosened). ``method`` is ``"mst"`` (:mod:`.mst`, the default) or ``"aim"``
+    at ``max_rows_per_unit``; by default the access policy's unit and bound; a table whose policy declares
+    no unit needs ``privacy_unit=`` (:class:`PrivacyUnitRequiredError`; a policy's unit cannot be loosened). ``method`` is ``"mst"`` (:mod:`.mst`, the default) or ``"aim"``
     (:mod:`.aim`); ``iterations`` caps the mirror-descent steps of the (final) model fit.
     The same question on the same snapshot returns the stored table without charging (``memoize``).
     See the module doc and docs/dp.md, "DP synthetic data".
@@ -514,10 +520,17 @@ def dp_synthesize(
     policy_state = ledger.state_for(source_id, table_uuid)
     policy_scope, policy = policy_state.policy_entry(source_id, table_uuid)
     policy_scope = policy_state.label(policy_scope) if policy_scope else None
-    if privacy_unit is None:  # the policy's declared unit, else single rows
+    if privacy_unit is None:  # the policy's declared unit; without one, the caller must say (as dp_histogram/dp_sql)
         declared = policy_unit_column(policy, source)  # by its field id: a renamed column stays the unit
-        privacy_unit = ROWS if declared in (None, ROWS_UNIT) else str(declared)
-        if max_rows_per_unit is None and declared is not None:
+        if declared is None:
+            # before: silently ROWS, so a person with 100 rows in the source got 100x the stated epsilon
+            raise PrivacyUnitRequiredError(
+                f"{table_name(source)} has no privacy unit in its access policy: pass privacy_unit='<column>' (the "
+                "column identifying a person; each keeps at most max_rows_per_unit rows) or privacy_unit=ROWS "
+                "(protects single rows only), or declare it once with set_access_policy(..., privacy_unit=...) "
+                "(CLI `dp policy set --privacy-unit COLUMN`). Nothing was spent.")
+        privacy_unit = ROWS if declared == ROWS_UNIT else str(declared)
+        if max_rows_per_unit is None:
             max_rows_per_unit = int(policy.get(ACCESS_MAX_ROWS_KEY, 1))
     k = int(max_rows_per_unit or 1)
     for name, given in (policy.get(ACCESS_PUBLIC_KEYS_KEY) or {}).items():  # public by the owner's declaration

@@ -90,7 +90,7 @@ def test_dp_synthesize_with_aim_is_charged_marked_and_carries_provenance(catalog
     source.append(data)
     set_namespace_budget(catalog, "db", RhoZCDP(10))
     report = dp_synthesize(catalog, "db.people", COLUMNS, RhoZCDP(4), method="aim", output="synth.aim",
-                           domains=DOMAINS, bounds=BOUNDS, rows=4000, principal="alice")
+                           domains=DOMAINS, bounds=BOUNDS, rows=4000, principal="alice", privacy_unit=ip.ROWS)
     assert get_namespace_budget(catalog, "db").spent == RhoZCDP(4) and report.charged == RhoZCDP(4)
     out = catalog.load_table("synth.aim")
     assert is_synthetic(out) and out.scan().to_arrow().num_rows == 4000 == report.rows
@@ -108,11 +108,11 @@ def test_dp_synthesize_with_aim_is_charged_marked_and_carries_provenance(catalog
     real = source.scan().to_arrow()
     assert float(np.median(_tvd(real, out.scan().to_arrow(), COLUMNS, 2))) < 0.05  # a large budget: close
     again = dp_synthesize(catalog, "db.people", COLUMNS, RhoZCDP(4), method="aim", output="synth.aim",
-                          domains=DOMAINS, bounds=BOUNDS, rows=4000)
+                          domains=DOMAINS, bounds=BOUNDS, rows=4000, privacy_unit=ip.ROWS)
     assert again.memoized and again.cliques == report.cliques and again.release_id == report.release_id
     assert get_namespace_budget(catalog, "db").spent == RhoZCDP(4)
     mst = dp_synthesize(catalog, "db.people", COLUMNS, RhoZCDP(4), output="synth.aim_mst", domains=DOMAINS,
-                        bounds=BOUNDS, rows=4000)  # the method is part of the question: a new release
+                        bounds=BOUNDS, rows=4000, privacy_unit=ip.ROWS)  # the method is part of the question: a new release
     assert not mst.memoized and mst.provenance.query_hash != prov.query_hash
 
 
@@ -123,7 +123,7 @@ def test_aim_on_an_s3_warehouse(s3_catalog: tuple[Catalog, str]) -> None:
     src.append(data)
     set_namespace_budget(catalog, ns, RhoZCDP(2))
     report = dp_synthesize(catalog, f"{ns}.people", ["country", "smoker", "age"], RhoZCDP(1), method="aim",
-                           output=f"{ns}.people_aim", domains=DOMAINS, bounds={"age": (18, 90)}, rows=300)
+                           output=f"{ns}.people_aim", domains=DOMAINS, bounds={"age": (18, 90)}, rows=300, privacy_unit=ip.ROWS)
     out = catalog.load_table(report.output)
     assert out.location().startswith("s3://") and is_synthetic(out)
     assert out.scan().to_arrow().num_rows == 300

@@ -98,7 +98,7 @@ def test_a_long_beyond_2_53_is_binned_not_quoted_in_a_free_error(lake: SqlCatalo
     """Binning cast a long column to double with pyarrow's safe cast, which raised ``ArrowInvalid: Integer value
     9007199254740993 not in range`` before anything was reserved: a raw error that quoted a private value and told
     the caller, free of charge, that some row holds a huge number. Such a value is clipped into the bounds."""
-    rep = ip.dp_synthesize(lake, "db.t", ["v"], RhoZCDP(0.5), output="db.syn", bounds={"v": (0, 100)}, rows=10)
+    rep = ip.dp_synthesize(lake, "db.t", ["v"], RhoZCDP(0.5), output="db.syn", bounds={"v": (0, 100)}, rows=10, privacy_unit=ip.ROWS)
     assert rep.rows == 10 and rep.charged == RhoZCDP(0.5)
     values = lake.load_table("db.syn").scan().to_arrow().column("v").to_pylist()
     assert all(v is None or 0 <= v <= 100 for v in values)
@@ -198,11 +198,11 @@ def test_a_snapshot_older_than_an_erasure_is_not_released_again(lake: SqlCatalog
                         keys={"country": ["de"]}, snapshot_id=before_erasure)
     with pytest.raises(ip.ConfigurationError, match="predates an erasure"):
         ip.dp_synthesize(lake, "db.t", ["country"], RhoZCDP(0.1), output="db.syn", domains={"country": ["de"]},
-                         snapshot_id=before_erasure)
+                         snapshot_id=before_erasure, privacy_unit=ip.ROWS)
     _nothing_spent(lake, before)
     after = lake.load_table("db.t").current_snapshot().snapshot_id
     rep = ip.dp_synthesize(lake, "db.t", ["country"], RhoZCDP(0.1), output="db.syn", domains={"country": ["de"]},
-                           snapshot_id=after, rows=3)
+                           snapshot_id=after, rows=3, privacy_unit=ip.ROWS)
     assert rep.source_snapshot_id == after
 
 
@@ -223,7 +223,7 @@ def test_the_refusals_hold_on_object_storage(s3_catalog: tuple[Any, str], monkey
         ip.dp_histogram(src, ["country"], keys=src, **ask)
     with pytest.raises(ip.KeySetError, match="was computed from the source"):
         ip.dp_histogram(src, ["country"], keys=f"{ns}.countries", **ask)
-    rep = ip.dp_synthesize(cat, src, ["v"], RhoZCDP(0.2), output=f"{ns}.syn", bounds={"v": (0, 100)}, rows=4)
+    rep = ip.dp_synthesize(cat, src, ["v"], RhoZCDP(0.2), output=f"{ns}.syn", bounds={"v": (0, 100)}, rows=4, privacy_unit=ip.ROWS)
     assert rep.rows == 4
     table = cat.load_table(src)
     old = table.current_snapshot().snapshot_id
@@ -303,7 +303,7 @@ def test_a_snapshot_that_does_not_descend_from_an_erasure_is_not_released(
         ip.dp_histogram("db.t", ["country"], snapshot_id=audit, **ask)
     with pytest.raises(ip.ConfigurationError, match="predates an erasure"):
         ip.dp_synthesize(lake, "db.t", ["country"], RhoZCDP(0.1), output="db.syn", domains={"country": ["de"]},
-                         snapshot_id=audit)
+                         snapshot_id=audit, privacy_unit=ip.ROWS)
     lake.load_table("db.t").manage_snapshots().set_current_snapshot(pre).commit()  # a rollback past the erasure
     with pytest.raises(ip.ConfigurationError, match="does not include an erasure .request req-1"):
         ip.dp_histogram("db.t", ["country"], **ask)

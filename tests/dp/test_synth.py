@@ -93,7 +93,7 @@ def _tvd(a: pa.Table, b: pa.Table, columns: list[str], way: int) -> list[float]:
 def test_synthesis_is_charged_marked_and_carries_provenance(catalog: SqlCatalog, source: Any) -> None:
     set_namespace_budget(catalog, "db", RhoZCDP(10))
     report = dp_synthesize(catalog, "db.people", COLUMNS, RhoZCDP(4), output="synth.people", domains=DOMAINS,
-                           bounds=BOUNDS, bins=10, principal="alice")
+                           bounds=BOUNDS, bins=10, principal="alice", privacy_unit=ip.ROWS)
     assert get_namespace_budget(catalog, "db").spent == RhoZCDP(4)
     assert report.charged == RhoZCDP(4) and not report.memoized and report.rho == 4.0
     out = catalog.load_table("synth.people")
@@ -124,7 +124,7 @@ def test_synthesis_is_charged_marked_and_carries_provenance(catalog: SqlCatalog,
     assert "DP synthetic data (MST) of db.people" in str(report)
     # The same question on the same snapshot: the stored table, nothing charged.
     again = dp_synthesize(catalog, "db.people", COLUMNS, RhoZCDP(4), output="synth.people", domains=DOMAINS,
-                          bounds=BOUNDS, bins=10)
+                          bounds=BOUNDS, bins=10, privacy_unit=ip.ROWS)
     assert again.memoized and again.charged is None and again.snapshot_id == report.snapshot_id
     assert again.rows == report.rows and again.edges == report.edges and again.release_id == report.release_id
     assert get_namespace_budget(catalog, "db").spent == RhoZCDP(4)
@@ -133,7 +133,7 @@ def test_synthesis_is_charged_marked_and_carries_provenance(catalog: SqlCatalog,
 def test_marginals_are_close_at_a_large_budget(catalog: SqlCatalog, source: Any) -> None:
     set_namespace_budget(catalog, "db", RhoZCDP(1000))
     report = dp_synthesize(catalog, "db.people", COLUMNS, RhoZCDP(1000), output="synth.big", domains=DOMAINS,
-                           bounds=BOUNDS, rows=4000)
+                           bounds=BOUNDS, rows=4000, privacy_unit=ip.ROWS)
     synthetic = catalog.load_table(report.output).scan().to_arrow()
     real = source.scan().to_arrow()
     one_way = _tvd(real, synthetic, COLUMNS, 1)
@@ -147,7 +147,7 @@ def test_a_small_budget_is_noisier_than_a_large_one(catalog: SqlCatalog, source:
     errs = []
     for rho, name in ((0.0005, "synth.small"), (100, "synth.large")):
         rep = dp_synthesize(catalog, "db.people", ["country", "age"], RhoZCDP(rho), output=name, domains=DOMAINS,
-                            bounds={"age": (18, 90)}, rows=4000)
+                            bounds={"age": (18, 90)}, rows=4000, privacy_unit=ip.ROWS)
         errs.append(np.mean(_tvd(real, catalog.load_table(rep.output).scan().to_arrow(), ["country", "age"], 2)))
     assert errs[0] > errs[1]
 
@@ -155,12 +155,12 @@ def test_a_small_budget_is_noisier_than_a_large_one(catalog: SqlCatalog, source:
 def test_approx_dp_budget_runs_at_its_zcdp_conversion(catalog: SqlCatalog, source: Any) -> None:
     set_namespace_budget(catalog, "db", ApproxDP(4, 1e-5))
     report = dp_synthesize(catalog, "db.people", ["country", "smoker"], ApproxDP(2, 1e-6), output="synth.approx",
-                           domains=DOMAINS)
+                           domains=DOMAINS, privacy_unit=ip.ROWS)
     assert get_namespace_budget(catalog, "db").spent == ApproxDP(2, 1e-6)
     assert report.rho == cdp_rho(2, 1e-6) and 0 < report.rho < 2
     assert cdp_delta(report.rho, 2) <= 1e-6
     with pytest.raises(InvalidBudgetError, match="delta > 0"):
-        dp_synthesize(catalog, "db.people", ["country"], ApproxDP(1, 0), output="synth.x", domains=DOMAINS)
+        dp_synthesize(catalog, "db.people", ["country"], ApproxDP(1, 0), output="synth.x", domains=DOMAINS, privacy_unit=ip.ROWS)
 
 
 def _spent(catalog: Catalog) -> Any:
@@ -202,7 +202,7 @@ def test_bad_input_is_refused_before_anything_is_charged(catalog: SqlCatalog, so
                                                          error: type[Exception], match: str) -> None:
     set_namespace_budget(catalog, "db", RhoZCDP(1))
     catalog.create_table("db.people_like", schema=pa.schema([("country", pa.string())]))
-    call: dict[str, Any] = {"budget": RhoZCDP(0.5), "output": "synth.out", **kwargs}
+    call: dict[str, Any] = {"budget": RhoZCDP(0.5), "output": "synth.out", "privacy_unit": ip.ROWS, **kwargs}
     with pytest.raises(error, match=match):
         dp_synthesize(catalog, "db.people", call.pop("columns"), call.pop("budget"), **call)
     assert _spent(catalog) == RhoZCDP(0, validate=False) and not catalog.table_exists("synth.out")
@@ -210,19 +210,19 @@ def test_bad_input_is_refused_before_anything_is_charged(catalog: SqlCatalog, so
 
 def test_exhausted_budget_writes_nothing_and_charges_nothing(catalog: SqlCatalog, source: Any) -> None:
     set_namespace_budget(catalog, "db", RhoZCDP(1))
-    dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.75), output="synth.first", domains=DOMAINS)
+    dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.75), output="synth.first", domains=DOMAINS, privacy_unit=ip.ROWS)
     with pytest.raises(BudgetExhaustedError, match="Nothing was spent"):
-        dp_synthesize(catalog, "db.people", ["smoker"], RhoZCDP(0.5), output="synth.second")
+        dp_synthesize(catalog, "db.people", ["smoker"], RhoZCDP(0.5), output="synth.second", privacy_unit=ip.ROWS)
     assert _spent(catalog) == RhoZCDP(0.75) and not catalog.table_exists("synth.second")
 
 
 def test_failure_before_measuring_refunds_and_after_keeps_the_spend(catalog: SqlCatalog, source: Any) -> None:
     set_namespace_budget(catalog, "db", RhoZCDP(1))
     with faults.crash_at("synth.after_reserve"), pytest.raises(ReleaseAbortedError, match="refunded"):
-        dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.5), output="synth.a", domains=DOMAINS)
+        dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.5), output="synth.a", domains=DOMAINS, privacy_unit=ip.ROWS)
     assert _spent(catalog).is_zero() and not catalog.table_exists("synth.a")
     with faults.crash_at("synth.after_evaluate"), pytest.raises(ReleaseFailedError, match="stays charged"):
-        dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.5), output="synth.a", domains=DOMAINS)
+        dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.5), output="synth.a", domains=DOMAINS, privacy_unit=ip.ROWS)
     assert _spent(catalog) == RhoZCDP(0.5) and not catalog.table_exists("synth.a")
 
 
@@ -277,7 +277,7 @@ def test_mst_on_an_s3_warehouse(s3_catalog: tuple[Catalog, str]) -> None:
     src.append(data)
     set_namespace_budget(catalog, ns, RhoZCDP(2))
     report = dp_synthesize(catalog, f"{ns}.people", COLUMNS, RhoZCDP(1), output=f"{ns}.people_synth",
-                           domains=DOMAINS, bounds=BOUNDS, rows=500)
+                           domains=DOMAINS, bounds=BOUNDS, rows=500, privacy_unit=ip.ROWS)
     out = catalog.load_table(report.output)
     assert out.location().startswith("s3://") and is_synthetic(out)
     assert out.scan().to_arrow().num_rows == 500
@@ -291,7 +291,7 @@ def test_mst_on_an_s3_warehouse(s3_catalog: tuple[Catalog, str]) -> None:
     for bad in (*rest_only, "a\x00b", "x" * 300, "a/b"):
         with pytest.raises(ConfigurationError, match="Nothing was read or spent"):
             dp_synthesize(catalog, f"{ns}.people", ["country"], RhoZCDP(0.5), output=f"{ns}.{bad}",
-                          domains=DOMAINS, memoize=False)
+                          domains=DOMAINS, memoize=False, privacy_unit=ip.ROWS)
     assert get_namespace_budget(catalog, ns).spent == RhoZCDP(1)
 
 
@@ -300,7 +300,7 @@ def test_an_empty_source_still_yields_a_table_of_the_asked_size(catalog: SqlCata
     empty.append(people(1).slice(0, 0))
     set_namespace_budget(catalog, "db", RhoZCDP(1))
     report = dp_synthesize(catalog, "db.empty", ["country", "smoker"], RhoZCDP(1), output="synth.empty",
-                           domains=DOMAINS, rows=50)
+                           domains=DOMAINS, rows=50, privacy_unit=ip.ROWS)
     assert catalog.load_table(report.output).scan().to_arrow().num_rows == 50
 
 
@@ -396,7 +396,7 @@ def test_default_rows_are_capped_after_a_tiny_budget(catalog: SqlCatalog, source
     set_namespace_budget(catalog, "db", RhoZCDP(100))
     for method in ("mst", "aim"):
         report = dp_synthesize(catalog, "db.people", ["country", "smoker"], RhoZCDP(5), output=f"synth.cap_{method}",
-                               domains=DOMAINS, method=method)
+                               domains=DOMAINS, method=method, privacy_unit=ip.ROWS)
         assert report.rows == 15 and catalog.load_table(report.output).scan().to_arrow().num_rows == 15
 
 
@@ -425,16 +425,16 @@ def test_a_pure_epsilon_namespace_says_what_pays_for_a_synthesis(catalog: SqlCat
     for budget in (RhoZCDP(0.5), ApproxDP(0.5, 1e-6)):
         with pytest.raises(ip.BudgetTypeMismatchError, match=r"namespace:db has a pure budget.*cannot pay for DP "
                                                              r"synthesis.*--rho R.*Nothing was spent") as err:
-            dp_synthesize(catalog, "db.people", ["country"], budget, output="synth.out", domains=DOMAINS)
+            dp_synthesize(catalog, "db.people", ["country"], budget, output="synth.out", domains=DOMAINS, privacy_unit=ip.ROWS)
         assert "Ask with a pure budget" not in str(err.value)
     set_namespace_budget(catalog, "db", RhoZCDP(1))  # what the message says to do; the epsilon cap stays
     with pytest.raises(ip.BudgetTypeMismatchError, match=r"pure per-query cap.*--max-rho-per-query R.*replaces the "
                                                          r"whole policy") as err:
-        dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.5), output="synth.out", domains=DOMAINS)
+        dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.5), output="synth.out", domains=DOMAINS, privacy_unit=ip.ROWS)
     assert "Ask with a pure budget" not in str(err.value)
     assert _spent(catalog) == RhoZCDP(0, validate=False) and not catalog.table_exists("synth.out")
     set_access_policy(catalog, "db", "dp-only", max_epsilon_per_query=RhoZCDP(0.5), principal_budgets={"*": RhoZCDP(1)})
-    assert dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.5), output="synth.out", domains=DOMAINS).rows > 0
+    assert dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.5), output="synth.out", domains=DOMAINS, privacy_unit=ip.ROWS).rows > 0
 
 
 def test_a_memoized_synthesis_of_a_dp_only_table_is_held_to_the_policy(catalog: SqlCatalog, source: Any) -> None:
@@ -457,3 +457,16 @@ def test_a_memoized_synthesis_of_a_dp_only_table_is_held_to_the_policy(catalog: 
     with pytest.raises(QueryCapExceededError):
         dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.5), output="synth.memo", principal="alice")
     assert _spent(catalog) == RhoZCDP(0.5)
+
+
+def test_a_table_without_a_declared_unit_needs_privacy_unit(catalog: SqlCatalog, source: Any) -> None:
+    """dp_synthesize silently took ROWS when neither the call nor the policy named a unit, so a person with many
+    rows got many times the stated budget; dp_histogram and dp_sql refuse to guess, and so does synthesis now."""
+    set_namespace_budget(catalog, "db", RhoZCDP(10))
+    with pytest.raises(ip.PrivacyUnitRequiredError, match="privacy_unit=ROWS"):
+        dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.5), output="synth.nounit", domains=DOMAINS)
+    assert _spent(catalog) == RhoZCDP(0, validate=False) and not catalog.table_exists("synth.nounit")
+    rep = dp_synthesize(catalog, "db.people", ["country"], RhoZCDP(0.5), output="synth.nounit", domains=DOMAINS,
+                        privacy_unit="user_id", max_rows_per_unit=3)
+    assert rep.provenance.contribution["privacy_unit"] == "user_id"
+    assert rep.provenance.contribution["max_rows_per_unit"] == rep.provenance.contribution["sensitivity"] == 3

@@ -22,7 +22,7 @@ def synthetic(svc_catalog: Catalog) -> str:
     ip.set_namespace_budget(svc_catalog, "secret", ip.RhoZCDP(10))
     report = ip.dp_synthesize(svc_catalog, "secret.pv", ["country", "project", "bytes"], ip.RhoZCDP(2),
                               output="secret.pv_synth", rows=300, bounds={"bytes": (0.0, 100.0)},
-                              domains={"country": ["c0", "c1", "c2", "c3"], "project": ["p0", "p1", "p2"]})
+                              domains={"country": ["c0", "c1", "c2", "c3"], "project": ["p0", "p1", "p2"]}, privacy_unit=ip.ROWS)
     return report.output
 
 
