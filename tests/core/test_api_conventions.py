@@ -112,7 +112,7 @@ DEPRECATED_KEYWORDS = {("set_budget", "namespace"), ("set_budget", "table"), ("g
 
 def test_signatures_the_docs_write_out_match_the_code() -> None:
     """Regression: docs/dp.md gave ``dp_synthesize(..., privacy_unit=ROWS, max_rows_per_unit=1, ...)``; the code's
-    defaults are None (the access policy's declared unit and bound, else ROWS and 1), so a reader of the doc
+    defaults are None (the access policy's declared unit and bound), so a reader of the doc
     expected single rows where a policy declared a person. Every written-out signature must name only parameters
     the function has, with the defaults it has."""
     import ast
