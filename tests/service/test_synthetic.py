@@ -22,7 +22,8 @@ def synthetic(svc_catalog: Catalog) -> str:
     ip.set_namespace_budget(svc_catalog, "secret", ip.RhoZCDP(10))
     report = ip.dp_synthesize(svc_catalog, "secret.pv", ["country", "project", "bytes"], ip.RhoZCDP(2),
                               output="secret.pv_synth", rows=300, bounds={"bytes": (0.0, 100.0)},
-                              domains={"country": ["c0", "c1", "c2", "c3"], "project": ["p0", "p1", "p2"]}, privacy_unit=ip.ROWS)
+                              domains={"country": ["c0", "c1", "c2", "c3"], "project": ["p0", "p1", "p2"]},
+                              privacy_unit=ip.ROWS)
     return report.output
 
 
@@ -46,3 +47,36 @@ def test_synthetic_tables_are_listed_and_read_without_budget(service: Background
     assert len(Ledger(svc_catalog, ("secret",)).events()) == before  # reads charged nothing
     r = httpx.get(f"{service.url}/v1/synthetic/{synthetic}")
     assert r.status_code == 401  # but a token is still needed
+
+
+def test_rows_another_job_writes_into_a_synthetic_table_are_never_served(
+        service: BackgroundServer, svc_catalog: Catalog, tokens: dict[str, Any], synthetic: str) -> None:
+    """The service trusted the ``privacy.synthetic`` table property: rows a plain pyiceberg job appended to the
+    synthetic table (or an overwrite of its contents, which keeps the property) were served to every token holder
+    without budget. It serves the synthesis snapshot's rows, and refuses once that snapshot is gone."""
+    import pyarrow as pa
+
+    out = svc_catalog.load_table(synthetic)
+    synthesis = out.current_snapshot()
+    assert synthesis is not None
+    raw = pa.table({"country": ["RAW"] * 7, "project": ["RAW"] * 7, "bytes": [1.0] * 7},
+                   schema=out.schema().as_arrow())
+    with ServiceClient(service.url, tokens["bob"]) as bob:
+        for write in (out.append, out.overwrite):  # a foreign job: the table property stays
+            write(raw)
+            out = svc_catalog.load_table(synthetic)
+            assert "RAW" in out.scan().to_arrow().column("country").to_pylist()
+            got = bob.synthetic(synthetic, limit=10_000)
+            assert got.rows.num_rows == 300 and "RAW" not in got.rows.column("country").to_pylist()
+            listed = bob.synthetic_tables()
+            assert listed[0]["snapshot_id"] == synthesis.snapshot_id
+            assert listed[0]["provenance"]["privacy.dp.source.table"] == "secret.pv"
+        # the synthesis snapshot expired: nothing vouches for the rows any more
+        current = out.current_snapshot()
+        assert current is not None
+        out.maintenance.expire_snapshots().by_ids(
+            [s.snapshot_id for s in out.snapshots() if s.snapshot_id != current.snapshot_id]).commit()
+        with pytest.raises(ip.ServiceRequestError) as info:
+            bob.synthetic(synthetic)
+        assert info.value.status == 404 and "dp_synthesize" in str(info.value)
+        assert bob.synthetic_tables() == []

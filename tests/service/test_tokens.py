@@ -189,9 +189,12 @@ def test_wrong_secrets_for_one_token_id_stop_costing_scrypt(cat: Catalog, monkey
     service up (found by advsvc2). After MAX_FAILURES wrong ones in the window, attempts for that id are refused
     without scrypt; a token this process already verified still passes; the window passing lifts the limit."""
     import hashlib
-    import time
+    import types
 
     from iceberg_privacy.service import tokens
+
+    clock = [1000.0]  # the window's clock, moved by the test: real time under load made the window lapse early
+    monkeypatch.setattr(tokens, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
 
     store = TokenStore(cat)
     good = store.issue("dan").token
@@ -201,7 +204,6 @@ def test_wrong_secrets_for_one_token_id_stop_costing_scrypt(cat: Catalog, monkey
     calls = []
     real = hashlib.scrypt
     monkeypatch.setattr(hashlib, "scrypt", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(tokens, "FAILURE_WINDOW_SECONDS", 1.0)
     for _ in range(tokens.MAX_FAILURES):
         with pytest.raises(ip.InvalidTokenError, match="invalid token"):
             store.verify(wrong)
@@ -212,7 +214,7 @@ def test_wrong_secrets_for_one_token_id_stop_costing_scrypt(cat: Catalog, monkey
     assert len(calls) == tokens.MAX_FAILURES  # refused without scrypt
     assert store.verify(good).principal == "dan"  # the verified token is not locked out
     assert TokenStore(cat).verify(good).principal == "dan"  # another process has its own window
-    time.sleep(1.1)
+    clock[0] += tokens.FAILURE_WINDOW_SECONDS + 1
     with pytest.raises(ip.InvalidTokenError, match="invalid token"):
         store.verify(wrong)
     assert len(calls) == tokens.MAX_FAILURES + 2  # the other process's check, then this one's after the window
