@@ -290,3 +290,46 @@ def read_release_provenance(table: Table, snapshot_id: int | None = None) -> Rel
         else:
             fields[_DP_FIELDS[name]] = value
     return ReleaseProvenance(snapshot_id=snap.snapshot_id, extra=extra, **fields)
+
+
+_ROWS_UNCHANGED = ("replace", "delete")
+"""Snapshot operations that add no row: a rewrite (compaction) or a delete of whole files."""
+
+
+@dataclass(frozen=True)
+class ReleasedRows:
+    """The snapshot of a DP output table (release or synthetic table) whose rows are all DP output:
+    ``snapshot_id``, reached from the release snapshot ``release_snapshot_id`` (whose summary is the
+    provenance) by commits that only rewrote or deleted rows; ``current`` when it is the table's current
+    snapshot (no commit since added rows)."""
+
+    snapshot_id: int
+    release_snapshot_id: int
+    current: bool
+
+
+def released_rows(table: Table) -> ReleasedRows | None:
+    """Which snapshot of ``table`` holds DP output only (:class:`ReleasedRows`); None when no release snapshot is
+    in the current snapshot's ancestry (the table was replaced, its release snapshot expired, or it has none).
+
+    The table properties ``privacy.dp.release`` / ``privacy.synthetic`` alone prove nothing about the rows: they
+    stay when another job appends raw rows to the table (plain pyiceberg, Spark ``INSERT INTO``) or replaces its
+    contents (``CREATE OR REPLACE TABLE ... AS`` keeps table properties). The release snapshot's summary
+    (``privacy.dp.release=1``, written in the release's one commit) and the operations since do."""
+    from pyiceberg.table.snapshots import ancestors_of
+
+    current = table.current_snapshot()
+    if current is None:
+        return None
+    since: list[Any] = []  # newest first: the commits after the release snapshot
+    for snap in ancestors_of(current, table.metadata):
+        summary = snap.summary
+        if summary is not None and summary.additional_properties.get(DP_RELEASE_MARKER) == "1":
+            served = snap
+            for later in reversed(since):
+                if later.summary is None or later.summary.operation.value not in _ROWS_UNCHANGED:
+                    break
+                served = later
+            return ReleasedRows(served.snapshot_id, snap.snapshot_id, served.snapshot_id == current.snapshot_id)
+        since.append(snap)
+    return None

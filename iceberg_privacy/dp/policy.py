@@ -67,6 +67,7 @@ from iceberg_privacy.properties import (
     ACCESS_PUBLIC_KEYS_KEY,
     DP_RELEASE_MARKER,
     SYNTHETIC_MARKER,
+    released_rows,
 )
 from iceberg_privacy.storage import storage_errors
 
@@ -593,14 +594,21 @@ def _bind_on_sight(catalog: Catalog, table: TableRef) -> None:
 
 
 def is_dp_output(catalog: Catalog, table: TableRef) -> bool:
-    """Is ``table`` a DP output (a release table or a synthetic table), whose rows are already private?"""
+    """Is ``table`` a DP output (a release table or a synthetic table), whose rows are already private? The table
+    property says it was created as one; its current rows must also be the release's (:func:`released_rows`):
+    rows another job appended to it since are not DP output, and a raw read of them is refused as any other."""
     if not isinstance(table, Table):
         ident = qualified(table)
         if not catalog.table_exists(ident):
             return False
         table = catalog.load_table(ident)
     props = table.properties
-    return props.get(DP_RELEASE_MARKER) == "1" or str(props.get(SYNTHETIC_MARKER, "")).lower() == "true"
+    if not (props.get(DP_RELEASE_MARKER) == "1" or str(props.get(SYNTHETIC_MARKER, "")).lower() == "true"):
+        return False
+    if table.current_snapshot() is None:
+        return True  # no rows at all
+    rows = released_rows(table)
+    return rows is not None and rows.current
 
 
 __all__ = ["AccessPolicy", "NamespaceTarget", "access_policy", "coerce_budget", "is_dp_output", "namespace_target", "remove_access_policy",

@@ -52,14 +52,21 @@ from iceberg_privacy.index.hashing import coerce_values, shown
 from iceberg_privacy.index.planner import plan_lookup
 from iceberg_privacy.index.read import MatchRead, probe_task
 from iceberg_privacy.lineage.fanout import Fanout
-from iceberg_privacy.properties import BOOKKEEPING_MARKERS, LIBRARY_MARKERS
+from iceberg_privacy.properties import BOOKKEEPING_MARKERS, LIBRARY_MARKERS, released_rows
 from iceberg_privacy.rights.keyed import canonical_literal, digest, digest_distinct
 from iceberg_privacy.rights.reports import RefHold
 
 
 def _is_internal(table: Table) -> bool:
-    """The library's own tables: never subject tables, even if someone declares identity columns on them."""
-    return has_marker(table, LIBRARY_MARKERS) or table.name()[-1].startswith("_")
+    """The library's own tables: never subject tables, even if someone declares identity columns on them. A DP
+    release or synthetic table is one while its rows are the release's; rows another job wrote into it since
+    (``released_rows``: the table property stays) are searched like any table's, if it declares identity columns."""
+    if has_marker(table, BOOKKEEPING_MARKERS) or table.name()[-1].startswith("_"):
+        return True
+    if not has_marker(table, LIBRARY_MARKERS):
+        return False
+    rows = released_rows(table)
+    return table.current_snapshot() is None or (rows is not None and rows.current)
 
 
 def _declared(table: Table) -> list[IdentityColumn]:

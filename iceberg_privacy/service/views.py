@@ -16,7 +16,6 @@ from typing import Any
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import BadRequestError, NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
 
 from iceberg_privacy.catalog import all_namespaces, has_marker
 from iceberg_privacy.dp.budget import Budget
@@ -27,7 +26,7 @@ from iceberg_privacy.dp.policy import AccessPolicy, access_policy
 from iceberg_privacy.dp.provenance import read_provenance
 from iceberg_privacy.dp.synth import is_synthetic
 from iceberg_privacy.errors import ConfigurationError
-from iceberg_privacy.properties import ACCESS_KEY, BOOKKEEPING_MARKERS, DP_SYNTHESIS_SUMMARY, LIBRARY_MARKERS
+from iceberg_privacy.properties import ACCESS_KEY, BOOKKEEPING_MARKERS, LIBRARY_MARKERS, released_rows
 
 
 class _NotFound(Exception):  # noqa: N818 - private control flow: the service answers 404 with its message
@@ -218,44 +217,6 @@ def principal_releases(catalog: Catalog, principal: str) -> list[dict[str, Any]]
     return out
 
 
-_ROWS_UNCHANGED = (Operation.REPLACE, Operation.DELETE)
-"""Snapshot operations after a synthesis that add no row: a rewrite (compaction) or a delete of synthetic rows."""
-
-
-@dataclass(frozen=True)
-class Served:
-    """What the service reads of a synthetic table: ``snapshot`` (its rows), made of ``synthesis`` (the DP
-    synthesis snapshot, whose summary is the provenance) by commits that only rewrote or deleted rows."""
-
-    snapshot: Snapshot
-    synthesis: Snapshot
-
-
-def served_snapshot(table: Table) -> Served | None:
-    """The snapshot of a synthetic table whose rows are all DP output: the newest synthesis snapshot (its summary
-    carries the synthesis provenance) in the current snapshot's ancestry, or a later one when every commit since
-    only rewrote or deleted rows. None when there is none: the table was replaced, or its synthesis snapshot expired.
-
-    The ``privacy.synthetic`` table property alone is no proof: it stays when another job appends raw rows to the
-    table (plain pyiceberg, ``INSERT INTO`` from Spark) or replaces its contents (``CREATE OR REPLACE TABLE ... AS``
-    keeps table properties), and the service served those rows to every token holder, without budget."""
-    current = table.current_snapshot()
-    if current is None:
-        return None
-    since: list[Snapshot] = []  # newest first: the commits after the synthesis snapshot
-    for snap in ancestors_of(current, table.metadata):
-        props = snap.summary.additional_properties if snap.summary else {}
-        if DP_SYNTHESIS_SUMMARY in props:
-            served = snap
-            for later in reversed(since):
-                if later.summary is None or later.summary.operation not in _ROWS_UNCHANGED:
-                    break
-                served = later
-            return Served(served, snap)
-        since.append(snap)
-    return None
-
-
 def _unservable(name: str) -> _NotFound:
     return _NotFound(f"{name} is marked synthetic but its rows cannot be shown as DP output: commits other than a "
                      "DP synthesis changed it (rows appended, contents replaced) and its synthesis snapshot is gone. "
@@ -263,20 +224,20 @@ def _unservable(name: str) -> _NotFound:
 
 
 def synthetic_tables(catalog: Catalog) -> list[dict[str, Any]]:
-    """Every table marked synthetic whose rows are DP output (:func:`served_snapshot`), with its schema, the id of
-    the snapshot the service reads and the provenance of its synthesis."""
+    """Every table marked synthetic whose rows are DP output (:func:`~iceberg_privacy.properties.released_rows`),
+    with its schema, the id of the snapshot the service reads and the provenance of its synthesis."""
     out = []
     for ident, table in _user_tables(catalog, BOOKKEEPING_MARKERS):  # synthetic tables are DP outputs
         if not is_synthetic(table):
             continue
-        served = served_snapshot(table)
+        served = released_rows(table)  # the synthesis snapshot's rows, never rows another job wrote since
         if served is None and table.current_snapshot() is not None:
             continue  # rows nobody can vouch for (read_synthetic refuses them too)
-        snap = served.synthesis if served is not None else None
+        snap = table.snapshot_by_id(served.release_snapshot_id) if served is not None else None
         summary = {k: v for k, v in (snap.summary.additional_properties.items() if snap and snap.summary else [])
                    if k.startswith("privacy.")}
         out.append({"name": ".".join(ident), "columns": _columns(table),
-                    "snapshot_id": served.snapshot.snapshot_id if served else None, "provenance": summary})
+                    "snapshot_id": served.snapshot_id if served else None, "provenance": summary})
     return out
 
 
@@ -292,10 +253,10 @@ def read_synthetic(catalog: Catalog, name: str, *, limit: int, offset: int) -> d
         table = None
     if table is None or not is_synthetic(table) or has_marker(table, BOOKKEEPING_MARKERS):
         raise _NotFound(f"no synthetic table {name}; list them with GET /v1/synthetic")
-    served = served_snapshot(table)
+    served = released_rows(table)
     if served is None and table.current_snapshot() is not None:
         raise _unservable(name)
-    data = table.scan(snapshot_id=served.snapshot.snapshot_id, limit=offset + limit).to_arrow().slice(
+    data = table.scan(snapshot_id=served.snapshot_id, limit=offset + limit).to_arrow().slice(
         offset, limit) if served is not None else None
     rows = data.to_pylist() if data is not None else []
     return {"name": name, "columns": _columns(table), "offset": offset, "rows": rows}

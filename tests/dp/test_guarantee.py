@@ -115,6 +115,15 @@ def test_derive_does_not_copy_a_dp_only_table(lake: SqlCatalog) -> None:
                            rows=5)
     ip.derive(lake, "SELECT country FROM db.syn", "mart.syn_copy")
     assert lake.load_table("mart.syn_copy").scan().to_arrow().num_rows == rep.rows
+    # rows another job appends to the synthetic table are not DP output (the table property stays): a raw read
+    # of them is refused like the source's
+    syn = lake.load_table("db.syn")
+    syn.append(pa.table({"country": ["RAW"]}, schema=syn.schema().as_arrow()))
+    with pytest.raises(ip.DpOnlyError, match="dp-only"):
+        ip.derive(lake, "SELECT country FROM db.syn", "mart.syn_copy2")
+    with pytest.raises(ip.DpOnlyError):
+        ip.require_raw_access(lake, "db.syn")
+    assert not lake.table_exists("mart.syn_copy2")
 
 
 def _exact_tmlt(value: Any) -> Fraction:
