@@ -259,9 +259,19 @@ def _prepare(source: Table, columns: list[str], bounds: Mapping[str, Any], domai
              bins: int | Mapping[str, int]) -> list[_Column]:
     """Map every column onto public cells, refusing anything that would need a private look."""
     arrow_schema = source.schema().as_arrow()
+    top = {f.name: f for f in source.schema().fields}
     out = []
     for name in columns:
         ftype = source_field(source, name, "synthesis").field_type
+        if name not in top:  # found by its dotted path: a field inside a struct (was a raw KeyError from pyarrow)
+            raise ConfigurationError(
+                f"column {name!r} is a field nested in a struct; synthesis models top-level columns. Derive a table "
+                f"with it as a column first, e.g. ip.derive(catalog, 'SELECT {name} AS {name.rsplit('.', 1)[-1]} "
+                f"FROM {table_name(source)}', 'ns.flat'), and synthesize that. Nothing was spent.")
+        if not ftype.is_primitive:
+            raise ConfigurationError(
+                f"column {name!r} has type {ftype}; synthesis models columns of primitive types (strings, numbers, "
+                "dates, booleans): name those columns instead. Nothing was spent.")
         atype = arrow_schema.field(name).type
         if name in domains:
             given = domains[name]
@@ -542,7 +552,12 @@ def dp_synthesize(
     if privacy_unit is ROWS:
         unit: str | None = None
     elif isinstance(privacy_unit, str) and privacy_unit:
-        source_field(source, privacy_unit, "privacy-unit")
+        unit_type = source_field(source, privacy_unit, "privacy-unit").field_type
+        if privacy_unit not in {f.name for f in source.schema().fields} or not unit_type.is_primitive:
+            raise ConfigurationError(  # a struct field's dotted path was a raw KeyError once the rows were read
+                f"privacy_unit={privacy_unit!r} must be a top-level column of a primitive type (a person's id); "
+                f"derive a table with it as a column first (ip.derive(catalog, 'SELECT ... FROM "
+                f"{table_name(source)}', 'ns.flat')). Nothing was spent.")
         if privacy_unit in columns:
             raise ConfigurationError("the privacy-unit column cannot also be synthesized: it identifies people.")
         unit = privacy_unit

@@ -470,3 +470,25 @@ def test_a_table_without_a_declared_unit_needs_privacy_unit(catalog: SqlCatalog,
                         privacy_unit="user_id", max_rows_per_unit=3)
     assert rep.provenance.contribution["privacy_unit"] == "user_id"
     assert rep.provenance.contribution["max_rows_per_unit"] == rep.provenance.contribution["sensitivity"] == 3
+
+
+def test_nested_and_non_primitive_columns_are_refused_before_anything_is_charged(catalog: SqlCatalog) -> None:
+    """A struct field named by its dotted path passed the column check (``find_field`` resolves it) and failed
+    as a raw KeyError from pyarrow, for a synthesized column and for the privacy unit."""
+    data = pa.table({"uid": [f"u{i % 9}" for i in range(40)], "s": [{"c": "xy"[i % 2], "uid": f"u{i}"} for i in range(40)],
+                     "a.b": ["q"] * 40})
+    catalog.create_namespace_if_not_exists("odd")
+    catalog.create_table("odd.t", schema=data.schema).append(data)
+    set_namespace_budget(catalog, "odd", RhoZCDP(5))
+    ask: dict[str, Any] = {"output": "odd.syn", "privacy_unit": "uid"}
+    with pytest.raises(ConfigurationError, match="nested in a struct"):
+        dp_synthesize(catalog, "odd.t", ["s.c"], RhoZCDP(0.5), domains={"s.c": ["x", "y"]}, **ask)
+    with pytest.raises(ConfigurationError, match="primitive types"):
+        dp_synthesize(catalog, "odd.t", ["s"], RhoZCDP(0.5), domains={"s": [{"c": "x", "uid": "u1"}]}, **ask)
+    with pytest.raises(ConfigurationError, match="top-level column"):
+        dp_synthesize(catalog, "odd.t", ["a.b"], RhoZCDP(0.5), domains={"a.b": ["q"]}, output="odd.syn",
+                      privacy_unit="s.uid")
+    assert get_namespace_budget(catalog, "odd").spent == RhoZCDP(0, validate=False)
+    assert not catalog.table_exists("odd.syn")
+    # a top-level column whose name holds a dot is a column like any other
+    assert dp_synthesize(catalog, "odd.t", ["a.b"], RhoZCDP(0.5), domains={"a.b": ["q"]}, **ask).rows > 0
