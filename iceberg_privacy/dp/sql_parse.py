@@ -208,6 +208,9 @@ def _column(node: Any, table: Table, alias: str | None) -> str:
     if qualifier is not None:
         q = _identifier(qualifier)
         if q not in {alias, table.name()[-1]} or node.args.get("db") is not None or node.args.get("catalog"):
+            if q in {f.name for f in table.schema().fields if not f.field_type.is_primitive}:
+                raise refuse(f"{q}.{node.this.this} is a field nested in column {q!r}; DP SQL reads top-level columns "
+                             f"only: the data owner can derive a table with it as a column")
             raise refuse("a column names a table other than the FROM table")
     name = str(node.this.this)
     names = [f.name for f in table.schema().fields]

@@ -501,3 +501,15 @@ def test_columns_tumult_cannot_address_are_refused_before_the_spend(static_catal
     with pytest.raises(ip.ConfigurationError, match="Tumult cannot address"):  # dp_histogram: the same limit
         ip.dp_histogram(open_name, [column], catalog=static_catalog, budget=PureDP(1), privacy_unit=ip.ROWS,
                         principal="p")
+
+
+def test_a_nested_field_is_refused_as_nested_not_as_another_table(static_catalog: SqlCatalog) -> None:
+    """``s.c`` (a struct field) was refused as "a column names a table other than the FROM table": the analyst
+    looked for a join that is not there."""
+    if not static_catalog.table_exists("db.nested"):
+        static_catalog.create_table("db.nested", schema=pa.schema(
+            [("user_id", pa.int64()), ("s", pa.struct([("c", pa.string())]))]))
+    with pytest.raises(ip.DpSqlRefusedError, match="field nested in column 's'"):
+        ip.compile_sql(static_catalog, "SELECT COUNT(*) FROM db.nested WHERE s.c = 'x'")
+    with pytest.raises(ip.DpSqlRefusedError, match="other than the FROM table"):
+        ip.compile_sql(static_catalog, "SELECT COUNT(*) FROM db.nested WHERE other.c = 'x'")
