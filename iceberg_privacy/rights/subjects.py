@@ -125,6 +125,24 @@ def _refuse_one(table: Table) -> None:
                     )
 
 
+def _in_catalog(catalog: Catalog, given: Table) -> Table:
+    """``given`` as ``catalog`` has it now. A Table loaded from another catalog (a second lake, a copy of this one)
+    was erased where it lives while the request was journaled in ``catalog``, and the purge then verified and
+    expired the table of that name in ``catalog``: another table, or none."""
+    name = table_name(given)
+    try:
+        table = catalog.load_table(tuple(given.name()))
+    except (NoSuchTableError, NoSuchNamespaceError):
+        table = None
+    if table is None or table.metadata.table_uuid != given.metadata.table_uuid:
+        where = "has no table of that name" if table is None else "has another table of that name (another uuid)"
+        raise ConfigurationError(
+            f"table {name} was loaded from another catalog than the request's: catalog {catalog.name!r} {where}, and "
+            "the request is journaled, resumed and purged there. Pass the catalog the table belongs to (or name its "
+            "tables as 'ns.table'); nothing was recorded")
+    return table
+
+
 def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -> list[Table]:
     """The tables a request covers: those named, or every table of the catalog declaring identity columns.
 
@@ -144,7 +162,7 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
             if isinstance(t, Table):
                 # The catalog's current metadata, not the caller's: a Table loaded before other commits has
                 # neither their rows (an access export left them out) nor a later identity declaration.
-                table = t if isinstance(t, StaticTable) else t.refresh()
+                table = t if isinstance(t, StaticTable) else _in_catalog(catalog, t)
             else:
                 try:
                     table = catalog.load_table(t)

@@ -1,8 +1,10 @@
-"""A lake-wide request (no ``tables=``) loads every table of the catalog: a table dropped between the listing
+"""Which tables a request covers. A lake-wide request (no ``tables=``) loads every table of the catalog: a table dropped between the listing
 and its load holds nobody and is skipped; a table that exists but cannot be loaded may hold the subject and
 fails the request (never skipped)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 from pyiceberg.catalog import Catalog
@@ -53,3 +55,25 @@ def test_rows_another_job_wrote_into_a_dp_output_table_are_erased(catalog: Catal
     report = ip.erase(catalog, ["ann"])
     assert report.tables["db.a"].rows_removed == 1 and report.tables["db.syn"].rows_removed == 1
     assert "ann" not in [r["user_id"] for r in catalog.load_table("db.syn").scan().to_arrow().to_pylist()]
+
+
+def test_a_table_of_another_catalog_is_refused_before_anything_is_recorded(catalog: Catalog, tmp_path: Any) -> None:
+    """A Table loaded from another catalog was erased where it lives, but the request was journaled in the catalog
+    passed, and the purge then verified the table of that name THERE (another table): a VerificationFailedError
+    about rows that were never part of the request, or, had the names differed, a purge of nothing."""
+    from tests.helpers import make_catalog
+
+    other = make_catalog(tmp_path / "other")
+    other.create_namespace("db")
+    theirs = make_table(other, "db.a", [["ann", "carl"]])
+    make_table(catalog, "db.a", [["ann", "bob"]])
+    make_table(catalog, "db.b", [["ann"]])
+    for tables in ([theirs], [catalog.load_table("db.b"), theirs]):
+        with pytest.raises(ip.ConfigurationError, match="another catalog"):
+            ip.erase(catalog, ["ann"], tables=tables, purge=True)
+    with pytest.raises(ip.ConfigurationError, match="another catalog"):
+        ip.erase(other, ["ann"], tables=[catalog.load_table("db.b")])  # no table of that name there
+    assert [r["user_id"] for r in all_rows(theirs)] == ["ann", "carl"]
+    assert [r["user_id"] for r in all_rows(catalog.load_table("db.a"))] == ["ann", "bob"]
+    mine = catalog.load_table("db.a")  # a Table of the request's own catalog (another instance of it) is fine
+    assert ip.erase(catalog, ["ann"], tables=[mine]).tables["db.a"].rows_removed == 1
