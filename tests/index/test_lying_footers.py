@@ -7,7 +7,6 @@ import json
 import struct
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -18,7 +17,6 @@ from pyiceberg.types import LongType, NestedField, StringType
 import iceberg_privacy as ip
 from iceberg_privacy.index.registry import sidecar_refs
 from iceberg_privacy.index.sidecar import clear_sidecar_cache
-from iceberg_privacy.storage import local_path
 
 SCHEMA = Schema(NestedField(1, "rid", LongType(), required=False), NestedField(2, "a", StringType(), required=False),
                 NestedField(3, "b", StringType(), required=False))
@@ -35,15 +33,17 @@ def _table(catalog, name: str, kind: str):  # type: ignore[no-untyped-def]
 
 
 def _rewrite_footer(table, edit: Callable[[list[dict[str, Any]]], None]) -> None:  # type: ignore[no-untyped-def]
-    """Rewrite the footer JSON of the table's one sidecar (same blobs, same bytes before the footer)."""
+    """Rewrite the footer JSON of the table's one sidecar (same blobs, same bytes before the footer), through the
+    table's FileIO (local or object storage)."""
     (ref,) = sidecar_refs(table.metadata)
-    path = Path(local_path(ref.location))
-    data = path.read_bytes()
+    with table.io.new_input(ref.location).open() as f:
+        data = f.read()
     (n,) = struct.unpack("<i", data[-12:-8])
     doc = json.loads(data[-12 - n:-12])
     edit(doc["blobs"])
     payload = json.dumps(doc, separators=(",", ":")).encode()
-    path.write_bytes(data[: len(data) - 12 - n] + payload + struct.pack("<i", len(payload)) + data[-8:])
+    with table.io.new_output(ref.location).create(overwrite=True) as f:
+        f.write(data[: len(data) - 12 - n] + payload + struct.pack("<i", len(payload)) + data[-8:])
     clear_sidecar_cache()
 
 
@@ -54,17 +54,26 @@ def _lookup(table, value: str) -> tuple[list[int], list[str]]:  # type: ignore[n
     return rows, [str(w.message) for w in caught]
 
 
+def _point_a_at_b(blobs: list[dict[str, Any]]) -> None:
+    by_field = {(b["type"], tuple(b["fields"])): b for b in blobs}
+    for blob_type in {b["type"] for b in blobs if b["fields"]}:
+        a, b = by_field[(blob_type, (2,))], by_field[(blob_type, (3,))]
+        a["offset"], a["length"] = b["offset"], b["length"]
+
+
 @pytest.mark.parametrize("kind", ["bloom", "exact", "bloom,exact"])
 def test_a_footer_entry_pointing_at_another_columns_blob_means_scan(catalog, kind: str) -> None:
     t = _table(catalog, "db.lying_offsets", kind)
+    _rewrite_footer(t, _point_a_at_b)
+    rows, warned = _lookup(t, "a5")
+    assert rows == [5]
+    assert any("overlaps another blob" in w for w in warned), warned
 
-    def point_a_at_b(blobs: list[dict[str, Any]]) -> None:
-        by_field = {(b["type"], tuple(b["fields"])): b for b in blobs}
-        for blob_type in {b["type"] for b in blobs if b["fields"]}:
-            a, b = by_field[(blob_type, (2,))], by_field[(blob_type, (3,))]
-            a["offset"], a["length"] = b["offset"], b["length"]
 
-    _rewrite_footer(t, point_a_at_b)
+def test_s3_a_footer_entry_pointing_at_another_columns_blob_means_scan(s3_catalog) -> None:  # type: ignore[no-untyped-def]
+    catalog, ns = s3_catalog
+    t = _table(catalog, f"{ns}.lying_offsets", "bloom,exact")
+    _rewrite_footer(t, _point_a_at_b)
     rows, warned = _lookup(t, "a5")
     assert rows == [5]
     assert any("overlaps another blob" in w for w in warned), warned
