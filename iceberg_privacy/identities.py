@@ -68,6 +68,8 @@ def as_values(values: Any) -> list[Any]:
             f"pass the identifier values as one column (df['user_id'], table.column('user_id'), a list), not a whole "
             f"{type(values).__module__.split('.')[0]} {type(values).__name__}: a table is no list of ids (a pandas "
             "DataFrame iterates its column names, which would be taken as the ids)")
+    if isinstance(values, np.ndarray) and values.ndim == 0:  # one value (np.array("ann")), which iteration refuses
+        return [values.item()]
     if isinstance(values, (str, bytes, bytearray, memoryview)) or not isinstance(values, Iterable):
         return [values]
     if isinstance(values, Mapping):  # iterating it would take the keys ('user_id') as the ids

@@ -582,3 +582,13 @@ def test_a_table_of_ids_is_refused_not_read_as_its_column_names(catalog, monkeyp
     assert all_rows(table) == before
     assert sorted(ip.lookup(table, "user_id", pd.DataFrame({"user_id": ["u1", "u2"]})["user_id"])
                   .column("user_id").to_pylist()) == ["u1", "u2"]
+
+
+def test_a_zero_dimensional_numpy_array_is_one_value(catalog) -> None:
+    """``np.array("u1")`` (one value, e.g. ``df["user_id"].values[0]`` kept as an array) raised numpy's raw
+    TypeError "iteration over a 0-d array"."""
+    import numpy as np
+
+    table = make_table(catalog, "db.zero_d", [["u1", "u2"]])
+    assert ip.lookup(table, "user_id", np.array("u1")).column("user_id").to_pylist() == ["u1"]
+    assert ip.lookup(table, "account", np.array(1002)).column("user_id").to_pylist() == ["u2"]
