@@ -63,12 +63,28 @@ ID_FIELD = "id"
 def as_values(values: Any) -> list[Any]:
     """One value or an iterable of values, as a list (strings and bytes, also ``bytearray``/``memoryview``, are
     one value: iterating one would look up its byte values as integer ids)."""
+    if _is_data_frame(values):  # a pandas DataFrame iterates its column names ('user_id'), not the ids
+        raise InvalidLookupValueError(
+            f"pass the identifier values as one column (df['user_id'], table.column('user_id'), a list), not a whole "
+            f"{type(values).__module__.split('.')[0]} {type(values).__name__}: a table is no list of ids (a pandas "
+            "DataFrame iterates its column names, which would be taken as the ids)")
+    if isinstance(values, np.ndarray) and values.ndim == 0:  # one value (np.array("ann")), which iteration refuses
+        return [values.item()]
     if isinstance(values, (str, bytes, bytearray, memoryview)) or not isinstance(values, Iterable):
         return [values]
     if isinstance(values, Mapping):  # iterating it would take the keys ('user_id') as the ids
         raise InvalidLookupValueError(f"pass the identifier values (one value or a list), not a {type(values).__name__} "
                                       "such as {'user_id': 'ann'}: the tables' identity columns decide where they match")
     return list(values)
+
+
+def _is_data_frame(values: Any) -> bool:
+    """A table of columns (Arrow, pandas, polars, ...) rather than a sequence of values."""
+    if isinstance(values, (pa.Table, pa.RecordBatch)):
+        return True
+    cls = type(values)
+    return cls.__name__ in ("DataFrame", "LazyFrame") and \
+        cls.__module__.split(".")[0] in ("pandas", "polars", "pyspark", "modin", "dask", "cudf")
 
 
 def identity_leaf_type(field: NestedField) -> PrimitiveType:

@@ -80,7 +80,23 @@ def parquet_writer_kwargs(properties: dict[str, str]) -> dict[str, Any]:
 def partitions(spec: PartitionSpec, schema: Schema, data: pa.Table) -> Iterator[tuple[PartitionKey, pa.Table]]:
     """Split ``data`` by partition as pyiceberg's append does (``pyiceberg.io.pyarrow._determine_partitions``):
     (partition key, the rows of that partition) pairs."""
-    for part in _determine_partitions(spec=spec, schema=schema, arrow_table=data):
+    parts = list(_determine_partitions(spec=spec, schema=schema, arrow_table=data))  # (the caller holds them all)
+    # pyiceberg groups the partition values, then selects each group's rows by equality: a NaN equals no row (its
+    # group is empty, and the writer divides by its zero rows) and -0.0 equals 0.0 (both groups get both rows:
+    # rows written twice). Refuse the write instead of crashing or duplicating rows.
+    if any(p.arrow_table_partition.num_rows == 0 for p in parts) \
+            or sum(p.arrow_table_partition.num_rows for p in parts) != data.num_rows:
+        from iceberg_privacy.errors import UnsupportedDataError  # noqa: PLC0415 - compat imports nothing of ours at load
+
+        floats = [schema.find_column_name(pf.source_id) for pf in spec.fields
+                  if str(schema.find_type(pf.source_id)) in ("float", "double")]
+        raise UnsupportedDataError(
+            f"pyiceberg cannot split these {data.num_rows} rows by the table's partition fields "
+            f"({', '.join(pf.name for pf in spec.fields)}): it would "
+            f"drop or duplicate rows. A NaN, or -0.0 next to 0.0, in a float/double partition source column "
+            f"({', '.join(map(str, floats)) or 'none found'}) does this: replace NaN with null and -0.0 with 0.0, or "
+            "partition by another column. Nothing was committed.")
+    for part in parts:
         yield part.partition_key, part.arrow_table_partition
 
 

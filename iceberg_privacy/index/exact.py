@@ -383,6 +383,7 @@ class ExactIndex:
     _chunk_starts: np.ndarray | None = None  # first ordinal of each chunk (cumulative counts)
     meta_version: int = _META_VERSION  # 1: short rows carry no size (taken from the sidecar's files blob)
     _legacy_sizes: dict[str, tuple[int, int]] | None = None
+    _column_entries: dict[int, int] = field(default_factory=dict)  # the meta blob's num-entries per column
 
     @staticmethod
     def open(io: FileIO, location: str, reader: PuffinReader | None = None) -> ExactIndex | None:
@@ -411,12 +412,14 @@ class ExactIndex:
             if int(doc["hash-id"]) != HASH_ID:
                 raise SidecarError(f"exact index {location}: unsupported hash {doc['hash-id']}")
             cols = {int(c["field-id"]): str(c["name"]) for c in doc["columns"]}
+            # CRC-protected, unlike the footer that maps fields to index blobs: checked against each blob's header
+            entries = {int(c["field-id"]): int(c["num-entries"]) for c in doc["columns"] if "num-entries" in c}
             chunks = [{k: int(c[k]) for k in ("offset", "length", "raw-length", "count", "crc")}
                       for c in doc["file-chunks"]]
             snap = doc.get("covered-snapshot-id")
             idx = ExactIndex(location, reader, int(snap) if snap is not None else None,
                              [str(m) for m in doc["manifests"]], int(doc["num-files"]), cols, chunks,
-                             files_blobs[0].offset, {}, meta_version=version)
+                             files_blobs[0].offset, {}, meta_version=version, _column_entries=entries)
         except SidecarError:
             raise
         except (ValueError, KeyError, TypeError) as exc:
@@ -427,6 +430,8 @@ class ExactIndex:
             if b.type == INDEX_BLOB:
                 if len(b.fields) != 1 or b.compression_codec:
                     raise SidecarError(f"exact index {location}: index blob must name one field, uncompressed")
+                if b.fields[0] in idx._index_blobs:
+                    raise SidecarError(f"exact index {location}: two index blobs for field {b.fields[0]}")
                 idx._index_blobs[b.fields[0]] = b
         if set(idx._index_blobs) != set(cols):
             raise SidecarError(f"exact index {location}: column blobs do not match the meta blob")
@@ -460,6 +465,9 @@ class ExactIndex:
                                f"{version}/{hash_id}/{codec}/{bits}/{kbits} (a newer writer? upgrade iceberg-privacy)")
         if num_files != self.num_files:
             raise SidecarError(f"exact index {self.location}: index blob names {num_files} files, meta {self.num_files}")
+        if self._column_entries.get(field_id, n) != n:  # the footer maps this field to another column's blob
+            raise SidecarError(f"exact index {self.location}: the index blob of field {field_id} holds {n} entries, "
+                               f"its meta blob {self._column_entries[field_id]} (corrupt footer)")
         parts = 1 << bits
         dir_len = parts * entry.size + 4
         if meta.length < head_len + dir_len:

@@ -179,6 +179,15 @@ class PuffinReader:
         for b in blobs:
             if b.offset < 4 or b.length < 0 or b.offset + b.length > size - footer_size:
                 raise SidecarError(f"sidecar {self.location}: blob {b.type} range lies outside the file")
+        # Blobs are stored one after another (Puffin: ``Magic Blob* Footer``), so no two share a byte. The footer
+        # has no checksum: an entry pointing at another blob's bytes (e.g. column A's filter entry at column B's
+        # filter, which passes every check of its own) would answer for the wrong column and skip files.
+        end = 0
+        for b in sorted((b for b in blobs if b.length), key=lambda b: b.offset):
+            if b.offset < end:
+                raise SidecarError(f"sidecar {self.location}: blob {b.type} {b.fields} overlaps another blob "
+                                   "(corrupt footer)")
+            end = b.offset + b.length
         return PuffinFooter(blobs, props, footer_size, size)
 
     def check_head(self, head: bytes | None = None) -> None:

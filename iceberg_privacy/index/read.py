@@ -44,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pyiceberg.exceptions import ResolveError
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import ArrowScan, schema_to_pyarrow
@@ -56,6 +57,7 @@ from pyiceberg.utils.concurrent import ExecutorFactory
 
 from iceberg_privacy._internal.arrow import small_types
 from iceberg_privacy._internal.compat import FileProjection, position_deletes
+from iceberg_privacy.errors import SchemaMismatchError
 from iceberg_privacy.storage import reading
 
 Matcher = Callable[[pa.Table], np.ndarray]
@@ -266,6 +268,13 @@ def read_matching(io: FileIO, read: MatchRead, tasks: Sequence[FileScanTask], ma
                     raws.append(results[id(p)])
             _close(futures)
             parts += _convert_runs(raws)
+    except ResolveError as exc:  # pyiceberg's own scan of these files fails the same way
+        raise SchemaMismatchError(
+            f"cannot read a data file as the table's schema says: {exc}. A file written without Iceberg field ids "
+            "(e.g. added with add_files) is read through the name mapping (table property "
+            "schema.name-mapping.default), which gives a name to the column that has it now: a column dropped and "
+            "added again under the same name with a narrower type makes such files unreadable. Point the mapping's "
+            "name back at a compatible field id (or rewrite those files), then retry") from exc
     finally:  # every file phase 1 opened is closed, also when another file's read failed
         _close(futures + pending)
     return concat(parts, read)

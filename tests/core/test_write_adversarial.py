@@ -519,3 +519,19 @@ def test_verbs_that_commit_to_a_v3_table_through_a_client_side_catalog_are_refus
         assert {f.location for f in list_files(v3.io, v3.location())} == before, f"{verb} left files behind"
     assert ip.lookup(v3, "user_id", "bob").num_rows == 2  # reads work
     assert catalog.load_table("db.fmt3_v3").metadata_location == v3.metadata_location  # nothing committed
+
+
+@pytest.mark.parametrize("values", [[2.5, -0.0, 0.0], [2.5, float("nan")]], ids=["signed-zeros", "nan"])
+def test_a_float_partition_pyiceberg_cannot_split_is_refused_not_duplicated(catalog: Catalog, values: list[float]) -> None:
+    """pyiceberg selects each partition's rows by equality: -0.0 == 0.0 wrote both rows into both partitions (5 rows
+    from 3), and a NaN partition selected no row (ZeroDivisionError from its file-size estimate)."""
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.transforms import IdentityTransform
+
+    t = catalog.create_table("db.float_part", Schema(NestedField(1, "user_id", StringType(), required=False),
+                                                     NestedField(2, "score", DoubleType(), required=False)),
+                             partition_spec=PartitionSpec(PartitionField(2, 1000, IdentityTransform(), "score")))
+    data = pa.table({"user_id": [f"u{i}" for i in range(len(values))], "score": pa.array(values, pa.float64())})
+    with pytest.raises(ip.UnsupportedDataError, match=r"NaN, or -0\.0 next to 0\.0.*\(score\)"):
+        ip.append(t, data)
+    assert t.refresh().current_snapshot() is None

@@ -560,3 +560,35 @@ def test_cli_lookup_table_output_prints_uuids_as_text(tmp_path, capsys) -> None:
     assert main(["--home", home, "lookup", "db.uu", "u", str(u)]) == 0
     out = capsys.readouterr().out
     assert str(u) in out and "\\x00" not in out
+
+
+def test_a_table_of_ids_is_refused_not_read_as_its_column_names(catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pandas DataFrame iterates its column names: ``lookup(t, "user_id", df)`` looked up the value "user_id" (the
+    row of a person so named came back, u1 and u2 did not) and ``erase(catalog, df)`` erased that person instead."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from iceberg_privacy.rights.keyed import SECRET_ENV
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    table = make_table(catalog, "db.frames", [["u1", "user_id"], ["u2"]])
+    before = all_rows(table)
+    for ids in (pd.DataFrame({"user_id": ["u1", "u2"]}), pa.table({"user_id": ["u1", "u2"]}),
+                pa.record_batch({"user_id": ["u1", "u2"]})):
+        with pytest.raises(ip.InvalidLookupValueError, match=r"one column \(df\['user_id'\]"):
+            ip.lookup(table, "user_id", ids)
+        with pytest.raises(ip.InvalidLookupValueError, match="one column"):
+            ip.erase(catalog, ids, tables=[table])
+    assert all_rows(table) == before
+    assert sorted(ip.lookup(table, "user_id", pd.DataFrame({"user_id": ["u1", "u2"]})["user_id"])
+                  .column("user_id").to_pylist()) == ["u1", "u2"]
+
+
+def test_a_zero_dimensional_numpy_array_is_one_value(catalog) -> None:
+    """``np.array("u1")`` (one value, e.g. ``df["user_id"].values[0]`` kept as an array) raised numpy's raw
+    TypeError "iteration over a 0-d array"."""
+    import numpy as np
+
+    table = make_table(catalog, "db.zero_d", [["u1", "u2"]])
+    assert ip.lookup(table, "user_id", np.array("u1")).column("user_id").to_pylist() == ["u1"]
+    assert ip.lookup(table, "account", np.array(1002)).column("user_id").to_pylist() == ["u2"]

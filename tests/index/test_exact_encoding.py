@@ -9,6 +9,7 @@ index blob with nothing but the spec (struct, zlib, zstd): the spec test in test
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 import zlib
@@ -122,7 +123,11 @@ def _write_index(tmp: Path, name: str, per_file: list[ExactKeys], index_payload:
     files = [ExactFile(f"s3://bucket/data/f{i}.parquet", -1, 10, None, 1000) for i in range(len(per_file))]
     blobs = exact.exact_blobs(files, [(1, "user_id")], {1: dict(enumerate(per_file))})
     if index_payload is not None:
-        blobs = [(t, fl, index_payload if t == exact.INDEX_BLOB else p, props) for t, fl, p, props in blobs]
+        # the meta blob states each index blob's entry count (its header's num_entries, bytes 24..32)
+        meta = json.loads(next(p for t, _, p, _ in blobs if t == exact.META_BLOB)[16:])
+        meta["columns"][0]["num-entries"] = struct.unpack("<Q", index_payload[24:32])[0]
+        blobs = [(t, fl, index_payload if t == exact.INDEX_BLOB else exact._meta_blob(meta) if t == exact.META_BLOB
+                  else p, props) for t, fl, p, props in blobs]
     io = PyArrowFileIO()
     location = str(tmp / f"{name}.puffin")
     write_puffin(io, location, blobs, snapshot_id=1, sequence_number=1, properties={})

@@ -342,3 +342,24 @@ def test_many_chunks_read_ahead_equal_the_scan_and_a_missing_file_fails(catalog:
     table.io.delete(plan.tasks[5].file.file_path)
     with pytest.raises(FileNotFoundError):
         execute(table, plan)
+
+
+@pytest.mark.parametrize("kind", ["bloom", "bloom,exact", None])
+def test_a_file_the_name_mapping_maps_to_a_narrower_column_is_a_clear_error(catalog: Catalog, kind: str | None) -> None:
+    """A file added without field ids is read through the name mapping; after its column was dropped and added again
+    as an int, the mapping names the new column and the file's int64 values cannot be read as it: the lookup died
+    with pyiceberg's raw ResolveError ("Cannot promote long to int")."""
+    t = catalog.create_table(unique_name("nm"), Schema(NestedField(1, "rid", LongType(), required=False),
+                                                       NestedField(2, "uid", LongType(), required=False)))
+    if kind:
+        t = ip.configure_index(t, "uid", kind)
+    path = f"{t.location()}/data/added.parquet"
+    with t.io.new_output(path).create() as f:
+        pq.write_table(pa.table({"rid": pa.array([0, 1], pa.int64()), "uid": pa.array([5, 6], pa.int64())}), f)
+    t.add_files([path])
+    with t.update_schema() as u:
+        u.delete_column("uid")
+    with t.refresh().update_schema() as u:
+        u.add_column("uid", IntegerType())
+    with pytest.raises(ip.SchemaMismatchError, match="name mapping"):
+        ip.lookup(t.refresh(), "uid", 5)
