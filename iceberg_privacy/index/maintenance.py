@@ -20,6 +20,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat, ManifestContent
 from pyiceberg.table import StaticTable, Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.update import AssertRefSnapshotId
 
 from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.arguments import check_engine
@@ -330,6 +331,11 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
     if expire_ids:
         kept = fold_expired(md, expire_ids)  # summaries go with their snapshots; their lineage must not
         compat.expire_snapshot_ids(tx, sorted(expire_ids))  # pyiceberg's by_ids copies the metadata per id
+        # Removing a snapshot also removes every ref on it, and a catalog applies this commit on ITS head: a tag
+        # or branch another process put on one of these snapshots since ``md`` was read would be dropped with it.
+        # Each ref read must be unchanged at the commit (checked by the catalog), and no ref may have appeared
+        # (checked just before the commit, _refs_moved): otherwise the attempt re-plans from the new refs.
+        compat.require(tx, [AssertRefSnapshotId(ref=name, snapshot_id=ref.snapshot_id) for name, ref in md.refs.items()])
         if kept:
             tx.set_properties(kept)
         report.expired_snapshots = sorted(expire_ids)
@@ -377,9 +383,12 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
         tx.remove_properties(PROPERTY_COMPACTED, PROPERTY_COMPACTED_BYTES)
     checkpoint("index.before_commit")  # the new compacted sidecar (base) is written, not yet referenced
     try:
+        if expire_ids and (moved := _refs_moved(table, md)):
+            raise _Restart(f"ref(s) {', '.join(moved)} of {table_name(table)} changed since the expiry was planned")
         tx.commit_transaction()
     except Exception as exc:
-        if retry.is_conflict(exc) and report.sidecar_path is not None:  # never referenced: this attempt's file
+        if (isinstance(exc, _Restart) or retry.is_conflict(exc)) and report.sidecar_path is not None:
+            # never referenced: this attempt's file
             outcome = delete_files(table.io, [report.sidecar_path])
             for why in outcome.failed.values():
                 warn(f"unreferenced sidecar of a lost commit not deleted: {why} (cleanup_orphans removes it)")
@@ -495,6 +504,14 @@ def _collected_elsewhere(table: Table, location: str, before: set[str]) -> bool:
         return False
     still = {canonical(p) for p in referenced_sidecar_locations(fresh.metadata)}
     return any(canonical(p) not in still for p in before)
+
+
+def _refs_moved(table: Table, md: TableMetadata) -> list[str]:
+    """Names of the refs (branches, tags) that the catalog's current metadata has and ``md`` has not, or has on
+    another snapshot: created, moved or dropped by another process since ``md`` was read."""
+    fresh = table.catalog.load_table(table.name()).metadata.refs
+    return sorted(name for name in {*fresh, *md.refs}
+                  if name not in fresh or name not in md.refs or fresh[name].snapshot_id != md.refs[name].snapshot_id)
 
 
 def _sequence_number(md: TableMetadata, snapshot_id: int) -> int:

@@ -1,0 +1,88 @@
+"""Index maintenance racing another process: the other process acts at a fault checkpoint of this one
+(a subprocess started from the hook, so the two never share a catalog object or a cache), never after a sleep."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.rest import RestCatalog
+from pyiceberg.schema import Schema
+from pyiceberg.types import LongType, NestedField, StringType
+
+import iceberg_privacy as ip
+from iceberg_privacy._internal.faults import injected
+from iceberg_privacy.index import maintenance
+
+SCHEMA = Schema(NestedField(1, "user_id", StringType(), required=False), NestedField(2, "n", LongType(), required=False))
+
+
+def _catalog_properties(catalog: Catalog) -> dict[str, Any]:
+    return {**catalog.properties, "type": "rest" if isinstance(catalog, RestCatalog) else "sql"}
+
+
+def in_another_process(catalog: Catalog, name: str, body: str) -> None:
+    """Run ``body`` in a new Python process with ``catalog`` (loaded there as ``cat``) and ``table`` (``name``)."""
+    code = (f"import json\nfrom pyiceberg.catalog import load_catalog\n"
+            f"cat = load_catalog({catalog.name!r}, **json.loads({json.dumps(json.dumps(_catalog_properties(catalog)))}))\n"
+            f"table = cat.load_table({name!r})\n{body}\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _table(catalog: Catalog, name: str, appends: int = 3) -> Any:
+    table = ip.configure_bloom(catalog.create_table(name, SCHEMA), ["user_id"])
+    for i in range(appends):
+        ip.append(table, pa.table({"user_id": pa.array([f"u{i}"]), "n": pa.array([i], pa.int64())}))
+    return table.refresh()
+
+
+def _once(action):  # type: ignore[no-untyped-def]
+    done: list[str] = []
+
+    def hook(reached: str) -> None:
+        if not done:
+            done.append(reached)
+            action()
+    return hook, done
+
+
+@pytest.mark.parametrize("kind", ["tag", "branch"])
+def test_expiry_keeps_a_ref_created_on_an_expired_snapshot_meanwhile(catalog: Catalog, kind: str) -> None:
+    """Expiry chose its snapshots from the refs it read; another process then tagged (or branched) one of them
+    before the commit. Removing a snapshot removes every ref on it, so the commit dropped the new ref in silence
+    (and its snapshot): the expiry must re-plan and keep both."""
+    table = _table(catalog, "db.tagged")
+    old = table.snapshots()[0].snapshot_id
+    create = "create_tag" if kind == "tag" else "create_branch"
+    hook, done = _once(lambda: in_another_process(
+        catalog, "db.tagged", f"table.manage_snapshots().{create}({old}, 'keep').commit()"))
+    with injected("index.before_commit", hook):
+        report = maintenance.expire_snapshots(table, retain_last=1)
+    assert done
+    table = catalog.load_table("db.tagged")
+    assert table.metadata.refs["keep"].snapshot_id == old and table.metadata.snapshot_by_id(old) is not None
+    assert old not in report.expired_snapshots and len(report.expired_snapshots) == 1
+    assert table.scan(snapshot_id=old).to_arrow().column("user_id").to_pylist() == ["u0"]
+    assert ip.lookup(table, "user_id", "u2").num_rows == 1
+
+
+def test_expiry_keeps_a_ref_created_meanwhile_on_object_storage(s3_catalog: tuple[Catalog, str]) -> None:
+    """The same on SeaweedFS, behind the REST catalog and behind a SQL catalog."""
+    catalog, ns = s3_catalog
+    name = f"{ns}.tagged"
+    table = _table(catalog, name)
+    old = table.snapshots()[0].snapshot_id
+    hook, done = _once(lambda: in_another_process(
+        catalog, name, f"table.manage_snapshots().create_tag({old}, 'keep').commit()"))
+    with injected("index.before_commit", hook):
+        report = maintenance.expire_snapshots(table, retain_last=1)
+    assert done
+    table = catalog.load_table(name)
+    assert table.metadata.refs["keep"].snapshot_id == old and old not in report.expired_snapshots
+    assert table.scan(snapshot_id=old).to_arrow().column("user_id").to_pylist() == ["u0"]
