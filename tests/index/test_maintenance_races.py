@@ -86,3 +86,25 @@ def test_expiry_keeps_a_ref_created_meanwhile_on_object_storage(s3_catalog: tupl
     table = catalog.load_table(name)
     assert table.metadata.refs["keep"].snapshot_id == old and old not in report.expired_snapshots
     assert table.scan(snapshot_id=old).to_arrow().column("user_id").to_pylist() == ["u0"]
+
+
+def test_purge_keeps_a_tag_created_meanwhile_on_a_snapshot_it_expires(catalog: Catalog,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A purge's expiry racing a tag on an old snapshot (one that never held the subject): the tag and its snapshot
+    stay, the purge still completes."""
+    from iceberg_privacy.rights.keyed import SECRET_ENV
+    from tests.helpers import SECRET, make_table
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    table = make_table(catalog, "db.people", [["u1"], ["u2", "victim"], ["u3"]])
+    old = table.snapshots()[0].snapshot_id
+    erased = ip.erase(catalog, ["victim"], request_id="r")
+    hook, done = _once(lambda: in_another_process(
+        catalog, "db.people", f"table.manage_snapshots().create_tag({old}, 'audit').commit()"))
+    with injected("index.before_commit", hook):
+        report = ip.purge(catalog, erased.request_id)
+    assert done and report.completed
+    table = catalog.load_table("db.people")
+    assert table.metadata.refs["audit"].snapshot_id == old
+    assert old not in report.tables["db.people"].expired_snapshots
+    assert [r["user_id"] for r in table.scan(snapshot_id=old).to_arrow().to_pylist()] == ["u1"]
