@@ -308,6 +308,9 @@ def cmd_cleanup(args: argparse.Namespace, catalog: Catalog) -> int:
             print(f"{state} {path}")
     for path, why in report.delete_failures.items():
         print(f"error: {path} not deleted: {why}", file=sys.stderr)
+    if report.shared_with:  # why nothing is an orphan: said, not only logged
+        print(f"note: another catalog entry or table uses this table's location ({report.shared_with[0]}): nothing "
+              "there is treated as an orphan, nothing was deleted; give each table its own location", file=sys.stderr)
     print(f"-- {len(report.orphans)} orphan file(s) among {report.files_listed} listed"
           f"{'' if args.delete else ' (use --delete to remove)'}", file=sys.stderr)
     return 2 if report.delete_failures else 0

@@ -335,7 +335,8 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
         # or branch another process put on one of these snapshots since ``md`` was read would be dropped with it.
         # Each ref read must be unchanged at the commit (checked by the catalog), and no ref may have appeared
         # (checked just before the commit, _refs_moved): otherwise the attempt re-plans from the new refs.
-        compat.require(tx, [AssertRefSnapshotId(ref=name, snapshot_id=ref.snapshot_id) for name, ref in md.refs.items()])
+        compat.require(tx, [AssertRefSnapshotId(ref=name, snapshot_id=ref.snapshot_id)  # type: ignore[call-arg]
+                            for name, ref in md.refs.items()])
         if kept:
             tx.set_properties(kept)
         report.expired_snapshots = sorted(expire_ids)

@@ -50,13 +50,20 @@ from iceberg_privacy.errors import (
     CommitConflictError,
     ConfigurationError,
     RefHoldsSubjectError,
+    RequestBlockedError,
     RequestConflictError,
     StorageError,
     VerificationFailedError,
 )
 from iceberg_privacy.history import expired_leftover_kinds
 from iceberg_privacy.index.maintenance import IndexReport, expire_snapshots
-from iceberg_privacy.index.orphans import cleanup_orphans, referenced_files
+from iceberg_privacy.index.orphans import (
+    CatalogListing,
+    catalog_entries_sharing,
+    catalog_listing,
+    cleanup_orphans,
+    referenced_files,
+)
 from iceberg_privacy.index.registry import referenced_sidecar_locations
 from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord
 from iceberg_privacy.properties import ERASURE_SCRUB_SUMMARY as SUMMARY_SCRUB
@@ -231,6 +238,21 @@ def _trim_metadata_log(table: Table) -> tuple[list[str], dict[str, str]]:
     kept = {canonical(e.metadata_file) for e in md.metadata_log} | {canonical(table.metadata_location)}
     outcome = delete_files(table.io, [loc for loc in before if canonical(loc) not in kept])
     return outcome.deleted + outcome.already_gone, outcome.failed
+
+
+def _clones_in_the_way(table: Table, request_id: str, listing: CatalogListing) -> None:
+    """Refuse the purge while another entry of the catalog is a ``register_table`` copy of this table (same
+    location, same uuid): it still reads the old snapshots' files and metadata versions the purge deletes (it
+    would fail to load or scan afterwards), and it still holds the subjects' rows."""
+    clones = catalog_entries_sharing(table, listing)
+    if clones:
+        name = table_name(table)
+        raise RequestBlockedError(
+            f"request {request_id}: another entry of the catalog uses the files of {name} (its metadata "
+            f"{clones[0]}: a register_table copy); purging {name} would delete files and metadata versions "
+            "that entry still reads (and its older snapshots may still hold rows of the subjects). Drop the copy that is no longer used (catalog.drop_table, without "
+            "purge), erase from the one that stays, then run the request (or purge) again; nothing was deleted",
+            next_step="drop one of the two catalog entries sharing the table's files, then run the request again")
 
 
 def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_ids: list[int],
@@ -508,6 +530,7 @@ def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret:
     failed: list[str] = []
     tags_in_the_way: list[RefHold] = []
     dropped_left: dict[str, tuple[str, int]] = {}  # dropped table -> (its location, files still there)
+    listings: list[CatalogListing] = []  # the catalog's tables, listed once when the first table is purged
     # every table to purge loaded in one pooled call (a round trip each on REST/Glue, in parallel); the pooled
     # loader's check: a 'no such table' for a table the catalog still lists (a REST 404 from a gateway) is a
     # CatalogError, never taken for a dropped table (whose advice is to delete its folder)
@@ -557,6 +580,9 @@ def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret:
                                                   detail={"file_digests": digested})])
 
                 refs_in_the_way(table, digests, secret, request_id)
+                if not listings:
+                    listings.append(catalog_listing(catalog))  # once per purge: every table of the catalog is loaded
+                _clones_in_the_way(table, request_id, listings[0])
                 matcher = SubjectMatcher(table, digests, secret, values)
                 tp = _purge_table(table, commits[-1][0] if commits else snapshot_id, orphan_age,
                                   [c[0] for c in commits], planned, plan, matcher)

@@ -108,3 +108,29 @@ def test_purge_keeps_a_tag_created_meanwhile_on_a_snapshot_it_expires(catalog: C
     assert table.metadata.refs["audit"].snapshot_id == old
     assert old not in report.tables["db.people"].expired_snapshots
     assert [r["user_id"] for r in table.scan(snapshot_id=old).to_arrow().to_pylist()] == ["u1"]
+
+
+def test_cleanup_in_another_process_leaves_a_writer_in_flight_alone(catalog: Catalog) -> None:
+    """A writer has written its data files and sidecars, not yet committed; orphan cleanup with the default age
+    runs meanwhile in other processes (Python and the CLI, each with --delete): none of those files is deleted,
+    the commit lands and its rows are found through the index."""
+    table = _table(catalog, "db.busy", appends=1)
+    home = catalog.properties["uri"].removeprefix("sqlite:///").rsplit("/", 1)[0]
+    seen: list[Any] = []
+
+    def cleanups() -> None:
+        in_another_process(catalog, "db.busy", "import iceberg_privacy as ip\n"
+                           "r = ip.cleanup_orphans(table, delete=True)\nassert r.deleted == [], r")
+        cli = subprocess.run([sys.executable, "-m", "iceberg_privacy", "--home", home, "cleanup", "db.busy", "--json",
+                              "--delete"], capture_output=True, text=True, timeout=120)
+        assert cli.returncode == 0, cli.stderr[-2000:] + cli.stdout[-2000:]
+        seen.append((cli.returncode, json.loads(cli.stdout)))
+
+    hook, done = _once(cleanups)
+    with injected("write.before_commit", hook):
+        ip.append(table, pa.table({"user_id": pa.array(["late"]), "n": pa.array([9], pa.int64())}))
+    assert done and seen[0][0] == 0 and seen[0][1]["deleted"] == [] and seen[0][1]["orphans"] == []
+    table = catalog.load_table("db.busy")
+    assert ip.lookup(table, "user_id", "late").num_rows == 1
+    assert ip.plan_lookup(table, "user_id", "late").files_without_sidecar == 0
+    assert ip.verify_sidecars(table).ok
