@@ -493,6 +493,13 @@ def expire_snapshots(
     return _rebuild(table, "expire", build_missing=False, expire_ids=expire)
 
 
+def expire_planned(table: Table, snapshot_ids: Iterable[int]) -> IndexReport:
+    """:func:`expire_snapshots` of ids a caller chose from the refs it read (the purge): one that another process has
+    made a branch or tag head since is kept (left out of ``expired_snapshots``), not refused as a head named by
+    the user, and a ref created on one of them before the commit makes the attempt re-plan."""
+    return _rebuild(table, "expire", build_missing=False, expire_ids=set(snapshot_ids))
+
+
 def _collected_elsewhere(table: Table, location: str, before: set[str]) -> bool:
     """Has another process, since ``table`` was at metadata ``location``, committed a change that no longer
     references some of the sidecars ``before`` (and so may have deleted them)? A sidecar that is unreadable

@@ -5,8 +5,9 @@ the original files. Per table of an erase request, ``purge``:
 
 1. expires every snapshot older than the table's erase commit (they can reach erased rows; a branch or
    tag that still reads a subject's row is an error naming the call that drops it), through
-   :func:`iceberg_privacy.expire_snapshots`, which writes a compacted sidecar covering exactly the
-   live files and deletes the superseded sidecars (so no sidecar covers a removed file);
+   :func:`iceberg_privacy.expire_snapshots` (``maintenance.expire_planned``: a snapshot another process tags
+   meanwhile is kept), which writes a compacted sidecar covering exactly the live files and deletes the
+   superseded sidecars (so no sidecar covers a removed file);
 2. drops dangling position delete files (another engine's, left applying to files the erasure rewrote) from
    the branch heads (:mod:`iceberg_privacy.rights.purge_foreign`, with the statistics below); deletes the files only expired snapshots referenced: data files, manifests, manifest
    lists, and the statistics / partition statistics other engines registered for them; drops
@@ -56,7 +57,7 @@ from iceberg_privacy.errors import (
     VerificationFailedError,
 )
 from iceberg_privacy.history import expired_leftover_kinds
-from iceberg_privacy.index.maintenance import IndexReport, expire_snapshots
+from iceberg_privacy.index.maintenance import IndexReport, expire_planned
 from iceberg_privacy.index.orphans import (
     CatalogListing,
     catalog_entries_sharing,
@@ -285,7 +286,8 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
         # Durable before expiry: once the snapshots are gone, this list is the only way a re-run after a
         # crash knows which files to delete (keyed hashes of the paths: a path can hold an identifier).
         plan(before)
-        return before, expire_snapshots(table, snapshot_ids=expire)
+        # (expire_planned: a snapshot tagged by another process since ``md`` was read is kept, its files too)
+        return before, expire_planned(table, expire)
 
     before, idx = retry.run(expire_step, exhausted=lambda tries, last: CommitConflictError(
         f"{name}: snapshot expiry lost to concurrent commits {tries} times; run the purge again"))

@@ -203,3 +203,33 @@ def test_compaction_racing_a_writer_and_a_compaction_on_object_storage(s3_catalo
     _all_found(catalog, name, ["u0", "u1", "u2", "late"])
     orphans = ip.cleanup_orphans(catalog.load_table(name), older_than=timedelta(0))
     assert not [o for o in orphans.orphans if "sidecar" in o], orphans
+
+
+def test_purge_keeps_a_tag_created_between_its_plan_and_its_expiry(catalog: Catalog,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The purge planned the snapshots to expire from the refs it read; another process tagged one of them before
+    the expiry re-read the table: the purge failed with 'snapshots [...] are branch or tag heads and cannot be
+    expired', an error about ids the user never gave. The tagged snapshot is kept and the purge completes."""
+    from iceberg_privacy.rights import purge as purge_module
+    from iceberg_privacy.rights.keyed import SECRET_ENV
+    from tests.helpers import SECRET, make_table
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    table = make_table(catalog, "db.people", [["u1"], ["u2", "victim"], ["u3"]])
+    old = table.snapshots()[0].snapshot_id
+    erased = ip.erase(catalog, ["victim"], request_id="r")
+    reachable = purge_module._reachable
+    done: list[int] = []
+
+    def planned_then_tagged(*args: Any) -> Any:  # first called by the expiry step, once it has read the refs
+        if not done:
+            done.append(1)
+            in_another_process(catalog, "db.people", f"table.manage_snapshots().create_tag({old}, 'audit').commit()")
+        return reachable(*args)
+
+    monkeypatch.setattr(purge_module, "_reachable", planned_then_tagged)
+    report = ip.purge(catalog, erased.request_id)
+    assert done and report.completed
+    table = catalog.load_table("db.people")
+    assert table.metadata.refs["audit"].snapshot_id == old and old not in report.tables["db.people"].expired_snapshots
+    assert [r["user_id"] for r in table.scan(snapshot_id=old).to_arrow().to_pylist()] == ["u1"]
