@@ -110,12 +110,6 @@ def adopt_commit(table: Table, committed: Table) -> Table:
     return table
 
 
-def require(tx: Any, requirements: Iterable[Any]) -> None:
-    """Add ``requirements`` to a transaction's commit. ``Transaction._stage`` keeps one requirement per type (so a
-    second ``AssertRefSnapshotId``, one per ref, would be dropped); these are appended as they are."""
-    tx._requirements = tuple(tx._requirements) + tuple(requirements)
-
-
 def noise_info(session: Any, query: Any, budget: Any) -> list[dict[str, Any]]:
     """The noise mechanisms and parameters tmlt will use to answer ``query`` with ``budget``
     (``tmlt.analytics.Session._noise_info``): a list of dicts with ``noise_mechanism`` and

@@ -233,3 +233,18 @@ def test_purge_keeps_a_tag_created_between_its_plan_and_its_expiry(catalog: Cata
     table = catalog.load_table("db.people")
     assert table.metadata.refs["audit"].snapshot_id == old and old not in report.tables["db.people"].expired_snapshots
     assert [r["user_id"] for r in table.scan(snapshot_id=old).to_arrow().to_pylist()] == ["u1"]
+
+
+def test_expiry_is_not_restarted_by_a_writer_appending_meanwhile(catalog: Catalog) -> None:
+    """Only a ref put ON a snapshot being expired re-plans the expiry: a writer moving main forward (every few
+    seconds on a busy table) must not make it lose its commit again and again."""
+    table = _indexed_table(catalog, "db.busy_expiry")
+    builds: list[str] = []
+    hook, done = _once(lambda: in_another_process(catalog, "db.busy_expiry", (
+        "import pyarrow as pa, iceberg_privacy as ip\n"
+        "ip.append(table, pa.table({'user_id': pa.array(['late']), 'n': pa.array([7], pa.int64())}))")))
+    with injected("index.before_build", builds.append), injected("index.before_commit", hook):
+        report = maintenance.expire_snapshots(table, retain_last=1)
+    assert done and len(builds) == 1 and len(report.expired_snapshots) == 2
+    assert len(catalog.load_table("db.busy_expiry").snapshots()) == 2  # the one kept and the writer's
+    _all_found(catalog, "db.busy_expiry", ["u0", "u1", "u2", "late"])
