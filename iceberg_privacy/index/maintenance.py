@@ -484,10 +484,16 @@ def expire_snapshots(
         bad = expire & protected
         if bad:
             raise ConfigurationError(f"snapshots {sorted(bad)} are branch or tag heads and cannot be expired")
+        unknown = sorted(expire - {s.snapshot_id for s in md.snapshots})
     else:
         cutoff = int(_cutoff(older_than).timestamp() * 1000)
         expire = {s.snapshot_id for s in md.snapshots if s.timestamp_ms < cutoff} - protected - newest
-    return _rebuild(table, "expire", build_missing=False, expire_ids=expire)
+        unknown = []
+    report = _rebuild(table, "expire", build_missing=False, expire_ids=expire)
+    if unknown:  # a mistyped id was a silent no-op; an id expired before (a re-run) is not an error either
+        report.warnings.append(warn(f"{len(unknown)} of the snapshot_ids are not snapshots of {table_name(table)} "
+                                    f"(e.g. {unknown[0]}; expired already, or not this table's): nothing done for them"))
+    return report
 
 
 def expire_planned(table: Table, snapshot_ids: Iterable[int]) -> IndexReport:

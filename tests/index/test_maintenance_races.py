@@ -248,3 +248,4 @@ def test_expiry_is_not_restarted_by_a_writer_appending_meanwhile(catalog: Catalo
     assert done and len(builds) == 1 and len(report.expired_snapshots) == 2
     assert len(catalog.load_table("db.busy_expiry").snapshots()) == 2  # the one kept and the writer's
     _all_found(catalog, "db.busy_expiry", ["u0", "u1", "u2", "late"])
+
