@@ -120,8 +120,9 @@ def test_cleanup_in_another_process_leaves_a_writer_in_flight_alone(catalog: Cat
     seen: list[Any] = []
 
     def cleanups() -> None:
-        in_another_process(catalog, "db.busy", "import iceberg_privacy as ip\n"
-                           "r = ip.cleanup_orphans(table, delete=True)\nassert r.deleted == [], r")
+        in_another_process(catalog, "db.busy", "import iceberg_privacy as ip\nfrom datetime import timedelta\n"
+                           "assert any('sidecar' in o for o in ip.cleanup_orphans(table, older_than=timedelta(0))"
+                           ".orphans)\nr = ip.cleanup_orphans(table, delete=True)\nassert r.deleted == [], r")
         cli = subprocess.run([sys.executable, "-m", "iceberg_privacy", "--home", home, "cleanup", "db.busy", "--json",
                               "--delete"], capture_output=True, text=True, timeout=120)
         assert cli.returncode == 0, cli.stderr[-2000:] + cli.stdout[-2000:]
@@ -249,3 +250,20 @@ def test_expiry_is_not_restarted_by_a_writer_appending_meanwhile(catalog: Catalo
     assert len(catalog.load_table("db.busy_expiry").snapshots()) == 2  # the one kept and the writer's
     _all_found(catalog, "db.busy_expiry", ["u0", "u1", "u2", "late"])
 
+
+
+def test_cleanup_leaves_a_writer_in_flight_alone_on_object_storage(s3_catalog: tuple[Catalog, str]) -> None:
+    """The age is the object store's modification time (S3: the upload time): the files a writer has just uploaded
+    and not yet committed are young, whatever the catalog."""
+    catalog, ns = s3_catalog
+    name = f"{ns}.busy"
+    table = _table(catalog, name, appends=1)
+    hook, done = _once(lambda: in_another_process(catalog, name, (
+        "import iceberg_privacy as ip\nfrom datetime import timedelta\n"
+        "assert any('sidecar' in o for o in ip.cleanup_orphans(table, older_than=timedelta(0)).orphans)\n"  # they exist
+        "r = ip.cleanup_orphans(table, delete=True)\nassert r.orphans == [] and r.deleted == [], r")))
+    with injected("write.before_commit", hook):
+        ip.append(table, pa.table({"user_id": pa.array(["late"]), "n": pa.array([9], pa.int64())}))
+    assert done
+    table = catalog.load_table(name)
+    assert ip.lookup(table, "user_id", "late").num_rows == 1 and ip.verify_sidecars(table).ok
