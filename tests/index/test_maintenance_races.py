@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -11,6 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.rest import RestCatalog
 from pyiceberg.schema import Schema
@@ -20,6 +24,7 @@ import iceberg_privacy as ip
 from iceberg_privacy._internal.faults import injected
 from iceberg_privacy.index import maintenance
 
+_names = itertools.count()
 SCHEMA = Schema(NestedField(1, "user_id", StringType(), required=False), NestedField(2, "n", LongType(), required=False))
 
 
@@ -267,3 +272,44 @@ def test_cleanup_leaves_a_writer_in_flight_alone_on_object_storage(s3_catalog: t
     assert done
     table = catalog.load_table(name)
     assert ip.lookup(table, "user_id", "late").num_rows == 1 and ip.verify_sidecars(table).ok
+
+
+@settings(max_examples=int(os.environ.get("IP_PROPERTY_EXAMPLES", "5")))
+@given(concurrent=st.lists(st.tuples(st.sampled_from(["tag", "branch", "append", "compact"]), st.integers(0, 5)),
+                           min_size=1, max_size=3),
+       retain=st.integers(1, 3))
+def test_refs_made_during_an_expiry_always_survive_it(shared_catalog: Catalog, concurrent: list[tuple[str, int]],
+                                                      retain: int) -> None:
+    """Whatever other sessions do while an expiry is between its plan and its commit (tag or branch any snapshot,
+    append, compact), every ref they made afterwards points at a snapshot that exists, and coverage is complete.
+    (The other sessions are other catalog objects on the same catalog: the race is the catalog's, not a cache's.)"""
+    from iceberg_privacy.catalog import table_name
+
+    table = _table(shared_catalog, f"db.prop{next(_names)}", appends=4)
+    name = table_name(table)
+    other = ip.connect(home=shared_catalog.properties["uri"].removeprefix("sqlite:///").rsplit("/", 1)[0])
+    made: dict[str, int] = {}
+
+    def meanwhile() -> None:
+        for i, (op, k) in enumerate(concurrent):
+            t = other.load_table(name)
+            snaps = t.snapshots()
+            target = snaps[k % len(snaps)].snapshot_id
+            if op in ("tag", "branch"):
+                ref = f"{op}{i}"
+                getattr(t.manage_snapshots(), f"create_{op}")(target, ref).commit()
+                made[ref] = target
+            elif op == "append":
+                ip.append(t, pa.table({"user_id": pa.array([f"w{i}"]), "n": pa.array([i], pa.int64())}))
+            else:
+                maintenance.compact_sidecars(t)
+
+    hook, done = _once(meanwhile)
+    with injected("index.before_commit", hook):
+        maintenance.expire_snapshots(table, retain_last=retain)
+    assert done
+    table = shared_catalog.load_table(name)
+    for ref, snapshot_id in made.items():
+        assert table.metadata.refs[ref].snapshot_id == snapshot_id and table.metadata.snapshot_by_id(snapshot_id)
+    status = ip.sidecar_status(table)
+    assert status.covered["user_id"] == status.live_files
