@@ -79,6 +79,7 @@ def referenced_files(table: Table) -> set[str]:
 
 
 _VERSION = re.compile(r"/(?P<version>\d+)-[^/]*\.metadata\.json(\.gz)?$")
+_ANY_METADATA = re.compile(r"\.metadata\.json(\.gz)?$")  # any writer's naming (a REST server's v<N>.metadata.json)
 
 
 def _superseded_metadata(table: Table, unreferenced: Iterable[str]) -> set[str]:
@@ -202,7 +203,8 @@ def cleanup_orphans(table: TableRef, *, older_than: timedelta = DEFAULT_ORPHAN_A
                        "nothing is deleted. Give each table its own location", report.table, report.shared_with[0])
         return report
     folder = canonical(table.location()).rstrip("/") + "/metadata/"
-    if any(canonical(f.location).startswith(folder) and _VERSION.search(canonical(f.location)) for f in unreferenced):
+    if any(canonical(f.location).startswith(folder) and _ANY_METADATA.search(canonical(f.location))
+           for f in unreferenced):
         # a metadata version this table does not reference may be the current one of a register_table copy
         # (same uuid, same location): then nothing here can be told from its files, and nothing is deleted
         report.shared_with = catalog_entries_sharing(table)

@@ -3,6 +3,8 @@ or move a table): orphan cleanup and purge on one entry must leave the other loa
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pyarrow as pa
 import pytest
 from pyiceberg.catalog import Catalog
@@ -35,11 +37,14 @@ def _users(catalog: Catalog, name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("delete_on", ["orig", "copy"])
-def test_cleanup_on_one_entry_keeps_the_other_loadable(catalog: Catalog, delete_on: str) -> None:
+@pytest.mark.parametrize("age", [None, timedelta(0)])
+def test_cleanup_on_one_entry_keeps_the_other_loadable(catalog: Catalog, delete_on: str, age: timedelta | None) -> None:
     """The copy's newest metadata.json, with the same uuid and a version the original reached, was taken for a
-    superseded version of the original and deleted at once, whatever the age: the copy no longer loaded."""
+    superseded version of the original and deleted at once, whatever the age: the copy no longer loaded. Its data
+    files and manifests, which the original does not reference, are left too (age 0: all of them old enough)."""
     orig, copy = _clone_that_committed(catalog, "db")
-    report = ip.cleanup_orphans(catalog.load_table(orig if delete_on == "orig" else copy), delete=True)
+    report = ip.cleanup_orphans(catalog.load_table(orig if delete_on == "orig" else copy), delete=True,
+                                **({} if age is None else {"older_than": age}))
     assert report.deleted == [] and report.shared_with
     assert "nothing was deleted" in str(report)
     assert _users(catalog, copy) == ["a0", "c1"] and _users(catalog, orig) == ["a0", "a1"]
