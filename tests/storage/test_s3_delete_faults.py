@@ -4,6 +4,7 @@ files are deleted by a later run once deletes work again."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from pyiceberg.catalog import Catalog, load_catalog
 
 import iceberg_privacy as ip
+from iceberg_privacy.cli.main import main
 from iceberg_privacy.index import maintenance
 from iceberg_privacy.rights.keyed import SECRET_ENV
 from tests.helpers import SECRET
@@ -36,7 +38,8 @@ def _refuse_deletes(method: str, path: str) -> str | None:
 
 
 def test_failed_deletes_are_reported_by_every_verb(refusing: tuple[Catalog, FaultProxy], lake_ns: str,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv(SECRET_ENV, SECRET)
     catalog, proxy = refusing
     name = f"{lake_ns}.t"
@@ -47,10 +50,16 @@ def test_failed_deletes_are_reported_by_every_verb(refusing: tuple[Catalog, Faul
     assert proxy.seen and all(path.startswith("/") for _, path, _ in proxy.seen)  # the FileIO goes through it
     proxy.rule = _refuse_deletes
 
-    expired = maintenance.expire_snapshots(table.refresh())
+    expired = maintenance.expire_snapshots(table.refresh(), retain_last=2)
     assert expired.expired_snapshots and expired.delete_failures and not expired.deleted_sidecars
     assert all("access denied" in why for why in expired.delete_failures.values())
     assert "could NOT be deleted" in str(expired)
+    # the CLI: the report, each failure on stderr, and exit 2 (a cron job must notice), as `cleanup` does
+    options = [a for k, v in catalog.properties.items() if isinstance(v, str) for a in ("-p", f"{k}={v}")]
+    capsys.readouterr()
+    code = main([*options, "-p", "type=rest", "expire", name, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2 and json.loads(out)["delete_failures"] and "not deleted" in err and "Traceback" not in err
     stray = f"{table.location()}/data/leftover.parquet"
     with table.io.new_output(stray).create(overwrite=True) as fh:
         fh.write(b"PAR1 leftover")
