@@ -250,10 +250,12 @@ def _clones_in_the_way(table: Table, request_id: str, listing: CatalogListing) -
         name = table_name(table)
         raise RequestBlockedError(
             f"request {request_id}: another entry of the catalog uses the files of {name} (its metadata "
-            f"{clones[0]}: a register_table copy); purging {name} would delete files and metadata versions "
-            "that entry still reads (and its older snapshots may still hold rows of the subjects). Drop the copy that is no longer used (catalog.drop_table, without "
-            "purge), erase from the one that stays, then run the request (or purge) again; nothing was deleted",
-            next_step="drop one of the two catalog entries sharing the table's files, then run the request again")
+            f"{clones[0]}: a register_table copy); purging {name} would delete files and metadata versions that "
+            "entry still reads (and its older snapshots may still hold rows of the subjects); nothing was deleted. "
+            "Drop the entry no longer used (catalog.drop_table, without purge), then run the request again; a "
+            "request that named the dropped entry then reports it renamed: submit a new one for the table that stays",
+            next_step="drop one of the two catalog entries sharing the table's files (catalog.drop_table, without "
+                      "purge), then run the request again, or submit a new one naming the entry that stays")
 
 
 def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_ids: list[int],
