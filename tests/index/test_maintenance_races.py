@@ -275,13 +275,14 @@ def test_cleanup_leaves_a_writer_in_flight_alone_on_object_storage(s3_catalog: t
 
 
 @settings(max_examples=int(os.environ.get("IP_PROPERTY_EXAMPLES", "5")))
-@given(concurrent=st.lists(st.tuples(st.sampled_from(["tag", "branch", "append", "compact"]), st.integers(0, 5)),
+@given(concurrent=st.lists(st.tuples(st.sampled_from(["tag", "branch", "append", "compact", "set-current"]),
+                                     st.integers(0, 5)),
                            min_size=1, max_size=3),
        retain=st.integers(1, 3))
 def test_refs_made_during_an_expiry_always_survive_it(shared_catalog: Catalog, concurrent: list[tuple[str, int]],
                                                       retain: int) -> None:
     """Whatever other sessions do while an expiry is between its plan and its commit (tag or branch any snapshot,
-    append, compact), every ref they made afterwards points at a snapshot that exists, and coverage is complete.
+    append, compact, move main back onto an old snapshot), every ref they made afterwards points at a snapshot that exists, and coverage is complete.
     (The other sessions are other catalog objects on the same catalog: the race is the catalog's, not a cache's.)"""
     from iceberg_privacy.catalog import table_name
 
@@ -299,8 +300,13 @@ def test_refs_made_during_an_expiry_always_survive_it(shared_catalog: Catalog, c
                 ref = f"{op}{i}"
                 getattr(t.manage_snapshots(), f"create_{op}")(target, ref).commit()
                 made[ref] = target
+            elif op == "set-current":  # main moved back onto an old snapshot (a rollback)
+                t.manage_snapshots().set_current_snapshot(target).commit()
+                made.pop("main", None)
+                made["main"] = target
             elif op == "append":
                 ip.append(t, pa.table({"user_id": pa.array([f"w{i}"]), "n": pa.array([i], pa.int64())}))
+                made.pop("main", None)  # main moved on
             else:
                 maintenance.compact_sidecars(t)
 
