@@ -274,10 +274,20 @@ def cmd_sidecars(args: argparse.Namespace, catalog: Catalog) -> int:
             print(f"next: {report.next_step()}", file=sys.stderr)
         return 0 if report.ok else 1
     elif args.action == "backfill":
-        emit(args, maintenance.backfill(table, progress=not args.quiet))
+        return _emit_index_report(args, maintenance.backfill(table, progress=not args.quiet))
     elif args.action == "compact":
-        emit(args, maintenance.compact_sidecars(table))
+        return _emit_index_report(args, maintenance.compact_sidecars(table))
     return 0
+
+
+def _emit_index_report(args: argparse.Namespace, report: Any) -> int:
+    """Print a compaction/expiry report; superseded sidecars that could not be deleted are an error for a script
+    (exit 2, each on stderr, as ``cleanup`` does): the commit stands, the files stay until ``cleanup --delete``."""
+    emit(args, report)
+    for path, why in report.delete_failures.items():
+        print(f"error: {path} not deleted: {why} (unreferenced now: `iceberg-privacy cleanup {args.table} --delete` "
+              "removes it once it is older than --older-than)", file=sys.stderr)
+    return 2 if report.delete_failures else 0
 
 
 def cmd_expire(args: argparse.Namespace, catalog: Catalog) -> int:
@@ -288,8 +298,7 @@ def cmd_expire(args: argparse.Namespace, catalog: Catalog) -> int:
         deprecated(f"--older-than {age.isoformat()} (a datetime): give an age instead, e.g. --older-than 7d")
         age = datetime.now(age.tzinfo) - age
     table = load_table(catalog, args.table)
-    emit(args, expire_snapshots(table, older_than=age, retain_last=args.retain_last))
-    return 0
+    return _emit_index_report(args, expire_snapshots(table, older_than=age, retain_last=args.retain_last))
 
 
 def cmd_cleanup(args: argparse.Namespace, catalog: Catalog) -> int:
@@ -308,6 +317,9 @@ def cmd_cleanup(args: argparse.Namespace, catalog: Catalog) -> int:
             print(f"{state} {path}")
     for path, why in report.delete_failures.items():
         print(f"error: {path} not deleted: {why}", file=sys.stderr)
+    if report.shared_with:  # why nothing is an orphan: said, not only logged
+        print(f"note: another catalog entry or table uses this table's location ({report.shared_with[0]}): nothing "
+              "there is treated as an orphan, nothing was deleted; give each table its own location", file=sys.stderr)
     print(f"-- {len(report.orphans)} orphan file(s) among {report.files_listed} listed"
           f"{'' if args.delete else ' (use --delete to remove)'}", file=sys.stderr)
     return 2 if report.delete_failures else 0

@@ -330,6 +330,9 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
     if expire_ids:
         kept = fold_expired(md, expire_ids)  # summaries go with their snapshots; their lineage must not
         compat.expire_snapshot_ids(tx, sorted(expire_ids))  # pyiceberg's by_ids copies the metadata per id
+        # Removing a snapshot also removes every ref on it, and a catalog applies this commit on ITS head: a tag
+        # or branch another process put on one of these snapshots since ``md`` was read would be dropped with it.
+        # Checked just before the commit (_refs_onto): such a ref makes the attempt re-plan without its snapshot.
         if kept:
             tx.set_properties(kept)
         report.expired_snapshots = sorted(expire_ids)
@@ -377,9 +380,13 @@ def _rebuild_once(table: Table, operation: str, *, build_missing: bool, expire_i
         tx.remove_properties(PROPERTY_COMPACTED, PROPERTY_COMPACTED_BYTES)
     checkpoint("index.before_commit")  # the new compacted sidecar (base) is written, not yet referenced
     try:
+        if expire_ids and (onto := _refs_onto(table, expire_ids)):
+            raise _Restart(f"ref(s) {', '.join(onto)} of {table_name(table)} now point at snapshots this expiry "
+                           "planned to remove")
         tx.commit_transaction()
     except Exception as exc:
-        if retry.is_conflict(exc) and report.sidecar_path is not None:  # never referenced: this attempt's file
+        if (isinstance(exc, _Restart) or retry.is_conflict(exc)) and report.sidecar_path is not None:
+            # never referenced: this attempt's file
             outcome = delete_files(table.io, [report.sidecar_path])
             for why in outcome.failed.values():
                 warn(f"unreferenced sidecar of a lost commit not deleted: {why} (cleanup_orphans removes it)")
@@ -477,10 +484,23 @@ def expire_snapshots(
         bad = expire & protected
         if bad:
             raise ConfigurationError(f"snapshots {sorted(bad)} are branch or tag heads and cannot be expired")
+        unknown = sorted(expire - {s.snapshot_id for s in md.snapshots})
     else:
         cutoff = int(_cutoff(older_than).timestamp() * 1000)
         expire = {s.snapshot_id for s in md.snapshots if s.timestamp_ms < cutoff} - protected - newest
-    return _rebuild(table, "expire", build_missing=False, expire_ids=expire)
+        unknown = []
+    report = _rebuild(table, "expire", build_missing=False, expire_ids=expire)
+    if unknown:  # a mistyped id was a silent no-op; an id expired before (a re-run) is not an error either
+        report.warnings.append(warn(f"{len(unknown)} of the snapshot_ids are not snapshots of {table_name(table)} "
+                                    f"(e.g. {unknown[0]}; expired already, or not this table's): nothing done for them"))
+    return report
+
+
+def expire_planned(table: Table, snapshot_ids: Iterable[int]) -> IndexReport:
+    """:func:`expire_snapshots` of ids a caller chose from the refs it read (the purge): one that another process has
+    made a branch or tag head since is kept (left out of ``expired_snapshots``), not refused as a head named by
+    the user, and a ref created on one of them before the commit makes the attempt re-plan."""
+    return _rebuild(table, "expire", build_missing=False, expire_ids=set(snapshot_ids))
 
 
 def _collected_elsewhere(table: Table, location: str, before: set[str]) -> bool:
@@ -495,6 +515,15 @@ def _collected_elsewhere(table: Table, location: str, before: set[str]) -> bool:
         return False
     still = {canonical(p) for p in referenced_sidecar_locations(fresh.metadata)}
     return any(canonical(p) not in still for p in before)
+
+
+def _refs_onto(table: Table, snapshot_ids: set[int]) -> list[str]:
+    """Names of the refs (branches, tags) that the catalog's current metadata has on one of ``snapshot_ids``: put
+    there by another process since the expiry read the refs. Refs that moved elsewhere (a writer's append moving
+    ``main``) do not count: a busy writer must not starve the expiry. The check is as fresh as one catalog round
+    trip; a ref created on such a snapshot between it and the commit is still dropped (docs/storage.md)."""
+    fresh = table.catalog.load_table(table.name()).metadata.refs
+    return sorted(name for name, ref in fresh.items() if ref.snapshot_id in snapshot_ids)
 
 
 def _sequence_number(md: TableMetadata, snapshot_id: int) -> int:

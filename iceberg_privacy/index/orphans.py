@@ -20,7 +20,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import StaticTable, Table
 
 from iceberg_privacy._internal.arguments import check_ages, check_flags
-from iceberg_privacy.catalog import TableRef, load_table, table_name
+from iceberg_privacy.catalog import TableRef, all_tables, load_many, load_table, table_name
 from iceberg_privacy.index.registry import referenced_sidecar_locations
 from iceberg_privacy.storage import (
     canonical,
@@ -79,6 +79,7 @@ def referenced_files(table: Table) -> set[str]:
 
 
 _VERSION = re.compile(r"/(?P<version>\d+)-[^/]*\.metadata\.json(\.gz)?$")
+_ANY_METADATA = re.compile(r"\.metadata\.json(\.gz)?$")  # any writer's naming (a REST server's v<N>.metadata.json)
 
 
 def _superseded_metadata(table: Table, unreferenced: Iterable[str]) -> set[str]:
@@ -132,6 +133,33 @@ def _superseded_metadata_elsewhere(table: Table, referenced: set[str]) -> list[s
     return out
 
 
+CatalogListing = list[tuple[tuple[str, ...], str, str, str]]
+"""(identifier, table location, current metadata location, table uuid) of every table of a catalog that loads."""
+
+
+def catalog_listing(catalog: Catalog) -> CatalogListing:
+    """Every table of ``catalog`` that loads (one that cannot, dropped meanwhile or with its metadata gone, has
+    nothing left to protect), for :func:`catalog_entries_sharing`."""
+    idents = all_tables(catalog)
+    return [(ident, t.location(), t.metadata_location, str(t.metadata.table_uuid))
+            for ident, t in zip(idents, load_many(catalog, idents), strict=True) if not isinstance(t, Exception)]
+
+
+def catalog_entries_sharing(table: Table, listing: CatalogListing | None = None) -> list[str]:
+    """Current ``metadata.json`` of the OTHER entries of the table's catalog with this table's uuid and location:
+    a ``register_table`` of one of its metadata files (a clone, or a move that kept the old entry; another table
+    at the location has another uuid: :func:`iceberg_privacy.storage.tables_sharing_location`). A listing cannot tell their newer files (metadata versions, data, manifests) from
+    this table's orphans. Entries of other catalogs are not seen (docs/storage.md). ``listing``: the catalog's
+    :func:`catalog_listing`, when several tables are checked."""
+    catalog = getattr(table, "catalog", None)
+    if catalog is None or isinstance(table, StaticTable):
+        return []
+    own, uuid = canonical(table.location()).rstrip("/"), str(table.metadata.table_uuid)
+    me = tuple(table.name())
+    return sorted(meta for ident, location, meta, other in (catalog_listing(catalog) if listing is None else listing)
+                  if ident != me and other == uuid and canonical(location).rstrip("/") == own)
+
+
 DEFAULT_ORPHAN_AGE = timedelta(days=3)
 """``cleanup_orphans``' default age, Iceberg's own (``remove_orphan_files``) and the purge's: a write's data files are
 unreferenced until its one commit at the end, and a long one (an ingest streaming a RecordBatchReader, a Spark job)
@@ -174,6 +202,17 @@ def cleanup_orphans(table: TableRef, *, older_than: timedelta = DEFAULT_ORPHAN_A
         logger.warning("%s: another table uses the same location (%s); no file there is treated as an orphan, "
                        "nothing is deleted. Give each table its own location", report.table, report.shared_with[0])
         return report
+    folder = canonical(table.location()).rstrip("/") + "/metadata/"
+    if any(canonical(f.location).startswith(folder) and _ANY_METADATA.search(canonical(f.location))
+           for f in unreferenced):
+        # a metadata version this table does not reference may be the current one of a register_table copy
+        # (same uuid, same location): then nothing here can be told from its files, and nothing is deleted
+        report.shared_with = catalog_entries_sharing(table)
+        if report.shared_with:
+            logger.warning("%s: catalog entry with metadata %s uses this table's location (a register_table copy); "
+                           "no file there is treated as an orphan, nothing is deleted. Drop one of the two entries "
+                           "(catalog.drop_table, without purge) first", report.table, report.shared_with[0])
+            return report
     dead = _superseded_metadata(table, (f.location for f in unreferenced))
     report.orphans = [f.location for f in unreferenced if outside_roots(others, f.location)
                       and (f.mtime is None or f.mtime <= cutoff or canonical(f.location) in dead)]
@@ -185,4 +224,4 @@ def cleanup_orphans(table: TableRef, *, older_than: timedelta = DEFAULT_ORPHAN_A
     return report
 
 
-__all__ = ["DEFAULT_ORPHAN_AGE", "OrphanReport", "cleanup_orphans", "referenced_files"]
+__all__ = ["DEFAULT_ORPHAN_AGE", "OrphanReport", "catalog_entries_sharing", "catalog_listing", "cleanup_orphans", "referenced_files"]

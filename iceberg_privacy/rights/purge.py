@@ -5,8 +5,9 @@ the original files. Per table of an erase request, ``purge``:
 
 1. expires every snapshot older than the table's erase commit (they can reach erased rows; a branch or
    tag that still reads a subject's row is an error naming the call that drops it), through
-   :func:`iceberg_privacy.expire_snapshots`, which writes a compacted sidecar covering exactly the
-   live files and deletes the superseded sidecars (so no sidecar covers a removed file);
+   :func:`iceberg_privacy.expire_snapshots` (``maintenance.expire_planned``: a snapshot another process tags
+   meanwhile is kept), which writes a compacted sidecar covering exactly the live files and deletes the
+   superseded sidecars (so no sidecar covers a removed file);
 2. drops dangling position delete files (another engine's, left applying to files the erasure rewrote) from
    the branch heads (:mod:`iceberg_privacy.rights.purge_foreign`, with the statistics below); deletes the files only expired snapshots referenced: data files, manifests, manifest
    lists, and the statistics / partition statistics other engines registered for them; drops
@@ -50,13 +51,20 @@ from iceberg_privacy.errors import (
     CommitConflictError,
     ConfigurationError,
     RefHoldsSubjectError,
+    RequestBlockedError,
     RequestConflictError,
     StorageError,
     VerificationFailedError,
 )
 from iceberg_privacy.history import expired_leftover_kinds
-from iceberg_privacy.index.maintenance import IndexReport, expire_snapshots
-from iceberg_privacy.index.orphans import cleanup_orphans, referenced_files
+from iceberg_privacy.index.maintenance import IndexReport, expire_planned
+from iceberg_privacy.index.orphans import (
+    CatalogListing,
+    catalog_entries_sharing,
+    catalog_listing,
+    cleanup_orphans,
+    referenced_files,
+)
 from iceberg_privacy.index.registry import referenced_sidecar_locations
 from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord
 from iceberg_privacy.properties import ERASURE_SCRUB_SUMMARY as SUMMARY_SCRUB
@@ -233,6 +241,23 @@ def _trim_metadata_log(table: Table) -> tuple[list[str], dict[str, str]]:
     return outcome.deleted + outcome.already_gone, outcome.failed
 
 
+def _clones_in_the_way(table: Table, request_id: str, listing: CatalogListing) -> None:
+    """Refuse the purge while another entry of the catalog is a ``register_table`` copy of this table (same
+    location, same uuid): it still reads the old snapshots' files and metadata versions the purge deletes (it
+    would fail to load or scan afterwards), and it still holds the subjects' rows."""
+    clones = catalog_entries_sharing(table, listing)
+    if clones:
+        name = table_name(table)
+        raise RequestBlockedError(
+            f"request {request_id}: another entry of the catalog uses the files of {name} (its metadata "
+            f"{clones[0]}: a register_table copy); purging {name} would delete files and metadata versions that "
+            "entry still reads (and its older snapshots may still hold rows of the subjects); nothing was deleted. "
+            "Drop the entry no longer used (catalog.drop_table, without purge), then run the request again; a "
+            "request that named the dropped entry then reports it renamed: submit a new one for the table that stays",
+            next_step="drop one of the two catalog entries sharing the table's files (catalog.drop_table, without "
+                      "purge), then run the request again, or submit a new one naming the entry that stays")
+
+
 def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_ids: list[int],
                  planned: dict[str, str], plan: Callable[[dict[str, str]], None],
                  matcher: SubjectMatcher) -> TablePurge:
@@ -263,7 +288,8 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
         # Durable before expiry: once the snapshots are gone, this list is the only way a re-run after a
         # crash knows which files to delete (keyed hashes of the paths: a path can hold an identifier).
         plan(before)
-        return before, expire_snapshots(table, snapshot_ids=expire)
+        # (expire_planned: a snapshot tagged by another process since ``md`` was read is kept, its files too)
+        return before, expire_planned(table, expire)
 
     before, idx = retry.run(expire_step, exhausted=lambda tries, last: CommitConflictError(
         f"{name}: snapshot expiry lost to concurrent commits {tries} times; run the purge again"))
@@ -508,6 +534,7 @@ def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret:
     failed: list[str] = []
     tags_in_the_way: list[RefHold] = []
     dropped_left: dict[str, tuple[str, int]] = {}  # dropped table -> (its location, files still there)
+    listings: list[CatalogListing] = []  # the catalog's tables, listed once when the first table is purged
     # every table to purge loaded in one pooled call (a round trip each on REST/Glue, in parallel); the pooled
     # loader's check: a 'no such table' for a table the catalog still lists (a REST 404 from a gateway) is a
     # CatalogError, never taken for a dropped table (whose advice is to delete its folder)
@@ -557,6 +584,9 @@ def _purge_tables(catalog: Catalog, journal: Journal, req: RequestState, secret:
                                                   detail={"file_digests": digested})])
 
                 refs_in_the_way(table, digests, secret, request_id)
+                if not listings:
+                    listings.append(catalog_listing(catalog))  # once per purge: every table of the catalog is loaded
+                _clones_in_the_way(table, request_id, listings[0])
                 matcher = SubjectMatcher(table, digests, secret, values)
                 tp = _purge_table(table, commits[-1][0] if commits else snapshot_id, orphan_age,
                                   [c[0] for c in commits], planned, plan, matcher)

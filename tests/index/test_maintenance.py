@@ -216,3 +216,17 @@ def test_verify_sidecars_reports_a_sidecar_whose_size_is_not_the_registered_one(
     assert not report.ok
     assert list(report.broken) == [refs[0].location]
     assert f"expected {refs[0].size}" in report.broken[refs[0].location]
+
+
+def test_expiring_an_unknown_snapshot_id_says_so(catalog) -> None:  # type: ignore[no-untyped-def]
+    """snapshot_ids naming no snapshot of the table (a typo, another table's id) returned an empty report with no
+    word: the user believed the snapshot gone."""
+    table = ip.configure_bloom(catalog.create_table("db.ids", SCHEMA), ["user_id"])
+    for tag in range(3):
+        ip.append(table, _batch(tag))
+    table = table.refresh()
+    first = table.snapshots()[0].snapshot_id
+    with pytest.warns(Warning, match="not snapshots of db.ids"):
+        report = maintenance.expire_snapshots(table, snapshot_ids=[123, first])
+    assert report.expired_snapshots == [first]
+    assert any("123" in w for w in report.warnings)

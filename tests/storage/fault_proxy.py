@@ -1,4 +1,5 @@
-"""A small forwarding HTTP server that breaks chosen requests to a real upstream (the SeaweedFS REST catalog).
+"""A small forwarding HTTP server that breaks chosen requests to a real upstream (the SeaweedFS REST catalog, or
+its S3 endpoint: S3 requests are signed with the Host header, which is forwarded unchanged).
 
 It is a real server on 127.0.0.1 between pyiceberg and the catalog, not a stand-in for pyiceberg: requests that
 no rule matches are forwarded unchanged. A rule decides per request, from its method and path, to
@@ -70,12 +71,15 @@ class FaultProxy:
                                       b'"type": "ServerError", "code": 500}}')
                     return
                 self.send_response(response.status)
+                head = self.command == "HEAD"  # no body: its Content-Length is the object's size (S3), kept as is
                 for key, value in response.getheaders():
-                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    if key.lower() not in ("transfer-encoding", "connection") and (head or key.lower() != "content-length"):
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                if not head:
+                    self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if not head:
+                    self.wfile.write(data)
 
             def _answer(self, status: int, payload: bytes) -> None:
                 self.send_response(status)
