@@ -164,7 +164,8 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
         props["type"] = "sql"
     timeouts = rest.timeouts(props)
     try:
-        catalog = load_catalog(name, **props)
+        with compat.rest_construction_timeouts(*timeouts):  # a REST catalog asks its service while it is built
+            catalog = load_catalog(name, **props)
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(
             f"catalog {name!r} could not be loaded from the properties {sorted(props)}: {exc}. Fix its entry in "
