@@ -57,16 +57,49 @@ def default_home() -> Path:
     return Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).expanduser().resolve()
 
 
-def _pyiceberg_config() -> tuple[dict[str, dict[str, Any]], str]:
-    """(catalogs, default catalog name) of pyiceberg's configuration (``$PYICEBERG_HOME``, ``~``, the
-    working directory's ``.pyiceberg.yaml`` and ``PYICEBERG_CATALOG__<NAME>__<KEY>`` variables), read
-    afresh on every call (pyiceberg's own copy is read once, at import)."""
+def _pyiceberg_config() -> tuple[dict[str, dict[str, Any]], str, dict[str, Any]]:
+    """(catalogs, default catalog name, entries that are not a mapping of properties) of pyiceberg's configuration
+    (``$PYICEBERG_HOME``, ``~``, the working directory's ``.pyiceberg.yaml`` and ``PYICEBERG_CATALOG__<NAME>__<KEY>``
+    variables), read afresh on every call (pyiceberg's own copy is read once, at import)."""
     from iceberg_privacy._internal.pyiceberg_config import check
 
     config = check()  # read once; edited since the import? one clear error naming the file
     section = config.config.get("catalog") or {}
-    catalogs = {str(k): dict(v) for k, v in section.items() if isinstance(v, dict)} if isinstance(section, dict) else {}
-    return catalogs, config.get_default_catalog_name()
+    section = section if isinstance(section, dict) else {}
+    catalogs = {str(k): dict(v) for k, v in section.items() if isinstance(v, dict)}
+    malformed = {str(k): v for k, v in section.items() if not isinstance(v, dict)}
+    return catalogs, config.get_default_catalog_name(), malformed
+
+
+def _unconfigured(name: str, configured: dict[str, dict[str, Any]], malformed: dict[str, Any], *,
+                  from_default: bool) -> ConfigurationError:
+    """The error for catalog ``name`` that pyiceberg's configuration does not define: what is wrong with its entry
+    when it has one that is no mapping (its properties not indented under it), the ``default-catalog`` key when that
+    is what named it, and the names that are configured."""
+    from iceberg_privacy._internal.pyiceberg_config import config_file
+
+    where = config_file() or "~/.pyiceberg.yaml"
+    known = ", ".join(sorted(configured)) or "none"
+    entry = malformed.get(name.lower(), malformed.get(name, ...))
+    if entry is not ...:
+        return ConfigurationError(
+            f"catalog {name!r} in {where} has no properties: its entry is {entry!r}, not a mapping (configured: "
+            f"{known}). Indent its properties under it, e.g. 'catalog:' then '  {name}:' then '    uri: ...' and "
+            "'    warehouse: ...' (two more spaces than the name)")
+    if from_default:
+        return ConfigurationError(
+            f"pyiceberg's default-catalog (in {where} or $PYICEBERG_DEFAULT_CATALOG) names catalog {name!r}, which "
+            f"is not configured (configured: {known}): correct default-catalog, define {name!r} under catalog:, or "
+            "name a configured catalog (ip.connect(name), --catalog NAME)")
+    # pyiceberg reads PYICEBERG_CATALOG__MY_LAKE__URI as catalog 'my-lake' ('_' becomes '-'); a name with
+    # other characters ('.', a space, ...) cannot be spelled as a shell variable, only in the file
+    env = (f" or with PYICEBERG_CATALOG__{name.upper().replace('-', '_')}__URI=..."
+           if re.fullmatch(r"[A-Za-z0-9-]+", name) else "")
+    return ConfigurationError(
+        f"no catalog named {name!r} is configured (configured: {known}). Define it in ~/.pyiceberg.yaml "
+        f"under catalog: {name}: (uri, warehouse, type, s3.* ...){env}; or leave the name out "
+        "(ip.connect(), or no --catalog) for the embedded default"
+    )
 
 
 def _normalise(properties: dict[str, Any]) -> dict[str, str]:
@@ -120,7 +153,8 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
     if name is not None and not isinstance(name, str):
         raise ConfigurationError(f"connect() takes a catalog name (a str, as in ~/.pyiceberg.yaml), got {name!r}")
     check_home(home, "connect")
-    configured, default_name = _pyiceberg_config()
+    configured, default_name, malformed = _pyiceberg_config()
+    from_default = name is None and home is None and default_name != "default"
     if name is None and home is None:
         name = default_name
     named = bool(name)
@@ -141,17 +175,8 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
         )
     props = {**conf, **given}
     if not props:
-        if name != "default" and home is None:
-            known = ", ".join(sorted(configured)) or "none"
-            # pyiceberg reads PYICEBERG_CATALOG__MY_LAKE__URI as catalog 'my-lake' ('_' becomes '-'); a name with
-            # other characters ('.', a space, ...) cannot be spelled as a shell variable, only in the file
-            env = (f" or with PYICEBERG_CATALOG__{name.upper().replace('-', '_')}__URI=..."
-                   if re.fullmatch(r"[A-Za-z0-9-]+", name) else "")
-            raise ConfigurationError(
-                f"no catalog named {name!r} is configured (configured: {known}). Define it in ~/.pyiceberg.yaml "
-                f"under catalog: {name}: (uri, warehouse, type, s3.* ...){env}; or leave the name out "
-                "(ip.connect(), or no --catalog) for the embedded default"
-            )
+        if (name != "default" or name.lower() in malformed) and home is None:
+            raise _unconfigured(name, configured, malformed, from_default=from_default)
         root = Path(home).expanduser().resolve() if home is not None else default_home()
         return _embedded(name, root)
     warehouse = props.get("warehouse", "")

@@ -7,9 +7,11 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+import iceberg_privacy as ip
 from iceberg_privacy.cli import main
 
 
@@ -59,3 +61,52 @@ def test_a_rest_catalog_that_stalls_while_connecting_is_a_clear_error_in_bounded
     out = capsys.readouterr()
     assert "did not answer" in out.err and out.err.count("\n") == 1 and "Traceback" not in out.err
     assert '"error_type": "CatalogError"' in out.out
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["-q", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("entry", ["  lake:\n  uri: sqlite:///{db}\n", "  lake: sqlite:///{db}\n"],
+                         ids=["properties-not-indented", "a-string"])
+def test_a_catalog_entry_without_properties_says_to_indent_them(
+        entry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: ``lake:`` with its properties not indented under it (pyiceberg reads ``lake`` as empty) was
+    reported as "no catalog named 'lake' is configured (configured: none)" while the file plainly had one."""
+    (tmp_path / ".pyiceberg.yaml").write_text("catalog:\n" + entry.format(db=tmp_path / "lake.db"))
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))
+    code, _, err = _cli(capsys, "--catalog", "lake", "requests", "list")
+    assert code == 2 and err.count("\n") == 1
+    assert "catalog 'lake' in " + str(tmp_path / ".pyiceberg.yaml") + " has no properties" in err
+    assert "Indent its properties under it" in err
+    with pytest.raises(ip.ConfigurationError, match="has no properties"):
+        ip.connect("lake")
+
+
+def test_a_default_catalog_entry_without_properties_is_not_silently_the_embedded_catalog(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: a ``default:`` catalog whose properties were not indented under it was dropped, and every command
+    without --catalog then ran on the embedded catalog in the working directory: an ingest meant for the lake
+    created the table (and wrote the data) locally instead."""
+    (tmp_path / ".pyiceberg.yaml").write_text(f"catalog:\n  default:\n  uri: sqlite:///{tmp_path / 'lake.db'}\n")
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ICEBERG_PRIVACY_HOME", raising=False)
+    code, _, err = _cli(capsys, "requests", "list")
+    assert code == 2 and "catalog 'default' in" in err and "has no properties" in err
+    assert not (tmp_path / ".iceberg-privacy").exists()
+
+
+def test_a_default_catalog_key_naming_nothing_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: ``default-catalog: lakee`` (a typo) said "no catalog named 'lakee' ... or leave the name out",
+    though the user had named nothing: the key that named it was not mentioned."""
+    (tmp_path / ".pyiceberg.yaml").write_text(
+        f"default-catalog: lakee\ncatalog:\n  lake:\n    uri: sqlite:///{tmp_path / 'lake.db'}\n")
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))
+    code, _, err = _cli(capsys, "requests", "list")
+    assert code == 2 and err.count("\n") == 1
+    assert "default-catalog" in err and "'lakee'" in err and "configured: lake" in err
+    assert _cli(capsys, "--catalog", "lake", "requests", "list")[0] == 0
