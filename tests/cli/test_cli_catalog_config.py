@@ -3,6 +3,7 @@ stalls while it is being connected to, a ``default-catalog`` naming nothing, opt
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -110,3 +111,18 @@ def test_a_default_catalog_key_naming_nothing_says_so(tmp_path: Path, monkeypatc
     assert code == 2 and err.count("\n") == 1
     assert "default-catalog" in err and "'lakee'" in err and "configured: lake" in err
     assert _cli(capsys, "--catalog", "lake", "requests", "list")[0] == 0
+
+
+@pytest.mark.parametrize("argv", [["erase", "--foo"], ["lookup", "db.t", "user_id", "ann", "-x"],
+                                  ["requests", "submit", "--kind", "erase", "--bob"]])
+def test_a_subject_value_that_looks_like_an_option_says_how_to_pass_it(
+        argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: ``erase --foo`` (a subject id starting with '-') only said "unrecognized arguments: --foo"; the
+    way to pass such a value (after ``--``, or in --values-file) was nowhere, and nothing was run either way."""
+    with pytest.raises(SystemExit) as info:
+        main(["--home", str(tmp_path / "home"), *argv, "--json"])
+    out = capsys.readouterr()
+    assert info.value.code == 2
+    assert "unrecognized arguments" in out.err and "after '--'" in out.err and "--values-file" in out.err
+    assert json.loads(out.out)["error_type"] == "UsageError"
+    assert not (tmp_path / "home").exists()
