@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import iceberg_privacy as ip
 from iceberg_privacy.cli import main
@@ -126,3 +128,36 @@ def test_a_subject_value_that_looks_like_an_option_says_how_to_pass_it(
     assert "unrecognized arguments" in out.err and "after '--'" in out.err and "--values-file" in out.err
     assert json.loads(out.out)["error_type"] == "UsageError"
     assert not (tmp_path / "home").exists()
+
+
+def test_lookup_table_output_shows_integers_with_nulls_and_nested_values_as_stored(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: the default ``--output table`` went through pandas, which turns an integer column with a null into
+    floats: the account id 9007199254740993 printed as ``9.007199e+15``, and in a list as ``9007199254740992.0``
+    (another id); the null as ``nan``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    big = 9007199254740993  # 2**53 + 1: not a float
+    pq.write_table(pa.table({"user_id": ["ann", "ann"], "acct": pa.array([big, None], pa.int64()),
+                             "tags": pa.array([[big, None], [1]], pa.list_(pa.int64()))}), tmp_path / "t.parquet")
+    home = str(tmp_path / "home")
+    assert main(["--home", home, "-q", "ingest", "db.t", str(tmp_path / "t.parquet"), "--create"]) == 0
+    capsys.readouterr()
+    assert main(["--home", home, "-q", "lookup", "db.t", "user_id", "ann"]) == 0
+    out = capsys.readouterr().out
+    assert str(big) in out and f"[{big}, null]" in out
+    assert "e+15" not in out and "9007199254740992" not in out and "nan" not in out.lower()
+
+
+@given(values=st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), min_size=1, max_size=8))
+def test_table_text_shows_every_int64_as_its_digits(values: list[int | None]) -> None:
+    import pyarrow as pa
+
+    from iceberg_privacy.cli._common import table_text
+
+    text = table_text(pa.table({"v": pa.array(values, pa.int64()), "l": pa.array([values], pa.list_(pa.int64()))
+                                .take([0] * len(values))}))
+    for v in values:
+        if v is not None:
+            assert str(v) in text.split()  # a whole cell, not a float's digits
