@@ -161,3 +161,26 @@ def test_table_text_shows_every_int64_as_its_digits(values: list[int | None]) ->
     for v in values:
         if v is not None:
             assert str(v) in text.split()  # a whole cell, not a float's digits
+
+
+@pytest.mark.parametrize("verb", [["erase"], ["access", "--out", "{tmp}/export"], ["requests", "submit", "--kind", "erase"]])
+def test_an_empty_request_id_is_refused_not_replaced_by_a_new_one(
+        verb: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: ``--request-id "$TICKET"`` with an empty variable (or ``request_id=""``) was taken for no id at
+    all: every retry of the script made a new request (a new export, a new erasure) instead of resuming the one the
+    idempotency key names. A blank id is refused as a blank id of spaces was, before anything is recorded."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", "s" * 32)
+    home = str(tmp_path / "home")
+    pq.write_table(pa.table({"user_id": ["ann", "bob"]}), tmp_path / "t.parquet")
+    assert main(["--home", home, "-q", "ingest", "db.t", str(tmp_path / "t.parquet"), "--create"]) == 0
+    assert main(["--home", home, "identity", "set", "db.t", "user_id"]) == 0
+    capsys.readouterr()
+    argv = [a.format(tmp=tmp_path) for a in verb]
+    assert main(["--home", home, "-q", *argv, "ann", "--request-id", ""]) == 2
+    assert "request id '' is not usable" in capsys.readouterr().err
+    assert not (tmp_path / "export").exists()
+    assert ip.Journal(ip.connect(home=home)).requests() == []
+    assert sorted(ip.connect(home=home).load_table("db.t").scan().to_arrow()["user_id"].to_pylist()) == ["ann", "bob"]
