@@ -703,6 +703,12 @@ def what_exists(catalog: Catalog, ident: tuple[str, ...], *, limit: int = 12) ->
         for depth in range(1, len(namespace) + 1):
             level, parent = namespace[:depth], namespace[:depth - 1]
             namespaces = [tuple(n) for n in (catalog.list_namespaces(parent) if parent else catalog.list_namespaces())]
+            if namespace in namespaces:  # listed whole at this level (SeaweedFS's REST catalog lists ('a', 'b') at the top)
+                break
+            if level not in namespaces and any(n[:depth] == level for n in namespaces):
+                # listed flat: 'a' holds 'a.b' though ('a',) itself is not listed; name the whole namespace missing
+                level, namespaces = namespace, [n for n in namespaces if n[:depth] == level]
+                parent = namespace[:depth]
             if level not in namespaces:
                 where = f" in {'.'.join(parent)!r}" if parent else ""
                 nested = (f"; {'.'.join(ident)!r} names table {ident[-1]!r} in the nested namespace "

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -184,3 +185,23 @@ def test_an_empty_request_id_is_refused_not_replaced_by_a_new_one(
     assert not (tmp_path / "export").exists()
     assert ip.Journal(ip.connect(home=home)).requests() == []
     assert sorted(ip.connect(home=home).load_table("db.t").scan().to_arrow()["user_id"].to_pylist()) == ["ann", "bob"]
+
+
+def test_a_table_missing_from_a_nested_namespace_of_a_rest_catalog_names_what_it_holds(
+        seaweedfs: Any, rest_catalog: Any, lake_ns: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: SeaweedFS's REST catalog lists a nested namespace created without its parent (what
+    ``ingest --create a.b.t`` does) whole at the top (``('ns', 'sub')``, no ``('ns',)``), and a typo in the table name
+    of ``ns.sub.events`` said "there is no namespace 'ns'" (listing ``ns.sub`` among the namespaces) instead of what
+    ``ns.sub`` holds."""
+    import pyarrow as pa
+
+    lake_ns = f"{lake_ns}_top"  # its parent is never created
+    rest_catalog.create_namespace((lake_ns, "sub"))
+    rest_catalog.create_table((lake_ns, "sub", "events"), schema=pa.schema([("user_id", pa.string())]))
+    props = [a for k, v in seaweedfs.rest_catalog_properties().items() for a in ("-p", f"{k}={v}")]
+    assert main(["-q", *props, "lookup", f"{lake_ns}.sub.evnts", "user_id", "ann"]) == 2
+    err = capsys.readouterr().err
+    assert f"namespace '{lake_ns}.sub' holds: events" in err and f"no namespace '{lake_ns}'" not in err
+    assert main(["-q", *props, "lookup", f"{lake_ns}.sib.events", "user_id", "ann"]) == 2
+    err = capsys.readouterr().err
+    assert f"there is no namespace '{lake_ns}.sib' (namespaces in '{lake_ns}': {lake_ns}.sub)" in err
