@@ -205,3 +205,27 @@ def test_a_table_missing_from_a_nested_namespace_of_a_rest_catalog_names_what_it
     assert main(["-q", *props, "lookup", f"{lake_ns}.sib.events", "user_id", "ann"]) == 2
     err = capsys.readouterr().err
     assert f"there is no namespace '{lake_ns}.sib' (namespaces in '{lake_ns}': {lake_ns}.sub)" in err
+
+
+def test_a_request_covering_a_table_with_a_dot_in_its_name_is_refused_before_anything_is_erased(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: a SQL catalog allows the table ``('db', 't.x')``. ``erase ann`` removed its rows and journaled it
+    as ``db.t.x``; the purge then looked for ``('db', 't', 'x')``, said "table db.t.x ... was renamed to db.t.x"
+    and blocked the request for good, with the old snapshots still holding the rows. Such a table is now refused
+    by name before anything is recorded or erased (lake-wide too: a request never skips a table that may hold
+    the subject)."""
+    import pyarrow as pa
+
+    monkeypatch.setenv("ICEBERG_PRIVACY_SECRET", "s" * 32)
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    table = catalog.create_table(("db", "t.x"), schema=pa.schema([("user_id", pa.string())]))
+    table.append(pa.table({"user_id": ["ann", "bob"]}))
+    ip.configure_identity(catalog.load_table(("db", "t.x")), ["user_id"])
+    assert main(["--home", str(home), "-q", "erase", "ann", "--json"]) == 2
+    out = capsys.readouterr()
+    assert "has a '.' in its namespace or name" in out.err and "nothing was recorded" in out.err
+    assert json.loads(out.out)["error_type"] == "ConfigurationError"
+    assert sorted(catalog.load_table(("db", "t.x")).scan().to_arrow()["user_id"].to_pylist()) == ["ann", "bob"]
+    assert ip.Journal(catalog).requests() == []
