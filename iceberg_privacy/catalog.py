@@ -82,6 +82,13 @@ def _unconfigured(name: str, configured: dict[str, dict[str, Any]], malformed: d
     known = ", ".join(sorted(configured)) or "none"
     entry = malformed.get(name.lower(), malformed.get(name, ...))
     if entry is not ...:
+        # pyiceberg reads PYICEBERG_CATALOG__LAKE=x as catalog 'lake' with the value 'x', over the file's entry
+        var = next((k for k in os.environ if k.lower() == "pyiceberg_catalog__" + name.lower().replace("-", "_")), None)
+        if var is not None:
+            return ConfigurationError(
+                f"catalog {name!r} is set by the environment variable {var} to {entry!r}, not to properties "
+                f"(configured: {known}): unset {var} and give each property its own variable ({var}__URI=..., "
+                f"{var}__WAREHOUSE=...), or define the catalog in {where}")
         return ConfigurationError(
             f"catalog {name!r} in {where} has no properties: its entry is {entry!r}, not a mapping (configured: "
             f"{known}). Indent its properties under it, e.g. 'catalog:' then '  {name}:' then '    uri: ...' and "

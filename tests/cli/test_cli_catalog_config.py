@@ -229,3 +229,14 @@ def test_a_request_covering_a_table_with_a_dot_in_its_name_is_refused_before_any
     assert json.loads(out.out)["error_type"] == "ConfigurationError"
     assert sorted(catalog.load_table(("db", "t.x")).scan().to_arrow()["user_id"].to_pylist()) == ["ann", "bob"]
     assert ip.Journal(catalog).requests() == []
+
+
+def test_a_catalog_variable_without_properties_names_the_variable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``PYICEBERG_CATALOG__LAKE=http://...`` (the uri given to the catalog itself, not to ``__URI``) replaces the
+    file's ``lake`` by a string: the error names the variable and its fix, not the file's indentation."""
+    (tmp_path / ".pyiceberg.yaml").write_text(f"catalog:\n  lake:\n    uri: sqlite:///{tmp_path / 'lake.db'}\n")
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))
+    monkeypatch.setenv("PYICEBERG_CATALOG__LAKE", "http://127.0.0.1:1")
+    code, _, err = _cli(capsys, "--catalog", "lake", "requests", "list")
+    assert code == 2 and "environment variable PYICEBERG_CATALOG__LAKE" in err and "PYICEBERG_CATALOG__LAKE__URI" in err
