@@ -187,9 +187,12 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
         root = Path(home).expanduser().resolve() if home is not None else default_home()
         return _embedded(name, root)
     warehouse = props.get("warehouse", "")
-    if warehouse and not _URI_SCHEME.match(warehouse) and not os.path.isabs(os.path.expanduser(warehouse)):
+    if warehouse and not _URI_SCHEME.match(warehouse) and not os.path.isabs(os.path.expanduser(warehouse)) \
+            and not _is_rest(props):
         # pyiceberg would store table locations relative to the working directory, in the table metadata:
-        # the table could then be read only from this directory, and another directory would see other files
+        # the table could then be read only from this directory, and another directory would see other files.
+        # Not for a REST catalog: its warehouse is sent to the service, which decides the locations, and for
+        # Polaris, Lakekeeper, Unity or Tabular it is the warehouse's (catalog's) name, not a path
         props["warehouse"] = os.path.abspath(os.path.expanduser(warehouse))
     uri = props.get("uri", "")
     if "type" not in props and "py-catalog-impl" not in props and (uri.startswith("sqlite:") or uri.startswith("postgresql")):
@@ -222,6 +225,15 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
         raise
     compat.set_rest_timeouts(catalog, *timeouts)
     return catalog
+
+
+def _is_rest(props: dict[str, str]) -> bool:
+    """Will ``load_catalog`` make a REST catalog of ``props``: ``type: rest``, or no type and an http(s) uri (as
+    pyiceberg infers it)?"""
+    kind = props.get("type", "").strip().lower()
+    if kind or "py-catalog-impl" in props:
+        return kind == "rest"
+    return props.get("uri", "").strip().lower().startswith(("http://", "https://"))
 
 
 def _embedded(name: str, root: Path) -> SqlCatalog:

@@ -240,3 +240,27 @@ def test_a_catalog_variable_without_properties_names_the_variable(
     monkeypatch.setenv("PYICEBERG_CATALOG__LAKE", "http://127.0.0.1:1")
     code, _, err = _cli(capsys, "--catalog", "lake", "requests", "list")
     assert code == 2 and "environment variable PYICEBERG_CATALOG__LAKE" in err and "PYICEBERG_CATALOG__LAKE__URI" in err
+
+
+def test_a_rest_catalogs_warehouse_name_is_sent_as_given_not_as_a_local_path(
+        seaweedfs: Any, pyiceberg_yaml: Any, lake_ns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: ``warehouse: my_catalog`` of a REST catalog (Polaris, Lakekeeper, Unity and Tabular name the
+    warehouse, or catalog, to use this way) was taken for a relative local path and sent to the service's config
+    endpoint as ``<working directory>/my_catalog``: such a service knows no warehouse of that name, so no command
+    could connect. Configured only in ~/.pyiceberg.yaml, as a user of those catalogs has it."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from tests.storage.fault_proxy import FaultProxy
+
+    proxy = FaultProxy(seaweedfs.ports["iceberg"])
+    try:
+        pyiceberg_yaml("lake", {**seaweedfs.rest_catalog_properties(), "uri": proxy.url, "warehouse": "my_catalog"})
+        monkeypatch.chdir(tmp_path)
+        assert main(["-q", "--catalog", "lake", "lookup", f"{lake_ns}.nope", "user_id", "ann"]) == 2
+        assert "not found in the catalog" in capsys.readouterr().err
+        sent = [parse_qs(urlsplit(path).query) for method, path, _ in proxy.seen if urlsplit(path).path == "/v1/config"]
+        assert sent and all(q.get("warehouse") == ["my_catalog"] for q in sent)
+        assert ip.connect("lake").properties["warehouse"] == "my_catalog"
+    finally:
+        proxy.close()
