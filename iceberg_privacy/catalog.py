@@ -102,6 +102,9 @@ def _unconfigured(name: str, configured: dict[str, dict[str, Any]], malformed: d
     # other characters ('.', a space, ...) cannot be spelled as a shell variable, only in the file
     env = (f" or with PYICEBERG_CATALOG__{name.upper().replace('-', '_')}__URI=..."
            if re.fullmatch(r"[A-Za-z0-9-]+", name) else "")
+    close = difflib.get_close_matches(name.lower(), sorted(configured), n=1, cutoff=0.6)
+    if close:  # a typo (--catalog lakee) or pyiceberg's '_' -> '-' (PYICEBERG_CATALOG__MY_LAKE__* is 'my-lake')
+        known += f"; did you mean {close[0]!r}?"
     return ConfigurationError(
         f"no catalog named {name!r} is configured (configured: {known}). Define it in ~/.pyiceberg.yaml "
         f"under catalog: {name}: (uri, warehouse, type, s3.* ...){env}; or leave the name out "

@@ -264,3 +264,14 @@ def test_a_rest_catalogs_warehouse_name_is_sent_as_given_not_as_a_local_path(
         assert ip.connect("lake").properties["warehouse"] == "my_catalog"
     finally:
         proxy.close()
+
+
+def test_a_catalog_name_pyiceberg_spells_otherwise_is_suggested(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``PYICEBERG_CATALOG__MY_LAKE__URI`` defines catalog 'my-lake' (pyiceberg turns '_' into '-'): ``--catalog
+    my_lake`` said only that it is not configured; the error now names the catalog meant."""
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))
+    monkeypatch.setenv("PYICEBERG_CATALOG__MY_LAKE__URI", f"sqlite:///{tmp_path / 'lake.db'}")
+    code, _, err = _cli(capsys, "--catalog", "my_lake", "requests", "list")
+    assert code == 2 and "did you mean 'my-lake'?" in err
+    assert _cli(capsys, "--catalog", "my-lake", "requests", "list")[0] == 0
