@@ -275,3 +275,13 @@ def test_a_catalog_name_pyiceberg_spells_otherwise_is_suggested(
     code, _, err = _cli(capsys, "--catalog", "my_lake", "requests", "list")
     assert code == 2 and "did you mean 'my-lake'?" in err
     assert _cli(capsys, "--catalog", "my-lake", "requests", "list")[0] == 0
+
+
+def test_a_yaml_syntax_error_names_its_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A misindented property said only "mapping values are not allowed here": the line is now named."""
+    (tmp_path / ".pyiceberg.yaml").write_text("catalog:\n  lake:\n   uri: sqlite:///x.db\n    warehouse: /tmp/w\n")
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))
+    code, out, err = _cli(capsys, "--catalog", "lake", "requests", "list", "--json")
+    assert code == 2 and "cannot be read at line 4" in err and str(tmp_path / ".pyiceberg.yaml") in err
+    assert json.loads(out)["error_type"] == "ConfigurationError"
