@@ -57,16 +57,59 @@ def default_home() -> Path:
     return Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).expanduser().resolve()
 
 
-def _pyiceberg_config() -> tuple[dict[str, dict[str, Any]], str]:
-    """(catalogs, default catalog name) of pyiceberg's configuration (``$PYICEBERG_HOME``, ``~``, the
-    working directory's ``.pyiceberg.yaml`` and ``PYICEBERG_CATALOG__<NAME>__<KEY>`` variables), read
-    afresh on every call (pyiceberg's own copy is read once, at import)."""
+def _pyiceberg_config() -> tuple[dict[str, dict[str, Any]], str, dict[str, Any]]:
+    """(catalogs, default catalog name, entries that are not a mapping of properties) of pyiceberg's configuration
+    (``$PYICEBERG_HOME``, ``~``, the working directory's ``.pyiceberg.yaml`` and ``PYICEBERG_CATALOG__<NAME>__<KEY>``
+    variables), read afresh on every call (pyiceberg's own copy is read once, at import)."""
     from iceberg_privacy._internal.pyiceberg_config import check
 
     config = check()  # read once; edited since the import? one clear error naming the file
     section = config.config.get("catalog") or {}
-    catalogs = {str(k): dict(v) for k, v in section.items() if isinstance(v, dict)} if isinstance(section, dict) else {}
-    return catalogs, config.get_default_catalog_name()
+    section = section if isinstance(section, dict) else {}
+    catalogs = {str(k): dict(v) for k, v in section.items() if isinstance(v, dict)}
+    malformed = {str(k): v for k, v in section.items() if not isinstance(v, dict)}
+    return catalogs, config.get_default_catalog_name(), malformed
+
+
+def _unconfigured(name: str, configured: dict[str, dict[str, Any]], malformed: dict[str, Any], *,
+                  from_default: bool) -> ConfigurationError:
+    """The error for catalog ``name`` that pyiceberg's configuration does not define: what is wrong with its entry
+    when it has one that is no mapping (its properties not indented under it), the ``default-catalog`` key when that
+    is what named it, and the names that are configured."""
+    from iceberg_privacy._internal.pyiceberg_config import config_file
+
+    where = config_file() or "~/.pyiceberg.yaml"
+    known = ", ".join(sorted(configured)) or "none"
+    entry = malformed.get(name.lower(), malformed.get(name, ...))
+    if entry is not ...:
+        # pyiceberg reads PYICEBERG_CATALOG__LAKE=x as catalog 'lake' with the value 'x', over the file's entry
+        var = next((k for k in os.environ if k.lower() == "pyiceberg_catalog__" + name.lower().replace("-", "_")), None)
+        if var is not None:
+            return ConfigurationError(
+                f"catalog {name!r} is set by the environment variable {var} to {entry!r}, not to properties "
+                f"(configured: {known}): unset {var} and give each property its own variable ({var}__URI=..., "
+                f"{var}__WAREHOUSE=...), or define the catalog in {where}")
+        return ConfigurationError(
+            f"catalog {name!r} in {where} has no properties: its entry is {entry!r}, not a mapping (configured: "
+            f"{known}). Indent its properties under it, e.g. 'catalog:' then '  {name}:' then '    uri: ...' and "
+            "'    warehouse: ...' (two more spaces than the name)")
+    if from_default:
+        return ConfigurationError(
+            f"pyiceberg's default-catalog (in {where} or $PYICEBERG_DEFAULT_CATALOG) names catalog {name!r}, which "
+            f"is not configured (configured: {known}): correct default-catalog, define {name!r} under catalog:, or "
+            "name a configured catalog (ip.connect(name), --catalog NAME)")
+    # pyiceberg reads PYICEBERG_CATALOG__MY_LAKE__URI as catalog 'my-lake' ('_' becomes '-'); a name with
+    # other characters ('.', a space, ...) cannot be spelled as a shell variable, only in the file
+    env = (f" or with PYICEBERG_CATALOG__{name.upper().replace('-', '_')}__URI=..."
+           if re.fullmatch(r"[A-Za-z0-9-]+", name) else "")
+    close = difflib.get_close_matches(name.lower(), sorted(configured), n=1, cutoff=0.6)
+    if close:  # a typo (--catalog lakee) or pyiceberg's '_' -> '-' (PYICEBERG_CATALOG__MY_LAKE__* is 'my-lake')
+        known += f"; did you mean {close[0]!r}?"
+    return ConfigurationError(
+        f"no catalog named {name!r} is configured (configured: {known}). Define it in ~/.pyiceberg.yaml "
+        f"under catalog: {name}: (uri, warehouse, type, s3.* ...){env}; or leave the name out "
+        "(ip.connect(), or no --catalog) for the embedded default"
+    )
 
 
 def _normalise(properties: dict[str, Any]) -> dict[str, str]:
@@ -120,7 +163,8 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
     if name is not None and not isinstance(name, str):
         raise ConfigurationError(f"connect() takes a catalog name (a str, as in ~/.pyiceberg.yaml), got {name!r}")
     check_home(home, "connect")
-    configured, default_name = _pyiceberg_config()
+    configured, default_name, malformed = _pyiceberg_config()
+    from_default = name is None and home is None and default_name != "default"
     if name is None and home is None:
         name = default_name
     named = bool(name)
@@ -141,30 +185,25 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
         )
     props = {**conf, **given}
     if not props:
-        if name != "default" and home is None:
-            known = ", ".join(sorted(configured)) or "none"
-            # pyiceberg reads PYICEBERG_CATALOG__MY_LAKE__URI as catalog 'my-lake' ('_' becomes '-'); a name with
-            # other characters ('.', a space, ...) cannot be spelled as a shell variable, only in the file
-            env = (f" or with PYICEBERG_CATALOG__{name.upper().replace('-', '_')}__URI=..."
-                   if re.fullmatch(r"[A-Za-z0-9-]+", name) else "")
-            raise ConfigurationError(
-                f"no catalog named {name!r} is configured (configured: {known}). Define it in ~/.pyiceberg.yaml "
-                f"under catalog: {name}: (uri, warehouse, type, s3.* ...){env}; or leave the name out "
-                "(ip.connect(), or no --catalog) for the embedded default"
-            )
+        if (name != "default" or name.lower() in malformed) and home is None:
+            raise _unconfigured(name, configured, malformed, from_default=from_default)
         root = Path(home).expanduser().resolve() if home is not None else default_home()
         return _embedded(name, root)
     warehouse = props.get("warehouse", "")
-    if warehouse and not _URI_SCHEME.match(warehouse) and not os.path.isabs(os.path.expanduser(warehouse)):
+    if warehouse and not _URI_SCHEME.match(warehouse) and not os.path.isabs(os.path.expanduser(warehouse)) \
+            and not _is_rest(props):
         # pyiceberg would store table locations relative to the working directory, in the table metadata:
-        # the table could then be read only from this directory, and another directory would see other files
+        # the table could then be read only from this directory, and another directory would see other files.
+        # Not for a REST catalog: its warehouse is sent to the service, which decides the locations, and for
+        # Polaris, Lakekeeper, Unity or Tabular it is the warehouse's (catalog's) name, not a path
         props["warehouse"] = os.path.abspath(os.path.expanduser(warehouse))
     uri = props.get("uri", "")
     if "type" not in props and "py-catalog-impl" not in props and (uri.startswith("sqlite:") or uri.startswith("postgresql")):
         props["type"] = "sql"
     timeouts = rest.timeouts(props)
     try:
-        catalog = load_catalog(name, **props)
+        with compat.rest_construction_timeouts(*timeouts):  # a REST catalog asks its service while it is built
+            catalog = load_catalog(name, **props)
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(
             f"catalog {name!r} could not be loaded from the properties {sorted(props)}: {exc}. Fix its entry in "
@@ -189,6 +228,15 @@ def connect(name: str | None = None, *, home: str | os.PathLike[str] | None = No
         raise
     compat.set_rest_timeouts(catalog, *timeouts)
     return catalog
+
+
+def _is_rest(props: dict[str, str]) -> bool:
+    """Will ``load_catalog`` make a REST catalog of ``props``: ``type: rest``, or no type and an http(s) uri (as
+    pyiceberg infers it)?"""
+    kind = props.get("type", "").strip().lower()
+    if kind or "py-catalog-impl" in props:
+        return kind == "rest"
+    return props.get("uri", "").strip().lower().startswith(("http://", "https://"))
 
 
 def _embedded(name: str, root: Path) -> SqlCatalog:
@@ -677,6 +725,12 @@ def what_exists(catalog: Catalog, ident: tuple[str, ...], *, limit: int = 12) ->
         for depth in range(1, len(namespace) + 1):
             level, parent = namespace[:depth], namespace[:depth - 1]
             namespaces = [tuple(n) for n in (catalog.list_namespaces(parent) if parent else catalog.list_namespaces())]
+            if namespace in namespaces:  # listed whole at this level (SeaweedFS's REST catalog lists ('a', 'b') at the top)
+                break
+            if level not in namespaces and any(n[:depth] == level for n in namespaces):
+                # listed flat: 'a' holds 'a.b' though ('a',) itself is not listed; name the whole namespace missing
+                level, namespaces = namespace, [n for n in namespaces if n[:depth] == level]
+                parent = namespace[:depth]
             if level not in namespaces:
                 where = f" in {'.'.join(parent)!r}" if parent else ""
                 nested = (f"; {'.'.join(ident)!r} names table {ident[-1]!r} in the nested namespace "

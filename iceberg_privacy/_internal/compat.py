@@ -19,6 +19,8 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import pyarrow as pa
@@ -366,13 +368,58 @@ def remove_partition_statistics(tx: Any, snapshot_ids: list[int]) -> None:
                     for sid in snapshot_ids))
 
 
+_CONSTRUCTION_TIMEOUTS: ContextVar[tuple[float, float] | None] = ContextVar("rest_construction_timeouts", default=None)
+
+
+@contextmanager
+def rest_construction_timeouts(connect: float, read: float) -> Iterator[None]:
+    """Bound the HTTP requests of the REST catalogs constructed inside this block (this thread or task only).
+
+    ``RestCatalog.__init__`` already talks to the service: its config request and, with a ``credential``, the
+    legacy OAuth2 token request, each through a ``requests.Session`` it creates with ``Session()`` in
+    ``RestCatalog._create_session`` (the name ``pyiceberg.catalog.rest.Session``). Those ran without a timeout,
+    before :func:`set_rest_timeouts` could reach the finished catalog, so a service that accepted the connection
+    and stalled held ``connect`` forever. That name is replaced once by a subclass whose sessions, when created
+    inside this block, give every request without its own ``timeout`` ``(connect, read)``; outside it they behave
+    exactly as ``requests.Session``."""
+    _bound_rest_sessions()
+    token = _CONSTRUCTION_TIMEOUTS.set((connect, read))
+    try:
+        yield
+    finally:
+        _CONSTRUCTION_TIMEOUTS.reset(token)
+
+
+def _bound_rest_sessions() -> None:
+    from pyiceberg.catalog import rest as rest_module
+
+    base = rest_module.Session
+    if getattr(base, "_iceberg_privacy_bounded", False):
+        return
+
+    class BoundedSession(base):  # type: ignore[misc, valid-type]
+        _iceberg_privacy_bounded = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._construction_timeouts = _CONSTRUCTION_TIMEOUTS.get()
+
+        def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("timeout") is None and self._construction_timeouts is not None:
+                kwargs["timeout"] = self._construction_timeouts
+            return super().request(method, url, *args, **kwargs)
+
+    rest_module.Session = BoundedSession  # type: ignore[misc]
+
+
 def set_rest_timeouts(catalog: Any, connect: float, read: float, *, keep_existing: bool = False) -> bool:
     """Give a REST catalog's HTTP session (``RestCatalog._session``, a ``requests.Session``) default timeouts.
 
     pyiceberg sends every REST request without a timeout, so a catalog that accepts the connection and then
     stalls holds the caller forever. Requests that pass their own ``timeout`` keep it. The token refresh of
     pyiceberg's legacy OAuth2 manager goes through the same session, so it is bounded too; the config and token
-    requests made while the catalog is constructed (before this can run) are not. Returns False when the
+    requests made while the catalog is constructed (before this can run) are bounded by
+    :func:`rest_construction_timeouts` around the construction. Returns False when the
     catalog has no such session (not a REST catalog). With ``keep_existing`` a session that already has them
     (set by an earlier call) is left as it is."""
     session = getattr(catalog, "_session", None)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -92,8 +93,10 @@ def check() -> Any:
             raise ConfigurationError(
                 f"pyiceberg's configuration file {path} is empty (or only comments), which pyiceberg cannot read: "
                 "delete it, or define a catalog in it ('catalog:' then '  lake:' then '    uri: ...')") from exc
+        line = re.search(r"\bline (\d+)", str(exc))  # strictyaml says where, on a later line of its message
+        at = f" at line {line.group(1)}" if line else ""
         raise ConfigurationError(
-            f"pyiceberg's configuration file {path} cannot be read ({type(exc).__name__}: {first}). It must be a "
+            f"pyiceberg's configuration file {path} cannot be read{at} ({type(exc).__name__}: {first}). It must be a "
             "YAML mapping in block style, e.g. 'catalog:' then '  lake:' then '    uri: ...' (no {...} or [...]); "
             "fix it, or set PYICEBERG_HOME to a directory with a valid one"
         ) from exc

@@ -89,6 +89,26 @@ def emit(args: argparse.Namespace, report: Any, human: str | None = None) -> Non
         print(str(report) if human is None else human)
 
 
+def table_text(rows: Any, **to_string: Any) -> str:
+    """A pyarrow table as a text table (pandas' ``to_string``) that shows every value as it is stored: integers stay
+    integers when their column has nulls (pandas made them floats, so the id 9007199254740993 printed as
+    9.007199e+15), and nested columns (structs, lists, maps) are their ``--output jsonl`` text (pandas made a list
+    of integers with a null an array of floats: 9007199254740992.0, nan)."""
+    import pyarrow as pa
+
+    shown = pa.table({f.name: json_text(rows.column(f.name)) if pa.types.is_nested(f.type) else rows.column(f.name)
+                      for f in rows.schema})
+    return str(shown.to_pandas(integer_object_nulls=True).to_string(**to_string))
+
+
+def json_text(col: Any) -> Any:
+    """A nested column as one JSON text per row (null stays null)."""
+    import pyarrow as pa
+
+    return pa.array([None if v is None else jsontext.dumps(to_jsonable(v), ensure_ascii=False) for v in col.to_pylist()],
+                    pa.string())
+
+
 def aligned(rows: list[list[str]], *, right: frozenset[int] = frozenset()) -> list[str]:
     """``rows`` (the header first) as lines of columns as wide as their widest cell, never cut: a truncated
     table name or snapshot id reads as another, real one. Columns in ``right`` are right-aligned; the last

@@ -13,7 +13,15 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from iceberg_privacy.cli._common import AGE_HELP, add_command, aligned, emit, parse_age, print_json
+from iceberg_privacy.cli._common import (
+    AGE_HELP,
+    add_command,
+    aligned,
+    emit,
+    parse_age,
+    print_json,
+    table_text,
+)
 from iceberg_privacy.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -194,7 +202,7 @@ def cmd_sql(args: argparse.Namespace, catalog: Catalog) -> int:
         print_json(release.to_json())
         return 0
     print(release)
-    print(release.rows.to_pandas().to_string(index=False))
+    print(table_text(release.rows, index=False))
     return 0
 
 

@@ -15,11 +15,13 @@ from iceberg_privacy.cli._common import (
     add_command,
     deprecated,
     emit,
+    json_text,
     load_table,
     need_values,
     parse_age,
     parse_age_or_datetime,
     print_json,
+    table_text,
     to_jsonable,
 )
 
@@ -192,20 +194,14 @@ def _print_rows(rows: pa.Table, fmt: str, limit: int | None) -> None:
 
         sink = pa.BufferOutputStream()
         # nested columns (structs, lists, maps: identity maps too) as their --output jsonl text, never left out
-        pcsv.write_csv(pa.table({f.name: _json_column(rows.column(f.name)) if pa.types.is_nested(f.type)
+        pcsv.write_csv(pa.table({f.name: json_text(rows.column(f.name)) if pa.types.is_nested(f.type)
                                  else _csv_column(rows.column(f.name)) for f in rows.schema}), sink)
         sys.stdout.write(sink.getvalue().to_pybytes().decode())
     else:
         # uuids as their canonical text (pandas shows Arrow's uuid as 16 raw bytes, which no lookup takes back)
         shown = pa.table({f.name: _csv_column(rows.column(f.name)) if isinstance(f.type, pa.UuidType)
                           else rows.column(f.name) for f in rows.schema})
-        print(shown.to_pandas().to_string(max_rows=limit or 50) if rows.num_rows else "(no rows)")
-
-
-def _json_column(col: pa.ChunkedArray) -> pa.Array:
-    """A nested column as one JSON text per row (what ``--output jsonl`` prints for it; null stays empty)."""
-    return pa.array([None if v is None else jsontext.dumps(to_jsonable(v), ensure_ascii=False) for v in col.to_pylist()],
-                    pa.string())
+        print(table_text(shown, max_rows=limit or 50) if rows.num_rows else "(no rows)")
 
 
 def _csv_column(col: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:

@@ -196,10 +196,15 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
     ``erase --tables db.t ann --json bob``) still count as the command's values: argparse fills a ``values*``
     positional once, so it called them "unrecognized arguments"."""
     args, extra = parser.parse_known_args(argv)
-    if extra and isinstance(getattr(args, "values", None), list) and not any(e.startswith("-") for e in extra):
+    takes_values = isinstance(getattr(args, "values", None), list)
+    if extra and takes_values and not any(e.startswith("-") for e in extra):
         args.values = [*args.values, *extra]
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        # a subject id such as '--foo' or '-x' reads as an option: say how to pass it, not only that it is unknown
+        hint = ("; a value that starts with '-' goes after '--' at the end of the command line (e.g. "
+                f"`iceberg-privacy {args.command} ... -- {extra[0]}`), or one per line in --values-file FILE "
+                "('-': standard input)" if takes_values and any(e.startswith("-") for e in extra) else "")
+        parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     return args
 
 

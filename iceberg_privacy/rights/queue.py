@@ -223,7 +223,7 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
         values = as_values(r.subjects)
         resolved = resolve_subjects(targets_cache[key], values, secret)  # rejects values no column takes
         digests: set[bytes] = set().union(*(ts.digests for ts in resolved)) if resolved else set()
-        rid = r.request_id or new_request_id()
+        rid = new_request_id() if r.request_id is None else r.request_id  # "" is refused, not replaced
         existing = known.get(rid)
         linked = None
         if existing is None and r.link_identifiers:  # read now: kept encrypted with the values, keyed in the journal

@@ -117,7 +117,7 @@ def _submit(catalog: Catalog, kind: str, subjects: Any, tables: Sequence[TableRe
     check_deadline(deadline)
     secret = _secret(secret, home, catalog)
     journal = journal or Journal(catalog)
-    rid = request_id or new_request_id()
+    rid = new_request_id() if request_id is None else request_id  # "" is refused (check_request_id), not replaced
     existing = journal.find(rid)
     if existing is not None and not tables:
         targets = existing_tables(catalog, list(existing.tables))

@@ -181,6 +181,7 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
                     "declares, since erasing there would destroy the audit record or let erased subjects be "
                     "written again. Name the tables that hold the subjects' data; nothing was recorded"
                 )
+            _check_nameable(table)
             if not _declared(table):
                 raise NoIdentityColumnsError(
                     f"table {table_name(table)} declares no identity columns, so no row of it can be attributed "
@@ -199,8 +200,22 @@ def subject_tables(catalog: Catalog, tables: Sequence[TableRef] | None = None) -
         if _is_internal(table):
             continue
         if _declared(table):
+            _check_nameable(table)
             found.append(table)
     return found
+
+
+def _check_nameable(table: Table) -> None:
+    """Refuse a table whose namespace or name contains '.' (a SQL catalog allows ``('db', 't.x')``): a request
+    records its tables as ``namespace.table`` and finds them again by splitting on '.', so its purge looked for
+    ``('db', 't', 'x')``, took the table for renamed and blocked the request after the rows were erased."""
+    parts = tuple(table.name())
+    if any("." in p for p in parts):
+        raise ConfigurationError(
+            f"table {parts!r} has a '.' in its namespace or name: a request records its tables as namespace.table "
+            "and could not find this one again to resume, purge and verify it (an erasure would stay blocked after "
+            "removing the rows). Rename it to a name without '.' (catalog.rename_table), or leave it out with tables=[...] / "
+            "--tables; nothing was recorded")
 
 
 _MAX_ID_BITS = 4096

@@ -416,6 +416,32 @@ def test_rest_timeouts_apply_to_every_request_of_the_catalog_session(rest_catalo
     assert not compat.set_rest_timeouts(object(), 1.0, 1.0)
 
 
+def test_rest_construction_timeouts_reach_the_sessions_pyiceberg_builds_the_catalog_with(seaweedfs: object) -> None:
+    """``rest_construction_timeouts`` relies on ``RestCatalog.__init__`` building the sessions of its config and token
+    requests with the name ``pyiceberg.catalog.rest.Session`` (in ``_create_session``)."""
+    from pyiceberg.catalog import load_catalog
+    from pyiceberg.catalog import rest as rest_module
+
+    seen: list[object] = []
+    with compat.rest_construction_timeouts(2.0, 5.0):
+        session_class = rest_module.Session
+        original = session_class.request
+
+        def spy(self: object, method: str, url: str, *args: object, **kwargs: object) -> object:
+            response = original(self, method, url, *args, **kwargs)  # type: ignore[arg-type]
+            seen.append((url.rsplit("/", 1)[-1], self._construction_timeouts))  # type: ignore[attr-defined]
+            return response
+
+        session_class.request = spy  # type: ignore[method-assign]
+        try:
+            load_catalog("contract", **seaweedfs.rest_catalog_properties())  # type: ignore[attr-defined]
+        finally:
+            session_class.request = original  # type: ignore[method-assign]
+    assert {what for what, _ in seen} >= {"tokens", "config"}
+    assert all(t == (2.0, 5.0) for _, t in seen)
+    assert rest_module.Session().__dict__.get("_construction_timeouts") is None  # outside the block: unbounded
+
+
 def test_fileio_setup_errors_are_recognized_and_others_are_not() -> None:
     """``is_fileio_setup_error`` relies on pyiceberg building FileIOs in ``load_file_io`` and their filesystems in
     ``PyArrowFileIO._initialize_*_fs``, and raising ValueError there for a malformed property."""
