@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.io import FileIO, load_file_io
 from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
@@ -204,6 +205,9 @@ class _TaskWriter:
         self.overwrite = overwrite
         check_snapshot_properties(opts.snapshot_properties, option="the snapshot-property.* options")  # before any table
         table = prepare_table(opts, struct)
+        # the catalog this writer's commit loads the table from: one connection per writer (a REST catalog's
+        # config and token requests once, not per load; a stream's driver makes a writer per micro-batch)
+        self._catalog: Catalog | None = table.catalog
         self.metadata: TableMetadata = table.metadata
         self.io_properties: dict[str, str] = portable_properties(table.io)
         self.columns: list[BloomColumn] = bloom_columns(table.schema(), table.properties)
@@ -211,6 +215,14 @@ class _TaskWriter:
         self.arrow: pa.Schema = arrow_for_iceberg(struct)
         self.max_retries = opts.get_int("commit.retries", None, minimum=0)  # None: the library retry policy
         self.lineage = _lineage_option(opts)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_catalog"] = None  # executors get no catalog (a connection, credentials): metadata and FileIO only
+        return state
+
+    def _load_table(self) -> Table:
+        return self.opts.load_table(getattr(self, "_catalog", None))
 
     @property
     def _forget_version(self) -> int | None:
@@ -229,7 +241,7 @@ class _TaskWriter:
     def _commit(self, written: WrittenFiles, messages: list[WriterCommitMessage | None],
                 extra: dict[str, str] | None = None, table_properties: dict[str, str] | None = None,
                 precondition: Callable[[Table], None] | None = None) -> WriteReport:
-        table = self.opts.load_table()
+        table = self._load_table()
         # The tasks' table, not this writer's: a stream's driver makes a new writer (reading today's table) for
         # every micro-batch commit, while the executors keep the one made when the query started.
         written_for = {m.table_uuid for m in messages if isinstance(m, TaskFiles) and m.table_uuid} or {
@@ -331,8 +343,7 @@ class IcebergPrivacyStreamWriter(_TaskWriter, DataSourceStreamArrowWriter):
             if last is not None and batchId <= last:
                 raise _AlreadyCommitted(last)
 
-        try:
-            not_committed_yet(self.opts.load_table())
+        try:  # checked by commit_written on the refreshed table before every attempt, the first included
             self._commit(written, messages, {QUERY_ID_KEY: query_id, BATCH_ID_KEY: str(batchId)},
                          {LAST_BATCH_PREFIX + query_id: str(batchId)}, precondition=not_committed_yet)
         except _AlreadyCommitted as done:

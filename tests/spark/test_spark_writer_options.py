@@ -245,3 +245,43 @@ def test_files_partitioned_by_a_spec_evolved_while_the_job_ran_are_not_committed
     table = catalog.load_table("db.parts")
     assert table.scan(row_filter="n = 11").to_arrow()["user_id"].to_pylist() == ["ann"]
     assert ip.lookup(table, "user_id", "bob").column("n").to_pylist() == [12]
+
+
+def test_a_micro_batch_commit_connects_to_the_catalog_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spark makes a new stream writer on the driver for every micro-batch commit. Before: each made three catalog
+    connections (the writer's table check, the exactly-once check, the commit), which on a REST catalog is a config
+    request and token requests each time: 16 catalog requests per micro-batch, 9 now. The writer shipped to the
+    executors still carries no catalog."""
+    import pickle
+
+    import pyarrow as pa
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    from iceberg_privacy.spark import options
+
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    opts = SourceOptions(table="db.once", catalog_home=str(tmp_path / "home"),
+                         raw={"bloom.columns": "user_id", "streaming.query-id": "q-1"})
+    on_executors = IcebergPrivacyStreamWriter(opts, struct, False)
+    assert getattr(pickle.loads(pickle.dumps(on_executors)), "_catalog", None) is None
+    connects: list[str] = []
+    real = options.connect
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        connects.append("connect")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(options, "connect", counted)
+    for batch_id in range(3):
+        rows = pa.record_batch([pa.array([f"u{batch_id}"]), pa.array([batch_id], pa.int64())], names=["user_id", "n"])
+        message = on_executors.write(iter([rows]))
+        before = len(connects)
+        IcebergPrivacyStreamWriter(opts, struct, False).commit([message], batch_id)  # as Spark's driver does
+        assert len(connects) - before == 1
+    replay = on_executors.write(iter([pa.record_batch([pa.array(["u2"]), pa.array([2], pa.int64())],
+                                                      names=["user_id", "n"])]))
+    IcebergPrivacyStreamWriter(opts, struct, False).commit([replay], 2)  # a replay: still skipped
+    table = ip.connect(home=tmp_path / "home").load_table("db.once")
+    assert sorted(table.scan().to_arrow()["user_id"].to_pylist()) == ["u0", "u1", "u2"]
+    assert isinstance(replay, TaskFiles)
+    assert not any(Path(f.file_path.removeprefix("file://")).exists() for f in replay.written.files)
