@@ -140,6 +140,29 @@ def prepare_table(opts: SourceOptions, struct: Any) -> Table:
     return table
 
 
+def _commit_ran(messages: list[WriterCommitMessage | None]) -> bool:
+    """Did the driver's commit run before this abort? Spark aborts with ``None`` in the place of every task that
+    did not finish; with every task's message there, the job failed in (or after) the commit."""
+    return bool(messages) and all(m is not None for m in messages)
+
+
+def _abort(io: FileIO, messages: list[WriterCommitMessage | None], what: str) -> None:
+    """Spark's abort: delete the finished tasks' files, unless the commit ran. Spark calls abort when the commit
+    raised too, and a commit can raise with its snapshot in the table (a failure after it landed) or still
+    landing (a catalog that lost its answer and cannot be asked, or finishes the request late): deleting the files
+    then leaves a table whose snapshot names files that are gone. The commit itself deletes its files where it
+    knows nothing was committed (a lost race, a re-created table, an evolved spec); whatever else it left is
+    unreferenced once the outcome is known, and ``cleanup_orphans`` removes it (as the core's write leaves it)."""
+    if _commit_ran(messages):
+        n = sum(len(m.written.files) for m in messages if isinstance(m, TaskFiles))
+        print(f"iceberg-privacy {what} aborted after its commit failed: kept its {n} file(s), which the commit may "
+              "have made part of the table; iceberg_privacy.cleanup_orphans removes those no snapshot references",
+              file=sys.stderr, flush=True)
+        return
+    n = _delete_files(io, messages)
+    print(f"iceberg-privacy {what} aborted: deleted {n} task file(s)", file=sys.stderr, flush=True)
+
+
 def _delete_files(io: FileIO, messages: list[WriterCommitMessage | None]) -> int:
     n = 0
     for m in messages:
@@ -276,8 +299,7 @@ class IcebergPrivacyWriter(_TaskWriter, DataSourceArrowWriter):
         self._commit(_gather(messages, self._forget_version), messages)
 
     def abort(self, messages: list[WriterCommitMessage | None]) -> None:
-        n = _delete_files(self._io(), messages)
-        print(f"iceberg-privacy spark write {self.opts.table} aborted: deleted {n} task file(s)", file=sys.stderr)
+        _abort(self._io(), messages, f"spark write {self.opts.table}")
 
 
 def last_committed_batch(table: Table, query_id: str) -> int | None:
@@ -352,6 +374,4 @@ class IcebergPrivacyStreamWriter(_TaskWriter, DataSourceStreamArrowWriter):
                   f"committed (last {done.last}); skipped, deleted {n} replayed file(s)", file=sys.stderr, flush=True)
 
     def abort(self, messages: list[WriterCommitMessage | None], batchId: int) -> None:
-        n = _delete_files(self._io(), messages)
-        print(f"iceberg-privacy stream {self.opts.table}: batch {batchId} aborted, deleted {n} file(s)",
-              file=sys.stderr)
+        _abort(self._io(), messages, f"stream {self.opts.table}: batch {batchId}")

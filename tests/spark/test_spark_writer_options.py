@@ -285,3 +285,36 @@ def test_a_micro_batch_commit_connects_to_the_catalog_once(tmp_path: Path, monke
     assert sorted(table.scan().to_arrow()["user_id"].to_pylist()) == ["u0", "u1", "u2"]
     assert isinstance(replay, TaskFiles)
     assert not any(Path(f.file_path.removeprefix("file://")).exists() for f in replay.written.files)
+
+
+@pytest.mark.parametrize("writer", [IcebergPrivacyWriter, IcebergPrivacyStreamWriter])
+def test_the_abort_after_a_failed_commit_keeps_the_files_it_may_have_committed(tmp_path: Path, writer: type) -> None:
+    """Spark calls ``abort`` when the driver's commit raises, with every task's message. A commit can raise with its
+    snapshot in the table (a failure after it landed; a lost catalog answer that cannot be checked). Before: abort
+    deleted the files, and the table named data files that were gone (every read failed: FileNotFoundError)."""
+    import pyarrow as pa
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    from iceberg_privacy._internal import faults
+
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    opts = SourceOptions(table="db.lost", catalog_home=str(tmp_path / "home"),
+                         raw={"bloom.columns": "user_id", "streaming.query-id": "q-1"})
+    job = writer(opts, struct, False)
+    rows = pa.record_batch([pa.array(["ann", "bob"]), pa.array([1, 2], pa.int64())], names=["user_id", "n"])
+    messages = [job.write(iter([rows])), job.write(iter([rows.slice(0, 1)]))]
+    args = (7,) if writer is IcebergPrivacyStreamWriter else ()
+
+    def answer_lost(name: str) -> None:
+        raise OSError("connection reset while reading the catalog's answer")
+
+    with faults.injected("write.after_commit", answer_lost), pytest.raises(OSError, match="connection reset"):
+        job.commit(messages, *args)
+    job.abort(messages, *args)  # what Spark does next
+    table = ip.connect(home=tmp_path / "home").load_table("db.lost")
+    assert sorted(table.scan().to_arrow()["user_id"].to_pylist()) == ["ann", "ann", "bob"]
+    # a task that failed (None in its place): the finished tasks' files are deleted as before
+    failed = [job.write(iter([rows])), None]
+    job.abort(failed, *args)
+    assert isinstance(failed[0], TaskFiles)
+    assert not any(Path(f.file_path.removeprefix("file://")).exists() for f in failed[0].written.files)
