@@ -51,7 +51,7 @@ from iceberg_privacy.properties import STREAMING_QUERY_ID_SUMMARY as QUERY_ID_KE
 from iceberg_privacy.rights import forget
 from iceberg_privacy.spark.options import SourceOptions
 from iceberg_privacy.spark.schema import arrow_for_iceberg, cast_batch
-from iceberg_privacy.storage import portable_properties
+from iceberg_privacy.storage import portable_properties, storage_errors
 from iceberg_privacy.write import WriteReport, check_snapshot_properties, commit_written
 
 logger = logging.getLogger("iceberg_privacy.spark")
@@ -295,6 +295,7 @@ class IcebergPrivacyWriter(_TaskWriter, DataSourceArrowWriter):
     def write(self, iterator: Iterator[pa.RecordBatch]) -> TaskFiles:
         return self._write_task(iterator)
 
+    @storage_errors  # the commit's catalog or storage failing: the library's error, not a raw one
     def commit(self, messages: list[WriterCommitMessage | None]) -> None:
         self._commit(_gather(messages, self._forget_version), messages)
 
@@ -353,6 +354,7 @@ class IcebergPrivacyStreamWriter(_TaskWriter, DataSourceStreamArrowWriter):
             )
         return chosen
 
+    @storage_errors  # the commit's catalog or storage failing: the library's error, not a raw one
     def commit(self, messages: list[WriterCommitMessage | None], batchId: int) -> None:
         query_id = self.query_id(messages)
         written = _gather(messages, self._forget_version)

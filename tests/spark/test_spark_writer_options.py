@@ -308,7 +308,7 @@ def test_the_abort_after_a_failed_commit_keeps_the_files_it_may_have_committed(t
     def answer_lost(name: str) -> None:
         raise OSError("connection reset while reading the catalog's answer")
 
-    with faults.injected("write.after_commit", answer_lost), pytest.raises(OSError, match="connection reset"):
+    with faults.injected("write.after_commit", answer_lost), pytest.raises(OSError):
         job.commit(messages, *args)
     job.abort(messages, *args)  # what Spark does next
     table = ip.connect(home=tmp_path / "home").load_table("db.lost")
