@@ -36,7 +36,7 @@ from pyspark.sql.datasource import (
 from iceberg_privacy._internal import compat
 from iceberg_privacy.catalog import ensure_namespace_exists
 from iceberg_privacy.config import COLUMNS_KEY, BloomColumn, bloom_columns, configure_bloom
-from iceberg_privacy.datafiles import WrittenFiles, first_line, write_data_files
+from iceberg_privacy.datafiles import WrittenFiles, check_writable, first_line, write_data_files
 from iceberg_privacy.errors import (
     CatalogError,
     ConfigurationError,
@@ -228,6 +228,7 @@ class _TaskWriter:
         self.overwrite = overwrite
         check_snapshot_properties(opts.snapshot_properties, option="the snapshot-property.* options")  # before any table
         table = prepare_table(opts, struct)
+        check_writable(table.metadata, opts.table)  # on the driver: before every task computes its rows, then fails
         # the catalog this writer's commit loads the table from: one connection per writer (a REST catalog's
         # config and token requests once, not per load; a stream's driver makes a writer per micro-batch)
         self._catalog: Catalog | None = table.catalog

@@ -318,3 +318,29 @@ def test_the_abort_after_a_failed_commit_keeps_the_files_it_may_have_committed(t
     job.abort(failed, *args)
     assert isinstance(failed[0], TaskFiles)
     assert not any(Path(f.file_path.removeprefix("file://")).exists() for f in failed[0].written.files)
+
+
+@pytest.mark.parametrize("writer", [IcebergPrivacyWriter, IcebergPrivacyStreamWriter])
+@pytest.mark.parametrize("case", ["orc", "two-fields-on-one-column"])
+def test_a_table_the_writer_cannot_write_is_refused_on_the_driver(tmp_path: Path, writer: type, case: str) -> None:
+    """A table pyiceberg cannot write (another file format, a spec with two fields on one column, format v3 on a
+    REST catalog). Before: the driver accepted it and every Spark task computed its rows and then failed with the
+    same error (retried up to spark.task.maxFailures times per task); now the writer refuses it when it is made."""
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    table = catalog.create_table("db.t", _schema())
+    if case == "orc":
+        with table.transaction() as tx:
+            tx.set_properties({"write.format.default": "orc"})
+    else:
+        from pyiceberg.transforms import BucketTransform, TruncateTransform
+
+        with table.update_spec() as spec:
+            spec.add_field("user_id", BucketTransform(4), "b")
+            spec.add_field("user_id", TruncateTransform(2), "t")
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    with pytest.raises(ip.ConfigurationError, match="orc files|more than one field on one source column"):
+        writer(SourceOptions(table="db.t", catalog_home=str(home), raw={}), struct, False)
