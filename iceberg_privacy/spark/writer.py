@@ -255,6 +255,7 @@ class _TaskWriter:
     def _io(self) -> FileIO:
         return load_file_io(self.io_properties, self.metadata.location)
 
+    @storage_errors  # on an executor: its storage failing is the library's StorageError, as in the core's append
     def _write_task(self, iterator: Iterator[pa.RecordBatch], query_id: str | None = None) -> TaskFiles:
         batches = (cast_batch(b, self.arrow) for b in iterator)
         reader = pa.RecordBatchReader.from_batches(self.arrow, batches)

@@ -344,3 +344,20 @@ def test_a_table_the_writer_cannot_write_is_refused_on_the_driver(tmp_path: Path
     struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
     with pytest.raises(ip.ConfigurationError, match="orc files|more than one field on one source column"):
         writer(SourceOptions(table="db.t", catalog_home=str(home), raw={}), struct, False)
+
+
+def test_a_task_whose_storage_fails_raises_the_library_storage_error(tmp_path: Path) -> None:
+    """An executor task that cannot write its files (here: a file where the table's data directory should be).
+    Before: the raw pyarrow FileExistsError reached Spark, where the core's append raises StorageError."""
+    import pyarrow as pa
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    writer = IcebergPrivacyWriter(SourceOptions(table="db.t", catalog_home=str(tmp_path / "home"), raw={}), struct,
+                                  False)
+    location = Path(writer.metadata.location.removeprefix("file://"))
+    location.mkdir(parents=True, exist_ok=True)
+    (location / "data").write_text("not a directory")
+    rows = pa.record_batch([pa.array(["ann"]), pa.array([1], pa.int64())], names=["user_id", "n"])
+    with pytest.raises(ip.StorageError, match="data"):
+        writer.write(iter([rows]))
