@@ -155,6 +155,17 @@ def write_data_files(
         raise SchemaMismatchError(f"data does not match the schema of {where}: {exc}; {_type_hint(exc.field)}. "
                                   "Nothing was written.") from exc
     _check_field_ids(metadata, data.schema, where)
+    check_writable(metadata, where)
+    out = WrittenFiles(forget_version=forget_filter.version if forget_filter is not None else None,
+                       spec_id=metadata.default_spec_id)
+    _write_chunks(io, metadata, data, columns, chunk_bytes, progress, forget_filter, out, where)
+    return out
+
+
+def check_writable(metadata: TableMetadata, where: str) -> None:
+    """Refuse, from the table metadata alone, a table this library's writer cannot write (another file format, format
+    v3, a spec with two fields on one column, write properties pyarrow cannot use). :func:`write_data_files` checks it
+    before writing; a Spark write checks it on the driver too, before its tasks compute and write anything."""
     file_format = str(metadata.properties.get(TableProperties.WRITE_FILE_FORMAT, "parquet"))
     if file_format.lower() != "parquet":
         raise ConfigurationError(
@@ -165,10 +176,6 @@ def write_data_files(
     _check_format_writable(metadata, where)
     _check_spec_writable(metadata, where)
     _check_write_properties(metadata, where)
-    out = WrittenFiles(forget_version=forget_filter.version if forget_filter is not None else None,
-                       spec_id=metadata.default_spec_id)
-    _write_chunks(io, metadata, data, columns, chunk_bytes, progress, forget_filter, out, where)
-    return out
 
 
 def _check_write_properties(metadata: TableMetadata, where: str) -> None:

@@ -104,10 +104,11 @@ class SourceOptions:
         """The catalog the options name (the embedded default when no catalog property is given)."""
         return connect(self.catalog_name, home=self.catalog_home, **self.catalog_properties)
 
-    def load_table(self) -> Table:
-        """The table, or a :class:`TableNotFoundError` saying how to create it."""
+    def load_table(self, catalog: Catalog | None = None) -> Table:
+        """The table (from ``catalog``, else a new connection), or a :class:`TableNotFoundError` saying how to
+        create it."""
         try:
-            return self.catalog().load_table(self.table)
+            return (catalog or self.catalog()).load_table(self.table)
         except NoSuchTableError:
             raise TableNotFoundError(
                 f"table {self.table!r} does not exist in catalog {self.catalog_name or 'default'!r}; write to it first "

@@ -46,7 +46,7 @@ from iceberg_privacy.index.planner import BATCH_THRESHOLD, plan_lookup
 from iceberg_privacy.index.read import MatchRead, read_matching
 from iceberg_privacy.spark.options import SourceOptions
 from iceberg_privacy.spark.schema import arrow_for_spark, cast_batch, spark_schema
-from iceberg_privacy.storage import is_missing, portable_properties
+from iceberg_privacy.storage import is_missing, library_error, portable_properties, storage_errors
 
 logger = logging.getLogger("iceberg_privacy.spark")
 
@@ -299,6 +299,7 @@ class IcebergPrivacyReader(DataSourceReader):
         report.row_groups_hinted = sum(len(g) for g in self.row_groups.values())
         return tasks, report
 
+    @storage_errors  # planning reads manifests and sidecars: a storage failure is the library's error
     def partitions(self) -> list[InputPartition]:
         """Plan (pruned) file scan tasks and group them into byte-balanced input partitions."""
         tasks, report = self._plan()
@@ -336,8 +337,13 @@ class IcebergPrivacyReader(DataSourceReader):
         try:
             yield from self._read(part)
         except OSError as exc:
-            if not is_missing(exc) or isinstance(exc, IcebergPrivacyError):
+            if isinstance(exc, IcebergPrivacyError):
                 raise
+            if not is_missing(exc):  # storage refusing or failing: the library's StorageError, as the core's lookup
+                error = library_error(exc)
+                if error is exc:
+                    raise
+                raise error from exc
             raise StorageError(
                 f"a file of {self.opts.table} at snapshot {self.snapshot_id}, which this read was planned on, is "
                 f"gone ({first_line(exc)}): the snapshot was expired or purged (expire_snapshots, an erasure's "

@@ -17,6 +17,7 @@ from iceberg_privacy.spark.options import (
     SourceOptions,
     parse_options,
 )
+from iceberg_privacy.storage import storage_errors
 
 
 class IcebergPrivacyDataSource(DataSource):
@@ -29,6 +30,7 @@ class IcebergPrivacyDataSource(DataSource):
     def _opts(self, allowed: dict[str, str]) -> SourceOptions:
         return parse_options(self.options, allowed=allowed)
 
+    @storage_errors  # a catalog or its storage failing on the driver: the library's error, not a raw one
     def schema(self) -> Any:
         """The table's Spark schema at the pinned snapshot (reads only; writes use the DataFrame's)."""
         from iceberg_privacy.spark.reader import resolve_snapshot, schema_at, time_travel
@@ -38,16 +40,19 @@ class IcebergPrivacyDataSource(DataSource):
         table = opts.load_table()
         return spark_schema(schema_at(table, resolve_snapshot(table, opts), time_travel(opts)))
 
+    @storage_errors
     def reader(self, schema: Any) -> DataSourceReader:
         from iceberg_privacy.spark.reader import IcebergPrivacyReader
 
         return IcebergPrivacyReader(self._opts(READ_OPTIONS), schema)
 
+    @storage_errors
     def writer(self, schema: Any, overwrite: bool) -> DataSourceWriter:
         from iceberg_privacy.spark.writer import IcebergPrivacyWriter
 
         return IcebergPrivacyWriter(self._opts(WRITE_OPTIONS), schema, overwrite)
 
+    @storage_errors
     def streamWriter(self, schema: Any, overwrite: bool) -> DataSourceStreamWriter:
         from iceberg_privacy.spark.writer import IcebergPrivacyStreamWriter
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.io import FileIO, load_file_io
 from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
@@ -35,7 +36,7 @@ from pyspark.sql.datasource import (
 from iceberg_privacy._internal import compat
 from iceberg_privacy.catalog import ensure_namespace_exists
 from iceberg_privacy.config import COLUMNS_KEY, BloomColumn, bloom_columns, configure_bloom
-from iceberg_privacy.datafiles import WrittenFiles, first_line, write_data_files
+from iceberg_privacy.datafiles import WrittenFiles, check_writable, first_line, write_data_files
 from iceberg_privacy.errors import (
     CatalogError,
     ConfigurationError,
@@ -50,7 +51,7 @@ from iceberg_privacy.properties import STREAMING_QUERY_ID_SUMMARY as QUERY_ID_KE
 from iceberg_privacy.rights import forget
 from iceberg_privacy.spark.options import SourceOptions
 from iceberg_privacy.spark.schema import arrow_for_iceberg, cast_batch
-from iceberg_privacy.storage import portable_properties
+from iceberg_privacy.storage import portable_properties, storage_errors
 from iceberg_privacy.write import WriteReport, check_snapshot_properties, commit_written
 
 logger = logging.getLogger("iceberg_privacy.spark")
@@ -139,6 +140,29 @@ def prepare_table(opts: SourceOptions, struct: Any) -> Table:
     return table
 
 
+def _commit_ran(messages: list[WriterCommitMessage | None]) -> bool:
+    """Did the driver's commit run before this abort? Spark aborts with ``None`` in the place of every task that
+    did not finish; with every task's message there, the job failed in (or after) the commit."""
+    return bool(messages) and all(m is not None for m in messages)
+
+
+def _abort(io: FileIO, messages: list[WriterCommitMessage | None], what: str) -> None:
+    """Spark's abort: delete the finished tasks' files, unless the commit ran. Spark calls abort when the commit
+    raised too, and a commit can raise with its snapshot in the table (a failure after it landed) or still
+    landing (a catalog that lost its answer and cannot be asked, or finishes the request late): deleting the files
+    then leaves a table whose snapshot names files that are gone. The commit itself deletes its files where it
+    knows nothing was committed (a lost race, a re-created table, an evolved spec); whatever else it left is
+    unreferenced once the outcome is known, and ``cleanup_orphans`` removes it (as the core's write leaves it)."""
+    if _commit_ran(messages):
+        n = sum(len(m.written.files) for m in messages if isinstance(m, TaskFiles))
+        print(f"iceberg-privacy {what} aborted after its commit failed: kept its {n} file(s), which the commit may "
+              "have made part of the table; iceberg_privacy.cleanup_orphans removes those no snapshot references",
+              file=sys.stderr, flush=True)
+        return
+    n = _delete_files(io, messages)
+    print(f"iceberg-privacy {what} aborted: deleted {n} task file(s)", file=sys.stderr, flush=True)
+
+
 def _delete_files(io: FileIO, messages: list[WriterCommitMessage | None]) -> int:
     n = 0
     for m in messages:
@@ -204,6 +228,10 @@ class _TaskWriter:
         self.overwrite = overwrite
         check_snapshot_properties(opts.snapshot_properties, option="the snapshot-property.* options")  # before any table
         table = prepare_table(opts, struct)
+        check_writable(table.metadata, opts.table)  # on the driver: before every task computes its rows, then fails
+        # the catalog this writer's commit loads the table from: one connection per writer (a REST catalog's
+        # config and token requests once, not per load; a stream's driver makes a writer per micro-batch)
+        self._catalog: Catalog | None = table.catalog
         self.metadata: TableMetadata = table.metadata
         self.io_properties: dict[str, str] = portable_properties(table.io)
         self.columns: list[BloomColumn] = bloom_columns(table.schema(), table.properties)
@@ -212,6 +240,14 @@ class _TaskWriter:
         self.max_retries = opts.get_int("commit.retries", None, minimum=0)  # None: the library retry policy
         self.lineage = _lineage_option(opts)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_catalog"] = None  # executors get no catalog (a connection, credentials): metadata and FileIO only
+        return state
+
+    def _load_table(self) -> Table:
+        return self.opts.load_table(getattr(self, "_catalog", None))
+
     @property
     def _forget_version(self) -> int | None:
         return self.forget_filter.version if self.forget_filter is not None else None
@@ -219,6 +255,7 @@ class _TaskWriter:
     def _io(self) -> FileIO:
         return load_file_io(self.io_properties, self.metadata.location)
 
+    @storage_errors  # on an executor: its storage failing is the library's StorageError, as in the core's append
     def _write_task(self, iterator: Iterator[pa.RecordBatch], query_id: str | None = None) -> TaskFiles:
         batches = (cast_batch(b, self.arrow) for b in iterator)
         reader = pa.RecordBatchReader.from_batches(self.arrow, batches)
@@ -229,7 +266,7 @@ class _TaskWriter:
     def _commit(self, written: WrittenFiles, messages: list[WriterCommitMessage | None],
                 extra: dict[str, str] | None = None, table_properties: dict[str, str] | None = None,
                 precondition: Callable[[Table], None] | None = None) -> WriteReport:
-        table = self.opts.load_table()
+        table = self._load_table()
         # The tasks' table, not this writer's: a stream's driver makes a new writer (reading today's table) for
         # every micro-batch commit, while the executors keep the one made when the query started.
         written_for = {m.table_uuid for m in messages if isinstance(m, TaskFiles) and m.table_uuid} or {
@@ -260,12 +297,12 @@ class IcebergPrivacyWriter(_TaskWriter, DataSourceArrowWriter):
     def write(self, iterator: Iterator[pa.RecordBatch]) -> TaskFiles:
         return self._write_task(iterator)
 
+    @storage_errors  # the commit's catalog or storage failing: the library's error, not a raw one
     def commit(self, messages: list[WriterCommitMessage | None]) -> None:
         self._commit(_gather(messages, self._forget_version), messages)
 
     def abort(self, messages: list[WriterCommitMessage | None]) -> None:
-        n = _delete_files(self._io(), messages)
-        print(f"iceberg-privacy spark write {self.opts.table} aborted: deleted {n} task file(s)", file=sys.stderr)
+        _abort(self._io(), messages, f"spark write {self.opts.table}")
 
 
 def last_committed_batch(table: Table, query_id: str) -> int | None:
@@ -319,6 +356,7 @@ class IcebergPrivacyStreamWriter(_TaskWriter, DataSourceStreamArrowWriter):
             )
         return chosen
 
+    @storage_errors  # the commit's catalog or storage failing: the library's error, not a raw one
     def commit(self, messages: list[WriterCommitMessage | None], batchId: int) -> None:
         query_id = self.query_id(messages)
         written = _gather(messages, self._forget_version)
@@ -331,8 +369,7 @@ class IcebergPrivacyStreamWriter(_TaskWriter, DataSourceStreamArrowWriter):
             if last is not None and batchId <= last:
                 raise _AlreadyCommitted(last)
 
-        try:
-            not_committed_yet(self.opts.load_table())
+        try:  # checked by commit_written on the refreshed table before every attempt, the first included
             self._commit(written, messages, {QUERY_ID_KEY: query_id, BATCH_ID_KEY: str(batchId)},
                          {LAST_BATCH_PREFIX + query_id: str(batchId)}, precondition=not_committed_yet)
         except _AlreadyCommitted as done:
@@ -341,6 +378,4 @@ class IcebergPrivacyStreamWriter(_TaskWriter, DataSourceStreamArrowWriter):
                   f"committed (last {done.last}); skipped, deleted {n} replayed file(s)", file=sys.stderr, flush=True)
 
     def abort(self, messages: list[WriterCommitMessage | None], batchId: int) -> None:
-        n = _delete_files(self._io(), messages)
-        print(f"iceberg-privacy stream {self.opts.table}: batch {batchId} aborted, deleted {n} file(s)",
-              file=sys.stderr)
+        _abort(self._io(), messages, f"stream {self.opts.table}: batch {batchId}")

@@ -127,3 +127,57 @@ def test_a_column_promoted_since_the_dataframe_was_loaded_says_to_load_it_again(
         update.update_column("n", IcebergLong())
     with pytest.raises(ip.ConfigurationError, match="changed since the DataFrame was loaded"):
         IcebergPrivacyReader(opts, loaded)
+
+
+def test_a_storage_failure_on_the_driver_is_the_library_storage_error(tmp_path: Path) -> None:
+    """The data source's driver-side entry points (the read's schema and planning, a write's or stream's writer)
+    load the table from the catalog and its storage. Before: a storage failure there (a metadata file gone, an
+    S3 endpoint that does not answer) reached Spark as the raw pyarrow OSError (FileNotFoundError), not the
+    library's StorageError naming the location and what to check."""
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    from iceberg_privacy.spark.source import IcebergPrivacyDataSource
+
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    table = catalog.create_table("db.t", pa.schema([("n", pa.int64())]))
+    ip.append(table, pa.table({"n": pa.array([1], pa.int64())}))
+    Path(table.refresh().metadata_location.removeprefix("file://")).unlink()  # the catalog names a file that is gone
+    struct = StructType([StructField("n", LongType())])
+    source = IcebergPrivacyDataSource({"path": "db.t", "catalog.home": str(home)})
+    for entry in (source.schema, lambda: source.reader(struct), lambda: source.writer(struct, False),
+                  lambda: source.streamWriter(struct, False)):
+        with pytest.raises(ip.StorageError, match="metadata"):
+            entry()
+
+
+@pytest.mark.parametrize("pushed", [False, True])
+def test_an_executor_read_whose_storage_fails_raises_the_library_storage_error(tmp_path: Path, pushed: bool) -> None:
+    """A data file the executor cannot read for another reason than being gone (here: a directory in its place).
+    Before: the raw pyarrow OSError reached Spark; the core's lookup raises StorageError."""
+    import shutil
+
+    from pyspark.sql.datasource import EqualTo
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    table = catalog.create_table("db.t", pa.schema([("user_id", pa.string()), ("n", pa.int64())]))
+    table = ip.configure_bloom(table, ["user_id"])
+    ip.append(table, pa.table({"user_id": ["ann", "bob"], "n": pa.array([1, 2], pa.int64())}))
+    opts = parse_options({"path": "db.t", "catalog.home": str(home)}, allowed=READ_OPTIONS)
+    reader = IcebergPrivacyReader(opts, StructType([StructField("user_id", StringType()), StructField("n", LongType())]))
+    if pushed:
+        assert list(reader.pushFilters([EqualTo(("user_id",), "bob")])) == []
+    partitions = reader.partitions()
+    (data_file,) = [t.file.file_path for t in table.scan().plan_files()]
+    path = Path(data_file.removeprefix("file://"))
+    path.unlink()
+    path.mkdir()
+    try:
+        with pytest.raises(ip.StorageError):
+            list(reader.read(partitions[0]))
+    finally:
+        shutil.rmtree(path)

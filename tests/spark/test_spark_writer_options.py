@@ -245,3 +245,119 @@ def test_files_partitioned_by_a_spec_evolved_while_the_job_ran_are_not_committed
     table = catalog.load_table("db.parts")
     assert table.scan(row_filter="n = 11").to_arrow()["user_id"].to_pylist() == ["ann"]
     assert ip.lookup(table, "user_id", "bob").column("n").to_pylist() == [12]
+
+
+def test_a_micro_batch_commit_connects_to_the_catalog_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spark makes a new stream writer on the driver for every micro-batch commit. Before: each made three catalog
+    connections (the writer's table check, the exactly-once check, the commit), which on a REST catalog is a config
+    request and token requests each time: 16 catalog requests per micro-batch, 9 now. The writer shipped to the
+    executors still carries no catalog."""
+    import pickle
+
+    import pyarrow as pa
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    from iceberg_privacy.spark import options
+
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    opts = SourceOptions(table="db.once", catalog_home=str(tmp_path / "home"),
+                         raw={"bloom.columns": "user_id", "streaming.query-id": "q-1"})
+    on_executors = IcebergPrivacyStreamWriter(opts, struct, False)
+    assert getattr(pickle.loads(pickle.dumps(on_executors)), "_catalog", None) is None
+    connects: list[str] = []
+    real = options.connect
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        connects.append("connect")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(options, "connect", counted)
+    for batch_id in range(3):
+        rows = pa.record_batch([pa.array([f"u{batch_id}"]), pa.array([batch_id], pa.int64())], names=["user_id", "n"])
+        message = on_executors.write(iter([rows]))
+        before = len(connects)
+        IcebergPrivacyStreamWriter(opts, struct, False).commit([message], batch_id)  # as Spark's driver does
+        assert len(connects) - before == 1
+    replay = on_executors.write(iter([pa.record_batch([pa.array(["u2"]), pa.array([2], pa.int64())],
+                                                      names=["user_id", "n"])]))
+    IcebergPrivacyStreamWriter(opts, struct, False).commit([replay], 2)  # a replay: still skipped
+    table = ip.connect(home=tmp_path / "home").load_table("db.once")
+    assert sorted(table.scan().to_arrow()["user_id"].to_pylist()) == ["u0", "u1", "u2"]
+    assert isinstance(replay, TaskFiles)
+    assert not any(Path(f.file_path.removeprefix("file://")).exists() for f in replay.written.files)
+
+
+@pytest.mark.parametrize("writer", [IcebergPrivacyWriter, IcebergPrivacyStreamWriter])
+def test_the_abort_after_a_failed_commit_keeps_the_files_it_may_have_committed(tmp_path: Path, writer: type) -> None:
+    """Spark calls ``abort`` when the driver's commit raises, with every task's message. A commit can raise with its
+    snapshot in the table (a failure after it landed; a lost catalog answer that cannot be checked). Before: abort
+    deleted the files, and the table named data files that were gone (every read failed: FileNotFoundError)."""
+    import pyarrow as pa
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    from iceberg_privacy._internal import faults
+
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    opts = SourceOptions(table="db.lost", catalog_home=str(tmp_path / "home"),
+                         raw={"bloom.columns": "user_id", "streaming.query-id": "q-1"})
+    job = writer(opts, struct, False)
+    rows = pa.record_batch([pa.array(["ann", "bob"]), pa.array([1, 2], pa.int64())], names=["user_id", "n"])
+    messages = [job.write(iter([rows])), job.write(iter([rows.slice(0, 1)]))]
+    args = (7,) if writer is IcebergPrivacyStreamWriter else ()
+
+    def answer_lost(name: str) -> None:
+        raise OSError("connection reset while reading the catalog's answer")
+
+    with faults.injected("write.after_commit", answer_lost), pytest.raises(OSError):
+        job.commit(messages, *args)
+    job.abort(messages, *args)  # what Spark does next
+    table = ip.connect(home=tmp_path / "home").load_table("db.lost")
+    assert sorted(table.scan().to_arrow()["user_id"].to_pylist()) == ["ann", "ann", "bob"]
+    # a task that failed (None in its place): the finished tasks' files are deleted as before
+    failed = [job.write(iter([rows])), None]
+    job.abort(failed, *args)
+    assert isinstance(failed[0], TaskFiles)
+    assert not any(Path(f.file_path.removeprefix("file://")).exists() for f in failed[0].written.files)
+
+
+@pytest.mark.parametrize("writer", [IcebergPrivacyWriter, IcebergPrivacyStreamWriter])
+@pytest.mark.parametrize("case", ["orc", "two-fields-on-one-column"])
+def test_a_table_the_writer_cannot_write_is_refused_on_the_driver(tmp_path: Path, writer: type, case: str) -> None:
+    """A table pyiceberg cannot write (another file format, a spec with two fields on one column, format v3 on a
+    REST catalog). Before: the driver accepted it and every Spark task computed its rows and then failed with the
+    same error (retried up to spark.task.maxFailures times per task); now the writer refuses it when it is made."""
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    table = catalog.create_table("db.t", _schema())
+    if case == "orc":
+        with table.transaction() as tx:
+            tx.set_properties({"write.format.default": "orc"})
+    else:
+        from pyiceberg.transforms import BucketTransform, TruncateTransform
+
+        with table.update_spec() as spec:
+            spec.add_field("user_id", BucketTransform(4), "b")
+            spec.add_field("user_id", TruncateTransform(2), "t")
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    with pytest.raises(ip.ConfigurationError, match="orc files|more than one field on one source column"):
+        writer(SourceOptions(table="db.t", catalog_home=str(home), raw={}), struct, False)
+
+
+def test_a_task_whose_storage_fails_raises_the_library_storage_error(tmp_path: Path) -> None:
+    """An executor task that cannot write its files (here: a file where the table's data directory should be).
+    Before: the raw pyarrow FileExistsError reached Spark, where the core's append raises StorageError."""
+    import pyarrow as pa
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    writer = IcebergPrivacyWriter(SourceOptions(table="db.t", catalog_home=str(tmp_path / "home"), raw={}), struct,
+                                  False)
+    location = Path(writer.metadata.location.removeprefix("file://"))
+    location.mkdir(parents=True, exist_ok=True)
+    (location / "data").write_text("not a directory")
+    rows = pa.record_batch([pa.array(["ann"]), pa.array([1], pa.int64())], names=["user_id", "n"])
+    with pytest.raises(ip.StorageError, match="data"):
+        writer.write(iter([rows]))
