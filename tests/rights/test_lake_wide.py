@@ -77,3 +77,18 @@ def test_a_table_of_another_catalog_is_refused_before_anything_is_recorded(catal
     assert [r["user_id"] for r in all_rows(catalog.load_table("db.a"))] == ["ann", "bob"]
     mine = catalog.load_table("db.a")  # a Table of the request's own catalog (another instance of it) is fine
     assert ip.erase(catalog, ["ann"], tables=[mine]).tables["db.a"].rows_removed == 1
+
+
+def test_a_table_renamed_since_it_was_loaded_is_refused_with_the_way_out(catalog: Catalog) -> None:
+    """A Table loaded before a rename (or a drop and create of its name) was refused as 'loaded from another
+    catalog', sending the user to look for a second lake; the message now names what happened here too: load the
+    table again (or name it)."""
+    make_table(catalog, "db.a", [["ann", "bob"]])
+    loaded = catalog.load_table("db.a")
+    catalog.rename_table("db.a", "db.a2")
+    with pytest.raises(ip.ConfigurationError, match="renamed or dropped since this Table was loaded.*load it again"):
+        ip.erase(catalog, ["ann"], tables=[loaded])
+    make_table(catalog, "db.a", [["carl"]])  # another table under the old name
+    with pytest.raises(ip.ConfigurationError, match="dropped and created again since this Table was loaded"):
+        ip.erase(catalog, ["ann"], tables=[loaded])
+    assert ip.erase(catalog, ["ann"], tables=[catalog.load_table("db.a2")]).tables["db.a2"].rows_removed == 1
