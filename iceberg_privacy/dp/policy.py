@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.noop import NoopCatalog
 from pyiceberg.table import Table
 
 from iceberg_privacy.catalog import TableRef
@@ -567,8 +568,12 @@ def require_raw_access(catalog: Catalog, table: TableRef, *, snapshot_id: int | 
     one: a DP output table's other snapshots may hold rows another job wrote into it.
 
     The query service calls it before serving any rows; it is advisory for a process that holds the
-    catalog's credentials (that process can read the files anyway: see docs/dp.md).
+    catalog's credentials (that process can read the files anyway: see docs/dp.md). A ``Table`` loaded from another
+    catalog is judged by the policy of the catalog it belongs to (another catalog's ledger has none for it: open).
     """
+    own = getattr(table, "catalog", None) if isinstance(table, Table) else None
+    if isinstance(own, Catalog) and not isinstance(own, NoopCatalog):
+        catalog = own  # a public key table of another lake (dp_histogram keys=) was read as open
     policy = access_policy(catalog, table)
     if not policy.dp_only:
         return
