@@ -308,26 +308,60 @@ class ReleasedRows:
     current: bool
 
 
-def released_rows(table: Table) -> ReleasedRows | None:
+def _count(summary: Any, key: str) -> int | None:
+    """A whole-number summary field (``added-records``, ...), None when absent or not a number."""
+    value = summary.get(key) if summary is not None else None
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _holds_only_its_rows(summary: Any) -> bool:
+    """A release snapshot as the library commits it: its rows are all the table holds (the previous contents were
+    deleted in the same transaction): ``total-records == added-records``. A commit of another writer that copied
+    ``privacy.dp.release=1`` into its summary (pyiceberg ``snapshot_properties``, a Spark commit property) while
+    appending to rows already there is not one."""
+    added, total = _count(summary, "added-records"), _count(summary, "total-records")
+    return added is not None and total is not None and added == total
+
+
+def _adds_no_row(summary: Any) -> bool:
+    """A commit after the release that cannot have brought in other rows: a delete adding no record, a rewrite
+    (compaction, manifest rewrite) adding no more records than it removed. Iceberg does not check a ``replace``
+    commit's files hold the same rows: a writer labelling an append as a rewrite is refused by its counts."""
+    if summary is None or summary.operation.value not in _ROWS_UNCHANGED:
+        return False
+    added = _count(summary, "added-records") or 0
+    if summary.operation.value == "delete":
+        return added == 0
+    return added <= (_count(summary, "deleted-records") or 0)
+
+
+def released_rows(table: Table, snapshot_id: int | None = None) -> ReleasedRows | None:
     """Which snapshot of ``table`` holds DP output only (:class:`ReleasedRows`); None when no release snapshot is
-    in the current snapshot's ancestry (the table was replaced, its release snapshot expired, or it has none).
+    in the ancestry of the current snapshot (or of ``snapshot_id``, a snapshot a read is pinned to: time travel,
+    a tag, a branch head): the table was replaced, its release snapshot expired, or it has none. ``current`` then
+    says whether that snapshot itself holds DP output only.
 
     The table properties ``privacy.dp.release`` / ``privacy.synthetic`` alone prove nothing about the rows: they
     stay when another job appends raw rows to the table (plain pyiceberg, Spark ``INSERT INTO``) or replaces its
     contents (``CREATE OR REPLACE TABLE ... AS`` keeps table properties). The release snapshot's summary
-    (``privacy.dp.release=1``, written in the release's one commit) and the operations since do."""
+    (``privacy.dp.release=1``, written in the release's one commit, holding every row of the table) and the
+    operations since do."""
     from pyiceberg.table.snapshots import ancestors_of
 
-    current = table.current_snapshot()
+    current = table.current_snapshot() if snapshot_id is None else table.snapshot_by_id(snapshot_id)
     if current is None:
         return None
     since: list[Any] = []  # newest first: the commits after the release snapshot
     for snap in ancestors_of(current, table.metadata):
         summary = snap.summary
-        if summary is not None and summary.additional_properties.get(DP_RELEASE_MARKER) == "1":
+        if summary is not None and summary.additional_properties.get(DP_RELEASE_MARKER) == "1" \
+                and _holds_only_its_rows(summary):
             served = snap
             for later in reversed(since):
-                if later.summary is None or later.summary.operation.value not in _ROWS_UNCHANGED:
+                if not _adds_no_row(later.summary):
                     break
                 served = later
             return ReleasedRows(served.snapshot_id, snap.snapshot_id, served.snapshot_id == current.snapshot_id)

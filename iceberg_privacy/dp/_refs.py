@@ -88,6 +88,31 @@ def catalog_for(ref: TableRef, catalog: Catalog | None) -> Catalog:
     return connect()  # the default of ~/.pyiceberg.yaml, else the embedded catalog
 
 
+def source_in_catalog(catalog: Catalog, table: Table) -> None:
+    """Refuse a source ``Table`` loaded from another catalog than the release's: its budgets and access policy (a
+    dp-only namespace, principal caps, its privacy unit) live in the ledger of the catalog it belongs to, which the
+    release would neither check nor charge (it charged ``catalog``'s ledger, where the table has no policy). Another
+    Catalog instance of the same lake is fine (the table of that name there has the same uuid); a table without a
+    catalog (a StaticTable) is charged to ``catalog=`` as documented."""
+    own = getattr(table, "catalog", None)
+    if own is None or own is catalog or isinstance(own, NoopCatalog) or not isinstance(own, Catalog):
+        return
+    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+    name = ".".join(table.name())
+    try:
+        there = catalog.load_table(tuple(table.name()))
+    except (NoSuchTableError, NoSuchNamespaceError):
+        there = None
+    if there is None or there.metadata.table_uuid != table.metadata.table_uuid:
+        where = "has no table of that name" if there is None else "has another table of that name (another uuid)"
+        raise ConfigurationError(
+            f"table {name} is not a table of catalog {catalog.name!r} ({where}): it was loaded from another catalog "
+            "(or renamed, dropped or replaced since it was loaded), and its budgets and access policy are in the "
+            "ledger of the catalog it belongs to, which this release would neither check nor charge. Pass that "
+            "catalog (or leave catalog= out for a loaded Table, or load the table again); nothing was spent")
+
+
 def catalog_first(args: tuple[Any, ...]) -> bool:
     """Is this a pre-0.2 call whose first positional argument is the ``Catalog``?"""
     return bool(args) and isinstance(args[0], Catalog)

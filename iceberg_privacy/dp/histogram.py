@@ -22,7 +22,14 @@ from iceberg_privacy._internal import compat
 from iceberg_privacy._internal.arguments import LIBRARY_FILES
 from iceberg_privacy.catalog import TableRef, load_table
 from iceberg_privacy.config import current_principal
-from iceberg_privacy.dp._refs import catalog_first, catalog_for, qualified, show, source_snapshot
+from iceberg_privacy.dp._refs import (
+    catalog_first,
+    catalog_for,
+    qualified,
+    show,
+    source_in_catalog,
+    source_snapshot,
+)
 from iceberg_privacy.dp.arguments import (
     ID_TYPES,
     KEY_TYPES,
@@ -124,7 +131,8 @@ def dp_histogram(
     ``table`` is a loaded pyiceberg ``Table``, ``"ns.table"`` or ``("ns", "table")``. ``catalog`` holds
     the budget ledger, the memo and the release table, and is where names (``table``, a ``keys`` table)
     are loaded from; by default it is the catalog a loaded ``Table`` came from, else
-    :func:`~iceberg_privacy.connect`.
+    :func:`~iceberg_privacy.connect`. A ``Table`` loaded from another catalog than ``catalog`` is refused (its
+    budgets and policy are in its own catalog's ledger).
 
     ``privacy_unit`` is required: the column identifying a person/device (each contributes at most
     ``max_rows_per_unit`` rows, extra rows are dropped), or :data:`ROWS` to protect single rows (up
@@ -142,6 +150,8 @@ def dp_histogram(
     if not isinstance(table, Table):
         qualified(table, "source table")  # a clear error for a bad reference, before connecting anywhere
     catalog = catalog_for(table, catalog)
+    if isinstance(table, Table):
+        source_in_catalog(catalog, table)  # its policy and budgets are in its own catalog's ledger
     source = load_table(catalog, table)
     source_id = tuple(source.name())
     namespace = source_id[:-1]

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.noop import NoopCatalog
 from pyiceberg.table import Table
 
 from iceberg_privacy.catalog import TableRef
@@ -561,16 +562,22 @@ def _load_if_exists(catalog: Catalog, ident: tuple[str, ...]) -> Table | None:
 
 
 @storage_errors
-def require_raw_access(catalog: Catalog, table: TableRef) -> None:
+def require_raw_access(catalog: Catalog, table: TableRef, *, snapshot_id: int | None = None) -> None:
     """Raise :class:`~iceberg_privacy.DpOnlyError` if ``table`` is dp-only; a raw row read calls this first.
+    ``snapshot_id``: the snapshot the read is pinned to (time travel, a tag, a branch head), by default the current
+    one: a DP output table's other snapshots may hold rows another job wrote into it.
 
     The query service calls it before serving any rows; it is advisory for a process that holds the
-    catalog's credentials (that process can read the files anyway: see docs/dp.md).
+    catalog's credentials (that process can read the files anyway: see docs/dp.md). A ``Table`` loaded from another
+    catalog is judged by the policy of the catalog it belongs to (another catalog's ledger has none for it: open).
     """
+    own = getattr(table, "catalog", None) if isinstance(table, Table) else None
+    if isinstance(own, Catalog) and not isinstance(own, NoopCatalog):
+        catalog = own  # a public key table of another lake (dp_histogram keys=) was read as open
     policy = access_policy(catalog, table)
     if not policy.dp_only:
         return
-    if is_dp_output(catalog, table):
+    if is_dp_output(catalog, table, snapshot_id=snapshot_id):
         return
     _bind_on_sight(catalog, table)
     raise DpOnlyError(
@@ -593,10 +600,11 @@ def _bind_on_sight(catalog: Catalog, table: TableRef) -> None:
         logging.getLogger("iceberg_privacy.dp").warning("could not bind %s in its ledger: %s", show(table), exc)
 
 
-def is_dp_output(catalog: Catalog, table: TableRef) -> bool:
+def is_dp_output(catalog: Catalog, table: TableRef, *, snapshot_id: int | None = None) -> bool:
     """Is ``table`` a DP output (a release table or a synthetic table), whose rows are already private? The table
-    property says it was created as one; its current rows must also be the release's (:func:`released_rows`):
-    rows another job appended to it since are not DP output, and a raw read of them is refused as any other."""
+    property says it was created as one; its current rows (or those of ``snapshot_id``, a snapshot a read is pinned
+    to) must also be the release's (:func:`released_rows`): rows another job appended to it are not DP output, and
+    a raw read of them is refused as any other."""
     if not isinstance(table, Table):
         ident = qualified(table)
         if not catalog.table_exists(ident):
@@ -605,9 +613,9 @@ def is_dp_output(catalog: Catalog, table: TableRef) -> bool:
     props = table.properties
     if not (props.get(DP_RELEASE_MARKER) == "1" or str(props.get(SYNTHETIC_MARKER, "")).lower() == "true"):
         return False
-    if table.current_snapshot() is None:
+    if snapshot_id is None and table.current_snapshot() is None:
         return True  # no rows at all
-    rows = released_rows(table)
+    rows = released_rows(table, snapshot_id)
     return rows is not None and rows.current
 
 

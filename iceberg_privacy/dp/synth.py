@@ -60,7 +60,7 @@ from pyiceberg.types import BooleanType, DoubleType, FloatType, IntegerType, Lon
 from iceberg_privacy._internal.faults import checkpoint
 from iceberg_privacy.catalog import TableRef, load_table, table_name
 from iceberg_privacy.config import current_principal
-from iceberg_privacy.dp._refs import check_catalog, qualified, source_snapshot
+from iceberg_privacy.dp._refs import check_catalog, qualified, source_in_catalog, source_snapshot
 from iceberg_privacy.dp.aim import MAX_MODEL_SIZE_MB, MAX_WORKLOAD_CELLS, ROUND_ITERATIONS, AimResult, aim
 from iceberg_privacy.dp.arguments import ROWS, RowUnit, finite, source_field
 from iceberg_privacy.dp.budget import (
@@ -523,6 +523,8 @@ def dp_synthesize(
     principal = principal or current_principal()
     if not isinstance(table, Table):
         qualified(table, "source table")  # a clear error for a bad reference, before loading anything
+    else:
+        source_in_catalog(catalog, table)  # its policy and budgets are in its own catalog's ledger
     source = load_table(catalog, table)
     source_id = tuple(source.name())
     ledger = Ledger(catalog, source_id[:-1])

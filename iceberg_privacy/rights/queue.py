@@ -147,8 +147,10 @@ def _tables_key(tables: Sequence[TableRef] | TableRef | None) -> tuple[str, ...]
     if not tables:
         return None
     refs = [tables] if isinstance(tables, (str, Table)) else list(tables)
-    return tuple(sorted(table_name(t) if isinstance(t, Table) else t if isinstance(t, str) else ".".join(t)
-                        for t in refs))
+    # a Table by its name AND uuid: one of another catalog (refused by subject_tables) must not share the resolved
+    # tables of an earlier request naming the table of that name in this catalog
+    return tuple(sorted(f"{table_name(t)}#{t.metadata.table_uuid}" if isinstance(t, Table)
+                        else t if isinstance(t, str) else ".".join(t) for t in refs))
 
 
 @dataclass

@@ -136,10 +136,12 @@ def _in_catalog(catalog: Catalog, given: Table) -> Table:
         table = None
     if table is None or table.metadata.table_uuid != given.metadata.table_uuid:
         where = "has no table of that name" if table is None else "has another table of that name (another uuid)"
+        since = "renamed or dropped" if table is None else "dropped and created again"
         raise ConfigurationError(
-            f"table {name} was loaded from another catalog than the request's: catalog {catalog.name!r} {where}, and "
-            "the request is journaled, resumed and purged there. Pass the catalog the table belongs to (or name its "
-            "tables as 'ns.table'); nothing was recorded")
+            f"table {name} is not the request's catalog's: catalog {catalog.name!r} {where}, and the request is "
+            f"journaled, resumed and purged there. Either the table was {since} since this Table was loaded (load it "
+            "again from the catalog, or name it as 'ns.table'), or it was loaded from another catalog (pass the "
+            "catalog the table belongs to); nothing was recorded")
     return table
 
 

@@ -232,9 +232,10 @@ class IcebergPrivacyReader(DataSourceReader):
         table = opts.load_table()
         from iceberg_privacy.dp.policy import require_raw_access
 
-        # a dp-only table's rows leave only as DP releases: refused here, on the driver, before any task reads
-        require_raw_access(table.catalog, table)
+        # a dp-only table's rows leave only as DP releases: refused here, on the driver, before any task reads;
+        # checked at the snapshot read (a DP output table's tag, branch or older snapshot may hold raw rows)
         snap = resolve_snapshot(table, opts)
+        require_raw_access(table.catalog, table, snapshot_id=snap.snapshot_id if snap else None)
         self.snapshot_id = snap.snapshot_id if snap else None
         self.metadata: TableMetadata = table.metadata
         self.io_properties: dict[str, str] = portable_properties(table.io)

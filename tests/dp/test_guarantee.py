@@ -363,3 +363,43 @@ def test_transitive_key_tables_and_rollbacks_are_refused_on_object_storage(
     with pytest.raises(ip.ConfigurationError, match="does not include an erasure .request req-3"):
         ip.dp_histogram(src, ["country"], keys={"country": ["de"]}, **ask)
     assert ip.get_namespace_budget(cat, ns).spent == RhoZCDP(0, validate=False)
+
+
+def test_a_foreign_commit_labelled_as_a_release_or_a_rewrite_is_not_dp_output(lake: SqlCatalog) -> None:
+    """A DP output table was trusted from the newest snapshot whose summary says ``privacy.dp.release=1``, then
+    through every later ``replace``/``delete`` commit: another job appending raw rows with that key copied into its
+    summary (pyiceberg ``snapshot_properties``), or committing them as a ``delete`` or ``replace`` (Iceberg does not
+    check a commit's files against its operation), made them DP output, readable raw in a dp-only namespace. A release snapshot holds all the
+    table's rows (``total-records == added-records``), a delete adds no row, a rewrite no more rows than it removed."""
+    from pyiceberg.table.snapshots import Operation
+    from pyiceberg.table.update.snapshot import _FastAppendFiles
+
+    from iceberg_privacy.properties import released_rows
+
+    ip.set_access_policy(lake, "db", privacy_unit="user_id", principal_budgets={"*": 1})
+    ip.dp_synthesize(lake, "db.t", ["country"], RhoZCDP(0.5), output="db.syn", domains={"country": ["de"]}, rows=3)
+    ip.require_raw_access(lake, "db.syn")  # the synthesis's rows
+    syn = lake.load_table("db.syn")
+    release = released_rows(syn)
+    assert release is not None and release.current
+    raw = pa.table({"country": ["RAW"]}, schema=syn.schema().as_arrow())
+    syn.append(raw, snapshot_properties={"privacy.dp.release": "1"})  # a copied summary key
+    with pytest.raises(ip.DpOnlyError, match="dp-only"):
+        ip.require_raw_access(lake, "db.syn")
+    ip.dp_synthesize(lake, "db.t", ["country"], RhoZCDP(0.25), output="db.syn", domains={"country": ["de"]}, rows=3)
+    ip.require_raw_access(lake, "db.syn")  # re-synthesized (another question, not memoized): DP output again
+    syn = lake.load_table("db.syn")
+    with syn.transaction() as tx:  # raw rows committed as a "delete" (pyiceberg cannot write a "replace" summary)
+        append = _FastAppendFiles(operation=Operation.DELETE, transaction=tx, io=syn.io)
+        for data_file in _dataframe_to_data_files(syn, raw):
+            append.append_data_file(data_file)
+        append.commit()
+    assert lake.load_table("db.syn").current_snapshot().summary.operation == Operation.DELETE
+    with pytest.raises(ip.DpOnlyError, match="dp-only"):
+        ip.require_raw_access(lake, "db.syn")
+
+
+def _dataframe_to_data_files(table: Any, data: pa.Table) -> list[Any]:
+    from pyiceberg.io.pyarrow import _dataframe_to_data_files as write
+
+    return list(write(table_metadata=table.metadata, df=data, io=table.io))

@@ -77,3 +77,33 @@ def test_a_table_of_another_catalog_is_refused_before_anything_is_recorded(catal
     assert [r["user_id"] for r in all_rows(catalog.load_table("db.a"))] == ["ann", "bob"]
     mine = catalog.load_table("db.a")  # a Table of the request's own catalog (another instance of it) is fine
     assert ip.erase(catalog, ["ann"], tables=[mine]).tables["db.a"].rows_removed == 1
+
+
+def test_a_table_renamed_since_it_was_loaded_is_refused_with_the_way_out(catalog: Catalog) -> None:
+    """A Table loaded before a rename (or a drop and create of its name) was refused as 'loaded from another
+    catalog', sending the user to look for a second lake; the message now names what happened here too: load the
+    table again (or name it)."""
+    make_table(catalog, "db.a", [["ann", "bob"]])
+    loaded = catalog.load_table("db.a")
+    catalog.rename_table("db.a", "db.a2")
+    with pytest.raises(ip.ConfigurationError, match="renamed or dropped since this Table was loaded.*load it again"):
+        ip.erase(catalog, ["ann"], tables=[loaded])
+    make_table(catalog, "db.a", [["carl"]])  # another table under the old name
+    with pytest.raises(ip.ConfigurationError, match="dropped and created again since this Table was loaded"):
+        ip.erase(catalog, ["ann"], tables=[loaded])
+    assert ip.erase(catalog, ["ann"], tables=[catalog.load_table("db.a2")]).tables["db.a2"].rows_removed == 1
+
+
+def test_enqueue_many_refuses_a_table_of_another_catalog_after_one_named_alike(catalog: Catalog, tmp_path: Any) -> None:
+    """enqueue_many resolved each distinct set of table names once: a request passing a Table of another catalog
+    after one naming the same 'db.a' as a string reused the first's resolution, so it was queued, unrefused, against
+    this catalog's db.a (the person asked about the other lake's table)."""
+    from tests.helpers import make_catalog
+
+    other = make_catalog(tmp_path / "other")
+    other.create_namespace("db")
+    theirs = make_table(other, "db.a", [["ann"]])
+    make_table(catalog, "db.a", [["ann", "bob"]])
+    with pytest.raises(ip.ConfigurationError, match="another catalog"):
+        ip.enqueue_many(catalog, [ip.QueuedRequest("erase", ["bob"], ["db.a"]),
+                                  ip.QueuedRequest("erase", ["ann"], [theirs])])

@@ -181,3 +181,38 @@ def test_an_executor_read_whose_storage_fails_raises_the_library_storage_error(t
             list(reader.read(partitions[0]))
     finally:
         shutil.rmtree(path)
+
+
+def test_a_dp_output_tables_snapshot_tag_or_branch_with_raw_rows_is_refused(tmp_path: Path) -> None:
+    """The raw-read check looked at the current snapshot only, then the read was pinned to the snapshot the options
+    named: a synthetic table of a dp-only namespace whose current rows are a DP synthesis again (re-synthesized)
+    served, through ``snapshot-id``, ``tag`` or ``branch``, the raw rows another job had appended to it before."""
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    src = catalog.create_table("db.t", pa.schema([("user_id", pa.string()), ("country", pa.string())]))
+    ip.append(src, pa.table({"user_id": [f"u{i}" for i in range(8)], "country": ["de", "fr"] * 4}))
+    ip.set_namespace_budget(catalog, "db", ip.RhoZCDP(5))
+    ip.set_access_policy(catalog, "db", privacy_unit="user_id", principal_budgets={"*": 5})
+    synth = dict(domains={"country": ["de", "fr"]}, rows=3)
+    ip.dp_synthesize(catalog, "db.t", ["country"], ip.RhoZCDP(0.5), output="db.syn", **synth)
+    syn = catalog.load_table("db.syn")
+    syn.append(pa.table({"country": ["RAW"]}, schema=syn.schema().as_arrow()))  # another job's raw row
+    raw = catalog.load_table("db.syn").metadata.current_snapshot_id
+    assert raw is not None
+    catalog.load_table("db.syn").manage_snapshots().create_tag(raw, "t1").create_branch(raw, "b1").commit()
+    ip.dp_synthesize(catalog, "db.t", ["country"], ip.RhoZCDP(0.25), output="db.syn", **synth)  # DP rows again
+    struct = StructType([StructField("country", StringType())])
+
+    def reader(**pin: str) -> IcebergPrivacyReader:
+        return IcebergPrivacyReader(parse_options({"path": "db.syn", "catalog.home": str(home), **pin},
+                                                  allowed=READ_OPTIONS), struct)
+
+    current = reader()  # the current rows are the synthesis's: readable
+    rows = [r["country"] for p in current.partitions() for b in current.read(p) for r in b.to_pylist()]
+    assert len(rows) == 3 and "RAW" not in rows
+    for pin in ({"snapshot-id": str(raw)}, {"tag": "t1"}, {"branch": "b1"}):
+        with pytest.raises(ip.DpOnlyError, match="dp-only"):
+            reader(**pin)
