@@ -14,7 +14,12 @@ from fractions import Fraction
 from typing import Any
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import BadRequestError, NoSuchNamespaceError, NoSuchTableError
+from pyiceberg.exceptions import (
+    BadRequestError,
+    NoSuchIdentifierError,
+    NoSuchNamespaceError,
+    NoSuchTableError,
+)
 from pyiceberg.table import Table
 
 from iceberg_privacy.catalog import all_namespaces, has_marker
@@ -119,33 +124,52 @@ def datasets(catalog: Catalog, principal: str) -> list[dict[str, Any]]:
     tables = _user_tables(catalog)
     _bind_in_dp_only_namespaces(catalog, tables)
     for ident, table in tables:
-        if is_synthetic(table):
-            continue
-        ns = ident[:-1]
-        if ns not in ledgers:
-            ledger = Ledger(catalog, ns)
-            # no ledger yet: only a table that moved here (with the budget it carries) can be governed
-            ledgers[ns] = (ledger, ledger.state() if ledger.exists() else None)
-        ledger, ns_state = ledgers[ns]
-        table_uuid = str(table.metadata.table_uuid)
-        if ns_state is not None and ns_state.bound(table_uuid) is not None:
-            state = ns_state
-        elif ns_state is None:  # state_for of "no ledger version": empty, plus what a move here carries
-            state = ledger.state_for(ident, table_uuid, None)
-        else:
-            state = ledger.state_for(ident, table_uuid)
-        view = budget_view(ledger, state, ident, principal, table_uuid)
-        if view is None:
-            continue
-        policy = access_policy(catalog, table)
-        if policy.privacy_unit is None:
-            continue  # DP SQL through the service needs the unit the data owner declared in a policy
-        keys = ledger.applicable_scopes(ident, state, table_uuid)
-        if policy.dp_only and not any(state.scope(s).principal_cap(principal) is not None for s in keys):
-            continue  # dp-only and no budget for this principal: the ledger would refuse every query
-        out.append({"name": ".".join(ident), "columns": _columns(table), "policy": public_policy(policy),
-                    "budget": view.to_dict()})
+        entry = _dataset(catalog, ident, table, principal, ledgers)
+        if entry is not None:
+            out.append(entry)
     return out
+
+
+def _dataset(catalog: Catalog, ident: tuple[str, ...], table: Table, principal: str,
+             ledgers: dict[tuple[str, ...], tuple[Ledger, LedgerState | None]]) -> dict[str, Any] | None:
+    """The listing entry of one user table for ``principal``, or None when it is not a dataset they may query."""
+    if is_synthetic(table):
+        return None
+    ns = ident[:-1]
+    if ns not in ledgers:
+        ledger = Ledger(catalog, ns)
+        # no ledger yet: only a table that moved here (with the budget it carries) can be governed
+        ledgers[ns] = (ledger, ledger.state() if ledger.exists() else None)
+    ledger, ns_state = ledgers[ns]
+    table_uuid = str(table.metadata.table_uuid)
+    if ns_state is not None and ns_state.bound(table_uuid) is not None:
+        state = ns_state
+    elif ns_state is None:  # state_for of "no ledger version": empty, plus what a move here carries
+        state = ledger.state_for(ident, table_uuid, None)
+    else:
+        state = ledger.state_for(ident, table_uuid)
+    view = budget_view(ledger, state, ident, principal, table_uuid)
+    if view is None:
+        return None
+    policy = access_policy(catalog, table)
+    if policy.privacy_unit is None:
+        return None  # DP SQL through the service needs the unit the data owner declared in a policy
+    keys = ledger.applicable_scopes(ident, state, table_uuid)
+    if policy.dp_only and not any(state.scope(s).principal_cap(principal) is not None for s in keys):
+        return None  # dp-only and no budget for this principal: the ledger would refuse every query
+    return {"name": ".".join(ident), "columns": _columns(table), "policy": public_policy(policy),
+            "budget": view.to_dict()}
+
+
+def may_query(catalog: Catalog, ident: tuple[str, ...], principal: str) -> bool:
+    """Whether ``ident`` is one of :func:`datasets` of ``principal`` (the one table, not the whole listing)."""
+    try:
+        table = catalog.load_table(ident)
+    except (NoSuchTableError, NoSuchNamespaceError, NoSuchIdentifierError, BadRequestError, ValueError):
+        return False
+    if has_marker(table, LIBRARY_MARKERS):
+        return False
+    return _dataset(catalog, tuple(table.name()), table, principal, {}) is not None
 
 
 def _bind_in_dp_only_namespaces(catalog: Catalog, tables: list[tuple[tuple[str, ...], Table]]) -> None:
