@@ -421,7 +421,7 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
     @app.get(f"{API}/synthetic", response_model=list[SyntheticOut], responses=ERRORS, tags=["synthetic"])
     def synthetic(who: Caller) -> list[dict[str, Any]]:
         """Tables marked synthetic (DP outputs): readable without budget."""
-        return views.synthetic_tables(catalog)
+        return views.synthetic_tables(catalog, who.principal)
 
     @app.get(f"{API}/synthetic/{{name}}", response_model=SyntheticRows, responses=ERRORS, tags=["synthetic"])
     def synthetic_rows(name: str, who: Caller, limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,

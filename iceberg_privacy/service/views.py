@@ -31,7 +31,13 @@ from iceberg_privacy.dp.policy import AccessPolicy, access_policy
 from iceberg_privacy.dp.provenance import read_provenance
 from iceberg_privacy.dp.synth import is_synthetic
 from iceberg_privacy.errors import ConfigurationError
-from iceberg_privacy.properties import ACCESS_KEY, BOOKKEEPING_MARKERS, LIBRARY_MARKERS, released_rows
+from iceberg_privacy.properties import (
+    ACCESS_KEY,
+    BOOKKEEPING_MARKERS,
+    DP_PRINCIPAL_SUMMARY,
+    LIBRARY_MARKERS,
+    released_rows,
+)
 
 
 class _NotFound(Exception):  # noqa: N818 - private control flow: the service answers 404 with its message
@@ -247,9 +253,10 @@ def _unservable(name: str) -> _NotFound:
                      "The data owner re-runs dp_synthesize for it; list the synthetic tables with GET /v1/synthetic")
 
 
-def synthetic_tables(catalog: Catalog) -> list[dict[str, Any]]:
+def synthetic_tables(catalog: Catalog, principal: str | None = None) -> list[dict[str, Any]]:
     """Every table marked synthetic whose rows are DP output (:func:`~iceberg_privacy.properties.released_rows`),
-    with its schema, the id of the snapshot the service reads and the provenance of its synthesis."""
+    with its schema, the id of the snapshot the service reads and the provenance of its synthesis (the principal
+    who ran it only to that principal, as :func:`own_provenance`)."""
     out = []
     for ident, table in _user_tables(catalog, BOOKKEEPING_MARKERS):  # synthetic tables are DP outputs
         if not is_synthetic(table):
@@ -260,6 +267,8 @@ def synthetic_tables(catalog: Catalog) -> list[dict[str, Any]]:
         snap = table.snapshot_by_id(served.release_snapshot_id) if served is not None else None
         summary = {k: v for k, v in (snap.summary.additional_properties.items() if snap and snap.summary else [])
                    if k.startswith("privacy.")}
+        if summary.get(DP_PRINCIPAL_SUMMARY) not in (None, principal):
+            summary[DP_PRINCIPAL_SUMMARY] = None  # another principal's name: theirs to see, not every token holder's
         out.append({"name": ".".join(ident), "columns": _columns(table),
                     "snapshot_id": served.snapshot_id if served else None, "provenance": summary})
     return out
