@@ -223,15 +223,37 @@ def own_provenance(provenance: dict[str, Any] | None, principal: str) -> dict[st
     return {**provenance, "principal": None}
 
 
+def _own_remaining(catalog: Catalog, principal: str) -> dict[str, dict[str, Any] | None]:
+    """Per scope label of every ledger: what ``principal`` may still spend there, as :func:`budget_view` binds it
+    (their own remaining when it is the tighter limit, else the scope's), never the scope's total by itself, which
+    tells how much the other principals spent."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for ns in all_namespaces(catalog):
+        ledger = Ledger(catalog, ns)
+        if not ledger.exists():
+            continue
+        state = ledger.state()
+        for scope in state.budgets:
+            st = state.scope(scope)
+            options = [b for b in (st.remaining(), st.principal_remaining(principal)) if b is not None]
+            out[state.label(scope)] = _json(min(options, key=lambda b: b.components()[0])) if options else None
+    return out
+
+
 def principal_releases(catalog: Catalog, principal: str) -> list[dict[str, Any]]:
     """The principal's releases and memoized answers, newest first, each with the provenance of its output
     snapshot (source snapshot, query, noise, budget) when there is one."""
     out = []
     tables: dict[str, Table | None] = {}
+    own: dict[str, dict[str, Any] | None] | None = None
     for rec in releases(catalog):
         if rec.principal != principal:
             continue
         item = rec.to_dict()
+        if own is None:
+            own = _own_remaining(catalog, principal)
+        # the scope's total left is everyone's spend: shown as the listing shows it, the binding of it and one's own
+        item["remaining"] = {label: own.get(label) for label in item["remaining"]}
         item["provenance"] = None
         if rec.output_table and rec.output_snapshot_id is not None:
             if rec.output_table not in tables:
