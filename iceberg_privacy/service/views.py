@@ -287,8 +287,9 @@ def synthetic_tables(catalog: Catalog, principal: str | None = None) -> list[dic
         if served is None and table.current_snapshot() is not None:
             continue  # rows nobody can vouch for (read_synthetic refuses them too)
         snap = table.snapshot_by_id(served.release_snapshot_id) if served is not None else None
-        summary = {k: v for k, v in (snap.summary.additional_properties.items() if snap and snap.summary else [])
-                   if k.startswith("privacy.")}
+        summary: dict[str, str | None] = {
+            k: v for k, v in (snap.summary.additional_properties.items() if snap and snap.summary else [])
+            if k.startswith("privacy.")}
         if summary.get(DP_PRINCIPAL_SUMMARY) not in (None, principal):
             summary[DP_PRINCIPAL_SUMMARY] = None  # another principal's name: theirs to see, not every token holder's
         out.append({"name": ".".join(ident), "columns": _columns(table),
