@@ -99,6 +99,8 @@ query, set in the batch's own commit: exactly-once survives expiry of the snapsh
 # -- differential privacy (docs/dp.md) ------------------------------------------------------------
 DP_PREFIX = "privacy.dp."
 """Release provenance keys are ``privacy.dp.<name>`` in the release snapshot's summary."""
+DP_PRINCIPAL_SUMMARY = "privacy.dp.principal"
+"""The provenance key naming the principal who ran a release (the query service shows it to that principal only)."""
 DP_RELEASE_MARKER = "privacy.dp.release"
 DP_LEDGER_MARKER = "privacy.dp.ledger"
 DP_BUDGETS_PROPERTY = "privacy.dp.budgets"

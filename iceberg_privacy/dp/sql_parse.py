@@ -163,7 +163,13 @@ def _identifier(node: Any) -> str:
 
 
 # -- the table -------------------------------------------------------------------------------------------
-def _source(catalog: Catalog, tree: Any) -> tuple[Table, str | None]:
+def source_name(sql: Any) -> tuple[str, ...]:
+    """The identifier of the FROM table of DP SQL text, without loading anything (the query service checks that
+    the caller may query it before any message about that table is shown); refusals as :func:`compile_sql`'s."""
+    return _source_parts(_parse(sql))
+
+
+def _source_parts(tree: Any) -> tuple[str, ...]:
     from sqlglot import exp
 
     frm = tree.args.get("from") or tree.args.get("from_")
@@ -180,7 +186,13 @@ def _source(catalog: Catalog, tree: Any) -> tuple[Table, str | None]:
     parts = [_identifier(p) for p in (node.args.get("catalog"), node.args.get("db"), node.this) if p is not None]
     if len(parts) < 2:
         raise refuse("name the table with its namespace (FROM namespace.table)")
-    alias = node.alias or None
+    return tuple(parts)
+
+
+def _source(catalog: Catalog, tree: Any) -> tuple[Table, str | None]:
+    parts = _source_parts(tree)
+    frm = tree.args.get("from") or tree.args.get("from_")
+    alias = frm.this.alias or None
     try:
         table = catalog.load_table(tuple(parts))
     except (NoSuchTableError, NoSuchNamespaceError, NoSuchIdentifierError):

@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from iceberg_privacy.dp.budget import Budget, budget_from_args
 from iceberg_privacy.dp.sql import dp_sql
-from iceberg_privacy.dp.sql_parse import MAX_SQL_LENGTH
+from iceberg_privacy.dp.sql_parse import MAX_SQL_LENGTH, source_name
 from iceberg_privacy.errors import (
     BudgetError,
     BudgetExhaustedError,
@@ -301,6 +301,17 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
     app.state.tokens = store
     app.state.memo_log = memo_log
 
+    def _hide_other_tables(sql: str, principal: str) -> None:
+        """A refusal's reason may describe its FROM table (its columns, its policy, that it exists): shown only
+        when that table is one of the caller's datasets; any other name gets the same 404, existing or not."""
+        try:
+            ident = source_name(sql)
+        except IcebergPrivacyError:
+            return  # refused before any table was named: the reason is about the text only
+        if not views.may_query(catalog, ident, principal):
+            raise NoBudgetConfiguredError(f"no dataset {'.'.join(ident)} for you to query; list yours with GET "
+                                          "/v1/datasets. Nothing was read or spent.")
+
     def same_principal(principal: str, who: TokenRecord) -> None:
         if principal != who.principal:
             raise _Forbidden()
@@ -398,14 +409,19 @@ def create_app(catalog: Catalog, *, tokens: TokenStore | None = None) -> FastAPI
         # Refusals (SQL outside the subset, over a cap, no budget) happen before anything is read or charged. A
         # repeat is answered by the library's memo (same query, same source snapshot, same budget: policy and
         # cap re-checked first); its audit event is written in the background.
-        release = dp_sql(catalog, body.sql, budget=amount, principal=who.principal, memoize=body.memoize,
-                         memo_log=memo_log)
+        try:
+            release = dp_sql(catalog, body.sql, budget=amount, principal=who.principal, memoize=body.memoize,
+                             memo_log=memo_log)
+        except IcebergPrivacyError as exc:
+            if _status_of(exc) is not None:  # a refusal whose reason is shown: only about a table the caller may see
+                _hide_other_tables(body.sql, who.principal)
+            raise
         return _answer(release, memoized=release.memoized, charged=release.charged, principal=who.principal)
 
     @app.get(f"{API}/synthetic", response_model=list[SyntheticOut], responses=ERRORS, tags=["synthetic"])
     def synthetic(who: Caller) -> list[dict[str, Any]]:
         """Tables marked synthetic (DP outputs): readable without budget."""
-        return views.synthetic_tables(catalog)
+        return views.synthetic_tables(catalog, who.principal)
 
     @app.get(f"{API}/synthetic/{{name}}", response_model=SyntheticRows, responses=ERRORS, tags=["synthetic"])
     def synthetic_rows(name: str, who: Caller, limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,

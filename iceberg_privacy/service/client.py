@@ -69,13 +69,29 @@ class ServiceClient:
 
     def __init__(self, url: str, token: str, *, timeout: float = 600.0) -> None:
         self.url = url.rstrip("/")
+        if not isinstance(token, str):
+            raise InvalidTokenError(f"the token must be a string (ipt_...), got {type(token).__name__}")
+        token = token.strip()  # read from a file or pasted: a trailing newline was an httpx error quoting the token
+        if not token or not all(" " < ch < "\x7f" for ch in token):
+            raise InvalidTokenError("the token is empty or has characters a token never has (spaces, control or "
+                                    "non-ASCII characters); copy it again as `iceberg-privacy tokens issue` printed it")
         self._http = httpx.Client(base_url=self.url, timeout=timeout,
                                   headers={"Authorization": f"Bearer {token}"})
         self._principal: str | None = None
 
     # -- plumbing -----------------------------------------------------------------------------------
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        resp = self._http.request(method, path, **kwargs)
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise ServiceRequestError(f"the service at {self.url} did not answer {method} {path} in time "
+                                      f"({type(exc).__name__}); retry later, or pass a larger timeout= to "
+                                      "ServiceClient") from None
+        except httpx.TransportError as exc:  # connection refused, DNS, TLS, reset: was a raw httpx traceback
+            # a protocol error's text may quote a request header (the token): only its kind is shown
+            what = type(exc).__name__ if isinstance(exc, httpx.ProtocolError) else f"{type(exc).__name__}: {exc}"
+            raise ServiceRequestError(f"cannot reach the service at {self.url} ({what}); is "
+                                      "`iceberg-privacy serve` running there, and is the URL right?") from None
         if resp.status_code >= 400:
             try:
                 body = resp.json()
@@ -86,7 +102,12 @@ class ServiceClient:
             if resp.status_code == 401:
                 raise InvalidTokenError(message)
             raise ServiceRequestError(message, resp.status_code)
-        return resp.json()
+        try:
+            return resp.json()
+        except ValueError:  # a proxy's HTML page, or not this service at all
+            raise ServiceRequestError(f"{self.url} answered {method} {path} ({resp.status_code}) with something "
+                                      "that is not JSON; is the URL that of `iceberg-privacy serve`?",
+                                      resp.status_code) from None
 
     @property
     def principal(self) -> str:

@@ -14,7 +14,12 @@ from fractions import Fraction
 from typing import Any
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import BadRequestError, NoSuchNamespaceError, NoSuchTableError
+from pyiceberg.exceptions import (
+    BadRequestError,
+    NoSuchIdentifierError,
+    NoSuchNamespaceError,
+    NoSuchTableError,
+)
 from pyiceberg.table import Table
 
 from iceberg_privacy.catalog import all_namespaces, has_marker
@@ -26,7 +31,13 @@ from iceberg_privacy.dp.policy import AccessPolicy, access_policy
 from iceberg_privacy.dp.provenance import read_provenance
 from iceberg_privacy.dp.synth import is_synthetic
 from iceberg_privacy.errors import ConfigurationError
-from iceberg_privacy.properties import ACCESS_KEY, BOOKKEEPING_MARKERS, LIBRARY_MARKERS, released_rows
+from iceberg_privacy.properties import (
+    ACCESS_KEY,
+    BOOKKEEPING_MARKERS,
+    DP_PRINCIPAL_SUMMARY,
+    LIBRARY_MARKERS,
+    released_rows,
+)
 
 
 class _NotFound(Exception):  # noqa: N818 - private control flow: the service answers 404 with its message
@@ -119,33 +130,52 @@ def datasets(catalog: Catalog, principal: str) -> list[dict[str, Any]]:
     tables = _user_tables(catalog)
     _bind_in_dp_only_namespaces(catalog, tables)
     for ident, table in tables:
-        if is_synthetic(table):
-            continue
-        ns = ident[:-1]
-        if ns not in ledgers:
-            ledger = Ledger(catalog, ns)
-            # no ledger yet: only a table that moved here (with the budget it carries) can be governed
-            ledgers[ns] = (ledger, ledger.state() if ledger.exists() else None)
-        ledger, ns_state = ledgers[ns]
-        table_uuid = str(table.metadata.table_uuid)
-        if ns_state is not None and ns_state.bound(table_uuid) is not None:
-            state = ns_state
-        elif ns_state is None:  # state_for of "no ledger version": empty, plus what a move here carries
-            state = ledger.state_for(ident, table_uuid, None)
-        else:
-            state = ledger.state_for(ident, table_uuid)
-        view = budget_view(ledger, state, ident, principal, table_uuid)
-        if view is None:
-            continue
-        policy = access_policy(catalog, table)
-        if policy.privacy_unit is None:
-            continue  # DP SQL through the service needs the unit the data owner declared in a policy
-        keys = ledger.applicable_scopes(ident, state, table_uuid)
-        if policy.dp_only and not any(state.scope(s).principal_cap(principal) is not None for s in keys):
-            continue  # dp-only and no budget for this principal: the ledger would refuse every query
-        out.append({"name": ".".join(ident), "columns": _columns(table), "policy": public_policy(policy),
-                    "budget": view.to_dict()})
+        entry = _dataset(catalog, ident, table, principal, ledgers)
+        if entry is not None:
+            out.append(entry)
     return out
+
+
+def _dataset(catalog: Catalog, ident: tuple[str, ...], table: Table, principal: str,
+             ledgers: dict[tuple[str, ...], tuple[Ledger, LedgerState | None]]) -> dict[str, Any] | None:
+    """The listing entry of one user table for ``principal``, or None when it is not a dataset they may query."""
+    if is_synthetic(table):
+        return None
+    ns = ident[:-1]
+    if ns not in ledgers:
+        ledger = Ledger(catalog, ns)
+        # no ledger yet: only a table that moved here (with the budget it carries) can be governed
+        ledgers[ns] = (ledger, ledger.state() if ledger.exists() else None)
+    ledger, ns_state = ledgers[ns]
+    table_uuid = str(table.metadata.table_uuid)
+    if ns_state is not None and ns_state.bound(table_uuid) is not None:
+        state = ns_state
+    elif ns_state is None:  # state_for of "no ledger version": empty, plus what a move here carries
+        state = ledger.state_for(ident, table_uuid, None)
+    else:
+        state = ledger.state_for(ident, table_uuid)
+    view = budget_view(ledger, state, ident, principal, table_uuid)
+    if view is None:
+        return None
+    policy = access_policy(catalog, table)
+    if policy.privacy_unit is None:
+        return None  # DP SQL through the service needs the unit the data owner declared in a policy
+    keys = ledger.applicable_scopes(ident, state, table_uuid)
+    if policy.dp_only and not any(state.scope(s).principal_cap(principal) is not None for s in keys):
+        return None  # dp-only and no budget for this principal: the ledger would refuse every query
+    return {"name": ".".join(ident), "columns": _columns(table), "policy": public_policy(policy),
+            "budget": view.to_dict()}
+
+
+def may_query(catalog: Catalog, ident: tuple[str, ...], principal: str) -> bool:
+    """Whether ``ident`` is one of :func:`datasets` of ``principal`` (the one table, not the whole listing)."""
+    try:
+        table = catalog.load_table(ident)
+    except (NoSuchTableError, NoSuchNamespaceError, NoSuchIdentifierError, BadRequestError, ValueError):
+        return False
+    if has_marker(table, LIBRARY_MARKERS):
+        return False
+    return _dataset(catalog, tuple(table.name()), table, principal, {}) is not None
 
 
 def _bind_in_dp_only_namespaces(catalog: Catalog, tables: list[tuple[tuple[str, ...], Table]]) -> None:
@@ -193,15 +223,37 @@ def own_provenance(provenance: dict[str, Any] | None, principal: str) -> dict[st
     return {**provenance, "principal": None}
 
 
+def _own_remaining(catalog: Catalog, principal: str) -> dict[str, dict[str, Any] | None]:
+    """Per scope label of every ledger: what ``principal`` may still spend there, as :func:`budget_view` binds it
+    (their own remaining when it is the tighter limit, else the scope's), never the scope's total by itself, which
+    tells how much the other principals spent."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for ns in all_namespaces(catalog):
+        ledger = Ledger(catalog, ns)
+        if not ledger.exists():
+            continue
+        state = ledger.state()
+        for scope in state.budgets:
+            st = state.scope(scope)
+            options = [b for b in (st.remaining(), st.principal_remaining(principal)) if b is not None]
+            out[state.label(scope)] = _json(min(options, key=lambda b: b.components()[0])) if options else None
+    return out
+
+
 def principal_releases(catalog: Catalog, principal: str) -> list[dict[str, Any]]:
     """The principal's releases and memoized answers, newest first, each with the provenance of its output
     snapshot (source snapshot, query, noise, budget) when there is one."""
     out = []
     tables: dict[str, Table | None] = {}
+    own: dict[str, dict[str, Any] | None] | None = None
     for rec in releases(catalog):
         if rec.principal != principal:
             continue
         item = rec.to_dict()
+        if own is None:
+            own = _own_remaining(catalog, principal)
+        # the scope's total left is everyone's spend: shown as the listing shows it, the binding of it and one's own
+        item["remaining"] = {label: own.get(label) for label in item["remaining"]}
         item["provenance"] = None
         if rec.output_table and rec.output_snapshot_id is not None:
             if rec.output_table not in tables:
@@ -223,9 +275,10 @@ def _unservable(name: str) -> _NotFound:
                      "The data owner re-runs dp_synthesize for it; list the synthetic tables with GET /v1/synthetic")
 
 
-def synthetic_tables(catalog: Catalog) -> list[dict[str, Any]]:
+def synthetic_tables(catalog: Catalog, principal: str | None = None) -> list[dict[str, Any]]:
     """Every table marked synthetic whose rows are DP output (:func:`~iceberg_privacy.properties.released_rows`),
-    with its schema, the id of the snapshot the service reads and the provenance of its synthesis."""
+    with its schema, the id of the snapshot the service reads and the provenance of its synthesis (the principal
+    who ran it only to that principal, as :func:`own_provenance`)."""
     out = []
     for ident, table in _user_tables(catalog, BOOKKEEPING_MARKERS):  # synthetic tables are DP outputs
         if not is_synthetic(table):
@@ -234,8 +287,11 @@ def synthetic_tables(catalog: Catalog) -> list[dict[str, Any]]:
         if served is None and table.current_snapshot() is not None:
             continue  # rows nobody can vouch for (read_synthetic refuses them too)
         snap = table.snapshot_by_id(served.release_snapshot_id) if served is not None else None
-        summary = {k: v for k, v in (snap.summary.additional_properties.items() if snap and snap.summary else [])
-                   if k.startswith("privacy.")}
+        summary: dict[str, str | None] = {
+            k: v for k, v in (snap.summary.additional_properties.items() if snap and snap.summary else [])
+            if k.startswith("privacy.")}
+        if summary.get(DP_PRINCIPAL_SUMMARY) not in (None, principal):
+            summary[DP_PRINCIPAL_SUMMARY] = None  # another principal's name: theirs to see, not every token holder's
         out.append({"name": ".".join(ident), "columns": _columns(table),
                     "snapshot_id": served.snapshot_id if served else None, "provenance": summary})
     return out

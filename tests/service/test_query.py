@@ -213,3 +213,19 @@ def test_a_failed_release_answers_500_with_a_reference_and_no_details(
     assert body["error"] == "internal_error" and says in body["reason"] and "reference" in body["reason"]
     assert "zz_secret" not in r.text and "Traceback" not in r.text and "RuntimeError" not in r.text
     assert _spent(svc_catalog, "alice") == charged
+
+
+def test_own_releases_do_not_reveal_what_other_principals_spent(service: BackgroundServer, svc_catalog: Catalog,
+                                                               tokens: dict[str, Any], spark: Any) -> None:
+    """GET /v1/principals/alice/releases gave each release's 'remaining' as the scope's total left (namespace cap 1.0
+    minus everyone's spend): alice read bob's spend off it (1.0 - 0.1 - 0.2 = 0.7 after bob spent 0.2), which her
+    dataset listing does not show while her own cap (0.5) is the tighter limit. It is now the same binding amount."""
+    with ServiceClient(service.url, tokens["alice"]) as alice, ServiceClient(service.url, tokens["bob"]) as bob:
+        alice.sql(SQL, epsilon=0.1)
+        before = alice.releases()
+        assert before[0]["remaining"] == {"namespace:conf": {"type": "pure", "epsilon": "0.4"}}  # 0.5 - 0.1, hers
+        bob.sql("SELECT COUNT(*) AS n FROM conf.pv", epsilon=0.2)
+        after = alice.releases()
+        assert after == before, (before, after)  # nothing of bob's activity shows
+        assert "0.7" not in str(after)
+        assert bob.releases()[0]["remaining"] == {"namespace:conf": {"type": "pure", "epsilon": "0.1"}}  # 0.3 - 0.2

@@ -263,3 +263,43 @@ def test_an_undefined_aggregate_is_null_in_the_answer_not_a_500(service: Backgro
     with ServiceClient(service.url, tokens["alice"]) as alice:
         got = alice.sql("SELECT country, VARIANCE(bytes) AS v FROM conf.pv GROUP BY country", epsilon=0.1)
     assert got.rows.column("v").to_pylist() == [1.5, None, None]
+
+
+def test_query_refusals_say_nothing_about_tables_the_caller_may_not_query(
+        service: BackgroundServer, svc_catalog: Catalog, tokens: dict[str, Any]) -> None:
+    """POST /v1/query on a table outside the caller's datasets answered the compiler's reason: 'unknown column
+    'zzz' (columns: ..., diagnosis_code, ...)' listed the schema of a dp-only table the caller has no budget on
+    (and of ungoverned tables), and 'unknown table' vs 'is dp-only and principal ... has no budget there' told
+    which tables exist. Every such name now gets the same 404, existing or not; one's own datasets keep the reasons."""
+    import pyarrow as pa
+
+    data = pa.table({"user_id": [1, 2], "diagnosis_code": ["zz_private_a", "zz_private_b"], "country": ["c0", "c1"]})
+    for ns in ("hr", "open"):
+        svc_catalog.create_namespace(ns)
+        svc_catalog.create_table(f"{ns}.patients", schema=data.schema).append(data)
+    ip.set_namespace_budget(svc_catalog, "hr", ip.PureDP(1.0))
+    ip.set_access_policy(svc_catalog, "hr", "dp-only", max_epsilon_per_query=0.2, principal_budgets={"bob": 0.5},
+                         privacy_unit="user_id", max_rows_per_unit=1)
+    before = len(Ledger(svc_catalog, ("hr",)).events())
+    bodies = set()
+    for table in ("hr.patients", "open.patients", "hr.no_such", "no_such.patients", "privacy_requests.service_tokens"):
+        for sql in (f"SELECT COUNT(*) FROM {table}", f"SELECT COUNT(*) FROM {table} WHERE zzz > 1",
+                    f"SELECT country, COUNT(*) FROM {table} GROUP BY country",
+                    f"SELECT COUNT(*) FROM {table} WHERE diagnosis_code = 'x'"):
+            r = httpx.post(service.url + "/v1/query", json={"sql": sql, "epsilon": 0.1},
+                           headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=60)
+            assert r.status_code == 404 and r.json()["error"] == "not_a_dataset", (sql, r.text)
+            for private in ("diagnosis", "zz_private", "dp-only", "bob", "user_id", "unknown"):
+                assert private not in r.text, (sql, r.text)
+            bodies.add(r.text.replace(table, "T"))
+    assert len(bodies) == 1, bodies  # the same answer whether the table exists, is dp-only, or is ungoverned
+    assert len(Ledger(svc_catalog, ("hr",)).events()) == before
+    # one's own dataset keeps the compiler's reasons (its schema is in GET /v1/datasets anyway)
+    r = httpx.post(service.url + "/v1/query", json={"sql": "SELECT COUNT(*) FROM conf.pv WHERE zzz > 1", "epsilon": 0.1},
+                   headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=60)
+    assert r.status_code == 400 and "unknown column 'zzz'" in r.json()["reason"] and "bytes" in r.json()["reason"]
+    # and bob, who has a budget on hr, still gets the reasons about hr.patients
+    r = httpx.post(service.url + "/v1/query", json={"sql": "SELECT COUNT(*) FROM hr.patients WHERE zzz > 1",
+                                                    "epsilon": 0.1},
+                   headers={"Authorization": f"Bearer {tokens['bob']}"}, timeout=60)
+    assert r.status_code == 400 and "unknown column 'zzz'" in r.json()["reason"]

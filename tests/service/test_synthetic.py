@@ -80,3 +80,21 @@ def test_rows_another_job_writes_into_a_synthetic_table_are_never_served(
             bob.synthetic(synthetic)
         assert info.value.status == 404 and "dp_synthesize" in str(info.value)
         assert bob.synthetic_tables() == []
+
+
+def test_the_synthetic_listing_names_who_ran_a_synthesis_only_to_them(service: BackgroundServer, svc_catalog: Catalog,
+                                                                      tokens: dict[str, Any], synthetic: str) -> None:
+    """GET /v1/synthetic showed every token holder the provenance key privacy.dp.principal: the name of whoever
+    ran the synthesis (as query answers, fixed earlier, it is shown to that principal only)."""
+    from iceberg_privacy.config import current_principal
+    from iceberg_privacy.service.tokens import TokenStore
+
+    owner = current_principal()  # the fixture's dp_synthesize ran as the default principal
+    with ServiceClient(service.url, tokens["bob"]) as bob:
+        (listed,) = bob.synthetic_tables()
+        assert listed["provenance"]["privacy.dp.principal"] is None
+        assert listed["provenance"]["privacy.dp.source.table"] == "secret.pv"  # the rest of the provenance stays
+    r = httpx.get(f"{service.url}/v1/synthetic", headers={"Authorization": f"Bearer {tokens['bob']}"})
+    assert f'"{owner}"' not in r.text
+    with ServiceClient(service.url, TokenStore(svc_catalog).issue(owner).token) as them:
+        assert them.synthetic_tables()[0]["provenance"]["privacy.dp.principal"] == owner
