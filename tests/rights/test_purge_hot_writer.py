@@ -24,6 +24,7 @@ from iceberg_privacy._internal import retry
 from tests.helpers import all_rows, commit_delete_file, make_table, rows
 
 purge_mod = __import__("iceberg_privacy.rights.purge", fromlist=["_scrub_head"])
+erasure_mod = __import__("iceberg_privacy.rights.erasure", fromlist=["_commit_rebasing"])
 
 
 @contextmanager
@@ -121,3 +122,22 @@ def test_dropping_dangling_deletes_gets_through_commits_to_main_while_it_is_buil
     seqs = [s.sequence_number for s in table.metadata.snapshots]
     assert len(seqs) == len(set(seqs))
     assert sorted(r["user_id"] for r in all_rows(table)) == ["a1", "a2"]
+
+
+def test_an_erasure_on_branches_gets_through_commits_to_another_branch_while_it_commits(
+        catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The erase commits of main and of a branch lose to commits on a third branch (their sequence number
+    overtaken) at every manifest list they read: the re-number reads none, so the second try gets through."""
+    _with_ingest_branch(catalog, [["a1", "victim"], ["a3"]])
+    table = catalog.load_table("db.t")
+    table.manage_snapshots().create_branch(table.metadata.current_snapshot_id, "dev").commit()
+    with _commits_elsewhere_while_building(catalog, monkeypatch, erasure_mod, "_commit_rebasing") as landed:
+        report = ip.erase(catalog, ["victim"], request_id="r")
+    assert landed and report.tables["db.t"].rows_removed == 2  # one row on main, one on dev
+    table = catalog.load_table("db.t")
+    seqs = [s.sequence_number for s in table.metadata.snapshots]
+    assert len(seqs) == len(set(seqs))
+    for branch in ("main", "dev"):
+        sid = table.metadata.refs[branch].snapshot_id
+        assert sorted(r["user_id"] for r in table.scan(snapshot_id=sid).to_arrow().to_pylist()) == ["a1", "a2", "a3"]
+    assert ip.purge(catalog, "r", orphan_age=timedelta(0)).completed
