@@ -86,9 +86,11 @@ class BranchCommit:
                                  snapshot_id=sid, parent_snapshot_id=self.head, sequence_number=seq,
                                  avro_compression=codec) as writer:  # type: ignore[arg-type]  # the table's codec name
             writer.add_manifests(listed)
-        self.snapshot = self.snapshot.model_copy(update={
-            "sequence_number": seq, "manifest_list": path,
-            "timestamp_ms": max(int(time.time() * 1000), self.snapshot.timestamp_ms)})
+        old = self.snapshot
+        self.snapshot = Snapshot(  # type: ignore[call-arg]  # pydantic model populated by field name
+            snapshot_id=sid, parent_snapshot_id=self.head, sequence_number=seq,
+            timestamp_ms=max(int(time.time() * 1000), old.timestamp_ms), manifest_list=path, summary=old.summary,
+            schema_id=old.schema_id, first_row_id=old.first_row_id)
         self.renumbered += 1
 
     def commit(self, table: Table) -> int:
