@@ -17,6 +17,7 @@ while pyiceberg is imported (contract test in ``tests/core/test_compat.py`` all 
 from __future__ import annotations
 
 import copy
+import re
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -153,14 +154,25 @@ def hmac_sha256(secret: bytes, prefix: bytes) -> Any:
 
 
 def is_stale_sequence_number(exc: BaseException) -> bool:
-    """Is ``exc`` pyiceberg refusing a snapshot whose sequence number is not newer than the table's last?
+    """Is ``exc`` a refusal of a snapshot whose sequence number is not newer than the table's last?
 
     pyiceberg checks it while applying the updates (``pyiceberg.table.update``), before the catalog is
-    asked: ``ValueError("Cannot add snapshot with sequence number N older than last sequence number M")``.
+    asked: ``ValueError("Cannot add snapshot with sequence number N older than last sequence number M")``; a
+    SqlCatalog applies them so too. A REST catalog applies them on the server, which answers HTTP 400
+    (pyiceberg's ``BadRequestError``): Iceberg's Java server with the same sentence, SeaweedFS's with
+    "can't add snapshot with sequence number N, must be > than last sequence number M".
     It happens when another writer committed (on any branch) between building a snapshot and committing
     it: a race lost without effect, to be retried on the new metadata like a ``CommitFailedException``.
     """
-    return isinstance(exc, ValueError) and "older than last sequence number" in str(exc)
+    from pyiceberg.exceptions import BadRequestError
+
+    if not isinstance(exc, (ValueError, BadRequestError)):
+        return False
+    return _STALE_SEQUENCE.search(str(exc)) is not None
+
+
+_STALE_SEQUENCE = re.compile(r"add snapshot with sequence number -?\d+,? (?:older than|must be > than) last sequence "
+                             r"number", re.IGNORECASE)
 
 
 def expire_snapshot_ids(tx: Any, snapshot_ids: Iterable[int]) -> None:

@@ -163,6 +163,10 @@ class _Staged:
     base_manifests: set[str]  # manifest paths of ``base``
     others: tuple[Any, ...]  # further updates of the same commit (the sidecar's statistics entry)
     written: list[str] = field(default_factory=list)  # manifest lists written for it (cleanup)
+    # read once: a rebase that only re-numbers (the branch did not move, another branch's commit overtook the
+    # sequence number) then writes one manifest list and reads nothing, so its window before the commit stays short
+    own_manifests: list[Any] | None = None  # of ``snapshot`` as staged
+    head_manifests: dict[int, list[Any]] = field(default_factory=dict)  # by head snapshot id
 
 
 StagingHook = Callable[[int, str, dict[str, str]], None]
@@ -216,8 +220,12 @@ def _rebase(table: Table, st: _Staged, head: int) -> Snapshot:
     md = table.metadata
     new_head = md.snapshot_by_id(head)
     assert new_head is not None
-    own = st.snapshot.manifests(table.io)
-    head_manifests = new_head.manifests(table.io)
+    if st.own_manifests is None:
+        st.own_manifests = st.snapshot.manifests(table.io)
+    own = st.own_manifests
+    if head not in st.head_manifests:
+        st.head_manifests = {head: new_head.manifests(table.io)}
+    head_manifests = st.head_manifests[head]
     on_head = {m.manifest_path for m in head_manifests}
     mine = []
     for m in own:

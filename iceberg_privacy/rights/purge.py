@@ -42,6 +42,7 @@ from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.manifest import DataFileContent, ManifestEntryStatus
 from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.refs import MAIN_BRANCH
+from pyiceberg.table.update import AddSnapshotUpdate
 
 from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.arguments import check_ages, check_catalog, check_engine
@@ -69,6 +70,7 @@ from iceberg_privacy.index.registry import referenced_sidecar_locations
 from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord
 from iceberg_privacy.properties import ERASURE_SCRUB_SUMMARY as SUMMARY_SCRUB
 from iceberg_privacy.properties import PURGE_SAVED_PROPERTIES_PROPERTY
+from iceberg_privacy.rights.branch_commit import BranchCommit, discard_quietly, discard_unlanded
 from iceberg_privacy.rights.journal import (
     COMPLETED,
     ERASURE_STAGED,
@@ -158,30 +160,53 @@ def _scrub_lost(table: Table, branch: str, tries: int, last: BaseException) -> E
                                f"{tries} times; run the purge again")
 
 
-def _scrub_head(table: Table) -> int | None:
+def _scrub_head(table: Table, delete_failures: dict[str, str] | None = None) -> int | None:
     """If the head of ``main`` or of any branch still lists the erased files as DELETED manifest entries
     (their column bounds can hold a subject's id), commit an empty append on that branch: it carries only
-    manifests with live files. Returns the id of ``main``'s scrub commit, if one was made."""
+    manifests with live files. Returns the id of ``main``'s scrub commit, if one was made.
 
-    def step(branch: str) -> int | None:
-        ref = table.refresh().metadata.refs.get(branch)
-        head = table.metadata.snapshot_by_id(ref.snapshot_id) if ref is not None else None
+    The append is built once per branch head and committed until that branch moves: a try lost only to commits on
+    other branches (the table's sequence number moved past the scrub's) is re-numbered, nothing read again
+    (:mod:`iceberg_privacy.rights.branch_commit`). Manifest lists of lost tries are deleted; a failed delete goes to
+    ``delete_failures``."""
+
+    def step(branch: str, built: dict[int, BranchCommit]) -> int | None:
+        md = table.refresh().metadata
+        ref = md.refs.get(branch)
+        head = md.snapshot_by_id(ref.snapshot_id) if ref is not None else None
+        if head is None:
+            return None
+        pending = built.get(head.snapshot_id)
         # a second purge of this table may expire and delete the head read here once it moved: a lost race
         with retry.vanished_is_conflict(table):
-            if head is None or not any(m.deleted_files_count for m in head.manifests(table.io)):
-                return None
-            tx = table.transaction()
-            producer = tx.update_snapshot(branch=branch, snapshot_properties={
-                SUMMARY_SCRUB: "1", **LineageRecord(op="scrub", engine="pyarrow", status=MAINTENANCE).summary()
-            }).fast_append()
-            producer.commit()
-            tx.commit_transaction()
-            return compat.producer_snapshot_id(producer)
+            if pending is None:
+                if not any(m.deleted_files_count for m in head.manifests(table.io)):
+                    return None
+                tx = table.transaction()
+                producer = tx.update_snapshot(branch=branch, snapshot_properties={
+                    SUMMARY_SCRUB: "1", **LineageRecord(op="scrub", engine="pyarrow", status=MAINTENANCE).summary()
+                }).fast_append()
+                producer.commit()  # writes its manifest list and stages it in ``tx``, which is never committed
+                updates, _ = compat.staged(tx)
+                snapshot = next(u.snapshot for u in updates if isinstance(u, AddSnapshotUpdate))
+                pending = built[head.snapshot_id] = BranchCommit.of(table, branch, snapshot)
+            elif pending.stale(md):  # only other branches moved: the same scrub, a new sequence number
+                pending.renumber(table)
+        return pending.commit(table)
 
     out = None
     branches = sorted(n for n, r in table.refresh().metadata.refs.items() if r.snapshot_ref_type == "branch")
     for branch in branches or [MAIN_BRANCH]:
-        sid = retry.run(functools.partial(step, branch), exhausted=functools.partial(_scrub_lost, table, branch))
+        built: dict[int, BranchCommit] = {}
+        try:
+            sid = retry.run(functools.partial(step, branch, built),
+                            exhausted=functools.partial(_scrub_lost, table, branch))
+        except BaseException:
+            discard_quietly(table, built.values())
+            raise
+        failed = discard_unlanded(table, built.values())
+        if delete_failures is not None:
+            delete_failures.update(failed)
         if branch == MAIN_BRANCH:
             out = sid
     return out
@@ -266,10 +291,10 @@ def _purge_table(table: Table, cutoff: int | None, orphan_age: timedelta, erase_
     rep = TablePurge(name)
     table.refresh()  # refs holding the subjects were refused by the caller (refs_in_the_way)
     originals = {**planned, **_rewritten_originals(table, erase_ids)}
-    dangling = drop_dangling_deletes(table, plan)  # their files are deleted below, with what only expired snapshots reach
+    dangling = drop_dangling_deletes(table, plan, rep.delete_failures)  # their files are deleted below, with what only expired snapshots reach
     if dangling:
         logger.info("%s: dropped %d dangling position delete file(s) from the branch heads", name, dangling)
-    rep.scrub_snapshot = _scrub_head(table)
+    rep.scrub_snapshot = _scrub_head(table, rep.delete_failures)
 
     def expire_step() -> tuple[dict[str, str], IndexReport]:
         md = table.refresh().metadata

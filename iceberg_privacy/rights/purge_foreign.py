@@ -32,7 +32,8 @@ from iceberg_privacy.errors import CommitConflictError
 from iceberg_privacy.index.registry import referenced_sidecar_locations
 from iceberg_privacy.lineage.record import MAINTENANCE, LineageRecord
 from iceberg_privacy.properties import ERASURE_SCRUB_SUMMARY as SUMMARY_SCRUB
-from iceberg_privacy.storage import canonical, delete_files
+from iceberg_privacy.rights.branch_commit import BranchCommit, discard_quietly, discard_unlanded
+from iceberg_privacy.storage import canonical
 
 
 def statistics_of(md: Any, snapshot_ids: set[int] | None) -> dict[str, str]:
@@ -103,7 +104,8 @@ def _dangling_lost(table: Table, branch: str, tries: int, last: BaseException) -
                                f"concurrent commits {tries} times; run the purge again")
 
 
-def drop_dangling_deletes(table: Table, plan: Callable[[dict[str, str]], None]) -> int:
+def drop_dangling_deletes(table: Table, plan: Callable[[dict[str, str]], None],
+                          delete_failures: dict[str, str] | None = None) -> int:
     """Commit, on each branch whose head has them, a snapshot without the position-delete manifests whose every
     live entry applies only to data files no longer live there. Returns how many delete files were dropped.
 
@@ -117,23 +119,27 @@ def drop_dangling_deletes(table: Table, plan: Callable[[dict[str, str]], None]) 
     ``plan`` journals each manifest list before it is written: its partition summaries hold the kept manifests'
     bounds (the erase commit's manifests list the erased files as deleted entries), so one a crash left
     uncommitted names the subject, and a re-run of the purge deletes it (unless a commit references it).
+
+    Each snapshot is built once per branch head: a try lost only to other branches' commits is re-numbered
+    (:mod:`iceberg_privacy.rights.branch_commit`). Lists of lost tries are deleted; a failed delete goes to
+    ``delete_failures``.
     """
     from pyiceberg.manifest import ManifestContent, write_manifest_list
-    from pyiceberg.table.refs import SnapshotRefType
     from pyiceberg.table.snapshots import Operation, Snapshot, Summary, update_snapshot_summaries
-    from pyiceberg.table.update import (
-        AddSnapshotUpdate,
-        AssertRefSnapshotId,
-        AssertTableUUID,
-        SetSnapshotRefUpdate,
-    )
 
-    def step(branch: str) -> int:
+    def step(branch: str, built: dict[int, tuple[BranchCommit, int]]) -> int:
         md = table.refresh().metadata
         ref = md.refs.get(branch)
         head = md.snapshot_by_id(ref.snapshot_id) if ref is not None else None
         if head is None or md.format_version != 2:  # v1 has no delete files; v3 snapshots also track row ids
             return 0
+        if head.snapshot_id in built:  # built on this very head: only the sequence number may be stale
+            pending, count = built[head.snapshot_id]
+            if pending.stale(md):
+                pending.renumber(table, before_write=lambda path: plan({path: "manifest-list"}))
+            pending.commit(table)
+            checkpoint("purge.after_dangling_commit")
+            return count
         with retry.vanished_is_conflict(table):
             manifests = head.manifests(table.io)
             if not any(m.content == ManifestContent.DELETES for m in manifests):
@@ -169,21 +175,23 @@ def drop_dangling_deletes(table: Table, plan: Callable[[dict[str, str]], None]) 
             snapshot_id=snapshot_id, parent_snapshot_id=head.snapshot_id, sequence_number=seq,
             timestamp_ms=max(int(time.time() * 1000), head.timestamp_ms), manifest_list=path, summary=summary,
             schema_id=head.schema_id)
-        try:
-            table.catalog.commit_table(table, (
-                AssertTableUUID(uuid=md.table_uuid),
-                AssertRefSnapshotId(snapshot_id=head.snapshot_id, ref=branch)),  # type: ignore[call-arg]
-                (AddSnapshotUpdate(snapshot=snap), SetSnapshotRefUpdate(  # type: ignore[call-arg]
-                    snapshot_id=snapshot_id, parent_snapshot_id=head.snapshot_id, ref_name=branch,
-                    type=SnapshotRefType.BRANCH)))
-        except CommitFailedException:
-            delete_files(table.io, [path])  # lost the race: the next attempt writes its own
-            raise
+        pending = BranchCommit.of(table, branch, snap, keep)
+        built[head.snapshot_id] = (pending, len(dropped))
+        pending.commit(table)  # a try lost to another branch's commits is re-numbered by the next (above)
         checkpoint("purge.after_dangling_commit")
         return len(dropped)
 
     total = 0
     branches = sorted(n for n, r in table.refresh().metadata.refs.items() if r.snapshot_ref_type == "branch")
     for branch in branches:
-        total += retry.run(functools.partial(step, branch), exhausted=functools.partial(_dangling_lost, table, branch))
+        built: dict[int, tuple[BranchCommit, int]] = {}
+        try:
+            total += retry.run(functools.partial(step, branch, built),
+                               exhausted=functools.partial(_dangling_lost, table, branch))
+        except BaseException:  # lost tries' manifest lists are journaled by ``plan``: a purge run again deletes them
+            discard_quietly(table, [c for c, _ in built.values()])
+            raise
+        failed = discard_unlanded(table, [c for c, _ in built.values()])
+        if delete_failures is not None:
+            delete_failures.update(failed)
     return total

@@ -515,3 +515,29 @@ def test_expire_snapshot_ids_expires_exactly_the_ids_in_one_update(catalog: Cata
         compat.expire_snapshot_ids(tx, [ids[2], ids[3]])  # ids[3] is main's head: kept
     assert [s.snapshot_id for s in table.refresh().snapshots()] == [ids[3]]
     assert table.scan().to_arrow().num_rows == 4
+
+
+def test_stale_sequence_number_is_recognized_on_a_rest_catalog(rest_catalog: Catalog, lake_ns: str) -> None:
+    """A REST catalog applies the updates on the server, which refuses a stale sequence number with HTTP 400
+    (pyiceberg's BadRequestError, not its ValueError): the same lost race, retried, nothing committed. Without
+    this a purge's scrub or an erasure on a branch failed with the raw BadRequestError as soon as another
+    branch's commit landed between its build and its commit."""
+    from pyiceberg.exceptions import BadRequestError
+
+    from iceberg_privacy._internal import retry
+
+    table = rest_catalog.create_table(f"{lake_ns}.seq", SCHEMA)
+    table.append(pa.table({"user_id": ["a"], "n": [1]}, schema=ARROW))
+    table.manage_snapshots().create_branch(table.current_snapshot().snapshot_id, "dev").commit()
+    stale = rest_catalog.load_table(f"{lake_ns}.seq")
+    rest_catalog.load_table(f"{lake_ns}.seq").append(pa.table({"user_id": ["b"], "n": [2]}, schema=ARROW), branch="dev")
+    head = stale.current_snapshot().snapshot_id
+    with pytest.raises(BadRequestError) as info:
+        stale.append(pa.table({"user_id": ["c"], "n": [3]}, schema=ARROW))
+    assert compat.is_stale_sequence_number(info.value), repr(info.value)
+    assert retry.is_conflict(info.value)
+    assert rest_catalog.load_table(f"{lake_ns}.seq").current_snapshot().snapshot_id == head  # without effect
+    # Iceberg's Java REST server words it as pyiceberg does; any other bad request stays an error
+    assert retry.is_conflict(BadRequestError(
+        "Cannot add snapshot with sequence number 7 older than last sequence number 7"))
+    assert not retry.is_conflict(BadRequestError("Invalid table name"))
