@@ -84,6 +84,7 @@ from iceberg_privacy.errors import (
     SidecarError,
     SparkJobError,
     StorageError,
+    StreamingQueryReusedError,
     SubjectRightsError,
     TableMovedError,
     TableNotFoundError,
@@ -236,7 +237,7 @@ __all__ = [
     "MissingSourceError", "NamespaceNotFoundError", "NoBudgetConfiguredError", "NoIdentityColumnsError", "OpaqueSqlError",
     "PrivacyUnitRequiredError", "PurposeViolationError", "QueryCapExceededError", "QueueIntegrityError", "RefHoldsSubjectError", "ReleaseAbortedError", "ReleaseFailedError",
     "RequestBlockedError", "RequestConflictError", "SchemaMismatchError", "SecretMissingError", "SidecarError",
-    "SparkJobError", "StorageError", "SubjectRightsError", "TableNotFoundError", "TooManyLinkedIdentifiersError", "UnknownColumnError", "UnknownRequestError",
+    "SparkJobError", "StorageError", "StreamingQueryReusedError", "SubjectRightsError", "TableNotFoundError", "TooManyLinkedIdentifiersError", "UnknownColumnError", "UnknownRequestError",
     "UnsupportedDataError", "UnsupportedSparkTypeError", "UnsupportedTypeError", "VerificationFailedError",
 ]
 

@@ -453,7 +453,7 @@ def _pre_casts(metadata: TableMetadata, arrow_schema: pa.Schema) -> dict[str, tu
 
 def _leaf_types(t: pa.DataType) -> Iterator[pa.DataType]:
     """The primitive types ``t`` holds at any depth (list elements, map keys then values, struct fields), in order."""
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
         yield from _leaf_types(t.value_type)
     elif pa.types.is_map(t):
         yield from _leaf_types(t.key_type)

@@ -247,6 +247,11 @@ class UnsupportedSparkTypeError(IcebergPrivacyError, TypeError):
     """A column type that has no faithful Spark (or Iceberg) counterpart."""
 
 
+class StreamingQueryReusedError(ConfigurationError):
+    """A Spark stream's ``streaming.query-id`` was committed by another Spark query (another checkpoint): its batch
+    ids restart at 0, so its batches would be skipped as already committed. Nothing of the batch was committed."""
+
+
 class SparkJobError(IcebergPrivacyError):
     """A Spark job of a subject-rights verb (erase, access, verify, backfill) failed on the executors;
     nothing of it was committed."""

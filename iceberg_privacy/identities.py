@@ -122,7 +122,7 @@ def is_nested(field: NestedField) -> bool:
 def _flatten(arr: pa.Array, rows: np.ndarray) -> tuple[pa.Array, np.ndarray]:
     """Descend one nesting level, carrying each value's originating row index.
 
-    Lists and maps are expanded from their offsets (``pc.list_parent_indices`` aborts on map arrays
+    Lists (fixed-size ones too) and maps are expanded from their offsets (``pc.list_parent_indices`` aborts on map arrays
     in pyarrow 18), skipping the children of null slots.
     """
     if pa.types.is_struct(arr.type):
@@ -131,6 +131,8 @@ def _flatten(arr: pa.Array, rows: np.ndarray) -> tuple[pa.Array, np.ndarray]:
             valid = arr.is_valid()
             return child.filter(valid), rows[np.asarray(valid.to_numpy(zero_copy_only=False), dtype=bool)]
         return child, rows
+    if pa.types.is_fixed_size_list(arr.type):  # pyiceberg writes it as a list: read it as one (it has no offsets)
+        arr = arr.cast(pa.list_(arr.type.value_field))
     offsets = arr.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
     child = arr.items if pa.types.is_map(arr.type) else arr.values
     child = child.slice(offsets[0], offsets[-1] - offsets[0])
@@ -150,7 +152,7 @@ def extract_identities(arr: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.nd
     arr = plain(arr)
     rows = np.arange(len(arr), dtype=np.int64)
     while pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_map(arr.type) or (
-        pa.types.is_struct(arr.type)
+        pa.types.is_struct(arr.type) or pa.types.is_fixed_size_list(arr.type)
     ):
         arr, rows = _flatten(arr, rows)
     return plain(arr), rows

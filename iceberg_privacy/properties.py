@@ -95,6 +95,12 @@ STREAMING_BATCH_ID_SUMMARY = "privacy.streaming.batch-id"
 STREAMING_LAST_BATCH_PREFIX = "privacy.streaming.last-batch."
 """Table property ``privacy.streaming.last-batch.<query id>`` = the last batch id committed for that streaming
 query, set in the batch's own commit: exactly-once survives expiry of the snapshots that carry the summary keys."""
+STREAMING_SPARK_QUERY_ID_SUMMARY = "privacy.streaming.spark-query-id"
+STREAMING_SPARK_QUERY_PREFIX = "privacy.streaming.spark-query."
+"""Table property ``privacy.streaming.spark-query.<query id>`` (and summary key ``privacy.streaming.spark-query-id``) =
+Spark's own query id (the one its checkpoint keeps) that committed the last batch of that library query id: a
+``streaming.query-id`` reused with a new checkpoint (batch ids restart at 0) is refused instead of its batches being
+skipped as "already committed"."""
 
 # -- differential privacy (docs/dp.md) ------------------------------------------------------------
 DP_PREFIX = "privacy.dp."

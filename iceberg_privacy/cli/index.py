@@ -100,7 +100,9 @@ def _unreadable(args: argparse.Namespace, fmt: str, exc: BaseException, table: A
     from iceberg_privacy.errors import ConfigurationError
 
     text = str(exc)
-    if "conversion error" in text.lower():  # "In CSV column #1: Row #2: CSV conversion error to int64: ..."
+    # "In CSV column #1: Row #2: CSV conversion error to int64: ...", or a value Arrow will not fit in the column's
+    # type ("In CSV column #1: Row #2: Rescaling Decimal128 value would cause data loss": 1.234 for decimal(10, 2))
+    if "conversion error" in text.lower() or "In CSV column" in text:
         detail = text[text.find("In CSV column"):] if "In CSV column" in text else first_line(exc)
         columns = f" ({args.table} has the columns {', '.join(table.schema().column_names)})" if table is not None else ""
         return ConfigurationError(

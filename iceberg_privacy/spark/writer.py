@@ -41,6 +41,7 @@ from iceberg_privacy.errors import (
     CatalogError,
     ConfigurationError,
     SchemaMismatchError,
+    StreamingQueryReusedError,
     UnknownColumnError,
     UnsupportedSparkTypeError,
 )
@@ -48,6 +49,8 @@ from iceberg_privacy.lineage.record import LineageRecord
 from iceberg_privacy.properties import STREAMING_BATCH_ID_SUMMARY as BATCH_ID_KEY
 from iceberg_privacy.properties import STREAMING_LAST_BATCH_PREFIX as LAST_BATCH_PREFIX
 from iceberg_privacy.properties import STREAMING_QUERY_ID_SUMMARY as QUERY_ID_KEY
+from iceberg_privacy.properties import STREAMING_SPARK_QUERY_ID_SUMMARY as SPARK_QUERY_ID_KEY
+from iceberg_privacy.properties import STREAMING_SPARK_QUERY_PREFIX as SPARK_QUERY_PREFIX
 from iceberg_privacy.rights import forget
 from iceberg_privacy.spark.options import SourceOptions
 from iceberg_privacy.spark.schema import arrow_for_iceberg, cast_batch
@@ -69,6 +72,7 @@ class TaskFiles(WriterCommitMessage):
     written: WrittenFiles = field(default_factory=WrittenFiles)
     query_id: str | None = None
     table_uuid: str | None = None  # the table the files were written for (its location, schema and field ids)
+    spark_query_id: str | None = None  # Spark's own streaming query id (kept in its checkpoint), when known
 
 
 def _bloom_option(opts: SourceOptions) -> list[str]:
@@ -256,12 +260,13 @@ class _TaskWriter:
         return load_file_io(self.io_properties, self.metadata.location)
 
     @storage_errors  # on an executor: its storage failing is the library's StorageError, as in the core's append
-    def _write_task(self, iterator: Iterator[pa.RecordBatch], query_id: str | None = None) -> TaskFiles:
+    def _write_task(self, iterator: Iterator[pa.RecordBatch], query_id: str | None = None,
+                    spark_query_id: str | None = None) -> TaskFiles:
         batches = (cast_batch(b, self.arrow) for b in iterator)
         reader = pa.RecordBatchReader.from_batches(self.arrow, batches)
         written = write_data_files(self._io(), self.metadata, reader, self.columns, chunk_bytes=TASK_CHUNK_BYTES,
                                    where=self.opts.table, forget_filter=self.forget_filter)
-        return TaskFiles(written, query_id, str(self.metadata.table_uuid))
+        return TaskFiles(written, query_id, str(self.metadata.table_uuid), spark_query_id)
 
     def _commit(self, written: WrittenFiles, messages: list[WriterCommitMessage | None],
                 extra: dict[str, str] | None = None, table_properties: dict[str, str] | None = None,
@@ -326,6 +331,40 @@ def last_committed_batch(table: Table, query_id: str) -> int | None:
     return max(found, default=None)
 
 
+def recorded_spark_query(table: Table, query_id: str) -> str | None:
+    """Spark's own query id that committed the last batch of the library's ``query_id``: the table property the
+    batch's commit sets, or the newest snapshot of the query on the current branch."""
+    recorded = table.metadata.properties.get(SPARK_QUERY_PREFIX + query_id)
+    if recorded:
+        return recorded
+    snap = table.metadata.current_snapshot()
+    while snap is not None:
+        props = snap.summary.additional_properties if snap.summary else {}
+        if props.get(QUERY_ID_KEY) == query_id:
+            return props.get(SPARK_QUERY_ID_KEY) or None
+        snap = table.metadata.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id else None
+    return None
+
+
+def check_same_spark_query(table: Table, query_id: str, spark_query_id: str | None, batch_id: int,
+                           name: str) -> None:
+    """Refuse a batch of ``query_id`` from another Spark query (a new checkpoint) than the one that committed its
+    last batch: its batch ids restart at 0, so its batches would be skipped as "already committed" and their rows
+    lost. Unknown on either side (no task context, a table written before the id was recorded): not checked."""
+    if spark_query_id is None or spark_query_id == query_id:
+        return
+    recorded = recorded_spark_query(table, query_id)
+    if recorded is None or recorded == spark_query_id:
+        return
+    last = last_committed_batch(table, query_id)
+    raise StreamingQueryReusedError(
+        f"stream to {name}: streaming.query-id {query_id!r} was last committed (batch {last}) by Spark query "
+        f"{recorded}, but this batch ({batch_id}) comes from Spark query {spark_query_id}: a new checkpoint, whose "
+        "batch ids start again at 0, so its batches would be skipped as already committed and their rows lost. "
+        "Nothing was committed and the batch's files were removed. Restart from the original checkpointLocation, "
+        "or give this checkpoint its own streaming.query-id")
+
+
 class _AlreadyCommitted(Exception):
     """Raised inside the commit loop: the batch was committed (by another driver) since the first check."""
 
@@ -341,9 +380,9 @@ class IcebergPrivacyStreamWriter(_TaskWriter, DataSourceStreamArrowWriter):
         from pyspark import TaskContext
 
         ctx = TaskContext.get()
-        query_id = self.opts.get("streaming.query-id") or (
-            ctx.getLocalProperty(SPARK_QUERY_ID_PROPERTY) if ctx is not None else None)
-        return self._write_task(iterator, query_id)
+        spark_query_id = ctx.getLocalProperty(SPARK_QUERY_ID_PROPERTY) if ctx is not None else None
+        query_id = self.opts.get("streaming.query-id") or spark_query_id
+        return self._write_task(iterator, query_id, spark_query_id)
 
     def query_id(self, messages: list[WriterCommitMessage | None]) -> str:
         ids = {m.query_id for m in messages if isinstance(m, TaskFiles) and m.query_id}
@@ -360,22 +399,32 @@ class IcebergPrivacyStreamWriter(_TaskWriter, DataSourceStreamArrowWriter):
     def commit(self, messages: list[WriterCommitMessage | None], batchId: int) -> None:
         query_id = self.query_id(messages)
         written = _gather(messages, self._forget_version)
+        spark_ids = sorted({m.spark_query_id for m in messages if isinstance(m, TaskFiles) and m.spark_query_id})
+        spark_query_id = spark_ids[0] if len(spark_ids) == 1 else None
 
         def not_committed_yet(table: Table) -> None:
             # Checked again on the refreshed table before every commit attempt: a replay of this batch (another
             # driver of the same query) that landed after the first check lost this one the race, and a retry
             # on its head would commit the batch twice.
+            check_same_spark_query(table, query_id, spark_query_id, batchId, self.opts.table)
             last = last_committed_batch(table, query_id)
             if last is not None and batchId <= last:
                 raise _AlreadyCommitted(last)
 
+        summary = {QUERY_ID_KEY: query_id, BATCH_ID_KEY: str(batchId)}
+        properties = {LAST_BATCH_PREFIX + query_id: str(batchId)}
+        if spark_query_id is not None:
+            summary[SPARK_QUERY_ID_KEY] = spark_query_id
+            properties[SPARK_QUERY_PREFIX + query_id] = spark_query_id
         try:  # checked by commit_written on the refreshed table before every attempt, the first included
-            self._commit(written, messages, {QUERY_ID_KEY: query_id, BATCH_ID_KEY: str(batchId)},
-                         {LAST_BATCH_PREFIX + query_id: str(batchId)}, precondition=not_committed_yet)
+            self._commit(written, messages, summary, properties, precondition=not_committed_yet)
         except _AlreadyCommitted as done:
             n = _delete_files(self._io(), messages)
             print(f"iceberg-privacy stream {self.opts.table}: batch {batchId} of query {query_id} was already "
                   f"committed (last {done.last}); skipped, deleted {n} replayed file(s)", file=sys.stderr, flush=True)
+        except StreamingQueryReusedError:
+            _delete_files(self._io(), messages)  # nothing was committed: the batch's files are nobody's
+            raise
 
     def abort(self, messages: list[WriterCommitMessage | None], batchId: int) -> None:
         _abort(self._io(), messages, f"stream {self.opts.table}: batch {batchId}")

@@ -497,3 +497,22 @@ def test_output_piped_into_head_ends_quietly(tmp_path: Path) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_a_csv_decimal_with_more_places_than_its_column_is_a_value_error(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """``1.234`` in a CSV for a ``decimal(10, 2)`` column: refused (never rounded), as ``ip.append`` refuses it. Before:
+    the message blamed the file format ("Is this a 'csv' file? ... Name the format with --format")."""
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import DecimalType, NestedField, StringType
+
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    catalog.create_table("db.amounts", Schema(NestedField(1, "user_id", StringType(), required=False),
+                                              NestedField(2, "amount", DecimalType(10, 2), required=False)))
+    (tmp_path / "a.csv").write_text("user_id,amount\nann,1.5\nbob,1.234\n")
+    code, _, err = _run(home, capsys, "ingest", "db.amounts", str(tmp_path / "a.csv"))
+    assert code != 0
+    assert "a value does not fit its column's type" in err and "Row #3" in err and "--format" not in err, err
+    assert catalog.load_table("db.amounts").current_snapshot() is None

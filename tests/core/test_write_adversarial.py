@@ -535,3 +535,39 @@ def test_a_float_partition_pyiceberg_cannot_split_is_refused_not_duplicated(cata
     with pytest.raises(ip.UnsupportedDataError, match=r"NaN, or -0\.0 next to 0\.0.*\(score\)"):
         ip.append(t, data)
     assert t.refresh().current_snapshot() is None
+
+
+def test_fixed_size_list_ids_are_screened_and_indexed(catalog: Catalog) -> None:
+    """``fixed_size_list<string>[2]`` data for a ``list<string>`` identity column (pyiceberg writes it as a list).
+    Before: once a forget list applied (or the column had a Bloom filter), every such write failed with
+    "cannot write the data ... Function 'unique' has no kernel matching fixed_size_list": the id extraction did
+    not descend into fixed-size lists."""
+    from pyiceberg.types import ListType
+
+    schema = Schema(NestedField(1, "ids", ListType(2, StringType(), element_required=False), required=False),
+                    NestedField(3, "n", LongType(), required=False))
+    table = ip.configure_identity(ip.configure_bloom(catalog.create_table("db.fixed", schema), ["ids"]), ["ids"])
+    ip.append(table, pa.table({"ids": [["bob", "b2"]], "n": pa.array([0], pa.int64())}))
+    ip.erase(catalog, ["ann"], ["db.fixed"])
+    data = pa.table({"ids": pa.array([["x", "ann"], ["cy", None], None], pa.list_(pa.string(), 2)),
+                     "n": pa.array([1, 2, 3], pa.int64())})
+    report = ip.append(table, data)
+    assert (report.rows, report.dropped_rows) == (2, 1)
+    assert sorted(table.refresh().scan().to_arrow()["n"].to_pylist()) == [0, 2, 3]
+    assert ip.lookup(table.refresh(), "ids", "cy").num_rows == 1
+
+
+def test_a_fixed_size_list_of_narrow_integer_ids_is_screened_and_indexed(catalog: Catalog) -> None:
+    """``fixed_size_list<int8>`` ids for a ``list<int>`` identity column. Before: pyiceberg-core's bare
+    "ValueError: Unsupported data type for bucket transform: Int8" (the narrow-integer cast did not look into
+    fixed-size lists)."""
+    from pyiceberg.types import IntegerType, ListType
+
+    table = catalog.create_table("db.fixedtags", Schema(NestedField(1, "tags", ListType(2, IntegerType(),
+                                                                                    element_required=False),
+                                                                    required=False)))
+    table = ip.configure_identity(ip.configure_bloom(table, ["tags"]), ["tags"])
+    ip.erase(catalog, [2], ["db.fixedtags"])
+    report = ip.append(table, pa.table({"tags": pa.array([[1, 2], [3, 4]], pa.list_(pa.int8(), 2))}))
+    assert (report.rows, report.dropped_rows) == (1, 1)
+    assert ip.lookup(table.refresh(), "tags", 3).num_rows == 1

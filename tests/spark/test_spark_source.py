@@ -356,3 +356,46 @@ def test_spark_writes_the_exact_delta_in_its_commit(spark: Any, home: Path) -> N
     assert ip.lookup(table, "user_id", who).num_rows == expected
     # the data source's pushdown plans through the same planner (exact candidates + row-group hints)
     assert read(spark, home, "db.exact").filter(f"user_id = '{who}'").count() == expected
+
+
+def test_a_streaming_query_id_reused_with_a_new_checkpoint_is_refused_not_skipped(spark: Any, home: Path,
+                                                                                   tmp_path: Path) -> None:
+    """``streaming.query-id`` given by hand and the query restarted with a new checkpoint: Spark's batch ids start
+    again at 0. Before: the sink took batch 0 for a replay of the old query's batch 0, skipped it and deleted its
+    files: the new rows were lost without a word. Now the Spark query id is recorded next to the library's and a
+    batch of another Spark query is refused (nothing committed, its files removed)."""
+    from pyspark.errors import StreamingQueryException
+
+    src = tmp_path / "src"
+    src.mkdir()
+
+    def source_file(name: str, users: list[str]) -> None:
+        (src / name).mkdir()
+        pq.write_table(pa.table({"user_id": users, "n": pa.array(range(len(users)), pa.int64()),
+                                 "note": ["x"] * len(users)}), src / name / "data.parquet")
+
+    def run(checkpoint: Path) -> Any:
+        stream = spark.readStream.schema(SCHEMA).option("recursiveFileLookup", "true").parquet(str(src))
+        q = (stream.writeStream.format(FORMAT).option("catalog.home", str(home))
+             .option("streaming.query-id", "clicks").option("checkpointLocation", str(checkpoint))
+             .trigger(availableNow=True).start("db.reused"))
+        try:
+            q.awaitTermination(120)
+        except StreamingQueryException as exc:
+            return exc
+        return q.exception()
+
+    source_file("part0", ["a", "b"])
+    assert run(tmp_path / "ckpt1") is None
+    files_before = _data_files(home)
+    source_file("part1", ["c"])
+    error = run(tmp_path / "ckpt2")  # a new checkpoint, the same streaming.query-id: its first batch is 0 again
+    assert error is not None and "streaming.query-id 'clicks'" in str(error) and "new checkpoint" in str(error)
+    table = ip.connect(home=home).load_table("db.reused")
+    assert len(table.snapshots()) == 1
+    assert _data_files(home) == files_before  # the refused batch's files were removed
+    assert run(tmp_path / "ckpt1") is None  # the original checkpoint goes on: part1 is its batch 1
+    table = ip.connect(home=home).load_table("db.reused")
+    assert sorted(table.scan().to_arrow()["user_id"].to_pylist()) == ["a", "b", "c"]
+    summary = table.current_snapshot().summary.additional_properties
+    assert summary["privacy.streaming.query-id"] == "clicks" and summary["privacy.streaming.spark-query-id"]

@@ -361,3 +361,31 @@ def test_a_task_whose_storage_fails_raises_the_library_storage_error(tmp_path: P
     rows = pa.record_batch([pa.array(["ann"]), pa.array([1], pa.int64())], names=["user_id", "n"])
     with pytest.raises(ip.StorageError, match="data"):
         writer.write(iter([rows]))
+
+
+def test_a_batch_of_another_spark_query_under_the_same_query_id_is_refused(tmp_path: Path) -> None:
+    """The driver-side guard behind the real-stream test in test_spark_source.py: batch 0 of a query id committed
+    by Spark query A; batch 0 of the same query id from Spark query B (a new checkpoint) was skipped as already
+    committed and its files deleted (its rows lost). Now it is refused, nothing is committed, its files are
+    removed; query A's next batch still commits."""
+    import pyarrow as pa
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    struct = StructType([StructField("user_id", StringType()), StructField("n", LongType())])
+    opts = SourceOptions(table="db.q", catalog_home=str(tmp_path / "home"), raw={"streaming.query-id": "q-1"})
+
+    def message(user: str, spark_query: str) -> TaskFiles:
+        rows = pa.record_batch([pa.array([user]), pa.array([1], pa.int64())], names=["user_id", "n"])
+        m = IcebergPrivacyStreamWriter(opts, struct, False).write(iter([rows]))
+        m.spark_query_id = spark_query  # what an executor's TaskContext says
+        return m
+
+    IcebergPrivacyStreamWriter(opts, struct, False).commit([message("ann", "spark-A")], 0)
+    other = message("bob", "spark-B")
+    with pytest.raises(ip.StreamingQueryReusedError, match="new checkpoint"):
+        IcebergPrivacyStreamWriter(opts, struct, False).commit([other], 0)
+    assert not Path(other.written.files[0].file_path.removeprefix("file://")).exists()
+    IcebergPrivacyStreamWriter(opts, struct, False).commit([message("cy", "spark-A")], 1)
+    table = ip.connect(home=tmp_path / "home").load_table("db.q")
+    assert sorted(table.scan().to_arrow()["user_id"].to_pylist()) == ["ann", "cy"]
+    assert table.properties["privacy.streaming.spark-query.q-1"] == "spark-A"
