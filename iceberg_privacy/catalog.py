@@ -6,6 +6,7 @@ import difflib
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -704,6 +705,32 @@ def load_table(catalog: Catalog | None, ref: TableRef) -> Table:
         raise ConfigurationError(f"table {'.'.join(ident)} does not exist in catalog {catalog.name!r}"
                                  f"{what_exists(catalog, ident)}: check the name (namespace.table) and the catalog "
                                  "(ip.connect(name) / --catalog, ~/.pyiceberg.yaml)") from exc
+
+
+@dataclass(frozen=True)
+class CatalogMatch:
+    """What ``catalog`` holds under the name of a loaded Table (:func:`match_in_catalog`)."""
+
+    table: Table | None
+    """The catalog's table of that name, None when it has none."""
+    same: bool
+    """Is it the same table (the same uuid)?"""
+
+    @property
+    def where(self) -> str:
+        """Why it is not the same table, for an error message."""
+        return "has no table of that name" if self.table is None else "has another table of that name (another uuid)"
+
+
+def match_in_catalog(catalog: Catalog, given: Table) -> CatalogMatch:
+    """Is ``given`` (a Table loaded somewhere) a table of ``catalog``: its name loaded from ``catalog`` now has
+    ``given``'s uuid? A Table of another catalog (a second lake, a copy), or one renamed, dropped or replaced since it
+    was loaded, is not; another Catalog instance of the same lake gives the same table."""
+    try:
+        table: Table | None = catalog.load_table(tuple(given.name()))
+    except (NoSuchTableError, NoSuchNamespaceError):
+        table = None
+    return CatalogMatch(table, table is not None and table.metadata.table_uuid == given.metadata.table_uuid)
 
 
 def what_exists(catalog: Catalog, ident: tuple[str, ...], *, limit: int = 12) -> str:

@@ -16,7 +16,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from iceberg_privacy._internal.arguments import check_catalog as check_catalog
-from iceberg_privacy.catalog import TableRef, connect, ensure_namespace_exists, identifier
+from iceberg_privacy.catalog import TableRef, connect, ensure_namespace_exists, identifier, match_in_catalog
 from iceberg_privacy.errors import ConfigurationError
 
 
@@ -97,17 +97,11 @@ def source_in_catalog(catalog: Catalog, table: Table) -> None:
     own = getattr(table, "catalog", None)
     if own is None or own is catalog or isinstance(own, NoopCatalog) or not isinstance(own, Catalog):
         return
-    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
-
     name = ".".join(table.name())
-    try:
-        there = catalog.load_table(tuple(table.name()))
-    except (NoSuchTableError, NoSuchNamespaceError):
-        there = None
-    if there is None or there.metadata.table_uuid != table.metadata.table_uuid:
-        where = "has no table of that name" if there is None else "has another table of that name (another uuid)"
+    match = match_in_catalog(catalog, table)
+    if not match.same:
         raise ConfigurationError(
-            f"table {name} is not a table of catalog {catalog.name!r} ({where}): it was loaded from another catalog "
+            f"table {name} is not a table of catalog {catalog.name!r} ({match.where}): it was loaded from another catalog "
             "(or renamed, dropped or replaced since it was loaded), and its budgets and access policy are in the "
             "ledger of the catalog it belongs to, which this release would neither check nor charge. Pass that "
             "catalog (or leave catalog= out for a loaded Table, or load the table again); nothing was spent")

@@ -38,7 +38,15 @@ from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 
 from iceberg_privacy._internal import retry
 from iceberg_privacy._internal.arrow import plain_type
-from iceberg_privacy.catalog import TableRef, all_tables, has_marker, load_many, table_name, what_exists
+from iceberg_privacy.catalog import (
+    TableRef,
+    all_tables,
+    has_marker,
+    load_many,
+    match_in_catalog,
+    table_name,
+    what_exists,
+)
 from iceberg_privacy.config import IdentityColumn, identity_columns
 from iceberg_privacy.errors import (
     CommitConflictError,
@@ -130,15 +138,12 @@ def _in_catalog(catalog: Catalog, given: Table) -> Table:
     was erased where it lives while the request was journaled in ``catalog``, and the purge then verified and
     expired the table of that name in ``catalog``: another table, or none."""
     name = table_name(given)
-    try:
-        table = catalog.load_table(tuple(given.name()))
-    except (NoSuchTableError, NoSuchNamespaceError):
-        table = None
-    if table is None or table.metadata.table_uuid != given.metadata.table_uuid:
-        where = "has no table of that name" if table is None else "has another table of that name (another uuid)"
+    match = match_in_catalog(catalog, given)
+    table = match.table
+    if table is None or not match.same:
         since = "renamed or dropped" if table is None else "dropped and created again"
         raise ConfigurationError(
-            f"table {name} is not the request's catalog's: catalog {catalog.name!r} {where}, and the request is "
+            f"table {name} is not the request's catalog's: catalog {catalog.name!r} {match.where}, and the request is "
             f"journaled, resumed and purged there. Either the table was {since} since this Table was loaded (load it "
             "again from the catalog, or name it as 'ns.table'), or it was loaded from another catalog (pass the "
             "catalog the table belongs to); nothing was recorded")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -61,6 +62,25 @@ def test_two_different_table_names_are_a_clear_error() -> None:
     assert parse_options({"path": "db.events", "table": "db.events"}, allowed=READ_OPTIONS).table == "db.events"
 
 
+def _planned_read(tmp_path: Path, pushed: bool, *, identity: bool = False) -> tuple[Any, Any, Any, list[Any]]:
+    """(catalog, table, reader, partitions): table db.t (ann, bob in one file, bloom on user_id) and a read of it
+    planned on the driver, with ``user_id = 'bob'`` pushed or not."""
+    from pyspark.sql.datasource import EqualTo
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    home = tmp_path / "home"
+    catalog = ip.connect(home=home)
+    catalog.create_namespace("db")
+    table = catalog.create_table("db.t", pa.schema([("user_id", pa.string()), ("n", pa.int64())]))
+    table = ip.configure_bloom(ip.configure_identity(table, ["user_id"]) if identity else table, ["user_id"])
+    ip.append(table, pa.table({"user_id": ["ann", "bob"], "n": pa.array([1, 2], pa.int64())}))
+    opts = parse_options({"path": "db.t", "catalog.home": str(home)}, allowed=READ_OPTIONS)
+    reader = IcebergPrivacyReader(opts, StructType([StructField("user_id", StringType()), StructField("n", LongType())]))
+    if pushed:
+        assert list(reader.pushFilters([EqualTo(("user_id",), "bob")])) == []
+    return catalog, table, reader, reader.partitions()
+
+
 @pytest.mark.parametrize("pushed", [False, True])
 def test_a_snapshot_purged_between_planning_and_reading_fails_the_read_clearly(tmp_path: Path,
                                                                                monkeypatch: pytest.MonkeyPatch,
@@ -68,23 +88,10 @@ def test_a_snapshot_purged_between_planning_and_reading_fails_the_read_clearly(t
     """The driver plans on one snapshot; an erasure with purge commits and deletes that snapshot's files before the
     executors read them. Before: a raw FileNotFoundError (Python's traceback in the Spark job); now a StorageError
     that says what happened and to run the read again. Never a partial answer."""
-    from pyspark.sql.datasource import EqualTo
-    from pyspark.sql.types import LongType, StringType, StructField, StructType
-
     from iceberg_privacy.rights.keyed import SECRET_ENV
 
     monkeypatch.setenv(SECRET_ENV, "reader-secret-" + "x" * 32)
-    home = tmp_path / "home"
-    catalog = ip.connect(home=home)
-    catalog.create_namespace("db")
-    table = catalog.create_table("db.t", pa.schema([("user_id", pa.string()), ("n", pa.int64())]))
-    table = ip.configure_bloom(ip.configure_identity(table, ["user_id"]), ["user_id"])
-    ip.append(table, pa.table({"user_id": ["ann", "bob"], "n": pa.array([1, 2], pa.int64())}))
-    opts = parse_options({"path": "db.t", "catalog.home": str(home)}, allowed=READ_OPTIONS)
-    reader = IcebergPrivacyReader(opts, StructType([StructField("user_id", StringType()), StructField("n", LongType())]))
-    if pushed:
-        assert list(reader.pushFilters([EqualTo(("user_id",), "bob")])) == []
-    partitions = reader.partitions()
+    catalog, _, reader, partitions = _planned_read(tmp_path, pushed, identity=True)
     ip.erase(catalog, ["ann"], ["db.t"], request_id="r", purge=True, orphan_age=timedelta(0))
     with pytest.raises(ip.StorageError, match="expired or purged .* after the read was planned"):
         list(reader.read(partitions[0]))
@@ -158,20 +165,7 @@ def test_an_executor_read_whose_storage_fails_raises_the_library_storage_error(t
     Before: the raw pyarrow OSError reached Spark; the core's lookup raises StorageError."""
     import shutil
 
-    from pyspark.sql.datasource import EqualTo
-    from pyspark.sql.types import LongType, StringType, StructField, StructType
-
-    home = tmp_path / "home"
-    catalog = ip.connect(home=home)
-    catalog.create_namespace("db")
-    table = catalog.create_table("db.t", pa.schema([("user_id", pa.string()), ("n", pa.int64())]))
-    table = ip.configure_bloom(table, ["user_id"])
-    ip.append(table, pa.table({"user_id": ["ann", "bob"], "n": pa.array([1, 2], pa.int64())}))
-    opts = parse_options({"path": "db.t", "catalog.home": str(home)}, allowed=READ_OPTIONS)
-    reader = IcebergPrivacyReader(opts, StructType([StructField("user_id", StringType()), StructField("n", LongType())]))
-    if pushed:
-        assert list(reader.pushFilters([EqualTo(("user_id",), "bob")])) == []
-    partitions = reader.partitions()
+    _, table, reader, partitions = _planned_read(tmp_path, pushed)
     (data_file,) = [t.file.file_path for t in table.scan().plan_files()]
     path = Path(data_file.removeprefix("file://"))
     path.unlink()
