@@ -18,7 +18,7 @@ from typing import Any
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
-from pyiceberg.types import IntegerType, ListType, LongType, StringType
+from pyiceberg.types import IcebergType, IntegerType, ListType, LongType, StringType
 
 from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import identity_columns
@@ -398,30 +398,30 @@ def _names_a_value(field_type: Any, values: Sequence[Any]) -> bool:
     return True
 
 
-def _is_nested(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str) -> bool:
+def _type_of(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str) -> IcebergType | None:
+    """The type of ``column`` of ``table`` today; None when the table or the column is unknown."""
     t = _load(catalog, cache, table)
     try:
-        return t is not None and not t.schema().find_field(column).field_type.is_primitive
+        return t.schema().find_field(column).field_type if t is not None else None
     except ValueError:
-        return True
+        return None
+
+
+def _is_nested(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str) -> bool:
+    """Is ``column`` a list, struct or map, or unknown (then it cannot be taken for a plain copy)?"""
+    kind = _type_of(catalog, cache, table, column)
+    return kind is None or not kind.is_primitive
 
 
 def _holds_nested(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str) -> bool:
     """Is ``column`` of ``table`` a list, struct or map today (False when either is unknown)?"""
-    t = _load(catalog, cache, table)
-    try:
-        return t is not None and not t.schema().find_field(column).field_type.is_primitive
-    except ValueError:
-        return False
+    kind = _type_of(catalog, cache, table, column)
+    return kind is not None and not kind.is_primitive
 
 
 def _is_list(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str) -> bool:
     """A list column (``array_agg(user_id)``): erasure matches its elements, so the subject's value is found."""
-    t = _load(catalog, cache, table)
-    try:
-        return t is not None and isinstance(t.schema().find_field(column).field_type, ListType)
-    except ValueError:
-        return False
+    return isinstance(_type_of(catalog, cache, table, column), ListType)
 
 
 def _dropped_orphans(g: LineageGraph) -> set[str]:

@@ -43,18 +43,22 @@ def test_small_numeric_ids_are_purged_and_verified(shared_catalog: Catalog, subj
     assert sorted(left) == [i for i in range(N) if i not in subjects]
 
 
-def test_a_subject_in_a_summary_a_writer_chose_is_still_a_trace(shared_catalog: Catalog) -> None:
-    """(A string identity column: text is matched against its values, as the request's int 2 is "2" there.)"""
-    from pyiceberg.types import StringType
-
+def _new_table_and_matcher(catalog: Catalog, arrow_type: pa.DataType, subjects: list[Any]) -> tuple[Any, Any]:
+    """A new table with the identity column ``user_id`` of ``arrow_type``, and the purge verification's matcher of
+    ``subjects`` in it (keyed digests of the column's own type)."""
     from iceberg_privacy.rights.keyed import digest_literals, load_secret
     from iceberg_privacy.rights.traces import SubjectMatcher
 
-    name = unique_name("people")
-    table = ip.configure_identity(shared_catalog.create_table(name, schema=pa.schema([("user_id", pa.string())])),
+    table = ip.configure_identity(catalog.create_table(unique_name("people"), schema=pa.schema([("user_id", arrow_type)])),
                                   ["user_id"])
-    secret = load_secret(catalog=shared_catalog)
-    matcher = SubjectMatcher(table, set(digest_literals(secret, ["2"], StringType(), "user_id")), secret, None)
+    kind = table.schema().find_field("user_id").field_type
+    secret = load_secret(catalog=catalog)
+    return table, SubjectMatcher(table, set(digest_literals(secret, subjects, kind, "user_id")), secret, None)
+
+
+def test_a_subject_in_a_summary_a_writer_chose_is_still_a_trace(shared_catalog: Catalog) -> None:
+    """(A string identity column: text is matched against its values, as the request's int 2 is "2" there.)"""
+    table, matcher = _new_table_and_matcher(shared_catalog, pa.string(), ["2"])
     clean = {"snapshots": [{"summary": {"operation": "append", "total-records": "2", "added-data-files": "2"}}],
              "properties": {"privacy.identity.field-ids": "user_id=2", "write.metadata.previous-versions-max": "2"}}
     assert _scan_json(matcher, clean) == []
@@ -85,16 +89,7 @@ def test_ids_that_are_words_of_every_table_are_purged(shared_catalog: Catalog, s
 
 
 def test_a_subject_below_the_table_location_is_still_a_trace(shared_catalog: Catalog) -> None:
-    from pyiceberg.types import StringType
-
-    from iceberg_privacy.rights.keyed import digest_literals, load_secret
-    from iceberg_privacy.rights.traces import SubjectMatcher
-
-    name = unique_name("people")
-    table = ip.configure_identity(shared_catalog.create_table(name, schema=pa.schema([("user_id", pa.string())])),
-                                  ["user_id"])
-    secret = load_secret(catalog=shared_catalog)
-    matcher = SubjectMatcher(table, set(digest_literals(secret, ["ann"], StringType(), "user_id")), secret, None)
+    table, matcher = _new_table_and_matcher(shared_catalog, pa.string(), ["ann"])
     root = table.location().rstrip("/")
     assert not matcher.scan_text(f"{root}/data/00000-0-x.parquet") and not matcher.scan_text(root)
     assert matcher.scan_text(f"{root}/data/ann/00000-0-x.parquet")
@@ -112,15 +107,7 @@ def test_a_numeric_or_date_id_a_writer_wrote_as_text_is_still_a_trace(
     """A long user_id 12345 in a property (``owner=12345``), a summary value a writer chose, a ref name or a
     path folder is the person's id: only string columns were matched against text, so after erase+purge the
     verification of an int/long/decimal/date identity column reported complete with the id still there."""
-    from iceberg_privacy.rights.keyed import digest_literals, load_secret
-    from iceberg_privacy.rights.traces import SubjectMatcher
-
-    name = unique_name("people")
-    table = ip.configure_identity(shared_catalog.create_table(name, schema=pa.schema([("user_id", arrow_type)])),
-                                  ["user_id"])
-    t = table.schema().find_field("user_id").field_type
-    secret = load_secret(catalog=shared_catalog)
-    matcher = SubjectMatcher(table, set(digest_literals(secret, [subject], t, "user_id")), secret, None)
+    table, matcher = _new_table_and_matcher(shared_catalog, arrow_type, [subject])
     for doc in ({"snapshots": [{"summary": {"operation": "overwrite", "app.customer": text}}]},
                 {"properties": {"owner": text}},
                 {"refs": {text: {"snapshot-id": 1, "type": "tag"}}}):
@@ -165,16 +152,7 @@ def test_a_v3_default_holding_a_numeric_id_is_a_trace(shared_catalog: Catalog) -
     """A v3 ``initial-default``/``write-default`` of an int/long column is a JSON number, and a struct's default
     nests its fields' values under their ids: only strings were looked at, so ``"write-default": 12345`` of a long
     user_id stayed after a purge that reported complete."""
-    from pyiceberg.types import LongType
-
-    from iceberg_privacy.rights.keyed import digest_literals, load_secret
-    from iceberg_privacy.rights.traces import SubjectMatcher
-
-    name = unique_name("people")
-    table = ip.configure_identity(shared_catalog.create_table(name, schema=pa.schema([("user_id", pa.int64())])),
-                                  ["user_id"])
-    secret = load_secret(catalog=shared_catalog)
-    matcher = SubjectMatcher(table, set(digest_literals(secret, [12345], LongType(), "user_id")), secret, None)
+    table, matcher = _new_table_and_matcher(shared_catalog, pa.int64(), [12345])
     field = {"id": 1, "name": "user_id", "required": False, "type": "long"}
     for key in ("initial-default", "write-default"):
         assert _scan_json(matcher, {"schemas": [{"fields": [{**field, key: 12345}]}]}), key
@@ -189,16 +167,7 @@ def test_a_writer_property_or_summary_named_like_iceberg_structure_is_still_sear
     """Keys of Iceberg's structure (``type``, ``format``, ``content``, ``schema``, ``operation``) were skipped at any
     depth, so a table property or summary entry a writer named so kept the subject through a complete purge;
     Iceberg's own values there (``"operation": "append"``, a statistics blob's ``ndv``) are still structure."""
-    from pyiceberg.types import LongType
-
-    from iceberg_privacy.rights.keyed import digest_literals, load_secret
-    from iceberg_privacy.rights.traces import SubjectMatcher
-
-    name = unique_name("people")
-    table = ip.configure_identity(shared_catalog.create_table(name, schema=pa.schema([("user_id", pa.int64())])),
-                                  ["user_id"])
-    secret = load_secret(catalog=shared_catalog)
-    matcher = SubjectMatcher(table, set(digest_literals(secret, [3], LongType(), "user_id")), secret, None)
+    table, matcher = _new_table_and_matcher(shared_catalog, pa.int64(), [3])
     for key in ("type", "format", "content", "schema", "operation", "partition-spec"):
         assert _scan_json(matcher, {"properties": {key: "3"}}), key
         assert _scan_json(matcher, {"snapshots": [{"summary": {"operation": "append", key: "3"}}]}), key
