@@ -402,9 +402,60 @@ def rest_construction_timeouts(connect: float, read: float) -> Iterator[None]:
         _CONSTRUCTION_TIMEOUTS.reset(token)
 
 
+_TOKEN_TIMEOUTS: ContextVar[tuple[float, float] | None] = ContextVar("oauth2_token_timeouts", default=None)
+
+
+class _BoundedRequests:
+    """Stands for the ``requests`` module inside ``pyiceberg.catalog.rest.auth``, whose ``OAuth2TokenProvider``
+    (``auth.type: oauth2``) fetches its tokens with a bare ``requests.post(token_url, ...)`` outside the catalog's
+    session: no timeout, so a token endpoint that stalled held every verb forever. Its ``post`` gives requests
+    without their own ``timeout`` the bounds of the catalog being built (:func:`rest_construction_timeouts`) or of
+    the catalog whose token is refreshed (:func:`set_rest_timeouts`); everything else is ``requests``' own."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    def post(self, url: Any, *args: Any, **kwargs: Any) -> Any:
+        bounds = _TOKEN_TIMEOUTS.get() or _CONSTRUCTION_TIMEOUTS.get()
+        if kwargs.get("timeout") is None and bounds is not None:
+            kwargs["timeout"] = bounds
+        return self._module.post(url, *args, **kwargs)
+
+
+def _bound_token_requests() -> None:
+    from pyiceberg.catalog.rest import auth as auth_module
+
+    if not isinstance(auth_module.requests, _BoundedRequests):
+        auth_module.requests = _BoundedRequests(auth_module.requests)  # type: ignore[assignment]
+
+
+def _bound_token_refresh(catalog: Any, connect: float, read: float) -> None:
+    """Bound the token refreshes of ``catalog``'s OAuth2 token provider (``auth.type: oauth2``), if it has one."""
+    provider = getattr(getattr(catalog, "_auth_manager", None), "token_provider", None)
+    refresh = getattr(provider, "_refresh_token", None)
+    if provider is None or refresh is None:
+        return
+    _bound_token_requests()
+    original = getattr(refresh, "__wrapped__", refresh)
+
+    def bounded_refresh() -> Any:
+        token = _TOKEN_TIMEOUTS.set((connect, read))
+        try:
+            return original()
+        finally:
+            _TOKEN_TIMEOUTS.reset(token)
+
+    bounded_refresh.__wrapped__ = original  # type: ignore[attr-defined]
+    provider._refresh_token = bounded_refresh
+
+
 def _bound_rest_sessions() -> None:
     from pyiceberg.catalog import rest as rest_module
 
+    _bound_token_requests()
     base = rest_module.Session
     if getattr(base, "_iceberg_privacy_bounded", False):
         return
@@ -429,7 +480,8 @@ def set_rest_timeouts(catalog: Any, connect: float, read: float, *, keep_existin
 
     pyiceberg sends every REST request without a timeout, so a catalog that accepts the connection and then
     stalls holds the caller forever. Requests that pass their own ``timeout`` keep it. The token refresh of
-    pyiceberg's legacy OAuth2 manager goes through the same session, so it is bounded too; the config and token
+    pyiceberg's legacy OAuth2 manager goes through the same session, so it is bounded too; the OAuth2 manager's
+    (``auth.type: oauth2``) posts outside it and is bounded by its own wrapper; the config and token
     requests made while the catalog is constructed (before this can run) are bounded by
     :func:`rest_construction_timeouts` around the construction. Returns False when the
     catalog has no such session (not a REST catalog). With ``keep_existing`` a session that already has them
@@ -440,6 +492,7 @@ def set_rest_timeouts(catalog: Any, connect: float, read: float, *, keep_existin
         return False
     if keep_existing and hasattr(request, "__wrapped__"):
         return True
+    _bound_token_refresh(catalog, connect, read)
     original = getattr(request, "__wrapped__", request)
 
     def with_timeout(method: str, url: str, *args: Any, **kwargs: Any) -> Any:

@@ -33,6 +33,7 @@ from iceberg_privacy.catalog import (
     all_tables,
     create_table_with_namespace,
     drop_namespace_if_empty,
+    flat_properties,
     has_marker,
     identifier,
     table_creation_error,
@@ -276,7 +277,7 @@ def _run_duckdb(sql: str, tables: Mapping[str, Table], snapshots: Mapping[str, i
 
 
 def _catalog_options(catalog: Catalog) -> dict[str, str]:
-    return {"catalog.name": catalog.name, **{f"catalog.{k}": str(v) for k, v in catalog.properties.items()}}
+    return {"catalog.name": catalog.name, **{f"catalog.{k}": v for k, v in flat_properties(catalog.properties).items()}}
 
 
 def _run_spark(spark: Any, sql: str, tables: Mapping[str, Table], snapshots: Mapping[str, int | None]) -> Any:

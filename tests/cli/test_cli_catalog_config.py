@@ -47,12 +47,20 @@ def stalled_port() -> Iterator[int]:
     thread.join(5)
 
 
-@pytest.mark.parametrize("credential", [[], ["-p", "credential=client:secret"]], ids=["no-auth", "oauth2"])
+_OAUTH2_MANAGER = ["-p", "auth.type=oauth2", "-p", "auth.oauth2.client_id=client", "-p", "auth.oauth2.client_secret=s",
+                   "-p", "auth.oauth2.token_url=http://127.0.0.1:{port}/v1/oauth/tokens"]
+
+
+@pytest.mark.parametrize("credential", [[], ["-p", "credential=client:secret"], _OAUTH2_MANAGER],
+                         ids=["no-auth", "oauth2", "oauth2-auth-manager"])
 def test_a_rest_catalog_that_stalls_while_connecting_is_a_clear_error_in_bounded_time(
         stalled_port: int, credential: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """Regression: the request timeouts were set on the catalog's session only after pyiceberg had built it, but
     building a RestCatalog already asks the service for its config (and, with a credential, for a token). A catalog
-    that accepted the connection and stalled held every command forever (a `timeout 60` killed it)."""
+    that accepted the connection and stalled held every command forever (a `timeout 60` killed it). pyiceberg's
+    OAuth2 auth manager (``auth.type: oauth2``) posts for its token with a bare ``requests.post``, outside the
+    catalog's session: a token endpoint that stalled held the command forever too."""
+    credential = [a.format(port=stalled_port) for a in credential]
     argv = ["-q", "-p", "type=rest", "--catalog-uri", f"http://127.0.0.1:{stalled_port}",
             "-p", "rest.client.socket-timeout-ms=300", *credential, "requests", "list", "--json"]
     result: list[int] = []
@@ -285,3 +293,65 @@ def test_a_yaml_syntax_error_names_its_line(tmp_path: Path, monkeypatch: pytest.
     code, out, err = _cli(capsys, "--catalog", "lake", "requests", "list", "--json")
     assert code == 2 and "cannot be read at line 4" in err and str(tmp_path / ".pyiceberg.yaml") in err
     assert json.loads(out)["error_type"] == "ConfigurationError"
+
+
+@pytest.mark.parametrize("spelled", ["yaml-mapping", "variables"])
+def test_an_oauth2_auth_manager_configured_for_pyiceberg_signs_in_with_it(
+        spelled: str, seaweedfs: Any, rest_catalog: Any, lake_ns: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: pyiceberg reads a REST catalog's ``auth`` property as a mapping (``auth: {type: oauth2, oauth2:
+    {client_id, client_secret, token_url}}`` in ~/.pyiceberg.yaml), and ``load_catalog`` connects with it, but
+    ``ip.connect`` turned every property value into a string: every command ended in a raw ``AttributeError: 'str'
+    object has no attribute 'get'``. Spelled as ``PYICEBERG_CATALOG__LAKE__AUTH__...`` variables (or ``--property
+    auth.type=...``), which pyiceberg reads as flat keys it ignores, the catalog connected without signing in. The
+    token requests must reach the token endpoint either way."""
+    from tests.storage.fault_proxy import FaultProxy
+
+    props = {k: str(v) for k, v in seaweedfs.rest_catalog_properties().items()}
+    client, secret = props.pop("credential").split(":", 1)
+    proxy = FaultProxy(seaweedfs.ports["iceberg"])
+    token_url = f"{proxy.url}/v1/oauth/tokens"
+    try:
+        monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))
+        lines = ["catalog:", "  lake:", *(f"    {k}: '{v}'" for k, v in props.items())]
+        if spelled == "yaml-mapping":
+            lines += ["    auth:", "      type: oauth2", "      oauth2:", f"        client_id: '{client}'",
+                      f"        client_secret: '{secret}'", f"        token_url: '{token_url}'"]
+        else:
+            for key, value in {"TYPE": "oauth2", "OAUTH2__CLIENT_ID": client, "OAUTH2__CLIENT_SECRET": secret,
+                               "OAUTH2__TOKEN_URL": token_url}.items():
+                monkeypatch.setenv(f"PYICEBERG_CATALOG__LAKE__AUTH__{key}", value)
+        (tmp_path / ".pyiceberg.yaml").write_text("\n".join(lines) + "\n")
+        assert main(["-q", "--catalog", "lake", "lookup", f"{lake_ns}.nope", "user_id", "ann"]) == 2
+        assert "not found in the catalog" in capsys.readouterr().err
+        assert ("POST", "/v1/oauth/tokens", "forward") in proxy.seen
+        proxy.seen.clear()
+        assert (lake_ns,) in ip.connect("lake").list_namespaces()
+        assert [s for s in proxy.seen if s[1] == "/v1/oauth/tokens"]
+    finally:
+        proxy.close()
+
+
+def test_an_auth_property_that_is_no_mapping_says_how_to_write_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``auth: oauth2`` (a string where pyiceberg reads a mapping) was a raw AttributeError from inside pyiceberg."""
+    (tmp_path / ".pyiceberg.yaml").write_text("catalog:\n  lake:\n    uri: http://127.0.0.1:1\n    auth: oauth2\n")
+    monkeypatch.setenv("PYICEBERG_HOME", str(tmp_path))
+    code, _, err = _cli(capsys, "--catalog", "lake", "requests", "list")
+    assert code == 2 and "'auth' is 'oauth2'" in err and "auth.type=oauth2" in err and "Traceback" not in err
+
+
+def test_flat_auth_properties_and_the_auth_mapping_round_trip() -> None:
+    """What Spark options carry (flat strings) connects to the same auth manager as the mapping it came from."""
+    from iceberg_privacy.catalog import flat_properties, nest_auth
+
+    props = {"uri": "http://x", "auth": {"type": "oauth2", "oauth2": {"client_id": "c", "refresh_margin": 30}}}
+    flat = flat_properties(props)
+    assert flat == {"uri": "http://x", "auth.type": "oauth2", "auth.oauth2.client_id": "c",
+                    "auth.oauth2.refresh_margin": "30"}
+    assert nest_auth(flat) == props
+    # pyiceberg spells PYICEBERG_CATALOG__L__AUTH__OAUTH2__CLIENT_ID as 'auth.oauth2.client-id'
+    assert nest_auth({"auth.oauth2.client-id": "c", "auth.type": "oauth2"})["auth"] == {
+        "type": "oauth2", "oauth2": {"client_id": "c"}}
+    # a flat key wins over the file's mapping, the rest of the mapping is kept
+    assert nest_auth({**props, "auth.oauth2.client_id": "d"})["auth"]["oauth2"] == {"client_id": "d", "refresh_margin": 30}

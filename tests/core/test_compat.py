@@ -442,6 +442,42 @@ def test_rest_construction_timeouts_reach_the_sessions_pyiceberg_builds_the_cata
     assert rest_module.Session().__dict__.get("_construction_timeouts") is None  # outside the block: unbounded
 
 
+def test_oauth2_auth_manager_token_requests_are_bounded(seaweedfs: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``set_rest_timeouts`` and ``rest_construction_timeouts`` rely on pyiceberg's ``OAuth2AuthManager``
+    (``auth.type: oauth2``) keeping its ``OAuth2TokenProvider`` as ``RestCatalog._auth_manager.token_provider``
+    and fetching tokens in its ``_refresh_token`` with the name ``requests.post`` of
+    ``pyiceberg.catalog.rest.auth``, outside the catalog's session."""
+    import requests
+    from pyiceberg.catalog import load_catalog
+
+    props = dict(seaweedfs.rest_catalog_properties())  # type: ignore[attr-defined]
+    client, secret = props.pop("credential").split(":", 1)
+    props["auth"] = {"type": "oauth2", "oauth2": {"client_id": client, "client_secret": secret,
+                                                   "token_url": f"{props['uri']}/v1/oauth/tokens"}}
+    seen: list[object] = []
+    post = requests.post
+
+    def spy(url: str, *args: object, **kwargs: object) -> object:
+        seen.append(kwargs.get("timeout"))
+        return post(url, *args, **kwargs)
+
+    monkeypatch.setattr(requests, "post", spy)
+    with compat.rest_construction_timeouts(2.0, 5.0):
+        catalog = load_catalog("contract", **props)
+        catalog.list_namespaces()  # the first token is fetched for the first request
+    assert seen and all(t == (2.0, 5.0) for t in seen)
+    seen.clear()
+    assert compat.set_rest_timeouts(catalog, 3.0, 7.0)
+    provider = catalog._auth_manager.token_provider  # type: ignore[attr-defined]
+    provider._token = None  # expired: the next request refreshes it
+    catalog.list_namespaces()
+    assert seen == [(3.0, 7.0)]
+    from pyiceberg.catalog.rest import auth as auth_module
+
+    auth_module.requests.post(f"{props['uri']}/v1/config")  # the stand-in, outside any bounded refresh or build
+    assert seen[-1] is None
+
+
 def test_fileio_setup_errors_are_recognized_and_others_are_not() -> None:
     """``is_fileio_setup_error`` relies on pyiceberg building FileIOs in ``load_file_io`` and their filesystems in
     ``PyArrowFileIO._initialize_*_fs``, and raising ValueError there for a malformed property."""
