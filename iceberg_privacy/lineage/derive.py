@@ -29,11 +29,11 @@ from pyiceberg.table import Table
 
 from iceberg_privacy._internal import compat, retry
 from iceberg_privacy._internal.arguments import check_catalog, check_engine, check_flags
+from iceberg_privacy._internal.catalog_properties import flat_properties
 from iceberg_privacy.catalog import (
     all_tables,
     create_table_with_namespace,
     drop_namespace_if_empty,
-    flat_properties,
     has_marker,
     identifier,
     table_creation_error,

@@ -343,7 +343,7 @@ def test_an_auth_property_that_is_no_mapping_says_how_to_write_it(
 
 def test_flat_auth_properties_and_the_auth_mapping_round_trip() -> None:
     """What Spark options carry (flat strings) connects to the same auth manager as the mapping it came from."""
-    from iceberg_privacy.catalog import flat_properties, nest_auth
+    from iceberg_privacy._internal.catalog_properties import flat_properties, nest_auth
 
     props = {"uri": "http://x", "auth": {"type": "oauth2", "oauth2": {"client_id": "c", "refresh_margin": 30}}}
     flat = flat_properties(props)
