@@ -645,7 +645,11 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
         checkpoint("queue.after_batch")
     try:
         with blocking(journal, bstate, secret):
-            if bstate.completed is None and bstate.tables[name].status == "pending":
+            # Not only a pending table: one erased but not verified may hold rows again (a foreign writer's append or a
+            # rollback after the erase; the purge's verification finds them live). The queue holds the values, so the
+            # pass erases them as `requests run <batch>` would, instead of blocking on the same rows every pass; a
+            # table with nothing left is planned (Bloom-pruned) and not committed to.
+            if bstate.completed is None and bstate.tables[name].status != "verified":
                 t0 = time.perf_counter()
                 rep = process_erasure(catalog, bstate, values, secret, journal=journal, commit_retries=commit_retries,
                                       workers=workers, resolved_subjects=resolved, refuse_tags=purge, spark=spark)
