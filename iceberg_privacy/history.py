@@ -192,7 +192,7 @@ def head_rows(table: Table) -> pa.Table | None:
     if hit is not None and hit.schema_id == schema_id:
         steps = _appends_since(table, snap.snapshot_id, hit.snapshot_id)
         if steps is not None:
-            added = _added_rows(table, steps)
+            added = added_rows(table, steps)
             if added is not None and added.schema.equals(hit.rows.schema):
                 rows = pa.concat_tables([hit.rows, added])
                 if rows.num_rows != total:  # a summary we do not understand: the full scan below decides
@@ -230,9 +230,10 @@ def _appends_since(table: Table, head: int, since: int) -> list[int] | None:
     return path[::-1]
 
 
-def _added_rows(table: Table, snapshot_ids: list[int]) -> pa.Table | None:
+def added_rows(table: Table, snapshot_ids: list[int]) -> pa.Table | None:
     """The rows of the data files the given append snapshots added, projected to the current schema (None: an
-    append that added a delete manifest, which the spec does not allow: read in full instead)."""
+    append that added a delete manifest, which the spec does not allow: read in full instead). Also the forget
+    list's incremental read (:mod:`iceberg_privacy.rights.forget`)."""
     from pyiceberg.expressions import AlwaysTrue
     from pyiceberg.io.pyarrow import ArrowScan
     from pyiceberg.manifest import ManifestContent, ManifestEntryStatus
@@ -242,7 +243,7 @@ def _added_rows(table: Table, snapshot_ids: list[int]) -> pa.Table | None:
     tasks: list[FileScanTask] = []
     for sid in snapshot_ids:
         snap = table.metadata.snapshot_by_id(sid)
-        assert snap is not None  # _appends_since found it
+        assert snap is not None  # the caller found it in the metadata
         for m in snap.manifests(table.io):
             if m.added_snapshot_id != sid:
                 continue

@@ -645,7 +645,12 @@ def _run_batch(catalog: Catalog, journal: Journal, batch: str, name: str, member
         checkpoint("queue.after_batch")
     try:
         with blocking(journal, bstate, secret):
-            if bstate.completed is None and bstate.tables[name].status == "pending":
+            # Before a purge, not only a pending table: one erased but not verified may hold rows again (a foreign
+            # writer's append or a rollback after a purge=False pass; the verification would find them live). The
+            # queue holds the values, so the pass erases them as `requests run <batch>` would, instead of blocking
+            # on the same rows every pass; a table with nothing left is planned (Bloom-pruned) and not committed to.
+            status = bstate.tables[name].status
+            if bstate.completed is None and (status == "pending" or (purge and status != "verified")):
                 t0 = time.perf_counter()
                 rep = process_erasure(catalog, bstate, values, secret, journal=journal, commit_retries=commit_retries,
                                       workers=workers, resolved_subjects=resolved, refuse_tags=purge, spark=spark)
