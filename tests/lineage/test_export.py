@@ -438,6 +438,21 @@ def test_mermaid_escapes_labels(tmp_path: Path) -> None:
     assert edge.count('"') == 2 and edge.count("|") == 2
 
 
+def test_png_draws_dollar_signs_in_names_and_reasons_as_text(tmp_path: Path) -> None:
+    """matplotlib reads text between two '$' as TeX: a table named db.a$^$ or an override reason "costs $^$"
+    stopped the drawing with a mathtext ValueError (and 'price$usd$' was drawn in italics)."""
+    cat = connect(home=tmp_path)
+    cat.create_namespace("db")
+    src = _write(_table(cat, "db.a$^$", {"c$1$": pa.string()}), external("append"))
+    dst = _table(cat, "db.price$usd$", {"a": pa.string()})
+    _derive(dst, "derive", [src], columns={"a": [FieldRef(0, "c$1$")]},
+            override={"reason": r"costs $\frac$ and $^$", "by": "me", "flows": []})
+    g = build_graph(cat)
+    for columns in (False, True):
+        data = Path(render_png(g, tmp_path / f"dollars-{columns}.png", columns=columns)).read_bytes()
+        assert data.startswith(PNG_MAGIC) and _png_size(data)[0] > 100
+
+
 def test_dropped_source_and_cycle(tmp_path: Path) -> None:
     cat = connect(home=tmp_path)
     cat.create_namespace("db")
