@@ -141,6 +141,7 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
                     f"(only {', '.join(sorted({type(v).__name__ for v in values}))} values): derived rows holding "
                     f"the person's {col.name} are matched only through other identity columns; name the person's "
                     f"{col.name} in the request too")
+    _dropped_root_columns(g, roots, values, queue, fan)
     # A table that cannot be loaded keeps its lineage in the metadata that failed: whether it was derived
     # from the request's tables is unknown, and it cannot be erased. It was taken for a dropped table.
     root_names = {table_name(t) for t in roots}
@@ -300,6 +301,35 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
     _table_level(catalog, cache, g, fan, reached, root_uuids)
     fan.warnings = list(dict.fromkeys(fan.warnings))  # every run of a derive records the same flow again
     return fan
+
+
+def _dropped_root_columns(g: LineageGraph, roots: Sequence[Table], values: Sequence[Any],
+                          queue: deque[tuple[str, str, tuple[Any, ...], tuple[tuple[str, str, str, str], ...]]],
+                          fan: Fanout) -> None:
+    """Columns dropped from a request's table after they flowed downstream (``email`` dropped from db.events once
+    mart.by_mail held ``lower(email)``): the walk started from today's identity columns only, so the person's
+    rows derived from them stayed, and the report said nothing. Such a column is followed with the request's
+    values, as a dropped table's, when it fills a declared identity column downstream (its own declaration went
+    with it); a warning names it."""
+    for t in roots:
+        uuid, name = str(t.metadata.table_uuid), table_name(t)
+        today = {f.name for f in t.schema().fields}
+        gone: dict[str, list[str]] = {}
+        for e in g.columns:
+            if (e.source != uuid or e.source_column in today or e.type != "DIRECT" or e.masking
+                    or e.sink_column is None or e.sink not in g.tables
+                    or e.sink_column not in g.tables[e.sink].annotations.identity):
+                continue
+            into = gone.setdefault(e.source_column, [])
+            sink = f"{g.tables[e.sink].name}.{e.sink_column}"
+            if sink not in into:
+                into.append(sink)
+        for column, sinks in sorted(gone.items()):
+            queue.append((uuid, column, tuple(values), ()))
+            fan.warnings.append(
+                f"{name}.{column} was dropped from {name} after it flowed into {', '.join(sinks)}: followed with the "
+                f"request's values, so rows of the subject there are erased only if the request names the person's "
+                f"{column} too")
 
 
 def _withhold_shared(catalog: Catalog, cache: dict[str, Table | None], types: dict[tuple[str, str], str], fan: Fanout,

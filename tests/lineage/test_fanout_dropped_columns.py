@@ -1,0 +1,53 @@
+"""erase(follow_lineage=True) after an identity column was dropped from a request's table.
+
+``db.events.email`` flowed into ``mart.by_mail.mail`` (``lower(email)``), then the column was dropped from
+db.events. The walk started from today's identity columns only: by_mail kept the subject's rows and the
+report named neither the table nor the dropped column.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+from pyiceberg.catalog import Catalog
+
+import iceberg_privacy as ip
+from iceberg_privacy.rights.keyed import SECRET_ENV
+
+
+@pytest.fixture(autouse=True)
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, "test-secret-0123456789abcdef")
+
+
+def _erase_after_the_source_column_is_dropped(cat: Catalog, ns: str) -> None:
+    ids = [7, 8, 9, 7]
+    events = pa.table({"user_id": pa.array(ids, pa.int64()),
+                       "email": ["Ann@X.org" if u == 7 else f"u{u}@Mail.com" for u in ids],
+                       "handle": [f"h{u}" for u in ids]})
+    cat.create_table(f"{ns}.events", schema=events.schema)
+    ip.configure_identity(cat.load_table(f"{ns}.events"), ["user_id", "email", "handle"])
+    ip.append(cat.load_table(f"{ns}.events"), events)
+    ip.derive(cat, f"SELECT lower(email) AS mail, count(*) AS n FROM {ns}.events GROUP BY 1", f"{ns}.by_mail")
+    with cat.load_table(f"{ns}.events").update_schema() as update:
+        update.delete_column("email")
+    ip.configure_identity(cat.load_table(f"{ns}.events"), ["user_id", "handle"])
+
+    report = ip.erase(cat, [7, "Ann@X.org"], [f"{ns}.events"], follow_lineage=True)
+
+    assert f"{ns}.by_mail" in report.tables, str(report)
+    assert sorted(cat.load_table(f"{ns}.by_mail").scan().to_arrow().column("mail").to_pylist()) == \
+        ["u8@mail.com", "u9@mail.com"]  # the subject's lower-cased email went, nobody else's
+    assert sorted(cat.load_table(f"{ns}.events").scan().to_arrow().column("user_id").to_pylist()) == [8, 9]
+    assert report.lineage is not None
+    assert any(f"{ns}.events.email was dropped" in w for w in report.lineage.warnings), report.lineage.warnings
+
+
+def test_a_dropped_identity_column_is_still_followed_downstream(catalog: Catalog) -> None:
+    catalog.create_namespace("mart")
+    _erase_after_the_source_column_is_dropped(catalog, "mart")
+
+
+def test_a_dropped_identity_column_is_still_followed_downstream_on_s3_rest(rest_catalog: Catalog,
+                                                                            lake_ns: str) -> None:
+    _erase_after_the_source_column_is_dropped(rest_catalog, lake_ns)
