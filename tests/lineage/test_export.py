@@ -438,6 +438,27 @@ def test_mermaid_escapes_labels(tmp_path: Path) -> None:
     assert edge.count('"') == 2 and edge.count("|") == 2
 
 
+def test_mermaid_text_holds_no_directive_from_names_or_records() -> None:
+    """Mermaid reads "%%{...}%%" anywhere in the text (a label, a comment) as a directive: a table name, an override
+    reason or an unreadable record's reason holding one reconfigured whoever rendered the diagram
+    ("securityLevel: loose" lets labels run scripts). A Unicode line separator must not end a line either."""
+    from iceberg_privacy.lineage.graph import ColumnEdge, TableEdge, TableNode
+
+    directive = "%%{init: {'securityLevel': 'loose', 'theme': 'dark'}}%%"
+    g = LineageGraph()
+    g.tables["u1"] = TableNode("u1", f"db.src{directive}", columns=(f"c{directive}",))
+    g.tables["u2"] = TableNode("u2", "db.sink\u2028flowchart TB", columns=("c",))
+    g.edges.append(TableEdge("u1", "u2", f"derive{directive}", "complete", 1, 1, override=f"why {directive}"))
+    g.columns.append(ColumnEdge("u1", f"c{directive}", "u2", "c", "DIRECT", "IDENTITY", False, None, 1))
+    g.problems.append(f"db.sink: snapshot 1 was written by x with opaque lineage ({directive}\u2029x)")
+    for columns in (False, True):
+        text = to_mermaid(g, columns=columns)
+        assert "%%{" not in text and "}%%" not in text
+        assert "\u2028" not in text and "\u2029" not in text
+        assert all(line.startswith(("flowchart LR", "  ")) for line in text.splitlines())
+        assert "#37;#37;{init: {'securityLevel': 'loose', 'theme': 'dark'}}#37;#37;" in text  # shown, inert
+
+
 def test_png_draws_dollar_signs_in_names_and_reasons_as_text(tmp_path: Path) -> None:
     """matplotlib reads text between two '$' as TeX: a table named db.a$^$ or an override reason "costs $^$"
     stopped the drawing with a mathtext ValueError (and 'price$usd$' was drawn in italics)."""
