@@ -18,6 +18,7 @@ from typing import Any
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.snapshots import Operation
 
 from iceberg_privacy._internal.arguments import check_catalog
 from iceberg_privacy.catalog import all_tables, has_marker, load_many, table_name
@@ -32,6 +33,7 @@ from iceberg_privacy.lineage.record import (
     snapshot_records,
 )
 from iceberg_privacy.properties import BOOKKEEPING_MARKERS
+from iceberg_privacy.properties import LINEAGE_SUMMARY as SUMMARY_KEY
 
 
 @dataclass
@@ -282,8 +284,27 @@ def add_table(graph: LineageGraph, table: Table) -> None:
     records = snapshot_records(table.metadata)
     recorded = {r.snapshot_id for r in records}
     node.unknown_writes = sum(1 for s in table.metadata.snapshots if s.snapshot_id not in recorded)
+    halves = _overwrite_halves(table.metadata)
     for rec in records:
-        _add_record(graph, node, rec)
+        if rec.snapshot_id not in halves:
+            _add_record(graph, node, rec)
+
+
+def _overwrite_halves(md: TableMetadata) -> set[int]:
+    """Delete snapshots that are the first half of one overwrite: pyiceberg's ``overwrite`` commits a delete
+    snapshot and an append snapshot on top of it, both with the write's summary properties, so one write
+    was read as two (``derive x2``, two OpenLineage runs, the first with the emptied table as its output)."""
+    by_id = {s.snapshot_id: s for s in md.snapshots}
+    text = {i: (s.summary.additional_properties if s.summary else {}).get(SUMMARY_KEY) for i, s in by_id.items()}
+    out: set[int] = set()
+    for s in md.snapshots:
+        parent = s.parent_snapshot_id
+        if parent is None or text.get(s.snapshot_id) is None or text.get(parent) != text[s.snapshot_id]:
+            continue
+        before = by_id[parent]
+        if before.summary is not None and before.summary.operation == Operation.DELETE:
+            out.add(parent)
+    return out
 
 
 def _add_record(graph: LineageGraph, node: TableNode, rec: LineageRecord) -> None:

@@ -438,6 +438,28 @@ def test_mermaid_escapes_labels(tmp_path: Path) -> None:
     assert edge.count('"') == 2 and edge.count("|") == 2
 
 
+def test_an_overwrite_is_one_write_not_two(tmp_path: Path) -> None:
+    """pyiceberg's overwrite commits a delete snapshot and an append snapshot, both with the record: two derives
+    (the second an overwrite) showed as 'derive x3' and gave three OpenLineage runs, one whose output version
+    was the emptied table."""
+    import iceberg_privacy as ip
+
+    cat = connect(home=tmp_path)
+    cat.create_namespace("db")
+    _write(_table(cat, "db.src", {"a": pa.string()}), external("append"))
+    ip.derive(cat, "SELECT a FROM db.src", "db.dst")
+    ip.derive(cat, "SELECT a FROM db.src", "db.dst", mode="overwrite")
+    dst = cat.load_table("db.dst")
+    g = build_graph(cat)
+    events = to_openlineage(g)
+    assert len(events) == 2
+    versions = [e["outputs"][0]["facets"]["version"]["datasetVersion"] for e in events]
+    assert versions[-1] == str(dst.metadata.current_snapshot_id)
+    assert all(dst.metadata.snapshot_by_id(int(v)).summary.operation.value == "append" for v in versions)  # type: ignore[union-attr]
+    assert '"derive x2"' in to_mermaid(g)
+    assert g.tables[str(dst.metadata.table_uuid)].unknown_writes == 0
+
+
 def test_mermaid_text_holds_no_directive_from_names_or_records() -> None:
     """Mermaid reads "%%{...}%%" anywhere in the text (a label, a comment) as a directive: a table name, an override
     reason or an unreadable record's reason holding one reconfigured whoever rendered the diagram
