@@ -20,6 +20,8 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openlineage.client import OpenLineageClient
 from openlineage.client.transport.http import HttpConfig, HttpTransport
 from pyiceberg.catalog import Catalog
@@ -479,6 +481,31 @@ def test_mermaid_text_holds_no_directive_from_names_or_records() -> None:
         assert "\u2028" not in text and "\u2029" not in text
         assert all(line.startswith(("flowchart LR", "  ")) for line in text.splitlines())
         assert "#37;#37;{init: {'securityLevel': 'loose', 'theme': 'dark'}}#37;#37;" in text  # shown, inert
+
+
+@settings(max_examples=150, deadline=None)
+@given(name=st.text(min_size=1, max_size=30), column=st.text(min_size=1, max_size=12),
+       reason=st.text(max_size=30))
+def test_mermaid_lines_stay_whole_for_any_name(name: str, column: str, reason: str) -> None:
+    """Whatever a table, a column, an override or a problem says: one statement per line, every label one quoted
+    string, and no directive."""
+    from iceberg_privacy.lineage.graph import ColumnEdge, TableEdge, TableNode
+
+    g = LineageGraph()
+    g.tables["u1"] = TableNode("u1", name, columns=(column,))
+    g.tables["u2"] = TableNode("u2", "db.sink", columns=("c",))
+    g.edges.append(TableEdge("u1", "u2", reason or "derive", "complete", 1, 1, override=reason or None))
+    g.columns.append(ColumnEdge("u1", column, "u2", "c", "DIRECT", "IDENTITY", False, None, 1))
+    g.problems.append(f"{name}: {reason}")
+    for columns in (False, True):
+        text = to_mermaid(g, columns=columns)
+        assert "%%{" not in text and "}%%" not in text
+        for line in text.splitlines():
+            assert line == "flowchart LR" or line.startswith("  "), line
+            if line.startswith("  %%"):
+                continue
+            assert line.count('"') in (0, 2), line
+            assert line.count("|") in (0, 2), line
 
 
 def test_png_draws_dollar_signs_in_names_and_reasons_as_text(tmp_path: Path) -> None:

@@ -17,9 +17,10 @@ _node_id = node_id  # the id scheme, for tests and callers that locate a table's
 
 # '%': Mermaid takes "%%{...}%%" ANYWHERE in the text (labels and comments too) for a directive, so a table
 # name or a record's free text holding "%%{init: {'securityLevel': 'loose'}}%%" reconfigured the renderer
+_LINE_BREAKS = {ch: " " for ch in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}  # a name must not end a line
 _MERMAID_ESCAPES = {"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;", "&": "#amp;", "|": "#124;",
-                    "`": "#96;", "%": "#37;", "\n": " ", "\r": " ", "\u2028": " ", "\u2029": " ", "\x85": " "}
-_COMMENT_ESCAPES = {"%": "#37;", "\n": " ", "\r": " ", "\u2028": " ", "\u2029": " ", "\x85": " "}
+                    "`": "#96;", "%": "#37;", **_LINE_BREAKS}
+_COMMENT_ESCAPES = {"%": "#37;", **_LINE_BREAKS}
 
 
 def _esc(text: str) -> str:
