@@ -306,18 +306,21 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
 def _dropped_root_columns(g: LineageGraph, roots: Sequence[Table], values: Sequence[Any],
                           queue: deque[tuple[str, str, tuple[Any, ...], tuple[tuple[str, str, str, str], ...]]],
                           fan: Fanout) -> None:
-    """Columns dropped from a request's table after they flowed downstream (``email`` dropped from db.events once
-    mart.by_mail held ``lower(email)``): the walk started from today's identity columns only, so the person's
-    rows derived from them stayed, and the report said nothing. Such a column is followed with the request's
-    values, as a dropped table's, when it fills a declared identity column downstream (its own declaration went
-    with it); a warning names it."""
+    """Flows out of a request table's columns that are no identity columns of it today, into declared identity
+    columns downstream. ``email`` dropped from db.events once mart.by_mail held ``lower(email)``; or renamed to
+    ``mail_addr`` with a new ``email`` added, and the snapshot the derive read expired (the recorded name then
+    resolves to the new column): the walk started from today's identity columns only, so the person's rows derived
+    from them stayed, and the report said nothing. Such a column is followed with the request's values, as a
+    dropped table's, when it fills a declared identity column downstream (derive propagates the declaration, so
+    it was an identity column when the rows were derived); a warning names it."""
     for t in roots:
         uuid, name = str(t.metadata.table_uuid), table_name(t)
+        ids = {c.name for c in identity_columns(t.schema(), t.properties)}
         today = {f.name for f in t.schema().fields}
         gone: dict[str, list[str]] = {}
         for e in g.columns:
-            if (e.source != uuid or e.source_column in today or e.type != "DIRECT" or e.masking
-                    or e.sink_column is None or e.sink not in g.tables
+            if (e.source != uuid or e.source_column in ids or e.type != "DIRECT" or e.masking
+                    or e.sink_column is None or e.sink not in g.tables or e.sink == uuid
                     or e.sink_column not in g.tables[e.sink].annotations.identity):
                 continue
             into = gone.setdefault(e.source_column, [])
@@ -326,10 +329,11 @@ def _dropped_root_columns(g: LineageGraph, roots: Sequence[Table], values: Seque
                 into.append(sink)
         for column, sinks in sorted(gone.items()):
             queue.append((uuid, column, tuple(values), ()))
+            what = "was dropped from" if column not in today else "is no identity column of"
             fan.warnings.append(
-                f"{name}.{column} was dropped from {name} after it flowed into {', '.join(sinks)}: followed with the "
-                f"request's values, so rows of the subject there are erased only if the request names the person's "
-                f"{column} too")
+                f"{name}.{column} {what} {name} (dropped, renamed or undeclared since), but it filled "
+                f"{', '.join(sinks)}, declared identity column(s): followed with the request's values, so rows of "
+                f"the subject there are erased only if the request names the person's value of {name}.{column} too")
 
 
 def _withhold_shared(catalog: Catalog, cache: dict[str, Table | None], types: dict[tuple[str, str], str], fan: Fanout,

@@ -51,3 +51,35 @@ def test_a_dropped_identity_column_is_still_followed_downstream(catalog: Catalog
 def test_a_dropped_identity_column_is_still_followed_downstream_on_s3_rest(rest_catalog: Catalog,
                                                                             lake_ns: str) -> None:
     _erase_after_the_source_column_is_dropped(rest_catalog, lake_ns)
+
+
+def test_a_renamed_identity_column_whose_old_name_was_reused_is_still_followed(catalog: Catalog) -> None:
+    """email renamed to mail_addr, a new (no identity) email added, and the snapshot the derive read expired: the
+    recorded 'email' then resolves to the new column, and by_mail kept the subject's lower-cased email silently."""
+    from datetime import timedelta
+
+    from pyiceberg.types import StringType
+
+    ids = [7, 8, 9]
+    events = pa.table({"user_id": pa.array(ids, pa.int64()),
+                       "email": ["Ann@X.org" if u == 7 else f"u{u}@Mail.com" for u in ids]})
+    catalog.create_table("db.events", schema=events.schema)
+    ip.configure_identity(catalog.load_table("db.events"), ["user_id", "email"])
+    ip.append(catalog.load_table("db.events"), events)
+    ip.derive(catalog, "SELECT lower(email) AS mail, count(*) AS n FROM db.events GROUP BY 1", "db.by_mail")
+    with catalog.load_table("db.events").update_schema() as update:
+        update.rename_column("email", "mail_addr")
+    ip.configure_identity(catalog.load_table("db.events"), ["user_id", "mail_addr"])
+    with catalog.load_table("db.events").update_schema() as update:
+        update.add_column("email", StringType())
+    ip.append(catalog.load_table("db.events"),
+              pa.table({"user_id": pa.array([30], pa.int64()), "mail_addr": ["u30@Mail.com"], "email": ["note"]}))
+    ip.expire_snapshots("db.events", older_than=timedelta(0), retain_last=1, catalog=catalog)
+
+    report = ip.erase(catalog, [7, "Ann@X.org"], ["db.events"], follow_lineage=True)
+
+    assert "db.by_mail" in report.tables, str(report)
+    assert sorted(catalog.load_table("db.by_mail").scan().to_arrow().column("mail").to_pylist()) == \
+        ["u8@mail.com", "u9@mail.com"]
+    assert report.lineage is not None
+    assert any("db.events.email is no identity column" in w for w in report.lineage.warnings), report.lineage.warnings
