@@ -75,6 +75,7 @@ class ColumnEdge:
     source_snapshot_id: int | None = None  # the source's snapshot the write read
     expression_column: str | None = None  # the source column as ``expression`` names it, when renamed since
     collects: bool = False  # the value gathers several rows' values (array_agg): the person is inside it
+    sink_schema_id: int | None = None  # the sink's schema at the write (resolves sink_column once the snapshot expired)
 
 
 @dataclass
@@ -329,7 +330,7 @@ def _add_record(graph: LineageGraph, node: TableNode, rec: LineageRecord) -> Non
                 src = rec.sources[f.source]
                 graph.columns.append(ColumnEdge(src.uuid, f.column, node.uuid, out, DIRECT, f.subtype, f.masking,
                                                 f.expression, rec.snapshot_id, rec.engine, src.snapshot_id,
-                                                collects=f.collects))
+                                                collects=f.collects, sink_schema_id=rec.schema_id))
     for f in rec.indirect:
         if 0 <= f.source < len(rec.sources):
             src = rec.sources[f.source]
@@ -338,14 +339,17 @@ def _add_record(graph: LineageGraph, node: TableNode, rec: LineageRecord) -> Non
 
 
 def _current_name(md: TableMetadata, snapshot_id: int | None, name: str,
-                  snapshot_schemas: dict[int, int | None] | None = None) -> str:
+                  snapshot_schemas: dict[int, int | None] | None = None, schema_id: int | None = None) -> str:
     """``name`` as the column is called now: records name columns as they were when written, and a
     column renamed since (``ALTER ... RENAME``) keeps its field id. Unresolvable: ``name`` unchanged.
-    ``snapshot_schemas`` (snapshot id -> schema id of ``md``) saves a scan of every snapshot per call."""
+    ``snapshot_schemas`` (snapshot id -> schema id of ``md``) saves a scan of every snapshot per call; ``schema_id``
+    is the schema the record was written with, used once ``snapshot_id`` expired."""
     if snapshot_schemas is None:
         snapshot_schemas = {s.snapshot_id: s.schema_id for s in md.snapshots}
-    known = snapshot_id is not None and snapshot_id in snapshot_schemas
-    schema_id = snapshot_schemas.get(snapshot_id) if snapshot_id is not None else None
+    if snapshot_id is not None and snapshot_id in snapshot_schemas:
+        schema_id, known = snapshot_schemas[snapshot_id], True
+    else:  # expired: the schema the record was written with, when the history kept it
+        known = schema_id is not None
     schemas = [s for s in md.schemas if known and s.schema_id == schema_id] or md.schemas
     ids = {f.field_id for s in schemas for f in s.fields if f.name == name}
     if len(ids) != 1:  # unknown, or a name that meant different columns over time without a snapshot to tell
@@ -356,26 +360,27 @@ def _current_name(md: TableMetadata, snapshot_id: int | None, name: str,
 
 def _rename_columns(graph: LineageGraph, metas: dict[str, TableMetadata]) -> None:
     """Column edges under the columns' current names (a traversal from a renamed column finds its flows)."""
-    cache: dict[tuple[str, int | None, str], str] = {}
     # snapshot id -> schema id, per table: a lookup by snapshot id scans every snapshot, and a table derived a
     # thousand times has a thousand records to resolve (quadratic: 12 s for 20 tables of 2,000 runs)
     schemas: dict[str, dict[int, int | None]] = {}
 
-    def now(uuid: str, snapshot_id: int | None, name: str) -> str:
+    cache: dict[tuple[str, int | None, str, int | None], str] = {}
+
+    def now(uuid: str, snapshot_id: int | None, name: str, schema_id: int | None = None) -> str:
         md = metas.get(uuid)
         if md is None:  # a dropped table: its names are all there is
             return name
-        key = (uuid, snapshot_id, name)
+        key = (uuid, snapshot_id, name, schema_id)
         if key not in cache:
             if uuid not in schemas:
                 schemas[uuid] = {s.snapshot_id: s.schema_id for s in md.snapshots}
-            cache[key] = _current_name(md, snapshot_id, name, schemas[uuid])
+            cache[key] = _current_name(md, snapshot_id, name, schemas[uuid], schema_id)
         return cache[key]
 
     out: list[ColumnEdge] = []
     for c in graph.columns:
         source_column = now(c.source, c.source_snapshot_id, c.source_column)
-        sink_column = None if c.sink_column is None else now(c.sink, c.snapshot_id, c.sink_column)
+        sink_column = None if c.sink_column is None else now(c.sink, c.snapshot_id, c.sink_column, c.sink_schema_id)
         if source_column != c.source_column or sink_column != c.sink_column:
             c = replace(c, source_column=source_column, sink_column=sink_column,
                         expression_column=c.source_column if source_column != c.source_column else None)

@@ -83,3 +83,31 @@ def test_a_renamed_identity_column_whose_old_name_was_reused_is_still_followed(c
         ["u8@mail.com", "u9@mail.com"]
     assert report.lineage is not None
     assert any("db.events.email is no identity column" in w for w in report.lineage.warnings), report.lineage.warnings
+
+
+def test_a_derived_column_renamed_and_its_name_reused_keeps_its_flow_after_expiry(catalog: Catalog) -> None:
+    """db.d.uid (user_id + 1000) renamed to person, a new uid column added, and the derive's snapshot expired: the
+    recorded 'uid' named two columns over time and no snapshot told which, so the flow went to the new uid (no
+    identity column: 'not erased there') and person kept the subject's 1007. The history now keeps the schema id."""
+    from datetime import timedelta
+
+    from pyiceberg.types import LongType
+
+    catalog.create_table("db.events", schema=pa.schema([pa.field("user_id", pa.int64())]))
+    ip.configure_identity(catalog.load_table("db.events"), ["user_id"])
+    ip.append(catalog.load_table("db.events"), pa.table({"user_id": pa.array([7, 8, 9], pa.int64())}))
+    ip.derive(catalog, "SELECT user_id + 1000 AS uid FROM db.events", "db.d")
+    with catalog.load_table("db.d").update_schema() as update:
+        update.rename_column("uid", "person")
+    with catalog.load_table("db.d").update_schema() as update:
+        update.add_column("uid", LongType())
+    ip.append(catalog.load_table("db.d"), pa.table({"person": pa.array([1050], pa.int64()),
+                                                    "uid": pa.array([1007], pa.int64())}))
+    ip.expire_snapshots("db.d", older_than=timedelta(0), retain_last=1, catalog=catalog)
+    assert ip.lineage.graph(catalog).downstream("db.events.user_id") == ["db.d.person"]
+
+    ip.erase(catalog, [7], ["db.events"], follow_lineage=True)
+
+    kept = catalog.load_table("db.d").scan().to_arrow().to_pylist()
+    assert sorted(kept, key=lambda r: r["person"]) == [
+        {"person": 1008, "uid": None}, {"person": 1009, "uid": None}, {"person": 1050, "uid": 1007}]
