@@ -121,8 +121,10 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
     evaluated: dict[tuple[Any, ...], tuple[Any, ...] | LineageError] = {}
     types: dict[tuple[str, str], str] = {}
     missing: dict[str, list[str]] = {}  # sink table -> recorded columns it does not have
-    queue: deque[tuple[str, str, tuple[Any, ...]]] = deque()
+    # (column, the subject's values there, the flows walked to get there: source uuid, column, sink uuid, column)
+    queue: deque[tuple[str, str, tuple[Any, ...], tuple[tuple[str, str, str, str], ...]]] = deque()
     seen: set[tuple[str, str, tuple[Any, ...]]] = set()
+    runs = _runs(g)
     root_uuids: set[str] = set()
     # (sink table, sink column) -> how each edge fills it: (source name, source column, expression key or None
     # for a copy, the subject's values at the source)
@@ -132,13 +134,14 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
         root_uuids.add(uuid)
         cache[table_name(t)] = t
         for col in identity_columns(t.schema(), t.properties):
-            queue.append((uuid, col.name, tuple(values)))
+            queue.append((uuid, col.name, tuple(values), ()))
             if not _names_a_value(col.field.field_type, values) and g.column_edges_from(uuid, col.name):
                 fan.warnings.append(
                     f"{table_name(t)}.{col.name} flows downstream, but the request names no {col.name} value "
                     f"(only {', '.join(sorted({type(v).__name__ for v in values}))} values): derived rows holding "
                     f"the person's {col.name} are matched only through other identity columns; name the person's "
                     f"{col.name} in the request too")
+    _dropped_root_columns(g, roots, values, queue, fan)
     # A table that cannot be loaded keeps its lineage in the metadata that failed: whether it was derived
     # from the request's tables is unknown, and it cannot be erased. It was taken for a dropped table.
     root_names = {table_name(t) for t in roots}
@@ -157,13 +160,12 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
     for e in g.columns:
         if (e.source in orphans and e.type == "DIRECT" and not e.masking and e.sink_column is not None
                 and e.sink_column in g.tables[e.sink].annotations.identity):
-            queue.append((e.source, e.source_column, tuple(values)))
+            queue.append((e.source, e.source_column, tuple(values), ()))
     while queue:
-        item = queue.popleft()
-        if item in seen:
+        uuid, column, vals, trail = queue.popleft()
+        if (uuid, column, vals) in seen:
             continue
-        seen.add(item)
-        uuid, column, vals = item
+        seen.add((uuid, column, vals))
         src_name = g.tables[uuid].name if uuid in g.tables else uuid
         for e in g.column_edges_from(uuid, column):
             if e.type != "DIRECT" or e.sink_column is None:
@@ -249,8 +251,21 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
                             evaluated[key] = exc
                     cast = evaluated[key]
                     mapped = tuple(dict.fromkeys(vals + cast)) if isinstance(cast, tuple) else vals
+            hop = (uuid, column, e.sink, e.sink_column)
+            if trail.count(hop) >= runs[hop]:
+                # Round a cycle again (a derive reading its own output, A -> B -> A): each recorded write carried
+                # the subject one step, and an expression that changes the value (user_id + 1000) gives a new
+                # value every time round, so the walk never ended. The subject's values go round as often as
+                # the flow was written, no more (a value once more round may be another person's).
+                if mapped and (e.sink, e.sink_column, mapped) not in seen:
+                    fan.warnings.append(
+                        f"{flow}: {sink.name}.{e.sink_column} is on a lineage cycle and the subject's value changes "
+                        f"each time round; followed {runs[hop]} time(s) round, once per source snapshot its recorded writes read. "
+                        f"Rows of {sink.name} written by writes whose records are gone (expired snapshots of "
+                        "repeated runs) may hold further values of the subject")
+                continue
             if mapped:  # followed further even where nothing is erased: tables derived from it may hold the person
-                queue.append((e.sink, e.sink_column, mapped))
+                queue.append((e.sink, e.sink_column, mapped, trail + (hop,)))
             if not sink.exists:
                 fan.warnings.append(f"{flow}: {sink.name} is no longer in the catalog (dropped): nothing to erase there; "
                                     "tables derived from it are followed")
@@ -286,6 +301,39 @@ def _plan(catalog: Catalog, roots: Sequence[Table], values: Sequence[Any], graph
     _table_level(catalog, cache, g, fan, reached, root_uuids)
     fan.warnings = list(dict.fromkeys(fan.warnings))  # every run of a derive records the same flow again
     return fan
+
+
+def _dropped_root_columns(g: LineageGraph, roots: Sequence[Table], values: Sequence[Any],
+                          queue: deque[tuple[str, str, tuple[Any, ...], tuple[tuple[str, str, str, str], ...]]],
+                          fan: Fanout) -> None:
+    """Flows out of a request table's columns that are no identity columns of it today, into declared identity
+    columns downstream. ``email`` dropped from db.events once mart.by_mail held ``lower(email)``; or renamed to
+    ``mail_addr`` with a new ``email`` added, and the snapshot the derive read expired (the recorded name then
+    resolves to the new column): the walk started from today's identity columns only, so the person's rows derived
+    from them stayed, and the report said nothing. Such a column is followed with the request's values, as a
+    dropped table's, when it fills a declared identity column downstream (derive propagates the declaration, so
+    it was an identity column when the rows were derived); a warning names it."""
+    for t in roots:
+        uuid, name = str(t.metadata.table_uuid), table_name(t)
+        ids = {c.name for c in identity_columns(t.schema(), t.properties)}
+        today = {f.name for f in t.schema().fields}
+        gone: dict[str, list[str]] = {}
+        for e in g.columns:
+            if (e.source != uuid or e.source_column in ids or e.type != "DIRECT" or e.masking
+                    or e.sink_column is None or e.sink not in g.tables or e.sink == uuid
+                    or e.sink_column not in g.tables[e.sink].annotations.identity):
+                continue
+            into = gone.setdefault(e.source_column, [])
+            sink = f"{g.tables[e.sink].name}.{e.sink_column}"
+            if sink not in into:
+                into.append(sink)
+        for column, sinks in sorted(gone.items()):
+            queue.append((uuid, column, tuple(values), ()))
+            what = "was dropped from" if column not in today else "is no identity column of"
+            fan.warnings.append(
+                f"{name}.{column} {what} {name} (dropped, renamed or undeclared since), but it filled "
+                f"{', '.join(sinks)}, declared identity column(s): followed with the request's values, so rows of "
+                f"the subject there are erased only if the request names the person's value of {name}.{column} too")
 
 
 def _withhold_shared(catalog: Catalog, cache: dict[str, Table | None], types: dict[tuple[str, str], str], fan: Fanout,
@@ -422,6 +470,18 @@ def _holds_nested(catalog: Catalog, cache: dict[str, Table | None], table: str, 
 def _is_list(catalog: Catalog, cache: dict[str, Table | None], table: str, column: str) -> bool:
     """A list column (``array_agg(user_id)``): erasure matches its elements, so the subject's value is found."""
     return isinstance(_type_of(catalog, cache, table, column), ListType)
+
+
+def _runs(g: LineageGraph) -> dict[tuple[str, str, str, str], int]:
+    """How many times values were carried along each column flow (source uuid, column, sink uuid, column): the
+    distinct source snapshots its writes read. Going round a cycle once more needs a write reading a newer snapshot
+    (the one the previous time round wrote); one write can record itself in two snapshots (an overwrite's delete
+    and append)."""
+    snaps: dict[tuple[str, str, str, str], set[int | None]] = {}
+    for e in g.columns:
+        if e.type == "DIRECT" and e.sink_column is not None:
+            snaps.setdefault((e.source, e.source_column, e.sink, e.sink_column), set()).add(e.source_snapshot_id)
+    return {k: len(v) for k, v in snaps.items()}
 
 
 def _dropped_orphans(g: LineageGraph) -> set[str]:

@@ -120,6 +120,8 @@ class LineageRecord:
     reason: str | None = None  # why the record is opaque
     snapshot_id: int | None = None  # filled when read back
     timestamp_ms: int | None = None  # the snapshot's commit time, filled when read back
+    schema_id: int | None = None  # the schema of the snapshot that wrote it, filled when read back: kept in the
+    # history, so the columns it names resolve to today's names once that snapshot expired
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"v": FORMAT_VERSION, "op": self.op, "engine": self.engine, "status": self.status,
@@ -162,6 +164,7 @@ class LineageRecord:
             reason=_opt_str(d.get("reason"), "reason"),
             snapshot_id=snapshot_id if snapshot_id is not None else _opt_int(d.get("snapshot"), "snapshot"),
             timestamp_ms=timestamp_ms if timestamp_ms is not None else _opt_int(d.get("ts"), "ts"),
+            schema_id=_opt_int(d.get("schema"), "schema"),
         )
 
     @classmethod
@@ -223,9 +226,15 @@ def snapshot_records(md: TableMetadata) -> list[LineageRecord]:
         text = extra.get(SUMMARY_KEY)
         if text is None:
             continue
-        out.append(_safe_parse(text, snap.snapshot_id, snap.timestamp_ms))
+        out.append(_with_schema(_safe_parse(text, snap.snapshot_id, snap.timestamp_ms), snap.schema_id))
     retained = {r.snapshot_id for r in out}  # kept in the history since written (fold_written): read once
     return [r for r in history(md.properties) if r.snapshot_id is None or r.snapshot_id not in retained] + out
+
+
+def _with_schema(rec: LineageRecord, schema_id: int | None) -> LineageRecord:
+    if rec.schema_id is None:
+        rec.schema_id = schema_id
+    return rec
 
 
 def _safe_parse(text: str, snapshot_id: int | None, timestamp_ms: int | None = None) -> LineageRecord:
@@ -268,7 +277,7 @@ def fold_expired(md: TableMetadata, expire_ids: Iterable[int]) -> dict[str, str]
             continue
         text = snap.summary.additional_properties.get(SUMMARY_KEY)
         if text is not None:
-            records.append(_safe_parse(text, snap.snapshot_id, snap.timestamp_ms))
+            records.append(_with_schema(_safe_parse(text, snap.snapshot_id, snap.timestamp_ms), snap.schema_id))
     return _fold(md.properties, records)
 
 
@@ -284,7 +293,7 @@ def fold_written(md: TableMetadata, summary: Mapping[str, str], snapshot_id: int
     text = summary.get(SUMMARY_KEY)
     if text is None:
         return {}
-    folded = _fold(md.properties, [_safe_parse(text, snapshot_id, timestamp_ms)])
+    folded = _fold(md.properties, [_with_schema(_safe_parse(text, snapshot_id, timestamp_ms), md.current_schema_id)])
     return folded if folded.get(HISTORY_PROPERTY) != md.properties.get(HISTORY_PROPERTY) else {}
 
 
@@ -300,6 +309,8 @@ def _fold(properties: Mapping[str, str], records: Iterable[LineageRecord]) -> di
             continue
         seen.add(key)
         d["snapshot"], d["ts"] = rec.snapshot_id, rec.timestamp_ms
+        if rec.schema_id is not None:
+            d["schema"] = rec.schema_id
         items.append(d)
     if not items:
         return {}

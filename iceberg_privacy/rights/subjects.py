@@ -448,15 +448,23 @@ def with_fanout(resolved: list[TableSubjects], values: list[Any], secret: bytes,
             out.append(_withhold(ts, fan.withheld.get(ts.name), secret))
             continue
         full = resolve_subjects([ts.table], values + extra, secret, strict=False)[0]
-        reached = {} if ts.name in roots else {c: v for c, v in fan.columns.get(ts.name, {}).items() if v}
+        reached = {c: v for c, v in fan.columns.get(ts.name, {}).items() if v}
         if reached:
+            # A table of the request (a cycle led back to it, or the request names a derived table too) is matched
+            # with the request's values everywhere, and with the values lineage mapped into a column only there:
+            # the subject's 1007 in ``uid = user_id + 1000`` is another person's 1007 in its ``ref`` column.
+            root = ts.name in roots
             cols = []
             for c in full.columns:
                 if c.column.name not in reached:
-                    cols.append(next((o for o in ts.columns if o.column.name == c.column.name), c))
+                    kept = next((o for o in ts.columns if o.column.name == c.column.name), None)
+                    if kept is not None:  # no value of the request fits it: only mapped values did, for another column
+                        cols.append(kept)
                     continue
-                own = resolve_subjects([ts.table], reached[c.column.name], secret, strict=False)[0]
-                cols.append(next(o for o in own.columns if o.column.name == c.column.name))
+                into = (values + [v for v in reached[c.column.name] if v not in values]) if root \
+                    else reached[c.column.name]
+                own = resolve_subjects([ts.table], into, secret, strict=False)[0]
+                cols.extend(o for o in own.columns if o.column.name == c.column.name)
             full = TableSubjects(ts.table, cols, set().union(*(c.digests for c in cols)) if cols else set())
         out.append(_withhold(full, fan.withheld.get(ts.name), secret))
     return out

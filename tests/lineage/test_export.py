@@ -20,6 +20,8 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openlineage.client import OpenLineageClient
 from openlineage.client.transport.http import HttpConfig, HttpTransport
 from pyiceberg.catalog import Catalog
@@ -436,6 +438,89 @@ def test_mermaid_escapes_labels(tmp_path: Path) -> None:
     assert "#quot;hi#quot;" in edge and "#lt;b#gt;" in edge and "#124;" in edge and "#35;x" in edge
     assert "#amp;" in edge
     assert edge.count('"') == 2 and edge.count("|") == 2
+
+
+def test_an_overwrite_is_one_write_not_two(tmp_path: Path) -> None:
+    """pyiceberg's overwrite commits a delete snapshot and an append snapshot, both with the record: two derives
+    (the second an overwrite) showed as 'derive x3' and gave three OpenLineage runs, one whose output version
+    was the emptied table."""
+    import iceberg_privacy as ip
+
+    cat = connect(home=tmp_path)
+    cat.create_namespace("db")
+    _write(_table(cat, "db.src", {"a": pa.string()}), external("append"))
+    ip.derive(cat, "SELECT a FROM db.src", "db.dst")
+    ip.derive(cat, "SELECT a FROM db.src", "db.dst", mode="overwrite")
+    dst = cat.load_table("db.dst")
+    g = build_graph(cat)
+    events = to_openlineage(g)
+    assert len(events) == 2
+    versions = [e["outputs"][0]["facets"]["version"]["datasetVersion"] for e in events]
+    assert versions[-1] == str(dst.metadata.current_snapshot_id)
+    assert all(dst.metadata.snapshot_by_id(int(v)).summary.operation.value == "append" for v in versions)  # type: ignore[union-attr]
+    assert '"derive x2"' in to_mermaid(g)
+    assert g.tables[str(dst.metadata.table_uuid)].unknown_writes == 0
+
+
+def test_mermaid_text_holds_no_directive_from_names_or_records() -> None:
+    """Mermaid reads "%%{...}%%" anywhere in the text (a label, a comment) as a directive: a table name, an override
+    reason or an unreadable record's reason holding one reconfigured whoever rendered the diagram
+    ("securityLevel: loose" lets labels run scripts). A Unicode line separator must not end a line either."""
+    from iceberg_privacy.lineage.graph import ColumnEdge, TableEdge, TableNode
+
+    directive = "%%{init: {'securityLevel': 'loose', 'theme': 'dark'}}%%"
+    g = LineageGraph()
+    g.tables["u1"] = TableNode("u1", f"db.src{directive}", columns=(f"c{directive}",))
+    g.tables["u2"] = TableNode("u2", "db.sink\u2028flowchart TB", columns=("c",))
+    g.edges.append(TableEdge("u1", "u2", f"derive{directive}", "complete", 1, 1, override=f"why {directive}"))
+    g.columns.append(ColumnEdge("u1", f"c{directive}", "u2", "c", "DIRECT", "IDENTITY", False, None, 1))
+    g.problems.append(f"db.sink: snapshot 1 was written by x with opaque lineage ({directive}\u2029x)")
+    for columns in (False, True):
+        text = to_mermaid(g, columns=columns)
+        assert "%%{" not in text and "}%%" not in text
+        assert "\u2028" not in text and "\u2029" not in text
+        assert all(line.startswith(("flowchart LR", "  ")) for line in text.splitlines())
+        assert "#37;#37;{init: {'securityLevel': 'loose', 'theme': 'dark'}}#37;#37;" in text  # shown, inert
+
+
+@settings(max_examples=150, deadline=None)
+@given(name=st.text(min_size=1, max_size=30), column=st.text(min_size=1, max_size=12),
+       reason=st.text(max_size=30))
+def test_mermaid_lines_stay_whole_for_any_name(name: str, column: str, reason: str) -> None:
+    """Whatever a table, a column, an override or a problem says: one statement per line, every label one quoted
+    string, and no directive."""
+    from iceberg_privacy.lineage.graph import ColumnEdge, TableEdge, TableNode
+
+    g = LineageGraph()
+    g.tables["u1"] = TableNode("u1", name, columns=(column,))
+    g.tables["u2"] = TableNode("u2", "db.sink", columns=("c",))
+    g.edges.append(TableEdge("u1", "u2", reason or "derive", "complete", 1, 1, override=reason or None))
+    g.columns.append(ColumnEdge("u1", column, "u2", "c", "DIRECT", "IDENTITY", False, None, 1))
+    g.problems.append(f"{name}: {reason}")
+    for columns in (False, True):
+        text = to_mermaid(g, columns=columns)
+        assert "%%{" not in text and "}%%" not in text
+        for line in text.splitlines():
+            assert line == "flowchart LR" or line.startswith("  "), line
+            if line.startswith("  %%"):
+                continue
+            assert line.count('"') in (0, 2), line
+            assert line.count("|") in (0, 2), line
+
+
+def test_png_draws_dollar_signs_in_names_and_reasons_as_text(tmp_path: Path) -> None:
+    """matplotlib reads text between two '$' as TeX: a table named db.a$^$ or an override reason "costs $^$"
+    stopped the drawing with a mathtext ValueError (and 'price$usd$' was drawn in italics)."""
+    cat = connect(home=tmp_path)
+    cat.create_namespace("db")
+    src = _write(_table(cat, "db.a$^$", {"c$1$": pa.string()}), external("append"))
+    dst = _table(cat, "db.price$usd$", {"a": pa.string()})
+    _derive(dst, "derive", [src], columns={"a": [FieldRef(0, "c$1$")]},
+            override={"reason": r"costs $\frac$ and $^$", "by": "me", "flows": []})
+    g = build_graph(cat)
+    for columns in (False, True):
+        data = Path(render_png(g, tmp_path / f"dollars-{columns}.png", columns=columns)).read_bytes()
+        assert data.startswith(PNG_MAGIC) and _png_size(data)[0] > 100
 
 
 def test_dropped_source_and_cycle(tmp_path: Path) -> None:

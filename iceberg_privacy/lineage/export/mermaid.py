@@ -15,8 +15,12 @@ from iceberg_privacy.lineage.record import DIRECT
 
 _node_id = node_id  # the id scheme, for tests and callers that locate a table's node in the text
 
+# '%': Mermaid takes "%%{...}%%" ANYWHERE in the text (labels and comments too) for a directive, so a table
+# name or a record's free text holding "%%{init: {'securityLevel': 'loose'}}%%" reconfigured the renderer
+_LINE_BREAKS = {ch: " " for ch in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}  # a name must not end a line
 _MERMAID_ESCAPES = {"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;", "&": "#amp;", "|": "#124;",
-                    "`": "#96;", "\n": " ", "\r": " "}
+                    "`": "#96;", "%": "#37;", **_LINE_BREAKS}
+_COMMENT_ESCAPES = {"%": "#37;", **_LINE_BREAKS}
 
 
 def _esc(text: str) -> str:
@@ -67,7 +71,7 @@ def to_mermaid(graph: LineageGraph, *, columns: bool = False) -> str:
     """
     lines = ["flowchart LR"]
     for p in graph.problems:
-        lines.append("  %% problem: " + p.replace("\n", " ").replace("\r", " "))
+        lines.append("  %% problem: " + "".join(_COMMENT_ESCAPES.get(ch, ch) for ch in p))  # one line, no directive
     lines += ["  " + c for c in _CLASSDEFS]
     nodes = sorted_nodes(graph)
     in_cycle = in_cycles(graph)

@@ -206,7 +206,7 @@ def render_png(graph: LineageGraph, path: str | os.PathLike[str], *, columns: bo
             ax.text(b.x + 0.1, top - i * line_h, line, fontsize=8.5 if i == 0 else 7.5,
                     fontweight="bold" if i == 0 else "normal", family="monospace" if i and columns else None,
                     color="#b35c00" if (ident or (not columns and i == 1)) else "#1b2a3a",
-                    ha="left", va="center", zorder=4, clip_on=False)
+                    ha="left", va="center", zorder=4, clip_on=False, parse_math=False)  # '$' is no TeX in a name
 
     few = len(links_) <= 40
     for lk in links_:
@@ -233,6 +233,7 @@ def render_png(graph: LineageGraph, path: str | os.PathLike[str], *, columns: bo
             dx, dy = end[0] - start[0], end[1] - start[1]
             mx, my = start[0] + dx / 2 + rad * dy / 2, start[1] + dy / 2 - rad * dx / 2  # middle of the arc
             ax.text(mx, my + 0.04, lk.label(), fontsize=6.5, color=color, ha="center", va="bottom", zorder=5,
+                    parse_math=False,  # an override reason is free text: "$^$" stopped the drawing
                     bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.5})
 
     if columns:
