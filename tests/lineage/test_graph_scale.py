@@ -7,14 +7,14 @@ scan per record, quadratic in the runs.
 
 from __future__ import annotations
 
-import time
 import uuid as uuidlib
 
+import pytest
 from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
-from pyiceberg.table.metadata import TableMetadata, new_table_metadata
+from pyiceberg.table.metadata import TableMetadata, TableMetadataCommonFields, new_table_metadata
 from pyiceberg.table.snapshots import Operation, Snapshot, Summary
 from pyiceberg.table.sorting import UNSORTED_SORT_ORDER
 from pyiceberg.types import LongType, NestedField
@@ -47,16 +47,25 @@ def _table(name: str, uuid: str, runs: int, source: tuple[str, str] | None) -> T
     return Table(tuple(name.split(".")), md, f"file:///nowhere/{name}/metadata.json", PyArrowFileIO(), None)  # type: ignore[arg-type]
 
 
-def test_column_names_of_thousands_of_records_resolve_in_linear_time() -> None:
-    runs = 6000
+def test_column_names_of_thousands_of_records_resolve_without_a_snapshot_scan_per_record(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each record's snapshot is found in one snapshot-id map per table, not by ``snapshot_by_id`` (a scan of
+    every snapshot) per record: 6,000 runs of 8 columns took 11 s that way, 0.6 s with the map."""
+    runs = 1000
     src_uuid, sink_uuid = str(uuidlib.UUID(int=1)), str(uuidlib.UUID(int=2))
     tables = [_table("db.src", src_uuid, runs, None), _table("db.sink", sink_uuid, runs, ("db.src", src_uuid))]
     g = LineageGraph()
     for t in tables:
         add_table(g, t)
     assert len(g.columns) == runs * COLUMNS
-    t0 = time.perf_counter()
+    scans: list[int] = []
+    by_id = TableMetadataCommonFields.snapshot_by_id
+
+    def counted(self: TableMetadataCommonFields, snapshot_id: int) -> Snapshot | None:
+        scans.append(snapshot_id)
+        return by_id(self, snapshot_id)
+
+    monkeypatch.setattr(TableMetadataCommonFields, "snapshot_by_id", counted)
     _rename_columns(g, {str(t.metadata.table_uuid): t.metadata for t in tables})
-    elapsed = time.perf_counter() - t0
     assert {c.sink_column for c in g.columns} == {f"c{k}" for k in range(COLUMNS)}
-    assert elapsed < 3, elapsed  # a scan of 6,000 snapshots per record: 11 s here
+    assert len(scans) <= len(tables), len(scans)  # was one per (record, column): 8,000 here
