@@ -148,7 +148,44 @@ def compact_reserved(ev: dict[str, Any]) -> dict[str, Any]:
     inherited = inherited_of(ev)
     if inherited:
         out["inherited"] = inherited
+    owner = owner_of(ev)
+    if owner:
+        out["owner"] = owner
     return out
+
+
+def owner_of(reserved: dict[str, Any]) -> dict[str, Any] | None:
+    """Who holds a reservation (``{"host", "pid"}``): the ``owner`` field of a compact reservation, or of a
+    ``reserved`` event's detail; None when it is not recorded."""
+    if isinstance(reserved.get("owner"), dict):
+        return dict(reserved["owner"])
+    try:
+        detail = json.loads(reserved.get("detail") or "{}")
+    except (ValueError, TypeError):
+        return None
+    value = detail.get("owner") if isinstance(detail, dict) else None
+    return {"host": value.get("host"), "pid": value.get("pid")} if isinstance(value, dict) else None
+
+
+def owner_is_gone(owner: dict[str, Any] | None) -> bool:
+    """True only when the owner of a reservation is known to be dead: a process of THIS host that no longer runs
+    (or is a zombie). Another host's process, or an unknown owner, may be alive."""
+    if not owner or owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
+        return False
+    pid = owner["pid"]
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. PermissionError: the pid runs under another user
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] == "Z"  # killed, not yet reaped by its parent
+    except (OSError, IndexError):
+        return False
 
 
 def inherited_of(reserved: dict[str, Any]) -> list[str]:
