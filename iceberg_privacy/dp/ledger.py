@@ -451,15 +451,14 @@ class Ledger(LedgerParts):
             reserved = entry["reserved"]
             if reserved.get("query_hash") != query_hash or reserved.get("source_snapshot_id") != source_snapshot_id:
                 continue
-            owner = owner_of(reserved)
-            if owner_is_gone(owner):
+            if owner_is_gone(owner_of(reserved)):
                 continue  # its process died here: a re-run is a new release (the dead one is resolved later)
-            who = f"{reserved.get('principal')}@{owner.get('host')}:{owner.get('pid')}" if owner else \
-                str(reserved.get("principal"))
+            # no principal, host or pid in the message: the query service shows it to analysts, and who else asks
+            # what is other principals' activity (`dp reservations` lists the owner to whoever reads the ledger)
             raise ReleaseInProgressError(
                 f"the same question on the same snapshot of {reserved.get('source_table')} is being released right "
-                f"now by {who} (release {rid}, {entry['state']}); nothing was spent. Run it again when that release "
-                "has finished: the repeat is answered from the memo and spends nothing. If that process died, "
+                f"now (release {rid}, {entry['state']}); nothing was spent. Run it again when that release has "
+                "finished: the repeat is answered from the memo and spends nothing. If the process running it died, "
                 "resolve its reservation first: iceberg-privacy dp reservations --resolve (refunds it once its "
                 "heartbeat is older than --older-than), or pass memoize=False (--no-memo) to pay for a new answer.")
 

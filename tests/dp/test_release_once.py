@@ -85,9 +85,9 @@ def test_a_reservation_whose_process_died_on_this_host_does_not_block_a_rerun(ca
     _reserve(ledger, owner={"host": socket.gethostname(), "pid": int(dead.stdout)})
     _reserve(ledger)
     assert admin.get_namespace_budget(catalog, "db").spent == PureDP(0.2)
-    ledger.reserve(SRC, "job", PureDP(0.1), source_snapshot_id=9, query_hash="q", once=True,
-                   owner={"host": "elsewhere", "pid": 1})
-    with pytest.raises(ReleaseInProgressError, match="elsewhere:1"):  # another host's process may be alive
+    elsewhere = ledger.reserve(SRC, "job", PureDP(0.1), source_snapshot_id=9, query_hash="q", once=True,
+                               owner={"host": "elsewhere", "pid": 1})
+    with pytest.raises(ReleaseInProgressError, match=elsewhere.release_id):  # another host's process may be alive
         ledger.reserve(SRC, "job", PureDP(0.1), source_snapshot_id=9, query_hash="q", once=True)
 
 
