@@ -49,7 +49,7 @@ from iceberg_privacy.dp.budget import Budget
 from iceberg_privacy.dp.errors import ReleaseAbortedError, ReleaseFailedError
 from iceberg_privacy.dp.ledger import Ledger, _AnsweredMeanwhile
 from iceberg_privacy.dp.policy import policy_unit_column
-from iceberg_privacy.dp.provenance import RELEASE_MARKER, build_summary, noise_summary, read_provenance
+from iceberg_privacy.dp.provenance import RELEASE_MARKER, build_summary, noise_summary
 from iceberg_privacy.dp.reservation import Heartbeat
 from iceberg_privacy.errors import (
     CommitConflictError,
@@ -57,7 +57,7 @@ from iceberg_privacy.errors import (
     IcebergPrivacyError,
 )
 from iceberg_privacy.lineage.record import LineageRecord
-from iceberg_privacy.properties import ReleaseProvenance
+from iceberg_privacy.properties import ReleaseProvenance, read_release_provenance
 
 
 @dataclass
@@ -412,7 +412,7 @@ def record_released(ledger: Ledger, event: dict[str, Any], amount: Budget, out_t
     provenance = None
     out_snap = None
     for snap in reversed(out_table.snapshots()):
-        provenance = read_provenance(out_table, snap.snapshot_id)
+        provenance = read_release_provenance(out_table, snap.snapshot_id)  # that snapshot's own summary
         if provenance is not None and provenance.release_id == rid:
             out_snap = snap
             break
@@ -564,7 +564,7 @@ def memo_release(catalog: Catalog, hit: dict[str, Any] | None, qhash: str, sourc
     except NoSuchTableError:
         return None
     snap = out.snapshot_by_id(hit["output_snapshot_id"])
-    prov = read_provenance(out, snap.snapshot_id) if snap is not None else None
+    prov = read_release_provenance(out, snap.snapshot_id) if snap is not None else None  # its own summary
     if (snap is None or prov is None or prov.query_hash != qhash or prov.source_snapshot_id != source_snapshot_id
             or (hit.get("release_id") and prov.release_id != hit["release_id"])):
         return None
