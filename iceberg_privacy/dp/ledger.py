@@ -76,6 +76,7 @@ from iceberg_privacy.dp.errors import (
 from iceberg_privacy.dp.ledger_events import (
     ARROW_SCHEMA,
     CLOSING_EVENTS,
+    HELD,
     LEDGER_SCHEMA,
     OPEN_STATES,
     compact_reserved,
@@ -436,6 +437,7 @@ class Ledger(LedgerParts):
             self._refund_parts(rid, list(parts.values()), f"the release was refused in ledger {self._where()}: "
                                                           f"{str(exc)[:500]}")
             raise
+        HELD.add(reservation.release_id)
         # parts an earlier run of the commit reserved that its last run did not need (rare: a budget removed there)
         self._refund_parts(rid, [led for ns, led in parts.items() if ns not in final],
                            "not needed by the reservation's final commit")
@@ -451,7 +453,7 @@ class Ledger(LedgerParts):
             reserved = entry["reserved"]
             if reserved.get("query_hash") != query_hash or reserved.get("source_snapshot_id") != source_snapshot_id:
                 continue
-            if owner_is_gone(owner_of(reserved)):
+            if owner_is_gone(owner_of(reserved), rid):
                 continue  # its process died here: a re-run is a new release (the dead one is resolved later)
             # no principal, host or pid in the message: the query service shows it to analysts, and who else asks
             # what is other principals' activity (`dp reservations` lists the owner to whoever reads the ledger)
@@ -509,6 +511,8 @@ class Ledger(LedgerParts):
             return inherited, props or None, [row]
 
         inherited, _ = self._commit(mutate)
+        if event in CLOSING_EVENTS:
+            HELD.discard(release_id)
         for ns in inherited:  # the parts of the reservation in the ledgers of namespaces the table moved out of
             try:
                 self._ledger(tuple(ns.split("."))).record(event, release_id, principal, source=source,
@@ -611,6 +615,8 @@ class Ledger(LedgerParts):
                     {PROP_SPENT: canonical_dumps(new_spent), PROP_OPEN: canonical_dumps(open_)}, [row])
 
         (result, inherited), _ = self._commit(mutate)
+        if result not in OPEN_STATES:
+            HELD.discard(release_id)
         if result == "refunded":
             self._refund_parts(release_id, [self._ledger(tuple(ns.split("."))) for ns in inherited], reason)
         return str(result), bool(committed) and committed[-1]
@@ -643,6 +649,8 @@ class Ledger(LedgerParts):
             return ("abandoned", inherited_of(reserved)), {PROP_OPEN: canonical_dumps(open_)}, [row]
 
         (result, inherited), _ = self._commit(mutate)
+        if result not in OPEN_STATES:
+            HELD.discard(release_id)
         for ns in inherited:  # its parts in other ledgers evaluated before it did: closed with their spend kept
             try:
                 self._ledger(tuple(ns.split("."))).abandon(release_id, reason=reason)

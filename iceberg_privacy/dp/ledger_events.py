@@ -167,14 +167,21 @@ def owner_of(reserved: dict[str, Any]) -> dict[str, Any] | None:
     return {"host": value.get("host"), "pid": value.get("pid")} if isinstance(value, dict) else None
 
 
-def owner_is_gone(owner: dict[str, Any] | None) -> bool:
+HELD: set[str] = set()
+"""Release ids of the reservations this process made and has not closed (added by ``Ledger.reserve``, discarded by
+the commit that closes them). A reservation naming this host and pid but not held here was made by an earlier
+process with the same pid: a restarted container keeps its host name, and its entrypoint is pid 1 again."""
+
+
+def owner_is_gone(owner: dict[str, Any] | None, release_id: str) -> bool:
     """True only when the owner of a reservation is known to be dead: a process of THIS host that no longer runs
-    (or is a zombie). Another host's process, or an unknown owner, may be alive."""
+    (or is a zombie), or an earlier process with this process's pid. Another host's process, or an unknown owner,
+    may be alive."""
     if not owner or owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
         return False
     pid = owner["pid"]
     if pid == os.getpid():
-        return False
+        return release_id not in HELD
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -29,6 +29,7 @@ from iceberg_privacy.dp import (
     set_namespace_budget,
 )
 from iceberg_privacy.dp.ledger import Ledger, _AnsweredMeanwhile
+from iceberg_privacy.dp.ledger_events import HELD
 from tests.helpers import make_catalog
 
 SRC = ("db", "pv")
@@ -83,8 +84,15 @@ def test_a_reservation_whose_process_died_on_this_host_does_not_block_a_rerun(ca
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True)
     _reserve(ledger, owner={"host": socket.gethostname(), "pid": int(dead.stdout)})
-    _reserve(ledger)
+    mine = _reserve(ledger)
     assert admin.get_namespace_budget(catalog, "db").spent == PureDP(0.2)
+    # a restarted container keeps its host name and its entrypoint's pid: a reservation naming this host and pid that
+    # this process did not make (or has closed) was an earlier incarnation's
+    with pytest.raises(ReleaseInProgressError, match=mine.release_id):
+        _reserve(ledger)
+    HELD.discard(mine.release_id)
+    _reserve(ledger)
+    assert admin.get_namespace_budget(catalog, "db").spent == PureDP(0.3)
     elsewhere = ledger.reserve(SRC, "job", PureDP(0.1), source_snapshot_id=9, query_hash="q", once=True,
                                owner={"host": "elsewhere", "pid": 1})
     with pytest.raises(ReleaseInProgressError, match=elsewhere.release_id):  # another host's process may be alive
