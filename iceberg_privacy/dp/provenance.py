@@ -112,7 +112,8 @@ def read_provenance(table: TableRef, snapshot_id: int | None = None, *,
 
     That is the release snapshot itself, or the release before commits that only rewrote or deleted its rows (a
     compaction, an expiry of older snapshots, a delete): its provenance says where those rows came from
-    (``snapshot_id`` of the result is the release snapshot's). A snapshot after another writer added rows (an
+    (``snapshot_id`` of the result is the release snapshot's). A snapshot after the release that holds no row at all
+    (the delete a release's own commit starts with, or every row deleted) has None: there is nothing to describe. A snapshot after another writer added rows (an
     append, an overwrite, a commit that copied ``privacy.dp.release=1`` into its summary) has None: the provenance of
     an earlier release does not describe the table's rows any more (the same rule as
     :func:`iceberg_privacy.properties.released_rows`).
@@ -126,4 +127,8 @@ def read_provenance(table: TableRef, snapshot_id: int | None = None, *,
     rows = released_rows(loaded, snapshot_id)
     if rows is None or not rows.current:
         return None
+    if rows.release_snapshot_id != rows.snapshot_id:  # a later commit that only rewrote or deleted the release's rows
+        asked = loaded.snapshot_by_id(rows.snapshot_id)
+        if asked is not None and asked.summary is not None and asked.summary.get("total-records") == "0":
+            return None  # it holds no row (the delete that starts a release's commit, or every row deleted)
     return read_release_provenance(loaded, rows.release_snapshot_id)

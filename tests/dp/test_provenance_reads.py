@@ -85,6 +85,9 @@ def test_a_compacted_release_table_keeps_its_provenance(lake: SqlCatalog, monkey
     assert prov.budget == PureDP(0.5).to_json()
     assert ip.read_provenance(out, out.current_snapshot().snapshot_id).release_id == "r2"
     assert ip.read_provenance(out, release_snapshot).release_id == "r1"  # time travel: the older release's
+    # exactly the snapshots that hold a release's rows: not the delete that starts the second release's commit
+    holding = [s.snapshot_id for s in out.snapshots() if ip.read_provenance(out, s.snapshot_id) is not None]
+    assert holding == [release_snapshot, second, out.current_snapshot().snapshot_id]
 
 
 def test_rows_another_writer_added_have_no_provenance(lake: SqlCatalog) -> None:
