@@ -162,3 +162,23 @@ def test_a_run_overtaken_by_another_between_its_memo_lookup_and_its_reservation_
     assert mine.release_id == theirs.release_id and mine.provenance == theirs.provenance
     assert admin.get_namespace_budget(catalog, "db").spent == PureDP(0.25)
     assert ip.reservations(catalog) == []
+
+
+def test_on_the_rest_catalog_over_seaweedfs(rest_catalog: Any, seaweedfs: Any, lake_ns: str) -> None:
+    """The same refusal and hand-back on the REST catalog with an s3:// warehouse, two catalog clients (as two
+    processes would hold)."""
+    from pyiceberg.catalog import load_catalog
+
+    admin.set_namespace_budget(rest_catalog, lake_ns, PureDP(1))
+    other = load_catalog("rest", **seaweedfs.rest_catalog_properties())
+    mine, theirs = Ledger(rest_catalog, (lake_ns,)), Ledger(other, (lake_ns,))
+    source = (lake_ns, "pv")
+    kw: dict[str, Any] = dict(source_snapshot_id=7, query_hash="q", output_table=f"{lake_ns}.out", once=True)
+    first = mine.reserve(source, "job", PureDP(0.25), **kw)
+    with pytest.raises(ReleaseInProgressError, match=first.release_id):
+        theirs.reserve(source, "job", PureDP(0.25), **kw)
+    mine.record("released", first.release_id, "job", source=source, source_snapshot_id=7, query_hash="q",
+                output_table=f"{lake_ns}.out", output_snapshot_id=11, amount=PureDP(0.25))
+    with pytest.raises(_AnsweredMeanwhile):
+        theirs.reserve(source, "job", PureDP(0.25), **kw)
+    assert admin.get_namespace_budget(rest_catalog, lake_ns).spent == PureDP(0.25)
