@@ -182,3 +182,32 @@ def test_on_the_rest_catalog_over_seaweedfs(rest_catalog: Any, seaweedfs: Any, l
     with pytest.raises(_AnsweredMeanwhile):
         theirs.reserve(source, "job", PureDP(0.25), **kw)
     assert admin.get_namespace_budget(rest_catalog, lake_ns).spent == PureDP(0.25)
+
+
+def test_the_same_synthesis_run_twice_at_once_pays_and_publishes_once(catalog: SqlCatalog, tmp_path: Path) -> None:
+    """dp_synthesize reserves through the same check: a second run during the first's reservation is refused, one
+    overtaken between its memo lookup and its reservation gets the first's table from the memo."""
+    from tests.helpers import small_dp_table
+
+    small_dp_table(catalog, "db.people")
+    set_namespace_budget(catalog, "db", ip.RhoZCDP(1))
+    other = make_catalog(tmp_path)
+
+    def synth(cat: SqlCatalog) -> Any:
+        return ip.dp_synthesize(cat, "db.people", ["v"], ip.RhoZCDP(0.25), output="db.synth", bounds={"v": (0, 4)},
+                                privacy_unit="user_id", rows=5)
+
+    refused: list[BaseException] = []
+
+    def second_run(at: str) -> None:
+        if not refused:
+            with pytest.raises(ReleaseInProgressError) as info:
+                synth(other)
+            refused.append(info.value)
+
+    with faults.injected("synth.after_reserve", second_run):
+        first = synth(catalog)
+    assert refused and not first.memoized
+    again = synth(other)
+    assert again.memoized and again.release_id == first.release_id and again.snapshot_id == first.snapshot_id
+    assert admin.get_namespace_budget(catalog, "db").spent == ip.RhoZCDP(0.25)
