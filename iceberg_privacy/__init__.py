@@ -77,6 +77,7 @@ from iceberg_privacy.errors import (
     RefHoldsSubjectError,
     ReleaseAbortedError,
     ReleaseFailedError,
+    ReleaseInProgressError,
     RequestBlockedError,
     RequestConflictError,
     SchemaMismatchError,
@@ -233,7 +234,7 @@ __all__ = [
     # errors
     "BudgetError", "BudgetExhaustedError", "BudgetTypeMismatchError", "CatalogError", "CommitConflictError",
     "ConfigurationError", "DpOnlyError", "DpSqlRefusedError", "ForgetKeyMismatchError", "ForgetListError", "IcebergPrivacyError", "InvalidArgumentError",
-    "InvalidBudgetError", "InvalidLookupValueError", "KeySetError", "LedgerConflictError", "LedgerCorruptError", "LedgerPropertyTooLargeError", "TableMovedError", "LineageError",
+    "InvalidBudgetError", "InvalidLookupValueError", "KeySetError", "LedgerConflictError", "LedgerCorruptError", "LedgerPropertyTooLargeError", "ReleaseInProgressError", "TableMovedError", "LineageError",
     "MissingSourceError", "NamespaceNotFoundError", "NoBudgetConfiguredError", "NoIdentityColumnsError", "OpaqueSqlError",
     "PrivacyUnitRequiredError", "PurposeViolationError", "QueryCapExceededError", "QueueIntegrityError", "RefHoldsSubjectError", "ReleaseAbortedError", "ReleaseFailedError",
     "RequestBlockedError", "RequestConflictError", "SchemaMismatchError", "SecretMissingError", "SidecarError",

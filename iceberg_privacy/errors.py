@@ -188,6 +188,12 @@ class TableMovedError(LedgerConflictError):
     spent: run the release again under the table's current name."""
 
 
+class ReleaseInProgressError(LedgerConflictError):
+    """The same question (query and source snapshot) is being released by another process right now; nothing was
+    spent. Run it again once that release finished: the repeat is answered from the memo, free. If its process died,
+    resolve its reservation first (``iceberg-privacy dp reservations --resolve``)."""
+
+
 class LedgerPropertyTooLargeError(BudgetError):
     """A ledger commit would make one of the ledger's table properties larger than the limit its catalog can store
     (``privacy.dp.max-property-bytes``); refused before anything was written, so nothing was spent or changed."""

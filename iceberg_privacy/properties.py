@@ -273,14 +273,23 @@ class ReleaseProvenance:
 def read_release_provenance(table: Table, snapshot_id: int | None = None) -> ReleaseProvenance | None:
     """Decode the provenance of a release snapshot (the current one by default).
 
-    Returns None for a snapshot that is not a DP release (or does not exist).
+    Returns None for a snapshot that is not a DP release (or does not exist), including one whose summary carries the
+    release marker without a release id, or with a value that does not decode (a foreign writer's copy of the
+    marker, a hand edit): its provenance names nothing.
     """
     snap = table.current_snapshot() if snapshot_id is None else table.snapshot_by_id(snapshot_id)
     if snap is None or snap.summary is None:
         return None
     props = {k: v for k, v in snap.summary.additional_properties.items() if k.startswith(DP_PREFIX)}
-    if props.get(DP_RELEASE_MARKER) != "1":
+    if props.get(DP_RELEASE_MARKER) != "1" or not props.get(DP_PREFIX + "release-id"):
         return None
+    try:
+        return _decode_provenance(snap.snapshot_id, props)
+    except (ValueError, TypeError):  # json.JSONDecodeError is a ValueError; a field missing is a TypeError
+        return None
+
+
+def _decode_provenance(snapshot_id: int, props: dict[str, str]) -> ReleaseProvenance:
     fields: dict[str, Any] = {}
     extra: dict[str, str] = {}
     for key, value in props.items():
@@ -297,7 +306,7 @@ def read_release_provenance(table: Table, snapshot_id: int | None = None) -> Rel
             fields[_DP_FIELDS[name]] = float(value) if value else None
         else:
             fields[_DP_FIELDS[name]] = value
-    return ReleaseProvenance(snapshot_id=snap.snapshot_id, extra=extra, **fields)
+    return ReleaseProvenance(snapshot_id=snapshot_id, extra=extra, **fields)
 
 
 _ROWS_UNCHANGED = ("replace", "delete")
@@ -329,9 +338,10 @@ def _holds_only_its_rows(summary: Any) -> bool:
     """A release snapshot as the library commits it: its rows are all the table holds (the previous contents were
     deleted in the same transaction): ``total-records == added-records``. A commit of another writer that copied
     ``privacy.dp.release=1`` into its summary (pyiceberg ``snapshot_properties``, a Spark commit property) while
-    appending to rows already there is not one."""
+    appending to rows already there is not one. A release of no rows (every count under the threshold) has no
+    ``added-records``: a snapshot holding no row holds no other rows either."""
     added, total = _count(summary, "added-records"), _count(summary, "total-records")
-    return added is not None and total is not None and added == total
+    return total is not None and (added if added is not None else 0) == total
 
 
 def _adds_no_row(summary: Any) -> bool:

@@ -27,6 +27,7 @@ from iceberg_privacy.dp.errors import (
     QueryCapExceededError,
     ReleaseAbortedError,
     ReleaseFailedError,
+    ReleaseInProgressError,
     TableMovedError,
 )
 from iceberg_privacy.dp.histogram import dp_histogram
@@ -74,6 +75,7 @@ __all__ = [
     "Release",
     "ReleaseAbortedError",
     "ReleaseFailedError",
+    "ReleaseInProgressError",
     "TableMovedError",
     "ReleaseProvenance",
     "ReleaseRecord",

@@ -34,6 +34,8 @@ def _exact(value: float | int | str | Fraction, name: str) -> Fraction:
         raise InvalidBudgetError(f"{name} must be a number, got {value!r}; pass e.g. {name}=1.0.")
     try:
         number = float(value)
+    except OverflowError:  # an int (or Decimal) past the float range: as infinite as float("inf")
+        number = math.inf
     except (TypeError, ValueError) as exc:
         raise InvalidBudgetError(f"{name} must be a number, got {value!r}; pass e.g. {name}=1.0.") from exc
     if not math.isfinite(number):

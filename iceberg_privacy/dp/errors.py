@@ -14,9 +14,11 @@ from iceberg_privacy.errors import (
     QueryCapExceededError,
     ReleaseAbortedError,
     ReleaseFailedError,
+    ReleaseInProgressError,
     TableMovedError,
 )
 
 __all__ = ["BudgetExhaustedError", "BudgetTypeMismatchError", "InvalidArgumentError", "InvalidBudgetError",
            "KeySetError", "LedgerConflictError", "LedgerCorruptError", "LedgerPropertyTooLargeError", "NoBudgetConfiguredError", "PrivacyUnitRequiredError",
-           "QueryCapExceededError", "ReleaseAbortedError", "ReleaseFailedError", "TableMovedError"]
+           "QueryCapExceededError", "ReleaseAbortedError", "ReleaseFailedError", "ReleaseInProgressError",
+           "TableMovedError"]

@@ -71,10 +71,12 @@ from iceberg_privacy.dp.errors import (
     LedgerCorruptError,
     LedgerPropertyTooLargeError,
     NoBudgetConfiguredError,
+    ReleaseInProgressError,
 )
 from iceberg_privacy.dp.ledger_events import (
     ARROW_SCHEMA,
     CLOSING_EVENTS,
+    HELD,
     LEDGER_SCHEMA,
     OPEN_STATES,
     compact_reserved,
@@ -86,6 +88,8 @@ from iceberg_privacy.dp.ledger_events import (
     json_property,
     memo_entry,
     memo_key,
+    owner_is_gone,
+    owner_of,
 )
 from iceberg_privacy.dp.ledger_parts import PROPAGATED_EVENTS, LedgerParts
 from iceberg_privacy.dp.ledger_state import (
@@ -139,6 +143,16 @@ def bounded_memo(memo: dict[str, dict[str, Any]], max_bytes: int, entries: int |
         newest = newest[:-drop]
         text = canonical_dumps(dict(newest))
     return text
+
+
+class _AnsweredMeanwhile(Exception):  # noqa: N818 - control flow between reserve() and its callers, never raised at users
+    """A memoized release's reservation found its question answered by a release that committed after the caller's
+    memo lookup (``hit``: that memo entry). Nothing was spent; the caller returns the memoized answer."""
+
+    def __init__(self, hit: dict[str, Any]) -> None:
+        super().__init__(f"this question was released meanwhile (release {hit.get('release_id')}); nothing was spent")
+        self.hit = hit
+
 
 
 class Ledger(LedgerParts):
@@ -333,8 +347,16 @@ class Ledger(LedgerParts):
         release_id: str | None = None,
         owner: dict[str, Any] | None = None,
         table_uuid: str | None = None,
+        once: bool = False,
+        memo_seen: str | None = None,
     ) -> Reservation:
         """Commit a spend (event ``reserved``) if and only if it fits, atomically with the check.
+
+        ``once`` (a memoized release: ``query_hash`` and ``source_snapshot_id`` given) makes the same commit refuse a
+        question that is already answered or being answered, so two processes asking it at once never both pay and
+        publish two different noisy answers: :class:`_AnsweredMeanwhile` when the memo holds a release of it other than
+        ``memo_seen`` (the release id the caller's memo lookup found unusable), :class:`ReleaseInProgressError` when
+        an open reservation of it is held by a process that may be alive (nothing is spent either way).
 
         ``table_uuid`` (the source table's uuid; None only for callers that know just a name) binds the table in
         the same commit, so its spend follows it through renames and moves (docs/dp.md, "Table identity").
@@ -352,6 +374,8 @@ class Ledger(LedgerParts):
         def mutate(
             state: LedgerState, table: Table
         ) -> tuple[Reservation, dict[str, str], list[dict[str, Any]]]:
+            if once and query_hash is not None and source_snapshot_id is not None:
+                self._refuse_repeat(table, query_hash, source_snapshot_id, memo_seen)
             state = self._bind_table(state, source, table_uuid)
             scopes, left = self.check(state, source, principal, amount, table_uuid)
             # A table that moved here from other namespaces keeps charging their ledgers (their people are in it):
@@ -408,14 +432,37 @@ class Ledger(LedgerParts):
                 if table_uuid is None or self._elsewhere(table_uuid)[1] is None:
                     raise
                 reservation, _ = self._commit(mutate, create=True)
-        except IcebergPrivacyError as exc:  # refused here (or there): the parts reserved elsewhere go back now
+        except (IcebergPrivacyError, _AnsweredMeanwhile) as exc:  # refused here (or there): the parts reserved
+            # elsewhere go back now
             self._refund_parts(rid, list(parts.values()), f"the release was refused in ledger {self._where()}: "
                                                           f"{str(exc)[:500]}")
             raise
+        HELD.add(reservation.release_id)
         # parts an earlier run of the commit reserved that its last run did not need (rare: a budget removed there)
         self._refund_parts(rid, [led for ns, led in parts.items() if ns not in final],
                            "not needed by the reservation's final commit")
         return reservation
+
+    def _refuse_repeat(self, table: Table, query_hash: str, source_snapshot_id: int, memo_seen: str | None) -> None:
+        """Inside a reservation's compare-and-swap: refuse a question this ledger version already answers (the memo)
+        or is answering (an open reservation of the same question whose owner may be alive). See :meth:`reserve`."""
+        hit = self._memo(table).get(memo_key(query_hash, source_snapshot_id))
+        if hit is not None and hit.get("release_id") != memo_seen:
+            raise _AnsweredMeanwhile(hit)
+        for rid, entry in self._open(table).items():
+            reserved = entry["reserved"]
+            if reserved.get("query_hash") != query_hash or reserved.get("source_snapshot_id") != source_snapshot_id:
+                continue
+            if owner_is_gone(owner_of(reserved), rid):
+                continue  # its process died here: a re-run is a new release (the dead one is resolved later)
+            # no principal, host or pid in the message: the query service shows it to analysts, and who else asks
+            # what is other principals' activity (`dp reservations` lists the owner to whoever reads the ledger)
+            raise ReleaseInProgressError(
+                f"the same question on the same snapshot of {reserved.get('source_table')} is being released right "
+                f"now (release {rid}, {entry['state']}); nothing was spent. Run it again when that release has "
+                "finished: the repeat is answered from the memo and spends nothing. If the process running it died, "
+                "resolve its reservation first: iceberg-privacy dp reservations --resolve (refunds it once its "
+                "heartbeat is older than --older-than), or pass memoize=False (--no-memo) to pay for a new answer.")
 
     def record(
         self,
@@ -464,6 +511,8 @@ class Ledger(LedgerParts):
             return inherited, props or None, [row]
 
         inherited, _ = self._commit(mutate)
+        if event in CLOSING_EVENTS:
+            HELD.discard(release_id)
         for ns in inherited:  # the parts of the reservation in the ledgers of namespaces the table moved out of
             try:
                 self._ledger(tuple(ns.split("."))).record(event, release_id, principal, source=source,
@@ -566,6 +615,8 @@ class Ledger(LedgerParts):
                     {PROP_SPENT: canonical_dumps(new_spent), PROP_OPEN: canonical_dumps(open_)}, [row])
 
         (result, inherited), _ = self._commit(mutate)
+        if result not in OPEN_STATES:
+            HELD.discard(release_id)
         if result == "refunded":
             self._refund_parts(release_id, [self._ledger(tuple(ns.split("."))) for ns in inherited], reason)
         return str(result), bool(committed) and committed[-1]
@@ -598,6 +649,8 @@ class Ledger(LedgerParts):
             return ("abandoned", inherited_of(reserved)), {PROP_OPEN: canonical_dumps(open_)}, [row]
 
         (result, inherited), _ = self._commit(mutate)
+        if result not in OPEN_STATES:
+            HELD.discard(release_id)
         for ns in inherited:  # its parts in other ledgers evaluated before it did: closed with their spend kept
             try:
                 self._ledger(tuple(ns.split("."))).abandon(release_id, reason=reason)

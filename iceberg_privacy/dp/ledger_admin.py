@@ -117,6 +117,14 @@ class LedgerAdmin(TableIdentity):
         """What ``principal`` has left in all of ``scopes`` (keys with a budget); raises, naming what is left,
         when ``amount`` does not fit one of them or its principal cap."""
         limits: list[Budget] = []
+        caps = [state.scope(key) for key in scopes]
+        if len({type(st.cap) for st in caps}) > 1:  # no query fits them all: asking with another type cannot help
+            kinds = ", ".join(f"{st.scope} a {st.cap.kind} budget ({st.cap!r})" for st in caps if st.cap is not None)
+            raise BudgetTypeMismatchError(
+                f"this table is charged to budgets of different types ({kinds}), and budgets are never converted, so "
+                f"no release of it can be paid for, whatever budget it asks with ({amount!r}). As the data owner, set "
+                "them to one type (`iceberg-privacy dp budget set --table ...` / `--namespace ...`: --epsilon with "
+                "--delta for approx DP, --rho for zCDP). Nothing was spent.")
         for key in scopes:
             st = state.scope(key)
             scope = st.scope  # for people: table:<current name>

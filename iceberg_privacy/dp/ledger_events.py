@@ -148,7 +148,51 @@ def compact_reserved(ev: dict[str, Any]) -> dict[str, Any]:
     inherited = inherited_of(ev)
     if inherited:
         out["inherited"] = inherited
+    owner = owner_of(ev)
+    if owner:
+        out["owner"] = owner
     return out
+
+
+def owner_of(reserved: dict[str, Any]) -> dict[str, Any] | None:
+    """Who holds a reservation (``{"host", "pid"}``): the ``owner`` field of a compact reservation, or of a
+    ``reserved`` event's detail; None when it is not recorded."""
+    if isinstance(reserved.get("owner"), dict):
+        return dict(reserved["owner"])
+    try:
+        detail = json.loads(reserved.get("detail") or "{}")
+    except (ValueError, TypeError):
+        return None
+    value = detail.get("owner") if isinstance(detail, dict) else None
+    return {"host": value.get("host"), "pid": value.get("pid")} if isinstance(value, dict) else None
+
+
+HELD: set[str] = set()
+"""Release ids of the reservations this process made and has not closed (added by ``Ledger.reserve``, discarded by
+the commit that closes them). A reservation naming this host and pid but not held here was made by an earlier
+process with the same pid: a restarted container keeps its host name, and its entrypoint is pid 1 again."""
+
+
+def owner_is_gone(owner: dict[str, Any] | None, release_id: str) -> bool:
+    """True only when the owner of a reservation is known to be dead: a process of THIS host that no longer runs
+    (or is a zombie), or an earlier process with this process's pid. Another host's process, or an unknown owner,
+    may be alive."""
+    if not owner or owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
+        return False
+    pid = owner["pid"]
+    if pid == os.getpid():
+        return release_id not in HELD
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. PermissionError: the pid runs under another user
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] == "Z"  # killed, not yet reaped by its parent
+    except (OSError, IndexError):
+        return False
 
 
 def inherited_of(reserved: dict[str, Any]) -> list[str]:

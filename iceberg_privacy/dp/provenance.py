@@ -19,7 +19,7 @@ from iceberg_privacy.dp.query import canonical_dumps
 from iceberg_privacy.errors import ConfigurationError
 from iceberg_privacy.properties import DP_PREFIX as PREFIX
 from iceberg_privacy.properties import DP_RELEASE_MARKER as RELEASE_MARKER
-from iceberg_privacy.properties import ReleaseProvenance, read_release_provenance
+from iceberg_privacy.properties import ReleaseProvenance, read_release_provenance, released_rows
 from iceberg_privacy.storage import storage_errors
 
 __all__ = ["ReleaseProvenance", "build_summary", "library_versions", "noise_summary", "read_provenance"]
@@ -107,12 +107,28 @@ def build_summary(
 @storage_errors
 def read_provenance(table: TableRef, snapshot_id: int | None = None, *,
                     catalog: Catalog | None = None) -> ReleaseProvenance | None:
-    """The :class:`ReleaseProvenance` of a release snapshot (the current one by default), or None
-    when that snapshot is not a DP release.
+    """The :class:`ReleaseProvenance` of the release whose rows a snapshot of a DP output table holds (the current
+    snapshot by default), or None when that snapshot holds rows no release wrote.
+
+    That is the release snapshot itself, or the release before commits that only rewrote or deleted its rows (a
+    compaction, an expiry of older snapshots, a delete): its provenance says where those rows came from
+    (``snapshot_id`` of the result is the release snapshot's). A snapshot after the release that holds no row at all
+    (the delete a release's own commit starts with, or every row deleted) has None: there is nothing to describe. A snapshot after another writer added rows (an
+    append, an overwrite, a commit that copied ``privacy.dp.release=1`` into its summary) has None: the provenance of
+    an earlier release does not describe the table's rows any more (the same rule as
+    :func:`iceberg_privacy.properties.released_rows`).
 
     ``table`` is a loaded ``Table``, ``"ns.table"`` or ``("ns", "table")`` (a name is loaded from ``catalog=``,
     by default :func:`iceberg_privacy.connect`), as for every one-table verb."""
     if snapshot_id is not None and (isinstance(snapshot_id, bool) or not isinstance(snapshot_id, int)):
         raise ConfigurationError(f"snapshot_id must be an int (a snapshot id of the release table), got "
                                  f"{type(snapshot_id).__name__} {snapshot_id!r}")
-    return read_release_provenance(load_table(catalog, table), snapshot_id)
+    loaded = load_table(catalog, table)
+    rows = released_rows(loaded, snapshot_id)
+    if rows is None or not rows.current:
+        return None
+    if rows.release_snapshot_id != rows.snapshot_id:  # a later commit that only rewrote or deleted the release's rows
+        asked = loaded.snapshot_by_id(rows.snapshot_id)
+        if asked is not None and asked.summary is not None and asked.summary.get("total-records") == "0":
+            return None  # it holds no row (the delete that starts a release's commit, or every row deleted)
+    return read_release_provenance(loaded, rows.release_snapshot_id)

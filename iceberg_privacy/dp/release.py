@@ -47,9 +47,9 @@ from iceberg_privacy.catalog import ensure_namespace_exists
 from iceberg_privacy.dp._refs import qualified
 from iceberg_privacy.dp.budget import Budget
 from iceberg_privacy.dp.errors import ReleaseAbortedError, ReleaseFailedError
-from iceberg_privacy.dp.ledger import Ledger
+from iceberg_privacy.dp.ledger import Ledger, _AnsweredMeanwhile
 from iceberg_privacy.dp.policy import policy_unit_column
-from iceberg_privacy.dp.provenance import RELEASE_MARKER, build_summary, noise_summary, read_provenance
+from iceberg_privacy.dp.provenance import RELEASE_MARKER, build_summary, noise_summary
 from iceberg_privacy.dp.reservation import Heartbeat
 from iceberg_privacy.errors import (
     CommitConflictError,
@@ -57,7 +57,7 @@ from iceberg_privacy.errors import (
     IcebergPrivacyError,
 )
 from iceberg_privacy.lineage.record import LineageRecord
-from iceberg_privacy.properties import ReleaseProvenance
+from iceberg_privacy.properties import ReleaseProvenance, read_release_provenance
 
 
 @dataclass
@@ -231,11 +231,13 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None, memo_log
 
     # Memoization: same canonical query, same snapshot -> the stored release, free of charge. No Spark, no
     # tmlt, no scan of the ledger's events: the memo is a property of the ledger version just read.
+    memo_seen = None  # the release id of a memo entry whose release is no longer readable (asked, and paid, again)
     if memoize and ledger_table is not None:
         hit = ledger.find_release(qhash, snapshot_id, ledger_table)
         memo = _memoized(catalog, ledger, hit, principal, source_id, snapshot_id, qhash, amount, memo_log)
         if memo is not None:
             return memo
+        memo_seen = hit.get("release_id") if hit else None
 
     try:  # one load, not exists-then-load: a table dropped in between is simply not there
         existing = catalog.load_table(out_id)
@@ -294,16 +296,30 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None, memo_log
         ) from exc
     checkpoint("dp.before_reserve")
 
-    reservation = ledger.reserve(
-        source_id,
-        principal,
-        amount,
-        source_snapshot_id=snapshot_id,
-        query_hash=qhash,
-        output_table=out_name,
-        detail={"query": query.to_json()},
-        table_uuid=table_uuid,
-    )
+    # A memoized question is reserved once: the reservation's commit refuses it while another process answers it
+    # (ReleaseInProgressError) and hands back the answer a release committed since the lookup above (no second
+    # charge, no second noisy answer to one question).
+    while True:
+        try:
+            reservation = ledger.reserve(
+                source_id,
+                principal,
+                amount,
+                source_snapshot_id=snapshot_id,
+                query_hash=qhash,
+                output_table=out_name,
+                detail={"query": query.to_json()},
+                table_uuid=table_uuid,
+                once=memoize,
+                memo_seen=memo_seen,
+            )
+            break
+        except _AnsweredMeanwhile as answered:
+            memo = _memoized(catalog, ledger, answered.hit, principal, source_id, snapshot_id, qhash, amount,
+                             memo_log)
+            if memo is not None:
+                return memo
+            memo_seen = answered.hit.get("release_id")
     rid = reservation.release_id
     # The fields every later ledger event of this release repeats.
     event: dict[str, Any] = {
@@ -396,7 +412,7 @@ def record_released(ledger: Ledger, event: dict[str, Any], amount: Budget, out_t
     provenance = None
     out_snap = None
     for snap in reversed(out_table.snapshots()):
-        provenance = read_provenance(out_table, snap.snapshot_id)
+        provenance = read_release_provenance(out_table, snap.snapshot_id)  # that snapshot's own summary
         if provenance is not None and provenance.release_id == rid:
             out_snap = snap
             break
@@ -548,7 +564,7 @@ def memo_release(catalog: Catalog, hit: dict[str, Any] | None, qhash: str, sourc
     except NoSuchTableError:
         return None
     snap = out.snapshot_by_id(hit["output_snapshot_id"])
-    prov = read_provenance(out, snap.snapshot_id) if snap is not None else None
+    prov = read_release_provenance(out, snap.snapshot_id) if snap is not None else None  # its own summary
     if (snap is None or prov is None or prov.query_hash != qhash or prov.source_snapshot_id != source_snapshot_id
             or (hit.get("release_id") and prov.release_id != hit["release_id"])):
         return None

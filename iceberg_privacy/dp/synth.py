@@ -73,7 +73,7 @@ from iceberg_privacy.dp.budget import (
     float_down,
 )
 from iceberg_privacy.dp.errors import BudgetTypeMismatchError, InvalidBudgetError, ReleaseAbortedError
-from iceberg_privacy.dp.ledger import Ledger
+from iceberg_privacy.dp.ledger import Ledger, _AnsweredMeanwhile
 from iceberg_privacy.dp.mst import cdp_rho, mst, secure_rng
 from iceberg_privacy.dp.policy import ROWS_UNIT, policy_unit_column
 from iceberg_privacy.dp.provenance import build_summary
@@ -603,11 +603,13 @@ def dp_synthesize(
     # On a dp-only table even a memoized answer needs a principal with a budget there, asking within the cap
     # (as for dp_histogram / dp_sql: docs/dp.md, "Enforcement").
     ledger.check_policy(state, source_id, principal, amount, table_uuid)
+    memo_seen = None  # the release id of a memo entry whose table is no longer readable (asked, and paid, again)
     if memoize and ledger.exists():
-        memo = _memoized(catalog, ledger, ledger.find_release(qhash, snap.snapshot_id), principal, source_id,
-                         snap.snapshot_id, qhash, method, rho)
+        hit = ledger.find_release(qhash, snap.snapshot_id)
+        memo = _memoized(catalog, ledger, hit, principal, source_id, snap.snapshot_id, qhash, method, rho)
         if memo is not None:
             return memo
+        memo_seen = hit.get("release_id") if hit else None
     # early refusal; reserve() re-checks atomically
     ledger.check(state, source_id, principal, amount, table_uuid)
     from iceberg_privacy._internal.spark import read_snapshot
@@ -621,8 +623,19 @@ def dp_synthesize(
     del data, bounded
 
     # -- reserve, then measure ------------------------------------------------------------------------
-    reservation = ledger.reserve(source_id, principal, amount, source_snapshot_id=snap.snapshot_id, query_hash=qhash,
-                                 output_table=out_name, detail={"query": query}, table_uuid=table_uuid)
+    # reserved once per question: refused while another process synthesizes it, answered from the memo when it was
+    # synthesized since the lookup above (docs/dp.md, "Memoization")
+    while True:
+        try:
+            reservation = ledger.reserve(source_id, principal, amount, source_snapshot_id=snap.snapshot_id,
+                                         query_hash=qhash, output_table=out_name, detail={"query": query},
+                                         table_uuid=table_uuid, once=memoize, memo_seen=memo_seen)
+            break
+        except _AnsweredMeanwhile as answered:
+            memo = _memoized(catalog, ledger, answered.hit, principal, source_id, snap.snapshot_id, qhash, method, rho)
+            if memo is not None:
+                return memo
+            memo_seen = answered.hit.get("release_id")
     rid = reservation.release_id
     event: dict[str, Any] = {"release_id": rid, "principal": principal, "source": source_id,
                              "source_snapshot_id": snap.snapshot_id, "query_hash": qhash, "output_table": out_name}

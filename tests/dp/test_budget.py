@@ -25,6 +25,9 @@ from iceberg_privacy.errors import BudgetError, ConfigurationError
         lambda: PureDP(float("inf")),
         lambda: RhoZCDP(float("nan")),
         lambda: PureDP("abc"),
+        lambda: PureDP(10**400),  # was: a raw OverflowError (int too large to convert to float)
+        lambda: RhoZCDP(-(10**400)),
+        lambda: ApproxDP(1, 10**400),
     ],
 )
 def test_invalid_budgets_are_rejected_with_both_error_families(make) -> None:

@@ -87,6 +87,19 @@ def test_budget_types_are_never_converted(catalog: SqlCatalog) -> None:
         admin.set_namespace_budget(catalog, "db", ApproxDP(1, 1e-6))
 
 
+def test_a_table_charged_to_budgets_of_two_types_is_refused_naming_both(catalog: SqlCatalog) -> None:
+    """A zCDP table budget under a pure-DP namespace budget: every query was refused by one of them, each refusal
+    advising to ask with the other's type (which the other then refused). Now one refusal names both scopes."""
+    admin.set_namespace_budget(catalog, "db", PureDP(5))
+    admin.set_budget("db.pv", RhoZCDP(1), catalog=catalog)
+    ledger = Ledger(catalog, ("db",))
+    for amount in (PureDP(0.1), RhoZCDP(0.1), ApproxDP(0.1, 1e-9)):
+        with pytest.raises(BudgetTypeMismatchError, match=r"different types \(table:db.pv a zcdp budget .*"
+                                                          r"namespace:db a pure budget"):
+            ledger.reserve(SRC, "alice", amount)
+    assert admin.get_namespace_budget(catalog, "db").spent.is_zero()
+
+
 def test_remaining_before_is_the_binding_limit(catalog: SqlCatalog) -> None:
     admin.set_namespace_budget(catalog, "db", ApproxDP(2, 1e-5))
     admin.set_budget("db.pv", ApproxDP(1, 1e-4), catalog=catalog)
