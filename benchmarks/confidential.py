@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=at_least(1), default=None)
     ap.add_argument("--reps", type=at_least(1), default=None)
     ap.add_argument("--rows-per-user", type=at_least(1), default=5)
-    ap.add_argument("--memo-reps", type=int, default=None, help="memoized repeats through the service (quick 20, else 100)")
+    ap.add_argument("--memo-reps", type=at_least(1), default=None, help="memoized repeats through the service (quick 20, else 100)")
     ap.add_argument("--no-warmup", action="store_true",
                     help="leave out the untimed warm-up query each way: the first timed queries then pay the first-use "
                          "costs; runs the code path end to end faster (the test suite's check), not a measurement")
@@ -153,10 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synth-rows", type=at_least(1), default=None,
                     help="rows of the synthetic-data half's source table (default: quick 20,000, else 100,000); "
                          "smaller runs it end to end faster (the test suite's check), not a measurement")
-    ap.add_argument("--synth-columns", type=int, default=None,
+    ap.add_argument("--synth-columns", type=at_least(2), default=None,
                     help="synthesize only the first N of the synth half's 10 columns (default: all); fewer runs it end "
                          "to end faster (the test suite's check), not a measurement")
     args = ap.parse_args(argv)
+    if args.synth_columns is not None and not args.no_synth:
+        from benchmarks.confidential_synth import COLUMNS  # checked now, not after the service half's minutes
+
+        if args.synth_columns > len(COLUMNS):
+            ap.error(f"argument --synth-columns: the synth half has {len(COLUMNS)} columns, not {args.synth_columns}")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     rows = args.rows or (100_000 if args.quick else 2_000_000)

@@ -47,6 +47,7 @@ from benchmarks.harness import (
     exit_on_sigterm,
     log,
     output_file,
+    probability,
     truth_index,
 )
 
@@ -92,7 +93,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--files", type=at_least(1), default=1000)
     p.add_argument("--rows-per-file", type=at_least(1), default=3000)
     p.add_argument("--commits", type=at_least(1), default=10)
-    p.add_argument("--fpp", type=float, default=0.001)
+    p.add_argument("--fpp", type=probability, default=0.001)
     p.add_argument("--one-rounds", type=at_least(1), default=3, help="single-subject erasures per variant")
     p.add_argument("--thousand", type=at_least(1), default=1000, help="subjects of the batch erasure")
     p.add_argument("--skip-forget", action="store_true", help="leave out the forget-list ingest overhead")

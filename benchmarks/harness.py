@@ -49,6 +49,44 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def probability(text: str) -> float:
+    """An argparse ``type`` for an FPP: a number in (0, 0.5] (what ``ip.configure_bloom`` takes), else argparse's one-line usage
+    error - not a ``ValueError`` from the table build after the data was generated."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and 0 < value <= 0.5):  # the range ip.configure_bloom takes
+        raise argparse.ArgumentTypeError(f"must be a false-positive probability in (0, 0.5] (e.g. 0.001), not {text}")
+    return value
+
+
+def int_list(minimum: int) -> Callable[[str], list[int]]:
+    """An argparse ``type``: comma separated integers, each >= ``minimum`` (``''``: none), else argparse's one-line
+    usage error - not an ``int()`` traceback once the run has spent minutes building its table."""
+    import argparse
+
+    def parse(text: str) -> list[int]:
+        out = []
+        for part in (s.strip() for s in text.split(",")):
+            if not part:
+                continue
+            try:
+                value = int(part)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"takes integers, comma separated (e.g. 10,100), not {text!r}") from None
+            if value < minimum:
+                raise argparse.ArgumentTypeError(f"every value must be >= {minimum}, not {value}")
+            out.append(value)
+        return out
+
+    parse.__name__ = f"comma separated integers >= {minimum}"
+    return parse
+
+
 def exit_on_sigterm() -> None:
     """Make SIGTERM (``timeout``, a CI job cancelled, ``kill PID``) exit like Ctrl-C does: through every
     ``finally`` and ``atexit`` hook, so the run's temp dirs and the servers it started are removed. Python's

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--commits", type=at_least(1), default=4)
     p.add_argument("--keys", type=at_least(1), default=10_000)
     p.add_argument("--reps", type=at_least(1), default=3)
-    p.add_argument("--row-group-rows", type=int, default=0, help="rows per Parquet row group (0: one per file)")
+    p.add_argument("--row-group-rows", type=at_least(0), default=0, help="rows per Parquet row group (0: one per file)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=str, default=None)
     p.add_argument("--quick", action="store_true", help="CI size: 100 files, 1,000 keys, 2 rounds")

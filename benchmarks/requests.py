@@ -46,6 +46,7 @@ from benchmarks.harness import (
     json_default,
     log,
     output_file,
+    probability,
     truth_index,
 )
 from iceberg_privacy.properties import ERASURE_REQUEST_SUMMARY
@@ -56,7 +57,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--files", type=at_least(1), default=1000)
     p.add_argument("--rows-per-file", type=at_least(1), default=3000)
     p.add_argument("--commits", type=at_least(1), default=10)
-    p.add_argument("--fpp", type=float, default=0.001)
+    p.add_argument("--fpp", type=probability, default=0.001)
     p.add_argument("--requests", type=at_least(1), default=10_000)
     p.add_argument("--sample", type=at_least(1), default=50, help="requests run one at a time (extrapolated)")
     p.add_argument("--seed", type=int, default=20251123)
@@ -80,7 +81,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.files, args.commits, args.requests, args.sample = 100, 2, 1000, 5
         if args.journal_history == "100,1000":
             args.journal_history = "20,100"
-    sizes = [int(x) for x in args.journal_history.split(",")]
+    try:
+        sizes = [int(x) for x in args.journal_history.split(",")]
+    except ValueError:
+        sizes = []
     if len(sizes) != 2 or not 0 < sizes[0] < sizes[1]:
         p.error("--journal-history takes two sizes N1,N2 with 0 < N1 < N2")
     args.journal_sizes = sizes

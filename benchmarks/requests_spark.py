@@ -34,7 +34,16 @@ from typing import Any
 import numpy as np
 
 import iceberg_privacy as ip
-from benchmarks.harness import COLUMN, at_least, bench_lake, build_table, exit_on_sigterm, log, output_file
+from benchmarks.harness import (
+    COLUMN,
+    at_least,
+    bench_lake,
+    build_table,
+    exit_on_sigterm,
+    log,
+    output_file,
+    probability,
+)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -42,7 +51,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--files", type=at_least(1), default=1000)
     p.add_argument("--rows-per-file", type=at_least(1), default=3000)
     p.add_argument("--commits", type=at_least(1), default=10)
-    p.add_argument("--fpp", type=float, default=0.001)
+    p.add_argument("--fpp", type=probability, default=0.001)
     p.add_argument("--subjects", type=at_least(1), default=1000, help="subjects per erasure request")
     p.add_argument("--rounds", type=at_least(1), default=2, help="requests per variant (different subjects each)")
     p.add_argument("--master", default="local[2]")

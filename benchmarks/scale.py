@@ -74,6 +74,7 @@ from benchmarks.harness import (
     json_default,
     log,
     output_file,
+    probability,
 )
 from benchmarks.scale_batch import (
     batch_keys,
@@ -128,14 +129,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--files-per-append", type=at_least(1), default=1000,
                    help="buckets of the partition transform = files one append writes (divides every size)")
     p.add_argument("--rows-per-file", type=at_least(1), default=20)
-    p.add_argument("--fpp", type=float, default=0.001)
+    p.add_argument("--fpp", type=probability, default=0.001)
     p.add_argument("--index", type=str, default=None,
                    help="privacy.index.user_id kind (default: bloom,exact if this build has ip.configure_index, else bloom)")
-    p.add_argument("--keys", type=int, default=30, help="present keys per size (and as many absent keys)")
-    p.add_argument("--cold", type=int, default=6, help="fresh-process lookups per size (half present, half absent)")
-    p.add_argument("--batch-plan-keys", type=int, default=100_000)
-    p.add_argument("--batch-plan-reps", type=int, default=3)
-    p.add_argument("--verify-max-files", type=int, default=10_000,
+    p.add_argument("--keys", type=at_least(1), default=30, help="present keys per size (and as many absent keys)")
+    p.add_argument("--cold", type=at_least(1), default=6, help="fresh-process lookups per size (half present, half absent)")
+    p.add_argument("--batch-plan-keys", type=at_least(1), default=100_000)
+    p.add_argument("--batch-plan-reps", type=at_least(1), default=3)
+    p.add_argument("--verify-max-files", type=at_least(0), default=10_000,
                    help="up to this size, read every file back to check the oracle and full-scan the rows reference")
     p.add_argument("--core-files", type=at_least(1), default=1000)
     p.add_argument("--core-rows-per-file", type=at_least(1), default=3000)
@@ -146,13 +147,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="leave pyiceberg's In scan out of the core table's batch: the other baseline, read all + "
                         "is_in, is then the only one (the In scan is the slower by ~10x: 57 s vs 3.4 s at 1,000 files)")
     p.add_argument("--skip-core", action="store_true", help="leave out the core table (10,000-key batch, storage)")
-    p.add_argument("--floor-reps", type=int, default=3,
+    p.add_argument("--floor-reps", type=at_least(1), default=3,
                    help="rounds of the pure-pyarrow decode floor (oracle row groups vs every row group)")
     p.add_argument("--clustered-key-share", type=float, default=0.1,
                    help="the clustered batch draws its keys from the users of this share of the buckets")
     p.add_argument("--skip-clustered", action="store_true",
                    help="leave out the bucket(user_id)-partitioned copy of the core table (batch_10k_clustered.*)")
-    p.add_argument("--clustered-reps", type=int, default=3, help="rounds of the clustered-keys batch")
+    p.add_argument("--clustered-reps", type=at_least(1), default=3, help="rounds of the clustered-keys batch")
     p.add_argument("--clustered-sweep", type=str, default="0.2,0.5",
                    help="further key shares for the clustered table, timed against read all + is_in only ('' = none)")
     p.add_argument("--skip-clustered-uniform", action="store_true",
@@ -180,12 +181,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--files takes table sizes in files, comma separated (e.g. 1000,10000), not {args.files!r}")
     if any(s < 1 for s in args.sizes):
         p.error(f"every --files size must be >= 1, not {args.files!r}")
-    args.clustered_sweep = [float(s) for s in str(args.clustered_sweep).split(",") if s.strip()]
+    try:
+        args.clustered_sweep = [float(s) for s in str(args.clustered_sweep).split(",") if s.strip()]
+    except ValueError:
+        p.error(f"--clustered-sweep takes key shares, comma separated (e.g. 0.2,0.5), not {args.clustered_sweep!r}")
     if not args.skip_core and not args.skip_clustered and args.core_files % args.core_commits:
         p.error("the clustered table writes --core-files / --core-commits buckets per append: --core-files must be "
                 "a multiple of --core-commits (or pass --skip-clustered)")
     if not 0 < args.clustered_key_share <= 1 or not all(0 < s <= 1 for s in args.clustered_sweep):
         p.error("--clustered-key-share and --clustered-sweep take shares in (0, 1]")
+    if args.index is not None:
+        from iceberg_privacy.config import parse_index_kinds
+
+        try:
+            parse_index_kinds(COLUMN, args.index)
+        except ip.IcebergPrivacyError as exc:
+            p.error(f"--index: {exc}")
     if args.cold_probe is None:
         if not args.sizes or any(s % args.files_per_append for s in args.sizes):
             p.error(f"every --files size must be a multiple of --files-per-append ({args.files_per_append})")

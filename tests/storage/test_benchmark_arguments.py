@@ -25,6 +25,13 @@ COUNTED = [  # (benchmark, the count option)
     ("dp_properties", "--tables"),
     ("lineage", "--tables"), ("lineage", "--snapshots"), ("dp", "--rows"), ("dp", "--reps"),
     ("confidential", "--rows"), ("confidential", "--synth-rows"), ("confidential_synth", "--rows"),
+    # these were plain ``int``s: a 0 ran and crashed late (a median of no samples, a division by zero) or silently
+    # meant the default (confidential --memo-reps)
+    ("lookup", "--files"), ("lookup", "--keys"), ("lookup", "--batch-keys"), ("lookup", "--batch-reps"),
+    ("lookup", "--absent-keys"), ("lookup", "--ingest-files"), ("lookup", "--ingest-reps"),
+    ("scale", "--keys"), ("scale", "--cold"), ("scale", "--batch-plan-keys"), ("scale", "--batch-plan-reps"),
+    ("scale", "--floor-reps"), ("scale", "--clustered-reps"), ("dp", "--ledger-reps"), ("confidential", "--memo-reps"),
+    ("lineage", "--workers"),
 ]
 WRITERS = ["confidential", "confidential_synth", "dp", "dp_properties", "erasure", "forget_list", "lineage", "lookup",
            "read_path", "requests", "requests_spark", "scale", "spark"]
@@ -50,6 +57,45 @@ def test_a_count_below_one_is_a_usage_error(module: str, option: str, value: str
 
 def test_scale_files_that_are_not_sizes_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert "comma separated" in _usage_error("scale", ["--files=abc"], capsys)
+
+
+FPP = ["erasure", "lookup", "requests", "requests_spark", "scale"]
+
+
+@pytest.mark.parametrize("module", FPP)
+@pytest.mark.parametrize("value", ["0", "-0.1", "0.6", "1", "nan", "inf", "abc"])
+def test_an_fpp_outside_what_configure_bloom_takes_is_a_usage_error(module: str, value: str,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """``--fpp 0`` (or ``nan``, ``1.5``) generated the data, then failed in ``ip.configure_bloom`` with a traceback."""
+    line = _usage_error(module, [f"--fpp={value}"], capsys)
+    assert "--fpp" in line and ("(0, 0.5]" in line or "not a number" in line), line
+
+
+LISTS = [  # (benchmark, option, value): comma-separated lists were int()/float() tracebacks, some after the build
+    ("lookup", "--sweep", "abc"), ("lookup", "--sweep", "10,-1"), ("lookup", "--sweep", "10,0"),
+    ("dp", "--ledger-sizes", "10,x"), ("dp", "--ledger-sizes", "0,10"), ("lineage", "--sweep-workers", "1,two"),
+    ("lineage", "--sweep-workers", "0"), ("requests", "--journal-history", "a,b"), ("scale", "--clustered-sweep", "x"),
+    ("scale", "--index", "nonsense"), ("lineage", "--root-share", "nan"), ("lineage", "--root-share", "0"),
+    ("read_path", "--row-group-rows", "-1"), ("confidential", "--synth-columns", "1"),
+    ("confidential", "--synth-columns", "11"), ("confidential_synth", "--columns", "11"),
+]
+
+
+@pytest.mark.parametrize(("module", "option", "value"), LISTS)
+def test_a_malformed_list_or_value_is_a_usage_error(module: str, option: str, value: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    line = _usage_error(module, [f"{option}={value}"], capsys)
+    assert option in line, line
+
+
+def test_the_documented_list_forms_still_parse() -> None:
+    """``--sweep=`` (no sweep) is in docs/benchmarks.md's ingest-only command; the defaults are lists."""
+    from benchmarks import lookup
+
+    assert lookup.parse_args(["--sweep="]).sweep == []
+    assert lookup.parse_args([]).sweep == [10, 100]
+    assert lookup.parse_args(["--quick"]).sweep == []
+    assert lookup.parse_args(["--fpp", "0.5"]).fpp == 0.5
 
 
 @pytest.mark.parametrize("module", WRITERS)
