@@ -47,6 +47,7 @@ from benchmarks.harness import (
     exit_on_sigterm,
     log,
     output_file,
+    parse_with_quick,
     probability,
     truth_index,
 )
@@ -101,9 +102,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=output_file, default=Path("results/erasure.json"))
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--quick", action="store_true", help="CI size: 100 files, 2 commits, 2 single rounds")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.files, args.commits, args.one_rounds = 100, 2, 2
+    args = parse_with_quick(p, argv, {"files": 100, "commits": 2, "one_rounds": 2})
     return args
 
 

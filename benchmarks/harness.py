@@ -87,6 +87,23 @@ def int_list(minimum: int) -> Callable[[str], list[int]]:
     return parse
 
 
+_UNSET = object()
+
+
+def parse_with_quick(parser: Any, argv: Sequence[str] | None, quick_sizes: dict[str, Any]) -> Any:
+    """``parser.parse_args(argv)``, then with ``--quick`` the CI sizes ``quick_sizes`` (dest -> value) for the options
+    the command line did not set: ``--quick --files 200`` runs 200 files, as ``--quick --rows 20000`` does in the
+    benchmarks that read ``args.rows or quick_default``. (Overwriting them ran 100 files while the JSON's
+    ``command`` said 200.) Options are told apart from their defaults by a sentinel argparse leaves in place."""
+    import argparse
+
+    args = parser.parse_args(argv, namespace=argparse.Namespace(**{dest: _UNSET for dest in quick_sizes}))
+    for dest, value in quick_sizes.items():
+        if getattr(args, dest) is _UNSET:
+            setattr(args, dest, value if args.quick else parser.get_default(dest))
+    return args
+
+
 def exit_on_sigterm() -> None:
     """Make SIGTERM (``timeout``, a CI job cancelled, ``kill PID``) exit like Ctrl-C does: through every
     ``finally`` and ``atexit`` hook, so the run's temp dirs and the servers it started are removed. Python's

@@ -67,6 +67,7 @@ from benchmarks.harness import (
     log,
     machine_info,
     output_file,
+    parse_with_quick,
     probability,
     same_rows,
     set_target_size,
@@ -452,7 +453,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="single keys probed (default 50; with --store s3 20, --quick 8)")
     p.add_argument("--batch-keys", type=at_least(1), default=10_000)
     p.add_argument("--batch-reps", type=at_least(1), default=2, help="rounds of the batch comparison (each ~3 min at 1000 files)")
-    p.add_argument("--sweep", type=int_list(1), default="10,100", help="extra batch sizes, comma separated ('' for none)")
+    p.add_argument("--sweep", type=int_list(1), default=[10, 100], help="extra batch sizes, comma separated ('' for none)")
     p.add_argument("--absent-keys", type=at_least(1), default=10_000)
     p.add_argument("--ingest-files", type=at_least(1), default=200, help="files of the ingest comparison")
     p.add_argument("--ingest-reps", type=at_least(1), default=7, help="repetitions per ingest variant (default 7; use 3 or more for a meaningful median)")
@@ -466,10 +467,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="--store s3: skip the second timing pass straight to SeaweedFS (without the proxy)")
     p.add_argument("--quick", action="store_true",
                    help="CI size (< 2 min): 100 files, 2 commits, 1 batch round, no sweep, 100-file ingest x 3 reps")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.files, args.commits, args.ingest_files, args.batch_reps, args.ingest_reps = 100, 2, 100, 1, 3
-        args.sweep = []
+    args = parse_with_quick(p, argv, {"files": 100, "commits": 2, "ingest_files": 100, "batch_reps": 1,
+                                      "ingest_reps": 3, "sweep": []})
     if args.keys is None:
         args.keys = 50 if args.store == "local" else (8 if args.quick else 20)
     if args.keys < 1 or args.files < 1:

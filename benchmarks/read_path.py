@@ -51,6 +51,7 @@ from benchmarks.harness import (
     json_default,
     log,
     output_file,
+    parse_with_quick,
     same_rows,
     set_target_size,
     timed,
@@ -170,9 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=str, default=None)
     p.add_argument("--quick", action="store_true", help="CI size: 100 files, 1,000 keys, 2 rounds")
     p.add_argument("--out", type=output_file, default=None)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.files, args.keys, args.reps, args.commits = 100, 1000, 2, 2
+    args = parse_with_quick(p, argv, {"files": 100, "keys": 1000, "reps": 2, "commits": 2})
     res = run(args)
     print(json.dumps(res["batch"], indent=2, default=json_default))
     if args.out:

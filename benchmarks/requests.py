@@ -46,6 +46,7 @@ from benchmarks.harness import (
     json_default,
     log,
     output_file,
+    parse_with_quick,
     probability,
     truth_index,
 )
@@ -76,11 +77,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="leave out the submit throughput of requests with linked identifiers (requests.linked_submit)")
     p.add_argument("--linked-submit-only", type=str, default=None, choices=["local", "s3"],
                    help="only requests.linked_submit, on a local warehouse or on SeaweedFS + its REST catalog")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.files, args.commits, args.requests, args.sample = 100, 2, 1000, 5
-        if args.journal_history == "100,1000":
-            args.journal_history = "20,100"
+    args = parse_with_quick(p, argv, {"files": 100, "commits": 2, "requests": 1000, "sample": 5,
+                                      "journal_history": "20,100"})
     try:
         sizes = [int(x) for x in args.journal_history.split(",")]
     except ValueError:

@@ -74,6 +74,7 @@ from benchmarks.harness import (
     json_default,
     log,
     output_file,
+    parse_with_quick,
     probability,
 )
 from benchmarks.scale_batch import (
@@ -169,12 +170,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "a 100-file core table in 2 appends and its bucket(50, user_id) copy, 1 batch round, 1 decode-floor "
                         "round, no uniform-keys batch on the bucketed copy, no pyiceberg In scan on the core table")
     p.add_argument("--cold-probe", nargs=3, metavar=("HOME", "TABLE", "KEY"), help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.files, args.files_per_append, args.cold, args.batch_plan_reps = "100,400", 100, 2, 1
-        args.core_files, args.core_commits, args.batch_reps, args.floor_reps = 100, 2, 1, 1
-        args.skip_clustered_uniform, args.clustered_reps, args.clustered_sweep = True, 1, ""
-        args.skip_core_in_scan = True
+    args = parse_with_quick(p, argv, {
+        "files": "100,400", "files_per_append": 100, "cold": 2, "batch_plan_reps": 1, "core_files": 100,
+        "core_commits": 2, "batch_reps": 1, "floor_reps": 1, "skip_clustered_uniform": True, "clustered_reps": 1,
+        "clustered_sweep": "", "skip_core_in_scan": True})
     try:
         args.sizes = sorted({int(s) for s in str(args.files).split(",") if s.strip()})
     except ValueError:
