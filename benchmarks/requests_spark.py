@@ -42,6 +42,7 @@ from benchmarks.harness import (
     exit_on_sigterm,
     log,
     output_file,
+    parse_with_quick,
     probability,
 )
 
@@ -59,9 +60,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=output_file, default=Path("results/requests_spark.json"))
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--quick", action="store_true", help="CI size: 100 files, 2 commits, 100 subjects")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.files, args.commits, args.subjects = 100, 2, 100
+    args = parse_with_quick(p, argv, {"files": 100, "commits": 2, "subjects": 100})
     return args
 
 

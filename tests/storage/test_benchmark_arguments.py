@@ -152,7 +152,7 @@ def test_a_benchmark_ended_by_sigterm_removes_its_temp_dirs_and_server(tmp_path:
     ("lookup", ["--files", "200"], "files", 200), ("lookup", ["--sweep", "10"], "sweep", [10]),
     ("erasure", ["--one-rounds", "5"], "one_rounds", 5), ("requests", ["--requests", "300"], "requests", 300),
     ("requests", ["--journal-history", "5,10"], "journal_sizes", [5, 10]), ("scale", ["--files", "200,400"], "sizes", [200, 400]),
-    ("scale", ["--core-files", "200"], "core_files", 200),
+    ("scale", ["--core-files", "200"], "core_files", 200), ("requests_spark", ["--subjects", "30"], "subjects", 30),
 ])
 def test_quick_keeps_the_sizes_given_on_the_command_line(module: str, argv: list[str], dest: str, value: object) -> None:
     """``--quick --files 200`` ran 100 files (the quick size overwrote the option) while the JSON's ``command`` said
