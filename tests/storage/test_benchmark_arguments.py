@@ -161,3 +161,31 @@ def test_quick_keeps_the_sizes_given_on_the_command_line(module: str, argv: list
     assert getattr(bench.parse_args(["--quick", *argv]), dest) == value
     quick, full = bench.parse_args(["--quick"]), bench.parse_args([])
     assert quick.files != full.files  # the quick sizes still apply to what was not given
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_spark_benchmark_removes_its_work_dir(fails: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``benchmarks.spark`` left ``$TMPDIR/ip-bench-spark-*`` (its input Parquet files and the three phases' catalogs)
+    after every run, and after a phase that failed. The Spark phases are stood in for: what is checked is the
+    parent's clean-up."""
+    import subprocess
+    import tempfile
+
+    from benchmarks import spark
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def phase(args: object, work: Path, name: str, master: str) -> dict[str, object]:
+        assert work.parent == tmp_path and (work / "ingest-src").is_dir()
+        if fails:
+            raise subprocess.CalledProcessError(1, ["python", "-m", "benchmarks.spark", "--phase", name])
+        return {"speedup_vs_no_pushdown": 12.0, "median_seconds": {"bloom": 1.0, "plain": 1.0}, "bloom_overhead": 0.0}
+
+    monkeypatch.setattr(spark, "_subprocess", phase)
+    args = spark.parse_args(["--quick", "--ingest-rows", "800"])
+    if fails:
+        with pytest.raises(subprocess.CalledProcessError):
+            spark.run(args)
+    else:
+        assert spark.run(args)["lookup.speedup_vs_no_pushdown"] == 12.0
+    assert list(tmp_path.iterdir()) == []
