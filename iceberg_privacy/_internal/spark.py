@@ -43,9 +43,29 @@ def get_spark(
     builder = SparkSession.builder.master(master).appName("iceberg-privacy-dp")
     for key, value in {**DEFAULT_CONF, **(conf or {})}.items():
         builder = builder.config(key, value)
-    session = builder.getOrCreate()
+    session = start_session(builder)
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def start_session(builder: Any) -> Any:
+    """``builder.getOrCreate()``, with a JVM that cannot start (no Java, a ``JAVA_HOME`` that names no Java) as a
+    :class:`ConfigurationError` saying what to install or set: pyspark's own error is only "Java gateway process
+    exited before sending its port number" (``JAVA_GATEWAY_EXITED``)."""
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:
+        if "JAVA_GATEWAY_EXITED" not in str(exc) and "Java gateway process exited" not in str(exc):
+            raise
+        from iceberg_privacy.errors import ConfigurationError
+
+        java_home = os.environ.get("JAVA_HOME")
+        raise ConfigurationError(
+            f"Spark could not start its JVM ({exc}). The Spark parts (DP releases, the Spark data source, "
+            "erase/access with --spark) need Java 17 or later: install it (e.g. apt-get install openjdk-17-jre-headless) "
+            "and put its java on PATH, or set JAVA_HOME to its directory "
+            f"({'JAVA_HOME is ' + repr(java_home) if java_home else 'JAVA_HOME is not set'}); Spark's own "
+            "reason is printed on standard error above") from exc
 
 
 _workers_ok: set[int] = set()
