@@ -139,7 +139,7 @@ def synth_numbers(quick: bool, rows: int | None = None, columns: int | None = No
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.confidential", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=output_file, default="results/confidential.json")
     ap.add_argument("--quick", action="store_true", help="100k rows, 3 timed queries, 20 memoized (default: 2M, 5, 100)")
     ap.add_argument("--rows", type=at_least(1), default=None)

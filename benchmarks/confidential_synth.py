@@ -195,7 +195,7 @@ def _run(catalog: Any, real: pa.Table, method: Method, rows: int, repeats: int, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.confidential_synth", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=output_file, default="results/confidential_synth.json")
     ap.add_argument("--quick", action="store_true", help="20,000 rows, one run per epsilon (CI size)")
     ap.add_argument("--rows", type=at_least(1), default=None,

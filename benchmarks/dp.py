@@ -132,7 +132,7 @@ def ledger_bench(catalog: Any, spark: Any, sizes: list[int], reps: int = 5) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.dp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=output_file, default="results/dp.json")
     ap.add_argument("--quick", action="store_true", help="1M rows, 2 repetitions (default: 10M rows, 1)")
     ap.add_argument("--rows", type=at_least(1), default=None, help="override the row count (default 10M, quick 1M)")

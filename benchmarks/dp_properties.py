@@ -78,7 +78,7 @@ def measure(tables: int, releases: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.dp_properties", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=output_file, default="results/dp_properties.json")
     ap.add_argument("--tables", type=at_least(1), default=500)
     ap.add_argument("--releases", type=at_least(0), default=200)

@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.read_path", description=__doc__.splitlines()[0])
     p.add_argument("--files", type=at_least(1), default=1000)
     p.add_argument("--rows-per-file", type=at_least(1), default=3000)
     p.add_argument("--commits", type=at_least(1), default=4)

@@ -150,7 +150,7 @@ def _subprocess(args: argparse.Namespace, work: Path, phase: str, master: str) -
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.spark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="CI sizes: 100-file lookup table, small ingest")
     p.add_argument("--out", type=output_file, default=None, help="write the JSON results here")
     p.add_argument("--files", type=at_least(1), default=None, help="data files of the lookup table (default 1000)")

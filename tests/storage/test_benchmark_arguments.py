@@ -53,6 +53,7 @@ def test_a_count_below_one_is_a_usage_error(module: str, option: str, value: str
                                             capsys: pytest.CaptureFixture[str]) -> None:
     line = _usage_error(module, [f"{option}={value}"], capsys)
     assert option in line and ">= 1" in line, line
+    assert line.startswith(f"python -m benchmarks.{module}: error:"), line  # how it is run, not 'read_path.py'
 
 
 def test_scale_files_that_are_not_sizes_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
