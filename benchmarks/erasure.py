@@ -46,6 +46,7 @@ from benchmarks.harness import (
     build_table,
     exit_on_sigterm,
     log,
+    new_workdir,
     output_file,
     parse_with_quick,
     probability,
@@ -100,7 +101,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-forget", action="store_true", help="leave out the forget-list ingest overhead")
     p.add_argument("--seed", type=int, default=20251123)
     p.add_argument("--out", type=output_file, default=Path("results/erasure.json"))
-    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--workdir", type=new_workdir, default=None)
     p.add_argument("--quick", action="store_true", help="CI size: 100 files, 2 commits, 2 single rounds")
     args = parse_with_quick(p, argv, {"files": 100, "commits": 2, "one_rounds": 2})
     return args

@@ -134,6 +134,22 @@ def output_file(text: str) -> Path:
     return path
 
 
+def new_workdir(text: str) -> Path:
+    """An argparse ``type`` for ``--workdir``: a directory that does not exist yet or is empty. The benchmark writes
+    its own catalog and HMAC secret there (``ip.init_secret(..., overwrite=True)``): pointed at an existing
+    iceberg-privacy home it replaced that home's secret (its journal and forget-list digests no longer matched), and
+    a second run into the same folder died on the existing namespace after generating the data."""
+    import argparse
+
+    path = Path(text)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise argparse.ArgumentTypeError(f"{text} {'is not a directory' if not path.is_dir() else 'is not empty'}: "
+                                         "--workdir must be a new or empty folder (the benchmark writes its own "
+                                         "catalog and secret there); choose another path, or leave it out for a "
+                                         "temporary one")
+    return path
+
+
 def log(msg: str) -> None:
     """Progress line on stderr (stdout carries the result table)."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

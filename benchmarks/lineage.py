@@ -60,7 +60,15 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 
-from benchmarks.harness import at_least, exit_on_sigterm, int_list, log, machine_info, output_file
+from benchmarks.harness import (
+    at_least,
+    exit_on_sigterm,
+    int_list,
+    log,
+    machine_info,
+    new_workdir,
+    output_file,
+)
 from iceberg_privacy.catalog import connect
 from iceberg_privacy.config import IDENTITY_COLUMNS_KEY
 from iceberg_privacy.lineage.annotations import SENSITIVE_PREFIX
@@ -413,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", type=Path, default=None,
                    help="cProfile one extra single-threaded build_graph into this file")
     p.add_argument("--sweep-workers", type=int_list(1), default="", help="also time build_graph with these pool sizes, e.g. 1,2,4,8")
-    p.add_argument("--workdir", type=Path, default=None, help="build the catalog here and keep it")
+    p.add_argument("--workdir", type=new_workdir, default=None, help="build the catalog here and keep it")
     p.add_argument("--out", type=output_file, default=None,
                    help="JSON result (default results/lineage.json, --quick results/lineage-quick.json)")
     args = p.parse_args(argv)

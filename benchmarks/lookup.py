@@ -66,6 +66,7 @@ from benchmarks.harness import (
     json_default,
     log,
     machine_info,
+    new_workdir,
     output_file,
     parse_with_quick,
     probability,
@@ -459,7 +460,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ingest-reps", type=at_least(1), default=7, help="repetitions per ingest variant (default 7; use 3 or more for a meaningful median)")
     p.add_argument("--seed", type=int, default=20251123)
     p.add_argument("--out", type=output_file, default=Path("results/lookup.json"))
-    p.add_argument("--workdir", type=Path, default=None, help="catalog + warehouse dir (default: a temp dir, removed)")
+    p.add_argument("--workdir", type=new_workdir, default=None, help="catalog + warehouse dir (default: a temp dir, removed)")
     p.add_argument("--store", choices=("local", "s3"), default="local",
                    help="local: the full local benchmark; s3: single-key lookups on a SeaweedFS bucket it starts, "
                         "every storage request counted by a reverse proxy (benchmarks/s3_proxy.py)")

@@ -50,6 +50,7 @@ from benchmarks.harness import (
     interleaved,
     json_default,
     log,
+    new_workdir,
     output_file,
     parse_with_quick,
     same_rows,
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=at_least(1), default=3)
     p.add_argument("--row-group-rows", type=at_least(0), default=0, help="rows per Parquet row group (0: one per file)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", type=str, default=None)
+    p.add_argument("--workdir", type=new_workdir, default=None)
     p.add_argument("--quick", action="store_true", help="CI size: 100 files, 1,000 keys, 2 rounds")
     p.add_argument("--out", type=output_file, default=None)
     args = parse_with_quick(p, argv, {"files": 100, "keys": 1000, "reps": 2, "commits": 2})

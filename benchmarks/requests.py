@@ -45,6 +45,7 @@ from benchmarks.harness import (
     finish,
     json_default,
     log,
+    new_workdir,
     output_file,
     parse_with_quick,
     probability,
@@ -63,7 +64,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample", type=at_least(1), default=50, help="requests run one at a time (extrapolated)")
     p.add_argument("--seed", type=int, default=20251123)
     p.add_argument("--out", type=output_file, default=Path("results/requests.json"))
-    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--workdir", type=new_workdir, default=None)
     p.add_argument("--journal-history", type=str, default="100,1000",
                    help="two journal history sizes N1,N2: requests submitted one at a time before the submit latency "
                         "(journal.submit_ms_at_<N>) and a pass over all of them (journal.pass_s_at_<N2>) are measured")

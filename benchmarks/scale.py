@@ -73,6 +73,7 @@ from benchmarks.harness import (
     finish,
     json_default,
     log,
+    new_workdir,
     output_file,
     parse_with_quick,
     probability,
@@ -164,7 +165,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "computes the 10,000-value In's residual for every file, ~0.45 s a file)")
     p.add_argument("--seed", type=int, default=20251123)
     p.add_argument("--out", type=output_file, default=Path("results/scale.json"))
-    p.add_argument("--workdir", type=Path, default=None, help="catalog + warehouse dir (default: a temp dir, removed)")
+    p.add_argument("--workdir", type=new_workdir, default=None, help="catalog + warehouse dir (default: a temp dir, removed)")
     p.add_argument("--quick", action="store_true",
                    help="CI size (< 2 min): 100 and 400 files (100 per append), 2 cold probes, 1 batch-plan rep, "
                         "a 100-file core table in 2 appends and its bucket(50, user_id) copy, 1 batch round, 1 decode-floor "

@@ -190,3 +190,26 @@ def test_the_spark_benchmark_removes_its_work_dir(fails: bool, tmp_path: Path, m
     else:
         assert spark.run(args)["lookup.speedup_vs_no_pushdown"] == 12.0
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("module", ["erasure", "lineage", "lookup", "read_path", "requests", "requests_spark", "scale"])
+def test_a_workdir_that_holds_something_is_refused_before_the_run(module: str, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``--workdir ~/.iceberg-privacy`` overwrote that home's HMAC secret (``init_secret(overwrite=True)``), and a
+    second run into the same folder died on ``NamespaceAlreadyExistsError`` after generating the data."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "secret").write_text("the user's own secret")
+    line = _usage_error(module, ["--workdir", str(home)], capsys)
+    assert "--workdir" in line and "is not empty" in line, line
+    assert (home / "secret").read_text() == "the user's own secret"
+    line = _usage_error(module, ["--workdir", str(home / "secret")], capsys)
+    assert "is not a directory" in line, line
+
+
+@pytest.mark.parametrize("module", ["erasure", "lookup", "requests", "requests_spark", "scale"])
+def test_a_new_or_empty_workdir_is_taken(module: str, tmp_path: Path) -> None:
+    bench = importlib.import_module(f"benchmarks.{module}")
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "empty", tmp_path / "new" / "sub"):
+        assert bench.parse_args(["--workdir", str(folder)]).workdir == folder
