@@ -84,8 +84,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         sizes = [int(x) for x in args.journal_history.split(",")]
     except ValueError:
         sizes = []
-    if len(sizes) != 2 or not 0 < sizes[0] < sizes[1]:
-        p.error("--journal-history takes two sizes N1,N2 with 0 < N1 < N2")
+    if len(sizes) != 2 or not JOURNAL_WINDOW <= sizes[0] <= sizes[1] - JOURNAL_WINDOW:
+        # each size's figure is the median of the last JOURNAL_WINDOW submits before it: '5,10' took the median of
+        # 5 submits, then of 10 that included the first 5, while the JSON said the window was 20
+        p.error(f"--journal-history takes two sizes N1,N2 with {JOURNAL_WINDOW} <= N1 and N1 + {JOURNAL_WINDOW} <= N2 "
+                f"(each is the median of the {JOURNAL_WINDOW} submits before it), e.g. 20,100; not "
+                f"{args.journal_history!r}")
     args.journal_sizes = sizes
     return args
 
@@ -129,7 +133,7 @@ def journal_growth(workdir: Path, population: list[Any], sizes: list[int]) -> di
         latencies.append(time.perf_counter() - t0)
         if i + 1 in sizes:
             window = latencies[-JOURNAL_WINDOW:]
-            res["at"][i + 1] = {"submit_ms_median": round(1000 * statistics.median(window), 1),
+            res["at"][i + 1] = {"submit_ms_median": round(1000 * statistics.median(window), 1), "submits": len(window),
                                 "submit_ms_max": round(1000 * max(window), 1), "history": history()}
             log(f"journal: {i + 1} requests submitted one at a time, median submit "
                 f"{res['at'][i + 1]['submit_ms_median']} ms")

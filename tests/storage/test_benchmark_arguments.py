@@ -75,7 +75,9 @@ def test_an_fpp_outside_what_configure_bloom_takes_is_a_usage_error(module: str,
 LISTS = [  # (benchmark, option, value): comma-separated lists were int()/float() tracebacks, some after the build
     ("lookup", "--sweep", "abc"), ("lookup", "--sweep", "10,-1"), ("lookup", "--sweep", "10,0"),
     ("dp", "--ledger-sizes", "10,x"), ("dp", "--ledger-sizes", "0,10"), ("lineage", "--sweep-workers", "1,two"),
-    ("lineage", "--sweep-workers", "0"), ("requests", "--journal-history", "a,b"), ("scale", "--clustered-sweep", "x"),
+    ("lineage", "--sweep-workers", "0"), ("requests", "--journal-history", "a,b"),
+    # each size is the median of the 20 submits before it: '5,10' was a median of 5, then of 10 overlapping them
+    ("requests", "--journal-history", "5,10"), ("requests", "--journal-history", "20,30"), ("scale", "--clustered-sweep", "x"),
     ("scale", "--index", "nonsense"), ("lineage", "--root-share", "nan"), ("lineage", "--root-share", "0"),
     ("read_path", "--row-group-rows", "-1"), ("confidential", "--synth-columns", "1"),
     ("confidential", "--synth-columns", "11"), ("confidential_synth", "--columns", "11"),
@@ -152,7 +154,7 @@ def test_a_benchmark_ended_by_sigterm_removes_its_temp_dirs_and_server(tmp_path:
 @pytest.mark.parametrize(("module", "argv", "dest", "value"), [
     ("lookup", ["--files", "200"], "files", 200), ("lookup", ["--sweep", "10"], "sweep", [10]),
     ("erasure", ["--one-rounds", "5"], "one_rounds", 5), ("requests", ["--requests", "300"], "requests", 300),
-    ("requests", ["--journal-history", "5,10"], "journal_sizes", [5, 10]), ("scale", ["--files", "200,400"], "sizes", [200, 400]),
+    ("requests", ["--journal-history", "30,60"], "journal_sizes", [30, 60]), ("scale", ["--files", "200,400"], "sizes", [200, 400]),
     ("scale", ["--core-files", "200"], "core_files", 200), ("requests_spark", ["--subjects", "30"], "subjects", 30),
 ])
 def test_quick_keeps_the_sizes_given_on_the_command_line(module: str, argv: list[str], dest: str, value: object) -> None:
