@@ -474,6 +474,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.keys = 50 if args.store == "local" else (8 if args.quick else 20)
     if args.keys < 1 or args.files < 1:
         p.error("--keys and --files must be >= 1")
+    if args.store == "local" and args.out.suffix.lower() == ".png":  # the chart would overwrite the JSON
+        p.error(f"argument --out: names the JSON file (the chart is written next to it as .png), not {args.out}")
     args.ingest_files = min(args.ingest_files, args.files)
     return args
 
