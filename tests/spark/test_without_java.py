@@ -39,4 +39,16 @@ def test_a_jvm_that_cannot_start_says_to_install_java_or_set_java_home(java_home
     assert len(lines) == 2, (out.stdout, out.stderr[-2000:])
     for line in lines:
         assert line.startswith("ConfigurationError:"), line
-        assert "Java 17" in line and f"JAVA_HOME is '{java_home}'" in line, line
+        assert "Java 17" in line and f"JAVA_HOME is '{java_home}', which holds no bin/java" in line, line
+
+
+def test_a_master_url_spark_cannot_parse_is_not_blamed_on_java(tmp_path: Path) -> None:
+    """The same pyspark error comes from a master URL Spark cannot parse: the message names that, not Java."""
+    probe = ("import iceberg_privacy as ip\nfrom iceberg_privacy._internal.spark import get_spark\n"
+             "try:\n    get_spark(master='locl[2]')\nexcept ip.ConfigurationError as exc:\n    print(exc)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "exited while starting" in out.stdout and "master URL" in out.stdout, (out.stdout, out.stderr[-2000:])
+    assert "install it" not in out.stdout
