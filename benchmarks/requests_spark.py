@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -62,6 +63,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=new_workdir, default=None)
     p.add_argument("--quick", action="store_true", help="CI size: 100 files, 2 commits, 100 subjects")
     args = parse_with_quick(p, argv, {"files": 100, "commits": 2, "subjects": 100})
+    if not re.fullmatch(r"local(\[(\d+|\*)(,\s*\d+)?\])?|local-cluster\[.+\]|(spark|k8s|mesos)://\S+|yarn", args.master):
+        # Spark itself refuses it only once the two tables are built (minutes at the full size)
+        p.error(f"argument --master: not a Spark master URL (local[2], local[*], spark://host:7077, yarn): {args.master!r}")
     return args
 
 

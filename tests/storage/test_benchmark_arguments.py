@@ -81,7 +81,7 @@ LISTS = [  # (benchmark, option, value): comma-separated lists were int()/float(
     ("scale", "--index", "nonsense"), ("lineage", "--root-share", "nan"), ("lineage", "--root-share", "0"),
     ("read_path", "--row-group-rows", "-1"), ("confidential", "--synth-columns", "1"),
     ("confidential", "--synth-columns", "11"), ("confidential_synth", "--columns", "11"),
-    ("lookup", "--out", "/tmp/r.png"),  # the chart (out.with_suffix('.png')) overwrote the JSON just written
+    ("lookup", "--out", "/tmp/r.png"), ("requests_spark", "--master", "locl[2]"),  # the chart (out.with_suffix('.png')) overwrote the JSON just written
 ]
 
 
