@@ -44,6 +44,7 @@ from benchmarks.harness import (
     at_least,
     bench_lake,
     build_table,
+    draw_users,
     exit_on_sigterm,
     log,
     new_workdir,
@@ -118,7 +119,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tasks, pairs = truth_index(ours)
         population = cs.users.to_pylist()
         rng = np.random.default_rng(args.seed + 7)
-        picks = [population[i] for i in rng.choice(len(population), args.one_rounds + args.thousand, replace=False)]
+        picks = [population[i] for i in draw_users(rng, len(population), args.one_rounds + args.thousand,
+                                                               "--one-rounds + --thousand")]
         singles, batch = picks[:args.one_rounds], picks[args.one_rounds:]
 
         one: dict[str, list[dict[str, Any]]] = {"ours": [], "pyiceberg": [], "oracle": []}

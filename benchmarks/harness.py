@@ -150,6 +150,15 @@ def new_workdir(text: str) -> Path:
     return path
 
 
+def draw_users(rng: np.random.Generator, population: int, n: int, what: str) -> np.ndarray:
+    """``n`` distinct indexes into a population of ``population`` users, or a one-line error naming the options to
+    change (not numpy's "Cannot take a larger sample than population" traceback once the tables are built)."""
+    if n > population:
+        raise SystemExit(f"error: {what} needs {n:,} distinct users, and the table holds {population:,}: ask for fewer, "
+                         "or for a larger table (--files, --rows-per-file)")
+    return rng.choice(population, n, replace=False)
+
+
 def log(msg: str) -> None:
     """Progress line on stderr (stdout carries the result table)."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

@@ -59,6 +59,7 @@ from benchmarks.harness import (
     at_least,
     build_table,
     dist,
+    draw_users,
     exit_on_sigterm,
     finish,
     int_list,
@@ -277,7 +278,7 @@ def batch_sweep(t: Table, data: pa.Table, population: list[str], sizes: Sequence
     """Smaller batches: where pruning still pays off (ours vs pyiceberg In semi-join)."""
     out = []
     for n in sizes:
-        keys = [population[i] for i in rng.choice(len(population), size=n, replace=False)]
+        keys = [population[i] for i in draw_users(rng, len(population), n, f"--sweep {n}")]
         key_arr = pa.array(keys, pa.string())
         expected = int(pc.sum(pc.is_in(data.column(COLUMN), value_set=key_arr)).as_py())
 

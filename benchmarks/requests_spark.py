@@ -40,6 +40,7 @@ from benchmarks.harness import (
     at_least,
     bench_lake,
     build_table,
+    draw_users,
     exit_on_sigterm,
     log,
     new_workdir,
@@ -102,7 +103,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         spark = _session(args.master)
         population = cs.users.to_pylist()
         rng = np.random.default_rng(args.seed + 11)
-        picks = [population[i] for i in rng.choice(len(population), args.rounds * args.subjects, replace=False)]
+        picks = [population[i] for i in draw_users(rng, len(population), args.rounds * args.subjects,
+                                                               "--rounds x --subjects")]
         rounds: list[dict[str, Any]] = []
         for r in range(args.rounds):
             users = picks[r * args.subjects:(r + 1) * args.subjects]

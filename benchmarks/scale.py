@@ -69,6 +69,7 @@ from benchmarks.harness import (
     at_least,
     bench_lake,
     dist,
+    draw_users,
     exit_on_sigterm,
     finish,
     json_default,
@@ -234,7 +235,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # so that no size is measured with its files freshly read (the sizes start on equal footing).
             reference, rows_reference = written, "written_data"
             population = pc.unique(written.column(COLUMN))
-            picks = rng.choice(len(population), 2 * args.keys + 1 + (args.cold + 1) // 2, replace=False)
+            picks = draw_users(rng, len(population), 2 * args.keys + 1 + (args.cold + 1) // 2,
+                               f"--keys {args.keys} (and --cold {args.cold}) at {size:,} files")
             present = population.take(pa.array(picks)).to_pylist()
             warmup = present[-args.keys:] + absent_pool.slice(2 * args.keys + args.cold, args.keys).to_pylist()
             present = present[:-args.keys]

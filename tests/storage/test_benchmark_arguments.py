@@ -219,3 +219,19 @@ def test_a_new_or_empty_workdir_is_taken(module: str, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     for folder in (tmp_path / "empty", tmp_path / "new" / "sub"):
         assert bench.parse_args(["--workdir", str(folder)]).workdir == folder
+
+
+def test_more_subjects_than_the_table_holds_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``benchmarks.erasure --thousand 100000`` on a small table (likewise scale --keys, requests_spark --subjects,
+    lookup --sweep) built both tables, then died on numpy's "Cannot take a larger sample than population"."""
+    import tempfile
+
+    from benchmarks import erasure
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(SystemExit) as exc:
+        erasure.main(["--files", "2", "--rows-per-file", "20", "--commits", "1", "--thousand", "100000", "--skip-forget",
+                      "--out", str(tmp_path / "out" / "r.json")])
+    assert "--one-rounds + --thousand needs 100,003 distinct users" in str(exc.value.code), exc.value.code
+    assert "larger table (--files, --rows-per-file)" in str(exc.value.code)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # its temp dir removed
