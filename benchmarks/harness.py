@@ -131,7 +131,23 @@ def output_file(text: str) -> Path:
                                          "choose a writable path") from None
     if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise argparse.ArgumentTypeError(f"cannot write {text} (permission denied): choose a writable path")
+    if path.is_file() and path.stat().st_size and not _is_json(path):
+        # a typo such as '--out README.md' (or a path meant for the chart) was overwritten without a word
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a JSON result (it would be overwritten): choose "
+                                         "another path, or remove it first")
     return path
+
+
+def _is_json(path: Path) -> bool:
+    import json
+
+    if path.stat().st_size > 256 * 2**20:  # no benchmark result is this large
+        return False
+    try:
+        json.loads(path.read_bytes())
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 def new_workdir(text: str) -> Path:

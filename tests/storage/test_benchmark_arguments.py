@@ -116,6 +116,26 @@ def test_an_out_that_cannot_be_written_is_refused_before_the_run(module: str, tm
     assert "is a directory" in line, line
 
 
+@pytest.mark.parametrize("module", WRITERS)
+def test_an_out_that_names_a_file_other_than_a_result_is_refused(module: str, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out README.md`` (a typo, or the chart's name) overwrote that file with the JSON at the end of the run."""
+    notes = tmp_path / "notes.md"
+    notes.write_text("# my notes\n")
+    line = _usage_error(module, ["--out", str(notes)], capsys)
+    assert "--out" in line and "is not a JSON result" in line, line
+    assert notes.read_text() == "# my notes\n"
+
+
+def test_an_earlier_result_or_an_empty_file_may_be_overwritten(tmp_path: Path) -> None:
+    from benchmarks.harness import output_file
+
+    (tmp_path / "old.json").write_text('{"fpp": 0.001}\n')
+    (tmp_path / "empty.json").write_text("")
+    for name in ("old.json", "empty.json", "new.json"):
+        assert output_file(str(tmp_path / name)) == tmp_path / name
+
+
 def test_dp_properties_unwritable_out_fails_before_measuring(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The cheapest end-to-end case: the old code measured, then raised FileNotFoundError at the write."""
     blocker = tmp_path / "a-file"
