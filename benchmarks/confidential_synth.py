@@ -195,16 +195,18 @@ def _run(catalog: Any, real: pa.Table, method: Method, rows: int, repeats: int, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.confidential_synth", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=output_file, default="results/confidential_synth.json")
     ap.add_argument("--quick", action="store_true", help="20,000 rows, one run per epsilon (CI size)")
     ap.add_argument("--rows", type=at_least(1), default=None,
                     help="rows of the source table (default: quick 20,000, else 100,000); smaller runs it end to end "
                          "faster (the test suite's check), not a measurement")
-    ap.add_argument("--columns", type=at_least(1), default=None,
+    ap.add_argument("--columns", type=at_least(2), default=None,
                     help=f"synthesize only the first N of the {len(COLUMNS)} columns (default: all); fewer runs it "
                          "end to end faster (the test suite's check), not a measurement")
     args = ap.parse_args(argv)
+    if args.columns is not None and args.columns > len(COLUMNS):
+        ap.error(f"argument --columns: the table has {len(COLUMNS)} columns, not {args.columns}")
     result = measure(args.quick, rows=args.rows, columns=args.columns)
     text = json.dumps(result, indent=2)
     print(text)

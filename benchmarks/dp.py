@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from benchmarks.harness import at_least, exit_on_sigterm, output_file
+from benchmarks.harness import at_least, exit_on_sigterm, int_list, output_file
 
 EPSILONS = [0.1, 0.5, 1.0, 2.0]
 N_COUNTRIES, N_PROJECTS, N_PAGES = 50, 10, 10_000
@@ -132,17 +132,18 @@ def ledger_bench(catalog: Any, spark: Any, sizes: list[int], reps: int = 5) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.dp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=output_file, default="results/dp.json")
     ap.add_argument("--quick", action="store_true", help="1M rows, 2 repetitions (default: 10M rows, 1)")
     ap.add_argument("--rows", type=at_least(1), default=None, help="override the row count (default 10M, quick 1M)")
     ap.add_argument("--reps", type=at_least(1), default=None, help="timed repetitions per epsilon / baseline")
     ap.add_argument("--rows-per-user", type=at_least(1), default=5)
     ap.add_argument("--ledger-only", action="store_true", help="only the ledger-at-scale part (memo.*, ledger.*)")
-    ap.add_argument("--ledger-sizes", default=None, help="history sizes, comma-separated (default 10,1000; quick 10,25)")
-    ap.add_argument("--ledger-reps", type=int, default=5, help="runs per ledger timing, median taken (default 5)")
+    ap.add_argument("--ledger-sizes", type=int_list(1), default=None, help="history sizes, comma-separated (default 10,1000; quick 10,25)")
+    ap.add_argument("--ledger-reps", type=at_least(1), default=5, help="runs per ledger timing, median taken (default 5)")
     args = ap.parse_args(argv)
-    sizes = [int(n) for n in (args.ledger_sizes or ("10,25" if args.quick else "10,1000")).split(",")]
+    # ascending: each size is timed once the ledger holds that many releases
+    sizes = sorted(set(args.ledger_sizes or ([10, 25] if args.quick else [10, 1000])))
     rows = args.rows or (1_000_000 if args.quick else 10_000_000)
     reps = args.reps or (2 if args.quick else 1)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -33,6 +33,7 @@ def measure(tables: int, releases: int) -> dict[str, Any]:
 
     import iceberg_privacy as ip
     from iceberg_privacy.dp.ledger import Ledger
+    from iceberg_privacy.properties import DP_MEMO_PROPERTY
 
     schema = pa.schema([("user_id", pa.string()), ("v", pa.int64())])
     with tempfile.TemporaryDirectory(prefix="ip-dp-props-") as work:
@@ -59,6 +60,8 @@ def measure(tables: int, releases: int) -> dict[str, Any]:
         ledger_table = ledger.load()
         assert ledger_table is not None
         props = {k: len(v.encode()) for k, v in ledger_table.properties.items() if k.startswith("privacy.dp.")}
+        # what the memo holds, not the releases made: it keeps at most ledger.MEMO_ENTRIES (newest first)
+        memo_entries = len(json.loads(ledger_table.properties.get(DP_MEMO_PROPERTY, "{}")))
     memo_bytes = props.get("privacy.dp.memo", 0)
     table_bytes = props.get("privacy.dp.tables", 0)
     return {
@@ -67,14 +70,15 @@ def measure(tables: int, releases: int) -> dict[str, Any]:
         "property_bytes": dict(sorted(props.items())),
         "largest_property_bytes": max(props.values()),
         "tables_bytes_per_table": round(table_bytes / tables, 1) if tables else None,
-        "memo_bytes_per_entry": round(memo_bytes / releases, 1) if releases else None,
+        "memo_entries": memo_entries,
+        "memo_bytes_per_entry": round(memo_bytes / memo_entries, 1) if memo_entries else None,
         "seconds": {"create_tables": round(created_s, 2), "set_namespace_budget_binding_all": round(bind_s, 2),
                     "releases": round(releases_s, 2)},
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.dp_properties", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=output_file, default="results/dp_properties.json")
     ap.add_argument("--tables", type=at_least(1), default=500)
     ap.add_argument("--releases", type=at_least(0), default=200)

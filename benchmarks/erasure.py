@@ -44,9 +44,13 @@ from benchmarks.harness import (
     at_least,
     bench_lake,
     build_table,
+    draw_users,
     exit_on_sigterm,
     log,
+    new_workdir,
     output_file,
+    parse_with_quick,
+    probability,
     truth_index,
 )
 
@@ -92,17 +96,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--files", type=at_least(1), default=1000)
     p.add_argument("--rows-per-file", type=at_least(1), default=3000)
     p.add_argument("--commits", type=at_least(1), default=10)
-    p.add_argument("--fpp", type=float, default=0.001)
+    p.add_argument("--fpp", type=probability, default=0.001)
     p.add_argument("--one-rounds", type=at_least(1), default=3, help="single-subject erasures per variant")
     p.add_argument("--thousand", type=at_least(1), default=1000, help="subjects of the batch erasure")
     p.add_argument("--skip-forget", action="store_true", help="leave out the forget-list ingest overhead")
     p.add_argument("--seed", type=int, default=20251123)
     p.add_argument("--out", type=output_file, default=Path("results/erasure.json"))
-    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--workdir", type=new_workdir, default=None)
     p.add_argument("--quick", action="store_true", help="CI size: 100 files, 2 commits, 2 single rounds")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.files, args.commits, args.one_rounds = 100, 2, 2
+    args = parse_with_quick(p, argv, {"files": 100, "commits": 2, "one_rounds": 2})
     return args
 
 
@@ -117,7 +119,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tasks, pairs = truth_index(ours)
         population = cs.users.to_pylist()
         rng = np.random.default_rng(args.seed + 7)
-        picks = [population[i] for i in rng.choice(len(population), args.one_rounds + args.thousand, replace=False)]
+        picks = [population[i] for i in draw_users(rng, len(population), args.one_rounds + args.thousand,
+                                                               "--one-rounds + --thousand")]
         singles, batch = picks[:args.one_rounds], picks[args.one_rounds:]
 
         one: dict[str, list[dict[str, Any]]] = {"ours": [], "pyiceberg": [], "oracle": []}

@@ -274,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="CI size: 50 x 4,000 rows, 3 repetitions")
     p.add_argument("--files", type=at_least(1), default=None)
     p.add_argument("--rows-per-file", type=at_least(1), default=None)
-    p.add_argument("--entries", type=at_least(0), default=1_000_000)
+    p.add_argument("--entries", type=at_least(1), default=1_000_000)
     p.add_argument("--reps", type=at_least(1), default=None)
     p.add_argument("--no-screen", dest="screened", action="store_false",
                    help="entries without screen tags (a list written before the screen): every distinct id HMAC'd")

@@ -49,6 +49,61 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def probability(text: str) -> float:
+    """An argparse ``type`` for an FPP: a number in (0, 0.5] (what ``ip.configure_bloom`` takes), else argparse's one-line usage
+    error - not a ``ValueError`` from the table build after the data was generated."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and 0 < value <= 0.5):  # the range ip.configure_bloom takes
+        raise argparse.ArgumentTypeError(f"must be a false-positive probability in (0, 0.5] (e.g. 0.001), not {text}")
+    return value
+
+
+def int_list(minimum: int) -> Callable[[str], list[int]]:
+    """An argparse ``type``: comma separated integers, each >= ``minimum`` (``''``: none), else argparse's one-line
+    usage error - not an ``int()`` traceback once the run has spent minutes building its table."""
+    import argparse
+
+    def parse(text: str) -> list[int]:
+        out = []
+        for part in (s.strip() for s in text.split(",")):
+            if not part:
+                continue
+            try:
+                value = int(part)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"takes integers, comma separated (e.g. 10,100), not {text!r}") from None
+            if value < minimum:
+                raise argparse.ArgumentTypeError(f"every value must be >= {minimum}, not {value}")
+            out.append(value)
+        return out
+
+    parse.__name__ = f"comma separated integers >= {minimum}"
+    return parse
+
+
+_UNSET = object()
+
+
+def parse_with_quick(parser: Any, argv: Sequence[str] | None, quick_sizes: dict[str, Any]) -> Any:
+    """``parser.parse_args(argv)``, then with ``--quick`` the CI sizes ``quick_sizes`` (dest -> value) for the options
+    the command line did not set: ``--quick --files 200`` runs 200 files, as ``--quick --rows 20000`` does in the
+    benchmarks that read ``args.rows or quick_default``. (Overwriting them ran 100 files while the JSON's
+    ``command`` said 200.) Options are told apart from their defaults by a sentinel argparse leaves in place."""
+    import argparse
+
+    args = parser.parse_args(argv, namespace=argparse.Namespace(**{dest: _UNSET for dest in quick_sizes}))
+    for dest, value in quick_sizes.items():
+        if getattr(args, dest) is _UNSET:
+            setattr(args, dest, value if args.quick else parser.get_default(dest))
+    return args
+
+
 def exit_on_sigterm() -> None:
     """Make SIGTERM (``timeout``, a CI job cancelled, ``kill PID``) exit like Ctrl-C does: through every
     ``finally`` and ``atexit`` hook, so the run's temp dirs and the servers it started are removed. Python's
@@ -76,7 +131,48 @@ def output_file(text: str) -> Path:
                                          "choose a writable path") from None
     if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise argparse.ArgumentTypeError(f"cannot write {text} (permission denied): choose a writable path")
+    if path.is_file() and path.stat().st_size and not _is_json(path):
+        # a typo such as '--out README.md' (or a path meant for the chart) was overwritten without a word
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a JSON result (it would be overwritten): choose "
+                                         "another path, or remove it first")
     return path
+
+
+def _is_json(path: Path) -> bool:
+    import json
+
+    if path.stat().st_size > 256 * 2**20:  # no benchmark result is this large
+        return False
+    try:
+        json.loads(path.read_bytes())
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def new_workdir(text: str) -> Path:
+    """An argparse ``type`` for ``--workdir``: a directory that does not exist yet or is empty. The benchmark writes
+    its own catalog and HMAC secret there (``ip.init_secret(..., overwrite=True)``): pointed at an existing
+    iceberg-privacy home it replaced that home's secret (its journal and forget-list digests no longer matched), and
+    a second run into the same folder died on the existing namespace after generating the data."""
+    import argparse
+
+    path = Path(text)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise argparse.ArgumentTypeError(f"{text} {'is not a directory' if not path.is_dir() else 'is not empty'}: "
+                                         "--workdir must be a new or empty folder (the benchmark writes its own "
+                                         "catalog and secret there); choose another path, or leave it out for a "
+                                         "temporary one")
+    return path
+
+
+def draw_users(rng: np.random.Generator, population: int, n: int, what: str) -> np.ndarray:
+    """``n`` distinct indexes into a population of ``population`` users, or a one-line error naming the options to
+    change (not numpy's "Cannot take a larger sample than population" traceback once the tables are built)."""
+    if n > population:
+        raise SystemExit(f"error: {what} needs {n:,} distinct users, and the table holds {population:,}: ask for fewer, "
+                         "or for a larger table (--files, --rows-per-file)")
+    return rng.choice(population, n, replace=False)
 
 
 def log(msg: str) -> None:

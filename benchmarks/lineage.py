@@ -60,7 +60,15 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 
-from benchmarks.harness import at_least, exit_on_sigterm, log, machine_info, output_file
+from benchmarks.harness import (
+    at_least,
+    exit_on_sigterm,
+    int_list,
+    log,
+    machine_info,
+    new_workdir,
+    output_file,
+)
 from iceberg_privacy.catalog import connect
 from iceberg_privacy.config import IDENTITY_COLUMNS_KEY
 from iceberg_privacy.lineage.annotations import SENSITIVE_PREFIX
@@ -408,18 +416,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--namespaces", type=at_least(1), default=10)
     p.add_argument("--root-share", type=float, default=0.2, help="share of root tables (external appends)")
     p.add_argument("--reps", type=at_least(1), default=3, help="build_graph repetitions (median reported)")
-    p.add_argument("--workers", type=int, default=None, help="build_graph thread pool size (default: its own)")
+    p.add_argument("--workers", type=at_least(1), default=None, help="build_graph thread pool size (default: its own)")
     p.add_argument("--seed", type=int, default=20261123)
     p.add_argument("--profile", type=Path, default=None,
                    help="cProfile one extra single-threaded build_graph into this file")
-    p.add_argument("--sweep-workers", default="", help="also time build_graph with these pool sizes, e.g. 1,2,4,8")
-    p.add_argument("--workdir", type=Path, default=None, help="build the catalog here and keep it")
+    p.add_argument("--sweep-workers", type=int_list(1), default="", help="also time build_graph with these pool sizes, e.g. 1,2,4,8")
+    p.add_argument("--workdir", type=new_workdir, default=None, help="build the catalog here and keep it")
     p.add_argument("--out", type=output_file, default=None,
                    help="JSON result (default results/lineage.json, --quick results/lineage-quick.json)")
     args = p.parse_args(argv)
+    if not 0 < args.root_share <= 1:  # also NaN
+        p.error(f"argument --root-share: a share of the tables in (0, 1], not {args.root_share}")
     tables = args.tables or (100 if args.quick else 1000)
     res = run(tables, args.snapshots, args.reps, args.namespaces, args.root_share, args.seed, args.workers,
-              args.profile, args.workdir, [int(w) for w in args.sweep_workers.split(",") if w.strip()])
+              args.profile, args.workdir, args.sweep_workers)
     res["quick"] = args.quick
     res["command"] = "python -m benchmarks.lineage " + " ".join(sys.argv[1:] if argv is None else argv)
     text = json.dumps(res, indent=2)

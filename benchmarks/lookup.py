@@ -59,13 +59,18 @@ from benchmarks.harness import (
     at_least,
     build_table,
     dist,
+    draw_users,
     exit_on_sigterm,
     finish,
+    int_list,
     interleaved,
     json_default,
     log,
     machine_info,
+    new_workdir,
     output_file,
+    parse_with_quick,
+    probability,
     same_rows,
     set_target_size,
     timed,
@@ -273,7 +278,7 @@ def batch_sweep(t: Table, data: pa.Table, population: list[str], sizes: Sequence
     """Smaller batches: where pruning still pays off (ours vs pyiceberg In semi-join)."""
     out = []
     for n in sizes:
-        keys = [population[i] for i in rng.choice(len(population), size=n, replace=False)]
+        keys = [population[i] for i in draw_users(rng, len(population), n, f"--sweep {n}")]
         key_arr = pa.array(keys, pa.string())
         expected = int(pc.sum(pc.is_in(data.column(COLUMN), value_set=key_arr)).as_py())
 
@@ -442,21 +447,21 @@ def filter_build_cpu(cs: Clickstream, files: int, fpp: float, reps: int = 3) -> 
 # ------------------------------------------------------------------------------------------ main
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.lookup", description=__doc__.split("\n")[0])
-    p.add_argument("--files", type=int, default=1000, help="data files in the lookup table (default 1000)")
+    p.add_argument("--files", type=at_least(1), default=1000, help="data files in the lookup table (default 1000)")
     p.add_argument("--rows-per-file", type=at_least(1), default=3000)
     p.add_argument("--commits", type=at_least(1), default=10, help="appends used to ingest the table (one sidecar each)")
-    p.add_argument("--fpp", type=float, default=0.001, help="Bloom FPP of the lookup table (default 0.001)")
-    p.add_argument("--keys", type=int, default=None,
+    p.add_argument("--fpp", type=probability, default=0.001, help="Bloom FPP of the lookup table (default 0.001)")
+    p.add_argument("--keys", type=at_least(1), default=None,
                    help="single keys probed (default 50; with --store s3 20, --quick 8)")
-    p.add_argument("--batch-keys", type=int, default=10_000)
-    p.add_argument("--batch-reps", type=int, default=2, help="rounds of the batch comparison (each ~3 min at 1000 files)")
-    p.add_argument("--sweep", type=str, default="10,100", help="extra batch sizes, comma separated ('' for none)")
-    p.add_argument("--absent-keys", type=int, default=10_000)
-    p.add_argument("--ingest-files", type=int, default=200, help="files of the ingest comparison")
-    p.add_argument("--ingest-reps", type=int, default=7, help="repetitions per ingest variant (>= 3)")
+    p.add_argument("--batch-keys", type=at_least(1), default=10_000)
+    p.add_argument("--batch-reps", type=at_least(1), default=2, help="rounds of the batch comparison (each ~3 min at 1000 files)")
+    p.add_argument("--sweep", type=int_list(1), default=[10, 100], help="extra batch sizes, comma separated ('' for none)")
+    p.add_argument("--absent-keys", type=at_least(1), default=10_000)
+    p.add_argument("--ingest-files", type=at_least(1), default=200, help="files of the ingest comparison")
+    p.add_argument("--ingest-reps", type=at_least(1), default=7, help="repetitions per ingest variant (default 7; use 3 or more for a meaningful median)")
     p.add_argument("--seed", type=int, default=20251123)
     p.add_argument("--out", type=output_file, default=Path("results/lookup.json"))
-    p.add_argument("--workdir", type=Path, default=None, help="catalog + warehouse dir (default: a temp dir, removed)")
+    p.add_argument("--workdir", type=new_workdir, default=None, help="catalog + warehouse dir (default: a temp dir, removed)")
     p.add_argument("--store", choices=("local", "s3"), default="local",
                    help="local: the full local benchmark; s3: single-key lookups on a SeaweedFS bucket it starts, "
                         "every storage request counted by a reverse proxy (benchmarks/s3_proxy.py)")
@@ -464,14 +469,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="--store s3: skip the second timing pass straight to SeaweedFS (without the proxy)")
     p.add_argument("--quick", action="store_true",
                    help="CI size (< 2 min): 100 files, 2 commits, 1 batch round, no sweep, 100-file ingest x 3 reps")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.files, args.commits, args.ingest_files, args.batch_reps, args.ingest_reps = 100, 2, 100, 1, 3
-        args.sweep = ""
+    args = parse_with_quick(p, argv, {"files": 100, "commits": 2, "ingest_files": 100, "batch_reps": 1,
+                                      "ingest_reps": 3, "sweep": []})
     if args.keys is None:
         args.keys = 50 if args.store == "local" else (8 if args.quick else 20)
     if args.keys < 1 or args.files < 1:
         p.error("--keys and --files must be >= 1")
+    if args.store == "local" and args.out.suffix.lower() == ".png":  # the chart would overwrite the JSON
+        p.error(f"argument --out: names the JSON file (the chart is written next to it as .png), not {args.out}")
     args.ingest_files = min(args.ingest_files, args.files)
     return args
 
@@ -516,7 +521,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                    replace=False)]
         log(f"batch lookup: {len(bkeys):,} keys x {args.batch_reps} reps")
         bt = batch(t, cs.table, bkeys, args.batch_reps)
-        sizes = [int(s) for s in args.sweep.split(",") if s.strip()] if args.sweep else []
+        sizes = list(args.sweep)
         sweep = batch_sweep(t, cs.table, population, sizes, args.batch_reps, rng) if sizes else []
 
         fpps = sorted({0.01, args.fpp}, reverse=True)

@@ -50,7 +50,9 @@ from benchmarks.harness import (
     interleaved,
     json_default,
     log,
+    new_workdir,
     output_file,
+    parse_with_quick,
     same_rows,
     set_target_size,
     timed,
@@ -159,20 +161,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.read_path", description=__doc__.splitlines()[0])
     p.add_argument("--files", type=at_least(1), default=1000)
     p.add_argument("--rows-per-file", type=at_least(1), default=3000)
     p.add_argument("--commits", type=at_least(1), default=4)
     p.add_argument("--keys", type=at_least(1), default=10_000)
     p.add_argument("--reps", type=at_least(1), default=3)
-    p.add_argument("--row-group-rows", type=int, default=0, help="rows per Parquet row group (0: one per file)")
+    p.add_argument("--row-group-rows", type=at_least(0), default=0, help="rows per Parquet row group (0: one per file)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", type=str, default=None)
+    p.add_argument("--workdir", type=new_workdir, default=None)
     p.add_argument("--quick", action="store_true", help="CI size: 100 files, 1,000 keys, 2 rounds")
     p.add_argument("--out", type=output_file, default=None)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.files, args.keys, args.reps, args.commits = 100, 1000, 2, 2
+    args = parse_with_quick(p, argv, {"files": 100, "keys": 1000, "reps": 2, "commits": 2})
     res = run(args)
     print(json.dumps(res["batch"], indent=2, default=json_default))
     if args.out:

@@ -45,7 +45,10 @@ from benchmarks.harness import (
     finish,
     json_default,
     log,
+    new_workdir,
     output_file,
+    parse_with_quick,
+    probability,
     truth_index,
 )
 from iceberg_privacy.properties import ERASURE_REQUEST_SUMMARY
@@ -56,12 +59,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--files", type=at_least(1), default=1000)
     p.add_argument("--rows-per-file", type=at_least(1), default=3000)
     p.add_argument("--commits", type=at_least(1), default=10)
-    p.add_argument("--fpp", type=float, default=0.001)
+    p.add_argument("--fpp", type=probability, default=0.001)
     p.add_argument("--requests", type=at_least(1), default=10_000)
     p.add_argument("--sample", type=at_least(1), default=50, help="requests run one at a time (extrapolated)")
     p.add_argument("--seed", type=int, default=20251123)
     p.add_argument("--out", type=output_file, default=Path("results/requests.json"))
-    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--workdir", type=new_workdir, default=None)
     p.add_argument("--journal-history", type=str, default="100,1000",
                    help="two journal history sizes N1,N2: requests submitted one at a time before the submit latency "
                         "(journal.submit_ms_at_<N>) and a pass over all of them (journal.pass_s_at_<N2>) are measured")
@@ -75,14 +78,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="leave out the submit throughput of requests with linked identifiers (requests.linked_submit)")
     p.add_argument("--linked-submit-only", type=str, default=None, choices=["local", "s3"],
                    help="only requests.linked_submit, on a local warehouse or on SeaweedFS + its REST catalog")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.files, args.commits, args.requests, args.sample = 100, 2, 1000, 5
-        if args.journal_history == "100,1000":
-            args.journal_history = "20,100"
-    sizes = [int(x) for x in args.journal_history.split(",")]
-    if len(sizes) != 2 or not 0 < sizes[0] < sizes[1]:
-        p.error("--journal-history takes two sizes N1,N2 with 0 < N1 < N2")
+    args = parse_with_quick(p, argv, {"files": 100, "commits": 2, "requests": 1000, "sample": 5,
+                                      "journal_history": "20,100"})
+    try:
+        sizes = [int(x) for x in args.journal_history.split(",")]
+    except ValueError:
+        sizes = []
+    if len(sizes) != 2 or not JOURNAL_WINDOW <= sizes[0] <= sizes[1] - JOURNAL_WINDOW:
+        # each size's figure is the median of the last JOURNAL_WINDOW submits before it: '5,10' took the median of
+        # 5 submits, then of 10 that included the first 5, while the JSON said the window was 20
+        p.error(f"--journal-history takes two sizes N1,N2 with {JOURNAL_WINDOW} <= N1 and N1 + {JOURNAL_WINDOW} <= N2 "
+                f"(each is the median of the {JOURNAL_WINDOW} submits before it), e.g. 20,100; not "
+                f"{args.journal_history!r}")
     args.journal_sizes = sizes
     return args
 
@@ -126,7 +133,7 @@ def journal_growth(workdir: Path, population: list[Any], sizes: list[int]) -> di
         latencies.append(time.perf_counter() - t0)
         if i + 1 in sizes:
             window = latencies[-JOURNAL_WINDOW:]
-            res["at"][i + 1] = {"submit_ms_median": round(1000 * statistics.median(window), 1),
+            res["at"][i + 1] = {"submit_ms_median": round(1000 * statistics.median(window), 1), "submits": len(window),
                                 "submit_ms_max": round(1000 * max(window), 1), "history": history()}
             log(f"journal: {i + 1} requests submitted one at a time, median submit "
                 f"{res['at'][i + 1]['submit_ms_median']} ms")

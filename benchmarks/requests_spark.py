@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -34,7 +35,19 @@ from typing import Any
 import numpy as np
 
 import iceberg_privacy as ip
-from benchmarks.harness import COLUMN, at_least, bench_lake, build_table, exit_on_sigterm, log, output_file
+from benchmarks.harness import (
+    COLUMN,
+    at_least,
+    bench_lake,
+    build_table,
+    draw_users,
+    exit_on_sigterm,
+    log,
+    new_workdir,
+    output_file,
+    parse_with_quick,
+    probability,
+)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -42,17 +55,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--files", type=at_least(1), default=1000)
     p.add_argument("--rows-per-file", type=at_least(1), default=3000)
     p.add_argument("--commits", type=at_least(1), default=10)
-    p.add_argument("--fpp", type=float, default=0.001)
+    p.add_argument("--fpp", type=probability, default=0.001)
     p.add_argument("--subjects", type=at_least(1), default=1000, help="subjects per erasure request")
     p.add_argument("--rounds", type=at_least(1), default=2, help="requests per variant (different subjects each)")
     p.add_argument("--master", default="local[2]")
     p.add_argument("--seed", type=int, default=20251123)
     p.add_argument("--out", type=output_file, default=Path("results/requests_spark.json"))
-    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--workdir", type=new_workdir, default=None)
     p.add_argument("--quick", action="store_true", help="CI size: 100 files, 2 commits, 100 subjects")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.files, args.commits, args.subjects = 100, 2, 100
+    args = parse_with_quick(p, argv, {"files": 100, "commits": 2, "subjects": 100})
+    if not re.fullmatch(r"local(\[(\d+|\*)(,\s*\d+)?\])?|local-cluster\[.+\]|(spark|k8s|mesos)://\S+|yarn", args.master):
+        # Spark itself refuses it only once the two tables are built (minutes at the full size)
+        p.error(f"argument --master: not a Spark master URL (local[2], local[*], spark://host:7077, yarn): {args.master!r}")
     return args
 
 
@@ -89,7 +103,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         spark = _session(args.master)
         population = cs.users.to_pylist()
         rng = np.random.default_rng(args.seed + 11)
-        picks = [population[i] for i in rng.choice(len(population), args.rounds * args.subjects, replace=False)]
+        picks = [population[i] for i in draw_users(rng, len(population), args.rounds * args.subjects,
+                                                               "--rounds x --subjects")]
         rounds: list[dict[str, Any]] = []
         for r in range(args.rounds):
             users = picks[r * args.subjects:(r + 1) * args.subjects]

@@ -416,7 +416,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-stdin-watch", dest="stdin_watch", action="store_false",
                    help="keep running when stdin reaches EOF (by default EOF = the parent is gone: exit)")
     args = p.parse_args(argv)
-    proxy = CountingProxy(args.upstream, args.host, args.port)
+    up = urlsplit(args.upstream)
+    if up.scheme not in ("http", "https") or not up.hostname:
+        p.error(f"argument --upstream: an http(s):// URL of the S3 endpoint (e.g. http://127.0.0.1:8333), not "
+                f"{args.upstream!r}")
+    if not 0 <= args.port <= 65535:
+        p.error(f"argument --port: 0 (a free port) to 65535, not {args.port}")
+    try:
+        proxy = CountingProxy(args.upstream, args.host, args.port)
+    except OSError as exc:  # the port is taken, or the host is not an address of this machine
+        p.error(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}): choose another --host/--port")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -69,11 +69,15 @@ from benchmarks.harness import (
     at_least,
     bench_lake,
     dist,
+    draw_users,
     exit_on_sigterm,
     finish,
     json_default,
     log,
+    new_workdir,
     output_file,
+    parse_with_quick,
+    probability,
 )
 from benchmarks.scale_batch import (
     batch_keys,
@@ -128,14 +132,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--files-per-append", type=at_least(1), default=1000,
                    help="buckets of the partition transform = files one append writes (divides every size)")
     p.add_argument("--rows-per-file", type=at_least(1), default=20)
-    p.add_argument("--fpp", type=float, default=0.001)
+    p.add_argument("--fpp", type=probability, default=0.001)
     p.add_argument("--index", type=str, default=None,
                    help="privacy.index.user_id kind (default: bloom,exact if this build has ip.configure_index, else bloom)")
-    p.add_argument("--keys", type=int, default=30, help="present keys per size (and as many absent keys)")
-    p.add_argument("--cold", type=int, default=6, help="fresh-process lookups per size (half present, half absent)")
-    p.add_argument("--batch-plan-keys", type=int, default=100_000)
-    p.add_argument("--batch-plan-reps", type=int, default=3)
-    p.add_argument("--verify-max-files", type=int, default=10_000,
+    p.add_argument("--keys", type=at_least(1), default=30, help="present keys per size (and as many absent keys)")
+    p.add_argument("--cold", type=at_least(1), default=6, help="fresh-process lookups per size (half present, half absent)")
+    p.add_argument("--batch-plan-keys", type=at_least(1), default=100_000)
+    p.add_argument("--batch-plan-reps", type=at_least(1), default=3)
+    p.add_argument("--verify-max-files", type=at_least(0), default=10_000,
                    help="up to this size, read every file back to check the oracle and full-scan the rows reference")
     p.add_argument("--core-files", type=at_least(1), default=1000)
     p.add_argument("--core-rows-per-file", type=at_least(1), default=3000)
@@ -146,13 +150,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="leave pyiceberg's In scan out of the core table's batch: the other baseline, read all + "
                         "is_in, is then the only one (the In scan is the slower by ~10x: 57 s vs 3.4 s at 1,000 files)")
     p.add_argument("--skip-core", action="store_true", help="leave out the core table (10,000-key batch, storage)")
-    p.add_argument("--floor-reps", type=int, default=3,
+    p.add_argument("--floor-reps", type=at_least(1), default=3,
                    help="rounds of the pure-pyarrow decode floor (oracle row groups vs every row group)")
     p.add_argument("--clustered-key-share", type=float, default=0.1,
                    help="the clustered batch draws its keys from the users of this share of the buckets")
     p.add_argument("--skip-clustered", action="store_true",
                    help="leave out the bucket(user_id)-partitioned copy of the core table (batch_10k_clustered.*)")
-    p.add_argument("--clustered-reps", type=int, default=3, help="rounds of the clustered-keys batch")
+    p.add_argument("--clustered-reps", type=at_least(1), default=3, help="rounds of the clustered-keys batch")
     p.add_argument("--clustered-sweep", type=str, default="0.2,0.5",
                    help="further key shares for the clustered table, timed against read all + is_in only ('' = none)")
     p.add_argument("--skip-clustered-uniform", action="store_true",
@@ -162,30 +166,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "computes the 10,000-value In's residual for every file, ~0.45 s a file)")
     p.add_argument("--seed", type=int, default=20251123)
     p.add_argument("--out", type=output_file, default=Path("results/scale.json"))
-    p.add_argument("--workdir", type=Path, default=None, help="catalog + warehouse dir (default: a temp dir, removed)")
+    p.add_argument("--workdir", type=new_workdir, default=None, help="catalog + warehouse dir (default: a temp dir, removed)")
     p.add_argument("--quick", action="store_true",
                    help="CI size (< 2 min): 100 and 400 files (100 per append), 2 cold probes, 1 batch-plan rep, "
                         "a 100-file core table in 2 appends and its bucket(50, user_id) copy, 1 batch round, 1 decode-floor "
                         "round, no uniform-keys batch on the bucketed copy, no pyiceberg In scan on the core table")
     p.add_argument("--cold-probe", nargs=3, metavar=("HOME", "TABLE", "KEY"), help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.files, args.files_per_append, args.cold, args.batch_plan_reps = "100,400", 100, 2, 1
-        args.core_files, args.core_commits, args.batch_reps, args.floor_reps = 100, 2, 1, 1
-        args.skip_clustered_uniform, args.clustered_reps, args.clustered_sweep = True, 1, ""
-        args.skip_core_in_scan = True
+    args = parse_with_quick(p, argv, {
+        "files": "100,400", "files_per_append": 100, "cold": 2, "batch_plan_reps": 1, "core_files": 100,
+        "core_commits": 2, "batch_reps": 1, "floor_reps": 1, "skip_clustered_uniform": True, "clustered_reps": 1,
+        "clustered_sweep": "", "skip_core_in_scan": True})
     try:
         args.sizes = sorted({int(s) for s in str(args.files).split(",") if s.strip()})
     except ValueError:
         p.error(f"--files takes table sizes in files, comma separated (e.g. 1000,10000), not {args.files!r}")
     if any(s < 1 for s in args.sizes):
         p.error(f"every --files size must be >= 1, not {args.files!r}")
-    args.clustered_sweep = [float(s) for s in str(args.clustered_sweep).split(",") if s.strip()]
+    try:
+        args.clustered_sweep = [float(s) for s in str(args.clustered_sweep).split(",") if s.strip()]
+    except ValueError:
+        p.error(f"--clustered-sweep takes key shares, comma separated (e.g. 0.2,0.5), not {args.clustered_sweep!r}")
     if not args.skip_core and not args.skip_clustered and args.core_files % args.core_commits:
         p.error("the clustered table writes --core-files / --core-commits buckets per append: --core-files must be "
                 "a multiple of --core-commits (or pass --skip-clustered)")
     if not 0 < args.clustered_key_share <= 1 or not all(0 < s <= 1 for s in args.clustered_sweep):
         p.error("--clustered-key-share and --clustered-sweep take shares in (0, 1]")
+    if args.index is not None:
+        from iceberg_privacy.config import parse_index_kinds
+
+        try:
+            parse_index_kinds(COLUMN, args.index)
+        except ip.IcebergPrivacyError as exc:
+            p.error(f"--index: {exc}")
     if args.cold_probe is None:
         if not args.sizes or any(s % args.files_per_append for s in args.sizes):
             p.error(f"every --files size must be a multiple of --files-per-append ({args.files_per_append})")
@@ -223,7 +235,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # so that no size is measured with its files freshly read (the sizes start on equal footing).
             reference, rows_reference = written, "written_data"
             population = pc.unique(written.column(COLUMN))
-            picks = rng.choice(len(population), 2 * args.keys + 1 + (args.cold + 1) // 2, replace=False)
+            picks = draw_users(rng, len(population), 2 * args.keys + 1 + (args.cold + 1) // 2,
+                               f"--keys {args.keys} (and --cold {args.cold}) at {size:,} files")
             present = population.take(pa.array(picks)).to_pylist()
             warmup = present[-args.keys:] + absent_pool.slice(2 * args.keys + args.cold, args.keys).to_pylist()
             present = present[:-args.keys]

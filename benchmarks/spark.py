@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -149,7 +150,7 @@ def _subprocess(args: argparse.Namespace, work: Path, phase: str, master: str) -
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.spark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="CI sizes: 100-file lookup table, small ingest")
     p.add_argument("--out", type=output_file, default=None, help="write the JSON results here")
     p.add_argument("--files", type=at_least(1), default=None, help="data files of the lookup table (default 1000)")
@@ -174,35 +175,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="ip-bench-spark-"))
-    src = work / "ingest-src"
-    src.mkdir()
-    cs = make_clickstream(max(1, args.ingest_rows // 50_000), min(50_000, args.ingest_rows), seed=args.seed + 1)
-    for k in range(8):  # 8 input files -> 8 Spark tasks on either master
-        pq.write_table(cs.table.slice(k * cs.table.num_rows // 8, cs.table.num_rows // 8), src / f"part-{k}.parquet")
-    lookup = _subprocess(args, work, "lookup", "local[2]")
-    ingest2 = _subprocess(args, work, "ingest", "local[2]")
-    ingest1 = _subprocess(args, work, "ingest", "local[1]")
-    scaling = ingest1["median_seconds"]["bloom"] / ingest2["median_seconds"]["bloom"]
-    results = {
-        "lookup.speedup_vs_no_pushdown": round(lookup["speedup_vs_no_pushdown"], 2),
-        "ingest.bloom_overhead": round(ingest2["bloom_overhead"], 4),
-        "ingest.scaling_2_vs_1": round(scaling, 2),
-        "lookup": lookup,
-        "ingest": {"rows": cs.table.num_rows, "input_files": 8, "local[2]": ingest2, "local[1]": ingest1,
-                   "bloom_overhead_local1": round(ingest1["bloom_overhead"], 4),
-                   # how much of the machine each master keeps busy: the headroom local[2] has over local[1]
-                   "machine_cpu_busy": {"local[1]": ingest1.get("machine_cpu_busy"),
-                                        "local[2]": ingest2.get("machine_cpu_busy")}},
-        "targets": {k: {"target": f"{op} {v}", "met": (lambda x: x >= v if op == ">=" else x <= v)(
-            {"lookup.speedup_vs_no_pushdown": lookup["speedup_vs_no_pushdown"],
-             "ingest.bloom_overhead": ingest2["bloom_overhead"], "ingest.scaling_2_vs_1": scaling}[k])}
-            for k, (op, v) in TARGETS.items()},
-        "quick": args.quick,
-        "machine": machine_info(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    return results
+    try:  # the input files and every phase's catalogs live here: removed at the end, also on an error
+        src = work / "ingest-src"
+        src.mkdir()
+        cs = make_clickstream(max(1, args.ingest_rows // 50_000), min(50_000, args.ingest_rows), seed=args.seed + 1)
+        for k in range(8):  # 8 input files -> 8 Spark tasks on either master
+            pq.write_table(cs.table.slice(k * cs.table.num_rows // 8, cs.table.num_rows // 8), src / f"part-{k}.parquet")
+        lookup = _subprocess(args, work, "lookup", "local[2]")
+        ingest2 = _subprocess(args, work, "ingest", "local[2]")
+        ingest1 = _subprocess(args, work, "ingest", "local[1]")
+        scaling = ingest1["median_seconds"]["bloom"] / ingest2["median_seconds"]["bloom"]
+        results = {
+            "lookup.speedup_vs_no_pushdown": round(lookup["speedup_vs_no_pushdown"], 2),
+            "ingest.bloom_overhead": round(ingest2["bloom_overhead"], 4),
+            "ingest.scaling_2_vs_1": round(scaling, 2),
+            "lookup": lookup,
+            "ingest": {"rows": cs.table.num_rows, "input_files": 8, "local[2]": ingest2, "local[1]": ingest1,
+                       "bloom_overhead_local1": round(ingest1["bloom_overhead"], 4),
+                       # how much of the machine each master keeps busy: the headroom local[2] has over local[1]
+                       "machine_cpu_busy": {"local[1]": ingest1.get("machine_cpu_busy"),
+                                            "local[2]": ingest2.get("machine_cpu_busy")}},
+            "targets": {k: {"target": f"{op} {v}", "met": (lambda x: x >= v if op == ">=" else x <= v)(
+                {"lookup.speedup_vs_no_pushdown": lookup["speedup_vs_no_pushdown"],
+                 "ingest.bloom_overhead": ingest2["bloom_overhead"], "ingest.scaling_2_vs_1": scaling}[k])}
+                for k, (op, v) in TARGETS.items()},
+            "quick": args.quick,
+            "machine": machine_info(),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        return results
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

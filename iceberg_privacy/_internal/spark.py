@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from typing import Any
@@ -43,9 +44,36 @@ def get_spark(
     builder = SparkSession.builder.master(master).appName("iceberg-privacy-dp")
     for key, value in {**DEFAULT_CONF, **(conf or {})}.items():
         builder = builder.config(key, value)
-    session = builder.getOrCreate()
+    session = start_session(builder)
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def start_session(builder: Any) -> Any:
+    """``builder.getOrCreate()``, with a JVM that does not start as a :class:`ConfigurationError` saying what to install
+    or check: pyspark's own error is only "Java gateway process exited before sending its port number"
+    (``JAVA_GATEWAY_EXITED``), whatever the cause (no Java, a ``JAVA_HOME`` naming none, a master URL Spark cannot
+    parse, ...)."""
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:
+        if "JAVA_GATEWAY_EXITED" not in str(exc) and "Java gateway process exited" not in str(exc):
+            raise
+        from iceberg_privacy.errors import ConfigurationError
+
+        java_home = os.environ.get("JAVA_HOME")
+        java = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
+        if java is None or not os.access(java, os.X_OK):
+            where = f"JAVA_HOME is {java_home!r}, which holds no bin/java" if java_home else \
+                "no java on PATH and JAVA_HOME is not set"
+            raise ConfigurationError(
+                f"Spark could not start its JVM ({where}). The Spark parts (DP releases, the Spark data source, "
+                "'requests run --spark') need Java 17 or later: install it (e.g. apt-get install "
+                "openjdk-17-jre-headless) and put its java on PATH, or set JAVA_HOME to its directory") from exc
+        raise ConfigurationError(
+            f"Spark's JVM ({java}) exited while starting, before the session existed ({exc}): its reason is printed "
+            "on standard error above; check the master URL (local[2], spark://host:7077, yarn), the Spark "
+            "configuration and that this Java is version 17 or later") from exc
 
 
 _workers_ok: set[int] = set()

@@ -59,4 +59,6 @@ def privacy_session(
         builder = builder.master(master)
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
-    return register(builder.getOrCreate())
+    from iceberg_privacy._internal.spark import start_session
+
+    return register(start_session(builder))

@@ -202,7 +202,9 @@ def start_seaweedfs(
     for attempt in range(3):
         ports = dict(_ports) if _ports else dict(zip(_LISTENERS, _free_ports(len(_LISTENERS)), strict=True))
         cmd = [
-            str(weed), "mini", f"-dir={workdir}", f"-ip={HOST}", f"-ip.bind={HOST}",
+            # -logtostderr: glog's files (weed.<host>.<user>.log.INFO.<date>.<pid>, 6 per start) went to $TMPDIR
+            # and stayed there after every test or benchmark; its lines go to weed.log in workdir instead
+            str(weed), "-logtostderr", "mini", f"-dir={workdir}", f"-ip={HOST}", f"-ip.bind={HOST}",
             "-master.telemetry=false", "-admin.ui=false", "-webdav=false", "-s3.port.lance=0",
             f"-s3.port={ports['s3']}", f"-s3.port.iceberg={ports['iceberg']}",
             f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",

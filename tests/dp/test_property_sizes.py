@@ -91,3 +91,16 @@ def test_bounded_memo_keeps_the_newest_entries_that_fit(memo: dict[str, Any], li
         assert min(str(memo[k]["at"]) for k in kept) >= max(dropped)
     if memo and limit >= 1000:  # room for at least one entry: never emptied
         assert kept
+
+
+def test_the_property_benchmark_sizes_a_memo_entry_by_the_entries_the_memo_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``benchmarks.dp_properties`` divided the memo's bytes by the releases made; past ``MEMO_ENTRIES`` releases
+    the memo holds fewer entries than that (oldest evicted), so ``--releases 2000`` halved the per-entry size and
+    the doc's "x MEMO_ENTRIES" projection with it. Here the cap is 3 and 5 releases are made."""
+    from benchmarks import dp_properties
+    from iceberg_privacy.dp import ledger
+
+    monkeypatch.setattr(ledger, "MEMO_ENTRIES", 3)
+    res = dp_properties.measure(tables=2, releases=5)
+    assert res["memo_entries"] == 3
+    assert res["memo_bytes_per_entry"] == round(res["property_bytes"]["privacy.dp.memo"] / 3, 1)

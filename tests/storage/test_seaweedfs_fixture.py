@@ -129,6 +129,21 @@ def test_second_instance_runs_alongside_and_stop_kills_it(seaweedfs: SeaweedFS, 
     assert seaweedfs.list_objects(f"s3://{seaweedfs.bucket}/no/such/prefix") == []
 
 
+def test_a_server_leaves_no_log_files_in_the_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """weed's glog wrote 6 files (``weed.<host>.<user>.log.INFO.<date>.<pid>`` and links) per start into $TMPDIR,
+    which outlived every test run and benchmark; they go to ``weed.log`` in the server's own folder now."""
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    server = start_seaweedfs(tmp_path / "server", timeout=60)
+    try:
+        assert server.list_objects(f"s3://{server.bucket}") == []
+    finally:
+        server.stop()
+    assert sorted(p.name for p in tmp.iterdir()) == []
+    assert "mini" in (tmp_path / "server" / "weed.log").read_text()
+
+
 def test_missing_binary_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
