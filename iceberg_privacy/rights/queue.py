@@ -85,7 +85,7 @@ from iceberg_privacy.rights.journal import (
     table_uuids,
 )
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
-from iceberg_privacy.rights.linked import DEFAULT_MAX_LINKED, collect_linked
+from iceberg_privacy.rights.linked import DEFAULT_MAX_LINKED, LinkRows, collect_linked
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE
 from iceberg_privacy.rights.purge import purge as purge_request
 from iceberg_privacy.rights.queue_store import (
@@ -216,6 +216,20 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
     known = fold(journal.rows_of(given))
     queued = {e.request_id for e in queue.entries(given)}
     targets_cache: dict[Any, list[Table]] = {}
+    # The linking tables' rows of every new request's subjects, read once per set of tables for the whole batch
+    # (each request then links from them in memory), not planned and read again per request.
+    link_rows = LinkRows(secret)
+    to_link: dict[Any, tuple[Any, list[Any], list[int]]] = {}  # tables key -> (tables, values, bound)
+    for r in reqs:
+        if r.link_identifiers and (r.request_id is None or r.request_id not in known):
+            _, vals, bound = to_link.setdefault(_tables_key(r.tables), (r.tables, [], [0]))
+            vals += as_values(r.subjects)
+            bound[0] += r.max_linked * len(set(map(repr, as_values(r.subjects))))
+    for key, (tables, vals, bound) in to_link.items():
+        if len(vals) > 1:  # one value alone: read as before
+            targets_cache[key] = subject_tables(catalog, tables)
+            refuse_equality_deletes(targets_cache[key])
+            link_rows.warm(targets_cache[key], vals, bound=bound[0])
     lists_checked: set[tuple[str, ...]] = set()  # namespaces whose forget list's key id was checked
     rows, events, out = [], [], []
     now = datetime.now(UTC)
@@ -233,7 +247,7 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
         existing = known.get(rid)
         linked = None
         if existing is None and r.link_identifiers:  # read now: kept encrypted with the values, keyed in the journal
-            linked = collect_linked(targets_cache[key], values, secret, max_linked=r.max_linked)
+            linked = collect_linked(targets_cache[key], values, secret, max_linked=r.max_linked, cache=link_rows)
             for w in linked.warnings:  # shared identifiers left out: said at submit, as erase/access say it
                 logger.warning("request %s, linked identifiers: %s", rid, w)
             if linked.identifiers:

@@ -24,17 +24,17 @@ from iceberg_privacy.rights.journal import Journal
 from iceberg_privacy.rights.queue_store import Queue
 
 
-def _lake(catalog: Catalog) -> None:
+def _lake(catalog: Catalog, ns: str = "db") -> None:
     n = 60
     users = pa.table({"user_id": pa.array(range(n), pa.int64()), "email": [f"u{i}@x.org" for i in range(n)]})
-    t = ip.configure_bloom(ip.configure_identity(catalog.create_table("db.users", schema=users.schema),
+    t = ip.configure_bloom(ip.configure_identity(catalog.create_table(f"{ns}.users", schema=users.schema),
                                                  ["user_id", "email"]), ["user_id", "email"])
     for k in range(4):
         ip.append(t, users.slice(k * 15, 15))
     ip.append(t, pa.table({"user_id": pa.array([3, 4], pa.int64()), "email": ["u3@x.org", "u4@x.org"]}))  # 2 rows each
     schema = pa.schema([("email", pa.string()), ("note", pa.string()),
                         ("tags", pa.list_(pa.string())), ("info", pa.struct([("city", pa.string())]))])
-    tickets = ip.configure_identity(catalog.create_table("db.tickets", schema=schema), ["email"])
+    tickets = ip.configure_identity(catalog.create_table(f"{ns}.tickets", schema=schema), ["email"])
     for k in range(3):  # only the email: reached through the link users(user_id, email)
         ip.append(tickets, pa.table({
             "email": [f"u{i}@x.org" for i in range(k, n, 3)], "note": [f"é{k}-{i} ✓" for i in range(k, n, 3)],
@@ -132,3 +132,28 @@ def test_a_pass_killed_before_the_exports_are_journaled_exports_them_again(catal
         assert {t["table"]: t["rows"] for t in _manifest_tables(tmp_path / "out" / s.request_id)} == \
             {"db.users": rows, "db.tickets": 1}
     assert Queue(catalog).entries() == []
+
+
+def test_a_batched_pass_on_object_storage_exports_what_one_request_access_exports(
+        s3_catalog: tuple[Catalog, str]) -> None:
+    from iceberg_privacy.storage import catalog_io
+
+    catalog, ns = s3_catalog
+    _lake(catalog, ns)
+    subjects = [[3], ["u7@x.org"], [4, 9], [99]]
+    states = ip.enqueue_many(catalog, [ip.QueuedRequest("access", s) for s in subjects])
+    out = f"s3://lake/exports-{ns}"
+    report = ip.run_pending(catalog, out=out + "/queue")
+    assert sorted(report.exported) == sorted(s.request_id for s in states) and not report.skipped, str(report)
+    io = catalog_io(catalog, out)
+
+    def manifest(loc: str) -> list[dict[str, Any]]:
+        with io.new_input(loc + "/manifest.json").open() as fh:
+            return json.loads(fh.read())["tables"]
+
+    expected = [(2, 1), (1, 1), (3, 2), (0, 0)]  # (users rows, tickets rows): users 3 and 4 have two rows each
+    for s, subs, (users, tickets) in zip(states, subjects, expected, strict=True):
+        ip.access(catalog, subs, out=f"{out}/alone/{s.request_id}")
+        batched = manifest(f"{out}/queue/{s.request_id}")
+        assert batched == manifest(f"{out}/alone/{s.request_id}")
+        assert {t["table"]: t["rows"] for t in batched} == {f"{ns}.users": users, f"{ns}.tickets": tickets}
