@@ -114,7 +114,8 @@ logger = logging.getLogger(__name__)
 
 
 EXPORT_CHUNK = 500
-"""Access requests a pass exports per shared read and journal commit (bounds the rows held in memory at once)."""
+"""Access requests a pass exports per shared read and journal commit, and requests a submit links per shared read
+of the linking tables (bounds the rows held in memory at once)."""
 
 
 # ------------------------------------------------------------------------------------ deadlines
@@ -216,24 +217,32 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
     known = fold(journal.rows_of(given))
     queued = {e.request_id for e in queue.entries(given)}
     targets_cache: dict[Any, list[Table]] = {}
-    # The linking tables' rows of every new request's subjects, read once per set of tables for the whole batch
-    # (each request then links from them in memory), not planned and read again per request.
+    # The linking tables' rows of the new requests' subjects, read once per set of tables for EXPORT_CHUNK requests
+    # at a time (each request then links from them in memory), not planned and read again per request.
     link_rows = LinkRows(secret)
-    to_link: dict[Any, tuple[Any, list[Any], list[int]]] = {}  # tables key -> (tables, values, bound)
-    for r in reqs:
-        if r.link_identifiers and (r.request_id is None or r.request_id not in known):
-            _, vals, bound = to_link.setdefault(_tables_key(r.tables), (r.tables, [], [0]))
-            vals += as_values(r.subjects)
-            bound[0] += r.max_linked * len(set(map(repr, as_values(r.subjects))))
-    for key, (tables, vals, bound) in to_link.items():
-        if len(vals) > 1:  # one value alone: read as before
-            targets_cache[key] = subject_tables(catalog, tables)
-            refuse_equality_deletes(targets_cache[key])
-            link_rows.warm(targets_cache[key], vals, bound=bound[0])
+
+    def warm(chunk: list[QueuedRequest]) -> LinkRows:
+        rows = LinkRows(secret)
+        to_link: dict[Any, tuple[Any, list[Any], list[int]]] = {}  # tables key -> (tables, values, bound)
+        for r in chunk:
+            if r.link_identifiers and (r.request_id is None or r.request_id not in known):
+                _, vals, bound = to_link.setdefault(_tables_key(r.tables), (r.tables, [], [0]))
+                vals += as_values(r.subjects)
+                bound[0] += r.max_linked * len(set(map(repr, as_values(r.subjects))))
+        for key, (tables, vals, bound) in to_link.items():
+            if len(vals) > 1:  # one value alone: read as before
+                if key not in targets_cache:
+                    targets_cache[key] = subject_tables(catalog, tables)
+                    refuse_equality_deletes(targets_cache[key])
+                rows.warm(targets_cache[key], vals, bound=bound[0])
+        return rows
+
     lists_checked: set[tuple[str, ...]] = set()  # namespaces whose forget list's key id was checked
     rows, events, out = [], [], []
     now = datetime.now(UTC)
     for i, r in enumerate(reqs):
+        if i % EXPORT_CHUNK == 0:  # bounded: the rows of EXPORT_CHUNK requests' subjects in memory at once
+            link_rows = warm(reqs[i:i + EXPORT_CHUNK])
         # one microsecond apart: the order of submission is the order a pass serves requests of one subject in
         at = now + timedelta(microseconds=i)
         key = _tables_key(r.tables)
