@@ -141,7 +141,8 @@ def test_a_batched_pass_on_object_storage_exports_what_one_request_access_export
     catalog, ns = s3_catalog
     _lake(catalog, ns)
     subjects = [[3], ["u7@x.org"], [4, 9], [99]]
-    states = ip.enqueue_many(catalog, [ip.QueuedRequest("access", s) for s in subjects])
+    tables = [f"{ns}.users", f"{ns}.tickets"]  # the server's catalog holds other tests' tables too
+    states = ip.enqueue_many(catalog, [ip.QueuedRequest("access", s, tables) for s in subjects])
     out = f"s3://lake/exports-{ns}"
     report = ip.run_pending(catalog, out=out + "/queue")
     assert sorted(report.exported) == sorted(s.request_id for s in states) and not report.skipped, str(report)
@@ -153,7 +154,7 @@ def test_a_batched_pass_on_object_storage_exports_what_one_request_access_export
 
     expected = [(2, 1), (1, 1), (3, 2), (0, 0)]  # (users rows, tickets rows): users 3 and 4 have two rows each
     for s, subs, (users, tickets) in zip(states, subjects, expected, strict=True):
-        ip.access(catalog, subs, out=f"{out}/alone/{s.request_id}")
+        ip.access(catalog, subs, tables, out=f"{out}/alone/{s.request_id}")
         batched = manifest(f"{out}/queue/{s.request_id}")
         assert batched == manifest(f"{out}/alone/{s.request_id}")
         assert {t["table"]: t["rows"] for t in batched} == {f"{ns}.users": users, f"{ns}.tickets": tickets}
