@@ -15,7 +15,8 @@ completes, then destroys them (crypto-shredding):
   batch request (journaled like any request, id ``batch-...``), erased with one pass and one commit per
   table (per branch), purged and verified once; then each member request gets its outcome events and
   is completed, and only then are its queue rows deleted and the files that held them removed.
-  Access requests are exported one by one (``<out>/<request id>/``).
+  Access requests are exported each to ``<out>/<request id>/``, :data:`EXPORT_CHUNK` at a time: each
+  table read once per chunk, one journal commit per chunk.
 
 Every step is journaled before the next starts, so a pass killed anywhere is resumed by the next
 pass: a batch is fixed by its ``queued`` claim events (one per member request and table, first one
