@@ -78,6 +78,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="leave out the submit throughput of requests with linked identifiers (requests.linked_submit)")
     p.add_argument("--linked-submit-only", type=str, default=None, choices=["local", "s3"],
                    help="only requests.linked_submit, on a local warehouse or on SeaweedFS + its REST catalog")
+    p.add_argument("--access-only", type=int, nargs="+", default=None, metavar="N",
+                   help="only requests.access_pass: N access requests queued with one enqueue_many, then one pass "
+                        "exporting them (each size in one run)")
     args = parse_with_quick(p, argv, {"files": 100, "commits": 2, "requests": 1000, "sample": 5,
                                       "journal_history": "20,100"})
     try:
@@ -90,6 +93,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--journal-history takes two sizes N1,N2 with {JOURNAL_WINDOW} <= N1 and N1 + {JOURNAL_WINDOW} <= N2 "
                 f"(each is the median of the {JOURNAL_WINDOW} submits before it), e.g. 20,100; not "
                 f"{args.journal_history!r}")
+    if args.access_only is not None and min(args.access_only) < 1:
+        p.error(f"--access-only takes request counts of at least 1, not {args.access_only}")
     args.journal_sizes = sizes
     return args
 
@@ -339,6 +344,64 @@ def linked_submit(requests: int = 400, files: int = 20, *, s3: bool = False, wor
             shutil.rmtree(root, ignore_errors=True)
 
 
+def access_pass(requests: int = 500, files: int = 8, rows: int = 4000, *, s3: bool = False,
+                workdir: Path | None = None) -> dict[str, Any]:
+    """Access requests at volume (``requests.access_pass``): ``requests`` access requests of one user each, queued
+    with ONE ``enqueue_many`` (each links its user's email), then ONE ``run_pending`` pass exporting all of them.
+
+    ``users(user_id, email)`` (``rows`` users in ``files`` appends, both identity columns, Bloom on both) and
+    ``events(user_id, n)`` (two rows per user, one file): each export holds two tables. The pass exports the
+    requests in chunks (``queue.EXPORT_CHUNK``): each table read once per chunk, one journal commit per chunk."""
+    import tempfile
+
+    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="ip-access-pass-"))
+    server = None
+    try:
+        ip.init_secret(root, overwrite=True)
+        if s3:
+            from pyiceberg.catalog import load_catalog
+
+            from iceberg_privacy.testing.seaweedfs import start_seaweedfs
+
+            (root / "seaweedfs").mkdir(exist_ok=True)
+            server = start_seaweedfs(root / "seaweedfs")
+            cat = load_catalog("rest", **server.rest_catalog_properties())
+        else:
+            cat = ip.connect(home=root)
+        cat.create_namespace("access")
+        n = max(rows, requests)
+        users = pa.table({"user_id": pa.array(range(n), pa.int64()), "email": [f"u{i}@x.org" for i in range(n)]})
+        t = ip.configure_bloom(ip.configure_identity(cat.create_table("access.users", schema=users.schema),
+                                                     ["user_id", "email"]), ["user_id", "email"])
+        step = -(-n // files)
+        for k in range(files):
+            ip.append(t, users.slice(k * step, step))
+        ev = ip.configure_identity(cat.create_table("access.events", schema=pa.schema(
+            [("user_id", pa.int64()), ("n", pa.int64())])), ["user_id"])
+        ip.append(ev, pa.table({"user_id": pa.array(list(range(n)) * 2, pa.int64()), "n": pa.array(range(2 * n), pa.int64())}))
+        t0 = time.perf_counter()
+        states = ip.enqueue_many(cat, [ip.QueuedRequest("access", [i]) for i in range(requests)], home=root)
+        submit = time.perf_counter() - t0
+        out_dir = f"s3://{server.bucket}/exports" if server is not None else str(root / "exports")
+        t0 = time.perf_counter()
+        report = ip.run_pending(cat, out=out_dir, home=root)
+        seconds = time.perf_counter() - t0
+        if sorted(report.exported) != sorted(s.request_id for s in states):
+            raise AssertionError(f"{len(report.exported)} of {requests} access requests exported: {report}")
+        res = {"requests": requests, "files": files, "rows": n, "storage": "seaweedfs+rest" if s3 else "local",
+               "submit_seconds": round(submit, 2), "pass_seconds": round(seconds, 2),
+               "requests_per_hour": round(3600 * requests / seconds)}
+        log(f"access pass ({res['storage']}): {requests} requests submitted in {submit:.2f}s, exported in {seconds:.2f}s")
+        return res
+    finally:
+        if server is not None:
+            server.stop()
+        if workdir is None:
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
+
+
 def _others(args: argparse.Namespace, res: dict[str, Any]) -> None:
     """The issue's other two keys, measured by their own modules in this run (same sizes as the queue)."""
     res.update({f"queue.{k}": res["queue"][k] for k in
@@ -362,6 +425,14 @@ def _others(args: argparse.Namespace, res: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.access_only:
+        res = {"requests.access_pass": [access_pass(n) for n in args.access_only]}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(res, indent=2) + "\n")
+        for r in res["requests.access_pass"]:
+            print(f"access pass: {r['requests']} requests: submit {r['submit_seconds']}s, pass {r['pass_seconds']}s")
+        print(f"wrote {args.out}")
+        return 0
     if args.linked_submit_only:
         ls = linked_submit(100 if args.quick else 400, s3=args.linked_submit_only == "s3")
         args.out.parent.mkdir(parents=True, exist_ok=True)

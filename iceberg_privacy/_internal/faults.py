@@ -23,7 +23,7 @@ CHECKPOINTS: frozenset[str] = frozenset({
     "erasure.after_commit",
     "erasure.after_table",
     "queue.after_enqueue", "queue.after_read", "queue.after_claim", "queue.after_batch", "queue.after_erase", "queue.before_outcomes",
-    "queue.before_shred", "queue.before_shred_delete", "queue.after_shred_delete",
+    "queue.before_exported", "queue.before_shred", "queue.before_shred_delete", "queue.after_shred_delete",
     "history.after_write", "history.after_compact", "history.expired_not_deleted", "history.after_expire",
     "purge.dangling_staged", "purge.after_dangling_commit", "purge.after_expire", "purge.after_delete", "purge.after_metadata_trim", "purge.before_complete",
     # the commit path and index maintenance (iceberg_privacy.write, iceberg_privacy.index.maintenance)

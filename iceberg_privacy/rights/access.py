@@ -30,9 +30,16 @@ from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 from iceberg_privacy._internal import jsontext
 from iceberg_privacy.errors import ConfigurationError
 from iceberg_privacy.rights.filework import candidate_rows as _rows
+from iceberg_privacy.rights.filework import no_rows
 from iceberg_privacy.rights.journal import COMPLETED, TABLE_EXPORTED, Journal, RequestState
 from iceberg_privacy.rights.reports import MANIFEST, AccessReport, TableExport
-from iceberg_privacy.rights.subjects import CandidatePlan, TableSubjects, plan_candidates
+from iceberg_privacy.rights.subjects import (
+    CandidatePlan,
+    TableSubjects,
+    match_mask,
+    plan_candidates,
+    resolve_subjects,
+)
 from iceberg_privacy.storage import (
     canonical,
     catalog_io,
@@ -141,20 +148,68 @@ def _claim(report: AccessReport, io: FileIO | None, req: RequestState, names: li
             os.unlink(local_path(tmp))
 
 
+RowsOf = Callable[[TableSubjects, CandidatePlan, bytes], pa.Table]
+
+
+def _engine_rows(spark: Any | None) -> RowsOf:
+    if spark is None:
+        return _rows
+    from iceberg_privacy.spark.rights import access_rows  # the core never imports Spark unless asked
+
+    return access_rows(spark)
+
+
+class SharedRows:
+    """The rows of many access requests (a queue pass), each table planned and read ONCE for all of them.
+
+    ``values`` are every subject value of the requests (their linked identifiers included). The first request
+    exporting a table plans that table for all the values (Bloom-pruned, branches included) and reads the
+    candidate files once; each request then keeps, in memory, the rows its own subjects match (the same mask a
+    one-request read applies). The candidate files of one request are a subset of the shared plan's (more values
+    only keep more files) and the read keeps each file's rows in file order, files in path order, so a request
+    receives exactly the rows, in the order, a read of its own would give. A request matched by keyed hash only
+    (``by_digest``), or a table whose head moved since the shared read, is read on its own.
+    """
+
+    def __init__(self, values: Sequence[Any], secret: bytes, *, spark: Any | None = None) -> None:
+        self.values = list(values)
+        self.secret = secret
+        self.read: RowsOf = _engine_rows(spark)
+        self._rows: dict[tuple[str, int], tuple[int | None, pa.Table]] = {}  # (name, id(table)) -> (snapshot, rows)
+
+    def __call__(self, ts: TableSubjects, plan: CandidatePlan, secret: bytes) -> pa.Table:
+        if ts.by_digest or not plan.tasks or secret != self.secret:
+            return self.read(ts, plan, secret)
+        key = (ts.name, id(ts.table))
+        if key not in self._rows:
+            union = resolve_subjects([ts.table], self.values, self.secret, strict=False)
+            if not union or union[0].by_digest:
+                return self.read(ts, plan, secret)
+            uplan = _with_branches(union[0], plan_candidates(union[0], cached_manifests=True))
+            self._rows[key] = (uplan.snapshot_id, self.read(union[0], uplan, self.secret))
+        snapshot_id, rows = self._rows[key]
+        if snapshot_id != plan.snapshot_id:
+            return self.read(ts, plan, secret)
+        mine = rows.filter(pa.array(match_mask(rows, ts, secret))) if rows.num_rows else rows
+        return mine if mine.num_rows else no_rows(ts.table.metadata)
+
+
 def export_subjects(catalog: Catalog, req: RequestState, resolved: Sequence[TableSubjects], secret: bytes, *,
                     journal: Journal, out: str | os.PathLike[str], format: str = "parquet",
-                    spark: Any | None = None) -> AccessReport:
+                    spark: Any | None = None, shared: SharedRows | None = None,
+                    events: list[dict[str, Any]] | None = None) -> AccessReport:
     """Export the rows of a journaled access request's subjects and complete the request.
 
     Writes one ``<table>.parquet``/``.jsonl`` per table and ``manifest.json`` (table, snapshot id,
     row count, sha256) under ``out``. Unknown subjects give empty files, not an error. With ``spark``
     executors read the candidate files and keep the subjects' rows; this process writes the export.
-    """
-    rows_of: Callable[[TableSubjects, CandidatePlan, bytes], pa.Table] = _rows
-    if spark is not None:
-        from iceberg_privacy.spark.rights import access_rows  # the core never imports Spark unless asked
 
-        rows_of = access_rows(spark)
+    A queue pass exporting many requests passes ``shared`` (each table read once for all of them) and
+    ``events``: the request's ``table-exported``/``completed`` events are then added to that list, for the
+    caller to journal in one commit with the other requests' (instead of three commits per request); the
+    request is complete only once the caller has appended them.
+    """
+    rows_of: RowsOf = shared if shared is not None else _engine_rows(spark)
     t0 = time.perf_counter()
     outdir = os.fspath(out)
     # An export under a table location (or a write path of the table outside it, which the purge's verification
@@ -173,15 +228,20 @@ def export_subjects(catalog: Catalog, req: RequestState, resolved: Sequence[Tabl
     report = AccessReport(req.request_id, outdir)
     _claim(report, io, req, [f"{ts.name}.{format}" for ts in resolved], format)
     for ts in sorted(resolved, key=lambda t: t.name):
-        plan = _with_branches(ts, plan_candidates(ts))
+        # a queue pass plans every request at the same heads: each manifest decoded once, not per request
+        plan = _with_branches(ts, plan_candidates(ts, cached_manifests=shared is not None))
         rows = rows_of(ts, plan, secret)
         data = _encode(rows, format)
         sha = hashlib.sha256(data).hexdigest()
         path = write_location(child(outdir, f"{ts.name}.{format}"), data, io)
         report.tables[ts.name] = TableExport(ts.name, plan.snapshot_id, rows.num_rows, str(path), sha,
                                              len(plan.tasks), plan.files_total, plan.explain())
-        journal.record(req.request_id, TABLE_EXPORTED, table=ts.name, snapshot_id=plan.snapshot_id,
-                       rows=rows.num_rows, files=len(plan.tasks), detail={"sha256": sha, "format": format})
+        step = dict(table=ts.name, snapshot_id=plan.snapshot_id, rows=rows.num_rows, files=len(plan.tasks),
+                    detail={"sha256": sha, "format": format})
+        if events is None:
+            journal.record(req.request_id, TABLE_EXPORTED, **step)
+        else:
+            events.append(journal.event(req.request_id, TABLE_EXPORTED, **step))
     manifest = {
         "request_id": req.request_id,
         "received": req.received.isoformat(),
@@ -193,6 +253,9 @@ def export_subjects(catalog: Catalog, req: RequestState, resolved: Sequence[Tabl
         ],
     }
     write_location(report.manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(), io)
-    journal.record(req.request_id, COMPLETED)
+    if events is None:
+        journal.record(req.request_id, COMPLETED)
+    else:
+        events.append(journal.event(req.request_id, COMPLETED))
     report.seconds = time.perf_counter() - t0
     return report

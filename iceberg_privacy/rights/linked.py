@@ -53,6 +53,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.table import Table
 from pyiceberg.types import UUIDType
@@ -62,10 +63,10 @@ from iceberg_privacy.catalog import table_name
 from iceberg_privacy.config import identity_columns
 from iceberg_privacy.errors import CommitConflictError, ConfigurationError, TooManyLinkedIdentifiersError
 from iceberg_privacy.identities import extract_identities
-from iceberg_privacy.rights.filework import candidate_rows
+from iceberg_privacy.rights.filework import candidate_rows, no_rows
 from iceberg_privacy.rights.keyed import digest_distinct, family_prefix
 from iceberg_privacy.rights.reports import LinkedIdentifier, LinkedIdentifiers
-from iceberg_privacy.rights.subjects import TableSubjects, plan_candidates, resolve_subjects
+from iceberg_privacy.rights.subjects import TableSubjects, match_mask, plan_candidates, resolve_subjects
 
 DEFAULT_MAX_LINKED = 32
 """Other identifiers a request may link per subject value it names (a person has a handful: accounts, emails,
@@ -100,8 +101,88 @@ def _too_many(out: LinkedIdentifiers, bound: int, max_linked: int, columns: set[
         "pass link_identifiers=False and name every identifier of the person yourself")
 
 
+class LinkRows:
+    """The linking tables' rows of many requests' subjects, read once for all of them (a batch submit).
+
+    :meth:`warm` reads, per linking table, the rows of every value of the batch, then of every value those rows
+    hold, and so on (each read covering all the values so far, so one read answers any request). A request's
+    :func:`collect_linked` then keeps, in memory, the rows its own values match (the mask a read of its own
+    applies, in the same order) instead of planning and reading the table again. A table whose head moved since,
+    or values the cache does not cover (a chain longer than warmed, a batch linking more than its bound), are read
+    as before: the cache only ever answers with what a read of the request's own would return.
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+        self._rows: dict[tuple[str, int], tuple[str | None, dict[str, set[bytes]], pa.Table]] = {}
+
+    def warm(self, tables: Sequence[Table], values: Sequence[Any], *, bound: int, rounds: int = 4) -> None:
+        """Read the rows of ``values`` and of the values they link (up to ``rounds`` reads per table, and no
+        further once more than ``bound`` values were found: that batch holds a placeholder, read per request).
+        A file expired meanwhile by another process: the tables are read again from their new heads."""
+        def step() -> None:
+            with contextlib.ExitStack() as stack:
+                for t in tables:
+                    stack.enter_context(retry.vanished_is_conflict(t))
+                self._warm(tables, values, bound, rounds)
+
+        retry.run(step, exhausted=lambda tries, last: CommitConflictError(
+            f"reading the subjects' other identifiers lost to concurrent expiries {tries} times (the tables' heads "
+            "were expired while they were read); submit the requests again"))
+
+    def _warm(self, tables: Sequence[Table], values: Sequence[Any], bound: int, rounds: int) -> None:
+        sources = linking_tables(tables)
+        todo = [v for v in values if v is not None]
+        seen = {(type(v), v) for v in todo if _hashable(v)}
+        for _ in range(rounds):
+            if not sources or not todo:
+                return
+            found: list[Any] = []
+            for ts in resolve_subjects(sources, todo, self.secret, strict=False):
+                if ts.empty or ts.by_digest:
+                    continue
+                plan = plan_candidates(ts, cached_manifests=True)
+                rows = candidate_rows(ts, plan, self.secret)
+                self._rows[(ts.name, id(ts.table))] = (ts.table.metadata_location, {
+                    c.column.name: set(c.digests) for c in ts.columns}, rows)
+                for c in ts.columns:
+                    if c.column.name not in rows.column_names:
+                        continue
+                    ids, _ = extract_identities(rows.column(c.column.name))
+                    for raw in pc.unique(ids).to_pylist():
+                        v = _python_value(raw, c.column.leaf_type)
+                        if not _blank(v) and _hashable(v) and (type(v), v) not in seen:
+                            seen.add((type(v), v))
+                            found.append(v)
+            if len(found) > bound:
+                return
+            if not found:
+                return
+            todo = todo + found  # every read covers all the values so far: one entry answers any request
+
+    def rows(self, ts: TableSubjects) -> pa.Table | None:
+        """``ts``'s rows from the cache, or None when the cache does not hold all of them."""
+        hit = self._rows.get((ts.name, id(ts.table)))
+        if hit is None or ts.by_digest:
+            return None
+        location, covered, rows = hit
+        if location != ts.table.metadata_location or any(
+                not c.digests <= covered.get(c.column.name, set()) for c in ts.columns):
+            return None
+        mine = rows.filter(pa.array(match_mask(rows, ts, self.secret))) if rows.num_rows else rows
+        return mine if mine.num_rows else no_rows(ts.table.metadata)
+
+
+def _hashable(v: Any) -> bool:
+    try:
+        hash(v)
+    except TypeError:
+        return False
+    return True
+
+
 def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes, *,
-                   max_linked: int = DEFAULT_MAX_LINKED) -> LinkedIdentifiers:
+                   max_linked: int = DEFAULT_MAX_LINKED, cache: LinkRows | None = None) -> LinkedIdentifiers:
     """The subject's other identifiers in ``tables`` (those declaring several identity columns; see the module doc).
 
     Raises :class:`TooManyLinkedIdentifiersError` past ``max_linked`` per value of ``values``; reads only
@@ -118,14 +199,15 @@ def collect_linked(tables: Sequence[Table], values: Sequence[Any], secret: bytes
         with contextlib.ExitStack() as stack:
             for t in tables:  # a file gone at a head that moved: refresh that table, read again
                 stack.enter_context(retry.vanished_is_conflict(t))
-            return _collect(tables, values, secret, max_linked)
+            return _collect(tables, values, secret, max_linked, cache if cache is not None and cache.secret == secret else None)
 
     return retry.run(step, exhausted=lambda tries, last: CommitConflictError(
         f"reading the subject's other identifiers lost to concurrent expiries {tries} times (the tables' heads were "
         "expired while they were read); run the request again"))
 
 
-def _collect(tables: Sequence[Table], values: Sequence[Any], secret: bytes, max_linked: int) -> LinkedIdentifiers:
+def _collect(tables: Sequence[Table], values: Sequence[Any], secret: bytes, max_linked: int,
+             cache: LinkRows | None = None) -> LinkedIdentifiers:
     sources = linking_tables(tables)
     bound = max_linked * max(1, len(set(map(repr, values))))  # per distinct value: repeating one raises nothing
     out = LinkedIdentifiers(tables_read=[table_name(t) for t in sources], max_linked=max_linked)
@@ -151,10 +233,12 @@ def _collect(tables: Sequence[Table], values: Sequence[Any], secret: bytes, max_
         for ts in resolved:
             if ts.empty:
                 continue
-            # a submit links every request at the same heads: each manifest decoded once per process, not per plan
-            plan = plan_candidates(ts, cached_manifests=True)
-            out.files_read += len(plan.tasks)
-            rows = candidate_rows(ts, plan, secret)
+            rows = cache.rows(ts) if cache is not None else None  # read once for a whole batch submit
+            if rows is None:
+                # a submit links every request at the same heads: each manifest decoded once per process, not per plan
+                plan = plan_candidates(ts, cached_manifests=True)
+                out.files_read += len(plan.tasks)
+                rows = candidate_rows(ts, plan, secret)
             if not rows.num_rows:
                 continue
             per_row: list[list[tuple[str, bytes, Any, str, bytes]]] = [[] for _ in range(rows.num_rows)]
@@ -288,4 +372,4 @@ def mark_searched(linked: LinkedIdentifiers, subjects: Sequence[TableSubjects]) 
         li.searched_in = [f"{ts.name}.{c.column.name}" for ts in subjects for c in ts.columns if d in c.digests]
 
 
-__all__ = ["DEFAULT_MAX_LINKED", "collect_linked", "linking_tables", "mark_searched", "relink"]
+__all__ = ["DEFAULT_MAX_LINKED", "LinkRows", "collect_linked", "linking_tables", "mark_searched", "relink"]

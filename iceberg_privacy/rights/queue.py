@@ -15,7 +15,8 @@ completes, then destroys them (crypto-shredding):
   batch request (journaled like any request, id ``batch-...``), erased with one pass and one commit per
   table (per branch), purged and verified once; then each member request gets its outcome events and
   is completed, and only then are its queue rows deleted and the files that held them removed.
-  Access requests are exported one by one (``<out>/<request id>/``).
+  Access requests are exported each to ``<out>/<request id>/``, :data:`EXPORT_CHUNK` at a time: each
+  table read once per chunk, one journal commit per chunk.
 
 Every step is journaled before the next starts, so a pass killed anywhere is resumed by the next
 pass: a batch is fixed by its ``queued`` claim events (one per member request and table, first one
@@ -64,7 +65,7 @@ from iceberg_privacy.errors import (
 )
 from iceberg_privacy.history import HistoryReport
 from iceberg_privacy.rights import forget
-from iceberg_privacy.rights.access import FORMATS, export_subjects
+from iceberg_privacy.rights.access import FORMATS, SharedRows, export_subjects
 from iceberg_privacy.rights.erasure import process_erasure
 from iceberg_privacy.rights.journal import (
     COMPLETED,
@@ -85,7 +86,7 @@ from iceberg_privacy.rights.journal import (
     table_uuids,
 )
 from iceberg_privacy.rights.keyed import check_key_id, key_id, load_secret
-from iceberg_privacy.rights.linked import DEFAULT_MAX_LINKED, collect_linked
+from iceberg_privacy.rights.linked import DEFAULT_MAX_LINKED, LinkRows, collect_linked
 from iceberg_privacy.rights.purge import DEFAULT_ORPHAN_AGE
 from iceberg_privacy.rights.purge import purge as purge_request
 from iceberg_privacy.rights.queue_store import (
@@ -111,6 +112,11 @@ from iceberg_privacy.rights.subjects import (
 from iceberg_privacy.storage import child, storage_errors
 
 logger = logging.getLogger(__name__)
+
+
+EXPORT_CHUNK = 500
+"""Access requests a pass exports per shared read and journal commit, and requests a submit links per shared read
+of the linking tables (bounds the rows held in memory at once)."""
 
 
 # ------------------------------------------------------------------------------------ deadlines
@@ -212,10 +218,32 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
     known = fold(journal.rows_of(given))
     queued = {e.request_id for e in queue.entries(given)}
     targets_cache: dict[Any, list[Table]] = {}
+    # The linking tables' rows of the new requests' subjects, read once per set of tables for EXPORT_CHUNK requests
+    # at a time (each request then links from them in memory), not planned and read again per request.
+    link_rows = LinkRows(secret)
+
+    def warm(chunk: list[QueuedRequest]) -> LinkRows:
+        rows = LinkRows(secret)
+        to_link: dict[Any, tuple[Any, list[Any], list[int]]] = {}  # tables key -> (tables, values, bound)
+        for r in chunk:
+            if r.link_identifiers and (r.request_id is None or r.request_id not in known):
+                _, vals, bound = to_link.setdefault(_tables_key(r.tables), (r.tables, [], [0]))
+                vals += as_values(r.subjects)
+                bound[0] += r.max_linked * len(set(map(repr, as_values(r.subjects))))
+        for key, (tables, vals, bound) in to_link.items():
+            if len(vals) > 1:  # one value alone: read as before
+                if key not in targets_cache:
+                    targets_cache[key] = subject_tables(catalog, tables)
+                    refuse_equality_deletes(targets_cache[key])
+                rows.warm(targets_cache[key], vals, bound=bound[0])
+        return rows
+
     lists_checked: set[tuple[str, ...]] = set()  # namespaces whose forget list's key id was checked
     rows, events, out = [], [], []
     now = datetime.now(UTC)
     for i, r in enumerate(reqs):
+        if i % EXPORT_CHUNK == 0:  # bounded: the rows of EXPORT_CHUNK requests' subjects in memory at once
+            link_rows = warm(reqs[i:i + EXPORT_CHUNK])
         # one microsecond apart: the order of submission is the order a pass serves requests of one subject in
         at = now + timedelta(microseconds=i)
         key = _tables_key(r.tables)
@@ -229,7 +257,7 @@ def enqueue_many(catalog: Catalog, requests: Iterable[QueuedRequest], *,
         existing = known.get(rid)
         linked = None
         if existing is None and r.link_identifiers:  # read now: kept encrypted with the values, keyed in the journal
-            linked = collect_linked(targets_cache[key], values, secret, max_linked=r.max_linked)
+            linked = collect_linked(targets_cache[key], values, secret, max_linked=r.max_linked, cache=link_rows)
             for w in linked.warnings:  # shared identifiers left out: said at submit, as erase/access say it
                 logger.warning("request %s, linked identifiers: %s", rid, w)
             if linked.identifiers:
@@ -435,26 +463,57 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
 
     # -- access requests: one export each. Requests of one subject are served in the order they were submitted:
     # an access submitted after an erasure of the same subject (still open) is exported after the erasure, below.
-    def export(req: RequestState) -> None:
+    # They are exported EXPORT_CHUNK at a time: each table loaded, planned and read once for the chunk (rows split
+    # per request in memory, access.SharedRows), and the chunk's journal events appended in one commit. A request
+    # is reported completed (and its ciphertext shredded) only once that commit is durable; a pass killed before
+    # it exports the chunk again (each folder's manifest names its request: overwritten, never another's).
+    def export_all(reqs: list[RequestState]) -> None:
         if out is None:  # never: only called with out
             return
-        try:
-            tables = existing_tables(catalog, list(req.tables))
-            resolved = resolve_subjects(tables, values_of(req.request_id), secret, strict=False)
-            rep = export_subjects(catalog, req, resolved, secret, journal=journal,
-                                  out=child(out, export_folder(req.request_id)), format=format, spark=spark)
-        # this export only: the other requests go on (ConfigurationError: its folder holds another request's export)
-        except (OSError, SparkJobError, QueueIntegrityError, ConfigurationError) as exc:
-            logger.warning("queue access request %s: %s", req.request_id, exc)
-            report.skipped[req.request_id] = f"export failed, left in the queue: {exc}"
-            return
-        report.exported[req.request_id] = rep.manifest_path
-        report.completed.append(req.request_id)
-        done.append(req.request_id)
+        for start in range(0, len(reqs), EXPORT_CHUNK):
+            chunk = reqs[start:start + EXPORT_CHUNK]
+            values: dict[str, list[Any]] = {}
+            for req in chunk:
+                try:
+                    values[req.request_id] = values_of(req.request_id)
+                except QueueIntegrityError as exc:  # a damaged queue row: this request only
+                    logger.warning("queue access request %s: %s", req.request_id, exc)
+                    report.skipped[req.request_id] = f"export failed, left in the queue: {exc}"
+            loaded: dict[str, Any] | None = None
+            try:  # every table of the chunk loaded once: one head per table for all its requests
+                loaded = {table_name(t): t for t in existing_tables(
+                    catalog, sorted({n for req in chunk if req.request_id in values for n in req.tables}))}
+            except (OSError, ConfigurationError) as exc:  # each request loads its own below (and reports its error)
+                logger.warning("queue access requests: loading their tables: %s", exc)
+            shared = SharedRows([v for vs in values.values() for v in vs], secret, spark=spark)
+            events: list[dict[str, Any]] = []
+            exported: dict[str, str] = {}
+            for req in chunk:
+                if req.request_id not in values:
+                    continue
+                try:
+                    tables = ([loaded[n] for n in req.tables if n in loaded] if loaded is not None
+                              else existing_tables(catalog, list(req.tables)))
+                    resolved = resolve_subjects(tables, values[req.request_id], secret, strict=False)
+                    rep = export_subjects(catalog, req, resolved, secret, journal=journal,
+                                          out=child(out, export_folder(req.request_id)), format=format, spark=spark,
+                                          shared=shared, events=events)
+                # this export only: the others go on (ConfigurationError: its folder holds another request's export)
+                except (OSError, SparkJobError, QueueIntegrityError, ConfigurationError) as exc:
+                    logger.warning("queue access request %s: %s", req.request_id, exc)
+                    report.skipped[req.request_id] = f"export failed, left in the queue: {exc}"
+                    continue
+                exported[req.request_id] = rep.manifest_path
+            checkpoint("queue.before_exported")
+            journal.append(events)
+            report.exported.update(exported)
+            report.completed.extend(exported)
+            done.extend(exported)
 
     accesses = [r for r in pending if r.kind == "access"]
     pending_erasures = _by_subject(r for r in pending if r.kind == "erase")
     after_erasures: list[RequestState] = []
+    now_exported: list[RequestState] = []
     for req in accesses:
         if out is None:
             report.skipped[req.request_id] = "access request: pass out= (CLI --out) to export it"
@@ -462,7 +521,8 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
         if _earlier_overlapping(req, pending_erasures):
             after_erasures.append(req)  # exported once that erasure has erased (this pass, below, or a later one)
             continue
-        export(req)
+        now_exported.append(req)
+    export_all(now_exported)
     unserved = _by_subject(r for r in accesses if r.request_id not in report.exported)
 
     # -- erasure requests: claim (member, table) pairs into one new batch per table, then run every open batch
@@ -546,6 +606,7 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
 
     # -- access requests submitted after an erasure of the same subject: once that erasure has erased every table
     # the two share (its rows are gone), not before
+    ready: list[RequestState] = []
     for req in after_erasures:
         waiting = [states.get(e.request_id, e) for e in _earlier_overlapping(req, pending_erasures)]
         waiting = [e for e in waiting
@@ -555,7 +616,8 @@ def run_pending(catalog: Catalog, *, limit: int | None = None, purge: bool = Tru
                 f"access request waits for erasure {waiting[0].request_id} of the same subject, submitted before it "
                 "(not erased yet); left in the queue")
             continue
-        export(req)
+        ready.append(req)
+    export_all(ready)
 
     # -- crypto-shredding: only requests whose completion is durable in the journal
     checkpoint("queue.before_shred")

@@ -22,3 +22,8 @@ def test_quick_benchmark_code_path_reports_the_queue_keys(tmp_path: Path) -> Non
     assert res["journal"]["history_after_pass"]["journal"]["snapshots"] == 1  # the pass's upkeep bounded it
     assert res["journal"]["history_after_pass"]["queue"]["live_data_files"] == 0  # every ciphertext shredded
     assert set(res["targets"]) == {"requests_per_hour_ge_10000", "one_commit_per_table", "files_rewritten_le_1.2x_oracle"}
+
+
+def test_access_pass_code_path_exports_every_request(tmp_path: Path) -> None:
+    res = bench.access_pass(6, files=2, rows=40, workdir=tmp_path / "w")
+    assert res["requests"] == 6 and res["submit_seconds"] >= 0 and res["pass_seconds"] > 0
