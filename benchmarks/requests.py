@@ -26,7 +26,8 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -273,21 +274,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return finish(res, start, check)
 
 
-def linked_submit(requests: int = 400, files: int = 20, *, s3: bool = False, workdir: Path | None = None) -> dict[str, Any]:
-    """Submit throughput of requests whose subjects have linked identifiers (``requests.linked_submit``).
-
-    ``users(user_id, email)`` (both identity columns, Bloom on both; ``files`` appends, so ``files`` manifests) and
-    ``events(user_id)``; ``requests`` erasure requests of one user each are submitted with ONE ``enqueue_many``
-    (each request links its user's email: two rounds over users, two columns each). Twice in one process on the
-    same tables, disjoint users: ``per_plan_manifests`` plans with pyiceberg's ``plan_files`` (every manifest
-    decoded on every plan: the behaviour before the shared manifest cache), ``cached_manifests`` as shipped. With
-    ``s3`` the lake is on a SeaweedFS server behind its Iceberg REST catalog."""
+@contextmanager
+def _users_lake(workdir: Path | None, s3: bool, namespace: str, n: int, files: int) -> Iterator[tuple[Path, Any, Any]]:
+    """(root, catalog, SeaweedFS server or None) of a fresh lake (embedded under ``workdir`` or a temp dir, or a
+    SeaweedFS server behind its Iceberg REST catalog) holding ``<namespace>.users(user_id, email)``: ``n`` users in
+    ``files`` appends, both identity columns with Bloom filters. The server and a temp dir are removed at the end."""
+    import shutil
     import tempfile
 
-    from iceberg_privacy.index import liveness
-    from iceberg_privacy.rights import linked
-
-    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="ip-linked-submit-"))
+    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix=f"ip-{namespace}-"))
     server = None
     try:
         ip.init_secret(root, overwrite=True)
@@ -301,14 +296,35 @@ def linked_submit(requests: int = 400, files: int = 20, *, s3: bool = False, wor
             cat = load_catalog("rest", **server.rest_catalog_properties())
         else:
             cat = ip.connect(home=root)
-        cat.create_namespace("linked")
-        n = 2 * requests + files
+        cat.create_namespace(namespace)
         users = pa.table({"user_id": pa.array(range(n), pa.int64()), "email": [f"u{i}@x.org" for i in range(n)]})
-        t = ip.configure_bloom(ip.configure_identity(cat.create_table("linked.users", schema=users.schema),
+        t = ip.configure_bloom(ip.configure_identity(cat.create_table(f"{namespace}.users", schema=users.schema),
                                                      ["user_id", "email"]), ["user_id", "email"])
         step = -(-n // files)
         for k in range(files):
             ip.append(t, users.slice(k * step, step))
+        yield root, cat, server
+    finally:
+        if server is not None:
+            server.stop()
+        if workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def linked_submit(requests: int = 400, files: int = 20, *, s3: bool = False, workdir: Path | None = None) -> dict[str, Any]:
+    """Submit throughput of requests whose subjects have linked identifiers (``requests.linked_submit``).
+
+    ``users(user_id, email)`` (both identity columns, Bloom on both; ``files`` appends, so ``files`` manifests) and
+    ``events(user_id)``; ``requests`` erasure requests of one user each are submitted with ONE ``enqueue_many``
+    (each request links its user's email: two rounds over users, two columns each). Twice in one process on the
+    same tables, disjoint users: ``per_plan_manifests`` plans with pyiceberg's ``plan_files`` (every manifest
+    decoded on every plan: the behaviour before the shared manifest cache), ``cached_manifests`` as shipped. With
+    ``s3`` the lake is on a SeaweedFS server behind its Iceberg REST catalog."""
+    from iceberg_privacy.index import liveness
+    from iceberg_privacy.rights import linked
+
+    n = 2 * requests + files
+    with _users_lake(workdir, s3, "linked", n, files) as (root, cat, _):
         ev = ip.configure_identity(cat.create_table("linked.events", schema=pa.schema([("user_id", pa.int64())])),
                                    ["user_id"])
         ip.append(ev, pa.table({"user_id": pa.array(range(n), pa.int64())}))
@@ -335,13 +351,6 @@ def linked_submit(requests: int = 400, files: int = 20, *, s3: bool = False, wor
                 f"{requests / seconds:.1f} requests/s")
         out["speedup"] = round(out["per_plan_manifests"]["seconds"] / out["cached_manifests"]["seconds"], 2)
         return out
-    finally:
-        if server is not None:
-            server.stop()
-        if workdir is None:
-            import shutil
-
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def access_pass(requests: int = 500, files: int = 8, rows: int = 4000, *, s3: bool = False,
@@ -352,30 +361,8 @@ def access_pass(requests: int = 500, files: int = 8, rows: int = 4000, *, s3: bo
     ``users(user_id, email)`` (``rows`` users in ``files`` appends, both identity columns, Bloom on both) and
     ``events(user_id, n)`` (two rows per user, one file): each export holds two tables. The pass exports the
     requests in chunks (``queue.EXPORT_CHUNK``): each table read once per chunk, one journal commit per chunk."""
-    import tempfile
-
-    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="ip-access-pass-"))
-    server = None
-    try:
-        ip.init_secret(root, overwrite=True)
-        if s3:
-            from pyiceberg.catalog import load_catalog
-
-            from iceberg_privacy.testing.seaweedfs import start_seaweedfs
-
-            (root / "seaweedfs").mkdir(exist_ok=True)
-            server = start_seaweedfs(root / "seaweedfs")
-            cat = load_catalog("rest", **server.rest_catalog_properties())
-        else:
-            cat = ip.connect(home=root)
-        cat.create_namespace("access")
-        n = max(rows, requests)
-        users = pa.table({"user_id": pa.array(range(n), pa.int64()), "email": [f"u{i}@x.org" for i in range(n)]})
-        t = ip.configure_bloom(ip.configure_identity(cat.create_table("access.users", schema=users.schema),
-                                                     ["user_id", "email"]), ["user_id", "email"])
-        step = -(-n // files)
-        for k in range(files):
-            ip.append(t, users.slice(k * step, step))
+    n = max(rows, requests)
+    with _users_lake(workdir, s3, "access", n, files) as (root, cat, server):
         ev = ip.configure_identity(cat.create_table("access.events", schema=pa.schema(
             [("user_id", pa.int64()), ("n", pa.int64())])), ["user_id"])
         ip.append(ev, pa.table({"user_id": pa.array(list(range(n)) * 2, pa.int64()), "n": pa.array(range(2 * n), pa.int64())}))
@@ -393,13 +380,6 @@ def access_pass(requests: int = 500, files: int = 8, rows: int = 4000, *, s3: bo
                "requests_per_hour": round(3600 * requests / seconds)}
         log(f"access pass ({res['storage']}): {requests} requests submitted in {submit:.2f}s, exported in {seconds:.2f}s")
         return res
-    finally:
-        if server is not None:
-            server.stop()
-        if workdir is None:
-            import shutil
-
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def _others(args: argparse.Namespace, res: dict[str, Any]) -> None:
