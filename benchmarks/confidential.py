@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.dp import N_COUNTRIES, build_table
-from benchmarks.harness import at_least, exit_on_sigterm, output_file
+from benchmarks.harness import at_least, exit_on_sigterm, output_file, turns
 
 SQL = "SELECT country, COUNT(*) AS n FROM bench.pageviews GROUP BY country"
 
@@ -95,7 +95,7 @@ def service_numbers(rows: int, reps: int, memo_reps: int, rows_per_user: int, sp
             # which way goes first alternates, as in the other benchmarks: the second of a pair ran on the caches
             # the first had just warmed (the service was always second, so its overhead read low)
             pair = [(direct, direct_s), (over_http, service_s)]
-            for run, times in pair if i % 2 == 0 else pair[::-1]:
+            for run, times in turns(pair, i):
                 t = time.perf_counter()
                 run(eps)
                 times.append(time.perf_counter() - t)

@@ -241,6 +241,12 @@ def timed(fn: Callable[[], tuple[pa.Table, int, int]]) -> Sample:
     return Sample(ms, result.num_rows, files, file_bytes, None if r0 is None or r1 is None else r1 - r0, result)
 
 
+def turns[T](items: Sequence[T], round_index: int) -> list[T]:
+    """``items`` in the order they run in round ``round_index`` of a timed comparison: as given in even rounds,
+    reversed in odd ones, so that no variant always runs second, on the caches the first just warmed."""
+    return list(items) if round_index % 2 == 0 else list(items)[::-1]
+
+
 def interleaved(variants: dict[str, Callable[[], Sample]], rounds: int, on_round: Callable[[int, dict[str, Sample]], None]
                 | None = None) -> dict[str, Series]:
     """Run every variant once per round, rotating the order through all permutations."""

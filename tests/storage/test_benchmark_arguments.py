@@ -255,3 +255,14 @@ def test_more_subjects_than_the_table_holds_is_one_error_line(tmp_path: Path, mo
     assert "--one-rounds + --thousand needs 100,003 distinct users" in str(exc.value.code), exc.value.code
     assert "larger table (--files, --rows-per-file)" in str(exc.value.code)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # its temp dir removed
+
+
+def test_timed_variants_take_turns_going_first() -> None:
+    """``harness.turns``: which variant of a timed pair runs first alternates by round (``service.overhead_vs_direct``
+    timed the service second in every round, on the caches the direct call had just warmed)."""
+    from benchmarks.harness import turns
+
+    pair = ["direct", "service"]
+    assert [turns(pair, i) for i in range(4)] == [pair, pair[::-1], pair, pair[::-1]]
+    assert pair == ["direct", "service"]  # the caller's list is left as it is
+    assert [turns("abc", i)[0] for i in range(2)] == ["a", "c"]
