@@ -233,7 +233,7 @@ def _appends_since(table: Table, head: int, since: int) -> list[int] | None:
 def added_rows(table: Table, snapshot_ids: list[int]) -> pa.Table | None:
     """The rows of the data files the given append snapshots added, projected to the current schema (None: an
     append that added a delete manifest, which the spec does not allow: read in full instead). Also the forget
-    list's incremental read (:mod:`iceberg_privacy.rights.forget`)."""
+    list's incremental read (:mod:`iceberg_privacy.rights.forget_store`)."""
     from pyiceberg.expressions import AlwaysTrue
     from pyiceberg.io.pyarrow import ArrowScan
     from pyiceberg.manifest import ManifestContent, ManifestEntryStatus

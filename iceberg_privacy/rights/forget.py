@@ -46,8 +46,6 @@ snapshot id).
 
 from __future__ import annotations
 
-import hmac
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -56,21 +54,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
-from pyiceberg.schema import Schema
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import Operation, Snapshot
-from pyiceberg.types import (
-    BinaryType,
-    LongType,
-    NestedField,
-    PrimitiveType,
-    StringType,
-    TimestamptzType,
-)
+from pyiceberg.types import PrimitiveType
 
 from iceberg_privacy import history
-from iceberg_privacy._internal import compat, retry
-from iceberg_privacy._internal.arrow import plain
+from iceberg_privacy._internal import retry
 from iceberg_privacy.catalog import (
     FORGET_TABLE_PROPERTY,
     LEGACY_NAMES,
@@ -90,19 +78,36 @@ from iceberg_privacy.errors import (
 )
 from iceberg_privacy.history import HistoryPolicy, HistoryReport
 from iceberg_privacy.identities import extract_identities
-from iceberg_privacy.index.hashing import coerce_values, hash_array, hash_literals
 from iceberg_privacy.properties import FORGET_DROPPED_SUMMARY as SUMMARY_DROPPED
 from iceberg_privacy.properties import FORGET_MARKER as PROP_MARKER
 from iceberg_privacy.properties import FORGET_VERSION_SUMMARY as SUMMARY_VERSION
-from iceberg_privacy.properties import HISTORY_MAINTAIN_EVERY_DEFAULT, HISTORY_MAINTENANCE_SUMMARY
+from iceberg_privacy.properties import HISTORY_MAINTAIN_EVERY_DEFAULT
+from iceberg_privacy.rights.forget_screen import (  # noqa: F401 - entries and pads re-exported (forget.add's callers)
+    SCREEN_BITS,
+    SCREEN_MASK,
+    iceberg_h31,
+    literal_entries,
+    prefix64,
+    prefix_bit_test,
+    screen_pads,
+    subject_entries,
+)
+from iceberg_privacy.rights.forget_store import (  # noqa: F401 - FORGET_SCHEMA and clear_cache re-exported
+    ARROW_SCHEMA,
+    FORGET_SCHEMA,
+    LATER_COLUMNS,
+    cache_put,
+    cached_entries,
+    clear_cache,
+    missing_columns,
+    screen_set,
+    with_groups,
+)
 from iceberg_privacy.rights.keyed import (  # noqa: F401 - digest_values re-exported
     DIGEST_BYTES,
     SECRET_ENV,
     SECRET_FILE_ENV,
-    canonical_literal,
     check_key_id,
-    digest,
-    digest_distinct,
     digest_values,
     key_id,
     load_secret,
@@ -113,33 +118,7 @@ ROWS_PER_SLICE = 100_000
 """Dropping rows slices the chunk (zero copy) while it leaves at most ``rows // ROWS_PER_SLICE`` (min 1)
 kept runs, else copies it once (``Table.filter``): pyiceberg's writer pays a per-batch schema pass
 (~5 ms) for every extra Arrow chunk, a copy ~0.2 us per row."""
-BITMAP_BITS = 25
-"""A 2**25-bit (4 MiB) bitmap of digest prefixes screens queries before the sorted-array search
-(about 3% of absent ids pass it with 1,000,000 entries)."""
 
-SCREEN_KEY_LABEL = b"iceberg-privacy forget-list screen key v1"
-"""HMAC message deriving the screen key from the secret (domain-separated from subject digests)."""
-SCREEN_MASK = 0x7FFFFFFF
-SCREEN_BITS = 26
-"""The screen's bitmap has 2**26 bits (8 MiB), addressed by ``h31 >> 5``: with 1,000,000 entries about
-1.5% of absent ids pass it to the sorted-array search, which leaves ~n/2^31 (0.05%) to HMAC."""
-
-FORGET_SCHEMA = Schema(
-    NestedField(1, "scope", StringType(), required=False),
-    NestedField(2, "digest", BinaryType(), required=False),
-    NestedField(3, "key_id", StringType(), required=False),
-    NestedField(4, "request_id", StringType(), required=False),
-    NestedField(5, "added_at", TimestamptzType(), required=False),
-    NestedField(6, "screen", LongType(), required=False),
-    NestedField(7, "table_uuid", StringType(), required=False),
-)
-ARROW_SCHEMA = pa.schema([
-    ("scope", pa.string()), ("digest", pa.binary()), ("key_id", pa.string()), ("request_id", pa.string()),
-    ("added_at", pa.timestamp("us", tz="UTC")), ("screen", pa.int64()), ("table_uuid", pa.string()),
-])
-_CACHED = ["scope", "digest", "key_id", "screen", "table_uuid"]  # what writes read of the list
-_LATER_COLUMNS = {"screen": LongType(), "table_uuid": StringType()}
-"""Columns lists created by older versions lack: read as nulls, added by the next ``add``."""
 HISTORY = HistoryPolicy("the forget list", sort_by="scope", every_default=HISTORY_MAINTAIN_EVERY_DEFAULT,
                         error=ForgetListError)
 """How :mod:`iceberg_privacy.history` keeps the forget table small (every add is one commit and one small file):
@@ -178,103 +157,6 @@ def _load_table(catalog: Catalog, namespace: Sequence[str], *, create: bool, leg
                           legacy=(*namespace, LEGACY_NAMES[FORGET_TABLE_PROPERTY]) if legacy else None)
 
 
-_ENTRIES: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
-_CACHE_SIZE = 4
-
-
-def _cache_put(key: tuple[str, int], entries: pa.Table) -> None:
-    _ENTRIES[key] = entries
-    _ENTRIES.move_to_end(key)
-    while len(_ENTRIES) > _CACHE_SIZE:
-        _ENTRIES.popitem(last=False)
-
-
-def _has_screen(table: Table) -> bool:
-    return "screen" in {f.name for f in table.schema().fields}
-
-
-def _missing_columns(table: Table) -> list[str]:
-    names = {f.name for f in table.schema().fields}
-    return [c for c in _LATER_COLUMNS if c not in names]
-
-
-def _normalized(table: Table, rows: pa.Table) -> pa.Table:
-    """``rows`` of the forget table as the cached columns (:data:`_CACHED`); a column an older list lacks is null."""
-    schema = pa.schema([ARROW_SCHEMA.field(n) for n in _CACHED])
-    for name in _CACHED:
-        if name not in rows.column_names:
-            rows = rows.append_column(name, pa.nulls(rows.num_rows, ARROW_SCHEMA.field(name).type))
-    return rows.select(_CACHED).cast(schema).combine_chunks()
-
-
-def _catch_up(table: Table, snapshot_id: int, known: Iterable[int]) -> tuple[int, pa.Table] | None:
-    """``(base, added)``: a snapshot of ``known`` (the snapshots this process already read, newest first) and the
-    entries added since it, when the list's snapshot ``snapshot_id`` was reached from ``base`` by commits that keep
-    every entry: adds (appends) and the upkeep's merges (which carry every row over). None otherwise (a delete by
-    hand, an expired step, a count that does not add up): the caller reads the whole list.
-
-    Why: a writer re-reads the list whenever it changed (every erasure adds to it), and a full read costs time in
-    the size of the list (measured with 1,000,000 entries: ~3 s per change on a loaded 2-core VM); at a sustained
-    request rate the list only grows, so every writer's first write after each queue pass got slower with history."""
-    bases = list(dict.fromkeys(known))
-    path: list[int] = []
-    sid: int | None = snapshot_id
-    while sid not in bases:
-        if sid is None or len(path) >= history.CACHE_MAX_STEPS:
-            return None
-        snap = table.metadata.snapshot_by_id(sid)
-        if snap is None or snap.summary is None:
-            return None
-        if snap.summary.operation == Operation.APPEND:
-            path.append(sid)
-        elif HISTORY_MAINTENANCE_SUMMARY not in snap.summary.additional_properties:
-            return None
-        sid = snap.parent_snapshot_id
-    added = history.added_rows(table, path[::-1]) if path else pa.table({})
-    return None if added is None else (sid, added)
-
-
-def _entries(table: Table) -> pa.Table:
-    """(scope, digest, key_id, screen, table_uuid) of every entry at the table's current snapshot,
-    cached per snapshot (a forget table only grows, and a write reads it once); a newer snapshot reached
-    from a cached one by adds and upkeep merges reads only what was added (:func:`_catch_up`). A list
-    written before the screen (or table_uuid) column existed reads as nulls there."""
-    snap = table.current_snapshot()
-    if snap is None:
-        return pa.schema([ARROW_SCHEMA.field(n) for n in _CACHED]).empty_table()
-    uuid = str(table.metadata.table_uuid)
-    key = (uuid, snap.snapshot_id)
-    hit = _ENTRIES.get(key)
-    if hit is None:
-        step = _catch_up(table, snap.snapshot_id, [s for u, s in reversed(_ENTRIES) if u == uuid])
-        if step is not None:
-            base = _ENTRIES[(uuid, step[0])]
-            hit = pa.concat_tables([base, _normalized(table, step[1])]).combine_chunks() if step[1].num_rows else base
-            if hit.num_rows != _total_records(snap):  # not only adds and merges after all: read it in full
-                hit = None
-        if hit is None:
-            fields = tuple(c for c in _CACHED if c not in _missing_columns(table))
-            hit = _normalized(table, table.scan(selected_fields=fields, snapshot_id=snap.snapshot_id).to_arrow())
-        _cache_put(key, hit)
-    return hit
-
-
-def _total_records(snap: Snapshot) -> int:
-    try:
-        return int((snap.summary.additional_properties if snap.summary is not None else {}).get("total-records", "-1"))
-    except ValueError:
-        return -1
-
-
-def clear_cache() -> None:
-    """Forget cached forget-list reads (tests; the cache is keyed by snapshot id, so never stale)."""
-    _ENTRIES.clear()
-    _PREPARED.clear()
-    _SCREENS.clear()
-    _PADS.clear()
-    _ADDED.clear()
-
-
 def _check_key_ids(key_ids: Iterable[str], expected: str, where: str) -> None:
     check_key_id(key_ids, expected, f"the forget list {where}", error=ForgetKeyMismatchError,
                  alternative=". A list cannot be re-keyed (it holds keyed digests, not ids; `add` under another "
@@ -300,7 +182,7 @@ def check_secret(catalog: Catalog, tables: Iterable[Table], secret_key_id: str) 
     then), so the rights verbs ask this before they journal a request: refused only at the add, a wrong secret left
     a request recorded as received that nothing would run, and it fell overdue. Lists that do not exist yet pass."""
     for namespace in dict.fromkeys(tuple(t.name()[:-1]) for t in tables):
-        key_ids: list[str] = _read(catalog, namespace, lambda ft: pc.unique(_entries(ft).column("key_id")).to_pylist(),
+        key_ids: list[str] = _read(catalog, namespace, lambda ft: pc.unique(cached_entries(ft).column("key_id")).to_pylist(),
                                    empty=[])
         _check_key_ids(key_ids, secret_key_id, ".".join(forget_table_identifier(namespace, catalog)))
 
@@ -341,7 +223,7 @@ def add(catalog: Catalog, target: Table | str | Sequence[str], digests: Iterable
 
     def change(table: Table) -> tuple[int, Table]:
         base = table.current_snapshot()
-        existing = _entries(table)
+        existing = cached_entries(table)
         where = ".".join(forget_table_identifier(namespace, catalog))
         _check_key_ids(pc.unique(existing.column("key_id")).to_pylist(), secret_key_id, where)
         same = pc.equal(existing.column("scope"), scope)
@@ -362,17 +244,17 @@ def add(catalog: Catalog, target: Table | str | Sequence[str], digests: Iterable
             "table_uuid": pa.array([table_uuid] * n, pa.string()),
         }, schema=ARROW_SCHEMA)
         with table.transaction() as tx:
-            missing = _missing_columns(table)
+            missing = missing_columns(table)
             if missing:  # a list from an older version: the columns join in this commit
                 with tx.update_schema() as update:
                     for name in missing:
-                        update.add_column(name, _LATER_COLUMNS[name])
+                        update.add_column(name, LATER_COLUMNS[name])
             tx.append(rows)
         committed = catalog.load_table(forget_table_identifier(namespace, catalog))
         snap = committed.current_snapshot()
         if snap is not None and snap.parent_snapshot_id == (base.snapshot_id if base else None):
             # Extend the cache with what we just committed instead of re-reading the whole list.
-            _cache_put((str(committed.metadata.table_uuid), snap.snapshot_id),
+            cache_put((str(committed.metadata.table_uuid), snap.snapshot_id),
                        pa.concat_tables([existing, rows.select(existing.column_names)]).combine_chunks())
         return n, committed
 
@@ -403,94 +285,6 @@ def entries(catalog: Catalog, namespace: str | Sequence[str]) -> pa.Table:
     ns = tuple(namespace.split(".")) if isinstance(namespace, str) else tuple(namespace)
     out: pa.Table = _read(catalog, ns, lambda ft: ft.scan().to_arrow(), empty=ARROW_SCHEMA.empty_table())
     return out
-
-
-# ------------------------------------------------------------------------------------------ screen
-def screen_key(secret: bytes) -> bytes:
-    """The key of the screen tags' pads, derived from the secret (never stored)."""
-    return hmac.digest(secret, SCREEN_KEY_LABEL, "sha256")
-
-
-def screen_pads(secret: bytes, digests: np.ndarray) -> np.ndarray:
-    """``HMAC-SHA256(screen_key, digest)[:4]`` (big endian) ``& 0x7FFFFFFF`` of (n, 32) uint8 digests."""
-    if not len(digests):
-        return np.empty(0, dtype=np.uint32)
-    copy = compat.hmac_sha256(screen_key(secret), b"").copy
-    raw = np.ascontiguousarray(digests).tobytes()
-    out: list[bytes] = []
-    append = out.append
-    for i in range(0, len(raw), DIGEST_BYTES):  # ~1 us per entry: once per entry and process (see _pads)
-        h = copy()
-        h.update(raw[i: i + DIGEST_BYTES])
-        append(h.digest())
-    first4 = np.frombuffer(b"".join(out), dtype=np.uint8).reshape(-1, 32)[:, :4].copy()
-    return first4.view(">u4").ravel().astype(np.uint32) & np.uint32(SCREEN_MASK)
-
-
-def screen_tags(secret: bytes, digests: Sequence[bytes], h31: np.ndarray) -> list[int]:
-    """The stored screen tags ``h31 XOR pad`` of subjects with these digests and 31-bit Iceberg hashes."""
-    if not len(digests):
-        return []
-    mat = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, DIGEST_BYTES)
-    return (np.asarray(h31, dtype=np.uint32) ^ screen_pads(secret, mat)).astype(np.int64).tolist()
-
-
-def subject_entries(secret: bytes, values: Iterable[object], t: PrimitiveType, column: str) -> dict[bytes, int]:
-    """Forget-list entries of subject values of a column of type ``t``: digest -> screen tag, ready
-    for :func:`add` (``add(catalog, target, entries, ..., screens=entries)``)."""
-    return literal_entries(secret, coerce_values(values, t, column), t)
-
-
-def literal_entries(secret: bytes, literals: Sequence[object], t: PrimitiveType) -> dict[bytes, int]:
-    """:func:`subject_entries` of literals already coerced to the column type ``t``."""
-    if not literals:
-        return {}
-    digests = [digest(secret, canonical_literal(lit, t)) for lit in literals]  # type: ignore[arg-type]
-    return dict(zip(digests, screen_tags(secret, digests, hash_literals(literals, t)), strict=True))  # type: ignore[arg-type]
-
-
-_SCREENABLE = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary,
-               pa.types.is_fixed_size_binary, pa.types.is_int32, pa.types.is_int64, pa.types.is_date32,
-               pa.types.is_timestamp, pa.types.is_decimal128)
-"""Arrow types whose native hash is pinned equal to the probe path's (tests/index/test_hashing.py);
-other representations (int16, date64, string_view, ...) are HMAC'd, never screened on a guess."""
-
-
-def _h31(values: pa.Array) -> np.ndarray | None:
-    """Iceberg's 31-bit hash of non-null Arrow values of an identity column, or None when the native
-    kernel cannot take them (the caller then HMACs every value)."""
-    if not any(is_type(values.type) for is_type in _SCREENABLE):
-        return None
-    if pa.types.is_timestamp(values.type) and values.type.unit != "us":
-        values = values.cast(pa.timestamp("us", tz=values.type.tz))  # as the canonical form does
-    try:
-        out = hash_array(values)
-    except (pa.ArrowException, ValueError, TypeError, NotImplementedError):
-        return None
-    return out if len(out) == len(values) else None
-
-
-def _screen_bitmap(h31: np.ndarray) -> np.ndarray:
-    bits = np.zeros(2 ** SCREEN_BITS // 8, dtype=np.uint8)
-    idx = np.unique(h31 >> np.uint32(31 - SCREEN_BITS))
-    np.bitwise_or.at(bits, (idx >> np.uint32(3)).astype(np.int64), (np.uint8(1) << (idx & np.uint32(7)).astype(np.uint8)))
-    return bits
-
-
-# ------------------------------------------------------------------------------------------ filter
-def _prefix64(digests: np.ndarray) -> np.ndarray:
-    """First 8 bytes of (n, 32) uint8 digests as big-endian uint64 (sorting them sorts by digest)."""
-    return np.ascontiguousarray(digests[:, :8]).view(">u8").ravel().astype(np.uint64)
-
-
-def _digest_matrix(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """(n, 32) uint8 view of a binary array whose values are all 32 bytes."""
-    arr = plain(arr).cast(pa.binary())
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset: arr.offset + len(arr) + 1]
-    if len(arr) and not np.all(np.diff(offsets) == DIGEST_BYTES):
-        raise ForgetListError("the forget list holds digests that are not 32 bytes; it was not written by this library")
-    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if len(arr) else np.empty(0, np.uint8)
-    return data[offsets[0]: offsets[-1]].reshape(-1, DIGEST_BYTES) if len(arr) else np.empty((0, DIGEST_BYTES), np.uint8)
 
 
 @dataclass
@@ -532,7 +326,7 @@ class ForgetFilter:
         """The distinct non-null values of ``values`` (plain storage) whose subject is on the list."""
         distinct = pc.unique(values.drop_null() if values.null_count else values)
         if self.screen is not None:
-            h31 = _h31(distinct)
+            h31 = iceberg_h31(distinct)
             if h31 is not None:  # screen the whole batch natively, HMAC only its hits
                 distinct = distinct.take(pa.array(self._screen_hits(h31)))
         if not len(distinct):
@@ -548,9 +342,9 @@ class ForgetFilter:
         if not digests:
             return np.zeros(0, dtype=bool)
         mat = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, DIGEST_BYTES)
-        q = _prefix64(mat)
+        q = prefix64(mat)
         out = np.zeros(len(digests), dtype=bool)
-        screened = np.flatnonzero(_bit_test(self.bitmap, q))  # a Bloom-like screen in front of the exact set
+        screened = np.flatnonzero(prefix_bit_test(self.bitmap, q))  # a Bloom-like screen in front of the exact set
         if not len(screened):
             return out
         qs = q[screened]
@@ -601,158 +395,6 @@ class ForgetFilter:
         return {SUMMARY_DROPPED: str(dropped), SUMMARY_VERSION: str(self.version)}
 
 
-def _bitmap(prefixes: np.ndarray) -> np.ndarray:
-    bits = np.zeros(2 ** BITMAP_BITS // 8, dtype=np.uint8)
-    idx = np.unique(prefixes >> np.uint64(64 - BITMAP_BITS))
-    np.bitwise_or.at(bits, (idx >> np.uint64(3)).astype(np.int64), (np.uint8(1) << (idx & np.uint64(7)).astype(np.uint8)))
-    return bits
-
-
-def _bit_test(bits: np.ndarray, prefixes: np.ndarray) -> np.ndarray:
-    idx = prefixes >> np.uint64(64 - BITMAP_BITS)
-    return ((bits[(idx >> np.uint64(3)).astype(np.int64)] >> (idx & np.uint64(7)).astype(np.uint8)) & 1).astype(bool)
-
-
-# sorted prefixes, digests in that order, key ids, bitmap, stored screen tags in that order (-1: none)
-_Group = tuple[np.ndarray, np.ndarray, list[str], np.ndarray, np.ndarray]
-_PREPARED: OrderedDict[tuple[str, int], dict[tuple[str, str | None], _Group]] = OrderedDict()
-_PADS: OrderedDict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
-"""Per forget table and key id: the pads already computed (sorted prefixes, digests, pads), so a new
-snapshot of the list only pays the HMAC for the entries it added."""
-_SCREENS: OrderedDict[tuple[str, int, tuple[str, ...], str], tuple[np.ndarray, np.ndarray] | None] = OrderedDict()
-_ADDED: dict[tuple[str, int], tuple[int, dict[tuple[str, str | None], _Group]]] = {}
-"""Per forget table and snapshot built by catching up (:func:`_groups`): the snapshot it was caught up from and
-the groups of the entries added since, so :func:`_screen` extends that snapshot's screen set the same way."""
-
-
-def _group_rows(ents: pa.Table) -> dict[tuple[str, str | None], _Group]:
-    """Entries grouped by (scope, table uuid), each sorted by digest prefix."""
-    # one group per (scope, uuid): "\x00" cannot occur in a table name or a uuid
-    group_key = pc.binary_join_element_wise(ents.column("scope"), pc.fill_null(ents.column("table_uuid"), ""), "\x00")
-    enc = pc.dictionary_encode(group_key).combine_chunks()
-    scope_idx = enc.indices.to_numpy(zero_copy_only=False)
-    mat = _digest_matrix(ents.column("digest"))
-    pre = _prefix64(mat)
-    order = np.lexsort((pre, scope_idx))
-    bounds = np.searchsorted(scope_idx[order], np.arange(len(enc.dictionary) + 1))
-    key_ids = ents.column("key_id").combine_chunks()
-    tags = pc.fill_null(ents.column("screen"), -1).to_numpy()
-    out: dict[tuple[str, str | None], _Group] = {}
-    for i, joined in enumerate(enc.dictionary.to_pylist()):
-        scope, _, uuid = joined.partition("\x00")
-        sel = order[bounds[i]: bounds[i + 1]]
-        ids = [str(k) for k in pc.unique(key_ids.take(pa.array(sel))).to_pylist()]
-        out[(scope, uuid or None)] = (pre[sel], mat[sel], ids, _bitmap(pre[sel]), tags[sel])
-    return out
-
-
-def _merged(old: _Group, new: _Group) -> _Group:
-    """One group's entries and the entries added to it since, as one group (sorted by prefix, as built in full)."""
-    at = np.searchsorted(old[0], new[0], side="right")
-    return (np.insert(old[0], at, new[0]), np.insert(old[1], at, new[1], axis=0), list(dict.fromkeys(old[2] + new[2])),
-            old[3] | new[3], np.insert(old[4], at, new[4]))
-
-
-def _groups(ft: Table, snapshot_id: int) -> dict[tuple[str, str | None], _Group]:
-    """Entries grouped by (scope, table uuid), each sorted by digest prefix; built once per
-    forget-table snapshot (so a write to any table of the namespace reuses the namespace-wide arrays).
-    A snapshot reached from one built before by adds and upkeep merges only merges in what was added
-    (:func:`_catch_up`; :data:`_ADDED` keeps it for :func:`_screen`)."""
-    uuid = str(ft.metadata.table_uuid)
-    key = (uuid, snapshot_id)
-    hit = _PREPARED.get(key)
-    if hit is not None:
-        return hit
-    out = None
-    step = _catch_up(ft, snapshot_id, [s for u, s in reversed(_PREPARED) if u == uuid])
-    if step is not None:
-        base, added_rows = step
-        old = _PREPARED[(uuid, base)]
-        added = _group_rows(_normalized(ft, added_rows)) if added_rows.num_rows else {}
-        snap = ft.metadata.snapshot_by_id(snapshot_id)
-        if snap is not None and sum(len(g[0]) for g in old.values()) + added_rows.num_rows == _total_records(snap):
-            out = {k: _merged(old[k], added[k]) if k in old and k in added else old.get(k) or added[k]
-                   for k in dict.fromkeys([*old, *added])}
-            _ADDED[key] = (base, added)
-            while len(_ADDED) > _CACHE_SIZE:
-                _ADDED.pop(next(iter(_ADDED)))
-    if out is None:
-        out = _group_rows(_entries(ft))
-    _PREPARED[key] = out
-    _PREPARED.move_to_end(key)
-    while len(_PREPARED) > _CACHE_SIZE:
-        _PREPARED.popitem(last=False)
-    return out
-
-
-def _pads(uuid: str, kid: str, secret: bytes, prefixes: np.ndarray, digests: np.ndarray) -> np.ndarray:
-    """:func:`screen_pads` of digests (rows sorted by ``prefixes``), reusing the pads of entries this
-    process already decrypted for an earlier snapshot of the same list (matched on the full digest)."""
-    pads = np.zeros(len(digests), dtype=np.uint32)
-    known = np.zeros(len(digests), dtype=bool)
-    cached = _PADS.get((uuid, kid))
-    if cached is not None and len(cached[0]):
-        cpre, cmat, cpads = cached
-        pos = np.minimum(np.searchsorted(cpre, prefixes), len(cpre) - 1)
-        idx = np.flatnonzero(cpre[pos] == prefixes)
-        idx = idx[(cmat[pos[idx]] == digests[idx]).all(axis=1)]
-        known[idx] = True
-        pads[idx] = cpads[pos[idx]]
-    miss = np.flatnonzero(~known)
-    if len(miss) or cached is None:
-        pads[miss] = screen_pads(secret, digests[miss])
-        if cached is None:
-            order = np.argsort(prefixes[miss], kind="stable")
-            _PADS[(uuid, kid)] = (prefixes[miss][order], digests[miss][order], pads[miss][order])
-        else:  # a few new entries into the sorted cache: one insert, not a sort of everything decrypted so far
-            cpre, cmat, cpads = cached
-            order = miss[np.argsort(prefixes[miss], kind="stable")]
-            at = np.searchsorted(cpre, prefixes[order], side="right")
-            _PADS[(uuid, kid)] = (np.insert(cpre, at, prefixes[order]), np.insert(cmat, at, digests[order], axis=0),
-                                  np.insert(cpads, at, pads[order]))
-    _PADS.move_to_end((uuid, kid))
-    while len(_PADS) > _CACHE_SIZE:
-        _PADS.popitem(last=False)
-    return pads
-
-
-def _screen(ft: Table, snapshot_id: int, scopes: list[tuple[str, str | None]], kid: str,
-            groups: dict[tuple[str, str | None], _Group],
-            secret: bytes) -> tuple[np.ndarray, np.ndarray] | None:
-    """The decrypted screen set (sorted unique h31) of the scopes' entries and its bitmap, or None
-    when an entry has no tag; built once per forget-table snapshot, scopes and key (the pads cost an
-    HMAC per entry)."""
-    names = tuple(f"{s}\x00{u or ''}" for s, u in scopes)
-    key = (str(ft.metadata.table_uuid), snapshot_id, names, kid)
-    if key in _SCREENS:
-        _SCREENS.move_to_end(key)
-        return _SCREENS[key]
-    out = None
-    step = _ADDED.get(key[:2])
-    before = (key[0], step[0], names, kid) if step is not None else None
-    if step is not None and before is not None and before in _SCREENS:  # the set built for the snapshot this one was caught up from
-        last, added = _SCREENS[before], [step[1][s] for s in scopes if s in step[1]]
-        if last is not None and not any((g[4] < 0).any() for g in added):
-            plain_h31 = np.union1d(last[0], np.concatenate(
-                [g[4].astype(np.uint32) ^ _pads(key[0], kid, secret, g[0], g[1]) for g in added] or
-                [np.empty(0, np.uint32)]))
-            out = (plain_h31, _screen_bitmap(plain_h31))
-    elif not any((groups[s][4] < 0).any() for s in scopes):  # built in full
-        plain_h31 = np.unique(np.concatenate(
-            [groups[s][4].astype(np.uint32) ^ _pads(key[0], kid, secret, groups[s][0], groups[s][1]) for s in scopes]))
-        out = (plain_h31, _screen_bitmap(plain_h31))
-    _SCREENS[key] = out
-    while len(_SCREENS) > _CACHE_SIZE:
-        _SCREENS.popitem(last=False)
-    return out
-
-
-def _with_groups(ft: Table) -> tuple[Table, dict[tuple[str, str | None], _Group]]:
-    snap = ft.current_snapshot()
-    assert snap is not None  # history.read answers ``empty`` for a list without a snapshot
-    return ft, _groups(ft, snap.snapshot_id)
-
-
 def load(table: Table, *, secret: bytes | None = None, recheck: bool = False) -> ForgetFilter | None:
     """The forget filter for writes to ``table``, or None when nothing can be dropped.
 
@@ -765,7 +407,7 @@ def load(table: Table, *, secret: bytes | None = None, recheck: bool = False) ->
     """
     if not table.properties.get(IDENTITY_COLUMNS_KEY, "").strip():
         return None
-    read = _read(table.catalog, table.name()[:-1], _with_groups, empty=None, legacy=not recheck)
+    read = _read(table.catalog, table.name()[:-1], with_groups, empty=None, legacy=not recheck)
     if read is None:
         return None
     ft, groups = read
@@ -805,7 +447,7 @@ def load(table: Table, *, secret: bytes | None = None, recheck: bool = False) ->
     expected = key_id(secret)
     _check_key_ids(stored, expected,
                    ".".join(forget_table_identifier(table.name()[:-1], table.catalog)))
-    screen = _screen(ft, snap.snapshot_id, scopes, expected, groups, secret)
+    screen = screen_set(ft, snap.snapshot_id, scopes, expected, groups, secret)
     return ForgetFilter(table=scope, version=snap.snapshot_id, key_id=expected, columns=columns,
                         prefixes=prefixes, digests=digests, bitmap=bitmap, secret=secret,
                         screen=screen[0] if screen else None, screen_bits=screen[1] if screen else None)

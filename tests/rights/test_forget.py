@@ -32,7 +32,7 @@ from pyiceberg.types import (
 import iceberg_privacy as ip
 from iceberg_privacy.catalog import catalog_home
 from iceberg_privacy.config import configure_identity
-from iceberg_privacy.rights import forget
+from iceberg_privacy.rights import forget, forget_screen, forget_store
 from iceberg_privacy.rights.keyed import (
     SECRET_ENV,
     SECRET_FILE_ENV,
@@ -599,7 +599,7 @@ def test_screened_check_drops_exactly_what_the_plain_hmac_check_drops(
                                  hash_array(pa.array(sorted(decoy_accts), pa.int64()))]).astype(np.uint32)
         assert flt.screen is not None
         noisy_set = np.unique(np.concatenate([flt.screen, decoys]))
-        noisy = dataclasses.replace(flt, screen=noisy_set, screen_bits=forget._screen_bitmap(noisy_set))
+        noisy = dataclasses.replace(flt, screen=noisy_set, screen_bits=forget_screen.screen_bitmap(noisy_set))
         assert noisy.mask(data).tolist() == expected.tolist()
         assert noisy.apply(data)[1] == plain.apply(data)[1] == int(expected.sum())
 
@@ -616,7 +616,8 @@ def test_new_list_snapshot_decrypts_only_the_added_tags(catalog: Catalog, monkey
         padded.append(len(digests))
         return real(secret, digests)
 
-    monkeypatch.setattr(forget, "screen_pads", counting)
+    monkeypatch.setattr(forget_screen, "screen_pads", counting)  # at add time (screen_tags)
+    monkeypatch.setattr(forget_store, "screen_pads", counting)  # at load time (the pads cache)
     _erase_screened(catalog, t, ["ann"])
     assert padded == [1]  # the new tag, at add time
     flt = forget.load(t)
@@ -634,7 +635,7 @@ def test_ids_in_an_unscreenable_arrow_type_are_hmacd(catalog: Catalog) -> None:
     assert flt is not None and flt.screened
     data = pa.table({"acct": pa.array([7, 8, None, 7], pa.int16())})
     assert flt.mask(data).tolist() == [True, False, False, True]
-    assert forget._h31(data.column("acct").chunk(0).drop_null()) is None
+    assert forget_screen.iceberg_h31(data.column("acct").chunk(0).drop_null()) is None
 
 
 def test_a_mismatched_secret_gives_advice_that_works(catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,7 +24,7 @@ from pyiceberg.types import StringType
 import iceberg_privacy as ip
 from iceberg_privacy.config import configure_identity
 from iceberg_privacy.properties import HISTORY_MAINTAIN_EVERY_PROPERTY
-from iceberg_privacy.rights import forget
+from iceberg_privacy.rights import forget, forget_screen, forget_store
 from iceberg_privacy.rights.keyed import SECRET_ENV, key_id, load_secret
 from tests.helpers import SECRET, Forks, unique_name
 
@@ -40,7 +40,8 @@ def _add(catalog: Catalog, target: Any, users: list[str], *, tagged: bool = True
 
 def _cold(table: Table) -> forget.ForgetFilter | None:
     """The filter a new process builds (every cache empty), leaving this process's caches as they were."""
-    caches = [forget._ENTRIES, forget._PREPARED, forget._SCREENS, forget._PADS, getattr(forget, "_ADDED", {})]
+    caches = [forget_store._ENTRIES, forget_store._PREPARED, forget_store._SCREENS, forget_store._PADS,
+              forget_store._ADDED]
     saved = [dict(c) for c in caches]
     forget.clear_cache()
     try:
@@ -63,7 +64,7 @@ def _same(a: forget.ForgetFilter | None, b: forget.ForgetFilter | None) -> None:
     if a.screen is not None and b.screen is not None:
         assert np.array_equal(a.screen, b.screen) and np.array_equal(a.screen_bits, b.screen_bits)
     # and every listed prefix's digest sits at a position with that prefix (what the exact check searches)
-    assert np.array_equal(forget._prefix64(a.digests), a.prefixes)
+    assert np.array_equal(forget_screen.prefix64(a.digests), a.prefixes)
 
 
 def test_a_change_made_by_another_process_is_caught_up_without_reading_the_whole_list(
@@ -131,7 +132,7 @@ def test_property_a_caught_up_filter_equals_a_cold_read(shared_catalog: Catalog,
         elif op[0] == "maintain":
             forget.maintain(shared_catalog, ns, orphan_age=forget.history.ORPHAN_AGE)
         else:
-            forget._ENTRIES.clear()  # as in a process that never added: the next add catches up too
+            forget_store._ENTRIES.clear()  # as in a process that never added: the next add catches up too
         for t in (table, other):
             fresh = shared_catalog.load_table(t.name())
             _same(forget.load(fresh), _cold(fresh))
