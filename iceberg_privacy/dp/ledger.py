@@ -50,6 +50,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -442,6 +443,23 @@ class Ledger(LedgerParts):
         self._refund_parts(rid, [led for ns, led in parts.items() if ns not in final],
                            "not needed by the reservation's final commit")
         return reservation
+
+    def reserve_unless_answered[T](self, source: tuple[str, ...], principal: str, amount: Budget, *,
+                                   answer: Callable[[dict[str, Any]], T | None], memo_seen: str | None = None,
+                                   **reserve: Any) -> Reservation | T:
+        """:meth:`reserve` (``**reserve``: its keywords, ``once`` included), or what ``answer`` makes of the memo entry
+        of a release of the same question that committed since the caller's memo lookup (``memo_seen``: the release
+        id that lookup found unusable). ``answer`` returns None for an entry whose release cannot be served (its output
+        gone): the question is then reserved again, that entry excluded. Every memoized release (histogram, SQL,
+        synthesis) reserves through this, so none pays twice for, or publishes two answers to, one question."""
+        while True:
+            try:
+                return self.reserve(source, principal, amount, memo_seen=memo_seen, **reserve)
+            except _AnsweredMeanwhile as answered:
+                served = answer(answered.hit)
+                if served is not None:
+                    return served
+                memo_seen = answered.hit.get("release_id")
 
     def _refuse_repeat(self, table: Table, query_hash: str, source_snapshot_id: int, memo_seen: str | None) -> None:
         """Inside a reservation's compare-and-swap: refuse a question this ledger version already answers (the memo)

@@ -47,7 +47,8 @@ from iceberg_privacy.catalog import ensure_namespace_exists
 from iceberg_privacy.dp._refs import qualified
 from iceberg_privacy.dp.budget import Budget
 from iceberg_privacy.dp.errors import ReleaseAbortedError, ReleaseFailedError
-from iceberg_privacy.dp.ledger import Ledger, _AnsweredMeanwhile
+from iceberg_privacy.dp.ledger import Ledger
+from iceberg_privacy.dp.ledger_state import Reservation
 from iceberg_privacy.dp.policy import policy_unit_column
 from iceberg_privacy.dp.provenance import RELEASE_MARKER, build_summary, noise_summary
 from iceberg_privacy.dp.reservation import Heartbeat
@@ -299,27 +300,13 @@ def run_release(plan: ReleasePlan, *, memoize: bool, spark: Any | None, memo_log
     # A memoized question is reserved once: the reservation's commit refuses it while another process answers it
     # (ReleaseInProgressError) and hands back the answer a release committed since the lookup above (no second
     # charge, no second noisy answer to one question).
-    while True:
-        try:
-            reservation = ledger.reserve(
-                source_id,
-                principal,
-                amount,
-                source_snapshot_id=snapshot_id,
-                query_hash=qhash,
-                output_table=out_name,
-                detail={"query": query.to_json()},
-                table_uuid=table_uuid,
-                once=memoize,
-                memo_seen=memo_seen,
-            )
-            break
-        except _AnsweredMeanwhile as answered:
-            memo = _memoized(catalog, ledger, answered.hit, principal, source_id, snapshot_id, qhash, amount,
-                             memo_log)
-            if memo is not None:
-                return memo
-            memo_seen = answered.hit.get("release_id")
+    reserved = ledger.reserve_unless_answered(
+        source_id, principal, amount, source_snapshot_id=snapshot_id, query_hash=qhash, output_table=out_name,
+        detail={"query": query.to_json()}, table_uuid=table_uuid, once=memoize, memo_seen=memo_seen,
+        answer=lambda hit: _memoized(catalog, ledger, hit, principal, source_id, snapshot_id, qhash, amount, memo_log))
+    if not isinstance(reserved, Reservation):
+        return reserved
+    reservation = reserved
     rid = reservation.release_id
     # The fields every later ledger event of this release repeats.
     event: dict[str, Any] = {

@@ -73,7 +73,8 @@ from iceberg_privacy.dp.budget import (
     float_down,
 )
 from iceberg_privacy.dp.errors import BudgetTypeMismatchError, InvalidBudgetError, ReleaseAbortedError
-from iceberg_privacy.dp.ledger import Ledger, _AnsweredMeanwhile
+from iceberg_privacy.dp.ledger import Ledger
+from iceberg_privacy.dp.ledger_state import Reservation
 from iceberg_privacy.dp.mst import cdp_rho, mst, secure_rng
 from iceberg_privacy.dp.policy import ROWS_UNIT, policy_unit_column
 from iceberg_privacy.dp.provenance import build_summary
@@ -625,17 +626,13 @@ def dp_synthesize(
     # -- reserve, then measure ------------------------------------------------------------------------
     # reserved once per question: refused while another process synthesizes it, answered from the memo when it was
     # synthesized since the lookup above (docs/dp.md, "Memoization")
-    while True:
-        try:
-            reservation = ledger.reserve(source_id, principal, amount, source_snapshot_id=snap.snapshot_id,
-                                         query_hash=qhash, output_table=out_name, detail={"query": query},
-                                         table_uuid=table_uuid, once=memoize, memo_seen=memo_seen)
-            break
-        except _AnsweredMeanwhile as answered:
-            memo = _memoized(catalog, ledger, answered.hit, principal, source_id, snap.snapshot_id, qhash, method, rho)
-            if memo is not None:
-                return memo
-            memo_seen = answered.hit.get("release_id")
+    reserved = ledger.reserve_unless_answered(
+        source_id, principal, amount, source_snapshot_id=snap.snapshot_id, query_hash=qhash, output_table=out_name,
+        detail={"query": query}, table_uuid=table_uuid, once=memoize, memo_seen=memo_seen,
+        answer=lambda hit: _memoized(catalog, ledger, hit, principal, source_id, snap.snapshot_id, qhash, method, rho))
+    if not isinstance(reserved, Reservation):
+        return reserved
+    reservation = reserved
     rid = reservation.release_id
     event: dict[str, Any] = {"release_id": rid, "principal": principal, "source": source_id,
                              "source_snapshot_id": snap.snapshot_id, "query_hash": qhash, "output_table": out_name}
