@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +23,11 @@ def cmd_demo(args: argparse.Namespace, catalog: Catalog) -> int:
                       progress=not args.quiet)
     home = Path(args.home) if args.home else default_home()
     run_lineage_demo(catalog, catalog.load_table("demo.clicks"), out=home / "exports" / "lineage")
+    # a folder per run: an access export is never overwritten by another request's, so a fixed folder made every
+    # run of the main job after the first in the same home end in exit 2
+    run = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     run_subject_rights_demo(catalog, catalog.load_table("demo.clicks"), result["probe_user"],
-                            out=home / "exports" / "demo-access")
+                            out=home / "exports" / "demo-access" / run)
     if args.skip_dp:
         return 0
     try:

@@ -23,11 +23,12 @@ from pyiceberg.transforms import DayTransform
 from iceberg_privacy.catalog import ensure_namespace_exists, table_name
 from iceberg_privacy.config import configure_bloom, configure_identity
 from iceberg_privacy.demos.clickstream import DEMO_SCHEMA, clickstream
-from iceberg_privacy.errors import ConfigurationError
+from iceberg_privacy.errors import ConfigurationError, StorageError
 from iceberg_privacy.index.lookup import execute
 from iceberg_privacy.index.maintenance import compact_sidecars
 from iceberg_privacy.index.planner import plan_lookup
 from iceberg_privacy.properties import DEMO_MARKER
+from iceberg_privacy.storage import canonical, delete_files, list_files, other_table_roots, table_roots
 from iceberg_privacy.write import append
 
 
@@ -52,7 +53,24 @@ def drop_demo_table(catalog: Catalog, name: str, *, replace: bool = False) -> No
             f"nothing was changed. Pick another table name, or pass --replace (replace=True) to drop {name} "
             "and its data first."
         )
+    purge_demo_table(catalog, name)
+
+
+def purge_demo_table(catalog: Catalog, name: str) -> None:
+    """Drop a demo table and every file under its locations: ``purge_table`` deletes what the metadata references,
+    not the Bloom sidecars (named by snapshot summaries) nor leftovers, and the demo re-creates the table at the
+    same location: a purge of the next run's erasure found the old run's sidecars there, which may hold the erased
+    person, and refused to report complete (a second run of the main job in one home ended in exit 2). Tables
+    stored inside its location are left alone; a failed delete is raised."""
+    table = catalog.load_table(name)
+    roots = table_roots(table.location(), table.properties)
     catalog.purge_table(name)
+    left = [f.location for root in roots for f in list_files(table.io, root)]
+    others = other_table_roots(roots, left)
+    outcome = delete_files(table.io, [loc for loc in left if not any(canonical(loc).startswith(o) for o in others)])
+    if not outcome.ok:
+        raise StorageError(f"the demo dropped {name} but could not delete its leftover files: "
+                           + "; ".join(f"{loc}: {why}" for loc, why in outcome.failed.items()))
 
 
 def create_demo_table(catalog: Catalog, name: str = "demo.clicks", *, replace: bool = False) -> Table:
@@ -142,7 +160,7 @@ def run_lineage_demo(catalog: Catalog, table: Table, *, out: Path, echo: Callabl
     configure_identity(table, ["user_id", "identities"])
     for name in DERIVED:  # derived from demo.clicks by this demo, under the names it documents
         try:
-            catalog.purge_table(name)
+            purge_demo_table(catalog, name)
         except NoSuchTableError:
             pass
     echo("== lineage: derive tables with SQL (DuckDB), column lineage recorded in each snapshot summary")

@@ -22,6 +22,11 @@ def test_demo_then_every_command(home, capsys) -> None:
     # the main job also runs one person's access, erasure + purge, and a late event of theirs
     assert "access request" in out and "purge of request" in out and "completed" in out
     assert "1 row(s) dropped by the forget list" in out
+    # the main job again in the same home (a new user re-runs the README command): its access export went to the
+    # same folder as the first run's, which holds another request's export, and the run ended in exit 2
+    assert main(["--home", home, "-q", "demo", "--days", "2", "--events-per-day", "1000", "--users", "400",
+                 "--skip-dp"]) == 0
+    assert "1 row(s) dropped by the forget list" in capsys.readouterr().out
     assert main(["--home", home, "explain", "demo.clicks", "user_id", "nobody", "--files"]) == 0
     assert "files in snapshot" in capsys.readouterr().out
     import iceberg_privacy as ip
